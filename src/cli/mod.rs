@@ -1,0 +1,99 @@
+//! Command front ends. Each is a thin layer over the library modules; each keeps the flags,
+//! output and exit codes of the Postfix/Dovecot/Cyrus command it replaces.
+
+pub mod doveconf;
+pub mod postconf;
+pub mod postfix;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The names `postern` answers to, as installed (one binary, many links).
+pub const COMMANDS: &[&str] = &[
+    "postconf",
+    "postfix",
+    "sendmail",
+    "mailq",
+    "newaliases",
+    "postqueue",
+    "postsuper",
+    "postmap",
+    "postalias",
+    "postcat",
+    "dovecot",
+    "doveconf",
+    "saslauthd",
+    "testsaslauthd",
+];
+
+/// Pick the command from `argv[0]` (its file name), or from the first argument when called
+/// as `postern`, and run it with the remaining arguments (`args[0]` is the command name).
+pub fn dispatch(args: Vec<OsString>) -> ExitCode {
+    let argv0 = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postern".into());
+    // Fedora installs alternatives such as `sendmail.postfix`, `mailq.postfix`.
+    let base = argv0.strip_suffix(".postfix").unwrap_or(&argv0).to_string();
+    let (name, rest): (String, Vec<OsString>) = if COMMANDS.contains(&base.as_str()) {
+        (base, args.into_iter().skip(1).collect())
+    } else {
+        let mut it = args.into_iter().skip(1);
+        match it.next() {
+            None => {
+                eprint!("{}", usage());
+                return ExitCode::from(1);
+            }
+            Some(first) => {
+                let first = first.to_string_lossy().into_owned();
+                match first.as_str() {
+                    "-h" | "--help" | "help" => {
+                        print!("{}", usage());
+                        return ExitCode::SUCCESS;
+                    }
+                    "-V" | "--version" => {
+                        println!("postern {}", env!("CARGO_PKG_VERSION"));
+                        return ExitCode::SUCCESS;
+                    }
+                    _ => {}
+                }
+                if !COMMANDS.contains(&first.as_str()) {
+                    eprintln!("postern: unknown command: {first}");
+                    eprint!("{}", usage());
+                    return ExitCode::from(1);
+                }
+                (first, it.collect())
+            }
+        }
+    };
+    let rest: Vec<String> = rest
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let code = match name.as_str() {
+        "postconf" => postconf::main(&rest),
+        "postfix" => postfix::main(&rest),
+        "doveconf" => doveconf::main(&rest),
+        other => {
+            eprintln!(
+                "postern: {other}: not implemented yet in this version of Postern (see README.md)"
+            );
+            75 // EX_TEMPFAIL: nothing was done
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn usage() -> String {
+    let mut s = String::from(
+        "usage: postern COMMAND [ARGS...]\n       (or call the binary by the command's name)\n\ncommands:\n",
+    );
+    for c in COMMANDS {
+        s.push_str("  ");
+        s.push_str(c);
+        s.push('\n');
+    }
+    s
+}

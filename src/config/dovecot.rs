@@ -1,0 +1,1 @@
+//! `dovecot.conf` of every era. (Placeholder: being written; issue 2.)

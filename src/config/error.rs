@@ -1,0 +1,53 @@
+//! Typed configuration errors. Their `Display` text is what the admin reads, worded like the
+//! real programs' messages (`/etc/postfix/main.cf, line 3: missing '=' after attribute name:
+//! "…"`), so each variant carries the file and, where there is one, the line.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be opened or read: `open /etc/postfix/main.cf: No such file or directory`.
+    #[error("open {}: {}", path.display(), strerror(source))]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A syntax or semantic error at a known line.
+    #[error("{}, line {line}: {msg}", file.display())]
+    AtLine {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    /// An error that concerns a whole file.
+    #[error("{}: {msg}", file.display())]
+    InFile { file: PathBuf, msg: String },
+    /// Anything else, already worded for the admin.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ConfigError {
+    pub fn open(path: &Path, source: std::io::Error) -> Self {
+        ConfigError::Open {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub fn at_line(file: &Path, line: usize, msg: impl Into<String>) -> Self {
+        ConfigError::AtLine {
+            file: file.to_path_buf(),
+            line,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// The C library's text for an I/O error (`No such file or directory`), as Postfix and
+/// Dovecot print it, without Rust's `(os error 2)` suffix.
+pub fn strerror(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
+}

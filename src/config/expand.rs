@@ -1,0 +1,1 @@
+//! `$name` expansion (placeholder; being written).

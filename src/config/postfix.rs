@@ -1,0 +1,1 @@
+//! The effective Postfix configuration (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Cyrus SASL application config files (`smtpd.conf`). (Placeholder: being written; issue 2.)

@@ -1,0 +1,9 @@
+//! Postern: a Postfix-compatible mail system (MTA, saslauthd, POP3/IMAP) that reads the
+//! existing `/etc/postfix`, Cyrus SASL and Dovecot configuration files unchanged.
+//!
+//! Modules follow the stages of `DESIGN.md` §2. Today the config foundation is here:
+//! [`config`] (grammars → ordered model, Postfix parameter table, `$name` expansion) and the
+//! command front ends in [`cli`].
+
+pub mod cli;
+pub mod config;
