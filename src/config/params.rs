@@ -7,8 +7,7 @@
 //! Host-derived defaults, as Postfix's `mail_params.c` computes them:
 //! * `myhostname`: `gethostname()`; a name without a dot gets `.$mydomain` appended, or
 //!   `.localdomain` when `mydomain` is not set;
-//! * `mydomain`: `myhostname` less its first label when that leaves at least two labels,
-//!   otherwise `localdomain`;
+//! * `mydomain`: `myhostname` after its first dot, or `localdomain`;
 //! * `mynetworks`: from `mynetworks_style` (`host`, `subnet`, `class`) and the addresses of
 //!   the local interfaces (`inet_protocols` decides IPv4/IPv6);
 //! * `process_id`: the process ID.
@@ -38,6 +37,33 @@ pub struct ParamDef {
     pub default: &'static str,
     pub kind: ParamType,
 }
+
+/// "Raw" parameters: expanded by the daemon at use time with per-message attributes
+/// (`$home`, `$rbl_code`, …), so `postconf -x` prints them unexpanded (Postfix's
+/// `PCF_PARAM_FLAG_RAW`; list observed with Postfix 3.7.11).
+pub const RAW: &[&str] = &[
+    "command_execution_directory",
+    "default_rbl_reply",
+    "forward_path",
+    "luser_relay",
+    "mailbox_command",
+    "postscreen_expansion_filter",
+    "postscreen_reject_footer",
+    "smtpd_expansion_filter",
+    "smtpd_reject_footer",
+];
+
+/// Legacy parameters postconf still knows (no `unused parameter` warning) although they
+/// have no default of their own (`postconf_builtin.c`, `pcf_legacy_str_table`).
+pub const LEGACY: &[&str] = &[
+    "virtual_maps",
+    "fallback_relay",
+    "authorized_verp_clients",
+    "smtpd_client_connection_limit_exceptions",
+];
+
+/// Parameters that cannot be set in main.cf (`read-only parameter assignment`).
+pub const READ_ONLY: &[&str] = &["process_id", "process_name", "service_name"];
 
 /// Parameters whose default is computed on the running host rather than taken from the table.
 pub const HOST_DERIVED: &[&str] = &["myhostname", "mydomain", "mynetworks", "process_id"];
@@ -145,11 +171,12 @@ pub fn default_myhostname(mydomain_setting: Option<&str>) -> String {
     }
 }
 
-/// `mydomain`'s default, from the (effective) `myhostname`.
+/// `mydomain`'s default, from the (effective) `myhostname`: everything after its first
+/// dot, or `localdomain` (postconf's `pcf_check_mydomainname()`).
 pub fn default_mydomain(myhostname: &str) -> String {
     match myhostname.split_once('.') {
-        Some((_, rest)) if rest.contains('.') => rest.to_string(),
-        _ => "localdomain".to_string(),
+        Some((_, rest)) => rest.to_string(),
+        None => "localdomain".to_string(),
     }
 }
 
@@ -241,6 +268,7 @@ mod tests {
     fn mydomain_rules() {
         assert_eq!(default_mydomain("mail.example.com"), "example.com");
         assert_eq!(default_mydomain("vm.localdomain"), "localdomain");
+        assert_eq!(default_mydomain("a.com"), "com");
         assert_eq!(default_mydomain("vm"), "localdomain");
     }
     #[test]

@@ -1,1 +1,0 @@
-//! `dovecot.conf` of every era. (Placeholder: being written; issue 2.)
