@@ -1,0 +1,558 @@
+//! `dovecot.conf` of every era (0.99 flat keys, 1.x sections, 2.x with `conf.d/`) read into one
+//! Dovecot-2.3-shaped settings tree that `pop3d`, `imapd` and `auth` read, whatever the era.
+//!
+//! * [`parse`] — the syntax (pest grammar `dovecot.pest`), includes, file and line of every node;
+//! * [`legacy`] — 0.99/1.x keys rewritten to their 2.x form, one [`Note`] per translated key
+//!   (the mapping is documented in `postern-dovecot.conf(5)`);
+//! * [`settings`] — Dovecot 2.3.19's setting names, types and defaults, value normalisation;
+//! * [`dump`] — `doveconf -n` output, byte for byte as Dovecot 2.3.19 prints it.
+//!
+//! Parameters read by the typed accessors (with Dovecot 2.3 defaults): `protocols`, `listen`,
+//! `service X-login { inet_listener … }`, `mail_location`, `ssl`, `ssl_cert`, `ssl_key`,
+//! `disable_plaintext_auth`, `auth_mechanisms`, `passdb {}`, `userdb {}`, `login_greeting`,
+//! `login_trusted_networks`, `pop3_uidl_format`, `mail_max_userip_connections`, `log_path`,
+//! `auth_username_format`, `auth_failure_delay`.
+//!
+//! Known limits: `local`/`remote` filters are kept but not applied by the accessors (only
+//! `protocol X {}` is); `$name` expands only a setting's own earlier value (`protocols =
+//! $protocols imap`), as Dovecot 2.3 does; `<file` values are not read by the model.
+
+pub mod dump;
+pub mod legacy;
+pub mod parse;
+pub mod settings;
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+
+use crate::config::ConfigError;
+pub use parse::{Node, Origin};
+
+/// The syntax generation a file was written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// Dovecot 0.99 (Fedora Core 2): flat `imap_listen`, `auth = default` + `auth_*`.
+    V0_99,
+    /// Dovecot 1.x (Fedora 7): `auth default {}`, `protocol imap { listen }`, `ssl_disable`.
+    V1,
+    /// Dovecot 2.x.
+    V2,
+}
+
+impl std::fmt::Display for Era {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Era::V0_99 => "0.99",
+            Era::V1 => "1.0",
+            Era::V2 => "2.x",
+        })
+    }
+}
+
+/// What an old key became: `0.99 key imap_listen at FILE:LINE → service imap-login { … }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub era: Era,
+    pub old_key: String,
+    pub at: Origin,
+    /// The 2.x form, or why the key was dropped.
+    pub new: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} key {} at {} → {}",
+            self.era, self.old_key, self.at, self.new
+        )
+    }
+}
+
+/// One setting's value as doveconf normalises it (`10 M`, `1 hours`, `yes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub value: String,
+    pub at: Origin,
+}
+
+/// A section of the 2.x tree (`service imap-login`, `inet_listener imap`, `passdb`, …); the
+/// root has an empty `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Block {
+    pub kind: String,
+    pub name: Option<String>,
+    pub at: Option<Origin>,
+    /// Settings set explicitly in this block, in order of first appearance.
+    pub settings: IndexMap<String, Value>,
+    pub blocks: Vec<Block>,
+}
+
+impl Block {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).map(|v| v.value.as_str())
+    }
+    /// The sub-blocks of one kind, in file order.
+    pub fn blocks_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Block> + 'a {
+        self.blocks.iter().filter(move |b| b.kind == kind)
+    }
+    pub fn block(&self, kind: &str, name: &str) -> Option<&Block> {
+        self.blocks
+            .iter()
+            .find(|b| b.kind == kind && b.name.as_deref() == Some(name))
+    }
+}
+
+/// A passdb or userdb: `driver` and `args`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthDb {
+    pub driver: String,
+    pub args: String,
+}
+
+/// One TCP listener of a login service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// `imap`, `imaps`, `pop3`, `pop3s`.
+    pub name: String,
+    /// Addresses to bind (`listen` unless the listener sets `address`).
+    pub addresses: Vec<String>,
+    /// 0 means disabled.
+    pub port: u16,
+    pub ssl: bool,
+}
+
+/// A loaded `dovecot.conf`, 2.x-shaped whatever its era.
+#[derive(Debug, Clone)]
+pub struct DovecotConf {
+    /// The path as given (`-c FILE`).
+    pub path: PathBuf,
+    pub era: Era,
+    pub root: Block,
+    /// One per translated 0.99/1.x key.
+    pub notes: Vec<Note>,
+    /// Warnings worded like Dovecot's, without the `doveconf: Warning: ` prefix.
+    pub warnings: Vec<String>,
+}
+
+/// Kinds of filter sections (settings inside override the global ones for matching sessions).
+pub fn is_filter(kind: &str) -> bool {
+    matches!(kind, "protocol" | "local" | "remote" | "local_name")
+}
+
+/// Sections whose elements are identified by name: reopening one merges into it.
+fn is_unique_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "service"
+            | "inet_listener"
+            | "unix_listener"
+            | "fifo_listener"
+            | "namespace"
+            | "mailbox"
+            | "plugin"
+            | "dict"
+    ) || is_filter(kind)
+}
+
+/// Which settings table applies inside a block of `kind`.
+fn scope_of(kind: &str) -> &str {
+    if kind.is_empty() || is_filter(kind) {
+        "global"
+    } else {
+        kind
+    }
+}
+
+/// Section kinds allowed inside a block of `kind`.
+fn allowed_sections(kind: &str) -> &'static [&'static str] {
+    match scope_of(kind) {
+        "global" => &[
+            "service",
+            "protocol",
+            "local",
+            "remote",
+            "local_name",
+            "namespace",
+            "passdb",
+            "userdb",
+            "plugin",
+            "dict",
+        ],
+        "service" => &["inet_listener", "unix_listener", "fifo_listener"],
+        "namespace" => &["mailbox"],
+        _ => &[],
+    }
+}
+
+impl DovecotConf {
+    /// Read FILE and its includes; translate an old era; check every setting like doveconf.
+    pub fn load(path: &Path) -> Result<DovecotConf, ConfigError> {
+        let raw = parse::parse_file(path)?;
+        Self::from_raw(path, raw)
+    }
+
+    /// As [`DovecotConf::load`], from text standing for the file `path`.
+    pub fn from_str(text: &str, path: &Path) -> Result<DovecotConf, ConfigError> {
+        let raw = parse::parse_str(text, path)?;
+        Self::from_raw(path, raw)
+    }
+
+    fn from_raw(path: &Path, raw: parse::RawConf) -> Result<DovecotConf, ConfigError> {
+        let (era, nodes, notes) = legacy::translate(raw.nodes);
+        let mut root = Block::default();
+        let mut ctx = Vec::new();
+        for n in &nodes {
+            apply(&mut root, None, n, &mut ctx)?;
+        }
+        Ok(DovecotConf {
+            path: path.to_path_buf(),
+            era,
+            root,
+            notes,
+            warnings: raw.warnings,
+        })
+    }
+
+    /// The checks doveconf runs after parsing (`protocols: Unknown protocol: x`, `passdb is
+    /// missing driver`). Returns the message without file name.
+    pub fn check(&self) -> Result<(), String> {
+        for p in self.protocols() {
+            if !matches!(p.as_str(), "imap" | "pop3" | "lmtp" | "submission" | "none") {
+                return Err(format!("protocols: Unknown protocol: {p}"));
+            }
+        }
+        for kind in ["passdb", "userdb"] {
+            for b in self.root.blocks_of(kind) {
+                if b.get("driver").unwrap_or("").is_empty() {
+                    return Err(format!("{kind} is missing driver"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A global setting: the file's value, else Dovecot 2.3.19's default.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.root
+            .get(key)
+            .or_else(|| settings::lookup("global", key).map(|d| d.default.as_str()))
+    }
+
+    /// A setting as seen by sessions of `protocol` (`protocol imap { … }` overrides global).
+    pub fn get_for(&self, protocol: &str, key: &str) -> Option<&str> {
+        self.root
+            .block("protocol", protocol)
+            .and_then(|b| b.get(key))
+            .or_else(|| self.get(key))
+    }
+
+    fn words(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .unwrap_or("")
+            .split([' ', ',', '\t'])
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `protocols`: the enabled services (`imap`, `pop3`, …).
+    pub fn protocols(&self) -> Vec<String> {
+        self.words("protocols")
+    }
+
+    /// The TCP listeners of `protocol`'s login service, with Dovecot's built-in ones (`imap`
+    /// 143, `imaps` 993 ssl; `pop3` 110, `pop3s` 995 ssl) overridden by the file.
+    pub fn listeners(&self, protocol: &str) -> Vec<Listener> {
+        let builtin: &[(&str, u16, bool)] = match protocol {
+            "imap" => &[("imap", 143, false), ("imaps", 993, true)],
+            "pop3" => &[("pop3", 110, false), ("pop3s", 995, true)],
+            "submission" => &[("submission", 587, false)],
+            _ => &[],
+        };
+        let listen = self.words("listen");
+        let service = self.root.block("service", &format!("{protocol}-login"));
+        let mut out: Vec<Listener> = builtin
+            .iter()
+            .map(|(n, p, s)| Listener {
+                name: n.to_string(),
+                addresses: listen.clone(),
+                port: *p,
+                ssl: *s,
+            })
+            .collect();
+        if let Some(svc) = service {
+            for l in svc.blocks_of("inet_listener") {
+                let name = l.name.clone().unwrap_or_default();
+                let idx = match out.iter().position(|o| o.name == name) {
+                    Some(i) => i,
+                    None => {
+                        out.push(Listener {
+                            name,
+                            addresses: listen.clone(),
+                            port: 0,
+                            ssl: false,
+                        });
+                        out.len() - 1
+                    }
+                };
+                let o = &mut out[idx];
+                if let Some(a) = l.get("address") {
+                    o.addresses = a
+                        .split([' ', ','])
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                }
+                if let Some(p) = l.get("port").and_then(|p| p.parse().ok()) {
+                    o.port = p;
+                }
+                if let Some(s) = l.get("ssl") {
+                    o.ssl = s == "yes";
+                }
+            }
+        }
+        out
+    }
+
+    pub fn mail_location(&self) -> &str {
+        self.get("mail_location").unwrap_or("")
+    }
+    /// `ssl`: `yes`, `no` or `required`.
+    pub fn ssl(&self) -> &str {
+        self.get("ssl").unwrap_or("yes")
+    }
+    /// `ssl_cert` as written (`</path` means the file's contents).
+    pub fn ssl_cert(&self) -> &str {
+        self.get("ssl_cert").unwrap_or("")
+    }
+    pub fn ssl_key(&self) -> &str {
+        self.get("ssl_key").unwrap_or("")
+    }
+    pub fn disable_plaintext_auth(&self) -> bool {
+        self.get("disable_plaintext_auth") != Some("no")
+    }
+    pub fn auth_mechanisms(&self) -> Vec<String> {
+        self.words("auth_mechanisms")
+    }
+    fn dbs(&self, kind: &str) -> Vec<AuthDb> {
+        self.root
+            .blocks_of(kind)
+            .map(|b| AuthDb {
+                driver: b.get("driver").unwrap_or("").to_string(),
+                args: b.get("args").unwrap_or("").to_string(),
+            })
+            .collect()
+    }
+    pub fn passdbs(&self) -> Vec<AuthDb> {
+        self.dbs("passdb")
+    }
+    pub fn userdbs(&self) -> Vec<AuthDb> {
+        self.dbs("userdb")
+    }
+    pub fn login_greeting(&self) -> &str {
+        self.get("login_greeting").unwrap_or("Dovecot ready.")
+    }
+    pub fn login_trusted_networks(&self) -> Vec<String> {
+        self.words("login_trusted_networks")
+    }
+    pub fn pop3_uidl_format(&self) -> &str {
+        self.get_for("pop3", "pop3_uidl_format")
+            .unwrap_or("%08Xu%08Xv")
+    }
+    pub fn mail_max_userip_connections(&self, protocol: &str) -> u32 {
+        self.get_for(protocol, "mail_max_userip_connections")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10)
+    }
+    pub fn log_path(&self) -> &str {
+        self.get("log_path").unwrap_or("syslog")
+    }
+    pub fn auth_username_format(&self) -> &str {
+        self.get("auth_username_format").unwrap_or("%Lu")
+    }
+    /// `auth_failure_delay` in seconds.
+    pub fn auth_failure_delay(&self) -> u64 {
+        self.get("auth_failure_delay")
+            .and_then(|v| settings::parse_time(v).ok())
+            .unwrap_or(2)
+    }
+}
+
+/// Add one raw node to `block`. `ctx` holds the kinds of the enclosing sections (for
+/// doveconf's `Unknown setting: service { inet_listener { nosuch` wording).
+fn apply(
+    block: &mut Block,
+    root_value: Option<&dyn Fn(&str) -> Option<String>>,
+    node: &Node,
+    ctx: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    match node {
+        Node::Setting { key, value, at } => {
+            let unknown = || {
+                let mut path = ctx.join(" { ");
+                if !path.is_empty() {
+                    path.push_str(" { ");
+                }
+                ConfigError::at_line(&at.file, at.line, format!("Unknown setting: {path}{key}"))
+            };
+            let scope = scope_of(&block.kind);
+            let value = if matches!(block.kind.as_str(), "plugin" | "dict") {
+                value.clone()
+            } else {
+                let def = settings::lookup(scope, key).ok_or_else(unknown)?;
+                let value = expand_self(key, value, block, root_value, &def.default);
+                settings::normalize(key, def.kind, &value)
+                    .map_err(|m| ConfigError::at_line(&at.file, at.line, m))?
+            };
+            block.settings.insert(
+                key.clone(),
+                Value {
+                    value,
+                    at: at.clone(),
+                },
+            );
+            Ok(())
+        }
+        Node::Section {
+            kind,
+            name,
+            at,
+            children,
+        } => {
+            if !allowed_sections(&block.kind).contains(&kind.as_str()) {
+                let mut path = ctx.clone();
+                path.push(kind.clone());
+                return Err(ConfigError::at_line(
+                    &at.file,
+                    at.line,
+                    format!("Unknown setting: {} {{ {kind}", path.join(" { ")),
+                ));
+            }
+            let name = name.clone().filter(|n| !n.is_empty());
+            let existing = if is_unique_kind(kind)
+                && (name.is_some() || !matches!(kind.as_str(), "namespace"))
+            {
+                block
+                    .blocks
+                    .iter()
+                    .position(|b| &b.kind == kind && b.name == name)
+            } else {
+                None
+            };
+            let idx = match existing {
+                Some(i) => i,
+                None => {
+                    block.blocks.push(Block {
+                        kind: kind.clone(),
+                        name,
+                        at: Some(at.clone()),
+                        ..Block::default()
+                    });
+                    block.blocks.len() - 1
+                }
+            };
+            // Filters see global values for `$key` self-references.
+            let globals: IndexMap<String, String> = if block.kind.is_empty() {
+                block
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.value.clone()))
+                    .collect()
+            } else {
+                IndexMap::new()
+            };
+            let lookup_global = move |k: &str| globals.get(k).cloned();
+            let parent_lookup: Option<&dyn Fn(&str) -> Option<String>> = if is_filter(kind) {
+                Some(&lookup_global)
+            } else {
+                root_value
+            };
+            ctx.push(kind.clone());
+            let child = &mut block.blocks[idx];
+            for c in children {
+                apply(child, parent_lookup, c, ctx)?;
+            }
+            ctx.pop();
+            Ok(())
+        }
+    }
+}
+
+/// `key = $key more`: Dovecot 2.3 replaces a leading `$key` with the setting's value so far.
+fn expand_self(
+    key: &str,
+    value: &str,
+    block: &Block,
+    root_value: Option<&dyn Fn(&str) -> Option<String>>,
+    default: &str,
+) -> String {
+    let Some(rest) = value.strip_prefix('$').and_then(|v| v.strip_prefix(key)) else {
+        return value.to_string();
+    };
+    if !(rest.is_empty() || rest.starts_with(' ')) {
+        return value.to_string();
+    }
+    let old = block
+        .get(key)
+        .map(str::to_string)
+        .or_else(|| root_value.and_then(|f| f(key)))
+        .unwrap_or_else(|| default.to_string());
+    format!("{old}{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(s: &str) -> Result<DovecotConf, ConfigError> {
+        DovecotConf::from_str(s, Path::new("t.conf"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = conf("").unwrap();
+        assert_eq!(c.era, Era::V2);
+        assert!(c.disable_plaintext_auth());
+        assert_eq!(c.auth_mechanisms(), vec!["plain"]);
+        assert_eq!(c.pop3_uidl_format(), "%08Xu%08Xv");
+        assert_eq!(c.auth_failure_delay(), 2);
+        assert_eq!(c.mail_max_userip_connections("imap"), 10);
+        let l = c.listeners("pop3");
+        assert_eq!(l[0].port, 110);
+        assert!(l[1].ssl);
+    }
+
+    #[test]
+    fn unknown_setting_names_file_and_line() {
+        let e = conf("\nimap_listen_x = *\n").unwrap_err().to_string();
+        assert_eq!(e, "t.conf, line 2: Unknown setting: imap_listen_x");
+        let e = conf("service x {\n inet_listener y {\n nosuch = 1\n }\n}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("line 3: Unknown setting: service { inet_listener { nosuch"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn self_reference() {
+        let c = conf("protocols = $protocols imap\nprotocols = $protocols pop3\n").unwrap();
+        assert_eq!(c.get("protocols"), Some(" imap pop3"));
+        assert_eq!(c.protocols(), vec!["imap", "pop3"]);
+    }
+
+    #[test]
+    fn listeners_from_service() {
+        let c = conf(
+            "listen = 127.0.0.1\nservice pop3-login {\n inet_listener pop3 {\n  port = 1110\n }\n inet_listener pop3s {\n  port = 0\n }\n}\n",
+        )
+        .unwrap();
+        let l = c.listeners("pop3");
+        assert_eq!(l[0].port, 1110);
+        assert_eq!(l[0].addresses, vec!["127.0.0.1"]);
+        assert_eq!(l[1].port, 0);
+    }
+}
