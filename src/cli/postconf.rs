@@ -175,12 +175,16 @@ fn master_mode(o: &Opts, _mode: char) -> i32 {
 }
 
 /// `pcf_print_line()`: normalise white space, optionally fold at 80 columns.
-pub fn print_line(out: &mut impl Write, fold: bool, text: &str) {
+/// `enc` turns the text back into the bytes the config file had (Latin-1 files stay Latin-1).
+pub fn print_line(out: &mut impl Write, fold: bool, enc: text::Encoding, text: &str) {
     const LIMIT: usize = 80;
     const INDENT: &str = "    ";
     let mut line = String::new();
     let mut line_len = 0usize;
-    for word in text.split([' ', '\t', '\r', '\n']).filter(|w| !w.is_empty()) {
+    for word in text
+        .split([' ', '\t', '\r', '\n'])
+        .filter(|w| !w.is_empty())
+    {
         if line_len > 0 {
             if !fold || line_len + word.len() < LIMIT {
                 line.push(' ');
@@ -195,7 +199,7 @@ pub fn print_line(out: &mut impl Write, fold: bool, text: &str) {
         line_len += word.len();
     }
     line.push('\n');
-    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(&text::encode(&line, enc));
 }
 
 fn show_main(o: &Opts) -> i32 {
@@ -227,6 +231,7 @@ fn show_main(o: &Opts) -> i32 {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = false;
+    let enc = cfg.main.encoding;
     for name in names {
         let raw = if o.defaults {
             cfg.default_raw(&name)
@@ -267,7 +272,7 @@ fn show_main(o: &Opts) -> i32 {
         } else {
             format!("{name} = {value}")
         };
-        print_line(&mut out, o.fold, &text);
+        print_line(&mut out, o.fold, enc, &text);
     }
     let _ = out.flush();
     if failed {
@@ -347,10 +352,7 @@ fn edit_file(
                             out.push_str(pl.raw);
                         } else if let Some(v) = v {
                             if *found {
-                                warn(format!(
-                                    "{}: multiple entries for \"{n}\"",
-                                    path.display()
-                                ));
+                                warn(format!("{}: multiple entries for \"{n}\"", path.display()));
                             }
                             out.push_str(&format!("{n} = {v}\n"));
                         }

@@ -224,6 +224,15 @@ pub fn parse(text: &str, path: &Path) -> Result<MainCf, ConfigError> {
                 last_name = Some(name.clone());
                 match m.settings.get_mut(&name) {
                     Some(s) => {
+                        if s.value != value {
+                            m.warnings.push(format!(
+                                "{}, line {}: overriding earlier entry: {}={}",
+                                path.display(),
+                                l.first,
+                                name,
+                                s.value
+                            ));
+                        }
                         s.value = value;
                         s.line = l.first;
                     }
@@ -414,8 +423,7 @@ fn is_table_ref(w: &str) -> bool {
 /// The argument of `reject_rbl_client zen.spamhaus.org` and friends.
 fn is_dnsbl_domain(w: &str) -> bool {
     w.contains('.')
-        && w
-            .chars()
+        && w.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '=' || c == '[')
 }
 

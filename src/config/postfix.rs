@@ -133,6 +133,14 @@ impl PostfixConfig {
 
     fn register_user_params(&mut self) {
         let mut names: HashSet<String> = HashSet::new();
+        // Names referenced by built-in defaults (raw parameters are not scanned: their
+        // `$names` are per-message attributes such as `$rbl_code`). This is how the old
+        // names of renamed parameters (`postscreen_blacklist_action`) stay known.
+        for p in params::all() {
+            if !params::RAW.contains(&p.name) {
+                names.extend(expand::referenced_names(p.default));
+            }
+        }
         for v in self.explicit.values() {
             names.extend(expand::referenced_names(v));
         }
@@ -295,10 +303,7 @@ impl PostfixConfig {
         for (name, value) in &self.explicit {
             for r in expand::referenced_names(value) {
                 if !self.is_defined(&r) && seen_undef.insert(r.clone()) {
-                    out.push(format!(
-                        "{}: undefined parameter: {r}",
-                        main_path.display()
-                    ));
+                    out.push(format!("{}: undefined parameter: {r}", main_path.display()));
                 }
             }
             let _ = name;
@@ -312,6 +317,40 @@ impl PostfixConfig {
                             master_path.display()
                         ));
                     }
+                }
+            }
+        }
+        // Database client configuration files named by absolute path (postconf_dbms.c).
+        let mut seen_db: HashSet<String> = HashSet::new();
+        let master_values = self
+            .master
+            .services
+            .iter()
+            .flat_map(|s| s.overrides().into_iter().map(|(_, v)| v));
+        let main_values = self
+            .explicit
+            .iter()
+            .filter(|(n, _)| self.is_known(n))
+            .map(|(_, v)| v.clone());
+        for v in main_values.chain(master_values) {
+            for tok in v.split(|c: char| c.is_ascii_whitespace() || c == ',') {
+                let mut t = tok;
+                while let Some(r) = t.strip_prefix("proxy:") {
+                    t = r;
+                }
+                let Some((kind, path)) = t.split_once(':') else {
+                    continue;
+                };
+                if !DBMS_TYPES.contains(&kind) || !path.starts_with('/') {
+                    continue;
+                }
+                if seen_db.insert(path.to_string())
+                    && let Err(e) = std::fs::File::open(path)
+                {
+                    out.push(format!(
+                        "open \"{kind}\" configuration \"{path}\": {}",
+                        super::error::strerror(&e)
+                    ));
                 }
             }
         }
@@ -342,6 +381,9 @@ impl PostfixConfig {
     }
 }
 
+/// Database client map types whose configuration file postconf reads (postconf_dbms.c).
+const DBMS_TYPES: &[&str] = &["ldap", "mysql", "pgsql", "sqlite", "memcache"];
+
 /// The commands whose master.cf services get per-transport parameters (qmgr's delivery
 /// agents): `smtp`, `lmtp`, `local`, `virtual`, `error`, `pipe` (the last also gets
 /// `NAME_time_limit`). Observed: `discard` gets none.
@@ -358,7 +400,10 @@ pub fn service_parameters(master: &MasterCf) -> Vec<(String, String)> {
             out.push((format!("{}_{suffix}", s.name), default.to_string()));
         }
         if s.command == "pipe" {
-            out.push((format!("{}_time_limit", s.name), "$command_time_limit".into()));
+            out.push((
+                format!("{}_time_limit", s.name),
+                "$command_time_limit".into(),
+            ));
         }
     }
     out
