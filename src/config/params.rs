@@ -144,7 +144,10 @@ pub const TRANSPORT_PARAM_SUFFIXES: &[(&str, &str)] = &[
         "$default_destination_recipient_limit",
     ),
     ("extra_recipient_limit", "$default_extra_recipient_limit"),
-    ("initial_destination_concurrency", "$initial_destination_concurrency"),
+    (
+        "initial_destination_concurrency",
+        "$initial_destination_concurrency",
+    ),
     ("minimum_delivery_slots", "$default_minimum_delivery_slots"),
     ("recipient_limit", "$default_recipient_limit"),
     ("recipient_refill_delay", "$default_recipient_refill_delay"),
@@ -227,7 +230,11 @@ pub fn default_mynetworks(style: &str, protocols: &str) -> String {
                 }
                 _ => (mask4(u32::from(*a), *len), *len),
             };
-            push(format!("{}/{}", IpAddr::from(std::net::Ipv4Addr::from(net)), len));
+            push(format!(
+                "{}/{}",
+                IpAddr::from(std::net::Ipv4Addr::from(net)),
+                len
+            ));
         }
     }
     if want6 {
@@ -243,10 +250,18 @@ pub fn default_mynetworks(style: &str, protocols: &str) -> String {
 }
 
 fn mask4(x: u32, len: u32) -> u32 {
-    if len == 0 { 0 } else { x & (u32::MAX << (32 - len)) }
+    if len == 0 {
+        0
+    } else {
+        x & (u32::MAX << (32 - len))
+    }
 }
 fn mask6(x: u128, len: u32) -> u128 {
-    if len == 0 { 0 } else { x & (u128::MAX << (128 - len)) }
+    if len == 0 {
+        0
+    } else {
+        x & (u128::MAX << (128 - len))
+    }
 }
 
 #[cfg(test)]
@@ -261,7 +276,10 @@ mod tests {
         );
         assert_eq!(lookup("multi_instance_name").unwrap().default, "");
         assert_eq!(lookup("smtpd_delay_reject").unwrap().kind, ParamType::Bool);
-        assert_eq!(lookup("maximal_queue_lifetime").unwrap().kind, ParamType::Time);
+        assert_eq!(
+            lookup("maximal_queue_lifetime").unwrap().kind,
+            ParamType::Time
+        );
         assert!(all().len() > 800);
     }
     #[test]

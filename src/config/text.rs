@@ -23,7 +23,13 @@ pub fn encode(text: &str, enc: Encoding) -> Vec<u8> {
         // Every char came from one byte (or is ASCII added by us), so this is lossless.
         Encoding::Latin1 => text
             .chars()
-            .map(|c| if (c as u32) < 256 { c as u32 as u8 } else { b'?' })
+            .map(|c| {
+                if (c as u32) < 256 {
+                    c as u32 as u8
+                } else {
+                    b'?'
+                }
+            })
             .collect(),
     }
 }
