@@ -83,17 +83,16 @@ pub fn main(args: &[String]) -> i32 {
 
     let path = Path::new(&file);
     let printing_header = non_default && !hide_key;
-    let conf = match DovecotConf::load(path) {
+    let (conf, unclosed) = match DovecotConf::load_lenient(path) {
         Ok(c) => c,
         Err(e) => {
             if printing_header {
-                let h = dump::header(&file, "");
-                // doveconf has not reached its OS probe when the main file cannot be opened.
-                let h = if matches!(&e, ConfigError::Open { path: p, .. } if p == path) {
-                    h.lines().take(2).map(|l| format!("{l}\n")).collect()
-                } else {
-                    h
-                };
+                // doveconf prints its OS and host lines only once the file has been parsed.
+                let h: String = dump::header(&file, "")
+                    .lines()
+                    .take(2)
+                    .map(|l| format!("{l}\n"))
+                    .collect();
                 print!("{h}");
             }
             eprintln!("{}", fatal_text(&e));
@@ -115,6 +114,14 @@ pub fn main(args: &[String]) -> i32 {
             "doveconf: Fatal: Error in configuration file {}: {m}",
             path.display()
         );
+        return FATAL;
+    }
+    if let Some(e) = unclosed {
+        // doveconf notices the unclosed section after dumping what it read.
+        if non_default && names.is_empty() {
+            print!("{}", dump::settings_text(&conf, show_passwords));
+        }
+        eprintln!("{}", fatal_text(&e));
         return FATAL;
     }
     if non_default {

@@ -48,6 +48,8 @@ const V099_KEYS: &[&str] = &[
     "auth_user",
     "auth_chroot",
     "auth_count",
+    "auth_methods",
+    "auth_userinfo",
 ];
 
 const V1_KEYS: &[&str] = &[
@@ -246,10 +248,15 @@ impl Tx {
             inner.push(set("args", args, at));
         }
         self.out.push(sect(kind, None, at, inner));
+        let args_note = if args.is_empty() {
+            String::new()
+        } else {
+            format!(" args = {args}")
+        };
         self.note(
             key,
             at,
-            format!("{kind} {{ driver = {driver} args = {args} }}"),
+            format!("{kind} {{ driver = {driver}{args_note} }}"),
         );
     }
 
@@ -365,6 +372,22 @@ impl Tx {
                 self.authdb(kind, key, &driver, &args, at);
             }
             "auth_count" => self.note(key, at, "dropped (2.x runs one auth process)"),
+            "auth_methods" => {
+                self.out.push(set("auth_mechanisms", value, at));
+                self.note(key, at, "auth_mechanisms");
+            }
+            "auth_userinfo" => {
+                // Pre-0.99: one backend for both lookups; PAM had no user database.
+                let mut it = value.splitn(2, char::is_whitespace);
+                let driver = it.next().unwrap_or("").to_string();
+                let args = it.next().unwrap_or("").trim().to_string();
+                self.authdb("passdb", key, &driver, &args, at);
+                let (udriver, uargs) = match driver.as_str() {
+                    "pam" | "shadow" => ("passwd".to_string(), String::new()),
+                    _ => (driver.clone(), args.clone()),
+                };
+                self.authdb("userdb", key, &udriver, &uargs, at);
+            }
             "client_workarounds" => {
                 let v: Vec<&str> = value
                     .split_whitespace()

@@ -189,13 +189,27 @@ fn allowed_sections(kind: &str) -> &'static [&'static str] {
 impl DovecotConf {
     /// Read FILE and its includes; translate an old era; check every setting like doveconf.
     pub fn load(path: &Path) -> Result<DovecotConf, ConfigError> {
-        let raw = parse::parse_file(path)?;
-        Self::from_raw(path, raw)
+        let (conf, unclosed) = Self::load_lenient(path)?;
+        match unclosed {
+            Some(e) => Err(e),
+            None => Ok(conf),
+        }
+    }
+
+    /// As [`DovecotConf::load`], but a file ending inside a section still gives the settings
+    /// read so far, with the `Missing '}'` error beside them (doveconf -n prints both).
+    pub fn load_lenient(path: &Path) -> Result<(DovecotConf, Option<ConfigError>), ConfigError> {
+        let mut raw = parse::parse_file(path)?;
+        let unclosed = raw.unclosed.take();
+        Ok((Self::from_raw(path, raw)?, unclosed))
     }
 
     /// As [`DovecotConf::load`], from text standing for the file `path`.
     pub fn from_str(text: &str, path: &Path) -> Result<DovecotConf, ConfigError> {
-        let raw = parse::parse_str(text, path)?;
+        let mut raw = parse::parse_str(text, path)?;
+        if let Some(e) = raw.unclosed.take() {
+            return Err(e);
+        }
         Self::from_raw(path, raw)
     }
 

@@ -69,10 +69,12 @@ pub enum Node {
 }
 
 /// The raw tree of a file and everything it includes, plus the warnings seen on the way.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RawConf {
     pub nodes: Vec<Node>,
     pub warnings: Vec<String>,
+    /// `Missing '}'` when the file ended inside a section (the sections are closed in `nodes`).
+    pub unclosed: Option<ConfigError>,
 }
 
 /// A parsed logical line.
@@ -91,14 +93,26 @@ pub fn parse_file(path: &Path) -> Result<RawConf, ConfigError> {
     let mut open: Vec<(Node, Origin)> = Vec::new();
     let mut top = Vec::new();
     read_into(path, &mut stack, &mut open, &mut top, &mut out.warnings)?;
-    if let Some((_, at)) = open.last() {
-        return Err(ConfigError::InFile {
-            file: path.to_path_buf(),
-            msg: format!("Missing '}}' (section started at {at})"),
-        });
-    }
+    out.unclosed = close_all(path, &mut open, &mut top);
     out.nodes = top;
     Ok(out)
+}
+
+/// Close sections left open at the end of the file (so the settings read so far can still be
+/// shown, as doveconf does) and return doveconf's `Missing '}'` error for the innermost one.
+fn close_all(
+    path: &Path,
+    open: &mut Vec<(Node, Origin)>,
+    top: &mut Vec<Node>,
+) -> Option<ConfigError> {
+    let err = open.last().map(|(_, at)| ConfigError::InFile {
+        file: path.to_path_buf(),
+        msg: format!("Missing '}}' (section started at {at})"),
+    });
+    while let Some((node, _)) = open.pop() {
+        push_node(open, top, node);
+    }
+    err
 }
 
 /// Parse text as if it were the file `path` (no includes relative to anything real needed).
@@ -115,12 +129,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<RawConf, ConfigError> {
         &mut top,
         &mut out.warnings,
     )?;
-    if let Some((_, at)) = open.last() {
-        return Err(ConfigError::InFile {
-            file: path.to_path_buf(),
-            msg: format!("Missing '}}' (section started at {at})"),
-        });
-    }
+    out.unclosed = close_all(path, &mut open, &mut top);
     out.nodes = top;
     Ok(out)
 }
@@ -427,7 +436,7 @@ mod tests {
 
     #[test]
     fn unbalanced() {
-        let e = p("a {\n").unwrap_err().to_string();
+        let e = p("a {\n").unwrap().unclosed.unwrap().to_string();
         assert!(
             e.contains("Missing '}' (section started at t.conf:1)"),
             "{e}"
