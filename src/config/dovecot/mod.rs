@@ -394,11 +394,14 @@ impl DovecotConf {
     }
 }
 
+/// Looks up a global setting's value so far (for `$key` inside filters).
+type GlobalLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Add one raw node to `block`. `ctx` holds the kinds of the enclosing sections (for
 /// doveconf's `Unknown setting: service { inet_listener { nosuch` wording).
 fn apply(
     block: &mut Block,
-    root_value: Option<&dyn Fn(&str) -> Option<String>>,
+    root_value: Option<GlobalLookup<'_>>,
     node: &Node,
     ctx: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
@@ -478,7 +481,7 @@ fn apply(
                 IndexMap::new()
             };
             let lookup_global = move |k: &str| globals.get(k).cloned();
-            let parent_lookup: Option<&dyn Fn(&str) -> Option<String>> = if is_filter(kind) {
+            let parent_lookup: Option<GlobalLookup<'_>> = if is_filter(kind) {
                 Some(&lookup_global)
             } else {
                 root_value
@@ -499,7 +502,7 @@ fn expand_self(
     key: &str,
     value: &str,
     block: &Block,
-    root_value: Option<&dyn Fn(&str) -> Option<String>>,
+    root_value: Option<GlobalLookup<'_>>,
     default: &str,
 ) -> String {
     let Some(rest) = value.strip_prefix('$').and_then(|v| v.strip_prefix(key)) else {

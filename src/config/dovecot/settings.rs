@@ -177,7 +177,7 @@ pub fn format_size(mut n: u64) -> String {
     let suffixes = ['B', 'k', 'M', 'G', 'T'];
     let mut s = suffixes[0];
     for suffix in suffixes.iter().skip(1) {
-        if n % 1024 != 0 {
+        if !n.is_multiple_of(1024) {
             break;
         }
         s = *suffix;
@@ -192,16 +192,16 @@ pub fn format_time(mut n: u64) -> String {
         return "0".into();
     }
     let mut suffix = "secs";
-    if n % 60 == 0 {
+    if n.is_multiple_of(60) {
         n /= 60;
         suffix = "mins";
-        if n % 60 == 0 {
+        if n.is_multiple_of(60) {
             n /= 60;
             suffix = "hours";
-            if n % 24 == 0 {
+            if n.is_multiple_of(24) {
                 n /= 24;
                 suffix = "days";
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     n /= 7;
                     suffix = "weeks";
                 }
