@@ -4,6 +4,7 @@
 pub mod doveconf;
 pub mod postconf;
 pub mod postfix;
+pub mod sandbox;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -59,6 +60,10 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
                     }
                     _ => {}
                 }
+                if first == "sandbox" {
+                    let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
+                    return ExitCode::from(sandbox::main(&rest) as u8);
+                }
                 if !COMMANDS.contains(&first.as_str()) {
                     eprintln!("postern: unknown command: {first}");
                     eprint!("{}", usage());
@@ -95,5 +100,6 @@ fn usage() -> String {
         s.push_str(c);
         s.push('\n');
     }
+    s.push_str("  sandbox [DIR]   write and check an embedded loopback-only configuration\n");
     s
 }

@@ -212,10 +212,14 @@ pub fn parse(text: &str, path: &Path) -> Result<MainCf, ConfigError> {
     let mut last_name: Option<String> = None;
     for l in logical {
         if l.text.starts_with(|c: char| c.is_ascii_whitespace()) {
+            // Postfix shows at most 30 characters of the line, then "...".
+            let shown = match l.text.char_indices().nth(30) {
+                Some((i, _)) => format!("{}...", &l.text[..i]),
+                None => l.text.clone(),
+            };
             m.warnings.push(format!(
-                "{}: logical line must not start with whitespace: \"{}\"",
-                path.display(),
-                l.text
+                "{}: logical line must not start with whitespace: \"{shown}\"",
+                path.display()
             ));
             continue;
         }
