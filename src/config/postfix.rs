@@ -416,3 +416,15 @@ impl PostfixConfig {
         expand::expand(value, &lookup, true)
     }
 }
+
+impl PostfixConfig {
+    /// This configuration with master.cf `-o name=value` overrides applied, as a service
+    /// started from that master.cf line sees it.
+    pub fn with_overrides(&self, overrides: &[(String, String)]) -> PostfixConfig {
+        let mut c = self.clone();
+        for (n, v) in overrides {
+            c.explicit.insert(n.clone(), v.clone());
+        }
+        c
+    }
+}
