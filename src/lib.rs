@@ -7,3 +7,5 @@
 
 pub mod cli;
 pub mod config;
+pub mod log;
+pub mod smtpd;
