@@ -1,33 +1,255 @@
-//! Postfix's `smtpd`: the SMTP server session. (Interface placeholder; being written.)
+//! Postfix's `smtpd`: the SMTP server.
+//!
+//! * [`session`] — one connection: ESMTP commands, replies and log lines as Postfix 3.7;
+//! * [`check`] — the restriction engine (`smtpd_*_restrictions`, access maps, relay rules);
+//! * [`address`] — MAIL/RCPT argument parsing, address classes;
+//! * [`params`] — the main.cf parameters it reads;
+//! * [`sasl`] — the SASL hook (PLAIN, LOGIN; saslauthd backend).
+//!
+//! A [`SmtpdService`] is one master.cf `smtpd` line. The master (`src/master/`) binds its
+//! listener and hands each accepted connection to [`SmtpdService::handle`]. On reload the
+//! master calls [`SmtpdService::reconfigure`]; sessions in progress keep the state they
+//! started with.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+pub mod address;
+pub mod check;
+pub mod params;
+pub mod sasl;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::config::postfix::PostfixConfig;
+use crate::log;
+use crate::queue::Queue;
+
+/// What a session needs, rebuilt on reload.
+pub struct ServiceState {
+    pub params: params::Params,
+    pub tables: check::Tables,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Option<Arc<dyn sasl::Authenticator>>,
+}
 
 /// One master.cf `smtpd` service: its configuration (main.cf with the service's `-o`
 /// overrides applied) and what its sessions share.
 pub struct SmtpdService {
     pub name: String,
-    pub cfg: PostfixConfig,
+    state: RwLock<Arc<ServiceState>>,
+    pub queue: Option<Arc<Queue>>,
+    clients: Mutex<HashMap<IpAddr, u32>>,
+    shutdown: AtomicBool,
+}
+
+/// Queues are shared by every service of one queue directory.
+fn queue_for(cfg: &PostfixConfig) -> Option<Arc<Queue>> {
+    static QUEUES: OnceLock<Mutex<HashMap<PathBuf, Arc<Queue>>>> = OnceLock::new();
+    let dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default());
+    let m = QUEUES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(q) = m.get(&dir) {
+        return Some(q.clone());
+    }
+    match Queue::open(cfg) {
+        Ok(q) => {
+            m.insert(dir, q.clone());
+            Some(q)
+        }
+        Err(e) => {
+            log::fatal(
+                "postfix/smtpd",
+                &format!("cannot open the mail queue: {e:#}"),
+            );
+            None
+        }
+    }
 }
 
 impl SmtpdService {
     /// `service_name` is master.cf's first column (`smtp`, `submission`, `127.0.0.1:2525`).
     pub fn new(cfg: PostfixConfig, service_name: &str) -> anyhow::Result<Arc<Self>> {
+        let queue = queue_for(&cfg);
+        let state = build_state(&cfg);
         Ok(Arc::new(SmtpdService {
             name: service_name.to_string(),
-            cfg,
+            state: RwLock::new(Arc::new(state)),
+            queue,
+            clients: Mutex::new(HashMap::new()),
+            shutdown: AtomicBool::new(false),
         }))
+    }
+
+    /// Apply a re-read configuration to new sessions (SIGHUP).
+    pub fn reconfigure(&self, cfg: PostfixConfig) {
+        let st = Arc::new(build_state(&cfg));
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = st;
+    }
+
+    /// Ask sessions to end at their next command.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    fn state(&self) -> Arc<ServiceState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn client_connect(&self, ip: IpAddr) -> u32 {
+        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let c = m.entry(ip).or_insert(0);
+        *c += 1;
+        *c
+    }
+
+    fn client_disconnect(&self, ip: IpAddr) {
+        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = m.get_mut(&ip) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                m.remove(&ip);
+            }
+        }
     }
 
     /// Serve one accepted connection until the client quits or the session ends.
     pub async fn handle(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
-        _peer: SocketAddr,
+        peer: SocketAddr,
         _local: SocketAddr,
     ) {
-        drop(stream);
+        let _ = stream.set_nodelay(true);
+        session::Session::new(self, stream, peer).run().await;
     }
+}
+
+fn build_state(cfg: &PostfixConfig) -> ServiceState {
+    let p = params::Params::from_config(cfg);
+    let tls = if p.tls_level != params::TlsLevel::None {
+        match load_tls(&p) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                log::warning(
+                    &p.syslog_ident,
+                    &format!("cannot load TLS certificate: {e:#}: disabling TLS support"),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let auth = if p.sasl_auth_enable {
+        load_sasl(cfg, &p)
+    } else {
+        None
+    };
+    ServiceState {
+        params: p,
+        tables: check::Tables::default(),
+        tls,
+        auth,
+    }
+}
+
+/// rustls server config from `smtpd_tls_chain_files` or `smtpd_tls_cert_file` +
+/// `smtpd_tls_key_file` (PEM).
+fn load_tls(p: &params::Params) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_files, key_file): (Vec<String>, String) = if !p.tls_chain_files.is_empty() {
+        (p.tls_chain_files.clone(), p.tls_chain_files[0].clone())
+    } else {
+        (vec![p.tls_cert_file.clone()], p.tls_key_file.clone())
+    };
+    anyhow::ensure!(
+        !cert_files.iter().all(|f| f.is_empty()),
+        "no smtpd_tls_cert_file or smtpd_tls_chain_files"
+    );
+    let mut certs: Vec<CertificateDer<'static>> = Vec::new();
+    for f in &cert_files {
+        for c in CertificateDer::pem_file_iter(f).map_err(|e| anyhow::anyhow!("{f}: {e}"))? {
+            certs.push(c.map_err(|e| anyhow::anyhow!("{f}: {e}"))?);
+        }
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&key_file).map_err(|e| anyhow::anyhow!("{key_file}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(cfg)
+}
+
+/// The Cyrus SASL application file (`$smtpd_sasl_path.conf`) along Postfix's search path:
+/// `cyrus_sasl_config_path`, then `$config_directory/sasl`, `/etc/sasl2`,
+/// `/usr/lib64/sasl2`, `/usr/lib/sasl2`, `/usr/lib/sasl`; first readable file wins.
+///
+/// XXX: this reads `mech_list` and `saslauthd_path` with a minimal parser; it moves onto
+/// `config::sasl` (full grammar, errors with file and line) when that lands.
+fn load_sasl(cfg: &PostfixConfig, p: &params::Params) -> Option<Arc<dyn sasl::Authenticator>> {
+    let app = cfg.get("smtpd_sasl_path").unwrap_or_else(|| "smtpd".into());
+    let conf_dir = cfg.get("config_directory").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        params::list(&cfg.get("cyrus_sasl_config_path").unwrap_or_default())
+            .into_iter()
+            .flat_map(|d| d.split(':').map(PathBuf::from).collect::<Vec<_>>())
+            .collect();
+    dirs.push(Path::new(&conf_dir).join("sasl"));
+    for d in [
+        "/etc/sasl2",
+        "/usr/lib64/sasl2",
+        "/usr/lib/sasl2",
+        "/usr/lib/sasl",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    let mut mechs = vec!["PLAIN".to_string(), "LOGIN".to_string()];
+    let mut socket = PathBuf::from("/run/saslauthd/mux");
+    for d in dirs {
+        let Ok(text) = std::fs::read_to_string(d.join(format!("{app}.conf"))) else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            let l = line.trim_start();
+            if l.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = l.split_once(':') else {
+                continue;
+            };
+            let k = k.to_ascii_lowercase();
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            match k.as_str() {
+                "mech_list" => {
+                    mechs = v
+                        .split_whitespace()
+                        .map(|m| m.to_ascii_uppercase())
+                        .collect()
+                }
+                "saslauthd_path" => socket = PathBuf::from(v.trim()),
+                _ => {}
+            }
+        }
+        break;
+    }
+    // Only PLAIN and LOGIN are implemented: offer those, in mech_list order.
+    let mechs: Vec<String> = mechs
+        .into_iter()
+        .filter(|m| m == "PLAIN" || m == "LOGIN")
+        .collect();
+    let _ = &p.syslog_ident;
+    Some(Arc::new(sasl::Saslauthd { socket, mechs }))
 }

@@ -1,0 +1,255 @@
+//! Envelope addresses as smtpd sees them: parsing the `MAIL FROM:`/`RCPT TO:` argument
+//! (Postfix `smtpd.c` `extract_addr()`), qualifying bare names (`append_at_myorigin`,
+//! `append_dot_mydomain`, as trivial-rewrite does), and the address class of a domain
+//! (local, virtual alias, virtual mailbox, relay, default) that the relay decisions use.
+
+use std::net::IpAddr;
+
+use super::params::Params;
+
+/// The `<address> PARAM=value …` argument of MAIL FROM / RCPT TO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathArg {
+    /// The address without angle brackets, as the client wrote it.
+    pub address: String,
+    /// ESMTP parameters, in order (`SIZE=100`, `BODY=8BITMIME`, …).
+    pub params: Vec<(String, Option<String>)>,
+}
+
+/// Why an argument could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// `MAIL` without `FROM:` (or `RCPT` without `TO:`): the syntax reply.
+    Syntax,
+    /// Malformed address: `Bad sender/recipient address syntax`.
+    BadAddress,
+}
+
+/// Parse what follows the command verb. `keyword` is `FROM:` or `TO:`.
+pub fn parse_path(arg: &str, keyword: &str, strict: bool) -> Result<PathArg, PathError> {
+    let a = arg.trim_start();
+    if a.len() < keyword.len() || !a[..keyword.len()].eq_ignore_ascii_case(keyword) {
+        return Err(PathError::Syntax);
+    }
+    let mut rest = &a[keyword.len()..];
+    if !strict {
+        rest = rest.trim_start();
+    }
+    if rest.is_empty() {
+        return Err(PathError::Syntax);
+    }
+    let (address, params_text) = if let Some(r) = rest.strip_prefix('<') {
+        // The address ends at the first '>' outside a quoted string.
+        let mut in_quote = false;
+        let mut escaped = false;
+        let mut end = None;
+        for (i, c) in r.char_indices() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match c {
+                '\\' => escaped = true,
+                '"' => in_quote = !in_quote,
+                '>' if !in_quote => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
+            return Err(PathError::BadAddress);
+        };
+        (r[..end].to_string(), &r[end + 1..])
+    } else {
+        if strict {
+            return Err(PathError::BadAddress);
+        }
+        match rest.find(|c: char| c == ' ' || c == '\t') {
+            Some(i) => (rest[..i].to_string(), &rest[i..]),
+            None => (rest.to_string(), ""),
+        }
+    };
+    if !params_text.is_empty() && !params_text.starts_with([' ', '\t']) {
+        return Err(PathError::BadAddress);
+    }
+    // RFC 5321 source routes (`@a,@b:user@c`) are stripped, as Postfix does.
+    let address = match address.rfind(':') {
+        Some(i) if address.starts_with('@') => address[i + 1..].to_string(),
+        _ => address,
+    };
+    if !address_syntax_ok(&address) {
+        return Err(PathError::BadAddress);
+    }
+    let params = params_text
+        .split([' ', '\t'])
+        .filter(|w| !w.is_empty())
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (w.to_string(), None),
+        })
+        .collect();
+    Ok(PathArg { address, params })
+}
+
+/// A conservative RFC 5321 mailbox check: no white space or control characters outside a
+/// quoted local part, balanced quotes, no `<`/`>` inside.
+fn address_syntax_ok(a: &str) -> bool {
+    let mut in_quote = false;
+    let mut escaped = false;
+    for c in a.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => in_quote = !in_quote,
+            c if c.is_control() => return false,
+            ' ' | '\t' | '<' | '>' if !in_quote => return false,
+            _ => {}
+        }
+    }
+    !in_quote && !a.starts_with('@') && !a.ends_with('@')
+}
+
+/// Split `local@domain` at the last `@`.
+pub fn split(addr: &str) -> (&str, Option<&str>) {
+    match addr.rfind('@') {
+        Some(i) => (&addr[..i], Some(&addr[i + 1..])),
+        None => (addr, None),
+    }
+}
+
+/// Qualify an address as trivial-rewrite does for the checks: a bare name gets
+/// `@$myorigin`; a domain without a dot gets `.$mydomain` when `append_dot_mydomain`.
+pub fn qualify(addr: &str, p: &Params) -> String {
+    if addr.is_empty() {
+        return String::new();
+    }
+    let (local, domain) = split(addr);
+    let domain = match domain {
+        None if p.append_at_myorigin => p.myorigin.clone(),
+        None => return addr.to_string(),
+        Some(d) => d.to_string(),
+    };
+    let domain = if p.append_dot_mydomain
+        && !domain.contains('.')
+        && !domain.starts_with('[')
+        && !p.mydomain.is_empty()
+    {
+        let new = format!("{domain}.{}", p.mydomain);
+        if p.append_dot_mydomain_compat {
+            crate::log::info(
+                "postfix/trivial-rewrite",
+                &format!(
+                    "using backwards-compatible default setting append_dot_mydomain=yes to rewrite \"{domain}\" to \"{new}\"; please add \"{domain}\" to mydestination or other address class"
+                ),
+            );
+        }
+        new
+    } else {
+        domain
+    };
+    format!("{local}@{domain}")
+}
+
+/// The address class of a domain (Postfix ADDRESS_CLASS_README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressClass {
+    Local,
+    VirtualAlias,
+    VirtualMailbox,
+    Relay,
+    Default,
+}
+
+/// An IPv4/IPv6 address literal `[1.2.3.4]` / `[ipv6:::1]`.
+pub fn address_literal(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("ipv6:") {
+        &inner[5..]
+    } else {
+        inner
+    };
+    inner.parse().ok()
+}
+
+/// Is `ip` one of this host's interface addresses (for `[ip]` literals, Postfix's
+/// `resolve_local()` with `inet_interfaces = all`)?
+pub fn is_local_interface(ip: IpAddr, p: &Params) -> bool {
+    let all = p.inet_interfaces.iter().any(|i| i == "all")
+        || p.inet_interfaces.iter().any(|i| i == "loopback-only") && ip.is_loopback();
+    let listed = p
+        .inet_interfaces
+        .iter()
+        .chain(p.proxy_interfaces.iter())
+        .any(|i| i.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(ip));
+    if listed {
+        return true;
+    }
+    if !all {
+        return false;
+    }
+    nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs.into_iter().any(|ifa| {
+                ifa.address.is_some_and(|a| {
+                    a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())) == Some(ip)
+                        || a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())) == Some(ip)
+                })
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let p = parse_path("FROM:<a@b.c> SIZE=10 BODY=8BITMIME", "FROM:", false).unwrap();
+        assert_eq!(p.address, "a@b.c");
+        assert_eq!(p.params[0], ("SIZE".into(), Some("10".into())));
+        assert_eq!(
+            parse_path("FROM:a@b.c", "FROM:", false).unwrap().address,
+            "a@b.c"
+        );
+        assert_eq!(parse_path("from: <>", "FROM:", false).unwrap().address, "");
+        assert_eq!(parse_path("FROM:", "FROM:", false), Err(PathError::Syntax));
+        assert_eq!(
+            parse_path("TO:<a@b.c>", "FROM:", false),
+            Err(PathError::Syntax)
+        );
+        assert_eq!(
+            parse_path("FROM:<a@b.c", "FROM:", false),
+            Err(PathError::BadAddress)
+        );
+        assert_eq!(
+            parse_path("FROM:<a b@c>", "FROM:", false),
+            Err(PathError::BadAddress)
+        );
+        assert_eq!(
+            parse_path("TO:<@r1,@r2:u@d>", "TO:", false)
+                .unwrap()
+                .address,
+            "u@d"
+        );
+        assert_eq!(
+            parse_path("TO:<\"a b\"@d>", "TO:", false).unwrap().address,
+            "\"a b\"@d"
+        );
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(
+            address_literal("[127.0.0.1]"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(address_literal("[IPv6:::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(address_literal("example.com"), None);
+    }
+}

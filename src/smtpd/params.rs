@@ -1,0 +1,255 @@
+//! The main.cf parameters smtpd reads, parsed once per service (and again on reload) from
+//! the effective configuration (main.cf + the service's master.cf `-o` overrides).
+
+use std::time::Duration;
+
+use crate::config::postfix::PostfixConfig;
+
+/// Split a Postfix list value (white space and/or commas).
+pub fn list(v: &str) -> Vec<String> {
+    v.split(|c: char| c.is_ascii_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Postfix time value: a number with an optional unit (s, m, h, d, w); `default_unit` when none.
+pub fn time(v: &str, default_unit: char) -> Option<Duration> {
+    let v = v.trim();
+    let (num, unit) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c),
+        _ => (v, default_unit),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        'w' => 604800,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub myhostname: String,
+    pub mydomain: String,
+    pub myorigin: String,
+    pub banner: String,
+    pub message_size_limit: u64,
+    pub recipient_limit: usize,
+    pub timeout: Duration,
+    pub soft_error_limit: u32,
+    pub hard_error_limit: u32,
+    pub error_sleep: Duration,
+    pub junk_command_limit: u32,
+    pub line_length_limit: usize,
+    pub helo_required: bool,
+    pub disable_vrfy: bool,
+    pub delay_reject: bool,
+    pub discard_ehlo_keywords: Vec<String>,
+    pub sasl_auth_enable: bool,
+    pub broken_sasl_auth_clients: bool,
+    pub sasl_security_options: Vec<String>,
+    pub sasl_tls_security_options: Vec<String>,
+    pub sasl_authenticated_header: bool,
+    pub tls_level: TlsLevel,
+    pub tls_auth_only: bool,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    pub tls_chain_files: Vec<String>,
+    pub smtputf8_enable: bool,
+    pub mynetworks: Vec<String>,
+    pub mydestination: Vec<String>,
+    pub relay_domains: Vec<String>,
+    pub virtual_alias_domains: Vec<String>,
+    pub virtual_mailbox_domains: Vec<String>,
+    pub local_recipient_maps: Vec<String>,
+    pub relay_recipient_maps: Vec<String>,
+    pub reject_unlisted_recipient: bool,
+    pub reject_unlisted_sender: bool,
+    pub client_restrictions: Vec<String>,
+    pub helo_restrictions: Vec<String>,
+    pub sender_restrictions: Vec<String>,
+    pub relay_restrictions: Vec<String>,
+    pub recipient_restrictions: Vec<String>,
+    pub data_restrictions: Vec<String>,
+    pub end_of_data_restrictions: Vec<String>,
+    pub etrn_restrictions: Vec<String>,
+    pub relay_before_recipient: bool,
+    /// `smtpd_relay_before_recipient_restrictions` comes from the compatibility_level
+    /// default (Postfix then logs when that default decides a rejection).
+    pub relay_before_recipient_compat: bool,
+    /// `append_dot_mydomain` comes from the compatibility_level default.
+    pub append_dot_mydomain_compat: bool,
+    /// `smtpd_restriction_classes`: each class name with its restriction list.
+    pub class_lists: std::collections::HashMap<String, Vec<String>>,
+    pub parent_domain_matches_subdomains: Vec<String>,
+    pub append_dot_mydomain: bool,
+    pub append_at_myorigin: bool,
+    pub recipient_delimiter: String,
+    pub strict_rfc821_envelopes: bool,
+    pub reject_code: u16,
+    pub defer_code: u16,
+    pub relay_domains_reject_code: u16,
+    pub unknown_local_recipient_reject_code: u16,
+    pub access_map_reject_code: u16,
+    pub access_map_defer_code: u16,
+    pub invalid_hostname_reject_code: u16,
+    pub non_fqdn_reject_code: u16,
+    pub unknown_address_reject_code: u16,
+    pub unknown_client_reject_code: u16,
+    pub null_access_lookup_key: String,
+    pub client_connection_count_limit: u32,
+    pub peername_lookup: bool,
+    pub syslog_ident: String,
+    pub compatibility_level: String,
+    pub inet_interfaces: Vec<String>,
+    pub proxy_interfaces: Vec<String>,
+}
+
+/// `smtpd_tls_security_level` (with the legacy `smtpd_use_tls`/`smtpd_enforce_tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    None,
+    May,
+    Encrypt,
+}
+
+fn num<T: std::str::FromStr>(cfg: &PostfixConfig, name: &str, dflt: T) -> T {
+    cfg.get(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(dflt)
+}
+
+impl Params {
+    pub fn from_config(cfg: &PostfixConfig) -> Params {
+        let s = |n: &str| cfg.get(n).unwrap_or_default();
+        let b = |n: &str| cfg.get_bool(n).unwrap_or(false);
+        let l = |n: &str| list(&s(n));
+        let level = s("smtpd_tls_security_level");
+        let tls_level = match level.trim() {
+            "may" => TlsLevel::May,
+            "encrypt" | "verify" | "secure" => TlsLevel::Encrypt,
+            "none" => TlsLevel::None,
+            _ => {
+                if b("smtpd_enforce_tls") {
+                    TlsLevel::Encrypt
+                } else if b("smtpd_use_tls") {
+                    TlsLevel::May
+                } else {
+                    TlsLevel::None
+                }
+            }
+        };
+        let myhostname = s("myhostname");
+        let syslog_name = s("syslog_name");
+        Params {
+            mydomain: s("mydomain"),
+            myorigin: s("myorigin"),
+            banner: s("smtpd_banner"),
+            message_size_limit: num(cfg, "message_size_limit", 10_240_000),
+            recipient_limit: num(cfg, "smtpd_recipient_limit", 1000),
+            timeout: time(&s("smtpd_timeout"), 's').unwrap_or(Duration::from_secs(300)),
+            soft_error_limit: num(cfg, "smtpd_soft_error_limit", 10),
+            hard_error_limit: num(cfg, "smtpd_hard_error_limit", 20),
+            error_sleep: time(&s("smtpd_error_sleep_time"), 's').unwrap_or(Duration::from_secs(1)),
+            junk_command_limit: num(cfg, "smtpd_junk_command_limit", 100),
+            line_length_limit: num(cfg, "line_length_limit", 2048).max(256),
+            helo_required: b("smtpd_helo_required"),
+            disable_vrfy: b("disable_vrfy_command"),
+            delay_reject: b("smtpd_delay_reject"),
+            discard_ehlo_keywords: l("smtpd_discard_ehlo_keywords")
+                .into_iter()
+                .map(|k| k.to_ascii_uppercase())
+                .collect(),
+            sasl_auth_enable: b("smtpd_sasl_auth_enable"),
+            broken_sasl_auth_clients: b("broken_sasl_auth_clients"),
+            sasl_security_options: l("smtpd_sasl_security_options"),
+            sasl_tls_security_options: l("smtpd_sasl_tls_security_options"),
+            sasl_authenticated_header: b("smtpd_sasl_authenticated_header"),
+            tls_level,
+            tls_auth_only: b("smtpd_tls_auth_only"),
+            tls_cert_file: s("smtpd_tls_cert_file"),
+            tls_key_file: s("smtpd_tls_key_file"),
+            tls_chain_files: l("smtpd_tls_chain_files"),
+            smtputf8_enable: b("smtputf8_enable"),
+            mynetworks: l("mynetworks"),
+            mydestination: l("mydestination"),
+            relay_domains: l("relay_domains"),
+            virtual_alias_domains: l("virtual_alias_domains"),
+            virtual_mailbox_domains: l("virtual_mailbox_domains"),
+            local_recipient_maps: l("local_recipient_maps"),
+            relay_recipient_maps: l("relay_recipient_maps"),
+            reject_unlisted_recipient: b("smtpd_reject_unlisted_recipient"),
+            reject_unlisted_sender: b("smtpd_reject_unlisted_sender"),
+            client_restrictions: l("smtpd_client_restrictions"),
+            helo_restrictions: l("smtpd_helo_restrictions"),
+            sender_restrictions: l("smtpd_sender_restrictions"),
+            relay_restrictions: l("smtpd_relay_restrictions"),
+            recipient_restrictions: l("smtpd_recipient_restrictions"),
+            data_restrictions: l("smtpd_data_restrictions"),
+            end_of_data_restrictions: l("smtpd_end_of_data_restrictions"),
+            etrn_restrictions: l("smtpd_etrn_restrictions"),
+            relay_before_recipient: b("smtpd_relay_before_recipient_restrictions"),
+            relay_before_recipient_compat: cfg
+                .explicit("smtpd_relay_before_recipient_restrictions")
+                .is_none()
+                && !b("smtpd_relay_before_recipient_restrictions"),
+            append_dot_mydomain_compat: cfg.explicit("append_dot_mydomain").is_none()
+                && b("append_dot_mydomain"),
+            class_lists: l("smtpd_restriction_classes")
+                .into_iter()
+                .map(|c| {
+                    let v = l(&c);
+                    (c, v)
+                })
+                .collect(),
+            parent_domain_matches_subdomains: l("parent_domain_matches_subdomains"),
+            append_dot_mydomain: b("append_dot_mydomain"),
+            append_at_myorigin: b("append_at_myorigin"),
+            recipient_delimiter: s("recipient_delimiter"),
+            strict_rfc821_envelopes: b("strict_rfc821_envelopes"),
+            reject_code: num(cfg, "reject_code", 554),
+            defer_code: num(cfg, "defer_code", 450),
+            relay_domains_reject_code: num(cfg, "relay_domains_reject_code", 554),
+            unknown_local_recipient_reject_code: num(
+                cfg,
+                "unknown_local_recipient_reject_code",
+                550,
+            ),
+            access_map_reject_code: num(cfg, "access_map_reject_code", 554),
+            access_map_defer_code: num(cfg, "access_map_defer_code", 450),
+            invalid_hostname_reject_code: num(cfg, "invalid_hostname_reject_code", 501),
+            non_fqdn_reject_code: num(cfg, "non_fqdn_reject_code", 504),
+            unknown_address_reject_code: num(cfg, "unknown_address_reject_code", 450),
+            unknown_client_reject_code: num(cfg, "unknown_client_reject_code", 450),
+            null_access_lookup_key: s("smtpd_null_access_lookup_key"),
+            client_connection_count_limit: num(cfg, "smtpd_client_connection_count_limit", 50),
+            peername_lookup: cfg.get_bool("smtpd_peername_lookup").unwrap_or(true),
+            syslog_ident: format!("{syslog_name}/smtpd"),
+            compatibility_level: s("compatibility_level"),
+            inet_interfaces: l("inet_interfaces"),
+            proxy_interfaces: l("proxy_interfaces"),
+            myhostname,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn times() {
+        assert_eq!(time("300s", 's'), Some(Duration::from_secs(300)));
+        assert_eq!(time("5m", 's'), Some(Duration::from_secs(300)));
+        assert_eq!(time("10", 's'), Some(Duration::from_secs(10)));
+        assert_eq!(time("x", 's'), None);
+    }
+    #[test]
+    fn lists() {
+        assert_eq!(list("a, b  c,,d"), vec!["a", "b", "c", "d"]);
+    }
+}

@@ -1,0 +1,1602 @@
+//! One SMTP session (Postfix `smtpd.c`): the command loop, replies worded as Postfix 3.7
+//! words them (see `compat-fixtures/smtpd/transcripts-postfix-3.7.11.txt`), PIPELINING
+//! (replies are flushed only when no further pipelined command is waiting), STARTTLS,
+//! AUTH PLAIN/LOGIN, DATA and BDAT with `message_size_limit`, error limits and timeouts,
+//! and Postfix's log lines.
+//!
+//! RFCs: 5321, 1869, 1870, 2920, 3030, 3207, 3461, 3463, 4954, 6152, 6531.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::address::{self, PathError};
+use super::check::{Checker, Facts, Reply, Stage, Verdict};
+use super::params::TlsLevel;
+use super::sasl::{self, AuthResult};
+use super::{ServiceState, SmtpdService};
+use crate::log;
+use crate::queue::{self, ClientInfo, Envelope, QueueId, Recipient};
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl Io {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+            Io::Gone => Ok(0),
+        }
+    }
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Io::Plain(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Io::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Io::Gone => Ok(()),
+        }
+    }
+}
+
+/// Why the loop ended.
+enum End {
+    Quit,
+    Lost,
+    Timeout,
+    TooManyErrors,
+    Shutdown,
+}
+
+/// Counters for the `disconnect from …` line (Postfix's order).
+const CMD_ORDER: &[&str] = &[
+    "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
+    "etrn", "quit", "unknown",
+];
+
+struct Transaction {
+    sender: String,
+    sender_raw: String,
+    size_hint: Option<u64>,
+    body_type: Option<String>,
+    smtputf8: bool,
+    ret: Option<String>,
+    envid: Option<String>,
+    recipients: Vec<Recipient>,
+    queue_id: Option<QueueId>,
+    /// BDAT content so far.
+    chunks: Option<Vec<u8>>,
+    chunk_too_big: bool,
+}
+
+pub struct Session {
+    svc: Arc<SmtpdService>,
+    st: Arc<ServiceState>,
+    io: Io,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    peer: SocketAddr,
+    client_name: String,
+    reverse_name: String,
+    namaddr: String,
+    helo: Option<String>,
+    esmtp: bool,
+    tls_active: bool,
+    tls_info: Option<String>,
+    sasl_method: Option<String>,
+    sasl_username: Option<String>,
+    tx: Option<Transaction>,
+    error_count: u32,
+    junk_count: u32,
+    counts: Vec<(u32, u32)>,
+    last_cmd: String,
+    /// Postfix keeps the `SIZE=` of a MAIL command it refused for size, and applies it to
+    /// the next MAIL without `SIZE=` (its `state->msg_size` is not reset; observed with
+    /// 3.7.11). Cleared by RSET, HELO/EHLO and an accepted MAIL.
+    sticky_size: Option<u64>,
+    /// The client sent a command before we replied to the previous one (RFC 2920 §3.1
+    /// violations before EHLO), for `reject_unauth_pipelining`.
+    early_input: bool,
+}
+
+fn cmd_index(name: &str) -> usize {
+    CMD_ORDER
+        .iter()
+        .position(|c| *c == name)
+        .unwrap_or(CMD_ORDER.len() - 1)
+}
+
+impl Session {
+    pub fn new(svc: Arc<SmtpdService>, stream: TcpStream, peer: SocketAddr) -> Session {
+        let st = svc.state();
+        Session {
+            svc,
+            st,
+            io: Io::Plain(stream),
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            peer,
+            client_name: "unknown".into(),
+            reverse_name: "unknown".into(),
+            namaddr: format!("unknown[{}]", peer.ip()),
+            helo: None,
+            esmtp: false,
+            tls_active: false,
+            tls_info: None,
+            sasl_method: None,
+            sasl_username: None,
+            tx: None,
+            error_count: 0,
+            junk_count: 0,
+            counts: vec![(0, 0); CMD_ORDER.len()],
+            last_cmd: "CONNECT".into(),
+            sticky_size: None,
+            early_input: false,
+        }
+    }
+
+    fn ident(&self) -> &str {
+        &self.st.params.syslog_ident
+    }
+
+    fn log(&self, text: &str) {
+        log::info(self.ident(), text);
+    }
+
+    fn queue_tag(&self) -> String {
+        self.tx
+            .as_ref()
+            .and_then(|t| t.queue_id.as_ref())
+            .map(|q| q.to_string())
+            .unwrap_or_else(|| "NOQUEUE".into())
+    }
+
+    /// Queue a reply; 4xx/5xx count as errors (Postfix sleeps after the soft limit).
+    async fn reply(&mut self, line: &str) {
+        if line.starts_with('4') || line.starts_with('5') {
+            self.error_count += 1;
+            if self.error_count > self.st.params.soft_error_limit {
+                self.flush().await;
+                tokio::time::sleep(self.st.params.error_sleep).await;
+            }
+        }
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self) {
+        if !self.wbuf.is_empty() {
+            let b = std::mem::take(&mut self.wbuf);
+            if self.io.write_all(&b).await.is_err() {
+                self.io = Io::Gone;
+            }
+        }
+    }
+
+    /// Read one line (without its CRLF/LF). Lines longer than `limit` are cut there and
+    /// the rest of the line is discarded, as Postfix's `smtp_get(…, SMTP_GET_FLAG_SKIP)`.
+    /// Replies are flushed before blocking, which is what makes PIPELINING work.
+    async fn read_line(&mut self, limit: usize) -> Result<Option<Vec<u8>>, End> {
+        let mut line: Vec<u8> = Vec::new();
+        let mut skipping = false;
+        loop {
+            if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
+                let chunk: Vec<u8> = self.rbuf.drain(..=pos).collect();
+                if !skipping {
+                    line.extend_from_slice(&chunk[..chunk.len() - 1]);
+                }
+                if line.len() > limit {
+                    line.truncate(limit);
+                }
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(line));
+            }
+            if !skipping {
+                line.append(&mut self.rbuf);
+                if line.len() > limit {
+                    line.truncate(limit);
+                    skipping = true;
+                }
+            } else {
+                self.rbuf.clear();
+            }
+            self.flush().await;
+            let mut buf = [0u8; 8192];
+            let n = match tokio::time::timeout(self.st.params.timeout, self.io.read(&mut buf)).await
+            {
+                Err(_) => return Err(End::Timeout),
+                Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
+                Ok(Ok(n)) => n,
+            };
+            self.rbuf.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn read_exact_bytes(
+        &mut self,
+        n: usize,
+        keep: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        let mut left = n;
+        loop {
+            let take = left.min(self.rbuf.len());
+            if keep {
+                out.extend_from_slice(&self.rbuf[..take]);
+            }
+            self.rbuf.drain(..take);
+            left -= take;
+            if left == 0 {
+                return Ok(());
+            }
+            self.flush().await;
+            let mut buf = vec![0u8; left.min(65536)];
+            let got =
+                match tokio::time::timeout(self.st.params.timeout, self.io.read(&mut buf)).await {
+                    Err(_) => return Err(End::Timeout),
+                    Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
+                    Ok(Ok(g)) => g,
+                };
+            self.rbuf.extend_from_slice(&buf[..got]);
+        }
+    }
+
+    fn count(&mut self, name: &str, ok: bool) {
+        let i = cmd_index(name);
+        self.counts[i].1 += 1;
+        if ok {
+            self.counts[i].0 += 1;
+        }
+    }
+
+    fn disconnect_stats(&self) -> String {
+        let mut s = String::new();
+        let (mut ok, mut total) = (0, 0);
+        for (i, (o, t)) in self.counts.iter().enumerate() {
+            if *t == 0 {
+                continue;
+            }
+            ok += o;
+            total += t;
+            if o == t {
+                s.push_str(&format!(" {}={t}", CMD_ORDER[i]));
+            } else {
+                s.push_str(&format!(" {}={o}/{t}", CMD_ORDER[i]));
+            }
+        }
+        if ok == total {
+            s.push_str(&format!(" commands={total}"));
+        } else {
+            s.push_str(&format!(" commands={ok}/{total}"));
+        }
+        s
+    }
+
+    async fn lookup_client(&mut self) {
+        if !self.st.params.peername_lookup {
+            return;
+        }
+        let ip = self.peer.ip();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || reverse_and_forward(ip)),
+        )
+        .await;
+        if let Ok(Ok((rev, fwd_ok))) = res
+            && let Some(name) = rev
+        {
+            self.reverse_name = name.clone();
+            if fwd_ok {
+                self.client_name = name;
+            }
+        }
+        self.namaddr = format!("{}[{}]", self.client_name, self.peer.ip());
+    }
+
+    pub async fn run(mut self) {
+        self.lookup_client().await;
+        self.log(&format!("connect from {}", self.namaddr));
+        // Per-client concurrency (anvil): clients in mynetworks are exempt.
+        let ip = self.peer.ip();
+        let limit = self.st.params.client_connection_count_limit;
+        let exempt = {
+            let c = Checker::new(&self.st.params, &self.st.tables, "");
+            c.in_mynetworks(ip)
+        };
+        let count = self.svc.client_connect(ip);
+        let _guard = ClientGuard {
+            svc: self.svc.clone(),
+            ip,
+        };
+        if limit > 0 && count > limit && !exempt {
+            self.log(&format!(
+                "warning: Connection concurrency limit exceeded: {count} from {} for service {}",
+                self.namaddr, self.svc.name
+            ));
+            let line = format!(
+                "421 4.7.0 {} Error: too many connections from {}",
+                self.st.params.myhostname, ip
+            );
+            self.reply(&line).await;
+            self.flush().await;
+            self.log(&format!(
+                "disconnect from {}{}",
+                self.namaddr,
+                self.disconnect_stats()
+            ));
+            return;
+        }
+        let banner = format!("220 {}", self.st.params.banner);
+        self.reply(&banner).await;
+        // Input that arrives before the greeting is "pipelining" too (RFC 2920 §3.1).
+        self.flush().await;
+        let end = self.command_loop().await;
+        match end {
+            End::Quit | End::Shutdown => {}
+            End::Lost => self.log(&format!(
+                "lost connection after {} from {}",
+                self.last_cmd, self.namaddr
+            )),
+            End::Timeout => {
+                let line = format!(
+                    "421 4.4.2 {} Error: timeout exceeded",
+                    self.st.params.myhostname
+                );
+                self.wbuf.extend_from_slice(line.as_bytes());
+                self.wbuf.extend_from_slice(b"\r\n");
+                self.flush().await;
+                self.log(&format!(
+                    "timeout after {} from {}",
+                    self.last_cmd, self.namaddr
+                ));
+            }
+            End::TooManyErrors => {
+                let line = format!(
+                    "421 4.7.0 {} Error: too many errors",
+                    self.st.params.myhostname
+                );
+                self.wbuf.extend_from_slice(line.as_bytes());
+                self.wbuf.extend_from_slice(b"\r\n");
+                self.flush().await;
+                self.log(&format!(
+                    "too many errors after {} from {}",
+                    self.last_cmd, self.namaddr
+                ));
+            }
+        }
+        self.flush().await;
+        self.abandon_tx();
+        self.log(&format!(
+            "disconnect from {}{}",
+            self.namaddr,
+            self.disconnect_stats()
+        ));
+    }
+
+    fn abandon_tx(&mut self) {
+        if let Some(t) = self.tx.take()
+            && let (Some(id), Some(q)) = (t.queue_id, self.svc.queue.as_ref())
+        {
+            q.release_queue_id(&id);
+        }
+    }
+
+    async fn command_loop(&mut self) -> End {
+        loop {
+            if self.error_count >= self.st.params.hard_error_limit {
+                return End::TooManyErrors;
+            }
+            if self.svc.shutting_down() {
+                return End::Shutdown;
+            }
+            // The client spoke before our previous reply went out (pipelining check).
+            if !self.esmtp && !self.rbuf.is_empty() && !self.wbuf.is_empty() {
+                self.early_input = true;
+            }
+            let raw = match self.read_line(self.st.params.line_length_limit).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return End::Lost,
+                Err(e) => return e,
+            };
+            let line = String::from_utf8_lossy(&raw).to_string();
+            let (verb, arg) = match line.trim_start().split_once([' ', '\t']) {
+                Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
+                None => (line.trim().to_ascii_uppercase(), String::new()),
+            };
+            self.last_cmd = if verb.is_empty() {
+                "CONNECT".into()
+            } else {
+                verb.clone()
+            };
+            // smtpd_tls_security_level = encrypt: only a few commands before STARTTLS.
+            if self.st.params.tls_level == TlsLevel::Encrypt
+                && !self.tls_active
+                && !matches!(
+                    verb.as_str(),
+                    "EHLO" | "HELO" | "STARTTLS" | "NOOP" | "QUIT" | "RSET"
+                )
+            {
+                if CMD_ORDER.contains(&verb.to_ascii_lowercase().as_str()) {
+                    self.count(&verb.to_ascii_lowercase(), false);
+                } else {
+                    self.count("unknown", false);
+                }
+                self.reply("530 5.7.0 Must issue a STARTTLS command first")
+                    .await;
+                continue;
+            }
+            match verb.as_str() {
+                "HELO" => self.cmd_helo(&arg, false).await,
+                "EHLO" => self.cmd_helo(&arg, true).await,
+                "MAIL" => self.cmd_mail(&arg).await,
+                "RCPT" => self.cmd_rcpt(&arg).await,
+                "DATA" => {
+                    if let Err(e) = self.cmd_data(&arg).await {
+                        return e;
+                    }
+                }
+                "BDAT" => {
+                    if let Err(e) = self.cmd_bdat(&arg).await {
+                        return e;
+                    }
+                }
+                "RSET" => {
+                    if !arg.is_empty() {
+                        self.count("rset", false);
+                        self.reply("501 5.5.4 Syntax: RSET").await;
+                    } else {
+                        self.count("rset", true);
+                        self.sticky_size = None;
+                        self.abandon_tx();
+                        self.reply("250 2.0.0 Ok").await;
+                    }
+                }
+                "NOOP" => {
+                    self.count("noop", true);
+                    self.junk().await;
+                    self.reply("250 2.0.0 Ok").await;
+                }
+                "VRFY" => self.cmd_vrfy(&arg).await,
+                "ETRN" => self.cmd_etrn(&arg).await,
+                "STARTTLS" => {
+                    if let Err(e) = self.cmd_starttls(&arg).await {
+                        return e;
+                    }
+                }
+                "AUTH" => {
+                    if let Err(e) = self.cmd_auth(&arg).await {
+                        return e;
+                    }
+                }
+                "QUIT" => {
+                    self.count("quit", true);
+                    self.reply("221 2.0.0 Bye").await;
+                    self.flush().await;
+                    return End::Quit;
+                }
+                _ => {
+                    self.count("unknown", false);
+                    if verb.is_empty() {
+                        self.reply("500 5.5.2 Error: bad syntax").await;
+                    } else {
+                        self.reply("500 5.5.2 Error: command not recognized").await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn junk(&mut self) {
+        self.junk_count += 1;
+        if self.junk_count > self.st.params.junk_command_limit {
+            self.error_count += 1;
+            if self.error_count > self.st.params.soft_error_limit {
+                tokio::time::sleep(self.st.params.error_sleep).await;
+            }
+        }
+    }
+
+    fn facts<'b>(&'b self, recipient: Option<&'b str>, etrn: Option<&'b str>) -> Facts<'b> {
+        Facts {
+            client_addr: self.peer.ip(),
+            namaddr: &self.namaddr,
+            client_name: &self.client_name,
+            reverse_name: &self.reverse_name,
+            helo: self.helo.as_deref(),
+            sender: self.tx.as_ref().map(|t| t.sender_raw.as_str()),
+            recipient,
+            etrn_domain: etrn,
+            sasl_username: self.sasl_username.as_deref(),
+        }
+    }
+
+    fn log_warnings(&self, warnings: &[String]) {
+        for w in warnings {
+            log::warning(self.ident(), w);
+        }
+    }
+
+    /// Log `ID: reject: CMD from namaddr: REPLY; from=<…> to=<…> proto=… helo=<…>`.
+    fn log_reject(&self, cmd: &str, reply: &str, to: Option<&str>) {
+        let mut s = format!(
+            "{}: reject: {cmd} from {}: {reply};",
+            self.queue_tag(),
+            self.namaddr
+        );
+        if let Some(t) = &self.tx {
+            s.push_str(&format!(" from=<{}>", t.sender_raw));
+        }
+        if let Some(to) = to {
+            s.push_str(&format!(" to=<{to}>"));
+        }
+        s.push_str(&format!(
+            " proto={}",
+            if self.esmtp { "ESMTP" } else { "SMTP" }
+        ));
+        if let Some(h) = &self.helo {
+            s.push_str(&format!(" helo=<{h}>"));
+        }
+        self.log(&s);
+    }
+
+    /// Evaluate restriction stages in Postfix's order; `None` when all pass.
+    fn run_checks(
+        &self,
+        stages: &[Stage],
+        recipient: Option<&str>,
+        etrn: Option<&str>,
+    ) -> (Option<Reply>, Vec<String>) {
+        let p = &self.st.params;
+        let mut c = Checker::new(p, &self.st.tables, self.ident());
+        let f = self.facts(recipient, etrn);
+        let mut result = None;
+        for stage in stages {
+            let lists: Vec<&Vec<String>> = match stage {
+                Stage::Client => vec![&p.client_restrictions],
+                Stage::Helo => vec![&p.helo_restrictions],
+                Stage::Sender => vec![&p.sender_restrictions],
+                Stage::Recipient => {
+                    if p.relay_before_recipient {
+                        vec![&p.relay_restrictions, &p.recipient_restrictions]
+                    } else {
+                        vec![&p.recipient_restrictions, &p.relay_restrictions]
+                    }
+                }
+                Stage::Data => vec![&p.data_restrictions],
+                Stage::EndOfData => vec![&p.end_of_data_restrictions],
+                Stage::Etrn => vec![&p.etrn_restrictions],
+            };
+            for (i, list) in lists.iter().enumerate() {
+                if let Verdict::Reject(r) = c.eval_list(list, *stage, &f) {
+                    if *stage == Stage::Recipient && i == 0 && p.relay_before_recipient_compat {
+                        log::info(
+                            self.ident(),
+                            &format!(
+                                "using backwards-compatible default setting smtpd_relay_before_recipient_restrictions=no to reject recipient \"{}\" from client \"{}\"",
+                                recipient.unwrap_or(""),
+                                self.namaddr
+                            ),
+                        );
+                    }
+                    result = Some(r);
+                    break;
+                }
+            }
+            if result.is_some() {
+                break;
+            }
+        }
+        // The implicit reject_unlisted_recipient after the restrictions permitted.
+        if result.is_none()
+            && let Some(r) = recipient
+            && p.reject_unlisted_recipient
+            && let Some(Verdict::Reject(rep)) = c.unlisted_recipient(r, &f)
+        {
+            result = Some(rep);
+        }
+        (result, c.warnings)
+    }
+
+    async fn cmd_helo(&mut self, arg: &str, ehlo: bool) {
+        let name = if ehlo { "ehlo" } else { "helo" };
+        if arg.is_empty() {
+            self.count(name, false);
+            self.reply(if ehlo {
+                "501 Syntax: EHLO hostname"
+            } else {
+                "501 Syntax: HELO hostname"
+            })
+            .await;
+            return;
+        }
+        let helo = arg.split_whitespace().next().unwrap_or(arg).to_string();
+        // HELO/EHLO resets the transaction (RFC 5321 §4.1.4).
+        self.abandon_tx();
+        self.sticky_size = None;
+        self.helo = Some(helo);
+        self.esmtp = ehlo;
+        if !self.st.params.delay_reject {
+            let (r, w) = self.run_checks(&[Stage::Client, Stage::Helo], None, None);
+            self.log_warnings(&w);
+            if let Some(r) = r {
+                self.count(name, false);
+                let line = r.line();
+                self.log_reject(if ehlo { "EHLO" } else { "HELO" }, &line, None);
+                self.reply(&line).await;
+                return;
+            }
+        }
+        self.count(name, true);
+        let host = self.st.params.myhostname.clone();
+        if !ehlo {
+            self.reply(&format!("250 {host}")).await;
+            return;
+        }
+        let mut lines = vec![host];
+        for kw in self.ehlo_keywords() {
+            lines.push(kw);
+        }
+        let n = lines.len();
+        for (i, l) in lines.into_iter().enumerate() {
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            self.wbuf
+                .extend_from_slice(format!("250{sep}{l}\r\n").as_bytes());
+        }
+    }
+
+    /// The mechanisms to offer now (mech_list order, filtered by the security options).
+    fn offered_mechanisms(&self) -> Vec<String> {
+        let p = &self.st.params;
+        let Some(auth) = self.st.auth.as_ref() else {
+            return Vec::new();
+        };
+        if !p.sasl_auth_enable || (p.tls_auth_only && !self.tls_active) {
+            return Vec::new();
+        }
+        let opts = if self.tls_active {
+            &p.sasl_tls_security_options
+        } else {
+            &p.sasl_security_options
+        };
+        auth.mechanisms()
+            .into_iter()
+            .filter(|m| {
+                let plaintext = m == "PLAIN" || m == "LOGIN";
+                !(plaintext && opts.iter().any(|o| o == "noplaintext"))
+                    && !(m == "ANONYMOUS" && opts.iter().any(|o| o == "noanonymous"))
+            })
+            .collect()
+    }
+
+    fn ehlo_keywords(&self) -> Vec<String> {
+        let p = &self.st.params;
+        let mut kws: Vec<String> = vec!["PIPELINING".into()];
+        kws.push(if p.message_size_limit > 0 {
+            format!("SIZE {}", p.message_size_limit)
+        } else {
+            "SIZE".into()
+        });
+        if !p.disable_vrfy {
+            kws.push("VRFY".into());
+        }
+        kws.push("ETRN".into());
+        if self.st.tls.is_some() && !self.tls_active && p.tls_level != TlsLevel::None {
+            kws.push("STARTTLS".into());
+        }
+        let mechs = self.offered_mechanisms();
+        if !mechs.is_empty() {
+            kws.push(format!("AUTH {}", mechs.join(" ")));
+            if p.broken_sasl_auth_clients {
+                kws.push(format!("AUTH={}", mechs.join(" ")));
+            }
+        }
+        kws.push("ENHANCEDSTATUSCODES".into());
+        kws.push("8BITMIME".into());
+        kws.push("DSN".into());
+        if p.smtputf8_enable {
+            kws.push("SMTPUTF8".into());
+        }
+        kws.push("CHUNKING".into());
+        kws.retain(|k| {
+            let first = k
+                .split([' ', '='])
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            let full = if k.starts_with("AUTH=") {
+                "AUTH".to_string()
+            } else {
+                first
+            };
+            !p.discard_ehlo_keywords.contains(&full)
+        });
+        kws
+    }
+
+    async fn cmd_mail(&mut self, arg: &str) {
+        let p = self.st.params.clone();
+        if p.helo_required && self.helo.is_none() {
+            self.count("mail", false);
+            self.reply("503 5.5.1 Error: send HELO/EHLO first").await;
+            return;
+        }
+        if self.tx.is_some() {
+            self.count("mail", false);
+            self.reply("503 5.5.1 Error: nested MAIL command").await;
+            return;
+        }
+        let path = match address::parse_path(arg, "FROM:", p.strict_rfc821_envelopes) {
+            Ok(pa) => pa,
+            Err(PathError::Syntax) => {
+                self.count("mail", false);
+                self.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
+                return;
+            }
+            Err(PathError::BadAddress) => {
+                self.count("mail", false);
+                self.reply("501 5.1.7 Bad sender address syntax").await;
+                return;
+            }
+        };
+        let mut t = Transaction {
+            sender: address::qualify(&path.address, &p),
+            sender_raw: path.address.clone(),
+            size_hint: None,
+            body_type: None,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: Vec::new(),
+            queue_id: None,
+            chunks: None,
+            chunk_too_big: false,
+        };
+        for (k, v) in &path.params {
+            let ku = k.to_ascii_uppercase();
+            let bad = |s: &str| format!("555 5.5.4 Unsupported option: {s}");
+            let whole = match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            };
+            match (ku.as_str(), v.as_deref()) {
+                ("SIZE", Some(v)) => match v.parse::<u64>() {
+                    Ok(n) => t.size_hint = Some(n),
+                    Err(_) => {
+                        self.count("mail", false);
+                        self.reply("501 5.5.4 Bad message size syntax").await;
+                        return;
+                    }
+                },
+                ("BODY", Some(v))
+                    if v.eq_ignore_ascii_case("8BITMIME") || v.eq_ignore_ascii_case("7BIT") =>
+                {
+                    t.body_type = Some(v.to_ascii_uppercase())
+                }
+                ("SMTPUTF8", None) if p.smtputf8_enable => t.smtputf8 = true,
+                ("RET", Some(v))
+                    if v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS") =>
+                {
+                    t.ret = Some(v.to_ascii_uppercase())
+                }
+                ("ENVID", Some(v)) => t.envid = Some(xtext_decode(v)),
+                ("AUTH", Some(_)) => {}
+                _ => {
+                    self.count("mail", false);
+                    self.reply(&bad(&whole)).await;
+                    return;
+                }
+            }
+        }
+        let checked_size = t.size_hint.or(self.sticky_size);
+        if let Some(n) = checked_size
+            && p.message_size_limit > 0
+            && n > p.message_size_limit
+        {
+            self.sticky_size = Some(n);
+            self.count("mail", false);
+            let line = "552 5.3.4 Message size exceeds fixed limit";
+            self.log(&format!(
+                "NOQUEUE: reject: MAIL from {}: {line}; from=<{}> proto={}{}",
+                self.namaddr,
+                path.address,
+                if self.esmtp { "ESMTP" } else { "SMTP" },
+                self.helo
+                    .as_ref()
+                    .map(|h| format!(" helo=<{h}>"))
+                    .unwrap_or_default()
+            ));
+            self.reply(line).await;
+            return;
+        }
+        if !p.delay_reject {
+            self.tx = Some(t);
+            let (r, w) = self.run_checks(&[Stage::Client, Stage::Helo, Stage::Sender], None, None);
+            self.log_warnings(&w);
+            if let Some(r) = r {
+                let line = r.line();
+                self.log_reject("MAIL", &line, None);
+                self.tx = None;
+                self.count("mail", false);
+                self.reply(&line).await;
+                return;
+            }
+        } else {
+            self.tx = Some(t);
+        }
+        self.sticky_size = None;
+        self.count("mail", true);
+        self.reply("250 2.1.0 Ok").await;
+    }
+
+    async fn cmd_rcpt(&mut self, arg: &str) {
+        let p = self.st.params.clone();
+        if self.tx.is_none() {
+            self.count("rcpt", false);
+            self.reply("503 5.5.1 Error: need MAIL command").await;
+            return;
+        }
+        let path = match address::parse_path(arg, "TO:", p.strict_rfc821_envelopes) {
+            Ok(pa) => pa,
+            Err(PathError::Syntax) => {
+                self.count("rcpt", false);
+                self.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
+                return;
+            }
+            Err(PathError::BadAddress) => {
+                self.count("rcpt", false);
+                self.reply("501 5.1.3 Bad recipient address syntax").await;
+                return;
+            }
+        };
+        if path.address.is_empty() {
+            self.count("rcpt", false);
+            self.reply("501 5.1.3 Bad recipient address syntax").await;
+            return;
+        }
+        let mut rcpt = Recipient {
+            address: address::qualify(&path.address, &p),
+            orcpt: None,
+            notify: None,
+        };
+        for (k, v) in &path.params {
+            let ku = k.to_ascii_uppercase();
+            let whole = match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            };
+            match (ku.as_str(), v.as_deref()) {
+                ("NOTIFY", Some(v)) => rcpt.notify = Some(v.to_ascii_uppercase()),
+                ("ORCPT", Some(v)) => rcpt.orcpt = Some(xtext_decode(v)),
+                _ => {
+                    self.count("rcpt", false);
+                    self.reply(&format!("555 5.5.4 Unsupported option: {whole}"))
+                        .await;
+                    return;
+                }
+            }
+        }
+        let n = self.tx.as_ref().map(|t| t.recipients.len()).unwrap_or(0);
+        if n >= p.recipient_limit {
+            self.count("rcpt", false);
+            self.reply("452 4.5.3 Error: too many recipients").await;
+            return;
+        }
+        let stages: &[Stage] = if p.delay_reject {
+            &[Stage::Client, Stage::Helo, Stage::Sender, Stage::Recipient]
+        } else {
+            &[Stage::Recipient]
+        };
+        let (r, w) = self.run_checks(stages, Some(&path.address), None);
+        self.log_warnings(&w);
+        if let Some(r) = r {
+            let line = r.line();
+            self.log_reject("RCPT", &line, Some(&path.address));
+            self.count("rcpt", false);
+            self.reply(&line).await;
+            return;
+        }
+        // The queue file (and its ID) is opened at the first accepted recipient.
+        if self.tx.as_ref().is_some_and(|t| t.queue_id.is_none())
+            && let Some(q) = self.svc.queue.clone()
+        {
+            let id = q.new_queue_id();
+            let mut line = format!("{id}: client={}", self.namaddr);
+            if let (Some(m), Some(u)) = (&self.sasl_method, &self.sasl_username) {
+                line.push_str(&format!(", sasl_method={m}, sasl_username={u}"));
+            }
+            self.log(&line);
+            if let Some(t) = self.tx.as_mut() {
+                t.queue_id = Some(id);
+            }
+        }
+        if let Some(t) = self.tx.as_mut() {
+            t.recipients.push(rcpt);
+        }
+        self.count("rcpt", true);
+        self.reply("250 2.1.5 Ok").await;
+    }
+
+    async fn cmd_vrfy(&mut self, arg: &str) {
+        let p = self.st.params.clone();
+        if p.disable_vrfy {
+            self.count("vrfy", false);
+            self.reply("502 5.5.1 VRFY command is disabled").await;
+            return;
+        }
+        self.junk().await;
+        if arg.is_empty() {
+            self.count("vrfy", false);
+            self.reply("501 5.5.4 Syntax: VRFY address").await;
+            return;
+        }
+        let addr = arg
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
+        if addr.is_empty() {
+            self.count("vrfy", false);
+            self.reply("501 5.1.3 Bad recipient address syntax").await;
+            return;
+        }
+        let c = Checker::new(&p, &self.st.tables, "");
+        let f = self.facts(Some(&addr), None);
+        if p.reject_unlisted_recipient
+            && let Some(Verdict::Reject(r)) = c.unlisted_recipient(&addr, &f)
+        {
+            self.count("vrfy", false);
+            let line = r.line();
+            self.log_reject("VRFY", &line, Some(&addr));
+            self.reply(&line).await;
+            return;
+        }
+        self.count("vrfy", true);
+        self.reply(&format!("252 2.0.0 {}", arg.trim())).await;
+    }
+
+    async fn cmd_etrn(&mut self, arg: &str) {
+        if self.helo.is_none() && self.st.params.helo_required {
+            self.count("etrn", false);
+            self.reply("503 Error: send HELO/EHLO first").await;
+            return;
+        }
+        if arg.is_empty() {
+            self.count("etrn", false);
+            self.reply("500 Syntax: ETRN domain").await;
+            return;
+        }
+        if self.tx.is_some() {
+            self.count("etrn", false);
+            self.reply("503 Error: MAIL transaction in progress").await;
+            return;
+        }
+        let dom = arg.trim_start_matches(['@', '#']).to_string();
+        let (r, w) = self.run_checks(&[Stage::Etrn], None, Some(&dom));
+        self.log_warnings(&w);
+        if let Some(r) = r {
+            self.count("etrn", false);
+            self.reply(&r.line()).await;
+            return;
+        }
+        // fast_flush_domains is not served by this version: no domain is eligible.
+        let shown: String = arg.chars().take(100).collect();
+        log::warning(
+            self.ident(),
+            &format!("reject: ETRN {shown}... from {}", self.namaddr),
+        );
+        self.count("etrn", false);
+        self.reply(&format!("459 <{dom}>: service unavailable"))
+            .await;
+    }
+
+    async fn cmd_starttls(&mut self, arg: &str) -> Result<(), End> {
+        if !arg.is_empty() {
+            self.count("starttls", false);
+            self.reply("501 5.5.4 Syntax: STARTTLS").await;
+            return Ok(());
+        }
+        if self.tls_active {
+            self.count("starttls", false);
+            self.reply("554 5.5.1 Error: TLS already active").await;
+            return Ok(());
+        }
+        let Some(cfg) = self
+            .st
+            .tls
+            .clone()
+            .filter(|_| self.st.params.tls_level != TlsLevel::None)
+        else {
+            self.count("starttls", false);
+            self.reply("502 5.5.1 Error: command not implemented").await;
+            return Ok(());
+        };
+        self.count("starttls", true);
+        self.reply("220 2.0.0 Ready to start TLS").await;
+        self.flush().await;
+        // Discard anything pipelined after STARTTLS (CVE-2011-0411).
+        self.rbuf.clear();
+        let tcp = match std::mem::replace(&mut self.io, Io::Gone) {
+            Io::Plain(t) => t,
+            other => {
+                self.io = other;
+                return Err(End::Lost);
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        match tokio::time::timeout(self.st.params.timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let (_, conn) = tls.get_ref();
+                let proto = conn
+                    .protocol_version()
+                    .map(|v| {
+                        format!("{v:?}")
+                            .replace("TLSv1_", "TLSv1.")
+                            .replace("TLSv1.0", "TLSv1")
+                    })
+                    .unwrap_or_else(|| "TLS".into());
+                let cipher = conn
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()))
+                    .unwrap_or_default();
+                self.log(&format!(
+                    "Anonymous TLS connection established from {}: {proto} with cipher {cipher}",
+                    self.namaddr
+                ));
+                self.tls_info = Some(format!("(using {proto} with cipher {cipher})"));
+                self.io = Io::Tls(Box::new(tls));
+                self.tls_active = true;
+                // RFC 3207 §4.2: forget everything learned before TLS.
+                self.helo = None;
+                self.esmtp = false;
+                self.abandon_tx();
+                Ok(())
+            }
+            _ => {
+                self.log(&format!("SSL_accept error from {}: -1", self.namaddr));
+                Err(End::Lost)
+            }
+        }
+    }
+
+    async fn cmd_auth(&mut self, arg: &str) -> Result<(), End> {
+        let p = self.st.params.clone();
+        let mechs = self.offered_mechanisms();
+        if !p.sasl_auth_enable || self.st.auth.is_none() || (p.tls_auth_only && !self.tls_active) {
+            self.count("auth", false);
+            self.reply("503 5.5.1 Error: authentication not enabled")
+                .await;
+            return Ok(());
+        }
+        if !self.esmtp {
+            self.count("auth", false);
+            self.reply("503 5.5.1 Error: send EHLO first").await;
+            return Ok(());
+        }
+        if self.sasl_username.is_some() {
+            self.count("auth", false);
+            self.reply("503 5.5.1 Error: already authenticated").await;
+            return Ok(());
+        }
+        if self.tx.is_some() {
+            self.count("auth", false);
+            self.reply("503 5.5.1 Error: MAIL transaction in progress")
+                .await;
+            return Ok(());
+        }
+        let mut words = arg.split_whitespace();
+        let Some(mech) = words.next().map(|m| m.to_ascii_uppercase()) else {
+            self.count("auth", false);
+            self.reply("501 5.5.4 Syntax: AUTH mechanism").await;
+            return Ok(());
+        };
+        let initial = words.next().map(str::to_string);
+        if !mechs.contains(&mech) {
+            self.count("auth", false);
+            self.reply("535 5.7.8 Error: authentication failed: no mechanism available")
+                .await;
+            return Ok(());
+        }
+        let (user, pass) = match mech.as_str() {
+            "PLAIN" => {
+                let resp = match initial {
+                    Some(r) if r == "=" => String::new(),
+                    Some(r) => r,
+                    None => {
+                        self.reply("334 ").await;
+                        match self.auth_line().await? {
+                            Some(l) => l,
+                            None => return Ok(()),
+                        }
+                    }
+                };
+                match sasl::decode_plain(&resp) {
+                    Some((authz, authc, pw)) if authz.is_empty() || authz == authc => (authc, pw),
+                    _ => {
+                        self.count("auth", false);
+                        self.reply("535 5.7.8 Error: authentication failed: another step is needed in authentication").await;
+                        return Ok(());
+                    }
+                }
+            }
+            _ => {
+                // LOGIN: "Username:" / "Password:" prompts, base64.
+                let user = match initial.as_deref().and_then(sasl::unb64) {
+                    Some(u) => u,
+                    None => {
+                        self.reply(&format!("334 {}", sasl::b64("Username:"))).await;
+                        match self.auth_line().await? {
+                            Some(l) => match sasl::unb64(&l) {
+                                Some(u) => u,
+                                None => {
+                                    self.count("auth", false);
+                                    self.reply(
+                                        "501 5.5.2 Invalid base64 data in continued response",
+                                    )
+                                    .await;
+                                    return Ok(());
+                                }
+                            },
+                            None => return Ok(()),
+                        }
+                    }
+                };
+                self.reply(&format!("334 {}", sasl::b64("Password:"))).await;
+                let pass = match self.auth_line().await? {
+                    Some(l) => match sasl::unb64(&l) {
+                        Some(pw) => pw,
+                        None => {
+                            self.count("auth", false);
+                            self.reply("501 5.5.2 Invalid base64 data in continued response")
+                                .await;
+                            return Ok(());
+                        }
+                    },
+                    None => return Ok(()),
+                };
+                (user, pass)
+            }
+        };
+        let Some(auth) = self.st.auth.clone() else {
+            return Ok(());
+        };
+        let res = auth
+            .check(user.clone(), pass, "smtp".into(), String::new())
+            .await;
+        match res {
+            AuthResult::Ok => {
+                self.count("auth", true);
+                self.sasl_method = Some(mech);
+                self.sasl_username = Some(user);
+                self.reply("235 2.7.0 Authentication successful").await;
+            }
+            AuthResult::Fail => {
+                self.count("auth", false);
+                log::warning(
+                    self.ident(),
+                    &format!(
+                        "{}: SASL {mech} authentication failed: authentication failure",
+                        self.namaddr
+                    ),
+                );
+                self.reply("535 5.7.8 Error: authentication failed: authentication failure")
+                    .await;
+            }
+            AuthResult::TempFail(why) => {
+                self.count("auth", false);
+                log::warning(
+                    self.ident(),
+                    &format!("{}: SASL {mech} authentication failed: {why}", self.namaddr),
+                );
+                self.reply(&format!(
+                    "454 4.7.0 Temporary authentication failure: {why}"
+                ))
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// One AUTH continuation line; `None` after `*` (aborted, already answered).
+    async fn auth_line(&mut self) -> Result<Option<String>, End> {
+        let raw = match self.read_line(12288).await? {
+            Some(l) => l,
+            None => return Err(End::Lost),
+        };
+        let l = String::from_utf8_lossy(&raw).trim().to_string();
+        if l == "*" {
+            self.count("auth", false);
+            self.reply("501 5.7.0 Authentication aborted").await;
+            return Ok(None);
+        }
+        Ok(Some(l))
+    }
+
+    fn data_precheck(&self) -> Option<&'static str> {
+        match &self.tx {
+            None => Some("503 5.5.1 Error: need RCPT command"),
+            Some(t) if t.recipients.is_empty() => {
+                if self.counts[cmd_index("rcpt")].1 > 0 {
+                    Some("554 5.5.1 Error: no valid recipients")
+                } else {
+                    Some("503 5.5.1 Error: need RCPT command")
+                }
+            }
+            _ => None,
+        }
+    }
+
+    async fn cmd_data(&mut self, arg: &str) -> Result<(), End> {
+        if !arg.is_empty() {
+            self.count("data", false);
+            self.reply("501 5.5.4 Syntax: DATA").await;
+            return Ok(());
+        }
+        if let Some(e) = self.data_precheck() {
+            self.count("data", false);
+            self.reply(e).await;
+            return Ok(());
+        }
+        if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
+            self.count("data", false);
+            self.reply("503 5.5.1 Error: DATA after BDAT").await;
+            return Ok(());
+        }
+        let (r, w) = self.run_checks(&[Stage::Data], None, None);
+        self.log_warnings(&w);
+        if let Some(r) = r {
+            let line = r.line();
+            self.log_reject("DATA", &line, None);
+            self.count("data", false);
+            self.reply(&line).await;
+            return Ok(());
+        }
+        self.reply("354 End data with <CR><LF>.<CR><LF>").await;
+        let limit = self.st.params.message_size_limit;
+        let mut msg: Vec<u8> = Vec::new();
+        let mut too_big = false;
+        loop {
+            // Lines in DATA are not cut: read up to the size limit, then discard.
+            let line = self.read_line(usize::MAX / 2).await?;
+            let Some(line) = line else {
+                return Err(End::Lost);
+            };
+            if line == b"." {
+                break;
+            }
+            let content: &[u8] = if line.first() == Some(&b'.') {
+                &line[1..]
+            } else {
+                &line
+            };
+            if too_big {
+                continue;
+            }
+            if limit > 0 && (msg.len() + content.len() + 2) as u64 > limit {
+                too_big = true;
+                msg = Vec::new();
+                continue;
+            }
+            msg.extend_from_slice(content);
+            msg.extend_from_slice(b"\r\n");
+        }
+        if too_big {
+            self.count("data", false);
+            self.log(&format!(
+                "{}: reject: DATA from {}: 552 5.3.4 Error: message file too big",
+                self.queue_tag(),
+                self.namaddr
+            ));
+            self.abandon_tx();
+            self.reply("552 5.3.4 Error: message file too big").await;
+            return Ok(());
+        }
+        let reply = self.finish_message(msg).await;
+        self.count("data", reply.starts_with('2'));
+        self.reply(&reply).await;
+        Ok(())
+    }
+
+    async fn cmd_bdat(&mut self, arg: &str) -> Result<(), End> {
+        let mut words = arg.split_whitespace();
+        let size: Option<usize> = words.next().and_then(|w| w.parse().ok());
+        let last = match words.next() {
+            None => false,
+            Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+            Some(_) => {
+                self.count("bdat", false);
+                self.reply("501 5.5.4 Syntax: BDAT count [LAST]").await;
+                return Ok(());
+            }
+        };
+        let Some(size) = size else {
+            self.count("bdat", false);
+            self.reply("501 5.5.4 Syntax: BDAT count [LAST]").await;
+            return Ok(());
+        };
+        // The chunk is read even when the command is refused, to stay in sync.
+        let err = if self.tx.is_none() {
+            Some("503 5.5.1 Error: need MAIL command")
+        } else {
+            self.data_precheck()
+        };
+        let limit = self.st.params.message_size_limit as usize;
+        let so_far = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.chunks.as_ref())
+            .map(|c| c.len())
+            .unwrap_or(0);
+        let keep = err.is_none() && (limit == 0 || so_far + size <= limit);
+        let mut chunk = Vec::new();
+        self.read_exact_bytes(size, keep, &mut chunk).await?;
+        if let Some(e) = err {
+            self.count("bdat", false);
+            self.reply(e).await;
+            return Ok(());
+        }
+        let Some(t) = self.tx.as_mut() else {
+            return Ok(());
+        };
+        let buf = t.chunks.get_or_insert_with(Vec::new);
+        if !keep {
+            t.chunk_too_big = true;
+        } else {
+            buf.extend_from_slice(&chunk);
+        }
+        if !last {
+            if t.chunk_too_big {
+                self.count("bdat", false);
+                self.reply("552 5.3.4 Error: message file too big").await;
+                self.abandon_tx();
+            } else {
+                let n = buf.len();
+                self.count("bdat", true);
+                self.reply(&format!("250 2.0.0 Ok: {n} bytes")).await;
+            }
+            return Ok(());
+        }
+        if t.chunk_too_big {
+            self.count("bdat", false);
+            self.abandon_tx();
+            self.reply("552 5.3.4 Error: message file too big").await;
+            return Ok(());
+        }
+        // Normalise line ends to CRLF (bare LF as Postfix accepts it), end with CRLF.
+        let raw = std::mem::take(buf);
+        let mut msg = Vec::with_capacity(raw.len() + 2);
+        let mut prev = 0u8;
+        for &b in &raw {
+            if b == b'\n' && prev != b'\r' {
+                msg.push(b'\r');
+            }
+            msg.push(b);
+            prev = b;
+        }
+        if !msg.ends_with(b"\r\n") && !msg.is_empty() {
+            msg.extend_from_slice(b"\r\n");
+        }
+        let n = msg.len();
+        let reply = self.finish_message(msg).await;
+        let ok = reply.starts_with('2');
+        self.count("bdat", ok);
+        let reply = if ok {
+            reply.replacen(
+                "250 2.0.0 Ok: queued as",
+                &format!("250 2.0.0 Ok: {n} bytes queued as"),
+                1,
+            )
+        } else {
+            reply
+        };
+        self.reply(&reply).await;
+        Ok(())
+    }
+
+    /// End-of-data checks and the durable commit; returns the reply line.
+    async fn finish_message(&mut self, msg: Vec<u8>) -> String {
+        let (r, w) = self.run_checks(&[Stage::EndOfData], None, None);
+        self.log_warnings(&w);
+        if let Some(r) = r {
+            let line = r.line();
+            self.log_reject("END-OF-MESSAGE", &line, None);
+            self.abandon_tx();
+            return line;
+        }
+        let Some(t) = self.tx.take() else {
+            return "503 5.5.1 Error: need RCPT command".into();
+        };
+        let Some(q) = self.svc.queue.clone() else {
+            return "451 4.3.0 Error: queue file write error".into();
+        };
+        let id = match t.queue_id.clone() {
+            Some(id) => id,
+            None => q.new_queue_id(),
+        };
+        let env = Envelope {
+            sender: t.sender.clone(),
+            recipients: t.recipients.clone(),
+            size_hint: t.size_hint,
+            body_type: t.body_type.clone(),
+            smtputf8: t.smtputf8,
+            ret: t.ret.clone(),
+            envid: t.envid.clone(),
+        };
+        let protocol = {
+            let mut s = if t.smtputf8 {
+                "UTF8SMTP".to_string()
+            } else if self.esmtp {
+                "ESMTP".into()
+            } else {
+                "SMTP".into()
+            };
+            if self.tls_active {
+                s.push('S');
+            }
+            if self.sasl_username.is_some() {
+                s.push('A');
+            }
+            s
+        };
+        let client = ClientInfo {
+            helo: self.helo.clone(),
+            hostname: self.client_name.clone(),
+            addr: self.peer.ip(),
+            port: self.peer.port(),
+            protocol,
+            tls: self.tls_info.clone(),
+            sasl_method: self.sasl_method.clone(),
+            sasl_username: self.sasl_username.clone(),
+            local_submission: false,
+        };
+        match q.commit(&id, &env, &client, msg).await {
+            Ok(()) => format!("250 2.0.0 Ok: queued as {id}"),
+            Err(e) => {
+                let reply = e
+                    .downcast_ref::<queue::QueueError>()
+                    .map(|qe| qe.smtp_reply().to_string())
+                    .unwrap_or_else(|| "451 4.3.0 Error: queue file write error".into());
+                log::warning(self.ident(), &format!("{id}: queue file write error: {e}"));
+                reply
+            }
+        }
+    }
+}
+
+struct ClientGuard {
+    svc: Arc<SmtpdService>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.svc.client_disconnect(self.ip);
+    }
+}
+
+/// RFC 3461 xtext decoding (`+2B` → `+`).
+fn xtext_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'+'
+            && i + 2 < b.len()
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// Reverse lookup of `ip`, then forward confirmation of the name (Postfix's
+/// `smtpd_peer.c`): (PTR name, whether it maps back to `ip`).
+fn reverse_and_forward(ip: std::net::IpAddr) -> (Option<String>, bool) {
+    use std::net::ToSocketAddrs;
+    let sa: std::net::SocketAddr = (ip, 0).into();
+    let name = match nix_getnameinfo(&sa) {
+        Some(n) => n,
+        None => return (None, false),
+    };
+    let ok = (name.as_str(), 0)
+        .to_socket_addrs()
+        .map(|mut it| it.any(|a| a.ip() == ip))
+        .unwrap_or(false);
+    (Some(name), ok)
+}
+
+fn nix_getnameinfo(sa: &std::net::SocketAddr) -> Option<String> {
+    let mut host = [0 as libc::c_char; 1025];
+    let (storage, len) = socket_addr_to_raw(sa);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes; `host` is a writable buffer
+    // of the size we pass; NI_NAMEREQD makes getnameinfo fail rather than print the address.
+    let rc = unsafe {
+        libc::getnameinfo(
+            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+            host.as_mut_ptr(),
+            host.len() as libc::socklen_t,
+            std::ptr::null_mut(),
+            0,
+            libc::NI_NAMEREQD,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: getnameinfo wrote a NUL-terminated string into `host`.
+    let c = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
+    Some(c.to_string_lossy().to_string())
+}
+
+fn socket_addr_to_raw(sa: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match sa {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe {
+                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin);
+            }
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe {
+                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6);
+            }
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn xtext() {
+        assert_eq!(xtext_decode("rfc822;a+2Bb@c"), "rfc822;a+b@c");
+        assert_eq!(xtext_decode("x+"), "x+");
+    }
+}
