@@ -4,6 +4,7 @@
 pub mod doveconf;
 pub mod postconf;
 pub mod postfix;
+pub mod postmap;
 pub mod sandbox;
 
 use std::ffi::OsString;
@@ -81,6 +82,8 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "postconf" => postconf::main(&rest),
         "postfix" => postfix::main(&rest),
         "doveconf" => doveconf::main(&rest),
+        "postmap" => postmap::postmap_main(&rest),
+        "postalias" => postmap::postalias_main(&rest),
         other => {
             eprintln!(
                 "postern: {other}: not implemented yet in this version of Postern (see README.md)"

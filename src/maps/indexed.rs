@@ -247,13 +247,16 @@ fn lmdb_err(path: &Path, e: heed::Error) -> MapError {
     }
 }
 
+/// One LMDB record as stored: key bytes, value bytes.
+pub type RawRecord = (Vec<u8>, Vec<u8>);
+
 fn strip_nul(b: &[u8]) -> &[u8] {
     b.strip_suffix(b"\0").unwrap_or(b)
 }
 
 /// Every record of a Postfix-layout LMDB file, in the file's (byte-sorted) order, with raw
 /// bytes as stored (trailing NULs included).
-pub fn lmdb_read_raw(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MapError> {
+pub fn lmdb_read_raw(path: &Path) -> Result<Vec<RawRecord>, MapError> {
     if let Err(e) = fs::metadata(path) {
         return Err(MapError::open_database(path, e));
     }
@@ -319,7 +322,8 @@ pub fn lmdb_write(
     let tmp_name = format!(".{file}.postern-tmp.{}", std::process::id());
     let tmp = match dir {
         Some(d) => d.join(&tmp_name),
-        None => PathBuf::from(&tmp_name),
+        // heed canonicalises the parent of a file that does not exist yet: give it one.
+        None => Path::new(".").join(&tmp_name),
     };
     let _ = fs::remove_file(&tmp);
     let payload: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 64).sum();

@@ -380,7 +380,7 @@ mod tests {
             parent_matches_subdomains: true,
         };
         assert_eq!(
-            lookup_address(&[re.clone()], "a@x.com", &how).unwrap(),
+            lookup_address(std::slice::from_ref(&re), "a@x.com", &how).unwrap(),
             None
         );
         assert_eq!(

@@ -1,0 +1,349 @@
+//! `postmap` and `postalias`: build, query, list and edit lookup tables, with Postfix's
+//! flags, output and exit codes (postmap(1), postalias(1)).
+//!
+//! Building `hash:FILE` or `btree:FILE` writes Postern's index `FILE.postern.lmdb` (see
+//! [`crate::maps::indexed`]) and never the Berkeley DB `FILE.db`; building `lmdb:FILE` writes
+//! `FILE.lmdb` in Postfix's own layout, readable by the real Postfix. The table type defaults
+//! to `default_database_type` from main.cf (`-c DIR`).
+//!
+//! Known limits: `-b`, `-h`, `-m` (header/body/MIME query modes), `-o`, `-p`, `-u`, `-U`,
+//! `-F` and `-v` are accepted and have no effect; `-d` on `hash:`/`btree:` edits Postern's
+//! index only, so the entry comes back when the source is next built (edit the source).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::postfix::{LoadOptions, PostfixConfig};
+use crate::maps::indexed::{lmdb_entries, lmdb_write, postern_index_path, read_source};
+use crate::maps::source::Format;
+use crate::maps::{Duplicates, MapError, OpenOptions, Table};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Postmap,
+    Postalias,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Postmap => "postmap",
+            Tool::Postalias => "postalias",
+        }
+    }
+    fn usage(self) -> &'static str {
+        match self {
+            Tool::Postmap => {
+                "usage: postmap [-bfFhimnNoprsuUvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
+            }
+            Tool::Postalias => {
+                "usage: postalias [-Nfinoprsuvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
+            }
+        }
+    }
+    fn flags(self) -> &'static str {
+        match self {
+            Tool::Postmap => "bfFhimnNoprsuUvw",
+            Tool::Postalias => "Nfinoprsuvw",
+        }
+    }
+    fn format(self) -> Format {
+        match self {
+            Tool::Postmap => Format::Postmap,
+            Tool::Postalias => Format::Aliases,
+        }
+    }
+}
+
+/// `postmap [options] [type:]file...`
+pub fn postmap_main(args: &[String]) -> i32 {
+    run(Tool::Postmap, args)
+}
+
+/// `postalias [options] [type:]file...`
+pub fn postalias_main(args: &[String]) -> i32 {
+    run(Tool::Postalias, args)
+}
+
+#[derive(Default)]
+struct Opts {
+    config_dir: Option<PathBuf>,
+    query: Option<String>,
+    delete: Option<String>,
+    dump: bool,
+    fold: bool,
+    incremental: bool,
+    with_nul: bool,
+    dups: Option<Duplicates>,
+    maps: Vec<String>,
+}
+
+fn parse_args(tool: Tool, args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        fold: true,
+        with_nul: true,
+        ..Opts::default()
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if !a.starts_with('-') || a == "-" {
+            break;
+        }
+        let chars: Vec<char> = a[1..].chars().collect();
+        let mut j = 0;
+        while j < chars.len() {
+            let c = chars[j];
+            match c {
+                'c' | 'd' | 'q' => {
+                    let rest: String = chars[j + 1..].iter().collect();
+                    let val = if !rest.is_empty() {
+                        rest
+                    } else {
+                        i += 1;
+                        match args.get(i) {
+                            Some(v) => v.clone(),
+                            None => {
+                                eprintln!("{}: option requires an argument -- '{c}'", tool.name());
+                                return Err(tool.usage().into());
+                            }
+                        }
+                    };
+                    match c {
+                        'c' => o.config_dir = Some(PathBuf::from(val)),
+                        'd' => o.delete = Some(val),
+                        _ => o.query = Some(val),
+                    }
+                    j = chars.len();
+                    continue;
+                }
+                c if tool.flags().contains(c) => match c {
+                    'f' => o.fold = false,
+                    'i' => o.incremental = true,
+                    'n' => o.with_nul = false,
+                    'N' => o.with_nul = true,
+                    'r' => o.dups = Some(Duplicates::Replace),
+                    'w' => o.dups = Some(Duplicates::Ignore),
+                    's' => o.dump = true,
+                    _ => {}
+                },
+                other => {
+                    eprintln!("{}: invalid option -- '{other}'", tool.name());
+                    return Err(tool.usage().into());
+                }
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    o.maps = args[i..].to_vec();
+    let modes = [o.query.is_some(), o.delete.is_some(), o.dump]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if modes > 1 {
+        return Err("specify only one of -s -q or -d".into());
+    }
+    if o.maps.is_empty() {
+        return Err(tool.usage().into());
+    }
+    Ok(o)
+}
+
+fn run(tool: Tool, args: &[String]) -> i32 {
+    let name = tool.name();
+    let fatal = |msg: &str| {
+        eprintln!("{name}: fatal: {msg}");
+        1
+    };
+    let o = match parse_args(tool, args) {
+        Ok(o) => o,
+        Err(msg) => return fatal(&msg),
+    };
+    let cfg = match PostfixConfig::load(&LoadOptions {
+        config_dir: o.config_dir.clone(),
+        overrides: Vec::new(),
+    }) {
+        Ok(c) => c,
+        Err(e) => return fatal(&e.to_string()),
+    };
+    let default_type = cfg
+        .get("default_database_type")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "hash".into());
+    let warn_name = name.to_string();
+    let opts = OpenOptions {
+        fold_case: o.fold,
+        duplicates: o.dups.unwrap_or(Duplicates::Warn),
+        warn: Arc::new(move |m: &str| eprintln!("{warn_name}: warning: {m}")),
+    };
+    let specs: Vec<String> = o.maps.iter().map(|m| with_type(m, &default_type)).collect();
+    let result = if let Some(key) = &o.query {
+        query(tool, &specs, key, &opts)
+    } else if let Some(key) = &o.delete {
+        delete(&specs, key, &opts)
+    } else if o.dump {
+        dump(tool, &specs, &opts)
+    } else {
+        let host = cfg.get("myhostname").unwrap_or_default();
+        build(tool, &specs, &o, &opts, &host).map(|()| 0)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => fatal(&e.to_string()),
+    }
+}
+
+/// `file` → `default_database_type:file`; `type:file` unchanged.
+fn with_type(map: &str, default_type: &str) -> String {
+    match map.split_once(':') {
+        Some((t, _)) if !t.is_empty() && !t.contains('/') => map.to_string(),
+        _ => format!("{default_type}:{map}"),
+    }
+}
+
+fn open_for_read(tool: Tool, spec: &str, opts: &OpenOptions) -> Result<Arc<dyn Table>, MapError> {
+    let (kind, file) = crate::maps::split_spec(spec)?;
+    match kind {
+        "hash" | "btree" if tool == Tool::Postalias => {
+            Ok(Arc::new(crate::maps::indexed::SourceTable::open_format(
+                kind,
+                file,
+                spec,
+                Format::Aliases,
+                opts,
+            )?))
+        }
+        _ => crate::maps::open(spec, opts),
+    }
+}
+
+fn query(tool: Tool, specs: &[String], key: &str, opts: &OpenOptions) -> Result<i32, MapError> {
+    let tables: Vec<Arc<dyn Table>> = specs
+        .iter()
+        .map(|s| open_for_read(tool, s, opts))
+        .collect::<Result<_, _>>()?;
+    let find = |k: &str| -> Result<Option<String>, MapError> {
+        for t in &tables {
+            if let Some(v) = t.lookup(k)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    };
+    let mut out = std::io::stdout().lock();
+    if key == "-" {
+        let mut found = false;
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| MapError::Other(format!("read standard input: {e}")))?;
+            let k = line.trim_end_matches('\r');
+            if let Some(v) = find(k)? {
+                let _ = writeln!(out, "{k}\t{v}");
+                found = true;
+            }
+        }
+        return Ok(if found { 0 } else { 1 });
+    }
+    match find(key)? {
+        Some(v) => {
+            let _ = writeln!(out, "{v}");
+            Ok(0)
+        }
+        None => Ok(1),
+    }
+}
+
+fn dump(tool: Tool, specs: &[String], opts: &OpenOptions) -> Result<i32, MapError> {
+    let mut out = std::io::stdout().lock();
+    for spec in specs {
+        let t = open_for_read(tool, spec, opts)?;
+        let Some(entries) = t.entries() else {
+            return Err(MapError::Other(format!(
+                "table {spec}: sequential access is not supported"
+            )));
+        };
+        for (k, v) in entries {
+            let _ = match tool {
+                Tool::Postmap => writeln!(out, "{k}\t{v}"),
+                Tool::Postalias => writeln!(out, "{k}:\t{v}"),
+            };
+        }
+    }
+    Ok(0)
+}
+
+/// The index file `postmap` writes for a spec, and the name duplicate warnings use.
+fn index_for(spec: &str) -> Result<(PathBuf, String, String), MapError> {
+    let (kind, file) = crate::maps::split_spec(spec)?;
+    match kind {
+        "hash" | "btree" => Ok((postern_index_path(file), format!("{file}.db"), file.into())),
+        "lmdb" => Ok((
+            PathBuf::from(format!("{file}.lmdb")),
+            spec.into(),
+            file.into(),
+        )),
+        other => Err(MapError::Other(format!(
+            "unsupported dictionary type for this operation: {other}"
+        ))),
+    }
+}
+
+fn delete(specs: &[String], key: &str, opts: &OpenOptions) -> Result<i32, MapError> {
+    let key = if opts.fold_case {
+        crate::maps::fold(key)
+    } else {
+        key.to_string()
+    };
+    let mut deleted = false;
+    for spec in specs {
+        let (index, _, _) = index_for(spec)?;
+        let entries = lmdb_entries(&index)?;
+        let before = entries.len();
+        let kept: Vec<(String, String)> = entries.into_iter().filter(|(k, _)| *k != key).collect();
+        if kept.len() != before {
+            lmdb_write(&index, &kept, true)?;
+            deleted = true;
+        }
+    }
+    Ok(if deleted { 0 } else { 1 })
+}
+
+fn build(
+    tool: Tool,
+    specs: &[String],
+    o: &Opts,
+    opts: &OpenOptions,
+    myhostname: &str,
+) -> Result<(), MapError> {
+    for spec in specs {
+        let (index, dict_name, source) = index_for(spec)?;
+        let mut map = indexmap::IndexMap::new();
+        if o.incremental {
+            for (k, v) in lmdb_entries(&index).unwrap_or_default() {
+                map.insert(k, v);
+            }
+        }
+        let parsed = read_source(Path::new(&source), &dict_name, tool.format(), opts)?;
+        for (k, v) in parsed {
+            crate::maps::source::insert(&mut map, k, v, &dict_name, opts);
+        }
+        if tool == Tool::Postalias {
+            // Sendmail compatibility entries, as Postfix's postalias writes them.
+            map.insert("@".into(), "@".into());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            map.insert("YP_LAST_MODIFIED".into(), now.to_string());
+            map.insert("YP_MASTER_NAME".into(), myhostname.to_string());
+        }
+        let entries: Vec<(String, String)> = map.into_iter().collect();
+        lmdb_write(&index, &entries, o.with_nul)?;
+    }
+    Ok(())
+}
