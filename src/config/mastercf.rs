@@ -283,10 +283,29 @@ pub struct LogicalLine {
     pub text: String,
 }
 
+/// One item of [`logical_items`]: a logical line, or the warning for a skipped one.
+#[derive(Debug, Clone)]
+pub enum LogicalItem {
+    Line(LogicalLine),
+    Warning(String),
+}
+
 /// Assemble logical lines (Postfix `readllines()`), with the warnings it logs.
 pub fn logical_lines(text: &str, path: &Path) -> (Vec<LogicalLine>, Vec<String>) {
-    let mut out: Vec<LogicalLine> = Vec::new();
+    let mut lines = Vec::new();
     let mut warnings = Vec::new();
+    for item in logical_items(text, path) {
+        match item {
+            LogicalItem::Line(l) => lines.push(l),
+            LogicalItem::Warning(w) => warnings.push(w),
+        }
+    }
+    (lines, warnings)
+}
+
+/// Logical lines and `readllines()` warnings, in file order.
+pub fn logical_items(text: &str, path: &Path) -> Vec<LogicalItem> {
+    let mut out: Vec<LogicalLine> = Vec::new();
     let mut cur: Option<LogicalLine> = None;
     for (number, kind, line) in physical_lines(text) {
         match kind {
@@ -314,24 +333,24 @@ pub fn logical_lines(text: &str, path: &Path) -> (Vec<LogicalLine>, Vec<String>)
     if let Some(l) = cur.take() {
         out.push(l);
     }
-    out.retain(|l| {
-        if l.text.starts_with(is_space) {
-            let shown: String = l.text.chars().take(30).collect();
-            let more = if l.text.chars().nth(30).is_some() {
-                "..."
+    out.into_iter()
+        .map(|l| {
+            if l.text.starts_with(is_space) {
+                let shown: String = l.text.chars().take(30).collect();
+                let more = if l.text.chars().nth(30).is_some() {
+                    "..."
+                } else {
+                    ""
+                };
+                LogicalItem::Warning(format!(
+                    "{}: logical line must not start with whitespace: \"{shown}{more}\"",
+                    path.display()
+                ))
             } else {
-                ""
-            };
-            warnings.push(format!(
-                "{}: logical line must not start with whitespace: \"{shown}{more}\"",
-                path.display()
-            ));
-            false
-        } else {
-            true
-        }
-    });
-    (out, warnings)
+                LogicalItem::Line(l)
+            }
+        })
+        .collect()
 }
 
 /// Classify physical lines: (1-based number, rule, text without line end).
@@ -373,9 +392,16 @@ fn physical_lines(text: &str) -> Vec<(usize, Rule, &str)> {
 
 /// Parse master.cf text, keeping Postfix's error details.
 pub fn parse_detailed(text: &str, path: &Path) -> Result<MasterCf, MasterParseError> {
-    let (lines, mut warnings) = logical_lines(text, path);
+    let mut warnings = Vec::new();
     let mut services = Vec::new();
-    for l in lines {
+    for item in logical_items(text, path) {
+        let l = match item {
+            LogicalItem::Warning(w) => {
+                warnings.push(w);
+                continue;
+            }
+            LogicalItem::Line(l) => l,
+        };
         match parse_entry(&l.text) {
             Ok((mut svc, w)) => {
                 svc.line = l.first;
@@ -428,12 +454,11 @@ pub fn split_fields(text: &str) -> Vec<String> {
     for atom in atoms {
         let s = atom.as_str();
         match atom.as_rule() {
-            Rule::blanks if level == 0 => {
-                if in_token {
-                    out.push(std::mem::take(&mut cur));
-                    in_token = false;
-                }
+            Rule::blanks if level == 0 && in_token => {
+                out.push(std::mem::take(&mut cur));
+                in_token = false;
             }
+            Rule::blanks if level == 0 => {}
             Rule::lbrace => {
                 level += 1;
                 cur.push_str(s);
