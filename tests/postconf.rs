@@ -28,7 +28,11 @@ fn mask_pid(out: &[u8]) -> Vec<u8> {
             res.push_str(line);
         }
     }
-    if res == text { out.to_vec() } else { res.into_bytes() }
+    if res == text {
+        out.to_vec()
+    } else {
+        res.into_bytes()
+    }
 }
 
 fn check_mode(mode: &str, args: &[&str]) {
@@ -90,10 +94,16 @@ fn postconf_nx_matches_real_postfix() {
 #[test]
 fn tutorial_wrapped_line_is_accepted_with_warning() {
     let root = repo_root().join("compat-fixtures/postfix");
-    let real_err = String::from_utf8_lossy(&read(&root.join("tutorial-wrapped/postconf-n.err")))
-        .to_string();
-    assert!(real_err.contains("missing '=' after attribute name"), "{real_err}");
-    let got = postern("postconf", &["-c", "compat-fixtures/postfix/tutorial-wrapped", "-n"]);
+    let real_err =
+        String::from_utf8_lossy(&read(&root.join("tutorial-wrapped/postconf-n.err"))).to_string();
+    assert!(
+        real_err.contains("missing '=' after attribute name"),
+        "{real_err}"
+    );
+    let got = postern(
+        "postconf",
+        &["-c", "compat-fixtures/postfix/tutorial-wrapped", "-n"],
+    );
     assert_eq!(got.status.code(), Some(0));
     let want = String::from_utf8_lossy(&read(&root.join("tutorial/postconf-n.out"))).replace(
         "config_directory = compat-fixtures/postfix/tutorial\n",
@@ -111,9 +121,15 @@ fn tutorial_wrapped_line_is_accepted_with_warning() {
 /// The tutorial's own check: Postern prints exactly what Postfix 3.7 prints.
 #[test]
 fn tutorial_n_exact() {
-    let got = postern("postconf", &["-c", "compat-fixtures/postfix/tutorial", "-n"]);
+    let got = postern(
+        "postconf",
+        &["-c", "compat-fixtures/postfix/tutorial", "-n"],
+    );
     let want = read(&repo_root().join("compat-fixtures/postfix/tutorial/postconf-n.out"));
-    assert_eq!(String::from_utf8_lossy(&got.stdout), String::from_utf8_lossy(&want));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        String::from_utf8_lossy(&want)
+    );
     assert!(String::from_utf8_lossy(&got.stdout).contains(
         "smtpd_recipient_restrictions = permit_mynetworks permit_sasl_authenticated permit_auth_destination reject"
     ));
@@ -153,13 +169,23 @@ fn edit_e_replaces_every_occurrence_and_appends_new_names() {
 #[test]
 fn edit_x_removes_and_hash_comments_out() {
     let d = scratch(EDIT_INPUT);
-    assert_eq!(run_in(&d, &["-X", "myorigin", "mydestination"]).status.code(), Some(0));
+    assert_eq!(
+        run_in(&d, &["-X", "myorigin", "mydestination"])
+            .status
+            .code(),
+        Some(0)
+    );
     assert_eq!(
         std::fs::read_to_string(d.path().join("main.cf")).unwrap(),
         "# c\nmynetworks = 1\n"
     );
     let d = scratch(EDIT_INPUT);
-    assert_eq!(run_in(&d, &["-#", "myorigin", "mydestination"]).status.code(), Some(0));
+    assert_eq!(
+        run_in(&d, &["-#", "myorigin", "mydestination"])
+            .status
+            .code(),
+        Some(0)
+    );
     assert_eq!(
         std::fs::read_to_string(d.path().join("main.cf")).unwrap(),
         "#mydestination = x\n#myorigin = y\n#  cont\n# c\n#mydestination = z\n#  more\nmynetworks = 1\n"
@@ -172,7 +198,10 @@ fn edit_keeps_latin1_bytes() {
     let raw = b"# caf\xe9\nmyorigin = a\xe9b\n".to_vec();
     std::fs::write(d.path().join("main.cf"), &raw).unwrap();
     std::fs::write(d.path().join("master.cf"), "").unwrap();
-    assert_eq!(run_in(&d, &["-e", "mydomain=example.com"]).status.code(), Some(0));
+    assert_eq!(
+        run_in(&d, &["-e", "mydomain=example.com"]).status.code(),
+        Some(0)
+    );
     let mut want = raw.clone();
     want.extend_from_slice(b"mydomain = example.com\n");
     assert_eq!(std::fs::read(d.path().join("main.cf")).unwrap(), want);
@@ -199,7 +228,10 @@ fn errors_are_worded_like_postfix() {
     let d = scratch("myorigin = x\n");
     let o = run_in(&d, &["-n", "-d"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&o.stderr), "postconf: fatal: specify one of -d -n\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "postconf: fatal: specify one of -d -n\n"
+    );
     let o = run_in(&d, &["-e", "myorigin"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
@@ -208,7 +240,10 @@ fn errors_are_worded_like_postfix() {
     let o = run_in(&d, &["foo", "myorigin"]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "myorigin = x\n");
-    assert_eq!(String::from_utf8_lossy(&o.stderr), "postconf: warning: foo: unknown parameter\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "postconf: warning: foo: unknown parameter\n"
+    );
 }
 
 #[test]
@@ -217,22 +252,34 @@ fn macro_errors_are_fatal_with_postfix_warning() {
     let o = run_in(&d, &["-nx"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("postconf: warning: empty macro name: \"$ x $- y\""), "{err}");
-    assert!(err.ends_with("postconf: fatal: macro processing error\n"), "{err}");
+    assert!(
+        err.contains("postconf: warning: empty macro name: \"$ x $- y\""),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("postconf: fatal: macro processing error\n"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unused_and_undefined_parameters_warn() {
     // Observed with Postfix 3.7.11 on the same input.
-    let d = scratch("virtual_maps = hash:/x\nsmtpd_sasl_application_name = smtpd\nsmtpd_restriction_classes = myclass\nmyclass = permit\nfoo = $bar\nbar = 1\nmyorigin = $baz\nbaz = x\nzz = $zz2\nzz2 = 1\nalias_maps = $undefx\n");
+    let d = scratch(
+        "virtual_maps = hash:/x\nsmtpd_sasl_application_name = smtpd\nsmtpd_restriction_classes = myclass\nmyclass = permit\nfoo = $bar\nbar = 1\nmyorigin = $baz\nbaz = x\nzz = $zz2\nzz2 = 1\nalias_maps = $undefx\n",
+    );
     let o = run_in(&d, &["-n"]);
     let p = d.path().display().to_string();
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        format!("alias_maps = $undefx\nbar = 1\nbaz = x\nconfig_directory = {p}\nmyclass = permit\nmyorigin = $baz\nsmtpd_restriction_classes = myclass\nvirtual_maps = hash:/x\nzz2 = 1\n")
+        format!(
+            "alias_maps = $undefx\nbar = 1\nbaz = x\nconfig_directory = {p}\nmyclass = permit\nmyorigin = $baz\nsmtpd_restriction_classes = myclass\nvirtual_maps = hash:/x\nzz2 = 1\n"
+        )
     );
     let want: std::collections::BTreeSet<String> = [
-        format!("postconf: warning: {p}/main.cf: unused parameter: smtpd_sasl_application_name=smtpd"),
+        format!(
+            "postconf: warning: {p}/main.cf: unused parameter: smtpd_sasl_application_name=smtpd"
+        ),
         format!("postconf: warning: {p}/main.cf: unused parameter: zz=$zz2"),
         format!("postconf: warning: {p}/main.cf: unused parameter: foo=$bar"),
         format!("postconf: warning: {p}/main.cf: undefined parameter: undefx"),
@@ -244,7 +291,9 @@ fn unused_and_undefined_parameters_warn() {
 
 #[test]
 fn fold_at_80_columns() {
-    let d = scratch("smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, reject_unknown_sender_domain\n");
+    let d = scratch(
+        "smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, reject_unknown_sender_domain\n",
+    );
     let o = run_in(&d, &["-nf", "smtpd_recipient_restrictions"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -255,13 +304,32 @@ fn fold_at_80_columns() {
 #[test]
 fn defaults_come_from_postfix_37() {
     let d = scratch("compatibility_level = 2\n");
-    let o = run_in(&d, &["-x", "smtpd_relay_restrictions", "mynetworks_style", "append_dot_mydomain", "mail_version"]);
+    let o = run_in(
+        &d,
+        &[
+            "-x",
+            "smtpd_relay_restrictions",
+            "mynetworks_style",
+            "append_dot_mydomain",
+            "mail_version",
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination\nmynetworks_style = host\nappend_dot_mydomain = no\nmail_version = 3.7.11\n"
     );
     let d = scratch("myhostname = master.planetnet.net\n");
-    let o = run_in(&d, &["-x", "smtpd_relay_restrictions", "mynetworks_style", "mydomain", "smtpd_banner", "relay_domains"]);
+    let o = run_in(
+        &d,
+        &[
+            "-x",
+            "smtpd_relay_restrictions",
+            "mynetworks_style",
+            "mydomain",
+            "smtpd_banner",
+            "relay_domains",
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "smtpd_relay_restrictions =\nmynetworks_style = subnet\nmydomain = planetnet.net\nsmtpd_banner = master.planetnet.net ESMTP Postfix\nrelay_domains = master.planetnet.net, localhost.planetnet.net, localhost\n"
@@ -271,8 +339,17 @@ fn defaults_come_from_postfix_37() {
 #[test]
 fn postconf_a_m_l_lists() {
     let d = scratch("");
-    assert_eq!(String::from_utf8_lossy(&run_in(&d, &["-a"]).stdout), "cyrus\ndovecot\n");
-    assert_eq!(String::from_utf8_lossy(&run_in(&d, &["-A"]).stdout), "cyrus\n");
-    assert_eq!(String::from_utf8_lossy(&run_in(&d, &["-l"]).stdout), "flock\nfcntl\ndotlock\n");
+    assert_eq!(
+        String::from_utf8_lossy(&run_in(&d, &["-a"]).stdout),
+        "cyrus\ndovecot\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run_in(&d, &["-A"]).stdout),
+        "cyrus\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run_in(&d, &["-l"]).stdout),
+        "flock\nfcntl\ndotlock\n"
+    );
     assert!(String::from_utf8_lossy(&run_in(&d, &["-m"]).stdout).contains("hash\n"));
 }

@@ -15,9 +15,8 @@
 //! outbound-delivery issue; `reject_unknown_client_hostname` and
 //! `reject_unknown_reverse_client_hostname` use the system resolver (`/etc/hosts`, DNS).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::address::{self, AddressClass};
 use super::params::Params;
@@ -95,28 +94,19 @@ pub struct Facts<'a> {
     pub sasl_username: Option<&'a str>,
 }
 
-/// Lookup tables opened once per service (and reopened after a reload).
+/// Table lookups through the process-wide map cache ([`maps::open_cached`]: each table opens
+/// once and is reopened when its source file changes).
 #[derive(Default)]
-pub struct Tables {
-    cache: Mutex<HashMap<String, Arc<dyn Table>>>,
-}
+pub struct Tables;
 
 impl Tables {
+    pub fn open(&self, spec: &str) -> Result<Arc<dyn Table>, String> {
+        maps::open_cached(spec).map_err(|e| e.to_string())
+    }
+
     /// Look `key` up in `spec`; `Err` when the table cannot be opened or answer.
     pub fn lookup(&self, spec: &str, key: &str) -> Result<Option<String>, String> {
-        let t = {
-            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            match c.get(spec) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = maps::open(spec, &maps::OpenOptions::default())
-                        .map_err(|e| e.to_string())?;
-                    c.insert(spec.to_string(), t.clone());
-                    t
-                }
-            }
-        };
-        t.lookup(key).map_err(|e| e.to_string())
+        self.open(spec)?.lookup(key).map_err(|e| e.to_string())
     }
 }
 
@@ -625,45 +615,56 @@ impl<'a> Checker<'a> {
         )))
     }
 
-    /// `check_*_access TABLE` with Postfix's key search order.
+    /// `check_*_access TABLE` with Postfix's key search order (`maps::search`).
     fn check_access(&mut self, kind: &str, table: &str, stage: Stage, f: &Facts) -> Verdict {
-        let keys: Vec<String> = match kind {
-            "check_client_access" => client_keys(f.client_name, f.client_addr),
-            "check_reverse_client_hostname_access" => client_keys(f.reverse_name, f.client_addr),
-            "check_helo_access" => domain_keys(f.helo.unwrap_or(""), true),
-            "check_etrn_access" => domain_keys(f.etrn_domain.unwrap_or(""), true),
+        let t = match self.tables.open(table) {
+            Ok(t) => t,
+            Err(e) => {
+                self.warnings.push(format!("{table} is unavailable. {e}"));
+                return Verdict::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"));
+            }
+        };
+        let tables = [t];
+        let parent = maps::Feature::SmtpdAccessMaps
+            .parent_matches(&self.p.parent_domain_matches_subdomains.join(","));
+        let how = maps::AddressLookup {
+            recipient_delimiter: self.p.recipient_delimiter.clone(),
+            parent_matches_subdomains: parent,
+        };
+        let ip = f.client_addr.to_string();
+        let res = match kind {
+            "check_client_access" => maps::lookup_client(&tables, Some(f.client_name), &ip, parent),
+            "check_reverse_client_hostname_access" => {
+                maps::lookup_client(&tables, Some(f.reverse_name), &ip, parent)
+            }
+            "check_helo_access" => match f.helo {
+                Some(h) => maps::lookup_domain(&tables, &h.to_ascii_lowercase(), parent),
+                None => Ok(None),
+            },
+            "check_etrn_access" => match f.etrn_domain {
+                Some(d) => maps::lookup_domain(&tables, &d.to_ascii_lowercase(), parent),
+                None => Ok(None),
+            },
             "check_sender_access" => match f.sender {
-                Some("") => vec![self.p.null_access_lookup_key.clone()],
-                Some(s) => address_keys(s, &self.p.recipient_delimiter),
-                None => vec![],
+                Some("") => tables[0]
+                    .lookup(&self.p.null_access_lookup_key)
+                    .map(|v| v.map(|v| (String::new(), v))),
+                Some(s) => maps::lookup_address(&tables, &s.to_ascii_lowercase(), &how),
+                None => Ok(None),
             },
             _ => match f.recipient {
-                Some(r) => address_keys(r, &self.p.recipient_delimiter),
-                None => vec![],
+                Some(r) => maps::lookup_address(&tables, &r.to_ascii_lowercase(), &how),
+                None => Ok(None),
             },
         };
-        for key in keys {
-            match self.tables.lookup(table, &key) {
-                Ok(Some(v)) => {
-                    let v = self.access_result(&v, stage, f);
-                    if v != Verdict::Dunno {
-                        return v;
-                    }
-                    return Verdict::Dunno;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.warnings
-                        .push(format!("{table} lookup error for \"{key}\": {e}"));
-                    return Verdict::Reject(Reply::new(
-                        451,
-                        "4.3.0",
-                        "Temporary lookup failure".to_string(),
-                    ));
-                }
+        match res {
+            Ok(Some((_, v))) => self.access_result(&v, stage, f),
+            Ok(None) => Verdict::Dunno,
+            Err(e) => {
+                self.warnings.push(format!("{table} lookup error: {e}"));
+                Verdict::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"))
             }
         }
-        Verdict::Dunno
     }
 
     /// The action an access table returned (access(5)).
@@ -826,64 +827,6 @@ fn valid_hostname_or_literal(h: &str) -> bool {
     address::address_literal(h).is_some() || valid_hostname(h.trim_end_matches('.'))
 }
 
-/// `check_client_access` keys: host name and its parent domains, then the address and its
-/// shorter prefixes (`1.2.3.4`, `1.2.3`, `1.2`, `1`; IPv6 by `:` groups).
-fn client_keys(name: &str, ip: IpAddr) -> Vec<String> {
-    let mut keys = Vec::new();
-    if name != "unknown" && !name.is_empty() {
-        keys.extend(domain_keys(name, true));
-    }
-    let a = ip.to_string();
-    let sep = if ip.is_ipv4() { '.' } else { ':' };
-    let mut s = a.as_str();
-    keys.push(s.to_string());
-    while let Some(i) = s.rfind(sep) {
-        s = &s[..i];
-        if s.is_empty() {
-            break;
-        }
-        keys.push(s.to_string());
-    }
-    keys
-}
-
-/// A domain and its parents (`a.b.c`, `b.c`, `c`), lower-cased.
-fn domain_keys(d: &str, parents: bool) -> Vec<String> {
-    let d = d.to_ascii_lowercase();
-    let mut keys = vec![d.clone()];
-    if parents {
-        let mut rest = d.as_str();
-        while let Some((_, r)) = rest.split_once('.') {
-            keys.push(r.to_string());
-            rest = r;
-        }
-    }
-    keys
-}
-
-/// Access-table keys for an address: `user@domain`, (`user@domain` without extension),
-/// the domain and its parents, `user@` (access(5) EMAIL ADDRESS PATTERNS).
-fn address_keys(addr: &str, delim: &str) -> Vec<String> {
-    let a = addr.to_ascii_lowercase();
-    let (local, domain) = address::split(&a);
-    let mut keys = vec![a.clone()];
-    let base = delim
-        .chars()
-        .next()
-        .and_then(|c| local.split_once(c).map(|(b, _)| b.to_string()));
-    if let (Some(b), Some(d)) = (&base, domain) {
-        keys.push(format!("{b}@{d}"));
-    }
-    if let Some(d) = domain {
-        keys.extend(domain_keys(d, true));
-    }
-    keys.push(format!("{local}@"));
-    if let Some(b) = base {
-        keys.push(format!("{b}@"));
-    }
-    keys
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -899,34 +842,6 @@ mod tests {
             "127.0.0.0/8",
             "::ffff:127.0.0.1".parse().unwrap()
         ));
-    }
-
-    #[test]
-    fn key_orders() {
-        assert_eq!(
-            client_keys("mail.example.com", "192.0.2.7".parse().unwrap()),
-            vec![
-                "mail.example.com",
-                "example.com",
-                "com",
-                "192.0.2.7",
-                "192.0.2",
-                "192.0",
-                "192"
-            ]
-        );
-        assert_eq!(
-            address_keys("User+x@Sub.Example.com", "+"),
-            vec![
-                "user+x@sub.example.com",
-                "user@sub.example.com",
-                "sub.example.com",
-                "example.com",
-                "com",
-                "user+x@",
-                "user@"
-            ]
-        );
     }
 
     #[test]

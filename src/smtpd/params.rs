@@ -5,12 +5,34 @@ use std::time::Duration;
 
 use crate::config::postfix::PostfixConfig;
 
-/// Split a Postfix list value (white space and/or commas).
+/// Split a Postfix list value (white space and/or commas), keeping `{ … }` groups such as
+/// `inline:{a=b, c=d}` in one piece (Postfix's `mystrtokq()`).
 pub fn list(v: &str) -> Vec<String> {
-    v.split(|c: char| c.is_ascii_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0usize;
+    for c in v.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                cur.push(c);
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                cur.push(c);
+            }
+            c if depth == 0 && (c.is_ascii_whitespace() || c == ',') => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Postfix time value: a number with an optional unit (s, m, h, d, w); `default_unit` when none.
@@ -251,5 +273,13 @@ mod tests {
     #[test]
     fn lists() {
         assert_eq!(list("a, b  c,,d"), vec!["a", "b", "c", "d"]);
+        assert_eq!(
+            list("check_recipient_access inline:{a=OK, b=REJECT}, permit"),
+            vec![
+                "check_recipient_access",
+                "inline:{a=OK, b=REJECT}",
+                "permit"
+            ]
+        );
     }
 }

@@ -38,14 +38,258 @@ pub fn read(p: &Path) -> Vec<u8> {
 }
 
 pub fn read_rc(p: &Path) -> i32 {
-    String::from_utf8_lossy(&read(p)).trim().parse().expect("rc file")
+    String::from_utf8_lossy(&read(p))
+        .trim()
+        .parse()
+        .expect("rc file")
 }
 
 /// Fixture directories under `compat-fixtures/<kind>/`, sorted.
 pub fn fixture_dirs(kind: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("compat-fixtures").join(kind))
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// A running `postern postfix start-fg` on a loopback port picked by the test, with its own
+/// config directory, queue and data directories. Killed on drop.
+pub struct Instance {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<std::process::Child>,
+}
+
+/// The user services run as in tests: when root, a system user created on demand
+/// (idempotent); otherwise the invoking user.
+pub fn test_mail_owner() -> String {
+    if nix::unistd::Uid::effective().is_root() {
+        let name = "postern-test";
+        if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+            let _ = std::process::Command::new("useradd")
+                .args(["-r", "-M", "-s", "/usr/sbin/nologin", name])
+                .status();
+        }
+        name.to_string()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "nobody".into())
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Instance {
+    /// Write main.cf (`main_extra` appended to a loopback base) and master.cf with one smtpd
+    /// listener (`master_extra` appended, `{port}` replaced), then start the master.
+    pub fn start(main_extra: &str, master_extra: &str) -> Instance {
+        Self::start_with(main_extra, master_extra, |_| {})
+    }
+
+    /// As [`Instance::start`], running `setup` on the instance directory before the master
+    /// starts (to write `sasl/smtpd.conf`, tables, certificates).
+    pub fn start_with(main_extra: &str, master_extra: &str, setup: impl FnOnce(&Path)) -> Instance {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let d = dir.path();
+        for sub in ["etc", "spool", "data", "sasl"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let owner = test_mail_owner();
+        let main = format!(
+            "queue_directory = {d}/spool\ndata_directory = {d}/data\nmail_owner = {owner}\nmaillog_file = /dev/stdout\ncyrus_sasl_config_path = {d}/sasl\ninet_interfaces = loopback-only\n{main_extra}",
+            d = d.display()
+        );
+        std::fs::write(d.join("etc/main.cf"), main).unwrap();
+        let master = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\n{}",
+            master_extra.replace("{port}", &port.to_string())
+        );
+        std::fs::write(d.join("etc/master.cf"), master).unwrap();
+        setup(d);
+        if nix::unistd::Uid::effective().is_root() {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", &owner, &d.display().to_string()])
+                .status();
+        }
+        let mut inst = Instance {
+            dir,
+            port,
+            child: None,
+        };
+        inst.spawn();
+        inst
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The log once it contains `needle` (log lines are written asynchronously), or the log
+    /// as it is after 10 s.
+    pub fn wait_log(&self, needle: &str) -> String {
+        for _ in 0..400 {
+            let l = self.log();
+            if l.contains(needle) {
+                return l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        self.log()
+    }
+
+    /// Start (or restart) the master and wait until the port accepts connections.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["postfix", "-c"])
+            .arg(self.config_dir())
+            .arg("start-fg")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start postern");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("postern did not listen on {}: {}", self.port, self.log());
+    }
+
+    /// SIGKILL the master (crash test).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_ref() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if let Some(mut c) = self.child.take() {
+            for _ in 0..100 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A raw SMTP client for transcript tests: send lines, read whole (multi-line) replies.
+pub struct Smtp {
+    pub r: std::io::BufReader<std::net::TcpStream>,
+    pub w: std::net::TcpStream,
+}
+
+impl Smtp {
+    pub fn connect(port: u16) -> Smtp {
+        Self::connect_from("127.0.0.1", port)
+    }
+    /// Connect from a given loopback source address (127.0.0.2 plays a foreign client).
+    pub fn connect_from(src: &str, port: u16) -> Smtp {
+        let sock = socket2_bind(src, port);
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        Smtp {
+            r: std::io::BufReader::new(sock.try_clone().unwrap()),
+            w: sock,
+        }
+    }
+    pub fn send(&mut self, data: &str) {
+        use std::io::Write;
+        self.w.write_all(data.as_bytes()).unwrap();
+    }
+    pub fn cmd(&mut self, line: &str) -> Vec<String> {
+        self.send(&format!("{line}\r\n"));
+        self.reply()
+    }
+    /// One reply, all its lines, without CRLF.
+    pub fn reply(&mut self) -> Vec<String> {
+        use std::io::BufRead;
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            if self.r.read_line(&mut l).unwrap_or(0) == 0 {
+                out.push("<EOF>".to_string());
+                return out;
+            }
+            let l = l.trim_end_matches(['\r', '\n']).to_string();
+            let more = l.as_bytes().get(3) == Some(&b'-');
+            out.push(l);
+            if !more {
+                return out;
+            }
+        }
+    }
+    /// The last line of the next reply.
+    pub fn line(&mut self) -> String {
+        self.reply().pop().unwrap_or_default()
+    }
+}
+
+fn socket2_bind(src: &str, port: u16) -> std::net::TcpStream {
+    // std has no bind-before-connect: use libc through nix.
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    let local: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(local),
+    )
+    .unwrap();
+    let remote: std::net::SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(remote),
+    )
+    .unwrap();
+    // SAFETY: we own `fd` and hand it to TcpStream, which closes it.
+    unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) }
 }
