@@ -9,4 +9,5 @@ pub mod cli;
 pub mod config;
 pub mod log;
 pub mod maps;
+pub mod master;
 pub mod smtpd;

@@ -1,18 +1,446 @@
-//! Mail logging in Postfix's format (`postfix/smtpd[PID]: text`). Placeholder writing to
-//! stderr; the real sink (syslog `/dev/log` facility `mail`, or `maillog_file`) is being
-//! written. Keep these signatures: every service logs through them.
+//! The mail log, in Postfix's formats, so that pflogsumm, logwatch and fail2ban's postfix
+//! filters read Postern's lines unchanged.
+//!
+//! Two sinks, chosen by [`configure`] from `main.cf`, as Postfix 3.7 does:
+//!
+//! * `maillog_file` set (e.g. `/dev/stdout` or `/var/log/postfix.log`): lines are appended
+//!   exactly as Postfix's `postlogd` writes them (util/msg_logger.c):
+//!   `Nov 28 14:00:26 host postfix/master[3637]: daemon started -- …`, i.e. `strftime("%b %d
+//!   %H:%M:%S")` in local time (day zero-padded), the first label of `myhostname`, then
+//!   `ident[pid]: text`. The path must start with one of `maillog_file_prefixes`, else
+//!   Postfix's `maillog_file value '…' does not match any prefix in maillog_file_prefixes`.
+//! * otherwise syslog through the `/dev/log` datagram socket, as glibc's `syslog(3)` formats
+//!   it for Postfix (checked against a socket listening on /dev/log): `<22>Nov 28 14:01:39
+//!   postfix/master[5113]: text` (RFC 3164 without the host field, day space-padded); the
+//!   facility from `syslog_facility` (default `mail`). Without `/dev/log` the lines go to
+//!   stderr.
+//!
+//! Severities map as Postfix's msg_syslog.c does: info → `LOG_INFO`, `warning: ` →
+//! `LOG_WARNING`, `error: ` → `LOG_ERR`, `fatal: ` → `LOG_CRIT`.
+//!
+//! The ident (`postfix/smtpd`, `postfix/submission/smtpd`) is passed by the caller; build it
+//! with [`ident`] from the service's configuration so that a master.cf `-o syslog_name=…`
+//! applies. Commands run by an admin also echo each line to stderr as `ident: text` when
+//! stderr is a terminal ([`set_stderr_echo`]), which is what Postfix's commands do.
+//!
+//! Callers never block on I/O: lines go over a channel to one writer thread. [`flush`] waits
+//! until everything sent before it has been written (call it before exiting).
+//!
+//! Known limits: no `maillog_file_rotate_suffix` / `postfix logrotate`; a `/dev/log` that is a
+//! stream socket (some old syslog-ng setups) is not supported; lines longer than 2000
+//! characters are not cut as `MSG_LOGGER_RECLEN` would.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::postfix::PostfixConfig;
+
+/// Where lines go.
+#[derive(Debug)]
+enum Sink {
+    /// `/dev/log` (reconnected on error), with the facility code (`mail` = 2).
+    Syslog {
+        facility: u8,
+        socket: Option<UnixDatagram>,
+    },
+    /// `maillog_file`, with the first label of `myhostname`.
+    File { file: File, host: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Severity {
+    Info,
+    Warning,
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn prefix(self) -> &'static str {
+        match self {
+            Severity::Info => "",
+            Severity::Warning => "warning: ",
+            Severity::Error => "error: ",
+            Severity::Fatal => "fatal: ",
+        }
+    }
+    /// syslog(3) priority level.
+    fn level(self) -> u8 {
+        match self {
+            Severity::Info => 6,
+            Severity::Warning => 4,
+            Severity::Error => 3,
+            Severity::Fatal => 2,
+        }
+    }
+}
+
+enum Msg {
+    Line {
+        severity: Severity,
+        ident: String,
+        pid: u32,
+        time: SystemTime,
+        text: String,
+    },
+    Reconfigure(Sink),
+    /// Same `maillog_file`, possibly another `myhostname`.
+    SetHost(String),
+    Flush(Sender<()>),
+}
+
+struct Logger {
+    tx: Mutex<Sender<Msg>>,
+    echo: std::sync::atomic::AtomicBool,
+    /// The `maillog_file` now open, so that a reload keeps it instead of reopening it
+    /// (after the master dropped privileges it may not be allowed to).
+    file: Mutex<Option<String>>,
+}
+
+fn logger() -> &'static Logger {
+    static LOGGER: OnceLock<Logger> = OnceLock::new();
+    LOGGER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        let sink = Sink::Syslog {
+            facility: 2,
+            socket: None,
+        };
+        // If the thread cannot be spawned the receiver is dropped and sends fail; `emit`
+        // then writes to stderr itself, so nothing is lost silently.
+        let _ = std::thread::Builder::new()
+            .name("maillog".into())
+            .spawn(move || writer(rx, sink));
+        Logger {
+            tx: Mutex::new(tx),
+            echo: std::sync::atomic::AtomicBool::new(false),
+            file: Mutex::new(None),
+        }
+    })
+}
 
 /// Log one informational line under `ident` (e.g. `postfix/smtpd`).
 pub fn info(ident: &str, text: &str) {
-    eprintln!("{ident}[{}]: {text}", std::process::id());
+    emit(Severity::Info, ident, text);
 }
 
 /// Log a warning: Postfix prefixes the text with `warning: `.
 pub fn warning(ident: &str, text: &str) {
-    info(ident, &format!("warning: {text}"));
+    emit(Severity::Warning, ident, text);
 }
 
-/// Log an error that ends the operation (`fatal: `), without exiting.
+/// Log an error (`error: `) that does not end the program.
+pub fn error(ident: &str, text: &str) {
+    emit(Severity::Error, ident, text);
+}
+
+/// Log an error that ends the operation (`fatal: `), without exiting. Callers that exit next
+/// should call [`flush`] first.
 pub fn fatal(ident: &str, text: &str) {
-    info(ident, &format!("fatal: {text}"));
+    emit(Severity::Fatal, ident, text);
+}
+
+fn emit(severity: Severity, ident: &str, text: &str) {
+    let lg = logger();
+    if lg.echo.load(std::sync::atomic::Ordering::Relaxed) {
+        // Postfix's msg_vstream output: `postfix/postfix-script: fatal: text`.
+        eprintln!("{ident}: {}{text}", severity.prefix());
+    }
+    let msg = Msg::Line {
+        severity,
+        ident: ident.to_string(),
+        pid: std::process::id(),
+        time: SystemTime::now(),
+        text: text.to_string(),
+    };
+    let sent = match lg.tx.lock() {
+        Ok(tx) => tx.send(msg).is_ok(),
+        Err(_) => false,
+    };
+    if !sent {
+        eprintln!(
+            "{ident}[{}]: {}{text}",
+            std::process::id(),
+            severity.prefix()
+        );
+    }
+}
+
+/// The log ident for `program` in a service configured by `cfg`: `$syslog_name/program`
+/// (`postfix/smtpd`, or `postfix/submission/smtpd` under `-o syslog_name=postfix/submission`).
+pub fn ident(cfg: &PostfixConfig, program: &str) -> String {
+    let name = syslog_name(cfg);
+    if program.is_empty() {
+        name
+    } else {
+        format!("{name}/{program}")
+    }
+}
+
+/// `syslog_name`, default `postfix`.
+pub fn syslog_name(cfg: &PostfixConfig) -> String {
+    match cfg.get("syslog_name") {
+        Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+        _ => "postfix".to_string(),
+    }
+}
+
+/// Echo each line to stderr as `ident: text` (Postfix's commands do this when stderr is a
+/// terminal).
+pub fn set_stderr_echo(on: bool) {
+    logger()
+        .echo
+        .store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether stderr is a terminal (the condition under which Postfix commands echo).
+pub fn stderr_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
+}
+
+/// Choose the sink from `maillog_file`, `maillog_file_prefixes`, `syslog_facility` and
+/// `myhostname`. The returned error is Postfix's fatal text (without `fatal: `); the sink is
+/// then left as it was.
+pub fn configure(cfg: &PostfixConfig) -> Result<(), String> {
+    let lg = logger();
+    let file = cfg.get("maillog_file").unwrap_or_default();
+    let file = file.trim().to_string();
+    let mut current = match lg.file.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let msg = if !file.is_empty() && current.as_deref() == Some(file.as_str()) {
+        Msg::SetHost(first_label(cfg))
+    } else {
+        let sink = sink_for(cfg, &file)?;
+        *current = (!file.is_empty()).then_some(file);
+        Msg::Reconfigure(sink)
+    };
+    if let Ok(tx) = lg.tx.lock() {
+        let _ = tx.send(msg);
+    }
+    Ok(())
+}
+
+/// The first label of `myhostname`, as the maillog file shows the host.
+fn first_label(cfg: &PostfixConfig) -> String {
+    let host = cfg.get("myhostname").unwrap_or_default();
+    host.trim().split('.').next().unwrap_or("").to_string()
+}
+
+fn sink_for(cfg: &PostfixConfig, file: &str) -> Result<Sink, String> {
+    if !file.is_empty() {
+        let prefixes = cfg.get("maillog_file_prefixes").unwrap_or_default();
+        let ok = prefixes
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .any(|p| file.starts_with(p));
+        if !ok {
+            return Err(format!(
+                "maillog_file value '{file}' does not match any prefix in maillog_file_prefixes"
+            ));
+        }
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(file)
+            .map_err(|e| {
+                format!(
+                    "open logfile '{file}': {}",
+                    crate::master::lock::strerror(&e)
+                )
+            })?;
+        return Ok(Sink::File {
+            file: f,
+            host: first_label(cfg),
+        });
+    }
+    let fac_name = cfg.get("syslog_facility").unwrap_or_default();
+    let facility = facility_code(fac_name.trim())
+        .ok_or_else(|| format!("unknown syslog facility: {}", fac_name.trim()))?;
+    Ok(Sink::Syslog {
+        facility,
+        socket: None,
+    })
+}
+
+/// syslog facility names as syslog(3) knows them (Postfix accepts the same).
+fn facility_code(name: &str) -> Option<u8> {
+    let code = match name {
+        "" | "mail" => 2,
+        "kern" => 0,
+        "user" => 1,
+        "daemon" => 3,
+        "auth" => 4,
+        "syslog" => 5,
+        "lpr" => 6,
+        "news" => 7,
+        "uucp" => 8,
+        "cron" => 9,
+        "authpriv" => 10,
+        "ftp" => 11,
+        "local0" => 16,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        _ => return None,
+    };
+    Some(code)
+}
+
+/// Wait (at most two seconds) until every line logged before this call is written.
+pub fn flush() {
+    let (tx, rx) = mpsc::channel();
+    let sent = match logger().tx.lock() {
+        Ok(t) => t.send(Msg::Flush(tx)).is_ok(),
+        Err(_) => false,
+    };
+    if sent {
+        let _ = rx.recv_timeout(Duration::from_secs(2));
+    }
+}
+
+fn writer(rx: Receiver<Msg>, mut sink: Sink) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Reconfigure(s) => sink = s,
+            Msg::SetHost(h) => {
+                if let Sink::File { host, .. } = &mut sink {
+                    *host = h;
+                }
+            }
+            Msg::Flush(ack) => {
+                if let Sink::File { file, .. } = &mut sink {
+                    let _ = file.flush();
+                }
+                let _ = ack.send(());
+            }
+            Msg::Line {
+                severity,
+                ident,
+                pid,
+                time,
+                text,
+            } => write_line(&mut sink, severity, &ident, pid, time, &text),
+        }
+    }
+}
+
+fn write_line(
+    sink: &mut Sink,
+    severity: Severity,
+    ident: &str,
+    pid: u32,
+    time: SystemTime,
+    text: &str,
+) {
+    let body = format!("{ident}[{pid}]: {}{text}", severity.prefix());
+    match sink {
+        Sink::File { file, host } => {
+            let line = format!("{} {host} {body}\n", timestamp(time, true));
+            if file.write_all(line.as_bytes()).is_err() {
+                eprint!("{line}");
+            }
+        }
+        Sink::Syslog { facility, socket } => {
+            let pri = u32::from(*facility) * 8 + u32::from(severity.level());
+            let dgram = format!("<{pri}>{} {body}", timestamp(time, false));
+            if !syslog_send(socket, dgram.as_bytes()) {
+                eprintln!("{body}");
+            }
+        }
+    }
+}
+
+/// Send one datagram to /dev/log, reconnecting once (syslogd restarted).
+fn syslog_send(socket: &mut Option<UnixDatagram>, data: &[u8]) -> bool {
+    for _ in 0..2 {
+        if socket.is_none() {
+            let Ok(s) = UnixDatagram::unbound() else {
+                return false;
+            };
+            if s.connect(Path::new("/dev/log")).is_err() {
+                return false;
+            }
+            *socket = Some(s);
+        }
+        if let Some(s) = socket.as_ref() {
+            if s.send(data).is_ok() {
+                return true;
+            }
+            *socket = None;
+        }
+    }
+    false
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Mmm dd hh:mm:ss` in local time: day zero-padded (`%d`, msg_logger.c) for the maillog
+/// file, space-padded (`%e`, glibc syslog) for syslog.
+fn timestamp(time: SystemTime, zero_pad_day: bool) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let t = libc::time_t::try_from(secs).unwrap_or(0);
+    // SAFETY: localtime_r writes into the zeroed `tm` we own; `t` is a valid time_t.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return format!("Jan {} 00:00:00", if zero_pad_day { "01" } else { " 1" });
+        }
+        tm
+    };
+    let month = MONTHS
+        .get(usize::try_from(tm.tm_mon).unwrap_or(0))
+        .copied()
+        .unwrap_or("Jan");
+    if zero_pad_day {
+        format!(
+            "{month} {:02} {:02}:{:02}:{:02}",
+            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec
+        )
+    } else {
+        format!(
+            "{month} {:>2} {:02}:{:02}:{:02}",
+            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_shapes() {
+        // 2026-11-03 04:05:06 UTC; only the shape is checked (local time zone varies).
+        let t = UNIX_EPOCH + Duration::from_secs(1_793_678_706);
+        let z = timestamp(t, true);
+        let s = timestamp(t, false);
+        assert_eq!(z.len(), 15, "{z}");
+        assert_eq!(s.len(), 15, "{s}");
+        assert!(MONTHS.contains(&&z[..3]));
+        assert_eq!(&z[3..4], " ");
+        assert!(z.as_bytes()[4].is_ascii_digit());
+    }
+
+    #[test]
+    fn facilities() {
+        assert_eq!(facility_code("mail"), Some(2));
+        assert_eq!(facility_code("local7"), Some(23));
+        assert_eq!(facility_code("bogus"), None);
+    }
 }

@@ -1,0 +1,307 @@
+//! Postfix's `master(8)`: the resident process that owns the listening sockets and runs the
+//! services of `master.cf`.
+//!
+//! Start-up, in Postfix's order where it has one:
+//! 1. read `main.cf`/`master.cf` and choose the log sink ([`crate::log`]);
+//! 2. as root, resolve and check `mail_owner` ([`privs`]);
+//! 3. take `queue_directory/pid/master.pid` and `data_directory/master.lock` ([`lock`]),
+//!    writing the PID in Postfix's format;
+//! 4. bind every listener of every `inet` service whose command is `smtpd` ([`listen`]);
+//! 5. as root, become `mail_owner` for good; otherwise stay the invoking user;
+//! 6. log `daemon started -- version 3.7.11, configuration DIR` and report readiness (to
+//!    `postfix start` through a pipe, to systemd through `$NOTIFY_SOCKET`);
+//! 7. serve each listener with an accept loop ([`serve`]).
+//!
+//! Signals: `SIGHUP` logs `reload -- version 3.7.11, configuration DIR`, re-reads both files
+//! and gives new connections the new configuration (sessions in progress keep theirs, no
+//! listener is closed); `SIGTERM`/`SIGINT` log `terminating on signal 15` (or 2), stop
+//! accepting, remove the pid file and exit 0.
+//!
+//! Parameters read: `queue_directory`, `data_directory`, `mail_owner`, `default_privs`,
+//! `inet_interfaces`, `inet_protocols`, `default_process_limit`, `mail_version`, the log
+//! parameters of [`crate::log`]; from master.cf: type, maxproc, command and `-o` options of
+//! each service.
+//!
+//! Known limits (XXX): only `smtpd` inet services are run (others draw a warning; `unix`
+//! services are Postfix-internal and ignored); sessions run as tasks in this one process,
+//! not as child processes, so `chroot`, `unpriv` and `wakeup` have no effect; on reload a
+//! service keeps the addresses it was bound to, and a new service on a privileged port can
+//! only be bound if the master still runs as root (it does not); a reload with a broken
+//! main.cf/master.cf keeps the old configuration with a warning where Postfix's master
+//! would exit. Postfix leaves `master.pid` behind at exit; Postern removes it (or, when
+//! started as root and the `pid/` directory is root's, empties it).
+
+pub mod listen;
+pub mod lock;
+pub mod privs;
+pub mod serve;
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::config::mastercf::MasterService;
+use crate::config::postfix::{LoadOptions, PostfixConfig};
+use crate::log;
+
+/// The version Postern reports where Postfix reports its own (log lines, `mail_version`).
+pub const POSTFIX_VERSION: &str = "3.7.11";
+
+/// How the master was asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct MasterOptions {
+    /// `-c DIR` (else `$MAIL_CONFIG`, else `/etc/postfix`).
+    pub config_dir: Option<PathBuf>,
+    /// Write `ok\n` here once serving (the `postfix start` parent waits for it).
+    pub ready_fd: Option<RawFd>,
+}
+
+/// One master.cf `smtpd` inet service, resolved.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub addrs: Vec<SocketAddr>,
+    /// Concurrent sessions allowed; `None` = unlimited (maxproc `0`).
+    pub limit: Option<usize>,
+    pub entry: MasterService,
+}
+
+/// Load main.cf and master.cf as the master does.
+pub fn load_config(config_dir: Option<&Path>) -> Result<PostfixConfig, String> {
+    PostfixConfig::load(&LoadOptions {
+        config_dir: config_dir.map(Path::to_path_buf),
+        overrides: Vec::new(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// The configuration directory as Postfix names it in its log lines.
+pub fn config_directory(cfg: &PostfixConfig) -> String {
+    cfg.config_dir.display().to_string()
+}
+
+/// `version` as the log lines give it (`mail_version`, default 3.7.11).
+pub fn mail_version(cfg: &PostfixConfig) -> String {
+    cfg.get("mail_version")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| POSTFIX_VERSION.to_string())
+}
+
+/// The `smtpd` inet services of master.cf with their addresses and process limits.
+/// Other inet services draw a warning (once, at start-up and reload).
+pub fn smtpd_services(cfg: &PostfixConfig, ident: &str) -> Result<Vec<ServiceSpec>, String> {
+    let default_limit = cfg
+        .get("default_process_limit")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(100);
+    let mut out = Vec::new();
+    for s in &cfg.master.services {
+        if s.kind != "inet" {
+            continue;
+        }
+        if s.command != "smtpd" {
+            log::warning(
+                ident,
+                &format!(
+                    "{}, line {}: service {}: command {} is not implemented by Postern; not started",
+                    cfg.master.path.display(),
+                    s.line,
+                    s.name,
+                    s.command
+                ),
+            );
+            continue;
+        }
+        let svc_cfg = cfg.with_overrides(&s.overrides());
+        let addrs = listen::service_addresses(&svc_cfg, &s.name)
+            .map_err(|e| format!("{}, line {}: {e}", cfg.master.path.display(), s.line.max(1)))?;
+        let limit = match s.maxproc.trim() {
+            "-" | "" => Some(default_limit),
+            n => match n.parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(format!(
+                        "{}, line {}: bad process limit: {n}",
+                        cfg.master.path.display(),
+                        s.line
+                    ));
+                }
+            },
+        };
+        out.push(ServiceSpec {
+            name: s.name.clone(),
+            addrs,
+            limit,
+            entry: s.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Run the master until SIGTERM; returns the exit status. Errors before serving are
+/// logged as `fatal:` and give 1.
+pub fn run(opts: &MasterOptions) -> i32 {
+    let code = match startup(opts) {
+        Ok(state) => serve::serve(state),
+        Err((ident, e)) => {
+            log::fatal(&ident, &e);
+            1
+        }
+    };
+    log::flush();
+    code
+}
+
+/// Everything set up before serving: locks held, sockets bound, privileges dropped.
+pub struct Started {
+    pub cfg: PostfixConfig,
+    pub ident: String,
+    pub pid_lock: lock::LockFile,
+    pub data_lock: lock::LockFile,
+    /// Each service with its smtpd instance (built before privileges were dropped, so that
+    /// it could read root-only files such as TLS keys) and its bound sockets.
+    pub services: Vec<(
+        ServiceSpec,
+        std::sync::Arc<crate::smtpd::SmtpdService>,
+        Vec<std::net::TcpListener>,
+    )>,
+}
+
+fn startup(opts: &MasterOptions) -> Result<Started, (String, String)> {
+    let early = |e: String| ("postfix/master".to_string(), e);
+    let cfg = load_config(opts.config_dir.as_deref()).map_err(early)?;
+    let ident = log::ident(&cfg, "master");
+    let err = |e: String| (ident.clone(), e);
+    log::configure(&cfg).map_err(err)?;
+    for w in &cfg.warnings {
+        log::warning(&ident, w);
+    }
+    let owner = if privs::is_root() {
+        Some(privs::mail_owner(&cfg).map_err(err)?)
+    } else {
+        None
+    };
+
+    let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default());
+    let data_dir = PathBuf::from(cfg.get("data_directory").unwrap_or_default());
+    let pid_dir = queue_dir.join("pid");
+    make_dir(&pid_dir, 0o755, None).map_err(err)?;
+    make_dir(&data_dir, 0o700, owner.as_ref().map(|o| (o.uid, o.gid))).map_err(err)?;
+
+    let pid = std::process::id();
+    let mut pid_lock = lock::LockFile::acquire(&pid_dir.join("master.pid")).map_err(err)?;
+    pid_lock
+        .write_pid(pid)
+        .map_err(|e| err(format!("write {}: {e}", pid_lock.path.display())))?;
+    let mut data_lock = lock::LockFile::acquire(&data_dir.join("master.lock")).map_err(err)?;
+    data_lock
+        .write_pid(pid)
+        .map_err(|e| err(format!("write {}: {e}", data_lock.path.display())))?;
+    if let Some(o) = &owner {
+        data_lock
+            .chown(o.uid, o.gid)
+            .map_err(|e| err(format!("chown {}: {e}", data_lock.path.display())))?;
+    }
+
+    // HOOK(queue): open the mail queue here, before privileges are dropped, once
+    // `crate::queue::Queue::open(&cfg) -> anyhow::Result<Arc<Queue>>` exists, and hand it
+    // to the services (the smtpd interface does not take it yet).
+
+    let specs = smtpd_services(&cfg, &ident).map_err(err)?;
+    let backlog_base = cfg
+        .get("default_process_limit")
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .unwrap_or(100);
+    let mut services = Vec::new();
+    for spec in specs {
+        let backlog = spec
+            .limit
+            .and_then(|l| i32::try_from(l).ok())
+            .unwrap_or(backlog_base)
+            .max(backlog_base);
+        let mut ls = Vec::new();
+        for a in &spec.addrs {
+            ls.push(listen::bind_listener(*a, backlog).map_err(err)?);
+        }
+        let service = crate::smtpd::SmtpdService::new(
+            cfg.with_overrides(&spec.entry.overrides()),
+            &spec.name,
+        )
+        .map_err(|e| err(format!("service {}: {e:#}", spec.name)))?;
+        services.push((spec, service, ls));
+    }
+
+    if let Some(o) = &owner {
+        privs::drop_to(o).map_err(err)?;
+    }
+    log::info(
+        &ident,
+        &format!(
+            "daemon started -- version {}, configuration {}",
+            mail_version(&cfg),
+            config_directory(&cfg)
+        ),
+    );
+    if let Some(fd) = opts.ready_fd {
+        // SAFETY: the descriptor was handed to us by `postfix start` for this one write.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = std::io::Write::write_all(&mut f, b"ok\n");
+    }
+    notify_systemd(pid);
+    Ok(Started {
+        cfg,
+        ident,
+        pid_lock,
+        data_lock,
+        services,
+    })
+}
+
+/// Create `dir` when missing (mode `mode`, owner `owner`); an existing one is left alone.
+fn make_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.as_os_str().is_empty() {
+        return Err("empty directory name".into());
+    }
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| {
+            format!(
+                "mkdir {}: {}",
+                dir.display(),
+                crate::master::lock::strerror(&e)
+            )
+        })?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// sd_notify(3) `READY=1` when started by systemd with `Type=notify`.
+fn notify_systemd(pid: u32) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let msg = format!("READY=1\nMAINPID={pid}\n");
+    let bytes = path.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
+            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
+        }
+    } else {
+        let _ = sock.send_to(msg.as_bytes(), Path::new(&path));
+    }
+}
