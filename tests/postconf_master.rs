@@ -283,3 +283,60 @@ fn binary_postconf_m() {
     );
     assert_eq!(o.status.code(), Some(0));
 }
+
+mod grammar {
+    use postern::config::mastercf;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        if let Err(e) = mastercf::parse(text, Path::new("/etc/postfix/master.cf")) {
+            let t = e.to_string();
+            prop_assert!(t.starts_with("/etc/postfix/master.cf, line "), "{}", t);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC*") {
+            check(&s)?;
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let text: String = b.iter().map(|&c| c as char).collect();
+            check(&text)?;
+        }
+
+        #[test]
+        fn master_like_lines_never_panic(
+            lines in proptest::collection::vec("[ \t]{0,2}[-a-z{}=#?0-9 :/\\[\\]]{0,40}", 0..20)
+        ) {
+            check(&lines.join("\n"))?;
+        }
+    }
+
+    #[test]
+    fn huge_lines_and_braces() {
+        let p = Path::new("/etc/postfix/master.cf");
+        let long = format!(
+            "smtp inet n - n - - smtpd -o smtpd_banner={}\n",
+            "x".repeat(10 << 20)
+        );
+        let m = mastercf::parse(&long, p).expect("long line");
+        assert_eq!(m.services[0].overrides()[0].1.len(), 10 << 20);
+        let braces = format!("smtp inet n - n - - smtpd -o {}\n", "{".repeat(1 << 20));
+        assert!(mastercf::parse(&braces, p).is_ok());
+        let e = mastercf::parse("smtp inet n - n - -\n", p).expect_err("count");
+        assert_eq!(
+            e.to_string(),
+            "/etc/postfix/master.cf, line 1: bad field count"
+        );
+        let e = mastercf::parse("a b c d e f g h\n", p).expect_err("type");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/postfix/master.cf, line 1: invalid type field")
+        );
+    }
+}

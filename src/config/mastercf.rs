@@ -778,11 +778,67 @@ pub fn used_parameter_names(master: &MasterCf) -> Vec<String> {
     out
 }
 
+/// Database client types whose `TYPE:/path` configuration files postconf opens when it
+/// scans a value (Postfix `postconf_dbms.c`).
+const DBMS_TYPES: &[&str] = &["ldap", "memcache", "mongodb", "mysql", "pgsql", "sqlite"];
+
+/// Postfix `pcf_register_dbms_parameters()`: a `TYPE:/file` item (also behind `proxy:`)
+/// whose file cannot be opened gives `open "TYPE" configuration "FILE": ERROR`.
+fn dbms_warnings(value: &str, out: &mut Vec<String>) {
+    for item in split_fields_sep(value, &[' ', ',', '\t', '\r', '\n']) {
+        let mut item = item.as_str();
+        while let Some(rest) = item.strip_prefix("proxy:") {
+            item = rest;
+        }
+        let Some((kind, file)) = item.split_once(':') else {
+            continue;
+        };
+        if !DBMS_TYPES.contains(&kind) || !file.starts_with('/') {
+            continue;
+        }
+        // Postfix opens each file once per run, so it warns once per file.
+        if let Err(e) = std::fs::File::open(file) {
+            let w = format!(
+                "open \"{kind}\" configuration \"{file}\": {}",
+                super::error::strerror(&e)
+            );
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+    }
+}
+
+/// `mystrtokq()` with a custom separator set and `{}` grouping.
+fn split_fields_sep(text: &str, seps: &[char]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut level = 0usize;
+    for c in text.chars() {
+        if c == '{' {
+            level += 1;
+        } else if c == '}' && level > 0 {
+            level -= 1;
+        } else if level == 0 && seps.contains(&c) {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// The outcome of Postfix's parameter bookkeeping over main.cf and master.cf together.
 #[derive(Debug, Clone, Default)]
 pub struct ParamCheck {
-    /// `DIR/master.cf: undefined parameter: NAME` and `DIR/main.cf: …` warnings (postconf
-    /// prints them in every mode that reads master.cf, before its output).
+    /// `DIR/master.cf: undefined parameter: NAME` and `DIR/main.cf: …` warnings, and
+    /// `open "mysql" configuration "FILE": …` ones (postconf prints them in every mode that
+    /// reads master.cf, before its output).
     pub undefined: Vec<String>,
     /// `DIR/master.cf: unused parameter: NAME=VALUE` warnings (printed after the output).
     pub unused_master: Vec<String>,
@@ -898,6 +954,9 @@ pub fn check_parameters(
                     &mut undefined,
                 );
             }
+            if known(n) {
+                dbms_warnings(v, &mut undefined);
+            }
         }
     }
     // Defaults of built-in parameters that main.cf leaves unset: their references only
@@ -921,6 +980,11 @@ pub fn check_parameters(
         }
         for m in macro_names(&s.value) {
             flag(&m, None, &mut local_valid, &mut used_main, &mut undefined);
+        }
+        // Only values of known parameters are checked for database files (as observed
+        // with Postfix 3.7: a misspelt `transport_map = ldap:/…` gives no warning).
+        if known(n) {
+            dbms_warnings(&s.value, &mut undefined);
         }
     }
 
