@@ -1,11 +1,12 @@
-//! `postern sandbox [DIR]`: an embedded default configuration for trying Postern without
-//! root and without touching `/etc`: a Postfix `main.cf`/`master.cf` (loopback listener on a
-//! free high port, queue under DIR), a Cyrus SASL `smtpd.conf` and a Dovecot 2.x
-//! `dovecot.conf` (POP3/IMAP on free loopback ports). It writes the files, checks them the
-//! way `postfix check` does and prints the settings with `postconf -n`.
+//! `postern sandbox [--check-only] [DIR]`: an embedded default configuration for trying
+//! Postern without root and without touching `/etc`: a Postfix `main.cf`/`master.cf`
+//! (loopback listener on a free high port, queue under DIR), a Cyrus SASL `smtpd.conf` and a
+//! Dovecot 2.x `dovecot.conf` (POP3/IMAP on free loopback ports). It writes the files, checks
+//! them the way `postfix check` does, prints the settings with `postconf -n`, and then runs
+//! the mail system in the foreground (`postfix -c DIR start-fg`; Ctrl-C stops it).
 //!
-//! Known limit: the services that would run on this configuration (SMTP, POP3, IMAP) are
-//! not in this version yet; the sandbox is the config those will start from.
+//! Known limit: of the services, SMTP (smtpd, with the durable queue) runs today; POP3 and
+//! IMAP listeners come with their issues, the dovecot.conf is written for them already.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,10 @@ fn free_port() -> u16 {
 }
 
 fn current_user() -> String {
+    // Postfix refuses to run its services as root: as root the sandbox uses `nobody`.
+    if nix::unistd::Uid::effective().is_root() {
+        return "nobody".into();
+    }
     nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()
@@ -89,12 +94,10 @@ pub fn write_config(dir: &Path) -> std::io::Result<(u16, u16, u16)> {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    let dir: PathBuf = match args.first() {
+    let check_only = args.iter().any(|a| a == "--check-only");
+    let dir: PathBuf = match args.iter().find(|a| !a.starts_with("--")) {
         Some(d) => PathBuf::from(d),
-        None => {
-            let base = std::env::temp_dir().join(format!("postern-sandbox-{}", std::process::id()));
-            base
-        }
+        None => std::env::temp_dir().join(format!("postern-sandbox-{}", std::process::id())),
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("postern: sandbox: mkdir {}: {e}", dir.display());
@@ -118,10 +121,19 @@ pub fn main(args: &[String]) -> i32 {
     }
     println!();
     println!("$ postfix -c {} check", dir.display());
-    let rc = super::postfix::main(&["-c".into(), d, "check".into()]);
+    let rc = super::postfix::main(&["-c".into(), d.clone(), "check".into()]);
+    if rc != 0 || check_only {
+        return rc;
+    }
+    if nix::unistd::Uid::effective().is_root() {
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "nobody", &d])
+            .status();
+    }
     println!();
     println!(
-        "The SMTP, POP3 and IMAP services for this configuration are not in this version yet."
+        "Starting: postfix -c {d} start-fg   (try: swaks --server 127.0.0.1:{smtp} --to root@localhost)"
     );
-    rc
+    println!("POP3/IMAP on ports {pop3}/{imap} come with the POP3 and IMAP issues.");
+    super::postfix::main(&["-c".into(), d, "start-fg".into()])
 }

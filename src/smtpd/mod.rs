@@ -190,66 +190,35 @@ fn load_tls(p: &params::Params) -> anyhow::Result<rustls::ServerConfig> {
     Ok(cfg)
 }
 
-/// The Cyrus SASL application file (`$smtpd_sasl_path.conf`) along Postfix's search path:
-/// `cyrus_sasl_config_path`, then `$config_directory/sasl`, `/etc/sasl2`,
-/// `/usr/lib64/sasl2`, `/usr/lib/sasl2`, `/usr/lib/sasl`; first readable file wins.
-///
-/// XXX: this reads `mech_list` and `saslauthd_path` with a minimal parser; it moves onto
-/// `config::sasl` (full grammar, errors with file and line) when that lands.
+/// The Cyrus SASL application file (`$smtpd_sasl_path.conf`) along Postfix's search path
+/// (`config::sasl::find_app_config`): `mech_list` orders the offer, `saslauthd_path` names
+/// the socket for `pwcheck_method: saslauthd`.
 fn load_sasl(cfg: &PostfixConfig, p: &params::Params) -> Option<Arc<dyn sasl::Authenticator>> {
     let app = cfg.get("smtpd_sasl_path").unwrap_or_else(|| "smtpd".into());
     let conf_dir = cfg.get("config_directory").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> =
-        params::list(&cfg.get("cyrus_sasl_config_path").unwrap_or_default())
-            .into_iter()
-            .flat_map(|d| d.split(':').map(PathBuf::from).collect::<Vec<_>>())
-            .collect();
-    dirs.push(Path::new(&conf_dir).join("sasl"));
-    for d in [
-        "/etc/sasl2",
-        "/usr/lib64/sasl2",
-        "/usr/lib/sasl2",
-        "/usr/lib/sasl",
-    ] {
-        dirs.push(PathBuf::from(d));
-    }
+    let search = crate::config::sasl::find_app_config(
+        &app,
+        &cfg.get("cyrus_sasl_config_path").unwrap_or_default(),
+        Path::new(&conf_dir),
+    );
     let mut mechs = vec!["PLAIN".to_string(), "LOGIN".to_string()];
     let mut socket = PathBuf::from("/run/saslauthd/mux");
-    for d in dirs {
-        let Ok(text) = std::fs::read_to_string(d.join(format!("{app}.conf"))) else {
-            continue;
-        };
-        let mut seen = std::collections::HashSet::new();
-        for line in text.lines() {
-            let l = line.trim_start();
-            if l.starts_with('#') {
-                continue;
+    match &search.config {
+        Some(Ok(c)) => {
+            if let Some(m) = c.mech_list() {
+                mechs = m.into_iter().map(|m| m.to_ascii_uppercase()).collect();
             }
-            let Some((k, v)) = l.split_once(':') else {
-                continue;
-            };
-            let k = k.to_ascii_lowercase();
-            if !seen.insert(k.clone()) {
-                continue;
-            }
-            match k.as_str() {
-                "mech_list" => {
-                    mechs = v
-                        .split_whitespace()
-                        .map(|m| m.to_ascii_uppercase())
-                        .collect()
-                }
-                "saslauthd_path" => socket = PathBuf::from(v.trim()),
-                _ => {}
+            if let Some(s) = c.saslauthd_path() {
+                socket = PathBuf::from(s);
             }
         }
-        break;
+        Some(Err(e)) => log::warning(&p.syslog_ident, &format!("SASL configuration: {e}")),
+        None => {}
     }
     // Only PLAIN and LOGIN are implemented: offer those, in mech_list order.
     let mechs: Vec<String> = mechs
         .into_iter()
         .filter(|m| m == "PLAIN" || m == "LOGIN")
         .collect();
-    let _ = &p.syslog_ident;
     Some(Arc::new(sasl::Saslauthd { socket, mechs }))
 }
