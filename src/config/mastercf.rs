@@ -85,7 +85,7 @@ pub const SERVICE_TYPES: &[&str] = &["inet", "unix", "unix-dgram", "fifo", "pass
 
 /// Built-in parameters whose values Postfix does not `$name`-expand when loading, so their
 /// `$name` references do not make a parameter "used" (the daemons' `CONFIG_RAW_TABLE`s;
-/// list checked against `postconf -n` of Postfix 3.7.11).
+/// list checked against `postconf -n` of Postfix 3.7.11 for every built-in parameter).
 pub const RAW_PARAMETERS: &[&str] = &[
     "command_execution_directory",
     "default_rbl_reply",
@@ -94,6 +94,10 @@ pub const RAW_PARAMETERS: &[&str] = &[
     "mailbox_command",
     "postscreen_expansion_filter",
     "postscreen_reject_footer",
+    // Read-only parameters: Postfix drops their settings before scanning.
+    "process_id",
+    "process_name",
+    "service_name",
     "smtpd_expansion_filter",
     "smtpd_reject_footer",
 ];
