@@ -470,3 +470,65 @@ fn privileged_mail_owner_is_refused_as_postfix_does() {
     assert!(inst.has_line("postfix", &want), "{}", inst.log());
     assert!(inst.connect().is_err());
 }
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[test]
+fn init_scripts_carry_fedora_chkconfig_headers() {
+    // chkconfig reads `# chkconfig: LEVELS START STOP` (sscanf needs the trailing newline)
+    // and `# description:`; the values are Fedora's (research/fedora-dropin.md §1.4-1.7).
+    for (name, line) in [
+        ("postfix", "# chkconfig: 2345 80 30\n"),
+        ("dovecot", "# chkconfig: - 65 35\n"),
+        ("saslauthd", "# chkconfig: - 65 10\n"),
+    ] {
+        let text = std::fs::read_to_string(repo_file(&format!("scripts/init.d/{name}")))
+            .expect("init script");
+        assert!(text.starts_with("#!/bin/sh\n"), "{name}");
+        assert!(text.contains(line), "{name}: {line}");
+        assert!(text.contains("\n# description: "), "{name}");
+        let st = Command::new("sh")
+            .arg("-n")
+            .arg(repo_file(&format!("scripts/init.d/{name}")))
+            .status()
+            .expect("sh -n");
+        assert!(st.success(), "{name}: sh -n");
+    }
+    let postfix = std::fs::read_to_string(repo_file("scripts/init.d/postfix")).expect("postfix");
+    assert!(postfix.contains("# pidfile: /var/spool/postfix/pid/master.pid\n"));
+    assert!(postfix.contains("### BEGIN INIT INFO\n# Provides: postfix $mail-transfer-agent\n"));
+}
+
+#[test]
+fn man_page_and_units_lint_clean() {
+    if let Ok(out) = Command::new("mandoc")
+        .args(["-Tlint", "-Wstyle"])
+        .arg(repo_file("man/postfix.1"))
+        .output()
+    {
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    for unit in ["postfix", "dovecot", "saslauthd"] {
+        let path = repo_file(&format!("scripts/systemd/{unit}.service"));
+        let Ok(out) = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+        else {
+            return;
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        // verify also complains when the unit's commands are not installed here.
+        let real: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.contains("is not executable") && !l.contains("No such file"))
+            .collect();
+        assert!(real.is_empty(), "{unit}: {err}");
+    }
+}

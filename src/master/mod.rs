@@ -28,7 +28,10 @@
 //! service keeps the addresses it was bound to, and a new service on a privileged port can
 //! only be bound if the master still runs as root (it does not); a reload with a broken
 //! main.cf/master.cf keeps the old configuration with a warning where Postfix's master
-//! would exit. Postfix leaves `master.pid` behind at exit; Postern removes it (or, when
+//! would exit. Each service's `SmtpdService::new` runs as root at start-up (before the
+//! drop, so it can read root-only TLS keys) but as `mail_owner` on reload: a reload that
+//! needs a root-only file keeps that service's previous configuration with a warning.
+//! Postfix leaves `master.pid` behind at exit; Postern removes it (or, when
 //! started as root and the `pid/` directory is root's, empties it).
 
 pub mod listen;
