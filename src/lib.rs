@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod log;
 pub mod maps;
 pub mod master;
