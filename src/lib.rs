@@ -11,4 +11,5 @@ pub mod dns;
 pub mod log;
 pub mod maps;
 pub mod master;
+pub mod queue;
 pub mod smtpd;

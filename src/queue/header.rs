@@ -1,0 +1,282 @@
+//! Header text as Postfix writes it: the `Received:` header of `smtpd` (smtpd.c, `data_cmd`),
+//! the date format of `mail_date()`, `quote_822_local()`, and the headers `cleanup` adds when
+//! they are missing (cleanup_message.c).
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Broken-down local time with its UTC offset and zone abbreviation.
+struct LocalTime {
+    tm: libc::tm,
+    zone: String,
+}
+
+fn local_time(secs: i64) -> Option<LocalTime> {
+    let t: libc::time_t = secs as libc::time_t;
+    // SAFETY: localtime_r writes into the zeroed `tm` we own and reads `t`; tm_zone then
+    // points to static storage inside libc (or is null), read at once.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return None;
+        }
+        let zone = if tm.tm_zone.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(tm.tm_zone)
+                .to_string_lossy()
+                .into_owned()
+        };
+        Some(LocalTime { tm, zone })
+    }
+}
+
+fn utc_time(secs: i64) -> libc::tm {
+    let t: libc::time_t = secs as libc::time_t;
+    // SAFETY: gmtime_r writes into the zeroed `tm` we own.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::gmtime_r(&t, &mut tm);
+        tm
+    }
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// The date as Postfix's `mail_date()` writes it in `Received:` and `Date:` headers:
+/// `Sat, 28 Nov 2026 14:00:45 +0000 (UTC)`; the day of month is space-padded (`%e`), so a
+/// single-digit day shows as `Mon,  1 Jan`.
+pub fn mail_date(t: SystemTime) -> String {
+    let secs = unix_secs(t);
+    let (tm, zone) = match local_time(secs) {
+        Some(lt) => (lt.tm, lt.zone),
+        None => (utc_time(secs), "UTC".to_string()),
+    };
+    let off = tm.tm_gmtoff;
+    let sign = if off < 0 { '-' } else { '+' };
+    let off = off.unsigned_abs();
+    let mut s = format!(
+        "{}, {:>2} {} {} {:02}:{:02}:{:02} {}{:02}{:02}",
+        DAYS[(tm.tm_wday.rem_euclid(7)) as usize],
+        tm.tm_mday,
+        MONTHS[(tm.tm_mon.rem_euclid(12)) as usize],
+        tm.tm_year + 1900,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        sign,
+        off / 3600,
+        (off / 60) % 60,
+    );
+    if !zone.is_empty() {
+        s.push_str(&format!(" ({zone})"));
+    }
+    s
+}
+
+/// `%Y%m%d%H%M%S` in UTC, the time stamp in a Message-Id cleanup adds.
+pub fn message_id_stamp(t: SystemTime) -> String {
+    let tm = utc_time(unix_secs(t));
+    format!(
+        "{}{:02}{:02}{:02}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// RFC 5322 `atext` characters (a local part made of these and single dots needs no quotes).
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+/// Quote the local part of an address when RFC 5322 requires it, as Postfix's
+/// `quote_822_local()` does: `odd user@example.org` becomes `"odd user"@example.org`.
+pub fn quote_822_local(addr: &str) -> String {
+    let (local, domain) = match addr.rfind('@') {
+        Some(at) => (&addr[..at], Some(&addr[at..])),
+        None => (addr, None),
+    };
+    let needs_quote = !local.is_empty()
+        && (local.starts_with('.')
+            || local.ends_with('.')
+            || local.contains("..")
+            || local.chars().any(|c| c != '.' && !is_atext(c)));
+    if !needs_quote {
+        return addr.to_string();
+    }
+    let mut out = String::with_capacity(addr.len() + 2);
+    out.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    if let Some(d) = domain {
+        out.push_str(d);
+    }
+    out
+}
+
+/// Make untrusted text safe inside an RFC 5322 comment, after Postfix's `comment_sanitize()`:
+/// control characters become `?`, unbalanced parentheses are dropped.
+pub fn comment_sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                out.push(c);
+            }
+            ')' if depth == 0 => {}
+            ')' => {
+                depth -= 1;
+                out.push(c);
+            }
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out.extend(std::iter::repeat_n(')', depth));
+    out
+}
+
+/// The address as Postfix's smtpd writes it in brackets (`state->rfc_addr`): IPv6 gets the
+/// `IPv6:` prefix of RFC 5321 address literals; IPv4-mapped IPv6 shows as IPv4.
+pub fn rfc_addr(addr: IpAddr) -> String {
+    match plain_addr(addr) {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("IPv6:{a}"),
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, as Postfix's smtpd normalises them.
+pub fn plain_addr(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(a),
+        },
+        v4 => v4,
+    }
+}
+
+/// What goes into the `Received:` header.
+pub struct ReceivedInfo<'a> {
+    pub helo: Option<&'a str>,
+    pub hostname: &'a str,
+    pub addr: IpAddr,
+    /// TLS comment lines (without leading tab), written only with
+    /// `smtpd_tls_received_header = yes`.
+    pub tls: Option<&'a str>,
+    /// SASL user name, written only with `smtpd_sasl_authenticated_header = yes`.
+    pub sasl_username: Option<&'a str>,
+    pub myhostname: &'a str,
+    pub mail_name: &'a str,
+    pub protocol: &'a str,
+    pub queue_id: &'a str,
+    /// The recipients accepted in the transaction; `for <…>` appears only when there is one.
+    pub recipients: &'a [&'a str],
+    pub date: &'a str,
+}
+
+/// The `Received:` header lines (no line ends) as Postfix 3.7's smtpd writes them.
+pub fn received_lines(r: &ReceivedInfo<'_>) -> Vec<String> {
+    let mut lines = vec![format!(
+        "Received: from {} ({} [{}])",
+        r.helo.unwrap_or(r.hostname),
+        r.hostname,
+        rfc_addr(r.addr)
+    )];
+    if let Some(tls) = r.tls {
+        for l in tls.split('\n') {
+            lines.push(format!("\t{}", l.trim_end_matches('\r')));
+        }
+    }
+    if let Some(user) = r.sasl_username {
+        lines.push(format!(
+            "\t(Authenticated sender: {})",
+            comment_sanitize(user)
+        ));
+    }
+    if let [only] = r.recipients {
+        lines.push(format!(
+            "\tby {} ({}) with {} id {}",
+            r.myhostname, r.mail_name, r.protocol, r.queue_id
+        ));
+        lines.push(format!("\tfor <{}>; {}", quote_822_local(only), r.date));
+    } else {
+        lines.push(format!(
+            "\tby {} ({}) with {} id {};",
+            r.myhostname, r.mail_name, r.protocol, r.queue_id
+        ));
+        lines.push(format!("\t{}", r.date));
+    }
+    lines
+}
+
+/// The header name of a line that starts a header (`Name:`), if it does.
+pub fn header_name(line: &[u8]) -> Option<&[u8]> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = &line[..colon];
+    // RFC 5322 ftext is %d33-57 / %d59-126; Postfix's is_header() also allows trailing
+    // whitespace before the colon.
+    let trimmed = name
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map(|e| &name[..=e])?;
+    if trimmed
+        .iter()
+        .all(|&b| (33..=126).contains(&b) && b != b':')
+    {
+        Some(trimmed)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_822_local("alice@example.org"), "alice@example.org");
+        assert_eq!(
+            quote_822_local("odd user@example.org"),
+            "\"odd user\"@example.org"
+        );
+        assert_eq!(quote_822_local("a..b@x"), "\"a..b\"@x");
+        assert_eq!(quote_822_local(""), "");
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(header_name(b"Subject: x"), Some(&b"Subject"[..]));
+        assert_eq!(header_name(b"Subject : x"), Some(&b"Subject"[..]));
+        assert_eq!(header_name(b"no header here"), None);
+        assert_eq!(header_name(b": x"), None);
+    }
+
+    #[test]
+    fn sanitize() {
+        assert_eq!(comment_sanitize("a)b(c"), "ab(c)");
+        assert_eq!(comment_sanitize("x\x01y"), "x?y");
+    }
+}

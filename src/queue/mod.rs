@@ -1,0 +1,604 @@
+//! The write side of the mail queue: Postfix's `cleanup` role. The SMTP server hands over an
+//! accepted message with [`Queue::commit`]; the message gets Postfix's `Received:` header and
+//! missing headers, and is written as a queue file in `queue_directory/incoming/` that is on
+//! stable storage before `commit` returns (DESIGN.md §4). The queue manager reads it back
+//! with [`read_queue_file`] and marks recipients done with [`mark_recipient_done`].
+//!
+//! # File format
+//! Postfix's own queue-file record format (`C`, `T`, `A`, `S`, `O`, `R`, `M`, `N`/`L`, `X`,
+//! `E` records), laid out as Postfix 3.7's smtpd + cleanup write it, so `postcat` reads
+//! Postern's queue files and a swap back to Postfix delivers them; see `postern-queue(5)`.
+//! A recipient is done when its `R` type byte has been overwritten with `D`, in place.
+//!
+//! # Durability
+//! Group commit in [`writer`]: a dedicated thread writes every file waiting, syncs them, renames
+//! them from a temporary name to their queue ID and syncs the directory once per batch. A file
+//! named like a queue ID is complete; temporary files are ignored by readers and removed at
+//! [`Queue::open`]. The reader also treats a file without `u+x` (Postfix's convention for a
+//! file still being written) or without an end record as incomplete.
+//!
+//! # main.cf parameters read
+//! `queue_directory`, `myhostname`, `mail_name`, `enable_long_queue_ids`,
+//! `always_add_missing_headers`, `undisclosed_recipients_header`, `message_size_limit`,
+//! `header_size_limit`, `hopcount_limit`, `line_length_limit`, `smtpd_tls_received_header`,
+//! `smtpd_sasl_authenticated_header`, `mail_owner`, `setgid_group` (directory ownership when
+//! run as root).
+//!
+//! # Postfix behaviour followed
+//! * `Received:` text of smtpd.c (`data_cmd`): `for <rcpt>` only with exactly one recipient,
+//!   the TLS comment with `smtpd_tls_received_header = yes`, `(Authenticated sender: …)` with
+//!   `smtpd_sasl_authenticated_header = yes`; date as `mail_date()`.
+//! * cleanup adds `Message-Id: <YYYYMMDDHHMMSS.ID@myhostname>` (`<ID@myhostname>` with long
+//!   IDs), `Date:` and `From:` when missing, only for clients in
+//!   `local_header_rewrite_clients` ([`ClientInfo::local_submission`]) or with
+//!   `always_add_missing_headers = yes`; then `rewrite_context=local` is recorded.
+//! * Content is stored one record per line without line end (CRLF and bare LF both end a
+//!   line); lines longer than `line_length_limit` are split into `L` records.
+//! * `From ` lines at the very start become `X-Mailbox-Line:`; content starting with white
+//!   space gets an empty line first (smtpd's "ugly kluge").
+//! * Duplicate recipients (same address, ORCPT and NOTIFY) are stored once, as cleanup does.
+//! * Errors map to cleanup's replies: [`QueueError::smtp_reply`].
+//!
+//! # Known limits
+//! * XXX Queue IDs are issued before the file exists, so the "inode" half of an ID is a counter
+//!   (see [`id`]).
+//! * XXX `local_header_rewrite_clients` is evaluated by smtpd (it owns mynetworks, SASL and
+//!   the interface list) and arrives as [`ClientInfo::local_submission`].
+//! * XXX No `header_checks`, `body_checks`, canonical or masquerade rewriting, no milters, no
+//!   Resent- header logic; the arrival time is the time of `commit`, not of MAIL FROM.
+//! * XXX The whole message is held in memory (it is bounded by `message_size_limit`).
+
+pub mod file;
+pub mod header;
+pub mod id;
+pub mod record;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::SystemTime;
+
+use anyhow::Context;
+
+pub use file::{
+    QueueFileError, QueuedMessage, QueuedRecipient, mark_recipient_done, read_queue_file,
+};
+pub use id::QueueId;
+pub use writer::SyncMode;
+
+use crate::config::postfix::PostfixConfig;
+
+/// The envelope of an accepted message, as smtpd collected it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// `""` for `MAIL FROM:<>`.
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    /// `SIZE=` from MAIL FROM.
+    pub size_hint: Option<u64>,
+    /// `BODY=`: `7BIT` or `8BITMIME`.
+    pub body_type: Option<String>,
+    pub smtputf8: bool,
+    /// DSN `RET=`: `FULL` or `HDRS`.
+    pub ret: Option<String>,
+    /// DSN `ENVID=`, xtext-decoded.
+    pub envid: Option<String>,
+}
+
+/// One accepted recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recipient {
+    /// Postfix's internal (unquoted) form: `odd user@example.org`.
+    pub address: String,
+    /// DSN `ORCPT=`, xtext-decoded (`rfc822;user@example.org`). Without it the queue file
+    /// records `rfc822;` + the address, as Postfix does.
+    pub orcpt: Option<String>,
+    /// DSN `NOTIFY=`: `NEVER` or a list of `SUCCESS`, `FAILURE`, `DELAY`.
+    pub notify: Option<String>,
+}
+
+/// The SMTP client, for the `Received:` header and the queue file's log attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub helo: Option<String>,
+    /// Verified client hostname, `"unknown"` if none.
+    pub hostname: String,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA`, `UTF8SMTP`, `UTF8SMTPS`, … as Postfix
+    /// writes it after `with`.
+    pub protocol: String,
+    /// The TLS comment lines as Postfix writes them, without the leading tab, separated by
+    /// `\n`, e.g. `(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n
+    /// key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256)\n(No
+    /// client certificate requested)`. Written only with `smtpd_tls_received_header = yes`.
+    pub tls: Option<String>,
+    pub sasl_method: Option<String>,
+    pub sasl_username: Option<String>,
+    /// The client matches `local_header_rewrite_clients` (or is sendmail/postdrop): cleanup
+    /// adds missing Message-Id/Date/From.
+    pub local_submission: bool,
+}
+
+/// Why a message was not queued. `commit` returns these inside `anyhow::Error`; smtpd gets
+/// the reply with `err.downcast_ref::<QueueError>().map(QueueError::smtp_reply)`.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("message file too big ({size} > message_size_limit {limit})")]
+    MessageTooBig { size: u64, limit: u64 },
+    #[error("too many hops ({hops} Received: headers > hopcount_limit {limit})")]
+    TooManyHops { hops: usize, limit: usize },
+    #[error("no recipients")]
+    NoRecipients,
+    #[error("queue file write error: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("queue writer has stopped")]
+    WriterGone,
+}
+
+impl QueueError {
+    /// The reply Postfix's smtpd gives for the matching cleanup status
+    /// (`cleanup_stat_detail()`).
+    pub fn smtp_reply(&self) -> &'static str {
+        match self {
+            QueueError::MessageTooBig { .. } => "552 5.3.4 Error: message file too big",
+            QueueError::TooManyHops { .. } => "554 5.4.0 Error: too many hops",
+            QueueError::NoRecipients => "554 5.5.1 Error: no valid recipients",
+            QueueError::Write(_) | QueueError::WriterGone => {
+                "451 4.3.0 Error: queue file write error"
+            }
+        }
+    }
+}
+
+/// The protocol name smtpd records in the queue file's attributes: the session's `SMTP` or
+/// `ESMTP`, without the `UTF8` prefix and `S`/`A` suffixes that only the `Received:` header
+/// carries (seen with Postfix 3.7: `with UTF8SMTPS` in Received, `protocol_name=ESMTP`).
+fn base_protocol(p: &str) -> String {
+    if p.starts_with("UTF8") || p.starts_with("ESMTP") {
+        "ESMTP".into()
+    } else if p.starts_with("SMTP") {
+        "SMTP".into()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Queue subdirectories Postern creates, with Postfix's modes (postfix-files).
+const QUEUE_DIRS: &[(&str, u32)] = &[
+    ("incoming", 0o700),
+    ("active", 0o700),
+    ("deferred", 0o700),
+    ("hold", 0o700),
+    ("corrupt", 0o700),
+    ("bounce", 0o700),
+    ("defer", 0o700),
+    ("trace", 0o700),
+    ("maildrop", 0o730),
+    ("pid", 0o755),
+];
+
+/// Settings read from main.cf at [`Queue::open`].
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub queue_directory: PathBuf,
+    pub myhostname: String,
+    pub mail_name: String,
+    pub long_queue_ids: bool,
+    pub always_add_missing_headers: bool,
+    pub undisclosed_recipients_header: String,
+    /// 0 means no limit.
+    pub message_size_limit: u64,
+    pub header_size_limit: usize,
+    pub hopcount_limit: usize,
+    pub line_length_limit: usize,
+    pub tls_received_header: bool,
+    pub sasl_authenticated_header: bool,
+}
+
+fn num<T: std::str::FromStr>(cfg: &PostfixConfig, name: &str, default: T) -> T {
+    cfg.get(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+impl QueueSettings {
+    pub fn from_config(cfg: &PostfixConfig) -> anyhow::Result<QueueSettings> {
+        let queue_directory = cfg
+            .get("queue_directory")
+            .filter(|d| !d.trim().is_empty())
+            .context("queue_directory is not set")?;
+        Ok(QueueSettings {
+            queue_directory: PathBuf::from(queue_directory.trim()),
+            myhostname: cfg.get("myhostname").unwrap_or_else(|| "localhost".into()),
+            mail_name: cfg.get("mail_name").unwrap_or_else(|| "Postfix".into()),
+            long_queue_ids: cfg.get_bool("enable_long_queue_ids").unwrap_or(false),
+            always_add_missing_headers: cfg.get_bool("always_add_missing_headers").unwrap_or(false),
+            undisclosed_recipients_header: cfg
+                .get("undisclosed_recipients_header")
+                .unwrap_or_default(),
+            message_size_limit: num(cfg, "message_size_limit", 10_240_000),
+            header_size_limit: num(cfg, "header_size_limit", 102_400),
+            hopcount_limit: num(cfg, "hopcount_limit", 50),
+            line_length_limit: num(cfg, "line_length_limit", 2048),
+            tls_received_header: cfg.get_bool("smtpd_tls_received_header").unwrap_or(false),
+            sasl_authenticated_header: cfg
+                .get_bool("smtpd_sasl_authenticated_header")
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// The mail queue (write side).
+pub struct Queue {
+    settings: QueueSettings,
+    incoming: PathBuf,
+    writer: Mutex<mpsc::Sender<writer::Job>>,
+    id_counter: AtomicU64,
+    /// IDs handed out and not yet committed or released: keeps two sessions from getting the
+    /// same ID within one process.
+    reserved: Mutex<HashSet<String>>,
+}
+
+/// The "inode" part of generated IDs stays in this range (6 hex digits, like real inode
+/// numbers on a busy filesystem).
+const INUM_BASE: u64 = 0x10_0000;
+const INUM_RANGE: u64 = 0xF0_0000;
+
+impl Queue {
+    /// Open the queue under `queue_directory`, creating missing subdirectories (with Postfix's
+    /// modes and, when run as root, owned by `mail_owner`), removing temporary files of dead
+    /// writers, and starting the group-commit thread.
+    pub fn open(cfg: &PostfixConfig) -> anyhow::Result<Arc<Queue>> {
+        Self::open_with(cfg, SyncMode::default())
+    }
+
+    /// [`Queue::open`] with a chosen sync strategy (benchmarks).
+    pub fn open_with(cfg: &PostfixConfig, sync: SyncMode) -> anyhow::Result<Arc<Queue>> {
+        let settings = QueueSettings::from_config(cfg)?;
+        let owner = if nix::unistd::geteuid().is_root() {
+            let user = cfg.get("mail_owner").unwrap_or_else(|| "postfix".into());
+            nix::unistd::User::from_name(&user).ok().flatten()
+        } else {
+            None
+        };
+        let group = if owner.is_some() {
+            let g = cfg.get("setgid_group").unwrap_or_else(|| "postdrop".into());
+            nix::unistd::Group::from_name(&g).ok().flatten()
+        } else {
+            None
+        };
+        let base = &settings.queue_directory;
+        std::fs::create_dir_all(base)
+            .with_context(|| format!("create queue_directory {}", base.display()))?;
+        for (name, mode) in QUEUE_DIRS {
+            let dir = base.join(name);
+            if dir.is_dir() {
+                continue;
+            }
+            std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("chmod {}", dir.display()))?;
+            if let Some(u) = &owner
+                && *name != "pid"
+            {
+                let gid = if *name == "maildrop" {
+                    group.as_ref().map(|g| g.gid)
+                } else {
+                    None
+                };
+                nix::unistd::chown(&dir, Some(u.uid), gid)
+                    .with_context(|| format!("chown {}", dir.display()))?;
+            }
+        }
+        let incoming = base.join("incoming");
+        let stale = writer::remove_stale(&incoming);
+        if stale > 0 {
+            tracing::warn!(
+                "removed {stale} incomplete queue file(s) from {}",
+                incoming.display()
+            );
+        }
+        let tx = writer::spawn(incoming.clone(), sync)
+            .with_context(|| format!("start queue writer for {}", incoming.display()))?;
+        let seed = {
+            let d = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (u64::from(std::process::id()).wrapping_mul(0x9E37_79B9) ^ d.as_nanos() as u64)
+                % INUM_RANGE
+        };
+        Ok(Arc::new(Queue {
+            settings,
+            incoming,
+            writer: Mutex::new(tx),
+            id_counter: AtomicU64::new(seed),
+            reserved: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// `queue_directory/incoming`, where committed files appear.
+    pub fn incoming_dir(&self) -> &Path {
+        &self.incoming
+    }
+
+    /// Where a queue file of `id` lives in queue `name` (`incoming`, `active`, `hold`,
+    /// `deferred`, …). `deferred`, `defer`, `bounce` and `trace` are hashed one level deep
+    /// (`hash_queue_depth = 1`) on the first character, as Postfix's defaults do.
+    pub fn queue_file_path(&self, queue: &str, id: &QueueId) -> PathBuf {
+        let base = self.settings.queue_directory.join(queue);
+        if matches!(queue, "deferred" | "defer" | "bounce" | "trace") {
+            let first = &id.as_str()[..1];
+            base.join(first).join(id.as_str())
+        } else {
+            base.join(id.as_str())
+        }
+    }
+
+    fn id_in_use(&self, id: &QueueId) -> bool {
+        ["incoming", "active", "deferred", "hold"]
+            .iter()
+            .any(|q| self.queue_file_path(q, id).symlink_metadata().is_ok())
+    }
+
+    /// A new queue ID in the configured format. Postfix's smtpd gets its ID when it opens the
+    /// cleanup stream at the first accepted RCPT, and logs `ID: client=…` then; do the same.
+    /// Give the ID back with [`Queue::release_queue_id`] if the transaction is abandoned (RSET,
+    /// QUIT, lost connection, rejected DATA); [`Queue::commit`] releases it too.
+    pub fn new_queue_id(&self) -> QueueId {
+        loop {
+            let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+            let inum = INUM_BASE + n % INUM_RANGE;
+            let id = id::format_queue_id(SystemTime::now(), inum, self.settings.long_queue_ids);
+            if self.id_in_use(&id) {
+                continue;
+            }
+            let fresh = match self.reserved.lock() {
+                Ok(mut set) => set.insert(id.as_str().to_string()),
+                Err(poisoned) => poisoned.into_inner().insert(id.as_str().to_string()),
+            };
+            if fresh {
+                return id;
+            }
+        }
+    }
+
+    /// Forget an ID that will not be committed.
+    pub fn release_queue_id(&self, id: &QueueId) {
+        match self.reserved.lock() {
+            Ok(mut set) => set.remove(id.as_str()),
+            Err(poisoned) => poisoned.into_inner().remove(id.as_str()),
+        };
+    }
+
+    /// `message_size_limit` (0: none).
+    pub fn message_size_limit(&self) -> u64 {
+        self.settings.message_size_limit
+    }
+
+    /// Whether `size` bytes of content (as received, CRLF line ends) fit
+    /// `message_size_limit`. smtpd checks `SIZE=` with it and keeps a running count while
+    /// reading DATA/BDAT, answering [`QueueError::MessageTooBig`]'s reply.
+    pub fn check_message_size(&self, size: u64) -> Result<(), QueueError> {
+        let limit = self.settings.message_size_limit;
+        if limit > 0 && size > limit {
+            Err(QueueError::MessageTooBig { size, limit })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queue one message: add `Received:` and missing headers, write the queue file, and
+    /// return once the file and its directory entry are on stable storage. `message` is the
+    /// content exactly as received after dot-unstuffing (CRLF line ends).
+    pub async fn commit(
+        &self,
+        id: &QueueId,
+        env: &Envelope,
+        client: &ClientInfo,
+        message: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let res = self.commit_inner(id, env, client, message).await;
+        self.release_queue_id(id);
+        res.map_err(anyhow::Error::from)
+    }
+
+    async fn commit_inner(
+        &self,
+        id: &QueueId,
+        env: &Envelope,
+        client: &ClientInfo,
+        message: Vec<u8>,
+    ) -> Result<(), QueueError> {
+        let data = self.build_file(id, env, client, &message, SystemTime::now())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = writer::Job {
+            id: id.as_str().to_string(),
+            data,
+            reply: tx,
+        };
+        {
+            let w = match self.writer.lock() {
+                Ok(w) => w,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            w.send(job).map_err(|_| QueueError::WriterGone)?;
+        }
+        rx.await.map_err(|_| QueueError::WriterGone)??;
+        Ok(())
+    }
+
+    /// The queue file bytes for a message (no I/O). Public for tools that write queue files
+    /// by other means and for tests.
+    pub fn build_file(
+        &self,
+        id: &QueueId,
+        env: &Envelope,
+        client: &ClientInfo,
+        message: &[u8],
+        arrival: SystemTime,
+    ) -> Result<Vec<u8>, QueueError> {
+        let s = &self.settings;
+        self.check_message_size(message.len() as u64)?;
+        if env.recipients.is_empty() {
+            return Err(QueueError::NoRecipients);
+        }
+        let date = header::mail_date(arrival);
+        let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+        let received = header::received_lines(&header::ReceivedInfo {
+            helo: client.helo.as_deref(),
+            hostname: &client.hostname,
+            addr: client.addr,
+            tls: client.tls.as_deref().filter(|_| s.tls_received_header),
+            sasl_username: client
+                .sasl_username
+                .as_deref()
+                .filter(|_| s.sasl_authenticated_header),
+            myhostname: &s.myhostname,
+            mail_name: &s.mail_name,
+            protocol: &client.protocol,
+            queue_id: id.as_str(),
+            recipients: &rcpts,
+            date: &date,
+        });
+        let add_missing = client.local_submission || s.always_add_missing_headers;
+        let cleaned = file::cleanup_content(
+            message,
+            &file::CleanupRules {
+                received,
+                add_missing,
+                queue_id: id.as_str(),
+                long_ids: s.long_queue_ids,
+                myhostname: &s.myhostname,
+                sender: &env.sender,
+                arrival,
+                header_size_limit: s.header_size_limit.max(1),
+                undisclosed_recipients_header: &s.undisclosed_recipients_header,
+            },
+        );
+        if cleaned.hops > s.hopcount_limit {
+            return Err(QueueError::TooManyHops {
+                hops: cleaned.hops,
+                limit: s.hopcount_limit,
+            });
+        }
+        if cleaned.truncated_headers > 0 {
+            tracing::warn!(
+                "{id}: {} header(s) truncated at header_size_limit {}",
+                cleaned.truncated_headers,
+                s.header_size_limit
+            );
+        }
+        // Duplicate recipients are stored once (cleanup's duplicate filter).
+        let mut seen = HashSet::new();
+        let mut recipients = Vec::with_capacity(env.recipients.len());
+        for r in &env.recipients {
+            let notify = r.notify.as_deref().map(file::notify_mask).unwrap_or(0);
+            let orcpt = r
+                .orcpt
+                .clone()
+                .unwrap_or_else(|| format!("rfc822;{}", header::quote_822_local(&r.address)));
+            if seen.insert((r.address.clone(), orcpt.clone(), notify)) {
+                recipients.push(file::FileRecipient {
+                    address: &r.address,
+                    orcpt,
+                    notify,
+                });
+            }
+        }
+        let mut smtputf8 = 0;
+        if env.smtputf8 {
+            smtputf8 |= file::SMTPUTF8_FLAG_REQUESTED;
+            if cleaned.header_8bit {
+                smtputf8 |= file::SMTPUTF8_FLAG_HEADER;
+            }
+            if !env.sender.is_ascii() {
+                smtputf8 |= file::SMTPUTF8_FLAG_SENDER;
+            }
+            if env.recipients.iter().any(|r| !r.address.is_ascii()) {
+                smtputf8 |= file::SMTPUTF8_FLAG_RECIPIENT;
+            }
+        }
+        let encoding = match env.body_type.as_deref() {
+            Some(b) if b.eq_ignore_ascii_case("8BITMIME") => Some("8bit"),
+            Some(b) if b.eq_ignore_ascii_case("7BIT") => Some("7bit"),
+            _ => None,
+        };
+        let ret = match env.ret.as_deref() {
+            Some(r) if r.eq_ignore_ascii_case("FULL") => Some(file::DSN_RET_FULL),
+            Some(r) if r.eq_ignore_ascii_case("HDRS") => Some(file::DSN_RET_HDRS),
+            _ => None,
+        };
+        let addr = header::plain_addr(client.addr);
+        let addr_s = addr.to_string();
+        let mut attrs: Vec<(&'static str, String)> = vec![
+            ("log_client_name", client.hostname.clone()),
+            ("log_client_address", addr_s.clone()),
+            ("log_client_port", client.port.to_string()),
+            (
+                "log_message_origin",
+                format!("{}[{}]", client.hostname, addr_s),
+            ),
+        ];
+        if let Some(h) = &client.helo {
+            attrs.push(("log_helo_name", h.clone()));
+        }
+        let protocol = base_protocol(&client.protocol);
+        attrs.push(("log_protocol_name", protocol.clone()));
+        attrs.push(("client_name", client.hostname.clone()));
+        attrs.push(("reverse_client_name", client.hostname.clone()));
+        attrs.push(("client_address", addr_s));
+        attrs.push(("client_port", client.port.to_string()));
+        if let Some(h) = &client.helo {
+            attrs.push(("helo_name", h.clone()));
+        }
+        attrs.push(("protocol_name", protocol));
+        attrs.push((
+            "client_address_type",
+            if addr.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            }
+            .to_string(),
+        ));
+        if let Some(m) = &client.sasl_method {
+            attrs.push(("sasl_method", m.clone()));
+        }
+        if let Some(u) = &client.sasl_username {
+            attrs.push(("sasl_username", u.clone()));
+        }
+        if let Some(size) = env.size_hint {
+            // Not a Postfix attribute; kept for the queue manager's statistics.
+            attrs.push(("postern_size_hint", size.to_string()));
+        }
+        let data = file::build(&file::FileSpec {
+            queue_id: id.as_str(),
+            arrival,
+            sender: &env.sender,
+            recipients,
+            rewrite_local: add_missing,
+            envid: env.envid.as_deref(),
+            ret,
+            encoding,
+            smtputf8,
+            attrs,
+            lines: cleaned.lines,
+            line_length_limit: s.line_length_limit,
+        });
+        tracing::info!(
+            target: "postfix/cleanup",
+            "{id}: message-id={}",
+            cleaned.message_id.as_deref().unwrap_or("<>")
+        );
+        Ok(data)
+    }
+}
