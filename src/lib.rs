@@ -5,6 +5,7 @@
 //! [`config`] (grammars → ordered model, Postfix parameter table, `$name` expansion) and the
 //! command front ends in [`cli`].
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dns;

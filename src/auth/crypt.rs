@@ -1,0 +1,147 @@
+//! crypt(3) through the system's libxcrypt, which is what PAM's `pam_unix` and Dovecot's
+//! `{CRYPT}` scheme use, so that every hash the system can write is verified the same way:
+//! yescrypt `$y$`, SHA-512 `$6$`, SHA-256 `$5$`, MD5 `$1$`, bcrypt `$2b$`/`$2a$`/`$2y$`,
+//! and traditional DES (13 characters).
+//!
+//! No pure-Rust crate covers yescrypt, so this links `libcrypt` (Debian `libcrypt1`, headers
+//! and the `libcrypt.so` link name in `libcrypt-dev`; Fedora `libxcrypt`). `crypt_rn` is the
+//! reentrant form that takes the size of its work area and returns NULL on failure instead
+//! of a `*0` token; it is libxcrypt's since 4.0.
+//!
+//! Limits: a password containing NUL cannot be passed to crypt(3) and never matches.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+
+/// `sizeof(struct crypt_data)` in libxcrypt (`CRYPT_DATA_RESERVED_SIZE` + internal state):
+/// 32768 bytes. `crypt_rn` is told the size and refuses a smaller area.
+const CRYPT_DATA_SIZE: usize = 32768;
+
+#[link(name = "crypt")]
+unsafe extern "C" {
+    fn crypt_rn(
+        phrase: *const c_char,
+        setting: *const c_char,
+        data: *mut c_void,
+        size: c_int,
+    ) -> *mut c_char;
+    fn crypt_gensalt_rn(
+        prefix: *const c_char,
+        count: std::ffi::c_ulong,
+        rbytes: *const c_char,
+        nrbytes: c_int,
+        output: *mut c_char,
+        output_size: c_int,
+    ) -> *mut c_char;
+}
+
+/// `crypt(password, setting)`: the hash of `password` with the salt and method of
+/// `setting` (a full hash works as its own setting). `None` if the method is unknown or
+/// disabled, the setting malformed, or the password contains NUL.
+pub fn crypt(password: &[u8], setting: &str) -> Option<String> {
+    let phrase = CString::new(password).ok()?;
+    let setting = CString::new(setting).ok()?;
+    let mut data = vec![0u8; CRYPT_DATA_SIZE];
+    // SAFETY: both strings are NUL-terminated and live across the call; `data` is a
+    // zeroed buffer of the size we pass; the result points into `data` (or is NULL) and is
+    // copied out before `data` is dropped.
+    let out = unsafe {
+        crypt_rn(
+            phrase.as_ptr(),
+            setting.as_ptr(),
+            data.as_mut_ptr().cast(),
+            CRYPT_DATA_SIZE as c_int,
+        )
+    };
+    if out.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL results of crypt_rn are NUL-terminated strings inside `data`.
+    let s = unsafe { CStr::from_ptr(out) }
+        .to_string_lossy()
+        .into_owned();
+    // libxcrypt's failure tokens start with `*`; a real hash never does.
+    if s.starts_with('*') { None } else { Some(s) }
+}
+
+/// Does `password` hash to `hash`? Locked (`!…`, `*…`) and empty hashes never match;
+/// the comparison is constant-time.
+pub fn verify(password: &[u8], hash: &str) -> bool {
+    if hash.is_empty() || hash.starts_with('!') || hash.starts_with('*') {
+        return false;
+    }
+    match crypt(password, hash) {
+        Some(computed) => super::ct_eq(computed.as_bytes(), hash.as_bytes()),
+        None => false,
+    }
+}
+
+/// A fresh hash of `password` with the method named by `prefix` (`$y$`, `$6$`, `$5$`,
+/// `$1$`, `$2b$`, or `""` for libxcrypt's default), salt from the OS random source. For
+/// tests and for tools that write password files.
+pub fn hash(password: &[u8], prefix: &str) -> Option<String> {
+    let prefix_c = CString::new(prefix).ok()?;
+    let mut out = vec![0 as c_char; 256];
+    // SAFETY: NULL rbytes asks libxcrypt to read the OS random source; `out` is writable
+    // for the size given; the result is NUL-terminated within `out` or NULL.
+    let setting = unsafe {
+        crypt_gensalt_rn(
+            if prefix.is_empty() {
+                std::ptr::null()
+            } else {
+                prefix_c.as_ptr()
+            },
+            0,
+            std::ptr::null(),
+            0,
+            out.as_mut_ptr(),
+            out.len() as c_int,
+        )
+    };
+    if setting.is_null() {
+        return None;
+    }
+    // SAFETY: see above.
+    let setting = unsafe { CStr::from_ptr(setting) }
+        .to_str()
+        .ok()?
+        .to_string();
+    crypt(password, &setting)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_round_trips() {
+        for prefix in ["$y$", "$6$", "$5$", "$1$", "$2b$"] {
+            let h = hash(b"s3cret", prefix).expect(prefix);
+            assert!(h.starts_with(prefix), "{h}");
+            assert!(verify(b"s3cret", &h), "{prefix}");
+            assert!(!verify(b"s3creT", &h), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn des_and_known_vectors() {
+        // Traditional DES: salt "ab".
+        let h = crypt(b"password", "ab").expect("des");
+        assert_eq!(h.len(), 13);
+        assert!(verify(b"password", &h));
+        // SHA-512 vector from the glibc/Drepper specification.
+        assert!(verify(
+            b"Hello world!",
+            "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+        ));
+    }
+
+    #[test]
+    fn locked_and_bad_hashes_never_match() {
+        let h = hash(b"pw", "$6$").expect("hash");
+        assert!(!verify(b"pw", &format!("!{h}")));
+        assert!(!verify(b"pw", "*"));
+        assert!(!verify(b"pw", ""));
+        assert!(!verify(b"pw", "$9$nonsense"));
+        assert!(!verify(b"p\0w", &h));
+    }
+}

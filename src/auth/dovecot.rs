@@ -1,0 +1,670 @@
+//! Dovecot's passdb and userdb backends and password schemes, as Dovecot 2.3 applies them
+//! (`src/auth/passdb-*.c`, `userdb-*.c`, `password-scheme.c`), read from a loaded
+//! `dovecot.conf` of any era through [`DovecotConf::passdbs`]/[`DovecotConf::userdbs`].
+//!
+//! Config read: `passdb { driver args }`, `userdb { driver args }`, `auth_username_format`
+//! (default `%Lu`), `auth_failure_delay` (default 2 s), `auth_mechanisms` (default `plain`).
+//!
+//! * `passdb pam [session=…] [setcred=…] [failure_show_msg=…] [max_requests=N] [SERVICE]`:
+//!   PAM service `SERVICE` (default `dovecot`; `*` or `%s` = the request's service,
+//!   e.g. `imap`, `pop3`, `smtp`).
+//! * `passdb shadow`, `passdb passwd`: the system entries ([`super::system`]).
+//! * `passdb passwd-file [scheme=S] [username_format=F] FILE`: lines
+//!   `user:password:uid:gid:gecos:home:shell:extra`; the password carries its scheme as
+//!   `{SCHEME}` or uses `scheme=` (default `CRYPT`). `FILE` may hold `%u`, `%n`, `%d`.
+//! * Schemes: `PLAIN`/`CLEAR`/`CLEARTEXT`; `CRYPT`, `DES-CRYPT`, `MD5-CRYPT` (`MD5`),
+//!   `SHA256-CRYPT`, `SHA512-CRYPT`, `BLF-CRYPT` (through libxcrypt); `SHA`/`SHA1`,
+//!   `SSHA`, `SHA256`, `SSHA256`, `SHA512`, `SSHA512` (base64, or hex with `.HEX` or when
+//!   the length says so). Plaintext and digest comparisons are constant-time.
+//! * `userdb passwd` (getpwnam), `userdb static` (`uid= gid= home= …`, `%` variables
+//!   expanded), `userdb passwd-file` (the same file format).
+//! * Chain: passdbs are tried in order; the first that accepts wins; an unknown user or a
+//!   mismatch goes on to the next (Dovecot's default `result_failure = continue`).
+//!
+//! Limits: no `{PLAIN-MD5}`/`{LDAP-MD5}`/`{SMD5}`/`{CRAM-MD5}`/`{DIGEST-MD5}`/`{PBKDF2}`/
+//! `{ARGON2*}` schemes (they fail as unknown schemes, logged), no `passdb`
+//! `deny`/`master`/`skip`/`result_*` settings, no `sql`/`ldap`/`checkpassword` drivers,
+//! no auth cache.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+
+use super::{Outcome, ct_eq, system};
+use crate::config::dovecot::{AuthDb, DovecotConf};
+
+/// Where a request comes from: what `%` variables may name.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub service: String,
+}
+
+/// Expand Dovecot's `%` variables for `user`: `%u` user, `%n` local part, `%d` domain,
+/// `%s` service, `%%`; long forms `%{user}`, `%{username}`, `%{domain}`, `%{service}`;
+/// modifiers `L` (lower case) and `U` (upper case), e.g. `%Lu`, `%Ln@%d`.
+pub fn expand(template: &str, user: &str, service: &str) -> String {
+    let (local, domain) = match user.rfind('@') {
+        Some(i) => (&user[..i], &user[i + 1..]),
+        None => (user, ""),
+    };
+    let mut out = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut lower = false;
+        let mut upper = false;
+        while let Some(&m) = chars.peek() {
+            match m {
+                'L' => lower = true,
+                'U' => upper = true,
+                _ => break,
+            }
+            chars.next();
+        }
+        let value: Option<&str> = match chars.next() {
+            Some('%') => Some("%"),
+            Some('u') => Some(user),
+            Some('n') => Some(local),
+            Some('d') => Some(domain),
+            Some('s') => Some(service),
+            Some('{') => {
+                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                match name.as_str() {
+                    "user" => Some(user),
+                    "username" => Some(local),
+                    "domain" => Some(domain),
+                    "service" => Some(service),
+                    _ => Some(""),
+                }
+            }
+            Some(_) | None => Some(""),
+        };
+        let v = value.unwrap_or("");
+        if lower {
+            out.push_str(&v.to_lowercase());
+        } else if upper {
+            out.push_str(&v.to_uppercase());
+        } else {
+            out.push_str(v);
+        }
+    }
+    out
+}
+
+/// Split a stored password into scheme and data: `{SHA512-CRYPT}$6$…` → (`SHA512-CRYPT`,
+/// `$6$…`); without braces the `default_scheme` applies.
+pub fn split_scheme<'a>(stored: &'a str, default_scheme: &'a str) -> (String, &'a str) {
+    if let Some(rest) = stored.strip_prefix('{')
+        && let Some(end) = rest.find('}')
+    {
+        return (rest[..end].to_ascii_uppercase(), &rest[end + 1..]);
+    }
+    (default_scheme.to_ascii_uppercase(), stored)
+}
+
+/// Check `password` against a stored password in scheme `scheme`. `Err` for an unknown
+/// scheme or malformed data (logged by the caller; the request fails).
+pub fn verify_scheme(scheme: &str, data: &str, password: &[u8]) -> Result<bool, String> {
+    let (base, enc) = match scheme.rsplit_once('.') {
+        Some((b, e)) => (b, Some(e)),
+        None => (scheme, None),
+    };
+    let digest = |alg: &'static ring::digest::Algorithm, salted: bool| -> Result<bool, String> {
+        let raw = decode_digest(data, enc, alg.output_len())?;
+        if raw.len() < alg.output_len() || (!salted && raw.len() != alg.output_len()) {
+            return Err(format!("{scheme}: stored password has the wrong length"));
+        }
+        let (want, salt) = raw.split_at(alg.output_len());
+        let mut ctx = ring::digest::Context::new(alg);
+        ctx.update(password);
+        ctx.update(salt);
+        Ok(ct_eq(ctx.finish().as_ref(), want))
+    };
+    match base {
+        "PLAIN" | "CLEAR" | "CLEARTEXT" => Ok(ct_eq(data.as_bytes(), password)),
+        "CRYPT" | "DES-CRYPT" | "MD5-CRYPT" | "MD5" | "SHA256-CRYPT" | "SHA512-CRYPT"
+        | "BLF-CRYPT" => Ok(super::crypt::verify(password, data)),
+        "SHA" | "SHA1" => digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, false),
+        "SSHA" => digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, true),
+        "SHA256" => digest(&ring::digest::SHA256, false),
+        "SSHA256" => digest(&ring::digest::SHA256, true),
+        "SHA512" => digest(&ring::digest::SHA512, false),
+        "SSHA512" => digest(&ring::digest::SHA512, true),
+        other => Err(format!("Unknown scheme {other}")),
+    }
+}
+
+fn decode_digest(data: &str, enc: Option<&str>, len: usize) -> Result<Vec<u8>, String> {
+    let hex = |s: &str| -> Option<Vec<u8>> {
+        if s.len() % 2 != 0 {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+            .collect()
+    };
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).ok();
+    let got = match enc.map(|e| e.to_ascii_uppercase()) {
+        Some(e) if e == "HEX" => hex(data),
+        Some(e) if e == "B64" || e == "BASE64" => b64(data),
+        _ if data.len() == len * 2 => hex(data).or_else(|| b64(data)),
+        _ => b64(data),
+    };
+    got.ok_or_else(|| "stored password is not valid base64 or hex".into())
+}
+
+/// One line of a passwd-file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswdFileEntry {
+    pub user: String,
+    pub password: String,
+    pub uid: String,
+    pub gid: String,
+    pub home: String,
+    pub extra: Vec<(String, String)>,
+}
+
+/// Find `user` in a passwd-file. Comments (`#`) and blank lines are skipped.
+pub fn passwd_file_lookup(path: &Path, user: &str) -> Result<Option<PasswdFileEntry>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("passwd-file {}: {e}", path.display()))?;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.splitn(8, ':').collect();
+        if f[0] != user {
+            continue;
+        }
+        let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+        let extra = f
+            .get(7)
+            .map(|e| {
+                e.split_whitespace()
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => (kv.to_string(), String::new()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Ok(Some(PasswdFileEntry {
+            user: get(0),
+            password: get(1),
+            uid: get(2),
+            gid: get(3),
+            home: get(5),
+            extra,
+        }));
+    }
+    Ok(None)
+}
+
+/// A configured passdb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Passdb {
+    /// `None`: the request's service (`*`/`%s`).
+    Pam {
+        service: Option<String>,
+    },
+    Shadow,
+    Passwd,
+    PasswdFile {
+        path: String,
+        scheme: String,
+        username_format: String,
+    },
+}
+
+/// A configured userdb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Userdb {
+    Passwd,
+    Static {
+        fields: Vec<(String, String)>,
+    },
+    PasswdFile {
+        path: String,
+        username_format: String,
+    },
+}
+
+/// What a userdb says about a user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    pub user: String,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub home: Option<String>,
+    /// Other fields (`mail=…`, `quota_rule=…`) as given.
+    pub extra: Vec<(String, String)>,
+}
+
+fn split_args(args: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut kv = Vec::new();
+    let mut words = Vec::new();
+    for w in args.split_whitespace() {
+        match w.split_once('=') {
+            Some((k, v)) if !k.contains('/') => kv.push((k.to_string(), v.to_string())),
+            _ => words.push(w.to_string()),
+        }
+    }
+    (kv, words)
+}
+
+fn kv_get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+impl Passdb {
+    pub fn from_conf(db: &AuthDb) -> Result<Passdb, String> {
+        let (kv, words) = split_args(&db.args);
+        match db.driver.as_str() {
+            "pam" => {
+                let service = match words.last().map(String::as_str) {
+                    None => Some("dovecot".to_string()),
+                    Some("*") | Some("%s") | Some("%{service}") => None,
+                    Some(s) => Some(s.to_string()),
+                };
+                Ok(Passdb::Pam { service })
+            }
+            "shadow" => Ok(Passdb::Shadow),
+            "passwd" => Ok(Passdb::Passwd),
+            "passwd-file" => {
+                let path = words
+                    .last()
+                    .cloned()
+                    .ok_or("passdb passwd-file: missing file name in args")?;
+                Ok(Passdb::PasswdFile {
+                    path,
+                    scheme: kv_get(&kv, "scheme").unwrap_or("CRYPT").to_string(),
+                    username_format: kv_get(&kv, "username_format").unwrap_or("%u").to_string(),
+                })
+            }
+            other => Err(format!("Unknown passdb driver '{other}'")),
+        }
+    }
+
+    /// Check `user`/`password` (blocking).
+    pub fn verify(&self, user: &str, password: &str, req: &RequestInfo) -> Outcome {
+        match self {
+            Passdb::Pam { service } => {
+                let svc = service.as_deref().unwrap_or(&req.service);
+                system::check_pam(svc, user, password)
+            }
+            Passdb::Shadow => system::check_shadow(user, password.as_bytes()),
+            Passdb::Passwd => system::check_getpwent(user, password.as_bytes()),
+            Passdb::PasswdFile {
+                path,
+                scheme,
+                username_format,
+            } => {
+                let key = expand(username_format, user, &req.service);
+                let file = expand(path, user, &req.service);
+                match passwd_file_lookup(Path::new(&file), &key) {
+                    Ok(Some(e)) => {
+                        let (sch, data) = split_scheme(&e.password, scheme);
+                        match verify_scheme(&sch, data, password.as_bytes()) {
+                            Ok(true) => Outcome::Ok,
+                            Ok(false) => Outcome::BadPassword,
+                            Err(why) => Outcome::Internal(why),
+                        }
+                    }
+                    Ok(None) => Outcome::UnknownUser,
+                    Err(e) => Outcome::Internal(e),
+                }
+            }
+        }
+    }
+}
+
+impl Userdb {
+    pub fn from_conf(db: &AuthDb) -> Result<Userdb, String> {
+        let (kv, words) = split_args(&db.args);
+        match db.driver.as_str() {
+            "passwd" => Ok(Userdb::Passwd),
+            "static" => Ok(Userdb::Static { fields: kv }),
+            "passwd-file" => {
+                let path = words
+                    .last()
+                    .cloned()
+                    .ok_or("userdb passwd-file: missing file name in args")?;
+                Ok(Userdb::PasswdFile {
+                    path,
+                    username_format: kv_get(&kv, "username_format").unwrap_or("%u").to_string(),
+                })
+            }
+            other => Err(format!("Unknown userdb driver '{other}'")),
+        }
+    }
+
+    /// Look `user` up (blocking). `Ok(None)`: not found here.
+    pub fn lookup(&self, user: &str, req: &RequestInfo) -> Result<Option<UserInfo>, String> {
+        let id = |s: &str, group: bool| -> Option<u32> {
+            if s.is_empty() {
+                return None;
+            }
+            s.parse().ok().or_else(|| {
+                if group {
+                    nix::unistd::Group::from_name(s)
+                        .ok()
+                        .flatten()
+                        .map(|g| g.gid.as_raw())
+                } else {
+                    nix::unistd::User::from_name(s)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.uid.as_raw())
+                }
+            })
+        };
+        match self {
+            Userdb::Passwd => match nix::unistd::User::from_name(user) {
+                Ok(Some(u)) => Ok(Some(UserInfo {
+                    user: user.to_string(),
+                    uid: Some(u.uid.as_raw()),
+                    gid: Some(u.gid.as_raw()),
+                    home: Some(u.dir.to_string_lossy().into_owned()),
+                    extra: vec![],
+                })),
+                Ok(None) => Ok(None),
+                Err(e) => Err(format!("getpwnam: {e}")),
+            },
+            Userdb::Static { fields } => {
+                let mut info = UserInfo {
+                    user: user.to_string(),
+                    ..UserInfo::default()
+                };
+                for (k, v) in fields {
+                    let v = expand(v, user, &req.service);
+                    match k.as_str() {
+                        "uid" => info.uid = id(&v, false),
+                        "gid" => info.gid = id(&v, true),
+                        "home" => info.home = Some(v),
+                        "allow_all_users" => {}
+                        _ => info.extra.push((k.clone(), v)),
+                    }
+                }
+                Ok(Some(info))
+            }
+            Userdb::PasswdFile {
+                path,
+                username_format,
+            } => {
+                let key = expand(username_format, user, &req.service);
+                let file = expand(path, user, &req.service);
+                Ok(
+                    passwd_file_lookup(Path::new(&file), &key)?.map(|e| UserInfo {
+                        user: user.to_string(),
+                        uid: id(&e.uid, false),
+                        gid: id(&e.gid, true),
+                        home: (!e.home.is_empty()).then_some(e.home),
+                        extra: e
+                            .extra
+                            .into_iter()
+                            .filter_map(|(k, v)| {
+                                k.strip_prefix("userdb_").map(|k| (k.to_string(), v))
+                            })
+                            .collect(),
+                    }),
+                )
+            }
+        }
+    }
+}
+
+/// Dovecot's auth service settings: the passdb/userdb chains and the request rules.
+#[derive(Debug, Clone)]
+pub struct DovecotAuth {
+    pub passdbs: Vec<Passdb>,
+    pub userdbs: Vec<Userdb>,
+    pub username_format: String,
+    pub failure_delay: Duration,
+    /// Upper-case mechanism names (`PLAIN`, `LOGIN`).
+    pub mechanisms: Vec<String>,
+}
+
+/// The result of checking a request against the passdb chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassResult {
+    /// The user name after `auth_username_format`.
+    pub user: String,
+    pub outcome: Outcome,
+}
+
+impl DovecotAuth {
+    /// Build from a loaded `dovecot.conf`. Without any passdb, Dovecot refuses to start;
+    /// so does this.
+    pub fn from_conf(conf: &DovecotConf) -> Result<DovecotAuth, String> {
+        let passdbs = conf
+            .passdbs()
+            .iter()
+            .map(Passdb::from_conf)
+            .collect::<Result<Vec<_>, _>>()?;
+        if passdbs.is_empty() {
+            return Err(
+                "No passdbs specified in configuration file. PLAIN mechanism needs one".into(),
+            );
+        }
+        let userdbs = conf
+            .userdbs()
+            .iter()
+            .map(Userdb::from_conf)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut mechanisms: Vec<String> = conf
+            .auth_mechanisms()
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        if mechanisms.is_empty() {
+            mechanisms.push("PLAIN".into());
+        }
+        Ok(DovecotAuth {
+            passdbs,
+            userdbs,
+            username_format: conf.auth_username_format().to_string(),
+            failure_delay: Duration::from_secs(conf.auth_failure_delay()),
+            mechanisms,
+        })
+    }
+
+    /// `auth_username_format` applied to the name the client gave.
+    pub fn translate_username(&self, user: &str, service: &str) -> String {
+        expand(&self.username_format, user, service)
+    }
+
+    /// Check a plaintext password through the passdb chain (blocking).
+    pub fn verify_plain(&self, user: &str, password: &str, req: &RequestInfo) -> PassResult {
+        let user = self.translate_username(user, &req.service);
+        let mut outcome = Outcome::UnknownUser;
+        for db in &self.passdbs {
+            let o = db.verify(&user, password, req);
+            match o {
+                Outcome::Ok => {
+                    return PassResult {
+                        user,
+                        outcome: Outcome::Ok,
+                    };
+                }
+                // A known user's failure outranks "unknown" from another passdb.
+                Outcome::UnknownUser => {}
+                other => {
+                    if !matches!(outcome, Outcome::Internal(_))
+                        || !matches!(other, Outcome::BadPassword)
+                    {
+                        outcome = other;
+                    }
+                }
+            }
+        }
+        PassResult { user, outcome }
+    }
+
+    /// Look a user up through the userdb chain (blocking).
+    pub fn lookup_user(&self, user: &str, req: &RequestInfo) -> Result<Option<UserInfo>, String> {
+        for db in &self.userdbs {
+            if let Some(info) = db.lookup(user, req)? {
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables() {
+        assert_eq!(
+            expand("%Lu", "Alice@Example.ORG", "imap"),
+            "alice@example.org"
+        );
+        assert_eq!(expand("%n", "alice@example.org", "imap"), "alice");
+        assert_eq!(
+            expand("/home/%d/%n", "alice@example.org", ""),
+            "/home/example.org/alice"
+        );
+        assert_eq!(expand("%{user}/%s/%%", "bob", "pop3"), "bob/pop3/%");
+        assert_eq!(expand("%Uu", "bob", ""), "BOB");
+    }
+
+    #[test]
+    fn schemes() {
+        let ok = |s: &str, pw: &str| {
+            let (sch, data) = split_scheme(s, "CRYPT");
+            verify_scheme(&sch, data, pw.as_bytes())
+        };
+        assert_eq!(ok("{PLAIN}secret", "secret"), Ok(true));
+        assert_eq!(ok("{PLAIN}secret", "secreT"), Ok(false));
+        assert_eq!(ok("{CLEARTEXT}secret", "secret"), Ok(true));
+        // `doveadm pw -s SHA -p secret`, `-s SHA256`, `-s SHA512`.
+        assert_eq!(ok("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=", "secret"), Ok(true));
+        assert_eq!(ok("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=", "Secret"), Ok(false));
+        assert_eq!(
+            ok(
+                "{SHA.HEX}e5e9fa1ba31ecd1ae84f75caaa474f3a663f05f4",
+                "secret"
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            ok(
+                "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",
+                "secret"
+            ),
+            Ok(true)
+        );
+        // SSHA: sha1("secret" + "salt") + "salt".
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+        ctx.update(b"secretsalt");
+        let mut raw = ctx.finish().as_ref().to_vec();
+        raw.extend_from_slice(b"salt");
+        let ssha = format!(
+            "{{SSHA}}{}",
+            base64::engine::general_purpose::STANDARD.encode(&raw)
+        );
+        assert_eq!(ok(&ssha, "secret"), Ok(true));
+        assert_eq!(ok(&ssha, "secrets"), Ok(false));
+        let h = crate::auth::crypt::hash(b"secret", "$6$").expect("hash");
+        assert_eq!(ok(&format!("{{SHA512-CRYPT}}{h}"), "secret"), Ok(true));
+        assert_eq!(ok(&h, "secret"), Ok(true));
+        let b = crate::auth::crypt::hash(b"secret", "$2b$").expect("hash");
+        assert_eq!(ok(&format!("{{BLF-CRYPT}}{b}"), "secret"), Ok(true));
+        assert!(ok("{NOPE}x", "secret").is_err());
+    }
+
+    #[test]
+    fn passwd_file_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(
+            &f,
+            "# comment\nalice:{PLAIN}secret:1000:1000::/home/alice::userdb_mail=maildir:~/Maildir\nbob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=:1001:1001::/home/bob::\n",
+        )
+        .expect("write");
+        let conf_text = format!(
+            "auth_mechanisms = plain login\npassdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {p}\n}}\nuserdb {{\n  driver = passwd-file\n  args = {p}\n}}\n",
+            p = f.display()
+        );
+        let conf = DovecotConf::from_str(&conf_text, Path::new("dovecot.conf")).expect("conf");
+        let auth = DovecotAuth::from_conf(&conf).expect("auth");
+        assert_eq!(auth.mechanisms, vec!["PLAIN", "LOGIN"]);
+        let req = RequestInfo {
+            service: "imap".into(),
+        };
+        let r = auth.verify_plain("Alice", "secret", &req);
+        assert_eq!(r.user, "alice");
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert_eq!(
+            auth.verify_plain("bob", "secret", &req).outcome,
+            Outcome::Ok
+        );
+        assert_eq!(
+            auth.verify_plain("bob", "wrong", &req).outcome,
+            Outcome::BadPassword
+        );
+        assert_eq!(
+            auth.verify_plain("carol", "x", &req).outcome,
+            Outcome::UnknownUser
+        );
+        let info = auth
+            .lookup_user("alice", &req)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(info.uid, Some(1000));
+        assert_eq!(info.home.as_deref(), Some("/home/alice"));
+        assert_eq!(
+            info.extra,
+            vec![("mail".to_string(), "maildir:~/Maildir".to_string())]
+        );
+    }
+
+    #[test]
+    fn static_userdb_and_pam_args() {
+        let u = Userdb::from_conf(&AuthDb {
+            driver: "static".into(),
+            args: "uid=0 gid=0 home=/var/vmail/%d/%n".into(),
+        })
+        .expect("static");
+        let info = u
+            .lookup("a@b.c", &RequestInfo::default())
+            .expect("ok")
+            .expect("some");
+        assert_eq!(info.home.as_deref(), Some("/var/vmail/b.c/a"));
+        assert_eq!(info.uid, Some(0));
+        let p = |args: &str| {
+            Passdb::from_conf(&AuthDb {
+                driver: "pam".into(),
+                args: args.into(),
+            })
+        };
+        assert_eq!(
+            p(""),
+            Ok(Passdb::Pam {
+                service: Some("dovecot".into())
+            })
+        );
+        assert_eq!(p("session=yes *"), Ok(Passdb::Pam { service: None }));
+        assert_eq!(
+            p("mailsvc"),
+            Ok(Passdb::Pam {
+                service: Some("mailsvc".into())
+            })
+        );
+        assert!(
+            Passdb::from_conf(&AuthDb {
+                driver: "ldap".into(),
+                args: String::new()
+            })
+            .is_err()
+        );
+    }
+}
