@@ -237,6 +237,14 @@ fn start_fg(inst: &Instance) -> Fg {
         .expect("spawn start-fg");
     let fg = Fg { child };
     inst.wait_listening();
+    // The port opens before privileges are dropped; this line comes after.
+    inst.wait_line(
+        "postfix/master",
+        &format!(
+            "daemon started -- version 3.7.11, configuration {}",
+            inst.conf.display()
+        ),
+    );
     fg
 }
 

@@ -158,21 +158,37 @@ pub fn run(opts: &MasterOptions) -> i32 {
 
 /// Everything set up before serving: locks held, sockets bound, privileges dropped.
 pub struct Started {
+    pub rt: tokio::runtime::Runtime,
+    pub signals: serve::Signals,
     pub cfg: PostfixConfig,
     pub ident: String,
     pub pid_lock: lock::LockFile,
     pub data_lock: lock::LockFile,
-    /// Each service with its smtpd instance (built before privileges were dropped, so that
-    /// it could read root-only files such as TLS keys) and its bound sockets.
-    pub services: Vec<(
-        ServiceSpec,
-        std::sync::Arc<crate::smtpd::SmtpdService>,
-        Vec<std::net::TcpListener>,
-    )>,
+    pub services: StartedServices,
 }
+
+/// Each service with its smtpd instance (built before privileges were dropped, so that it
+/// could read root-only files such as TLS keys) and its bound sockets.
+pub type StartedServices = Vec<(
+    ServiceSpec,
+    std::sync::Arc<crate::smtpd::SmtpdService>,
+    Vec<std::net::TcpListener>,
+)>;
 
 fn startup(opts: &MasterOptions) -> Result<Started, (String, String)> {
     let early = |e: String| ("postfix/master".to_string(), e);
+    // The runtime and the signal streams come first, so that a SIGHUP or SIGTERM that
+    // arrives while starting (the port is already open) is acted on, not fatal.
+    // (glibc applies the later setuid/setgroups to every thread of the process.)
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("master")
+        .build()
+        .map_err(|e| early(format!("cannot start the runtime: {e}")))?;
+    let signals = {
+        let _guard = rt.enter();
+        serve::Signals::install().map_err(early)?
+    };
     let cfg = load_config(opts.config_dir.as_deref()).map_err(early)?;
     let ident = log::ident(&cfg, "master");
     let err = |e: String| (ident.clone(), e);
@@ -253,6 +269,8 @@ fn startup(opts: &MasterOptions) -> Result<Started, (String, String)> {
     }
     notify_systemd(pid);
     Ok(Started {
+        rt,
+        signals,
         cfg,
         ident,
         pid_lock,

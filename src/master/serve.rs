@@ -59,32 +59,57 @@ fn new_state(cfg: &PostfixConfig, spec: &ServiceSpec) -> anyhow::Result<SlotStat
     })
 }
 
-/// Serve until SIGTERM/SIGINT. Returns the exit status.
-pub fn serve(started: Started) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("master")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::fatal(&started.ident, &format!("cannot start the runtime: {e}"));
-            return 1;
-        }
-    };
-    let code = rt.block_on(main_loop(started));
-    rt.shutdown_background();
-    code
+/// The signals the master acts on, registered before anything else starts.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
-async fn main_loop(started: Started) -> i32 {
+impl Signals {
+    /// Register SIGHUP, SIGTERM and SIGINT (inside the runtime's context).
+    pub fn install() -> Result<Signals, String> {
+        let sig =
+            |k: SignalKind| signal(k).map_err(|e| format!("cannot install signal handlers: {e}"));
+        Ok(Signals {
+            hup: sig(SignalKind::hangup())?,
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Serve until SIGTERM/SIGINT. Returns the exit status.
+pub fn serve(started: Started) -> i32 {
     let Started {
-        mut cfg,
+        rt,
+        signals,
+        cfg,
         ident,
         pid_lock,
         data_lock,
         services,
     } = started;
+    let code = rt.block_on(main_loop(
+        signals, cfg, ident, pid_lock, data_lock, services,
+    ));
+    rt.shutdown_background();
+    code
+}
+
+async fn main_loop(
+    signals: Signals,
+    mut cfg: PostfixConfig,
+    ident: String,
+    pid_lock: super::lock::LockFile,
+    data_lock: super::lock::LockFile,
+    services: super::StartedServices,
+) -> i32 {
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
     let mut running: HashMap<String, Running> = HashMap::new();
     for (spec, service, listeners) in services {
         let state = SlotState {
@@ -104,19 +129,6 @@ async fn main_loop(started: Started) -> i32 {
         }
     }
 
-    let sig = |k: SignalKind| signal(k);
-    let (mut hup, mut term, mut int) = match (
-        sig(SignalKind::hangup()),
-        sig(SignalKind::terminate()),
-        sig(SignalKind::interrupt()),
-    ) {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-        _ => {
-            log::fatal(&ident, "cannot install signal handlers");
-            pid_lock.remove();
-            return 1;
-        }
-    };
     let signo = loop {
         tokio::select! {
             _ = hup.recv() => {
