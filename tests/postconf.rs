@@ -84,6 +84,11 @@ fn postconf_n_matches_real_postfix() {
 }
 
 #[test]
+fn postconf_m_matches_real_postfix() {
+    check_mode("M", &["-M"]);
+}
+
+#[test]
 fn postconf_nx_matches_real_postfix() {
     check_mode("nx", &["-nx"]);
 }

@@ -169,9 +169,55 @@ fn load(o: &Opts) -> Result<PostfixConfig, i32> {
     PostfixConfig::load(&lo).map_err(fatal)
 }
 
-fn master_mode(o: &Opts, _mode: char) -> i32 {
-    let _ = o;
-    fatal("-M/-F/-P: master.cf modes are not available in this build yet")
+/// `-M`, `-F`, `-P` (with `-e`, `-X`, `-#`, `-f`, `-x`): master.cf, in
+/// [`super::postconf_master`]. `$name` in `-x` output is expanded with main.cf.
+fn master_mode(o: &Opts, mode: char) -> i32 {
+    use super::postconf_master::{MasterArgs, MasterEdit, MasterMode};
+    let dir = o
+        .config_dir
+        .clone()
+        .or_else(|| std::env::var_os("MAIL_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::config::postfix::DEFAULT_CONFIG_DIR));
+    let args = MasterArgs {
+        config_dir: dir,
+        mode: match mode {
+            'M' => MasterMode::M,
+            'F' => MasterMode::F,
+            _ => MasterMode::P,
+        },
+        edit: if o.edit {
+            MasterEdit::Edit
+        } else if o.exclude {
+            MasterEdit::Remove
+        } else if o.comment {
+            MasterEdit::CommentOut
+        } else {
+            MasterEdit::None
+        },
+        fold: o.fold,
+        expand: o.expand,
+        names: o.names.clone(),
+    };
+    // The expander sees main.cf (with -c/-o), as Postfix's pcf_expand_parameter_value.
+    let cfg = PostfixConfig::load(&LoadOptions {
+        config_dir: o.config_dir.clone(),
+        overrides: o.overrides.clone(),
+    })
+    .ok();
+    let expand = |v: &str| -> Result<String, String> {
+        match &cfg {
+            Some(c) => {
+                let e = c.expand(v);
+                if e.error {
+                    Err(e.warnings.join("\n"))
+                } else {
+                    Ok(e.value)
+                }
+            }
+            None => Ok(v.to_string()),
+        }
+    };
+    super::postconf_master::run(&args, &expand)
 }
 
 /// `pcf_print_line()`: normalise white space, optionally fold at 80 columns.

@@ -40,7 +40,7 @@
 //!   or in the same service's `-o`), or `$name`/`${name}`/`$(name)` (also inside
 //!   `${x?…}`/`${x:…}`) appears in a scanned value: a main.cf value, a master.cf `-o` value,
 //!   or the default of a built-in parameter that main.cf leaves unset. Values of the "raw"
-//!   parameters ([`RAW_PARAMETERS`]) are not scanned. A reference validates the service's own
+//!   parameters ([`params::RAW`]) are not scanned. A reference validates the service's own
 //!   `-o` setting first, else the main.cf setting; references from main.cf also validate
 //!   `-o` settings of every service;
 //! * command arguments (`pipe … argv=… ${recipient}`) are **not** scanned;
@@ -84,23 +84,11 @@ pub const FIELD_NAMES: [&str; 8] = [
 pub const SERVICE_TYPES: &[&str] = &["inet", "unix", "unix-dgram", "fifo", "pass"];
 
 /// Built-in parameters whose values Postfix does not `$name`-expand when loading, so their
-/// `$name` references do not make a parameter "used" (the daemons' `CONFIG_RAW_TABLE`s;
-/// list checked against `postconf -n` of Postfix 3.7.11 for every built-in parameter).
-pub const RAW_PARAMETERS: &[&str] = &[
-    "command_execution_directory",
-    "default_rbl_reply",
-    "forward_path",
-    "luser_relay",
-    "mailbox_command",
-    "postscreen_expansion_filter",
-    "postscreen_reject_footer",
-    // Read-only parameters: Postfix drops their settings before scanning.
-    "process_id",
-    "process_name",
-    "service_name",
-    "smtpd_expansion_filter",
-    "smtpd_reject_footer",
-];
+/// `$name` references do not make a parameter "used": the raw parameters
+/// ([`params::RAW`]) and the read-only ones, whose settings Postfix drops before scanning.
+fn not_scanned(name: &str) -> bool {
+    params::RAW.contains(&name) || params::READ_ONLY.contains(&name)
+}
 
 /// One service entry (one logical line of master.cf).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -699,62 +687,7 @@ pub fn service_parameters(master: &MasterCf) -> Vec<(String, String)> {
 /// `${name?text}`, `${name:text}` and Postfix 3.x `${name?{a}:{b}}` forms (Postfix
 /// `mac_expand()` in scan mode). `$$` is a literal dollar.
 pub fn macro_names(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    scan_macros(value.as_bytes(), &mut out, 0);
-    out
-}
-
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-fn scan_macros(v: &[u8], out: &mut Vec<String>, depth: usize) {
-    if depth > 100 {
-        return;
-    }
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] != b'$' {
-            i += 1;
-            continue;
-        }
-        i += 1;
-        match v.get(i) {
-            Some(b'$') => i += 1,
-            Some(&open @ (b'{' | b'(')) => {
-                let close = if open == b'{' { b'}' } else { b')' };
-                // Find the matching close.
-                let start = i + 1;
-                let mut level = 1usize;
-                let mut j = start;
-                while j < v.len() {
-                    if v[j] == open {
-                        level += 1;
-                    } else if v[j] == close {
-                        level -= 1;
-                        if level == 0 {
-                            break;
-                        }
-                    }
-                    j += 1;
-                }
-                let inner = &v[start..j.min(v.len())];
-                let n = inner.iter().take_while(|&&b| is_name_byte(b)).count();
-                if n > 0 {
-                    out.push(String::from_utf8_lossy(&inner[..n]).into_owned());
-                }
-                // The rest (`?text`, `:text`, an expression) may hold more references.
-                scan_macros(&inner[n..], out, depth + 1);
-                i = j + 1;
-            }
-            Some(&b) if is_name_byte(b) => {
-                let n = v[i..].iter().take_while(|&&b| is_name_byte(b)).count();
-                out.push(String::from_utf8_lossy(&v[i..i + n]).into_owned());
-                i += n;
-            }
-            _ => {}
-        }
-    }
+    super::expand::referenced_names(value)
 }
 
 /// Names that master.cf "uses" in the simple sense: every name set with `-o name=value` and
@@ -769,7 +702,7 @@ pub fn used_parameter_names(master: &MasterCf) -> Vec<String> {
             if seen.insert(n.clone()) {
                 out.push(n.clone());
             }
-            if RAW_PARAMETERS.contains(&n.as_str()) {
+            if not_scanned(n.as_str()) {
                 continue;
             }
             for m in macro_names(&v) {
@@ -946,7 +879,7 @@ pub fn check_parameters(
             if global_classes.contains(n) {
                 local_valid[i].insert(n.clone());
             }
-            if RAW_PARAMETERS.contains(&n.as_str()) {
+            if not_scanned(n.as_str()) {
                 continue;
             }
             for m in macro_names(v) {
@@ -966,7 +899,7 @@ pub fn check_parameters(
     // Defaults of built-in parameters that main.cf leaves unset: their references only
     // validate (legacy names such as `$virtual_maps`), never warn.
     for def in params::all() {
-        if main.settings.contains_key(def.name) || RAW_PARAMETERS.contains(&def.name) {
+        if main.settings.contains_key(def.name) || not_scanned(def.name) {
             continue;
         }
         for m in macro_names(def.default) {
@@ -979,7 +912,7 @@ pub fn check_parameters(
         flag(c, None, &mut local_valid, &mut used_main, &mut undefined);
     }
     for (n, s) in &main.settings {
-        if RAW_PARAMETERS.contains(&n.as_str()) {
+        if not_scanned(n.as_str()) {
             continue;
         }
         for m in macro_names(&s.value) {

@@ -15,7 +15,6 @@
 //! Every later service reads its parameters through [`PostfixConfig::get`] (expanded value)
 //! so that defaults, `compatibility_level` and host-derived values are applied one way.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -38,7 +37,8 @@ pub struct PostfixConfig {
     /// Explicit settings: main.cf, then `-c DIR` (`config_directory`), then `-o` overrides.
     explicit: IndexMap<String, String>,
     service_params: IndexMap<String, String>,
-    user_params: HashSet<String>,
+    /// Postfix's name classes over main.cf and master.cf (`mastercf::check_parameters`).
+    check: mastercf::ParamCheck,
 }
 
 /// Options for loading, as postconf's command line gives them.
@@ -91,10 +91,9 @@ impl PostfixConfig {
             warnings,
             explicit,
             service_params: IndexMap::new(),
-            user_params: HashSet::new(),
+            check: mastercf::ParamCheck::default(),
         };
-        cfg.register_service_params();
-        cfg.register_user_params();
+        cfg.register_params();
         Ok(cfg)
     }
 
@@ -116,61 +115,27 @@ impl PostfixConfig {
             master,
             explicit,
             service_params: IndexMap::new(),
-            user_params: HashSet::new(),
+            check: mastercf::ParamCheck::default(),
         };
-        cfg.register_service_params();
-        cfg.register_user_params();
+        cfg.register_params();
         cfg
     }
 
-    fn register_service_params(&mut self) {
-        for (name, default) in service_parameters(&self.master) {
-            if params::lookup(&name).is_none() {
-                self.service_params.entry(name).or_insert(default);
-            }
+    /// Service-defined and user-defined parameter names, as postconf registers them.
+    fn register_params(&mut self) {
+        for (name, default) in mastercf::service_parameters(&self.master) {
+            self.service_params.entry(name).or_insert(default);
         }
-    }
-
-    fn register_user_params(&mut self) {
-        let mut names: HashSet<String> = HashSet::new();
-        // Names referenced by built-in defaults (raw parameters are not scanned: their
-        // `$names` are per-message attributes such as `$rbl_code`). This is how the old
-        // names of renamed parameters (`postscreen_blacklist_action`) stay known.
-        for p in params::all() {
-            if !params::RAW.contains(&p.name) {
-                names.extend(expand::referenced_names(p.default));
-            }
-        }
-        for v in self.explicit.values() {
-            names.extend(expand::referenced_names(v));
-        }
-        for s in &self.master.services {
-            for a in &s.args {
-                names.extend(expand::referenced_names(a));
-            }
-        }
-        if let Some(classes) = self.raw("smtpd_restriction_classes") {
-            for c in classes
-                .split(|ch: char| ch.is_ascii_whitespace() || ch == ',')
-                .filter(|w| !w.is_empty())
-            {
-                names.insert(c.to_string());
-            }
-        }
-        names.retain(|n| {
-            params::lookup(n).is_none()
-                && !params::LEGACY.contains(&n.as_str())
-                && !self.service_params.contains_key(n)
-        });
-        self.user_params = names;
+        let check = {
+            let expand = |v: &str| self.expand(v).value;
+            mastercf::check_parameters(&self.main, &self.master, &self.config_dir, &expand)
+        };
+        self.check = check;
     }
 
     /// Is `name` a parameter Postfix knows (built-in, service or user-defined)?
     pub fn is_known(&self, name: &str) -> bool {
-        params::lookup(name).is_some()
-            || params::LEGACY.contains(&name)
-            || self.service_params.contains_key(name)
-            || self.user_params.contains(name)
+        params::LEGACY.contains(&name) || !self.check.main_name_unused(name)
     }
 
     /// Is `name` defined at all (explicitly or with a default)?
@@ -206,7 +171,7 @@ impl PostfixConfig {
                 .or_else(|| self.service_params.get(name).cloned())
                 .or_else(|| {
                     // Legacy and user-defined parameters exist with an empty value.
-                    (params::LEGACY.contains(&name) || self.user_params.contains(name))
+                    (params::LEGACY.contains(&name) || self.check.used_main.contains(name))
                         .then(String::new)
                 }),
         }
@@ -273,7 +238,8 @@ impl PostfixConfig {
         let mut v: Vec<String> = params::all().iter().map(|p| p.name.to_string()).collect();
         v.extend(self.service_params.keys().cloned());
         v.extend(
-            self.user_params
+            self.check
+                .used_main
                 .iter()
                 .filter(|n| self.explicit.contains_key(*n))
                 .cloned(),
@@ -292,68 +258,13 @@ impl PostfixConfig {
         v
     }
 
-    /// Warnings postconf prints when it reads the files: `unused parameter` for main.cf and
-    /// master.cf names that no class knows, `undefined parameter` for `$name` references
-    /// that nothing defines. Each once, in file order.
+    /// Warnings postconf prints when it reads the files: `undefined parameter` for `$name`
+    /// references that nothing defines, the database-configuration warnings, `read-only
+    /// parameter assignment`, and `unused parameter` for main.cf (and `-o`) names and
+    /// master.cf `-o` names that no class knows.
     pub fn usage_warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.check.undefined.clone();
         let main_path = self.config_dir.join("main.cf");
-        let master_path = self.config_dir.join("master.cf");
-        let mut seen_undef: HashSet<String> = HashSet::new();
-        for (name, value) in &self.explicit {
-            for r in expand::referenced_names(value) {
-                if !self.is_defined(&r) && seen_undef.insert(r.clone()) {
-                    out.push(format!("{}: undefined parameter: {r}", main_path.display()));
-                }
-            }
-            let _ = name;
-        }
-        for s in &self.master.services {
-            for (_, v) in s.overrides() {
-                for r in expand::referenced_names(&v) {
-                    if !self.is_defined(&r) && seen_undef.insert(r.clone()) {
-                        out.push(format!(
-                            "{}: undefined parameter: {r}",
-                            master_path.display()
-                        ));
-                    }
-                }
-            }
-        }
-        // Database client configuration files named by absolute path (postconf_dbms.c).
-        let mut seen_db: HashSet<String> = HashSet::new();
-        let master_values = self
-            .master
-            .services
-            .iter()
-            .flat_map(|s| s.overrides().into_iter().map(|(_, v)| v));
-        let main_values = self
-            .explicit
-            .iter()
-            .filter(|(n, _)| self.is_known(n))
-            .map(|(_, v)| v.clone());
-        for v in main_values.chain(master_values) {
-            for tok in v.split(|c: char| c.is_ascii_whitespace() || c == ',') {
-                let mut t = tok;
-                while let Some(r) = t.strip_prefix("proxy:") {
-                    t = r;
-                }
-                let Some((kind, path)) = t.split_once(':') else {
-                    continue;
-                };
-                if !DBMS_TYPES.contains(&kind) || !path.starts_with('/') {
-                    continue;
-                }
-                if seen_db.insert(path.to_string())
-                    && let Err(e) = std::fs::File::open(path)
-                {
-                    out.push(format!(
-                        "open \"{kind}\" configuration \"{path}\": {}",
-                        super::error::strerror(&e)
-                    ));
-                }
-            }
-        }
         for (name, value) in &self.explicit {
             if params::READ_ONLY.contains(&name.as_str()) {
                 out.push(format!(
@@ -367,46 +278,9 @@ impl PostfixConfig {
                 ));
             }
         }
-        for s in &self.master.services {
-            for (n, v) in s.overrides() {
-                if !self.is_known(&n) {
-                    out.push(format!(
-                        "{}: unused parameter: {n}={v}",
-                        master_path.display()
-                    ));
-                }
-            }
-        }
+        out.extend(self.check.unused_master.iter().cloned());
         out
     }
-}
-
-/// Database client map types whose configuration file postconf reads (postconf_dbms.c).
-const DBMS_TYPES: &[&str] = &["ldap", "mysql", "pgsql", "sqlite", "memcache"];
-
-/// The commands whose master.cf services get per-transport parameters (qmgr's delivery
-/// agents): `smtp`, `lmtp`, `local`, `virtual`, `error`, `pipe` (the last also gets
-/// `NAME_time_limit`). Observed: `discard` gets none.
-const DELIVERY_COMMANDS: &[&str] = &["smtp", "lmtp", "local", "virtual", "error", "pipe"];
-
-/// Per-service parameter names and defaults registered from master.cf.
-pub fn service_parameters(master: &MasterCf) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for s in &master.services {
-        if s.kind != "unix" || !DELIVERY_COMMANDS.contains(&s.command.as_str()) {
-            continue;
-        }
-        for (suffix, default) in params::TRANSPORT_PARAM_SUFFIXES {
-            out.push((format!("{}_{suffix}", s.name), default.to_string()));
-        }
-        if s.command == "pipe" {
-            out.push((
-                format!("{}_time_limit", s.name),
-                "$command_time_limit".into(),
-            ));
-        }
-    }
-    out
 }
 
 impl PostfixConfig {
@@ -415,9 +289,7 @@ impl PostfixConfig {
         let lookup = |n: &str, _m: Mode| self.default_raw(n);
         expand::expand(value, &lookup, true)
     }
-}
 
-impl PostfixConfig {
     /// This configuration with master.cf `-o name=value` overrides applied, as a service
     /// started from that master.cf line sees it.
     pub fn with_overrides(&self, overrides: &[(String, String)]) -> PostfixConfig {

@@ -1,0 +1,109 @@
+//! `postfix check` reports every problem of every config kind with file and line.
+
+mod common;
+use common::*;
+
+fn check(dir: &std::path::Path, dovecot: Option<&std::path::Path>) -> (String, i32) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+    cmd.args(["postfix", "-c"]).arg(dir).arg("check");
+    match dovecot {
+        Some(d) => cmd.env("POSTERN_DOVECOT_CONFIG", d),
+        None => cmd.env("POSTERN_DOVECOT_CONFIG", "/nonexistent/dovecot.conf"),
+    };
+    let out = cmd.output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn reports_every_problem_with_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::create_dir_all(p.join("sasl")).unwrap();
+    std::fs::write(
+        p.join("main.cf"),
+        format!(
+            "queue_directory = {q}\ndata_directory = {q}\ncyrus_sasl_config_path = {s}\n\
+             smtpd_delay_reject = maybe\nbad line one\nmessage_size_limit = lots\n\
+             smtpd_recipient_restrictions = permit_mynetworks, reject_everything\n\
+             another bad line\nrelay_domains = ${{oops\nunknown_thing = 1\n",
+            q = p.display(),
+            s = p.join("sasl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("master.cf"),
+        "smtp inet n - n - - smtpd\nbroken unix\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("sasl/smtpd.conf"),
+        "pwcheck_method: saslauthd\nmech_list : plain\n",
+    )
+    .unwrap();
+    let dov = p.join("dovecot.conf");
+    std::fs::write(&dov, "protocols = pop3 imap\nno_such_setting = 1\n").unwrap();
+    let (err, rc) = check(p, Some(&dov));
+    assert_eq!(rc, 1, "{err}");
+    let m = p.join("main.cf").display().to_string();
+    for want in [
+        format!("{m}, line 5: missing '=' after attribute name: \"bad line one\""),
+        format!("{m}, line 8: missing '=' after attribute name: \"another bad line\""),
+        format!("{m}, line 4: bad boolean configuration: smtpd_delay_reject = maybe"),
+        format!("{m}, line 6: bad numerical configuration: message_size_limit = lots"),
+        format!("{m}, line 7: unknown smtpd restriction: \"reject_everything\""),
+        format!("{}, line 2", p.join("master.cf").display()),
+        format!("{}", p.join("sasl/smtpd.conf").display()),
+        format!("{}", dov.display()),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn clean_configuration_passes_and_names_the_sasl_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::create_dir_all(p.join("sasl")).unwrap();
+    std::fs::write(
+        p.join("main.cf"),
+        format!(
+            "queue_directory = {q}\ndata_directory = {q}\ncyrus_sasl_config_path = {s}\nsmtpd_sasl_auth_enable = yes\n",
+            q = p.display(),
+            s = p.join("sasl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("master.cf"), "smtp inet n - n - - smtpd\n").unwrap();
+    std::fs::write(
+        p.join("sasl/smtpd.conf"),
+        "pwcheck_method: saslauthd\nmech_list: plain login\n",
+    )
+    .unwrap();
+    let (err, rc) = check(p, None);
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "Cyrus SASL configuration: using {}",
+            p.join("sasl/smtpd.conf").display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn tutorial_fixture_checks_with_the_wrapped_line_warning() {
+    let dir = repo_root().join("compat-fixtures/postfix/tutorial-wrapped");
+    let (err, _rc) = check(
+        &dir,
+        Some(&repo_root().join("compat-fixtures/dovecot/tutorial-fc2-0.99/dovecot.conf")),
+    );
+    assert!(
+        err.contains("taken as a continuation of \"smtpd_recipient_restrictions\""),
+        "{err}"
+    );
+    assert!(err.contains("0.99 key"), "{err}");
+}
