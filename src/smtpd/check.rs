@@ -8,11 +8,15 @@
 //! `virtual_alias_domains`, `virtual_mailbox_domains`, `local_recipient_maps`,
 //! `relay_recipient_maps`, `parent_domain_matches_subdomains`, `*_reject_code`.
 //!
-//! Known limits (XXX): the DNS-based restrictions (`reject_unknown_sender_domain`,
-//! `reject_unknown_recipient_domain`, `reject_rbl_client`, `reject_rhsbl_*`,
-//! `check_*_mx_access`, `check_*_ns_access`, `check_*_a_access`) and `check_policy_service`
-//! are recognised but answer DUNNO with a logged warning until the resolver lands with the
-//! outbound-delivery issue; `reject_unknown_client_hostname` and
+//! DNS-based restrictions (`reject_rbl_client`, `reject_rhsbl_*`, `permit_dnswl_client`,
+//! `permit_rhswl_client`, `reject_unknown_{sender,recipient}_domain`,
+//! `reject_unknown_helo_hostname`, `check_*_{mx,ns,a}_access`) live in `check/dns.rs`
+//! (parameters `maps_rbl_reject_code`, `default_rbl_reply`, `rbl_reply_maps`,
+//! `unknown_address_reject_code`, `unknown_hostname_reject_code`,
+//! `unknown_address_tempfail_action`, `unknown_helo_hostname_tempfail_action`).
+//!
+//! Known limits (XXX): `check_policy_service` is recognised but answers DUNNO with a
+//! logged warning; `reject_unknown_client_hostname` and
 //! `reject_unknown_reverse_client_hostname` use the system resolver (`/etc/hosts`, DNS).
 
 use std::net::IpAddr;
@@ -21,6 +25,8 @@ use std::sync::Arc;
 use super::address::{self, AddressClass};
 use super::params::Params;
 use crate::maps::{self, Table};
+
+mod dns;
 
 /// An SMTP reply: code, enhanced status code and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +123,13 @@ pub struct Checker<'a> {
     /// Warnings to log (`warning: unknown smtpd restriction: …`).
     pub warnings: Vec<String>,
     depth: usize,
+    /// Postfix's `defer_if_permit` state: a deferral that replaces the final "permit"
+    /// of this command ([`Checker::take_defer_if_permit`]).
+    defer_if_permit: Option<Reply>,
+    /// Postfix's `defer_if_reject` state: a deferral that replaces the next 5xx reject.
+    defer_if_reject: Option<Reply>,
+    /// `warn_if_reject` applies to the restriction being evaluated.
+    warn_if_reject: bool,
 }
 
 fn is_table(w: &str) -> bool {
@@ -136,7 +149,17 @@ impl<'a> Checker<'a> {
             ident,
             warnings: Vec::new(),
             depth: 0,
+            defer_if_permit: None,
+            defer_if_reject: None,
+            warn_if_reject: false,
         }
+    }
+
+    /// The deferral a temporary DNS failure left for the end of the command (Postfix:
+    /// "force permission into deferral when some earlier temporary error may have
+    /// prevented us from rejecting mail"). Call when no restriction rejected.
+    pub fn take_defer_if_permit(&mut self) -> Option<Reply> {
+        self.defer_if_permit.take()
     }
 
     fn reply_target(&self, stage: Stage, f: &Facts) -> (String, &'static str) {
@@ -194,6 +217,7 @@ impl<'a> Checker<'a> {
                     self.check_access(word, &table, stage, f)
                 }
                 "reject_rbl_client"
+                | "reject_rbl"
                 | "reject_rhsbl_client"
                 | "reject_rhsbl_sender"
                 | "reject_rhsbl_recipient"
@@ -201,10 +225,12 @@ impl<'a> Checker<'a> {
                 | "reject_rhsbl_reverse_client"
                 | "permit_dnswl_client"
                 | "permit_rhswl_client"
-                | "check_policy_service"
                 | "check_client_mx_access"
                 | "check_client_ns_access"
                 | "check_client_a_access"
+                | "check_reverse_client_mx_access"
+                | "check_reverse_client_ns_access"
+                | "check_reverse_client_a_access"
                 | "check_helo_mx_access"
                 | "check_helo_ns_access"
                 | "check_helo_a_access"
@@ -213,9 +239,20 @@ impl<'a> Checker<'a> {
                 | "check_sender_a_access"
                 | "check_recipient_mx_access"
                 | "check_recipient_ns_access"
-                | "check_recipient_a_access"
-                | "check_ccert_access"
-                | "check_sasl_access" => {
+                | "check_recipient_a_access" => {
+                    // DNS-based restrictions (check/dns.rs).
+                    let Some(a) = arg() else {
+                        self.warnings.push(if word.ends_with("_access") {
+                            format!("restriction {word}: bad argument \"\": need maptype:mapname")
+                        } else {
+                            format!("restriction {word} requires domain name argument")
+                        });
+                        continue;
+                    };
+                    self.warn_if_reject = warn_next;
+                    self.dns_restriction(word, &a, stage, f)
+                }
+                "check_policy_service" | "check_ccert_access" | "check_sasl_access" => {
                     let a = arg().unwrap_or_default();
                     self.warnings.push(format!(
                         "restriction \"{word} {a}\" is not implemented in this Postern version: skipped"
@@ -227,12 +264,20 @@ impl<'a> Checker<'a> {
                     std::thread::sleep(std::time::Duration::from_secs(secs.min(60)));
                     Verdict::Dunno
                 }
-                _ => self.simple(word, stage, f),
+                _ => {
+                    self.warn_if_reject = warn_next;
+                    self.simple(word, stage, f)
+                }
             };
             match v {
                 Verdict::Dunno => {}
                 Verdict::Reject(r) if warn_next => {
                     self.warnings.push(format!("reject_warning: {}", r.line()));
+                }
+                // An earlier temporary failure (a DNS allowlist that could not be
+                // reached) turns a 5xx rejection into its deferral.
+                Verdict::Reject(r) if r.code >= 500 && self.defer_if_reject.is_some() => {
+                    return Verdict::Reject(self.defer_if_reject.take().unwrap_or(r));
                 }
                 other => return other,
             }
@@ -365,11 +410,15 @@ impl<'a> Checker<'a> {
                 },
                 _ => Verdict::Dunno,
             },
-            "reject_unauth_pipelining"
-            | "reject_unknown_sender_domain"
+            "reject_unknown_sender_domain"
+            | "reject_unknown_address"
             | "reject_unknown_recipient_domain"
             | "reject_unknown_helo_hostname"
-            | "reject_unknown_hostname"
+            | "reject_unknown_hostname" => {
+                // DNS lookups (check/dns.rs).
+                self.dns_unknown(word, f).unwrap_or(Verdict::Dunno)
+            }
+            "reject_unauth_pipelining"
             | "reject_unverified_recipient"
             | "reject_unverified_sender"
             | "reject_multi_recipient_bounce"
@@ -384,8 +433,7 @@ impl<'a> Checker<'a> {
             | "permit_naked_ip_address"
             | "permit_inet_interfaces"
             | "defer_if_permit"
-            | "defer_if_reject"
-            | "reject_unknown_forward_client_hostname" => {
+            | "defer_if_reject" => {
                 // Handled by the session (pipelining) or not implemented yet: no decision.
                 if word != "reject_unauth_pipelining" {
                     self.warnings.push(format!(

@@ -599,6 +599,11 @@ impl Session {
                 break;
             }
         }
+        // A temporary DNS failure under `*_tempfail_action = defer_if_permit` defers what
+        // the restrictions would have permitted (Postfix's defer_if_permit).
+        if result.is_none() {
+            result = c.take_defer_if_permit();
+        }
         // The implicit reject_unlisted_recipient after the restrictions permitted.
         if result.is_none()
             && let Some(r) = recipient

@@ -64,6 +64,8 @@ pub struct Instance {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub child: Option<std::process::Child>,
+    /// Extra environment for the master (e.g. `POSTERN_DNS_SERVER`), kept for restarts.
+    pub env: Vec<(String, String)>,
 }
 
 /// The user services run as in tests: when root, a system user created on demand
@@ -103,6 +105,17 @@ impl Instance {
     /// As [`Instance::start`], running `setup` on the instance directory before the master
     /// starts (to write `sasl/smtpd.conf`, tables, certificates).
     pub fn start_with(main_extra: &str, master_extra: &str, setup: impl FnOnce(&Path)) -> Instance {
+        Self::start_env(main_extra, master_extra, Vec::new(), setup)
+    }
+
+    /// As [`Instance::start_with`], with extra environment variables for the master
+    /// process (and its restarts), such as `POSTERN_DNS_SERVER` for a test DNS server.
+    pub fn start_env(
+        main_extra: &str,
+        master_extra: &str,
+        env: Vec<(String, String)>,
+        setup: impl FnOnce(&Path),
+    ) -> Instance {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let d = dir.path();
@@ -130,6 +143,7 @@ impl Instance {
             dir,
             port,
             child: None,
+            env,
         };
         inst.spawn();
         inst
@@ -171,6 +185,7 @@ impl Instance {
             .args(["postfix", "-c"])
             .arg(self.config_dir())
             .arg("start-fg")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
