@@ -3,7 +3,9 @@
 
 pub mod doveconf;
 pub mod postconf;
+pub mod postconf_master;
 pub mod postfix;
+pub mod postfix_check;
 pub mod postmap;
 pub mod sandbox;
 

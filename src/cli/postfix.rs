@@ -142,6 +142,14 @@ fn run(args: &[String]) -> i32 {
         });
     }
 
+    // `check` reports every problem itself, also those that stop the loading below.
+    if opts.command == "check" {
+        let dir = config_dir
+            .clone()
+            .or_else(|| std::env::var_os("MAIL_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(crate::config::postfix::DEFAULT_CONFIG_DIR));
+        return crate::cli::postfix_check::run(&dir);
+    }
     let cfg = match PostfixConfig::load(&LoadOptions {
         config_dir: config_dir.clone(),
         overrides: Vec::new(),
@@ -252,8 +260,7 @@ fn run(args: &[String]) -> i32 {
             // HOOK(qmgr): wake the queue manager to retry deferred mail once it exists.
             0
         }
-        // ---- `postfix check` belongs to the lead: src/cli/postfix_check.rs ----
-        "check" => check::run(&cfg.config_dir),
+        "check" => crate::cli::postfix_check::run(&cfg.config_dir), // handled above
         other => {
             log::fatal(
                 &script,
@@ -261,17 +268,6 @@ fn run(args: &[String]) -> i32 {
             );
             1
         }
-    }
-}
-
-/// Stand-in until `crate::cli::postfix_check::run(&config_dir) -> i32` exists; then this
-/// module goes and the `check` arm calls `crate::cli::postfix_check::run`.
-mod check {
-    use std::path::Path;
-
-    pub fn run(_config_dir: &Path) -> i32 {
-        eprintln!("postfix check: not yet");
-        75
     }
 }
 

@@ -13,8 +13,8 @@
 //! search path (which file is used) and its syntax; dovecot.conf syntax, unknown settings
 //! and the notes on keys translated from 0.99/1.x; the queue and data directories.
 //!
-//! The Dovecot file is `$POSTERN_DOVECOT_CONFIG`, else the first of
-//! `/etc/dovecot/dovecot.conf` and `/etc/dovecot.conf` that exists.
+//! The Dovecot file is `$POSTERN_DOVECOT_CONFIG` (set but empty: no Dovecot check), else the
+//! first of `/etc/dovecot/dovecot.conf` and `/etc/dovecot.conf` that exists.
 
 use std::path::{Path, PathBuf};
 
@@ -38,15 +38,12 @@ impl Report {
     }
 }
 
-/// Every syntax error of main.cf (the parser proper stops at the first).
-fn main_cf_syntax(path: &Path, r: &mut Report) {
-    let Ok(bytes) = std::fs::read(path) else {
-        return;
-    };
+/// Every syntax error of main.cf (the parser proper stops at the first). Returns the file
+/// with the bad logical lines commented out, so the other checks can still run.
+fn main_cf_syntax(path: &Path, r: &mut Report) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
     let (txt, _) = text::decode(&bytes);
-    let Ok(lines) = maincf::physical_lines(&txt, path) else {
-        return;
-    };
+    let lines = maincf::physical_lines(&txt, path).ok()?;
     let mut cur: Option<(usize, String)> = None;
     let mut logical = Vec::new();
     for pl in &lines {
@@ -66,8 +63,9 @@ fn main_cf_syntax(path: &Path, r: &mut Report) {
     }
     logical.extend(cur);
     // Run each logical line through the real parser: it applies the tutorial's
-    // continuation rule too, which needs the line before.
+    // continuation rule too, which needs the (good) line before.
     let mut prev: Option<&str> = None;
+    let mut bad: Vec<usize> = Vec::new();
     for (n, t) in &logical {
         if t.starts_with(|c: char| c.is_ascii_whitespace()) {
             prev = None;
@@ -84,9 +82,30 @@ fn main_cf_syntax(path: &Path, r: &mut Report) {
                 .replacen(", line 2:", &format!(", line {n}:"), 1)
                 .replacen(", line 1:", &format!(", line {n}:"), 1);
             r.error(msg);
+            bad.push(*n);
+            prev = None;
+        } else {
+            prev = Some(t);
         }
-        prev = Some(t);
     }
+    // Comment out each bad logical line (its first line and its continuations).
+    let mut out = String::with_capacity(txt.len());
+    let mut in_bad = false;
+    for pl in &lines {
+        match pl.kind {
+            maincf::LineKind::Text => in_bad = bad.contains(&pl.number),
+            maincf::LineKind::Continuation => {}
+            _ => {}
+        }
+        if in_bad && matches!(pl.kind, maincf::LineKind::Text | maincf::LineKind::Continuation) {
+            out.push('#');
+        }
+        out.push_str(pl.raw);
+        if !pl.raw.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Some(out)
 }
 
 fn check_values(cfg: &PostfixConfig, r: &mut Report) {
@@ -106,13 +125,19 @@ fn check_values(cfg: &PostfixConfig, r: &mut Report) {
         let v = e.value.trim();
         match def.kind {
             params::ParamType::Bool => {
-                if !matches!(v.to_ascii_lowercase().as_str(), "yes" | "no" | "true" | "false") {
+                if !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "yes" | "no" | "true" | "false"
+                ) {
                     r.error(format!("{at}: bad boolean configuration: {} = {v}", s.name));
                 }
             }
             params::ParamType::Int => {
                 if v.parse::<i64>().is_err() {
-                    r.error(format!("{at}: bad numerical configuration: {} = {v}", s.name));
+                    r.error(format!(
+                        "{at}: bad numerical configuration: {} = {v}",
+                        s.name
+                    ));
                 }
             }
             params::ParamType::Time => {
@@ -163,17 +188,21 @@ fn check_values(cfg: &PostfixConfig, r: &mut Report) {
 pub fn run(config_dir: &Path) -> i32 {
     let mut r = Report { errors: 0 };
     let main_path = config_dir.join("main.cf");
-    main_cf_syntax(&main_path, &mut r);
+    let sanitized = main_cf_syntax(&main_path, &mut r);
     let cfg = match PostfixConfig::load(&LoadOptions {
         config_dir: Some(config_dir.to_path_buf()),
         overrides: vec![],
     }) {
         Ok(c) => Some(c),
+        Err(crate::config::ConfigError::AtLine { .. }) => {
+            // Reported above: go on with the bad lines left out.
+            let master = mastercf::read(&config_dir.join("master.cf")).unwrap_or_default();
+            sanitized
+                .and_then(|t| maincf::parse(&t, &main_path).ok())
+                .map(|m| PostfixConfig::from_main(m, master))
+        }
         Err(e) => {
-            // Syntax errors were reported above; report the rest (e.g. unreadable file).
-            if !matches!(e, crate::config::ConfigError::AtLine { .. }) {
-                r.error(e);
-            }
+            r.error(e);
             None
         }
     };
@@ -211,14 +240,21 @@ pub fn run(config_dir: &Path) -> i32 {
             (Some(f), Some(Ok(c))) => {
                 r.info(format!("Cyrus SASL configuration: using {}", f.display()));
                 for m in c.pwcheck_method() {
-                    if !matches!(m.as_str(), "saslauthd" | "auxprop" | "pwcheck" | "authdaemond" | "alwaystrue") {
+                    if !matches!(
+                        m.as_str(),
+                        "saslauthd" | "auxprop" | "pwcheck" | "authdaemond" | "alwaystrue"
+                    ) {
                         r.error(format!("{}: unknown pwcheck_method: {m}", f.display()));
                     }
                 }
             }
             (Some(_), Some(Err(e))) => r.error(e),
             _ => {
-                let tried: Vec<String> = search.tried.iter().map(|p| p.display().to_string()).collect();
+                let tried: Vec<String> = search
+                    .tried
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
                 if cfg.get_bool("smtpd_sasl_auth_enable").unwrap_or(false)
                     && cfg.get("smtpd_sasl_type").as_deref() == Some("cyrus")
                 {
@@ -227,21 +263,31 @@ pub fn run(config_dir: &Path) -> i32 {
                         tried.join(", ")
                     ));
                 } else {
-                    r.info(format!("Cyrus SASL configuration: none found (tried {})", tried.join(", ")));
+                    r.info(format!(
+                        "Cyrus SASL configuration: none found (tried {})",
+                        tried.join(", ")
+                    ));
                 }
             }
         }
         for (param, what) in [("queue_directory", "queue"), ("data_directory", "data")] {
             let d = PathBuf::from(cfg.get(param).unwrap_or_default());
             if !d.is_dir() {
-                r.warning(format!("{what} directory {} ({param}) does not exist", d.display()));
+                r.warning(format!(
+                    "{what} directory {} ({param}) does not exist",
+                    d.display()
+                ));
             }
         }
     }
     // dovecot.conf of any era.
     let dovecot_path = std::env::var_os("POSTERN_DOVECOT_CONFIG")
         .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty())
         .or_else(|| {
+            if std::env::var_os("POSTERN_DOVECOT_CONFIG").is_some() {
+                return None;
+            }
             ["/etc/dovecot/dovecot.conf", "/etc/dovecot.conf"]
                 .iter()
                 .map(PathBuf::from)
@@ -250,7 +296,11 @@ pub fn run(config_dir: &Path) -> i32 {
     if let Some(p) = dovecot_path {
         match dovecot::DovecotConf::load_lenient(&p) {
             Ok((d, unclosed)) => {
-                r.info(format!("Dovecot configuration: using {} ({:?} syntax)", p.display(), d.era));
+                r.info(format!(
+                    "Dovecot configuration: using {} ({:?} syntax)",
+                    p.display(),
+                    d.era
+                ));
                 for w in &d.warnings {
                     r.warning(w);
                 }

@@ -44,10 +44,12 @@ impl ConfigError {
 }
 
 /// The C library's text for an I/O error (`No such file or directory`), as Postfix and
-/// Dovecot print it, without Rust's `(os error 2)` suffix.
+/// Dovecot print it: std formats OS errors with glibc's `strerror_r`, so only Rust's
+/// ` (os error 2)` suffix is dropped.
 pub fn strerror(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
-        None => e.to_string(),
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
     }
 }

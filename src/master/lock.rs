@@ -78,11 +78,7 @@ impl LockFile {
 /// Rust's ` (os error 11)` suffix. (std asks glibc's strerror_r; nix's own table words some
 /// errors differently, e.g. EAGAIN as `Try again`.)
 pub fn strerror(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) if s.ends_with(')') => s[..i].to_string(),
-        _ => s,
-    }
+    crate::config::error::strerror(e)
 }
 
 /// The PID as master.c writes it: `%*lu\n` with width 32.

@@ -298,9 +298,12 @@ impl Queue {
         let incoming = base.join("incoming");
         let stale = writer::remove_stale(&incoming);
         if stale > 0 {
-            tracing::warn!(
-                "removed {stale} incomplete queue file(s) from {}",
-                incoming.display()
+            crate::log::warning(
+                "postfix/cleanup",
+                &format!(
+                    "removed {stale} incomplete queue file(s) from {}",
+                    incoming.display()
+                ),
             );
         }
         let tx = writer::spawn(incoming.clone(), sync)
@@ -491,10 +494,12 @@ impl Queue {
             });
         }
         if cleaned.truncated_headers > 0 {
-            tracing::warn!(
-                "{id}: {} header(s) truncated at header_size_limit {}",
-                cleaned.truncated_headers,
-                s.header_size_limit
+            crate::log::warning(
+                "postfix/cleanup",
+                &format!(
+                    "{id}: {} header(s) truncated at header_size_limit {}",
+                    cleaned.truncated_headers, s.header_size_limit
+                ),
             );
         }
         // Duplicate recipients are stored once (cleanup's duplicate filter).
@@ -594,10 +599,12 @@ impl Queue {
             lines: cleaned.lines,
             line_length_limit: s.line_length_limit,
         });
-        tracing::info!(
-            target: "postfix/cleanup",
-            "{id}: message-id={}",
-            cleaned.message_id.as_deref().unwrap_or("<>")
+        crate::log::info(
+            "postfix/cleanup",
+            &format!(
+                "{id}: message-id={}",
+                cleaned.message_id.as_deref().unwrap_or("<>")
+            ),
         );
         Ok(data)
     }

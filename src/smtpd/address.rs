@@ -176,11 +176,11 @@ pub fn address_literal(domain: &str) -> Option<IpAddr> {
     inner.parse().ok()
 }
 
-/// Is `ip` one of this host's interface addresses (for `[ip]` literals, Postfix's
-/// `resolve_local()` with `inet_interfaces = all`)?
+/// Is `ip` one of the addresses this host listens on (`inet_interfaces`, plus
+/// `proxy_interfaces`)? Used for `[ip]` address literals (Postfix `resolve_local()`) and
+/// `permit_inet_interfaces`. `all` means every interface address, `loopback-only` the
+/// loopback interface's addresses (127.0.0.1 and ::1, not all of 127/8).
 pub fn is_local_interface(ip: IpAddr, p: &Params) -> bool {
-    let all = p.inet_interfaces.iter().any(|i| i == "all")
-        || p.inet_interfaces.iter().any(|i| i == "loopback-only") && ip.is_loopback();
     let listed = p
         .inet_interfaces
         .iter()
@@ -189,15 +189,20 @@ pub fn is_local_interface(ip: IpAddr, p: &Params) -> bool {
     if listed {
         return true;
     }
-    if !all {
+    let all = p.inet_interfaces.iter().any(|i| i == "all");
+    let loopback = p.inet_interfaces.iter().any(|i| i == "loopback-only");
+    if !all && !loopback {
         return false;
     }
     nix::ifaddrs::getifaddrs()
         .map(|addrs| {
             addrs.into_iter().any(|ifa| {
                 ifa.address.is_some_and(|a| {
-                    a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())) == Some(ip)
-                        || a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())) == Some(ip)
+                    let a = a
+                        .as_sockaddr_in()
+                        .map(|s| IpAddr::V4(s.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
+                    a == Some(ip) && (all || ip.is_loopback())
                 })
             })
         })

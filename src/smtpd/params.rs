@@ -137,6 +137,7 @@ pub struct Params {
     pub syslog_ident: String,
     pub compatibility_level: String,
     pub inet_interfaces: Vec<String>,
+    pub local_header_rewrite_clients: Vec<String>,
     pub proxy_interfaces: Vec<String>,
 }
 
@@ -268,6 +269,7 @@ impl Params {
             syslog_ident: format!("{syslog_name}/smtpd"),
             compatibility_level: s("compatibility_level"),
             inet_interfaces: l("inet_interfaces"),
+            local_header_rewrite_clients: l("local_header_rewrite_clients"),
             proxy_interfaces: l("proxy_interfaces"),
             myhostname,
         }

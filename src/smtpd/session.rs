@@ -1410,6 +1410,20 @@ impl Session {
         Ok(())
     }
 
+    /// `local_header_rewrite_clients` (default `permit_inet_interfaces`): cleanup adds
+    /// missing Message-Id/Date/From headers for these clients.
+    fn local_header_rewrite_client(&self) -> bool {
+        let ip = self.peer.ip();
+        let c = Checker::new(&self.st.params, &self.st.tables, "");
+        self.st.params.local_header_rewrite_clients.iter().any(|r| match r.as_str() {
+            "permit_inet_interfaces" => address::is_local_interface(ip, &self.st.params),
+            "permit_mynetworks" => c.in_mynetworks(ip),
+            "permit_sasl_authenticated" => self.sasl_username.is_some(),
+            "permit" => true,
+            _ => false,
+        })
+    }
+
     /// End-of-data checks and the durable commit; returns the reply line.
     async fn finish_message(&mut self, msg: Vec<u8>) -> String {
         let (r, w) = self.run_checks(&[Stage::EndOfData], None, None);
@@ -1464,7 +1478,7 @@ impl Session {
             tls: self.tls_info.clone(),
             sasl_method: self.sasl_method.clone(),
             sasl_username: self.sasl_username.clone(),
-            local_submission: false,
+            local_submission: self.local_header_rewrite_client(),
         };
         match q.commit(&id, &env, &client, msg).await {
             Ok(()) => format!("250 2.0.0 Ok: queued as {id}"),
