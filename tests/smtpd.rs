@@ -713,3 +713,38 @@ fn queue_file_survives_sigkill_after_250() {
     assert_eq!(c.line(), "220 master.planetnet.net ESMTP Postfix");
     assert!(postern::queue::file::read_queue_file(&path).is_ok());
 }
+
+/// RFC 2920 violations: commands sent ahead of time without EHLO, or after a command that
+/// must end a group, are logged as Postfix logs them, and `reject_unauth_pipelining`
+/// refuses them.
+#[test]
+fn unauthorized_pipelining() {
+    let inst = Instance::start(
+        &tutorial_main("smtpd_data_restrictions = reject_unauth_pipelining\n"),
+        "",
+    );
+    let mut c = Smtp::connect(inst.port);
+    c.line();
+    c.send("HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<root@planetnet.net>\r\nDATA\r\n");
+    assert_eq!(c.line(), "250 master.planetnet.net");
+    assert_eq!(c.line(), "250 2.1.0 Ok");
+    assert_eq!(c.line(), "250 2.1.5 Ok");
+    assert_eq!(
+        c.line(),
+        "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining"
+    );
+    c.cmd("QUIT");
+    let log = inst.wait_log("improper command pipelining");
+    assert!(
+        log.contains("improper command pipelining after HELO from localhost[127.0.0.1]: MAIL FROM:<a@b.c>\\r\\nRCPT TO:<root@planetnet.net>\\r\\nDATA\\r\\n"),
+        "{log}"
+    );
+    // With EHLO and proper pipelining, DATA passes.
+    let mut c = Smtp::connect(inst.port);
+    c.line();
+    c.cmd("EHLO c");
+    c.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<root@planetnet.net>\r\nDATA\r\n");
+    assert_eq!(c.line(), "250 2.1.0 Ok");
+    assert_eq!(c.line(), "250 2.1.5 Ok");
+    assert_eq!(c.line(), "354 End data with <CR><LF>.<CR><LF>");
+}

@@ -98,6 +98,12 @@ pub struct Facts<'a> {
     pub recipient: Option<&'a str>,
     pub etrn_domain: Option<&'a str>,
     pub sasl_username: Option<&'a str>,
+    /// The client sent commands ahead of time where that is not allowed (RFC 2920).
+    pub ill_pipelining: bool,
+    /// The session is encrypted (STARTTLS done).
+    pub tls_active: bool,
+    /// Recipients accepted so far in this transaction.
+    pub rcpt_count: usize,
 }
 
 /// Table lookups through the process-wide map cache ([`maps::open_cached`]: each table opens
@@ -418,28 +424,57 @@ impl<'a> Checker<'a> {
                 // DNS lookups (check/dns.rs).
                 self.dns_unknown(word, f).unwrap_or(Verdict::Dunno)
             }
-            "reject_unauth_pipelining"
-            | "reject_unverified_recipient"
+            "reject_unauth_pipelining" => {
+                if f.ill_pipelining {
+                    self.generic(
+                        stage,
+                        f,
+                        503,
+                        "5.5.0",
+                        "Improper use of SMTP command pipelining",
+                    )
+                } else {
+                    Verdict::Dunno
+                }
+            }
+            "reject_multi_recipient_bounce" => {
+                // Postfix checks this at DATA (and at RCPT with more than one recipient).
+                if f.sender == Some("") && f.rcpt_count > 1 {
+                    self.generic(stage, f, 550, "5.5.0", "Multi-recipient bounce")
+                } else {
+                    Verdict::Dunno
+                }
+            }
+            "permit_inet_interfaces" => {
+                if address::is_local_interface(f.client_addr, self.p) {
+                    Verdict::Permit
+                } else {
+                    Verdict::Dunno
+                }
+            }
+            "reject_plaintext_session" => {
+                if f.tls_active {
+                    Verdict::Dunno
+                } else {
+                    Verdict::Reject(Reply::new(450, "4.7.1", "Session encryption is required"))
+                }
+            }
+            "reject_unverified_recipient"
             | "reject_unverified_sender"
-            | "reject_multi_recipient_bounce"
             | "reject_sender_login_mismatch"
             | "reject_authenticated_sender_login_mismatch"
             | "reject_known_sender_login_mismatch"
             | "reject_unauthenticated_sender_login_mismatch"
-            | "reject_plaintext_session"
             | "permit_tls_clientcerts"
             | "permit_tls_all_clientcerts"
             | "permit_mx_backup"
             | "permit_naked_ip_address"
-            | "permit_inet_interfaces"
             | "defer_if_permit"
             | "defer_if_reject" => {
-                // Handled by the session (pipelining) or not implemented yet: no decision.
-                if word != "reject_unauth_pipelining" {
-                    self.warnings.push(format!(
-                        "restriction \"{word}\" is not implemented in this Postern version: skipped"
-                    ));
-                }
+                // Not implemented yet: no decision, and a warning.
+                self.warnings.push(format!(
+                    "restriction \"{word}\" is not implemented in this Postern version: skipped"
+                ));
                 Verdict::Dunno
             }
             w if is_table(w) => {

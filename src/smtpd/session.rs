@@ -105,9 +105,10 @@ pub struct Session {
     /// the next MAIL without `SIZE=` (its `state->msg_size` is not reset; observed with
     /// 3.7.11). Cleared by RSET, HELO/EHLO and an accepted MAIL.
     sticky_size: Option<u64>,
-    /// The client sent a command before we replied to the previous one (RFC 2920 §3.1
-    /// violations before EHLO), for `reject_unauth_pipelining`.
-    early_input: bool,
+    /// The client sent commands ahead of time where RFC 2920 does not allow it (without
+    /// EHLO, or after a command that must end a pipelined group): Postfix's
+    /// `SMTPD_FLAG_ILL_PIPELINING`, for `reject_unauth_pipelining`.
+    ill_pipelining: bool,
 }
 
 fn cmd_index(name: &str) -> usize {
@@ -142,7 +143,7 @@ impl Session {
             counts: vec![(0, 0); CMD_ORDER.len()],
             last_cmd: "CONNECT".into(),
             sticky_size: None,
-            early_input: false,
+            ill_pipelining: false,
         }
     }
 
@@ -402,10 +403,6 @@ impl Session {
             if self.svc.shutting_down() {
                 return End::Shutdown;
             }
-            // The client spoke before our previous reply went out (pipelining check).
-            if !self.esmtp && !self.rbuf.is_empty() && !self.wbuf.is_empty() {
-                self.early_input = true;
-            }
             let raw = match self.read_line(self.st.params.line_length_limit).await {
                 Ok(Some(l)) => l,
                 Ok(None) => return End::Lost,
@@ -421,6 +418,31 @@ impl Session {
             } else {
                 verb.clone()
             };
+            // RFC 2920: without EHLO nothing may be pipelined; these commands end a group.
+            const LAST: &[&str] = &[
+                "HELO", "EHLO", "STARTTLS", "AUTH", "DATA", "NOOP", "VRFY", "ETRN", "QUIT",
+            ];
+            if !self.ill_pipelining
+                && !self.rbuf.is_empty()
+                && (!self.esmtp || LAST.contains(&verb.as_str()))
+            {
+                self.ill_pipelining = true;
+                let pending: String = self
+                    .rbuf
+                    .iter()
+                    .take(100)
+                    .map(|&b| match b {
+                        b'\r' => "\\r".to_string(),
+                        b'\n' => "\\n".to_string(),
+                        32..=126 => (b as char).to_string(),
+                        _ => "?".to_string(),
+                    })
+                    .collect();
+                self.log(&format!(
+                    "improper command pipelining after {verb} from {}: {pending}",
+                    self.namaddr
+                ));
+            }
             // smtpd_tls_security_level = encrypt: only a few commands before STARTTLS.
             if self.st.params.tls_level == TlsLevel::Encrypt
                 && !self.tls_active
@@ -520,6 +542,9 @@ impl Session {
             recipient,
             etrn_domain: etrn,
             sasl_username: self.sasl_username.as_deref(),
+            ill_pipelining: self.ill_pipelining,
+            tls_active: self.tls_active,
+            rcpt_count: self.tx.as_ref().map(|t| t.recipients.len()).unwrap_or(0),
         }
     }
 
