@@ -748,3 +748,99 @@ fn unauthorized_pipelining() {
     assert_eq!(c.line(), "250 2.1.5 Ok");
     assert_eq!(c.line(), "354 End data with <CR><LF>.<CR><LF>");
 }
+
+/// lettre (an MUA-side client) submits through Postern, with AUTH PLAIN from a foreign
+/// address, as a roaming user of the guide would.
+#[test]
+fn lettre_submits_with_auth() {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::{Message, SmtpTransport, Transport};
+    let inst = Instance::start_with(&tutorial_main(""), "", serve_saslauthd);
+    let email = Message::builder()
+        .from("Alice <alice@example.org>".parse().unwrap())
+        .to("Someone <someone@example.net>".parse().unwrap())
+        .subject("via lettre")
+        .body(String::from("relayed for an authenticated user"))
+        .unwrap();
+    let mailer = SmtpTransport::builder_dangerous("127.0.0.1")
+        .port(inst.port)
+        .credentials(Credentials::new("alice".into(), "secret".into()))
+        .authentication(vec![Mechanism::Plain])
+        .build();
+    let resp = mailer.send(&email).expect("lettre send");
+    let text = resp.message().collect::<Vec<_>>().join(" ");
+    assert!(text.starts_with("2.0.0 Ok: queued as "), "{text}");
+    // A wrong password is refused with Postfix's reply.
+    let bad = SmtpTransport::builder_dangerous("127.0.0.1")
+        .port(inst.port)
+        .credentials(Credentials::new("alice".into(), "wrong".into()))
+        .authentication(vec![Mechanism::Login])
+        .build();
+    let err = bad.send(&email).unwrap_err().to_string();
+    assert!(err.contains("authentication failed"), "{err}");
+}
+
+/// A client that vanishes in the middle of DATA leaves nothing in the queue; bare LF line
+/// ends are accepted (smtpd_forbid_bare_newline = no) and stored as lines.
+#[test]
+fn lost_connection_mid_data_and_bare_lf() {
+    let inst = Instance::start(&tutorial_main(""), "");
+    {
+        let mut c = Smtp::connect(inst.port);
+        c.line();
+        c.cmd("HELO c");
+        c.cmd("MAIL FROM:<a@b.c>");
+        c.cmd("RCPT TO:<root@planetnet.net>");
+        c.cmd("DATA");
+        c.send("Subject: half\r\n\r\nnever finished\r\n");
+    }
+    let log = inst.wait_log("lost connection after DATA from localhost[127.0.0.1]");
+    assert!(log.contains("lost connection after DATA from localhost[127.0.0.1]"), "{log}");
+    let incoming = inst.dir.path().join("spool/incoming");
+    let files = || std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files(), 0, "a half message must not be queued");
+    let mut c = Smtp::connect(inst.port);
+    c.line();
+    c.cmd("HELO c");
+    c.cmd("MAIL FROM:<a@b.c>");
+    c.cmd("RCPT TO:<root@planetnet.net>");
+    c.cmd("DATA");
+    c.send("Subject: lf\n\nbare lf line\n.\n");
+    let r = c.line();
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let id = r.rsplit(' ').next().unwrap();
+    let q = postern::queue::file::read_queue_file(&incoming.join(id)).unwrap();
+    assert!(String::from_utf8_lossy(&q.content).contains("\nbare lf line\n"));
+}
+
+#[test]
+fn idle_client_times_out() {
+    let inst = Instance::start(&tutorial_main("smtpd_timeout = 2s\n"), "");
+    let mut c = Smtp::connect(inst.port);
+    c.line();
+    c.cmd("HELO c");
+    let t0 = std::time::Instant::now();
+    assert_eq!(c.line(), "421 4.4.2 master.planetnet.net Error: timeout exceeded");
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(1));
+    let log = inst.wait_log("timeout after HELO from localhost[127.0.0.1]");
+    assert!(log.contains("timeout after HELO from localhost[127.0.0.1]"), "{log}");
+}
+
+#[test]
+fn connection_count_limit_per_client() {
+    let inst = Instance::start(&tutorial_main("smtpd_client_connection_count_limit = 2\n"), "");
+    let mut a = Smtp::connect_from("127.0.0.2", inst.port);
+    assert!(a.line().starts_with("220 "));
+    let mut b = Smtp::connect_from("127.0.0.2", inst.port);
+    assert!(b.line().starts_with("220 "));
+    let mut c = Smtp::connect_from("127.0.0.2", inst.port);
+    assert_eq!(c.line(), "421 4.7.0 master.planetnet.net Error: too many connections from 127.0.0.2");
+    // Clients in mynetworks are exempt.
+    let mut d = Smtp::connect(inst.port);
+    let mut e = Smtp::connect(inst.port);
+    let mut f = Smtp::connect(inst.port);
+    for x in [&mut d, &mut e, &mut f] {
+        assert!(x.line().starts_with("220 "));
+    }
+    drop((a, b));
+}
