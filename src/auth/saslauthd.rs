@@ -343,6 +343,19 @@ pub async fn serve(listener: tokio::net::UnixListener, server: Arc<Server>) {
                 let _ = conn.shutdown().await;
             })
             .await;
+            // Drain what a refused (oversized) frame left unread, briefly and boundedly,
+            // so that closing does not reset the connection before the client reads `NO `.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                let mut sink = [0u8; 4096];
+                let mut total = 0usize;
+                while total < 1 << 17 {
+                    match conn.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+            })
+            .await;
         });
     }
 }

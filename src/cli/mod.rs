@@ -8,6 +8,7 @@ pub mod postfix;
 pub mod postfix_check;
 pub mod postmap;
 pub mod sandbox;
+pub mod saslauthd;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -86,6 +87,8 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "doveconf" => doveconf::main(&rest),
         "postmap" => postmap::postmap_main(&rest),
         "postalias" => postmap::postalias_main(&rest),
+        "saslauthd" => crate::cli::saslauthd::saslauthd_main(&rest),
+        "testsaslauthd" => crate::cli::saslauthd::testsaslauthd_main(&rest),
         other => {
             eprintln!(
                 "postern: {other}: not implemented yet in this version of Postern (see README.md)"

@@ -1,0 +1,491 @@
+//! `postern saslauthd` and `postern testsaslauthd` as real processes, against each other
+//! and against the real Cyrus `saslauthd`/`testsaslauthd` (Debian `sasl2-bin`), with system
+//! users created for the test (yescrypt and SHA-512 hashes, a locked and an expired
+//! account) and removed after. Needs root (CI runs as root); skips otherwise.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Test users, removed on drop.
+struct Users(Vec<String>);
+
+impl Users {
+    fn add(&mut self, name: &str, password: &str, method: &str) {
+        let _ = Command::new("userdel").arg(name).output();
+        let st = Command::new("useradd")
+            .args(["-M", name])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name}");
+        self.0.push(name.to_string());
+        let mut c = Command::new("chpasswd")
+            .args(["-c", method])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .expect("write");
+        assert!(c.wait().expect("chpasswd").success());
+    }
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        for u in &self.0 {
+            let _ = Command::new("userdel").arg(u).output();
+        }
+    }
+}
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn mux(&self) -> PathBuf {
+        self.dir.join("mux")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start(program: &str, pre: &[&str], dir: &Path, stderr: Stdio) -> Daemon {
+    let child = Command::new(program)
+        .args(pre)
+        .args(["-a", "shadow", "-d", "-n", "4", "-m"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn saslauthd");
+    let d = Daemon {
+        child,
+        dir: dir.to_path_buf(),
+    };
+    wait_for(&d.mux());
+    d
+}
+
+fn postern_test(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("testsaslauthd")
+        .args(args)
+        .output()
+        .expect("testsaslauthd")
+}
+
+fn real_test(args: &[&str]) -> Output {
+    Command::new("testsaslauthd")
+        .args(args)
+        .output()
+        .expect("testsaslauthd")
+}
+
+fn check(out: &Output, stdout: &str, code: i32) {
+    assert_eq!(String::from_utf8_lossy(&out.stdout), stdout, "{out:?}");
+    assert_eq!(out.status.code(), Some(code), "{out:?}");
+}
+
+const OK: &str = "0: OK \"Success.\"\n";
+const NO: &str = "0: NO \"authentication failed\"\n";
+
+/// Send raw bytes, half-close, return the reply bytes.
+fn raw(mux: &Path, bytes: &[u8]) -> Vec<u8> {
+    let mut s = UnixStream::connect(mux).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn frame(fields: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for f in fields {
+        v.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        v.extend_from_slice(f);
+    }
+    v
+}
+
+#[test]
+fn saslauthd_interop() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create users and read /etc/shadow");
+        return;
+    }
+    let mut users = Users(Vec::new());
+    users.add("pstn_sy", "Yes-Crypt1", "YESCRYPT");
+    users.add("pstn_s6", "Sha-512pw", "SHA512");
+    users.add("pstn_slk", "Locked-pw", "SHA512");
+    assert!(
+        Command::new("usermod")
+            .args(["-L", "pstn_slk"])
+            .status()
+            .expect("usermod")
+            .success()
+    );
+    users.add("pstn_sex", "Expired-pw", "SHA512");
+    assert!(
+        Command::new("usermod")
+            .args(["-e", "2000-01-01", "pstn_sex"])
+            .status()
+            .expect("usermod")
+            .success()
+    );
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("run");
+    let log = tmp.path().join("saslauthd.log");
+    let d = start(
+        BIN,
+        &["saslauthd"],
+        &dir,
+        Stdio::from(std::fs::File::create(&log).expect("log")),
+    );
+    let mux = d.mux();
+    let mux_s = mux.to_str().expect("utf8");
+    let mode = std::fs::metadata(&mux).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "socket mode as the real saslauthd sets it");
+
+    // Postern's testsaslauthd against Postern's saslauthd.
+    check(
+        &postern_test(&["-u", "pstn_sy", "-p", "Yes-Crypt1", "-f", mux_s]),
+        OK,
+        0,
+    );
+    check(
+        &postern_test(&[
+            "-u",
+            "pstn_s6",
+            "-p",
+            "Sha-512pw",
+            "-f",
+            mux_s,
+            "-s",
+            "smtp",
+        ]),
+        OK,
+        0,
+    );
+    check(
+        &postern_test(&["-u", "pstn_s6", "-p", "wrong", "-f", mux_s]),
+        NO,
+        255,
+    );
+    check(
+        &postern_test(&["-u", "pstn_sy", "-p", "Yes-Crypt1", "-f", mux_s, "-R", "3"]),
+        "0: OK \"Success.\"\n1: OK \"Success.\"\n2: OK \"Success.\"\n",
+        0,
+    );
+    let out = postern_test(&["-u", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("testsaslauthd: usage: testsaslauthd -u username -p password\n")
+    );
+    let out = postern_test(&["-u", "x", "-p", "y", "-f", "/nonexistent/mux"]);
+    check(&out, "0: ", 255);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "connect() : No such file or directory\n"
+    );
+
+    // The real testsaslauthd against Postern's saslauthd.
+    if have("testsaslauthd") {
+        check(
+            &real_test(&["-u", "pstn_sy", "-p", "Yes-Crypt1", "-f", mux_s]),
+            OK,
+            0,
+        );
+        check(
+            &real_test(&["-u", "pstn_sy", "-p", "Yes-Crypt2", "-f", mux_s]),
+            NO,
+            255,
+        );
+        check(
+            &real_test(&[
+                "-u",
+                "pstn_s6",
+                "-p",
+                "Sha-512pw",
+                "-f",
+                mux_s,
+                "-s",
+                "smtp",
+            ]),
+            OK,
+            0,
+        );
+        check(
+            &real_test(&["-u", "pstn_s6", "-p", "sha-512pw", "-f", mux_s]),
+            NO,
+            255,
+        );
+        check(
+            &real_test(&["-u", "pstn_slk", "-p", "Locked-pw", "-f", mux_s]),
+            NO,
+            255,
+        );
+        check(
+            &real_test(&["-u", "pstn_sex", "-p", "Expired-pw", "-f", mux_s]),
+            NO,
+            255,
+        );
+        check(
+            &real_test(&["-u", "pstn_nosuch", "-p", "x", "-f", mux_s]),
+            NO,
+            255,
+        );
+    }
+
+    // Replies word for word, as the real daemon's.
+    let reply = |login: &[u8], pw: &[u8]| raw(&mux, &frame(&[login, pw, b"smtp", b""]));
+    assert_eq!(reply(b"pstn_s6", b"Sha-512pw"), b"\x00\x02OK");
+    assert_eq!(reply(b"pstn_s6", b"bad"), b"\x00\x15NO Incorrect password");
+    assert_eq!(
+        reply(b"pstn_nosuch", b"bad"),
+        b"\x00\x13NO Invalid username"
+    );
+    assert_eq!(
+        reply(b"pstn_slk", b"Locked-pw"),
+        b"\x00\x15NO Incorrect password"
+    );
+    assert_eq!(
+        reply(b"pstn_sex", b"Expired-pw"),
+        b"\x00\x12NO Account expired"
+    );
+    assert_eq!(reply(b"", b"x"), b"\x00\x16NO NULL login received");
+    assert_eq!(reply(b"u", b""), b"\x00\x19NO NULL password received");
+    // A NUL inside the password does not cut it short.
+    assert_eq!(
+        reply(b"pstn_s6", b"Sha-512pw\0junk"),
+        b"\x00\x15NO Incorrect password"
+    );
+
+    // Bad frames: oversized fields get `NO `, truncated ones no reply; the daemon serves on.
+    let long = vec![b'x'; 257];
+    assert_eq!(
+        raw(&mux, &frame(&[b"u", &long, b"imap", b""])),
+        b"\x00\x03NO "
+    );
+    assert_eq!(
+        raw(&mux, &frame(&[&long, b"p", b"imap", b""])),
+        b"\x00\x03NO "
+    );
+    assert_eq!(
+        raw(&mux, &frame(&[b"u", b"p", b"imap", &long])),
+        b"\x00\x03NO "
+    );
+    assert_eq!(raw(&mux, b"\x00\x05ab"), b"");
+    assert_eq!(raw(&mux, b""), b"");
+    assert_eq!(
+        raw(&mux, b"\xff\xff\xff\xff garbage garbage"),
+        b"\x00\x03NO "
+    );
+    // A client that never finishes does not hold up the others.
+    let mut stuck = UnixStream::connect(&mux).expect("connect");
+    stuck.write_all(b"\x00\x07pst").expect("write");
+    let mut stuck_many: Vec<UnixStream> = (0..8)
+        .map(|_| {
+            let mut s = UnixStream::connect(&mux).expect("connect");
+            let _ = s.write_all(b"\x00");
+            s
+        })
+        .collect();
+    check(
+        &postern_test(&["-u", "pstn_s6", "-p", "Sha-512pw", "-f", mux_s]),
+        OK,
+        0,
+    );
+    drop(stuck);
+    stuck_many.clear();
+
+    // Concurrency: many checks at once all get their answer.
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let mux = mux.clone();
+            std::thread::spawn(move || {
+                let pw: &[u8] = if i % 2 == 0 { b"Sha-512pw" } else { b"nope" };
+                (i, raw(&mux, &frame(&[b"pstn_s6", pw, b"smtp", b""])))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, r) = h.join().expect("thread");
+        if i % 2 == 0 {
+            assert_eq!(r, b"\x00\x02OK");
+        } else {
+            assert_eq!(r, b"\x00\x15NO Incorrect password");
+        }
+    }
+    drop(d);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains(":auth failure: [user=pstn_s6] [service=smtp] [realm=] [mech=shadow] [reason=Incorrect password]"),
+        "{text}"
+    );
+    assert!(
+        text.contains(":password exceeded MAX_REQ_LEN: 256"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Sha-512pw") && !text.contains("Yes-Crypt"),
+        "no password in the log"
+    );
+
+    // Postern's testsaslauthd against the real saslauthd -a shadow.
+    if have("saslauthd") {
+        let rdir = tmp.path().join("real");
+        let real = start("saslauthd", &[], &rdir, Stdio::null());
+        let rm = real.mux();
+        let rm = rm.to_str().expect("utf8");
+        check(
+            &postern_test(&["-u", "pstn_sy", "-p", "Yes-Crypt1", "-f", rm]),
+            OK,
+            0,
+        );
+        check(
+            &postern_test(&["-u", "pstn_s6", "-p", "Sha-512pw", "-f", rm, "-s", "smtp"]),
+            OK,
+            0,
+        );
+        check(
+            &postern_test(&["-u", "pstn_s6", "-p", "wrong", "-f", rm]),
+            NO,
+            255,
+        );
+        check(
+            &postern_test(&["-u", "pstn_nosuch", "-p", "x", "-f", rm]),
+            NO,
+            255,
+        );
+        // And the same wire replies from both daemons.
+        assert_eq!(
+            raw(&real.mux(), &frame(&[b"pstn_s6", b"bad", b"smtp", b""])),
+            b"\x00\x15NO Incorrect password"
+        );
+    }
+}
+
+#[test]
+fn saslauthd_daemon_mode_pid_file_and_cleanup() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("run");
+    let st = Command::new(BIN)
+        .args(["saslauthd", "-a", "shadow", "-n", "2", "-m"])
+        .arg(&dir)
+        .status()
+        .expect("spawn");
+    assert!(st.success(), "the parent returns once detached");
+    let pid_file = dir.join("saslauthd.pid");
+    wait_for(&pid_file);
+    wait_for(&dir.join("mux"));
+    let t = Instant::now();
+    let pid: i32 = loop {
+        if let Ok(p) = std::fs::read_to_string(&pid_file)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+        {
+            break p;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "pid file never filled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let meta = std::fs::metadata(&pid_file).expect("stat");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let out = postern_test(&[
+        "-u",
+        "pstn_nosuch",
+        "-p",
+        "x",
+        "-f",
+        dir.join("mux").to_str().expect("utf8"),
+    ]);
+    check(&out, NO, 255);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let t = Instant::now();
+    while dir.join("mux").exists() || pid_file.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "socket and pid file removed on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn saslauthd_usage_errors() {
+    let out = Command::new(BIN)
+        .args(["saslauthd", "-d", "-m", "/tmp"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":no authentication mechanism specified\n"),
+        "{err}"
+    );
+    assert!(err.contains("usage: saslauthd [options]"), "{err}");
+    let out = Command::new(BIN)
+        .args(["saslauthd", "-d", "-a", "bogus"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":unknown authentication mechanism: bogus\n")
+    );
+}
