@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod log;
+pub mod mailbox;
 pub mod maps;
 pub mod master;
 pub mod queue;

@@ -1,0 +1,353 @@
+//! Maildir: `tmp/`, `new/`, `cur/`; a message is written to `tmp/`, fsynced, and appears
+//! by rename into `new/` (then the directory is fsynced). Flags ride in the file name after
+//! `:2,` (`S` seen, `R` replied, `T` trashed, `D` draft, `F` flagged).
+//!
+//! UIDs live where Dovecot keeps them: `dovecot-uidlist`, version 3 — a header
+//! `3 V<uidvalidity> N<next uid> G<guid>` and one line per message `<uid> [ext…] :<base
+//! name>` (the base name is the file name before `:2,`). New messages get the next UIDs
+//! and the list is rewritten as Dovecot does: written to `dovecot-uidlist.lock` (which is
+//! also the lock, taken with `O_EXCL`), fsynced and renamed over `dovecot-uidlist`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{MailboxError, MessageInfo, crlf_size};
+
+fn ensure_dirs(dir: &Path) -> Result<(), MailboxError> {
+    for sub in ["", "tmp", "new", "cur"] {
+        let p = dir.join(sub);
+        if !p.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(|e| MailboxError::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        // `/` and `:` cannot appear in a Maildir name (the Maildir spec's escapes).
+        .map(|h| h.replace('/', "\\057").replace(':', "\\072"))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), MailboxError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| MailboxError::io(dir, e))
+}
+
+/// Deliver `message` into the Maildir `dir` (created if missing): write to `tmp/`, fsync,
+/// rename into `new/`, fsync `new/`. Returns the message's path in `new/`.
+pub fn deliver_maildir(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    ensure_dirs(dir)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let name = format!(
+        "{}.M{}P{}Q{}.{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
+        hostname()
+    );
+    let tmp = dir.join("tmp").join(&name);
+    let mut data = Vec::with_capacity(message.len());
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        match line.strip_suffix(b"\r\n") {
+            Some(l) => {
+                data.extend_from_slice(l);
+                data.push(b'\n');
+            }
+            None => data.extend_from_slice(line),
+        }
+    }
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&data)?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(MailboxError::io(&tmp, e));
+    }
+    let new = dir.join("new").join(&name);
+    if let Err(e) = std::fs::rename(&tmp, &new) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(MailboxError::io(&new, e));
+    }
+    fsync_dir(&dir.join("new"))?;
+    Ok(new)
+}
+
+/// `dovecot-uidlist` as read: UIDVALIDITY, next UID, GUID, base name → UID.
+#[derive(Debug, Default)]
+struct UidList {
+    validity: u32,
+    next: u32,
+    guid: String,
+    uids: HashMap<String, u32>,
+}
+
+fn read_uidlist(path: &Path) -> Option<UidList> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let head = lines.next()?;
+    let mut words = head.split_whitespace();
+    if words.next()? != "3" {
+        // XXX: versions 1 and 2 (Dovecot 1.0) are not read; the box gets new UIDs.
+        return None;
+    }
+    let mut list = UidList::default();
+    for w in words {
+        match w.split_at(1) {
+            ("V", v) => list.validity = v.parse().ok()?,
+            ("N", v) => list.next = v.parse().ok()?,
+            ("G", v) => list.guid = v.to_string(),
+            _ => {}
+        }
+    }
+    for line in lines {
+        let Some((left, name)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(uid) = left.split_whitespace().next().and_then(|u| u.parse().ok()) else {
+            continue;
+        };
+        list.uids.insert(name.to_string(), uid);
+    }
+    Some(list)
+}
+
+fn uidlist_lock(dir: &Path) -> Result<(File, PathBuf), MailboxError> {
+    let path = dir.join("dovecot-uidlist.lock");
+    let start = Instant::now();
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Dovecot's stale timeout for this lock is two minutes.
+                let stale = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|a| a > Duration::from_secs(120));
+                if stale {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                if start.elapsed() > Duration::from_secs(120) {
+                    return Err(MailboxError::Locked(path));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(MailboxError::io(&path, e)),
+        }
+    }
+}
+
+fn base_name(file: &str) -> &str {
+    file.split_once(':').map(|(b, _)| b).unwrap_or(file)
+}
+
+/// An opened Maildir INBOX.
+#[derive(Debug)]
+pub struct MaildirMailbox {
+    pub dir: PathBuf,
+    pub uid_validity: u32,
+    pub messages: Vec<MessageInfo>,
+    paths: Vec<PathBuf>,
+}
+
+impl MaildirMailbox {
+    /// List `new/` and `cur/`, take UIDs from `dovecot-uidlist` and give new messages the
+    /// next ones (rewriting the list).
+    pub fn open(dir: &Path) -> Result<MaildirMailbox, MailboxError> {
+        ensure_dirs(dir)?;
+        let (lock_file, lock_path) = uidlist_lock(dir)?;
+        let res = Self::open_locked(dir, lock_file, &lock_path);
+        let _ = std::fs::remove_file(&lock_path);
+        res
+    }
+
+    fn open_locked(
+        dir: &Path,
+        mut lock_file: File,
+        lock_path: &Path,
+    ) -> Result<MaildirMailbox, MailboxError> {
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for sub in ["cur", "new"] {
+            let d = dir.join(sub);
+            let rd = std::fs::read_dir(&d).map_err(|e| MailboxError::io(&d, e))?;
+            for ent in rd.flatten() {
+                let name = ent.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                files.push((name, ent.path()));
+            }
+        }
+        let existing = read_uidlist(&dir.join("dovecot-uidlist"));
+        let dirty = existing.is_none();
+        let mut list = existing.unwrap_or_else(|| UidList {
+            validity: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(1),
+            next: 1,
+            guid: String::new(),
+            uids: HashMap::new(),
+        });
+        let mut known: Vec<(u32, String, PathBuf)> = Vec::new();
+        let mut fresh: Vec<(String, PathBuf)> = Vec::new();
+        for (name, path) in files {
+            let base = base_name(&name).to_string();
+            match list.uids.get(&base) {
+                Some(&u) => known.push((u, base, path)),
+                None => fresh.push((base, path)),
+            }
+        }
+        // New files get UIDs in name order (names start with the delivery time).
+        fresh.sort();
+        let mut added = false;
+        for (base, path) in fresh {
+            let uid = list.next.max(1);
+            list.next = uid + 1;
+            list.uids.insert(base.clone(), uid);
+            known.push((uid, base, path));
+            added = true;
+        }
+        known.sort_by_key(|k| k.0);
+        if dirty || added {
+            let mut text = format!("3 V{} N{}", list.validity, list.next.max(1));
+            if !list.guid.is_empty() {
+                text.push_str(&format!(" G{}", list.guid));
+            }
+            text.push('\n');
+            for (uid, base, _) in &known {
+                text.push_str(&format!("{uid} :{base}\n"));
+            }
+            lock_file
+                .write_all(text.as_bytes())
+                .and_then(|()| lock_file.sync_all())
+                .map_err(|e| MailboxError::io(lock_path, e))?;
+            let target = dir.join("dovecot-uidlist");
+            std::fs::rename(lock_path, &target).map_err(|e| MailboxError::io(&target, e))?;
+        }
+        let mut mb = MaildirMailbox {
+            dir: dir.to_path_buf(),
+            uid_validity: list.validity,
+            messages: Vec::new(),
+            paths: Vec::new(),
+        };
+        for (uid, base, path) in known {
+            // A file that vanished meanwhile (another session expunged it) is skipped.
+            let Ok(data) = std::fs::read(&path) else {
+                continue;
+            };
+            mb.messages.push(MessageInfo {
+                uid,
+                size: crlf_size(&data),
+                file_base: base,
+            });
+            mb.paths.push(path);
+        }
+        Ok(mb)
+    }
+
+    /// Where message `index` is now: its path, or the same base name under other flags or
+    /// in the other directory (another client may have renamed it).
+    fn locate(&self, index: usize) -> Option<PathBuf> {
+        let p = self.paths.get(index)?;
+        if p.exists() {
+            return Some(p.clone());
+        }
+        let base = &self.messages.get(index)?.file_base;
+        for sub in ["cur", "new"] {
+            for ent in std::fs::read_dir(self.dir.join(sub)).ok()?.flatten() {
+                if base_name(&ent.file_name().to_string_lossy()) == base {
+                    return Some(ent.path());
+                }
+            }
+        }
+        None
+    }
+
+    pub fn read(&self, index: usize) -> Result<Vec<u8>, MailboxError> {
+        let p = self
+            .locate(index)
+            .ok_or_else(|| MailboxError::Format(format!("message {} vanished", index + 1)))?;
+        std::fs::read(&p).map_err(|e| MailboxError::io(&p, e))
+    }
+
+    /// Unlink the messages at `indexes`; one already gone counts as deleted.
+    pub fn expunge(&mut self, indexes: &[usize]) -> Result<(), MailboxError> {
+        for &i in indexes {
+            if let Some(p) = self.locate(i) {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(MailboxError::io(&p, e)),
+                }
+            }
+        }
+        for sub in ["cur", "new"] {
+            fsync_dir(&self.dir.join(sub))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_list_expunge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md = dir.path().join("Maildir");
+        let a = deliver_maildir(&md, b"Subject: a\r\n\r\nbody\r\n").expect("deliver");
+        assert!(a.starts_with(md.join("new")));
+        assert_eq!(std::fs::read(&a).expect("read"), b"Subject: a\n\nbody\n");
+        deliver_maildir(&md, b"Subject: b\n\nx\n").expect("deliver");
+        let mut mb = MaildirMailbox::open(&md).expect("open");
+        assert_eq!(mb.messages.len(), 2);
+        assert_eq!(mb.messages[0].uid, 1);
+        assert_eq!(mb.messages[0].size, 20);
+        let list = std::fs::read_to_string(md.join("dovecot-uidlist")).expect("uidlist");
+        assert!(
+            list.starts_with(&format!("3 V{} N3\n1 :", mb.uid_validity)),
+            "{list}"
+        );
+        mb.expunge(&[0]).expect("expunge");
+        deliver_maildir(&md, b"Subject: c\n\ny\n").expect("deliver");
+        let again = MaildirMailbox::open(&md).expect("open");
+        assert_eq!(
+            again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(again.uid_validity, mb.uid_validity);
+    }
+}

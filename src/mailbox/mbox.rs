@@ -1,0 +1,614 @@
+//! mbox: one file, each message introduced by a `From SENDER  DATE` line and followed by
+//! an empty line; body lines that begin with `From ` are written as `>From ` (Postfix's
+//! `local(8)` quoting; readers do not unquote, Dovecot neither).
+//!
+//! Dovecot's metadata lives in the messages' headers, hidden from clients: the first
+//! message carries `X-IMAPbase: UIDVALIDITY LAST-UID [keywords]`, each message
+//! `X-UID: UID`, and `Status:`/`X-Status:`/`X-Keywords:` hold flags. A box that never saw
+//! Dovecot gets UIDVALIDITY = the current time and UIDs 1, 2, … written into the headers
+//! the way Dovecot 2.3 writes them (`X-IMAPbase`, `X-UID`, `Status: O` at the end of the
+//! header), so that either server can take over and keeps the numbering.
+//!
+//! Rewrites (metadata, expunge) happen in place under the write locks ([`super::lock`]),
+//! from the first changed byte on, then `ftruncate` and `fsync`, as Dovecot does; the file
+//! keeps its inode, owner and mode.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::lock::{DotLock, dotlock, fcntl_lock};
+use super::{MailboxError, MessageInfo, crlf_size};
+
+/// How an mbox is locked and checked.
+#[derive(Debug, Clone)]
+pub struct MboxOptions {
+    /// Take the `NAME.lock` dotlock as well as `fcntl` (both by default).
+    pub dotlock: bool,
+    /// How long to wait for each lock (Dovecot's `mbox_lock_timeout`, 5 min).
+    pub lock_timeout: Duration,
+    /// For delivery: the uid the file must belong to (`None`: not checked).
+    pub expected_owner: Option<u32>,
+    /// For delivery: the mode of a newly created file.
+    pub create_mode: u32,
+}
+
+impl Default for MboxOptions {
+    fn default() -> Self {
+        MboxOptions {
+            dotlock: true,
+            lock_timeout: Duration::from_secs(300),
+            expected_owner: None,
+            create_mode: 0o600,
+        }
+    }
+}
+
+/// Both write locks on an open mbox; released on drop (the dotlock is removed, the
+/// fcntl lock goes with the file).
+struct Locked {
+    file: File,
+    _dot: Option<DotLock>,
+}
+
+fn open_locked(path: &Path, opts: &MboxOptions, create: bool) -> Result<Locked, MailboxError> {
+    let dot = if opts.dotlock {
+        Some(dotlock(path, opts.lock_timeout)?)
+    } else {
+        None
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(opts.create_mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                MailboxError::Unsafe(path.to_path_buf(), "is a symbolic link".into())
+            } else {
+                MailboxError::io(path, e)
+            }
+        })?;
+    check_file(&file, path, opts)?;
+    fcntl_lock(&file, path, true, opts.lock_timeout)?;
+    Ok(Locked { file, _dot: dot })
+}
+
+/// Refuse anything but a plain file with one link, owned as expected, and still the file
+/// the path names (Postfix's `safe_open` checks).
+fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), MailboxError> {
+    let st = file.metadata().map_err(|e| MailboxError::io(path, e))?;
+    let unsafe_ = |why: &str| MailboxError::Unsafe(path.to_path_buf(), why.to_string());
+    if !st.file_type().is_file() {
+        return Err(unsafe_("is not a regular file"));
+    }
+    if st.nlink() != 1 {
+        return Err(unsafe_("has more than one hard link"));
+    }
+    if let Some(uid) = opts.expected_owner {
+        if st.uid() != uid {
+            return Err(unsafe_(&format!("is owned by uid {}, not {uid}", st.uid())));
+        }
+    }
+    let lst = std::fs::symlink_metadata(path).map_err(|e| MailboxError::io(path, e))?;
+    if lst.dev() != st.dev() || lst.ino() != st.ino() {
+        return Err(unsafe_("was replaced while being opened"));
+    }
+    Ok(())
+}
+
+/// `asctime(3)` of the local time, as Postfix puts it in the `From ` line.
+fn asctime_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: a zeroed `tm` is valid; localtime_r fills it from `now`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    unsafe { libc::localtime_r(&now, &mut tm) };
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {}{:3} {:02}:{:02}:{:02} {}",
+        DAYS[tm.tm_wday.rem_euclid(7) as usize],
+        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        1900 + tm.tm_year
+    )
+}
+
+/// The bytes Postfix's `local(8)` appends for one message: the `From ` line, the message
+/// with LF line ends and `From ` lines quoted, a final newline and the empty separator line.
+pub fn format_for_append(from_line_sender: &str, message: &[u8]) -> Vec<u8> {
+    let sender = if from_line_sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        from_line_sender
+    };
+    let mut out = format!("From {sender}  {}\n", asctime_now()).into_bytes();
+    out.reserve(message.len() + 64);
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        let body = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"))
+            .unwrap_or(line);
+        if body.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(body);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Append `message` to the mbox at `path` under the dotlock and an `fcntl` lock, fsync it,
+/// and truncate the file back to its old size on any failure. The file is created (mode
+/// `opts.create_mode`) if missing; a symlink, a non-regular or hard-linked file, or one not
+/// owned by `opts.expected_owner` is refused.
+pub fn deliver_mbox(
+    path: &Path,
+    from_line_sender: &str,
+    message: &[u8],
+    opts: &MboxOptions,
+) -> Result<(), MailboxError> {
+    let locked = open_locked(path, opts, true)?;
+    let file = &locked.file;
+    let old_len = file
+        .metadata()
+        .map_err(|e| MailboxError::io(path, e))?
+        .len();
+    let mut data = Vec::new();
+    // A box whose last message lacks its final newline (a truncated write by another
+    // program) gets one, so that our `From ` line starts a line.
+    if old_len > 0 {
+        let mut last = [0u8; 1];
+        file.read_exact_at(&mut last, old_len - 1)
+            .map_err(|e| MailboxError::io(path, e))?;
+        if last[0] != b'\n' {
+            data.push(b'\n');
+        }
+    }
+    data.extend_from_slice(&format_for_append(from_line_sender, message));
+    let res = file
+        .write_all_at(&data, old_len)
+        .and_then(|()| file.sync_all());
+    if let Err(e) = res {
+        let _ = file.set_len(old_len);
+        let _ = file.sync_all();
+        return Err(MailboxError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Headers Dovecot hides from clients (`mbox_hide_headers`'s built-in list).
+const HIDDEN: &[&str] = &[
+    "x-imapbase",
+    "x-imap",
+    "x-uid",
+    "status",
+    "x-status",
+    "x-keywords",
+    "content-length",
+];
+
+/// One message as found in the file.
+#[derive(Debug, Clone)]
+struct Raw {
+    /// Offset of the `From ` line.
+    from_start: usize,
+    /// Offset of the first header line.
+    hdr_start: usize,
+    /// Offset of the empty line that ends the header (or `end` if there is none).
+    hdr_end: usize,
+    /// End of the message's content (the separator empty line excluded).
+    end: usize,
+    uid: Option<u32>,
+    imapbase: Option<(u32, u32)>,
+    has_status: bool,
+}
+
+fn header_name(line: &[u8]) -> Option<String> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = &line[..colon];
+    if name.is_empty() || name.iter().any(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
+}
+
+fn header_value(line: &[u8]) -> &str {
+    let colon = line.iter().position(|&b| b == b':').unwrap_or(0);
+    std::str::from_utf8(&line[(colon + 1).min(line.len())..])
+        .unwrap_or("")
+        .trim()
+}
+
+/// Split an mbox into messages: a `From ` line at the start of the file or after an empty
+/// line starts one. Bytes before the first `From ` line are not a message.
+fn parse(data: &[u8]) -> Vec<Raw> {
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    let mut prev_empty = true;
+    while pos < data.len() {
+        let eol = data[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(data.len());
+        let line = &data[pos..eol];
+        if prev_empty && line.starts_with(b"From ") {
+            starts.push((pos, eol));
+        }
+        prev_empty = line == b"\n" || line == b"\r\n";
+        pos = eol;
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (i, &(from_start, hdr_start)) in starts.iter().enumerate() {
+        let mut end = match starts.get(i + 1) {
+            Some(&(next, _)) => next.saturating_sub(1).max(hdr_start),
+            None => data.len(),
+        };
+        if i + 1 == starts.len() && end >= hdr_start + 2 && data[..end].ends_with(b"\n\n") {
+            end -= 1;
+        }
+        let mut raw = Raw {
+            from_start,
+            hdr_start,
+            hdr_end: end,
+            end,
+            uid: None,
+            imapbase: None,
+            has_status: false,
+        };
+        let mut p = hdr_start;
+        while p < end {
+            let eol = data[p..end]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|j| p + j + 1)
+                .unwrap_or(end);
+            let line = &data[p..eol];
+            if line == b"\n" || line == b"\r\n" {
+                raw.hdr_end = p;
+                break;
+            }
+            match header_name(line).as_deref() {
+                Some("x-uid") => raw.uid = header_value(line).parse().ok(),
+                Some("x-imapbase") => {
+                    let mut w = header_value(line).split_whitespace();
+                    let v = w.next().and_then(|v| v.parse().ok());
+                    let l = w.next().and_then(|v| v.parse().ok());
+                    if let (Some(v), Some(l)) = (v, l) {
+                        raw.imapbase = Some((v, l));
+                    }
+                }
+                Some("status") => raw.has_status = true,
+                _ => {}
+            }
+            p = eol;
+        }
+        out.push(raw);
+    }
+    out
+}
+
+/// The message's content with the hidden headers (and their continuation lines) removed.
+fn visible(data: &[u8], raw: &Raw) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.end - raw.hdr_start);
+    let mut p = raw.hdr_start;
+    let mut hiding = false;
+    while p < raw.hdr_end {
+        let eol = data[p..raw.hdr_end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|j| p + j + 1)
+            .unwrap_or(raw.hdr_end);
+        let line = &data[p..eol];
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            hiding = header_name(line).is_some_and(|n| HIDDEN.contains(&n.as_str()));
+        }
+        if !hiding {
+            out.extend_from_slice(line);
+        }
+        p = eol;
+    }
+    out.extend_from_slice(&data[raw.hdr_end..raw.end]);
+    out
+}
+
+/// UIDs for each message: a stored `X-UID` is kept while the UIDs go up; others get the
+/// next free UID, as Dovecot's mbox sync assigns them. Returns (UIDVALIDITY, last UID,
+/// UIDs, whether the headers must be rewritten).
+fn assign_uids(raws: &[Raw]) -> (u32, u32, Vec<u32>, bool) {
+    let base = raws.first().and_then(|r| r.imapbase);
+    let (validity, mut last) = match base {
+        Some((v, l)) => (v, l),
+        None => (
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(1),
+            0,
+        ),
+    };
+    let mut dirty = base.is_none() && !raws.is_empty();
+    let mut prev = 0u32;
+    let mut uids = Vec::with_capacity(raws.len());
+    for r in raws {
+        let uid = match r.uid {
+            Some(u) if u > prev && u <= last => u,
+            _ => {
+                dirty = true;
+                last += 1;
+                last
+            }
+        };
+        prev = uid;
+        uids.push(uid);
+    }
+    (validity, last, uids, dirty)
+}
+
+/// The file's new contents: `keep[i]` says whether message `i` stays; metadata headers are
+/// (re)written for the kept ones.
+fn rewrite(
+    data: &[u8],
+    raws: &[Raw],
+    uids: &[u32],
+    validity: u32,
+    last: u32,
+    keep: &[bool],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    out.extend_from_slice(&data[..raws.first().map(|r| r.from_start).unwrap_or(data.len())]);
+    let mut first = true;
+    for (i, r) in raws.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        out.extend_from_slice(&data[r.from_start..r.hdr_start]);
+        let mut p = r.hdr_start;
+        let mut dropping = false;
+        while p < r.hdr_end {
+            let eol = data[p..r.hdr_end]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|j| p + j + 1)
+                .unwrap_or(r.hdr_end);
+            let line = &data[p..eol];
+            let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+            if !continuation {
+                dropping = matches!(
+                    header_name(line).as_deref(),
+                    Some("x-uid") | Some("x-imapbase")
+                );
+            }
+            if !dropping {
+                out.extend_from_slice(line);
+                if !line.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
+            }
+            p = eol;
+        }
+        if first {
+            out.extend_from_slice(format!("X-IMAPbase: {validity} {last:010}\n").as_bytes());
+            first = false;
+        }
+        out.extend_from_slice(format!("X-UID: {}\n", uids[i]).as_bytes());
+        if !r.has_status {
+            out.extend_from_slice(b"Status: O\n");
+        }
+        if r.hdr_end == r.end {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(&data[r.hdr_end..r.end]);
+        if !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Write `new` over `old` in `file` from the first differing byte, truncate, fsync.
+fn write_back(file: &File, path: &Path, old: &[u8], new: &[u8]) -> Result<(), MailboxError> {
+    if old == new {
+        return Ok(());
+    }
+    let same = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    file.write_all_at(&new[same..], same as u64)
+        .and_then(|()| file.set_len(new.len() as u64))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| MailboxError::io(path, e))
+}
+
+fn read_all(file: &mut File, path: &Path) -> Result<Vec<u8>, MailboxError> {
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|e| MailboxError::io(path, e))?;
+    Ok(data)
+}
+
+/// An opened mbox INBOX.
+#[derive(Debug)]
+pub struct MboxMailbox {
+    pub path: PathBuf,
+    pub uid_validity: u32,
+    pub messages: Vec<MessageInfo>,
+    /// Where each message is: (offset of the `From ` line, the `From ` line itself).
+    spots: Vec<(usize, Vec<u8>)>,
+    opts: MboxOptions,
+}
+
+impl MboxMailbox {
+    /// Read the mbox under its write locks, storing UIDs for messages that have none. A
+    /// missing file is an empty mailbox.
+    pub fn open(path: &Path, opts: &MboxOptions) -> Result<MboxMailbox, MailboxError> {
+        let empty = || MboxMailbox {
+            path: path.to_path_buf(),
+            uid_validity: 0,
+            messages: Vec::new(),
+            spots: Vec::new(),
+            opts: opts.clone(),
+        };
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(empty());
+        }
+        let mut locked = open_locked(path, opts, false)?;
+        let mut data = read_all(&mut locked.file, path)?;
+        let mut raws = parse(&data);
+        let (validity, last, uids, dirty) = assign_uids(&raws);
+        if dirty {
+            let keep = vec![true; raws.len()];
+            let new = rewrite(&data, &raws, &uids, validity, last, &keep);
+            write_back(&locked.file, path, &data, &new)?;
+            data = new;
+            raws = parse(&data);
+        }
+        drop(locked);
+        let mut mb = empty();
+        mb.uid_validity = validity;
+        for (r, uid) in raws.iter().zip(uids) {
+            mb.messages.push(MessageInfo {
+                uid,
+                size: crlf_size(&visible(&data, r)),
+                file_base: String::new(),
+            });
+            mb.spots
+                .push((r.from_start, data[r.from_start..r.hdr_start].to_vec()));
+        }
+        Ok(mb)
+    }
+
+    /// Message `index` as clients see it. The file is read under an `fcntl` read lock
+    /// (Dovecot's `mbox_read_locks`); if it was rewritten by someone else since it was
+    /// opened, this fails rather than return another message.
+    pub fn read(&self, index: usize) -> Result<Vec<u8>, MailboxError> {
+        let (start, from_line) = self
+            .spots
+            .get(index)
+            .ok_or_else(|| MailboxError::Format(format!("no message {}", index + 1)))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|e| MailboxError::io(&self.path, e))?;
+        fcntl_lock(&file, &self.path, false, self.opts.lock_timeout)?;
+        let data = read_all(&mut file, &self.path)?;
+        if !data[(*start).min(data.len())..].starts_with(from_line) {
+            return Err(MailboxError::Format(format!(
+                "{}: mailbox changed under the session",
+                self.path.display()
+            )));
+        }
+        let raws = parse(&data);
+        let raw = raws
+            .iter()
+            .find(|r| r.from_start == *start)
+            .ok_or_else(|| MailboxError::Format("message vanished".into()))?;
+        Ok(visible(&data, raw))
+    }
+
+    /// Delete the messages at `indexes` by UID, under the write locks: what was delivered
+    /// since [`open`](Self::open) stays.
+    pub fn expunge(&mut self, indexes: &[usize]) -> Result<(), MailboxError> {
+        let gone: std::collections::HashSet<u32> = indexes
+            .iter()
+            .filter_map(|&i| self.messages.get(i).map(|m| m.uid))
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut locked = open_locked(&self.path, &self.opts, false)?;
+        let data = read_all(&mut locked.file, &self.path)?;
+        let raws = parse(&data);
+        let (validity, last, uids, _) = assign_uids(&raws);
+        if validity != self.uid_validity {
+            return Err(MailboxError::Format(format!(
+                "{}: UIDVALIDITY changed, not deleting",
+                self.path.display()
+            )));
+        }
+        let keep: Vec<bool> = uids.iter().map(|u| !gone.contains(u)).collect();
+        let new = rewrite(&data, &raws, &uids, validity, last, &keep);
+        write_back(&locked.file, &self.path, &data, &new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOX: &[u8] = b"From bob@example.org  Sat Nov 28 10:00:00 2026\nFrom: bob@example.org\nSubject: one\n\nhello\n.dot line\n\nFrom bob@example.org  Sat Nov 28 10:01:00 2026\nFrom: bob@example.org\nSubject: two\n\nsecond body\n>From quoted\n\n";
+
+    #[test]
+    fn sizes_as_dovecot_reports_them() {
+        let raws = parse(BOX);
+        assert_eq!(raws.len(), 2);
+        assert_eq!(crlf_size(&visible(BOX, &raws[0])), 57);
+        assert_eq!(crlf_size(&visible(BOX, &raws[1])), 66);
+    }
+
+    #[test]
+    fn fresh_metadata_then_expunge_keeps_base() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        assert_eq!(
+            mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(mb.messages[0].size, 57);
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.contains(&format!(
+            "X-IMAPbase: {} 0000000002\nX-UID: 1\nStatus: O\n",
+            mb.uid_validity
+        )));
+        deliver_mbox(
+            &p,
+            "carol@example.org",
+            b"Subject: three\n\nFrom here\n",
+            &MboxOptions::default(),
+        )
+        .expect("deliver");
+        mb.expunge(&[0]).expect("expunge");
+        let again = MboxMailbox::open(&p, &MboxOptions::default()).expect("reopen");
+        assert_eq!(again.uid_validity, mb.uid_validity);
+        assert_eq!(
+            again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let m = again.read(1).expect("read");
+        assert_eq!(m, b"Subject: three\n\n>From here\n");
+        assert!(
+            !std::fs::read_to_string(&p)
+                .expect("read")
+                .contains("Subject: one")
+        );
+    }
+
+    #[test]
+    fn symlink_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("t");
+        std::fs::write(&target, b"").expect("write");
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let e = deliver_mbox(&link, "a", b"x\n", &MboxOptions::default());
+        assert!(matches!(e, Err(MailboxError::Unsafe(..))), "{e:?}");
+    }
+}
