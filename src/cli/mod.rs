@@ -64,6 +64,10 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
                     }
                     _ => {}
                 }
+                if first == "qmgr" {
+                    let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
+                    return ExitCode::from(crate::qmgr::main(&rest) as u8);
+                }
                 if first == "sandbox" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
                     return ExitCode::from(sandbox::main(&rest) as u8);

@@ -251,6 +251,9 @@ fn startup(opts: &MasterOptions) -> Result<Started, (String, String)> {
         services.push((spec, service, ls));
     }
 
+    // The queue manager (and local delivery) runs in a child that keeps root, so that
+    // deliveries can become the recipient; see `crate::qmgr`.
+    crate::qmgr::spawn(&cfg);
     if let Some(o) = &owner {
         privs::drop_to(o).map_err(err)?;
     }

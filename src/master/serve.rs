@@ -138,6 +138,7 @@ async fn main_loop(
                     config_directory(&cfg)
                 ));
                 reload(&mut cfg, &ident, &mut running);
+                crate::qmgr::notify_reload();
             }
             _ = term.recv() => break libc::SIGTERM,
             _ = int.recv() => break libc::SIGINT,

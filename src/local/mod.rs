@@ -1,0 +1,634 @@
+//! Postfix's `local(8)`: final delivery for domains in `mydestination`.
+//!
+//! For each recipient the queue manager hands over, [`deliver`] looks the local part up in
+//! `alias_maps` (values: addresses, `:include:/file`, `|command`, `/file/name`; an alias that
+//! names itself delivers to the mailbox, as Postfix does), then delivers to the user's
+//! mailbox: `home_mailbox` in the user's home (`Maildir/` when it ends in `/`, an mbox file
+//! otherwise), or `mail_spool_directory/USER` (mbox). mbox messages get the `From SENDER
+//! DATE` line, `Return-Path:`, `X-Original-To:`, `Delivered-To:`, `>From ` quoting and a
+//! trailing empty line, exactly as Postfix 3.7's local writes them; Maildir messages the same
+//! headers without the `From ` line and quoting.
+//!
+//! # Privileges (DESIGN.md §3)
+//! When the process is root, every file in the user's home is opened with the thread's
+//! filesystem identity switched to the user (`setfsuid`/`setfsgid`, per thread on Linux);
+//! the spool mbox is created by root and handed to the user (Postfix does the same for a
+//! spool directory that is not world-writable) and must be owned by the user. Commands and
+//! files named by aliases run as `default_privs` (Postfix: the alias database owner, unless
+//! root). When not root, everything runs as the invoking user. Mailboxes are opened with
+//! `O_NOFOLLOW` and must be regular files with one link.
+//!
+//! # main.cf parameters read
+//! `alias_maps`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
+//! `recipient_delimiter`, `myorigin`, `default_privs`.
+//!
+//! # Known limits
+//! * XXX No `~/.forward`, `mailbox_command`, `luser_relay`, `owner-` lists, `allow_mail_to_*`
+//!   or `local_recipient_maps` checks here; no supplementary groups for the user (only
+//!   uid/gid).
+//! * XXX An alias that expands to a non-local address is deferred: Postfix re-injects it
+//!   (`forwarded as ID`), which needs the outbound path.
+//! * XXX When one expansion of an alias fails temporarily, the whole alias is retried later
+//!   and the members that got the mail get it again (Postfix keeps a duplicate filter only
+//!   within one delivery attempt as well).
+
+pub mod mbox;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::postfix::PostfixConfig;
+use crate::maps::Table;
+use crate::queue::QueuedMessage;
+
+/// What local delivery needs from main.cf, read once per configuration.
+pub struct LocalSettings {
+    pub alias_maps: Vec<Arc<dyn Table>>,
+    pub home_mailbox: String,
+    pub mail_spool_directory: PathBuf,
+    pub mailbox_size_limit: u64,
+    pub recipient_delimiter: String,
+    pub myorigin: String,
+    /// `default_privs` uid/gid, for alias commands and files.
+    pub default_privs: (u32, u32),
+}
+
+impl LocalSettings {
+    /// Read the settings; alias tables that cannot be opened are logged and skipped (their
+    /// lookups would fail the same way in Postfix, which defers; XXX we skip instead).
+    pub fn from_config(cfg: &PostfixConfig, ident: &str) -> LocalSettings {
+        let mut alias_maps = Vec::new();
+        let spec_list = cfg.get("alias_maps").unwrap_or_default();
+        for spec in spec_list
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+        {
+            match open_alias_table(spec) {
+                Ok(t) => alias_maps.push(t),
+                Err(e) => crate::log::warning(ident, &format!("{spec}: {e}")),
+            }
+        }
+        let privs = cfg.get("default_privs").unwrap_or_else(|| "nobody".into());
+        let default_privs = nix::unistd::User::from_name(privs.trim())
+            .ok()
+            .flatten()
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+            .unwrap_or((65534, 65534));
+        let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
+        LocalSettings {
+            alias_maps,
+            home_mailbox: cfg
+                .get("home_mailbox")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            mail_spool_directory: PathBuf::from(
+                cfg.get("mail_spool_directory")
+                    .unwrap_or_else(|| "/var/mail".into())
+                    .trim(),
+            ),
+            mailbox_size_limit: num("mailbox_size_limit", 51_200_000),
+            recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
+            myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            default_privs,
+        }
+    }
+}
+
+/// `hash:`/`btree:`/`dbm:` alias tables are read from their `aliases(5)` source file;
+/// other types open as ordinary maps.
+fn open_alias_table(spec: &str) -> Result<Arc<dyn Table>, crate::maps::MapError> {
+    let (kind, name) = crate::maps::split_spec(spec)?;
+    if matches!(kind, "hash" | "btree" | "dbm") {
+        let t = crate::maps::indexed::SourceTable::open_format(
+            kind,
+            name,
+            spec,
+            crate::maps::source::Format::Aliases,
+            &crate::maps::OpenOptions::default(),
+        )?;
+        Ok(Arc::new(t))
+    } else {
+        crate::maps::open_cached(spec)
+    }
+}
+
+/// The result of one delivery, as the log line reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Sent,
+    Deferred,
+    Bounced,
+}
+
+/// One final delivery (an alias may give several).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The address delivered to (`to=<…>`).
+    pub to: String,
+    /// `orig_to=<…>` when it differs from `to`.
+    pub orig_to: Option<String>,
+    pub status: Status,
+    pub dsn: String,
+    /// The text in parentheses: `delivered to mailbox`, `unknown user: "x"`.
+    pub text: String,
+}
+
+struct Ctx<'a> {
+    s: &'a LocalSettings,
+    msg: &'a QueuedMessage,
+    /// The recipient as queued (for `orig_to` and `X-Original-To:`).
+    orig: String,
+    out: Vec<Outcome>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, to: &str, status: Status, dsn: &str, text: String) {
+        self.out.push(Outcome {
+            to: to.to_string(),
+            orig_to: (to != self.orig).then(|| self.orig.clone()),
+            status,
+            dsn: dsn.to_string(),
+            text,
+        });
+    }
+}
+
+/// Deliver `msg` to the local recipient `rcpt` (`user@localdomain`); `orig` is the address
+/// before rewriting (the queue file's `O` record), if any.
+pub fn deliver(
+    s: &LocalSettings,
+    msg: &QueuedMessage,
+    rcpt: &str,
+    orig: Option<&str>,
+) -> Vec<Outcome> {
+    let mut ctx = Ctx {
+        s,
+        msg,
+        orig: orig.unwrap_or(rcpt).to_string(),
+        out: Vec::new(),
+    };
+    let mut seen = Vec::new();
+    expand_address(&mut ctx, rcpt, 0, &mut seen);
+    ctx.out
+}
+
+fn local_part(addr: &str) -> &str {
+    addr.rsplit_once('@').map(|(l, _)| l).unwrap_or(addr)
+}
+
+/// Strip the `recipient_delimiter` extension: `user+ext` → `user`.
+fn strip_extension<'a>(local: &'a str, delim: &str) -> &'a str {
+    if delim.is_empty() {
+        return local;
+    }
+    match local.find(|c| delim.contains(c)) {
+        Some(i) if i > 0 => &local[..i],
+        _ => local,
+    }
+}
+
+const MAX_DEPTH: usize = 20;
+
+fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<String>) {
+    let local = local_part(addr).to_ascii_lowercase();
+    let base = strip_extension(&local, &ctx.s.recipient_delimiter).to_string();
+    if depth > MAX_DEPTH {
+        ctx.push(
+            addr,
+            Status::Bounced,
+            "5.4.6",
+            "mail forwarding loop for ".to_string() + addr,
+        );
+        return;
+    }
+    if !seen.contains(&base) && !ctx.s.alias_maps.is_empty() {
+        let keys = if base != local {
+            vec![local.clone(), base.clone()]
+        } else {
+            vec![local.clone()]
+        };
+        let mut found = None;
+        'keys: for k in &keys {
+            for t in &ctx.s.alias_maps {
+                match t.lookup(k) {
+                    Ok(Some(v)) => {
+                        found = Some(v);
+                        break 'keys;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        ctx.push(
+                            addr,
+                            Status::Deferred,
+                            "4.3.0",
+                            format!("alias database unavailable: {e}"),
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(value) = found {
+            seen.push(base.clone());
+            for item in split_alias_value(&value) {
+                expand_item(ctx, addr, &item, depth + 1, seen);
+            }
+            seen.pop();
+            return;
+        }
+    }
+    deliver_user(ctx, addr, &base);
+}
+
+/// Split an alias value at commas outside double quotes.
+fn split_alias_value(v: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in v.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => {
+                if !cur.trim().is_empty() {
+                    out.push(cur.trim().to_string());
+                }
+                cur.clear();
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+fn unquote(s: &str) -> &str {
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s)
+}
+
+fn expand_item(ctx: &mut Ctx<'_>, parent: &str, item: &str, depth: usize, seen: &mut Vec<String>) {
+    let item = unquote(item.trim());
+    if let Some(file) = item.strip_prefix(":include:") {
+        match std::fs::read_to_string(file.trim()) {
+            Ok(text) => {
+                let joined: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with('#'))
+                    .collect();
+                for sub in split_alias_value(&joined.join(",")) {
+                    expand_item(ctx, parent, &sub, depth + 1, seen);
+                }
+            }
+            Err(e) => ctx.push(
+                parent,
+                Status::Deferred,
+                "4.3.0",
+                format!(
+                    "cannot open include file {}: {}",
+                    file.trim(),
+                    crate::master::lock::strerror(&e)
+                ),
+            ),
+        }
+    } else if let Some(cmd) = item.strip_prefix('|') {
+        deliver_command(ctx, parent, cmd.trim());
+    } else if item.starts_with('/') {
+        deliver_file(ctx, parent, Path::new(item));
+    } else {
+        let addr = if item.contains('@') {
+            let (_, dom) = item.rsplit_once('@').unwrap_or(("", ""));
+            if !dom.eq_ignore_ascii_case(&ctx.s.myorigin) && !is_same_local(ctx, dom) {
+                ctx.push(
+                    item,
+                    Status::Deferred,
+                    "4.3.0",
+                    "delivery temporarily suspended: forwarding to a remote address is not implemented in this version of Postern".into(),
+                );
+                return;
+            }
+            item.to_string()
+        } else {
+            format!("{item}@{}", ctx.s.myorigin)
+        };
+        expand_address(ctx, &addr, depth, seen);
+    }
+}
+
+fn is_same_local(ctx: &Ctx<'_>, dom: &str) -> bool {
+    ctx.orig
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(dom))
+}
+
+/// `Fri Nov 28 14:36:59 2026`: asctime() in local time, for the `From ` line.
+fn asctime(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r writes into the zeroed struct we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS[tm.tm_wday.clamp(0, 6) as usize],
+        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        tm.tm_year + 1900
+    )
+}
+
+/// The message as local writes it: `From ` line (mbox only), `Return-Path:`,
+/// `X-Original-To:`, `Delivered-To:`, the content (with `>From ` quoting for mbox), and an
+/// empty line at the end (mbox only).
+pub fn format_message(msg: &QueuedMessage, orig: &str, delivered_to: &str, mbox: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.content.len() + 256);
+    let sender = if msg.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        msg.sender.as_str()
+    };
+    if mbox {
+        let _ = writeln!(out, "From {sender}  {}", asctime(SystemTime::now()));
+    }
+    let _ = writeln!(out, "Return-Path: <{}>", msg.sender);
+    let _ = writeln!(out, "X-Original-To: {orig}");
+    let _ = writeln!(out, "Delivered-To: {delivered_to}");
+    for line in msg.content.split_inclusive(|&b| b == b'\n') {
+        if mbox && line.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    if mbox {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Switch this thread's filesystem identity (Linux `setfsuid`/`setfsgid`) for the life of
+/// the guard; a no-op when not root.
+struct FsIdentity {
+    active: bool,
+}
+
+impl FsIdentity {
+    fn switch(uid: u32, gid: u32) -> FsIdentity {
+        if !nix::unistd::geteuid().is_root() {
+            return FsIdentity { active: false };
+        }
+        // SAFETY: plain syscalls on this thread's credentials.
+        unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
+        FsIdentity { active: true }
+    }
+}
+
+impl Drop for FsIdentity {
+    fn drop(&mut self) {
+        if self.active {
+            // SAFETY: as above, back to root.
+            unsafe {
+                libc::setfsuid(0);
+                libc::setfsgid(0);
+            }
+        }
+    }
+}
+
+fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
+    let pw = match nix::unistd::User::from_name(user) {
+        Ok(Some(pw)) => pw,
+        Ok(None) => {
+            ctx.push(
+                addr,
+                Status::Bounced,
+                "5.1.1",
+                format!("unknown user: \"{user}\""),
+            );
+            return;
+        }
+        Err(e) => {
+            ctx.push(
+                addr,
+                Status::Deferred,
+                "4.3.0",
+                format!("user lookup error for \"{user}\": {e}"),
+            );
+            return;
+        }
+    };
+    let (uid, gid) = (pw.uid.as_raw(), pw.gid.as_raw());
+    let s = ctx.s;
+    if !s.home_mailbox.is_empty() {
+        let target = pw.dir.join(&s.home_mailbox);
+        let maildir = s.home_mailbox.ends_with('/');
+        let data = format_message(ctx.msg, &ctx.orig, addr, !maildir);
+        let _id = FsIdentity::switch(uid, gid);
+        let res = if maildir {
+            mbox::deliver_maildir(&target, &data).map(|_| "delivered to maildir")
+        } else {
+            mbox::deliver_mbox(
+                &target,
+                &data,
+                &mbox::MboxOptions {
+                    owner: None,
+                    size_limit: s.mailbox_size_limit,
+                    dotlock: true,
+                },
+            )
+            .map(|()| "delivered to mailbox")
+        };
+        drop(_id);
+        report(ctx, addr, user, &target, res);
+    } else {
+        let target = s.mail_spool_directory.join(user);
+        let data = format_message(ctx.msg, &ctx.orig, addr, true);
+        let res = mbox::deliver_mbox(
+            &target,
+            &data,
+            &mbox::MboxOptions {
+                owner: Some((uid, gid)),
+                size_limit: s.mailbox_size_limit,
+                dotlock: true,
+            },
+        )
+        .map(|()| "delivered to mailbox");
+        report(ctx, addr, user, &target, res);
+    }
+}
+
+fn report(
+    ctx: &mut Ctx<'_>,
+    addr: &str,
+    user: &str,
+    target: &Path,
+    res: Result<&str, mbox::MailboxError>,
+) {
+    match res {
+        Ok(text) => ctx.push(addr, Status::Sent, "2.0.0", text.to_string()),
+        Err(e) => {
+            let text = if e.text.starts_with("cannot update mailbox") {
+                e.text.replacen(
+                    &format!("{}.", target.display()),
+                    &format!("{} for user {user}.", target.display()),
+                    1,
+                )
+            } else {
+                format!(
+                    "cannot update mailbox {} for user {user}. {}",
+                    target.display(),
+                    e.text
+                )
+            };
+            let status = if e.temporary {
+                Status::Deferred
+            } else {
+                Status::Bounced
+            };
+            ctx.push(addr, status, e.dsn, text);
+        }
+    }
+}
+
+fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
+    let data = format_message(ctx.msg, &ctx.orig, addr, true);
+    let (uid, gid) = ctx.s.default_privs;
+    let id = FsIdentity::switch(uid, gid);
+    let res = mbox::deliver_mbox(
+        path,
+        &data,
+        &mbox::MboxOptions {
+            owner: None,
+            size_limit: ctx.s.mailbox_size_limit,
+            dotlock: false,
+        },
+    );
+    drop(id);
+    match res {
+        Ok(()) => ctx.push(
+            addr,
+            Status::Sent,
+            "2.0.0",
+            format!("delivered to file: {}", path.display()),
+        ),
+        Err(e) => {
+            let status = if e.temporary {
+                Status::Deferred
+            } else {
+                Status::Bounced
+            };
+            ctx.push(
+                addr,
+                status,
+                e.dsn,
+                format!(
+                    "cannot append message to file {}: {}",
+                    path.display(),
+                    e.text
+                ),
+            );
+        }
+    }
+}
+
+fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
+    use std::os::unix::process::CommandExt;
+    let data = format_message(ctx.msg, &ctx.orig, addr, true);
+    let mut c = std::process::Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SHELL", "/bin/sh")
+        .env("SENDER", &ctx.msg.sender)
+        .env("RECIPIENT", addr)
+        .env("ORIGINAL_RECIPIENT", &ctx.orig)
+        .current_dir("/");
+    if nix::unistd::geteuid().is_root() {
+        let (uid, gid) = ctx.s.default_privs;
+        // std clears the supplementary groups when root sets a uid.
+        c.uid(uid).gid(gid);
+    }
+    let child = c.spawn().and_then(|mut ch| {
+        if let Some(mut stdin) = ch.stdin.take() {
+            // A command that does not read its input is not an error (Postfix ignores EPIPE).
+            let _ = stdin.write_all(&data);
+        }
+        ch.wait_with_output()
+    });
+    match child {
+        Ok(o) if o.status.success() => ctx.push(
+            addr,
+            Status::Sent,
+            "2.0.0",
+            format!("delivered to command: {cmd}"),
+        ),
+        Ok(o) => {
+            let code = o.status.code().unwrap_or(-1);
+            let mut output = String::from_utf8_lossy(&o.stdout).into_owned();
+            output.push_str(&String::from_utf8_lossy(&o.stderr));
+            let output = output.split_whitespace().collect::<Vec<_>>().join(" ");
+            let mut text = format!("Command died with status {code}: \"{cmd}\"");
+            if !output.is_empty() {
+                text.push_str(&format!(". Command output: {output}"));
+            }
+            // sysexits: EX_TEMPFAIL (75) and friends are temporary, as in Postfix's pipe code.
+            if matches!(code, 71 | 74 | 75) || code < 0 {
+                ctx.push(addr, Status::Deferred, "4.3.0", text);
+            } else {
+                ctx.push(addr, Status::Bounced, "5.3.0", text);
+            }
+        }
+        Err(e) => ctx.push(
+            addr,
+            Status::Deferred,
+            "4.3.0",
+            format!("cannot run command {cmd}: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_values_split_outside_quotes() {
+        assert_eq!(
+            split_alias_value("a, \"|cat >/dev/null, x\", /tmp/f ,:include:/x"),
+            vec!["a", "\"|cat >/dev/null, x\"", "/tmp/f", ":include:/x"]
+        );
+    }
+
+    #[test]
+    fn extension_is_stripped() {
+        assert_eq!(strip_extension("bob+list", "+"), "bob");
+        assert_eq!(strip_extension("bob", "+"), "bob");
+        assert_eq!(strip_extension("+x", "+"), "+x");
+    }
+}

@@ -1,0 +1,70 @@
+//! The per-message defer log (`queue_directory/defer/H/ID`): why each recipient was
+//! deferred, in Postfix's attribute format (`recipient=`, `status=`, `action=`, `reason=`,
+//! an empty line after each entry), which `mailq` shows under the message.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One deferred recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferEntry {
+    pub recipient: String,
+    pub status: String,
+    pub reason: String,
+}
+
+/// `queue_directory/defer/H/ID`.
+pub fn log_path(queue_directory: &Path, id: &str) -> PathBuf {
+    let first = id.get(..1).unwrap_or("0");
+    queue_directory.join("defer").join(first).join(id)
+}
+
+/// Replace the defer log of `id` with `entries`.
+pub fn write_log(queue_directory: &Path, id: &str, entries: &[DeferEntry]) -> std::io::Result<()> {
+    let path = log_path(queue_directory, id);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut out = Vec::new();
+    for e in entries {
+        let _ = write!(
+            out,
+            "recipient={}\nstatus={}\naction=delayed\nreason={}\n\n",
+            e.recipient,
+            e.status,
+            e.reason.replace('\n', " ")
+        );
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Read a defer log back (missing file: no entries).
+pub fn read_log(queue_directory: &Path, id: &str) -> Vec<DeferEntry> {
+    let Ok(text) = std::fs::read_to_string(log_path(queue_directory, id)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut e = DeferEntry {
+            recipient: String::new(),
+            status: String::new(),
+            reason: String::new(),
+        };
+        for line in block.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                match k {
+                    "recipient" => e.recipient = v.to_string(),
+                    "status" => e.status = v.to_string(),
+                    "reason" => e.reason = v.to_string(),
+                    _ => {}
+                }
+            }
+        }
+        if !e.recipient.is_empty() {
+            out.push(e);
+        }
+    }
+    out
+}

@@ -1,0 +1,654 @@
+//! Postfix's `qmgr(8)` with the `pickup(8)` role: moves complete queue files from
+//! `maildrop/` and `incoming/` to `active/`, resolves each recipient, runs local deliveries
+//! ([`crate::local`]) on a pool of workers, marks each recipient done in the queue file as soon
+//! as its delivery is final (so a restart never delivers it twice), removes the file when every
+//! recipient is done, and moves it to `deferred/` with back-off otherwise.
+//!
+//! # How it runs
+//! The master starts the queue manager when master.cf has a `qmgr` service (as Postfix's
+//! master does; a master.cf without one queues mail but never delivers it), as a child process
+//! (`postern qmgr -c DIR`) spawned before the master gives up root, because local delivery
+//! must become each recipient (DESIGN.md §3). The child reads its standard input: `R` re-reads
+//! the configuration (master reload), end of file means the master is gone and it exits. It
+//! also listens on the FIFO `queue_directory/public/qmgr`, where `postfix flush`,
+//! `postqueue -f` and `sendmail` write a byte to wake it (`F`: retry deferred mail now).
+//!
+//! # Scheduling
+//! New mail is picked up within `QUEUE_POLL` (XXX cleanup does not notify the qmgr yet, so
+//! `incoming/` is polled). Deferred files carry their next attempt time as their modification
+//! time, as in Postfix: `now + clamp(time in queue, minimal_backoff_time,
+//! maximal_backoff_time)`; `deferred/` is scanned every `queue_run_delay`. A message older
+//! than `maximal_queue_lifetime` (`bounce_queue_lifetime` for `<>` senders) is returned.
+//! Up to `local_destination_concurrency_limit` messages are delivered at once.
+//!
+//! # Routing
+//! An address without a domain gets `@$myorigin` (`append_at_myorigin`); a domain in
+//! `mydestination` goes to local delivery; every other recipient is deferred with `delivery
+//! temporarily suspended: outbound SMTP is not implemented in this version of Postern`.
+//!
+//! # Logs (Postfix's formats)
+//! `ID: from=<…>, size=…, nrcpt=… (queue active)`, `ID: to=<…>, [orig_to=<…>, ]relay=local,
+//! delay=…, delays=a/b/c/d, dsn=…, status=sent (delivered to mailbox)`, `ID: removed`,
+//! `ID: from=<…>, status=expired, returned to sender`.
+//!
+//! # main.cf parameters read
+//! `queue_directory`, `myorigin`, `mydestination`, `minimal_backoff_time`,
+//! `maximal_backoff_time`, `queue_run_delay`, `maximal_queue_lifetime`,
+//! `bounce_queue_lifetime`, `local_destination_concurrency_limit`, and those of
+//! [`crate::local`].
+//!
+//! # Known limits
+//! * XXX Bounces are logged (`status=bounced`) and the recipients marked done, but no
+//!   non-delivery notification (RFC 3464) is sent back yet, and no delay warnings.
+//! * XXX No `canonical_maps`, `virtual_alias_maps`, `transport_maps`, `relocated_maps`;
+//!   `mydestination` entries that are lookup tables are ignored.
+//! * XXX The queue manager runs as root (Postfix's runs as `mail_owner` and only local is
+//!   root); the recipients of one message are delivered one after another.
+
+pub mod defer;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::config::postfix::PostfixConfig;
+use crate::local::{self, LocalSettings, Status};
+use crate::log;
+use crate::queue::{QueueFileError, QueuedMessage, mark_recipient_done, read_queue_file};
+
+/// How often `incoming/` and `maildrop/` are looked at.
+const QUEUE_POLL: Duration = Duration::from_millis(200);
+
+/// The child process handle's input, kept by the master to signal reloads.
+static CHILD_STDIN: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+
+/// Whether master.cf asks for a queue manager (a service whose command is `qmgr` or
+/// `oqmgr`).
+pub fn wanted(cfg: &PostfixConfig) -> bool {
+    cfg.master
+        .services
+        .iter()
+        .any(|s| s.command == "qmgr" || s.command == "oqmgr")
+}
+
+/// Start the queue manager child (master start-up, still root). Errors are logged; the
+/// master keeps running without it.
+pub fn spawn(cfg: &PostfixConfig) {
+    if !wanted(cfg) {
+        return;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            log::error("postfix/master", &format!("cannot start qmgr: {e}"));
+            return;
+        }
+    };
+    let child = std::process::Command::new(exe)
+        .arg("qmgr")
+        .arg("-c")
+        .arg(&cfg.config_dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn();
+    match child {
+        Ok(mut c) => {
+            let stdin = c.stdin.take();
+            if let Ok(mut g) = CHILD_STDIN.lock() {
+                *g = stdin;
+            }
+            // Reap it in the background so it never lingers as a zombie.
+            std::thread::spawn(move || {
+                let _ = c.wait();
+            });
+        }
+        Err(e) => log::error("postfix/master", &format!("cannot start qmgr: {e}")),
+    }
+}
+
+/// Tell the queue manager to re-read main.cf (master SIGHUP).
+pub fn notify_reload() {
+    if let Ok(mut g) = CHILD_STDIN.lock()
+        && let Some(w) = g.as_mut()
+    {
+        let _ = std::io::Write::write_all(w, b"R");
+    }
+}
+
+/// Wake a running queue manager through its FIFO (`postfix flush`, `postqueue -f`,
+/// `sendmail`); `b'F'` also retries all deferred mail. Returns whether one was listening.
+pub fn wake(queue_directory: &Path, what: u8) -> bool {
+    let fifo = queue_directory.join("public/qmgr");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags_nonblock()
+        .open(&fifo)
+    {
+        Ok(mut f) => std::io::Write::write_all(&mut f, &[what]).is_ok(),
+        Err(_) => false,
+    }
+}
+
+trait NonBlock {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlock for std::fs::OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NONBLOCK)
+    }
+}
+
+/// Settings read from main.cf.
+pub struct QmgrSettings {
+    pub queue_directory: PathBuf,
+    pub myorigin: String,
+    pub mydestination: Vec<String>,
+    pub minimal_backoff: Duration,
+    pub maximal_backoff: Duration,
+    pub queue_run_delay: Duration,
+    pub maximal_queue_lifetime: Duration,
+    pub bounce_queue_lifetime: Duration,
+    pub concurrency: usize,
+    pub local: LocalSettings,
+    pub ident_qmgr: String,
+    pub ident_local: String,
+    pub ident_error: String,
+}
+
+/// A Postfix time value (`300s`, `1h`, `5d`, bare number in `default_unit`).
+pub fn parse_time(v: &str, default_unit: char) -> Option<Duration> {
+    let v = v.trim();
+    let (num, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&v[..i], v[i..].chars().next().unwrap_or(default_unit)),
+        None => (v, default_unit),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        'w' => 604800,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+impl QmgrSettings {
+    pub fn from_config(cfg: &PostfixConfig) -> QmgrSettings {
+        let time = |n: &str, unit: char, d: u64| {
+            cfg.get(n)
+                .and_then(|v| parse_time(&v, unit))
+                .unwrap_or(Duration::from_secs(d))
+        };
+        let ident_local = log::ident(cfg, "local");
+        QmgrSettings {
+            queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),
+            myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            mydestination: cfg
+                .get("mydestination")
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|d| !d.is_empty() && !d.contains(':') && !d.starts_with('/'))
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            minimal_backoff: time("minimal_backoff_time", 's', 300),
+            maximal_backoff: time("maximal_backoff_time", 's', 4000),
+            queue_run_delay: time("queue_run_delay", 's', 300),
+            maximal_queue_lifetime: time("maximal_queue_lifetime", 'd', 5 * 86400),
+            bounce_queue_lifetime: time("bounce_queue_lifetime", 'd', 5 * 86400),
+            concurrency: cfg
+                .get("local_destination_concurrency_limit")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(2)
+                .clamp(1, 100),
+            local: LocalSettings::from_config(cfg, &ident_local),
+            ident_qmgr: log::ident(cfg, "qmgr"),
+            ident_local,
+            ident_error: log::ident(cfg, "error"),
+        }
+    }
+
+    fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.to_ascii_lowercase();
+        self.mydestination.iter().any(|m| *m == d)
+    }
+}
+
+enum Event {
+    Reload,
+    Wake { flush: bool },
+}
+
+/// `postern qmgr -c DIR`: the queue manager process. Returns the exit status.
+pub fn main(args: &[String]) -> i32 {
+    let mut config_dir = None;
+    let mut it = args.iter().skip_while(|a| a.as_str() == "qmgr");
+    while let Some(a) = it.next() {
+        if a == "-c" {
+            config_dir = it.next().map(PathBuf::from);
+        }
+    }
+    let cfg = match crate::master::load_config(config_dir.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            log::fatal("postfix/qmgr", &e);
+            log::flush();
+            return 1;
+        }
+    };
+    if let Err(e) = log::configure(&cfg) {
+        eprintln!("postfix/qmgr: fatal: {e}");
+        return 1;
+    }
+    let settings = Arc::new(QmgrSettings::from_config(&cfg));
+    let (tx, rx) = mpsc::channel::<Event>();
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut b = [0u8; 64];
+            loop {
+                match stdin.read(&mut b) {
+                    Ok(0) | Err(_) => {
+                        // The master is gone: stop at once, as Postfix's daemons do.
+                        log::flush();
+                        std::process::exit(0);
+                    }
+                    Ok(n) => {
+                        if b[..n].contains(&b'R') {
+                            let _ = tx.send(Event::Reload);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    start_fifo_listener(&settings.queue_directory, tx);
+    let code = run(settings, config_dir, rx);
+    log::flush();
+    code
+}
+
+fn start_fifo_listener(queue_directory: &Path, tx: mpsc::Sender<Event>) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let public = queue_directory.join("public");
+    let _ = std::fs::create_dir_all(&public);
+    let fifo = public.join("qmgr");
+    if std::fs::symlink_metadata(&fifo).is_err() {
+        let _ = nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622));
+        let _ = std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622));
+    }
+    std::thread::spawn(move || {
+        // Opened read-write so that it never reads end of file when writers come and go.
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&fifo)
+        else {
+            return;
+        };
+        let mut b = [0u8; 64];
+        while let Ok(n) = f.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            let _ = tx.send(Event::Wake {
+                flush: b[..n].contains(&b'F'),
+            });
+        }
+    });
+}
+
+/// One message handed to a worker: its path in `active/`.
+struct Job {
+    path: PathBuf,
+    id: String,
+}
+
+fn run(
+    mut settings: Arc<QmgrSettings>,
+    config_dir: Option<PathBuf>,
+    rx: mpsc::Receiver<Event>,
+) -> i32 {
+    let qdir = settings.queue_directory.clone();
+    for q in ["active", "deferred", "incoming", "maildrop"] {
+        let _ = std::fs::create_dir_all(qdir.join(q));
+    }
+    let in_progress: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let shared: Arc<Mutex<Arc<QmgrSettings>>> = Arc::new(Mutex::new(settings.clone()));
+    for _ in 0..settings.concurrency {
+        let job_rx = job_rx.clone();
+        let shared = shared.clone();
+        let in_progress = in_progress.clone();
+        std::thread::spawn(move || {
+            loop {
+                let job = match job_rx.lock() {
+                    Ok(r) => r.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let s = match shared.lock() {
+                    Ok(s) => s.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                process(&s, &job.path);
+                if let Ok(mut set) = in_progress.lock() {
+                    set.remove(&job.id);
+                }
+            }
+        });
+    }
+    // Files left in active/ by a crash are resumed first (their done recipients stay done).
+    let submit = |path: PathBuf, id: String| {
+        let fresh = in_progress
+            .lock()
+            .map(|mut s| s.insert(id.clone()))
+            .unwrap_or(false);
+        if fresh {
+            let _ = job_tx.send(Job { path, id });
+        }
+    };
+    for (id, path) in list_queue(&qdir.join("active"), false) {
+        submit(path, id);
+    }
+    let mut last_deferred_scan = SystemTime::UNIX_EPOCH;
+    loop {
+        for q in ["maildrop", "incoming"] {
+            for (id, path) in list_queue(&qdir.join(q), false) {
+                if let Some(p) = activate(&path, &qdir, &id) {
+                    submit(p, id);
+                }
+            }
+        }
+        let mut flush = false;
+        match rx.recv_timeout(QUEUE_POLL) {
+            Ok(Event::Reload) => {
+                if let Ok(cfg) = crate::master::load_config(config_dir.as_deref()) {
+                    let _ = log::configure(&cfg);
+                    settings = Arc::new(QmgrSettings::from_config(&cfg));
+                    if let Ok(mut s) = shared.lock() {
+                        *s = settings.clone();
+                    }
+                }
+            }
+            Ok(Event::Wake { flush: f }) => flush = f,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return 0,
+        }
+        let due = last_deferred_scan
+            .elapsed()
+            .map(|e| e >= settings.queue_run_delay)
+            .unwrap_or(true);
+        if flush || due {
+            last_deferred_scan = SystemTime::now();
+            let now = SystemTime::now();
+            for (id, path) in list_queue(&qdir.join("deferred"), true) {
+                let ready = flush
+                    || std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| t <= now)
+                        .unwrap_or(true);
+                if ready && let Some(p) = activate(&path, &qdir, &id) {
+                    submit(p, id);
+                }
+            }
+        }
+    }
+}
+
+/// Queue files (named like queue IDs) in `dir`, one level of hash subdirectories when
+/// `hashed`.
+pub fn list_queue(dir: &Path, hashed: bool) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if hashed && e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(list_queue(&path, false));
+        } else if crate::queue::QueueId::parse(&name).is_some() {
+            out.push((name, path));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Move a complete file into `active/`; incomplete files stay where they are.
+fn activate(path: &Path, qdir: &Path, id: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.permissions().mode() & 0o100 == 0 {
+        return None;
+    }
+    let dest = qdir.join("active").join(id);
+    std::fs::rename(path, &dest).ok()?;
+    Some(dest)
+}
+
+/// Postfix's delay formatting: two significant decimals below 10 s, whole seconds above.
+pub fn fmt_delay(d: f64) -> String {
+    if d >= 10.0 {
+        return format!("{:.0}", d);
+    }
+    let s = format!("{:.2}", d);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn secs(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Deliver what is pending in one active queue file, then remove or defer it.
+fn process(s: &QmgrSettings, path: &Path) {
+    let id = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let activated = SystemTime::now();
+    let msg = match read_queue_file(path) {
+        Ok(m) => m,
+        Err(QueueFileError::Corrupt(e)) => {
+            log::warning(&s.ident_qmgr, &format!("{id}: {e}; moved to corrupt"));
+            let _ = std::fs::create_dir_all(s.queue_directory.join("corrupt"));
+            let _ = std::fs::rename(path, s.queue_directory.join("corrupt").join(&id));
+            return;
+        }
+        Err(e) => {
+            log::warning(&s.ident_qmgr, &format!("{id}: {e}"));
+            return;
+        }
+    };
+    log::info(
+        &s.ident_qmgr,
+        &format!(
+            "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+            msg.sender,
+            msg.message_size,
+            msg.recipients.len()
+        ),
+    );
+    let expired = {
+        let life = if msg.sender.is_empty() {
+            s.bounce_queue_lifetime
+        } else {
+            s.maximal_queue_lifetime
+        };
+        msg.arrival.elapsed().map(|a| a > life).unwrap_or(false)
+    };
+    let mut deferred: Vec<defer::DeferEntry> = Vec::new();
+    for r in msg.recipients.iter().filter(|r| !r.done) {
+        let started = SystemTime::now();
+        let addr = if r.address.contains('@') || r.address.is_empty() {
+            r.address.clone()
+        } else {
+            format!("{}@{}", r.address, s.myorigin)
+        };
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let outcomes = if s.is_local_domain(domain) {
+            local::deliver(&s.local, &msg, &addr, r.original.as_deref())
+        } else {
+            vec![local::Outcome {
+                to: addr.clone(),
+                orig_to: r.original.clone().filter(|o| *o != addr),
+                status: Status::Deferred,
+                dsn: "4.3.0".into(),
+                text: "delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern".into(),
+            }]
+        };
+        let relay = if s.is_local_domain(domain) {
+            "local"
+        } else {
+            "none"
+        };
+        let ident = if s.is_local_domain(domain) {
+            &s.ident_local
+        } else {
+            &s.ident_qmgr
+        };
+        let finished = SystemTime::now();
+        let mut any_deferred = false;
+        for o in &outcomes {
+            let (status, dsn, text) = match o.status {
+                Status::Deferred if expired => {
+                    (Status::Bounced, format!("5{}", &o.dsn[1..]), o.text.clone())
+                }
+                _ => (o.status.clone(), o.dsn.clone(), o.text.clone()),
+            };
+            let word = match status {
+                Status::Sent => "sent",
+                Status::Deferred => {
+                    any_deferred = true;
+                    "deferred"
+                }
+                Status::Bounced => "bounced",
+            };
+            let orig = o
+                .orig_to
+                .as_ref()
+                .map(|x| format!("orig_to=<{x}>, "))
+                .unwrap_or_default();
+            log::info(
+                ident,
+                &format!(
+                    "{id}: to=<{}>, {orig}relay={relay}, delay={}, delays={}/{}/{}/{}, dsn={dsn}, status={word} ({text})",
+                    o.to,
+                    fmt_delay(secs(msg.arrival, finished)),
+                    fmt_delay(secs(msg.arrival, activated)),
+                    fmt_delay(secs(activated, started)),
+                    "0",
+                    fmt_delay(secs(started, finished)),
+                ),
+            );
+            if status == Status::Deferred {
+                deferred.push(defer::DeferEntry {
+                    recipient: o.to.clone(),
+                    status: dsn,
+                    reason: text,
+                });
+            }
+        }
+        if !any_deferred && let Err(e) = mark_recipient_done(path, r.offset) {
+            // Without the mark the recipient would be delivered again: keep the file and
+            // say so loudly.
+            log::error(
+                &s.ident_qmgr,
+                &format!("{id}: cannot mark recipient done: {e}"),
+            );
+            deferred.push(defer::DeferEntry {
+                recipient: addr.clone(),
+                status: "4.3.0".into(),
+                reason: format!("queue file update error: {e}"),
+            });
+        }
+    }
+    if expired {
+        log::info(
+            &s.ident_qmgr,
+            &format!(
+                "{id}: from=<{}>, status=expired, returned to sender",
+                msg.sender
+            ),
+        );
+    }
+    let defer_log = defer::log_path(&s.queue_directory, &id);
+    if deferred.is_empty() {
+        let _ = std::fs::remove_file(&defer_log);
+        match std::fs::remove_file(path) {
+            Ok(()) => log::info(&s.ident_qmgr, &format!("{id}: removed")),
+            Err(e) => log::warning(
+                &s.ident_qmgr,
+                &format!("{id}: remove {}: {e}", path.display()),
+            ),
+        }
+    } else {
+        defer_message(s, path, &id, &msg, &deferred);
+    }
+}
+
+fn defer_message(
+    s: &QmgrSettings,
+    path: &Path,
+    id: &str,
+    msg: &QueuedMessage,
+    entries: &[defer::DeferEntry],
+) {
+    if let Err(e) = defer::write_log(&s.queue_directory, id, entries) {
+        log::warning(&s.ident_qmgr, &format!("{id}: cannot write defer log: {e}"));
+    }
+    let first = id.get(..1).unwrap_or("0");
+    let dir = s.queue_directory.join("deferred").join(first);
+    let _ = std::fs::create_dir_all(&dir);
+    let dest = dir.join(id);
+    let age = msg.arrival.elapsed().unwrap_or_default();
+    let backoff = age.clamp(s.minimal_backoff, s.maximal_backoff.max(s.minimal_backoff));
+    let next = SystemTime::now() + backoff;
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = f.set_modified(next);
+    }
+    if let Err(e) = std::fs::rename(path, &dest) {
+        log::warning(
+            &s.ident_qmgr,
+            &format!("{id}: move to {}: {e}", dest.display()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_formatted_like_postfix() {
+        assert_eq!(fmt_delay(0.0), "0");
+        assert_eq!(fmt_delay(0.001), "0");
+        assert_eq!(fmt_delay(0.03), "0.03");
+        assert_eq!(fmt_delay(0.1), "0.1");
+        assert_eq!(fmt_delay(1.234), "1.23");
+        assert_eq!(fmt_delay(12.6), "13");
+    }
+
+    #[test]
+    fn times_parse_with_units() {
+        assert_eq!(parse_time("300s", 's'), Some(Duration::from_secs(300)));
+        assert_eq!(parse_time("5d", 'd'), Some(Duration::from_secs(432000)));
+        assert_eq!(parse_time("5", 'd'), Some(Duration::from_secs(432000)));
+        assert_eq!(parse_time("1h", 's'), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_time("x", 's'), None);
+    }
+}

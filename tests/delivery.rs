@@ -1,0 +1,265 @@
+//! qmgr + local delivery over real sockets: a running `postern postfix start-fg` with a
+//! `qmgr` service in master.cf receives mail over SMTP and delivers it into mailboxes. What
+//! the mbox must hold was recorded from Postfix 3.7.11's local(8) for the same message
+//! (`From ` line with two spaces, `Return-Path:`, `X-Original-To:`, `Delivered-To:`, `>From `
+//! quoting of `From ` lines only, a trailing empty line).
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+static USERS: Mutex<()> = Mutex::new(());
+
+/// A local system user with a home directory (created once, idempotent). Needs root.
+fn user(name: &str) -> Option<PathBuf> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let _g = USERS.lock().unwrap_or_else(|p| p.into_inner());
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let _ = std::process::Command::new("useradd")
+            .args(["-m", "-s", "/usr/sbin/nologin", name])
+            .status();
+    }
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+}
+
+const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n";
+
+fn main_cf(extra: &str) -> String {
+    format!(
+        "myhostname = mail.example.test\nmydomain = example.test\nmyorigin = $myhostname\n\
+         mydestination = $myhostname, localhost\nmynetworks = 127.0.0.0/8\n\
+         local_recipient_maps =\nalias_maps =\n{extra}"
+    )
+}
+
+fn send(port: u16, from: &str, to: &[&str], body: &str) -> String {
+    let mut s = Smtp::connect(port);
+    s.line();
+    let ehlo = s.cmd("EHLO client.example");
+    assert!(ehlo.concat().starts_with("250"), "{ehlo:?}");
+    let mail = s.cmd(&format!("MAIL FROM:<{from}>"));
+    assert!(mail.concat().starts_with("250"), "{mail:?}");
+    for t in to {
+        assert!(
+            s.cmd(&format!("RCPT TO:<{t}>")).concat().starts_with("250"),
+            "RCPT {t}"
+        );
+    }
+    assert!(s.cmd("DATA").concat().starts_with("354"));
+    s.send(&body.replace('\n', "\r\n"));
+    let r = s.cmd(".").concat();
+    assert!(r.starts_with("250"), "{r}");
+    s.cmd("QUIT");
+    // "250 2.0.0 Ok: queued as ID"
+    r.rsplit(' ').next().unwrap_or_default().to_string()
+}
+
+fn wait_for(p: &Path) -> Vec<u8> {
+    for _ in 0..400 {
+        if let Ok(b) = std::fs::read(p)
+            && !b.is_empty()
+        {
+            return b;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{} did not appear", p.display());
+}
+
+#[test]
+fn smtp_to_local_user_lands_in_spool_mbox() {
+    let Some(_home) = user("postern-ra") else {
+        return;
+    };
+    let inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    let body = "Subject: hello\nFrom: a@x.org\n\nFrom the start\nbody \u{e9}\n>From x\n..dot\n";
+    let id = send(
+        inst.port,
+        "sender@x.org",
+        &["postern-ra@mail.example.test"],
+        body,
+    );
+    let mbox = inst.dir.path().join("mail/postern-ra");
+    let log = inst.wait_log(&format!("{id}: removed"));
+    let data = String::from_utf8(wait_for(&mbox)).expect("utf-8 mbox");
+    let mut lines = data.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(first.starts_with("From sender@x.org  "), "{first:?}");
+    assert_eq!(
+        first.len(),
+        "From sender@x.org  Sat Nov 28 14:36:59 2026".len()
+    );
+    assert_eq!(lines.next(), Some("Return-Path: <sender@x.org>"));
+    assert_eq!(
+        lines.next(),
+        Some("X-Original-To: postern-ra@mail.example.test")
+    );
+    assert_eq!(
+        lines.next(),
+        Some("Delivered-To: postern-ra@mail.example.test")
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap_or_default()
+            .starts_with("Received: from client.example")
+    );
+    assert!(
+        data.contains("\n\n>From the start\nbody \u{e9}\n>From x\n.dot\n\n"),
+        "{data}"
+    );
+    assert!(data.ends_with("\n\n"));
+    assert!(log.contains(&format!("postfix/qmgr[")), "{log}");
+    assert!(
+        log.contains(&format!("{id}: from=<sender@x.org>, size=")),
+        "{log}"
+    );
+    assert!(log.contains(", nrcpt=1 (queue active)"), "{log}");
+    assert!(
+        log.contains(&format!("postfix/local["))
+            && log.contains(&format!(
+                "{id}: to=<postern-ra@mail.example.test>, relay=local, delay="
+            )),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=2.0.0, status=sent (delivered to mailbox)"),
+        "{log}"
+    );
+    let uid = nix::unistd::User::from_name("postern-ra")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&mbox).unwrap();
+    assert_eq!(meta.uid(), uid, "mbox belongs to the user");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert!(!inst.dir.path().join("spool/active").join(&id).exists());
+}
+
+#[test]
+fn maildir_in_home() {
+    let Some(home) = user("postern-rc") else {
+        return;
+    };
+    let _ = std::fs::remove_dir_all(home.join("Maildir"));
+    let inst = Instance::start(&main_cf("home_mailbox = Maildir/\n"), QMGR);
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["postern-rc@mail.example.test"],
+        "Subject: md\n\nFrom here\n",
+    );
+    inst.wait_log(&format!("{id}: removed"));
+    let log = inst.log();
+    assert!(log.contains("status=sent (delivered to maildir)"), "{log}");
+    let new: Vec<_> = std::fs::read_dir(home.join("Maildir/new"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(new.len(), 1);
+    let data = std::fs::read_to_string(new[0].path()).unwrap();
+    assert!(data.starts_with("Return-Path: <s@x.org>\nX-Original-To: postern-rc@mail.example.test\nDelivered-To: postern-rc@mail.example.test\nReceived: "), "{data}");
+    assert!(data.ends_with("\nFrom here\n"), "{data}");
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::User::from_name("postern-rc")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(std::fs::metadata(new[0].path()).unwrap().uid(), uid);
+    assert!(
+        std::fs::read_dir(home.join("Maildir/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn aliases_to_users_file_and_command_and_unknown_user_bounces() {
+    let (Some(_), Some(_)) = (user("postern-ra"), user("postern-rb")) else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let o = out.path().display().to_string();
+    let inst = Instance::start_with(
+        &main_cf(
+            "mail_spool_directory = $queue_directory/../mail\nalias_maps = hash:$queue_directory/../aliases\n",
+        ),
+        QMGR,
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).unwrap();
+            std::fs::write(
+                d.join("aliases"),
+                format!("team: postern-ra, postern-rb\nlog: {o}/file.mbox\npipe: \"|cat > {o}/cmd.out\"\n"),
+            )
+            .unwrap();
+        },
+    );
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &[
+            "team@mail.example.test",
+            "log@mail.example.test",
+            "pipe@mail.example.test",
+            "nosuch@mail.example.test",
+        ],
+        "Subject: al\n\nhi\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    for u in ["postern-ra", "postern-rb"] {
+        assert!(
+            log.contains(&format!(
+                "to=<{u}@mail.example.test>, orig_to=<team@mail.example.test>, relay=local"
+            )),
+            "{log}"
+        );
+        let m =
+            String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail").join(u))).into_owned();
+        assert!(
+            m.contains(&format!(
+                "X-Original-To: team@mail.example.test\nDelivered-To: {u}@mail.example.test\n"
+            )),
+            "{m}"
+        );
+    }
+    assert!(
+        log.contains(&format!("status=sent (delivered to file: {o}/file.mbox)")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "status=sent (delivered to command: cat > {o}/cmd.out)"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<nosuch@mail.example.test>, relay=local, delay="
+        )) && log.contains("dsn=5.1.1, status=bounced (unknown user: \"nosuch\")"),
+        "{log}"
+    );
+    assert!(
+        String::from_utf8_lossy(&wait_for(&out.path().join("file.mbox")))
+            .starts_with("From s@x.org  ")
+    );
+    assert!(
+        String::from_utf8_lossy(&wait_for(&out.path().join("cmd.out"))).contains("\nSubject: al\n")
+    );
+}
