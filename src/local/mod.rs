@@ -16,7 +16,7 @@
 //! spool directory that is not world-writable) and must be owned by the user. Commands and
 //! files named by aliases run as `default_privs` (Postfix: the alias database owner, unless
 //! root). When not root, everything runs as the invoking user. Mailboxes are opened with
-//! `O_NOFOLLOW` and must be regular files with one link.
+//! `O_NOFOLLOW` and must be regular files with one link ([`crate::mailbox`]).
 //!
 //! # main.cf parameters read
 //! `alias_maps`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
@@ -31,8 +31,6 @@
 //! * XXX When one expansion of an alias fails temporarily, the whole alias is retried later
 //!   and the members that got the mail get it again (Postfix keeps a duplicate filter only
 //!   within one delivery attempt as well).
-
-pub mod mbox;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -417,6 +415,59 @@ impl Drop for FsIdentity {
     }
 }
 
+/// Map a mailbox error to Postfix's delivery status (local/mailbox.c with `mbox_dsn()`):
+/// an unsafe mailbox or a full one bounces, anything else is retried.
+fn mailbox_failure(e: &crate::mailbox::MailboxError) -> (Status, &'static str, String) {
+    use crate::mailbox::MailboxError as E;
+    match e {
+        E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0", e.to_string()),
+        E::Locked(_) => (Status::Deferred, "4.2.0", e.to_string()),
+        E::Io { source, .. } => match source.raw_os_error() {
+            Some(libc::EFBIG) | Some(libc::EDQUOT) => (
+                Status::Bounced,
+                "5.2.2",
+                "error writing message: File too large".into(),
+            ),
+            Some(libc::ENOSPC) => (Status::Deferred, "4.3.0", e.to_string()),
+            _ => (Status::Deferred, "4.2.0", e.to_string()),
+        },
+    }
+}
+
+/// Create a missing spool mbox as root, owned by the user (mode 0600, never through a
+/// symlink), as Postfix does for a spool directory the user cannot write.
+fn create_spool_mbox(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => {
+            if nix::unistd::geteuid().is_root() {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+            }
+            f.sync_all()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `mailbox_size_limit`: the mailbox plus this message must fit. XXX Checked before the
+/// append, not with RLIMIT_FSIZE as Postfix does, so two concurrent deliveries may together
+/// pass the limit by one message.
+fn over_limit(path: &Path, add: usize, limit: u64) -> bool {
+    limit > 0
+        && std::fs::symlink_metadata(path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .saturating_add(add as u64)
+            > limit
+}
+
 fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
     let pw = match nix::unistd::User::from_name(user) {
         Ok(Some(pw)) => pw,
@@ -441,90 +492,75 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
     };
     let (uid, gid) = (pw.uid.as_raw(), pw.gid.as_raw());
     let s = ctx.s;
-    if !s.home_mailbox.is_empty() {
-        let target = pw.dir.join(&s.home_mailbox);
-        let maildir = s.home_mailbox.ends_with('/');
-        let data = format_message(ctx.msg, &ctx.orig, addr, !maildir);
-        let _id = FsIdentity::switch(uid, gid);
-        let res = if maildir {
-            mbox::deliver_maildir(&target, &data).map(|_| "delivered to maildir")
-        } else {
-            mbox::deliver_mbox(
-                &target,
-                &data,
-                &mbox::MboxOptions {
-                    owner: None,
-                    size_limit: s.mailbox_size_limit,
-                    dotlock: true,
-                },
-            )
-            .map(|()| "delivered to mailbox")
-        };
-        drop(_id);
-        report(ctx, addr, user, &target, res);
+    let data = format_message(ctx.msg, &ctx.orig, addr, false);
+    let maildir = s.home_mailbox.ends_with('/');
+    let target = if s.home_mailbox.is_empty() {
+        s.mail_spool_directory.join(user)
     } else {
-        let target = s.mail_spool_directory.join(user);
-        let data = format_message(ctx.msg, &ctx.orig, addr, true);
-        let res = mbox::deliver_mbox(
-            &target,
-            &data,
-            &mbox::MboxOptions {
-                owner: Some((uid, gid)),
-                size_limit: s.mailbox_size_limit,
-                dotlock: true,
-            },
-        )
-        .map(|()| "delivered to mailbox");
-        report(ctx, addr, user, &target, res);
-    }
-}
-
-fn report(
-    ctx: &mut Ctx<'_>,
-    addr: &str,
-    user: &str,
-    target: &Path,
-    res: Result<&str, mbox::MailboxError>,
-) {
+        pw.dir.join(&s.home_mailbox)
+    };
+    let opts = crate::mailbox::MboxOptions {
+        expected_owner: Some(uid),
+        ..Default::default()
+    };
+    let res = if s.home_mailbox.is_empty() {
+        // The spool: root creates the file for the user, then appends to it only if it is
+        // the user's regular file (checked by the mailbox layer, opened without following
+        // symlinks).
+        if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
+            Err((
+                Status::Bounced,
+                "5.2.2",
+                "error writing message: File too large".to_string(),
+            ))
+        } else {
+            create_spool_mbox(&target, uid, gid)
+                .map_err(|e| crate::mailbox::MailboxError::io(&target, e))
+                .and_then(|()| crate::mailbox::deliver_mbox(&target, &ctx.msg.sender, &data, &opts))
+                .map(|()| "delivered to mailbox")
+                .map_err(|e| mailbox_failure(&e))
+        }
+    } else {
+        let _id = FsIdentity::switch(uid, gid);
+        if maildir {
+            crate::mailbox::deliver_maildir(&target, &data)
+                .map(|_| "delivered to maildir")
+                .map_err(|e| mailbox_failure(&e))
+        } else if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
+            Err((
+                Status::Bounced,
+                "5.2.2",
+                "error writing message: File too large".to_string(),
+            ))
+        } else {
+            crate::mailbox::deliver_mbox(&target, &ctx.msg.sender, &data, &opts)
+                .map(|()| "delivered to mailbox")
+                .map_err(|e| mailbox_failure(&e))
+        }
+    };
     match res {
         Ok(text) => ctx.push(addr, Status::Sent, "2.0.0", text.to_string()),
-        Err(e) => {
-            let text = if e.text.starts_with("cannot update mailbox") {
-                e.text.replacen(
-                    &format!("{}.", target.display()),
-                    &format!("{} for user {user}.", target.display()),
-                    1,
-                )
-            } else {
-                format!(
-                    "cannot update mailbox {} for user {user}. {}",
-                    target.display(),
-                    e.text
-                )
-            };
-            let status = if e.temporary {
-                Status::Deferred
-            } else {
-                Status::Bounced
-            };
-            ctx.push(addr, status, e.dsn, text);
-        }
+        Err((status, dsn, why)) => ctx.push(
+            addr,
+            status,
+            dsn,
+            format!(
+                "cannot update mailbox {} for user {user}. {why}",
+                target.display()
+            ),
+        ),
     }
 }
 
 fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
-    let data = format_message(ctx.msg, &ctx.orig, addr, true);
+    let data = format_message(ctx.msg, &ctx.orig, addr, false);
     let (uid, gid) = ctx.s.default_privs;
     let id = FsIdentity::switch(uid, gid);
-    let res = mbox::deliver_mbox(
-        path,
-        &data,
-        &mbox::MboxOptions {
-            owner: None,
-            size_limit: ctx.s.mailbox_size_limit,
-            dotlock: false,
-        },
-    );
+    let opts = crate::mailbox::MboxOptions {
+        dotlock: false,
+        ..Default::default()
+    };
+    let res = crate::mailbox::deliver_mbox(path, &ctx.msg.sender, &data, &opts);
     drop(id);
     match res {
         Ok(()) => ctx.push(
@@ -534,20 +570,12 @@ fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
             format!("delivered to file: {}", path.display()),
         ),
         Err(e) => {
-            let status = if e.temporary {
-                Status::Deferred
-            } else {
-                Status::Bounced
-            };
+            let (status, dsn, why) = mailbox_failure(&e);
             ctx.push(
                 addr,
                 status,
-                e.dsn,
-                format!(
-                    "cannot append message to file {}: {}",
-                    path.display(),
-                    e.text
-                ),
+                dsn,
+                format!("cannot append message to file {}: {why}", path.display()),
             );
         }
     }
