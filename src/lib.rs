@@ -13,6 +13,7 @@ pub mod local;
 pub mod log;
 pub mod mailbox;
 pub mod maps;
+pub mod pop3d;
 pub mod master;
 pub mod qmgr;
 pub mod queue;

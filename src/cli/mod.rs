@@ -2,6 +2,7 @@
 //! output and exit codes of the Postfix/Dovecot/Cyrus command it replaces.
 
 pub mod doveconf;
+pub mod dovecot;
 pub mod postconf;
 pub mod postconf_master;
 pub mod postfix;
@@ -89,6 +90,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "postconf" => postconf::main(&rest),
         "postfix" => postfix::main(&rest),
         "doveconf" => doveconf::main(&rest),
+        "dovecot" => dovecot::main(&rest),
         "postmap" => postmap::postmap_main(&rest),
         "postalias" => postmap::postalias_main(&rest),
         "saslauthd" => crate::cli::saslauthd::saslauthd_main(&rest),

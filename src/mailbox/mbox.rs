@@ -89,10 +89,10 @@ fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), Mailbo
     if st.nlink() != 1 {
         return Err(unsafe_("has more than one hard link"));
     }
-    if let Some(uid) = opts.expected_owner {
-        if st.uid() != uid {
-            return Err(unsafe_(&format!("is owned by uid {}, not {uid}", st.uid())));
-        }
+    if let Some(uid) = opts.expected_owner
+        && st.uid() != uid
+    {
+        return Err(unsafe_(&format!("is owned by uid {}, not {uid}", st.uid())));
     }
     let lst = std::fs::symlink_metadata(path).map_err(|e| MailboxError::io(path, e))?;
     if lst.dev() != st.dev() || lst.ino() != st.ino() {
@@ -454,15 +454,24 @@ pub struct MboxMailbox {
 }
 
 impl MboxMailbox {
+    /// A mailbox with no messages and no file.
+    pub fn empty() -> MboxMailbox {
+        MboxMailbox {
+            path: PathBuf::new(),
+            uid_validity: 0,
+            messages: Vec::new(),
+            spots: Vec::new(),
+            opts: MboxOptions::default(),
+        }
+    }
+
     /// Read the mbox under its write locks, storing UIDs for messages that have none. A
     /// missing file is an empty mailbox.
     pub fn open(path: &Path, opts: &MboxOptions) -> Result<MboxMailbox, MailboxError> {
         let empty = || MboxMailbox {
             path: path.to_path_buf(),
-            uid_validity: 0,
-            messages: Vec::new(),
-            spots: Vec::new(),
             opts: opts.clone(),
+            ..MboxMailbox::empty()
         };
         if std::fs::symlink_metadata(path).is_err() {
             return Ok(empty());

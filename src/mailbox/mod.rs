@@ -81,11 +81,11 @@ pub fn expand_vars(s: &str, user: &str, home: &str) -> String {
     };
     let mut out = String::new();
     let mut chars = s.chars().peekable();
-    if let Some(rest) = s.strip_prefix('~') {
-        if rest.is_empty() || rest.starts_with('/') {
-            out.push_str(home);
-            chars = rest.chars().peekable();
-        }
+    if let Some(rest) = s.strip_prefix('~')
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        out.push_str(home);
+        chars = rest.chars().peekable();
     }
     while let Some(c) = chars.next() {
         if c != '%' {
@@ -277,11 +277,11 @@ pub fn uidl(format: &str, uid_validity: u32, msg: &MessageInfo) -> String {
         // Dovecot's `X` modifier prints lower-case hex (seen from 2.3.19:
         // `000000016b0ae6fb` for `%08Xu%08Xv`).
         let mut hex = false;
-        if let Some(&h) = chars.peek() {
-            if h == 'X' || h == 'x' {
-                hex = true;
-                chars.next();
-            }
+        if let Some(&h) = chars.peek()
+            && (h == 'X' || h == 'x')
+        {
+            hex = true;
+            chars.next();
         }
         let num = match chars.next() {
             Some('u') => Some(u64::from(msg.uid)),

@@ -1,0 +1,259 @@
+//! pop3d: Dovecot's POP3 service (`pop3-login` + `pop3`), RFC 1939 with CAPA and
+//! RESP-CODES (RFC 2449), STLS (RFC 2595) and AUTH (RFC 5034), replies worded exactly as
+//! Dovecot 2.3.19 words them (recorded from the real program; see `man/pop3d.8`).
+//!
+//! `dovecot.conf` settings read: `protocols`, the `pop3`/`pop3s` listeners, `ssl`,
+//! `ssl_cert`/`ssl_key` (`<file` form; 1.x `ssl_cert_file`/`ssl_key_file` through the
+//! config layer), `disable_plaintext_auth`, `login_trusted_networks`, `login_greeting`,
+//! `auth_mechanisms`, `auth_failure_delay`, `auth_username_format`, passdbs and userdbs
+//! (through [`crate::auth::dovecot`]), `mail_location`, `pop3_uidl_format`,
+//! `mail_max_userip_connections`, `log_path`.
+//!
+//! Mailbox access goes through [`crate::mailbox`]. Deletions are kept in the session and
+//! committed only by QUIT (the UPDATE state): a client that vanishes deletes nothing.
+//!
+//! Privileges (`DESIGN.md` §3): when running as root, each mailbox operation runs on a
+//! blocking thread whose filesystem uid/gid (`setfsuid`/`setfsgid`, per thread on Linux)
+//! are the user's from the userdb, so the file checks are the user's own.
+//!
+//! Known limits (XXX): no APOP (`-ERR APOP not enabled.`, as Dovecot without the `apop`
+//! mechanism), no `pop3_client_workarounds`, `pop3_lock_session`, `pop3_no_flag_updates`
+//! (no flags are written: `Status: O`/Maildir `cur/` moves are not made), no supplementary
+//! groups in the per-thread identity, no separate unprivileged login process.
+
+pub mod session;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::auth::dovecot::DovecotAuth;
+use crate::config::dovecot::DovecotConf;
+
+/// Settings and shared state of the POP3 service.
+pub struct Pop3State {
+    pub greeting: String,
+    pub disable_plaintext_auth: bool,
+    /// `ssl = required`.
+    pub ssl_required: bool,
+    pub trusted: Vec<(IpAddr, u8)>,
+    pub uidl_format: String,
+    pub mail_location: String,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Arc<DovecotAuth>,
+    pub max_userip: u32,
+    pub log: DovecotLog,
+    /// Logged-in sessions per (user, remote IP).
+    pub userip: Mutex<std::collections::HashMap<(String, IpAddr), u32>>,
+    pub idle_timeout: Duration,
+}
+
+/// Where Dovecot-format log lines go: `log_path` (a file, `Nov 28 14:36:43 pop3-login:
+/// Info: …` as Dovecot writes it) or syslog facility `mail` (ident `dovecot`).
+#[derive(Debug, Clone)]
+pub enum DovecotLog {
+    File(PathBuf),
+    Syslog,
+    Stderr,
+}
+
+impl DovecotLog {
+    pub fn from_conf(conf: &DovecotConf) -> DovecotLog {
+        match conf.log_path() {
+            "syslog" | "" => DovecotLog::Syslog,
+            "/dev/stderr" => DovecotLog::Stderr,
+            p => DovecotLog::File(PathBuf::from(p)),
+        }
+    }
+
+    /// Log `text` (e.g. `pop3-login: Info: Login: …`) at Info level.
+    pub fn info(&self, text: &str) {
+        self.line("Info", text);
+    }
+
+    pub fn error(&self, text: &str) {
+        self.line("Error", text);
+    }
+
+    fn line(&self, level: &str, text: &str) {
+        // `pop3-login: Login: …` becomes `pop3-login: Info: Login: …`.
+        let (who, what) = text.split_once(": ").unwrap_or(("dovecot", text));
+        match self {
+            DovecotLog::File(p) => {
+                use std::io::Write;
+                let stamp = local_stamp();
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(p)
+                {
+                    let _ = writeln!(f, "{stamp} {who}: {level}: {what}");
+                }
+            }
+            DovecotLog::Syslog => {
+                let t = format!("{who}: {what}");
+                if level == "Error" {
+                    crate::log::error("dovecot", &t);
+                } else {
+                    crate::log::info("dovecot", &t);
+                }
+            }
+            DovecotLog::Stderr => eprintln!("{who}: {level}: {what}"),
+        }
+    }
+}
+
+/// `Nov 28 14:36:43` in local time, as Dovecot's `log_timestamp` default.
+fn local_stamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: a zeroed `tm` is valid and localtime_r fills it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    unsafe { libc::localtime_r(&now, &mut tm) };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:02} {:02}:{:02}:{:02}",
+        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// Parse `login_trusted_networks` entries (`10.0.0.0/8`, `192.0.2.1`, `::1/128`).
+pub fn parse_networks(words: &[String]) -> Vec<(IpAddr, u8)> {
+    words
+        .iter()
+        .filter_map(|w| {
+            let (a, p) = w.split_once('/').unwrap_or((w, ""));
+            let ip: IpAddr = a.parse().ok()?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let p = if p.is_empty() { max } else { p.parse().ok()? };
+            Some((ip, p.min(max)))
+        })
+        .collect()
+}
+
+fn in_network(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl Pop3State {
+    /// Build from a loaded `dovecot.conf`.
+    pub fn from_conf(conf: &DovecotConf) -> anyhow::Result<Pop3State> {
+        let auth = DovecotAuth::from_conf(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ssl = conf.ssl();
+        let tls = if ssl != "no" && !conf.ssl_cert().is_empty() {
+            Some(Arc::new(load_tls(conf.ssl_cert(), conf.ssl_key())?))
+        } else {
+            None
+        };
+        Ok(Pop3State {
+            greeting: conf.login_greeting().to_string(),
+            disable_plaintext_auth: conf.disable_plaintext_auth(),
+            ssl_required: ssl == "required",
+            trusted: parse_networks(&conf.login_trusted_networks()),
+            uidl_format: conf.pop3_uidl_format().to_string(),
+            mail_location: conf.mail_location().to_string(),
+            tls,
+            auth: Arc::new(auth),
+            max_userip: conf.mail_max_userip_connections("pop3"),
+            log: DovecotLog::from_conf(conf),
+            userip: Mutex::new(Default::default()),
+            idle_timeout: Duration::from_secs(600),
+        })
+    }
+
+    /// Dovecot's "secured": TLS, or a client on loopback / the local address / a
+    /// `login_trusted_networks` entry.
+    pub fn is_secured(&self, tls: bool, remote: SocketAddr, local: SocketAddr) -> bool {
+        tls || remote.ip().is_loopback()
+            || remote.ip() == local.ip()
+            || self.trusted.iter().any(|n| in_network(remote.ip(), *n))
+    }
+}
+
+/// A `ssl_cert`/`ssl_key` value: `<FILE` (2.x: the file's contents) or a path (1.x
+/// `ssl_cert_file`), or inline PEM.
+fn pem_bytes(v: &str) -> anyhow::Result<Vec<u8>> {
+    let v = v.trim();
+    if v.starts_with("-----BEGIN") {
+        return Ok(v.as_bytes().to_vec());
+    }
+    let p = v.strip_prefix('<').unwrap_or(v).trim();
+    std::fs::read(Path::new(p)).map_err(|e| anyhow::anyhow!("{p}: {e}"))
+}
+
+/// rustls server config from `ssl_cert`/`ssl_key`.
+pub fn load_tls(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_pem = pem_bytes(cert)?;
+    let key_pem = pem_bytes(if key.is_empty() { cert } else { key })?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("ssl_cert: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| anyhow::anyhow!("ssl_key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?)
+}
+
+/// Accept POP3 clients on `listener` forever; `implicit_tls` for `pop3s`.
+pub async fn serve(listener: tokio::net::TcpListener, implicit_tls: bool, st: Arc<Pop3State>) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let st = st.clone();
+        tokio::spawn(async move {
+            session::run(tcp, remote, implicit_tls, st).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let n = parse_networks(&["10.0.0.0/8".into(), "192.0.2.1".into(), "bad".into()]);
+        assert_eq!(n.len(), 2);
+        assert!(in_network("10.1.2.3".parse().expect("ip"), n[0]));
+        assert!(!in_network("11.1.2.3".parse().expect("ip"), n[0]));
+        assert!(in_network("192.0.2.1".parse().expect("ip"), n[1]));
+    }
+}

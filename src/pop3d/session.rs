@@ -1,0 +1,878 @@
+//! One POP3 connection: the AUTHORIZATION state (Dovecot's `pop3-login`), then the
+//! TRANSACTION state on the user's mailbox and the UPDATE state at QUIT. Replies are
+//! queued and flushed only before the session blocks for input, so pipelined commands
+//! (RFC 2449 PIPELINING) are answered in one write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Pop3State;
+use crate::auth::dovecot::{RequestInfo, UserInfo};
+use crate::mailbox::{MailLocation, Mailbox, MailboxError, uidl};
+
+/// Longest command line before login (Dovecot's login input buffer).
+const LOGIN_MAX_LINE: usize = 4096;
+/// Longest command line after login.
+const MAX_LINE: usize = 8192;
+/// Dovecot's `CLIENT_MAX_BAD_COMMANDS`.
+const MAX_BAD_COMMANDS: u32 = 20;
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl Io {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+            Io::Gone => Ok(0),
+        }
+    }
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Io::Plain(s) => s.write_all(b).await,
+            Io::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Io::Gone => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+}
+
+enum End {
+    Lost,
+    Timeout,
+    TooLong,
+}
+
+/// The mail user after login.
+struct Mail {
+    user: String,
+    info: UserInfo,
+    mailbox: Mailbox,
+    deleted: Vec<bool>,
+    top: (u64, u64),
+    retr: (u64, u64),
+}
+
+struct Session {
+    st: Arc<Pop3State>,
+    io: Io,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+    session_id: String,
+    user_arg: Option<String>,
+    auth_attempts: u32,
+    bad: u32,
+    started: std::time::Instant,
+}
+
+fn session_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut b = Vec::with_capacity(12);
+    b.extend_from_slice(&(t.as_micros() as u64).to_be_bytes());
+    b.extend_from_slice(&(N.fetch_add(1, Ordering::Relaxed) as u32).to_be_bytes());
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
+}
+
+/// Run `f` on a blocking thread as the mail user: when root, the thread's filesystem
+/// uid/gid are switched to the user's for the duration (`setfsuid` is per thread).
+async fn as_user<T: Send + 'static>(
+    info: &UserInfo,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (uid, gid) = (info.uid, info.gid);
+    tokio::task::spawn_blocking(move || {
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            // SAFETY: setfsgid/setfsuid only change this thread's filesystem ids.
+            unsafe {
+                if let Some(g) = gid {
+                    libc::setfsgid(g);
+                }
+                if let Some(u) = uid {
+                    libc::setfsuid(u);
+                }
+            }
+        }
+        let r = f();
+        if root {
+            // SAFETY: as above, back to root for the next task on this pooled thread.
+            unsafe {
+                libc::setfsuid(0);
+                libc::setfsgid(0);
+            }
+        }
+        r
+    })
+    .await
+    .ok()
+}
+
+/// Serve one client until it quits or goes away.
+pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc<Pop3State>) {
+    let local = tcp.local_addr().unwrap_or(remote);
+    let _ = tcp.set_nodelay(true);
+    let mut s = Session {
+        st: st.clone(),
+        io: Io::Plain(tcp),
+        rbuf: Vec::new(),
+        wbuf: Vec::new(),
+        remote,
+        local,
+        tls: false,
+        session_id: session_id(),
+        user_arg: None,
+        auth_attempts: 0,
+        bad: 0,
+        started: std::time::Instant::now(),
+    };
+    if implicit_tls && !s.start_tls().await {
+        return;
+    }
+    s.reply(&format!("+OK {}", st.greeting));
+    let mail = match s.authorization().await {
+        Some(m) => m,
+        None => {
+            s.flush().await;
+            return;
+        }
+    };
+    let key = (mail.user.clone(), remote.ip());
+    s.transaction(mail).await;
+    s.flush().await;
+    if let Ok(mut m) = st.userip.lock()
+        && let Some(n) = m.get_mut(&key)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(&key);
+        }
+    }
+}
+
+impl Session {
+    fn reply(&mut self, line: &str) {
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self) {
+        if !self.wbuf.is_empty() {
+            let b = std::mem::take(&mut self.wbuf);
+            if self.io.write_all(&b).await.is_err() {
+                self.io = Io::Gone;
+            }
+        }
+    }
+
+    fn secured(&self) -> bool {
+        self.st.is_secured(self.tls, self.remote, self.local)
+    }
+
+    /// Dovecot's `client_check_plaintext_auth`.
+    fn plaintext_allowed(&self) -> bool {
+        self.secured() || (!self.st.disable_plaintext_auth && !self.st.ssl_required)
+    }
+
+    fn conn_fields(&self) -> String {
+        let mut s = format!("rip={}, lip={}", self.remote.ip(), self.local.ip());
+        if self.tls {
+            s.push_str(", TLS");
+        } else if self.secured() {
+            s.push_str(", secured");
+        }
+        s
+    }
+
+    /// Read one line without its CRLF; a line over `limit` ends the session as Dovecot
+    /// does (`-ERR Input buffer full, aborting`). Replies are flushed first.
+    async fn read_line(&mut self, limit: usize) -> Result<Vec<u8>, End> {
+        loop {
+            if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.rbuf.drain(..=pos).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > limit {
+                    return Err(End::TooLong);
+                }
+                return Ok(line);
+            }
+            if self.rbuf.len() > limit {
+                return Err(End::TooLong);
+            }
+            self.flush().await;
+            let mut buf = [0u8; 8192];
+            let n = match tokio::time::timeout(self.st.idle_timeout, self.io.read(&mut buf)).await {
+                Err(_) => return Err(End::Timeout),
+                Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
+                Ok(Ok(n)) => n,
+            };
+            self.rbuf.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn start_tls(&mut self) -> bool {
+        let Some(cfg) = self.st.tls.clone() else {
+            return false;
+        };
+        self.flush().await;
+        self.rbuf.clear();
+        let tcp = match std::mem::replace(&mut self.io, Io::Gone) {
+            Io::Plain(t) => t,
+            other => {
+                self.io = other;
+                return false;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        match tokio::time::timeout(self.st.idle_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                self.io = Io::Tls(Box::new(tls));
+                self.tls = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn capa(&self, logged_in: bool) -> String {
+        let mut s = String::from(
+            "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE",
+        );
+        if !logged_in {
+            if self.st.tls.is_some() && !self.tls {
+                s.push_str("\r\nSTLS");
+            }
+            let plain = self.plaintext_allowed();
+            if plain {
+                s.push_str("\r\nUSER");
+            }
+            s.push_str("\r\nSASL");
+            if plain {
+                for m in &self.st.auth.mechanisms {
+                    s.push(' ');
+                    s.push_str(m);
+                }
+            }
+        }
+        s.push_str("\r\n.");
+        s
+    }
+
+    /// The AUTHORIZATION state; `Some` once a user is logged in and the mailbox is open.
+    async fn authorization(&mut self) -> Option<Mail> {
+        loop {
+            let line = match self.read_line(LOGIN_MAX_LINE).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let why = match e {
+                        End::TooLong => {
+                            self.reply("-ERR Input buffer full, aborting");
+                            "Input buffer full"
+                        }
+                        End::Timeout => "Inactivity",
+                        End::Lost => "Disconnected",
+                    };
+                    let reason = if matches!(e, End::Lost) {
+                        why.to_string()
+                    } else {
+                        format!("Disconnected: {why}")
+                    };
+                    self.st.log.info(&format!(
+                        "pop3-login: {reason} (no auth attempts in {} secs): user=<>, {}, session=<{}>",
+                        self.started.elapsed().as_secs(),
+                        self.conn_fields(),
+                        self.session_id
+                    ));
+                    return None;
+                }
+            };
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
+            match verb.to_ascii_uppercase().as_str() {
+                "CAPA" => {
+                    let c = self.capa(false);
+                    self.reply(&c);
+                }
+                "QUIT" => {
+                    self.reply("+OK Logging out");
+                    return None;
+                }
+                "STLS" => {
+                    if self.st.tls.is_none() {
+                        self.reply("-ERR TLS support isn't enabled.");
+                    } else if self.tls {
+                        self.reply("-ERR TLS is already active.");
+                    } else {
+                        self.reply("+OK Begin TLS negotiation now.");
+                        if !self.start_tls().await {
+                            return None;
+                        }
+                    }
+                }
+                "USER" => {
+                    if !self.plaintext_allowed() {
+                        self.plaintext_refused();
+                    } else {
+                        self.user_arg = Some(arg.to_string());
+                        self.reply("+OK");
+                    }
+                }
+                "PASS" => {
+                    if !self.plaintext_allowed() {
+                        self.plaintext_refused();
+                    } else if let Some(user) = self.user_arg.take() {
+                        if let Some(m) = self.login(&user, arg, "PLAIN").await {
+                            return Some(m);
+                        }
+                    } else {
+                        self.reply("-ERR No username given.");
+                    }
+                }
+                "APOP" => self.reply("-ERR APOP not enabled."),
+                "AUTH" => {
+                    if let Some(m) = self.auth(arg).await {
+                        return Some(m);
+                    }
+                }
+                _ => {
+                    self.reply("-ERR Unknown command.");
+                    self.bad += 1;
+                    if self.bad >= MAX_BAD_COMMANDS {
+                        self.reply("-ERR Too many invalid commands.");
+                        return None;
+                    }
+                }
+            }
+            if matches!(self.io, Io::Gone) {
+                return None;
+            }
+        }
+    }
+
+    fn plaintext_refused(&mut self) {
+        self.reply(
+            "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+        );
+    }
+
+    /// `AUTH` (RFC 5034): without an argument, the mechanism list; PLAIN and LOGIN with or
+    /// without an initial response.
+    async fn auth(&mut self, arg: &str) -> Option<Mail> {
+        let mut words = arg.split_whitespace();
+        let Some(mech) = words.next() else {
+            let mut s = String::from("+OK");
+            if self.plaintext_allowed() {
+                for m in &self.st.auth.mechanisms {
+                    s.push_str("\r\n");
+                    s.push_str(m);
+                }
+            }
+            s.push_str("\r\n.");
+            self.reply(&s);
+            return None;
+        };
+        let mech = mech.to_ascii_uppercase();
+        if !self.st.auth.mechanisms.contains(&mech) || !matches!(mech.as_str(), "PLAIN" | "LOGIN") {
+            self.reply("-ERR [AUTH] Unsupported authentication mechanism.");
+            return None;
+        }
+        if !self.plaintext_allowed() {
+            self.plaintext_refused();
+            return None;
+        }
+        let initial = words.next().map(str::to_string);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (user, pass) = if mech == "PLAIN" {
+            let resp = match initial {
+                Some(r) if r != "=" => r,
+                Some(_) => String::new(),
+                None => self.challenge("").await?,
+            };
+            let Ok(raw) = b64.decode(resp.trim()) else {
+                self.reply("-ERR [AUTH] Invalid base64 data in continued response");
+                return None;
+            };
+            let mut parts = raw.split(|&b| b == 0);
+            let (_authz, authc, pass) = (parts.next(), parts.next(), parts.next());
+            match (authc, pass) {
+                (Some(u), Some(p)) => (
+                    String::from_utf8_lossy(u).into_owned(),
+                    String::from_utf8_lossy(p).into_owned(),
+                ),
+                _ => {
+                    self.auth_failed("PLAIN", "").await;
+                    return None;
+                }
+            }
+        } else {
+            let user = match initial {
+                Some(r) => r,
+                None => self.challenge("VXNlcm5hbWU6").await?,
+            };
+            let user =
+                String::from_utf8_lossy(&b64.decode(user.trim()).unwrap_or_default()).into_owned();
+            let pass = self.challenge("UGFzc3dvcmQ6").await?;
+            let pass =
+                String::from_utf8_lossy(&b64.decode(pass.trim()).unwrap_or_default()).into_owned();
+            (user, pass)
+        };
+        self.login(&user, &pass, &mech).await
+    }
+
+    /// Send `+ CHALLENGE` and read the response; `*` aborts.
+    async fn challenge(&mut self, text: &str) -> Option<String> {
+        self.reply(&format!("+ {text}"));
+        let line = self.read_line(LOGIN_MAX_LINE).await.ok()?;
+        let line = String::from_utf8_lossy(&line).into_owned();
+        if line == "*" {
+            self.reply("-ERR [AUTH] Authentication aborted by client.");
+            return None;
+        }
+        Some(line)
+    }
+
+    async fn auth_failed(&mut self, method: &str, user: &str) {
+        self.auth_attempts += 1;
+        tokio::time::sleep(self.st.auth.failure_delay).await;
+        self.reply("-ERR [AUTH] Authentication failed.");
+        let _ = (method, user);
+    }
+
+    /// Check the password, look the user up, open the mailbox.
+    async fn login(&mut self, user: &str, pass: &str, method: &str) -> Option<Mail> {
+        let auth = self.st.auth.clone();
+        let (u, p) = (user.to_string(), pass.to_string());
+        let checked = tokio::task::spawn_blocking(move || {
+            let req = RequestInfo {
+                service: "pop3".into(),
+            };
+            let r = auth.verify_plain(&u, &p, &req);
+            let info = if r.outcome.is_ok() {
+                auth.lookup_user(&r.user, &req)
+            } else {
+                Ok(None)
+            };
+            (r, info)
+        })
+        .await
+        .ok();
+        let Some((res, info)) = checked else {
+            self.auth_failed(method, user).await;
+            return None;
+        };
+        if !res.outcome.is_ok() {
+            self.auth_failed(method, user).await;
+            return None;
+        }
+        let info = match info {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                // Dovecot: the passdb knew the user, no userdb did.
+                self.st.log.error(&format!(
+                    "pop3-login: user {}: userdb lookup: user not found",
+                    res.user
+                ));
+                self.auth_failed(method, user).await;
+                return None;
+            }
+            Err(e) => {
+                self.st
+                    .log
+                    .error(&format!("auth: userdb lookup({}): {e}", res.user));
+                self.reply("-ERR [SYS/TEMP] Temporary authentication failure.");
+                return None;
+            }
+        };
+        let key = (res.user.clone(), self.remote.ip());
+        {
+            let Ok(mut m) = self.st.userip.lock() else {
+                return None;
+            };
+            let n = m.entry(key.clone()).or_insert(0);
+            if self.st.max_userip > 0 && *n >= self.st.max_userip {
+                drop(m);
+                self.reply(&format!(
+                    "-ERR [IN-USE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={})",
+                    self.st.max_userip
+                ));
+                return None;
+            }
+            *n += 1;
+        }
+        let sec = if self.tls {
+            ", TLS"
+        } else if self.secured() {
+            ", secured"
+        } else {
+            ""
+        };
+        self.st.log.info(&format!(
+            "pop3-login: Login: user=<{}>, method={method}, rip={}, lip={}, mpid={}{sec}, session=<{}>",
+            res.user,
+            self.remote.ip(),
+            self.local.ip(),
+            std::process::id(),
+            self.session_id
+        ));
+        let home = info.home.clone().unwrap_or_default();
+        let location = info
+            .extra
+            .iter()
+            .find(|(k, _)| k == "mail")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| self.st.mail_location.clone());
+        let uname = res.user.clone();
+        let opened = as_user(&info, move || -> Result<Mailbox, MailboxError> {
+            let loc = MailLocation::expand(&location, &uname, &home)?;
+            Mailbox::open(&loc)
+        })
+        .await;
+        match opened {
+            Some(Ok(mailbox)) => {
+                let n = mailbox.messages().len();
+                self.reply("+OK Logged in.");
+                Some(Mail {
+                    user: res.user,
+                    info,
+                    mailbox,
+                    deleted: vec![false; n],
+                    top: (0, 0),
+                    retr: (0, 0),
+                })
+            }
+            other => {
+                let why = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "internal error".into(),
+                };
+                self.st.log.error(&format!(
+                    "pop3({})<{}><{}>: Couldn't open INBOX: {why}",
+                    res.user,
+                    std::process::id(),
+                    self.session_id
+                ));
+                self.reply(
+                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.",
+                );
+                if let Ok(mut m) = self.st.userip.lock()
+                    && let Some(n) = m.get_mut(&key)
+                {
+                    *n = n.saturating_sub(1);
+                }
+                None
+            }
+        }
+    }
+
+    /// The TRANSACTION state, then UPDATE on QUIT.
+    async fn transaction(&mut self, mut m: Mail) {
+        let count = m.mailbox.messages().len();
+        let total: u64 = m.mailbox.messages().iter().map(|x| x.size).sum();
+        let reason = loop {
+            let line = match self.read_line(MAX_LINE).await {
+                Ok(l) => l,
+                Err(End::TooLong) => {
+                    self.reply("-ERR Input line too long.");
+                    break "Disconnected: Input line too long".to_string();
+                }
+                Err(End::Timeout) => break "Disconnected: Inactivity".to_string(),
+                Err(End::Lost) => break "Disconnected: Connection closed".to_string(),
+            };
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
+            let verb = verb.to_ascii_uppercase();
+            match verb.as_str() {
+                "CAPA" => {
+                    let c = self.capa(true);
+                    self.reply(&c);
+                }
+                "NOOP" => self.reply("+OK"),
+                "STAT" => {
+                    let (n, sz) = live(&m);
+                    self.reply(&format!("+OK {n} {sz}"));
+                }
+                "LIST" | "UIDL" => {
+                    let uidl_fmt = self.st.uidl_format.clone();
+                    let v = m.mailbox.uid_validity();
+                    let item = |i: usize, m: &Mail| -> String {
+                        let msg = &m.mailbox.messages()[i];
+                        if verb == "LIST" {
+                            format!("{} {}", i + 1, msg.size)
+                        } else {
+                            format!("{} {}", i + 1, uidl(&uidl_fmt, v, msg))
+                        }
+                    };
+                    if arg.is_empty() {
+                        let mut s = if verb == "LIST" {
+                            format!("+OK {} messages:", live(&m).0)
+                        } else {
+                            "+OK".to_string()
+                        };
+                        for i in 0..count {
+                            if !m.deleted[i] {
+                                s.push_str("\r\n");
+                                s.push_str(&item(i, &m));
+                            }
+                        }
+                        s.push_str("\r\n.");
+                        self.reply(&s);
+                    } else if let Some((i, _)) = self.msgnum(&m, arg, false) {
+                        let s = format!("+OK {}", item(i, &m));
+                        self.reply(&s);
+                    }
+                }
+                "DELE" => {
+                    if let Some((i, _)) = self.msgnum(&m, arg, false) {
+                        m.deleted[i] = true;
+                        self.reply("+OK Marked to be deleted.");
+                    }
+                }
+                "RSET" => {
+                    m.deleted.iter_mut().for_each(|d| *d = false);
+                    self.reply("+OK");
+                }
+                "RETR" => {
+                    if let Some((i, _)) = self.msgnum(&m, arg, false) {
+                        self.send_message(&mut m, i, None).await;
+                    }
+                }
+                "TOP" => {
+                    if let Some((i, rest)) = self.msgnum(&m, arg, true)
+                        && let Some(n) = self.size_arg(&rest)
+                    {
+                        self.send_message(&mut m, i, Some(n)).await;
+                    }
+                }
+                "QUIT" => {
+                    let gone: Vec<usize> = (0..count).filter(|&i| m.deleted[i]).collect();
+                    if gone.is_empty() {
+                        self.reply("+OK Logging out.");
+                        break "Disconnected: Logged out".to_string();
+                    }
+                    let info = m.info.clone();
+                    let mut mailbox = std::mem::replace(&mut m.mailbox, empty_mailbox());
+                    let r = as_user(&info, move || {
+                        let r = mailbox.expunge(&gone);
+                        (mailbox, r)
+                    })
+                    .await;
+                    match r {
+                        Some((mb, Ok(()))) => {
+                            m.mailbox = mb;
+                            self.reply("+OK Logging out, messages deleted.");
+                            break "Disconnected: Logged out".to_string();
+                        }
+                        Some((mb, Err(e))) => {
+                            m.mailbox = mb;
+                            self.st.log.error(&format!(
+                                "pop3({})<{}><{}>: Failed to delete messages: {e}",
+                                m.user,
+                                std::process::id(),
+                                self.session_id
+                            ));
+                            self.reply("-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.");
+                            m.deleted.iter_mut().for_each(|d| *d = false);
+                            break "Disconnected: Logged out".to_string();
+                        }
+                        None => {
+                            m.deleted.iter_mut().for_each(|d| *d = false);
+                            break "Disconnected: Logged out".to_string();
+                        }
+                    }
+                }
+                _ => {
+                    self.reply(&format!("-ERR Unknown command: {verb}"));
+                    self.bad += 1;
+                    if self.bad >= MAX_BAD_COMMANDS {
+                        self.reply("-ERR Too many bad commands.");
+                        break "Disconnected: Too many bad commands".to_string();
+                    }
+                }
+            }
+            if matches!(self.io, Io::Gone) {
+                break "Disconnected: Connection closed".to_string();
+            }
+        };
+        self.flush().await;
+        // Deletions count only when committed: a vanished client deleted nothing.
+        let committed = reason == "Disconnected: Logged out";
+        let del = if committed {
+            m.deleted.iter().filter(|d| **d).count()
+        } else {
+            0
+        };
+        self.st.log.info(&format!(
+            "pop3({})<{}><{}>: {reason} top={}/{}, retr={}/{}, del={del}/{count}, size={total}",
+            m.user,
+            std::process::id(),
+            self.session_id,
+            m.top.0,
+            m.top.1,
+            m.retr.0,
+            m.retr.1
+        ));
+    }
+
+    /// Dovecot's `get_msgnum`: the message index and the rest of the arguments.
+    fn msgnum(&mut self, m: &Mail, args: &str, then_space: bool) -> Option<(usize, String)> {
+        if !args.starts_with(|c: char| c.is_ascii_digit()) {
+            self.reply(&format!("-ERR Invalid message number: {args}"));
+            return None;
+        }
+        let digits = args.len() - args.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (num, rest) = args.split_at(digits);
+        let Ok(num) = num.parse::<u32>() else {
+            self.reply(&format!("-ERR Message number too large: {rest}"));
+            return None;
+        };
+        let ok_after = if then_space {
+            rest.starts_with(' ')
+        } else {
+            rest.is_empty()
+        };
+        if !ok_after {
+            self.reply(&format!("-ERR Noise after message number: {rest}"));
+            return None;
+        }
+        if num == 0 || num as usize > m.deleted.len() {
+            self.reply(&format!("-ERR There's no message {num}."));
+            return None;
+        }
+        let i = num as usize - 1;
+        if m.deleted[i] {
+            self.reply("-ERR Message is deleted.");
+            return None;
+        }
+        Some((i, rest.trim_start_matches(' ').to_string()))
+    }
+
+    /// Dovecot's `get_size` for TOP's line count.
+    fn size_arg(&mut self, args: &str) -> Option<u64> {
+        if !args.starts_with(|c: char| c.is_ascii_digit()) {
+            self.reply(&format!("-ERR Invalid size: {args}"));
+            return None;
+        }
+        let digits = args.len() - args.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (num, rest) = args.split_at(digits);
+        let Ok(n) = num.parse::<u64>() else {
+            self.reply(&format!("-ERR Size too large: {rest}"));
+            return None;
+        };
+        if !rest.is_empty() {
+            self.reply(&format!("-ERR Noise after size: {rest}"));
+            return None;
+        }
+        Some(n)
+    }
+
+    /// RETR (`lines` None) or TOP: the status line, the dot-stuffed message with CRLF
+    /// line ends, the terminating `.`.
+    async fn send_message(&mut self, m: &mut Mail, i: usize, lines: Option<u64>) {
+        let info = m.info.clone();
+        let data = {
+            let mb = std::mem::replace(&mut m.mailbox, empty_mailbox());
+            let r = as_user(&info, move || {
+                let d = mb.read(i);
+                (mb, d)
+            })
+            .await;
+            match r {
+                Some((mb, d)) => {
+                    m.mailbox = mb;
+                    d
+                }
+                None => Err(MailboxError::Format("internal error".into())),
+            }
+        };
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                self.st.log.error(&format!(
+                    "pop3({})<{}><{}>: {e}",
+                    m.user,
+                    std::process::id(),
+                    self.session_id
+                ));
+                // Dovecot's reply for a message that vanished under the session.
+                self.reply("-ERR Message not found.");
+                return;
+            }
+        };
+        let head = match lines {
+            None => format!("+OK {} octets", m.mailbox.messages()[i].size),
+            Some(_) => "+OK".to_string(),
+        };
+        let mut out = Vec::with_capacity(data.len() + 64);
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut in_body = false;
+        let mut body_lines = 0u64;
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            if in_body {
+                if lines.is_some_and(|max| body_lines >= max) {
+                    break;
+                }
+                body_lines += 1;
+            }
+            let text = line
+                .strip_suffix(b"\r\n")
+                .or_else(|| line.strip_suffix(b"\n"))
+                .unwrap_or(line);
+            if text.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+            if !in_body && text.is_empty() {
+                in_body = true;
+            }
+        }
+        let sent = out.len() as u64;
+        out.extend_from_slice(b".\r\n");
+        if lines.is_some() {
+            m.top.0 += 1;
+            m.top.1 += sent;
+        } else {
+            m.retr.0 += 1;
+            m.retr.1 += sent;
+        }
+        self.wbuf.extend_from_slice(&out);
+    }
+}
+
+fn live(m: &Mail) -> (usize, u64) {
+    let msgs = m.mailbox.messages();
+    let mut n = 0;
+    let mut sz = 0;
+    for (i, d) in m.deleted.iter().enumerate() {
+        if !d {
+            n += 1;
+            sz += msgs[i].size;
+        }
+    }
+    (n, sz)
+}
+
+/// A placeholder while the real mailbox is on a blocking thread.
+fn empty_mailbox() -> Mailbox {
+    Mailbox::Mbox(crate::mailbox::mbox::MboxMailbox::empty())
+}
