@@ -189,11 +189,12 @@ impl Pop3State {
         })
     }
 
-    /// Dovecot's "secured": TLS, or a client on loopback / the local address / a
-    /// `login_trusted_networks` entry.
+    /// Dovecot 2.3's "secured" (`login-common/client-common.c`): TLS, or a client
+    /// connecting from the address it connected to (a local client: `127.0.0.1` to
+    /// `127.0.0.1`), or from a `login_trusted_networks` entry. Another loopback address
+    /// (`127.0.0.2` to `127.0.0.1`) is not secured, as in Dovecot.
     pub fn is_secured(&self, tls: bool, remote: SocketAddr, local: SocketAddr) -> bool {
-        tls || remote.ip().is_loopback()
-            || remote.ip() == local.ip()
+        tls || remote.ip() == local.ip()
             || self.trusted.iter().any(|n| in_network(remote.ip(), *n))
     }
 }
