@@ -120,14 +120,14 @@ fn smtp_to_local_user_lands_in_spool_mbox() {
         "{data}"
     );
     assert!(data.ends_with("\n\n"));
-    assert!(log.contains(&format!("postfix/qmgr[")), "{log}");
+    assert!(log.contains("postfix/qmgr["), "{log}");
     assert!(
         log.contains(&format!("{id}: from=<sender@x.org>, size=")),
         "{log}"
     );
     assert!(log.contains(", nrcpt=1 (queue active)"), "{log}");
     assert!(
-        log.contains(&format!("postfix/local["))
+        log.contains("postfix/local[")
             && log.contains(&format!(
                 "{id}: to=<postern-ra@mail.example.test>, relay=local, delay="
             )),
@@ -261,5 +261,154 @@ fn aliases_to_users_file_and_command_and_unknown_user_bounces() {
     );
     assert!(
         String::from_utf8_lossy(&wait_for(&out.path().join("cmd.out"))).contains("\nSubject: al\n")
+    );
+}
+
+/// Blocks of a `mailq` listing (one per message), for comparing listings whose messages come
+/// in directory order.
+fn mailq_blocks(s: &str) -> (Vec<String>, String, String) {
+    let mut lines: Vec<&str> = s.lines().collect();
+    let header = lines.remove(0).to_string();
+    let footer = lines.pop().unwrap_or_default().to_string();
+    let mut blocks: Vec<String> = lines
+        .join("\n")
+        .split("\n\n")
+        .map(|b| b.trim_matches('\n').to_string())
+        .filter(|b| !b.is_empty())
+        .collect();
+    blocks.sort();
+    (blocks, header, footer)
+}
+
+#[test]
+fn mailq_matches_postfix_for_a_recorded_queue() {
+    // Queue files and defer logs written by Postfix 3.7.11 (two deferred messages and a
+    // bounce), with the `postqueue -p` output it printed for them (TZ=UTC).
+    let fixture = repo_root().join("compat-fixtures/mailq");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!("queue_directory = {}\n", fixture.join("queue").display()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("master.cf"), "").unwrap();
+    let want = std::fs::read_to_string(fixture.join("postqueue-p.txt")).unwrap();
+    for (cmd, args) in [
+        ("postqueue", vec!["-c", "DIR", "-p"]),
+        ("mailq", vec!["-C", "DIR"]),
+        ("sendmail", vec!["-C", "DIR", "-bp"]),
+    ] {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("DIR", &dir.path().display().to_string()))
+            .collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .arg(cmd)
+            .args(&args)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
+        let got = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(mailq_blocks(&got), mailq_blocks(&want), "{cmd}:\n{got}");
+        assert_eq!(got.len(), want.len(), "{cmd}");
+    }
+}
+
+fn run_postern(cmd: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .arg(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn sendmail_while_stopped_is_delivered_at_start() {
+    let Some(_) = user("postern-rb") else { return };
+    let mut inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    inst.kill9();
+    let conf = inst.config_dir().display().to_string();
+    let out = run_postern(
+        "sendmail",
+        &["-C", &conf, "-t", "-i", "-f", "cron@x.org", "-F", "Cron Daemon"],
+        b"To: postern-rb\nBcc: postern-rb@mail.example.test\nSubject: from cron\n\nline\n.\nafter dot\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = run_postern("mailq", &["-C", &conf], b"");
+    let listing = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(listing.contains(" cron@x.org\n"), "{listing}");
+    assert!(
+        listing.contains("postern-rb@mail.example.test\n"),
+        "{listing}"
+    );
+    assert!(listing.ends_with("in 1 Request.\n"), "{listing}");
+    inst.spawn();
+    inst.wait_log("removed");
+    let mbox =
+        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-rb"))).into_owned();
+    assert!(mbox.starts_with("From cron@x.org  "), "{mbox}");
+    assert!(
+        mbox.contains("\nReceived: by mail.example.test (Postfix, from userid 0)\n\tid "),
+        "{mbox}"
+    );
+    assert!(
+        mbox.contains("\nFrom: Cron Daemon <cron@x.org>\n"),
+        "{mbox}"
+    );
+    assert!(!mbox.contains("Bcc:"), "{mbox}");
+    assert!(mbox.contains("\n\nline\n.\nafter dot\n\n"), "{mbox}");
+    // To: and Bcc: name the same mailbox: one delivery.
+    assert_eq!(mbox.matches("\nSubject: from cron\n").count(), 1, "{mbox}");
+    let log = inst.log();
+    assert!(log.contains("postfix/pickup["), "{log}");
+    assert!(log.contains(": uid=0 from=<cron@x.org>"), "{log}");
+}
+
+#[test]
+fn postsuper_deletes_queued_mail() {
+    // No qmgr service: mail stays queued.
+    let inst = Instance::start(&main_cf(""), "");
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["nobody@remote.example"],
+        "Subject: q\n\nx\n",
+    );
+    let conf = inst.config_dir().display().to_string();
+    let listing =
+        String::from_utf8(run_postern("postqueue", &["-c", &conf, "-p"], b"").stdout).unwrap();
+    assert!(
+        listing.starts_with("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n")
+    );
+    assert!(listing.contains(&format!("\n{id:<11} ")), "{listing}");
+    assert!(
+        listing.contains("\n                                         nobody@remote.example\n"),
+        "{listing}"
+    );
+    let out = run_postern("postsuper", &["-c", &conf, "-d", &id], b"");
+    assert!(out.status.success());
+    let listing =
+        String::from_utf8(run_postern("postqueue", &["-c", &conf, "-p"], b"").stdout).unwrap();
+    assert_eq!(listing, "Mail queue is empty\n");
+    // maillog_file = /dev/stdout: postsuper's log lines are on its own stdout.
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(log.contains(&format!("{id}: removed")), "{log}");
+    assert!(
+        log.contains("postfix/postsuper[") && log.contains("]: Deleted: 1 message\n"),
+        "{log}"
     );
 }

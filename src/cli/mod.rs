@@ -8,7 +8,9 @@ pub mod postconf_master;
 pub mod postfix;
 pub mod postfix_check;
 pub mod postmap;
+pub mod postqueue;
 pub mod sandbox;
+pub mod sendmail;
 pub mod saslauthd;
 
 use std::ffi::OsString;
@@ -93,6 +95,10 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "dovecot" => dovecot::main(&rest),
         "postmap" => postmap::postmap_main(&rest),
         "postalias" => postmap::postalias_main(&rest),
+        "sendmail" => sendmail::main(&rest),
+        "mailq" => postqueue::mailq_main(&rest),
+        "postqueue" => postqueue::postqueue_main(&rest),
+        "postsuper" => postqueue::postsuper_main(&rest),
         "saslauthd" => crate::cli::saslauthd::saslauthd_main(&rest),
         "testsaslauthd" => crate::cli::saslauthd::testsaslauthd_main(&rest),
         other => {

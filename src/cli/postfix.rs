@@ -36,7 +36,7 @@
 //! `start` also runs the `post-install` permission checks, `set-permissions`,
 //! `upgrade-configuration` and `logrotate` are not implemented, and the forced stop kills
 //! the master's PID only (Postfix kills its process group: its children; Postern's master
-//! has none). `flush` has no queue manager to wake yet.
+//! has none).
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -257,7 +257,9 @@ fn run(args: &[String]) -> i32 {
                 );
                 return 69;
             }
-            // HOOK(qmgr): wake the queue manager to retry deferred mail once it exists.
+            // Wake the queue manager: retry deferred mail now (postqueue -f).
+            let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default());
+            crate::qmgr::wake(&qdir, b'F');
             0
         }
         "check" => crate::cli::postfix_check::run(&cfg.config_dir), // handled above

@@ -1,6 +1,7 @@
 //! The per-message defer log (`queue_directory/defer/H/ID`): why each recipient was
-//! deferred, in Postfix's attribute format (`recipient=`, `status=`, `action=`, `reason=`,
-//! an empty line after each entry), which `mailq` shows under the message.
+//! deferred, in Postfix's format (a `<rcpt>: reason` line, then `recipient=`, `status=`,
+//! `action=`, `reason=` lines and an empty line per entry), which `mailq` shows under the
+//! message; Postfix's own defer logs read back the same way.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,12 +28,11 @@ pub fn write_log(queue_directory: &Path, id: &str, entries: &[DeferEntry]) -> st
     }
     let mut out = Vec::new();
     for e in entries {
+        let reason = e.reason.replace('\n', " ");
         let _ = write!(
             out,
-            "recipient={}\nstatus={}\naction=delayed\nreason={}\n\n",
-            e.recipient,
-            e.status,
-            e.reason.replace('\n', " ")
+            "\n<{}>: {reason}\nrecipient={}\nstatus={}\naction=delayed\nreason={reason}\n\n",
+            e.recipient, e.recipient, e.status,
         );
     }
     let tmp = path.with_extension("tmp");

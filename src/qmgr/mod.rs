@@ -157,6 +157,7 @@ pub struct QmgrSettings {
     pub ident_qmgr: String,
     pub ident_local: String,
     pub ident_error: String,
+    pub ident_pickup: String,
 }
 
 /// A Postfix time value (`300s`, `1h`, `5d`, bare number in `default_unit`).
@@ -210,12 +211,13 @@ impl QmgrSettings {
             ident_qmgr: log::ident(cfg, "qmgr"),
             ident_local,
             ident_error: log::ident(cfg, "error"),
+            ident_pickup: log::ident(cfg, "pickup"),
         }
     }
 
     fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.to_ascii_lowercase();
-        self.mydestination.iter().any(|m| *m == d)
+        self.mydestination.contains(&d)
     }
 }
 
@@ -363,7 +365,19 @@ fn run(
     loop {
         for q in ["maildrop", "incoming"] {
             for (id, path) in list_queue(&qdir.join(q), false) {
+                let owner = std::fs::symlink_metadata(&path).map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.uid()
+                });
                 if let Some(p) = activate(&path, &qdir, &id) {
+                    if q == "maildrop" {
+                        // Postfix's pickup(8) line for locally submitted mail.
+                        let from = read_queue_file(&p).map(|m| m.sender).unwrap_or_default();
+                        log::info(
+                            &settings.ident_pickup,
+                            &format!("{id}: uid={} from=<{from}>", owner.unwrap_or(0)),
+                        );
+                    }
                     submit(p, id);
                 }
             }
