@@ -140,7 +140,7 @@ pub fn verify_scheme(scheme: &str, data: &str, password: &[u8]) -> Result<bool, 
 
 fn decode_digest(data: &str, enc: Option<&str>, len: usize) -> Result<Vec<u8>, String> {
     let hex = |s: &str| -> Option<Vec<u8>> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return None;
         }
         (0..s.len())
