@@ -412,3 +412,60 @@ fn postsuper_deletes_queued_mail() {
         "{log}"
     );
 }
+
+#[test]
+fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
+    let Some(_) = user("postern-ra") else { return };
+    let inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    let id = send(
+        inst.port,
+        "postern-ra@mail.example.test",
+        &["nosuch@mail.example.test", "far@remote.example"],
+        "Subject: will bounce\n\nbody\n",
+    );
+    let log = inst.wait_log(&format!("{id}: sender non-delivery notification: "));
+    assert!(
+        log.contains("dsn=5.1.1, status=bounced (unknown user: \"nosuch\")"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<far@remote.example>, relay=none, delay="
+        )),
+        "{log}"
+    );
+    assert!(log.contains("dsn=4.3.0, status=deferred (delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern)"), "{log}");
+    let mbox =
+        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-ra"))).into_owned();
+    assert!(mbox.starts_with("From MAILER-DAEMON  "), "{mbox}");
+    assert!(mbox.contains("\nReturn-Path: <>\n"), "{mbox}");
+    assert!(mbox.contains("\nFrom: Mail Delivery System <MAILER-DAEMON@mail.example.test>\nSubject: Undelivered Mail Returned to Sender\nTo: postern-ra@mail.example.test\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status;\n"), "{mbox}");
+    assert!(
+        mbox.contains("\n<nosuch@mail.example.test>: unknown user: \"nosuch\"\n"),
+        "{mbox}"
+    );
+    assert!(mbox.contains(&format!("\nReporting-MTA: dns; mail.example.test\nX-Postfix-Queue-ID: {id}\nX-Postfix-Sender: rfc822; postern-ra@mail.example.test\n")), "{mbox}");
+    assert!(mbox.contains("\nFinal-Recipient: rfc822; nosuch@mail.example.test\nOriginal-Recipient: rfc822;nosuch@mail.example.test\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: X-Postfix; unknown user: \"nosuch\"\n"), "{mbox}");
+    assert!(mbox.contains("\nContent-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\nReturn-Path: <postern-ra@mail.example.test>\n"), "{mbox}");
+    // The remote recipient waits in deferred/ with its reason, as mailq shows it.
+    let conf = inst.config_dir().display().to_string();
+    let listing = String::from_utf8(run_postern("mailq", &["-C", &conf], b"").stdout).unwrap();
+    assert!(
+        listing.contains(&format!("\n{id:<11} ")) || listing.starts_with("-Queue ID-"),
+        "{listing}"
+    );
+    assert!(listing.contains("(delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern)\n                                         far@remote.example\n"), "{listing}");
+    assert!(!listing.contains("nosuch@"), "{listing}");
+    assert!(
+        inst.dir
+            .path()
+            .join("spool/deferred")
+            .join(&id[..1])
+            .join(&id)
+            .exists()
+    );
+}

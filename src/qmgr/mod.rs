@@ -38,13 +38,14 @@
 //! [`crate::local`].
 //!
 //! # Known limits
-//! * XXX Bounces are logged (`status=bounced`) and the recipients marked done, but no
-//!   non-delivery notification (RFC 3464) is sent back yet, and no delay warnings.
+//! * XXX Permanent failures are returned to the sender ([`bounce`]) after the recipients are
+//!   marked done: a crash between the two loses the notification. No delay warnings.
 //! * XXX No `canonical_maps`, `virtual_alias_maps`, `transport_maps`, `relocated_maps`;
 //!   `mydestination` entries that are lookup tables are ignored.
 //! * XXX The queue manager runs as root (Postfix's runs as `mail_owner` and only local is
 //!   root); the recipients of one message are delivered one after another.
 
+pub mod bounce;
 pub mod defer;
 
 use std::collections::HashSet;
@@ -64,6 +65,9 @@ const QUEUE_POLL: Duration = Duration::from_millis(200);
 
 /// The child process handle's input, kept by the master to signal reloads.
 static CHILD_STDIN: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+
+/// The queue, for queue IDs of the notifications this process writes.
+static QUEUE: std::sync::OnceLock<Arc<crate::queue::Queue>> = std::sync::OnceLock::new();
 
 /// Whether master.cf asks for a queue manager (a service whose command is `qmgr` or
 /// `oqmgr`).
@@ -158,6 +162,7 @@ pub struct QmgrSettings {
     pub ident_local: String,
     pub ident_error: String,
     pub ident_pickup: String,
+    pub ident_bounce: String,
 }
 
 /// A Postfix time value (`300s`, `1h`, `5d`, bare number in `default_unit`).
@@ -212,6 +217,7 @@ impl QmgrSettings {
             ident_local,
             ident_error: log::ident(cfg, "error"),
             ident_pickup: log::ident(cfg, "pickup"),
+            ident_bounce: log::ident(cfg, "bounce"),
         }
     }
 
@@ -248,6 +254,15 @@ pub fn main(args: &[String]) -> i32 {
         return 1;
     }
     let settings = Arc::new(QmgrSettings::from_config(&cfg));
+    match crate::queue::Queue::open(&cfg) {
+        Ok(q) => {
+            let _ = QUEUE.set(q);
+        }
+        Err(e) => log::warning(
+            &settings.ident_qmgr,
+            &format!("cannot open the queue: {e:#}"),
+        ),
+    }
     let (tx, rx) = mpsc::channel::<Event>();
     {
         let tx = tx.clone();
@@ -506,6 +521,7 @@ fn process(s: &QmgrSettings, path: &Path) {
         msg.arrival.elapsed().map(|a| a > life).unwrap_or(false)
     };
     let mut deferred: Vec<defer::DeferEntry> = Vec::new();
+    let mut failed: Vec<bounce::Failed> = Vec::new();
     for r in msg.recipients.iter().filter(|r| !r.done) {
         let started = SystemTime::now();
         let addr = if r.address.contains('@') || r.address.is_empty() {
@@ -569,6 +585,18 @@ fn process(s: &QmgrSettings, path: &Path) {
                     fmt_delay(secs(started, finished)),
                 ),
             );
+            if status == Status::Bounced {
+                failed.push(bounce::Failed {
+                    recipient: o.to.clone(),
+                    original: r
+                        .orcpt
+                        .as_deref()
+                        .map(|x| x.trim_start_matches("rfc822;").to_string())
+                        .unwrap_or_else(|| o.orig_to.clone().unwrap_or_else(|| o.to.clone())),
+                    dsn: dsn.clone(),
+                    text: text.clone(),
+                });
+            }
             if status == Status::Deferred {
                 deferred.push(defer::DeferEntry {
                     recipient: o.to.clone(),
@@ -600,6 +628,9 @@ fn process(s: &QmgrSettings, path: &Path) {
             ),
         );
     }
+    if !failed.is_empty() {
+        send_bounce(s, &id, &msg, &failed);
+    }
     let defer_log = defer::log_path(&s.queue_directory, &id);
     if deferred.is_empty() {
         let _ = std::fs::remove_file(&defer_log);
@@ -612,6 +643,30 @@ fn process(s: &QmgrSettings, path: &Path) {
         }
     } else {
         defer_message(s, path, &id, &msg, &deferred);
+    }
+}
+
+/// Return the failed recipients to the sender (not for `<>` mail: XXX no double bounce).
+fn send_bounce(s: &QmgrSettings, id: &str, msg: &QueuedMessage, failed: &[bounce::Failed]) {
+    if msg.sender.is_empty() {
+        return;
+    }
+    let Some(queue) = QUEUE.get() else {
+        log::warning(
+            &s.ident_bounce,
+            &format!("{id}: no queue: non-delivery notification not sent"),
+        );
+        return;
+    };
+    match bounce::send(queue, msg, failed) {
+        Ok(new) => log::info(
+            &s.ident_bounce,
+            &format!("{id}: sender non-delivery notification: {new}"),
+        ),
+        Err(e) => log::warning(
+            &s.ident_bounce,
+            &format!("{id}: cannot queue the non-delivery notification: {e}"),
+        ),
     }
 }
 
