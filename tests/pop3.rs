@@ -529,85 +529,208 @@ fn maildir_inbox() {
     assert!(list.starts_with("3 V"), "{list}");
 }
 
+/// The real Dovecot, started on its own port, base_dir and log over `dir`'s mailbox;
+/// `None` (test skipped) without root or without Debian's dovecot-pop3d.
+struct RealDovecot {
+    conf: PathBuf,
+    port: u16,
+}
+
+impl RealDovecot {
+    fn start(dir: &Path, location: &str) -> Option<RealDovecot> {
+        let dovecot = Path::new("/usr/sbin/dovecot");
+        if !dovecot.exists() || !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root and /usr/sbin/dovecot (Debian dovecot-pop3d)");
+            return None;
+        }
+        let port = free_port();
+        let conf_path = dir.join("real-dovecot.conf");
+        std::fs::write(
+            &conf_path,
+            conf(dir, port, "ssl = no\ndisable_plaintext_auth = no\n")
+                .replace("/base\n", "/real-base\n")
+                .replace("/log\n", "/real-log\n")
+                .replace("mbox:~/mail:INBOX=~/inbox", location),
+        )
+        .expect("conf");
+        let st = Command::new(dovecot)
+            .arg("-c")
+            .arg(&conf_path)
+            .status()
+            .expect("dovecot");
+        assert!(st.success());
+        wait_port(port);
+        Some(RealDovecot {
+            conf: conf_path,
+            port,
+        })
+    }
+}
+
+impl Drop for RealDovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .status();
+        // `dovecot stop` returns before the listener is gone; wait so the port is free.
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+const DIALOGUE: &[&str] = &[
+    "CAPA",
+    "STAT",
+    "AUTH PLAIN",
+    "*",
+    "AUTH PLAIN",
+    "!!!",
+    "AUTH PLAIN =",
+    "AUTH LOGIN",
+    "APOP alice x",
+    "PASS secret",
+    "USER alice",
+    "PASS wrong",
+    "USER alice",
+    "PASS secret",
+    "CAPA",
+    "STAT",
+    "LIST",
+    "LIST 2",
+    "LIST 9",
+    "UIDL",
+    "UIDL 3",
+    "TOP 1 0",
+    "TOP 3 1",
+    "TOP 1 1 1",
+    "RETR 1",
+    "RETR 2",
+    "DELE 1",
+    "RETR 1",
+    "DELE 1",
+    "LIST 1",
+    "STAT",
+    "BOGUS",
+    "TOP 2",
+    "TOP 1 x",
+    "LIST x",
+    "LIST 1x",
+    "RETR",
+    "RSET",
+    "NOOP",
+    "QUIT",
+];
+
+fn dialogue(port: u16) -> Vec<Vec<String>> {
+    let (mut c, _) = Pop::connect(port);
+    DIALOGUE.iter().map(|d| c.cmd(d)).collect()
+}
+
 /// The same dialogue against the real Dovecot 2.3 and Postern over the same mbox: the
 /// same replies (greeting aside), and Postern keeps the UIDLs Dovecot gave.
 #[test]
 fn differential_against_real_dovecot() {
-    let dovecot = Path::new("/usr/sbin/dovecot");
-    if !dovecot.exists() || !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root and /usr/sbin/dovecot (Debian dovecot-pop3d)");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     setup(dir.path(), BOX);
-    let dport = free_port();
-    let dconf = dir.path().join("real-dovecot.conf");
-    std::fs::write(
-        &dconf,
-        conf(dir.path(), dport, "ssl = no\ndisable_plaintext_auth = no\n")
-            .replace("/base\n", "/real-base\n")
-            .replace("/log\n", "/real-log\n"),
-    )
-    .expect("conf");
-    let st = Command::new(dovecot)
-        .arg("-c")
-        .arg(&dconf)
-        .status()
-        .expect("dovecot");
-    assert!(st.success());
-    struct Stop(PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("/usr/sbin/dovecot")
-                .arg("-c")
-                .arg(&self.0)
-                .arg("stop")
-                .status();
-        }
-    }
-    let _stop = Stop(dconf.clone());
-    wait_port(dport);
-    let dialogue = [
-        "CAPA",
-        "STAT",
-        "USER alice",
-        "PASS wrong",
-        "USER alice",
-        "PASS secret",
-        "CAPA",
-        "STAT",
-        "LIST",
-        "LIST 2",
-        "LIST 9",
-        "UIDL",
-        "UIDL 3",
-        "TOP 1 0",
-        "TOP 3 1",
-        "RETR 1",
-        "RETR 2",
-        "DELE 1",
-        "RETR 1",
-        "DELE 1",
-        "LIST 1",
-        "STAT",
-        "BOGUS",
-        "TOP 2",
-        "TOP 1 x",
-        "LIST x",
-        "RSET",
-        "NOOP",
-        "QUIT",
-    ];
-    let run = |port: u16| -> Vec<Vec<String>> {
-        let (mut c, _) = Pop::connect(port);
-        dialogue.iter().map(|d| c.cmd(d)).collect()
+    let Some(real) = RealDovecot::start(dir.path(), "mbox:~/mail:INBOX=~/inbox") else {
+        return;
     };
-    let real = run(dport);
-    let real_uidl = uidls(dport);
+    let theirs = dialogue(real.port);
+    let their_uidl = uidls(real.port);
+    drop(real);
     let s = start(dir.path(), "ssl = no\ndisable_plaintext_auth = no\n");
-    let ours = run(s.port);
-    for (i, d) in dialogue.iter().enumerate() {
-        assert_eq!(ours[i], real[i], "reply to {d}");
+    let ours = dialogue(s.port);
+    for (i, d) in DIALOGUE.iter().enumerate() {
+        assert_eq!(ours[i], theirs[i], "reply to {d}");
     }
-    assert_eq!(uidls(s.port), real_uidl);
+    assert_eq!(uidls(s.port), their_uidl);
+}
+
+/// The other way round: a box Postern numbered first keeps its UIDLs under Dovecot, for
+/// mbox and for Maildir.
+#[test]
+fn real_dovecot_keeps_postern_uidls() {
+    for (location, maildir) in [
+        ("mbox:~/mail:INBOX=~/inbox", false),
+        ("maildir:~/Maildir", true),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        setup(dir.path(), BOX);
+        if maildir {
+            let md = dir.path().join("home/alice/Maildir");
+            for m in ["Subject: a\n\nbody a\n", "Subject: b\n\nbody b\n"] {
+                postern::mailbox::deliver_maildir(&md, m.as_bytes()).expect("deliver");
+            }
+            let (uid, gid) = mail_user();
+            let _ = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(&md)
+                .output();
+        }
+        let cf_extra = "ssl = no\ndisable_plaintext_auth = no\n";
+        let s = start(dir.path(), cf_extra);
+        let _ = std::fs::write(
+            dir.path().join("dovecot.conf"),
+            conf(dir.path(), s.port, cf_extra).replace("mbox:~/mail:INBOX=~/inbox", location),
+        );
+        drop(s);
+        let s = start_existing(dir.path());
+        let ours = uidls(s.port);
+        drop(s);
+        let Some(real) = RealDovecot::start(dir.path(), location) else {
+            return;
+        };
+        assert_eq!(uidls(real.port), ours, "{location}");
+        // New mail after the swap back gets the next UID from both.
+        if maildir {
+            let md = dir.path().join("home/alice/Maildir");
+            let p = postern::mailbox::deliver_maildir(&md, b"Subject: c\n\nc\n").expect("deliver");
+            let (uid, gid) = mail_user();
+            let _ = nix::unistd::chown(
+                &p,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            );
+        } else {
+            deliver_mbox(
+                &dir.path().join("home/alice/inbox"),
+                "x@example.org",
+                b"Subject: c\n\nc\n",
+                &MboxOptions::default(),
+            )
+            .expect("deliver");
+        }
+        let theirs = uidls(real.port);
+        drop(real);
+        let s = start_existing(dir.path());
+        assert_eq!(uidls(s.port), theirs, "{location}");
+    }
+}
+
+/// Start Postern on the dovecot.conf already in `dir`.
+fn start_existing(dir: &Path) -> Server {
+    let cf = dir.join("dovecot.conf");
+    let text = std::fs::read_to_string(&cf).expect("conf");
+    let port = free_port();
+    let text = text.replacen("port = ", &format!("port = {port}\n    #"), 1);
+    std::fs::write(&cf, text).expect("conf");
+    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(&cf)
+        .arg("-F")
+        .spawn()
+        .expect("postern dovecot");
+    wait_port(port);
+    Server {
+        child,
+        port,
+        dir: dir.to_path_buf(),
+    }
 }

@@ -75,6 +75,8 @@ struct Session {
     session_id: String,
     user_arg: Option<String>,
     auth_attempts: u32,
+    /// The user name and mechanism of the last failed attempt, for the log.
+    failed: Option<(String, String)>,
     bad: u32,
     started: std::time::Instant,
 }
@@ -139,6 +141,7 @@ pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc
         session_id: session_id(),
         user_arg: None,
         auth_attempts: 0,
+        failed: None,
         bad: 0,
         started: std::time::Instant::now(),
     };
@@ -283,25 +286,15 @@ impl Session {
             let line = match self.read_line(LOGIN_MAX_LINE).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let why = match e {
+                    let reason = match e {
                         End::TooLong => {
                             self.reply("-ERR Input buffer full, aborting");
-                            "Input buffer full"
+                            "Disconnected: Input buffer full"
                         }
-                        End::Timeout => "Inactivity",
+                        End::Timeout => "Disconnected: Inactivity",
                         End::Lost => "Disconnected",
                     };
-                    let reason = if matches!(e, End::Lost) {
-                        why.to_string()
-                    } else {
-                        format!("Disconnected: {why}")
-                    };
-                    self.st.log.info(&format!(
-                        "pop3-login: {reason} (no auth attempts in {} secs): user=<>, {}, session=<{}>",
-                        self.started.elapsed().as_secs(),
-                        self.conn_fields(),
-                        self.session_id
-                    ));
+                    self.log_login_end(reason);
                     return None;
                 }
             };
@@ -314,6 +307,7 @@ impl Session {
                 }
                 "QUIT" => {
                     self.reply("+OK Logging out");
+                    self.log_login_end("Disconnected: Aborted login by logging out");
                     return None;
                 }
                 "STLS" => {
@@ -408,7 +402,7 @@ impl Session {
                 None => self.challenge("").await?,
             };
             let Ok(raw) = b64.decode(resp.trim()) else {
-                self.reply("-ERR [AUTH] Invalid base64 data in continued response");
+                self.reply("-ERR [AUTH] Invalid base64 in response");
                 return None;
             };
             let mut parts = raw.split(|&b| b == 0);
@@ -444,7 +438,7 @@ impl Session {
         let line = self.read_line(LOGIN_MAX_LINE).await.ok()?;
         let line = String::from_utf8_lossy(&line).into_owned();
         if line == "*" {
-            self.reply("-ERR [AUTH] Authentication aborted by client.");
+            self.reply("-ERR Authentication aborted by client.");
             return None;
         }
         Some(line)
@@ -452,9 +446,34 @@ impl Session {
 
     async fn auth_failed(&mut self, method: &str, user: &str) {
         self.auth_attempts += 1;
+        self.failed = Some((user.to_string(), method.to_string()));
         tokio::time::sleep(self.st.auth.failure_delay).await;
         self.reply("-ERR [AUTH] Authentication failed.");
-        let _ = (method, user);
+    }
+
+    /// Dovecot's log line for a client that leaves without logging in:
+    /// `pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<alice>,
+    /// method=PLAIN, rip=…, lip=…, secured, session=<…>`.
+    fn log_login_end(&self, reason: &str) {
+        let secs = self.started.elapsed().as_secs();
+        let (what, who) = match &self.failed {
+            Some((user, method)) => (
+                format!(
+                    "auth failed, {} attempts in {secs} secs",
+                    self.auth_attempts
+                ),
+                format!("user=<{user}>, method={method}"),
+            ),
+            None => (
+                format!("no auth attempts in {secs} secs"),
+                "user=<>".to_string(),
+            ),
+        };
+        self.st.log.info(&format!(
+            "pop3-login: {reason} ({what}): {who}, {}, session=<{}>",
+            self.conn_fields(),
+            self.session_id
+        ));
     }
 
     /// Check the password, look the user up, open the mailbox.
