@@ -469,3 +469,117 @@ fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
             .exists()
     );
 }
+
+/// One SMTP transaction that tolerates a dying server: `Some(ID)` only when DATA got 250.
+fn try_send(port: u16, to: &str, body: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let mut r = BufReader::new(sock.try_clone().ok()?);
+    let mut w = sock;
+    let mut reply = |r: &mut BufReader<std::net::TcpStream>| -> Option<String> {
+        loop {
+            let mut l = String::new();
+            if r.read_line(&mut l).ok()? == 0 {
+                return None;
+            }
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return Some(l.trim_end().to_string());
+            }
+        }
+    };
+    reply(&mut r)?;
+    for cmd in [
+        "HELO client.example".to_string(),
+        "MAIL FROM:<s@x.org>".to_string(),
+        format!("RCPT TO:<{to}>"),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+        if !reply(&mut r)?.starts_with('2') {
+            return None;
+        }
+    }
+    w.write_all(b"DATA\r\n").ok()?;
+    if !reply(&mut r)?.starts_with("354") {
+        return None;
+    }
+    w.write_all(format!("{}\r\n.\r\n", body.replace('\n', "\r\n")).as_bytes())
+        .ok()?;
+    let done = reply(&mut r)?;
+    let _ = w.write_all(b"QUIT\r\n");
+    done.starts_with("250")
+        .then(|| done.rsplit(' ').next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn crash_during_delivery_delivers_each_acknowledged_message_once() {
+    let Some(_) = user("postern-rd") else { return };
+    let mut inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    let port = inst.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for t in 0..4 {
+        let stop = stop.clone();
+        senders.push(std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut tried = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let token = format!("crash-{t}-{n}");
+                n += 1;
+                tried.push(token.clone());
+                let body = format!("Subject: {token}\n\n{token}\n");
+                if try_send(port, "postern-rd@mail.example.test", &body).is_some() {
+                    acked.push(token);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            (acked, tried)
+        }));
+    }
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        inst.kill9();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        inst.spawn();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut tried = Vec::new();
+    for s in senders {
+        let (a, t) = s.join().unwrap();
+        acked.extend(a);
+        tried.extend(t);
+    }
+    assert!(
+        acked.len() > 20,
+        "too few messages got through: {}",
+        acked.len()
+    );
+    // Wait until the queue is empty.
+    let conf = inst.config_dir().display().to_string();
+    for _ in 0..400 {
+        let l = String::from_utf8(run_postern("mailq", &["-C", &conf], b"").stdout).unwrap();
+        if l == "Mail queue is empty\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mbox =
+        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-rd"))).into_owned();
+    for token in &acked {
+        let n = mbox.matches(&format!("\nSubject: {token}\n")).count();
+        assert_eq!(n, 1, "{token} delivered {n} times");
+    }
+    for token in &tried {
+        let n = mbox.matches(&format!("\nSubject: {token}\n")).count();
+        assert!(n <= 1, "{token} delivered {n} times");
+    }
+}

@@ -9,8 +9,10 @@
 //! master does; a master.cf without one queues mail but never delivers it), as a child process
 //! (`postern qmgr -c DIR`) spawned before the master gives up root, because local delivery
 //! must become each recipient (DESIGN.md §3). The child reads its standard input: `R` re-reads
-//! the configuration (master reload), end of file means the master is gone and it exits. It
-//! also listens on the FIFO `queue_directory/public/qmgr`, where `postfix flush`,
+//! the configuration (master reload), end of file means the master is gone and it exits.
+//! Deliveries in progress when the master goes away are finished first, and a new queue
+//! manager waits for the old one (`queue_directory/pid/qmgr.lock`), so a crash of the master
+//! never makes a recipient get a message twice. It also listens on the FIFO `queue_directory/public/qmgr`, where `postfix flush`,
 //! `postqueue -f` and `sendmail` write a byte to wake it (`F`: retry deferred mail now).
 //!
 //! # Scheduling
@@ -65,6 +67,10 @@ const QUEUE_POLL: Duration = Duration::from_millis(200);
 
 /// The child process handle's input, kept by the master to signal reloads.
 static CHILD_STDIN: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+
+/// Held (shared) by each delivery; taken exclusively when the master goes away, so that the
+/// process exits between deliveries, never in the middle of one.
+static DELIVERING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// The queue, for queue IDs of the notifications this process writes.
 static QUEUE: std::sync::OnceLock<Arc<crate::queue::Queue>> = std::sync::OnceLock::new();
@@ -254,6 +260,22 @@ pub fn main(args: &[String]) -> i32 {
         return 1;
     }
     let settings = Arc::new(QmgrSettings::from_config(&cfg));
+    // One queue manager per queue: a new one (after a master crash and restart) waits here
+    // until the old one has finished the deliveries it had started.
+    let _lock = match lock_queue(&settings.queue_directory) {
+        Ok(f) => f,
+        Err(e) => {
+            log::fatal(
+                &settings.ident_qmgr,
+                &format!(
+                    "lock {}: {e}",
+                    settings.queue_directory.join("pid/qmgr.lock").display()
+                ),
+            );
+            log::flush();
+            return 1;
+        }
+    };
     match crate::queue::Queue::open(&cfg) {
         Ok(q) => {
             let _ = QUEUE.set(q);
@@ -272,7 +294,9 @@ pub fn main(args: &[String]) -> i32 {
             loop {
                 match stdin.read(&mut b) {
                     Ok(0) | Err(_) => {
-                        // The master is gone: stop at once, as Postfix's daemons do.
+                        // The master is gone: let deliveries in progress finish (so that each
+                        // delivered recipient is also marked done), then stop.
+                        let _all = DELIVERING.write();
                         log::flush();
                         std::process::exit(0);
                     }
@@ -289,6 +313,27 @@ pub fn main(args: &[String]) -> i32 {
     let code = run(settings, config_dir, rx);
     log::flush();
     code
+}
+
+fn lock_queue(queue_directory: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = queue_directory.join("pid");
+    std::fs::create_dir_all(&dir)?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("qmgr.lock"))?;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 fn start_fifo_listener(queue_directory: &Path, tx: mpsc::Sender<Event>) {
@@ -356,7 +401,10 @@ fn run(
                     Ok(s) => s.clone(),
                     Err(p) => p.into_inner().clone(),
                 };
-                process(&s, &job.path);
+                {
+                    let _delivering = DELIVERING.read();
+                    process(&s, &job.path);
+                }
                 if let Ok(mut set) = in_progress.lock() {
                     set.remove(&job.id);
                 }
