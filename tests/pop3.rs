@@ -734,3 +734,114 @@ fn start_existing(dir: &Path) -> Server {
         dir: dir.to_path_buf(),
     }
 }
+
+/// A Dovecot 1.0 file (the tutorial era): `protocol pop3 { listen }`, `ssl_disable`,
+/// `auth default { mechanisms passdb userdb }`; AUTH LOGIN offered and working.
+#[test]
+fn era_1_0_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let (uid, gid) = mail_user();
+    let port = free_port();
+    let d = dir.path().display();
+    let cf = dir.path().join("dovecot.conf");
+    std::fs::write(
+        &cf,
+        format!(
+            "protocols = pop3\nprotocol pop3 {{\n  listen = 127.0.0.1:{port}\n}}\nssl_disable = yes\n\
+             log_path = {d}/log\nmail_location = mbox:~/mail:INBOX={d}/home/%u/inbox\n\
+             auth default {{\n  mechanisms = plain login\n  passdb passwd-file {{\n    args = {d}/passwd\n  }}\n\
+             \x20 userdb static {{\n    args = uid={uid} gid={gid} home={d}/home/%u\n  }}\n}}\n"
+        ),
+    )
+    .expect("conf");
+    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(&cf)
+        .arg("-F")
+        .spawn()
+        .expect("spawn");
+    let _s = Server {
+        child,
+        port,
+        dir: dir.path().to_path_buf(),
+    };
+    wait_port(port);
+    let (mut c, _) = Pop::connect(port);
+    assert_eq!(
+        c.cmd("CAPA"),
+        [
+            "+OK",
+            "CAPA",
+            "TOP",
+            "UIDL",
+            "RESP-CODES",
+            "PIPELINING",
+            "AUTH-RESP-CODE",
+            "USER",
+            "SASL PLAIN LOGIN",
+            "."
+        ]
+    );
+    assert_eq!(c.cmd("AUTH LOGIN"), ["+ VXNlcm5hbWU6"]);
+    assert_eq!(c.cmd("YWxpY2U="), ["+ UGFzc3dvcmQ6"]);
+    assert_eq!(c.cmd("c2VjcmV0"), ["+OK Logged in."]);
+    assert_eq!(c.cmd("STAT"), ["+OK 3 189"]);
+}
+
+/// Pipelined commands are all answered, in order; mail_max_userip_connections holds.
+#[test]
+fn pipelining_and_userip_limit() {
+    let (_d, s) = new_box(BOX, "mail_max_userip_connections = 1\n");
+    let (mut c, _) = Pop::connect(s.port);
+    c.w.write_all(b"USER alice\r\nPASS secret\r\nSTAT\r\nLIST 2\r\nUIDL 1\r\nNOOP\r\n")
+        .expect("write");
+    let got: Vec<String> = (0..6).map(|_| c.line()).collect();
+    assert_eq!(got[..4], ["+OK", "+OK Logged in.", "+OK 3 189", "+OK 2 66"]);
+    assert!(got[4].starts_with("+OK 1 00000001"), "{got:?}");
+    assert_eq!(got[5], "+OK");
+    let (mut c2, _) = Pop::connect(s.port);
+    c2.cmd("USER alice");
+    assert_eq!(
+        c2.cmd("PASS secret"),
+        [
+            "-ERR [IN-USE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=1)"
+        ]
+    );
+    c.cmd("QUIT");
+}
+
+/// Without -F the service detaches and writes base_dir/master.pid; `dovecot stop` ends it.
+#[test]
+fn detach_and_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let port = free_port();
+    let cf = dir.path().join("dovecot.conf");
+    std::fs::write(&cf, conf(dir.path(), port, "")).expect("conf");
+    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(&cf)
+        .status()
+        .expect("dovecot");
+    assert!(st.success());
+    wait_port(port);
+    let pid = dir.path().join("base/master.pid");
+    let start = Instant::now();
+    while !pid.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no master.pid");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(&cf)
+        .arg("stop")
+        .status()
+        .expect("dovecot stop");
+    assert!(st.success());
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(10), "still listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
