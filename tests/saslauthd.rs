@@ -71,6 +71,16 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // SIGTERM first: the real saslauthd's master then ends its forked workers too.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -89,7 +99,10 @@ fn wait_for(path: &Path) {
 }
 
 fn start(program: &str, pre: &[&str], dir: &Path, stderr: Stdio) -> Daemon {
+    use std::os::unix::process::CommandExt;
+    // Its own process group: the real saslauthd's master signals its whole group on exit.
     let child = Command::new(program)
+        .process_group(0)
         .args(pre)
         .args(["-a", "shadow", "-d", "-n", "4", "-m"])
         .arg(dir)
