@@ -478,7 +478,7 @@ fn try_send(port: u16, to: &str, body: &str) -> Option<String> {
         .ok()?;
     let mut r = BufReader::new(sock.try_clone().ok()?);
     let mut w = sock;
-    let mut reply = |r: &mut BufReader<std::net::TcpStream>| -> Option<String> {
+    let reply = |r: &mut BufReader<std::net::TcpStream>| -> Option<String> {
         loop {
             let mut l = String::new();
             if r.read_line(&mut l).ok()? == 0 {
