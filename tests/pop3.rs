@@ -845,3 +845,52 @@ fn detach_and_stop() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A Maildir file unlinked by another client under the session: Dovecot's reply, and the
+/// session goes on.
+#[test]
+fn maildir_file_deleted_under_the_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), "");
+    let md = dir.path().join("home/alice/Maildir");
+    let first = postern::mailbox::deliver_maildir(&md, b"Subject: a\n\nA\n").expect("deliver");
+    postern::mailbox::deliver_maildir(&md, b"Subject: b\n\nB\n").expect("deliver");
+    let (uid, gid) = mail_user();
+    let _ = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(&md)
+        .output();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("dovecot.conf"),
+        conf(dir.path(), port, "").replace("mbox:~/mail:INBOX=~/inbox", "maildir:~/Maildir"),
+    )
+    .expect("conf");
+    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(dir.path().join("dovecot.conf"))
+        .arg("-F")
+        .spawn()
+        .expect("spawn");
+    let s = Server {
+        child,
+        port,
+        dir: dir.path().to_path_buf(),
+    };
+    wait_port(port);
+    let (mut c, _) = Pop::connect(port);
+    c.cmd("USER alice");
+    c.cmd("PASS secret");
+    assert_eq!(c.cmd("LIST"), ["+OK 2 messages:", "1 17", "2 17", "."]);
+    std::fs::remove_file(&first).expect("unlink");
+    assert_eq!(c.cmd("RETR 1"), ["-ERR Message 1 expunged."]);
+    assert_eq!(c.cmd("TOP 1 0"), ["-ERR Message 1 expunged."]);
+    assert_eq!(
+        c.cmd("RETR 2"),
+        ["+OK 17 octets", "Subject: b", "", "B", "."]
+    );
+    assert_eq!(c.cmd("DELE 1"), ["+OK Marked to be deleted."]);
+    assert_eq!(c.cmd("QUIT"), ["+OK Logging out, messages deleted."]);
+    assert!(wait_log(&s, "del=1/2").contains("top=1/0, retr=2/"));
+}

@@ -169,13 +169,18 @@ pub fn deliver_mbox(
         .map_err(|e| MailboxError::io(path, e))?
         .len();
     let mut data = Vec::new();
-    // A box whose last message lacks its final newline (a truncated write by another
-    // program) gets one, so that our `From ` line starts a line.
+    // A box whose last message lacks its final newline or the empty separator line (a
+    // truncated write by another program) gets them, so that our `From ` line starts a
+    // message for every reader.
     if old_len > 0 {
-        let mut last = [0u8; 1];
-        file.read_exact_at(&mut last, old_len - 1)
+        let n = old_len.min(2) as usize;
+        let mut tail = [0u8; 2];
+        file.read_exact_at(&mut tail[..n], old_len - n as u64)
             .map_err(|e| MailboxError::io(path, e))?;
-        if last[0] != b'\n' {
+        let tail = &tail[..n];
+        if !tail.ends_with(b"\n") {
+            data.extend_from_slice(b"\n\n");
+        } else if tail != b"\n\n" && n == 2 {
             data.push(b'\n');
         }
     }
@@ -234,8 +239,9 @@ fn header_value(line: &[u8]) -> &str {
         .trim()
 }
 
-/// Split an mbox into messages: a `From ` line at the start of the file or after an empty
-/// line starts one. Bytes before the first `From ` line are not a message.
+/// Split an mbox into messages: the first `From ` line, and later a `From ` line after an
+/// empty line, starts one (a `From ` line inside a body that follows a non-empty line is
+/// body text, as in Dovecot). Bytes before the first `From ` line are not a message.
 fn parse(data: &[u8]) -> Vec<Raw> {
     let mut starts = Vec::new();
     let mut pos = 0;
@@ -247,7 +253,9 @@ fn parse(data: &[u8]) -> Vec<Raw> {
             .map(|i| pos + i + 1)
             .unwrap_or(data.len());
         let line = &data[pos..eol];
-        if prev_empty && line.starts_with(b"From ") {
+        // Dovecot refuses a file that does not begin with a `From ` line; the text
+        // before the first one is kept but is no message, so such a box stays readable.
+        if (prev_empty || starts.is_empty()) && line.starts_with(b"From ") {
             starts.push((pos, eol));
         }
         prev_empty = line == b"\n" || line == b"\r\n";
@@ -619,5 +627,78 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).expect("symlink");
         let e = deliver_mbox(&link, "a", b"x\n", &MboxOptions::default());
         assert!(matches!(e, Err(MailboxError::Unsafe(..))), "{e:?}");
+    }
+
+    #[test]
+    fn waits_for_dotlock_and_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        let lock = dir.path().join("inbox.lock");
+        std::fs::write(&lock, b"").expect("lock");
+        let short = MboxOptions {
+            lock_timeout: Duration::from_millis(300),
+            ..MboxOptions::default()
+        };
+        let e = deliver_mbox(&p, "a", b"x\n", &short);
+        assert!(matches!(e, Err(MailboxError::Locked(_))), "{e:?}");
+        assert!(lock.exists(), "someone else's lock is left alone");
+        let l2 = lock.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            std::fs::remove_file(l2).expect("unlock");
+        });
+        deliver_mbox(&p, "a", b"x\n", &MboxOptions::default()).expect("after unlock");
+        t.join().expect("join");
+        assert!(!lock.exists());
+    }
+
+    #[test]
+    fn waits_for_fcntl_lock_of_another_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, b"").expect("create");
+        let ready = dir.path().join("ready");
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import fcntl,time\nf=open('{}','r+')\nfcntl.lockf(f,fcntl.LOCK_EX)\nopen('{}','w').close()\ntime.sleep(0.8)",
+                p.display(),
+                ready.display()
+            ))
+            .spawn()
+            .expect("python3");
+        while !ready.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let t0 = std::time::Instant::now();
+        deliver_mbox(&p, "a", b"x\n", &MboxOptions::default()).expect("deliver");
+        assert!(t0.elapsed() >= Duration::from_millis(300), "did not wait");
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn truncated_last_message_and_stray_from_lines() {
+        // No final newline, a `From ` line in a body not preceded by an empty line, and
+        // text before the first message.
+        let data =
+            b"garbage\nFrom a  Sat Nov 28 10:00:00 2026\nSubject: x\n\nbody\nFrom inside\nend";
+        let raws = parse(data);
+        assert_eq!(raws.len(), 1);
+        assert_eq!(
+            visible(data, &raws[0]),
+            b"Subject: x\n\nbody\nFrom inside\nend"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, data).expect("write");
+        deliver_mbox(&p, "b", b"Subject: y\n\nnext\n", &MboxOptions::default()).expect("deliver");
+        let mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        assert_eq!(mb.messages.len(), 2);
+        assert_eq!(
+            mb.read(0).expect("read"),
+            b"Subject: x\n\nbody\nFrom inside\nend\n"
+        );
+        assert_eq!(mb.read(1).expect("read"), b"Subject: y\n\nnext\n");
+        assert!(std::fs::read(&p).expect("read").starts_with(b"garbage\n"));
     }
 }

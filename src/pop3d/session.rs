@@ -831,8 +831,15 @@ impl Session {
                     std::process::id(),
                     self.session_id
                 ));
-                // Dovecot's reply for a message that vanished under the session.
-                self.reply("-ERR Message not found.");
+                // Dovecot's reply for a message that vanished under the session (seen
+                // from 2.3.19 for a Maildir file unlinked by another client); the
+                // command still counts in the logout line, with no bytes.
+                self.reply(&format!("-ERR Message {} expunged.", i + 1));
+                if lines.is_some() {
+                    m.top.0 += 1;
+                } else {
+                    m.retr.0 += 1;
+                }
                 return;
             }
         };
