@@ -583,3 +583,55 @@ fn crash_during_delivery_delivers_each_acknowledged_message_once() {
         assert!(n <= 1, "{token} delivered {n} times");
     }
 }
+
+#[test]
+fn dot_forward_runs_as_the_user_and_keeps_a_copy() {
+    let Some(home) = user("postern-re") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let pw = nix::unistd::User::from_name("postern-re").unwrap().unwrap();
+    let fwd = home.join(".forward");
+    std::fs::write(
+        &fwd,
+        format!(
+            "# keep a copy\n\\postern-re, \"|cat > {}/fwd.out\"\n",
+            out.path().display()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&fwd, Some(pw.uid.as_raw()), Some(pw.gid.as_raw())).unwrap();
+    let inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["postern-re@mail.example.test"],
+        "Subject: fwd\n\nx\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    let _ = std::fs::remove_file(&fwd);
+    assert!(log.contains("status=sent (delivered to mailbox)"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "status=sent (delivered to command: cat > {}/fwd.out)",
+            out.path().display()
+        )),
+        "{log}"
+    );
+    let copy = out.path().join("fwd.out");
+    assert!(String::from_utf8_lossy(&wait_for(&copy)).contains("\nSubject: fwd\n"));
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().uid(),
+        pw.uid.as_raw(),
+        "command ran as the user"
+    );
+    let mbox =
+        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-re"))).into_owned();
+    assert_eq!(mbox.matches("\nSubject: fwd\n").count(), 1, "{mbox}");
+}

@@ -2,7 +2,9 @@
 //!
 //! For each recipient the queue manager hands over, [`deliver`] looks the local part up in
 //! `alias_maps` (values: addresses, `:include:/file`, `|command`, `/file/name`; an alias that
-//! names itself delivers to the mailbox, as Postfix does), then delivers to the user's
+//! names itself delivers to the mailbox, as Postfix does), then in `~/.forward` (same
+//! syntax, commands and files run as the user, `\user` and the user's own name deliver to
+//! the mailbox), then delivers to the user's
 //! mailbox: `home_mailbox` in the user's home (`Maildir/` when it ends in `/`, an mbox file
 //! otherwise), or `mail_spool_directory/USER` (mbox). mbox messages get the `From SENDER
 //! DATE` line, `Return-Path:`, `X-Original-To:`, `Delivered-To:`, `>From ` quoting and a
@@ -15,7 +17,7 @@
 //! the spool mbox is created by root and handed to the user (Postfix does the same for a
 //! spool directory that is not world-writable) and must be owned by the user. Commands and
 //! files named by aliases run as `default_privs` (Postfix: the alias database owner, unless
-//! root). When not root, everything runs as the invoking user. Mailboxes are opened with
+//! root), those named by a `.forward` as the user. When not root, everything runs as the invoking user. Mailboxes are opened with
 //! `O_NOFOLLOW` and must be regular files with one link ([`crate::mailbox`]).
 //!
 //! # main.cf parameters read
@@ -23,7 +25,7 @@
 //! `recipient_delimiter`, `myorigin`, `default_privs`.
 //!
 //! # Known limits
-//! * XXX No `~/.forward`, `mailbox_command`, `luser_relay`, `owner-` lists, `allow_mail_to_*`
+//! * XXX Only `$home/.forward` (no `forward_path`); no `mailbox_command`, `luser_relay`, `owner-` lists, `allow_mail_to_*`
 //!   or `local_recipient_maps` checks here; no supplementary groups for the user (only
 //!   uid/gid).
 //! * XXX An alias that expands to a non-local address is deferred: Postfix re-injects it
@@ -139,6 +141,9 @@ struct Ctx<'a> {
     msg: &'a QueuedMessage,
     /// The recipient as queued (for `orig_to` and `X-Original-To:`).
     orig: String,
+    /// Whom commands and files run as: `default_privs` for aliases, the user for a
+    /// `.forward`.
+    privs: (u32, u32),
     out: Vec<Outcome>,
 }
 
@@ -166,6 +171,7 @@ pub fn deliver(
         s,
         msg,
         orig: orig.unwrap_or(rcpt).to_string(),
+        privs: s.default_privs,
         out: Vec::new(),
     };
     let mut seen = Vec::new();
@@ -238,7 +244,48 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
             return;
         }
     }
+    if !seen.contains(&base)
+        && let Ok(Some(pw)) = nix::unistd::User::from_name(&base)
+        && let Some(items) = read_forward(&pw)
+    {
+        seen.push(base.clone());
+        let saved = ctx.privs;
+        ctx.privs = (pw.uid.as_raw(), pw.gid.as_raw());
+        for item in items {
+            expand_item(ctx, addr, &item, depth + 1, seen);
+        }
+        ctx.privs = saved;
+        seen.pop();
+        return;
+    }
     deliver_user(ctx, addr, &base);
+}
+
+/// The entries of `~/.forward` (read with the user's identity, never through a symlink),
+/// or `None` when there is no usable file.
+fn read_forward(pw: &nix::unistd::User) -> Option<Vec<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = pw.dir.join(".forward");
+    let _id = FsIdentity::switch(pw.uid.as_raw(), pw.gid.as_raw());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || (meta.uid() != pw.uid.as_raw() && meta.uid() != 0) {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let items = split_alias_value(&lines.join(","));
+    (!items.is_empty()).then_some(items)
 }
 
 /// Split an alias value at commas outside double quotes.
@@ -275,7 +322,17 @@ fn unquote(s: &str) -> &str {
 
 fn expand_item(ctx: &mut Ctx<'_>, parent: &str, item: &str, depth: usize, seen: &mut Vec<String>) {
     let item = unquote(item.trim());
-    if let Some(file) = item.strip_prefix(":include:") {
+    if let Some(user) = item.strip_prefix('\\') {
+        // `\user`: the mailbox itself, no alias or .forward lookup.
+        let addr = if user.contains('@') {
+            user.to_string()
+        } else {
+            format!("{user}@{}", ctx.s.myorigin)
+        };
+        let base =
+            strip_extension(local_part(&addr), &ctx.s.recipient_delimiter).to_ascii_lowercase();
+        deliver_user(ctx, &addr, &base);
+    } else if let Some(file) = item.strip_prefix(":include:") {
         match std::fs::read_to_string(file.trim()) {
             Ok(text) => {
                 let joined: Vec<&str> = text
@@ -554,7 +611,7 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
 
 fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
     let data = format_message(ctx.msg, &ctx.orig, addr, false);
-    let (uid, gid) = ctx.s.default_privs;
+    let (uid, gid) = ctx.privs;
     let id = FsIdentity::switch(uid, gid);
     let opts = crate::mailbox::MboxOptions {
         dotlock: false,
@@ -598,7 +655,7 @@ fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
         .env("ORIGINAL_RECIPIENT", &ctx.orig)
         .current_dir("/");
     if nix::unistd::geteuid().is_root() {
-        let (uid, gid) = ctx.s.default_privs;
+        let (uid, gid) = ctx.privs;
         // std clears the supplementary groups when root sets a uid.
         c.uid(uid).gid(gid);
     }
