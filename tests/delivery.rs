@@ -635,3 +635,40 @@ fn dot_forward_runs_as_the_user_and_keeps_a_copy() {
         String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-re"))).into_owned();
     assert_eq!(mbox.matches("\nSubject: fwd\n").count(), 1, "{mbox}");
 }
+
+#[test]
+fn symlinked_mailbox_is_never_followed() {
+    let Some(_) = user("postern-rf") else { return };
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(victim.path(), "precious\n").unwrap();
+    let target = victim.path().to_path_buf();
+    let inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        QMGR,
+        move |d| {
+            std::fs::create_dir_all(d.join("mail")).unwrap();
+            std::os::unix::fs::symlink(&target, d.join("mail/postern-rf")).unwrap();
+        },
+    );
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["postern-rf@mail.example.test"],
+        "Subject: evil\n\nx\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<postern-rf@mail.example.test>, relay=local"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=5.2.0, status=bounced (cannot update mailbox "),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.path()).unwrap(),
+        "precious\n"
+    );
+}
