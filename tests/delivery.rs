@@ -672,3 +672,37 @@ fn symlinked_mailbox_is_never_followed() {
         "precious\n"
     );
 }
+
+#[test]
+fn newaliases_rebuilds_alias_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!("alias_database = hash:{d}/aliases\nalias_maps = hash:{d}/aliases\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("master.cf"), "").unwrap();
+    std::fs::write(
+        dir.path().join("aliases"),
+        "root: postmaster\npostmaster: admin\n",
+    )
+    .unwrap();
+    for (cmd, args) in [
+        ("newaliases", vec!["-C", &d]),
+        ("sendmail", vec!["-C", &d, "-bi"]),
+    ] {
+        let out = run_postern(cmd, &args, b"");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let q = run_postern(
+        "postalias",
+        &["-c", &d, "-q", "postmaster", &format!("hash:{d}/aliases")],
+        b"",
+    );
+    assert_eq!(String::from_utf8_lossy(&q.stdout), "admin\n");
+}

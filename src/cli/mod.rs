@@ -96,6 +96,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "postmap" => postmap::postmap_main(&rest),
         "postalias" => postmap::postalias_main(&rest),
         "sendmail" => sendmail::main(&rest),
+        "newaliases" => sendmail::newaliases_main(&rest),
         "mailq" => postqueue::mailq_main(&rest),
         "postqueue" => postqueue::postqueue_main(&rest),
         "postsuper" => postqueue::postsuper_main(&rest),

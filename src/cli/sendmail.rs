@@ -3,6 +3,9 @@
 //! (Postfix's `postdrop` + `pickup`), so mail submitted while the daemon is down goes out
 //! when it starts.
 //!
+//! `newaliases` (= `sendmail -bi`/`-I`) runs `postalias` on each table of
+//! `alias_database`.
+//!
 //! Options: `-t` (recipients from `To:`, `Cc:`, `Bcc:`; `Bcc:` removed), `-i`/`-oi` (a line
 //! with a single `.` does not end the message), `-f SENDER`/`-r SENDER`, `-F NAME` (full
 //! name for a `From:` header that is added when missing), `-bp` (= `mailq`), `-bm`
@@ -13,7 +16,7 @@
 //! missing `Message-Id:`, `Date:`, `From:` headers as cleanup adds them for local mail, and
 //! unqualified addresses get `@$myorigin`.
 //!
-//! Known limits (XXX): no `-bs` (SMTP on stdin), `-bi` (newaliases), `-N` DSN options are
+//! Known limits (XXX): no `-bs` (SMTP on stdin), `-N` DSN options are
 //! ignored; the maildrop is written directly, so a non-root user needs write access to
 //! `maildrop/` (Postfix's setgid `postdrop` is not installed yet).
 
@@ -41,6 +44,7 @@ enum Mode {
     Deliver,
     ListQueue,
     Flush,
+    Newaliases,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -94,6 +98,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             o.mode = Mode::ListQueue;
         } else if a == "-q" {
             o.mode = Mode::Flush;
+        } else if a == "-bi" || a == "-I" {
+            o.mode = Mode::Newaliases;
         } else if a == "-bm" || a == "-v" || a == "-U" || a.starts_with("-o") || a == "-n" {
             // Accepted and ignored, as Postfix does.
         } else {
@@ -269,6 +275,7 @@ pub fn main(args: &[String]) -> i32 {
             crate::qmgr::wake(&qdir, b'F');
             return 0;
         }
+        Mode::Newaliases => return rebuild_aliases(&cfg, opts.config_dir.as_deref()),
         Mode::Deliver => {}
     }
     match submit(&cfg, &opts) {
@@ -284,6 +291,35 @@ pub fn main(args: &[String]) -> i32 {
             code
         }
     }
+}
+
+/// `newaliases`: `postalias` on each table of `alias_database`.
+fn rebuild_aliases(cfg: &PostfixConfig, config_dir: Option<&std::path::Path>) -> i32 {
+    let list = cfg.get("alias_database").unwrap_or_default();
+    let mut code = 0;
+    for spec in list
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        let mut args = Vec::new();
+        if let Some(d) = config_dir {
+            args.push("-c".to_string());
+            args.push(d.display().to_string());
+        }
+        args.push(spec.to_string());
+        let rc = super::postmap::postalias_main(&args);
+        if rc != 0 {
+            code = rc;
+        }
+    }
+    code
+}
+
+/// `newaliases [-C DIR]` (also `sendmail -bi`, `sendmail -I`).
+pub fn newaliases_main(args: &[String]) -> i32 {
+    let mut a = args.to_vec();
+    a.push("-bi".into());
+    main(&a)
 }
 
 /// Queue the message from stdin; returns its queue ID.
