@@ -220,6 +220,8 @@ struct Raw {
     end: usize,
     uid: Option<u32>,
     imapbase: Option<(u32, u32)>,
+    /// What follows UIDVALIDITY and LAST-UID in `X-IMAPbase` (Dovecot's keyword names).
+    imapbase_rest: String,
     has_status: bool,
 }
 
@@ -277,6 +279,7 @@ fn parse(data: &[u8]) -> Vec<Raw> {
             end,
             uid: None,
             imapbase: None,
+            imapbase_rest: String::new(),
             has_status: false,
         };
         let mut p = hdr_start;
@@ -299,6 +302,7 @@ fn parse(data: &[u8]) -> Vec<Raw> {
                     let l = w.next().and_then(|v| v.parse().ok());
                     if let (Some(v), Some(l)) = (v, l) {
                         raw.imapbase = Some((v, l));
+                        raw.imapbase_rest = w.collect::<Vec<_>>().join(" ");
                     }
                 }
                 Some("status") => raw.has_status = true,
@@ -412,7 +416,11 @@ fn rewrite(
             p = eol;
         }
         if first {
-            out.extend_from_slice(format!("X-IMAPbase: {validity} {last:010}\n").as_bytes());
+            let rest = raws.first().map(|r| r.imapbase_rest.as_str()).unwrap_or("");
+            let sep = if rest.is_empty() { "" } else { " " };
+            out.extend_from_slice(
+                format!("X-IMAPbase: {validity} {last:010}{sep}{rest}\n").as_bytes(),
+            );
             first = false;
         }
         out.extend_from_slice(format!("X-UID: {}\n", uids[i]).as_bytes());
@@ -456,8 +464,9 @@ pub struct MboxMailbox {
     pub path: PathBuf,
     pub uid_validity: u32,
     pub messages: Vec<MessageInfo>,
-    /// Where each message is: (offset of the `From ` line, the `From ` line itself).
-    spots: Vec<(usize, Vec<u8>)>,
+    /// Where each message is: offset of the `From ` line, end of its content, and the
+    /// `From ` line itself (to notice a file rewritten under the session).
+    spots: Vec<(usize, usize, Vec<u8>)>,
     opts: MboxOptions,
 }
 
@@ -504,8 +513,11 @@ impl MboxMailbox {
                 size: crlf_size(&visible(&data, r)),
                 file_base: String::new(),
             });
-            mb.spots
-                .push((r.from_start, data[r.from_start..r.hdr_start].to_vec()));
+            mb.spots.push((
+                r.from_start,
+                r.end,
+                data[r.from_start..r.hdr_start].to_vec(),
+            ));
         }
         Ok(mb)
     }
@@ -514,29 +526,36 @@ impl MboxMailbox {
     /// (Dovecot's `mbox_read_locks`); if it was rewritten by someone else since it was
     /// opened, this fails rather than return another message.
     pub fn read(&self, index: usize) -> Result<Vec<u8>, MailboxError> {
-        let (start, from_line) = self
+        let (start, end, from_line) = self
             .spots
             .get(index)
             .ok_or_else(|| MailboxError::Format(format!("no message {}", index + 1)))?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
             .map_err(|e| MailboxError::io(&self.path, e))?;
         fcntl_lock(&file, &self.path, false, self.opts.lock_timeout)?;
-        let data = read_all(&mut file, &self.path)?;
-        if !data[(*start).min(data.len())..].starts_with(from_line) {
-            return Err(MailboxError::Format(format!(
+        let changed = || {
+            MailboxError::Format(format!(
                 "{}: mailbox changed under the session",
                 self.path.display()
-            )));
+            ))
+        };
+        // Only this message's bytes are read: RETR of every message stays linear.
+        let mut slice = vec![0u8; end - start];
+        file.read_exact_at(&mut slice, *start as u64)
+            .map_err(|_| changed())?;
+        if !slice.starts_with(from_line) {
+            return Err(changed());
         }
-        let raws = parse(&data);
-        let raw = raws
-            .iter()
-            .find(|r| r.from_start == *start)
-            .ok_or_else(|| MailboxError::Format("message vanished".into()))?;
-        Ok(visible(&data, raw))
+        let mut raws = parse(&slice);
+        let raw = raws.first_mut().ok_or_else(changed)?;
+        if raw.hdr_end == raw.end {
+            raw.hdr_end = slice.len();
+        }
+        raw.end = slice.len();
+        Ok(visible(&slice, raw))
     }
 
     /// Delete the messages at `indexes` by UID, under the write locks: what was delivered
@@ -700,5 +719,32 @@ mod tests {
         );
         assert_eq!(mb.read(1).expect("read"), b"Subject: y\n\nnext\n");
         assert!(std::fs::read(&p).expect("read").starts_with(b"garbage\n"));
+    }
+
+    #[test]
+    fn dovecot_metadata_kept() {
+        // As Dovecot 2.3 left it: padding after X-UID, keywords in X-IMAPbase; then a
+        // message appended by Postfix without X-UID.
+        let data = "From a  Sat Nov 28 10:00:00 2026\nSubject: x\nX-IMAPbase: 1795876603 0000000007 $Junk work\nX-UID: 7         \nStatus: RO\nX-Keywords: work\n\nbody\n\nFrom b  Sat Nov 28 10:01:00 2026\nSubject: y\n\nnew\n\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, data).expect("write");
+        let mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        assert_eq!(mb.uid_validity, 1795876603);
+        assert_eq!(
+            mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [7, 8]
+        );
+        assert_eq!(mb.read(0).expect("read"), b"Subject: x\n\nbody\n");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(
+            text.contains("X-IMAPbase: 1795876603 0000000008 $Junk work\n"),
+            "{text}"
+        );
+        assert!(text.contains("Status: RO\nX-Keywords: work\n"), "{text}");
+        assert!(
+            text.contains("Subject: y\nX-UID: 8\nStatus: O\n\nnew\n"),
+            "{text}"
+        );
     }
 }
