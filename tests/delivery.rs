@@ -706,3 +706,48 @@ fn newaliases_rebuilds_alias_database() {
     );
     assert_eq!(String::from_utf8_lossy(&q.stdout), "admin\n");
 }
+
+#[test]
+fn postsuper_holds_and_releases() {
+    let inst = Instance::start(&main_cf(""), "");
+    let a = send(
+        inst.port,
+        "s@x.org",
+        &["one@remote.example"],
+        "Subject: a\n\nx\n",
+    );
+    let b = send(
+        inst.port,
+        "s@x.org",
+        &["two@remote.example"],
+        "Subject: b\n\nx\n",
+    );
+    let conf = inst.config_dir().display().to_string();
+    let out = run_postern("postsuper", &["-c", &conf, "-h", "ALL"], b"");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(log.contains(&format!("{a}: placed on hold")), "{log}");
+    assert!(log.contains("]: Placed on hold: 2 messages\n"), "{log}");
+    let listing = String::from_utf8(run_postern("mailq", &["-C", &conf], b"").stdout).unwrap();
+    assert!(
+        listing.contains(&format!("\n{:<11} ", format!("{a}!"))),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("\n{:<11} ", format!("{b}!"))),
+        "{listing}"
+    );
+    let out = run_postern("postsuper", &["-c", &conf, "-H", &a], b"");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{a}: released from hold")));
+    assert!(
+        inst.dir
+            .path()
+            .join("spool/deferred")
+            .join(&a[..1])
+            .join(&a)
+            .exists()
+    );
+    assert!(inst.dir.path().join("spool/hold").join(&b).exists());
+    let out = run_postern("postsuper", &["-c", &conf, "-d", "ALL"], b"");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Deleted: 2 messages"));
+}

@@ -8,11 +8,15 @@
 //! Requests.` at the end (the sum of the message sizes shown, as Postfix 3.7 counts), or `Mail queue is empty`.
 //! Files are listed in directory order, as Postfix's showq does.
 //!
+//! `postsuper -h ID|ALL` puts messages on hold (`hold/`, not delivered, `!` in `mailq`,
+//! logged `ID: placed on hold`), `-H` releases them to `deferred/` (`ID: released from
+//! hold`), due at the queue manager's next deferred scan.
+//!
 //! `postsuper -d ID` / `-d ALL` [`queue`] deletes queue files (and their defer logs),
 //! logging `ID: removed` and `Deleted: N messages` under `postfix/postsuper` (echoed to a
 //! terminal as `postsuper: Deleted: N messages`), as Postfix does.
 //!
-//! Known limits (XXX): no `-j` (JSON), `-s site`, `-i ID`; `postsuper` has only `-d`;
+//! Known limits (XXX): no `-j` (JSON), `-s site`, `-i ID`; `postsuper` has no `-r`, `-s`, `-p`;
 //! `mailq` reads the queue directly (Postfix asks the `showq` service), so it needs read
 //! access to the queue (root or `mail_owner`).
 
@@ -223,26 +227,46 @@ pub fn postqueue_main(args: &[String]) -> i32 {
     }
 }
 
-/// `postsuper [-c DIR] -d ID|ALL|- [queue]`.
+/// What `postsuper` does to the messages it selects.
+#[derive(Clone, Copy, PartialEq)]
+enum SuperOp {
+    Delete,
+    Hold,
+    Release,
+}
+
+/// `postsuper [-c DIR] [-d ID|ALL|-] [-h ID|ALL|-] [-H ID|ALL|-] [queue]`.
 pub fn postsuper_main(args: &[String]) -> i32 {
     let mut dir = None;
-    let mut ids: Vec<String> = Vec::new();
+    let mut ops: Vec<(SuperOp, String)> = Vec::new();
     let mut queue: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "-c" => dir = it.next().map(PathBuf::from),
-            "-d" => match it.next() {
-                Some(id) => ids.push(id.clone()),
-                None => {
-                    eprintln!("postsuper: fatal: option requires an argument -- 'd'");
-                    return 1;
-                }
-            },
-            "-v" => {}
-            q if !q.starts_with('-') => queue = Some(q.to_string()),
+        let op = match a.as_str() {
+            "-c" => {
+                dir = it.next().map(PathBuf::from);
+                continue;
+            }
+            "-d" => SuperOp::Delete,
+            "-h" => SuperOp::Hold,
+            "-H" => SuperOp::Release,
+            "-v" => continue,
+            q if !q.starts_with('-') => {
+                queue = Some(q.to_string());
+                continue;
+            }
             other => {
                 eprintln!("postsuper: fatal: option {other} is not implemented by Postern");
+                return 1;
+            }
+        };
+        match it.next() {
+            Some(id) => ops.push((op, id.clone())),
+            None => {
+                eprintln!(
+                    "postsuper: fatal: option requires an argument -- '{}'",
+                    a.trim_start_matches('-')
+                );
                 return 1;
             }
         }
@@ -253,44 +277,89 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     let _ = log::configure(&cfg);
     let ident = log::ident(&cfg, "postsuper");
     let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
-    if ids.iter().any(|i| i == "-") {
+    if ops.iter().any(|(_, i)| i == "-") {
         use std::io::BufRead;
-        ids.retain(|i| i != "-");
-        for l in std::io::stdin().lock().lines().map_while(Result::ok) {
-            ids.extend(l.split_whitespace().map(String::from));
-        }
-    }
-    let queues: Vec<&str> = match &queue {
-        Some(q) => vec![q.as_str()],
-        None => vec!["hold", "incoming", "active", "deferred", "maildrop"],
-    };
-    let all = ids.iter().any(|i| i == "ALL");
-    let mut deleted = 0;
-    for q in queues {
-        let mut files = Vec::new();
-        scan(&qdir.join(q), q != "maildrop", &mut files);
-        for (id, path) in files {
-            if (all || ids.contains(&id)) && std::fs::remove_file(&path).is_ok() {
-                let _ = std::fs::remove_file(defer::log_path(&qdir, &id));
-                log::info(&ident, &format!("{id}: removed"));
-                deleted += 1;
+        let stdin_ids: Vec<String> = std::io::stdin()
+            .lock()
+            .lines()
+            .map_while(Result::ok)
+            .flat_map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .collect();
+        let mut expanded = Vec::new();
+        for (op, id) in ops {
+            if id == "-" {
+                expanded.extend(stdin_ids.iter().map(|i| (op, i.clone())));
+            } else {
+                expanded.push((op, id));
             }
         }
+        ops = expanded;
     }
-    if deleted > 0 {
-        log::info(
-            &ident,
-            &format!(
-                "Deleted: {deleted} message{}",
-                if deleted == 1 { "" } else { "s" }
-            ),
-        );
-        // Postfix echoes its messages to stderr only when that is a terminal.
-        if log::stderr_is_tty() {
-            eprintln!(
-                "postsuper: Deleted: {deleted} message{}",
-                if deleted == 1 { "" } else { "s" }
-            );
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    for kind in [SuperOp::Delete, SuperOp::Hold, SuperOp::Release] {
+        let ids: Vec<&String> = ops
+            .iter()
+            .filter(|(o, _)| *o == kind)
+            .map(|(_, i)| i)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let all = ids.iter().any(|i| *i == "ALL");
+        let queues: Vec<&str> = match (&queue, kind) {
+            (Some(q), _) => vec![q.as_str()],
+            (None, SuperOp::Delete) => vec!["hold", "incoming", "active", "deferred", "maildrop"],
+            (None, SuperOp::Hold) => vec!["incoming", "active", "deferred"],
+            (None, SuperOp::Release) => vec!["hold"],
+        };
+        let mut n = 0;
+        for q in queues {
+            let mut files = Vec::new();
+            scan(&qdir.join(q), q != "maildrop" && q != "hold", &mut files);
+            for (id, path) in files {
+                if !(all || ids.iter().any(|i| **i == id)) {
+                    continue;
+                }
+                let done = match kind {
+                    SuperOp::Delete => std::fs::remove_file(&path).is_ok().then(|| {
+                        let _ = std::fs::remove_file(defer::log_path(&qdir, &id));
+                        "removed"
+                    }),
+                    SuperOp::Hold => {
+                        let _ = std::fs::create_dir_all(qdir.join("hold"));
+                        std::fs::rename(&path, qdir.join("hold").join(&id))
+                            .is_ok()
+                            .then_some("placed on hold")
+                    }
+                    SuperOp::Release => {
+                        let d = qdir.join("deferred").join(id.get(..1).unwrap_or("0"));
+                        let _ = std::fs::create_dir_all(&d);
+                        // Due at once: the queue manager's next deferred scan takes it.
+                        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                            let _ = f.set_modified(std::time::SystemTime::now());
+                        }
+                        std::fs::rename(&path, d.join(&id))
+                            .is_ok()
+                            .then_some("released from hold")
+                    }
+                };
+                if let Some(what) = done {
+                    log::info(&ident, &format!("{id}: {what}"));
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            let summary = match kind {
+                SuperOp::Delete => format!("Deleted: {n} message{}", plural(n)),
+                SuperOp::Hold => format!("Placed on hold: {n} message{}", plural(n)),
+                SuperOp::Release => format!("Released from hold: {n} message{}", plural(n)),
+            };
+            log::info(&ident, &summary);
+            // Postfix echoes its messages to stderr only when that is a terminal.
+            if log::stderr_is_tty() {
+                eprintln!("postsuper: {summary}");
+            }
         }
     }
     log::flush();
