@@ -538,6 +538,10 @@ struct RealDovecot {
 
 impl RealDovecot {
     fn start(dir: &Path, location: &str) -> Option<RealDovecot> {
+        Self::start_with(dir, location, "ssl = no\ndisable_plaintext_auth = no\n")
+    }
+
+    fn start_with(dir: &Path, location: &str, extra: &str) -> Option<RealDovecot> {
         let dovecot = Path::new("/usr/sbin/dovecot");
         if !dovecot.exists() || !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root and /usr/sbin/dovecot (Debian dovecot-pop3d)");
@@ -547,7 +551,7 @@ impl RealDovecot {
         let conf_path = dir.join("real-dovecot.conf");
         std::fs::write(
             &conf_path,
-            conf(dir, port, "ssl = no\ndisable_plaintext_auth = no\n")
+            conf(dir, port, extra)
                 .replace("/base\n", "/real-base\n")
                 .replace("/log\n", "/real-log\n")
                 .replace("mbox:~/mail:INBOX=~/inbox", location),
@@ -893,4 +897,39 @@ fn maildir_file_deleted_under_the_session() {
     assert_eq!(c.cmd("DELE 1"), ["+OK Marked to be deleted."]);
     assert_eq!(c.cmd("QUIT"), ["+OK Logging out, messages deleted."]);
     assert!(wait_log(&s, "del=1/2").contains("top=1/0, retr=2/"));
+}
+
+/// With TLS configured and plaintext disallowed, a client that is not secured sees the
+/// same capabilities and refusals from Postern as from the real Dovecot.
+#[test]
+fn differential_tls_capabilities() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let (cert, key) = make_cert(dir.path());
+    let extra =
+        format!("ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\ndisable_plaintext_auth = yes\n");
+    let dialogue = [
+        "CAPA",
+        "USER alice",
+        "PASS secret",
+        "AUTH",
+        "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+        "STAT",
+        "QUIT",
+    ];
+    let run = |port: u16| -> Vec<Vec<String>> {
+        let (mut c, _) = Pop::connect_from("127.0.0.2", port);
+        dialogue.iter().map(|d| c.cmd(d)).collect()
+    };
+    let Some(real) = RealDovecot::start_with(dir.path(), "mbox:~/mail:INBOX=~/inbox", &extra)
+    else {
+        return;
+    };
+    let theirs = run(real.port);
+    drop(real);
+    let s = start(dir.path(), &extra);
+    let ours = run(s.port);
+    for (i, d) in dialogue.iter().enumerate() {
+        assert_eq!(ours[i], theirs[i], "reply to {d}");
+    }
 }

@@ -390,7 +390,8 @@ impl Session {
             return None;
         }
         if !self.plaintext_allowed() {
-            self.plaintext_refused();
+            // Dovecot words it differently for SASL than for USER/PASS.
+            self.reply("-ERR [AUTH] Plaintext authentication disabled.");
             return None;
         }
         let initial = words.next().map(str::to_string);
