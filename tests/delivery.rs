@@ -751,3 +751,45 @@ fn postsuper_holds_and_releases() {
     let out = run_postern("postsuper", &["-c", &conf, "-d", "ALL"], b"");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Deleted: 2 messages"));
 }
+
+#[test]
+fn virtual_alias_maps_expand_recipients() {
+    let (Some(_), Some(_)) = (user("postern-ra"), user("postern-rb")) else {
+        return;
+    };
+    let inst = Instance::start_with(
+        &main_cf(
+            "mail_spool_directory = $queue_directory/../mail\nvirtual_alias_maps = hash:$queue_directory/../virtual\n",
+        ),
+        QMGR,
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).unwrap();
+            std::fs::write(
+                d.join("virtual"),
+                "info@mail.example.test postern-ra, postern-rb@mail.example.test\n",
+            )
+            .unwrap();
+        },
+    );
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["info@mail.example.test"],
+        "Subject: v\n\nx\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    for u in ["postern-ra", "postern-rb"] {
+        assert!(
+            log.contains(&format!(
+                "to=<{u}@mail.example.test>, orig_to=<info@mail.example.test>, relay=local"
+            )),
+            "{log}"
+        );
+        let m =
+            String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail").join(u))).into_owned();
+        assert!(
+            m.contains("\nX-Original-To: info@mail.example.test\n"),
+            "{m}"
+        );
+    }
+}

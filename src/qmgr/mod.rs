@@ -24,7 +24,9 @@
 //! Up to `local_destination_concurrency_limit` messages are delivered at once.
 //!
 //! # Routing
-//! An address without a domain gets `@$myorigin` (`append_at_myorigin`); a domain in
+//! An address without a domain gets `@$myorigin` (`append_at_myorigin`);
+//! `virtual_alias_maps` expands it (full address, `user@domain` without the extension, the
+//! local part for local domains, `@domain`; recursively); a domain in
 //! `mydestination` goes to local delivery; every other recipient is deferred with `delivery
 //! temporarily suspended: outbound SMTP is not implemented in this version of Postern`.
 //!
@@ -36,13 +38,16 @@
 //! # main.cf parameters read
 //! `queue_directory`, `myorigin`, `mydestination`, `minimal_backoff_time`,
 //! `maximal_backoff_time`, `queue_run_delay`, `maximal_queue_lifetime`,
-//! `bounce_queue_lifetime`, `local_destination_concurrency_limit`, and those of
+//! `bounce_queue_lifetime`, `local_destination_concurrency_limit`, `virtual_alias_maps`,
+//! `recipient_delimiter`, and those of
 //! [`crate::local`].
 //!
 //! # Known limits
 //! * XXX Permanent failures are returned to the sender ([`bounce`]) after the recipients are
 //!   marked done: a crash between the two loses the notification. No delay warnings.
-//! * XXX No `canonical_maps`, `virtual_alias_maps`, `transport_maps`, `relocated_maps`;
+//! * XXX No `canonical_maps`, `transport_maps`, `relocated_maps`, `virtual_alias_domains`
+//!   (a virtual alias domain must still be listed in `mydestination` or resolve remotely);
+//!   virtual aliases are expanded at delivery, not by cleanup at queue time;
 //!   `mydestination` entries that are lookup tables are ignored.
 //! * XXX The queue manager runs as root (Postfix's runs as `mail_owner` and only local is
 //!   root); the recipients of one message are delivered one after another.
@@ -163,6 +168,9 @@ pub struct QmgrSettings {
     pub maximal_queue_lifetime: Duration,
     pub bounce_queue_lifetime: Duration,
     pub concurrency: usize,
+    /// `virtual_alias_maps` tables (unopenable ones are logged and skipped).
+    pub virtual_alias_maps: Vec<Arc<dyn crate::maps::Table>>,
+    pub recipient_delimiter: String,
     pub local: LocalSettings,
     pub ident_qmgr: String,
     pub ident_local: String,
@@ -218,6 +226,20 @@ impl QmgrSettings {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(2)
                 .clamp(1, 100),
+            virtual_alias_maps: cfg
+                .get("virtual_alias_maps")
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|m| !m.is_empty())
+                .filter_map(|m| match crate::maps::open_cached(m) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        log::warning(&log::ident(cfg, "qmgr"), &format!("{m}: {e}"));
+                        None
+                    }
+                })
+                .collect(),
+            recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             local: LocalSettings::from_config(cfg, &ident_local),
             ident_qmgr: log::ident(cfg, "qmgr"),
             ident_local,
@@ -225,6 +247,59 @@ impl QmgrSettings {
             ident_pickup: log::ident(cfg, "pickup"),
             ident_bounce: log::ident(cfg, "bounce"),
         }
+    }
+
+    /// Expand `addr` through `virtual_alias_maps` (Postfix's cleanup does this at queue
+    /// time; here it happens at delivery), recursively up to 10 levels. An address that maps
+    /// to itself (among others) is kept, as in Postfix.
+    pub fn virtual_expand(&self, addr: &str) -> Result<Vec<String>, crate::maps::MapError> {
+        let mut out = Vec::new();
+        self.expand_into(addr, 0, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    fn expand_into(
+        &self,
+        addr: &str,
+        depth: usize,
+        seen: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) -> Result<(), crate::maps::MapError> {
+        if self.virtual_alias_maps.is_empty() || depth > 10 || seen.iter().any(|a| a == addr) {
+            if !out.iter().any(|a| a == addr) {
+                out.push(addr.to_string());
+            }
+            return Ok(());
+        }
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let keys = crate::maps::rewrite_address_keys(
+            addr,
+            &self.recipient_delimiter,
+            self.is_local_domain(domain),
+        );
+        match crate::maps::find(&self.virtual_alias_maps, &keys)? {
+            None => {
+                if !out.iter().any(|a| a == addr) {
+                    out.push(addr.to_string());
+                }
+            }
+            Some((_, value)) => {
+                seen.push(addr.to_string());
+                for t in value
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|t| !t.is_empty())
+                {
+                    let t = if t.contains('@') {
+                        t.to_string()
+                    } else {
+                        format!("{t}@{}", self.myorigin)
+                    };
+                    self.expand_into(&t, depth + 1, seen, out)?;
+                }
+                seen.pop();
+            }
+        }
+        Ok(())
     }
 
     fn is_local_domain(&self, domain: &str) -> bool {
@@ -577,31 +652,47 @@ fn process(s: &QmgrSettings, path: &Path) {
         } else {
             format!("{}@{}", r.address, s.myorigin)
         };
-        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        let outcomes = if s.is_local_domain(domain) {
-            local::deliver(&s.local, &msg, &addr, r.original.as_deref())
-        } else {
-            vec![local::Outcome {
-                to: addr.clone(),
-                orig_to: r.original.clone().filter(|o| *o != addr),
-                status: Status::Deferred,
-                dsn: "4.3.0".into(),
-                text: "delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern".into(),
-            }]
-        };
-        let relay = if s.is_local_domain(domain) {
-            "local"
-        } else {
-            "none"
-        };
-        let ident = if s.is_local_domain(domain) {
-            &s.ident_local
-        } else {
-            &s.ident_qmgr
-        };
+        let orig = r.original.clone().unwrap_or_else(|| addr.clone());
+        let mut outcomes: Vec<(local::Outcome, &str, &str)> = Vec::new();
+        match s.virtual_expand(&addr) {
+            Err(e) => outcomes.push((
+                local::Outcome {
+                    to: addr.clone(),
+                    orig_to: (orig != addr).then(|| orig.clone()),
+                    status: Status::Deferred,
+                    dsn: "4.3.0".into(),
+                    text: format!("virtual_alias_maps lookup failure: {e}"),
+                },
+                "none",
+                &s.ident_qmgr,
+            )),
+            Ok(targets) => {
+                for t in targets {
+                    let domain = t.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                    if s.is_local_domain(domain) {
+                        for o in local::deliver(&s.local, &msg, &t, Some(&orig)) {
+                            outcomes.push((o, "local", &s.ident_local));
+                        }
+                    } else {
+                        outcomes.push((
+                            local::Outcome {
+                                to: t.clone(),
+                                orig_to: (orig != t).then(|| orig.clone()),
+                                status: Status::Deferred,
+                                dsn: "4.3.0".into(),
+                                text: "delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern".into(),
+                            },
+                            "none",
+                            &s.ident_qmgr,
+                        ));
+                    }
+                }
+            }
+        }
         let finished = SystemTime::now();
         let mut any_deferred = false;
-        for o in &outcomes {
+        for (o, relay, ident) in &outcomes {
+            let (relay, ident) = (*relay, *ident);
             let (status, dsn, text) = match o.status {
                 Status::Deferred if expired => {
                     (Status::Bounced, format!("5{}", &o.dsn[1..]), o.text.clone())
