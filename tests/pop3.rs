@@ -933,3 +933,41 @@ fn differential_tls_capabilities() {
         assert_eq!(ours[i], theirs[i], "reply to {d}");
     }
 }
+
+/// A userdb that maps a login to uid 0 is refused (first_valid_uid), so a session never
+/// gets root's file access.
+#[test]
+fn root_mail_uid_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let (uid, _) = mail_user();
+    let port = free_port();
+    let cf = dir.path().join("dovecot.conf");
+    std::fs::write(
+        &cf,
+        conf(dir.path(), port, "").replace(&format!("uid={uid} "), "uid=0 "),
+    )
+    .expect("conf");
+    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(&cf)
+        .arg("-F")
+        .spawn()
+        .expect("spawn");
+    let s = Server {
+        child,
+        port,
+        dir: dir.path().to_path_buf(),
+    };
+    wait_port(port);
+    let (mut c, _) = Pop::connect(port);
+    c.cmd("USER alice");
+    assert_eq!(
+        c.cmd("PASS secret"),
+        ["-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."]
+    );
+    assert!(wait_log(&s, "UID 0 not permitted").contains("Mail access for users with UID 0"));
+}

@@ -47,6 +47,8 @@ pub struct Pop3State {
     /// Logged-in sessions per (user, remote IP).
     pub userip: Mutex<std::collections::HashMap<(String, IpAddr), u32>>,
     pub idle_timeout: Duration,
+    /// `first_valid_uid` (default 500): lower mail uids are refused, as in Dovecot.
+    pub first_valid_uid: u32,
 }
 
 /// Where Dovecot-format log lines go: `log_path` (a file, `Nov 28 14:36:43 pop3-login:
@@ -186,6 +188,10 @@ impl Pop3State {
             log: DovecotLog::from_conf(conf),
             userip: Mutex::new(Default::default()),
             idle_timeout: Duration::from_secs(600),
+            first_valid_uid: conf
+                .get("first_valid_uid")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(500),
         })
     }
 
@@ -194,8 +200,7 @@ impl Pop3State {
     /// `127.0.0.1`), or from a `login_trusted_networks` entry. Another loopback address
     /// (`127.0.0.2` to `127.0.0.1`) is not secured, as in Dovecot.
     pub fn is_secured(&self, tls: bool, remote: SocketAddr, local: SocketAddr) -> bool {
-        tls || remote.ip() == local.ip()
-            || self.trusted.iter().any(|n| in_network(remote.ip(), *n))
+        tls || remote.ip() == local.ip() || self.trusted.iter().any(|n| in_network(remote.ip(), *n))
     }
 }
 

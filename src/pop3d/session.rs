@@ -522,6 +522,23 @@ impl Session {
                 return None;
             }
         };
+        // Root's file access must never be lent to a session: the userdb must name a
+        // uid, at least first_valid_uid (Dovecot's mail-storage-service check).
+        if nix::unistd::geteuid().is_root() {
+            let uid = info.uid.unwrap_or(0);
+            if info.uid.is_none() || uid < self.st.first_valid_uid {
+                self.st.log.error(&format!(
+                    "pop3({})<{}><{}>: Mail access for users with UID {uid} not permitted (see first_valid_uid in config file, uid from userdb lookup).",
+                    res.user,
+                    std::process::id(),
+                    self.session_id
+                ));
+                self.reply(
+                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.",
+                );
+                return None;
+            }
+        }
         let key = (res.user.clone(), self.remote.ip());
         {
             let Ok(mut m) = self.st.userip.lock() else {
