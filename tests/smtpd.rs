@@ -844,3 +844,56 @@ fn connection_count_limit_per_client() {
     }
     drop((a, b));
 }
+
+/// `smtpd_sasl_type = dovecot`: Postern's smtpd asks a Dovecot auth socket (here Postern's
+/// own Dovecot-protocol server over a passwd-file) for the mechanisms and the check.
+#[test]
+fn dovecot_sasl_type() {
+    use postern::auth::dovecot::DovecotAuth;
+    use postern::auth::dovecot_proto;
+    use postern::config::dovecot::DovecotConf;
+    let tmp = tempfile::tempdir().unwrap();
+    let users = tmp.path().join("users");
+    std::fs::write(&users, "alice:{PLAIN}secret:1000:1000::/home/alice::\n").unwrap();
+    let conf = DovecotConf::from_str(
+        &format!(
+            "auth_mechanisms = plain login\npassdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
+            users.display()
+        ),
+        std::path::Path::new("dovecot.conf"),
+    )
+    .unwrap();
+    let mut auth = DovecotAuth::from_conf(&conf).unwrap();
+    auth.failure_delay = std::time::Duration::from_millis(50);
+    let socket = tmp.path().join("auth");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt.block_on(async { dovecot_proto::bind(&socket, 0o666) }).unwrap();
+    rt.spawn(dovecot_proto::serve(listener, std::sync::Arc::new(auth)));
+    if nix::unistd::Uid::effective().is_root() {
+        let _ = std::process::Command::new("chmod")
+            .args(["755", tmp.path().to_str().unwrap()])
+            .status();
+    }
+    let inst = Instance::start(
+        &tutorial_main(&format!(
+            "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\n",
+            socket.display()
+        )),
+        "",
+    );
+    let mut c = Smtp::connect_from("127.0.0.2", inst.port);
+    c.line();
+    let ehlo = c.cmd("EHLO x");
+    assert!(ehlo.contains(&"250-AUTH PLAIN LOGIN".to_string()), "{ehlo:?}");
+    assert_eq!(
+        c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n"),
+        vec!["535 5.7.8 Error: authentication failed: authentication failure"]
+    );
+    assert_eq!(
+        c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        vec!["235 2.7.0 Authentication successful"]
+    );
+    c.cmd("MAIL FROM:<alice@example.org>");
+    assert_eq!(c.cmd("RCPT TO:<x@example.net>"), vec!["250 2.1.5 Ok"]);
+    c.cmd("QUIT");
+}

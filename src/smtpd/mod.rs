@@ -33,6 +33,9 @@ pub struct ServiceState {
     pub tables: check::Tables,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Option<Arc<dyn sasl::Authenticator>>,
+    /// `smtpd_sasl_type = dovecot`: the auth socket (`smtpd_sasl_path`), connected per
+    /// session.
+    pub dovecot_auth_socket: Option<PathBuf>,
 }
 
 /// One master.cf `smtpd` service: its configuration (main.cf with the service's `-o`
@@ -147,7 +150,18 @@ fn build_state(cfg: &PostfixConfig) -> ServiceState {
     } else {
         None
     };
-    let auth = if p.sasl_auth_enable {
+    let sasl_type = cfg.get("smtpd_sasl_type").unwrap_or_default();
+    let dovecot_auth_socket = (p.sasl_auth_enable && sasl_type.trim() == "dovecot").then(|| {
+        // A relative smtpd_sasl_path is below queue_directory, as in Postfix
+        // (`private/auth`).
+        let path = PathBuf::from(cfg.get("smtpd_sasl_path").unwrap_or_default().trim());
+        if path.is_absolute() {
+            path
+        } else {
+            PathBuf::from(cfg.get("queue_directory").unwrap_or_default()).join(path)
+        }
+    });
+    let auth = if p.sasl_auth_enable && dovecot_auth_socket.is_none() {
         load_sasl(cfg, &p)
     } else {
         None
@@ -157,6 +171,7 @@ fn build_state(cfg: &PostfixConfig) -> ServiceState {
         tables: check::Tables::default(),
         tls,
         auth,
+        dovecot_auth_socket,
     }
 }
 

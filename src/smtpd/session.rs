@@ -83,6 +83,9 @@ struct Transaction {
 pub struct Session {
     svc: Arc<SmtpdService>,
     st: Arc<ServiceState>,
+    /// The SASL backend of this session (for `smtpd_sasl_type = dovecot` connected per
+    /// session, as Postfix does, to learn the mechanisms).
+    auth: Option<Arc<dyn sasl::Authenticator>>,
     io: Io,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
@@ -121,9 +124,11 @@ fn cmd_index(name: &str) -> usize {
 impl Session {
     pub fn new(svc: Arc<SmtpdService>, stream: TcpStream, peer: SocketAddr) -> Session {
         let st = svc.state();
+        let auth = st.auth.clone();
         Session {
             svc,
             st,
+            auth,
             io: Io::Plain(stream),
             rbuf: Vec::new(),
             wbuf: Vec::new(),
@@ -309,6 +314,15 @@ impl Session {
 
     pub async fn run(mut self) {
         self.lookup_client().await;
+        if let Some(path) = self.st.dovecot_auth_socket.clone() {
+            match crate::auth::dovecot_proto::dovecot_authenticator(&path).await {
+                Ok(a) => self.auth = Some(Arc::new(a)),
+                Err(e) => log::warning(
+                    self.ident(),
+                    &format!("SASL: Connect to {} failed: {}", path.display(), crate::config::error::strerror(&e)),
+                ),
+            }
+        }
         self.log(&format!("connect from {}", self.namaddr));
         // Per-client concurrency (anvil): clients in mynetworks are exempt.
         let ip = self.peer.ip();
@@ -690,7 +704,7 @@ impl Session {
     /// The mechanisms to offer now (mech_list order, filtered by the security options).
     fn offered_mechanisms(&self) -> Vec<String> {
         let p = &self.st.params;
-        let Some(auth) = self.st.auth.as_ref() else {
+        let Some(auth) = self.auth.as_ref() else {
             return Vec::new();
         };
         if !p.sasl_auth_enable || (p.tls_auth_only && !self.tls_active) {
@@ -1104,7 +1118,7 @@ impl Session {
     async fn cmd_auth(&mut self, arg: &str) -> Result<(), End> {
         let p = self.st.params.clone();
         let mechs = self.offered_mechanisms();
-        if !p.sasl_auth_enable || self.st.auth.is_none() || (p.tls_auth_only && !self.tls_active) {
+        if !p.sasl_auth_enable || self.auth.is_none() || (p.tls_auth_only && !self.tls_active) {
             self.count("auth", false);
             self.reply("503 5.5.1 Error: authentication not enabled")
                 .await;
@@ -1199,7 +1213,7 @@ impl Session {
                 (user, pass)
             }
         };
-        let Some(auth) = self.st.auth.clone() else {
+        let Some(auth) = self.auth.clone() else {
             return Ok(());
         };
         let res = auth
