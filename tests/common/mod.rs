@@ -308,3 +308,41 @@ fn socket2_bind(src: &str, port: u16) -> std::net::TcpStream {
     // SAFETY: we own `fd` and hand it to TcpStream, which closes it.
     unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) }
 }
+
+/// A system user with a known password (root only), removed on drop. `method` is
+/// chpasswd's `-c` value (`YESCRYPT`, `SHA512`).
+pub struct TestUser(pub String);
+
+impl TestUser {
+    pub fn create(name: &str, password: &str, method: &str) -> Option<TestUser> {
+        use std::io::Write;
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        let _ = std::process::Command::new("userdel").arg(name).output();
+        let ok = std::process::Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        let mut c = std::process::Command::new("chpasswd")
+            .args(["-c", method])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        c.stdin
+            .take()?
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .ok()?;
+        c.wait().ok()?.success().then(|| TestUser(name.to_string()))
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(&self.0).output();
+    }
+}
