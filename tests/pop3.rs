@@ -815,7 +815,8 @@ fn pipelining_and_userip_limit() {
     c.cmd("QUIT");
 }
 
-/// Without -F the service detaches and writes base_dir/master.pid; `dovecot stop` ends it.
+/// Without -F the service detaches and writes base_dir/master.pid; `dovecot reload` reads
+/// the file again; `dovecot stop` ends it.
 #[test]
 fn detach_and_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -835,6 +836,34 @@ fn detach_and_stop() {
     while !pid.exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "no master.pid");
         std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, greeting) = Pop::connect(port);
+    assert!(greeting.ends_with("ready."), "{greeting}");
+    // reload: new sessions see the new login_greeting.
+    std::fs::write(
+        &cf,
+        conf(
+            dir.path(),
+            port,
+            "login_greeting = Postern at your service\n",
+        ),
+    )
+    .expect("conf");
+    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(&cf)
+        .arg("reload")
+        .status()
+        .expect("dovecot reload");
+    assert!(st.success());
+    let start = Instant::now();
+    loop {
+        let (_, greeting) = Pop::connect(port);
+        if greeting == "+OK Postern at your service" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{greeting}");
+        std::thread::sleep(Duration::from_millis(100));
     }
     let st = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["dovecot", "-c"])

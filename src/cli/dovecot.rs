@@ -2,7 +2,8 @@
 //! master does.
 //!
 //! Usage: `dovecot [-c FILE] [-F]` (foreground with `-F`, else detached, pid in
-//! `base_dir/master.pid`), `dovecot [-c FILE] stop`. Listeners come from
+//! `base_dir/master.pid`), `dovecot [-c FILE] stop`, `dovecot [-c FILE] reload` (SIGHUP:
+//! the file is read again for new sessions). Listeners come from
 //! [`DovecotConf::listeners`] (0.99/1.x `pop3_listen`/`ssl_listen`, 2.x `service
 //! pop3-login { inet_listener … }`, `listen`); `pop3s` listeners speak TLS from the start.
 //! Only `pop3` is served from `protocols` today; `imap` is left to the imapd issue.
@@ -132,25 +133,48 @@ pub fn main(args: &[String]) -> i32 {
         Ok(rt) => rt,
         Err(e) => return fatal(&format!("tokio: {e}")),
     };
+    let conf_file = PathBuf::from(&conf_path);
     rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(state.clone());
         for (l, ssl) in listeners {
             match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
-                    tokio::spawn(pop3d::serve(l, ssl, state.clone()));
+                    tokio::spawn(pop3d::serve(l, ssl, rx.clone()));
                 }
                 Err(e) => state.log.error(&format!("master: listener: {e}")),
             }
         }
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = hup.recv() => {
+                    // As Dovecot's master: new sessions get the new settings, running
+                    // ones keep theirs. XXX: listeners are not re-bound on reload.
+                    let current = tx.borrow().clone();
+                    current.log.info("master: Warning: SIGHUP received - reloading configuration");
+                    match DovecotConf::load(&conf_file)
+                        .map_err(|e| e.to_string())
+                        .and_then(|c| Pop3State::from_conf(&c).map_err(|e| e.to_string()))
+                    {
+                        Ok(new) => {
+                            let _ = tx.send(Arc::new(new));
+                        }
+                        Err(e) => current.log.error(&format!("master: reload failed: {e}")),
+                    }
+                }
+            }
         }
-        state.log.info("master: Dovecot v2.3.19 shutting down");
+        tx.borrow()
+            .log
+            .info("master: Dovecot v2.3.19 shutting down");
     });
     let _ = std::fs::remove_file(&pid_file);
     crate::log::flush();

@@ -233,8 +233,13 @@ pub fn load_tls(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
         .with_single_cert(certs, key)?)
 }
 
-/// Accept POP3 clients on `listener` forever; `implicit_tls` for `pop3s`.
-pub async fn serve(listener: tokio::net::TcpListener, implicit_tls: bool, st: Arc<Pop3State>) {
+/// Accept POP3 clients on `listener` forever; `implicit_tls` for `pop3s`. Each new
+/// session takes the settings current in `settings` (replaced on reload).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    implicit_tls: bool,
+    settings: tokio::sync::watch::Receiver<Arc<Pop3State>>,
+) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -243,7 +248,7 @@ pub async fn serve(listener: tokio::net::TcpListener, implicit_tls: bool, st: Ar
                 continue;
             }
         };
-        let st = st.clone();
+        let st = settings.borrow().clone();
         tokio::spawn(async move {
             session::run(tcp, remote, implicit_tls, st).await;
         });
