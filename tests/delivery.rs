@@ -793,3 +793,53 @@ fn virtual_alias_maps_expand_recipients() {
         );
     }
 }
+
+#[test]
+fn mailbox_command_runs_as_the_user_with_its_environment() {
+    let Some(home) = user("postern-rb") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let o = out.path().display().to_string();
+    let inst = Instance::start(
+        &main_cf(&format!(
+            "mailbox_command = /bin/sh -c 'echo \"$USER $HOME $EXTENSION $PWD\" > {o}/env; cat > {o}/msg'\nrecipient_delimiter = +\n"
+        )),
+        QMGR,
+    );
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["postern-rb+box@mail.example.test"],
+        "Subject: mc\n\nFrom me\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    assert!(
+        log.contains("status=sent (delivered to command: /bin/sh -c "),
+        "{log}"
+    );
+    let env = String::from_utf8_lossy(&wait_for(&out.path().join("env"))).into_owned();
+    assert_eq!(
+        env,
+        format!("postern-rb {} box {}\n", home.display(), home.display())
+    );
+    let msg = String::from_utf8_lossy(&wait_for(&out.path().join("msg"))).into_owned();
+    assert!(msg.starts_with("From s@x.org  "), "{msg}");
+    assert!(
+        msg.contains("\nDelivered-To: postern-rb+box@mail.example.test\n"),
+        "{msg}"
+    );
+    // Commands get the message unquoted, without a trailing empty line (local/command.c).
+    assert!(msg.ends_with("\n\nFrom me\n"), "{msg}");
+    let uid = nix::unistd::User::from_name("postern-rb")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(
+        std::fs::metadata(out.path().join("msg")).unwrap().uid(),
+        uid
+    );
+}

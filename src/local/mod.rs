@@ -21,11 +21,12 @@
 //! `O_NOFOLLOW` and must be regular files with one link ([`crate::mailbox`]).
 //!
 //! # main.cf parameters read
-//! `alias_maps`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
+//! `alias_maps`, `mailbox_command`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
 //! `recipient_delimiter`, `myorigin`, `default_privs`.
 //!
 //! # Known limits
-//! * XXX Only `$home/.forward` (no `forward_path`); no `mailbox_command`, `luser_relay`, `owner-` lists, `allow_mail_to_*`
+//! * XXX Only `$home/.forward` (no `forward_path`); `mailbox_command` is run through
+//!   `/bin/sh` without Postfix's `$name` expansion; no `luser_relay`, `owner-` lists, `allow_mail_to_*`
 //!   or `local_recipient_maps` checks here; no supplementary groups for the user (only
 //!   uid/gid).
 //! * XXX An alias that expands to a non-local address is deferred: Postfix re-injects it
@@ -51,6 +52,8 @@ pub struct LocalSettings {
     pub mailbox_size_limit: u64,
     pub recipient_delimiter: String,
     pub myorigin: String,
+    /// `mailbox_command`: when set, mailbox delivery runs it as the user instead.
+    pub mailbox_command: String,
     /// `default_privs` uid/gid, for alias commands and files.
     pub default_privs: (u32, u32),
 }
@@ -92,6 +95,11 @@ impl LocalSettings {
             mailbox_size_limit: num("mailbox_size_limit", 51_200_000),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            mailbox_command: cfg
+                .raw("mailbox_command")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
             default_privs,
         }
     }
@@ -144,6 +152,9 @@ struct Ctx<'a> {
     /// Whom commands and files run as: `default_privs` for aliases, the user for a
     /// `.forward`.
     privs: (u32, u32),
+    /// The user whose `.forward` or `mailbox_command` runs a command: its environment
+    /// (`HOME`, `USER`, `LOGNAME`, `SHELL`) and working directory.
+    user: Option<nix::unistd::User>,
     out: Vec<Outcome>,
 }
 
@@ -172,6 +183,7 @@ pub fn deliver(
         msg,
         orig: orig.unwrap_or(rcpt).to_string(),
         privs: s.default_privs,
+        user: None,
         out: Vec::new(),
     };
     let mut seen = Vec::new();
@@ -249,12 +261,13 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
         && let Some(items) = read_forward(&pw)
     {
         seen.push(base.clone());
-        let saved = ctx.privs;
+        let saved = (ctx.privs, ctx.user.take());
         ctx.privs = (pw.uid.as_raw(), pw.gid.as_raw());
+        ctx.user = Some(pw);
         for item in items {
             expand_item(ctx, addr, &item, depth + 1, seen);
         }
-        ctx.privs = saved;
+        (ctx.privs, ctx.user) = saved;
         seen.pop();
         return;
     }
@@ -549,6 +562,16 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
     };
     let (uid, gid) = (pw.uid.as_raw(), pw.gid.as_raw());
     let s = ctx.s;
+    if !s.mailbox_command.is_empty() {
+        // mailbox_command (procmail, maildrop, …) takes over, run as the user.
+        let saved = (ctx.privs, ctx.user.take());
+        ctx.privs = (uid, gid);
+        ctx.user = Some(pw);
+        let cmd = s.mailbox_command.clone();
+        deliver_command(ctx, addr, &cmd);
+        (ctx.privs, ctx.user) = saved;
+        return;
+    }
     let data = format_message(ctx.msg, &ctx.orig, addr, false);
     let maildir = s.home_mailbox.ends_with('/');
     let target = if s.home_mailbox.is_empty() {
@@ -640,7 +663,15 @@ fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
 
 fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
     use std::os::unix::process::CommandExt;
-    let data = format_message(ctx.msg, &ctx.orig, addr, true);
+    // As Postfix's local/command.c: the `From ` line and the delivery headers, but no
+    // `>From ` quoting and no trailing empty line (the command, e.g. procmail, does that).
+    let sender = if ctx.msg.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        ctx.msg.sender.as_str()
+    };
+    let mut data = format!("From {sender}  {}\n", asctime(SystemTime::now())).into_bytes();
+    data.extend_from_slice(&format_message(ctx.msg, &ctx.orig, addr, false));
     let mut c = std::process::Command::new("/bin/sh");
     c.arg("-c")
         .arg(cmd)
@@ -654,6 +685,30 @@ fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
         .env("RECIPIENT", addr)
         .env("ORIGINAL_RECIPIENT", &ctx.orig)
         .current_dir("/");
+    {
+        let local = local_part(addr);
+        let (base, ext) = match strip_extension(local, &ctx.s.recipient_delimiter) {
+            b if b.len() < local.len() => (b, &local[b.len() + 1..]),
+            b => (b, ""),
+        };
+        c.env("LOCAL", local)
+            .env(
+                "DOMAIN",
+                addr.rsplit_once('@').map(|(_, d)| d).unwrap_or(""),
+            )
+            .env("EXTENSION", ext)
+            .env("USER", base)
+            .env("LOGNAME", base);
+    }
+    if let Some(pw) = &ctx.user {
+        c.env("HOME", &pw.dir)
+            .env("USER", &pw.name)
+            .env("LOGNAME", &pw.name)
+            .env("SHELL", &pw.shell);
+        if pw.dir.is_dir() {
+            c.current_dir(&pw.dir);
+        }
+    }
     if nix::unistd::geteuid().is_root() {
         let (uid, gid) = ctx.privs;
         // std clears the supplementary groups when root sets a uid.
