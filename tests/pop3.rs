@@ -1000,3 +1000,30 @@ fn root_mail_uid_refused() {
     );
     assert!(wait_log(&s, "UID 0 not permitted").contains("Mail access for users with UID 0"));
 }
+
+/// curl's POP3 client: LIST, RETR, and DELE through a custom request.
+#[test]
+fn curl_pop3() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: no curl");
+        return;
+    }
+    let (_d, s) = new_box(BOX, "");
+    let curl = |path: &str, extra: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .args(extra)
+            .arg(format!("pop3://alice:secret@127.0.0.1:{}/{path}", s.port))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n")
+    };
+    assert_eq!(curl("", &[]), "1 57\n2 66\n3 66\n");
+    assert_eq!(
+        curl("1", &[]),
+        "From: bob@example.org\nSubject: one\n\nhello\n.dot line\n"
+    );
+    curl("2", &["-X", "DELE", "-I"]);
+    assert_eq!(curl("", &[]), "1 57\n2 66\n");
+}
