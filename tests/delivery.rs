@@ -312,6 +312,22 @@ fn mailq_matches_postfix_for_a_recorded_queue() {
         assert_eq!(mailq_blocks(&got), mailq_blocks(&want), "{cmd}:\n{got}");
         assert_eq!(got.len(), want.len(), "{cmd}");
     }
+    // postqueue -j: one JSON object per message, as Postfix printed them.
+    let out = run_postern(
+        "postqueue",
+        &["-c", &dir.path().display().to_string(), "-j"],
+        b"",
+    );
+    let want = std::fs::read_to_string(fixture.join("postqueue-j.txt")).unwrap();
+    let mut got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut want: Vec<String> = want.lines().map(String::from).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 fn run_postern(cmd: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {

@@ -16,7 +16,11 @@
 //! logging `ID: removed` and `Deleted: N messages` under `postfix/postsuper` (echoed to a
 //! terminal as `postsuper: Deleted: N messages`), as Postfix does.
 //!
-//! Known limits (XXX): no `-j` (JSON), `-s site`, `-i ID`; `postsuper` has no `-r`, `-s`, `-p`;
+//! `postqueue -j` prints one JSON object per message as Postfix 3.7 does (`queue_name`,
+//! `queue_id`, `arrival_time`, `message_size`, `forced_expire`, `sender`, `recipients` with
+//! `address` and, when deferred, `delay_reason`).
+//!
+//! Known limits (XXX): no `-s site`, `-i ID`; `postsuper` has no `-r`, `-s`, `-p`;
 //! `mailq` reads the queue directly (Postfix asks the `showq` service), so it needs read
 //! access to the queue (root or `mail_owner`).
 
@@ -163,6 +167,86 @@ pub fn list_queue(queue_directory: &Path) -> String {
     out
 }
 
+/// A JSON string as Postfix's `postqueue -j` writes it (`quote_for_json`).
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            '\u{8}' => o.push_str("\\b"),
+            '\u{c}' => o.push_str("\\f"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04X}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// The `postqueue -j` listing: one JSON object per message, in `mailq` order.
+pub fn list_queue_json(queue_directory: &Path) -> String {
+    let mut out = String::new();
+    for (queue, hashed) in [
+        ("maildrop", false),
+        ("incoming", true),
+        ("active", true),
+        ("deferred", true),
+        ("hold", false),
+    ] {
+        let mut files = Vec::new();
+        scan(&queue_directory.join(queue), hashed, &mut files);
+        for (id, path) in files {
+            let Ok(msg) = crate::queue::read_queue_file(&path) else {
+                continue;
+            };
+            let size = if msg.message_size > 0 {
+                msg.message_size
+            } else {
+                std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+            };
+            let arrival = msg
+                .arrival
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let sender = if msg.sender.is_empty() {
+                "MAILER-DAEMON".to_string()
+            } else {
+                quote_822_local(&msg.sender)
+            };
+            let mut rcpts = Vec::new();
+            let mut shown = std::collections::HashSet::new();
+            for e in defer::read_log(queue_directory, &id) {
+                rcpts.push(format!(
+                    "{{\"address\": {}, \"delay_reason\": {}}}",
+                    json_str(&e.recipient),
+                    json_str(&e.reason)
+                ));
+                shown.insert(e.recipient);
+            }
+            for r in msg.recipients.iter().filter(|r| !r.done) {
+                let a = quote_822_local(&r.address);
+                if shown.insert(a.clone()) {
+                    rcpts.push(format!("{{\"address\": {}}}", json_str(&a)));
+                }
+            }
+            out.push_str(&format!(
+                "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {arrival}, \"message_size\": {size}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [{}]}}\n",
+                json_str(queue),
+                json_str(&id),
+                json_str(&sender),
+                rcpts.join(", ")
+            ));
+        }
+    }
+    out
+}
+
 /// `mailq [-c DIR]` (also `sendmail -bp`).
 pub fn mailq_main(args: &[String]) -> i32 {
     let mut dir = None;
@@ -195,7 +279,7 @@ pub fn postqueue_main(args: &[String]) -> i32 {
     while let Some(a) = it.next() {
         match a.as_str() {
             "-c" => dir = it.next().map(PathBuf::from),
-            "-p" | "-f" => mode = Some(a.clone()),
+            "-p" | "-f" | "-j" => mode = Some(a.clone()),
             "-v" => {}
             other => {
                 eprintln!("postqueue: fatal: option {other} is not implemented by Postern");
@@ -208,6 +292,11 @@ pub fn postqueue_main(args: &[String]) -> i32 {
     };
     match mode.as_deref() {
         Some("-p") => print_queue(&cfg),
+        Some("-j") => {
+            let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
+            print!("{}", list_queue_json(&qdir));
+            0
+        }
         Some("-f") => {
             let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
             if crate::qmgr::wake(&qdir, b'F') {
