@@ -223,6 +223,9 @@ struct Raw {
     /// What follows UIDVALIDITY and LAST-UID in `X-IMAPbase` (Dovecot's keyword names).
     imapbase_rest: String,
     has_status: bool,
+    /// UW-IMAP's and Dovecot's pseudo message (`X-IMAP:` in the first message: "DON'T
+    /// DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"): holds the metadata, is no message.
+    pseudo: bool,
 }
 
 fn header_name(line: &[u8]) -> Option<String> {
@@ -280,6 +283,7 @@ fn parse(data: &[u8]) -> Vec<Raw> {
             uid: None,
             imapbase: None,
             imapbase_rest: String::new(),
+            pseudo: false,
             has_status: false,
         };
         let mut p = hdr_start;
@@ -296,7 +300,8 @@ fn parse(data: &[u8]) -> Vec<Raw> {
             }
             match header_name(line).as_deref() {
                 Some("x-uid") => raw.uid = header_value(line).parse().ok(),
-                Some("x-imapbase") => {
+                Some(h @ ("x-imapbase" | "x-imap")) => {
+                    raw.pseudo = h == "x-imap" && i == 0;
                     let mut w = header_value(line).split_whitespace();
                     let v = w.next().and_then(|v| v.parse().ok());
                     let l = w.next().and_then(|v| v.parse().ok());
@@ -359,6 +364,10 @@ fn assign_uids(raws: &[Raw]) -> (u32, u32, Vec<u32>, bool) {
     let mut prev = 0u32;
     let mut uids = Vec::with_capacity(raws.len());
     for r in raws {
+        if r.pseudo {
+            uids.push(0);
+            continue;
+        }
         let uid = match r.uid {
             Some(u) if u > prev && u <= last => u,
             _ => {
@@ -387,7 +396,7 @@ fn rewrite(
     out.extend_from_slice(&data[..raws.first().map(|r| r.from_start).unwrap_or(data.len())]);
     let mut first = true;
     for (i, r) in raws.iter().enumerate() {
-        if !keep[i] {
+        if !keep[i] && !r.pseudo {
             continue;
         }
         out.extend_from_slice(&data[r.from_start..r.hdr_start]);
@@ -404,7 +413,7 @@ fn rewrite(
             if !continuation {
                 dropping = matches!(
                     header_name(line).as_deref(),
-                    Some("x-uid") | Some("x-imapbase")
+                    Some("x-uid") | Some("x-imapbase") | Some("x-imap")
                 );
             }
             if !dropping {
@@ -418,10 +427,17 @@ fn rewrite(
         if first {
             let rest = raws.first().map(|r| r.imapbase_rest.as_str()).unwrap_or("");
             let sep = if rest.is_empty() { "" } else { " " };
-            out.extend_from_slice(
-                format!("X-IMAPbase: {validity} {last:010}{sep}{rest}\n").as_bytes(),
-            );
+            let name = if r.pseudo { "X-IMAP" } else { "X-IMAPbase" };
+            out.extend_from_slice(format!("{name}: {validity} {last:010}{sep}{rest}\n").as_bytes());
             first = false;
+        }
+        if r.pseudo {
+            out.extend_from_slice(&data[r.hdr_end..r.end]);
+            if !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            out.push(b'\n');
+            continue;
         }
         out.extend_from_slice(format!("X-UID: {}\n", uids[i]).as_bytes());
         if !r.has_status {
@@ -508,6 +524,9 @@ impl MboxMailbox {
         let mut mb = empty();
         mb.uid_validity = validity;
         for (r, uid) in raws.iter().zip(uids) {
+            if r.pseudo {
+                continue;
+            }
             mb.messages.push(MessageInfo {
                 uid,
                 size: crlf_size(&visible(&data, r)),
@@ -745,6 +764,31 @@ mod tests {
         assert!(
             text.contains("Subject: y\nX-UID: 8\nStatus: O\n\nnew\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn pseudo_message_is_not_a_message() {
+        let data = "From MAILER-DAEMON  Sat Nov 28 09:00:00 2026\nDate: Sat, 28 Nov 2026 09:00:00 +0000\nFrom: Mail System Internal Data <MAILER-DAEMON@host>\nSubject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\nX-IMAP: 1700000000 0000000003\nStatus: RO\n\nThis text is part of the internal format of your mail folder.\n\nFrom a  Sat Nov 28 10:00:00 2026\nSubject: x\nX-UID: 3\n\nbody\n\nFrom b  Sat Nov 28 10:01:00 2026\nSubject: y\n\nnew\n\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, data).expect("write");
+        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        assert_eq!(mb.uid_validity, 1700000000);
+        assert_eq!(
+            mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(mb.read(1).expect("read"), b"Subject: y\n\nnew\n");
+        mb.expunge(&[0]).expect("expunge");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.contains("X-IMAP: 1700000000 0000000004\n"), "{text}");
+        assert!(!text.contains("X-IMAPbase"), "{text}");
+        assert!(!text.contains("Subject: x"), "{text}");
+        let again = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        assert_eq!(
+            again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [4]
         );
     }
 }
