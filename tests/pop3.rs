@@ -1027,3 +1027,31 @@ fn curl_pop3() {
     curl("2", &["-X", "DELE", "-I"]);
     assert_eq!(curl("", &[]), "1 57\n2 66\n");
 }
+
+/// An mbox locked by another writer for longer than mbox_lock_timeout: Dovecot 2.3 says
+/// "+OK Logged in." and then, after the timeout, "-ERR [SYS/TEMP] Timeout while waiting
+/// for lock"; nothing is lost, and the next session works once the lock is gone.
+#[test]
+fn mailbox_locked_too_long() {
+    let (d, s) = new_box(BOX, "mbox_lock_timeout = 1 secs\n");
+    let lock = d.path().join("home/alice/inbox.lock");
+    std::fs::write(&lock, b"").expect("lock");
+    let (mut c, _) = Pop::connect(s.port);
+    c.cmd("USER alice");
+    assert_eq!(c.cmd("PASS secret"), ["+OK Logged in."]);
+    assert_eq!(c.line(), "-ERR [SYS/TEMP] Timeout while waiting for lock");
+    assert!(
+        wait_log(&s, "Couldn't init INBOX").contains(
+            "Disconnected: Couldn't init INBOX: Timeout while waiting for lock top=0/0, retr=0/0, del=0/0, size=0"
+        )
+    );
+    std::fs::remove_file(&lock).expect("unlock");
+    assert_eq!(uidls(s.port).len(), 5);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("home/alice/inbox"))
+            .expect("inbox")
+            .matches("\nSubject: ")
+            .count(),
+        3
+    );
+}

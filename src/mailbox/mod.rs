@@ -214,11 +214,13 @@ pub enum Mailbox {
 impl Mailbox {
     /// Open the INBOX of `loc`, assigning and storing UIDs for messages that have none.
     pub fn open(loc: &MailLocation) -> Result<Mailbox, MailboxError> {
+        Self::open_with(loc, &MboxOptions::default())
+    }
+
+    /// [`open`](Self::open) with mbox lock settings (`mbox_lock_timeout`).
+    pub fn open_with(loc: &MailLocation, opts: &MboxOptions) -> Result<Mailbox, MailboxError> {
         match loc.format {
-            Format::Mbox => Ok(Mailbox::Mbox(mbox::MboxMailbox::open(
-                &loc.inbox,
-                &MboxOptions::default(),
-            )?)),
+            Format::Mbox => Ok(Mailbox::Mbox(mbox::MboxMailbox::open(&loc.inbox, opts)?)),
             Format::Maildir => Ok(Mailbox::Maildir(maildir::MaildirMailbox::open(&loc.inbox)?)),
         }
     }

@@ -7,7 +7,7 @@
 //! config layer), `disable_plaintext_auth`, `login_trusted_networks`, `login_greeting`,
 //! `auth_mechanisms`, `auth_failure_delay`, `auth_username_format`, passdbs and userdbs
 //! (through [`crate::auth::dovecot`]), `mail_location`, `pop3_uidl_format`,
-//! `mail_max_userip_connections`, `log_path`.
+//! `mail_max_userip_connections`, `first_valid_uid`, `mbox_lock_timeout`, `log_path`.
 //!
 //! Mailbox access goes through [`crate::mailbox`]. Deletions are kept in the session and
 //! committed only by QUIT (the UPDATE state): a client that vanishes deletes nothing.
@@ -49,6 +49,8 @@ pub struct Pop3State {
     pub idle_timeout: Duration,
     /// `first_valid_uid` (default 500): lower mail uids are refused, as in Dovecot.
     pub first_valid_uid: u32,
+    /// `mbox_lock_timeout` (default 5 min).
+    pub mbox: crate::mailbox::MboxOptions,
 }
 
 /// Where Dovecot-format log lines go: `log_path` (a file, `Nov 28 14:36:43 pop3-login:
@@ -192,6 +194,14 @@ impl Pop3State {
                 .get("first_valid_uid")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(500),
+            mbox: crate::mailbox::MboxOptions {
+                lock_timeout: Duration::from_secs(
+                    conf.get("mbox_lock_timeout")
+                        .and_then(|v| crate::config::dovecot::settings::parse_time(v).ok())
+                        .unwrap_or(300),
+                ),
+                ..Default::default()
+            },
         })
     }
 

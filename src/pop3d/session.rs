@@ -578,15 +578,19 @@ impl Session {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| self.st.mail_location.clone());
         let uname = res.user.clone();
+        // As Dovecot: the login stage answers first, then the mail process opens the
+        // INBOX (and may wait for its lock up to mbox_lock_timeout).
+        self.reply("+OK Logged in.");
+        self.flush().await;
+        let opts = self.st.mbox.clone();
         let opened = as_user(&info, move || -> Result<Mailbox, MailboxError> {
             let loc = MailLocation::expand(&location, &uname, &home)?;
-            Mailbox::open(&loc)
+            Mailbox::open_with(&loc, &opts)
         })
         .await;
         match opened {
             Some(Ok(mailbox)) => {
                 let n = mailbox.messages().len();
-                self.reply("+OK Logged in.");
                 Some(Mail {
                     user: res.user,
                     info,
@@ -597,19 +601,37 @@ impl Session {
                 })
             }
             other => {
-                let why = match other {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "internal error".into(),
+                // Dovecot's texts: a lock timeout is told to the client, other errors
+                // only to the log.
+                let (why, client) = match other {
+                    Some(Err(MailboxError::Locked(_))) => (
+                        "Timeout while waiting for lock".to_string(),
+                        "Timeout while waiting for lock".to_string(),
+                    ),
+                    Some(Err(e)) => (
+                        e.to_string(),
+                        "Internal error occurred. Refer to server log for more information."
+                            .to_string(),
+                    ),
+                    _ => (
+                        "internal error".to_string(),
+                        "Internal error occurred. Refer to server log for more information."
+                            .to_string(),
+                    ),
                 };
-                self.st.log.error(&format!(
-                    "pop3({})<{}><{}>: Couldn't open INBOX: {why}",
+                let who = format!(
+                    "pop3({})<{}><{}>",
                     res.user,
                     std::process::id(),
                     self.session_id
-                ));
-                self.reply(
-                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.",
                 );
+                self.st
+                    .log
+                    .error(&format!("{who}: Couldn't init INBOX: {why}"));
+                self.st.log.info(&format!(
+                    "{who}: Disconnected: Couldn't init INBOX: {why} top=0/0, retr=0/0, del=0/0, size=0"
+                ));
+                self.reply(&format!("-ERR [SYS/TEMP] {client}"));
                 if let Ok(mut m) = self.st.userip.lock()
                     && let Some(n) = m.get_mut(&key)
                 {
