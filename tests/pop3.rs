@@ -837,6 +837,24 @@ fn detach_and_stop() {
         assert!(start.elapsed() < Duration::from_secs(10), "no master.pid");
         std::thread::sleep(Duration::from_millis(50));
     }
+    /// Kills the detached service if the test fails before `dovecot stop`.
+    struct Reap(Option<i32>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(p) = self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let _reap = Reap(
+        std::fs::read_to_string(&pid)
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+    );
     let (_, greeting) = Pop::connect(port);
     assert!(greeting.ends_with("ready."), "{greeting}");
     // reload: new sessions see the new login_greeting.

@@ -125,6 +125,13 @@ pub fn main(args: &[String]) -> i32 {
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+    for p in conf.protocols() {
+        if p != "pop3" {
+            state.log.info(&format!(
+                "master: Warning: protocol {p} is not served by this version of Postern"
+            ));
+        }
+    }
     state.log.info(&format!(
         "master: Dovecot v2.3.19 (Postern {}) starting up for pop3",
         env!("CARGO_PKG_VERSION")
