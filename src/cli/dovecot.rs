@@ -127,8 +127,8 @@ pub fn main(args: &[String]) -> i32 {
     let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
     for p in conf.protocols() {
         if p != "pop3" {
-            state.log.info(&format!(
-                "master: Warning: protocol {p} is not served by this version of Postern"
+            state.log.warning(&format!(
+                "master: protocol {p} is not served by this version of Postern"
             ));
         }
     }
@@ -166,7 +166,7 @@ pub fn main(args: &[String]) -> i32 {
                     // As Dovecot's master: new sessions get the new settings, running
                     // ones keep theirs. XXX: listeners are not re-bound on reload.
                     let current = tx.borrow().clone();
-                    current.log.info("master: Warning: SIGHUP received - reloading configuration");
+                    current.log.warning("master: SIGHUP received - reloading configuration");
                     match DovecotConf::load(&conf_file)
                         .map_err(|e| e.to_string())
                         .and_then(|c| Pop3State::from_conf(&c).map_err(|e| e.to_string()))

@@ -76,6 +76,10 @@ impl DovecotLog {
         self.line("Info", text);
     }
 
+    pub fn warning(&self, text: &str) {
+        self.line("Warning", text);
+    }
+
     pub fn error(&self, text: &str) {
         self.line("Error", text);
     }
@@ -99,6 +103,8 @@ impl DovecotLog {
                 let t = format!("{who}: {what}");
                 if level == "Error" {
                     crate::log::error("dovecot", &t);
+                } else if level == "Warning" {
+                    crate::log::warning("dovecot", &t);
                 } else {
                     crate::log::info("dovecot", &t);
                 }
