@@ -1073,3 +1073,29 @@ fn mailbox_locked_too_long() {
         3
     );
 }
+
+/// The recorded Dovecot 2.3.19 transcript (compat-fixtures/pop3) replayed against Postern:
+/// runs without Dovecot installed and without root.
+#[test]
+fn transcript_matches_recorded_dovecot() {
+    let fx = repo_root().join("compat-fixtures/pop3");
+    let mbox = std::fs::read_to_string(fx.join("inbox.mbox")).expect("inbox.mbox");
+    let transcript =
+        std::fs::read_to_string(fx.join("transcript-dovecot-2.3.19.txt")).expect("transcript");
+    let (_d, s) = new_box(&mbox, "ssl = no\ndisable_plaintext_auth = no\n");
+    let (mut c, _) = Pop::connect(s.port);
+    let mut expected: Vec<(String, Vec<String>)> = Vec::new();
+    for line in transcript.lines() {
+        if let Some(cmd) = line.strip_prefix("C: ") {
+            expected.push((cmd.to_string(), Vec::new()));
+        } else if let Some(reply) = line.strip_prefix("S: ")
+            && let Some(last) = expected.last_mut()
+        {
+            last.1.push(reply.to_string());
+        }
+    }
+    assert_eq!(expected.len(), DIALOGUE.len());
+    for (cmd, reply) in expected {
+        assert_eq!(c.cmd(&cmd), reply, "reply to {cmd}");
+    }
+}
