@@ -897,3 +897,41 @@ fn dovecot_sasl_type() {
     assert_eq!(c.cmd("RCPT TO:<x@example.net>"), vec!["250 2.1.5 Ok"]);
     c.cmd("QUIT");
 }
+
+/// Access actions HOLD (message kept in the hold queue) and DISCARD (claimed, not kept).
+#[test]
+fn hold_and_discard_actions() {
+    let inst = Instance::start(
+        &tutorial_main(
+            "smtpd_recipient_restrictions = check_recipient_access inline:{held@planetnet.net=HOLD, gone@planetnet.net=DISCARD}, permit_mynetworks, reject\nlocal_recipient_maps =\n",
+        ),
+        "",
+    );
+    let send = |rcpt: &str| -> String {
+        let mut c = Smtp::connect(inst.port);
+        c.line();
+        c.cmd("HELO c");
+        c.cmd("MAIL FROM:<a@b.c>");
+        assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")), vec!["250 2.1.5 Ok"]);
+        c.cmd("DATA");
+        c.send("Subject: action\r\n\r\nbody\r\n.\r\n");
+        let r = c.line();
+        c.cmd("QUIT");
+        assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+        r.rsplit(' ').next().unwrap().to_string()
+    };
+    let held = send("held@planetnet.net");
+    assert!(inst.dir.path().join("spool/hold").join(&held).exists());
+    assert!(!inst.dir.path().join("spool/incoming").join(&held).exists());
+    let gone = send("gone@planetnet.net");
+    for q in ["incoming", "hold", "active"] {
+        assert!(!inst.dir.path().join("spool").join(q).join(&gone).exists());
+    }
+    let log = inst.wait_log("triggers HOLD action");
+    assert!(
+        log.contains(&format!("{held}: hold: RCPT from localhost[127.0.0.1]: <held@planetnet.net>: Recipient address triggers HOLD action; from=<a@b.c> to=<held@planetnet.net> proto=SMTP helo=<c>")),
+        "{log}"
+    );
+    let log = inst.wait_log("triggers DISCARD action");
+    assert!(log.contains(": discard: RCPT from localhost[127.0.0.1]: <gone@planetnet.net>: Recipient address triggers DISCARD action;"), "{log}");
+}

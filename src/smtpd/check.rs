@@ -136,6 +136,10 @@ pub struct Checker<'a> {
     defer_if_reject: Option<Reply>,
     /// `warn_if_reject` applies to the restriction being evaluated.
     warn_if_reject: bool,
+    /// Access-table actions that do not decide but mark the message: (`hold` or
+    /// `discard`, the text Postfix logs, e.g. `<x@y>: Recipient address triggers HOLD
+    /// action`).
+    pub actions: Vec<(&'static str, String)>,
 }
 
 fn is_table(w: &str) -> bool {
@@ -158,6 +162,7 @@ impl<'a> Checker<'a> {
             defer_if_permit: None,
             defer_if_reject: None,
             warn_if_reject: false,
+            actions: Vec::new(),
         }
     }
 
@@ -786,15 +791,27 @@ impl<'a> Checker<'a> {
                     format!("<{name}>: {class} rejected: {t}"),
                 ))
             }
-            "HOLD" | "DISCARD" | "FILTER" | "REDIRECT" | "PREPEND" | "BCC" => {
+            // HOLD puts the message in the hold queue and evaluation goes on; DISCARD
+            // accepts and discards it (smtpd_check.c: DUNNO and OK).
+            "HOLD" | "DISCARD" => {
+                let what = if rest.is_empty() {
+                    format!("<{name}>: {class} triggers {upper} action")
+                } else {
+                    format!("<{name}>: {class} {rest}")
+                };
+                if upper == "HOLD" {
+                    self.actions.push(("hold", what));
+                    Verdict::Dunno
+                } else {
+                    self.actions.push(("discard", what));
+                    Verdict::Permit
+                }
+            }
+            "FILTER" | "REDIRECT" | "PREPEND" | "BCC" => {
                 self.warnings.push(format!(
                     "access action {upper} is accepted but not applied in this Postern version"
                 ));
-                if upper == "DISCARD" {
-                    Verdict::Permit
-                } else {
-                    Verdict::Dunno
-                }
+                Verdict::Dunno
             }
             "WARN" | "INFO" => {
                 self.warnings

@@ -75,6 +75,10 @@ struct Transaction {
     envid: Option<String>,
     recipients: Vec<Recipient>,
     queue_id: Option<QueueId>,
+    /// An access table said HOLD: the message goes to the hold queue.
+    hold: bool,
+    /// An access table said DISCARD: claim delivery, keep nothing.
+    discard: bool,
     /// BDAT content so far.
     chunks: Option<Vec<u8>>,
     chunk_too_big: bool,
@@ -104,6 +108,8 @@ pub struct Session {
     junk_count: u32,
     counts: Vec<(u32, u32)>,
     last_cmd: String,
+    /// HOLD/DISCARD actions met by the last restriction evaluation.
+    pending_actions: std::cell::RefCell<Vec<(&'static str, String)>>,
     /// Postfix keeps the `SIZE=` of a MAIL command it refused for size, and applies it to
     /// the next MAIL without `SIZE=` (its `state->msg_size` is not reset; observed with
     /// 3.7.11). Cleared by RSET, HELO/EHLO and an accepted MAIL.
@@ -148,6 +154,7 @@ impl Session {
             counts: vec![(0, 0); CMD_ORDER.len()],
             last_cmd: "CONNECT".into(),
             sticky_size: None,
+            pending_actions: Default::default(),
             ill_pipelining: false,
         }
     }
@@ -570,8 +577,14 @@ impl Session {
 
     /// Log `ID: reject: CMD from namaddr: REPLY; from=<…> to=<…> proto=… helo=<…>`.
     fn log_reject(&self, cmd: &str, reply: &str, to: Option<&str>) {
+        self.log_action("reject", cmd, reply, to);
+    }
+
+    /// `ID: ACTION: CMD from namaddr: TEXT; from=<…> to=<…> proto=… helo=<…>` (reject, hold,
+    /// discard).
+    fn log_action(&self, action: &str, cmd: &str, reply: &str, to: Option<&str>) {
         let mut s = format!(
-            "{}: reject: {cmd} from {}: {reply};",
+            "{}: {action}: {cmd} from {}: {reply};",
             self.queue_tag(),
             self.namaddr
         );
@@ -651,6 +664,11 @@ impl Session {
         {
             result = Some(rep);
         }
+        if result.is_none() {
+            self.pending_actions.borrow_mut().extend(c.actions);
+        } else {
+            self.pending_actions.borrow_mut().clear();
+        }
         (result, c.warnings)
     }
 
@@ -718,8 +736,12 @@ impl Session {
         auth.mechanisms()
             .into_iter()
             .filter(|m| {
+                // Cyrus's filter: PLAIN and LOGIN carry only the NOANONYMOUS and
+                // PASS_CREDENTIALS properties, so any of noplaintext, noactive,
+                // nodictionary and mutual_auth excludes them.
                 let plaintext = m == "PLAIN" || m == "LOGIN";
-                !(plaintext && opts.iter().any(|o| o == "noplaintext"))
+                let excluded = ["noplaintext", "noactive", "nodictionary", "mutual_auth"];
+                !(plaintext && opts.iter().any(|o| excluded.contains(&o.as_str())))
                     && !(m == "ANONYMOUS" && opts.iter().any(|o| o == "noanonymous"))
             })
             .collect()
@@ -805,6 +827,8 @@ impl Session {
             envid: None,
             recipients: Vec::new(),
             queue_id: None,
+            hold: false,
+            discard: false,
             chunks: None,
             chunk_too_big: false,
         };
@@ -964,6 +988,17 @@ impl Session {
             self.log(&line);
             if let Some(t) = self.tx.as_mut() {
                 t.queue_id = Some(id);
+            }
+        }
+        let actions: Vec<(&'static str, String)> =
+            self.pending_actions.borrow_mut().drain(..).collect();
+        for (kind, text) in actions {
+            self.log_action(kind, "RCPT", &text, Some(&path.address));
+            if let Some(t) = self.tx.as_mut() {
+                match kind {
+                    "hold" => t.hold = true,
+                    _ => t.discard = true,
+                }
             }
         }
         if let Some(t) = self.tx.as_mut() {
@@ -1483,6 +1518,11 @@ impl Session {
             Some(id) => id,
             None => q.new_queue_id(),
         };
+        if t.discard {
+            // DISCARD: claim delivery as Postfix does, keep nothing.
+            q.release_queue_id(&id);
+            return format!("250 2.0.0 Ok: queued as {id}");
+        }
         let env = Envelope {
             sender: t.sender.clone(),
             recipients: t.recipients.clone(),
@@ -1520,6 +1560,20 @@ impl Session {
             local_submission: self.local_header_rewrite_client(),
         };
         match q.commit(&id, &env, &client, msg).await {
+            Ok(()) if t.hold => {
+                // HOLD: move the committed file to hold/ (XXX: qmgr may pick it up from
+                // incoming/ in the instant before; it is then delivered, not held).
+                let from = q.queue_file_path("incoming", &id);
+                let to = q.queue_file_path("hold", &id);
+                let moved = std::fs::rename(&from, &to).and_then(|_| {
+                    std::fs::File::open(to.parent().unwrap_or(std::path::Path::new(".")))?
+                        .sync_all()
+                });
+                if let Err(e) = moved {
+                    log::warning(self.ident(), &format!("{id}: cannot move to the hold queue: {e}"));
+                }
+                format!("250 2.0.0 Ok: queued as {id}")
+            }
             Ok(()) => format!("250 2.0.0 Ok: queued as {id}"),
             Err(e) => {
                 let reply = e
