@@ -55,7 +55,10 @@ fn reports_every_problem_with_file_and_line() {
         format!("{m}, line 4: bad boolean configuration: smtpd_delay_reject = maybe"),
         format!("{m}, line 6: bad numerical configuration: message_size_limit = lots"),
         format!("{m}, line 7: unknown smtpd restriction: \"reject_everything\""),
-        format!("file {}: line 2: bad field count", p.join("master.cf").display()),
+        format!(
+            "file {}: line 2: bad field count",
+            p.join("master.cf").display()
+        ),
         format!("{}", p.join("sasl/smtpd.conf").display()),
         format!("{}", dov.display()),
     ] {

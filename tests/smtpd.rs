@@ -795,7 +795,10 @@ fn lost_connection_mid_data_and_bare_lf() {
         c.send("Subject: half\r\n\r\nnever finished\r\n");
     }
     let log = inst.wait_log("lost connection after DATA from localhost[127.0.0.1]");
-    assert!(log.contains("lost connection after DATA from localhost[127.0.0.1]"), "{log}");
+    assert!(
+        log.contains("lost connection after DATA from localhost[127.0.0.1]"),
+        "{log}"
+    );
     let incoming = inst.dir.path().join("spool/incoming");
     let files = || std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0);
     assert_eq!(files(), 0, "a half message must not be queued");
@@ -820,21 +823,33 @@ fn idle_client_times_out() {
     c.line();
     c.cmd("HELO c");
     let t0 = std::time::Instant::now();
-    assert_eq!(c.line(), "421 4.4.2 master.planetnet.net Error: timeout exceeded");
+    assert_eq!(
+        c.line(),
+        "421 4.4.2 master.planetnet.net Error: timeout exceeded"
+    );
     assert!(t0.elapsed() >= std::time::Duration::from_secs(1));
     let log = inst.wait_log("timeout after HELO from localhost[127.0.0.1]");
-    assert!(log.contains("timeout after HELO from localhost[127.0.0.1]"), "{log}");
+    assert!(
+        log.contains("timeout after HELO from localhost[127.0.0.1]"),
+        "{log}"
+    );
 }
 
 #[test]
 fn connection_count_limit_per_client() {
-    let inst = Instance::start(&tutorial_main("smtpd_client_connection_count_limit = 2\n"), "");
+    let inst = Instance::start(
+        &tutorial_main("smtpd_client_connection_count_limit = 2\n"),
+        "",
+    );
     let mut a = Smtp::connect_from("127.0.0.2", inst.port);
     assert!(a.line().starts_with("220 "));
     let mut b = Smtp::connect_from("127.0.0.2", inst.port);
     assert!(b.line().starts_with("220 "));
     let mut c = Smtp::connect_from("127.0.0.2", inst.port);
-    assert_eq!(c.line(), "421 4.7.0 master.planetnet.net Error: too many connections from 127.0.0.2");
+    assert_eq!(
+        c.line(),
+        "421 4.7.0 master.planetnet.net Error: too many connections from 127.0.0.2"
+    );
     // Clients in mynetworks are exempt.
     let mut d = Smtp::connect(inst.port);
     let mut e = Smtp::connect(inst.port);
@@ -867,7 +882,9 @@ fn dovecot_sasl_type() {
     auth.failure_delay = std::time::Duration::from_millis(50);
     let socket = tmp.path().join("auth");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt.block_on(async { dovecot_proto::bind(&socket, 0o666) }).unwrap();
+    let listener = rt
+        .block_on(async { dovecot_proto::bind(&socket, 0o666) })
+        .unwrap();
     rt.spawn(dovecot_proto::serve(listener, std::sync::Arc::new(auth)));
     if nix::unistd::Uid::effective().is_root() {
         let _ = std::process::Command::new("chmod")
@@ -884,7 +901,10 @@ fn dovecot_sasl_type() {
     let mut c = Smtp::connect_from("127.0.0.2", inst.port);
     c.line();
     let ehlo = c.cmd("EHLO x");
-    assert!(ehlo.contains(&"250-AUTH PLAIN LOGIN".to_string()), "{ehlo:?}");
+    assert!(
+        ehlo.contains(&"250-AUTH PLAIN LOGIN".to_string()),
+        "{ehlo:?}"
+    );
     assert_eq!(
         c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n"),
         vec!["535 5.7.8 Error: authentication failed: authentication failure"]

@@ -64,7 +64,10 @@ fn write_sasl(dir: &Path, mux: &Path) {
     std::fs::create_dir_all(dir.join("sasl")).unwrap();
     std::fs::write(
         dir.join("sasl/smtpd.conf"),
-        format!("pwcheck_method: saslauthd\nmech_list: plain login\nsaslauthd_path: {}\n", mux.display()),
+        format!(
+            "pwcheck_method: saslauthd\nmech_list: plain login\nsaslauthd_path: {}\n",
+            mux.display()
+        ),
     )
     .unwrap();
 }
@@ -94,14 +97,22 @@ fn swaks(port: u16, mech: &str, user: &str, pw: &str) -> String {
 
 fn run_against(saslauthd: &[&str], user: &str) {
     let sock = tempfile::tempdir().unwrap();
-    let _ = Command::new("chmod").args(["755", sock.path().to_str().unwrap()]).status();
+    let _ = Command::new("chmod")
+        .args(["755", sock.path().to_str().unwrap()])
+        .status();
     let _d = Saslauthd::start(saslauthd, sock.path());
     let mux = sock.path().join("mux");
     let inst = Instance::start_with(&main_cf(&mux, ""), "", |d| write_sasl(d, &mux));
     for mech in ["PLAIN", "LOGIN"] {
         let ok = swaks(inst.port, mech, user, "S3cret-pw");
-        assert!(ok.contains("<-  235 2.7.0 Authentication successful"), "{mech}: {ok}");
-        assert!(ok.contains("<-  250 2.1.5 Ok"), "relay after AUTH {mech}: {ok}");
+        assert!(
+            ok.contains("<-  235 2.7.0 Authentication successful"),
+            "{mech}: {ok}"
+        );
+        assert!(
+            ok.contains("<-  250 2.1.5 Ok"),
+            "relay after AUTH {mech}: {ok}"
+        );
         let bad = swaks(inst.port, mech, user, "wrong");
         assert!(
             bad.contains("<** 535 5.7.8 Error: authentication failed: authentication failure"),
@@ -113,7 +124,10 @@ fn run_against(saslauthd: &[&str], user: &str) {
         log.contains("warning: localhost[127.0.0.1]: SASL PLAIN authentication failed: authentication failure"),
         "{log}"
     );
-    assert!(!log.contains("S3cret-pw") && !log.contains("wrong"), "password in log");
+    assert!(
+        !log.contains("S3cret-pw") && !log.contains("wrong"),
+        "password in log"
+    );
 }
 
 #[test]
@@ -160,8 +174,12 @@ fn auth_lines_and_noplaintext() {
     let key = tmp.path().join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    let _ = Command::new("chmod").args(["-R", "755", tmp.path().to_str().unwrap()]).status();
-    let _ = Command::new("chmod").args(["644", key.to_str().unwrap()]).status();
+    let _ = Command::new("chmod")
+        .args(["-R", "755", tmp.path().to_str().unwrap()])
+        .status();
+    let _ = Command::new("chmod")
+        .args(["644", key.to_str().unwrap()])
+        .status();
     let inst = Instance::start_with(
         &main_cf(
             &mux,
@@ -190,8 +208,19 @@ s.quit()
 "#,
         port = inst.port
     );
-    let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("before None"), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("after  PLAIN LOGIN") || text.contains("after PLAIN LOGIN"), "{text}");
+    assert!(
+        text.contains("before None"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("after  PLAIN LOGIN") || text.contains("after PLAIN LOGIN"),
+        "{text}"
+    );
 }

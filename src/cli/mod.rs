@@ -10,8 +10,8 @@ pub mod postfix_check;
 pub mod postmap;
 pub mod postqueue;
 pub mod sandbox;
-pub mod sendmail;
 pub mod saslauthd;
+pub mod sendmail;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -97,7 +97,12 @@ fn main_cf_syntax(path: &Path, r: &mut Report) -> Option<String> {
             maincf::LineKind::Continuation => {}
             _ => {}
         }
-        if in_bad && matches!(pl.kind, maincf::LineKind::Text | maincf::LineKind::Continuation) {
+        if in_bad
+            && matches!(
+                pl.kind,
+                maincf::LineKind::Text | maincf::LineKind::Continuation
+            )
+        {
             out.push('#');
         }
         out.push_str(pl.raw);

@@ -66,7 +66,7 @@ pub fn parse_path(arg: &str, keyword: &str, strict: bool) -> Result<PathArg, Pat
         if strict {
             return Err(PathError::BadAddress);
         }
-        match rest.find(|c: char| c == ' ' || c == '\t') {
+        match rest.find([' ', '\t']) {
             Some(i) => (rest[..i].to_string(), &rest[i..]),
             None => (rest.to_string(), ""),
         }

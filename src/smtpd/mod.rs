@@ -168,7 +168,7 @@ fn build_state(cfg: &PostfixConfig) -> ServiceState {
     };
     ServiceState {
         params: p,
-        tables: check::Tables::default(),
+        tables: check::Tables,
         tls,
         auth,
         dovecot_auth_socket,

@@ -326,7 +326,11 @@ impl Session {
                 Ok(a) => self.auth = Some(Arc::new(a)),
                 Err(e) => log::warning(
                     self.ident(),
-                    &format!("SASL: Connect to {} failed: {}", path.display(), crate::config::error::strerror(&e)),
+                    &format!(
+                        "SASL: Connect to {} failed: {}",
+                        path.display(),
+                        crate::config::error::strerror(&e)
+                    ),
                 ),
             }
         }
@@ -741,8 +745,9 @@ impl Session {
                 // nodictionary and mutual_auth excludes them.
                 let plaintext = m == "PLAIN" || m == "LOGIN";
                 let excluded = ["noplaintext", "noactive", "nodictionary", "mutual_auth"];
-                !(plaintext && opts.iter().any(|o| excluded.contains(&o.as_str())))
-                    && !(m == "ANONYMOUS" && opts.iter().any(|o| o == "noanonymous"))
+                let hide_plain = plaintext && opts.iter().any(|o| excluded.contains(&o.as_str()));
+                let hide_anon = m == "ANONYMOUS" && opts.iter().any(|o| o == "noanonymous");
+                !hide_plain && !hide_anon
             })
             .collect()
     }
@@ -1489,13 +1494,17 @@ impl Session {
     fn local_header_rewrite_client(&self) -> bool {
         let ip = self.peer.ip();
         let c = Checker::new(&self.st.params, &self.st.tables, "");
-        self.st.params.local_header_rewrite_clients.iter().any(|r| match r.as_str() {
-            "permit_inet_interfaces" => address::is_local_interface(ip, &self.st.params),
-            "permit_mynetworks" => c.in_mynetworks(ip),
-            "permit_sasl_authenticated" => self.sasl_username.is_some(),
-            "permit" => true,
-            _ => false,
-        })
+        self.st
+            .params
+            .local_header_rewrite_clients
+            .iter()
+            .any(|r| match r.as_str() {
+                "permit_inet_interfaces" => address::is_local_interface(ip, &self.st.params),
+                "permit_mynetworks" => c.in_mynetworks(ip),
+                "permit_sasl_authenticated" => self.sasl_username.is_some(),
+                "permit" => true,
+                _ => false,
+            })
     }
 
     /// End-of-data checks and the durable commit; returns the reply line.
@@ -1570,7 +1579,10 @@ impl Session {
                         .sync_all()
                 });
                 if let Err(e) = moved {
-                    log::warning(self.ident(), &format!("{id}: cannot move to the hold queue: {e}"));
+                    log::warning(
+                        self.ident(),
+                        &format!("{id}: cannot move to the hold queue: {e}"),
+                    );
                 }
                 format!("250 2.0.0 Ok: queued as {id}")
             }
