@@ -345,6 +345,30 @@ fn logical<'a>(c: &mut Ctx, s: &'a str) -> Option<(bool, &'a str)> {
     Some((truth, rest))
 }
 
+/// The `:text` / `:{text}` operand: expanded when the tested value is empty (always parsed
+/// in scan mode); garbage after it is an error.
+fn false_branch(c: &mut Ctx, rest: &str, nonempty: bool, result: &mut String) {
+    let (iffalse, rest) = match find_left_curly(rest) {
+        Some(k) => match curly_payload(c, &rest[k..]) {
+            Some(pr) => pr,
+            None => return,
+        },
+        None => (rest, ""),
+    };
+    if !nonempty || c.scan {
+        parse(c, iffalse, result);
+    }
+    if !rest.is_empty() {
+        err(
+            c,
+            format!(
+                "unexpected input at: \"...{iffalse}}}>>>{}\"",
+                first20(rest)
+            ),
+        );
+    }
+}
+
 /// mac_expand_callback(): one `${…}` payload or `$name`.
 fn callback(c: &mut Ctx, payload: &str, result: &mut String) {
     c.level += 1;
@@ -438,56 +462,11 @@ fn run_callback(c: &mut Ctx, payload: &str, result: &mut String) {
             return;
         }
         // Postfix falls through to the ':' branch here.
-        rest = &rest[1..];
-        let iffalse;
-        if let Some(k) = find_left_curly(rest) {
-            let Some((p, r)) = curly_payload(c, &rest[k..]) else {
-                return;
-            };
-            iffalse = p;
-            rest = r;
-        } else {
-            iffalse = rest;
-            rest = "";
-        }
-        if !nonempty || c.scan {
-            parse(c, iffalse, result);
-        }
-        if !rest.is_empty() {
-            err(
-                c,
-                format!(
-                    "unexpected input at: \"...{iffalse}}}>>>{}\"",
-                    first20(rest)
-                ),
-            );
-        }
+        false_branch(c, &rest[1..], nonempty, result);
         return;
     }
     if op == Some(':') {
-        let iffalse;
-        if let Some(k) = find_left_curly(rest) {
-            let Some((p, r)) = curly_payload(c, &rest[k..]) else {
-                return;
-            };
-            iffalse = p;
-            rest = r;
-        } else {
-            iffalse = rest;
-            rest = "";
-        }
-        if !nonempty || c.scan {
-            parse(c, iffalse, result);
-        }
-        if !rest.is_empty() {
-            err(
-                c,
-                format!(
-                    "unexpected input at: \"...{iffalse}}}>>>{}\"",
-                    first20(rest)
-                ),
-            );
-        }
+        false_branch(c, rest, nonempty, result);
         return;
     }
     match lookup {
