@@ -110,3 +110,25 @@ fn tutorial_fixture_checks_with_the_wrapped_line_warning() {
     );
     assert!(err.contains("0.99 key"), "{err}");
 }
+
+/// README's first command writes a configuration that passes `postfix check`.
+#[test]
+fn sandbox_configuration_checks_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["sandbox", "--check-only"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("inet_interfaces = loopback-only"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+    for f in ["main.cf", "master.cf", "sasl/smtpd.conf", "dovecot.conf"] {
+        assert!(d.path().join(f).exists(), "{f}");
+    }
+}

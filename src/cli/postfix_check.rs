@@ -190,7 +190,24 @@ fn check_values(cfg: &PostfixConfig, r: &mut Report) {
     }
 }
 
+/// The dovecot.conf to check: `$POSTERN_DOVECOT_CONFIG` (empty: none), else the system's.
+fn default_dovecot_config() -> Option<PathBuf> {
+    match std::env::var_os("POSTERN_DOVECOT_CONFIG") {
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => ["/etc/dovecot/dovecot.conf", "/etc/dovecot.conf"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists()),
+    }
+}
+
 pub fn run(config_dir: &Path) -> i32 {
+    run_with(config_dir, default_dovecot_config().as_deref())
+}
+
+/// [`run`] with an explicit dovecot.conf (`None`: skip the Dovecot check).
+pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
     let mut r = Report { errors: 0 };
     let main_path = config_dir.join("main.cf");
     let sanitized = main_cf_syntax(&main_path, &mut r);
@@ -286,18 +303,7 @@ pub fn run(config_dir: &Path) -> i32 {
         }
     }
     // dovecot.conf of any era.
-    let dovecot_path = std::env::var_os("POSTERN_DOVECOT_CONFIG")
-        .map(PathBuf::from)
-        .filter(|p| !p.as_os_str().is_empty())
-        .or_else(|| {
-            if std::env::var_os("POSTERN_DOVECOT_CONFIG").is_some() {
-                return None;
-            }
-            ["/etc/dovecot/dovecot.conf", "/etc/dovecot.conf"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        });
+    let dovecot_path = dovecot_conf.map(Path::to_path_buf);
     if let Some(p) = dovecot_path {
         match dovecot::DovecotConf::load_lenient(&p) {
             Ok((d, unclosed)) => {

@@ -19,9 +19,19 @@ fn free_port() -> u16 {
 }
 
 fn current_user() -> String {
-    // Postfix refuses to run its services as root: as root the sandbox uses `nobody`.
+    // Postfix refuses to run its services as root, or as default_privs (`nobody`): as root
+    // the sandbox uses the `postfix` account if there is one, else a system account
+    // `postern`, created here as a package install would.
     if nix::unistd::Uid::effective().is_root() {
-        return "nobody".into();
+        for name in ["postfix", "postern"] {
+            if nix::unistd::User::from_name(name).ok().flatten().is_some() {
+                return name.into();
+            }
+        }
+        let _ = std::process::Command::new("useradd")
+            .args(["-r", "-M", "-s", "/usr/sbin/nologin", "postern"])
+            .status();
+        return "postern".into();
     }
     nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
@@ -57,6 +67,7 @@ pub fn write_config(dir: &Path) -> std::io::Result<(u16, u16, u16)> {
              broken_sasl_auth_clients = yes\n\
              smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated,\n    \
              reject_unauth_destination\n\
+             alias_maps = hash:/etc/aliases\n\
              maillog_file = /dev/stdout\n"
         ),
     )?;
@@ -121,19 +132,21 @@ pub fn main(args: &[String]) -> i32 {
     }
     println!();
     println!("$ postfix -c {} check", dir.display());
-    let rc = super::postfix::main(&["-c".into(), d.clone(), "check".into()]);
+    let rc = super::postfix_check::run_with(&dir, Some(&dir.join("dovecot.conf")));
     if rc != 0 || check_only {
         return rc;
     }
     if nix::unistd::Uid::effective().is_root() {
         let _ = std::process::Command::new("chown")
-            .args(["-R", "nobody", &d])
+            .args(["-R", &current_user(), &d])
             .status();
     }
     println!();
     println!(
         "Starting: postfix -c {d} start-fg   (try: swaks --server 127.0.0.1:{smtp} --to root@localhost)"
     );
-    println!("POP3/IMAP on ports {pop3}/{imap} come with the POP3 and IMAP issues.");
+    println!(
+        "Mail for root@localhost is delivered to {d}/mail/root. POP3/IMAP ({pop3}/{imap}) are not started by the sandbox."
+    );
     super::postfix::main(&["-c".into(), d, "start-fg".into()])
 }

@@ -85,13 +85,24 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         list.push(ParamDef {
             name,
             default,
-            kind: infer_type(default),
+            kind: infer_type(name, default),
         });
     }
     Table { list, index }
 });
 
-fn infer_type(default: &str) -> ParamType {
+/// Parameters whose numeric-looking default does not make them integers:
+/// `compatibility_level` takes `3.7`, the feedback parameters take `1/concurrency`.
+fn not_numeric(name: &str) -> bool {
+    name == "compatibility_level"
+        || name.ends_with("_concurrency_positive_feedback")
+        || name.ends_with("_concurrency_negative_feedback")
+}
+
+fn infer_type(name: &str, default: &str) -> ParamType {
+    if not_numeric(name) {
+        return ParamType::Str;
+    }
     match default {
         "yes" | "no" => ParamType::Bool,
         d if !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()) => ParamType::Int,
@@ -276,6 +287,7 @@ mod tests {
         );
         assert_eq!(lookup("multi_instance_name").unwrap().default, "");
         assert_eq!(lookup("smtpd_delay_reject").unwrap().kind, ParamType::Bool);
+        assert_eq!(lookup("compatibility_level").unwrap().kind, ParamType::Str);
         assert_eq!(
             lookup("maximal_queue_lifetime").unwrap().kind,
             ParamType::Time
