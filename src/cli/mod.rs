@@ -100,6 +100,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "mailq" => postqueue::mailq_main(&rest),
         "postqueue" => postqueue::postqueue_main(&rest),
         "postsuper" => postqueue::postsuper_main(&rest),
+        "postcat" => postqueue::postcat_main(&rest),
         "saslauthd" => crate::cli::saslauthd::saslauthd_main(&rest),
         "testsaslauthd" => crate::cli::saslauthd::testsaslauthd_main(&rest),
         other => {
