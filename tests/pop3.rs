@@ -1099,3 +1099,61 @@ fn transcript_matches_recorded_dovecot() {
         assert_eq!(c.cmd(&cmd), reply, "reply to {cmd}");
     }
 }
+
+/// Replies recorded from the real Dovecot 2.3.19 (a private instance on a loopback test
+/// port, `pop3_lock_session = yes`, mbox INBOX) while a first session of alice was open:
+///
+///   C: USER alice
+///   S: +OK
+///   C: PASS secret
+///   S: -ERR [IN-USE] Mailbox is locked by another POP3 session.   (after 11.5 s; no
+///      "+OK Logged in." before it), then the connection is closed
+///   log: pop3(alice)<4959><…>: Info: Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0
+///
+/// and once the first session had sent QUIT, a waiting session got "+OK Logged in." at
+/// once. The lock file was ~/mail/.imap/dovecot-pop3-session.lock.
+const DOVECOT_LOCKED: [&str; 2] = [
+    "+OK",
+    "-ERR [IN-USE] Mailbox is locked by another POP3 session.",
+];
+
+#[test]
+fn pop3_lock_session() {
+    let (d, s) = new_box(BOX, "pop3_lock_session = yes\n");
+    let (mut first, _) = Pop::connect(s.port);
+    first.cmd("USER alice");
+    assert_eq!(first.cmd("PASS secret"), ["+OK Logged in."]);
+    assert!(
+        d.path()
+            .join("home/alice/mail/.imap/dovecot-pop3-session.lock")
+            .exists()
+    );
+    let (mut second, _) = Pop::connect(s.port);
+    let t = Instant::now();
+    let got = [second.cmd("USER alice"), second.cmd("PASS secret")].concat();
+    assert_eq!(got, DOVECOT_LOCKED);
+    assert!(t.elapsed() >= Duration::from_secs(9), "{:?}", t.elapsed());
+    assert_eq!(second.line(), "", "connection closed");
+    assert!(
+        wait_log(&s, "Couldn't lock").contains(
+            "Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0"
+        )
+    );
+    // The first session is unaffected; a session waiting when it quits gets in.
+    assert_eq!(first.cmd("STAT"), ["+OK 3 189"]);
+    let (mut third, _) = Pop::connect(s.port);
+    third.cmd("USER alice");
+    third.w.write_all(b"PASS secret\r\n").expect("write");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(first.cmd("QUIT"), ["+OK Logging out."]);
+    assert_eq!(third.line(), "+OK Logged in.");
+    assert_eq!(third.cmd("QUIT"), ["+OK Logging out."]);
+    // Without the setting (Dovecot's default), sessions do not exclude each other.
+    let (_d2, s2) = new_box(BOX, "");
+    let (mut a, _) = Pop::connect(s2.port);
+    let (mut b, _) = Pop::connect(s2.port);
+    a.cmd("USER alice");
+    b.cmd("USER alice");
+    assert_eq!(a.cmd("PASS secret"), ["+OK Logged in."]);
+    assert_eq!(b.cmd("PASS secret"), ["+OK Logged in."]);
+}

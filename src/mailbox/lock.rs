@@ -3,6 +3,9 @@
 //! stale after `stale_lock_time`, 500 s as in Postfix), then an `fcntl` lock on the whole
 //! file. Both are retried once a second until the timeout (`mbox_lock_timeout`).
 //!
+//! Also Dovecot's POP3 session lock (`pop3_lock_session`): `dovecot-pop3-session.lock`
+//! in the control directory, holding `PID:HOST`.
+//!
 //! XXX: when the spool directory is not writable by the caller (`/var/spool/mail` without
 //! `mail_privileged_group`), the dotlock is skipped and `fcntl` alone protects the file;
 //! Dovecot would use its privileged group for the dotlock instead.
@@ -77,6 +80,85 @@ pub fn dotlock(mbox: &Path, timeout: Duration) -> Result<DotLock, MailboxError> 
     }
 }
 
+/// The name of Dovecot's POP3 session lock (`pop3_lock_session`).
+pub const POP3_SESSION_LOCK: &str = "dovecot-pop3-session.lock";
+/// How long Dovecot 2.3 waits for the POP3 session lock (measured: the second session's
+/// `-ERR [IN-USE]` comes after 10 to 12 s).
+pub const POP3_SESSION_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The directory of the POP3 session lock: the mailbox list's control directory, where
+/// Dovecot 2.3 puts it (mbox: `ROOT/.imap`, Maildir: the root).
+pub fn pop3_session_lock_dir(loc: &super::MailLocation) -> PathBuf {
+    match loc.format {
+        super::Format::Mbox => loc.root.join(".imap"),
+        super::Format::Maildir => loc.root.clone(),
+    }
+}
+
+/// Take the POP3 session lock of `loc` as Dovecot's `pop3_lock_session` does: the dotlock
+/// `dovecot-pop3-session.lock` in the control directory, holding `PID:HOST` (Dovecot's
+/// dotlock contents, so either program sees the other's lock as live). A lock whose
+/// process is gone on this host is stale and replaced. Waits up to `timeout`; `Locked`
+/// when another session keeps it.
+pub fn pop3_session_lock(
+    loc: &super::MailLocation,
+    timeout: Duration,
+) -> Result<DotLock, MailboxError> {
+    let dir = pop3_session_lock_dir(loc);
+    std::fs::create_dir_all(&dir).map_err(|e| MailboxError::io(&dir, e))?;
+    let path = dir.join(POP3_SESSION_LOCK);
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let start = Instant::now();
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                let _ = write!(f, "{}:{host}", std::process::id());
+                return Ok(DotLock { path: Some(path) });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if session_lock_is_stale(&path, &host) {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            }
+            Err(e) => return Err(MailboxError::io(&path, e)),
+        }
+        if start.elapsed() >= timeout {
+            return Err(MailboxError::Locked(path));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `PID:HOST` of a dead process on this host (or an unreadable, old lock) is stale.
+fn session_lock_is_stale(path: &Path, host: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let (pid, h) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
+    match pid.parse::<i32>() {
+        Ok(pid) if pid > 0 && (h.is_empty() || h == host) => {
+            // SAFETY: signal 0 only checks that the process exists.
+            let r = unsafe { libc::kill(pid, 0) };
+            r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        }
+        Ok(_) => false,
+        Err(_) => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > STALE_DOTLOCK),
+    }
+}
+
 /// Take an `fcntl` lock (write or read) on all of `file`, waiting up to `timeout`. The lock
 /// goes away when the file is closed.
 pub fn fcntl_lock(
@@ -108,5 +190,44 @@ pub fn fcntl_lock(
             return Err(MailboxError::Locked(path.to_path_buf()));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::{Format, MailLocation};
+
+    #[test]
+    fn pop3_session_lock_excludes_and_replaces_dead_holders() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let loc = MailLocation {
+            format: Format::Mbox,
+            root: d.path().join("mail"),
+            inbox: d.path().join("inbox"),
+        };
+        let held = pop3_session_lock(&loc, Duration::ZERO).expect("lock");
+        let path = d.path().join("mail/.imap").join(POP3_SESSION_LOCK);
+        let text = std::fs::read_to_string(&path).expect("lock file");
+        assert!(
+            text.starts_with(&format!("{}:", std::process::id())),
+            "{text}"
+        );
+        assert!(matches!(
+            pop3_session_lock(&loc, Duration::from_millis(150)),
+            Err(MailboxError::Locked(_))
+        ));
+        drop(held);
+        assert!(!path.exists());
+        // A lock left by a process that is gone is replaced at once.
+        std::fs::write(&path, "2147483646:").expect("stale");
+        let again = pop3_session_lock(&loc, Duration::ZERO).expect("stale lock replaced");
+        drop(again);
+        let md = MailLocation {
+            format: Format::Maildir,
+            root: d.path().join("Maildir"),
+            inbox: d.path().join("Maildir"),
+        };
+        assert_eq!(pop3_session_lock_dir(&md), d.path().join("Maildir"));
     }
 }

@@ -7,7 +7,9 @@
 //! config layer), `disable_plaintext_auth`, `login_trusted_networks`, `login_greeting`,
 //! `auth_mechanisms`, `auth_failure_delay`, `auth_username_format`, passdbs and userdbs
 //! (through [`crate::auth::dovecot`]), `mail_location`, `pop3_uidl_format`,
-//! `mail_max_userip_connections`, `first_valid_uid`, `mbox_lock_timeout`, `log_path`.
+//! `mail_max_userip_connections`, `first_valid_uid`, `mbox_lock_timeout`, `log_path`,
+//! `pop3_lock_session` (Dovecot's `dovecot-pop3-session.lock`, see
+//! [`crate::mailbox::lock::pop3_session_lock`]).
 //!
 //! Mailbox access goes through [`crate::mailbox`]. Deletions are kept in the session and
 //! committed only by QUIT (the UPDATE state): a client that vanishes deletes nothing.
@@ -17,7 +19,7 @@
 //! are the user's from the userdb, so the file checks are the user's own.
 //!
 //! Known limits (XXX): no APOP (`-ERR APOP not enabled.`, as Dovecot without the `apop`
-//! mechanism), no `pop3_client_workarounds`, `pop3_lock_session`, `pop3_no_flag_updates`
+//! mechanism), no `pop3_client_workarounds`, `pop3_no_flag_updates`
 //! (no flags are written: `Status: O`/Maildir `cur/` moves are not made), no supplementary
 //! groups in the per-thread identity, no separate unprivileged login process.
 
@@ -51,6 +53,8 @@ pub struct Pop3State {
     pub first_valid_uid: u32,
     /// `mbox_lock_timeout` (default 5 min).
     pub mbox: crate::mailbox::MboxOptions,
+    /// `pop3_lock_session` (default no): one POP3 session per mailbox at a time.
+    pub lock_session: bool,
 }
 
 /// Where Dovecot-format log lines go: `log_path` (a file, `Nov 28 14:36:43 pop3-login:
@@ -208,6 +212,9 @@ impl Pop3State {
                 ),
                 ..Default::default()
             },
+            lock_session: conf
+                .get("pop3_lock_session")
+                .is_some_and(|v| crate::config::dovecot::settings::parse_bool(v).unwrap_or(false)),
         })
     }
 

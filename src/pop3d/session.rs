@@ -62,6 +62,8 @@ struct Mail {
     deleted: Vec<bool>,
     top: (u64, u64),
     retr: (u64, u64),
+    /// `pop3_lock_session`: held until the session ends.
+    _session_lock: Option<crate::mailbox::lock::DotLock>,
 }
 
 struct Session {
@@ -79,6 +81,9 @@ struct Session {
     failed: Option<(String, String)>,
     bad: u32,
     started: std::time::Instant,
+    /// The mail stage failed after authentication (as Dovecot's `pop3` process): the
+    /// connection is closed after the reply.
+    closing: bool,
 }
 
 fn session_id() -> String {
@@ -144,6 +149,7 @@ pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc
         failed: None,
         bad: 0,
         started: std::time::Instant::now(),
+        closing: false,
     };
     if implicit_tls && !s.start_tls().await {
         return;
@@ -283,6 +289,9 @@ impl Session {
     /// The AUTHORIZATION state; `Some` once a user is logged in and the mailbox is open.
     async fn authorization(&mut self) -> Option<Mail> {
         loop {
+            if self.closing {
+                return None;
+            }
             let line = match self.read_line(LOGIN_MAX_LINE).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -578,6 +587,49 @@ impl Session {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| self.st.mail_location.clone());
         let uname = res.user.clone();
+        // pop3_lock_session: Dovecot's mail process takes the session lock before it
+        // answers "+OK Logged in.", waiting about 10 s for another session to end.
+        let mut session_lock = None;
+        if self.st.lock_session {
+            let (l, n, h) = (location.clone(), uname.clone(), home.clone());
+            let locked = as_user(&info, move || {
+                let loc = MailLocation::expand(&l, &n, &h)?;
+                crate::mailbox::lock::pop3_session_lock(
+                    &loc,
+                    crate::mailbox::lock::POP3_SESSION_LOCK_TIMEOUT,
+                )
+            })
+            .await;
+            match locked {
+                Some(Ok(lock)) => session_lock = Some(lock),
+                other => {
+                    if let Some(Err(e)) = other
+                        && !matches!(e, MailboxError::Locked(_))
+                    {
+                        self.st.log.error(&format!(
+                            "pop3({})<{}><{}>: pop3_lock_session: {e}",
+                            res.user,
+                            std::process::id(),
+                            self.session_id
+                        ));
+                    }
+                    self.st.log.info(&format!(
+                        "pop3({})<{}><{}>: Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0",
+                        res.user,
+                        std::process::id(),
+                        self.session_id
+                    ));
+                    self.reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.");
+                    self.closing = true;
+                    if let Ok(mut m) = self.st.userip.lock()
+                        && let Some(n) = m.get_mut(&key)
+                    {
+                        *n = n.saturating_sub(1);
+                    }
+                    return None;
+                }
+            }
+        }
         // As Dovecot: the login stage answers first, then the mail process opens the
         // INBOX (and may wait for its lock up to mbox_lock_timeout).
         self.reply("+OK Logged in.");
@@ -598,6 +650,7 @@ impl Session {
                     deleted: vec![false; n],
                     top: (0, 0),
                     retr: (0, 0),
+                    _session_lock: session_lock,
                 })
             }
             other => {
@@ -632,6 +685,7 @@ impl Session {
                     "{who}: Disconnected: Couldn't init INBOX: {why} top=0/0, retr=0/0, del=0/0, size=0"
                 ));
                 self.reply(&format!("-ERR [SYS/TEMP] {client}"));
+                self.closing = true;
                 if let Ok(mut m) = self.st.userip.lock()
                     && let Some(n) = m.get_mut(&key)
                 {
