@@ -965,3 +965,121 @@ fn postcat_prints_queue_files_as_postfix_does() {
         }
     }
 }
+
+#[test]
+fn canonical_relocated_luser_relay_and_transport_maps() {
+    let (Some(_), Some(_)) = (user("postern-ra"), user("postern-rb")) else {
+        return;
+    };
+    let inst = Instance::start_with(
+        &main_cf(
+            "mail_spool_directory = $queue_directory/../mail\n\
+             recipient_canonical_maps = texthash:$queue_directory/../rcanon\n\
+             canonical_maps = texthash:$queue_directory/../canon\n\
+             sender_canonical_maps = texthash:$queue_directory/../scanon\n\
+             relocated_maps = texthash:$queue_directory/../relocated\n\
+             transport_maps = texthash:$queue_directory/../transport\n\
+             luser_relay = postern-rb\n",
+        ),
+        QMGR,
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).unwrap();
+            for (f, text) in [
+                (
+                    "rcanon",
+                    "alias-a@mail.example.test postern-ra@mail.example.test\n",
+                ),
+                (
+                    "canon",
+                    "old@mail.example.test postern-rb@mail.example.test\n",
+                ),
+                ("scanon", "s@x.org sender@canon.example\n"),
+                ("relocated", "gone@mail.example.test gone@new.example\n"),
+                (
+                    "transport",
+                    "err@mail.example.test error:5.7.1 no mail here\n\
+                     drop@mail.example.test discard:silently dropped\n\
+                     remote.example local:\n",
+                ),
+            ] {
+                std::fs::write(d.join(f), text).unwrap();
+            }
+        },
+    );
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &[
+            "alias-a@mail.example.test",
+            "old@mail.example.test",
+            "gone@mail.example.test",
+            "nosuch@mail.example.test",
+            "err@mail.example.test",
+            "drop@mail.example.test",
+            "postern-ra@remote.example",
+        ],
+        "Subject: maps\n\nx\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    for want in [
+        format!("{id}: from=<sender@canon.example>, size="),
+        format!(
+            "{id}: to=<postern-ra@mail.example.test>, orig_to=<alias-a@mail.example.test>, relay=local"
+        ),
+        format!(
+            "{id}: to=<postern-rb@mail.example.test>, orig_to=<old@mail.example.test>, relay=local"
+        ),
+        format!(
+            "{id}: to=<postern-rb@mail.example.test>, orig_to=<nosuch@mail.example.test>, relay=local"
+        ),
+        format!("{id}: to=<postern-ra@remote.example>, relay=local"),
+    ] {
+        assert!(log.contains(&want), "{want}\n{log}");
+    }
+    for (who, tail) in [
+        (
+            "gone@mail.example.test",
+            "dsn=5.1.6, status=bounced (User has moved to gone@new.example)",
+        ),
+        (
+            "err@mail.example.test",
+            "dsn=5.7.1, status=bounced (no mail here)",
+        ),
+        (
+            "drop@mail.example.test",
+            "dsn=2.0.0, status=sent (silently dropped)",
+        ),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("{id}: to=<{who}>, relay=none, delay=")))
+            .unwrap_or_else(|| panic!("{who}\n{log}"));
+        assert!(line.ends_with(tail), "{line}");
+    }
+    assert!(
+        log.contains("postfix/discard[") && log.contains("postfix/error["),
+        "{log}"
+    );
+    let ra =
+        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-ra"))).into_owned();
+    assert_eq!(
+        ra.matches("\nReturn-Path: <sender@canon.example>\n")
+            .count(),
+        2,
+        "{ra}"
+    );
+    assert!(
+        ra.contains("\nX-Original-To: alias-a@mail.example.test\n"),
+        "{ra}"
+    );
+    let rb =
+        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-rb"))).into_owned();
+    assert!(
+        rb.contains("\nX-Original-To: old@mail.example.test\n"),
+        "{rb}"
+    );
+    assert!(
+        rb.contains("\nX-Original-To: nosuch@mail.example.test\n"),
+        "{rb}"
+    );
+}

@@ -11,6 +11,11 @@
 //! trailing empty line, exactly as Postfix 3.7's local writes them; Maildir messages the same
 //! headers without the `From ` line and quoting.
 //!
+//! An unknown user (no alias, no account) bounces with `5.1.1 unknown user: "x"`, or, with
+//! `luser_relay` set, the mail goes to that address (`$user`, `$local`, `$domain`,
+//! `$extension` expanded; `@$myorigin` appended without a domain), as Postfix's
+//! `deliver_unknown()` does; it is logged `to=<relay>, orig_to=<recipient>`.
+//!
 //! # Privileges (DESIGN.md §3)
 //! When the process is root, every file in the user's home is opened with the thread's
 //! filesystem identity switched to the user (`setfsuid`/`setfsgid`, per thread on Linux);
@@ -22,11 +27,12 @@
 //!
 //! # main.cf parameters read
 //! `alias_maps`, `mailbox_command`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
-//! `recipient_delimiter`, `myorigin`, `default_privs`.
+//! `recipient_delimiter`, `myorigin`, `default_privs`, `luser_relay`.
 //!
 //! # Known limits
 //! * XXX Only `$home/.forward` (no `forward_path`); `mailbox_command` is run through
-//!   `/bin/sh` without Postfix's `$name` expansion; no `luser_relay`, `owner-` lists, `allow_mail_to_*`
+//!   `/bin/sh` without Postfix's `$name` expansion; a `luser_relay` address is delivered
+//!   locally by its local part whatever its domain; no `owner-` lists, `allow_mail_to_*`
 //!   or `local_recipient_maps` checks here; no supplementary groups for the user (only
 //!   uid/gid).
 //! * XXX An alias that expands to a non-local address is deferred: Postfix re-injects it
@@ -56,6 +62,9 @@ pub struct LocalSettings {
     pub mailbox_command: String,
     /// `default_privs` uid/gid, for alias commands and files.
     pub default_privs: (u32, u32),
+    /// `luser_relay` (unexpanded): where mail for unknown local users goes instead of
+    /// bouncing.
+    pub luser_relay: String,
 }
 
 impl LocalSettings {
@@ -101,6 +110,11 @@ impl LocalSettings {
                 .trim()
                 .to_string(),
             default_privs,
+            luser_relay: cfg
+                .raw("luser_relay")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         }
     }
 }
@@ -156,6 +170,8 @@ struct Ctx<'a> {
     /// (`HOME`, `USER`, `LOGNAME`, `SHELL`) and working directory.
     user: Option<nix::unistd::User>,
     out: Vec<Outcome>,
+    /// Whether `luser_relay` has been used for this recipient (it is used once).
+    lusered: bool,
 }
 
 impl Ctx<'_> {
@@ -185,6 +201,7 @@ pub fn deliver(
         privs: s.default_privs,
         user: None,
         out: Vec::new(),
+        lusered: false,
     };
     let mut seen = Vec::new();
     expand_address(&mut ctx, rcpt, 0, &mut seen);
@@ -541,6 +558,33 @@ fn over_limit(path: &Path, add: usize, limit: u64) -> bool {
 fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
     let pw = match nix::unistd::User::from_name(user) {
         Ok(Some(pw)) => pw,
+        Ok(None) if !ctx.s.luser_relay.is_empty() && !ctx.lusered => {
+            // Postfix's deliver_unknown(): the luser_relay address, with $user, $local,
+            // $domain and $extension expanded, receives the mail instead.
+            let local = local_part(addr);
+            let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            let ext = local
+                .strip_prefix(user)
+                .map(|e| e.get(1..).unwrap_or(""))
+                .unwrap_or("");
+            let mut t = ctx.s.luser_relay.clone();
+            for (k, v) in [
+                ("user", user),
+                ("local", local),
+                ("domain", domain),
+                ("extension", ext),
+            ] {
+                t = t
+                    .replace(&format!("${{{k}}}"), v)
+                    .replace(&format!("${k}"), v);
+            }
+            if !t.contains('@') {
+                t = format!("{t}@{}", ctx.s.myorigin);
+            }
+            ctx.lusered = true;
+            expand_address(ctx, &t, 1, &mut Vec::new());
+            return;
+        }
         Ok(None) => {
             ctx.push(
                 addr,

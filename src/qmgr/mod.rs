@@ -25,9 +25,16 @@
 //!
 //! # Routing
 //! An address without a domain gets `@$myorigin` (`append_at_myorigin`);
+//! the sender goes through `sender_canonical_maps` then `canonical_maps`, each recipient
+//! through `recipient_canonical_maps` then `canonical_maps` ([`QmgrSettings::canonical`],
+//! cleanup's order; the result is delivered and logged, the queued address as `orig_to`);
 //! `virtual_alias_maps` expands it (full address, `user@domain` without the extension, the
-//! local part for local domains, `@domain`; recursively); a domain in
-//! `mydestination` goes to local delivery; every other recipient is deferred with `delivery
+//! local part for local domains, `@domain`; recursively); a `relocated_maps` hit bounces
+//! with `5.1.6 User has moved to …` (trivial-rewrite's text, logged by `postfix/error`);
+//! `transport_maps` (address, domain, `.parent` domains, `*`) may pick `local`,
+//! `error:[d.s.n ]text` (bounce, or defer for a 4.x.x status) or `discard:text`
+//! (`dsn=2.0.0, status=sent (text)`, `postfix/discard`), text defaulting to the domain;
+//! otherwise a domain in `mydestination` goes to local delivery; every other recipient is deferred with `delivery
 //! temporarily suspended: outbound SMTP is not implemented in this version of Postern`.
 //!
 //! # Logs (Postfix's formats)
@@ -39,15 +46,17 @@
 //! `queue_directory`, `myorigin`, `mydestination`, `minimal_backoff_time`,
 //! `maximal_backoff_time`, `queue_run_delay`, `maximal_queue_lifetime`,
 //! `bounce_queue_lifetime`, `local_destination_concurrency_limit`, `virtual_alias_maps`,
-//! `recipient_delimiter`, and those of
+//! `canonical_maps`, `sender_canonical_maps`, `recipient_canonical_maps`, `relocated_maps`,
+//! `transport_maps`, `recipient_delimiter`, and those of
 //! [`crate::local`].
 //!
 //! # Known limits
 //! * XXX Permanent failures are returned to the sender ([`bounce`]) after the recipients are
 //!   marked done: a crash between the two loses the notification. No delay warnings.
-//! * XXX No `canonical_maps`, `transport_maps`, `relocated_maps`, `virtual_alias_domains`
-//!   (a virtual alias domain must still be listed in `mydestination` or resolve remotely);
-//!   virtual aliases are expanded at delivery, not by cleanup at queue time;
+//! * XXX No `virtual_alias_domains` (a virtual alias domain must still be listed in
+//!   `mydestination` or resolve remotely); canonical and virtual aliases are applied at
+//!   delivery, not by cleanup at queue time (headers are not rewritten); `transport_maps`
+//!   entries other than `local`, `error`, `discard` are treated as SMTP;
 //!   `mydestination` entries that are lookup tables are ignored.
 //! * XXX The queue manager runs as root (Postfix's runs as `mail_owner` and only local is
 //!   root); the recipients of one message are delivered one after another.
@@ -171,10 +180,18 @@ pub struct QmgrSettings {
     /// `virtual_alias_maps` tables (unopenable ones are logged and skipped).
     pub virtual_alias_maps: Vec<Arc<dyn crate::maps::Table>>,
     pub recipient_delimiter: String,
+    /// `canonical_maps`, `sender_canonical_maps`, `recipient_canonical_maps`,
+    /// `relocated_maps`, `transport_maps`.
+    pub canonical_maps: Vec<Arc<dyn crate::maps::Table>>,
+    pub sender_canonical_maps: Vec<Arc<dyn crate::maps::Table>>,
+    pub recipient_canonical_maps: Vec<Arc<dyn crate::maps::Table>>,
+    pub relocated_maps: Vec<Arc<dyn crate::maps::Table>>,
+    pub transport_maps: Vec<Arc<dyn crate::maps::Table>>,
     pub local: LocalSettings,
     pub ident_qmgr: String,
     pub ident_local: String,
     pub ident_error: String,
+    pub ident_discard: String,
     pub ident_pickup: String,
     pub ident_bounce: String,
 }
@@ -206,7 +223,27 @@ impl QmgrSettings {
                 .unwrap_or(Duration::from_secs(d))
         };
         let ident_local = log::ident(cfg, "local");
+        let maps = |name: &str| -> Vec<Arc<dyn crate::maps::Table>> {
+            cfg.get(name)
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|m| !m.is_empty())
+                .filter_map(|m| match crate::maps::open_cached(m) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        log::warning(&log::ident(cfg, "qmgr"), &format!("{m}: {e}"));
+                        None
+                    }
+                })
+                .collect()
+        };
         QmgrSettings {
+            canonical_maps: maps("canonical_maps"),
+            sender_canonical_maps: maps("sender_canonical_maps"),
+            recipient_canonical_maps: maps("recipient_canonical_maps"),
+            relocated_maps: maps("relocated_maps"),
+            transport_maps: maps("transport_maps"),
+            ident_discard: log::ident(cfg, "discard"),
             queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),
             myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
             mydestination: cfg
@@ -300,6 +337,88 @@ impl QmgrSettings {
             }
         }
         Ok(())
+    }
+
+    /// cleanup's canonical mapping: each table list in turn (`sender_canonical_maps` or
+    /// `recipient_canonical_maps`, then `canonical_maps`), with the address lookup keys of
+    /// `canonical(5)`; `@domain` results keep the local part. Lookup errors keep the address.
+    pub fn canonical(&self, lists: &[&Vec<Arc<dyn crate::maps::Table>>], addr: &str) -> String {
+        let mut a = addr.to_string();
+        for maps in lists {
+            if maps.is_empty() || a.is_empty() {
+                continue;
+            }
+            let (local, domain) = a.rsplit_once('@').unwrap_or((a.as_str(), ""));
+            let keys = crate::maps::rewrite_address_keys(
+                &a,
+                &self.recipient_delimiter,
+                self.is_local_domain(domain),
+            );
+            if let Ok(Some((_, v))) = crate::maps::find(maps, &keys) {
+                let v = v
+                    .split([',', ' ', '\t'])
+                    .find(|t| !t.is_empty())
+                    .unwrap_or("");
+                if v.is_empty() {
+                    continue;
+                }
+                a = if v.starts_with('@') {
+                    format!("{local}{v}")
+                } else if !v.contains('@') {
+                    format!("{v}@{}", self.myorigin)
+                } else {
+                    v.to_string()
+                };
+            }
+        }
+        a
+    }
+
+    /// `relocated_maps`: the new contact information for `addr`, if any.
+    fn relocated(&self, addr: &str) -> Option<String> {
+        if self.relocated_maps.is_empty() {
+            return None;
+        }
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let keys = crate::maps::rewrite_address_keys(
+            addr,
+            &self.recipient_delimiter,
+            self.is_local_domain(domain),
+        );
+        crate::maps::find(&self.relocated_maps, &keys)
+            .ok()
+            .flatten()
+            .map(|(_, v)| v.trim().to_string())
+    }
+
+    /// `transport_maps`: `(transport, nexthop)` for `addr` (keys: the address, the domain,
+    /// its parent domains as `.parent`, then `*`).
+    fn transport(&self, addr: &str) -> Option<(String, String)> {
+        if self.transport_maps.is_empty() {
+            return None;
+        }
+        let domain = addr
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut keys = vec![addr.to_ascii_lowercase(), domain.clone()];
+        let mut d = domain.as_str();
+        while let Some((_, parent)) = d.split_once('.') {
+            keys.push(format!(".{parent}"));
+            d = parent;
+        }
+        keys.push("*".into());
+        for k in keys {
+            for t in &self.transport_maps {
+                if let Ok(Some(v)) = t.lookup(&k) {
+                    let v = v.trim();
+                    let (tr, nh) = v.split_once(':').unwrap_or((v, ""));
+                    return Some((tr.trim().to_string(), nh.trim().to_string()));
+                }
+            }
+        }
+        None
     }
 
     fn is_local_domain(&self, domain: &str) -> bool {
@@ -613,7 +732,7 @@ fn process(s: &QmgrSettings, path: &Path) {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let activated = SystemTime::now();
-    let msg = match read_queue_file(path) {
+    let mut msg = match read_queue_file(path) {
         Ok(m) => m,
         Err(QueueFileError::Corrupt(e)) => {
             log::warning(&s.ident_qmgr, &format!("{id}: {e}; moved to corrupt"));
@@ -626,6 +745,9 @@ fn process(s: &QmgrSettings, path: &Path) {
             return;
         }
     };
+    // cleanup's canonical mapping of the sender (sender_canonical_maps, then
+    // canonical_maps): what is logged, used for Return-Path and bounced to.
+    msg.sender = s.canonical(&[&s.sender_canonical_maps, &s.canonical_maps], &msg.sender);
     log::info(
         &s.ident_qmgr,
         &format!(
@@ -653,6 +775,8 @@ fn process(s: &QmgrSettings, path: &Path) {
             format!("{}@{}", r.address, s.myorigin)
         };
         let orig = r.original.clone().unwrap_or_else(|| addr.clone());
+        // cleanup's canonical mapping (recipient_canonical_maps, then canonical_maps).
+        let addr = s.canonical(&[&s.recipient_canonical_maps, &s.canonical_maps], &addr);
         let mut outcomes: Vec<(local::Outcome, &str, &str)> = Vec::new();
         match s.virtual_expand(&addr) {
             Err(e) => outcomes.push((
@@ -669,7 +793,65 @@ fn process(s: &QmgrSettings, path: &Path) {
             Ok(targets) => {
                 for t in targets {
                     let domain = t.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                    if s.is_local_domain(domain) {
+                    let simple = |status: Status, dsn: &str, text: String| local::Outcome {
+                        to: t.clone(),
+                        orig_to: (orig != t).then(|| orig.clone()),
+                        status,
+                        dsn: dsn.into(),
+                        text,
+                    };
+                    if let Some(new) = s.relocated(&t) {
+                        // trivial-rewrite's resolve: the error transport, as Postfix words it.
+                        outcomes.push((
+                            simple(Status::Bounced, "5.1.6", format!("User has moved to {new}")),
+                            "none",
+                            &s.ident_error,
+                        ));
+                        continue;
+                    }
+                    let transport = s.transport(&t);
+                    let transport_name = transport.as_ref().map(|(tr, _)| tr.as_str());
+                    if let Some((tr, nh)) = &transport
+                        && (tr == "error" || tr == "discard")
+                    {
+                        // error(8)/discard(8): the next-hop is the text (the domain when
+                        // empty), with an optional leading DSN status for error.
+                        let nh = if nh.is_empty() {
+                            domain.to_string()
+                        } else {
+                            nh.clone()
+                        };
+                        if tr == "discard" {
+                            outcomes.push((
+                                simple(Status::Sent, "2.0.0", nh),
+                                "none",
+                                &s.ident_discard,
+                            ));
+                        } else {
+                            let (dsn, text) = match nh.split_once(' ') {
+                                Some((code, rest))
+                                    if code.len() >= 5
+                                        && (code.starts_with("4.") || code.starts_with("5."))
+                                        && code[2..]
+                                            .chars()
+                                            .all(|c| c.is_ascii_digit() || c == '.') =>
+                                {
+                                    (code.to_string(), rest.trim().to_string())
+                                }
+                                _ => ("5.0.0".to_string(), nh.clone()),
+                            };
+                            let status = if dsn.starts_with('4') {
+                                Status::Deferred
+                            } else {
+                                Status::Bounced
+                            };
+                            outcomes.push((simple(status, &dsn, text), "none", &s.ident_error));
+                        }
+                        continue;
+                    }
+                    if transport_name == Some("local")
+                        || (transport_name.is_none() && s.is_local_domain(domain))
+                    {
                         for o in local::deliver(&s.local, &msg, &t, Some(&orig)) {
                             outcomes.push((o, "local", &s.ident_local));
                         }
