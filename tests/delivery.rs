@@ -999,6 +999,9 @@ fn canonical_relocated_luser_relay_and_transport_maps() {
                     "transport",
                     "err@mail.example.test error:5.7.1 no mail here\n\
                      drop@mail.example.test discard:silently dropped\n\
+                     soft@mail.example.test error:4.2.2 over\n\
+                     blank@mail.example.test error:\n\
+                     drop2@mail.example.test discard:\n\
                      remote.example local:\n",
                 ),
             ] {
@@ -1016,6 +1019,9 @@ fn canonical_relocated_luser_relay_and_transport_maps() {
             "nosuch@mail.example.test",
             "err@mail.example.test",
             "drop@mail.example.test",
+            "soft@mail.example.test",
+            "blank@mail.example.test",
+            "drop2@mail.example.test",
             "postern-ra@remote.example",
         ],
         "Subject: maps\n\nx\n",
@@ -1048,6 +1054,16 @@ fn canonical_relocated_luser_relay_and_transport_maps() {
         (
             "drop@mail.example.test",
             "dsn=2.0.0, status=sent (silently dropped)",
+        ),
+        // Recorded from Postfix 3.7.11's error(8) and discard(8).
+        ("soft@mail.example.test", "dsn=5.0.0, status=bounced (over)"),
+        (
+            "blank@mail.example.test",
+            "dsn=5.0.0, status=bounced (Address is undeliverable)",
+        ),
+        (
+            "drop2@mail.example.test",
+            "dsn=2.0.0, status=sent (mail.example.test)",
         ),
     ] {
         let line = log

@@ -32,8 +32,9 @@
 //! local part for local domains, `@domain`; recursively); a `relocated_maps` hit bounces
 //! with `5.1.6 User has moved to …` (trivial-rewrite's text, logged by `postfix/error`);
 //! `transport_maps` (address, domain, `.parent` domains, `*`) may pick `local`,
-//! `error:[d.s.n ]text` (bounce, or defer for a 4.x.x status) or `discard:text`
-//! (`dsn=2.0.0, status=sent (text)`, `postfix/discard`), text defaulting to the domain;
+//! `error:[d.s.n ]text` (bounce; a 4.x.x status is logged as 5.0.0, empty text is
+//! `Address is undeliverable`, as Postfix 3.7's error(8) does) or `discard:text`
+//! (`dsn=2.0.0, status=sent (text)`, `postfix/discard`, text defaulting to the domain);
 //! otherwise a domain in `mydestination` goes to local delivery; every other recipient is deferred with `delivery
 //! temporarily suspended: outbound SMTP is not implemented in this version of Postern`.
 //!
@@ -816,18 +817,25 @@ fn process(s: &QmgrSettings, path: &Path) {
                     {
                         // error(8)/discard(8): the next-hop is the text (the domain when
                         // empty), with an optional leading DSN status for error.
-                        let nh = if nh.is_empty() {
-                            domain.to_string()
-                        } else {
-                            nh.clone()
-                        };
                         if tr == "discard" {
+                            let nh = if nh.is_empty() {
+                                domain.to_string()
+                            } else {
+                                nh.clone()
+                            };
                             outcomes.push((
                                 simple(Status::Sent, "2.0.0", nh),
                                 "none",
                                 &s.ident_discard,
                             ));
                         } else {
+                            // As Postfix 3.7's error(8) logs it: a leading 5.x.x status is
+                            // kept, a 4.x.x one becomes 5.0.0 (the mail still bounces).
+                            let nh = if nh.is_empty() {
+                                "Address is undeliverable".to_string()
+                            } else {
+                                nh.clone()
+                            };
                             let (dsn, text) = match nh.split_once(' ') {
                                 Some((code, rest))
                                     if code.len() >= 5
@@ -836,15 +844,12 @@ fn process(s: &QmgrSettings, path: &Path) {
                                             .chars()
                                             .all(|c| c.is_ascii_digit() || c == '.') =>
                                 {
-                                    (code.to_string(), rest.trim().to_string())
+                                    let dsn = if code.starts_with('5') { code } else { "5.0.0" };
+                                    (dsn.to_string(), rest.trim().to_string())
                                 }
                                 _ => ("5.0.0".to_string(), nh.clone()),
                             };
-                            let status = if dsn.starts_with('4') {
-                                Status::Deferred
-                            } else {
-                                Status::Bounced
-                            };
+                            let status = Status::Bounced;
                             outcomes.push((simple(status, &dsn, text), "none", &s.ident_error));
                         }
                         continue;
