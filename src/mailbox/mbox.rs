@@ -443,9 +443,8 @@ fn rewrite(
         if !r.has_status {
             out.extend_from_slice(b"Status: O\n");
         }
-        if r.hdr_end == r.end {
-            out.push(b'\n');
-        }
+        // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
+        // only the separator line follows its headers, so its size does not change.
         out.extend_from_slice(&data[r.hdr_end..r.end]);
         if !out.ends_with(b"\n") {
             out.push(b'\n');

@@ -19,7 +19,8 @@
 //! are the user's from the userdb, so the file checks are the user's own.
 //!
 //! Known limits (XXX): no APOP (`-ERR APOP not enabled.`, as Dovecot without the `apop`
-//! mechanism), no `pop3_client_workarounds`, `pop3_no_flag_updates`
+//! mechanism), of `pop3_client_workarounds` only `outlook-no-nuls` and `oe-ns-eoh`, no
+//! `pop3_no_flag_updates`
 //! (no flags are written: `Status: O`/Maildir `cur/` moves are not made), no supplementary
 //! groups in the per-thread identity, no separate unprivileged login process.
 
@@ -55,6 +56,10 @@ pub struct Pop3State {
     pub mbox: crate::mailbox::MboxOptions,
     /// `pop3_lock_session` (default no): one POP3 session per mailbox at a time.
     pub lock_session: bool,
+    /// `pop3_client_workarounds`: `outlook-no-nuls` (NUL bytes sent as 0x80).
+    pub outlook_no_nuls: bool,
+    /// `pop3_client_workarounds`: `oe-ns-eoh` (a missing end-of-headers line is sent).
+    pub oe_ns_eoh: bool,
 }
 
 /// Where Dovecot-format log lines go: `log_path` (a file, `Nov 28 14:36:43 pop3-login:
@@ -212,6 +217,8 @@ impl Pop3State {
                 ),
                 ..Default::default()
             },
+            outlook_no_nuls: workaround(conf, "outlook-no-nuls"),
+            oe_ns_eoh: workaround(conf, "oe-ns-eoh"),
             lock_session: conf
                 .get("pop3_lock_session")
                 .is_some_and(|v| crate::config::dovecot::settings::parse_bool(v).unwrap_or(false)),
@@ -225,6 +232,12 @@ impl Pop3State {
     pub fn is_secured(&self, tls: bool, remote: SocketAddr, local: SocketAddr) -> bool {
         tls || remote.ip() == local.ip() || self.trusted.iter().any(|n| in_network(remote.ip(), *n))
     }
+}
+
+/// Whether `pop3_client_workarounds` lists `name`.
+fn workaround(conf: &DovecotConf, name: &str) -> bool {
+    conf.get("pop3_client_workarounds")
+        .is_some_and(|v| v.split_whitespace().any(|w| w.eq_ignore_ascii_case(name)))
 }
 
 /// A `ssl_cert`/`ssl_key` value: `<FILE` (2.x: the file's contents) or a path (1.x

@@ -960,11 +960,21 @@ impl Session {
             if text.first() == Some(&b'.') {
                 out.push(b'.');
             }
-            out.extend_from_slice(text);
+            if self.st.outlook_no_nuls && text.contains(&0) {
+                // pop3_client_workarounds = outlook-no-nuls: NULs go out as 0x80.
+                out.extend(text.iter().map(|&b| if b == 0 { 0x80 } else { b }));
+            } else {
+                out.extend_from_slice(text);
+            }
             out.extend_from_slice(b"\r\n");
             if !in_body && text.is_empty() {
                 in_body = true;
             }
+        }
+        if self.st.oe_ns_eoh && !in_body {
+            // pop3_client_workarounds = oe-ns-eoh: the missing end-of-headers line is
+            // sent (the octet count of RETR stays the message's size, as in Dovecot).
+            out.extend_from_slice(b"\r\n");
         }
         let sent = out.len() as u64;
         out.extend_from_slice(b".\r\n");
