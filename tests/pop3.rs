@@ -1234,3 +1234,55 @@ fn pop3_client_workarounds() {
     let (_d, s) = new_box(WORKAROUND_BOX, "");
     assert_eq!(raw_replies(s.port, WORKAROUND_CMDS), without);
 }
+
+/// Debian's fetchmail fetches the three messages over POP3 into an mbox through `--mda`,
+/// deletes them from the server (DELE + QUIT), and a second run finds nothing.
+#[test]
+fn fetchmail_into_mbox() {
+    if Command::new("fetchmail").arg("--version").output().is_err() {
+        eprintln!("skipped: needs fetchmail (Debian package fetchmail)");
+        return;
+    }
+    let (d, s) = new_box(BOX, "");
+    let out = d.path().join("fetched.mbox");
+    let rc = d.path().join("fetchmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "poll 127.0.0.1 service {} protocol pop3 auth password\n  user \"alice\" there with password \"secret\" is \"root\" here\n  sslproto ''\n",
+            s.port
+        ),
+    )
+    .expect("rc");
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mda = format!(
+        "/bin/sh -c '{{ echo \"From fetchmail  Sat Nov 28 10:00:00 2026\"; cat; echo; }} >> {}'",
+        out.display()
+    );
+    let run = || {
+        Command::new("fetchmail")
+            .env("HOME", d.path())
+            .env("FETCHMAILHOME", d.path())
+            .args(["-f"])
+            .arg(&rc)
+            .args(["--nosyslog", "-d0", "--mda", &mda])
+            .output()
+            .expect("fetchmail")
+    };
+    let first = run();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        first.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for subj in ["Subject: one", "Subject: two", "Subject: three"] {
+        assert!(text.contains(subj), "{subj} in {text}");
+    }
+    assert!(text.contains("\n.dot line\n"), "{text}");
+    let left = uidls(s.port);
+    assert_eq!(left.len(), 2, "mailbox empty: {left:?}");
+    // Nothing left: fetchmail's exit status 1 is "no mail".
+    assert_eq!(run().status.code(), Some(1));
+}
