@@ -506,6 +506,28 @@ impl DovecotAuth {
         PassResult { user, outcome }
     }
 
+    /// The plaintext password of `user` (after `auth_username_format`) from the first
+    /// passdb that stores one (`passwd-file` with the `PLAIN`/`CLEARTEXT` scheme), for
+    /// APOP; `None` when no passdb can give it (blocking).
+    pub fn plaintext_password(&self, user: &str, req: &RequestInfo) -> Option<String> {
+        let user = self.translate_username(user, &req.service);
+        self.passdbs.iter().find_map(|db| match db {
+            Passdb::PasswdFile {
+                path,
+                scheme,
+                username_format,
+            } => {
+                let key = expand(username_format, &user, &req.service);
+                let file = expand(path, &user, &req.service);
+                let e = passwd_file_lookup(Path::new(&file), &key).ok()??;
+                let (sch, data) = split_scheme(&e.password, scheme);
+                matches!(sch.to_ascii_uppercase().as_str(), "PLAIN" | "CLEARTEXT")
+                    .then(|| data.to_string())
+            }
+            _ => None,
+        })
+    }
+
     /// Look a user up through the userdb chain (blocking).
     pub fn lookup_user(&self, user: &str, req: &RequestInfo) -> Result<Option<UserInfo>, String> {
         for db in &self.userdbs {

@@ -18,8 +18,11 @@
 //! blocking thread whose filesystem uid/gid (`setfsuid`/`setfsgid`, per thread on Linux)
 //! are the user's from the userdb, so the file checks are the user's own.
 //!
-//! Known limits (XXX): no APOP (`-ERR APOP not enabled.`, as Dovecot without the `apop`
-//! mechanism), of `pop3_client_workarounds` only `outlook-no-nuls` and `oe-ns-eoh`, no
+//! APOP (with `apop` in `auth_mechanisms`): Dovecot's timestamp in the greeting, the
+//! digest checked against the plaintext password of a `passwd-file` passdb
+//! ([`crate::auth::dovecot::DovecotAuth::plaintext_password`]).
+//!
+//! Known limits (XXX): of `pop3_client_workarounds` only `outlook-no-nuls` and `oe-ns-eoh`, no
 //! `pop3_no_flag_updates`
 //! (no flags are written: `Status: O`/Maildir `cur/` moves are not made), no supplementary
 //! groups in the per-thread identity, no separate unprivileged login process.

@@ -84,6 +84,8 @@ struct Session {
     /// The mail stage failed after authentication (as Dovecot's `pop3` process): the
     /// connection is closed after the reply.
     closing: bool,
+    /// The APOP timestamp of the greeting, when `auth_mechanisms` lists `apop`.
+    apop: Option<String>,
 }
 
 fn session_id() -> String {
@@ -131,6 +133,76 @@ async fn as_user<T: Send + 'static>(
     .ok()
 }
 
+/// MD5 (RFC 1321) of `data`, for APOP's digest.
+fn md5(data: &[u8]) -> [u8; 16] {
+    const S: [u32; 64] = [
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
+        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
+        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    ];
+    let k: Vec<u32> = (0..64)
+        .map(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32)
+        .collect();
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_le_bytes());
+    let mut h: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
+    for chunk in msg.chunks(64) {
+        let m: Vec<u32> = chunk
+            .chunks(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let (mut a, mut b, mut c, mut d) = (h[0], h[1], h[2], h[3]);
+        for i in 0..64 {
+            let (f, g) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
+            a = d;
+            d = c;
+            c = b;
+            b = b.wrapping_add(f.rotate_left(S[i]));
+        }
+        h[0] = h[0].wrapping_add(a);
+        h[1] = h[1].wrapping_add(b);
+        h[2] = h[2].wrapping_add(c);
+        h[3] = h[3].wrapping_add(d);
+    }
+    let mut out = [0u8; 16];
+    for (i, w) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Dovecot's APOP timestamp: `<PID.N.TIME.RANDOM@HOST>` (hex, hex, hex, base64 of 16
+/// random bytes), as the 2.3 greeting shows it.
+fn apop_challenge() -> String {
+    static N: AtomicU64 = AtomicU64::new(1);
+    let mut r = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    format!(
+        "<{:x}.{:x}.{t:x}.{}@{host}>",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        base64::engine::general_purpose::STANDARD.encode(r)
+    )
+}
+
 /// Serve one client until it quits or goes away.
 pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc<Pop3State>) {
     let local = tcp.local_addr().unwrap_or(remote);
@@ -150,11 +222,21 @@ pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc
         bad: 0,
         started: std::time::Instant::now(),
         closing: false,
+        apop: None,
     };
     if implicit_tls && !s.start_tls().await {
         return;
     }
-    s.reply(&format!("+OK {}", st.greeting));
+    if st.auth.mechanisms.iter().any(|m| m == "APOP") {
+        s.apop = Some(apop_challenge());
+    }
+    match &s.apop {
+        Some(ch) => {
+            let g = format!("+OK {} {ch}", st.greeting);
+            s.reply(&g);
+        }
+        None => s.reply(&format!("+OK {}", st.greeting)),
+    }
     let mail = match s.authorization().await {
         Some(m) => m,
         None => {
@@ -276,7 +358,7 @@ impl Session {
             }
             s.push_str("\r\nSASL");
             if plain {
-                for m in &self.st.auth.mechanisms {
+                for m in self.st.auth.mechanisms.iter().filter(|m| *m != "APOP") {
                     s.push(' ');
                     s.push_str(m);
                 }
@@ -350,7 +432,11 @@ impl Session {
                         self.reply("-ERR No username given.");
                     }
                 }
-                "APOP" => self.reply("-ERR APOP not enabled."),
+                "APOP" => {
+                    if let Some(m) = self.apop(arg).await {
+                        return Some(m);
+                    }
+                }
                 "AUTH" => {
                     if let Some(m) = self.auth(arg).await {
                         return Some(m);
@@ -384,7 +470,7 @@ impl Session {
         let Some(mech) = words.next() else {
             let mut s = String::from("+OK");
             if self.plaintext_allowed() {
-                for m in &self.st.auth.mechanisms {
+                for m in self.st.auth.mechanisms.iter().filter(|m| *m != "APOP") {
                     s.push_str("\r\n");
                     s.push_str(m);
                 }
@@ -452,6 +538,49 @@ impl Session {
             return None;
         }
         Some(line)
+    }
+
+    /// `APOP user digest` (RFC 1939): the digest is MD5 of the greeting's timestamp and
+    /// the password, so only a passdb with the plaintext password can check it.
+    async fn apop(&mut self, arg: &str) -> Option<Mail> {
+        let Some(challenge) = self.apop.clone() else {
+            self.reply("-ERR APOP not enabled.");
+            return None;
+        };
+        let mut w = arg.split(' ');
+        let (Some(user), Some(digest), None) = (w.next(), w.next(), w.next()) else {
+            self.reply("-ERR Invalid parameters.");
+            return None;
+        };
+        if user.is_empty() || digest.len() != 32 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.reply("-ERR Invalid parameters.");
+            return None;
+        }
+        let auth = self.st.auth.clone();
+        let u = user.to_string();
+        let pw = tokio::task::spawn_blocking(move || {
+            auth.plaintext_password(
+                &u,
+                &RequestInfo {
+                    service: "pop3".into(),
+                },
+            )
+        })
+        .await
+        .ok()
+        .flatten();
+        let ok = pw.as_ref().is_some_and(|pw| {
+            let d = md5(format!("{challenge}{pw}").as_bytes());
+            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            hex.eq_ignore_ascii_case(digest)
+        });
+        match pw {
+            Some(pw) if ok => self.login(user, &pw, "APOP").await,
+            _ => {
+                self.auth_failed("APOP", user).await;
+                None
+            }
+        }
     }
 
     async fn auth_failed(&mut self, method: &str, user: &str) {
@@ -1005,4 +1134,34 @@ fn live(m: &Mail) -> (usize, u64) {
 /// A placeholder while the real mailbox is on a blocking thread.
 fn empty_mailbox() -> Mailbox {
     Mailbox::Mbox(crate::mailbox::mbox::MboxMailbox::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn md5_rfc1321() {
+        let hex = |d: [u8; 16]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(hex(super::md5(b"")), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            hex(super::md5(
+                b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+            )),
+            "57edf4a22be3c955ac49da2e2107b67a"
+        );
+        // RFC 1939's APOP example.
+        assert_eq!(
+            hex(super::md5(b"<1896.697170952@dbc.mtview.ca.us>tanstaaf")),
+            "c4c9334bac560ecc979e58001b3e22fb"
+        );
+    }
+
+    #[test]
+    fn apop_challenge_form() {
+        let c = super::apop_challenge();
+        assert!(
+            c.starts_with('<') && c.ends_with('>') && c.contains('@'),
+            "{c}"
+        );
+        assert_eq!(c.split('.').count() >= 4, true, "{c}");
+    }
 }
