@@ -18,3 +18,4 @@ pub mod pop3d;
 pub mod qmgr;
 pub mod queue;
 pub mod smtpd;
+pub mod tls;

@@ -254,22 +254,11 @@ fn pem_bytes(v: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(Path::new(p)).map_err(|e| anyhow::anyhow!("{p}: {e}"))
 }
 
-/// rustls server config from `ssl_cert`/`ssl_key`.
+/// rustls server config from `ssl_cert`/`ssl_key` (`crate::tls`).
 pub fn load_tls(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let cert_pem = pem_bytes(cert)?;
     let key_pem = pem_bytes(if key.is_empty() { cert } else { key })?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("ssl_cert: {e}"))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| anyhow::anyhow!("ssl_key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?)
+    crate::tls::server_config(&cert_pem, &key_pem, "ssl_cert")
 }
 
 /// Accept POP3 clients on `listener` forever; `implicit_tls` for `pop3s`. Each new

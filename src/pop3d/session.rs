@@ -1162,6 +1162,6 @@ mod tests {
             c.starts_with('<') && c.ends_with('>') && c.contains('@'),
             "{c}"
         );
-        assert_eq!(c.split('.').count() >= 4, true, "{c}");
+        assert!(c.split('.').count() >= 4, "{c}");
     }
 }

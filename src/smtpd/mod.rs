@@ -175,11 +175,9 @@ fn build_state(cfg: &PostfixConfig) -> ServiceState {
     }
 }
 
-/// rustls server config from `smtpd_tls_chain_files` or `smtpd_tls_cert_file` +
-/// `smtpd_tls_key_file` (PEM).
+/// rustls server config from `smtpd_tls_chain_files` (key first or anywhere in the files,
+/// as Postfix allows) or `smtpd_tls_cert_file` + `smtpd_tls_key_file` (PEM).
 fn load_tls(p: &params::Params) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (cert_files, key_file): (Vec<String>, String) = if !p.tls_chain_files.is_empty() {
         (p.tls_chain_files.clone(), p.tls_chain_files[0].clone())
     } else {
@@ -189,20 +187,13 @@ fn load_tls(p: &params::Params) -> anyhow::Result<rustls::ServerConfig> {
         !cert_files.iter().all(|f| f.is_empty()),
         "no smtpd_tls_cert_file or smtpd_tls_chain_files"
     );
-    let mut certs: Vec<CertificateDer<'static>> = Vec::new();
+    let mut certs = Vec::new();
     for f in &cert_files {
-        for c in CertificateDer::pem_file_iter(f).map_err(|e| anyhow::anyhow!("{f}: {e}"))? {
-            certs.push(c.map_err(|e| anyhow::anyhow!("{f}: {e}"))?);
-        }
+        certs.extend(std::fs::read(f).map_err(|e| anyhow::anyhow!("{f}: {e}"))?);
+        certs.push(b'\n');
     }
-    let key =
-        PrivateKeyDer::from_pem_file(&key_file).map_err(|e| anyhow::anyhow!("{key_file}: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(cfg)
+    let key = std::fs::read(&key_file).map_err(|e| anyhow::anyhow!("{key_file}: {e}"))?;
+    crate::tls::server_config(&certs, &key, &cert_files.join(", "))
 }
 
 /// The Cyrus SASL application file (`$smtpd_sasl_path.conf`) along Postfix's search path
