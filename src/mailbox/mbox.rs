@@ -103,14 +103,20 @@ fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), Mailbo
 
 /// `asctime(3)` of the local time, as Postfix puts it in the `From ` line.
 fn asctime_now() -> String {
-    let now = SystemTime::now()
+    asctime(SystemTime::now())
+}
+
+/// `asctime(3)` without the newline, in local time (`Sat Nov 28 16:16:27 2026`): the
+/// `From ` line date, also used by mailq.
+pub fn asctime(t: SystemTime) -> String {
+    let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as libc::time_t)
         .unwrap_or(0);
-    // SAFETY: a zeroed `tm` is valid; localtime_r fills it from `now`.
+    // SAFETY: a zeroed `tm` is valid; localtime_r fills it from `secs`.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&now, &mut tm) };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
