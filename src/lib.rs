@@ -17,5 +17,6 @@ pub mod master;
 pub mod pop3d;
 pub mod qmgr;
 pub mod queue;
+pub mod smtp;
 pub mod smtpd;
 pub mod tls;
