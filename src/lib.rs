@@ -20,3 +20,4 @@ pub mod queue;
 pub mod smtp;
 pub mod smtpd;
 pub mod tls;
+pub mod virtual_delivery;

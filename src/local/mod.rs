@@ -472,12 +472,12 @@ pub fn format_message(msg: &QueuedMessage, orig: &str, delivered_to: &str, mbox:
 
 /// Switch this thread's filesystem identity (Linux `setfsuid`/`setfsgid`) for the life of
 /// the guard; a no-op when not root.
-struct FsIdentity {
+pub(crate) struct FsIdentity {
     active: bool,
 }
 
 impl FsIdentity {
-    fn switch(uid: u32, gid: u32) -> FsIdentity {
+    pub(crate) fn switch(uid: u32, gid: u32) -> FsIdentity {
         if !nix::unistd::geteuid().is_root() {
             return FsIdentity { active: false };
         }

@@ -1,0 +1,341 @@
+//! Postfix's `virtual(8)`: final delivery for domains in `virtual_mailbox_domains`, to
+//! mailboxes that belong to no UNIX account.
+//!
+//! For each recipient the queue manager hands over, [`deliver`] looks the address up in
+//! `virtual_mailbox_maps` (Postfix's `mail_addr_find()` order: `user+ext@domain`,
+//! `user@domain`, `@domain`; pattern tables see only the full address). The result is a
+//! path under `virtual_mailbox_base` (always prefixed, as Postfix does: `base/result`); a
+//! result ending in `/` is a Maildir, anything else an mbox file. The owner comes from
+//! `virtual_uid_maps` and `virtual_gid_maps` (the same lookup order; `static:5000` is the
+//! usual table), and a uid below `virtual_minimum_uid` (or a gid of 0) is refused with
+//! Postfix's `4.3.5 mail system configuration error` and a warning in the log.
+//!
+//! The message is written as Postfix's virtual writes it: `Return-Path:`,
+//! `X-Original-To:`, `Delivered-To:` (the same bytes as `local(8)`, see
+//! [`crate::local::format_message`]), plus the `From ` line, `>From ` quoting and the
+//! separator line for mbox. Texts as Postfix 3.7 words them: `delivered to maildir`,
+//! `delivered to mailbox`, `maildir delivery failed: …`, `delivery failed to mailbox
+//! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
+//!
+//! # Privileges (DESIGN.md §3)
+//! As Postfix (`set_eugid(uid, gid)` around the delivery), every file is created and
+//! written with the thread's filesystem identity switched to the mailbox's uid/gid
+//! (`setfsuid`/`setfsgid`), so directories the uid cannot write stay closed to it. mbox files
+//! are opened with `O_NOFOLLOW`, must be regular files with one link owned by the uid
+//! ([`crate::mailbox`]); Maildir messages are created in `tmp/` and renamed into `new/`.
+//! When not root, everything runs as the invoking user.
+//!
+//! # main.cf parameters read
+//! `virtual_mailbox_domains`, `virtual_mailbox_maps`, `virtual_mailbox_base`,
+//! `virtual_uid_maps`, `virtual_gid_maps`, `virtual_minimum_uid`, `virtual_mailbox_limit`,
+//! `virtual_mailbox_lock`, `recipient_delimiter`.
+//!
+//! # Known limits
+//! * XXX `virtual_mailbox_lock` honours `dotlock` and `fcntl` (fcntl is always taken);
+//!   `flock` is not used.
+//! * XXX `virtual_mailbox_limit` is checked before the append (mbox: file plus message;
+//!   Maildir: the message), not through `RLIMIT_FSIZE` as Postfix sets it.
+//! * XXX No `Delivered-To:` loop detection, no supplementary groups.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::postfix::PostfixConfig;
+use crate::local::{FsIdentity, Outcome, Status};
+use crate::maps::Table;
+use crate::queue::QueuedMessage;
+
+/// What virtual delivery needs from main.cf, read once per configuration.
+pub struct VirtualSettings {
+    /// `virtual_mailbox_domains`: names, `!name`, `/file` and `type:table` entries.
+    pub domains: Vec<String>,
+    pub mailbox_maps: Vec<Arc<dyn Table>>,
+    pub mailbox_base: String,
+    pub uid_maps: Vec<Arc<dyn Table>>,
+    pub gid_maps: Vec<Arc<dyn Table>>,
+    pub minimum_uid: u32,
+    /// `virtual_mailbox_limit` in bytes, 0 for none.
+    pub mailbox_limit: u64,
+    /// Whether `virtual_mailbox_lock` asks for a dotlock.
+    pub dotlock: bool,
+    pub recipient_delimiter: String,
+    /// The `type:table` specs as written, for log messages (`not found in …`).
+    uid_maps_spec: String,
+    gid_maps_spec: String,
+    ident: String,
+}
+
+fn open_tables(cfg: &PostfixConfig, param: &str, ident: &str) -> Vec<Arc<dyn Table>> {
+    split_list(&cfg.get(param).unwrap_or_default())
+        .into_iter()
+        .filter_map(|spec| match crate::maps::open_cached(&spec) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                crate::log::warning(ident, &format!("{spec}: {e}"));
+                None
+            }
+        })
+        .collect()
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl VirtualSettings {
+    /// Read the settings; tables that cannot be opened are logged and skipped.
+    pub fn from_config(cfg: &PostfixConfig) -> VirtualSettings {
+        let ident = crate::log::ident(cfg, "virtual");
+        let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
+        VirtualSettings {
+            domains: split_list(&cfg.get("virtual_mailbox_domains").unwrap_or_default()),
+            mailbox_maps: open_tables(cfg, "virtual_mailbox_maps", &ident),
+            mailbox_base: cfg
+                .get("virtual_mailbox_base")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            uid_maps: open_tables(cfg, "virtual_uid_maps", &ident),
+            gid_maps: open_tables(cfg, "virtual_gid_maps", &ident),
+            minimum_uid: num("virtual_minimum_uid", 100) as u32,
+            mailbox_limit: num("virtual_mailbox_limit", 51_200_000),
+            dotlock: cfg
+                .get("virtual_mailbox_lock")
+                .unwrap_or_else(|| "fcntl, dotlock".into())
+                .contains("dotlock"),
+            recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
+            uid_maps_spec: cfg.get("virtual_uid_maps").unwrap_or_default(),
+            gid_maps_spec: cfg.get("virtual_gid_maps").unwrap_or_default(),
+            ident,
+        }
+    }
+
+    /// Whether `domain` is listed in `virtual_mailbox_domains` (exact names, `!name`
+    /// exclusions, `/file` lists and `type:table` lookups of the domain; parent domains
+    /// do not match subdomains, Postfix's default `parent_domain_matches_subdomains`).
+    pub fn is_virtual_domain(&self, domain: &str) -> bool {
+        domain_in(&self.domains, &domain.to_ascii_lowercase(), 0)
+    }
+
+    /// `mail_addr_find()`'s keys for a virtual address: full, without extension, `@domain`.
+    fn find(&self, tables: &[Arc<dyn Table>], addr: &str) -> Result<Option<String>, String> {
+        let keys = crate::maps::rewrite_address_keys(addr, &self.recipient_delimiter, false);
+        crate::maps::find(tables, &keys)
+            .map(|o| o.map(|(_, v)| v))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn domain_in(list: &[String], d: &str, depth: usize) -> bool {
+    for entry in list {
+        let (neg, e) = match entry.strip_prefix('!') {
+            Some(r) => (true, r),
+            None => (false, entry.as_str()),
+        };
+        let hit = if e.starts_with('/') {
+            depth < 5
+                && std::fs::read_to_string(e).is_ok_and(|t| {
+                    let items: Vec<String> = t
+                        .lines()
+                        .filter(|l| !l.trim_start().starts_with('#'))
+                        .flat_map(split_list)
+                        .collect();
+                    domain_in(&items, d, depth + 1)
+                })
+        } else if e.contains(':') {
+            crate::maps::open_cached(e)
+                .ok()
+                .and_then(|t| t.lookup(d).ok().flatten())
+                .is_some_and(|v| !v.is_empty())
+        } else {
+            e.eq_ignore_ascii_case(d)
+        };
+        if hit {
+            return !neg;
+        }
+    }
+    false
+}
+
+/// Deliver `msg` to the virtual mailbox recipient `rcpt` (`user@virtualdomain`); `orig`
+/// is the address before rewriting (the queue file's `O` record), if any. One outcome.
+pub fn deliver(
+    s: &VirtualSettings,
+    msg: &QueuedMessage,
+    rcpt: &str,
+    orig: Option<&str>,
+) -> Vec<Outcome> {
+    let orig = orig.unwrap_or(rcpt);
+    let (status, dsn, text) = deliver_one(s, msg, rcpt, orig);
+    vec![Outcome {
+        to: rcpt.to_string(),
+        orig_to: (orig != rcpt).then(|| orig.to_string()),
+        status,
+        dsn: dsn.to_string(),
+        text,
+    }]
+}
+
+const CONFIG_ERROR: &str = "mail system configuration error";
+
+fn deliver_one(
+    s: &VirtualSettings,
+    msg: &QueuedMessage,
+    rcpt: &str,
+    orig: &str,
+) -> (Status, &'static str, String) {
+    let user = rcpt.to_ascii_lowercase();
+    let defer_config = |warning: String| {
+        crate::log::warning(&s.ident, &warning);
+        (Status::Deferred, "4.3.5", CONFIG_ERROR.to_string())
+    };
+    let mailbox = match s.find(&s.mailbox_maps, &user) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            // virtual/unknown.c
+            return (
+                Status::Bounced,
+                "5.1.1",
+                format!("unknown user: \"{user}\""),
+            );
+        }
+        Err(e) => return defer_config(format!("table lookup {user}: {e}")),
+    };
+    let uid = match s.find(&s.uid_maps, &user) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return defer_config(format!(
+                "recipient {user}: not found in {}",
+                s.uid_maps_spec
+            ));
+        }
+        Err(e) => return defer_config(format!("table lookup {user}: {e}")),
+    };
+    let uid = match uid.trim().parse::<u32>() {
+        Ok(n) if n >= s.minimum_uid => n,
+        _ => {
+            return defer_config(format!(
+                "recipient {user}: bad uid {uid} in {}",
+                s.uid_maps_spec
+            ));
+        }
+    };
+    let gid = match s.find(&s.gid_maps, &user) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return defer_config(format!(
+                "recipient {user}: not found in {}",
+                s.gid_maps_spec
+            ));
+        }
+        Err(e) => return defer_config(format!("table lookup {user}: {e}")),
+    };
+    let gid = match gid.trim().parse::<u32>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return defer_config(format!(
+                "recipient {user}: bad gid {gid} in {}",
+                s.gid_maps_spec
+            ));
+        }
+    };
+    let path = format!("{}/{}", s.mailbox_base, mailbox.trim());
+    let data = crate::local::format_message(msg, orig, rcpt, false);
+    let _id = FsIdentity::switch(uid, gid);
+    if path.ends_with('/') {
+        // virtual/maildir.c
+        let dir = PathBuf::from(&path);
+        if s.mailbox_limit > 0 && data.len() as u64 > s.mailbox_limit {
+            return (
+                Status::Bounced,
+                "5.2.2",
+                "maildir delivery failed: create maildir file: File too large".into(),
+            );
+        }
+        match crate::mailbox::deliver_maildir(&dir, &data) {
+            Ok(_) => (Status::Sent, "2.0.0", "delivered to maildir".into()),
+            Err(e) => {
+                let (status, dsn) = failure_status(&e);
+                (status, dsn, format!("maildir delivery failed: {e}"))
+            }
+        }
+    } else {
+        // virtual/mailbox.c: deliver_mailbox_file()
+        let file = PathBuf::from(&path);
+        if let Ok(m) = std::fs::symlink_metadata(&file) {
+            use std::os::unix::fs::MetadataExt;
+            if m.file_type().is_file() && m.uid() != uid {
+                crate::log::warning(
+                    &s.ident,
+                    "specify \"strict_mailbox_ownership = no\" to ignore mailbox ownership mismatch",
+                );
+                return (
+                    Status::Deferred,
+                    "4.2.0",
+                    format!("destination {path} is not owned by recipient"),
+                );
+            }
+            if s.mailbox_limit > 0
+                && m.len().saturating_add(data.len() as u64 + 128) > s.mailbox_limit
+            {
+                return (
+                    Status::Bounced,
+                    "5.2.2",
+                    format!(
+                        "delivery failed to mailbox {path}: error writing message: File too large"
+                    ),
+                );
+            }
+        }
+        let opts = crate::mailbox::MboxOptions {
+            dotlock: s.dotlock,
+            expected_owner: Some(uid),
+            ..Default::default()
+        };
+        match crate::mailbox::deliver_mbox(&file, &msg.sender, &data, &opts) {
+            Ok(()) => (Status::Sent, "2.0.0", "delivered to mailbox".into()),
+            Err(e) => {
+                let (status, dsn) = failure_status(&e);
+                (
+                    status,
+                    dsn,
+                    format!("delivery failed to mailbox {path}: {e}"),
+                )
+            }
+        }
+    }
+}
+
+/// Postfix's `mbox_dsn()`: a full disk or file is permanent, an unsafe file bounces,
+/// anything else is retried.
+fn failure_status(e: &crate::mailbox::MailboxError) -> (Status, &'static str) {
+    use crate::mailbox::MailboxError as E;
+    match e {
+        E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0"),
+        E::Locked(_) => (Status::Deferred, "4.2.0"),
+        E::Io { source, .. } => match source.raw_os_error() {
+            Some(libc::EFBIG) | Some(libc::EDQUOT) => (Status::Bounced, "5.2.2"),
+            Some(libc::ENOSPC) => (Status::Deferred, "4.3.0"),
+            _ => (Status::Deferred, "4.2.0"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_lists() {
+        let l = vec!["!bad.example".to_string(), "example.org".to_string()];
+        assert!(domain_in(&l, "example.org", 0));
+        assert!(!domain_in(&l, "sub.example.org", 0));
+        assert!(!domain_in(&l, "bad.example", 0));
+        let l = vec!["inline:{v.example=ok}".to_string()];
+        assert!(domain_in(&l, "v.example", 0));
+        assert!(!domain_in(&l, "w.example", 0));
+    }
+}
