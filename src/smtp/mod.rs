@@ -7,13 +7,52 @@
 //! next-hop → hosts (MX lookup or `[host]`), connecting, the SMTP dialogue, and the wording of
 //! each result as Postfix logs it.
 //!
-//! XXX skeleton: the interface is fixed here; the implementation is in progress.
+//! Files: [`route`] (next-hop → addresses, the address loop: `smtp_connect.c`,
+//! `smtp_addr.c`), [`proto`] (the dialogue: `smtp_proto.c`, `smtp_sasl_*.c`), [`reply`]
+//! (reading replies: `smtp_chat.c`), [`state`] (judging failures: `smtp_trouble.c`),
+//! [`conn`] (sockets and deadlines), [`tls`] (security levels), [`params`].
+//!
+//! Parameters read (main.cf, with the service's master.cf `-o` overrides): `myhostname`,
+//! `smtp_helo_name`, `smtp_tcp_port`, `smtp_host_lookup`, `inet_protocols`,
+//! `inet_interfaces`, `proxy_interfaces`, `disable_dns_lookups`, `ignore_mx_lookup_error`,
+//! `smtp_mx_address_limit`, `smtp_mx_session_limit`, `smtp_bind_address`,
+//! `smtp_bind_address6`, `smtp_fallback_relay`, `relayhost`, the `smtp_*_timeout`s,
+//! `smtp_skip_5xx_greeting`, `smtp_skip_quit_response`, `smtp_always_send_ehlo`,
+//! `smtp_never_send_ehlo`, `smtp_discard_ehlo_keywords`, `smtp_line_length_limit`,
+//! `line_length_limit`, `smtp_tls_security_level` (`smtp_use_tls`, `smtp_enforce_tls`,
+//! `smtp_tls_enforce_peername`), `smtp_tls_CAfile`, `smtp_tls_CApath`,
+//! `smtp_tls_note_starttls_offer`, `smtp_sasl_auth_enable`, `smtp_sasl_password_maps`,
+//! `smtp_sasl_security_options`, `smtp_sasl_tls_security_options`,
+//! `smtp_sasl_mechanism_filter`, `smtp_sasl_auth_soft_bounce`,
+//! `smtp_sender_dependent_authentication`, `smtp_randomize_addresses`, `soft_bounce`.
+//!
+//! RFCs: 5321 (SMTP, §5 MX), 7505 (null MX), 2920 (PIPELINING), 1870 (SIZE), 6152
+//! (8BITMIME), 3461 (DSN), 6531 (SMTPUTF8), 3207 (STARTTLS), 4954 (AUTH), 4616 (PLAIN).
+//!
+//! Known limits (XXX): no connection cache (one connection per [`deliver`] call and
+//! server); no 8bit → quoted-printable downgrade for servers without 8BITMIME (the body is
+//! sent as is, as Postfix does with `disable_mime_output_conversion = yes`); SASL offers
+//! PLAIN and LOGIN only; no `smtp_tls_policy_maps`, DANE, client certificates,
+//! `smtp_generic_maps`, header/body checks, XFORWARD, SRV lookups, LMTP, or
+//! `smtp_address_preference`; `smtp_bind_address` connects through a small tokio runtime.
+
+pub mod conn;
+pub mod params;
+pub mod proto;
+pub mod reply;
+pub mod route;
+pub mod state;
+#[cfg(test)]
+mod tests;
+pub mod tls;
 
 use std::time::Duration;
 
 use crate::config::postfix::PostfixConfig;
 use crate::local::Status;
 use crate::queue::QueuedMessage;
+
+pub use params::Params;
 
 /// Settings of one smtp(8) service (`smtp`, `relay`, or another master.cf name whose command
 /// is `smtp`), with that service's master.cf `-o` overrides applied.
@@ -25,15 +64,25 @@ pub struct SmtpSettings {
     pub ident: String,
     /// Everything else this agent reads, as the configuration gives it.
     pub cfg: PostfixConfig,
+    /// The parameters, parsed.
+    pub params: Params,
+    /// The DNS resolver (tests point one at a test server); `None`: [`crate::dns::system`].
+    pub resolver: Option<crate::dns::Resolver>,
 }
 
 impl SmtpSettings {
     pub fn from_config(cfg: &PostfixConfig, service: &str) -> SmtpSettings {
+        let cfg = match cfg.master.get(service, "unix") {
+            Some(svc) => cfg.with_overrides(&svc.overrides()),
+            None => cfg.clone(),
+        };
         let syslog = cfg.get("syslog_name").unwrap_or_else(|| "postfix".into());
         SmtpSettings {
             service: service.to_string(),
             ident: format!("{syslog}/{service}"),
-            cfg: cfg.clone(),
+            params: Params::from_config(&cfg),
+            cfg,
+            resolver: None,
         }
     }
 }
@@ -85,20 +134,18 @@ pub fn deliver(
     nexthop: &str,
     rcpts: &[RcptJob],
 ) -> Vec<RcptOutcome> {
-    let _ = (s, msg);
-    rcpts
-        .iter()
-        .map(|_| RcptOutcome {
-            status: Status::Deferred,
-            dsn: "4.3.0".into(),
-            text: format!(
-                "delivery temporarily suspended: outbound SMTP to {nexthop} is not implemented in this version of Postern"
-            ),
-            relay: "none".into(),
-            remote_mta: None,
-            diagnostic: None,
-            conn_setup: Duration::ZERO,
-            transmission: Duration::ZERO,
-        })
-        .collect()
+    if rcpts.is_empty() {
+        return Vec::new();
+    }
+    let mut st = state::State::new(s, msg, nexthop, rcpts);
+    if params::list(nexthop).is_empty() {
+        st.fill(state::Why::local(
+            "4.3.5",
+            format!("null destination: \"{nexthop}\""),
+            "none",
+        ));
+    } else {
+        route::connect_inet(&mut st, nexthop);
+    }
+    st.finish()
 }

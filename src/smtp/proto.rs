@@ -1,0 +1,1007 @@
+//! One SMTP session with one server address (Postfix `smtp_proto.c`, `smtp_sasl_*.c`):
+//! greeting, EHLO (HELO fallback), STARTTLS, AUTH, then MAIL/RCPT/DATA — pipelined when
+//! the server offers PIPELINING — and QUIT. Every failure is worded as Postfix words it and
+//! handed to [`State`], which decides between "try the next server", defer and bounce.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use crate::log;
+use crate::queue::file::{
+    DSN_RET_FULL, DSN_RET_HDRS, SMTPUTF8_FLAG_HEADER, SMTPUTF8_FLAG_RECIPIENT,
+    SMTPUTF8_FLAG_REQUESTED, SMTPUTF8_FLAG_SENDER,
+};
+
+use super::conn::{self, Conn, IoFail};
+use super::reply::{self, ReadNotes, Reply};
+use super::state::{State, Why};
+use super::tls::{self, TlsLevel};
+
+/// The largest batch of pipelined commands written before reading replies (Postfix's
+/// `PIPELINING_BUFSIZE`, the VSTREAM buffer size).
+const PIPELINING_BUFSIZE: usize = 4096;
+
+/// One server address to try.
+pub struct Target<'a> {
+    pub host: &'a str,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// The address has the best MX preference of the domain.
+    pub best_mx: bool,
+    /// Port 25: look for ourselves in the server's replies.
+    pub loop_detect: bool,
+    /// Retrying after an opportunistic TLS failure: no STARTTLS.
+    pub tls_off: bool,
+    /// This session is the last chance once the handshake succeeded.
+    pub final_if_xfer: bool,
+    /// The next-hop domain (level `secure` matches the certificate against it).
+    pub tls_nexthop: &'a str,
+}
+
+/// How a session ended, for the address loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// No connection (the reason is logged and recorded).
+    NoConnect,
+    /// The handshake failed (greeting, EHLO, TLS, AUTH): not counted as a session.
+    Handshake,
+    /// Opportunistic TLS failed: try the same address again without TLS.
+    RetryPlain,
+    /// A mail transaction was attempted.
+    Xfer,
+}
+
+/// Why the dialogue stopped early.
+enum Stop {
+    /// The failure is recorded; the connection still works (send QUIT).
+    Quit,
+    /// The connection is unusable.
+    Dead,
+    RetryPlain,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Features {
+    esmtp: bool,
+    pipelining: bool,
+    size: bool,
+    size_limit: u64,
+    eightbitmime: bool,
+    starttls: bool,
+    dsn: bool,
+    smtputf8: bool,
+    auth: Vec<String>,
+}
+
+struct Session<'t> {
+    conn: Conn,
+    t: &'t Target<'t>,
+    namaddr: String,
+    namaddrport: String,
+    features: Features,
+    in_tls: bool,
+    notes: ReadNotes,
+}
+
+/// Connect to `t` and deliver what `st` has open.
+pub fn session(st: &mut State, t: &Target) -> End {
+    let p = st.p;
+    let namaddr = format!("{}[{}]", t.host, t.ip);
+    let namaddrport = format!("{namaddr}:{}", t.port);
+    let bind = if t.ip.is_ipv4() {
+        p.bind_address
+    } else {
+        p.bind_address6
+    };
+    let conn = match conn::connect(SocketAddr::new(t.ip, t.port), bind, p.connect_timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = st.fill(Why::local(
+                "4.4.1",
+                format!("connect to {namaddrport}: {}", conn::strerror(&e)),
+                "none",
+            ));
+            // "The reason already includes the IP address and TCP port."
+            log::info(&st.s.ident, &why.text);
+            return End::NoConnect;
+        }
+    };
+    let mut sess = Session {
+        conn,
+        t,
+        namaddr,
+        namaddrport,
+        features: Features::default(),
+        in_tls: false,
+        notes: ReadNotes::default(),
+    };
+    match sess.helo(st) {
+        Ok(()) => {}
+        Err(Stop::Quit) => {
+            sess.quit(st);
+            return End::Handshake;
+        }
+        Err(Stop::Dead) => {
+            sess.conn.close();
+            return End::Handshake;
+        }
+        Err(Stop::RetryPlain) => {
+            sess.conn.close();
+            return End::RetryPlain;
+        }
+    }
+    if t.final_if_xfer {
+        st.final_server = true;
+    }
+    match sess.xfer(st) {
+        Ok(()) | Err(Stop::Quit) => sess.quit(st),
+        Err(_) => sess.conn.close(),
+    }
+    End::Xfer
+}
+
+/// `xtext` (RFC 3461 §4): `+`, `=`, the `specials` and bytes outside 33..=126 as `+HH`.
+pub fn xtext(s: &str, specials: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if !(33..=126).contains(&b) || b == b'+' || b == b'=' || specials.as_bytes().contains(&b) {
+            out.push_str(&format!("+{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// The envelope address as RFC 5321 wants it: the local part quoted when it is not a
+/// dot-atom (Postfix `smtp_quote_821_address`).
+pub fn quote_821(addr: &str) -> String {
+    if addr.is_empty() {
+        return String::new();
+    }
+    let (local, domain) = match addr.rfind('@') {
+        Some(i) => (&addr[..i], Some(&addr[i + 1..])),
+        None => (addr, None),
+    };
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let dot_atom = !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c == '.' || atext(c));
+    let local = if dot_atom || (local.starts_with('"') && local.ends_with('"') && local.len() > 1) {
+        local.to_string()
+    } else {
+        let mut q = String::from("\"");
+        for c in local.chars() {
+            if c == '"' || c == '\\' {
+                q.push('\\');
+            }
+            q.push(c);
+        }
+        q.push('"');
+        q
+    };
+    match domain {
+        Some(d) => format!("{local}@{d}"),
+        None => local,
+    }
+}
+
+fn cipher_name(suite: &str) -> (String, &'static str) {
+    match suite {
+        "TLS13_AES_256_GCM_SHA384" => ("TLS_AES_256_GCM_SHA384".into(), "256/256"),
+        "TLS13_AES_128_GCM_SHA256" => ("TLS_AES_128_GCM_SHA256".into(), "128/128"),
+        "TLS13_CHACHA20_POLY1305_SHA256" => ("TLS_CHACHA20_POLY1305_SHA256".into(), "256/256"),
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => {
+            ("ECDHE-RSA-AES256-GCM-SHA384".into(), "256/256")
+        }
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => {
+            ("ECDHE-RSA-AES128-GCM-SHA256".into(), "128/128")
+        }
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => {
+            ("ECDHE-ECDSA-AES256-GCM-SHA384".into(), "256/256")
+        }
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
+            ("ECDHE-ECDSA-AES128-GCM-SHA256".into(), "128/128")
+        }
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            ("ECDHE-RSA-CHACHA20-POLY1305".into(), "256/256")
+        }
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            ("ECDHE-ECDSA-CHACHA20-POLY1305".into(), "256/256")
+        }
+        other => (other.to_string(), "256/256"),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Mail,
+    Rcpt(usize),
+    Data,
+}
+
+impl<'t> Session<'t> {
+    fn flush_notes(&mut self, st: &State) {
+        for n in std::mem::take(&mut self.notes.too_long) {
+            log::warning(&st.s.ident, &format!("{}: {n}", self.namaddrport));
+        }
+        for g in std::mem::take(&mut self.notes.garbage) {
+            if self.features.pipelining {
+                log::warning(
+                    &st.s.ident,
+                    &format!(
+                        "{}: non-ESMTP response from {}: {g}",
+                        st.msg.queue_id, self.namaddrport
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `smtp_stream_except()`: an I/O failure ends the session for every open recipient.
+    fn except(&mut self, st: &mut State, fail: IoFail, what: &str) -> Stop {
+        let text = match fail {
+            IoFail::Eof => format!("lost connection with {} while {what}", self.namaddr),
+            IoFail::Timeout => format!("conversation with {} timed out while {what}", self.namaddr),
+        };
+        let relay = self.namaddrport.clone();
+        st.fail_all(Why::local("4.4.2", text, &relay));
+        Stop::Dead
+    }
+
+    fn resp(&mut self, st: &mut State, timeout: Duration, what: &str) -> Result<Reply, Stop> {
+        let r = reply::read(
+            &mut self.conn,
+            timeout,
+            st.p.reply_line_limit,
+            &mut self.notes,
+        );
+        self.flush_notes(st);
+        match r {
+            Ok(r) => Ok(r),
+            Err(f) => Err(self.except(st, f, what)),
+        }
+    }
+
+    fn send(
+        &mut self,
+        st: &mut State,
+        line: &str,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(), Stop> {
+        let mut b = line.as_bytes().to_vec();
+        b.extend_from_slice(b"\r\n");
+        match self.conn.write_all(&b, timeout) {
+            Ok(()) => Ok(()),
+            Err(f) => Err(self.except(st, f, what)),
+        }
+    }
+
+    /// `smtp_site_fail()`/`smtp_sess_fail()` with a server reply.
+    fn site_fail(&mut self, st: &mut State, r: &Reply, text: String) -> Stop {
+        let relay = self.namaddrport.clone();
+        st.fail_all(Why::remote(self.t.host, r, text, &relay));
+        Stop::Quit
+    }
+
+    fn local_fail(&mut self, st: &mut State, dsn: &str, text: String) -> Stop {
+        let relay = self.namaddrport.clone();
+        st.fail_all(Why::local(dsn, text, &relay));
+        Stop::Quit
+    }
+
+    fn refused(&mut self, st: &mut State, r: &Reply) -> Stop {
+        let text = format!(
+            "host {} refused to talk to me: {}",
+            self.namaddr,
+            r.one_line()
+        );
+        self.site_fail(st, r, text)
+    }
+
+    /// `smtp_helo()`: greeting, EHLO/HELO, STARTTLS (recursing into EHLO), AUTH.
+    fn helo(&mut self, st: &mut State) -> Result<(), Stop> {
+        let p = st.p;
+        let level = match &p.tls_level {
+            Ok(l) => *l,
+            Err(bad) => {
+                log::warning(&st.s.ident, &format!("Invalid TLS level \"{bad}\""));
+                TlsLevel::None
+            }
+        };
+        if !self.in_tls {
+            let mut r = self.resp(st, p.helo_timeout, "receiving the initial server greeting")?;
+            match r.class() {
+                2 => {}
+                5 if p.skip_5xx_greeting => {
+                    r.dsn.replace_range(0..1, "4");
+                    return Err(self.refused(st, &r));
+                }
+                _ => return Err(self.refused(st, &r)),
+            }
+            if p.tls_level.is_err() {
+                return Err(self.local_fail(
+                    st,
+                    "4.7.0",
+                    "client TLS configuration problem".into(),
+                ));
+            }
+            let first = r.text.split('\n').next().unwrap_or("").to_string();
+            for (n, w) in first.split_whitespace().skip(1).enumerate() {
+                if n == 0 && w.eq_ignore_ascii_case(&p.myhostname) {
+                    if self.t.loop_detect {
+                        log::warning(
+                            &st.s.ident,
+                            &format!(
+                                "host {} greeted me with my own hostname {}",
+                                self.namaddrport, p.myhostname
+                            ),
+                        );
+                    }
+                } else if w.eq_ignore_ascii_case("ESMTP") {
+                    self.features.esmtp = true;
+                }
+            }
+            if p.always_send_ehlo {
+                self.features.esmtp = true;
+            }
+            if p.never_send_ehlo {
+                self.features.esmtp = false;
+            }
+        } else {
+            self.features.esmtp = true;
+        }
+
+        let mut ehlo: Option<Reply> = None;
+        if self.features.esmtp {
+            self.send(
+                st,
+                &format!("EHLO {}", p.helo_name),
+                p.helo_timeout,
+                "performing the EHLO handshake",
+            )?;
+            let r = self.resp(st, p.helo_timeout, "performing the EHLO handshake")?;
+            if r.class() != 2 {
+                if r.code == 421 {
+                    return Err(self.refused(st, &r));
+                }
+                self.features.esmtp = false;
+            } else {
+                ehlo = Some(r);
+            }
+        }
+        if !self.features.esmtp {
+            self.send(
+                st,
+                &format!("HELO {}", p.helo_name),
+                p.helo_timeout,
+                "performing the HELO handshake",
+            )?;
+            let r = self.resp(st, p.helo_timeout, "performing the HELO handshake")?;
+            if r.class() != 2 {
+                return Err(self.refused(st, &r));
+            }
+        }
+        if let Some(r) = &ehlo {
+            self.parse_ehlo(st, r)?;
+        }
+
+        // SMTPUTF8 (Postfix 3.7 smtp_proto.c): required when the sender asked for it and
+        // the envelope or headers need it.
+        let u = st.msg.smtputf8;
+        if u & SMTPUTF8_FLAG_REQUESTED != 0
+            && u & (SMTPUTF8_FLAG_HEADER | SMTPUTF8_FLAG_SENDER | SMTPUTF8_FLAG_RECIPIENT) != 0
+            && !self.features.smtputf8
+        {
+            let relay = self.namaddrport.clone();
+            let left = st.left();
+            st.bulk_fail(
+                &left,
+                Why::local(
+                    "5.6.7",
+                    format!(
+                        "SMTPUTF8 is required, but was not offered by host {}",
+                        self.namaddr
+                    ),
+                    &relay,
+                ),
+            );
+            return Err(Stop::Quit);
+        }
+        if self.features.smtputf8 && !self.features.eightbitmime {
+            log::info(
+                &st.s.ident,
+                &format!(
+                    "host {} offers SMTPUTF8 support, but not 8BITMIME",
+                    self.namaddr
+                ),
+            );
+            self.features.eightbitmime = true;
+        }
+
+        if !self.in_tls {
+            if self.features.starttls && p.tls_note_starttls_offer && level == TlsLevel::None {
+                log::info(
+                    &st.s.ident,
+                    &format!("Host offered STARTTLS: [{}]", self.t.host),
+                );
+            }
+            let want = self.features.starttls && level >= TlsLevel::May && !self.t.tls_off;
+            let config = if want {
+                let c = if level.must_match() {
+                    tls::verifying(&p.tls_cafile, &p.tls_capath)
+                } else {
+                    tls::unauthenticated()
+                };
+                match c {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        log::warning(&st.s.ident, &format!("TLS client setup: {e}"));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(config) = config {
+                self.send(
+                    st,
+                    "STARTTLS",
+                    p.starttls_timeout,
+                    "receiving the STARTTLS response",
+                )?;
+                let r = self.resp(st, p.starttls_timeout, "receiving the STARTTLS response")?;
+                if r.class() == 2 {
+                    return self.start_tls(st, level, config);
+                }
+                self.features.starttls = false;
+                if level.required() {
+                    let text = format!(
+                        "TLS is required, but host {} refused to start TLS: {}",
+                        self.namaddr,
+                        r.one_line()
+                    );
+                    return Err(self.site_fail(st, &r, text));
+                }
+            } else if want && level.required() {
+                return Err(self.local_fail(
+                    st,
+                    "4.7.5",
+                    "TLS is required, but our TLS engine is unavailable".into(),
+                ));
+            }
+            if level.required() && !self.t.tls_off {
+                if !self.features.starttls {
+                    let text = format!(
+                        "TLS is required, but was not offered by host {}",
+                        self.namaddr
+                    );
+                    return Err(self.local_fail(st, "4.7.4", text));
+                }
+                return Err(self.local_fail(
+                    st,
+                    "4.7.0",
+                    "TLS is required, but unavailable".into(),
+                ));
+            }
+        }
+        if p.sasl_enable && !self.features.auth.is_empty() {
+            self.sasl_login(st)?;
+        }
+        Ok(())
+    }
+
+    fn parse_ehlo(&mut self, st: &mut State, r: &Reply) -> Result<(), Stop> {
+        let p = st.p;
+        let discard = |k: &str| p.discard_ehlo_keywords.iter().any(|d| d == k);
+        for (n, line) in r.lines().enumerate() {
+            let mut words = line.split([' ', '\t', '=']).filter(|w| !w.is_empty());
+            let Some(word) = words.next() else { continue };
+            if n == 0 {
+                if word.eq_ignore_ascii_case(&p.myhostname) && self.t.loop_detect {
+                    log::warning(
+                        &st.s.ident,
+                        &format!(
+                            "host {} replied to HELO/EHLO with my own hostname {}",
+                            self.namaddrport, p.myhostname
+                        ),
+                    );
+                    let dsn = if self.t.best_mx { "5.4.6" } else { "4.4.6" };
+                    let text = format!("mail for {} loops back to myself", st.nexthop);
+                    return Err(self.local_fail(st, dsn, text));
+                }
+                continue;
+            }
+            let kw = word.to_ascii_uppercase();
+            if discard(&kw) {
+                continue;
+            }
+            match kw.as_str() {
+                "8BITMIME" => self.features.eightbitmime = true,
+                "PIPELINING" => self.features.pipelining = true,
+                "SIZE" => {
+                    self.features.size = true;
+                    if let Some(v) = words.next() {
+                        match v.parse::<u64>() {
+                            Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => {
+                                self.features.size_limit = n
+                            }
+                            _ => log::warning(
+                                &st.s.ident,
+                                &format!("bad EHLO SIZE limit \"{v}\" from {}", self.namaddrport),
+                            ),
+                        }
+                    }
+                }
+                "STARTTLS" => self.features.starttls = true,
+                "AUTH" => {
+                    for m in words {
+                        let m = m.to_ascii_uppercase();
+                        if !self.features.auth.contains(&m) {
+                            self.features.auth.push(m);
+                        }
+                    }
+                }
+                "DSN" => self.features.dsn = true,
+                "SMTPUTF8" => self.features.smtputf8 = true,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn start_tls(
+        &mut self,
+        st: &mut State,
+        level: TlsLevel,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<(), Stop> {
+        let p = st.p;
+        let name = if level == TlsLevel::Secure {
+            tls::server_name(self.t.tls_nexthop)
+        } else if level.must_match() {
+            tls::server_name(self.t.host)
+        } else {
+            Some(rustls::pki_types::ServerName::IpAddress(self.t.ip.into()))
+        };
+        let Some(name) = name else {
+            return Err(self.local_fail(st, "4.7.5", "Server certificate not verified".into()));
+        };
+        if let Err(e) = self.conn.start_tls(config, name, p.starttls_timeout) {
+            let cert_problem = e.contains("certificate") || e.contains("Certificate");
+            if level.must_match() && cert_problem {
+                log::info(
+                    &st.s.ident,
+                    &format!("{}: Server certificate not verified: {e}", self.namaddrport),
+                );
+                self.local_fail(st, "4.7.5", "Server certificate not verified".into());
+                return Err(Stop::Dead);
+            }
+            log::info(
+                &st.s.ident,
+                &format!("SSL_connect error to {}: {e}", self.namaddrport),
+            );
+            if level == TlsLevel::May {
+                // RETRY_AS_PLAINTEXT: this server is not final; the same address is tried
+                // again without TLS.
+                let saved = st.final_server;
+                st.final_server = false;
+                self.local_fail(st, "4.7.5", "Cannot start TLS: handshake failure".into());
+                st.final_server = saved;
+                return Err(Stop::RetryPlain);
+            }
+            self.local_fail(st, "4.7.5", "Cannot start TLS: handshake failure".into());
+            return Err(Stop::Dead);
+        }
+        if let Some((v, c)) = self.conn.tls_summary() {
+            let (cipher, bits) = cipher_name(&c);
+            let trust = if level.must_match() {
+                "Verified"
+            } else {
+                "Untrusted"
+            };
+            log::info(
+                &st.s.ident,
+                &format!(
+                    "{trust} TLS connection established to {}: {v} with cipher {cipher} ({bits} bits)",
+                    self.namaddrport
+                ),
+            );
+        }
+        self.in_tls = true;
+        self.features = Features::default();
+        self.helo(st)
+    }
+
+    /// `smtp_sasl_passwd_lookup()`: sender (with sender-dependent authentication), then
+    /// the server host name, then the next-hop as written.
+    fn sasl_credentials(&self, st: &State) -> Option<(String, String)> {
+        let p = st.p;
+        let mut keys: Vec<String> = Vec::new();
+        if p.sender_dependent_authentication && !st.msg.sender.is_empty() {
+            keys.push(st.msg.sender.to_ascii_lowercase());
+            if let Some(i) = st.msg.sender.rfind('@') {
+                keys.push(st.msg.sender[i..].to_ascii_lowercase());
+            }
+        }
+        keys.push(self.t.host.to_ascii_lowercase());
+        keys.push(st.nexthop.to_ascii_lowercase());
+        let tables: Vec<_> = p
+            .sasl_password_maps
+            .iter()
+            .filter_map(|spec| match crate::maps::open_cached(spec) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log::warning(&st.s.ident, &format!("{spec}: {e}"));
+                    None
+                }
+            })
+            .collect();
+        for k in &keys {
+            for t in &tables {
+                match t.lookup(k) {
+                    Ok(Some(v)) => {
+                        let (u, pw) = v.split_once(':').unwrap_or((&v, ""));
+                        return Some((u.to_string(), pw.to_string()));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::warning(
+                            &st.s.ident,
+                            &format!("{}: {} lookup error: {e}", st.msg.queue_id, t.spec()),
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// `smtp_sasl_helo_login()` with PLAIN or LOGIN (Cyrus's preference: PLAIN first).
+    fn sasl_login(&mut self, st: &mut State) -> Result<(), Stop> {
+        let p = st.p;
+        let Some((user, pass)) = self.sasl_credentials(st) else {
+            return Ok(());
+        };
+        let opts = if self.in_tls {
+            &p.sasl_tls_security_options
+        } else {
+            &p.sasl_security_options
+        };
+        let noplaintext = opts.iter().any(|o| o == "noplaintext");
+        let usable = |m: &str| {
+            !(noplaintext && (m == "PLAIN" || m == "LOGIN"))
+                && (p.sasl_mechanism_filter.is_empty()
+                    || p.sasl_mechanism_filter.iter().any(|f| f == m))
+                && self.features.auth.iter().any(|a| a == m)
+        };
+        let mech = ["PLAIN", "LOGIN"].into_iter().find(|m| usable(m));
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let what = "performing the EHLO handshake";
+        let Some(mech) = mech else {
+            let text = format!(
+                "SASL authentication failed; cannot authenticate to server {}: no mechanism available",
+                self.namaddr
+            );
+            return Err(self.local_fail(st, "4.7.0", text));
+        };
+        let mut steps: Vec<String> = Vec::new();
+        if mech == "PLAIN" {
+            let ir = b64.encode(format!("\0{user}\0{pass}"));
+            self.send(st, &format!("AUTH PLAIN {ir}"), p.helo_timeout, what)?;
+        } else {
+            self.send(
+                st,
+                &format!("AUTH LOGIN {}", b64.encode(&user)),
+                p.helo_timeout,
+                what,
+            )?;
+            steps.push(b64.encode(&pass));
+        }
+        let mut n = 0;
+        let r = loop {
+            let r = self.resp(st, p.helo_timeout, what)?;
+            if r.class() != 3 {
+                break r;
+            }
+            n += 1;
+            if n > 100 {
+                let text = format!(
+                    "SASL authentication failed; authentication protocol loop with server {}",
+                    self.namaddr
+                );
+                return Err(self.local_fail(st, "4.3.0", text));
+            }
+            let next = if steps.is_empty() {
+                "*".to_string()
+            } else {
+                steps.remove(0)
+            };
+            self.send(st, &next, p.helo_timeout, what)?;
+        };
+        if r.class() != 2 {
+            let mut r = r;
+            if p.sasl_auth_soft_bounce && r.class() == 5 {
+                r.dsn.replace_range(0..1, "4");
+            }
+            let text = format!(
+                "SASL authentication failed; server {} said: {}",
+                self.namaddr,
+                r.one_line()
+            );
+            return Err(self.site_fail(st, &r, text));
+        }
+        Ok(())
+    }
+
+    fn said(&self, r: &Reply, cmd: &str) -> String {
+        format!(
+            "host {} said: {} (in reply to {cmd})",
+            self.namaddr,
+            r.one_line()
+        )
+    }
+
+    /// `smtp_xfer()`/`smtp_loop()`: one mail transaction for the open recipients.
+    fn xfer(&mut self, st: &mut State) -> Result<(), Stop> {
+        let p = st.p;
+        let msg = st.msg;
+        let relay = self.namaddrport.clone();
+        let host = self.t.host.to_string();
+        let rcpts = st.left();
+        if rcpts.is_empty() {
+            return Err(Stop::Quit);
+        }
+        let data_size = if msg.message_size > 0 {
+            msg.message_size
+        } else {
+            msg.content.len() as u64
+        };
+        if self.features.size_limit > 0 && self.features.size_limit < data_size {
+            let text = format!(
+                "message size {data_size} exceeds size limit {} of server {}",
+                self.features.size_limit, self.namaddr
+            );
+            st.bulk_fail(&rcpts, Why::local("5.3.4", text, &relay));
+            return Err(Stop::Quit);
+        }
+
+        let mut cmds: Vec<(Cmd, String)> = Vec::new();
+        let mut mail = format!("MAIL FROM:<{}>", quote_821(&msg.sender));
+        if self.features.size {
+            mail.push_str(&format!(" SIZE={data_size}"));
+        }
+        if self.features.eightbitmime {
+            match msg.encoding.as_deref() {
+                Some("8bit") => mail.push_str(" BODY=8BITMIME"),
+                Some("7bit") => mail.push_str(" BODY=7BIT"),
+                _ => {}
+            }
+        }
+        if self.features.dsn {
+            if let Some(e) = msg.envid.as_deref().filter(|e| !e.is_empty()) {
+                mail.push_str(&format!(" ENVID={}", xtext(e, "+=")));
+            }
+            if msg.ret_flags & DSN_RET_FULL != 0 {
+                mail.push_str(" RET=FULL");
+            } else if msg.ret_flags & DSN_RET_HDRS != 0 {
+                mail.push_str(" RET=HDRS");
+            }
+        }
+        if self.features.smtputf8 && msg.smtputf8 & SMTPUTF8_FLAG_REQUESTED != 0 {
+            mail.push_str(" SMTPUTF8");
+        }
+        cmds.push((Cmd::Mail, mail));
+        for &i in &rcpts {
+            let r = &st.rcpts[i];
+            let mut c = format!("RCPT TO:<{}>", quote_821(&r.address));
+            if self.features.dsn {
+                if let Some(o) = r.orcpt.as_deref().filter(|o| !o.is_empty()) {
+                    c.push_str(&format!(" ORCPT={}", xtext(o, "=")));
+                }
+                if let Some(n) = r.notify.as_deref().filter(|n| !n.is_empty()) {
+                    c.push_str(&format!(" NOTIFY={n}"));
+                }
+            }
+            cmds.push((Cmd::Rcpt(i), c));
+        }
+        cmds.push((Cmd::Data, "DATA".into()));
+
+        let mut sent = 0usize;
+        let mut recvd = 0usize;
+        let mut mail_rejected = false;
+        let mut accepted: Vec<usize> = Vec::new();
+        let mut data_ok = false;
+        st.setup_done = Some(Instant::now());
+        while sent < cmds.len() {
+            // Course corrections happen only when every reply is in (Postfix).
+            if sent == recvd {
+                match cmds[sent].0 {
+                    Cmd::Rcpt(_) if mail_rejected => return Err(Stop::Quit),
+                    Cmd::Data if mail_rejected || accepted.is_empty() => return Err(Stop::Quit),
+                    _ => {}
+                }
+            }
+            let mut batch = Vec::new();
+            let mut end = sent;
+            while end < cmds.len() {
+                let c = &cmds[end].1;
+                if end > sent
+                    && (!self.features.pipelining || batch.len() + c.len() + 2 > PIPELINING_BUFSIZE)
+                {
+                    break;
+                }
+                batch.extend_from_slice(c.as_bytes());
+                batch.extend_from_slice(b"\r\n");
+                end += 1;
+            }
+            let (wt, wwhat) = match cmds[sent].0 {
+                Cmd::Mail => (p.mail_timeout, "sending MAIL FROM"),
+                Cmd::Rcpt(_) => (p.rcpt_timeout, "sending RCPT TO"),
+                Cmd::Data => (p.data_init_timeout, "sending DATA command"),
+            };
+            if let Err(f) = self.conn.write_all(&batch, wt) {
+                return Err(self.except(st, f, wwhat));
+            }
+            sent = end;
+            while recvd < sent {
+                let (cmd, (timeout, what)) = match cmds[recvd].0 {
+                    Cmd::Mail => (Cmd::Mail, (p.mail_timeout, "sending MAIL FROM")),
+                    Cmd::Rcpt(i) => (Cmd::Rcpt(i), (p.rcpt_timeout, "sending RCPT TO")),
+                    Cmd::Data => (Cmd::Data, (p.data_init_timeout, "sending DATA command")),
+                };
+                let r = self.resp(st, timeout, what)?;
+                recvd += 1;
+                match cmd {
+                    Cmd::Mail => {
+                        if r.class() != 2 {
+                            let text = self.said(&r, "MAIL FROM command");
+                            st.bulk_fail(&rcpts, Why::remote(&host, &r, text, &relay));
+                            mail_rejected = true;
+                        }
+                    }
+                    Cmd::Rcpt(i) => {
+                        if !mail_rejected {
+                            if r.class() == 2 {
+                                accepted.push(i);
+                            } else {
+                                let text = self.said(&r, "RCPT TO command");
+                                st.rcpt_fail(i, Why::remote(&host, &r, text, &relay));
+                            }
+                        }
+                    }
+                    Cmd::Data => {
+                        if r.class() == 3 {
+                            data_ok = true;
+                        } else if !accepted.is_empty() {
+                            let text = self.said(&r, "DATA command");
+                            st.bulk_fail(&accepted, Why::remote(&host, &r, text, &relay));
+                        }
+                    }
+                }
+            }
+        }
+        if !data_ok {
+            return Err(Stop::Quit);
+        }
+        if accepted.is_empty() {
+            // RFC 2920: DATA was accepted although no recipient was; end it empty.
+            if let Err(f) = self.conn.write_all(b".\r\n", p.data_xfer_timeout) {
+                return Err(self.except(st, f, "sending message body"));
+            }
+            let _ = self.resp(
+                st,
+                p.data_done_timeout,
+                "sending end of data -- message may be sent more than once",
+            )?;
+            return Err(Stop::Quit);
+        }
+        if let Err(f) = self.send_body(st) {
+            let text = match f {
+                IoFail::Eof => format!(
+                    "lost connection with {} while sending message body",
+                    self.namaddr
+                ),
+                IoFail::Timeout => format!(
+                    "conversation with {} timed out while sending message body",
+                    self.namaddr
+                ),
+            };
+            st.bulk_fail(&accepted, Why::local("4.4.2", text, &relay));
+            return Err(Stop::Dead);
+        }
+        let r = self.resp(
+            st,
+            p.data_done_timeout,
+            "sending end of data -- message may be sent more than once",
+        )?;
+        if r.class() != 2 {
+            let text = self.said(&r, "end of DATA command");
+            st.bulk_fail(&accepted, Why::remote(&host, &r, text, &relay));
+        } else {
+            for &i in &accepted {
+                if st.out[i].is_none() {
+                    st.rcpt_done(i, &host, &r, &relay);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The message with CR LF line ends, dot-stuffed, lines longer than
+    /// `smtp_line_length_limit` broken with CR LF SPACE, then `.`.
+    fn send_body(&mut self, st: &mut State) -> Result<(), IoFail> {
+        let p = st.p;
+        let limit = p.smtp_line_length_limit;
+        let content = &st.msg.content;
+        let mut out: Vec<u8> = Vec::with_capacity(65536 + 1024);
+        let mut logged = false;
+        let mut rest: &[u8] = content;
+        while !rest.is_empty() {
+            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            if limit > 0 && line.len() > limit {
+                if !logged {
+                    log::info(
+                        &st.s.ident,
+                        &format!(
+                            "{}: breaking line > {limit} bytes with <CR><LF>SPACE",
+                            st.msg.queue_id
+                        ),
+                    );
+                    logged = true;
+                }
+                let mut first = true;
+                let mut l = line;
+                while !l.is_empty() {
+                    let room = if first { limit } else { limit - 1 };
+                    let n = l.len().min(room.max(1));
+                    if !first {
+                        out.push(b' ');
+                    }
+                    out.extend_from_slice(&l[..n]);
+                    out.extend_from_slice(b"\r\n");
+                    l = &l[n..];
+                    first = false;
+                }
+            } else {
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+            if out.len() >= 65536 {
+                self.conn.write_all(&out, p.data_xfer_timeout)?;
+                out.clear();
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        self.conn.write_all(&out, p.data_xfer_timeout)
+    }
+
+    /// QUIT; the reply is read only when `smtp_skip_quit_response = no`.
+    fn quit(&mut self, st: &mut State) {
+        let p = st.p;
+        if self.conn.write_all(b"QUIT\r\n", p.quit_timeout).is_ok() && !p.skip_quit_response {
+            let _ = reply::read(
+                &mut self.conn,
+                p.quit_timeout,
+                p.reply_line_limit,
+                &mut self.notes,
+            );
+        }
+        self.conn.close();
+    }
+}
