@@ -22,7 +22,11 @@
 //!
 //! `postcat [-behoq]` prints queue files as Postfix 3.7's postcat does (`postcat(1)`).
 //!
-//! Known limits (XXX): no `-s site`, `-i ID`; `postsuper` has no `-r`, `-s`, `-p`;
+//! `postsuper -r ID|ALL` requeues (to `maildrop/`), `postsuper -s` checks the structure;
+//! `postqueue -s site` and `-i ID` move deferred mail to `incoming/` and wake the queue
+//! manager, as Postfix's flush service does.
+//!
+//! Known limits (XXX): `postsuper` has no `-p`, `-S`, `-e`, `-f`;
 //! `mailq` reads the queue directly (Postfix asks the `showq` service), so it needs read
 //! access to the queue (root or `mail_owner`).
 
@@ -256,11 +260,25 @@ const POSTQUEUE_USAGE: &str =
 pub fn postqueue_main(args: &[String]) -> i32 {
     let mut dir = None;
     let mut mode = None;
+    let mut operand = String::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-c" => dir = it.next().map(PathBuf::from),
             "-p" | "-f" | "-j" => mode = Some(a.clone()),
+            "-s" | "-i" => {
+                mode = Some(a.clone());
+                match it.next() {
+                    Some(v) => operand = v.clone(),
+                    None => {
+                        eprintln!(
+                            "postqueue: fatal: option requires an argument -- '{}'",
+                            &a[1..]
+                        );
+                        return 64;
+                    }
+                }
+            }
             "-v" => {}
             other => {
                 eprintln!("postqueue: fatal: option {other} is not implemented by Postern");
@@ -278,6 +296,8 @@ pub fn postqueue_main(args: &[String]) -> i32 {
             print!("{}", list_queue_json(&qdir));
             0
         }
+        Some("-s") => flush_site(&cfg, &operand),
+        Some("-i") => flush_one(&cfg, &operand),
         Some("-f") => {
             let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
             if crate::qmgr::wake(&qdir, b'F') {
@@ -297,19 +317,120 @@ pub fn postqueue_main(args: &[String]) -> i32 {
     }
 }
 
+/// `postqueue -s`/`-i` with no queue manager listening: Postfix's words when its flush
+/// service cannot be reached.
+fn flush_down(cfg: &PostfixConfig) -> i32 {
+    let ident = log::ident(cfg, "postqueue");
+    log::warning(&ident, "connect to public/flush: Connection refused");
+    log::fatal(&ident, "Cannot flush mail queue - mail system is down");
+    eprintln!("postqueue: warning: connect to public/flush: Connection refused");
+    eprintln!("postqueue: fatal: Cannot flush mail queue - mail system is down");
+    log::flush();
+    69
+}
+
+/// What Postfix's flush service does with a deferred message it is asked to deliver now
+/// (`flush_send_path()`): the time stamp is set to now and the file moves to `incoming/`,
+/// where the queue manager takes it at its next look (it is woken as well).
+fn send_deferred_now(qdir: &Path, id: &str, path: &Path) -> bool {
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    std::fs::rename(path, qdir.join("incoming").join(id)).is_ok()
+}
+
+/// `postqueue -s site`: deliver now the deferred mail with a pending recipient in `site`.
+/// As in Postfix, the site must be eligible for the flush service (`fast_flush_domains`,
+/// default `$relay_domains`, which matches subdomains).
+///
+/// XXX Postfix's flush service keeps per-site logs of the deferred messages; Postern finds
+/// them by reading the deferred queue files' pending recipients.
+fn flush_site(cfg: &PostfixConfig, site: &str) -> i32 {
+    let ident = log::ident(cfg, "postqueue");
+    let list: Vec<String> = cfg
+        .get("fast_flush_domains")
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let parents = cfg
+        .get("parent_domain_matches_subdomains")
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .any(|f| f == "fast_flush_domains");
+    if !crate::virtual_delivery::domain_list_match(&list, site, parents) {
+        let why = format!("Flush service is not configured for destination \"{site}\"");
+        log::fatal(&ident, &why);
+        eprintln!("postqueue: fatal: {why}");
+        log::flush();
+        return 69;
+    }
+    let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
+    if !crate::qmgr::wake(&qdir, b'W') {
+        return flush_down(cfg);
+    }
+    let mut files = Vec::new();
+    scan(&qdir.join("deferred"), true, &mut files);
+    for (id, path) in files {
+        let Ok(msg) = crate::queue::read_queue_file(&path) else {
+            continue;
+        };
+        let for_site = msg.recipients.iter().filter(|r| !r.done).any(|r| {
+            r.address
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(site))
+        });
+        if for_site {
+            send_deferred_now(&qdir, &id, &path);
+        }
+    }
+    crate::qmgr::wake(&qdir, b'W');
+    log::flush();
+    0
+}
+
+/// `postqueue -i ID`: deliver one deferred message now. An ID that is not in the deferred
+/// queue is not an error (Postfix's flush service ignores it as well).
+fn flush_one(cfg: &PostfixConfig, id: &str) -> i32 {
+    let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
+    if !crate::qmgr::wake(&qdir, b'W') {
+        return flush_down(cfg);
+    }
+    if crate::queue::QueueId::parse(id).is_some() {
+        let path = qdir
+            .join("deferred")
+            .join(id.get(..1).unwrap_or("0"))
+            .join(id);
+        if path.is_file() {
+            send_deferred_now(&qdir, id, &path);
+        }
+    }
+    crate::qmgr::wake(&qdir, b'W');
+    0
+}
+
 /// What `postsuper` does to the messages it selects.
 #[derive(Clone, Copy, PartialEq)]
 enum SuperOp {
     Delete,
     Hold,
     Release,
+    Requeue,
 }
 
-/// `postsuper [-c DIR] [-d ID|ALL|-] [-h ID|ALL|-] [-H ID|ALL|-] [queue]`.
+/// `postsuper [-c DIR] [-s] [-d ID|ALL|-] [-h …] [-H …] [-r …] [queue]`.
+///
+/// Output as Postfix 3.7's postsuper (recorded in `compat-fixtures/postsuper/`): each
+/// message named by its ID is logged `ID: removed` (`placed on hold`, `released from
+/// hold`, `requeued`), `ALL` logs only the summary, and the summary (`Deleted: N
+/// messages`, also for 0) is logged for every operation asked for; every line goes to
+/// the log and, prefixed `postsuper: `, to stderr.
 pub fn postsuper_main(args: &[String]) -> i32 {
     let mut dir = None;
     let mut ops: Vec<(SuperOp, String)> = Vec::new();
     let mut queue: Option<String> = None;
+    let mut structure = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let op = match a.as_str() {
@@ -320,6 +441,11 @@ pub fn postsuper_main(args: &[String]) -> i32 {
             "-d" => SuperOp::Delete,
             "-h" => SuperOp::Hold,
             "-H" => SuperOp::Release,
+            "-r" => SuperOp::Requeue,
+            "-s" => {
+                structure = true;
+                continue;
+            }
             "-v" => continue,
             q if !q.starts_with('-') => {
                 queue = Some(q.to_string());
@@ -346,6 +472,14 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     };
     let _ = log::configure(&cfg);
     let ident = log::ident(&cfg, "postsuper");
+    let say = |line: &str| {
+        log::info(&ident, line);
+        eprintln!("postsuper: {line}");
+    };
+    let warn = |line: &str| {
+        log::warning(&ident, line);
+        eprintln!("postsuper: warning: {line}");
+    };
     let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
     if ops.iter().any(|(_, i)| i == "-") {
         use std::io::BufRead;
@@ -365,8 +499,16 @@ pub fn postsuper_main(args: &[String]) -> i32 {
         }
         ops = expanded;
     }
+    if structure {
+        structure_check(&qdir, queue.as_deref(), &warn);
+    }
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    for kind in [SuperOp::Delete, SuperOp::Hold, SuperOp::Release] {
+    for kind in [
+        SuperOp::Delete,
+        SuperOp::Hold,
+        SuperOp::Release,
+        SuperOp::Requeue,
+    ] {
         let ids: Vec<&String> = ops
             .iter()
             .filter(|(o, _)| *o == kind)
@@ -381,6 +523,7 @@ pub fn postsuper_main(args: &[String]) -> i32 {
             (None, SuperOp::Delete) => vec!["hold", "incoming", "active", "deferred", "maildrop"],
             (None, SuperOp::Hold) => vec!["incoming", "active", "deferred"],
             (None, SuperOp::Release) => vec!["hold"],
+            (None, SuperOp::Requeue) => vec!["hold", "incoming", "active", "deferred"],
         };
         let mut n = 0;
         for q in queues {
@@ -412,28 +555,122 @@ pub fn postsuper_main(args: &[String]) -> i32 {
                             .is_ok()
                             .then_some("released from hold")
                     }
+                    SuperOp::Requeue => requeue(&qdir, &id, &path).then_some("requeued"),
                 };
                 if let Some(what) = done {
-                    log::info(&ident, &format!("{id}: {what}"));
+                    // Postfix names each message only when it was named on the command
+                    // line; ALL gets the summary alone.
+                    if !all {
+                        say(&format!("{id}: {what}"));
+                    }
                     n += 1;
                 }
             }
         }
-        if n > 0 {
-            let summary = match kind {
-                SuperOp::Delete => format!("Deleted: {n} message{}", plural(n)),
-                SuperOp::Hold => format!("Placed on hold: {n} message{}", plural(n)),
-                SuperOp::Release => format!("Released from hold: {n} message{}", plural(n)),
-            };
-            log::info(&ident, &summary);
-            // Postfix echoes its messages to stderr only when that is a terminal.
-            if log::stderr_is_tty() {
-                eprintln!("postsuper: {summary}");
-            }
-        }
+        let summary = match kind {
+            SuperOp::Delete => format!("Deleted: {n} message{}", plural(n)),
+            SuperOp::Hold => format!("Placed on hold: {n} message{}", plural(n)),
+            SuperOp::Release => format!("Released from hold: {n} message{}", plural(n)),
+            SuperOp::Requeue => format!("Requeued: {n} message{}", plural(n)),
+        };
+        say(&summary);
     }
     log::flush();
     0
+}
+
+/// `postsuper -r`: as Postfix, the file moves to `maildrop/` (mode 0700, owned by the
+/// queue's owner), where it is taken up again as newly submitted mail (Postern's queue
+/// manager logs the `pickup` line and resolves every pending recipient afresh); its defer
+/// log goes, so old reasons are not shown again. XXX Postfix's pickup gives it a new queue
+/// ID through cleanup (re-running header and address rewriting); Postern keeps the ID.
+fn requeue(qdir: &Path, id: &str, path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::create_dir_all(qdir.join("maildrop"));
+    let dest = qdir.join("maildrop").join(id);
+    if dest.symlink_metadata().is_ok() {
+        return false;
+    }
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    if std::fs::rename(path, &dest).is_err() {
+        return false;
+    }
+    let _ = std::fs::remove_file(defer::log_path(qdir, id));
+    for log in ["bounce", "trace"] {
+        let _ = std::fs::remove_file(qdir.join(log).join(id.get(..1).unwrap_or("0")).join(id));
+    }
+    true
+}
+
+/// The queues `postsuper -s` checks, and whether each is hashed (Postfix's defaults:
+/// `hash_queue_names = deferred, defer`, Postern also hashes `bounce` and `trace`).
+const STRUCTURE_QUEUES: &[(&str, bool)] = &[
+    ("maildrop", false),
+    ("incoming", false),
+    ("active", false),
+    ("deferred", true),
+    ("hold", false),
+    ("defer", true),
+    ("bounce", true),
+    ("trace", true),
+];
+
+/// `postsuper -s`: every file moves to where its name says it belongs (the hash
+/// subdirectory of its first character in a hashed queue, the top in another); a name
+/// that is not a queue ID is reported as Postfix does (`warning: bogus file name:
+/// incoming/NAME`) and left alone. XXX Postfix also renames short queue IDs to match the
+/// file's inode number; Postern's IDs do not encode the inode (see `queue::id`), so names
+/// are kept.
+fn structure_check(qdir: &Path, only: Option<&str>, warn: &dyn Fn(&str)) {
+    for &(q, hashed) in STRUCTURE_QUEUES {
+        if only.is_some_and(|o| o != q) {
+            continue;
+        }
+        let top = qdir.join(q);
+        let mut found: Vec<(String, PathBuf, String)> = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&top) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                if let Ok(sub) = std::fs::read_dir(e.path()) {
+                    for f in sub.flatten() {
+                        let fname = f.file_name().to_string_lossy().into_owned();
+                        if f.file_type().is_ok_and(|t| t.is_file()) {
+                            found.push((fname.clone(), f.path(), format!("{q}/{name}/{fname}")));
+                        }
+                    }
+                }
+            } else {
+                found.push((name.clone(), e.path(), format!("{q}/{name}")));
+            }
+        }
+        for (name, path, shown) in found {
+            if crate::queue::QueueId::parse(&name).is_none() {
+                warn(&format!("bogus file name: {shown}"));
+                continue;
+            }
+            let want = if hashed {
+                top.join(name.get(..1).unwrap_or("0")).join(&name)
+            } else {
+                top.join(&name)
+            };
+            if want != path && want.symlink_metadata().is_err() {
+                if let Some(parent) = want.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                if let Err(e) = std::fs::rename(&path, &want) {
+                    warn(&format!(
+                        "rename file {} as {}: {e}",
+                        path.strip_prefix(qdir).unwrap_or(&path).display(),
+                        want.strip_prefix(qdir).unwrap_or(&want).display()
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Postfix's `rec_type_name()`: the names `postcat` prints for record types.

@@ -117,7 +117,7 @@ impl VirtualSettings {
     /// exclusions, `/file` lists and `type:table` lookups of the domain; parent domains
     /// do not match subdomains, Postfix's default `parent_domain_matches_subdomains`).
     pub fn is_virtual_domain(&self, domain: &str) -> bool {
-        domain_in(&self.domains, &domain.to_ascii_lowercase(), 0)
+        domain_list_match(&self.domains, domain, false)
     }
 
     /// `mail_addr_find()`'s keys for a virtual address: full, without extension, `@domain`.
@@ -129,7 +129,15 @@ impl VirtualSettings {
     }
 }
 
-fn domain_in(list: &[String], d: &str, depth: usize) -> bool {
+/// Postfix's domain list match (`match_list` with `domain_match`): names, `!name`,
+/// `.name` (subdomains), `/file` lists and `type:table` lookups, first match wins; with
+/// `parents` (the parameter is in `parent_domain_matches_subdomains`), `example.com` also
+/// matches its subdomains.
+pub(crate) fn domain_list_match(list: &[String], domain: &str, parents: bool) -> bool {
+    domain_in(list, &domain.to_ascii_lowercase(), parents, 0)
+}
+
+fn domain_in(list: &[String], d: &str, parents: bool, depth: usize) -> bool {
     for entry in list {
         let (neg, e) = match entry.strip_prefix('!') {
             Some(r) => (true, r),
@@ -143,15 +151,27 @@ fn domain_in(list: &[String], d: &str, depth: usize) -> bool {
                         .filter(|l| !l.trim_start().starts_with('#'))
                         .flat_map(split_list)
                         .collect();
-                    domain_in(&items, d, depth + 1)
+                    domain_in(&items, d, parents, depth + 1)
                 })
         } else if e.contains(':') {
-            crate::maps::open_cached(e)
-                .ok()
-                .and_then(|t| t.lookup(d).ok().flatten())
-                .is_some_and(|v| !v.is_empty())
+            let mut keys = vec![d.to_string()];
+            if parents {
+                let mut rest = d;
+                while let Some((_, r)) = rest.split_once('.') {
+                    keys.push(r.to_string());
+                    rest = r;
+                }
+            }
+            crate::maps::open_cached(e).is_ok_and(|t| {
+                keys.iter()
+                    .any(|k| t.lookup(k).ok().flatten().is_some_and(|v| !v.is_empty()))
+            })
         } else {
-            e.eq_ignore_ascii_case(d)
+            let e = e.to_ascii_lowercase();
+            match e.strip_prefix('.') {
+                Some(sub) => d.ends_with(&format!(".{sub}")),
+                None => d == e || (parents && d.ends_with(&format!(".{e}"))),
+            }
         };
         if hit {
             return !neg;
@@ -331,11 +351,12 @@ mod tests {
     #[test]
     fn domain_lists() {
         let l = vec!["!bad.example".to_string(), "example.org".to_string()];
-        assert!(domain_in(&l, "example.org", 0));
-        assert!(!domain_in(&l, "sub.example.org", 0));
-        assert!(!domain_in(&l, "bad.example", 0));
+        assert!(domain_list_match(&l, "Example.ORG", false));
+        assert!(!domain_list_match(&l, "sub.example.org", false));
+        assert!(domain_list_match(&l, "sub.example.org", true));
+        assert!(!domain_list_match(&l, "bad.example", true));
         let l = vec!["inline:{v.example=ok}".to_string()];
-        assert!(domain_in(&l, "v.example", 0));
-        assert!(!domain_in(&l, "w.example", 0));
+        assert!(domain_list_match(&l, "v.example", false));
+        assert!(!domain_list_match(&l, "w.example", false));
     }
 }
