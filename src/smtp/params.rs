@@ -75,6 +75,8 @@ pub struct Params {
     pub tls_cafile: String,
     pub tls_capath: String,
     pub tls_note_starttls_offer: bool,
+    /// `smtp_tls_loglevel`: 1 and up log `… TLS connection established to …`.
+    pub tls_loglevel: u32,
     pub sasl_enable: bool,
     pub sasl_password_maps: Vec<String>,
     pub sasl_security_options: Vec<String>,
@@ -199,6 +201,7 @@ impl Params {
             tls_cafile: get("smtp_tls_CAfile"),
             tls_capath: get("smtp_tls_CApath"),
             tls_note_starttls_offer: yes("smtp_tls_note_starttls_offer"),
+            tls_loglevel: get("smtp_tls_loglevel").trim().parse().unwrap_or(0),
             sasl_enable: yes("smtp_sasl_auth_enable"),
             sasl_password_maps: list(&get("smtp_sasl_password_maps")),
             sasl_security_options: sasl_opts("smtp_sasl_security_options"),

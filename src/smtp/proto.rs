@@ -599,7 +599,9 @@ impl<'t> Session<'t> {
             self.local_fail(st, "4.7.5", "Cannot start TLS: handshake failure".into());
             return Err(Stop::Dead);
         }
-        if let Some((v, c)) = self.conn.tls_summary() {
+        if p.tls_loglevel >= 1
+            && let Some((v, c)) = self.conn.tls_summary()
+        {
             let (cipher, bits) = cipher_name(&c);
             let trust = if level.must_match() {
                 "Verified"
