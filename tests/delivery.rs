@@ -744,8 +744,13 @@ fn postsuper_holds_and_releases() {
     let out = run_postern("postsuper", &["-c", &conf, "-h", "ALL"], b"");
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(log.contains(&format!("{a}: placed on hold")), "{log}");
+    // As Postfix 3.7 (compat-fixtures/postsuper/all.*): ALL logs the summary only.
+    assert!(!log.contains(&format!("{a}: placed on hold")), "{log}");
     assert!(log.contains("]: Placed on hold: 2 messages\n"), "{log}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "postsuper: Placed on hold: 2 messages\n"
+    );
     let listing = String::from_utf8(run_postern("mailq", &["-C", &conf], b"").stdout).unwrap();
     assert!(
         listing.contains(&format!("\n{:<11} ", format!("{a}!"))),
@@ -1100,4 +1105,418 @@ fn canonical_relocated_luser_relay_and_transport_maps() {
         rb.contains("\nX-Original-To: nosuch@mail.example.test\n"),
         "{rb}"
     );
+}
+
+/// A local user whose delivery fails temporarily (mailbox_command exits 75, EX_TEMPFAIL)
+/// until `ok` exists in the instance directory, then appends to `box`.
+fn flaky_command(d: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("etc/main.cf"))
+        .unwrap();
+    writeln!(
+        f,
+        "mailbox_command = test -f {d}/ok || exit 75; cat >> {d}/box",
+        d = d.display()
+    )
+    .unwrap();
+    // The command runs as the user: it must reach the instance directory and write there.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+fn deferred_path(inst: &Instance, id: &str) -> PathBuf {
+    inst.dir
+        .path()
+        .join("spool/deferred")
+        .join(&id[..1])
+        .join(id)
+}
+
+fn wait_deferred(inst: &Instance, id: &str) {
+    for _ in 0..400 {
+        if deferred_path(inst, id).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{id} was not deferred: {}", inst.log());
+}
+
+#[test]
+fn postqueue_i_and_s_deliver_deferred_mail_now() {
+    let Some(_home) = user("postern-ra") else {
+        return;
+    };
+    let inst = Instance::start_with(
+        &main_cf("fast_flush_domains = mail.example.test\n"),
+        QMGR,
+        flaky_command,
+    );
+    let conf = inst.config_dir().display().to_string();
+    let a = send(
+        inst.port,
+        "s@x.org",
+        &["postern-ra@mail.example.test"],
+        "Subject: a\n\nx\n",
+    );
+    let b = send(
+        inst.port,
+        "s@x.org",
+        &["postern-ra@mail.example.test"],
+        "Subject: b\n\nx\n",
+    );
+    wait_deferred(&inst, &a);
+    wait_deferred(&inst, &b);
+    std::fs::write(inst.dir.path().join("ok"), "").unwrap();
+    // Deferred for minimal_backoff_time (300 s): only -i brings it back within the wait.
+    let out = run_postern("postqueue", &["-c", &conf, "-i", &a], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let log = inst.wait_log(&format!("{a}: removed"));
+    assert!(
+        log.contains(&format!(
+            "{a}: to=<postern-ra@mail.example.test>, relay=local"
+        )) && log.contains("status=sent (delivered to command: test -f"),
+        "{log}"
+    );
+    assert!(deferred_path(&inst, &b).exists(), "-i moved only {a}");
+    // A site not in fast_flush_domains: Postfix's refusal, exit 69.
+    let out = run_postern("postqueue", &["-c", &conf, "-s", "other.example"], b"");
+    assert_eq!(out.status.code(), Some(69));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "postqueue: fatal: Flush service is not configured for destination \"other.example\"\n"
+    );
+    assert!(deferred_path(&inst, &b).exists());
+    let out = run_postern("postqueue", &["-c", &conf, "-s", "mail.example.test"], b"");
+    assert!(out.status.success(), "{out:?}");
+    inst.wait_log(&format!("{b}: removed"));
+    let boxed = std::fs::read_to_string(inst.dir.path().join("box")).unwrap();
+    assert!(boxed.contains("Subject: a\n") && boxed.contains("Subject: b\n"));
+}
+
+#[test]
+fn postqueue_i_with_the_mail_system_down() {
+    let inst = Instance::start(&main_cf(""), "");
+    let conf = inst.config_dir().display().to_string();
+    let out = run_postern("postqueue", &["-c", &conf, "-i", "ABCDEF12345"], b"");
+    assert_eq!(out.status.code(), Some(69));
+    // compat-fixtures/postsuper/postqueue-i.stderr
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(repo_root().join("compat-fixtures/postsuper/postqueue-i.stderr"))
+            .unwrap()
+    );
+}
+
+#[test]
+fn postsuper_requeue_takes_mail_through_pickup_again() {
+    let Some(_home) = user("postern-ra") else {
+        return;
+    };
+    let inst = Instance::start_with(&main_cf(""), QMGR, flaky_command);
+    let conf = inst.config_dir().display().to_string();
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["postern-ra@mail.example.test"],
+        "Subject: r\n\nx\n",
+    );
+    wait_deferred(&inst, &id);
+    assert!(
+        inst.dir
+            .path()
+            .join("spool/defer")
+            .join(&id[..1])
+            .join(&id)
+            .exists()
+    );
+    std::fs::write(inst.dir.path().join("ok"), "").unwrap();
+    let out = run_postern("postsuper", &["-c", &conf, "-r", &id], b"");
+    assert!(out.status.success(), "{out:?}");
+    // compat-fixtures/postsuper/requeue-one.stderr, with this message's ID.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("postsuper: {id}: requeued\npostsuper: Requeued: 1 message\n")
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    // Taken from maildrop/ as new mail: the pickup line, then delivered.
+    assert!(log.contains(&format!("postfix/pickup[")), "{log}");
+    assert!(log.contains(&format!("{id}: uid=")), "{log}");
+    assert!(log.contains("status=sent (delivered to command"), "{log}");
+    // Nothing left: no file, no defer log with old reasons.
+    assert!(
+        !inst
+            .dir
+            .path()
+            .join("spool/defer")
+            .join(&id[..1])
+            .join(&id)
+            .exists()
+    );
+    let out = run_postern("postsuper", &["-c", &conf, "-r", "ALL"], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "postsuper: Requeued: 0 messages\n"
+    );
+}
+
+#[test]
+fn postsuper_s_puts_files_where_they_belong() {
+    // No qmgr: the queue is only looked at by postsuper.
+    let inst = Instance::start(&main_cf(""), "");
+    let conf = inst.config_dir().display().to_string();
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["nobody@remote.example"],
+        "Subject: s\n\nx\n",
+    );
+    let spool = inst.dir.path().join("spool");
+    // Misplace it in the wrong hash directory of deferred/, and add a bogus name.
+    let wrong = if id.starts_with('A') { "B" } else { "A" };
+    std::fs::create_dir_all(spool.join("deferred").join(wrong)).unwrap();
+    std::fs::rename(
+        spool.join("incoming").join(&id),
+        spool.join("deferred").join(wrong).join(&id),
+    )
+    .unwrap();
+    std::fs::write(spool.join("incoming/E00A79A807A.x"), "junk").unwrap();
+    let out = run_postern("postsuper", &["-c", &conf, "-s"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "postsuper: warning: bogus file name: incoming/E00A79A807A.x\n"
+    );
+    assert!(spool.join("deferred").join(&id[..1]).join(&id).exists());
+    assert!(!spool.join("deferred").join(wrong).join(&id).exists());
+    assert!(spool.join("incoming/E00A79A807A.x").exists(), "left alone");
+    let listing =
+        String::from_utf8(run_postern("postqueue", &["-c", &conf, "-p"], b"").stdout).unwrap();
+    assert!(listing.contains(&format!("\n{id:<11} ")), "{listing}");
+}
+
+/// A queued message as the queue manager hands it to a delivery agent.
+fn queued(sender: &str, rcpt: &str, content: &str) -> postern::queue::QueuedMessage {
+    postern::queue::QueuedMessage {
+        queue_id: "3F2A81C0B2".into(),
+        arrival: std::time::SystemTime::now(),
+        sender: sender.into(),
+        recipients: vec![postern::queue::QueuedRecipient {
+            address: rcpt.into(),
+            original: None,
+            orcpt: None,
+            notify_flags: 0,
+            done: false,
+            offset: 0,
+        }],
+        envid: None,
+        ret_flags: 0,
+        encoding: None,
+        smtputf8: 0,
+        rewrite_context: None,
+        attributes: Vec::new(),
+        content: content.as_bytes().to_vec(),
+        message_size: content.len() as u64,
+        data_offset: 0,
+        rcpt_count: 1,
+        qmgr_opts: 0,
+    }
+}
+
+/// The virtual(8) agent itself, called as the queue manager calls it: Maildir and mbox
+/// results under virtual_mailbox_base, owned by the uid/gid of the static maps, unknown
+/// users, a uid below virtual_minimum_uid, and a symlinked mbox.
+#[test]
+fn virtual_agent_delivers_as_the_mapped_uid() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = nix::unistd::Uid::effective().is_root();
+    let (uid, gid) = if root {
+        (5077, 5077)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("etc")).unwrap();
+    std::fs::create_dir_all(d.join("vmail/example.org")).unwrap();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if root {
+        std::os::unix::fs::chown(d.join("vmail"), Some(uid), Some(gid)).unwrap();
+        std::os::unix::fs::chown(d.join("vmail/example.org"), Some(uid), Some(gid)).unwrap();
+    }
+    std::fs::write(
+        d.join("vmailbox"),
+        "alice@example.org example.org/alice/\nbob@example.org example.org/bob\n\
+         carol@example.org example.org/carol\nlow@example.org example.org/low/\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("uids"),
+        format!("low@example.org 5\n@example.org {uid}\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(d.join("target"), d.join("vmail/example.org/carol")).unwrap();
+    std::fs::write(d.join("target"), "untouched").unwrap();
+    std::fs::write(
+        d.join("etc/main.cf"),
+        format!(
+            "virtual_mailbox_domains = example.org, inline:{{v2.example=ok}}\n\
+             virtual_mailbox_base = {b}/vmail\n\
+             virtual_mailbox_maps = texthash:{b}/vmailbox\n\
+             virtual_uid_maps = texthash:{b}/uids\n\
+             virtual_gid_maps = static:{gid}\n\
+             virtual_minimum_uid = {min}\n\
+             maillog_file = /dev/null\n",
+            b = d.display(),
+            min = if root { 100 } else { uid.min(100) }
+        ),
+    )
+    .unwrap();
+    let cfg =
+        postern::config::postfix::PostfixConfig::load(&postern::config::postfix::LoadOptions {
+            config_dir: Some(d.join("etc")),
+            overrides: Vec::new(),
+        })
+        .unwrap();
+    let s = postern::virtual_delivery::VirtualSettings::from_config(&cfg);
+    assert!(s.is_virtual_domain("Example.ORG"));
+    assert!(s.is_virtual_domain("v2.example"));
+    assert!(!s.is_virtual_domain("sub.example.org"));
+    let msg = queued("s@x.org", "alice@example.org", "Subject: v\n\nFrom here\n");
+    use postern::local::Status;
+
+    let o = postern::virtual_delivery::deliver(&s, &msg, "alice@example.org", None);
+    assert_eq!(o.len(), 1);
+    assert_eq!(
+        (o[0].status.clone(), o[0].dsn.as_str()),
+        (Status::Sent, "2.0.0")
+    );
+    assert_eq!(o[0].text, "delivered to maildir");
+    let new = d.join("vmail/example.org/alice/new");
+    let files: Vec<_> = std::fs::read_dir(&new).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    let meta = files[0].metadata().unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    assert_eq!(
+        std::fs::metadata(d.join("vmail/example.org/alice"))
+            .unwrap()
+            .uid(),
+        uid
+    );
+    assert_eq!(
+        std::fs::read_to_string(files[0].path()).unwrap(),
+        "Return-Path: <s@x.org>\nX-Original-To: alice@example.org\n\
+         Delivered-To: alice@example.org\nSubject: v\n\nFrom here\n"
+    );
+
+    let o = postern::virtual_delivery::deliver(&s, &msg, "bob@example.org", Some("b@old.example"));
+    assert_eq!(o[0].status, Status::Sent, "{o:?}");
+    assert_eq!(o[0].text, "delivered to mailbox");
+    assert_eq!(o[0].orig_to.as_deref(), Some("b@old.example"));
+    let mbox = d.join("vmail/example.org/bob");
+    let meta = std::fs::metadata(&mbox).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (uid, gid, 0o600)
+    );
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    assert!(text.starts_with("From s@x.org  "), "{text}");
+    assert!(
+        text.ends_with(
+            "\nReturn-Path: <s@x.org>\nX-Original-To: b@old.example\n\
+             Delivered-To: bob@example.org\nSubject: v\n\n>From here\n\n"
+        ),
+        "{text}"
+    );
+
+    let o = postern::virtual_delivery::deliver(&s, &msg, "Nobody@example.org", None);
+    assert_eq!(
+        (o[0].status.clone(), o[0].dsn.as_str(), o[0].text.as_str()),
+        (
+            Status::Bounced,
+            "5.1.1",
+            "unknown user: \"nobody@example.org\""
+        )
+    );
+
+    if root {
+        let o = postern::virtual_delivery::deliver(&s, &msg, "low@example.org", None);
+        assert_eq!(
+            (o[0].status.clone(), o[0].dsn.as_str(), o[0].text.as_str()),
+            (Status::Deferred, "4.3.5", "mail system configuration error")
+        );
+        assert!(!d.join("vmail/example.org/low").exists());
+    }
+
+    let o = postern::virtual_delivery::deliver(&s, &msg, "carol@example.org", None);
+    assert_eq!(o[0].status, Status::Bounced, "{o:?}");
+    assert!(
+        o[0].text.starts_with(&format!(
+            "delivery failed to mailbox {}/vmail/example.org/carol: ",
+            d.display()
+        )),
+        "{o:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("target")).unwrap(),
+        "untouched"
+    );
+}
+
+/// The same through SMTP and the queue manager, logged `relay=virtual`.
+#[test]
+#[ignore = "waiting for qmgr virtual transport"]
+fn smtp_to_virtual_mailbox_domain() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let inst = Instance::start_with(
+        &main_cf(
+            "virtual_mailbox_domains = virt.example\n\
+             virtual_mailbox_base = $queue_directory/../vmail\n\
+             virtual_mailbox_maps = texthash:$queue_directory/../vmailbox\n\
+             virtual_uid_maps = static:5077\nvirtual_gid_maps = static:5077\n",
+        ),
+        QMGR,
+        |d| {
+            std::fs::create_dir_all(d.join("vmail")).unwrap();
+            std::fs::write(
+                d.join("vmailbox"),
+                "md@virt.example virt.example/md/\nmb@virt.example virt.example/mb\n",
+            )
+            .unwrap();
+        },
+    );
+    let vmail = inst.dir.path().join("vmail");
+    std::os::unix::fs::chown(&vmail, Some(5077), Some(5077)).unwrap();
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["md@virt.example", "mb@virt.example", "nope@virt.example"],
+        "Subject: v\n\nx\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<md@virt.example>, relay=virtual, delay="
+        )) && log.contains("status=sent (delivered to maildir)"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{id}: to=<mb@virt.example>, relay=virtual"))
+            && log.contains("status=sent (delivered to mailbox)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=5.1.1, status=bounced (unknown user: \"nope@virt.example\")"),
+        "{log}"
+    );
+    let mbox = wait_for(&vmail.join("virt.example/mb"));
+    assert!(mbox.starts_with(b"From s@x.org  "));
 }
