@@ -289,6 +289,8 @@ pub fn postqueue_main(args: &[String]) -> i32 {
     let Some(cfg) = load(dir, "postqueue") else {
         return 75;
     };
+    // Log lines go where main.cf says (`maillog_file`), stderr gets Postfix's echo.
+    let _ = log::configure(&cfg);
     match mode.as_deref() {
         Some("-p") => print_queue(&cfg),
         Some("-j") => {
