@@ -52,27 +52,36 @@ pub fn strerror(e: &io::Error) -> String {
     }
 }
 
-/// Connect within `timeout`, from `bind` when given.
-pub fn connect(addr: SocketAddr, bind: Option<IpAddr>, timeout: Duration) -> io::Result<Conn> {
+/// Connect within `timeout`, from `bind` when given. A source address that cannot be bound
+/// is reported through `warn` (Postfix: `smtp_connect_addr: bind ADDR: ERROR`) and the
+/// connection is made without it (`smtp_bind_address_enforce = no`).
+pub fn connect(
+    addr: SocketAddr,
+    bind: Option<IpAddr>,
+    timeout: Duration,
+    warn: &mut dyn FnMut(String),
+) -> io::Result<Conn> {
     let timeout = timeout.max(Duration::from_millis(1));
     let sock = match bind {
         None => TcpStream::connect_timeout(&addr, timeout)?,
         Some(local) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let s = if addr.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                s.bind(SocketAddr::new(local, 0))?;
-                match tokio::time::timeout(timeout, s.connect(addr)).await {
-                    Ok(r) => r?.into_std(),
-                    Err(_) => Err(io::Error::from(io::ErrorKind::TimedOut)),
+            // std cannot bind before connecting; tokio's TcpSocket can. Its runtime runs on
+            // a thread of its own, so that a caller inside another runtime does not panic.
+            let r = std::thread::scope(|sc| {
+                sc.spawn(|| bind_connect(addr, local, timeout))
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(BindFail::Connect(io::Error::other("connect thread failed")))
+                    })
+            });
+            match r {
+                Ok(s) => s,
+                Err(BindFail::Connect(e)) => return Err(e),
+                Err(BindFail::Bind(e)) => {
+                    warn(format!("smtp_connect_addr: bind {local}: {}", strerror(&e)));
+                    TcpStream::connect_timeout(&addr, timeout)?
                 }
-            })?
+            }
         }
     };
     sock.set_nonblocking(false)?;
@@ -83,6 +92,32 @@ pub fn connect(addr: SocketAddr, bind: Option<IpAddr>, timeout: Duration) -> io:
         sock: handle,
         buf: Vec::new(),
         pos: 0,
+    })
+}
+
+enum BindFail {
+    Bind(io::Error),
+    Connect(io::Error),
+}
+
+fn bind_connect(addr: SocketAddr, local: IpAddr, timeout: Duration) -> Result<TcpStream, BindFail> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BindFail::Connect)?;
+    rt.block_on(async {
+        let s = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(BindFail::Connect)?;
+        s.bind(SocketAddr::new(local, 0)).map_err(BindFail::Bind)?;
+        match tokio::time::timeout(timeout, s.connect(addr)).await {
+            Ok(Ok(t)) => t.into_std().map_err(BindFail::Connect),
+            Ok(Err(e)) => Err(BindFail::Connect(e)),
+            Err(_) => Err(BindFail::Connect(io::Error::from(io::ErrorKind::TimedOut))),
+        }
     })
 }
 

@@ -95,7 +95,14 @@ pub fn session(st: &mut State, t: &Target) -> End {
     } else {
         p.bind_address6
     };
-    let conn = match conn::connect(SocketAddr::new(t.ip, t.port), bind, p.connect_timeout) {
+    let ident = st.s.ident.clone();
+    let mut warn = |w: String| log::warning(&ident, &w);
+    let conn = match conn::connect(
+        SocketAddr::new(t.ip, t.port),
+        bind,
+        p.connect_timeout,
+        &mut warn,
+    ) {
         Ok(c) => c,
         Err(e) => {
             let why = st.fill(Why::local(

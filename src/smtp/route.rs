@@ -232,6 +232,25 @@ impl Lookup<'_> {
     }
 }
 
+/// `smtp_randomize_addresses`: shuffle, then order by preference again (Postfix
+/// `dns_rr_shuffle()` + `dns_rr_sort()`), so that the addresses of one preference are
+/// tried in random order.
+fn randomize(list: &mut [Addr]) {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9e37_79b9_7f4a_7c15)
+        | 1;
+    for i in (1..list.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let j = (seed % (i as u64 + 1)) as usize;
+        list.swap(i, j);
+    }
+    list.sort_by_key(|a| a.pref);
+}
+
 /// Is `ip` one of this host's own (or proxy) addresses?
 fn is_self(st: &State, ip: &IpAddr) -> bool {
     st.p.own_addresses.contains(ip)
@@ -318,6 +337,9 @@ fn domain_addr(
                     });
                 }
             }
+            if st.p.randomize_addresses && list.len() > 1 {
+                randomize(&mut list);
+            }
             (list, i_am_mx)
         }
     }
@@ -339,6 +361,10 @@ fn host_addr(
             "none",
         ));
         return Vec::new();
+    }
+    let mut list = list;
+    if st.p.randomize_addresses && list.len() > 1 {
+        randomize(&mut list);
     }
     list
 }

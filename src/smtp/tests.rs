@@ -36,6 +36,8 @@ struct Script {
     drop_at_dot: bool,
     /// A greeting line of this many bytes before the real one.
     huge_greeting: usize,
+    /// EHLO is not recognized (HELO-only server).
+    no_ehlo: bool,
 }
 
 impl Default for Script {
@@ -56,6 +58,7 @@ impl Default for Script {
             drop_in_body: false,
             drop_at_dot: false,
             huge_greeting: 0,
+            no_ehlo: false,
         }
     }
 }
@@ -152,7 +155,9 @@ fn serve_one(stream: std::net::TcpStream, sc: &Script, log: &Transcript) {
     loop {
         let Some(l) = p.line() else { return };
         let up = l.to_ascii_uppercase();
-        if up.starts_with("EHLO") {
+        if up.starts_with("EHLO") && sc.no_ehlo {
+            p.say("502 5.5.2 Error: command not recognized");
+        } else if up.starts_with("EHLO") {
             let mut ext = sc.ext.clone();
             if in_tls {
                 ext = sc.ext_after_tls.clone();
@@ -1074,4 +1079,72 @@ fn socket_addr_type_check() {
     let e = std::io::Error::from_raw_os_error(111);
     assert_eq!(conn::strerror(&e), "Connection refused");
     let _: SocketAddr = "127.0.0.1:25".parse().unwrap();
+}
+
+#[test]
+fn helo_fallback_when_ehlo_is_refused() {
+    let (l, port) = listen("127.0.0.1");
+    let sc = Script {
+        no_ehlo: true,
+        ..Script::default()
+    };
+    let (log, h) = peer(l, 1, sc);
+    let out = deliver(
+        &settings(""),
+        &message(BODY),
+        &format!("[127.0.0.1]:{port}"),
+        &[rcpt("user@x.example")],
+    );
+    h.join().unwrap();
+    assert_eq!(out[0].status, Status::Sent);
+    let t = lines(&log);
+    assert!(
+        t.contains(&"C: HELO mail.example.test".to_string()),
+        "{t:?}"
+    );
+    assert!(
+        t.contains(&"C: MAIL FROM:<postern-fx@mail.example.test>".to_string()),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn smtputf8_required_but_not_offered_bounces() {
+    let (l, port) = listen("127.0.0.1");
+    let (_log, h) = peer(l, 1, Script::default());
+    let mut msg = message(BODY);
+    msg.smtputf8 =
+        crate::queue::file::SMTPUTF8_FLAG_REQUESTED | crate::queue::file::SMTPUTF8_FLAG_RECIPIENT;
+    let out = deliver(
+        &settings(""),
+        &msg,
+        &format!("[127.0.0.1]:{port}"),
+        &[rcpt("üser@x.example")],
+    );
+    h.join().unwrap();
+    assert_eq!(out[0].status, Status::Bounced);
+    assert_eq!(out[0].dsn, "5.6.7");
+    assert_eq!(
+        out[0].text,
+        "SMTPUTF8 is required, but was not offered by host 127.0.0.1[127.0.0.1]"
+    );
+}
+
+#[test]
+fn bind_address_is_used() {
+    let (l, port) = listen("127.0.0.1");
+    let h = std::thread::spawn(move || {
+        let (s, from) = l.accept().unwrap();
+        serve_one(s, &Script::default(), &Arc::new(Mutex::new(Vec::new())));
+        from.ip()
+    });
+    let out = deliver(
+        &settings("smtp_bind_address = 127.0.0.5\n"),
+        &message(BODY),
+        &format!("[127.0.0.1]:{port}"),
+        &[rcpt("user@x.example")],
+    );
+    let from = h.join().unwrap();
+    assert_eq!(out[0].status, Status::Sent);
+    assert_eq!(from.to_string(), "127.0.0.5");
 }
