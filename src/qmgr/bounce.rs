@@ -10,9 +10,18 @@
 //! X-Postfix; …`) and the returned message (`message/rfc822`, or its headers only with
 //! DSN `RET=HDRS`).
 //!
-//! Known limits (XXX): no double bounces (a bounce of `<>` mail is only logged, Postfix sends
-//! it to `2bounce_notice_recipient`), no `notify_classes` copies to postmaster, no delay
-//! warnings, no `bounce_template_file`.
+//! Recipient lines and the `Remote-MTA`/`Diagnostic-Code` fields are wrapped at 79 columns
+//! with a 4-blank indent, as bounce(8)'s `line_wrap` does; smtp(8) failures carry
+//! `Remote-MTA: dns; host` and `Diagnostic-Code: smtp; reply`.
+//!
+//! Double bounces ([`Audience::Postmaster`]): when a `<>` message fails and
+//! `notify_classes` includes `bounce`, a "Postmaster Copy: Undelivered Mail" (no boiler-plate,
+//! the failed message's headers only) goes from `double_bounce_sender` to
+//! `2bounce_notice_recipient`; otherwise (Postfix's default `notify_classes = resource,
+//! software`) the failed bounce is dropped, as Postfix drops it.
+//!
+//! Known limits (XXX): no other `notify_classes` copies to postmaster, no delay warnings, no
+//! `bounce_template_file`.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -29,6 +38,73 @@ pub struct Failed {
     pub original: String,
     pub dsn: String,
     pub text: String,
+    /// `Remote-MTA: dns; …` (smtp(8) failures where a host answered).
+    pub remote_mta: Option<String>,
+    /// `Diagnostic-Code: smtp; …` (the remote reply); `X-Postfix; text` otherwise.
+    pub diagnostic: Option<String>,
+}
+
+/// Who gets the notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The message's sender (a single bounce, from `<>`).
+    Sender,
+    /// `2bounce_notice_recipient` (a double bounce, from `double_bounce_sender`): the
+    /// failed recipients and the headers of the bounce that failed, without the
+    /// boiler-plate text (bounce_notify_service.c).
+    Postmaster,
+}
+
+/// Postfix's `line_wrap(str, 79, 4, …)` as bounce(8) prints recipient lines and DSN
+/// fields: break at blanks before a line would exceed 79 columns, indent continuations by 4.
+pub fn line_wrap(s: &str) -> String {
+    const LENGTH: usize = 79;
+    const INDENT: usize = 4;
+    let mut out = String::new();
+    let mut curr_len = LENGTH;
+    let mut curr_indent = 0;
+    let mut start = 0usize;
+    let bytes = s.as_bytes();
+    let mut word = 0usize;
+    let mut first = true;
+    let is_space = |b: u8| b == b' ' || b == b'\t';
+    loop {
+        let next_space = word
+            + bytes[word..]
+                .iter()
+                .position(|&b| b == b' ' || b == b'\t')
+                .unwrap_or(bytes.len() - word);
+        if word > start && next_space - start > curr_len {
+            let mut line_len = word - start;
+            while line_len > 0 && is_space(bytes[start + line_len - 1]) {
+                line_len -= 1;
+            }
+            out.push_str(&" ".repeat(curr_indent));
+            out.push_str(&s[start..start + line_len]);
+            out.push('\n');
+            while word < bytes.len() && is_space(bytes[word]) {
+                word += 1;
+            }
+            if first {
+                curr_indent += INDENT;
+                curr_len -= INDENT;
+                first = false;
+            }
+            start = word;
+        }
+        if next_space >= bytes.len() {
+            break;
+        }
+        word = next_space + 1;
+    }
+    let mut line_len = bytes.len() - start;
+    while line_len > 0 && is_space(bytes[start + line_len - 1]) {
+        line_len -= 1;
+    }
+    out.push_str(&" ".repeat(curr_indent));
+    out.push_str(&s[start..start + line_len]);
+    out.push('\n');
+    out
 }
 
 /// The notification's content (LF line ends, without the headers cleanup adds).
@@ -37,34 +113,57 @@ pub fn notification(
     failed: &[Failed],
     myhostname: &str,
     now: SystemTime,
+    audience: Audience,
+    to: &str,
 ) -> Vec<u8> {
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let boundary = format!("{}.{secs}/{myhostname}", msg.queue_id);
+    let postmaster = audience == Audience::Postmaster;
     let mut o = Vec::new();
     let _ = write!(
         o,
         "Date: {date}\nFrom: Mail Delivery System <MAILER-DAEMON@{myhostname}>\n\
-         Subject: Undelivered Mail Returned to Sender\nTo: {to}\nAuto-Submitted: auto-replied\n\
+         Subject: {subject}\nTo: {to}\nAuto-Submitted: {auto}\n\
          MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status;\n\
          \tboundary=\"{boundary}\"\nContent-Transfer-Encoding: 8bit\n\n\
          This is a MIME-encapsulated message.\n\n\
          --{boundary}\nContent-Description: Notification\n\
-         Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
-         This is the mail system at host {myhostname}.\n\n\
-         I'm sorry to have to inform you that your message could not\n\
-         be delivered to one or more recipients. It's attached below.\n\n\
-         For further assistance, please send mail to postmaster.\n\n\
-         If you do so, please include this problem report. You can\n\
-         delete your own text from the attached returned message.\n\n\
-         \x20                  The mail system\n\n",
+         Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n",
         date = mail_date(now),
-        to = quote_822_local(&msg.sender),
+        subject = if postmaster {
+            "Postmaster Copy: Undelivered Mail"
+        } else {
+            "Undelivered Mail Returned to Sender"
+        },
+        auto = if postmaster {
+            "auto-generated"
+        } else {
+            "auto-replied"
+        },
+        to = quote_822_local(to),
     );
+    if !postmaster {
+        // The failure template's boiler-plate (not sent in postmaster copies).
+        let _ = write!(
+            o,
+            "This is the mail system at host {myhostname}.\n\n\
+             I'm sorry to have to inform you that your message could not\n\
+             be delivered to one or more recipients. It's attached below.\n\n\
+             For further assistance, please send mail to postmaster.\n\n\
+             If you do so, please include this problem report. You can\n\
+             delete your own text from the attached returned message.\n\n\
+             \x20                  The mail system\n",
+        );
+    }
     for f in failed {
-        let _ = writeln!(o, "<{}>: {}", quote_822_local(&f.recipient), f.text);
+        // bounce_recipient_log: a blank line, then the wrapped `<rcpt>: reason`.
+        o.push(b'\n');
+        o.extend_from_slice(
+            line_wrap(&format!("<{}>: {}", quote_822_local(&f.recipient), f.text)).as_bytes(),
+        );
     }
     let _ = write!(
         o,
@@ -80,14 +179,21 @@ pub fn notification(
         let _ = write!(
             o,
             "\nFinal-Recipient: rfc822; {}\nOriginal-Recipient: rfc822;{}\nAction: failed\n\
-             Status: {}\nDiagnostic-Code: X-Postfix; {}\n",
+             Status: {}\n",
             quote_822_local(&f.recipient),
             f.original,
             f.dsn,
-            f.text
         );
+        if let Some(mta) = &f.remote_mta {
+            o.extend_from_slice(line_wrap(&format!("Remote-MTA: dns; {mta}")).as_bytes());
+        }
+        let diag = match &f.diagnostic {
+            Some(d) => format!("Diagnostic-Code: smtp; {d}"),
+            None => format!("Diagnostic-Code: X-Postfix; {}", f.text),
+        };
+        o.extend_from_slice(line_wrap(&diag).as_bytes());
     }
-    let headers_only = msg.ret_flags & file::DSN_RET_HDRS != 0;
+    let headers_only = postmaster || msg.ret_flags & file::DSN_RET_HDRS != 0;
     let _ = write!(
         o,
         "\n--{boundary}\nContent-Description: {}\nContent-Type: {}\n\
@@ -123,11 +229,24 @@ pub fn notification(
 }
 
 /// Queue the notification for `msg` into `incoming/`; returns the new queue ID.
-pub fn send(queue: &Queue, msg: &QueuedMessage, failed: &[Failed]) -> std::io::Result<String> {
+/// `audience` Sender: from `<>` to the message's sender; Postmaster: from `from` (the
+/// `double_bounce_sender` address) to `to` (`2bounce_notice_recipient`).
+pub fn send(
+    queue: &Queue,
+    msg: &QueuedMessage,
+    failed: &[Failed],
+    audience: Audience,
+    from: &str,
+    to: &str,
+) -> std::io::Result<String> {
     let s = queue.settings();
     let now = SystemTime::now();
     let id = queue.new_queue_id();
-    let content = notification(msg, failed, &s.myhostname, now);
+    let (from, to) = match audience {
+        Audience::Sender => ("", msg.sender.as_str()),
+        Audience::Postmaster => (from, to),
+    };
+    let content = notification(msg, failed, &s.myhostname, now, audience, to);
     let received = vec![
         format!("Received: by {} ({})", s.myhostname, s.mail_name),
         format!("\tid {}; {}", id.as_str(), mail_date(now)),
@@ -140,7 +259,7 @@ pub fn send(queue: &Queue, msg: &QueuedMessage, failed: &[Failed]) -> std::io::R
             queue_id: id.as_str(),
             long_ids: s.long_queue_ids,
             myhostname: &s.myhostname,
-            sender: "",
+            sender: from,
             arrival: now,
             header_size_limit: s.header_size_limit.max(1),
             undisclosed_recipients_header: &s.undisclosed_recipients_header,
@@ -149,10 +268,10 @@ pub fn send(queue: &Queue, msg: &QueuedMessage, failed: &[Failed]) -> std::io::R
     let data = file::build(&FileSpec {
         queue_id: id.as_str(),
         arrival: now,
-        sender: "",
+        sender: from,
         recipients: vec![FileRecipient {
-            address: &msg.sender,
-            orcpt: format!("rfc822;{}", quote_822_local(&msg.sender)),
+            address: to,
+            orcpt: format!("rfc822;{}", quote_822_local(to)),
             notify: 0,
         }],
         rewrite_local: true,
@@ -192,4 +311,27 @@ fn write_complete(dir: &Path, id: &str, data: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_wrap;
+
+    #[test]
+    fn wraps_like_postfix_line_wrap() {
+        assert_eq!(line_wrap("<a@b>: short"), "<a@b>: short\n");
+        let long = "<nobody@example.net>: host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown in local recipient table (in reply to RCPT TO command)";
+        assert_eq!(
+            line_wrap(long),
+            "<nobody@example.net>: host 127.0.0.1[127.0.0.1] said: 550 5.1.1\n    \
+             <nobody@example.net>: Recipient address rejected: User unknown in local\n    \
+             recipient table (in reply to RCPT TO command)\n"
+        );
+        // A word longer than the line is not cut.
+        let w = "x".repeat(100);
+        assert_eq!(
+            line_wrap(&format!("a {w} b")),
+            format!("a\n    {w}\n    b\n")
+        );
+    }
 }

@@ -64,6 +64,7 @@
 
 pub mod bounce;
 pub mod defer;
+pub mod route;
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -189,7 +190,25 @@ pub struct QmgrSettings {
     pub relocated_maps: Vec<Arc<dyn crate::maps::Table>>,
     pub transport_maps: Vec<Arc<dyn crate::maps::Table>>,
     pub local: LocalSettings,
+    /// trivial-rewrite's resolve (transports and next-hops).
+    pub resolver: route::Resolver,
+    /// smtp(8) settings per master.cf service.
+    pub smtp: std::collections::HashMap<String, crate::smtp::SmtpSettings>,
+    /// Per-destination concurrency: `local_destination_concurrency_limit` (per recipient),
+    /// `virtual_destination_concurrency_limit`, `smtp_destination_concurrency_limit` (per
+    /// next-hop).
+    pub limiter: Limiter,
+    pub local_concurrency: usize,
+    pub virtual_concurrency: usize,
+    pub smtp_concurrency: usize,
+    /// Whether `notify_classes` has `bounce` (double bounces to postmaster).
+    pub notify_bounce: bool,
+    /// `double_bounce_sender@$myhostname` and `2bounce_notice_recipient`.
+    pub double_bounce_sender: String,
+    pub double_bounce_recipient: String,
     pub ident_qmgr: String,
+    pub ident_retry: String,
+    pub ident_virtual: String,
     pub ident_local: String,
     pub ident_error: String,
     pub ident_discard: String,
@@ -238,7 +257,44 @@ impl QmgrSettings {
                 })
                 .collect()
         };
+        let resolver = route::Resolver::from_config(cfg);
+        let smtp = resolver
+            .smtp_services()
+            .into_iter()
+            .map(|n| {
+                let st = crate::smtp::SmtpSettings::from_config(cfg, &n);
+                (n, st)
+            })
+            .collect();
+        let num = |n: &str, d: usize| {
+            cfg.get(n)
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(d)
+                .clamp(1, 1000)
+        };
+        let myhostname = cfg.get("myhostname").unwrap_or_default();
         QmgrSettings {
+            resolver,
+            smtp,
+            limiter: Limiter::default(),
+            local_concurrency: num("local_destination_concurrency_limit", 2),
+            virtual_concurrency: num("virtual_destination_concurrency_limit", 20),
+            smtp_concurrency: num("smtp_destination_concurrency_limit", 20),
+            notify_bounce: cfg
+                .get("notify_classes")
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .any(|c| c.eq_ignore_ascii_case("bounce")),
+            double_bounce_sender: format!(
+                "{}@{myhostname}",
+                cfg.get("double_bounce_sender")
+                    .unwrap_or_else(|| "double-bounce".into())
+            ),
+            double_bounce_recipient: cfg
+                .get("2bounce_notice_recipient")
+                .unwrap_or_else(|| "postmaster".into()),
+            ident_retry: log::ident(cfg, "retry"),
+            ident_virtual: log::ident(cfg, "virtual"),
             canonical_maps: maps("canonical_maps"),
             sender_canonical_maps: maps("sender_canonical_maps"),
             recipient_canonical_maps: maps("recipient_canonical_maps"),
@@ -259,11 +315,12 @@ impl QmgrSettings {
             queue_run_delay: time("queue_run_delay", 's', 300),
             maximal_queue_lifetime: time("maximal_queue_lifetime", 'd', 5 * 86400),
             bounce_queue_lifetime: time("bounce_queue_lifetime", 'd', 5 * 86400),
-            concurrency: cfg
-                .get("local_destination_concurrency_limit")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(2)
-                .clamp(1, 100),
+            // Worker threads: enough for parallel destinations; each destination is further
+            // limited by its *_destination_concurrency_limit (Postfix: default_process_limit
+            // agents, shared by all destinations).
+            concurrency: num("default_process_limit", 100)
+                .min(20)
+                .max(num("local_destination_concurrency_limit", 2)),
             virtual_alias_maps: cfg
                 .get("virtual_alias_maps")
                 .unwrap_or_default()
@@ -425,6 +482,62 @@ impl QmgrSettings {
     fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.to_ascii_lowercase();
         self.mydestination.contains(&d)
+            || matches!(
+                self.resolver.class_of(&format!("x@{d}")),
+                crate::smtpd::address::AddressClass::Local
+            )
+    }
+
+    /// The smtp(8) settings of master.cf service `service` (the `smtp` service's when
+    /// unknown).
+    pub fn smtp_settings(&self, service: &str) -> crate::smtp::SmtpSettings {
+        self.smtp
+            .get(service)
+            .or_else(|| self.smtp.get("smtp"))
+            .cloned()
+            .expect("smtp service settings")
+    }
+}
+
+/// Counting semaphores per destination key.
+#[derive(Default)]
+pub struct Limiter {
+    counts: Mutex<std::collections::HashMap<String, usize>>,
+    cv: std::sync::Condvar,
+}
+
+/// A held destination slot; released on drop.
+pub struct Slot<'a> {
+    limiter: &'a Limiter,
+    key: String,
+}
+
+impl Limiter {
+    /// Wait until `key` has fewer than `limit` deliveries running, then take a slot.
+    pub fn acquire(&self, key: String, limit: usize) -> Slot<'_> {
+        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        while g.get(&key).copied().unwrap_or(0) >= limit.max(1) {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        *g.entry(key.clone()).or_insert(0) += 1;
+        Slot { limiter: self, key }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut g = self
+            .limiter
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = g.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.key);
+            }
+        }
+        self.limiter.cv.notify_all();
     }
 }
 
@@ -726,6 +839,43 @@ fn secs(a: SystemTime, b: SystemTime) -> f64 {
     b.duration_since(a).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// One final result for a recipient of the queue file, as its log line reports it.
+struct Done {
+    o: local::Outcome,
+    relay: String,
+    ident: String,
+    started: SystemTime,
+    finished: SystemTime,
+    /// smtp(8): connection setup and transmission times (`delays=…/…/c/d`).
+    smtp_times: Option<(Duration, Duration)>,
+    remote_mta: Option<String>,
+    diagnostic: Option<String>,
+}
+
+impl Done {
+    fn new(o: local::Outcome, relay: &str, ident: &str, started: SystemTime) -> Done {
+        Done {
+            o,
+            relay: relay.to_string(),
+            ident: ident.to_string(),
+            started,
+            finished: SystemTime::now(),
+            smtp_times: None,
+            remote_mta: None,
+            diagnostic: None,
+        }
+    }
+}
+
+/// A pending recipient of the queue file and what became of it.
+struct Pending<'a> {
+    r: &'a crate::queue::QueuedRecipient,
+    /// The queued address, qualified (before canonical mapping).
+    addr: String,
+    orig: String,
+    done: Vec<Done>,
+}
+
 /// Deliver what is pending in one active queue file, then remove or defer it.
 fn process(s: &QmgrSettings, path: &Path) {
     let id = path
@@ -766,120 +916,222 @@ fn process(s: &QmgrSettings, path: &Path) {
         };
         msg.arrival.elapsed().map(|a| a > life).unwrap_or(false)
     };
-    let mut deferred: Vec<defer::DeferEntry> = Vec::new();
-    let mut failed: Vec<bounce::Failed> = Vec::new();
-    for r in msg.recipients.iter().filter(|r| !r.done) {
+    let mut pending: Vec<Pending> = msg
+        .recipients
+        .iter()
+        .filter(|r| !r.done)
+        .map(|r| {
+            let addr = if r.address.contains('@') || r.address.is_empty() {
+                r.address.clone()
+            } else {
+                format!("{}@{}", r.address, s.myorigin)
+            };
+            let orig = r.original.clone().unwrap_or_else(|| addr.clone());
+            Pending {
+                r,
+                addr,
+                orig,
+                done: Vec::new(),
+            }
+        })
+        .collect();
+    // smtp(8) deliveries, grouped by (service, next-hop): (pending index, address).
+    let mut groups: Vec<((String, String), Vec<(usize, String)>)> = Vec::new();
+    for (i, p) in pending.iter_mut().enumerate() {
         let started = SystemTime::now();
-        let addr = if r.address.contains('@') || r.address.is_empty() {
-            r.address.clone()
-        } else {
-            format!("{}@{}", r.address, s.myorigin)
-        };
-        let orig = r.original.clone().unwrap_or_else(|| addr.clone());
         // cleanup's canonical mapping (recipient_canonical_maps, then canonical_maps).
-        let addr = s.canonical(&[&s.recipient_canonical_maps, &s.canonical_maps], &addr);
-        let mut outcomes: Vec<(local::Outcome, &str, &str)> = Vec::new();
-        match s.virtual_expand(&addr) {
-            Err(e) => outcomes.push((
-                local::Outcome {
-                    to: addr.clone(),
-                    orig_to: (orig != addr).then(|| orig.clone()),
-                    status: Status::Deferred,
-                    dsn: "4.3.0".into(),
-                    text: format!("virtual_alias_maps lookup failure: {e}"),
-                },
-                "none",
-                &s.ident_qmgr,
-            )),
-            Ok(targets) => {
-                for t in targets {
-                    let domain = t.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                    let simple = |status: Status, dsn: &str, text: String| local::Outcome {
-                        to: t.clone(),
-                        orig_to: (orig != t).then(|| orig.clone()),
-                        status,
-                        dsn: dsn.into(),
-                        text,
-                    };
-                    if let Some(new) = s.relocated(&t) {
-                        // trivial-rewrite's resolve: the error transport, as Postfix words it.
-                        outcomes.push((
-                            simple(Status::Bounced, "5.1.6", format!("User has moved to {new}")),
-                            "none",
-                            &s.ident_error,
-                        ));
-                        continue;
-                    }
-                    let transport = s.transport(&t);
-                    let transport_name = transport.as_ref().map(|(tr, _)| tr.as_str());
-                    if let Some((tr, nh)) = &transport
-                        && (tr == "error" || tr == "discard")
-                    {
-                        // error(8)/discard(8): the next-hop is the text (the domain when
-                        // empty), with an optional leading DSN status for error.
-                        if tr == "discard" {
-                            let nh = if nh.is_empty() {
-                                domain.to_string()
-                            } else {
-                                nh.clone()
-                            };
-                            outcomes.push((
-                                simple(Status::Sent, "2.0.0", nh),
-                                "none",
-                                &s.ident_discard,
-                            ));
-                        } else {
-                            // As Postfix 3.7's error(8) logs it: a leading 5.x.x status is
-                            // kept, a 4.x.x one becomes 5.0.0 (the mail still bounces).
-                            let nh = if nh.is_empty() {
-                                "Address is undeliverable".to_string()
-                            } else {
-                                nh.clone()
-                            };
-                            let (dsn, text) = match nh.split_once(' ') {
-                                Some((code, rest))
-                                    if code.len() >= 5
-                                        && (code.starts_with("4.") || code.starts_with("5."))
-                                        && code[2..]
-                                            .chars()
-                                            .all(|c| c.is_ascii_digit() || c == '.') =>
-                                {
-                                    let dsn = if code.starts_with('5') { code } else { "5.0.0" };
-                                    (dsn.to_string(), rest.trim().to_string())
-                                }
-                                _ => ("5.0.0".to_string(), nh.clone()),
-                            };
-                            let status = Status::Bounced;
-                            outcomes.push((simple(status, &dsn, text), "none", &s.ident_error));
-                        }
-                        continue;
-                    }
-                    if transport_name == Some("local")
-                        || (transport_name.is_none() && s.is_local_domain(domain))
-                    {
-                        for o in local::deliver(&s.local, &msg, &t, Some(&orig)) {
-                            outcomes.push((o, "local", &s.ident_local));
-                        }
+        let addr = s.canonical(&[&s.recipient_canonical_maps, &s.canonical_maps], &p.addr);
+        let orig = p.orig.clone();
+        let outcome = |to: &str, status: Status, dsn: &str, text: String| local::Outcome {
+            to: to.to_string(),
+            orig_to: (orig != to).then(|| orig.clone()),
+            status,
+            dsn: dsn.into(),
+            text,
+        };
+        let targets = match s.virtual_expand(&addr) {
+            Ok(t) => t,
+            Err(e) => {
+                p.done.push(Done::new(
+                    outcome(
+                        &addr,
+                        Status::Deferred,
+                        "4.3.0",
+                        format!("virtual_alias_maps lookup failure: {e}"),
+                    ),
+                    "none",
+                    &s.ident_qmgr,
+                    started,
+                ));
+                continue;
+            }
+        };
+        for t in targets {
+            let domain = t.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if let Some(new) = s.relocated(&t) {
+                // trivial-rewrite's resolve: the error transport, as Postfix words it.
+                p.done.push(Done::new(
+                    outcome(
+                        &t,
+                        Status::Bounced,
+                        "5.1.6",
+                        format!("User has moved to {new}"),
+                    ),
+                    "none",
+                    &s.ident_error,
+                    started,
+                ));
+                continue;
+            }
+            match s.resolver.resolve(&t, s.transport(&t)) {
+                route::Route::Discard(nh) => {
+                    // discard(8): the next-hop is the text (the domain when empty).
+                    let nh = if nh.is_empty() {
+                        domain.to_string()
                     } else {
-                        outcomes.push((
-                            local::Outcome {
-                                to: t.clone(),
-                                orig_to: (orig != t).then(|| orig.clone()),
-                                status: Status::Deferred,
-                                dsn: "4.3.0".into(),
-                                text: "delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern".into(),
-                            },
-                            "none",
-                            &s.ident_qmgr,
-                        ));
+                        nh
+                    };
+                    p.done.push(Done::new(
+                        outcome(&t, Status::Sent, "2.0.0", nh),
+                        "none",
+                        &s.ident_discard,
+                        started,
+                    ));
+                }
+                route::Route::Error(nh) => {
+                    let (dsn, text) = error_text(&nh, "Address is undeliverable", '5');
+                    p.done.push(Done::new(
+                        outcome(&t, Status::Bounced, &dsn, text),
+                        "none",
+                        &s.ident_error,
+                        started,
+                    ));
+                }
+                route::Route::Retry(nh) => {
+                    let (dsn, text) = error_text(&nh, "Address is undeliverable", '4');
+                    p.done.push(Done::new(
+                        outcome(&t, Status::Deferred, &dsn, text),
+                        "none",
+                        &s.ident_retry,
+                        started,
+                    ));
+                }
+                route::Route::Local => {
+                    let _slot = s.limiter.acquire(
+                        format!("local:{}", t.to_ascii_lowercase()),
+                        s.local_concurrency,
+                    );
+                    for o in local::deliver(&s.local, &msg, &t, Some(&p.orig)) {
+                        p.done.push(Done::new(o, "local", &s.ident_local, started));
                     }
+                }
+                route::Route::Virtual => {
+                    let _slot = s.limiter.acquire(
+                        format!("virtual:{}", t.to_ascii_lowercase()),
+                        s.virtual_concurrency,
+                    );
+                    p.done.push(Done::new(
+                        outcome(
+                            &t,
+                            Status::Deferred,
+                            "4.3.0",
+                            "mail transport unavailable: virtual delivery is not wired yet".into(),
+                        ),
+                        "none",
+                        &s.ident_virtual,
+                        started,
+                    ));
+                }
+                route::Route::Smtp { service, nexthop } => {
+                    let key = (service, nexthop);
+                    match groups.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, v)) => v.push((i, t.clone())),
+                        None => groups.push((key, vec![(i, t.clone())])),
+                    }
+                }
+                route::Route::Unavailable(tr) => {
+                    // Postfix defers mail for a transport whose service it cannot reach.
+                    p.done.push(Done::new(
+                        outcome(
+                            &t,
+                            Status::Deferred,
+                            "4.3.0",
+                            format!("mail transport unavailable: Postern has no delivery agent for transport \"{tr}\""),
+                        ),
+                        "none",
+                        &s.ident_qmgr,
+                        started,
+                    ));
                 }
             }
         }
+    }
+    for ((service, nexthop), members) in groups {
+        let started = SystemTime::now();
+        let smtp = s.smtp_settings(&service);
+        let jobs: Vec<crate::smtp::RcptJob> = members
+            .iter()
+            .map(|(i, t)| {
+                let r = pending[*i].r;
+                crate::smtp::RcptJob {
+                    address: t.clone(),
+                    orcpt: r.orcpt.clone(),
+                    notify: r.notify(),
+                }
+            })
+            .collect();
+        let _slot = s.limiter.acquire(
+            format!("{service}:{}", nexthop.to_ascii_lowercase()),
+            s.smtp_concurrency,
+        );
+        let results = crate::smtp::deliver(&smtp, &msg, &nexthop, &jobs);
         let finished = SystemTime::now();
+        for (k, (i, t)) in members.into_iter().enumerate() {
+            let p = &mut pending[i];
+            let Some(res) = results.get(k) else {
+                p.done.push(Done::new(
+                    local::Outcome {
+                        to: t.clone(),
+                        orig_to: (p.orig != t).then(|| p.orig.clone()),
+                        status: Status::Deferred,
+                        dsn: "4.3.0".into(),
+                        text: "smtp delivery agent returned no result".into(),
+                    },
+                    "none",
+                    &smtp.ident,
+                    started,
+                ));
+                continue;
+            };
+            p.done.push(Done {
+                o: local::Outcome {
+                    to: t.clone(),
+                    orig_to: (p.orig != t).then(|| p.orig.clone()),
+                    status: res.status.clone(),
+                    dsn: res.dsn.clone(),
+                    text: res.text.clone(),
+                },
+                relay: res.relay.clone(),
+                ident: smtp.ident.clone(),
+                started,
+                finished,
+                smtp_times: Some((res.conn_setup, res.transmission)),
+                remote_mta: res.remote_mta.clone(),
+                diagnostic: res.diagnostic.clone(),
+            });
+        }
+    }
+    // Log each result; mark recipients whose every result is final. Bounced recipients are
+    // marked only after their notification is queued (bounce(8) deletes them from the queue
+    // file after sending, so a crash in between repeats the bounce rather than losing it).
+    let mut deferred: Vec<defer::DeferEntry> = Vec::new();
+    let mut failed: Vec<bounce::Failed> = Vec::new();
+    let mut mark_after_bounce: Vec<u64> = Vec::new();
+    for p in &pending {
         let mut any_deferred = false;
-        for (o, relay, ident) in &outcomes {
-            let (relay, ident) = (*relay, *ident);
+        let mut any_bounced = false;
+        for d in &p.done {
+            let o = &d.o;
             let (status, dsn, text) = match o.status {
                 Status::Deferred if expired => {
                     (Status::Bounced, format!("5{}", &o.dsn[1..]), o.text.clone())
@@ -892,35 +1144,44 @@ fn process(s: &QmgrSettings, path: &Path) {
                     any_deferred = true;
                     "deferred"
                 }
-                Status::Bounced => "bounced",
+                Status::Bounced => {
+                    any_bounced = true;
+                    "bounced"
+                }
             };
             let orig = o
                 .orig_to
                 .as_ref()
                 .map(|x| format!("orig_to=<{x}>, "))
                 .unwrap_or_default();
+            let (c, dd) = match d.smtp_times {
+                Some((c, t)) => (fmt_delay(c.as_secs_f64()), fmt_delay(t.as_secs_f64())),
+                None => ("0".to_string(), fmt_delay(secs(d.started, d.finished))),
+            };
             log::info(
-                ident,
+                &d.ident,
                 &format!(
-                    "{id}: to=<{}>, {orig}relay={relay}, delay={}, delays={}/{}/{}/{}, dsn={dsn}, status={word} ({text})",
+                    "{id}: to=<{}>, {orig}relay={}, delay={}, delays={}/{}/{c}/{dd}, dsn={dsn}, status={word} ({text})",
                     o.to,
-                    fmt_delay(secs(msg.arrival, finished)),
+                    d.relay,
+                    fmt_delay(secs(msg.arrival, d.finished)),
                     fmt_delay(secs(msg.arrival, activated)),
-                    fmt_delay(secs(activated, started)),
-                    "0",
-                    fmt_delay(secs(started, finished)),
+                    fmt_delay(secs(activated, d.started)),
                 ),
             );
             if status == Status::Bounced {
                 failed.push(bounce::Failed {
                     recipient: o.to.clone(),
-                    original: r
+                    original: p
+                        .r
                         .orcpt
                         .as_deref()
                         .map(|x| x.trim_start_matches("rfc822;").to_string())
                         .unwrap_or_else(|| o.orig_to.clone().unwrap_or_else(|| o.to.clone())),
                     dsn: dsn.clone(),
                     text: text.clone(),
+                    remote_mta: d.remote_mta.clone(),
+                    diagnostic: d.diagnostic.clone(),
                 });
             }
             if status == Status::Deferred {
@@ -931,19 +1192,14 @@ fn process(s: &QmgrSettings, path: &Path) {
                 });
             }
         }
-        if !any_deferred && let Err(e) = mark_recipient_done(path, r.offset) {
-            // Without the mark the recipient would be delivered again: keep the file and
-            // say so loudly.
-            log::error(
-                &s.ident_qmgr,
-                &format!("{id}: cannot mark recipient done: {e}"),
-            );
-            deferred.push(defer::DeferEntry {
-                recipient: addr.clone(),
-                status: "4.3.0".into(),
-                reason: format!("queue file update error: {e}"),
-            });
+        if any_deferred {
+            continue;
         }
+        if any_bounced {
+            mark_after_bounce.push(p.r.offset);
+            continue;
+        }
+        mark_done(s, path, &id, p, &mut deferred);
     }
     if expired {
         log::info(
@@ -955,7 +1211,26 @@ fn process(s: &QmgrSettings, path: &Path) {
         );
     }
     if !failed.is_empty() {
-        send_bounce(s, &id, &msg, &failed);
+        if send_bounce(s, &id, &msg, &failed) {
+            for p in pending
+                .iter()
+                .filter(|p| mark_after_bounce.contains(&p.r.offset))
+            {
+                mark_done(s, path, &id, p, &mut deferred);
+            }
+        } else {
+            // Postfix's bounce client failure: the recipients stay and are tried again.
+            for p in pending
+                .iter()
+                .filter(|p| mark_after_bounce.contains(&p.r.offset))
+            {
+                deferred.push(defer::DeferEntry {
+                    recipient: p.addr.clone(),
+                    status: "4.3.0".into(),
+                    reason: "bounce or trace service failure".into(),
+                });
+            }
+        }
     }
     let defer_log = defer::log_path(&s.queue_directory, &id);
     if deferred.is_empty() {
@@ -972,27 +1247,103 @@ fn process(s: &QmgrSettings, path: &Path) {
     }
 }
 
-/// Return the failed recipients to the sender (not for `<>` mail: XXX no double bounce).
-fn send_bounce(s: &QmgrSettings, id: &str, msg: &QueuedMessage, failed: &[bounce::Failed]) {
-    if msg.sender.is_empty() {
-        return;
+/// Mark `p` done in the queue file; without the mark it would be delivered again, so a
+/// failure keeps the file (deferred) and says so loudly.
+fn mark_done(
+    s: &QmgrSettings,
+    path: &Path,
+    id: &str,
+    p: &Pending,
+    deferred: &mut Vec<defer::DeferEntry>,
+) {
+    if let Err(e) = mark_recipient_done(path, p.r.offset) {
+        log::error(
+            &s.ident_qmgr,
+            &format!("{id}: cannot mark recipient done: {e}"),
+        );
+        deferred.push(defer::DeferEntry {
+            recipient: p.addr.clone(),
+            status: "4.3.0".into(),
+            reason: format!("queue file update error: {e}"),
+        });
     }
+}
+
+/// error(8)/retry(8) next-hop text: an optional leading `d.s.n` status, then the text.
+/// As Postfix 3.7's error(8) logs it, a bounce keeps a leading 5.x.x status and turns a
+/// 4.x.x one into 5.0.0; retry(8) likewise keeps 4.x.x and turns others into 4.0.0.
+fn error_text(nh: &str, empty: &str, class: char) -> (String, String) {
+    let nh = if nh.is_empty() { empty } else { nh };
+    let default = format!("{class}.0.0");
+    match nh.split_once(' ') {
+        Some((code, rest))
+            if code.len() >= 5
+                && (code.starts_with("4.") || code.starts_with("5."))
+                && code[2..].chars().all(|c| c.is_ascii_digit() || c == '.') =>
+        {
+            let dsn = if code.starts_with(class) {
+                code.to_string()
+            } else {
+                default
+            };
+            (dsn, rest.trim().to_string())
+        }
+        _ => (default, nh.to_string()),
+    }
+}
+
+/// Return the failed recipients to the sender; for `<>` mail, a postmaster copy when
+/// `notify_classes` has `bounce`, else nothing (Postfix's default). Returns whether the
+/// recipients may be marked done (the notification is queued or, as in Postfix, not
+/// wanted).
+fn send_bounce(s: &QmgrSettings, id: &str, msg: &QueuedMessage, failed: &[bounce::Failed]) -> bool {
+    let audience = if msg.sender.is_empty() {
+        if !s.notify_bounce {
+            return true;
+        }
+        bounce::Audience::Postmaster
+    } else if msg.sender.eq_ignore_ascii_case(&s.double_bounce_sender) {
+        log::warning(
+            &s.ident_bounce,
+            &format!("{id}: undeliverable postmaster notification discarded"),
+        );
+        return true;
+    } else {
+        bounce::Audience::Sender
+    };
     let Some(queue) = QUEUE.get() else {
         log::warning(
             &s.ident_bounce,
             &format!("{id}: no queue: non-delivery notification not sent"),
         );
-        return;
+        return false;
     };
-    match bounce::send(queue, msg, failed) {
-        Ok(new) => log::info(
-            &s.ident_bounce,
-            &format!("{id}: sender non-delivery notification: {new}"),
-        ),
-        Err(e) => log::warning(
-            &s.ident_bounce,
-            &format!("{id}: cannot queue the non-delivery notification: {e}"),
-        ),
+    match bounce::send(
+        queue,
+        msg,
+        failed,
+        audience,
+        &s.double_bounce_sender,
+        &s.double_bounce_recipient,
+    ) {
+        Ok(new) => {
+            let who = match audience {
+                bounce::Audience::Sender => "sender",
+                bounce::Audience::Postmaster => "postmaster",
+            };
+            log::info(
+                &s.ident_bounce,
+                &format!("{id}: {who} non-delivery notification: {new}"),
+            );
+            true
+        }
+        Err(e) => {
+            log::warning(
+                &s.ident_bounce,
+                &format!("{id}: cannot queue the non-delivery notification: {e}"),
+            );
+            false
+        }
     }
 }
 
