@@ -867,6 +867,9 @@ impl Done {
     }
 }
 
+/// smtp(8) recipients of one message sharing (service, next-hop): (pending index, address).
+type SmtpGroup = ((String, String), Vec<(usize, String)>);
+
 /// A pending recipient of the queue file and what became of it.
 struct Pending<'a> {
     r: &'a crate::queue::QueuedRecipient,
@@ -936,7 +939,7 @@ fn process(s: &QmgrSettings, path: &Path) {
         })
         .collect();
     // smtp(8) deliveries, grouped by (service, next-hop): (pending index, address).
-    let mut groups: Vec<((String, String), Vec<(usize, String)>)> = Vec::new();
+    let mut groups: Vec<SmtpGroup> = Vec::new();
     for (i, p) in pending.iter_mut().enumerate() {
         let started = SystemTime::now();
         // cleanup's canonical mapping (recipient_canonical_maps, then canonical_maps).
