@@ -523,8 +523,14 @@ fn maildir_inbox() {
     );
     assert_eq!(c.cmd("DELE 1"), ["+OK Marked to be deleted."]);
     assert_eq!(c.cmd("QUIT"), ["+OK Logging out, messages deleted."]);
-    let left = std::fs::read_dir(md.join("new")).expect("new").count();
-    assert_eq!(left, 1);
+    // As Dovecot 2.3: the session moved both out of new/; the RETR'd one is \Seen.
+    assert_eq!(std::fs::read_dir(md.join("new")).expect("new").count(), 0);
+    let cur: Vec<String> = std::fs::read_dir(md.join("cur"))
+        .expect("cur")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cur.len(), 1, "{cur:?}");
+    assert!(cur[0].ends_with(":2,S"), "{cur:?}");
     let list = std::fs::read_to_string(md.join("dovecot-uidlist")).expect("uidlist");
     assert!(list.starts_with("3 V"), "{list}");
 }
@@ -934,7 +940,13 @@ fn maildir_file_deleted_under_the_session() {
     c.cmd("USER alice");
     c.cmd("PASS secret");
     assert_eq!(c.cmd("LIST"), ["+OK 2 messages:", "1 17", "2 17", "."]);
-    std::fs::remove_file(&first).expect("unlink");
+    // The session moved it to cur/ (as Dovecot does when it opens the INBOX).
+    let base = first
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    std::fs::remove_file(md.join("cur").join(format!("{base}:2,"))).expect("unlink");
     assert_eq!(c.cmd("RETR 1"), ["-ERR Message 1 expunged."]);
     assert_eq!(c.cmd("TOP 1 0"), ["-ERR Message 1 expunged."]);
     assert_eq!(
@@ -1369,4 +1381,130 @@ fn apop() {
     let (mut c, g) = Pop::connect(s3.port);
     assert!(!g.contains('<'), "{g}");
     assert_eq!(c.cmd("APOP alice x"), ["-ERR APOP not enabled."]);
+}
+
+/// The \Seen state a POP3 session leaves: per message (in order) whether it is read
+/// (mbox `Status:` with `R`; Maildir `:2,` flags with `S`) and, for Maildir, whether it
+/// is still in `new/`.
+fn seen_state(home: &Path, maildir: bool) -> Vec<(bool, bool)> {
+    if maildir {
+        let mut out: Vec<(String, bool, bool)> = Vec::new();
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(home.join("Maildir").join(sub)).expect("dir") {
+                let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+                let (base, flags) = name.split_once(":2,").unwrap_or((&name, ""));
+                out.push((base.to_string(), flags.contains('S'), sub == "new"));
+            }
+        }
+        out.sort();
+        return out.into_iter().map(|(_, s, n)| (s, n)).collect();
+    }
+    let text = std::fs::read_to_string(home.join("inbox")).expect("inbox");
+    text.split("\n\nFrom ")
+        .map(|m| {
+            let header = m.split("\n\n").next().unwrap_or("");
+            let read = header
+                .lines()
+                .any(|l| l.starts_with("Status:") && l.contains('R'));
+            (read, false)
+        })
+        .collect()
+}
+
+/// Flag updates as the real Dovecot 2.3.19 makes them, side by side on copies of the
+/// same mbox and Maildir: RETR marks \Seen at QUIT (TOP, even of a whole message,
+/// does not), a client that leaves without QUIT marks nothing, Maildir messages leave
+/// new/ when the INBOX is opened; with pop3_no_flag_updates = yes nothing changes.
+#[test]
+fn flag_updates_differential() {
+    let script: &[&str] = &[
+        "USER alice",
+        "PASS secret",
+        "RETR 1",
+        "TOP 2 0",
+        "TOP 3 100",
+    ];
+    for (location, maildir) in [
+        ("mbox:~/mail:INBOX=~/inbox", false),
+        ("maildir:~/Maildir", true),
+    ] {
+        for extra in ["", "pop3_no_flag_updates = yes\n"] {
+            for quit in [true, false] {
+                let mut states = Vec::new();
+                for real in [true, false] {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    setup(dir.path(), BOX);
+                    let home = dir.path().join("home/alice");
+                    let md = home.join("Maildir");
+                    for sub in ["new", "cur", "tmp"] {
+                        std::fs::create_dir_all(md.join(sub)).expect("mkdir");
+                    }
+                    let msgs = [
+                        "Subject: one\n\nhello\n",
+                        "Subject: two\n\nx\n",
+                        "Subject: 3\n\ny\n",
+                    ];
+                    for (i, m) in msgs.iter().enumerate() {
+                        // The third was seen by a client before (cur/, no flags).
+                        let (sub, suffix) = if i == 2 { ("cur", ":2,") } else { ("new", "") };
+                        std::fs::write(
+                            md.join(sub).join(format!("170000000{i}.M{i}P1.h{suffix}")),
+                            m,
+                        )
+                        .expect("write");
+                    }
+                    let (uid, gid) = mail_user();
+                    let _ = Command::new("chown")
+                        .arg("-R")
+                        .arg(format!("{uid}:{gid}"))
+                        .arg(&home)
+                        .output();
+                    let cf_extra = format!("ssl = no\ndisable_plaintext_auth = no\n{extra}");
+                    let run = |port: u16| {
+                        let (mut c, _) = Pop::connect(port);
+                        for cmd in script {
+                            assert!(c.cmd(cmd)[0].starts_with("+OK"), "{cmd}");
+                        }
+                        if quit {
+                            assert!(c.cmd("QUIT")[0].starts_with("+OK Logging out"));
+                        }
+                        drop(c);
+                        // The session ends after the client is gone.
+                        std::thread::sleep(Duration::from_millis(500));
+                    };
+                    if real {
+                        let Some(d) = RealDovecot::start_with(dir.path(), location, &cf_extra)
+                        else {
+                            return;
+                        };
+                        run(d.port);
+                        drop(d);
+                    } else {
+                        let port = free_port();
+                        std::fs::write(
+                            dir.path().join("dovecot.conf"),
+                            conf(dir.path(), port, &cf_extra)
+                                .replace("mbox:~/mail:INBOX=~/inbox", location),
+                        )
+                        .expect("conf");
+                        let s = start_existing(dir.path());
+                        run(s.port);
+                        drop(s);
+                    }
+                    states.push(seen_state(&home, maildir));
+                }
+                assert_eq!(
+                    states[1], states[0],
+                    "{location} {extra:?} quit={quit}: Postern (right) vs Dovecot (left)"
+                );
+                // The test can tell the cases apart.
+                let any_seen = states[0].iter().any(|s| s.0);
+                assert_eq!(
+                    any_seen,
+                    quit && extra.is_empty(),
+                    "{location} {extra:?} quit={quit}"
+                );
+            }
+        }
+    }
 }

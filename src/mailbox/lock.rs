@@ -160,7 +160,11 @@ fn session_lock_is_stale(path: &Path, host: &str) -> bool {
 }
 
 /// Take an `fcntl` lock (write or read) on all of `file`, waiting up to `timeout`. The lock
-/// goes away when the file is closed.
+/// goes away when the file is closed. It is an open-file-description lock
+/// (`F_OFD_SETLK`): other processes' POSIX `fcntl`/`lockf` locks conflict with it as with a
+/// classic one, and, unlike a classic one, it belongs to this open file, so that sessions
+/// of one process exclude each other and closing another descriptor of the same mbox (a
+/// reader in another session) does not drop it.
 pub fn fcntl_lock(
     file: &File,
     path: &Path,
@@ -177,7 +181,7 @@ pub fn fcntl_lock(
         fl.l_start = 0;
         fl.l_len = 0;
         // SAFETY: the descriptor is open for the lifetime of `file`; `fl` is initialised.
-        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) };
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
         if r == 0 {
             return Ok(());
         }

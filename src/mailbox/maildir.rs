@@ -172,6 +172,61 @@ fn base_name(file: &str) -> &str {
     file.split_once(':').map(|(b, _)| b).unwrap_or(file)
 }
 
+/// Where a message is now: `path`, or the same base name under other flags or in the
+/// other directory (another client may have renamed it).
+fn locate(dir: &Path, path: &Path, base: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
+    }
+    for sub in ["cur", "new"] {
+        for ent in std::fs::read_dir(dir.join(sub)).ok()?.flatten() {
+            if base_name(&ent.file_name().to_string_lossy()) == base {
+                return Some(ent.path());
+            }
+        }
+    }
+    None
+}
+
+/// A file's size with every bare LF counted as CRLF, read through `buf`.
+fn file_crlf_size(path: &Path, buf: &mut [u8]) -> std::io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut n = 0u64;
+    let mut prev = 0u8;
+    loop {
+        let got = std::io::Read::read(&mut f, buf)?;
+        if got == 0 {
+            return Ok(n);
+        }
+        let chunk = &buf[..got];
+        n += crlf_size(chunk);
+        // A CRLF split between two reads was counted as a bare LF.
+        if prev == b'\r' && chunk[0] == b'\n' {
+            n -= 1;
+        }
+        prev = chunk[got - 1];
+    }
+}
+
+/// One Maildir message, ready to be opened for reading.
+#[derive(Debug, Clone)]
+pub struct MaildirMessage {
+    dir: PathBuf,
+    path: PathBuf,
+    base: String,
+}
+
+impl MaildirMessage {
+    /// Open the message file (found again if another client renamed it).
+    pub fn open(&self) -> Result<super::MessageReader, MailboxError> {
+        let p = locate(&self.dir, &self.path, &self.base)
+            .ok_or_else(|| MailboxError::Format(format!("{}: message vanished", self.base)))?;
+        let f = File::open(&p).map_err(|e| MailboxError::io(&p, e))?;
+        let len = f.metadata().map_err(|e| MailboxError::io(&p, e))?.len();
+        Ok(super::MessageReader::new(Vec::new(), f, 0, len, p))
+    }
+}
+
 /// An opened Maildir INBOX.
 #[derive(Debug)]
 pub struct MaildirMailbox {
@@ -185,9 +240,15 @@ impl MaildirMailbox {
     /// List `new/` and `cur/`, take UIDs from `dovecot-uidlist` and give new messages the
     /// next ones (rewriting the list).
     pub fn open(dir: &Path) -> Result<MaildirMailbox, MailboxError> {
+        Self::open_session(dir, false)
+    }
+
+    /// [`open`](Self::open); with `drop_recent`, messages in `new/` move to `cur/` (as
+    /// `NAME:2,`), as Dovecot's POP3 session does unless `pop3_no_flag_updates = yes`.
+    pub fn open_session(dir: &Path, drop_recent: bool) -> Result<MaildirMailbox, MailboxError> {
         ensure_dirs(dir)?;
         let (lock_file, lock_path) = uidlist_lock(dir)?;
-        let res = Self::open_locked(dir, lock_file, &lock_path);
+        let res = Self::open_locked(dir, lock_file, &lock_path, drop_recent);
         let _ = std::fs::remove_file(&lock_path);
         res
     }
@@ -196,6 +257,7 @@ impl MaildirMailbox {
         dir: &Path,
         mut lock_file: File,
         lock_path: &Path,
+        drop_recent: bool,
     ) -> Result<MaildirMailbox, MailboxError> {
         let mut files: Vec<(String, PathBuf)> = Vec::new();
         for sub in ["cur", "new"] {
@@ -205,6 +267,19 @@ impl MaildirMailbox {
                 let name = ent.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue;
+                }
+                if drop_recent && sub == "new" {
+                    // Dovecot's sync moves a message it has seen out of new/.
+                    let target = if name.contains(':') {
+                        name.clone()
+                    } else {
+                        format!("{name}:2,")
+                    };
+                    let to = dir.join("cur").join(&target);
+                    if std::fs::rename(ent.path(), &to).is_ok() {
+                        files.push((target, to));
+                        continue;
+                    }
                 }
                 files.push((name, ent.path()));
             }
@@ -262,37 +337,41 @@ impl MaildirMailbox {
             messages: Vec::new(),
             paths: Vec::new(),
         };
+        let mut buf = vec![0u8; 16 * 1024];
         for (uid, base, path) in known {
             // A file that vanished meanwhile (another session expunged it) is skipped.
-            let Ok(data) = std::fs::read(&path) else {
+            let Ok(size) = file_crlf_size(&path, &mut buf) else {
                 continue;
             };
             mb.messages.push(MessageInfo {
                 uid,
-                size: crlf_size(&data),
+                size,
                 file_base: base,
             });
             mb.paths.push(path);
         }
+        mb.messages.shrink_to_fit();
+        mb.paths.shrink_to_fit();
         Ok(mb)
+    }
+
+    /// Where message `index` is, to be opened by [`MaildirMessage::open`].
+    pub fn message(&self, index: usize) -> Option<MaildirMessage> {
+        Some(MaildirMessage {
+            dir: self.dir.clone(),
+            path: self.paths.get(index)?.clone(),
+            base: self.messages.get(index)?.file_base.clone(),
+        })
     }
 
     /// Where message `index` is now: its path, or the same base name under other flags or
     /// in the other directory (another client may have renamed it).
     fn locate(&self, index: usize) -> Option<PathBuf> {
-        let p = self.paths.get(index)?;
-        if p.exists() {
-            return Some(p.clone());
-        }
-        let base = &self.messages.get(index)?.file_base;
-        for sub in ["cur", "new"] {
-            for ent in std::fs::read_dir(self.dir.join(sub)).ok()?.flatten() {
-                if base_name(&ent.file_name().to_string_lossy()) == base {
-                    return Some(ent.path());
-                }
-            }
-        }
-        None
+        locate(
+            &self.dir,
+            self.paths.get(index)?,
+            &self.messages.get(index)?.file_base,
+        )
     }
 
     pub fn read(&self, index: usize) -> Result<Vec<u8>, MailboxError> {
@@ -304,7 +383,57 @@ impl MaildirMailbox {
 
     /// Unlink the messages at `indexes`; one already gone counts as deleted.
     pub fn expunge(&mut self, indexes: &[usize]) -> Result<(), MailboxError> {
-        for &i in indexes {
+        self.commit(indexes, &[])
+    }
+
+    /// POP3's UPDATE state: add the `S` flag to the messages at `seen` (a message still in
+    /// `new/` moves to `cur/`), then unlink those at `gone`, as Dovecot 2.3 does at QUIT.
+    pub fn commit(&mut self, gone: &[usize], seen: &[usize]) -> Result<(), MailboxError> {
+        let mut renamed = false;
+        for &i in seen {
+            if gone.contains(&i) {
+                continue;
+            }
+            let Some(p) = self.locate(i) else {
+                continue;
+            };
+            let Some(name) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let (base, flags) = match name.split_once(":2,") {
+                Some((b, f)) => (b.to_string(), f.to_string()),
+                None => (base_name(&name).to_string(), String::new()),
+            };
+            if flags.contains('S') {
+                continue;
+            }
+            // Maildir flags are kept in ASCII order.
+            let mut f: Vec<char> = flags.chars().chain(std::iter::once('S')).collect();
+            f.sort_unstable();
+            let to = self
+                .dir
+                .join("cur")
+                .join(format!("{base}:2,{}", f.into_iter().collect::<String>()));
+            match std::fs::rename(&p, &to) {
+                Ok(()) => {
+                    renamed = true;
+                    if let Some(slot) = self.paths.get_mut(i) {
+                        *slot = to;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(MailboxError::io(&p, e)),
+            }
+        }
+        if renamed && gone.is_empty() {
+            for sub in ["cur", "new"] {
+                fsync_dir(&self.dir.join(sub))?;
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for &i in gone {
             if let Some(p) = self.locate(i) {
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::lock::{DotLock, dotlock, fcntl_lock};
-use super::{MailboxError, MessageInfo, crlf_size};
+use super::{MailboxError, MessageInfo};
 
 /// How an mbox is locked and checked.
 #[derive(Debug, Clone)]
@@ -229,6 +229,8 @@ struct Raw {
     /// What follows UIDVALIDITY and LAST-UID in `X-IMAPbase` (Dovecot's keyword names).
     imapbase_rest: String,
     has_status: bool,
+    /// `Status:` holds `R` (\\Seen).
+    seen: bool,
     /// UW-IMAP's and Dovecot's pseudo message (`X-IMAP:` in the first message: "DON'T
     /// DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"): holds the metadata, is no message.
     pseudo: bool,
@@ -291,6 +293,7 @@ fn parse(data: &[u8]) -> Vec<Raw> {
             imapbase_rest: String::new(),
             pseudo: false,
             has_status: false,
+            seen: false,
         };
         let mut p = hdr_start;
         while p < end {
@@ -316,7 +319,10 @@ fn parse(data: &[u8]) -> Vec<Raw> {
                         raw.imapbase_rest = w.collect::<Vec<_>>().join(" ");
                     }
                 }
-                Some("status") => raw.has_status = true,
+                Some("status") => {
+                    raw.has_status = true;
+                    raw.seen = header_value(line).contains('R');
+                }
                 _ => {}
             }
             p = eol;
@@ -324,6 +330,222 @@ fn parse(data: &[u8]) -> Vec<Raw> {
         out.push(raw);
     }
     out
+}
+
+/// Longest line prefix [`scan`] keeps: header names and Dovecot's metadata values are
+/// short; a longer line is still measured to the byte.
+const SCAN_KEEP: usize = 8192;
+
+/// One line as [`scan`] reads it: its length, its first bytes, how it ends.
+struct ScanLine {
+    len: usize,
+    /// The first [`SCAN_KEEP`] bytes.
+    head: Vec<u8>,
+    /// The line ends with LF.
+    lf: bool,
+    /// The line ends with CRLF.
+    crlf: bool,
+}
+
+impl ScanLine {
+    fn is_empty_line(&self) -> bool {
+        (self.len == 1 && self.lf) || (self.len == 2 && self.crlf)
+    }
+}
+
+/// Read the next line of `r` into `line` (bounded memory: only its first bytes are kept).
+fn next_line(r: &mut impl std::io::BufRead, line: &mut ScanLine) -> std::io::Result<bool> {
+    line.len = 0;
+    line.head.clear();
+    line.lf = false;
+    line.crlf = false;
+    let mut last = 0u8;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(line.len > 0);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let chunk = &buf[..take];
+        let room = SCAN_KEEP.saturating_sub(line.head.len());
+        line.head.extend_from_slice(&chunk[..room.min(take)]);
+        if done {
+            let before = if take >= 2 { chunk[take - 2] } else { last };
+            line.lf = true;
+            line.crlf = before == b'\r';
+        }
+        last = chunk[take - 1];
+        line.len += take;
+        r.consume(take);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// What [`scan`] finds: the messages as [`parse`] would split them, each message's
+/// size as clients see it ([`visible`], CRLF-counted) and its `From ` line.
+struct Scan {
+    raws: Vec<Raw>,
+    sizes: Vec<u64>,
+    from_lines: Vec<Vec<u8>>,
+}
+
+/// A message being scanned.
+struct ScanMsg {
+    raw: Raw,
+    in_header: bool,
+    hiding: bool,
+    size: u64,
+}
+
+impl ScanMsg {
+    /// Account for `len` bytes of the line `l` at `pos` (`len` < `l.len` when the line is
+    /// cut by the separator: the CR of a CRLF separator line).
+    fn add(&mut self, l: &ScanLine, pos: usize, len: usize, index: usize) {
+        let whole = len == l.len;
+        // The size on the wire: each LF not preceded by CR counts twice.
+        let wire = len as u64 + u64::from(whole && l.lf && !l.crlf);
+        if !self.in_header {
+            self.size += wire;
+            return;
+        }
+        if whole && l.is_empty_line() {
+            self.raw.hdr_end = pos;
+            self.in_header = false;
+            self.size += wire;
+            return;
+        }
+        let text = &l.head[..len.min(l.head.len())];
+        let continuation = text.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            let name = header_name(text);
+            self.hiding = name.as_deref().is_some_and(|n| HIDDEN.contains(&n));
+            match name.as_deref() {
+                Some("x-uid") => self.raw.uid = header_value(text).parse().ok(),
+                Some(h @ ("x-imapbase" | "x-imap")) => {
+                    self.raw.pseudo = h == "x-imap" && index == 0;
+                    let mut w = header_value(text).split_whitespace();
+                    let v = w.next().and_then(|v| v.parse().ok());
+                    let last = w.next().and_then(|v| v.parse().ok());
+                    if let (Some(v), Some(last)) = (v, last) {
+                        self.raw.imapbase = Some((v, last));
+                        self.raw.imapbase_rest = w.collect::<Vec<_>>().join(" ");
+                    }
+                }
+                Some("status") => {
+                    self.raw.has_status = true;
+                    self.raw.seen = header_value(text).contains('R');
+                }
+                _ => {}
+            }
+        }
+        if !self.hiding {
+            self.size += wire;
+        }
+    }
+
+    fn finish(mut self, end: usize, out: &mut Scan) {
+        if self.in_header {
+            self.raw.hdr_end = end;
+        }
+        self.raw.end = end;
+        out.raws.push(self.raw);
+        out.sizes.push(self.size);
+    }
+}
+
+/// [`parse`] and the sizes of [`visible`] in one pass over a reader, holding one line
+/// prefix at a time instead of the whole mbox: how a session indexes the INBOX.
+fn scan(r: &mut impl std::io::BufRead) -> std::io::Result<Scan> {
+    let mut out = Scan {
+        raws: Vec::new(),
+        sizes: Vec::new(),
+        from_lines: Vec::new(),
+    };
+    let mut line = ScanLine {
+        len: 0,
+        head: Vec::with_capacity(256),
+        lf: false,
+        crlf: false,
+    };
+    // The previous line when it was empty: it ends the message if a `From ` line follows.
+    let mut pending: Option<(usize, ScanLine)> = None;
+    let mut cur: Option<ScanMsg> = None;
+    let mut pos = 0usize;
+    let mut prev_empty = true;
+    while next_line(r, &mut line)? {
+        let starts =
+            (prev_empty || cur.is_none() && out.raws.is_empty()) && line.head.starts_with(b"From ");
+        if starts {
+            if let Some(mut m) = cur.take() {
+                // The separator line is no part of the message, but for the CR of a
+                // CRLF one (as `parse` cuts it).
+                let mut end = pos.saturating_sub(1);
+                if let Some((ppos, p)) = pending.take() {
+                    if p.len > 1 {
+                        m.add(&p, ppos, p.len - 1, out.raws.len());
+                    }
+                    end = end.max(m.raw.hdr_start);
+                }
+                m.finish(end, &mut out);
+            }
+            pending = None;
+            let hdr_start = pos + line.len;
+            out.from_lines.push(line.head.clone());
+            cur = Some(ScanMsg {
+                raw: Raw {
+                    from_start: pos,
+                    hdr_start,
+                    hdr_end: hdr_start,
+                    end: hdr_start,
+                    uid: None,
+                    imapbase: None,
+                    imapbase_rest: String::new(),
+                    has_status: false,
+                    pseudo: false,
+                    seen: false,
+                },
+                in_header: true,
+                hiding: false,
+                size: 0,
+            });
+        } else if let Some(m) = cur.as_mut() {
+            let index = out.raws.len();
+            if let Some((ppos, p)) = pending.take() {
+                m.add(&p, ppos, p.len, index);
+            }
+            if line.is_empty_line() {
+                let kept = ScanLine {
+                    len: line.len,
+                    head: line.head.clone(),
+                    lf: line.lf,
+                    crlf: line.crlf,
+                };
+                pending = Some((pos, kept));
+            } else {
+                m.add(&line, pos, line.len, index);
+            }
+        }
+        prev_empty = line.is_empty_line();
+        pos += line.len;
+    }
+    if let Some(mut m) = cur.take() {
+        let mut end = pos;
+        if let Some((ppos, p)) = pending.take() {
+            // A final `\n\n` ends the last message with its separator line, as in `parse`.
+            if p.len == 1 && ppos > m.raw.hdr_start {
+                end -= 1;
+            } else {
+                m.add(&p, ppos, p.len, out.raws.len());
+            }
+        }
+        m.finish(end, &mut out);
+    }
+    Ok(out)
 }
 
 /// The message's content with the hidden headers (and their continuation lines) removed.
@@ -389,7 +611,8 @@ fn assign_uids(raws: &[Raw]) -> (u32, u32, Vec<u32>, bool) {
 }
 
 /// The file's new contents: `keep[i]` says whether message `i` stays; metadata headers are
-/// (re)written for the kept ones.
+/// (re)written for the kept ones; `read[i]` (when given) marks message `i` \\Seen
+/// (`Status: RO`).
 fn rewrite(
     data: &[u8],
     raws: &[Raw],
@@ -397,6 +620,7 @@ fn rewrite(
     validity: u32,
     last: u32,
     keep: &[bool],
+    read: &[bool],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     out.extend_from_slice(&data[..raws.first().map(|r| r.from_start).unwrap_or(data.len())]);
@@ -406,6 +630,7 @@ fn rewrite(
             continue;
         }
         out.extend_from_slice(&data[r.from_start..r.hdr_start]);
+        let now_read = read.get(i).copied().unwrap_or(false);
         let mut p = r.hdr_start;
         let mut dropping = false;
         while p < r.hdr_end {
@@ -417,10 +642,11 @@ fn rewrite(
             let line = &data[p..eol];
             let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
-                dropping = matches!(
-                    header_name(line).as_deref(),
-                    Some("x-uid") | Some("x-imapbase") | Some("x-imap")
-                );
+                dropping = match header_name(line).as_deref() {
+                    Some("x-uid" | "x-imapbase" | "x-imap") => true,
+                    Some("status") => now_read,
+                    _ => false,
+                };
             }
             if !dropping {
                 out.extend_from_slice(line);
@@ -446,7 +672,9 @@ fn rewrite(
             continue;
         }
         out.extend_from_slice(format!("X-UID: {}\n", uids[i]).as_bytes());
-        if !r.has_status {
+        if now_read {
+            out.extend_from_slice(b"Status: RO\n");
+        } else if !r.has_status {
             out.extend_from_slice(b"Status: O\n");
         }
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
@@ -479,17 +707,29 @@ fn read_all(file: &mut File, path: &Path) -> Result<Vec<u8>, MailboxError> {
     Ok(data)
 }
 
-/// An opened mbox INBOX.
+/// Where one message is in the file (offsets), and its `From ` line, to notice a file
+/// rewritten under the session.
+#[derive(Debug, Clone)]
+struct Spot {
+    from_start: usize,
+    hdr_start: usize,
+    hdr_end: usize,
+    end: usize,
+    from_line: Vec<u8>,
+}
+
+/// An opened mbox INBOX: an index of the file (offsets, UIDs, sizes), never its contents.
 #[derive(Debug)]
 pub struct MboxMailbox {
     pub path: PathBuf,
     pub uid_validity: u32,
     pub messages: Vec<MessageInfo>,
-    /// Where each message is: offset of the `From ` line, end of its content, and the
-    /// `From ` line itself (to notice a file rewritten under the session).
-    spots: Vec<(usize, usize, Vec<u8>)>,
+    spots: Vec<Spot>,
     opts: MboxOptions,
 }
+
+/// Buffer of the reader that indexes an mbox.
+const SCAN_BUFFER: usize = 32 * 1024;
 
 impl MboxMailbox {
     /// A mailbox with no messages and no file.
@@ -503,8 +743,10 @@ impl MboxMailbox {
         }
     }
 
-    /// Read the mbox under its write locks, storing UIDs for messages that have none. A
-    /// missing file is an empty mailbox.
+    /// Index the mbox under its write locks, storing UIDs for messages that have none. A
+    /// missing file is an empty mailbox. The file is read through a bounded buffer; only
+    /// when metadata must be written (new mail without `X-UID`) is it held whole for the
+    /// rewrite.
     pub fn open(path: &Path, opts: &MboxOptions) -> Result<MboxMailbox, MailboxError> {
         let empty = || MboxMailbox {
             path: path.to_path_buf(),
@@ -515,81 +757,100 @@ impl MboxMailbox {
             return Ok(empty());
         }
         let mut locked = open_locked(path, opts, false)?;
-        let mut data = read_all(&mut locked.file, path)?;
-        let mut raws = parse(&data);
-        let (validity, last, uids, dirty) = assign_uids(&raws);
+        let io = |e| MailboxError::io(path, e);
+        let mut found = scan(&mut std::io::BufReader::with_capacity(
+            SCAN_BUFFER,
+            &locked.file,
+        ))
+        .map_err(io)?;
+        let (mut validity, _, mut uids, dirty) = assign_uids(&found.raws);
         if dirty {
+            // XXX: the rewrite holds the whole file; Dovecot rewrites in place from
+            // the first changed message with reserved header space.
+            std::io::Seek::rewind(&mut locked.file).map_err(io)?;
+            let data = read_all(&mut locked.file, path)?;
+            let raws = parse(&data);
+            let (v, last, u, _) = assign_uids(&raws);
             let keep = vec![true; raws.len()];
-            let new = rewrite(&data, &raws, &uids, validity, last, &keep);
+            let new = rewrite(&data, &raws, &u, v, last, &keep, &[]);
             write_back(&locked.file, path, &data, &new)?;
-            data = new;
-            raws = parse(&data);
+            drop((data, new));
+            std::io::Seek::rewind(&mut locked.file).map_err(io)?;
+            found = scan(&mut std::io::BufReader::with_capacity(
+                SCAN_BUFFER,
+                &locked.file,
+            ))
+            .map_err(io)?;
+            (validity, _, uids, _) = assign_uids(&found.raws);
         }
         drop(locked);
         let mut mb = empty();
         mb.uid_validity = validity;
-        for (r, uid) in raws.iter().zip(uids) {
+        let Scan {
+            raws,
+            sizes,
+            from_lines,
+        } = found;
+        for (((r, uid), size), from_line) in raws.into_iter().zip(uids).zip(sizes).zip(from_lines) {
             if r.pseudo {
                 continue;
             }
             mb.messages.push(MessageInfo {
                 uid,
-                size: crlf_size(&visible(&data, r)),
+                size,
                 file_base: String::new(),
             });
-            mb.spots.push((
-                r.from_start,
-                r.end,
-                data[r.from_start..r.hdr_start].to_vec(),
-            ));
+            mb.spots.push(Spot {
+                from_start: r.from_start,
+                hdr_start: r.hdr_start,
+                hdr_end: r.hdr_end,
+                end: r.end,
+                from_line,
+            });
         }
+        mb.messages.shrink_to_fit();
+        mb.spots.shrink_to_fit();
         Ok(mb)
     }
 
-    /// Message `index` as clients see it. The file is read under an `fcntl` read lock
-    /// (Dovecot's `mbox_read_locks`); if it was rewritten by someone else since it was
-    /// opened, this fails rather than return another message.
+    /// Where message `index` is, to be opened by [`MboxMessage::open`] on another thread.
+    pub fn message(&self, index: usize) -> Option<MboxMessage> {
+        Some(MboxMessage {
+            path: self.path.clone(),
+            spot: self.spots.get(index)?.clone(),
+            lock_timeout: self.opts.lock_timeout,
+        })
+    }
+
+    /// Message `index` as clients see it (whole; see [`MboxMessage::open`] for a reader).
     pub fn read(&self, index: usize) -> Result<Vec<u8>, MailboxError> {
-        let (start, end, from_line) = self
-            .spots
-            .get(index)
+        let m = self
+            .message(index)
             .ok_or_else(|| MailboxError::Format(format!("no message {}", index + 1)))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.path)
+        let mut r = m.open()?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut out)
             .map_err(|e| MailboxError::io(&self.path, e))?;
-        fcntl_lock(&file, &self.path, false, self.opts.lock_timeout)?;
-        let changed = || {
-            MailboxError::Format(format!(
-                "{}: mailbox changed under the session",
-                self.path.display()
-            ))
-        };
-        // Only this message's bytes are read: RETR of every message stays linear.
-        let mut slice = vec![0u8; end - start];
-        file.read_exact_at(&mut slice, *start as u64)
-            .map_err(|_| changed())?;
-        if !slice.starts_with(from_line) {
-            return Err(changed());
-        }
-        let mut raws = parse(&slice);
-        let raw = raws.first_mut().ok_or_else(changed)?;
-        if raw.hdr_end == raw.end {
-            raw.hdr_end = slice.len();
-        }
-        raw.end = slice.len();
-        Ok(visible(&slice, raw))
+        Ok(out)
     }
 
     /// Delete the messages at `indexes` by UID, under the write locks: what was delivered
     /// since [`open`](Self::open) stays.
     pub fn expunge(&mut self, indexes: &[usize]) -> Result<(), MailboxError> {
-        let gone: std::collections::HashSet<u32> = indexes
-            .iter()
-            .filter_map(|&i| self.messages.get(i).map(|m| m.uid))
-            .collect();
-        if gone.is_empty() {
+        self.commit(indexes, &[])
+    }
+
+    /// POP3's UPDATE state: delete the messages at `gone` and mark those at `seen` read
+    /// (`Status: RO`, as Dovecot 2.3 writes \Seen), by UID, in one rewrite under the
+    /// write locks; what was delivered since [`open`](Self::open) stays.
+    pub fn commit(&mut self, gone: &[usize], seen: &[usize]) -> Result<(), MailboxError> {
+        let uids_at = |ix: &[usize]| -> std::collections::HashSet<u32> {
+            ix.iter()
+                .filter_map(|&i| self.messages.get(i).map(|m| m.uid))
+                .collect()
+        };
+        let (gone, seen) = (uids_at(gone), uids_at(seen));
+        if gone.is_empty() && seen.is_empty() {
             return Ok(());
         }
         let mut locked = open_locked(&self.path, &self.opts, false)?;
@@ -603,14 +864,159 @@ impl MboxMailbox {
             )));
         }
         let keep: Vec<bool> = uids.iter().map(|u| !gone.contains(u)).collect();
-        let new = rewrite(&data, &raws, &uids, validity, last, &keep);
+        let read: Vec<bool> = raws
+            .iter()
+            .zip(&uids)
+            .map(|(r, u)| seen.contains(u) && !r.seen)
+            .collect();
+        let new = rewrite(&data, &raws, &uids, validity, last, &keep, &read);
         write_back(&locked.file, &self.path, &data, &new)
+    }
+}
+
+/// One mbox message, ready to be opened for reading.
+#[derive(Debug, Clone)]
+pub struct MboxMessage {
+    path: PathBuf,
+    spot: Spot,
+    lock_timeout: Duration,
+}
+
+impl MboxMessage {
+    /// Open the message: its header with Dovecot's hidden fields removed, then the body
+    /// read from the file as the reader is read. The file is held under an `fcntl` read
+    /// lock (Dovecot's `mbox_read_locks`) while the reader lives; if it was rewritten by
+    /// someone else since the mailbox was opened, this fails rather than return another
+    /// message.
+    pub fn open(&self) -> Result<super::MessageReader, MailboxError> {
+        let sp = &self.spot;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|e| MailboxError::io(&self.path, e))?;
+        fcntl_lock(&file, &self.path, false, self.lock_timeout)?;
+        let changed = || {
+            MailboxError::Format(format!(
+                "{}: mailbox changed under the session",
+                self.path.display()
+            ))
+        };
+        let mut head = vec![0u8; sp.hdr_end - sp.from_start];
+        file.read_exact_at(&mut head, sp.from_start as u64)
+            .map_err(|_| changed())?;
+        if !head.starts_with(&sp.from_line) {
+            return Err(changed());
+        }
+        let raw = Raw {
+            from_start: 0,
+            hdr_start: sp.hdr_start - sp.from_start,
+            hdr_end: head.len(),
+            end: head.len(),
+            uid: None,
+            imapbase: None,
+            imapbase_rest: String::new(),
+            has_status: false,
+            pseudo: false,
+            seen: false,
+        };
+        let head = visible(&head, &raw);
+        Ok(super::MessageReader::new(
+            head,
+            file,
+            sp.hdr_end as u64,
+            sp.end as u64,
+            self.path.clone(),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::crlf_size;
+
+    /// `scan` (bounded reads) finds what `parse` + `visible` find over the whole file,
+    /// on every box these tests use and on edge cases: CRLF separators, no final
+    /// newline, no end-of-headers line, text before the first message, hidden headers
+    /// with continuation lines, a line longer than the kept prefix.
+    #[test]
+    fn scan_agrees_with_parse() {
+        let long = format!("X-Long: {}\n", "y".repeat(3 * SCAN_KEEP));
+        let cases: Vec<Vec<u8>> = vec![
+            BOX.to_vec(),
+            b"".to_vec(),
+            b"garbage\nFrom a  Sat Nov 28 10:00:00 2026\nSubject: x\n\nbody\nFrom inside\nend".to_vec(),
+            b"From a  x\r\nSubject: x\r\nX-UID: 3\r\n\r\nbody\r\n\r\nFrom b  y\r\nSubject: y\r\n\r\nz\r\n\r\n".to_vec(),
+            b"From a  x\nSubject: x\nX-UID: 3\n\nFrom b  y\nX-Keywords: a\n b\nSubject: y\n".to_vec(),
+            b"From a  x\n\nFrom b  y\n\n\n\nFrom c\n\n".to_vec(),
+            b"From a  x\nX-IMAP: 1 0000000003\nStatus: RO\n\ntext\n\nFrom b\nX-UID: 3\nStatus: O\n\nnew\n\n".to_vec(),
+            format!("From a  x\nSubject: s\n{long}X-UID: 9\n\n{long}\n").into_bytes(),
+            b"From a\n".to_vec(),
+            b"From a\n\n".to_vec(),
+            b"From a\nS: 1\n\n\n".to_vec(),
+        ];
+        for data in &cases {
+            let raws = parse(data);
+            // A one-byte buffer puts every line across reads.
+            for cap in [1, 7, 1 << 16] {
+                let got =
+                    scan(&mut std::io::BufReader::with_capacity(cap, &data[..])).expect("scan");
+                let text = String::from_utf8_lossy(data);
+                assert_eq!(got.raws.len(), raws.len(), "{text:?}");
+                for (i, (a, b)) in got.raws.iter().zip(&raws).enumerate() {
+                    let what = format!("message {i} of {text:?} (buffer {cap})");
+                    assert_eq!(
+                        (a.from_start, a.hdr_start, a.hdr_end, a.end),
+                        (b.from_start, b.hdr_start, b.hdr_end, b.end),
+                        "{what}"
+                    );
+                    assert_eq!((a.uid, a.imapbase, a.pseudo), (b.uid, b.imapbase, b.pseudo));
+                    assert_eq!((a.has_status, a.seen), (b.has_status, b.seen), "{what}");
+                    assert_eq!(a.imapbase_rest, b.imapbase_rest, "{what}");
+                    assert_eq!(got.sizes[i], crlf_size(&visible(data, b)), "{what}");
+                    assert!(data[b.from_start..].starts_with(&got.from_lines[i]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn commit_marks_seen_and_reader_streams() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        // Read through a reader in small pieces: the same bytes as a whole read.
+        let mut r = mb.message(0).expect("message").open().expect("reader");
+        let mut got = Vec::new();
+        let mut piece = [0u8; 3];
+        loop {
+            let n = std::io::Read::read(&mut r, &mut piece).expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&piece[..n]);
+        }
+        drop(r);
+        assert_eq!(
+            got,
+            b"From: bob@example.org\nSubject: one\n\nhello\n.dot line\n"
+        );
+        mb.commit(&[], &[0]).expect("commit");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.contains("X-UID: 1\nStatus: RO\n\nhello"), "{text}");
+        assert!(
+            text.contains("Subject: two\nStatus: O\nX-UID: 2\n\nsecond"),
+            "{text}"
+        );
+        // Seen twice changes nothing; delete the other one.
+        let mut again = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        again.commit(&[1], &[0]).expect("commit");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(text.matches("Status: RO").count(), 1, "{text}");
+        assert!(!text.contains("second"), "{text}");
+    }
 
     const BOX: &[u8] = b"From bob@example.org  Sat Nov 28 10:00:00 2026\nFrom: bob@example.org\nSubject: one\n\nhello\n.dot line\n\nFrom bob@example.org  Sat Nov 28 10:01:00 2026\nFrom: bob@example.org\nSubject: two\n\nsecond body\n>From quoted\n\n";
 

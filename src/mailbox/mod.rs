@@ -219,9 +219,23 @@ impl Mailbox {
 
     /// [`open`](Self::open) with mbox lock settings (`mbox_lock_timeout`).
     pub fn open_with(loc: &MailLocation, opts: &MboxOptions) -> Result<Mailbox, MailboxError> {
+        Self::open_session(loc, opts, false)
+    }
+
+    /// [`open_with`](Self::open_with) for a session that drops \\Recent, as Dovecot's
+    /// POP3 does unless `pop3_no_flag_updates = yes`: Maildir messages move from `new/`
+    /// to `cur/`. (An mbox is not rewritten for it: Dovecot 2.3 writes no `Status:` then.)
+    pub fn open_session(
+        loc: &MailLocation,
+        opts: &MboxOptions,
+        drop_recent: bool,
+    ) -> Result<Mailbox, MailboxError> {
         match loc.format {
             Format::Mbox => Ok(Mailbox::Mbox(mbox::MboxMailbox::open(&loc.inbox, opts)?)),
-            Format::Maildir => Ok(Mailbox::Maildir(maildir::MaildirMailbox::open(&loc.inbox)?)),
+            Format::Maildir => Ok(Mailbox::Maildir(maildir::MaildirMailbox::open_session(
+                &loc.inbox,
+                drop_recent,
+            )?)),
         }
     }
 
@@ -247,6 +261,24 @@ impl Mailbox {
         }
     }
 
+    /// Where the message at `index` is: a small owned value that [`MessageRef::open`]
+    /// turns into a reader (on a blocking thread, as the mail user).
+    pub fn message(&self, index: usize) -> Option<MessageRef> {
+        match self {
+            Mailbox::Mbox(m) => m.message(index).map(MessageRef::Mbox),
+            Mailbox::Maildir(m) => m.message(index).map(MessageRef::Maildir),
+        }
+    }
+
+    /// POP3's UPDATE state: delete the messages at `gone` and mark those at `seen` \\Seen
+    /// (mbox `Status: RO`, Maildir `:2,S`), as Dovecot 2.3 does at QUIT.
+    pub fn commit(&mut self, gone: &[usize], seen: &[usize]) -> Result<(), MailboxError> {
+        match self {
+            Mailbox::Mbox(m) => m.commit(gone, seen),
+            Mailbox::Maildir(m) => m.commit(gone, seen),
+        }
+    }
+
     /// Delete the messages at `indexes` (0-based) in one step: the mbox is rewritten under
     /// its write lock, Maildir files are unlinked. Messages delivered since the mailbox was
     /// opened are kept.
@@ -255,6 +287,84 @@ impl Mailbox {
             Mailbox::Mbox(m) => m.expunge(indexes),
             Mailbox::Maildir(m) => m.expunge(indexes),
         }
+    }
+}
+
+/// A message of an opened mailbox, to be opened for reading.
+#[derive(Debug, Clone)]
+pub enum MessageRef {
+    Mbox(mbox::MboxMessage),
+    Maildir(maildir::MaildirMessage),
+}
+
+impl MessageRef {
+    /// Open the message for reading (blocking; file access as the calling thread's ids).
+    pub fn open(&self) -> Result<MessageReader, MailboxError> {
+        match self {
+            MessageRef::Mbox(m) => m.open(),
+            MessageRef::Maildir(m) => m.open(),
+        }
+    }
+}
+
+/// A message as clients see it (LF line ends as stored, hidden headers removed), read in
+/// pieces: a prepared head (mbox: the header without Dovecot's metadata fields), then
+/// the rest straight from the file, so a message is never held whole.
+#[derive(Debug)]
+pub struct MessageReader {
+    head: Vec<u8>,
+    head_pos: usize,
+    file: std::fs::File,
+    pos: u64,
+    end: u64,
+    path: PathBuf,
+}
+
+impl MessageReader {
+    /// `head`, then the bytes `pos..end` of `file`.
+    pub fn new(
+        head: Vec<u8>,
+        file: std::fs::File,
+        pos: u64,
+        end: u64,
+        path: PathBuf,
+    ) -> MessageReader {
+        MessageReader {
+            head,
+            head_pos: 0,
+            file,
+            pos,
+            end,
+            path,
+        }
+    }
+}
+
+impl std::io::Read for MessageReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.head_pos < self.head.len() {
+            let n = buf.len().min(self.head.len() - self.head_pos);
+            buf[..n].copy_from_slice(&self.head[self.head_pos..self.head_pos + n]);
+            self.head_pos += n;
+            return Ok(n);
+        }
+        if self.pos >= self.end || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min((self.end - self.pos) as usize);
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..want], self.pos)?;
+        if n == 0 {
+            // The file got shorter under the session.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{}: message truncated under the session",
+                    self.path.display()
+                ),
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 

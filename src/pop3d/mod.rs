@@ -63,6 +63,9 @@ pub struct Pop3State {
     pub outlook_no_nuls: bool,
     /// `pop3_client_workarounds`: `oe-ns-eoh` (a missing end-of-headers line is sent).
     pub oe_ns_eoh: bool,
+    /// `pop3_no_flag_updates` (default no): with `no`, RETR'd messages are marked \\Seen
+    /// at QUIT and Maildir messages leave `new/` when the session opens the INBOX.
+    pub no_flag_updates: bool,
 }
 
 /// Where Dovecot-format log lines go: `log_path` (a file, `Nov 28 14:36:43 pop3-login:
@@ -224,6 +227,9 @@ impl Pop3State {
             oe_ns_eoh: workaround(conf, "oe-ns-eoh"),
             lock_session: conf
                 .get("pop3_lock_session")
+                .is_some_and(|v| crate::config::dovecot::settings::parse_bool(v).unwrap_or(false)),
+            no_flag_updates: conf
+                .get("pop3_no_flag_updates")
                 .is_some_and(|v| crate::config::dovecot::settings::parse_bool(v).unwrap_or(false)),
         })
     }

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::Pop3State;
 use crate::auth::dovecot::{RequestInfo, UserInfo};
-use crate::mailbox::{MailLocation, Mailbox, MailboxError, uidl};
+use crate::mailbox::{MailLocation, Mailbox, MailboxError, MessageReader, uidl};
 
 /// Longest command line before login (Dovecot's login input buffer).
 const LOGIN_MAX_LINE: usize = 4096;
@@ -21,6 +21,10 @@ const LOGIN_MAX_LINE: usize = 4096;
 const MAX_LINE: usize = 8192;
 /// Dovecot's `CLIENT_MAX_BAD_COMMANDS`.
 const MAX_BAD_COMMANDS: u32 = 20;
+/// How much of a message is read from the mailbox at a time (RETR/TOP stream in pieces).
+const CHUNK: usize = 32 * 1024;
+/// Queued output beyond which RETR/TOP write to the client before reading on.
+const WBUF_FLUSH: usize = 64 * 1024;
 
 enum Io {
     Plain(TcpStream),
@@ -60,6 +64,10 @@ struct Mail {
     info: UserInfo,
     mailbox: Mailbox,
     deleted: Vec<bool>,
+    /// Messages sent whole by RETR: marked \\Seen at QUIT unless `pop3_no_flag_updates`.
+    seen: Vec<bool>,
+    /// The read buffer of RETR/TOP, kept for the session.
+    chunk: Vec<u8>,
     top: (u64, u64),
     retr: (u64, u64),
     /// `pop3_lock_session`: held until the session ends.
@@ -764,9 +772,10 @@ impl Session {
         self.reply("+OK Logged in.");
         self.flush().await;
         let opts = self.st.mbox.clone();
+        let drop_recent = !self.st.no_flag_updates;
         let opened = as_user(&info, move || -> Result<Mailbox, MailboxError> {
             let loc = MailLocation::expand(&location, &uname, &home)?;
-            Mailbox::open_with(&loc, &opts)
+            Mailbox::open_session(&loc, &opts, drop_recent)
         })
         .await;
         match opened {
@@ -777,6 +786,8 @@ impl Session {
                     info,
                     mailbox,
                     deleted: vec![false; n],
+                    seen: vec![false; n],
+                    chunk: Vec::new(),
                     top: (0, 0),
                     retr: (0, 0),
                     _session_lock: session_lock,
@@ -906,21 +917,31 @@ impl Session {
                 }
                 "QUIT" => {
                     let gone: Vec<usize> = (0..count).filter(|&i| m.deleted[i]).collect();
-                    if gone.is_empty() {
+                    let seen: Vec<usize> = if self.st.no_flag_updates {
+                        Vec::new()
+                    } else {
+                        (0..count).filter(|&i| m.seen[i] && !m.deleted[i]).collect()
+                    };
+                    if gone.is_empty() && seen.is_empty() {
                         self.reply("+OK Logging out.");
                         break "Disconnected: Logged out".to_string();
                     }
+                    let deleting = !gone.is_empty();
                     let info = m.info.clone();
                     let mut mailbox = std::mem::replace(&mut m.mailbox, empty_mailbox());
                     let r = as_user(&info, move || {
-                        let r = mailbox.expunge(&gone);
+                        let r = mailbox.commit(&gone, &seen);
                         (mailbox, r)
                     })
                     .await;
                     match r {
                         Some((mb, Ok(()))) => {
                             m.mailbox = mb;
-                            self.reply("+OK Logging out, messages deleted.");
+                            self.reply(if deleting {
+                                "+OK Logging out, messages deleted."
+                            } else {
+                                "+OK Logging out."
+                            });
                             break "Disconnected: Logged out".to_string();
                         }
                         Some((mb, Err(e))) => {
@@ -1027,27 +1048,34 @@ impl Session {
     }
 
     /// RETR (`lines` None) or TOP: the status line, the dot-stuffed message with CRLF
-    /// line ends, the terminating `.`.
+    /// line ends, the terminating `.`. The message is read from the mailbox [`CHUNK`]
+    /// bytes at a time and written out as the output queue fills, so a session holds
+    /// no whole message.
     async fn send_message(&mut self, m: &mut Mail, i: usize, lines: Option<u64>) {
         let info = m.info.clone();
-        let data = {
-            let mb = std::mem::replace(&mut m.mailbox, empty_mailbox());
-            let r = as_user(&info, move || {
-                let d = mb.read(i);
-                (mb, d)
-            })
-            .await;
-            match r {
-                Some((mb, d)) => {
-                    m.mailbox = mb;
-                    d
-                }
-                None => Err(MailboxError::Format("internal error".into())),
-            }
+        let mut buf = std::mem::take(&mut m.chunk);
+        buf.resize(CHUNK, 0);
+        let Some(msg) = m.mailbox.message(i) else {
+            return;
         };
-        let data = match data {
-            Ok(d) => d,
-            Err(e) => {
+        let first = as_user(&info, move || {
+            let r = msg.open().and_then(|mut rd| {
+                let n = fill(&mut rd, &mut buf).map_err(|e| MailboxError::Format(e.to_string()))?;
+                Ok((rd, n))
+            });
+            (r, buf)
+        })
+        .await;
+        let (mut reader, mut n, mut buf) = match first {
+            Some((Ok((rd, n)), buf)) => (rd, n, buf),
+            other => {
+                let e = match other {
+                    Some((Err(e), buf)) => {
+                        m.chunk = buf;
+                        e
+                    }
+                    _ => MailboxError::Format("internal error".into()),
+                };
                 self.st.log.error(&format!(
                     "pop3({})<{}><{}>: {e}",
                     m.user,
@@ -1070,51 +1098,174 @@ impl Session {
             None => format!("+OK {} octets", m.mailbox.messages()[i].size),
             Some(_) => "+OK".to_string(),
         };
-        let mut out = Vec::with_capacity(data.len() + 64);
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        let mut in_body = false;
-        let mut body_lines = 0u64;
-        for line in data.split_inclusive(|&b| b == b'\n') {
-            if in_body {
-                if lines.is_some_and(|max| body_lines >= max) {
-                    break;
+        let mut sent = head.len() as u64 + 2;
+        self.reply(&head);
+        let mut out = Stuffer {
+            at_start: true,
+            pending_cr: false,
+            line_len: 0,
+            in_body: false,
+            body_lines: 0,
+            max_lines: lines,
+            done: false,
+            nul80: self.st.outlook_no_nuls,
+        };
+        loop {
+            let before = self.wbuf.len();
+            out.feed(&buf[..n], &mut self.wbuf);
+            sent += (self.wbuf.len() - before) as u64;
+            if n < buf.len() || out.done {
+                break;
+            }
+            if self.wbuf.len() >= WBUF_FLUSH {
+                self.flush().await;
+            }
+            let next = tokio::task::spawn_blocking(move || {
+                let r = fill(&mut reader, &mut buf);
+                (reader, buf, r)
+            })
+            .await;
+            match next {
+                Ok((rd, b, Ok(k))) => {
+                    (reader, buf, n) = (rd, b, k);
                 }
-                body_lines += 1;
-            }
-            let text = line
-                .strip_suffix(b"\r\n")
-                .or_else(|| line.strip_suffix(b"\n"))
-                .unwrap_or(line);
-            if text.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            if self.st.outlook_no_nuls && text.contains(&0) {
-                // pop3_client_workarounds = outlook-no-nuls: NULs go out as 0x80.
-                out.extend(text.iter().map(|&b| if b == 0 { 0x80 } else { b }));
-            } else {
-                out.extend_from_slice(text);
-            }
-            out.extend_from_slice(b"\r\n");
-            if !in_body && text.is_empty() {
-                in_body = true;
+                Ok((_, b, Err(e))) => {
+                    // Part of the message is out: as Dovecot, the connection is closed.
+                    m.chunk = b;
+                    self.st.log.error(&format!(
+                        "pop3({})<{}><{}>: {e}",
+                        m.user,
+                        std::process::id(),
+                        self.session_id
+                    ));
+                    self.flush().await;
+                    self.io = Io::Gone;
+                    return;
+                }
+                Err(_) => {
+                    self.io = Io::Gone;
+                    return;
+                }
             }
         }
-        if self.st.oe_ns_eoh && !in_body {
+        drop(reader);
+        m.chunk = buf;
+        let before = self.wbuf.len();
+        out.finish(&mut self.wbuf);
+        if self.st.oe_ns_eoh && !out.in_body {
             // pop3_client_workarounds = oe-ns-eoh: the missing end-of-headers line is
             // sent (the octet count of RETR stays the message's size, as in Dovecot).
-            out.extend_from_slice(b"\r\n");
+            self.wbuf.extend_from_slice(b"\r\n");
         }
-        let sent = out.len() as u64;
-        out.extend_from_slice(b".\r\n");
+        sent += (self.wbuf.len() - before) as u64;
+        self.wbuf.extend_from_slice(b".\r\n");
         if lines.is_some() {
             m.top.0 += 1;
             m.top.1 += sent;
         } else {
             m.retr.0 += 1;
             m.retr.1 += sent;
+            // Dovecot marks only RETR'd messages \Seen (TOP never, even of the whole).
+            m.seen[i] = true;
         }
-        self.wbuf.extend_from_slice(&out);
+    }
+}
+
+/// Read from `r` until `buf` is full or the message ends.
+fn fill(r: &mut MessageReader, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let k = std::io::Read::read(r, &mut buf[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
+}
+
+/// RFC 1939's byte-stuffing over a message read in pieces: CRLF line ends (a bare LF
+/// becomes CRLF), a `.` doubled at the start of a line; TOP's body line limit;
+/// `outlook-no-nuls` (NUL sent as 0x80).
+struct Stuffer {
+    at_start: bool,
+    /// A CR not yet written: CRLF if an LF follows.
+    pending_cr: bool,
+    line_len: u64,
+    in_body: bool,
+    body_lines: u64,
+    max_lines: Option<u64>,
+    /// TOP has sent its lines.
+    done: bool,
+    nul80: bool,
+}
+
+impl Stuffer {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for &b in data {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b == b'\n' {
+                    out.extend_from_slice(b"\r\n");
+                    self.end_line();
+                    continue;
+                }
+                out.push(b'\r');
+                self.line_len += 1;
+            }
+            if self.at_start {
+                if self.in_body {
+                    if self.max_lines.is_some_and(|max| self.body_lines >= max) {
+                        self.done = true;
+                        return;
+                    }
+                    self.body_lines += 1;
+                }
+                self.at_start = false;
+                self.line_len = 0;
+                if b == b'.' {
+                    out.push(b'.');
+                }
+            }
+            match b {
+                b'\r' => self.pending_cr = true,
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    self.end_line();
+                }
+                0 if self.nul80 => {
+                    out.push(0x80);
+                    self.line_len += 1;
+                }
+                _ => {
+                    out.push(b);
+                    self.line_len += 1;
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        if !self.in_body && self.line_len == 0 {
+            self.in_body = true;
+        }
+        self.at_start = true;
+    }
+
+    /// The end of the message: a last line without its line end gets CRLF.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if self.pending_cr {
+            self.pending_cr = false;
+            out.push(b'\r');
+            self.line_len += 1;
+        }
+        if !self.at_start {
+            out.extend_from_slice(b"\r\n");
+            self.end_line();
+        }
     }
 }
 
