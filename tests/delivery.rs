@@ -1520,3 +1520,112 @@ fn smtp_to_virtual_mailbox_domain() {
     let mbox = wait_for(&vmail.join("virt.example/mb"));
     assert!(mbox.starts_with(b"From s@x.org  "));
 }
+
+/// `sendmail -bs` answers as Postfix 3.7.11's smtpd in that mode, recorded in
+/// compat-fixtures/postsuper/sendmail-bs-*.
+#[test]
+fn sendmail_bs_replies_as_postfix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("etc")).unwrap();
+    std::fs::write(
+        d.join("etc/main.cf"),
+        format!(
+            "myhostname = bench.localdomain\nqueue_directory = {q}/spool\n\
+             data_directory = {q}/data\nmaillog_file = /dev/null\nmail_owner = {o}\n",
+            q = d.display(),
+            o = test_mail_owner()
+        ),
+    )
+    .unwrap();
+    let conf = d.join("etc").display().to_string();
+    let fx = repo_root().join("compat-fixtures/postsuper");
+    for n in 1..=2 {
+        let input = std::fs::read(fx.join(format!("sendmail-bs-{n}.in"))).unwrap();
+        let want = std::fs::read_to_string(fx.join(format!("sendmail-bs-{n}.out"))).unwrap();
+        let out = run_postern("sendmail", &["-C", &conf, "-bs"], &input);
+        assert!(out.status.success(), "{out:?}");
+        let got = String::from_utf8_lossy(&out.stdout).into_owned();
+        let got: String = got
+            .split_inclusive('\n')
+            .map(|l| match l.find("queued as ") {
+                Some(i) => format!("{}queued as ID\r\n", &l[..i]),
+                None => l.to_string(),
+            })
+            .collect();
+        assert_eq!(got, want, "transcript {n}");
+    }
+    let queued: Vec<_> = std::fs::read_dir(d.join("spool/maildrop"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(queued.len(), 2, "one message per transcript");
+}
+
+/// A real dialogue (one command, one reply, as a client such as mutt or git send-email
+/// speaks it) into a running instance: the message is delivered to the mailbox.
+#[test]
+fn sendmail_bs_dialogue_is_delivered() {
+    use std::io::{BufRead, Write};
+    let Some(_home) = user("postern-ra") else {
+        return;
+    };
+    let inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["sendmail", "-C"])
+        .arg(inst.config_dir())
+        .arg("-bs")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    let mut from = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            from.read_line(&mut l).unwrap();
+            all.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    };
+    assert_eq!(reply(), "220 mail.example.test ESMTP Postfix\r\n");
+    let mut say = |line: &str| to.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    say("EHLO me.example");
+    let ehlo = reply();
+    assert!(
+        ehlo.ends_with("250 CHUNKING\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    say("MAIL FROM:<me@x.org>");
+    assert_eq!(reply(), "250 2.1.0 Ok\r\n");
+    say("RCPT TO:<postern-ra@mail.example.test>");
+    assert_eq!(reply(), "250 2.1.5 Ok\r\n");
+    say("DATA");
+    assert_eq!(reply(), "354 End data with <CR><LF>.<CR><LF>\r\n");
+    say("Subject: via -bs\r\n\r\n..leading dot\r\nbody");
+    say(".");
+    let queued = reply();
+    assert!(queued.starts_with("250 2.0.0 Ok: queued as "), "{queued}");
+    let id = queued.trim_end().rsplit(' ').next().unwrap().to_string();
+    say("QUIT");
+    assert_eq!(reply(), "221 2.0.0 Bye\r\n");
+    assert!(child.wait().unwrap().success());
+    inst.wait_log(&format!("{id}: removed"));
+    let mbox = String::from_utf8(wait_for(&inst.dir.path().join("mail/postern-ra"))).unwrap();
+    assert!(
+        mbox.contains(&format!(
+            "Received: from me.example (localhost [127.0.0.1])\n\tby mail.example.test (Postfix) with ESMTP id {id}\n\tfor <postern-ra@mail.example.test>; "
+        )),
+        "{mbox}"
+    );
+    assert!(mbox.contains("Subject: via -bs\n"), "{mbox}");
+    assert!(mbox.contains("\n.leading dot\nbody\n"), "{mbox}");
+}
