@@ -16,9 +16,11 @@
 //! missing `Message-Id:`, `Date:`, `From:` headers as cleanup adds them for local mail, and
 //! unqualified addresses get `@$myorigin`.
 //!
-//! Known limits (XXX): no `-bs` (SMTP on stdin), `-N` DSN options are
-//! ignored; the maildrop is written directly, so a non-root user needs write access to
-//! `maildrop/` (Postfix's setgid `postdrop` is not installed yet).
+//! `-bs` speaks SMTP on standard input and output with the replies of Postfix's smtpd in
+//! that mode (see [`smtp_session`]); each message goes into `maildrop/` as above.
+//!
+//! Known limits (XXX): `-N` DSN options are ignored; the maildrop is written directly, so a
+//! non-root user needs write access to `maildrop/` (Postfix's setgid `postdrop`).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -45,6 +47,8 @@ enum Mode {
     ListQueue,
     Flush,
     Newaliases,
+    /// `-bs`: an SMTP dialogue on standard input and output.
+    Smtp,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -98,6 +102,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             o.mode = Mode::ListQueue;
         } else if a == "-q" {
             o.mode = Mode::Flush;
+        } else if a == "-bs" {
+            o.mode = Mode::Smtp;
         } else if a == "-bi" || a == "-I" {
             o.mode = Mode::Newaliases;
         } else if a == "-bm" || a == "-v" || a == "-U" || a.starts_with("-o") || a == "-n" {
@@ -276,6 +282,11 @@ pub fn main(args: &[String]) -> i32 {
             return 0;
         }
         Mode::Newaliases => return rebuild_aliases(&cfg, opts.config_dir.as_deref()),
+        Mode::Smtp => {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            return smtp_session(&cfg, &mut stdin.lock(), &mut stdout.lock());
+        }
         Mode::Deliver => {}
     }
     match submit(&cfg, &opts) {
@@ -289,6 +300,281 @@ pub fn main(args: &[String]) -> i32 {
             crate::log::fatal(&ident, &e);
             crate::log::flush();
             code
+        }
+    }
+}
+
+/// The address in `FROM:<a@b> PARAMS` / `TO:<a@b>`: `None` for bad syntax.
+fn smtp_path(arg: &str) -> Option<String> {
+    let arg = arg.trim_start();
+    if let Some(rest) = arg.strip_prefix('<') {
+        let end = rest.find('>')?;
+        let addr = &rest[..end];
+        if addr.contains(|c: char| c.is_whitespace() || c == '<') {
+            return None;
+        }
+        // A source route (`@a,@b:u@d`) is dropped, as Postfix does.
+        let addr = match addr.starts_with('@') {
+            true => addr.split_once(':').map(|(_, a)| a).unwrap_or(addr),
+            false => addr,
+        };
+        Some(addr.to_string())
+    } else {
+        let addr = arg.split_whitespace().next().unwrap_or("");
+        (!addr.is_empty() && !addr.contains('>')).then(|| addr.to_string())
+    }
+}
+
+/// `sendmail -bs`: an SMTP dialogue on standard input/output whose messages go into
+/// `maildrop/` like the other sendmail paths. Postfix runs its smtpd in stand-alone mode
+/// for this; the replies here are that smtpd's, recorded from Postfix 3.7.11
+/// (`compat-fixtures/postsuper/sendmail-bs.*`): no TLS, no AUTH, the EHLO keywords of a
+/// default smtpd, `Received: from HELO (localhost [127.0.0.1])`.
+///
+/// XXX No access restrictions (the submitting user is local and trusted, as in Postfix's
+/// default `smtpd_*_restrictions` for a local client), no ETRN, no XCLIENT, no error
+/// limits.
+fn smtp_session(cfg: &PostfixConfig, input: &mut dyn std::io::BufRead, out: &mut dyn Write) -> i32 {
+    let myhostname = cfg.get("myhostname").unwrap_or_else(|| "localhost".into());
+    let myorigin = cfg.get("myorigin").unwrap_or_else(|| myhostname.clone());
+    let banner = cfg
+        .get("smtpd_banner")
+        .unwrap_or_else(|| format!("{myhostname} ESMTP Postfix"));
+    let size = cfg
+        .get("message_size_limit")
+        .unwrap_or_else(|| "10240000".into());
+    let vrfy = !cfg.get_bool("disable_vrfy_command").unwrap_or(false);
+    let reply = |out: &mut dyn Write, text: &str| -> bool {
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.write_all(b"\r\n"))
+            .and_then(|()| out.flush())
+            .is_ok()
+    };
+    if !reply(out, &format!("220 {banner}")) {
+        return 0;
+    }
+    let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
+    let mut helo = String::new();
+    let mut esmtp = false;
+    let mut sender: Option<String> = None;
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut chunks: Option<Vec<u8>> = None;
+    let mut line = Vec::new();
+    let finish = |sender: &str, rcpts: &[String], content: &[u8], helo: &str, esmtp: bool| {
+        match drop_into_maildrop(
+            cfg,
+            sender,
+            rcpts,
+            content,
+            Some(&SmtpOrigin { helo, esmtp }),
+        ) {
+            Ok(id) => {
+                crate::qmgr::wake(&qdir, b'W');
+                Ok(id)
+            }
+            Err((_, e)) => {
+                let ident = crate::log::ident(cfg, "sendmail");
+                crate::log::warning(&ident, &e);
+                Err(())
+            }
+        }
+    };
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return 0,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let (verb, arg) = match text.split_once(' ') {
+            Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
+            None => (text.to_ascii_uppercase(), ""),
+        };
+        let ok = match verb.as_str() {
+            "HELO" | "EHLO" if arg.is_empty() => {
+                reply(out, &format!("501 Syntax: {verb} hostname"))
+            }
+            "HELO" => {
+                helo = arg.to_string();
+                esmtp = false;
+                sender = None;
+                rcpts.clear();
+                reply(out, &format!("250 {myhostname}"))
+            }
+            "EHLO" => {
+                helo = arg.to_string();
+                esmtp = true;
+                sender = None;
+                rcpts.clear();
+                let mut lines = vec![
+                    myhostname.clone(),
+                    "PIPELINING".into(),
+                    format!("SIZE {size}"),
+                ];
+                if vrfy {
+                    lines.push("VRFY".into());
+                }
+                for k in [
+                    "ETRN",
+                    "ENHANCEDSTATUSCODES",
+                    "8BITMIME",
+                    "DSN",
+                    "SMTPUTF8",
+                    "CHUNKING",
+                ] {
+                    lines.push(k.into());
+                }
+                let n = lines.len();
+                let text: Vec<String> = lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| format!("250{}{l}", if i + 1 == n { ' ' } else { '-' }))
+                    .collect();
+                reply(out, &text.join("\r\n"))
+            }
+            "MAIL" => {
+                let path = arg
+                    .get(..5)
+                    .filter(|p| p.eq_ignore_ascii_case("FROM:"))
+                    .and_then(|_| {
+                        smtp_path(&arg[5..])
+                            .or_else(|| arg[5..].trim().starts_with("<>").then(String::new))
+                    });
+                if sender.is_some() {
+                    reply(out, "503 5.5.1 Error: nested MAIL command")
+                } else if let Some(p) = path {
+                    sender = Some(if p.is_empty() {
+                        p
+                    } else {
+                        qualify(&p, &myorigin)
+                    });
+                    reply(out, "250 2.1.0 Ok")
+                } else {
+                    reply(out, "501 5.5.4 Syntax: MAIL FROM:<address>")
+                }
+            }
+            "RCPT" => {
+                let to = arg.get(..3).filter(|p| p.eq_ignore_ascii_case("TO:"));
+                if sender.is_none() {
+                    reply(out, "503 5.5.1 Error: need MAIL command")
+                } else if to.is_none() {
+                    reply(out, "501 5.5.4 Syntax: RCPT TO:<address>")
+                } else {
+                    match smtp_path(&arg[3..]).filter(|a| !a.is_empty()) {
+                        Some(a) => {
+                            rcpts.push(qualify(&a, &myorigin));
+                            reply(out, "250 2.1.5 Ok")
+                        }
+                        None => reply(out, "501 5.1.3 Bad recipient address syntax"),
+                    }
+                }
+            }
+            "DATA" => {
+                if sender.is_none() {
+                    reply(out, "503 5.5.1 Error: need RCPT command")
+                } else if rcpts.is_empty() {
+                    reply(out, "554 5.5.1 Error: no valid recipients")
+                } else {
+                    reply(out, "354 End data with <CR><LF>.<CR><LF>");
+                    let mut content = Vec::new();
+                    let mut ended = false;
+                    loop {
+                        line.clear();
+                        match input.read_until(b'\n', &mut line) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        let body = line
+                            .strip_suffix(b"\r\n")
+                            .or_else(|| line.strip_suffix(b"\n"))
+                            .unwrap_or(&line);
+                        if body == b"." {
+                            ended = true;
+                            break;
+                        }
+                        // RFC 5321 4.5.2: a leading dot was doubled by the client.
+                        content.extend_from_slice(body.strip_prefix(b".").unwrap_or(body));
+                        content.push(b'\n');
+                    }
+                    if !ended {
+                        return 0;
+                    }
+                    let from = sender.take().unwrap_or_default();
+                    let r = finish(&from, &rcpts, &content, &helo, esmtp);
+                    rcpts.clear();
+                    match r {
+                        Ok(id) => reply(out, &format!("250 2.0.0 Ok: queued as {id}")),
+                        Err(()) => reply(out, "451 4.3.0 Error: queue file write error"),
+                    }
+                }
+            }
+            "BDAT" => {
+                let mut words = arg.split_whitespace();
+                let n = words.next().and_then(|n| n.parse::<usize>().ok());
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                match n {
+                    None => reply(out, "501 5.5.4 Syntax: BDAT count [LAST]"),
+                    Some(n) => {
+                        let mut buf = vec![0u8; n];
+                        if input.read_exact(&mut buf).is_err() {
+                            return 0;
+                        }
+                        if sender.is_none() {
+                            reply(out, "503 5.5.1 Error: need MAIL command")
+                        } else if rcpts.is_empty() {
+                            reply(out, "554 5.5.1 Error: no valid recipients")
+                        } else {
+                            let acc = chunks.get_or_insert_with(Vec::new);
+                            acc.extend_from_slice(&buf);
+                            if !last {
+                                reply(out, &format!("250 2.0.0 Ok: {} bytes", acc.len()))
+                            } else {
+                                let mut acc = chunks.take().unwrap_or_default();
+                                // An unterminated last line gets its CRLF, counted as
+                                // Postfix counts it.
+                                if !acc.ends_with(b"\n") {
+                                    acc.extend_from_slice(b"\r\n");
+                                }
+                                let total = acc.len();
+                                let content: Vec<u8> =
+                                    acc.iter().copied().filter(|&b| b != b'\r').collect();
+                                let from = sender.take().unwrap_or_default();
+                                let r = finish(&from, &rcpts, &content, &helo, esmtp);
+                                rcpts.clear();
+                                match r {
+                                    Ok(id) => reply(
+                                        out,
+                                        &format!("250 2.0.0 Ok: {total} bytes queued as {id}"),
+                                    ),
+                                    Err(()) => {
+                                        reply(out, "451 4.3.0 Error: queue file write error")
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            "RSET" => {
+                sender = None;
+                rcpts.clear();
+                chunks = None;
+                reply(out, "250 2.0.0 Ok")
+            }
+            "NOOP" => reply(out, "250 2.0.0 Ok"),
+            "VRFY" if vrfy && arg.is_empty() => reply(out, "501 5.5.4 Syntax: VRFY address"),
+            "VRFY" if vrfy => reply(out, &format!("252 2.0.0 {arg}")),
+            "STARTTLS" => reply(out, "502 5.5.1 Error: command not implemented"),
+            "AUTH" => reply(out, "503 5.5.1 Error: authentication not enabled"),
+            "QUIT" => {
+                reply(out, "221 2.0.0 Bye");
+                return 0;
+            }
+            _ => reply(out, "500 5.5.2 Error: command not recognized"),
+        };
+        if !ok {
+            return 0;
         }
     }
 }
@@ -354,6 +640,25 @@ fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
         c.extend_from_slice(&content);
         content = c;
     }
+    drop_into_maildrop(cfg, &sender, &recipients, &content, None)
+}
+
+/// How `sendmail -bs` received the message, for its `Received:` header.
+struct SmtpOrigin<'a> {
+    helo: &'a str,
+    esmtp: bool,
+}
+
+/// Write one message into `maildrop/` (Postfix's postdrop): cleanup's header fixes, the
+/// local `Received:` header, fsync, rename, fsync of the directory.
+fn drop_into_maildrop(
+    cfg: &PostfixConfig,
+    sender: &str,
+    recipients: &[String],
+    content: &[u8],
+    smtp: Option<&SmtpOrigin<'_>>,
+) -> Result<String, (i32, String)> {
+    let uid = nix::unistd::getuid();
     let queue = crate::queue::Queue::open(cfg).map_err(|e| (75, format!("{e:#}")))?;
     let s = queue.settings().clone();
     if s.message_size_limit > 0 && content.len() as u64 > s.message_size_limit {
@@ -361,22 +666,44 @@ fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
     }
     let id = queue.new_queue_id();
     let now = SystemTime::now();
-    let received = vec![
-        format!(
-            "Received: by {} ({}, from userid {})",
-            s.myhostname, s.mail_name, uid
-        ),
-        format!("\tid {}; {}", id.as_str(), mail_date(now)),
-    ];
+    let received = match smtp {
+        // As Postfix's smtpd in `sendmail -bs` mode writes it (recorded from 3.7.11).
+        Some(o) => {
+            let mut r = vec![
+                format!("Received: from {} (localhost [127.0.0.1])", o.helo),
+                format!(
+                    "\tby {} ({}) with {} id {}",
+                    s.myhostname,
+                    s.mail_name,
+                    if o.esmtp { "ESMTP" } else { "SMTP" },
+                    id.as_str()
+                ),
+            ];
+            if recipients.len() == 1 {
+                r.push(format!("\tfor <{}>; {}", recipients[0], mail_date(now)));
+            } else {
+                let last = r.len() - 1;
+                r[last] = format!("{}; {}", r[last], mail_date(now));
+            }
+            r
+        }
+        None => vec![
+            format!(
+                "Received: by {} ({}, from userid {})",
+                s.myhostname, s.mail_name, uid
+            ),
+            format!("\tid {}; {}", id.as_str(), mail_date(now)),
+        ],
+    };
     let cleaned = file::cleanup_content(
-        &content,
+        content,
         &CleanupRules {
             received,
             add_missing: true,
             queue_id: id.as_str(),
             long_ids: s.long_queue_ids,
             myhostname: &s.myhostname,
-            sender: &sender,
+            sender,
             arrival: now,
             header_size_limit: s.header_size_limit.max(1),
             undisclosed_recipients_header: &s.undisclosed_recipients_header,
@@ -395,7 +722,7 @@ fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
     let data = file::build(&FileSpec {
         queue_id: id.as_str(),
         arrival: now,
-        sender: &sender,
+        sender,
         recipients: rcpts,
         rewrite_local: true,
         envid: None,
@@ -405,6 +732,7 @@ fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
         attrs: vec![("log_message_origin", "local".to_string())],
         lines: cleaned.lines,
         line_length_limit: s.line_length_limit,
+        warn_time: None,
     });
     let maildrop = s.queue_directory.join("maildrop");
     let tmp = maildrop.join(format!(".tmp.{}.{}", std::process::id(), id.as_str()));
