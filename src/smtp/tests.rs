@@ -38,6 +38,8 @@ struct Script {
     huge_greeting: usize,
     /// EHLO is not recognized (HELO-only server).
     no_ehlo: bool,
+    /// After `220` to STARTTLS, garbage instead of a TLS handshake.
+    broken_tls: bool,
 }
 
 impl Default for Script {
@@ -59,6 +61,7 @@ impl Default for Script {
             drop_at_dot: false,
             huge_greeting: 0,
             no_ehlo: false,
+            broken_tls: false,
         }
     }
 }
@@ -175,6 +178,12 @@ fn serve_one(stream: std::net::TcpStream, sc: &Script, log: &Transcript) {
                 continue;
             };
             p.say("220 2.0.0 Ready to start TLS");
+            if sc.broken_tls {
+                let w = p.r.get_mut();
+                let _ = w.write_all(b"this is not TLS\r\n");
+                log.lock().unwrap().push("-- garbage instead of TLS".into());
+                return;
+            }
             let inner = p.r.into_inner();
             let conn = rustls::ServerConnection::new(cfg).unwrap();
             let tls = rustls::StreamOwned::new(conn, inner);
@@ -441,14 +450,15 @@ fn lost_connection_in_body_and_at_end_of_data() {
     let (l, port) = listen("127.0.0.1");
     let sc = Script {
         drop_in_body: true,
+        ext: vec!["PIPELINING", "SIZE 100000000", "8BITMIME"],
         ..Script::default()
     };
     let (_log, h) = peer(l, 1, sc);
+    // Larger than what loopback socket buffers can absorb, so that the writes fail (a
+    // smaller message fits the buffers and the loss shows only at end of data).
     let big = format!(
         "Subject: big\n\n{}",
-        "x".repeat(100)
-            .repeat(30000)
-            .replace(&"x".repeat(100), &format!("{}\n", "x".repeat(99)))
+        format!("{}\n", "x".repeat(99)).repeat(320_000)
     );
     let out = deliver(
         &settings(""),
@@ -1147,4 +1157,68 @@ fn bind_address_is_used() {
     let from = h.join().unwrap();
     assert_eq!(out[0].status, Status::Sent);
     assert_eq!(from.to_string(), "127.0.0.5");
+}
+
+#[test]
+fn opportunistic_tls_handshake_failure_retries_in_plaintext() {
+    let (l, port) = listen("127.0.0.1");
+    let sc = Script {
+        tls: Some(test_tls_config()),
+        broken_tls: true,
+        ..Script::default()
+    };
+    let (log, h) = peer(l, 2, sc);
+    let out = deliver(
+        &settings("smtp_tls_security_level = may"),
+        &message(BODY),
+        &format!("[127.0.0.1]:{port}"),
+        &[rcpt("user@x.example")],
+    );
+    h.join().unwrap();
+    assert_eq!(out[0].status, Status::Sent, "{:?}", out[0]);
+    let t = lines(&log);
+    assert_eq!(t.iter().filter(|l| *l == "C: STARTTLS").count(), 1, "{t:?}");
+    assert_eq!(t.iter().filter(|l| *l == "## session").count(), 2, "{t:?}");
+
+    // With encrypt there is no plaintext retry.
+    let (l, port) = listen("127.0.0.1");
+    let sc = Script {
+        tls: Some(test_tls_config()),
+        broken_tls: true,
+        ..Script::default()
+    };
+    let (_log, h) = peer(l, 1, sc);
+    let out = deliver(
+        &settings("smtp_tls_security_level = encrypt"),
+        &message(BODY),
+        &format!("[127.0.0.1]:{port}"),
+        &[rcpt("user@x.example")],
+    );
+    h.join().unwrap();
+    assert_eq!(out[0].status, Status::Deferred);
+    assert_eq!(out[0].dsn, "4.7.5");
+    assert_eq!(out[0].text, "Cannot start TLS: handshake failure");
+}
+
+#[test]
+fn many_recipients_pipelined_in_batches() {
+    let (l, port) = listen("127.0.0.1");
+    let (log, h) = peer(l, 1, Script::default());
+    let r: Vec<RcptJob> = (0..300)
+        .map(|i| rcpt(&format!("user-with-a-longish-name-{i}@x.example")))
+        .collect();
+    let out = deliver(
+        &settings(""),
+        &message(BODY),
+        &format!("[127.0.0.1]:{port}"),
+        &r,
+    );
+    h.join().unwrap();
+    assert_eq!(out.len(), 300);
+    assert!(out.iter().all(|o| o.status == Status::Sent));
+    let t = lines(&log);
+    assert_eq!(
+        t.iter().filter(|l| l.starts_with("C: RCPT TO:")).count(),
+        300
+    );
 }
