@@ -55,6 +55,16 @@ pub enum Audience {
     Postmaster,
 }
 
+/// A delay warning instead of a failure notice (Postfix's delay template).
+#[derive(Debug, Clone, Copy)]
+pub struct Delay {
+    /// `$delay_warning_time_hours`, `$maximal_queue_lifetime_days`.
+    pub warn_hours: u64,
+    pub lifetime_days: u64,
+    /// `Will-Retry-Until:` (arrival + `maximal_queue_lifetime`).
+    pub retry_until: SystemTime,
+}
+
 /// Postfix's `line_wrap(str, 79, 4, …)` as bounce(8) prints recipient lines and DSN
 /// fields: break at blanks before a line would exceed 79 columns, indent continuations by 4.
 pub fn line_wrap(s: &str) -> String {
@@ -115,6 +125,7 @@ pub fn notification(
     now: SystemTime,
     audience: Audience,
     to: &str,
+    delay: Option<Delay>,
 ) -> Vec<u8> {
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -133,10 +144,11 @@ pub fn notification(
          --{boundary}\nContent-Description: Notification\n\
          Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n",
         date = mail_date(now),
-        subject = if postmaster {
-            "Postmaster Copy: Undelivered Mail"
-        } else {
-            "Undelivered Mail Returned to Sender"
+        subject = match (postmaster, delay.is_some()) {
+            (true, false) => "Postmaster Copy: Undelivered Mail",
+            (false, false) => "Undelivered Mail Returned to Sender",
+            (true, true) => "Postmaster Warning: Delayed Mail",
+            (false, true) => "Delayed Mail (still being retried)",
         },
         auto = if postmaster {
             "auto-generated"
@@ -145,7 +157,23 @@ pub fn notification(
         },
         to = quote_822_local(to),
     );
-    if !postmaster {
+    if let (false, Some(d)) = (postmaster, delay) {
+        // The delay template's boiler-plate.
+        let _ = write!(
+            o,
+            "This is the mail system at host {myhostname}.\n\n\
+             ####################################################################\n\
+             # THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n\
+             ####################################################################\n\n\
+             Your message could not be delivered for more than {} hour(s).\n\
+             It will be retried until it is {} day(s) old.\n\n\
+             For further assistance, please send mail to postmaster.\n\n\
+             If you do so, please include this problem report. You can\n\
+             delete your own text from the attached returned message.\n\n\
+             \x20                  The mail system\n",
+            d.warn_hours, d.lifetime_days,
+        );
+    } else if !postmaster {
         // The failure template's boiler-plate (not sent in postmaster copies).
         let _ = write!(
             o,
@@ -178,10 +206,11 @@ pub fn notification(
     for f in failed {
         let _ = write!(
             o,
-            "\nFinal-Recipient: rfc822; {}\nOriginal-Recipient: rfc822;{}\nAction: failed\n\
+            "\nFinal-Recipient: rfc822; {}\nOriginal-Recipient: rfc822;{}\nAction: {}\n\
              Status: {}\n",
             quote_822_local(&f.recipient),
             f.original,
+            if delay.is_some() { "delayed" } else { "failed" },
             f.dsn,
         );
         if let Some(mta) = &f.remote_mta {
@@ -192,8 +221,11 @@ pub fn notification(
             None => format!("Diagnostic-Code: X-Postfix; {}", f.text),
         };
         o.extend_from_slice(line_wrap(&diag).as_bytes());
+        if let Some(d) = delay {
+            let _ = writeln!(o, "Will-Retry-Until: {}", mail_date(d.retry_until));
+        }
     }
-    let headers_only = postmaster || msg.ret_flags & file::DSN_RET_HDRS != 0;
+    let headers_only = postmaster || delay.is_some() || msg.ret_flags & file::DSN_RET_HDRS != 0;
     let _ = write!(
         o,
         "\n--{boundary}\nContent-Description: {}\nContent-Type: {}\n\
@@ -238,6 +270,7 @@ pub fn send(
     audience: Audience,
     from: &str,
     to: &str,
+    delay: Option<Delay>,
 ) -> std::io::Result<String> {
     let s = queue.settings();
     let now = SystemTime::now();
@@ -246,7 +279,7 @@ pub fn send(
         Audience::Sender => ("", msg.sender.as_str()),
         Audience::Postmaster => (from, to),
     };
-    let content = notification(msg, failed, &s.myhostname, now, audience, to);
+    let content = notification(msg, failed, &s.myhostname, now, audience, to, delay);
     let received = vec![
         format!("Received: by {} ({})", s.myhostname, s.mail_name),
         format!("\tid {}; {}", id.as_str(), mail_date(now)),
@@ -282,6 +315,7 @@ pub fn send(
         attrs: vec![("log_message_origin", "local".to_string())],
         lines: cleaned.lines,
         line_length_limit: s.line_length_limit,
+        warn_time: None,
     });
     let res = write_complete(&s.queue_directory.join("incoming"), id.as_str(), &data);
     queue.release_queue_id(&id);

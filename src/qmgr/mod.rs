@@ -177,6 +177,8 @@ pub struct QmgrSettings {
     pub maximal_backoff: Duration,
     pub queue_run_delay: Duration,
     pub maximal_queue_lifetime: Duration,
+    /// `delay_warning_time` (zero: no delay warnings).
+    pub delay_warning_time: Duration,
     pub bounce_queue_lifetime: Duration,
     pub concurrency: usize,
     /// `virtual_alias_maps` tables (unopenable ones are logged and skipped).
@@ -314,6 +316,7 @@ impl QmgrSettings {
             maximal_backoff: time("maximal_backoff_time", 's', 4000),
             queue_run_delay: time("queue_run_delay", 's', 300),
             maximal_queue_lifetime: time("maximal_queue_lifetime", 'd', 5 * 86400),
+            delay_warning_time: time("delay_warning_time", 'h', 0),
             bounce_queue_lifetime: time("bounce_queue_lifetime", 'd', 5 * 86400),
             // Worker threads: enough for parallel destinations; each destination is further
             // limited by its *_destination_concurrency_limit (Postfix: default_process_limit
@@ -1246,7 +1249,79 @@ fn process(s: &QmgrSettings, path: &Path) {
             ),
         }
     } else {
+        delay_warning(s, path, &id, &msg, &deferred);
         defer_message(s, path, &id, &msg, &deferred);
+    }
+}
+
+/// Postfix's delay warning: once the queue file's warning time (`W` record, written when
+/// `delay_warning_time` is set) has passed, tell the sender which recipients are still
+/// delayed, then zero the record so the warning is sent once.
+fn delay_warning(
+    s: &QmgrSettings,
+    path: &Path,
+    id: &str,
+    msg: &QueuedMessage,
+    deferred: &[defer::DeferEntry],
+) {
+    if msg.sender.is_empty() || msg.sender.eq_ignore_ascii_case(&s.double_bounce_sender) {
+        return;
+    }
+    let Some((offset, when)) = crate::queue::file::warn_record(path) else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if when == 0 || now < when {
+        return;
+    }
+    let Some(queue) = QUEUE.get() else { return };
+    let rcpts: Vec<bounce::Failed> = deferred
+        .iter()
+        .map(|d| {
+            let r = msg.recipients.iter().find(|r| r.address == d.recipient);
+            bounce::Failed {
+                recipient: d.recipient.clone(),
+                original: r
+                    .and_then(|r| r.orcpt.as_deref())
+                    .map(|x| x.trim_start_matches("rfc822;").to_string())
+                    .unwrap_or_else(|| d.recipient.clone()),
+                dsn: d.status.clone(),
+                text: d.reason.clone(),
+                remote_mta: None,
+                diagnostic: None,
+            }
+        })
+        .collect();
+    let delay = bounce::Delay {
+        warn_hours: s.delay_warning_time.as_secs() / 3600,
+        lifetime_days: s.maximal_queue_lifetime.as_secs() / 86400,
+        retry_until: msg.arrival + s.maximal_queue_lifetime,
+    };
+    match bounce::send(
+        queue,
+        msg,
+        &rcpts,
+        bounce::Audience::Sender,
+        "",
+        "",
+        Some(delay),
+    ) {
+        Ok(new) => {
+            log::info(
+                &s.ident_bounce,
+                &format!("{id}: sender delay notification: {new}"),
+            );
+            if let Err(e) = crate::queue::file::clear_warn_record(path, offset) {
+                log::warning(&s.ident_qmgr, &format!("{id}: {e}"));
+            }
+        }
+        Err(e) => log::warning(
+            &s.ident_bounce,
+            &format!("{id}: cannot queue the delay notification: {e}"),
+        ),
     }
 }
 
@@ -1328,6 +1403,7 @@ fn send_bounce(s: &QmgrSettings, id: &str, msg: &QueuedMessage, failed: &[bounce
         audience,
         &s.double_bounce_sender,
         &s.double_bounce_recipient,
+        None,
     ) {
         Ok(new) => {
             let who = match audience {

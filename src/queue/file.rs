@@ -73,6 +73,9 @@ pub(crate) struct FileSpec<'a> {
     /// Content lines without line ends.
     pub lines: Vec<Vec<u8>>,
     pub line_length_limit: usize,
+    /// When to send a delay warning (`arrival + delay_warning_time`), as Postfix's cleanup
+    /// writes it: a fixed-width `W` record the queue manager sets to 0 once warned.
+    pub warn_time: Option<u64>,
 }
 
 pub(crate) struct FileRecipient<'a> {
@@ -112,6 +115,9 @@ pub(crate) fn build(spec: &FileSpec<'_>) -> Vec<u8> {
         rec_type::TIME,
         format!("{} {}", d.as_secs(), d.subsec_micros()).as_bytes(),
     );
+    if let Some(w) = spec.warn_time {
+        record::put(&mut out, rec_type::WARN, format!("{w:15}").as_bytes());
+    }
     attr(&mut out, "create_time", &d.as_secs().to_string());
     attr(&mut out, "log_ident", spec.queue_id);
     attr(
@@ -670,6 +676,45 @@ pub fn parse(buf: &[u8], name: &str) -> Result<QueuedMessage, QueueFileError> {
 /// Mark one recipient delivered, in place: the `R` type byte at `offset` becomes `D`, as
 /// Postfix's queue manager does, then the file is synced (fdatasync), so a restart after a
 /// crash does not deliver to that recipient again.
+/// The delay-warning record of a queue file: `(offset, time)`, time 0 once warned.
+pub fn warn_record(path: &Path) -> Option<(u64, u64)> {
+    let buf = std::fs::read(path).ok()?;
+    for rec in record::records(&buf) {
+        let rec = rec.ok()?;
+        match rec.kind {
+            rec_type::WARN => {
+                let t = std::str::from_utf8(rec.data).ok()?.trim().parse().ok()?;
+                return Some((rec.offset, t));
+            }
+            rec_type::MESG => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Set the delay-warning record at `offset` to 0 (warning sent), in place, as Postfix's
+/// queue manager does.
+pub fn clear_warn_record(path: &Path, offset: u64) -> Result<(), QueueFileError> {
+    let buf = std::fs::read(path)?;
+    let rec = record::records(&buf[offset as usize..])
+        .next()
+        .and_then(|r| r.ok())
+        .filter(|r| r.kind == rec_type::WARN)
+        .ok_or_else(|| {
+            QueueFileError::Corrupt(format!(
+                "{}: offset {offset} holds no warning record",
+                path.display()
+            ))
+        })?;
+    let data_at = offset + (rec.data.as_ptr() as u64 - buf[offset as usize..].as_ptr() as u64);
+    let len = rec.data.len();
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    std::os::unix::fs::FileExt::write_all_at(&f, format!("{:>len$}", 0).as_bytes(), data_at)?;
+    f.sync_data()?;
+    Ok(())
+}
+
 pub fn mark_recipient_done(path: &Path, offset: u64) -> Result<(), QueueFileError> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)

@@ -198,6 +198,8 @@ pub struct QueueSettings {
     pub line_length_limit: usize,
     pub tls_received_header: bool,
     pub sasl_authenticated_header: bool,
+    /// `delay_warning_time` in seconds (0: no delay warnings).
+    pub delay_warning_time: u64,
 }
 
 fn num<T: std::str::FromStr>(cfg: &PostfixConfig, name: &str, default: T) -> T {
@@ -229,6 +231,11 @@ impl QueueSettings {
             sasl_authenticated_header: cfg
                 .get_bool("smtpd_sasl_authenticated_header")
                 .unwrap_or(false),
+            delay_warning_time: cfg
+                .get("delay_warning_time")
+                .and_then(|v| crate::qmgr::parse_time(&v, 'h'))
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         })
     }
 }
@@ -598,6 +605,13 @@ impl Queue {
             attrs,
             lines: cleaned.lines,
             line_length_limit: s.line_length_limit,
+            warn_time: (s.delay_warning_time > 0).then(|| {
+                arrival
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    + s.delay_warning_time
+            }),
         });
         crate::log::info(
             "postfix/cleanup",
