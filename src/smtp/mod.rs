@@ -34,7 +34,11 @@
 //! sent as is, as Postfix does with `disable_mime_output_conversion = yes`); SASL offers
 //! PLAIN and LOGIN only; no `smtp_tls_policy_maps`, DANE, client certificates,
 //! `smtp_generic_maps`, header/body checks, XFORWARD, SRV lookups, LMTP, or
-//! `smtp_address_preference`; `smtp_bind_address` connects through a small tokio runtime.
+//! `smtp_address_preference`; `smtp_bind_address` connects through a small tokio runtime;
+//! ORCPT is sent only as queued ([`RcptJob::orcpt`]; Postfix also derives it from the
+//! original recipient); no premature-reply read after a failed body write; an empty
+//! `smtp_sasl_password_maps` warns and continues without AUTH (Postfix stops with a fatal
+//! error).
 
 pub mod conn;
 pub mod params;

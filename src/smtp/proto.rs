@@ -632,6 +632,14 @@ impl<'t> Session<'t> {
     /// the server host name, then the next-hop as written.
     fn sasl_credentials(&self, st: &State) -> Option<(String, String)> {
         let p = st.p;
+        if p.sasl_password_maps.is_empty() {
+            // Postfix stops here (fatal); the session goes on unauthenticated instead.
+            log::warning(
+                &st.s.ident,
+                "specify a password table via the `smtp_sasl_password_maps' configuration parameter",
+            );
+            return None;
+        }
         let mut keys: Vec<String> = Vec::new();
         if p.sender_dependent_authentication && !st.msg.sender.is_empty() {
             keys.push(st.msg.sender.to_ascii_lowercase());

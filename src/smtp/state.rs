@@ -200,13 +200,15 @@ impl<'a> State<'a> {
     pub fn finish(mut self) -> Vec<RcptOutcome> {
         if !self.left().is_empty() {
             self.final_server = true;
-            let why = self.why.clone().unwrap_or_else(|| {
+            // No session is open any more: Postfix logs these with relay=none.
+            let mut why = self.why.clone().unwrap_or_else(|| {
                 Why::local(
                     "4.3.0",
                     "server unavailable or unable to receive mail".into(),
                     "none",
                 )
             });
+            why.relay = "none".into();
             self.fail_all(why);
         }
         self.out
