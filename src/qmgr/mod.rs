@@ -192,6 +192,8 @@ pub struct QmgrSettings {
     pub relocated_maps: Vec<Arc<dyn crate::maps::Table>>,
     pub transport_maps: Vec<Arc<dyn crate::maps::Table>>,
     pub local: LocalSettings,
+    /// virtual(8) delivery (`virtual_mailbox_*`).
+    pub virtual_: crate::virtual_delivery::VirtualSettings,
     /// trivial-rewrite's resolve (transports and next-hops).
     pub resolver: route::Resolver,
     /// smtp(8) settings per master.cf service.
@@ -339,6 +341,7 @@ impl QmgrSettings {
                 .collect(),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             local: LocalSettings::from_config(cfg, &ident_local),
+            virtual_: crate::virtual_delivery::VirtualSettings::from_config(cfg),
             ident_qmgr: log::ident(cfg, "qmgr"),
             ident_local,
             ident_error: log::ident(cfg, "error"),
@@ -1036,17 +1039,11 @@ fn process(s: &QmgrSettings, path: &Path) {
                         format!("virtual:{}", t.to_ascii_lowercase()),
                         s.virtual_concurrency,
                     );
-                    p.done.push(Done::new(
-                        outcome(
-                            &t,
-                            Status::Deferred,
-                            "4.3.0",
-                            "mail transport unavailable: virtual delivery is not wired yet".into(),
-                        ),
-                        "none",
-                        &s.ident_virtual,
-                        started,
-                    ));
+                    for o in crate::virtual_delivery::deliver(&s.virtual_, &msg, &t, Some(&p.orig))
+                    {
+                        p.done
+                            .push(Done::new(o, "virtual", &s.ident_virtual, started));
+                    }
                 }
                 route::Route::Smtp { service, nexthop } => {
                     let key = (service, nexthop);
