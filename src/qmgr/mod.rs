@@ -31,12 +31,31 @@
 //! `virtual_alias_maps` expands it (full address, `user@domain` without the extension, the
 //! local part for local domains, `@domain`; recursively); a `relocated_maps` hit bounces
 //! with `5.1.6 User has moved to …` (trivial-rewrite's text, logged by `postfix/error`);
-//! `transport_maps` (address, domain, `.parent` domains, `*`) may pick `local`,
-//! `error:[d.s.n ]text` (bounce; a 4.x.x status is logged as 5.0.0, empty text is
-//! `Address is undeliverable`, as Postfix 3.7's error(8) does) or `discard:text`
-//! (`dsn=2.0.0, status=sent (text)`, `postfix/discard`, text defaulting to the domain);
-//! otherwise a domain in `mydestination` goes to local delivery; every other recipient is deferred with `delivery
-//! temporarily suspended: outbound SMTP is not implemented in this version of Postern`.
+//! then [`route::Resolver`] does trivial-rewrite's resolve: the address class (mydestination,
+//! virtual alias, virtual mailbox, relay, default) picks `local_transport`,
+//! `virtual_transport`, `relay_transport` or `default_transport`, `relayhost` the next-hop of
+//! the last two, and `transport_maps` (address, domain, `.parent` domains, `*`) overrides
+//! transport and/or next-hop. The transport's master.cf command picks the agent: local(8)
+//! ([`crate::local`]), virtual(8) ([`crate::virtual_delivery`]), smtp(8) ([`crate::smtp`],
+//! called once per (service, next-hop) group of a message's recipients), error(8)
+//! (`[d.s.n ]text`; a 4.x.x status is logged as 5.0.0, empty text is `Address is
+//! undeliverable`, as Postfix 3.7's error(8) does), retry(8), discard(8)
+//! (`dsn=2.0.0, status=sent (text)`, text defaulting to the next-hop). A transport with no
+//! agent here (`pipe`, `lmtp`) is deferred with `mail transport unavailable`.
+//!
+//! Each delivery holds a per-destination slot ([`Limiter`]): `local_destination_concurrency_limit`
+//! per local recipient, `virtual_destination_concurrency_limit` per virtual recipient,
+//! `smtp_destination_concurrency_limit` per next-hop; `min(default_process_limit, 20)` worker
+//! threads share them.
+//!
+//! # Notifications
+//! Permanently failed recipients are returned to the sender ([`bounce`], Postfix's failure
+//! template) and only then marked done, as bounce(8) deletes recipients after it has sent
+//! the notice: a crash in between repeats the notice, it never loses it. A failed `<>` message
+//! is dropped unless `notify_classes` has `bounce` (then a postmaster copy goes to
+//! `2bounce_notice_recipient` from `double_bounce_sender`). With `delay_warning_time`, a
+//! delay warning (delay template) goes to the sender once, when a deferral happens after the
+//! queue file's `W` time; the record is then zeroed in place, as Postfix does.
 //!
 //! # Logs (Postfix's formats)
 //! `ID: from=<…>, size=…, nrcpt=… (queue active)`, `ID: to=<…>, [orig_to=<…>, ]relay=local,
@@ -52,15 +71,15 @@
 //! [`crate::local`].
 //!
 //! # Known limits
-//! * XXX Permanent failures are returned to the sender ([`bounce`]) after the recipients are
-//!   marked done: a crash between the two loses the notification. No delay warnings.
-//! * XXX No `virtual_alias_domains` (a virtual alias domain must still be listed in
-//!   `mydestination` or resolve remotely); canonical and virtual aliases are applied at
-//!   delivery, not by cleanup at queue time (headers are not rewritten); `transport_maps`
-//!   entries other than `local`, `error`, `discard` are treated as SMTP;
-//!   `mydestination` entries that are lookup tables are ignored.
+//! * XXX canonical and virtual aliases are applied at delivery, not by cleanup at queue time
+//!   (headers are not rewritten); `mydestination` entries that are lookup tables are matched
+//!   through smtpd's domain lists; an alias expansion with one deferred member is retried
+//!   whole (members already delivered get the message again, as with Postfix's local(8)).
 //! * XXX The queue manager runs as root (Postfix's runs as `mail_owner` and only local is
-//!   root); the recipients of one message are delivered one after another.
+//!   root), and so do its smtp(8) deliveries; the recipients of one message are delivered one
+//!   destination after another. No `sender_dependent_relayhost_maps`,
+//!   `sender_dependent_default_transport_maps`, `*_destination_recipient_limit` other than 1
+//!   for local, or concurrency feedback (a fixed limit per destination).
 
 pub mod bounce;
 pub mod defer;
