@@ -38,6 +38,9 @@ pub struct Target<'a> {
     pub final_if_xfer: bool,
     /// The next-hop domain (level `secure` matches the certificate against it).
     pub tls_nexthop: &'a str,
+    /// The destination as written (`[smtp.example.com]:587`, or a fallback relay): the
+    /// last `smtp_sasl_password_maps` key.
+    pub dest: &'a str,
 }
 
 /// How a session ended, for the address loop.
@@ -648,7 +651,7 @@ impl<'t> Session<'t> {
             }
         }
         keys.push(self.t.host.to_ascii_lowercase());
-        keys.push(st.nexthop.to_ascii_lowercase());
+        keys.push(self.t.dest.to_ascii_lowercase());
         let tables: Vec<_> = p
             .sasl_password_maps
             .iter()
@@ -921,17 +924,45 @@ impl<'t> Session<'t> {
             return Err(Stop::Quit);
         }
         if let Err(f) = self.send_body(st) {
-            let text = match f {
-                IoFail::Eof => format!(
-                    "lost connection with {} while sending message body",
-                    self.namaddr
-                ),
-                IoFail::Timeout => format!(
-                    "conversation with {} timed out while sending message body",
-                    self.namaddr
-                ),
+            // Postfix: after a lost connection inside DATA, look for a premature reply (a
+            // server that rejected the message early) before reporting the loss.
+            let early = match f {
+                IoFail::Eof => reply::read(
+                    &mut self.conn,
+                    p.data_done_timeout,
+                    p.reply_line_limit,
+                    &mut self.notes,
+                )
+                .ok(),
+                IoFail::Timeout => None,
             };
-            st.bulk_fail(&accepted, Why::local("4.4.2", text, &relay));
+            self.flush_notes(st);
+            match early {
+                Some(r) if r.class() != 2 => {
+                    let text = self.said(&r, "end of DATA command");
+                    st.bulk_fail(&accepted, Why::remote(&host, &r, text, &relay));
+                }
+                Some(r) => {
+                    for &i in &accepted {
+                        if st.out[i].is_none() {
+                            st.rcpt_done(i, &host, &r, &relay);
+                        }
+                    }
+                }
+                None => {
+                    let text = match f {
+                        IoFail::Eof => format!(
+                            "lost connection with {} while sending message body",
+                            self.namaddr
+                        ),
+                        IoFail::Timeout => format!(
+                            "conversation with {} timed out while sending message body",
+                            self.namaddr
+                        ),
+                    };
+                    st.bulk_fail(&accepted, Why::local("4.4.2", text, &relay));
+                }
+            }
             return Err(Stop::Dead);
         }
         let r = self.resp(

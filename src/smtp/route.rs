@@ -445,6 +445,7 @@ pub fn connect_inet(st: &mut State, nexthop: &str) {
                 final_if_xfer: final_nexthop
                     && (last || (p.mx_session_limit > 0 && sess_count + 1 >= p.mx_session_limit)),
                 tls_nexthop: &d.host,
+                dest,
             };
             tls_off = false;
             match proto::session(st, &t) {
