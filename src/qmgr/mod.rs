@@ -266,12 +266,11 @@ impl QmgrSettings {
                 .unwrap_or(Duration::from_secs(d))
         };
         let ident_local = log::ident(cfg, "local");
+        // Table lists split as Postfix's mystrtokq does (`inline:{ a=b, c=d }` stays whole).
         let maps = |name: &str| -> Vec<Arc<dyn crate::maps::Table>> {
-            cfg.get(name)
-                .unwrap_or_default()
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|m| !m.is_empty())
-                .filter_map(|m| match crate::maps::open_cached(m) {
+            crate::smtpd::params::list(&cfg.get(name).unwrap_or_default())
+                .into_iter()
+                .filter_map(|m| match crate::maps::open_cached(&m) {
                     Ok(t) => Some(t),
                     Err(e) => {
                         log::warning(&log::ident(cfg, "qmgr"), &format!("{m}: {e}"));
@@ -345,19 +344,7 @@ impl QmgrSettings {
             concurrency: num("default_process_limit", 100)
                 .min(20)
                 .max(num("local_destination_concurrency_limit", 2)),
-            virtual_alias_maps: cfg
-                .get("virtual_alias_maps")
-                .unwrap_or_default()
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|m| !m.is_empty())
-                .filter_map(|m| match crate::maps::open_cached(m) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        log::warning(&log::ident(cfg, "qmgr"), &format!("{m}: {e}"));
-                        None
-                    }
-                })
-                .collect(),
+            virtual_alias_maps: maps("virtual_alias_maps"),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             local: LocalSettings::from_config(cfg, &ident_local),
             virtual_: crate::virtual_delivery::VirtualSettings::from_config(cfg),
