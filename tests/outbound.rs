@@ -398,7 +398,9 @@ def auth(server, session, envelope, mechanism, data):
     ok = isinstance(data, LoginPassword) and data.login == b"relayuser" and data.password == b"relay-pw"
     with open(out + ".auth", "a") as f:
         f.write(json.dumps({"mechanism": mechanism, "ok": ok}) + "\n")
-    return AuthResult(success=ok, auth_data=data)
+    # The failure text of the fixtures' peer (and of Postfix's smtpd).
+    return AuthResult(success=ok, handled=False, auth_data=data,
+                      message=None if ok else "535 5.7.8 Error: authentication failed")
 class Handler:
     async def handle_DATA(self, server, session, envelope):
         with open(out, "a") as f:
@@ -573,12 +575,9 @@ fn mx_order_and_fallback_to_a_second_postern() {
     );
 }
 
-#[test]
-fn relayhost_auth_plain_over_starttls_with_aiosmtpd() {
-    let Some(peer) = Aiosmtpd::start() else {
-        panic!("python3-aiosmtpd is not installed (Debian package python3-aiosmtpd, .ci/run)");
-    };
-    let inst = Instance::start_env(
+/// A Postern whose relayhost is `peer`, TLS required, SASL with `password` for it.
+fn start_auth_client(peer: &Aiosmtpd, password: &str) -> Instance {
+    Instance::start_env(
         &main_cf(&format!(
             "relayhost = [127.0.0.1]:{p}\nsmtp_tls_security_level = encrypt\n\
              smtp_sasl_auth_enable = yes\nsmtp_sasl_security_options = noanonymous\n\
@@ -590,11 +589,22 @@ fn relayhost_auth_plain_over_starttls_with_aiosmtpd() {
         |d| {
             std::fs::write(
                 d.join("sasl_passwd"),
-                format!("[127.0.0.1]:{} relayuser:relay-pw\n", peer.port),
+                format!("[127.0.0.1]:{} relayuser:{password}\n", peer.port),
             )
             .unwrap();
         },
-    );
+    )
+}
+
+fn aiosmtpd() -> Aiosmtpd {
+    Aiosmtpd::start()
+        .expect("python3-aiosmtpd is not installed (Debian package python3-aiosmtpd, .ci/run)")
+}
+
+#[test]
+fn relayhost_auth_plain_over_starttls_with_aiosmtpd() {
+    let peer = aiosmtpd();
+    let inst = start_auth_client(&peer, "relay-pw");
     let rcpt = "user@auth-starttls.example";
     let id = send(inst.port, SENDER, &[rcpt], "fixture auth-starttls");
     let log = wait_status(&inst, &id, rcpt, 1);
@@ -607,6 +617,20 @@ fn relayhost_auth_plain_over_starttls_with_aiosmtpd() {
     assert!(got.contains("Subject: fixture auth-starttls"), "{got}");
     let auth = std::fs::read_to_string(peer.out.with_extension("jsonl.auth")).unwrap_or_default();
     assert_eq!(auth, "{\"mechanism\": \"PLAIN\", \"ok\": true}\n");
+}
+
+#[test]
+fn relayhost_auth_with_a_wrong_password_is_deferred() {
+    let peer = aiosmtpd();
+    let inst = start_auth_client(&peer, "wrong-pw");
+    let rcpt = "user@auth-failed.example";
+    let id = send(inst.port, SENDER, &[rcpt], "fixture auth-failed");
+    let log = wait_status(&inst, &id, rcpt, 1);
+    // smtp_sasl_auth_soft_bounce = yes: a 535 defers (dsn 4.7.8), as the real Postfix did.
+    assert_line_as_fixture(&log, &id, "auth-failed", rcpt);
+    assert_eq!(peer.received(), "");
+    let auth = std::fs::read_to_string(peer.out.with_extension("jsonl.auth")).unwrap_or_default();
+    assert_eq!(auth, "{\"mechanism\": \"PLAIN\", \"ok\": false}\n");
 }
 
 #[test]
