@@ -843,10 +843,25 @@ impl<'t> Session<'t> {
         while sent < cmds.len() {
             // Course corrections happen only when every reply is in (Postfix).
             if sent == recvd {
-                match cmds[sent].0 {
-                    Cmd::Rcpt(_) if mail_rejected => return Err(Stop::Quit),
-                    Cmd::Data if mail_rejected || accepted.is_empty() => return Err(Stop::Quit),
-                    _ => {}
+                let abort = match cmds[sent].0 {
+                    Cmd::Rcpt(_) => mail_rejected,
+                    Cmd::Data => mail_rejected || accepted.is_empty(),
+                    Cmd::Mail => false,
+                };
+                if abort {
+                    // "sending final RSET": its reply is read but no longer judged.
+                    if self.conn.write_all(b"RSET\r\n", p.rset_timeout).is_err()
+                        || reply::read(
+                            &mut self.conn,
+                            p.rset_timeout,
+                            p.reply_line_limit,
+                            &mut self.notes,
+                        )
+                        .is_err()
+                    {
+                        return Err(Stop::Dead);
+                    }
+                    return Err(Stop::Quit);
                 }
             }
             let mut batch = Vec::new();

@@ -543,6 +543,12 @@ fn mail_from_rejected_without_pipelining_sends_no_rcpt() {
     }
     let t = lines(&log);
     assert!(!t.iter().any(|l| l.starts_with("C: RCPT")), "{t:?}");
+    let n = t.len();
+    assert_eq!(
+        t[n - 4..],
+        ["C: RSET", "S: 250 2.0.0 Ok", "C: QUIT", "S: 221 2.0.0 Bye"],
+        "{t:?}"
+    );
     // Without SIZE in EHLO, no SIZE= parameter.
     assert!(
         t.contains(&"C: MAIL FROM:<postern-fx@mail.example.test>".to_string()),
