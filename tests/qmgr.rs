@@ -6,28 +6,8 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::Duration;
-
-static USERS: Mutex<()> = Mutex::new(());
-
-/// A local system user with a home directory (created once, idempotent). Needs root.
-fn user(name: &str) -> Option<PathBuf> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return None;
-    }
-    let _g = USERS.lock().unwrap_or_else(|p| p.into_inner());
-    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-        let _ = std::process::Command::new("useradd")
-            .args(["-m", "-s", "/usr/sbin/nologin", name])
-            .status();
-    }
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
-}
 
 const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n";
 
@@ -38,29 +18,6 @@ fn main_cf(extra: &str) -> String {
          local_recipient_maps =\nalias_maps =\n\
          mail_spool_directory = $queue_directory/../mail\n{extra}"
     )
-}
-
-fn send(port: u16, from: &str, to: &[&str], body: &str) -> String {
-    let mut s = Smtp::connect(port);
-    s.line();
-    assert!(s.cmd("EHLO client.example").concat().starts_with("250"));
-    assert!(
-        s.cmd(&format!("MAIL FROM:<{from}>"))
-            .concat()
-            .starts_with("250")
-    );
-    for t in to {
-        assert!(
-            s.cmd(&format!("RCPT TO:<{t}>")).concat().starts_with("250"),
-            "RCPT {t}"
-        );
-    }
-    assert!(s.cmd("DATA").concat().starts_with("354"));
-    s.send(&body.replace('\n', "\r\n"));
-    let r = s.cmd(".").concat();
-    assert!(r.starts_with("250"), "{r}");
-    s.cmd("QUIT");
-    r.rsplit(' ').next().unwrap_or_default().to_string()
 }
 
 fn wait_for(p: &Path, needle: &str) -> String {
@@ -82,7 +39,9 @@ fn wait_for(p: &Path, needle: &str) -> String {
 
 #[test]
 fn delay_warning_is_sent_once_with_the_delay_template() {
-    let Some(_) = user("postern-qa") else { return };
+    let Some(_) = mail_user("postern-qa") else {
+        return;
+    };
     // A relayhost that refuses connections keeps the remote recipient deferred.
     let inst = Instance::start_with(
         &main_cf(
@@ -92,7 +51,7 @@ fn delay_warning_is_sent_once_with_the_delay_template() {
         QMGR,
         |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
     );
-    let id = send(
+    let id = smtp_send(
         inst.port,
         "postern-qa@mail.example.test",
         &["far@remote.example"],
@@ -147,11 +106,13 @@ fn delay_warning_is_sent_once_with_the_delay_template() {
 
 #[test]
 fn failed_bounce_is_dropped_by_default() {
-    let Some(_) = user("postern-qb") else { return };
+    let Some(_) = mail_user("postern-qb") else {
+        return;
+    };
     let inst = Instance::start_with(&main_cf(""), QMGR, |d| {
         std::fs::create_dir_all(d.join("mail")).unwrap()
     });
-    let id = send(
+    let id = smtp_send(
         inst.port,
         "",
         &["nosuch@mail.example.test"],
@@ -167,13 +128,15 @@ fn failed_bounce_is_dropped_by_default() {
 
 #[test]
 fn failed_bounce_goes_to_postmaster_with_notify_classes_bounce() {
-    let Some(_) = user("postern-qb") else { return };
+    let Some(_) = mail_user("postern-qb") else {
+        return;
+    };
     let inst = Instance::start_with(
         &main_cf("notify_classes = bounce\n2bounce_notice_recipient = postern-qb\n"),
         QMGR,
         |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
     );
-    let id = send(
+    let id = smtp_send(
         inst.port,
         "",
         &["nosuch@mail.example.test"],

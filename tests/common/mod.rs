@@ -346,3 +346,46 @@ impl Drop for TestUser {
         let _ = std::process::Command::new("userdel").arg(&self.0).output();
     }
 }
+
+static MAIL_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A local system user with a home directory, created once and kept (idempotent), for tests
+/// that deliver mail to it; `None` when not root.
+#[allow(dead_code)]
+pub fn mail_user(name: &str) -> Option<PathBuf> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let _g = MAIL_USERS.lock().unwrap_or_else(|p| p.into_inner());
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let _ = Command::new("useradd")
+            .args(["-m", "-s", "/usr/sbin/nologin", name])
+            .status();
+    }
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+}
+
+/// Send one message over SMTP (EHLO, MAIL, RCPT…, DATA) and return its queue ID from the
+/// `250 2.0.0 Ok: queued as ID` reply; `body` has LF line ends.
+#[allow(dead_code)]
+pub fn smtp_send(port: u16, from: &str, to: &[&str], body: &str) -> String {
+    let mut s = Smtp::connect(port);
+    s.line();
+    let ehlo = s.cmd("EHLO client.example");
+    assert!(ehlo.concat().starts_with("250"), "{ehlo:?}");
+    let mail = s.cmd(&format!("MAIL FROM:<{from}>"));
+    assert!(mail.concat().starts_with("250"), "{mail:?}");
+    for t in to {
+        let r = s.cmd(&format!("RCPT TO:<{t}>"));
+        assert!(r.concat().starts_with("250"), "RCPT {t}: {r:?}");
+    }
+    assert!(s.cmd("DATA").concat().starts_with("354"));
+    s.send(&body.replace('\n', "\r\n"));
+    let r = s.cmd(".").concat();
+    assert!(r.starts_with("250"), "{r}");
+    s.cmd("QUIT");
+    r.rsplit(' ').next().unwrap_or_default().to_string()
+}
