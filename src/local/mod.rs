@@ -11,6 +11,13 @@
 //! trailing empty line, exactly as Postfix 3.7's local writes them; Maildir messages the same
 //! headers without the `From ` line and quoting.
 //!
+//! owner- lists (Postfix's `local/alias.c`): when an alias `NAME` is expanded and
+//! `owner-NAME` is an alias too, NAME's members get the mail with the envelope sender
+//! `owner-NAME@$myorigin` (the owner alias's value with `expand_owner_alias = yes`): their
+//! mbox `From ` line and `Return-Path:` name the list owner, as the real local(8) writes
+//! them. With `owner_request_special = yes` (default) and a `-` `recipient_delimiter`,
+//! `owner-NAME` and `NAME-request` are not split at their `-`.
+//!
 //! An unknown user (no alias, no account) bounces with `5.1.1 unknown user: "x"`, or, with
 //! `luser_relay` set, the mail goes to that address (`$user`, `$local`, `$domain`,
 //! `$extension` expanded; `@$myorigin` appended without a domain), as Postfix's
@@ -27,14 +34,19 @@
 //!
 //! # main.cf parameters read
 //! `alias_maps`, `mailbox_command`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
-//! `recipient_delimiter`, `myorigin`, `default_privs`, `luser_relay`.
+//! `recipient_delimiter`, `myorigin`, `default_privs`, `luser_relay`, `expand_owner_alias`,
+//! `owner_request_special`.
 //!
 //! # Known limits
 //! * XXX Only `$home/.forward` (no `forward_path`); `mailbox_command` is run through
 //!   `/bin/sh` without Postfix's `$name` expansion; a `luser_relay` address is delivered
-//!   locally by its local part whatever its domain; no `owner-` lists, `allow_mail_to_*`
+//!   locally by its local part whatever its domain; no `allow_mail_to_*`
 //!   or `local_recipient_maps` checks here; no supplementary groups for the user (only
 //!   uid/gid).
+//! * XXX An owner- list's failures are reported to the original sender: Postfix re-injects
+//!   the expansion as a new message from `owner-NAME` (`forwarded as ID`), so its bounces
+//!   go to the owner; Postern delivers in place and the queue manager bounces to the
+//!   message's sender.
 //! * XXX An alias that expands to a non-local address is deferred: Postfix re-injects it
 //!   (`forwarded as ID`), which needs the outbound path.
 //! * XXX When one expansion of an alias fails temporarily, the whole alias is retried later
@@ -65,6 +77,12 @@ pub struct LocalSettings {
     /// `luser_relay` (unexpanded): where mail for unknown local users goes instead of
     /// bouncing.
     pub luser_relay: String,
+    /// `expand_owner_alias`: the sender of an `owner-` list is the owner alias's value
+    /// instead of `owner-NAME`.
+    pub expand_owner_alias: bool,
+    /// `owner_request_special`: `owner-NAME` and `NAME-request` are not split at a `-`
+    /// `recipient_delimiter`.
+    pub owner_request_special: bool,
 }
 
 impl LocalSettings {
@@ -115,6 +133,8 @@ impl LocalSettings {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
+            expand_owner_alias: cfg.get_bool("expand_owner_alias").unwrap_or(false),
+            owner_request_special: cfg.get_bool("owner_request_special").unwrap_or(true),
         }
     }
 }
@@ -160,7 +180,8 @@ pub struct Outcome {
 
 struct Ctx<'a> {
     s: &'a LocalSettings,
-    msg: &'a QueuedMessage,
+    /// The message; its sender is replaced while an `owner-` list's members are delivered.
+    msg: std::borrow::Cow<'a, QueuedMessage>,
     /// The recipient as queued (for `orig_to` and `X-Original-To:`).
     orig: String,
     /// Whom commands and files run as: `default_privs` for aliases, the user for a
@@ -196,7 +217,7 @@ pub fn deliver(
 ) -> Vec<Outcome> {
     let mut ctx = Ctx {
         s,
-        msg,
+        msg: std::borrow::Cow::Borrowed(msg),
         orig: orig.unwrap_or(rcpt).to_string(),
         privs: s.default_privs,
         user: None,
@@ -227,7 +248,16 @@ const MAX_DEPTH: usize = 20;
 
 fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<String>) {
     let local = local_part(addr).to_ascii_lowercase();
-    let base = strip_extension(&local, &ctx.s.recipient_delimiter).to_string();
+    // owner_request_special: `owner-list` and `list-request` keep their `-` when that is
+    // the recipient_delimiter (Postfix local/local.c).
+    let special = ctx.s.owner_request_special
+        && ctx.s.recipient_delimiter.contains('-')
+        && (local.starts_with("owner-") || local.ends_with("-request"));
+    let base = if special {
+        local.clone()
+    } else {
+        strip_extension(&local, &ctx.s.recipient_delimiter).to_string()
+    };
     if depth > MAX_DEPTH {
         ctx.push(
             addr,
@@ -266,8 +296,17 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
         }
         if let Some(value) = found {
             seen.push(base.clone());
+            // Postfix's owner- lists (local/alias.c): when `owner-NAME` is an alias too,
+            // the members of NAME get the mail with the envelope sender `owner-NAME@
+            // $myorigin` (or the owner alias's value with expand_owner_alias), so that
+            // their mailboxes' Return-Path and later bounces name the list owner.
+            let owner = owner_of(ctx, &base);
+            let saved = owner.map(|o| std::mem::replace(&mut ctx.msg.to_mut().sender, o));
             for item in split_alias_value(&value) {
                 expand_item(ctx, addr, &item, depth + 1, seen);
+            }
+            if let Some(sender) = saved {
+                ctx.msg.to_mut().sender = sender;
             }
             seen.pop();
             return;
@@ -289,6 +328,33 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
         return;
     }
     deliver_user(ctx, addr, &base);
+}
+
+/// The sender for the members of alias `name` when `owner-name` is an alias as well.
+fn owner_of(ctx: &Ctx<'_>, name: &str) -> Option<String> {
+    if name.starts_with("owner-") {
+        return None;
+    }
+    let key = format!("owner-{name}");
+    let value = ctx
+        .s
+        .alias_maps
+        .iter()
+        .find_map(|t| t.lookup(&key).ok().flatten())?;
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let owner = if ctx.s.expand_owner_alias {
+        unquote(value).to_string()
+    } else {
+        key
+    };
+    Some(if owner.contains('@') {
+        owner
+    } else {
+        format!("{owner}@{}", ctx.s.myorigin)
+    })
 }
 
 /// The entries of `~/.forward` (read with the user's identity, never through a symlink),
@@ -616,7 +682,7 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
         (ctx.privs, ctx.user) = saved;
         return;
     }
-    let data = format_message(ctx.msg, &ctx.orig, addr, false);
+    let data = format_message(&ctx.msg, &ctx.orig, addr, false);
     let maildir = s.home_mailbox.ends_with('/');
     let target = if s.home_mailbox.is_empty() {
         s.mail_spool_directory.join(user)
@@ -677,7 +743,7 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
 }
 
 fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
-    let data = format_message(ctx.msg, &ctx.orig, addr, false);
+    let data = format_message(&ctx.msg, &ctx.orig, addr, false);
     let (uid, gid) = ctx.privs;
     let id = FsIdentity::switch(uid, gid);
     let opts = crate::mailbox::MboxOptions {
@@ -715,7 +781,7 @@ fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
         ctx.msg.sender.as_str()
     };
     let mut data = format!("From {sender}  {}\n", asctime(SystemTime::now())).into_bytes();
-    data.extend_from_slice(&format_message(ctx.msg, &ctx.orig, addr, false));
+    data.extend_from_slice(&format_message(&ctx.msg, &ctx.orig, addr, false));
     let mut c = std::process::Command::new("/bin/sh");
     c.arg("-c")
         .arg(cmd)
