@@ -1471,7 +1471,6 @@ fn virtual_agent_delivers_as_the_mapped_uid() {
 
 /// The same through SMTP and the queue manager, logged `relay=virtual`.
 #[test]
-#[ignore = "waiting for qmgr virtual transport"]
 fn smtp_to_virtual_mailbox_domain() {
     if !nix::unistd::Uid::effective().is_root() {
         return;
@@ -1628,4 +1627,59 @@ fn sendmail_bs_dialogue_is_delivered() {
     );
     assert!(mbox.contains("Subject: via -bs\n"), "{mbox}");
     assert!(mbox.contains("\n.leading dot\nbody\n"), "{mbox}");
+}
+
+/// owner- lists as Postfix 3.7's local(8) delivers them (checked against the real one:
+/// `From owner-list@HOST` and `Return-Path: <owner-list@HOST>` in the members' mailboxes),
+/// and owner_request_special keeping `owner-list`/`list-request` whole with a `-`
+/// recipient_delimiter.
+#[test]
+fn owner_list_members_get_the_owner_as_sender() {
+    let (Some(_), Some(_)) = (user("pstlista"), user("pstlistb")) else {
+        return;
+    };
+    let inst = Instance::start_with(
+        &main_cf(
+            "mail_spool_directory = $queue_directory/../mail\nalias_maps = hash:$queue_directory/../aliases\nrecipient_delimiter = -\n",
+        ),
+        QMGR,
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).unwrap();
+            std::fs::write(
+                d.join("aliases"),
+                "list: pstlistb\nowner-list: pstlista\nplain: pstlistb\n",
+            )
+            .unwrap();
+        },
+    );
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["list@mail.example.test"],
+        "Subject: to the list\n\nx\n",
+    );
+    let log = inst.wait_log(&format!("{id}: removed"));
+    assert!(log.contains(&format!("{id}: removed")), "{log}");
+    let rb = String::from_utf8(wait_for(&inst.dir.path().join("mail/pstlistb"))).unwrap();
+    assert!(
+        rb.starts_with("From owner-list@mail.example.test  "),
+        "{rb}"
+    );
+    assert!(
+        rb.contains("\nReturn-Path: <owner-list@mail.example.test>\nX-Original-To: list@mail.example.test\nDelivered-To: pstlistb@mail.example.test\n"),
+        "{rb}"
+    );
+    // A list without an owner keeps the sender.
+    let id = send(
+        inst.port,
+        "s@x.org",
+        &["plain@mail.example.test"],
+        "Subject: plain\n\nx\n",
+    );
+    inst.wait_log(&format!("{id}: removed"));
+    let rb = std::fs::read_to_string(inst.dir.path().join("mail/pstlistb")).unwrap();
+    assert!(
+        rb.contains("\nReturn-Path: <s@x.org>\nX-Original-To: plain@mail.example.test\n"),
+        "{rb}"
+    );
 }
