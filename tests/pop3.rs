@@ -1508,3 +1508,81 @@ fn flag_updates_differential() {
         }
     }
 }
+
+/// auth_cache_size side by side with the real Dovecot: after a successful login the
+/// password is changed in the passwd-file. Dovecot 2.3.19 does not cache passwd-file
+/// results (the cache needs a passdb cache key), so with or without the cache only the
+/// new password logs in; Postern answers the same.
+#[test]
+fn auth_cache_differential() {
+    let logins = |port: u16, passwd: &Path| -> Vec<String> {
+        let pass = |pw: &str| {
+            let (mut c, _) = Pop::connect(port);
+            c.cmd("USER alice");
+            let r = c.cmd(&format!("PASS {pw}"))[0].clone();
+            c.cmd("QUIT");
+            r
+        };
+        let mut out = vec![pass("secret")];
+        std::fs::write(passwd, "alice:{PLAIN}new::::::\n").expect("passwd");
+        // Dovecot's passwd-file driver looks at the file at most once a second.
+        std::thread::sleep(Duration::from_millis(1100));
+        for pw in ["secret", "new", "wrong", "wrong"] {
+            out.push(pass(pw));
+        }
+        out
+    };
+    // A passwd-file per user (%u in the path) and one file for all.
+    for per_user in [true, false] {
+        for extra in ["", "auth_cache_size = 1M\nauth_cache_negative_ttl = 0\n"] {
+            let cf_extra = format!("ssl = no\ndisable_plaintext_auth = no\n{extra}");
+            let mut results = Vec::new();
+            for real in [true, false] {
+                let dir = tempfile::tempdir().expect("tempdir");
+                setup(dir.path(), BOX);
+                let mut passwd = dir.path().join("passwd");
+                if per_user {
+                    passwd = dir.path().join("passwd-alice");
+                    std::fs::rename(dir.path().join("passwd"), &passwd).expect("rename");
+                }
+                let fix = |c: String| {
+                    if per_user {
+                        c.replace("/passwd\n", "/passwd-%u\n")
+                    } else {
+                        c
+                    }
+                };
+                if real {
+                    let Some(d) =
+                        RealDovecot::start_with(dir.path(), "mbox:~/mail:INBOX=~/inbox", &cf_extra)
+                    else {
+                        return;
+                    };
+                    let text = fix(std::fs::read_to_string(&d.conf).expect("conf"));
+                    std::fs::write(&d.conf, text).expect("conf");
+                    let _ = Command::new("/usr/sbin/dovecot")
+                        .arg("-c")
+                        .arg(&d.conf)
+                        .arg("reload")
+                        .status();
+                    std::thread::sleep(Duration::from_millis(700));
+                    results.push(logins(d.port, &passwd));
+                } else {
+                    let port = free_port();
+                    std::fs::write(
+                        dir.path().join("dovecot.conf"),
+                        fix(conf(dir.path(), port, &cf_extra)),
+                    )
+                    .expect("conf");
+                    let s = start_existing(dir.path());
+                    results.push(logins(s.port, &passwd));
+                }
+            }
+            assert_eq!(results[1], results[0], "per_user={per_user} {extra:?}");
+            // Dovecot does not cache passwd-file results: the old password fails, the new
+            // one works, right after the change.
+            assert_eq!(results[0][1], "-ERR [AUTH] Authentication failed.");
+            assert_eq!(results[0][2], "+OK Logged in.");
+        }
+    }
+}

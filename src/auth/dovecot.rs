@@ -21,13 +21,18 @@
 //! * Chain: passdbs are tried in order; the first that accepts wins; an unknown user or a
 //!   mismatch goes on to the next (Dovecot's default `result_failure = continue`).
 //!
+//! * Cache (`auth_cache_size`, `auth_cache_ttl`, `auth_cache_negative_ttl`; off at size
+//!   0, Dovecot's default): [`AuthCache`].
+//!
 //! Limits: no `{PLAIN-MD5}`/`{LDAP-MD5}`/`{SMD5}`/`{CRAM-MD5}`/`{DIGEST-MD5}`/`{PBKDF2}`/
 //! `{ARGON2*}` schemes (they fail as unknown schemes, logged), no `passdb`
-//! `deny`/`master`/`skip`/`result_*` settings, no `sql`/`ldap`/`checkpassword` drivers,
-//! no auth cache.
+//! `deny`/`master`/`skip`/`result_*` settings, no `sql`/`ldap`/`checkpassword` drivers;
+//! userdb lookups are not cached.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 
@@ -291,6 +296,19 @@ impl Passdb {
         }
     }
 
+    /// Whether Dovecot caches this passdb's results: it needs a cache key, which
+    /// `shadow` and `passwd` have (`%u`) and `pam` only with `cache_key=` (not supported
+    /// here, so PAM results are not cached). `passwd-file` results are not cached either:
+    /// the real Dovecot 2.3.19 answers from the file as it is now (re-read when it
+    /// changes), with one file or one per user (`%u` in the path), cache or no cache
+    /// (`tests/pop3.rs` `auth_cache_differential`).
+    pub fn cacheable(&self) -> bool {
+        match self {
+            Passdb::Shadow | Passdb::Passwd => true,
+            Passdb::PasswdFile { .. } | Passdb::Pam { .. } => false,
+        }
+    }
+
     /// Check `user`/`password` (blocking).
     pub fn verify(&self, user: &str, password: &str, req: &RequestInfo) -> Outcome {
         match self {
@@ -419,6 +437,159 @@ impl Userdb {
     }
 }
 
+/// Dovecot's authentication cache (`auth/auth-cache.c`): passdb results kept for
+/// `auth_cache_ttl` (successes) or `auth_cache_negative_ttl` (unknown user, wrong
+/// password), within `auth_cache_size` bytes, the oldest entries dropped first.
+///
+/// A result is keyed by the service, the user name after `auth_username_format` and a
+/// salted SHA-256 of the password that was tried, so a wrong password can never be
+/// answered by a success: it misses and goes to the passdb (as Dovecot re-asks the
+/// passdb when a password does not match a cached success), and its own failure is then
+/// cached. "Unknown user" is keyed by the user alone. Backend errors are not cached.
+/// Dovecot instead keeps the passdb's stored hash and checks each attempt against it;
+/// the answers are the same, and a hit here costs one SHA-256 instead of the scheme's
+/// hashing (e.g. SHA512-CRYPT's 5,000 rounds). A password changed in the passdb is seen
+/// after the TTL, as in Dovecot.
+pub struct AuthCache {
+    max_bytes: u64,
+    ttl: Duration,
+    negative_ttl: Duration,
+    salt: [u8; 16],
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<[u8; 32], CacheEntry>,
+    /// Insertion order, for dropping the oldest entries.
+    order: BTreeMap<u64, [u8; 32]>,
+    seq: u64,
+    bytes: u64,
+}
+
+struct CacheEntry {
+    outcome: Outcome,
+    expires: Instant,
+    seq: u64,
+}
+
+/// What one entry is counted as against `auth_cache_size` (key, value, map overhead).
+const CACHE_ENTRY_BYTES: u64 = 128;
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("max_bytes", &self.max_bytes)
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthCache {
+    /// The cache `dovecot.conf` asks for (`None` at `auth_cache_size = 0`).
+    pub fn from_conf(conf: &DovecotConf) -> Option<Arc<AuthCache>> {
+        AuthCache::new(
+            conf.auth_cache_size(),
+            Duration::from_secs(conf.auth_cache_ttl()),
+            Duration::from_secs(conf.auth_cache_negative_ttl()),
+        )
+        .map(Arc::new)
+    }
+
+    /// A cache of `max_bytes` (none when 0).
+    pub fn new(max_bytes: u64, ttl: Duration, negative_ttl: Duration) -> Option<AuthCache> {
+        if max_bytes == 0 {
+            return None;
+        }
+        let mut salt = [0u8; 16];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+        Some(AuthCache {
+            max_bytes,
+            ttl,
+            negative_ttl,
+            salt,
+            inner: Mutex::new(CacheInner::default()),
+        })
+    }
+
+    fn key(&self, service: &str, user: &str, password: Option<&str>) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&self.salt);
+        ctx.update(service.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(user.as_bytes());
+        match password {
+            Some(p) => {
+                ctx.update(&[0]);
+                ctx.update(p.as_bytes());
+            }
+            None => ctx.update(&[1]),
+        }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(ctx.finish().as_ref());
+        k
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Outcome> {
+        let mut c = self.inner.lock().ok()?;
+        let e = c.map.get(key)?;
+        if e.expires > Instant::now() {
+            return Some(e.outcome.clone());
+        }
+        let seq = e.seq;
+        c.map.remove(key);
+        c.order.remove(&seq);
+        c.bytes = c.bytes.saturating_sub(CACHE_ENTRY_BYTES);
+        None
+    }
+
+    fn put(&self, key: [u8; 32], outcome: Outcome) {
+        let ttl = if outcome.is_ok() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let Ok(mut c) = self.inner.lock() else {
+            return;
+        };
+        c.seq += 1;
+        let seq = c.seq;
+        if let Some(old) = c.map.insert(
+            key,
+            CacheEntry {
+                outcome,
+                expires: Instant::now() + ttl,
+                seq,
+            },
+        ) {
+            c.order.remove(&old.seq);
+        } else {
+            c.bytes += CACHE_ENTRY_BYTES;
+        }
+        c.order.insert(seq, key);
+        while c.bytes > self.max_bytes {
+            let Some((_, oldest)) = c.order.pop_first() else {
+                break;
+            };
+            c.map.remove(&oldest);
+            c.bytes = c.bytes.saturating_sub(CACHE_ENTRY_BYTES);
+        }
+    }
+
+    /// Entries held now (for tests).
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|c| c.map.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Dovecot's auth service settings: the passdb/userdb chains and the request rules.
 #[derive(Debug, Clone)]
 pub struct DovecotAuth {
@@ -477,6 +648,47 @@ impl DovecotAuth {
     /// `auth_username_format` applied to the name the client gave.
     pub fn translate_username(&self, user: &str, service: &str) -> String {
         expand(&self.username_format, user, service)
+    }
+
+    /// [`verify_plain`](Self::verify_plain), answered from `cache` when there is one
+    /// (`auth_cache_size` set) and it knows the answer (blocking).
+    pub fn verify_plain_cached(
+        &self,
+        cache: Option<&AuthCache>,
+        user: &str,
+        password: &str,
+        req: &RequestInfo,
+    ) -> PassResult {
+        match cache.filter(|_| self.passdbs.iter().all(Passdb::cacheable)) {
+            Some(cache) => self.through_cache(cache, user, password, req),
+            None => self.verify_plain(user, password, req),
+        }
+    }
+
+    /// The passdb chain's answer through `cache`.
+    fn through_cache(
+        &self,
+        cache: &AuthCache,
+        user: &str,
+        password: &str,
+        req: &RequestInfo,
+    ) -> PassResult {
+        let name = self.translate_username(user, &req.service);
+        let user_key = cache.key(&req.service, &name, None);
+        let pw_key = cache.key(&req.service, &name, Some(password));
+        if let Some(o) = cache.get(&user_key).or_else(|| cache.get(&pw_key)) {
+            return PassResult {
+                user: name,
+                outcome: o,
+            };
+        }
+        let r = self.verify_plain(user, password, req);
+        match &r.outcome {
+            Outcome::UnknownUser => cache.put(user_key, Outcome::UnknownUser),
+            Outcome::Ok | Outcome::BadPassword => cache.put(pw_key, r.outcome.clone()),
+            Outcome::Refused(_) | Outcome::Internal(_) => {}
+        }
+        r
     }
 
     /// Check a plaintext password through the passdb chain (blocking).
@@ -647,6 +859,79 @@ mod tests {
             info.extra,
             vec![("mail".to_string(), "maildir:~/Maildir".to_string())]
         );
+    }
+
+    /// The cache answers a repeated success and a repeated failure without the passdb,
+    /// never lets a wrong password ride on a cached success, and is off at size 0.
+    #[test]
+    fn auth_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(&f, "alice:{PLAIN}secret::::::\n").expect("write");
+        let conf_of = |extra: &str| {
+            let text = format!(
+                "{extra}passdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
+                f.display()
+            );
+            DovecotConf::from_str(&text, Path::new("dovecot.conf")).expect("conf")
+        };
+        let req = RequestInfo {
+            service: "pop3".into(),
+        };
+        assert!(AuthCache::from_conf(&conf_of("")).is_none());
+        let conf =
+            conf_of("auth_cache_size = 1M\nauth_cache_ttl = 1h\nauth_cache_negative_ttl = 1h\n");
+        let auth = DovecotAuth::from_conf(&conf).expect("auth");
+        let cache = AuthCache::from_conf(&conf).expect("cache on");
+        // The cache's logic over a passwd-file (which Dovecot itself never caches).
+        let outcome = |u: &str, p: &str| auth.through_cache(&cache, u, p, &req).outcome;
+        assert_eq!(outcome("alice", "secret"), Outcome::Ok);
+        assert_eq!(outcome("alice", "wrong"), Outcome::BadPassword);
+        assert_eq!(outcome("nobody", "x"), Outcome::UnknownUser);
+        assert_eq!(cache.len(), 3);
+        // The passdb is gone: the cache answers what it knows, by password.
+        std::fs::write(&f, "").expect("empty");
+        assert_eq!(outcome("Alice", "secret"), Outcome::Ok);
+        assert_eq!(outcome("alice", "wrong"), Outcome::BadPassword);
+        assert_eq!(outcome("nobody", "y"), Outcome::UnknownUser);
+        // Another wrong password is not in the cache: it asks the passdb.
+        assert_eq!(outcome("alice", "secret2"), Outcome::UnknownUser);
+        // Through the public entry a passwd-file is not cached, as in Dovecot.
+        let single = DovecotAuth::from_conf(
+            &DovecotConf::from_str(
+                &format!(
+                    "auth_cache_size = 1M\npassdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
+                    f.display()
+                ),
+                Path::new("dovecot.conf"),
+            )
+            .expect("conf"),
+        )
+        .expect("auth");
+        let c2 = AuthCache::new(1 << 20, Duration::from_secs(60), Duration::from_secs(60))
+            .expect("cache");
+        assert_eq!(
+            single
+                .verify_plain_cached(Some(&c2), "alice", "secret", &req)
+                .outcome,
+            Outcome::UnknownUser
+        );
+        assert!(c2.is_empty());
+        // Size limit: the oldest entries go.
+        let small = AuthCache::new(
+            2 * CACHE_ENTRY_BYTES,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .expect("cache");
+        for i in 0..5u8 {
+            small.put([i; 32], Outcome::Ok);
+        }
+        assert_eq!(small.len(), 2);
+        assert!(small.get(&[4; 32]).is_some() && small.get(&[0; 32]).is_none());
+        // A zero TTL caches nothing (auth_cache_negative_ttl = 0).
+        small.put([9; 32], Outcome::BadPassword);
+        assert!(small.get(&[9; 32]).is_none());
     }
 
     #[test]

@@ -716,6 +716,8 @@ struct Spot {
     hdr_end: usize,
     end: usize,
     from_line: Vec<u8>,
+    /// `Status:` held `R` when the mailbox was opened.
+    seen: bool,
 }
 
 /// An opened mbox INBOX: an index of the file (offsets, UIDs, sizes), never its contents.
@@ -806,6 +808,7 @@ impl MboxMailbox {
                 hdr_end: r.hdr_end,
                 end: r.end,
                 from_line,
+                seen: r.seen,
             });
         }
         mb.messages.shrink_to_fit();
@@ -849,7 +852,14 @@ impl MboxMailbox {
                 .filter_map(|&i| self.messages.get(i).map(|m| m.uid))
                 .collect()
         };
-        let (gone, seen) = (uids_at(gone), uids_at(seen));
+        // Messages already read need no change: a session that only re-reads old mail
+        // leaves the file alone.
+        let unseen: Vec<usize> = seen
+            .iter()
+            .copied()
+            .filter(|&i| self.spots.get(i).is_some_and(|s| !s.seen))
+            .collect();
+        let (gone, seen) = (uids_at(gone), uids_at(&unseen));
         if gone.is_empty() && seen.is_empty() {
             return Ok(());
         }

@@ -48,6 +48,9 @@ pub struct Pop3State {
     pub mail_location: String,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Arc<DovecotAuth>,
+    /// `auth_cache_size` > 0: Dovecot's authentication cache. A reload starts an empty
+    /// one, as the restarted auth process of Dovecot does.
+    pub auth_cache: Option<Arc<crate::auth::dovecot::AuthCache>>,
     pub max_userip: u32,
     pub log: DovecotLog,
     /// Logged-in sessions per (user, remote IP).
@@ -207,6 +210,7 @@ impl Pop3State {
             mail_location: conf.mail_location().to_string(),
             tls,
             auth: Arc::new(auth),
+            auth_cache: crate::auth::dovecot::AuthCache::from_conf(conf),
             max_userip: conf.mail_max_userip_connections("pop3"),
             log: DovecotLog::from_conf(conf),
             userip: Mutex::new(Default::default()),

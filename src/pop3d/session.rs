@@ -626,12 +626,13 @@ impl Session {
     /// Check the password, look the user up, open the mailbox.
     async fn login(&mut self, user: &str, pass: &str, method: &str) -> Option<Mail> {
         let auth = self.st.auth.clone();
+        let cache = self.st.auth_cache.clone();
         let (u, p) = (user.to_string(), pass.to_string());
         let checked = tokio::task::spawn_blocking(move || {
             let req = RequestInfo {
                 service: "pop3".into(),
             };
-            let r = auth.verify_plain(&u, &p, &req);
+            let r = auth.verify_plain_cached(cache.as_deref(), &u, &p, &req);
             let info = if r.outcome.is_ok() {
                 auth.lookup_user(&r.user, &req)
             } else {

@@ -392,6 +392,34 @@ impl DovecotConf {
             .and_then(|v| settings::parse_time(v).ok())
             .unwrap_or(2)
     }
+    /// `auth_cache_size` in bytes (default 0: no cache). 1.x wrote a bare number of
+    /// kilobytes (`auth_cache_size = 1024`); 2.x a size (`10M`, a bare number is bytes).
+    pub fn auth_cache_size(&self) -> u64 {
+        let v = self.get("auth_cache_size").unwrap_or("0").trim();
+        let bare = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+        match (self.era, bare) {
+            (Era::V0_99 | Era::V1, true) => v.parse::<u64>().unwrap_or(0).saturating_mul(1024),
+            _ => settings::parse_size(v).unwrap_or(0),
+        }
+    }
+    /// `auth_cache_ttl` in seconds (default 1 hour; 1.x: a bare number of seconds).
+    pub fn auth_cache_ttl(&self) -> u64 {
+        self.seconds_any_era("auth_cache_ttl", 3600)
+    }
+    /// `auth_cache_negative_ttl` in seconds (default 1 hour; 1.x: a bare number).
+    pub fn auth_cache_negative_ttl(&self) -> u64 {
+        self.seconds_any_era("auth_cache_negative_ttl", 3600)
+    }
+    /// A time setting: 2.x units, or the bare seconds of 1.x.
+    fn seconds_any_era(&self, key: &str, default: u64) -> u64 {
+        match self.get(key).map(str::trim) {
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                v.parse().unwrap_or(default)
+            }
+            Some(v) => settings::parse_time(v).unwrap_or(default),
+            None => default,
+        }
+    }
 }
 
 /// Looks up a global setting's value so far (for `$key` inside filters).
