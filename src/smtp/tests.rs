@@ -1228,3 +1228,30 @@ fn many_recipients_pipelined_in_batches() {
         300
     );
 }
+
+#[test]
+fn endless_multi_line_reply_is_cut_off() {
+    let (l, port) = listen("127.0.0.1");
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let chunk = "220-more\r\n".repeat(1000);
+        for _ in 0..(reply::MAX_REPLY_LINES / 1000 + 2) {
+            if s.write_all(chunk.as_bytes()).is_err() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let out = deliver(
+        &settings(""),
+        &message(BODY),
+        &format!("[127.0.0.1]:{port}"),
+        &[rcpt("user@x.example")],
+    );
+    h.join().unwrap();
+    assert_eq!(out[0].status, Status::Deferred);
+    assert_eq!(
+        out[0].text,
+        "lost connection with 127.0.0.1[127.0.0.1] while receiving the initial server greeting"
+    );
+}
