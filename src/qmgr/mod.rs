@@ -1086,6 +1086,7 @@ fn process(s: &QmgrSettings, path: &Path) {
                     address: t.clone(),
                     orcpt: r.orcpt.clone(),
                     notify: r.notify(),
+                    original: Some(pending[*i].orig.clone()),
                 }
             })
             .collect();

@@ -35,8 +35,7 @@
 //! PLAIN and LOGIN only; no `smtp_tls_policy_maps`, DANE, client certificates,
 //! `smtp_generic_maps`, header/body checks, XFORWARD, SRV lookups, LMTP, or
 //! `smtp_address_preference`; `smtp_bind_address` connects through a small tokio runtime;
-//! ORCPT is sent only as queued ([`RcptJob::orcpt`]; Postfix also derives it from the
-//! original recipient); no premature-reply read after a failed body write; an empty
+//! no premature-reply read after a failed body write; an empty
 //! `smtp_sasl_password_maps` warns and continues without AUTH (Postfix stops with a fatal
 //! error).
 
@@ -100,6 +99,9 @@ pub struct RcptJob {
     pub orcpt: Option<String>,
     /// DSN `NOTIFY=` as queued (`SUCCESS,DELAY`, `NEVER`), if any.
     pub notify: Option<String>,
+    /// The original recipient (the queue file's `O` record): without a queued ORCPT,
+    /// `ORCPT=rfc822;original` is sent to a DSN server, as Postfix does.
+    pub original: Option<String>,
 }
 
 /// The result for one recipient.

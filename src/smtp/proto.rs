@@ -823,8 +823,13 @@ impl<'t> Session<'t> {
             let r = &st.rcpts[i];
             let mut c = format!("RCPT TO:<{}>", quote_821(&r.address));
             if self.features.dsn {
+                // smtp_proto.c: the queued ORCPT, else one made from the original
+                // recipient.
                 if let Some(o) = r.orcpt.as_deref().filter(|o| !o.is_empty()) {
                     c.push_str(&format!(" ORCPT={}", xtext(o, "=")));
+                } else if let Some(o) = r.original.as_deref().filter(|o| !o.is_empty()) {
+                    let orcpt = format!("rfc822;{}", crate::queue::header::quote_822_local(o));
+                    c.push_str(&format!(" ORCPT={}", xtext(&orcpt, "=")));
                 }
                 if let Some(n) = r.notify.as_deref().filter(|n| !n.is_empty()) {
                     c.push_str(&format!(" NOTIFY={n}"));

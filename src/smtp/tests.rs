@@ -303,6 +303,7 @@ fn rcpt(a: &str) -> RcptJob {
         address: a.into(),
         orcpt: None,
         notify: None,
+        original: None,
     }
 }
 
@@ -692,6 +693,7 @@ fn dsn_parameters_only_when_offered() {
         address: "user@x.example".into(),
         orcpt: Some("rfc822;user=a@x.example".into()),
         notify: Some("SUCCESS,DELAY".into()),
+        original: None,
     };
     let (l, port) = listen("127.0.0.1");
     let sc = Script {
@@ -734,6 +736,32 @@ fn dsn_parameters_only_when_offered() {
     );
     assert!(
         t.contains(&"C: RCPT TO:<user@x.example>".to_string()),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn orcpt_from_the_original_recipient_when_none_was_queued() {
+    let msg = message(BODY);
+    let r = RcptJob {
+        address: "list-member@x.example".into(),
+        orcpt: None,
+        notify: None,
+        original: Some("all+staff@y.example".into()),
+    };
+    let (l, port) = listen("127.0.0.1");
+    let sc = Script {
+        ext: vec!["PIPELINING", "DSN"],
+        ..Script::default()
+    };
+    let (log, h) = peer(l, 1, sc);
+    deliver(&settings(""), &msg, &format!("[127.0.0.1]:{port}"), &[r]);
+    h.join().unwrap();
+    let t = lines(&log);
+    assert!(
+        t.contains(
+            &"C: RCPT TO:<list-member@x.example> ORCPT=rfc822;all+2Bstaff@y.example".to_string()
+        ),
         "{t:?}"
     );
 }
