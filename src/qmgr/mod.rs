@@ -240,23 +240,7 @@ pub struct QmgrSettings {
 }
 
 /// A Postfix time value (`300s`, `1h`, `5d`, bare number in `default_unit`).
-pub fn parse_time(v: &str, default_unit: char) -> Option<Duration> {
-    let v = v.trim();
-    let (num, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&v[..i], v[i..].chars().next().unwrap_or(default_unit)),
-        None => (v, default_unit),
-    };
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86400,
-        'w' => 604800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n.saturating_mul(mult)))
-}
+pub use crate::smtpd::params::time as parse_time;
 
 impl QmgrSettings {
     pub fn from_config(cfg: &PostfixConfig) -> QmgrSettings {

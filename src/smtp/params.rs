@@ -8,32 +8,9 @@ use crate::config::postfix::PostfixConfig;
 
 use super::tls::TlsLevel;
 
-/// Postfix list value: white space and/or commas.
-pub fn list(v: &str) -> Vec<String> {
-    v.split(|c: char| c == ',' || c.is_ascii_whitespace())
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Postfix time value: a number with an optional unit (s, m, h, d, w).
-pub fn time(v: &str, default_unit: char) -> Option<Duration> {
-    let v = v.trim();
-    let (num, unit) = match v.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c),
-        _ => (v, default_unit),
-    };
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86400,
-        'w' => 604800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n.saturating_mul(mult)))
-}
+// One implementation of Postfix's list and time values for every service
+// (`smtp_sasl_password_maps = inline:{ … }` keeps its group, as `mystrtokq()` does).
+pub use crate::smtpd::params::{list, time};
 
 /// Everything the delivery agent reads from the configuration.
 #[derive(Debug, Clone)]
