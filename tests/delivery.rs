@@ -1243,7 +1243,7 @@ fn postsuper_requeue_takes_mail_through_pickup_again() {
     );
     let log = inst.wait_log(&format!("{id}: removed"));
     // Taken from maildrop/ as new mail: the pickup line, then delivered.
-    assert!(log.contains(&format!("postfix/pickup[")), "{log}");
+    assert!(log.contains("postfix/pickup["), "{log}");
     assert!(log.contains(&format!("{id}: uid=")), "{log}");
     assert!(log.contains("status=sent (delivered to command"), "{log}");
     // Nothing left: no file, no defer log with old reasons.
