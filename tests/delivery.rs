@@ -432,8 +432,9 @@ fn postsuper_deletes_queued_mail() {
 #[test]
 fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
     let Some(_) = user("postern-ra") else { return };
+    // Remote mail goes to a relayhost that refuses connections: deferred.
     let inst = Instance::start_with(
-        &main_cf("mail_spool_directory = $queue_directory/../mail\n"),
+        &main_cf("mail_spool_directory = $queue_directory/../mail\nrelayhost = [127.0.0.1]:1\n"),
         QMGR,
         |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
     );
@@ -454,7 +455,15 @@ fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
         )),
         "{log}"
     );
-    assert!(log.contains("dsn=4.3.0, status=deferred (delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern)"), "{log}");
+    // The remote recipient goes to smtp(8), whose relayhost refuses the connection:
+    // deferred (tests/outbound.rs covers remote deliveries).
+    let far = inst.wait_log(&format!("{id}: to=<far@remote.example>, relay="));
+    assert!(
+        far.lines()
+            .any(|l| l.contains(&format!("{id}: to=<far@remote.example>,"))
+                && l.contains("status=deferred (")),
+        "{far}"
+    );
     let mbox =
         String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-ra"))).into_owned();
     assert!(mbox.starts_with("From MAILER-DAEMON  "), "{mbox}");
@@ -474,7 +483,7 @@ fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
         listing.contains(&format!("\n{id:<11} ")) || listing.starts_with("-Queue ID-"),
         "{listing}"
     );
-    assert!(listing.contains("(delivery temporarily suspended: outbound SMTP is not implemented in this version of Postern)\n                                         far@remote.example\n"), "{listing}");
+    assert!(listing.contains("\n                       (connect to 127.0.0.1[127.0.0.1]:1: Connection refused)\n                                         far@remote.example\n"), "{listing}");
     assert!(!listing.contains("nosuch@"), "{listing}");
     assert!(
         inst.dir
