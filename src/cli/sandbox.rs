@@ -68,7 +68,10 @@ pub fn write_config(dir: &Path) -> std::io::Result<(u16, u16, u16)> {
              smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated,\n    \
              reject_unauth_destination\n\
              alias_maps = hash:/etc/aliases\n\
-             maillog_file = /dev/stdout\n"
+             maillog_file = /dev/stdout\n\
+             # Mail for other domains stays deferred: a sandbox sends nothing to the\n\
+             # Internet. Remove this line (or set relayhost) to try outbound SMTP.\n\
+             default_transport = retry:4.7.0 the Postern sandbox sends no mail out\n"
         ),
     )?;
     std::fs::write(
@@ -146,7 +149,7 @@ pub fn main(args: &[String]) -> i32 {
         "Starting: postfix -c {d} start-fg   (try: swaks --server 127.0.0.1:{smtp} --to root@localhost)"
     );
     println!(
-        "Mail for root@localhost is delivered to {d}/mail/root. POP3/IMAP ({pop3}/{imap}) are not started by the sandbox."
+        "Mail for root@localhost is delivered to {d}/mail/root. POP3/IMAP ({pop3}/{imap}) are not started by the sandbox. Mail for other domains is deferred (default_transport = retry:…)."
     );
     super::postfix::main(&["-c".into(), d, "start-fg".into()])
 }
