@@ -914,7 +914,6 @@ fn greeting_554_and_connection_refused_are_deferred() {
 }
 
 #[test]
-#[ignore = "qmgr splits transport_maps on commas and spaces inside inline:{ … } (src/qmgr/mod.rs maps(); smtpd::params::list keeps the group as Postfix's mystrtokq does)"]
 fn transport_maps_inline_table_with_spaces_routes_to_the_peer() {
     // Postfix's documented inline syntax: `inline:{ key=value, key=value }` (DATABASE_README).
     let a = Peer::start(Mode::Accept);
