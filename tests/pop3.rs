@@ -1586,3 +1586,36 @@ fn auth_cache_differential() {
         }
     }
 }
+
+/// A session whose mbox was rewritten by another one (\Seen written at its QUIT moves
+/// every later message) still reads its messages: it finds them again by UID.
+#[test]
+fn mbox_rewritten_under_a_session() {
+    let (_d, s) = new_box(BOX, "ssl = no\ndisable_plaintext_auth = no\n");
+    let (mut b, _) = Pop::connect(s.port);
+    b.cmd("USER alice");
+    assert_eq!(b.cmd("PASS secret"), ["+OK Logged in."]);
+    let (mut a, _) = Pop::connect(s.port);
+    a.cmd("USER alice");
+    a.cmd("PASS secret");
+    assert_eq!(a.cmd("RETR 1")[0], "+OK 57 octets");
+    assert_eq!(a.cmd("QUIT"), ["+OK Logging out."]);
+    wait_log(&s, "retr=1/");
+    let text = std::fs::read_to_string(inbox(&s)).expect("inbox");
+    assert!(text.contains("Status: RO"), "{text}");
+    assert_eq!(
+        b.cmd("RETR 3"),
+        [
+            "+OK 66 octets",
+            "From: carol@example.org",
+            "Subject: three",
+            "",
+            "third",
+            "line 2",
+            "line 3",
+            "."
+        ]
+    );
+    assert_eq!(b.cmd("RETR 2")[0], "+OK 66 octets");
+    assert_eq!(b.cmd("QUIT"), ["+OK Logging out."]);
+}

@@ -816,6 +816,45 @@ impl MboxMailbox {
         Ok(mb)
     }
 
+    /// Find the messages again after another session (or Dovecot, or a mail client)
+    /// rewrote the file: each message's offsets are taken anew by its `X-UID`, under a
+    /// read lock. A message no longer there keeps its old place (and then reads as
+    /// expunged).
+    pub fn resync(&mut self) -> Result<(), MailboxError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|e| MailboxError::io(&self.path, e))?;
+        fcntl_lock(&file, &self.path, false, self.opts.lock_timeout)?;
+        let found = scan(&mut std::io::BufReader::with_capacity(SCAN_BUFFER, &file))
+            .map_err(|e| MailboxError::io(&self.path, e))?;
+        if found.raws.first().and_then(|r| r.imapbase).map(|b| b.0) != Some(self.uid_validity) {
+            return Ok(());
+        }
+        let at: std::collections::HashMap<u32, usize> = found
+            .raws
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.pseudo)
+            .filter_map(|(i, r)| r.uid.map(|u| (u, i)))
+            .collect();
+        for (m, spot) in self.messages.iter().zip(self.spots.iter_mut()) {
+            if let Some(&i) = at.get(&m.uid) {
+                let r = &found.raws[i];
+                *spot = Spot {
+                    from_start: r.from_start,
+                    hdr_start: r.hdr_start,
+                    hdr_end: r.hdr_end,
+                    end: r.end,
+                    from_line: found.from_lines[i].clone(),
+                    seen: r.seen,
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// Where message `index` is, to be opened by [`MboxMessage::open`] on another thread.
     pub fn message(&self, index: usize) -> Option<MboxMessage> {
         Some(MboxMessage {

@@ -270,6 +270,15 @@ impl Mailbox {
         }
     }
 
+    /// After a failed [`MessageRef::open`]: find the messages again if the file was
+    /// rewritten by someone else (mbox; a Maildir message is found by name anyway).
+    pub fn resync(&mut self) -> Result<(), MailboxError> {
+        match self {
+            Mailbox::Mbox(m) => m.resync(),
+            Mailbox::Maildir(_) => Ok(()),
+        }
+    }
+
     /// POP3's UPDATE state: delete the messages at `gone` and mark those at `seen` \\Seen
     /// (mbox `Status: RO`, Maildir `:2,S`), as Dovecot 2.3 does at QUIT.
     pub fn commit(&mut self, gone: &[usize], seen: &[usize]) -> Result<(), MailboxError> {

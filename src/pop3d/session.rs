@@ -1059,7 +1059,7 @@ impl Session {
         let Some(msg) = m.mailbox.message(i) else {
             return;
         };
-        let first = as_user(&info, move || {
+        let mut first = as_user(&info, move || {
             let r = msg.open().and_then(|mut rd| {
                 let n = fill(&mut rd, &mut buf).map_err(|e| MailboxError::Format(e.to_string()))?;
                 Ok((rd, n))
@@ -1067,6 +1067,30 @@ impl Session {
             (r, buf)
         })
         .await;
+        if let Some((Err(_), b)) = first {
+            // Another session may have rewritten the mbox (flags, expunges): find the
+            // messages again and retry once, as Dovecot re-syncs.
+            let mut mb = std::mem::replace(&mut m.mailbox, empty_mailbox());
+            let mut buf = b;
+            first = as_user(&info, move || {
+                let synced = mb.resync();
+                let r = synced.and_then(|()| {
+                    let msg = mb
+                        .message(i)
+                        .ok_or_else(|| MailboxError::Format("no such message".into()))?;
+                    let mut rd = msg.open()?;
+                    let n =
+                        fill(&mut rd, &mut buf).map_err(|e| MailboxError::Format(e.to_string()))?;
+                    Ok((rd, n))
+                });
+                ((r, buf), mb)
+            })
+            .await
+            .map(|(r, mb)| {
+                m.mailbox = mb;
+                r
+            });
+        }
         let (mut reader, mut n, mut buf) = match first {
             Some((Ok((rd, n)), buf)) => (rd, n, buf),
             other => {
