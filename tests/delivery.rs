@@ -8,25 +8,10 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-static USERS: Mutex<()> = Mutex::new(());
-
-/// A local system user with a home directory (created once, idempotent). Needs root.
+/// A local system user with a home directory (tests/common: created once, idempotent).
 fn user(name: &str) -> Option<PathBuf> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return None;
-    }
-    let _g = USERS.lock().unwrap_or_else(|p| p.into_inner());
-    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-        let _ = std::process::Command::new("useradd")
-            .args(["-m", "-s", "/usr/sbin/nologin", name])
-            .status();
-    }
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
+    mail_user(name)
 }
 
 const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n";
@@ -40,25 +25,7 @@ fn main_cf(extra: &str) -> String {
 }
 
 fn send(port: u16, from: &str, to: &[&str], body: &str) -> String {
-    let mut s = Smtp::connect(port);
-    s.line();
-    let ehlo = s.cmd("EHLO client.example");
-    assert!(ehlo.concat().starts_with("250"), "{ehlo:?}");
-    let mail = s.cmd(&format!("MAIL FROM:<{from}>"));
-    assert!(mail.concat().starts_with("250"), "{mail:?}");
-    for t in to {
-        assert!(
-            s.cmd(&format!("RCPT TO:<{t}>")).concat().starts_with("250"),
-            "RCPT {t}"
-        );
-    }
-    assert!(s.cmd("DATA").concat().starts_with("354"));
-    s.send(&body.replace('\n', "\r\n"));
-    let r = s.cmd(".").concat();
-    assert!(r.starts_with("250"), "{r}");
-    s.cmd("QUIT");
-    // "250 2.0.0 Ok: queued as ID"
-    r.rsplit(' ').next().unwrap_or_default().to_string()
+    smtp_send(port, from, to, body)
 }
 
 fn wait_for(p: &Path) -> Vec<u8> {
