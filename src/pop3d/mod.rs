@@ -22,10 +22,14 @@
 //! digest checked against the plaintext password of a `passwd-file` passdb
 //! ([`crate::auth::dovecot::DovecotAuth::plaintext_password`]).
 //!
-//! Known limits (XXX): of `pop3_client_workarounds` only `outlook-no-nuls` and `oe-ns-eoh`, no
-//! `pop3_no_flag_updates`
-//! (no flags are written: `Status: O`/Maildir `cur/` moves are not made), no supplementary
-//! groups in the per-thread identity, no separate unprivileged login process.
+//! Flags as Dovecot 2.3.19 (`pop3_no_flag_updates`, default no): Maildir `new/` → `cur/`
+//! when the INBOX is opened, \Seen for RETR'd messages at QUIT (`man/pop3d.8`).
+//! `auth_cache_size`/`auth_cache_ttl`/`auth_cache_negative_ttl`:
+//! [`crate::auth::dovecot::AuthCache`].
+//!
+//! Known limits (XXX): of `pop3_client_workarounds` only `outlook-no-nuls` and `oe-ns-eoh`,
+//! no supplementary groups in the per-thread identity, no separate unprivileged login
+//! process.
 
 pub mod session;
 
