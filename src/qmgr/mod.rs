@@ -873,6 +873,8 @@ struct Pending<'a> {
     addr: String,
     orig: String,
     done: Vec<Done>,
+    /// Already marked done in the queue file.
+    marked: bool,
 }
 
 /// Deliver what is pending in one active queue file, then remove or defer it.
@@ -931,11 +933,13 @@ fn process(s: &QmgrSettings, path: &Path) {
                 addr,
                 orig,
                 done: Vec::new(),
+                marked: false,
             }
         })
         .collect();
     // smtp(8) deliveries, grouped by (service, next-hop): (pending index, address).
     let mut groups: Vec<SmtpGroup> = Vec::new();
+    let pending_count = pending.len();
     for (i, p) in pending.iter_mut().enumerate() {
         let started = SystemTime::now();
         // cleanup's canonical mapping (recipient_canonical_maps, then canonical_maps).
@@ -1058,6 +1062,21 @@ fn process(s: &QmgrSettings, path: &Path) {
                 }
             }
         }
+        // A recipient delivered here (no smtp part, nothing deferred or bounced) is marked
+        // done at once when others follow, so a crash later in this message does not deliver
+        // it again. The last one is not: removing the file ends it (one fsync less per
+        // message), and a kept file gets its marks below.
+        let more = pending_count > i + 1 || !groups.is_empty();
+        let in_smtp = groups.iter().any(|(_, m)| m.iter().any(|(j, _)| *j == i));
+        if more
+            && !in_smtp
+            && !p.done.is_empty()
+            && p.done.iter().all(|d| d.o.status == Status::Sent)
+        {
+            let mut failed_mark = Vec::new();
+            mark_done(s, path, &id, p, &mut failed_mark);
+            p.marked = failed_mark.is_empty();
+        }
     }
     for ((service, nexthop), members) in groups {
         let started = SystemTime::now();
@@ -1121,6 +1140,8 @@ fn process(s: &QmgrSettings, path: &Path) {
     let mut deferred: Vec<defer::DeferEntry> = Vec::new();
     let mut failed: Vec<bounce::Failed> = Vec::new();
     let mut mark_after_bounce: Vec<u64> = Vec::new();
+    // Final recipients not marked yet: marked only if the file is kept.
+    let mut mark_later: Vec<u64> = Vec::new();
     for p in &pending {
         let mut any_deferred = false;
         let mut any_bounced = false;
@@ -1193,7 +1214,9 @@ fn process(s: &QmgrSettings, path: &Path) {
             mark_after_bounce.push(p.r.offset);
             continue;
         }
-        mark_done(s, path, &id, p, &mut deferred);
+        if !p.marked {
+            mark_later.push(p.r.offset);
+        }
     }
     if expired {
         log::info(
@@ -1206,12 +1229,7 @@ fn process(s: &QmgrSettings, path: &Path) {
     }
     if !failed.is_empty() {
         if send_bounce(s, &id, &msg, &failed) {
-            for p in pending
-                .iter()
-                .filter(|p| mark_after_bounce.contains(&p.r.offset))
-            {
-                mark_done(s, path, &id, p, &mut deferred);
-            }
+            mark_later.append(&mut mark_after_bounce);
         } else {
             // Postfix's bounce client failure: the recipients stay and are tried again.
             for p in pending
@@ -1224,6 +1242,11 @@ fn process(s: &QmgrSettings, path: &Path) {
                     reason: "bounce or trace service failure".into(),
                 });
             }
+        }
+    }
+    if !deferred.is_empty() {
+        for p in pending.iter().filter(|p| mark_later.contains(&p.r.offset)) {
+            mark_done(s, path, &id, p, &mut deferred);
         }
     }
     let defer_log = defer::log_path(&s.queue_directory, &id);
