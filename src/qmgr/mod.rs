@@ -813,8 +813,57 @@ fn activate(path: &Path, qdir: &Path, id: &str) -> Option<PathBuf> {
         return None;
     }
     let dest = qdir.join("active").join(id);
-    std::fs::rename(path, &dest).ok()?;
-    Some(dest)
+    // Never replace a file already in active/ under the same name (a queue ID reused while
+    // its first message is still being delivered would otherwise be lost).
+    match rename_noreplace(path, &dest) {
+        Ok(()) => Some(dest),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            log::warning(
+                "postfix/qmgr",
+                &format!(
+                    "{id}: active/{id} exists; {} left for later",
+                    path.display()
+                ),
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to` (Linux
+/// `renameat2(RENAME_NOREPLACE)`; a plain rename where the file system lacks it).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+            } else {
+                std::fs::rename(from, to)
+            }
+        }
+        _ => Err(e),
+    }
 }
 
 /// Postfix's delay formatting: two significant decimals below 10 s, whole seconds above.
@@ -1477,6 +1526,30 @@ mod tests {
         assert_eq!(fmt_delay(0.1), "0.1");
         assert_eq!(fmt_delay(1.234), "1.23");
         assert_eq!(fmt_delay(12.6), "13");
+    }
+
+    #[test]
+    fn activation_never_replaces_a_file_in_active() {
+        let d = tempfile::tempdir().unwrap();
+        for q in ["incoming", "active"] {
+            std::fs::create_dir(d.path().join(q)).unwrap();
+        }
+        let a = d.path().join("incoming/4AB2C3D4E5");
+        std::fs::write(&a, b"new").unwrap();
+        std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        std::fs::write(d.path().join("active/4AB2C3D4E5"), b"old").unwrap();
+        assert_eq!(activate(&a, d.path(), "4AB2C3D4E5"), None);
+        assert_eq!(
+            std::fs::read(d.path().join("active/4AB2C3D4E5")).unwrap(),
+            b"old"
+        );
+        assert!(a.exists());
+        std::fs::remove_file(d.path().join("active/4AB2C3D4E5")).unwrap();
+        assert!(activate(&a, d.path(), "4AB2C3D4E5").is_some());
+        assert_eq!(
+            std::fs::read(d.path().join("active/4AB2C3D4E5")).unwrap(),
+            b"new"
+        );
     }
 
     #[test]
