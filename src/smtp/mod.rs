@@ -40,6 +40,7 @@
 //! error).
 
 pub mod conn;
+pub mod downgrade;
 pub mod params;
 pub mod proto;
 pub mod reply;
