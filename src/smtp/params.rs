@@ -63,6 +63,9 @@ pub struct Params {
     pub sasl_auth_soft_bounce: bool,
     pub sender_dependent_authentication: bool,
     pub soft_bounce: bool,
+    /// `disable_mime_output_conversion`: no 8bit → 7bit downgrade for servers without
+    /// 8BITMIME.
+    pub disable_mime_output_conversion: bool,
     pub randomize_addresses: bool,
     /// `inet_interfaces` and `proxy_interfaces` addresses: an MX here means a mail loop.
     pub own_addresses: Vec<IpAddr>,
@@ -189,6 +192,7 @@ impl Params {
             sasl_auth_soft_bounce: cfg.get_bool("smtp_sasl_auth_soft_bounce").unwrap_or(true),
             sender_dependent_authentication: yes("smtp_sender_dependent_authentication"),
             soft_bounce: yes("soft_bounce"),
+            disable_mime_output_conversion: yes("disable_mime_output_conversion"),
             randomize_addresses: cfg.get_bool("smtp_randomize_addresses").unwrap_or(true),
             own_addresses: own,
         }

@@ -15,6 +15,7 @@ use crate::queue::file::{
 };
 
 use super::conn::{self, Conn, IoFail};
+use super::downgrade;
 use super::reply::{self, ReadNotes, Reply};
 use super::state::{State, Why};
 use super::tls::{self, TlsLevel};
@@ -86,6 +87,9 @@ struct Session<'t> {
     features: Features,
     in_tls: bool,
     notes: ReadNotes,
+    /// This transaction's body goes through the 8bit → 7bit downgrade
+    /// ([`super::downgrade`]).
+    downgrade: bool,
 }
 
 /// Connect to `t` and deliver what `st` has open.
@@ -126,6 +130,7 @@ pub fn session(st: &mut State, t: &Target) -> End {
         features: Features::default(),
         in_tls: false,
         notes: ReadNotes::default(),
+        downgrade: false,
     };
     match sess.helo(st) {
         Ok(()) => {}
@@ -793,9 +798,15 @@ impl<'t> Session<'t> {
             return Err(Stop::Quit);
         }
 
+        // smtp_proto.c: a server without 8BITMIME gets the MIME downgrade unless the
+        // message is declared 7bit or disable_mime_output_conversion = yes; the size may
+        // then change, so SIZE= is left off (compat-fixtures/smtp/downgrade-*.peer.txt).
+        self.downgrade = !self.features.eightbitmime
+            && msg.encoding.as_deref() != Some("7bit")
+            && !p.disable_mime_output_conversion;
         let mut cmds: Vec<(Cmd, String)> = Vec::new();
         let mut mail = format!("MAIL FROM:<{}>", quote_821(&msg.sender));
-        if self.features.size {
+        if self.features.size && !self.downgrade {
             mail.push_str(&format!(" SIZE={data_size}"));
         }
         if self.features.eightbitmime {
@@ -1003,12 +1014,19 @@ impl<'t> Session<'t> {
         Ok(())
     }
 
-    /// The message with CR LF line ends, dot-stuffed, lines longer than
-    /// `smtp_line_length_limit` broken with CR LF SPACE, then `.`.
+    /// The message (after the 8bit → 7bit downgrade when it applies) with CR LF line ends,
+    /// dot-stuffed, lines longer than `smtp_line_length_limit` broken with CR LF SPACE,
+    /// then `.`.
     fn send_body(&mut self, st: &mut State) -> Result<(), IoFail> {
         let p = st.p;
         let limit = p.smtp_line_length_limit;
-        let content = &st.msg.content;
+        let converted;
+        let content: &[u8] = if self.downgrade && downgrade::declares_8bit(&st.msg.content) {
+            converted = downgrade::downgrade(&st.msg.content);
+            &converted
+        } else {
+            &st.msg.content
+        };
         let mut out: Vec<u8> = Vec::with_capacity(65536 + 1024);
         let mut logged = false;
         let mut rest: &[u8] = content;

@@ -1283,3 +1283,100 @@ fn endless_multi_line_reply_is_cut_off() {
         "lost connection with 127.0.0.1[127.0.0.1] while receiving the initial server greeting"
     );
 }
+
+/// A recorded DATA (CR LF, dot-stuffed) back to queue content (LF).
+fn unwire(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in data.split_inclusive(|&b| b == b'\n') {
+        let l = l.strip_suffix(b"\r\n").unwrap_or(l);
+        out.extend_from_slice(l.strip_prefix(b".").unwrap_or(l));
+        out.push(b'\n');
+    }
+    out
+}
+
+fn smtp_fixture(name: &str) -> Vec<u8> {
+    let p = format!("{}/compat-fixtures/smtp/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// Send the queue file that the 8BITMIME peer received in `passthru-NAME.data` to a peer
+/// with extensions `ext`; the MAIL FROM line and the DATA sent.
+fn send_recorded(
+    name: &str,
+    encoding: Option<&str>,
+    ext: Vec<&'static str>,
+    main_cf: &str,
+) -> (String, String) {
+    let mut msg = message("");
+    msg.content = unwire(&smtp_fixture(&format!("passthru-{name}.data")));
+    msg.message_size = msg.content.len() as u64;
+    msg.encoding = encoding.map(String::from);
+    let (l, port) = listen("127.0.0.1");
+    let (log, h) = peer(
+        l,
+        1,
+        Script {
+            ext,
+            ..Script::default()
+        },
+    );
+    let out = deliver(
+        &settings(main_cf),
+        &msg,
+        &format!("[127.0.0.1]:{port}"),
+        &[rcpt("user@downgrade.example")],
+    );
+    h.join().unwrap();
+    assert_eq!(out[0].status, Status::Sent, "{:?}", out[0]);
+    let t = lines(&log);
+    let mail = t
+        .iter()
+        .find(|l| l.starts_with("C: MAIL"))
+        .cloned()
+        .unwrap_or_default();
+    let body = t
+        .iter()
+        .find(|l| l.starts_with("BODY: "))
+        .cloned()
+        .unwrap_or_default();
+    (mail, body)
+}
+
+#[test]
+fn downgrade_for_a_server_without_8bitmime() {
+    let no8 = || vec!["PIPELINING", "SIZE 10240000", "ENHANCEDSTATUSCODES"];
+    let body = |f: &str| format!("BODY: {}", String::from_utf8_lossy(&smtp_fixture(f)));
+    for name in ["plain", "single", "multi", "edges", "nested"] {
+        let (mail, data) = send_recorded(name, Some("8bit"), no8(), "");
+        // As Postfix: no SIZE= when converting (compat-fixtures/smtp/downgrade-*.peer.txt).
+        assert_eq!(
+            mail, "C: MAIL FROM:<postern-fx@mail.example.test>",
+            "{name}"
+        );
+        assert_eq!(data, body(&format!("downgrade-{name}.data")), "{name}");
+    }
+    // No encoding= in the queue file (no BODY= given): the same.
+    let (mail, data) = send_recorded("plain-nobody", None, no8(), "");
+    assert_eq!(mail, "C: MAIL FROM:<postern-fx@mail.example.test>");
+    assert_eq!(data, body("downgrade-plain-nobody.data"));
+    // A server with 8BITMIME gets BODY=8BITMIME and the message as queued.
+    let (mail, data) = send_recorded("multi", Some("8bit"), Script::default().ext, "");
+    assert!(
+        mail.ends_with(" BODY=8BITMIME") && mail.contains(" SIZE="),
+        "{mail}"
+    );
+    assert_eq!(data, body("passthru-multi.data"));
+    // disable_mime_output_conversion = yes, or a 7bit message: as queued, with SIZE=.
+    let (mail, data) = send_recorded(
+        "single",
+        Some("8bit"),
+        no8(),
+        "disable_mime_output_conversion = yes\n",
+    );
+    assert!(mail.contains(" SIZE="), "{mail}");
+    assert_eq!(data, body("passthru-single.data"));
+    let (mail, data) = send_recorded("single", Some("7bit"), no8(), "");
+    assert!(mail.contains(" SIZE="), "{mail}");
+    assert_eq!(data, body("passthru-single.data"));
+}
