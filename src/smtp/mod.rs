@@ -10,7 +10,8 @@
 //! Files: [`route`] (next-hop → addresses, the address loop: `smtp_connect.c`,
 //! `smtp_addr.c`), [`proto`] (the dialogue: `smtp_proto.c`, `smtp_sasl_*.c`), [`reply`]
 //! (reading replies: `smtp_chat.c`), [`state`] (judging failures: `smtp_trouble.c`),
-//! [`conn`] (sockets and deadlines), [`tls`] (security levels), [`params`].
+//! [`conn`] (sockets and deadlines), [`tls`] (security levels), [`params`], [`downgrade`]
+//! (8bit → quoted-printable for servers without 8BITMIME: `mime_state.c`).
 //!
 //! Parameters read (main.cf, with the service's master.cf `-o` overrides): `myhostname`,
 //! `smtp_helo_name`, `smtp_tcp_port`, `smtp_host_lookup`, `inet_protocols`,
@@ -24,16 +25,19 @@
 //! `smtp_tls_note_starttls_offer`, `smtp_sasl_auth_enable`, `smtp_sasl_password_maps`,
 //! `smtp_sasl_security_options`, `smtp_sasl_tls_security_options`,
 //! `smtp_sasl_mechanism_filter`, `smtp_sasl_auth_soft_bounce`,
-//! `smtp_sender_dependent_authentication`, `smtp_randomize_addresses`, `soft_bounce`.
+//! `smtp_sender_dependent_authentication`, `smtp_randomize_addresses`, `soft_bounce`,
+//! `disable_mime_output_conversion`.
 //!
 //! RFCs: 5321 (SMTP, §5 MX), 7505 (null MX), 2920 (PIPELINING), 1870 (SIZE), 6152
 //! (8BITMIME), 3461 (DSN), 6531 (SMTPUTF8), 3207 (STARTTLS), 4954 (AUTH), 4616 (PLAIN).
 //!
 //! Known limits (XXX): no connection cache (one connection per [`deliver`] call and
-//! server); no 8bit → quoted-printable downgrade for servers without 8BITMIME (the body is
-//! sent as is, as Postfix does with `disable_mime_output_conversion = yes`); SASL offers
-//! PLAIN and LOGIN only; no `smtp_tls_policy_maps`, DANE, client certificates,
-//! `smtp_generic_maps`, header/body checks, XFORWARD, SRV lookups, LMTP, or
+//! server); the 8bit → 7bit downgrade ([`downgrade`]) is checked against Postfix for
+//! plain, single-part, multipart, `message/rfc822` and QP line-length cases only:
+//! Postfix's MIME error handling (nesting and boundary length limits, a multipart without
+//! a boundary, `multipart/digest` defaults, other `message/*` subtypes) is not recorded and
+//! may differ; SASL offers PLAIN and LOGIN only; no `smtp_tls_policy_maps`, DANE, client
+//! certificates, `smtp_generic_maps`, header/body checks, XFORWARD, SRV lookups, LMTP, or
 //! `smtp_address_preference`; `smtp_bind_address` connects through a small tokio runtime;
 //! no premature-reply read after a failed body write; an empty
 //! `smtp_sasl_password_maps` warns and continues without AUTH (Postfix stops with a fatal
