@@ -18,7 +18,11 @@
 //!   would otherwise exceed 73 characters before it). Leading dots and `From ` are not
 //!   touched (dot-stuffing comes later).
 //! - Multipart structure (boundaries, preamble, epilogue) and nested `message/rfc822`
-//!   headers are followed, each part judged by its own headers.
+//!   headers are followed, each part judged by its own headers; a `multipart/digest` part
+//!   without `Content-Type:` is `message/rfc822`. A multipart without a boundary gets
+//!   `7bit` and its body is copied; another `message/*` (partial, external-body) declared
+//!   8bit gets `7bit` but its body is quoted-printable. An unknown encoding after an 8bit
+//!   one changes nothing, and is dropped too.
 
 /// The content type of the part being read.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -339,7 +343,10 @@ pub fn downgrade(content: &[u8]) -> Vec<u8> {
                         Mode::Body(Body::Copy)
                     }
                     Ctype::Message if part.rfc822 => Mode::Header(Part::new(false)),
-                    Ctype::Multipart | Ctype::Message => Mode::Body(Body::Copy),
+                    // A multipart without a boundary is copied; a message/partial or
+                    // external-body declared 8bit says 7bit but its body is encoded
+                    // (downgrade-noboundary, downgrade-oddcte).
+                    Ctype::Multipart => Mode::Body(Body::Copy),
                     _ if part.eight => Mode::Body(Body::Qp),
                     _ => Mode::Body(Body::Copy),
                 };
@@ -489,6 +496,17 @@ mod tests {
     #[test]
     fn nested_message_and_multipart_header() {
         check("nested");
+    }
+
+    #[test]
+    fn digest_parts_default_to_message_rfc822() {
+        check("digest");
+    }
+
+    #[test]
+    fn multipart_without_boundary_and_odd_encodings() {
+        check("noboundary");
+        check("oddcte");
     }
 
     #[test]

@@ -1347,7 +1347,16 @@ fn send_recorded(
 fn downgrade_for_a_server_without_8bitmime() {
     let no8 = || vec!["PIPELINING", "SIZE 10240000", "ENHANCEDSTATUSCODES"];
     let body = |f: &str| format!("BODY: {}", String::from_utf8_lossy(&smtp_fixture(f)));
-    for name in ["plain", "single", "multi", "edges", "nested"] {
+    for name in [
+        "plain",
+        "single",
+        "multi",
+        "edges",
+        "nested",
+        "digest",
+        "noboundary",
+        "oddcte",
+    ] {
         let (mail, data) = send_recorded(name, Some("8bit"), no8(), "");
         // As Postfix: no SIZE= when converting (compat-fixtures/smtp/downgrade-*.peer.txt).
         assert_eq!(
