@@ -498,6 +498,30 @@ mod tests {
         check("nested");
     }
 
+    /// Lines longer than line_length_limit (several queue-file records): the 8BITMIME peer
+    /// got them broken at 998 with CR LF SPACE (smtp_line_length_limit), joined back here.
+    #[test]
+    fn lines_longer_than_a_queue_record() {
+        let raw = unwire(&fixture("passthru-longline.data"));
+        let mut input: Vec<u8> = Vec::new();
+        let mut prev = 0usize;
+        for l in raw.split_inclusive(|&b| b == b'\n') {
+            if prev == 998 && l.first() == Some(&b' ') {
+                input.pop();
+                input.extend_from_slice(&l[1..]);
+            } else {
+                input.extend_from_slice(l);
+            }
+            prev = l.len() - 1;
+        }
+        assert!(input.windows(3000).any(|w| !w.contains(&b'\n')));
+        let want = unwire(&fixture("downgrade-longline.data"));
+        assert_eq!(
+            String::from_utf8_lossy(&downgrade(&input)),
+            String::from_utf8_lossy(&want)
+        );
+    }
+
     #[test]
     fn digest_parts_default_to_message_rfc822() {
         check("digest");

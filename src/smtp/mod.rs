@@ -34,9 +34,9 @@
 //! Known limits (XXX): no connection cache (one connection per [`deliver`] call and
 //! server); the 8bit → 7bit downgrade ([`downgrade`]) is checked against Postfix for
 //! the cases in compat-fixtures/smtp/downgrade-* only: Postfix's MIME nesting and boundary
-//! length limits, and lines longer than `line_length_limit` in a converted part, are not
-//! recorded and may differ; SASL offers PLAIN and LOGIN only; no `smtp_tls_policy_maps`,
-//! DANE, client certificates, `smtp_generic_maps`, header/body checks, XFORWARD, SRV lookups, LMTP, or
+//! length limits are not recorded and may differ; SASL offers PLAIN and LOGIN only; no
+//! `smtp_tls_policy_maps`, DANE, client certificates, `smtp_generic_maps`, header/body
+//! checks, XFORWARD, SRV lookups, LMTP, or
 //! `smtp_address_preference`; `smtp_bind_address` connects through a small tokio runtime;
 //! no premature-reply read after a failed body write; an empty
 //! `smtp_sasl_password_maps` warns and continues without AUTH (Postfix stops with a fatal
