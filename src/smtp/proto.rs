@@ -1021,7 +1021,7 @@ impl<'t> Session<'t> {
         let p = st.p;
         let limit = p.smtp_line_length_limit;
         let converted;
-        let content: &[u8] = if self.downgrade && downgrade::declares_8bit(&st.msg.content) {
+        let content: &[u8] = if self.downgrade && downgrade::may_convert(&st.msg.content) {
             converted = downgrade::downgrade(&st.msg.content);
             &converted
         } else {
