@@ -478,8 +478,8 @@ mod tests {
     fn single_part_text_becomes_quoted_printable() {
         check("single");
         assert!(may_convert(&unwire(&fixture("passthru-single.data"))));
-        // A folded value, a blank before the colon: still converted (not recorded from
-        // Postfix; mime_state.c unfolds and allows the blank).
+        // A folded value, a blank before the colon: still converted (Postern's reading: not
+        // recorded from Postfix).
         let odd = b"Content-Transfer-Encoding :\n 8bit\n\n\xe9\n";
         assert!(may_convert(odd));
         assert_eq!(
