@@ -164,3 +164,150 @@ fn failed_bounce_goes_to_postmaster_with_notify_classes_bounce() {
     assert!(!text.contains("I'm sorry to have to inform you"), "{text}");
     assert!(!text.contains("secret body"), "{text}");
 }
+
+#[test]
+fn sendmail_from_a_non_root_user_goes_through_setgid_postdrop() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(_) = mail_user("postern-qc") else {
+        return;
+    };
+    // The group postdrop runs as (Postfix's setgid_group), private to this test.
+    let _ = std::process::Command::new("groupadd")
+        .args(["-f", "postern-pd"])
+        .status();
+    let Some(group) = nix::unistd::Group::from_name("postern-pd").ok().flatten() else {
+        return;
+    };
+    let user = nix::unistd::User::from_name("postern-qc").unwrap().unwrap();
+    let mut inst = Instance::start_with(
+        &main_cf("setgid_group = postern-pd\ncommand_directory = $queue_directory/../bin\n"),
+        QMGR,
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).unwrap();
+            // An installed postdrop: a set-group-ID copy of the binary.
+            let bin = d.join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            let pd = bin.join("postdrop");
+            std::fs::copy(env!("CARGO_BIN_EXE_postern"), &pd).unwrap();
+        },
+    );
+    // After the instance's own chown of its tree (which would clear the set-group-ID bit).
+    let pd = inst.dir.path().join("bin/postdrop");
+    nix::unistd::chown(&pd, Some(nix::unistd::Uid::from_raw(0)), Some(group.gid)).unwrap();
+    std::fs::set_permissions(&pd, std::fs::Permissions::from_mode(0o2755)).unwrap();
+    // The user must reach the configuration and the queue, as on a real system.
+    for p in [inst.dir.path().to_path_buf(), inst.config_dir()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let conf = inst.config_dir().display().to_string();
+    let maildrop = inst.dir.path().join("spool/maildrop");
+    let meta = std::fs::metadata(&maildrop).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&meta),
+        group.gid.as_raw(),
+        "maildrop/ belongs to setgid_group"
+    );
+    inst.kill9();
+    let run_as_user = |args: &[&str], input: &[u8]| {
+        use std::io::Write;
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(args)
+            .become_user(user.uid.as_raw(), user.gid.as_raw())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    // Without postdrop's group the user cannot write maildrop/ itself.
+    assert!(
+        nix::unistd::access(&maildrop, nix::unistd::AccessFlags::W_OK).is_ok(),
+        "root can"
+    );
+    let out = run_as_user(
+        &["sendmail", "-C", &conf, "-t", "-i"],
+        b"To: postern-qa@mail.example.test\nSubject: from a user\n\nline\n.\nafter dot\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(
+            &std::process::Command::new("ls")
+                .arg("-la")
+                .arg(inst.dir.path())
+                .arg(inst.dir.path().join("spool"))
+                .arg(inst.dir.path().join("bin"))
+                .output()
+                .unwrap()
+                .stdout
+        )
+    );
+    // The queue file is the user's, its group postdrop's.
+    let files: Vec<_> = std::fs::read_dir(&maildrop)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let m = files[0].metadata().unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&m), user.uid.as_raw());
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&m), group.gid.as_raw());
+    // postdrop refuses what is not one complete queue file.
+    let bad = run_as_user(&["postdrop", "-c", &conf], b"garbage\n");
+    assert_eq!(bad.status.code(), Some(65), "{bad:?}");
+    let bad = {
+        use std::io::Write;
+        let mut c = std::process::Command::new(&pd)
+            .args(["-c", &conf])
+            .become_user(user.uid.as_raw(), user.gid.as_raw())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"garbage\n").unwrap();
+        c.wait_with_output().unwrap()
+    };
+    assert_eq!(bad.status.code(), Some(65), "{bad:?}");
+    // Started again, the mail system picks it up and delivers it.
+    let _ = mail_user("postern-qa");
+    inst.spawn();
+    let log = inst.wait_log(&format!("uid={}", user.uid.as_raw()));
+    assert!(log.contains("postfix/pickup["), "{log}");
+    let text = wait_for(&inst.dir.path().join("mail/postern-qa"), "after dot");
+    assert!(
+        text.contains(&format!(
+            "\nReceived: by mail.example.test (Postfix, from userid {})\n",
+            user.uid.as_raw()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nline\n.\nafter dot\n"), "{text}");
+}
+
+/// Run the child as `uid`/`gid` with no supplementary groups (`Command::groups` is
+/// unstable, and std sets the uid before `pre_exec` runs, so all three are set here).
+trait BecomeUser {
+    fn become_user(&mut self, uid: u32, gid: u32) -> &mut Self;
+}
+
+impl BecomeUser for std::process::Command {
+    fn become_user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setgroups/setgid/setuid are async-signal-safe; nothing else runs in the
+        // child between fork and exec.
+        unsafe {
+            self.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+}

@@ -5,6 +5,7 @@ pub mod doveconf;
 pub mod dovecot;
 pub mod postconf;
 pub mod postconf_master;
+pub mod postdrop;
 pub mod postfix;
 pub mod postfix_check;
 pub mod postmap;
@@ -29,6 +30,7 @@ pub const COMMANDS: &[&str] = &[
     "postmap",
     "postalias",
     "postcat",
+    "postdrop",
     "dovecot",
     "doveconf",
     "saslauthd",
@@ -101,6 +103,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "postqueue" => postqueue::postqueue_main(&rest),
         "postsuper" => postqueue::postsuper_main(&rest),
         "postcat" => postqueue::postcat_main(&rest),
+        "postdrop" => postdrop::main(&rest),
         "saslauthd" => crate::cli::saslauthd::saslauthd_main(&rest),
         "testsaslauthd" => crate::cli::saslauthd::testsaslauthd_main(&rest),
         other => {

@@ -19,8 +19,10 @@
 //! `-bs` speaks SMTP on standard input and output with the replies of Postfix's smtpd in
 //! that mode (see [`smtp_session`]); each message goes into `maildrop/` as above.
 //!
-//! Known limits (XXX): `-N` DSN options are ignored; the maildrop is written directly, so a
-//! non-root user needs write access to `maildrop/` (Postfix's setgid `postdrop`).
+//! A user who cannot write `maildrop/` hands the built queue file to the set-group-ID
+//! `$command_directory/postdrop` ([`crate::cli::postdrop`]), as Postfix's sendmail does.
+//!
+//! Known limits (XXX): `-N` DSN options are ignored.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -735,6 +737,13 @@ fn drop_into_maildrop(
         warn_time: None,
     });
     let maildrop = s.queue_directory.join("maildrop");
+    if nix::unistd::access(&maildrop, nix::unistd::AccessFlags::W_OK).is_err() {
+        // Not allowed to write maildrop/ (mode 1730, group postdrop): hand the file to the
+        // set-group-ID postdrop, as Postfix's sendmail does.
+        let r = run_postdrop(cfg, &data);
+        queue.release_queue_id(&id);
+        return r.map(|()| id.as_str().to_string());
+    }
     let tmp = maildrop.join(format!(".tmp.{}.{}", std::process::id(), id.as_str()));
     let dest = maildrop.join(id.as_str());
     let write = || -> std::io::Result<()> {
@@ -756,6 +765,47 @@ fn drop_into_maildrop(
     }
     queue.release_queue_id(&id);
     Ok(id.as_str().to_string())
+}
+
+/// Pipe a complete queue file to `$command_directory/postdrop -c DIR` (or the `postdrop`
+/// beside this program) and wait for it.
+fn run_postdrop(cfg: &PostfixConfig, data: &[u8]) -> Result<(), (i32, String)> {
+    let dir = cfg.get("command_directory").unwrap_or_default();
+    let mut prog = std::path::PathBuf::from(dir.trim()).join("postdrop");
+    if !prog.is_file()
+        && let Some(here) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|p| p.join("postdrop")))
+    {
+        prog = here;
+    }
+    let mut child = std::process::Command::new(&prog)
+        .arg("-c")
+        .arg(&cfg.config_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| (75, format!("cannot run {}: {e}", prog.display())))?;
+    if let Some(mut w) = child.stdin.take() {
+        let _ = w.write_all(data);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| (75, format!("{}: {e}", prog.display())))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err((
+            out.status.code().unwrap_or(75),
+            if text.is_empty() {
+                format!("{} failed", prog.display())
+            } else {
+                text
+            },
+        ))
+    }
 }
 
 #[cfg(test)]

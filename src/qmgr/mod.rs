@@ -833,7 +833,7 @@ fn activate(path: &Path, qdir: &Path, id: &str) -> Option<PathBuf> {
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to` (Linux
 /// `renameat2(RENAME_NOREPLACE)`; a plain rename where the file system lacks it).
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
         std::ffi::CString::new(p.as_os_str().as_bytes())

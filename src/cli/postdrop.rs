@@ -1,0 +1,110 @@
+//! `postdrop`: Postfix's mail posting agent. Installed set-group-ID `setgid_group`
+//! (`postdrop`), it lets a user who cannot write `queue_directory/maildrop/` (mode 1730,
+//! group postdrop) hand a message to the mail system, even while the daemons are stopped.
+//!
+//! `sendmail` builds the queue file (Postfix's record format, [`crate::queue::file`]) as the
+//! invoking user and, when it cannot write `maildrop/` itself, pipes it to
+//! `$command_directory/postdrop -c DIR`. postdrop reads at most `message_size_limit` plus
+//! 1 MiB from its standard input, parses the whole file (a stream that is not one complete
+//! queue file with a valid queue ID and at least one recipient is refused, nothing
+//! written), then writes it under a temporary name, marks it complete (owner-execute),
+//! fsyncs, renames it to `maildrop/ID` without replacing an existing file, fsyncs the
+//! directory when it may read it (not with maildrop's mode 1730, as with Postfix's postdrop)
+//! and wakes the queue manager. The file is owned by the user (the pickup log line
+//! reports the uid), its group is postdrop's.
+//!
+//! Its only privilege is the postdrop group, which can write nothing but maildrop
+//! directories; it therefore accepts `-c DIR` from anyone (Postfix restricts `-c` to
+//! `alternate_config_directories`), reads only `queue_directory` and
+//! `message_size_limit` from it, and writes no log file (errors go to standard error and
+//! the exit status: 0 delivered to the queue, 75 temporary failure, 65 bad input).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use crate::config::postfix::{LoadOptions, PostfixConfig};
+
+pub fn main(args: &[String]) -> i32 {
+    let mut config_dir: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" => config_dir = it.next().map(PathBuf::from),
+            "-r" | "-v" => {}
+            other => {
+                eprintln!("postdrop: fatal: usage: postdrop [-c config_dir] [-v] (got {other})");
+                return 64;
+            }
+        }
+    }
+    let cfg = match PostfixConfig::load(&LoadOptions {
+        config_dir,
+        overrides: Vec::new(),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postdrop: fatal: {e}");
+            return 75;
+        }
+    };
+    let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
+    let limit = cfg
+        .get("message_size_limit")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(10_240_000);
+    let cap = if limit == 0 {
+        u64::MAX
+    } else {
+        limit + (1 << 20)
+    };
+    let mut data = Vec::new();
+    if let Err(e) = std::io::stdin().take(cap).read_to_end(&mut data) {
+        eprintln!("postdrop: fatal: read: {e}");
+        return 75;
+    }
+    if data.len() as u64 >= cap {
+        eprintln!("postdrop: fatal: message file too big");
+        return 65;
+    }
+    let msg = match crate::queue::file::parse(&data, "stdin") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("postdrop: fatal: malformed input: {e}");
+            return 65;
+        }
+    };
+    let id = msg.attr("log_ident").unwrap_or("").to_string();
+    if crate::queue::QueueId::parse(&id).is_none() || msg.recipients.is_empty() {
+        eprintln!("postdrop: fatal: malformed input: no queue ID or no recipients");
+        return 65;
+    }
+    let maildrop = qdir.join("maildrop");
+    let tmp = maildrop.join(format!(".tmp.{}.{id}", std::process::id()));
+    let dest = maildrop.join(&id);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(&data)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        f.sync_all()?;
+        crate::qmgr::rename_noreplace(&tmp, &dest)?;
+        // maildrop/ is not readable by the postdrop group (mode 1730), so the directory
+        // cannot be opened to fsync it; Postfix's postdrop does not either.
+        match std::fs::File::open(&maildrop) {
+            Ok(d) => d.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        eprintln!("postdrop: fatal: cannot write {}: {e}", dest.display());
+        return 75;
+    }
+    crate::qmgr::wake(&qdir, b'W');
+    0
+}
