@@ -311,3 +311,46 @@ impl BecomeUser for std::process::Command {
         }
     }
 }
+
+#[test]
+fn sendmail_queue_files_carry_the_delay_warning_record() {
+    let Some(_) = mail_user("postern-qa") else {
+        return;
+    };
+    let mut inst = Instance::start_with(&main_cf("delay_warning_time = 4h\n"), QMGR, |d| {
+        std::fs::create_dir_all(d.join("mail")).unwrap()
+    });
+    inst.kill9();
+    let conf = inst.config_dir().display().to_string();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = {
+        use std::io::Write;
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["sendmail", "-C", &conf, "-t", "-i"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"To: postern-qa@mail.example.test\nSubject: w\n\nx\n")
+            .unwrap();
+        c.wait_with_output().unwrap()
+    };
+    assert!(out.status.success(), "{out:?}");
+    let file = std::fs::read_dir(inst.dir.path().join("spool/maildrop"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .expect("a queue file in maildrop/")
+        .path();
+    let (_, when) = postern::queue::file::warn_record(&file).expect("a W record");
+    assert!(
+        when >= before + 4 * 3600 && when <= before + 4 * 3600 + 60,
+        "{when} vs {before}"
+    );
+}

@@ -734,7 +734,13 @@ fn drop_into_maildrop(
         attrs: vec![("log_message_origin", "local".to_string())],
         lines: cleaned.lines,
         line_length_limit: s.line_length_limit,
-        warn_time: None,
+        // Postfix's cleanup writes the delay-warning record for locally submitted mail too.
+        warn_time: (s.delay_warning_time > 0).then(|| {
+            now.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                + s.delay_warning_time
+        }),
     });
     let maildrop = s.queue_directory.join("maildrop");
     if nix::unistd::access(&maildrop, nix::unistd::AccessFlags::W_OK).is_err() {
