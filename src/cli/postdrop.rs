@@ -91,7 +91,7 @@ pub fn main(args: &[String]) -> i32 {
         f.write_all(&data)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
         f.sync_all()?;
-        crate::qmgr::rename_noreplace(&tmp, &dest)?;
+        crate::queue::writer::rename_noreplace(&tmp, &dest)?;
         // maildrop/ is not readable by the postdrop group (mode 1730), so the directory
         // cannot be opened to fsync it; Postfix's postdrop does not either.
         match std::fs::File::open(&maildrop) {

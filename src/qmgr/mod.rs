@@ -95,6 +95,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::postfix::PostfixConfig;
 use crate::local::{self, LocalSettings, Status};
 use crate::log;
+use crate::queue::writer::rename_noreplace;
 use crate::queue::{QueueFileError, QueuedMessage, mark_recipient_done, read_queue_file};
 
 /// How often `incoming/` and `maildrop/` are looked at.
@@ -828,41 +829,6 @@ fn activate(path: &Path, qdir: &Path, id: &str) -> Option<PathBuf> {
             None
         }
         Err(_) => None,
-    }
-}
-
-/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to` (Linux
-/// `renameat2(RENAME_NOREPLACE)`; a plain rename where the file system lacks it).
-pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            if to.symlink_metadata().is_ok() {
-                Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
-            } else {
-                std::fs::rename(from, to)
-            }
-        }
-        _ => Err(e),
     }
 }
 

@@ -82,8 +82,9 @@ fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
 }
 
-/// rename(2) that fails with EEXIST instead of replacing `to`.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+/// rename(2) that fails with EEXIST instead of replacing `to` (used by the queue writer,
+/// the queue manager's activation and postdrop).
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let (f, t) = (cpath(from)?, cpath(to)?);
     // SAFETY: both are valid NUL-terminated paths owned by this frame.
     let rc = unsafe {
