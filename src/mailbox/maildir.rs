@@ -304,8 +304,10 @@ impl MaildirMailbox {
                 None => fresh.push((base, path)),
             }
         }
-        // New files get UIDs in name order (names start with the delivery time).
-        fresh.sort();
+        // New files get UIDs in delivery order: the time at the start of the name, compared
+        // as numbers (`SECS.MUSECS…`; microseconds are not zero-padded, so a plain string
+        // sort misorders two deliveries in one second), then the name.
+        fresh.sort_by_cached_key(|(base, _)| (delivery_time(base), base.clone()));
         let mut added = false;
         for (base, path) in fresh {
             let uid = list.next.max(1);
@@ -449,9 +451,30 @@ impl MaildirMailbox {
     }
 }
 
+/// `(seconds, microseconds)` from a Maildir name `SECS.MUSECSP…` (0 for parts that are
+/// missing or not numbers, e.g. names other programs chose).
+fn delivery_time(name: &str) -> (u64, u64) {
+    let (secs, rest) = name.split_once('.').unwrap_or((name, ""));
+    let usecs = rest
+        .strip_prefix('M')
+        .map(|r| {
+            let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            r[..end].parse().unwrap_or(0)
+        })
+        .unwrap_or(0);
+    (secs.parse().unwrap_or(0), usecs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_files_are_numbered_in_delivery_order() {
+        assert!(delivery_time("1764345600.M99P1Q1.h") < delivery_time("1764345600.M123456P1Q2.h"));
+        assert!(delivery_time("1764345599.M999999P1.h") < delivery_time("1764345600.M5P1.h"));
+        assert_eq!(delivery_time("courier-name"), (0, 0));
+    }
 
     #[test]
     fn deliver_list_expunge() {
