@@ -14,6 +14,7 @@ pub mod log;
 pub mod mailbox;
 pub mod maps;
 pub mod master;
+pub mod memory;
 pub mod pop3d;
 pub mod qmgr;
 pub mod queue;

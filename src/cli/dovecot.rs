@@ -158,6 +158,7 @@ pub fn main(args: &[String]) -> i32 {
         ) else {
             return;
         };
+        crate::memory::release_startup_code();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -173,6 +174,7 @@ pub fn main(args: &[String]) -> i32 {
                     {
                         Ok(new) => {
                             let _ = tx.send(Arc::new(new));
+                            crate::memory::release_startup_code();
                         }
                         Err(e) => current.log.error(&format!("master: reload failed: {e}")),
                     }

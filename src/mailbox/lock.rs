@@ -1,7 +1,8 @@
 //! mbox locks, as Postfix's `mailbox_delivery_lock` and Dovecot's `mbox_read_locks` /
 //! `mbox_write_locks` take them: first the dotlock `NAME.lock` (created with `O_EXCL`,
 //! stale after `stale_lock_time`, 500 s as in Postfix), then an `fcntl` lock on the whole
-//! file. Both are retried once a second until the timeout (`mbox_lock_timeout`).
+//! file. Both are retried, at growing intervals up to a tenth of a second, until the
+//! timeout (`mbox_lock_timeout`).
 //!
 //! Also Dovecot's POP3 session lock (`pop3_lock_session`): `dovecot-pop3-session.lock`
 //! in the control directory, holding `PID:HOST`.
@@ -42,41 +43,98 @@ pub fn dotlock_path(mbox: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Take `mbox`'s dotlock, waiting up to `timeout`.
-pub fn dotlock(mbox: &Path, timeout: Duration) -> Result<DotLock, MailboxError> {
-    let path = dotlock_path(mbox);
+/// Waits between tries of a lock: 1 ms, doubling up to 100 ms, so an uncontended wait
+/// ends quickly and a long one polls ten times a second.
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(1),
+        }
+    }
+
+    pub(crate) fn wait(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Why [`create_lock_file`] gave up.
+pub(crate) enum LockFileError {
+    /// Another holder kept the lock past the timeout.
+    Busy,
+    Io(io::Error),
+}
+
+/// Create the lock file `path` exclusively (`O_EXCL`, `mode`) with `contents`, retrying
+/// until `timeout`; a lock that `stale` declares abandoned is removed and retried at once.
+/// The one dotlock loop of the mbox dotlock, the POP3 session lock and Maildir's
+/// `dovecot-uidlist.lock`.
+pub(crate) fn create_lock_file(
+    path: &Path,
+    mode: u32,
+    contents: &[u8],
+    timeout: Duration,
+    stale: impl Fn(&Path) -> bool,
+) -> Result<File, LockFileError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let start = Instant::now();
+    let mut backoff = Backoff::new();
     loop {
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)
+            .mode(mode)
+            .open(path)
         {
             Ok(mut f) => {
-                use std::io::Write;
-                let _ = writeln!(f, "{}", std::process::id());
-                return Ok(DotLock { path: Some(path) });
+                if !contents.is_empty() {
+                    let _ = f.write_all(contents);
+                }
+                return Ok(f);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let stale = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|age| age > STALE_DOTLOCK);
-                if stale {
-                    let _ = std::fs::remove_file(&path);
+                if stale(path) {
+                    let _ = std::fs::remove_file(path);
                     continue;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Ok(DotLock { path: None });
-            }
-            Err(e) => return Err(MailboxError::io(&path, e)),
+            Err(e) => return Err(LockFileError::Io(e)),
         }
         if start.elapsed() >= timeout {
-            return Err(MailboxError::Locked(mbox.to_path_buf()));
+            return Err(LockFileError::Busy);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        backoff.wait();
+    }
+}
+
+/// A file last modified more than `age` ago (or whose time cannot be read: no).
+pub(crate) fn older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|a| a > age)
+}
+
+/// Take `mbox`'s dotlock, waiting up to `timeout`.
+pub fn dotlock(mbox: &Path, timeout: Duration) -> Result<DotLock, MailboxError> {
+    let path = dotlock_path(mbox);
+    let pid = format!("{}\n", std::process::id());
+    match create_lock_file(&path, 0o666, pid.as_bytes(), timeout, |p| {
+        older_than(p, STALE_DOTLOCK)
+    }) {
+        Ok(_) => Ok(DotLock { path: Some(path) }),
+        // A spool directory the caller cannot write: fcntl alone (see the module note).
+        Err(LockFileError::Io(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
+            Ok(DotLock { path: None })
+        }
+        Err(LockFileError::Io(e)) => Err(MailboxError::io(&path, e)),
+        Err(LockFileError::Busy) => Err(MailboxError::Locked(mbox.to_path_buf())),
     }
 }
 
@@ -111,30 +169,13 @@ pub fn pop3_session_lock(
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
-    let start = Instant::now();
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                let _ = write!(f, "{}:{host}", std::process::id());
-                return Ok(DotLock { path: Some(path) });
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if session_lock_is_stale(&path, &host) {
-                    let _ = std::fs::remove_file(&path);
-                    continue;
-                }
-            }
-            Err(e) => return Err(MailboxError::io(&path, e)),
-        }
-        if start.elapsed() >= timeout {
-            return Err(MailboxError::Locked(path));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let contents = format!("{}:{host}", std::process::id());
+    match create_lock_file(&path, 0o666, contents.as_bytes(), timeout, |p| {
+        session_lock_is_stale(p, &host)
+    }) {
+        Ok(_) => Ok(DotLock { path: Some(path) }),
+        Err(LockFileError::Io(e)) => Err(MailboxError::io(&path, e)),
+        Err(LockFileError::Busy) => Err(MailboxError::Locked(path)),
     }
 }
 
@@ -151,11 +192,7 @@ fn session_lock_is_stale(path: &Path, host: &str) -> bool {
             r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
         }
         Ok(_) => false,
-        Err(_) => std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age > STALE_DOTLOCK),
+        Err(_) => older_than(path, STALE_DOTLOCK),
     }
 }
 
@@ -172,6 +209,7 @@ pub fn fcntl_lock(
     timeout: Duration,
 ) -> Result<(), MailboxError> {
     let start = Instant::now();
+    let mut backoff = Backoff::new();
     loop {
         // SAFETY: a zeroed `flock` is a valid value; the fields set below describe the
         // whole file.
@@ -193,7 +231,7 @@ pub fn fcntl_lock(
         if start.elapsed() >= timeout {
             return Err(MailboxError::Locked(path.to_path_buf()));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        backoff.wait();
     }
 }
 

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{MailboxError, MessageInfo, crlf_size};
 
@@ -137,34 +137,16 @@ fn read_uidlist(path: &Path) -> Option<UidList> {
 }
 
 fn uidlist_lock(dir: &Path) -> Result<(File, PathBuf), MailboxError> {
+    use super::lock::{LockFileError, create_lock_file, older_than};
     let path = dir.join("dovecot-uidlist.lock");
-    let start = Instant::now();
-    loop {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(f) => return Ok((f, path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Dovecot's stale timeout for this lock is two minutes.
-                let stale = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|a| a > Duration::from_secs(120));
-                if stale {
-                    let _ = std::fs::remove_file(&path);
-                    continue;
-                }
-                if start.elapsed() > Duration::from_secs(120) {
-                    return Err(MailboxError::Locked(path));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(MailboxError::io(&path, e)),
-        }
+    // Dovecot's stale timeout for this lock, and how long it waits, is two minutes.
+    let two_minutes = Duration::from_secs(120);
+    match create_lock_file(&path, 0o600, b"", two_minutes, |p| {
+        older_than(p, two_minutes)
+    }) {
+        Ok(f) => Ok((f, path)),
+        Err(LockFileError::Io(e)) => Err(MailboxError::io(&path, e)),
+        Err(LockFileError::Busy) => Err(MailboxError::Locked(path)),
     }
 }
 
@@ -219,9 +201,16 @@ pub struct MaildirMessage {
 impl MaildirMessage {
     /// Open the message file (found again if another client renamed it).
     pub fn open(&self) -> Result<super::MessageReader, MailboxError> {
-        let p = locate(&self.dir, &self.path, &self.base)
-            .ok_or_else(|| MailboxError::Format(format!("{}: message vanished", self.base)))?;
-        let f = File::open(&p).map_err(|e| MailboxError::io(&p, e))?;
+        let (f, p) = match File::open(&self.path) {
+            Ok(f) => (f, self.path.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let p = locate(&self.dir, &self.path, &self.base).ok_or_else(|| {
+                    MailboxError::Format(format!("{}: message vanished", self.base))
+                })?;
+                (File::open(&p).map_err(|e| MailboxError::io(&p, e))?, p)
+            }
+            Err(e) => return Err(MailboxError::io(&self.path, e)),
+        };
         let len = f.metadata().map_err(|e| MailboxError::io(&p, e))?.len();
         Ok(super::MessageReader::new(Vec::new(), f, 0, len, p))
     }
@@ -247,6 +236,9 @@ impl MaildirMailbox {
     /// `NAME:2,`), as Dovecot's POP3 session does unless `pop3_no_flag_updates = yes`.
     pub fn open_session(dir: &Path, drop_recent: bool) -> Result<MaildirMailbox, MailboxError> {
         ensure_dirs(dir)?;
+        if let Some(mb) = Self::open_unlocked(dir, drop_recent)? {
+            return Ok(mb);
+        }
         let (lock_file, lock_path) = uidlist_lock(dir)?;
         let res = Self::open_locked(dir, lock_file, &lock_path, drop_recent);
         let _ = std::fs::remove_file(&lock_path);
@@ -333,9 +325,53 @@ impl MaildirMailbox {
             let target = dir.join("dovecot-uidlist");
             std::fs::rename(lock_path, &target).map_err(|e| MailboxError::io(&target, e))?;
         }
+        Ok(Self::build(dir, list.validity, known))
+    }
+
+    /// The mailbox as `dovecot-uidlist` has it, read without its lock, when nothing is to
+    /// be written: every file listed already has its UID, and no message waits in `new/`
+    /// to be moved. As Dovecot, which takes `dovecot-uidlist.lock` only to change the
+    /// list; sessions opening the same Maildir then do not wait for each other. `None`:
+    /// open under the lock.
+    fn open_unlocked(
+        dir: &Path,
+        drop_recent: bool,
+    ) -> Result<Option<MaildirMailbox>, MailboxError> {
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for sub in ["cur", "new"] {
+            let d = dir.join(sub);
+            let rd = std::fs::read_dir(&d).map_err(|e| MailboxError::io(&d, e))?;
+            for ent in rd.flatten() {
+                let name = ent.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if drop_recent && sub == "new" {
+                    return Ok(None);
+                }
+                files.push((name, ent.path()));
+            }
+        }
+        let Some(list) = read_uidlist(&dir.join("dovecot-uidlist")) else {
+            return Ok(None);
+        };
+        let mut known: Vec<(u32, String, PathBuf)> = Vec::with_capacity(files.len());
+        for (name, path) in files {
+            let base = base_name(&name).to_string();
+            match list.uids.get(&base) {
+                Some(&u) => known.push((u, base, path)),
+                None => return Ok(None),
+            }
+        }
+        known.sort_by_key(|k| k.0);
+        Ok(Some(Self::build(dir, list.validity, known)))
+    }
+
+    /// The mailbox of the messages `known` (UID order): each one's size as clients see it.
+    fn build(dir: &Path, validity: u32, known: Vec<(u32, String, PathBuf)>) -> MaildirMailbox {
         let mut mb = MaildirMailbox {
             dir: dir.to_path_buf(),
-            uid_validity: list.validity,
+            uid_validity: validity,
             messages: Vec::new(),
             paths: Vec::new(),
         };
@@ -354,7 +390,7 @@ impl MaildirMailbox {
         }
         mb.messages.shrink_to_fit();
         mb.paths.shrink_to_fit();
-        Ok(mb)
+        mb
     }
 
     /// Where message `index` is, to be opened by [`MaildirMessage::open`].

@@ -59,10 +59,24 @@ fn open_locked(path: &Path, opts: &MboxOptions, create: bool) -> Result<Locked, 
     } else {
         None
     };
-    let file = OpenOptions::new()
+    let file = open_file(path, true, create, opts)?;
+    check_file(&file, path, opts)?;
+    fcntl_lock(&file, path, true, opts.lock_timeout)?;
+    Ok(Locked { file, _dot: dot })
+}
+
+/// Open the mbox without following a symlink, for reading and, with `write`, writing
+/// (created if `create`).
+fn open_file(
+    path: &Path,
+    write: bool,
+    create: bool,
+    opts: &MboxOptions,
+) -> Result<File, MailboxError> {
+    OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(create)
+        .write(write)
+        .create(write && create)
         .mode(opts.create_mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
@@ -72,10 +86,7 @@ fn open_locked(path: &Path, opts: &MboxOptions, create: bool) -> Result<Locked, 
             } else {
                 MailboxError::io(path, e)
             }
-        })?;
-    check_file(&file, path, opts)?;
-    fcntl_lock(&file, path, true, opts.lock_timeout)?;
-    Ok(Locked { file, _dot: dot })
+        })
 }
 
 /// Refuse anything but a plain file with one link, owned as expected, and still the file
@@ -745,10 +756,10 @@ impl MboxMailbox {
         }
     }
 
-    /// Index the mbox under its write locks, storing UIDs for messages that have none. A
-    /// missing file is an empty mailbox. The file is read through a bounded buffer; only
-    /// when metadata must be written (new mail without `X-UID`) is it held whole for the
-    /// rewrite.
+    /// Index the mbox under its read lock; when messages have no UIDs yet, again under
+    /// the write locks, storing UIDs for them. A missing file is an empty mailbox. The
+    /// file is read through a bounded buffer; only when metadata must be written (new
+    /// mail without `X-UID`) is it held whole for the rewrite.
     pub fn open(path: &Path, opts: &MboxOptions) -> Result<MboxMailbox, MailboxError> {
         let empty = || MboxMailbox {
             path: path.to_path_buf(),
@@ -758,15 +769,31 @@ impl MboxMailbox {
         if std::fs::symlink_metadata(path).is_err() {
             return Ok(empty());
         }
-        let mut locked = open_locked(path, opts, false)?;
         let io = |e| MailboxError::io(path, e);
+        // First under the read lock alone (Dovecot's `mbox_read_locks`), so sessions
+        // opening the same mbox do not wait for each other; the write locks only when
+        // messages need UIDs written.
+        let reading = open_file(path, false, false, opts)?;
+        check_file(&reading, path, opts)?;
+        fcntl_lock(&reading, path, false, opts.lock_timeout)?;
         let mut found = scan(&mut std::io::BufReader::with_capacity(
             SCAN_BUFFER,
-            &locked.file,
+            &reading,
         ))
         .map_err(io)?;
-        let (mut validity, _, mut uids, dirty) = assign_uids(&found.raws);
+        let (mut validity, _, mut uids, mut dirty) = assign_uids(&found.raws);
+        drop(reading);
+        let mut locked = None;
         if dirty {
+            let l = open_locked(path, opts, false)?;
+            found =
+                scan(&mut std::io::BufReader::with_capacity(SCAN_BUFFER, &l.file)).map_err(io)?;
+            (validity, _, uids, dirty) = assign_uids(&found.raws);
+            locked = Some(l);
+        }
+        if let Some(locked) = locked.as_mut()
+            && dirty
+        {
             // XXX: the rewrite holds the whole file; Dovecot rewrites in place from
             // the first changed message with reserved header space.
             std::io::Seek::rewind(&mut locked.file).map_err(io)?;
@@ -938,13 +965,18 @@ impl MboxMessage {
     /// someone else since the mailbox was opened, this fails rather than return another
     /// message.
     pub fn open(&self) -> Result<super::MessageReader, MailboxError> {
+        self.open_waiting(self.lock_timeout)
+    }
+
+    /// [`open`](Self::open), waiting at most `timeout` for the read lock.
+    pub fn open_waiting(&self, timeout: Duration) -> Result<super::MessageReader, MailboxError> {
         let sp = &self.spot;
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
             .map_err(|e| MailboxError::io(&self.path, e))?;
-        fcntl_lock(&file, &self.path, false, self.lock_timeout)?;
+        fcntl_lock(&file, &self.path, false, timeout)?;
         let changed = || {
             MailboxError::Format(format!(
                 "{}: mailbox changed under the session",

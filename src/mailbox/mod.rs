@@ -314,6 +314,15 @@ impl MessageRef {
             MessageRef::Maildir(m) => m.open(),
         }
     }
+
+    /// [`open`](Self::open) without waiting for a lock: `Locked` at once when another
+    /// writer holds the mbox, so that the caller can wait elsewhere.
+    pub fn open_nowait(&self) -> Result<MessageReader, MailboxError> {
+        match self {
+            MessageRef::Mbox(m) => m.open_waiting(std::time::Duration::ZERO),
+            MessageRef::Maildir(m) => m.open(),
+        }
+    }
 }
 
 /// A message as clients see it (LF line ends as stored, hidden headers removed), read in

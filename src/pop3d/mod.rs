@@ -118,7 +118,10 @@ impl DovecotLog {
                     .create(true)
                     .open(p)
                 {
-                    let _ = writeln!(f, "{stamp} {who}: {level}: {what}");
+                    // One write(2) per line: sessions on other threads log at the same
+                    // time, and O_APPEND keeps whole writes apart, not pieces.
+                    let line = format!("{stamp} {who}: {level}: {what}\n");
+                    let _ = f.write_all(line.as_bytes());
                 }
             }
             DovecotLog::Syslog => {

@@ -107,38 +107,46 @@ fn session_id() -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
 }
 
-/// Run `f` on a blocking thread as the mail user: when root, the thread's filesystem
-/// uid/gid are switched to the user's for the duration (`setfsuid` is per thread).
+/// Run `f` on a blocking thread as the mail user (see [`with_fsuid`]). For work that may
+/// take long: opening and scanning a mailbox, committing changes.
 async fn as_user<T: Send + 'static>(
     info: &UserInfo,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let (uid, gid) = (info.uid, info.gid);
-    tokio::task::spawn_blocking(move || {
-        let root = nix::unistd::geteuid().is_root();
-        if root {
-            // SAFETY: setfsgid/setfsuid only change this thread's filesystem ids.
-            unsafe {
-                if let Some(g) = gid {
-                    libc::setfsgid(g);
-                }
-                if let Some(u) = uid {
-                    libc::setfsuid(u);
-                }
+    tokio::task::spawn_blocking(move || with_fsuid(uid, gid, f))
+        .await
+        .ok()
+}
+
+/// Run `f` on this thread as the mail user: when root, the thread's filesystem uid/gid
+/// are switched to the user's for the call and back to root after it (`setfsuid` is per
+/// thread). `f` is synchronous, so no other task runs on the thread meanwhile. Called
+/// directly from a session for reading a message piece (a few page-cache reads), which
+/// saves the two thread hand-overs of a blocking-pool task per RETR.
+fn with_fsuid<T>(uid: Option<u32>, gid: Option<u32>, f: impl FnOnce() -> T) -> T {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let root = *ROOT.get_or_init(|| nix::unistd::geteuid().is_root());
+    if root {
+        // SAFETY: setfsgid/setfsuid only change this thread's filesystem ids.
+        unsafe {
+            if let Some(g) = gid {
+                libc::setfsgid(g);
+            }
+            if let Some(u) = uid {
+                libc::setfsuid(u);
             }
         }
-        let r = f();
-        if root {
-            // SAFETY: as above, back to root for the next task on this pooled thread.
-            unsafe {
-                libc::setfsuid(0);
-                libc::setfsgid(0);
-            }
+    }
+    let r = f();
+    if root {
+        // SAFETY: as above, back to root for whatever runs next on this thread.
+        unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(0);
         }
-        r
-    })
-    .await
-    .ok()
+    }
+    r
 }
 
 /// MD5 (RFC 1321) of `data`, for APOP's digest.
@@ -263,6 +271,8 @@ pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc
             m.remove(&key);
         }
     }
+    drop(s);
+    crate::memory::trim_heap();
 }
 
 impl Session {
@@ -1059,14 +1069,24 @@ impl Session {
         let Some(msg) = m.mailbox.message(i) else {
             return;
         };
-        let mut first = as_user(&info, move || {
-            let r = msg.open().and_then(|mut rd| {
+        let first_piece = |msg: &crate::mailbox::MessageRef, wait: bool, mut buf: Vec<u8>| {
+            let opened = if wait { msg.open() } else { msg.open_nowait() };
+            let r = opened.and_then(|mut rd| {
                 let n = fill(&mut rd, &mut buf).map_err(|e| MailboxError::Format(e.to_string()))?;
                 Ok((rd, n))
             });
             (r, buf)
-        })
-        .await;
+        };
+        // On this thread: a few page-cache reads, not worth two thread hand-overs.
+        let mut first = Some(with_fsuid(info.uid, info.gid, || {
+            first_piece(&msg, false, buf)
+        }));
+        if let Some((Err(MailboxError::Locked(_)), _)) = &first
+            && let Some((_, b)) = first.take()
+        {
+            // Another writer holds the mbox: wait for it on a blocking thread.
+            first = as_user(&info, move || first_piece(&msg, true, b)).await;
+        }
         if let Some((Err(_), b)) = first {
             // Another session may have rewritten the mbox (flags, expunges): find the
             // messages again and retry once, as Dovecot re-syncs.
@@ -1145,18 +1165,12 @@ impl Session {
             if self.wbuf.len() >= WBUF_FLUSH {
                 self.flush().await;
             }
-            let next = tokio::task::spawn_blocking(move || {
-                let r = fill(&mut reader, &mut buf);
-                (reader, buf, r)
-            })
-            .await;
-            match next {
-                Ok((rd, b, Ok(k))) => {
-                    (reader, buf, n) = (rd, b, k);
-                }
-                Ok((_, b, Err(e))) => {
+            // The file is open: reading it needs no change of filesystem ids.
+            match fill(&mut reader, &mut buf) {
+                Ok(k) => n = k,
+                Err(e) => {
                     // Part of the message is out: as Dovecot, the connection is closed.
-                    m.chunk = b;
+                    m.chunk = buf;
                     self.st.log.error(&format!(
                         "pop3({})<{}><{}>: {e}",
                         m.user,
@@ -1164,10 +1178,6 @@ impl Session {
                         self.session_id
                     ));
                     self.flush().await;
-                    self.io = Io::Gone;
-                    return;
-                }
-                Err(_) => {
                     self.io = Io::Gone;
                     return;
                 }
@@ -1227,7 +1237,26 @@ struct Stuffer {
 
 impl Stuffer {
     fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        for &b in data {
+        let mut i = 0;
+        while i < data.len() {
+            if !self.pending_cr && !self.at_start {
+                // Inside a line: copy up to the next byte that needs a look at once.
+                let rest = &data[i..];
+                let k = if self.nul80 {
+                    memchr::memchr3(b'\r', b'\n', 0, rest)
+                } else {
+                    memchr::memchr2(b'\r', b'\n', rest)
+                }
+                .unwrap_or(rest.len());
+                out.extend_from_slice(&rest[..k]);
+                self.line_len += k as u64;
+                i += k;
+                if i == data.len() {
+                    break;
+                }
+            }
+            let b = data[i];
+            i += 1;
             if self.pending_cr {
                 self.pending_cr = false;
                 if b == b'\n' {
@@ -1329,6 +1358,99 @@ mod tests {
             hex(super::md5(b"<1896.697170952@dbc.mtview.ca.us>tanstaaf")),
             "c4c9334bac560ecc979e58001b3e22fb"
         );
+    }
+
+    fn stuffer(max_lines: Option<u64>, nul80: bool) -> super::Stuffer {
+        super::Stuffer {
+            at_start: true,
+            pending_cr: false,
+            line_len: 0,
+            in_body: false,
+            body_lines: 0,
+            max_lines,
+            done: false,
+            nul80,
+        }
+    }
+
+    /// RFC 1939 stuffing of a whole message, byte by byte, written out plainly.
+    fn reference(msg: &[u8], max_lines: Option<u64>, nul80: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut lines: Vec<&[u8]> = msg.split(|&b| b == b'\n').collect();
+        let ends_lf = msg.last() == Some(&b'\n');
+        if ends_lf || msg.is_empty() {
+            lines.pop();
+        }
+        let mut in_body = false;
+        let mut body = 0;
+        let count = lines.len();
+        for (i, l) in lines.into_iter().enumerate() {
+            // CRLF ends a line as LF does; a CR at the very end, without LF, is data.
+            let terminated = i + 1 < count || ends_lf;
+            let l = match l.strip_suffix(b"\r") {
+                Some(short) if terminated => short,
+                _ => l,
+            };
+            if in_body {
+                if max_lines.is_some_and(|m| body >= m) {
+                    return out;
+                }
+                body += 1;
+            }
+            if l.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            for &b in l {
+                out.push(if b == 0 && nul80 { 0x80 } else { b });
+            }
+            out.extend_from_slice(b"\r\n");
+            if l.is_empty() {
+                in_body = true;
+            }
+        }
+        out
+    }
+
+    /// The fast path (runs copied up to the next CR, LF or NUL) gives what the plain
+    /// definition gives, however the message is cut into pieces.
+    #[test]
+    fn stuffing_matches_the_definition_for_any_cut() {
+        let msgs: [&[u8]; 7] = [
+            b"Subject: a\n\n.dot\n..two\nx.y\n.\n",
+            b"Subject: a\r\n\r\nbody\r\n.\r\nlast",
+            b"H: 1\n\nbare\rcr\n\r\n\0nul\n",
+            b"no header end\n.x",
+            b"",
+            b"H: v\n\n1\n2\n3\n4\n5\n",
+            b"H: v\r\n\r\n1\r\n.2\r\n3\r",
+        ];
+        for msg in msgs {
+            for (max, nul80) in [
+                (None, false),
+                (None, true),
+                (Some(0), false),
+                (Some(2), false),
+            ] {
+                let want = reference(msg, max, nul80);
+                for piece in 1..=msg.len().max(1) {
+                    let mut st = stuffer(max, nul80);
+                    let mut out = Vec::new();
+                    for chunk in msg.chunks(piece) {
+                        st.feed(chunk, &mut out);
+                        if st.done {
+                            break;
+                        }
+                    }
+                    st.finish(&mut out);
+                    assert_eq!(
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(&want),
+                        "{:?} in pieces of {piece}, lines {max:?}, nul80 {nul80}",
+                        String::from_utf8_lossy(msg)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
