@@ -1619,3 +1619,105 @@ fn mbox_rewritten_under_a_session() {
     assert_eq!(b.cmd("RETR 2")[0], "+OK 66 octets");
     assert_eq!(b.cmd("QUIT"), ["+OK Logging out."]);
 }
+
+/// `pop3_logout_format` with every variable pop3 defines (long and short names, an
+/// unknown one, `%%`): the same dialogue against the real Dovecot 2.3 and Postern, each on
+/// its copy of one mbox Dovecot numbered first, gives the same logout line. Seen from
+/// 2.3.19: `%i`/`%o` count the bytes after login (`+OK Logged in.` included), `%u` is
+/// `OLD/CRC -> NEW/CRC`, an unknown key is logged as `UNSUPPORTED_VARIABLE_<key>`.
+#[test]
+fn logout_format_differential() {
+    let extra = "ssl = no\ndisable_plaintext_auth = no\n\
+        pop3_logout_format = top=%t/%p, retr=%r/%b, del=%d/%m, size=%s in=%i out=%o \
+        u=%u %{top_count} %{retr_bytes} %{deleted_count} %{message_bytes} %{input} %Q %% end\n";
+    let a = tempfile::tempdir().expect("tempdir");
+    setup(a.path(), BOX);
+    let Some(real) = RealDovecot::start_with(a.path(), "mbox:~/mail:INBOX=~/inbox", extra) else {
+        return;
+    };
+    uidls(real.port);
+    let b = tempfile::tempdir().expect("tempdir");
+    setup(b.path(), BOX);
+    let numbered = std::fs::read(a.path().join("home/alice/inbox")).expect("inbox");
+    std::fs::write(b.path().join("home/alice/inbox"), numbered).expect("copy");
+    let run = |port: u16| {
+        let (mut c, _) = Pop::connect(port);
+        for cmd in [
+            "USER alice",
+            "PASS secret",
+            "UIDL",
+            "RETR 2",
+            "TOP 1 0",
+            "DELE 1",
+            "NOOP",
+            "QUIT",
+        ] {
+            c.cmd(cmd);
+        }
+    };
+    let last_logout = |log: &str| -> String {
+        log.lines()
+            .rfind(|l| l.contains("Disconnected: Logged out"))
+            .and_then(|l| l.split_once("Disconnected: Logged out "))
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default()
+    };
+    run(real.port);
+    let real_log = a.path().join("real-log");
+    let start_wait = Instant::now();
+    let theirs = loop {
+        let log = std::fs::read_to_string(&real_log).unwrap_or_default();
+        let line = last_logout(&log);
+        if line.contains(" -> ") || start_wait.elapsed() > Duration::from_secs(5) {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(real);
+    assert!(theirs.contains("UNSUPPORTED_VARIABLE_Q"), "{theirs}");
+    let s = start(b.path(), extra);
+    run(s.port);
+    let start_wait = Instant::now();
+    let ours = loop {
+        let line = last_logout(&log_of(&s));
+        if line.contains(" -> ") || start_wait.elapsed() > Duration::from_secs(5) {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ours, theirs);
+}
+
+/// A configuration doveconf refuses is refused at start, as dovecot(1) does it (exit 89,
+/// the same `doveconf: Fatal:` line as the real 2.3.19 when it is installed).
+#[test]
+fn unknown_workaround_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let cf = dir.path().join("dovecot.conf");
+    let extra = "ssl = no\npop3_client_workarounds = outlook-no-nuls bogus-one\n";
+    std::fs::write(&cf, conf(dir.path(), free_port(), extra)).expect("conf");
+    let ours = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-F", "-c"])
+        .arg(&cf)
+        .output()
+        .expect("postern dovecot");
+    assert_eq!(ours.status.code(), Some(89));
+    let err = String::from_utf8_lossy(&ours.stderr).into_owned();
+    assert_eq!(
+        err,
+        format!(
+            "doveconf: Fatal: Error in configuration file {}: pop3_client_workarounds: Unknown workaround: bogus-one\n",
+            cf.display()
+        )
+    );
+    if Path::new("/usr/sbin/dovecot").exists() {
+        let real = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(&cf)
+            .output()
+            .expect("dovecot");
+        assert_eq!(real.status.code(), Some(89));
+        assert_eq!(String::from_utf8_lossy(&real.stderr), err);
+    }
+}

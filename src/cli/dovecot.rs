@@ -49,6 +49,13 @@ pub fn main(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(e) => return fatal(&e.to_string()),
     };
+    // As dovecot(1), which runs doveconf's checks first (seen from 2.3.19: this line, 89).
+    if action.is_none()
+        && let Err(m) = conf.check()
+    {
+        eprintln!("doveconf: Fatal: Error in configuration file {conf_path}: {m}");
+        return FATAL;
+    }
     let pid_file = base_dir(&conf).join("master.pid");
     if let Some(act) = action {
         let pid = std::fs::read_to_string(&pid_file)

@@ -73,6 +73,8 @@ pub struct Pop3State {
     /// `pop3_no_flag_updates` (default no): with `no`, RETR'd messages are marked \\Seen
     /// at QUIT and Maildir messages leave `new/` when the session opens the INBOX.
     pub no_flag_updates: bool,
+    /// `pop3_logout_format` (default `top=%t/%p, retr=%r/%b, del=%d/%m, size=%s`).
+    pub logout_format: String,
 }
 
 /// Where Dovecot-format log lines go: `log_path` (a file, `Nov 28 14:36:43 pop3-login:
@@ -242,6 +244,10 @@ impl Pop3State {
             no_flag_updates: conf
                 .get("pop3_no_flag_updates")
                 .is_some_and(|v| crate::config::dovecot::settings::parse_bool(v).unwrap_or(false)),
+            logout_format: conf
+                .get_for("pop3", "pop3_logout_format")
+                .unwrap_or("top=%t/%p, retr=%r/%b, del=%d/%m, size=%s")
+                .to_string(),
         })
     }
 
@@ -256,8 +262,8 @@ impl Pop3State {
 
 /// Whether `pop3_client_workarounds` lists `name`.
 fn workaround(conf: &DovecotConf, name: &str) -> bool {
-    conf.get("pop3_client_workarounds")
-        .is_some_and(|v| v.split_whitespace().any(|w| w.eq_ignore_ascii_case(name)))
+    conf.get_for("pop3", "pop3_client_workarounds")
+        .is_some_and(|v| v.split([' ', ',']).any(|w| w == name))
 }
 
 /// A `ssl_cert`/`ssl_key` value: `<FILE` (2.x: the file's contents) or a path (1.x

@@ -70,6 +70,13 @@ struct Mail {
     chunk: Vec<u8>,
     top: (u64, u64),
     retr: (u64, u64),
+    /// CRC-32 of each message's UIDL, kept when a full UIDL listing was sent and the
+    /// logout format asks for `%u` (Dovecot's `message_uidl_hashes`).
+    uidl_hashes: Option<Vec<u32>>,
+    /// The lowest message number RETR'd (1-based; 0: none).
+    lowest_retr: usize,
+    /// A DELE since the last RSET.
+    any_deleted: bool,
     /// `pop3_lock_session`: held until the session ends.
     _session_lock: Option<crate::mailbox::lock::DotLock>,
 }
@@ -94,6 +101,11 @@ struct Session {
     closing: bool,
     /// The APOP timestamp of the greeting, when `auth_mechanisms` lists `apop`.
     apop: Option<String>,
+    /// After login (`counting`): bytes of commands read and of replies sent, from
+    /// `+OK Logged in.` on (`%i`, `%o` of `pop3_logout_format`).
+    counting: bool,
+    in_bytes: u64,
+    out_bytes: u64,
 }
 
 fn session_id() -> String {
@@ -239,6 +251,9 @@ pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc
         started: std::time::Instant::now(),
         closing: false,
         apop: None,
+        counting: false,
+        in_bytes: 0,
+        out_bytes: 0,
     };
     if implicit_tls && !s.start_tls().await {
         return;
@@ -284,6 +299,9 @@ impl Session {
     async fn flush(&mut self) {
         if !self.wbuf.is_empty() {
             let b = std::mem::take(&mut self.wbuf);
+            if self.counting {
+                self.out_bytes += b.len() as u64;
+            }
             if self.io.write_all(&b).await.is_err() {
                 self.io = Io::Gone;
             }
@@ -314,6 +332,9 @@ impl Session {
     async fn read_line(&mut self, limit: usize) -> Result<Vec<u8>, End> {
         loop {
             if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
+                if self.counting {
+                    self.in_bytes += pos as u64 + 1;
+                }
                 let mut line: Vec<u8> = self.rbuf.drain(..=pos).collect();
                 line.pop();
                 if line.last() == Some(&b'\r') {
@@ -780,6 +801,8 @@ impl Session {
         }
         // As Dovecot: the login stage answers first, then the mail process opens the
         // INBOX (and may wait for its lock up to mbox_lock_timeout).
+        // The mail process's output (`%o` of pop3_logout_format) starts with it.
+        self.counting = true;
         self.reply("+OK Logged in.");
         self.flush().await;
         let opts = self.st.mbox.clone();
@@ -801,6 +824,9 @@ impl Session {
                     chunk: Vec::new(),
                     top: (0, 0),
                     retr: (0, 0),
+                    uidl_hashes: None,
+                    lowest_retr: 0,
+                    any_deleted: false,
                     _session_lock: session_lock,
                 })
             }
@@ -891,11 +917,20 @@ impl Session {
                         } else {
                             "+OK".to_string()
                         };
+                        let hashing = verb == "UIDL" && uses_uidl_change(&self.st.logout_format);
+                        let mut hashes = Vec::new();
                         for i in 0..count {
+                            if hashing {
+                                let msg = &m.mailbox.messages()[i];
+                                hashes.push(crc32fast::hash(uidl(&uidl_fmt, v, msg).as_bytes()));
+                            }
                             if !m.deleted[i] {
                                 s.push_str("\r\n");
                                 s.push_str(&item(i, &m));
                             }
+                        }
+                        if hashing {
+                            m.uidl_hashes = Some(hashes);
                         }
                         s.push_str("\r\n.");
                         self.reply(&s);
@@ -907,15 +942,20 @@ impl Session {
                 "DELE" => {
                     if let Some((i, _)) = self.msgnum(&m, arg, false) {
                         m.deleted[i] = true;
+                        m.any_deleted = true;
                         self.reply("+OK Marked to be deleted.");
                     }
                 }
                 "RSET" => {
                     m.deleted.iter_mut().for_each(|d| *d = false);
+                    m.any_deleted = false;
                     self.reply("+OK");
                 }
                 "RETR" => {
                     if let Some((i, _)) = self.msgnum(&m, arg, false) {
+                        if m.lowest_retr == 0 || i + 1 < m.lowest_retr {
+                            m.lowest_retr = i + 1;
+                        }
                         self.send_message(&mut m, i, None).await;
                     }
                 }
@@ -994,15 +1034,22 @@ impl Session {
         } else {
             0
         };
+        let stats = LogoutStats {
+            top: m.top,
+            retr: m.retr,
+            expunged: del as u64,
+            messages: count as u64,
+            size: total,
+            input: self.in_bytes,
+            output: self.out_bytes,
+            uidl_change: uidl_change(&m),
+        };
         self.st.log.info(&format!(
-            "pop3({})<{}><{}>: {reason} top={}/{}, retr={}/{}, del={del}/{count}, size={total}",
+            "pop3({})<{}><{}>: {reason} {}",
             m.user,
             std::process::id(),
             self.session_id,
-            m.top.0,
-            m.top.1,
-            m.retr.0,
-            m.retr.1
+            stats.expand(&self.st.logout_format)
         ));
     }
 
@@ -1203,6 +1250,115 @@ impl Session {
             // Dovecot marks only RETR'd messages \Seen (TOP never, even of the whole).
             m.seen[i] = true;
         }
+    }
+}
+
+/// The values `pop3_logout_format` may use.
+struct LogoutStats {
+    top: (u64, u64),
+    retr: (u64, u64),
+    expunged: u64,
+    messages: u64,
+    size: u64,
+    input: u64,
+    output: u64,
+    uidl_change: String,
+}
+
+impl LogoutStats {
+    /// Dovecot's `var_expand` of the format with pop3's table: `%t`/`%{top_count}`,
+    /// `%p`/`%{top_bytes}`, `%r`/`%{retr_count}`, `%b`/`%{retr_bytes}`,
+    /// `%d`/`%{deleted_count}`, `%m`/`%{message_count}`, `%s`/`%{message_bytes}`,
+    /// `%i`/`%{input}`, `%o`/`%{output}`, `%u`/`%{uidl_change}`, `%%`. Modifier letters
+    /// before the key are skipped (`%X` takes the next character as the key, as Dovecot
+    /// does); an unknown key is written `UNSUPPORTED_VARIABLE_<key>`, as 2.3.19 logs it.
+    fn expand(&self, format: &str) -> String {
+        let value = |key: &str| -> Option<String> {
+            Some(match key {
+                "t" | "top_count" => self.top.0.to_string(),
+                "p" | "top_bytes" => self.top.1.to_string(),
+                "r" | "retr_count" => self.retr.0.to_string(),
+                "b" | "retr_bytes" => self.retr.1.to_string(),
+                "d" | "deleted_count" => self.expunged.to_string(),
+                "m" | "message_count" => self.messages.to_string(),
+                "s" | "message_bytes" => self.size.to_string(),
+                "i" | "input" => self.input.to_string(),
+                "o" | "output" => self.output.to_string(),
+                "u" | "uidl_change" => self.uidl_change.clone(),
+                _ => return None,
+            })
+        };
+        let mut out = String::new();
+        let mut chars = format.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            // var_expand's modifiers and field width.
+            while chars
+                .peek()
+                .is_some_and(|&m| "LUEXRHNnMDT".contains(m) || m.is_ascii_digit() || m == '-')
+            {
+                chars.next();
+            }
+            let key = match chars.next() {
+                None => break,
+                Some('%') => {
+                    out.push('%');
+                    continue;
+                }
+                Some('{') => {
+                    let mut k = String::new();
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            break;
+                        }
+                        k.push(c);
+                    }
+                    k
+                }
+                Some(c) => c.to_string(),
+            };
+            match value(&key) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    out.push_str("UNSUPPORTED_VARIABLE_");
+                    out.push_str(&key);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The format uses `%u` / `%{uidl_change}` (the UIDL hashes are kept only then).
+fn uses_uidl_change(format: &str) -> bool {
+    format.contains("%u") || format.contains("%{uidl_change}")
+}
+
+/// Dovecot's `client_build_uidl_change_string`: how many messages and which (XOR of the
+/// UIDLs' CRC-32) the client had before the session and has after it, `OLD/HASH` or
+/// `OLD/HASH -> NEW/HASH`; empty without a full UIDL listing.
+fn uidl_change(m: &Mail) -> String {
+    let Some(hashes) = &m.uidl_hashes else {
+        return String::new();
+    };
+    let count = hashes.len();
+    // Messages before the first one RETR'd were probably left by an earlier session.
+    let old_count = if m.lowest_retr > 0 {
+        m.lowest_retr - 1
+    } else {
+        count
+    };
+    let old_hash = hashes[..old_count.min(count)].iter().fold(0, |a, h| a ^ h);
+    let kept = |i: &usize| !m.any_deleted || !m.deleted[*i];
+    let new_hash = (0..count).filter(kept).fold(0, |a, i| a ^ hashes[i]);
+    let new_count = count - m.deleted.iter().filter(|d| **d).count();
+    if old_hash == new_hash && old_count == new_count {
+        format!("{old_count}/{old_hash:08x}")
+    } else {
+        format!("{old_count}/{old_hash:08x} -> {new_count}/{new_hash:08x}")
     }
 }
 

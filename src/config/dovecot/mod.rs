@@ -237,6 +237,15 @@ impl DovecotConf {
                 return Err(format!("protocols: Unknown protocol: {p}"));
             }
         }
+        // pop3-settings.c: the names are split at spaces and commas.
+        let workarounds = self
+            .get_for("pop3", "pop3_client_workarounds")
+            .unwrap_or("");
+        for w in workarounds.split([' ', ',']).filter(|w| !w.is_empty()) {
+            if !matches!(w, "outlook-no-nuls" | "oe-ns-eoh") {
+                return Err(format!("pop3_client_workarounds: Unknown workaround: {w}"));
+            }
+        }
         for kind in ["passdb", "userdb"] {
             for b in self.root.blocks_of(kind) {
                 if b.get("driver").unwrap_or("").is_empty() {
@@ -567,6 +576,19 @@ mod tests {
         let l = c.listeners("pop3");
         assert_eq!(l[0].port, 110);
         assert!(l[1].ssl);
+    }
+
+    /// doveconf 2.3.19: `pop3_client_workarounds: Unknown workaround: bogus-one` (exit 89);
+    /// names are split at spaces and commas.
+    #[test]
+    fn unknown_pop3_workaround_is_refused() {
+        let c = conf("pop3_client_workarounds = outlook-no-nuls,oe-ns-eoh\n").unwrap();
+        assert_eq!(c.check(), Ok(()));
+        let c = conf("pop3_client_workarounds = outlook-no-nuls bogus-one\n").unwrap();
+        assert_eq!(
+            c.check(),
+            Err("pop3_client_workarounds: Unknown workaround: bogus-one".to_string())
+        );
     }
 
     #[test]
