@@ -170,6 +170,34 @@ fn locate(dir: &Path, path: &Path, base: &str) -> Option<PathBuf> {
     None
 }
 
+/// How many Maildir directories [`VSIZES`] remembers before it starts over.
+const VSIZE_DIRS: usize = 256;
+
+/// The sizes clients see (CRLF) of Maildir messages already read, by directory and base
+/// name: a message file never changes once delivered (only its name's flags do), so a
+/// session opening the same Maildir again reads only new files, as Dovecot finds the
+/// sizes in its index cache. Each opening keeps only the files still there.
+static VSIZES: std::sync::LazyLock<std::sync::Mutex<HashMap<PathBuf, HashMap<Box<str>, u64>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The size of a message as POP3 reports it: from a `,W=` part of the name (Dovecot's
+/// deliveries write it), from `known` sizes, else by reading the file. `None`: the file
+/// is gone.
+fn vsize(base: &str, path: &Path, known: &HashMap<Box<str>, u64>, buf: &mut [u8]) -> Option<u64> {
+    if let Some(w) = base
+        .split(',')
+        .skip(1)
+        .find_map(|part| part.strip_prefix("W="))
+        .and_then(|w| w.parse().ok())
+    {
+        return Some(w);
+    }
+    if let Some(&n) = known.get(base) {
+        return Some(n);
+    }
+    file_crlf_size(path, buf).ok()
+}
+
 /// A file's size with every bare LF counted as CRLF, read through `buf`.
 fn file_crlf_size(path: &Path, buf: &mut [u8]) -> std::io::Result<u64> {
     let mut f = File::open(path)?;
@@ -222,7 +250,9 @@ pub struct MaildirMailbox {
     pub dir: PathBuf,
     pub uid_validity: u32,
     pub messages: Vec<MessageInfo>,
-    paths: Vec<PathBuf>,
+    /// Each message's file, relative to `dir` (`cur/NAME:2,S`): one short string per
+    /// message rather than a whole path.
+    names: Vec<Box<str>>,
 }
 
 impl MaildirMailbox {
@@ -367,37 +397,57 @@ impl MaildirMailbox {
         Ok(Some(Self::build(dir, list.validity, known)))
     }
 
-    /// The mailbox of the messages `known` (UID order): each one's size as clients see it.
+    /// The mailbox of the messages `known` (UID order): each one's size as clients see it
+    /// (see [`vsize`]).
     fn build(dir: &Path, validity: u32, known: Vec<(u32, String, PathBuf)>) -> MaildirMailbox {
         let mut mb = MaildirMailbox {
             dir: dir.to_path_buf(),
             uid_validity: validity,
-            messages: Vec::new(),
-            paths: Vec::new(),
+            messages: Vec::with_capacity(known.len()),
+            names: Vec::with_capacity(known.len()),
         };
         let mut buf = vec![0u8; 16 * 1024];
+        let mut cache = VSIZES.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VSIZE_DIRS && !cache.contains_key(dir) {
+            cache.clear();
+        }
+        let old = cache.remove(dir).unwrap_or_default();
+        let mut sizes: HashMap<Box<str>, u64> = HashMap::with_capacity(known.len());
         for (uid, base, path) in known {
-            // A file that vanished meanwhile (another session expunged it) is skipped.
-            let Ok(size) = file_crlf_size(&path, &mut buf) else {
+            let Some(rel) = path
+                .strip_prefix(dir)
+                .ok()
+                .and_then(|r| r.to_str())
+                .map(Box::<str>::from)
+            else {
                 continue;
             };
+            // A file that vanished meanwhile (another session expunged it) is skipped.
+            let Some(size) = vsize(&base, &path, &old, &mut buf) else {
+                continue;
+            };
+            sizes.insert(base.as_str().into(), size);
             mb.messages.push(MessageInfo {
                 uid,
                 size,
                 file_base: base,
             });
-            mb.paths.push(path);
+            mb.names.push(rel);
         }
-        mb.messages.shrink_to_fit();
-        mb.paths.shrink_to_fit();
+        cache.insert(dir.to_path_buf(), sizes);
         mb
+    }
+
+    /// The path of message `index` as the mailbox last saw it.
+    fn path(&self, index: usize) -> Option<PathBuf> {
+        self.names.get(index).map(|n| self.dir.join(&**n))
     }
 
     /// Where message `index` is, to be opened by [`MaildirMessage::open`].
     pub fn message(&self, index: usize) -> Option<MaildirMessage> {
         Some(MaildirMessage {
             dir: self.dir.clone(),
-            path: self.paths.get(index)?.clone(),
+            path: self.path(index)?,
             base: self.messages.get(index)?.file_base.clone(),
         })
     }
@@ -407,7 +457,7 @@ impl MaildirMailbox {
     fn locate(&self, index: usize) -> Option<PathBuf> {
         locate(
             &self.dir,
-            self.paths.get(index)?,
+            &self.path(index)?,
             &self.messages.get(index)?.file_base,
         )
     }
@@ -455,8 +505,11 @@ impl MaildirMailbox {
             match std::fs::rename(&p, &to) {
                 Ok(()) => {
                     renamed = true;
-                    if let Some(slot) = self.paths.get_mut(i) {
-                        *slot = to;
+                    if let (Some(slot), Some(rel)) = (
+                        self.names.get_mut(i),
+                        to.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()),
+                    ) {
+                        *slot = rel.into();
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -510,6 +563,30 @@ mod tests {
         assert!(delivery_time("1764345600.M99P1Q1.h") < delivery_time("1764345600.M123456P1Q2.h"));
         assert!(delivery_time("1764345599.M999999P1.h") < delivery_time("1764345600.M5P1.h"));
         assert_eq!(delivery_time("courier-name"), (0, 0));
+    }
+
+    /// A `,W=` in the name is the size clients see, without reading the file (Dovecot's
+    /// `maildir_filename_get_size`); other files are read once per process.
+    #[test]
+    fn virtual_size_from_the_name_or_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md = dir.path().join("Maildir");
+        ensure_dirs(&md).expect("dirs");
+        std::fs::write(
+            md.join("cur/1700000000.M1P1.h,S=12,W=99:2,S"),
+            "Subject: a\n\n",
+        )
+        .expect("w");
+        std::fs::write(md.join("cur/1700000001.M2P1.h:2,"), "Subject: b\n\nbody\n").expect("w");
+        let sizes = |mb: &MaildirMailbox| mb.messages.iter().map(|m| m.size).collect::<Vec<_>>();
+        let mb = MaildirMailbox::open(&md).expect("open");
+        assert_eq!(sizes(&mb), [99, 20]);
+        let again = MaildirMailbox::open(&md).expect("open");
+        assert_eq!(sizes(&again), [99, 20]);
+        assert_eq!(
+            again.message(1).expect("msg").open().map(|_| ()).ok(),
+            Some(())
+        );
     }
 
     #[test]
