@@ -177,13 +177,16 @@ const VSIZE_DIRS: usize = 256;
 /// name: a message file never changes once delivered (only its name's flags do), so a
 /// session opening the same Maildir again reads only new files, as Dovecot finds the
 /// sizes in its index cache. Each opening keeps only the files still there.
-static VSIZES: std::sync::LazyLock<std::sync::Mutex<HashMap<PathBuf, HashMap<Box<str>, u64>>>> =
+static VSIZES: std::sync::LazyLock<std::sync::Mutex<HashMap<PathBuf, Sizes>>> =
     std::sync::LazyLock::new(Default::default);
+
+/// Message sizes by base name, of one Maildir.
+type Sizes = HashMap<Box<str>, u64>;
 
 /// The size of a message as POP3 reports it: from a `,W=` part of the name (Dovecot's
 /// deliveries write it), from `known` sizes, else by reading the file. `None`: the file
 /// is gone.
-fn vsize(base: &str, path: &Path, known: &HashMap<Box<str>, u64>, buf: &mut [u8]) -> Option<u64> {
+fn vsize(base: &str, path: &Path, known: &Sizes, buf: &mut [u8]) -> Option<u64> {
     if let Some(w) = base
         .split(',')
         .skip(1)
@@ -412,7 +415,7 @@ impl MaildirMailbox {
             cache.clear();
         }
         let old = cache.remove(dir).unwrap_or_default();
-        let mut sizes: HashMap<Box<str>, u64> = HashMap::with_capacity(known.len());
+        let mut sizes = Sizes::with_capacity(known.len());
         for (uid, base, path) in known {
             let Some(rel) = path
                 .strip_prefix(dir)
