@@ -14,7 +14,6 @@
 //! keeps its inode, owner and mode.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -266,6 +265,8 @@ fn header_value(line: &[u8]) -> &str {
 /// Split an mbox into messages: the first `From ` line, and later a `From ` line after an
 /// empty line, starts one (a `From ` line inside a body that follows a non-empty line is
 /// body text, as in Dovecot). Bytes before the first `From ` line are not a message.
+/// (The whole-file reference for [`scan`].)
+#[cfg(test)]
 fn parse(data: &[u8]) -> Vec<Raw> {
     let mut starts = Vec::new();
     let mut pos = 0;
@@ -403,6 +404,8 @@ struct Scan {
     raws: Vec<Raw>,
     sizes: Vec<u64>,
     from_lines: Vec<Vec<u8>>,
+    /// The bytes read: the file's length.
+    len: usize,
 }
 
 /// A message being scanned.
@@ -476,6 +479,7 @@ fn scan(r: &mut impl std::io::BufRead) -> std::io::Result<Scan> {
         raws: Vec::new(),
         sizes: Vec::new(),
         from_lines: Vec::new(),
+        len: 0,
     };
     let mut line = ScanLine {
         len: 0,
@@ -556,6 +560,7 @@ fn scan(r: &mut impl std::io::BufRead) -> std::io::Result<Scan> {
         }
         m.finish(end, &mut out);
     }
+    out.len = pos;
     Ok(out)
 }
 
@@ -623,7 +628,8 @@ fn assign_uids(raws: &[Raw]) -> (u32, u32, Vec<u32>, bool) {
 
 /// The file's new contents: `keep[i]` says whether message `i` stays; metadata headers are
 /// (re)written for the kept ones; `read[i]` (when given) marks message `i` \\Seen
-/// (`Status: RO`).
+/// (`Status: RO`). The whole-buffer reference for [`rewrite_in_place`].
+#[cfg(test)]
 fn rewrite(
     data: &[u8],
     raws: &[Raw],
@@ -699,7 +705,9 @@ fn rewrite(
     out
 }
 
-/// Write `new` over `old` in `file` from the first differing byte, truncate, fsync.
+/// Write `new` over `old` in `file` from the first differing byte, truncate, fsync (the
+/// whole-buffer reference for [`rewrite_in_place`]).
+#[cfg(test)]
 fn write_back(file: &File, path: &Path, old: &[u8], new: &[u8]) -> Result<(), MailboxError> {
     if old == new {
         return Ok(());
@@ -711,11 +719,300 @@ fn write_back(file: &File, path: &Path, old: &[u8], new: &[u8]) -> Result<(), Ma
         .map_err(|e| MailboxError::io(path, e))
 }
 
-fn read_all(file: &mut File, path: &Path) -> Result<Vec<u8>, MailboxError> {
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .map_err(|e| MailboxError::io(path, e))?;
-    Ok(data)
+/// I/O buffer of the in-place rewrite.
+const REWRITE_BUFFER: usize = 64 * 1024;
+
+/// What [`rewrite_in_place`] makes of the messages (the arguments of [`rewrite`] but the
+/// file's contents): UIDs, UIDVALIDITY, last UID, which messages stay, which become \Seen.
+struct Plan<'a> {
+    uids: &'a [u32],
+    validity: u32,
+    last: u32,
+    keep: &'a [bool],
+    read: &'a [bool],
+}
+
+/// Writes a file's new contents over its old ones, front to back, the new contents given
+/// as ranges of old bytes (taken in increasing order) and new bytes. Nothing is written
+/// until the first byte that differs; an old range already at its place is not copied.
+/// Old bytes the output is about to overwrite but that are still to be copied are kept in
+/// `queue` first: that holds at most as many bytes as the output has grown by so far.
+struct InPlace<'a> {
+    file: &'a File,
+    old_len: u64,
+    buf: usize,
+    /// Length of the output so far.
+    out: u64,
+    /// The file holds the output up to here; `pend` is the output from `w` to `out`.
+    w: u64,
+    pend: Vec<u8>,
+    /// Old bytes before `c` are needed no more.
+    c: u64,
+    /// `queue` holds the old bytes from `c` to `r`; from `r` on, the file still holds them.
+    r: u64,
+    queue: std::collections::VecDeque<u8>,
+    /// Something differs (before that, the output is the old file's beginning).
+    writing: bool,
+    /// The output's last byte.
+    last: Option<u8>,
+    tmp: Vec<u8>,
+    cmp: Vec<u8>,
+    /// The most bytes `queue` held, and the bytes written.
+    peak: usize,
+    written: u64,
+}
+
+impl<'a> InPlace<'a> {
+    fn new(file: &'a File, old_len: u64, buf: usize) -> InPlace<'a> {
+        InPlace {
+            file,
+            old_len,
+            buf: buf.max(1),
+            out: 0,
+            w: 0,
+            pend: Vec::new(),
+            c: 0,
+            r: 0,
+            queue: std::collections::VecDeque::new(),
+            writing: false,
+            last: None,
+            tmp: Vec::new(),
+            cmp: Vec::new(),
+            peak: 0,
+            written: 0,
+        }
+    }
+
+    /// The old bytes before `pos` are needed no more (an error if some were given up).
+    fn skip_to(&mut self, pos: u64) -> std::io::Result<()> {
+        if pos < self.c {
+            return Err(std::io::Error::other("mbox rewrite: ranges out of order"));
+        }
+        if pos == self.c {
+            return Ok(());
+        }
+        let gone = (pos.min(self.r) - self.c) as usize;
+        self.queue.drain(..gone);
+        self.c = pos;
+        self.r = self.r.max(pos);
+        Ok(())
+    }
+
+    /// Append the next `n` old bytes to `dst`.
+    fn take(&mut self, n: usize, dst: &mut Vec<u8>) -> std::io::Result<()> {
+        let queued = n.min(self.queue.len());
+        dst.extend(self.queue.drain(..queued));
+        self.c += queued as u64;
+        if queued < n {
+            // The queue is empty: `r == c`, and the file still holds the old bytes there.
+            let start = dst.len();
+            dst.resize(start + n - queued, 0);
+            self.file.read_exact_at(&mut dst[start..], self.c)?;
+            self.c += (n - queued) as u64;
+            self.r = self.c;
+        }
+        Ok(())
+    }
+
+    /// The old bytes from `a` to `b`, in memory.
+    fn read(&mut self, a: u64, b: u64) -> std::io::Result<Vec<u8>> {
+        self.skip_to(a)?;
+        let mut v = Vec::with_capacity((b - a) as usize);
+        self.take((b - a) as usize, &mut v)?;
+        Ok(v)
+    }
+
+    /// Output the old bytes from `a` to `b`.
+    fn copy(&mut self, a: u64, b: u64) -> std::io::Result<()> {
+        self.skip_to(a)?;
+        if a >= b {
+            return Ok(());
+        }
+        if a == self.out {
+            // Already in place.
+            self.flush()?;
+            self.skip_to(b)?;
+            self.out = b;
+            self.w = b;
+            let mut one = [0u8];
+            self.file.read_exact_at(&mut one, b - 1)?;
+            self.last = Some(one[0]);
+            return Ok(());
+        }
+        let mut chunk = std::mem::take(&mut self.tmp);
+        while self.c < b {
+            chunk.clear();
+            let n = (b - self.c).min(self.buf as u64) as usize;
+            self.take(n, &mut chunk)?;
+            self.emit(&chunk)?;
+        }
+        self.tmp = chunk;
+        Ok(())
+    }
+
+    /// Output `bytes`.
+    fn emit(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.last = bytes.last().copied();
+        if !self.writing {
+            // Nothing written yet: the file is the old one; skip what is the same.
+            let avail = self
+                .old_len
+                .saturating_sub(self.out)
+                .min(bytes.len() as u64) as usize;
+            let mut same = 0;
+            while same < avail {
+                let n = (avail - same).min(self.buf);
+                self.cmp.resize(n, 0);
+                self.file
+                    .read_exact_at(&mut self.cmp, self.out + same as u64)?;
+                let m = self
+                    .cmp
+                    .iter()
+                    .zip(&bytes[same..same + n])
+                    .take_while(|(x, y)| x == y)
+                    .count();
+                same += m;
+                if m < n {
+                    break;
+                }
+            }
+            self.out += same as u64;
+            self.w = self.out;
+            bytes = &bytes[same..];
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            self.writing = true;
+        }
+        self.pend.extend_from_slice(bytes);
+        self.out += bytes.len() as u64;
+        if self.pend.len() >= self.buf {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Write `pend`, once the old bytes it covers that are still needed are queued.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pend.is_empty() {
+            return Ok(());
+        }
+        let need = self.out.min(self.old_len);
+        while self.r < need {
+            let n = (need - self.r).min(self.buf as u64) as usize;
+            self.cmp.resize(n, 0);
+            self.file.read_exact_at(&mut self.cmp, self.r)?;
+            self.queue.extend(&self.cmp);
+            self.r += n as u64;
+        }
+        self.peak = self.peak.max(self.queue.len());
+        self.file.write_all_at(&self.pend, self.w)?;
+        self.written += self.pend.len() as u64;
+        self.w = self.out;
+        self.pend.clear();
+        Ok(())
+    }
+
+    /// Write the rest, cut the file to the output's length and fsync, if anything changed.
+    fn finish(mut self) -> std::io::Result<Rewritten> {
+        self.flush()?;
+        let done = Rewritten {
+            peak_queue: self.peak,
+            written: self.written,
+        };
+        if !self.writing && self.out == self.old_len {
+            return Ok(done);
+        }
+        self.file.set_len(self.out)?;
+        self.file.sync_all()?;
+        Ok(done)
+    }
+}
+
+/// What [`rewrite_in_place`] did: the most old bytes it held at once, the bytes it wrote.
+#[derive(Debug)]
+struct Rewritten {
+    #[cfg_attr(not(test), allow(dead_code))]
+    peak_queue: usize,
+    #[cfg_attr(not(test), allow(dead_code))]
+    written: u64,
+}
+
+/// [`rewrite`]'s output written over the file `found` was scanned from, in place from the
+/// first changed byte, then truncated and fsynced ([`write_back`] of it). Memory: one
+/// message header (read whole, and its rewritten copy), about two `buf`-byte buffers, and
+/// the old bytes the output has overtaken (at most what the file has grown by so far,
+/// only inserted headers make it grow), never the file.
+fn rewrite_in_place(
+    file: &File,
+    found: &Scan,
+    plan: &Plan,
+    buf: usize,
+) -> std::io::Result<Rewritten> {
+    let raws = &found.raws;
+    let Some(r0) = raws.first() else {
+        return Ok(Rewritten {
+            peak_queue: 0,
+            written: 0,
+        });
+    };
+    let mut io = InPlace::new(file, found.len as u64, buf);
+    io.copy(0, r0.from_start as u64)?;
+    let mut first = true;
+    for (i, r) in raws.iter().enumerate() {
+        if !plan.keep[i] && !r.pseudo {
+            continue;
+        }
+        io.copy(r.from_start as u64, r.hdr_start as u64)?;
+        let header = io.read(r.hdr_start as u64, r.hdr_end as u64)?;
+        let now_read = plan.read.get(i).copied().unwrap_or(false);
+        let mut out = Vec::with_capacity(header.len() + 64);
+        let mut dropping = false;
+        for line in header.split_inclusive(|&b| b == b'\n') {
+            let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+            if !continuation {
+                dropping = match header_name(line).as_deref() {
+                    Some("x-uid" | "x-imapbase" | "x-imap") => true,
+                    Some("status") => now_read,
+                    _ => false,
+                };
+            }
+            if !dropping {
+                out.extend_from_slice(line);
+                if !line.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
+            }
+        }
+        drop(header);
+        if first {
+            let rest = r0.imapbase_rest.as_str();
+            let sep = if rest.is_empty() { "" } else { " " };
+            let name = if r.pseudo { "X-IMAP" } else { "X-IMAPbase" };
+            let (validity, last) = (plan.validity, plan.last);
+            out.extend_from_slice(format!("{name}: {validity} {last:010}{sep}{rest}\n").as_bytes());
+            first = false;
+        }
+        if !r.pseudo {
+            out.extend_from_slice(format!("X-UID: {}\n", plan.uids[i]).as_bytes());
+            if now_read {
+                out.extend_from_slice(b"Status: RO\n");
+            } else if !r.has_status {
+                out.extend_from_slice(b"Status: O\n");
+            }
+        }
+        io.emit(&out)?;
+        drop(out);
+        io.copy(r.hdr_end as u64, r.end as u64)?;
+        if io.last != Some(b'\n') {
+            io.emit(b"\n")?;
+        }
+        io.emit(b"\n")?;
+    }
+    io.finish()
 }
 
 /// Where one message is in the file (offsets), and its `From ` line, to notice a file
@@ -758,8 +1055,7 @@ impl MboxMailbox {
 
     /// Index the mbox under its read lock; when messages have no UIDs yet, again under
     /// the write locks, storing UIDs for them. A missing file is an empty mailbox. The
-    /// file is read through a bounded buffer; only when metadata must be written (new
-    /// mail without `X-UID`) is it held whole for the rewrite.
+    /// file is read and rewritten through bounded buffers, never held whole.
     pub fn open(path: &Path, opts: &MboxOptions) -> Result<MboxMailbox, MailboxError> {
         let empty = || MboxMailbox {
             path: path.to_path_buf(),
@@ -781,29 +1077,28 @@ impl MboxMailbox {
             &reading,
         ))
         .map_err(io)?;
-        let (mut validity, _, mut uids, mut dirty) = assign_uids(&found.raws);
+        let (mut validity, mut last, mut uids, mut dirty) = assign_uids(&found.raws);
         drop(reading);
         let mut locked = None;
         if dirty {
             let l = open_locked(path, opts, false)?;
             found =
                 scan(&mut std::io::BufReader::with_capacity(SCAN_BUFFER, &l.file)).map_err(io)?;
-            (validity, _, uids, dirty) = assign_uids(&found.raws);
+            (validity, last, uids, dirty) = assign_uids(&found.raws);
             locked = Some(l);
         }
         if let Some(locked) = locked.as_mut()
             && dirty
         {
-            // XXX: the rewrite holds the whole file; Dovecot rewrites in place from
-            // the first changed message with reserved header space.
-            std::io::Seek::rewind(&mut locked.file).map_err(io)?;
-            let data = read_all(&mut locked.file, path)?;
-            let raws = parse(&data);
-            let (v, last, u, _) = assign_uids(&raws);
-            let keep = vec![true; raws.len()];
-            let new = rewrite(&data, &raws, &u, v, last, &keep, &[]);
-            write_back(&locked.file, path, &data, &new)?;
-            drop((data, new));
+            let keep = vec![true; found.raws.len()];
+            let plan = Plan {
+                uids: &uids,
+                validity,
+                last,
+                keep: &keep,
+                read: &[],
+            };
+            rewrite_in_place(&locked.file, &found, &plan, REWRITE_BUFFER).map_err(io)?;
             std::io::Seek::rewind(&mut locked.file).map_err(io)?;
             found = scan(&mut std::io::BufReader::with_capacity(
                 SCAN_BUFFER,
@@ -819,6 +1114,7 @@ impl MboxMailbox {
             raws,
             sizes,
             from_lines,
+            ..
         } = found;
         for (((r, uid), size), from_line) in raws.into_iter().zip(uids).zip(sizes).zip(from_lines) {
             if r.pseudo {
@@ -929,10 +1225,15 @@ impl MboxMailbox {
         if gone.is_empty() && seen.is_empty() {
             return Ok(());
         }
-        let mut locked = open_locked(&self.path, &self.opts, false)?;
-        let data = read_all(&mut locked.file, &self.path)?;
-        let raws = parse(&data);
-        let (validity, last, uids, _) = assign_uids(&raws);
+        let locked = open_locked(&self.path, &self.opts, false)?;
+        let io = |e| MailboxError::io(&self.path, e);
+        let found = scan(&mut std::io::BufReader::with_capacity(
+            SCAN_BUFFER,
+            &locked.file,
+        ))
+        .map_err(io)?;
+        let raws = &found.raws;
+        let (validity, last, uids, _) = assign_uids(raws);
         if validity != self.uid_validity {
             return Err(MailboxError::Format(format!(
                 "{}: UIDVALIDITY changed, not deleting",
@@ -945,8 +1246,15 @@ impl MboxMailbox {
             .zip(&uids)
             .map(|(r, u)| seen.contains(u) && !r.seen)
             .collect();
-        let new = rewrite(&data, &raws, &uids, validity, last, &keep, &read);
-        write_back(&locked.file, &self.path, &data, &new)
+        let plan = Plan {
+            uids: &uids,
+            validity,
+            last,
+            keep: &keep,
+            read: &read,
+        };
+        rewrite_in_place(&locked.file, &found, &plan, REWRITE_BUFFER).map_err(io)?;
+        Ok(())
     }
 }
 
@@ -1037,29 +1345,256 @@ mod tests {
             b"From a\n\n".to_vec(),
             b"From a\nS: 1\n\n\n".to_vec(),
         ];
-        for data in &cases {
-            let raws = parse(data);
+        for data in cases.iter().chain(&rewrite_cases()) {
             // A one-byte buffer puts every line across reads.
             for cap in [1, 7, 1 << 16] {
-                let got =
-                    scan(&mut std::io::BufReader::with_capacity(cap, &data[..])).expect("scan");
-                let text = String::from_utf8_lossy(data);
-                assert_eq!(got.raws.len(), raws.len(), "{text:?}");
-                for (i, (a, b)) in got.raws.iter().zip(&raws).enumerate() {
-                    let what = format!("message {i} of {text:?} (buffer {cap})");
-                    assert_eq!(
-                        (a.from_start, a.hdr_start, a.hdr_end, a.end),
-                        (b.from_start, b.hdr_start, b.hdr_end, b.end),
-                        "{what}"
-                    );
-                    assert_eq!((a.uid, a.imapbase, a.pseudo), (b.uid, b.imapbase, b.pseudo));
-                    assert_eq!((a.has_status, a.seen), (b.has_status, b.seen), "{what}");
-                    assert_eq!(a.imapbase_rest, b.imapbase_rest, "{what}");
-                    assert_eq!(got.sizes[i], crlf_size(&visible(data, b)), "{what}");
-                    assert!(data[b.from_start..].starts_with(&got.from_lines[i]));
+                check_scan(data, cap);
+            }
+        }
+    }
+
+    /// `scan` through a buffer of `cap` bytes finds what `parse` + `visible` find.
+    fn check_scan(data: &[u8], cap: usize) {
+        let raws = parse(data);
+        let got = scan(&mut std::io::BufReader::with_capacity(cap, data)).expect("scan");
+        let text = String::from_utf8_lossy(data);
+        assert_eq!(got.len, data.len(), "{text:?}");
+        assert_eq!(got.raws.len(), raws.len(), "{text:?}");
+        for (i, (a, b)) in got.raws.iter().zip(&raws).enumerate() {
+            let what = format!("message {i} of {text:?} (buffer {cap})");
+            assert_eq!(
+                (a.from_start, a.hdr_start, a.hdr_end, a.end),
+                (b.from_start, b.hdr_start, b.hdr_end, b.end),
+                "{what}"
+            );
+            assert_eq!((a.uid, a.imapbase, a.pseudo), (b.uid, b.imapbase, b.pseudo));
+            assert_eq!((a.has_status, a.seen), (b.has_status, b.seen), "{what}");
+            assert_eq!(a.imapbase_rest, b.imapbase_rest, "{what}");
+            assert_eq!(got.sizes[i], crlf_size(&visible(data, b)), "{what}");
+            assert!(data[b.from_start..].starts_with(&got.from_lines[i]));
+        }
+    }
+
+    const PSEUDO: &str = "From MAILER-DAEMON  Sat Nov 28 09:00:00 2026\nDate: Sat, 28 Nov 2026 09:00:00 +0000\nFrom: Mail System Internal Data <MAILER-DAEMON@host>\nSubject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\nX-IMAP: 1700000000 0000000003\nStatus: RO\n\nThis text is part of the internal format of your mail folder.\n\nFrom a  Sat Nov 28 10:00:00 2026\nSubject: x\nX-UID: 3\n\nbody\n\nFrom b  Sat Nov 28 10:01:00 2026\nSubject: y\n\nnew\n\n";
+
+    /// Mboxes for the in-place rewrite: as Postfix and Dovecot leave them, and odd ones.
+    fn rewrite_cases() -> Vec<Vec<u8>> {
+        // A header larger than the rewrite's buffer, in many lines and in one.
+        let many: String = (0..3000)
+            .map(|i| format!("X-Trace-{i}: hop {i}\n"))
+            .collect();
+        let one = format!("X-Long: {}\n", "y".repeat(REWRITE_BUFFER + 100));
+        let body: String = (0..2000)
+            .map(|i| format!("line {i} of the body\n"))
+            .collect();
+        let mut cases: Vec<Vec<u8>> = vec![
+            BOX.to_vec(),
+            PSEUDO.as_bytes().to_vec(),
+            b"".to_vec(),
+            b"no message here\n".to_vec(),
+            b"garbage\nFrom a  x\nSubject: x\n\nbody\nFrom inside\nend".to_vec(),
+            // Truncated: in the header, in the From line, in the body.
+            b"From a  x\nSubject: x\n\nbody\n\nFrom b  y\nSubject: y".to_vec(),
+            b"From a  x\nSubject: x\n\nbody\n\nFrom b".to_vec(),
+            b"From a  x\nSubject: x\n\nbody\n\nFrom b  y\nSubject: y\n\nhalf a li".to_vec(),
+            b"From a  x\nSubject: x\n\nbody\n".to_vec(),
+            b"From a  x\nSubject: x\n\nbody".to_vec(),
+            b"From a\n".to_vec(),
+            b"From a\n\n".to_vec(),
+            b"From a\nS: 1\n\n\n".to_vec(),
+            b"From a  x\n\nFrom b  y\n\n\n\nFrom c\n\n".to_vec(),
+            b"From a  x\n\nbody only\n\nFrom b  y\nSubject: y\n\n\n\nblank lines\n\n\n".to_vec(),
+            // CRLF line ends throughout.
+            b"From a  x\r\nSubject: x\r\nX-UID: 3\r\n\r\nbody\r\n\r\nFrom b  y\r\nSubject: y\r\nStatus: O\r\n\r\nz\r\n\r\n".to_vec(),
+            b"From a  x\r\nSubject: x\r\n\r\nbody\r\n\r\nFrom b  y\r\nSubject: y\r\n\r\nz".to_vec(),
+            // Metadata: Dovecot's, stale, out of order, with continuation lines.
+            b"From a  x\nSubject: x\nX-IMAPbase: 1795876603 0000000007 $Junk work\nX-UID: 7         \nStatus: RO\nX-Keywords: work\n\nbody\n\nFrom b  y\nSubject: y\n\nnew\n\n".to_vec(),
+            b"From a  x\nSubject: x\nStatus: O\nX-IMAPbase: 1795876603 0000000009\nX-UID: 4\n\nbody\n\nFrom b  y\nStatus: RO\nX-UID: 9\n\nold\n\nFrom c  z\nX-UID: 5\nStatus: R\n\nstale uid\n\n".to_vec(),
+            b"From a  x\nX-IMAPbase: 1 0000000002\n\tcontinued\nX-UID: 2\nX-Keywords: a\n b\nStatus: RO\n\tmore\nSubject: x\n\nbody\n\nFrom b  y\nX-UID: 1\n\nlower uid\n".to_vec(),
+            b"From a  x\nX-IMAP: 5 0000000001\nSubject: x\n\nnot first, so no pseudo\n\nFrom b  y\nX-IMAP: 6 0000000002\n\nsecond\n\n".to_vec(),
+            format!("From a  x\nSubject: big\n{many}\n{body}\nFrom b  y\n{one}Subject: long\n\n{body}\nFrom c  z\nSubject: c\n\n{body}").into_bytes(),
+            format!("From a  x\nSubject: big\n{many}{one}").into_bytes(),
+        ];
+        // Metadata as this rewrite leaves it: unchanged unless messages go or are read;
+        // the last message without its final newline, then with it.
+        let stable = "From a  x\nSubject: x\nStatus: O\nX-IMAPbase: 5 0000000002\nX-UID: 1\n\nbody\n\nFrom b  y\nStatus: O\nX-UID: 2\n\nend";
+        cases.push(stable.as_bytes().to_vec());
+        cases.push(format!("{stable}\n\n").into_bytes());
+        cases.push(format!("{stable}\n\nFrom c  z\nSubject: new\n\nc\n\n").into_bytes());
+        // Many messages, some already with metadata, some seen.
+        let mut big = String::from("prefix text\n");
+        for i in 0..12 {
+            big += &format!("From s{i}  Sat Nov 28 10:00:00 2026\nSubject: {i}\n");
+            if i == 0 {
+                big += "X-IMAPbase: 1700000000 0000000006\n";
+            }
+            if i < 6 {
+                big += &format!("X-UID: {}\n", i + 1);
+            }
+            if i % 3 == 0 {
+                big += "Status: RO\n";
+            }
+            big += &format!("\n{}\n", &body[..(i * 97) % body.len()]);
+        }
+        cases.push(big.into_bytes());
+        cases
+    }
+
+    /// [`rewrite_in_place`] through a `cap`-byte buffer over a file holding `data` leaves
+    /// the file as [`write_back`] of [`rewrite`] does.
+    fn check_in_place(dir: &Path, data: &[u8], keep: &[bool], read: &[bool], cap: usize) {
+        let raws = parse(data);
+        let (validity, last, uids, _) = assign_uids(&raws);
+        let want = rewrite(data, &raws, &uids, validity, last, keep, read);
+        let open = |p: &Path, write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(p)
+                .expect("open")
+        };
+        let reference = dir.join("reference");
+        std::fs::write(&reference, data).expect("write");
+        write_back(&open(&reference, true), &reference, data, &want).expect("write_back");
+        assert!(std::fs::read(&reference).expect("read") == want);
+        let p = dir.join("inbox");
+        std::fs::write(&p, data).expect("write");
+        let plan = Plan {
+            uids: &uids,
+            validity,
+            last,
+            keep,
+            read,
+        };
+        // Unchanged: nothing is written, not even by `set_len` (a read-only descriptor).
+        let writable = want != data;
+        let f = open(&p, writable);
+        let found = scan(&mut std::io::BufReader::with_capacity(cap, &f)).expect("scan");
+        assert_eq!(found.raws.len(), raws.len());
+        rewrite_in_place(&f, &found, &plan, cap).expect("rewrite_in_place");
+        let got = std::fs::read(&p).expect("read");
+        if got != want {
+            panic!(
+                "buffer {cap}, keep {keep:?}, read {read:?}:\n{:?}\n  got ({} bytes)\n{:?}\n  wanted ({} bytes)\n{:?}",
+                String::from_utf8_lossy(data),
+                got.len(),
+                String::from_utf8_lossy(&got),
+                want.len(),
+                String::from_utf8_lossy(&want)
+            );
+        }
+    }
+
+    /// The in-place rewrite writes what the whole-buffer one wrote, for every box above,
+    /// expunging and marking seen any messages, through buffers small enough to cut lines
+    /// and headers anywhere.
+    #[test]
+    fn rewrite_in_place_as_whole_buffer_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for data in rewrite_cases() {
+            let n = parse(&data).len();
+            let mut masks: Vec<(Vec<bool>, Vec<bool>)> = Vec::new();
+            let bits = |m: u32| {
+                (0..n)
+                    .map(|i| m >> (i % 32) & 1 == 1)
+                    .collect::<Vec<bool>>()
+            };
+            if n <= 4 {
+                for k in 0..1u32 << n {
+                    for r in [0, u32::MAX, 0x5555_5555] {
+                        masks.push((bits(k), bits(r)));
+                    }
+                }
+            } else {
+                let all = (1u64 << n.min(32)) - 1;
+                let all = all as u32;
+                for k in [
+                    all,
+                    0,
+                    all - 1,
+                    all >> 1,
+                    all & !(1 << (n / 2)),
+                    0x5555_5555,
+                    0xaaaa_aaaa,
+                ] {
+                    for r in [0, all, 0x3333_3333] {
+                        masks.push((bits(k), bits(r)));
+                    }
+                }
+            }
+            // Without `read` at all, as `open` calls it.
+            masks.push((vec![true; n], Vec::new()));
+            let small = data.len() < 20_000;
+            for (keep, read) in &masks {
+                for cap in [1, 2, 7, 64, 4096, REWRITE_BUFFER] {
+                    if cap < 64 && !small {
+                        continue;
+                    }
+                    check_in_place(dir.path(), &data, keep, read, cap);
                 }
             }
         }
+    }
+
+    /// Rewriting holds about as many bytes as the file grows by, not the file: UIDs added
+    /// to messages with large bodies, then an expunge at the front that shifts them all.
+    #[test]
+    fn rewrite_in_place_memory_is_bounded() {
+        let body: String = (0..20_000).map(|i| format!("body line {i}\n")).collect();
+        let mut data = Vec::new();
+        for i in 0..20 {
+            data.extend_from_slice(format!("From s{i}  x\nSubject: {i}\n\n{body}\n").as_bytes());
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, &data).expect("write");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open");
+        let found = scan(&mut std::io::BufReader::new(&f)).expect("scan");
+        let (validity, last, uids, _) = assign_uids(&found.raws);
+        let keep = vec![true; 20];
+        let plan = Plan {
+            uids: &uids,
+            validity,
+            last,
+            keep: &keep,
+            read: &[],
+        };
+        let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
+        let (queued, moved) = (done.peak_queue, done.written);
+        let grown = std::fs::metadata(&p).expect("stat").len() - data.len() as u64;
+        assert!(data.len() > 20 * REWRITE_BUFFER && moved > 10 * REWRITE_BUFFER as u64);
+        assert!(queued as u64 <= grown, "{queued} queued, grown by {grown}");
+        // Expunge the first message: the rest moves back, nothing is queued.
+        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        assert_eq!(mb.messages.len(), 20);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open");
+        let found = scan(&mut std::io::BufReader::new(&f)).expect("scan");
+        let (validity, last, uids, _) = assign_uids(&found.raws);
+        let mut keep = vec![true; 20];
+        keep[0] = false;
+        let plan = Plan {
+            uids: &uids,
+            validity,
+            last,
+            keep: &keep,
+            read: &[],
+        };
+        let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
+        let queued = done.peak_queue;
+        assert_eq!(queued, 0);
+        mb.resync().expect("resync");
+        assert_eq!(
+            mb.read(19).expect("read"),
+            format!("Subject: 19\n\n{body}").as_bytes()
+        );
     }
 
     #[test]
