@@ -1721,3 +1721,37 @@ fn unknown_workaround_refused_at_start() {
         assert_eq!(String::from_utf8_lossy(&real.stderr), err);
     }
 }
+
+/// A mailbox neither server has seen gets the same metadata from both: after one session
+/// of UIDL and QUIT, the real Dovecot 2.3's mbox and Postern's differ only in the
+/// UIDVALIDITY (the time) and the spaces Dovecot pads `X-UID` lines with; in particular
+/// neither writes `Status:` (the messages stay \Recent for IMAP).
+#[test]
+fn fresh_mbox_metadata_differential() {
+    let normalize = |text: String| -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix("X-IMAPbase: ") {
+                Some(rest) => format!(
+                    "X-IMAPbase: V {}",
+                    rest.split_once(' ').map(|(_, r)| r).unwrap_or("")
+                ),
+                None => l.trim_end_matches(' ').to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let a = tempfile::tempdir().expect("tempdir");
+    setup(a.path(), BOX);
+    let Some(real) = RealDovecot::start(a.path(), "mbox:~/mail:INBOX=~/inbox") else {
+        return;
+    };
+    uidls(real.port);
+    drop(real);
+    let theirs = std::fs::read_to_string(a.path().join("home/alice/inbox")).expect("inbox");
+    let (b, s) = new_box(BOX, "ssl = no\ndisable_plaintext_auth = no\n");
+    uidls(s.port);
+    let ours = std::fs::read_to_string(b.path().join("home/alice/inbox")).expect("inbox");
+    assert!(theirs.contains("X-UID: 3"), "{theirs}");
+    assert!(!ours.contains("Status:"), "{ours}");
+    assert_eq!(normalize(ours), normalize(theirs));
+}

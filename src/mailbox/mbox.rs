@@ -6,8 +6,10 @@
 //! message carries `X-IMAPbase: UIDVALIDITY LAST-UID [keywords]`, each message
 //! `X-UID: UID`, and `Status:`/`X-Status:`/`X-Keywords:` hold flags. A box that never saw
 //! Dovecot gets UIDVALIDITY = the current time and UIDs 1, 2, … written into the headers
-//! the way Dovecot 2.3 writes them (`X-IMAPbase`, `X-UID`, `Status: O` at the end of the
-//! header), so that either server can take over and keeps the numbering.
+//! the way Dovecot 2.3's POP3 writes them (`X-IMAPbase` and `X-UID` at the end of the
+//! header, no `Status:` until a flag changes), so that either server can take over and
+//! keeps the numbering. (Dovecot also pads `X-UID` with spaces it can later rewrite in
+//! place; Postern writes none, and reads either.)
 //!
 //! Rewrites (metadata, expunge) happen in place under the write locks ([`super::lock`]),
 //! from the first changed byte on, then `ftruncate` and `fsync`, as Dovecot does; the file
@@ -691,8 +693,6 @@ fn rewrite(
         out.extend_from_slice(format!("X-UID: {}\n", uids[i]).as_bytes());
         if now_read {
             out.extend_from_slice(b"Status: RO\n");
-        } else if !r.has_status {
-            out.extend_from_slice(b"Status: O\n");
         }
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
         // only the separator line follows its headers, so its size does not change.
@@ -998,10 +998,10 @@ fn rewrite_in_place(
         }
         if !r.pseudo {
             out.extend_from_slice(format!("X-UID: {}\n", plan.uids[i]).as_bytes());
+            // No `Status:` until a flag changes: Dovecot 2.3's POP3 writes none when it
+            // gives UIDs (seen from 2.3.19), so messages stay \\Recent for IMAP.
             if now_read {
                 out.extend_from_slice(b"Status: RO\n");
-            } else if !r.has_status {
-                out.extend_from_slice(b"Status: O\n");
             }
         }
         io.emit(&out)?;
@@ -1622,10 +1622,7 @@ mod tests {
         mb.commit(&[], &[0]).expect("commit");
         let text = std::fs::read_to_string(&p).expect("read");
         assert!(text.contains("X-UID: 1\nStatus: RO\n\nhello"), "{text}");
-        assert!(
-            text.contains("Subject: two\nStatus: O\nX-UID: 2\n\nsecond"),
-            "{text}"
-        );
+        assert!(text.contains("Subject: two\nX-UID: 2\n\nsecond"), "{text}");
         // Seen twice changes nothing; delete the other one.
         let mut again = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
         again.commit(&[1], &[0]).expect("commit");
@@ -1657,7 +1654,7 @@ mod tests {
         assert_eq!(mb.messages[0].size, 57);
         let text = std::fs::read_to_string(&p).expect("read");
         assert!(text.contains(&format!(
-            "X-IMAPbase: {} 0000000002\nX-UID: 1\nStatus: O\n",
+            "X-IMAPbase: {} 0000000002\nX-UID: 1\n\n",
             mb.uid_validity
         )));
         deliver_mbox(
@@ -1788,10 +1785,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Status: RO\nX-Keywords: work\n"), "{text}");
-        assert!(
-            text.contains("Subject: y\nX-UID: 8\nStatus: O\n\nnew\n"),
-            "{text}"
-        );
+        assert!(text.contains("Subject: y\nX-UID: 8\n\nnew\n"), "{text}");
     }
 
     #[test]
