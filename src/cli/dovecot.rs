@@ -143,6 +143,7 @@ pub fn main(args: &[String]) -> i32 {
         "master: Dovecot v2.3.19 (Postern {}) starting up for pop3",
         env!("CARGO_PKG_VERSION")
     ));
+    pop3d::limit_malloc_arenas();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fatal(&format!("tokio: {e}")),

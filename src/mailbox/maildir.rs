@@ -186,7 +186,7 @@ type Sizes = HashMap<Box<str>, u64>;
 /// The size of a message as POP3 reports it: from a `,W=` part of the name (Dovecot's
 /// deliveries write it), from `known` sizes, else by reading the file. `None`: the file
 /// is gone.
-fn vsize(base: &str, path: &Path, known: &Sizes, buf: &mut [u8]) -> Option<u64> {
+fn vsize(base: &str, dir: &Path, rel: &str, known: &Sizes, buf: &mut [u8]) -> Option<u64> {
     if let Some(w) = base
         .split(',')
         .skip(1)
@@ -198,7 +198,7 @@ fn vsize(base: &str, path: &Path, known: &Sizes, buf: &mut [u8]) -> Option<u64> 
     if let Some(&n) = known.get(base) {
         return Some(n);
     }
-    file_crlf_size(path, buf).ok()
+    file_crlf_size(&dir.join(rel), buf).ok()
 }
 
 /// A file's size with every bare LF counted as CRLF, read through `buf`.
@@ -284,7 +284,8 @@ impl MaildirMailbox {
         lock_path: &Path,
         drop_recent: bool,
     ) -> Result<MaildirMailbox, MailboxError> {
-        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        // (file name, path relative to `dir`)
+        let mut files: Vec<(String, Box<str>)> = Vec::new();
         for sub in ["cur", "new"] {
             let d = dir.join(sub);
             let rd = std::fs::read_dir(&d).map_err(|e| MailboxError::io(&d, e))?;
@@ -302,11 +303,13 @@ impl MaildirMailbox {
                     };
                     let to = dir.join("cur").join(&target);
                     if std::fs::rename(ent.path(), &to).is_ok() {
-                        files.push((target, to));
+                        let rel = format!("cur/{target}").into();
+                        files.push((target, rel));
                         continue;
                     }
                 }
-                files.push((name, ent.path()));
+                let rel = format!("{sub}/{name}").into();
+                files.push((name, rel));
             }
         }
         let existing = read_uidlist(&dir.join("dovecot-uidlist"));
@@ -320,8 +323,8 @@ impl MaildirMailbox {
             guid: String::new(),
             uids: HashMap::new(),
         });
-        let mut known: Vec<(u32, String, PathBuf)> = Vec::new();
-        let mut fresh: Vec<(String, PathBuf)> = Vec::new();
+        let mut known: Vec<(u32, String, Box<str>)> = Vec::new();
+        let mut fresh: Vec<(String, Box<str>)> = Vec::new();
         for (name, path) in files {
             let base = base_name(&name).to_string();
             match list.uids.get(&base) {
@@ -370,29 +373,31 @@ impl MaildirMailbox {
         dir: &Path,
         drop_recent: bool,
     ) -> Result<Option<MaildirMailbox>, MailboxError> {
-        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        // Paths relative to `dir`: `cur/NAME`.
+        let mut files: Vec<Box<str>> = Vec::new();
         for sub in ["cur", "new"] {
             let d = dir.join(sub);
             let rd = std::fs::read_dir(&d).map_err(|e| MailboxError::io(&d, e))?;
             for ent in rd.flatten() {
-                let name = ent.file_name().to_string_lossy().into_owned();
+                let name = ent.file_name();
+                let name = name.to_string_lossy();
                 if name.starts_with('.') {
                     continue;
                 }
                 if drop_recent && sub == "new" {
                     return Ok(None);
                 }
-                files.push((name, ent.path()));
+                files.push(format!("{sub}/{name}").into());
             }
         }
         let Some(list) = read_uidlist(&dir.join("dovecot-uidlist")) else {
             return Ok(None);
         };
-        let mut known: Vec<(u32, String, PathBuf)> = Vec::with_capacity(files.len());
-        for (name, path) in files {
-            let base = base_name(&name).to_string();
+        let mut known: Vec<(u32, String, Box<str>)> = Vec::with_capacity(files.len());
+        for rel in files {
+            let base = base_name(&rel[4..]).to_string();
             match list.uids.get(&base) {
-                Some(&u) => known.push((u, base, path)),
+                Some(&u) => known.push((u, base, rel)),
                 None => return Ok(None),
             }
         }
@@ -402,7 +407,7 @@ impl MaildirMailbox {
 
     /// The mailbox of the messages `known` (UID order): each one's size as clients see it
     /// (see [`vsize`]).
-    fn build(dir: &Path, validity: u32, known: Vec<(u32, String, PathBuf)>) -> MaildirMailbox {
+    fn build(dir: &Path, validity: u32, known: Vec<(u32, String, Box<str>)>) -> MaildirMailbox {
         let mut mb = MaildirMailbox {
             dir: dir.to_path_buf(),
             uid_validity: validity,
@@ -416,17 +421,9 @@ impl MaildirMailbox {
         }
         let old = cache.remove(dir).unwrap_or_default();
         let mut sizes = Sizes::with_capacity(known.len());
-        for (uid, base, path) in known {
-            let Some(rel) = path
-                .strip_prefix(dir)
-                .ok()
-                .and_then(|r| r.to_str())
-                .map(Box::<str>::from)
-            else {
-                continue;
-            };
+        for (uid, base, rel) in known {
             // A file that vanished meanwhile (another session expunged it) is skipped.
-            let Some(size) = vsize(&base, &path, &old, &mut buf) else {
+            let Some(size) = vsize(&base, dir, &rel, &old, &mut buf) else {
                 continue;
             };
             sizes.insert(base.as_str().into(), size);
