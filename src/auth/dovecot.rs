@@ -53,51 +53,19 @@ pub fn expand(template: &str, user: &str, service: &str) -> String {
         Some(i) => (&user[..i], &user[i + 1..]),
         None => (user, ""),
     };
-    let mut out = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut lower = false;
-        let mut upper = false;
-        while let Some(&m) = chars.peek() {
-            match m {
-                'L' => lower = true,
-                'U' => upper = true,
-                _ => break,
+    let value = |key: &str| {
+        Some(
+            match key {
+                "u" | "user" => user,
+                "n" | "username" => local,
+                "d" | "domain" => domain,
+                "s" | "service" => service,
+                _ => "",
             }
-            chars.next();
-        }
-        let value: Option<&str> = match chars.next() {
-            Some('%') => Some("%"),
-            Some('u') => Some(user),
-            Some('n') => Some(local),
-            Some('d') => Some(domain),
-            Some('s') => Some(service),
-            Some('{') => {
-                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                match name.as_str() {
-                    "user" => Some(user),
-                    "username" => Some(local),
-                    "domain" => Some(domain),
-                    "service" => Some(service),
-                    _ => Some(""),
-                }
-            }
-            Some(_) | None => Some(""),
-        };
-        let v = value.unwrap_or("");
-        if lower {
-            out.push_str(&v.to_lowercase());
-        } else if upper {
-            out.push_str(&v.to_uppercase());
-        } else {
-            out.push_str(v);
-        }
-    }
-    out
+            .to_string(),
+        )
+    };
+    crate::config::dovecot::var_expand::var_expand(template, value, |_| String::new())
 }
 
 /// Split a stored password into scheme and data: `{SHA512-CRYPT}$6$…` → (`SHA512-CRYPT`,

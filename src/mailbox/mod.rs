@@ -387,54 +387,17 @@ impl std::io::Read for MessageReader {
 }
 
 /// Render `pop3_uidl_format` for one message: `%u` UID, `%v` UIDVALIDITY, `%f` Maildir file
-/// base name, `%%`; printf-style width, zero padding and `X` (lower-case hex, as Dovecot prints it) as in
-/// `%08Xu`.
-/// `%m` (header MD5) and `%g` (GUID) are not supported and render empty (XXX).
+/// base name, `%%`, with Dovecot's width, zero padding and modifiers (`%08Xu`: lower-case
+/// hex, as Dovecot prints it). `%m` (header MD5) and `%g` (GUID) are not supported and
+/// render empty (XXX).
 pub fn uidl(format: &str, uid_validity: u32, msg: &MessageInfo) -> String {
-    let mut out = String::new();
-    let mut chars = format.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let zero = chars.peek() == Some(&'0');
-        let mut width = 0usize;
-        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-            width = width * 10 + d as usize;
-            chars.next();
-        }
-        // Dovecot's `X` modifier prints lower-case hex (seen from 2.3.19:
-        // `000000016b0ae6fb` for `%08Xu%08Xv`).
-        let mut hex = false;
-        if let Some(&h) = chars.peek()
-            && (h == 'X' || h == 'x')
-        {
-            hex = true;
-            chars.next();
-        }
-        let num = match chars.next() {
-            Some('u') => Some(u64::from(msg.uid)),
-            Some('v') => Some(u64::from(uid_validity)),
-            Some('f') => {
-                out.push_str(&msg.file_base);
-                None
-            }
-            Some('%') => {
-                out.push('%');
-                None
-            }
-            _ => None,
-        };
-        if let Some(n) = num {
-            let s = if hex { format!("{n:x}") } else { n.to_string() };
-            for _ in s.len()..width {
-                out.push(if zero { '0' } else { ' ' });
-            }
-            out.push_str(&s);
-        }
-    }
-    out
+    let value = |key: &str| match key {
+        "u" => Some(msg.uid.to_string()),
+        "v" => Some(uid_validity.to_string()),
+        "f" => Some(msg.file_base.clone()),
+        _ => None,
+    };
+    crate::config::dovecot::var_expand::var_expand(format, value, |_| String::new())
 }
 
 /// Size of `data` with every LF counted as CRLF (a bare LF's size on the wire).

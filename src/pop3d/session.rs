@@ -1269,9 +1269,10 @@ impl LogoutStats {
     /// Dovecot's `var_expand` of the format with pop3's table: `%t`/`%{top_count}`,
     /// `%p`/`%{top_bytes}`, `%r`/`%{retr_count}`, `%b`/`%{retr_bytes}`,
     /// `%d`/`%{deleted_count}`, `%m`/`%{message_count}`, `%s`/`%{message_bytes}`,
-    /// `%i`/`%{input}`, `%o`/`%{output}`, `%u`/`%{uidl_change}`, `%%`. Modifier letters
-    /// before the key are skipped (`%X` takes the next character as the key, as Dovecot
-    /// does); an unknown key is written `UNSUPPORTED_VARIABLE_<key>`, as 2.3.19 logs it.
+    /// `%i`/`%{input}`, `%o`/`%{output}`, `%u`/`%{uidl_change}`, `%%` (modifiers as in
+    /// [`var_expand`](crate::config::dovecot::var_expand::var_expand); `%X ` takes the
+    /// space as the key, as Dovecot does); an unknown key is written
+    /// `UNSUPPORTED_VARIABLE_<key>`, as 2.3.19 logs it.
     fn expand(&self, format: &str) -> String {
         let value = |key: &str| -> Option<String> {
             Some(match key {
@@ -1288,47 +1289,9 @@ impl LogoutStats {
                 _ => return None,
             })
         };
-        let mut out = String::new();
-        let mut chars = format.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            // var_expand's modifiers and field width.
-            while chars
-                .peek()
-                .is_some_and(|&m| "LUEXRHNnMDT".contains(m) || m.is_ascii_digit() || m == '-')
-            {
-                chars.next();
-            }
-            let key = match chars.next() {
-                None => break,
-                Some('%') => {
-                    out.push('%');
-                    continue;
-                }
-                Some('{') => {
-                    let mut k = String::new();
-                    for c in chars.by_ref() {
-                        if c == '}' {
-                            break;
-                        }
-                        k.push(c);
-                    }
-                    k
-                }
-                Some(c) => c.to_string(),
-            };
-            match value(&key) {
-                Some(v) => out.push_str(&v),
-                None => {
-                    out.push_str("UNSUPPORTED_VARIABLE_");
-                    out.push_str(&key);
-                }
-            }
-        }
-        out
+        crate::config::dovecot::var_expand::var_expand(format, value, |key| {
+            format!("UNSUPPORTED_VARIABLE_{key}")
+        })
     }
 }
 

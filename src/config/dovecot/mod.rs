@@ -21,6 +21,7 @@ pub mod dump;
 pub mod legacy;
 pub mod parse;
 pub mod settings;
+pub mod var_expand;
 
 use std::path::{Path, PathBuf};
 
