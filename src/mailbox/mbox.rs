@@ -8,12 +8,28 @@
 //! Dovecot gets UIDVALIDITY = the current time and UIDs 1, 2, … written into the headers
 //! the way Dovecot 2.3's POP3 writes them (`X-IMAPbase` and `X-UID` at the end of the
 //! header, no `Status:` until a flag changes), so that either server can take over and
-//! keeps the numbering. (Dovecot also pads `X-UID` with spaces it can later rewrite in
-//! place; Postern writes none, and reads either.)
+//! keeps the numbering.
+//!
+//! Padding, as Dovecot 2.3 writes it (`mbox_sync_try_rewrite()`,
+//! `mbox_sync_headers_add_space()` in `src/lib-storage/index/mbox/mbox-sync-rewrite.c`,
+//! `MBOX_HEADER_PADDING` = 50 in `mbox-storage.h`): a header whose metadata no longer
+//! fits in its old size gets 50 spaces at the end of its `X-UID` line (`X-UID: 1` and 50
+//! spaces for each message of a fresh box); a header that fits keeps its old size, the
+//! difference in spaces there (so marking a padded message read takes the 11 bytes of
+//! `Status: RO` from its padding, and the file does not grow). The padding is reused, never
+//! added to: a rewrite that changes nothing leaves the header as it was.
 //!
 //! Rewrites (metadata, expunge) happen in place under the write locks ([`super::lock`]),
 //! from the first changed byte on, then `ftruncate` and `fsync`, as Dovecot does; the file
-//! keeps its inode, owner and mode.
+//! keeps its inode, owner and mode. A header is streamed line by line, never held whole:
+//! a message without an end-of-header line (50 MB without an empty line) costs no more
+//! memory than one with.
+//!
+//! Known differences: Dovecot pads the `X-Keywords` line when there is one (Postern always
+//! pads `X-UID`), gives a run of messages that lack space the padding of the whole run
+//! spread over them, and writes `Status: O` into headers it rewrites once the messages
+//! are no longer \\Recent (e.g. those moved by an expunge); Postern writes no `Status:`
+//! until a message is read.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -224,6 +240,24 @@ const HIDDEN: &[&str] = &[
     "x-keywords",
     "content-length",
 ];
+
+/// Spaces Dovecot leaves for later in-place rewrites when a header must grow
+/// (`MBOX_HEADER_PADDING`, `src/lib-storage/index/mbox/mbox-storage.h`).
+const HEADER_PADDING: usize = 50;
+
+/// The spaces after a rewritten header's `X-UID` (or the pseudo message's `X-IMAP`):
+/// a header of `natural` bytes without padding that fits in its `old` size keeps that
+/// size, the rest in spaces (Dovecot's `mbox_sync_try_rewrite()` taking from or adding to
+/// the padding); one that does not fit gets [`HEADER_PADDING`] fresh spaces (Dovecot's
+/// `mbox_sync_rewrite()` after `mbox_sync_headers_remove_space()`, for a run of messages
+/// that ends at the end of the file, as UIDs given to new mail do).
+fn header_padding(old: usize, natural: usize) -> usize {
+    if natural <= old {
+        old - natural
+    } else {
+        HEADER_PADDING
+    }
+}
 
 /// One message as found in the file.
 #[derive(Debug, Clone)]
@@ -649,6 +683,7 @@ fn rewrite(
             continue;
         }
         out.extend_from_slice(&data[r.from_start..r.hdr_start]);
+        let hdr_out = out.len();
         let now_read = read.get(i).copied().unwrap_or(false);
         let mut p = r.hdr_start;
         let mut dropping = false;
@@ -675,12 +710,32 @@ fn rewrite(
             }
             p = eol;
         }
-        if first {
+        let kept = out.len() - hdr_out;
+        let base = first.then(|| {
             let rest = raws.first().map(|r| r.imapbase_rest.as_str()).unwrap_or("");
             let sep = if rest.is_empty() { "" } else { " " };
             let name = if r.pseudo { "X-IMAP" } else { "X-IMAPbase" };
-            out.extend_from_slice(format!("{name}: {validity} {last:010}{sep}{rest}\n").as_bytes());
-            first = false;
+            format!("{name}: {validity} {last:010}{sep}{rest}")
+        });
+        first = false;
+        let uid = (!r.pseudo).then(|| format!("X-UID: {}", uids[i]));
+        let status: &[u8] = if now_read && !r.pseudo {
+            b"Status: RO\n"
+        } else {
+            b""
+        };
+        let natural = kept
+            + base.as_ref().map_or(0, |b| b.len() + 1)
+            + uid.as_ref().map_or(0, |u| u.len() + 1)
+            + status.len();
+        let pad = header_padding(r.hdr_end - r.hdr_start, natural);
+        // The padding goes after `X-UID`, or after `X-IMAP` in the pseudo message.
+        if let Some(b) = &base {
+            out.extend_from_slice(b.as_bytes());
+            if r.pseudo {
+                out.resize(out.len() + pad, b' ');
+            }
+            out.push(b'\n');
         }
         if r.pseudo {
             out.extend_from_slice(&data[r.hdr_end..r.end]);
@@ -690,10 +745,12 @@ fn rewrite(
             out.push(b'\n');
             continue;
         }
-        out.extend_from_slice(format!("X-UID: {}\n", uids[i]).as_bytes());
-        if now_read {
-            out.extend_from_slice(b"Status: RO\n");
+        if let Some(u) = &uid {
+            out.extend_from_slice(u.as_bytes());
+            out.resize(out.len() + pad, b' ');
+            out.push(b'\n');
         }
+        out.extend_from_slice(status);
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
         // only the separator line follows its headers, so its size does not change.
         out.extend_from_slice(&data[r.hdr_end..r.end]);
@@ -721,6 +778,10 @@ fn write_back(file: &File, path: &Path, old: &[u8], new: &[u8]) -> Result<(), Ma
 
 /// I/O buffer of the in-place rewrite.
 const REWRITE_BUFFER: usize = 64 * 1024;
+
+/// The start of a header line the rewrite looks at: enough for the names it drops
+/// (`X-IMAPbase:` is the longest) and a continuation's leading space.
+const LINE_HEAD: usize = 32;
 
 /// What [`rewrite_in_place`] makes of the messages (the arguments of [`rewrite`] but the
 /// file's contents): UIDs, UIDVALIDITY, last UID, which messages stay, which become \Seen.
@@ -757,8 +818,9 @@ struct InPlace<'a> {
     last: Option<u8>,
     tmp: Vec<u8>,
     cmp: Vec<u8>,
-    /// The most bytes `queue` held, and the bytes written.
+    /// The most bytes `queue` held, the largest other buffer, and the bytes written.
     peak: usize,
+    peak_buf: usize,
     written: u64,
 }
 
@@ -779,6 +841,7 @@ impl<'a> InPlace<'a> {
             tmp: Vec::new(),
             cmp: Vec::new(),
             peak: 0,
+            peak_buf: 0,
             written: 0,
         }
     }
@@ -814,12 +877,51 @@ impl<'a> InPlace<'a> {
         Ok(())
     }
 
-    /// The old bytes from `a` to `b`, in memory.
-    fn read(&mut self, a: u64, b: u64) -> std::io::Result<Vec<u8>> {
-        self.skip_to(a)?;
-        let mut v = Vec::with_capacity((b - a) as usize);
-        self.take((b - a) as usize, &mut v)?;
-        Ok(v)
+    /// The old bytes from `a` to `b` (not yet given up: `a >= c`) into `dst`, without
+    /// taking them: from the queue, then from the file, which holds them from `r` on.
+    fn peek(&mut self, a: u64, b: u64, dst: &mut Vec<u8>) -> std::io::Result<()> {
+        dst.clear();
+        if a < self.c {
+            return Err(std::io::Error::other("mbox rewrite: ranges out of order"));
+        }
+        if a < self.r {
+            let from = (a - self.c) as usize;
+            let to = (b.min(self.r) - self.c) as usize;
+            dst.extend(self.queue.range(from..to));
+        }
+        let f = a.max(self.r);
+        if f < b {
+            let start = dst.len();
+            dst.resize(start + (b - f) as usize, 0);
+            self.file.read_exact_at(&mut dst[start..], f)?;
+        }
+        self.peak_buf = self.peak_buf.max(dst.len());
+        Ok(())
+    }
+
+    /// The old line that starts at `a` (ending after its LF, or at `limit`): its end, its
+    /// first [`LINE_HEAD`] bytes, whether it ends with LF. Reads `buf` bytes at a time.
+    fn line_at(&mut self, a: u64, limit: u64) -> std::io::Result<(u64, Vec<u8>, bool)> {
+        let mut chunk = std::mem::take(&mut self.cmp);
+        let mut head = Vec::new();
+        let mut p = a;
+        let found = loop {
+            if p >= limit {
+                break (limit, false);
+            }
+            let n = (limit - p).min(self.buf as u64);
+            self.peek(p, p + n, &mut chunk)?;
+            let room = LINE_HEAD.saturating_sub(head.len());
+            let lf = chunk.iter().position(|&b| b == b'\n');
+            let upto = lf.map_or(chunk.len(), |i| i + 1);
+            head.extend_from_slice(&chunk[..room.min(upto)]);
+            if let Some(i) = lf {
+                break (p + i as u64 + 1, true);
+            }
+            p += n;
+        };
+        self.cmp = chunk;
+        Ok((found.0, head, found.1))
     }
 
     /// Output the old bytes from `a` to `b`.
@@ -909,6 +1011,7 @@ impl<'a> InPlace<'a> {
             self.r += n as u64;
         }
         self.peak = self.peak.max(self.queue.len());
+        self.peak_buf = self.peak_buf.max(self.pend.len());
         self.file.write_all_at(&self.pend, self.w)?;
         self.written += self.pend.len() as u64;
         self.w = self.out;
@@ -921,6 +1024,7 @@ impl<'a> InPlace<'a> {
         self.flush()?;
         let done = Rewritten {
             peak_queue: self.peak,
+            peak_buffer: self.peak_buf,
             written: self.written,
         };
         if !self.writing && self.out == self.old_len {
@@ -937,15 +1041,19 @@ impl<'a> InPlace<'a> {
 struct Rewritten {
     #[cfg_attr(not(test), allow(dead_code))]
     peak_queue: usize,
+    /// The largest read or write buffer.
+    #[cfg_attr(not(test), allow(dead_code))]
+    peak_buffer: usize,
     #[cfg_attr(not(test), allow(dead_code))]
     written: u64,
 }
 
 /// [`rewrite`]'s output written over the file `found` was scanned from, in place from the
-/// first changed byte, then truncated and fsynced ([`write_back`] of it). Memory: one
-/// message header (read whole, and its rewritten copy), about two `buf`-byte buffers, and
-/// the old bytes the output has overtaken (at most what the file has grown by so far,
-/// only inserted headers make it grow), never the file.
+/// first changed byte, then truncated and fsynced ([`write_back`] of it). Memory: about
+/// three `buf`-byte buffers (headers are read line by line, a long line `buf` bytes at a
+/// time, so a header without end costs no more), the metadata lines written, and the old
+/// bytes the output has overtaken (at most what the file has grown by so far, only
+/// inserted headers make it grow), never the file nor one message.
 fn rewrite_in_place(
     file: &File,
     found: &Scan,
@@ -956,6 +1064,7 @@ fn rewrite_in_place(
     let Some(r0) = raws.first() else {
         return Ok(Rewritten {
             peak_queue: 0,
+            peak_buffer: 0,
             written: 0,
         });
     };
@@ -967,43 +1076,79 @@ fn rewrite_in_place(
             continue;
         }
         io.copy(r.from_start as u64, r.hdr_start as u64)?;
-        let header = io.read(r.hdr_start as u64, r.hdr_end as u64)?;
         let now_read = plan.read.get(i).copied().unwrap_or(false);
-        let mut out = Vec::with_capacity(header.len() + 64);
+        // The header line by line, never whole: runs of kept lines are copied (in place
+        // when they did not move), Dovecot's metadata lines dropped.
+        let (hs, he) = (r.hdr_start as u64, r.hdr_end as u64);
+        let mut kept = 0usize;
+        let mut run: Option<u64> = None;
         let mut dropping = false;
-        for line in header.split_inclusive(|&b| b == b'\n') {
-            let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        let mut lf = true;
+        let mut p = hs;
+        while p < he {
+            let (eol, head, ends_lf) = io.line_at(p, he)?;
+            let continuation = head.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
-                dropping = match header_name(line).as_deref() {
+                dropping = match header_name(&head).as_deref() {
                     Some("x-uid" | "x-imapbase" | "x-imap") => true,
                     Some("status") => now_read,
                     _ => false,
                 };
             }
-            if !dropping {
-                out.extend_from_slice(line);
-                if !line.ends_with(b"\n") {
-                    out.push(b'\n');
+            if dropping {
+                if let Some(a) = run.take() {
+                    io.copy(a, p)?;
                 }
+            } else {
+                run.get_or_insert(p);
+                kept += (eol - p) as usize;
+                lf = ends_lf;
+            }
+            p = eol;
+        }
+        if let Some(a) = run.take() {
+            io.copy(a, he)?;
+            // Only the last line, cut by the end of the file, can lack its newline.
+            if !lf {
+                io.emit(b"\n")?;
+                kept += 1;
             }
         }
-        drop(header);
-        if first {
+        let base = first.then(|| {
             let rest = r0.imapbase_rest.as_str();
             let sep = if rest.is_empty() { "" } else { " " };
             let name = if r.pseudo { "X-IMAP" } else { "X-IMAPbase" };
             let (validity, last) = (plan.validity, plan.last);
-            out.extend_from_slice(format!("{name}: {validity} {last:010}{sep}{rest}\n").as_bytes());
-            first = false;
-        }
-        if !r.pseudo {
-            out.extend_from_slice(format!("X-UID: {}\n", plan.uids[i]).as_bytes());
-            // No `Status:` until a flag changes: Dovecot 2.3's POP3 writes none when it
-            // gives UIDs (seen from 2.3.19), so messages stay \\Recent for IMAP.
-            if now_read {
-                out.extend_from_slice(b"Status: RO\n");
+            format!("{name}: {validity} {last:010}{sep}{rest}")
+        });
+        first = false;
+        let uid = (!r.pseudo).then(|| format!("X-UID: {}", plan.uids[i]));
+        // No `Status:` until a flag changes: Dovecot 2.3's POP3 writes none when it
+        // gives UIDs (seen from 2.3.19), so messages stay \\Recent for IMAP.
+        let status: &[u8] = if now_read && !r.pseudo {
+            b"Status: RO\n"
+        } else {
+            b""
+        };
+        let natural = kept
+            + base.as_ref().map_or(0, |b| b.len() + 1)
+            + uid.as_ref().map_or(0, |u| u.len() + 1)
+            + status.len();
+        let pad = header_padding(r.hdr_end - r.hdr_start, natural);
+        let mut out = Vec::with_capacity(natural - kept + pad);
+        if let Some(b) = &base {
+            out.extend_from_slice(b.as_bytes());
+            if r.pseudo {
+                out.resize(out.len() + pad, b' ');
             }
+            out.push(b'\n');
         }
+        if let Some(u) = &uid {
+            out.extend_from_slice(u.as_bytes());
+            out.resize(out.len() + pad, b' ');
+            out.push(b'\n');
+        }
+        out.extend_from_slice(status);
         io.emit(&out)?;
         drop(out);
         io.copy(r.hdr_end as u64, r.end as u64)?;
@@ -1621,6 +1766,105 @@ mod tests {
         );
     }
 
+    /// A message whose header never ends (no empty line: several MB of header lines, then
+    /// a 1 MB line cut by the end of the file) is rewritten through the usual buffers,
+    /// never held whole, and to the byte as the whole-buffer rewrite: when UIDs are
+    /// given, and when the message before it goes and it moves back.
+    #[test]
+    fn header_without_end_is_streamed() {
+        let mut data = b"From a  x\nSubject: a\n\nbody\n\nFrom b  y\nSubject: b\n".to_vec();
+        for i in 0..60_000 {
+            data.extend_from_slice(format!("X-Line-{i}: {}\n", "z".repeat(60)).as_bytes());
+        }
+        data.extend_from_slice(b"X-UID: 7\n");
+        data.extend_from_slice(format!("X-Last: {}", "w".repeat(1 << 20)).as_bytes());
+        assert!(data.len() > 5 << 20);
+        let raws = parse(&data);
+        assert_eq!(raws.len(), 2);
+        assert_eq!(raws[1].hdr_end, data.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        for keep in [[true, true], [false, true]] {
+            std::fs::write(&p, &data).expect("write");
+            let (validity, last, uids, _) = assign_uids(&raws);
+            let want = rewrite(&data, &raws, &uids, validity, last, &keep, &[]);
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .expect("open");
+            let found = scan(&mut std::io::BufReader::new(&f)).expect("scan");
+            let plan = Plan {
+                uids: &uids,
+                validity,
+                last,
+                keep: &keep,
+                read: &[],
+            };
+            let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
+            let got = std::fs::read(&p).expect("read");
+            assert!(
+                got == want,
+                "keep {keep:?}: {} bytes, want {}",
+                got.len(),
+                want.len()
+            );
+            let grown = (got.len() as u64).saturating_sub(data.len() as u64);
+            assert!(
+                done.peak_queue as u64 <= grown,
+                "{done:?}, grown by {grown}"
+            );
+            assert!(done.peak_buffer <= 2 * REWRITE_BUFFER, "{done:?}");
+            // The old `X-UID` line was dropped, the new one written at the header's end.
+            assert_eq!(
+                got.windows(7).filter(|w| w == b"X-UID: ").count(),
+                keep.iter().filter(|k| **k).count()
+            );
+        }
+    }
+
+    /// Dovecot's padding is reused, never added to: opening a padded box again changes
+    /// nothing, a new message gets its own 50 spaces and the others stay as they were,
+    /// marking a message read takes from its padding, and a box written without padding
+    /// (by Postern before it padded) is left as it is.
+    #[test]
+    fn padding_is_reused_not_grown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let padded = std::fs::read(&p).expect("read");
+        assert_eq!(padded.len(), BOX.len() + 34 + 2 * (9 + 50));
+        for _ in 0..3 {
+            let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+            mb.commit(&[], &[]).expect("commit");
+            assert!(std::fs::read(&p).expect("read") == padded);
+        }
+        let o = MboxOptions::default();
+        deliver_mbox(&p, "carol@example.org", b"Subject: three\n\nthird\n", &o).expect("deliver");
+        let mut mb = MboxMailbox::open(&p, &o).expect("open");
+        let text = std::fs::read(&p).expect("read");
+        // Only the last UID in `X-IMAPbase` changed before the new message.
+        let was = String::from_utf8(padded.clone()).expect("utf-8");
+        let was = was.replace(" 0000000002\n", " 0000000003\n");
+        assert!(text.starts_with(was.as_bytes()));
+        let tail = format!("Subject: three\nX-UID: 3{}\n\nthird\n\n", " ".repeat(50));
+        assert!(text.ends_with(tail.as_bytes()));
+        mb.commit(&[], &[0, 1, 2]).expect("commit");
+        let read = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(read.len(), text.len());
+        assert_eq!(read.matches("Status: RO\n").count(), 3, "{read}");
+        assert_eq!(
+            read.matches(&format!("{}\nStatus", " ".repeat(39))).count(),
+            3
+        );
+        // Unpadded metadata needs no change: nothing is written.
+        let old = b"From a  x\nSubject: x\nX-IMAPbase: 5 0000000002\nX-UID: 1\n\nbody\n\nFrom b  y\nX-UID: 2\n\nend\n\n";
+        std::fs::write(&p, old).expect("write");
+        MboxMailbox::open(&p, &o).expect("open");
+        assert_eq!(std::fs::read(&p).expect("read"), old);
+    }
+
     #[test]
     fn commit_marks_seen_and_reader_streams() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1643,10 +1887,20 @@ mod tests {
             got,
             b"From: bob@example.org\nSubject: one\n\nhello\n.dot line\n"
         );
+        let before = std::fs::metadata(&p).expect("stat").len();
         mb.commit(&[], &[0]).expect("commit");
         let text = std::fs::read_to_string(&p).expect("read");
-        assert!(text.contains("X-UID: 1\nStatus: RO\n\nhello"), "{text}");
-        assert!(text.contains("Subject: two\nX-UID: 2\n\nsecond"), "{text}");
+        // `Status: RO` takes 11 of the 50 spaces, as in Dovecot: the file keeps its size.
+        let pad = |n: usize| " ".repeat(n);
+        assert!(
+            text.contains(&format!("X-UID: 1{}\nStatus: RO\n\nhello", pad(39))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Subject: two\nX-UID: 2{}\n\nsecond", pad(50))),
+            "{text}"
+        );
+        assert_eq!(text.len() as u64, before);
         // Seen twice changes nothing; delete the other one.
         let mut again = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
         again.commit(&[1], &[0]).expect("commit");
@@ -1677,10 +1931,13 @@ mod tests {
         );
         assert_eq!(mb.messages[0].size, 57);
         let text = std::fs::read_to_string(&p).expect("read");
+        // As Dovecot 2.3.19 writes it: 50 spaces after each `X-UID`, none elsewhere.
         assert!(text.contains(&format!(
-            "X-IMAPbase: {} 0000000002\nX-UID: 1\n\n",
-            mb.uid_validity
+            "Subject: one\nX-IMAPbase: {} 0000000002\nX-UID: 1{}\n\nhello",
+            mb.uid_validity,
+            " ".repeat(50)
         )));
+        assert!(text.contains(&format!("Subject: two\nX-UID: 2{}\n\n", " ".repeat(50))));
         deliver_mbox(
             &p,
             "carol@example.org",
@@ -1809,7 +2066,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Status: RO\nX-Keywords: work\n"), "{text}");
-        assert!(text.contains("Subject: y\nX-UID: 8\n\nnew\n"), "{text}");
+        // Dovecot's padding stays as it was; the new message gets its own.
+        assert!(text.contains("$Junk work\nX-UID: 7         \n"), "{text}");
+        let fifty = " ".repeat(50);
+        assert!(
+            text.contains(&format!("Subject: y\nX-UID: 8{fifty}\n\nnew\n")),
+            "{text}"
+        );
     }
 
     #[test]
