@@ -22,12 +22,15 @@
 //!   mismatch goes on to the next (Dovecot's default `result_failure = continue`).
 //!
 //! * Cache (`auth_cache_size`, `auth_cache_ttl`, `auth_cache_negative_ttl`; off at size
-//!   0, Dovecot's default): [`AuthCache`].
+//!   0, Dovecot's default): [`AuthCache`], for passdb checks
+//!   ([`DovecotAuth::verify_plain_cached`]) and userdb lookups
+//!   ([`DovecotAuth::lookup_user_cached`]) alike, as Dovecot's one `passdb_cache`.
 //!
 //! Limits: no `{PLAIN-MD5}`/`{LDAP-MD5}`/`{SMD5}`/`{CRAM-MD5}`/`{DIGEST-MD5}`/`{PBKDF2}`/
 //! `{ARGON2*}` schemes (they fail as unknown schemes, logged), no `passdb`
 //! `deny`/`master`/`skip`/`result_*` settings, no `sql`/`ldap`/`checkpassword` drivers;
-//! userdb lookups are not cached.
+//! the userdb cache holds the chain's answer, not one entry per userdb, and is used only
+//! when every userdb is cacheable ([`Userdb::cacheable`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -330,6 +333,20 @@ impl Userdb {
         }
     }
 
+    /// Whether Dovecot 2.3 caches this userdb's lookups: a userdb is cached when its
+    /// driver gives a cache key (`auth.c` `auth_userdb_preinit`: `cache_key =
+    /// default_cache_key`). `userdb-passwd.c` sets `default_cache_key = "%u"`
+    /// (getpwnam); `userdb-sql.c`/`userdb-ldap.c` derive one from their query (not
+    /// supported here). `userdb-passwd-file.c` and `userdb-static.c` set none, so their
+    /// answers are never cached (a passwd-file is re-read when it changes; a static
+    /// userdb costs nothing to ask).
+    pub fn cacheable(&self) -> bool {
+        match self {
+            Userdb::Passwd => true,
+            Userdb::Static { .. } | Userdb::PasswdFile { .. } => false,
+        }
+    }
+
     /// Look `user` up (blocking). `Ok(None)`: not found here.
     pub fn lookup(&self, user: &str, req: &RequestInfo) -> Result<Option<UserInfo>, String> {
         let id = |s: &str, group: bool| -> Option<u32> {
@@ -418,6 +435,23 @@ impl Userdb {
 /// the answers are the same, and a hit here costs one SHA-256 instead of the scheme's
 /// hashing (e.g. SHA512-CRYPT's 5,000 rounds). A password changed in the passdb is seen
 /// after the TTL, as in Dovecot.
+///
+/// Userdb answers share the cache and its `auth_cache_size` accounting, as in Dovecot
+/// (`auth-request.c` `auth_request_userdb_save_cache` inserts into the same
+/// `passdb_cache`): a found user for `auth_cache_ttl`, "user not found" for
+/// `auth_cache_negative_ttl` (Dovecot stores it as an empty value, which
+/// `auth-cache.c` times with the negative TTL); a userdb error is not cached. Dovecot
+/// keeps the two apart by prefixing every key with `P` or `U` and the db's number
+/// (`auth_request_expand_cache_key`); here the hashed key starts with `P` (passdb) or
+/// `U` (userdb), so a user name can never meet a passdb entry. A userdb key is the user
+/// name alone, as `userdb passwd`'s `%u` (no service: the answer does not depend on it).
+/// A found user is counted as its size (name, home, extra fields) on top of the fixed
+/// per-entry cost, as Dovecot counts each entry's key and value.
+///
+/// XXX Dovecot answers from an expired userdb entry when the userdb then fails
+/// ("Falling back to expired data from cache"); here an expired entry is dropped when
+/// met, and a failing userdb's error is returned. Left so: it needs expired entries kept
+/// past their TTL, and it only matters while the userdb is down.
 pub struct AuthCache {
     max_bytes: u64,
     ttl: Duration,
@@ -436,13 +470,55 @@ struct CacheInner {
 }
 
 struct CacheEntry {
-    outcome: Outcome,
+    answer: CachedAnswer,
     expires: Instant,
     seq: u64,
+    /// What this entry is counted as against `auth_cache_size`.
+    bytes: u64,
 }
 
-/// What one entry is counted as against `auth_cache_size` (key, value, map overhead).
+/// What the cache holds for one key: a passdb outcome or a userdb chain's answer
+/// (`None`: user not found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CachedAnswer {
+    Pass(Outcome),
+    User(Option<UserInfo>),
+}
+
+impl CachedAnswer {
+    /// Kept for `auth_cache_ttl` (else `auth_cache_negative_ttl`).
+    fn positive(&self) -> bool {
+        match self {
+            CachedAnswer::Pass(o) => o.is_ok(),
+            CachedAnswer::User(u) => u.is_some(),
+        }
+    }
+
+    /// Counted against `auth_cache_size`: the fixed cost, plus a found user's strings.
+    fn bytes(&self) -> u64 {
+        let strings = match self {
+            CachedAnswer::Pass(_) | CachedAnswer::User(None) => 0,
+            CachedAnswer::User(Some(u)) => {
+                u.user.len()
+                    + u.home.as_ref().map_or(0, String::len)
+                    + u.extra
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            }
+        };
+        CACHE_ENTRY_BYTES + strings as u64
+    }
+}
+
+/// What one entry is counted as against `auth_cache_size` at least (key, value, map
+/// overhead).
 const CACHE_ENTRY_BYTES: u64 = 128;
+
+/// The first byte hashed into a key: which kind of answer it names (Dovecot's `P`/`U`
+/// key prefix).
+const PASSDB_KEY: u8 = b'P';
+const USERDB_KEY: u8 = b'U';
 
 impl std::fmt::Debug for AuthCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -481,9 +557,11 @@ impl AuthCache {
         })
     }
 
+    /// A passdb result's key.
     fn key(&self, service: &str, user: &str, password: Option<&str>) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(&self.salt);
+        ctx.update(&[PASSDB_KEY]);
         ctx.update(service.as_bytes());
         ctx.update(&[0]);
         ctx.update(user.as_bytes());
@@ -499,26 +577,65 @@ impl AuthCache {
         k
     }
 
-    fn get(&self, key: &[u8; 32]) -> Option<Outcome> {
+    /// A userdb chain's answer's key: the user name alone (`userdb passwd`'s `%u`).
+    fn user_key(&self, user: &str) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&self.salt);
+        ctx.update(&[USERDB_KEY]);
+        ctx.update(user.as_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(ctx.finish().as_ref());
+        k
+    }
+
+    /// The live answer under `key`; an expired one is dropped.
+    fn get_answer(&self, key: &[u8; 32]) -> Option<CachedAnswer> {
         let mut c = self.inner.lock().ok()?;
         let e = c.map.get(key)?;
         if e.expires > Instant::now() {
-            return Some(e.outcome.clone());
+            return Some(e.answer.clone());
         }
-        let seq = e.seq;
+        let (seq, bytes) = (e.seq, e.bytes);
         c.map.remove(key);
         c.order.remove(&seq);
-        c.bytes = c.bytes.saturating_sub(CACHE_ENTRY_BYTES);
+        c.bytes = c.bytes.saturating_sub(bytes);
         None
     }
 
+    fn get(&self, key: &[u8; 32]) -> Option<Outcome> {
+        match self.get_answer(key)? {
+            CachedAnswer::Pass(o) => Some(o),
+            CachedAnswer::User(_) => None,
+        }
+    }
+
+    /// `Some(None)`: cached "user not found".
+    fn get_user(&self, key: &[u8; 32]) -> Option<Option<UserInfo>> {
+        match self.get_answer(key)? {
+            CachedAnswer::User(u) => Some(u),
+            CachedAnswer::Pass(_) => None,
+        }
+    }
+
     fn put(&self, key: [u8; 32], outcome: Outcome) {
-        let ttl = if outcome.is_ok() {
+        self.insert(key, CachedAnswer::Pass(outcome));
+    }
+
+    fn put_user(&self, key: [u8; 32], user: Option<UserInfo>) {
+        self.insert(key, CachedAnswer::User(user));
+    }
+
+    /// Keep `answer` for its TTL (not at all when that TTL is 0), then drop the oldest
+    /// entries until the whole fits in `auth_cache_size` again.
+    fn insert(&self, key: [u8; 32], answer: CachedAnswer) {
+        let ttl = if answer.positive() {
             self.ttl
         } else {
             self.negative_ttl
         };
-        if ttl.is_zero() {
+        let bytes = answer.bytes();
+        // One entry larger than the whole cache would only empty it.
+        if ttl.is_zero() || bytes > self.max_bytes {
             return;
         }
         let Ok(mut c) = self.inner.lock() else {
@@ -526,25 +643,27 @@ impl AuthCache {
         };
         c.seq += 1;
         let seq = c.seq;
+        c.bytes += bytes;
         if let Some(old) = c.map.insert(
             key,
             CacheEntry {
-                outcome,
+                answer,
                 expires: Instant::now() + ttl,
                 seq,
+                bytes,
             },
         ) {
             c.order.remove(&old.seq);
-        } else {
-            c.bytes += CACHE_ENTRY_BYTES;
+            c.bytes = c.bytes.saturating_sub(old.bytes);
         }
         c.order.insert(seq, key);
         while c.bytes > self.max_bytes {
             let Some((_, oldest)) = c.order.pop_first() else {
                 break;
             };
-            c.map.remove(&oldest);
-            c.bytes = c.bytes.saturating_sub(CACHE_ENTRY_BYTES);
+            if let Some(e) = c.map.remove(&oldest) {
+                c.bytes = c.bytes.saturating_sub(e.bytes);
+            }
         }
     }
 
@@ -716,6 +835,39 @@ impl DovecotAuth {
             }
         }
         Ok(None)
+    }
+
+    /// [`lookup_user`](Self::lookup_user), answered from `cache` when there is one
+    /// (`auth_cache_size` set), every userdb in the chain is one Dovecot caches
+    /// ([`Userdb::cacheable`]), and it knows the answer (blocking).
+    pub fn lookup_user_cached(
+        &self,
+        cache: Option<&AuthCache>,
+        user: &str,
+        req: &RequestInfo,
+    ) -> Result<Option<UserInfo>, String> {
+        match cache.filter(|_| self.userdbs.iter().all(Userdb::cacheable)) {
+            Some(cache) => self.user_through_cache(cache, user, req),
+            None => self.lookup_user(user, req),
+        }
+    }
+
+    /// The userdb chain's answer through `cache`: a found user and "not found" are kept
+    /// (Dovecot's `auth_request_userdb_save_cache`), an error is not (its
+    /// `USERDB_RESULT_INTERNAL_FAILURE` skips the cache).
+    fn user_through_cache(
+        &self,
+        cache: &AuthCache,
+        user: &str,
+        req: &RequestInfo,
+    ) -> Result<Option<UserInfo>, String> {
+        let key = cache.user_key(user);
+        if let Some(answer) = cache.get_user(&key) {
+            return Ok(answer);
+        }
+        let answer = self.lookup_user(user, req)?;
+        cache.put_user(key, answer.clone());
+        Ok(answer)
     }
 }
 
@@ -900,6 +1052,317 @@ mod tests {
         // A zero TTL caches nothing (auth_cache_negative_ttl = 0).
         small.put([9; 32], Outcome::BadPassword);
         assert!(small.get(&[9; 32]).is_none());
+    }
+
+    /// An auth service whose passdb and userdb are both the passwd-file `f` (Dovecot
+    /// caches neither; the tests drive the cache's logic through the private entries,
+    /// as `auth_cache` does, because a file can be changed between lookups).
+    fn passwd_file_auth(f: &Path) -> DovecotAuth {
+        DovecotAuth {
+            passdbs: vec![Passdb::PasswdFile {
+                path: f.display().to_string(),
+                scheme: "PLAIN".into(),
+                username_format: "%u".into(),
+            }],
+            userdbs: vec![Userdb::PasswdFile {
+                path: f.display().to_string(),
+                username_format: "%u".into(),
+            }],
+            username_format: "%Lu".into(),
+            failure_delay: Duration::ZERO,
+            mechanisms: vec!["PLAIN".into()],
+        }
+    }
+
+    fn pop3() -> RequestInfo {
+        RequestInfo {
+            service: "pop3".into(),
+        }
+    }
+
+    const ALICE: &str =
+        "alice:{PLAIN}secret:1000:1000::/home/alice::userdb_mail=maildir:~/Maildir\n";
+
+    /// A cached user is answered without the userdb: the file is gone, the userdb
+    /// itself fails, the cache still knows alice.
+    #[test]
+    fn userdb_cache_hit_skips_backend() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(&f, ALICE).expect("write");
+        let auth = passwd_file_auth(&f);
+        let cache = AuthCache::new(
+            1 << 20,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .expect("cache");
+        let first = auth
+            .user_through_cache(&cache, "alice", &pop3())
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(first.uid, Some(1000));
+        assert_eq!(first.home.as_deref(), Some("/home/alice"));
+        assert_eq!(cache.len(), 1);
+        std::fs::remove_file(&f).expect("remove");
+        assert!(auth.lookup_user("alice", &pop3()).is_err());
+        assert_eq!(
+            auth.user_through_cache(&cache, "alice", &pop3()),
+            Ok(Some(first))
+        );
+    }
+
+    /// "User not found" is kept for `auth_cache_negative_ttl`, and not at all when it
+    /// is 0 (a found user still is, for `auth_cache_ttl`).
+    #[test]
+    fn userdb_cache_negative() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(&f, ALICE).expect("write");
+        let auth = passwd_file_auth(&f);
+        let cache = AuthCache::new(
+            1 << 20,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .expect("cache");
+        assert_eq!(auth.user_through_cache(&cache, "carol", &pop3()), Ok(None));
+        std::fs::write(&f, format!("{ALICE}carol:x:1002:1002::/home/carol::\n")).expect("write");
+        assert_eq!(auth.user_through_cache(&cache, "carol", &pop3()), Ok(None));
+        assert!(
+            auth.lookup_user("carol", &pop3())
+                .expect("lookup")
+                .is_some()
+        );
+
+        let no_negative =
+            AuthCache::new(1 << 20, Duration::from_secs(3600), Duration::ZERO).expect("cache");
+        assert_eq!(
+            auth.user_through_cache(&no_negative, "dave", &pop3()),
+            Ok(None)
+        );
+        assert!(no_negative.is_empty());
+        std::fs::write(&f, format!("{ALICE}dave:x:1003:1003::/home/dave::\n")).expect("write");
+        let dave = auth.user_through_cache(&no_negative, "dave", &pop3());
+        assert_eq!(dave.expect("lookup").and_then(|u| u.uid), Some(1003));
+        assert_eq!(no_negative.len(), 1);
+    }
+
+    /// After `auth_cache_ttl` the userdb is asked again and its new answer kept.
+    #[test]
+    fn userdb_cache_ttl_expiry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(&f, ALICE).expect("write");
+        let auth = passwd_file_auth(&f);
+        let ttl = Duration::from_millis(200);
+        let cache = AuthCache::new(1 << 20, ttl, ttl).expect("cache");
+        let uid = |c: &AuthCache| {
+            auth.user_through_cache(c, "alice", &pop3())
+                .expect("lookup")
+                .and_then(|u| u.uid)
+        };
+        assert_eq!(uid(&cache), Some(1000));
+        std::fs::write(&f, "alice:x:2000:2000::/home/alice::\n").expect("write");
+        assert_eq!(uid(&cache), Some(1000));
+        std::thread::sleep(ttl + Duration::from_millis(50));
+        assert_eq!(uid(&cache), Some(2000));
+        assert_eq!(cache.len(), 1);
+        std::fs::write(&f, "").expect("empty");
+        assert_eq!(uid(&cache), Some(2000));
+    }
+
+    /// `auth_cache_size = 0` (the default): no cache, every lookup asks the userdb.
+    #[test]
+    fn userdb_cache_off_at_size_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(&f, ALICE).expect("write");
+        assert!(AuthCache::new(0, Duration::from_secs(60), Duration::from_secs(60)).is_none());
+        let conf = DovecotConf::from_str(
+            &format!(
+                "auth_cache_size = 0\npassdb {{\n  driver = passwd\n}}\nuserdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
+                f.display()
+            ),
+            Path::new("dovecot.conf"),
+        )
+        .expect("conf");
+        assert!(AuthCache::from_conf(&conf).is_none());
+        let auth = DovecotAuth::from_conf(&conf).expect("auth");
+        let uid = || {
+            auth.lookup_user_cached(None, "alice", &pop3())
+                .expect("lookup")
+                .and_then(|u| u.uid)
+        };
+        assert_eq!(uid(), Some(1000));
+        std::fs::write(&f, "alice:x:2000:2000::/home/alice::\n").expect("write");
+        assert_eq!(uid(), Some(2000));
+    }
+
+    /// A userdb error is returned and not kept: the next lookup asks again.
+    #[test]
+    fn userdb_cache_errors_not_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        let auth = passwd_file_auth(&f);
+        let cache = AuthCache::new(
+            1 << 20,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .expect("cache");
+        let err = auth.user_through_cache(&cache, "alice", &pop3());
+        assert!(err.is_err(), "{err:?}");
+        assert!(cache.is_empty());
+        std::fs::write(&f, ALICE).expect("write");
+        let found = auth.user_through_cache(&cache, "alice", &pop3());
+        assert_eq!(found.expect("lookup").and_then(|u| u.uid), Some(1000));
+    }
+
+    /// Through the public entry only chains of cacheable userdbs (`passwd`) are cached,
+    /// as in Dovecot 2.3; `passwd-file` and `static` (no cache key) are not, nor is a
+    /// chain that holds one of them.
+    #[test]
+    fn userdb_cache_cacheable_chains() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(&f, ALICE).expect("write");
+        let file_db = Userdb::PasswdFile {
+            path: f.display().to_string(),
+            username_format: "%u".into(),
+        };
+        let static_db = Userdb::Static {
+            fields: vec![("uid".into(), "1000".into())],
+        };
+        assert!(Userdb::Passwd.cacheable());
+        assert!(!file_db.cacheable() && !static_db.cacheable());
+        let with_userdbs = |userdbs: Vec<Userdb>| DovecotAuth {
+            userdbs,
+            ..passwd_file_auth(&f)
+        };
+        let cache = AuthCache::new(
+            1 << 20,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .expect("cache");
+        for userdbs in [
+            vec![file_db.clone()],
+            vec![static_db],
+            vec![Userdb::Passwd, file_db],
+        ] {
+            let auth = with_userdbs(userdbs);
+            let got = auth.lookup_user_cached(Some(&cache), "alice", &pop3());
+            assert!(got.expect("lookup").is_some());
+            assert!(cache.is_empty());
+        }
+        // getpwnam: one that is not there, and this process's own user when the
+        // passwd database knows it (a container's uid may have no entry).
+        let auth = with_userdbs(vec![Userdb::Passwd]);
+        let nobody = "postern-no-such-user-7f3a";
+        assert_eq!(
+            auth.lookup_user_cached(Some(&cache), nobody, &pop3()),
+            Ok(None)
+        );
+        assert_eq!(cache.get_user(&cache.user_key(nobody)), Some(None));
+        if let Ok(Some(me)) = nix::unistd::User::from_uid(nix::unistd::getuid()) {
+            let got = auth
+                .lookup_user_cached(Some(&cache), &me.name, &pop3())
+                .expect("lookup")
+                .expect("found");
+            assert_eq!(got.uid, Some(me.uid.as_raw()));
+            assert_eq!(cache.len(), 2);
+            assert_eq!(cache.get_user(&cache.user_key(&me.name)), Some(Some(got)));
+        }
+    }
+
+    /// Passdb and userdb entries for one user live side by side under different keys, and
+    /// share `auth_cache_size`: the oldest goes first whichever kind it is, and a found
+    /// user is counted with its fields.
+    #[test]
+    fn userdb_and_passdb_share_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("users");
+        std::fs::write(&f, ALICE).expect("write");
+        let auth = passwd_file_auth(&f);
+        let cache = AuthCache::new(
+            1 << 20,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .expect("cache");
+        let alice = auth
+            .user_through_cache(&cache, "alice", &pop3())
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(
+            auth.through_cache(&cache, "alice", "secret", &pop3())
+                .outcome,
+            Outcome::Ok
+        );
+        assert_eq!(
+            auth.through_cache(&cache, "nobody", "x", &pop3()).outcome,
+            Outcome::UnknownUser
+        );
+        assert_eq!(auth.user_through_cache(&cache, "nobody", &pop3()), Ok(None));
+        assert_eq!(cache.len(), 4);
+        for service in ["", "pop3", "U"] {
+            for user in ["alice", "nobody", "Ualice", ""] {
+                assert_ne!(cache.key(service, user, None), cache.user_key(user));
+                assert_ne!(cache.key(service, "", Some(user)), cache.user_key(user));
+            }
+        }
+        // Each kind answers only its own lookups.
+        std::fs::remove_file(&f).expect("remove");
+        assert_eq!(cache.get(&cache.user_key("alice")), None);
+        assert_eq!(cache.get_user(&cache.key("pop3", "alice", None)), None);
+        assert_eq!(
+            auth.user_through_cache(&cache, "alice", &pop3()),
+            Ok(Some(alice.clone()))
+        );
+        assert_eq!(
+            auth.through_cache(&cache, "alice", "secret", &pop3())
+                .outcome,
+            Outcome::Ok
+        );
+
+        let user_bytes = CachedAnswer::User(Some(alice.clone())).bytes();
+        assert_eq!(
+            user_bytes,
+            CACHE_ENTRY_BYTES + (5 + 11 + 4 + 17) as u64,
+            "alice, /home/alice, mail=maildir:~/Maildir"
+        );
+        assert_eq!(CachedAnswer::User(None).bytes(), CACHE_ENTRY_BYTES);
+        // Room for the user and one passdb entry: a second passdb entry drops the user
+        // (the oldest), a third the first passdb entry.
+        let small = AuthCache::new(
+            user_bytes + CACHE_ENTRY_BYTES,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .expect("cache");
+        small.put_user(small.user_key("alice"), Some(alice.clone()));
+        small.put([1; 32], Outcome::Ok);
+        assert_eq!(small.len(), 2);
+        small.put([2; 32], Outcome::Ok);
+        assert_eq!(small.len(), 2);
+        assert_eq!(small.get_user(&small.user_key("alice")), None);
+        assert!(small.get(&[1; 32]).is_some() && small.get(&[2; 32]).is_some());
+        small.put_user(small.user_key("bob"), None);
+        assert_eq!(small.len(), 2);
+        assert!(small.get(&[1; 32]).is_none());
+        assert_eq!(small.get_user(&small.user_key("bob")), Some(None));
+        // A user bigger than the whole cache is not kept, and drops nothing.
+        let tiny = AuthCache::new(
+            CACHE_ENTRY_BYTES,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .expect("cache");
+        tiny.put([3; 32], Outcome::Ok);
+        tiny.put_user(tiny.user_key("alice"), Some(alice));
+        assert_eq!(tiny.len(), 1);
+        assert!(tiny.get(&[3; 32]).is_some());
     }
 
     #[test]
