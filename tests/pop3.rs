@@ -1724,8 +1724,8 @@ fn unknown_workaround_refused_at_start() {
 
 /// A mailbox neither server has seen gets the same metadata from both: after one session
 /// of UIDL and QUIT, the real Dovecot 2.3's mbox and Postern's differ only in the
-/// UIDVALIDITY (the time) and the spaces Dovecot pads `X-UID` lines with; in particular
-/// neither writes `Status:` (the messages stay \Recent for IMAP).
+/// UIDVALIDITY (the time), `X-UID` padding included; in particular neither writes
+/// `Status:` (the messages stay \Recent for IMAP).
 #[test]
 fn fresh_mbox_metadata_differential() {
     // Only UIDVALIDITY (the time of the first UID) may differ: same headers, same order,
@@ -1777,4 +1777,242 @@ fn fresh_mbox_metadata_differential() {
     assert_eq!(theirs2.len(), theirs.len(), "{theirs2}");
     assert_eq!(theirs2.matches("Status: RO\n").count(), 2, "{theirs2}");
     assert_eq!(normalize(ours2), normalize(theirs2));
+}
+
+/// The socket inode of the server's end of the connection from local port `client_port`
+/// to `server_port` (from /proc/net/tcp).
+fn server_socket_inode(server_port: u16, client_port: u16) -> Option<u64> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+        (port(f.get(1)?)? == server_port && port(f.get(2)?)? == client_port)
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The processes holding socket `inode` open.
+fn holders(inode: u64) -> Vec<u32> {
+    let want = format!("socket:[{inode}]");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let fds = std::fs::read_dir(e.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        if fds
+            .filter_map(|f| std::fs::read_link(f.path()).ok())
+            .any(|l| l.to_string_lossy() == want)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A field of /proc/PID/status (`Uid`, `Gid`, `Groups`, `PPid`): its first word(s).
+fn proc_status(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(p) = e.file_name().to_string_lossy().parse::<u32>()
+            && proc_status(p, "PPid") == pid.to_string()
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Until a client has logged in, its connection is held only by the login process,
+/// which runs as the login user (dovenull) chrooted to base_dir/login with no other
+/// group; after login only the service process holds it. A killed login process is
+/// replaced, and logged-in sessions go on meanwhile.
+#[test]
+fn login_stage_runs_unprivileged() {
+    let (dir, s) = new_box(BOX, "");
+    let master = s.child.id();
+    let (mut c, greeting) = Pop::connect(s.port);
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let cport = c.w.local_addr().expect("addr").port();
+    let inode = server_socket_inode(s.port, cport).expect("socket in /proc/net/tcp");
+    let before = holders(inode);
+    assert_eq!(before.len(), 1, "one holder before login: {before:?}");
+    let login = before[0];
+    assert_ne!(
+        login, master,
+        "the master does not hold a client before login"
+    );
+    assert_eq!(proc_status(login, "PPid"), master.to_string());
+    let cmdline = std::fs::read(format!("/proc/{login}/cmdline")).unwrap_or_default();
+    assert!(
+        cmdline.starts_with(b"dovecot/pop3-login\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    if nix::unistd::geteuid().is_root() {
+        let u = nix::unistd::User::from_name("dovenull")
+            .expect("getpwnam")
+            .expect("dovenull exists where Dovecot is installed");
+        let (uid, gid) = (u.uid.as_raw().to_string(), u.gid.as_raw().to_string());
+        assert_eq!(
+            proc_status(login, "Uid")
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [uid.as_str(); 4]
+        );
+        assert_eq!(
+            proc_status(login, "Gid")
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [gid.as_str(); 4]
+        );
+        assert_eq!(proc_status(login, "Groups"), gid);
+        let root = std::fs::read_link(format!("/proc/{login}/root")).expect("root link");
+        assert_eq!(root, dir.path().join("base/login"));
+        let meta = std::fs::metadata(dir.path().join("base/login")).expect("login dir");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (0, u.gid.as_raw(), 0o750)
+        );
+    }
+    assert_eq!(c.cmd("USER alice"), ["+OK"]);
+    assert_eq!(c.cmd("PASS secret"), ["+OK Logged in."]);
+    assert_eq!(c.cmd("STAT"), ["+OK 3 189"]);
+    // The login process lets go once it has the verdict (just after the reply).
+    let start = Instant::now();
+    while holders(inode) != [master] {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "after login only the master holds it: {:?}",
+            holders(inode)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Kill the login process: logged-in sessions go on, a new one takes new clients.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(login as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let log = wait_log(&s, "killed with signal 9");
+    assert!(
+        log.contains(&format!(
+            "master: Error: service(pop3-login): child {login} killed with signal 9"
+        )),
+        "{log}"
+    );
+    assert_eq!(c.cmd("LIST 1"), ["+OK 1 57"]);
+    let start = Instant::now();
+    let fresh = loop {
+        let kids: Vec<u32> = children_of(master)
+            .into_iter()
+            .filter(|p| *p != login)
+            .collect();
+        if kids.len() == 1 {
+            break kids[0];
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no new login process: {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (mut c2, g2) = Pop::connect(s.port);
+    assert!(g2.starts_with("+OK"), "{g2}");
+    assert_eq!(c2.cmd("USER alice"), ["+OK"]);
+    assert_eq!(c2.cmd("PASS secret"), ["+OK Logged in."]);
+    assert_eq!(c2.cmd("QUIT"), ["+OK Logging out."]);
+    // Reload: a new login process for new clients; the old one leaves once its
+    // client (still at the greeting here) is gone.
+    let (mut waiting, _) = Pop::connect(s.port);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("hup");
+    let start = Instant::now();
+    while children_of(master).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no login process after reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        children_of(master).contains(&fresh),
+        "the old one waits for its client"
+    );
+    // The old process still serves its client to the end.
+    assert_eq!(waiting.cmd("USER alice"), ["+OK"]);
+    assert_eq!(waiting.cmd("PASS secret"), ["+OK Logged in."]);
+    assert_eq!(waiting.cmd("QUIT"), ["+OK Logging out."]);
+    drop(waiting);
+    let start = Instant::now();
+    while children_of(master).contains(&fresh) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "old login process stayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.cmd("QUIT"), ["+OK Logging out."]);
+}
+
+/// A login user that does not exist stops the start as the real Dovecot 2.3.19 does
+/// (same stderr line, status 89). Only as root: Dovecot checks it when it would switch.
+#[test]
+fn missing_login_user_refused_at_start() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let cf = dir.path().join("dovecot.conf");
+    std::fs::write(
+        &cf,
+        conf(
+            dir.path(),
+            free_port(),
+            "default_login_user = nosuchloginuser\n",
+        ),
+    )
+    .expect("conf");
+    let ours = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dovecot", "-c"])
+        .arg(&cf)
+        .arg("-F")
+        .output()
+        .expect("postern dovecot");
+    let want = format!(
+        "doveconf: Fatal: Error in configuration file {}: default_login_user doesn't exist: nosuchloginuser\n",
+        cf.display()
+    );
+    assert_eq!(String::from_utf8_lossy(&ours.stderr), want);
+    assert_eq!(ours.status.code(), Some(89));
+    if Path::new("/usr/sbin/dovecot").exists() {
+        let theirs = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(&cf)
+            .arg("-F")
+            .output()
+            .expect("dovecot");
+        assert_eq!(String::from_utf8_lossy(&theirs.stderr), want);
+        assert_eq!(theirs.status.code(), Some(89));
+    }
 }

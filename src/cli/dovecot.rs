@@ -33,9 +33,26 @@ pub fn main(args: &[String]) -> i32 {
     let mut conf_path = DEFAULT_CONF.to_string();
     let mut foreground = false;
     let mut action: Option<&str> = None;
+    // `--login-process CTL FD:ssl|plain…`: this is the login process the service started.
+    let mut login_process: Option<(i32, Vec<(i32, bool)>)> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--login-process" => {
+                let ctl = it.next().and_then(|c| c.parse().ok());
+                let mut ls = Vec::new();
+                for l in it.by_ref() {
+                    let (fd, kind) = l.split_once(':').unwrap_or((l, "plain"));
+                    match fd.parse() {
+                        Ok(fd) => ls.push((fd, kind == "ssl")),
+                        Err(_) => return fatal(&format!("Invalid listener: {l}")),
+                    }
+                }
+                match ctl {
+                    Some(c) => login_process = Some((c, ls)),
+                    None => return fatal("--login-process requires a descriptor"),
+                }
+            }
             "-c" => match it.next() {
                 Some(p) => conf_path = p.clone(),
                 None => return fatal("-c requires a file name"),
@@ -45,6 +62,9 @@ pub fn main(args: &[String]) -> i32 {
             other => return fatal(&format!("Unknown argument: {other}")),
         }
     }
+    if let Some((ctl, listeners)) = login_process {
+        return pop3d::login::main(Path::new(&conf_path), ctl, &listeners);
+    }
     let conf = match DovecotConf::load(Path::new(&conf_path)) {
         Ok(c) => c,
         Err(e) => return fatal(&e.to_string()),
@@ -52,6 +72,13 @@ pub fn main(args: &[String]) -> i32 {
     // As dovecot(1), which runs doveconf's checks first (seen from 2.3.19: this line, 89).
     if action.is_none()
         && let Err(m) = conf.check()
+    {
+        eprintln!("doveconf: Fatal: Error in configuration file {conf_path}: {m}");
+        return FATAL;
+    }
+    // As Dovecot 2.3.19 started as root (seen: the same line, status 89).
+    if action.is_none()
+        && let Err(m) = pop3d::login::login_identity(&conf)
     {
         eprintln!("doveconf: Fatal: Error in configuration file {conf_path}: {m}");
         return FATAL;
@@ -151,14 +178,19 @@ pub fn main(args: &[String]) -> i32 {
     let conf_file = PathBuf::from(&conf_path);
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(state.clone());
-        for (l, ssl) in listeners {
-            match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => {
-                    tokio::spawn(pop3d::serve(l, ssl, rx.clone()));
-                }
-                Err(e) => state.log.error(&format!("master: listener: {e}")),
+        let spawn = |st: &Pop3State| match spawn_login(&conf_file, &listeners, rx.clone()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                st.log
+                    .error(&format!("master: service(pop3-login): fork() failed: {e}"));
+                None
             }
-        }
+        };
+        let mut login = if listeners.is_empty() {
+            None
+        } else {
+            spawn(&state)
+        };
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
@@ -167,13 +199,36 @@ pub fn main(args: &[String]) -> i32 {
             return;
         };
         crate::memory::release_startup_code();
+        let mut old: Vec<tokio::process::Child> = Vec::new();
+        // Old login processes (after a reload) are reaped at the next tick.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
+            let exited = async {
+                match login.as_mut() {
+                    Some(l) => l.child.wait().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick(), if !old.is_empty() => {}
+                status = exited => {
+                    // As Dovecot's master: a login process that died is logged and
+                    // replaced (after a pause, so a crash at start does not spin).
+                    let current = tx.borrow().clone();
+                    let pid = login.as_ref().map_or(0, |l| l.pid);
+                    current.log.error(&format!(
+                        "master: service(pop3-login): child {pid} {}",
+                        describe_exit(status)
+                    ));
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    login = spawn(&current);
+                }
                 _ = hup.recv() => {
                     // As Dovecot's master: new sessions get the new settings, running
-                    // ones keep theirs. XXX: listeners are not re-bound on reload.
+                    // ones keep theirs; a new login process serves new clients and the
+                    // old one finishes those it has. XXX: listeners are not re-bound.
                     let current = tx.borrow().clone();
                     current.log.warning("master: SIGHUP received - reloading configuration");
                     match DovecotConf::load(&conf_file)
@@ -181,13 +236,26 @@ pub fn main(args: &[String]) -> i32 {
                         .and_then(|c| Pop3State::from_conf(&c).map_err(|e| e.to_string()))
                     {
                         Ok(new) => {
-                            let _ = tx.send(Arc::new(new));
+                            let new = Arc::new(new);
+                            let _ = tx.send(new.clone());
+                            if let Some(fresh) = spawn(&new)
+                                && let Some(prev) = login.replace(fresh)
+                            {
+                                let _ = prev.ch.send(&pop3d::handoff::Msg::Drain, None).await;
+                                old.push(prev.child);
+                            }
                             crate::memory::release_startup_code();
                         }
                         Err(e) => current.log.error(&format!("master: reload failed: {e}")),
                     }
                 }
             }
+            // Reap old login processes that have finished.
+            old.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        }
+        for mut c in old.into_iter().chain(login.map(|l| l.child)) {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
         }
         tx.borrow()
             .log
@@ -196,4 +264,65 @@ pub fn main(args: &[String]) -> i32 {
     let _ = std::fs::remove_file(&pid_file);
     crate::log::flush();
     0
+}
+
+/// A running login process and the service's end of its channel.
+struct LoginProcess {
+    child: tokio::process::Child,
+    /// Kept: the child forgets its id once reaped.
+    pid: u32,
+    ch: Arc<pop3d::handoff::Channel>,
+}
+
+/// Start a login process (this executable, `dovecot/pop3-login` in `ps`) with the
+/// listening sockets and a new channel, and serve its requests.
+fn spawn_login(
+    conf_file: &Path,
+    listeners: &[(std::net::TcpListener, bool)],
+    settings: tokio::sync::watch::Receiver<Arc<Pop3State>>,
+) -> std::io::Result<LoginProcess> {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = pop3d::handoff::pair()?;
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.arg0("dovecot/pop3-login")
+        .arg("dovecot")
+        .arg("-c")
+        .arg(conf_file)
+        .arg("--login-process")
+        .arg(theirs.as_raw_fd().to_string());
+    let mut keep = vec![theirs.as_raw_fd()];
+    for (l, ssl) in listeners {
+        let fd = l.as_raw_fd();
+        cmd.arg(format!("{fd}:{}", if *ssl { "ssl" } else { "plain" }));
+        keep.push(fd);
+    }
+    // SAFETY: only fcntl(2), async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &keep {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    drop(theirs);
+    let ch = Arc::new(pop3d::handoff::Channel::new(ours)?);
+    tokio::spawn(pop3d::serve_login_process(ch.clone(), settings));
+    Ok(LoginProcess { child, pid, ch })
+}
+
+/// `exited with status 1`, `killed with signal 9` (Dovecot's wording).
+fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) if s.signal().is_some() => {
+            format!("killed with signal {}", s.signal().unwrap_or(0))
+        }
+        Some(s) => format!("returned error {}", s.code().unwrap_or(0)),
+        None => "vanished".to_string(),
+    }
 }

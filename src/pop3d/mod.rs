@@ -14,9 +14,12 @@
 //! Mailbox access goes through [`crate::mailbox`]. Deletions are kept in the session and
 //! committed only by QUIT (the UPDATE state): a client that vanishes deletes nothing.
 //!
-//! Privileges (`DESIGN.md` §3): when running as root, each mailbox operation runs on a
-//! blocking thread whose filesystem uid/gid (`setfsuid`/`setfsgid`, per thread on Linux)
-//! are the user's from the userdb, so the file checks are the user's own.
+//! Privileges (`DESIGN.md` §3): clients are served until they have logged in by an
+//! unprivileged login process ([`login`]), which hands credentials and connections to
+//! the service process over a [`handoff`] channel. In the service (root when started as
+//! root), each mailbox operation runs with the filesystem uid/gid (`setfsuid`/
+//! `setfsgid`, per thread on Linux) of the user from the userdb, so the file checks are
+//! the user's own.
 //!
 //! APOP (with `apop` in `auth_mechanisms`): Dovecot's timestamp in the greeting, the
 //! digest checked against the plaintext password of a `passwd-file` passdb
@@ -27,10 +30,11 @@
 //! `auth_cache_size`/`auth_cache_ttl`/`auth_cache_negative_ttl`:
 //! [`crate::auth::dovecot::AuthCache`].
 //!
-//! Known limits (XXX): of `pop3_client_workarounds` only `outlook-no-nuls` and `oe-ns-eoh`,
-//! no supplementary groups in the per-thread identity, no separate unprivileged login
-//! process.
+//! Known limits (XXX): no supplementary groups in the per-thread identity; logged-in
+//! sessions share the service process (Dovecot forks one per user).
 
+pub mod handoff;
+pub mod login;
 pub mod session;
 
 use std::net::{IpAddr, SocketAddr};
@@ -108,7 +112,13 @@ impl DovecotLog {
         self.line("Error", text);
     }
 
-    fn line(&self, level: &str, text: &str) {
+    /// Log `text` at `level` (`Info`, `Warning`, `Error`). In the login process the line
+    /// goes to the service process, which writes it (see [`relay_logs`]).
+    pub fn line(&self, level: &str, text: &str) {
+        if let Some(relay) = LOG_RELAY.get() {
+            relay(level, text);
+            return;
+        }
         // `pop3-login: Login: …` becomes `pop3-login: Info: Login: …`.
         let (who, what) = text.split_once(": ").unwrap_or(("dovecot", text));
         match self {
@@ -139,6 +149,17 @@ impl DovecotLog {
             DovecotLog::Stderr => eprintln!("{who}: {level}: {what}"),
         }
     }
+}
+
+type Relay = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+static LOG_RELAY: std::sync::OnceLock<Relay> = std::sync::OnceLock::new();
+
+/// Send every log line of this process to `relay` instead of `log_path` or syslog: the
+/// login process runs without the rights to open the log, and Dovecot's login processes
+/// likewise hand their lines to the log process.
+pub fn relay_logs(relay: Relay) {
+    let _ = LOG_RELAY.set(relay);
 }
 
 /// `Nov 28 14:36:43` in local time, as Dovecot's `log_timestamp` default.
@@ -255,6 +276,19 @@ impl Pop3State {
     /// connecting from the address it connected to (a local client: `127.0.0.1` to
     /// `127.0.0.1`), or from a `login_trusted_networks` entry. Another loopback address
     /// (`127.0.0.2` to `127.0.0.1`) is not secured, as in Dovecot.
+    /// A session of `key` (user, remote IP) ended: it no longer counts against
+    /// `mail_max_userip_connections`.
+    pub fn userip_release(&self, key: &(String, IpAddr)) {
+        if let Ok(mut m) = self.userip.lock()
+            && let Some(n) = m.get_mut(key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(key);
+            }
+        }
+    }
+
     pub fn is_secured(&self, tls: bool, remote: SocketAddr, local: SocketAddr) -> bool {
         tls || remote.ip() == local.ip() || self.trusted.iter().any(|n| in_network(remote.ip(), *n))
     }
@@ -297,25 +331,68 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// Accept POP3 clients on `listener` forever; `implicit_tls` for `pop3s`. Each new
-/// session takes the settings current in `settings` (replaced on reload).
+/// Login process: accept POP3 clients on `listener` until `stop` turns true;
+/// `implicit_tls` for `pop3s`. `alive` is cloned into each client's task, so that a
+/// draining process knows when its last client is gone.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     implicit_tls: bool,
-    settings: tokio::sync::watch::Receiver<Arc<Pop3State>>,
+    st: Arc<Pop3State>,
+    ctl: Arc<login::LoginCtl>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    alive: Arc<()>,
 ) {
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         };
-        let st = settings.borrow().clone();
+        let Ok((tcp, remote)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (st, ctl, alive) = (st.clone(), ctl.clone(), alive.clone());
         tokio::spawn(async move {
-            session::run(tcp, remote, implicit_tls, st).await;
+            session::run_login(tcp, remote, implicit_tls, st, ctl).await;
+            drop(alive);
         });
+    }
+}
+
+/// Service process: answer one login process's requests on `ch` until it goes away.
+/// Each login request is served with the settings current when it arrives.
+pub async fn serve_login_process(
+    ch: Arc<handoff::Channel>,
+    settings: tokio::sync::watch::Receiver<Arc<Pop3State>>,
+) {
+    use handoff::{Msg, Verdict};
+    while let Ok(Some((msg, fd))) = ch.recv().await {
+        match msg {
+            Msg::Login(req) => {
+                let st = settings.borrow().clone();
+                match fd {
+                    Some(fd) => {
+                        tokio::spawn(session::take_over(st, req, fd, ch.clone()));
+                    }
+                    None => {
+                        let v = Verdict::ReplyClose(
+                            "-ERR [SYS/TEMP] Temporary authentication failure.".into(),
+                        );
+                        let _ = ch
+                            .send(
+                                &Msg::Verdict {
+                                    id: req.id,
+                                    verdict: v,
+                                },
+                                None,
+                            )
+                            .await;
+                    }
+                }
+            }
+            Msg::Log { level, text } => settings.borrow().log.line(&level, &text),
+            Msg::Verdict { .. } | Msg::Drain => {}
+        }
     }
 }
 

@@ -9,9 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+
+use std::os::fd::OwnedFd;
 
 use super::Pop3State;
+use super::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
+use super::login::LoginCtl;
 use crate::auth::dovecot::{RequestInfo, UserInfo};
 use crate::mailbox::{MailLocation, Mailbox, MailboxError, MessageReader, uidl};
 
@@ -29,6 +33,8 @@ const WBUF_FLUSH: usize = 64 * 1024;
 enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The service's end of a TLS client: the login process decrypts and proxies.
+    Proxied(UnixStream),
     Gone,
 }
 
@@ -37,6 +43,7 @@ impl Io {
         match self {
             Io::Plain(s) => s.read(buf).await,
             Io::Tls(s) => s.read(buf).await,
+            Io::Proxied(s) => s.read(buf).await,
             Io::Gone => Ok(0),
         }
     }
@@ -47,6 +54,7 @@ impl Io {
                 s.write_all(b).await?;
                 s.flush().await
             }
+            Io::Proxied(s) => s.write_all(b).await,
             Io::Gone => Err(std::io::ErrorKind::BrokenPipe.into()),
         }
     }
@@ -106,6 +114,8 @@ struct Session {
     counting: bool,
     in_bytes: u64,
     out_bytes: u64,
+    /// In the login process: the channel to the service that checks credentials.
+    ctl: Option<Arc<LoginCtl>>,
 }
 
 fn session_id() -> String {
@@ -231,30 +241,20 @@ fn apop_challenge() -> String {
     )
 }
 
-/// Serve one client until it quits or goes away.
-pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc<Pop3State>) {
+/// The login process's side of one client: greeting and AUTHORIZATION state until the
+/// service takes the connection over (or the client leaves). For a TLS client the
+/// login process then stays as its proxy, as Dovecot's `pop3-login` does.
+pub async fn run_login(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    implicit_tls: bool,
+    st: Arc<Pop3State>,
+    ctl: Arc<LoginCtl>,
+) {
     let local = tcp.local_addr().unwrap_or(remote);
     let _ = tcp.set_nodelay(true);
-    let mut s = Session {
-        st: st.clone(),
-        io: Io::Plain(tcp),
-        rbuf: Vec::new(),
-        wbuf: Vec::new(),
-        remote,
-        local,
-        tls: false,
-        session_id: session_id(),
-        user_arg: None,
-        auth_attempts: 0,
-        failed: None,
-        bad: 0,
-        started: std::time::Instant::now(),
-        closing: false,
-        apop: None,
-        counting: false,
-        in_bytes: 0,
-        out_bytes: 0,
-    };
+    let mut s = Session::new(st.clone(), Io::Plain(tcp), remote, local);
+    s.ctl = Some(ctl);
     if implicit_tls && !s.start_tls().await {
         return;
     }
@@ -268,29 +268,130 @@ pub async fn run(tcp: TcpStream, remote: SocketAddr, implicit_tls: bool, st: Arc
         }
         None => s.reply(&format!("+OK {}", st.greeting)),
     }
-    let mail = match s.authorization().await {
-        Some(m) => m,
-        None => {
-            s.flush().await;
-            return;
+    match s.authorization().await {
+        Some(Handed(Some(service_end))) => {
+            if let Io::Tls(tls) = std::mem::replace(&mut s.io, Io::Gone) {
+                drop(s);
+                proxy(tls, service_end).await;
+            }
         }
-    };
-    let key = (mail.user.clone(), remote.ip());
-    s.transaction(mail).await;
-    s.flush().await;
-    if let Ok(mut m) = st.userip.lock()
-        && let Some(n) = m.get_mut(&key)
-    {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            m.remove(&key);
-        }
+        Some(Handed(None)) => {}
+        None => s.flush().await,
     }
+    crate::memory::trim_heap();
+}
+
+/// Relay a logged-in TLS client: client → service until the client closes, service →
+/// client until the service closes, which ends the connection (TLS close_notify).
+async fn proxy(tls: Box<tokio_rustls::server::TlsStream<TcpStream>>, service: UnixStream) {
+    let (mut cr, mut cw) = tokio::io::split(*tls);
+    let (mut sr, mut sw) = service.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = sw.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::select! {
+        _ = down => {}
+        _ = up => {}
+    }
+}
+
+/// The service's side of a client the login process authenticated: check the
+/// credentials (passdb, userdb, `first_valid_uid`, `mail_max_userip_connections`), tell
+/// the login process the verdict, and when it is [`Verdict::Taken`] serve the
+/// TRANSACTION and UPDATE states on `fd` (the client's socket, or the login process's
+/// proxy of a TLS client).
+pub async fn take_over(st: Arc<Pop3State>, req: LoginRequest, fd: OwnedFd, ch: Arc<Channel>) {
+    let io = if req.tls {
+        let u = std::os::unix::net::UnixStream::from(fd);
+        let _ = u.set_nonblocking(true);
+        UnixStream::from_std(u).map(Io::Proxied)
+    } else {
+        let t = std::net::TcpStream::from(fd);
+        let _ = t.set_nonblocking(true);
+        TcpStream::from_std(t).map(Io::Plain)
+    };
+    let Ok(io) = io else {
+        let _ = ch
+            .send(
+                &Msg::Verdict {
+                    id: req.id,
+                    verdict: Verdict::ReplyClose(
+                        "-ERR [SYS/TEMP] Temporary authentication failure.".into(),
+                    ),
+                },
+                None,
+            )
+            .await;
+        return;
+    };
+    let mut s = Session::new(st.clone(), io, req.remote, req.local);
+    s.tls = req.tls;
+    s.session_id = req.session_id.clone();
+    s.rbuf = req.leftover.clone();
+    let checked = s.check(&req.creds).await;
+    let verdict = match &checked {
+        Ok(_) => Verdict::Taken,
+        Err(v) => v.clone(),
+    };
+    let sent = ch
+        .send(
+            &Msg::Verdict {
+                id: req.id,
+                verdict,
+            },
+            None,
+        )
+        .await;
+    let Ok((user, info)) = checked else {
+        return;
+    };
+    let key = (user.clone(), req.remote.ip());
+    if sent.is_ok()
+        && let Some(mail) = s.start_mail(user, info, &req.method).await
+    {
+        s.transaction(mail).await;
+    }
+    s.flush().await;
+    st.userip_release(&key);
     drop(s);
     crate::memory::trim_heap();
 }
 
+/// What the login process keeps of a client the service took: for a TLS client, its
+/// end of the proxy pair.
+struct Handed(Option<UnixStream>);
+
 impl Session {
+    fn new(st: Arc<Pop3State>, io: Io, remote: SocketAddr, local: SocketAddr) -> Session {
+        Session {
+            st,
+            io,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            remote,
+            local,
+            tls: false,
+            session_id: session_id(),
+            user_arg: None,
+            auth_attempts: 0,
+            failed: None,
+            bad: 0,
+            started: std::time::Instant::now(),
+            closing: false,
+            apop: None,
+            counting: false,
+            in_bytes: 0,
+            out_bytes: 0,
+            ctl: None,
+        }
+    }
+
     fn reply(&mut self, line: &str) {
         self.wbuf.extend_from_slice(line.as_bytes());
         self.wbuf.extend_from_slice(b"\r\n");
@@ -407,8 +508,8 @@ impl Session {
         s
     }
 
-    /// The AUTHORIZATION state; `Some` once a user is logged in and the mailbox is open.
-    async fn authorization(&mut self) -> Option<Mail> {
+    /// The AUTHORIZATION state (login process); `Some` once the service took the client.
+    async fn authorization(&mut self) -> Option<Handed> {
         loop {
             if self.closing {
                 return None;
@@ -464,21 +565,25 @@ impl Session {
                     if !self.plaintext_allowed() {
                         self.plaintext_refused();
                     } else if let Some(user) = self.user_arg.take() {
-                        if let Some(m) = self.login(&user, arg, "PLAIN").await {
-                            return Some(m);
+                        let creds = Credentials::Plain {
+                            user,
+                            pass: arg.to_string(),
+                        };
+                        if let Some(h) = self.login(creds, "PLAIN").await {
+                            return Some(h);
                         }
                     } else {
                         self.reply("-ERR No username given.");
                     }
                 }
                 "APOP" => {
-                    if let Some(m) = self.apop(arg).await {
-                        return Some(m);
+                    if let Some(h) = self.apop(arg).await {
+                        return Some(h);
                     }
                 }
                 "AUTH" => {
-                    if let Some(m) = self.auth(arg).await {
-                        return Some(m);
+                    if let Some(h) = self.auth(arg).await {
+                        return Some(h);
                     }
                 }
                 _ => {
@@ -504,7 +609,7 @@ impl Session {
 
     /// `AUTH` (RFC 5034): without an argument, the mechanism list; PLAIN and LOGIN with or
     /// without an initial response.
-    async fn auth(&mut self, arg: &str) -> Option<Mail> {
+    async fn auth(&mut self, arg: &str) -> Option<Handed> {
         let mut words = arg.split_whitespace();
         let Some(mech) = words.next() else {
             let mut s = String::from("+OK");
@@ -564,7 +669,7 @@ impl Session {
                 String::from_utf8_lossy(&b64.decode(pass.trim()).unwrap_or_default()).into_owned();
             (user, pass)
         };
-        self.login(&user, &pass, &mech).await
+        self.login(Credentials::Plain { user, pass }, &mech).await
     }
 
     /// Send `+ CHALLENGE` and read the response; `*` aborts.
@@ -580,8 +685,9 @@ impl Session {
     }
 
     /// `APOP user digest` (RFC 1939): the digest is MD5 of the greeting's timestamp and
-    /// the password, so only a passdb with the plaintext password can check it.
-    async fn apop(&mut self, arg: &str) -> Option<Mail> {
+    /// the password, so only a passdb with the plaintext password can check it (the
+    /// service does, [`Session::check`]).
+    async fn apop(&mut self, arg: &str) -> Option<Handed> {
         let Some(challenge) = self.apop.clone() else {
             self.reply("-ERR APOP not enabled.");
             return None;
@@ -595,31 +701,12 @@ impl Session {
             self.reply("-ERR Invalid parameters.");
             return None;
         }
-        let auth = self.st.auth.clone();
-        let u = user.to_string();
-        let pw = tokio::task::spawn_blocking(move || {
-            auth.plaintext_password(
-                &u,
-                &RequestInfo {
-                    service: "pop3".into(),
-                },
-            )
-        })
-        .await
-        .ok()
-        .flatten();
-        let ok = pw.as_ref().is_some_and(|pw| {
-            let d = md5(format!("{challenge}{pw}").as_bytes());
-            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-            hex.eq_ignore_ascii_case(digest)
-        });
-        match pw {
-            Some(pw) if ok => self.login(user, &pw, "APOP").await,
-            _ => {
-                self.auth_failed("APOP", user).await;
-                None
-            }
-        }
+        let creds = Credentials::Apop {
+            user: user.to_string(),
+            digest: digest.to_string(),
+            challenge,
+        };
+        self.login(creds, "APOP").await
     }
 
     async fn auth_failed(&mut self, method: &str, user: &str) {
@@ -654,18 +741,97 @@ impl Session {
         ));
     }
 
-    /// Check the password, look the user up, open the mailbox.
-    async fn login(&mut self, user: &str, pass: &str, method: &str) -> Option<Mail> {
+    /// Login process: hand the credentials and the connection to the service and act
+    /// on its verdict. Replies queued so far are sent first, so the service's
+    /// `+OK Logged in.` follows them.
+    async fn login(&mut self, creds: Credentials, method: &str) -> Option<Handed> {
+        let user = match &creds {
+            Credentials::Plain { user, .. } | Credentials::Apop { user, .. } => user.clone(),
+        };
+        let ctl = self.ctl.clone()?;
+        self.flush().await;
+        // The descriptor to pass: the client's socket, or for TLS the service's end of
+        // a new pair this process will proxy through.
+        let (fd, keep): (OwnedFd, Option<UnixStream>) = match &self.io {
+            Io::Plain(t) => (std::os::fd::AsFd::as_fd(t).try_clone_to_owned().ok()?, None),
+            Io::Tls(_) => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
+                ours.set_nonblocking(true).ok()?;
+                (theirs.into(), Some(UnixStream::from_std(ours).ok()?))
+            }
+            Io::Proxied(_) | Io::Gone => return None,
+        };
+        let req = LoginRequest {
+            id: 0,
+            session_id: self.session_id.clone(),
+            remote: self.remote,
+            local: self.local,
+            tls: self.tls,
+            method: method.to_string(),
+            creds,
+            leftover: self.rbuf.clone(),
+        };
+        let verdict = ctl.ask(req, fd).await;
+        match verdict {
+            Some(Verdict::Taken) => Some(Handed(keep)),
+            Some(Verdict::Failed) => {
+                self.auth_failed(method, &user).await;
+                None
+            }
+            Some(Verdict::Reply(t)) => {
+                self.reply(&t);
+                None
+            }
+            Some(Verdict::ReplyClose(t)) => {
+                self.reply(&t);
+                self.closing = true;
+                None
+            }
+            None => {
+                self.reply("-ERR [SYS/TEMP] Temporary authentication failure.");
+                self.closing = true;
+                None
+            }
+        }
+    }
+
+    /// Service: check the password (or the APOP digest), look the user up, check the
+    /// uid and `mail_max_userip_connections` (counting this session in). `Err` is what
+    /// the login process is to do instead.
+    async fn check(&mut self, creds: &Credentials) -> Result<(String, UserInfo), Verdict> {
+        let req = || RequestInfo {
+            service: "pop3".into(),
+        };
+        let (user, pass) = match creds {
+            Credentials::Plain { user, pass } => (user.clone(), pass.clone()),
+            Credentials::Apop {
+                user,
+                digest,
+                challenge,
+            } => {
+                let auth = self.st.auth.clone();
+                let u = user.clone();
+                let pw = tokio::task::spawn_blocking(move || auth.plaintext_password(&u, &req()))
+                    .await
+                    .ok()
+                    .flatten();
+                let ok = pw.as_ref().is_some_and(|pw| {
+                    let d = md5(format!("{challenge}{pw}").as_bytes());
+                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                    hex.eq_ignore_ascii_case(digest)
+                });
+                match pw {
+                    Some(pw) if ok => (user.clone(), pw),
+                    _ => return Err(Verdict::Failed),
+                }
+            }
+        };
         let auth = self.st.auth.clone();
         let cache = self.st.auth_cache.clone();
-        let (u, p) = (user.to_string(), pass.to_string());
         let checked = tokio::task::spawn_blocking(move || {
-            let req = RequestInfo {
-                service: "pop3".into(),
-            };
-            let r = auth.verify_plain_cached(cache.as_deref(), &u, &p, &req);
+            let r = auth.verify_plain_cached(cache.as_deref(), &user, &pass, &req());
             let info = if r.outcome.is_ok() {
-                auth.lookup_user(&r.user, &req)
+                auth.lookup_user_cached(cache.as_deref(), &r.user, &req())
             } else {
                 Ok(None)
             };
@@ -674,12 +840,10 @@ impl Session {
         .await
         .ok();
         let Some((res, info)) = checked else {
-            self.auth_failed(method, user).await;
-            return None;
+            return Err(Verdict::Failed);
         };
         if !res.outcome.is_ok() {
-            self.auth_failed(method, user).await;
-            return None;
+            return Err(Verdict::Failed);
         }
         let info = match info {
             Ok(Some(i)) => i,
@@ -689,15 +853,15 @@ impl Session {
                     "pop3-login: user {}: userdb lookup: user not found",
                     res.user
                 ));
-                self.auth_failed(method, user).await;
-                return None;
+                return Err(Verdict::Failed);
             }
             Err(e) => {
                 self.st
                     .log
                     .error(&format!("auth: userdb lookup({}): {e}", res.user));
-                self.reply("-ERR [SYS/TEMP] Temporary authentication failure.");
-                return None;
+                return Err(Verdict::Reply(
+                    "-ERR [SYS/TEMP] Temporary authentication failure.".into(),
+                ));
             }
         };
         // Root's file access must never be lent to a session: the userdb must name a
@@ -711,28 +875,32 @@ impl Session {
                     std::process::id(),
                     self.session_id
                 ));
-                self.reply(
-                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.",
-                );
-                return None;
+                return Err(Verdict::Reply(
+                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.".into(),
+                ));
             }
         }
         let key = (res.user.clone(), self.remote.ip());
         {
             let Ok(mut m) = self.st.userip.lock() else {
-                return None;
+                return Err(Verdict::Failed);
             };
-            let n = m.entry(key.clone()).or_insert(0);
+            let n = m.entry(key).or_insert(0);
             if self.st.max_userip > 0 && *n >= self.st.max_userip {
-                drop(m);
-                self.reply(&format!(
+                return Err(Verdict::Reply(format!(
                     "-ERR [IN-USE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={})",
                     self.st.max_userip
-                ));
-                return None;
+                )));
             }
             *n += 1;
         }
+        Ok((res.user, info))
+    }
+
+    /// Service, once the login process let go of the client: log the login, take the
+    /// POP3 session lock, answer `+OK Logged in.` and open the INBOX. `None` when the
+    /// session ends here (the reply is queued).
+    async fn start_mail(&mut self, user: String, info: UserInfo, method: &str) -> Option<Mail> {
         let sec = if self.tls {
             ", TLS"
         } else if self.secured() {
@@ -742,12 +910,13 @@ impl Session {
         };
         self.st.log.info(&format!(
             "pop3-login: Login: user=<{}>, method={method}, rip={}, lip={}, mpid={}{sec}, session=<{}>",
-            res.user,
+            user,
             self.remote.ip(),
             self.local.ip(),
             std::process::id(),
             self.session_id
         ));
+        let res_user = user;
         let home = info.home.clone().unwrap_or_default();
         let location = info
             .extra
@@ -755,7 +924,7 @@ impl Session {
             .find(|(k, _)| k == "mail")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| self.st.mail_location.clone());
-        let uname = res.user.clone();
+        let uname = res_user.clone();
         // pop3_lock_session: Dovecot's mail process takes the session lock before it
         // answers "+OK Logged in.", waiting about 10 s for another session to end.
         let mut session_lock = None;
@@ -777,24 +946,19 @@ impl Session {
                     {
                         self.st.log.error(&format!(
                             "pop3({})<{}><{}>: pop3_lock_session: {e}",
-                            res.user,
+                            res_user,
                             std::process::id(),
                             self.session_id
                         ));
                     }
                     self.st.log.info(&format!(
                         "pop3({})<{}><{}>: Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0",
-                        res.user,
+                        res_user,
                         std::process::id(),
                         self.session_id
                     ));
                     self.reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.");
                     self.closing = true;
-                    if let Ok(mut m) = self.st.userip.lock()
-                        && let Some(n) = m.get_mut(&key)
-                    {
-                        *n = n.saturating_sub(1);
-                    }
                     return None;
                 }
             }
@@ -816,7 +980,7 @@ impl Session {
             Some(Ok(mailbox)) => {
                 let n = mailbox.messages().len();
                 Some(Mail {
-                    user: res.user,
+                    user: res_user,
                     info,
                     mailbox,
                     deleted: vec![false; n],
@@ -851,7 +1015,7 @@ impl Session {
                 };
                 let who = format!(
                     "pop3({})<{}><{}>",
-                    res.user,
+                    res_user,
                     std::process::id(),
                     self.session_id
                 );
@@ -863,11 +1027,6 @@ impl Session {
                 ));
                 self.reply(&format!("-ERR [SYS/TEMP] {client}"));
                 self.closing = true;
-                if let Ok(mut m) = self.st.userip.lock()
-                    && let Some(n) = m.get_mut(&key)
-                {
-                    *n = n.saturating_sub(1);
-                }
                 None
             }
         }

@@ -286,6 +286,34 @@ impl DovecotConf {
         self.words("protocols")
     }
 
+    /// The user `protocol`'s login processes run as: `service PROTO-login { user }`
+    /// (1.x `login_user`), else `default_login_user` (default `dovenull`).
+    pub fn login_user(&self, protocol: &str) -> String {
+        self.root
+            .block("service", &format!("{protocol}-login"))
+            .and_then(|b| b.get("user"))
+            .filter(|u| !u.is_empty() && *u != "$default_login_user")
+            .or_else(|| self.get("default_login_user"))
+            .unwrap_or("dovenull")
+            .to_string()
+    }
+
+    /// The directory `protocol`'s login processes chroot to: `service PROTO-login {
+    /// chroot }` (default `login`; 1.x `login_chroot = no` gives none), relative to
+    /// `base_dir` unless absolute. `None`: no chroot.
+    pub fn login_chroot(&self, protocol: &str) -> Option<std::path::PathBuf> {
+        let c = self
+            .root
+            .block("service", &format!("{protocol}-login"))
+            .and_then(|b| b.get("chroot"))
+            .unwrap_or("login");
+        if c.is_empty() {
+            return None;
+        }
+        let base = self.get("base_dir").unwrap_or("/var/run/dovecot");
+        Some(std::path::Path::new(base).join(c))
+    }
+
     /// The TCP listeners of `protocol`'s login service, with Dovecot's built-in ones (`imap`
     /// 143, `imaps` 993 ssl; `pop3` 110, `pop3s` 995 ssl) overridden by the file.
     pub fn listeners(&self, protocol: &str) -> Vec<Listener> {
