@@ -15,13 +15,20 @@
 /// the start-up code stays out until it runs again (a reload). Pages other processes of
 /// the same program map are left alone by the kernel. Best effort: errors are ignored.
 pub fn release_startup_code() {
+    release_code(&code_ranges());
+}
+
+/// The read-only mappings of this program's own executable (address, length), from
+/// `/proc/self/maps`: taken before a chroot hides `/proc`, for [`release_code`] after.
+pub fn code_ranges() -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
     #[cfg(target_os = "linux")]
     {
         let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-            return;
+            return out;
         };
         let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-            return;
+            return out;
         };
         for line in maps.lines() {
             // "start-end perms offset dev inode path"
@@ -36,18 +43,28 @@ pub fn release_startup_code() {
             let Some((a, b)) = range.split_once('-') else {
                 continue;
             };
-            let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-            else {
-                continue;
-            };
-            // SAFETY: the range is a whole mapping of this process's own executable,
-            // read-only; MADV_RANDOM and MADV_PAGEOUT change no contents, only which pages
-            // are resident and how faults read ahead.
-            unsafe {
-                let p = start as *mut libc::c_void;
-                libc::madvise(p, end - start, libc::MADV_RANDOM);
-                libc::madvise(p, end - start, libc::MADV_PAGEOUT);
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                out.push((start, end - start));
             }
+        }
+    }
+    out
+}
+
+/// [`release_startup_code`] for ranges from [`code_ranges`].
+pub fn release_code(ranges: &[(usize, usize)]) {
+    #[cfg(target_os = "linux")]
+    for &(start, len) in ranges {
+        // SAFETY: the range is a whole mapping of this process's own executable,
+        // read-only (from code_ranges; such mappings stay for the process's life);
+        // MADV_RANDOM and MADV_PAGEOUT change no contents, only which pages are
+        // resident and how faults read ahead.
+        unsafe {
+            let p = start as *mut libc::c_void;
+            libc::madvise(p, len, libc::MADV_RANDOM);
+            libc::madvise(p, len, libc::MADV_PAGEOUT);
         }
     }
 }

@@ -1882,6 +1882,21 @@ fn login_stage_runs_unprivileged() {
             [gid.as_str(); 4]
         );
         assert_eq!(proc_status(login, "Groups"), gid);
+        // Every thread, not only the first.
+        for t in std::fs::read_dir(format!("/proc/{login}/task"))
+            .expect("tasks")
+            .flatten()
+        {
+            let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let uids = st
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .unwrap_or_default();
+            assert_eq!(
+                uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+                [uid.as_str(); 4]
+            );
+        }
         let root = std::fs::read_link(format!("/proc/{login}/root")).expect("root link");
         assert_eq!(root, dir.path().join("base/login"));
         let meta = std::fs::metadata(dir.path().join("base/login")).expect("login dir");

@@ -135,11 +135,8 @@ pub fn main(conf_path: &Path, ctl: RawFd, listeners: &[(RawFd, bool)]) -> i32 {
         Ok(s) => Arc::new(s),
         Err(e) => return fatal(&e.to_string()),
     };
-    // Needs /proc, so before the chroot.
-    crate::memory::release_startup_code();
-    if let Err(e) = drop_privileges(&conf) {
-        return fatal(&e);
-    }
+    // Found through /proc, so before the chroot.
+    let code = crate::memory::code_ranges();
     super::limit_malloc_arenas();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -161,6 +158,14 @@ pub fn main(conf_path: &Path, ctl: RawFd, listeners: &[(RawFd, bool)]) -> i32 {
                 text: text.to_string(),
             });
         }));
+        // Start-up code out of memory while still root: the kernel pages out a file's
+        // pages only for its owner or a writer. Then the privileges go (glibc applies
+        // set*id to every thread), before the first client is accepted.
+        crate::memory::release_code(&code);
+        if let Err(e) = drop_privileges(&conf) {
+            eprintln!("Fatal: pop3-login: {e}");
+            std::process::exit(89);
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alive = Arc::new(());
         for (l, ssl) in listeners {
