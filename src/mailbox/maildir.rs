@@ -11,8 +11,10 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -225,25 +227,49 @@ fn file_crlf_size(path: &Path, buf: &mut [u8]) -> std::io::Result<u64> {
 #[derive(Debug, Clone)]
 pub struct MaildirMessage {
     dir: PathBuf,
-    path: PathBuf,
+    /// The Maildir, opened when the mailbox was (with the ids of that thread).
+    dirfd: Option<Arc<OwnedFd>>,
+    /// The file relative to `dir` (`cur/NAME:2,S`).
+    rel: Box<str>,
     base: String,
 }
 
 impl MaildirMessage {
-    /// Open the message file (found again if another client renamed it).
+    /// Open the message file (found again if another client renamed it). The file is
+    /// opened relative to the Maildir's descriptor (no walk of the whole path per
+    /// message), never through a symlink, and read to its end (no stat).
     pub fn open(&self) -> Result<super::MessageReader, MailboxError> {
-        let (f, p) = match File::open(&self.path) {
-            Ok(f) => (f, self.path.clone()),
+        use nix::fcntl::OFlag;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let opened = match &self.dirfd {
+            Some(d) => {
+                nix::fcntl::openat(d.as_fd(), &*self.rel, flags, nix::sys::stat::Mode::empty())
+                    .map(File::from)
+                    .map_err(std::io::Error::from)
+            }
+            None => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(self.dir.join(&*self.rel)),
+        };
+        let path = || self.dir.join(&*self.rel);
+        let (f, p) = match opened {
+            Ok(f) => (f, None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let p = locate(&self.dir, &self.path, &self.base).ok_or_else(|| {
+                let p = locate(&self.dir, &path(), &self.base).ok_or_else(|| {
                     MailboxError::Format(format!("{}: message vanished", self.base))
                 })?;
-                (File::open(&p).map_err(|e| MailboxError::io(&p, e))?, p)
+                let f = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)
+                    .map_err(|e| MailboxError::io(&p, e))?;
+                (f, Some(p))
             }
-            Err(e) => return Err(MailboxError::io(&self.path, e)),
+            Err(e) => return Err(MailboxError::io(&path(), e)),
         };
-        let len = f.metadata().map_err(|e| MailboxError::io(&p, e))?.len();
-        Ok(super::MessageReader::new(Vec::new(), f, 0, len, p))
+        let p = p.unwrap_or_else(path);
+        Ok(super::MessageReader::new(Vec::new(), f, 0, u64::MAX, p))
     }
 }
 
@@ -256,6 +282,8 @@ pub struct MaildirMailbox {
     /// Each message's file, relative to `dir` (`cur/NAME:2,S`): one short string per
     /// message rather than a whole path.
     names: Vec<Box<str>>,
+    /// `dir` opened, for opening messages relative to it.
+    dirfd: Option<Arc<OwnedFd>>,
 }
 
 impl MaildirMailbox {
@@ -413,6 +441,12 @@ impl MaildirMailbox {
             uid_validity: validity,
             messages: Vec::with_capacity(known.len()),
             names: Vec::with_capacity(known.len()),
+            dirfd: OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(dir)
+                .ok()
+                .map(|f| Arc::new(OwnedFd::from(f))),
         };
         let mut buf = vec![0u8; 16 * 1024];
         let mut cache = VSIZES.lock().unwrap_or_else(|e| e.into_inner());
@@ -447,7 +481,8 @@ impl MaildirMailbox {
     pub fn message(&self, index: usize) -> Option<MaildirMessage> {
         Some(MaildirMessage {
             dir: self.dir.clone(),
-            path: self.path(index)?,
+            dirfd: self.dirfd.clone(),
+            rel: self.names.get(index)?.clone(),
             base: self.messages.get(index)?.file_base.clone(),
         })
     }
@@ -587,6 +622,39 @@ mod tests {
             again.message(1).expect("msg").open().map(|_| ()).ok(),
             Some(())
         );
+    }
+
+    /// A message is read through the Maildir's descriptor to its end; one that became a
+    /// symlink under the session is refused, never followed; one renamed by another
+    /// client (flags changed) is found again.
+    #[test]
+    fn message_open_refuses_symlinks_and_finds_renamed() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md = dir.path().join("Maildir");
+        ensure_dirs(&md).expect("dirs");
+        let a = md.join("cur/1700000000.M1P1.h:2,");
+        let b = md.join("cur/1700000001.M2P1.h:2,");
+        std::fs::write(&a, "Subject: a\n\nbody a\n").expect("w");
+        std::fs::write(&b, "Subject: b\n\nbody b\n").expect("w");
+        let mb = MaildirMailbox::open(&md).expect("open");
+        let read = |i: usize| -> Result<String, MailboxError> {
+            let mut s = String::new();
+            mb.message(i)
+                .expect("message")
+                .open()?
+                .read_to_string(&mut s)
+                .map_err(|e| MailboxError::Format(e.to_string()))?;
+            Ok(s)
+        };
+        assert_eq!(read(0).expect("a"), "Subject: a\n\nbody a\n");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "not mail\n").expect("w");
+        std::fs::remove_file(&a).expect("rm");
+        std::os::unix::fs::symlink(&secret, &a).expect("symlink");
+        assert!(read(0).is_err(), "a symlink is not followed");
+        std::fs::rename(&b, md.join("cur/1700000001.M2P1.h:2,S")).expect("mv");
+        assert_eq!(read(1).expect("b"), "Subject: b\n\nbody b\n");
     }
 
     #[test]

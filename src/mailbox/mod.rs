@@ -339,7 +339,7 @@ pub struct MessageReader {
 }
 
 impl MessageReader {
-    /// `head`, then the bytes `pos..end` of `file`.
+    /// `head`, then the bytes `pos..end` of `file` (`end` = `u64::MAX`: to its end).
     pub fn new(
         head: Vec<u8>,
         file: std::fs::File,
@@ -371,6 +371,11 @@ impl std::io::Read for MessageReader {
         }
         let want = buf.len().min((self.end - self.pos) as usize);
         let n = std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..want], self.pos)?;
+        if n == 0 && self.end == u64::MAX {
+            // Read to the file's end (Maildir: no stat taken for its length).
+            self.pos = self.end;
+            return Ok(0);
+        }
         if n == 0 {
             // The file got shorter under the session.
             return Err(std::io::Error::new(
