@@ -186,6 +186,10 @@ pub fn main(args: &[String]) -> i32 {
                 None
             }
         };
+        // Before the login process starts: the kernel pages out only pages no other
+        // process maps, and the login process maps the same start-up code while it
+        // reads the configuration.
+        crate::memory::release_startup_code();
         let mut login = if listeners.is_empty() {
             None
         } else {
@@ -198,7 +202,6 @@ pub fn main(args: &[String]) -> i32 {
         ) else {
             return;
         };
-        crate::memory::release_startup_code();
         let mut old: Vec<tokio::process::Child> = Vec::new();
         // Old login processes (after a reload) are reaped at the next tick.
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -238,13 +241,13 @@ pub fn main(args: &[String]) -> i32 {
                         Ok(new) => {
                             let new = Arc::new(new);
                             let _ = tx.send(new.clone());
+                            crate::memory::release_startup_code();
                             if let Some(fresh) = spawn(&new)
                                 && let Some(prev) = login.replace(fresh)
                             {
                                 let _ = prev.ch.send(&pop3d::handoff::Msg::Drain, None).await;
                                 old.push(prev.child);
                             }
-                            crate::memory::release_startup_code();
                         }
                         Err(e) => current.log.error(&format!("master: reload failed: {e}")),
                     }
