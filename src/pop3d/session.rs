@@ -29,6 +29,8 @@ const MAX_BAD_COMMANDS: u32 = 20;
 const CHUNK: usize = 32 * 1024;
 /// Queued output beyond which RETR/TOP write to the client before reading on.
 const WBUF_FLUSH: usize = 64 * 1024;
+/// Output buffer capacity a session keeps between replies.
+const WBUF_KEEP: usize = 16 * 1024;
 
 enum Io {
     Plain(TcpStream),
@@ -135,7 +137,15 @@ async fn as_user<T: Send + 'static>(
     info: &UserInfo,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
-    let (uid, gid) = (info.uid, info.gid);
+    as_ids(info.uid, info.gid, f).await
+}
+
+/// [`as_user`] with the user's uid and gid.
+async fn as_ids<T: Send + 'static>(
+    uid: Option<u32>,
+    gid: Option<u32>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     tokio::task::spawn_blocking(move || with_fsuid(uid, gid, f))
         .await
         .ok()
@@ -399,12 +409,17 @@ impl Session {
 
     async fn flush(&mut self) {
         if !self.wbuf.is_empty() {
-            let b = std::mem::take(&mut self.wbuf);
             if self.counting {
-                self.out_bytes += b.len() as u64;
+                self.out_bytes += self.wbuf.len() as u64;
             }
-            if self.io.write_all(&b).await.is_err() {
+            if self.io.write_all(&self.wbuf).await.is_err() {
                 self.io = Io::Gone;
+            }
+            // The buffer is kept for the next replies (no allocation per reply), unless
+            // a long listing or message made it large.
+            self.wbuf.clear();
+            if self.wbuf.capacity() > WBUF_KEEP {
+                self.wbuf = Vec::new();
             }
         }
     }
@@ -1269,7 +1284,7 @@ impl Session {
     /// bytes at a time and written out as the output queue fills, so a session holds
     /// no whole message.
     async fn send_message(&mut self, m: &mut Mail, i: usize, lines: Option<u64>) {
-        let info = m.info.clone();
+        let (uid, gid) = (m.info.uid, m.info.gid);
         let mut buf = std::mem::take(&mut m.chunk);
         buf.resize(CHUNK, 0);
         let Some(msg) = m.mailbox.message(i) else {
@@ -1284,21 +1299,19 @@ impl Session {
             (r, buf)
         };
         // On this thread: a few page-cache reads, not worth two thread hand-overs.
-        let mut first = Some(with_fsuid(info.uid, info.gid, || {
-            first_piece(&msg, false, buf)
-        }));
+        let mut first = Some(with_fsuid(uid, gid, || first_piece(&msg, false, buf)));
         if let Some((Err(MailboxError::Locked(_)), _)) = &first
             && let Some((_, b)) = first.take()
         {
             // Another writer holds the mbox: wait for it on a blocking thread.
-            first = as_user(&info, move || first_piece(&msg, true, b)).await;
+            first = as_ids(uid, gid, move || first_piece(&msg, true, b)).await;
         }
         if let Some((Err(_), b)) = first {
             // Another session may have rewritten the mbox (flags, expunges): find the
             // messages again and retry once, as Dovecot re-syncs.
             let mut mb = std::mem::replace(&mut m.mailbox, empty_mailbox());
             let mut buf = b;
-            first = as_user(&info, move || {
+            first = as_ids(uid, gid, move || {
                 let synced = mb.resync();
                 let r = synced.and_then(|()| {
                     let msg = mb
