@@ -240,7 +240,8 @@ impl MaildirMessage {
     /// message), never through a symlink, and read to its end (no stat).
     pub fn open(&self) -> Result<super::MessageReader, MailboxError> {
         use nix::fcntl::OFlag;
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        // O_NONBLOCK: a FIFO put in the Maildir must not hang the thread in open(2).
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
         let opened = match &self.dirfd {
             Some(d) => {
                 nix::fcntl::openat(d.as_fd(), &*self.rel, flags, nix::sys::stat::Mode::empty())
@@ -249,7 +250,7 @@ impl MaildirMessage {
             }
             None => OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(self.dir.join(&*self.rel)),
         };
         let path = || self.dir.join(&*self.rel);
@@ -261,7 +262,7 @@ impl MaildirMessage {
                 })?;
                 let f = OpenOptions::new()
                     .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                     .open(&p)
                     .map_err(|e| MailboxError::io(&p, e))?;
                 (f, Some(p))
@@ -270,6 +271,30 @@ impl MaildirMessage {
         };
         let p = p.unwrap_or_else(path);
         Ok(super::MessageReader::new(Vec::new(), f, 0, u64::MAX, p))
+    }
+}
+
+impl MaildirMessage {
+    /// See [`super::MessageRef::open_if_owned`].
+    pub fn open_if_owned(&self, uid: u32) -> Option<super::MessageReader> {
+        use nix::fcntl::OFlag;
+        let d = self.dirfd.as_ref()?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let fd =
+            nix::fcntl::openat(d.as_fd(), &*self.rel, flags, nix::sys::stat::Mode::empty()).ok()?;
+        let st = nix::sys::stat::fstat(&fd).ok()?;
+        let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if !regular || st.st_uid != uid {
+            return None;
+        }
+        let path = self.dir.join(&*self.rel);
+        Some(super::MessageReader::new(
+            Vec::new(),
+            File::from(fd),
+            0,
+            u64::MAX,
+            path,
+        ))
     }
 }
 
@@ -517,6 +542,16 @@ impl MaildirMailbox {
             if gone.contains(&i) {
                 continue;
             }
+            // Already \Seen when the mailbox was read: nothing to do, no lookup (as
+            // Dovecot goes by its index; a message read again keeps its name).
+            if self
+                .names
+                .get(i)
+                .and_then(|n| n.split_once(":2,"))
+                .is_some_and(|(_, flags)| flags.contains('S'))
+            {
+                continue;
+            }
             let Some(p) = self.locate(i) else {
                 continue;
             };
@@ -655,6 +690,54 @@ mod tests {
         assert!(read(0).is_err(), "a symlink is not followed");
         std::fs::rename(&b, md.join("cur/1700000001.M2P1.h:2,S")).expect("mv");
         assert_eq!(read(1).expect("b"), "Subject: b\n\nbody b\n");
+    }
+
+    /// The owner fast path opens only a regular file of the given owner, reached without
+    /// a symlink; everything else is left to the opening with the user's ids.
+    #[test]
+    fn open_if_owned_only_for_the_owners_regular_files() {
+        use std::io::Read;
+        let me = nix::unistd::geteuid().as_raw();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md = dir.path().join("Maildir");
+        ensure_dirs(&md).expect("dirs");
+        let names = [
+            "cur/1700000000.M1P1.h:2,",
+            "cur/1700000001.M2P1.h:2,",
+            "cur/1700000002.M3P1.h:2,",
+        ];
+        for n in names {
+            std::fs::write(md.join(n), "Subject: x\n\nbody\n").expect("w");
+        }
+        let mb = MaildirMailbox::open(&md).expect("open");
+        let mut s = String::new();
+        mb.message(0)
+            .expect("m")
+            .open_if_owned(me)
+            .expect("own file")
+            .read_to_string(&mut s)
+            .expect("read");
+        assert_eq!(s, "Subject: x\n\nbody\n");
+        assert!(
+            mb.message(0).expect("m").open_if_owned(me + 1).is_none(),
+            "other owner"
+        );
+        std::fs::remove_file(md.join(names[1])).expect("rm");
+        std::os::unix::fs::symlink(md.join(names[0]), md.join(names[1])).expect("ln");
+        assert!(
+            mb.message(1).expect("m").open_if_owned(me).is_none(),
+            "symlink"
+        );
+        std::fs::remove_file(md.join(names[2])).expect("rm");
+        nix::unistd::mkfifo(&md.join(names[2]), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        assert!(
+            mb.message(2).expect("m").open_if_owned(me).is_none(),
+            "fifo, not waited on"
+        );
+        assert!(mb.message(2).expect("m").open().is_ok_and(|mut r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).is_err() || v.is_empty()
+        }));
     }
 
     #[test]

@@ -157,8 +157,7 @@ async fn as_ids<T: Send + 'static>(
 /// directly from a session for reading a message piece (a few page-cache reads), which
 /// saves the two thread hand-overs of a blocking-pool task per RETR.
 fn with_fsuid<T>(uid: Option<u32>, gid: Option<u32>, f: impl FnOnce() -> T) -> T {
-    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let root = *ROOT.get_or_init(|| nix::unistd::geteuid().is_root());
+    let root = running_as_root();
     if root {
         // SAFETY: setfsgid/setfsuid only change this thread's filesystem ids.
         unsafe {
@@ -179,6 +178,12 @@ fn with_fsuid<T>(uid: Option<u32>, gid: Option<u32>, f: impl FnOnce() -> T) -> T
         }
     }
     r
+}
+
+/// Whether this process runs as root (asked once).
+fn running_as_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| nix::unistd::geteuid().is_root())
 }
 
 /// MD5 (RFC 1321) of `data`, for APOP's digest.
@@ -1298,8 +1303,22 @@ impl Session {
             });
             (r, buf)
         };
-        // On this thread: a few page-cache reads, not worth two thread hand-overs.
-        let mut first = Some(with_fsuid(uid, gid, || first_piece(&msg, false, buf)));
+        // On this thread: a few page-cache reads, not worth two thread hand-overs. A
+        // Maildir file the user owns is opened without switching ids (see
+        // `MessageRef::open_if_owned`); anything else with the user's ids.
+        let owned = match uid {
+            Some(u) if running_as_root() => msg.open_if_owned(u),
+            _ => None,
+        };
+        let mut first = Some(match owned {
+            Some(mut rd) => {
+                let r = fill(&mut rd, &mut buf)
+                    .map(|n| (rd, n))
+                    .map_err(|e| MailboxError::Format(e.to_string()));
+                (r, buf)
+            }
+            None => with_fsuid(uid, gid, || first_piece(&msg, false, buf)),
+        });
         if let Some((Err(MailboxError::Locked(_)), _)) = &first
             && let Some((_, b)) = first.take()
         {
