@@ -1447,12 +1447,37 @@ impl MboxMessage {
 
     /// [`open`](Self::open), waiting at most `timeout` for the read lock.
     pub fn open_waiting(&self, timeout: Duration) -> Result<super::MessageReader, MailboxError> {
-        let sp = &self.spot;
         let file = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&self.path)
             .map_err(|e| MailboxError::io(&self.path, e))?;
+        self.read_from(file, timeout)
+    }
+
+    /// See [`super::MessageRef::open_if_owned`]: the mbox opened with this thread's ids
+    /// when it is a regular file owned by `uid` (`None` otherwise), then as
+    /// [`open_waiting`](Self::open_waiting) with no wait for the lock.
+    pub fn open_if_owned(&self, uid: u32) -> Option<Result<super::MessageReader, MailboxError>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+            .ok()?;
+        let st = file.metadata().ok()?;
+        if !st.file_type().is_file() || std::os::unix::fs::MetadataExt::uid(&st) != uid {
+            return None;
+        }
+        Some(self.read_from(file, Duration::ZERO))
+    }
+
+    /// Lock `file` (this mbox) for reading and check the message is where it was.
+    fn read_from(
+        &self,
+        file: std::fs::File,
+        timeout: Duration,
+    ) -> Result<super::MessageReader, MailboxError> {
+        let sp = &self.spot;
         fcntl_lock(&file, &self.path, false, timeout)?;
         let changed = || {
             MailboxError::Format(format!(
@@ -1863,6 +1888,32 @@ mod tests {
         std::fs::write(&p, old).expect("write");
         MboxMailbox::open(&p, &o).expect("open");
         assert_eq!(std::fs::read(&p).expect("read"), old);
+    }
+
+    /// The owner fast path reads a message as `open` does, only from a regular mbox of
+    /// the given owner that is not a symlink.
+    #[test]
+    fn open_if_owned_only_for_the_owners_mbox() {
+        use std::io::Read;
+        let me = nix::unistd::geteuid().as_raw();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        let mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let m = mb.message(1).expect("message");
+        m.open().expect("open").read_to_end(&mut a).expect("read");
+        m.open_if_owned(me)
+            .expect("own file")
+            .expect("reader")
+            .read_to_end(&mut b)
+            .expect("read");
+        assert_eq!(a, b);
+        assert!(m.open_if_owned(me + 1).is_none(), "other owner");
+        let real = dir.path().join("real");
+        std::fs::rename(&p, &real).expect("mv");
+        std::os::unix::fs::symlink(&real, &p).expect("ln");
+        assert!(m.open_if_owned(me).is_none(), "symlink");
     }
 
     #[test]

@@ -315,18 +315,21 @@ impl MessageRef {
         }
     }
 
-    /// A Maildir message opened with this thread's ids (root), if the file is a regular
-    /// file owned by `uid`; `None` (nothing kept open) for anything else — another
-    /// owner, a symlink, a file gone or renamed, an mbox — which the caller opens with
-    /// the user's ids instead. The file was reached through the Maildir's descriptor,
-    /// opened as the user, and never through a symlink at its last step; a file the
-    /// user owns is one the user may read (an owner can always change its mode), so
-    /// reading it with root's ids lets the user read nothing more, and saves switching
-    /// the filesystem ids (four system calls) per message.
-    pub fn open_if_owned(&self, uid: u32) -> Option<MessageReader> {
+    /// The message opened with this thread's ids (root), if its file is a regular file
+    /// owned by `uid`; `None` (nothing kept open) for anything else — another owner, a
+    /// symlink, a FIFO, a file gone or renamed — which the caller opens with the user's
+    /// ids instead. The file is never reached through a symlink at its last step (a
+    /// Maildir's through its descriptor, opened as the user); a file the user owns is
+    /// one the user may read (an owner can always change its mode), so reading it with
+    /// root's ids lets the user read nothing more, and saves switching the filesystem
+    /// ids (four system calls) per message.
+    /// An mbox is opened the same way, then locked as
+    /// [`open_nowait`](Self::open_nowait) does (`Some(Err(Locked))` when another
+    /// writer holds it).
+    pub fn open_if_owned(&self, uid: u32) -> Option<Result<MessageReader, MailboxError>> {
         match self {
-            MessageRef::Mbox(_) => None,
-            MessageRef::Maildir(m) => m.open_if_owned(uid),
+            MessageRef::Mbox(m) => m.open_if_owned(uid),
+            MessageRef::Maildir(m) => m.open_if_owned(uid).map(Ok),
         }
     }
 

@@ -1304,17 +1304,19 @@ impl Session {
             (r, buf)
         };
         // On this thread: a few page-cache reads, not worth two thread hand-overs. A
-        // Maildir file the user owns is opened without switching ids (see
+        // file the user owns is opened without switching ids (see
         // `MessageRef::open_if_owned`); anything else with the user's ids.
         let owned = match uid {
             Some(u) if running_as_root() => msg.open_if_owned(u),
             _ => None,
         };
         let mut first = Some(match owned {
-            Some(mut rd) => {
-                let r = fill(&mut rd, &mut buf)
-                    .map(|n| (rd, n))
-                    .map_err(|e| MailboxError::Format(e.to_string()));
+            Some(opened) => {
+                let r = opened.and_then(|mut rd| {
+                    fill(&mut rd, &mut buf)
+                        .map(|n| (rd, n))
+                        .map_err(|e| MailboxError::Format(e.to_string()))
+                });
                 (r, buf)
             }
             None => with_fsuid(uid, gid, || first_piece(&msg, false, buf)),
