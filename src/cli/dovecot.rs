@@ -8,6 +8,12 @@
 //! pop3-login { inet_listener … }`, `listen`); `pop3s` listeners speak TLS from the start.
 //! Only `pop3` is served from `protocols` today; `imap` is left to the imapd issue.
 //! Fatal errors are worded as Dovecot's (`Fatal: …`) and exit 89.
+//!
+//! Processes: this one binds the listeners, then starts the unprivileged login process
+//! ([`pop3d::login`], `dovecot/pop3-login`: this executable again, with
+//! `--login-process CTL FD:ssl|plain…` naming the inherited channel and listeners),
+//! serves its requests ([`pop3d::serve_login_process`]), replaces it when it dies and
+//! starts a new one on reload while the old one drains.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
