@@ -1083,6 +1083,16 @@ mod tests {
     const ALICE: &str =
         "alice:{PLAIN}secret:1000:1000::/home/alice::userdb_mail=maildir:~/Maildir\n";
 
+    /// A 1 MB cache keeping answers, found or not, for an hour.
+    fn hour_cache() -> AuthCache {
+        AuthCache::new(
+            1 << 20,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .expect("cache")
+    }
+
     /// A cached user is answered without the userdb: the file is gone, the userdb
     /// itself fails, the cache still knows alice.
     #[test]
@@ -1091,12 +1101,7 @@ mod tests {
         let f = dir.path().join("users");
         std::fs::write(&f, ALICE).expect("write");
         let auth = passwd_file_auth(&f);
-        let cache = AuthCache::new(
-            1 << 20,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        )
-        .expect("cache");
+        let cache = hour_cache();
         let first = auth
             .user_through_cache(&cache, "alice", &pop3())
             .expect("lookup")
@@ -1120,12 +1125,7 @@ mod tests {
         let f = dir.path().join("users");
         std::fs::write(&f, ALICE).expect("write");
         let auth = passwd_file_auth(&f);
-        let cache = AuthCache::new(
-            1 << 20,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        )
-        .expect("cache");
+        let cache = hour_cache();
         assert_eq!(auth.user_through_cache(&cache, "carol", &pop3()), Ok(None));
         std::fs::write(&f, format!("{ALICE}carol:x:1002:1002::/home/carol::\n")).expect("write");
         assert_eq!(auth.user_through_cache(&cache, "carol", &pop3()), Ok(None));
@@ -1205,12 +1205,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("users");
         let auth = passwd_file_auth(&f);
-        let cache = AuthCache::new(
-            1 << 20,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        )
-        .expect("cache");
+        let cache = hour_cache();
         let err = auth.user_through_cache(&cache, "alice", &pop3());
         assert!(err.is_err(), "{err:?}");
         assert!(cache.is_empty());
@@ -1240,12 +1235,7 @@ mod tests {
             userdbs,
             ..passwd_file_auth(&f)
         };
-        let cache = AuthCache::new(
-            1 << 20,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        )
-        .expect("cache");
+        let cache = hour_cache();
         for userdbs in [
             vec![file_db.clone()],
             vec![static_db],
@@ -1285,12 +1275,7 @@ mod tests {
         let f = dir.path().join("users");
         std::fs::write(&f, ALICE).expect("write");
         let auth = passwd_file_auth(&f);
-        let cache = AuthCache::new(
-            1 << 20,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        )
-        .expect("cache");
+        let cache = hour_cache();
         let alice = auth
             .user_through_cache(&cache, "alice", &pop3())
             .expect("lookup")

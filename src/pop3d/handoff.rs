@@ -12,7 +12,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
@@ -271,10 +271,6 @@ impl Channel {
     /// buffer is full or the other end is gone.
     pub fn try_send(&self, msg: &Msg) -> bool {
         send_raw(self.fd.get_ref().as_raw_fd(), &msg.encode(), None).is_ok()
-    }
-
-    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.get_ref().as_fd()
     }
 }
 

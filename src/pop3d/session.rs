@@ -321,7 +321,7 @@ async fn proxy(tls: Box<tokio_rustls::server::TlsStream<TcpStream>>, service: Un
 /// the login process the verdict, and when it is [`Verdict::Taken`] serve the
 /// TRANSACTION and UPDATE states on `fd` (the client's socket, or the login process's
 /// proxy of a TLS client).
-pub async fn take_over(st: Arc<Pop3State>, req: LoginRequest, fd: OwnedFd, ch: Arc<Channel>) {
+pub async fn take_over(st: Arc<Pop3State>, mut req: LoginRequest, fd: OwnedFd, ch: Arc<Channel>) {
     let io = if req.tls {
         let u = std::os::unix::net::UnixStream::from(fd);
         let _ = u.set_nonblocking(true);
@@ -347,8 +347,8 @@ pub async fn take_over(st: Arc<Pop3State>, req: LoginRequest, fd: OwnedFd, ch: A
     };
     let mut s = Session::new(st.clone(), io, req.remote, req.local);
     s.tls = req.tls;
-    s.session_id = req.session_id.clone();
-    s.rbuf = req.leftover.clone();
+    s.session_id = std::mem::take(&mut req.session_id);
+    s.rbuf = std::mem::take(&mut req.leftover);
     let checked = s.check(&req.creds).await;
     let verdict = match &checked {
         Ok(_) => Verdict::Taken,
