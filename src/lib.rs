@@ -20,5 +20,6 @@ pub mod qmgr;
 pub mod queue;
 pub mod smtp;
 pub mod smtpd;
+pub mod sys;
 pub mod tls;
 pub mod virtual_delivery;

@@ -99,12 +99,16 @@ fn wait_for(path: &Path) {
 }
 
 fn start(program: &str, pre: &[&str], dir: &Path, stderr: Stdio) -> Daemon {
+    start_mech(program, pre, "shadow", dir, stderr)
+}
+
+fn start_mech(program: &str, pre: &[&str], mech: &str, dir: &Path, stderr: Stdio) -> Daemon {
     use std::os::unix::process::CommandExt;
     // Its own process group: the real saslauthd's master signals its whole group on exit.
     let child = Command::new(program)
         .process_group(0)
         .args(pre)
-        .args(["-a", "shadow", "-d", "-n", "4", "-m"])
+        .args(["-a", mech, "-d", "-n", "4", "-m"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -501,4 +505,59 @@ fn saslauthd_usage_errors() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(":unknown authentication mechanism: bogus\n")
     );
+}
+
+/// `-a pam` through the system's libpam (loaded at run time by soname): a PAM service of the
+/// test's own with pam_unix, checked by Postern's saslauthd and, where installed, by the
+/// real one, giving the same answers.
+#[test]
+fn saslauthd_pam_backend() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create a user and a PAM service");
+        return;
+    }
+    let service = format!("postern-pamtest-{}", std::process::id());
+    let pam_file = PathBuf::from("/etc/pam.d").join(&service);
+    std::fs::write(
+        &pam_file,
+        "auth required pam_unix.so\naccount required pam_unix.so\n",
+    )
+    .expect("write PAM service");
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(pam_file);
+    let mut users = Users(Vec::new());
+    users.add("pstn_pam", "Pam-pass1", "SHA512");
+
+    let mut programs = vec![BIN.to_string()];
+    if have("saslauthd") {
+        programs.push("saslauthd".into());
+    }
+    for program in programs {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("run");
+        let pre: &[&str] = if program == BIN { &["saslauthd"] } else { &[] };
+        let d = start_mech(&program, pre, "pam", &dir, Stdio::null());
+        let mux = d.mux();
+        let mux_s = mux.to_str().expect("utf8");
+        check(
+            &postern_test(&["-u", "pstn_pam", "-p", "Pam-pass1", "-f", mux_s, "-s", &service]),
+            OK,
+            0,
+        );
+        check(
+            &postern_test(&["-u", "pstn_pam", "-p", "Pam-pass2", "-f", mux_s, "-s", &service]),
+            NO,
+            255,
+        );
+        check(
+            &postern_test(&["-u", "pstn_nobody_x", "-p", "x", "-f", mux_s, "-s", &service]),
+            NO,
+            255,
+        );
+    }
 }

@@ -3,36 +3,19 @@
 //! yescrypt `$y$`, SHA-512 `$6$`, SHA-256 `$5$`, MD5 `$1$`, bcrypt `$2b$`/`$2a$`/`$2y$`,
 //! and traditional DES (13 characters).
 //!
-//! No pure-Rust crate covers yescrypt, so this links `libcrypt` (Debian `libcrypt1`, headers
-//! and the `libcrypt.so` link name in `libcrypt-dev`; Fedora `libxcrypt`). `crypt_rn` is the
-//! reentrant form that takes the size of its work area and returns NULL on failure instead
-//! of a `*0` token; it is libxcrypt's since 4.0.
+//! No pure-Rust crate covers yescrypt, so this calls the system's `libcrypt`, loaded at run
+//! time by soname ([`crate::sys::dl::crypt`]: Debian `libcrypt1`, Fedora `libxcrypt`), so
+//! that no `-dev` package is needed to build. `crypt_rn` is the reentrant form that takes
+//! the size of its work area and returns NULL on failure instead of a `*0` token; it is
+//! libxcrypt's since 4.0. If the library cannot be loaded, no password matches.
 //!
 //! Limits: a password containing NUL cannot be passed to crypt(3) and never matches.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int};
 
 /// `sizeof(struct crypt_data)` in libxcrypt (`CRYPT_DATA_RESERVED_SIZE` + internal state):
 /// 32768 bytes. `crypt_rn` is told the size and refuses a smaller area.
 const CRYPT_DATA_SIZE: usize = 32768;
-
-#[link(name = "crypt")]
-unsafe extern "C" {
-    fn crypt_rn(
-        phrase: *const c_char,
-        setting: *const c_char,
-        data: *mut c_void,
-        size: c_int,
-    ) -> *mut c_char;
-    fn crypt_gensalt_rn(
-        prefix: *const c_char,
-        count: std::ffi::c_ulong,
-        rbytes: *const c_char,
-        nrbytes: c_int,
-        output: *mut c_char,
-        output_size: c_int,
-    ) -> *mut c_char;
-}
 
 /// `crypt(password, setting)`: the hash of `password` with the salt and method of
 /// `setting` (a full hash works as its own setting). `None` if the method is unknown or
@@ -40,12 +23,13 @@ unsafe extern "C" {
 pub fn crypt(password: &[u8], setting: &str) -> Option<String> {
     let phrase = CString::new(password).ok()?;
     let setting = CString::new(setting).ok()?;
+    let lib = crate::sys::dl::crypt().ok()?;
     let mut data = vec![0u8; CRYPT_DATA_SIZE];
     // SAFETY: both strings are NUL-terminated and live across the call; `data` is a
     // zeroed buffer of the size we pass; the result points into `data` (or is NULL) and is
     // copied out before `data` is dropped.
     let out = unsafe {
-        crypt_rn(
+        (lib.crypt_rn)(
             phrase.as_ptr(),
             setting.as_ptr(),
             data.as_mut_ptr().cast(),
@@ -80,11 +64,12 @@ pub fn verify(password: &[u8], hash: &str) -> bool {
 /// tests and for tools that write password files.
 pub fn hash(password: &[u8], prefix: &str) -> Option<String> {
     let prefix_c = CString::new(prefix).ok()?;
+    let lib = crate::sys::dl::crypt().ok()?;
     let mut out = vec![0 as c_char; 256];
     // SAFETY: NULL rbytes asks libxcrypt to read the OS random source; `out` is writable
     // for the size given; the result is NUL-terminated within `out` or NULL.
     let setting = unsafe {
-        crypt_gensalt_rn(
+        (lib.crypt_gensalt_rn)(
             if prefix.is_empty() {
                 std::ptr::null()
             } else {

@@ -145,24 +145,100 @@ pub fn check_getpwent(user: &str, password: &[u8]) -> Outcome {
 }
 
 /// saslauthd's `-a pam` and Dovecot's `passdb pam`: authenticate `user` with `password`
-/// through the PAM service `service`, then check the account.
+/// through the PAM service `service`, then check the account. libpam is loaded at run time
+/// ([`crate::sys::dl::pam`]); if it cannot be, the check fails as `PAM start error`.
 pub fn check_pam(service: &str, user: &str, password: &str) -> Outcome {
-    use pam_client2::{Context, Flag, conv_mock::Conversation};
-    if service.contains('\0') || user.contains('\0') || password.contains('\0') {
+    use crate::sys::dl;
+    use std::ffi::CString;
+    let (Ok(c_service), Ok(c_user), Ok(c_password)) = (
+        CString::new(service),
+        CString::new(user),
+        CString::new(password),
+    ) else {
         return Outcome::Refused("PAM start error".into());
-    }
-    let conv = Conversation::with_credentials(user, password);
-    let mut ctx = match Context::new(service, Some(user), conv) {
-        Ok(c) => c,
+    };
+    let pam = match dl::pam() {
+        Ok(p) => p,
         Err(_) => return Outcome::Refused("PAM start error".into()),
     };
-    if ctx.authenticate(Flag::NONE).is_err() {
-        return Outcome::Refused("PAM auth error".into());
+    let creds = [c_user, c_password];
+    let conv = dl::PamConv {
+        conv: pam_conversation,
+        appdata_ptr: creds.as_ptr() as *mut std::ffi::c_void,
+    };
+    let mut handle: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: NUL-terminated strings and a conversation whose data (`creds`) outlives the
+    // PAM handle, which is ended below before this function returns.
+    let rc = unsafe { (pam.pam_start)(c_service.as_ptr(), creds[0].as_ptr(), &conv, &mut handle) };
+    if rc != dl::PAM_SUCCESS || handle.is_null() {
+        return Outcome::Refused("PAM start error".into());
     }
-    if ctx.acct_mgmt(Flag::NONE).is_err() {
-        return Outcome::Refused("PAM acct error".into());
+    // SAFETY: `handle` is the live handle pam_start gave us.
+    let outcome = if unsafe { (pam.pam_authenticate)(handle, 0) } != dl::PAM_SUCCESS {
+        Outcome::Refused("PAM auth error".into())
+    } else if unsafe { (pam.pam_acct_mgmt)(handle, 0) } != dl::PAM_SUCCESS {
+        Outcome::Refused("PAM acct error".into())
+    } else {
+        Outcome::Ok
+    };
+    // SAFETY: ends the handle once; it is not used afterwards.
+    unsafe { (pam.pam_end)(handle, dl::PAM_SUCCESS) };
+    outcome
+}
+
+/// The PAM conversation saslauthd's `-a pam` holds: the user name for an echoed prompt,
+/// the password for a hidden one, nothing for messages. `appdata` points at
+/// `[user, password]` as `CString`s.
+unsafe extern "C" fn pam_conversation(
+    num_msg: libc::c_int,
+    msg: *mut *const crate::sys::dl::PamMessage,
+    resp: *mut *mut crate::sys::dl::PamResponse,
+    appdata: *mut std::ffi::c_void,
+) -> libc::c_int {
+    use crate::sys::dl;
+    let Ok(n) = usize::try_from(num_msg) else {
+        return dl::PAM_CONV_ERR;
+    };
+    if n == 0 || msg.is_null() || resp.is_null() || appdata.is_null() {
+        return dl::PAM_CONV_ERR;
     }
-    Outcome::Ok
+    let creds = appdata as *const std::ffi::CString;
+    // SAFETY: PAM frees the array and every `resp` string with free(3), so both come from
+    // calloc/strdup; the array has `n` zeroed entries.
+    let out = unsafe { libc::calloc(n, std::mem::size_of::<dl::PamResponse>()) }
+        as *mut dl::PamResponse;
+    if out.is_null() {
+        return dl::PAM_BUF_ERR;
+    }
+    for i in 0..n {
+        // SAFETY: Linux-PAM passes an array of `n` message pointers.
+        let m = unsafe { *msg.add(i) };
+        if m.is_null() {
+            continue;
+        }
+        // SAFETY: `m` points at a valid pam_message for the duration of the call.
+        let style = unsafe { (*m).msg_style };
+        let answer = match style {
+            // SAFETY: `creds` points at the two-element array of check_pam, alive here.
+            dl::PAM_PROMPT_ECHO_ON => unsafe { (*creds).as_ptr() },
+            dl::PAM_PROMPT_ECHO_OFF => unsafe { (*creds.add(1)).as_ptr() },
+            dl::PAM_ERROR_MSG | dl::PAM_TEXT_INFO => continue,
+            _ => {
+                for j in 0..i {
+                    // SAFETY: entries before `i` hold strdup'd strings or NULL.
+                    unsafe { libc::free((*out.add(j)).resp.cast()) };
+                }
+                // SAFETY: allocated by calloc above.
+                unsafe { libc::free(out.cast()) };
+                return dl::PAM_CONV_ERR;
+            }
+        };
+        // SAFETY: `answer` is NUL-terminated; `out` has `n` entries.
+        unsafe { (*out.add(i)).resp = libc::strdup(answer) };
+    }
+    // SAFETY: `resp` is PAM's out-pointer.
+    unsafe { *resp = out };
+    dl::PAM_SUCCESS
 }
 
 #[cfg(test)]

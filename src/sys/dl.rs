@@ -1,0 +1,195 @@
+//! System libraries loaded at run time by their sonames, so that building Postern needs no
+//! `-dev` package: `libcrypt.so.1` (libxcrypt; Fedora's own soname is `libcrypt.so.2`, with
+//! `.so.1` from `libxcrypt-compat`) and `libpam.so.0` (Linux-PAM). Both are present on every
+//! Debian and Fedora system, which link their own `passwd`, `login` and `su` against them.
+//!
+//! A library that cannot be loaded is reported once per use as an error naming the library
+//! and dlerror(3)'s reason; the callers turn it into their protocol's temporary failure.
+
+use std::ffi::{CStr, CString, c_void};
+use std::sync::OnceLock;
+
+/// A library handle that lives for the whole process (never dlclose'd).
+pub struct Library {
+    handle: *mut c_void,
+    pub soname: &'static str,
+}
+
+// SAFETY: a dlopen handle may be used from any thread; dlsym is thread-safe in glibc.
+unsafe impl Send for Library {}
+// SAFETY: as above; the handle is never closed or mutated.
+unsafe impl Sync for Library {}
+
+impl Library {
+    /// dlopen the first of `sonames` that loads.
+    pub fn open(sonames: &[&'static str]) -> Result<Library, String> {
+        let mut last = String::new();
+        for soname in sonames {
+            let c = CString::new(*soname).map_err(|e| e.to_string())?;
+            // SAFETY: a NUL-terminated name; RTLD_NOW resolves everything at once so a
+            // broken library fails here, not at a later call.
+            let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            if !handle.is_null() {
+                return Ok(Library { handle, soname });
+            }
+            last = dlerror();
+        }
+        Err(format!("cannot load {}: {last}", sonames.join(" or ")))
+    }
+
+    /// The address of `symbol`, or an error naming it.
+    pub fn symbol(&self, symbol: &str) -> Result<*mut c_void, String> {
+        let c = CString::new(symbol).map_err(|e| e.to_string())?;
+        // SAFETY: a valid handle from dlopen and a NUL-terminated name.
+        let p = unsafe { libc::dlsym(self.handle, c.as_ptr()) };
+        if p.is_null() {
+            Err(format!("{}: no symbol {symbol}: {}", self.soname, dlerror()))
+        } else {
+            Ok(p)
+        }
+    }
+}
+
+fn dlerror() -> String {
+    // SAFETY: dlerror returns NULL or a NUL-terminated string valid until the next dl call
+    // on this thread; it is copied at once.
+    let e = unsafe { libc::dlerror() };
+    if e.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: see above.
+        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+    }
+}
+
+/// libxcrypt's reentrant entry points.
+pub struct Crypt {
+    pub crypt_rn: unsafe extern "C" fn(
+        phrase: *const libc::c_char,
+        setting: *const libc::c_char,
+        data: *mut c_void,
+        size: libc::c_int,
+    ) -> *mut libc::c_char,
+    pub crypt_gensalt_rn: unsafe extern "C" fn(
+        prefix: *const libc::c_char,
+        count: libc::c_ulong,
+        rbytes: *const libc::c_char,
+        nrbytes: libc::c_int,
+        output: *mut libc::c_char,
+        output_size: libc::c_int,
+    ) -> *mut libc::c_char,
+}
+
+/// libxcrypt, loaded on first use.
+pub fn crypt() -> Result<&'static Crypt, String> {
+    static CRYPT: OnceLock<Result<Crypt, String>> = OnceLock::new();
+    CRYPT
+        .get_or_init(|| {
+            let lib = Library::open(&["libcrypt.so.1", "libcrypt.so.2"])?;
+            let a = lib.symbol("crypt_rn")?;
+            let b = lib.symbol("crypt_gensalt_rn")?;
+            // SAFETY: libxcrypt ≥ 4.0 exports both with exactly these C signatures
+            // (crypt.h); the library stays loaded for the life of the process.
+            Ok(unsafe {
+                Crypt {
+                    crypt_rn: std::mem::transmute::<*mut c_void, _>(a),
+                    crypt_gensalt_rn: std::mem::transmute::<*mut c_void, _>(b),
+                }
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// `struct pam_message` (Linux-PAM `security/_pam_types.h`).
+#[repr(C)]
+pub struct PamMessage {
+    pub msg_style: libc::c_int,
+    pub msg: *const libc::c_char,
+}
+
+/// `struct pam_response`.
+#[repr(C)]
+pub struct PamResponse {
+    pub resp: *mut libc::c_char,
+    pub resp_retcode: libc::c_int,
+}
+
+/// The conversation callback's C signature.
+pub type PamConvFn = unsafe extern "C" fn(
+    num_msg: libc::c_int,
+    msg: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata_ptr: *mut c_void,
+) -> libc::c_int;
+
+/// `struct pam_conv`.
+#[repr(C)]
+pub struct PamConv {
+    pub conv: PamConvFn,
+    pub appdata_ptr: *mut c_void,
+}
+
+pub const PAM_SUCCESS: libc::c_int = 0;
+pub const PAM_BUF_ERR: libc::c_int = 5;
+pub const PAM_CONV_ERR: libc::c_int = 19;
+pub const PAM_PROMPT_ECHO_OFF: libc::c_int = 1;
+pub const PAM_PROMPT_ECHO_ON: libc::c_int = 2;
+pub const PAM_ERROR_MSG: libc::c_int = 3;
+pub const PAM_TEXT_INFO: libc::c_int = 4;
+
+/// Linux-PAM's application entry points that saslauthd's `-a pam` uses.
+pub struct Pam {
+    pub pam_start: unsafe extern "C" fn(
+        service: *const libc::c_char,
+        user: *const libc::c_char,
+        conv: *const PamConv,
+        pamh: *mut *mut c_void,
+    ) -> libc::c_int,
+    pub pam_authenticate: unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
+    pub pam_acct_mgmt: unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
+    pub pam_end: unsafe extern "C" fn(pamh: *mut c_void, status: libc::c_int) -> libc::c_int,
+}
+
+/// libpam, loaded on first use.
+pub fn pam() -> Result<&'static Pam, String> {
+    static PAM: OnceLock<Result<Pam, String>> = OnceLock::new();
+    PAM.get_or_init(|| {
+        let lib = Library::open(&["libpam.so.0"])?;
+        let s = lib.symbol("pam_start")?;
+        let a = lib.symbol("pam_authenticate")?;
+        let m = lib.symbol("pam_acct_mgmt")?;
+        let e = lib.symbol("pam_end")?;
+        // SAFETY: Linux-PAM exports these with exactly these C signatures
+        // (security/pam_appl.h); the library stays loaded for the life of the process.
+        Ok(unsafe {
+            Pam {
+                pam_start: std::mem::transmute::<*mut c_void, _>(s),
+                pam_authenticate: std::mem::transmute::<*mut c_void, _>(a),
+                pam_acct_mgmt: std::mem::transmute::<*mut c_void, _>(m),
+                pam_end: std::mem::transmute::<*mut c_void, _>(e),
+            }
+        })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_libraries_load_by_soname() {
+        crypt().expect("libcrypt");
+        pam().expect("libpam");
+    }
+
+    #[test]
+    fn missing_library_is_named() {
+        let Err(e) = Library::open(&["libpostern-no-such.so.9"]) else {
+            panic!("loaded a library that does not exist")
+        };
+        assert!(e.contains("libpostern-no-such.so.9"), "{e}");
+    }
+}
