@@ -38,7 +38,6 @@
 //! the master's PID only (Postfix kills its process group: its children; Postern's master
 //! has none).
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -204,6 +203,7 @@ fn run(args: &[String]) -> i32 {
                 return if opts.command == "quick-stop" { 0 } else { 1 };
             };
             log::info(&script, "stopping the Postfix mail system");
+            log::flush();
             send_signal(pid, libc::SIGTERM);
             for _ in 0..5 {
                 if wait_stopped(&pid_path, Duration::from_secs(1)) {
@@ -224,6 +224,7 @@ fn run(args: &[String]) -> i32 {
                 return 1;
             };
             log::info(&script, "aborting the Postfix mail system");
+            log::flush();
             send_signal(pid, libc::SIGTERM);
             0
         }
@@ -233,6 +234,7 @@ fn run(args: &[String]) -> i32 {
                 return 1;
             };
             log::info(&script, "refreshing the Postfix mail system");
+            log::flush();
             send_signal(pid, libc::SIGHUP);
             0
         }
@@ -391,16 +393,28 @@ fn start_background(config_dir: Option<&Path>, script: &str) -> i32 {
         return fail();
     }
     drop(write_end);
+    // The master writes one line: `ok` once it serves, or `fatal: IDENT: REASON`. Read that
+    // line, not to end of file: whoever holds a copy of the write end must not hold us.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut f = std::fs::File::from(read_end);
-        let mut buf = String::new();
-        let _ = f.read_to_string(&mut buf);
-        let _ = tx.send(buf);
+        let mut f = std::io::BufReader::new(std::fs::File::from(read_end));
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut f, &mut line);
+        let _ = tx.send(line);
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(s) if s.starts_with("ok") => 0,
-        _ => fail(),
+        Ok(s) if s.trim_end() == "ok" => 0,
+        Ok(s) => {
+            // The master logged its reason; show it on stderr too (the master's own stderr
+            // is /dev/null), so that an init script or a unit's journal shows why.
+            if let Some(reason) = s.trim_end().strip_prefix("fatal: ")
+                && let Some((ident, text)) = reason.split_once(": ")
+            {
+                eprintln!("{ident}: fatal: {text}");
+            }
+            fail()
+        }
+        Err(_) => fail(),
     }
 }
 

@@ -191,7 +191,10 @@ fn interface_addresses(cfg: &PostfixConfig, p: Protocols) -> Result<Vec<IpAddr>,
 
 /// Bind and listen on `addr` (non-blocking, close-on-exec).
 pub fn bind_listener(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, String> {
-    let fail = |what: &str, e: nix::Error| format!("{what} {addr}: {}", e.desc());
+    // Postfix's inet_listen.c wording: `bind 127.0.0.1 port 25: Address already in use`.
+    let fail = |what: &str, e: nix::Error| {
+        format!("{what} {} port {}: {}", addr.ip(), addr.port(), e.desc())
+    };
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {

@@ -145,10 +145,24 @@ pub fn smtpd_services(cfg: &PostfixConfig, ident: &str) -> Result<Vec<ServiceSpe
 /// Run the master until SIGTERM; returns the exit status. Errors before serving are
 /// logged as `fatal:` and give 1.
 pub fn run(opts: &MasterOptions) -> i32 {
-    let code = match startup(opts) {
+    // The readiness pipe is ours alone: close-on-exec at once, so that no child (the queue
+    // manager, a pipe delivery) inherits its write end and keeps `postfix start` waiting
+    // for an end of file that never comes.
+    let mut ready = opts.ready_fd.map(|fd| {
+        // SAFETY: `postfix start` handed us this descriptor for our exclusive use.
+        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        f
+    });
+    let code = match startup(opts, &mut ready) {
         Ok(state) => serve::serve(state),
         Err((ident, e)) => {
             log::fatal(&ident, &e);
+            // `postfix start` shows the reason on its terminal, as the real master's
+            // start-up errors reach the admin's screen.
+            if let Some(mut f) = ready.take() {
+                let _ = std::io::Write::write_all(&mut f, format!("fatal: {ident}: {e}\n").as_bytes());
+            }
             1
         }
     };
@@ -175,7 +189,10 @@ pub type StartedServices = Vec<(
     Vec<std::net::TcpListener>,
 )>;
 
-fn startup(opts: &MasterOptions) -> Result<Started, (String, String)> {
+fn startup(
+    opts: &MasterOptions,
+    ready: &mut Option<std::fs::File>,
+) -> Result<Started, (String, String)> {
     let early = |e: String| ("postfix/master".to_string(), e);
     // The runtime and the signal streams come first, so that a SIGHUP or SIGTERM that
     // arrives while starting (the port is already open) is acted on, not fatal.
@@ -265,9 +282,7 @@ fn startup(opts: &MasterOptions) -> Result<Started, (String, String)> {
             config_directory(&cfg)
         ),
     );
-    if let Some(fd) = opts.ready_fd {
-        // SAFETY: the descriptor was handed to us by `postfix start` for this one write.
-        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if let Some(mut f) = ready.take() {
         let _ = std::io::Write::write_all(&mut f, b"ok\n");
     }
     notify_systemd(pid);
