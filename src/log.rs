@@ -58,6 +58,9 @@ enum Severity {
     Warning,
     Error,
     Fatal,
+    /// No prefix, this syslog level: lines whose text carries its own severity word
+    /// (Dovecot's `master: Fatal: …`).
+    Plain(u8),
 }
 
 impl Severity {
@@ -67,6 +70,7 @@ impl Severity {
             Severity::Warning => "warning: ",
             Severity::Error => "error: ",
             Severity::Fatal => "fatal: ",
+            Severity::Plain(_) => "",
         }
     }
     /// syslog(3) priority level.
@@ -76,6 +80,7 @@ impl Severity {
             Severity::Warning => 4,
             Severity::Error => 3,
             Severity::Fatal => 2,
+            Severity::Plain(level) => level,
         }
     }
 }
@@ -142,6 +147,13 @@ pub fn error(ident: &str, text: &str) {
 /// should call [`flush`] first.
 pub fn fatal(ident: &str, text: &str) {
     emit(Severity::Fatal, ident, text);
+}
+
+/// Log `text` as written (no Postfix severity prefix) at syslog `level` (`LOG_INFO` 6,
+/// `LOG_WARNING` 4, `LOG_ERR` 3, `LOG_CRIT` 2): Dovecot's lines carry their own level word
+/// (`dovecot: master: Fatal: …`).
+pub fn plain(level: u8, ident: &str, text: &str) {
+    emit(Severity::Plain(level), ident, text);
 }
 
 fn emit(severity: Severity, ident: &str, text: &str) {

@@ -25,7 +25,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +108,8 @@ pub enum ReadResult {
 pub enum LogSink {
     Stderr,
     Syslog,
+    /// Both, as Cyrus's `logger()` until the daemon detaches (and for good with `-d`).
+    Both,
 }
 
 impl LogSink {
@@ -116,6 +118,10 @@ impl LogSink {
         match self {
             LogSink::Stderr => {
                 eprintln!("saslauthd[{}] :{}", std::process::id(), text);
+            }
+            LogSink::Both => {
+                LogSink::Stderr.log(err, text);
+                LogSink::Syslog.log(err, text);
             }
             LogSink::Syslog => {
                 static OPEN: std::sync::Once = std::sync::Once::new();
@@ -284,20 +290,6 @@ pub fn bind(run_dir: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     let l = std::os::unix::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
     Ok(l)
-}
-
-/// Write `DIR/saslauthd.pid` (mode 0600, `PID\n`).
-pub fn write_pid_file(run_dir: &Path) -> io::Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = run_dir.join("saslauthd.pid");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    writeln!(f, "{}", std::process::id())?;
-    Ok(path)
 }
 
 /// Serve connections on `listener` until the future is dropped.

@@ -112,6 +112,11 @@ impl DovecotLog {
         self.line("Error", text);
     }
 
+    /// A fatal start-up error (`master: Fatal: …`); the caller exits.
+    pub fn fatal(&self, text: &str) {
+        self.line("Fatal", text);
+    }
+
     /// Log `text` at `level` (`Info`, `Warning`, `Error`). In the login process the line
     /// goes to the service process, which writes it (see [`relay_logs`]).
     pub fn line(&self, level: &str, text: &str) {
@@ -137,14 +142,15 @@ impl DovecotLog {
                 }
             }
             DovecotLog::Syslog => {
-                let t = format!("{who}: {what}");
-                if level == "Error" {
-                    crate::log::error("dovecot", &t);
-                } else if level == "Warning" {
-                    crate::log::warning("dovecot", &t);
-                } else {
-                    crate::log::info("dovecot", &t);
-                }
+                // As Dovecot's syslog handler: the level word except for Info, and the
+                // syslog priority to match (`dovecot: master: Fatal: …` at LOG_CRIT).
+                let (prio, t) = match level {
+                    "Info" => (6, format!("{who}: {what}")),
+                    "Warning" => (4, format!("{who}: {level}: {what}")),
+                    "Error" => (3, format!("{who}: {level}: {what}")),
+                    _ => (2, format!("{who}: {level}: {what}")),
+                };
+                crate::log::plain(prio, "dovecot", &t);
             }
             DovecotLog::Stderr => eprintln!("{who}: {level}: {what}"),
         }

@@ -1,5 +1,7 @@
 //! The operating system's libraries and calls that neither `std` nor `nix` covers.
 //!
 //! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build).
+//! [`detach`]: a daemon's fork that still tells the starting command how the start went.
 
+pub mod detach;
 pub mod dl;

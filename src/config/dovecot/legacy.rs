@@ -686,6 +686,14 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             _ => None,
         })
     };
+    // `login_user` anywhere (also inside `protocol imap { … }`).
+    fn sets_key(nodes: &[Node], k: &str) -> bool {
+        nodes.iter().any(|n| match n {
+            Node::Setting { key, .. } => key == k,
+            Node::Section { children, .. } => sets_key(children, k),
+        })
+    }
+    let has_login_user = sets_key(&nodes, "login_user");
     let has_protocols = explicit("protocols").is_some();
     let has_dpa = explicit("disable_plaintext_auth").is_some();
     let has_uidl = explicit("pop3_uidl_format").is_some();
@@ -745,6 +753,16 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             "disable_plaintext_auth = no (the era default, pinned; 2.x defaults to yes)",
         );
     }
+    if !has_login_user {
+        // 0.99's and 1.0's login processes ran as `dovecot` (master-settings.c: `MEMBER
+        // (login_user) "dovecot"`); 2.x's `dovenull` did not exist then (Fedora 7 has none).
+        tx.out.push(set("default_login_user", "dovecot", &first));
+        tx.note(
+            "login_user",
+            &first,
+            format!("default_login_user = dovecot (the {era} default, pinned; 2.x defaults to dovenull)"),
+        );
+    }
     if era == Era::V0_99 && !has_uidl {
         tx.out.push(set("pop3_uidl_format", "%v.%u", &first));
         tx.note(
@@ -792,6 +810,29 @@ mod tests {
     use super::super::DovecotConf;
     use super::*;
     use std::path::Path;
+
+    /// 1.0's login processes ran as `dovecot` unless `login_user` said otherwise; a 2.x
+    /// file keeps 2.x's `dovenull`.
+    #[test]
+    fn old_login_user_default_is_dovecot() {
+        let c = DovecotConf::from_str(
+            "protocols = pop3\nssl_disable = yes\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert_eq!(c.era, Era::V1);
+        assert_eq!(c.login_user("pop3"), "dovecot");
+        let c = DovecotConf::from_str(
+            "protocols = pop3\nssl_disable = yes\nlogin_user = mailnull\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert_eq!(c.login_user("pop3"), "mailnull");
+        let c = DovecotConf::from_str("protocols = pop3\n", Path::new("/etc/dovecot.conf"))
+            .unwrap();
+        assert_eq!(c.era, Era::V2);
+        assert_eq!(c.login_user("pop3"), "dovenull");
+    }
 
     #[test]
     fn fc2_file() {

@@ -30,6 +30,31 @@ use indexmap::IndexMap;
 use crate::config::ConfigError;
 pub use parse::{Node, Origin};
 
+/// Dovecot 2.x's configuration file.
+pub const CONF_V2: &str = "/etc/dovecot/dovecot.conf";
+/// Dovecot 0.99's and 1.x's (Fedora Core 2, Fedora 7: the file the old guides edit).
+pub const CONF_V1: &str = "/etc/dovecot.conf";
+
+/// The file `dovecot` and `doveconf` read without `-c`: `/etc/dovecot.conf` when it exists,
+/// else `/etc/dovecot/dovecot.conf`. Each era's Dovecot looked in its own place only; a
+/// box has both when an admin followed a 1.x guide on a 2.x system (the 2.x package never
+/// ships `/etc/dovecot.conf`, and RPM saves an edited one as `.rpmsave` on the upgrade to
+/// 2.0), so the old file is the one the admin edited. The other file is then ignored, and
+/// `dovecot` says so in its log (see `dovecot(8)`).
+pub fn default_conf_path() -> PathBuf {
+    default_conf_path_in(Path::new("/"))
+}
+
+/// [`default_conf_path`] under another root (for tests).
+pub fn default_conf_path_in(root: &Path) -> PathBuf {
+    let old = root.join(CONF_V1.trim_start_matches('/'));
+    if old.is_file() {
+        old
+    } else {
+        root.join(CONF_V2.trim_start_matches('/'))
+    }
+}
+
 /// The syntax generation a file was written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
@@ -289,13 +314,27 @@ impl DovecotConf {
     /// The user `protocol`'s login processes run as: `service PROTO-login { user }`
     /// (1.x `login_user`), else `default_login_user` (default `dovenull`).
     pub fn login_user(&self, protocol: &str) -> String {
-        self.root
+        self.login_user_setting(protocol).0
+    }
+
+    /// As [`DovecotConf::login_user`], and whether it came from the service's own `user`
+    /// (true) or from `default_login_user` (false): Dovecot words a missing user
+    /// differently for each.
+    pub fn login_user_setting(&self, protocol: &str) -> (String, bool) {
+        match self
+            .root
             .block("service", &format!("{protocol}-login"))
             .and_then(|b| b.get("user"))
             .filter(|u| !u.is_empty() && *u != "$default_login_user")
-            .or_else(|| self.get("default_login_user"))
-            .unwrap_or("dovenull")
-            .to_string()
+        {
+            Some(u) => (u.to_string(), true),
+            None => (
+                self.get("default_login_user")
+                    .unwrap_or("dovenull")
+                    .to_string(),
+                false,
+            ),
+        }
     }
 
     /// The directory `protocol`'s login processes chroot to: `service PROTO-login {
@@ -591,6 +630,21 @@ mod tests {
 
     fn conf(s: &str) -> Result<DovecotConf, ConfigError> {
         DovecotConf::from_str(s, Path::new("t.conf"))
+    }
+
+    /// Without `-c`: 2.x's file, unless 1.x's `/etc/dovecot.conf` exists (then it wins).
+    #[test]
+    fn default_path_prefers_the_1x_file_when_present() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot/dovecot.conf"));
+        std::fs::create_dir_all(r.join("etc/dovecot")).unwrap();
+        std::fs::write(r.join("etc/dovecot/dovecot.conf"), "").unwrap();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot/dovecot.conf"));
+        std::fs::write(r.join("etc/dovecot.conf"), "protocols = pop3 imap\n").unwrap();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot.conf"));
+        std::fs::remove_file(r.join("etc/dovecot/dovecot.conf")).unwrap();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot.conf"));
     }
 
     #[test]
