@@ -295,11 +295,26 @@ fn pid_file_read(path: &Path, note: &mut dyn FnMut(String)) -> Result<Option<i32
     if pid <= 0 || pid as u32 == std::process::id() {
         return Ok(None);
     }
-    let gone = matches!(
+    Ok(if process_alive(pid) { Some(pid) } else { None })
+}
+
+/// Whether `pid` is a live process: `kill(pid, 0)` does not fail with ESRCH (Dovecot's
+/// test), and it is not a zombie waiting for a parent that does not reap (a container's
+/// pid 1 may never do it), which Dovecot would take for a running master.
+pub fn process_alive(pid: i32) -> bool {
+    if matches!(
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
         Err(nix::errno::Errno::ESRCH)
-    );
-    Ok(if gone { None } else { Some(pid) })
+    ) {
+        return false;
+    }
+    // /proc/PID/stat: `PID (comm) STATE …`; comm may hold spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 fn pid_file_of(conf: &DovecotConf) -> PathBuf {
@@ -367,7 +382,7 @@ fn doveadm(conf_path: &str, words: &[(String, bool)]) -> i32 {
     if word == "stop" {
         // doveadm: wait a while (3 s) for the process to die.
         for _ in 0..30 {
-            if nix::sys::signal::kill(target, None).is_err() {
+            if !process_alive(pid) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -566,7 +581,10 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
     let mut ready = Readiness::none();
     if !foreground {
         // As Dovecot's daemonize(), but the starting command waits for the report.
-        match detach((FATAL, "Fatal: the master exited during start-up (see the log)")) {
+        match detach((
+            FATAL,
+            "Fatal: the master exited during start-up (see the log)",
+        )) {
             Ok(Detached::Child(r)) => ready = r,
             Ok(Detached::Parent(code)) => return code,
             Err(e) => return st.fatal(&format!("fork() failed: {}", e.desc())),
@@ -897,10 +915,7 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::write(&p, format!("{}\n", child.id())).unwrap();
-        assert_eq!(
-            pid_file_read(&p, &mut |_| {}),
-            Ok(Some(child.id() as i32))
-        );
+        assert_eq!(pid_file_read(&p, &mut |_| {}), Ok(Some(child.id() as i32)));
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(pid_file_read(&p, &mut |_| {}), Ok(None));

@@ -322,15 +322,15 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
     } else {
         // Before any thread exists (the runtime is built after); the parent returns once
         // the pid file is written and the socket served.
-        match detach((1, "saslauthd: Cannot start saslauthd (check syslog for errors)")) {
+        match detach((
+            1,
+            "saslauthd: Cannot start saslauthd (check syslog for errors)",
+        )) {
             Ok(Detached::Child(r)) => ready = r,
             Ok(Detached::Parent(code)) => return code,
             Err(e) => {
                 early.log(true, "Cannot start saslauthd");
-                early.log(
-                    true,
-                    &format!("saslauthd master fork failed: {}", e.desc()),
-                );
+                early.log(true, &format!("saslauthd master fork failed: {}", e.desc()));
                 return 1;
             }
         }

@@ -760,7 +760,9 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
         tx.note(
             "login_user",
             &first,
-            format!("default_login_user = dovecot (the {era} default, pinned; 2.x defaults to dovenull)"),
+            format!(
+                "default_login_user = dovecot (the {era} default, pinned; 2.x defaults to dovenull)"
+            ),
         );
     }
     if era == Era::V0_99 && !has_uidl {
@@ -828,8 +830,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.login_user("pop3"), "mailnull");
-        let c = DovecotConf::from_str("protocols = pop3\n", Path::new("/etc/dovecot.conf"))
-            .unwrap();
+        let c =
+            DovecotConf::from_str("protocols = pop3\n", Path::new("/etc/dovecot.conf")).unwrap();
         assert_eq!(c.era, Era::V2);
         assert_eq!(c.login_user("pop3"), "dovenull");
     }
