@@ -484,27 +484,226 @@ fn saslauthd_daemon_mode_pid_file_and_cleanup() {
     }
 }
 
+/// Options and start-up errors: the same stderr (pids and program name aside) and exit
+/// status as the real Cyrus saslauthd 2.1.28, whose `show_usage()` exits 0 (also for a
+/// bad option and a missing `-a`).
 #[test]
 fn saslauthd_usage_errors() {
-    let out = Command::new(BIN)
-        .args(["saslauthd", "-d", "-m", "/tmp"])
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("run");
+    let dir = dir.to_str().expect("utf8");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-h"],
+        vec!["-z"],
+        vec!["-a"],
+        vec!["-d", "-m", dir],
+        vec!["-d", "-a", "bogus", "-m", dir],
+        vec!["-d", "-a", "shadow", "-m", "relative/dir"],
+        vec!["-d", "-a", "shadow", "-m", "/nonexistent/a/b"],
+        vec!["-d", "-a", "shadow", "-a", "pam", "-m", dir],
+    ];
+    // `saslauthd[1234] :` and the version lines (the mechanisms differ) made equal.
+    let norm = |b: &[u8]| -> (String, String) {
+        let t = String::from_utf8_lossy(b).replace("/usr/sbin/saslauthd: ", "saslauthd: ");
+        let mut lines = Vec::new();
+        let mut version = String::new();
+        for l in t.lines() {
+            let l = match (l.strip_prefix("saslauthd["), l.find("] :")) {
+                (Some(_), Some(i)) => format!("saslauthd[PID] :{}", &l[i + 3..]),
+                _ => l.to_string(),
+            };
+            if l.starts_with("saslauthd 2.1.28") || l.starts_with("authentication mechanisms:") {
+                version.push_str(&l);
+                version.push('\n');
+            } else {
+                lines.push(l);
+            }
+        }
+        (lines.join("\n"), version)
+    };
+    for args in &cases {
+        let ours = Command::new(BIN)
+            .arg("saslauthd")
+            .args(args)
+            .output()
+            .expect("run");
+        let (text, version) = norm(&ours.stderr);
+        if args.first() == Some(&"-h") || args.first() == Some(&"-z") {
+            assert!(text.contains("usage: saslauthd [options]"), "{text}");
+            assert!(
+                version.starts_with("saslauthd 2.1.28 (Postern "),
+                "{version}"
+            );
+        }
+        if Path::new("/usr/sbin/saslauthd").exists() {
+            let real = Command::new("/usr/sbin/saslauthd")
+                .args(args)
+                .output()
+                .expect("run");
+            assert_eq!(
+                (ours.status.code(), text),
+                (real.status.code(), norm(&real.stderr).0),
+                "saslauthd {args:?}"
+            );
+        }
+    }
+    let v = Command::new(BIN)
+        .args(["saslauthd", "-v"])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(v.status.code(), Some(0));
     assert!(
-        err.contains(":no authentication mechanism specified\n"),
-        "{err}"
+        v.stdout.is_empty(),
+        "the version goes to stderr, as Cyrus's"
     );
-    assert!(err.contains("usage: saslauthd [options]"), "{err}");
-    let out = Command::new(BIN)
-        .args(["saslauthd", "-d", "-a", "bogus"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&v.stderr),
+        format!(
+            "saslauthd 2.1.28 (Postern {})\nauthentication mechanisms: getpwent pam shadow\n\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+/// The pid file lock: a second daemon on the same directory is refused with Cyrus's words
+/// and status 2, whichever of Postern and Cyrus runs first; a daemon killed outright
+/// leaves a pid file the next start takes over.
+#[test]
+fn saslauthd_second_start_and_stale_pid_file() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("run");
+    let start = |program: &str| {
+        let mut c = Command::new(program);
+        if program == BIN {
+            c.arg("saslauthd");
+        }
+        c.args(["-a", "shadow", "-n", "2", "-m"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("saslauthd")
+    };
+    let pid_of = || -> i32 {
+        std::fs::read_to_string(dir.join("saslauthd.pid"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let stop = |pid: i32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(t.elapsed() < Duration::from_secs(10), "{pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let refused = |o: &Output| {
+        let e = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = e
+            .lines()
+            .map(|l| l.split_once(" :").map_or(l, |x| x.1))
+            .collect();
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert_eq!(
+            lines,
+            vec![
+                "Cannot start saslauthd",
+                "Another instance of saslauthd is currently running"
+            ]
+        );
+    };
+    let first = start(BIN);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(":unknown authentication mechanism: bogus\n")
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
     );
+    // The pid is in the file when the start returns.
+    let pid = pid_of();
+    assert!(pid > 0);
+    refused(&start(BIN));
+    assert_eq!(pid_of(), pid, "the running daemon's pid file is kept");
+    check(
+        &postern_test(&[
+            "-u",
+            "pstn_nosuch",
+            "-p",
+            "x",
+            "-f",
+            dir.join("mux").to_str().expect("utf8"),
+        ]),
+        NO,
+        255,
+    );
+    if Path::new("/usr/sbin/saslauthd").exists() {
+        // The real one refuses to start beside Postern's, and the other way round.
+        refused(&start("/usr/sbin/saslauthd"));
+        assert_eq!(pid_of(), pid);
+        stop(pid);
+        let real = start("/usr/sbin/saslauthd");
+        assert!(real.status.success());
+        let t = Instant::now();
+        while pid_of() == 0 || pid_of() == pid {
+            assert!(t.elapsed() < Duration::from_secs(10), "no real pid file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let real_pid = pid_of();
+        refused(&start(BIN));
+        stop(real_pid);
+        // The real master leaves its workers to end on the signal it sends its group.
+        std::thread::sleep(Duration::from_millis(200));
+    } else {
+        stop(pid);
+    }
+    // Killed outright: the pid file stays, unlocked; the next start takes over.
+    let o = start(BIN);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = pid_of();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let t = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z"))
+        .unwrap_or(true)
+    {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.join("saslauthd.pid").exists());
+    let o = start(BIN);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let new_pid = pid_of();
+    assert!(new_pid > 0 && new_pid != pid);
+    check(
+        &postern_test(&[
+            "-u",
+            "pstn_nosuch",
+            "-p",
+            "x",
+            "-f",
+            dir.join("mux").to_str().expect("utf8"),
+        ]),
+        NO,
+        255,
+    );
+    stop(new_pid);
+    assert!(!dir.join("saslauthd.pid").exists() && !dir.join("mux").exists());
 }
 
 /// `-a pam` through the system's libpam (loaded at run time by soname): a PAM service of the

@@ -351,7 +351,13 @@ fn doveadm(conf_path: &str, words: &[(String, bool)]) -> i32 {
         Ok(c) => c,
         Err(line) => {
             eprintln!("{line}");
-            return FATAL;
+            // doveadm's own fatal status for a file it cannot stat; doveconf's (89) for
+            // one doveconf rejects (both seen from the real `dovecot stop`).
+            return if line.starts_with("Fatal: Error reading configuration") {
+                EX_TEMPFAIL
+            } else {
+                FATAL
+            };
         }
     };
     let pid_file = pid_file_of(&conf);

@@ -75,12 +75,13 @@ fn getopt(args: &[String], spec: &str) -> Result<Vec<(char, Option<String>)>, ch
     }
 }
 
-/// As [`getopt`], but keeps the options read before an error, and the error with the text
-/// getopt(3) prints (`invalid option -- 'z'`): Cyrus acts on each option in order.
-fn getopt_until_error(
-    args: &[String],
-    spec: &str,
-) -> (Vec<(char, Option<String>)>, Option<(char, String)>) {
+/// Options read, in order, and the error that stopped getopt(3) (the letter and the text
+/// getopt prints, `invalid option -- 'z'`).
+type Getopt = (Vec<(char, Option<String>)>, Option<(char, String)>);
+
+/// As [`getopt`], but keeps the options read before an error: Cyrus acts on each option
+/// in order.
+fn getopt_until_error(args: &[String], spec: &str) -> Getopt {
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
