@@ -595,11 +595,9 @@ impl Authenticator for DovecotAuthenticator {
                 Ok(Ok(ClientReply::Ok { .. })) => AuthResult::Ok,
                 Ok(Ok(ClientReply::Fail { temp: false, .. })) => AuthResult::Fail,
                 Ok(Ok(ClientReply::Fail { temp: true, .. })) => {
-                    AuthResult::TempFail("Temporary authentication failure".into())
+                    AuthResult::temp("Temporary authentication failure")
                 }
-                Ok(Err(_)) | Err(_) => {
-                    AuthResult::TempFail("Temporary authentication failure".into())
-                }
+                Ok(Err(_)) | Err(_) => AuthResult::temp("Temporary authentication failure"),
             }
         })
     }
