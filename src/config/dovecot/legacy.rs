@@ -6,8 +6,10 @@
 //! anything else is 2.x and passes through untouched. The mapping follows
 //! `research/fedora-dropin.md` §3.3 and is listed in `postern-dovecot.conf(5)`. Era defaults
 //! that changed are pinned: `disable_plaintext_auth = no` (0.99 and Fedora 1.0), `protocols`
-//! (0.99 `imap`, Fedora 1.0 `imap pop3`), `pop3_uidl_format = %v.%u` (0.99's UIDLs), and the
-//! Fedora certificate paths when SSL stays on.
+//! (0.99 `imap`, Fedora 1.0 `imap pop3`), `pop3_uidl_format = %v.%u` (0.99's UIDLs), the
+//! login user `dovecot` (0.99's and 1.0's `login_user` default; 2.x's `dovenull` did not
+//! exist), `mbox_write_locks = fcntl` (Fedora 1.0's build default), and the Fedora
+//! certificate paths when SSL stays on.
 //!
 //! Limits: several `auth {}` sections collapse into one; `socket listen { master { … } }` is
 //! mapped to a unix_listener whose name must end in `-master` for 2.x to treat it as such;
@@ -763,6 +765,17 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             format!(
                 "default_login_user = dovecot (the {era} default, pinned; 2.x defaults to dovenull)"
             ),
+        );
+    }
+    if era == Era::V1 && !sets_key(&nodes, "mbox_write_locks") {
+        // Fedora's 1.0 package built with `mbox_write_locks = fcntl` (its default-settings
+        // patch); 2.x's `fcntl dotlock` would try dotlocks in /var/spool/mail, which
+        // Fedora's Dovecot never did.
+        tx.out.push(set("mbox_write_locks", "fcntl", &first));
+        tx.note(
+            "mbox_write_locks",
+            &first,
+            "mbox_write_locks = fcntl (Fedora 1.0's default, pinned; 2.x defaults to fcntl dotlock)",
         );
     }
     if era == Era::V0_99 && !has_uidl {
