@@ -14,7 +14,12 @@
 //! and the notes on keys translated from 0.99/1.x; the queue and data directories.
 //!
 //! The Dovecot file is `$POSTERN_DOVECOT_CONFIG` (set but empty: no Dovecot check), else the
-//! first of `/etc/dovecot/dovecot.conf` and `/etc/dovecot.conf` that exists.
+//! one `dovecot` reads ([`dovecot::default_conf_path`]: `/etc/dovecot.conf` when it exists,
+//! else `/etc/dovecot/dovecot.conf`).
+//!
+//! A column-0 line without `=` after a list parameter (the tutorial's wrapped
+//! `smtpd_recipient_restrictions`) is taken as its continuation, as Postern's `postconf`
+//! and master take it: the same warning (file and line), not an error.
 
 use std::path::{Path, PathBuf};
 
@@ -84,9 +89,12 @@ fn main_cf_syntax(path: &Path, r: &mut Report) -> Option<String> {
             r.error(msg);
             bad.push(*n);
             prev = None;
-        } else {
+        } else if t.contains('=') {
             prev = Some(t);
         }
+        // Else a column-0 line taken as a continuation of `prev` (the tutorial's rule,
+        // warned about by the full parse below): the parameter it continues stays the
+        // line the next one is checked after.
     }
     // Comment out each bad logical line (its first line and its continuations).
     let mut out = String::with_capacity(txt.len());
@@ -195,10 +203,7 @@ fn default_dovecot_config() -> Option<PathBuf> {
     match std::env::var_os("POSTERN_DOVECOT_CONFIG") {
         Some(p) if p.is_empty() => None,
         Some(p) => Some(PathBuf::from(p)),
-        None => ["/etc/dovecot/dovecot.conf", "/etc/dovecot.conf"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists()),
+        None => Some(dovecot::default_conf_path()).filter(|p| p.exists()),
     }
 }
 
