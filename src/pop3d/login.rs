@@ -6,8 +6,10 @@
 //! [`handoff`](super::handoff) channel. Here, as root only while starting: the config is
 //! read and the TLS key loaded, then the process chroots to `base_dir/login` (`service
 //! pop3-login { chroot }`), takes the login user's uid and gid (`service pop3-login {
-//! user }`, else `default_login_user`, default `dovenull`) and no other group — as
-//! Dovecot 2.3 runs it. It greets clients, speaks STLS/TLS, parses USER/PASS/AUTH/APOP,
+//! user }`, else `default_login_user`, default `dovenull`; a 0.99/1.x file without
+//! `login_user` gets that era's `dovecot`, pinned by the config layer) and no other group
+//! — as Dovecot 2.3 runs it. A missing user is refused at start in Dovecot's words for
+//! each case ([`LoginUserError`]). It greets clients, speaks STLS/TLS, parses USER/PASS/AUTH/APOP,
 //! and sends the credentials with the client's socket to the service, which checks them
 //! and, on success, serves the session itself. A TLS client stays proxied through this
 //! process (the TLS state lives here). Log lines go to the service (this process may

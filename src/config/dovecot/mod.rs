@@ -5,7 +5,9 @@
 //! * [`legacy`] — 0.99/1.x keys rewritten to their 2.x form, one [`Note`] per translated key
 //!   (the mapping is documented in `postern-dovecot.conf(5)`);
 //! * [`settings`] — Dovecot 2.3.19's setting names, types and defaults, value normalisation;
-//! * [`dump`] — `doveconf -n` output, byte for byte as Dovecot 2.3.19 prints it.
+//! * [`dump`] — `doveconf -n` output, byte for byte as Dovecot 2.3.19 prints it;
+//! * [`default_conf_path`] — the file read without `-c`: 1.x's `/etc/dovecot.conf` when it
+//!   exists, else 2.x's `/etc/dovecot/dovecot.conf`.
 //!
 //! Parameters read by the typed accessors (with Dovecot 2.3 defaults): `protocols`, `listen`,
 //! `service X-login { inet_listener … }`, `mail_location`, `ssl`, `ssl_cert`, `ssl_key`,
