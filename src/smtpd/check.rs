@@ -1067,8 +1067,8 @@ enum ListItem {
     Text(String),
     /// `type:table`.
     Table(String),
-    /// A pattern that can only fail: a `/file` that cannot be read (Postfix's `nofile:`
-    /// surrogate) or a lone `!`. `warning` is what each use logs before `table lookup
+    /// A pattern that can only fail: a `/file` that cannot be read (Postfix's
+    /// `non-existent:` surrogate table) or a lone `!`. `warning` is what each use logs before `table lookup
     /// problem`.
     Broken { spec: String, warning: String },
 }
@@ -1117,16 +1117,18 @@ fn expand_match_list(
                         }
                     }
                 }
-                Err(e) => out.push((
-                    on_match,
-                    ListItem::Broken {
-                        spec: format!("nofile:{item}"),
-                        warning: format!(
-                            "nofile:{item} is unavailable. open file {item}: {}",
-                            crate::config::error::strerror(&e)
-                        ),
-                    },
-                )),
+                Err(e) => {
+                    // Postfix puts a `non-existent:` surrogate table in its place.
+                    let why = format!("open file {item}: {}", crate::config::error::strerror(&e));
+                    warnings.push(format!("error: {why}"));
+                    out.push((
+                        on_match,
+                        ListItem::Broken {
+                            spec: format!("non-existent:{item}"),
+                            warning: format!("non-existent:{item} is unavailable. {why}"),
+                        },
+                    ));
+                }
             }
         } else if is_table(item) {
             out.push((on_match, ListItem::Table(item.to_string())));

@@ -84,6 +84,9 @@ pub struct Params {
     pub tls_chain_files: Vec<String>,
     pub smtputf8_enable: bool,
     pub mynetworks: Vec<String>,
+    /// `smtpd_client_event_limit_exceptions` (default `$mynetworks`): clients exempt from
+    /// the connection limits.
+    pub client_event_limit_exceptions: Vec<String>,
     pub mydestination: Vec<String>,
     pub relay_domains: Vec<String>,
     pub virtual_alias_domains: Vec<String>,
@@ -221,6 +224,7 @@ impl Params {
             tls_chain_files: l("smtpd_tls_chain_files"),
             smtputf8_enable: b("smtputf8_enable"),
             mynetworks: l("mynetworks"),
+            client_event_limit_exceptions: l("smtpd_client_event_limit_exceptions"),
             mydestination: l("mydestination"),
             relay_domains: l("relay_domains"),
             virtual_alias_domains: l("virtual_alias_domains"),

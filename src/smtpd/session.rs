@@ -335,14 +335,20 @@ impl Session {
             }
         }
         self.log(&format!("connect from {}", self.namaddr));
-        // Per-client concurrency (anvil): clients in mynetworks are exempt.
+        // Per-client concurrency (anvil): clients in smtpd_client_event_limit_exceptions
+        // (default $mynetworks) are exempt.
         let ip = self.peer.ip();
         let limit = self.st.params.client_connection_count_limit;
-        // A mynetworks pattern or table that fails exempts no one (Postfix's anvil
-        // exceptions list: no match), its warnings logged.
+        // A pattern or table of the list that fails exempts no one (Postfix: no match),
+        // its warnings logged under the list's name.
         let exempt = {
-            let mut c = Checker::new(&self.st.params, &self.st.tables, "");
-            let m = c.in_mynetworks(ip);
+            let p = &self.st.params;
+            let mut c = Checker::new(p, &self.st.tables, "");
+            let m = c.match_addr_list(
+                "smtpd_client_event_limit_exceptions",
+                &p.client_event_limit_exceptions,
+                ip,
+            );
             self.log_warnings(&c.warnings);
             m.unwrap_or(false)
         };

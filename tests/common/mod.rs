@@ -397,3 +397,158 @@ pub fn smtp_send(port: u16, from: &str, to: &[&str], body: &str) -> String {
     s.cmd("QUIT");
     r.rsplit(' ').next().unwrap_or_default().to_string()
 }
+
+/// A mail system started the way admins start it: `postern postfix -c DIR/etc start`
+/// (returns once the master serves), stopped with `postfix stop` on drop. The directory
+/// holds `etc/` (main.cf, master.cf, tables), `spool/`, `data/`, `mail/` (1777, the mail
+/// spool) and `maillog` (`maillog_file`). As root, `mail_owner` is the test user
+/// ([`test_mail_owner`]) and the directory is its, except `etc/`, which stays root's as
+/// /etc/postfix is.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    started: bool,
+}
+
+impl Daemon {
+    /// Write the configuration: `main_extra` after a loopback base (queue and data
+    /// directories, `mail_owner`, `maillog_file`), master.cf with one smtpd listener on a
+    /// free port and `master_extra` (`{port}` replaced). Not started yet.
+    pub fn new(main_extra: &str, master_extra: &str) -> Daemon {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["etc", "spool", "data", "mail"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let port = free_port();
+        let owner = test_mail_owner();
+        let main = format!(
+            "queue_directory = {d}/spool\ndata_directory = {d}/data\nmail_owner = {owner}\n\
+             maillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\n\
+             inet_interfaces = 127.0.0.1\n{main_extra}",
+            d = d.display()
+        );
+        std::fs::write(d.join("etc/main.cf"), main).unwrap();
+        let master = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\n{}",
+            master_extra.replace("{port}", &port.to_string())
+        );
+        std::fs::write(d.join("etc/master.cf"), master).unwrap();
+        if nix::unistd::Uid::effective().is_root() {
+            for sub in ["spool", "data"] {
+                let _ = Command::new("chown")
+                    .args(["-R", &owner])
+                    .arg(d.join(sub))
+                    .status();
+            }
+        }
+        Daemon {
+            dir,
+            port,
+            started: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// `postern postfix -c DIR/etc ARGS…`.
+    pub fn postfix(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["postfix", "-c"])
+            .arg(self.config_dir())
+            .args(args)
+            .env("LANG", "C")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run postern postfix")
+    }
+
+    /// `postfix start`; panics with the log when it fails.
+    pub fn start(&mut self) {
+        let out = self.postfix(&["start"]);
+        assert!(
+            out.status.success(),
+            "postfix start: {out:?}\n{}",
+            self.log()
+        );
+        self.started = true;
+    }
+
+    /// `postfix reload`.
+    pub fn reload(&self) {
+        let out = self.postfix(&["reload"]);
+        assert!(out.status.success(), "postfix reload: {out:?}");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// The log once it contains `needle`, or as it is after 20 s.
+    pub fn wait_log(&self, needle: &str) -> String {
+        for _ in 0..800 {
+            let l = self.log();
+            if l.contains(needle) {
+                return l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        self.log()
+    }
+
+    /// A directory with the admin commands (`postmap`, `postalias`, `newaliases`,
+    /// `sendmail`, `postfix`, `mailq`) as links to the built `postern`, to put first in
+    /// `PATH`.
+    pub fn bin_dir(&self) -> PathBuf {
+        let bin = self.dir.path().join("bin");
+        if !bin.exists() {
+            std::fs::create_dir_all(&bin).unwrap();
+            for name in [
+                "postmap",
+                "postalias",
+                "newaliases",
+                "sendmail",
+                "postfix",
+                "mailq",
+            ] {
+                std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_postern"), bin.join(name)).unwrap();
+            }
+        }
+        bin
+    }
+
+    /// Run `sh -c SCRIPT` in `etc/` as the admin would, with Postern's commands first in
+    /// `PATH` and `MAIL_CONFIG` set to this configuration.
+    pub fn admin(&self, script: &str) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("sh")
+            .args(["-c", script])
+            .current_dir(self.config_dir())
+            .env("PATH", path)
+            .env("MAIL_CONFIG", self.config_dir())
+            .env("LANG", "C")
+            .output()
+            .expect("run sh")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = self.postfix(&["stop"]);
+        }
+    }
+}
