@@ -6,9 +6,18 @@
 //! `FILE.lmdb` in Postfix's own layout, readable by the real Postfix. The table type defaults
 //! to `default_database_type` from main.cf (`-c DIR`).
 //!
+//! Owner and mode of the index are Postfix's ([`crate::maps::indexed::WritePerms`]): a new
+//! index gets the source's owner and 0644 without the bits the source lacks, a rebuilt one
+//! keeps its own; run by root, the index is written as the source's owner; and an index
+//! `mail_owner` could not read gets `mail_owner`'s group and group read, because Postern's
+//! daemons read tables as `mail_owner` where Postfix's open them as root. `newaliases`
+//! comes here through [`postalias_main`].
+//!
 //! Known limits: `-b`, `-h`, `-m` (header/body/MIME query modes), `-o`, `-p`, `-u`, `-U`,
 //! `-F` and `-v` are accepted and have no effect; `-d` on `hash:`/`btree:` edits Postern's
 //! index only, so the entry comes back when the source is next built (edit the source).
+//! Postfix rewrites an index in place, which needs only write access to the file; Postern
+//! writes a new file and renames it, which needs write access to the directory too.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

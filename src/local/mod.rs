@@ -18,6 +18,13 @@
 //! them. With `owner_request_special = yes` (default) and a `-` `recipient_delimiter`,
 //! `owner-NAME` and `NAME-request` are not split at their `-`.
 //!
+//! An alias table that cannot answer defers the recipient as Postfix's `local/alias.c` does:
+//! the table's own warning, `hash:/etc/aliases: lookup of 'user' failed`, and `dsn=4.3.0,
+//! status=deferred (alias database unavailable)` (the `owner-` lookup the same); it is
+//! never delivered as if it had no alias. Alias tables are opened through the map cache at
+//! each delivery (`hash:` sources read in aliases(5) format), so `newaliases` takes effect
+//! at once, as Postfix's local(8) restarts when a table changes.
+//!
 //! An unknown user (no alias, no account) bounces with `5.1.1 unknown user: "x"`, or, with
 //! `luser_relay` set, the mail goes to that address (`$user`, `$local`, `$domain`,
 //! `$extension` expanded; `@$myorigin` appended without a domain), as Postfix's

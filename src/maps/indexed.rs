@@ -13,6 +13,11 @@
 //!
 //! A missing source and index fail with `open database NAME: No such file or directory`.
 //!
+//! `dbm:NAME` is read the same way (through its source or Postern's index).
+//!
+//! Indexes are written ([`lmdb_write`]) to a temporary file in the same directory and
+//! renamed, with the mode and owner Postfix gives its `.db` ([`WritePerms`]).
+//!
 //! `lmdb:NAME` reads and writes `NAME.lmdb` as Postfix's `dict_lmdb.c` does: one unnamed
 //! database, `MDB_NOSUBDIR`, no lock file (`MDB_NOLOCK`, Postfix locks the file itself), keys
 //! and values stored with a trailing NUL (`DICT_FLAG_TRY1NULL`); lookups try the key with and

@@ -2,7 +2,7 @@
 //! hash:/etc/postfix/access`, `alias_maps = hash:/etc/aliases`, `virtual_alias_maps =
 //! regexp:/etc/postfix/virtual.re`), opened once per process and shared by every service.
 //!
-//! Types: `hash:`, `btree:` (Berkeley DB, read through their text source, see [`indexed`]),
+//! Types: `hash:`, `btree:`, `dbm:` (read through their text source, see [`indexed`]),
 //! `lmdb:` (real Postfix LMDB files), `texthash:`, `regexp:`, `pcre:`, `cidr:`, `inline:{…}`,
 //! `static:`, `unix:passwd.byname`/`unix:group.byname`, `proxy:TYPE:NAME` (pass-through),
 //! `fail:`, `environ:` and `nis:` (only as Postfix behaves on a host without a NIS domain).

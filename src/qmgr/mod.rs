@@ -48,6 +48,18 @@
 //! `smtp_destination_concurrency_limit` per next-hop; `min(default_process_limit, 20)` worker
 //! threads share them.
 //!
+//! # Lookup failures
+//! A table that cannot answer is never taken for an empty one. The tables are opened
+//! through the map cache at each use, so `postmap` takes effect without a reload.
+//! `canonical_maps`/`virtual_alias_maps` (cleanup's role): the table's lines and `ID:
+//! virtual_alias_maps map lookup problem for ADDR` under `postfix/cleanup`, and the
+//! recipient (every recipient, for the sender's canonical mapping) is deferred with that
+//! text (Postfix's cleanup leaves the message in maildrop instead: `-- message not
+//! accepted, try again later`). `transport_maps`, `relocated_maps` and the domain lists
+//! (trivial-rewrite's role): its lines (`transport_maps lookup failure`) under
+//! `postfix/trivial-rewrite`, and `relay=none, dsn=4.3.0, status=deferred (address
+//! resolver failure)` from `postfix/error`, as Postfix 3.7 logs it.
+//!
 //! # Notifications
 //! Permanently failed recipients are returned to the sender ([`bounce`], Postfix's failure
 //! template) and only then marked done, as bounce(8) deletes recipients after it has sent

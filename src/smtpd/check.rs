@@ -6,7 +6,10 @@
 //! `smtpd_data_restrictions`, `smtpd_end_of_data_restrictions`, `smtpd_etrn_restrictions`,
 //! `smtpd_restriction_classes`, `mynetworks`, `mydestination`, `relay_domains`,
 //! `virtual_alias_domains`, `virtual_mailbox_domains`, `local_recipient_maps`,
-//! `relay_recipient_maps`, `parent_domain_matches_subdomains`, `*_reject_code`.
+//! `relay_recipient_maps`, `alias_maps`, `canonical_maps`, `sender_canonical_maps`,
+//! `recipient_canonical_maps`, `virtual_alias_maps`, `transport_maps`,
+//! `double_bounce_sender`, `smtpd_client_event_limit_exceptions`,
+//! `parent_domain_matches_subdomains`, `*_reject_code`.
 //!
 //! DNS-based restrictions (`reject_rbl_client`, `reject_rhsbl_*`, `permit_dnswl_client`,
 //! `permit_rhswl_client`, `reject_unknown_{sender,recipient}_domain`,
@@ -14,6 +17,15 @@
 //! (parameters `maps_rbl_reject_code`, `default_rbl_reply`, `rbl_reply_maps`,
 //! `unknown_address_reject_code`, `unknown_hostname_reject_code`,
 //! `unknown_address_tempfail_action`, `unknown_helo_hostname_tempfail_action`).
+//!
+//! Lookup failures (Postfix's `reject_dict_retry()`/`reject_server_error()`, recorded in
+//! compat-fixtures/lookup): a table of `check_*_access` that cannot answer gives the value
+//! `451 4.3.5 Server configuration error` (`<a@b.c>: Sender address rejected: Server
+//! configuration error`); `mynetworks`, the domain lists, the recipient tables and
+//! `transport_maps` answer `451 4.3.0 <NAME>: Temporary lookup failure`. Address lists
+//! follow `match_list.c`/`match_hostaddr()` (`!`, `/file`, `type:table`, `[addr]`,
+//! `net/mask`; `mynetworks: bad mask length in "10.0.0.0/33"` fails the match). The log
+//! lines go to [`Checker::warnings`] (an `error: ` entry is logged at error level).
 //!
 //! Known limits (XXX): `check_policy_service` is recognised but answers DUNNO with a
 //! logged warning; `reject_unknown_client_hostname` and

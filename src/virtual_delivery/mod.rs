@@ -8,7 +8,9 @@
 //! result ending in `/` is a Maildir, anything else an mbox file. The owner comes from
 //! `virtual_uid_maps` and `virtual_gid_maps` (the same lookup order; `static:5000` is the
 //! usual table), and a uid below `virtual_minimum_uid` (or a gid of 0) is refused with
-//! Postfix's `4.3.5 mail system configuration error` and a warning in the log.
+//! Postfix's `4.3.5 mail system configuration error` and a warning in the log. The tables
+//! are opened through the map cache at each delivery; one that cannot answer defers the
+//! recipient the same way (with the table's lines in the log), never bounces it as unknown.
 //!
 //! The message is written as Postfix's virtual writes it: `Return-Path:`,
 //! `X-Original-To:`, `Delivered-To:` (the same bytes as `local(8)`, see
