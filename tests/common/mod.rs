@@ -398,12 +398,13 @@ pub fn smtp_send(port: u16, from: &str, to: &[&str], body: &str) -> String {
     r.rsplit(' ').next().unwrap_or_default().to_string()
 }
 
-/// A mail system started the way admins start it: `postern postfix -c DIR/etc start`
-/// (returns once the master serves), stopped with `postfix stop` on drop. The directory
-/// holds `etc/` (main.cf, master.cf, tables), `spool/`, `data/`, `mail/` (1777, the mail
-/// spool) and `maillog` (`maillog_file`). As root, `mail_owner` is the test user
-/// ([`test_mail_owner`]) and the directory is its, except `etc/`, which stays root's as
-/// /etc/postfix is.
+/// A configuration the test (the admin) prepares before starting the mail system with
+/// `postern postfix -c DIR/etc start` ([`Daemon::start`]; stopped with `postfix stop` on
+/// drop). Unlike [`Instance`], which starts at once and gives the whole directory to
+/// `mail_owner`, `etc/` stays root's as /etc/postfix is, so that tables edited and built
+/// by root ([`Daemon::admin`]: `postmap`, `newaliases`, `postfix reload`) are what the
+/// daemons, running as `mail_owner`, must read. The directory holds `etc/`, `spool/`,
+/// `data/`, `mail/` (1777, the mail spool) and `maillog` (`maillog_file`).
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -467,6 +468,7 @@ impl Daemon {
             .arg(self.config_dir())
             .args(args)
             .env("LANG", "C")
+            .env_remove("MAIL_CONFIG")
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run postern postfix")
