@@ -64,6 +64,20 @@ fn admin_ok(d: &Daemon, script: &str) {
     );
 }
 
+/// `postfix reload`, then wait until the master has logged that it reloaded.
+fn reload_and_wait(d: &Daemon) {
+    let count = || d.log().matches("reload -- version").count();
+    let n = count();
+    d.reload();
+    for _ in 0..800 {
+        if count() > n {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("no reload logged:\n{}", d.log());
+}
+
 fn wait_file(p: &Path, needle: &str) -> String {
     for _ in 0..800 {
         let s = std::fs::read_to_string(p).unwrap_or_default();
@@ -222,6 +236,19 @@ fn unreadable_index_is_a_temporary_failure_with_its_reason() {
         0o640,
         "mail_owner's group may read it now"
     );
+    let (t, rc) = swaks(d.port, "postmaster@mail.example.test");
+    assert_eq!(rc, 0, "{t}\n{}", d.log());
+    // A change of mode alone is seen after `postfix reload`, which reads every table
+    // again (as Postfix restarts its daemons).
+    admin_ok(
+        &d,
+        "chmod 600 access.postern.lmdb && chgrp root access.postern.lmdb",
+    );
+    reload_and_wait(&d);
+    let (t, _) = swaks(d.port, "postmaster@mail.example.test");
+    assert!(t.contains("<** 451 4.3.5 "), "{t}");
+    admin_ok(&d, "chmod 644 access.postern.lmdb");
+    reload_and_wait(&d);
     let (t, rc) = swaks(d.port, "postmaster@mail.example.test");
     assert_eq!(rc, 0, "{t}\n{}", d.log());
 }

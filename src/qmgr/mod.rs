@@ -825,6 +825,9 @@ fn run(
         let mut flush = false;
         match rx.recv_timeout(QUEUE_POLL) {
             Ok(Event::Reload) => {
+                // Every table is read again, as Postfix's daemons are restarted (a table
+                // that could not be opened is tried again at once).
+                crate::maps::cache::global().clear();
                 if let Ok(cfg) = crate::master::load_config(config_dir.as_deref()) {
                     let _ = log::configure(&cfg);
                     settings = Arc::new(QmgrSettings::from_config(&cfg));
