@@ -147,18 +147,22 @@ pub const PAM_PROMPT_ECHO_ON: libc::c_int = 2;
 pub const PAM_ERROR_MSG: libc::c_int = 3;
 pub const PAM_TEXT_INFO: libc::c_int = 4;
 
+/// `pam_start(3)`.
+pub type PamStartFn = unsafe extern "C" fn(
+    service: *const libc::c_char,
+    user: *const libc::c_char,
+    conv: *const PamConv,
+    pamh: *mut *mut c_void,
+) -> libc::c_int;
+/// `pam_authenticate(3)`, `pam_acct_mgmt(3)`, `pam_end(3)`: a handle and an int.
+pub type PamHandleFn = unsafe extern "C" fn(pamh: *mut c_void, arg: libc::c_int) -> libc::c_int;
+
 /// Linux-PAM's application entry points that saslauthd's `-a pam` uses.
 pub struct Pam {
-    pub pam_start: unsafe extern "C" fn(
-        service: *const libc::c_char,
-        user: *const libc::c_char,
-        conv: *const PamConv,
-        pamh: *mut *mut c_void,
-    ) -> libc::c_int,
-    pub pam_authenticate:
-        unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
-    pub pam_acct_mgmt: unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
-    pub pam_end: unsafe extern "C" fn(pamh: *mut c_void, status: libc::c_int) -> libc::c_int,
+    pub pam_start: PamStartFn,
+    pub pam_authenticate: PamHandleFn,
+    pub pam_acct_mgmt: PamHandleFn,
+    pub pam_end: PamHandleFn,
 }
 
 /// libpam, loaded on first use.
