@@ -209,8 +209,13 @@ pub fn set_stderr_echo(on: bool) {
         .store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether stderr is a terminal (the condition under which Postfix commands echo).
+/// Whether commands echo their log lines to stderr: when stderr is a terminal, as Postfix's
+/// commands do, or when `POSTERN_STDERR=1` asks for it (the init scripts set it, so that
+/// what `postfix start` says reaches the screen though their output is captured).
 pub fn stderr_is_tty() -> bool {
+    if std::env::var_os("POSTERN_STDERR").is_some_and(|v| v == "1") {
+        return true;
+    }
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
 }

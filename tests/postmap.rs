@@ -108,3 +108,123 @@ fn hash_builds_postern_index_not_db() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("postmap: fatal: open database"));
 }
+
+/// Run as root on a source owned by another user, with umask 022 and 077, Postern's
+/// `postmap` gives its index the mode, owner and group the real postmap 3.7 gave the `.db`
+/// (`compat-fixtures/lookup/postmap-perms`, recorded by `scripts/regen-lookup-fixtures`),
+/// for `hash:` (Postern's `FILE.postern.lmdb`) and `lmdb:` alike. `mail_owner` is `nobody`
+/// here, the owner of half the sources: for the root-owned sources whose mode keeps
+/// `nobody` out, Postern adds group read for `nobody`'s group (its daemons read tables as
+/// `mail_owner`; Postfix's read them as root), and only then differs from Postfix.
+#[test]
+fn index_mode_and_owner_as_postfix() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: skipped");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let (nuid, ngid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cf = tmp.path().join("cf");
+    std::fs::create_dir(&cf).unwrap();
+    std::fs::write(cf.join("main.cf"), "mail_owner = nobody\n").unwrap();
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-fixtures/lookup/postmap-perms"),
+    )
+    .unwrap();
+    let mut n = 0;
+    for line in fixture.lines().filter(|l| l.starts_with("postmap ")) {
+        // postmap hash owner=nobody umask=022 source=0600: .db mode=0600 owner=source-owner group=source-group rc=0
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let kind = f[1];
+        let owner = f[2].trim_start_matches("owner=");
+        let umask = f[3].trim_start_matches("umask=");
+        let mode = u32::from_str_radix(f[4].trim_start_matches("source=").trim_end_matches(':'), 8)
+            .unwrap();
+        let want_mode = u32::from_str_radix(f[6].trim_start_matches("mode="), 8).unwrap();
+        assert_eq!(
+            (f[7], f[8], f[9]),
+            ("owner=source-owner", "group=source-group", "rc=0"),
+            "{line}"
+        );
+        let d = tmp.path().join(format!("{kind}-{owner}-{umask}-{mode:o}"));
+        std::fs::create_dir(&d).unwrap();
+        let (uid, gid) = if owner == "nobody" {
+            (nuid, ngid)
+        } else {
+            (0, 0)
+        };
+        std::os::unix::fs::chown(&d, Some(uid), None).unwrap();
+        let src = d.join("access");
+        std::fs::write(&src, "a OK\n").unwrap();
+        std::os::unix::fs::chown(&src, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask}; exec \"$0\" postmap -c {} {kind}:{}",
+                cf.display(),
+                src.display()
+            ))
+            .arg(env!("CARGO_BIN_EXE_postern"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {out:?}");
+        let index = match kind {
+            "hash" => d.join("access.postern.lmdb"),
+            _ => d.join("access.lmdb"),
+        };
+        let m = std::fs::metadata(&index).unwrap();
+        let nobody_reads = (uid == nuid && want_mode & 0o400 != 0) || want_mode & 0o004 != 0;
+        let (expect_mode, expect_gid) = if nobody_reads {
+            (want_mode, gid)
+        } else {
+            (want_mode | 0o040, ngid)
+        };
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid()),
+            (expect_mode, uid, expect_gid),
+            "{line}"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 48);
+    // A rebuild over an index the source's owner cannot write fails as Postfix's does.
+    let d = tmp.path().join("rebuild");
+    std::fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(nuid), None).unwrap();
+    let src = d.join("access");
+    std::fs::write(&src, "a OK\n").unwrap();
+    std::os::unix::fs::chown(&src, Some(nuid), Some(ngid)).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["postmap", "-c"])
+            .arg(&cf)
+            .arg(format!("lmdb:{}", src.display()))
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    let idx = d.join("access.lmdb");
+    std::os::unix::fs::chown(&idx, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&idx, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let want = fixture
+        .lines()
+        .find(|l| l.starts_with("rebuild lmdb over a 0600 root index"))
+        .and_then(|l| l.split_once("rc=1 "))
+        .map(|(_, e)| e.replace("@DIR@", &tmp.path().display().to_string()))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want);
+    // Over one it can write, the mode and owner stay.
+    std::os::unix::fs::chown(&idx, Some(nuid), Some(ngid)).unwrap();
+    std::fs::set_permissions(&idx, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(run().status.success());
+    let m = std::fs::metadata(&idx).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o666, nuid));
+    let leftovers = std::fs::read_dir(&d).unwrap().count();
+    assert_eq!(leftovers, 2, "only the source and its index");
+}

@@ -388,10 +388,13 @@ fn start_background(config_dir: Option<&Path>, script: &str) -> i32 {
             Ok(())
         });
     }
-    if let Err(e) = cmd.spawn() {
-        log::fatal(script, &format!("cannot start the master: {e}"));
-        return fail();
-    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            log::fatal(script, &format!("cannot start the master: {e}"));
+            return fail();
+        }
+    };
     drop(write_end);
     // The master writes one line: `ok` once it serves, or `fatal: IDENT: REASON`. Read that
     // line, not to end of file: whoever holds a copy of the write end must not hold us.
@@ -414,7 +417,13 @@ fn start_background(config_dir: Option<&Path>, script: &str) -> i32 {
             }
             fail()
         }
-        Err(_) => fail(),
+        Err(_) => {
+            // Nothing half-started is left behind: a master that did not report within the
+            // minute is stopped (it may hold the pid lock and some ports).
+            let _ = child.kill();
+            let _ = child.wait();
+            fail()
+        }
     }
 }
 

@@ -6,16 +6,25 @@
 //! `FILE.lmdb` in Postfix's own layout, readable by the real Postfix. The table type defaults
 //! to `default_database_type` from main.cf (`-c DIR`).
 //!
+//! Owner and mode of the index are Postfix's ([`crate::maps::indexed::WritePerms`]): a new
+//! index gets the source's owner and 0644 without the bits the source lacks, a rebuilt one
+//! keeps its own; run by root, the index is written as the source's owner; and an index
+//! `mail_owner` could not read gets `mail_owner`'s group and group read, because Postern's
+//! daemons read tables as `mail_owner` where Postfix's open them as root. `newaliases`
+//! comes here through [`postalias_main`].
+//!
 //! Known limits: `-b`, `-h`, `-m` (header/body/MIME query modes), `-o`, `-p`, `-u`, `-U`,
 //! `-F` and `-v` are accepted and have no effect; `-d` on `hash:`/`btree:` edits Postern's
 //! index only, so the entry comes back when the source is next built (edit the source).
+//! Postfix rewrites an index in place, which needs only write access to the file; Postern
+//! writes a new file and renames it, which needs write access to the directory too.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::postfix::{LoadOptions, PostfixConfig};
-use crate::maps::indexed::{lmdb_entries, lmdb_write, postern_index_path, read_source};
+use crate::maps::indexed::{WritePerms, lmdb_entries, lmdb_write, postern_index_path, read_source};
 use crate::maps::source::Format;
 use crate::maps::{Duplicates, MapError, OpenOptions, Table};
 
@@ -183,15 +192,20 @@ fn run(tool: Tool, args: &[String]) -> i32 {
         warn: Arc::new(move |m: &str| eprintln!("{warn_name}: warning: {m}")),
     };
     let specs: Vec<String> = o.maps.iter().map(|m| with_type(m, &default_type)).collect();
+    // The account Postern's daemons read tables as (module docs: index permissions).
+    let mail_owner = cfg
+        .get("mail_owner")
+        .and_then(|n| nix::unistd::User::from_name(n.trim()).ok().flatten())
+        .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
     let result = if let Some(key) = &o.query {
         query(tool, &specs, key, &opts)
     } else if let Some(key) = &o.delete {
-        delete(&specs, key, &opts)
+        delete(&specs, key, &opts, mail_owner)
     } else if o.dump {
         dump(tool, &specs, &opts)
     } else {
         let host = cfg.get("myhostname").unwrap_or_default();
-        build(tool, &specs, &o, &opts, &host).map(|()| 0)
+        build(tool, &specs, &o, &opts, &host, mail_owner).map(|()| 0)
     };
     match result {
         Ok(code) => code,
@@ -293,7 +307,36 @@ fn index_for(spec: &str) -> Result<(PathBuf, String, String), MapError> {
     }
 }
 
-fn delete(specs: &[String], key: &str, opts: &OpenOptions) -> Result<i32, MapError> {
+/// The mode, owner and writer of the index `index` built from `source` (see
+/// [`WritePerms::for_index`]); the source's own metadata, or the index's when there is no
+/// source (`postmap -d` on an LMDB file).
+fn index_perms(
+    source: &Path,
+    index: &Path,
+    mail_owner: Option<(u32, u32)>,
+) -> Result<WritePerms, MapError> {
+    let existing = std::fs::metadata(index).ok();
+    let src = match std::fs::metadata(source) {
+        Ok(m) => m,
+        Err(e) => match &existing {
+            Some(m) => m.clone(),
+            None => return Err(MapError::open(source, e)),
+        },
+    };
+    Ok(WritePerms::for_index(
+        &src,
+        existing.as_ref(),
+        nix::unistd::geteuid().is_root(),
+        mail_owner,
+    ))
+}
+
+fn delete(
+    specs: &[String],
+    key: &str,
+    opts: &OpenOptions,
+    mail_owner: Option<(u32, u32)>,
+) -> Result<i32, MapError> {
     let key = if opts.fold_case {
         crate::maps::fold(key)
     } else {
@@ -301,12 +344,13 @@ fn delete(specs: &[String], key: &str, opts: &OpenOptions) -> Result<i32, MapErr
     };
     let mut deleted = false;
     for spec in specs {
-        let (index, _, _) = index_for(spec)?;
+        let (index, _, source) = index_for(spec)?;
         let entries = lmdb_entries(&index)?;
         let before = entries.len();
         let kept: Vec<(String, String)> = entries.into_iter().filter(|(k, _)| *k != key).collect();
         if kept.len() != before {
-            lmdb_write(&index, &kept, true)?;
+            let perms = index_perms(Path::new(&source), &index, mail_owner)?;
+            lmdb_write(&index, &kept, true, &perms)?;
             deleted = true;
         }
     }
@@ -319,6 +363,7 @@ fn build(
     o: &Opts,
     opts: &OpenOptions,
     myhostname: &str,
+    mail_owner: Option<(u32, u32)>,
 ) -> Result<(), MapError> {
     for spec in specs {
         let (index, dict_name, source) = index_for(spec)?;
@@ -343,7 +388,8 @@ fn build(
             map.insert("YP_MASTER_NAME".into(), myhostname.to_string());
         }
         let entries: Vec<(String, String)> = map.into_iter().collect();
-        lmdb_write(&index, &entries, o.with_nul)?;
+        let perms = index_perms(Path::new(&source), &index, mail_owner)?;
+        lmdb_write(&index, &entries, o.with_nul, &perms)?;
     }
     Ok(())
 }

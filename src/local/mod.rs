@@ -18,6 +18,13 @@
 //! them. With `owner_request_special = yes` (default) and a `-` `recipient_delimiter`,
 //! `owner-NAME` and `NAME-request` are not split at their `-`.
 //!
+//! An alias table that cannot answer defers the recipient as Postfix's `local/alias.c` does:
+//! the table's own warning, `hash:/etc/aliases: lookup of 'user' failed`, and `dsn=4.3.0,
+//! status=deferred (alias database unavailable)` (the `owner-` lookup the same); it is
+//! never delivered as if it had no alias. Alias tables are opened through the map cache at
+//! each delivery (`hash:` sources read in aliases(5) format), so `newaliases` takes effect
+//! at once, as Postfix's local(8) restarts when a table changes.
+//!
 //! An unknown user (no alias, no account) bounces with `5.1.1 unknown user: "x"`, or, with
 //! `luser_relay` set, the mail goes to that address (`$user`, `$local`, `$domain`,
 //! `$extension` expanded; `@$myorigin` appended without a domain), as Postfix's
@@ -64,7 +71,12 @@ use crate::queue::QueuedMessage;
 
 /// What local delivery needs from main.cf, read once per configuration.
 pub struct LocalSettings {
-    pub alias_maps: Vec<Arc<dyn Table>>,
+    /// `alias_maps` specs, opened through the map cache at each delivery (so that
+    /// `newaliases` takes effect at once, as Postfix's local(8) restarts when a table
+    /// changes); `hash:`/`btree:` sources are read in aliases(5) format.
+    pub alias_maps: Vec<String>,
+    /// The log name of local(8) (`postfix/local`), for the alias table warnings.
+    pub ident: String,
     pub home_mailbox: String,
     pub mail_spool_directory: PathBuf,
     pub mailbox_size_limit: u64,
@@ -86,20 +98,9 @@ pub struct LocalSettings {
 }
 
 impl LocalSettings {
-    /// Read the settings; alias tables that cannot be opened are logged and skipped (their
-    /// lookups would fail the same way in Postfix, which defers; XXX we skip instead).
+    /// Read the settings.
     pub fn from_config(cfg: &PostfixConfig, ident: &str) -> LocalSettings {
-        let mut alias_maps = Vec::new();
-        let spec_list = cfg.get("alias_maps").unwrap_or_default();
-        for spec in spec_list
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-        {
-            match open_alias_table(spec) {
-                Ok(t) => alias_maps.push(t),
-                Err(e) => crate::log::warning(ident, &format!("{spec}: {e}")),
-            }
-        }
+        let alias_maps = crate::smtpd::params::list(&cfg.get("alias_maps").unwrap_or_default());
         let privs = cfg.get("default_privs").unwrap_or_else(|| "nobody".into());
         let default_privs = nix::unistd::User::from_name(privs.trim())
             .ok()
@@ -109,6 +110,7 @@ impl LocalSettings {
         let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
         LocalSettings {
             alias_maps,
+            ident: ident.to_string(),
             home_mailbox: cfg
                 .get("home_mailbox")
                 .unwrap_or_default()
@@ -139,21 +141,16 @@ impl LocalSettings {
     }
 }
 
-/// `hash:`/`btree:`/`dbm:` alias tables are read from their `aliases(5)` source file;
-/// other types open as ordinary maps.
-fn open_alias_table(spec: &str) -> Result<Arc<dyn Table>, crate::maps::MapError> {
-    let (kind, name) = crate::maps::split_spec(spec)?;
-    if matches!(kind, "hash" | "btree" | "dbm") {
-        let t = crate::maps::indexed::SourceTable::open_format(
-            kind,
-            name,
-            spec,
+impl LocalSettings {
+    /// The alias tables, through the process-wide cache (a table that cannot be opened is
+    /// logged once and fails every lookup).
+    fn alias_tables(&self) -> Vec<Arc<dyn Table>> {
+        let ident = self.ident.clone();
+        crate::maps::open_list(
+            &self.alias_maps,
             crate::maps::source::Format::Aliases,
-            &crate::maps::OpenOptions::default(),
-        )?;
-        Ok(Arc::new(t))
-    } else {
-        crate::maps::open_cached(spec)
+            &mut |n| n.log(&ident),
+        )
     }
 }
 
@@ -273,9 +270,10 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
         } else {
             vec![local.clone()]
         };
+        let tables = ctx.s.alias_tables();
         let mut found = None;
         'keys: for k in &keys {
-            for t in &ctx.s.alias_maps {
+            for t in &tables {
                 match t.lookup(k) {
                     Ok(Some(v)) => {
                         found = Some(v);
@@ -283,11 +281,21 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
                     }
                     Ok(None) => {}
                     Err(e) => {
+                        // local/alias.c: the table's own warning, `TYPE:NAME: lookup of
+                        // 'KEY' failed`, and the recipient is deferred (never delivered
+                        // as if it had no alias).
+                        if let Some(w) = e.table_warning() {
+                            crate::log::warning(&ctx.s.ident, &w);
+                        }
+                        crate::log::warning(
+                            &ctx.s.ident,
+                            &format!("{}: lookup of '{k}' failed", t.spec()),
+                        );
                         ctx.push(
                             addr,
                             Status::Deferred,
                             "4.3.0",
-                            format!("alias database unavailable: {e}"),
+                            "alias database unavailable".into(),
                         );
                         return;
                     }
@@ -300,7 +308,22 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
             // the members of NAME get the mail with the envelope sender `owner-NAME@
             // $myorigin` (or the owner alias's value with expand_owner_alias), so that
             // their mailboxes' Return-Path and later bounces name the list owner.
-            let owner = owner_of(ctx, &base);
+            let owner = match owner_of(ctx, &tables, &base) {
+                Ok(o) => o,
+                Err(e) => {
+                    for w in e.warnings() {
+                        crate::log::warning(&ctx.s.ident, &w);
+                    }
+                    ctx.push(
+                        addr,
+                        Status::Deferred,
+                        "4.3.0",
+                        "alias database unavailable".into(),
+                    );
+                    seen.pop();
+                    return;
+                }
+            };
             let saved = owner.map(|o| std::mem::replace(&mut ctx.msg.to_mut().sender, o));
             for item in split_alias_value(&value) {
                 expand_item(ctx, addr, &item, depth + 1, seen);
@@ -330,31 +353,38 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
     deliver_user(ctx, addr, &base);
 }
 
-/// The sender for the members of alias `name` when `owner-name` is an alias as well.
-fn owner_of(ctx: &Ctx<'_>, name: &str) -> Option<String> {
+/// The sender for the members of alias `name` when `owner-name` is an alias as well; `Err`
+/// when the alias tables could not answer (Postfix defers the alias).
+fn owner_of(
+    ctx: &Ctx<'_>,
+    tables: &[Arc<dyn Table>],
+    name: &str,
+) -> Result<Option<String>, crate::maps::LookupError> {
     if name.starts_with("owner-") {
-        return None;
+        return Ok(None);
     }
     let key = format!("owner-{name}");
-    let value = ctx
-        .s
-        .alias_maps
-        .iter()
-        .find_map(|t| t.lookup(&key).ok().flatten())?;
+    let keys = [crate::maps::Key {
+        key: key.clone(),
+        partial: false,
+    }];
+    let Some((_, value)) = crate::maps::find(tables, &keys)? else {
+        return Ok(None);
+    };
     let value = value.trim();
     if value.is_empty() {
-        return None;
+        return Ok(None);
     }
     let owner = if ctx.s.expand_owner_alias {
         unquote(value).to_string()
     } else {
         key
     };
-    Some(if owner.contains('@') {
+    Ok(Some(if owner.contains('@') {
         owner
     } else {
         format!("{owner}@{}", ctx.s.myorigin)
-    })
+    }))
 }
 
 /// The entries of `~/.forward` (read with the user's identity, never through a symlink),

@@ -20,36 +20,64 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Parse `1.2.3.0/24`, `1.2.3.4`, `2001:db8::/32`, `[::1]`, `[2001:db8::]/32`. The error
-    /// is Postfix's wording without the `skipping this rule` tail.
+    /// Parse `1.2.3.0/24`, `1.2.3.4`, `2001:db8::/32`, `[::1]`, `[2001:db8::]/32`,
+    /// `[2001:db8::/32]` as Postfix's `cidr_match_parse()` does (`util/cidr_match.c`): the
+    /// family follows a `:` in the address, the mask must be all digits and at most the
+    /// family's bits, host bits must be zero. The error is Postfix's wording (`bad mask
+    /// length in "1.2.3.4/33"`) without a caller's `skipping this rule` tail.
     pub fn parse(pattern: &str) -> Result<Cidr, String> {
-        let (addr, len) = match pattern.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (pattern, None),
-        };
-        let addr = addr
-            .strip_prefix('[')
-            .and_then(|a| a.strip_suffix(']'))
-            .unwrap_or(addr);
-        let Ok(ip) = addr.parse::<IpAddr>() else {
-            return Err(format!("bad address pattern: \"{pattern}\""));
-        };
-        let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            None => max,
-            Some(l) => match l.parse::<u8>() {
-                Ok(n) if n <= max && !l.starts_with('+') => n,
-                _ => return Err(format!("bad mask length in \"{pattern}\"")),
+        let (addr, mask_text) = match pattern.strip_prefix('[') {
+            Some(inner) => match inner.split_once(']') {
+                None => return Err(format!("missing ']' character after \"[{inner}\"")),
+                Some((a, "")) => match a.split_once('/') {
+                    Some((a, m)) => (a, Some(m)),
+                    None => (a, None),
+                },
+                Some((a, rest)) => match rest.strip_prefix('/') {
+                    Some(m) => (a, Some(m)),
+                    None => return Err(format!("garbage after \"[{a}]\"")),
+                },
             },
+            None => match pattern.split_once('/') {
+                Some((a, m)) => (a, Some(m)),
+                None => (pattern, None),
+            },
+        };
+        let v6 = addr.contains(':');
+        let max: u8 = if v6 { 128 } else { 32 };
+        let parse_addr = |a: &str| -> Option<IpAddr> {
+            if v6 {
+                a.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+            } else {
+                a.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+            }
+        };
+        let Some(m) = mask_text else {
+            return match parse_addr(addr) {
+                Some(ip) => Ok(Cidr { net: ip, len: max }),
+                None => Err(format!("bad address pattern: \"{addr}\"")),
+            };
+        };
+        let error = if m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit()) {
+            Some("bad mask value")
+        } else if m.parse::<u32>().map_or(true, |n| n > u32::from(max)) {
+            Some("bad mask length")
+        } else if parse_addr(addr).is_none() {
+            Some("bad network value")
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            return Err(format!("{e} in \"{addr}/{m}\""));
+        }
+        let len = m.parse::<u8>().unwrap_or(max);
+        let Some(ip) = parse_addr(addr) else {
+            return Err(format!("bad network value in \"{addr}/{m}\""));
         };
         let masked = mask(ip, len);
         if masked != ip {
-            let shown = match masked {
-                IpAddr::V4(a) => format!("{a}/{len}"),
-                IpAddr::V6(a) => format!("{a}/{len}"),
-            };
             return Err(format!(
-                "non-null host address bits in \"{pattern}\", perhaps you should use \"{shown}\" instead"
+                "non-null host address bits in \"{addr}/{m}\", perhaps you should use \"{masked}/{len}\" instead"
             ));
         }
         Ok(Cidr { net: ip, len })

@@ -13,6 +13,11 @@
 //!
 //! A missing source and index fail with `open database NAME: No such file or directory`.
 //!
+//! `dbm:NAME` is read the same way (through its source or Postern's index).
+//!
+//! Indexes are written ([`lmdb_write`]) to a temporary file in the same directory and
+//! renamed, with the mode and owner Postfix gives its `.db` ([`WritePerms`]).
+//!
 //! `lmdb:NAME` reads and writes `NAME.lmdb` as Postfix's `dict_lmdb.c` does: one unnamed
 //! database, `MDB_NOSUBDIR`, no lock file (`MDB_NOLOCK`, Postfix locks the file itself), keys
 //! and values stored with a trailing NUL (`DICT_FLAG_TRY1NULL`); lookups try the key with and
@@ -306,13 +311,97 @@ fn lmdb_read_map(path: &Path) -> Result<IndexMap<String, String>, MapError> {
     Ok(map)
 }
 
+/// Who owns an index file `postmap`/`postalias` writes, and with which mode (Postfix's rules,
+/// see [`WritePerms::for_index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritePerms {
+    /// Permission bits of the file.
+    pub mode: u32,
+    /// Owner and group to give the file (`None`: whoever creates it).
+    pub owner: Option<(u32, u32)>,
+    /// Create and rename the file with this effective uid and gid (Postfix's `set_eugid()`
+    /// to the source file's owner when run by root), so that a source owner cannot make
+    /// root write through a link of theirs.
+    pub run_as: Option<(u32, u32)>,
+}
+
+impl WritePerms {
+    /// As Postfix's `postmap`/`postalias` 3.7 (checked as root with umask 022 and 077):
+    /// an index rebuilt in place keeps its mode, owner and group; a new one gets the source
+    /// file's owner and group and mode `0644` without the group/other bits the source lacks
+    /// (`umask(022 | (~st_mode & 077))`, whatever the caller's umask). Run by root, the file
+    /// is written as the source's owner. Because Postern's daemons read tables after they
+    /// became `mail_owner` (Postfix's open them as root when they start), an index that
+    /// `mail_owner` could not read is given its group and `g+r` (`mail_owner`: uid and gid).
+    pub fn for_index(
+        source: &fs::Metadata,
+        existing: Option<&fs::Metadata>,
+        root: bool,
+        mail_owner: Option<(u32, u32)>,
+    ) -> WritePerms {
+        use std::os::unix::fs::MetadataExt;
+        let (mut mode, mut owner) = match existing {
+            Some(e) => (e.mode() & 0o7777, (e.uid(), e.gid())),
+            None => (
+                0o644 & !(0o022 | (!source.mode() & 0o077)),
+                (source.uid(), source.gid()),
+            ),
+        };
+        if root
+            && let Some((mo_uid, mo_gid)) = mail_owner
+            && !can_read(mode, owner, mo_uid, mo_gid)
+        {
+            owner.1 = mo_gid;
+            mode |= 0o040;
+        }
+        let run_as = (root && (source.uid() != 0 || source.gid() != 0))
+            .then(|| (source.uid(), source.gid()));
+        WritePerms {
+            mode,
+            owner: root.then_some(owner),
+            run_as,
+        }
+    }
+}
+
+/// Whether a file of this mode and owner is readable by uid/gid (primary group only).
+fn can_read(mode: u32, (uid, gid): (u32, u32), who: u32, who_gid: u32) -> bool {
+    (uid == who && mode & 0o400 != 0) || (gid == who_gid && mode & 0o040 != 0) || mode & 0o004 != 0
+}
+
+/// Run `f` with the effective uid and gid `id` (and that group alone), then become root
+/// again. Only called as root.
+fn as_identity<T>(id: Option<(u32, u32)>, f: impl FnOnce() -> T) -> Result<T, MapError> {
+    use nix::unistd::{Gid, Uid, getegid, geteuid, getgroups, setegid, seteuid, setgroups};
+    let Some((uid, gid)) = id else {
+        return Ok(f());
+    };
+    let err = |what: &str, e: nix::Error| MapError::Other(format!("{what}: {}", e.desc()));
+    let saved = (
+        geteuid(),
+        getegid(),
+        getgroups().map_err(|e| err("getgroups", e))?,
+    );
+    setgroups(&[Gid::from_raw(gid)]).map_err(|e| err("setgroups", e))?;
+    setegid(Gid::from_raw(gid)).map_err(|e| err("setegid", e))?;
+    seteuid(Uid::from_raw(uid)).map_err(|e| err("seteuid", e))?;
+    let out = f();
+    seteuid(saved.0).map_err(|e| err("seteuid", e))?;
+    setegid(saved.1).map_err(|e| err("setegid", e))?;
+    setgroups(&saved.2).map_err(|e| err("setgroups", e))?;
+    Ok(out)
+}
+
 /// Write `entries` as a Postfix-layout LMDB file at `path`, replacing it atomically (a
-/// temporary file in the same directory, then rename). `with_nul` stores keys and values with
-/// a trailing NUL as Postfix does by default (`postmap -N`); `postmap -n` turns it off.
+/// temporary file in the same directory, then rename), with the mode and owner of
+/// `perms`. `with_nul` stores keys and values with a trailing NUL as Postfix does by
+/// default (`postmap -N`); `postmap -n` turns it off. Errors name `path` (`open database
+/// /etc/aliases.postern.lmdb: Permission denied`), as Postfix names its `.db`.
 pub fn lmdb_write(
     path: &Path,
     entries: &[(String, String)],
     with_nul: bool,
+    perms: &WritePerms,
 ) -> Result<(), MapError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let file = path
@@ -325,55 +414,110 @@ pub fn lmdb_write(
         // heed canonicalises the parent of a file that does not exist yet: give it one.
         None => Path::new(".").join(&tmp_name),
     };
-    let _ = fs::remove_file(&tmp);
+    let named = |e: MapError| match e {
+        MapError::OpenDatabase { source, .. } => MapError::open_database(path, source),
+        other => other,
+    };
+    // Postfix updates an existing database in place, which needs write permission on it
+    // for the user postmap runs as: the same check here, before the new file replaces it.
+    if path.exists() {
+        let writable = as_identity(perms.run_as, || {
+            nix::unistd::faccessat(
+                nix::fcntl::AT_FDCWD,
+                path,
+                nix::unistd::AccessFlags::W_OK,
+                nix::fcntl::AtFlags::AT_EACCESS,
+            )
+        })?;
+        if let Err(e) = writable {
+            return Err(MapError::open_database(
+                path,
+                std::io::Error::from_raw_os_error(e as i32),
+            ));
+        }
+    }
+    let written = as_identity(perms.run_as, || {
+        let _ = fs::remove_file(&tmp);
+        lmdb_create(&tmp, entries, with_nul)
+    })?;
+    if let Err(e) = written {
+        let _ = as_identity(perms.run_as, || fs::remove_file(&tmp));
+        return Err(named(e));
+    }
+    // Owner and mode on the open file, never through a name a source owner could swap.
+    let set = (|| -> std::io::Result<()> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let f = fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        let m = f.metadata()?;
+        let creator = perms
+            .run_as
+            .map(|(u, _)| u)
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        if !m.file_type().is_file() || m.uid() != creator {
+            return Err(std::io::Error::other("temporary file replaced"));
+        }
+        if let Some((uid, gid)) = perms.owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(perms.mode))?;
+        f.sync_all()
+    })();
+    if let Err(e) = set {
+        let _ = as_identity(perms.run_as, || fs::remove_file(&tmp));
+        return Err(MapError::open_database(path, e));
+    }
+    as_identity(perms.run_as, || fs::rename(&tmp, path))?
+        .map_err(|e| MapError::open_database(path, e))?;
+    Ok(())
+}
+
+/// Create the LMDB file `tmp` (a new name in the target's directory) holding `entries`.
+fn lmdb_create(tmp: &Path, entries: &[(String, String)], with_nul: bool) -> Result<(), MapError> {
     let payload: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
     // Postfix's lmdb_map_size default is 16 MB; grow for large tables.
     let map_size = (16usize << 20).max(payload.saturating_mul(4).next_multiple_of(4096));
-    {
-        let _guard = LMDB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
-        // SAFETY: a fresh temporary file that only this process knows about.
-        let env = unsafe {
-            options.flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::NO_LOCK);
-            options.max_dbs(0);
-            options.map_size(map_size);
-            options.open(&tmp)
-        }
-        .map_err(|e| lmdb_err(&tmp, e))?;
-        let wtxn = env.write_txn().map_err(|e| lmdb_err(&tmp, e))?;
-        let db = env
-            .create_databases_and_commit(wtxn, |wdo, wtxn| -> Result<_, heed::Error> {
-                let db =
-                    wdo.create_database::<heed::types::Bytes, heed::types::Bytes>(wtxn, None)?;
-                Ok(heed::CommitOrAbort::<_, ()>::Commit(db))
-            })
-            .map_err(|e| lmdb_err(&tmp, e))?;
-        let heed::CommitOrAbort::Commit(db) = db else {
-            return Err(MapError::Other(format!(
-                "{}: cannot create database",
-                tmp.display()
-            )));
-        };
-        let mut wtxn = env.write_txn().map_err(|e| lmdb_err(&tmp, e))?;
-        let mut kb = Vec::new();
-        let mut vb = Vec::new();
-        for (k, v) in entries {
-            kb.clear();
-            kb.extend_from_slice(k.as_bytes());
-            vb.clear();
-            vb.extend_from_slice(v.as_bytes());
-            if with_nul {
-                kb.push(0);
-                vb.push(0);
-            }
-            db.put(&mut wtxn, &kb, &vb).map_err(|e| lmdb_err(&tmp, e))?;
-        }
-        wtxn.commit().map_err(|e| lmdb_err(&tmp, e))?;
-        env.force_sync().map_err(|e| lmdb_err(&tmp, e))?;
+    let _guard = LMDB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
+    // SAFETY: a fresh temporary file that only this process knows about.
+    let env = unsafe {
+        options.flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::NO_LOCK);
+        options.max_dbs(0);
+        options.map_size(map_size);
+        options.open(tmp)
     }
-    // Postfix's files shrink to their used size on close; LMDB leaves the map size as the
-    // file size only for growth, so nothing to trim here.
-    fs::rename(&tmp, path).map_err(|e| MapError::open(path, e))?;
+    .map_err(|e| lmdb_err(tmp, e))?;
+    let wtxn = env.write_txn().map_err(|e| lmdb_err(tmp, e))?;
+    let db = env
+        .create_databases_and_commit(wtxn, |wdo, wtxn| -> Result<_, heed::Error> {
+            let db = wdo.create_database::<heed::types::Bytes, heed::types::Bytes>(wtxn, None)?;
+            Ok(heed::CommitOrAbort::<_, ()>::Commit(db))
+        })
+        .map_err(|e| lmdb_err(tmp, e))?;
+    let heed::CommitOrAbort::Commit(db) = db else {
+        return Err(MapError::Other(format!(
+            "{}: cannot create database",
+            tmp.display()
+        )));
+    };
+    let mut wtxn = env.write_txn().map_err(|e| lmdb_err(tmp, e))?;
+    let mut kb = Vec::new();
+    let mut vb = Vec::new();
+    for (k, v) in entries {
+        kb.clear();
+        kb.extend_from_slice(k.as_bytes());
+        vb.clear();
+        vb.extend_from_slice(v.as_bytes());
+        if with_nul {
+            kb.push(0);
+            vb.push(0);
+        }
+        db.put(&mut wtxn, &kb, &vb).map_err(|e| lmdb_err(tmp, e))?;
+    }
+    wtxn.commit().map_err(|e| lmdb_err(tmp, e))?;
+    env.force_sync().map_err(|e| lmdb_err(tmp, e))?;
     Ok(())
 }
 
@@ -407,5 +551,58 @@ pub fn lookup_in(map: &HashMap<String, String>, key: &str, fold: bool) -> Option
         map.get(&super::fold(key)).cloned()
     } else {
         map.get(key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn meta_with_mode(dir: &Path, name: &str, mode: u32) -> fs::Metadata {
+        let p = dir.join(name);
+        fs::write(&p, "x\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        fs::metadata(&p).unwrap()
+    }
+
+    /// The modes the real postmap 3.7 gave a new `.db` for these source modes, whatever
+    /// the umask (recorded in compat-fixtures/lookup/postmap-perms).
+    #[test]
+    fn new_index_mode_follows_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        for (src, db) in [
+            (0o600, 0o600),
+            (0o644, 0o644),
+            (0o640, 0o640),
+            (0o666, 0o644),
+            (0o604, 0o604),
+            (0o400, 0o600),
+        ] {
+            let m = meta_with_mode(dir.path(), &format!("s{src:o}"), src);
+            let p = WritePerms::for_index(&m, None, false, None);
+            assert_eq!(p.mode, db, "source {src:o}");
+            assert_eq!(p.owner, None);
+            assert_eq!(p.run_as, None);
+        }
+    }
+
+    #[test]
+    fn existing_index_keeps_its_mode_and_mail_owner_can_read() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = meta_with_mode(dir.path(), "src", 0o644);
+        let old = meta_with_mode(dir.path(), "old", 0o660);
+        let p = WritePerms::for_index(&src, Some(&old), false, None);
+        assert_eq!(p.mode, 0o660);
+        // Run by root: the owner is set, and an index mail_owner could not read gets its
+        // group and g+r.
+        let private = meta_with_mode(dir.path(), "private", 0o600);
+        let p = WritePerms::for_index(&private, None, true, Some((4242, 4343)));
+        assert_eq!(p.mode, 0o640);
+        assert_eq!(p.owner, Some((private.uid(), 4343)));
+        let p = WritePerms::for_index(&src, None, true, Some((4242, 4343)));
+        assert_eq!(p.mode, 0o644);
+        assert_eq!(p.owner, Some((src.uid(), src.gid())));
     }
 }

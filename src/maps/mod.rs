@@ -2,16 +2,25 @@
 //! hash:/etc/postfix/access`, `alias_maps = hash:/etc/aliases`, `virtual_alias_maps =
 //! regexp:/etc/postfix/virtual.re`), opened once per process and shared by every service.
 //!
-//! Types: `hash:`, `btree:` (Berkeley DB, read through their text source, see [`indexed`]),
+//! Types: `hash:`, `btree:`, `dbm:` (read through their text source, see [`indexed`]),
 //! `lmdb:` (real Postfix LMDB files), `texthash:`, `regexp:`, `pcre:`, `cidr:`, `inline:{…}`,
 //! `static:`, `unix:passwd.byname`/`unix:group.byname`, `proxy:TYPE:NAME` (pass-through),
-//! `fail:` and `environ:`.
+//! `fail:`, `environ:` and `nis:` (only as Postfix behaves on a host without a NIS domain).
 //!
 //! Key case: Postfix opens maps with `DICT_FLAG_FOLD_FIX`, so the indexed and in-memory
 //! tables (`hash`, `btree`, `lmdb`, `texthash`, `inline`) lower-case keys when built and when
 //! searched; `regexp:` and `pcre:` match case-insensitively by default instead (flag `i`
 //! toggles); `cidr:` keys are addresses. [`OpenOptions::fold_case`] turns folding off
 //! (`postmap -f`).
+//!
+//! Failures, as Postfix's `dict_surrogate.c` and `maps.c` handle them: a table that cannot be
+//! opened (missing or unreadable file, a type Postern does not have) is logged once as
+//! `error: REASON` when it is opened and replaced by a [`simple::Surrogate`] whose every
+//! lookup fails with `TYPE:NAME is unavailable. REASON`; [`find`] reports a failed lookup
+//! as a [`LookupError`] (`TYPE:NAME lookup error for "KEY"`). A failed lookup is never taken
+//! for "not found": the caller defers (smtpd answers 451, local(8) and the queue manager
+//! defer the recipient). The [`cache`] tries the table again when one of its files appears
+//! or changes, or a minute later.
 //!
 //! main.cf parameters read: `default_database_type` (by `postmap`/`postalias` only) and, in
 //! [`search`], `recipient_delimiter` and `parent_domain_matches_subdomains`.
@@ -36,7 +45,7 @@ pub mod source;
 
 use std::sync::Arc;
 
-pub use cache::{MapCache, open_cached};
+pub use cache::{MapCache, open_cached, open_cached_format, open_list};
 pub use error::MapError;
 pub use search::{
     AddressLookup, Feature, Key, access_address_keys, client_lookup_keys, find, host_lookup_keys,
@@ -128,9 +137,21 @@ pub fn split_spec(spec: &str) -> Result<(&str, &str), MapError> {
 /// Open the table `spec` (`hash:/etc/postfix/access`, `inline:{a=b}`, …) without the cache.
 /// Services should call [`open_cached`] so that each table opens once per process.
 pub fn open(spec: &str, opts: &OpenOptions) -> Result<Arc<dyn Table>, MapError> {
+    open_format(spec, source::Format::Postmap, opts)
+}
+
+/// [`open`], reading the text source of a `hash:`/`btree:` table (when Postern's index is
+/// missing or stale) in `format`: [`source::Format::Aliases`] for the tables of `alias_maps`.
+pub fn open_format(
+    spec: &str,
+    format: source::Format,
+    opts: &OpenOptions,
+) -> Result<Arc<dyn Table>, MapError> {
     let (kind, name) = split_spec(spec)?;
     let table: Arc<dyn Table> = match kind {
-        "hash" | "btree" => Arc::new(indexed::SourceTable::open(kind, name, spec, opts)?),
+        "hash" | "btree" | "dbm" => Arc::new(indexed::SourceTable::open_format(
+            kind, name, spec, format, opts,
+        )?),
         "lmdb" => Arc::new(indexed::LmdbTable::open(name, spec, opts)?),
         "texthash" => Arc::new(indexed::TextHash::open(name, spec, opts)?),
         "regexp" => Arc::new(regexp::PatternTable::open(
@@ -151,9 +172,10 @@ pub fn open(spec: &str, opts: &OpenOptions) -> Result<Arc<dyn Table>, MapError> 
         "fail" => Arc::new(simple::Fail::new(spec)),
         "environ" => Arc::new(simple::Environ::new(spec)),
         "unix" => Arc::new(simple::Unix::open(name, spec)?),
+        "nis" => Arc::new(simple::Nis::open(spec, opts)?),
         "proxy" => {
             // proxymap(8) only relays to the named table; Postern's services read it directly.
-            let inner = open(name, opts)?;
+            let inner = open_format(name, format, opts)?;
             Arc::new(simple::Proxy::new(spec, inner))
         }
         other => {
@@ -164,6 +186,74 @@ pub fn open(spec: &str, opts: &OpenOptions) -> Result<Arc<dyn Table>, MapError> 
     };
     Ok(table)
 }
+
+/// The files a table of this spec is read from: what the cache watches to retry a table that
+/// could not be opened.
+pub fn watched_files(spec: &str) -> Vec<std::path::PathBuf> {
+    let spec = spec.strip_prefix("proxy:").unwrap_or(spec);
+    let Ok((kind, name)) = split_spec(spec) else {
+        return Vec::new();
+    };
+    match kind {
+        "hash" | "btree" | "dbm" => vec![name.into(), indexed::postern_index_path(name)],
+        "lmdb" => vec![format!("{name}.lmdb").into()],
+        "texthash" | "regexp" | "pcre" | "cidr" => vec![name.into()],
+        _ => Vec::new(),
+    }
+}
+
+/// A message a table logs while it is opened (duplicate keys, a stale index, or, as
+/// `error:`, the reason it could not be opened), for the caller to log under its own name
+/// (`postfix/smtpd`, `postfix/local`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Warning(String),
+    Error(String),
+}
+
+impl Notice {
+    /// Log under `ident` (`warning: …`, `error: …`).
+    pub fn log(&self, ident: &str) {
+        match self {
+            Notice::Warning(m) => crate::log::warning(ident, m),
+            Notice::Error(m) => crate::log::error(ident, m),
+        }
+    }
+}
+
+/// A lookup that a table could not answer, as Postfix's `maps_find()` reports it: the
+/// table's own warning (the surrogate's `hash:/x is unavailable. open database /x: No such
+/// file or directory`), then `hash:/x lookup error for "key"`. The caller defers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupError {
+    pub spec: String,
+    pub key: String,
+    pub table_warning: Option<String>,
+}
+
+impl LookupError {
+    pub fn new(spec: &str, key: &str, e: &MapError) -> Self {
+        LookupError {
+            spec: spec.to_string(),
+            key: key.to_string(),
+            table_warning: e.table_warning(),
+        }
+    }
+    /// The warning lines Postfix logs for this failure, in order.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.table_warning.iter().cloned().collect();
+        v.push(self.to_string());
+        v
+    }
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} lookup error for \"{}\"", self.spec, self.key)
+    }
+}
+
+impl std::error::Error for LookupError {}
 
 /// Lower-case a key as Postfix's `lowercase()` does: ASCII only, bytes above 127 untouched.
 pub fn fold(key: &str) -> String {

@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use super::{MapError, Table};
+use super::{LookupError, Table};
 
 /// A key to try, and whether it is a partial key (skipped for pattern tables).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,15 +216,21 @@ pub fn rewrite_address_keys(address: &str, delimiter: &str, local_domain: bool) 
 
 /// Try `keys` in order against `tables` (for each key, each table in order), skipping partial
 /// keys for pattern tables. Returns the key that matched and its value. A table error stops
-/// the search (the caller defers, as Postfix does on `DICT_ERR_RETRY`).
-pub fn find(tables: &[Arc<dyn Table>], keys: &[Key]) -> Result<Option<(String, String)>, MapError> {
+/// the search (the caller logs [`LookupError::warnings`] and defers, as Postfix does on
+/// `DICT_ERR_RETRY`).
+pub fn find(
+    tables: &[Arc<dyn Table>],
+    keys: &[Key],
+) -> Result<Option<(String, String)>, LookupError> {
     for k in keys {
         for t in tables {
             if k.partial && is_pattern(t.spec()) {
                 continue;
             }
-            if let Some(v) = t.lookup(&k.key)? {
-                return Ok(Some((k.key.clone(), v)));
+            match t.lookup(&k.key) {
+                Ok(Some(v)) => return Ok(Some((k.key.clone(), v))),
+                Ok(None) => {}
+                Err(e) => return Err(LookupError::new(t.spec(), &k.key, &e)),
             }
         }
     }
@@ -244,7 +250,7 @@ pub fn lookup_address(
     tables: &[Arc<dyn Table>],
     address: &str,
     how: &AddressLookup,
-) -> Result<Option<(String, String)>, MapError> {
+) -> Result<Option<(String, String)>, LookupError> {
     find(tables, &access_address_keys(address, how))
 }
 
@@ -253,7 +259,7 @@ pub fn lookup_domain(
     tables: &[Arc<dyn Table>],
     domain: &str,
     parent_matches_subdomains: bool,
-) -> Result<Option<(String, String)>, MapError> {
+) -> Result<Option<(String, String)>, LookupError> {
     find(tables, &host_lookup_keys(domain, parent_matches_subdomains))
 }
 
@@ -263,7 +269,7 @@ pub fn lookup_client(
     hostname: Option<&str>,
     addr: &str,
     parent_matches_subdomains: bool,
-) -> Result<Option<(String, String)>, MapError> {
+) -> Result<Option<(String, String)>, LookupError> {
     find(
         tables,
         &client_lookup_keys(hostname, addr, parent_matches_subdomains),

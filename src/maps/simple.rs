@@ -1,5 +1,7 @@
 //! Tables without a file of their own: `inline:{…}`, `static:`, `fail:`, `environ:`,
-//! `unix:passwd.byname`/`unix:group.byname`, and the `proxy:` pass-through.
+//! `unix:passwd.byname`/`unix:group.byname`, `nis:` (a host without a NIS domain), the
+//! `proxy:` pass-through, and the [`Surrogate`] that stands for a table that could not be
+//! opened.
 //!
 //! `inline:{ key=value, key2=value2 }` follows Postfix's `dict_inline.c` (elements separated by
 //! commas or white space, `missing '=' after attribute name` on an element without `=`), and
@@ -163,10 +165,100 @@ impl Fail {
 
 impl Table for Fail {
     fn lookup(&self, _key: &str) -> Result<Option<String>, MapError> {
+        // Postfix's dict_fail.c fails silently; the caller logs `… lookup error for …`.
         Err(MapError::Lookup {
             spec: self.spec.clone(),
-            msg: "query error".into(),
+            msg: String::new(),
         })
+    }
+    fn spec(&self) -> &str {
+        &self.spec
+    }
+}
+
+/// A table that could not be opened (Postfix's `dict_surrogate.c`): every lookup fails with
+/// `TYPE:NAME is unavailable. REASON`, so the caller defers instead of going on without the
+/// table. `sources` are the files whose appearance or change makes the cache try again.
+#[derive(Debug)]
+pub struct Surrogate {
+    spec: String,
+    reason: String,
+    sources: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
+}
+
+impl Surrogate {
+    pub fn new(spec: &str, reason: &str, watch: Vec<std::path::PathBuf>) -> Self {
+        let sources = watch
+            .into_iter()
+            .map(|p| {
+                let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                (p, t)
+            })
+            .collect();
+        Surrogate {
+            spec: spec.to_string(),
+            reason: reason.to_string(),
+            sources,
+        }
+    }
+}
+
+impl Table for Surrogate {
+    fn lookup(&self, _key: &str) -> Result<Option<String>, MapError> {
+        Err(MapError::Unavailable {
+            spec: self.spec.clone(),
+            reason: self.reason.clone(),
+        })
+    }
+    fn spec(&self) -> &str {
+        &self.spec
+    }
+    fn sources(&self) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
+        self.sources.clone()
+    }
+}
+
+/// `nis:NAME`. Postern has no NIS client; on a host without a NIS domain (the usual case,
+/// and the one Postfix's default `alias_maps = hash:/etc/aliases, nis:mail.aliases` meets
+/// everywhere) it behaves as Postfix's `dict_nis.c` does there: one warning, `dict_nis_init:
+/// NIS domain name not set - NIS lookups disabled`, and every key not found. With a NIS
+/// domain set the table cannot be read and is unavailable (lookups defer).
+#[derive(Debug)]
+pub struct Nis {
+    spec: String,
+}
+
+/// The host's NIS domain as `yp_get_default_domain()` sees it (`None` when unset).
+fn nis_domain() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; getdomainname NUL-terminates within it
+    // (or we find no NUL and treat the name as unset).
+    let rc = unsafe { libc::getdomainname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0)?;
+    let d = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!d.is_empty() && d != "(none)").then_some(d)
+}
+
+impl Nis {
+    pub fn open(spec: &str, opts: &OpenOptions) -> Result<Self, MapError> {
+        if let Some(d) = nis_domain() {
+            return Err(MapError::Other(format!(
+                "NIS domain {d} is set but Postern has no NIS client: {spec} cannot be read"
+            )));
+        }
+        opts.warn("dict_nis_init: NIS domain name not set - NIS lookups disabled");
+        Ok(Nis {
+            spec: spec.to_string(),
+        })
+    }
+}
+
+impl Table for Nis {
+    fn lookup(&self, _key: &str) -> Result<Option<String>, MapError> {
+        Ok(None)
     }
     fn spec(&self) -> &str {
         &self.spec

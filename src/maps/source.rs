@@ -71,7 +71,7 @@ pub fn logical_lines(bytes: &[u8], path: &str, warn: &dyn Fn(&str)) -> Vec<Logic
 }
 
 /// The two source formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// `key whitespace value` (postmap).
     Postmap,

@@ -132,6 +132,9 @@ async fn main_loop(
     let signo = loop {
         tokio::select! {
             _ = hup.recv() => {
+                // Every table is read again, as Postfix's daemons are restarted (a table
+                // that could not be opened is tried again at once).
+                crate::maps::cache::global().clear();
                 log::info(&ident, &format!(
                     "reload -- version {}, configuration {}",
                     mail_version(&cfg),

@@ -48,6 +48,18 @@
 //! `smtp_destination_concurrency_limit` per next-hop; `min(default_process_limit, 20)` worker
 //! threads share them.
 //!
+//! # Lookup failures
+//! A table that cannot answer is never taken for an empty one. The tables are opened
+//! through the map cache at each use, so `postmap` takes effect without a reload.
+//! `canonical_maps`/`virtual_alias_maps` (cleanup's role): the table's lines and `ID:
+//! virtual_alias_maps map lookup problem for ADDR` under `postfix/cleanup`, and the
+//! recipient (every recipient, for the sender's canonical mapping) is deferred with that
+//! text (Postfix's cleanup leaves the message in maildrop instead: `-- message not
+//! accepted, try again later`). `transport_maps`, `relocated_maps` and the domain lists
+//! (trivial-rewrite's role): its lines (`transport_maps lookup failure`) under
+//! `postfix/trivial-rewrite`, and `relay=none, dsn=4.3.0, status=deferred (address
+//! resolver failure)` from `postfix/error`, as Postfix 3.7 logs it.
+//!
 //! # Notifications
 //! Permanently failed recipients are returned to the sender ([`bounce`], Postfix's failure
 //! template) and only then marked done, as bounce(8) deletes recipients after it has sent
@@ -201,16 +213,18 @@ pub struct QmgrSettings {
     pub delay_warning_time: Duration,
     pub bounce_queue_lifetime: Duration,
     pub concurrency: usize,
-    /// `virtual_alias_maps` tables (unopenable ones are logged and skipped).
-    pub virtual_alias_maps: Vec<Arc<dyn crate::maps::Table>>,
+    /// `virtual_alias_maps`. The tables of these lists are opened through the map cache at
+    /// each use, so that `postmap` takes effect without a reload (Postfix's cleanup and
+    /// trivial-rewrite restart when a table changes).
+    pub virtual_alias_maps: Vec<String>,
     pub recipient_delimiter: String,
     /// `canonical_maps`, `sender_canonical_maps`, `recipient_canonical_maps`,
     /// `relocated_maps`, `transport_maps`.
-    pub canonical_maps: Vec<Arc<dyn crate::maps::Table>>,
-    pub sender_canonical_maps: Vec<Arc<dyn crate::maps::Table>>,
-    pub recipient_canonical_maps: Vec<Arc<dyn crate::maps::Table>>,
-    pub relocated_maps: Vec<Arc<dyn crate::maps::Table>>,
-    pub transport_maps: Vec<Arc<dyn crate::maps::Table>>,
+    pub canonical_maps: Vec<String>,
+    pub sender_canonical_maps: Vec<String>,
+    pub recipient_canonical_maps: Vec<String>,
+    pub relocated_maps: Vec<String>,
+    pub transport_maps: Vec<String>,
     pub local: LocalSettings,
     /// virtual(8) delivery (`virtual_mailbox_*`).
     pub virtual_: crate::virtual_delivery::VirtualSettings,
@@ -231,6 +245,11 @@ pub struct QmgrSettings {
     pub double_bounce_sender: String,
     pub double_bounce_recipient: String,
     pub ident_qmgr: String,
+    /// The roles whose table warnings Postern's queue manager logs: cleanup(8) (canonical
+    /// and virtual aliases) and trivial-rewrite(8) (domain lists, `transport_maps`,
+    /// `relocated_maps`).
+    pub ident_cleanup: String,
+    pub ident_trivial_rewrite: String,
     pub ident_retry: String,
     pub ident_virtual: String,
     pub ident_local: String,
@@ -252,18 +271,7 @@ impl QmgrSettings {
         };
         let ident_local = log::ident(cfg, "local");
         // Table lists split as Postfix's mystrtokq does (`inline:{ a=b, c=d }` stays whole).
-        let maps = |name: &str| -> Vec<Arc<dyn crate::maps::Table>> {
-            crate::smtpd::params::list(&cfg.get(name).unwrap_or_default())
-                .into_iter()
-                .filter_map(|m| match crate::maps::open_cached(&m) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        log::warning(&log::ident(cfg, "qmgr"), &format!("{m}: {e}"));
-                        None
-                    }
-                })
-                .collect()
-        };
+        let maps = |name: &str| crate::smtpd::params::list(&cfg.get(name).unwrap_or_default());
         let resolver = route::Resolver::from_config(cfg);
         let smtp = resolver
             .smtp_services()
@@ -334,6 +342,8 @@ impl QmgrSettings {
             local: LocalSettings::from_config(cfg, &ident_local),
             virtual_: crate::virtual_delivery::VirtualSettings::from_config(cfg),
             ident_qmgr: log::ident(cfg, "qmgr"),
+            ident_cleanup: log::ident(cfg, "cleanup"),
+            ident_trivial_rewrite: log::ident(cfg, "trivial-rewrite"),
             ident_local,
             ident_error: log::ident(cfg, "error"),
             ident_pickup: log::ident(cfg, "pickup"),
@@ -341,23 +351,53 @@ impl QmgrSettings {
         }
     }
 
+    /// The tables of `specs` through the map cache; what opening them logged goes to the
+    /// log under `ident`.
+    fn tables(&self, specs: &[String], ident: &str) -> Vec<Arc<dyn crate::maps::Table>> {
+        crate::maps::open_list(specs, crate::maps::source::Format::Postmap, &mut |n| {
+            n.log(ident)
+        })
+    }
+
+    /// Log a failed cleanup(8) lookup as Postfix's cleanup does (the table's lines, then
+    /// `ID: TITLE map lookup problem for ADDR`; Postfix adds `-- message not accepted, try
+    /// again later`, here the recipients are deferred instead) and return the deferral text.
+    fn cleanup_problem(
+        &self,
+        id: &str,
+        title: &str,
+        addr: &str,
+        e: &crate::maps::LookupError,
+    ) -> String {
+        for w in e.warnings() {
+            log::warning(&self.ident_cleanup, &w);
+        }
+        let text = format!("{title} map lookup problem for {addr}");
+        log::warning(&self.ident_cleanup, &format!("{id}: {text}"));
+        text
+    }
+
     /// Expand `addr` through `virtual_alias_maps` (Postfix's cleanup does this at queue
     /// time; here it happens at delivery), recursively up to 10 levels. An address that maps
-    /// to itself (among others) is kept, as in Postfix.
-    pub fn virtual_expand(&self, addr: &str) -> Result<Vec<String>, crate::maps::MapError> {
+    /// to itself (among others) is kept, as in Postfix. `Err` (the deferral text, the
+    /// failure logged) when a table could not answer.
+    pub fn virtual_expand(&self, id: &str, addr: &str) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
-        self.expand_into(addr, 0, &mut Vec::new(), &mut out)?;
+        let tables = self.tables(&self.virtual_alias_maps, &self.ident_cleanup);
+        self.expand_into(&tables, addr, 0, &mut Vec::new(), &mut out)
+            .map_err(|(e, a)| self.cleanup_problem(id, "virtual_alias_maps", &a, &e))?;
         Ok(out)
     }
 
     fn expand_into(
         &self,
+        tables: &[Arc<dyn crate::maps::Table>],
         addr: &str,
         depth: usize,
         seen: &mut Vec<String>,
         out: &mut Vec<String>,
-    ) -> Result<(), crate::maps::MapError> {
-        if self.virtual_alias_maps.is_empty() || depth > 10 || seen.iter().any(|a| a == addr) {
+    ) -> Result<(), (crate::maps::LookupError, String)> {
+        if tables.is_empty() || depth > 10 || seen.iter().any(|a| a == addr) {
             if !out.iter().any(|a| a == addr) {
                 out.push(addr.to_string());
             }
@@ -369,7 +409,7 @@ impl QmgrSettings {
             &self.recipient_delimiter,
             self.is_local_domain(domain),
         );
-        match crate::maps::find(&self.virtual_alias_maps, &keys)? {
+        match crate::maps::find(tables, &keys).map_err(|e| (e, addr.to_string()))? {
             None => {
                 if !out.iter().any(|a| a == addr) {
                     out.push(addr.to_string());
@@ -386,7 +426,7 @@ impl QmgrSettings {
                     } else {
                         format!("{t}@{}", self.myorigin)
                     };
-                    self.expand_into(&t, depth + 1, seen, out)?;
+                    self.expand_into(tables, &t, depth + 1, seen, out)?;
                 }
                 seen.pop();
             }
@@ -395,93 +435,125 @@ impl QmgrSettings {
     }
 
     /// cleanup's canonical mapping: each table list in turn (`sender_canonical_maps` or
-    /// `recipient_canonical_maps`, then `canonical_maps`), with the address lookup keys of
-    /// `canonical(5)`; `@domain` results keep the local part. Lookup errors keep the address.
-    pub fn canonical(&self, lists: &[&Vec<Arc<dyn crate::maps::Table>>], addr: &str) -> String {
+    /// `recipient_canonical_maps`, then `canonical_maps`, given with their parameter names),
+    /// with the address lookup keys of `canonical(5)`; `@domain` results keep the local
+    /// part. `Err` (the deferral text, the failure logged) when a table could not answer.
+    pub fn canonical(
+        &self,
+        id: &str,
+        lists: &[(&str, &Vec<String>)],
+        addr: &str,
+    ) -> Result<String, String> {
         let mut a = addr.to_string();
-        for maps in lists {
-            if maps.is_empty() || a.is_empty() {
+        for (title, specs) in lists {
+            if specs.is_empty() || a.is_empty() {
                 continue;
             }
+            let tables = self.tables(specs, &self.ident_cleanup);
             let (local, domain) = a.rsplit_once('@').unwrap_or((a.as_str(), ""));
             let keys = crate::maps::rewrite_address_keys(
                 &a,
                 &self.recipient_delimiter,
                 self.is_local_domain(domain),
             );
-            if let Ok(Some((_, v))) = crate::maps::find(maps, &keys) {
-                let v = v
-                    .split([',', ' ', '\t'])
-                    .find(|t| !t.is_empty())
-                    .unwrap_or("");
-                if v.is_empty() {
-                    continue;
+            match crate::maps::find(&tables, &keys) {
+                Ok(Some((_, v))) => {
+                    let v = v
+                        .split([',', ' ', '\t'])
+                        .find(|t| !t.is_empty())
+                        .unwrap_or("");
+                    if v.is_empty() {
+                        continue;
+                    }
+                    a = if v.starts_with('@') {
+                        format!("{local}{v}")
+                    } else if !v.contains('@') {
+                        format!("{v}@{}", self.myorigin)
+                    } else {
+                        v.to_string()
+                    };
                 }
-                a = if v.starts_with('@') {
-                    format!("{local}{v}")
-                } else if !v.contains('@') {
-                    format!("{v}@{}", self.myorigin)
-                } else {
-                    v.to_string()
-                };
+                Ok(None) => {}
+                Err(e) => return Err(self.cleanup_problem(id, title, &a, &e)),
             }
         }
-        a
+        Ok(a)
     }
 
-    /// `relocated_maps`: the new contact information for `addr`, if any.
-    fn relocated(&self, addr: &str) -> Option<String> {
-        if self.relocated_maps.is_empty() {
-            return None;
+    /// Log trivial-rewrite's lines for a failed table (`… lookup error for …`, then `NAME
+    /// lookup failure`).
+    fn resolve_problem(&self, name: &str, e: &crate::maps::LookupError) {
+        for w in e.warnings() {
+            log::warning(&self.ident_trivial_rewrite, &w);
         }
+        log::warning(
+            &self.ident_trivial_rewrite,
+            &format!("{name} lookup failure"),
+        );
+    }
+
+    /// `relocated_maps`: the new contact information for `addr`, if any; `Err` (logged)
+    /// when the table could not answer.
+    fn relocated(&self, addr: &str) -> Result<Option<String>, ()> {
+        if self.relocated_maps.is_empty() {
+            return Ok(None);
+        }
+        let tables = self.tables(&self.relocated_maps, &self.ident_trivial_rewrite);
         let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         let keys = crate::maps::rewrite_address_keys(
             addr,
             &self.recipient_delimiter,
             self.is_local_domain(domain),
         );
-        crate::maps::find(&self.relocated_maps, &keys)
-            .ok()
-            .flatten()
-            .map(|(_, v)| v.trim().to_string())
-    }
-
-    /// `transport_maps`: `(transport, nexthop)` for `addr` (keys: the address, the domain,
-    /// its parent domains as `.parent`, then `*`).
-    fn transport(&self, addr: &str) -> Option<(String, String)> {
-        if self.transport_maps.is_empty() {
-            return None;
-        }
-        let domain = addr
-            .rsplit_once('@')
-            .map(|(_, d)| d)
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let mut keys = vec![addr.to_ascii_lowercase(), domain.clone()];
-        let mut d = domain.as_str();
-        while let Some((_, parent)) = d.split_once('.') {
-            keys.push(format!(".{parent}"));
-            d = parent;
-        }
-        keys.push("*".into());
-        for k in keys {
-            for t in &self.transport_maps {
-                if let Ok(Some(v)) = t.lookup(&k) {
-                    let v = v.trim();
-                    let (tr, nh) = v.split_once(':').unwrap_or((v, ""));
-                    return Some((tr.trim().to_string(), nh.trim().to_string()));
-                }
+        match crate::maps::find(&tables, &keys) {
+            Ok(v) => Ok(v.map(|(_, v)| v.trim().to_string())),
+            Err(e) => {
+                self.resolve_problem("relocated_maps", &e);
+                Err(())
             }
         }
-        None
     }
 
+    /// `transport_maps`: `(transport, nexthop)` for `addr` (keys: the address, then for
+    /// tables that are not patterns the domain and its parent domains as `.parent`, then
+    /// `*`); `Err` (logged) when a table could not answer.
+    fn transport(&self, addr: &str) -> Result<Option<(String, String)>, ()> {
+        if self.transport_maps.is_empty() {
+            return Ok(None);
+        }
+        let tables = self.tables(&self.transport_maps, &self.ident_trivial_rewrite);
+        let addr = addr.to_ascii_lowercase();
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let key = |k: String, partial: bool| crate::maps::Key { key: k, partial };
+        let mut keys = vec![key(addr.clone(), false), key(domain.to_string(), true)];
+        let mut d = domain;
+        while let Some((_, parent)) = d.split_once('.') {
+            keys.push(key(format!(".{parent}"), true));
+            d = parent;
+        }
+        keys.push(key("*".into(), false));
+        match crate::maps::find(&tables, &keys) {
+            Ok(v) => Ok(v.map(|(_, v)| {
+                let v = v.trim();
+                let (tr, nh) = v.split_once(':').unwrap_or((v, ""));
+                (tr.trim().to_string(), nh.trim().to_string())
+            })),
+            Err(e) => {
+                self.resolve_problem("transport_maps", &e);
+                Err(())
+            }
+        }
+    }
+
+    /// Whether `domain` is local (for the bare local-part keys of `mail_addr_find()`). A
+    /// domain list that fails counts as not local here; the resolve that follows fails too
+    /// and defers the recipient.
     fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.to_ascii_lowercase();
         self.mydestination.contains(&d)
             || matches!(
-                self.resolver.class_of(&format!("x@{d}")),
-                crate::smtpd::address::AddressClass::Local
+                self.resolver.class_of(&format!("x@{d}"), &mut Vec::new()),
+                Ok(crate::smtpd::address::AddressClass::Local)
             )
     }
 
@@ -753,6 +825,9 @@ fn run(
         let mut flush = false;
         match rx.recv_timeout(QUEUE_POLL) {
             Ok(Event::Reload) => {
+                // Every table is read again, as Postfix's daemons are restarted (a table
+                // that could not be opened is tried again at once).
+                crate::maps::cache::global().clear();
                 if let Ok(cfg) = crate::master::load_config(config_dir.as_deref()) {
                     let _ = log::configure(&cfg);
                     settings = Arc::new(QmgrSettings::from_config(&cfg));
@@ -913,8 +988,23 @@ fn process(s: &QmgrSettings, path: &Path) {
         }
     };
     // cleanup's canonical mapping of the sender (sender_canonical_maps, then
-    // canonical_maps): what is logged, used for Return-Path and bounced to.
-    msg.sender = s.canonical(&[&s.sender_canonical_maps, &s.canonical_maps], &msg.sender);
+    // canonical_maps): what is logged, used for Return-Path and bounced to. When a table
+    // cannot answer, every recipient is deferred (Postfix's cleanup does not accept the
+    // message until it can).
+    let sender_problem = match s.canonical(
+        &id,
+        &[
+            ("sender_canonical_maps", &s.sender_canonical_maps),
+            ("canonical_maps", &s.canonical_maps),
+        ],
+        &msg.sender,
+    ) {
+        Ok(a) => {
+            msg.sender = a;
+            None
+        }
+        Err(text) => Some(text),
+    };
     log::info(
         &s.ident_qmgr,
         &format!(
@@ -957,8 +1047,6 @@ fn process(s: &QmgrSettings, path: &Path) {
     let pending_count = pending.len();
     for (i, p) in pending.iter_mut().enumerate() {
         let started = SystemTime::now();
-        // cleanup's canonical mapping (recipient_canonical_maps, then canonical_maps).
-        let addr = s.canonical(&[&s.recipient_canonical_maps, &s.canonical_maps], &p.addr);
         let orig = p.orig.clone();
         let outcome = |to: &str, status: Status, dsn: &str, text: String| local::Outcome {
             to: to.to_string(),
@@ -967,26 +1055,49 @@ fn process(s: &QmgrSettings, path: &Path) {
             dsn: dsn.into(),
             text,
         };
-        let targets = match s.virtual_expand(&addr) {
+        // A table that cannot answer defers the recipient, logged by the role Postfix
+        // gives it (error(8) for resolver failures, as Postfix 3.7 logs them).
+        let defer = |to: &str, text: String| {
+            Done::new(
+                outcome(to, Status::Deferred, "4.3.0", text),
+                "none",
+                &s.ident_error,
+                started,
+            )
+        };
+        if let Some(text) = &sender_problem {
+            p.done.push(defer(&p.addr, text.clone()));
+            continue;
+        }
+        // cleanup's canonical mapping (recipient_canonical_maps, then canonical_maps).
+        let addr = match s.canonical(
+            &id,
+            &[
+                ("recipient_canonical_maps", &s.recipient_canonical_maps),
+                ("canonical_maps", &s.canonical_maps),
+            ],
+            &p.addr,
+        ) {
+            Ok(a) => a,
+            Err(text) => {
+                p.done.push(defer(&p.addr, text));
+                continue;
+            }
+        };
+        let targets = match s.virtual_expand(&id, &addr) {
             Ok(t) => t,
-            Err(e) => {
-                p.done.push(Done::new(
-                    outcome(
-                        &addr,
-                        Status::Deferred,
-                        "4.3.0",
-                        format!("virtual_alias_maps lookup failure: {e}"),
-                    ),
-                    "none",
-                    &s.ident_qmgr,
-                    started,
-                ));
+            Err(text) => {
+                p.done.push(defer(&addr, text));
                 continue;
             }
         };
         for t in targets {
             let domain = t.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            if let Some(new) = s.relocated(&t) {
+            let (Ok(relocated), Ok(transport)) = (s.relocated(&t), s.transport(&t)) else {
+                p.done.push(defer(&t, "address resolver failure".into()));
+                continue;
+            };
+            if let Some(new) = relocated {
                 // trivial-rewrite's resolve: the error transport, as Postfix words it.
                 p.done.push(Done::new(
                     outcome(
@@ -1001,7 +1112,18 @@ fn process(s: &QmgrSettings, path: &Path) {
                 ));
                 continue;
             }
-            match s.resolver.resolve(&t, s.transport(&t)) {
+            let mut resolve_warnings = Vec::new();
+            let route = s.resolver.resolve(&t, transport, &mut resolve_warnings);
+            for w in resolve_warnings {
+                match w.strip_prefix("error: ") {
+                    Some(e) => log::error(&s.ident_trivial_rewrite, e),
+                    None => log::warning(&s.ident_trivial_rewrite, &w),
+                }
+            }
+            match route {
+                route::Route::Failed => {
+                    p.done.push(defer(&t, "address resolver failure".into()));
+                }
                 route::Route::Discard(nh) => {
                     // discard(8): the next-hop is the text (the domain when empty).
                     let nh = if nh.is_empty() {

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use crate::config::postfix::PostfixConfig;
 use crate::smtpd::address::AddressClass;
+use crate::smtpd::check::LookupFailed;
 
 /// Where one recipient goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub enum Route {
     Discard(String),
     /// A transport with no agent here (master.cf command `pipe`, `lmtp`, …): deferred.
     Unavailable(String),
+    /// A domain list could not be searched (Postfix's `RESOLVE_FLAG_FAIL`): deferred with
+    /// `address resolver failure`.
+    Failed,
 }
 
 /// The parameters resolve reads, and master.cf's service → command map.
@@ -87,11 +91,21 @@ impl Resolver {
         }
     }
 
-    /// The address class of `addr`'s domain, as smtpd and trivial-rewrite see it.
-    pub fn class_of(&self, addr: &str) -> AddressClass {
+    /// The address class of `addr`'s domain, as smtpd and trivial-rewrite see it; `Err`
+    /// when a domain list could not be searched. What the lookups logged (trivial-rewrite's
+    /// `relay_domains: hash:/x: table lookup problem`, `relay_domains lookup failure`) is
+    /// added to `warnings` (an `error: ` entry is an error line).
+    pub fn class_of(
+        &self,
+        addr: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<AddressClass, LookupFailed> {
         let tables = crate::smtpd::check::Tables;
-        let checker = crate::smtpd::check::Checker::new(&self.params, &tables, "postfix/qmgr");
-        checker.class_of(addr)
+        let mut checker =
+            crate::smtpd::check::Checker::new(&self.params, &tables, "postfix/trivial-rewrite");
+        let r = checker.class_of(addr);
+        warnings.append(&mut checker.warnings);
+        r
     }
 
     /// The agent (master.cf command) of transport `name`.
@@ -105,8 +119,14 @@ impl Resolver {
         }
     }
 
-    /// Resolve `addr`; `table` is the `transport_maps` result for it, if any.
-    pub fn resolve(&self, addr: &str, table: Option<(String, String)>) -> Route {
+    /// Resolve `addr`; `table` is the `transport_maps` result for it, if any. Warnings of
+    /// the domain lists' tables go to `warnings`.
+    pub fn resolve(
+        &self,
+        addr: &str,
+        table: Option<(String, String)>,
+        warnings: &mut Vec<String>,
+    ) -> Route {
         let domain = addr
             .rsplit_once('@')
             .map(|(_, d)| d)
@@ -119,7 +139,10 @@ impl Resolver {
                 self.relayhost.clone()
             }
         };
-        let (spec, default_nexthop) = match self.class_of(addr) {
+        let Ok(class) = self.class_of(addr, warnings) else {
+            return Route::Failed;
+        };
+        let (spec, default_nexthop) = match class {
             AddressClass::Local => (&self.local_transport, self.myhostname.clone()),
             AddressClass::VirtualAlias if table.is_none() => {
                 return Route::Error("5.1.1 User unknown in virtual alias table".into());
@@ -195,6 +218,16 @@ mod tests {
         Resolver::from_config(&cfg)
     }
 
+    impl Resolver {
+        /// `resolve` for tables that cannot fail.
+        fn route(&self, addr: &str, table: Option<(String, String)>) -> Route {
+            let mut w = Vec::new();
+            let r = self.resolve(addr, table, &mut w);
+            assert!(w.is_empty(), "{w:?}");
+            r
+        }
+    }
+
     const MASTER: &str = "smtp inet n - n - - smtpd\nsmtp unix - - n - - smtp\n\
         relay unix - - n - - smtp\nlocal unix - n n - - local\nvirtual unix - n n - - virtual\n\
         error unix - - n - - error\ndiscard unix - - n - - discard\n\
@@ -208,21 +241,21 @@ mod tests {
              virtual_alias_domains = va.test\n",
             MASTER,
         );
-        assert_eq!(r.resolve("u@example.test", None), Route::Local);
-        assert_eq!(r.resolve("u@v.test", None), Route::Virtual);
+        assert_eq!(r.route("u@example.test", None), Route::Local);
+        assert_eq!(r.route("u@v.test", None), Route::Virtual);
         assert_eq!(
-            r.resolve("u@va.test", None),
+            r.route("u@va.test", None),
             Route::Error("5.1.1 User unknown in virtual alias table".into())
         );
         assert_eq!(
-            r.resolve("u@relayed.test", None),
+            r.route("u@relayed.test", None),
             Route::Smtp {
                 service: "relay".into(),
                 nexthop: "relayed.test".into()
             }
         );
         assert_eq!(
-            r.resolve("u@Elsewhere.Test", None),
+            r.route("u@Elsewhere.Test", None),
             Route::Smtp {
                 service: "smtp".into(),
                 nexthop: "elsewhere.test".into()
@@ -238,7 +271,7 @@ mod tests {
             MASTER,
         );
         assert_eq!(
-            r.resolve("u@elsewhere.test", None),
+            r.route("u@elsewhere.test", None),
             Route::Smtp {
                 service: "smtp".into(),
                 nexthop: "[smtp.isp.test]:587".into()
@@ -246,7 +279,7 @@ mod tests {
         );
         // transport_maps: transport and next-hop, transport only, next-hop only.
         assert_eq!(
-            r.resolve(
+            r.route(
                 "u@elsewhere.test",
                 Some(("slow".into(), "[127.0.0.1]:2526".into()))
             ),
@@ -256,25 +289,25 @@ mod tests {
             }
         );
         assert_eq!(
-            r.resolve("u@elsewhere.test", Some(("relay".into(), String::new()))),
+            r.route("u@elsewhere.test", Some(("relay".into(), String::new()))),
             Route::Smtp {
                 service: "relay".into(),
                 nexthop: "[smtp.isp.test]:587".into()
             }
         );
         assert_eq!(
-            r.resolve("u@example.test", Some(("smtp".into(), "[10.0.0.1]".into()))),
+            r.route("u@example.test", Some(("smtp".into(), "[10.0.0.1]".into()))),
             Route::Smtp {
                 service: "smtp".into(),
                 nexthop: "[10.0.0.1]".into()
             }
         );
         assert_eq!(
-            r.resolve("u@elsewhere.test", Some(("maildrop".into(), String::new()))),
+            r.route("u@elsewhere.test", Some(("maildrop".into(), String::new()))),
             Route::Unavailable("maildrop".into())
         );
         assert_eq!(
-            r.resolve(
+            r.route(
                 "u@elsewhere.test",
                 Some(("error".into(), "5.7.1 no".into()))
             ),
@@ -290,7 +323,7 @@ mod tests {
             MASTER,
         );
         assert_eq!(
-            r.resolve("u@elsewhere.test", None),
+            r.route("u@elsewhere.test", None),
             Route::Smtp {
                 service: "smtp".into(),
                 nexthop: "[gw.test]".into()

@@ -41,6 +41,11 @@
 //! no premature-reply read after a failed body write; an empty
 //! `smtp_sasl_password_maps` warns and continues without AUTH (Postfix stops with a fatal
 //! error).
+//!
+//! A `smtp_sasl_password_maps` table that cannot answer defers the delivery (`4.3.0 local
+//! data error while talking to HOST[ADDR]`, logged `ID: smtp_sasl_password_maps lookup
+//! error`), as Postfix's `smtp_sasl_passwd_lookup()` does; it never sends the mail without
+//! the credentials.
 
 pub mod conn;
 pub mod downgrade;

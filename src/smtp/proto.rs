@@ -637,8 +637,9 @@ impl<'t> Session<'t> {
     }
 
     /// `smtp_sasl_passwd_lookup()`: sender (with sender-dependent authentication), then
-    /// the server host name, then the next-hop as written.
-    fn sasl_credentials(&self, st: &State) -> Option<(String, String)> {
+    /// the server host name, then the next-hop as written. `Err` (logged) when a table
+    /// cannot answer: the caller defers with `4.3.0 local data error while talking to …`.
+    fn sasl_credentials(&self, st: &State) -> Result<Option<(String, String)>, ()> {
         let p = st.p;
         if p.sasl_password_maps.is_empty() {
             // Postfix stops here (fatal); the session goes on unauthenticated instead.
@@ -646,7 +647,7 @@ impl<'t> Session<'t> {
                 &st.s.ident,
                 "specify a password table via the `smtp_sasl_password_maps' configuration parameter",
             );
-            return None;
+            return Ok(None);
         }
         let mut keys: Vec<String> = Vec::new();
         if p.sender_dependent_authentication && !st.msg.sender.is_empty() {
@@ -657,43 +658,50 @@ impl<'t> Session<'t> {
         }
         keys.push(self.t.host.to_ascii_lowercase());
         keys.push(self.t.dest.to_ascii_lowercase());
-        let tables: Vec<_> = p
-            .sasl_password_maps
-            .iter()
-            .filter_map(|spec| match crate::maps::open_cached(spec) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    log::warning(&st.s.ident, &format!("{spec}: {e}"));
-                    None
-                }
-            })
-            .collect();
+        let ident = st.s.ident.clone();
+        let tables = crate::maps::open_list(
+            &p.sasl_password_maps,
+            crate::maps::source::Format::Postmap,
+            &mut |n| n.log(&ident),
+        );
         for k in &keys {
-            for t in &tables {
-                match t.lookup(k) {
-                    Ok(Some(v)) => {
-                        let (u, pw) = v.split_once(':').unwrap_or((&v, ""));
-                        return Some((u.to_string(), pw.to_string()));
+            let key = [crate::maps::Key {
+                key: k.clone(),
+                partial: false,
+            }];
+            match crate::maps::find(&tables, &key) {
+                Ok(Some((_, v))) => {
+                    let (u, pw) = v.split_once(':').unwrap_or((&v, ""));
+                    return Ok(Some((u.to_string(), pw.to_string())));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // smtp_sasl_glue.c: the lookup error is logged and the delivery
+                    // deferred, never tried without the credentials.
+                    for w in e.warnings() {
+                        log::warning(&st.s.ident, &w);
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        log::warning(
-                            &st.s.ident,
-                            &format!("{}: {} lookup error: {e}", st.msg.queue_id, t.spec()),
-                        );
-                        return None;
-                    }
+                    log::warning(
+                        &st.s.ident,
+                        &format!("{}: smtp_sasl_password_maps lookup error", st.msg.queue_id),
+                    );
+                    return Err(());
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// `smtp_sasl_helo_login()` with PLAIN or LOGIN (Cyrus's preference: PLAIN first).
     fn sasl_login(&mut self, st: &mut State) -> Result<(), Stop> {
         let p = st.p;
-        let Some((user, pass)) = self.sasl_credentials(st) else {
-            return Ok(());
+        let (user, pass) = match self.sasl_credentials(st) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(()),
+            Err(()) => {
+                let text = format!("local data error while talking to {}", self.namaddr);
+                return Err(self.local_fail(st, "4.3.0", text));
+            }
         };
         let opts = if self.in_tls {
             &p.sasl_tls_security_options

@@ -6,7 +6,10 @@
 //! `smtpd_data_restrictions`, `smtpd_end_of_data_restrictions`, `smtpd_etrn_restrictions`,
 //! `smtpd_restriction_classes`, `mynetworks`, `mydestination`, `relay_domains`,
 //! `virtual_alias_domains`, `virtual_mailbox_domains`, `local_recipient_maps`,
-//! `relay_recipient_maps`, `parent_domain_matches_subdomains`, `*_reject_code`.
+//! `relay_recipient_maps`, `alias_maps`, `canonical_maps`, `sender_canonical_maps`,
+//! `recipient_canonical_maps`, `virtual_alias_maps`, `transport_maps`,
+//! `double_bounce_sender`, `smtpd_client_event_limit_exceptions`,
+//! `parent_domain_matches_subdomains`, `*_reject_code`.
 //!
 //! DNS-based restrictions (`reject_rbl_client`, `reject_rhsbl_*`, `permit_dnswl_client`,
 //! `permit_rhswl_client`, `reject_unknown_{sender,recipient}_domain`,
@@ -14,6 +17,15 @@
 //! (parameters `maps_rbl_reject_code`, `default_rbl_reply`, `rbl_reply_maps`,
 //! `unknown_address_reject_code`, `unknown_hostname_reject_code`,
 //! `unknown_address_tempfail_action`, `unknown_helo_hostname_tempfail_action`).
+//!
+//! Lookup failures (Postfix's `reject_dict_retry()`/`reject_server_error()`, recorded in
+//! compat-fixtures/lookup): a table of `check_*_access` that cannot answer gives the value
+//! `451 4.3.5 Server configuration error` (`<a@b.c>: Sender address rejected: Server
+//! configuration error`); `mynetworks`, the domain lists, the recipient tables and
+//! `transport_maps` answer `451 4.3.0 <NAME>: Temporary lookup failure`. Address lists
+//! follow `match_list.c`/`match_hostaddr()` (`!`, `/file`, `type:table`, `[addr]`,
+//! `net/mask`; `mynetworks: bad mask length in "10.0.0.0/33"` fails the match). The log
+//! lines go to [`Checker::warnings`] (an `error: ` entry is logged at error level).
 //!
 //! Known limits (XXX): `check_policy_service` is recognised but answers DUNNO with a
 //! logged warning; `reject_unknown_client_hostname` and
@@ -24,6 +36,8 @@ use std::sync::Arc;
 
 use super::address::{self, AddressClass};
 use super::params::Params;
+use crate::maps::cidr::Cidr;
+use crate::maps::source::Format;
 use crate::maps::{self, Table};
 
 mod dns;
@@ -107,26 +121,48 @@ pub struct Facts<'a> {
 }
 
 /// Table lookups through the process-wide map cache ([`maps::open_cached`]: each table opens
-/// once and is reopened when its source file changes).
+/// once and is reopened when its source file changes; one that cannot be opened is a
+/// surrogate whose lookups fail).
 #[derive(Default)]
 pub struct Tables;
 
 impl Tables {
-    pub fn open(&self, spec: &str) -> Result<Arc<dyn Table>, String> {
-        maps::open_cached(spec).map_err(|e| e.to_string())
+    /// The table `spec`; what opening it logged goes to `log`.
+    pub fn open(
+        &self,
+        spec: &str,
+        format: Format,
+        log: &mut dyn FnMut(maps::Notice),
+    ) -> Arc<dyn Table> {
+        maps::open_cached_format(spec, format, log)
     }
+}
 
-    /// Look `key` up in `spec`; `Err` when the table cannot be opened or answer.
-    pub fn lookup(&self, spec: &str, key: &str) -> Result<Option<String>, String> {
-        self.open(spec)?.lookup(key).map_err(|e| e.to_string())
+/// Add a table's open-time message to a checker's warnings (an `error:` line keeps its
+/// prefix; the session logs it at error level).
+pub fn push_notice(warnings: &mut Vec<String>, n: maps::Notice) {
+    match n {
+        maps::Notice::Warning(m) => warnings.push(m),
+        maps::Notice::Error(m) => warnings.push(format!("error: {m}")),
     }
+}
+
+/// A lookup table or a pattern failed (Postfix's `DICT_ERR_RETRY`); what went wrong is in the
+/// checker's warnings already. The caller defers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupFailed;
+
+/// Postfix's `reject_dict_retry()`: a lookup table failed, the client tries again later.
+pub fn dict_retry(name: &str) -> Reply {
+    Reply::new(451, "4.3.0", format!("<{name}>: Temporary lookup failure"))
 }
 
 pub struct Checker<'a> {
     pub p: &'a Params,
     pub tables: &'a Tables,
     pub ident: &'a str,
-    /// Warnings to log (`warning: unknown smtpd restriction: …`).
+    /// Warnings to log (`warning: unknown smtpd restriction: …`); an entry that starts with
+    /// `error: ` is logged at error level (a table that could not be opened).
     pub warnings: Vec<String>,
     depth: usize,
     /// Postfix's `defer_if_permit` state: a deferral that replaces the final "permit"
@@ -304,13 +340,11 @@ impl<'a> Checker<'a> {
             "permit" => Verdict::Permit,
             "reject" => self.generic(stage, f, p.reject_code, "5.7.1", "Access denied"),
             "defer" => self.generic(stage, f, p.defer_code, "4.7.1", "Access denied"),
-            "permit_mynetworks" => {
-                if self.in_mynetworks(f.client_addr) {
-                    Verdict::Permit
-                } else {
-                    Verdict::Dunno
-                }
-            }
+            "permit_mynetworks" => match self.in_mynetworks(f.client_addr) {
+                Ok(true) => Verdict::Permit,
+                Ok(false) => Verdict::Dunno,
+                Err(LookupFailed) => Verdict::Reject(dict_retry(&self.reply_target(stage, f).0)),
+            },
             "permit_sasl_authenticated" => {
                 if f.sasl_username.is_some() {
                     Verdict::Permit
@@ -318,13 +352,15 @@ impl<'a> Checker<'a> {
                     Verdict::Dunno
                 }
             }
-            "permit_auth_destination" => match f.recipient {
-                Some(r) if self.auth_destination(r) => Verdict::Permit,
+            "permit_auth_destination" => match f.recipient.map(|r| (r, self.auth_destination(r))) {
+                Some((_, Ok(true))) => Verdict::Permit,
+                Some((r, Err(LookupFailed))) => Verdict::Reject(dict_retry(r)),
                 _ => Verdict::Dunno,
             },
             "reject_unauth_destination" | "defer_unauth_destination" | "check_relay_domains" => {
-                match f.recipient {
-                    Some(r) if !self.auth_destination(r) => {
+                match f.recipient.map(|r| (r, self.auth_destination(r))) {
+                    Some((r, Err(LookupFailed))) => Verdict::Reject(dict_retry(r)),
+                    Some((r, Ok(false))) => {
                         // defer_unauth_destination answers 454 (seen with Postfix 3.7.11).
                         let code = if word == "defer_unauth_destination" {
                             454
@@ -410,13 +446,8 @@ impl<'a> Checker<'a> {
                 None => Verdict::Dunno,
             },
             "reject_unlisted_sender" => match f.sender {
-                Some(s) if !s.is_empty() => match self.unlisted_recipient(s, f) {
-                    Some(Verdict::Reject(r)) => Verdict::Reject(Reply::new(
-                        r.code,
-                        "5.1.0",
-                        r.text
-                            .replace("Recipient address rejected", "Sender address rejected"),
-                    )),
+                Some(s) if !s.is_empty() => match self.check_rcpt_maps(s, true) {
+                    Some(Verdict::Reject(r)) => Verdict::Reject(r),
                     _ => Verdict::Dunno,
                 },
                 _ => Verdict::Dunno,
@@ -518,143 +549,318 @@ impl<'a> Checker<'a> {
         self.p.class_lists.get(name).cloned().unwrap_or_default()
     }
 
-    /// `permit_mynetworks`: the client address matches `mynetworks`.
-    pub fn in_mynetworks(&self, ip: IpAddr) -> bool {
-        self.match_networks(&self.p.mynetworks, ip)
+    /// `permit_mynetworks`: the client address matches `mynetworks`. `Err` when a table or a
+    /// pattern of the list failed (logged); the caller defers.
+    pub fn in_mynetworks(&mut self, ip: IpAddr) -> Result<bool, LookupFailed> {
+        let p = self.p;
+        self.match_addr_list("mynetworks", &p.mynetworks, ip)
     }
 
-    fn match_networks(&self, list: &[String], ip: IpAddr) -> bool {
-        for entry in list {
-            let (neg, e) = match entry.strip_prefix('!') {
-                Some(r) => (true, r),
-                None => (false, entry.as_str()),
-            };
-            let hit = if e.starts_with('/') {
-                std::fs::read_to_string(e)
-                    .map(|t| {
-                        let items: Vec<String> = t
-                            .lines()
-                            .filter(|l| !l.trim_start().starts_with('#'))
-                            .flat_map(super::params::list)
-                            .collect();
-                        self.match_networks(&items, ip)
-                    })
-                    .unwrap_or(false)
-            } else if is_table(e) {
-                matches!(self.tables.lookup(e, &ip.to_string()), Ok(Some(_)))
-            } else {
-                cidr_match(e, ip)
+    /// Postfix's address match list (`util/match_list.c` with `match_hostaddr()` of
+    /// `util/match_ops.c`): patterns in order, each `!` negates, `/file` is read in line,
+    /// `type:table` is looked up with the address, `net/mask` and `[addr]` are compared;
+    /// the first match decides. A table that fails or a network pattern that does not
+    /// parse is logged (`mynetworks: bad mask length in "10.0.0.0/33"`, `mynetworks:
+    /// hash:/x: table lookup problem`) and ends the match with `Err` (Postfix's
+    /// `DICT_ERR_RETRY`). Patterns that cannot be addresses (host names, `10.0.0.0/8x`) are
+    /// skipped without a word, as Postfix skips them.
+    pub fn match_addr_list(
+        &mut self,
+        list_name: &str,
+        list: &[String],
+        ip: IpAddr,
+    ) -> Result<bool, LookupFailed> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let addr = ip.to_string();
+        let mut items = Vec::new();
+        expand_match_list(list, true, list_name, &mut items, &mut self.warnings);
+        for (on_match, item) in items {
+            let hit = match item {
+                ListItem::Text(pattern) => match match_hostaddr(&addr, &pattern) {
+                    Ok(hit) => hit,
+                    Err(why) => {
+                        self.warnings.push(format!("{list_name}: {why}"));
+                        return Err(LookupFailed);
+                    }
+                },
+                ListItem::Table(spec) => self.list_table_get(list_name, &spec, &addr)?,
+                ListItem::Broken { spec, warning } => {
+                    self.warnings.push(warning);
+                    self.warnings
+                        .push(format!("{list_name}: {spec}: table lookup problem"));
+                    return Err(LookupFailed);
+                }
             };
             if hit {
-                return !neg;
+                return Ok(on_match);
             }
         }
-        false
+        Ok(false)
+    }
+
+    /// One `type:table` of a match list: whether `key` is in it; `Err` after logging the
+    /// table's failure and `LIST: TYPE:NAME: table lookup problem`.
+    fn list_table_get(
+        &mut self,
+        list_name: &str,
+        spec: &str,
+        key: &str,
+    ) -> Result<bool, LookupFailed> {
+        let w = &mut self.warnings;
+        let t = self
+            .tables
+            .open(spec, Format::Postmap, &mut |n| push_notice(w, n));
+        match t.lookup(key) {
+            Ok(v) => Ok(v.is_some_and(|v| !v.is_empty())),
+            Err(e) => {
+                self.warnings.extend(e.table_warning());
+                self.warnings
+                    .push(format!("{list_name}: {spec}: table lookup problem"));
+                Err(LookupFailed)
+            }
+        }
     }
 
     /// Domain list match (mydestination, relay_domains, …) with `/file`, tables, `!`,
-    /// `.domain` and parent-domain rules.
-    pub fn domain_in(&self, list: &[String], domain: &str, feature: &str) -> bool {
+    /// `.domain` and parent-domain rules. `Err` when a table of the list failed (logged as
+    /// `relay_domains: hash:/x: table lookup problem`).
+    pub fn domain_in(
+        &mut self,
+        list: &[String],
+        domain: &str,
+        feature: &str,
+    ) -> Result<bool, LookupFailed> {
         let d = domain.to_ascii_lowercase();
         let parents = self
             .p
             .parent_domain_matches_subdomains
             .iter()
             .any(|f| f == feature);
-        for entry in list {
-            let (neg, e) = match entry.strip_prefix('!') {
-                Some(r) => (true, r),
-                None => (false, entry.as_str()),
-            };
-            let hit = if e.starts_with('/') {
-                std::fs::read_to_string(e)
-                    .map(|t| {
-                        let items: Vec<String> = t
-                            .lines()
-                            .filter(|l| !l.trim_start().starts_with('#'))
-                            .flat_map(super::params::list)
-                            .collect();
-                        self.domain_in(&items, &d, feature)
-                    })
-                    .unwrap_or(false)
-            } else if is_table(e) {
-                let mut keys = vec![d.clone()];
-                if parents {
-                    let mut rest = d.as_str();
-                    while let Some((_, r)) = rest.split_once('.') {
-                        keys.push(r.to_string());
-                        rest = r;
+        let mut items = Vec::new();
+        expand_match_list(list, true, feature, &mut items, &mut self.warnings);
+        for (on_match, item) in items {
+            let hit = match item {
+                ListItem::Table(spec) => {
+                    let mut keys = vec![d.clone()];
+                    if parents {
+                        let mut rest = d.as_str();
+                        while let Some((_, r)) = rest.split_once('.') {
+                            keys.push(r.to_string());
+                            rest = r;
+                        }
                     }
+                    let mut hit = false;
+                    for k in &keys {
+                        if self.list_table_get(feature, &spec, k)? {
+                            hit = true;
+                            break;
+                        }
+                    }
+                    hit
                 }
-                keys.iter()
-                    .any(|k| matches!(self.tables.lookup(e, k), Ok(Some(v)) if !v.is_empty()))
-            } else {
-                let e = e.to_ascii_lowercase();
-                if let Some(sub) = e.strip_prefix('.') {
-                    d.ends_with(&format!(".{sub}"))
-                } else {
-                    d == e || (parents && d.ends_with(&format!(".{e}")))
+                ListItem::Broken { spec, warning } => {
+                    self.warnings.push(warning);
+                    self.warnings
+                        .push(format!("{feature}: {spec}: table lookup problem"));
+                    return Err(LookupFailed);
+                }
+                ListItem::Text(e) => {
+                    if let Some(sub) = e.strip_prefix('.') {
+                        d.ends_with(&format!(".{sub}"))
+                    } else {
+                        d == e || (parents && d.ends_with(&format!(".{e}")))
+                    }
                 }
             };
             if hit {
-                return !neg;
+                return Ok(on_match);
             }
         }
-        false
+        Ok(false)
     }
 
-    /// The address class of a qualified address's domain.
-    pub fn class_of(&self, addr: &str) -> AddressClass {
-        let q = address::qualify(addr, self.p);
+    /// The address class of a qualified address's domain (trivial-rewrite's resolve).
+    /// `Err` when a domain list could not be searched: logged as trivial-rewrite does
+    /// (`relay_domains lookup failure` after the table's own lines); the caller defers.
+    pub fn class_of(&mut self, addr: &str) -> Result<AddressClass, LookupFailed> {
+        let p = self.p;
+        let q = address::qualify(addr, p);
         let (_, dom) = address::split(&q);
         let Some(dom) = dom else {
-            return AddressClass::Local;
+            return Ok(AddressClass::Local);
         };
-        let dom = dom.trim_end_matches('.');
-        if let Some(ip) = address::address_literal(dom) {
-            return if address::is_local_interface(ip, self.p) {
+        let dom = dom.trim_end_matches('.').to_string();
+        if let Some(ip) = address::address_literal(&dom) {
+            return Ok(if address::is_local_interface(ip, p) {
                 AddressClass::Local
             } else {
                 AddressClass::Default
-            };
+            });
         }
-        if self.domain_in(&self.p.mydestination, dom, "mydestination") {
-            AddressClass::Local
-        } else if self.domain_in(&self.p.virtual_alias_domains, dom, "virtual_alias_domains") {
-            AddressClass::VirtualAlias
-        } else if self.domain_in(
-            &self.p.virtual_mailbox_domains,
-            dom,
-            "virtual_mailbox_domains",
-        ) {
-            AddressClass::VirtualMailbox
-        } else if self.domain_in(&self.p.relay_domains, dom, "relay_domains") {
-            AddressClass::Relay
-        } else {
-            AddressClass::Default
+        // resolve_local(): no "lookup failure" line of its own.
+        if self.domain_in(&p.mydestination, &dom, "mydestination")? {
+            return Ok(AddressClass::Local);
         }
+        let lists = [
+            (
+                &p.virtual_alias_domains,
+                "virtual_alias_domains",
+                AddressClass::VirtualAlias,
+            ),
+            (
+                &p.virtual_mailbox_domains,
+                "virtual_mailbox_domains",
+                AddressClass::VirtualMailbox,
+            ),
+            (&p.relay_domains, "relay_domains", AddressClass::Relay),
+        ];
+        for (list, name, class) in lists {
+            match self.domain_in(list, &dom, name) {
+                Ok(true) => return Ok(class),
+                Ok(false) => {}
+                Err(LookupFailed) => {
+                    self.warnings.push(format!("{name} lookup failure"));
+                    return Err(LookupFailed);
+                }
+            }
+        }
+        Ok(AddressClass::Default)
     }
 
     /// `permit_auth_destination`: the destination is one this host delivers to or relays
-    /// for.
-    pub fn auth_destination(&self, rcpt: &str) -> bool {
+    /// for. `Err` when the address could not be resolved (a table failed).
+    pub fn auth_destination(&mut self, rcpt: &str) -> Result<bool, LookupFailed> {
         if rcpt.contains(['%', '!']) && !self.p.mydestination.is_empty() {
             // allow_untrusted_routing = no: sender-specified routing is never authorised.
             let (local, _) = address::split(rcpt);
             if local.contains(['%', '!']) {
-                return false;
+                return Ok(false);
             }
         }
-        self.class_of(rcpt) != AddressClass::Default
+        Ok(self.class_of(rcpt)? != AddressClass::Default)
+    }
+
+    /// The tables of a list through the cache (those also in `alias_maps` read as
+    /// aliases(5) files when their index is missing).
+    fn open_list(&mut self, specs: &[String]) -> Vec<Arc<dyn Table>> {
+        let p = self.p;
+        let tables = self.tables;
+        let w = &mut self.warnings;
+        specs
+            .iter()
+            .map(|s| {
+                let format = if p.alias_maps.contains(s) {
+                    Format::Aliases
+                } else {
+                    Format::Postmap
+                };
+                tables.open(s, format, &mut |n| push_notice(w, n))
+            })
+            .collect()
+    }
+
+    /// Postfix's `mail_addr_find()` over a table list; `Err` after logging a failed
+    /// lookup (`hash:/x is unavailable. …`, `hash:/x lookup error for "u@d"`).
+    fn addr_find(
+        &mut self,
+        specs: &[String],
+        addr: &str,
+        local_domain: bool,
+    ) -> Result<Option<String>, LookupFailed> {
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let tables = self.open_list(specs);
+        let keys = maps::rewrite_address_keys(addr, &self.p.recipient_delimiter, local_domain);
+        match maps::find(&tables, &keys) {
+            Ok(v) => Ok(v.map(|(_, v)| v)),
+            Err(e) => {
+                self.warnings.extend(e.warnings());
+                Err(LookupFailed)
+            }
+        }
+    }
+
+    /// trivial-rewrite's `transport_maps` search for `addr` (the address, its domain, the
+    /// parent domains as `.parent`, `*`): only its failure matters here, logged as
+    /// `transport_maps lookup failure`.
+    fn transport_ok(&mut self, addr: &str) -> bool {
+        let p = self.p;
+        if p.transport_maps.is_empty() {
+            return true;
+        }
+        let tables = self.open_list(&p.transport_maps);
+        let addr = addr.to_ascii_lowercase();
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let mut keys = vec![maps::Key {
+            key: addr.clone(),
+            partial: false,
+        }];
+        if !domain.is_empty() {
+            keys.push(maps::Key {
+                key: domain.to_string(),
+                partial: true,
+            });
+            let mut d = domain;
+            while let Some((_, parent)) = d.split_once('.') {
+                keys.push(maps::Key {
+                    key: format!(".{parent}"),
+                    partial: true,
+                });
+                d = parent;
+            }
+        }
+        match maps::find(&tables, &keys) {
+            Ok(_) => true,
+            Err(e) => {
+                self.warnings.extend(e.warnings());
+                self.warnings.push("transport_maps lookup failure".into());
+                false
+            }
+        }
     }
 
     /// The implicit `reject_unlisted_recipient` check: `Some(Reject)` for an unknown user in
-    /// a local/virtual/relay domain whose table is configured.
-    pub fn unlisted_recipient(&self, rcpt: &str, _f: &Facts) -> Option<Verdict> {
+    /// a local/relay domain whose table is configured, or when a table failed.
+    pub fn unlisted_recipient(&mut self, rcpt: &str, _f: &Facts) -> Option<Verdict> {
+        self.check_rcpt_maps(rcpt, false)
+    }
+
+    /// Postfix's `check_rcpt_maps()` for a recipient (or, `sender`, for
+    /// `reject_unlisted_sender`): resolve the address (a failed domain list or
+    /// `transport_maps` defers), accept an address that `recipient_canonical_maps`,
+    /// (`sender_canonical_maps`), `canonical_maps` or `virtual_alias_maps` rewrites, then
+    /// search the recipient table of the address class. Every failed lookup answers `451
+    /// 4.3.0 <addr>: Temporary lookup failure` with the tables' own log lines before it.
+    pub fn check_rcpt_maps(&mut self, addr: &str, sender: bool) -> Option<Verdict> {
         let p = self.p;
-        let q = address::qualify(rcpt, p);
+        let retry = || Some(Verdict::Reject(dict_retry(addr)));
+        let q = address::qualify(addr, p);
         let (local, _) = address::split(&q);
-        let class = self.class_of(rcpt);
+        let local = local.to_string();
+        let Ok(class) = self.class_of(addr) else {
+            return retry();
+        };
+        if !self.transport_ok(&q) {
+            return retry();
+        }
+        let local_domain = class == AddressClass::Local;
+        let mut rewrites = vec![&p.recipient_canonical_maps];
+        if sender {
+            rewrites.push(&p.sender_canonical_maps);
+        }
+        rewrites.push(&p.canonical_maps);
+        rewrites.push(&p.virtual_alias_maps);
+        for specs in rewrites {
+            match self.addr_find(specs, &q, local_domain) {
+                Ok(Some(_)) => return None,
+                Ok(None) => {}
+                Err(LookupFailed) => return retry(),
+            }
+        }
         let (maps, what, code) = match class {
             AddressClass::Local => (
                 &p.local_recipient_maps,
@@ -667,50 +873,46 @@ impl<'a> Checker<'a> {
         if maps.is_empty() {
             return None;
         }
-        // Mail for postmaster is accepted even when no table lists it (observed with
-        // Postfix 3.7.11; RFC 5321 §4.5.1).
-        if local.eq_ignore_ascii_case("postmaster") {
+        // Mail for postmaster, MAILER-DAEMON and the double-bounce sender is accepted even
+        // when no table lists it (smtpd_check.c; observed with Postfix 3.7.11).
+        if class == AddressClass::Local
+            && [
+                p.double_bounce_sender.as_str(),
+                "postmaster",
+                "MAILER-DAEMON",
+            ]
+            .iter()
+            .any(|x| local.eq_ignore_ascii_case(x))
+        {
             return None;
         }
-        let mut keys = vec![q.to_ascii_lowercase(), local.to_ascii_lowercase()];
-        if let Some(d) = p.recipient_delimiter.chars().next()
-            && let Some((base, _)) = local.split_once(d)
-        {
-            keys.push(base.to_ascii_lowercase());
-        }
-        for spec in maps {
-            for k in &keys {
-                // unix:passwd.byname and alias tables are keyed by the local part only.
-                match self.tables.lookup(spec, k) {
-                    Ok(Some(_)) => return None,
-                    Ok(None) => {}
-                    Err(_) => {
-                        return Some(Verdict::Reject(Reply::new(
-                            450,
-                            "4.3.0",
-                            format!(
-                                "<{rcpt}>: Recipient address rejected: unverified address: {what} lookup failure"
-                            ),
-                        )));
-                    }
-                }
+        match self.addr_find(maps, &q, local_domain) {
+            Ok(Some(_)) => None,
+            Err(LookupFailed) => retry(),
+            Ok(None) => {
+                let (dsn, class_name) = if sender {
+                    ("5.1.0", "Sender address")
+                } else {
+                    ("5.1.1", "Recipient address")
+                };
+                Some(Verdict::Reject(Reply::new(
+                    code,
+                    dsn,
+                    format!("<{addr}>: {class_name} rejected: User unknown in {what}"),
+                )))
             }
         }
-        Some(Verdict::Reject(Reply::new(
-            code,
-            "5.1.1",
-            format!("<{rcpt}>: Recipient address rejected: User unknown in {what}"),
-        )))
     }
 
-    /// `check_*_access TABLE` with Postfix's key search order (`maps::search`).
+    /// `check_*_access TABLE` with Postfix's key search order (`maps::search`). A table
+    /// that fails answers as Postfix's `check_access()` does: the value `451 4.3.5 Server
+    /// configuration error`, worded for the stage (`<a@b.c>: Sender address rejected: Server
+    /// configuration error`).
     fn check_access(&mut self, kind: &str, table: &str, stage: Stage, f: &Facts) -> Verdict {
-        let t = match self.tables.open(table) {
-            Ok(t) => t,
-            Err(e) => {
-                self.warnings.push(format!("{table} is unavailable. {e}"));
-                return Verdict::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"));
-            }
+        let t = {
+            let w = &mut self.warnings;
+            self.tables
+                .open(table, Format::Postmap, &mut |n| push_notice(w, n))
         };
         let tables = [t];
         let parent = maps::Feature::SmtpdAccessMaps
@@ -734,9 +936,13 @@ impl<'a> Checker<'a> {
                 None => Ok(None),
             },
             "check_sender_access" => match f.sender {
-                Some("") => tables[0]
-                    .lookup(&self.p.null_access_lookup_key)
-                    .map(|v| v.map(|v| (String::new(), v))),
+                Some("") => {
+                    let key = &self.p.null_access_lookup_key;
+                    match tables[0].lookup(key) {
+                        Ok(v) => Ok(v.map(|v| (String::new(), v))),
+                        Err(e) => Err(maps::LookupError::new(table, key, &e)),
+                    }
+                }
                 Some(s) => maps::lookup_address(&tables, &s.to_ascii_lowercase(), &how),
                 None => Ok(None),
             },
@@ -749,8 +955,8 @@ impl<'a> Checker<'a> {
             Ok(Some((_, v))) => self.access_result(&v, stage, f),
             Ok(None) => Verdict::Dunno,
             Err(e) => {
-                self.warnings.push(format!("{table} lookup error: {e}"));
-                Verdict::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"))
+                self.warnings.extend(e.warnings());
+                self.access_result("451 4.3.5 Server configuration error", stage, f)
             }
         }
     }
@@ -866,32 +1072,107 @@ fn split_dsn(text: &str, default: &str) -> (String, String) {
     (default.to_string(), text.to_string())
 }
 
-fn cidr_match(entry: &str, ip: IpAddr) -> bool {
-    let e = entry.trim();
-    let (addr, len) = match e.split_once('/') {
-        Some((a, l)) => (a, l.parse::<u32>().ok()),
-        None => (e, None),
-    };
-    let addr = addr.trim_start_matches('[').trim_end_matches(']');
-    let Ok(net) = addr.parse::<IpAddr>() else {
-        return false;
-    };
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let l = len.unwrap_or(32).min(32);
-            let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
-            u32::from(n) & mask == u32::from(i) & mask
+/// One pattern of a match list after `/file` expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListItem {
+    /// An address, network or domain pattern (lower-cased).
+    Text(String),
+    /// `type:table`.
+    Table(String),
+    /// A pattern that can only fail: a `/file` that cannot be read (Postfix's
+    /// `non-existent:` surrogate table) or a lone `!`. `warning` is what each use logs before `table lookup
+    /// problem`.
+    Broken { spec: String, warning: String },
+}
+
+/// Postfix's `match_list_parse()`: split the list, apply `!` (each one negates), read
+/// `/file` in line (its lines, except those starting with `#`, are lists themselves, and a
+/// `!` before the file name negates each of their patterns). `on_match` is what a match of
+/// the item means. A `#` item ends the list with Postfix's warning.
+fn expand_match_list(
+    list: &[String],
+    init: bool,
+    list_name: &str,
+    out: &mut Vec<(bool, ListItem)>,
+    warnings: &mut Vec<String>,
+) {
+    for (i, start) in list.iter().enumerate() {
+        if start.starts_with('#') {
+            warnings.push(format!(
+                "{list_name}: comment at end of line is not supported: {}",
+                list[i..].join(" ")
+            ));
+            return;
         }
-        (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let l = len.unwrap_or(128).min(128);
-            let mask = if l == 0 { 0 } else { u128::MAX << (128 - l) };
-            u128::from(n) & mask == u128::from(i) & mask
+        let mut on_match = init;
+        let mut item = start.as_str();
+        while let Some(rest) = item.strip_prefix('!') {
+            on_match = !on_match;
+            item = rest;
         }
-        (IpAddr::V4(n), IpAddr::V6(i)) => i
-            .to_ipv4_mapped()
-            .is_some_and(|m| cidr_match(&format!("{n}/{}", len.unwrap_or(32)), IpAddr::V4(m))),
-        _ => false,
+        if item.is_empty() {
+            // Postfix: fatal "no pattern after '!'"; here every match through it fails.
+            out.push((
+                on_match,
+                ListItem::Broken {
+                    spec: start.clone(),
+                    warning: format!("{list_name}: no pattern after '!'"),
+                },
+            ));
+        } else if item.starts_with('/') {
+            match std::fs::read(item) {
+                Ok(bytes) => {
+                    for line in String::from_utf8_lossy(&bytes).lines() {
+                        if !line.starts_with('#') {
+                            let items = super::params::list(line);
+                            expand_match_list(&items, on_match, list_name, out, warnings);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Postfix puts a `non-existent:` surrogate table in its place.
+                    let why = format!("open file {item}: {}", crate::config::error::strerror(&e));
+                    warnings.push(format!("error: {why}"));
+                    out.push((
+                        on_match,
+                        ListItem::Broken {
+                            spec: format!("non-existent:{item}"),
+                            warning: format!("non-existent:{item} is unavailable. {why}"),
+                        },
+                    ));
+                }
+            }
+        } else if is_table(item) {
+            out.push((on_match, ListItem::Table(item.to_string())));
+        } else {
+            out.push((on_match, ListItem::Text(item.to_ascii_lowercase())));
+        }
     }
+}
+
+/// Postfix's `match_hostaddr()` for a (lower-cased) text pattern: the address itself,
+/// `[address]`, or a `net/mask`. Patterns that cannot be addresses are no match; a
+/// network pattern that does not parse is `Err` with `cidr_match_parse()`'s words.
+fn match_hostaddr(addr: &str, pattern: &str) -> Result<bool, String> {
+    const V4_CHARS: &str = "01234567890.";
+    let v6_char = |c: char| V4_CHARS.contains(c) || "abcdefABCDEF:".contains(c);
+    match pattern.strip_prefix('[') {
+        None if pattern == addr => return Ok(true),
+        Some(rest) if rest.strip_suffix(']') == Some(addr) => return Ok(true),
+        _ => {}
+    }
+    // Light-weight tests first, as Postfix: the families must agree, the pattern must be
+    // an IPv6 address or a net/mask, and made of address characters only (host names and
+    // junk such as `10.0.0.0/8x` are skipped without a warning).
+    if addr.contains(':') != pattern.contains(':')
+        || !pattern.contains([':', '/'])
+        || pattern.chars().all(|c| V4_CHARS.contains(c))
+        || !pattern.chars().all(|c| v6_char(c) || "[]/".contains(c))
+    {
+        return Ok(false);
+    }
+    let net = Cidr::parse(pattern)?;
+    Ok(addr.parse::<IpAddr>().is_ok_and(|ip| net.contains(ip)))
 }
 
 fn fqdn(h: &str) -> bool {
@@ -933,15 +1214,54 @@ mod tests {
 
     #[test]
     fn cidrs() {
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        assert!(cidr_match("192.0.2.0/24", ip));
-        assert!(!cidr_match("192.0.3.0/24", ip));
-        assert!(cidr_match("192.0.2.7", ip));
-        assert!(cidr_match("[::1]/128", "::1".parse().unwrap()));
-        assert!(cidr_match(
-            "127.0.0.0/8",
-            "::ffff:127.0.0.1".parse().unwrap()
-        ));
+        let m = |p: &str, a: &str| match_hostaddr(a, p);
+        assert_eq!(m("192.0.2.0/24", "192.0.2.7"), Ok(true));
+        assert_eq!(m("192.0.3.0/24", "192.0.2.7"), Ok(false));
+        assert_eq!(m("192.0.2.7", "192.0.2.7"), Ok(true));
+        assert_eq!(m("[192.0.2.7]", "192.0.2.7"), Ok(true));
+        assert_eq!(m("[::1]/128", "::1"), Ok(true));
+        assert_eq!(m("[::1]", "::1"), Ok(true));
+        // What Postfix 3.7.11 said for these in mynetworks (compat-fixtures/lookup).
+        assert_eq!(
+            m("127.0.0.0/33", "127.0.0.1"),
+            Err("bad mask length in \"127.0.0.0/33\"".into())
+        );
+        assert_eq!(
+            m("127.0.0.1/8", "127.0.0.1"),
+            Err("non-null host address bits in \"127.0.0.1/8\", perhaps you should use \"127.0.0.0/8\" instead".into())
+        );
+        assert_eq!(
+            m("1.2.3.4.5/8", "127.0.0.1"),
+            Err("bad network value in \"1.2.3.4.5/8\"".into())
+        );
+        assert_eq!(
+            m("10.0.0.0/8a", "127.0.0.1"),
+            Err("bad mask value in \"10.0.0.0/8a\"".into())
+        );
+        // Skipped without a word: junk, host names, the other family.
+        assert_eq!(m("10.0.0.0/8x", "127.0.0.1"), Ok(false));
+        assert_eq!(m("10.0.0.0/33x", "127.0.0.1"), Ok(false));
+        assert_eq!(m("foo.example", "127.0.0.1"), Ok(false));
+        assert_eq!(m("[::1]/129", "127.0.0.1"), Ok(false));
+    }
+
+    #[test]
+    fn match_list_expansion() {
+        let mut out = Vec::new();
+        let mut w = Vec::new();
+        let list: Vec<String> = ["!!a", "!hash:/x", "!", "#c", "z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        expand_match_list(&list, true, "mynetworks", &mut out, &mut w);
+        assert_eq!(out[0], (true, ListItem::Text("a".into())));
+        assert_eq!(out[1], (false, ListItem::Table("hash:/x".into())));
+        assert!(matches!(out[2], (false, ListItem::Broken { .. })));
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            w,
+            vec!["mynetworks: comment at end of line is not supported: #c z".to_string()]
+        );
     }
 
     #[test]

@@ -84,12 +84,28 @@ pub struct Params {
     pub tls_chain_files: Vec<String>,
     pub smtputf8_enable: bool,
     pub mynetworks: Vec<String>,
+    /// `smtpd_client_event_limit_exceptions` (default `$mynetworks`): clients exempt from
+    /// the connection limits.
+    pub client_event_limit_exceptions: Vec<String>,
     pub mydestination: Vec<String>,
     pub relay_domains: Vec<String>,
     pub virtual_alias_domains: Vec<String>,
     pub virtual_mailbox_domains: Vec<String>,
     pub local_recipient_maps: Vec<String>,
     pub relay_recipient_maps: Vec<String>,
+    /// `alias_maps`: the tables of `local_recipient_maps` named here are aliases(5) files
+    /// (their text source is read in that format when Postern's index is missing).
+    pub alias_maps: Vec<String>,
+    /// The address rewriting tables the recipient check consults before the recipient
+    /// tables, as Postfix's `check_rcpt_maps()` does.
+    pub canonical_maps: Vec<String>,
+    pub sender_canonical_maps: Vec<String>,
+    pub recipient_canonical_maps: Vec<String>,
+    pub virtual_alias_maps: Vec<String>,
+    /// `transport_maps`: trivial-rewrite's resolve reads it for every recipient; a table
+    /// that fails defers the recipient.
+    pub transport_maps: Vec<String>,
+    pub double_bounce_sender: String,
     pub reject_unlisted_recipient: bool,
     pub reject_unlisted_sender: bool,
     pub client_restrictions: Vec<String>,
@@ -208,12 +224,20 @@ impl Params {
             tls_chain_files: l("smtpd_tls_chain_files"),
             smtputf8_enable: b("smtputf8_enable"),
             mynetworks: l("mynetworks"),
+            client_event_limit_exceptions: l("smtpd_client_event_limit_exceptions"),
             mydestination: l("mydestination"),
             relay_domains: l("relay_domains"),
             virtual_alias_domains: l("virtual_alias_domains"),
             virtual_mailbox_domains: l("virtual_mailbox_domains"),
             local_recipient_maps: l("local_recipient_maps"),
             relay_recipient_maps: l("relay_recipient_maps"),
+            alias_maps: l("alias_maps"),
+            canonical_maps: l("canonical_maps"),
+            sender_canonical_maps: l("sender_canonical_maps"),
+            recipient_canonical_maps: l("recipient_canonical_maps"),
+            virtual_alias_maps: l("virtual_alias_maps"),
+            transport_maps: l("transport_maps"),
+            double_bounce_sender: s("double_bounce_sender"),
             reject_unlisted_recipient: b("smtpd_reject_unlisted_recipient"),
             reject_unlisted_sender: b("smtpd_reject_unlisted_sender"),
             client_restrictions: l("smtpd_client_restrictions"),

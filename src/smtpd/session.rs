@@ -335,12 +335,22 @@ impl Session {
             }
         }
         self.log(&format!("connect from {}", self.namaddr));
-        // Per-client concurrency (anvil): clients in mynetworks are exempt.
+        // Per-client concurrency (anvil): clients in smtpd_client_event_limit_exceptions
+        // (default $mynetworks) are exempt.
         let ip = self.peer.ip();
         let limit = self.st.params.client_connection_count_limit;
+        // A pattern or table of the list that fails exempts no one (Postfix: no match),
+        // its warnings logged under the list's name.
         let exempt = {
-            let c = Checker::new(&self.st.params, &self.st.tables, "");
-            c.in_mynetworks(ip)
+            let p = &self.st.params;
+            let mut c = Checker::new(p, &self.st.tables, "");
+            let m = c.match_addr_list(
+                "smtpd_client_event_limit_exceptions",
+                &p.client_event_limit_exceptions,
+                ip,
+            );
+            self.log_warnings(&c.warnings);
+            m.unwrap_or(false)
         };
         let count = self.svc.client_connect(ip);
         let _guard = ClientGuard {
@@ -573,9 +583,14 @@ impl Session {
         }
     }
 
+    /// Log a checker's warnings; an entry that starts with `error: ` (a table that could not
+    /// be opened) at error level.
     fn log_warnings(&self, warnings: &[String]) {
         for w in warnings {
-            log::warning(self.ident(), w);
+            match w.strip_prefix("error: ") {
+                Some(e) => log::error(self.ident(), e),
+                None => log::warning(self.ident(), w),
+            }
         }
     }
 
@@ -1036,11 +1051,15 @@ impl Session {
             self.reply("501 5.1.3 Bad recipient address syntax").await;
             return;
         }
-        let c = Checker::new(&p, &self.st.tables, "");
+        let mut c = Checker::new(&p, &self.st.tables, "");
         let f = self.facts(Some(&addr), None);
-        if p.reject_unlisted_recipient
-            && let Some(Verdict::Reject(r)) = c.unlisted_recipient(&addr, &f)
-        {
+        let verdict = if p.reject_unlisted_recipient {
+            c.unlisted_recipient(&addr, &f)
+        } else {
+            None
+        };
+        self.log_warnings(&c.warnings);
+        if let Some(Verdict::Reject(r)) = verdict {
             self.count("vrfy", false);
             let line = r.line();
             self.log_reject("VRFY", &line, Some(&addr));
@@ -1515,18 +1534,23 @@ impl Session {
     /// missing Message-Id/Date/From headers for these clients.
     fn local_header_rewrite_client(&self) -> bool {
         let ip = self.peer.ip();
-        let c = Checker::new(&self.st.params, &self.st.tables, "");
-        self.st
+        let mut c = Checker::new(&self.st.params, &self.st.tables, "");
+        let hit = self
+            .st
             .params
             .local_header_rewrite_clients
             .iter()
             .any(|r| match r.as_str() {
                 "permit_inet_interfaces" => address::is_local_interface(ip, &self.st.params),
-                "permit_mynetworks" => c.in_mynetworks(ip),
+                // XXX Postfix answers `451 4.3.0 Temporary lookup error` at MAIL FROM when
+                // this fails; here it only counts as no match (warnings logged).
+                "permit_mynetworks" => c.in_mynetworks(ip).unwrap_or(false),
                 "permit_sasl_authenticated" => self.sasl_username.is_some(),
                 "permit" => true,
                 _ => false,
-            })
+            });
+        self.log_warnings(&c.warnings);
+        hit
     }
 
     /// End-of-data checks and the durable commit; returns the reply line.

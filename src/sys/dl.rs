@@ -66,22 +66,27 @@ fn dlerror() -> String {
     }
 }
 
+/// `crypt_rn(3)`.
+pub type CryptRnFn = unsafe extern "C" fn(
+    phrase: *const libc::c_char,
+    setting: *const libc::c_char,
+    data: *mut c_void,
+    size: libc::c_int,
+) -> *mut libc::c_char;
+/// `crypt_gensalt_rn(3)`.
+pub type CryptGensaltRnFn = unsafe extern "C" fn(
+    prefix: *const libc::c_char,
+    count: libc::c_ulong,
+    rbytes: *const libc::c_char,
+    nrbytes: libc::c_int,
+    output: *mut libc::c_char,
+    output_size: libc::c_int,
+) -> *mut libc::c_char;
+
 /// libxcrypt's reentrant entry points.
 pub struct Crypt {
-    pub crypt_rn: unsafe extern "C" fn(
-        phrase: *const libc::c_char,
-        setting: *const libc::c_char,
-        data: *mut c_void,
-        size: libc::c_int,
-    ) -> *mut libc::c_char,
-    pub crypt_gensalt_rn: unsafe extern "C" fn(
-        prefix: *const libc::c_char,
-        count: libc::c_ulong,
-        rbytes: *const libc::c_char,
-        nrbytes: libc::c_int,
-        output: *mut libc::c_char,
-        output_size: libc::c_int,
-    ) -> *mut libc::c_char,
+    pub crypt_rn: CryptRnFn,
+    pub crypt_gensalt_rn: CryptGensaltRnFn,
 }
 
 /// libxcrypt, loaded on first use.
@@ -96,8 +101,8 @@ pub fn crypt() -> Result<&'static Crypt, String> {
             // (crypt.h); the library stays loaded for the life of the process.
             Ok(unsafe {
                 Crypt {
-                    crypt_rn: std::mem::transmute::<*mut c_void, _>(a),
-                    crypt_gensalt_rn: std::mem::transmute::<*mut c_void, _>(b),
+                    crypt_rn: std::mem::transmute::<*mut c_void, CryptRnFn>(a),
+                    crypt_gensalt_rn: std::mem::transmute::<*mut c_void, CryptGensaltRnFn>(b),
                 }
             })
         })
@@ -142,18 +147,22 @@ pub const PAM_PROMPT_ECHO_ON: libc::c_int = 2;
 pub const PAM_ERROR_MSG: libc::c_int = 3;
 pub const PAM_TEXT_INFO: libc::c_int = 4;
 
+/// `pam_start(3)`.
+pub type PamStartFn = unsafe extern "C" fn(
+    service: *const libc::c_char,
+    user: *const libc::c_char,
+    conv: *const PamConv,
+    pamh: *mut *mut c_void,
+) -> libc::c_int;
+/// `pam_authenticate(3)`, `pam_acct_mgmt(3)`, `pam_end(3)`: a handle and an int.
+pub type PamHandleFn = unsafe extern "C" fn(pamh: *mut c_void, arg: libc::c_int) -> libc::c_int;
+
 /// Linux-PAM's application entry points that saslauthd's `-a pam` uses.
 pub struct Pam {
-    pub pam_start: unsafe extern "C" fn(
-        service: *const libc::c_char,
-        user: *const libc::c_char,
-        conv: *const PamConv,
-        pamh: *mut *mut c_void,
-    ) -> libc::c_int,
-    pub pam_authenticate:
-        unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
-    pub pam_acct_mgmt: unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
-    pub pam_end: unsafe extern "C" fn(pamh: *mut c_void, status: libc::c_int) -> libc::c_int,
+    pub pam_start: PamStartFn,
+    pub pam_authenticate: PamHandleFn,
+    pub pam_acct_mgmt: PamHandleFn,
+    pub pam_end: PamHandleFn,
 }
 
 /// libpam, loaded on first use.
@@ -169,10 +178,10 @@ pub fn pam() -> Result<&'static Pam, String> {
         // (security/pam_appl.h); the library stays loaded for the life of the process.
         Ok(unsafe {
             Pam {
-                pam_start: std::mem::transmute::<*mut c_void, _>(s),
-                pam_authenticate: std::mem::transmute::<*mut c_void, _>(a),
-                pam_acct_mgmt: std::mem::transmute::<*mut c_void, _>(m),
-                pam_end: std::mem::transmute::<*mut c_void, _>(e),
+                pam_start: std::mem::transmute::<*mut c_void, PamStartFn>(s),
+                pam_authenticate: std::mem::transmute::<*mut c_void, PamHandleFn>(a),
+                pam_acct_mgmt: std::mem::transmute::<*mut c_void, PamHandleFn>(m),
+                pam_end: std::mem::transmute::<*mut c_void, PamHandleFn>(e),
             }
         })
     })

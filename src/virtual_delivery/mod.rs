@@ -8,7 +8,9 @@
 //! result ending in `/` is a Maildir, anything else an mbox file. The owner comes from
 //! `virtual_uid_maps` and `virtual_gid_maps` (the same lookup order; `static:5000` is the
 //! usual table), and a uid below `virtual_minimum_uid` (or a gid of 0) is refused with
-//! Postfix's `4.3.5 mail system configuration error` and a warning in the log.
+//! Postfix's `4.3.5 mail system configuration error` and a warning in the log. The tables
+//! are opened through the map cache at each delivery; one that cannot answer defers the
+//! recipient the same way (with the table's lines in the log), never bounces it as unknown.
 //!
 //! The message is written as Postfix's virtual writes it: `Return-Path:`,
 //! `X-Original-To:`, `Delivered-To:` (the same bytes as `local(8)`, see
@@ -49,10 +51,13 @@ use crate::queue::QueuedMessage;
 pub struct VirtualSettings {
     /// `virtual_mailbox_domains`: names, `!name`, `/file` and `type:table` entries.
     pub domains: Vec<String>,
-    pub mailbox_maps: Vec<Arc<dyn Table>>,
+    /// `virtual_mailbox_maps`, `virtual_uid_maps`, `virtual_gid_maps`: table specs, opened
+    /// through the map cache at each delivery (a table that cannot be opened fails its
+    /// lookups, and the recipient is deferred).
+    pub mailbox_maps: Vec<String>,
     pub mailbox_base: String,
-    pub uid_maps: Vec<Arc<dyn Table>>,
-    pub gid_maps: Vec<Arc<dyn Table>>,
+    pub uid_maps: Vec<String>,
+    pub gid_maps: Vec<String>,
     pub minimum_uid: u32,
     /// `virtual_mailbox_limit` in bytes, 0 for none.
     pub mailbox_limit: u64,
@@ -65,17 +70,8 @@ pub struct VirtualSettings {
     ident: String,
 }
 
-fn open_tables(cfg: &PostfixConfig, param: &str, ident: &str) -> Vec<Arc<dyn Table>> {
-    split_list(&cfg.get(param).unwrap_or_default())
-        .into_iter()
-        .filter_map(|spec| match crate::maps::open_cached(&spec) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                crate::log::warning(ident, &format!("{spec}: {e}"));
-                None
-            }
-        })
-        .collect()
+fn open_tables(cfg: &PostfixConfig, param: &str) -> Vec<String> {
+    crate::smtpd::params::list(&cfg.get(param).unwrap_or_default())
 }
 
 fn split_list(v: &str) -> Vec<String> {
@@ -86,20 +82,20 @@ fn split_list(v: &str) -> Vec<String> {
 }
 
 impl VirtualSettings {
-    /// Read the settings; tables that cannot be opened are logged and skipped.
+    /// Read the settings.
     pub fn from_config(cfg: &PostfixConfig) -> VirtualSettings {
         let ident = crate::log::ident(cfg, "virtual");
         let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
         VirtualSettings {
             domains: split_list(&cfg.get("virtual_mailbox_domains").unwrap_or_default()),
-            mailbox_maps: open_tables(cfg, "virtual_mailbox_maps", &ident),
+            mailbox_maps: open_tables(cfg, "virtual_mailbox_maps"),
             mailbox_base: cfg
                 .get("virtual_mailbox_base")
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            uid_maps: open_tables(cfg, "virtual_uid_maps", &ident),
-            gid_maps: open_tables(cfg, "virtual_gid_maps", &ident),
+            uid_maps: open_tables(cfg, "virtual_uid_maps"),
+            gid_maps: open_tables(cfg, "virtual_gid_maps"),
             minimum_uid: num("virtual_minimum_uid", 100) as u32,
             mailbox_limit: num("virtual_mailbox_limit", 51_200_000),
             dotlock: cfg
@@ -121,11 +117,22 @@ impl VirtualSettings {
     }
 
     /// `mail_addr_find()`'s keys for a virtual address: full, without extension, `@domain`.
-    fn find(&self, tables: &[Arc<dyn Table>], addr: &str) -> Result<Option<String>, String> {
+    /// A table that cannot answer is logged (its own lines) and returned as `Err`.
+    fn find(&self, specs: &[String], addr: &str) -> Result<Option<String>, String> {
+        let ident = &self.ident;
+        let tables: Vec<Arc<dyn Table>> =
+            crate::maps::open_list(specs, crate::maps::source::Format::Postmap, &mut |n| {
+                n.log(ident)
+            });
         let keys = crate::maps::rewrite_address_keys(addr, &self.recipient_delimiter, false);
-        crate::maps::find(tables, &keys)
+        crate::maps::find(&tables, &keys)
             .map(|o| o.map(|(_, v)| v))
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                for w in e.warnings() {
+                    crate::log::warning(ident, &w);
+                }
+                e.to_string()
+            })
     }
 }
 
@@ -162,10 +169,11 @@ fn domain_in(list: &[String], d: &str, parents: bool, depth: usize) -> bool {
                     rest = r;
                 }
             }
-            crate::maps::open_cached(e).is_ok_and(|t| {
-                keys.iter()
-                    .any(|k| t.lookup(k).ok().flatten().is_some_and(|v| !v.is_empty()))
-            })
+            // A table that cannot answer matches nothing here (postqueue's flush check:
+            // not eligible).
+            let t = crate::maps::open_cached(e, &mut |_| {});
+            keys.iter()
+                .any(|k| t.lookup(k).ok().flatten().is_some_and(|v| !v.is_empty()))
         } else {
             let e = e.to_ascii_lowercase();
             match e.strip_prefix('.') {

@@ -31,7 +31,7 @@ use std::net::IpAddr;
 
 use super::{Checker, Facts, Reply, Stage, Verdict, split_dsn, valid_hostname};
 use crate::dns::{self, DnsResult};
-use crate::maps;
+use crate::maps::{self, source::Format};
 use crate::smtpd::address::{self, AddressClass};
 
 pub(super) const CLASS_CLIENT: &str = "Client host";
@@ -142,8 +142,12 @@ impl Checker<'_> {
         let Some(dom) = dom.filter(|d| !d.is_empty()) else {
             return Verdict::Dunno;
         };
+        // A resolve that fails defers, as Postfix's reject_unknown_address does.
+        let Ok(addr_class) = self.class_of(addr) else {
+            return Verdict::Reject(super::dict_retry(addr));
+        };
         if matches!(
-            self.class_of(addr),
+            addr_class,
             AddressClass::Local | AddressClass::VirtualAlias | AddressClass::VirtualMailbox
         ) || dom.starts_with('[')
         {
@@ -312,7 +316,7 @@ impl Checker<'_> {
         // Safety: an allowlist never overrides reject_unauth_destination.
         if stage == Stage::Recipient
             && let Some(r) = f.recipient
-            && !self.auth_destination(r)
+            && self.auth_destination(r) != Ok(true)
         {
             return Verdict::Dunno;
         }
@@ -345,14 +349,20 @@ impl Checker<'_> {
         let p = self.p;
         let mut template = None;
         for spec in &p.rbl_reply_maps {
-            match self.tables.lookup(spec, rbl_arg) {
+            let t = {
+                let w = &mut self.warnings;
+                self.tables
+                    .open(spec, Format::Postmap, &mut |n| super::push_notice(w, n))
+            };
+            match t.lookup(rbl_arg) {
                 Ok(Some(t)) => {
                     template = Some(t);
                     break;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    self.warnings.push(format!("{spec} lookup error: {e}"));
+                    self.warnings
+                        .extend(maps::LookupError::new(spec, rbl_arg, &e).warnings());
                     return server_error();
                 }
             }
@@ -475,12 +485,10 @@ impl Checker<'_> {
             ));
             return server_error();
         }
-        let t = match self.tables.open(table) {
-            Ok(t) => t,
-            Err(e) => {
-                self.warnings.push(format!("{table} is unavailable. {e}"));
-                return server_error();
-            }
+        let t = {
+            let w = &mut self.warnings;
+            self.tables
+                .open(table, Format::Postmap, &mut |n| super::push_notice(w, n))
         };
         let tables = [t];
         let parent = maps::Feature::SmtpdAccessMaps
@@ -593,8 +601,14 @@ impl Checker<'_> {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        self.warnings.push(format!("{e}"));
-                        return server_error();
+                        // check_server_access(): "451 4.3.5 Server configuration
+                        // error" as the table's value.
+                        self.warnings.extend(e.warnings());
+                        return self.access_result(
+                            "451 4.3.5 Server configuration error",
+                            stage,
+                            f,
+                        );
                     }
                 }
             }
@@ -637,8 +651,8 @@ impl Checker<'_> {
             Ok(Some((_, v))) => self.access_result(&v, stage, f),
             Ok(None) => Verdict::Dunno,
             Err(e) => {
-                self.warnings.push(format!("{e}"));
-                server_error()
+                self.warnings.extend(e.warnings());
+                self.access_result("451 4.3.5 Server configuration error", stage, f)
             }
         }
     }

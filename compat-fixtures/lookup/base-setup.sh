@@ -1,0 +1,2 @@
+printf 'postmaster: root\n' > aliases
+postalias aliases

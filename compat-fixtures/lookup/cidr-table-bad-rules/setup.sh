@@ -1,0 +1,1 @@
+printf '10.0.0.0/33 REJECT\n127.0.0.1/8 REJECT\n1.2.3.4.5/8 REJECT\n127.0.0.2 REJECT\n' > clients

@@ -1,0 +1,1 @@
+printf '/(/ REJECT\n/^x@/ REJECT x-rejected\n' > rcpt.re
