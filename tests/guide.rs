@@ -81,8 +81,6 @@ const HOST_PATHS: &[&str] = &[
     "/var/mail/alice",
     "/home/alice",
     "/usr/sbin/policy-rc.d",
-    "/run/saslauthd/saslauthd.pid",
-    "/run/dovecot/master.pid",
     "/var/spool/postfix/pid/master.pid",
 ];
 
