@@ -53,6 +53,16 @@ impl Instance {
         Self::with_dirs(extra_main, None)
     }
 
+    /// With a queue manager in master.cf, as every real master.cf has: its child process
+    /// must not keep `postfix start` waiting.
+    fn with_qmgr(extra_main: &str) -> Instance {
+        let inst = Self::with_dirs(extra_main, None);
+        let mut master = std::fs::read_to_string(inst.conf.join("master.cf")).expect("master.cf");
+        master.push_str("qmgr unix n - n 300 1 qmgr\n");
+        std::fs::write(inst.conf.join("master.cf"), master).expect("master.cf");
+        inst
+    }
+
     /// `data_dir`: share another instance's data directory (lock test).
     fn with_dirs(extra_main: &str, data_dir: Option<&Path>) -> Instance {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -539,4 +549,151 @@ fn man_page_and_units_lint_clean() {
             .collect();
         assert!(real.is_empty(), "{unit}: {err}");
     }
+}
+
+/// `scripts/init.d/postfix ACTION` as an admin runs it, with the test's own binary (as
+/// `postfix`, `postconf`, `newaliases` links in a bin directory) and config directory.
+fn init_script(inst: &Instance, action: &str) -> Output {
+    let bin = inst.root.join("bin");
+    if !bin.exists() {
+        std::fs::create_dir(&bin).expect("mkdir bin");
+        for name in ["postfix", "postconf", "newaliases"] {
+            std::os::unix::fs::symlink(BIN, bin.join(name)).expect("symlink");
+        }
+    }
+    Command::new("sh")
+        .arg(repo_file("scripts/init.d/postfix"))
+        .arg(action)
+        .env("POSTFIX", bin.join("postfix"))
+        .env("POSTCONF", bin.join("postconf"))
+        .env("NEWALIASES", bin.join("newaliases"))
+        .env("MAIL_CONFIG", &inst.conf)
+        .env("LOCKFILE", inst.root.join("subsys-postfix"))
+        .env("POSTERN_INIT_PLAIN", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run init script")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn start_returns_once_serving_with_a_queue_manager() {
+    // The readiness pipe was inherited by the qmgr child: `start` waited 60 s for an end
+    // of file and failed although the master ran.
+    let inst = Instance::with_qmgr("compatibility_level = 3.7\n");
+    let st = inst.run(&["start"]);
+    assert_eq!(st.status.code(), Some(0), "{st:?}\n{}", inst.log());
+    assert!(!inst.has_line("postfix/postfix-script", "fatal: mail system startup failed"));
+    inst.connect().expect("listening once `start` returned");
+    let st = inst.run(&["stop"]);
+    assert_eq!(st.status.code(), Some(0), "{}", inst.log());
+}
+
+#[test]
+fn init_script_start_status_reload_stop_as_fedora() {
+    let inst = Instance::with_qmgr("compatibility_level = 3.7\n");
+    let out = init_script(&inst, "start");
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", inst.log());
+    assert_eq!(text(&out.stdout), "Starting postfix: [  OK  ]\n");
+    inst.connect().expect("listening after the init script's start");
+    assert!(inst.root.join("subsys-postfix").exists(), "subsys lock");
+    let pid = inst.pid().expect("pid");
+
+    let out = init_script(&inst, "status");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), format!("master (pid {pid}) is running...\n"));
+
+    // Twice: postfix's own refusal, on the screen, status 1.
+    let out = init_script(&inst, "start");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "Starting postfix: [FAILED]\n");
+    assert_eq!(
+        text(&out.stderr),
+        "    postfix/postfix-script: fatal: the Postfix mail system is already running\n"
+    );
+    assert_eq!(inst.pid(), Some(pid), "the running master was left alone");
+
+    let out = init_script(&inst, "reload");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "Reloading postfix: [  OK  ]\n");
+    inst.wait_line("postfix/master", &format!(
+        "reload -- version 3.7.11, configuration {}",
+        inst.conf.display()
+    ));
+
+    let out = init_script(&inst, "restart");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "Shutting down postfix: [  OK  ]\nStarting postfix: [  OK  ]\n"
+    );
+    let pid2 = inst.pid().expect("pid after restart");
+    assert_ne!(pid, pid2);
+
+    let out = init_script(&inst, "stop");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "Shutting down postfix: [  OK  ]\n");
+    assert!(inst.connect().is_err());
+    assert!(!inst.root.join("subsys-postfix").exists());
+
+    let out = init_script(&inst, "stop");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "Shutting down postfix: [FAILED]\n");
+    assert_eq!(
+        text(&out.stderr),
+        "    postfix/postfix-script: fatal: the Postfix mail system is not running\n"
+    );
+    let out = init_script(&inst, "status");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "master is stopped\n");
+    // condrestart does nothing when stopped.
+    let out = init_script(&inst, "condrestart");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(inst.connect().is_err());
+
+    let out = init_script(&inst, "bogus");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("Usage: postfix {start|stop|restart|reload|"));
+}
+
+#[test]
+fn init_script_after_a_killed_master_and_on_a_failed_start() {
+    let inst = Instance::with_qmgr("compatibility_level = 3.7\n");
+    let out = init_script(&inst, "start");
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", inst.log());
+    let pid = inst.pid().expect("pid");
+    signal(pid, libc::SIGKILL);
+    let until = Instant::now() + Duration::from_secs(10);
+    while inst.connect().is_ok() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The stale master.pid: LSB "dead but pid file exists", and start works again.
+    let out = init_script(&inst, "status");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stdout), "master dead but pid file exists\n");
+    let out = init_script(&inst, "start");
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", inst.log());
+    let out = init_script(&inst, "stop");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // The port taken by someone else: the reason on the screen and in the log, nothing
+    // left running.
+    let squatter = TcpListener::bind(("127.0.0.1", inst.port)).expect("take the port");
+    let out = init_script(&inst, "start");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stdout), "Starting postfix: [FAILED]\n");
+    let err = text(&out.stderr);
+    let want = format!(
+        "bind 127.0.0.1 port {}: Address already in use",
+        inst.port
+    );
+    assert!(err.contains(&format!("postfix/master: fatal: {want}")), "{err}");
+    assert!(err.contains("postfix/postfix-script: fatal: mail system startup failed"), "{err}");
+    assert!(inst.has_line("postfix/master", &format!("fatal: {want}")));
+    drop(squatter);
+    let st = inst.run(&["status"]);
+    assert_eq!(st.status.code(), Some(1), "no master left behind");
 }

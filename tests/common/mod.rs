@@ -58,12 +58,15 @@ pub fn fixture_dirs(kind: &str) -> Vec<PathBuf> {
     v
 }
 
-/// A running `postern postfix start-fg` on a loopback port picked by the test, with its own
-/// config directory, queue and data directories. Killed on drop.
+/// A mail system started as admins start it, `postern postfix -c DIR start` (the master in
+/// the background; the command returns once it serves), on a loopback port picked by the
+/// test, with its own config directory, queue and data directories and `maillog_file` at
+/// [`Instance::log_path`]. Stopped with `postfix stop` on drop.
 pub struct Instance {
     pub dir: tempfile::TempDir,
     pub port: u16,
-    pub child: Option<std::process::Child>,
+    /// The master's PID while it runs (from `postfix status`' pid file).
+    pub master_pid: Option<i32>,
     /// Extra environment for the master (e.g. `POSTERN_DNS_SERVER`), kept for restarts.
     pub env: Vec<(String, String)>,
 }
@@ -124,7 +127,7 @@ impl Instance {
         }
         let owner = test_mail_owner();
         let main = format!(
-            "queue_directory = {d}/spool\ndata_directory = {d}/data\nmail_owner = {owner}\nmaillog_file = /dev/stdout\ncyrus_sasl_config_path = {d}/sasl\ninet_interfaces = loopback-only\n{main_extra}",
+            "queue_directory = {d}/spool\ndata_directory = {d}/data\nmail_owner = {owner}\nmaillog_file = {d}/log\nmaillog_file_prefixes = {d}\ncyrus_sasl_config_path = {d}/sasl\ninet_interfaces = loopback-only\n{main_extra}",
             d = d.display()
         );
         std::fs::write(d.join("etc/main.cf"), main).unwrap();
@@ -142,7 +145,7 @@ impl Instance {
         let mut inst = Instance {
             dir,
             port,
-            child: None,
+            master_pid: None,
             env,
         };
         inst.spawn();
@@ -174,58 +177,63 @@ impl Instance {
         self.log()
     }
 
-    /// Start (or restart) the master and wait until the port accepts connections.
-    pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+    /// Run `postern postfix -c DIR ARGS…` with the instance's environment.
+    pub fn postfix(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
             .args(["postfix", "-c"])
             .arg(self.config_dir())
-            .arg("start-fg")
+            .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start postern");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("postern did not listen on {}: {}", self.port, self.log());
+            .env_remove("MAIL_CONFIG")
+            .output()
+            .expect("run postfix")
+    }
+
+    /// Start (or restart) the mail system with `postfix start`, which returns once the
+    /// master serves; the port then accepts connections.
+    pub fn spawn(&mut self) {
+        let out = self.postfix(&["start"]);
+        assert!(
+            out.status.success(),
+            "postfix start failed ({:?}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        let pid = std::fs::read_to_string(self.dir.path().join("spool/pid/master.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        assert!(pid.is_some(), "no master.pid after postfix start");
+        self.master_pid = pid;
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            "postfix start returned but nothing listens on {}: {}",
+            self.port,
+            self.log()
+        );
     }
 
     /// SIGKILL the master (crash test).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(pid) = self.master_pid.take() {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            // Gone once its pid lock is free (`postfix status` fails).
+            for _ in 0..250 {
+                if !self.postfix(&["status"]).status.success() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let Some(c) = self.child.as_ref() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        if let Some(mut c) = self.child.take() {
-            for _ in 0..100 {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if self.master_pid.take().is_some() {
+            // `postfix stop` waits for the master, then forces it.
+            let _ = self.postfix(&["stop"]);
         }
     }
 }
