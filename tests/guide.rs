@@ -51,6 +51,8 @@ const STEPS: &[&str] = &[
     "dovecot-stop",
     "sasl-stop",
     "stopped",
+    "ref-pop3-read",
+    "ref-imap-read",
     "host-clean",
 ];
 
