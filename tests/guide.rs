@@ -6,9 +6,11 @@
 //! files word for word, runs `scripts/install --initscripts`, starts saslauthd, dovecot and
 //! postfix through their init scripts and replays the guide's checks over real sockets:
 //! `testsaslauthd`, the POP3 dialogue, EHLO as Postfix 3.7.11 gives it for that main.cf,
-//! relay refused for a foreign client (454 4.7.1 from Debian's smtpd_relay_restrictions)
-//! and allowed after AUTH PLAIN to a loopback SMTP sink, local mail read back over POP3 and
-//! IMAP (IMAP may be skipped, with the script's exact message, until Postern serves it).
+//! relay refused for a foreign client (454 4.7.1 from Debian's smtpd_relay_restrictions),
+//! SMTP AUTH while smtpd cannot reach saslauthd's socket (Postfix's reply and Cyrus's log
+//! line), then `adduser postfix sasl` as Debian documents and relay allowed after AUTH
+//! PLAIN to a loopback SMTP sink, local mail read back over POP3 and IMAP (IMAP may be
+//! skipped, with the script's exact message, until Postern serves it).
 //! The expected replies in the script were recorded from the real Postfix in the same
 //! scratch root.
 //!
@@ -41,6 +43,8 @@ const STEPS: &[&str] = &[
     "postfix-start",
     "ehlo",
     "relay-denied",
+    "auth-unreachable",
+    "postfix-restart",
     "relay-auth",
     "relay-delivered",
     "local-accepted",
