@@ -8,8 +8,10 @@
 //! `Type=forking` + `PIDFile=` expect. On SIGTERM/SIGINT it removes the socket and the
 //! pid file. `-d` stays in the foreground and logs to stderr as `saslauthd[PID] :text`;
 //! otherwise lines go to syslog facility `auth`. `-c`, `-l`, `-s`, `-t`, `-V` are accepted
-//! and ignored (no credential cache, no accept lock). `-a sasldb` and the network
-//! mechanisms (`rimap`, `ldap`, `kerberos5`) are not available: see [`crate::auth`].
+//! and ignored (no credential cache, no accept lock). Mechanisms: `shadow`, `getpwent`,
+//! `pam`, and `rimap` with `-O HOST[/PORT]` (an IMAP server checks the password:
+//! [`crate::auth::rimap`]). `-a sasldb`, `ldap`, `kerberos5` and `httpform` are not
+//! available: see [`crate::auth`].
 //!
 //! `testsaslauthd -u USER -p PASS [-r REALM] [-s SERVICE] [-f SOCKET] [-R N]`: prints
 //! `N: ` and then `OK "Success."` or `NO "authentication failed"` per try; exits 0 when
@@ -20,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::saslauthd::{self as sd, LogSink, Mech, Server};
+use crate::auth::saslauthd::{self as sd, LogSink, Mech, MechError, Server};
 
 const SASLAUTHD_USAGE: &str = "usage: saslauthd [options]
 
@@ -48,7 +50,7 @@ option information:
 
 fn version_text() -> String {
     format!(
-        "saslauthd {} (postern)\nauthentication mechanisms: getpwent pam shadow\n",
+        "saslauthd {} (postern)\nauthentication mechanisms: getpwent pam rimap shadow\n",
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -139,12 +141,26 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
         eprint!("{SASLAUTHD_USAGE}{}", version_text());
         return 1;
     };
-    let Some(mech) = Mech::parse(&mech_name) else {
-        log.log(
-            true,
-            &format!("unknown authentication mechanism: {mech_name}"),
-        );
-        return 1;
+    let mech = match Mech::init(&mech_name, mech_option.as_deref()) {
+        Ok(m) => m,
+        Err(MechError::Unknown) => {
+            log.log(
+                true,
+                &format!("unknown authentication mechanism: {mech_name}"),
+            );
+            return 1;
+        }
+        Err(MechError::Init(why)) => {
+            log.log(true, &why);
+            log.log(
+                true,
+                &format!(
+                    "failed to initialize mechanism {}",
+                    mech_name.to_ascii_lowercase()
+                ),
+            );
+            return 1;
+        }
     };
     if !run_dir.is_absolute() {
         log.log(true, "path to the working directory must be absolute");
@@ -170,7 +186,15 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
         log.log(false, &format!("num_procs  : {workers}"));
         log.log(
             false,
-            &format!("mech_option: {}", mech_option.as_deref().unwrap_or("NULL")),
+            // rimap's start-up cuts `/SERVICE` off the option in place, as Cyrus's does.
+            &format!(
+                "mech_option: {}",
+                match (&mech, mech_option.as_deref()) {
+                    (_, None) => "NULL",
+                    (Mech::Rimap(_), Some(o)) => crate::auth::rimap::Rimap::option_host(o),
+                    (_, Some(o)) => o,
+                }
+            ),
         );
         log.log(false, &format!("run_path   : {}", run_dir.display()));
         log.log(false, &format!("auth_mech  : {}", mech.name()));
