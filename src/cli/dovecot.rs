@@ -7,6 +7,10 @@
 //! [`DovecotConf::listeners`] (0.99/1.x `pop3_listen`/`ssl_listen`, 2.x `service
 //! pop3-login { inet_listener … }`, `listen`); `pop3s` listeners speak TLS from the start.
 //! Only `pop3` is served from `protocols` today; `imap` is left to the imapd issue.
+//! `service auth { unix_listener NAME { mode user group } }` sockets (1.x: `auth default {
+//! socket listen { client { path … } } }`) speak Dovecot's auth client protocol
+//! ([`crate::auth::dovecot_proto`]) from the same passdbs, for Postfix's `smtpd_sasl_type
+//! = dovecot`; see [`DovecotConf::auth_client_sockets`] for which listeners count.
 //! Fatal errors are worded as Dovecot's (`Fatal: …`) and exit 89.
 //!
 //! Processes: this one binds the listeners, then starts the unprivileged login process
@@ -114,6 +118,15 @@ pub fn main(args: &[String]) -> i32 {
         Ok(s) => Arc::new(s),
         Err(e) => return fatal(&e.to_string()),
     };
+    // `service auth { unix_listener … }` owners are checked with the rest of the
+    // configuration, before anything is bound (as Dovecot's config check does).
+    let mut auth_owners = Vec::new();
+    for s in conf.auth_client_sockets() {
+        match socket_owner(&s) {
+            Ok(o) => auth_owners.push((s, o)),
+            Err(m) => return fatal(&m),
+        }
+    }
     let mut binds: Vec<(SocketAddr, bool)> = Vec::new();
     if conf.protocols().iter().any(|p| p == "pop3") {
         for l in conf.listeners("pop3") {
@@ -158,6 +171,23 @@ pub fn main(args: &[String]) -> i32 {
             }
         }
     }
+    // The auth client sockets (Postfix's `smtpd_sasl_type = dovecot` connects to one),
+    // answered from the same passdbs as the POP3 logins.
+    let mut auth_listeners = Vec::new();
+    for (s, owner) in &auth_owners {
+        match crate::auth::dovecot_proto::bind_std(&s.path, s.mode, *owner) {
+            Ok(l) => auth_listeners.push(l),
+            Err(e) => {
+                // Seen from Dovecot 2.3.19: these two lines, status 89.
+                eprintln!(
+                    "Error: bind({}) failed: {}",
+                    s.path.display(),
+                    crate::config::error::strerror(&e)
+                );
+                return fatal("Failed to start listeners");
+            }
+        }
+    }
     if !foreground && let Err(e) = nix::unistd::daemon(true, false) {
         return fatal(&format!("daemon(): {e}"));
     }
@@ -184,6 +214,19 @@ pub fn main(args: &[String]) -> i32 {
     let conf_file = PathBuf::from(&conf_path);
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(state.clone());
+        for l in auth_listeners {
+            match tokio::net::UnixListener::from_std(l) {
+                Ok(l) => {
+                    let rx = rx.clone();
+                    tokio::spawn(crate::auth::dovecot_proto::serve_current(l, move || {
+                        rx.borrow().auth.clone()
+                    }));
+                }
+                Err(e) => state
+                    .log
+                    .error(&format!("master: service(auth): listener: {e}")),
+            }
+        }
         let spawn = |st: &Pop3State| match spawn_login(&conf_file, &listeners, rx.clone()) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -273,6 +316,40 @@ pub fn main(args: &[String]) -> i32 {
     let _ = std::fs::remove_file(&pid_file);
     crate::log::flush();
     0
+}
+
+/// The owner (uid, gid) a `service auth` unix_listener's `user`/`group` name, or Dovecot's
+/// error when one does not exist. `None`: keep this process's.
+fn socket_owner(
+    s: &crate::config::dovecot::AuthSocket,
+) -> Result<Option<(Option<u32>, Option<u32>)>, String> {
+    let uid = if s.user.is_empty() {
+        None
+    } else {
+        match nix::unistd::User::from_name(&s.user) {
+            Ok(Some(u)) => Some(u.uid.as_raw()),
+            _ => {
+                return Err(format!(
+                    "service(auth) User doesn't exist: {} (See service auth {{ unix_listener {} {{ user }} }} setting)",
+                    s.user, s.name
+                ));
+            }
+        }
+    };
+    let gid = if s.group.is_empty() {
+        None
+    } else {
+        match nix::unistd::Group::from_name(&s.group) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            _ => {
+                return Err(format!(
+                    "service(auth) Group doesn't exist: {} (See service auth {{ unix_listener {} {{ group }} }} setting)",
+                    s.group, s.name
+                ));
+            }
+        }
+    };
+    Ok((uid.is_some() || gid.is_some()).then_some((uid, gid)))
 }
 
 /// A running login process and the service's end of its channel.
