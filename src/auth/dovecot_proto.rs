@@ -108,13 +108,16 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// A socket's owner: uid and gid, each kept as it is when `None`.
+pub type SocketOwner = (Option<u32>, Option<u32>);
+
 /// As [`bind`], outside a runtime (before a daemon detaches, so that errors reach the
 /// terminal), and owned by `owner` (uid, gid) when given: Dovecot's `unix_listener {
 /// mode user group }`.
 pub fn bind_std(
     path: &Path,
     mode: u32,
-    owner: Option<(Option<u32>, Option<u32>)>,
+    owner: Option<SocketOwner>,
 ) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_file(path) {

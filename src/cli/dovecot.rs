@@ -322,7 +322,7 @@ pub fn main(args: &[String]) -> i32 {
 /// error when one does not exist. `None`: keep this process's.
 fn socket_owner(
     s: &crate::config::dovecot::AuthSocket,
-) -> Result<Option<(Option<u32>, Option<u32>)>, String> {
+) -> Result<Option<crate::auth::dovecot_proto::SocketOwner>, String> {
     let uid = if s.user.is_empty() {
         None
     } else {
