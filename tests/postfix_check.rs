@@ -128,7 +128,14 @@ fn sandbox_configuration_checks_clean() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("inet_interfaces = loopback-only"), "{text}");
     assert!(!text.contains("error"), "{text}");
-    for f in ["main.cf", "master.cf", "sasl/smtpd.conf", "dovecot.conf"] {
+    for f in [
+        "main.cf",
+        "master.cf",
+        "dovecot.conf",
+        "users",
+        "vmailbox",
+        "aliases",
+    ] {
         assert!(d.path().join(f).exists(), "{f}");
     }
 }

@@ -559,7 +559,7 @@ fn saslauthd_usage_errors() {
     assert_eq!(
         String::from_utf8_lossy(&v.stderr),
         format!(
-            "saslauthd 2.1.28 (Postern {})\nauthentication mechanisms: getpwent pam shadow\n\n",
+            "saslauthd 2.1.28 (Postern {})\nauthentication mechanisms: getpwent pam rimap shadow\n\n",
             env!("CARGO_PKG_VERSION")
         )
     );
@@ -785,5 +785,258 @@ fn saslauthd_pam_backend() {
             NO,
             255,
         );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A private instance of the real Dovecot (Debian dovecot-imapd) serving IMAP on a test
+/// port, stopped on drop.
+struct RealImap {
+    conf: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+impl RealImap {
+    fn start(dir: &Path, passwd: &str) -> RealImap {
+        let port = free_port();
+        let d = dir.display();
+        std::fs::write(dir.join("passwd"), passwd).expect("passwd");
+        std::fs::create_dir_all(dir.join("home")).expect("home");
+        let nobody = nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("nobody");
+        let _ = nix::unistd::chown(&dir.join("home"), Some(nobody.uid), Some(nobody.gid));
+        let conf = dir.join("dovecot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "protocols = imap\nbase_dir = {d}/base\nstate_dir = {d}/state\nlisten = 127.0.0.1\n\
+                 log_path = {d}/dovecot.log\nssl = no\ndisable_plaintext_auth = no\n\
+                 auth_failure_delay = 0\nlogin_trusted_networks = 127.0.0.0/8\nmail_location = mbox:~/mail:INBOX=~/inbox\n\
+                 passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid={} gid={} home={d}/home/%u\n}}\n\
+                 service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
+                 inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+                nobody.uid, nobody.gid
+            ),
+        )
+        .expect("conf");
+        let st = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(&conf)
+            .status()
+            .expect("dovecot");
+        assert!(st.success(), "the real dovecot starts");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "imap never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RealImap {
+            conf,
+            port,
+            log: dir.join("dovecot.log"),
+        }
+    }
+}
+
+impl Drop for RealImap {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .status();
+    }
+}
+
+/// The reply text of one raw request (waiting as long as the mechanism may: 30 s per
+/// network step).
+fn ask(mux: &Path, user: &[u8], pass: &[u8]) -> String {
+    let mut s = UnixStream::connect(mux).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    s.write_all(&frame(&[user, pass, b"smtp", b""]))
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(out.get(2..).unwrap_or_default()).into_owned()
+}
+
+/// `-a rimap`: the password is checked by an IMAP LOGIN at the real Dovecot's imap (Debian
+/// dovecot-imapd). Postern's daemon gives the replies the real Cyrus daemon gives with the
+/// same server, and Dovecot's log shows the logins really happened.
+#[test]
+fn saslauthd_rimap_against_real_dovecot_imap() {
+    if !is_root()
+        || !Path::new("/usr/sbin/dovecot").exists()
+        || !Path::new("/usr/lib/dovecot/imap").exists()
+    {
+        eprintln!("skipped: needs root and the real Dovecot with imap (dovecot-imapd)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let imap = RealImap::start(
+        tmp.path(),
+        "alice:{PLAIN}secret::::::\nbob:{PLAIN}pa\"ss\\word::::::\n",
+    );
+    let option = format!("127.0.0.1/{}", imap.port);
+    let closed = format!("127.0.0.1/{}", free_port());
+    let log_file = tmp.path().join("postern-saslauthd.log");
+    let down_log = tmp.path().join("postern-saslauthd-down.log");
+    let ours = start_mech(
+        BIN,
+        &["saslauthd", "-O", &option],
+        "rimap",
+        &tmp.path().join("ours"),
+        Stdio::from(std::fs::File::create(&log_file).expect("log")),
+    );
+    let ours_down = start_mech(
+        BIN,
+        &["saslauthd", "-O", &closed],
+        "rimap",
+        &tmp.path().join("ours-down"),
+        Stdio::from(std::fs::File::create(&down_log).expect("log")),
+    );
+    let cases: &[(&[u8], &[u8], &str)] = &[
+        (b"alice", b"secret", "OK remote authentication successful"),
+        (
+            b"alice",
+            b"wrong",
+            "NO remote server rejected your credentials",
+        ),
+        (
+            b"pstn-nobody",
+            b"x",
+            "NO remote server rejected your credentials",
+        ),
+        (
+            b"bob",
+            b"pa\"ss\\word",
+            "OK remote authentication successful",
+        ),
+    ];
+    for (u, p, want) in cases {
+        assert_eq!(
+            ask(&ours.mux(), u, p),
+            *want,
+            "{}",
+            String::from_utf8_lossy(u)
+        );
+    }
+    assert_eq!(
+        ask(&ours_down.mux(), b"alice", b"secret"),
+        "NO [ALERT] Couldn't contact remote authentication server"
+    );
+    // A line break cannot travel in a quoted string: refused, nothing sent.
+    assert_eq!(
+        ask(&ours.mux(), b"alice", b"secret\r\nsaslauthd LOGOUT"),
+        "NO Incorrect password"
+    );
+    let mux = ours.mux();
+    let mux = mux.to_str().expect("utf8");
+    check(
+        &postern_test(&["-u", "alice", "-p", "secret", "-f", mux]),
+        OK,
+        0,
+    );
+    check(
+        &postern_test(&["-u", "alice", "-p", "nope", "-f", mux]),
+        NO,
+        255,
+    );
+    let dlog = std::fs::read_to_string(&imap.log).unwrap_or_default();
+    assert!(
+        dlog.contains("imap-login: Info: Login: user=<alice>, method=PLAIN"),
+        "{dlog}"
+    );
+    drop(ours);
+    drop(ours_down);
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    let down = std::fs::read_to_string(&down_log).unwrap_or_default();
+    let port = closed.rsplit('/').next().unwrap_or_default();
+    assert!(
+        down.contains(&format!(
+            ":auth_rimap: connect 127.0.0.1[127.0.0.1]/{port}: Connection refused\n"
+        )),
+        "{down}"
+    );
+    assert!(
+        down.contains(&format!(
+            ":auth_rimap: couldn't connect to 127.0.0.1/{port}\n"
+        )),
+        "{down}"
+    );
+    assert!(
+        log.contains(":auth failure: [user=alice] [service=smtp] [realm=] [mech=rimap] [reason=remote server rejected your credentials]\n"),
+        "{log}"
+    );
+    assert!(!log.contains("secret") && !log.contains("wrong"), "{log}");
+
+    // The real Cyrus daemon, same server, same answers.
+    if have("saslauthd") && Path::new("/usr/sbin/saslauthd").exists() {
+        let real = start_mech(
+            "/usr/sbin/saslauthd",
+            &["-O", &option],
+            "rimap",
+            &tmp.path().join("real"),
+            Stdio::null(),
+        );
+        let real_down = start_mech(
+            "/usr/sbin/saslauthd",
+            &["-O", &closed],
+            "rimap",
+            &tmp.path().join("real-down"),
+            Stdio::null(),
+        );
+        for (u, p, want) in cases {
+            assert_eq!(
+                ask(&real.mux(), u, p),
+                *want,
+                "real, {}",
+                String::from_utf8_lossy(u)
+            );
+        }
+        assert_eq!(
+            ask(&real_down.mux(), b"alice", b"secret"),
+            "NO [ALERT] Couldn't contact remote authentication server"
+        );
+    }
+}
+
+/// `-a rimap` without `-O`, or with a host that does not resolve: the daemon does not start.
+#[test]
+fn saslauthd_rimap_start_up_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (extra, first) in [
+        (vec![], ":rimap_init: no hostname specified\n"),
+        (
+            vec!["-O", "postern-no-such-host.invalid"],
+            ":auth_rimap_init: getaddrinfo postern-no-such-host.invalid/imap: ",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["saslauthd", "-d", "-a", "rimap", "-m"])
+            .arg(tmp.path())
+            .args(&extra)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(first), "{err}");
+        assert!(
+            err.contains(":failed to initialize mechanism rimap\n"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("mux").exists());
     }
 }

@@ -29,6 +29,11 @@
 //! Fatal: …`, exit 89) and to the log (`log_path`, else syslog facility mail, ident
 //! `dovecot`, as `master: Fatal: …`), also those Dovecot itself only prints.
 //!
+//! `service auth { unix_listener NAME { mode user group } }` sockets (1.x: `auth default {
+//! socket listen { client { path … } } }`) speak Dovecot's auth client protocol
+//! ([`crate::auth::dovecot_proto`]) from the same passdbs, for Postfix's `smtpd_sasl_type
+//! = dovecot`; see [`DovecotConf::auth_client_sockets`] for which listeners count.
+//!
 //! Processes: this one binds the listeners, then starts the unprivileged login process
 //! ([`pop3d::login`], `dovecot/pop3-login`: this executable again, with
 //! `--login-process CTL FD:ssl|plain…` naming the inherited channel and listeners),
@@ -538,6 +543,15 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
         Ok(s) => Arc::new(s),
         Err(e) => return st.fatal(&e.to_string()),
     };
+    // `service auth { unix_listener … }` owners are checked with the rest of the
+    // configuration, before anything is bound (as Dovecot's config check does).
+    let mut auth_owners = Vec::new();
+    for s in conf.auth_client_sockets() {
+        match socket_owner(&s) {
+            Ok(o) => auth_owners.push((s, o)),
+            Err(m) => return st.fatal(&m),
+        }
+    }
     // Listeners: as Dovecot's services_create() then services_listen().
     let mut binds: Vec<(String, SocketAddr, bool)> = Vec::new();
     if conf.protocols().iter().any(|p| p == "pop3") {
@@ -584,6 +598,23 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
     if failed {
         return st.fatal("Failed to start listeners");
     }
+    // The auth client sockets (Postfix's `smtpd_sasl_type = dovecot` connects to one),
+    // answered from the same passdbs as the POP3 logins.
+    let mut auth_listeners = Vec::new();
+    for (s, owner) in &auth_owners {
+        match crate::auth::dovecot_proto::bind_std(&s.path, s.mode, *owner) {
+            Ok(l) => auth_listeners.push(l),
+            Err(e) => {
+                // Seen from Dovecot 2.3.19: these two lines, status 89.
+                st.error(&format!(
+                    "bind({}) failed: {}",
+                    s.path.display(),
+                    crate::config::error::strerror(&e)
+                ));
+                return st.fatal("Failed to start listeners");
+            }
+        }
+    }
     let mut ready = Readiness::none();
     if !foreground {
         // As Dovecot's daemonize(), but the starting command waits for the report.
@@ -629,7 +660,7 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
         }
     };
     let conf_file = PathBuf::from(conf_path);
-    rt.block_on(serve(state, conf_file, listeners, ready));
+    rt.block_on(serve(state, conf_file, listeners, auth_listeners, ready));
     let _ = std::fs::remove_file(&pid_file);
     crate::log::flush();
     0
@@ -641,9 +672,23 @@ async fn serve(
     state: Arc<Pop3State>,
     conf_file: PathBuf,
     listeners: Vec<(std::net::TcpListener, bool)>,
+    auth_listeners: Vec<std::os::unix::net::UnixListener>,
     mut ready: Readiness,
 ) {
     let (tx, rx) = tokio::sync::watch::channel(state.clone());
+    for l in auth_listeners {
+        match tokio::net::UnixListener::from_std(l) {
+            Ok(l) => {
+                let rx = rx.clone();
+                tokio::spawn(crate::auth::dovecot_proto::serve_current(l, move || {
+                    rx.borrow().auth.clone()
+                }));
+            }
+            Err(e) => state
+                .log
+                .error(&format!("master: service(auth): listener: {e}")),
+        }
+    }
     let spawn = |st: &Pop3State| match spawn_login(&conf_file, &listeners, rx.clone()) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -763,6 +808,40 @@ fn login_process_main(args: &[String], pos: usize) -> i32 {
         }
     }
     pop3d::login::main(Path::new(&conf_path), ctl, &ls)
+}
+
+/// The owner (uid, gid) a `service auth` unix_listener's `user`/`group` name, or Dovecot's
+/// error when one does not exist. `None`: keep this process's.
+fn socket_owner(
+    s: &crate::config::dovecot::AuthSocket,
+) -> Result<Option<crate::auth::dovecot_proto::SocketOwner>, String> {
+    let uid = if s.user.is_empty() {
+        None
+    } else {
+        match nix::unistd::User::from_name(&s.user) {
+            Ok(Some(u)) => Some(u.uid.as_raw()),
+            _ => {
+                return Err(format!(
+                    "service(auth) User doesn't exist: {} (See service auth {{ unix_listener {} {{ user }} }} setting)",
+                    s.user, s.name
+                ));
+            }
+        }
+    };
+    let gid = if s.group.is_empty() {
+        None
+    } else {
+        match nix::unistd::Group::from_name(&s.group) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            _ => {
+                return Err(format!(
+                    "service(auth) Group doesn't exist: {} (See service auth {{ unix_listener {} {{ group }} }} setting)",
+                    s.group, s.name
+                ));
+            }
+        }
+    };
+    Ok((uid.is_some() || gid.is_some()).then_some((uid, gid)))
 }
 
 /// A running login process and the service's end of its channel.

@@ -255,8 +255,18 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
         }
         Err(e) => r.error(crate::config::ConfigError::open(&master_path, e)),
     }
-    // Cyrus SASL: which file smtpd would use.
-    if let Some(cfg) = &cfg {
+    // Cyrus SASL: which file smtpd would use (none with `smtpd_sasl_type = dovecot`:
+    // smtpd_sasl_path is then Dovecot's auth socket).
+    let dovecot_sasl = cfg
+        .as_ref()
+        .is_some_and(|c| c.get("smtpd_sasl_type").as_deref().map(str::trim) == Some("dovecot"));
+    if let Some(cfg) = cfg.as_ref().filter(|_| dovecot_sasl) {
+        r.info(format!(
+            "SASL: smtpd_sasl_type = dovecot, authentication server socket {}",
+            cfg.get("smtpd_sasl_path").unwrap_or_default().trim()
+        ));
+    }
+    if let Some(cfg) = cfg.as_ref().filter(|_| !dovecot_sasl) {
         let app = cfg.get("smtpd_sasl_path").unwrap_or_else(|| "smtpd".into());
         let search = sasl::find_app_config(
             &app,
@@ -297,6 +307,8 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
                 }
             }
         }
+    }
+    if let Some(cfg) = &cfg {
         for (param, what) in [("queue_directory", "queue"), ("data_directory", "data")] {
             let d = PathBuf::from(cfg.get(param).unwrap_or_default());
             if !d.is_dir() {

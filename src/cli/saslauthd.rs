@@ -19,8 +19,10 @@
 //! removed. `-h`, a bad option and a missing `-a` print the usage and version on stderr
 //! and exit 0, as Cyrus's `show_usage()` does; `-v` prints the version on stderr (`saslauthd
 //! 2.1.28 (Postern VERSION)`, then the mechanisms). `-c`, `-l`, `-s`, `-t`, `-V` are
-//! accepted and ignored (no credential cache, no accept lock). `-a sasldb` and the network
-//! mechanisms (`rimap`, `ldap`, `kerberos5`) are not available: see [`crate::auth`].
+//! accepted and ignored (no credential cache, no accept lock). Mechanisms: `shadow`, `getpwent`,
+//! `pam`, and `rimap` with `-O HOST[/PORT]` (an IMAP server checks the password:
+//! [`crate::auth::rimap`]). `-a sasldb`, `ldap`, `kerberos5` and `httpform` are not
+//! available: see [`crate::auth`].
 //!
 //! `testsaslauthd -u USER -p PASS [-r REALM] [-s SERVICE] [-f SOCKET] [-R N]`: prints
 //! `N: ` and then `OK "Success."` or `NO "authentication failed"` per try; exits 0 when
@@ -31,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::saslauthd::{self as sd, LogSink, Mech, Server};
+use crate::auth::saslauthd::{self as sd, LogSink, Mech, MechError, Server};
 use crate::sys::detach::{Detached, Readiness, detach};
 
 const SASLAUTHD_USAGE: &str = "usage: saslauthd [options]
@@ -61,7 +63,7 @@ option information:
 /// Cyrus's `show_version()` (on stderr, then a blank line), with Postern's own version.
 fn version_text() -> String {
     format!(
-        "saslauthd 2.1.28 (Postern {})\nauthentication mechanisms: getpwent pam shadow\n\n",
+        "saslauthd 2.1.28 (Postern {})\nauthentication mechanisms: getpwent pam rimap shadow\n\n",
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -255,18 +257,40 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
             return 1;
         }
     }
-    let Some(mech) = Mech::parse(&mech_name) else {
-        early.log(
-            true,
-            &format!("unknown authentication mechanism: {mech_name}"),
-        );
-        return 1;
+    let mech = match Mech::init(&mech_name, mech_option.as_deref()) {
+        Ok(m) => m,
+        Err(MechError::Unknown) => {
+            early.log(
+                true,
+                &format!("unknown authentication mechanism: {mech_name}"),
+            );
+            return 1;
+        }
+        Err(MechError::Init(why)) => {
+            early.log(true, &why);
+            early.log(
+                true,
+                &format!(
+                    "failed to initialize mechanism {}",
+                    mech_name.to_ascii_lowercase()
+                ),
+            );
+            return 1;
+        }
     };
     if debug {
         early.log(false, &format!("num_procs  : {workers}"));
         early.log(
             false,
-            &format!("mech_option: {}", mech_option.as_deref().unwrap_or("NULL")),
+            // rimap's start-up cuts `/SERVICE` off the option in place, as Cyrus's does.
+            &format!(
+                "mech_option: {}",
+                match (&mech, mech_option.as_deref()) {
+                    (_, None) => "NULL",
+                    (Mech::Rimap(_), Some(o)) => crate::auth::rimap::Rimap::option_host(o),
+                    (_, Some(o)) => o,
+                }
+            ),
         );
         early.log(false, &format!("run_path   : {}", run_dir.display()));
         early.log(false, &format!("auth_mech  : {}", mech.name()));
