@@ -149,9 +149,9 @@ pub fn fatal(ident: &str, text: &str) {
     emit(Severity::Fatal, ident, text);
 }
 
-/// Log `text` as written (no Postfix severity prefix) at syslog `level` (`LOG_INFO` 6,
-/// `LOG_WARNING` 4, `LOG_ERR` 3, `LOG_CRIT` 2): Dovecot's lines carry their own level word
-/// (`dovecot: master: Fatal: …`).
+/// Log `text` as written (no Postfix severity prefix, no `[pid]` after the ident) at syslog
+/// `level` (`LOG_INFO` 6, `LOG_WARNING` 4, `LOG_ERR` 3, `LOG_CRIT` 2): Dovecot's lines
+/// carry their own level word (`dovecot: master: Fatal: …`).
 pub fn plain(level: u8, ident: &str, text: &str) {
     emit(Severity::Plain(level), ident, text);
 }
@@ -360,7 +360,11 @@ fn write_line(
     time: SystemTime,
     text: &str,
 ) {
-    let body = format!("{ident}[{pid}]: {}{text}", severity.prefix());
+    // Dovecot's log process opens syslog without LOG_PID: `dovecot: pop3-login: …`.
+    let body = match severity {
+        Severity::Plain(_) => format!("{ident}: {text}"),
+        _ => format!("{ident}[{pid}]: {}{text}", severity.prefix()),
+    };
     match sink {
         Sink::File { file, host } => {
             let line = format!("{} {host} {body}\n", timestamp(time, true));
@@ -459,5 +463,34 @@ mod tests {
         assert_eq!(facility_code("mail"), Some(2));
         assert_eq!(facility_code("local7"), Some(23));
         assert_eq!(facility_code("bogus"), None);
+    }
+
+    #[test]
+    fn syslog_lines_postfix_with_pid_dovecot_without() {
+        let (a, b) = UnixDatagram::pair().expect("socketpair");
+        let mut sink = Sink::Syslog {
+            facility: 2,
+            socket: Some(a),
+        };
+        let t = SystemTime::now();
+        let mut buf = [0u8; 512];
+        write_line(&mut sink, Severity::Warning, "postfix/smtpd", 42, t, "x");
+        let n = b.recv(&mut buf).expect("recv");
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(got.starts_with("<20>"), "{got}");
+        assert!(got.ends_with(" postfix/smtpd[42]: warning: x"), "{got}");
+        // Dovecot's log process: openlog("dovecot", LOG_NDELAY, facility), no pid.
+        write_line(
+            &mut sink,
+            Severity::Plain(6),
+            "dovecot",
+            42,
+            t,
+            "pop3-login: Login: y",
+        );
+        let n = b.recv(&mut buf).expect("recv");
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(got.starts_with("<22>"), "{got}");
+        assert!(got.ends_with(" dovecot: pop3-login: Login: y"), "{got}");
     }
 }
