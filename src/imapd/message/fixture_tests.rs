@@ -201,3 +201,206 @@ fn fixture_fetch_items_match_dovecot() {
         mismatches.len()
     );
 }
+
+/// The corpus as Dovecot held it: messages and their metadata (meta.txt).
+pub fn corpus() -> Vec<(Message, super::search::MessageMeta)> {
+    use super::search::*;
+    let dir = fixtures();
+    let mut names: Vec<_> = std::fs::read_dir(dir.join("corpus"))
+        .expect("corpus")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".eml"))
+        .collect();
+    names.sort();
+    let meta = records(&std::fs::read(dir.join("meta.txt")).expect("meta"));
+    let full = String::from_utf8_lossy(&meta[0].1).into_owned();
+    let seen = String::from_utf8_lossy(&meta[1].1).into_owned();
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let n = i + 1;
+        let line = full
+            .lines()
+            .find(|l| l.starts_with(&format!("* {n} FETCH")))
+            .expect("meta line");
+        let flags_line = seen
+            .lines()
+            .find(|l| l.starts_with(&format!("* {n} FETCH")))
+            .expect("flags line");
+        let flags_s = flags_line
+            .split("FLAGS (")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap_or("");
+        let mut m = MessageMeta {
+            seq: n as u32,
+            uid: n as u32,
+            ..Default::default()
+        };
+        for f in flags_s.split_whitespace() {
+            match f {
+                "\\Seen" => m.flags |= SEEN,
+                "\\Answered" => m.flags |= ANSWERED,
+                "\\Flagged" => m.flags |= FLAGGED,
+                "\\Deleted" => m.flags |= DELETED,
+                "\\Draft" => m.flags |= DRAFT,
+                "\\Recent" => m.flags |= RECENT,
+                k => m.keywords.push(k.to_string()),
+            }
+        }
+        let date = line
+            .split("INTERNALDATE \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("date");
+        let (d, t) = date.split_once(' ').expect("date time");
+        let day = parse_imap_date(d).expect("imap date");
+        let hms: Vec<i64> = t[..8].split(':').map(|x| x.parse().expect("num")).collect();
+        m.internal_date = day * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+        m.size = line
+            .split("RFC822.SIZE ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .expect("size");
+        m.modseq = line
+            .split("MODSEQ (")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|s| s.parse().ok())
+            .expect("modseq");
+        let raw = std::fs::read(dir.join("corpus").join(name)).expect("eml");
+        let msg = Message::new(&raw);
+        assert_eq!(msg.raw.len() as u64, m.size, "{name}");
+        out.push((msg, m));
+    }
+    out
+}
+
+/// The untagged reply lines of a recorded response that `prefix` starts.
+fn reply_line(resp: &[u8], prefix: &str) -> Option<String> {
+    String::from_utf8_lossy(resp)
+        .split("\r\n")
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_string)
+}
+
+#[test]
+fn fixture_search_matches_dovecot() {
+    use super::search::*;
+    use crate::imapd::reader::parse_args;
+    let corpus = corpus();
+    let fx = records(&std::fs::read(fixtures().join("search.txt")).expect("search fixture"));
+    let mut ctx = Context {
+        count: corpus.len() as u32,
+        last_uid: corpus.len() as u32,
+        saved: Vec::new(),
+        // The recording's day (OLDER/YOUNGER are relative to it).
+        now: days_from_civil(2026, 12, 7) * 86400,
+    };
+    let (mut compared, mut mismatches) = (0, Vec::new());
+    for (cmd, resp) in fx {
+        let line = cmd.splitn(2, |&c| c == b' ').nth(1).unwrap_or(&[]).to_vec();
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let (uid, rest) = match text.strip_prefix("UID ") {
+            Some(r) => (true, r.to_string()),
+            None => (false, text.clone()),
+        };
+        let Some(args_text) = rest.strip_prefix("SEARCH") else {
+            continue;
+        };
+        let Ok(mut args) = parse_args(args_text.trim_start().as_bytes()) else {
+            continue;
+        };
+        let tagged = String::from_utf8_lossy(&resp)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let mut ret = None;
+        if args
+            .first()
+            .and_then(|a| a.atom())
+            .is_some_and(|a| a.eq_ignore_ascii_case("RETURN"))
+        {
+            let opts = args.get(1).and_then(|a| a.list()).map(ReturnOptions::parse);
+            match opts {
+                Some(Ok(o)) => ret = Some(o),
+                _ => continue,
+            }
+            args.drain(..2);
+        }
+        let key = match parse(&args) {
+            Ok(k) => k,
+            Err(e) => {
+                compared += 1;
+                let want = if e.bad_charset {
+                    "NO [BADCHARSET] Unknown charset.".to_string()
+                } else {
+                    format!("BAD Error in IMAP command SEARCH: {}.", e.text)
+                };
+                if !tagged.ends_with(&want) {
+                    mismatches.push(format!("{text}: dovecot {tagged:?}, ours {want:?}"));
+                }
+                continue;
+            }
+        };
+        let mut hits = Vec::new();
+        let mut top_modseq = 0;
+        for (msg, meta) in &corpus {
+            if matches(&key, meta, &ctx, &mut || Some(msg.clone())) {
+                hits.push(if uid { meta.uid } else { meta.seq });
+                top_modseq = top_modseq.max(meta.modseq);
+            }
+        }
+        compared += 1;
+        let (ours, theirs) = match &ret {
+            Some(o) => {
+                let theirs = reply_line(&resp, "* ESEARCH").unwrap_or_default();
+                let tag = String::from_utf8_lossy(cmd.split(|&c| c == b' ').next().unwrap_or(&[]))
+                    .into_owned();
+                let ours = String::from_utf8_lossy(&o.esearch(&tag, uid, &hits))
+                    .trim_end()
+                    .to_string();
+                if o.save {
+                    ctx.saved = o.saved(&hits);
+                    if !(o.min || o.max || o.all || o.count)
+                        || (o.all && !o.min && !o.max && !o.count && args.is_empty())
+                    {
+                        continue;
+                    }
+                }
+                (ours, theirs)
+            }
+            None => {
+                let mut ours = String::from("* SEARCH");
+                for h in &hits {
+                    ours.push_str(&format!(" {h}"));
+                }
+                if key.has_modseq() && !hits.is_empty() {
+                    ours.push_str(&format!(" (MODSEQ {top_modseq})"));
+                }
+                (ours, reply_line(&resp, "* SEARCH").unwrap_or_default())
+            }
+        };
+        if ret
+            .as_ref()
+            .is_some_and(|o| o.save && !(o.min || o.max || o.count))
+            && theirs.is_empty()
+        {
+            continue; // SAVE alone sends no ESEARCH
+        }
+        if ours != theirs {
+            mismatches.push(format!("{text}:\n  dovecot: {theirs}\n  ours:    {ours}"));
+        }
+    }
+    eprintln!("compared {compared}, mismatched {}", mismatches.len());
+    for m in &mismatches {
+        eprintln!("{m}");
+    }
+    assert!(compared > 90, "{compared}");
+    assert!(
+        mismatches.is_empty(),
+        "{} SEARCH results differ from Dovecot",
+        mismatches.len()
+    );
+}

@@ -14,6 +14,7 @@
 pub mod fetch;
 pub mod mime;
 pub mod rfc822;
+pub mod search;
 
 #[cfg(test)]
 mod fixture_tests;
