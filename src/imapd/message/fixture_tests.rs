@@ -404,3 +404,125 @@ fn fixture_search_matches_dovecot() {
         mismatches.len()
     );
 }
+
+#[test]
+fn fixture_sort_and_thread_match_dovecot() {
+    use super::search::*;
+    use super::sort::*;
+    use crate::imapd::reader::parse_args;
+    let corpus = corpus();
+    let fx = records(&std::fs::read(fixtures().join("search.txt")).expect("search fixture"));
+    let ctx = Context {
+        count: corpus.len() as u32,
+        last_uid: corpus.len() as u32,
+        saved: vec![],
+        now: 0,
+    };
+    let (mut compared, mut mismatches) = (0, Vec::new());
+    for (cmd, resp) in fx {
+        let text = String::from_utf8_lossy(cmd.splitn(2, |&c| c == b' ').nth(1).unwrap_or(&[]))
+            .into_owned();
+        let tag =
+            String::from_utf8_lossy(cmd.split(|&c| c == b' ').next().unwrap_or(&[])).into_owned();
+        let (uid, rest) = match text.strip_prefix("UID ") {
+            Some(r) => (true, r.to_string()),
+            None => (false, text.clone()),
+        };
+        let tagged = String::from_utf8_lossy(&resp)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let (is_sort, args_text) = if let Some(a) = rest.strip_prefix("SORT ") {
+            (true, a)
+        } else if let Some(a) = rest.strip_prefix("THREAD ") {
+            (false, a)
+        } else {
+            continue;
+        };
+        let mut args = parse_args(args_text.as_bytes()).expect("args");
+        let mut ret = None;
+        if is_sort
+            && args
+                .first()
+                .and_then(|a| a.atom())
+                .is_some_and(|a| a.eq_ignore_ascii_case("RETURN"))
+        {
+            ret = Some(ReturnOptions::parse(args[1].list().expect("list")).expect("options"));
+            args.drain(..2);
+        }
+        compared += 1;
+        let (ours, theirs) = if is_sort {
+            let criteria = match parse_criteria(&args[0]) {
+                Ok(c) => c,
+                Err(e) => {
+                    let want = format!("BAD Error in IMAP command SORT: {e}.");
+                    if !tagged.ends_with(&want) {
+                        mismatches.push(format!("{text}: dovecot {tagged:?}, ours {want:?}"));
+                    }
+                    continue;
+                }
+            };
+            let cs = args[1].as_str().unwrap_or("");
+            if !charset_known(cs) {
+                if !tagged.ends_with("NO [BADCHARSET] Unknown charset.") {
+                    mismatches.push(format!("{text}: {tagged}"));
+                }
+                continue;
+            }
+            let key = parse(&args[2..]).expect("key");
+            let chosen: Vec<(&Message, &MessageMeta)> = corpus
+                .iter()
+                .filter(|(m, meta)| matches(&key, meta, &ctx, &mut || Some(m.clone())))
+                .map(|(m, meta)| (m, meta))
+                .collect();
+            let order = sort(&chosen, &criteria);
+            match &ret {
+                Some(o) => (
+                    String::from_utf8_lossy(&o.esearch(&tag, uid, &order))
+                        .trim_end()
+                        .to_string(),
+                    reply_line(&resp, "* ESEARCH").unwrap_or_default(),
+                ),
+                None => {
+                    let mut s = String::from("* SORT");
+                    for n in order {
+                        s.push_str(&format!(" {n}"));
+                    }
+                    (s, reply_line(&resp, "* SORT").unwrap_or_default())
+                }
+            }
+        } else {
+            let Some(alg) = args[0].atom().and_then(Algorithm::parse) else {
+                if !tagged.ends_with("BAD Error in IMAP command THREAD: Unknown thread algorithm.")
+                {
+                    mismatches.push(format!("{text}: {tagged}"));
+                }
+                continue;
+            };
+            let key = parse(&args[2..]).expect("key");
+            let chosen: Vec<(&Message, &MessageMeta)> = corpus
+                .iter()
+                .filter(|(m, meta)| matches(&key, meta, &ctx, &mut || Some(m.clone())))
+                .map(|(m, meta)| (m, meta))
+                .collect();
+            (
+                format!("* THREAD {}", thread_string(&thread(&chosen, alg))),
+                reply_line(&resp, "* THREAD").unwrap_or_default(),
+            )
+        };
+        if ours != theirs {
+            mismatches.push(format!("{text}:\n  dovecot: {theirs}\n  ours:    {ours}"));
+        }
+    }
+    eprintln!("compared {compared}, mismatched {}", mismatches.len());
+    for m in &mismatches {
+        eprintln!("{m}");
+    }
+    assert!(compared >= 25, "{compared}");
+    assert!(
+        mismatches.is_empty(),
+        "{} SORT/THREAD results differ from Dovecot",
+        mismatches.len()
+    );
+}

@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod mime;
 pub mod rfc822;
 pub mod search;
+pub mod sort;
 
 #[cfg(test)]
 mod fixture_tests;
