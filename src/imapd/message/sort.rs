@@ -193,8 +193,7 @@ fn field(m: &Message, name: &str) -> Option<Vec<u8>> {
 pub fn sent_date(m: &Message, meta: &MessageMeta) -> i64 {
     mime::fields(m.root.header(&m.raw))
         .into_iter()
-        .filter(|f| f.name.eq_ignore_ascii_case(b"Date"))
-        .next_back()
+        .rfind(|f| f.name.eq_ignore_ascii_case(b"Date"))
         .and_then(|f| parse_rfc822_date(&f.value))
         .map_or(meta.internal_date, |(t, _)| t)
 }
