@@ -684,53 +684,255 @@ pub fn decode_qp(data: &[u8]) -> Vec<u8> {
 }
 
 /// Parses a section spec as written between the brackets (`1.2.HEADER.FIELDS (A B)`,
-/// `TEXT`, `3.MIME`, ``); `None` is Dovecot's `Invalid BODY[..] section`.
+/// `TEXT`, `3.MIME`, ``) as Dovecot's `imap_msgpart_parse`; `None` is Dovecot's `Invalid
+/// BODY[..] section`. Part number 0 is accepted (and names nothing), as in Dovecot.
 pub fn parse_section(spec: &str) -> Option<Section> {
-    let mut path = Vec::new();
-    let mut rest = spec;
-    while let Some(c) = rest.chars().next() {
-        if !c.is_ascii_digit() {
+    let b = spec.as_bytes();
+    let mut i = 0;
+    let mut next_digit = true;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            next_digit = false;
+        } else if !next_digit && b[i] == b'.' {
+            next_digit = true;
+        } else {
             break;
         }
-        let end = rest.find('.').unwrap_or(rest.len());
-        let n: u32 = rest[..end].parse().ok()?;
-        if n == 0 {
+        i += 1;
+    }
+    let (numbers, rest) = if i == 0 {
+        ("", spec)
+    } else if i == b.len() {
+        if b[i - 1] == b'.' {
             return None;
         }
-        path.push(n);
-        rest = rest.get(end + 1..).unwrap_or("");
-        if end == rest.len() + end && rest.is_empty() {
-            break;
+        (spec, "")
+    } else {
+        if b[i - 1] != b'.' {
+            return None;
         }
+        (&spec[..i - 1], &spec[i..])
+    };
+    let mut path = Vec::new();
+    for n in numbers.split('.').filter(|n| !n.is_empty()) {
+        // An overlong number names no part (u32::MAX never exists).
+        path.push(n.parse::<u32>().unwrap_or(u32::MAX));
     }
     let upper = rest.to_ascii_uppercase();
     let fields = |s: &str| -> Option<Vec<Vec<u8>>> {
-        let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
+        let inner = s.strip_prefix(" (")?.strip_suffix(')')?;
         let v: Vec<Vec<u8>> = inner
-            .split_whitespace()
+            .split(' ')
+            .filter(|f| !f.is_empty())
             .map(|f| f.as_bytes().to_vec())
             .collect();
         if v.is_empty() { None } else { Some(v) }
     };
     let text = if upper.is_empty() {
         SectionText::Whole
-    } else if upper == "HEADER" {
-        SectionText::Header
-    } else if upper == "TEXT" {
-        SectionText::Text
     } else if upper == "MIME" {
         if path.is_empty() {
             return None;
         }
         SectionText::Mime
-    } else if let Some(f) = upper.strip_prefix("HEADER.FIELDS.NOT ") {
-        SectionText::HeaderFieldsNot(fields(&rest[rest.len() - f.len()..])?)
-    } else if let Some(f) = upper.strip_prefix("HEADER.FIELDS ") {
-        SectionText::HeaderFields(fields(&rest[rest.len() - f.len()..])?)
+    } else if upper == "TEXT" {
+        SectionText::Text
+    } else if upper == "HEADER" {
+        SectionText::Header
+    } else if let Some(f) = upper.strip_prefix("HEADER.FIELDS.NOT") {
+        SectionText::HeaderFieldsNot(fields(f)?)
+    } else if let Some(f) = upper.strip_prefix("HEADER.FIELDS") {
+        SectionText::HeaderFields(fields(f)?)
     } else {
         return None;
     };
     Some(Section { path, text })
+}
+
+/// One FETCH data item (RFC 3501 §6.4.5, RFC 3516, RFC 7162).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchAtt {
+    Flags,
+    InternalDate,
+    Rfc822Size,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Text,
+    Envelope,
+    Body,
+    BodyStructure,
+    Uid,
+    ModSeq,
+    SaveDate,
+    /// BODY[…] / BODY.PEEK[…] / BINARY[…] / BINARY.PEEK[…] / BINARY.SIZE[…].
+    Section {
+        binary: bool,
+        size_only: bool,
+        peek: bool,
+        section: Section,
+        partial: Option<(u64, Option<u64>)>,
+    },
+}
+
+/// Parses FETCH's item argument (a macro, one item, or a list) as Dovecot's
+/// `fetch_parse_args`; `UID` is added first for UID FETCH. Returns the items and how
+/// many arguments were used (modifiers such as `(CHANGEDSINCE n)` may follow), or
+/// Dovecot's error text.
+pub fn parse_fetch_atts(
+    args: &[crate::imapd::reader::Arg],
+    uid: bool,
+) -> Result<(Vec<FetchAtt>, usize), String> {
+    use crate::imapd::reader::Arg;
+    let mut out = Vec::new();
+    if uid {
+        out.push(FetchAtt::Uid);
+    }
+    let first = args.first().ok_or("Invalid arguments")?;
+    match first {
+        Arg::List(items) => {
+            if items.is_empty() {
+                return Err("FETCH list is empty".into());
+            }
+            let mut i = 0;
+            while i < items.len() {
+                let Some(name) = items[i].atom() else {
+                    return Err("FETCH list contains non-atoms".into());
+                };
+                i += 1;
+                i += fetch_att(&name.to_ascii_uppercase(), &items[i..], &mut out)?;
+            }
+            Ok((out, 1))
+        }
+        _ => {
+            let name = first
+                .atom()
+                .ok_or("Invalid arguments")?
+                .to_ascii_uppercase();
+            let macro_items: &[&str] = match name.as_str() {
+                "ALL" => &["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+                "FAST" => &["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+                "FULL" => &["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+                _ => {
+                    let used = fetch_att(&name, &args[1..], &mut out)?;
+                    return Ok((out, 1 + used));
+                }
+            };
+            for m in macro_items {
+                fetch_att(m, &[], &mut out)?;
+            }
+            Ok((out, 1))
+        }
+    }
+}
+
+/// One item by its upper-cased name; returns how many following arguments it took (a
+/// header list and its `]…` atom).
+fn fetch_att(
+    name: &str,
+    rest: &[crate::imapd::reader::Arg],
+    out: &mut Vec<FetchAtt>,
+) -> Result<usize, String> {
+    let simple = match name {
+        "FLAGS" => Some(FetchAtt::Flags),
+        "INTERNALDATE" => Some(FetchAtt::InternalDate),
+        "RFC822.SIZE" => Some(FetchAtt::Rfc822Size),
+        "RFC822" => Some(FetchAtt::Rfc822),
+        "RFC822.HEADER" => Some(FetchAtt::Rfc822Header),
+        "RFC822.TEXT" => Some(FetchAtt::Rfc822Text),
+        "ENVELOPE" => Some(FetchAtt::Envelope),
+        "BODY" => Some(FetchAtt::Body),
+        "BODYSTRUCTURE" => Some(FetchAtt::BodyStructure),
+        "UID" => Some(FetchAtt::Uid),
+        "MODSEQ" => Some(FetchAtt::ModSeq),
+        "SAVEDATE" => Some(FetchAtt::SaveDate),
+        _ => None,
+    };
+    if let Some(a) = simple {
+        out.push(a);
+        return Ok(0);
+    }
+    let (kind, mut p, binary, size_only, peek) = if let Some(r) = name.strip_prefix("BINARY") {
+        if let Some(r) = r.strip_prefix(".SIZE") {
+            ("BINARY", r, true, true, true)
+        } else if let Some(r) = r.strip_prefix(".PEEK") {
+            ("BINARY", r, true, false, true)
+        } else {
+            ("BINARY", r, true, false, false)
+        }
+    } else if let Some(r) = name.strip_prefix("BODY") {
+        match r.strip_prefix(".PEEK") {
+            Some(r) => ("BODY", r, false, false, true),
+            None => ("BODY", r, false, false, false),
+        }
+    } else {
+        return Err(format!("Unknown parameter: {name}"));
+    };
+    let bad = |t: &str| format!("Invalid {kind}[..] parameter: {t}");
+    p = p.strip_prefix('[').ok_or_else(|| {
+        if name.starts_with(kind) && !name[kind.len()..].starts_with(['.', '[']) {
+            format!("Unknown parameter: {name}")
+        } else {
+            bad("Missing '['")
+        }
+    })?;
+    let mut used = 0;
+    let (spec, after) = if let Some(crate::imapd::reader::Arg::List(list)) = rest.first() {
+        let close = rest
+            .get(1)
+            .and_then(|a| a.atom())
+            .filter(|a| a.starts_with(']'))
+            .ok_or_else(|| bad("Missing ']'"))?;
+        let mut names = Vec::new();
+        for a in list {
+            let v = a
+                .as_str()
+                .ok_or_else(|| bad("Header list contains non-strings"))?;
+            names.push(v.to_ascii_uppercase());
+        }
+        used = 2;
+        (format!("{p} ({})", names.join(" ")), close[1..].to_string())
+    } else {
+        let close = p.find(']').ok_or_else(|| bad("Missing ']'"))?;
+        (p[..close].to_string(), p[close + 1..].to_string())
+    };
+    let section = parse_section(&spec).ok_or_else(|| format!("Invalid {kind}[..] section"))?;
+    let mut partial = None;
+    if !size_only && !after.is_empty() {
+        let inner = after
+            .strip_prefix('<')
+            .ok_or_else(|| bad("Unexpected data after ']'"))?;
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let n = digits(inner);
+        let start: u64 = inner[..n]
+            .parse()
+            .map_err(|_| bad("Too big partial start"))?;
+        let mut r = &inner[n..];
+        let mut count = None;
+        if let Some(x) = r.strip_prefix('.') {
+            let m = digits(x);
+            count = Some(
+                x[..m]
+                    .parse::<u64>()
+                    .map_err(|_| bad("Too big partial end"))?,
+            );
+            r = &x[m..];
+        }
+        let r = r
+            .strip_prefix('>')
+            .ok_or_else(|| bad("Missing '>' in partial"))?;
+        if !r.is_empty() {
+            return Err(bad("Unexpected data after '>'"));
+        }
+        partial = Some((start, count));
+    }
+    out.push(FetchAtt::Section {
+        binary,
+        size_only,
+        peek,
+        section,
+        partial,
+    });
+    Ok(used)
 }
 
 /// The section as Dovecot echoes it in the response (`1.HEADER.FIELDS (FROM SUBJECT)`).
@@ -756,4 +958,48 @@ pub fn section_name(s: &Section) -> String {
     };
     out.extend(text);
     out.join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imapd::reader::parse_args;
+
+    fn atts(line: &str) -> Result<Vec<FetchAtt>, String> {
+        parse_fetch_atts(&parse_args(line.as_bytes()).unwrap(), false).map(|(a, _)| a)
+    }
+
+    #[test]
+    fn fetch_items_and_dovecot_errors() {
+        // compat-fixtures/imap/session.txt t95, t99–t105.
+        assert_eq!(atts("FOO"), Err("Unknown parameter: FOO".into()));
+        for bad in [
+            "BODY[FOO]",
+            "BODY[1.2.FOO]",
+            "BODY[HEADER.FIELDS]",
+            "BODY[HEADER.FIELDS ()]",
+            "BODY.PEEK[MIME]",
+        ] {
+            assert_eq!(atts(bad), Err("Invalid BODY[..] section".into()), "{bad}");
+        }
+        assert!(atts("BODY[]<1>").is_ok());
+        assert!(atts("BODY.PEEK[0]").is_ok());
+        assert!(atts("BINARY[1.MIME]").is_ok());
+        let a = atts("(FLAGS BODY.PEEK[HEADER.FIELDS (From \"To\")]<0.10> UID)").unwrap();
+        assert_eq!(a.len(), 3);
+        let FetchAtt::Section {
+            section,
+            partial,
+            peek,
+            ..
+        } = &a[1]
+        else {
+            panic!("{a:?}")
+        };
+        assert!(*peek);
+        assert_eq!(*partial, Some((0, Some(10))));
+        assert_eq!(section_name(section), "HEADER.FIELDS (FROM TO)");
+        assert_eq!(atts("FULL").unwrap().len(), 5);
+        assert_eq!(atts("()"), Err("FETCH list is empty".into()));
+    }
 }
