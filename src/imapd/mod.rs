@@ -28,6 +28,7 @@
 //!
 //! Known limits (XXX): see each file's header.
 
+pub mod mailbox_name;
 pub mod message;
 pub mod mutf7;
 pub mod reader;
