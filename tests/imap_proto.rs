@@ -38,7 +38,7 @@ fn message_functions_match_live_dovecot() {
     );
 
     for (what, (compared, mismatches), at_least) in [
-        ("FETCH", compat::check_fetch(dir.path()), 2500),
+        ("FETCH", compat::check_fetch(dir.path()), 3000),
         ("SEARCH", compat::check_search(dir.path()), 95),
         ("SORT/THREAD", compat::check_sort_thread(dir.path()), 28),
     ] {

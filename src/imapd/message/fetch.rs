@@ -7,10 +7,8 @@
 //! `imap_append_string_for_humans` (white space runs folded to one space); header values
 //! in ENVELOPE/BODYSTRUCTURE lose their line breaks.
 //!
-//! Known limits (XXX): BINARY of a multipart or message/rfc822 part (Dovecot rewrites every
-//! sub-part's Content-Transfer-Encoding to binary) is not done: [`binary`] returns `None`
-//! for them; a broken base64/QP body is decoded leniently where Dovecot answers `NO
-//! [UNKNOWN-CTE]`.
+//! Known limits (XXX): a broken base64 body is decoded leniently (characters outside the
+//! alphabet skipped) where Dovecot may answer `NO` with "Invalid data in MIME part".
 
 use super::mime::{self, Message, Part};
 use super::rfc822::{self, Address};
@@ -546,16 +544,9 @@ pub fn partial(data: &[u8], origin: u64, count: Option<u64>) -> &[u8] {
     &data[start..end]
 }
 
-/// BINARY[path] of a leaf part: its body with the Content-Transfer-Encoding undone, and
-/// whether Dovecot calls it binary (decoded, or holding NULs: then the literal is `~{N}`).
-/// `None` for multiparts, message/rfc822 and the whole message (not done, see the module
-/// header) and for an unknown encoding (Dovecot's `NO [UNKNOWN-CTE]`).
-pub fn binary(msg: &Message, path: &[u32]) -> Option<(Vec<u8>, bool)> {
-    let part = msg.part_at(path)?;
-    if part.is(mime::MULTIPART) || part.is(mime::RFC822) || path.is_empty() {
-        return None;
-    }
-    // The last Content-Transfer-Encoding counts here (`index-mail-binary.c`), MIME or not.
+/// The Content-Transfer-Encoding of a part as Dovecot's binary fetch reads it (the last
+/// such field, MIME or not): `None` for an unknown one.
+fn part_cte(msg: &Message, part: &Part) -> Option<Cte> {
     let mut cte = Vec::new();
     for f in mime::fields(part.header(&msg.raw)) {
         if f.name.eq_ignore_ascii_case(b"Content-Transfer-Encoding") {
@@ -566,13 +557,144 @@ pub fn binary(msg: &Message, path: &[u32]) -> Option<(Vec<u8>, bool)> {
             cte.make_ascii_lowercase();
         }
     }
-    let body = part.body(&msg.raw);
     match cte.as_slice() {
-        b"" | b"7bit" | b"8bit" | b"binary" => Some((body.to_vec(), body.contains(&0))),
-        b"base64" => Some((decode_base64(body), true)),
-        b"quoted-printable" => Some((decode_qp(body), true)),
+        b"" | b"7bit" | b"8bit" | b"binary" => Some(Cte::Plain),
+        b"base64" => Some(Cte::Base64),
+        b"quoted-printable" => Some(Cte::Qp),
         _ => None,
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cte {
+    Plain,
+    Base64,
+    Qp,
+}
+
+/// Dovecot's `add_binary_part` (`index-mail-binary.c`): the part with every encoded
+/// sub-part decoded and its `Content-Transfer-Encoding` header replaced by
+/// `Content-Transfer-Encoding: binary` at the end of its header.
+struct Binary<'a> {
+    raw: &'a [u8],
+    out: Vec<u8>,
+    copy_start: usize,
+    converted: bool,
+}
+
+impl Binary<'_> {
+    fn copy_to(&mut self, end: usize) {
+        if end > self.copy_start {
+            self.out.extend_from_slice(&self.raw[self.copy_start..end]);
+        }
+        self.copy_start = self.copy_start.max(end);
+    }
+
+    fn add(&mut self, msg: &Message, part: &Part, include_hdr: bool) -> Option<()> {
+        let cte = part_cte(msg, part)?;
+        let hdr_end = part.start + part.header_len;
+        if !include_hdr {
+            // body only
+        } else if cte != Cte::Plain {
+            self.copy_to(part.start);
+            let hdr = part.header(self.raw);
+            let fields = mime::fields(hdr);
+            for f in &fields {
+                if !f.name.eq_ignore_ascii_case(b"Content-Transfer-Encoding") {
+                    self.out.extend_from_slice(f.raw);
+                }
+            }
+            self.out
+                .extend_from_slice(b"Content-Transfer-Encoding: binary\r\n");
+            if hdr.ends_with(b"\r\n\r\n") || hdr == b"\r\n" {
+                self.out.extend_from_slice(b"\r\n");
+            }
+            self.converted = true;
+        } else {
+            self.copy_to(hdr_end);
+        }
+        self.copy_start = hdr_end;
+        let part_end = part.body_start + part.body_len;
+        if !part.children.is_empty() {
+            for c in &part.children {
+                self.add(msg, c, true)?;
+            }
+            self.copy_to(part_end);
+            self.copy_start = part_end;
+            return Some(());
+        }
+        if part.body_len == 0 {
+            self.copy_start = part_end;
+            return Some(());
+        }
+        let body = part.body(self.raw);
+        match cte {
+            Cte::Plain => self.out.extend_from_slice(body),
+            Cte::Base64 => {
+                self.out.extend(decode_base64(body));
+                self.converted = true;
+            }
+            Cte::Qp => {
+                self.out.extend(decode_qp(body));
+                self.converted = true;
+            }
+        }
+        self.copy_start = part_end;
+        Some(())
+    }
+}
+
+/// BINARY[section] (RFC 3516): the bytes and whether Dovecot sends them as `~{N}` (some
+/// part was decoded, or NULs). `None` for an unknown Content-Transfer-Encoding (Dovecot's
+/// `NO [UNKNOWN-CTE]`). HEADER/MIME sections are as BODY[…] gives them.
+pub fn binary_section(msg: &Message, s: &Section) -> Option<(Vec<u8>, bool)> {
+    let (part, include_hdr) = match &s.text {
+        SectionText::Whole => {
+            let Some(p) = msg.part_at(&s.path) else {
+                return Some((Vec::new(), false));
+            };
+            (p.clone(), s.path.is_empty())
+        }
+        SectionText::Text => {
+            let Some(p) = msg.part_at(&s.path) else {
+                return Some((Vec::new(), false));
+            };
+            if s.path.is_empty() {
+                (p.clone(), false)
+            } else if p.is(mime::RFC822) {
+                match p.children.first() {
+                    Some(c) => (c.clone(), false),
+                    None => return Some((Vec::new(), false)),
+                }
+            } else {
+                return Some((Vec::new(), false));
+            }
+        }
+        _ => return section_bytes(msg, s).map(|d| (d, false)),
+    };
+    let mut b = Binary {
+        raw: &msg.raw,
+        out: Vec::new(),
+        copy_start: 0,
+        converted: false,
+    };
+    if !include_hdr {
+        b.copy_start = part.body_start;
+    }
+    b.add(msg, &part, include_hdr)?;
+    let nuls = b.out.contains(&0);
+    Some((b.out, b.converted || nuls))
+}
+
+/// BINARY[path] of a part: [`binary_section`] of its whole body.
+pub fn binary(msg: &Message, path: &[u32]) -> Option<(Vec<u8>, bool)> {
+    binary_section(
+        msg,
+        &Section {
+            path: path.to_vec(),
+            text: SectionText::Whole,
+        },
+    )
 }
 
 /// BINARY.SIZE[path]: as [`binary`], but Dovecot sizes through the whole message's
@@ -607,6 +729,15 @@ pub fn binary_size(msg: &Message, path: &[u32]) -> Option<usize> {
         }
     }
     binary(msg, path).map(|(d, _)| d.len())
+}
+
+/// BINARY.SIZE of any section (see [`binary_size`] for the whole-message CTE check).
+pub fn binary_section_size(msg: &Message, s: &Section) -> Option<usize> {
+    if msg.part_at(&s.path).is_none() {
+        return Some(0); // no such part: 0, before any encoding is looked at
+    }
+    binary_size(msg, &[])?;
+    binary_section(msg, s).map(|(d, _)| d.len())
 }
 
 /// Lenient base64 (characters outside the alphabet skipped, as Dovecot's decoder does for
