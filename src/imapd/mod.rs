@@ -1,7 +1,7 @@
 //! imapd: Dovecot's IMAP service, the parts that do not depend on the mailbox store: the
 //! wire format (command input with literals and limits, argument trees, response
 //! quoting), modified UTF-7 mailbox names, sequence sets, and the message functions
-//! (ENVELOPE, BODYSTRUCTURE, BODY[section]<partial>, BINARY, SEARCH, SORT, THREAD) over a
+//! (ENVELOPE, BODYSTRUCTURE, `BODY[section]<partial>`, BINARY, SEARCH, SORT, THREAD) over a
 //! message's raw bytes, all as Dovecot 2.3.19 answers (recorded from the real program in
 //! `compat-fixtures/imap/` by `scripts/regen-imap-fixtures`). The session state machine
 //! (not authenticated / authenticated / selected / logout) comes with the store API.
@@ -26,7 +26,14 @@
 //! see byte for byte. So the reader follows Dovecot's own two-step design (a generic
 //! argument parser, then each command reads its arguments) in ~600 lines.
 //!
-//! Known limits (XXX): see each file's header.
+//! Files: [`reader`] (command input), [`seqset`], [`mutf7`], [`mailbox_name`] (Dovecot's
+//! name checks and reply texts), [`message`] (the part tree, ENVELOPE, BODYSTRUCTURE,
+//! BODY/BINARY sections, the FETCH item parser, SEARCH, SORT, THREAD, and the differential
+//! checks in [`message::compat`]). `compat-fixtures/imap/session.txt` holds Dovecot's reply
+//! texts for each command and error case in each state, for the session to come.
+//!
+//! Known limits (XXX): no session yet (it needs the mailbox store API); see each file's
+//! header for the rest.
 
 pub mod mailbox_name;
 pub mod message;

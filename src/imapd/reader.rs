@@ -117,7 +117,7 @@ pub enum ReadEvent {
     /// Send this continuation (`+ OK\r\n`).
     Continue(Vec<u8>),
     /// A command is complete. Its arguments may still hold a parse error: see
-    /// [`CommandReader::parse_args`], which commands call with their own flags.
+    /// [`RawCommand::args`].
     Command(RawCommand),
     /// Send this reply (a tagged BAD, or `* BYE …`); when `close`, close the connection
     /// after it.

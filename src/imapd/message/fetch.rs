@@ -1,7 +1,7 @@
 //! FETCH data of one message as Dovecot 2.3.19 prints it: ENVELOPE
 //! (`lib-imap/imap-envelope.c`), BODY and BODYSTRUCTURE (`imap-bodystructure.c`),
-//! RFC822.SIZE, BODY[section]<partial> (`lib-imap-storage/imap-msgpart.c`) and, for
-//! leaf parts, BINARY[section] / BINARY.SIZE (RFC 3516). Strings are written with
+//! RFC822.SIZE, `BODY[section]<partial>` (`lib-imap-storage/imap-msgpart.c`) and, for
+//! leaf parts, `BINARY[section]` / BINARY.SIZE (RFC 3516). Strings are written with
 //! Dovecot's `imap-quote.c` rules: quoted unless 8-bit, CR/LF or more than four `"`/`\`
 //! make a literal; display names and the subject go through
 //! `imap_append_string_for_humans` (white space runs folded to one space); header values
@@ -468,7 +468,7 @@ pub struct Section {
     pub text: SectionText,
 }
 
-/// The bytes of BODY[section] (before any partial), as Dovecot's `imap_msgpart` picks them;
+/// The bytes of `BODY[section]` (before any partial), as Dovecot's `imap_msgpart` picks them;
 /// `None` for a part that does not exist (Dovecot then sends an empty string).
 pub fn section_bytes(msg: &Message, s: &Section) -> Option<Vec<u8>> {
     let raw = &msg.raw;
@@ -644,7 +644,7 @@ impl Binary<'_> {
     }
 }
 
-/// BINARY[section] (RFC 3516): the bytes and whether Dovecot sends them as `~{N}` (some
+/// `BINARY[section]` (RFC 3516): the bytes and whether Dovecot sends them as `~{N}` (some
 /// part was decoded, or NULs). `None` for an unknown Content-Transfer-Encoding (Dovecot's
 /// `NO [UNKNOWN-CTE]`). HEADER/MIME sections are as BODY[…] gives them.
 pub fn binary_section(msg: &Message, s: &Section) -> Option<(Vec<u8>, bool)> {
@@ -686,7 +686,7 @@ pub fn binary_section(msg: &Message, s: &Section) -> Option<(Vec<u8>, bool)> {
     Some((b.out, b.converted || nuls))
 }
 
-/// BINARY[path] of a part: [`binary_section`] of its whole body.
+/// `BINARY[path]` of a part: [`binary_section`] of its whole body.
 pub fn binary(msg: &Message, path: &[u32]) -> Option<(Vec<u8>, bool)> {
     binary_section(
         msg,
@@ -697,7 +697,7 @@ pub fn binary(msg: &Message, path: &[u32]) -> Option<(Vec<u8>, bool)> {
     )
 }
 
-/// BINARY.SIZE[path]: as [`binary`], but Dovecot sizes through the whole message's
+/// `BINARY.SIZE[path]`: as [`binary`], but Dovecot sizes through the whole message's
 /// binary form, so any leaf part with an unknown encoding makes it `NO [UNKNOWN-CTE]`
 /// (`None`), even for another part.
 pub fn binary_size(msg: &Message, path: &[u32]) -> Option<usize> {

@@ -1,6 +1,6 @@
 //! The MIME part tree of a message, cut exactly where Dovecot 2.3's
 //! `lib-mail/message-parser.c` cuts it, because BODYSTRUCTURE sizes and line counts,
-//! BODY[section] bytes and part numbers all follow from those cuts:
+//! `BODY[section]` bytes and part numbers all follow from those cuts:
 //! - a header ends at the first empty line; a header line without a colon is a value;
 //! - `Content-Type` makes a part MIME even without `MIME-Version` (Dovecot's default, not
 //!   `MIME_VERSION_STRICT`); only the first `Content-Type` counts;

@@ -1,6 +1,6 @@
 //! Message functions over a message's raw bytes, as Dovecot 2.3.19 computes them:
 //! [`mime`] (the part tree), [`rfc822`] (header tokens, RFC 2231 parameters, addresses),
-//! [`fetch`] (ENVELOPE, BODY/BODYSTRUCTURE, BODY[section]<partial>, BINARY of leaf parts),
+//! [`fetch`] (ENVELOPE, BODY/BODYSTRUCTURE, `BODY[section]<partial>`, BINARY of leaf parts),
 //! [`search`] (SEARCH keys, ESEARCH/SAVE), [`sort`] (SORT, THREAD).
 //!
 //! Why not `mail-parser` here: its part offsets and its recovery from broken MIME differ
