@@ -1,5 +1,7 @@
 //! The operating system's libraries and calls that neither `std` nor `nix` covers.
 //!
 //! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build).
+//! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
 
 pub mod dl;
+pub mod fsid;
