@@ -205,8 +205,8 @@ unsafe extern "C" fn pam_conversation(
     let creds = appdata as *const std::ffi::CString;
     // SAFETY: PAM frees the array and every `resp` string with free(3), so both come from
     // calloc/strdup; the array has `n` zeroed entries.
-    let out = unsafe { libc::calloc(n, std::mem::size_of::<dl::PamResponse>()) }
-        as *mut dl::PamResponse;
+    let out =
+        unsafe { libc::calloc(n, std::mem::size_of::<dl::PamResponse>()) } as *mut dl::PamResponse;
     if out.is_null() {
         return dl::PAM_BUF_ERR;
     }

@@ -177,9 +177,8 @@ impl KeywordSet {
 
     /// The indexes in the set, ascending.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        let words = std::iter::once(self.low).chain(
-            self.high.as_deref().unwrap_or(&[]).iter().copied(),
-        );
+        let words =
+            std::iter::once(self.low).chain(self.high.as_deref().unwrap_or(&[]).iter().copied());
         words.enumerate().flat_map(|(wi, w)| {
             (0..64)
                 .filter(move |b| w & (1 << b) != 0)

@@ -151,7 +151,10 @@ pub fn run(opts: &MasterOptions) -> i32 {
     let mut ready = opts.ready_fd.map(|fd| {
         // SAFETY: `postfix start` handed us this descriptor for our exclusive use.
         let f = unsafe { std::fs::File::from_raw_fd(fd) };
-        let _ = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        let _ = nix::fcntl::fcntl(
+            &f,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
         f
     });
     let code = match startup(opts, &mut ready) {
@@ -161,7 +164,8 @@ pub fn run(opts: &MasterOptions) -> i32 {
             // `postfix start` shows the reason on its terminal, as the real master's
             // start-up errors reach the admin's screen.
             if let Some(mut f) = ready.take() {
-                let _ = std::io::Write::write_all(&mut f, format!("fatal: {ident}: {e}\n").as_bytes());
+                let _ =
+                    std::io::Write::write_all(&mut f, format!("fatal: {ident}: {e}\n").as_bytes());
             }
             1
         }

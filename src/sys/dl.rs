@@ -43,7 +43,11 @@ impl Library {
         // SAFETY: a valid handle from dlopen and a NUL-terminated name.
         let p = unsafe { libc::dlsym(self.handle, c.as_ptr()) };
         if p.is_null() {
-            Err(format!("{}: no symbol {symbol}: {}", self.soname, dlerror()))
+            Err(format!(
+                "{}: no symbol {symbol}: {}",
+                self.soname,
+                dlerror()
+            ))
         } else {
             Ok(p)
         }
@@ -146,7 +150,8 @@ pub struct Pam {
         conv: *const PamConv,
         pamh: *mut *mut c_void,
     ) -> libc::c_int,
-    pub pam_authenticate: unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
+    pub pam_authenticate:
+        unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
     pub pam_acct_mgmt: unsafe extern "C" fn(pamh: *mut c_void, flags: libc::c_int) -> libc::c_int,
     pub pam_end: unsafe extern "C" fn(pamh: *mut c_void, status: libc::c_int) -> libc::c_int,
 }
