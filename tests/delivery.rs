@@ -738,7 +738,10 @@ fn postsuper_holds_and_releases() {
     );
     let out = run_postern("postsuper", &["-c", &conf, "-H", &a], b"");
     assert!(out.status.success());
-    assert!(inst.wait_log(&format!("{a}: released from hold")).contains(&format!("{a}: released from hold")));
+    assert!(
+        inst.wait_log(&format!("{a}: released from hold"))
+            .contains(&format!("{a}: released from hold"))
+    );
     assert!(
         inst.dir
             .path()
@@ -750,7 +753,10 @@ fn postsuper_holds_and_releases() {
     assert!(inst.dir.path().join("spool/hold").join(&b).exists());
     let out = run_postern("postsuper", &["-c", &conf, "-d", "ALL"], b"");
     assert!(out.status.success());
-    assert!(inst.wait_log("Deleted: 2 messages").contains("Deleted: 2 messages"));
+    assert!(
+        inst.wait_log("Deleted: 2 messages")
+            .contains("Deleted: 2 messages")
+    );
 }
 
 #[test]

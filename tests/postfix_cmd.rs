@@ -586,7 +586,10 @@ fn start_returns_once_serving_with_a_queue_manager() {
     let inst = Instance::with_qmgr("compatibility_level = 3.7\n");
     let st = inst.run(&["start"]);
     assert_eq!(st.status.code(), Some(0), "{st:?}\n{}", inst.log());
-    assert!(!inst.has_line("postfix/postfix-script", "fatal: mail system startup failed"));
+    assert!(!inst.has_line(
+        "postfix/postfix-script",
+        "fatal: mail system startup failed"
+    ));
     inst.connect().expect("listening once `start` returned");
     let st = inst.run(&["stop"]);
     assert_eq!(st.status.code(), Some(0), "{}", inst.log());
@@ -598,13 +601,17 @@ fn init_script_start_status_reload_stop_as_fedora() {
     let out = init_script(&inst, "start");
     assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", inst.log());
     assert_eq!(text(&out.stdout), "Starting postfix: [  OK  ]\n");
-    inst.connect().expect("listening after the init script's start");
+    inst.connect()
+        .expect("listening after the init script's start");
     assert!(inst.root.join("subsys-postfix").exists(), "subsys lock");
     let pid = inst.pid().expect("pid");
 
     let out = init_script(&inst, "status");
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout), format!("master (pid {pid}) is running...\n"));
+    assert_eq!(
+        text(&out.stdout),
+        format!("master (pid {pid}) is running...\n")
+    );
 
     // Twice: postfix's own refusal, on the screen, status 1.
     let out = init_script(&inst, "start");
@@ -619,10 +626,13 @@ fn init_script_start_status_reload_stop_as_fedora() {
     let out = init_script(&inst, "reload");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out.stdout), "Reloading postfix: [  OK  ]\n");
-    inst.wait_line("postfix/master", &format!(
-        "reload -- version 3.7.11, configuration {}",
-        inst.conf.display()
-    ));
+    inst.wait_line(
+        "postfix/master",
+        &format!(
+            "reload -- version 3.7.11, configuration {}",
+            inst.conf.display()
+        ),
+    );
 
     let out = init_script(&inst, "restart");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -686,12 +696,15 @@ fn init_script_after_a_killed_master_and_on_a_failed_start() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(text(&out.stdout), "Starting postfix: [FAILED]\n");
     let err = text(&out.stderr);
-    let want = format!(
-        "bind 127.0.0.1 port {}: Address already in use",
-        inst.port
+    let want = format!("bind 127.0.0.1 port {}: Address already in use", inst.port);
+    assert!(
+        err.contains(&format!("postfix/master: fatal: {want}")),
+        "{err}"
     );
-    assert!(err.contains(&format!("postfix/master: fatal: {want}")), "{err}");
-    assert!(err.contains("postfix/postfix-script: fatal: mail system startup failed"), "{err}");
+    assert!(
+        err.contains("postfix/postfix-script: fatal: mail system startup failed"),
+        "{err}"
+    );
     assert!(inst.has_line("postfix/master", &format!("fatal: {want}")));
     drop(squatter);
     let st = inst.run(&["status"]);

@@ -545,17 +545,44 @@ fn saslauthd_pam_backend() {
         let mux = d.mux();
         let mux_s = mux.to_str().expect("utf8");
         check(
-            &postern_test(&["-u", "pstn_pam", "-p", "Pam-pass1", "-f", mux_s, "-s", &service]),
+            &postern_test(&[
+                "-u",
+                "pstn_pam",
+                "-p",
+                "Pam-pass1",
+                "-f",
+                mux_s,
+                "-s",
+                &service,
+            ]),
             OK,
             0,
         );
         check(
-            &postern_test(&["-u", "pstn_pam", "-p", "Pam-pass2", "-f", mux_s, "-s", &service]),
+            &postern_test(&[
+                "-u",
+                "pstn_pam",
+                "-p",
+                "Pam-pass2",
+                "-f",
+                mux_s,
+                "-s",
+                &service,
+            ]),
             NO,
             255,
         );
         check(
-            &postern_test(&["-u", "pstn_nobody_x", "-p", "x", "-f", mux_s, "-s", &service]),
+            &postern_test(&[
+                "-u",
+                "pstn_nobody_x",
+                "-p",
+                "x",
+                "-f",
+                mux_s,
+                "-s",
+                &service,
+            ]),
             NO,
             255,
         );
