@@ -12,6 +12,7 @@ pub mod dns;
 pub mod imapd;
 pub mod local;
 pub mod log;
+pub mod login;
 pub mod mailbox;
 pub mod maps;
 pub mod master;

@@ -45,9 +45,71 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::auth::dovecot::{AuthCache, DovecotAuth};
 use crate::config::dovecot::{CONF_V1, CONF_V2, DovecotConf, default_conf_path};
-use crate::pop3d::{self, DovecotLog, Pop3State};
+use crate::imapd::ImapState;
+use crate::login::handoff::{Channel, Msg};
+use crate::login::{DovecotLog, Protocol};
+use crate::pop3d::Pop3State;
 use crate::sys::detach::{Detached, Readiness, detach};
+
+/// The protocols Postern serves, in Dovecot's order of `protocols` words.
+const SERVED: [Protocol; 2] = [Protocol::Pop3, Protocol::Imap];
+
+/// Every service's settings, rebuilt on reload: one auth (passdbs, userdbs, cache) for
+/// all, as Dovecot has one auth process.
+struct Services {
+    log: DovecotLog,
+    auth: Arc<DovecotAuth>,
+    pop3: Option<Arc<Pop3State>>,
+    imap: Option<Arc<ImapState>>,
+}
+
+impl Services {
+    fn from_conf(conf: &DovecotConf) -> anyhow::Result<Services> {
+        let auth = Arc::new(DovecotAuth::from_conf(conf).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let cache = AuthCache::from_conf(conf);
+        let protocols = conf.protocols();
+        let wants = |p: Protocol| protocols.iter().any(|w| w == p.name());
+        let pop3 = if wants(Protocol::Pop3) {
+            Some(Arc::new(Pop3State::with_auth(
+                conf,
+                auth.clone(),
+                cache.clone(),
+            )?))
+        } else {
+            None
+        };
+        let imap = if wants(Protocol::Imap) {
+            Some(Arc::new(ImapState::with_auth(conf, auth.clone(), cache)?))
+        } else {
+            None
+        };
+        Ok(Services {
+            log: DovecotLog::from_conf(conf),
+            auth,
+            pop3,
+            imap,
+        })
+    }
+
+    /// The protocols served, in the order of `protocols`.
+    fn served(&self, conf_protocols: &[String]) -> Vec<Protocol> {
+        conf_protocols
+            .iter()
+            .filter_map(|w| Protocol::from_name(w))
+            .filter(|p| match p {
+                Protocol::Pop3 => self.pop3.is_some(),
+                Protocol::Imap => self.imap.is_some(),
+            })
+            .fold(Vec::new(), |mut v, p| {
+                if !v.contains(&p) {
+                    v.push(p);
+                }
+                v
+            })
+    }
+}
 
 /// Dovecot's `FATAL_DEFAULT`.
 const FATAL: i32 = 89;
@@ -497,14 +559,19 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
     }
     // As Dovecot 2.3.19 started as root: doveconf's check for `default_login_user`, the
     // master's for a service's own `user`.
-    match pop3d::login::login_identity(&conf) {
-        Ok(_) => {}
-        Err(e @ pop3d::login::LoginUserError::Default(_)) => {
-            return st.doveconf_fatal(&format!(
-                "doveconf: Fatal: Error in configuration file {conf_path}: {e}"
-            ));
+    for p in SERVED {
+        if !conf.protocols().iter().any(|w| w == p.name()) {
+            continue;
         }
-        Err(e) => return st.fatal(&e.to_string()),
+        match crate::login::process::login_identity(&conf, p) {
+            Ok(_) => {}
+            Err(e @ crate::login::process::LoginUserError::Default(_)) => {
+                return st.doveconf_fatal(&format!(
+                    "doveconf: Fatal: Error in configuration file {conf_path}: {e}"
+                ));
+            }
+            Err(e) => return st.fatal(&e.to_string()),
+        }
     }
     let pid_file = pid_file_of(&conf);
     // Remarks on the pid file are printed now and logged once detached: nothing may log
@@ -539,10 +606,11 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
             ));
         }
     }
-    let state = match Pop3State::from_conf(&conf) {
-        Ok(s) => Arc::new(s),
+    let state = match Services::from_conf(&conf) {
+        Ok(s) => s,
         Err(e) => return st.fatal(&e.to_string()),
     };
+    let tls_available = conf.ssl() != "no" && !conf.ssl_cert().is_empty();
     // `service auth { unix_listener … }` owners are checked with the rest of the
     // configuration, before anything is bound (as Dovecot's config check does).
     let mut auth_owners = Vec::new();
@@ -553,10 +621,11 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
         }
     }
     // Listeners: as Dovecot's services_create() then services_listen().
-    let mut binds: Vec<(String, SocketAddr, bool)> = Vec::new();
-    if conf.protocols().iter().any(|p| p == "pop3") {
-        for l in conf.listeners("pop3") {
-            if l.port == 0 || (l.ssl && state.tls.is_none()) {
+    let served = state.served(&conf.protocols());
+    let mut binds: Vec<(Protocol, String, SocketAddr, bool)> = Vec::new();
+    for &p in &served {
+        for l in conf.listeners(p.name()) {
+            if l.port == 0 || (l.ssl && !tls_available) {
                 continue;
             }
             let words = if l.addresses.is_empty() {
@@ -568,26 +637,27 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
                 match resolve_listen(&w) {
                     Ok(ips) => {
                         for ip in ips {
-                            binds.push((w.clone(), SocketAddr::new(ip, l.port), l.ssl));
+                            binds.push((p, w.clone(), SocketAddr::new(ip, l.port), l.ssl));
                         }
                     }
-                    Err(e) => return st.fatal(&format!("service(pop3-login) {e}")),
+                    Err(e) => return st.fatal(&format!("service({}) {e}", p.login_service())),
                 }
             }
         }
     }
     // Bind before detaching, so that errors reach the admin's terminal.
-    let mut listeners = Vec::new();
+    let mut listeners: Vec<(Protocol, std::net::TcpListener, bool)> = Vec::new();
     let mut failed = false;
-    for (word, addr, ssl) in &binds {
+    for (p, word, addr, ssl) in &binds {
         match listen_tcp(*addr) {
             Ok(l) => {
                 let _ = l.set_nonblocking(true);
-                listeners.push((l, *ssl));
+                listeners.push((*p, l, *ssl));
             }
             Err(e) => {
                 st.error(&format!(
-                    "service(pop3-login): listen({word}, {}) failed: {}",
+                    "service({}): listen({word}, {}) failed: {}",
+                    p.login_service(),
                     addr.port(),
                     e.desc()
                 ));
@@ -640,17 +710,23 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
         ));
     }
     for p in conf.protocols() {
-        if p != "pop3" {
+        if Protocol::from_name(&p).is_none() && p != "none" {
             state.log.warning(&format!(
                 "master: protocol {p} is not served by this version of Postern"
             ));
         }
     }
+    let names: Vec<&str> = served.iter().map(|p| p.name()).collect();
     state.log.info(&format!(
-        "master: Dovecot v{DOVECOT_VERSION} (Postern {}) starting up for pop3",
-        env!("CARGO_PKG_VERSION")
+        "master: Dovecot v{DOVECOT_VERSION} (Postern {}) starting up for {}",
+        env!("CARGO_PKG_VERSION"),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
     ));
-    pop3d::limit_malloc_arenas();
+    crate::login::limit_malloc_arenas();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -666,22 +742,44 @@ fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
     0
 }
 
-/// The master's loop: start the login process, report readiness, then supervise until
-/// SIGTERM.
+/// The settings each part of the master reads, replaced on reload.
+struct Watches {
+    pop3: tokio::sync::watch::Sender<Option<Arc<Pop3State>>>,
+    imap: tokio::sync::watch::Sender<Option<Arc<ImapState>>>,
+    auth: tokio::sync::watch::Sender<Arc<DovecotAuth>>,
+    log: tokio::sync::watch::Sender<DovecotLog>,
+}
+
+impl Watches {
+    fn send(&self, s: &Services) {
+        let _ = self.pop3.send(s.pop3.clone());
+        let _ = self.imap.send(s.imap.clone());
+        let _ = self.auth.send(s.auth.clone());
+        let _ = self.log.send(s.log.clone());
+    }
+}
+
+/// The master's loop: start a login process per protocol, report readiness, then
+/// supervise until SIGTERM.
 async fn serve(
-    state: Arc<Pop3State>,
+    state: Services,
     conf_file: PathBuf,
-    listeners: Vec<(std::net::TcpListener, bool)>,
+    listeners: Vec<(Protocol, std::net::TcpListener, bool)>,
     auth_listeners: Vec<std::os::unix::net::UnixListener>,
     mut ready: Readiness,
 ) {
-    let (tx, rx) = tokio::sync::watch::channel(state.clone());
+    let w = Watches {
+        pop3: tokio::sync::watch::channel(state.pop3.clone()).0,
+        imap: tokio::sync::watch::channel(state.imap.clone()).0,
+        auth: tokio::sync::watch::channel(state.auth.clone()).0,
+        log: tokio::sync::watch::channel(state.log.clone()).0,
+    };
     for l in auth_listeners {
         match tokio::net::UnixListener::from_std(l) {
             Ok(l) => {
-                let rx = rx.clone();
+                let rx = w.auth.subscribe();
                 tokio::spawn(crate::auth::dovecot_proto::serve_current(l, move || {
-                    rx.borrow().auth.clone()
+                    rx.borrow().clone()
                 }));
             }
             Err(e) => state
@@ -689,23 +787,36 @@ async fn serve(
                 .error(&format!("master: service(auth): listener: {e}")),
         }
     }
-    let spawn = |st: &Pop3State| match spawn_login(&conf_file, &listeners, rx.clone()) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            st.log
-                .error(&format!("master: service(pop3-login): fork() failed: {e}"));
-            None
+    // One login process per protocol with listeners, as Dovecot's.
+    let mut protos: Vec<Protocol> = Vec::new();
+    for (p, _, _) in &listeners {
+        if !protos.contains(p) {
+            protos.push(*p);
+        }
+    }
+    let spawn = |p: Protocol, log: &DovecotLog| {
+        let mine: Vec<(&std::net::TcpListener, bool)> = listeners
+            .iter()
+            .filter(|(q, _, _)| *q == p)
+            .map(|(_, l, ssl)| (l, *ssl))
+            .collect();
+        match spawn_login(&conf_file, p, &mine, &w) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log.error(&format!(
+                    "master: service({}): fork() failed: {e}",
+                    p.login_service()
+                ));
+                None
+            }
         }
     };
-    // Before the login process starts: the kernel pages out only pages no other
-    // process maps, and the login process maps the same start-up code while it
-    // reads the configuration.
+    // Before the login processes start: the kernel pages out only pages no other
+    // process maps, and the login processes map the same start-up code while they read
+    // the configuration.
     crate::memory::release_startup_code();
-    let mut login = if listeners.is_empty() {
-        None
-    } else {
-        spawn(&state)
-    };
+    let mut logins: Vec<(Protocol, Option<LoginProcess>)> =
+        protos.iter().map(|p| (*p, spawn(*p, &state.log))).collect();
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -720,66 +831,96 @@ async fn serve(
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let exited = async {
-            match login.as_mut() {
-                Some(l) => l.child.wait().await.ok(),
-                None => std::future::pending().await,
+            let waits = logins.iter_mut().enumerate().filter_map(|(i, (_, l))| {
+                l.as_mut().map(|l| {
+                    Box::pin(async move { (i, l.child.wait().await.ok()) })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+                })
+            });
+            let v: Vec<_> = waits.collect();
+            if v.is_empty() {
+                std::future::pending().await
+            } else {
+                futures_select_all(v).await
             }
         };
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick(), if !old.is_empty() => {}
-            status = exited => {
+            (i, status) = exited => {
                 // As Dovecot's master: a login process that died is logged and
                 // replaced (after a pause, so a crash at start does not spin).
-                let current = tx.borrow().clone();
-                let pid = login.as_ref().map_or(0, |l| l.pid);
-                current.log.error(&format!(
-                    "master: service(pop3-login): child {pid} {}",
+                let log = w.log.borrow().clone();
+                let (i, status): (usize, Option<std::process::ExitStatus>) = (i, status);
+                let p = logins[i].0;
+                let pid = logins[i].1.as_ref().map_or(0, |l| l.pid);
+                log.error(&format!(
+                    "master: service({}): child {pid} {}",
+                    p.login_service(),
                     describe_exit(status)
                 ));
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                login = spawn(&current);
+                logins[i].1 = spawn(p, &log);
             }
             _ = hup.recv() => {
                 // As Dovecot's master: new sessions get the new settings, running
-                // ones keep theirs; a new login process serves new clients and the
-                // old one finishes those it has. XXX: listeners are not re-bound.
-                let current = tx.borrow().clone();
-                current.log.warning("master: SIGHUP received - reloading configuration");
+                // ones keep theirs; new login processes serve new clients and the
+                // old ones finish those they have. XXX: listeners are not re-bound.
+                let log = w.log.borrow().clone();
+                log.warning("master: SIGHUP received - reloading configuration");
                 match DovecotConf::load(&conf_file)
                     .map_err(|e| e.to_string())
-                    .and_then(|c| Pop3State::from_conf(&c).map_err(|e| e.to_string()))
+                    .and_then(|c| Services::from_conf(&c).map_err(|e| e.to_string()))
                 {
                     Ok(new) => {
-                        let new = Arc::new(new);
-                        let _ = tx.send(new.clone());
+                        w.send(&new);
                         crate::memory::release_startup_code();
-                        if let Some(fresh) = spawn(&new)
-                            && let Some(prev) = login.replace(fresh)
-                        {
-                            let _ = prev.ch.send(&pop3d::handoff::Msg::Drain, None).await;
-                            old.push(prev.child);
+                        for (p, l) in logins.iter_mut() {
+                            if let Some(fresh) = spawn(*p, &new.log)
+                                && let Some(prev) = l.replace(fresh)
+                            {
+                                let _ = prev.ch.send(&Msg::Drain, None).await;
+                                old.push(prev.child);
+                            }
                         }
                     }
-                    Err(e) => current.log.error(&format!("master: reload failed: {e}")),
+                    Err(e) => log.error(&format!("master: reload failed: {e}")),
                 }
             }
         }
         // Reap old login processes that have finished.
         old.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
     }
-    for mut c in old.into_iter().chain(login.map(|l| l.child)) {
+    for mut c in old
+        .into_iter()
+        .chain(logins.into_iter().filter_map(|(_, l)| l.map(|l| l.child)))
+    {
         let _ = c.start_kill();
         let _ = c.wait().await;
     }
-    tx.borrow()
-        .log
+    w.log
+        .borrow()
         .info(&format!("master: Dovecot v{DOVECOT_VERSION} shutting down"));
 }
 
-/// `dovecot -c FILE --login-process CTL FD:ssl|plain…`: this is the login process the
-/// service started.
+/// The first of several futures to finish, with its index (what `select_all` does).
+async fn futures_select_all<T>(
+    mut futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + '_>>>,
+) -> T {
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// `dovecot -c FILE --login-process PROTO CTL FD:ssl|plain…`: this is a login process the
+/// master started.
 fn login_process_main(args: &[String], pos: usize) -> i32 {
     let conf_path = match args[..pos].iter().position(|a| a == "-c") {
         Some(i) => match args.get(i + 1) {
@@ -792,6 +933,10 @@ fn login_process_main(args: &[String], pos: usize) -> i32 {
         None => default_conf_path().display().to_string(),
     };
     let mut it = args[pos + 1..].iter();
+    let Some(protocol) = it.next().and_then(|p| Protocol::from_name(p)) else {
+        eprintln!("Fatal: --login-process requires a protocol");
+        return FATAL;
+    };
     let Some(ctl) = it.next().and_then(|c| c.parse().ok()) else {
         eprintln!("Fatal: --login-process requires a descriptor");
         return FATAL;
@@ -807,7 +952,7 @@ fn login_process_main(args: &[String], pos: usize) -> i32 {
             }
         }
     }
-    pop3d::login::main(Path::new(&conf_path), ctl, &ls)
+    crate::login::process::main(Path::new(&conf_path), protocol, ctl, &ls)
 }
 
 /// The owner (uid, gid) a `service auth` unix_listener's `user`/`group` name, or Dovecot's
@@ -849,23 +994,26 @@ struct LoginProcess {
     child: tokio::process::Child,
     /// Kept: the child forgets its id once reaped.
     pid: u32,
-    ch: Arc<pop3d::handoff::Channel>,
+    ch: Arc<Channel>,
 }
 
-/// Start a login process (this executable, `dovecot/pop3-login` in `ps`) with the
-/// listening sockets and a new channel, and serve its requests.
+/// Start a login process for `protocol` (this executable, `dovecot/pop3-login` or
+/// `dovecot/imap-login` in `ps`) with its listening sockets and a new channel, and serve
+/// its requests.
 fn spawn_login(
     conf_file: &Path,
-    listeners: &[(std::net::TcpListener, bool)],
-    settings: tokio::sync::watch::Receiver<Arc<Pop3State>>,
+    protocol: Protocol,
+    listeners: &[(&std::net::TcpListener, bool)],
+    w: &Watches,
 ) -> std::io::Result<LoginProcess> {
-    let (ours, theirs) = pop3d::handoff::pair()?;
+    let (ours, theirs) = crate::login::handoff::pair()?;
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
-    cmd.arg0("dovecot/pop3-login")
+    cmd.arg0(format!("dovecot/{}", protocol.login_service()))
         .arg("dovecot")
         .arg("-c")
         .arg(conf_file)
         .arg("--login-process")
+        .arg(protocol.name())
         .arg(theirs.as_raw_fd().to_string());
     let mut keep = vec![theirs.as_raw_fd()];
     for (l, ssl) in listeners {
@@ -887,8 +1035,21 @@ fn spawn_login(
     let child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
     drop(theirs);
-    let ch = Arc::new(pop3d::handoff::Channel::new(ours)?);
-    tokio::spawn(pop3d::serve_login_process(ch.clone(), settings));
+    let ch = Arc::new(Channel::new(ours)?);
+    match protocol {
+        Protocol::Pop3 => {
+            tokio::spawn(crate::pop3d::serve_login_process(
+                ch.clone(),
+                w.pop3.subscribe(),
+            ));
+        }
+        Protocol::Imap => {
+            tokio::spawn(crate::imapd::serve_login_process(
+                ch.clone(),
+                w.imap.subscribe(),
+            ));
+        }
+    }
     Ok(LoginProcess { child, pid, ch })
 }
 

@@ -35,8 +35,18 @@
 //! Known limits (XXX): no session yet (it needs the mailbox store API); see each file's
 //! header for the rest.
 
+mod cmd_append;
+mod cmd_fetch;
+mod cmd_mailbox;
+mod cmd_search;
+mod cmd_select;
 pub mod mailbox_name;
 pub mod message;
 pub mod mutf7;
 pub mod reader;
 pub mod seqset;
+pub mod session;
+mod spool;
+pub mod state;
+
+pub use state::{ImapState, serve_login_process};

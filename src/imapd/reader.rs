@@ -255,6 +255,13 @@ impl CommandReader {
         self.mode == Mode::Closed
     }
 
+    /// The input received and not yet read as commands, taken out (IDLE reads its DONE
+    /// line itself; what follows is fed back).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.reset_line();
+        std::mem::take(&mut self.buf)
+    }
+
     /// The caller takes the announced APPEND literal.
     pub fn accept_literal(&mut self) {
         if let (Mode::AwaitDecision, Some((size, sync))) = (self.mode, self.pending_append.take()) {
@@ -499,7 +506,7 @@ impl CommandReader {
 
 /// Whether `line` (up to an LF) ends in a literal announcement: `(start, size, nonsync,
 /// literal8)`, size `None` when it overflows 64 bits.
-fn literal_marker(line: &[u8]) -> Option<(usize, Option<u64>, bool, bool)> {
+pub(crate) fn literal_marker(line: &[u8]) -> Option<(usize, Option<u64>, bool, bool)> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let body = line.strip_suffix(b"}")?;
     let (body, nonsync) = match body.strip_suffix(b"+") {
@@ -587,7 +594,7 @@ fn valid_atom(a: &[u8], tag: bool) -> bool {
 
 /// Splits a complete line into tag, name and argument bytes, or the early error reply
 /// (`Invalid tag`, `Invalid command name`) as `imap-client.c` sends it.
-fn split_command(line: &[u8]) -> ReadEvent {
+pub(crate) fn split_command(line: &[u8]) -> ReadEvent {
     let tag_end = line.iter().position(|&c| c == b' ').unwrap_or(line.len());
     let tag = &line[..tag_end];
     if tag.is_empty() || !valid_atom(tag, true) {

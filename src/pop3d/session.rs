@@ -1,29 +1,23 @@
-//! One POP3 connection: the AUTHORIZATION state (Dovecot's `pop3-login`), then the
+//! One logged-in POP3 connection (Dovecot's `pop3` process; the AUTHORIZATION state is
+//! the login stage's, [`crate::login::pop3`]): the credentials checked, then the
 //! TRANSACTION state on the user's mailbox and the UPDATE state at QUIT. Replies are
 //! queued and flushed only before the session blocks for input, so pipelined commands
 //! (RFC 2449 PIPELINING) are answered in one write.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
-
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use super::Pop3State;
-use super::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
-use super::login::LoginCtl;
 use super::uidl;
 use crate::auth::dovecot::{RequestInfo, UserInfo};
+use crate::login::Protocol;
+use crate::login::conn::{Conn, End, Io};
+use crate::login::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
+use crate::login::service::{Checker, Refused};
 use crate::mailbox::{
     Access, Flags, Folder, MailLocation, MailStore, MailboxError, MessageReader, StoreOptions,
 };
 
-/// Longest command line before login (Dovecot's login input buffer).
-const LOGIN_MAX_LINE: usize = 4096;
 /// Longest command line after login.
 const MAX_LINE: usize = 8192;
 /// Dovecot's `CLIENT_MAX_BAD_COMMANDS`.
@@ -32,44 +26,6 @@ const MAX_BAD_COMMANDS: u32 = 20;
 const CHUNK: usize = 32 * 1024;
 /// Queued output beyond which RETR/TOP write to the client before reading on.
 const WBUF_FLUSH: usize = 64 * 1024;
-/// Output buffer capacity a session keeps between replies.
-const WBUF_KEEP: usize = 16 * 1024;
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// The service's end of a TLS client: the login process decrypts and proxies.
-    Proxied(UnixStream),
-    Gone,
-}
-
-impl Io {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
-            Io::Proxied(s) => s.read(buf).await,
-            Io::Gone => Ok(0),
-        }
-    }
-    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        match self {
-            Io::Plain(s) => s.write_all(b).await,
-            Io::Tls(s) => {
-                s.write_all(b).await?;
-                s.flush().await
-            }
-            Io::Proxied(s) => s.write_all(b).await,
-            Io::Gone => Err(std::io::ErrorKind::BrokenPipe.into()),
-        }
-    }
-}
-
-enum End {
-    Lost,
-    Timeout,
-    TooLong,
-}
 
 /// The mail user after login.
 struct Mail {
@@ -96,42 +52,11 @@ struct Mail {
 
 struct Session {
     st: Arc<Pop3State>,
-    io: Io,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
-    remote: SocketAddr,
-    local: SocketAddr,
-    tls: bool,
-    session_id: String,
-    user_arg: Option<String>,
-    auth_attempts: u32,
-    /// The user name and mechanism of the last failed attempt, for the log.
-    failed: Option<(String, String)>,
+    conn: Conn,
     bad: u32,
-    started: std::time::Instant,
     /// The mail stage failed after authentication (as Dovecot's `pop3` process): the
     /// connection is closed after the reply.
     closing: bool,
-    /// The APOP timestamp of the greeting, when `auth_mechanisms` lists `apop`.
-    apop: Option<String>,
-    /// After login (`counting`): bytes of commands read and of replies sent, from
-    /// `+OK Logged in.` on (`%i`, `%o` of `pop3_logout_format`).
-    counting: bool,
-    in_bytes: u64,
-    out_bytes: u64,
-    /// In the login process: the channel to the service that checks credentials.
-    ctl: Option<Arc<LoginCtl>>,
-}
-
-fn session_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut b = Vec::with_capacity(12);
-    b.extend_from_slice(&(t.as_micros() as u64).to_be_bytes());
-    b.extend_from_slice(&(N.fetch_add(1, Ordering::Relaxed) as u32).to_be_bytes());
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
 }
 
 /// Run `f` on a blocking thread as the mail user (see [`with_fsuid`]). For work that may
@@ -261,104 +186,13 @@ fn md5(data: &[u8]) -> [u8; 16] {
     out
 }
 
-/// Dovecot's APOP timestamp: `<PID.N.TIME.RANDOM@HOST>` (hex, hex, hex, base64 of 16
-/// random bytes), as the 2.3 greeting shows it.
-fn apop_challenge() -> String {
-    static N: AtomicU64 = AtomicU64::new(1);
-    let mut r = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    format!(
-        "<{:x}.{:x}.{t:x}.{}@{host}>",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        base64::engine::general_purpose::STANDARD.encode(r)
-    )
-}
-
-/// The login process's side of one client: greeting and AUTHORIZATION state until the
-/// service takes the connection over (or the client leaves). For a TLS client the
-/// login process then stays as its proxy, as Dovecot's `pop3-login` does.
-pub async fn run_login(
-    tcp: TcpStream,
-    remote: SocketAddr,
-    implicit_tls: bool,
-    st: Arc<Pop3State>,
-    ctl: Arc<LoginCtl>,
-) {
-    let local = tcp.local_addr().unwrap_or(remote);
-    let _ = tcp.set_nodelay(true);
-    let mut s = Session::new(st.clone(), Io::Plain(tcp), remote, local);
-    s.ctl = Some(ctl);
-    if implicit_tls && !s.start_tls().await {
-        return;
-    }
-    if st.auth.mechanisms.iter().any(|m| m == "APOP") {
-        s.apop = Some(apop_challenge());
-    }
-    match &s.apop {
-        Some(ch) => {
-            let g = format!("+OK {} {ch}", st.greeting);
-            s.reply(&g);
-        }
-        None => s.reply(&format!("+OK {}", st.greeting)),
-    }
-    match s.authorization().await {
-        Some(Handed(Some(service_end))) => {
-            if let Io::Tls(tls) = std::mem::replace(&mut s.io, Io::Gone) {
-                drop(s);
-                proxy(tls, service_end).await;
-            }
-        }
-        Some(Handed(None)) => {}
-        None => s.flush().await,
-    }
-    crate::memory::trim_heap();
-}
-
-/// Relay a logged-in TLS client: client → service until the client closes, service →
-/// client until the service closes, which ends the connection (TLS close_notify).
-async fn proxy(tls: Box<tokio_rustls::server::TlsStream<TcpStream>>, service: UnixStream) {
-    let (mut cr, mut cw) = tokio::io::split(*tls);
-    let (mut sr, mut sw) = service.into_split();
-    let up = async {
-        let _ = tokio::io::copy(&mut cr, &mut sw).await;
-        let _ = sw.shutdown().await;
-        std::future::pending::<()>().await
-    };
-    let down = async {
-        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-        let _ = cw.shutdown().await;
-    };
-    tokio::select! {
-        _ = down => {}
-        _ = up => {}
-    }
-}
-
 /// The service's side of a client the login process authenticated: check the
 /// credentials (passdb, userdb, `first_valid_uid`, `mail_max_userip_connections`), tell
 /// the login process the verdict, and when it is [`Verdict::Taken`] serve the
 /// TRANSACTION and UPDATE states on `fd` (the client's socket, or the login process's
 /// proxy of a TLS client).
 pub async fn take_over(st: Arc<Pop3State>, mut req: LoginRequest, fd: OwnedFd, ch: Arc<Channel>) {
-    let io = if req.tls {
-        let u = std::os::unix::net::UnixStream::from(fd);
-        let _ = u.set_nonblocking(true);
-        UnixStream::from_std(u).map(Io::Proxied)
-    } else {
-        let t = std::net::TcpStream::from(fd);
-        let _ = t.set_nonblocking(true);
-        TcpStream::from_std(t).map(Io::Plain)
-    };
-    let Ok(io) = io else {
+    let Ok(io) = Io::from_handed(fd, req.tls) else {
         let _ = ch
             .send(
                 &Msg::Verdict {
@@ -372,10 +206,16 @@ pub async fn take_over(st: Arc<Pop3State>, mut req: LoginRequest, fd: OwnedFd, c
             .await;
         return;
     };
-    let mut s = Session::new(st.clone(), io, req.remote, req.local);
-    s.tls = req.tls;
-    s.session_id = std::mem::take(&mut req.session_id);
-    s.rbuf = std::mem::take(&mut req.leftover);
+    let mut conn = Conn::new(io, req.remote, req.local);
+    conn.tls = req.tls;
+    conn.session_id = std::mem::take(&mut req.session_id);
+    conn.rbuf = std::mem::take(&mut req.leftover);
+    let mut s = Session {
+        st: st.clone(),
+        conn,
+        bad: 0,
+        closing: false,
+    };
     let checked = s.check(&req.creds).await;
     let verdict = match &checked {
         Ok(_) => Verdict::Taken,
@@ -393,462 +233,41 @@ pub async fn take_over(st: Arc<Pop3State>, mut req: LoginRequest, fd: OwnedFd, c
     let Ok((user, info)) = checked else {
         return;
     };
-    let key = (user.clone(), req.remote.ip());
     if sent.is_ok()
-        && let Some(mail) = s.start_mail(user, info, &req.method).await
+        && let Some(mail) = s.start_mail(user.clone(), info, &req.method).await
     {
         s.transaction(mail).await;
     }
     s.flush().await;
-    st.userip_release(&key);
+    st.userip.release(&user, req.remote.ip());
     drop(s);
     crate::memory::trim_heap();
 }
 
-/// What the login process keeps of a client the service took: for a TLS client, its
-/// end of the proxy pair.
-struct Handed(Option<UnixStream>);
-
 impl Session {
-    fn new(st: Arc<Pop3State>, io: Io, remote: SocketAddr, local: SocketAddr) -> Session {
-        Session {
-            st,
-            io,
-            rbuf: Vec::new(),
-            wbuf: Vec::new(),
-            remote,
-            local,
-            tls: false,
-            session_id: session_id(),
-            user_arg: None,
-            auth_attempts: 0,
-            failed: None,
-            bad: 0,
-            started: std::time::Instant::now(),
-            closing: false,
-            apop: None,
-            counting: false,
-            in_bytes: 0,
-            out_bytes: 0,
-            ctl: None,
-        }
-    }
-
     fn reply(&mut self, line: &str) {
-        self.wbuf.extend_from_slice(line.as_bytes());
-        self.wbuf.extend_from_slice(b"\r\n");
+        self.conn.reply(line);
     }
 
     async fn flush(&mut self) {
-        if !self.wbuf.is_empty() {
-            if self.counting {
-                self.out_bytes += self.wbuf.len() as u64;
-            }
-            if self.io.write_all(&self.wbuf).await.is_err() {
-                self.io = Io::Gone;
-            }
-            // The buffer is kept for the next replies (no allocation per reply), unless
-            // a long listing or message made it large.
-            self.wbuf.clear();
-            if self.wbuf.capacity() > WBUF_KEEP {
-                self.wbuf = Vec::new();
-            }
-        }
+        self.conn.flush().await;
     }
 
     fn secured(&self) -> bool {
-        self.st.is_secured(self.tls, self.remote, self.local)
+        self.st
+            .login
+            .is_secured(self.conn.tls, self.conn.remote, self.conn.local)
     }
 
-    /// Dovecot's `client_check_plaintext_auth`.
-    fn plaintext_allowed(&self) -> bool {
-        self.secured() || (!self.st.disable_plaintext_auth && !self.st.ssl_required)
-    }
-
-    fn conn_fields(&self) -> String {
-        let mut s = format!("rip={}, lip={}", self.remote.ip(), self.local.ip());
-        if self.tls {
-            s.push_str(", TLS");
-        } else if self.secured() {
-            s.push_str(", secured");
-        }
-        s
-    }
-
-    /// Read one line without its CRLF; a line over `limit` ends the session as Dovecot
-    /// does (`-ERR Input buffer full, aborting`). Replies are flushed first.
+    /// Read one line without its CRLF (replies are flushed first).
     async fn read_line(&mut self, limit: usize) -> Result<Vec<u8>, End> {
-        loop {
-            if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
-                if self.counting {
-                    self.in_bytes += pos as u64 + 1;
-                }
-                let mut line: Vec<u8> = self.rbuf.drain(..=pos).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.len() > limit {
-                    return Err(End::TooLong);
-                }
-                return Ok(line);
-            }
-            if self.rbuf.len() > limit {
-                return Err(End::TooLong);
-            }
-            self.flush().await;
-            let mut buf = [0u8; 8192];
-            let n = match tokio::time::timeout(self.st.idle_timeout, self.io.read(&mut buf)).await {
-                Err(_) => return Err(End::Timeout),
-                Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
-                Ok(Ok(n)) => n,
-            };
-            self.rbuf.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    async fn start_tls(&mut self) -> bool {
-        let Some(cfg) = self.st.tls.clone() else {
-            return false;
-        };
-        self.flush().await;
-        self.rbuf.clear();
-        let tcp = match std::mem::replace(&mut self.io, Io::Gone) {
-            Io::Plain(t) => t,
-            other => {
-                self.io = other;
-                return false;
-            }
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        match tokio::time::timeout(self.st.idle_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
-                self.io = Io::Tls(Box::new(tls));
-                self.tls = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn capa(&self, logged_in: bool) -> String {
-        let mut s = String::from(
-            "+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE",
-        );
-        if !logged_in {
-            if self.st.tls.is_some() && !self.tls {
-                s.push_str("\r\nSTLS");
-            }
-            let plain = self.plaintext_allowed();
-            if plain {
-                s.push_str("\r\nUSER");
-            }
-            s.push_str("\r\nSASL");
-            if plain {
-                for m in self.st.auth.mechanisms.iter().filter(|m| *m != "APOP") {
-                    s.push(' ');
-                    s.push_str(m);
-                }
-            }
-        }
-        s.push_str("\r\n.");
-        s
-    }
-
-    /// The AUTHORIZATION state (login process); `Some` once the service took the client.
-    async fn authorization(&mut self) -> Option<Handed> {
-        loop {
-            if self.closing {
-                return None;
-            }
-            let line = match self.read_line(LOGIN_MAX_LINE).await {
-                Ok(l) => l,
-                Err(e) => {
-                    let reason = match e {
-                        End::TooLong => {
-                            self.reply("-ERR Input buffer full, aborting");
-                            "Disconnected: Input buffer full"
-                        }
-                        End::Timeout => "Disconnected: Inactivity",
-                        End::Lost => "Disconnected",
-                    };
-                    self.log_login_end(reason);
-                    return None;
-                }
-            };
-            let line = String::from_utf8_lossy(&line).into_owned();
-            let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
-            match verb.to_ascii_uppercase().as_str() {
-                "CAPA" => {
-                    let c = self.capa(false);
-                    self.reply(&c);
-                }
-                "QUIT" => {
-                    self.reply("+OK Logging out");
-                    self.log_login_end("Disconnected: Aborted login by logging out");
-                    return None;
-                }
-                "STLS" => {
-                    if self.st.tls.is_none() {
-                        self.reply("-ERR TLS support isn't enabled.");
-                    } else if self.tls {
-                        self.reply("-ERR TLS is already active.");
-                    } else {
-                        self.reply("+OK Begin TLS negotiation now.");
-                        if !self.start_tls().await {
-                            return None;
-                        }
-                    }
-                }
-                "USER" => {
-                    if !self.plaintext_allowed() {
-                        self.plaintext_refused();
-                    } else {
-                        self.user_arg = Some(arg.to_string());
-                        self.reply("+OK");
-                    }
-                }
-                "PASS" => {
-                    if !self.plaintext_allowed() {
-                        self.plaintext_refused();
-                    } else if let Some(user) = self.user_arg.take() {
-                        let creds = Credentials::Plain {
-                            user,
-                            pass: arg.to_string(),
-                        };
-                        if let Some(h) = self.login(creds, "PLAIN").await {
-                            return Some(h);
-                        }
-                    } else {
-                        self.reply("-ERR No username given.");
-                    }
-                }
-                "APOP" => {
-                    if let Some(h) = self.apop(arg).await {
-                        return Some(h);
-                    }
-                }
-                "AUTH" => {
-                    if let Some(h) = self.auth(arg).await {
-                        return Some(h);
-                    }
-                }
-                _ => {
-                    self.reply("-ERR Unknown command.");
-                    self.bad += 1;
-                    if self.bad >= MAX_BAD_COMMANDS {
-                        self.reply("-ERR Too many invalid commands.");
-                        return None;
-                    }
-                }
-            }
-            if matches!(self.io, Io::Gone) {
-                return None;
-            }
-        }
-    }
-
-    fn plaintext_refused(&mut self) {
-        self.reply(
-            "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
-        );
-    }
-
-    /// `AUTH` (RFC 5034): without an argument, the mechanism list; PLAIN and LOGIN with or
-    /// without an initial response.
-    async fn auth(&mut self, arg: &str) -> Option<Handed> {
-        let mut words = arg.split_whitespace();
-        let Some(mech) = words.next() else {
-            let mut s = String::from("+OK");
-            if self.plaintext_allowed() {
-                for m in self.st.auth.mechanisms.iter().filter(|m| *m != "APOP") {
-                    s.push_str("\r\n");
-                    s.push_str(m);
-                }
-            }
-            s.push_str("\r\n.");
-            self.reply(&s);
-            return None;
-        };
-        let mech = mech.to_ascii_uppercase();
-        if !self.st.auth.mechanisms.contains(&mech) || !matches!(mech.as_str(), "PLAIN" | "LOGIN") {
-            self.reply("-ERR [AUTH] Unsupported authentication mechanism.");
-            return None;
-        }
-        if !self.plaintext_allowed() {
-            // Dovecot words it differently for SASL than for USER/PASS.
-            self.reply("-ERR [AUTH] Plaintext authentication disabled.");
-            return None;
-        }
-        let initial = words.next().map(str::to_string);
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let (user, pass) = if mech == "PLAIN" {
-            let resp = match initial {
-                Some(r) if r != "=" => r,
-                Some(_) => String::new(),
-                None => self.challenge("").await?,
-            };
-            let Ok(raw) = b64.decode(resp.trim()) else {
-                self.reply("-ERR [AUTH] Invalid base64 in response");
-                return None;
-            };
-            let mut parts = raw.split(|&b| b == 0);
-            let (_authz, authc, pass) = (parts.next(), parts.next(), parts.next());
-            match (authc, pass) {
-                (Some(u), Some(p)) => (
-                    String::from_utf8_lossy(u).into_owned(),
-                    String::from_utf8_lossy(p).into_owned(),
-                ),
-                _ => {
-                    self.auth_failed("PLAIN", "").await;
-                    return None;
-                }
-            }
-        } else {
-            let user = match initial {
-                Some(r) => r,
-                None => self.challenge("VXNlcm5hbWU6").await?,
-            };
-            let user =
-                String::from_utf8_lossy(&b64.decode(user.trim()).unwrap_or_default()).into_owned();
-            let pass = self.challenge("UGFzc3dvcmQ6").await?;
-            let pass =
-                String::from_utf8_lossy(&b64.decode(pass.trim()).unwrap_or_default()).into_owned();
-            (user, pass)
-        };
-        self.login(Credentials::Plain { user, pass }, &mech).await
-    }
-
-    /// Send `+ CHALLENGE` and read the response; `*` aborts.
-    async fn challenge(&mut self, text: &str) -> Option<String> {
-        self.reply(&format!("+ {text}"));
-        let line = self.read_line(LOGIN_MAX_LINE).await.ok()?;
-        let line = String::from_utf8_lossy(&line).into_owned();
-        if line == "*" {
-            self.reply("-ERR Authentication aborted by client.");
-            return None;
-        }
-        Some(line)
-    }
-
-    /// `APOP user digest` (RFC 1939): the digest is MD5 of the greeting's timestamp and
-    /// the password, so only a passdb with the plaintext password can check it (the
-    /// service does, [`Session::check`]).
-    async fn apop(&mut self, arg: &str) -> Option<Handed> {
-        let Some(challenge) = self.apop.clone() else {
-            self.reply("-ERR APOP not enabled.");
-            return None;
-        };
-        let mut w = arg.split(' ');
-        let (Some(user), Some(digest), None) = (w.next(), w.next(), w.next()) else {
-            self.reply("-ERR Invalid parameters.");
-            return None;
-        };
-        if user.is_empty() || digest.len() != 32 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.reply("-ERR Invalid parameters.");
-            return None;
-        }
-        let creds = Credentials::Apop {
-            user: user.to_string(),
-            digest: digest.to_string(),
-            challenge,
-        };
-        self.login(creds, "APOP").await
-    }
-
-    async fn auth_failed(&mut self, method: &str, user: &str) {
-        self.auth_attempts += 1;
-        self.failed = Some((user.to_string(), method.to_string()));
-        tokio::time::sleep(self.st.auth.failure_delay).await;
-        self.reply("-ERR [AUTH] Authentication failed.");
-    }
-
-    /// Dovecot's log line for a client that leaves without logging in:
-    /// `pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<alice>,
-    /// method=PLAIN, rip=…, lip=…, secured, session=<…>`.
-    fn log_login_end(&self, reason: &str) {
-        let secs = self.started.elapsed().as_secs();
-        let (what, who) = match &self.failed {
-            Some((user, method)) => (
-                format!(
-                    "auth failed, {} attempts in {secs} secs",
-                    self.auth_attempts
-                ),
-                format!("user=<{user}>, method={method}"),
-            ),
-            None => (
-                format!("no auth attempts in {secs} secs"),
-                "user=<>".to_string(),
-            ),
-        };
-        self.st.log.info(&format!(
-            "pop3-login: {reason} ({what}): {who}, {}, session=<{}>",
-            self.conn_fields(),
-            self.session_id
-        ));
-    }
-
-    /// Login process: hand the credentials and the connection to the service and act
-    /// on its verdict. Replies queued so far are sent first, so the service's
-    /// `+OK Logged in.` follows them.
-    async fn login(&mut self, creds: Credentials, method: &str) -> Option<Handed> {
-        let user = match &creds {
-            Credentials::Plain { user, .. } | Credentials::Apop { user, .. } => user.clone(),
-        };
-        let ctl = self.ctl.clone()?;
-        self.flush().await;
-        // The descriptor to pass: the client's socket, or for TLS the service's end of
-        // a new pair this process will proxy through.
-        let (fd, keep): (OwnedFd, Option<UnixStream>) = match &self.io {
-            Io::Plain(t) => (std::os::fd::AsFd::as_fd(t).try_clone_to_owned().ok()?, None),
-            Io::Tls(_) => {
-                let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
-                ours.set_nonblocking(true).ok()?;
-                (theirs.into(), Some(UnixStream::from_std(ours).ok()?))
-            }
-            Io::Proxied(_) | Io::Gone => return None,
-        };
-        let req = LoginRequest {
-            id: 0,
-            session_id: self.session_id.clone(),
-            remote: self.remote,
-            local: self.local,
-            tls: self.tls,
-            method: method.to_string(),
-            creds,
-            leftover: self.rbuf.clone(),
-        };
-        let verdict = ctl.ask(req, fd).await;
-        match verdict {
-            Some(Verdict::Taken) => Some(Handed(keep)),
-            Some(Verdict::Failed) => {
-                self.auth_failed(method, &user).await;
-                None
-            }
-            Some(Verdict::Reply(t)) => {
-                self.reply(&t);
-                None
-            }
-            Some(Verdict::ReplyClose(t)) => {
-                self.reply(&t);
-                self.closing = true;
-                None
-            }
-            None => {
-                self.reply("-ERR [SYS/TEMP] Temporary authentication failure.");
-                self.closing = true;
-                None
-            }
-        }
+        self.conn.read_line(limit, self.st.idle_timeout).await
     }
 
     /// Service: check the password (or the APOP digest), look the user up, check the
     /// uid and `mail_max_userip_connections` (counting this session in). `Err` is what
     /// the login process is to do instead.
     async fn check(&mut self, creds: &Credentials) -> Result<(String, UserInfo), Verdict> {
-        let req = || RequestInfo {
-            service: "pop3".into(),
-        };
         let (user, pass) = match creds {
             Credentials::Plain { user, pass } => (user.clone(), pass.clone()),
             Credentials::Apop {
@@ -858,6 +277,9 @@ impl Session {
             } => {
                 let auth = self.st.auth.clone();
                 let u = user.clone();
+                let req = || RequestInfo {
+                    service: "pop3".into(),
+                };
                 let pw = tokio::task::spawn_blocking(move || auth.plaintext_password(&u, &req()))
                     .await
                     .ok()
@@ -873,82 +295,37 @@ impl Session {
                 }
             }
         };
-        let auth = self.st.auth.clone();
-        let cache = self.st.auth_cache.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            let r = auth.verify_plain_cached(cache.as_deref(), &user, &pass, &req());
-            let info = if r.outcome.is_ok() {
-                auth.lookup_user_cached(cache.as_deref(), &r.user, &req())
-            } else {
-                Ok(None)
-            };
-            (r, info)
-        })
-        .await
-        .ok();
-        let Some((res, info)) = checked else {
-            return Err(Verdict::Failed);
+        let checker = Checker {
+            protocol: Protocol::Pop3,
+            auth: &self.st.auth,
+            cache: self.st.auth_cache.as_ref(),
+            log: &self.st.log,
+            first_valid_uid: self.st.first_valid_uid,
+            userip: &self.st.userip,
         };
-        if !res.outcome.is_ok() {
-            return Err(Verdict::Failed);
-        }
-        let info = match info {
-            Ok(Some(i)) => i,
-            Ok(None) => {
-                // Dovecot: the passdb knew the user, no userdb did.
-                self.st.log.error(&format!(
-                    "pop3-login: user {}: userdb lookup: user not found",
-                    res.user
-                ));
-                return Err(Verdict::Failed);
-            }
-            Err(e) => {
-                self.st
-                    .log
-                    .error(&format!("auth: userdb lookup({}): {e}", res.user));
-                return Err(Verdict::Reply(
-                    "-ERR [SYS/TEMP] Temporary authentication failure.".into(),
-                ));
-            }
-        };
-        // Root's file access must never be lent to a session: the userdb must name a
-        // uid, at least first_valid_uid (Dovecot's mail-storage-service check).
-        if nix::unistd::geteuid().is_root() {
-            let uid = info.uid.unwrap_or(0);
-            if info.uid.is_none() || uid < self.st.first_valid_uid {
-                self.st.log.error(&format!(
-                    "pop3({})<{}><{}>: Mail access for users with UID {uid} not permitted (see first_valid_uid in config file, uid from userdb lookup).",
-                    res.user,
-                    std::process::id(),
-                    self.session_id
-                ));
-                return Err(Verdict::Reply(
-                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.".into(),
-                ));
-            }
-        }
-        let key = (res.user.clone(), self.remote.ip());
-        {
-            let Ok(mut m) = self.st.userip.lock() else {
-                return Err(Verdict::Failed);
-            };
-            let n = m.entry(key).or_insert(0);
-            if self.st.max_userip > 0 && *n >= self.st.max_userip {
-                return Err(Verdict::Reply(format!(
-                    "-ERR [IN-USE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={})",
-                    self.st.max_userip
-                )));
-            }
-            *n += 1;
-        }
-        Ok((res.user, info))
+        checker
+            .check(&user, &pass, self.conn.remote.ip(), &self.conn.session_id)
+            .await
+            .map_err(|r| match r {
+                Refused::Failed => Verdict::Failed,
+                Refused::TempFail => {
+                    Verdict::Reply("-ERR [SYS/TEMP] Temporary authentication failure.".into())
+                }
+                Refused::Internal => Verdict::Reply(
+                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
+                        .into(),
+                ),
+                Refused::UserIp(n) => Verdict::Reply(format!(
+                    "-ERR [IN-USE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={n})"
+                )),
+            })
     }
 
     /// Service, once the login process let go of the client: log the login, take the
     /// POP3 session lock, answer `+OK Logged in.` and open the INBOX. `None` when the
     /// session ends here (the reply is queued).
     async fn start_mail(&mut self, user: String, info: UserInfo, method: &str) -> Option<Mail> {
-        let sec = if self.tls {
+        let sec = if self.conn.tls {
             ", TLS"
         } else if self.secured() {
             ", secured"
@@ -958,10 +335,10 @@ impl Session {
         self.st.log.info(&format!(
             "pop3-login: Login: user=<{}>, method={method}, rip={}, lip={}, mpid={}{sec}, session=<{}>",
             user,
-            self.remote.ip(),
-            self.local.ip(),
+            self.conn.remote.ip(),
+            self.conn.local.ip(),
             std::process::id(),
-            self.session_id
+            self.conn.session_id
         ));
         let res_user = user;
         let home = info.home.clone().unwrap_or_default();
@@ -995,14 +372,14 @@ impl Session {
                             "pop3({})<{}><{}>: pop3_lock_session: {e}",
                             res_user,
                             std::process::id(),
-                            self.session_id
+                            self.conn.session_id
                         ));
                     }
                     self.st.log.info(&format!(
                         "pop3({})<{}><{}>: Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0",
                         res_user,
                         std::process::id(),
-                        self.session_id
+                        self.conn.session_id
                     ));
                     self.reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.");
                     self.closing = true;
@@ -1013,7 +390,7 @@ impl Session {
         // As Dovecot: the login stage answers first, then the mail process opens the
         // INBOX (and may wait for its lock up to mbox_lock_timeout).
         // The mail process's output (`%o` of pop3_logout_format) starts with it.
-        self.counting = true;
+        self.conn.counting = true;
         self.reply("+OK Logged in.");
         self.flush().await;
         let mut opts = self.st.mbox.clone();
@@ -1026,7 +403,7 @@ impl Session {
                 "pop3({})<{}><{}>: ",
                 res_user,
                 std::process::id(),
-                self.session_id
+                self.conn.session_id
             ),
         );
         opts.lock_errors = Some(crate::mailbox::lock::LockErrors(std::sync::Arc::new(
@@ -1094,7 +471,7 @@ impl Session {
                     "pop3({})<{}><{}>",
                     res_user,
                     std::process::id(),
-                    self.session_id
+                    self.conn.session_id
                 );
                 self.st
                     .log
@@ -1128,7 +505,7 @@ impl Session {
             let verb = verb.to_ascii_uppercase();
             match verb.as_str() {
                 "CAPA" => {
-                    let c = self.capa(true);
+                    let c = crate::login::pop3::capa(true, false, false, &[]);
                     self.reply(&c);
                 }
                 "NOOP" => self.reply("+OK"),
@@ -1247,7 +624,7 @@ impl Session {
                                 "pop3({})<{}><{}>: Failed to delete messages: {e}",
                                 m.user,
                                 std::process::id(),
-                                self.session_id
+                                self.conn.session_id
                             ));
                             self.reply("-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.");
                             m.deleted.iter_mut().for_each(|d| *d = false);
@@ -1268,7 +645,7 @@ impl Session {
                     }
                 }
             }
-            if matches!(self.io, Io::Gone) {
+            if self.conn.gone() {
                 break "Disconnected: Connection closed".to_string();
             }
         };
@@ -1286,15 +663,15 @@ impl Session {
             expunged: del as u64,
             messages: count as u64,
             size: total,
-            input: self.in_bytes,
-            output: self.out_bytes,
+            input: self.conn.in_bytes,
+            output: self.conn.out_bytes,
             uidl_change: uidl_change(&m),
         };
         self.st.log.info(&format!(
             "pop3({})<{}><{}>: {reason} {}",
             m.user,
             std::process::id(),
-            self.session_id,
+            self.conn.session_id,
             stats.expand(&self.st.logout_format)
         ));
     }
@@ -1439,7 +816,7 @@ impl Session {
                     "pop3({})<{}><{}>: {e}",
                     m.user,
                     std::process::id(),
-                    self.session_id
+                    self.conn.session_id
                 ));
                 // Dovecot's reply for a message that vanished under the session (seen
                 // from 2.3.19 for a Maildir file unlinked by another client); the
@@ -1470,13 +847,13 @@ impl Session {
             nul80: self.st.outlook_no_nuls,
         };
         loop {
-            let before = self.wbuf.len();
-            out.feed(&buf[..n], &mut self.wbuf);
-            sent += (self.wbuf.len() - before) as u64;
+            let before = self.conn.wbuf.len();
+            out.feed(&buf[..n], &mut self.conn.wbuf);
+            sent += (self.conn.wbuf.len() - before) as u64;
             if n < buf.len() || out.done {
                 break;
             }
-            if self.wbuf.len() >= WBUF_FLUSH {
+            if self.conn.wbuf.len() >= WBUF_FLUSH {
                 self.flush().await;
             }
             // The file is open: reading it needs no change of filesystem ids.
@@ -1489,25 +866,25 @@ impl Session {
                         "pop3({})<{}><{}>: {e}",
                         m.user,
                         std::process::id(),
-                        self.session_id
+                        self.conn.session_id
                     ));
                     self.flush().await;
-                    self.io = Io::Gone;
+                    self.conn.io = Io::Gone;
                     return;
                 }
             }
         }
         drop(reader);
         m.chunk = buf;
-        let before = self.wbuf.len();
-        out.finish(&mut self.wbuf);
+        let before = self.conn.wbuf.len();
+        out.finish(&mut self.conn.wbuf);
         if self.st.oe_ns_eoh && !out.in_body {
             // pop3_client_workarounds = oe-ns-eoh: the missing end-of-headers line is
             // sent (the octet count of RETR stays the message's size, as in Dovecot).
-            self.wbuf.extend_from_slice(b"\r\n");
+            self.conn.wbuf.extend_from_slice(b"\r\n");
         }
-        sent += (self.wbuf.len() - before) as u64;
-        self.wbuf.extend_from_slice(b".\r\n");
+        sent += (self.conn.wbuf.len() - before) as u64;
+        self.conn.wbuf.extend_from_slice(b".\r\n");
         if lines.is_some() {
             m.top.0 += 1;
             m.top.1 += sent;

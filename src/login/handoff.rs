@@ -1,12 +1,13 @@
-//! The channel between the unprivileged login process (Dovecot's `pop3-login`) and the
-//! privileged service process that checks passwords and serves logged-in sessions
-//! (Dovecot's `auth` + `pop3`).
+//! The channel between an unprivileged login process (Dovecot's `pop3-login`,
+//! `imap-login`) and the privileged service process that checks passwords and serves
+//! logged-in sessions (Dovecot's `auth` + `pop3`/`imap`).
 //!
 //! One `SOCK_SEQPACKET` socket pair per login process: each message is one datagram, so
 //! no framing is needed, and a client connection travels with its login request as an
 //! `SCM_RIGHTS` descriptor. The login process asks; the service answers with a
 //! [`Verdict`]: `Taken` means the service owns the connection from now on (it writes
-//! `+OK Logged in.`), anything else leaves the client with the login process.
+//! `+OK Logged in.` or `TAG OK [CAPABILITY …] Logged in`), anything else leaves the client
+//! with the login process.
 //!
 //! A message is a tag byte and fields, each a 4-byte little-endian length and its bytes.
 
@@ -48,6 +49,9 @@ pub struct LoginRequest {
     pub tls: bool,
     /// `PLAIN`, `LOGIN`, `APOP` as logged.
     pub method: String,
+    /// IMAP: the tag of the LOGIN/AUTHENTICATE command (the service answers it); POP3:
+    /// empty.
+    pub tag: String,
     pub creds: Credentials,
     /// Input the client sent after the credentials (pipelined commands).
     pub leftover: Vec<u8>,
@@ -59,7 +63,8 @@ pub enum Verdict {
     /// Logged in: the service serves the connection from now on.
     Taken,
     /// Authentication failed: the login process waits `auth_failure_delay` and answers
-    /// `-ERR [AUTH] Authentication failed.`; the client may try again.
+    /// `-ERR [AUTH] Authentication failed.` (`NO [AUTHENTICATIONFAILED] …`); the client
+    /// may try again.
     Failed,
     /// Send this reply line; the client may try again.
     Reply(String),
@@ -71,7 +76,7 @@ pub enum Verdict {
 pub enum Msg {
     /// login → service, with the client's descriptor.
     Login(LoginRequest),
-    /// login → service: a log line (`pop3-login: …`) at `level` (`Info`, `Warning`,
+    /// login → service: a log line (`pop3-login: …`, `imap-login: …`) at `level` (`Info`, `Warning`,
     /// `Error`); the login process cannot open the log file itself.
     Log { level: String, text: String },
     /// service → login.
@@ -124,6 +129,7 @@ impl Msg {
                     .str(&r.local.to_string())
                     .str(if r.tls { "1" } else { "0" })
                     .str(&r.method)
+                    .str(&r.tag)
                     .put(&r.leftover);
                 match &r.creds {
                     Credentials::Plain { user, pass } => e.str("P").str(user).str(pass),
@@ -162,6 +168,7 @@ impl Msg {
                 let local = d.parse()?;
                 let tls = d.string()? == "1";
                 let method = d.string()?;
+                let tag = d.string()?;
                 let leftover = d.bytes()?.to_vec();
                 let creds = match d.string()?.as_str() {
                     "P" => Credentials::Plain {
@@ -182,6 +189,7 @@ impl Msg {
                     local,
                     tls,
                     method,
+                    tag,
                     creds,
                     leftover,
                 })
@@ -358,6 +366,7 @@ mod tests {
             local: "[::1]:110".parse().unwrap(),
             tls: true,
             method: "PLAIN".into(),
+            tag: "a1".into(),
             creds: Credentials::Plain {
                 user: "alice".into(),
                 pass: "pa\0ss wörd".into(),
@@ -371,6 +380,7 @@ mod tests {
             local: "10.0.0.2:2".parse().unwrap(),
             tls: false,
             method: "APOP".into(),
+            tag: String::new(),
             creds: Credentials::Apop {
                 user: "bob".into(),
                 digest: "c4c9334bac560ecc979e58001b3e22fb".into(),

@@ -1,0 +1,556 @@
+//! APPEND with MULTIAPPEND (RFC 3502), CATENATE (RFC 4469; `TEXT` literals and `URL`s
+//! of messages in the user's own mailboxes) and UIDPLUS's APPENDUID (RFC 4315), as
+//! Dovecot 2.3's `cmd-append.c` answers it.
+//!
+//! The reader ([`super::reader`]) announces each APPEND literal before its bytes: the
+//! arguments so far are checked then, so a bad flag or date is refused before the client
+//! sends the message (`BAD`, the literal not taken) and a missing mailbox with `NO
+//! [TRYCREATE]` (a synchronizing literal is refused; a non-synchronizing one is read and
+//! dropped, as Dovecot does). The bytes go to a [`Spool`]; when the command line is
+//! complete, all its messages are saved in one store call (MULTIAPPEND is atomic).
+
+use super::cmd_fetch::section_for_url;
+use super::reader::{Arg, ParseError, parse_args_with};
+use super::session::{Client, Done, Session, bad_cmd};
+use super::spool::Spool;
+use crate::mailbox::{Flags, MailboxError, NewMessage};
+
+/// An APPEND whose literals are being received.
+pub(crate) struct AppendState {
+    tag: String,
+    /// The finished literals, in order.
+    literals: Vec<Spool>,
+    /// The literal being received (`None`: dropped).
+    current: Option<Spool>,
+    /// The reply decided early (a missing mailbox), sent when the line is complete.
+    failed: Option<Done>,
+}
+
+/// One message of the command: flags, keywords, date, and its parts.
+struct Spec {
+    flags: Flags,
+    keywords: Vec<String>,
+    date: Option<i64>,
+    parts: Vec<PartSpec>,
+}
+
+enum PartSpec {
+    /// The n-th streamed literal.
+    Literal(usize),
+    /// A CATENATE URL.
+    Url(String),
+}
+
+/// The arguments of a command line cut off at a literal: lists still open are closed.
+fn head_args(head: &[u8]) -> Result<Vec<Arg>, ParseError> {
+    let mut buf = head.to_vec();
+    for _ in 0..64 {
+        match parse_args_with(&buf, true) {
+            Err(ParseError("Missing ')'")) => buf.push(b')'),
+            other => return other,
+        }
+    }
+    parse_args_with(&buf, true)
+}
+
+/// IMAP's date-time (`"07-Dec-2026 10:00:00 +0000"`) as Unix seconds.
+fn parse_date_time(s: &str) -> Option<i64> {
+    let s = s.trim_start();
+    let (date, rest) = s.split_once(' ')?;
+    let (time, zone) = rest.split_once(' ')?;
+    let day = super::message::search::parse_imap_date(date)?;
+    let hms: Vec<&str> = time.split(':').collect();
+    if hms.len() != 3 || hms.iter().any(|p| p.len() != 2) {
+        return None;
+    }
+    let h: i64 = hms[0].parse().ok()?;
+    let m: i64 = hms[1].parse().ok()?;
+    let sec: i64 = hms[2].parse().ok()?;
+    if h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let (sign, z) = match zone.as_bytes().first()? {
+        b'+' => (1, &zone[1..]),
+        b'-' => (-1, &zone[1..]),
+        _ => return None,
+    };
+    if z.len() != 4 || !z.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let zh: i64 = z[..2].parse().ok()?;
+    let zm: i64 = z[2..].parse().ok()?;
+    let offset = sign * (zh * 60 + zm) * 60;
+    Some(day * 86400 + h * 3600 + m * 60 + sec - offset)
+}
+
+/// The message specifications after the mailbox name. With `partial`, the arguments end
+/// where a literal is being announced: the last spec may lack its message.
+fn parse_specs(args: &[Arg], partial: bool) -> Result<Vec<Spec>, String> {
+    let mut specs = Vec::new();
+    let mut i = 0;
+    let mut literal = 0usize;
+    while i < args.len() || (specs.is_empty() && !partial) {
+        let mut spec = Spec {
+            flags: Flags::empty(),
+            keywords: Vec::new(),
+            date: None,
+            parts: Vec::new(),
+        };
+        if let Some(Arg::List(fl)) = args.get(i) {
+            for f in fl {
+                let Some(name) = f.atom() else {
+                    return Err("Flags list contains non-atoms.".into());
+                };
+                if let Some(sys) = name.strip_prefix('\\') {
+                    match Flags::from_name(name) {
+                        Some(x) => spec.flags.insert(x),
+                        None => {
+                            return Err(format!(
+                                "Invalid system flag \\{}",
+                                sys.to_ascii_uppercase()
+                            ));
+                        }
+                    }
+                } else if crate::mailbox::flags::valid_keyword(name) {
+                    spec.keywords.push(name.to_string());
+                } else {
+                    return Err("Invalid keyword".into());
+                }
+            }
+            i += 1;
+        }
+        if let Some(Arg::Quoted(d)) = args.get(i) {
+            let d = String::from_utf8_lossy(d);
+            spec.date = Some(parse_date_time(&d).ok_or("Invalid internal date.")?);
+            i += 1;
+        }
+        match args.get(i) {
+            Some(Arg::Streamed { .. }) => {
+                spec.parts.push(PartSpec::Literal(literal));
+                literal += 1;
+                i += 1;
+            }
+            Some(a) if a.atom().is_some_and(|w| w.eq_ignore_ascii_case("CATENATE")) => {
+                let Some(parts) = args.get(i + 1).and_then(Arg::list) else {
+                    if partial && i + 1 >= args.len() {
+                        specs.push(spec);
+                        return Ok(specs);
+                    }
+                    return Err("Invalid arguments.".into());
+                };
+                let mut j = 0;
+                while j < parts.len() {
+                    let kind = parts[j].atom().map(str::to_ascii_uppercase);
+                    match (kind.as_deref(), parts.get(j + 1)) {
+                        (Some("TEXT"), Some(Arg::Streamed { .. })) => {
+                            spec.parts.push(PartSpec::Literal(literal));
+                            literal += 1;
+                        }
+                        (Some("URL"), Some(u)) if u.astring().is_some() => {
+                            let url = String::from_utf8_lossy(u.astring().unwrap_or(b""));
+                            spec.parts.push(PartSpec::Url(url.into_owned()));
+                        }
+                        (Some("TEXT"), None) if partial => {}
+                        _ => return Err("Invalid arguments.".into()),
+                    }
+                    j += 2;
+                }
+                if spec.parts.is_empty() && !partial {
+                    return Err("Invalid arguments.".into());
+                }
+                i += 2;
+            }
+            None if partial => {
+                specs.push(spec);
+                return Ok(specs);
+            }
+            Some(Arg::Literal { .. }) | Some(Arg::Quoted(_)) | Some(Arg::Atom(_)) | None => {
+                return Err("Invalid arguments.".into());
+            }
+            Some(_) => return Err("Invalid arguments.".into()),
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+impl<C: Client> Session<C> {
+    /// The reader announced an APPEND literal of `size` bytes after `head`.
+    pub(crate) fn append_literal(
+        &mut self,
+        tag: String,
+        head: Vec<u8>,
+        size: u64,
+        sync: bool,
+        _literal8: bool,
+    ) {
+        let first = self.append.is_none();
+        if first {
+            self.cmd_start = std::time::Instant::now();
+            self.append = Some(AppendState {
+                tag: tag.clone(),
+                literals: Vec::new(),
+                current: None,
+                failed: None,
+            });
+        }
+        // The arguments so far must be right before the client sends the message.
+        let args = match head_args(&head) {
+            Ok(a) => a,
+            Err(e) => {
+                self.refuse_append(&tag, super::session::bad_cmd("APPEND", e.0));
+                return;
+            }
+        };
+        if args.is_empty() || args[0].astring().is_none() {
+            self.refuse_append(&tag, bad_cmd("APPEND", "Invalid arguments"));
+            return;
+        }
+        if let Err(t) = parse_specs(&args[1..], true) {
+            self.refuse_append(&tag, bad_cmd("APPEND", &t));
+            return;
+        }
+        if first && let Some(early) = self.append_target_error(&args[0]) {
+            if sync {
+                self.refuse_append(&tag, early);
+                return;
+            }
+            if let Some(a) = self.append.as_mut() {
+                a.failed = Some(early);
+            }
+        }
+        let Some(a) = self.append.as_mut() else {
+            return;
+        };
+        if a.failed.is_some() && sync {
+            let d = a.failed.take().unwrap_or(Done::Sent);
+            self.refuse_append(&tag, d);
+            return;
+        }
+        a.current = if a.failed.is_none() {
+            Some(Spool::default())
+        } else {
+            None
+        };
+        let _ = size;
+        self.reader.accept_literal();
+    }
+
+    /// Refuse the literal with `done` as the reply; the APPEND is over.
+    fn refuse_append(&mut self, tag: &str, done: Done) {
+        self.append = None;
+        self.reader.refuse_literal();
+        self.finish_append(tag, done);
+    }
+
+    fn finish_append(&mut self, tag: &str, done: Done) {
+        match done {
+            Done::Ok(t) => self.tagged(tag, "OK", &t),
+            Done::No(t) => self.tagged(tag, "NO", &t),
+            Done::Bad(t, _) => self.tagged(tag, "BAD", &t),
+            Done::Sent => {}
+        }
+    }
+
+    /// A missing or invalid target mailbox (decided at the first literal).
+    fn append_target_error(&mut self, name: &Arg) -> Option<Done> {
+        let raw = name.astring()?;
+        let vname = match super::mailbox_name::check(raw, self.ns_sep, self.store_sep) {
+            Ok(v) => v,
+            Err(t) => return Some(Done::No(t)),
+        };
+        let store_name = self.to_store_name(&vname);
+        match self.store.exists(&store_name) {
+            Ok(true) => None,
+            Ok(false) => Some(Done::No(format!(
+                "[TRYCREATE] Mailbox doesn't exist: {}.",
+                super::mutf7::encode(&vname)
+            ))),
+            Err(e) => Some(self.store_error(&e)),
+        }
+    }
+
+    pub(crate) fn append_data(&mut self, data: Vec<u8>) {
+        let Some(a) = self.append.as_mut() else {
+            return;
+        };
+        if let Some(s) = a.current.as_mut()
+            && let Err(e) = s.write(&data)
+        {
+            a.current = None;
+            a.failed = Some(Done::No(
+                "[SERVERBUG] Internal error occurred. Refer to server log for more information."
+                    .into(),
+            ));
+            let text = format!("APPEND: spooling the message: {e}");
+            self.log_error(&text);
+        }
+    }
+
+    pub(crate) fn append_literal_end(&mut self) {
+        let Some(a) = self.append.as_mut() else {
+            return;
+        };
+        match a.current.take().map(Spool::finish) {
+            Some(Ok(s)) => a.literals.push(s),
+            Some(Err(e)) => {
+                a.failed = Some(Done::No(
+                    "[SERVERBUG] Internal error occurred. Refer to server log for more information."
+                        .into(),
+                ));
+                let text = format!("APPEND: mapping the message: {e}");
+                self.log_error(&text);
+            }
+            None => a.literals.push(Spool::default()),
+        }
+    }
+
+    /// The complete APPEND command.
+    pub(crate) fn cmd_append(&mut self, tag: &str, args: &[Arg]) -> Done {
+        let state = self.append.take();
+        let literals = match state {
+            Some(s) if s.tag == tag => {
+                if let Some(d) = s.failed {
+                    return d;
+                }
+                s.literals
+            }
+            _ => Vec::new(),
+        };
+        let Some(name) = args.first().and_then(Arg::astring) else {
+            return bad_cmd("APPEND", "Invalid arguments");
+        };
+        let specs = match parse_specs(&args[1..], false) {
+            Ok(s) => s,
+            Err(t) => return bad_cmd("APPEND", &t),
+        };
+        let vname = match super::mailbox_name::check(name, self.ns_sep, self.store_sep) {
+            Ok(v) => v,
+            Err(t) => return Done::No(t),
+        };
+        let store_name = self.to_store_name(&vname);
+        // Each message's bytes: a literal as it came, or the CATENATEd parts.
+        let mut built: Vec<Spool> = Vec::new();
+        let mut whole: Vec<Option<usize>> = Vec::new();
+        for spec in &specs {
+            if let [PartSpec::Literal(n)] = spec.parts.as_slice() {
+                whole.push(Some(*n));
+                built.push(Spool::default());
+                continue;
+            }
+            let mut s = Spool::default();
+            for p in &spec.parts {
+                let data: Vec<u8> = match p {
+                    PartSpec::Literal(n) => match literals.get(*n) {
+                        Some(l) => l.bytes().to_vec(),
+                        None => return bad_cmd("APPEND", "Invalid arguments"),
+                    },
+                    PartSpec::Url(u) => match self.catenate_url(u) {
+                        Ok(d) => d,
+                        Err(t) => return Done::No(t),
+                    },
+                };
+                if let Err(e) = s.write(&data) {
+                    self.log_error(&format!("APPEND: spooling the message: {e}"));
+                    return Done::No(
+                        "[SERVERBUG] Internal error occurred. Refer to server log for more information."
+                            .into(),
+                    );
+                }
+            }
+            match s.finish() {
+                Ok(s) => built.push(s),
+                Err(e) => {
+                    self.log_error(&format!("APPEND: mapping the message: {e}"));
+                    return Done::No(
+                        "[SERVERBUG] Internal error occurred. Refer to server log for more information."
+                            .into(),
+                    );
+                }
+            }
+            whole.push(None);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut msgs: Vec<NewMessage> = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let data: &[u8] = match whole[i] {
+                Some(n) => match literals.get(n) {
+                    Some(l) => l.bytes(),
+                    None => return bad_cmd("APPEND", "Invalid arguments"),
+                },
+                None => built[i].bytes(),
+            };
+            if data.is_empty() {
+                return Done::No("Can't save a zero byte message.".into());
+            }
+            msgs.push(NewMessage {
+                data,
+                flags: spec.flags,
+                keywords: spec.keywords.clone(),
+                // A date in the future is the time of the APPEND (Dovecot).
+                internal_date: spec.date.map(|d| d.min(now)),
+            });
+        }
+        match self.store.append(&store_name, &msgs) {
+            Ok(a) => Done::Ok(format!(
+                "[APPENDUID {} {}] Append completed.",
+                a.uid_validity,
+                super::message::search::seqset_string(&a.uids)
+            )),
+            Err(MailboxError::NotFound(_)) => Done::No(format!(
+                "[TRYCREATE] Mailbox doesn't exist: {}.",
+                super::mutf7::encode(&vname)
+            )),
+            Err(e) => self.store_error(&e),
+        }
+    }
+
+    /// A CATENATE URL (RFC 5092, relative to the user's own mailboxes):
+    /// `/MAILBOX;UIDVALIDITY=n/;UID=n[/;SECTION=s][/;PARTIAL=o.l]` or, for the selected
+    /// mailbox, `;UID=n…`. Returns the bytes, or the NO text.
+    fn catenate_url(&mut self, url: &str) -> Result<Vec<u8>, String> {
+        let bad = || format!("[BADURL {url}] Invalid URL.");
+        let rest = url
+            .strip_prefix("imap://")
+            .map(|r| r.split_once('/').map_or("", |(_, p)| p))
+            .map(|p| format!("/{p}"))
+            .unwrap_or_else(|| url.to_string());
+        let (mailbox, params) = if let Some(r) = rest.strip_prefix('/') {
+            match r.find("/;") {
+                Some(p) => (Some(&r[..p]), &r[p + 1..]),
+                None => return Err(bad()),
+            }
+        } else {
+            (None, rest.as_str())
+        };
+        let mut uid = None;
+        let mut validity = None;
+        let mut section = String::new();
+        let mut partial = None;
+        let (mbox_name, mbox_params) = match mailbox {
+            Some(m) => match m.split_once(";UIDVALIDITY=") {
+                Some((n, v)) => (Some(n.to_string()), Some(v.to_string())),
+                None => (Some(m.to_string()), None),
+            },
+            None => (None, None),
+        };
+        if let Some(v) = mbox_params {
+            validity = Some(v.parse::<u32>().map_err(|_| bad())?);
+        }
+        for p in params.split('/') {
+            let Some(p) = p.strip_prefix(';') else {
+                if p.is_empty() {
+                    continue;
+                }
+                return Err(bad());
+            };
+            let (k, v) = p.split_once('=').ok_or_else(bad)?;
+            match k.to_ascii_uppercase().as_str() {
+                "UID" => uid = Some(v.parse::<u32>().map_err(|_| bad())?),
+                "SECTION" => section = percent_decode(v),
+                "PARTIAL" => {
+                    let (o, l) = match v.split_once('.') {
+                        Some((o, l)) => (o, Some(l)),
+                        None => (v, None),
+                    };
+                    let o: u64 = o.parse().map_err(|_| bad())?;
+                    let l: Option<u64> = match l {
+                        Some(l) => Some(l.parse().map_err(|_| bad())?),
+                        None => None,
+                    };
+                    partial = Some((o, l));
+                }
+                _ => return Err(bad()),
+            }
+        }
+        let uid = uid.ok_or_else(bad)?;
+        let folder_owned;
+        let folder = match &mbox_name {
+            Some(n) => {
+                let n = percent_decode(n);
+                let vname = super::mailbox_name::check(n.as_bytes(), self.ns_sep, self.store_sep)
+                    .map_err(|_| bad())?;
+                let store_name = self.to_store_name(&vname);
+                let selected = self
+                    .sel
+                    .as_ref()
+                    .is_some_and(|s| s.folder.name() == store_name);
+                if selected {
+                    None
+                } else {
+                    folder_owned = self
+                        .store
+                        .select(&store_name, crate::mailbox::Access::ReadOnly)
+                        .map_err(|_| bad())?;
+                    Some(&folder_owned)
+                }
+            }
+            None => None,
+        };
+        let folder = match folder {
+            Some(f) => f,
+            None => &self.sel.as_ref().ok_or_else(bad)?.folder,
+        };
+        if validity.is_some_and(|v| v != folder.uid_validity()) {
+            return Err(bad());
+        }
+        let raw = folder.read(uid).map_err(|_| bad())?;
+        section_for_url(&raw, &section, partial).ok_or_else(bad)
+    }
+}
+
+/// `%XX` escapes of an IMAP URL undone.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(
+            parse_date_time("07-Dec-2026 10:00:00 +0000"),
+            Some(super::super::message::search::days_from_civil(2026, 12, 7) * 86400 + 36000)
+        );
+        assert_eq!(
+            parse_date_time(" 7-Dec-2026 10:00:00 +0100"),
+            Some(super::super::message::search::days_from_civil(2026, 12, 7) * 86400 + 32400)
+        );
+        assert_eq!(parse_date_time("bad date"), None);
+        assert_eq!(parse_date_time("07-Dec-2026 25:00:00 +0000"), None);
+    }
+
+    #[test]
+    fn specs_and_heads() {
+        let a = head_args(b"INBOX (\\Seen) \"07-Dec-2026 10:00:00 +0000\" ").expect("head");
+        assert!(parse_specs(&a[1..], true).is_ok());
+        let a = head_args(b"INBOX (\\Recent) ").expect("head");
+        assert_eq!(
+            parse_specs(&a[1..], true).err().as_deref(),
+            Some("Invalid system flag \\RECENT")
+        );
+        let a =
+            head_args(b"INBOX CATENATE (URL \"/INBOX;UIDVALIDITY=1/;UID=1\" TEXT ").expect("head");
+        assert!(parse_specs(&a[1..], true).is_ok(), "{a:?}");
+    }
+}

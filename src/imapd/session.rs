@@ -1,0 +1,992 @@
+//! One logged-in IMAP session (Dovecot's `imap` process): the authenticated and selected
+//! states of RFC 3501 with the extensions of [`super::state::CAPABILITY`], replies worded
+//! as Dovecot 2.3.19 words them (`compat-fixtures/imap/session.txt`).
+//!
+//! A session runs on its own thread and blocks on its socket (the client's TCP socket, or
+//! the login process's proxy of a TLS client), as Dovecot runs one process per session:
+//! the mailbox store is blocking file I/O anyway, and the code reads top to bottom.
+//! Input goes through the sans-I/O [`CommandReader`]; replies are queued and written
+//! before the session blocks for input (pipelined commands are answered in one write),
+//! or as they pass 64 kB during a long FETCH.
+//!
+//! After each command on a selected mailbox the view is synced with the folder
+//! ([`crate::mailbox::Folder::sync`], a few `stat` calls when nothing changed) and what
+//! others changed is reported before the tagged reply, as Dovecot's `cmd_sync` does:
+//! `* FLAGS`/`PERMANENTFLAGS` when keywords were added, `FETCH (FLAGS …)` of changed
+//! messages, `EXPUNGE`s (highest first; `VANISHED` under QRESYNC; none during FETCH,
+//! STORE, SEARCH, COPY, MOVE by sequence number, RFC 3501 §7.4.1), then `EXISTS` and
+//! `RECENT`. Tagged replies carry Dovecot's timing (`OK Fetch completed (0.001 + 0.000
+//! secs).`).
+//!
+//! Ends: LOGOUT (`* BYE Logging out`), 30 minutes without input (`* BYE Disconnected for
+//! inactivity.`), 20 invalid commands (`* BYE Too many invalid IMAP commands.`), a
+//! literal too large (`* BYE Literal size too large`), the selected mailbox deleted or
+//! recreated under the session. The log line is Dovecot's: `imap(USER)<PID><SESSION>:
+//! Disconnected: Logged out in=… out=… deleted=… …` (`imap_logout_format`).
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ImapState;
+use super::reader::{Arg, CommandReader, RawCommand, ReadEvent};
+use crate::auth::dovecot::UserInfo;
+use crate::login::handoff::LoginRequest;
+use crate::mailbox::{Folder, MailLocation, MailStore, MailboxError, StoreOptions, SyncMode};
+
+/// Dovecot's `CLIENT_MAX_BAD_COMMANDS` of the imap process.
+const MAX_BAD_COMMANDS: u32 = 20;
+/// Queued output beyond which a long reply is written out before going on.
+pub(crate) const OUT_FLUSH: usize = 64 * 1024;
+
+/// The socket under a session.
+pub trait Client: Read + Write + Send {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
+    fn shutdown(&self);
+}
+
+impl Client for std::net::TcpStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, d)
+    }
+    fn shutdown(&self) {
+        let _ = std::net::TcpStream::shutdown(self, std::net::Shutdown::Both);
+    }
+}
+
+impl Client for std::os::unix::net::UnixStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, d)
+    }
+    fn shutdown(&self) {
+        let _ = std::os::unix::net::UnixStream::shutdown(self, std::net::Shutdown::Both);
+    }
+}
+
+/// Replies queued for the client.
+#[derive(Default)]
+pub(crate) struct Out {
+    pub buf: Vec<u8>,
+    /// Bytes written to the client (`%o`).
+    pub bytes: u64,
+    /// A write failed: the client is gone.
+    pub broken: bool,
+}
+
+impl Out {
+    pub fn line(&mut self, s: &str) {
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+    pub fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    /// Write what is queued.
+    pub fn flush(&mut self, io: &mut impl Write) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if !self.broken {
+            if io.write_all(&self.buf).is_ok() && io.flush().is_ok() {
+                self.bytes += self.buf.len() as u64;
+            } else {
+                self.broken = true;
+            }
+        }
+        self.buf.clear();
+        if self.buf.capacity() > 4 * OUT_FLUSH {
+            self.buf = Vec::new();
+        }
+    }
+    /// Write out if a long reply filled the queue.
+    pub fn maybe_flush(&mut self, io: &mut impl Write) {
+        if self.buf.len() >= OUT_FLUSH {
+            self.flush(io);
+        }
+    }
+}
+
+/// Counters for `imap_logout_format`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Stats {
+    /// Messages given \Deleted by STORE.
+    pub deleted: u64,
+    /// Messages expunged by this session.
+    pub expunged: u64,
+    /// Messages copied or moved into the \Trash mailbox.
+    pub trashed: u64,
+    pub fetch_hdr_count: u64,
+    pub fetch_hdr_bytes: u64,
+    pub fetch_body_count: u64,
+    pub fetch_body_bytes: u64,
+}
+
+/// The selected mailbox.
+pub(crate) struct Selected {
+    pub folder: Folder,
+    /// SEARCHRES's `$`: the saved result as UIDs (sorted).
+    pub saved: Vec<u32>,
+    /// The name as the client knows it (UTF-8, namespace separator).
+    pub name: String,
+    /// The RECENT count the client was last told.
+    pub recent: u32,
+}
+
+/// How a command's reply ends.
+pub(crate) enum Done {
+    /// `OK text` after the mailbox is synced.
+    Ok(String),
+    /// `NO text`.
+    No(String),
+    /// `BAD text` (counted against the bad command limit when `counted`).
+    Bad(String, bool),
+    /// The reply was sent (or the session ends).
+    Sent,
+}
+
+/// `BAD Error in IMAP command NAME: TEXT.` (counted).
+pub(crate) fn bad_cmd(name: &str, text: &str) -> Done {
+    let mut t = format!("Error in IMAP command {name}: {text}");
+    if !t.ends_with('.') {
+        t.push('.');
+    }
+    Done::Bad(t, true)
+}
+
+pub(crate) struct Session<C: Client> {
+    pub st: Arc<ImapState>,
+    pub io: C,
+    pub out: Out,
+    pub reader: CommandReader,
+    /// Bytes read from the client (`%i`).
+    pub in_bytes: u64,
+    pub user: String,
+    pub session_id: String,
+    pub store: MailStore,
+    pub sel: Option<Selected>,
+    /// ENABLEd (or used: RFC 7162 §3.1) CONDSTORE; QRESYNC.
+    pub condstore: bool,
+    pub qresync: bool,
+    pub stats: Stats,
+    bad: u32,
+    /// The last command's name and when it finished (for the disconnect reason).
+    last_cmd: Option<(String, Instant)>,
+    pub cmd_start: Instant,
+    /// Why the session ends (set when it does).
+    pub ended: Option<String>,
+    /// The namespace's hierarchy separator (what the client sees) and the store's.
+    pub ns_sep: char,
+    pub store_sep: char,
+    /// An APPEND whose literals are being received.
+    pub append: Option<super::cmd_append::AppendState>,
+}
+
+/// Build the session for a client the login process handed over, and serve it.
+pub fn serve(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, user: String, info: UserInfo) {
+    if req.tls {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        let _ = s.set_nonblocking(false);
+        run(st, s, req, user, info);
+    } else {
+        let s = std::net::TcpStream::from(fd);
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_nodelay(true);
+        run(st, s, req, user, info);
+    }
+}
+
+fn run<C: Client>(st: Arc<ImapState>, io: C, req: LoginRequest, user: String, info: UserInfo) {
+    let pid = std::process::id();
+    let prefix = format!("imap({user})<{pid}><{}>", req.session_id);
+    st.log.info(&format!(
+        "imap-login: Login: user=<{user}>, method={}, rip={}, lip={}, mpid={pid}{}, session=<{}>",
+        req.method,
+        req.remote.ip(),
+        req.local.ip(),
+        if req.tls {
+            ", TLS"
+        } else if st.login.is_secured(false, req.remote, req.local) {
+            ", secured"
+        } else {
+            ""
+        },
+        req.session_id
+    ));
+    let store = match open_store(&st, &user, &info, &prefix) {
+        Ok(s) => s,
+        Err(e) => {
+            st.log
+                .error(&format!("{prefix}: Couldn't open the mail storage: {e}"));
+            let mut io = io;
+            let _ = io.write_all(
+                b"* BYE [UNAVAILABLE] Internal error occurred. Refer to server log for more information.\r\n",
+            );
+            st.log.info(&format!(
+                "{prefix}: Disconnected: Internal error occurred. in=0 out=0"
+            ));
+            return;
+        }
+    };
+    let store_sep = store.separator();
+    let mut reader = CommandReader::new(st.max_line);
+    reader.feed(&req.leftover);
+    let mut s = Session {
+        ns_sep: st.namespace.separator.unwrap_or(store_sep),
+        store_sep,
+        st: st.clone(),
+        io,
+        out: Out::default(),
+        reader,
+        in_bytes: req.leftover.len() as u64,
+        user,
+        session_id: req.session_id.clone(),
+        store,
+        sel: None,
+        condstore: false,
+        qresync: false,
+        stats: Stats::default(),
+        bad: 0,
+        last_cmd: None,
+        cmd_start: Instant::now(),
+        ended: None,
+        append: None,
+    };
+    s.autocreate();
+    let tag = if req.tag.is_empty() { "*" } else { &req.tag };
+    s.out.line(&format!(
+        "{tag} OK [CAPABILITY {}] Logged in",
+        st.capability
+    ));
+    s.main_loop();
+    s.out.flush(&mut s.io);
+    s.io.shutdown();
+    let reason = s
+        .ended
+        .clone()
+        .unwrap_or_else(|| "Connection closed".into());
+    let stats = s.logout_stats();
+    st.log
+        .info(&format!("{prefix}: Disconnected: {reason} {stats}"));
+}
+
+/// The user's store from `mail_location` (or the userdb's `mail`), opened with the
+/// user's filesystem identity.
+fn open_store(
+    st: &ImapState,
+    user: &str,
+    info: &UserInfo,
+    prefix: &str,
+) -> Result<MailStore, MailboxError> {
+    let home = info.home.clone().unwrap_or_default();
+    let location = info
+        .extra
+        .iter()
+        .find(|(k, _)| k == "mail")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| st.mail_location.clone());
+    let ids = match (info.uid, info.gid) {
+        (Some(u), Some(g)) => Some((u, g)),
+        (Some(u), None) => Some((u, u)),
+        _ => None,
+    };
+    let loc = {
+        let _id = crate::sys::fsid::FsIdentity::maybe(ids);
+        MailLocation::expand(&location, user, &home)?
+    };
+    let mut mbox = st.mbox.clone();
+    // A dotlock the user may not create is logged as this session's error (the log is
+    // root's: written with root's filesystem ids).
+    let (log, prefix) = (st.log.clone(), prefix.to_string());
+    mbox.lock_errors = Some(crate::mailbox::lock::LockErrors(Arc::new(
+        move |text: &str| {
+            let _root = crate::sys::fsid::FsIdentity::switch(0, 0);
+            log.error(&format!("{prefix}: {text}"));
+        },
+    )));
+    let sender = if user.contains('@') {
+        user.to_string()
+    } else {
+        format!("{user}@{}", st.hostname)
+    };
+    Ok(MailStore::open(loc, ids, StoreOptions { mbox, sender }))
+}
+
+impl<C: Client> Session<C> {
+    /// `mailbox X { auto = create | subscribe }`: made at login when missing.
+    fn autocreate(&mut self) {
+        let ns = self.st.namespace.clone();
+        for m in &ns.mailboxes {
+            if m.auto != "create" && m.auto != "subscribe" {
+                continue;
+            }
+            let name = self.to_store_name(&m.name);
+            if !matches!(self.store.exists(&name), Ok(true)) {
+                let _ = self.store.create(&name);
+            }
+            if m.auto == "subscribe" {
+                let subscribed = self
+                    .store
+                    .subscriptions()
+                    .map(|s| s.iter().any(|x| *x == name))
+                    .unwrap_or(false);
+                if !subscribed {
+                    let _ = self.store.set_subscribed(&name, true);
+                }
+            }
+        }
+    }
+
+    /// A namespace name (UTF-8, namespace separator) as the store names it.
+    pub fn to_store_name(&self, name: &str) -> String {
+        let name = name.strip_prefix(&self.st.namespace.prefix).unwrap_or(name);
+        if self.ns_sep == self.store_sep {
+            name.to_string()
+        } else {
+            name.chars()
+                .map(|c| if c == self.ns_sep { self.store_sep } else { c })
+                .collect()
+        }
+    }
+
+    /// A store name as the client sees it.
+    pub fn to_ns_name(&self, name: &str) -> String {
+        let mut out = String::new();
+        if !crate::mailbox::names::is_inbox(name) {
+            out.push_str(&self.st.namespace.prefix);
+        }
+        if self.ns_sep == self.store_sep {
+            out.push_str(name);
+        } else {
+            out.extend(
+                name.chars()
+                    .map(|c| if c == self.store_sep { self.ns_sep } else { c }),
+            );
+        }
+        out
+    }
+
+    fn main_loop(&mut self) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            while let Some(ev) = self.reader.next_event() {
+                self.event(ev);
+                if self.ended.is_some() || self.out.broken {
+                    break;
+                }
+                self.out.maybe_flush(&mut self.io);
+            }
+            if self.out.broken && self.ended.is_none() {
+                self.ended = Some(self.closed_reason());
+            }
+            if self.ended.is_some() {
+                return;
+            }
+            self.out.flush(&mut self.io);
+            let _ = self.io.set_read_timeout(Some(self.st.autologout));
+            match self.io.read(&mut buf) {
+                Ok(0) => {
+                    self.ended = Some(self.closed_reason());
+                    return;
+                }
+                Ok(n) => {
+                    self.in_bytes += n as u64;
+                    self.reader.feed(&buf[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.out.line("* BYE Disconnected for inactivity.");
+                    self.ended = Some(format!(
+                        "Inactivity - no input for {} secs",
+                        self.st.autologout.as_secs()
+                    ));
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.ended = Some(self.closed_reason());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Dovecot's reason for a client that just went away: `Connection closed (NAME
+    /// finished N secs ago)`, or `(No commands sent)`.
+    fn closed_reason(&self) -> String {
+        match &self.last_cmd {
+            Some((name, at)) => format!(
+                "Connection closed ({name} finished {:.3} secs ago)",
+                at.elapsed().as_secs_f64()
+            ),
+            None => "Connection closed (No commands sent)".into(),
+        }
+    }
+
+    fn event(&mut self, ev: ReadEvent) {
+        match ev {
+            ReadEvent::Continue(b) => self.out.raw(&b),
+            ReadEvent::Reply { line, close } => {
+                self.out.raw(&line);
+                if close {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end().trim_start_matches("* BYE ").to_string();
+                    self.ended = Some(text);
+                } else {
+                    self.count_bad();
+                }
+            }
+            ReadEvent::Command(raw) => {
+                self.cmd_start = Instant::now();
+                let name = raw.name.clone();
+                self.command(raw);
+                self.last_cmd = Some((name, Instant::now()));
+            }
+            ReadEvent::AppendLiteral {
+                tag,
+                head,
+                size,
+                sync,
+                literal8,
+            } => self.append_literal(tag, head, size, sync, literal8),
+            ReadEvent::LiteralData(d) => self.append_data(d),
+            ReadEvent::LiteralEnd => self.append_literal_end(),
+        }
+    }
+
+    fn count_bad(&mut self) {
+        self.bad += 1;
+        if self.bad >= MAX_BAD_COMMANDS {
+            self.out.line("* BYE Too many invalid IMAP commands.");
+            self.ended = Some("Too many invalid IMAP commands.".into());
+        }
+    }
+
+    /// The tagged line with Dovecot's timing: `TAG OK Fetch completed (0.001 + 0.000
+    /// secs).`
+    pub fn tagged(&mut self, tag: &str, status: &str, text: &str) {
+        let ms = (self.cmd_start.elapsed().as_micros() as u64).div_ceil(1000);
+        let text = text.strip_suffix('.').unwrap_or(text);
+        self.out.line(&format!(
+            "{tag} {status} {text} ({}.{:03} + 0.000 secs).",
+            ms / 1000,
+            ms % 1000
+        ));
+    }
+
+    fn finish(&mut self, tag: &str, done: Done) {
+        match done {
+            Done::Ok(t) => self.tagged(tag, "OK", &t),
+            Done::No(t) => self.tagged(tag, "NO", &t),
+            Done::Bad(t, counted) => {
+                self.tagged(tag, "BAD", &t);
+                if counted {
+                    self.count_bad();
+                }
+            }
+            Done::Sent => {}
+        }
+    }
+
+    /// One command, from its parsed arguments to its tagged reply.
+    fn command(&mut self, raw: RawCommand) {
+        let tag = raw.tag.clone();
+        let name = raw.name.clone();
+        if self.append.is_some() && name != "APPEND" {
+            // An APPEND was cut short (its literal refused): forget it.
+            self.append = None;
+        }
+        let args = match raw.args() {
+            Ok(a) => a,
+            Err(e) => {
+                if name == "APPEND" {
+                    self.append = None;
+                }
+                let d = bad_cmd(&name, e.0);
+                self.finish(&tag, d);
+                return;
+            }
+        };
+        let (uid, base) = match name.strip_prefix("UID ") {
+            Some(b) => (true, b),
+            None => (false, name.as_str()),
+        };
+        let selected_cmd = matches!(
+            base,
+            "CHECK"
+                | "CLOSE"
+                | "UNSELECT"
+                | "EXPUNGE"
+                | "SEARCH"
+                | "FETCH"
+                | "STORE"
+                | "COPY"
+                | "MOVE"
+                | "SORT"
+                | "THREAD"
+        );
+        if uid
+            && !matches!(
+                base,
+                "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" | "SORT" | "THREAD" | "EXPUNGE"
+            )
+        {
+            let d = bad_cmd(&name, "Unknown command");
+            self.finish(&tag, d);
+            return;
+        }
+        if selected_cmd && self.sel.is_none() {
+            self.finish(&tag, Done::Bad("No mailbox selected.".into(), false));
+            return;
+        }
+        // Dovecot's sync after the command: expunges are held back while sequence
+        // numbers are in play.
+        let mut sync = SyncMode::Full;
+        let done = match base {
+            "CAPABILITY" => {
+                let c = format!("* CAPABILITY {}", self.st.capability);
+                self.out.line(&c);
+                Done::Ok("Capability completed.".into())
+            }
+            "NOOP" => Done::Ok("NOOP completed.".into()),
+            "CHECK" => Done::Ok("Check completed.".into()),
+            "LOGOUT" => {
+                self.out.line("* BYE Logging out");
+                self.tagged(&tag, "OK", "Logout completed.");
+                self.ended = Some("Logged out".into());
+                return;
+            }
+            "ID" => self.cmd_id(&args),
+            "ENABLE" => self.cmd_enable(&args),
+            "NAMESPACE" => self.cmd_namespace(),
+            "SELECT" | "EXAMINE" => {
+                let d = self.cmd_select(&tag, base, &args);
+                // SELECT sends its own untagged lines; nothing to sync after it.
+                self.finish(&tag, d);
+                return;
+            }
+            "CREATE" => self.cmd_create(&args),
+            "DELETE" => self.cmd_delete(&args),
+            "RENAME" => self.cmd_rename(&args),
+            "SUBSCRIBE" => self.cmd_subscribe(&args, true),
+            "UNSUBSCRIBE" => self.cmd_subscribe(&args, false),
+            "LIST" => self.cmd_list(&args, false),
+            "LSUB" => self.cmd_list(&args, true),
+            "STATUS" => self.cmd_status(&args),
+            "APPEND" => self.cmd_append(&tag, &args),
+            "IDLE" => {
+                self.cmd_idle(&tag);
+                return;
+            }
+            "CLOSE" => {
+                let d = self.cmd_close(true);
+                self.finish(&tag, d);
+                return;
+            }
+            "UNSELECT" => {
+                let d = self.cmd_close(false);
+                self.finish(&tag, d);
+                return;
+            }
+            "EXPUNGE" => self.cmd_expunge(&args, uid),
+            "FETCH" => {
+                if !uid {
+                    sync = SyncMode::NoExpunges;
+                }
+                self.cmd_fetch(&args, uid)
+            }
+            "STORE" => {
+                if !uid {
+                    sync = SyncMode::NoExpunges;
+                }
+                self.cmd_store(&args, uid)
+            }
+            "SEARCH" => {
+                if !uid {
+                    sync = SyncMode::NoExpunges;
+                }
+                self.cmd_search(&tag, &args, uid)
+            }
+            "SORT" => {
+                if !uid {
+                    sync = SyncMode::NoExpunges;
+                }
+                self.cmd_sort(&tag, &args, uid)
+            }
+            "THREAD" => {
+                if !uid {
+                    sync = SyncMode::NoExpunges;
+                }
+                self.cmd_thread(&args, uid)
+            }
+            "COPY" | "MOVE" => {
+                if !uid {
+                    sync = SyncMode::NoExpunges;
+                }
+                self.cmd_copy(&args, uid, base == "MOVE")
+            }
+            _ => bad_cmd(&name, "Unknown command"),
+        };
+        if matches!(done, Done::Ok(_) | Done::No(_)) && self.ended.is_none() {
+            let done = match self.sync(sync, uid) {
+                Some(extra) => match done {
+                    Done::Ok(t) if !t.starts_with('[') => Done::Ok(format!("{extra} {t}")),
+                    d => d,
+                },
+                None => done,
+            };
+            if self.ended.is_some() {
+                return;
+            }
+            self.finish(&tag, done);
+        } else {
+            self.finish(&tag, done);
+        }
+    }
+
+    /// `ID (…)` (RFC 2971): Dovecot's `imap_id_send` default, `name *`.
+    fn cmd_id(&mut self, args: &[Arg]) -> Done {
+        if args.len() != 1 || !matches!(args[0], Arg::Nil | Arg::List(_)) {
+            return bad_cmd("ID", "Invalid arguments");
+        }
+        self.out.line("* ID (\"name\" \"Dovecot\")");
+        Done::Ok("ID completed.".into())
+    }
+
+    /// `ENABLE` (RFC 5161): CONDSTORE and QRESYNC (QRESYNC implies CONDSTORE); other
+    /// names are ignored.
+    fn cmd_enable(&mut self, args: &[Arg]) -> Done {
+        if args.is_empty() {
+            return bad_cmd("ENABLE", "Invalid arguments");
+        }
+        let mut names = Vec::new();
+        for a in args {
+            let Some(n) = a.atom() else {
+                return bad_cmd("ENABLE", "Invalid arguments");
+            };
+            names.push(n.to_ascii_uppercase());
+        }
+        let mut enabled = Vec::new();
+        for n in names {
+            match n.as_str() {
+                "CONDSTORE" if !self.condstore => {
+                    self.enable_condstore();
+                    enabled.push(n);
+                }
+                "QRESYNC" if !self.qresync => {
+                    self.enable_condstore();
+                    self.qresync = true;
+                    enabled.push(n);
+                }
+                _ => {}
+            }
+        }
+        if enabled.is_empty() {
+            return Done::Ok("Enabled.".into());
+        }
+        self.out.line(&format!("* ENABLED {}", enabled.join(" ")));
+        Done::Ok("Enabled.".into())
+    }
+
+    /// CONDSTORE turned on (RFC 7162 §3.1: by ENABLE or by a command using it); with a
+    /// mailbox selected, its HIGHESTMODSEQ is announced.
+    pub fn enable_condstore(&mut self) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let Some(sel) = &self.sel {
+            let m = sel.folder.highest_modseq();
+            self.out.line(&format!("* OK [HIGHESTMODSEQ {m}] Highest"));
+        }
+    }
+
+    /// `* NAMESPACE (("" "."))  NIL NIL`.
+    fn cmd_namespace(&mut self) -> Done {
+        let ns = &self.st.namespace;
+        let line = format!(
+            "* NAMESPACE ((\"{}\" \"{}\")) NIL NIL",
+            quote_escape(&super::mutf7::encode(&ns.prefix)),
+            quote_escape(&self.ns_sep.to_string())
+        );
+        self.out.line(&line);
+        Done::Ok("Namespace completed.".into())
+    }
+
+    /// IDLE (RFC 2177): `+ idling`, then changes as they happen (checked every
+    /// `idle_check`), `* OK Still here` every `imap_idle_notify_interval`, until DONE.
+    fn cmd_idle(&mut self, tag: &str) {
+        if self.sel.is_some() {
+            self.sync(SyncMode::Full, false);
+        }
+        self.out.line("+ idling");
+        self.out.flush(&mut self.io);
+        // Whatever the client sent after IDLE is read here, line by line.
+        let mut pending = self.reader.take_buffered();
+        let mut buf = vec![0u8; 4096];
+        let mut last_notify = Instant::now();
+        let mut last_check = Instant::now();
+        loop {
+            if let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                let word = String::from_utf8_lossy(&line);
+                let word = word.trim_end_matches(['\r', '\n']);
+                self.reader.feed(&pending);
+                self.cmd_start = Instant::now();
+                if word.eq_ignore_ascii_case("DONE") {
+                    if self.sel.is_some() {
+                        self.sync(SyncMode::Full, false);
+                    }
+                    if self.ended.is_none() {
+                        self.tagged(tag, "OK", "Idle completed.");
+                    }
+                } else {
+                    self.tagged(tag, "BAD", "Expected DONE.");
+                }
+                self.last_cmd = Some(("IDLE".into(), Instant::now()));
+                return;
+            }
+            if pending.len() > self.st.max_line {
+                self.tagged(tag, "BAD", "Expected DONE.");
+                pending.clear();
+                return;
+            }
+            if self.ended.is_some() || self.out.broken {
+                return;
+            }
+            let wait = self
+                .st
+                .idle_check
+                .saturating_sub(last_check.elapsed())
+                .max(Duration::from_millis(10));
+            let _ = self.io.set_read_timeout(Some(wait));
+            match self.io.read(&mut buf) {
+                Ok(0) => {
+                    self.ended = Some(self.closed_reason_idle());
+                    return;
+                }
+                Ok(n) => {
+                    self.in_bytes += n as u64;
+                    pending.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    self.ended = Some(self.closed_reason_idle());
+                    return;
+                }
+            }
+            if last_check.elapsed() >= self.st.idle_check {
+                last_check = Instant::now();
+                if self.sel.is_some() {
+                    self.sync(SyncMode::Full, false);
+                }
+            }
+            if last_notify.elapsed() >= self.st.idle_notify {
+                last_notify = Instant::now();
+                self.out.line("* OK Still here");
+            }
+            self.out.flush(&mut self.io);
+        }
+    }
+
+    fn closed_reason_idle(&self) -> String {
+        "Connection closed (IDLE running for 0.001 + waiting input for 0.001 secs)".into()
+    }
+
+    /// Sync the selected mailbox and report what changed (Dovecot's `imap_sync`).
+    /// Returns `[HIGHESTMODSEQ n]` for the tagged reply when QRESYNC wants it.
+    pub fn sync(&mut self, mode: SyncMode, uid_cmd: bool) -> Option<String> {
+        let sel = self.sel.as_mut()?;
+        let before: Vec<u32> = sel.folder.messages().iter().map(|m| m.uid).collect();
+        let changes = match sel.folder.sync(mode) {
+            Ok(c) => c,
+            Err(MailboxError::NotFound(_)) => {
+                self.out
+                    .line("* BYE Selected mailbox was deleted, have to disconnect.");
+                self.ended = Some("Selected mailbox was deleted, have to disconnect.".into());
+                return None;
+            }
+            Err(e) => {
+                let text = format!("Mailbox {}: sync failed: {e}", sel.name);
+                self.log_error(&text);
+                return None;
+            }
+        };
+        if changes.uid_validity_changed {
+            self.out.line("* BYE Mailbox UIDVALIDITY changed");
+            self.ended = Some("Mailbox UIDVALIDITY changed".into());
+            return None;
+        }
+        let sel = self.sel.as_mut()?;
+        let folder = &sel.folder;
+        if changes.keywords_added {
+            send_flags(&mut self.out, folder);
+        }
+        // Flag changes, by the sequence numbers the client knows (before expunges).
+        let send_uid = uid_cmd || self.qresync;
+        for uid in &changes.flags {
+            let Some(seq) = before.iter().position(|u| u == uid) else {
+                continue;
+            };
+            let Some(m) = folder.get(*uid) else { continue };
+            let mut line = format!("* {} FETCH (", seq + 1);
+            if send_uid {
+                line.push_str(&format!("UID {uid} "));
+            }
+            if self.condstore {
+                line.push_str(&format!("MODSEQ ({}) ", m.modseq));
+            }
+            line.push_str(&format!("FLAGS ({}))", flag_list(folder, m)));
+            self.out.line(&line);
+        }
+        if !changes.expunged.is_empty() {
+            let uids: Vec<u32> = changes.expunged.iter().map(|&(_, u)| u).collect();
+            let sel = self.sel.as_mut()?;
+            sel.saved.retain(|u| !uids.contains(u));
+            if self.qresync {
+                let mut sorted = uids.clone();
+                sorted.sort_unstable();
+                self.out.line(&format!(
+                    "* VANISHED {}",
+                    super::message::search::seqset_string(&sorted)
+                ));
+            } else {
+                // Highest first, by the numbers before any of them went (as Dovecot).
+                let mut seqs: Vec<u32> = uids
+                    .iter()
+                    .filter_map(|u| before.iter().position(|b| b == u))
+                    .map(|p| p as u32 + 1)
+                    .collect();
+                seqs.sort_unstable_by(|a, b| b.cmp(a));
+                for s in seqs {
+                    self.out.line(&format!("* {s} EXPUNGE"));
+                }
+            }
+        }
+        let sel = self.sel.as_mut()?;
+        if changes.new_messages > 0 {
+            self.out
+                .line(&format!("* {} EXISTS", sel.folder.messages().len()));
+        }
+        let recent = sel.folder.status().recent;
+        if recent != sel.recent {
+            sel.recent = recent;
+            self.out.line(&format!("* {recent} RECENT"));
+        }
+        if self.qresync && (!changes.is_empty()) {
+            return Some(format!("[HIGHESTMODSEQ {}]", sel.folder.highest_modseq()));
+        }
+        None
+    }
+
+    /// Log an error of this session (`imap(user)<pid><session>: Error: …`).
+    pub fn log_error(&self, text: &str) {
+        self.st.log.error(&format!(
+            "imap({})<{}><{}>: {text}",
+            self.user,
+            std::process::id(),
+            self.session_id
+        ));
+    }
+
+    /// A store error as Dovecot answers it: `NO [CODE] text`, internal errors logged and
+    /// answered `NO [SERVERBUG] Internal error occurred. …`.
+    pub fn store_error(&self, e: &MailboxError) -> Done {
+        match e {
+            MailboxError::Io { .. } | MailboxError::Unsafe(..) | MailboxError::Format(_) => {
+                self.log_error(&e.to_string());
+                Done::No(
+                    "[SERVERBUG] Internal error occurred. Refer to server log for more information."
+                        .into(),
+                )
+            }
+            MailboxError::Locked(_) => Done::No("[INUSE] Timeout while waiting for lock.".into()),
+            _ => {
+                let text = e.to_string();
+                let text = if text.ends_with('.') {
+                    text
+                } else {
+                    format!("{text}.")
+                };
+                match e.imap_code() {
+                    Some(code) => Done::No(format!("[{code}] {text}")),
+                    None => Done::No(text),
+                }
+            }
+        }
+    }
+
+    fn logout_stats(&self) -> String {
+        let s = &self.stats;
+        let (i, o) = (self.in_bytes, self.out.bytes);
+        let value = |key: &str| -> Option<String> {
+            Some(match key {
+                "i" | "input" => i.to_string(),
+                "o" | "output" => o.to_string(),
+                "deleted" => s.deleted.to_string(),
+                "expunged" => s.expunged.to_string(),
+                "trashed" => s.trashed.to_string(),
+                "autoexpunged" => "0".into(),
+                "fetch_hdr_count" => s.fetch_hdr_count.to_string(),
+                "fetch_hdr_bytes" => s.fetch_hdr_bytes.to_string(),
+                "fetch_body_count" => s.fetch_body_count.to_string(),
+                "fetch_body_bytes" => s.fetch_body_bytes.to_string(),
+                "session" => self.session_id.clone(),
+                "user" | "u" => self.user.clone(),
+                _ => return None,
+            })
+        };
+        crate::config::dovecot::var_expand::var_expand(&self.st.logout_format, value, |key| {
+            format!("UNSUPPORTED_VARIABLE_{key}")
+        })
+    }
+}
+
+/// `* FLAGS (…)` and `* OK [PERMANENTFLAGS (…)]` of a selected mailbox.
+pub(crate) fn send_flags(out: &mut Out, folder: &Folder) {
+    let kws: Vec<&str> = folder.keywords().iter().map(String::as_str).collect();
+    let mut flags = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+    for k in &kws {
+        flags.push(' ');
+        flags.push_str(k);
+    }
+    out.line(&format!("* FLAGS ({flags})"));
+    if folder.read_only() {
+        out.line("* OK [PERMANENTFLAGS ()] Read-only mailbox.");
+    } else {
+        let star = if folder.can_create_keywords() {
+            " \\*"
+        } else {
+            ""
+        };
+        out.line(&format!(
+            "* OK [PERMANENTFLAGS ({flags}{star})] Flags permitted."
+        ));
+    }
+}
+
+/// A message's FLAGS list (system flags in Dovecot's order, keywords, `\Recent`).
+pub(crate) fn flag_list(folder: &Folder, m: &crate::mailbox::Message) -> String {
+    let mut parts: Vec<&str> = m.flags.names().collect();
+    if m.recent {
+        parts.push("\\Recent");
+    }
+    parts.extend(folder.keyword_names(m));
+    parts.join(" ")
+}
+
+/// A string inside `"…"`: `\` and `"` escaped.
+pub(crate) fn quote_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

@@ -1,0 +1,303 @@
+//! The IMAP service's settings (read from `dovecot.conf` at start and on reload) and the
+//! service side of a login: the credentials an `imap-login` process sends are checked
+//! ([`crate::login::service`]), the verdict goes back, and a logged-in client gets its
+//! own session thread ([`super::session`]) with the socket.
+//!
+//! Settings: `imap_max_line_length` (64k), `imap_idle_notify_interval` (2 mins),
+//! `imap_logout_format`, `imap_client_workarounds` (`delay-newmail`,
+//! `tb-extra-mailbox-sep`, `tb-lsub-flags`), `imap_capability` (a replacement list, or
+//! `+` and words added to the default), `mail_max_userip_connections` (per protocol),
+//! `mail_location` (the userdb's `mail` overrides it), `first_valid_uid`, the mbox lock
+//! settings (as POP3's), `namespace inbox { separator prefix mailbox NAME { special_use
+//! auto } }`, `login_trusted_networks` and the rest of the login stage's.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::dovecot::{AuthCache, DovecotAuth, UserInfo};
+use crate::config::dovecot::DovecotConf;
+use crate::login::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
+use crate::login::service::{Checker, Refused, UserIp};
+use crate::login::{DovecotLog, LoginConf, Protocol};
+
+/// What the session advertises after login: Dovecot 2.3.19's list without what Postern
+/// does not serve (URL-PARTIAL, SNIPPET=FUZZY, PREVIEW=FUZZY, PREVIEW, SAVEDATE, NOTIFY,
+/// CONTEXT=SEARCH), in Dovecot's order.
+pub const CAPABILITY: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN LIST-STATUS BINARY MOVE STATUS=SIZE LITERAL+ SPECIAL-USE";
+
+/// `imap_client_workarounds` Dovecot 2.3 knows.
+pub const WORKAROUNDS: &[&str] = &["delay-newmail", "tb-extra-mailbox-sep", "tb-lsub-flags"];
+
+/// A `mailbox NAME { special_use auto }` of the inbox namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxSetting {
+    /// UTF-8, with the namespace separator.
+    pub name: String,
+    /// `\Drafts \Sent` … as written.
+    pub special_use: Vec<String>,
+    /// `auto`: `no`, `create` or `subscribe`.
+    pub auto: String,
+}
+
+/// The private namespace (Dovecot's `namespace inbox`): what NAMESPACE and LIST show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// `prefix` (usually empty; `INBOX.` in Courier-style setups).
+    pub prefix: String,
+    /// `separator`; `None`: the layout's own (`.` Maildir++, `/` mbox and LAYOUT=fs).
+    pub separator: Option<char>,
+    pub mailboxes: Vec<MailboxSetting>,
+}
+
+impl Namespace {
+    pub fn from_conf(conf: &DovecotConf) -> Namespace {
+        let mut ns = Namespace::default();
+        // The inbox namespace: the one with `inbox = yes`, else the first private one.
+        let blocks: Vec<_> = conf.root.blocks_of("namespace").collect();
+        let chosen = blocks
+            .iter()
+            .find(|b| b.get("inbox") == Some("yes"))
+            .or_else(|| {
+                blocks
+                    .iter()
+                    .find(|b| matches!(b.get("type"), None | Some("private")))
+            });
+        let Some(b) = chosen else {
+            return ns;
+        };
+        ns.prefix = b.get("prefix").unwrap_or("").to_string();
+        ns.separator = b
+            .get("separator")
+            .and_then(|s| crate::config::dovecot::parse::unquote(s).chars().next());
+        for m in b.blocks_of("mailbox") {
+            let Some(name) = m.name.clone() else { continue };
+            ns.mailboxes.push(MailboxSetting {
+                name: crate::config::dovecot::parse::unquote(&name),
+                special_use: m
+                    .get("special_use")
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+                auto: m.get("auto").unwrap_or("no").to_string(),
+            });
+        }
+        ns
+    }
+}
+
+/// Settings and shared state of the IMAP service.
+pub struct ImapState {
+    /// The login stage's settings (what "secured" means, TLS, the greeting).
+    pub login: LoginConf,
+    pub auth: Arc<DovecotAuth>,
+    pub auth_cache: Option<Arc<AuthCache>>,
+    pub log: DovecotLog,
+    pub userip: UserIp,
+    pub first_valid_uid: u32,
+    pub mail_location: String,
+    pub mbox: crate::mailbox::MboxOptions,
+    /// `imap_max_line_length`.
+    pub max_line: usize,
+    /// `imap_idle_notify_interval`: how often an idling client hears `* OK Still here`.
+    pub idle_notify: Duration,
+    /// How often IDLE looks for changes (Dovecot's `mailbox_idle_check_interval`, 30 s;
+    /// Postern checks every second, as it costs a few stat calls).
+    pub idle_check: Duration,
+    /// `imap_logout_format`.
+    pub logout_format: String,
+    /// `imap_client_workarounds`.
+    pub delay_newmail: bool,
+    pub tb_extra_mailbox_sep: bool,
+    pub tb_lsub_flags: bool,
+    /// The post-login capability list (`imap_capability` honoured).
+    pub capability: String,
+    pub namespace: Namespace,
+    /// A silent logged-in client is disconnected after this (Dovecot: 30 min).
+    pub autologout: Duration,
+    /// The host name (mbox `From ` lines of APPENDed messages).
+    pub hostname: String,
+}
+
+impl ImapState {
+    pub fn from_conf(conf: &DovecotConf) -> anyhow::Result<ImapState> {
+        let auth = DovecotAuth::from_conf(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Self::with_auth(conf, Arc::new(auth), AuthCache::from_conf(conf))
+    }
+
+    /// As [`from_conf`](Self::from_conf), with the passdbs/userdbs and the cache the
+    /// master shares between its services.
+    pub fn with_auth(
+        conf: &DovecotConf,
+        auth: Arc<DovecotAuth>,
+        auth_cache: Option<Arc<AuthCache>>,
+    ) -> anyhow::Result<ImapState> {
+        use crate::config::dovecot::settings::{parse_size, parse_time};
+        let get = |k: &str| conf.get_for("imap", k);
+        let workarounds: Vec<String> = get("imap_client_workarounds")
+            .unwrap_or("")
+            .split([' ', ','])
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect();
+        let capability = match get("imap_capability").unwrap_or("").trim() {
+            "" => CAPABILITY.to_string(),
+            c if c.starts_with('+') => format!("{CAPABILITY} {}", c[1..].trim()),
+            c => c.to_string(),
+        };
+        Ok(ImapState {
+            login: LoginConf::from_conf(conf, Protocol::Imap)?,
+            auth,
+            auth_cache,
+            log: DovecotLog::from_conf(conf),
+            userip: UserIp::new(conf.mail_max_userip_connections("imap")),
+            first_valid_uid: crate::pop3d::first_valid_uid(conf),
+            mail_location: conf.mail_location().to_string(),
+            mbox: crate::pop3d::mbox_options(conf)?,
+            max_line: get("imap_max_line_length")
+                .and_then(|v| parse_size(v).ok())
+                .map(|v| v as usize)
+                .filter(|v| *v > 0)
+                .unwrap_or(super::reader::DEFAULT_MAX_LINE),
+            idle_notify: Duration::from_secs(
+                get("imap_idle_notify_interval")
+                    .and_then(|v| parse_time(v).ok())
+                    .unwrap_or(120)
+                    .max(1),
+            ),
+            idle_check: Duration::from_secs(1),
+            logout_format: get("imap_logout_format")
+                .unwrap_or("in=%i out=%o deleted=%{deleted} expunged=%{expunged} trashed=%{trashed} hdr_count=%{fetch_hdr_count} hdr_bytes=%{fetch_hdr_bytes} body_count=%{fetch_body_count} body_bytes=%{fetch_body_bytes}")
+                .to_string(),
+            delay_newmail: workarounds.iter().any(|w| w == "delay-newmail"),
+            tb_extra_mailbox_sep: workarounds.iter().any(|w| w == "tb-extra-mailbox-sep"),
+            tb_lsub_flags: workarounds.iter().any(|w| w == "tb-lsub-flags"),
+            capability,
+            namespace: Namespace::from_conf(conf),
+            autologout: Duration::from_secs(30 * 60),
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+        })
+    }
+}
+
+/// Service process: answer one `imap-login` process's requests on `ch` until it goes
+/// away. Each login is served with the settings current when it arrives.
+pub async fn serve_login_process(
+    ch: Arc<Channel>,
+    settings: tokio::sync::watch::Receiver<Option<Arc<ImapState>>>,
+) {
+    while let Ok(Some((msg, fd))) = ch.recv().await {
+        match msg {
+            Msg::Login(req) => {
+                let Some(st) = settings.borrow().clone() else {
+                    continue;
+                };
+                match fd {
+                    Some(fd) => {
+                        tokio::spawn(take_over(st, req, fd, ch.clone()));
+                    }
+                    None => {
+                        let v = Verdict::ReplyClose(format!(
+                            "{} NO [UNAVAILABLE] Temporary authentication failure.",
+                            req.tag
+                        ));
+                        let _ = ch
+                            .send(
+                                &Msg::Verdict {
+                                    id: req.id,
+                                    verdict: v,
+                                },
+                                None,
+                            )
+                            .await;
+                    }
+                }
+            }
+            Msg::Log { level, text } => {
+                if let Some(st) = settings.borrow().as_ref() {
+                    st.log.line(&level, &text);
+                }
+            }
+            Msg::Verdict { .. } | Msg::Drain => {}
+        }
+    }
+}
+
+/// The service's side of a client the login process authenticated: check the
+/// credentials, tell the login process the verdict, and when it is
+/// [`Verdict::Taken`] start the session on its own thread with the socket `fd` (the
+/// client's, or the login process's proxy of a TLS client).
+async fn take_over(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, ch: Arc<Channel>) {
+    let tag = req.tag.clone();
+    let checked = match &req.creds {
+        Credentials::Plain { user, pass } => {
+            let checker = Checker {
+                protocol: Protocol::Imap,
+                auth: &st.auth,
+                cache: st.auth_cache.as_ref(),
+                log: &st.log,
+                first_valid_uid: st.first_valid_uid,
+                userip: &st.userip,
+            };
+            checker
+                .check(user, pass, req.remote.ip(), &req.session_id)
+                .await
+        }
+        Credentials::Apop { .. } => Err(Refused::Failed),
+    };
+    let verdict = match &checked {
+        Ok(_) => Verdict::Taken,
+        Err(Refused::Failed) => Verdict::Failed,
+        Err(Refused::TempFail) => Verdict::Reply(format!(
+            "{tag} NO [UNAVAILABLE] Temporary authentication failure."
+        )),
+        Err(Refused::Internal) => Verdict::ReplyClose(
+            "* BYE [UNAVAILABLE] Internal error occurred. Refer to server log for more information."
+                .to_string(),
+        ),
+        Err(Refused::UserIp(n)) => Verdict::Reply(format!(
+            "{tag} NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={n})"
+        )),
+    };
+    let sent = ch
+        .send(
+            &Msg::Verdict {
+                id: req.id,
+                verdict,
+            },
+            None,
+        )
+        .await;
+    let Ok((user, info)) = checked else {
+        return;
+    };
+    if sent.is_err() {
+        st.userip.release(&user, req.remote.ip());
+        return;
+    }
+    start_session(st, req, fd, user, info);
+}
+
+/// A logged-in session runs on its own thread (as Dovecot runs one `imap` process per
+/// user), blocking on its socket; the thread ends with the session.
+fn start_session(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, user: String, info: UserInfo) {
+    let remote = req.remote.ip();
+    let st2 = st.clone();
+    let user2 = user.clone();
+    let spawned = std::thread::Builder::new()
+        .name("imap".into())
+        .stack_size(2 << 20)
+        .spawn(move || {
+            super::session::serve(st2.clone(), req, fd, user2.clone(), info);
+            st2.userip.release(&user2, remote);
+            crate::memory::trim_heap();
+        });
+    if let Err(e) = spawned {
+        st.log.error(&format!("imap({user}): thread: {e}"));
+        st.userip.release(&user, remote);
+    }
+}

@@ -1,0 +1,243 @@
+//! A client connection as the login stage and the services see it: the socket (plain,
+//! TLS, or the service's end of a TLS client the login process proxies), the input not
+//! yet consumed, and the replies queued until the session next waits for input (so
+//! pipelined commands are answered in one write).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+/// Output buffer capacity a connection keeps between replies.
+const WBUF_KEEP: usize = 16 * 1024;
+
+/// The socket under a connection.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The service's end of a TLS client: the login process decrypts and proxies.
+    Proxied(UnixStream),
+    Gone,
+}
+
+impl Io {
+    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+            Io::Proxied(s) => s.read(buf).await,
+            Io::Gone => Ok(0),
+        }
+    }
+
+    pub async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Io::Plain(s) => s.write_all(b).await,
+            Io::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Io::Proxied(s) => s.write_all(b).await,
+            Io::Gone => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// Close the sending side (a TLS close_notify, a FIN).
+    pub async fn shutdown(&mut self) {
+        let _ = match self {
+            Io::Plain(s) => s.shutdown().await,
+            Io::Tls(s) => s.shutdown().await,
+            Io::Proxied(s) => s.shutdown().await,
+            Io::Gone => Ok(()),
+        };
+    }
+
+    /// The service's side of a client handed over by a login process: the client's TCP
+    /// socket, or (`tls`) the login process's proxy of a TLS client.
+    pub fn from_handed(fd: std::os::fd::OwnedFd, tls: bool) -> std::io::Result<Io> {
+        if tls {
+            let u = std::os::unix::net::UnixStream::from(fd);
+            u.set_nonblocking(true)?;
+            UnixStream::from_std(u).map(Io::Proxied)
+        } else {
+            let t = std::net::TcpStream::from(fd);
+            t.set_nonblocking(true)?;
+            TcpStream::from_std(t).map(Io::Plain)
+        }
+    }
+}
+
+/// Why reading a line ended without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed the connection (or it broke).
+    Lost,
+    /// Nothing came within the idle timeout.
+    Timeout,
+    /// The line is longer than the limit.
+    TooLong,
+}
+
+/// One client connection.
+pub struct Conn {
+    pub io: Io,
+    /// Input received and not yet consumed.
+    pub rbuf: Vec<u8>,
+    /// Replies queued.
+    pub wbuf: Vec<u8>,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// TLS is spoken with the client (here or in the login process's proxy).
+    pub tls: bool,
+    pub session_id: String,
+    /// Count bytes in and out (`%i`, `%o` of the logout formats) from now on.
+    pub counting: bool,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+}
+
+impl Conn {
+    pub fn new(io: Io, remote: SocketAddr, local: SocketAddr) -> Conn {
+        Conn {
+            io,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            remote,
+            local,
+            tls: false,
+            session_id: super::session_id(),
+            counting: false,
+            in_bytes: 0,
+            out_bytes: 0,
+        }
+    }
+
+    /// Queue `line` and CRLF.
+    pub fn reply(&mut self, line: &str) {
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    /// Queue raw bytes.
+    pub fn send(&mut self, data: &[u8]) {
+        self.wbuf.extend_from_slice(data);
+    }
+
+    /// Write what is queued.
+    pub async fn flush(&mut self) {
+        if !self.wbuf.is_empty() {
+            if self.counting {
+                self.out_bytes += self.wbuf.len() as u64;
+            }
+            if self.io.write_all(&self.wbuf).await.is_err() {
+                self.io = Io::Gone;
+            }
+            // The buffer is kept for the next replies (no allocation per reply), unless
+            // a long listing or message made it large.
+            self.wbuf.clear();
+            if self.wbuf.capacity() > WBUF_KEEP {
+                self.wbuf = Vec::new();
+            }
+        }
+    }
+
+    pub fn gone(&self) -> bool {
+        matches!(self.io, Io::Gone)
+    }
+
+    /// Read more input into `rbuf` (replies are flushed first); `Err` at the end of the
+    /// input or after `timeout` of silence.
+    pub async fn fill(&mut self, timeout: Duration) -> Result<usize, End> {
+        self.flush().await;
+        let mut buf = [0u8; 8192];
+        let n = match tokio::time::timeout(timeout, self.io.read(&mut buf)).await {
+            Err(_) => return Err(End::Timeout),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
+            Ok(Ok(n)) => n,
+        };
+        self.rbuf.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    /// Read one line without its CRLF; a line over `limit` is [`End::TooLong`]. Replies
+    /// are flushed before the session blocks.
+    pub async fn read_line(&mut self, limit: usize, timeout: Duration) -> Result<Vec<u8>, End> {
+        loop {
+            if let Some(pos) = memchr::memchr(b'\n', &self.rbuf) {
+                if self.counting {
+                    self.in_bytes += pos as u64 + 1;
+                }
+                let mut line: Vec<u8> = self.rbuf.drain(..=pos).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > limit {
+                    return Err(End::TooLong);
+                }
+                return Ok(line);
+            }
+            if self.rbuf.len() > limit {
+                return Err(End::TooLong);
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Start TLS on a plain connection (after the reply that announced it is flushed);
+    /// input read before the handshake is dropped, as RFC 2595 §3.1 asks. `false` when
+    /// the handshake failed (the connection is then gone).
+    pub async fn start_tls(&mut self, cfg: Arc<rustls::ServerConfig>, timeout: Duration) -> bool {
+        self.flush().await;
+        self.rbuf.clear();
+        let tcp = match std::mem::replace(&mut self.io, Io::Gone) {
+            Io::Plain(t) => t,
+            other => {
+                self.io = other;
+                return false;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                self.io = Io::Tls(Box::new(tls));
+                self.tls = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `rip=…, lip=…` and `, TLS` or `, secured` as Dovecot's login lines end.
+    pub fn fields(&self, secured: bool) -> String {
+        let mut s = format!("rip={}, lip={}", self.remote.ip(), self.local.ip());
+        if self.tls {
+            s.push_str(", TLS");
+        } else if secured {
+            s.push_str(", secured");
+        }
+        s
+    }
+}
+
+/// Relay a logged-in TLS client: client → service until the client closes, service →
+/// client until the service closes, which ends the connection (TLS close_notify).
+pub async fn proxy(tls: Box<tokio_rustls::server::TlsStream<TcpStream>>, service: UnixStream) {
+    let (mut cr, mut cw) = tokio::io::split(*tls);
+    let (mut sr, mut sw) = service.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = sw.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::select! {
+        _ = down => {}
+        _ = up => {}
+    }
+}

@@ -1,0 +1,279 @@
+//! The login process (Dovecot's `pop3-login`, `imap-login`): the part of a mail service
+//! that talks to clients before they have logged in runs without privileges.
+//!
+//! The master (root when started as root) binds the listeners, then starts one such
+//! process per protocol (`dovecot/pop3-login`, `dovecot/imap-login` in `ps`) with the
+//! protocol's listening sockets and one end of a [`handoff`](super::handoff) channel.
+//! Here, as root only while starting: the config is read and the TLS key loaded, then the
+//! process chroots to `base_dir/login` (`service PROTO-login { chroot }`), takes the login
+//! user's uid and gid (`service PROTO-login { user }`, else `default_login_user`, default
+//! `dovenull`; a 0.99/1.x file without `login_user` gets that era's `dovecot`, pinned by
+//! the config layer) and no other group — as Dovecot 2.3 runs it. A missing user is
+//! refused at start in Dovecot's words for each case ([`LoginUserError`]). It greets
+//! clients, speaks TLS, reads the protocol's pre-login commands ([`super::pop3`],
+//! [`super::imap`]) and sends the credentials with the client's socket to the service,
+//! which checks them and, on success, serves the session itself. A TLS client stays
+//! proxied through this process (the TLS state lives here). Log lines go to the service
+//! (this process may not open `log_path`). The process exits when the service goes away,
+//! and after a reload (a [`Msg::Drain`]) once its last client is gone.
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::handoff::{Channel, LoginRequest, Msg, Verdict};
+use super::{LoginConf, Protocol};
+use crate::config::dovecot::DovecotConf;
+
+/// The login process's end of the channel, with the requests waiting for a verdict.
+pub struct LoginCtl {
+    ch: Channel,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
+    next: AtomicU64,
+}
+
+impl LoginCtl {
+    pub fn new(ch: Channel) -> LoginCtl {
+        LoginCtl {
+            ch,
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Send `req` with the client's descriptor and wait for the service's verdict;
+    /// `None` when the service is gone. `fd` is closed here once sent.
+    pub async fn ask(&self, mut req: LoginRequest, fd: OwnedFd) -> Option<Verdict> {
+        use std::os::fd::AsRawFd;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        req.id = id;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().ok()?.insert(id, tx);
+        if self
+            .ch
+            .send(&Msg::Login(req), Some(fd.as_raw_fd()))
+            .await
+            .is_err()
+        {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            return None;
+        }
+        drop(fd);
+        rx.await.ok()
+    }
+
+    fn answer(&self, id: u64, verdict: Verdict) {
+        let tx = self.pending.lock().ok().and_then(|mut p| p.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(verdict);
+        }
+    }
+}
+
+/// A login user that does not exist, worded as Dovecot 2.3.19 words each case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginUserError {
+    /// `default_login_user` (1.x files: `dovecot`, pinned by the config layer) names no
+    /// user: doveconf's check, `default_login_user doesn't exist: X`, reported as an error
+    /// in the configuration file.
+    Default(String),
+    /// `service PROTO-login { user }` (1.x `login_user`) names no user: the master's
+    /// `service(pop3-login) User doesn't exist: X (See service pop3-login { user }
+    /// setting)`.
+    Service(&'static str, String),
+}
+
+impl std::fmt::Display for LoginUserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginUserError::Default(u) => write!(f, "default_login_user doesn't exist: {u}"),
+            LoginUserError::Service(svc, u) => write!(
+                f,
+                "service({svc}) User doesn't exist: {u} (See service {svc} {{ user }} setting)"
+            ),
+        }
+    }
+}
+
+/// The login user's uid and gid for `protocol`, when running as root (`None` when not
+/// root: everything runs as the invoking user).
+pub fn login_identity(
+    conf: &DovecotConf,
+    protocol: Protocol,
+) -> Result<Option<(u32, u32)>, LoginUserError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let (name, from_service) = conf.login_user_setting(protocol.name());
+    match nix::unistd::User::from_name(&name) {
+        Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
+        _ if from_service => Err(LoginUserError::Service(protocol.login_service(), name)),
+        _ => Err(LoginUserError::Default(name)),
+    }
+}
+
+/// Chroot (when configured) and become the login user for good.
+fn drop_privileges(conf: &DovecotConf, protocol: Protocol) -> Result<(), String> {
+    let Some((uid, gid)) = login_identity(conf, protocol).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if let Some(dir) = conf.login_chroot(protocol.name()) {
+        // As Dovecot makes it: root-owned, readable by the login group only.
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir({}): {e}", dir.display()))?;
+        let _ = nix::unistd::chown(&dir, Some(0.into()), Some(gid.into()));
+        let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750));
+        nix::unistd::chroot(&dir).map_err(|e| format!("chroot({}): {e}", dir.display()))?;
+        nix::unistd::chdir("/").map_err(|e| format!("chdir(/): {e}"))?;
+    }
+    nix::unistd::setgroups(&[gid.into()]).map_err(|e| format!("setgroups({gid}): {e}"))?;
+    nix::unistd::setgid(gid.into()).map_err(|e| format!("setgid({gid}): {e}"))?;
+    nix::unistd::setuid(uid.into()).map_err(|e| format!("setuid({uid}): {e}"))?;
+    if uid != 0 && nix::unistd::setuid(0.into()).is_ok() {
+        return Err("root privileges could not be dropped".into());
+    }
+    Ok(())
+}
+
+/// Entry point of a login process: `ctl` and the `listeners` (descriptor, implicit TLS)
+/// are inherited from the master. Returns the exit status.
+pub fn main(conf_path: &Path, protocol: Protocol, ctl: RawFd, listeners: &[(RawFd, bool)]) -> i32 {
+    // SAFETY: the descriptors were left open for this process by the master, which named
+    // them on the command line; nothing else here owns them.
+    let ctl = unsafe { OwnedFd::from_raw_fd(ctl) };
+    let listeners: Vec<(std::net::TcpListener, bool)> = listeners
+        .iter()
+        // SAFETY: as above.
+        .map(|&(fd, ssl)| (unsafe { std::net::TcpListener::from_raw_fd(fd) }, ssl))
+        .collect();
+    for (l, _) in &listeners {
+        let _ = l.set_nonblocking(true);
+    }
+    let svc = protocol.login_service();
+    let fatal = |m: &str| {
+        eprintln!("Fatal: {svc}: {m}");
+        89
+    };
+    let conf = match DovecotConf::load(conf_path) {
+        Ok(c) => c,
+        Err(e) => return fatal(&e.to_string()),
+    };
+    let st = match LoginConf::from_conf(&conf, protocol) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fatal(&e.to_string()),
+    };
+    // Found through /proc, so before the chroot.
+    let code = crate::memory::code_ranges();
+    super::limit_malloc_arenas();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fatal(&format!("tokio: {e}")),
+    };
+    rt.block_on(async move {
+        let ch = match Channel::new(ctl) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("Fatal: {svc}: {e}");
+                return;
+            }
+        };
+        let ctl = Arc::new(LoginCtl::new(ch));
+        let relay = ctl.clone();
+        super::relay_logs(Box::new(move |level, text| {
+            let _ = relay.ch.try_send(&Msg::Log {
+                level: level.to_string(),
+                text: text.to_string(),
+            });
+        }));
+        // Start-up code out of memory while still root: the kernel pages out a file's
+        // pages only for its owner or a writer. Then the privileges go (glibc applies
+        // set*id to every thread), before the first client is accepted.
+        crate::memory::release_code(&code);
+        if let Err(e) = drop_privileges(&conf, protocol) {
+            eprintln!("Fatal: {svc}: {e}");
+            std::process::exit(89);
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let alive = Arc::new(());
+        for (l, ssl) in listeners {
+            if let Ok(l) = tokio::net::TcpListener::from_std(l) {
+                tokio::spawn(serve(
+                    l,
+                    ssl,
+                    st.clone(),
+                    ctl.clone(),
+                    stop_rx.clone(),
+                    alive.clone(),
+                ));
+            }
+        }
+        loop {
+            match ctl.ch.recv().await {
+                Ok(Some((Msg::Verdict { id, verdict }, _))) => ctl.answer(id, verdict),
+                Ok(Some((Msg::Drain, _))) => {
+                    let _ = stop_tx.send(true);
+                    // The listeners' tasks end (dropping their `alive`); wait for the
+                    // clients' tasks, still answering their requests meanwhile.
+                    let ctl2 = ctl.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            match ctl2.ch.recv().await {
+                                Ok(Some((Msg::Verdict { id, verdict }, _))) => {
+                                    ctl2.answer(id, verdict)
+                                }
+                                Ok(Some(_)) => {}
+                                _ => std::process::exit(0),
+                            }
+                        }
+                    });
+                    while Arc::strong_count(&alive) > 1 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    return;
+                }
+                Ok(Some(_)) => {}
+                // The service is gone: so are its login processes (as Dovecot's).
+                Ok(None) | Err(_) => return,
+            }
+        }
+    });
+    0
+}
+
+/// Accept clients on `listener` until `stop` turns true; `implicit_tls` for `pop3s` and
+/// `imaps`. `alive` is cloned into each client's task, so that a draining process knows
+/// when its last client is gone.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    implicit_tls: bool,
+    st: Arc<LoginConf>,
+    ctl: Arc<LoginCtl>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    alive: Arc<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let Ok((tcp, remote)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (st, ctl, alive) = (st.clone(), ctl.clone(), alive.clone());
+        tokio::spawn(async move {
+            match st.protocol {
+                Protocol::Pop3 => super::pop3::run(tcp, remote, implicit_tls, st, ctl).await,
+                Protocol::Imap => super::imap::run(tcp, remote, implicit_tls, st, ctl).await,
+            }
+            crate::memory::trim_heap();
+            drop(alive);
+        });
+    }
+}
