@@ -24,6 +24,9 @@ pub(crate) struct AppendState {
     current: Option<Spool>,
     /// The reply decided early (a missing mailbox), sent when the line is complete.
     failed: Option<Done>,
+    /// The reply was sent early (a zero-byte message): the rest of the line is read and
+    /// dropped.
+    answered: bool,
 }
 
 /// One message of the command: flags, keywords, date, and its parts.
@@ -192,6 +195,7 @@ impl<C: Client> Session<C> {
                 literals: Vec::new(),
                 current: None,
                 failed: None,
+                answered: false,
             });
         }
         // The arguments so far must be right before the client sends the message.
@@ -206,8 +210,27 @@ impl<C: Client> Session<C> {
             self.refuse_append(&tag, bad_cmd("APPEND", "Invalid arguments"));
             return;
         }
-        if let Err(t) = parse_specs(&args[1..], true) {
-            self.refuse_append(&tag, bad_cmd("APPEND", &t));
+        let specs = match parse_specs(&args[1..], true) {
+            Ok(s) => s,
+            Err(t) => {
+                self.refuse_append(&tag, bad_cmd("APPEND", &t));
+                return;
+            }
+        };
+        // A message of zero bytes (not a CATENATE part) is refused at once (Dovecot);
+        // the literal and the rest of the line are then read and dropped.
+        let catenating = specs.last().is_some_and(|s| !s.parts.is_empty())
+            || args
+                .iter()
+                .any(|a| a.atom().is_some_and(|w| w.eq_ignore_ascii_case("CATENATE")))
+                && matches!(args.last(), Some(Arg::List(_)));
+        if size == 0 && !catenating && self.append.as_ref().is_some_and(|a| !a.answered) {
+            self.finish_append(&tag, Done::No("Can't save a zero byte message.".into()));
+            if let Some(a) = self.append.as_mut() {
+                a.answered = true;
+                a.current = None;
+            }
+            self.reader.accept_literal();
             return;
         }
         if first && let Some(early) = self.append_target_error(&args[0]) {
@@ -222,6 +245,11 @@ impl<C: Client> Session<C> {
         let Some(a) = self.append.as_mut() else {
             return;
         };
+        if a.answered {
+            a.current = None;
+            self.reader.accept_literal();
+            return;
+        }
         if a.failed.is_some() && sync {
             let d = a.failed.take().unwrap_or(Done::Sent);
             self.refuse_append(&tag, d);
@@ -309,6 +337,7 @@ impl<C: Client> Session<C> {
     pub(crate) fn cmd_append(&mut self, tag: &str, args: &[Arg]) -> Done {
         let state = self.append.take();
         let literals = match state {
+            Some(s) if s.tag == tag && s.answered => return Done::Sent,
             Some(s) if s.tag == tag => {
                 if let Some(d) = s.failed {
                     return d;

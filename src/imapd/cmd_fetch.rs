@@ -144,7 +144,7 @@ impl<C: Client> Session<C> {
         let (Some(set), true, true) = (
             args.first().and_then(Arg::atom),
             matches!(args.get(1), Some(Arg::List(_) | Arg::Atom(_))),
-            matches!(args.get(2), None | Some(Arg::List(_))) && args.len() <= 3,
+            matches!(args.get(2), None | Some(Arg::List(_))),
         ) else {
             return bad_cmd(name, "Invalid arguments");
         };

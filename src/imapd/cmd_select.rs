@@ -113,7 +113,12 @@ impl<C: Client> Session<C> {
             "* OK [UIDNEXT {}] Predicted next UID",
             folder.uid_next()
         ));
+        // Dovecot shows HIGHESTMODSEQ where CONDSTORE is on, or was ever used on the
+        // mailbox (its index then tracks MODSEQs).
         if self.condstore {
+            folder.announce_modseqs();
+        }
+        if self.condstore || folder.modseqs_announced() {
             self.out.line(&format!(
                 "* OK [HIGHESTMODSEQ {}] Highest",
                 folder.highest_modseq()

@@ -262,6 +262,15 @@ impl CommandReader {
         std::mem::take(&mut self.buf)
     }
 
+    /// Put `data` back before the unread input (Dovecot's parser stops inside a bad
+    /// literal size and reads on from there: `{x}` leaves `x}` as the next command).
+    pub fn unread(&mut self, data: &[u8]) {
+        if self.mode == Mode::Line {
+            self.reset_line();
+            self.buf.splice(0..0, data.iter().copied());
+        }
+    }
+
     /// The caller takes the announced APPEND literal.
     pub fn accept_literal(&mut self) {
         if let (Mode::AwaitDecision, Some((size, sync))) = (self.mode, self.pending_append.take()) {

@@ -478,17 +478,27 @@ impl<C: Client> Session<C> {
         ));
     }
 
+    /// The tagged reply. Dovecot counts command errors in a row: any other reply
+    /// starts the count again.
     fn finish(&mut self, tag: &str, done: Done) {
         match done {
-            Done::Ok(t) => self.tagged(tag, "OK", &t),
-            Done::No(t) => self.tagged(tag, "NO", &t),
+            Done::Ok(t) => {
+                self.bad = 0;
+                self.tagged(tag, "OK", &t)
+            }
+            Done::No(t) => {
+                self.bad = 0;
+                self.tagged(tag, "NO", &t)
+            }
             Done::Bad(t, counted) => {
                 self.tagged(tag, "BAD", &t);
                 if counted {
                     self.count_bad();
+                } else {
+                    self.bad = 0;
                 }
             }
-            Done::Sent => {}
+            Done::Sent => self.bad = 0,
         }
     }
 
@@ -508,6 +518,16 @@ impl<C: Client> Session<C> {
                 }
                 let d = bad_cmd(&name, e.0);
                 self.finish(&tag, d);
+                if e.0 == "Invalid literal size" {
+                    // Dovecot's parser stopped after the `{`: the rest of the line is
+                    // read as the next command.
+                    let line = &raw.line;
+                    if let Some(p) = line.iter().position(|&c| c == b'{') {
+                        let mut rest = line[p + 1..].to_vec();
+                        rest.extend_from_slice(b"\r\n");
+                        self.reader.unread(&rest);
+                    }
+                }
                 return;
             }
         };
@@ -700,6 +720,7 @@ impl<C: Client> Session<C> {
         }
         self.condstore = true;
         if let Some(sel) = &self.sel {
+            sel.folder.announce_modseqs();
             let m = sel.folder.highest_modseq();
             self.out.line(&format!("* OK [HIGHESTMODSEQ {m}] Highest"));
         }

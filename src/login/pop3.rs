@@ -466,3 +466,16 @@ pub fn handed_fd(io: &Io) -> Option<(OwnedFd, Option<UnixStream>)> {
         Io::Proxied(_) | Io::Gone => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn apop_challenge_form() {
+        let c = super::apop_challenge();
+        assert!(
+            c.starts_with('<') && c.ends_with('>') && c.contains('@'),
+            "{c}"
+        );
+        assert!(c.split('.').count() >= 4, "{c}");
+    }
+}

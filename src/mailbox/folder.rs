@@ -24,6 +24,7 @@
 //! UID no such session has seen.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::OpenOptionsExt;
 
 use super::flags::{FlagOp, Flags, KeywordSet, valid_keyword};
 use super::index::{self, Index, Rec, Record};
@@ -300,6 +301,9 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// The mark of a folder a CONDSTORE client has used (see `Folder::modseqs_announced`).
+const MODSEQ_MARK: &str = "postern.condstore";
+
 /// Seconds after a file's modification during which syncs read it again.
 const RECHECK_SECS: i64 = 2;
 
@@ -434,6 +438,29 @@ impl Folder {
     /// HIGHESTMODSEQ as of the last sync.
     pub fn highest_modseq(&self) -> u64 {
         self.highest_modseq
+    }
+
+    /// Whether a client has used CONDSTORE on this folder (Dovecot's index then tracks
+    /// MODSEQs for good, and every SELECT shows HIGHESTMODSEQ). Postern always keeps
+    /// MODSEQs; this only says whether to show them unasked, as Dovecot would. Kept as
+    /// the empty file `postern.condstore` beside `postern.index`.
+    pub fn modseqs_announced(&self) -> bool {
+        self.paths.index.join(MODSEQ_MARK).exists()
+    }
+
+    /// Record that a client used CONDSTORE on this folder (see
+    /// [`modseqs_announced`](Self::modseqs_announced)). Best effort.
+    pub fn announce_modseqs(&self) {
+        if matches!(self.access, Access::Pop3 { .. }) || self.modseqs_announced() {
+            return;
+        }
+        let _id = self.store.enter();
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.paths.index.join(MODSEQ_MARK));
     }
 
     /// Every keyword the view knows (IMAP's FLAGS list after the system flags).

@@ -639,6 +639,11 @@ fn any_text(m: &Message, part: &Part, headers: bool, f: &mut dyn FnMut(&str) -> 
             return true;
         }
         if p.children.is_empty() {
+            // Dovecot's message-search.c looks into text/* and message/* bodies only
+            // (a part without Content-Type is text/plain).
+            if !text_part(m, p) {
+                continue;
+            }
             let (body, charset) = decoded_body(m, p);
             if f(&to_utf8(&body, charset.as_deref())) {
                 return true;
@@ -651,6 +656,22 @@ fn any_text(m: &Message, part: &Part, headers: bool, f: &mut dyn FnMut(&str) -> 
         }
     }
     false
+}
+
+/// Whether a part's (last) Content-Type is text/* or message/*, or missing.
+fn text_part(m: &Message, p: &Part) -> bool {
+    let mut text = true;
+    for f in mime::fields(p.header(&m.raw)) {
+        if f.name.eq_ignore_ascii_case(b"Content-Type") {
+            let mut rp = super::rfc822::Parser::new(&f.value);
+            rp.skip_lwsp();
+            let mut ct = Vec::new();
+            let _ = rp.content_type(&mut ct);
+            let ct = ct.to_ascii_lowercase();
+            text = ct.starts_with(b"text/") || ct.starts_with(b"message/");
+        }
+    }
+    text
 }
 
 /// A leaf part's body with its transfer encoding undone, and its charset parameter.
