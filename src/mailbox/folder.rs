@@ -581,8 +581,10 @@ impl Folder {
         };
         let res = (|| -> Result<(), MailboxError> {
             let mut l = ix.lock()?;
+            let before = ix.highest_modseq;
             ix.load(&mut l)?;
-            if changed {
+            // Another Postern session changed the folder (it records every change).
+            if changed || ix.highest_modseq != before {
                 self.backend.refresh()?;
             }
             let recs = reconcile_records(&mut ix, &mut l, &self.backend)?;
@@ -762,8 +764,9 @@ impl Folder {
                 let (changed, _) = self.backend.changed();
                 let res = (|| {
                     let mut l = ix.lock()?;
+                    let before = ix.highest_modseq;
                     ix.load(&mut l)?;
-                    if changed {
+                    if changed || ix.highest_modseq != before {
                         self.backend.refresh()?;
                     }
                     let recs = reconcile_records(&mut ix, &mut l, &self.backend)?;
@@ -1186,15 +1189,13 @@ pub(crate) fn save(
     p: &FolderPaths,
     saves: &[Save],
 ) -> Result<Appended, MailboxError> {
-    let hint = {
-        let mut ix = Index::new(index::path_in(&p.index));
-        match ix.lock() {
-            Ok(mut l) => {
-                let _ = ix.load(&mut l);
-                (!ix.is_new()).then_some(ix.uid_validity)
-            }
-            Err(_) => None,
+    let mut ix = Index::new(index::path_in(&p.index));
+    let hint = match ix.lock() {
+        Ok(mut l) => {
+            let _ = ix.load(&mut l);
+            (!ix.is_new()).then_some(ix.uid_validity)
         }
+        Err(_) => None,
     };
     let (uid_validity, uids) = match store.location().format {
         Format::Mbox => {
@@ -1243,5 +1244,22 @@ pub(crate) fn save(
             super::maildir::append(&p.mailbox, &p.control, hint, &msgs)?
         }
     };
+    // A folder Postern never indexed: the saved messages are \Recent for the session
+    // that sees them first (the others' recency is unknown; they are not).
+    if ix.is_new()
+        && let Some(&first) = uids.first()
+        && let Ok(mut l) = ix.lock()
+        && ix.load(&mut l).is_ok()
+        && ix.is_new()
+    {
+        let _ = ix.write(
+            &mut l,
+            &[Record::Header {
+                uid_validity,
+                highest_modseq: index::initial_modseq(),
+                first_recent_uid: first,
+            }],
+        );
+    }
     Ok(Appended { uid_validity, uids })
 }

@@ -691,6 +691,7 @@ impl MaildirBox {
 
     fn read_locked(&mut self, lock_file: File, lock_path: &Path) -> Result<(), MailboxError> {
         let mut files = Vec::new();
+        let mut moved: std::collections::HashSet<Box<str>> = std::collections::HashSet::new();
         for (name, rel) in self.list_files()? {
             if self.how.move_new && rel.starts_with("new/") {
                 // Dovecot's sync moves a message it has seen out of new/.
@@ -701,7 +702,9 @@ impl MaildirBox {
                 };
                 let to = self.dir.join("cur").join(&target);
                 if std::fs::rename(self.dir.join(&*rel), &to).is_ok() {
-                    files.push((target.clone(), format!("cur/{target}").into()));
+                    let rel: Box<str> = format!("cur/{target}").into();
+                    moved.insert(rel.clone());
+                    files.push((target.clone(), rel));
                     continue;
                 }
             }
@@ -744,6 +747,14 @@ impl MaildirBox {
             write_uidlist(&self.ctl, &list, lock_file, lock_path)?;
         }
         self.build(&list, known);
+        // Messages this opening took out of `new/` were new until now.
+        if !moved.is_empty() {
+            for (m, rel) in self.messages.iter_mut().zip(&self.names) {
+                if moved.contains(rel) {
+                    m.in_new = true;
+                }
+            }
+        }
         Ok(())
     }
 

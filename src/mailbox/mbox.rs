@@ -1954,8 +1954,10 @@ impl MboxBox {
 /// After a rewrite that left the file's size as it was, make sure its modification time
 /// (in seconds) changed too: Dovecot's index notices a changed mbox by mtime and size
 /// only (`mbox_sync_has_changed()`), so a same-size rewrite within the second Dovecot last
-/// looked would go unseen. Dovecot itself waits for the next second; the time is set one
-/// second past the old one instead, which is never earlier than now by more than that.
+/// looked would go unseen. Dovecot itself waits for the next second; the time is set to
+/// the next second instead (at most one second ahead of the clock), with the clock's
+/// nanoseconds, so that Postern sessions, which compare times to the nanosecond, never
+/// see two states of the file with one time.
 fn touch_if_same(file: &File, before: &std::fs::Metadata) {
     let Ok(after) = file.metadata() else {
         return;
@@ -1963,6 +1965,10 @@ fn touch_if_same(file: &File, before: &std::fs::Metadata) {
     if after.len() != before.len() || after.mtime() != before.mtime() {
         return;
     }
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let t = [
         libc::timespec {
             tv_sec: 0,
@@ -1970,7 +1976,7 @@ fn touch_if_same(file: &File, before: &std::fs::Metadata) {
         },
         libc::timespec {
             tv_sec: (before.mtime() + 1) as libc::time_t,
-            tv_nsec: 0,
+            tv_nsec: ns as _,
         },
     ];
     // SAFETY: the descriptor is open; `t` holds two valid timespecs.

@@ -26,6 +26,8 @@ pub mod maildir;
 pub mod mbox;
 pub mod names;
 pub mod store;
+#[cfg(test)]
+mod store_tests;
 
 use std::path::{Path, PathBuf};
 

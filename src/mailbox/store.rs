@@ -572,6 +572,7 @@ impl MailStore {
                 }
                 let v = self.uidvalidity_next();
                 super::maildir::create_uidlist(&p.control, v)?;
+                super::folder::init_index(&p.index, v)?;
             }
         }
         Ok(())
