@@ -350,6 +350,11 @@ fn read_uidlist(path: &Path) -> Option<UidList> {
     }
     list.records.sort_by_key(|r| r.0);
     list.records.dedup_by_key(|r| r.0);
+    // Dovecot appends records without rewriting the header: the next UID is past the
+    // last record whatever `N` says.
+    if let Some(last) = list.records.last() {
+        list.next = list.next.max(last.0.saturating_add(1));
+    }
     Some(list)
 }
 

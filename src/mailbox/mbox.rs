@@ -304,6 +304,8 @@ struct Raw {
     old: bool,
     /// `X-Keywords:` names.
     keywords: Vec<String>,
+    /// The `X-Keywords:` line ends in spaces: Dovecot's padding is there.
+    kw_padded: bool,
     /// `Content-Length:` (the first, if its value is a number).
     content_length: Option<u64>,
     /// UW-IMAP's and Dovecot's pseudo message (`X-IMAP:` in the first message: "DON'T
@@ -373,6 +375,9 @@ fn note_field(raw: &mut Raw, name: &str, text: &[u8], index: usize, cont: &mut C
                 .split_whitespace()
                 .map(String::from)
                 .collect();
+            let line = text.strip_suffix(b"\n").unwrap_or(text);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            raw.kw_padded = line.ends_with(b" ");
             *cont = Cont::Keywords;
         }
         "content-length" if raw.content_length.is_none() => {
@@ -1083,13 +1088,27 @@ impl Plan<'_> {
     }
 }
 
-/// Whether a rewritten header drops the field `name`: Dovecot's UID fields always, the
-/// flag fields when the flags are written anew.
-fn drops(name: Option<&str>, flags_too: bool) -> bool {
+/// Whether a rewritten header drops the field `name`: all of Dovecot's metadata fields,
+/// written anew at the header's end in Dovecot's order (Dovecot reads `X-Keywords` by
+/// the list of `X-IMAPbase`, which must come first).
+fn drops(name: Option<&str>, pseudo: bool) -> bool {
     match name {
         Some("x-uid" | "x-imapbase" | "x-imap") => true,
-        Some("status" | "x-status" | "x-keywords") => flags_too,
+        // The pseudo message keeps its own (`Status: RO`).
+        Some("status" | "x-status" | "x-keywords") => !pseudo,
         _ => false,
+    }
+}
+
+/// The metadata a rewritten header gets: the message's own flags unless new ones are
+/// given.
+fn resolve(meta: Meta, r: &Raw) -> Meta {
+    match meta.flags {
+        Some(_) => meta,
+        None => Meta {
+            uid: meta.uid,
+            flags: Some((r.flags, r.old, r.keywords.clone())),
+        },
     }
 }
 
@@ -1098,7 +1117,13 @@ fn drops(name: Option<&str>, flags_too: bool) -> bool {
 /// `Status:` (`R` seen, `O` not recent), `X-Status:` (`A` `F` `T` `D`, Dovecot's order),
 /// `X-Keywords:`. The padding goes after `X-Keywords` when there is one, else after
 /// `X-UID` (Dovecot's `mbox_sync_headers_add_space()`).
-fn meta_lines(base: Option<&str>, pseudo: bool, meta: &Meta, pad: usize) -> Vec<u8> {
+fn meta_lines(
+    base: Option<&str>,
+    pseudo: bool,
+    meta: &Meta,
+    pad: usize,
+    pad_on_keywords: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + pad);
     if let Some(b) = base {
         out.extend_from_slice(b.as_bytes());
@@ -1111,8 +1136,9 @@ fn meta_lines(base: Option<&str>, pseudo: bool, meta: &Meta, pad: usize) -> Vec<
         return out;
     }
     let kw = meta.flags.as_ref().is_some_and(|f| !f.2.is_empty());
+    let kw_pad = kw && pad_on_keywords;
     out.extend_from_slice(format!("X-UID: {}", meta.uid).as_bytes());
-    if !kw {
+    if !kw_pad {
         out.resize(out.len() + pad, b' ');
     }
     out.push(b'\n');
@@ -1144,7 +1170,9 @@ fn meta_lines(base: Option<&str>, pseudo: bool, meta: &Meta, pad: usize) -> Vec<
         if kw {
             out.extend_from_slice(b"X-Keywords: ");
             out.extend_from_slice(keywords.join(" ").as_bytes());
-            out.resize(out.len() + pad, b' ');
+            if kw_pad {
+                out.resize(out.len() + pad, b' ');
+            }
             out.push(b'\n');
         }
     }
@@ -1187,9 +1215,9 @@ fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
             out.push(b'\n');
             continue;
         };
+        let meta = resolve(meta, r);
         out.extend_from_slice(&data[r.from_start..r.hdr_start]);
         let hdr_out = out.len();
-        let flags_too = meta.flags.is_some();
         let mut p = r.hdr_start;
         let mut dropping = false;
         while p < r.hdr_end {
@@ -1202,7 +1230,7 @@ fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
             let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
                 let head = &line[..line.len().min(LINE_HEAD)];
-                dropping = drops(header_name(head).as_deref(), flags_too);
+                dropping = drops(header_name(head).as_deref(), r.pseudo);
             }
             if !dropping {
                 out.extend_from_slice(line);
@@ -1214,9 +1242,12 @@ fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
         }
         let kept = out.len() - hdr_out;
         let base = is_first.then(|| base_line(plan, r.pseudo));
-        let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0).len();
-        let pad = header_padding(r.hdr_end - r.hdr_start, natural);
-        out.extend_from_slice(&meta_lines(base.as_deref(), r.pseudo, &meta, pad));
+        let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0, false).len();
+        let old = r.hdr_end - r.hdr_start;
+        let pad = header_padding(old, natural);
+        // Fresh padding goes after `X-Keywords`, reused padding stays where it was.
+        let on_kw = natural > old || r.kw_padded;
+        out.extend_from_slice(&meta_lines(base.as_deref(), r.pseudo, &meta, pad, on_kw));
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
         // only the separator line follows its headers, so its size does not change.
         out.extend_from_slice(&data[r.hdr_end..r.end]);
@@ -1541,8 +1572,8 @@ fn rewrite_in_place(
             io.emit(b"\n")?;
             continue;
         };
+        let meta = resolve(meta, r);
         io.copy(r.from_start as u64, r.hdr_start as u64)?;
-        let flags_too = meta.flags.is_some();
         // The header line by line, never whole: runs of kept lines are copied (in place
         // when they did not move), Dovecot's metadata lines dropped.
         let (hs, he) = (r.hdr_start as u64, r.hdr_end as u64);
@@ -1555,7 +1586,7 @@ fn rewrite_in_place(
             let (eol, head, ends_lf) = io.line_at(p, he)?;
             let continuation = head.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
-                dropping = drops(header_name(&head).as_deref(), flags_too);
+                dropping = drops(header_name(&head).as_deref(), r.pseudo);
             }
             if dropping {
                 if let Some(a) = run.take() {
@@ -1577,9 +1608,11 @@ fn rewrite_in_place(
             }
         }
         let base = is_first.then(|| base_line(plan, r.pseudo));
-        let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0).len();
-        let pad = header_padding(r.hdr_end - r.hdr_start, natural);
-        io.emit(&meta_lines(base.as_deref(), r.pseudo, &meta, pad))?;
+        let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0, false).len();
+        let old = r.hdr_end - r.hdr_start;
+        let pad = header_padding(old, natural);
+        let on_kw = natural > old || r.kw_padded;
+        io.emit(&meta_lines(base.as_deref(), r.pseudo, &meta, pad, on_kw))?;
         io.copy(r.hdr_end as u64, r.end as u64)?;
         if io.last != Some(b'\n') {
             io.emit(b"\n")?;
@@ -2083,6 +2116,7 @@ fn format_saved(m: &MboxSave, base: Option<&str>, uid: u32) -> Vec<u8> {
             flags: Some((m.flags, false, Vec::new())),
         },
         0,
+        false,
     );
     // `X-Status:` as the rewrite writes it (the lines after `X-UID`/`Status`).
     for l in meta.split_inclusive(|&b| b == b'\n') {

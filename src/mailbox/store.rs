@@ -614,6 +614,20 @@ impl MailStore {
             }
             Format::Maildir => {
                 if !self.selectable(&name, &p) {
+                    // LAYOUT=fs: a level without messages goes when it is empty.
+                    if self.loc.layout == Layout::Fs && meta.file_type().is_dir() {
+                        let children = std::fs::read_dir(&p.mailbox)
+                            .map_err(|e| MailboxError::io(&p.mailbox, e))?
+                            .flatten()
+                            .any(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+                        if children {
+                            return Err(MailboxError::cannot(
+                                None,
+                                "Mailbox has children, delete them first",
+                            ));
+                        }
+                        return remove_tree(&p.mailbox);
+                    }
                     return Err(not_found(&name));
                 }
                 match self.loc.layout {
@@ -741,6 +755,16 @@ impl MailStore {
                 }
                 std::fs::rename(&pf.mailbox, &pt.mailbox)
                     .map_err(|e| MailboxError::io(&pf.mailbox, e))?;
+                if self.loc.layout == Layout::Fs && self.loc.format == Format::Maildir {
+                    // Levels left empty go, as Dovecot removes them.
+                    let mut dir = pf.mailbox.parent().map(Path::to_path_buf);
+                    while let Some(d) = dir {
+                        if d == self.loc.root || std::fs::remove_dir(&d).is_err() {
+                            break;
+                        }
+                        dir = d.parent().map(Path::to_path_buf);
+                    }
+                }
                 if self.loc.format == Format::Mbox && pf.index.exists() {
                     if let Some(parent) = pt.index.parent() {
                         let _ = std::fs::DirBuilder::new()
