@@ -545,6 +545,7 @@ impl Folder {
     /// the view, marked, until a full sync reports them.
     pub fn sync(&mut self, mode: SyncMode) -> Result<Changes, MailboxError> {
         let _id = self.store.enter();
+        self.still_there()?;
         let now = now_secs();
         let (changed, newest) = self.backend.changed();
         let index_changed =
@@ -562,6 +563,23 @@ impl Folder {
             return Ok(Changes::default());
         }
         Ok(self.diff(mode))
+    }
+
+    /// `NotFound` when the folder was deleted under the view (Dovecot then ends the
+    /// session: "Selected mailbox was deleted, have to disconnect.").
+    fn still_there(&self) -> Result<(), MailboxError> {
+        let gone = match &self.backend {
+            Backend::Mbox(_) => {
+                self.name != "INBOX" && std::fs::symlink_metadata(&self.paths.mailbox).is_err()
+            }
+            Backend::Maildir(_) => {
+                std::fs::symlink_metadata(self.paths.mailbox.join("cur")).is_err()
+            }
+        };
+        if gone {
+            return Err(MailboxError::NotFound(self.name.clone()));
+        }
+        Ok(())
     }
 
     fn index_path(&self) -> std::path::PathBuf {

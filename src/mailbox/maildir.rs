@@ -106,7 +106,31 @@ pub fn deliver_maildir(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxErr
 }
 
 /// Take `dovecot-uidlist.lock` in `dir` (the lock, and the list's next version).
-fn uidlist_lock(dir: &Path) -> Result<(File, PathBuf), MailboxError> {
+/// `dovecot-uidlist.lock`, held: removed on drop unless it became the new list.
+struct UidlistLock {
+    file: Option<File>,
+    path: PathBuf,
+}
+
+impl Drop for UidlistLock {
+    fn drop(&mut self) {
+        // Only a lock this session still holds: once renamed into place, the name may
+        // already be another session's lock.
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn uidlist_lock(dir: &Path) -> Result<UidlistLock, MailboxError> {
+    let (file, path) = uidlist_lock_file(dir)?;
+    Ok(UidlistLock {
+        file: Some(file),
+        path,
+    })
+}
+
+fn uidlist_lock_file(dir: &Path) -> Result<(File, PathBuf), MailboxError> {
     use super::lock::{LockFileError, create_lock_file, older_than};
     let path = dir.join("dovecot-uidlist.lock");
     // Dovecot's stale timeout for this lock, and how long it waits, is two minutes.
@@ -360,18 +384,20 @@ fn read_uidlist(path: &Path) -> Option<UidList> {
 
 /// Write `list` as the new `dovecot-uidlist` of `ctl`: into the lock file (which holds
 /// the lock), fsynced, renamed over the list, as Dovecot replaces it.
-fn write_uidlist(
-    ctl: &Path,
-    list: &UidList,
-    mut lock_file: File,
-    lock_path: &Path,
-) -> Result<(), MailboxError> {
+fn write_uidlist(ctl: &Path, list: &UidList, lock: &mut UidlistLock) -> Result<(), MailboxError> {
+    let Some(lock_file) = lock.file.as_mut() else {
+        return Err(MailboxError::Format(
+            "dovecot-uidlist.lock: not held".into(),
+        ));
+    };
     lock_file
         .write_all(list.text().as_bytes())
         .and_then(|()| lock_file.sync_all())
-        .map_err(|e| MailboxError::io(lock_path, e))?;
+        .map_err(|e| MailboxError::io(&lock.path, e))?;
     let target = ctl.join("dovecot-uidlist");
-    std::fs::rename(lock_path, &target).map_err(|e| MailboxError::io(&target, e))
+    std::fs::rename(&lock.path, &target).map_err(|e| MailboxError::io(&target, e))?;
+    lock.file = None;
+    Ok(())
 }
 
 /// A fresh UID list: UIDVALIDITY `validity` (or the time), next UID 1.
@@ -626,13 +652,13 @@ impl MaildirBox {
             validity_hint,
             ..MaildirBox::empty()
         };
+        ensure_dirs(dir)?;
         mb.refresh()?;
         Ok(mb)
     }
 
     /// Read the Maildir again (after [`MaildirStamp`] says it changed).
     pub fn refresh(&mut self) -> Result<(), MailboxError> {
-        ensure_dirs(&self.dir)?;
         if self.ctl != self.dir && !self.ctl.is_dir() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -644,10 +670,8 @@ impl MaildirBox {
         if let Some(()) = self.read_unlocked()? {
             return Ok(());
         }
-        let (lock_file, lock_path) = uidlist_lock(&self.ctl)?;
-        let res = self.read_locked(lock_file, &lock_path);
-        let _ = std::fs::remove_file(&lock_path);
-        res
+        let mut lock = uidlist_lock(&self.ctl)?;
+        self.read_locked(&mut lock)
     }
 
     /// The files of `cur/` and `new/`: (name, path relative to `dir`).
@@ -694,7 +718,7 @@ impl MaildirBox {
         Ok(Some(()))
     }
 
-    fn read_locked(&mut self, lock_file: File, lock_path: &Path) -> Result<(), MailboxError> {
+    fn read_locked(&mut self, lock: &mut UidlistLock) -> Result<(), MailboxError> {
         let mut files = Vec::new();
         let mut moved: std::collections::HashSet<Box<str>> = std::collections::HashSet::new();
         for (name, rel) in self.list_files()? {
@@ -749,7 +773,7 @@ impl MaildirBox {
             let present: std::collections::HashSet<u32> = known.iter().map(|k| k.0).collect();
             list.records.retain(|r| present.contains(&r.0));
             list.records.sort_by_key(|r| r.0);
-            write_uidlist(&self.ctl, &list, lock_file, lock_path)?;
+            write_uidlist(&self.ctl, &list, lock)?;
         }
         self.build(&list, known);
         // Messages this opening took out of `new/` were new until now.
@@ -1112,13 +1136,8 @@ pub fn append(
         undo(&placed);
         return Err(e);
     }
-    let (lock_file, lock_path) = match uidlist_lock(ctl) {
-        Ok(l) => l,
-        Err(e) => {
-            // The files stay: the next sync gives them UIDs.
-            return Err(e);
-        }
-    };
+    // On failure the files stay: the next sync gives them UIDs.
+    let mut lock = uidlist_lock(ctl)?;
     let mut list =
         read_uidlist(&ctl.join("dovecot-uidlist")).unwrap_or_else(|| fresh_uidlist(validity_hint));
     let mut uids = Vec::with_capacity(bases.len());
@@ -1129,23 +1148,19 @@ pub fn append(
         uids.push(uid);
     }
     let validity = list.validity;
-    let res = write_uidlist(ctl, &list, lock_file, &lock_path);
-    let _ = std::fs::remove_file(&lock_path);
-    res?;
+    write_uidlist(ctl, &list, &mut lock)?;
     Ok((validity, uids))
 }
 
 /// Create the `dovecot-uidlist` of a new, empty folder with UIDVALIDITY `validity` and
 /// a mailbox GUID, as Dovecot does when it creates a Maildir folder.
 pub fn create_uidlist(ctl: &Path, validity: u32) -> Result<(), MailboxError> {
-    let (lock_file, lock_path) = uidlist_lock(ctl)?;
+    let mut lock = uidlist_lock(ctl)?;
     let list = read_uidlist(&ctl.join("dovecot-uidlist")).unwrap_or_else(|| UidList {
         guid: new_guid(),
         ..fresh_uidlist(Some(validity))
     });
-    let res = write_uidlist(ctl, &list, lock_file, &lock_path);
-    let _ = std::fs::remove_file(&lock_path);
-    res
+    write_uidlist(ctl, &list, &mut lock)
 }
 
 /// A mailbox GUID (128 bits, hexadecimal) as Dovecot writes in `G` of the list header.

@@ -1,35 +1,47 @@
 //! mbox: one file, each message introduced by a `From SENDER  DATE` line and followed by
-//! an empty line; body lines that begin with `From ` are written as `>From ` (Postfix's
-//! `local(8)` quoting; readers do not unquote, Dovecot neither).
+//! an empty line. Local delivery writes body lines that begin with `From ` as `>From `
+//! (Postfix's `local(8)` quoting; readers do not unquote, Dovecot neither); messages saved
+//! by IMAP APPEND and COPY are written as Dovecot 2.3 writes them, unquoted, with a
+//! `Content-Length:` that says where the body ends. A `From ` line after an empty line
+//! starts a message unless the previous message's `Content-Length:` holds and reaches
+//! past it (Dovecot's `istream_raw_mbox_is_valid_from()`).
 //!
 //! Dovecot's metadata lives in the messages' headers, hidden from clients: the first
-//! message carries `X-IMAPbase: UIDVALIDITY LAST-UID [keywords]`, each message
-//! `X-UID: UID`, and `Status:`/`X-Status:`/`X-Keywords:` hold flags. A box that never saw
-//! Dovecot gets UIDVALIDITY = the current time and UIDs 1, 2, … written into the headers
-//! the way Dovecot 2.3's POP3 writes them (`X-IMAPbase` and `X-UID` at the end of the
-//! header, no `Status:` until a flag changes), so that either server can take over and
-//! keeps the numbering.
+//! message carries `X-IMAPbase: UIDVALIDITY LAST-UID [keywords]` (the box's keyword
+//! names), each message `X-UID: UID`, `Status:` (`R` \Seen, `O` no longer \Recent),
+//! `X-Status:` (`A` \Answered, `F` \Flagged, `T` \Draft, `D` \Deleted, in that order)
+//! and `X-Keywords:` (names). A box that never saw Dovecot gets UIDVALIDITY = the current
+//! time and UIDs 1, 2, … written into the headers the way Dovecot 2.3's POP3 writes them
+//! (`X-IMAPbase` and `X-UID` at the end of the header, no `Status:` until a flag changes),
+//! so that either server can take over and keeps the numbering. A header that is
+//! rewritten (new flags, a UID, the first message's `X-IMAPbase`) gets all its metadata
+//! anew at its end in Dovecot's order (`X-IMAPbase`, `X-UID`, `Status`, `X-Status`,
+//! `X-Keywords`: Dovecot reads `X-Keywords` by `X-IMAPbase`'s list, so that must come
+//! first); a session that changes a message's flags also writes `O`. Headers of messages
+//! that do not change are copied as they are.
 //!
 //! Padding, as Dovecot 2.3 writes it (`mbox_sync_try_rewrite()`,
 //! `mbox_sync_headers_add_space()` in `src/lib-storage/index/mbox/mbox-sync-rewrite.c`,
 //! `MBOX_HEADER_PADDING` = 50 in `mbox-storage.h`): a header whose metadata no longer
-//! fits in its old size gets 50 spaces at the end of its `X-UID` line (`X-UID: 1` and 50
-//! spaces for each message of a fresh box); a header that fits keeps its old size, the
-//! difference in spaces there (so marking a padded message read takes the 11 bytes of
-//! `Status: RO` from its padding, and the file does not grow). The padding is reused, never
-//! added to: a rewrite that changes nothing leaves the header as it was.
+//! fits in its old size gets 50 spaces at the end of its `X-Keywords` line, or `X-UID`
+//! without keywords (`X-UID: 1` and 50 spaces for each message of a fresh box); a header
+//! that fits keeps its old size, the difference in spaces where the padding was (so
+//! marking a padded message read takes the 11 bytes of `Status: RO` from its padding,
+//! and the file does not grow). The padding is reused, never added to.
 //!
 //! Rewrites (metadata, expunge) happen in place under the write locks ([`super::lock`]),
 //! from the first changed byte on, then `ftruncate` and `fsync`, as Dovecot does; the file
 //! keeps its inode, owner and mode. A header is streamed line by line, never held whole:
 //! a message without an end-of-header line (50 MB without an empty line) costs no more
-//! memory than one with.
+//! memory than one with. A rewrite that leaves the size as it was also moves the file's
+//! time to the next second (`touch_if_same`): Dovecot's index notices a changed mbox by
+//! size and time in seconds.
 //!
-//! Known differences: Dovecot pads the `X-Keywords` line when there is one (Postern always
-//! pads `X-UID`), gives a run of messages that lack space the padding of the whole run
-//! spread over them, and writes `Status: O` into headers it rewrites once the messages
-//! are no longer \\Recent (e.g. those moved by an expunge); Postern writes no `Status:`
-//! until a message is read.
+//! Known differences: Dovecot gives a run of messages that lack space the padding of the
+//! whole run spread over them, writes `Status: O` lazily into any header it rewrites
+//! once a session has seen the messages (Postern only into the headers whose flags a
+//! session changes: Postern keeps \Recent in its index), and requires a `From ` line to
+//! carry a date to start a message (Postern: any `From ` line after an empty line).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};

@@ -1,22 +1,39 @@
 //! The mailbox layer shared by local delivery, pop3d and imapd (`DESIGN.md` §2, §4): mbox
 //! and Maildir on disk, in the formats and with the locks Postfix's `local(8)`, procmail,
-//! mutt and Dovecot 2.3 use, keeping the UIDs Dovecot stored so that POP3 UIDLs and IMAP
-//! UIDs survive a swap between Dovecot and Postern. `man/postern-mailbox.5` documents the
-//! formats and locks.
+//! mutt and Dovecot 2.3 use, with Dovecot's metadata read and written where Dovecot keeps
+//! it, so that UIDs, flags, keywords, folders and subscriptions survive a swap between
+//! Dovecot and Postern in either direction. It knows no protocol. `man/postern-mailbox.5`
+//! documents the formats, the locks and what Postern keeps where.
 //!
 //! * Write side (local delivery): [`deliver_mbox`] and [`deliver_maildir`].
-//! * Read side (pop3d, imapd): [`MailLocation`] expands `mail_location` (or 0.99's
-//!   `default_mail_env`); [`Mailbox::open`] lists messages with their UIDs and sizes;
-//!   [`Mailbox::read`] returns a message; [`Mailbox::expunge`] deletes atomically.
-//! * [`uidl`] renders `pop3_uidl_format` (default `%08Xu%08Xv`).
+//! * The store (pop3d, imapd): [`MailLocation`] expands `mail_location` (or 0.99's
+//!   `default_mail_env`; `INBOX=`, `LAYOUT=`, `CONTROL=`, `INDEX=`); [`MailStore`] is a
+//!   user's folders ([`store`]: list with IMAP's attributes, create, delete, rename,
+//!   subscriptions, STATUS, APPEND), run with the user's filesystem identity;
+//!   [`Folder`] is a session's view of one folder ([`folder`]: messages by sequence and
+//!   UID with flags, keywords, MODSEQ, size and internal date; STORE with
+//!   UNCHANGEDSINCE, EXPUNGE, COPY, MOVE, and [`Folder::sync`], which reports what
+//!   others changed: new mail, flags, expunges).
+//! * Formats: [`mbox`] (`X-IMAPbase`, `X-UID`, `Status`, `X-Status`, `X-Keywords`,
+//!   `Content-Length`, in-place rewrites with Dovecot's padding), [`maildir`]
+//!   (`dovecot-uidlist` v3, `dovecot-keywords`, `:2,` info), [`names`] (Dovecot's name
+//!   checks, modified UTF-7 on disk), [`flags`].
+//! * [`index`]: `postern.index`, Postern's own file per folder for what Dovecot keeps
+//!   only in `dovecot.index*`: MODSEQs and HIGHESTMODSEQ (CONDSTORE), expunged UIDs with
+//!   their MODSEQ (QRESYNC), the first UID no session has seen (\Recent), an empty mbox's
+//!   UIDVALIDITY. Dovecot's index files are never read or written; Dovecot notices
+//!   Postern's changes from the files (mbox mtime and size, Maildir directory times and
+//!   `dovecot-uidlist`) and resyncs, as it does after procmail or mutt.
 //!
-//! Config read by callers: `mail_location`/`default_mail_env`, `pop3_uidl_format`,
+//! Config read by callers: `mail_location`/`default_mail_env`, `mbox_lock_timeout`,
 //! Postfix `mailbox_delivery_lock` (both dotlock and fcntl are always taken).
 //!
-//! Known limits (XXX): Dovecot's index files (`.imap/`, `dovecot.index*`) are neither read
-//! nor written; UIDs come from the mbox headers and `dovecot-uidlist`, which Dovecot keeps
-//! in step. `X-Keywords`/`dovecot-keywords`, `INDEX=` and `LAYOUT=` are carried through but
-//! not interpreted; folders other than INBOX are not listed.
+//! Known limits (XXX): an mbox is scanned whole when it changed (Dovecot too reads it
+//! whole, but seeks over bodies with `Content-Length`); MODSEQs are Postern's own (they
+//! start at the time Postern first indexes a folder, above Dovecot's, so CONDSTORE
+//! clients resynchronise rather than miss changes); an empty mbox folder created by
+//! Dovecot gets a new UIDVALIDITY in Postern (Dovecot keeps it only in its index);
+//! `dovecot-uidlist` versions 1 and 2 are not read; a Maildir carries 26 keywords.
 
 pub mod flags;
 pub mod folder;
@@ -64,7 +81,7 @@ pub enum MailboxError {
     #[error("Invalid mailbox name: {0}")]
     InvalidName(String),
     /// An operation Dovecot refuses, with its text and IMAP response code, if any
-    /// ("INBOX can't be deleted", "[CANNOT] Renaming INBOX isn't supported").
+    /// ("INBOX can't be deleted", `[CANNOT] Renaming INBOX isn't supported`).
     #[error("{text}")]
     Cannot {
         code: Option<&'static str>,

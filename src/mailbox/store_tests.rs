@@ -608,3 +608,80 @@ fn symlinked_folders_refused() {
         );
     }
 }
+
+/// Two read-write views change flags and expunge while local delivery appends, each in
+/// a thread of its own: no message is lost or numbered twice, and in the end both views
+/// and a fresh one agree on every message's UID, flags and MODSEQ.
+#[test]
+fn concurrent_views_and_delivery_converge() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (what, s) in stores(d.path()) {
+        let inbox = s.location().inbox.clone();
+        let format = s.location().format;
+        const N: usize = 40;
+        let deliverer = std::thread::spawn(move || {
+            for i in 0..N {
+                let m = plain(&format!("mail {i}"));
+                match format {
+                    Format::Mbox => {
+                        deliver_mbox(&inbox, "bob@example.org", &m, &MboxOptions::default())
+                            .expect("deliver")
+                    }
+                    Format::Maildir => {
+                        deliver_maildir(&inbox, &m).expect("deliver");
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+        });
+        let worker = |s: MailStore, flag: Flags, expunging: bool| {
+            std::thread::spawn(move || {
+                let mut f = s.select("INBOX", Access::ReadWrite).expect("select");
+                let mut expunged = 0;
+                for round in 0..60 {
+                    f.sync(SyncMode::Full).expect("sync");
+                    let uids: Vec<u32> = f.messages().iter().map(|m| m.uid).collect();
+                    if let Some(&u) = uids.get(round % uids.len().max(1)) {
+                        f.store(&[u], FlagOp::Add, flag, &[], None).expect("store");
+                    }
+                    if expunging && round % 7 == 3 && uids.len() > 2 {
+                        f.store(&[uids[1]], FlagOp::Add, Flags::DELETED, &[], None)
+                            .expect("store");
+                        expunged += f.expunge(None).expect("expunge").len();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                (f, expunged)
+            })
+        };
+        let a = worker(s.clone(), Flags::SEEN, true);
+        let b = worker(s.clone(), Flags::FLAGGED, false);
+        deliverer.join().expect("deliverer");
+        let (mut fa, gone) = a.join().expect("a");
+        let (mut fb, _) = b.join().expect("b");
+        fa.sync(SyncMode::Full).expect(what);
+        fb.sync(SyncMode::Full).expect(what);
+        let fc = s.select("INBOX", Access::ReadOnly).expect(what);
+        let state = |f: &Folder| -> Vec<(u32, Flags, u64)> {
+            f.messages()
+                .iter()
+                .map(|m| (m.uid, m.flags, m.modseq))
+                .collect()
+        };
+        assert_eq!(fc.messages().len(), N - gone, "{what}: {:?}", state(&fc));
+        assert_eq!(state(&fa), state(&fc), "{what}");
+        assert_eq!(state(&fb), state(&fc), "{what}");
+        let uids: Vec<u32> = fc.messages().iter().map(|m| m.uid).collect();
+        assert!(uids.windows(2).all(|w| w[0] < w[1]), "{what}: {uids:?}");
+        assert!(fc.messages().iter().all(|m| m.modseq > 0), "{what}");
+        assert_eq!(fa.highest_modseq(), fc.highest_modseq(), "{what}");
+        // Every message still there reads as delivered.
+        for m in fc.messages() {
+            let body = fc.read(m.uid).expect(what);
+            assert!(
+                body.starts_with(b"From: bob@example.org\nSubject: mail "),
+                "{what}"
+            );
+        }
+    }
+}
