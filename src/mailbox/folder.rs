@@ -511,6 +511,13 @@ impl Folder {
         self.backend.message_ref(j)
     }
 
+    /// The message `uid` opened for reading with the store's filesystem identity (the
+    /// reader then reads through its open descriptor, on any thread).
+    pub fn open_message(&self, uid: u32) -> Result<super::MessageReader, MailboxError> {
+        let _id = self.store.enter();
+        self.message(uid).ok_or(MailboxError::Expunged(uid))?.open()
+    }
+
     /// The message `uid`, whole (see [`message`](Self::message)). Opened with the store's
     /// filesystem identity.
     pub fn read(&self, uid: u32) -> Result<Vec<u8>, MailboxError> {

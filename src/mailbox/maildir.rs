@@ -793,6 +793,13 @@ impl MaildirBox {
         self.uid_validity = list.validity;
         self.uid_next = list.next.max(1);
         self.keywords = read_keywords(&self.ctl);
+        // A file's time (its internal date) does not change when it is renamed: the
+        // dates of messages already known are taken over, not read again.
+        let old_dates: HashMap<u32, i64> = if self.how.dates {
+            self.messages.iter().map(|m| (m.uid, m.date)).collect()
+        } else {
+            HashMap::new()
+        };
         self.messages = Vec::with_capacity(known.len());
         self.names = Vec::with_capacity(known.len());
         self.dirfd = OpenOptions::new()
@@ -817,10 +824,10 @@ impl MaildirBox {
             };
             sizes.insert(base.into(), size);
             let (flags, letters, _) = parse_info(&rel[4..]);
-            let date = if self.how.dates {
-                self.file_time(&rel).unwrap_or(0)
-            } else {
-                0
+            let date = match old_dates.get(&uid) {
+                Some(&d) if d != 0 => d,
+                _ if self.how.dates => self.file_time(&rel).unwrap_or(0),
+                _ => 0,
             };
             self.messages.push(MaildirMsg {
                 uid,

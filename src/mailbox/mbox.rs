@@ -1697,12 +1697,22 @@ pub struct MboxBox {
     pub uid_next: u32,
     /// Keyword names: `X-IMAPbase`'s list, then other names messages carry.
     pub keywords: Vec<String>,
+    /// `X-IMAPbase`'s keyword list as the file has it.
+    base_keywords: String,
+    /// The file's first message is the pseudo message (`X-IMAP`).
+    pseudo: bool,
     pub messages: Vec<MboxMsg>,
     /// The file as it was indexed (`None`: there was no file).
     pub stamp: Option<super::FileStamp>,
     opts: MboxOptions,
     /// UIDVALIDITY for a box without `X-IMAPbase` (an empty one).
     validity_hint: Option<u32>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many updates took the fast way (tests).
+    static FAST_UPDATES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Buffer of the reader that indexes an mbox.
@@ -1727,6 +1737,8 @@ impl MboxBox {
             uid_validity: 0,
             uid_next: 1,
             keywords: Vec::new(),
+            base_keywords: String::new(),
+            pseudo: false,
             messages: Vec::new(),
             stamp: None,
             opts: MboxOptions::default(),
@@ -1829,6 +1841,8 @@ impl MboxBox {
             .map(|r| r.imapbase_rest.clone())
             .unwrap_or_default();
         self.keywords = keyword_list(&rest, raws.iter().flat_map(|r| r.keywords.iter()));
+        self.base_keywords = rest;
+        self.pseudo = raws.first().is_some_and(|r| r.pseudo);
         self.uid_validity = validity;
         self.uid_next = last.saturating_add(1);
         self.messages = Vec::with_capacity(raws.len());
@@ -1917,6 +1931,106 @@ impl MboxBox {
         Ok(out)
     }
 
+    /// The fast way to change flags, as Dovecot's in-place header update: when the file
+    /// is as this box last read it (same inode, size and time, under the write locks),
+    /// no keyword is new to `X-IMAPbase`, and each changed header still fits in its old
+    /// size, only those headers are written (the same bytes the full rewrite would
+    /// write: their metadata anew, the padding taking the difference). `false`: the
+    /// full rewrite is needed.
+    fn update_headers(
+        &mut self,
+        file: &File,
+        before: &std::fs::Metadata,
+        changes: &std::collections::HashMap<u32, MboxFlags>,
+    ) -> Result<bool, MailboxError> {
+        let io = |e| MailboxError::io(&self.path, e);
+        if self.stamp != super::FileStamp::of_file(file) || self.stamp.is_none() {
+            return Ok(false);
+        }
+        let base: Vec<&str> = self.base_keywords.split_whitespace().collect();
+        if changes
+            .values()
+            .flat_map(|c| c.2.iter())
+            .any(|k| !base.contains(&k.as_str()))
+        {
+            return Ok(false);
+        }
+        let mut writes: Vec<(u64, Vec<u8>, usize)> = Vec::with_capacity(changes.len());
+        for (uid, new) in changes {
+            let Ok(j) = self.messages.binary_search_by_key(uid, |m| m.uid) else {
+                return Ok(false);
+            };
+            let sp = &self.messages[j].spot;
+            // Only a header that ends with its empty line, and not a huge one.
+            if sp.hdr_end >= sp.end || sp.hdr_end - sp.from_start > REWRITE_BUFFER {
+                return Ok(false);
+            }
+            let mut head = vec![0u8; sp.hdr_end - sp.from_start];
+            file.read_exact_at(&mut head, sp.from_start as u64)
+                .map_err(io)?;
+            if !sp.from_line.starts(&head) {
+                return Ok(false);
+            }
+            let hdr = &head[sp.hdr_start - sp.from_start..];
+            let first = j == 0 && !self.pseudo;
+            let raw = parse_header(hdr, if first { 0 } else { 1 });
+            if raw.uid != Some(*uid) {
+                return Ok(false);
+            }
+            if (raw.flags, raw.old, &raw.keywords) == (new.0, new.1, &new.2) {
+                continue;
+            }
+            let meta = Meta {
+                uid: *uid,
+                flags: Some(new.clone()),
+            };
+            let base_line = first.then(|| {
+                let sep = if self.base_keywords.is_empty() {
+                    ""
+                } else {
+                    " "
+                };
+                format!(
+                    "X-IMAPbase: {} {:010}{sep}{}",
+                    self.uid_validity,
+                    self.uid_next.saturating_sub(1),
+                    self.base_keywords
+                )
+            });
+            if first && raw.imapbase != Some((self.uid_validity, self.uid_next.saturating_sub(1))) {
+                return Ok(false);
+            }
+            let Some(out) = fit_header(hdr, &raw, &meta, base_line.as_deref()) else {
+                return Ok(false);
+            };
+            writes.push((sp.hdr_start as u64, out, j));
+        }
+        for (at, bytes, _) in &writes {
+            file.write_all_at(bytes, *at).map_err(io)?;
+        }
+        if !writes.is_empty() {
+            file.sync_all().map_err(io)?;
+            touch_if_same(file, before);
+        }
+        for (_, _, j) in writes {
+            let uid = self.messages[j].uid;
+            if let Some((flags, old, kws)) = changes.get(&uid) {
+                let keywords = kws
+                    .iter()
+                    .filter_map(|k| self.keywords.iter().position(|x| x == k))
+                    .collect();
+                let m = &mut self.messages[j];
+                m.flags = *flags;
+                m.old = *old;
+                m.keywords = keywords;
+            }
+        }
+        self.stamp = super::FileStamp::of_file(file);
+        #[cfg(test)]
+        FAST_UPDATES.with(|c| c.set(c.get() + 1));
+        Ok(true)
+    }
+
     /// Change the flags of the messages in `changes` and delete those in `expunge` (by
     /// UID), in one rewrite under the write locks, then index the file again. What was
     /// delivered or changed by others since the box was indexed stays as they left it.
@@ -1936,6 +2050,9 @@ impl MboxBox {
         let io = |e| MailboxError::io(&path, e);
         let locked = open_locked(&path, &self.opts, false)?;
         let before = locked.file.metadata().map_err(io)?;
+        if expunge.is_empty() && self.update_headers(&locked.file, &before, changes)? {
+            return Ok(());
+        }
         let found = scan_file(&locked.file).map_err(io)?;
         let (validity, last, uids, _) = assign_uids(&found.raws, self.validity_hint);
         if validity != self.uid_validity {
@@ -1994,6 +2111,58 @@ impl MboxBox {
         self.stamp = stamp;
         Ok(())
     }
+}
+
+/// The metadata of one header (`hdr`: its lines, without the `From ` line and the
+/// empty line), as [`scan`] notes it; `index` 0 for the file's first message.
+fn parse_header(hdr: &[u8], index: usize) -> Raw {
+    let mut raw = Raw::default();
+    let mut cont = Cont::Other;
+    for line in hdr.split_inclusive(|&b| b == b'\n') {
+        let text = &line[..line.len().min(SCAN_KEEP)];
+        if text.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            note_continuation(&mut raw, text, cont);
+        } else {
+            match header_name(text) {
+                Some(n) => note_field(&mut raw, &n, text, index, &mut cont),
+                None => cont = Cont::Other,
+            }
+        }
+    }
+    raw
+}
+
+/// The header `hdr` (complete lines) with its metadata written anew as the rewrite
+/// writes it (`base`: the `X-IMAPbase` line of the first message), padded to the old
+/// size; `None` if it does not fit.
+fn fit_header(hdr: &[u8], raw: &Raw, meta: &Meta, base: Option<&str>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(hdr.len());
+    let mut dropping = false;
+    for line in hdr.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            let head = &line[..line.len().min(LINE_HEAD)];
+            dropping = drops(header_name(head).as_deref(), raw.pseudo);
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        return None;
+    }
+    let natural = out.len() + meta_lines(base, raw.pseudo, meta, 0, false).len();
+    if natural > hdr.len() {
+        return None;
+    }
+    out.extend_from_slice(&meta_lines(
+        base,
+        raw.pseudo,
+        meta,
+        hdr.len() - natural,
+        raw.kw_padded,
+    ));
+    Some(out)
 }
 
 /// After a rewrite that left the file's size as it was, make sure its modification time
@@ -3047,5 +3216,59 @@ mod tests {
             again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
             [4]
         );
+    }
+    /// The fast in-place header update writes what the full rewrite writes: every box of
+    /// the rewrite tests, each message's flags changed in turn, once each way.
+    #[test]
+    fn header_update_as_full_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+        let mut fast_taken = 0;
+        for data in rewrite_cases() {
+            std::fs::write(&pa, &data).expect("write");
+            std::fs::write(&pb, &data).expect("write");
+            let o = MboxOptions::default();
+            let hint = Some(1_700_000_000);
+            let mut a = MboxBox::open(&pa, &o, hint).expect("open");
+            let mut b = MboxBox::open(&pb, &o, hint).expect("open");
+            assert!(std::fs::read(&pa).expect("a") == std::fs::read(&pb).expect("b"));
+            for i in 0..a.messages.len() {
+                let m = a.messages[i].clone();
+                let kws: Vec<String> = a
+                    .base_keywords
+                    .split_whitespace()
+                    .take(i % 2)
+                    .map(String::from)
+                    .collect();
+                let flags = if i % 3 == 0 {
+                    m.flags.union(Flags::SEEN).union(Flags::FLAGGED)
+                } else {
+                    Flags::DELETED
+                };
+                let ch: HashMap<u32, MboxFlags> = [(m.uid, (flags, true, kws))].into();
+                let before = FAST_UPDATES.with(|c| c.get());
+                a.update(&ch, &HashSet::new(), true).expect("update a");
+                fast_taken += FAST_UPDATES.with(|c| c.get()) - before;
+                b.stamp = None;
+                b.update(&ch, &HashSet::new(), true).expect("update b");
+                let (ta, tb) = (
+                    std::fs::read(&pa).expect("a"),
+                    std::fs::read(&pb).expect("b"),
+                );
+                assert!(
+                    ta == tb,
+                    "message {i} of {:?}:\n  fast\n{:?}\n  full\n{:?}",
+                    String::from_utf8_lossy(&data),
+                    String::from_utf8_lossy(&ta),
+                    String::from_utf8_lossy(&tb)
+                );
+                let got: Vec<(u32, Flags, bool)> =
+                    a.messages.iter().map(|m| (m.uid, m.flags, m.old)).collect();
+                let want: Vec<(u32, Flags, bool)> =
+                    b.messages.iter().map(|m| (m.uid, m.flags, m.old)).collect();
+                assert_eq!(got, want);
+            }
+        }
+        assert!(fast_taken > 20, "{fast_taken}");
     }
 }
