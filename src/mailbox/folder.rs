@@ -515,16 +515,20 @@ impl Folder {
     /// reader then reads through its open descriptor, on any thread).
     pub fn open_message(&self, uid: u32) -> Result<super::MessageReader, MailboxError> {
         let _id = self.store.enter();
-        self.message(uid).ok_or(MailboxError::Expunged(uid))?.open()
+        self.message(uid)
+            .ok_or(MailboxError::Expunged(uid))?
+            .open()
+            .map_err(|e| match e {
+                MailboxError::Expunged(_) => MailboxError::Expunged(uid),
+                e => e,
+            })
     }
 
     /// The message `uid`, whole (see [`message`](Self::message)). Opened with the store's
     /// filesystem identity.
     pub fn read(&self, uid: u32) -> Result<Vec<u8>, MailboxError> {
-        let _id = self.store.enter();
-        let r = self.message(uid).ok_or(MailboxError::Expunged(uid))?;
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut r.open()?, &mut out)
+        std::io::Read::read_to_end(&mut self.open_message(uid)?, &mut out)
             .map_err(|e| MailboxError::io(&self.paths.mailbox, e))?;
         Ok(out)
     }

@@ -685,3 +685,46 @@ fn concurrent_views_and_delivery_converge() {
         }
     }
 }
+
+/// A message file deleted under a view (another program expunged it) reads as expunged,
+/// with its UID; the next sync reports it.
+#[test]
+fn message_deleted_under_the_view_is_expunged() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (what, s) in stores(d.path()) {
+        if s.location().format != Format::Maildir {
+            continue;
+        }
+        let a = msg("a");
+        s.append(
+            "INBOX",
+            &[
+                new(&a, Flags::empty(), &[], None),
+                new(&a, Flags::empty(), &[], None),
+            ],
+        )
+        .expect(what);
+        let mut f = s.select("INBOX", Access::ReadWrite).expect(what);
+        let cur = s.location().inbox.join("cur");
+        let victim = std::fs::read_dir(&cur)
+            .expect("cur")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                f.maildir_base(2)
+                    .is_some_and(|b| p.to_string_lossy().contains(b))
+            })
+            .expect("file of uid 2");
+        std::fs::remove_file(victim).expect("rm");
+        assert!(
+            matches!(f.read(2), Err(MailboxError::Expunged(2))),
+            "{what}"
+        );
+        assert!(f.read(1).is_ok(), "{what}");
+        assert_eq!(
+            f.sync(SyncMode::Full).expect(what).expunged,
+            [(2, 2)],
+            "{what}"
+        );
+    }
+}
