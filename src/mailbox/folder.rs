@@ -334,11 +334,25 @@ impl Folder {
         let mut index = use_index.then(|| Index::new(index::path_in(&paths.index)));
         // The UIDVALIDITY an index keeps for an empty mbox.
         let hint = match index.as_mut() {
-            Some(ix) => {
-                let mut l = ix.lock()?;
-                ix.load(&mut l)?;
-                (!ix.is_new()).then_some(ix.uid_validity)
-            }
+            Some(ix) => match ix.lock() {
+                Ok(mut l) => {
+                    ix.load(&mut l)?;
+                    (!ix.is_new()).then_some(ix.uid_validity)
+                }
+                // A folder whose index directory the user cannot write (a read-only
+                // archive): served without MODSEQs or \Recent, as Dovecot falls back on
+                // an index in memory.
+                Err(MailboxError::Io { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM)
+                    ) =>
+                {
+                    index = None;
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let backend = match store.location().format {
@@ -542,16 +556,20 @@ impl Folder {
     /// reader then reads through its open descriptor, on any thread).
     pub fn open_message(&self, uid: u32) -> Result<super::MessageReader, MailboxError> {
         let _id = self.store.enter();
-        self.message(uid).ok_or(MailboxError::Expunged(uid))?.open()
+        self.message(uid)
+            .ok_or(MailboxError::Expunged(uid))?
+            .open()
+            .map_err(|e| match e {
+                MailboxError::Expunged(_) => MailboxError::Expunged(uid),
+                e => e,
+            })
     }
 
     /// The message `uid`, whole (see [`message`](Self::message)). Opened with the store's
     /// filesystem identity.
     pub fn read(&self, uid: u32) -> Result<Vec<u8>, MailboxError> {
-        let _id = self.store.enter();
-        let r = self.message(uid).ok_or(MailboxError::Expunged(uid))?;
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut r.open()?, &mut out)
+        std::io::Read::read_to_end(&mut self.open_message(uid)?, &mut out)
             .map_err(|e| MailboxError::io(&self.paths.mailbox, e))?;
         Ok(out)
     }
@@ -811,7 +829,15 @@ impl Folder {
     ) -> Result<T, MailboxError> {
         match self.index.take() {
             // A POP3 view: the backend works by UID on the files as they are now.
-            None => f(&mut self.backend, None),
+            None if matches!(self.access, Access::Pop3 { .. }) => f(&mut self.backend, None),
+            // An IMAP view without an index (read-only index directory).
+            None => {
+                if self.backend.changed().0 {
+                    self.backend.refresh()?;
+                    self.stale = true;
+                }
+                f(&mut self.backend, None)
+            }
             Some(mut ix) => {
                 let (changed, _) = self.backend.changed();
                 let res = (|| {

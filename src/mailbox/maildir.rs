@@ -249,9 +249,9 @@ impl MaildirMessage {
         let (f, p) = match opened {
             Ok(f) => (f, None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let p = locate(&self.dir, &path(), &self.base).ok_or_else(|| {
-                    MailboxError::Format(format!("{}: message vanished", self.base))
-                })?;
+                // Gone (expunged by another session or program): the folder view gives
+                // the UID.
+                let p = locate(&self.dir, &path(), &self.base).ok_or(MailboxError::Expunged(0))?;
                 let f = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

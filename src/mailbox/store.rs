@@ -125,7 +125,11 @@ fn not_found(name: &str) -> MailboxError {
 impl MailStore {
     /// The store of `loc`; operations use the filesystem identity `ids` (uid, gid) when
     /// given (a session of a root process).
-    pub fn open(loc: MailLocation, ids: Option<(u32, u32)>, opts: StoreOptions) -> MailStore {
+    pub fn open(loc: MailLocation, ids: Option<(u32, u32)>, mut opts: StoreOptions) -> MailStore {
+        // Dovecot locks with the privileged group only an INBOX outside the mail root.
+        if loc.format == Format::Mbox {
+            opts.mbox.mail_root = Some(loc.root.clone());
+        }
         let sep = match (loc.format, loc.layout) {
             (Format::Maildir, Layout::MaildirPlusPlus) => '.',
             _ => '/',

@@ -685,3 +685,82 @@ fn concurrent_views_and_delivery_converge() {
         }
     }
 }
+
+/// A message file deleted under a view (another program expunged it) reads as expunged,
+/// with its UID; the next sync reports it.
+#[test]
+fn message_deleted_under_the_view_is_expunged() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (what, s) in stores(d.path()) {
+        if s.location().format != Format::Maildir {
+            continue;
+        }
+        let a = msg("a");
+        s.append(
+            "INBOX",
+            &[
+                new(&a, Flags::empty(), &[], None),
+                new(&a, Flags::empty(), &[], None),
+            ],
+        )
+        .expect(what);
+        let mut f = s.select("INBOX", Access::ReadWrite).expect(what);
+        let cur = s.location().inbox.join("cur");
+        let victim = std::fs::read_dir(&cur)
+            .expect("cur")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                f.maildir_base(2)
+                    .is_some_and(|b| p.to_string_lossy().contains(b))
+            })
+            .expect("file of uid 2");
+        std::fs::remove_file(victim).expect("rm");
+        assert!(
+            matches!(f.read(2), Err(MailboxError::Expunged(2))),
+            "{what}"
+        );
+        assert!(f.read(1).is_ok(), "{what}");
+        assert_eq!(
+            f.sync(SyncMode::Full).expect(what).expunged,
+            [(2, 2)],
+            "{what}"
+        );
+    }
+}
+
+/// A folder whose directory the user may read but not write (an archive) opens read-only
+/// without Postern's index: messages, flags and sync work, MODSEQs are 0.
+#[test]
+fn read_only_folder_without_index() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_, s) = stores(d.path()).remove(1);
+    let a = msg("a");
+    s.append("INBOX", &[new(&a, Flags::SEEN, &[], None)])
+        .expect("append");
+    // Everything readable by others, nothing writable; Postern's index removed.
+    let root = s.location().root.clone();
+    std::fs::remove_file(root.join("postern.index")).expect("rm index");
+    let _ = std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX,go-w")
+        .arg(&root)
+        .status();
+    let nobody = MailStore::open(
+        s.location().clone(),
+        Some((65534, 65534)),
+        StoreOptions::default(),
+    );
+    let mut f = nobody.select("INBOX", Access::ReadOnly).expect("select");
+    assert_eq!(f.messages().len(), 1);
+    assert_eq!(f.messages()[0].flags, Flags::SEEN);
+    assert_eq!(f.messages()[0].modseq, 0);
+    assert_eq!(f.read(1).expect("read"), f_read_lf(&a));
+    assert!(f.sync(SyncMode::Full).expect("sync").is_empty());
+    assert!(!root.join("postern.index").exists());
+}

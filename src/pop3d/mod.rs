@@ -13,7 +13,9 @@
 //! `pop3_lock_session` (Dovecot's `dovecot-pop3-session.lock`, see
 //! [`crate::mailbox::lock::pop3_session_lock`]).
 //!
-//! Mailbox access goes through [`crate::mailbox`]. Deletions are kept in the session and
+//! Mailbox access goes through [`crate::mailbox`]'s store: the INBOX is a
+//! [`crate::mailbox::Folder`] opened for POP3 (no MODSEQs or \\Recent kept); UIDLs
+//! ([`uidl`]) and the UPDATE state are this module's. Deletions are kept in the session and
 //! committed only by QUIT (the UPDATE state): a client that vanishes deletes nothing.
 //!
 //! Privileges (`DESIGN.md` §3): clients are served until they have logged in by an
@@ -275,6 +277,13 @@ mod tests {
                 .map(|e| e.to_string()),
             Some("mail_privileged_group: Unknown group name 'no-such-group-here'".into())
         );
+    }
+
+    #[test]
+    fn uidl_default_format() {
+        assert_eq!(uidl("%08Xu%08Xv", 1795876603, 1, ""), "000000016b0ae6fb");
+        assert_eq!(uidl("%v.%u", 7, 1, ""), "7.1");
+        assert_eq!(uidl("%f", 7, 1, "123.M1P2.host"), "123.M1P2.host");
     }
 
     #[test]

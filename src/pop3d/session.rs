@@ -806,6 +806,10 @@ impl Session {
             Some((Ok((rd, n)), buf)) => (rd, n, buf),
             other => {
                 let e = match other {
+                    Some((Err(MailboxError::Expunged(_)), buf)) => {
+                        m.chunk = buf;
+                        MailboxError::Expunged(m.mailbox.messages().get(i).map_or(0, |x| x.uid))
+                    }
                     Some((Err(e), buf)) => {
                         m.chunk = buf;
                         e
