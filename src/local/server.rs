@@ -166,6 +166,17 @@ impl State {
     }
 }
 
+/// How many requests a worker serves before it exits and a fresh one takes its place
+/// (Postfix's `max_use`, default 100).
+const MAX_USE: usize = 100;
+
+/// A delivery worker, as the parent sees it.
+struct Worker {
+    /// The parent's end of the worker's socket pair.
+    sock: OwnedFd,
+    busy: bool,
+}
+
 /// `postern local -c DIR`: the local delivery process. Returns the exit status.
 pub fn main(args: &[String]) -> i32 {
     // No writer thread: this process forks, and its children must not depend on one.
@@ -203,21 +214,23 @@ pub fn main(args: &[String]) -> i32 {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
     let mut stdin_open = true;
-    let mut children = 0usize;
-    loop {
-        reap(&mut children, false);
-        let mut fds = vec![libc::pollfd {
-            fd: ctl.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        if stdin_open {
-            fds.push(libc::pollfd {
-                fd: libc::STDIN_FILENO,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+    let mut ctl_open = true;
+    let mut workers: Vec<Worker> = Vec::new();
+    // Requests waiting for a worker (all busy, and as many as allowed).
+    let mut waiting: std::collections::VecDeque<(Vec<u8>, OwnedFd)> = Default::default();
+    while ctl_open || !workers.is_empty() {
+        reap();
+        let mut fds = Vec::new();
+        // Stop taking requests while some wait: the queue manager's sends then wait too.
+        let take = ctl_open && waiting.is_empty();
+        if take {
+            fds.push(pollfd(ctl.as_raw_fd()));
         }
+        if stdin_open {
+            fds.push(pollfd(libc::STDIN_FILENO));
+        }
+        let first_worker = fds.len();
+        fds.extend(workers.iter().map(|w| pollfd(w.sock.as_raw_fd())));
         // SAFETY: poll on descriptors this process holds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
         if n < 0 {
@@ -228,14 +241,42 @@ pub fn main(args: &[String]) -> i32 {
             log::fatal(ident, &format!("poll: {e}"));
             break;
         }
-        if stdin_open && fds.get(1).is_some_and(|p| p.revents != 0) {
+        // Workers: `I` (idle again) or end of file (gone).
+        let mut gone = Vec::new();
+        for (i, w) in workers.iter_mut().enumerate() {
+            if fds[first_worker + i].revents == 0 {
+                continue;
+            }
+            let mut b = [0u8; 16];
+            // SAFETY: reading into our buffer from a socket we hold.
+            let r = unsafe { libc::recv(w.sock.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
+            if r > 0 {
+                w.busy = false;
+            } else if r == 0
+                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                gone.push(i);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            workers.remove(i);
+        }
+        if stdin_open
+            && let Some(p) = fds.iter().find(|p| p.fd == libc::STDIN_FILENO)
+            && p.revents != 0
+        {
             let mut b = [0u8; 64];
             match std::io::stdin().read(&mut b) {
                 Ok(0) | Err(_) => stdin_open = false,
                 Ok(n) => {
                     if b[..n].contains(&b'R') {
                         match State::load(config_dir.as_deref()) {
-                            Ok(s) => state = s,
+                            Ok(s) => {
+                                state = s;
+                                // Workers carry the old configuration: closing their
+                                // sockets ends them after the delivery in progress.
+                                workers.clear();
+                            }
                             Err(e) => log::warning(
                                 ident,
                                 &format!("reload: {e}; keeping the previous configuration"),
@@ -245,76 +286,184 @@ pub fn main(args: &[String]) -> i32 {
                 }
             }
         }
-        if fds[0].revents == 0 {
-            continue;
+        if take && fds[0].revents != 0 {
+            match recv_request(ctl.as_raw_fd()) {
+                Ok(Some((data, Some(fd)))) if Request::get(&mut Dec(&data)).is_some() => {
+                    waiting.push_back((data, fd));
+                }
+                // Not a request the queue manager sends: dropped (the descriptor with it).
+                Ok(Some(_)) => log::warning(ident, "malformed delivery request ignored"),
+                // The queue manager has gone: finish what runs, then stop.
+                Ok(None) => {
+                    ctl_open = false;
+                    workers.retain(|w| w.busy);
+                    for w in &mut workers {
+                        // SAFETY: half-close: the worker ends after its delivery.
+                        unsafe { libc::shutdown(w.sock.as_raw_fd(), libc::SHUT_WR) };
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) => {}
+                Err(e) => {
+                    log::fatal(ident, &format!("read delivery request: {e}"));
+                    ctl_open = false;
+                }
+            }
         }
-        let (data, reply_fd) = match recv_request(ctl.as_raw_fd()) {
-            Ok(Some(x)) => x,
-            // The queue manager has gone: finish what runs, then stop.
-            Ok(None) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                log::fatal(ident, &format!("read delivery request: {e}"));
-                break;
+        // Hand waiting requests to idle workers, starting workers up to the limit.
+        while let Some((data, fd)) = waiting.pop_front() {
+            let idle = match workers.iter().position(|w| !w.busy) {
+                Some(i) => Some(i),
+                None if workers.len() < state.max_children => {
+                    match start_worker(&state, ctl.as_raw_fd()) {
+                        Ok(w) => {
+                            workers.push(w);
+                            Some(workers.len() - 1)
+                        }
+                        Err(e) => {
+                            // The queue manager sees end of file without a result and
+                            // defers.
+                            log::warning(ident, &e);
+                            None
+                        }
+                    }
+                }
+                None => {
+                    waiting.push_front((data, fd));
+                    break;
+                }
+            };
+            let Some(i) = idle else { continue };
+            match send_with_fd(workers[i].sock.as_raw_fd(), &data, fd.as_raw_fd()) {
+                Ok(()) => workers[i].busy = true,
+                Err(_) => {
+                    workers.remove(i);
+                    waiting.push_front((data, fd));
+                }
             }
-        };
-        let (Some(req), Some(reply_fd)) = (Request::get(&mut Dec(&data)), reply_fd) else {
-            // Not a request the queue manager sends: dropped (the descriptor with it).
-            log::warning(ident, "malformed delivery request ignored");
-            continue;
-        };
-        while children >= state.max_children {
-            reap(&mut children, true);
         }
-        // SAFETY: this process is single-threaded; the child leaves with _exit.
-        match unsafe { nix::unistd::fork() } {
-            Ok(nix::unistd::ForkResult::Child) => {
-                drop(ctl);
-                // SAFETY: the master's pipe is not the child's business.
-                unsafe { libc::close(libc::STDIN_FILENO) };
-                delivery_child(&state, &req, reply_fd)
-            }
-            Ok(nix::unistd::ForkResult::Parent { .. }) => {
-                children += 1;
-                drop(reply_fd);
-            }
-            Err(e) => {
-                // The queue manager sees end of file without a result and defers.
-                log::warning(ident, &format!("fork: {}", e.desc()));
-                drop(reply_fd);
-            }
+        if !ctl_open {
+            workers.retain(|w| w.busy);
         }
     }
-    while children > 0 {
-        reap(&mut children, true);
-    }
+    // Wait for the last workers.
+    while reap_blocking() {}
     log::flush();
     0
 }
 
-/// Collect exited children; with `block`, wait for at least one.
-fn reap(children: &mut usize, mut block: bool) {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    while *children > 0 {
-        let flags = if block {
-            None
-        } else {
-            Some(WaitPidFlag::WNOHANG)
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Fork a worker: it serves requests from its socket until that closes or it has served
+/// [`MAX_USE`].
+fn start_worker(state: &State, ctl: RawFd) -> Result<Worker, String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (mine, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {}", e.desc()))?;
+    // SAFETY: this process is single-threaded; the child leaves with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {}", e.desc()))? {
+        nix::unistd::ForkResult::Child => {
+            drop(mine);
+            // SAFETY: the queue manager's channel and the master's pipe belong to the
+            // parent; closing our copies.
+            unsafe {
+                libc::close(ctl);
+                libc::close(libc::STDIN_FILENO);
+            }
+            // Other workers' sockets came along with the fork: close them.
+            crate::sys::child::close_from(3, &[theirs.as_raw_fd()]);
+            worker_main(state, theirs)
+        }
+        nix::unistd::ForkResult::Parent { .. } => Ok(Worker {
+            sock: mine,
+            busy: false,
+        }),
+    }
+}
+
+/// A worker's life: one request at a time, then `I` to the parent.
+fn worker_main(state: &State, sock: OwnedFd) -> ! {
+    std::panic::set_hook(Box::new(|_| {}));
+    for used in 1..=MAX_USE {
+        let (data, reply_fd) = loop {
+            match recv_request(sock.as_raw_fd()) {
+                Ok(Some((d, Some(fd)))) => break (d, fd),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // SAFETY: ends the forked copy without the parent's exit handlers.
+                _ => unsafe { libc::_exit(0) },
+            }
         };
-        match waitpid(None, flags) {
-            Ok(WaitStatus::StillAlive) => return,
-            Ok(_) => {
-                *children -= 1;
-                block = false;
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => {
-                *children = 0;
-                return;
-            }
+        let Some(req) = Request::get(&mut Dec(&data)) else {
+            break;
+        };
+        serve_request(state, &req, reply_fd);
+        // The last one: no `I`, so that the parent gives it nothing more; it sees end of
+        // file instead.
+        if used == MAX_USE {
+            break;
+        }
+        // SAFETY: one byte to our own socket.
+        let sent = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                b"I".as_ptr().cast(),
+                1,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent != 1 {
+            break;
         }
     }
+    // SAFETY: ends the forked copy without the parent's exit handlers.
+    unsafe { libc::_exit(0) }
+}
+
+/// Collect exited workers (and the delivery children they leave) without waiting.
+fn reap() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Wait for one child; false when there is none left.
+fn reap_blocking() -> bool {
+    loop {
+        match nix::sys::wait::waitpid(None, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Send one datagram with one descriptor.
+fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [std::io::IoSlice::new(data)];
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+        .map(|_| ())
+        .map_err(std::io::Error::from)
 }
 
 /// One request datagram and its descriptor; `None` when the other end has closed.
@@ -348,9 +497,8 @@ fn recv_request(sock: RawFd) -> std::io::Result<Option<(Vec<u8>, Option<OwnedFd>
     Ok(Some((buf, fds.pop())))
 }
 
-/// The forked child: deliver, answer, exit.
-fn delivery_child(state: &State, req: &Request, reply_fd: OwnedFd) -> ! {
-    std::panic::set_hook(Box::new(|_| {}));
+/// Deliver one request and write the answer to its socket.
+fn serve_request(state: &State, req: &Request, reply_fd: OwnedFd) {
     log::start_capture();
     let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         deliver_request(state, req)
@@ -379,9 +527,6 @@ fn delivery_child(state: &State, req: &Request, reply_fd: OwnedFd) -> ! {
     reply.put(&mut e);
     let mut f = std::fs::File::from(reply_fd);
     let _ = f.write_all(&e.0);
-    drop(f);
-    // SAFETY: ends the forked copy without the parent's exit handlers.
-    unsafe { libc::_exit(0) }
 }
 
 /// Steps 1 to 3 of the module header. `Err` is a deferral reason.
