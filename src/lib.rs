@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod imapd;
 pub mod local;
 pub mod log;
 pub mod mailbox;

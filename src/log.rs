@@ -65,6 +65,9 @@ enum Severity {
     Warning,
     Error,
     Fatal,
+    /// No prefix, this syslog level: lines whose text carries its own severity word
+    /// (Dovecot's `master: Fatal: …`).
+    Plain(u8),
 }
 
 impl Severity {
@@ -74,6 +77,7 @@ impl Severity {
             Severity::Warning => "warning: ",
             Severity::Error => "error: ",
             Severity::Fatal => "fatal: ",
+            Severity::Plain(_) => "",
         }
     }
     /// syslog(3) priority level.
@@ -83,6 +87,7 @@ impl Severity {
             Severity::Warning => 4,
             Severity::Error => 3,
             Severity::Fatal => 2,
+            Severity::Plain(level) => level,
         }
     }
 }
@@ -191,12 +196,13 @@ pub fn take_captured() -> Vec<Captured> {
     g.as_mut().map(std::mem::take).unwrap_or_default()
 }
 
-fn severity_word(s: Severity) -> &'static str {
+fn severity_word(s: Severity) -> String {
     match s {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Error => "error",
-        Severity::Fatal => "fatal",
+        Severity::Info => "info".into(),
+        Severity::Warning => "warning".into(),
+        Severity::Error => "error".into(),
+        Severity::Fatal => "fatal".into(),
+        Severity::Plain(level) => format!("plain{level}"),
     }
 }
 
@@ -207,9 +213,19 @@ pub fn emit_as(c: &Captured) {
         "warning" => Severity::Warning,
         "error" => Severity::Error,
         "fatal" => Severity::Fatal,
-        _ => Severity::Info,
+        w => match w.strip_prefix("plain").and_then(|l| l.parse().ok()) {
+            Some(level) => Severity::Plain(level),
+            None => Severity::Info,
+        },
     };
     emit_pid(severity, &c.ident, c.pid, &c.text);
+}
+
+/// Log `text` as written (no Postfix severity prefix, no `[pid]` after the ident) at syslog
+/// `level` (`LOG_INFO` 6, `LOG_WARNING` 4, `LOG_ERR` 3, `LOG_CRIT` 2): Dovecot's lines
+/// carry their own level word (`dovecot: master: Fatal: …`).
+pub fn plain(level: u8, ident: &str, text: &str) {
+    emit(Severity::Plain(level), ident, text);
 }
 
 fn emit(severity: Severity, ident: &str, text: &str) {
@@ -221,7 +237,7 @@ fn emit_pid(severity: Severity, ident: &str, pid: u32, text: &str) {
         let mut g = CAPTURE.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = g.as_mut() {
             v.push(Captured {
-                severity: severity_word(severity).to_string(),
+                severity: severity_word(severity),
                 ident: ident.to_string(),
                 pid,
                 text: text.to_string(),
@@ -447,7 +463,11 @@ fn write_line(
     time: SystemTime,
     text: &str,
 ) {
-    let body = format!("{ident}[{pid}]: {}{text}", severity.prefix());
+    // Dovecot's log process opens syslog without LOG_PID: `dovecot: pop3-login: …`.
+    let body = match severity {
+        Severity::Plain(_) => format!("{ident}: {text}"),
+        _ => format!("{ident}[{pid}]: {}{text}", severity.prefix()),
+    };
     match sink {
         Sink::File { file, host } => {
             let line = format!("{} {host} {body}\n", timestamp(time, true));
@@ -546,5 +566,34 @@ mod tests {
         assert_eq!(facility_code("mail"), Some(2));
         assert_eq!(facility_code("local7"), Some(23));
         assert_eq!(facility_code("bogus"), None);
+    }
+
+    #[test]
+    fn syslog_lines_postfix_with_pid_dovecot_without() {
+        let (a, b) = UnixDatagram::pair().expect("socketpair");
+        let mut sink = Sink::Syslog {
+            facility: 2,
+            socket: Some(a),
+        };
+        let t = SystemTime::now();
+        let mut buf = [0u8; 512];
+        write_line(&mut sink, Severity::Warning, "postfix/smtpd", 42, t, "x");
+        let n = b.recv(&mut buf).expect("recv");
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(got.starts_with("<20>"), "{got}");
+        assert!(got.ends_with(" postfix/smtpd[42]: warning: x"), "{got}");
+        // Dovecot's log process: openlog("dovecot", LOG_NDELAY, facility), no pid.
+        write_line(
+            &mut sink,
+            Severity::Plain(6),
+            "dovecot",
+            42,
+            t,
+            "pop3-login: Login: y",
+        );
+        let n = b.recv(&mut buf).expect("recv");
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(got.starts_with("<22>"), "{got}");
+        assert!(got.ends_with(" dovecot: pop3-login: Login: y"), "{got}");
     }
 }

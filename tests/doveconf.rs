@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 use proptest::prelude::*;
 
 fn repo() -> PathBuf {
@@ -215,4 +217,30 @@ proptest! {
             Err(e) => prop_assert!(e.to_string().contains("fuzz.conf"), "{}", e),
         }
     }
+}
+
+/// `doveconf -n | head -1`: the settings (more than the pipe holds) are still being
+/// written when the reader goes away; doveconf ends quietly by SIGPIPE, as Dovecot's does
+/// (it panicked in `print!`).
+#[test]
+fn closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let conf = tmp.path().join("dovecot.conf");
+    let mut text = String::from("namespace inbox {\n  inbox = yes\n");
+    for i in 0..300 {
+        text.push_str(&format!(
+            "  mailbox \"Folder {i}\" {{\n    auto = subscribe\n  }}\n"
+        ));
+    }
+    text.push_str("}\n");
+    std::fs::write(&conf, text).expect("conf");
+    let (line, st, err) = common::head_1(
+        Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["doveconf", "-n", "-c"])
+            .arg(&conf),
+    );
+    assert!(line.starts_with("# 2.3.19.1"), "{line}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(st.signal(), Some(libc::SIGPIPE), "{st}: {err}");
 }

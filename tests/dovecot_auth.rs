@@ -192,3 +192,170 @@ fn real_postfix_authenticates_through_posterns_auth_socket() {
         "no password in the log"
     );
 }
+
+/// `postern dovecot` started as admins start it (detached, then `dovecot stop`) with a
+/// dovecot.conf of the test's own.
+struct PosternDovecot {
+    conf: std::path::PathBuf,
+}
+
+impl Drop for PosternDovecot {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .arg("dovecot")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .output();
+    }
+}
+
+fn dovecot_conf(dir: &Path, auth_service: &str) -> std::path::PathBuf {
+    let d = dir.display();
+    std::fs::write(dir.join("users"), "alice:{PLAIN}secret::::::\n").expect("users");
+    let conf = dir.join("dovecot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "protocols = pop3\nbase_dir = {d}/run\nlog_path = {d}/dovecot.log\nlisten = 127.0.0.1\n\
+             ssl = no\nauth_mechanisms = plain login\nauth_failure_delay = 0\n\
+             passdb {{\n  driver = passwd-file\n  args = {d}/users\n}}\n\
+             service pop3-login {{\n  inet_listener pop3 {{\n    port = 0\n  }}\n  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n\
+             {auth_service}"
+        ),
+    )
+    .expect("conf");
+    conf
+}
+
+/// `service auth { unix_listener PATH { mode user group } }`: `postern dovecot` creates the
+/// socket with that mode and owner and answers Dovecot's auth client protocol on it from
+/// the passdbs (what Postfix's `smtpd_sasl_type = dovecot` connects to).
+#[test]
+fn posterns_dovecot_serves_its_auth_client_socket() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let sock = dir.join("auth-postfix");
+    let root = nix::unistd::geteuid().is_root();
+    let owner = if root
+        && nix::unistd::User::from_name("postfix")
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        "    user = postfix\n"
+    } else {
+        ""
+    };
+    let conf = dovecot_conf(
+        dir,
+        &format!(
+            "service auth {{\n  unix_listener {} {{\n    mode = 0660\n{owner}  }}\n}}\n",
+            sock.display()
+        ),
+    );
+    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .arg("dovecot")
+        .arg("-c")
+        .arg(&conf)
+        .status()
+        .expect("dovecot");
+    assert!(st.success());
+    let _d = PosternDovecot { conf };
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&sock).expect("the socket is there once dovecot returns");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    if !owner.is_empty() {
+        let pf = nix::unistd::User::from_name("postfix")
+            .ok()
+            .flatten()
+            .expect("postfix");
+        assert_eq!(meta.uid(), pf.uid.as_raw());
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut c = dovecot_proto::Client::connect(&sock)
+            .await
+            .expect("connect");
+        assert!(
+            c.mechanisms.iter().any(|m| m == "PLAIN"),
+            "{:?}",
+            c.mechanisms
+        );
+        assert!(
+            c.mechanisms.iter().any(|m| m == "LOGIN"),
+            "{:?}",
+            c.mechanisms
+        );
+        let ok = c
+            .auth_plain("smtp", "alice", "secret", &[])
+            .await
+            .expect("auth");
+        assert!(
+            matches!(ok, dovecot_proto::ClientReply::Ok { .. }),
+            "{ok:?}"
+        );
+        let bad = c
+            .auth_plain("smtp", "alice", "wrong", &[])
+            .await
+            .expect("auth");
+        assert!(
+            matches!(bad, dovecot_proto::ClientReply::Fail { temp: false, .. }),
+            "{bad:?}"
+        );
+    });
+}
+
+/// A socket in a directory that does not exist, and an owner that does not exist: Dovecot
+/// 2.3.19's messages and status 89, nothing left running.
+#[test]
+fn posterns_dovecot_auth_socket_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let missing = dir.join("nodir/auth");
+    let conf = dovecot_conf(
+        dir,
+        &format!(
+            "service auth {{\n  unix_listener {} {{\n    mode = 0660\n  }}\n}}\n",
+            missing.display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .arg("dovecot")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("dovecot");
+    assert_eq!(out.status.code(), Some(89));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "Error: bind({}) failed: No such file or directory\nFatal: Failed to start listeners\n",
+            missing.display()
+        )
+    );
+    assert!(!dir.join("run/master.pid").exists());
+    let sock = dir.join("auth");
+    let conf = dovecot_conf(
+        dir,
+        &format!(
+            "service auth {{\n  unix_listener {} {{\n    user = postern-no-such-user\n  }}\n}}\n",
+            sock.display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .arg("dovecot")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("dovecot");
+    assert_eq!(out.status.code(), Some(89));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "Fatal: service(auth) User doesn't exist: postern-no-such-user (See service auth {{ unix_listener {} {{ user }} }} setting)\n",
+            sock.display()
+        )
+    );
+    assert!(!sock.exists());
+}

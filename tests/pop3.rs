@@ -2031,3 +2031,133 @@ fn missing_login_user_refused_at_start() {
         assert_eq!(theirs.status.code(), Some(89));
     }
 }
+
+/// The `Error:` lines of a Dovecot log, without time, process prefix and the parts that
+/// differ by run (pids, session ids).
+fn dotlock_errors(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once(": Error: ").map(|(_, t)| t.to_string()))
+        .filter(|t| t.contains("file_dotlock_create"))
+        .collect()
+}
+
+/// A spool the mail user may not write (Debian's `/var/mail`: root:mail, group-writable,
+/// the user not in group mail): the dotlock cannot be made, which is logged in Dovecot's
+/// words, and the session goes on under fcntl, as the real Dovecot 2.3 does (seen: the
+/// error, then STAT and UIDL answered and the file rewritten). With
+/// `mail_privileged_group = mail` the dotlock is made with the group: no error, no lock
+/// left behind.
+#[test]
+fn spool_without_dotlock_rights() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (a root-owned spool, a session as the mail user)");
+        return;
+    }
+    let Ok(Some(mail)) = nix::unistd::Group::from_name("mail") else {
+        eprintln!("skipped: no group mail");
+        return;
+    };
+    let (uid, _) = mail_user();
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool");
+    nix::unistd::chown(&spool, Some(0.into()), Some(mail.gid)).expect("chown");
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+    let inbox = spool.join(USER);
+    let fill = || {
+        std::fs::write(&inbox, BOX).expect("inbox");
+        nix::unistd::chown(&inbox, Some(uid.into()), Some(mail.gid)).expect("chown");
+        std::fs::set_permissions(&inbox, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+    // The passwd-file's user is alice; the spool file is named after the system user.
+    let location = format!("mbox:~/mail:INBOX={}/{USER}", spool.display());
+    let extra = format!("mail_location = {location}\n");
+    let session = |port: u16| {
+        let (mut c, _) = Pop::connect(port);
+        assert_eq!(c.cmd("USER alice"), ["+OK"]);
+        assert_eq!(c.cmd("PASS secret"), ["+OK Logged in."]);
+        let stat = c.cmd("STAT");
+        let uidl = c.cmd("UIDL");
+        c.cmd("QUIT");
+        (stat, uidl)
+    };
+    fill();
+    let s = start(
+        dir.path(),
+        &(extra.clone() + "ssl = no\ndisable_plaintext_auth = no\n"),
+    );
+    let (stat, uidl) = session(s.port);
+    assert!(stat[0].starts_with("+OK 3 "), "{stat:?}");
+    assert_eq!(uidl.len(), 5, "{uidl:?}");
+    let log = wait_log(&s, "Disconnected: Logged out");
+    let ours = dotlock_errors(&log);
+    let user = nix::unistd::User::from_uid(uid.into())
+        .expect("user")
+        .expect("user");
+    let group = nix::unistd::Group::from_gid(user.gid)
+        .expect("group")
+        .expect("group");
+    let want = format!(
+        "Mailbox INBOX: file_dotlock_create({}) failed: Permission denied (euid={uid}({}) egid={}({}) missing +w perm: {}, we're not in group {}(mail), dir owned by 0:{} mode=0775) (set mail_privileged_group=mail)",
+        inbox.display(),
+        user.name,
+        user.gid,
+        group.name,
+        spool.display(),
+        mail.gid,
+        mail.gid
+    );
+    assert!(!ours.is_empty(), "{log}");
+    assert!(ours.iter().all(|l| *l == want), "{ours:?}\n{want}");
+    assert!(
+        std::fs::read_to_string(&inbox)
+            .expect("inbox")
+            .contains("X-UID: 1"),
+        "the session went on and wrote its metadata under fcntl"
+    );
+    drop(s);
+
+    // The real Dovecot on the same spool: the same error text, the same answers.
+    fill();
+    if let Some(real) = RealDovecot::start_with(
+        dir.path(),
+        &location,
+        "ssl = no\ndisable_plaintext_auth = no\n",
+    ) {
+        let (rstat, ruidl) = session(real.port);
+        assert_eq!(rstat, stat);
+        assert_eq!(ruidl.len(), uidl.len());
+        let start = Instant::now();
+        let theirs = loop {
+            let l = std::fs::read_to_string(dir.path().join("real-log")).unwrap_or_default();
+            if l.contains("Disconnected: Logged out") || start.elapsed() > Duration::from_secs(5) {
+                break dotlock_errors(&l);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!theirs.is_empty());
+        assert!(theirs.iter().all(|l| *l == want), "{theirs:?}\n{want}");
+    }
+
+    // mail_privileged_group = mail: the dotlock is made with the group.
+    fill();
+    let _ = std::fs::remove_file(dir.path().join("log"));
+    let s = start(
+        dir.path(),
+        &(extra + "ssl = no\ndisable_plaintext_auth = no\nmail_privileged_group = mail\n"),
+    );
+    let (stat2, _) = session(s.port);
+    assert_eq!(stat2, stat);
+    let log = wait_log(&s, "Disconnected: Logged out");
+    assert!(dotlock_errors(&log).is_empty(), "{log}");
+    assert!(
+        !spool.join(format!("{USER}.lock")).exists(),
+        "the dotlock is removed"
+    );
+    assert!(
+        std::fs::read_to_string(&inbox)
+            .expect("inbox")
+            .contains("X-UID: 1")
+    );
+}

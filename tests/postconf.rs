@@ -358,3 +358,30 @@ fn postconf_a_m_l_lists() {
     );
     assert!(String::from_utf8_lossy(&run_in(&d, &["-m"]).stdout).contains("hash\n"));
 }
+
+/// `postconf -d | head -1` (more output than the pipe holds) and `postern --help | head
+/// -1`: the reader goes away while the command still writes, or after it wrote all; it
+/// ends quietly, by SIGPIPE in the first case, as the C programs do (no panic).
+#[test]
+fn closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = repo_root().join("compat-fixtures/postfix/tutorial-wrapped");
+    let bin = env!("CARGO_BIN_EXE_postern");
+    let (line, st, err) = head_1(
+        std::process::Command::new(bin)
+            .arg("postconf")
+            .arg("-c")
+            .arg(&dir)
+            .arg("-d"),
+    );
+    assert!(line.contains(" = "), "{line}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(st.signal(), Some(libc::SIGPIPE), "{st}: {err}");
+    let (line, st, err) = head_1(std::process::Command::new(bin).arg("--help"));
+    assert!(line.starts_with("usage: postern"), "{line}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        st.signal() == Some(libc::SIGPIPE) || st.code() == Some(0),
+        "{st}"
+    );
+}

@@ -128,7 +128,75 @@ fn sandbox_configuration_checks_clean() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("inet_interfaces = loopback-only"), "{text}");
     assert!(!text.contains("error"), "{text}");
-    for f in ["main.cf", "master.cf", "sasl/smtpd.conf", "dovecot.conf"] {
+    for f in [
+        "main.cf",
+        "master.cf",
+        "dovecot.conf",
+        "users",
+        "vmailbox",
+        "aliases",
+    ] {
         assert!(d.path().join(f).exists(), "{f}");
     }
+}
+
+/// The guide's main.cf edits, unchanged (TUTORIAL.md step 3, the wrapped
+/// `smtpd_recipient_restrictions` continuing in column 0): `postfix check` passes, with
+/// the warning `postconf` gives for the same file (same file and line), and no error.
+#[test]
+fn guide_wrapped_line_passes_with_postconfs_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::create_dir_all(p.join("sasl")).unwrap();
+    std::fs::write(
+        p.join("sasl/smtpd.conf"),
+        "pwcheck_method: saslauthd\nmech_list: plain login\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("main.cf"),
+        format!(
+            "queue_directory = {q}\ndata_directory = {q}\ncyrus_sasl_config_path = {s}\n\
+             #inet_interfaces = localhost\n\
+             mydestination = $myhostname, localhost.$mydomain, $mydomain\n\
+             smtpd_sasl_auth_enable = yes\n\
+             smtpd_delay_reject = yes\n\
+             smtpd_recipient_restrictions = permit_mynetworks permit_sasl_authenticated\n\
+             permit_auth_destination reject\n\
+             smtpd_client_restrictions = permit_mynetworks, permit_sasl_authenticated\n\
+             broken_sasl_auth_clients = yes\n\
+             smtpd_sasl_security_options = noanonymous\n",
+            q = p.display(),
+            s = p.join("sasl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("master.cf"), "smtp inet n - n - - smtpd\n").unwrap();
+    let (err, rc) = check(p, None);
+    assert_eq!(rc, 0, "{err}");
+    assert!(!err.contains("error:"), "{err}");
+    let postconf = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["postconf", "-c"])
+        .arg(p)
+        .arg("-n")
+        .output()
+        .unwrap();
+    assert!(postconf.status.success());
+    let warning = String::from_utf8_lossy(&postconf.stderr)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        warning,
+        format!(
+            "postconf: warning: {}, line 9: text starts in column 0 but has no '=': \"permit_auth_destination reject\"; taken as a continuation of \"smtpd_recipient_restrictions\" (indent continuation lines with white space)",
+            p.join("main.cf").display()
+        )
+    );
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("column 0")).collect();
+    assert_eq!(
+        ours,
+        vec![warning.replacen("postconf:", "postfix:", 1).as_str()]
+    );
 }

@@ -484,27 +484,226 @@ fn saslauthd_daemon_mode_pid_file_and_cleanup() {
     }
 }
 
+/// Options and start-up errors: the same stderr (pids and program name aside) and exit
+/// status as the real Cyrus saslauthd 2.1.28, whose `show_usage()` exits 0 (also for a
+/// bad option and a missing `-a`).
 #[test]
 fn saslauthd_usage_errors() {
-    let out = Command::new(BIN)
-        .args(["saslauthd", "-d", "-m", "/tmp"])
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("run");
+    let dir = dir.to_str().expect("utf8");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-h"],
+        vec!["-z"],
+        vec!["-a"],
+        vec!["-d", "-m", dir],
+        vec!["-d", "-a", "bogus", "-m", dir],
+        vec!["-d", "-a", "shadow", "-m", "relative/dir"],
+        vec!["-d", "-a", "shadow", "-m", "/nonexistent/a/b"],
+        vec!["-d", "-a", "shadow", "-a", "pam", "-m", dir],
+    ];
+    // `saslauthd[1234] :` and the version lines (the mechanisms differ) made equal.
+    let norm = |b: &[u8]| -> (String, String) {
+        let t = String::from_utf8_lossy(b).replace("/usr/sbin/saslauthd: ", "saslauthd: ");
+        let mut lines = Vec::new();
+        let mut version = String::new();
+        for l in t.lines() {
+            let l = match (l.strip_prefix("saslauthd["), l.find("] :")) {
+                (Some(_), Some(i)) => format!("saslauthd[PID] :{}", &l[i + 3..]),
+                _ => l.to_string(),
+            };
+            if l.starts_with("saslauthd 2.1.28") || l.starts_with("authentication mechanisms:") {
+                version.push_str(&l);
+                version.push('\n');
+            } else {
+                lines.push(l);
+            }
+        }
+        (lines.join("\n"), version)
+    };
+    for args in &cases {
+        let ours = Command::new(BIN)
+            .arg("saslauthd")
+            .args(args)
+            .output()
+            .expect("run");
+        let (text, version) = norm(&ours.stderr);
+        if args.first() == Some(&"-h") || args.first() == Some(&"-z") {
+            assert!(text.contains("usage: saslauthd [options]"), "{text}");
+            assert!(
+                version.starts_with("saslauthd 2.1.28 (Postern "),
+                "{version}"
+            );
+        }
+        if Path::new("/usr/sbin/saslauthd").exists() {
+            let real = Command::new("/usr/sbin/saslauthd")
+                .args(args)
+                .output()
+                .expect("run");
+            assert_eq!(
+                (ours.status.code(), text),
+                (real.status.code(), norm(&real.stderr).0),
+                "saslauthd {args:?}"
+            );
+        }
+    }
+    let v = Command::new(BIN)
+        .args(["saslauthd", "-v"])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(v.status.code(), Some(0));
     assert!(
-        err.contains(":no authentication mechanism specified\n"),
-        "{err}"
+        v.stdout.is_empty(),
+        "the version goes to stderr, as Cyrus's"
     );
-    assert!(err.contains("usage: saslauthd [options]"), "{err}");
-    let out = Command::new(BIN)
-        .args(["saslauthd", "-d", "-a", "bogus"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&v.stderr),
+        format!(
+            "saslauthd 2.1.28 (Postern {})\nauthentication mechanisms: getpwent pam rimap shadow\n\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+/// The pid file lock: a second daemon on the same directory is refused with Cyrus's words
+/// and status 2, whichever of Postern and Cyrus runs first; a daemon killed outright
+/// leaves a pid file the next start takes over.
+#[test]
+fn saslauthd_second_start_and_stale_pid_file() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("run");
+    let start = |program: &str| {
+        let mut c = Command::new(program);
+        if program == BIN {
+            c.arg("saslauthd");
+        }
+        c.args(["-a", "shadow", "-n", "2", "-m"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("saslauthd")
+    };
+    let pid_of = || -> i32 {
+        std::fs::read_to_string(dir.join("saslauthd.pid"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let stop = |pid: i32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(t.elapsed() < Duration::from_secs(10), "{pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let refused = |o: &Output| {
+        let e = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = e
+            .lines()
+            .map(|l| l.split_once(" :").map_or(l, |x| x.1))
+            .collect();
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert_eq!(
+            lines,
+            vec![
+                "Cannot start saslauthd",
+                "Another instance of saslauthd is currently running"
+            ]
+        );
+    };
+    let first = start(BIN);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(":unknown authentication mechanism: bogus\n")
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
     );
+    // The pid is in the file when the start returns.
+    let pid = pid_of();
+    assert!(pid > 0);
+    refused(&start(BIN));
+    assert_eq!(pid_of(), pid, "the running daemon's pid file is kept");
+    check(
+        &postern_test(&[
+            "-u",
+            "pstn_nosuch",
+            "-p",
+            "x",
+            "-f",
+            dir.join("mux").to_str().expect("utf8"),
+        ]),
+        NO,
+        255,
+    );
+    if Path::new("/usr/sbin/saslauthd").exists() {
+        // The real one refuses to start beside Postern's, and the other way round.
+        refused(&start("/usr/sbin/saslauthd"));
+        assert_eq!(pid_of(), pid);
+        stop(pid);
+        let real = start("/usr/sbin/saslauthd");
+        assert!(real.status.success());
+        let t = Instant::now();
+        while pid_of() == 0 || pid_of() == pid {
+            assert!(t.elapsed() < Duration::from_secs(10), "no real pid file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let real_pid = pid_of();
+        refused(&start(BIN));
+        stop(real_pid);
+        // The real master leaves its workers to end on the signal it sends its group.
+        std::thread::sleep(Duration::from_millis(200));
+    } else {
+        stop(pid);
+    }
+    // Killed outright: the pid file stays, unlocked; the next start takes over.
+    let o = start(BIN);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = pid_of();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let t = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z"))
+        .unwrap_or(true)
+    {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.join("saslauthd.pid").exists());
+    let o = start(BIN);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let new_pid = pid_of();
+    assert!(new_pid > 0 && new_pid != pid);
+    check(
+        &postern_test(&[
+            "-u",
+            "pstn_nosuch",
+            "-p",
+            "x",
+            "-f",
+            dir.join("mux").to_str().expect("utf8"),
+        ]),
+        NO,
+        255,
+    );
+    stop(new_pid);
+    assert!(!dir.join("saslauthd.pid").exists() && !dir.join("mux").exists());
 }
 
 /// `-a pam` through the system's libpam (loaded at run time by soname): a PAM service of the
@@ -586,5 +785,258 @@ fn saslauthd_pam_backend() {
             NO,
             255,
         );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A private instance of the real Dovecot (Debian dovecot-imapd) serving IMAP on a test
+/// port, stopped on drop.
+struct RealImap {
+    conf: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+impl RealImap {
+    fn start(dir: &Path, passwd: &str) -> RealImap {
+        let port = free_port();
+        let d = dir.display();
+        std::fs::write(dir.join("passwd"), passwd).expect("passwd");
+        std::fs::create_dir_all(dir.join("home")).expect("home");
+        let nobody = nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("nobody");
+        let _ = nix::unistd::chown(&dir.join("home"), Some(nobody.uid), Some(nobody.gid));
+        let conf = dir.join("dovecot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "protocols = imap\nbase_dir = {d}/base\nstate_dir = {d}/state\nlisten = 127.0.0.1\n\
+                 log_path = {d}/dovecot.log\nssl = no\ndisable_plaintext_auth = no\n\
+                 auth_failure_delay = 0\nlogin_trusted_networks = 127.0.0.0/8\nmail_location = mbox:~/mail:INBOX=~/inbox\n\
+                 passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid={} gid={} home={d}/home/%u\n}}\n\
+                 service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
+                 inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+                nobody.uid, nobody.gid
+            ),
+        )
+        .expect("conf");
+        let st = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(&conf)
+            .status()
+            .expect("dovecot");
+        assert!(st.success(), "the real dovecot starts");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "imap never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RealImap {
+            conf,
+            port,
+            log: dir.join("dovecot.log"),
+        }
+    }
+}
+
+impl Drop for RealImap {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .status();
+    }
+}
+
+/// The reply text of one raw request (waiting as long as the mechanism may: 30 s per
+/// network step).
+fn ask(mux: &Path, user: &[u8], pass: &[u8]) -> String {
+    let mut s = UnixStream::connect(mux).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    s.write_all(&frame(&[user, pass, b"smtp", b""]))
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(out.get(2..).unwrap_or_default()).into_owned()
+}
+
+/// `-a rimap`: the password is checked by an IMAP LOGIN at the real Dovecot's imap (Debian
+/// dovecot-imapd). Postern's daemon gives the replies the real Cyrus daemon gives with the
+/// same server, and Dovecot's log shows the logins really happened.
+#[test]
+fn saslauthd_rimap_against_real_dovecot_imap() {
+    if !is_root()
+        || !Path::new("/usr/sbin/dovecot").exists()
+        || !Path::new("/usr/lib/dovecot/imap").exists()
+    {
+        eprintln!("skipped: needs root and the real Dovecot with imap (dovecot-imapd)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let imap = RealImap::start(
+        tmp.path(),
+        "alice:{PLAIN}secret::::::\nbob:{PLAIN}pa\"ss\\word::::::\n",
+    );
+    let option = format!("127.0.0.1/{}", imap.port);
+    let closed = format!("127.0.0.1/{}", free_port());
+    let log_file = tmp.path().join("postern-saslauthd.log");
+    let down_log = tmp.path().join("postern-saslauthd-down.log");
+    let ours = start_mech(
+        BIN,
+        &["saslauthd", "-O", &option],
+        "rimap",
+        &tmp.path().join("ours"),
+        Stdio::from(std::fs::File::create(&log_file).expect("log")),
+    );
+    let ours_down = start_mech(
+        BIN,
+        &["saslauthd", "-O", &closed],
+        "rimap",
+        &tmp.path().join("ours-down"),
+        Stdio::from(std::fs::File::create(&down_log).expect("log")),
+    );
+    let cases: &[(&[u8], &[u8], &str)] = &[
+        (b"alice", b"secret", "OK remote authentication successful"),
+        (
+            b"alice",
+            b"wrong",
+            "NO remote server rejected your credentials",
+        ),
+        (
+            b"pstn-nobody",
+            b"x",
+            "NO remote server rejected your credentials",
+        ),
+        (
+            b"bob",
+            b"pa\"ss\\word",
+            "OK remote authentication successful",
+        ),
+    ];
+    for (u, p, want) in cases {
+        assert_eq!(
+            ask(&ours.mux(), u, p),
+            *want,
+            "{}",
+            String::from_utf8_lossy(u)
+        );
+    }
+    assert_eq!(
+        ask(&ours_down.mux(), b"alice", b"secret"),
+        "NO [ALERT] Couldn't contact remote authentication server"
+    );
+    // A line break cannot travel in a quoted string: refused, nothing sent.
+    assert_eq!(
+        ask(&ours.mux(), b"alice", b"secret\r\nsaslauthd LOGOUT"),
+        "NO Incorrect password"
+    );
+    let mux = ours.mux();
+    let mux = mux.to_str().expect("utf8");
+    check(
+        &postern_test(&["-u", "alice", "-p", "secret", "-f", mux]),
+        OK,
+        0,
+    );
+    check(
+        &postern_test(&["-u", "alice", "-p", "nope", "-f", mux]),
+        NO,
+        255,
+    );
+    let dlog = std::fs::read_to_string(&imap.log).unwrap_or_default();
+    assert!(
+        dlog.contains("imap-login: Info: Login: user=<alice>, method=PLAIN"),
+        "{dlog}"
+    );
+    drop(ours);
+    drop(ours_down);
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    let down = std::fs::read_to_string(&down_log).unwrap_or_default();
+    let port = closed.rsplit('/').next().unwrap_or_default();
+    assert!(
+        down.contains(&format!(
+            ":auth_rimap: connect 127.0.0.1[127.0.0.1]/{port}: Connection refused\n"
+        )),
+        "{down}"
+    );
+    assert!(
+        down.contains(&format!(
+            ":auth_rimap: couldn't connect to 127.0.0.1/{port}\n"
+        )),
+        "{down}"
+    );
+    assert!(
+        log.contains(":auth failure: [user=alice] [service=smtp] [realm=] [mech=rimap] [reason=remote server rejected your credentials]\n"),
+        "{log}"
+    );
+    assert!(!log.contains("secret") && !log.contains("wrong"), "{log}");
+
+    // The real Cyrus daemon, same server, same answers.
+    if have("saslauthd") && Path::new("/usr/sbin/saslauthd").exists() {
+        let real = start_mech(
+            "/usr/sbin/saslauthd",
+            &["-O", &option],
+            "rimap",
+            &tmp.path().join("real"),
+            Stdio::null(),
+        );
+        let real_down = start_mech(
+            "/usr/sbin/saslauthd",
+            &["-O", &closed],
+            "rimap",
+            &tmp.path().join("real-down"),
+            Stdio::null(),
+        );
+        for (u, p, want) in cases {
+            assert_eq!(
+                ask(&real.mux(), u, p),
+                *want,
+                "real, {}",
+                String::from_utf8_lossy(u)
+            );
+        }
+        assert_eq!(
+            ask(&real_down.mux(), b"alice", b"secret"),
+            "NO [ALERT] Couldn't contact remote authentication server"
+        );
+    }
+}
+
+/// `-a rimap` without `-O`, or with a host that does not resolve: the daemon does not start.
+#[test]
+fn saslauthd_rimap_start_up_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (extra, first) in [
+        (vec![], ":rimap_init: no hostname specified\n"),
+        (
+            vec!["-O", "postern-no-such-host.invalid"],
+            ":auth_rimap_init: getaddrinfo postern-no-such-host.invalid/imap: ",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["saslauthd", "-d", "-a", "rimap", "-m"])
+            .arg(tmp.path())
+            .args(&extra)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(first), "{err}");
+        assert!(
+            err.contains(":failed to initialize mechanism rimap\n"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("mux").exists());
     }
 }

@@ -224,3 +224,173 @@ s.quit()
         "{text}"
     );
 }
+
+/// The SASL-relevant warnings of a mail log, in order, without the prefix up to the pid.
+fn sasl_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("SASL"))
+        .filter_map(|l| l.split_once("]: ").map(|(_, t)| t.to_string()))
+        .collect()
+}
+
+/// The real Postfix 3.7 with Debian's libsasl2 on the same SASL config: its replies and
+/// SASL lines (Debian's Postfix reads `$config_directory/sasl/smtpd.conf`).
+fn real_postfix_sasl(dir: &Path, mux: &Path, tries: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+    let port = free_port();
+    let (conf, queue, data) = (dir.join("conf"), dir.join("queue"), dir.join("data"));
+    for d in [&conf, &queue, &data] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let _ = Command::new("chown").arg("postfix").arg(&data).status();
+    write_sasl(&conf, mux);
+    std::fs::write(
+        conf.join("main.cf"),
+        format!(
+            "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\n\
+             inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = mail.example.com\n\
+             maillog_file_prefixes = {t}\nmaillog_file = {t}/maillog\nalias_maps =\nlocal_recipient_maps =\n\
+             smtpd_sasl_auth_enable = yes\nsmtpd_tls_security_level = none\n\
+             smtpd_relay_restrictions = permit_sasl_authenticated, reject\n",
+            q = queue.display(),
+            d = data.display(),
+            t = dir.display()
+        ),
+    )
+    .expect("main.cf");
+    std::fs::write(
+        conf.join("master.cf"),
+        format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\npostlog unix-dgram n - n - 1 postlogd\n\
+             proxymap unix - - n - - proxymap\nanvil unix - - n - 1 anvil\n"
+        ),
+    )
+    .expect("master.cf");
+    let mut child = Command::new("postfix")
+        .arg("-c")
+        .arg(&conf)
+        .arg("start-fg")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postfix");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "postfix did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let replies = tries
+        .iter()
+        .map(|(mech, user)| {
+            swaks(port, mech, user, "x")
+                .lines()
+                .find(|l| l.starts_with("<** "))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let _ = Command::new("postfix")
+        .arg("-c")
+        .arg(&conf)
+        .arg("stop")
+        .output();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
+    (replies, sasl_lines(&log))
+}
+
+/// saslauthd's socket out of smtpd's reach (Debian's `/var/run/saslauthd` is root:sasl
+/// 0710 and smtpd runs as postfix; or no saslauthd at all): libsasl's words in the log,
+/// as the real Postfix logs them, then Postern's line naming the socket and why; `454`
+/// to the client.
+#[test]
+fn saslauthd_out_of_reach_is_logged() {
+    if !nix::unistd::geteuid().is_root() || !have("swaks") {
+        eprintln!("skipped: needs root (smtpd as the mail owner) and swaks");
+        return;
+    }
+    let sock = tempfile::tempdir().unwrap();
+    let locked = sock.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let _d = Saslauthd::start(&[env!("CARGO_BIN_EXE_postern"), "saslauthd"], &locked);
+    // As Debian's: root-owned, 0710, and the mail owner not in the group.
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o710)).unwrap();
+    let _ = Command::new("chmod")
+        .args(["755", sock.path().to_str().unwrap()])
+        .status();
+    let mux = locked.join("mux");
+    let inst = Instance::start_with(&main_cf(&mux, ""), "", |d| write_sasl(d, &mux));
+    let out = swaks(inst.port, "PLAIN", "alice", "x");
+    assert!(
+        out.contains("<** 454 4.7.0 Temporary authentication failure: generic failure"),
+        "{out}"
+    );
+    let log = inst.wait_log("SASL PLAIN authentication failed");
+    let owner = test_mail_owner();
+    let ours = sasl_lines(&log);
+    let want = vec![
+        "warning: SASL authentication failure: cannot connect to saslauthd server: Permission denied".to_string(),
+        format!(
+            "warning: SASL authentication failure: saslauthd socket {}: Permission denied ({} is root:root mode 0710; smtpd runs as {owner}: add {owner} to group root, as Debian's saslauthd expects)",
+            mux.display(),
+            locked.display()
+        ),
+        "warning: SASL authentication failure: Password verification failed".to_string(),
+        "warning: localhost[127.0.0.1]: SASL PLAIN authentication failed: generic failure, sasl_username=alice".to_string(),
+    ];
+    assert_eq!(ours, want, "{log}");
+
+    // No saslauthd behind the path: LOGIN (no plugin line).
+    let gone = sock.path().join("gone/mux");
+    let inst2 = Instance::start_with(&main_cf(&gone, ""), "", |d| write_sasl(d, &gone));
+    let out = swaks(inst2.port, "LOGIN", "alice", "x");
+    assert!(
+        out.contains("<** 454 4.7.0 Temporary authentication failure: generic failure"),
+        "{out}"
+    );
+    let log2 = inst2.wait_log("SASL LOGIN authentication failed");
+    let ours2 = sasl_lines(&log2);
+    assert_eq!(
+        ours2[0],
+        "warning: SASL authentication failure: cannot connect to saslauthd server: No such file or directory"
+    );
+    assert!(ours2[1].starts_with(&format!(
+        "warning: SASL authentication failure: saslauthd socket {}: No such file or directory (is saslauthd running",
+        gone.display()
+    )));
+    assert_eq!(
+        ours2[2],
+        "warning: localhost[127.0.0.1]: SASL LOGIN authentication failed: generic failure, sasl_username=alice"
+    );
+    assert_eq!(ours2.len(), 3, "{log2}");
+
+    // The real Postfix on the same sockets: the same lines but Postern's own.
+    if have("postfix")
+        && nix::unistd::User::from_name("postfix")
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        let pf = tempfile::tempdir().unwrap();
+        let _ = Command::new("chmod")
+            .args(["755", pf.path().to_str().unwrap()])
+            .status();
+        let (replies, lines) = real_postfix_sasl(pf.path(), &mux, &[("PLAIN", "alice")]);
+        assert_eq!(
+            replies,
+            vec!["<** 454 4.7.0 Temporary authentication failure: generic failure"]
+        );
+        let mut want_real = want.clone();
+        want_real.remove(1);
+        assert_eq!(lines, want_real);
+        let pf2 = tempfile::tempdir().unwrap();
+        let _ = Command::new("chmod")
+            .args(["755", pf2.path().to_str().unwrap()])
+            .status();
+        let (_, lines) = real_postfix_sasl(pf2.path(), &gone, &[("LOGIN", "alice")]);
+        assert_eq!(lines, vec![ours2[0].clone(), ours2[2].clone()]);
+    }
+}

@@ -108,8 +108,48 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// A socket's owner: uid and gid, each kept as it is when `None`.
+pub type SocketOwner = (Option<u32>, Option<u32>);
+
+/// As [`bind`], outside a runtime (before a daemon detaches, so that errors reach the
+/// terminal), and owned by `owner` (uid, gid) when given: Dovecot's `unix_listener {
+/// mode user group }`.
+pub fn bind_std(
+    path: &Path,
+    mode: u32,
+    owner: Option<SocketOwner>,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(
+            path,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(io::Error::from)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
 /// Serve the auth client protocol on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::UnixListener, auth: Arc<DovecotAuth>) {
+    serve_current(listener, move || auth.clone()).await
+}
+
+/// As [`serve`], each connection answered from the passdbs `current` gives at the time
+/// (the settings after the latest reload).
+pub async fn serve_current<F>(listener: tokio::net::UnixListener, current: F)
+where
+    F: Fn() -> Arc<DovecotAuth>,
+{
     let cuid = Arc::new(AtomicU64::new(0));
     loop {
         let conn = match listener.accept().await {
@@ -121,7 +161,7 @@ pub async fn serve(listener: tokio::net::UnixListener, auth: Arc<DovecotAuth>) {
             }
         };
         let id = cuid.fetch_add(1, Ordering::Relaxed) + 1;
-        let auth = auth.clone();
+        let auth = current();
         tokio::spawn(async move {
             let (r, w) = conn.into_split();
             serve_connection(r, w, auth, id).await;
@@ -595,11 +635,9 @@ impl Authenticator for DovecotAuthenticator {
                 Ok(Ok(ClientReply::Ok { .. })) => AuthResult::Ok,
                 Ok(Ok(ClientReply::Fail { temp: false, .. })) => AuthResult::Fail,
                 Ok(Ok(ClientReply::Fail { temp: true, .. })) => {
-                    AuthResult::TempFail("Temporary authentication failure".into())
+                    AuthResult::temp("Temporary authentication failure")
                 }
-                Ok(Err(_)) | Err(_) => {
-                    AuthResult::TempFail("Temporary authentication failure".into())
-                }
+                Ok(Err(_)) | Err(_) => AuthResult::temp("Temporary authentication failure"),
             }
         })
     }

@@ -4,6 +4,8 @@
 //!   passdbs: `shadow` (crypt(3) hashes from `/etc/shadow` through libxcrypt, [`crypt`]),
 //!   `getpwent` (the hash in the passwd entry), `pam` (the PAM service named by the
 //!   request).
+//! * [`rimap`]: saslauthd's `rimap` mechanism, a password checked by an IMAP `LOGIN` at
+//!   another server (Dovecot's imap), as Cyrus's `auth_rimap.c`.
 //! * [`saslauthd`]: the saslauthd daemon's wire protocol (server and a blocking client for
 //!   `testsaslauthd`), as Cyrus SASL 2.1.28's `saslauthd/ipc_unix.c` speaks it.
 //! * [`dovecot`]: Dovecot's passdb/userdb backends and password schemes, read from
@@ -24,6 +26,7 @@
 pub mod crypt;
 pub mod dovecot;
 pub mod dovecot_proto;
+pub mod rimap;
 pub mod saslauthd;
 pub mod system;
 

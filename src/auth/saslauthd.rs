@@ -20,12 +20,16 @@
 //! and ties up a worker). Requests wait for one of `-n` check slots; each check runs on the
 //! blocking pool, so a slow PAM module does not hold up reading other requests.
 //!
+//! Mechanisms: `shadow`, `getpwent`, `pam` ([`super::system`]) and `rimap` ([`super::rimap`]:
+//! the reply is the mechanism's own text, such as `OK remote authentication successful`).
+//! With `rimap` a login or password holding CR or LF is refused as one holding NUL is.
+//!
 //! Not implemented: the credential cache (`-c`), `mux.accept` lock files (one process
-//! accepts here), mechanisms other than `shadow`, `getpwent` and `pam`.
+//! accepts here), the mechanisms `sasldb`, `ldap`, `kerberos5`, `httpform`.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::Outcome;
+use super::rimap::{self, Rimap};
 use super::system;
 
 /// Longest field saslauthd accepts (`saslauthd.h`).
@@ -43,27 +48,45 @@ pub const MAX_REQ_LEN: usize = 256;
 pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
 
 /// A saslauthd authentication mechanism (`-a`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Mech {
     Shadow,
     Getpwent,
     Pam,
+    /// `rimap`: an IMAP `LOGIN` at the server named by `-O` ([`super::rimap`]).
+    Rimap(Arc<Rimap>),
+}
+
+/// Why `-a NAME` cannot be used: the real daemon's log line, then exit 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MechError {
+    /// `unknown authentication mechanism: NAME`.
+    Unknown,
+    /// The mechanism's start-up failed: its own log line, then `failed to initialize
+    /// mechanism NAME`.
+    Init(String),
 }
 
 impl Mech {
-    pub fn parse(name: &str) -> Option<Mech> {
-        match name {
-            "shadow" => Some(Mech::Shadow),
-            "getpwent" => Some(Mech::Getpwent),
-            "pam" => Some(Mech::Pam),
-            _ => None,
+    /// `set_auth_mech`: the name (compared without case, as Cyrus does) and the
+    /// mechanism's start-up with `-O`.
+    pub fn init(name: &str, option: Option<&str>) -> Result<Mech, MechError> {
+        match name.to_ascii_lowercase().as_str() {
+            "shadow" => Ok(Mech::Shadow),
+            "getpwent" => Ok(Mech::Getpwent),
+            "pam" => Ok(Mech::Pam),
+            "rimap" => Rimap::init(option)
+                .map(|r| Mech::Rimap(Arc::new(r)))
+                .map_err(MechError::Init),
+            _ => Err(MechError::Unknown),
         }
     }
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Mech::Shadow => "shadow",
             Mech::Getpwent => "getpwent",
             Mech::Pam => "pam",
+            Mech::Rimap(_) => "rimap",
         }
     }
 }
@@ -108,14 +131,29 @@ pub enum ReadResult {
 pub enum LogSink {
     Stderr,
     Syslog,
+    /// Both, as Cyrus's `logger()` until the daemon detaches (and for good with `-d`).
+    Both,
 }
 
 impl LogSink {
     /// `err` selects `LOG_ERR`, else `LOG_INFO`.
     pub fn log(self, err: bool, text: &str) {
+        self.log_at(if err { libc::LOG_ERR } else { libc::LOG_INFO }, text);
+    }
+
+    /// A `LOG_WARNING` line (what the mechanisms log about their servers).
+    pub fn warn(self, text: &str) {
+        self.log_at(libc::LOG_WARNING, text);
+    }
+
+    fn log_at(self, prio: libc::c_int, text: &str) {
         match self {
             LogSink::Stderr => {
                 eprintln!("saslauthd[{}] :{}", std::process::id(), text);
+            }
+            LogSink::Both => {
+                LogSink::Stderr.log_at(prio, text);
+                LogSink::Syslog.log_at(prio, text);
             }
             LogSink::Syslog => {
                 static OPEN: std::sync::Once = std::sync::Once::new();
@@ -131,7 +169,6 @@ impl LogSink {
                 });
                 let line = format!("{:<16}: {}", "", text).replace('\0', " ");
                 if let Ok(c) = std::ffi::CString::new(line) {
-                    let prio = if err { libc::LOG_ERR } else { libc::LOG_INFO };
                     // SAFETY: a constant format with one NUL-terminated string argument.
                     unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
                 }
@@ -221,7 +258,6 @@ pub fn do_auth(server: &Server, req: &Request) -> String {
         server.log.log(true, "NULL password received");
         return "NO NULL password received".into();
     }
-    let show = |b: &[u8]| String::from_utf8_lossy(b).replace(['\r', '\n', '\0'], "?");
     let mut login = req.login.clone();
     if server.concat_realm && !req.realm.is_empty() {
         login.push(b'@');
@@ -233,16 +269,22 @@ pub fn do_auth(server: &Server, req: &Request) -> String {
         Outcome::BadPassword
     } else {
         match (
+            &server.mech,
             std::str::from_utf8(&login),
             std::str::from_utf8(&req.service),
         ) {
-            (Ok(user), Ok(service)) => match server.mech {
-                Mech::Shadow => system::check_shadow(user, &req.password),
-                Mech::Getpwent => system::check_getpwent(user, &req.password),
-                Mech::Pam => match std::str::from_utf8(&req.password) {
-                    Ok(pw) => system::check_pam(service, user, pw),
-                    Err(_) => Outcome::Refused("PAM auth error".into()),
-                },
+            // rimap passes the bytes on as they came; a line break cannot be sent.
+            (Mech::Rimap(_), _, _) if !rimap::sendable(&login) => Outcome::UnknownUser,
+            (Mech::Rimap(_), _, _) if !rimap::sendable(&req.password) => Outcome::BadPassword,
+            (Mech::Rimap(r), _, _) => {
+                let reply = r.check(&login, &req.password, &|l| server.log.warn(l));
+                return log_reply(server, &login, req, reply);
+            }
+            (Mech::Shadow, Ok(user), Ok(_)) => system::check_shadow(user, &req.password),
+            (Mech::Getpwent, Ok(user), Ok(_)) => system::check_getpwent(user, &req.password),
+            (Mech::Pam, Ok(user), Ok(service)) => match std::str::from_utf8(&req.password) {
+                Ok(pw) => system::check_pam(service, user, pw),
+                Err(_) => Outcome::Refused("PAM auth error".into()),
             },
             // Not a name any system database holds.
             _ => Outcome::UnknownUser,
@@ -251,8 +293,14 @@ pub fn do_auth(server: &Server, req: &Request) -> String {
     if let Outcome::Internal(why) = &outcome {
         server.log.log(true, why);
     }
-    let reply = reply_text(&outcome);
-    if !outcome.is_ok() {
+    log_reply(server, &login, req, reply_text(&outcome))
+}
+
+/// Log a refusal as `do_auth` does (`auth failure: … [reason=TEXT AFTER "NO "]`) and
+/// return the reply.
+fn log_reply(server: &Server, login: &[u8], req: &Request, reply: String) -> String {
+    let show = |b: &[u8]| String::from_utf8_lossy(b).replace(['\r', '\n', '\0'], "?");
+    if !reply.starts_with("OK") {
         let reason = if reply.len() >= 4 {
             &reply[3..]
         } else {
@@ -262,7 +310,7 @@ pub fn do_auth(server: &Server, req: &Request) -> String {
             false,
             &format!(
                 "auth failure: [user={}] [service={}] [realm={}] [mech={}] [reason={}]",
-                show(&login),
+                show(login),
                 show(&req.service),
                 show(&req.realm),
                 server.mech.name(),
@@ -284,20 +332,6 @@ pub fn bind(run_dir: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     let l = std::os::unix::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
     Ok(l)
-}
-
-/// Write `DIR/saslauthd.pid` (mode 0600, `PID\n`).
-pub fn write_pid_file(run_dir: &Path) -> io::Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = run_dir.join("saslauthd.pid");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    writeln!(f, "{}", std::process::id())?;
-    Ok(path)
 }
 
 /// Serve connections on `listener` until the future is dropped.

@@ -1,7 +1,8 @@
 //! `doveconf`: print `dovecot.conf` settings as Dovecot 2.3.19's `doveconf` does.
 //!
 //! Usage: `doveconf [-c FILE] [-n] [-h] [-P] [NAME …]`
-//! * `-c FILE` — config file (default `/etc/dovecot/dovecot.conf`);
+//! * `-c FILE` — config file (default `/etc/dovecot.conf` when it exists, else
+//!   `/etc/dovecot/dovecot.conf`: [`crate::config::dovecot::default_conf_path`]);
 //! * `-n` — non-default settings, byte for byte as the real `doveconf -n` (see
 //!   `config::dovecot::dump`); with NAMEs, only those settings or sections;
 //! * `NAME …` without `-n` — `NAME = value` (default included); `-h` prints the value only;
@@ -20,9 +21,9 @@ use crate::config::dovecot::{DovecotConf, dump};
 
 const FATAL: i32 = 89;
 const USAGE: i32 = 64;
-const DEFAULT_CONF: &str = "/etc/dovecot/dovecot.conf";
 
-fn fatal_text(e: &ConfigError) -> String {
+/// A load error as doveconf prints it (`doveconf: Fatal: …`).
+pub fn fatal_text(e: &ConfigError) -> String {
     match e {
         ConfigError::AtLine { file, line, msg } => format!(
             "doveconf: Fatal: Error in configuration file {} line {line}: {msg}",
@@ -42,7 +43,9 @@ fn fatal_text(e: &ConfigError) -> String {
 }
 
 pub fn main(args: &[String]) -> i32 {
-    let mut file = DEFAULT_CONF.to_string();
+    let mut file = crate::config::dovecot::default_conf_path()
+        .display()
+        .to_string();
     let mut non_default = false;
     let mut hide_key = false;
     let mut show_passwords = false;

@@ -1,13 +1,38 @@
 //! `dovecot`: start the POP3 service described by a `dovecot.conf` of any era, as Dovecot's
-//! master does.
+//! master does, with the command line of Dovecot 2.3.19's `dovecot(1)`.
 //!
-//! Usage: `dovecot [-c FILE] [-F]` (foreground with `-F`, else detached, pid in
-//! `base_dir/master.pid`), `dovecot [-c FILE] stop`, `dovecot [-c FILE] reload` (SIGHUP:
-//! the file is read again for new sessions). Listeners come from
-//! [`DovecotConf::listeners`] (0.99/1.x `pop3_listen`/`ssl_listen`, 2.x `service
-//! pop3-login { inet_listener … }`, `listen`); `pop3s` listeners speak TLS from the start.
-//! Only `pop3` is served from `protocols` today; `imap` is left to the imapd issue.
-//! Fatal errors are worded as Dovecot's (`Fatal: …`) and exit 89.
+//! Usage: `dovecot [-F] [-c FILE] [-n] [-a] [--help] [--version] [--build-options]
+//! [--hostdomain] [reload] [stop]`:
+//! * no word: start. The file is checked as doveconf checks it, the login user must exist
+//!   (when root), `base_dir/master.pid` must not name a live process (`Fatal: Dovecot is
+//!   already running with PID N (read from FILE)`, exit 89; a pid file left by a killed
+//!   master is overridden), and every listener is bound; then the master detaches (not with
+//!   `-F`), writes `base_dir/master.pid` (`PID\n`, mode 0600) and reports success. The
+//!   starting command returns only once the master serves, with its status.
+//! * `stop` / `reload`: what `dovecot stop` runs (`doveadm stop`/`reload`): SIGTERM (then
+//!   up to 3 s for the master to go) or SIGHUP to the pid in `master.pid`; `Fatal: Dovecot
+//!   is not running (read from FILE)`, exit 75, when there is none. Other words are
+//!   doveadm commands Postern does not have (doveadm's usage, exit 64).
+//! * `-n` / `-a`: `doveconf -n|-a -c FILE`. `--version`: `2.3.19 (Postern VERSION)`;
+//!   `--help`: the usage on stderr, exit 0; an unknown option: the usage, exit 89.
+//!
+//! Config file: `-c FILE`, else [`default_conf_path`] (`/etc/dovecot.conf` when present,
+//! else `/etc/dovecot/dovecot.conf`; `dovecot(8)` gives the rule).
+//!
+//! Listeners come from [`DovecotConf::listeners`] (0.99/1.x `pop3_listen`/`ssl_listen`,
+//! 2.x `service pop3-login { inet_listener … }`, `listen`): `*` is IPv4's any address,
+//! `::` IPv6's with `IPV6_V6ONLY` (so `listen = *, ::` binds both, as Dovecot does), a name
+//! every address it resolves to; `pop3s` listeners speak TLS from the start. Only `pop3`
+//! is served from `protocols` today; `imap` is left to the imapd issue.
+//!
+//! Every start-up failure goes to stderr as Dovecot words it (`Fatal: …`, `doveconf:
+//! Fatal: …`, exit 89) and to the log (`log_path`, else syslog facility mail, ident
+//! `dovecot`, as `master: Fatal: …`), also those Dovecot itself only prints.
+//!
+//! `service auth { unix_listener NAME { mode user group } }` sockets (1.x: `auth default {
+//! socket listen { client { path … } } }`) speak Dovecot's auth client protocol
+//! ([`crate::auth::dovecot_proto`]) from the same passdbs, for Postfix's `smtpd_sasl_type
+//! = dovecot`; see [`DovecotConf::auth_client_sockets`] for which listeners count.
 //!
 //! Processes: this one binds the listeners, then starts the unprivileged login process
 //! ([`pop3d::login`], `dovecot/pop3-login`: this executable again, with
@@ -15,156 +40,605 @@
 //! serves its requests ([`pop3d::serve_login_process`]), replaces it when it dies and
 //! starts a new one on reload while the old one drains.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::dovecot::DovecotConf;
-use crate::pop3d::{self, Pop3State};
+use crate::config::dovecot::{CONF_V1, CONF_V2, DovecotConf, default_conf_path};
+use crate::pop3d::{self, DovecotLog, Pop3State};
+use crate::sys::detach::{Detached, Readiness, detach};
 
+/// Dovecot's `FATAL_DEFAULT`.
 const FATAL: i32 = 89;
-const DEFAULT_CONF: &str = "/etc/dovecot/dovecot.conf";
+/// doveadm's status for `Dovecot is not running` (EX_TEMPFAIL).
+const EX_TEMPFAIL: i32 = 75;
+/// doveadm's status for a command it does not know (EX_USAGE).
+const EX_USAGE: i32 = 64;
 
-fn base_dir(conf: &DovecotConf) -> PathBuf {
-    PathBuf::from(conf.get("base_dir").unwrap_or("/var/run/dovecot"))
+/// The Dovecot version Postern answers for (`dovecot --version`, the start-up line).
+pub const DOVECOT_VERSION: &str = "2.3.19";
+
+const USAGE: &str = "Usage: dovecot [-F] [-c <config file>] [-p] [-n] [-a] [--help] [--version]\n       [--build-options] [--hostdomain] [reload] [stop]\n";
+
+/// The parsed command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Cmdline {
+    conf: Option<String>,
+    foreground: bool,
+    /// `-n` or `-a`: run doveconf.
+    doveconf: Option<&'static str>,
+    /// What follows the options, each with whether it was written with `--`.
+    words: Vec<(String, bool)>,
 }
 
-fn fatal(msg: &str) -> i32 {
-    eprintln!("Fatal: {msg}");
-    FATAL
+/// Dovecot's own parsing (master/main.c): `--word` loses its dashes and is remembered as
+/// such, then getopt(3) with `+Fanp` and the common `c:` option stops at the first word.
+/// The error is the text getopt prints.
+fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
+    let mut words: Vec<(String, bool)> = Vec::new();
+    let mut rest = args.iter();
+    for a in rest.by_ref() {
+        if a == "--" {
+            break;
+        }
+        match a.strip_prefix("--") {
+            Some(w) => words.push((w.to_string(), true)),
+            None => words.push((a.clone(), false)),
+        }
+    }
+    words.extend(rest.map(|a| (a.clone(), false)));
+    let mut c = Cmdline::default();
+    let mut i = 0;
+    while i < words.len() {
+        let (w, double) = &words[i];
+        if *double || !w.starts_with('-') || w.len() < 2 {
+            break;
+        }
+        let letters: Vec<char> = w[1..].chars().collect();
+        let mut j = 0;
+        while j < letters.len() {
+            match letters[j] {
+                'F' => c.foreground = true,
+                'a' => c.doveconf = Some("-a"),
+                'n' => c.doveconf = Some("-n"),
+                'c' => {
+                    let inline: String = letters[j + 1..].iter().collect();
+                    if !inline.is_empty() {
+                        c.conf = Some(inline);
+                    } else {
+                        i += 1;
+                        match words.get(i) {
+                            Some((v, false)) => c.conf = Some(v.clone()),
+                            Some((v, true)) => c.conf = Some(format!("--{v}")),
+                            None => return Err("option requires an argument -- 'c'".into()),
+                        }
+                    }
+                    j = letters.len();
+                    continue;
+                }
+                'p' => {
+                    return Err(
+                        "-p (ask for the SSL key's password) is not supported by Postern: \
+                         the key file must not be encrypted"
+                            .into(),
+                    );
+                }
+                other => return Err(format!("invalid option -- '{other}'")),
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    c.words = words.split_off(i.min(words.len()));
+    Ok(c)
 }
 
 /// Entry point: `args` are the arguments after the command name.
 pub fn main(args: &[String]) -> i32 {
-    let mut conf_path = DEFAULT_CONF.to_string();
-    let mut foreground = false;
-    let mut action: Option<&str> = None;
-    // `--login-process CTL FD:ssl|plain…`: this is the login process the service started.
-    let mut login_process: Option<(i32, Vec<(i32, bool)>)> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--login-process" => {
-                let ctl = it.next().and_then(|c| c.parse().ok());
-                let mut ls = Vec::new();
-                for l in it.by_ref() {
-                    let (fd, kind) = l.split_once(':').unwrap_or((l, "plain"));
-                    match fd.parse() {
-                        Ok(fd) => ls.push((fd, kind == "ssl")),
-                        Err(_) => return fatal(&format!("Invalid listener: {l}")),
-                    }
-                }
-                match ctl {
-                    Some(c) => login_process = Some((c, ls)),
-                    None => return fatal("--login-process requires a descriptor"),
-                }
+    if let Some(pos) = args.iter().position(|a| a == "--login-process") {
+        return login_process_main(args, pos);
+    }
+    let cmd = match parse_cmdline(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dovecot: {e}");
+            eprint!("{USAGE}");
+            return FATAL;
+        }
+    };
+    let defaulted = cmd.conf.is_none();
+    let conf_path = cmd
+        .conf
+        .clone()
+        .unwrap_or_else(|| default_conf_path().display().to_string());
+    if let Some(flag) = cmd.doveconf {
+        return crate::cli::doveconf::main(&[flag.to_string(), "-c".into(), conf_path]);
+    }
+    match cmd.words.first() {
+        None => start(&conf_path, defaulted, cmd.foreground),
+        Some((_, false)) => doveadm(&conf_path, &cmd.words),
+        Some((w, true)) => match w.as_str() {
+            "version" => {
+                println!("{DOVECOT_VERSION} (Postern {})", env!("CARGO_PKG_VERSION"));
+                0
             }
-            "-c" => match it.next() {
-                Some(p) => conf_path = p.clone(),
-                None => return fatal("-c requires a file name"),
-            },
-            "-F" => foreground = true,
-            "stop" | "reload" => action = Some(a.as_str()),
-            other => return fatal(&format!("Unknown argument: {other}")),
+            "hostdomain" => {
+                println!("{}", hostdomain());
+                0
+            }
+            "build-options" => {
+                print!("{}", build_options());
+                0
+            }
+            "help" => {
+                eprint!("{USAGE}");
+                0
+            }
+            other => {
+                eprint!("{USAGE}");
+                eprintln!("Fatal: Unknown argument: --{other}");
+                FATAL
+            }
+        },
+    }
+}
+
+/// `dovecot --build-options`: what this build has, in Dovecot's four lines.
+fn build_options() -> String {
+    "Build options: ioloop=epoll notify=none rustls io_block_size=8192\n\
+     SQL drivers:\n\
+     Passdb: pam passwd passwd-file shadow\n\
+     Userdb: passwd passwd-file static\n"
+        .to_string()
+}
+
+/// `dovecot --hostdomain`: the host's canonical name (Dovecot's `my_hostdomain()`), else
+/// its name.
+fn hostdomain() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let Ok(c_host) = std::ffi::CString::new(host.clone()) else {
+        return host;
+    };
+    // SAFETY: a zeroed addrinfo is a valid hints value; getaddrinfo fills `res`, which is
+    // read only on success and freed once.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_flags = libc::AI_CANONNAME;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        if libc::getaddrinfo(c_host.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 {
+            return host;
+        }
+        let name = if !res.is_null() && !(*res).ai_canonname.is_null() {
+            std::ffi::CStr::from_ptr((*res).ai_canonname)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            host
+        };
+        libc::freeaddrinfo(res);
+        name
+    }
+}
+
+/// Where start-up failures go: stderr, and the log (the configured one once the file is
+/// read, syslog before).
+struct Startup {
+    log: DovecotLog,
+}
+
+impl Startup {
+    /// Whether the log is somewhere else than the screen: syslog without a `/dev/log`
+    /// falls back to stderr, where the line has just been printed.
+    fn log_apart(&self) -> bool {
+        !matches!(self.log, DovecotLog::Stderr)
+            && (!matches!(self.log, DovecotLog::Syslog) || Path::new("/dev/log").exists())
+    }
+
+    /// `Fatal: TEXT` on stderr, `master: Fatal: TEXT` in the log; returns the exit status.
+    fn fatal(&self, text: &str) -> i32 {
+        eprintln!("Fatal: {text}");
+        if self.log_apart() {
+            self.log.fatal(&format!("master: {text}"));
+            crate::log::flush();
+        }
+        FATAL
+    }
+
+    /// A doveconf line (`doveconf: Fatal: Error in configuration file …`) as the real
+    /// dovecot prints it, logged as the config process's.
+    fn doveconf_fatal(&self, line: &str) -> i32 {
+        eprintln!("{line}");
+        if self.log_apart() {
+            let text = line
+                .strip_prefix("doveconf: Fatal: ")
+                .or_else(|| line.strip_prefix("Fatal: "))
+                .unwrap_or(line);
+            self.log.fatal(&format!("config: {text}"));
+            crate::log::flush();
+        }
+        FATAL
+    }
+
+    fn error(&self, text: &str) {
+        eprintln!("Error: {text}");
+        if self.log_apart() {
+            self.log.error(&format!("master: {text}"));
         }
     }
-    if let Some((ctl, listeners)) = login_process {
-        return pop3d::login::main(Path::new(&conf_path), ctl, &listeners);
-    }
-    let conf = match DovecotConf::load(Path::new(&conf_path)) {
-        Ok(c) => c,
-        Err(e) => return fatal(&e.to_string()),
+}
+
+/// What `base_dir/master.pid` says, read as Dovecot's master and doveadm read it: a pid
+/// that is neither ours nor gone (`kill(pid, 0)` fails with ESRCH), or `None`. `Err` when
+/// the file exists but cannot be read. `note` receives Dovecot's remarks (empty file,
+/// invalid pid).
+fn pid_file_read(path: &Path, note: &mut dyn FnMut(String)) -> Result<Option<i32>, String> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "open({}) failed: {}",
+                path.display(),
+                crate::config::error::strerror(&e)
+            ));
+        }
     };
+    if text.is_empty() {
+        note(format!("Empty PID file in {}, overriding", path.display()));
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let Ok(pid) = text.parse::<i32>() else {
+        note("PID file contains invalid PID value".to_string());
+        return Ok(None);
+    };
+    if pid <= 0 || pid as u32 == std::process::id() {
+        return Ok(None);
+    }
+    Ok(if process_alive(pid) { Some(pid) } else { None })
+}
+
+/// Whether `pid` is a live process: `kill(pid, 0)` does not fail with ESRCH (Dovecot's
+/// test), and it is not a zombie waiting for a parent that does not reap (a container's
+/// pid 1 may never do it), which Dovecot would take for a running master.
+pub fn process_alive(pid: i32) -> bool {
+    if matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    ) {
+        return false;
+    }
+    // /proc/PID/stat: `PID (comm) STATE …`; comm may hold spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+fn pid_file_of(conf: &DovecotConf) -> PathBuf {
+    PathBuf::from(conf.get("base_dir").unwrap_or("/run/dovecot")).join("master.pid")
+}
+
+/// Load the file as `dovecot` does, with its wording for a file that is not there.
+fn load_conf(path: &str) -> Result<DovecotConf, String> {
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(format!(
+            "Fatal: Error reading configuration: stat({path}) failed: {}",
+            crate::config::error::strerror(&e)
+        ));
+    }
+    DovecotConf::load(Path::new(path)).map_err(|e| crate::cli::doveconf::fatal_text(&e))
+}
+
+/// `dovecot stop`, `dovecot reload`: what doveadm does for them.
+fn doveadm(conf_path: &str, words: &[(String, bool)]) -> i32 {
+    let word = words[0].0.as_str();
+    if !matches!(word, "stop" | "reload") {
+        eprintln!("usage: doveadm [-Dv] [-f <formatter>] <command> [<args>]");
+        eprintln!("  reload       ");
+        eprintln!("  stop         ");
+        eprintln!("(Postern has the doveadm commands stop and reload only)");
+        return EX_USAGE;
+    }
+    if words.len() > 1 {
+        let extra: Vec<&str> = words[1..].iter().map(|(w, _)| w.as_str()).collect();
+        eprintln!("Error: Extraneous arguments found: {}", extra.join(" "));
+        return EX_USAGE;
+    }
+    let conf = match load_conf(conf_path) {
+        Ok(c) => c,
+        Err(line) => {
+            eprintln!("{line}");
+            // doveadm's own fatal status for a file it cannot stat; doveconf's (89) for
+            // one doveconf rejects (both seen from the real `dovecot stop`).
+            return if line.starts_with("Fatal: Error reading configuration") {
+                EX_TEMPFAIL
+            } else {
+                FATAL
+            };
+        }
+    };
+    let pid_file = pid_file_of(&conf);
+    let pid = match pid_file_read(&pid_file, &mut |m| eprintln!("Error: {m}")) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            eprintln!(
+                "Fatal: Dovecot is not running (read from {})",
+                pid_file.display()
+            );
+            return EX_TEMPFAIL;
+        }
+        Err(e) => {
+            eprintln!("Fatal: {e}");
+            return EX_TEMPFAIL;
+        }
+    };
+    let (sig, signo) = if word == "stop" {
+        (nix::sys::signal::Signal::SIGTERM, 15)
+    } else {
+        (nix::sys::signal::Signal::SIGHUP, 1)
+    };
+    let target = nix::unistd::Pid::from_raw(pid);
+    if let Err(e) = nix::sys::signal::kill(target, sig) {
+        eprintln!("Fatal: kill({pid}, {signo}) failed: {}", e.desc());
+        return EX_TEMPFAIL;
+    }
+    if word == "stop" {
+        // doveadm: wait a while (3 s) for the process to die.
+        for _ in 0..30 {
+            if !process_alive(pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    0
+}
+
+/// Addresses one `listen`/`address` word stands for (Dovecot's `resolve_ip`).
+fn resolve_listen(word: &str) -> Result<Vec<IpAddr>, String> {
+    match word {
+        "*" => return Ok(vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]),
+        "::" | "[::]" => return Ok(vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]),
+        _ => {}
+    }
+    let host = word.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| {
+            let e = crate::config::error::strerror(&e);
+            let e = e
+                .strip_prefix("failed to lookup address information: ")
+                .unwrap_or(&e)
+                .to_string();
+            format!("Can't resolve address {word}: {e}")
+        })?
+        .map(|a| a.ip());
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ip in addrs {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    if ips.is_empty() {
+        return Err(format!("No IPs for address: {word}"));
+    }
+    Ok(ips)
+}
+
+/// A listening TCP socket as Dovecot's `net_listen_full` makes it: SO_REUSEADDR, IPv6
+/// only for an IPv6 address (so `::` and `*` can both be bound), backlog 100.
+fn listen_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, nix::errno::Errno> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd: OwnedFd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(100)?)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// Write `base_dir/master.pid` as Dovecot does (`PID\n`; 0600, as its umask leaves it).
+fn create_pid_file(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .map_err(|e| {
+            format!(
+                "open({}) failed: {}",
+                path.display(),
+                crate::config::error::strerror(&e)
+            )
+        })
+}
+
+/// Start the master.
+fn start(conf_path: &str, defaulted: bool, foreground: bool) -> i32 {
+    let mut st = Startup {
+        log: DovecotLog::Syslog,
+    };
+    let conf = match load_conf(conf_path) {
+        Ok(c) => c,
+        Err(line) => return st.doveconf_fatal(&line),
+    };
+    st.log = DovecotLog::from_conf(&conf);
     // As dovecot(1), which runs doveconf's checks first (seen from 2.3.19: this line, 89).
-    if action.is_none()
-        && let Err(m) = conf.check()
-    {
-        eprintln!("doveconf: Fatal: Error in configuration file {conf_path}: {m}");
-        return FATAL;
+    if let Err(m) = conf.check() {
+        return st.doveconf_fatal(&format!(
+            "doveconf: Fatal: Error in configuration file {conf_path}: {m}"
+        ));
     }
-    // As Dovecot 2.3.19 started as root (seen: the same line, status 89).
-    if action.is_none()
-        && let Err(m) = pop3d::login::login_identity(&conf)
-    {
-        eprintln!("doveconf: Fatal: Error in configuration file {conf_path}: {m}");
-        return FATAL;
+    // As Dovecot 2.3.19 started as root: doveconf's check for `default_login_user`, the
+    // master's for a service's own `user`.
+    match pop3d::login::login_identity(&conf) {
+        Ok(_) => {}
+        Err(e @ pop3d::login::LoginUserError::Default(_)) => {
+            return st.doveconf_fatal(&format!(
+                "doveconf: Fatal: Error in configuration file {conf_path}: {e}"
+            ));
+        }
+        Err(e) => return st.fatal(&e.to_string()),
     }
-    let pid_file = base_dir(&conf).join("master.pid");
-    if let Some(act) = action {
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        let Some(pid) = pid else {
-            return fatal(&format!(
-                "Dovecot is not running (read from {})",
+    let pid_file = pid_file_of(&conf);
+    // Remarks on the pid file are printed now and logged once detached: nothing may log
+    // through the syslog writer thread before the fork, which the child would not have.
+    let mut pid_notes: Vec<String> = Vec::new();
+    match pid_file_read(&pid_file, &mut |m| {
+        eprintln!("Error: {m}");
+        pid_notes.push(m);
+    }) {
+        Ok(None) => {}
+        Ok(Some(pid)) => {
+            return st.fatal(&format!(
+                "Dovecot is already running with PID {pid} (read from {})",
                 pid_file.display()
             ));
-        };
-        let sig = if act == "stop" {
-            nix::sys::signal::Signal::SIGTERM
-        } else {
-            nix::sys::signal::Signal::SIGHUP
-        };
-        return match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-            Ok(()) => 0,
-            Err(e) => fatal(&format!("kill({pid}): {e}")),
-        };
+        }
+        Err(e) => return st.fatal(&e),
+    }
+    if let Some(dir) = pid_file.parent()
+        && !dir.is_dir()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+        {
+            return st.fatal(&format!(
+                "mkdir({}) failed: {}",
+                dir.display(),
+                crate::config::error::strerror(&e)
+            ));
+        }
     }
     let state = match Pop3State::from_conf(&conf) {
         Ok(s) => Arc::new(s),
-        Err(e) => return fatal(&e.to_string()),
+        Err(e) => return st.fatal(&e.to_string()),
     };
-    let mut binds: Vec<(SocketAddr, bool)> = Vec::new();
+    // `service auth { unix_listener … }` owners are checked with the rest of the
+    // configuration, before anything is bound (as Dovecot's config check does).
+    let mut auth_owners = Vec::new();
+    for s in conf.auth_client_sockets() {
+        match socket_owner(&s) {
+            Ok(o) => auth_owners.push((s, o)),
+            Err(m) => return st.fatal(&m),
+        }
+    }
+    // Listeners: as Dovecot's services_create() then services_listen().
+    let mut binds: Vec<(String, SocketAddr, bool)> = Vec::new();
     if conf.protocols().iter().any(|p| p == "pop3") {
         for l in conf.listeners("pop3") {
-            if l.port == 0 {
+            if l.port == 0 || (l.ssl && state.tls.is_none()) {
                 continue;
             }
-            if l.ssl && state.tls.is_none() {
-                continue;
-            }
-            let addrs = if l.addresses.is_empty() {
+            let words = if l.addresses.is_empty() {
                 vec!["*".to_string()]
             } else {
                 l.addresses.clone()
             };
-            for a in addrs {
-                let ip = match a.as_str() {
-                    "*" => "0.0.0.0",
-                    "::" | "[::]" => "::",
-                    other => other.trim_start_matches('[').trim_end_matches(']'),
-                };
-                match ip.parse::<std::net::IpAddr>() {
-                    Ok(ip) => binds.push((SocketAddr::new(ip, l.port), l.ssl)),
-                    Err(_) => return fatal(&format!("Invalid listen address: {a}")),
+            for w in words {
+                match resolve_listen(&w) {
+                    Ok(ips) => {
+                        for ip in ips {
+                            binds.push((w.clone(), SocketAddr::new(ip, l.port), l.ssl));
+                        }
+                    }
+                    Err(e) => return st.fatal(&format!("service(pop3-login) {e}")),
                 }
             }
         }
     }
     // Bind before detaching, so that errors reach the admin's terminal.
     let mut listeners = Vec::new();
-    for (addr, ssl) in &binds {
-        match std::net::TcpListener::bind(addr) {
+    let mut failed = false;
+    for (word, addr, ssl) in &binds {
+        match listen_tcp(*addr) {
             Ok(l) => {
                 let _ = l.set_nonblocking(true);
                 listeners.push((l, *ssl));
             }
             Err(e) => {
-                return fatal(&format!(
-                    "service(pop3-login): listen({}, {}) failed: {e}",
-                    addr.ip(),
-                    addr.port()
+                st.error(&format!(
+                    "service(pop3-login): listen({word}, {}) failed: {}",
+                    addr.port(),
+                    e.desc()
                 ));
+                failed = true;
             }
         }
     }
-    if !foreground && let Err(e) = nix::unistd::daemon(true, false) {
-        return fatal(&format!("daemon(): {e}"));
+    if failed {
+        return st.fatal("Failed to start listeners");
     }
-    if let Some(dir) = pid_file.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    // The auth client sockets (Postfix's `smtpd_sasl_type = dovecot` connects to one),
+    // answered from the same passdbs as the POP3 logins.
+    let mut auth_listeners = Vec::new();
+    for (s, owner) in &auth_owners {
+        match crate::auth::dovecot_proto::bind_std(&s.path, s.mode, *owner) {
+            Ok(l) => auth_listeners.push(l),
+            Err(e) => {
+                // Seen from Dovecot 2.3.19: these two lines, status 89.
+                st.error(&format!(
+                    "bind({}) failed: {}",
+                    s.path.display(),
+                    crate::config::error::strerror(&e)
+                ));
+                return st.fatal("Failed to start listeners");
+            }
+        }
     }
-    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+    let mut ready = Readiness::none();
+    if !foreground {
+        // As Dovecot's daemonize(), but the starting command waits for the report.
+        match detach((
+            FATAL,
+            "Fatal: the master exited during start-up (see the log)",
+        )) {
+            Ok(Detached::Child(r)) => ready = r,
+            Ok(Detached::Parent(code)) => return code,
+            Err(e) => return st.fatal(&format!("fork() failed: {}", e.desc())),
+        }
+    }
+    if let Err(e) = create_pid_file(&pid_file) {
+        ready.fail(FATAL, &format!("Fatal: {e}"));
+        return st.fatal(&e);
+    }
+    for m in &pid_notes {
+        state.log.error(&format!("master: {m}"));
+    }
+    if defaulted && conf_path == CONF_V1 && Path::new(CONF_V2).exists() {
+        state.log.warning(&format!(
+            "master: {CONF_V2} is not read: {CONF_V1} (Dovecot 1.x's file) exists and is used instead"
+        ));
+    }
     for p in conf.protocols() {
         if p != "pop3" {
             state.log.warning(&format!(
@@ -173,106 +647,201 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     state.log.info(&format!(
-        "master: Dovecot v2.3.19 (Postern {}) starting up for pop3",
+        "master: Dovecot v{DOVECOT_VERSION} (Postern {}) starting up for pop3",
         env!("CARGO_PKG_VERSION")
     ));
     pop3d::limit_malloc_arenas();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
-        Err(e) => return fatal(&format!("tokio: {e}")),
+        Err(e) => {
+            let _ = std::fs::remove_file(&pid_file);
+            ready.fail(FATAL, &format!("Fatal: tokio: {e}"));
+            return st.fatal(&format!("tokio: {e}"));
+        }
     };
-    let conf_file = PathBuf::from(&conf_path);
-    rt.block_on(async move {
-        let (tx, rx) = tokio::sync::watch::channel(state.clone());
-        let spawn = |st: &Pop3State| match spawn_login(&conf_file, &listeners, rx.clone()) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                st.log
-                    .error(&format!("master: service(pop3-login): fork() failed: {e}"));
-                None
-            }
-        };
-        // Before the login process starts: the kernel pages out only pages no other
-        // process maps, and the login process maps the same start-up code while it
-        // reads the configuration.
-        crate::memory::release_startup_code();
-        let mut login = if listeners.is_empty() {
-            None
-        } else {
-            spawn(&state)
-        };
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            return;
-        };
-        let mut old: Vec<tokio::process::Child> = Vec::new();
-        // Old login processes (after a reload) are reaped at the next tick.
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            let exited = async {
-                match login.as_mut() {
-                    Some(l) => l.child.wait().await.ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = tick.tick(), if !old.is_empty() => {}
-                status = exited => {
-                    // As Dovecot's master: a login process that died is logged and
-                    // replaced (after a pause, so a crash at start does not spin).
-                    let current = tx.borrow().clone();
-                    let pid = login.as_ref().map_or(0, |l| l.pid);
-                    current.log.error(&format!(
-                        "master: service(pop3-login): child {pid} {}",
-                        describe_exit(status)
-                    ));
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    login = spawn(&current);
-                }
-                _ = hup.recv() => {
-                    // As Dovecot's master: new sessions get the new settings, running
-                    // ones keep theirs; a new login process serves new clients and the
-                    // old one finishes those it has. XXX: listeners are not re-bound.
-                    let current = tx.borrow().clone();
-                    current.log.warning("master: SIGHUP received - reloading configuration");
-                    match DovecotConf::load(&conf_file)
-                        .map_err(|e| e.to_string())
-                        .and_then(|c| Pop3State::from_conf(&c).map_err(|e| e.to_string()))
-                    {
-                        Ok(new) => {
-                            let new = Arc::new(new);
-                            let _ = tx.send(new.clone());
-                            crate::memory::release_startup_code();
-                            if let Some(fresh) = spawn(&new)
-                                && let Some(prev) = login.replace(fresh)
-                            {
-                                let _ = prev.ch.send(&pop3d::handoff::Msg::Drain, None).await;
-                                old.push(prev.child);
-                            }
-                        }
-                        Err(e) => current.log.error(&format!("master: reload failed: {e}")),
-                    }
-                }
-            }
-            // Reap old login processes that have finished.
-            old.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        }
-        for mut c in old.into_iter().chain(login.map(|l| l.child)) {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
-        tx.borrow()
-            .log
-            .info("master: Dovecot v2.3.19 shutting down");
-    });
+    let conf_file = PathBuf::from(conf_path);
+    rt.block_on(serve(state, conf_file, listeners, auth_listeners, ready));
     let _ = std::fs::remove_file(&pid_file);
     crate::log::flush();
     0
+}
+
+/// The master's loop: start the login process, report readiness, then supervise until
+/// SIGTERM.
+async fn serve(
+    state: Arc<Pop3State>,
+    conf_file: PathBuf,
+    listeners: Vec<(std::net::TcpListener, bool)>,
+    auth_listeners: Vec<std::os::unix::net::UnixListener>,
+    mut ready: Readiness,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(state.clone());
+    for l in auth_listeners {
+        match tokio::net::UnixListener::from_std(l) {
+            Ok(l) => {
+                let rx = rx.clone();
+                tokio::spawn(crate::auth::dovecot_proto::serve_current(l, move || {
+                    rx.borrow().auth.clone()
+                }));
+            }
+            Err(e) => state
+                .log
+                .error(&format!("master: service(auth): listener: {e}")),
+        }
+    }
+    let spawn = |st: &Pop3State| match spawn_login(&conf_file, &listeners, rx.clone()) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            st.log
+                .error(&format!("master: service(pop3-login): fork() failed: {e}"));
+            None
+        }
+    };
+    // Before the login process starts: the kernel pages out only pages no other
+    // process maps, and the login process maps the same start-up code while it
+    // reads the configuration.
+    crate::memory::release_startup_code();
+    let mut login = if listeners.is_empty() {
+        None
+    } else {
+        spawn(&state)
+    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        ready.fail(FATAL, "Fatal: signal handlers could not be installed");
+        return;
+    };
+    ready.ok();
+    let mut old: Vec<tokio::process::Child> = Vec::new();
+    // Old login processes (after a reload) are reaped at the next tick.
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let exited = async {
+            match login.as_mut() {
+                Some(l) => l.child.wait().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick(), if !old.is_empty() => {}
+            status = exited => {
+                // As Dovecot's master: a login process that died is logged and
+                // replaced (after a pause, so a crash at start does not spin).
+                let current = tx.borrow().clone();
+                let pid = login.as_ref().map_or(0, |l| l.pid);
+                current.log.error(&format!(
+                    "master: service(pop3-login): child {pid} {}",
+                    describe_exit(status)
+                ));
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                login = spawn(&current);
+            }
+            _ = hup.recv() => {
+                // As Dovecot's master: new sessions get the new settings, running
+                // ones keep theirs; a new login process serves new clients and the
+                // old one finishes those it has. XXX: listeners are not re-bound.
+                let current = tx.borrow().clone();
+                current.log.warning("master: SIGHUP received - reloading configuration");
+                match DovecotConf::load(&conf_file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| Pop3State::from_conf(&c).map_err(|e| e.to_string()))
+                {
+                    Ok(new) => {
+                        let new = Arc::new(new);
+                        let _ = tx.send(new.clone());
+                        crate::memory::release_startup_code();
+                        if let Some(fresh) = spawn(&new)
+                            && let Some(prev) = login.replace(fresh)
+                        {
+                            let _ = prev.ch.send(&pop3d::handoff::Msg::Drain, None).await;
+                            old.push(prev.child);
+                        }
+                    }
+                    Err(e) => current.log.error(&format!("master: reload failed: {e}")),
+                }
+            }
+        }
+        // Reap old login processes that have finished.
+        old.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+    }
+    for mut c in old.into_iter().chain(login.map(|l| l.child)) {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
+    }
+    tx.borrow()
+        .log
+        .info(&format!("master: Dovecot v{DOVECOT_VERSION} shutting down"));
+}
+
+/// `dovecot -c FILE --login-process CTL FD:ssl|plain…`: this is the login process the
+/// service started.
+fn login_process_main(args: &[String], pos: usize) -> i32 {
+    let conf_path = match args[..pos].iter().position(|a| a == "-c") {
+        Some(i) => match args.get(i + 1) {
+            Some(p) => p.clone(),
+            None => {
+                eprintln!("Fatal: -c requires a file name");
+                return FATAL;
+            }
+        },
+        None => default_conf_path().display().to_string(),
+    };
+    let mut it = args[pos + 1..].iter();
+    let Some(ctl) = it.next().and_then(|c| c.parse().ok()) else {
+        eprintln!("Fatal: --login-process requires a descriptor");
+        return FATAL;
+    };
+    let mut ls = Vec::new();
+    for l in it {
+        let (fd, kind) = l.split_once(':').unwrap_or((l, "plain"));
+        match fd.parse() {
+            Ok(fd) => ls.push((fd, kind == "ssl")),
+            Err(_) => {
+                eprintln!("Fatal: Invalid listener: {l}");
+                return FATAL;
+            }
+        }
+    }
+    pop3d::login::main(Path::new(&conf_path), ctl, &ls)
+}
+
+/// The owner (uid, gid) a `service auth` unix_listener's `user`/`group` name, or Dovecot's
+/// error when one does not exist. `None`: keep this process's.
+fn socket_owner(
+    s: &crate::config::dovecot::AuthSocket,
+) -> Result<Option<crate::auth::dovecot_proto::SocketOwner>, String> {
+    let uid = if s.user.is_empty() {
+        None
+    } else {
+        match nix::unistd::User::from_name(&s.user) {
+            Ok(Some(u)) => Some(u.uid.as_raw()),
+            _ => {
+                return Err(format!(
+                    "service(auth) User doesn't exist: {} (See service auth {{ unix_listener {} {{ user }} }} setting)",
+                    s.user, s.name
+                ));
+            }
+        }
+    };
+    let gid = if s.group.is_empty() {
+        None
+    } else {
+        match nix::unistd::Group::from_name(&s.group) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            _ => {
+                return Err(format!(
+                    "service(auth) Group doesn't exist: {} (See service auth {{ unix_listener {} {{ group }} }} setting)",
+                    s.group, s.name
+                ));
+            }
+        }
+    };
+    Ok((uid.is_some() || gid.is_some()).then_some((uid, gid)))
 }
 
 /// A running login process and the service's end of its channel.
@@ -290,7 +859,6 @@ fn spawn_login(
     listeners: &[(std::net::TcpListener, bool)],
     settings: tokio::sync::watch::Receiver<Arc<Pop3State>>,
 ) -> std::io::Result<LoginProcess> {
-    use std::os::fd::AsRawFd;
     let (ours, theirs) = pop3d::handoff::pair()?;
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
     cmd.arg0("dovecot/pop3-login")
@@ -333,5 +901,108 @@ fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
         }
         Some(s) => format!("returned error {}", s.code().unwrap_or(0)),
         None => "vanished".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// As Dovecot's getopt: `--version` is a word, `-Fc FILE` a cluster, `-c` needs a file.
+    #[test]
+    fn command_line_as_dovecot_reads_it() {
+        let c = parse_cmdline(&args(&["-F", "-c", "/x.conf"])).unwrap();
+        assert!(c.foreground);
+        assert_eq!(c.conf.as_deref(), Some("/x.conf"));
+        assert!(c.words.is_empty());
+        let c = parse_cmdline(&args(&["-Fc/x.conf", "stop"])).unwrap();
+        assert_eq!(c.conf.as_deref(), Some("/x.conf"));
+        assert_eq!(c.words, vec![("stop".to_string(), false)]);
+        let c = parse_cmdline(&args(&["--version"])).unwrap();
+        assert_eq!(c.words, vec![("version".to_string(), true)]);
+        let c = parse_cmdline(&args(&["-c", "/x", "-n"])).unwrap();
+        assert_eq!(c.doveconf, Some("-n"));
+        assert_eq!(
+            parse_cmdline(&args(&["-h"])),
+            Err("invalid option -- 'h'".to_string())
+        );
+        assert_eq!(
+            parse_cmdline(&args(&["-c"])),
+            Err("option requires an argument -- 'c'".to_string())
+        );
+        // Options after the first word are the word's (doveadm's), not dovecot's.
+        let c = parse_cmdline(&args(&["reload", "-F"])).unwrap();
+        assert!(!c.foreground);
+        assert_eq!(c.words.len(), 2);
+    }
+
+    #[test]
+    fn listen_words() {
+        assert_eq!(
+            resolve_listen("*").unwrap(),
+            vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+        );
+        assert_eq!(
+            resolve_listen("[::]").unwrap(),
+            vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+        );
+        assert_eq!(
+            resolve_listen("127.0.0.1").unwrap(),
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        );
+        assert!(
+            resolve_listen("no-such-host.invalid")
+                .unwrap_err()
+                .starts_with("Can't resolve address no-such-host.invalid: ")
+        );
+    }
+
+    /// `listen = *, ::`: both bound on one port, the IPv6 socket IPv6-only.
+    #[test]
+    fn any_v4_and_any_v6_bind_together() {
+        let v4 = listen_tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        match listen_tcp(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+            Ok(v6) => assert_eq!(v6.local_addr().unwrap().port(), port),
+            // A host without IPv6 cannot make the socket at all.
+            Err(e) => assert_eq!(e, nix::errno::Errno::EAFNOSUPPORT),
+        }
+        let again = listen_tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+        assert_eq!(again.unwrap_err(), nix::errno::Errno::EADDRINUSE);
+    }
+
+    #[test]
+    fn pid_file_as_dovecot_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("master.pid");
+        let mut notes = Vec::new();
+        assert_eq!(pid_file_read(&p, &mut |m| notes.push(m)), Ok(None));
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(pid_file_read(&p, &mut |m| notes.push(m)), Ok(None));
+        std::fs::write(&p, "garbage\n").unwrap();
+        assert_eq!(pid_file_read(&p, &mut |m| notes.push(m)), Ok(None));
+        assert_eq!(
+            notes,
+            vec![
+                format!("Empty PID file in {}, overriding", p.display()),
+                "PID file contains invalid PID value".to_string()
+            ]
+        );
+        // Our own pid does not count; a live process does; a reaped one does not.
+        std::fs::write(&p, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(pid_file_read(&p, &mut |_| {}), Ok(None));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(&p, format!("{}\n", child.id())).unwrap();
+        assert_eq!(pid_file_read(&p, &mut |_| {}), Ok(Some(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(pid_file_read(&p, &mut |_| {}), Ok(None));
     }
 }

@@ -37,6 +37,33 @@ pub const COMMANDS: &[&str] = &[
     "testsaslauthd",
 ];
 
+/// Commands that print and then end, whose output is often piped into `head` or `less`:
+/// they get the default `SIGPIPE` disposition back, so that a reader going away ends them
+/// quietly as it ends the C programs they replace (`postconf | head -1`). Rust starts every
+/// program with `SIGPIPE` ignored, which turns that into a panic in `print!`. The daemons
+/// (`postfix`, `dovecot`, `saslauthd`, the queue manager) and `sendmail` (which writes to
+/// pipes and sockets of other processes) keep it ignored, as Postfix's daemons do, and
+/// handle `EPIPE` as an error; `postern sandbox` handles it itself (it must stop what it
+/// started first).
+const PRINTING_COMMANDS: &[&str] = &[
+    "postconf",
+    "doveconf",
+    "postmap",
+    "postalias",
+    "postcat",
+    "mailq",
+    "postqueue",
+    "testsaslauthd",
+];
+
+/// Restore the default `SIGPIPE` disposition (see [`PRINTING_COMMANDS`]).
+pub fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code; called before any thread of ours runs
+    // code that depends on the disposition.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Pick the command from `argv[0]` (its file name), or from the first argument when called
 /// as `postern`, and run it with the remaining arguments (`args[0]` is the command name).
 pub fn dispatch(args: Vec<OsString>) -> ExitCode {
@@ -58,6 +85,10 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
             }
             Some(first) => {
                 let first = first.to_string_lossy().into_owned();
+                match first.as_str() {
+                    "-h" | "--help" | "help" | "-V" | "--version" => default_sigpipe(),
+                    _ => {}
+                }
                 match first.as_str() {
                     "-h" | "--help" | "help" => {
                         print!("{}", usage());
@@ -99,6 +130,9 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    if PRINTING_COMMANDS.contains(&name.as_str()) {
+        default_sigpipe();
+    }
     let code = match name.as_str() {
         "postconf" => postconf::main(&rest),
         "postfix" => postfix::main(&rest),
@@ -134,6 +168,8 @@ fn usage() -> String {
         s.push_str(c);
         s.push('\n');
     }
-    s.push_str("  sandbox [DIR]   write and check an embedded loopback-only configuration\n");
+    s.push_str(
+        "  sandbox [DIR]   run the whole mail system on loopback ports, configured in DIR\n",
+    );
     s
 }

@@ -14,7 +14,12 @@
 //! and the notes on keys translated from 0.99/1.x; the queue and data directories.
 //!
 //! The Dovecot file is `$POSTERN_DOVECOT_CONFIG` (set but empty: no Dovecot check), else the
-//! first of `/etc/dovecot/dovecot.conf` and `/etc/dovecot.conf` that exists.
+//! one `dovecot` reads ([`dovecot::default_conf_path`]: `/etc/dovecot.conf` when it exists,
+//! else `/etc/dovecot/dovecot.conf`).
+//!
+//! A column-0 line without `=` after a list parameter (the tutorial's wrapped
+//! `smtpd_recipient_restrictions`) is taken as its continuation, as Postern's `postconf`
+//! and master take it: the same warning (file and line), not an error.
 
 use std::path::{Path, PathBuf};
 
@@ -84,9 +89,12 @@ fn main_cf_syntax(path: &Path, r: &mut Report) -> Option<String> {
             r.error(msg);
             bad.push(*n);
             prev = None;
-        } else {
+        } else if t.contains('=') {
             prev = Some(t);
         }
+        // Else a column-0 line taken as a continuation of `prev` (the tutorial's rule,
+        // warned about by the full parse below): the parameter it continues stays the
+        // line the next one is checked after.
     }
     // Comment out each bad logical line (its first line and its continuations).
     let mut out = String::with_capacity(txt.len());
@@ -195,10 +203,7 @@ fn default_dovecot_config() -> Option<PathBuf> {
     match std::env::var_os("POSTERN_DOVECOT_CONFIG") {
         Some(p) if p.is_empty() => None,
         Some(p) => Some(PathBuf::from(p)),
-        None => ["/etc/dovecot/dovecot.conf", "/etc/dovecot.conf"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists()),
+        None => Some(dovecot::default_conf_path()).filter(|p| p.exists()),
     }
 }
 
@@ -250,8 +255,18 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
         }
         Err(e) => r.error(crate::config::ConfigError::open(&master_path, e)),
     }
-    // Cyrus SASL: which file smtpd would use.
-    if let Some(cfg) = &cfg {
+    // Cyrus SASL: which file smtpd would use (none with `smtpd_sasl_type = dovecot`:
+    // smtpd_sasl_path is then Dovecot's auth socket).
+    let dovecot_sasl = cfg
+        .as_ref()
+        .is_some_and(|c| c.get("smtpd_sasl_type").as_deref().map(str::trim) == Some("dovecot"));
+    if let Some(cfg) = cfg.as_ref().filter(|_| dovecot_sasl) {
+        r.info(format!(
+            "SASL: smtpd_sasl_type = dovecot, authentication server socket {}",
+            cfg.get("smtpd_sasl_path").unwrap_or_default().trim()
+        ));
+    }
+    if let Some(cfg) = cfg.as_ref().filter(|_| !dovecot_sasl) {
         let app = cfg.get("smtpd_sasl_path").unwrap_or_else(|| "smtpd".into());
         let search = sasl::find_app_config(
             &app,
@@ -292,6 +307,8 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
                 }
             }
         }
+    }
+    if let Some(cfg) = &cfg {
         for (param, what) in [("queue_directory", "queue"), ("data_directory", "data")] {
             let d = PathBuf::from(cfg.get(param).unwrap_or_default());
             if !d.is_dir() {

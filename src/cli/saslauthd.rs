@@ -2,14 +2,27 @@
 //! 2.1.28's (`saslauthd/saslauthd-main.c`, `testsaslauthd.c`; checked against Debian's
 //! `sasl2-bin`).
 //!
-//! `saslauthd -a MECH [-m DIR] [-n N] [-d] [-r] [-O OPT] [-c] [-l] [-s KB] [-t SECS] [-V]`:
-//! creates `DIR` if missing (mode 0755), listens on `DIR/mux` (mode 0777), and without `-d`
-//! detaches and writes `DIR/saslauthd.pid` (mode 0600), as the Fedora unit's
-//! `Type=forking` + `PIDFile=` expect. On SIGTERM/SIGINT it removes the socket and the
-//! pid file. `-d` stays in the foreground and logs to stderr as `saslauthd[PID] :text`;
-//! otherwise lines go to syslog facility `auth`. `-c`, `-l`, `-s`, `-t`, `-V` are accepted
-//! and ignored (no credential cache, no accept lock). `-a sasldb` and the network
-//! mechanisms (`rimap`, `ldap`, `kerberos5`) are not available: see [`crate::auth`].
+//! `saslauthd -a MECH [-m DIR] [-n N] [-d] [-r] [-O OPT] [-c] [-l] [-s KB] [-t SECS] [-V]`,
+//! in Cyrus's order: creates `DIR` if missing (mode 0755, default `/run/saslauthd`; Fedora's
+//! scripts pass `-m /var/run/saslauthd` or `/run/saslauthd`, Debian's `-m
+//! /var/run/saslauthd`), checks the mechanism, chdirs to `DIR`, locks `DIR/saslauthd.pid`
+//! (a second daemon on the same directory: `Cannot start saslauthd` / `Another instance of
+//! saslauthd is currently running`, exit 2; the lock conflicts with Cyrus's own; a pid file
+//! left by a killed daemon is not locked and is taken over), listens on `DIR/mux` (mode
+//! 0777), then without `-d` detaches. The starting command returns once the daemon has
+//! written `PID\n` into the pid file (mode 0600) and serves, with its status, as Cyrus's
+//! start-up pipe does, so the Fedora unit's `Type=forking` + `PIDFile=` and the init
+//! scripts find the pid at once. With `-d` it stays in the foreground (and writes the pid
+//! file too). Until it detaches, and for good with `-d`, lines go to stderr as
+//! `saslauthd[PID] :text` and to syslog (facility `auth`), as Cyrus's `logger()`; after,
+//! to syslog only. SIGHUP is ignored; on SIGTERM/SIGINT the socket and the pid file are
+//! removed. `-h`, a bad option and a missing `-a` print the usage and version on stderr
+//! and exit 0, as Cyrus's `show_usage()` does; `-v` prints the version on stderr (`saslauthd
+//! 2.1.28 (Postern VERSION)`, then the mechanisms). `-c`, `-l`, `-s`, `-t`, `-V` are
+//! accepted and ignored (no credential cache, no accept lock). Mechanisms: `shadow`, `getpwent`,
+//! `pam`, and `rimap` with `-O HOST[/PORT]` (an IMAP server checks the password:
+//! [`crate::auth::rimap`]). `-a sasldb`, `ldap`, `kerberos5` and `httpform` are not
+//! available: see [`crate::auth`].
 //!
 //! `testsaslauthd -u USER -p PASS [-r REALM] [-s SERVICE] [-f SOCKET] [-R N]`: prints
 //! `N: ` and then `OK "Success."` or `NO "authentication failed"` per try; exits 0 when
@@ -20,7 +33,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::saslauthd::{self as sd, LogSink, Mech, Server};
+use crate::auth::saslauthd::{self as sd, LogSink, Mech, MechError, Server};
+use crate::sys::detach::{Detached, Readiness, detach};
 
 const SASLAUTHD_USAGE: &str = "usage: saslauthd [options]
 
@@ -46,9 +60,10 @@ option information:
 
 ";
 
+/// Cyrus's `show_version()` (on stderr, then a blank line), with Postern's own version.
 fn version_text() -> String {
     format!(
-        "saslauthd {} (postern)\nauthentication mechanisms: getpwent pam shadow\n",
+        "saslauthd 2.1.28 (Postern {})\nauthentication mechanisms: getpwent pam rimap shadow\n\n",
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -56,6 +71,19 @@ fn version_text() -> String {
 /// getopt(3) over `args` with `spec` (letters, `:` after those that take an argument).
 /// Returns (option, argument) pairs, or the offending letter.
 fn getopt(args: &[String], spec: &str) -> Result<Vec<(char, Option<String>)>, char> {
+    match getopt_until_error(args, spec) {
+        (out, None) => Ok(out),
+        (_, Some((c, _))) => Err(c),
+    }
+}
+
+/// Options read, in order, and the error that stopped getopt(3) (the letter and the text
+/// getopt prints, `invalid option -- 'z'`).
+type Getopt = (Vec<(char, Option<String>)>, Option<(char, String)>);
+
+/// As [`getopt`], but keeps the options read before an error: Cyrus acts on each option
+/// in order.
+fn getopt_until_error(args: &[String], spec: &str) -> Getopt {
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -70,8 +98,8 @@ fn getopt(args: &[String], spec: &str) -> Result<Vec<(char, Option<String>)>, ch
         let mut j = 0;
         while j < chars.len() {
             let c = chars[j];
-            let Some(pos) = spec.find(c) else {
-                return Err(c);
+            let Some(pos) = spec.find(c).filter(|_| c != ':') else {
+                return (out, Some((c, format!("invalid option -- '{c}'"))));
             };
             if spec[pos + c.len_utf8()..].starts_with(':') {
                 let rest: String = chars[j + 1..].iter().collect();
@@ -81,7 +109,12 @@ fn getopt(args: &[String], spec: &str) -> Result<Vec<(char, Option<String>)>, ch
                     i += 1;
                     match args.get(i) {
                         Some(v) => v.clone(),
-                        None => return Err(c),
+                        None => {
+                            return (
+                                out,
+                                Some((c, format!("option requires an argument -- '{c}'"))),
+                            );
+                        }
                     }
                 };
                 out.push((c, Some(val)));
@@ -92,18 +125,82 @@ fn getopt(args: &[String], spec: &str) -> Result<Vec<(char, Option<String>)>, ch
         }
         i += 1;
     }
-    Ok(out)
+    (out, None)
+}
+
+/// Cyrus's `show_usage()`: the usage and the version on stderr, and exit status 0 (for
+/// `-h`, a bad option and a missing `-a` alike).
+fn show_usage() -> i32 {
+    eprint!("{SASLAUTHD_USAGE}{}", version_text());
+    0
+}
+
+/// The pid file `DIR/saslauthd.pid`, opened and locked so that a second daemon on the
+/// same directory is refused (Cyrus's fcntl lock, here an open-file-description lock so
+/// that it stays with the detached child; it conflicts with Cyrus's own). A daemon that
+/// was killed leaves the file unlocked: the next start takes it over.
+fn lock_pid_file(run_dir: &std::path::Path) -> Result<std::fs::File, (i32, Vec<String>)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = run_dir.join("saslauthd.pid");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| {
+            (
+                1,
+                vec![format!(
+                    "could not open pid file {}: {}",
+                    path.display(),
+                    crate::config::error::strerror(&e)
+                )],
+            )
+        })?;
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_OFD_SETLK with a valid, initialised flock on a descriptor we own.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if rc == -1 {
+        let e = std::io::Error::last_os_error();
+        return Err((
+            2,
+            vec![
+                format!(
+                    "could not lock pid file {}: {}",
+                    path.display(),
+                    crate::config::error::strerror(&e)
+                ),
+                "Cannot start saslauthd".into(),
+                "Another instance of saslauthd is currently running".into(),
+            ],
+        ));
+    }
+    Ok(f)
+}
+
+/// Write `PID\n` into the locked pid file (Cyrus: truncate, write, fsync).
+fn write_pid(f: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    f.set_len(0)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    f.sync_all()
 }
 
 /// `saslauthd`: returns the exit code.
 pub fn saslauthd_main(args: &[String]) -> i32 {
-    let opts = match getopt(args, "a:cdhlm:n:O:rs:t:vV") {
-        Ok(o) => o,
-        Err(_) => {
-            eprint!("{SASLAUTHD_USAGE}{}", version_text());
-            return 1;
-        }
-    };
+    // Cyrus's logger writes to stderr and syslog until the daemon detaches.
+    let early = LogSink::Both;
+    let (opts, bad) = getopt_until_error(args, "a:cdhlm:n:O:rs:t:vV");
     let mut mech_name: Option<String> = None;
     let mut run_dir = PathBuf::from(sd::DEFAULT_RUN_DIR);
     let mut workers = 5usize;
@@ -112,44 +209,38 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
     let mut mech_option: Option<String> = None;
     for (c, v) in opts {
         match (c, v) {
+            // Only one at a time (Cyrus shows the usage for a second -a).
+            ('a', Some(_)) if mech_name.is_some() => return show_usage(),
             ('a', Some(v)) => mech_name = Some(v),
             ('d', _) => debug = true,
-            ('m', Some(v)) => run_dir = PathBuf::from(v),
+            ('m', Some(v)) => {
+                if !v.starts_with('/') {
+                    early.log(true, "-m requires an absolute pathname");
+                    return 1;
+                }
+                run_dir = PathBuf::from(v);
+            }
             ('n', Some(v)) => workers = v.trim().parse().unwrap_or(5),
             ('O', Some(v)) => mech_option = Some(v),
             ('r', _) => concat = true,
-            ('h', _) => {
-                print!("{SASLAUTHD_USAGE}{}", version_text());
-                return 0;
-            }
+            ('h', _) => return show_usage(),
             ('v', _) => {
-                print!("{}", version_text());
+                eprint!("{}", version_text());
                 return 0;
             }
             _ => {}
         }
     }
-    let log = if debug {
-        LogSink::Stderr
-    } else {
-        LogSink::Syslog
-    };
-    let Some(mech_name) = mech_name else {
-        log.log(true, "no authentication mechanism specified");
-        eprint!("{SASLAUTHD_USAGE}{}", version_text());
-        return 1;
-    };
-    let Some(mech) = Mech::parse(&mech_name) else {
-        log.log(
-            true,
-            &format!("unknown authentication mechanism: {mech_name}"),
-        );
-        return 1;
-    };
-    if !run_dir.is_absolute() {
-        log.log(true, "path to the working directory must be absolute");
-        return 1;
+    if let Some((_, text)) = bad {
+        eprintln!("saslauthd: {text}");
+        return show_usage();
     }
+    let Some(mech_name) = mech_name else {
+        early.log(true, "no authentication mechanism specified");
+        return show_usage();
+    };
+    // Cyrus's order: the working directory first (created 0755, its parent must exist),
+    // then the mechanism.
     if !run_dir.is_dir() {
         use std::os::unix::fs::DirBuilderExt;
         if std::fs::DirBuilder::new()
@@ -157,57 +248,131 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
             .create(&run_dir)
             .is_err()
         {
-            log.log(true, &format!("can not mkdir: {}", run_dir.display()));
-            log.log(
+            early.log(true, &format!("can not mkdir: {}", run_dir.display()));
+            early.log(
                 true,
                 "Check to make sure the parent directory exists and is",
             );
-            log.log(true, "writeable by the user this process runs as.");
+            early.log(true, "writeable by the user this process runs as.");
             return 1;
         }
     }
-    if debug {
-        log.log(false, &format!("num_procs  : {workers}"));
-        log.log(
-            false,
-            &format!("mech_option: {}", mech_option.as_deref().unwrap_or("NULL")),
-        );
-        log.log(false, &format!("run_path   : {}", run_dir.display()));
-        log.log(false, &format!("auth_mech  : {}", mech.name()));
-    }
-    let listener = match sd::bind(&run_dir) {
-        Ok(l) => l,
-        Err(e) => {
-            log.log(
+    let mech = match Mech::init(&mech_name, mech_option.as_deref()) {
+        Ok(m) => m,
+        Err(MechError::Unknown) => {
+            early.log(
                 true,
-                &format!("bind: {}: {e}", run_dir.join("mux").display()),
+                &format!("unknown authentication mechanism: {mech_name}"),
+            );
+            return 1;
+        }
+        Err(MechError::Init(why)) => {
+            early.log(true, &why);
+            early.log(
+                true,
+                &format!(
+                    "failed to initialize mechanism {}",
+                    mech_name.to_ascii_lowercase()
+                ),
             );
             return 1;
         }
     };
-    if !debug {
-        // Detach before any thread exists (the runtime is built after).
-        if let Err(e) = nix::unistd::daemon(false, false) {
-            log.log(true, &format!("daemon: {e}"));
-            return 1;
-        }
+    if debug {
+        early.log(false, &format!("num_procs  : {workers}"));
+        early.log(
+            false,
+            // rimap's start-up cuts `/SERVICE` off the option in place, as Cyrus's does.
+            &format!(
+                "mech_option: {}",
+                match (&mech, mech_option.as_deref()) {
+                    (_, None) => "NULL",
+                    (Mech::Rimap(_), Some(o)) => crate::auth::rimap::Rimap::option_host(o),
+                    (_, Some(o)) => o,
+                }
+            ),
+        );
+        early.log(false, &format!("run_path   : {}", run_dir.display()));
+        early.log(false, &format!("auth_mech  : {}", mech.name()));
     }
-    log.log(false, &format!("master pid is: {}", std::process::id()));
-    log.log(
-        false,
-        &format!("listening on socket: {}", run_dir.join("mux").display()),
-    );
-    let pid_file = if debug {
-        None
-    } else {
-        match sd::write_pid_file(&run_dir) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                log.log(true, &format!("could not write the pid file: {e}"));
-                None
+    if let Err(e) = std::env::set_current_dir(&run_dir) {
+        early.log(true, &format!("could not chdir to: {}", run_dir.display()));
+        early.log(
+            true,
+            &format!("chdir: {}", crate::config::error::strerror(&e)),
+        );
+        early.log(true, "Check to make sure the directory exists and is");
+        early.log(true, "writeable by the user this process runs as.");
+        return 1;
+    }
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
+    // The lock before the socket: a second daemon must not replace the first one's.
+    let mut pid_file = match lock_pid_file(&run_dir) {
+        Ok(f) => f,
+        Err((code, lines)) => {
+            for (i, l) in lines.iter().enumerate() {
+                // As Cyrus, whose lock is taken by the detached child: the lock's own
+                // error reaches syslog only, the two lines after it the screen too.
+                if code == 2 && i == 0 {
+                    LogSink::Syslog.log(true, l);
+                } else {
+                    early.log(true, l);
+                }
             }
+            return code;
         }
     };
+    let mux = run_dir.join("mux");
+    let listener = match sd::bind(&run_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            early.log(
+                true,
+                &format!("could not bind to socket: {}", mux.display()),
+            );
+            early.log(
+                true,
+                &format!("bind: {}", crate::config::error::strerror(&e)),
+            );
+            return 1;
+        }
+    };
+    // As Cyrus: SIGHUP is ignored (a `reload` must not stop the daemon).
+    // SAFETY: setting a signal's disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    let mut ready = Readiness::none();
+    let log = if debug {
+        LogSink::Both
+    } else {
+        // Before any thread exists (the runtime is built after); the parent returns once
+        // the pid file is written and the socket served.
+        match detach((
+            1,
+            "saslauthd: Cannot start saslauthd (check syslog for errors)",
+        )) {
+            Ok(Detached::Child(r)) => ready = r,
+            Ok(Detached::Parent(code)) => return code,
+            Err(e) => {
+                early.log(true, "Cannot start saslauthd");
+                early.log(true, &format!("saslauthd master fork failed: {}", e.desc()));
+                return 1;
+            }
+        }
+        LogSink::Syslog
+    };
+    if let Err(e) = write_pid(&mut pid_file) {
+        let text = format!(
+            "could not write to pid file {}: {}",
+            run_dir.join("saslauthd.pid").display(),
+            crate::config::error::strerror(&e)
+        );
+        log.log(true, &text);
+        ready.fail(1, &format!("saslauthd[{}] :{text}", std::process::id()));
+        return 1;
+    }
+    log.log(false, &format!("master pid is: {}", std::process::id()));
+    log.log(false, &format!("listening on socket: {}", mux.display()));
     let server = Arc::new(Server {
         mech,
         concat_realm: concat,
@@ -223,15 +388,18 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             log.log(true, &format!("runtime: {e}"));
+            ready.fail(1, &format!("saslauthd: runtime: {e}"));
+            let _ = std::fs::remove_file(run_dir.join("saslauthd.pid"));
             return 1;
         }
     };
-    let mux = run_dir.join("mux");
     rt.block_on(async move {
         if listener.set_nonblocking(true).is_err() {
+            ready.fail(1, "saslauthd: could not set the socket non-blocking");
             return;
         }
         let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
+            ready.fail(1, "saslauthd: could not register the socket");
             return;
         };
         use tokio::signal::unix::{SignalKind, signal};
@@ -239,8 +407,10 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) else {
+            ready.fail(1, "saslauthd: could not set the signal handlers");
             return;
         };
+        ready.ok();
         tokio::select! {
             _ = sd::serve(listener, server) => {}
             _ = term.recv() => {}
@@ -248,9 +418,8 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
         }
     });
     let _ = std::fs::remove_file(&mux);
-    if let Some(p) = pid_file {
-        let _ = std::fs::remove_file(p);
-    }
+    let _ = std::fs::remove_file(run_dir.join("saslauthd.pid"));
+    drop(pid_file);
     log.log(false, &format!("master exited: {}", std::process::id()));
     rt.shutdown_timeout(Duration::from_millis(100));
     0

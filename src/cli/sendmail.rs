@@ -276,7 +276,9 @@ pub fn main(args: &[String]) -> i32 {
     let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
     match opts.mode {
         Mode::ListQueue => {
-            print!("{}", super::postqueue::list_queue(&qdir));
+            // SIGPIPE stays ignored in sendmail: a reader that went away ends the
+            // listing quietly.
+            let _ = std::io::stdout().write_all(super::postqueue::list_queue(&qdir).as_bytes());
             return 0;
         }
         Mode::Flush => {

@@ -820,7 +820,7 @@ fn deliver_spool(
     if let Err(e) = create_spool_mbox(target, uid, gid) {
         return Act::from_mailbox(&crate::mailbox::MailboxError::io(target, e));
     }
-    let dot = match crate::mailbox::lock::dotlock(target, opts.lock_timeout) {
+    let dot = match crate::mailbox::lock::dotlock(target, opts) {
         Ok(d) => d,
         Err(e) => return Act::from_mailbox(&e),
     };

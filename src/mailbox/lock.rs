@@ -7,9 +7,17 @@
 //! Also Dovecot's POP3 session lock (`pop3_lock_session`): `dovecot-pop3-session.lock`
 //! in the control directory, holding `PID:HOST`.
 //!
-//! XXX: when the spool directory is not writable by the caller (`/var/spool/mail` without
-//! `mail_privileged_group`), the dotlock is skipped and `fcntl` alone protects the file;
-//! Dovecot would use its privileged group for the dotlock instead.
+//! A spool directory the caller may not write (Debian's `/var/mail` root:mail 2775, a
+//! POP3 session running as the user): as Dovecot 2.3 (`mbox-lock.c`), the dotlock of an
+//! INBOX outside the mail root is created with `mail_privileged_group` when one is set
+//! (here the thread's filesystem gid for the one `O_EXCL` create and the unlink, after
+//! checking that the user may read the mbox); otherwise, or when that fails too, the
+//! error is reported in Dovecot's words (`file_dotlock_create(PATH) failed: Permission
+//! denied (euid=… egid=… missing +w perm: DIR, we're not in group 8(mail), dir owned by
+//! 0:8 mode=0775) (set mail_privileged_group=mail)`) through
+//! [`MboxOptions::lock_errors`](super::MboxOptions) and the operation goes on under
+//! `fcntl` alone, as Dovecot's does (seen from 2.3.19: the error, then the session
+//! carries on and rewrites the file).
 
 use std::fs::File;
 use std::io;
@@ -22,18 +30,60 @@ use super::MailboxError;
 /// How stale a dotlock must be before it is removed (Postfix `stale_lock_time`).
 pub const STALE_DOTLOCK: Duration = Duration::from_secs(500);
 
-/// A held dotlock; removed on drop.
+/// A held dotlock; removed on drop (with the privileged group it was made with).
 #[derive(Debug)]
 pub struct DotLock {
     path: Option<PathBuf>,
+    privileged_gid: Option<u32>,
 }
 
 impl Drop for DotLock {
     fn drop(&mut self) {
         if let Some(p) = &self.path {
-            let _ = std::fs::remove_file(p);
+            match self.privileged_gid {
+                Some(g) => {
+                    let _ = with_fsgid(g, || std::fs::remove_file(p));
+                }
+                None => {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
         }
     }
+}
+
+/// Where lock errors are reported: a session's log, prefixed as Dovecot prefixes them.
+#[derive(Clone)]
+pub struct LockErrors(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for LockErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockErrors")
+    }
+}
+
+/// This thread's filesystem uid and gid (`setfsuid(-1)` changes nothing and returns the
+/// current one).
+fn fs_ids() -> (u32, u32) {
+    // SAFETY: an invalid id changes nothing; the calls only report this thread's ids.
+    unsafe {
+        (
+            libc::setfsuid(u32::MAX) as u32,
+            libc::setfsgid(u32::MAX) as u32,
+        )
+    }
+}
+
+/// Run `f` with this thread's filesystem gid set to `gid`, then set back (Dovecot's
+/// `restrict_access_use_priv_gid()` … `drop_priv_gid()`). Without the right to switch,
+/// `f` runs with the gid unchanged.
+fn with_fsgid<T>(gid: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: setfsgid only changes this thread's filesystem gid; it is restored below.
+    let prev = unsafe { libc::setfsgid(gid) } as u32;
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::setfsgid(prev) };
+    out
 }
 
 /// The dotlock path of `mbox`: `NAME.lock` in the same directory.
@@ -121,21 +171,212 @@ pub(crate) fn older_than(path: &Path, age: Duration) -> bool {
         .is_some_and(|a| a > age)
 }
 
-/// Take `mbox`'s dotlock, waiting up to `timeout`.
-pub fn dotlock(mbox: &Path, timeout: Duration) -> Result<DotLock, MailboxError> {
+/// Take `mbox`'s dotlock, waiting up to `opts.lock_timeout`; see the module header for a
+/// directory the caller may not write.
+pub fn dotlock(mbox: &Path, opts: &super::MboxOptions) -> Result<DotLock, MailboxError> {
     let path = dotlock_path(mbox);
     let pid = format!("{}\n", std::process::id());
-    match create_lock_file(&path, 0o666, pid.as_bytes(), timeout, |p| {
-        older_than(p, STALE_DOTLOCK)
-    }) {
-        Ok(_) => Ok(DotLock { path: Some(path) }),
-        // A spool directory the caller cannot write: fcntl alone (see the module note).
-        Err(LockFileError::Io(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
-            Ok(DotLock { path: None })
+    let create = || {
+        create_lock_file(&path, 0o666, pid.as_bytes(), opts.lock_timeout, |p| {
+            older_than(p, STALE_DOTLOCK)
+        })
+    };
+    match create() {
+        Ok(_) => {
+            return Ok(DotLock {
+                path: Some(path),
+                privileged_gid: None,
+            });
         }
-        Err(LockFileError::Io(e)) => Err(MailboxError::io(&path, e)),
-        Err(LockFileError::Busy) => Err(MailboxError::Locked(mbox.to_path_buf())),
+        Err(LockFileError::Io(e)) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(LockFileError::Io(e)) => return Err(MailboxError::io(&path, e)),
+        Err(LockFileError::Busy) => return Err(MailboxError::Locked(mbox.to_path_buf())),
     }
+    let report = |text: String| {
+        if let Some(l) = &opts.lock_errors {
+            (l.0)(&format!("Mailbox INBOX: {text}"));
+        }
+    };
+    let privileged = opts
+        .mail_root
+        .as_deref()
+        .is_none_or(|root| !mbox.starts_with(root));
+    if let (Some(gid), true) = (opts.privileged_gid, privileged) {
+        // Dovecot: only for a file the user can read, so that the group's right cannot
+        // lock (or plant locks beside) what the user has no business with.
+        if let Err(e) = File::open(mbox) {
+            report(format!(
+                "access({}) failed: {}",
+                mbox.display(),
+                crate::config::error::strerror(&e)
+            ));
+            return Ok(DotLock {
+                path: None,
+                privileged_gid: None,
+            });
+        }
+        match with_fsgid(gid, create) {
+            Ok(_) => {
+                return Ok(DotLock {
+                    path: Some(path),
+                    privileged_gid: Some(gid),
+                });
+            }
+            Err(LockFileError::Io(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let msg = with_fsgid(gid, || eacces_error_creating("file_dotlock_create", mbox));
+                report(msg);
+                return Ok(DotLock {
+                    path: None,
+                    privileged_gid: None,
+                });
+            }
+            Err(LockFileError::Io(e)) => return Err(MailboxError::io(&path, e)),
+            Err(LockFileError::Busy) => return Err(MailboxError::Locked(mbox.to_path_buf())),
+        }
+    }
+    let msg = eacces_error_creating("file_dotlock_create", mbox);
+    let dir = mbox.parent().unwrap_or(Path::new("."));
+    let hint = if !privileged {
+        format!(
+            "(under root dir {} -> no privileged locking)",
+            opts.mail_root
+                .as_deref()
+                .unwrap_or(Path::new("."))
+                .display()
+        )
+    } else {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(dir) {
+            Ok(st) if st.mode() & 0o002 == 0 && st.mode() & 0o020 != 0 => {
+                let name = nix::unistd::Group::from_gid(st.gid().into())
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| st.gid().to_string(), |g| g.name);
+                format!("(set mail_privileged_group={name})")
+            }
+            _ => format!("(nonstandard permissions in {})", dir.display()),
+        }
+    };
+    report(format!("{msg} {hint}"));
+    Ok(DotLock {
+        path: None,
+        privileged_gid: None,
+    })
+}
+
+/// Dovecot's `eacces_error_get_creating(func, path)` (`lib/eacces-error.c`): why creating
+/// beside `path` is denied, with this thread's filesystem ids (the mail user's).
+pub fn eacces_error_creating(func: &str, path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = fs_ids();
+    let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+    let group = nix::unistd::Group::from_gid(gid.into()).ok().flatten();
+    let mut m = format!(
+        "{func}({}) failed: Permission denied (euid={uid}",
+        path.display()
+    );
+    m.push_str(&match &user {
+        Some(u) => format!("({})", u.name),
+        None => "(<unknown>)".into(),
+    });
+    m.push_str(&format!(" egid={gid}"));
+    m.push_str(&match &group {
+        Some(g) => format!("({})", g.name),
+        None => "(<unknown>)".into(),
+    });
+    // The first parent directory that can be looked at.
+    let mut dir = path.parent().map(Path::to_path_buf);
+    let mut st = None;
+    while let Some(d) = dir {
+        match std::fs::metadata(&d) {
+            Ok(s) => {
+                st = Some((d, s));
+                break;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
+                ) && d != Path::new("/") =>
+            {
+                dir = d.parent().map(Path::to_path_buf);
+            }
+            Err(e) => {
+                m.push_str(&format!(
+                    " stat({}) failed: {}",
+                    d.display(),
+                    crate::config::error::strerror(&e)
+                ));
+                break;
+            }
+        }
+    }
+    if let Some((d, s)) = &st {
+        // The mode bits that apply to us, and whether the group's would have done.
+        let check = |bit: u32| -> (bool, bool) {
+            let mode = s.mode();
+            if s.uid() == uid {
+                (mode >> 6 & bit != 0, false)
+            } else if s.gid() == gid {
+                (mode >> 3 & bit != 0, false)
+            } else {
+                (mode & bit != 0, mode >> 3 & bit != 0)
+            }
+        };
+        let mut missing = 0;
+        for (bit, c) in [(1, 'x'), (2, 'w')] {
+            let (ok, group_would) = check(bit);
+            if !ok {
+                m.push_str(&format!(" missing +{c} perm: {}", d.display()));
+                if group_would {
+                    m.push_str(&format!(", we're not in group {}", s.gid()));
+                    if let Ok(Some(g)) = nix::unistd::Group::from_gid(s.gid().into()) {
+                        m.push_str(&format!("({})", g.name));
+                    }
+                }
+                missing = bit;
+                break;
+            }
+        }
+        if missing == 0 {
+            m.push_str(" UNIX perms appear ok (ACL/MAC wrong?)");
+        }
+        if s.uid() != uid {
+            let same_name = user.as_ref().is_some_and(|u| {
+                nix::unistd::User::from_uid(s.uid().into())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|o| o.name == u.name)
+            });
+            if same_name {
+                m.push_str(&format!(
+                    ", conflicting dir uid={}({})",
+                    s.uid(),
+                    user.as_ref().map_or("", |u| u.name.as_str())
+                ));
+            } else {
+                m.push_str(&format!(
+                    ", dir owned by {}:{} mode=0{:o}",
+                    s.uid(),
+                    s.gid(),
+                    s.mode() & 0o777
+                ));
+            }
+        } else if missing != 0 && (s.mode() >> 6) & missing == 0 {
+            m.push_str(", dir owner missing perms");
+        }
+        if let Some(g) = &group
+            && s.gid() != gid
+            && nix::unistd::Group::from_gid(s.gid().into())
+                .ok()
+                .flatten()
+                .is_some_and(|dg| dg.name == g.name)
+        {
+            m.push_str(&format!(", conflicting dir gid={}({})", s.gid(), g.name));
+        }
+    }
+    m.push(')');
+    m
 }
 
 /// The name of Dovecot's POP3 session lock (`pop3_lock_session`).
@@ -173,7 +414,10 @@ pub fn pop3_session_lock(
     match create_lock_file(&path, 0o666, contents.as_bytes(), timeout, |p| {
         session_lock_is_stale(p, &host)
     }) {
-        Ok(_) => Ok(DotLock { path: Some(path) }),
+        Ok(_) => Ok(DotLock {
+            path: Some(path),
+            privileged_gid: None,
+        }),
         Err(LockFileError::Io(e)) => Err(MailboxError::io(&path, e)),
         Err(LockFileError::Busy) => Err(MailboxError::Locked(path)),
     }

@@ -42,8 +42,19 @@ use super::{MailboxError, MessageInfo};
 /// How an mbox is locked and checked.
 #[derive(Debug, Clone)]
 pub struct MboxOptions {
-    /// Take the `NAME.lock` dotlock as well as `fcntl` (both by default).
+    /// Take the `NAME.lock` dotlock as well as `fcntl` (both by default; Dovecot's
+    /// `mbox_write_locks` names `dotlock`).
     pub dotlock: bool,
+    /// Dovecot's `mail_privileged_group`, resolved: the group a dotlock the user may not
+    /// create in the INBOX's directory is created with (`/var/mail` root:mail 0775).
+    pub privileged_gid: Option<u32>,
+    /// The mail root (`mail_location`'s first path). Dovecot locks with the privileged
+    /// group only an INBOX outside it; `None`: no root known (delivery), allowed.
+    pub mail_root: Option<PathBuf>,
+    /// Where a dotlock that could not be created is reported (Dovecot's `Error: Mailbox
+    /// INBOX: file_dotlock_create(…) failed: Permission denied (…)`); the operation then
+    /// goes on under `fcntl` alone, as Dovecot's does.
+    pub lock_errors: Option<super::lock::LockErrors>,
     /// How long to wait for each lock (Dovecot's `mbox_lock_timeout`, 5 min).
     pub lock_timeout: Duration,
     /// For delivery: the uid the file must belong to (`None`: not checked).
@@ -56,6 +67,9 @@ impl Default for MboxOptions {
     fn default() -> Self {
         MboxOptions {
             dotlock: true,
+            privileged_gid: None,
+            mail_root: None,
+            lock_errors: None,
             lock_timeout: Duration::from_secs(300),
             expected_owner: None,
             create_mode: 0o600,
@@ -72,7 +86,7 @@ struct Locked {
 
 fn open_locked(path: &Path, opts: &MboxOptions, create: bool) -> Result<Locked, MailboxError> {
     let dot = if opts.dotlock {
-        Some(dotlock(path, opts.lock_timeout)?)
+        Some(dotlock(path, opts)?)
     } else {
         None
     };

@@ -231,7 +231,12 @@ impl Mailbox {
         drop_recent: bool,
     ) -> Result<Mailbox, MailboxError> {
         match loc.format {
-            Format::Mbox => Ok(Mailbox::Mbox(mbox::MboxMailbox::open(&loc.inbox, opts)?)),
+            Format::Mbox => {
+                // Dovecot locks with the privileged group only an INBOX outside the root.
+                let mut opts = opts.clone();
+                opts.mail_root = Some(loc.root.clone());
+                Ok(Mailbox::Mbox(mbox::MboxMailbox::open(&loc.inbox, &opts)?))
+            }
             Format::Maildir => Ok(Mailbox::Maildir(maildir::MaildirMailbox::open_session(
                 &loc.inbox,
                 drop_recent,

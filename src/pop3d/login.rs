@@ -6,8 +6,10 @@
 //! [`handoff`](super::handoff) channel. Here, as root only while starting: the config is
 //! read and the TLS key loaded, then the process chroots to `base_dir/login` (`service
 //! pop3-login { chroot }`), takes the login user's uid and gid (`service pop3-login {
-//! user }`, else `default_login_user`, default `dovenull`) and no other group — as
-//! Dovecot 2.3 runs it. It greets clients, speaks STLS/TLS, parses USER/PASS/AUTH/APOP,
+//! user }`, else `default_login_user`, default `dovenull`; a 0.99/1.x file without
+//! `login_user` gets that era's `dovecot`, pinned by the config layer) and no other group
+//! — as Dovecot 2.3 runs it. A missing user is refused at start in Dovecot's words for
+//! each case ([`LoginUserError`]). It greets clients, speaks STLS/TLS, parses USER/PASS/AUTH/APOP,
 //! and sends the credentials with the client's socket to the service, which checks them
 //! and, on success, serves the session itself. A TLS client stays proxied through this
 //! process (the TLS state lives here). Log lines go to the service (this process may
@@ -74,22 +76,47 @@ impl LoginCtl {
     }
 }
 
+/// A login user that does not exist, worded as Dovecot 2.3.19 words each case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginUserError {
+    /// `default_login_user` (1.x files: `dovecot`, pinned by the config layer) names no
+    /// user: doveconf's check, `default_login_user doesn't exist: X`, reported as an error
+    /// in the configuration file.
+    Default(String),
+    /// `service pop3-login { user }` (1.x `login_user`) names no user: the master's
+    /// `service(pop3-login) User doesn't exist: X (See service pop3-login { user } setting)`.
+    Service(String),
+}
+
+impl std::fmt::Display for LoginUserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginUserError::Default(u) => write!(f, "default_login_user doesn't exist: {u}"),
+            LoginUserError::Service(u) => write!(
+                f,
+                "service(pop3-login) User doesn't exist: {u} (See service pop3-login {{ user }} setting)"
+            ),
+        }
+    }
+}
+
 /// The login user's uid and gid, when running as root (`None` when not root: everything
-/// runs as the invoking user). The error is Dovecot's wording for a missing user.
-pub fn login_identity(conf: &DovecotConf) -> Result<Option<(u32, u32)>, String> {
+/// runs as the invoking user).
+pub fn login_identity(conf: &DovecotConf) -> Result<Option<(u32, u32)>, LoginUserError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
-    let name = conf.login_user("pop3");
+    let (name, from_service) = conf.login_user_setting("pop3");
     match nix::unistd::User::from_name(&name) {
         Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
-        _ => Err(format!("default_login_user doesn't exist: {name}")),
+        _ if from_service => Err(LoginUserError::Service(name)),
+        _ => Err(LoginUserError::Default(name)),
     }
 }
 
 /// Chroot (when configured) and become the login user for good.
 fn drop_privileges(conf: &DovecotConf) -> Result<(), String> {
-    let Some((uid, gid)) = login_identity(conf)? else {
+    let Some((uid, gid)) = login_identity(conf).map_err(|e| e.to_string())? else {
         return Ok(());
     };
     if let Some(dir) = conf.login_chroot("pop3") {

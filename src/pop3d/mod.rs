@@ -7,7 +7,9 @@
 //! config layer), `disable_plaintext_auth`, `login_trusted_networks`, `login_greeting`,
 //! `auth_mechanisms`, `auth_failure_delay`, `auth_username_format`, passdbs and userdbs
 //! (through [`crate::auth::dovecot`]), `mail_location`, `pop3_uidl_format`,
-//! `mail_max_userip_connections`, `first_valid_uid`, `mbox_lock_timeout`, `log_path`,
+//! `mail_max_userip_connections`, `first_valid_uid`, `mbox_lock_timeout`,
+//! `mbox_write_locks` (a dotlock only when it names `dotlock`), `mail_privileged_group`
+//! (the group a spool dotlock is made with, [`crate::mailbox::lock`]), `log_path`,
 //! `pop3_lock_session` (Dovecot's `dovecot-pop3-session.lock`, see
 //! [`crate::mailbox::lock::pop3_session_lock`]).
 //!
@@ -112,6 +114,11 @@ impl DovecotLog {
         self.line("Error", text);
     }
 
+    /// A fatal start-up error (`master: Fatal: …`); the caller exits.
+    pub fn fatal(&self, text: &str) {
+        self.line("Fatal", text);
+    }
+
     /// Log `text` at `level` (`Info`, `Warning`, `Error`). In the login process the line
     /// goes to the service process, which writes it (see [`relay_logs`]).
     pub fn line(&self, level: &str, text: &str) {
@@ -137,14 +144,15 @@ impl DovecotLog {
                 }
             }
             DovecotLog::Syslog => {
-                let t = format!("{who}: {what}");
-                if level == "Error" {
-                    crate::log::error("dovecot", &t);
-                } else if level == "Warning" {
-                    crate::log::warning("dovecot", &t);
-                } else {
-                    crate::log::info("dovecot", &t);
-                }
+                // As Dovecot's syslog handler: the level word except for Info, and the
+                // syslog priority to match (`dovecot: master: Fatal: …` at LOG_CRIT).
+                let (prio, t) = match level {
+                    "Info" => (6, format!("{who}: {what}")),
+                    "Warning" => (4, format!("{who}: {level}: {what}")),
+                    "Error" => (3, format!("{who}: {level}: {what}")),
+                    _ => (2, format!("{who}: {level}: {what}")),
+                };
+                crate::log::plain(prio, "dovecot", &t);
             }
             DovecotLog::Stderr => eprintln!("{who}: {level}: {what}"),
         }
@@ -255,6 +263,13 @@ impl Pop3State {
                         .and_then(|v| crate::config::dovecot::settings::parse_time(v).ok())
                         .unwrap_or(300),
                 ),
+                // `mbox_write_locks` (default `fcntl dotlock`): the dotlock only if named.
+                dotlock: conf
+                    .get("mbox_write_locks")
+                    .unwrap_or("fcntl dotlock")
+                    .split_whitespace()
+                    .any(|m| m == "dotlock" || m == "dotlock_try"),
+                privileged_gid: privileged_gid(conf)?,
                 ..Default::default()
             },
             outlook_no_nuls: workaround(conf, "outlook-no-nuls"),
@@ -291,6 +306,24 @@ impl Pop3State {
 
     pub fn is_secured(&self, tls: bool, remote: SocketAddr, local: SocketAddr) -> bool {
         tls || remote.ip() == local.ip() || self.trusted.iter().any(|n| in_network(remote.ip(), *n))
+    }
+}
+
+/// `mail_privileged_group` resolved to its gid (Dovecot refuses to start with a group that
+/// does not exist: `mail_privileged_group: Unknown group name 'X'`).
+fn privileged_gid(conf: &DovecotConf) -> anyhow::Result<Option<u32>> {
+    let name = conf.get("mail_privileged_group").unwrap_or("").trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(Some(gid));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some(g.gid.as_raw())),
+        _ => Err(anyhow::anyhow!(
+            "mail_privileged_group: Unknown group name '{name}'"
+        )),
     }
 }
 
@@ -399,6 +432,47 @@ pub async fn serve_login_process(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `mbox_write_locks` decides the dotlock; `mail_privileged_group` must name a group.
+    #[test]
+    fn mbox_lock_settings() {
+        let state = |extra: &str| {
+            let c = DovecotConf::from_str(
+                &format!(
+                    "ssl = no\npassdb {{\n  driver = passwd-file\n  args = /dev/null\n}}\n{extra}"
+                ),
+                Path::new("t.conf"),
+            )
+            .expect("conf");
+            Pop3State::from_conf(&c)
+        };
+        assert!(state("").expect("state").mbox.dotlock);
+        assert!(
+            !state("mbox_write_locks = fcntl\n")
+                .expect("state")
+                .mbox
+                .dotlock
+        );
+        assert!(
+            state("mbox_write_locks = dotlock_try fcntl\n")
+                .expect("state")
+                .mbox
+                .dotlock
+        );
+        assert_eq!(
+            state("mail_privileged_group = 4242\n")
+                .expect("state")
+                .mbox
+                .privileged_gid,
+            Some(4242)
+        );
+        assert_eq!(
+            state("mail_privileged_group = no-such-group-here\n")
+                .err()
+                .map(|e| e.to_string()),
+            Some("mail_privileged_group: Unknown group name 'no-such-group-here'".into())
+        );
+    }
 
     #[test]
     fn networks() {

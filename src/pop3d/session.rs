@@ -180,6 +180,30 @@ fn with_fsuid<T>(uid: Option<u32>, gid: Option<u32>, f: impl FnOnce() -> T) -> T
     r
 }
 
+/// Run `f` with root's filesystem ids on a thread that has the mail user's (the log file
+/// and syslog socket are opened as root), then switch back.
+fn with_root_fs<T>(f: impl FnOnce() -> T) -> T {
+    if !running_as_root() {
+        return f();
+    }
+    // SAFETY: setfsuid/setfsgid only change this thread's filesystem ids; an invalid id
+    // (-1) changes nothing and returns the current one.
+    let (uid, gid) = unsafe {
+        let u = libc::setfsuid(u32::MAX) as u32;
+        let g = libc::setfsgid(u32::MAX) as u32;
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+        (u, g)
+    };
+    let r = f();
+    // SAFETY: as above, back to the user's ids.
+    unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+    }
+    r
+}
+
 /// Whether this process runs as root (asked once).
 fn running_as_root() -> bool {
     static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -989,7 +1013,24 @@ impl Session {
         self.counting = true;
         self.reply("+OK Logged in.");
         self.flush().await;
-        let opts = self.st.mbox.clone();
+        let mut opts = self.st.mbox.clone();
+        // A dotlock the user may not create is logged as this session's error, as
+        // Dovecot's mail process logs it (`pop3(USER)<PID><SESSION>: Error: Mailbox INBOX:
+        // file_dotlock_create(…) failed: Permission denied (…)`).
+        let (log, prefix) = (
+            self.st.log.clone(),
+            format!(
+                "pop3({})<{}><{}>: ",
+                res_user,
+                std::process::id(),
+                self.session_id
+            ),
+        );
+        opts.lock_errors = Some(crate::mailbox::lock::LockErrors(std::sync::Arc::new(
+            // Called from the mailbox code, with the user's filesystem ids; the log file
+            // is root's.
+            move |text: &str| with_root_fs(|| log.error(&format!("{prefix}{text}"))),
+        )));
         let drop_recent = !self.st.no_flag_updates;
         let opened = as_user(&info, move || -> Result<Mailbox, MailboxError> {
             let loc = MailLocation::expand(&location, &uname, &home)?;

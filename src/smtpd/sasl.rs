@@ -3,6 +3,18 @@
 //! the Cyrus `pwcheck_method: saslauthd` backend (the saslauthd wire protocol: four
 //! length-prefixed fields login, password, service, realm; reply `OK…`/`NO…`).
 //!
+//! The saslauthd client is libsasl2 2.1.28's (`lib/checkpw.c` `saslauthd_verify_password`):
+//! a reply that does not start with `OK` is a failed password; a socket that cannot be
+//! reached, a write or read that fails, a reply shorter than two bytes or a request too
+//! large is libsasl's `SASL_FAIL`, which Postfix answers `454 4.7.0 Temporary
+//! authentication failure: generic failure`. What libsasl then logs through Postfix
+//! (`warning: SASL authentication failure: cannot connect to saslauthd server: Permission
+//! denied`, and for PLAIN the plugin's `Password verification failed`) is logged the same
+//! way, followed by one line of Postern's that names the socket and, for a permission
+//! problem, the directory's owner and mode and the user smtpd runs as (Debian's
+//! `/var/run/saslauthd` is root:sasl 0710). Checked against the real Postfix 3.7.11 with
+//! Debian's libsasl2 (`tests/smtpd_auth.rs`).
+//!
 //! The authentication issue completes this (Dovecot auth protocol, auxprop/sasldb, the
 //! security-option matrix); the session code only sees [`Authenticator`].
 
@@ -17,8 +29,23 @@ pub enum AuthResult {
     Ok,
     /// Wrong credentials.
     Fail,
-    /// The backend could not answer (`454 4.7.0 Temporary authentication failure`).
-    TempFail(String),
+    /// The backend could not answer (`454 4.7.0 Temporary authentication failure:
+    /// REASON`). `notes` are the lines the SASL library logs first, each after `SASL
+    /// authentication failure: `.
+    TempFail {
+        reason: String,
+        notes: Vec<String>,
+    },
+}
+
+impl AuthResult {
+    /// A temporary failure with nothing logged before it.
+    pub fn temp(reason: &str) -> AuthResult {
+        AuthResult::TempFail {
+            reason: reason.to_string(),
+            notes: Vec::new(),
+        }
+    }
 }
 
 /// A password-checking backend.
@@ -33,6 +60,12 @@ pub trait Authenticator: Send + Sync {
         service: String,
         realm: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = AuthResult> + Send + '_>>;
+    /// Whether a failed PLAIN check is logged as Cyrus's plain plugin logs it (`SASL
+    /// authentication failure: Password verification failed`): true for the Cyrus
+    /// backends, false for Dovecot's.
+    fn cyrus_plain_note(&self) -> bool {
+        false
+    }
 }
 
 /// Cyrus `pwcheck_method: saslauthd`.
@@ -49,6 +82,74 @@ fn field(buf: &mut Vec<u8>, s: &str) -> Result<(), ()> {
     Ok(())
 }
 
+/// Where a saslauthd exchange broke off, in libsasl's words.
+#[derive(Debug)]
+enum Broke {
+    Connect(std::io::Error),
+    Write,
+    SizeRead,
+    BadResponse,
+    Read,
+}
+
+impl Broke {
+    fn text(&self) -> String {
+        match self {
+            Broke::Connect(e) => format!(
+                "cannot connect to saslauthd server: {}",
+                crate::config::error::strerror(e)
+            ),
+            Broke::Write => "write failed".into(),
+            Broke::SizeRead => "size read failed".into(),
+            Broke::BadResponse => "bad response from saslauthd".into(),
+            Broke::Read => "read failed".into(),
+        }
+    }
+}
+
+/// Postern's line after libsasl's: the socket, and why it cannot be reached.
+fn socket_note(socket: &std::path::Path, e: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut note = format!(
+        "saslauthd socket {}: {}",
+        socket.display(),
+        crate::config::error::strerror(e)
+    );
+    let dir = socket.parent().unwrap_or(std::path::Path::new("/"));
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name);
+            if let Ok(m) = std::fs::metadata(dir) {
+                let owner = nix::unistd::User::from_uid(m.uid().into())
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| m.uid().to_string(), |u| u.name);
+                let group = nix::unistd::Group::from_gid(m.gid().into())
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| m.gid().to_string(), |g| g.name);
+                note.push_str(&format!(
+                    " ({} is {owner}:{group} mode {:04o}; smtpd runs as {me}: add {me} to group {group}, as Debian's saslauthd expects)",
+                    dir.display(),
+                    m.mode() & 0o7777
+                ));
+            } else {
+                note.push_str(&format!(" (smtpd runs as {me})"));
+            }
+        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            note.push_str(" (is saslauthd running, with -m ");
+            note.push_str(&dir.display().to_string());
+            note.push_str("? saslauthd_path in the SASL config names another socket)");
+        }
+        _ => {}
+    }
+    note
+}
+
 /// One saslauthd request (libsasl's `saslauthd_verify_password`).
 pub async fn saslauthd_check(
     socket: &std::path::Path,
@@ -63,23 +164,63 @@ pub async fn saslauthd_check(
         .try_for_each(|f| field(&mut req, f))
         .is_err()
     {
-        return AuthResult::Fail;
+        return AuthResult::TempFail {
+            reason: "generic failure".into(),
+            notes: vec!["saslauthd request too large".into()],
+        };
     }
+    // libsasl waits without limit; Postern gives the whole exchange 30 s, and a wait
+    // that runs out counts as the step it was in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let attempt = async {
-        let mut s = tokio::net::UnixStream::connect(socket).await?;
-        s.write_all(&req).await?;
+        let mut s = match tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(socket))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Broke::Connect(e)),
+            Err(_) => return Err(Broke::Connect(std::io::ErrorKind::TimedOut.into())),
+        };
+        if !matches!(
+            tokio::time::timeout_at(deadline, s.write_all(&req)).await,
+            Ok(Ok(()))
+        ) {
+            return Err(Broke::Write);
+        }
         let mut len = [0u8; 2];
-        s.read_exact(&mut len).await?;
+        if !matches!(
+            tokio::time::timeout_at(deadline, s.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
+            return Err(Broke::SizeRead);
+        }
         let n = u16::from_be_bytes(len) as usize;
-        let mut reply = vec![0u8; n.min(1024)];
-        s.read_exact(&mut reply).await?;
-        Ok::<Vec<u8>, std::io::Error>(reply)
+        if n < 2 {
+            return Err(Broke::BadResponse);
+        }
+        // libsasl's response buffer holds 1023 bytes.
+        let mut reply = vec![0u8; n.min(1023)];
+        if !matches!(
+            tokio::time::timeout_at(deadline, s.read_exact(&mut reply)).await,
+            Ok(Ok(_))
+        ) {
+            return Err(Broke::Read);
+        }
+        Ok(reply)
     };
-    match tokio::time::timeout(Duration::from_secs(30), attempt).await {
-        Ok(Ok(r)) if r.starts_with(b"OK") => AuthResult::Ok,
-        Ok(Ok(r)) if r.starts_with(b"NO") => AuthResult::Fail,
-        Ok(Ok(_)) => AuthResult::TempFail("generic failure".into()),
-        Ok(Err(_)) | Err(_) => AuthResult::TempFail("generic failure".into()),
+    match attempt.await {
+        Ok(r) if r.starts_with(b"OK") => AuthResult::Ok,
+        // libsasl: anything but OK is a failed password (SASL_BADAUTH).
+        Ok(_) => AuthResult::Fail,
+        Err(b) => {
+            let mut notes = vec![b.text()];
+            if let Broke::Connect(e) = &b {
+                notes.push(socket_note(socket, e));
+            }
+            AuthResult::TempFail {
+                reason: "generic failure".into(),
+                notes,
+            }
+        }
     }
 }
 
@@ -102,6 +243,9 @@ impl Authenticator for Saslauthd {
             };
             saslauthd_check(&self.socket, &u, &password, &service, &r).await
         })
+    }
+    fn cyrus_plain_note(&self) -> bool {
+        true
     }
 }
 

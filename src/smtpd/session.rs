@@ -1278,6 +1278,10 @@ impl Session {
         let res = auth
             .check(user.clone(), pass, "smtp".into(), String::new())
             .await;
+        // Postfix 3.7 (smtpd_sasl_glue.c) ends the failure line with the name tried.
+        let tried = format!(", sasl_username={user}");
+        // libsasl's plain plugin logs this after any failed check (its login plugin not).
+        let plain_note = mech == "PLAIN" && auth.cyrus_plain_note();
         match res {
             AuthResult::Ok => {
                 self.count("auth", true);
@@ -1287,24 +1291,42 @@ impl Session {
             }
             AuthResult::Fail => {
                 self.count("auth", false);
+                if plain_note {
+                    log::warning(
+                        self.ident(),
+                        "SASL authentication failure: Password verification failed",
+                    );
+                }
                 log::warning(
                     self.ident(),
                     &format!(
-                        "{}: SASL {mech} authentication failed: authentication failure",
+                        "{}: SASL {mech} authentication failed: authentication failure{tried}",
                         self.namaddr
                     ),
                 );
                 self.reply("535 5.7.8 Error: authentication failed: authentication failure")
                     .await;
             }
-            AuthResult::TempFail(why) => {
+            AuthResult::TempFail { reason, notes } => {
                 self.count("auth", false);
+                for n in &notes {
+                    log::warning(self.ident(), &format!("SASL authentication failure: {n}"));
+                }
+                if plain_note {
+                    log::warning(
+                        self.ident(),
+                        "SASL authentication failure: Password verification failed",
+                    );
+                }
                 log::warning(
                     self.ident(),
-                    &format!("{}: SASL {mech} authentication failed: {why}", self.namaddr),
+                    &format!(
+                        "{}: SASL {mech} authentication failed: {reason}{tried}",
+                        self.namaddr
+                    ),
                 );
                 self.reply(&format!(
-                    "454 4.7.0 Temporary authentication failure: {why}"
+                    "454 4.7.0 Temporary authentication failure: {reason}"
                 ))
                 .await;
             }

@@ -554,3 +554,39 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Run `cmd` as `cmd | head -1` runs it: standard output on a pipe (made small, 4 KB, so
+/// that the command is still writing), one line read, then the reading end closed. Returns
+/// the line, the exit status and standard error.
+pub fn head_1(cmd: &mut Command) -> (String, std::process::ExitStatus, String) {
+    use std::io::{BufRead, Read};
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    // SAFETY: fcntl on a pipe descriptor we own.
+    unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&w),
+            libc::F_SETPIPE_SZ,
+            4096,
+        )
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(w))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // `cmd` holds the parent's copy of the write end until dropped by the caller; the
+    // Stdio moved into the child's setup is closed in this process after spawn.
+    let mut reader = std::io::BufReader::new(std::fs::File::from(r));
+    let mut line = String::new();
+    let _ = reader.read_line(&mut line);
+    drop(reader);
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    let st = child.wait().expect("wait");
+    (line, st, err)
+}

@@ -6,8 +6,10 @@
 //! anything else is 2.x and passes through untouched. The mapping follows
 //! `research/fedora-dropin.md` §3.3 and is listed in `postern-dovecot.conf(5)`. Era defaults
 //! that changed are pinned: `disable_plaintext_auth = no` (0.99 and Fedora 1.0), `protocols`
-//! (0.99 `imap`, Fedora 1.0 `imap pop3`), `pop3_uidl_format = %v.%u` (0.99's UIDLs), and the
-//! Fedora certificate paths when SSL stays on.
+//! (0.99 `imap`, Fedora 1.0 `imap pop3`), `pop3_uidl_format = %v.%u` (0.99's UIDLs), the
+//! login user `dovecot` (0.99's and 1.0's `login_user` default; 2.x's `dovenull` did not
+//! exist), `mbox_write_locks = fcntl` (Fedora 1.0's build default), and the Fedora
+//! certificate paths when SSL stays on.
 //!
 //! Limits: several `auth {}` sections collapse into one; `socket listen { master { … } }` is
 //! mapped to a unix_listener whose name must end in `-master` for 2.x to treat it as such;
@@ -686,6 +688,14 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             _ => None,
         })
     };
+    // `login_user` anywhere (also inside `protocol imap { … }`).
+    fn sets_key(nodes: &[Node], k: &str) -> bool {
+        nodes.iter().any(|n| match n {
+            Node::Setting { key, .. } => key == k,
+            Node::Section { children, .. } => sets_key(children, k),
+        })
+    }
+    let has_login_user = sets_key(&nodes, "login_user");
     let has_protocols = explicit("protocols").is_some();
     let has_dpa = explicit("disable_plaintext_auth").is_some();
     let has_uidl = explicit("pop3_uidl_format").is_some();
@@ -745,6 +755,29 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             "disable_plaintext_auth = no (the era default, pinned; 2.x defaults to yes)",
         );
     }
+    if !has_login_user {
+        // 0.99's and 1.0's login processes ran as `dovecot` (master-settings.c: `MEMBER
+        // (login_user) "dovecot"`); 2.x's `dovenull` did not exist then (Fedora 7 has none).
+        tx.out.push(set("default_login_user", "dovecot", &first));
+        tx.note(
+            "login_user",
+            &first,
+            format!(
+                "default_login_user = dovecot (the {era} default, pinned; 2.x defaults to dovenull)"
+            ),
+        );
+    }
+    if era == Era::V1 && !sets_key(&nodes, "mbox_write_locks") {
+        // Fedora's 1.0 package built with `mbox_write_locks = fcntl` (its default-settings
+        // patch); 2.x's `fcntl dotlock` would try dotlocks in /var/spool/mail, which
+        // Fedora's Dovecot never did.
+        tx.out.push(set("mbox_write_locks", "fcntl", &first));
+        tx.note(
+            "mbox_write_locks",
+            &first,
+            "mbox_write_locks = fcntl (Fedora 1.0's default, pinned; 2.x defaults to fcntl dotlock)",
+        );
+    }
     if era == Era::V0_99 && !has_uidl {
         tx.out.push(set("pop3_uidl_format", "%v.%u", &first));
         tx.note(
@@ -792,6 +825,29 @@ mod tests {
     use super::super::DovecotConf;
     use super::*;
     use std::path::Path;
+
+    /// 1.0's login processes ran as `dovecot` unless `login_user` said otherwise; a 2.x
+    /// file keeps 2.x's `dovenull`.
+    #[test]
+    fn old_login_user_default_is_dovecot() {
+        let c = DovecotConf::from_str(
+            "protocols = pop3\nssl_disable = yes\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert_eq!(c.era, Era::V1);
+        assert_eq!(c.login_user("pop3"), "dovecot");
+        let c = DovecotConf::from_str(
+            "protocols = pop3\nssl_disable = yes\nlogin_user = mailnull\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert_eq!(c.login_user("pop3"), "mailnull");
+        let c =
+            DovecotConf::from_str("protocols = pop3\n", Path::new("/etc/dovecot.conf")).unwrap();
+        assert_eq!(c.era, Era::V2);
+        assert_eq!(c.login_user("pop3"), "dovenull");
+    }
 
     #[test]
     fn fc2_file() {

@@ -5,13 +5,15 @@
 //! * [`legacy`] — 0.99/1.x keys rewritten to their 2.x form, one [`Note`] per translated key
 //!   (the mapping is documented in `postern-dovecot.conf(5)`);
 //! * [`settings`] — Dovecot 2.3.19's setting names, types and defaults, value normalisation;
-//! * [`dump`] — `doveconf -n` output, byte for byte as Dovecot 2.3.19 prints it.
+//! * [`dump`] — `doveconf -n` output, byte for byte as Dovecot 2.3.19 prints it;
+//! * [`default_conf_path`] — the file read without `-c`: 1.x's `/etc/dovecot.conf` when it
+//!   exists, else 2.x's `/etc/dovecot/dovecot.conf`.
 //!
 //! Parameters read by the typed accessors (with Dovecot 2.3 defaults): `protocols`, `listen`,
 //! `service X-login { inet_listener … }`, `mail_location`, `ssl`, `ssl_cert`, `ssl_key`,
 //! `disable_plaintext_auth`, `auth_mechanisms`, `passdb {}`, `userdb {}`, `login_greeting`,
 //! `login_trusted_networks`, `pop3_uidl_format`, `mail_max_userip_connections`, `log_path`,
-//! `auth_username_format`, `auth_failure_delay`.
+//! `auth_username_format`, `auth_failure_delay`, `service auth { unix_listener … }`.
 //!
 //! Known limits: `local`/`remote` filters are kept but not applied by the accessors (only
 //! `protocol X {}` is); `$name` expands only a setting's own earlier value (`protocols =
@@ -29,6 +31,31 @@ use indexmap::IndexMap;
 
 use crate::config::ConfigError;
 pub use parse::{Node, Origin};
+
+/// Dovecot 2.x's configuration file.
+pub const CONF_V2: &str = "/etc/dovecot/dovecot.conf";
+/// Dovecot 0.99's and 1.x's (Fedora Core 2, Fedora 7: the file the old guides edit).
+pub const CONF_V1: &str = "/etc/dovecot.conf";
+
+/// The file `dovecot` and `doveconf` read without `-c`: `/etc/dovecot.conf` when it exists,
+/// else `/etc/dovecot/dovecot.conf`. Each era's Dovecot looked in its own place only; a
+/// box has both when an admin followed a 1.x guide on a 2.x system (the 2.x package never
+/// ships `/etc/dovecot.conf`, and RPM saves an edited one as `.rpmsave` on the upgrade to
+/// 2.0), so the old file is the one the admin edited. The other file is then ignored, and
+/// `dovecot` says so in its log (see `dovecot(8)`).
+pub fn default_conf_path() -> PathBuf {
+    default_conf_path_in(Path::new("/"))
+}
+
+/// [`default_conf_path`] under another root (for tests).
+pub fn default_conf_path_in(root: &Path) -> PathBuf {
+    let old = root.join(CONF_V1.trim_start_matches('/'));
+    if old.is_file() {
+        old
+    } else {
+        root.join(CONF_V2.trim_start_matches('/'))
+    }
+}
 
 /// The syntax generation a file was written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +149,21 @@ pub struct Listener {
     /// 0 means disabled.
     pub port: u16,
     pub ssl: bool,
+}
+
+/// A unix socket of `service auth` speaking the auth client protocol (Postfix's
+/// `smtpd_sasl_type = dovecot` connects to one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSocket {
+    /// The listener's name as written (`/var/spool/postfix/private/auth`, `auth-client`).
+    pub name: String,
+    /// Absolute: a relative name is below `base_dir`.
+    pub path: PathBuf,
+    /// `mode` (octal; default 0600).
+    pub mode: u32,
+    /// `user`, `group`: the socket's owner; empty keeps the creating process's.
+    pub user: String,
+    pub group: String,
 }
 
 /// A loaded `dovecot.conf`, 2.x-shaped whatever its era.
@@ -289,13 +331,27 @@ impl DovecotConf {
     /// The user `protocol`'s login processes run as: `service PROTO-login { user }`
     /// (1.x `login_user`), else `default_login_user` (default `dovenull`).
     pub fn login_user(&self, protocol: &str) -> String {
-        self.root
+        self.login_user_setting(protocol).0
+    }
+
+    /// As [`DovecotConf::login_user`], and whether it came from the service's own `user`
+    /// (true) or from `default_login_user` (false): Dovecot words a missing user
+    /// differently for each.
+    pub fn login_user_setting(&self, protocol: &str) -> (String, bool) {
+        match self
+            .root
             .block("service", &format!("{protocol}-login"))
             .and_then(|b| b.get("user"))
             .filter(|u| !u.is_empty() && *u != "$default_login_user")
-            .or_else(|| self.get("default_login_user"))
-            .unwrap_or("dovenull")
-            .to_string()
+        {
+            Some(u) => (u.to_string(), true),
+            None => (
+                self.get("default_login_user")
+                    .unwrap_or("dovenull")
+                    .to_string(),
+                false,
+            ),
+        }
     }
 
     /// The directory `protocol`'s login processes chroot to: `service PROTO-login {
@@ -366,6 +422,50 @@ impl DovecotConf {
             }
         }
         out
+    }
+
+    /// The `service auth { unix_listener NAME { mode user group } }` sockets written in the
+    /// file that speak the client protocol: those Dovecot 2.3 gives other protocols by
+    /// name (`auth-login`, `login/login`, `token-login/…`, names ending in `-master` or
+    /// `-userdb`) are left out, as are Dovecot's built-in listeners, which only its own
+    /// processes use. `$default_internal_user` in `user` is resolved.
+    pub fn auth_client_sockets(&self) -> Vec<AuthSocket> {
+        let Some(svc) = self.root.block("service", "auth") else {
+            return Vec::new();
+        };
+        let base = PathBuf::from(self.get("base_dir").unwrap_or("/var/run/dovecot"));
+        let resolve = |v: Option<&str>| -> String {
+            match v.unwrap_or("").trim() {
+                "$default_internal_user" => self.get("default_internal_user").unwrap_or("dovecot"),
+                "$default_login_user" => self.get("default_login_user").unwrap_or("dovenull"),
+                other => other,
+            }
+            .to_string()
+        };
+        svc.blocks_of("unix_listener")
+            .filter_map(|l| {
+                let name = l.name.clone().unwrap_or_default();
+                let file = name.rsplit('/').next().unwrap_or("");
+                let other_protocol = matches!(name.as_str(), "auth-login" | "login/login")
+                    || name.starts_with("token-login/")
+                    || file.ends_with("-master")
+                    || file.ends_with("-userdb");
+                if name.is_empty() || other_protocol {
+                    return None;
+                }
+                let mode = l
+                    .get("mode")
+                    .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+                    .unwrap_or(0o600);
+                Some(AuthSocket {
+                    path: base.join(&name),
+                    name,
+                    mode,
+                    user: resolve(l.get("user")),
+                    group: resolve(l.get("group")),
+                })
+            })
+            .collect()
     }
 
     pub fn mail_location(&self) -> &str {
@@ -593,6 +693,21 @@ mod tests {
         DovecotConf::from_str(s, Path::new("t.conf"))
     }
 
+    /// Without `-c`: 2.x's file, unless 1.x's `/etc/dovecot.conf` exists (then it wins).
+    #[test]
+    fn default_path_prefers_the_1x_file_when_present() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot/dovecot.conf"));
+        std::fs::create_dir_all(r.join("etc/dovecot")).unwrap();
+        std::fs::write(r.join("etc/dovecot/dovecot.conf"), "").unwrap();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot/dovecot.conf"));
+        std::fs::write(r.join("etc/dovecot.conf"), "protocols = pop3 imap\n").unwrap();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot.conf"));
+        std::fs::remove_file(r.join("etc/dovecot/dovecot.conf")).unwrap();
+        assert_eq!(default_conf_path_in(r), r.join("etc/dovecot.conf"));
+    }
+
     #[test]
     fn defaults() {
         let c = conf("").unwrap();
@@ -631,6 +746,34 @@ mod tests {
             e.ends_with("line 3: Unknown setting: service { inet_listener { nosuch"),
             "{e}"
         );
+    }
+
+    /// The Postfix socket of a 2.x file and of a 1.0 file (`socket listen { client }`);
+    /// Dovecot's other protocols' listeners are not client sockets.
+    #[test]
+    fn auth_client_sockets() {
+        let c = conf(
+            "base_dir = /b\nservice auth {\n unix_listener /var/spool/postfix/private/auth {\n  mode = 0660\n  user = postfix\n  group = postfix\n }\n unix_listener auth-userdb {\n  mode = 0666\n }\n unix_listener auth-client {\n  user = $default_internal_user\n }\n}\n",
+        )
+        .unwrap();
+        let s = c.auth_client_sockets();
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s[0].path, PathBuf::from("/var/spool/postfix/private/auth"));
+        assert_eq!(
+            (s[0].mode, s[0].user.as_str(), s[0].group.as_str()),
+            (0o660, "postfix", "postfix")
+        );
+        assert_eq!(s[1].path, PathBuf::from("/b/auth-client"));
+        assert_eq!((s[1].mode, s[1].user.as_str()), (0o600, "dovecot"));
+        let c = conf(
+            "protocols = pop3\nauth default {\n mechanisms = plain\n passdb pam {\n }\n socket listen {\n  client {\n   path = /var/spool/postfix/private/auth\n   mode = 0660\n  }\n }\n}\n",
+        )
+        .unwrap();
+        let s = c.auth_client_sockets();
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].path, PathBuf::from("/var/spool/postfix/private/auth"));
+        assert_eq!(s[0].mode, 0o660);
+        assert!(conf("").unwrap().auth_client_sockets().is_empty());
     }
 
     #[test]
