@@ -8,6 +8,9 @@
 //! Requests.` at the end (the sum of the message sizes shown, as Postfix 3.7 counts), or `Mail queue is empty`.
 //! Files are listed in directory order, as Postfix's showq does.
 //!
+//! postsuper run by root works as `mail_owner` (as Postfix's does), so that hash directories
+//! it makes are the mail system's.
+//!
 //! `postsuper -h ID|ALL` puts messages on hold (`hold/`, not delivered, `!` in `mailq`,
 //! logged `ID: placed on hold`), `-H` releases them to `deferred/` (`ID: released from
 //! hold`), due at the queue manager's next deferred scan.

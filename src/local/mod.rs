@@ -31,13 +31,22 @@
 //! `deliver_unknown()` does; it is logged `to=<relay>, orig_to=<recipient>`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! When the process is root, every file in the user's home is opened with the thread's
-//! filesystem identity switched to the user (`setfsuid`/`setfsgid`, per thread on Linux);
-//! the spool mbox is created by root and handed to the user (Postfix does the same for a
-//! spool directory that is not world-writable) and must be owned by the user. Commands and
-//! files named by aliases run as `default_privs` (Postfix: the alias database owner, unless
-//! root), those named by a `.forward` as the user. When not root, everything runs as the invoking user. Mailboxes are opened with
-//! `O_NOFOLLOW` and must be regular files with one link ([`crate::mailbox`]).
+//! [`deliver`] runs in the local delivery process ([`server`]), which is root, after it
+//! has checked the request against the queue file: alias, `:include:` and `.forward`
+//! resolution happen there (`.forward` is read with the thread's filesystem identity
+//! switched to the user, `setfsuid`/`setfsgid`), and every mailbox write, file write and
+//! command runs in a forked process that has become the recipient for good
+//! ([`crate::sys::child::run_as`]: supplementary groups set to the one gid, then the gid,
+//! then the uid, as Postfix's `set_ugid()`). Commands and files named by aliases run as
+//! `default_privs` (Postfix: the alias database owner, unless root), those named by a
+//! `.forward` or `mailbox_command` as the user. The spool follows Postfix's
+//! local/mailbox.c: a spool anyone may write is written as the recipient throughout, one
+//! its group may write as the recipient with that group (to create the file and the
+//! dotlock), any other one is left to root to create the mbox (owned by the recipient,
+//! never through a symlink) and take the dotlock, and the recipient appends under fcntl.
+//! When not root, everything runs as the invoking user, in place. Mailboxes are opened
+//! with `O_NOFOLLOW` and must be regular files with one link owned by the recipient
+//! ([`crate::mailbox`]).
 //!
 //! # main.cf parameters read
 //! `alias_maps`, `mailbox_command`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
@@ -48,8 +57,9 @@
 //! * XXX Only `$home/.forward` (no `forward_path`); `mailbox_command` is run through
 //!   `/bin/sh` without Postfix's `$name` expansion; a `luser_relay` address is delivered
 //!   locally by its local part whatever its domain; no `allow_mail_to_*`
-//!   or `local_recipient_maps` checks here; no supplementary groups for the user (only
-//!   uid/gid).
+//!   or `local_recipient_maps` checks here.
+//! * XXX In a spool directory only its group may write, the append too is made with that
+//!   group (Postfix switches back to the user's own group for it, for group quotas).
 //! * XXX An owner- list's failures are reported to the original sender: Postfix re-injects
 //!   the expansion as a new message from `owner-NAME` (`forwarded as ID`), so its bounces
 //!   go to the owner; Postern delivers in place and the queue manager bounces to the

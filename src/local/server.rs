@@ -170,11 +170,17 @@ impl State {
 /// (Postfix's `max_use`, default 100).
 const MAX_USE: usize = 100;
 
+/// How long a worker may wait for a request before it is ended (Postfix's `max_idle`,
+/// default 100 s).
+const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(100);
+
 /// A delivery worker, as the parent sees it.
 struct Worker {
     /// The parent's end of the worker's socket pair.
     sock: OwnedFd,
     busy: bool,
+    /// Since when it waits for a request.
+    idle_since: std::time::Instant,
 }
 
 /// `postern local -c DIR`: the local delivery process. Returns the exit status.
@@ -252,6 +258,7 @@ pub fn main(args: &[String]) -> i32 {
             let r = unsafe { libc::recv(w.sock.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
             if r > 0 {
                 w.busy = false;
+                w.idle_since = std::time::Instant::now();
             } else if r == 0
                 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
             {
@@ -261,6 +268,8 @@ pub fn main(args: &[String]) -> i32 {
         for i in gone.into_iter().rev() {
             workers.remove(i);
         }
+        // Idle too long: closing its socket ends it.
+        workers.retain(|w| w.busy || w.idle_since.elapsed() < MAX_IDLE);
         if stdin_open
             && let Some(p) = fds.iter().find(|p| p.fd == libc::STDIN_FILENO)
             && p.revents != 0
@@ -391,6 +400,7 @@ fn start_worker(state: &State, ctl: RawFd) -> Result<Worker, String> {
         nix::unistd::ForkResult::Parent { .. } => Ok(Worker {
             sock: mine,
             busy: false,
+            idle_since: std::time::Instant::now(),
         }),
     }
 }

@@ -1,19 +1,37 @@
-//! Postfix's `qmgr(8)` with the `pickup(8)` role: moves complete queue files from
-//! `maildrop/` and `incoming/` to `active/`, resolves each recipient, runs local deliveries
-//! ([`crate::local`]) on a pool of workers, marks each recipient done in the queue file as soon
+//! Postfix's `qmgr(8)` with the `pickup(8)` role: takes complete queue files from
+//! `maildrop/` and `incoming/` to `active/`, resolves each recipient, has local deliveries
+//! made ([`crate::local`], in the local delivery process) from a pool of worker threads, marks each recipient done in the queue file as soon
 //! as its delivery is final (so a restart never delivers it twice), removes the file when every
 //! recipient is done, and moves it to `deferred/` with back-off otherwise.
 //!
 //! # How it runs
 //! The master starts the queue manager when master.cf has a `qmgr` service (as Postfix's
-//! master does; a master.cf without one queues mail but never delivers it), as a child process
-//! (`postern qmgr -c DIR`) spawned before the master gives up root, because local delivery
-//! must become each recipient (DESIGN.md §3). The child reads its standard input: `R` re-reads
-//! the configuration (master reload), end of file means the master is gone and it exits.
-//! Deliveries in progress when the master goes away are finished first, and a new queue
-//! manager waits for the old one (`queue_directory/pid/qmgr.lock`), so a crash of the master
-//! never makes a recipient get a message twice. It also listens on the FIFO `queue_directory/public/qmgr`, where `postfix flush`,
-//! `postqueue -f` and `sendmail` write a byte to wake it (`F`: retry deferred mail now).
+//! master does; a master.cf without one queues mail but never delivers it), as a child
+//! process (`postern qmgr -c DIR`), together with the local delivery process
+//! ([`crate::local::server`]), the two connected by a socket pair. Started as root, the
+//! queue manager becomes `mail_owner` for good before it reads anything (Postfix's qmgr is
+//! unprivileged), and so does all it runs itself: the outbound smtp client
+//! ([`crate::smtp`]), bounces, delay warnings, defer logs; what it writes in the queue is
+//! `mail_owner`'s with Postfix's modes (the master's umask is 077). Local and virtual
+//! deliveries, the only ones that need root, go to the local delivery process, one
+//! request per recipient (queue ID, offset of the recipient record, address); it checks
+//! each against the queue file and answers with the outcomes, which are logged, marked
+//! and bounced here as any other. The queue manager never gets root back (DESIGN.md §3).
+//!
+//! The child reads its standard input: `R` re-reads the configuration (master reload), end
+//! of file means the master is gone and it exits. Deliveries in progress when the master
+//! goes away are finished first, and a new queue manager waits for the old one
+//! (`queue_directory/pid/qmgr.lock`, opened afresh by the master for each one, since
+//! `pid/` is root's), so a crash of the master never makes a recipient get a message twice.
+//! It also listens on the FIFO `queue_directory/public/qmgr` (made by the master, mode
+//! 0622, `mail_owner`'s), where `postfix flush`, `postqueue -f` and `sendmail` write a byte
+//! to wake it (`F`: retry deferred mail now).
+//!
+//! pickup(8): a file in `maildrop/` belongs to the user who submitted it (mode 0744), so
+//! it is copied into a queue file of the mail system's own in `incoming/` (temporary
+//! name, fsync, rename without replacing, directory fsync) and then removed, as Postfix's
+//! pickup hands it to cleanup; a crash between the two steps delivers it twice, Postfix's
+//! window too.
 //!
 //! # Scheduling
 //! New mail is picked up within `QUEUE_POLL` (XXX cleanup does not notify the qmgr yet, so
@@ -87,9 +105,11 @@
 //!   (headers are not rewritten); `mydestination` entries that are lookup tables are matched
 //!   through smtpd's domain lists; an alias expansion with one deferred member is retried
 //!   whole (members already delivered get the message again, as with Postfix's local(8)).
-//! * XXX The queue manager runs as root (Postfix's runs as `mail_owner` and only local is
-//!   root), and so do its smtp(8) deliveries; the recipients of one message are delivered one
-//!   destination after another. No `sender_dependent_relayhost_maps`,
+//! * XXX The smtp(8) client runs in the queue manager's process (as `mail_owner`, as
+//!   Postfix's smtp runs, but not in a process of its own); the recipients of one message
+//!   are delivered one destination after another. Tables are opened as `mail_owner`
+//!   (Postfix's daemons open theirs as root before dropping privileges): an index must be
+//!   readable by it, as postmap(1) makes it. No `sender_dependent_relayhost_maps`,
 //!   `sender_dependent_default_transport_maps`, `*_destination_recipient_limit` other than 1
 //!   for local, or concurrency feedback (a fixed limit per destination).
 
@@ -523,7 +543,7 @@ impl QmgrSettings {
 
     /// Whether the queued recipient `addr` (qualified) resolves to `target` delivered by
     /// local(8) (`virtual_` false) or virtual(8): cleanup's canonical and virtual alias
-    /// mapping, `relocated_maps`, `transport_maps` and the address class, as [`process`]
+    /// mapping, `relocated_maps`, `transport_maps` and the address class, as `process`
     /// routes it. The local delivery process checks every request with it. A table that
     /// cannot answer makes it false (the queue manager, which asked, would have deferred).
     pub fn routes_to(&self, id: &str, addr: &str, target: &str, virtual_: bool) -> bool {

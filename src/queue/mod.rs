@@ -15,7 +15,15 @@
 //! them from a temporary name to their queue ID and syncs the directory once per batch. A file
 //! named like a queue ID is complete; temporary files are ignored by readers and removed at
 //! [`Queue::open`]. The reader also treats a file without `u+x` (Postfix's convention for a
-//! file still being written) or without an end record as incomplete.
+//! file still being written) or without an end record as incomplete. A file is written with
+//! mode 0600 and made 0700 (complete) before its fsync, as Postfix's cleanup does.
+//!
+//! # Owners
+//! [`prepare_tree`] (the master, at start) lays the queue out as Postfix 3.7's
+//! `postfix-files` has it and, run as root, repairs what is not so (an older Postern ran its
+//! queue manager as root and left root's files and a root `public/`, on which the real
+//! `postfix start` fails); [`make_queue_dir`] makes hash directories (0700) as whoever runs,
+//! which is `mail_owner` in the daemons and postsuper.
 //!
 //! # main.cf parameters read
 //! `queue_directory`, `myhostname`, `mail_name`, `enable_long_queue_ids`,

@@ -20,9 +20,11 @@
 //! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! As Postfix (`set_eugid(uid, gid)` around the delivery), every file is created and
-//! written with the thread's filesystem identity switched to the mailbox's uid/gid
-//! (`setfsuid`/`setfsgid`), so directories the uid cannot write stay closed to it. mbox files
+//! [`deliver`] runs in the local delivery process ([`crate::local::server`], root). Where
+//! Postfix switches its effective ids around the delivery (`set_eugid(uid, gid)`), every
+//! file here is created and written by a forked process that has become the mailbox's
+//! uid/gid for good, with that group alone ([`crate::sys::child::run_as`]), so directories
+//! the uid cannot write stay closed to it. mbox files
 //! are opened with `O_NOFOLLOW`, must be regular files with one link owned by the uid
 //! ([`crate::mailbox`]); Maildir messages are created in `tmp/` and renamed into `new/`.
 //! When not root, everything runs as the invoking user.
@@ -37,7 +39,7 @@
 //!   `flock` is not used.
 //! * XXX `virtual_mailbox_limit` is checked before the append (mbox: file plus message;
 //!   Maildir: the message), not through `RLIMIT_FSIZE` as Postfix sets it.
-//! * XXX No `Delivered-To:` loop detection, no supplementary groups.
+//! * XXX No `Delivered-To:` loop detection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
