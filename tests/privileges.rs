@@ -1109,3 +1109,206 @@ fn the_real_postfix_starts_on_postern_s_queue_and_delivers_its_deferred_mail() {
     ours.stop();
     assert_no_root_files(&spool);
 }
+
+// ---------------------------------------------------------------------------------------
+// Test 4: the local delivery process is no oracle
+
+/// Send a delivery request on the local delivery process's channel `ctl` and read the
+/// outcomes back, as the queue manager does.
+fn ask(ctl: i32, req: &postern::local::server::Request) -> Vec<postern::local::Outcome> {
+    use nix::sys::socket::{
+        AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+    };
+    use postern::sys::wire::{Dec, Enc, Wire};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut e = Enc::new();
+    req.put(&mut e);
+    let (mine, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let fds = [theirs.as_raw_fd()];
+    sendmsg::<()>(
+        ctl,
+        &[std::io::IoSlice::new(&e.0)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    drop(theirs);
+    let mut data = Vec::new();
+    std::fs::File::from(mine).read_to_end(&mut data).unwrap();
+    postern::local::server::Reply::get(&mut Dec(&data))
+        .expect("an answer")
+        .outcomes
+}
+
+#[test]
+fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
+    use postern::local::Status;
+    use postern::local::server::{Agent, Request};
+    if !is_root() {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let Some(_) = mail_user("postern-pe") else {
+        return;
+    };
+    let d = Daemon::new("", "qmgr unix n - n 300 1 qmgr\n");
+    let dir = d.path().to_path_buf();
+    let etc = d.config_dir();
+    // Everything for mail.example.test waits (retry:) while the test takes a real queue
+    // file; then the table is emptied and the address is local again.
+    std::fs::write(etc.join("transport"), "mail.example.test retry:\n").unwrap();
+    let mut main = std::fs::read_to_string(etc.join("main.cf")).unwrap();
+    main.push_str(&format!(
+        "compatibility_level = 3.6\nmyhostname = mail.example.test\n\
+         mydestination = $myhostname, localhost\nalias_maps =\n\
+         transport_maps = hash:{}/transport\nmail_spool_directory = {}/mail\n",
+        etc.display(),
+        dir.display()
+    ));
+    std::fs::write(etc.join("main.cf"), main).unwrap();
+    assert!(d.admin("postmap transport").status.success());
+    let mut d = d;
+    d.start();
+    let id = smtp_send(
+        d.port,
+        "sender@example.org",
+        &["postern-pe@mail.example.test"],
+        "Subject: forged\n\nforged\n",
+    );
+    d.wait_log("status=deferred");
+    let spool = dir.join("spool");
+    let queued = std::fs::read(spool.join("deferred").join(&id[..1]).join(&id)).unwrap();
+    std::fs::write(etc.join("transport"), "").unwrap();
+    assert!(d.admin("postmap transport").status.success());
+
+    // The queue manager's end of its channel, taken from the running process (as code
+    // running as mail_owner inside it could use it).
+    let master: u32 = std::fs::read_to_string(spool.join("pid/master.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let qmgr = children_of(master)
+        .into_iter()
+        .find(|(_, c)| c.contains(" qmgr -c "))
+        .expect("qmgr")
+        .0;
+    let env = std::fs::read(format!("/proc/{qmgr}/environ")).unwrap();
+    let fd: i32 = String::from_utf8_lossy(&env)
+        .split('\0')
+        .find_map(|v| v.strip_prefix("POSTERN_LOCAL_FD="))
+        .expect("the channel")
+        .parse()
+        .unwrap();
+    // SAFETY: plain syscalls; the descriptors are checked.
+    let ctl = unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, qmgr as libc::pid_t, 0) as i32;
+        assert!(pidfd >= 0, "pidfd_open");
+        libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32
+    };
+    assert!(ctl >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+
+    let owner = nix::unistd::User::from_name(&test_mail_owner())
+        .unwrap()
+        .unwrap();
+    let active = spool.join("active");
+    let plant = |name: &str, uid: u32| {
+        let p = active.join(name);
+        std::fs::write(&p, &queued).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&p, Some(uid), Some(owner.gid.as_raw())).unwrap();
+        p
+    };
+    let offset = postern::queue::read_queue_file(&spool.join("deferred").join(&id[..1]).join(&id))
+        .unwrap()
+        .recipients[0]
+        .offset;
+    let req = |queue_id: &str, offset: u64, target: &str| Request {
+        agent: Agent::Local,
+        queue_id: queue_id.to_string(),
+        offset,
+        target: target.to_string(),
+    };
+    let refused = |o: &[postern::local::Outcome], why: &str| {
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!(o[0].status, Status::Deferred, "{o:?}");
+        assert!(
+            o[0].text.starts_with("delivery request rejected: ") && o[0].text.contains(why),
+            "{o:?}"
+        );
+    };
+    // Not a queue ID: no path is ever built from it.
+    refused(
+        &ask(
+            ctl,
+            &req("../../../etc/shadow", 0, "postern-pe@mail.example.test"),
+        ),
+        "bad queue ID",
+    );
+    // A symbolic link in active/ is not followed.
+    std::os::unix::fs::symlink("/etc/shadow", active.join("4AB2C3D4E5")).unwrap();
+    refused(
+        &ask(
+            ctl,
+            &req("4AB2C3D4E5", offset, "postern-pe@mail.example.test"),
+        ),
+        "4AB2C3D4E5",
+    );
+    // A file that is not mail_owner's (planted by someone else) is refused.
+    plant("4AB2C3D4E6", 0);
+    refused(
+        &ask(
+            ctl,
+            &req("4AB2C3D4E6", offset, "postern-pe@mail.example.test"),
+        ),
+        "owned by uid 0",
+    );
+    // The queue manager's own file: only what the recipient resolves to is delivered.
+    plant("4AB2C3D4E7", owner.uid.as_raw());
+    for target in [
+        "root@mail.example.test",
+        "|touch /tmp/postern-pwned@mail.example.test",
+        "/etc/passwd@mail.example.test",
+        "postern-pe@other.example",
+    ] {
+        refused(
+            &ask(ctl, &req("4AB2C3D4E7", offset, target)),
+            "does not resolve",
+        );
+    }
+    refused(
+        &ask(
+            ctl,
+            &req("4AB2C3D4E7", offset + 1, "postern-pe@mail.example.test"),
+        ),
+        "no such recipient",
+    );
+    assert!(!Path::new("/tmp/postern-pwned").exists());
+    // What it may do is what any SMTP client may: mail to the local recipient.
+    let o = ask(
+        ctl,
+        &req("4AB2C3D4E7", offset, "postern-pe@mail.example.test"),
+    );
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!(o[0].status, Status::Sent, "{o:?}");
+    let mbox = dir.join("mail/postern-pe");
+    assert!(
+        std::fs::read_to_string(&mbox)
+            .unwrap()
+            .contains("Subject: forged")
+    );
+    assert_owner(&mbox, "postern-pe", 0o600);
+    for f in ["4AB2C3D4E5", "4AB2C3D4E6", "4AB2C3D4E7"] {
+        let _ = std::fs::remove_file(active.join(f));
+    }
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(ctl) };
+}
