@@ -24,7 +24,7 @@ pub fn supervise(started: Started) -> i32 {
         data_lock,
         mut children,
     } = started;
-    let code = rt.block_on(async {
+    rt.block_on(async {
         let super::serve::Signals {
             mut hup,
             mut term,
@@ -133,9 +133,7 @@ pub fn supervise(started: Started) -> i32 {
             }
         };
         log::info(&ident, &format!("terminating on signal {signo}"));
-        signo
     });
-    let _ = code;
     children.stop();
     rt.shutdown_background();
     pid_lock.remove();

@@ -14,7 +14,7 @@
 //! needed in the child. The child avoids the log writer thread (it captures) and stdio.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use super::wire::{Dec, Enc, Wire};
 
@@ -141,11 +141,6 @@ pub fn close_from(from: i32, keep: &[i32]) {
             unsafe { libc::close(fd) };
         }
     }
-}
-
-/// The raw number of an owned descriptor (for `close_from`'s keep list).
-pub fn raw(fd: &impl AsRawFd) -> i32 {
-    fd.as_raw_fd()
 }
 
 #[cfg(test)]
