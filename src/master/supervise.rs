@@ -89,9 +89,13 @@ pub fn supervise(started: Started) -> i32 {
                         reloaded(&ident, &cfg, &mut children);
                     }
                     for (name, pid, how, lived) in children.exited() {
-                        log::warning(&ident, &format!(
-                            "process {} {name} pid {pid} {how}", children.exe_display()
-                        ));
+                        // As Postfix's master: only an abnormal end is worth a warning (the
+                        // local delivery process ends normally after the queue manager).
+                        if how != "exit status 0" {
+                            log::warning(&ident, &format!(
+                                "process {} {name} pid {pid} {how}", children.exe_display()
+                            ));
+                        }
                         let wait = if lived < RESTART_PAUSE { RESTART_PAUSE * 5 } else { RESTART_PAUSE };
                         match name {
                             "smtpd" => {
