@@ -7,7 +7,7 @@
 //! (`ok`, or `fatal: REASON`; `reloaded` after each `SIGHUP`) and exits at once when that
 //! socket reads end of file (the master is gone).
 //!
-//! Each master.cf service has a [`Slot`]: the [`SmtpdService`] new connections get and the
+//! Each master.cf service has a `Slot`: the [`SmtpdService`] new connections get and the
 //! semaphore that caps its concurrent sessions at master.cf's maxproc (`-` =
 //! `default_process_limit`, `0` = no limit). The accept loop takes a permit *before*
 //! accepting, so that over the limit further clients wait in the kernel's listen queue, as
