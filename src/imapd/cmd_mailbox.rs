@@ -519,7 +519,8 @@ impl<C: Client> Session<C> {
                 if f.noinferiors {
                     attrs.push("\\NoInferiors".into());
                 }
-                if o.ret_children {
+                // As without RETURN: a \NoInferiors mbox file has no children flag.
+                if o.ret_children && !f.noinferiors {
                     attrs.push(children(f).into());
                 }
                 if o.ret_special || o.sel_special {

@@ -741,10 +741,12 @@ impl<C: Client> Session<C> {
     /// IDLE (RFC 2177): `+ idling`, then changes as they happen (checked every
     /// `idle_check`), `* OK Still here` every `imap_idle_notify_interval`, until DONE.
     fn cmd_idle(&mut self, tag: &str) {
+        // `+ idling` first, then what changed meanwhile (Dovecot's cmd-idle.c syncs
+        // right after the continuation).
+        self.out.line("+ idling");
         if self.sel.is_some() {
             self.sync(SyncMode::Full, false);
         }
-        self.out.line("+ idling");
         self.out.flush(&mut self.io);
         // Whatever the client sent after IDLE is read here, line by line.
         let mut pending = self.reader.take_buffered();

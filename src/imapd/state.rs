@@ -255,11 +255,9 @@ async fn take_over(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, ch: Arc<C
         Err(Refused::TempFail) => Verdict::Reply(format!(
             "{tag} NO [UNAVAILABLE] Temporary authentication failure."
         )),
-        Err(Refused::Internal) => Verdict::ReplyClose(
-            "* BYE [UNAVAILABLE] Internal error occurred. Refer to server log for more information."
-                .to_string(),
-        ),
-        Err(Refused::UserIp(n)) => Verdict::Reply(format!(
+        // Dovecot's imap process fails its init after the login: the client hears so.
+        Err(Refused::Internal) => Verdict::Taken,
+        Err(Refused::UserIp(n)) => Verdict::ReplyClose(format!(
             "{tag} NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={n})"
         )),
     };
@@ -272,6 +270,10 @@ async fn take_over(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, ch: Arc<C
             None,
         )
         .await;
+    if matches!(checked, Err(Refused::Internal)) && sent.is_ok() {
+        init_failed(&st, &req, fd).await;
+        return;
+    }
     let Ok((user, info)) = checked else {
         return;
     };
@@ -280,6 +282,43 @@ async fn take_over(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, ch: Arc<C
         return;
     }
     start_session(st, req, fd, user, info);
+}
+
+/// Dovecot's answer when the mail process cannot start for a user who logged in (a uid
+/// below `first_valid_uid`): `TAG OK Logged in, but initialization failed.`, then `* BYE
+/// Internal error occurred. …` at the next command.
+async fn init_failed(st: &ImapState, req: &LoginRequest, fd: OwnedFd) {
+    let Ok(io) = crate::login::conn::Io::from_handed(fd, req.tls) else {
+        return;
+    };
+    let user = match &req.creds {
+        Credentials::Plain { user, .. } | Credentials::Apop { user, .. } => user.clone(),
+    };
+    st.log.info(&format!(
+        "imap-login: Login: user=<{user}>, method={}, rip={}, lip={}, mpid={}{}, session=<{}>",
+        req.method,
+        req.remote.ip(),
+        req.local.ip(),
+        std::process::id(),
+        if req.tls {
+            ", TLS"
+        } else if st.login.is_secured(false, req.remote, req.local) {
+            ", secured"
+        } else {
+            ""
+        },
+        req.session_id
+    ));
+    let mut conn = crate::login::conn::Conn::new(io, req.remote, req.local);
+    conn.rbuf = req.leftover.clone();
+    conn.reply(&format!(
+        "{} OK Logged in, but initialization failed.",
+        req.tag
+    ));
+    let _ = conn.read_line(st.max_line, st.autologout).await;
+    conn.reply("* BYE Internal error occurred. Refer to server log for more information.");
+    conn.flush().await;
+    conn.io.shutdown().await;
 }
 
 /// A logged-in session runs on its own thread (as Dovecot runs one `imap` process per

@@ -534,6 +534,16 @@ impl PreLogin {
                 self.tried = Tried::Nothing;
                 self.conn.reply(&t);
                 self.closing = true;
+                // `TAG NO [LIMIT] Maximum number of connections …`: Dovecot logs the
+                // refusal itself as the reason.
+                if let Some(reason) = t.split_once(" [LIMIT] ").map(|(_, r)| r) {
+                    self.st.log.info(&format!(
+                        "imap-login: Disconnected: {reason}: user=<{}>, method={method}, {}, session=<{}>",
+                        self.user,
+                        self.conn.fields(self.secured()),
+                        self.conn.session_id
+                    ));
+                }
                 None
             }
             None => {

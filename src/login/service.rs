@@ -140,10 +140,18 @@ impl Checker<'_> {
         if nix::unistd::geteuid().is_root() {
             let uid = info.uid.unwrap_or(0);
             if info.uid.is_none() || uid < self.first_valid_uid {
+                // Dovecot's pop3 process names itself with pid and session here; the
+                // imap process, failing in its init, with the user only.
+                let who = match self.protocol {
+                    Protocol::Pop3 => format!(
+                        "{service}({})<{}><{session_id}>",
+                        res.user,
+                        std::process::id()
+                    ),
+                    Protocol::Imap => format!("{service}({})", res.user),
+                };
                 self.log.error(&format!(
-                    "{service}({})<{}><{session_id}>: Mail access for users with UID {uid} not permitted (see first_valid_uid in config file, uid from userdb lookup).",
-                    res.user,
-                    std::process::id(),
+                    "{who}: Mail access for users with UID {uid} not permitted (see first_valid_uid in config file, uid from userdb lookup).",
                 ));
                 return Err(Refused::Internal);
             }

@@ -800,6 +800,15 @@ impl MaildirBox {
         } else {
             HashMap::new()
         };
+        // Messages this view took out of `new/` stay new to it when it reads the Maildir
+        // again (its own renames change the directories' times, so the first sync after
+        // the opening rereads): the folder's first index takes them as \Recent.
+        let was_new: std::collections::HashSet<u32> = self
+            .messages
+            .iter()
+            .filter(|m| m.in_new)
+            .map(|m| m.uid)
+            .collect();
         self.messages = Vec::with_capacity(known.len());
         self.names = Vec::with_capacity(known.len());
         self.dirfd = OpenOptions::new()
@@ -835,7 +844,7 @@ impl MaildirBox {
                 keywords: letters.iter().map(|c| (*c as u8 - b'a') as usize).collect(),
                 size,
                 date,
-                in_new: rel.starts_with("new/"),
+                in_new: rel.starts_with("new/") || was_new.contains(&uid),
             });
             self.names.push(rel);
         }

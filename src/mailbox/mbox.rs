@@ -2253,6 +2253,7 @@ fn format_saved(m: &MboxSave, base: Option<&str>, uid: u32) -> Vec<u8> {
     // The header: up to the first empty line (or the whole message).
     let mut pos = 0;
     let mut body_at = m.data.len();
+    let mut header_ended = false;
     let mut hiding = false;
     while pos < m.data.len() {
         let eol = m.data[pos..]
@@ -2263,6 +2264,7 @@ fn format_saved(m: &MboxSave, base: Option<&str>, uid: u32) -> Vec<u8> {
         let line = &m.data[pos..eol];
         if line == b"\n" || line == b"\r\n" {
             body_at = eol;
+            header_ended = true;
             break;
         }
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
@@ -2324,6 +2326,11 @@ fn format_saved(m: &MboxSave, base: Option<&str>, uid: u32) -> Vec<u8> {
     }
     if !body.is_empty() && !body.ends_with(b"\n") {
         body.push(b'\n');
+    }
+    // A message that is all header (no empty line): Dovecot's mbox-save gives it a body
+    // of one empty line (`Content-Length: 1`), so clients see the header end.
+    if !header_ended {
+        body = b"\n".to_vec();
     }
     out.extend_from_slice(format!("Content-Length: {}\n\n", body.len()).as_bytes());
     out.extend_from_slice(&body);
