@@ -882,6 +882,22 @@ fn two_sessions_and_delivery() {
         let ra = a.cmd("NOOP");
         assert!(ra.contains(&"* 1 EXPUNGE".to_string()), "{store:?} {ra:?}");
         assert!(ra.contains(&"* 3 EXISTS".to_string()), "{store:?} {ra:?}");
+        // Both flag the same message deleted; A expunges it while B FETCHes (where an
+        // expunge is held back); B's EXPUNGE then reports it (imaptest's expunge script).
+        a.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)");
+        b.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)");
+        let ra = a.cmd("EXPUNGE");
+        assert!(ra.contains(&"* 1 EXPUNGE".to_string()), "{store:?} {ra:?}");
+        let rb = b.cmd("FETCH 1:* (UID)");
+        assert!(
+            !rb.iter().any(|l| l.ends_with(" EXPUNGE")),
+            "{store:?} {rb:?}"
+        );
+        let rb = b.cmd("EXPUNGE");
+        assert!(rb.contains(&"* 1 EXPUNGE".to_string()), "{store:?} {rb:?}");
+        deliver(41);
+        a.cmd("NOOP");
+        b.cmd("NOOP");
         // IDLE: B waits, mail arrives, B hears within the timeout.
         let r = b.cmd("IDLE");
         assert_eq!(r, ["+ idling"]);
@@ -1020,6 +1036,23 @@ fn bad_input_and_escapes() {
         dir.path(),
         Store::Mbox,
         "ssl = no\ndisable_plaintext_auth = no\n",
+    );
+    // An ID of 200 kB before login: Dovecot reads ID's parameters as a stream (its
+    // login input buffer is 4 kB), answers it and goes on.
+    let (mut c, _) = Imap::connect(s.port);
+    let pairs: Vec<String> = (0..200)
+        .map(|i| format!("\"k{i}\" \"{}\"", "x".repeat(1000)))
+        .collect();
+    let r = c.cmd(&format!("ID ({})", pairs.join(" ")));
+    assert_eq!(
+        r.last().map(String::as_str),
+        Some("t1 OK ID completed."),
+        "{r:?}"
+    );
+    assert!(
+        c.cmd("NOOP")
+            .last()
+            .is_some_and(|l| l == "t2 OK NOOP completed.")
     );
     let mut c = Imap::login(s.port, "alice");
     let bad = |r: Vec<String>, want: &str| {

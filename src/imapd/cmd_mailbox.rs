@@ -483,6 +483,46 @@ impl<C: Client> Session<C> {
                     }
                 }
             }
+            if !lsub && o.recursive {
+                // RECURSIVEMATCH (RFC 5258 §3.5): a matching mailbox that is not itself
+                // subscribed but has a subscribed descendant the patterns do not match
+                // (one they match is listed itself), with `CHILDINFO`.
+                for s in &subs {
+                    let vname = self.to_ns_name(s);
+                    if matches(&vname) {
+                        continue;
+                    }
+                    let mut parent = vname.as_str();
+                    while let Some(p) = parent.rfind(sep) {
+                        parent = &parent[..p];
+                        if !matches(parent) || seen.iter().any(|x| x == parent) {
+                            continue;
+                        }
+                        seen.push(parent.to_string());
+                        let mut attrs: Vec<String> = Vec::new();
+                        let store_name = self.to_store_name(parent);
+                        match folders.iter().find(|f| f.name == store_name) {
+                            None => attrs.push("\\NonExistent".into()),
+                            Some(f) => {
+                                if f.noselect {
+                                    attrs.push("\\Noselect".into());
+                                }
+                                if o.ret_children {
+                                    attrs.push(children(f).into());
+                                }
+                            }
+                        }
+                        if o.ret_special || o.sel_special {
+                            attrs.extend(self.special_use(parent));
+                        }
+                        let name = astring_out(&mutf7::encode(parent));
+                        self.out.line(&format!(
+                            "* LIST ({}) \"{sep_s}\" {name} (CHILDINFO (\"SUBSCRIBED\"))",
+                            attrs.join(" ")
+                        ));
+                    }
+                }
+            }
             return Done::Ok(done.into());
         }
         let mut list: Vec<&FolderInfo> = folders.iter().collect();

@@ -164,7 +164,20 @@ impl<C: Client> Session<C> {
                 if o.min || o.max || o.count || o.all {
                     let mut line = o.esearch(tag, uid, &ids);
                     if key.has_modseq() && !ids.is_empty() {
-                        // `* ESEARCH … MODSEQ n` (RFC 7162 §3.1.5).
+                        // `* ESEARCH … MODSEQ n` (RFC 7162 §3.1.5): with only MIN and/or
+                        // MAX, the highest MODSEQ of the messages returned.
+                        let top_modseq = if !o.all && !o.count {
+                            let mut t = 0;
+                            if o.min {
+                                t = hits.first().map_or(0, |(m, _)| m.modseq);
+                            }
+                            if o.max {
+                                t = t.max(hits.last().map_or(0, |(m, _)| m.modseq));
+                            }
+                            t
+                        } else {
+                            top_modseq
+                        };
                         line.truncate(line.len() - 2);
                         line.extend_from_slice(format!(" MODSEQ {top_modseq}\r\n").as_bytes());
                     }

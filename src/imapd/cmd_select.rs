@@ -236,12 +236,18 @@ impl<C: Client> Session<C> {
             }
             None
         };
-        let Some(sel) = self.sel.as_mut() else {
+        let Some(sel) = self.sel.as_ref() else {
             return Done::Bad("No mailbox selected.".into(), false);
         };
         if sel.folder.read_only() {
             return Done::No("Mailbox is read-only.".into());
         }
+        // Others' changes first, reported (the view must be current to number ours; an
+        // expunge held back during an earlier FETCH or STORE is sent now).
+        self.sync(SyncMode::Full, uid);
+        let Some(sel) = self.sel.as_mut() else {
+            return Done::Bad("No mailbox selected.".into(), false);
+        };
         let before: Vec<u32> = sel.folder.messages().iter().map(|m| m.uid).collect();
         let uids: Option<Vec<u32>> = set.map(|s| {
             let last = before.last().copied().unwrap_or(0);
@@ -252,8 +258,6 @@ impl<C: Client> Session<C> {
                 .filter(|u| s.contains(*u, last, &saved))
                 .collect()
         });
-        // Others' expunges first (the view must be current to number ours).
-        let _ = sel.folder.sync(SyncMode::Full);
         match sel.folder.expunge(uids.as_deref()) {
             Ok(gone) => {
                 let gone: Vec<u32> = gone.iter().map(|&(_, u)| u).collect();

@@ -161,6 +161,25 @@ impl Conn {
         Ok(n)
     }
 
+    /// Read and drop input up to the end of the current line, holding no more of it than
+    /// one read (a long ID command, which Dovecot parses as a stream).
+    pub async fn skip_line(&mut self, timeout: Duration) -> Result<(), End> {
+        loop {
+            if let Some(pos) = memchr::memchr(b'\n', &self.rbuf) {
+                if self.counting {
+                    self.in_bytes += pos as u64 + 1;
+                }
+                self.rbuf.drain(..=pos);
+                return Ok(());
+            }
+            if self.counting {
+                self.in_bytes += self.rbuf.len() as u64;
+            }
+            self.rbuf.clear();
+            self.fill(timeout).await?;
+        }
+    }
+
     /// Read one line without its CRLF; a line over `limit` is [`End::TooLong`]. Replies
     /// are flushed before the session blocks.
     pub async fn read_line(&mut self, limit: usize, timeout: Duration) -> Result<Vec<u8>, End> {

@@ -42,6 +42,21 @@ use crate::imapd::reader::{Arg, ReadEvent, literal_marker, parse_args, split_com
 
 /// Dovecot's login input buffer: a command line with its literals.
 const LOGIN_MAX_INBUF: usize = 4096;
+
+/// The tag of a buffered line that starts `TAG ID (`, the only command whose line may
+/// exceed [`LOGIN_MAX_INBUF`].
+fn long_id_tag(buf: &[u8]) -> Option<String> {
+    let sp = buf.iter().position(|&b| b == b' ')?;
+    let tag = &buf[..sp];
+    let rest = &buf[sp + 1..];
+    let valid_tag = !tag.is_empty()
+        && tag
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && !b"(){%*\"\\+".contains(&b));
+    (valid_tag && rest.len() >= 4 && rest[..4].eq_ignore_ascii_case(b"ID ("))
+        .then(|| String::from_utf8_lossy(tag).into_owned())
+}
+
 /// Dovecot's `CLIENT_MAX_BAD_COMMANDS` of the login processes.
 const MAX_BAD_COMMANDS: u32 = 3;
 /// The capabilities every greeting starts with (Dovecot's `CAPABILITY_BANNER_STRING`
@@ -197,6 +212,16 @@ impl PreLogin {
                     line.extend(self.conn.rbuf.drain(..size));
                 }
                 Err(End::TooLong) => {
+                    // ID's parameters are read as a stream by Dovecot, whatever their
+                    // length: a long ID line is dropped as it comes and answered as `ID NIL`.
+                    if line.is_empty()
+                        && let Some(tag) = long_id_tag(&self.conn.rbuf)
+                    {
+                        if let Err(e) = self.conn.skip_line(self.st.idle_timeout).await {
+                            return Line::End(end_reason(e));
+                        }
+                        return Line::Command(format!("{tag} ID NIL").into_bytes());
+                    }
                     self.conn.reply("* BYE Input buffer full, aborting");
                     return Line::End("Input buffer full");
                 }

@@ -285,11 +285,4 @@ mod tests {
         assert_eq!(uidl("%v.%u", 7, 1, ""), "7.1");
         assert_eq!(uidl("%f", 7, 1, "123.M1P2.host"), "123.M1P2.host");
     }
-
-    #[test]
-    fn uidl_default_format() {
-        assert_eq!(uidl("%08Xu%08Xv", 1795876603, 1, ""), "000000016b0ae6fb");
-        assert_eq!(uidl("%v.%u", 7, 1, ""), "7.1");
-        assert_eq!(uidl("%f", 7, 1, "123.M1P2.host"), "123.M1P2.host");
-    }
 }

@@ -54,8 +54,11 @@ pub enum Key {
     New,
     Old,
     Keyword(String, bool),
-    /// A header field contains the text (`name` lower-case; FROM/TO/… are headers too).
+    /// A header field contains the text (`name` lower-case; SUBJECT is a header too).
     Header(String, String),
+    /// FROM, TO, CC, BCC: the text is looked for in the field's addresses as Dovecot
+    /// writes them again (`message_address_write`: comments dropped, `name <a@d>`).
+    Address(String, String),
     Body(String),
     Text(String),
     Larger(u64),
@@ -307,8 +310,9 @@ fn parse_one(args: &[Arg], i: &mut usize, depth: usize) -> Result<Key, SearchErr
         "NEW" => Ok(Key::New),
         "KEYWORD" => Ok(Key::Keyword(string_arg(args, i)?, true)),
         "UNKEYWORD" => Ok(Key::Keyword(string_arg(args, i)?, false)),
-        "FROM" | "TO" | "CC" | "BCC" | "SUBJECT" => {
-            Ok(Key::Header(up.to_ascii_lowercase(), string_arg(args, i)?))
+        "SUBJECT" => Ok(Key::Header(up.to_ascii_lowercase(), string_arg(args, i)?)),
+        "FROM" | "TO" | "CC" | "BCC" => {
+            Ok(Key::Address(up.to_ascii_lowercase(), string_arg(args, i)?))
         }
         "HEADER" => {
             let name = string_arg(args, i)?;
@@ -465,6 +469,13 @@ fn eval(key: &Key, meta: &MessageMeta, ctx: &Context, msg: &mut WithMsg<'_>) -> 
                 .iter()
                 .any(|v| squeeze(&fold(&decode_header(v))).contains(&needle))
         }),
+        Key::Address(name, text) => msg(&mut |m: &Message| {
+            let needle = squeeze(&fold(text));
+            header_values(m, name).iter().any(|v| {
+                let v = write_addresses(&super::rfc822::parse_addresses(v));
+                squeeze(&fold(&decode_header(&v))).contains(&needle)
+            })
+        }),
         Key::Body(text) => msg(&mut |m: &Message| {
             let needle = fold(text);
             any_text(m, &m.root, false, &mut |t| fold(t).contains(&needle))
@@ -509,6 +520,66 @@ fn squeeze(s: &str) -> String {
 }
 
 /// Values of a top-level header field (`""`: every field, for TEXT).
+/// An address list as Dovecot's `message_address_write` gives it: `mailbox@domain`,
+/// `name <@route:mailbox@domain>`, `group: a, b;`.
+fn write_addresses(list: &[super::rfc822::Address]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut first = true;
+    let mut in_group = false;
+    for a in list {
+        if first {
+            first = false;
+        } else {
+            out.extend_from_slice(b", ");
+        }
+        match &a.domain {
+            None => {
+                if !in_group {
+                    if let Some(g) = &a.mailbox {
+                        out.extend_from_slice(g);
+                    }
+                    out.extend_from_slice(b": ");
+                    first = true;
+                } else {
+                    if out.ends_with(b", ") {
+                        out.truncate(out.len() - 2);
+                    }
+                    out.push(b';');
+                }
+                in_group = !in_group;
+            }
+            Some(domain) => {
+                let name = a.name.as_deref().filter(|n| !n.is_empty());
+                if name.is_none() && a.route.is_none() {
+                    out.extend_from_slice(a.mailbox.as_deref().unwrap_or_default());
+                    if !domain.is_empty() {
+                        out.push(b'@');
+                        out.extend_from_slice(domain);
+                    }
+                } else {
+                    if let Some(n) = name {
+                        out.extend_from_slice(n);
+                        out.push(b' ');
+                    }
+                    out.push(b'<');
+                    if let Some(r) = &a.route {
+                        out.push(b'@');
+                        out.extend_from_slice(r);
+                        out.push(b':');
+                    }
+                    out.extend_from_slice(a.mailbox.as_deref().unwrap_or_default());
+                    if !domain.is_empty() {
+                        out.push(b'@');
+                        out.extend_from_slice(domain);
+                    }
+                    out.push(b'>');
+                }
+            }
+        }
+    }
+    out
+}
+
 fn header_values(m: &Message, name: &str) -> Vec<Vec<u8>> {
     mime::fields(m.root.header(&m.raw))
         .into_iter()
@@ -742,6 +813,36 @@ mod tests {
     }
 
     #[test]
+    fn addresses_written_again_as_dovecot() {
+        use super::super::rfc822::parse_addresses;
+        for (value, want) in [
+            (
+                &b"<user-from (comment)@ (comment) domain.org>"[..],
+                "user-from@domain.org",
+            ),
+            // A comment stands in for the missing display name (message_address_parse).
+            (
+                b"user-from@domain.org (RealFrom)",
+                "RealFrom <user-from@domain.org>",
+            ),
+            (
+                b"RealFrom <user-from@domain.org>",
+                "RealFrom <user-from@domain.org>",
+            ),
+            (
+                b"groupname: a@d.org, b@d.org;, g2: c@d.org;",
+                "groupname: a@d.org, b@d.org;, g2: c@d.org;",
+            ),
+        ] {
+            assert_eq!(
+                String::from_utf8_lossy(&write_addresses(&parse_addresses(value))),
+                want,
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(
@@ -867,9 +968,10 @@ impl ReturnOptions {
             if self.all {
                 out.push_str(&format!(" ALL {}", seqset_string_unsorted(result)));
             }
-            if self.count {
-                out.push_str(&format!(" COUNT {}", result.len()));
-            }
+        }
+        // COUNT even when nothing matched (`COUNT 0`, as Dovecot's imap-search.c).
+        if self.count {
+            out.push_str(&format!(" COUNT {}", result.len()));
         }
         out.push_str("\r\n");
         out.into_bytes()

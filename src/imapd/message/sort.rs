@@ -468,9 +468,10 @@ pub fn thread(msgs: &[(&Message, &MessageMeta)], alg: Algorithm) -> Vec<Thread> 
         }
         let me = own[i];
         if let Some(p) = prev {
-            if !is_ancestor(&parent, me, p) {
-                parent[me] = Some(p);
-            }
+            // A parent that would close a loop (the message is its own ancestor through
+            // others' References) leaves the message a root, as Dovecot's thread
+            // links (imaptest's thread script: (3 2)(1)).
+            parent[me] = (!is_ancestor(&parent, me, p)).then_some(p);
         } else {
             parent[me] = None;
         }
