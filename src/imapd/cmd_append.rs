@@ -27,6 +27,9 @@ pub(crate) struct AppendState {
     /// The reply was sent early (a zero-byte message): the rest of the line is read and
     /// dropped.
     answered: bool,
+    /// The literal being received is a literal8 (`~{n}`, RFC 3516): its binary part is
+    /// saved as base64, as Dovecot's binary converter does.
+    binary: bool,
 }
 
 /// One message of the command: flags, keywords, date, and its parts.
@@ -185,7 +188,7 @@ impl<C: Client> Session<C> {
         head: Vec<u8>,
         size: u64,
         sync: bool,
-        _literal8: bool,
+        literal8: bool,
     ) {
         let first = self.append.is_none();
         if first {
@@ -196,6 +199,7 @@ impl<C: Client> Session<C> {
                 current: None,
                 failed: None,
                 answered: false,
+                binary: false,
             });
         }
         // The arguments so far must be right before the client sends the message.
@@ -260,6 +264,7 @@ impl<C: Client> Session<C> {
         } else {
             None
         };
+        a.binary = literal8;
         let _ = size;
         self.reader.accept_literal();
     }
@@ -319,7 +324,20 @@ impl<C: Client> Session<C> {
         let Some(a) = self.append.as_mut() else {
             return;
         };
-        match a.current.take().map(Spool::finish) {
+        let binary = std::mem::take(&mut a.binary);
+        let finished = a.current.take().map(Spool::finish).map(|r| {
+            r.and_then(
+                |s| match binary.then(|| binary_to_base64(s.bytes())).flatten() {
+                    Some(conv) => {
+                        let mut n = Spool::default();
+                        n.write(&conv)?;
+                        n.finish()
+                    }
+                    None => Ok(s),
+                },
+            )
+        });
+        match finished {
             Some(Ok(s)) => a.literals.push(s),
             Some(Err(e)) => {
                 a.failed = Some(Done::No(
@@ -460,8 +478,9 @@ impl<C: Client> Session<C> {
         let mut section = String::new();
         let mut partial = None;
         let (mbox_name, mbox_params) = match mailbox {
-            Some(m) => match m.split_once(";UIDVALIDITY=") {
-                Some((n, v)) => (Some(n.to_string()), Some(v.to_string())),
+            // URL parameter names are case-insensitive (RFC 5092: `;uidvalidity=`).
+            Some(m) => match m.to_ascii_uppercase().find(";UIDVALIDITY=") {
+                Some(i) => (Some(m[..i].to_string()), Some(m[i + 13..].to_string())),
                 None => (Some(m.to_string()), None),
             },
             None => (None, None),
@@ -581,5 +600,88 @@ mod tests {
         let a =
             head_args(b"INBOX CATENATE (URL \"/INBOX;UIDVALIDITY=1/;UID=1\" TEXT ").expect("head");
         assert!(parse_specs(&a[1..], true).is_ok(), "{a:?}");
+    }
+}
+
+/// Dovecot's binary converter (istream-binary-converter.c) for a message APPENDed as a
+/// literal8: a part that is not multipart and says `Content-Transfer-Encoding: binary`
+/// gets `Content-Transfer-Encoding: base64` in that line's place and its body in base64,
+/// 76 characters a line. Done here for the message's own (top-level) part; `None` when
+/// nothing is to change. A multipart message's binary parts are kept as they came.
+fn binary_to_base64(raw: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    // The header: lines up to the first empty one.
+    let mut pos = 0;
+    let mut cte: Option<(usize, usize)> = None;
+    let mut multipart = false;
+    let body_at = loop {
+        let end = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|e| pos + e + 1)?;
+        let line = &raw[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            break end;
+        }
+        let continued = raw.get(end).is_some_and(|b| *b == b' ' || *b == b'\t');
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = line[..colon].trim_ascii();
+            let value = line[colon + 1..].trim_ascii();
+            if name.eq_ignore_ascii_case(b"Content-Transfer-Encoding")
+                && !continued
+                && value.eq_ignore_ascii_case(b"binary")
+            {
+                cte = Some((pos, end));
+            }
+            if name.eq_ignore_ascii_case(b"Content-Type")
+                && value.len() >= 10
+                && value[..10].eq_ignore_ascii_case(b"multipart/")
+            {
+                multipart = true;
+            }
+        }
+        pos = end;
+    };
+    let (start, end) = cte?;
+    if multipart {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() * 4 / 3 + 64);
+    out.extend_from_slice(&raw[..start]);
+    out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
+    out.extend_from_slice(&raw[end..body_at]);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&raw[body_at..]);
+    for (i, chunk) in encoded.as_bytes().chunks(76).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(chunk);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod binary_tests {
+    use super::binary_to_base64;
+
+    #[test]
+    fn binary_part_saved_as_base64_as_dovecot() {
+        let raw =
+            b"From: a@b\r\nContent-Transfer-Encoding: binary\r\nX: y\r\n\r\n\x00-\xe4\n\r\n\n";
+        assert_eq!(
+            binary_to_base64(raw).as_deref(),
+            Some(
+                &b"From: a@b\r\nContent-Transfer-Encoding: base64\r\nX: y\r\n\r\nAC3kCg0KCg=="[..]
+            )
+        );
+        assert_eq!(binary_to_base64(b"Subject: x\r\n\r\nbody\r\n"), None);
+        let long = [
+            b"Content-Transfer-Encoding: binary\n\n".as_slice(),
+            &[7u8; 100],
+        ]
+        .concat();
+        let conv = binary_to_base64(&long).expect("converted");
+        let body = conv.split(|&b| b == b'\n').skip(2).collect::<Vec<_>>();
+        assert_eq!(body[0].len(), 77, "76 characters and CR");
     }
 }
