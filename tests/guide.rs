@@ -9,8 +9,7 @@
 //! relay refused for a foreign client (454 4.7.1 from Debian's smtpd_relay_restrictions),
 //! SMTP AUTH while smtpd cannot reach saslauthd's socket (Postfix's reply and Cyrus's log
 //! line), then `adduser postfix sasl` as Debian documents and relay allowed after AUTH
-//! PLAIN to a loopback SMTP sink, local mail read back over POP3 and IMAP (IMAP may be
-//! skipped, with the script's exact message, until Postern serves it).
+//! PLAIN to a loopback SMTP sink, local mail read back over POP3 and IMAP.
 //! The expected replies in the script were recorded from the real Postfix in the same
 //! scratch root.
 //!
@@ -26,7 +25,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Every step of the replay, in order. All must pass; `imap-read` may be skipped. The
+/// Every step of the replay, in order. All must pass (`imap-read` too, now that Postern
+/// serves IMAP). The
 /// `ref-` steps check that the real programs give the replies the replay expects.
 const STEPS: &[&str] = &[
     "box-postfix",
@@ -59,8 +59,6 @@ const STEPS: &[&str] = &[
     "ref-imap-read",
     "host-clean",
 ];
-
-const IMAP_SKIP: &str = "skipped: IMAP not served yet";
 
 /// What the replay changes inside its scratch root; each must be the same on the host
 /// afterwards (present or absent, link target, content).
@@ -259,7 +257,6 @@ fn guide_replayed_on_a_scratch_debian_box() {
     for id in STEPS {
         match results.get(id).map(Vec::as_slice) {
             Some([("PASS", _)]) => {}
-            Some([("SKIP", text)]) if *id == "imap-read" && text.starts_with(IMAP_SKIP) => {}
             Some([(verdict, text)]) => problems.push(format!("step {id}: {verdict}: {text}")),
             Some(many) => problems.push(format!("step {id} reported {} times", many.len())),
             None => problems.push(format!("step {id}: no result")),

@@ -1,7 +1,7 @@
 //! `postern sandbox [--check-only] [DIR]`: the whole mail system on loopback ports, for
 //! trying Postern without touching `/etc` — SMTP with AUTH (Postfix's smtpd), Cyrus
-//! saslauthd, and Dovecot's POP3 (and IMAP, the day `postern dovecot` serves it) — run as
-//! root or as any user, with a mail user and password it makes up and prints.
+//! saslauthd, and Dovecot's POP3 and IMAP — run as root or as any user, with a mail user
+//! and password it makes up and prints.
 //!
 //! What it does, in order:
 //! 1. Writes into DIR (default: a new `postern-sandbox-PID` in the temp directory) a
@@ -15,8 +15,8 @@
 //!    `saslauthd -a rimap -O 127.0.0.1/IMAPPORT -m DIR/saslauthd`, `dovecot -c
 //!    DIR/dovecot.conf`, `postfix -c DIR start` — saslauthd and Dovecot first, so that
 //!    smtpd offers AUTH only with a password check behind it.
-//! 4. Asks the IMAP port for a greeting: what runs is printed as it is (today Postern's
-//!    dovecot serves POP3, and logs that it does not serve `imap`), with a ready-to-paste
+//! 4. Asks the IMAP port for a greeting: what runs is printed as it is (an IMAP port that
+//!    does not answer is said so, with `DIR/dovecot.log` to look at), with a ready-to-paste
 //!    command for each service (`swaks … --auth-user`, `curl pop3://`, `curl imap://`,
 //!    `testsaslauthd`), then follows `DIR/maillog` and `DIR/dovecot.log` on the terminal.
 //! 5. On SIGINT (Ctrl-C), SIGTERM or SIGHUP — or when standard output goes away
@@ -32,8 +32,8 @@
 //! Postfix's SASL_README gives first for Dovecot, and one that works whatever Dovecot
 //! serves. Cyrus saslauthd can only check a user that is not a system user with `-a
 //! rimap`, an IMAP LOGIN at the IMAP server: it runs so, pointed at the sandbox's IMAP
-//! port, and answers OK the day Postern serves IMAP (until then `NO`, and the sandbox says
-//! so rather than printing a command that fails).
+//! port (were IMAP not answering it would say `NO`, and the sandbox says so rather than
+//! printing a command that fails).
 //!
 //! Mail for `sandbox@sandbox.test` is delivered by virtual(8) to the mbox `DIR/vmail/sandbox`
 //! (`virtual_mailbox_domains`), where Dovecot's `mail_location` reads it. Mail for
@@ -65,7 +65,7 @@ const MAIL_DOMAIN: &str = "sandbox.test";
 const USAGE: &str = "usage: postern sandbox [--check-only] [DIR]
 
 Run the whole mail system on loopback ports: Postfix's SMTP with AUTH, Cyrus saslauthd
-and Dovecot's POP3 (and IMAP once Postern serves it), configured in DIR (default: a new
+and Dovecot's POP3 and IMAP, configured in DIR (default: a new
 directory in the temp directory), with a mail user and password it prints. Works as root
 or as any user; touches nothing outside DIR (as root without a `postfix` account it
 creates the system account `postern`, and says so first). Ctrl-C stops everything it
@@ -821,9 +821,9 @@ fn print_summary(sb: &Sandbox, imap_served: bool, out: &Out) -> Result<(), Gone>
         out.line(&format!("  IMAP       127.0.0.1:{}  dovecot", sb.imap))?;
     } else {
         out.line(&format!(
-            "  IMAP       127.0.0.1:{}  not served: this version of Postern's dovecot serves POP3 only \
-             (dovecot.conf asks for imap; it starts here once Postern serves it)",
-            sb.imap
+            "  IMAP       127.0.0.1:{}  not answering (see {}/dovecot.log)",
+            sb.imap,
+            sb.d()
         ))?;
     }
     out.line(&format!(
@@ -833,7 +833,7 @@ fn print_summary(sb: &Sandbox, imap_served: bool, out: &Out) -> Result<(), Gone>
         if imap_served {
             ""
         } else {
-            " (so it answers NO until IMAP is served)"
+            " (so it answers NO while IMAP does not answer)"
         }
     ))?;
     out.line("")?;
@@ -860,7 +860,7 @@ fn print_summary(sb: &Sandbox, imap_served: bool, out: &Out) -> Result<(), Gone>
         out.line(&format!("  {imap_cmd}"))?;
         out.line(&format!("  {sasl_cmd}"))?;
     } else {
-        out.line("Once Postern serves IMAP (these fail until then):")?;
+        out.line("Once IMAP answers (these fail until then):")?;
         out.line(&format!("  # {imap_cmd}"))?;
         out.line(&format!("  # {sasl_cmd}"))?;
     }

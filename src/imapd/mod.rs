@@ -1,13 +1,17 @@
-//! imapd: Dovecot's IMAP service, the parts that do not depend on the mailbox store: the
-//! wire format (command input with literals and limits, argument trees, response
-//! quoting), modified UTF-7 mailbox names, sequence sets, and the message functions
-//! (ENVELOPE, BODYSTRUCTURE, `BODY[section]<partial>`, BINARY, SEARCH, SORT, THREAD) over a
-//! message's raw bytes, all as Dovecot 2.3.19 answers (recorded from the real program in
-//! `compat-fixtures/imap/` by `scripts/regen-imap-fixtures`). The session state machine
-//! (not authenticated / authenticated / selected / logout) comes with the store API.
+//! imapd: Dovecot's IMAP service (`man imapd`). The login stage is [`crate::login`]
+//! (`imap-login`, shared with POP3); here are the service side of a login ([`state`]:
+//! settings, the credential check, the hand-over) and the logged-in session ([`session`]:
+//! the authenticated and selected states, one thread per session, on the mailbox store
+//! [`crate::mailbox`]), with the commands in `cmd_*` files; and the parts that do not
+//! depend on the store: the wire format (command input with literals and limits, argument
+//! trees, response quoting), modified UTF-7 mailbox names, sequence sets, and the message
+//! functions (ENVELOPE, BODYSTRUCTURE, `BODY[section]<partial>`, BINARY, SEARCH, SORT,
+//! THREAD) over a message's raw bytes, all as Dovecot 2.3.19 answers (recorded from the
+//! real program in `compat-fixtures/imap/` by `scripts/regen-imap-fixtures`; compared live
+//! with the real Dovecot by `tests/imap.rs`).
 //!
 //! Sans I/O (DESIGN.md §2): [`reader::CommandReader`] is fed bytes and yields commands,
-//! continuations and error replies; nothing here touches a socket or a file.
+//! continuations and error replies; only [`session`] and [`state`] touch sockets.
 //!
 //! RFCs: 3501 (IMAP4rev1), 7888 (LITERAL+), 5182 (SEARCHRES), 4731 (ESEARCH), 5256 (SORT,
 //! THREAD), 5957 (SORT=DISPLAY), 5032 (WITHIN), 7162 (CONDSTORE/QRESYNC), 3516 (BINARY),
@@ -26,14 +30,22 @@
 //! see byte for byte. So the reader follows Dovecot's own two-step design (a generic
 //! argument parser, then each command reads its arguments) in ~600 lines.
 //!
-//! Files: [`reader`] (command input), [`seqset`], [`mutf7`], [`mailbox_name`] (Dovecot's
-//! name checks and reply texts), [`message`] (the part tree, ENVELOPE, BODYSTRUCTURE,
-//! BODY/BINARY sections, the FETCH item parser, SEARCH, SORT, THREAD, and the differential
-//! checks in [`message::compat`]). `compat-fixtures/imap/session.txt` holds Dovecot's reply
-//! texts for each command and error case in each state, for the session to come.
+//! Files: [`state`], [`session`] (the command loop, sync and change reports, IDLE,
+//! ENABLE, ID, NAMESPACE), `cmd_select` (SELECT/EXAMINE with QRESYNC, CLOSE, UNSELECT,
+//! EXPUNGE), `cmd_mailbox` (CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST/LSUB with
+//! LIST-EXTENDED and LIST-STATUS, STATUS), `cmd_append` (APPEND, MULTIAPPEND, CATENATE,
+//! through `spool`), `cmd_fetch` (FETCH, STORE, COPY, MOVE), `cmd_search` (SEARCH,
+//! SORT, THREAD, ESEARCH/ESORT, SEARCHRES), [`reader`] (command input), [`seqset`],
+//! [`mutf7`], [`mailbox_name`] (Dovecot's name checks and reply texts), [`message`] (the
+//! part tree, ENVELOPE, BODYSTRUCTURE, BODY/BINARY sections, the FETCH item parser,
+//! SEARCH, SORT, THREAD, and the differential checks in [`message::compat`]).
+//! `compat-fixtures/imap/session.txt` holds Dovecot's reply texts for each command and
+//! error case in each state; `tests/imap.rs` replays its script against Postern.
 //!
-//! Known limits (XXX): no session yet (it needs the mailbox store API); see each file's
-//! header for the rest.
+//! Known limits (XXX, see imapd(8) BUGS): no CONTEXT=SEARCH, NOTIFY, URLAUTH, QUOTA; a
+//! literal8 APPEND converts a binary part to base64 only when it is the message's own
+//! part; IDLE polls every second; the session thread runs in the root master with the
+//! user's file-system identity per access.
 
 mod cmd_append;
 mod cmd_fetch;
