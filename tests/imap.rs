@@ -332,10 +332,10 @@ fn norm(lines: &[String]) -> Vec<String> {
     let mut list_block: Vec<String> = Vec::new();
     let re = |s: &str| -> String {
         let mut s = s.to_string();
-        if let Some(p) = s.find(" (0.") {
-            if let Some(e) = s[p..].find("secs)") {
-                s.replace_range(p..p + e + 5, "");
-            }
+        if let Some(p) = s.find(" (0.")
+            && let Some(e) = s[p..].find("secs)")
+        {
+            s.replace_range(p..p + e + 5, "");
         }
         for key in ["UIDVALIDITY ", "APPENDUID ", "COPYUID ", "HIGHESTMODSEQ "] {
             let mut from = 0;
@@ -353,10 +353,10 @@ fn norm(lines: &[String]) -> Vec<String> {
             s.replace_range(st..end, "N");
             from = st + 1;
         }
-        if let Some(i) = s.find("[CAPABILITY ") {
-            if let Some(e) = s[i..].find(']') {
-                s.replace_range(i..i + e + 1, "[CAPABILITY …]");
-            }
+        if let Some(i) = s.find("[CAPABILITY ")
+            && let Some(e) = s[i..].find(']')
+        {
+            s.replace_range(i..i + e + 1, "[CAPABILITY …]");
         }
         if s.starts_with("* CAPABILITY ") {
             s = "* CAPABILITY …".into();
@@ -1230,7 +1230,7 @@ fn logs_and_limits() {
          protocol imap {\n  imap_logout_format = bytes=%i/%o expunged=%{expunged}\n}\n",
     );
     let mut a = Imap::login(s.port, "alice");
-    let mut b = Imap::login(s.port, "alice");
+    let b = Imap::login(s.port, "alice");
     // A third session from the same address: refused and disconnected, as Dovecot does.
     let (mut c, _) = Imap::connect(s.port);
     let r = c.cmd("LOGIN alice secret");

@@ -540,7 +540,7 @@ impl<C: Client> Session<C> {
             if o.sel_special && special.is_empty() {
                 continue;
             }
-            let subscribed = subs.iter().any(|s| *s == f.name);
+            let subscribed = subs.contains(&f.name);
             let mut attrs: Vec<String> = Vec::new();
             if o.extended {
                 if subscribed && (o.ret_subscribed || o.sel_subscribed) {

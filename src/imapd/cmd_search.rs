@@ -224,17 +224,31 @@ impl<C: Client> Session<C> {
             Err(e) if e.bad_charset => return Done::No("[BADCHARSET] Unknown charset.".into()),
             Err(e) => return bad_cmd(name, &e.text),
         };
-        let hits = self.matching(&key, true);
-        let pairs: Vec<(Message, MessageMeta)> = hits
-            .into_iter()
-            .map(|(meta, msg)| (msg.unwrap_or_else(|| Message::new(b"")), meta))
+        let hits = self.matching(&key, false);
+        let Some(sel) = self.sel.as_mut() else {
+            return Done::Bad("No mailbox selected.".into(), false);
+        };
+        // Sort keys come from headers only: each message's header is read once per
+        // selection and kept.
+        for (meta, _) in &hits {
+            if !sel.sort_headers.contains_key(&meta.uid) {
+                let raw = sel.folder.read(meta.uid).unwrap_or_default();
+                sel.sort_headers
+                    .insert(meta.uid, Message::new(header_only(&raw)));
+            }
+        }
+        let empty = Message::new(b"");
+        let refs: Vec<(&Message, &MessageMeta)> = hits
+            .iter()
+            .map(|(meta, _)| (sel.sort_headers.get(&meta.uid).unwrap_or(&empty), meta))
             .collect();
-        let refs: Vec<(&Message, &MessageMeta)> = pairs.iter().map(|(m, x)| (m, x)).collect();
         let order = sort::sort(&refs, &criteria);
+        let uid_of: std::collections::HashMap<u32, u32> =
+            hits.iter().map(|(m, _)| (m.seq, m.uid)).collect();
         let ids: Vec<u32> = if uid {
             order
                 .iter()
-                .filter_map(|s| pairs.iter().find(|(_, m)| m.seq == *s).map(|(_, m)| m.uid))
+                .filter_map(|s| uid_of.get(s).copied())
                 .collect()
         } else {
             order
@@ -248,10 +262,7 @@ impl<C: Client> Session<C> {
                     let mut uids: Vec<u32> = if uid {
                         kept
                     } else {
-                        kept.iter()
-                            .filter_map(|s| pairs.iter().find(|(_, m)| m.seq == *s))
-                            .map(|(_, m)| m.uid)
-                            .collect()
+                        kept.iter().filter_map(|s| uid_of.get(s).copied()).collect()
                     };
                     uids.sort_unstable();
                     sel.saved = uids;
@@ -317,4 +328,18 @@ impl<C: Client> Session<C> {
             .line(&format!("* THREAD {}", sort::thread_string(&trees)));
         Done::Ok("Thread completed.".into())
     }
+}
+
+/// A message's header with the empty line that ends it (the whole message when it has
+/// no body).
+fn header_only(raw: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    while let Some(e) = raw[pos..].iter().position(|&b| b == b'\n') {
+        let line = &raw[pos..pos + e + 1];
+        pos += e + 1;
+        if line == b"\n" || line == b"\r\n" {
+            return &raw[..pos];
+        }
+    }
+    raw
 }

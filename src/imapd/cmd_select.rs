@@ -135,6 +135,7 @@ impl<C: Client> Session<C> {
             saved: Vec::new(),
             name: vname,
             recent: status.recent,
+            sort_headers: std::collections::HashMap::new(),
         });
         let (code, verb) = (
             if read_only { "READ-ONLY" } else { "READ-WRITE" },

@@ -44,7 +44,7 @@
 //!
 //! Known limits (XXX, see imapd(8) BUGS): no CONTEXT=SEARCH, NOTIFY, URLAUTH, QUOTA; a
 //! literal8 APPEND converts a binary part to base64 only when it is the message's own
-//! part; IDLE polls every second; the session thread runs in the root master with the
+//! part; IDLE polls every half second; the session thread runs in the root master with the
 //! user's file-system identity per access.
 
 mod cmd_append;

@@ -131,6 +131,10 @@ pub(crate) struct Selected {
     pub name: String,
     /// The RECENT count the client was last told.
     pub recent: u32,
+    /// The header of each message a SORT has read (by UID: a message's bytes never
+    /// change), so that the next SORT of the selected mailbox reads no file again (as
+    /// Dovecot's index caches sort keys).
+    pub sort_headers: std::collections::HashMap<u32, super::message::mime::Message>,
 }
 
 /// How a command's reply ends.
@@ -328,7 +332,7 @@ impl<C: Client> Session<C> {
                 let subscribed = self
                     .store
                     .subscriptions()
-                    .map(|s| s.iter().any(|x| *x == name))
+                    .map(|s| s.contains(&name))
                     .unwrap_or(false);
                 if !subscribed {
                     let _ = self.store.set_subscribed(&name, true);

@@ -102,8 +102,9 @@ pub struct ImapState {
     pub max_line: usize,
     /// `imap_idle_notify_interval`: how often an idling client hears `* OK Still here`.
     pub idle_notify: Duration,
-    /// How often IDLE looks for changes (Dovecot's `mailbox_idle_check_interval`, 30 s;
-    /// Postern checks every second, as it costs a few stat calls).
+    /// How often IDLE looks for changes (Dovecot's `mailbox_idle_check_interval`, 30 s,
+    /// is its fallback: it hears of changes through inotify within half a second;
+    /// Postern checks every half second, as it costs a few stat calls).
     pub idle_check: Duration,
     /// `imap_logout_format`.
     pub logout_format: String,
@@ -166,7 +167,7 @@ impl ImapState {
                     .unwrap_or(120)
                     .max(1),
             ),
-            idle_check: Duration::from_secs(1),
+            idle_check: Duration::from_millis(500),
             logout_format: get("imap_logout_format")
                 .unwrap_or("in=%i out=%o deleted=%{deleted} expunged=%{expunged} trashed=%{trashed} hdr_count=%{fetch_hdr_count} hdr_bytes=%{fetch_hdr_bytes} body_count=%{fetch_body_count} body_bytes=%{fetch_body_bytes}")
                 .to_string(),

@@ -12,7 +12,7 @@
 //! at each sync anyway (a same-size change within the file system's time granularity
 //! would look unchanged, as Dovecot guards against with `MAILDIR_SYNC_SECS`). A sync
 //! that finds nothing changed costs a few `stat` calls, so it can run before every IMAP
-//! command and every second or two in IDLE.
+//! command and every half second in IDLE.
 //!
 //! What a view does, it reports itself (STORE's FETCH, EXPUNGE's replies); a later sync
 //! reports only what others did. Expunges by others are held back while the session
