@@ -323,20 +323,17 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
     let dovecot_path = dovecot_conf.map(Path::to_path_buf);
     if let Some(p) = dovecot_path {
         match dovecot::DovecotConf::load_lenient(&p) {
-            Ok((d, unclosed)) => {
+            Ok(d) => {
                 r.info(format!(
                     "Dovecot configuration: using {} ({:?} syntax)",
                     p.display(),
                     d.era
                 ));
                 for w in &d.warnings {
-                    r.warning(w);
+                    r.warning(dovecot::engine::text_to_string(w));
                 }
-                for n in &d.notes {
+                for n in d.notes.iter().chain(d.era_defaults.iter()) {
                     r.warning(n);
-                }
-                if let Some(e) = unclosed {
-                    r.error(e);
                 }
                 if let Err(e) = d.check() {
                     r.error(e);
