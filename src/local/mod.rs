@@ -566,37 +566,7 @@ pub fn format_message(msg: &QueuedMessage, orig: &str, delivered_to: &str, mbox:
     out
 }
 
-/// Switch this thread's filesystem identity (Linux `setfsuid`/`setfsgid`) for the life of
-/// the guard; a no-op when not root.
-pub(crate) struct FsIdentity {
-    active: bool,
-}
-
-impl FsIdentity {
-    pub(crate) fn switch(uid: u32, gid: u32) -> FsIdentity {
-        if !nix::unistd::geteuid().is_root() {
-            return FsIdentity { active: false };
-        }
-        // SAFETY: plain syscalls on this thread's credentials.
-        unsafe {
-            libc::setfsgid(gid);
-            libc::setfsuid(uid);
-        }
-        FsIdentity { active: true }
-    }
-}
-
-impl Drop for FsIdentity {
-    fn drop(&mut self) {
-        if self.active {
-            // SAFETY: as above, back to root.
-            unsafe {
-                libc::setfsuid(0);
-                libc::setfsgid(0);
-            }
-        }
-    }
-}
+pub(crate) use crate::sys::fsid::FsIdentity;
 
 /// Map a mailbox error to Postfix's delivery status (local/mailbox.c with `mbox_dsn()`):
 /// an unsafe mailbox or a full one bounces, anything else is retried.
@@ -605,6 +575,12 @@ fn mailbox_failure(e: &crate::mailbox::MailboxError) -> (Status, &'static str, S
     match e {
         E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0", e.to_string()),
         E::Locked(_) => (Status::Deferred, "4.2.0", e.to_string()),
+        // Folder operations; delivery does not meet them.
+        E::NotFound(_)
+        | E::AlreadyExists(_)
+        | E::InvalidName(_)
+        | E::Cannot { .. }
+        | E::Expunged(_) => (Status::Deferred, "4.2.0", e.to_string()),
         E::Io { source, .. } => match source.raw_os_error() {
             Some(libc::EFBIG) | Some(libc::EDQUOT) => (
                 Status::Bounced,

@@ -2,6 +2,8 @@
 //!
 //! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build).
 //! [`detach`]: a daemon's fork that still tells the starting command how the start went.
+//! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
 
 pub mod detach;
 pub mod dl;
+pub mod fsid;
