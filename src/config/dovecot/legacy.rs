@@ -85,16 +85,21 @@ const V1_KEYS: &[&str] = &[
     "mail_process_size",
 ];
 
-/// Which era wrote these nodes.
+/// Which era wrote these nodes. 0.99 had no sections: a file with an `auth NAME {}` or
+/// `protocol NAME {}` section is 1.x even when it keeps keys 1.0 still read under their
+/// 0.99 names (`default_mail_env` until 1.0.rc11, `mail_extra_groups`, `umask`).
 pub fn detect(nodes: &[Node]) -> Era {
     let mut era = Era::V2;
+    let mut v099_key = false;
+    let mut v1_section = false;
     for n in nodes {
         match n {
-            Node::Setting { key, .. } if V099_KEYS.contains(&key.as_str()) => return Era::V0_99,
+            Node::Setting { key, .. } if V099_KEYS.contains(&key.as_str()) => v099_key = true,
             Node::Setting { key, .. } if V1_KEYS.contains(&key.as_str()) => era = Era::V1,
             Node::Section { kind, children, .. } => {
                 if kind == "auth" {
                     era = Era::V1;
+                    v1_section = true;
                 }
                 if kind == "protocol"
                     && children.iter().any(|c| {
@@ -104,10 +109,17 @@ pub fn detect(nodes: &[Node]) -> Era {
                     })
                 {
                     era = Era::V1;
+                    v1_section = true;
                 }
             }
             _ => {}
         }
+    }
+    if v099_key && !v1_section {
+        return Era::V0_99;
+    }
+    if v099_key {
+        return Era::V1;
     }
     era
 }
@@ -118,6 +130,8 @@ struct Tx {
     have_db: std::collections::HashSet<String>,
     /// An auth section (`auth = default`, `auth default {}`) was seen.
     saw_auth: bool,
+    /// The auth section used the 1.0-test `passdb = DRIVER` syntax.
+    test_syntax: bool,
     out: Vec<Node>,
     notes: Vec<Note>,
     /// Protocols the `login_*` keys apply to (`login = imap` blocks in 0.99).
@@ -554,7 +568,7 @@ impl Tx {
                         let driver = it.next().unwrap_or("").to_string();
                         let args = it.next().unwrap_or("").trim().to_string();
                         self.authdb(key, key, &driver, &args, at);
-                        self.have_db.insert(key.clone());
+                        self.test_syntax = true;
                     } else if self.process_key(&["auth".to_string()], key, key, value, at) {
                     } else if key == "count" {
                         self.note(key, at, "dropped (2.x runs one auth process)");
@@ -867,6 +881,7 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
         era,
         have_db: Default::default(),
         saw_auth: false,
+        test_syntax: false,
         out: Vec::new(),
         notes: Vec::new(),
         login_targets: default_protocols.clone(),
@@ -882,6 +897,7 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
                 era,
                 have_db: Default::default(),
                 saw_auth: false,
+                test_syntax: false,
                 out: Vec::new(),
                 notes: Vec::new(),
                 login_targets: Vec::new(),
@@ -933,6 +949,21 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
     }
     for n in nodes {
         tx.node(n);
+    }
+    // The 1.0-test releases (the `passdb = DRIVER` syntax, until dovecot/core e9503210d3)
+    // made UIDLs as 0.99 did: master-settings.c:301 at e9503210d3^ `pop3_uidl_format "%v.%u"`
+    // (1.0.beta and later have no default, the file had to set one).
+    let sets_uidl = tx
+        .out
+        .iter()
+        .any(|n| matches!(n, Node::Setting { key, .. } if key == "pop3_uidl_format"));
+    if tx.test_syntax && !sets_uidl {
+        tx.out.push(set("pop3_uidl_format", "%v.%u", &first));
+        tx.note(
+            "pop3_uidl_format",
+            &first,
+            "pop3_uidl_format = %v.%u (1.0-test master-settings.c:301 at dovecot/core e9503210d3^)",
+        );
     }
     // An auth section without a passdb or userdb used the era's: 0.99.10 master-settings.c
     // lines 227-228 (`userdb "passwd"`, `passdb "pam"`); 1.0-test and later sections
@@ -1074,6 +1105,49 @@ mod tests {
             auth.block("unix_listener", "/var/spool/postfix/private/auth")
                 .is_some()
         );
+    }
+
+    /// 1.0-test's `auth default { passdb = pam; userdb = passwd }`: Dovecot 2.3 rejects the
+    /// file (`auth_userdb` is unknown); the translation keeps both databases and 1.0-test's
+    /// `%v.%u` UIDLs.
+    #[test]
+    fn test_era_auth_keys_keep_passdb_and_userdb() {
+        let c = DovecotConf::from_str(
+            "protocols = pop3\nauth default {\n  mechanisms = plain\n  userdb = passwd\n  passdb = pam dovecot\n}\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert!(c.translated);
+        assert_eq!(c.era, Era::V1);
+        assert_eq!(c.passdbs()[0].driver, "pam");
+        assert_eq!(c.passdbs()[0].args, "dovecot");
+        assert_eq!(c.userdbs()[0].driver, "passwd");
+        assert_eq!(c.pop3_uidl_format(), "%v.%u");
+        assert_eq!(c.protocols(), vec!["pop3"]);
+    }
+
+    /// A 1.x file 2.3 accepts is printed as 2.3 prints it, but the services keep 1.0's
+    /// defaults where the file sets nothing: IMAP only (2.3 would add POP3 and LMTP), IPv4
+    /// only, login processes as `dovecot`.
+    #[test]
+    fn accepted_1x_file_runs_with_1x_defaults() {
+        let c = DovecotConf::from_str(
+            "auth default {\n  mechanisms = plain\n  passdb pam {\n  }\n  userdb passwd {\n  }\n}\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert!(!c.translated);
+        assert_eq!(c.era, Era::V1);
+        assert_eq!(c.protocols(), vec!["imap"]);
+        assert_eq!(c.get("listen"), Some("*"));
+        assert_eq!(c.login_user("imap"), "dovecot");
+        assert!(c.disable_plaintext_auth());
+        let keys: Vec<&str> = c.era_defaults.iter().map(|n| n.old_key.as_str()).collect();
+        assert!(keys.contains(&"protocols"), "{keys:?}");
+        // A 2.x file gets none.
+        let c =
+            DovecotConf::from_str("protocols = imap\n", Path::new("/etc/dovecot.conf")).unwrap();
+        assert!(c.era_defaults.is_empty());
     }
 
     #[test]
