@@ -983,8 +983,8 @@ fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
             return;
         }
     };
-    let from = match crate::queue::file::parse(&data, id) {
-        Ok(m) => m.sender,
+    let (from, message_id) = match crate::queue::file::parse(&data, id) {
+        Ok(m) => (m.sender, message_id(&m.content)),
         Err(QueueFileError::Incomplete(_)) => return,
         Err(e) => {
             log::warning(&s.ident_pickup, &format!("{id}: {e}; moved to corrupt"));
@@ -1040,6 +1040,36 @@ fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
         &s.ident_pickup,
         &format!("{id}: uid={} from=<{from}>", meta.uid()),
     );
+    // Postfix's pickup hands the file to cleanup, which logs the Message-ID (sendmail and
+    // postdrop already added one when the message had none).
+    if let Some(mid) = message_id {
+        log::info(&s.ident_cleanup, &format!("{id}: message-id={mid}"));
+    }
+}
+
+/// The Message-ID header's value (unfolded, trimmed) in a message's header section.
+fn message_id(content: &[u8]) -> Option<String> {
+    let mut found: Option<String> = None;
+    for line in content.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(v) = found.as_mut() {
+                v.push(' ');
+                v.push_str(String::from_utf8_lossy(line).trim());
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        if line.len() > 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+            found = Some(String::from_utf8_lossy(&line[11..]).trim().to_string());
+        }
+    }
+    found.filter(|v| !v.is_empty())
 }
 
 /// Move a complete file into `active/`; incomplete files stay where they are.

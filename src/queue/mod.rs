@@ -416,6 +416,10 @@ pub struct QueueSettings {
     pub sasl_authenticated_header: bool,
     /// `delay_warning_time` in seconds (0: no delay warnings).
     pub delay_warning_time: u64,
+    /// The ident of cleanup's log lines: `$syslog_name/cleanup` (so `syslog_name =
+    /// postfix-anchor` gives `postfix-anchor/cleanup`, as Postfix's cleanup logs, and log
+    /// readers such as `pflogsumm --syslog-name` find them).
+    pub cleanup_ident: String,
 }
 
 fn num<T: std::str::FromStr>(cfg: &PostfixConfig, name: &str, default: T) -> T {
@@ -432,6 +436,7 @@ impl QueueSettings {
             .context("queue_directory is not set")?;
         Ok(QueueSettings {
             queue_directory: PathBuf::from(queue_directory.trim()),
+            cleanup_ident: crate::log::ident(cfg, "cleanup"),
             myhostname: cfg.get("myhostname").unwrap_or_else(|| "localhost".into()),
             mail_name: cfg.get("mail_name").unwrap_or_else(|| "Postfix".into()),
             long_queue_ids: cfg.get_bool("enable_long_queue_ids").unwrap_or(false),
@@ -489,7 +494,7 @@ impl Queue {
         let stale = writer::remove_stale(&incoming);
         if stale > 0 {
             crate::log::warning(
-                "postfix/cleanup",
+                &settings.cleanup_ident,
                 &format!(
                     "removed {stale} incomplete queue file(s) from {}",
                     incoming.display()
@@ -698,7 +703,7 @@ impl Queue {
         }
         if cleaned.truncated_headers > 0 {
             crate::log::warning(
-                "postfix/cleanup",
+                &s.cleanup_ident,
                 &format!(
                     "{id}: {} header(s) truncated at header_size_limit {}",
                     cleaned.truncated_headers, s.header_size_limit
@@ -810,7 +815,7 @@ impl Queue {
             }),
         });
         crate::log::info(
-            "postfix/cleanup",
+            &s.cleanup_ident,
             &format!(
                 "{id}: message-id={}",
                 cleaned.message_id.as_deref().unwrap_or("<>")
