@@ -88,6 +88,15 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
             kind: infer_type(name, default),
         });
     }
+    // Postern's own: which Postern runs (`mail_version` stays Postfix's, as scripts and
+    // the banner compare it). Shown by `postconf -d`/`postconf postern_version`; Postfix
+    // does not know it.
+    index.insert("postern_version", list.len());
+    list.push(ParamDef {
+        name: "postern_version",
+        default: env!("CARGO_PKG_VERSION"),
+        kind: ParamType::Str,
+    });
     Table { list, index }
 });
 
