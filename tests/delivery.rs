@@ -1708,7 +1708,7 @@ fn cleanup_lines_follow_syslog_name_and_sendmail_mail_gets_message_id() {
         String::from_utf8_lossy(&out.stderr)
     );
     let log = inst.wait_log(": message-id=<cron.1@x.org>");
-    assert!(log.contains(&format!("postfix-anchor/cleanup[")), "{log}");
+    assert!(log.contains("postfix-anchor/cleanup["), "{log}");
     assert!(!log.contains("postfix/cleanup["), "{log}");
     let cleanup_line = |id: &str| {
         log.lines()

@@ -80,13 +80,11 @@ fn pflogsumm_and_fail2ban_read_posterns_log() {
     let _sasl = Saslauthd::start(sock.path());
     let mux = sock.path().join("mux");
     let inst = Instance::start_with(
-        &format!(
-            "myhostname = mail.example.com\nmydestination = $myhostname\nmynetworks = 127.0.0.2/32\n\
+        "myhostname = mail.example.com\nmydestination = $myhostname\nmynetworks = 127.0.0.2/32\n\
              local_recipient_maps =\nalias_maps =\nsyslog_name = postfix-anchor\n\
              mail_spool_directory = $queue_directory/../mail\n\
              smtpd_sasl_auth_enable = yes\n\
-             smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n"
-        ),
+             smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n",
         "qmgr      unix  n       -       n       300     1       qmgr\n",
         |d| {
             std::fs::create_dir_all(d.join("mail")).unwrap();

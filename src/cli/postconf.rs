@@ -8,6 +8,13 @@
 //! Not supported: `-b`/`-t` (bounce templates), `-T` (TLS library queries) — they fail with
 //! a clear message.
 //!
+//! Before showing anything (except with `-d`, which does not read main.cf), every main.cf
+//! and master.cf `-o` value is scanned and every built-in or service parameter's value
+//! expanded, as Postfix's `pcf_register_user_parameters()` does: a macro syntax error or a
+//! reference chain deeper than 100 there is fatal with nothing printed
+//! ([`PostfixConfig::macro_check`]). Diagnostics show non-printable bytes as `?`
+//! ([`text::printable`]). Edge cases are recorded in `compat-fixtures/postconf-cases/`.
+//!
 //! Output lines go through [`print_line`], Postfix's `pcf_print_line()`: white space between
 //! words is normalised to one space, and with `-f` lines fold at 80 columns with a
 //! four-space indent.

@@ -11,7 +11,12 @@
 //! parameters, `$name` expansion errors, boolean/number/time values of built-in parameters,
 //! restriction names in `smtpd_*_restrictions`; master.cf syntax and fields; the SASL file
 //! search path (which file is used) and its syntax; dovecot.conf syntax, unknown settings
-//! and the notes on keys translated from 0.99/1.x; the queue and data directories.
+//! and the notes on keys translated from 0.99/1.x; the queue and data directories. What the
+//! real `postfix check` refuses before a start is refused with its words: `maillog_file`
+//! outside `maillog_file_prefixes`, a master.cf without the `postlog` service while
+//! `maillog_file` is set (`compat-fixtures/postfix-check/`). Beyond Postfix: a SASL file
+//! without `saslauthd` among its `pwcheck_method`s (Postern's smtpd serves no other), and
+//! an unused parameter's line and the built-in name it probably misspells.
 //!
 //! The Dovecot file is `$POSTERN_DOVECOT_CONFIG` (set but empty: no Dovecot check), else the
 //! one `dovecot` reads ([`dovecot::default_conf_path`]: `/etc/dovecot.conf` when it exists,
