@@ -42,7 +42,8 @@ pub struct Node {
     /// Per list define: the elements, in creation order.
     pub lists: Vec<Vec<NodeId>>,
     /// Per strlist define: the pairs, and whether the list exists.
-    pub strlists: Vec<Option<Vec<(String, String)>>>,
+    /// Free-form pairs (`plugin {}`), in order; keyed so a file of 100,000 stays linear.
+    pub strlists: Vec<Option<indexmap::IndexMap<String, String>>>,
 }
 
 impl Node {
@@ -329,11 +330,8 @@ impl Tree {
         match (link, def) {
             (Link::StrList { node, def }, None) => {
                 let k = key.rsplit_once('/').map(|(_, k)| k).unwrap_or(key);
-                let list = self.nodes[node].strlists[def].get_or_insert_with(Vec::new);
-                match list.iter_mut().find(|(x, _)| x == k) {
-                    Some(e) => e.1 = value.to_string(),
-                    None => list.push((k.to_string(), value.to_string())),
-                }
+                let list = self.nodes[node].strlists[def].get_or_insert_with(Default::default);
+                list.insert(k.to_string(), value.to_string());
                 Ok(true)
             }
             (Link::Node { node, .. }, Some(d)) => self.parse_def(node, d, key, value).map(|_| true),
@@ -374,7 +372,7 @@ impl Tree {
             }
             Kind::StrList => {
                 self.prev_info = Some("strlist");
-                self.nodes[node].strlists[d].get_or_insert_with(Vec::new);
+                self.nodes[node].strlists[d].get_or_insert_with(Default::default);
                 let link = Link::StrList { node, def: d };
                 self.links.entry(key.to_string()).or_insert(link);
                 for item in value.split([',', '\t', ' ']).filter(|s| !s.is_empty()) {
@@ -413,7 +411,7 @@ impl Tree {
     }
 
     /// The pairs of a strlist (`plugin`).
-    pub fn strlist(&self, node: NodeId, key: &str) -> Option<&Vec<(String, String)>> {
+    pub fn strlist(&self, node: NodeId, key: &str) -> Option<&indexmap::IndexMap<String, String>> {
         let n = &self.nodes[node];
         n.info.find(key).and_then(|i| n.strlists[i].as_ref())
     }
@@ -2288,10 +2286,10 @@ fn apply_node(dest: &mut Tree, dn: NodeId, src: &Tree, sn: NodeId, prefix: &str)
             }
             Kind::StrList => {
                 if let Some(pairs) = &src.nodes[sn].strlists[i] {
-                    let list = dest.nodes[dn].strlists[i].get_or_insert_with(Vec::new);
+                    let list = dest.nodes[dn].strlists[i].get_or_insert_with(Default::default);
                     for (k, v) in pairs {
-                        if !list.iter().any(|(x, _)| x == k) {
-                            list.push((k.clone(), v.clone()));
+                        if !list.contains_key(k) {
+                            list.insert(k.clone(), v.clone());
                         }
                     }
                 }
