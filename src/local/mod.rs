@@ -123,7 +123,7 @@ impl LocalSettings {
             ),
             mailbox_size_limit: num("mailbox_size_limit", 51_200_000),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
-            myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            myorigin: cfg.myorigin().unwrap_or_else(|| "localhost".into()),
             mailbox_command: cfg
                 .raw("mailbox_command")
                 .unwrap_or_default()

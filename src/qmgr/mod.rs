@@ -317,7 +317,7 @@ impl QmgrSettings {
             transport_maps: maps("transport_maps"),
             ident_discard: log::ident(cfg, "discard"),
             queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),
-            myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            myorigin: cfg.myorigin().unwrap_or_else(|| "localhost".into()),
             mydestination: cfg
                 .get("mydestination")
                 .unwrap_or_default()
