@@ -91,6 +91,9 @@ svc_exists() { init_script "$1" >/dev/null || unit_exists "$1"; }
 svc_running() {
 	if systemd_running; then
 		systemctl is-active --quiet "$1.service"
+	elif [ "$1" = postfix ] || [ "$1" = postern ]; then
+		# (postfix status: Debian's init script says 0 when main.cf is missing)
+		/usr/sbin/postfix status >/dev/null 2>&1 </dev/null
 	elif init_script "$1" >/dev/null; then
 		"$(init_script "$1")" status >/dev/null 2>&1 </dev/null
 	else
@@ -112,7 +115,7 @@ svc_enabled() {
 }
 
 svc_enable() {
-	if command -v systemctl >/dev/null 2>&1 && { unit_exists "$1" || init_script "$1" >/dev/null; }; then
+	if command -v systemctl >/dev/null 2>&1; then
 		must systemctl enable "$1.service"
 	elif command -v chkconfig >/dev/null 2>&1; then
 		must chkconfig --add "$1" && must chkconfig "$1" on
@@ -124,12 +127,23 @@ svc_enable() {
 }
 
 svc_disable() {
-	if command -v systemctl >/dev/null 2>&1 && { unit_exists "$1" || init_script "$1" >/dev/null; }; then
+	if command -v systemctl >/dev/null 2>&1; then
 		must systemctl disable "$1.service"
 	elif command -v chkconfig >/dev/null 2>&1; then
 		must chkconfig "$1" off
 	elif command -v update-rc.d >/dev/null 2>&1; then
 		must update-rc.d "$1" disable
+	fi
+}
+
+# svc_forget NAME: NAME's SysV boot links removed (its init script is about to go):
+# systemctl disable leaves the K links of a SysV script.
+svc_forget() {
+	init_script "$1" >/dev/null || return 0
+	if command -v chkconfig >/dev/null 2>&1; then
+		must chkconfig --del "$1"
+	elif command -v update-rc.d >/dev/null 2>&1; then
+		must update-rc.d -f "$1" remove
 	fi
 }
 
