@@ -15,6 +15,7 @@
 //! generator's postfix@-.service masked), update-rc.d accepting each init script, `man
 //! postfix`/`dovecot`/`smtpd` showing Postern's pages, an upgrade of the postfix package
 //! (repacked as a newer version and installed with dpkg -i) leaving the swap in place, and
+//! swap-out refusing (and changing nothing) while the real Postfix cannot read main.cf,
 //! after swap-out every touched file as before (`dpkg --verify` as before, diversions,
 //! rc links, units), the real daemons running without a fatal line from Postfix.
 //!
@@ -50,6 +51,7 @@ const STEPS: &[&str] = &[
     "postern-deferred",
     "postern-pop3-new",
     "apt-upgrade",
+    "swap-out-refused",
     "swap-out",
     "restored-files",
     "restored-packages",

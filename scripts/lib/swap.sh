@@ -45,6 +45,17 @@ swap_note() { printf '   (%s)\n' "$*"; }
 act() {
 	printf '# %s\n' "$(shquote "$@")"
 	[ "$DRY" = yes ] && return 0
+	show_output "$@"
+}
+
+# look CMD…: a command that changes nothing (a check, or a --dry-run): shown and run,
+# also on --dry-run.
+look() {
+	printf '# %s\n' "$(shquote "$@")"
+	show_output "$@"
+}
+
+show_output() {
 	# (into a file, not a pipe: a daemon started here may keep its stdout open for good)
 	local out rc
 	out=$(mktemp) || return 1
