@@ -26,6 +26,13 @@
 //! Callers never block on I/O: lines go over a channel to one writer thread. [`flush`] waits
 //! until everything sent before it has been written (call it before exiting).
 //!
+//! Two other modes serve processes that fork without exec (the local delivery process,
+//! [`crate::local::server`]), where a thread of the parent must not be relied on:
+//! [`set_direct`] (before the first line) writes each line at once in the calling thread,
+//! so the process has no writer thread; [`start_capture`] (in a forked child) keeps lines
+//! in memory for [`take_captured`], and the parent logs them with the child's PID
+//! ([`emit_as`]).
+//!
 //! Known limits: no `maillog_file_rotate_suffix` / `postfix logrotate`; a `/dev/log` that is a
 //! stream socket (some old syslog-ng setups) is not supported; lines longer than 2000
 //! characters are not cut as `MSG_LOGGER_RECLEN` would.
@@ -149,6 +156,71 @@ pub fn fatal(ident: &str, text: &str) {
     emit(Severity::Fatal, ident, text);
 }
 
+/// A line kept by [`start_capture`]: severity word (`info`, `warning`, `error`, `fatal`),
+/// ident, PID of the process that logged it, text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub severity: String,
+    pub ident: String,
+    pub pid: u32,
+    pub text: String,
+}
+
+/// The synchronous sink of [`set_direct`].
+static DIRECT: OnceLock<Mutex<Sink>> = OnceLock::new();
+/// Lines kept since [`start_capture`] (in a forked child: a fresh lock no other thread of
+/// the child can hold).
+static CAPTURE: Mutex<Option<Vec<Captured>>> = Mutex::new(None);
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Write every line in the calling thread, without a writer thread. Call before the first
+/// line is logged; a later [`configure`] replaces the sink in place.
+pub fn set_direct() {
+    let _ = DIRECT.set(Mutex::new(Sink::Syslog {
+        facility: 2,
+        socket: None,
+    }));
+}
+
+/// Keep every line from now on in memory (see [`take_captured`]) instead of writing it.
+/// For a child forked from a process whose writer thread did not come along.
+pub fn start_capture() {
+    let mut g = CAPTURE.lock().unwrap_or_else(|p| p.into_inner());
+    *g = Some(Vec::new());
+    CAPTURING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The lines kept since [`start_capture`] (capture goes on).
+pub fn take_captured() -> Vec<Captured> {
+    let mut g = CAPTURE.lock().unwrap_or_else(|p| p.into_inner());
+    g.as_mut().map(std::mem::take).unwrap_or_default()
+}
+
+fn severity_word(s: Severity) -> String {
+    match s {
+        Severity::Info => "info".into(),
+        Severity::Warning => "warning".into(),
+        Severity::Error => "error".into(),
+        Severity::Fatal => "fatal".into(),
+        Severity::Plain(level) => format!("plain{level}"),
+    }
+}
+
+/// Log a line another process captured, with that process's PID (`severity` as in
+/// [`Captured`]; an unknown word logs as info).
+pub fn emit_as(c: &Captured) {
+    let severity = match c.severity.as_str() {
+        "warning" => Severity::Warning,
+        "error" => Severity::Error,
+        "fatal" => Severity::Fatal,
+        w => match w.strip_prefix("plain").and_then(|l| l.parse().ok()) {
+            Some(level) => Severity::Plain(level),
+            None => Severity::Info,
+        },
+    };
+    emit_pid(severity, &c.ident, c.pid, &c.text);
+}
+
 /// Log `text` as written (no Postfix severity prefix, no `[pid]` after the ident) at syslog
 /// `level` (`LOG_INFO` 6, `LOG_WARNING` 4, `LOG_ERR` 3, `LOG_CRIT` 2): Dovecot's lines
 /// carry their own level word (`dovecot: master: Fatal: …`).
@@ -157,6 +229,27 @@ pub fn plain(level: u8, ident: &str, text: &str) {
 }
 
 fn emit(severity: Severity, ident: &str, text: &str) {
+    emit_pid(severity, ident, std::process::id(), text);
+}
+
+fn emit_pid(severity: Severity, ident: &str, pid: u32, text: &str) {
+    if CAPTURING.load(std::sync::atomic::Ordering::SeqCst) {
+        let mut g = CAPTURE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = g.as_mut() {
+            v.push(Captured {
+                severity: severity_word(severity),
+                ident: ident.to_string(),
+                pid,
+                text: text.to_string(),
+            });
+            return;
+        }
+    }
+    if let Some(d) = DIRECT.get() {
+        let mut sink = d.lock().unwrap_or_else(|p| p.into_inner());
+        write_line(&mut sink, severity, ident, pid, SystemTime::now(), text);
+        return;
+    }
     let lg = logger();
     if lg.echo.load(std::sync::atomic::Ordering::Relaxed) {
         // Postfix's msg_vstream output: `postfix/postfix-script: fatal: text`.
@@ -165,7 +258,7 @@ fn emit(severity: Severity, ident: &str, text: &str) {
     let msg = Msg::Line {
         severity,
         ident: ident.to_string(),
-        pid: std::process::id(),
+        pid,
         time: SystemTime::now(),
         text: text.to_string(),
     };
@@ -174,11 +267,7 @@ fn emit(severity: Severity, ident: &str, text: &str) {
         Err(_) => false,
     };
     if !sent {
-        eprintln!(
-            "{ident}[{}]: {}{text}",
-            std::process::id(),
-            severity.prefix()
-        );
+        eprintln!("{ident}[{pid}]: {}{text}", severity.prefix());
     }
 }
 
@@ -224,9 +313,14 @@ pub fn stderr_is_tty() -> bool {
 /// `myhostname`. The returned error is Postfix's fatal text (without `fatal: `); the sink is
 /// then left as it was.
 pub fn configure(cfg: &PostfixConfig) -> Result<(), String> {
-    let lg = logger();
     let file = cfg.get("maillog_file").unwrap_or_default();
     let file = file.trim().to_string();
+    if let Some(d) = DIRECT.get() {
+        let sink = sink_for(cfg, &file)?;
+        *d.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+        return Ok(());
+    }
+    let lg = logger();
     let mut current = match lg.file.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
@@ -316,6 +410,15 @@ fn facility_code(name: &str) -> Option<u8> {
 
 /// Wait (at most two seconds) until every line logged before this call is written.
 pub fn flush() {
+    if let Some(d) = DIRECT.get() {
+        if let Sink::File { file, .. } = &mut *d.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = file.flush();
+        }
+        return;
+    }
+    if CAPTURING.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let (tx, rx) = mpsc::channel();
     let sent = match logger().tx.lock() {
         Ok(t) => t.send(Msg::Flush(tx)).is_ok(),

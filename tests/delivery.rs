@@ -1262,6 +1262,16 @@ fn postsuper_s_puts_files_where_they_belong() {
     // Misplace it in the wrong hash directory of deferred/, and add a bogus name.
     let wrong = if id.starts_with('A') { "B" } else { "A" };
     std::fs::create_dir_all(spool.join("deferred").join(wrong)).unwrap();
+    // The queue's directories are mail_owner's, as the queue manager makes them (postsuper,
+    // as Postfix's, works as mail_owner).
+    if let Ok(Some(u)) = nix::unistd::User::from_name(&test_mail_owner()) {
+        std::os::unix::fs::chown(
+            spool.join("deferred").join(wrong),
+            Some(u.uid.as_raw()),
+            None,
+        )
+        .unwrap();
+    }
     std::fs::rename(
         spool.join("incoming").join(&id),
         spool.join("deferred").join(wrong).join(&id),

@@ -445,8 +445,45 @@ fn two_masters_on_one_config_are_refused() {
     assert!(other.connect().is_err());
 }
 
+/// `/proc/PID/status` fields as lists of words.
+fn proc_status(pid: u32) -> std::collections::HashMap<String, Vec<String>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.split_whitespace().map(str::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The children of `pid` with their command lines.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let ppid = st
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|x| x.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            out.push((p, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
+}
+
 #[test]
-fn runs_as_mail_owner_when_started_as_root() {
+fn master_stays_root_and_smtpd_runs_as_mail_owner_when_started_as_root() {
     if !is_root() {
         eprintln!("skipped: not root");
         return;
@@ -454,22 +491,22 @@ fn runs_as_mail_owner_when_started_as_root() {
     let inst = Instance::new("compatibility_level = 3.7\n");
     let _fg = start_fg(&inst);
     let pid = inst.pid().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .expect("field")
-    };
+    // The master keeps root, as Postfix's does.
+    assert_eq!(proc_status(pid)["Uid"], vec!["0"; 4]);
     let uid = Command::new("id")
         .args(["-u", TEST_USER])
         .output()
         .expect("id");
     let uid = String::from_utf8_lossy(&uid.stdout).trim().to_string();
-    assert_eq!(field("Uid:"), vec![uid.clone(); 4]);
-    assert!(field("Gid:").iter().all(|g| g != "0"));
-    assert!(field("Groups:").iter().all(|g| g != "0"));
+    let kids = children_of(pid);
+    let smtpd = kids
+        .iter()
+        .find(|(_, c)| c.contains(" smtpd -c "))
+        .unwrap_or_else(|| panic!("no smtpd process among {kids:?}"));
+    let st = proc_status(smtpd.0);
+    assert_eq!(st["Uid"], vec![uid.clone(); 4]);
+    assert!(st["Gid"].iter().all(|g| g != "0"));
+    assert!(st["Groups"].iter().all(|g| g != "0"));
 }
 
 #[test]

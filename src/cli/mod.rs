@@ -100,9 +100,18 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
                     }
                     _ => {}
                 }
+                // The mail system's own processes, started by the master.
                 if first == "qmgr" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
                     return ExitCode::from(crate::qmgr::main(&rest) as u8);
+                }
+                if first == "local" {
+                    let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
+                    return ExitCode::from(crate::local::server::main(&rest) as u8);
+                }
+                if first == "smtpd" {
+                    let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
+                    return ExitCode::from(crate::master::serve::main(&rest) as u8);
                 }
                 if first == "sandbox" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();

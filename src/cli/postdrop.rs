@@ -1,5 +1,5 @@
 //! `postdrop`: Postfix's mail posting agent. Installed set-group-ID `setgid_group`
-//! (`postdrop`), it lets a user who cannot write `queue_directory/maildrop/` (mode 1730,
+//! (`postdrop`), it lets a user who cannot write `queue_directory/maildrop/` (mode 0730,
 //! group postdrop) hand a message to the mail system, even while the daemons are stopped.
 //!
 //! `sendmail` builds the queue file (Postfix's record format, [`crate::queue::file`]) as the
@@ -7,9 +7,9 @@
 //! `$command_directory/postdrop -c DIR`. postdrop reads at most `message_size_limit` plus
 //! 1 MiB from its standard input, parses the whole file (a stream that is not one complete
 //! queue file with a valid queue ID and at least one recipient is refused, nothing
-//! written), then writes it under a temporary name, marks it complete (owner-execute),
-//! fsyncs, renames it to `maildrop/ID` without replacing an existing file, fsyncs the
-//! directory when it may read it (not with maildrop's mode 1730, as with Postfix's postdrop)
+//! written), then writes it under a temporary name (mode 0644), marks it complete (0744:
+//! owner-execute; readable by the queue manager, which runs as `mail_owner`), fsyncs, renames it to `maildrop/ID` without replacing an existing file, fsyncs the
+//! directory when it may read it (not with maildrop's mode 0730, as with Postfix's postdrop)
 //! and wakes the queue manager. The file is owned by the user (the pickup log line
 //! reports the uid), its group is postdrop's.
 //!
@@ -83,16 +83,18 @@ pub fn main(args: &[String]) -> i32 {
     let tmp = maildrop.join(format!(".tmp.{}.{id}", std::process::id()));
     let dest = maildrop.join(&id);
     let write = || -> std::io::Result<()> {
+        // Postfix's postdrop: 0644 while being written, 0744 when complete (u+x), so that
+        // the mail system, which does not own the file, can read it.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(&data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o744))?;
         f.sync_all()?;
         crate::queue::writer::rename_noreplace(&tmp, &dest)?;
-        // maildrop/ is not readable by the postdrop group (mode 1730), so the directory
+        // maildrop/ is not readable by the postdrop group (mode 0730), so the directory
         // cannot be opened to fsync it; Postfix's postdrop does not either.
         match std::fs::File::open(&maildrop) {
             Ok(d) => d.sync_all(),

@@ -8,6 +8,9 @@
 //! Requests.` at the end (the sum of the message sizes shown, as Postfix 3.7 counts), or `Mail queue is empty`.
 //! Files are listed in directory order, as Postfix's showq does.
 //!
+//! postsuper run by root works as `mail_owner` (as Postfix's does), so that hash directories
+//! it makes are the mail system's.
+//!
 //! `postsuper -h ID|ALL` puts messages on hold (`hold/`, not delivered, `!` in `mailq`,
 //! logged `ID: placed on hold`), `-H` releases them to `deferred/` (`ID: released from
 //! hold`), due at the queue manager's next deferred scan.
@@ -474,6 +477,17 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     };
     let _ = log::configure(&cfg);
     let ident = log::ident(&cfg, "postsuper");
+    // As Postfix's postsuper: run by root, it works as mail_owner, so that what it creates
+    // in the queue (hash subdirectories) is the mail system's.
+    if crate::master::privs::is_root() {
+        let dropped =
+            crate::master::privs::mail_owner(&cfg).and_then(|o| crate::master::privs::drop_to(&o));
+        if let Err(e) = dropped {
+            log::fatal(&ident, &e);
+            eprintln!("postsuper: fatal: {e}");
+            return 1;
+        }
+    }
     let say = |line: &str| {
         log::info(&ident, line);
         eprintln!("postsuper: {line}");
@@ -541,14 +555,14 @@ pub fn postsuper_main(args: &[String]) -> i32 {
                         "removed"
                     }),
                     SuperOp::Hold => {
-                        let _ = std::fs::create_dir_all(qdir.join("hold"));
+                        let _ = crate::queue::make_queue_dir(&qdir.join("hold"));
                         std::fs::rename(&path, qdir.join("hold").join(&id))
                             .is_ok()
                             .then_some("placed on hold")
                     }
                     SuperOp::Release => {
                         let d = qdir.join("deferred").join(id.get(..1).unwrap_or("0"));
-                        let _ = std::fs::create_dir_all(&d);
+                        let _ = crate::queue::make_queue_dir(&d);
                         // Due at once: the queue manager's next deferred scan takes it.
                         if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
                             let _ = f.set_modified(std::time::SystemTime::now());
@@ -588,7 +602,6 @@ pub fn postsuper_main(args: &[String]) -> i32 {
 /// ID through cleanup (re-running header and address rewriting); Postern keeps the ID.
 fn requeue(qdir: &Path, id: &str, path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::create_dir_all(qdir.join("maildrop"));
     let dest = qdir.join("maildrop").join(id);
     if dest.symlink_metadata().is_ok() {
         return false;
@@ -661,7 +674,7 @@ fn structure_check(qdir: &Path, only: Option<&str>, warn: &dyn Fn(&str)) {
             };
             if want != path && want.symlink_metadata().is_err() {
                 if let Some(parent) = want.parent() {
-                    let _ = std::fs::create_dir_all(parent);
+                    let _ = crate::queue::make_queue_dir(parent);
                 }
                 if let Err(e) = std::fs::rename(&path, &want) {
                     warn(&format!(

@@ -746,7 +746,7 @@ fn drop_into_maildrop(
     });
     let maildrop = s.queue_directory.join("maildrop");
     if nix::unistd::access(&maildrop, nix::unistd::AccessFlags::W_OK).is_err() {
-        // Not allowed to write maildrop/ (mode 1730, group postdrop): hand the file to the
+        // Not allowed to write maildrop/ (mode 0730, group postdrop): hand the file to the
         // set-group-ID postdrop, as Postfix's sendmail does.
         let r = run_postdrop(cfg, &data);
         queue.release_queue_id(&id);
@@ -759,9 +759,11 @@ fn drop_into_maildrop(
             .write(true)
             .create_new(true)
             .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(&data)?;
-        // Owner-execute marks the file complete (Postfix's convention).
-        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        // Owner-execute marks the file complete (Postfix's convention); 0744 as Postfix's
+        // postdrop leaves it, readable by the queue manager (mail_owner) that picks it up.
+        f.set_permissions(std::fs::Permissions::from_mode(0o744))?;
         f.sync_all()?;
         std::fs::rename(&tmp, &dest)?;
         std::fs::File::open(&maildrop)?.sync_all()

@@ -31,13 +31,22 @@
 //! `deliver_unknown()` does; it is logged `to=<relay>, orig_to=<recipient>`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! When the process is root, every file in the user's home is opened with the thread's
-//! filesystem identity switched to the user (`setfsuid`/`setfsgid`, per thread on Linux);
-//! the spool mbox is created by root and handed to the user (Postfix does the same for a
-//! spool directory that is not world-writable) and must be owned by the user. Commands and
-//! files named by aliases run as `default_privs` (Postfix: the alias database owner, unless
-//! root), those named by a `.forward` as the user. When not root, everything runs as the invoking user. Mailboxes are opened with
-//! `O_NOFOLLOW` and must be regular files with one link ([`crate::mailbox`]).
+//! [`deliver`] runs in the local delivery process ([`server`]), which is root, after it
+//! has checked the request against the queue file: alias, `:include:` and `.forward`
+//! resolution happen there (`.forward` is read with the thread's filesystem identity
+//! switched to the user, `setfsuid`/`setfsgid`), and every mailbox write, file write and
+//! command runs in a forked process that has become the recipient for good
+//! ([`crate::sys::child::run_as`]: supplementary groups set to the one gid, then the gid,
+//! then the uid, as Postfix's `set_ugid()`). Commands and files named by aliases run as
+//! `default_privs` (Postfix: the alias database owner, unless root), those named by a
+//! `.forward` or `mailbox_command` as the user. The spool follows Postfix's
+//! local/mailbox.c: a spool anyone may write is written as the recipient throughout, one
+//! its group may write as the recipient with that group (to create the file and the
+//! dotlock), any other one is left to root to create the mbox (owned by the recipient,
+//! never through a symlink) and take the dotlock, and the recipient appends under fcntl.
+//! When not root, everything runs as the invoking user, in place. Mailboxes are opened
+//! with `O_NOFOLLOW` and must be regular files with one link owned by the recipient
+//! ([`crate::mailbox`]).
 //!
 //! # main.cf parameters read
 //! `alias_maps`, `mailbox_command`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
@@ -48,8 +57,9 @@
 //! * XXX Only `$home/.forward` (no `forward_path`); `mailbox_command` is run through
 //!   `/bin/sh` without Postfix's `$name` expansion; a `luser_relay` address is delivered
 //!   locally by its local part whatever its domain; no `allow_mail_to_*`
-//!   or `local_recipient_maps` checks here; no supplementary groups for the user (only
-//!   uid/gid).
+//!   or `local_recipient_maps` checks here.
+//! * XXX In a spool directory only its group may write, the append too is made with that
+//!   group (Postfix switches back to the user's own group for it, for group quotas).
 //! * XXX An owner- list's failures are reported to the original sender: Postfix re-injects
 //!   the expansion as a new message from `owner-NAME` (`forwarded as ID`), so its bounces
 //!   go to the owner; Postern delivers in place and the queue manager bounces to the
@@ -59,6 +69,9 @@
 //! * XXX When one expansion of an alias fails temporarily, the whole alias is retried later
 //!   and the members that got the mail get it again (Postfix keeps a duplicate filter only
 //!   within one delivery attempt as well).
+
+pub mod client;
+pub mod server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -566,37 +579,7 @@ pub fn format_message(msg: &QueuedMessage, orig: &str, delivered_to: &str, mbox:
     out
 }
 
-/// Switch this thread's filesystem identity (Linux `setfsuid`/`setfsgid`) for the life of
-/// the guard; a no-op when not root.
-pub(crate) struct FsIdentity {
-    active: bool,
-}
-
-impl FsIdentity {
-    pub(crate) fn switch(uid: u32, gid: u32) -> FsIdentity {
-        if !nix::unistd::geteuid().is_root() {
-            return FsIdentity { active: false };
-        }
-        // SAFETY: plain syscalls on this thread's credentials.
-        unsafe {
-            libc::setfsgid(gid);
-            libc::setfsuid(uid);
-        }
-        FsIdentity { active: true }
-    }
-}
-
-impl Drop for FsIdentity {
-    fn drop(&mut self) {
-        if self.active {
-            // SAFETY: as above, back to root.
-            unsafe {
-                libc::setfsuid(0);
-                libc::setfsgid(0);
-            }
-        }
-    }
-}
+pub(crate) use crate::sys::fsid::FsIdentity;
 
 /// Map a mailbox error to Postfix's delivery status (local/mailbox.c with `mbox_dsn()`):
 /// an unsafe mailbox or a full one bounces, anything else is retried.
@@ -605,6 +588,12 @@ fn mailbox_failure(e: &crate::mailbox::MailboxError) -> (Status, &'static str, S
     match e {
         E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0", e.to_string()),
         E::Locked(_) => (Status::Deferred, "4.2.0", e.to_string()),
+        // Folder operations; delivery does not meet them.
+        E::NotFound(_)
+        | E::AlreadyExists(_)
+        | E::InvalidName(_)
+        | E::Cannot { .. }
+        | E::Expunged(_) => (Status::Deferred, "4.2.0", e.to_string()),
         E::Io { source, .. } => match source.raw_os_error() {
             Some(libc::EFBIG) | Some(libc::EDQUOT) => (
                 Status::Bounced,
@@ -723,86 +712,244 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
         expected_owner: Some(uid),
         ..Default::default()
     };
-    let res = if s.home_mailbox.is_empty() {
-        // The spool: root creates the file for the user, then appends to it only if it is
-        // the user's regular file (checked by the mailbox layer, opened without following
-        // symlinks).
-        if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
-            Err((
-                Status::Bounced,
-                "5.2.2",
-                "error writing message: File too large".to_string(),
-            ))
-        } else {
-            create_spool_mbox(&target, uid, gid)
-                .map_err(|e| crate::mailbox::MailboxError::io(&target, e))
-                .and_then(|()| crate::mailbox::deliver_mbox(&target, &ctx.msg.sender, &data, &opts))
-                .map(|()| "delivered to mailbox")
-                .map_err(|e| mailbox_failure(&e))
-        }
-    } else {
-        let _id = FsIdentity::switch(uid, gid);
-        if maildir {
-            crate::mailbox::deliver_maildir(&target, &data)
-                .map(|_| "delivered to maildir")
-                .map_err(|e| mailbox_failure(&e))
-        } else if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
-            Err((
-                Status::Bounced,
-                "5.2.2",
-                "error writing message: File too large".to_string(),
-            ))
-        } else {
-            crate::mailbox::deliver_mbox(&target, &ctx.msg.sender, &data, &opts)
-                .map(|()| "delivered to mailbox")
-                .map_err(|e| mailbox_failure(&e))
-        }
+    let sender = ctx.msg.sender.clone();
+    let too_big = || {
+        Act::failed(
+            Status::Bounced,
+            "5.2.2",
+            "error writing message: File too large",
+        )
     };
-    match res {
-        Ok(text) => ctx.push(addr, Status::Sent, "2.0.0", text.to_string()),
-        Err((status, dsn, why)) => ctx.push(
+    let res = if s.home_mailbox.is_empty() {
+        if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
+            too_big()
+        } else {
+            deliver_spool(
+                &s.mail_spool_directory,
+                &target,
+                uid,
+                gid,
+                &sender,
+                &data,
+                &opts,
+            )
+        }
+    } else if maildir {
+        // Everything in the home directory as the recipient (Postfix's local(8) does it all
+        // with the recipient's privileges there).
+        as_user(uid, gid, || {
+            match crate::mailbox::deliver_maildir(&target, &data) {
+                Ok(_) => Act::sent("delivered to maildir"),
+                Err(e) => Act::from_mailbox(&e),
+            }
+        })
+    } else if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
+        too_big()
+    } else {
+        as_user(uid, gid, || {
+            match crate::mailbox::deliver_mbox(&target, &sender, &data, &opts) {
+                Ok(()) => Act::sent("delivered to mailbox"),
+                Err(e) => Act::from_mailbox(&e),
+            }
+        })
+    };
+    if res.status == Status::Sent {
+        ctx.push(addr, Status::Sent, "2.0.0", res.text);
+    } else {
+        ctx.push(
             addr,
-            status,
-            dsn,
+            res.status,
+            &res.dsn,
             format!(
-                "cannot update mailbox {} for user {user}. {why}",
-                target.display()
+                "cannot update mailbox {} for user {user}. {}",
+                target.display(),
+                res.text
             ),
-        ),
+        );
     }
+}
+
+/// Delivery to `mail_spool_directory/USER` with Postfix's least privilege (local/mailbox.c):
+/// a world-writable spool (or one that cannot be examined) is written as the recipient
+/// throughout; a group-writable one as the recipient with the spool's group (to create the
+/// file and its dotlock); otherwise root creates the file for the recipient and takes the
+/// dotlock, and the recipient writes. The writes always happen in a process that has
+/// become the recipient ([`crate::sys::child::run_as`]).
+fn deliver_spool(
+    spool: &Path,
+    target: &Path,
+    uid: u32,
+    gid: u32,
+    sender: &str,
+    data: &[u8],
+    opts: &crate::mailbox::MboxOptions,
+) -> Act {
+    use std::os::unix::fs::MetadataExt;
+    let deliver = |opts: &crate::mailbox::MboxOptions| match crate::mailbox::deliver_mbox(
+        target, sender, data, opts,
+    ) {
+        Ok(()) => Act::sent("delivered to mailbox"),
+        Err(e) => Act::from_mailbox(&e),
+    };
+    let st = std::fs::metadata(spool).ok();
+    let (spool_uid, spool_gid) = match &st {
+        None => (uid, gid),
+        Some(m) if m.mode() & 0o002 != 0 => (uid, gid),
+        Some(m) if m.mode() & 0o020 != 0 => (uid, m.gid()),
+        Some(_) => (0, 0),
+    };
+    if spool_uid == uid || !crate::sys::child::is_root() {
+        return as_user(spool_uid, spool_gid, || deliver(opts));
+    }
+    // Root's part: the file (the recipient's, never through a symlink) and the dotlock in
+    // a directory only root may write; the recipient's part: the append under fcntl.
+    if let Err(e) = create_spool_mbox(target, uid, gid) {
+        return Act::from_mailbox(&crate::mailbox::MailboxError::io(target, e));
+    }
+    let dot = match crate::mailbox::lock::dotlock(target, opts) {
+        Ok(d) => d,
+        Err(e) => return Act::from_mailbox(&e),
+    };
+    let user_opts = crate::mailbox::MboxOptions {
+        dotlock: false,
+        ..opts.clone()
+    };
+    let res = as_user(uid, gid, || deliver(&user_opts));
+    drop(dot);
+    res
+}
+
+/// What one mailbox write or command gave: `Sent` with its text, or the status, DSN code
+/// and reason of a failure. It travels back from the process that did the work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Act {
+    status: Status,
+    dsn: String,
+    text: String,
+}
+
+impl Act {
+    fn sent(text: &str) -> Act {
+        Act {
+            status: Status::Sent,
+            dsn: "2.0.0".into(),
+            text: text.into(),
+        }
+    }
+
+    fn failed(status: Status, dsn: &str, text: &str) -> Act {
+        Act {
+            status,
+            dsn: dsn.into(),
+            text: text.into(),
+        }
+    }
+
+    fn from_mailbox(e: &crate::mailbox::MailboxError) -> Act {
+        let (status, dsn, text) = mailbox_failure(e);
+        Act {
+            status,
+            dsn: dsn.into(),
+            text,
+        }
+    }
+}
+
+impl crate::sys::wire::Wire for Status {
+    fn put(&self, e: &mut crate::sys::wire::Enc) {
+        e.str(match self {
+            Status::Sent => "sent",
+            Status::Deferred => "deferred",
+            Status::Bounced => "bounced",
+        });
+    }
+    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
+        Some(match d.string()?.as_str() {
+            "sent" => Status::Sent,
+            "deferred" => Status::Deferred,
+            "bounced" => Status::Bounced,
+            _ => return None,
+        })
+    }
+}
+
+impl crate::sys::wire::Wire for Act {
+    fn put(&self, e: &mut crate::sys::wire::Enc) {
+        self.status.put(e);
+        e.str(&self.dsn).str(&self.text);
+    }
+    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
+        Some(Act {
+            status: Status::get(d)?,
+            dsn: d.string()?,
+            text: d.string()?,
+        })
+    }
+}
+
+impl crate::sys::wire::Wire for Outcome {
+    fn put(&self, e: &mut crate::sys::wire::Enc) {
+        e.str(&self.to)
+            .str(self.orig_to.as_deref().unwrap_or(""))
+            .str(if self.orig_to.is_some() { "1" } else { "0" });
+        self.status.put(e);
+        e.str(&self.dsn).str(&self.text);
+    }
+    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
+        let to = d.string()?;
+        let orig = d.string()?;
+        let has_orig = d.string()? == "1";
+        Some(Outcome {
+            to,
+            orig_to: has_orig.then_some(orig),
+            status: Status::get(d)?,
+            dsn: d.string()?,
+            text: d.string()?,
+        })
+    }
+}
+
+/// Run `f` as `uid`/`gid` (a forked process that became that user when this one is root);
+/// a process that could not do it defers, as Postfix's local(8) dying would.
+fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> Act) -> Act {
+    crate::sys::child::run_as(uid, gid, f).unwrap_or_else(|e| Act {
+        status: Status::Deferred,
+        dsn: "4.3.0".into(),
+        text: format!("cannot deliver as uid {uid}: {e}"),
+    })
 }
 
 fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
     let data = format_message(&ctx.msg, &ctx.orig, addr, false);
     let (uid, gid) = ctx.privs;
-    let id = FsIdentity::switch(uid, gid);
-    let opts = crate::mailbox::MboxOptions {
-        dotlock: false,
-        ..Default::default()
-    };
-    let res = crate::mailbox::deliver_mbox(path, &ctx.msg.sender, &data, &opts);
-    drop(id);
-    match res {
-        Ok(()) => ctx.push(
-            addr,
-            Status::Sent,
-            "2.0.0",
-            format!("delivered to file: {}", path.display()),
-        ),
-        Err(e) => {
-            let (status, dsn, why) = mailbox_failure(&e);
-            ctx.push(
-                addr,
-                status,
-                dsn,
-                format!("cannot append message to file {}: {why}", path.display()),
-            );
+    let sender = ctx.msg.sender.clone();
+    let res = as_user(uid, gid, || {
+        let opts = crate::mailbox::MboxOptions {
+            dotlock: false,
+            ..Default::default()
+        };
+        match crate::mailbox::deliver_mbox(path, &sender, &data, &opts) {
+            Ok(()) => Act::sent(&format!("delivered to file: {}", path.display())),
+            Err(e) => Act::from_mailbox(&e),
         }
+    });
+    if res.status == Status::Sent {
+        ctx.push(addr, Status::Sent, "2.0.0", res.text);
+    } else {
+        ctx.push(
+            addr,
+            res.status,
+            &res.dsn,
+            format!(
+                "cannot append message to file {}: {}",
+                path.display(),
+                res.text
+            ),
+        );
     }
 }
 
 fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
-    use std::os::unix::process::CommandExt;
     // As Postfix's local/command.c: the `From ` line and the delivery headers, but no
     // `>From ` quoting and no trailing empty line (the command, e.g. procmail, does that).
     let sender = if ctx.msg.sender.is_empty() {
@@ -849,47 +996,53 @@ fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
             c.current_dir(&pw.dir);
         }
     }
-    if nix::unistd::geteuid().is_root() {
-        let (uid, gid) = ctx.privs;
-        // std clears the supplementary groups when root sets a uid.
-        c.uid(uid).gid(gid);
-    }
-    let child = c.spawn().and_then(|mut ch| {
-        if let Some(mut stdin) = ch.stdin.take() {
-            // A command that does not read its input is not an error (Postfix ignores EPIPE).
-            let _ = stdin.write_all(&data);
+    let (uid, gid) = ctx.privs;
+    // The command runs in a process that has become `uid`/`gid` (no other group), as
+    // Postfix's pipe_command() does with set_ugid().
+    let res = as_user(uid, gid, move || {
+        let child = c.spawn().and_then(|mut ch| {
+            if let Some(mut stdin) = ch.stdin.take() {
+                // A command that does not read its input is not an error (Postfix ignores
+                // EPIPE).
+                let _ = stdin.write_all(&data);
+            }
+            ch.wait_with_output()
+        });
+        match child {
+            Ok(o) if o.status.success() => Act::sent(""),
+            Ok(o) => {
+                let code = o.status.code().unwrap_or(-1);
+                let mut output = String::from_utf8_lossy(&o.stdout).into_owned();
+                output.push_str(&String::from_utf8_lossy(&o.stderr));
+                let output = output.split_whitespace().collect::<Vec<_>>().join(" ");
+                let mut text = format!("Command died with status {code}: \"{cmd}\"");
+                if !output.is_empty() {
+                    text.push_str(&format!(". Command output: {output}"));
+                }
+                // sysexits: EX_TEMPFAIL (75) and friends are temporary, as in Postfix's
+                // pipe code.
+                if matches!(code, 71 | 74 | 75) || code < 0 {
+                    Act::failed(Status::Deferred, "4.3.0", &text)
+                } else {
+                    Act::failed(Status::Bounced, "5.3.0", &text)
+                }
+            }
+            Err(e) => Act::failed(
+                Status::Deferred,
+                "4.3.0",
+                &format!("cannot run command {cmd}: {e}"),
+            ),
         }
-        ch.wait_with_output()
     });
-    match child {
-        Ok(o) if o.status.success() => ctx.push(
+    if res.status == Status::Sent {
+        ctx.push(
             addr,
             Status::Sent,
             "2.0.0",
             format!("delivered to command: {cmd}"),
-        ),
-        Ok(o) => {
-            let code = o.status.code().unwrap_or(-1);
-            let mut output = String::from_utf8_lossy(&o.stdout).into_owned();
-            output.push_str(&String::from_utf8_lossy(&o.stderr));
-            let output = output.split_whitespace().collect::<Vec<_>>().join(" ");
-            let mut text = format!("Command died with status {code}: \"{cmd}\"");
-            if !output.is_empty() {
-                text.push_str(&format!(". Command output: {output}"));
-            }
-            // sysexits: EX_TEMPFAIL (75) and friends are temporary, as in Postfix's pipe code.
-            if matches!(code, 71 | 74 | 75) || code < 0 {
-                ctx.push(addr, Status::Deferred, "4.3.0", text);
-            } else {
-                ctx.push(addr, Status::Bounced, "5.3.0", text);
-            }
-        }
-        Err(e) => ctx.push(
-            addr,
-            Status::Deferred,
-            "4.3.0",
-            format!("cannot run command {cmd}: {e}"),
-        ),
+        );
+    } else {
+        ctx.push(addr, res.status, &res.dsn, res.text);
     }
 }
 

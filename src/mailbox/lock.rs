@@ -491,6 +491,7 @@ mod tests {
             format: Format::Mbox,
             root: d.path().join("mail"),
             inbox: d.path().join("inbox"),
+            ..MailLocation::default()
         };
         let held = pop3_session_lock(&loc, Duration::ZERO).expect("lock");
         let path = d.path().join("mail/.imap").join(POP3_SESSION_LOCK);
@@ -513,6 +514,7 @@ mod tests {
             format: Format::Maildir,
             root: d.path().join("Maildir"),
             inbox: d.path().join("Maildir"),
+            ..MailLocation::default()
         };
         assert_eq!(pop3_session_lock_dir(&md), d.path().join("Maildir"));
     }

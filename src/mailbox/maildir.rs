@@ -1,12 +1,17 @@
 //! Maildir: `tmp/`, `new/`, `cur/`; a message is written to `tmp/`, fsynced, and appears
-//! by rename into `new/` (then the directory is fsynced). Flags ride in the file name after
-//! `:2,` (`S` seen, `R` replied, `T` trashed, `D` draft, `F` flagged).
+//! by rename into `new/` (local delivery) or `cur/` (IMAP APPEND and COPY, with its
+//! flags), then the directory is fsynced. Flags ride in the file name after `:2,`: `D`
+//! draft, `F` flagged, `R` replied, `S` seen, `T` trashed, then keyword letters `a`–`z`
+//! whose names `dovecot-keywords` gives (`0 $Forwarded` makes `a` that keyword).
 //!
 //! UIDs live where Dovecot keeps them: `dovecot-uidlist`, version 3 — a header
 //! `3 V<uidvalidity> N<next uid> G<guid>` and one line per message `<uid> [ext…] :<base
-//! name>` (the base name is the file name before `:2,`). New messages get the next UIDs
-//! and the list is rewritten as Dovecot does: written to `dovecot-uidlist.lock` (which is
-//! also the lock, taken with `O_EXCL`), fsynced and renamed over `dovecot-uidlist`.
+//! name>` (the base name is the file name before `:2,`; extension fields such as `W` and
+//! `G` are kept). New messages get the next UIDs and the list is rewritten as Dovecot
+//! does: written to `dovecot-uidlist.lock` (which is also the lock, taken with
+//! `O_EXCL`), fsynced and renamed over `dovecot-uidlist`. `dovecot-keywords` is replaced
+//! the same way under `dovecot-keywords.lock`. Both live in the control directory
+//! (`CONTROL=`), by default the Maildir itself.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -18,7 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{MailboxError, MessageInfo, crlf_size};
+use super::flags::{Flags, KeywordSet};
+use super::{MailboxError, crlf_size};
 
 fn ensure_dirs(dir: &Path) -> Result<(), MailboxError> {
     for sub in ["", "tmp", "new", "cur"] {
@@ -99,46 +105,32 @@ pub fn deliver_maildir(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxErr
     Ok(new)
 }
 
-/// `dovecot-uidlist` as read: UIDVALIDITY, next UID, GUID, base name → UID.
-#[derive(Debug, Default)]
-struct UidList {
-    validity: u32,
-    next: u32,
-    guid: String,
-    uids: HashMap<String, u32>,
+/// Take `dovecot-uidlist.lock` in `dir` (the lock, and the list's next version).
+/// `dovecot-uidlist.lock`, held: removed on drop unless it became the new list.
+struct UidlistLock {
+    file: Option<File>,
+    path: PathBuf,
 }
 
-fn read_uidlist(path: &Path) -> Option<UidList> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut lines = text.lines();
-    let head = lines.next()?;
-    let mut words = head.split_whitespace();
-    if words.next()? != "3" {
-        // XXX: versions 1 and 2 (Dovecot 1.0) are not read; the box gets new UIDs.
-        return None;
-    }
-    let mut list = UidList::default();
-    for w in words {
-        match w.split_at(1) {
-            ("V", v) => list.validity = v.parse().ok()?,
-            ("N", v) => list.next = v.parse().ok()?,
-            ("G", v) => list.guid = v.to_string(),
-            _ => {}
+impl Drop for UidlistLock {
+    fn drop(&mut self) {
+        // Only a lock this session still holds: once renamed into place, the name may
+        // already be another session's lock.
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-    for line in lines {
-        let Some((left, name)) = line.split_once(':') else {
-            continue;
-        };
-        let Some(uid) = left.split_whitespace().next().and_then(|u| u.parse().ok()) else {
-            continue;
-        };
-        list.uids.insert(name.to_string(), uid);
-    }
-    Some(list)
 }
 
-fn uidlist_lock(dir: &Path) -> Result<(File, PathBuf), MailboxError> {
+fn uidlist_lock(dir: &Path) -> Result<UidlistLock, MailboxError> {
+    let (file, path) = uidlist_lock_file(dir)?;
+    Ok(UidlistLock {
+        file: Some(file),
+        path,
+    })
+}
+
+fn uidlist_lock_file(dir: &Path) -> Result<(File, PathBuf), MailboxError> {
     use super::lock::{LockFileError, create_lock_file, older_than};
     let path = dir.join("dovecot-uidlist.lock");
     // Dovecot's stale timeout for this lock, and how long it waits, is two minutes.
@@ -257,9 +249,9 @@ impl MaildirMessage {
         let (f, p) = match opened {
             Ok(f) => (f, None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let p = locate(&self.dir, &path(), &self.base).ok_or_else(|| {
-                    MailboxError::Format(format!("{}: message vanished", self.base))
-                })?;
+                // Gone (expunged by another session or program): the folder view gives
+                // the UID.
+                let p = locate(&self.dir, &path(), &self.base).ok_or(MailboxError::Expunged(0))?;
                 let f = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -298,203 +290,569 @@ impl MaildirMessage {
     }
 }
 
-/// An opened Maildir INBOX.
+/// `dovecot-uidlist` (version 3) as read: the header's UIDVALIDITY, next UID, mailbox
+/// GUID and other fields, and one record per message: UID, extension fields (`G`, `W`,
+/// `P`, … kept as they are) and base name.
+#[derive(Debug, Default, Clone)]
+struct UidList {
+    validity: u32,
+    next: u32,
+    guid: String,
+    /// Header fields other than V, N and G, kept as they are.
+    other: Vec<String>,
+    records: Vec<(u32, String, String)>,
+}
+
+impl UidList {
+    /// The list as Dovecot writes it.
+    fn text(&self) -> String {
+        let mut text = format!("3 V{} N{}", self.validity, self.next.max(1));
+        if !self.guid.is_empty() {
+            text.push_str(&format!(" G{}", self.guid));
+        }
+        for o in &self.other {
+            text.push(' ');
+            text.push_str(o);
+        }
+        text.push('\n');
+        for (uid, ext, base) in &self.records {
+            text.push_str(&uid.to_string());
+            if !ext.is_empty() {
+                text.push(' ');
+                text.push_str(ext);
+            }
+            text.push_str(" :");
+            text.push_str(base);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Base name → UID.
+    fn uids(&self) -> HashMap<&str, u32> {
+        self.records
+            .iter()
+            .map(|(u, _, b)| (b.as_str(), *u))
+            .collect()
+    }
+}
+
+/// Read `dovecot-uidlist`; `None` if it is missing or not version 3. A last line without
+/// its newline (a writer appending) is left out.
+fn read_uidlist(path: &Path) -> Option<UidList> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    let mut lines = complete.lines();
+    let head = lines.next()?;
+    let mut words = head.split_whitespace();
+    if words.next()? != "3" {
+        // XXX: versions 1 and 2 (Dovecot 1.0) are not read; the box gets new UIDs.
+        return None;
+    }
+    let mut list = UidList::default();
+    for w in words {
+        match w.split_at(1) {
+            ("V", v) => list.validity = v.parse().ok()?,
+            ("N", v) => list.next = v.parse().ok()?,
+            ("G", v) => list.guid = v.to_string(),
+            _ => list.other.push(w.to_string()),
+        }
+    }
+    for line in lines {
+        let Some((left, name)) = line.split_once(" :") else {
+            continue;
+        };
+        let mut parts = left.splitn(2, ' ');
+        let Some(uid) = parts.next().and_then(|u| u.parse().ok()) else {
+            continue;
+        };
+        let ext = parts.next().unwrap_or("").trim().to_string();
+        list.records.push((uid, ext, name.to_string()));
+    }
+    list.records.sort_by_key(|r| r.0);
+    list.records.dedup_by_key(|r| r.0);
+    // Dovecot appends records without rewriting the header: the next UID is past the
+    // last record whatever `N` says.
+    if let Some(last) = list.records.last() {
+        list.next = list.next.max(last.0.saturating_add(1));
+    }
+    Some(list)
+}
+
+/// Write `list` as the new `dovecot-uidlist` of `ctl`: into the lock file (which holds
+/// the lock), fsynced, renamed over the list, as Dovecot replaces it.
+fn write_uidlist(ctl: &Path, list: &UidList, lock: &mut UidlistLock) -> Result<(), MailboxError> {
+    let Some(lock_file) = lock.file.as_mut() else {
+        return Err(MailboxError::Format(
+            "dovecot-uidlist.lock: not held".into(),
+        ));
+    };
+    lock_file
+        .write_all(list.text().as_bytes())
+        .and_then(|()| lock_file.sync_all())
+        .map_err(|e| MailboxError::io(&lock.path, e))?;
+    let target = ctl.join("dovecot-uidlist");
+    std::fs::rename(&lock.path, &target).map_err(|e| MailboxError::io(&target, e))?;
+    lock.file = None;
+    Ok(())
+}
+
+/// A fresh UID list: UIDVALIDITY `validity` (or the time), next UID 1.
+fn fresh_uidlist(validity: Option<u32>) -> UidList {
+    UidList {
+        validity: validity.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(1)
+                .max(1)
+        }),
+        next: 1,
+        ..UidList::default()
+    }
+}
+
+/// `dovecot-keywords`: keyword names by the letter they get in file names (`0` is `a`).
+fn read_keywords(ctl: &Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let Ok(text) = std::fs::read_to_string(ctl.join("dovecot-keywords")) else {
+        return out;
+    };
+    for line in text.lines() {
+        let Some((n, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else {
+            continue;
+        };
+        if n >= MAX_KEYWORDS || name.is_empty() {
+            continue;
+        }
+        if out.len() <= n {
+            out.resize(n + 1, String::new());
+        }
+        out[n] = name.to_string();
+    }
+    out
+}
+
+/// How many keywords a Maildir name can carry: the letters `a` to `z`.
+pub const MAX_KEYWORDS: usize = 26;
+
+/// The letters of `names`, adding names `dovecot-keywords` does not have yet (under its
+/// dotlock, replaced by rename as Dovecot does). `Err` when the 26 letters are taken.
+fn keyword_letters(ctl: &Path, names: &[String]) -> Result<Vec<(String, char)>, MailboxError> {
+    let letters = |list: &[String]| -> Option<Vec<(String, char)>> {
+        names
+            .iter()
+            .map(|n| {
+                list.iter()
+                    .position(|x| x == n)
+                    .map(|i| (n.clone(), (b'a' + i as u8) as char))
+            })
+            .collect()
+    };
+    if let Some(l) = letters(&read_keywords(ctl)) {
+        return Ok(l);
+    }
+    use super::lock::{LockFileError, create_lock_file, older_than};
+    let lock = ctl.join("dovecot-keywords.lock");
+    let minute = Duration::from_secs(60);
+    let mut f = match create_lock_file(&lock, 0o600, b"", minute, |p| older_than(p, minute)) {
+        Ok(f) => f,
+        Err(LockFileError::Io(e)) => return Err(MailboxError::io(&lock, e)),
+        Err(LockFileError::Busy) => return Err(MailboxError::Locked(lock)),
+    };
+    let mut list = read_keywords(ctl);
+    for n in names {
+        if list.contains(n) {
+            continue;
+        }
+        match list.iter().position(|x| x.is_empty()) {
+            Some(i) => list[i] = n.clone(),
+            None if list.len() < MAX_KEYWORDS => list.push(n.clone()),
+            None => {
+                let _ = std::fs::remove_file(&lock);
+                return Err(MailboxError::cannot(
+                    Some("LIMIT"),
+                    "Too many keywords in this mailbox (Maildir names carry 26)",
+                ));
+            }
+        }
+    }
+    let text: String = list
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.is_empty())
+        .map(|(i, n)| format!("{i} {n}\n"))
+        .collect();
+    let target = ctl.join("dovecot-keywords");
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&lock, &target));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&lock);
+        return Err(MailboxError::io(&target, e));
+    }
+    letters(&list).ok_or_else(|| MailboxError::Format("dovecot-keywords: lost a keyword".into()))
+}
+
+/// The flags of a Maildir name's info (`:2,FLAGS`): system flags, keyword letters, and
+/// other letters kept as they are (`P` passed).
+fn parse_info(name: &str) -> (Flags, Vec<char>, String) {
+    let mut flags = Flags::empty();
+    let mut kw = Vec::new();
+    let mut other = String::new();
+    if let Some((_, info)) = name.split_once(":2,") {
+        for c in info.chars() {
+            if let Some(f) = Flags::from_maildir_letter(c) {
+                flags.insert(f);
+            } else if c.is_ascii_lowercase() {
+                kw.push(c);
+            } else {
+                other.push(c);
+            }
+        }
+    }
+    (flags, kw, other)
+}
+
+/// The info part for `flags`, keyword `letters` and `other` letters: uppercase letters
+/// then keyword letters, each in ASCII order (as Dovecot writes `:2,DFRTc`).
+fn info(flags: Flags, other: &str, letters: &[char]) -> String {
+    let mut upper: Vec<char> = flags
+        .maildir_letters()
+        .chars()
+        .chain(other.chars())
+        .collect();
+    upper.sort_unstable();
+    upper.dedup();
+    let mut lower = letters.to_vec();
+    lower.sort_unstable();
+    lower.dedup();
+    let mut s = String::from(":2,");
+    s.extend(upper);
+    s.extend(lower);
+    s
+}
+
+/// What identifies the state of a Maildir cheaply: the times of `new/` and `cur/` (to the
+/// nanosecond) and of `dovecot-uidlist` and `dovecot-keywords`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaildirStamp {
+    new: Option<super::FileStamp>,
+    cur: Option<super::FileStamp>,
+    uidlist: Option<super::FileStamp>,
+    keywords: Option<super::FileStamp>,
+}
+
+impl MaildirStamp {
+    pub fn of(dir: &Path, ctl: &Path) -> MaildirStamp {
+        MaildirStamp {
+            new: super::FileStamp::of(&dir.join("new")),
+            cur: super::FileStamp::of(&dir.join("cur")),
+            uidlist: super::FileStamp::of(&ctl.join("dovecot-uidlist")),
+            keywords: super::FileStamp::of(&ctl.join("dovecot-keywords")),
+        }
+    }
+
+    /// The latest modification time among the parts (Unix seconds).
+    pub fn newest(&self) -> i64 {
+        [self.new, self.cur, self.uidlist, self.keywords]
+            .iter()
+            .flatten()
+            .map(|s| s.mtime)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// One message of an opened Maildir.
+#[derive(Debug, Clone)]
+pub struct MaildirMsg {
+    pub uid: u32,
+    pub flags: Flags,
+    /// Keyword letters, as indexes into [`MaildirBox::keywords`] (`a` is 0).
+    pub keywords: KeywordSet,
+    /// Size as clients see it (CRLF line ends).
+    pub size: u64,
+    /// The file's modification time (the internal date), when asked for.
+    pub date: i64,
+    /// The file is in `new/`: no session has seen it (\\Recent for Dovecot).
+    pub in_new: bool,
+}
+
+/// How a Maildir is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaildirOpen {
+    /// Move messages from `new/` to `cur/` (`NAME:2,`), as a Dovecot session that may
+    /// change the mailbox does.
+    pub move_new: bool,
+    /// Read each file's modification time (the internal date).
+    pub dates: bool,
+}
+
+/// An opened Maildir: its messages with UIDs and flags, never their contents.
 #[derive(Debug)]
-pub struct MaildirMailbox {
+pub struct MaildirBox {
     pub dir: PathBuf,
+    /// Where `dovecot-uidlist` and `dovecot-keywords` are (`CONTROL=`, else `dir`).
+    pub ctl: PathBuf,
     pub uid_validity: u32,
-    pub messages: Vec<MessageInfo>,
+    pub uid_next: u32,
+    /// Keyword names by letter (`""` for a letter not in use).
+    pub keywords: Vec<String>,
+    pub messages: Vec<MaildirMsg>,
     /// Each message's file, relative to `dir` (`cur/NAME:2,S`): one short string per
     /// message rather than a whole path.
     names: Vec<Box<str>>,
     /// `dir` opened, for opening messages relative to it.
     dirfd: Option<Arc<OwnedFd>>,
+    /// The state the messages were read from (taken before reading).
+    pub stamp: MaildirStamp,
+    how: MaildirOpen,
+    validity_hint: Option<u32>,
 }
 
-impl MaildirMailbox {
-    /// List `new/` and `cur/`, take UIDs from `dovecot-uidlist` and give new messages the
-    /// next ones (rewriting the list).
-    pub fn open(dir: &Path) -> Result<MaildirMailbox, MailboxError> {
-        Self::open_session(dir, false)
-    }
-
-    /// [`open`](Self::open); with `drop_recent`, messages in `new/` move to `cur/` (as
-    /// `NAME:2,`), as Dovecot's POP3 session does unless `pop3_no_flag_updates = yes`.
-    pub fn open_session(dir: &Path, drop_recent: bool) -> Result<MaildirMailbox, MailboxError> {
-        ensure_dirs(dir)?;
-        if let Some(mb) = Self::open_unlocked(dir, drop_recent)? {
-            return Ok(mb);
+impl MaildirBox {
+    /// A mailbox with no messages.
+    pub fn empty() -> MaildirBox {
+        MaildirBox {
+            dir: PathBuf::new(),
+            ctl: PathBuf::new(),
+            uid_validity: 0,
+            uid_next: 1,
+            keywords: Vec::new(),
+            messages: Vec::new(),
+            names: Vec::new(),
+            dirfd: None,
+            stamp: MaildirStamp::default(),
+            how: MaildirOpen::default(),
+            validity_hint: None,
         }
-        let (lock_file, lock_path) = uidlist_lock(dir)?;
-        let res = Self::open_locked(dir, lock_file, &lock_path, drop_recent);
-        let _ = std::fs::remove_file(&lock_path);
-        res
     }
 
-    fn open_locked(
+    /// List `new/` and `cur/`, take UIDs from `dovecot-uidlist` and give new messages the
+    /// next ones (rewriting the list). A Maildir without a list gets UIDVALIDITY
+    /// `validity_hint` (or the time). The directories are created if missing.
+    pub fn open(
         dir: &Path,
-        mut lock_file: File,
-        lock_path: &Path,
-        drop_recent: bool,
-    ) -> Result<MaildirMailbox, MailboxError> {
-        // (file name, path relative to `dir`)
-        let mut files: Vec<(String, Box<str>)> = Vec::new();
+        ctl: &Path,
+        how: MaildirOpen,
+        validity_hint: Option<u32>,
+    ) -> Result<MaildirBox, MailboxError> {
+        let mut mb = MaildirBox {
+            dir: dir.to_path_buf(),
+            ctl: ctl.to_path_buf(),
+            how,
+            validity_hint,
+            ..MaildirBox::empty()
+        };
+        ensure_dirs(dir)?;
+        mb.refresh()?;
+        Ok(mb)
+    }
+
+    /// Read the Maildir again (after [`MaildirStamp`] says it changed).
+    pub fn refresh(&mut self) -> Result<(), MailboxError> {
+        if self.ctl != self.dir && !self.ctl.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.ctl)
+                .map_err(|e| MailboxError::io(&self.ctl, e))?;
+        }
+        self.stamp = MaildirStamp::of(&self.dir, &self.ctl);
+        if let Some(()) = self.read_unlocked()? {
+            return Ok(());
+        }
+        let mut lock = uidlist_lock(&self.ctl)?;
+        self.read_locked(&mut lock)
+    }
+
+    /// The files of `cur/` and `new/`: (name, path relative to `dir`).
+    fn list_files(&self) -> Result<Vec<(String, Box<str>)>, MailboxError> {
+        let mut files = Vec::new();
         for sub in ["cur", "new"] {
-            let d = dir.join(sub);
+            let d = self.dir.join(sub);
             let rd = std::fs::read_dir(&d).map_err(|e| MailboxError::io(&d, e))?;
             for ent in rd.flatten() {
                 let name = ent.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue;
                 }
-                if drop_recent && sub == "new" {
-                    // Dovecot's sync moves a message it has seen out of new/.
-                    let target = if name.contains(':') {
-                        name.clone()
-                    } else {
-                        format!("{name}:2,")
-                    };
-                    let to = dir.join("cur").join(&target);
-                    if std::fs::rename(ent.path(), &to).is_ok() {
-                        let rel = format!("cur/{target}").into();
-                        files.push((target, rel));
-                        continue;
-                    }
-                }
                 let rel = format!("{sub}/{name}").into();
                 files.push((name, rel));
             }
         }
-        let existing = read_uidlist(&dir.join("dovecot-uidlist"));
-        let dirty = existing.is_none();
-        let mut list = existing.unwrap_or_else(|| UidList {
-            validity: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as u32)
-                .unwrap_or(1),
-            next: 1,
-            guid: String::new(),
-            uids: HashMap::new(),
-        });
-        let mut known: Vec<(u32, String, Box<str>)> = Vec::new();
-        let mut fresh: Vec<(String, Box<str>)> = Vec::new();
-        for (name, path) in files {
-            let base = base_name(&name).to_string();
-            match list.uids.get(&base) {
-                Some(&u) => known.push((u, base, path)),
-                None => fresh.push((base, path)),
-            }
-        }
-        // New files get UIDs in delivery order: the time at the start of the name, compared
-        // as numbers (`SECS.MUSECS…`; microseconds are not zero-padded, so a plain string
-        // sort misorders two deliveries in one second), then the name.
-        fresh.sort_by_cached_key(|(base, _)| (delivery_time(base), base.clone()));
-        let mut added = false;
-        for (base, path) in fresh {
-            let uid = list.next.max(1);
-            list.next = uid + 1;
-            list.uids.insert(base.clone(), uid);
-            known.push((uid, base, path));
-            added = true;
-        }
-        known.sort_by_key(|k| k.0);
-        if dirty || added {
-            let mut text = format!("3 V{} N{}", list.validity, list.next.max(1));
-            if !list.guid.is_empty() {
-                text.push_str(&format!(" G{}", list.guid));
-            }
-            text.push('\n');
-            for (uid, base, _) in &known {
-                text.push_str(&format!("{uid} :{base}\n"));
-            }
-            lock_file
-                .write_all(text.as_bytes())
-                .and_then(|()| lock_file.sync_all())
-                .map_err(|e| MailboxError::io(lock_path, e))?;
-            let target = dir.join("dovecot-uidlist");
-            std::fs::rename(lock_path, &target).map_err(|e| MailboxError::io(&target, e))?;
-        }
-        Ok(Self::build(dir, list.validity, known))
+        Ok(files)
     }
 
     /// The mailbox as `dovecot-uidlist` has it, read without its lock, when nothing is to
     /// be written: every file listed already has its UID, and no message waits in `new/`
     /// to be moved. As Dovecot, which takes `dovecot-uidlist.lock` only to change the
     /// list; sessions opening the same Maildir then do not wait for each other. `None`:
-    /// open under the lock.
-    fn open_unlocked(
-        dir: &Path,
-        drop_recent: bool,
-    ) -> Result<Option<MaildirMailbox>, MailboxError> {
-        // Paths relative to `dir`: `cur/NAME`.
-        let mut files: Vec<Box<str>> = Vec::new();
-        for sub in ["cur", "new"] {
-            let d = dir.join(sub);
-            let rd = std::fs::read_dir(&d).map_err(|e| MailboxError::io(&d, e))?;
-            for ent in rd.flatten() {
-                let name = ent.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.') {
-                    continue;
-                }
-                if drop_recent && sub == "new" {
-                    return Ok(None);
-                }
-                files.push(format!("{sub}/{name}").into());
-            }
+    /// read under the lock.
+    fn read_unlocked(&mut self) -> Result<Option<()>, MailboxError> {
+        let files = self.list_files()?;
+        if self.how.move_new && files.iter().any(|(_, rel)| rel.starts_with("new/")) {
+            return Ok(None);
         }
-        let Some(list) = read_uidlist(&dir.join("dovecot-uidlist")) else {
+        let Some(list) = read_uidlist(&self.ctl.join("dovecot-uidlist")) else {
             return Ok(None);
         };
-        let mut known: Vec<(u32, String, Box<str>)> = Vec::with_capacity(files.len());
-        for rel in files {
-            let base = base_name(&rel[4..]).to_string();
-            match list.uids.get(&base) {
-                Some(&u) => known.push((u, base, rel)),
+        let uids = list.uids();
+        let mut known: Vec<(u32, Box<str>)> = Vec::with_capacity(files.len());
+        for (name, rel) in files {
+            match uids.get(base_name(&name)) {
+                Some(&u) => known.push((u, rel)),
                 None => return Ok(None),
             }
         }
         known.sort_by_key(|k| k.0);
-        Ok(Some(Self::build(dir, list.validity, known)))
+        self.build(&list, known);
+        Ok(Some(()))
     }
 
-    /// The mailbox of the messages `known` (UID order): each one's size as clients see it
-    /// (see [`vsize`]).
-    fn build(dir: &Path, validity: u32, known: Vec<(u32, String, Box<str>)>) -> MaildirMailbox {
-        let mut mb = MaildirMailbox {
-            dir: dir.to_path_buf(),
-            uid_validity: validity,
-            messages: Vec::with_capacity(known.len()),
-            names: Vec::with_capacity(known.len()),
-            dirfd: OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY)
-                .open(dir)
-                .ok()
-                .map(|f| Arc::new(OwnedFd::from(f))),
+    fn read_locked(&mut self, lock: &mut UidlistLock) -> Result<(), MailboxError> {
+        let mut files = Vec::new();
+        let mut moved: std::collections::HashSet<Box<str>> = std::collections::HashSet::new();
+        for (name, rel) in self.list_files()? {
+            if self.how.move_new && rel.starts_with("new/") {
+                // Dovecot's sync moves a message it has seen out of new/.
+                let target = if name.contains(':') {
+                    name.clone()
+                } else {
+                    format!("{name}:2,")
+                };
+                let to = self.dir.join("cur").join(&target);
+                if std::fs::rename(self.dir.join(&*rel), &to).is_ok() {
+                    let rel: Box<str> = format!("cur/{target}").into();
+                    moved.insert(rel.clone());
+                    files.push((target.clone(), rel));
+                    continue;
+                }
+            }
+            files.push((name, rel));
+        }
+        let existing = read_uidlist(&self.ctl.join("dovecot-uidlist"));
+        let dirty = existing.is_none();
+        let mut list = existing.unwrap_or_else(|| fresh_uidlist(self.validity_hint));
+        let uids: HashMap<String, u32> = list
+            .uids()
+            .into_iter()
+            .map(|(b, u)| (b.to_string(), u))
+            .collect();
+        let mut known: Vec<(u32, Box<str>)> = Vec::new();
+        let mut fresh: Vec<(String, Box<str>)> = Vec::new();
+        for (name, rel) in files {
+            let base = base_name(&name).to_string();
+            match uids.get(&base) {
+                Some(&u) => known.push((u, rel)),
+                None => fresh.push((base, rel)),
+            }
+        }
+        // New files get UIDs in delivery order: the time at the start of the name, compared
+        // as numbers (`SECS.MUSECS…`; microseconds are not zero-padded, so a plain string
+        // sort misorders two deliveries in one second), then the name.
+        fresh.sort_by_cached_key(|(base, _)| (delivery_time(base), base.clone()));
+        let added = !fresh.is_empty();
+        for (base, rel) in fresh {
+            let uid = list.next.max(1);
+            list.next = uid + 1;
+            list.records.push((uid, String::new(), base));
+            known.push((uid, rel));
+        }
+        known.sort_by_key(|k| k.0);
+        if dirty || added {
+            // Records of files gone are dropped, as Dovecot does when it rewrites.
+            let present: std::collections::HashSet<u32> = known.iter().map(|k| k.0).collect();
+            list.records.retain(|r| present.contains(&r.0));
+            list.records.sort_by_key(|r| r.0);
+            write_uidlist(&self.ctl, &list, lock)?;
+        }
+        self.build(&list, known);
+        // Messages this opening took out of `new/` were new until now.
+        if !moved.is_empty() {
+            for (m, rel) in self.messages.iter_mut().zip(&self.names) {
+                if moved.contains(rel) {
+                    m.in_new = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The mailbox of the files `known` (UID order): flags from their names, sizes as
+    /// clients see them (see [`vsize`]), dates when asked for.
+    fn build(&mut self, list: &UidList, known: Vec<(u32, Box<str>)>) {
+        self.uid_validity = list.validity;
+        self.uid_next = list.next.max(1);
+        self.keywords = read_keywords(&self.ctl);
+        // A file's time (its internal date) does not change when it is renamed: the
+        // dates of messages already known are taken over, not read again.
+        let old_dates: HashMap<u32, i64> = if self.how.dates {
+            self.messages.iter().map(|m| (m.uid, m.date)).collect()
+        } else {
+            HashMap::new()
         };
+        self.messages = Vec::with_capacity(known.len());
+        self.names = Vec::with_capacity(known.len());
+        self.dirfd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir)
+            .ok()
+            .map(|f| Arc::new(OwnedFd::from(f)));
+        let dir = self.dir.clone();
         let mut buf = vec![0u8; 16 * 1024];
         let mut cache = VSIZES.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= VSIZE_DIRS && !cache.contains_key(dir) {
+        if cache.len() >= VSIZE_DIRS && !cache.contains_key(&dir) {
             cache.clear();
         }
-        let old = cache.remove(dir).unwrap_or_default();
+        let old = cache.remove(&dir).unwrap_or_default();
         let mut sizes = Sizes::with_capacity(known.len());
-        for (uid, base, rel) in known {
+        for (uid, rel) in known {
+            let base = base_name(&rel[4..]);
             // A file that vanished meanwhile (another session expunged it) is skipped.
-            let Some(size) = vsize(&base, dir, &rel, &old, &mut buf) else {
+            let Some(size) = vsize(base, &dir, &rel, &old, &mut buf) else {
                 continue;
             };
-            sizes.insert(base.as_str().into(), size);
-            mb.messages.push(MessageInfo {
+            sizes.insert(base.into(), size);
+            let (flags, letters, _) = parse_info(&rel[4..]);
+            let date = match old_dates.get(&uid) {
+                Some(&d) if d != 0 => d,
+                _ if self.how.dates => self.file_time(&rel).unwrap_or(0),
+                _ => 0,
+            };
+            self.messages.push(MaildirMsg {
                 uid,
+                flags,
+                keywords: letters.iter().map(|c| (*c as u8 - b'a') as usize).collect(),
                 size,
-                file_base: base,
+                date,
+                in_new: rel.starts_with("new/"),
             });
-            mb.names.push(rel);
+            self.names.push(rel);
         }
-        cache.insert(dir.to_path_buf(), sizes);
-        mb
+        cache.insert(dir, sizes);
+    }
+
+    /// The modification time of the file `rel` (through the Maildir's descriptor).
+    fn file_time(&self, rel: &str) -> Option<i64> {
+        let d = self.dirfd.as_ref()?;
+        nix::sys::stat::fstatat(d.as_fd(), rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| st.st_mtime)
+    }
+
+    /// The base name of message `index` (the file name before `:2,`: POP3's `%f`).
+    pub fn base(&self, index: usize) -> Option<&str> {
+        self.names.get(index).map(|n| base_name(&n[4..]))
     }
 
     /// The path of message `index` as the mailbox last saw it.
@@ -504,22 +862,19 @@ impl MaildirMailbox {
 
     /// Where message `index` is, to be opened by [`MaildirMessage::open`].
     pub fn message(&self, index: usize) -> Option<MaildirMessage> {
+        let rel = self.names.get(index)?.clone();
         Some(MaildirMessage {
             dir: self.dir.clone(),
             dirfd: self.dirfd.clone(),
-            rel: self.names.get(index)?.clone(),
-            base: self.messages.get(index)?.file_base.clone(),
+            base: base_name(&rel[4..]).to_string(),
+            rel,
         })
     }
 
     /// Where message `index` is now: its path, or the same base name under other flags or
     /// in the other directory (another client may have renamed it).
     fn locate(&self, index: usize) -> Option<PathBuf> {
-        locate(
-            &self.dir,
-            &self.path(index)?,
-            &self.messages.get(index)?.file_base,
-        )
+        locate(&self.dir, &self.path(index)?, self.base(index)?)
     }
 
     pub fn read(&self, index: usize) -> Result<Vec<u8>, MailboxError> {
@@ -529,85 +884,314 @@ impl MaildirMailbox {
         std::fs::read(&p).map_err(|e| MailboxError::io(&p, e))
     }
 
-    /// Unlink the messages at `indexes`; one already gone counts as deleted.
-    pub fn expunge(&mut self, indexes: &[usize]) -> Result<(), MailboxError> {
-        self.commit(indexes, &[])
+    /// The file of message `index` now, for a hard-linked copy.
+    pub fn file_of(&self, index: usize) -> Option<PathBuf> {
+        self.locate(index)
     }
 
-    /// POP3's UPDATE state: add the `S` flag to the messages at `seen` (a message still in
-    /// `new/` moves to `cur/`), then unlink those at `gone`, as Dovecot 2.3 does at QUIT.
-    pub fn commit(&mut self, gone: &[usize], seen: &[usize]) -> Result<(), MailboxError> {
+    /// Give the messages in `changes` (by UID) their new flags and keywords by renaming
+    /// their files (a message in `new/` moves to `cur/`), then unlink the messages in
+    /// `expunge`; one gone already counts as done. The messages stay as they are listed
+    /// (call [`refresh`](Self::refresh) to see the directories again).
+    pub fn update(
+        &mut self,
+        changes: &HashMap<u32, (Flags, Vec<String>)>,
+        expunge: &std::collections::HashSet<u32>,
+    ) -> Result<(), MailboxError> {
+        let index: HashMap<u32, usize> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.uid, i))
+            .collect();
         let mut renamed = false;
-        for &i in seen {
-            if gone.contains(&i) {
+        let mut names: Vec<String> = Vec::new();
+        for (_, kws) in changes.values() {
+            for k in kws {
+                if !names.contains(k) {
+                    names.push(k.clone());
+                }
+            }
+        }
+        let letters: HashMap<String, char> = if names.is_empty() {
+            HashMap::new()
+        } else {
+            keyword_letters(&self.ctl, &names)?.into_iter().collect()
+        };
+        for (uid, (flags, kws)) in changes {
+            if expunge.contains(uid) {
                 continue;
             }
-            // Already \Seen when the mailbox was read: nothing to do, no lookup (as
-            // Dovecot goes by its index; a message read again keeps its name).
-            if self
-                .names
-                .get(i)
-                .and_then(|n| n.split_once(":2,"))
-                .is_some_and(|(_, flags)| flags.contains('S'))
-            {
-                continue;
-            }
-            let Some(p) = self.locate(i) else {
-                continue;
-            };
+            let Some(&i) = index.get(uid) else { continue };
+            let Some(p) = self.locate(i) else { continue };
             let Some(name) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
                 continue;
             };
-            let (base, flags) = match name.split_once(":2,") {
-                Some((b, f)) => (b.to_string(), f.to_string()),
-                None => (base_name(&name).to_string(), String::new()),
-            };
-            if flags.contains('S') {
+            let (_, _, other) = parse_info(&name);
+            let lets: Vec<char> = kws.iter().filter_map(|k| letters.get(k).copied()).collect();
+            let target = format!("{}{}", base_name(&name), info(*flags, &other, &lets));
+            let in_cur =
+                p.parent().and_then(|d| d.file_name()) == Some(std::ffi::OsStr::new("cur"));
+            if target == name && in_cur {
                 continue;
             }
-            // Maildir flags are kept in ASCII order.
-            let mut f: Vec<char> = flags.chars().chain(std::iter::once('S')).collect();
-            f.sort_unstable();
-            let to = self
-                .dir
-                .join("cur")
-                .join(format!("{base}:2,{}", f.into_iter().collect::<String>()));
+            let to = self.dir.join("cur").join(&target);
             match std::fs::rename(&p, &to) {
                 Ok(()) => {
                     renamed = true;
-                    if let (Some(slot), Some(rel)) = (
-                        self.names.get_mut(i),
-                        to.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()),
-                    ) {
-                        *slot = rel.into();
-                    }
+                    self.names[i] = format!("cur/{target}").into();
+                    let m = &mut self.messages[i];
+                    m.flags = *flags;
+                    m.in_new = false;
+                    let kw_index = |c: char| (c as u8 - b'a') as usize;
+                    m.keywords = lets.iter().map(|c| kw_index(*c)).collect();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(MailboxError::io(&p, e)),
             }
         }
-        if renamed && gone.is_empty() {
-            for sub in ["cur", "new"] {
-                fsync_dir(&self.dir.join(sub))?;
-            }
+        if !letters.is_empty() {
+            self.keywords = read_keywords(&self.ctl);
         }
-        if gone.is_empty() {
-            return Ok(());
-        }
-        for &i in gone {
+        let mut unlinked = false;
+        for uid in expunge {
+            let Some(&i) = index.get(uid) else { continue };
             if let Some(p) = self.locate(i) {
                 match std::fs::remove_file(&p) {
-                    Ok(()) => {}
+                    Ok(()) => unlinked = true,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(MailboxError::io(&p, e)),
                 }
             }
         }
-        for sub in ["cur", "new"] {
-            fsync_dir(&self.dir.join(sub))?;
+        if renamed || unlinked {
+            for sub in ["cur", "new"] {
+                fsync_dir(&self.dir.join(sub))?;
+            }
+        }
+        if unlinked {
+            let gone: Vec<usize> = expunge
+                .iter()
+                .filter_map(|u| index.get(u).copied())
+                .collect();
+            let mut keep = vec![true; self.messages.len()];
+            for i in gone {
+                keep[i] = false;
+            }
+            let mut k = keep.iter();
+            self.messages.retain(|_| *k.next().unwrap_or(&true));
+            let mut k = keep.iter();
+            self.names.retain(|_| *k.next().unwrap_or(&true));
         }
         Ok(())
     }
+}
+
+/// A message to save into a Maildir: its bytes, or a file to hard-link (a copy from
+/// another Maildir, as Dovecot's `maildir_copy_with_hardlinks`).
+#[derive(Debug, Clone)]
+pub enum MaildirSource<'a> {
+    Data(&'a [u8]),
+    Link(PathBuf),
+}
+
+/// A message to save ([`append`]).
+#[derive(Debug, Clone)]
+pub struct MaildirSave<'a> {
+    pub source: MaildirSource<'a>,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    /// The internal date: the file's modification time.
+    pub date: i64,
+}
+
+/// Save `msgs` into the Maildir `dir` as Dovecot's IMAP APPEND and COPY do: each one
+/// written to `tmp/` (CRLF stored as LF), fsynced, its time set to the internal date and
+/// renamed into `cur/` as `SECS.MUSECSPpidQn.HOST,S=size,W=vsize:2,FLAGS` (or hard-linked
+/// there from its source), then given the next UIDs in `dovecot-uidlist` under its lock.
+/// Returns UIDVALIDITY and the new UIDs.
+pub fn append(
+    dir: &Path,
+    ctl: &Path,
+    validity_hint: Option<u32>,
+    msgs: &[MaildirSave],
+) -> Result<(u32, Vec<u32>), MailboxError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    ensure_dirs(dir)?;
+    let names: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for m in msgs {
+            for k in &m.keywords {
+                if !v.contains(k) {
+                    v.push(k.clone());
+                }
+            }
+        }
+        v
+    };
+    let letters: HashMap<String, char> = if names.is_empty() {
+        HashMap::new()
+    } else {
+        keyword_letters(ctl, &names)?.into_iter().collect()
+    };
+    let host = hostname();
+    let mut placed: Vec<PathBuf> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
+    let undo = |placed: &[PathBuf]| {
+        for p in placed {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    for m in msgs {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let unique = format!(
+            "{}.M{}P{}Q{}.{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
+            host
+        );
+        let lets: Vec<char> = m
+            .keywords
+            .iter()
+            .filter_map(|k| letters.get(k).copied())
+            .collect();
+        let flags_part = info(m.flags, "", &lets);
+        let placed_now = match &m.source {
+            MaildirSource::Data(data) => {
+                let mut stored = Vec::with_capacity(data.len());
+                for line in data.split_inclusive(|&b| b == b'\n') {
+                    match line.strip_suffix(b"\r\n") {
+                        Some(l) => {
+                            stored.extend_from_slice(l);
+                            stored.push(b'\n');
+                        }
+                        None => stored.extend_from_slice(line),
+                    }
+                }
+                let base = format!("{unique},S={},W={}", stored.len(), crlf_size(&stored));
+                let tmp = dir.join("tmp").join(&base);
+                let written = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&tmp)
+                    .and_then(|mut f| {
+                        f.write_all(&stored)?;
+                        f.sync_all()?;
+                        set_mtime(&f, m.date);
+                        Ok(())
+                    });
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    undo(&placed);
+                    return Err(MailboxError::io(&tmp, e));
+                }
+                let to = dir.join("cur").join(format!("{base}{flags_part}"));
+                if let Err(e) = std::fs::rename(&tmp, &to) {
+                    let _ = std::fs::remove_file(&tmp);
+                    undo(&placed);
+                    return Err(MailboxError::io(&to, e));
+                }
+                (to, base)
+            }
+            MaildirSource::Link(src) => {
+                // Keep the source's `,S=`/`,W=` sizes: the bytes are the same.
+                let src_name = src
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let sizes: String = base_name(&src_name)
+                    .split(',')
+                    .skip(1)
+                    .filter(|p| p.starts_with("S=") || p.starts_with("W="))
+                    .map(|p| format!(",{p}"))
+                    .collect();
+                let base = format!("{unique}{sizes}");
+                let to = dir.join("cur").join(format!("{base}{flags_part}"));
+                if let Err(e) = std::fs::hard_link(src, &to) {
+                    // Another file system (or links not allowed): copy the bytes.
+                    let copied = std::fs::read(src).and_then(|data| {
+                        let tmp = dir.join("tmp").join(&base);
+                        let mut f = OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(&tmp)?;
+                        f.write_all(&data)?;
+                        f.sync_all()?;
+                        set_mtime(&f, m.date);
+                        std::fs::rename(&tmp, &to)
+                    });
+                    if copied.is_err() {
+                        undo(&placed);
+                        return Err(MailboxError::io(&to, e));
+                    }
+                }
+                (to, base)
+            }
+        };
+        placed.push(placed_now.0);
+        bases.push(placed_now.1);
+    }
+    if let Err(e) = fsync_dir(&dir.join("cur")) {
+        undo(&placed);
+        return Err(e);
+    }
+    // On failure the files stay: the next sync gives them UIDs.
+    let mut lock = uidlist_lock(ctl)?;
+    let mut list =
+        read_uidlist(&ctl.join("dovecot-uidlist")).unwrap_or_else(|| fresh_uidlist(validity_hint));
+    let mut uids = Vec::with_capacity(bases.len());
+    for base in bases {
+        let uid = list.next.max(1);
+        list.next = uid + 1;
+        list.records.push((uid, String::new(), base));
+        uids.push(uid);
+    }
+    let validity = list.validity;
+    write_uidlist(ctl, &list, &mut lock)?;
+    Ok((validity, uids))
+}
+
+/// Create the `dovecot-uidlist` of a new, empty folder with UIDVALIDITY `validity` and
+/// a mailbox GUID, as Dovecot does when it creates a Maildir folder.
+pub fn create_uidlist(ctl: &Path, validity: u32) -> Result<(), MailboxError> {
+    let mut lock = uidlist_lock(ctl)?;
+    let list = read_uidlist(&ctl.join("dovecot-uidlist")).unwrap_or_else(|| UidList {
+        guid: new_guid(),
+        ..fresh_uidlist(Some(validity))
+    });
+    write_uidlist(ctl, &list, &mut lock)
+}
+
+/// A mailbox GUID (128 bits, hexadecimal) as Dovecot writes in `G` of the list header.
+fn new_guid() -> String {
+    let mut b = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b = (t ^ u128::from(std::process::id())).to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Set `file`'s modification time (and access time) to `t` (Unix seconds).
+fn set_mtime(file: &File, t: i64) {
+    let ts = libc::timespec {
+        tv_sec: t as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [ts, ts];
+    // SAFETY: the descriptor is open; `times` holds two valid timespecs.
+    unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(file), times.as_ptr()) };
 }
 
 /// `(seconds, microseconds)` from a Maildir name `SECS.MUSECSP…` (0 for parts that are
@@ -648,10 +1232,10 @@ mod tests {
         )
         .expect("w");
         std::fs::write(md.join("cur/1700000001.M2P1.h:2,"), "Subject: b\n\nbody\n").expect("w");
-        let sizes = |mb: &MaildirMailbox| mb.messages.iter().map(|m| m.size).collect::<Vec<_>>();
-        let mb = MaildirMailbox::open(&md).expect("open");
+        let sizes = |mb: &MaildirBox| mb.messages.iter().map(|m| m.size).collect::<Vec<_>>();
+        let mb = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
         assert_eq!(sizes(&mb), [99, 20]);
-        let again = MaildirMailbox::open(&md).expect("open");
+        let again = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
         assert_eq!(sizes(&again), [99, 20]);
         assert_eq!(
             again.message(1).expect("msg").open().map(|_| ()).ok(),
@@ -672,7 +1256,7 @@ mod tests {
         let b = md.join("cur/1700000001.M2P1.h:2,");
         std::fs::write(&a, "Subject: a\n\nbody a\n").expect("w");
         std::fs::write(&b, "Subject: b\n\nbody b\n").expect("w");
-        let mb = MaildirMailbox::open(&md).expect("open");
+        let mb = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
         let read = |i: usize| -> Result<String, MailboxError> {
             let mut s = String::new();
             mb.message(i)
@@ -709,7 +1293,7 @@ mod tests {
         for n in names {
             std::fs::write(md.join(n), "Subject: x\n\nbody\n").expect("w");
         }
-        let mb = MaildirMailbox::open(&md).expect("open");
+        let mb = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
         let mut s = String::new();
         mb.message(0)
             .expect("m")
@@ -748,7 +1332,7 @@ mod tests {
         assert!(a.starts_with(md.join("new")));
         assert_eq!(std::fs::read(&a).expect("read"), b"Subject: a\n\nbody\n");
         deliver_maildir(&md, b"Subject: b\n\nx\n").expect("deliver");
-        let mut mb = MaildirMailbox::open(&md).expect("open");
+        let mut mb = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
         assert_eq!(mb.messages.len(), 2);
         assert_eq!(mb.messages[0].uid, 1);
         assert_eq!(mb.messages[0].size, 20);
@@ -757,9 +1341,10 @@ mod tests {
             list.starts_with(&format!("3 V{} N3\n1 :", mb.uid_validity)),
             "{list}"
         );
-        mb.expunge(&[0]).expect("expunge");
+        let gone: std::collections::HashSet<u32> = [mb.messages[0].uid].into();
+        mb.update(&HashMap::new(), &gone).expect("expunge");
         deliver_maildir(&md, b"Subject: c\n\ny\n").expect("deliver");
-        let again = MaildirMailbox::open(&md).expect("open");
+        let again = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
         assert_eq!(
             again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
             [2, 3]

@@ -1,43 +1,56 @@
 //! mbox: one file, each message introduced by a `From SENDER  DATE` line and followed by
-//! an empty line; body lines that begin with `From ` are written as `>From ` (Postfix's
-//! `local(8)` quoting; readers do not unquote, Dovecot neither).
+//! an empty line. Local delivery writes body lines that begin with `From ` as `>From `
+//! (Postfix's `local(8)` quoting; readers do not unquote, Dovecot neither); messages saved
+//! by IMAP APPEND and COPY are written as Dovecot 2.3 writes them, unquoted, with a
+//! `Content-Length:` that says where the body ends. A `From ` line after an empty line
+//! starts a message unless the previous message's `Content-Length:` holds and reaches
+//! past it (Dovecot's `istream_raw_mbox_is_valid_from()`).
 //!
 //! Dovecot's metadata lives in the messages' headers, hidden from clients: the first
-//! message carries `X-IMAPbase: UIDVALIDITY LAST-UID [keywords]`, each message
-//! `X-UID: UID`, and `Status:`/`X-Status:`/`X-Keywords:` hold flags. A box that never saw
-//! Dovecot gets UIDVALIDITY = the current time and UIDs 1, 2, … written into the headers
-//! the way Dovecot 2.3's POP3 writes them (`X-IMAPbase` and `X-UID` at the end of the
-//! header, no `Status:` until a flag changes), so that either server can take over and
-//! keeps the numbering.
+//! message carries `X-IMAPbase: UIDVALIDITY LAST-UID [keywords]` (the box's keyword
+//! names), each message `X-UID: UID`, `Status:` (`R` \Seen, `O` no longer \Recent),
+//! `X-Status:` (`A` \Answered, `F` \Flagged, `T` \Draft, `D` \Deleted, in that order)
+//! and `X-Keywords:` (names). A box that never saw Dovecot gets UIDVALIDITY = the current
+//! time and UIDs 1, 2, … written into the headers the way Dovecot 2.3's POP3 writes them
+//! (`X-IMAPbase` and `X-UID` at the end of the header, no `Status:` until a flag changes),
+//! so that either server can take over and keeps the numbering. A header that is
+//! rewritten (new flags, a UID, the first message's `X-IMAPbase`) gets all its metadata
+//! anew at its end in Dovecot's order (`X-IMAPbase`, `X-UID`, `Status`, `X-Status`,
+//! `X-Keywords`: Dovecot reads `X-Keywords` by `X-IMAPbase`'s list, so that must come
+//! first); a session that changes a message's flags also writes `O`. Headers of messages
+//! that do not change are copied as they are.
 //!
 //! Padding, as Dovecot 2.3 writes it (`mbox_sync_try_rewrite()`,
 //! `mbox_sync_headers_add_space()` in `src/lib-storage/index/mbox/mbox-sync-rewrite.c`,
 //! `MBOX_HEADER_PADDING` = 50 in `mbox-storage.h`): a header whose metadata no longer
-//! fits in its old size gets 50 spaces at the end of its `X-UID` line (`X-UID: 1` and 50
-//! spaces for each message of a fresh box); a header that fits keeps its old size, the
-//! difference in spaces there (so marking a padded message read takes the 11 bytes of
-//! `Status: RO` from its padding, and the file does not grow). The padding is reused, never
-//! added to: a rewrite that changes nothing leaves the header as it was.
+//! fits in its old size gets 50 spaces at the end of its `X-Keywords` line, or `X-UID`
+//! without keywords (`X-UID: 1` and 50 spaces for each message of a fresh box); a header
+//! that fits keeps its old size, the difference in spaces where the padding was (so
+//! marking a padded message read takes the 11 bytes of `Status: RO` from its padding,
+//! and the file does not grow). The padding is reused, never added to.
 //!
 //! Rewrites (metadata, expunge) happen in place under the write locks ([`super::lock`]),
 //! from the first changed byte on, then `ftruncate` and `fsync`, as Dovecot does; the file
 //! keeps its inode, owner and mode. A header is streamed line by line, never held whole:
 //! a message without an end-of-header line (50 MB without an empty line) costs no more
-//! memory than one with.
+//! memory than one with. A rewrite that leaves the size as it was also moves the file's
+//! time to the next second (`touch_if_same`): Dovecot's index notices a changed mbox by
+//! size and time in seconds.
 //!
-//! Known differences: Dovecot pads the `X-Keywords` line when there is one (Postern always
-//! pads `X-UID`), gives a run of messages that lack space the padding of the whole run
-//! spread over them, and writes `Status: O` into headers it rewrites once the messages
-//! are no longer \\Recent (e.g. those moved by an expunge); Postern writes no `Status:`
-//! until a message is read.
+//! Known differences: Dovecot gives a run of messages that lack space the padding of the
+//! whole run spread over them, writes `Status: O` lazily into any header it rewrites
+//! once a session has seen the messages (Postern only into the headers whose flags a
+//! session changes: Postern keeps \Recent in its index), and requires a `From ` line to
+//! carry a date to start a message (Postern: any `From ` line after an empty line).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::MailboxError;
+use super::flags::{Flags, KeywordSet};
 use super::lock::{DotLock, dotlock, fcntl_lock};
-use super::{MailboxError, MessageInfo};
 
 /// How an mbox is locked and checked.
 #[derive(Debug, Clone)]
@@ -259,12 +272,12 @@ const HIDDEN: &[&str] = &[
 /// (`MBOX_HEADER_PADDING`, `src/lib-storage/index/mbox/mbox-storage.h`).
 const HEADER_PADDING: usize = 50;
 
-/// The spaces after a rewritten header's `X-UID` (or the pseudo message's `X-IMAP`):
-/// a header of `natural` bytes without padding that fits in its `old` size keeps that
-/// size, the rest in spaces (Dovecot's `mbox_sync_try_rewrite()` taking from or adding to
-/// the padding); one that does not fit gets [`HEADER_PADDING`] fresh spaces (Dovecot's
-/// `mbox_sync_rewrite()` after `mbox_sync_headers_remove_space()`, for a run of messages
-/// that ends at the end of the file, as UIDs given to new mail do).
+/// The spaces after a rewritten header's `X-UID` (or `X-Keywords`, or the pseudo
+/// message's `X-IMAP`): a header of `natural` bytes without padding that fits in its
+/// `old` size keeps that size, the rest in spaces (Dovecot's `mbox_sync_try_rewrite()`
+/// taking from or adding to the padding); one that does not fit gets [`HEADER_PADDING`]
+/// fresh spaces (Dovecot's `mbox_sync_rewrite()` after `mbox_sync_headers_remove_space()`,
+/// for a run of messages that ends at the end of the file, as UIDs given to new mail do).
 fn header_padding(old: usize, natural: usize) -> usize {
     if natural <= old {
         old - natural
@@ -273,8 +286,16 @@ fn header_padding(old: usize, natural: usize) -> usize {
     }
 }
 
+/// The metadata header a continuation line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cont {
+    Other,
+    Keywords,
+    Base,
+}
+
 /// One message as found in the file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Raw {
     /// Offset of the `From ` line.
     from_start: usize,
@@ -289,11 +310,21 @@ struct Raw {
     /// What follows UIDVALIDITY and LAST-UID in `X-IMAPbase` (Dovecot's keyword names).
     imapbase_rest: String,
     has_status: bool,
-    /// `Status:` holds `R` (\\Seen).
-    seen: bool,
+    /// System flags: `Status:` `R`, `X-Status:` `A` `F` `T` `D`.
+    flags: Flags,
+    /// `Status:` holds `O`: no longer \\Recent (Dovecot's `MBOX_NONRECENT_KLUDGE`).
+    old: bool,
+    /// `X-Keywords:` names.
+    keywords: Vec<String>,
+    /// The `X-Keywords:` line ends in spaces: Dovecot's padding is there.
+    kw_padded: bool,
+    /// `Content-Length:` (the first, if its value is a number).
+    content_length: Option<u64>,
     /// UW-IMAP's and Dovecot's pseudo message (`X-IMAP:` in the first message: "DON'T
     /// DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"): holds the metadata, is no message.
     pseudo: bool,
+    /// The `From ` line's time (Unix seconds; 0 when it has none).
+    date: i64,
 }
 
 fn header_name(line: &[u8]) -> Option<String> {
@@ -312,15 +343,318 @@ fn header_value(line: &[u8]) -> &str {
         .trim()
 }
 
-/// Split an mbox into messages: the first `From ` line, and later a `From ` line after an
-/// empty line, starts one (a `From ` line inside a body that follows a non-empty line is
-/// body text, as in Dovecot). Bytes before the first `From ` line are not a message.
-/// (The whole-file reference for [`scan`].)
+/// Take Dovecot's metadata from the header field `name` (lower case) whose line begins
+/// with `text`, in message number `index` of the file; `cont` says what a continuation
+/// line that follows continues.
+fn note_field(raw: &mut Raw, name: &str, text: &[u8], index: usize, cont: &mut Cont) {
+    *cont = Cont::Other;
+    match name {
+        "x-uid" => raw.uid = header_value(text).parse().ok(),
+        "x-imapbase" | "x-imap" => {
+            raw.pseudo = name == "x-imap" && index == 0;
+            let mut w = header_value(text).split_whitespace();
+            let v = w.next().and_then(|v| v.parse().ok());
+            let last = w.next().and_then(|v| v.parse().ok());
+            if let (Some(v), Some(last)) = (v, last) {
+                raw.imapbase = Some((v, last));
+                raw.imapbase_rest = w.collect::<Vec<_>>().join(" ");
+                *cont = Cont::Base;
+            }
+        }
+        "status" => {
+            raw.has_status = true;
+            let v = header_value(text);
+            if v.contains('R') {
+                raw.flags.insert(Flags::SEEN);
+            } else {
+                raw.flags.remove(Flags::SEEN);
+            }
+            raw.old = v.contains('O');
+        }
+        "x-status" => {
+            for c in header_value(text).chars() {
+                match c {
+                    'A' => raw.flags.insert(Flags::ANSWERED),
+                    'F' => raw.flags.insert(Flags::FLAGGED),
+                    'T' => raw.flags.insert(Flags::DRAFT),
+                    'D' => raw.flags.insert(Flags::DELETED),
+                    _ => {}
+                }
+            }
+        }
+        "x-keywords" => {
+            raw.keywords = header_value(text)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            let line = text.strip_suffix(b"\n").unwrap_or(text);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            raw.kw_padded = line.ends_with(b" ");
+            *cont = Cont::Keywords;
+        }
+        "content-length" if raw.content_length.is_none() => {
+            // Dovecot's `parse_content_length`: digits, then only white space.
+            let v =
+                std::str::from_utf8(&text[text.iter().position(|&b| b == b':').unwrap_or(0) + 1..])
+                    .unwrap_or("");
+            let v = v.trim_start_matches([' ', '\t']);
+            let digits = v.len() - v.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits > 0 && v[digits..].trim().is_empty() {
+                raw.content_length = v[..digits].parse().ok();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A continuation line (`text`) of the field `cont` says.
+fn note_continuation(raw: &mut Raw, text: &[u8], cont: Cont) {
+    let words = || {
+        std::str::from_utf8(text)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+    };
+    match cont {
+        Cont::Keywords => raw.keywords.extend(words()),
+        Cont::Base => {
+            for w in words() {
+                if !raw.imapbase_rest.is_empty() {
+                    raw.imapbase_rest.push(' ');
+                }
+                raw.imapbase_rest.push_str(&w);
+            }
+        }
+        Cont::Other => {}
+    }
+}
+
+/// Whether a message whose body starts at `body` and has `Content-Length: len` ends
+/// there: at `body + len` the file has the separator line and a `From ` line, or its
+/// last newline (Dovecot's `istream_raw_mbox_is_valid_from()`, which then takes the
+/// length as given, so that a `From ` line inside the body, not quoted, stays body, as
+/// Dovecot's appends write them). `peek` reads the file at an offset.
+fn content_length_holds(body: u64, len: u64, peek: &dyn Fn(u64, &mut [u8]) -> usize) -> bool {
+    let mut buf = [0u8; 8];
+    let n = peek(body.saturating_add(len), &mut buf);
+    let b = &buf[..n];
+    b == b"\n" || b == b"\r\n" || b.starts_with(b"\nFrom ") || b.starts_with(b"\r\nFrom ")
+}
+
+/// The time of a `From ` line (`From SENDER  Sat Nov 28 10:00:00 2026`, also with a
+/// numeric zone before or after the year, or `Sat, 28 Nov 2026 10:00:00`), in local time
+/// unless a zone is given, as Dovecot's `mbox_from_parse()` reads it; `None` if the line
+/// has no such date.
+pub fn from_line_time(line: &[u8]) -> Option<i64> {
+    const MONTHS: [&[u8]; 12] = [
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
+        b"dec",
+    ];
+    let mut s = line.strip_prefix(b"From ")?;
+    while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        s = &s[..s.len() - 1];
+    }
+    // The sender: a quoted local part may hold spaces.
+    let mut i = 0;
+    if s.first() == Some(&b'"') {
+        i = 1;
+        let mut esc = false;
+        while i < s.len() && (s[i] != b'"' || esc) {
+            esc = s[i] == b'\\';
+            i += 1;
+        }
+        i += 1;
+    }
+    while i < s.len() && s[i] != b' ' {
+        i += 1;
+    }
+    while i < s.len() && s[i] == b' ' {
+        i += 1;
+    }
+    let d = s.get(i..)?;
+    let digit = |k: usize| {
+        d.get(k)
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| i64::from(c - b'0'))
+    };
+    let month = |at: &[u8]| -> Option<i64> {
+        let m = at.get(..3)?.to_ascii_lowercase();
+        MONTHS
+            .iter()
+            .position(|x| *x == m.as_slice())
+            .map(|p| p as i64)
+    };
+    let mut p;
+    let (mon, day, year_first);
+    let mut year = None;
+    // "Thu Nov 29 22:33:52 2001" or "Thu, 29 Nov 2001 22:33:52".
+    if let Some(m) = d
+        .get(4..)
+        .and_then(month)
+        .filter(|_| d.get(7) == Some(&b' '))
+    {
+        mon = m;
+        p = 8;
+        if d.get(p) == Some(&b' ') {
+            p += 1;
+        }
+        if d.get(p + 1) == Some(&b' ') {
+            day = digit(p)?;
+            p += 2;
+        } else {
+            day = digit(p)? * 10 + digit(p + 1)?;
+            if d.get(p + 2) != Some(&b' ') {
+                return None;
+            }
+            p += 3;
+        }
+        year_first = false;
+    } else {
+        p = 5;
+        let mut dd = digit(p)?;
+        p += 1;
+        if let Some(x) = digit(p) {
+            dd = dd * 10 + x;
+            p += 1;
+        }
+        if d.get(p) != Some(&b' ') {
+            return None;
+        }
+        p += 1;
+        mon = month(d.get(p..)?)?;
+        if d.get(p + 3) != Some(&b' ') {
+            return None;
+        }
+        p += 4;
+        year = Some(digit(p)? * 1000 + digit(p + 1)? * 100 + digit(p + 2)? * 10 + digit(p + 3)?);
+        p += 5;
+        day = dd;
+        year_first = true;
+    }
+    let hour = digit(p)? * 10 + digit(p + 1)?;
+    if d.get(p + 2) != Some(&b':') {
+        return None;
+    }
+    let min = digit(p + 3)? * 10 + digit(p + 4)?;
+    p += 5;
+    let mut sec = 0;
+    if d.get(p) == Some(&b':') {
+        sec = digit(p + 1)? * 10 + digit(p + 2)?;
+        p += 3;
+    }
+    let mut zone: Option<i64> = None;
+    let numeric_zone = |at: usize| -> Option<i64> {
+        let sign = match d.get(at)? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let v = (digit(at + 1)? * 10 + digit(at + 2)?) * 3600
+            + (digit(at + 3)? * 10 + digit(at + 4)?) * 60;
+        Some(sign * v)
+    };
+    if !year_first {
+        if d.get(p) != Some(&b' ') {
+            return None;
+        }
+        p += 1;
+        if digit(p).is_none() || digit(p + 3).is_none() {
+            // A zone (numeric or named) before the year.
+            if let Some(z) = numeric_zone(p) {
+                zone = Some(z);
+            }
+            while p < d.len() && d[p] != b' ' {
+                p += 1;
+            }
+            p += 1;
+        }
+        year = Some(digit(p)? * 1000 + digit(p + 1)? * 100 + digit(p + 2)? * 10 + digit(p + 3)?);
+        p += 4;
+    }
+    if zone.is_none() && d.get(p) == Some(&b' ') {
+        zone = numeric_zone(p + 1);
+    }
+    let year = year?;
+    let day = day.max(1);
+    match zone {
+        Some(z) => {
+            Some(days_from_civil(year, mon + 1, day) * 86400 + hour * 3600 + min * 60 + sec - z)
+        }
+        None => {
+            // SAFETY: a zeroed `tm` is valid; mktime reads and normalises it.
+            let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+            tm.tm_year = (year - 1900) as libc::c_int;
+            tm.tm_mon = mon as libc::c_int;
+            tm.tm_mday = day as libc::c_int;
+            tm.tm_hour = hour as libc::c_int;
+            tm.tm_min = min as libc::c_int;
+            tm.tm_sec = sec as libc::c_int;
+            tm.tm_isdst = -1;
+            // SAFETY: `tm` is a valid, initialised struct for the call.
+            let t = unsafe { libc::mktime(&mut tm) };
+            (t != -1).then_some(t as i64)
+        }
+    }
+}
+
+/// Days from 1970-01-01 to the civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The `From ` line date as Dovecot writes it for a saved message (`mbox_from_create()`:
+/// local time, the day in two digits): `Wed Jan 01 10:00:00 2020`.
+fn dovecot_from_date(t: i64) -> String {
+    let secs = t as libc::time_t;
+    // SAFETY: a zeroed `tm` is valid; localtime_r fills it from `secs`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:02} {:02}:{:02}:{:02} {}",
+        DAYS[tm.tm_wday.rem_euclid(7) as usize],
+        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        1900 + tm.tm_year
+    )
+}
+
+/// Split an mbox into messages (the whole-file reference for [`scan`]): the first
+/// `From ` line, and later a `From ` line after an empty line, starts one, unless the
+/// previous message's `Content-Length:` holds and reaches past it. An empty line right
+/// before a message's start is the separator, no part of a message; the header ends at
+/// the first other empty line. Bytes before the first `From ` line are not a message.
 #[cfg(test)]
 fn parse(data: &[u8]) -> Vec<Raw> {
-    let mut starts = Vec::new();
+    let peek = |off: u64, buf: &mut [u8]| -> usize {
+        let off = (off as usize).min(data.len());
+        let n = buf.len().min(data.len() - off);
+        buf[..n].copy_from_slice(&data[off..off + n]);
+        n
+    };
+    let mut out: Vec<Raw> = Vec::new();
     let mut pos = 0;
     let mut prev_empty = true;
+    // The empty line just read in a header: it ends the header unless a message starts
+    // after it (then it is the separator).
+    let mut pending: Option<usize> = None;
+    let mut in_header = false;
+    let mut cont = Cont::Other;
+    let mut no_start_before = 0usize;
+    let mut last_line = (0usize, 0usize);
     while pos < data.len() {
         let eol = data[pos..]
             .iter()
@@ -328,68 +662,77 @@ fn parse(data: &[u8]) -> Vec<Raw> {
             .map(|i| pos + i + 1)
             .unwrap_or(data.len());
         let line = &data[pos..eol];
-        // Dovecot refuses a file that does not begin with a `From ` line; the text
-        // before the first one is kept but is no message, so such a box stays readable.
-        if (prev_empty || starts.is_empty()) && line.starts_with(b"From ") {
-            starts.push((pos, eol));
-        }
-        prev_empty = line == b"\n" || line == b"\r\n";
-        pos = eol;
-    }
-    let mut out = Vec::with_capacity(starts.len());
-    for (i, &(from_start, hdr_start)) in starts.iter().enumerate() {
-        let mut end = match starts.get(i + 1) {
-            Some(&(next, _)) => next.saturating_sub(1).max(hdr_start),
-            None => data.len(),
-        };
-        if i + 1 == starts.len() && end >= hdr_start + 2 && data[..end].ends_with(b"\n\n") {
-            end -= 1;
-        }
-        let mut raw = Raw {
-            from_start,
-            hdr_start,
-            hdr_end: end,
-            end,
-            uid: None,
-            imapbase: None,
-            imapbase_rest: String::new(),
-            pseudo: false,
-            has_status: false,
-            seen: false,
-        };
-        let mut p = hdr_start;
-        while p < end {
-            let eol = data[p..end]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|j| p + j + 1)
-                .unwrap_or(end);
-            let line = &data[p..eol];
-            if line == b"\n" || line == b"\r\n" {
-                raw.hdr_end = p;
-                break;
+        last_line = (pos, line.len());
+        let empty = line == b"\n" || line == b"\r\n";
+        let starts =
+            (prev_empty || out.is_empty()) && pos >= no_start_before && line.starts_with(b"From ");
+        if starts {
+            if let Some(r) = out.last_mut() {
+                let end = pos.saturating_sub(1).max(r.hdr_start);
+                if in_header {
+                    r.hdr_end = end;
+                }
+                r.end = end;
             }
-            match header_name(line).as_deref() {
-                Some("x-uid") => raw.uid = header_value(line).parse().ok(),
-                Some(h @ ("x-imapbase" | "x-imap")) => {
-                    raw.pseudo = h == "x-imap" && i == 0;
-                    let mut w = header_value(line).split_whitespace();
-                    let v = w.next().and_then(|v| v.parse().ok());
-                    let l = w.next().and_then(|v| v.parse().ok());
-                    if let (Some(v), Some(l)) = (v, l) {
-                        raw.imapbase = Some((v, l));
-                        raw.imapbase_rest = w.collect::<Vec<_>>().join(" ");
+            out.push(Raw {
+                from_start: pos,
+                hdr_start: eol,
+                hdr_end: eol,
+                end: eol,
+                date: from_line_time(&line[..line.len().min(SCAN_KEEP)]).unwrap_or(0),
+                ..Raw::default()
+            });
+            in_header = true;
+            pending = None;
+            cont = Cont::Other;
+        } else if in_header && !out.is_empty() {
+            let index = out.len() - 1;
+            let r = &mut out[index];
+            if let Some(p) = pending.take() {
+                // The empty line ended the header: this line is body.
+                r.hdr_end = p;
+                in_header = false;
+                if let Some(n) = r.content_length
+                    && content_length_holds(pos as u64, n, &peek)
+                {
+                    no_start_before = pos + n as usize + 1;
+                }
+            } else if empty {
+                pending = Some(pos);
+            } else {
+                let text = &line[..line.len().min(SCAN_KEEP)];
+                if text.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                    note_continuation(r, text, cont);
+                } else {
+                    match header_name(text) {
+                        Some(n) => note_field(r, &n, text, index, &mut cont),
+                        None => cont = Cont::Other,
                     }
                 }
-                Some("status") => {
-                    raw.has_status = true;
-                    raw.seen = header_value(line).contains('R');
-                }
-                _ => {}
             }
-            p = eol;
         }
-        out.push(raw);
+        prev_empty = empty;
+        pos = eol;
+    }
+    if let Some(r) = out.last_mut() {
+        let mut end = data.len();
+        // A final `\n` line after another line of the message is its separator.
+        let (lp, ll) = last_line;
+        let final_sep = prev_empty && ll == 1 && lp > r.hdr_start;
+        if final_sep {
+            end -= 1;
+        }
+        if let Some(p) = pending
+            && in_header
+            && !(final_sep && p == lp)
+        {
+            r.hdr_end = p;
+            in_header = false;
+        }
+        if in_header {
+            r.hdr_end = end;
+        }
+        r.end = end;
     }
     out
 }
@@ -463,6 +806,7 @@ struct ScanMsg {
     raw: Raw,
     in_header: bool,
     hiding: bool,
+    cont: Cont,
     size: u64,
 }
 
@@ -485,26 +829,14 @@ impl ScanMsg {
         }
         let text = &l.head[..len.min(l.head.len())];
         let continuation = text.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !continuation {
+        if continuation {
+            note_continuation(&mut self.raw, text, self.cont);
+        } else {
             let name = header_name(text);
             self.hiding = name.as_deref().is_some_and(|n| HIDDEN.contains(&n));
-            match name.as_deref() {
-                Some("x-uid") => self.raw.uid = header_value(text).parse().ok(),
-                Some(h @ ("x-imapbase" | "x-imap")) => {
-                    self.raw.pseudo = h == "x-imap" && index == 0;
-                    let mut w = header_value(text).split_whitespace();
-                    let v = w.next().and_then(|v| v.parse().ok());
-                    let last = w.next().and_then(|v| v.parse().ok());
-                    if let (Some(v), Some(last)) = (v, last) {
-                        self.raw.imapbase = Some((v, last));
-                        self.raw.imapbase_rest = w.collect::<Vec<_>>().join(" ");
-                    }
-                }
-                Some("status") => {
-                    self.raw.has_status = true;
-                    self.raw.seen = header_value(text).contains('R');
-                }
-                _ => {}
+            match name {
+                Some(n) => note_field(&mut self.raw, &n, text, index, &mut self.cont),
+                None => self.cont = Cont::Other,
             }
         }
         if !self.hiding {
@@ -522,9 +854,46 @@ impl ScanMsg {
     }
 }
 
+/// [`scan`] over a whole file, from its start (positional reads: the descriptor's offset
+/// is neither used nor moved).
+fn scan_file(file: &File) -> std::io::Result<Scan> {
+    struct At<'a> {
+        file: &'a File,
+        pos: u64,
+    }
+    impl std::io::Read for At<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.file.read_at(buf, self.pos)?;
+            self.pos += n as u64;
+            Ok(n)
+        }
+    }
+    let peek = |off: u64, buf: &mut [u8]| peek_file(file, off, buf);
+    scan(
+        &mut std::io::BufReader::with_capacity(SCAN_BUFFER, At { file, pos: 0 }),
+        &peek,
+    )
+}
+
+/// Read `buf.len()` bytes of `file` at `off`, or as many as it has there.
+fn peek_file(file: &File, off: u64, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
 /// [`parse`] and the sizes of [`visible`] in one pass over a reader, holding one line
-/// prefix at a time instead of the whole mbox: how a session indexes the INBOX.
-fn scan(r: &mut impl std::io::BufRead) -> std::io::Result<Scan> {
+/// prefix at a time instead of the whole mbox: how a session indexes the INBOX. `peek`
+/// reads the same file at an offset (to check a `Content-Length:`).
+fn scan(
+    r: &mut impl std::io::BufRead,
+    peek: &dyn Fn(u64, &mut [u8]) -> usize,
+) -> std::io::Result<Scan> {
     let mut out = Scan {
         raws: Vec::new(),
         sizes: Vec::new(),
@@ -542,9 +911,11 @@ fn scan(r: &mut impl std::io::BufRead) -> std::io::Result<Scan> {
     let mut cur: Option<ScanMsg> = None;
     let mut pos = 0usize;
     let mut prev_empty = true;
+    let mut no_start_before = 0usize;
     while next_line(r, &mut line)? {
-        let starts =
-            (prev_empty || cur.is_none() && out.raws.is_empty()) && line.head.starts_with(b"From ");
+        let starts = (prev_empty || cur.is_none() && out.raws.is_empty())
+            && pos >= no_start_before
+            && line.head.starts_with(b"From ");
         if starts {
             if let Some(mut m) = cur.take() {
                 // The separator line is no part of the message, but for the CR of a
@@ -567,21 +938,26 @@ fn scan(r: &mut impl std::io::BufRead) -> std::io::Result<Scan> {
                     hdr_start,
                     hdr_end: hdr_start,
                     end: hdr_start,
-                    uid: None,
-                    imapbase: None,
-                    imapbase_rest: String::new(),
-                    has_status: false,
-                    pseudo: false,
-                    seen: false,
+                    date: from_line_time(&line.head).unwrap_or(0),
+                    ..Raw::default()
                 },
                 in_header: true,
                 hiding: false,
+                cont: Cont::Other,
                 size: 0,
             });
         } else if let Some(m) = cur.as_mut() {
             let index = out.raws.len();
             if let Some((ppos, p)) = pending.take() {
+                let was_header = m.in_header;
                 m.add(&p, ppos, p.len, index);
+                if was_header
+                    && !m.in_header
+                    && let Some(n) = m.raw.content_length
+                    && content_length_holds(pos as u64, n, peek)
+                {
+                    no_start_before = pos + n as usize + 1;
+                }
             }
             if line.is_empty_line() {
                 let kept = ScanLine {
@@ -640,19 +1016,14 @@ fn visible(data: &[u8], raw: &Raw) -> Vec<u8> {
 }
 
 /// UIDs for each message: a stored `X-UID` is kept while the UIDs go up; others get the
-/// next free UID, as Dovecot's mbox sync assigns them. Returns (UIDVALIDITY, last UID,
-/// UIDs, whether the headers must be rewritten).
-fn assign_uids(raws: &[Raw]) -> (u32, u32, Vec<u32>, bool) {
+/// next free UID, as Dovecot's mbox sync assigns them. A box without `X-IMAPbase` takes
+/// UIDVALIDITY `fresh` (Postern's index keeps the one of an empty box) or the current
+/// time. Returns (UIDVALIDITY, last UID, UIDs, whether the headers must be rewritten).
+fn assign_uids(raws: &[Raw], fresh: Option<u32>) -> (u32, u32, Vec<u32>, bool) {
     let base = raws.first().and_then(|r| r.imapbase);
     let (validity, mut last) = match base {
         Some((v, l)) => (v, l),
-        None => (
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as u32)
-                .unwrap_or(1),
-            0,
-        ),
+        None => (fresh.unwrap_or_else(now_validity), 0),
     };
     let mut dirty = base.is_none() && !raws.is_empty();
     let mut prev = 0u32;
@@ -676,29 +1047,189 @@ fn assign_uids(raws: &[Raw]) -> (u32, u32, Vec<u32>, bool) {
     (validity, last, uids, dirty)
 }
 
-/// The file's new contents: `keep[i]` says whether message `i` stays; metadata headers are
-/// (re)written for the kept ones; `read[i]` (when given) marks message `i` \\Seen
-/// (`Status: RO`). The whole-buffer reference for [`rewrite_in_place`].
-#[cfg(test)]
-fn rewrite(
-    data: &[u8],
-    raws: &[Raw],
-    uids: &[u32],
+/// A UIDVALIDITY from the clock (as Dovecot gives a box it never saw).
+fn now_validity() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// New metadata for a message the rewrite changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Meta {
+    uid: u32,
+    /// New flags, `O` (no longer \\Recent) and keyword names; `None`: `Status:`,
+    /// `X-Status:` and `X-Keywords:` stay as they are.
+    flags: Option<(Flags, bool, Vec<String>)>,
+}
+
+/// What a rewrite makes of the messages: UIDVALIDITY, last UID and keyword list for
+/// `X-IMAPbase`, which messages stay, and the new metadata of the messages that change;
+/// the others are copied as they are (Dovecot's layout and padding kept).
+struct Plan<'a> {
     validity: u32,
     last: u32,
-    keep: &[bool],
-    read: &[bool],
+    /// The keyword names after UIDVALIDITY and the last UID in `X-IMAPbase`.
+    base_keywords: &'a str,
+    keep: &'a [bool],
+    /// Per message (as scanned): `Some` for those whose metadata is written anew.
+    meta: &'a [Option<Meta>],
+    /// Per message: its UID (`X-UID` of the first message, rewritten for `X-IMAPbase`).
+    uids: &'a [u32],
+}
+
+impl Plan<'_> {
+    /// Whether message `i` (the first kept one when `first`) is rewritten, and with what.
+    fn meta_of(&self, raws: &[Raw], i: usize, first: bool) -> Option<Meta> {
+        if let Some(m) = self.meta.get(i).cloned().flatten() {
+            return Some(m);
+        }
+        let r = &raws[i];
+        let base_same = i == 0
+            && r.imapbase == Some((self.validity, self.last))
+            && r.imapbase_rest == self.base_keywords;
+        if first && !base_same {
+            return Some(Meta {
+                uid: self.uids.get(i).copied().unwrap_or(0),
+                flags: None,
+            });
+        }
+        None
+    }
+}
+
+/// Whether a rewritten header drops the field `name`: all of Dovecot's metadata fields,
+/// written anew at the header's end in Dovecot's order (Dovecot reads `X-Keywords` by
+/// the list of `X-IMAPbase`, which must come first).
+fn drops(name: Option<&str>, pseudo: bool) -> bool {
+    match name {
+        Some("x-uid" | "x-imapbase" | "x-imap") => true,
+        // The pseudo message keeps its own (`Status: RO`).
+        Some("status" | "x-status" | "x-keywords") => !pseudo,
+        _ => false,
+    }
+}
+
+/// The metadata a rewritten header gets: the message's own flags unless new ones are
+/// given.
+fn resolve(meta: Meta, r: &Raw) -> Meta {
+    match meta.flags {
+        Some(_) => meta,
+        None => Meta {
+            uid: meta.uid,
+            flags: Some((r.flags, r.old, r.keywords.clone())),
+        },
+    }
+}
+
+/// The metadata lines written at the end of a rewritten header, `pad` spaces included:
+/// `X-IMAPbase:` (the first message) or `X-IMAP:` (the pseudo message), `X-UID:`,
+/// `Status:` (`R` seen, `O` not recent), `X-Status:` (`A` `F` `T` `D`, Dovecot's order),
+/// `X-Keywords:`. The padding goes after `X-Keywords` when there is one, else after
+/// `X-UID` (Dovecot's `mbox_sync_headers_add_space()`).
+fn meta_lines(
+    base: Option<&str>,
+    pseudo: bool,
+    meta: &Meta,
+    pad: usize,
+    pad_on_keywords: bool,
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + pad);
+    if let Some(b) = base {
+        out.extend_from_slice(b.as_bytes());
+        if pseudo {
+            out.resize(out.len() + pad, b' ');
+        }
+        out.push(b'\n');
+    }
+    if pseudo {
+        return out;
+    }
+    let kw = meta.flags.as_ref().is_some_and(|f| !f.2.is_empty());
+    let kw_pad = kw && pad_on_keywords;
+    out.extend_from_slice(format!("X-UID: {}", meta.uid).as_bytes());
+    if !kw_pad {
+        out.resize(out.len() + pad, b' ');
+    }
+    out.push(b'\n');
+    if let Some((flags, old, keywords)) = &meta.flags {
+        let mut status = String::new();
+        if flags.contains(Flags::SEEN) {
+            status.push('R');
+        }
+        if *old {
+            status.push('O');
+        }
+        if !status.is_empty() {
+            out.extend_from_slice(format!("Status: {status}\n").as_bytes());
+        }
+        let mut x = String::new();
+        for (f, c) in [
+            (Flags::ANSWERED, 'A'),
+            (Flags::FLAGGED, 'F'),
+            (Flags::DRAFT, 'T'),
+            (Flags::DELETED, 'D'),
+        ] {
+            if flags.contains(f) {
+                x.push(c);
+            }
+        }
+        if !x.is_empty() {
+            out.extend_from_slice(format!("X-Status: {x}\n").as_bytes());
+        }
+        if kw {
+            out.extend_from_slice(b"X-Keywords: ");
+            out.extend_from_slice(keywords.join(" ").as_bytes());
+            if kw_pad {
+                out.resize(out.len() + pad, b' ');
+            }
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// The `X-IMAPbase:` (or pseudo message's `X-IMAP:`) line, without its newline.
+fn base_line(plan: &Plan, pseudo: bool) -> String {
+    let sep = if plan.base_keywords.is_empty() {
+        ""
+    } else {
+        " "
+    };
+    let name = if pseudo { "X-IMAP" } else { "X-IMAPbase" };
+    format!(
+        "{name}: {} {:010}{sep}{}",
+        plan.validity, plan.last, plan.base_keywords
+    )
+}
+
+/// The file's new contents (the whole-buffer reference for [`rewrite_in_place`]).
+#[cfg(test)]
+fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     out.extend_from_slice(&data[..raws.first().map(|r| r.from_start).unwrap_or(data.len())]);
     let mut first = true;
     for (i, r) in raws.iter().enumerate() {
-        if !keep[i] && !r.pseudo {
+        if !plan.keep[i] && !r.pseudo {
             continue;
         }
+        let meta = plan.meta_of(raws, i, first);
+        let is_first = first;
+        first = false;
+        let Some(meta) = meta else {
+            // Unchanged: as it is, but for a missing final newline.
+            out.extend_from_slice(&data[r.from_start..r.end]);
+            if !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            out.push(b'\n');
+            continue;
+        };
+        let meta = resolve(meta, r);
         out.extend_from_slice(&data[r.from_start..r.hdr_start]);
         let hdr_out = out.len();
-        let now_read = read.get(i).copied().unwrap_or(false);
         let mut p = r.hdr_start;
         let mut dropping = false;
         while p < r.hdr_end {
@@ -710,11 +1241,8 @@ fn rewrite(
             let line = &data[p..eol];
             let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
-                dropping = match header_name(line).as_deref() {
-                    Some("x-uid" | "x-imapbase" | "x-imap") => true,
-                    Some("status") => now_read,
-                    _ => false,
-                };
+                let head = &line[..line.len().min(LINE_HEAD)];
+                dropping = drops(header_name(head).as_deref(), r.pseudo);
             }
             if !dropping {
                 out.extend_from_slice(line);
@@ -725,46 +1253,13 @@ fn rewrite(
             p = eol;
         }
         let kept = out.len() - hdr_out;
-        let base = first.then(|| {
-            let rest = raws.first().map(|r| r.imapbase_rest.as_str()).unwrap_or("");
-            let sep = if rest.is_empty() { "" } else { " " };
-            let name = if r.pseudo { "X-IMAP" } else { "X-IMAPbase" };
-            format!("{name}: {validity} {last:010}{sep}{rest}")
-        });
-        first = false;
-        let uid = (!r.pseudo).then(|| format!("X-UID: {}", uids[i]));
-        let status: &[u8] = if now_read && !r.pseudo {
-            b"Status: RO\n"
-        } else {
-            b""
-        };
-        let natural = kept
-            + base.as_ref().map_or(0, |b| b.len() + 1)
-            + uid.as_ref().map_or(0, |u| u.len() + 1)
-            + status.len();
-        let pad = header_padding(r.hdr_end - r.hdr_start, natural);
-        // The padding goes after `X-UID`, or after `X-IMAP` in the pseudo message.
-        if let Some(b) = &base {
-            out.extend_from_slice(b.as_bytes());
-            if r.pseudo {
-                out.resize(out.len() + pad, b' ');
-            }
-            out.push(b'\n');
-        }
-        if r.pseudo {
-            out.extend_from_slice(&data[r.hdr_end..r.end]);
-            if !out.ends_with(b"\n") {
-                out.push(b'\n');
-            }
-            out.push(b'\n');
-            continue;
-        }
-        if let Some(u) = &uid {
-            out.extend_from_slice(u.as_bytes());
-            out.resize(out.len() + pad, b' ');
-            out.push(b'\n');
-        }
-        out.extend_from_slice(status);
+        let base = is_first.then(|| base_line(plan, r.pseudo));
+        let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0, false).len();
+        let old = r.hdr_end - r.hdr_start;
+        let pad = header_padding(old, natural);
+        // Fresh padding goes after `X-Keywords`, reused padding stays where it was.
+        let on_kw = natural > old || r.kw_padded;
+        out.extend_from_slice(&meta_lines(base.as_deref(), r.pseudo, &meta, pad, on_kw));
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
         // only the separator line follows its headers, so its size does not change.
         out.extend_from_slice(&data[r.hdr_end..r.end]);
@@ -794,20 +1289,9 @@ fn write_back(file: &File, path: &Path, old: &[u8], new: &[u8]) -> Result<(), Ma
 const REWRITE_BUFFER: usize = 64 * 1024;
 
 /// The start of a header line the rewrite looks at: enough for the names it drops
-/// (`X-IMAPbase:` is the longest) and a continuation's leading space.
+/// (`Content-Length:` is the longest) and a continuation's leading space.
 const LINE_HEAD: usize = 32;
 
-/// What [`rewrite_in_place`] makes of the messages (the arguments of [`rewrite`] but the
-/// file's contents): UIDs, UIDVALIDITY, last UID, which messages stay, which become \Seen.
-struct Plan<'a> {
-    uids: &'a [u32],
-    validity: u32,
-    last: u32,
-    keep: &'a [bool],
-    read: &'a [bool],
-}
-
-/// Writes a file's new contents over its old ones, front to back, the new contents given
 /// as ranges of old bytes (taken in increasing order) and new bytes. Nothing is written
 /// until the first byte that differs; an old range already at its place is not copied.
 /// Old bytes the output is about to overwrite but that are still to be copied are kept in
@@ -1089,8 +1573,19 @@ fn rewrite_in_place(
         if !plan.keep[i] && !r.pseudo {
             continue;
         }
+        let meta = plan.meta_of(raws, i, first);
+        let is_first = first;
+        first = false;
+        let Some(meta) = meta else {
+            io.copy(r.from_start as u64, r.end as u64)?;
+            if io.last != Some(b'\n') {
+                io.emit(b"\n")?;
+            }
+            io.emit(b"\n")?;
+            continue;
+        };
+        let meta = resolve(meta, r);
         io.copy(r.from_start as u64, r.hdr_start as u64)?;
-        let now_read = plan.read.get(i).copied().unwrap_or(false);
         // The header line by line, never whole: runs of kept lines are copied (in place
         // when they did not move), Dovecot's metadata lines dropped.
         let (hs, he) = (r.hdr_start as u64, r.hdr_end as u64);
@@ -1103,11 +1598,7 @@ fn rewrite_in_place(
             let (eol, head, ends_lf) = io.line_at(p, he)?;
             let continuation = head.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
-                dropping = match header_name(&head).as_deref() {
-                    Some("x-uid" | "x-imapbase" | "x-imap") => true,
-                    Some("status") => now_read,
-                    _ => false,
-                };
+                dropping = drops(header_name(&head).as_deref(), r.pseudo);
             }
             if dropping {
                 if let Some(a) = run.take() {
@@ -1128,43 +1619,12 @@ fn rewrite_in_place(
                 kept += 1;
             }
         }
-        let base = first.then(|| {
-            let rest = r0.imapbase_rest.as_str();
-            let sep = if rest.is_empty() { "" } else { " " };
-            let name = if r.pseudo { "X-IMAP" } else { "X-IMAPbase" };
-            let (validity, last) = (plan.validity, plan.last);
-            format!("{name}: {validity} {last:010}{sep}{rest}")
-        });
-        first = false;
-        let uid = (!r.pseudo).then(|| format!("X-UID: {}", plan.uids[i]));
-        // No `Status:` until a flag changes: Dovecot 2.3's POP3 writes none when it
-        // gives UIDs (seen from 2.3.19), so messages stay \\Recent for IMAP.
-        let status: &[u8] = if now_read && !r.pseudo {
-            b"Status: RO\n"
-        } else {
-            b""
-        };
-        let natural = kept
-            + base.as_ref().map_or(0, |b| b.len() + 1)
-            + uid.as_ref().map_or(0, |u| u.len() + 1)
-            + status.len();
-        let pad = header_padding(r.hdr_end - r.hdr_start, natural);
-        let mut out = Vec::with_capacity(natural - kept + pad);
-        if let Some(b) = &base {
-            out.extend_from_slice(b.as_bytes());
-            if r.pseudo {
-                out.resize(out.len() + pad, b' ');
-            }
-            out.push(b'\n');
-        }
-        if let Some(u) = &uid {
-            out.extend_from_slice(u.as_bytes());
-            out.resize(out.len() + pad, b' ');
-            out.push(b'\n');
-        }
-        out.extend_from_slice(status);
-        io.emit(&out)?;
-        drop(out);
+        let base = is_first.then(|| base_line(plan, r.pseudo));
+        let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0, false).len();
+        let old = r.hdr_end - r.hdr_start;
+        let pad = header_padding(old, natural);
+        let on_kw = natural > old || r.kw_padded;
+        io.emit(&meta_lines(base.as_deref(), r.pseudo, &meta, pad, on_kw))?;
         io.copy(r.hdr_end as u64, r.end as u64)?;
         if io.last != Some(b'\n') {
             io.emit(b"\n")?;
@@ -1174,8 +1634,6 @@ fn rewrite_in_place(
     io.finish()
 }
 
-/// Where one message is in the file (offsets), and its `From ` line, to notice a file
-/// rewritten under the session.
 /// A message's `From ` line as a session remembers it, to notice a file rewritten under
 /// it: the length and CRC-32 of its first [`SCAN_KEEP`] bytes (8 bytes per message
 /// instead of a copy of the line).
@@ -1200,6 +1658,7 @@ impl FromLine {
     }
 }
 
+/// Where one message is in the file (offsets), and its `From ` line.
 #[derive(Debug, Clone)]
 struct Spot {
     from_start: usize,
@@ -1207,125 +1666,217 @@ struct Spot {
     hdr_end: usize,
     end: usize,
     from_line: FromLine,
-    /// `Status:` held `R` when the mailbox was opened.
-    seen: bool,
 }
 
-/// An opened mbox INBOX: an index of the file (offsets, UIDs, sizes), never its contents.
+/// One message of an indexed mbox.
+#[derive(Debug, Clone)]
+pub struct MboxMsg {
+    pub uid: u32,
+    /// `Status:` `R`, `X-Status:` `A` `F` `T` `D`.
+    pub flags: Flags,
+    /// `Status:` has `O`: a session has seen the message (it is no longer \\Recent).
+    pub old: bool,
+    /// `X-Keywords:`, as indexes into [`MboxBox::keywords`].
+    pub keywords: KeywordSet,
+    /// Size as clients see it: CRLF line ends, Dovecot's hidden headers left out.
+    pub size: u64,
+    /// The `From ` line's time (Unix seconds).
+    pub date: i64,
+    spot: Spot,
+}
+
+/// New flags of a message: system flags, `O` (no longer \\Recent), keyword names.
+pub type MboxFlags = (Flags, bool, Vec<String>);
+
+/// An indexed mbox: where its messages are, their UIDs and flags; never its contents.
 #[derive(Debug)]
-pub struct MboxMailbox {
+pub struct MboxBox {
     pub path: PathBuf,
     pub uid_validity: u32,
-    pub messages: Vec<MessageInfo>,
-    spots: Vec<Spot>,
+    /// One more than the last UID given (`X-IMAPbase`'s second field).
+    pub uid_next: u32,
+    /// Keyword names: `X-IMAPbase`'s list, then other names messages carry.
+    pub keywords: Vec<String>,
+    /// `X-IMAPbase`'s keyword list as the file has it.
+    base_keywords: String,
+    /// The file's first message is the pseudo message (`X-IMAP`).
+    pseudo: bool,
+    pub messages: Vec<MboxMsg>,
+    /// The file as it was indexed (`None`: there was no file).
+    pub stamp: Option<super::FileStamp>,
     opts: MboxOptions,
+    /// UIDVALIDITY for a box without `X-IMAPbase` (an empty one).
+    validity_hint: Option<u32>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many updates took the fast way (tests).
+    static FAST_UPDATES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Buffer of the reader that indexes an mbox.
 const SCAN_BUFFER: usize = 32 * 1024;
 
-impl MboxMailbox {
+/// The keyword names of `X-IMAPbase` (`rest`), then those of `extra` not in it.
+fn keyword_list<'a>(rest: &str, extra: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut list: Vec<String> = rest.split_whitespace().map(String::from).collect();
+    for k in extra {
+        if !list.contains(k) {
+            list.push(k.clone());
+        }
+    }
+    list
+}
+
+impl MboxBox {
     /// A mailbox with no messages and no file.
-    pub fn empty() -> MboxMailbox {
-        MboxMailbox {
+    pub fn empty() -> MboxBox {
+        MboxBox {
             path: PathBuf::new(),
             uid_validity: 0,
+            uid_next: 1,
+            keywords: Vec::new(),
+            base_keywords: String::new(),
+            pseudo: false,
             messages: Vec::new(),
-            spots: Vec::new(),
+            stamp: None,
             opts: MboxOptions::default(),
+            validity_hint: None,
         }
     }
 
     /// Index the mbox under its read lock; when messages have no UIDs yet, again under
-    /// the write locks, storing UIDs for them. A missing file is an empty mailbox. The
-    /// file is read and rewritten through bounded buffers, never held whole.
-    pub fn open(path: &Path, opts: &MboxOptions) -> Result<MboxMailbox, MailboxError> {
-        let empty = || MboxMailbox {
+    /// the write locks, storing UIDs for them. A missing file is an empty mailbox (with
+    /// UIDVALIDITY `validity_hint`, or the time). The file is read and rewritten through
+    /// bounded buffers, never held whole.
+    pub fn open(
+        path: &Path,
+        opts: &MboxOptions,
+        validity_hint: Option<u32>,
+    ) -> Result<MboxBox, MailboxError> {
+        let mut mb = MboxBox {
             path: path.to_path_buf(),
             opts: opts.clone(),
-            ..MboxMailbox::empty()
+            validity_hint,
+            ..MboxBox::empty()
         };
-        if std::fs::symlink_metadata(path).is_err() {
-            return Ok(empty());
+        mb.refresh()?;
+        Ok(mb)
+    }
+
+    /// Index the file again (after [`super::FileStamp`] says it changed).
+    pub fn refresh(&mut self) -> Result<(), MailboxError> {
+        let path = self.path.clone();
+        if std::fs::symlink_metadata(&path).is_err() {
+            self.uid_validity = self.validity_hint.unwrap_or_else(now_validity);
+            self.uid_next = 1;
+            self.keywords.clear();
+            self.messages.clear();
+            self.stamp = None;
+            return Ok(());
         }
-        let io = |e| MailboxError::io(path, e);
+        let io = |e| MailboxError::io(&path, e);
         // First under the read lock alone (Dovecot's `mbox_read_locks`), so sessions
         // opening the same mbox do not wait for each other; the write locks only when
         // messages need UIDs written.
-        let reading = open_file(path, false, false, opts)?;
-        check_file(&reading, path, opts)?;
-        fcntl_lock(&reading, path, false, opts.lock_timeout)?;
-        let mut found = scan(&mut std::io::BufReader::with_capacity(
-            SCAN_BUFFER,
-            &reading,
-        ))
-        .map_err(io)?;
-        let (mut validity, mut last, mut uids, mut dirty) = assign_uids(&found.raws);
+        let reading = open_file(&path, false, false, &self.opts)?;
+        check_file(&reading, &path, &self.opts)?;
+        fcntl_lock(&reading, &path, false, self.opts.lock_timeout)?;
+        let mut stamp = super::FileStamp::of_file(&reading);
+        let mut found = scan_file(&reading).map_err(io)?;
+        let (mut validity, mut last, mut uids, dirty) =
+            assign_uids(&found.raws, self.validity_hint);
         drop(reading);
-        let mut locked = None;
         if dirty {
-            let l = open_locked(path, opts, false)?;
-            found =
-                scan(&mut std::io::BufReader::with_capacity(SCAN_BUFFER, &l.file)).map_err(io)?;
-            (validity, last, uids, dirty) = assign_uids(&found.raws);
-            locked = Some(l);
+            let l = open_locked(&path, &self.opts, false)?;
+            let before = l.file.metadata().map_err(io)?;
+            found = scan_file(&l.file).map_err(io)?;
+            let dirty;
+            (validity, last, uids, dirty) = assign_uids(&found.raws, self.validity_hint);
+            if dirty {
+                let meta: Vec<Option<Meta>> = found
+                    .raws
+                    .iter()
+                    .zip(&uids)
+                    .map(|(r, &u)| {
+                        (!r.pseudo && r.uid != Some(u)).then_some(Meta {
+                            uid: u,
+                            flags: None,
+                        })
+                    })
+                    .collect();
+                let keep = vec![true; found.raws.len()];
+                let rest = found.raws[0].imapbase_rest.clone();
+                let plan = Plan {
+                    validity,
+                    last,
+                    base_keywords: &rest,
+                    keep: &keep,
+                    meta: &meta,
+                    uids: &uids,
+                };
+                rewrite_in_place(&l.file, &found, &plan, REWRITE_BUFFER).map_err(io)?;
+                touch_if_same(&l.file, &before);
+                found = scan_file(&l.file).map_err(io)?;
+                (validity, last, uids, _) = assign_uids(&found.raws, self.validity_hint);
+            }
+            stamp = super::FileStamp::of_file(&l.file);
         }
-        if let Some(locked) = locked.as_mut()
-            && dirty
-        {
-            let keep = vec![true; found.raws.len()];
-            let plan = Plan {
-                uids: &uids,
-                validity,
-                last,
-                keep: &keep,
-                read: &[],
-            };
-            rewrite_in_place(&locked.file, &found, &plan, REWRITE_BUFFER).map_err(io)?;
-            std::io::Seek::rewind(&mut locked.file).map_err(io)?;
-            found = scan(&mut std::io::BufReader::with_capacity(
-                SCAN_BUFFER,
-                &locked.file,
-            ))
-            .map_err(io)?;
-            (validity, _, uids, _) = assign_uids(&found.raws);
-        }
-        drop(locked);
-        let mut mb = empty();
-        mb.uid_validity = validity;
+        self.build(found, validity, last, uids);
+        self.stamp = stamp;
+        Ok(())
+    }
+
+    /// Take the scanned messages as the box's.
+    fn build(&mut self, found: Scan, validity: u32, last: u32, uids: Vec<u32>) {
         let Scan {
             raws,
             sizes,
             from_lines,
             ..
         } = found;
+        let rest = raws
+            .first()
+            .map(|r| r.imapbase_rest.clone())
+            .unwrap_or_default();
+        self.keywords = keyword_list(&rest, raws.iter().flat_map(|r| r.keywords.iter()));
+        self.base_keywords = rest;
+        self.pseudo = raws.first().is_some_and(|r| r.pseudo);
+        self.uid_validity = validity;
+        self.uid_next = last.saturating_add(1);
+        self.messages = Vec::with_capacity(raws.len());
         for (((r, uid), size), from_line) in raws.into_iter().zip(uids).zip(sizes).zip(from_lines) {
             if r.pseudo {
                 continue;
             }
-            mb.messages.push(MessageInfo {
+            let keywords = r
+                .keywords
+                .iter()
+                .filter_map(|k| self.keywords.iter().position(|x| x == k))
+                .collect();
+            self.messages.push(MboxMsg {
                 uid,
+                flags: r.flags,
+                old: r.old,
+                keywords,
                 size,
-                file_base: String::new(),
-            });
-            mb.spots.push(Spot {
-                from_start: r.from_start,
-                hdr_start: r.hdr_start,
-                hdr_end: r.hdr_end,
-                end: r.end,
-                from_line,
-                seen: r.seen,
+                date: r.date,
+                spot: Spot {
+                    from_start: r.from_start,
+                    hdr_start: r.hdr_start,
+                    hdr_end: r.hdr_end,
+                    end: r.end,
+                    from_line,
+                },
             });
         }
-        mb.messages.shrink_to_fit();
-        mb.spots.shrink_to_fit();
-        Ok(mb)
     }
 
     /// Find the messages again after another session (or Dovecot, or a mail client)
     /// rewrote the file: each message's offsets are taken anew by its `X-UID`, under a
     /// read lock. A message no longer there keeps its old place (and then reads as
-    /// expunged).
+    /// expunged); the list of messages does not change.
     pub fn resync(&mut self) -> Result<(), MailboxError> {
         let file = OpenOptions::new()
             .read(true)
@@ -1333,8 +1884,7 @@ impl MboxMailbox {
             .open(&self.path)
             .map_err(|e| MailboxError::io(&self.path, e))?;
         fcntl_lock(&file, &self.path, false, self.opts.lock_timeout)?;
-        let found = scan(&mut std::io::BufReader::with_capacity(SCAN_BUFFER, &file))
-            .map_err(|e| MailboxError::io(&self.path, e))?;
+        let found = scan_file(&file).map_err(|e| MailboxError::io(&self.path, e))?;
         if found.raws.first().and_then(|r| r.imapbase).map(|b| b.0) != Some(self.uid_validity) {
             return Ok(());
         }
@@ -1345,16 +1895,15 @@ impl MboxMailbox {
             .filter(|(_, r)| !r.pseudo)
             .filter_map(|(i, r)| r.uid.map(|u| (u, i)))
             .collect();
-        for (m, spot) in self.messages.iter().zip(self.spots.iter_mut()) {
+        for m in self.messages.iter_mut() {
             if let Some(&i) = at.get(&m.uid) {
                 let r = &found.raws[i];
-                *spot = Spot {
+                m.spot = Spot {
                     from_start: r.from_start,
                     hdr_start: r.hdr_start,
                     hdr_end: r.hdr_end,
                     end: r.end,
                     from_line: found.from_lines[i],
-                    seen: r.seen,
                 };
             }
         }
@@ -1365,7 +1914,7 @@ impl MboxMailbox {
     pub fn message(&self, index: usize) -> Option<MboxMessage> {
         Some(MboxMessage {
             path: self.path.clone(),
-            spot: self.spots.get(index)?.clone(),
+            spot: self.messages.get(index)?.spot.clone(),
             lock_timeout: self.opts.lock_timeout,
         })
     }
@@ -1382,63 +1931,487 @@ impl MboxMailbox {
         Ok(out)
     }
 
-    /// Delete the messages at `indexes` by UID, under the write locks: what was delivered
-    /// since [`open`](Self::open) stays.
-    pub fn expunge(&mut self, indexes: &[usize]) -> Result<(), MailboxError> {
-        self.commit(indexes, &[])
+    /// The fast way to change flags, as Dovecot's in-place header update: when the file
+    /// is as this box last read it (same inode, size and time, under the write locks),
+    /// no keyword is new to `X-IMAPbase`, and each changed header still fits in its old
+    /// size, only those headers are written (the same bytes the full rewrite would
+    /// write: their metadata anew, the padding taking the difference). `false`: the
+    /// full rewrite is needed.
+    fn update_headers(
+        &mut self,
+        file: &File,
+        before: &std::fs::Metadata,
+        changes: &std::collections::HashMap<u32, MboxFlags>,
+    ) -> Result<bool, MailboxError> {
+        let io = |e| MailboxError::io(&self.path, e);
+        if self.stamp != super::FileStamp::of_file(file) || self.stamp.is_none() {
+            return Ok(false);
+        }
+        let base: Vec<&str> = self.base_keywords.split_whitespace().collect();
+        if changes
+            .values()
+            .flat_map(|c| c.2.iter())
+            .any(|k| !base.contains(&k.as_str()))
+        {
+            return Ok(false);
+        }
+        let mut writes: Vec<(u64, Vec<u8>, usize)> = Vec::with_capacity(changes.len());
+        for (uid, new) in changes {
+            let Ok(j) = self.messages.binary_search_by_key(uid, |m| m.uid) else {
+                return Ok(false);
+            };
+            let sp = &self.messages[j].spot;
+            // Only a header that ends with its empty line, and not a huge one.
+            if sp.hdr_end >= sp.end || sp.hdr_end - sp.from_start > REWRITE_BUFFER {
+                return Ok(false);
+            }
+            let mut head = vec![0u8; sp.hdr_end - sp.from_start];
+            file.read_exact_at(&mut head, sp.from_start as u64)
+                .map_err(io)?;
+            if !sp.from_line.starts(&head) {
+                return Ok(false);
+            }
+            let hdr = &head[sp.hdr_start - sp.from_start..];
+            let first = j == 0 && !self.pseudo;
+            let raw = parse_header(hdr, if first { 0 } else { 1 });
+            if raw.uid != Some(*uid) {
+                return Ok(false);
+            }
+            if (raw.flags, raw.old, &raw.keywords) == (new.0, new.1, &new.2) {
+                continue;
+            }
+            let meta = Meta {
+                uid: *uid,
+                flags: Some(new.clone()),
+            };
+            let base_line = first.then(|| {
+                let sep = if self.base_keywords.is_empty() {
+                    ""
+                } else {
+                    " "
+                };
+                format!(
+                    "X-IMAPbase: {} {:010}{sep}{}",
+                    self.uid_validity,
+                    self.uid_next.saturating_sub(1),
+                    self.base_keywords
+                )
+            });
+            if first && raw.imapbase != Some((self.uid_validity, self.uid_next.saturating_sub(1))) {
+                return Ok(false);
+            }
+            let Some(out) = fit_header(hdr, &raw, &meta, base_line.as_deref()) else {
+                return Ok(false);
+            };
+            writes.push((sp.hdr_start as u64, out, j));
+        }
+        for (at, bytes, _) in &writes {
+            file.write_all_at(bytes, *at).map_err(io)?;
+        }
+        if !writes.is_empty() {
+            file.sync_all().map_err(io)?;
+            touch_if_same(file, before);
+        }
+        for (_, _, j) in writes {
+            let uid = self.messages[j].uid;
+            if let Some((flags, old, kws)) = changes.get(&uid) {
+                let keywords = kws
+                    .iter()
+                    .filter_map(|k| self.keywords.iter().position(|x| x == k))
+                    .collect();
+                let m = &mut self.messages[j];
+                m.flags = *flags;
+                m.old = *old;
+                m.keywords = keywords;
+            }
+        }
+        self.stamp = super::FileStamp::of_file(file);
+        #[cfg(test)]
+        FAST_UPDATES.with(|c| c.set(c.get() + 1));
+        Ok(true)
     }
 
-    /// POP3's UPDATE state: delete the messages at `gone` and mark those at `seen` read
-    /// (`Status: RO`, as Dovecot 2.3 writes \Seen), by UID, in one rewrite under the
-    /// write locks; what was delivered since [`open`](Self::open) stays.
-    pub fn commit(&mut self, gone: &[usize], seen: &[usize]) -> Result<(), MailboxError> {
-        let uids_at = |ix: &[usize]| -> std::collections::HashSet<u32> {
-            ix.iter()
-                .filter_map(|&i| self.messages.get(i).map(|m| m.uid))
-                .collect()
-        };
-        // Messages already read need no change: a session that only re-reads old mail
-        // leaves the file alone.
-        let unseen: Vec<usize> = seen
-            .iter()
-            .copied()
-            .filter(|&i| self.spots.get(i).is_some_and(|s| !s.seen))
-            .collect();
-        let (gone, seen) = (uids_at(gone), uids_at(&unseen));
-        if gone.is_empty() && seen.is_empty() {
+    /// Change the flags of the messages in `changes` and delete those in `expunge` (by
+    /// UID), in one rewrite under the write locks, then index the file again. What was
+    /// delivered or changed by others since the box was indexed stays as they left it.
+    /// Keyword names new to the box are added to `X-IMAPbase`'s list. Without `rescan`
+    /// the box is not indexed again (its stamp is dropped, so a later look at the file
+    /// reads it anew): a POP3 session ending.
+    pub fn update(
+        &mut self,
+        changes: &std::collections::HashMap<u32, MboxFlags>,
+        expunge: &std::collections::HashSet<u32>,
+        rescan: bool,
+    ) -> Result<(), MailboxError> {
+        if changes.is_empty() && expunge.is_empty() {
             return Ok(());
         }
-        let locked = open_locked(&self.path, &self.opts, false)?;
-        let io = |e| MailboxError::io(&self.path, e);
-        let found = scan(&mut std::io::BufReader::with_capacity(
-            SCAN_BUFFER,
-            &locked.file,
-        ))
-        .map_err(io)?;
-        let raws = &found.raws;
-        let (validity, last, uids, _) = assign_uids(raws);
+        let path = self.path.clone();
+        let io = |e| MailboxError::io(&path, e);
+        let locked = open_locked(&path, &self.opts, false)?;
+        let before = locked.file.metadata().map_err(io)?;
+        if expunge.is_empty() && self.update_headers(&locked.file, &before, changes)? {
+            return Ok(());
+        }
+        let found = scan_file(&locked.file).map_err(io)?;
+        let (validity, last, uids, _) = assign_uids(&found.raws, self.validity_hint);
         if validity != self.uid_validity {
             return Err(MailboxError::Format(format!(
-                "{}: UIDVALIDITY changed, not deleting",
-                self.path.display()
+                "{}: UIDVALIDITY changed under the session",
+                path.display()
             )));
         }
-        let keep: Vec<bool> = uids.iter().map(|u| !gone.contains(u)).collect();
-        let read: Vec<bool> = raws
+        let rest = found
+            .raws
+            .first()
+            .map(|r| r.imapbase_rest.clone())
+            .unwrap_or_default();
+        let base_keywords =
+            keyword_list(&rest, changes.values().flat_map(|c| c.2.iter())).join(" ");
+        let keep: Vec<bool> = uids.iter().map(|u| !expunge.contains(u)).collect();
+        let meta: Vec<Option<Meta>> = found
+            .raws
             .iter()
             .zip(&uids)
-            .map(|(r, u)| seen.contains(u) && !r.seen)
+            .map(|(r, &u)| {
+                if r.pseudo {
+                    return None;
+                }
+                match changes.get(&u) {
+                    Some(c) if (r.flags, r.old, &r.keywords) != (c.0, c.1, &c.2) => Some(Meta {
+                        uid: u,
+                        flags: Some(c.clone()),
+                    }),
+                    _ if r.uid != Some(u) => Some(Meta {
+                        uid: u,
+                        flags: None,
+                    }),
+                    _ => None,
+                }
+            })
             .collect();
         let plan = Plan {
-            uids: &uids,
             validity,
             last,
+            base_keywords: &base_keywords,
             keep: &keep,
-            read: &read,
+            meta: &meta,
+            uids: &uids,
         };
         rewrite_in_place(&locked.file, &found, &plan, REWRITE_BUFFER).map_err(io)?;
+        touch_if_same(&locked.file, &before);
+        if !rescan {
+            self.stamp = None;
+            return Ok(());
+        }
+        let stamp = super::FileStamp::of_file(&locked.file);
+        let found = scan_file(&locked.file).map_err(io)?;
+        let (validity, last, uids, _) = assign_uids(&found.raws, self.validity_hint);
+        self.build(found, validity, last, uids);
+        self.stamp = stamp;
         Ok(())
     }
+}
+
+/// The metadata of one header (`hdr`: its lines, without the `From ` line and the
+/// empty line), as [`scan`] notes it; `index` 0 for the file's first message.
+fn parse_header(hdr: &[u8], index: usize) -> Raw {
+    let mut raw = Raw::default();
+    let mut cont = Cont::Other;
+    for line in hdr.split_inclusive(|&b| b == b'\n') {
+        let text = &line[..line.len().min(SCAN_KEEP)];
+        if text.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            note_continuation(&mut raw, text, cont);
+        } else {
+            match header_name(text) {
+                Some(n) => note_field(&mut raw, &n, text, index, &mut cont),
+                None => cont = Cont::Other,
+            }
+        }
+    }
+    raw
+}
+
+/// The header `hdr` (complete lines) with its metadata written anew as the rewrite
+/// writes it (`base`: the `X-IMAPbase` line of the first message), padded to the old
+/// size; `None` if it does not fit.
+fn fit_header(hdr: &[u8], raw: &Raw, meta: &Meta, base: Option<&str>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(hdr.len());
+    let mut dropping = false;
+    for line in hdr.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            let head = &line[..line.len().min(LINE_HEAD)];
+            dropping = drops(header_name(head).as_deref(), raw.pseudo);
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        return None;
+    }
+    let natural = out.len() + meta_lines(base, raw.pseudo, meta, 0, false).len();
+    if natural > hdr.len() {
+        return None;
+    }
+    out.extend_from_slice(&meta_lines(
+        base,
+        raw.pseudo,
+        meta,
+        hdr.len() - natural,
+        raw.kw_padded,
+    ));
+    Some(out)
+}
+
+/// After a rewrite that left the file's size as it was, make sure its modification time
+/// (in seconds) changed too: Dovecot's index notices a changed mbox by mtime and size
+/// only (`mbox_sync_has_changed()`), so a same-size rewrite within the second Dovecot last
+/// looked would go unseen. Dovecot itself waits for the next second; the time is set to
+/// the next second instead (at most one second ahead of the clock), with the clock's
+/// nanoseconds, so that Postern sessions, which compare times to the nanosecond, never
+/// see two states of the file with one time.
+fn touch_if_same(file: &File, before: &std::fs::Metadata) {
+    let Ok(after) = file.metadata() else {
+        return;
+    };
+    if after.len() != before.len() || after.mtime() != before.mtime() {
+        return;
+    }
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let t = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: (before.mtime() + 1) as libc::time_t,
+            tv_nsec: ns as _,
+        },
+    ];
+    // SAFETY: the descriptor is open; `t` holds two valid timespecs.
+    unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(file), t.as_ptr()) };
+}
+
+/// Move every message of the mbox `from` to the end of the mbox `to` (created if
+/// missing), then empty `from`, both under their write locks: renaming an INBOX that
+/// cannot be renamed (a spool directory the user cannot write).
+pub fn move_all(from: &Path, to: &Path, opts: &MboxOptions) -> Result<(), MailboxError> {
+    let src = open_locked(from, opts, false)?;
+    let dst = open_locked(to, opts, true)?;
+    let io = |p: &Path, e| MailboxError::io(p, e);
+    let len = dst.file.metadata().map_err(|e| io(to, e))?.len();
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut &src.file, &mut data).map_err(|e| io(from, e))?;
+    if len > 0 && !data.is_empty() {
+        data.insert(0, b'\n');
+    }
+    let res = dst
+        .file
+        .write_all_at(&data, len)
+        .and_then(|()| dst.file.sync_all());
+    if let Err(e) = res {
+        let _ = dst.file.set_len(len);
+        return Err(io(to, e));
+    }
+    src.file
+        .set_len(0)
+        .and_then(|()| src.file.sync_all())
+        .map_err(|e| io(from, e))
+}
+
+/// A message to save into an mbox ([`append`]).
+#[derive(Debug, Clone)]
+pub struct MboxSave<'a> {
+    pub data: &'a [u8],
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    /// The internal date (the `From ` line's time).
+    pub date: i64,
+    /// The `From ` line's sender.
+    pub sender: String,
+}
+
+/// The bytes Dovecot 2.3 writes for a saved message (`mbox-save.c`): the `From ` line
+/// (Dovecot's date format), the message's header without Dovecot's metadata fields or
+/// `From ` lines, `X-IMAPbase` when it is the box's first message, `X-UID`, `Status`,
+/// `X-Status`, `X-Keywords` with 50 spaces of padding, `Content-Length` of the body,
+/// then the body as it is (not `>From`-quoted: the length says where it ends); CRLF line
+/// ends stored as LF.
+fn format_saved(m: &MboxSave, base: Option<&str>, uid: u32) -> Vec<u8> {
+    let sender = if m.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        &m.sender
+    };
+    let mut out = format!("From {sender}  {}\n", dovecot_from_date(m.date)).into_bytes();
+    out.reserve(m.data.len() + 160);
+    // The header: up to the first empty line (or the whole message).
+    let mut pos = 0;
+    let mut body_at = m.data.len();
+    let mut hiding = false;
+    while pos < m.data.len() {
+        let eol = m.data[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(m.data.len());
+        let line = &m.data[pos..eol];
+        if line == b"\n" || line == b"\r\n" {
+            body_at = eol;
+            break;
+        }
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            hiding = line.starts_with(b"From ")
+                || header_name(line).is_some_and(|n| HIDDEN.contains(&n.as_str()));
+        }
+        if !hiding {
+            let text = line
+                .strip_suffix(b"\r\n")
+                .or_else(|| line.strip_suffix(b"\n"))
+                .unwrap_or(line);
+            out.extend_from_slice(text);
+            out.push(b'\n');
+        }
+        pos = eol;
+    }
+    if let Some(b) = base {
+        out.extend_from_slice(b.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(format!("X-UID: {uid}\nStatus: ").as_bytes());
+    if m.flags.contains(Flags::SEEN) {
+        out.push(b'R');
+    }
+    out.push(b'\n');
+    let meta = meta_lines(
+        None,
+        false,
+        &Meta {
+            uid,
+            flags: Some((m.flags, false, Vec::new())),
+        },
+        0,
+        false,
+    );
+    // `X-Status:` as the rewrite writes it (the lines after `X-UID`/`Status`).
+    for l in meta.split_inclusive(|&b| b == b'\n') {
+        if l.starts_with(b"X-Status:") {
+            out.extend_from_slice(l);
+        }
+    }
+    out.extend_from_slice(b"X-Keywords:");
+    for k in &m.keywords {
+        out.push(b' ');
+        out.extend_from_slice(k.as_bytes());
+    }
+    out.resize(out.len() + HEADER_PADDING, b' ');
+    out.push(b'\n');
+    let mut body = Vec::with_capacity(m.data.len().saturating_sub(body_at));
+    for line in m.data[body_at.min(m.data.len())..].split_inclusive(|&b| b == b'\n') {
+        match line.strip_suffix(b"\r\n") {
+            Some(l) => {
+                body.extend_from_slice(l);
+                body.push(b'\n');
+            }
+            None => body.extend_from_slice(line),
+        }
+    }
+    if !body.is_empty() && !body.ends_with(b"\n") {
+        body.push(b'\n');
+    }
+    out.extend_from_slice(format!("Content-Length: {}\n\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    out.push(b'\n');
+    out
+}
+
+/// Save `msgs` at the end of the mbox at `path` (created if missing) under its write
+/// locks, as Dovecot's IMAP APPEND and COPY do: messages without UIDs get theirs first,
+/// `X-IMAPbase`'s last UID (and keyword list) is updated in the first message, then the
+/// messages are appended with the next UIDs, fsynced, and the file truncated back on
+/// failure. Returns the box's UIDVALIDITY and the new UIDs.
+pub fn append(
+    path: &Path,
+    opts: &MboxOptions,
+    validity_hint: Option<u32>,
+    msgs: &[MboxSave],
+) -> Result<(u32, Vec<u32>), MailboxError> {
+    let io = |e| MailboxError::io(path, e);
+    let locked = open_locked(path, opts, true)?;
+    let file = &locked.file;
+    let before = file.metadata().map_err(io)?;
+    let found = scan_file(file).map_err(io)?;
+    let (validity, last, uids, _) = assign_uids(&found.raws, validity_hint);
+    let rest = found
+        .raws
+        .first()
+        .map(|r| r.imapbase_rest.clone())
+        .unwrap_or_default();
+    let base_keywords = keyword_list(&rest, msgs.iter().flat_map(|m| m.keywords.iter())).join(" ");
+    let new_last = last.saturating_add(msgs.len() as u32);
+    let has_messages = !found.raws.is_empty();
+    if has_messages {
+        let keep = vec![true; found.raws.len()];
+        let meta: Vec<Option<Meta>> = found
+            .raws
+            .iter()
+            .zip(&uids)
+            .map(|(r, &u)| {
+                (!r.pseudo && r.uid != Some(u)).then_some(Meta {
+                    uid: u,
+                    flags: None,
+                })
+            })
+            .collect();
+        let plan = Plan {
+            validity,
+            last: new_last,
+            base_keywords: &base_keywords,
+            keep: &keep,
+            meta: &meta,
+            uids: &uids,
+        };
+        rewrite_in_place(file, &found, &plan, REWRITE_BUFFER).map_err(io)?;
+    }
+    let len = file.metadata().map_err(io)?.len();
+    let mut data = Vec::new();
+    // A box whose last message lacks its final newline or the separator line gets them.
+    if len > 0 {
+        let mut tail = [0u8; 2];
+        let n = len.min(2) as usize;
+        file.read_exact_at(&mut tail[..n], len - n as u64)
+            .map_err(io)?;
+        let tail = &tail[..n];
+        if !tail.ends_with(b"\n") {
+            data.extend_from_slice(b"\n\n");
+        } else if tail != b"\n\n" && n == 2 {
+            data.push(b'\n');
+        }
+    }
+    let mut new_uids = Vec::with_capacity(msgs.len());
+    for (k, m) in msgs.iter().enumerate() {
+        let uid = last + 1 + k as u32;
+        let base = (!has_messages && k == 0).then(|| {
+            let sep = if base_keywords.is_empty() { "" } else { " " };
+            format!("X-IMAPbase: {validity} {new_last:010}{sep}{base_keywords}")
+        });
+        data.extend_from_slice(&format_saved(m, base.as_deref(), uid));
+        new_uids.push(uid);
+    }
+    let res = file.write_all_at(&data, len).and_then(|()| file.sync_all());
+    if let Err(e) = res {
+        let _ = file.set_len(len);
+        let _ = file.sync_all();
+        return Err(io(e));
+    }
+    touch_if_same(file, &before);
+    Ok((validity, new_uids))
 }
 
 /// One mbox message, ready to be opened for reading.
@@ -1506,16 +2479,10 @@ impl MboxMessage {
             return Err(changed());
         }
         let raw = Raw {
-            from_start: 0,
             hdr_start: sp.hdr_start - sp.from_start,
             hdr_end: head.len(),
             end: head.len(),
-            uid: None,
-            imapbase: None,
-            imapbase_rest: String::new(),
-            has_status: false,
-            pseudo: false,
-            seen: false,
+            ..Raw::default()
         };
         let head = visible(&head, &raw);
         Ok(super::MessageReader::new(
@@ -1532,6 +2499,72 @@ impl MboxMessage {
 mod tests {
     use super::*;
     use crate::mailbox::crlf_size;
+    use std::collections::{HashMap, HashSet};
+
+    /// `peek` over a byte slice (for [`scan`] of test data).
+    fn peek_of(data: &[u8]) -> impl Fn(u64, &mut [u8]) -> usize + '_ {
+        move |off: u64, buf: &mut [u8]| {
+            let off = (off as usize).min(data.len());
+            let n = buf.len().min(data.len() - off);
+            buf[..n].copy_from_slice(&data[off..off + n]);
+            n
+        }
+    }
+
+    /// POP3's UPDATE state on a box: the messages at `seen` get \Seen (`Status: RO`),
+    /// those at `gone` are deleted.
+    fn commit(mb: &mut MboxBox, gone: &[usize], seen: &[usize]) {
+        let mut ch: HashMap<u32, MboxFlags> = HashMap::new();
+        for &i in seen {
+            let m = &mb.messages[i];
+            if gone.contains(&i) || m.flags.contains(Flags::SEEN) {
+                continue;
+            }
+            let names = m.keywords.iter().map(|k| mb.keywords[k].clone()).collect();
+            ch.insert(m.uid, (m.flags.union(Flags::SEEN), true, names));
+        }
+        let ex: HashSet<u32> = gone.iter().map(|&i| mb.messages[i].uid).collect();
+        mb.update(&ch, &ex, true).expect("update");
+    }
+
+    /// The plan [`MboxBox::update`] makes: messages at `read` get \Seen (and, every
+    /// second one, the keyword `work`), those not kept go, UIDs are given where missing.
+    /// Returns (UIDVALIDITY, last UID, UIDs, base keywords, metadata).
+    fn plan_parts(raws: &[Raw], read: &[bool]) -> (u32, u32, Vec<u32>, String, Vec<Option<Meta>>) {
+        let (validity, last, uids, _) = assign_uids(raws, Some(1_700_000_000));
+        let mut metas = Vec::new();
+        let mut extra: Vec<String> = Vec::new();
+        for (i, (r, &u)) in raws.iter().zip(&uids).enumerate() {
+            let reading = read.get(i).copied().unwrap_or(false) && !r.flags.contains(Flags::SEEN);
+            let m = if r.pseudo {
+                None
+            } else if reading {
+                let mut k = r.keywords.clone();
+                if i % 2 == 1 && !k.iter().any(|x| x == "work") {
+                    k.push("work".into());
+                    extra.push("work".into());
+                }
+                Some(Meta {
+                    uid: u,
+                    flags: Some((r.flags.union(Flags::SEEN), true, k)),
+                })
+            } else if r.uid != Some(u) {
+                Some(Meta {
+                    uid: u,
+                    flags: None,
+                })
+            } else {
+                None
+            };
+            metas.push(m);
+        }
+        let rest = raws
+            .first()
+            .map(|r| r.imapbase_rest.clone())
+            .unwrap_or_default();
+        let base = keyword_list(&rest, extra.iter()).join(" ");
+        (validity, last, uids, base, metas)
+    }
 
     /// `scan` (bounded reads) finds what `parse` + `visible` find over the whole file,
     /// on every box these tests use and on edge cases: CRLF separators, no final
@@ -1564,7 +2597,11 @@ mod tests {
     /// `scan` through a buffer of `cap` bytes finds what `parse` + `visible` find.
     fn check_scan(data: &[u8], cap: usize) {
         let raws = parse(data);
-        let got = scan(&mut std::io::BufReader::with_capacity(cap, data)).expect("scan");
+        let got = scan(
+            &mut std::io::BufReader::with_capacity(cap, data),
+            &peek_of(data),
+        )
+        .expect("scan");
         let text = String::from_utf8_lossy(data);
         assert_eq!(got.len, data.len(), "{text:?}");
         assert_eq!(got.raws.len(), raws.len(), "{text:?}");
@@ -1576,7 +2613,16 @@ mod tests {
                 "{what}"
             );
             assert_eq!((a.uid, a.imapbase, a.pseudo), (b.uid, b.imapbase, b.pseudo));
-            assert_eq!((a.has_status, a.seen), (b.has_status, b.seen), "{what}");
+            assert_eq!(
+                (a.has_status, a.flags, a.old),
+                (b.has_status, b.flags, b.old),
+                "{what}"
+            );
+            assert_eq!(
+                (&a.keywords, a.content_length, a.date),
+                (&b.keywords, b.content_length, b.date),
+                "{what}"
+            );
             assert_eq!(a.imapbase_rest, b.imapbase_rest, "{what}");
             assert_eq!(got.sizes[i], crlf_size(&visible(data, b)), "{what}");
             assert!(got.from_lines[i].starts(&data[b.from_start..]));
@@ -1652,8 +2698,16 @@ mod tests {
     /// the file as [`write_back`] of [`rewrite`] does.
     fn check_in_place(dir: &Path, data: &[u8], keep: &[bool], read: &[bool], cap: usize) {
         let raws = parse(data);
-        let (validity, last, uids, _) = assign_uids(&raws);
-        let want = rewrite(data, &raws, &uids, validity, last, keep, read);
+        let (validity, last, uids, base, metas) = plan_parts(&raws, read);
+        let plan = Plan {
+            validity,
+            last,
+            base_keywords: &base,
+            keep,
+            meta: &metas,
+            uids: &uids,
+        };
+        let want = rewrite(data, &raws, &plan);
         let open = |p: &Path, write: bool| {
             OpenOptions::new()
                 .read(true)
@@ -1667,17 +2721,13 @@ mod tests {
         assert!(std::fs::read(&reference).expect("read") == want);
         let p = dir.join("inbox");
         std::fs::write(&p, data).expect("write");
-        let plan = Plan {
-            uids: &uids,
-            validity,
-            last,
-            keep,
-            read,
-        };
         // Unchanged: nothing is written, not even by `set_len` (a read-only descriptor).
         let writable = want != data;
         let f = open(&p, writable);
-        let found = scan(&mut std::io::BufReader::with_capacity(cap, &f)).expect("scan");
+        let found = scan(&mut std::io::BufReader::with_capacity(cap, &f), &|o, b| {
+            peek_file(&f, o, b)
+        })
+        .expect("scan");
         assert_eq!(found.raws.len(), raws.len());
         rewrite_in_place(&f, &found, &plan, cap).expect("rewrite_in_place");
         let got = std::fs::read(&p).expect("read");
@@ -1761,15 +2811,16 @@ mod tests {
             .write(true)
             .open(&p)
             .expect("open");
-        let found = scan(&mut std::io::BufReader::new(&f)).expect("scan");
-        let (validity, last, uids, _) = assign_uids(&found.raws);
+        let found = scan_file(&f).expect("scan");
+        let (validity, last, uids, base, metas) = plan_parts(&found.raws, &[]);
         let keep = vec![true; 20];
         let plan = Plan {
-            uids: &uids,
             validity,
             last,
+            base_keywords: &base,
             keep: &keep,
-            read: &[],
+            meta: &metas,
+            uids: &uids,
         };
         let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
         let (queued, moved) = (done.peak_queue, done.written);
@@ -1777,23 +2828,24 @@ mod tests {
         assert!(data.len() > 20 * REWRITE_BUFFER && moved > 10 * REWRITE_BUFFER as u64);
         assert!(queued as u64 <= grown, "{queued} queued, grown by {grown}");
         // Expunge the first message: the rest moves back, nothing is queued.
-        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         assert_eq!(mb.messages.len(), 20);
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&p)
             .expect("open");
-        let found = scan(&mut std::io::BufReader::new(&f)).expect("scan");
-        let (validity, last, uids, _) = assign_uids(&found.raws);
+        let found = scan_file(&f).expect("scan");
+        let (validity, last, uids, base, metas) = plan_parts(&found.raws, &[]);
         let mut keep = vec![true; 20];
         keep[0] = false;
         let plan = Plan {
-            uids: &uids,
             validity,
             last,
+            base_keywords: &base,
             keep: &keep,
-            read: &[],
+            meta: &metas,
+            uids: &uids,
         };
         let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
         let queued = done.peak_queue;
@@ -1825,21 +2877,22 @@ mod tests {
         let p = dir.path().join("inbox");
         for keep in [[true, true], [false, true]] {
             std::fs::write(&p, &data).expect("write");
-            let (validity, last, uids, _) = assign_uids(&raws);
-            let want = rewrite(&data, &raws, &uids, validity, last, &keep, &[]);
+            let (validity, last, uids, base, metas) = plan_parts(&raws, &[]);
+            let plan = Plan {
+                validity,
+                last,
+                base_keywords: &base,
+                keep: &keep,
+                meta: &metas,
+                uids: &uids,
+            };
+            let want = rewrite(&data, &raws, &plan);
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&p)
                 .expect("open");
-            let found = scan(&mut std::io::BufReader::new(&f)).expect("scan");
-            let plan = Plan {
-                uids: &uids,
-                validity,
-                last,
-                keep: &keep,
-                read: &[],
-            };
+            let found = scan_file(&f).expect("scan");
             let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
             let got = std::fs::read(&p).expect("read");
             assert!(
@@ -1871,17 +2924,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("inbox");
         std::fs::write(&p, BOX).expect("write");
-        MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         let padded = std::fs::read(&p).expect("read");
         assert_eq!(padded.len(), BOX.len() + 34 + 2 * (9 + 50));
         for _ in 0..3 {
-            let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
-            mb.commit(&[], &[]).expect("commit");
+            let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+            commit(&mut mb, &[], &[]);
             assert!(std::fs::read(&p).expect("read") == padded);
         }
         let o = MboxOptions::default();
         deliver_mbox(&p, "carol@example.org", b"Subject: three\n\nthird\n", &o).expect("deliver");
-        let mut mb = MboxMailbox::open(&p, &o).expect("open");
+        let mut mb = MboxBox::open(&p, &o, None).expect("open");
         let text = std::fs::read(&p).expect("read");
         // Only the last UID in `X-IMAPbase` changed before the new message.
         let was = String::from_utf8(padded.clone()).expect("utf-8");
@@ -1889,7 +2942,7 @@ mod tests {
         assert!(text.starts_with(was.as_bytes()));
         let tail = format!("Subject: three\nX-UID: 3{}\n\nthird\n\n", " ".repeat(50));
         assert!(text.ends_with(tail.as_bytes()));
-        mb.commit(&[], &[0, 1, 2]).expect("commit");
+        commit(&mut mb, &[], &[0, 1, 2]);
         let read = std::fs::read_to_string(&p).expect("read");
         assert_eq!(read.len(), text.len());
         assert_eq!(read.matches("Status: RO\n").count(), 3, "{read}");
@@ -1900,7 +2953,7 @@ mod tests {
         // Unpadded metadata needs no change: nothing is written.
         let old = b"From a  x\nSubject: x\nX-IMAPbase: 5 0000000002\nX-UID: 1\n\nbody\n\nFrom b  y\nX-UID: 2\n\nend\n\n";
         std::fs::write(&p, old).expect("write");
-        MboxMailbox::open(&p, &o).expect("open");
+        MboxBox::open(&p, &o, None).expect("open");
         assert_eq!(std::fs::read(&p).expect("read"), old);
     }
 
@@ -1913,7 +2966,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("inbox");
         std::fs::write(&p, BOX).expect("write");
-        let mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         let (mut a, mut b) = (Vec::new(), Vec::new());
         let m = mb.message(1).expect("message");
         m.open().expect("open").read_to_end(&mut a).expect("read");
@@ -1935,7 +2988,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("inbox");
         std::fs::write(&p, BOX).expect("write");
-        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         // Read through a reader in small pieces: the same bytes as a whole read.
         let mut r = mb.message(0).expect("message").open().expect("reader");
         let mut got = Vec::new();
@@ -1953,7 +3006,7 @@ mod tests {
             b"From: bob@example.org\nSubject: one\n\nhello\n.dot line\n"
         );
         let before = std::fs::metadata(&p).expect("stat").len();
-        mb.commit(&[], &[0]).expect("commit");
+        commit(&mut mb, &[], &[0]);
         let text = std::fs::read_to_string(&p).expect("read");
         // `Status: RO` takes 11 of the 50 spaces, as in Dovecot: the file keeps its size.
         let pad = |n: usize| " ".repeat(n);
@@ -1967,8 +3020,8 @@ mod tests {
         );
         assert_eq!(text.len() as u64, before);
         // Seen twice changes nothing; delete the other one.
-        let mut again = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
-        again.commit(&[1], &[0]).expect("commit");
+        let mut again = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        commit(&mut again, &[1], &[0]);
         let text = std::fs::read_to_string(&p).expect("read");
         assert_eq!(text.matches("Status: RO").count(), 1, "{text}");
         assert!(!text.contains("second"), "{text}");
@@ -1989,7 +3042,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("inbox");
         std::fs::write(&p, BOX).expect("write");
-        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         assert_eq!(
             mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
             [1, 2]
@@ -2010,8 +3063,8 @@ mod tests {
             &MboxOptions::default(),
         )
         .expect("deliver");
-        mb.expunge(&[0]).expect("expunge");
-        let again = MboxMailbox::open(&p, &MboxOptions::default()).expect("reopen");
+        commit(&mut mb, &[0], &[]);
+        let again = MboxBox::open(&p, &MboxOptions::default(), None).expect("reopen");
         assert_eq!(again.uid_validity, mb.uid_validity);
         assert_eq!(
             again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
@@ -2100,7 +3153,7 @@ mod tests {
         let p = dir.path().join("inbox");
         std::fs::write(&p, data).expect("write");
         deliver_mbox(&p, "b", b"Subject: y\n\nnext\n", &MboxOptions::default()).expect("deliver");
-        let mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         assert_eq!(mb.messages.len(), 2);
         assert_eq!(
             mb.read(0).expect("read"),
@@ -2118,7 +3171,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("inbox");
         std::fs::write(&p, data).expect("write");
-        let mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         assert_eq!(mb.uid_validity, 1795876603);
         assert_eq!(
             mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
@@ -2146,22 +3199,76 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("inbox");
         std::fs::write(&p, data).expect("write");
-        let mut mb = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         assert_eq!(mb.uid_validity, 1700000000);
         assert_eq!(
             mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
             [3, 4]
         );
         assert_eq!(mb.read(1).expect("read"), b"Subject: y\n\nnew\n");
-        mb.expunge(&[0]).expect("expunge");
+        commit(&mut mb, &[0], &[]);
         let text = std::fs::read_to_string(&p).expect("read");
         assert!(text.contains("X-IMAP: 1700000000 0000000004\n"), "{text}");
         assert!(!text.contains("X-IMAPbase"), "{text}");
         assert!(!text.contains("Subject: x"), "{text}");
-        let again = MboxMailbox::open(&p, &MboxOptions::default()).expect("open");
+        let again = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
         assert_eq!(
             again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
             [4]
         );
+    }
+    /// The fast in-place header update writes what the full rewrite writes: every box of
+    /// the rewrite tests, each message's flags changed in turn, once each way.
+    #[test]
+    fn header_update_as_full_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+        let mut fast_taken = 0;
+        for data in rewrite_cases() {
+            std::fs::write(&pa, &data).expect("write");
+            std::fs::write(&pb, &data).expect("write");
+            let o = MboxOptions::default();
+            let hint = Some(1_700_000_000);
+            let mut a = MboxBox::open(&pa, &o, hint).expect("open");
+            let mut b = MboxBox::open(&pb, &o, hint).expect("open");
+            assert!(std::fs::read(&pa).expect("a") == std::fs::read(&pb).expect("b"));
+            for i in 0..a.messages.len() {
+                let m = a.messages[i].clone();
+                let kws: Vec<String> = a
+                    .base_keywords
+                    .split_whitespace()
+                    .take(i % 2)
+                    .map(String::from)
+                    .collect();
+                let flags = if i % 3 == 0 {
+                    m.flags.union(Flags::SEEN).union(Flags::FLAGGED)
+                } else {
+                    Flags::DELETED
+                };
+                let ch: HashMap<u32, MboxFlags> = [(m.uid, (flags, true, kws))].into();
+                let before = FAST_UPDATES.with(|c| c.get());
+                a.update(&ch, &HashSet::new(), true).expect("update a");
+                fast_taken += FAST_UPDATES.with(|c| c.get()) - before;
+                b.stamp = None;
+                b.update(&ch, &HashSet::new(), true).expect("update b");
+                let (ta, tb) = (
+                    std::fs::read(&pa).expect("a"),
+                    std::fs::read(&pb).expect("b"),
+                );
+                assert!(
+                    ta == tb,
+                    "message {i} of {:?}:\n  fast\n{:?}\n  full\n{:?}",
+                    String::from_utf8_lossy(&data),
+                    String::from_utf8_lossy(&ta),
+                    String::from_utf8_lossy(&tb)
+                );
+                let got: Vec<(u32, Flags, bool)> =
+                    a.messages.iter().map(|m| (m.uid, m.flags, m.old)).collect();
+                let want: Vec<(u32, Flags, bool)> =
+                    b.messages.iter().map(|m| (m.uid, m.flags, m.old)).collect();
+                assert_eq!(got, want);
+            }
+        }
+        assert!(fast_taken > 20, "{fast_taken}");
     }
 }

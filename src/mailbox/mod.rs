@@ -1,31 +1,58 @@
 //! The mailbox layer shared by local delivery, pop3d and imapd (`DESIGN.md` §2, §4): mbox
 //! and Maildir on disk, in the formats and with the locks Postfix's `local(8)`, procmail,
-//! mutt and Dovecot 2.3 use, keeping the UIDs Dovecot stored so that POP3 UIDLs and IMAP
-//! UIDs survive a swap between Dovecot and Postern. `man/postern-mailbox.5` documents the
-//! formats and locks.
+//! mutt and Dovecot 2.3 use, with Dovecot's metadata read and written where Dovecot keeps
+//! it, so that UIDs, flags, keywords, folders and subscriptions survive a swap between
+//! Dovecot and Postern in either direction. It knows no protocol. `man/postern-mailbox.5`
+//! documents the formats, the locks and what Postern keeps where.
 //!
 //! * Write side (local delivery): [`deliver_mbox`] and [`deliver_maildir`].
-//! * Read side (pop3d, imapd): [`MailLocation`] expands `mail_location` (or 0.99's
-//!   `default_mail_env`); [`Mailbox::open`] lists messages with their UIDs and sizes;
-//!   [`Mailbox::read`] returns a message; [`Mailbox::expunge`] deletes atomically.
-//! * [`uidl`] renders `pop3_uidl_format` (default `%08Xu%08Xv`).
+//! * The store (pop3d, imapd): [`MailLocation`] expands `mail_location` (or 0.99's
+//!   `default_mail_env`; `INBOX=`, `LAYOUT=`, `CONTROL=`, `INDEX=`); [`MailStore`] is a
+//!   user's folders ([`store`]: list with IMAP's attributes, create, delete, rename,
+//!   subscriptions, STATUS, APPEND), run with the user's filesystem identity;
+//!   [`Folder`] is a session's view of one folder ([`folder`]: messages by sequence and
+//!   UID with flags, keywords, MODSEQ, size and internal date; STORE with
+//!   UNCHANGEDSINCE, EXPUNGE, COPY, MOVE, and [`Folder::sync`], which reports what
+//!   others changed: new mail, flags, expunges).
+//! * Formats: [`mbox`] (`X-IMAPbase`, `X-UID`, `Status`, `X-Status`, `X-Keywords`,
+//!   `Content-Length`, in-place rewrites with Dovecot's padding), [`maildir`]
+//!   (`dovecot-uidlist` v3, `dovecot-keywords`, `:2,` info), [`names`] (Dovecot's name
+//!   checks, modified UTF-7 on disk), [`flags`].
+//! * [`index`]: `postern.index`, Postern's own file per folder for what Dovecot keeps
+//!   only in `dovecot.index*`: MODSEQs and HIGHESTMODSEQ (CONDSTORE), expunged UIDs with
+//!   their MODSEQ (QRESYNC), the first UID no session has seen (\Recent), an empty mbox's
+//!   UIDVALIDITY. Dovecot's index files are never read or written; Dovecot notices
+//!   Postern's changes from the files (mbox mtime and size, Maildir directory times and
+//!   `dovecot-uidlist`) and resyncs, as it does after procmail or mutt.
 //!
-//! Config read by callers: `mail_location`/`default_mail_env`, `pop3_uidl_format`,
+//! Config read by callers: `mail_location`/`default_mail_env`, `mbox_lock_timeout`,
 //! Postfix `mailbox_delivery_lock` (both dotlock and fcntl are always taken).
 //!
-//! Known limits (XXX): Dovecot's index files (`.imap/`, `dovecot.index*`) are neither read
-//! nor written; UIDs come from the mbox headers and `dovecot-uidlist`, which Dovecot keeps
-//! in step. `X-Keywords`/`dovecot-keywords`, `INDEX=` and `LAYOUT=` are carried through but
-//! not interpreted; folders other than INBOX are not listed.
+//! Known limits (XXX): an mbox is scanned whole when it changed (Dovecot too reads it
+//! whole, but seeks over bodies with `Content-Length`); MODSEQs are Postern's own (they
+//! start at the time Postern first indexes a folder, above Dovecot's, so CONDSTORE
+//! clients resynchronise rather than miss changes); an empty mbox folder created by
+//! Dovecot gets a new UIDVALIDITY in Postern (Dovecot keeps it only in its index);
+//! `dovecot-uidlist` versions 1 and 2 are not read; a Maildir carries 26 keywords.
 
+pub mod flags;
+pub mod folder;
+pub mod index;
 pub mod lock;
 pub mod maildir;
 pub mod mbox;
+pub mod names;
+pub mod store;
+#[cfg(test)]
+mod store_tests;
 
 use std::path::{Path, PathBuf};
 
+pub use flags::{FlagOp, Flags, KeywordSet};
+pub use folder::{Access, Changes, Copied, Folder, Message, Stored, SyncMode};
 pub use maildir::deliver_maildir;
 pub use mbox::{MboxOptions, deliver_mbox};
+pub use store::{Appended, FolderInfo, FolderStatus, MailStore, NewMessage, StoreOptions};
 
 /// Why a mailbox operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +71,25 @@ pub enum MailboxError {
     Unsafe(PathBuf, String),
     #[error("{0}")]
     Format(String),
+    /// The folder does not exist (Dovecot's text; IMAP code NONEXISTENT).
+    #[error("Mailbox doesn't exist: {0}")]
+    NotFound(String),
+    /// The name is taken (Dovecot's text, e.g. "Mailbox already exists"; ALREADYEXISTS).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A name Dovecot refuses; the reason as Dovecot words it (CANNOT).
+    #[error("Invalid mailbox name: {0}")]
+    InvalidName(String),
+    /// An operation Dovecot refuses, with its text and IMAP response code, if any
+    /// ("INBOX can't be deleted", `[CANNOT] Renaming INBOX isn't supported`).
+    #[error("{text}")]
+    Cannot {
+        code: Option<&'static str>,
+        text: String,
+    },
+    /// The message was expunged (by another session or program).
+    #[error("Message {0} was expunged")]
+    Expunged(u32),
 }
 
 impl MailboxError {
@@ -53,23 +99,108 @@ impl MailboxError {
             source,
         }
     }
+
+    pub fn cannot(code: Option<&'static str>, text: &str) -> MailboxError {
+        MailboxError::Cannot {
+            code,
+            text: text.to_string(),
+        }
+    }
+
+    /// The IMAP response code Dovecot 2.3 gives with this error (RFC 5530), if any.
+    pub fn imap_code(&self) -> Option<&'static str> {
+        match self {
+            MailboxError::NotFound(_) => Some("NONEXISTENT"),
+            MailboxError::AlreadyExists(_) => Some("ALREADYEXISTS"),
+            MailboxError::InvalidName(_) => Some("CANNOT"),
+            MailboxError::Cannot { code, .. } => *code,
+            MailboxError::Expunged(_) => Some("EXPUNGEISSUED"),
+            MailboxError::Locked(_) => Some("INUSE"),
+            MailboxError::Io { source, .. }
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EDQUOT) | Some(libc::ENOSPC)
+                ) =>
+            {
+                Some("OVERQUOTA")
+            }
+            MailboxError::Io { .. } | MailboxError::Unsafe(..) | MailboxError::Format(_) => {
+                Some("SERVERBUG")
+            }
+        }
+    }
+}
+
+/// What identifies a file's state cheaply: device, inode, size and modification time
+/// (to the nanosecond). Two stamps that differ mean the file changed (or was replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    /// Seconds.
+    pub mtime: i64,
+    mtime_ns: i64,
+}
+
+impl FileStamp {
+    fn from_meta(m: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+        }
+    }
+
+    /// The stamp of `path` (not following a symlink); `None` if it does not exist.
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| FileStamp::from_meta(&m))
+    }
+
+    /// The stamp of an open file.
+    pub fn of_file(f: &std::fs::File) -> Option<FileStamp> {
+        f.metadata().ok().map(|m| FileStamp::from_meta(&m))
+    }
 }
 
 /// The storage format of a mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    #[default]
     Mbox,
     Maildir,
 }
 
+/// How Maildir folders are laid out (`LAYOUT=`); mbox is always `fs`-like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `.Folder.Sub` directories in the root, separator `.` (Dovecot's default).
+    #[default]
+    MaildirPlusPlus,
+    /// `Folder/Sub` directories, separator `/`.
+    Fs,
+}
+
 /// An expanded `mail_location`: where a user's INBOX and folders are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailLocation {
     pub format: Format,
     /// The folder root (`~/mail` for mbox, `~/Maildir` for Maildir).
     pub root: PathBuf,
     /// The INBOX: the `INBOX=` file for mbox, the root itself for Maildir.
     pub inbox: PathBuf,
+    /// `LAYOUT=` (Maildir).
+    pub layout: Layout,
+    /// `CONTROL=`: subscriptions, and Maildir's `dovecot-uidlist`/`dovecot-keywords`.
+    pub control: Option<PathBuf>,
+    /// `INDEX=`: index files (`MEMORY`: none for Dovecot; Postern then keeps its own
+    /// index at the default place).
+    pub index: Option<PathBuf>,
 }
 
 /// Expand Dovecot's `%` variables and `~` in one `mail_location` part: `%u` user, `%n`
@@ -136,6 +267,7 @@ impl MailLocation {
                     format: Format::Maildir,
                     root: md.clone(),
                     inbox: md,
+                    ..MailLocation::default()
                 });
             }
             let mut root = Path::new(home).join("mail");
@@ -151,6 +283,7 @@ impl MailLocation {
                 format: Format::Mbox,
                 root,
                 inbox: Path::new(spool).join(user),
+                ..MailLocation::default()
             });
         }
         let (format, rest) = match location.split_once(':') {
@@ -175,132 +308,46 @@ impl MailLocation {
         let mut parts = rest.split(':');
         let root = PathBuf::from(expand_vars(parts.next().unwrap_or(""), user, home));
         let mut inbox = None;
+        let mut out = MailLocation::default();
         for p in parts {
-            if let Some(v) = p.strip_prefix("INBOX=") {
-                inbox = Some(PathBuf::from(expand_vars(v, user, home)));
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            let path = || PathBuf::from(expand_vars(v, user, home));
+            match k.to_ascii_uppercase().as_str() {
+                "INBOX" => inbox = Some(path()),
+                "CONTROL" => out.control = Some(path()),
+                "INDEX" => out.index = Some(path()),
+                "LAYOUT" if v.eq_ignore_ascii_case("fs") => out.layout = Layout::Fs,
+                "LAYOUT" if v.eq_ignore_ascii_case("maildir++") => {
+                    out.layout = Layout::MaildirPlusPlus
+                }
+                "LAYOUT" => {
+                    return Err(MailboxError::Format(format!(
+                        "mail_location: unsupported LAYOUT: {v}"
+                    )));
+                }
+                // SUBSCRIPTIONS=, DIRNAME=, FULLDIRNAME=, VOLATILEDIR=, … are not used.
+                _ => {}
             }
-            // INDEX=, CONTROL=, LAYOUT=, … are accepted and ignored (see the module limits).
         }
-        let inbox = match (format, inbox) {
+        out.inbox = match (format, inbox) {
             (_, Some(i)) => i,
             (Format::Maildir, None) => root.clone(),
             (Format::Mbox, None) => root.join("inbox"),
         };
-        Ok(MailLocation {
-            format,
-            root,
-            inbox,
-        })
+        out.format = format;
+        out.root = root;
+        Ok(out)
     }
 }
 
-/// One message of an opened mailbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageInfo {
-    pub uid: u32,
-    /// Size as POP3 reports it: CRLF line ends, Dovecot's hidden mbox headers left out.
-    pub size: u64,
-    /// Maildir: the file's base name (before `:2,`); mbox: empty.
-    pub file_base: String,
-}
-
-/// An opened INBOX: a snapshot of its messages with Dovecot-compatible UIDs.
-#[derive(Debug)]
-pub enum Mailbox {
-    Mbox(mbox::MboxMailbox),
-    Maildir(maildir::MaildirMailbox),
-}
-
-impl Mailbox {
-    /// Open the INBOX of `loc`, assigning and storing UIDs for messages that have none.
-    pub fn open(loc: &MailLocation) -> Result<Mailbox, MailboxError> {
-        Self::open_with(loc, &MboxOptions::default())
-    }
-
-    /// [`open`](Self::open) with mbox lock settings (`mbox_lock_timeout`).
-    pub fn open_with(loc: &MailLocation, opts: &MboxOptions) -> Result<Mailbox, MailboxError> {
-        Self::open_session(loc, opts, false)
-    }
-
-    /// [`open_with`](Self::open_with) for a session that drops \\Recent, as Dovecot's
-    /// POP3 does unless `pop3_no_flag_updates = yes`: Maildir messages move from `new/`
-    /// to `cur/`. (An mbox is not rewritten for it: Dovecot 2.3 writes no `Status:` then.)
-    pub fn open_session(
-        loc: &MailLocation,
-        opts: &MboxOptions,
-        drop_recent: bool,
-    ) -> Result<Mailbox, MailboxError> {
-        match loc.format {
-            Format::Mbox => {
-                // Dovecot locks with the privileged group only an INBOX outside the root.
-                let mut opts = opts.clone();
-                opts.mail_root = Some(loc.root.clone());
-                Ok(Mailbox::Mbox(mbox::MboxMailbox::open(&loc.inbox, &opts)?))
-            }
-            Format::Maildir => Ok(Mailbox::Maildir(maildir::MaildirMailbox::open_session(
-                &loc.inbox,
-                drop_recent,
-            )?)),
-        }
-    }
-
-    pub fn uid_validity(&self) -> u32 {
-        match self {
-            Mailbox::Mbox(m) => m.uid_validity,
-            Mailbox::Maildir(m) => m.uid_validity,
-        }
-    }
-
-    pub fn messages(&self) -> &[MessageInfo] {
-        match self {
-            Mailbox::Mbox(m) => &m.messages,
-            Mailbox::Maildir(m) => &m.messages,
-        }
-    }
-
-    /// The message at `index` (0-based), LF line ends, hidden headers removed.
-    pub fn read(&self, index: usize) -> Result<Vec<u8>, MailboxError> {
-        match self {
-            Mailbox::Mbox(m) => m.read(index),
-            Mailbox::Maildir(m) => m.read(index),
-        }
-    }
-
-    /// Where the message at `index` is: a small owned value that [`MessageRef::open`]
-    /// turns into a reader (on a blocking thread, as the mail user).
-    pub fn message(&self, index: usize) -> Option<MessageRef> {
-        match self {
-            Mailbox::Mbox(m) => m.message(index).map(MessageRef::Mbox),
-            Mailbox::Maildir(m) => m.message(index).map(MessageRef::Maildir),
-        }
-    }
-
-    /// After a failed [`MessageRef::open`]: find the messages again if the file was
-    /// rewritten by someone else (mbox; a Maildir message is found by name anyway).
-    pub fn resync(&mut self) -> Result<(), MailboxError> {
-        match self {
-            Mailbox::Mbox(m) => m.resync(),
-            Mailbox::Maildir(_) => Ok(()),
-        }
-    }
-
-    /// POP3's UPDATE state: delete the messages at `gone` and mark those at `seen` \\Seen
-    /// (mbox `Status: RO`, Maildir `:2,S`), as Dovecot 2.3 does at QUIT.
-    pub fn commit(&mut self, gone: &[usize], seen: &[usize]) -> Result<(), MailboxError> {
-        match self {
-            Mailbox::Mbox(m) => m.commit(gone, seen),
-            Mailbox::Maildir(m) => m.commit(gone, seen),
-        }
-    }
-
-    /// Delete the messages at `indexes` (0-based) in one step: the mbox is rewritten under
-    /// its write lock, Maildir files are unlinked. Messages delivered since the mailbox was
-    /// opened are kept.
-    pub fn expunge(&mut self, indexes: &[usize]) -> Result<(), MailboxError> {
-        match self {
-            Mailbox::Mbox(m) => m.expunge(indexes),
-            Mailbox::Maildir(m) => m.expunge(indexes),
-        }
+impl MailLocation {
+    /// `INDEX=`'s directory (not `MEMORY`).
+    pub fn index_dir(&self) -> Option<&Path> {
+        self.index
+            .as_deref()
+            .filter(|p| !p.as_os_str().eq_ignore_ascii_case("MEMORY"))
     }
 }
 
@@ -414,20 +461,6 @@ impl std::io::Read for MessageReader {
     }
 }
 
-/// Render `pop3_uidl_format` for one message: `%u` UID, `%v` UIDVALIDITY, `%f` Maildir file
-/// base name, `%%`, with Dovecot's width, zero padding and modifiers (`%08Xu`: lower-case
-/// hex, as Dovecot prints it). `%m` (header MD5) and `%g` (GUID) are not supported and
-/// render empty (XXX).
-pub fn uidl(format: &str, uid_validity: u32, msg: &MessageInfo) -> String {
-    let value = |key: &str| match key {
-        "u" => Some(msg.uid.to_string()),
-        "v" => Some(uid_validity.to_string()),
-        "f" => Some(msg.file_base.clone()),
-        _ => None,
-    };
-    crate::config::dovecot::var_expand::var_expand(format, value, |_| String::new())
-}
-
 /// Size of `data` with every LF counted as CRLF (a bare LF's size on the wire).
 pub fn crlf_size(data: &[u8]) -> u64 {
     let mut n = data.len() as u64;
@@ -446,18 +479,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uidl_default_format() {
-        let m = MessageInfo {
-            uid: 1,
-            size: 0,
-            file_base: "123.M1P2.host".into(),
-        };
-        assert_eq!(uidl("%08Xu%08Xv", 1795876603, &m), "000000016b0ae6fb");
-        assert_eq!(uidl("%v.%u", 7, &m), "7.1");
-        assert_eq!(uidl("%f", 7, &m), "123.M1P2.host");
-    }
-
-    #[test]
     fn locations() {
         let l = MailLocation::expand("mbox:~/mail:INBOX=/var/mail/%u", "bob", "/home/bob")
             .expect("valid");
@@ -469,5 +490,16 @@ mod tests {
         let l =
             MailLocation::expand("maildir:/srv/%d/%n", "bob@ex.org", "/home/bob").expect("valid");
         assert_eq!(l.inbox, PathBuf::from("/srv/ex.org/bob"));
+        assert_eq!(l.layout, Layout::MaildirPlusPlus);
+        let l = MailLocation::expand(
+            "maildir:~/Maildir:LAYOUT=fs:INDEX=MEMORY:CONTROL=~/ctl",
+            "bob",
+            "/home/bob",
+        )
+        .expect("valid");
+        assert_eq!(l.layout, Layout::Fs);
+        assert_eq!(l.index_dir(), None);
+        assert_eq!(l.control, Some(PathBuf::from("/home/bob/ctl")));
+        assert!(MailLocation::expand("maildir:~/M:LAYOUT=index", "b", "/h").is_err());
     }
 }

@@ -1,43 +1,64 @@
-//! Postfix's `master(8)`: the resident process that owns the listening sockets and runs the
-//! services of `master.cf`.
+//! Postfix's `master(8)`: the resident process that owns the listening sockets, starts the
+//! other processes of the mail system and watches them.
 //!
 //! Start-up, in Postfix's order where it has one:
-//! 1. read `main.cf`/`master.cf` and choose the log sink ([`crate::log`]);
+//! 1. read `main.cf`/`master.cf` and choose the log sink ([`crate::log`]); set the umask to
+//!    077, as Postfix's master does (every file a daemon makes is private unless it says
+//!    otherwise);
 //! 2. as root, resolve and check `mail_owner` ([`privs`]);
 //! 3. take `queue_directory/pid/master.pid` and `data_directory/master.lock` ([`lock`]),
 //!    writing the PID in Postfix's format;
-//! 4. bind every listener of every `inet` service whose command is `smtpd` ([`listen`]);
-//! 5. as root, become `mail_owner` for good; otherwise stay the invoking user;
-//! 6. log `daemon started -- version 3.7.11, configuration DIR` and report readiness (to
-//!    `postfix start` through a pipe, to systemd through `$NOTIFY_SOCKET`);
-//! 7. serve each listener with an accept loop ([`serve`]).
+//! 4. give the queue directory Postfix 3.7's owners and modes (`postfix-files`:
+//!    [`crate::queue::prepare_tree`]), repairing what an older Postern left as root's, and
+//!    make `public/qmgr`;
+//! 5. bind every listener of every `inet` service whose command is `smtpd` ([`listen`]);
+//! 6. start the processes ([`children`]), each as `ps` then shows it:
+//!    * `postern local` (root): the local delivery process, Postfix's local(8) and
+//!      virtual(8) (see [`crate::local::server`]);
+//!    * `postern qmgr` (becomes `mail_owner`): the queue manager with the outbound smtp
+//!      client, connected to the local delivery process by a socket pair;
+//!    * `postern smtpd` (becomes `mail_owner` once it has read root-only files such as TLS
+//!      keys): every smtpd session, on the listening sockets it inherits;
+//! 7. log `daemon started -- version 3.7.11, configuration DIR` once the smtpd process
+//!    serves, and report readiness (to `postfix start` through a pipe, to systemd through
+//!    `$NOTIFY_SOCKET`);
+//! 8. watch ([`supervise`]): a process that exits is started again (the queue manager and
+//!    the local delivery process as a pair), as Postfix's master restarts its daemons.
 //!
-//! Signals: `SIGHUP` logs `reload -- version 3.7.11, configuration DIR`, re-reads both files
-//! and gives new connections the new configuration (sessions in progress keep theirs, no
-//! listener is closed); `SIGTERM`/`SIGINT` log `terminating on signal 15` (or 2), stop
-//! accepting, remove the pid file and exit 0.
+//! The master itself stays root, as Postfix's does, and does nothing else: it reads no
+//! mail and speaks to no client. The smtpd process also holds the `master.pid` lock, so
+//! that `postfix status` says "running" while anything listens; it exits at once when the
+//! master goes (its end of a status socket reads end of file). The queue manager finishes
+//! the deliveries it started and exits when the master goes; the local delivery process
+//! follows it.
 //!
-//! Parameters read: `queue_directory`, `data_directory`, `mail_owner`, `default_privs`,
-//! `inet_interfaces`, `inet_protocols`, `default_process_limit`, `mail_version`, the log
-//! parameters of [`crate::log`]; from master.cf: type, maxproc, command and `-o` options of
-//! each service.
+//! Signals: `SIGHUP` re-reads both files, has the smtpd process give new connections the new
+//! configuration (sessions in progress keep theirs, no listener is closed), tells the queue
+//! manager and the local delivery process, then logs `reload -- version 3.7.11,
+//! configuration DIR`; `SIGTERM`/`SIGINT` log `terminating on signal 15` (or 2), stop the
+//! smtpd process, let the queue manager finish, remove the pid file and exit 0.
+//!
+//! Parameters read: `queue_directory`, `data_directory`, `mail_owner`, `setgid_group`,
+//! `default_privs`, `inet_interfaces`, `inet_protocols`, `default_process_limit`,
+//! `mail_version`, the log parameters of [`crate::log`]; from master.cf: type, maxproc,
+//! command and `-o` options of each service.
 //!
 //! Known limits (XXX): only `smtpd` inet services are run (others draw a warning; `unix`
-//! services are Postfix-internal and ignored); sessions run as tasks in this one process,
-//! not as child processes, so `chroot`, `unpriv` and `wakeup` have no effect; on reload a
-//! service keeps the addresses it was bound to, and a new service on a privileged port can
-//! only be bound if the master still runs as root (it does not); a reload with a broken
-//! main.cf/master.cf keeps the old configuration with a warning where Postfix's master
-//! would exit. Each service's `SmtpdService::new` runs as root at start-up (before the
-//! drop, so it can read root-only TLS keys) but as `mail_owner` on reload: a reload that
-//! needs a root-only file keeps that service's previous configuration with a warning.
-//! Postfix leaves `master.pid` behind at exit; Postern removes it (or, when
-//! started as root and the `pid/` directory is root's, empties it).
+//! services are Postfix-internal and ignored, but a `qmgr`/`oqmgr` line starts the queue
+//! manager); all smtpd sessions are tasks of one process, not a process each, so `chroot`,
+//! `unpriv` and `wakeup` have no effect; on reload a service keeps the addresses it was
+//! bound to, and a service new in master.cf on a privileged port cannot be bound (the
+//! smtpd process is `mail_owner`); a reload with a broken main.cf/master.cf keeps the old
+//! configuration with a warning where Postfix's master would exit; a reload that needs a
+//! root-only file (a new TLS key) keeps that service's previous configuration with a
+//! warning. Postfix leaves `master.pid` behind at exit; Postern removes it.
 
+pub mod children;
 pub mod listen;
 pub mod lock;
 pub mod privs;
 pub mod serve;
+pub mod supervise;
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
@@ -93,6 +114,16 @@ pub fn mail_version(cfg: &PostfixConfig) -> String {
 /// The `smtpd` inet services of master.cf with their addresses and process limits.
 /// Other inet services draw a warning (once, at start-up and reload).
 pub fn smtpd_services(cfg: &PostfixConfig, ident: &str) -> Result<Vec<ServiceSpec>, String> {
+    smtpd_services_quiet(cfg, ident, false)
+}
+
+/// [`smtpd_services`], without the warnings when `quiet` (the smtpd process reads the same
+/// master.cf the master has already warned about).
+pub fn smtpd_services_quiet(
+    cfg: &PostfixConfig,
+    ident: &str,
+    quiet: bool,
+) -> Result<Vec<ServiceSpec>, String> {
     let default_limit = cfg
         .get("default_process_limit")
         .and_then(|v| v.trim().parse::<usize>().ok())
@@ -103,6 +134,9 @@ pub fn smtpd_services(cfg: &PostfixConfig, ident: &str) -> Result<Vec<ServiceSpe
             continue;
         }
         if s.command != "smtpd" {
+            if quiet {
+                continue;
+            }
             log::warning(
                 ident,
                 &format!(
@@ -146,7 +180,7 @@ pub fn smtpd_services(cfg: &PostfixConfig, ident: &str) -> Result<Vec<ServiceSpe
 /// logged as `fatal:` and give 1.
 pub fn run(opts: &MasterOptions) -> i32 {
     // The readiness pipe is ours alone: close-on-exec at once, so that no child (the queue
-    // manager, a pipe delivery) inherits its write end and keeps `postfix start` waiting
+    // manager, the smtpd process) inherits its write end and keeps `postfix start` waiting
     // for an end of file that never comes.
     let mut ready = opts.ready_fd.map(|fd| {
         // SAFETY: `postfix start` handed us this descriptor for our exclusive use.
@@ -158,7 +192,7 @@ pub fn run(opts: &MasterOptions) -> i32 {
         f
     });
     let code = match startup(opts, &mut ready) {
-        Ok(state) => serve::serve(state),
+        Ok(state) => supervise::supervise(state),
         Err((ident, e)) => {
             log::fatal(&ident, &e);
             // `postfix start` shows the reason on its terminal, as the real master's
@@ -174,7 +208,15 @@ pub fn run(opts: &MasterOptions) -> i32 {
     code
 }
 
-/// Everything set up before serving: locks held, sockets bound, privileges dropped.
+/// Each service with its smtpd instance (built before the smtpd process dropped
+/// privileges, so that it could read root-only files such as TLS keys) and its sockets.
+pub type StartedServices = Vec<(
+    ServiceSpec,
+    std::sync::Arc<crate::smtpd::SmtpdService>,
+    Vec<std::net::TcpListener>,
+)>;
+
+/// Everything set up before watching: locks held, sockets bound, processes started.
 pub struct Started {
     pub rt: tokio::runtime::Runtime,
     pub signals: serve::Signals,
@@ -182,28 +224,22 @@ pub struct Started {
     pub ident: String,
     pub pid_lock: lock::LockFile,
     pub data_lock: lock::LockFile,
-    pub services: StartedServices,
+    pub children: children::Children,
 }
-
-/// Each service with its smtpd instance (built before privileges were dropped, so that it
-/// could read root-only files such as TLS keys) and its bound sockets.
-pub type StartedServices = Vec<(
-    ServiceSpec,
-    std::sync::Arc<crate::smtpd::SmtpdService>,
-    Vec<std::net::TcpListener>,
-)>;
 
 fn startup(
     opts: &MasterOptions,
     ready: &mut Option<std::fs::File>,
 ) -> Result<Started, (String, String)> {
     let early = |e: String| ("postfix/master".to_string(), e);
+    // Postfix's master: everything the mail system makes is private unless it says
+    // otherwise (queue files, logs, Maildir folders of deliveries).
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     // The runtime and the signal streams come first, so that a SIGHUP or SIGTERM that
     // arrives while starting (the port is already open) is acted on, not fatal.
-    // (glibc applies the later setuid/setgroups to every thread of the process.)
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("master")
         .build()
         .map_err(|e| early(format!("cannot start the runtime: {e}")))?;
     let signals = {
@@ -226,6 +262,7 @@ fn startup(
     let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default());
     let data_dir = PathBuf::from(cfg.get("data_directory").unwrap_or_default());
     let pid_dir = queue_dir.join("pid");
+    make_dir(&queue_dir, 0o755, None).map_err(err)?;
     make_dir(&pid_dir, 0o755, None).map_err(err)?;
     make_dir(&data_dir, 0o700, owner.as_ref().map(|o| (o.uid, o.gid))).map_err(err)?;
 
@@ -244,16 +281,30 @@ fn startup(
             .map_err(|e| err(format!("chown {}: {e}", data_lock.path.display())))?;
     }
 
-    // HOOK(queue): open the mail queue here, before privileges are dropped, once
-    // `crate::queue::Queue::open(&cfg) -> anyhow::Result<Arc<Queue>>` exists, and hand it
-    // to the services (the smtpd interface does not take it yet).
+    // The queue as Postfix 3.7's postfix-files lays it out (owners when root).
+    let tree_owner = owner
+        .as_ref()
+        .map(|o| crate::queue::TreeOwner::of(&cfg, o.uid, o.gid));
+    match crate::queue::prepare_tree(&queue_dir, tree_owner.as_ref()) {
+        Ok(fixed) => {
+            for f in fixed {
+                log::warning(&ident, &f);
+            }
+        }
+        Err(e) => return Err(err(e)),
+    }
+    let wants_qmgr = crate::qmgr::wanted(&cfg);
+    if wants_qmgr {
+        crate::qmgr::make_fifo(&queue_dir, owner.as_ref().map(|o| (o.uid, o.gid)))
+            .map_err(|e| err(format!("{}: {e}", queue_dir.join("public/qmgr").display())))?;
+    }
 
     let specs = smtpd_services(&cfg, &ident).map_err(err)?;
     let backlog_base = cfg
         .get("default_process_limit")
         .and_then(|v| v.trim().parse::<i32>().ok())
         .unwrap_or(100);
-    let mut services = Vec::new();
+    let mut listeners = Vec::new();
     for spec in specs {
         let backlog = spec
             .limit
@@ -264,19 +315,16 @@ fn startup(
         for a in &spec.addrs {
             ls.push(listen::bind_listener(*a, backlog).map_err(err)?);
         }
-        let service = crate::smtpd::SmtpdService::new(
-            cfg.with_overrides(&spec.entry.overrides()),
-            &spec.name,
-        )
-        .map_err(|e| err(format!("service {}: {e:#}", spec.name)))?;
-        services.push((spec, service, ls));
+        listeners.push((spec.name.clone(), ls));
     }
 
-    // The queue manager (and local delivery) runs in a child that keeps root, so that
-    // deliveries can become the recipient; see `crate::qmgr`.
-    crate::qmgr::spawn(&cfg);
-    if let Some(o) = &owner {
-        privs::drop_to(o).map_err(err)?;
+    let mut children = children::Children::new(&cfg, listeners, &pid_lock);
+    if wants_qmgr {
+        children.start_delivery();
+    }
+    if let Err(e) = children.start_smtpd() {
+        children.stop();
+        return Err(err(e));
     }
     log::info(
         &ident,
@@ -297,7 +345,7 @@ fn startup(
         ident,
         pid_lock,
         data_lock,
-        services,
+        children,
     })
 }
 

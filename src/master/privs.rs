@@ -1,6 +1,10 @@
-//! Privileges (DESIGN.md §3). Started as root, the master binds its listeners, takes its
-//! locks, then becomes `mail_owner` for good (supplementary groups from the group file,
-//! then gid, then uid). Started as anyone else it stays that user.
+//! Privileges (DESIGN.md §3). Started as root, the master stays root (as Postfix's); the
+//! processes that serve mail become `mail_owner` for good with [`drop_to`] (supplementary
+//! groups from the group file, then gid, then uid, as Postfix's daemons do through
+//! `chroot_uid()`): the smtpd process after reading root-only files, the queue manager at
+//! once, postsuper. Delivery processes become the recipient with
+//! [`crate::sys::child::run_as`] instead (the one group, as Postfix's `set_ugid()`).
+//! Started as anyone else, everything stays that user.
 //!
 //! The checks and their wording are Postfix 3.7's (global/mail_params.c), as the real
 //! `postfix` command prints them:

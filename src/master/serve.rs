@@ -1,6 +1,13 @@
-//! The master's event loop: one accept loop per listening socket, signals, reload.
+//! The smtpd process (`postern smtpd -c DIR`, started by the master): one accept loop per
+//! listening socket it inherited, signals, reload.
 //!
-//! Each master.cf service has a [`Slot`]: the [`SmtpdService`] new connections get and the
+//! Started as root, it builds each service (reading root-only files such as TLS keys),
+//! then becomes `mail_owner` for good ([`super::privs::drop_to`]) before it accepts a
+//! connection; every smtpd session runs in it. It tells the master on its status socket
+//! (`ok`, or `fatal: REASON`; `reloaded` after each `SIGHUP`) and exits at once when that
+//! socket reads end of file (the master is gone).
+//!
+//! Each master.cf service has a `Slot`: the [`SmtpdService`] new connections get and the
 //! semaphore that caps its concurrent sessions at master.cf's maxproc (`-` =
 //! `default_process_limit`, `0` = no limit). The accept loop takes a permit *before*
 //! accepting, so that over the limit further clients wait in the kernel's listen queue, as
@@ -17,7 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::{ServiceSpec, Started, config_directory, mail_version};
+use super::ServiceSpec;
 use crate::config::postfix::PostfixConfig;
 use crate::log;
 use crate::smtpd::SmtpdService;
@@ -61,9 +68,9 @@ fn new_state(cfg: &PostfixConfig, spec: &ServiceSpec) -> anyhow::Result<SlotStat
 
 /// The signals the master acts on, registered before anything else starts.
 pub struct Signals {
-    hup: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+    pub hup: tokio::signal::unix::Signal,
+    pub term: tokio::signal::unix::Signal,
+    pub int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -79,21 +86,128 @@ impl Signals {
     }
 }
 
-/// Serve until SIGTERM/SIGINT. Returns the exit status.
-pub fn serve(started: Started) -> i32 {
-    let Started {
-        rt,
-        signals,
-        cfg,
-        ident,
-        pid_lock,
-        data_lock,
-        services,
-    } = started;
-    let code = rt.block_on(main_loop(
-        signals, cfg, ident, pid_lock, data_lock, services,
-    ));
+/// `postern smtpd -c DIR`: the smtpd process. Returns the exit status.
+pub fn main(args: &[String]) -> i32 {
+    use std::os::fd::FromRawFd;
+    let mut config_dir = None;
+    let mut it = args.iter().skip_while(|a| a.as_str() == "smtpd");
+    while let Some(a) = it.next() {
+        if a == "-c" {
+            config_dir = it.next().map(std::path::PathBuf::from);
+        }
+    }
+    let fd_env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|fd| *fd > 2)
+    };
+    let Some(status_fd) = fd_env(super::children::STATUS_FD_ENV) else {
+        eprintln!("postern smtpd: started by the master only");
+        return 1;
+    };
+    // SAFETY: the master passed these descriptors to us alone.
+    let status = unsafe { std::os::unix::net::UnixStream::from_raw_fd(status_fd) };
+    let _pid_lock = fd_env(super::children::PID_LOCK_FD_ENV)
+        .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+    let mut inherited: HashMap<String, Vec<std::net::TcpListener>> = HashMap::new();
+    for part in std::env::var(super::children::LISTEN_FDS_ENV)
+        .unwrap_or_default()
+        .split(';')
+        .filter(|p| !p.is_empty())
+    {
+        let Some((name, fds)) = part.rsplit_once('=') else {
+            continue;
+        };
+        let ls = fds
+            .split(',')
+            .filter_map(|f| f.parse::<i32>().ok())
+            .filter(|fd| *fd > 2)
+            // SAFETY: listening sockets the master bound for this process.
+            .map(|fd| unsafe { std::net::TcpListener::from_raw_fd(fd) })
+            .collect();
+        inherited.insert(name.to_string(), ls);
+    }
+    for fd in std::iter::once(std::os::fd::AsRawFd::as_raw_fd(&status))
+        .chain(_pid_lock.iter().map(std::os::fd::AsRawFd::as_raw_fd))
+        .chain(
+            inherited
+                .values()
+                .flatten()
+                .map(std::os::fd::AsRawFd::as_raw_fd),
+        )
+    {
+        // SAFETY: marking our own descriptors close-on-exec (no command inherits them).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let report = |status: &std::os::unix::net::UnixStream, line: &str| {
+        let _ = std::io::Write::write_all(&mut &*status, format!("{line}\n").as_bytes());
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("smtpd")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&status, &format!("fatal: cannot start the runtime: {e}"));
+            return 1;
+        }
+    };
+    let signals = {
+        let _guard = rt.enter();
+        match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                report(&status, &format!("fatal: {e}"));
+                return 1;
+            }
+        }
+    };
+    let cfg = match super::load_config(config_dir.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&status, &format!("fatal: {e}"));
+            return 1;
+        }
+    };
+    let ident = log::ident(&cfg, "master");
+    if let Err(e) = log::configure(&cfg) {
+        report(&status, &format!("fatal: {e}"));
+        return 1;
+    }
+    let specs = match super::smtpd_services_quiet(&cfg, &ident, true) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&status, &format!("fatal: {e}"));
+            return 1;
+        }
+    };
+    // Each service's smtpd instance, built while still root (root-only TLS keys).
+    let mut services = Vec::new();
+    for spec in specs {
+        let Some(ls) = inherited.remove(&spec.name) else {
+            continue;
+        };
+        match SmtpdService::new(cfg.with_overrides(&spec.entry.overrides()), &spec.name) {
+            Ok(svc) => services.push((spec, svc, ls)),
+            Err(e) => {
+                report(&status, &format!("fatal: service {}: {e:#}", spec.name));
+                return 1;
+            }
+        }
+    }
+    if super::privs::is_root() {
+        let dropped = super::privs::mail_owner(&cfg).and_then(|o| super::privs::drop_to(&o));
+        if let Err(e) = dropped {
+            report(&status, &format!("fatal: {e}"));
+            return 1;
+        }
+    }
+    report(&status, "ok");
+    let code = rt.block_on(main_loop(signals, cfg, ident, services, status));
     rt.shutdown_background();
+    log::flush();
     code
 }
 
@@ -101,15 +215,26 @@ async fn main_loop(
     signals: Signals,
     mut cfg: PostfixConfig,
     ident: String,
-    pid_lock: super::lock::LockFile,
-    data_lock: super::lock::LockFile,
     services: super::StartedServices,
+    status: std::os::unix::net::UnixStream,
 ) -> i32 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Signals {
         mut hup,
         mut term,
         mut int,
     } = signals;
+    let status = match status
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(status))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            log::fatal(&ident, &format!("status socket: {e}"));
+            return 1;
+        }
+    };
+    let (mut status_r, mut status_w) = status.into_split();
     let mut running: HashMap<String, Running> = HashMap::new();
     for (spec, service, listeners) in services {
         let state = SlotState {
@@ -123,38 +248,36 @@ async fn main_loop(
             }
             Err(e) => {
                 log::fatal(&ident, &e);
-                pid_lock.remove();
                 return 1;
             }
         }
     }
-
-    let signo = loop {
+    let mut buf = [0u8; 64];
+    loop {
         tokio::select! {
             _ = hup.recv() => {
                 // Every table is read again, as Postfix's daemons are restarted (a table
                 // that could not be opened is tried again at once).
                 crate::maps::cache::global().clear();
-                log::info(&ident, &format!(
-                    "reload -- version {}, configuration {}",
-                    mail_version(&cfg),
-                    config_directory(&cfg)
-                ));
                 reload(&mut cfg, &ident, &mut running);
-                crate::qmgr::notify_reload();
+                let _ = status_w.write_all(b"reloaded\n").await;
             }
-            _ = term.recv() => break libc::SIGTERM,
-            _ = int.recv() => break libc::SIGINT,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            r = status_r.read(&mut buf) => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    // The master is gone: so are its listeners, at once.
+                    log::flush();
+                    std::process::exit(0);
+                }
+            }
         }
-    };
-    log::info(&ident, &format!("terminating on signal {signo}"));
+    }
     for r in running.values() {
         for t in &r.tasks {
             t.abort();
         }
     }
-    pid_lock.remove();
-    drop(data_lock);
     0
 }
 

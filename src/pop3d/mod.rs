@@ -13,7 +13,9 @@
 //! `pop3_lock_session` (Dovecot's `dovecot-pop3-session.lock`, see
 //! [`crate::mailbox::lock::pop3_session_lock`]).
 //!
-//! Mailbox access goes through [`crate::mailbox`]. Deletions are kept in the session and
+//! Mailbox access goes through [`crate::mailbox`]'s store: the INBOX is a
+//! [`crate::mailbox::Folder`] opened for POP3 (no MODSEQs or \\Recent kept); UIDLs
+//! ([`uidl`]) and the UPDATE state are this module's. Deletions are kept in the session and
 //! committed only by QUIT (the UPDATE state): a client that vanishes deletes nothing.
 //!
 //! Privileges (`DESIGN.md` §3): clients are served until they have logged in by an
@@ -46,6 +48,20 @@ use std::time::Duration;
 
 use crate::auth::dovecot::DovecotAuth;
 use crate::config::dovecot::DovecotConf;
+
+/// Render `pop3_uidl_format` for one message: `%u` UID, `%v` UIDVALIDITY, `%f` Maildir file
+/// base name, `%%`, with Dovecot's width, zero padding and modifiers (`%08Xu`: lower-case
+/// hex, as Dovecot prints it). `%m` (header MD5) and `%g` (GUID) are not supported and
+/// render empty (XXX).
+pub fn uidl(format: &str, uid_validity: u32, uid: u32, file_base: &str) -> String {
+    let value = |key: &str| match key {
+        "u" => Some(uid.to_string()),
+        "v" => Some(uid_validity.to_string()),
+        "f" => Some(file_base.to_string()),
+        _ => None,
+    };
+    crate::config::dovecot::var_expand::var_expand(format, value, |_| String::new())
+}
 
 /// Settings and shared state of the POP3 service.
 pub struct Pop3State {
@@ -481,5 +497,12 @@ mod tests {
         assert!(in_network("10.1.2.3".parse().expect("ip"), n[0]));
         assert!(!in_network("11.1.2.3".parse().expect("ip"), n[0]));
         assert!(in_network("192.0.2.1".parse().expect("ip"), n[1]));
+    }
+
+    #[test]
+    fn uidl_default_format() {
+        assert_eq!(uidl("%08Xu%08Xv", 1795876603, 1, ""), "000000016b0ae6fb");
+        assert_eq!(uidl("%v.%u", 7, 1, ""), "7.1");
+        assert_eq!(uidl("%f", 7, 1, "123.M1P2.host"), "123.M1P2.host");
     }
 }

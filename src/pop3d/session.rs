@@ -16,8 +16,11 @@ use std::os::fd::OwnedFd;
 use super::Pop3State;
 use super::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
 use super::login::LoginCtl;
+use super::uidl;
 use crate::auth::dovecot::{RequestInfo, UserInfo};
-use crate::mailbox::{MailLocation, Mailbox, MailboxError, MessageReader, uidl};
+use crate::mailbox::{
+    Access, Flags, Folder, MailLocation, MailStore, MailboxError, MessageReader, StoreOptions,
+};
 
 /// Longest command line before login (Dovecot's login input buffer).
 const LOGIN_MAX_LINE: usize = 4096;
@@ -72,7 +75,7 @@ enum End {
 struct Mail {
     user: String,
     info: UserInfo,
-    mailbox: Mailbox,
+    mailbox: Folder,
     deleted: Vec<bool>,
     /// Messages sent whole by RETR: marked \\Seen at QUIT unless `pop3_no_flag_updates`.
     seen: Vec<bool>,
@@ -1032,9 +1035,22 @@ impl Session {
             move |text: &str| with_root_fs(|| log.error(&format!("{prefix}{text}"))),
         )));
         let drop_recent = !self.st.no_flag_updates;
-        let opened = as_user(&info, move || -> Result<Mailbox, MailboxError> {
+        let opened = as_user(&info, move || -> Result<Folder, MailboxError> {
             let loc = MailLocation::expand(&location, &uname, &home)?;
-            Mailbox::open_session(&loc, &opts, drop_recent)
+            let store = MailStore::open(
+                loc,
+                None,
+                StoreOptions {
+                    mbox: opts,
+                    sender: String::new(),
+                },
+            );
+            store.select(
+                "INBOX",
+                Access::Pop3 {
+                    move_new: drop_recent,
+                },
+            )
         })
         .await;
         match opened {
@@ -1128,7 +1144,8 @@ impl Session {
                         if verb == "LIST" {
                             format!("{} {}", i + 1, msg.size)
                         } else {
-                            format!("{} {}", i + 1, uidl(&uidl_fmt, v, msg))
+                            let base = m.mailbox.maildir_base(msg.uid).unwrap_or("");
+                            format!("{} {}", i + 1, uidl(&uidl_fmt, v, msg.uid, base))
                         }
                     };
                     if arg.is_empty() {
@@ -1142,7 +1159,10 @@ impl Session {
                         for i in 0..count {
                             if hashing {
                                 let msg = &m.mailbox.messages()[i];
-                                hashes.push(crc32fast::hash(uidl(&uidl_fmt, v, msg).as_bytes()));
+                                let base = m.mailbox.maildir_base(msg.uid).unwrap_or("");
+                                hashes.push(crc32fast::hash(
+                                    uidl(&uidl_fmt, v, msg.uid, base).as_bytes(),
+                                ));
                             }
                             if !m.deleted[i] {
                                 s.push_str("\r\n");
@@ -1187,11 +1207,15 @@ impl Session {
                     }
                 }
                 "QUIT" => {
-                    let gone: Vec<usize> = (0..count).filter(|&i| m.deleted[i]).collect();
-                    let seen: Vec<usize> = if self.st.no_flag_updates {
+                    let uid = |i: usize| m.mailbox.messages()[i].uid;
+                    let gone: Vec<u32> = (0..count).filter(|&i| m.deleted[i]).map(uid).collect();
+                    let seen: Vec<u32> = if self.st.no_flag_updates {
                         Vec::new()
                     } else {
-                        (0..count).filter(|&i| m.seen[i] && !m.deleted[i]).collect()
+                        (0..count)
+                            .filter(|&i| m.seen[i] && !m.deleted[i])
+                            .map(uid)
+                            .collect()
                     };
                     if gone.is_empty() && seen.is_empty() {
                         self.reply("+OK Logging out.");
@@ -1199,9 +1223,11 @@ impl Session {
                     }
                     let deleting = !gone.is_empty();
                     let info = m.info.clone();
-                    let mut mailbox = std::mem::replace(&mut m.mailbox, empty_mailbox());
+                    let mut mailbox = std::mem::replace(&mut m.mailbox, Folder::empty());
+                    // The UPDATE state: \Seen for the messages RETR'd, DELE'd ones gone,
+                    // in one write of the mailbox.
                     let r = as_user(&info, move || {
-                        let r = mailbox.commit(&gone, &seen);
+                        let r = mailbox.update(Flags::SEEN, &seen, &gone);
                         (mailbox, r)
                     })
                     .await;
@@ -1333,7 +1359,12 @@ impl Session {
         let (uid, gid) = (m.info.uid, m.info.gid);
         let mut buf = std::mem::take(&mut m.chunk);
         buf.resize(CHUNK, 0);
-        let Some(msg) = m.mailbox.message(i) else {
+        let Some(msg) = m
+            .mailbox
+            .messages()
+            .get(i)
+            .and_then(|x| m.mailbox.message(x.uid))
+        else {
             return;
         };
         let first_piece = |msg: &crate::mailbox::MessageRef, wait: bool, mut buf: Vec<u8>| {
@@ -1371,13 +1402,15 @@ impl Session {
         if let Some((Err(_), b)) = first {
             // Another session may have rewritten the mbox (flags, expunges): find the
             // messages again and retry once, as Dovecot re-syncs.
-            let mut mb = std::mem::replace(&mut m.mailbox, empty_mailbox());
+            let mut mb = std::mem::replace(&mut m.mailbox, Folder::empty());
             let mut buf = b;
             first = as_ids(uid, gid, move || {
-                let synced = mb.resync();
+                let synced = mb.relocate();
                 let r = synced.and_then(|()| {
                     let msg = mb
-                        .message(i)
+                        .messages()
+                        .get(i)
+                        .and_then(|x| mb.message(x.uid))
                         .ok_or_else(|| MailboxError::Format("no such message".into()))?;
                     let mut rd = msg.open()?;
                     let n =
@@ -1396,6 +1429,10 @@ impl Session {
             Some((Ok((rd, n)), buf)) => (rd, n, buf),
             other => {
                 let e = match other {
+                    Some((Err(MailboxError::Expunged(_)), buf)) => {
+                        m.chunk = buf;
+                        MailboxError::Expunged(m.mailbox.messages().get(i).map_or(0, |x| x.uid))
+                    }
                     Some((Err(e), buf)) => {
                         m.chunk = buf;
                         e
@@ -1687,11 +1724,6 @@ fn live(m: &Mail) -> (usize, u64) {
         }
     }
     (n, sz)
-}
-
-/// A placeholder while the real mailbox is on a blocking thread.
-fn empty_mailbox() -> Mailbox {
-    Mailbox::Mbox(crate::mailbox::mbox::MboxMailbox::empty())
 }
 
 #[cfg(test)]

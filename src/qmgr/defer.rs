@@ -22,9 +22,10 @@ pub fn log_path(queue_directory: &Path, id: &str) -> PathBuf {
 
 /// Replace the defer log of `id` with `entries`.
 pub fn write_log(queue_directory: &Path, id: &str, entries: &[DeferEntry]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = log_path(queue_directory, id);
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
+        crate::queue::make_queue_dir(d)?;
     }
     let mut out = Vec::new();
     for e in entries {
@@ -35,8 +36,16 @@ pub fn write_log(queue_directory: &Path, id: &str, entries: &[DeferEntry]) -> st
             e.recipient, e.recipient, e.status,
         );
     }
+    // Mode 0600, as Postfix's bounce(8) writes its logs (the daemons' umask is 077).
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, out)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&out)?;
+    drop(f);
     std::fs::rename(tmp, path)
 }
 

@@ -1,19 +1,37 @@
-//! Postfix's `qmgr(8)` with the `pickup(8)` role: moves complete queue files from
-//! `maildrop/` and `incoming/` to `active/`, resolves each recipient, runs local deliveries
-//! ([`crate::local`]) on a pool of workers, marks each recipient done in the queue file as soon
+//! Postfix's `qmgr(8)` with the `pickup(8)` role: takes complete queue files from
+//! `maildrop/` and `incoming/` to `active/`, resolves each recipient, has local deliveries
+//! made ([`crate::local`], in the local delivery process) from a pool of worker threads, marks each recipient done in the queue file as soon
 //! as its delivery is final (so a restart never delivers it twice), removes the file when every
 //! recipient is done, and moves it to `deferred/` with back-off otherwise.
 //!
 //! # How it runs
 //! The master starts the queue manager when master.cf has a `qmgr` service (as Postfix's
-//! master does; a master.cf without one queues mail but never delivers it), as a child process
-//! (`postern qmgr -c DIR`) spawned before the master gives up root, because local delivery
-//! must become each recipient (DESIGN.md §3). The child reads its standard input: `R` re-reads
-//! the configuration (master reload), end of file means the master is gone and it exits.
-//! Deliveries in progress when the master goes away are finished first, and a new queue
-//! manager waits for the old one (`queue_directory/pid/qmgr.lock`), so a crash of the master
-//! never makes a recipient get a message twice. It also listens on the FIFO `queue_directory/public/qmgr`, where `postfix flush`,
-//! `postqueue -f` and `sendmail` write a byte to wake it (`F`: retry deferred mail now).
+//! master does; a master.cf without one queues mail but never delivers it), as a child
+//! process (`postern qmgr -c DIR`), together with the local delivery process
+//! ([`crate::local::server`]), the two connected by a socket pair. Started as root, the
+//! queue manager becomes `mail_owner` for good before it reads anything (Postfix's qmgr is
+//! unprivileged), and so does all it runs itself: the outbound smtp client
+//! ([`crate::smtp`]), bounces, delay warnings, defer logs; what it writes in the queue is
+//! `mail_owner`'s with Postfix's modes (the master's umask is 077). Local and virtual
+//! deliveries, the only ones that need root, go to the local delivery process, one
+//! request per recipient (queue ID, offset of the recipient record, address); it checks
+//! each against the queue file and answers with the outcomes, which are logged, marked
+//! and bounced here as any other. The queue manager never gets root back (DESIGN.md §3).
+//!
+//! The child reads its standard input: `R` re-reads the configuration (master reload), end
+//! of file means the master is gone and it exits. Deliveries in progress when the master
+//! goes away are finished first, and a new queue manager waits for the old one
+//! (`queue_directory/pid/qmgr.lock`, opened afresh by the master for each one, since
+//! `pid/` is root's), so a crash of the master never makes a recipient get a message twice.
+//! It also listens on the FIFO `queue_directory/public/qmgr` (made by the master, mode
+//! 0622, `mail_owner`'s), where `postfix flush`, `postqueue -f` and `sendmail` write a byte
+//! to wake it (`F`: retry deferred mail now).
+//!
+//! pickup(8): a file in `maildrop/` belongs to the user who submitted it (mode 0744), so
+//! it is copied into a queue file of the mail system's own in `incoming/` (temporary
+//! name, fsync, rename without replacing, directory fsync) and then removed, as Postfix's
+//! pickup hands it to cleanup; a crash between the two steps delivers it twice, Postfix's
+//! window too.
 //!
 //! # Scheduling
 //! New mail is picked up within `QUEUE_POLL` (XXX cleanup does not notify the qmgr yet, so
@@ -87,9 +105,11 @@
 //!   (headers are not rewritten); `mydestination` entries that are lookup tables are matched
 //!   through smtpd's domain lists; an alias expansion with one deferred member is retried
 //!   whole (members already delivered get the message again, as with Postfix's local(8)).
-//! * XXX The queue manager runs as root (Postfix's runs as `mail_owner` and only local is
-//!   root), and so do its smtp(8) deliveries; the recipients of one message are delivered one
-//!   destination after another. No `sender_dependent_relayhost_maps`,
+//! * XXX The smtp(8) client runs in the queue manager's process (as `mail_owner`, as
+//!   Postfix's smtp runs, but not in a process of its own); the recipients of one message
+//!   are delivered one destination after another. Tables are opened as `mail_owner`
+//!   (Postfix's daemons open theirs as root before dropping privileges): an index must be
+//!   readable by it, as postmap(1) makes it. No `sender_dependent_relayhost_maps`,
 //!   `sender_dependent_default_transport_maps`, `*_destination_recipient_limit` other than 1
 //!   for local, or concurrency feedback (a fixed limit per destination).
 
@@ -113,9 +133,6 @@ use crate::queue::{QueueFileError, QueuedMessage, mark_recipient_done, read_queu
 /// How often `incoming/` and `maildrop/` are looked at.
 const QUEUE_POLL: Duration = Duration::from_millis(200);
 
-/// The child process handle's input, kept by the master to signal reloads.
-static CHILD_STDIN: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
-
 /// Held (shared) by each delivery; taken exclusively when the master goes away, so that the
 /// process exits between deliveries, never in the middle of one.
 static DELIVERING: std::sync::RwLock<()> = std::sync::RwLock::new(());
@@ -130,49 +147,6 @@ pub fn wanted(cfg: &PostfixConfig) -> bool {
         .services
         .iter()
         .any(|s| s.command == "qmgr" || s.command == "oqmgr")
-}
-
-/// Start the queue manager child (master start-up, still root). Errors are logged; the
-/// master keeps running without it.
-pub fn spawn(cfg: &PostfixConfig) {
-    if !wanted(cfg) {
-        return;
-    }
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            log::error("postfix/master", &format!("cannot start qmgr: {e}"));
-            return;
-        }
-    };
-    let child = std::process::Command::new(exe)
-        .arg("qmgr")
-        .arg("-c")
-        .arg(&cfg.config_dir)
-        .stdin(std::process::Stdio::piped())
-        .spawn();
-    match child {
-        Ok(mut c) => {
-            let stdin = c.stdin.take();
-            if let Ok(mut g) = CHILD_STDIN.lock() {
-                *g = stdin;
-            }
-            // Reap it in the background so it never lingers as a zombie.
-            std::thread::spawn(move || {
-                let _ = c.wait();
-            });
-        }
-        Err(e) => log::error("postfix/master", &format!("cannot start qmgr: {e}")),
-    }
-}
-
-/// Tell the queue manager to re-read main.cf (master SIGHUP).
-pub fn notify_reload() {
-    if let Ok(mut g) = CHILD_STDIN.lock()
-        && let Some(w) = g.as_mut()
-    {
-        let _ = std::io::Write::write_all(w, b"R");
-    }
 }
 
 /// Wake a running queue manager through its FIFO (`postfix flush`, `postqueue -f`,
@@ -557,6 +531,48 @@ impl QmgrSettings {
             )
     }
 
+    /// A queued recipient address as delivery sees it: without a domain, `@$myorigin`
+    /// appended (`append_at_myorigin`).
+    pub fn qualify(&self, address: &str) -> String {
+        if address.contains('@') || address.is_empty() {
+            address.to_string()
+        } else {
+            format!("{address}@{}", self.myorigin)
+        }
+    }
+
+    /// Whether the queued recipient `addr` (qualified) resolves to `target` delivered by
+    /// local(8) (`virtual_` false) or virtual(8): cleanup's canonical and virtual alias
+    /// mapping, `relocated_maps`, `transport_maps` and the address class, as `process`
+    /// routes it. The local delivery process checks every request with it. A table that
+    /// cannot answer makes it false (the queue manager, which asked, would have deferred).
+    pub fn routes_to(&self, id: &str, addr: &str, target: &str, virtual_: bool) -> bool {
+        let Ok(addr) = self.canonical(
+            id,
+            &[
+                ("recipient_canonical_maps", &self.recipient_canonical_maps),
+                ("canonical_maps", &self.canonical_maps),
+            ],
+            addr,
+        ) else {
+            return false;
+        };
+        let Ok(targets) = self.virtual_expand(id, &addr) else {
+            return false;
+        };
+        if !targets.iter().any(|t| t == target) {
+            return false;
+        }
+        let (Ok(None), Ok(transport)) = (self.relocated(target), self.transport(target)) else {
+            return false;
+        };
+        match self.resolver.resolve(target, transport, &mut Vec::new()) {
+            route::Route::Local => !virtual_,
+            route::Route::Virtual => virtual_,
+            _ => false,
+        }
+    }
+
     /// The smtp(8) settings of master.cf service `service` (the `smtp` service's when
     /// unknown).
     pub fn smtp_settings(&self, service: &str) -> crate::smtp::SmtpSettings {
@@ -636,6 +652,19 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("postfix/qmgr: fatal: {e}");
         return 1;
     }
+    // Started as root by the master: become mail_owner for good before touching anything
+    // (Postfix's qmgr runs unprivileged; deliveries that need root go to the local
+    // delivery process, crate::local::server).
+    if crate::master::privs::is_root() {
+        let dropped =
+            crate::master::privs::mail_owner(&cfg).and_then(|o| crate::master::privs::drop_to(&o));
+        if let Err(e) = dropped {
+            log::fatal(&log::ident(&cfg, "qmgr"), &e);
+            log::flush();
+            return 1;
+        }
+    }
+    local::client::init_from_env();
     let settings = Arc::new(QmgrSettings::from_config(&cfg));
     // One queue manager per queue: a new one (after a master crash and restart) waits here
     // until the old one has finished the deliveries it had started.
@@ -692,15 +721,36 @@ pub fn main(args: &[String]) -> i32 {
     code
 }
 
+/// The environment variable naming the descriptor of `pid/qmgr.lock` that the master
+/// opened for this queue manager (the `pid/` directory is root's).
+pub const LOCK_FD_ENV: &str = "POSTERN_QMGR_LOCK_FD";
+
 fn lock_queue(queue_directory: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let dir = queue_directory.join("pid");
-    std::fs::create_dir_all(&dir)?;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join("qmgr.lock"))?;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let inherited = std::env::var(LOCK_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2);
+    let f = match inherited {
+        // SAFETY: the master opened this descriptor for us alone.
+        Some(fd) => {
+            let f = unsafe { std::fs::File::from_raw_fd(fd) };
+            let _ = nix::fcntl::fcntl(
+                &f,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+            f
+        }
+        None => {
+            let dir = queue_directory.join("pid");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join("qmgr.lock"))?
+        }
+    };
     loop {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -714,14 +764,19 @@ fn lock_queue(queue_directory: &Path) -> std::io::Result<std::fs::File> {
 }
 
 fn start_fifo_listener(queue_directory: &Path, tx: mpsc::Sender<Event>) {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let public = queue_directory.join("public");
-    let _ = std::fs::create_dir_all(&public);
-    let fifo = public.join("qmgr");
-    if std::fs::symlink_metadata(&fifo).is_err() {
-        let _ = nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622));
-        let _ = std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622));
-    }
+    use std::os::unix::fs::OpenOptionsExt;
+    // The master makes public/qmgr (mail_owner's, 0622) before starting us; this covers a
+    // queue manager started without it.
+    let fifo = match make_fifo(queue_directory, None) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warning(
+                "postfix/qmgr",
+                &format!("{}: {e}", queue_directory.join("public/qmgr").display()),
+            );
+            return;
+        }
+    };
     std::thread::spawn(move || {
         // Opened read-write so that it never reads end of file when writers come and go.
         let Ok(mut f) = std::fs::OpenOptions::new()
@@ -742,6 +797,38 @@ fn start_fifo_listener(queue_directory: &Path, tx: mpsc::Sender<Event>) {
             });
         }
     });
+}
+
+/// Make `queue_directory/public/qmgr`, the FIFO that `postqueue -f`, `postfix flush` and
+/// `sendmail` write to: mode 0622, owned by `owner` (uid, gid) when given, as Postfix's
+/// master makes its fifo services with mail_owner's ids. Anything else found there (the
+/// real Postfix's `qmgr` is a UNIX-domain socket) is replaced; a FIFO is kept, its owner
+/// and mode set. `public/` itself must exist.
+pub fn make_fifo(queue_directory: &Path, owner: Option<(u32, u32)>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let fifo = queue_directory.join("public").join("qmgr");
+    match std::fs::symlink_metadata(&fifo) {
+        Ok(m) if m.file_type().is_fifo() => {
+            if let Some((uid, gid)) = owner
+                && (m.uid() != uid || m.gid() != gid)
+            {
+                std::os::unix::fs::lchown(&fifo, Some(uid), Some(gid))?;
+            }
+            if m.mode() & 0o7777 != 0o622 {
+                std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622))?;
+            }
+            return Ok(fifo);
+        }
+        Ok(_) => std::fs::remove_file(&fifo)?,
+        Err(_) => {}
+    }
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .map_err(std::io::Error::from)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(&fifo, Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622))?;
+    Ok(fifo)
 }
 
 /// One message handed to a worker: its path in `active/`.
@@ -803,23 +890,12 @@ fn run(
     }
     let mut last_deferred_scan = SystemTime::UNIX_EPOCH;
     loop {
-        for q in ["maildrop", "incoming"] {
-            for (id, path) in list_queue(&qdir.join(q), false) {
-                let owner = std::fs::symlink_metadata(&path).map(|m| {
-                    use std::os::unix::fs::MetadataExt;
-                    m.uid()
-                });
-                if let Some(p) = activate(&path, &qdir, &id) {
-                    if q == "maildrop" {
-                        // Postfix's pickup(8) line for locally submitted mail.
-                        let from = read_queue_file(&p).map(|m| m.sender).unwrap_or_default();
-                        log::info(
-                            &settings.ident_pickup,
-                            &format!("{id}: uid={} from=<{from}>", owner.unwrap_or(0)),
-                        );
-                    }
-                    submit(p, id);
-                }
+        for (id, path) in list_queue(&qdir.join("maildrop"), false) {
+            pickup(&settings, &path, &qdir, &id);
+        }
+        for (id, path) in list_queue(&qdir.join("incoming"), false) {
+            if let Some(p) = activate(&path, &qdir, &id) {
+                submit(p, id);
             }
         }
         let mut flush = false;
@@ -879,6 +955,91 @@ pub fn list_queue(dir: &Path, hashed: bool) -> Vec<(String, PathBuf)> {
     }
     out.sort();
     out
+}
+
+/// pickup(8): a complete file in `maildrop/` belongs to the user who submitted it (mode
+/// 0744, readable by the mail system); copy it into a queue file of the mail system's own
+/// in `incoming/` under the same queue ID (written under a temporary name, `u+x`, fsynced,
+/// renamed without replacing, directory fsynced), then remove it, as Postfix's pickup
+/// hands the file to cleanup and removes it after cleanup has queued it. A crash between
+/// the two steps delivers the message twice, Postfix's window too. Logs `ID: uid=N
+/// from=<sender>`.
+fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_file() || meta.mode() & 0o100 == 0 {
+        return;
+    }
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warning(
+                &s.ident_pickup,
+                &format!("{id}: read {}: {e}", path.display()),
+            );
+            return;
+        }
+    };
+    let from = match crate::queue::file::parse(&data, id) {
+        Ok(m) => m.sender,
+        Err(QueueFileError::Incomplete(_)) => return,
+        Err(e) => {
+            log::warning(&s.ident_pickup, &format!("{id}: {e}; moved to corrupt"));
+            let _ = std::fs::rename(path, qdir.join("corrupt").join(id));
+            return;
+        }
+    };
+    let incoming = qdir.join("incoming");
+    let tmp = incoming.join(format!(".tmp.{}.pickup.{id}", std::process::id()));
+    let dest = incoming.join(id);
+    let copy = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&data)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        f.set_modified(meta.modified()?)?;
+        f.sync_all()?;
+        rename_noreplace(&tmp, &dest)?;
+        std::fs::File::open(&incoming)?.sync_all()
+    };
+    match copy() {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                log::warning(
+                    &s.ident_pickup,
+                    &format!(
+                        "{id}: incoming/{id} exists; {} left for later",
+                        path.display()
+                    ),
+                );
+            } else {
+                log::warning(
+                    &s.ident_pickup,
+                    &format!("{id}: copy to {}: {e}", dest.display()),
+                );
+            }
+            return;
+        }
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        log::warning(
+            &s.ident_pickup,
+            &format!("{id}: remove {}: {e}", path.display()),
+        );
+    }
+    log::info(
+        &s.ident_pickup,
+        &format!("{id}: uid={} from=<{from}>", meta.uid()),
+    );
 }
 
 /// Move a complete file into `active/`; incomplete files stay where they are.
@@ -978,7 +1139,7 @@ fn process(s: &QmgrSettings, path: &Path) {
         Ok(m) => m,
         Err(QueueFileError::Corrupt(e)) => {
             log::warning(&s.ident_qmgr, &format!("{id}: {e}; moved to corrupt"));
-            let _ = std::fs::create_dir_all(s.queue_directory.join("corrupt"));
+            let _ = crate::queue::make_queue_dir(&s.queue_directory.join("corrupt"));
             let _ = std::fs::rename(path, s.queue_directory.join("corrupt").join(&id));
             return;
         }
@@ -1027,11 +1188,7 @@ fn process(s: &QmgrSettings, path: &Path) {
         .iter()
         .filter(|r| !r.done)
         .map(|r| {
-            let addr = if r.address.contains('@') || r.address.is_empty() {
-                r.address.clone()
-            } else {
-                format!("{}@{}", r.address, s.myorigin)
-            };
+            let addr = s.qualify(&r.address);
             let orig = r.original.clone().unwrap_or_else(|| addr.clone());
             Pending {
                 r,
@@ -1161,7 +1318,12 @@ fn process(s: &QmgrSettings, path: &Path) {
                         format!("local:{}", t.to_ascii_lowercase()),
                         s.local_concurrency,
                     );
-                    for o in local::deliver(&s.local, &msg, &t, Some(&p.orig)) {
+                    let outcomes = if local::client::connected() {
+                        local::client::deliver(local::server::Agent::Local, &id, p.r.offset, &t)
+                    } else {
+                        local::deliver(&s.local, &msg, &t, Some(&p.orig))
+                    };
+                    for o in outcomes {
                         p.done.push(Done::new(o, "local", &s.ident_local, started));
                     }
                 }
@@ -1170,8 +1332,12 @@ fn process(s: &QmgrSettings, path: &Path) {
                         format!("virtual:{}", t.to_ascii_lowercase()),
                         s.virtual_concurrency,
                     );
-                    for o in crate::virtual_delivery::deliver(&s.virtual_, &msg, &t, Some(&p.orig))
-                    {
+                    let outcomes = if local::client::connected() {
+                        local::client::deliver(local::server::Agent::Virtual, &id, p.r.offset, &t)
+                    } else {
+                        crate::virtual_delivery::deliver(&s.virtual_, &msg, &t, Some(&p.orig))
+                    };
+                    for o in outcomes {
                         p.done
                             .push(Done::new(o, "virtual", &s.ident_virtual, started));
                     }
@@ -1586,7 +1752,7 @@ fn defer_message(
     }
     let first = id.get(..1).unwrap_or("0");
     let dir = s.queue_directory.join("deferred").join(first);
-    let _ = std::fs::create_dir_all(&dir);
+    let _ = crate::queue::make_queue_dir(&dir);
     let dest = dir.join(id);
     let age = msg.arrival.elapsed().unwrap_or_default();
     let backoff = age.clamp(s.minimal_backoff, s.maximal_backoff.max(s.minimal_backoff));

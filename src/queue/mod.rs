@@ -15,7 +15,15 @@
 //! them from a temporary name to their queue ID and syncs the directory once per batch. A file
 //! named like a queue ID is complete; temporary files are ignored by readers and removed at
 //! [`Queue::open`]. The reader also treats a file without `u+x` (Postfix's convention for a
-//! file still being written) or without an end record as incomplete.
+//! file still being written) or without an end record as incomplete. A file is written with
+//! mode 0600 and made 0700 (complete) before its fsync, as Postfix's cleanup does.
+//!
+//! # Owners
+//! [`prepare_tree`] (the master, at start) lays the queue out as Postfix 3.7's
+//! `postfix-files` has it and, run as root, repairs what is not so (an older Postern ran its
+//! queue manager as root and left root's files and a root `public/`, on which the real
+//! `postfix start` fails); [`make_queue_dir`] makes hash directories (0700) as whoever runs,
+//! which is `mail_owner` in the daemons and postsuper.
 //!
 //! # main.cf parameters read
 //! `queue_directory`, `myhostname`, `mail_name`, `enable_long_queue_ids`,
@@ -168,19 +176,227 @@ fn base_protocol(p: &str) -> String {
     }
 }
 
-/// Queue subdirectories Postern creates, with Postfix's modes (postfix-files).
-const QUEUE_DIRS: &[(&str, u32)] = &[
-    ("incoming", 0o700),
-    ("active", 0o700),
-    ("deferred", 0o700),
-    ("hold", 0o700),
-    ("corrupt", 0o700),
-    ("bounce", 0o700),
-    ("defer", 0o700),
-    ("trace", 0o700),
-    ("maildrop", 0o730),
-    ("pid", 0o755),
+/// Who a queue directory belongs to, in Postfix 3.7's `postfix-files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirOwner {
+    /// `root`, group unchanged (`pid`).
+    Root,
+    /// `$mail_owner`, group unchanged (root's, as post-install leaves it).
+    Mail,
+    /// `$mail_owner:$setgid_group` (`maildrop`, `public`).
+    MailSetgid,
+}
+
+/// The queue subdirectories of Postfix 3.7's `postfix-files`: name, owner, mode, and whether
+/// `postfix set-permissions` gives everything below to `mail_owner` too (flag `r`).
+const QUEUE_TREE: &[(&str, DirOwner, u32, bool)] = &[
+    ("active", DirOwner::Mail, 0o700, true),
+    ("bounce", DirOwner::Mail, 0o700, true),
+    ("corrupt", DirOwner::Mail, 0o700, true),
+    ("defer", DirOwner::Mail, 0o700, true),
+    ("deferred", DirOwner::Mail, 0o700, true),
+    ("flush", DirOwner::Mail, 0o700, true),
+    ("hold", DirOwner::Mail, 0o700, true),
+    ("incoming", DirOwner::Mail, 0o700, true),
+    ("private", DirOwner::Mail, 0o700, false),
+    ("maildrop", DirOwner::MailSetgid, 0o730, false),
+    ("public", DirOwner::MailSetgid, 0o710, false),
+    ("pid", DirOwner::Root, 0o755, false),
+    ("saved", DirOwner::Mail, 0o700, true),
+    ("trace", DirOwner::Mail, 0o700, true),
 ];
+
+/// The owners of the queue when the mail system runs as root: `mail_owner` and the
+/// `setgid_group` (`postdrop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeOwner {
+    pub uid: u32,
+    pub gid: u32,
+    pub setgid_gid: u32,
+}
+
+impl TreeOwner {
+    /// `mail_owner` (`uid`, `gid`) and `setgid_group` from `cfg`; without that group,
+    /// `mail_owner`'s own.
+    pub fn of(cfg: &PostfixConfig, uid: u32, gid: u32) -> TreeOwner {
+        let g = cfg.get("setgid_group").unwrap_or_else(|| "postdrop".into());
+        let setgid_gid = nix::unistd::Group::from_name(g.trim())
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+            .unwrap_or(gid);
+        TreeOwner {
+            uid,
+            gid,
+            setgid_gid,
+        }
+    }
+
+    /// When this process runs as root: `mail_owner` and `setgid_group` from `cfg`.
+    pub fn when_root(cfg: &PostfixConfig) -> Option<TreeOwner> {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let user = cfg.get("mail_owner").unwrap_or_else(|| "postfix".into());
+        let u = nix::unistd::User::from_name(user.trim()).ok().flatten()?;
+        Some(TreeOwner::of(cfg, u.uid.as_raw(), u.gid.as_raw()))
+    }
+}
+
+/// Make one directory of the queue (a hash subdirectory such as `deferred/A`) with mode
+/// 0700, as Postfix's `mail_queue_mkdirs()`; it belongs to whoever makes it (the queue
+/// manager or postsuper, running as `mail_owner`). An existing one is fine.
+pub fn make_queue_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lay out `queue_directory` as Postfix 3.7's `postfix-files` has it, as `postfix start`
+/// (post-install `create-missing`) does: the directory itself (root, 0755) and each queue
+/// (see `QUEUE_TREE`) when missing, with its owner (when `owner` is given, i.e. as root)
+/// and mode. Given an owner, it also puts right what is not as Postfix wants it, as
+/// `postfix set-permissions` would, so that the real Postfix starts on the queue afterwards
+/// (an older Postern ran its queue manager as root and left `public/` and files in
+/// `defer/` and `deferred/` root's): a queue directory's owner, group (`maildrop`,
+/// `public`) and mode; below the `r` queues, whatever `mail_owner` does not own; files in
+/// `maildrop/` the mail system could not read (Postfix's postdrop makes them 0744).
+/// Returns one line per repaired queue (for the log).
+pub fn prepare_tree(base: &Path, owner: Option<&TreeOwner>) -> Result<Vec<String>, String> {
+    prepare(base, owner, true)
+}
+
+fn prepare(base: &Path, owner: Option<&TreeOwner>, repair: bool) -> Result<Vec<String>, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let mut fixed = Vec::new();
+    if !base.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(base)
+            .map_err(|e| format!("create queue_directory {}: {e}", base.display()))?;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", base.display()))?;
+    }
+    for &(name, who, mode, recursive) in QUEUE_TREE {
+        let dir = base.join(name);
+        let want = |o: &TreeOwner| -> (Option<u32>, Option<u32>) {
+            match who {
+                DirOwner::Root => (Some(0), None),
+                DirOwner::Mail => (Some(o.uid), None),
+                DirOwner::MailSetgid => (Some(o.uid), Some(o.setgid_gid)),
+            }
+        };
+        match std::fs::symlink_metadata(&dir) {
+            Err(_) => {
+                match std::fs::DirBuilder::new().mode(mode).create(&dir) {
+                    Ok(()) => {}
+                    // A user's sendmail on a queue it may not change: the mail system makes
+                    // what is missing when it starts.
+                    Err(e) if !repair && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        continue;
+                    }
+                    Err(e) => return Err(format!("create {}: {e}", dir.display())),
+                }
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+                if let Some(o) = owner {
+                    let (u, g) = want(o);
+                    std::os::unix::fs::lchown(&dir, u, g)
+                        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+                }
+            }
+            Ok(m) if repair && m.is_dir() => {
+                let Some(o) = owner else { continue };
+                let (u, g) = want(o);
+                let mut what = Vec::new();
+                if u.is_some_and(|u| u != m.uid()) || g.is_some_and(|g| g != m.gid()) {
+                    std::os::unix::fs::lchown(&dir, u, g)
+                        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+                    what.push("owner");
+                }
+                if m.mode() & 0o7777 != mode {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+                    what.push("mode");
+                }
+                let mut n = 0;
+                if recursive {
+                    n += give_tree(&dir, o, 0);
+                }
+                if name == "maildrop" {
+                    n += readable_maildrop(&dir);
+                }
+                if !what.is_empty() || n > 0 {
+                    let mut line = format!("{}: set Postfix's ", dir.display());
+                    line.push_str(&what.join(" and "));
+                    if n > 0 {
+                        if !what.is_empty() {
+                            line.push_str(", and ");
+                        }
+                        line.push_str(&format!("owner or mode of {n} entries below"));
+                    }
+                    fixed.push(line);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(fixed)
+}
+
+/// Give everything below `dir` that `mail_owner` does not own to it (its own group too);
+/// symlinks are not followed. Returns how many entries changed.
+fn give_tree(dir: &Path, o: &TreeOwner, depth: usize) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        if m.uid() != o.uid && std::os::unix::fs::lchown(e.path(), Some(o.uid), Some(o.gid)).is_ok()
+        {
+            n += 1;
+        }
+        if m.is_dir() && depth < 4 {
+            n += give_tree(&e.path(), o, depth + 1);
+        }
+    }
+    n
+}
+
+/// Complete files in `maildrop/` that others cannot read (an older Postern's sendmail and
+/// postdrop made them 0700) get Postfix's 0744, so that the queue manager, which runs as
+/// `mail_owner`, can pick them up.
+fn readable_maildrop(dir: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if m.is_file()
+            && m.mode() & 0o100 != 0
+            && m.mode() & 0o004 == 0
+            && std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o744)).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
 
 /// Settings read from main.cf at [`Queue::open`].
 #[derive(Debug, Clone)]
@@ -267,41 +483,8 @@ impl Queue {
     /// [`Queue::open`] with a chosen sync strategy (benchmarks).
     pub fn open_with(cfg: &PostfixConfig, sync: SyncMode) -> anyhow::Result<Arc<Queue>> {
         let settings = QueueSettings::from_config(cfg)?;
-        let owner = if nix::unistd::geteuid().is_root() {
-            let user = cfg.get("mail_owner").unwrap_or_else(|| "postfix".into());
-            nix::unistd::User::from_name(&user).ok().flatten()
-        } else {
-            None
-        };
-        let group = if owner.is_some() {
-            let g = cfg.get("setgid_group").unwrap_or_else(|| "postdrop".into());
-            nix::unistd::Group::from_name(&g).ok().flatten()
-        } else {
-            None
-        };
         let base = &settings.queue_directory;
-        std::fs::create_dir_all(base)
-            .with_context(|| format!("create queue_directory {}", base.display()))?;
-        for (name, mode) in QUEUE_DIRS {
-            let dir = base.join(name);
-            if dir.is_dir() {
-                continue;
-            }
-            std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
-                .with_context(|| format!("chmod {}", dir.display()))?;
-            if let Some(u) = &owner
-                && *name != "pid"
-            {
-                let gid = if *name == "maildrop" {
-                    group.as_ref().map(|g| g.gid)
-                } else {
-                    None
-                };
-                nix::unistd::chown(&dir, Some(u.uid), gid)
-                    .with_context(|| format!("chown {}", dir.display()))?;
-            }
-        }
+        prepare(base, TreeOwner::when_root(cfg).as_ref(), false).map_err(anyhow::Error::msg)?;
         let incoming = base.join("incoming");
         let stale = writer::remove_stale(&incoming);
         if stale > 0 {

@@ -122,14 +122,13 @@ fn write_tmp(dir: &Path, seq: u64, data: &[u8]) -> (PathBuf, io::Result<File>) {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o700)
+            .mode(0o600)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(data)?;
-        // A umask may have removed u+x, the "ready" bit Postfix's qmgr looks for.
-        if f.metadata()?.permissions().mode() & 0o700 != 0o700 {
-            f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
-        }
+        // As Postfix's mail_stream_finish_file(): 0600 while being written, then u+x, the
+        // "ready" bit its qmgr looks for, before the fsync.
+        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
         Ok(f)
     })();
     (tmp, res)
@@ -262,7 +261,11 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
         let pid: Option<u32> = rest.split('.').next().and_then(|p| p.parse().ok());
         let alive = match pid {
             // SAFETY: kill with signal 0 only checks for existence.
-            Some(p) => unsafe { libc::kill(p as libc::pid_t, 0) == 0 },
+            // (EPERM: alive, but another user's: a writer of another service.)
+            Some(p) => unsafe {
+                libc::kill(p as libc::pid_t, 0) == 0
+                    || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+            },
             None => false,
         };
         if !alive && std::fs::remove_file(e.path()).is_ok() {

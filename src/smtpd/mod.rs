@@ -7,7 +7,8 @@
 //! * [`sasl`] — the SASL hook (PLAIN, LOGIN; saslauthd backend).
 //!
 //! A [`SmtpdService`] is one master.cf `smtpd` line. The master (`src/master/`) binds its
-//! listener and hands each accepted connection to [`SmtpdService::handle`]. On reload the
+//! listener; the smtpd process (`src/master/serve.rs`, `mail_owner` once the services are
+//! built) hands each accepted connection to [`SmtpdService::handle`]. On reload the
 //! master calls [`SmtpdService::reconfigure`]; sessions in progress keep the state they
 //! started with.
 

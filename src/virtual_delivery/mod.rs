@@ -20,9 +20,11 @@
 //! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! As Postfix (`set_eugid(uid, gid)` around the delivery), every file is created and
-//! written with the thread's filesystem identity switched to the mailbox's uid/gid
-//! (`setfsuid`/`setfsgid`), so directories the uid cannot write stay closed to it. mbox files
+//! [`deliver`] runs in the local delivery process ([`crate::local::server`], root). Where
+//! Postfix switches its effective ids around the delivery (`set_eugid(uid, gid)`), every
+//! file here is created and written by a forked process that has become the mailbox's
+//! uid/gid for good, with that group alone ([`crate::sys::child::run_as`]), so directories
+//! the uid cannot write stay closed to it. mbox files
 //! are opened with `O_NOFOLLOW`, must be regular files with one link owned by the uid
 //! ([`crate::mailbox`]); Maildir messages are created in `tmp/` and renamed into `new/`.
 //! When not root, everything runs as the invoking user.
@@ -37,13 +39,13 @@
 //!   `flock` is not used.
 //! * XXX `virtual_mailbox_limit` is checked before the append (mbox: file plus message;
 //!   Maildir: the message), not through `RLIMIT_FSIZE` as Postfix sets it.
-//! * XXX No `Delivered-To:` loop detection, no supplementary groups.
+//! * XXX No `Delivered-To:` loop detection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::postfix::PostfixConfig;
-use crate::local::{FsIdentity, Outcome, Status};
+use crate::local::{Outcome, Status};
 use crate::maps::Table;
 use crate::queue::QueuedMessage;
 
@@ -214,11 +216,15 @@ fn deliver_one(
     msg: &QueuedMessage,
     rcpt: &str,
     orig: &str,
-) -> (Status, &'static str, String) {
+) -> (Status, String, String) {
     let user = rcpt.to_ascii_lowercase();
     let defer_config = |warning: String| {
         crate::log::warning(&s.ident, &warning);
-        (Status::Deferred, "4.3.5", CONFIG_ERROR.to_string())
+        (
+            Status::Deferred,
+            "4.3.5".to_string(),
+            CONFIG_ERROR.to_string(),
+        )
     };
     let mailbox = match s.find(&s.mailbox_maps, &user) {
         Ok(Some(m)) => m,
@@ -226,7 +232,7 @@ fn deliver_one(
             // virtual/unknown.c
             return (
                 Status::Bounced,
-                "5.1.1",
+                "5.1.1".into(),
                 format!("unknown user: \"{user}\""),
             );
         }
@@ -272,68 +278,97 @@ fn deliver_one(
     };
     let path = format!("{}/{}", s.mailbox_base, mailbox.trim());
     let data = crate::local::format_message(msg, orig, rcpt, false);
-    let _id = FsIdentity::switch(uid, gid);
-    if path.ends_with('/') {
-        // virtual/maildir.c
-        let dir = PathBuf::from(&path);
-        if s.mailbox_limit > 0 && data.len() as u64 > s.mailbox_limit {
-            return (
-                Status::Bounced,
-                "5.2.2",
-                "maildir delivery failed: create maildir file: File too large".into(),
-            );
-        }
-        match crate::mailbox::deliver_maildir(&dir, &data) {
-            Ok(_) => (Status::Sent, "2.0.0", "delivered to maildir".into()),
-            Err(e) => {
-                let (status, dsn) = failure_status(&e);
-                (status, dsn, format!("maildir delivery failed: {e}"))
+    let sender = msg.sender.clone();
+    // As Postfix (set_eugid(uid, gid) around the delivery), but in a process that has become
+    // the mailbox's uid and gid for good (crate::sys::child::run_as).
+    let res = crate::sys::child::run_as(uid, gid, || {
+        let write = || -> (Status, &'static str, String) {
+            if path.ends_with('/') {
+                // virtual/maildir.c
+                let dir = PathBuf::from(&path);
+                if s.mailbox_limit > 0 && data.len() as u64 > s.mailbox_limit {
+                    return (
+                        Status::Bounced,
+                        "5.2.2",
+                        "maildir delivery failed: create maildir file: File too large".into(),
+                    );
+                }
+                match crate::mailbox::deliver_maildir(&dir, &data) {
+                    Ok(_) => (Status::Sent, "2.0.0", "delivered to maildir".into()),
+                    Err(e) => {
+                        let (status, dsn) = failure_status(&e);
+                        (status, dsn, format!("maildir delivery failed: {e}"))
+                    }
+                }
+            } else {
+                // virtual/mailbox.c: deliver_mailbox_file()
+                let file = PathBuf::from(&path);
+                if let Ok(m) = std::fs::symlink_metadata(&file) {
+                    use std::os::unix::fs::MetadataExt;
+                    if m.file_type().is_file() && m.uid() != uid {
+                        crate::log::warning(
+                            &s.ident,
+                            "specify \"strict_mailbox_ownership = no\" to ignore mailbox ownership mismatch",
+                        );
+                        return (
+                            Status::Deferred,
+                            "4.2.0",
+                            format!("destination {path} is not owned by recipient"),
+                        );
+                    }
+                    if s.mailbox_limit > 0
+                        && m.len().saturating_add(data.len() as u64 + 128) > s.mailbox_limit
+                    {
+                        return (
+                            Status::Bounced,
+                            "5.2.2",
+                            format!(
+                                "delivery failed to mailbox {path}: error writing message: File too large"
+                            ),
+                        );
+                    }
+                }
+                let opts = crate::mailbox::MboxOptions {
+                    dotlock: s.dotlock,
+                    expected_owner: Some(uid),
+                    ..Default::default()
+                };
+                match crate::mailbox::deliver_mbox(&file, &sender, &data, &opts) {
+                    Ok(()) => (Status::Sent, "2.0.0", "delivered to mailbox".into()),
+                    Err(e) => {
+                        let (status, dsn) = failure_status(&e);
+                        (
+                            status,
+                            dsn,
+                            format!("delivery failed to mailbox {path}: {e}"),
+                        )
+                    }
+                }
             }
-        }
-    } else {
-        // virtual/mailbox.c: deliver_mailbox_file()
-        let file = PathBuf::from(&path);
-        if let Ok(m) = std::fs::symlink_metadata(&file) {
-            use std::os::unix::fs::MetadataExt;
-            if m.file_type().is_file() && m.uid() != uid {
-                crate::log::warning(
-                    &s.ident,
-                    "specify \"strict_mailbox_ownership = no\" to ignore mailbox ownership mismatch",
-                );
-                return (
-                    Status::Deferred,
-                    "4.2.0",
-                    format!("destination {path} is not owned by recipient"),
-                );
-            }
-            if s.mailbox_limit > 0
-                && m.len().saturating_add(data.len() as u64 + 128) > s.mailbox_limit
-            {
-                return (
-                    Status::Bounced,
-                    "5.2.2",
-                    format!(
-                        "delivery failed to mailbox {path}: error writing message: File too large"
-                    ),
-                );
-            }
-        }
-        let opts = crate::mailbox::MboxOptions {
-            dotlock: s.dotlock,
-            expected_owner: Some(uid),
-            ..Default::default()
         };
-        match crate::mailbox::deliver_mbox(&file, &msg.sender, &data, &opts) {
-            Ok(()) => (Status::Sent, "2.0.0", "delivered to mailbox".into()),
-            Err(e) => {
-                let (status, dsn) = failure_status(&e);
-                (
-                    status,
-                    dsn,
-                    format!("delivery failed to mailbox {path}: {e}"),
-                )
-            }
-        }
+        let (status, dsn, text) = write();
+        Res(status, dsn.to_string(), text)
+    });
+    match res {
+        Ok(Res(status, dsn, text)) => (status, dsn, text),
+        Err(e) => (
+            Status::Deferred,
+            "4.3.0".into(),
+            format!("cannot deliver as uid {uid}: {e}"),
+        ),
+    }
+}
+
+/// A delivery's result as it travels back from the process that wrote the mailbox.
+struct Res(Status, String, String);
+
+impl crate::sys::wire::Wire for Res {
+    fn put(&self, e: &mut crate::sys::wire::Enc) {
+        self.0.put(e);
+        e.str(&self.1).str(&self.2);
+    }
+    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
+        Some(Res(Status::get(d)?, d.string()?, d.string()?))
     }
 }
 
@@ -344,6 +379,12 @@ fn failure_status(e: &crate::mailbox::MailboxError) -> (Status, &'static str) {
     match e {
         E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0"),
         E::Locked(_) => (Status::Deferred, "4.2.0"),
+        // Folder operations; delivery does not meet them.
+        E::NotFound(_)
+        | E::AlreadyExists(_)
+        | E::InvalidName(_)
+        | E::Cannot { .. }
+        | E::Expunged(_) => (Status::Deferred, "4.2.0"),
         E::Io { source, .. } => match source.raw_os_error() {
             Some(libc::EFBIG) | Some(libc::EDQUOT) => (Status::Bounced, "5.2.2"),
             Some(libc::ENOSPC) => (Status::Deferred, "4.3.0"),

@@ -1,0 +1,672 @@
+//! The local delivery process (`postern local`): the part of Postfix's `local(8)` and
+//! `virtual(8)` that needs root, alone in its own process.
+//!
+//! # Who runs what (after `postfix start` as root)
+//! The master (root) starts this process and the queue manager, and connects them with a
+//! `SOCK_SEQPACKET` socket pair; nothing else can reach it (no socket in the file system).
+//! The queue manager runs as `mail_owner` and never gets root back: for each recipient
+//! that trivial-rewrite sends to local(8) or virtual(8), it sends a [`Request`] (the queue
+//! ID, the recipient record's offset in the queue file, the address to deliver to) with one
+//! end of a fresh socket pair, and reads the per-recipient results ([`Outcome`]s, and what
+//! the delivery logged) from the other end until end of file.
+//!
+//! This process stays root, single-threaded (its log lines are written directly,
+//! [`crate::log::set_direct`]), and does nothing but take requests and fork: each request
+//! gets a child, so that deliveries run side by side (up to `default_process_limit`) and
+//! a delivery that hangs or crashes takes no other with it. The child, still root:
+//! 1. opens `queue_directory/active/ID` itself (a queue ID, no path; not through a symlink;
+//!    a regular file with one link, complete (`u+x`), owned by `mail_owner`), reads and
+//!    parses it, and finds a recipient not yet done at the given offset;
+//! 2. checks that this recipient resolves to the requested address and agent, with the
+//!    queue manager's own rewriting (canonical maps, virtual aliases, relocated and
+//!    transport maps, the address classes) done again here, and maps the sender the same
+//!    way;
+//! 3. delivers as [`crate::local::deliver`] or [`crate::virtual_delivery::deliver`] do:
+//!    aliases, `:include:` and `.forward` are resolved here, again, as Postfix's local(8)
+//!    resolves them itself; every mailbox write, file write and command runs in a further
+//!    child that has become the recipient (or `default_privs`) for good
+//!    ([`crate::sys::child::run_as`]: uid, gid, and that group alone, as Postfix's
+//!    `set_ugid()`); the spool mbox is created and dotlocked by root only when the spool
+//!    directory is not writable otherwise (Postfix's local/mailbox.c);
+//! 4. writes the results to the request's socket and exits. The queue manager logs them,
+//!    marks the recipients done, bounces or defers, exactly as before the split.
+//!
+//! # What a compromised queue manager (or smtp client) can do
+//! It holds `mail_owner`'s rights: the queue is its own, so it can make up queue files and
+//! have them delivered to local recipients, as any SMTP client can send mail to them. It
+//! cannot pick a file, a command, a user or a mailbox path: those come from this process's
+//! own lookups (aliases owned by root, users' `.forward` files, `mailbox_command`, the
+//! password file, `virtual_mailbox_maps`), so it cannot make root write or run anything the
+//! configuration does not already do for mail to that address. It cannot make this process
+//! read a file outside `active/` (a queue ID is letters and digits), follow a symlink, or
+//! read a file another user planted (the owner must be `mail_owner`).
+//!
+//! # Lifetime
+//! Its standard input comes from the master: `R` reloads main.cf (as `postfix reload`),
+//! end of file means the master is gone; it keeps serving until the queue manager closes
+//! its end (the queue manager finishes the deliveries it started first), waits for its
+//! children and exits. Not started as root, it runs the same way without switching users.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::postfix::PostfixConfig;
+use crate::local::{Outcome, Status};
+use crate::log;
+use crate::qmgr::QmgrSettings;
+use crate::queue::QueuedMessage;
+use crate::sys::wire::{Dec, Enc, Wire};
+
+/// The environment variable naming the control socket's descriptor in the queue manager
+/// and in this process.
+pub const FD_ENV: &str = "POSTERN_LOCAL_FD";
+
+/// Largest request datagram.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Which Postfix delivery agent a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    Local,
+    Virtual,
+}
+
+/// One recipient of one queue file, to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub agent: Agent,
+    pub queue_id: String,
+    /// Offset of the recipient's `R` record in the queue file.
+    pub offset: u64,
+    /// The address to deliver to, after the queue manager's rewriting.
+    pub target: String,
+}
+
+impl Wire for Request {
+    fn put(&self, e: &mut Enc) {
+        e.str(match self.agent {
+            Agent::Local => "local",
+            Agent::Virtual => "virtual",
+        })
+        .str(&self.queue_id)
+        .u64(self.offset)
+        .str(&self.target);
+    }
+    fn get(d: &mut Dec<'_>) -> Option<Self> {
+        let agent = match d.string()?.as_str() {
+            "local" => Agent::Local,
+            "virtual" => Agent::Virtual,
+            _ => return None,
+        };
+        Some(Request {
+            agent,
+            queue_id: d.string()?,
+            offset: d.u64()?,
+            target: d.string()?,
+        })
+    }
+}
+
+/// What a delivery child sends back: its log lines, then the outcomes.
+pub struct Reply {
+    pub lines: Vec<log::Captured>,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Wire for Reply {
+    fn put(&self, e: &mut Enc) {
+        self.lines.put(e);
+        self.outcomes.put(e);
+    }
+    fn get(d: &mut Dec<'_>) -> Option<Self> {
+        Some(Reply {
+            lines: Vec::get(d)?,
+            outcomes: Vec::get(d)?,
+        })
+    }
+}
+
+/// The process's state: its configuration and whom queue files must belong to.
+struct State {
+    settings: Arc<QmgrSettings>,
+    queue_directory: PathBuf,
+    /// `mail_owner`'s uid when root (queue files must be its), else `None`.
+    queue_owner: Option<u32>,
+    message_size_limit: u64,
+    max_children: usize,
+}
+
+impl State {
+    fn load(config_dir: Option<&Path>) -> Result<State, String> {
+        let cfg = crate::master::load_config(config_dir)?;
+        log::configure(&cfg)?;
+        State::from_config(&cfg)
+    }
+
+    fn from_config(cfg: &PostfixConfig) -> Result<State, String> {
+        let queue_owner = if crate::master::privs::is_root() {
+            Some(crate::master::privs::mail_owner(cfg)?.uid)
+        } else {
+            None
+        };
+        let num = |n: &str, d: u64| {
+            cfg.get(n)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(d)
+        };
+        Ok(State {
+            settings: Arc::new(QmgrSettings::from_config(cfg)),
+            queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),
+            queue_owner,
+            message_size_limit: num("message_size_limit", 10_240_000),
+            max_children: num("default_process_limit", 100).clamp(1, 1000) as usize,
+        })
+    }
+}
+
+/// How many requests a worker serves before it exits and a fresh one takes its place
+/// (Postfix's `max_use`, default 100).
+const MAX_USE: usize = 100;
+
+/// How long a worker may wait for a request before it is ended (Postfix's `max_idle`,
+/// default 100 s).
+const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(100);
+
+/// A delivery worker, as the parent sees it.
+struct Worker {
+    /// The parent's end of the worker's socket pair.
+    sock: OwnedFd,
+    busy: bool,
+    /// Since when it waits for a request.
+    idle_since: std::time::Instant,
+}
+
+/// `postern local -c DIR`: the local delivery process. Returns the exit status.
+pub fn main(args: &[String]) -> i32 {
+    // No writer thread: this process forks, and its children must not depend on one.
+    log::set_direct();
+    let mut config_dir = None;
+    let mut it = args.iter().skip_while(|a| a.as_str() == "local");
+    while let Some(a) = it.next() {
+        if a == "-c" {
+            config_dir = it.next().map(PathBuf::from);
+        }
+    }
+    let ident = "postfix/local";
+    let mut state = match State::load(config_dir.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::fatal(ident, &e);
+            return 1;
+        }
+    };
+    let Some(ctl) = std::env::var(FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+        .filter(|fd| *fd > 2)
+    else {
+        log::fatal(
+            ident,
+            "no delivery request channel (started by the master only)",
+        );
+        return 1;
+    };
+    // SAFETY: the master passed this descriptor to us alone.
+    let ctl = unsafe { OwnedFd::from_raw_fd(ctl) };
+    let _ = nix::fcntl::fcntl(
+        &ctl,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let mut stdin_open = true;
+    let mut ctl_open = true;
+    let mut workers: Vec<Worker> = Vec::new();
+    // Requests waiting for a worker (all busy, and as many as allowed).
+    let mut waiting: std::collections::VecDeque<(Vec<u8>, OwnedFd)> = Default::default();
+    while ctl_open || !workers.is_empty() {
+        reap();
+        let mut fds = Vec::new();
+        // Stop taking requests while some wait: the queue manager's sends then wait too.
+        let take = ctl_open && waiting.is_empty();
+        if take {
+            fds.push(pollfd(ctl.as_raw_fd()));
+        }
+        if stdin_open {
+            fds.push(pollfd(libc::STDIN_FILENO));
+        }
+        let first_worker = fds.len();
+        fds.extend(workers.iter().map(|w| pollfd(w.sock.as_raw_fd())));
+        // SAFETY: poll on descriptors this process holds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::fatal(ident, &format!("poll: {e}"));
+            break;
+        }
+        // Workers: `I` (idle again) or end of file (gone).
+        let mut gone = Vec::new();
+        for (i, w) in workers.iter_mut().enumerate() {
+            if fds[first_worker + i].revents == 0 {
+                continue;
+            }
+            let mut b = [0u8; 16];
+            // SAFETY: reading into our buffer from a socket we hold.
+            let r = unsafe { libc::recv(w.sock.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
+            if r > 0 {
+                w.busy = false;
+                w.idle_since = std::time::Instant::now();
+            } else if r == 0
+                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                gone.push(i);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            workers.remove(i);
+        }
+        // Idle too long: closing its socket ends it.
+        workers.retain(|w| w.busy || w.idle_since.elapsed() < MAX_IDLE);
+        if stdin_open
+            && let Some(p) = fds.iter().find(|p| p.fd == libc::STDIN_FILENO)
+            && p.revents != 0
+        {
+            let mut b = [0u8; 64];
+            match std::io::stdin().read(&mut b) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    if b[..n].contains(&b'R') {
+                        match State::load(config_dir.as_deref()) {
+                            Ok(s) => {
+                                state = s;
+                                // Workers carry the old configuration: closing their
+                                // sockets ends them after the delivery in progress.
+                                workers.clear();
+                            }
+                            Err(e) => log::warning(
+                                ident,
+                                &format!("reload: {e}; keeping the previous configuration"),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        if take && fds[0].revents != 0 {
+            match recv_request(ctl.as_raw_fd()) {
+                Ok(Some((data, Some(fd)))) if Request::get(&mut Dec(&data)).is_some() => {
+                    waiting.push_back((data, fd));
+                }
+                // Not a request the queue manager sends: dropped (the descriptor with it).
+                Ok(Some(_)) => log::warning(ident, "malformed delivery request ignored"),
+                // The queue manager has gone: finish what runs, then stop.
+                Ok(None) => {
+                    ctl_open = false;
+                    workers.retain(|w| w.busy);
+                    for w in &mut workers {
+                        // SAFETY: half-close: the worker ends after its delivery.
+                        unsafe { libc::shutdown(w.sock.as_raw_fd(), libc::SHUT_WR) };
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) => {}
+                Err(e) => {
+                    log::fatal(ident, &format!("read delivery request: {e}"));
+                    ctl_open = false;
+                }
+            }
+        }
+        // Hand waiting requests to idle workers, starting workers up to the limit.
+        while let Some((data, fd)) = waiting.pop_front() {
+            let idle = match workers.iter().position(|w| !w.busy) {
+                Some(i) => Some(i),
+                None if workers.len() < state.max_children => {
+                    match start_worker(&state, ctl.as_raw_fd()) {
+                        Ok(w) => {
+                            workers.push(w);
+                            Some(workers.len() - 1)
+                        }
+                        Err(e) => {
+                            // The queue manager sees end of file without a result and
+                            // defers.
+                            log::warning(ident, &e);
+                            None
+                        }
+                    }
+                }
+                None => {
+                    waiting.push_front((data, fd));
+                    break;
+                }
+            };
+            let Some(i) = idle else { continue };
+            match send_with_fd(workers[i].sock.as_raw_fd(), &data, fd.as_raw_fd()) {
+                Ok(()) => workers[i].busy = true,
+                Err(_) => {
+                    workers.remove(i);
+                    waiting.push_front((data, fd));
+                }
+            }
+        }
+        if !ctl_open {
+            workers.retain(|w| w.busy);
+        }
+    }
+    // Wait for the last workers.
+    while reap_blocking() {}
+    log::flush();
+    0
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Fork a worker: it serves requests from its socket until that closes or it has served
+/// [`MAX_USE`].
+fn start_worker(state: &State, ctl: RawFd) -> Result<Worker, String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (mine, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {}", e.desc()))?;
+    // SAFETY: this process is single-threaded; the child leaves with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {}", e.desc()))? {
+        nix::unistd::ForkResult::Child => {
+            drop(mine);
+            // SAFETY: the queue manager's channel and the master's pipe belong to the
+            // parent; closing our copies.
+            unsafe {
+                libc::close(ctl);
+                libc::close(libc::STDIN_FILENO);
+            }
+            // Other workers' sockets came along with the fork: close them.
+            crate::sys::child::close_from(3, &[theirs.as_raw_fd()]);
+            worker_main(state, theirs)
+        }
+        nix::unistd::ForkResult::Parent { .. } => Ok(Worker {
+            sock: mine,
+            busy: false,
+            idle_since: std::time::Instant::now(),
+        }),
+    }
+}
+
+/// A worker's life: one request at a time, then `I` to the parent.
+fn worker_main(state: &State, sock: OwnedFd) -> ! {
+    std::panic::set_hook(Box::new(|_| {}));
+    for used in 1..=MAX_USE {
+        let (data, reply_fd) = loop {
+            match recv_request(sock.as_raw_fd()) {
+                Ok(Some((d, Some(fd)))) => break (d, fd),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // SAFETY: ends the forked copy without the parent's exit handlers.
+                _ => unsafe { libc::_exit(0) },
+            }
+        };
+        let Some(req) = Request::get(&mut Dec(&data)) else {
+            break;
+        };
+        serve_request(state, &req, reply_fd);
+        // The last one: no `I`, so that the parent gives it nothing more; it sees end of
+        // file instead.
+        if used == MAX_USE {
+            break;
+        }
+        // SAFETY: one byte to our own socket.
+        let sent = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                b"I".as_ptr().cast(),
+                1,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent != 1 {
+            break;
+        }
+    }
+    // SAFETY: ends the forked copy without the parent's exit handlers.
+    unsafe { libc::_exit(0) }
+}
+
+/// Collect exited workers (and the delivery children they leave) without waiting.
+fn reap() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Wait for one child; false when there is none left.
+fn reap_blocking() -> bool {
+    loop {
+        match nix::sys::wait::waitpid(None, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Send one datagram with one descriptor.
+fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [std::io::IoSlice::new(data)];
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+        .map(|_| ())
+        .map_err(std::io::Error::from)
+}
+
+/// One request datagram and its descriptor; `None` when the other end has closed.
+fn recv_request(sock: RawFd) -> std::io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    if let Ok(cm) = msg.cmsgs() {
+        for c in cm {
+            if let ControlMessageOwned::ScmRights(v) = c {
+                // SAFETY: each descriptor was just received and is owned by nobody else.
+                fds.extend(v.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            }
+        }
+    }
+    let n = msg.bytes;
+    let truncated = msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if truncated || fds.len() != 1 {
+        return Ok(Some((Vec::new(), None)));
+    }
+    buf.truncate(n);
+    Ok(Some((buf, fds.pop())))
+}
+
+/// Deliver one request and write the answer to its socket.
+fn serve_request(state: &State, req: &Request, reply_fd: OwnedFd) {
+    log::start_capture();
+    let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        deliver_request(state, req)
+    })) {
+        Ok(Ok(o)) => o,
+        Ok(Err(why)) => vec![Outcome {
+            to: req.target.clone(),
+            orig_to: None,
+            status: Status::Deferred,
+            dsn: "4.3.0".into(),
+            text: why,
+        }],
+        Err(_) => vec![Outcome {
+            to: req.target.clone(),
+            orig_to: None,
+            status: Status::Deferred,
+            dsn: "4.3.0".into(),
+            text: "internal error in the local delivery process".into(),
+        }],
+    };
+    let reply = Reply {
+        lines: log::take_captured(),
+        outcomes,
+    };
+    let mut e = Enc::new();
+    reply.put(&mut e);
+    let mut f = std::fs::File::from(reply_fd);
+    let _ = f.write_all(&e.0);
+}
+
+/// Steps 1 to 3 of the module header. `Err` is a deferral reason.
+fn deliver_request(state: &State, req: &Request) -> Result<Vec<Outcome>, String> {
+    if crate::queue::QueueId::parse(&req.queue_id).is_none() {
+        return Err("delivery request rejected: bad queue ID".into());
+    }
+    let mut msg = read_active(state, &req.queue_id)?;
+    let Some(r) = msg
+        .recipients
+        .iter()
+        .find(|r| r.offset == req.offset && !r.done)
+        .cloned()
+    else {
+        return Err("delivery request rejected: no such recipient in the queue file".into());
+    };
+    let s = &state.settings;
+    // The queue manager's rewriting, again: its lines are the queue manager's to log.
+    let queued = s.qualify(&r.address);
+    let sender = s.canonical(
+        &req.queue_id,
+        &[
+            ("sender_canonical_maps", &s.sender_canonical_maps),
+            ("canonical_maps", &s.canonical_maps),
+        ],
+        &msg.sender,
+    );
+    let ok = sender.is_ok()
+        && s.routes_to(
+            &req.queue_id,
+            &queued,
+            &req.target,
+            req.agent == Agent::Virtual,
+        );
+    let _ = log::take_captured();
+    let Ok(sender) = sender else {
+        return Err("delivery request rejected: sender address rewriting failed".into());
+    };
+    if !ok {
+        return Err(format!(
+            "delivery request rejected: {} does not resolve to {}",
+            queued, req.target
+        ));
+    }
+    msg.sender = sender;
+    let orig = r.original.clone().unwrap_or(queued);
+    Ok(match req.agent {
+        Agent::Local => crate::local::deliver(&s.local, &msg, &req.target, Some(&orig)),
+        Agent::Virtual => {
+            crate::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig))
+        }
+    })
+}
+
+/// Read `queue_directory/active/ID` as step 1 of the module header describes.
+fn read_active(state: &State, id: &str) -> Result<QueuedMessage, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = state.queue_directory.join("active").join(id);
+    let refuse = |why: String| format!("delivery request rejected: queue file {id}: {why}");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| refuse(crate::master::lock::strerror(&e)))?;
+    let m = f.metadata().map_err(|e| refuse(e.to_string()))?;
+    if !m.is_file() || m.nlink() != 1 {
+        return Err(refuse("not a regular file with one link".into()));
+    }
+    if let Some(owner) = state.queue_owner
+        && m.uid() != owner
+    {
+        return Err(refuse(format!("owned by uid {}, not mail_owner", m.uid())));
+    }
+    if m.mode() & 0o100 == 0 {
+        return Err(refuse("not complete".into()));
+    }
+    let cap = if state.message_size_limit == 0 {
+        u64::MAX
+    } else {
+        state
+            .message_size_limit
+            .saturating_mul(2)
+            .saturating_add(1 << 20)
+    };
+    if m.len() > cap {
+        return Err(refuse("too large".into()));
+    }
+    let mut data = Vec::with_capacity(m.len() as usize);
+    Read::by_ref(&mut f)
+        .take(cap)
+        .read_to_end(&mut data)
+        .map_err(|e| refuse(e.to_string()))?;
+    crate::queue::file::parse(&data, id).map_err(|e| refuse(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_roundtrip() {
+        let r = Request {
+            agent: Agent::Virtual,
+            queue_id: "4AB2C3D4E5".into(),
+            offset: 1234,
+            target: "odd user@example.org".into(),
+        };
+        let mut e = Enc::new();
+        r.put(&mut e);
+        assert_eq!(Request::get(&mut Dec(&e.0)), Some(r));
+        let reply = Reply {
+            lines: vec![log::Captured {
+                severity: "warning".into(),
+                ident: "postfix/local".into(),
+                pid: 7,
+                text: "hash:/etc/aliases: lookup of 'x' failed".into(),
+            }],
+            outcomes: vec![Outcome {
+                to: "a@b".into(),
+                orig_to: Some(String::new()),
+                status: Status::Bounced,
+                dsn: "5.1.1".into(),
+                text: "unknown user: \"a\"".into(),
+            }],
+        };
+        let mut e = Enc::new();
+        reply.put(&mut e);
+        let back = Reply::get(&mut Dec(&e.0)).unwrap();
+        assert_eq!(back.lines, reply.lines);
+        assert_eq!(back.outcomes[0].orig_to, Some(String::new()));
+        assert_eq!(back.outcomes[0].status, Status::Bounced);
+    }
+}

@@ -1,0 +1,163 @@
+//! Work done in a forked child under other credentials, its answer read back through a
+//! pipe: how the local delivery process ([`crate::local::server`]) writes a mailbox or runs
+//! a command as the recipient while it stays root itself.
+//!
+//! [`run_as`] forks; the child gives up root for good the way Postfix's `set_ugid()` does
+//! (supplementary groups set to the one group, then the gid, then the uid; a `setuid(0)`
+//! that still succeeds afterwards is fatal), runs the closure, and writes what it logged
+//! ([`crate::log::start_capture`]) and its result ([`Wire`]) to the pipe; the parent logs the
+//! lines with the child's PID and returns the result. A child that dies without an answer
+//! is an `Err`. Not root, there is nothing to switch: the closure runs in place.
+//!
+//! Call it from a single-threaded process (the delivery process and its children are):
+//! after `fork()` only the calling thread exists, so no lock another thread held may be
+//! needed in the child. The child avoids the log writer thread (it captures) and stdio.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use super::wire::{Dec, Enc, Wire};
+
+/// Whether this process may switch credentials.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Become `uid`/`gid` with no other group, for good (Postfix's `set_ugid()`); `Err` when any
+/// step fails or root can be regained.
+pub fn become_user(uid: u32, gid: u32) -> Result<(), String> {
+    let g = nix::unistd::Gid::from_raw(gid);
+    let u = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setgroups(&[g]).map_err(|e| format!("setgroups(1, &{gid}): {}", e.desc()))?;
+    nix::unistd::setgid(g).map_err(|e| format!("setgid({gid}): {}", e.desc()))?;
+    nix::unistd::setuid(u).map_err(|e| format!("setuid({uid}): {}", e.desc()))?;
+    if uid != 0 && nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
+        return Err(format!("setuid({uid}): root could be regained"));
+    }
+    Ok(())
+}
+
+/// Run `f` as `uid`/`gid` (groups: `gid` only) in a forked child and return its result.
+/// Not root, or asked for root: `f` runs in this process.
+pub fn run_as<T: Wire>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, String> {
+    if !is_root() || (uid == 0 && gid == 0) {
+        return Ok(f());
+    }
+    fork_call(move || become_user(uid, gid).map(|()| f()))
+}
+
+/// Run `f` in a forked child (same credentials unless `f` changes them) and return its
+/// result; `Err` with the child's reason when `f` returns one, or when the child dies.
+pub fn fork_call<T: Wire>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe: {}", e.desc()))?;
+    // SAFETY: the child only runs our code in this (single) thread and leaves with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {}", e.desc()))? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            child_main(w, f)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let mut data = Vec::new();
+            let read = std::fs::File::from(r).read_to_end(&mut data);
+            let status = loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            read.map_err(|e| format!("read from child: {e}"))?;
+            decode_answer(&data).ok_or_else(|| match status {
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
+                    format!("child process killed by signal {}", sig as i32)
+                }
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                    format!("child process exited with status {code} without an answer")
+                }
+                _ => "child process gave no answer".to_string(),
+            })?
+        }
+    }
+}
+
+/// The child's side: run `f`, send the captured log lines and the result, `_exit`.
+fn child_main<T: Wire>(w: OwnedFd, f: impl FnOnce() -> Result<T, String>) -> ! {
+    // A panic must not unwind into the parent's code (this is a copy of it) nor print
+    // through a stderr lock another thread of the parent may have held.
+    std::panic::set_hook(Box::new(|_| {}));
+    crate::log::start_capture();
+    let res = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err("internal error (panic) in the child process".into()),
+    };
+    let mut e = Enc::new();
+    crate::log::take_captured().put(&mut e);
+    match &res {
+        Ok(v) => {
+            e.str("ok");
+            v.put(&mut e);
+        }
+        Err(why) => {
+            e.str("err").str(why);
+        }
+    }
+    let mut f = std::fs::File::from(w);
+    let ok = f.write_all(&e.0).is_ok();
+    drop(f);
+    // SAFETY: _exit ends this forked copy without running the parent's exit handlers.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+}
+
+/// The parent's side: log the child's lines (they carry its PID) and return its result;
+/// `None` when the answer is missing or malformed.
+fn decode_answer<T: Wire>(data: &[u8]) -> Option<Result<T, String>> {
+    let mut d = Dec(data);
+    let lines = Vec::<crate::log::Captured>::get(&mut d)?;
+    let res = match d.string()?.as_str() {
+        "ok" => Ok(T::get(&mut d)?),
+        "err" => Err(d.string()?),
+        _ => return None,
+    };
+    for l in &lines {
+        crate::log::emit_as(l);
+    }
+    Some(res)
+}
+
+/// Close every descriptor from `from` up, except those in `keep` (a forked child that must
+/// not hold its parent's sockets).
+pub fn close_from(from: i32, keep: &[i32]) {
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    for fd in fds {
+        if fd >= from && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor number this process no longer uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forked_child_answers_and_its_failures_are_errors() {
+        let r: Result<String, String> = fork_call(|| Ok(format!("pid {}", std::process::id())));
+        let r = r.unwrap();
+        assert_ne!(r, format!("pid {}", std::process::id()));
+        let r: Result<String, String> = fork_call(|| Err("no".into()));
+        assert_eq!(r, Err("no".into()));
+        let r: Result<String, String> = fork_call(|| {
+            // SAFETY: ends the child at once, without an answer.
+            unsafe { libc::_exit(3) }
+        });
+        assert!(r.unwrap_err().contains("status 3"));
+    }
+}
