@@ -10,7 +10,13 @@
 //! SMTP AUTH while smtpd cannot reach saslauthd's socket (Postfix's reply and Cyrus's log
 //! line), then `adduser postfix sasl` as Debian documents and relay allowed after AUTH
 //! PLAIN to a loopback SMTP sink, local mail read back over POP3 and IMAP (IMAP may be
-//! skipped, with the script's exact message, until Postern serves it).
+//! skipped, with the script's exact message, until Postern serves it). Then the swap back
+//! on the same box and mail (issue 14's "there and back"): Postern defers a message while
+//! the sink is down; `scripts/swap-out --force` refuses the guide's main.cf (the wrapped
+//! column-0 line the real Postfix cannot read) and, once the admin indents it, puts the
+//! packages back; the real saslauthd, Dovecot and Postfix start with `service NAME start`
+//! without a fatal line from Postfix, the real Postfix delivers Postern's deferred message
+//! and new local mail, the real Dovecot gives Postern's UIDLs and reads the same messages.
 //! The expected replies in the script were recorded from the real Postfix in the same
 //! scratch root.
 //!
@@ -49,12 +55,21 @@ const STEPS: &[&str] = &[
     "local-delivered",
     "pop3-read",
     "imap-read",
+    "postern-deferred",
+    "postern-uidl",
     "postfix-stop",
     "dovecot-stop",
     "sasl-stop",
     "stopped",
+    "swap-out-refused",
+    "swap-out",
+    "real-start",
+    "real-flush",
+    "real-uidl",
     "ref-pop3-read",
     "ref-imap-read",
+    "real-local",
+    "real-stop",
     "host-clean",
 ];
 

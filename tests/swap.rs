@@ -17,7 +17,9 @@
 //! (repacked as a newer version and installed with dpkg -i) leaving the swap in place, and
 //! swap-out refusing (and changing nothing) while the real Postfix cannot read main.cf,
 //! after swap-out every touched file as before (`dpkg --verify` as before, diversions,
-//! rc links, units), the real daemons running without a fatal line from Postfix.
+//! rc links, units, and the queue's directories, sockets and FIFOs with their owners and
+//! modes: Postern keeps Postfix's postfix-files layout), the real daemons running without
+//! a fatal line from Postfix or a warning from its postfix-script.
 //!
 //! Root only (namespaces, chroot, packages' files in the scratch root): otherwise the test
 //! says it is skipped and passes. The host must be left as it was (checked here too).

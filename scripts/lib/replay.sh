@@ -412,6 +412,96 @@ with open(out, "ab", buffering=0) as f:
             d = d[:16] + host + b" " + d[16:]
         f.write(d + b"\n")
 PYEOF
+	write_listing
+}
+
+# listing.py (written by write_helpers): the mailbox as POP3 and IMAP show it, one line
+# per message.
+write_listing() {
+	cat >"$WORK/listing.py" <<'PYEOF'
+"""listing.py pop3|imap|flag USER PASS [N FLAG]
+
+pop3: "N UIDL" for each message (UIDL, nothing else: RETR and TOP may set \\Seen).
+imap: "UIDVALIDITY V" then "UID U FLAGS (...) Message-ID" for each message, read with
+      EXAMINE and BODY.PEEK (nothing changes; \\Recent, a property of the session, is
+      left out).
+flag: STORE N +FLAGS (FLAG) in INBOX.
+Exit 3 when nothing listens on the port.
+"""
+import imaplib
+import poplib
+import re
+import socket
+import sys
+
+mode, user, pw = sys.argv[1], sys.argv[2], sys.argv[3]
+try:
+    if mode == "pop3":
+        p = poplib.POP3("127.0.0.1", 110, timeout=10)
+        p.user(user)
+        p.pass_(pw)
+        for line in p.uidl()[1]:
+            print(line.decode())
+        p.quit()
+    else:
+        m = imaplib.IMAP4("127.0.0.1", 143, timeout=10)
+        m.login(user, pw)
+        if mode == "flag":
+            m.select("INBOX")
+            typ, _ = m.store(sys.argv[4], "+FLAGS", "(%s)" % sys.argv[5])
+            print("STORE", typ)
+        else:
+            typ, data = m.select("INBOX", readonly=True)
+            v = m.response("UIDVALIDITY")[1][0].decode()
+            print("UIDVALIDITY", v)
+            typ, data = m.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            for item in data:
+                if not isinstance(item, tuple):
+                    continue
+                head = item[0].decode()
+                uid = re.search(r"UID (\d+)", head).group(1)
+                flags = re.search(r"FLAGS \(([^)]*)\)", head)
+                flags = " ".join(sorted(f for f in (flags.group(1).split() if flags else []) if f != "\\Recent"))
+                mid = item[1].decode().strip().split(None, 1)[-1]
+                print(f"UID {uid} FLAGS ({flags}) {mid}")
+        m.logout()
+except ConnectionRefusedError:
+    sys.exit(3)
+except (OSError, imaplib.IMAP4.error, poplib.error_proto) as e:
+    print("error:", e)
+    sys.exit(1)
+PYEOF
+}
+
+# listing MODE FILE: the listing, shown and kept in FILE; fails as listing.py does.
+listing() {
+	printf '# python3 listing.py %s %s …\n' "$1" "$REPLAY_USER"
+	"$PY" "$WORK/listing.py" "$1" "$REPLAY_USER" "$REPLAY_PASS" >"$2" 2>&1
+	local rc=$?
+	sed 's/^/    /' "$2"
+	return $rc
+}
+
+# deferred ID: the message with Message-ID <ID@…> waits in the deferred queue, with the
+# refused connection as its reason in mailq.
+deferred() {
+	grep -rqs -e "$1" /var/spool/postfix/deferred &&
+		mailq 2>/dev/null | grep -q 'Connection refused'
+}
+
+# sink_start: the loopback SMTP sink standing for the remote MTA (127.0.0.1:$SINK_PORT, a
+# Maildir in $WORK/sink); sink_stop stops it.
+sink_start() {
+	mkdir -p "$WORK/sink/tmp" "$WORK/sink/new" "$WORK/sink/cur"
+	"$PY" -m aiosmtpd -n -l "127.0.0.1:$SINK_PORT" -c aiosmtpd.handlers.Mailbox "$WORK/sink" \
+		>>"$WORK/sink.log" 2>&1 &
+	SINK_PID=$!
+	wait_for 10 "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $SINK_PORT), 1).close()" 2>/dev/null
+}
+
+sink_stop() {
+	kill "$SINK_PID" 2>/dev/null
+	wait "$SINK_PID" 2>/dev/null
 }
 
 # box_debian WHEN: the scratch root made into "a Debian box set up for Postfix, Dovecot and
