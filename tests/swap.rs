@@ -21,11 +21,19 @@
 //! modes: Postern keeps Postfix's postfix-files layout), the real daemons running without
 //! a fatal line from Postfix or a warning from its postfix-script.
 //!
+//! The Fedora/RHEL path (`scripts/swap-replay-fedora`: the mta alternative with Fedora's
+//! own `alternatives` and `chkconfig`, which Debian does not package) runs when
+//! `POSTERN_FEDORA_TOOLS` names a directory holding them built from source
+//! (fedora-sysv/chkconfig: `make alternatives chkconfig`); otherwise that test says it is
+//! skipped.
+//!
 //! Root only (namespaces, chroot, packages' files in the scratch root): otherwise the test
 //! says it is skipped and passes. The host must be left as it was (checked here too).
 
 mod common;
-use common::replay::{host_problems, host_snapshot, is_root, run_replay, transcript_problems};
+use common::replay::{
+    host_problems, host_snapshot, is_root, run_replay, run_replay_with, transcript_problems,
+};
 
 use std::time::Duration;
 
@@ -110,6 +118,13 @@ const HOST_PATHS: &[&str] = &[
     "/etc/hosts",
     "/usr/sbin/policy-rc.d",
     "/var/spool/postfix/pid/master.pid",
+    "/var/spool/postfix/pid/qmgr.lock",
+    "/etc/alternatives/mta",
+    "/var/lib/alternatives",
+    "/usr/sbin/alternatives",
+    "/usr/sbin/chkconfig",
+    "/etc/pam.d/smtp",
+    "/usr/sbin/sendmail.postfix",
 ];
 
 /// The queue directories whose entries must not change on the host.
@@ -140,6 +155,51 @@ fn swapped_in_and_back_on_a_scratch_debian_box() {
     assert!(
         problems.is_empty(),
         "the swap replay failed:\n  {}\n(transcript above)",
+        problems.join("\n  ")
+    );
+}
+
+/// The steps of `scripts/swap-replay-fedora`, in order.
+const FEDORA_STEPS: &[&str] = &[
+    "box-postfix",
+    "box-user",
+    "fedora-mta",
+    "swap-in",
+    "swapped-alternative",
+    "swapped-boot",
+    "upgrade-keeps",
+    "swap-out",
+    "restored-files",
+    "host-clean",
+];
+
+#[test]
+fn fedora_mta_alternative_swapped_in_and_back() {
+    let Some(tools) = std::env::var_os("POSTERN_FEDORA_TOOLS") else {
+        eprintln!(
+            "skipped: POSTERN_FEDORA_TOOLS does not name a directory with Fedora's alternatives and chkconfig"
+        );
+        return;
+    };
+    if !is_root() {
+        eprintln!("skipped: tests/swap.rs needs root (namespaces, overlay, chroot)");
+        return;
+    }
+    let tools = tools.to_string_lossy().into_owned();
+    let before = host_snapshot(HOST_PATHS, HOST_DIRS);
+    let (code, transcript) = run_replay_with(
+        "swap-replay-fedora",
+        &["--tools", &tools],
+        Duration::from_secs(300),
+    );
+    let after = host_snapshot(HOST_PATHS, HOST_DIRS);
+    println!("{transcript}");
+
+    let mut problems = transcript_problems(&transcript, code, FEDORA_STEPS, &[]);
+    problems.extend(host_problems(&before, &after, &transcript));
+    assert!(
+        problems.is_empty(),
+        "the Fedora swap replay failed:\n  {}\n(transcript above)",
         problems.join("\n  ")
     );
 }

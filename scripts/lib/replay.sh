@@ -1,7 +1,8 @@
 # The scratch root the replays run in (sourced, bash), and what their transcripts are made
 # of: scripts/guide-replay and scripts/swap-replay set REPLAY_NAME (the script's name),
-# REPLAY_TAG (the temp directory's) and WORK (their files in the scratch root), define
-# root_stage, and end with replay_main "$@".
+# REPLAY_TAG (the temp directory's), WORK (their files in the scratch root) and optionally
+# REPLAY_TOOLS (more commands the host must have) and REPLAY_EXTRA_BIN (programs copied
+# into the scratch root's /usr/sbin), define root_stage, and end with replay_main "$@".
 #
 # Stage 1 (host_stage, on the host): checks, a temp directory, stage 2 in new private
 # mount, network, pid, UTS and IPC namespaces; when it returns, nothing of the scratch
@@ -52,8 +53,8 @@ host_stage() {
 	[ -x "$binary" ] || die "no postern binary at $binary (cargo build --release)"
 	binary=$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")
 	local t
-	for t in unshare chroot ip nsenter mount dpkg-reconfigure debconf-set-selections useradd chpasswd; do
-		command -v "$t" >/dev/null || die "$t not found"
+	for t in unshare chroot ip nsenter mount dpkg-reconfigure debconf-set-selections useradd chpasswd ${REPLAY_TOOLS:-}; do
+		command -v "$t" >/dev/null || die "$t not found (.ci/run installs what the replays need)"
 	done
 	for t in /usr/lib/postfix/sbin/master /usr/sbin/dovecot /usr/sbin/saslauthd "$PY"; do
 		[ -x "$t" ] || die "$t not found: install the packages .ci/run installs"
@@ -165,6 +166,10 @@ namespace_stage() {
 	cp "$repo/compat-fixtures/dovecot/f7-1.0-fedora/dovecot.conf" \
 		"$r$SRC/compat-fixtures/dovecot/f7-1.0-fedora/"
 	cp "$binary" "$r$SRC/target/release/postern"
+	# Commands a replay brings along (REPLAY_EXTRA_BIN: paths), into the box's /usr/sbin.
+	for f in ${REPLAY_EXTRA_BIN:-}; do
+		cp "$f" "$r/usr/sbin/"
+	done
 	set +e
 	trap - ERR
 

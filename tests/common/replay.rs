@@ -101,12 +101,18 @@ pub fn processes_rooted_in(dir: &str) -> Vec<String> {
 /// group is killed past it. Returns the exit status and the transcript (stdout, then
 /// stderr).
 pub fn run_replay(script: &str, limit: Duration) -> (Option<i32>, String) {
+    run_replay_with(script, &[], limit)
+}
+
+/// [`run_replay`] with more arguments for the script.
+pub fn run_replay_with(script: &str, args: &[&str], limit: Duration) -> (Option<i32>, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scripts")
         .join(script);
     let mut child = Command::new(&path)
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_postern"))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
