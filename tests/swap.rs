@@ -53,6 +53,7 @@ const STEPS: &[&str] = &[
     "update-rc.d",
     "swapped-man",
     "postern-running",
+    "postern-queue",
     "postern-testsaslauthd",
     "postern-pop3-uidl",
     "postern-imap",
