@@ -119,6 +119,9 @@ const HOST_PATHS: &[&str] = &[
     "/etc/hosts",
     "/usr/sbin/policy-rc.d",
     "/var/spool/postfix/pid/master.pid",
+    // The scratch root's syslog socket must stay in its own /dev (a listener on the host's
+    // /dev/log changes what other tests see on stderr).
+    "/dev/log",
     "/var/spool/postfix/pid/qmgr.lock",
     "/etc/alternatives/mta",
     "/var/lib/alternatives",
