@@ -726,15 +726,7 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
         if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
             too_big()
         } else {
-            deliver_spool(
-                s,
-                &target,
-                uid,
-                gid,
-                &sender,
-                &data,
-                &opts,
-            )
+            deliver_spool(s, &target, uid, gid, &sender, &data, &opts)
         }
     } else if maildir {
         // Everything in the home directory as the recipient (Postfix's local(8) does it all
