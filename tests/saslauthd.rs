@@ -572,7 +572,11 @@ fn saslauthd_usage_errors() {
 /// process-associated lock and Postern's open-file-description lock).
 fn pid_file_locked(path: &Path) -> bool {
     use std::os::fd::AsRawFd;
-    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(path) else {
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
         return false;
     };
     let mut lock = libc::flock {
@@ -710,7 +714,10 @@ fn saslauthd_second_start_and_stale_pid_file() {
     // needs, and not only the leader.
     let t = Instant::now();
     while pid_file_locked(&dir.join("saslauthd.pid")) {
-        assert!(t.elapsed() < Duration::from_secs(10), "pid file still locked");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "pid file still locked"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let o = start(BIN);
