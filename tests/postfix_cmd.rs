@@ -573,7 +573,7 @@ fn man_page_and_units_lint_clean() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    for unit in ["postfix", "dovecot", "saslauthd"] {
+    for unit in ["postfix", "postern", "dovecot", "saslauthd"] {
         let path = repo_file(&format!("scripts/systemd/{unit}.service"));
         let Ok(out) = Command::new("systemd-analyze")
             .args(["verify", "--man=no"])

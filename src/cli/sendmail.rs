@@ -413,7 +413,7 @@ fn smtp_path(arg: &str) -> Option<String> {
 /// limits.
 fn smtp_session(cfg: &PostfixConfig, input: &mut dyn std::io::BufRead, out: &mut dyn Write) -> i32 {
     let myhostname = cfg.get("myhostname").unwrap_or_else(|| "localhost".into());
-    let myorigin = cfg.get("myorigin").unwrap_or_else(|| myhostname.clone());
+    let myorigin = cfg.myorigin().unwrap_or_else(|| myhostname.clone());
     let banner = cfg
         .get("smtpd_banner")
         .unwrap_or_else(|| format!("{myhostname} ESMTP Postfix"));
@@ -687,7 +687,7 @@ pub fn newaliases_main(args: &[String]) -> i32 {
 
 /// Queue the message from stdin; returns its queue ID.
 fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
-    let myorigin = cfg.get("myorigin").unwrap_or_else(|| "localhost".into());
+    let myorigin = cfg.myorigin().unwrap_or_else(|| "localhost".into());
     let uid = nix::unistd::getuid();
     let login = nix::unistd::User::from_uid(uid)
         .ok()

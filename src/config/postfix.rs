@@ -244,6 +244,24 @@ impl PostfixConfig {
         Some(self.expand(&raw).value)
     }
 
+    /// `myorigin` as Postfix uses it when built with `MYORIGIN_FROM_FILE`, as Debian
+    /// builds it (Debian's main.cf says `myorigin = /etc/mailname`): a value that starts
+    /// with `/` names a file whose first line, without leading and trailing white space,
+    /// is the domain (mail_params.c, `read_param_from_file`). `postconf` still shows the
+    /// file name. XXX Postfix stops with `myorigin file FILE is empty` or `FILE: reason`;
+    /// here an empty or unreadable file leaves the value as it is.
+    pub fn myorigin(&self) -> Option<String> {
+        let v = self.get("myorigin")?;
+        if !v.starts_with('/') {
+            return Some(v);
+        }
+        let line = std::fs::read_to_string(&v)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .unwrap_or_default();
+        Some(if line.is_empty() { v } else { line })
+    }
+
     /// The effective value as a boolean (`yes`/`no`).
     pub fn get_bool(&self, name: &str) -> Option<bool> {
         match self.get(name)?.trim() {
@@ -369,5 +387,38 @@ impl PostfixConfig {
             c.explicit.insert(n.clone(), v.clone());
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(main_cf: &str) -> (tempfile::TempDir, PostfixConfig) {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("main.cf"), main_cf).expect("main.cf");
+        std::fs::write(d.path().join("master.cf"), "").expect("master.cf");
+        let cfg = PostfixConfig::load(&LoadOptions {
+            config_dir: Some(d.path().to_path_buf()),
+            overrides: Vec::new(),
+        })
+        .expect("load");
+        (d, cfg)
+    }
+
+    #[test]
+    fn myorigin_from_a_file_as_debian_builds_postfix() {
+        // Debian's main.cf: myorigin = /etc/mailname; the real Postfix (MYORIGIN_FROM_FILE)
+        // addresses bare names to the file's first line, postconf shows the file name.
+        let d = tempfile::tempdir().expect("tempdir");
+        let mailname = d.path().join("mailname");
+        std::fs::write(&mailname, "  master.planetnet.net \nignored\n").expect("mailname");
+        let (_c, cfg) = load(&format!("myorigin = {}\n", mailname.display()));
+        assert_eq!(cfg.myorigin().as_deref(), Some("master.planetnet.net"));
+        assert_eq!(cfg.get("myorigin"), Some(mailname.display().to_string()));
+        let (_c, cfg) = load("myhostname = mx.example.org\n");
+        assert_eq!(cfg.myorigin().as_deref(), Some("mx.example.org"));
+        let (_c, cfg) = load("myorigin = /nonexistent/mailname\n");
+        assert_eq!(cfg.myorigin().as_deref(), Some("/nonexistent/mailname"));
     }
 }

@@ -262,7 +262,8 @@ pub fn make_queue_dir(dir: &Path) -> std::io::Result<()> {
 /// `postfix set-permissions` would, so that the real Postfix starts on the queue afterwards
 /// (an older Postern ran its queue manager as root and left `public/` and files in
 /// `defer/` and `deferred/` root's): a queue directory's owner, group (`maildrop`,
-/// `public`) and mode; below the `r` queues, whatever `mail_owner` does not own; files in
+/// `public`) and permission bits (a set-group-ID or sticky bit the distribution adds is
+/// kept); below the `r` queues, whatever `mail_owner` does not own; files in
 /// `maildrop/` the mail system could not read (Postfix's postdrop makes them 0744).
 /// Returns one line per repaired queue (for the log).
 pub fn prepare_tree(base: &Path, owner: Option<&TreeOwner>) -> Result<Vec<String>, String> {
@@ -318,8 +319,12 @@ fn prepare(base: &Path, owner: Option<&TreeOwner>, repair: bool) -> Result<Vec<S
                         .map_err(|e| format!("chown {}: {e}", dir.display()))?;
                     what.push("owner");
                 }
-                if m.mode() & 0o7777 != mode {
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                // The permission bits only: a set-group-ID or sticky bit the distribution
+                // adds stays (Debian's postinst makes maildrop 1730 and, through
+                // dpkg-statoverride, public 2710; the real `postfix start` leaves them).
+                if m.mode() & 0o777 != mode {
+                    let keep = m.mode() & 0o3000;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | keep))
                         .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
                     what.push("mode");
                 }
