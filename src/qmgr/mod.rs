@@ -291,7 +291,7 @@ impl QmgrSettings {
             transport_maps: maps("transport_maps"),
             ident_discard: log::ident(cfg, "discard"),
             queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),
-            myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            myorigin: cfg.myorigin().unwrap_or_else(|| "localhost".into()),
             mydestination: cfg
                 .get("mydestination")
                 .unwrap_or_default()
@@ -587,8 +587,17 @@ impl QmgrSettings {
 /// Counting semaphores per destination key.
 #[derive(Default)]
 pub struct Limiter {
-    counts: Mutex<std::collections::HashMap<String, usize>>,
-    cv: std::sync::Condvar,
+    /// Per destination: deliveries running, threads waiting, and the condition those
+    /// threads wait on (a release wakes one waiter of that destination only; one condition
+    /// for all woke every waiting thread of every destination at each release).
+    counts: Mutex<std::collections::HashMap<String, Dest>>,
+}
+
+#[derive(Default)]
+struct Dest {
+    running: usize,
+    waiting: usize,
+    cv: Arc<std::sync::Condvar>,
 }
 
 /// A held destination slot; released on drop.
@@ -601,10 +610,20 @@ impl Limiter {
     /// Wait until `key` has fewer than `limit` deliveries running, then take a slot.
     pub fn acquire(&self, key: String, limit: usize) -> Slot<'_> {
         let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        while g.get(&key).copied().unwrap_or(0) >= limit.max(1) {
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        let d = g.entry(key.clone()).or_default();
+        if d.running >= limit.max(1) {
+            let cv = d.cv.clone();
+            d.waiting += 1;
+            loop {
+                g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                let d = g.entry(key.clone()).or_default();
+                if d.running < limit.max(1) {
+                    d.waiting -= 1;
+                    break;
+                }
+            }
         }
-        *g.entry(key.clone()).or_insert(0) += 1;
+        g.entry(key.clone()).or_default().running += 1;
         Slot { limiter: self, key }
     }
 }
@@ -616,13 +635,14 @@ impl Drop for Slot<'_> {
             .counts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = g.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(d) = g.get_mut(&self.key) {
+            d.running = d.running.saturating_sub(1);
+            if d.waiting > 0 {
+                d.cv.notify_one();
+            } else if d.running == 0 {
                 g.remove(&self.key);
             }
         }
-        self.limiter.cv.notify_all();
     }
 }
 
@@ -983,8 +1003,8 @@ fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
             return;
         }
     };
-    let from = match crate::queue::file::parse(&data, id) {
-        Ok(m) => m.sender,
+    let (from, message_id) = match crate::queue::file::parse(&data, id) {
+        Ok(m) => (m.sender, message_id(&m.content)),
         Err(QueueFileError::Incomplete(_)) => return,
         Err(e) => {
             log::warning(&s.ident_pickup, &format!("{id}: {e}; moved to corrupt"));
@@ -1040,6 +1060,36 @@ fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
         &s.ident_pickup,
         &format!("{id}: uid={} from=<{from}>", meta.uid()),
     );
+    // Postfix's pickup hands the file to cleanup, which logs the Message-ID (sendmail and
+    // postdrop already added one when the message had none).
+    if let Some(mid) = message_id {
+        log::info(&s.ident_cleanup, &format!("{id}: message-id={mid}"));
+    }
+}
+
+/// The Message-ID header's value (unfolded, trimmed) in a message's header section.
+fn message_id(content: &[u8]) -> Option<String> {
+    let mut found: Option<String> = None;
+    for line in content.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(v) = found.as_mut() {
+                v.push(' ');
+                v.push_str(String::from_utf8_lossy(line).trim());
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        if line.len() > 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+            found = Some(String::from_utf8_lossy(&line[11..]).trim().to_string());
+        }
+    }
+    found.filter(|v| !v.is_empty())
 }
 
 /// Move a complete file into `active/`; incomplete files stay where they are.
@@ -1770,6 +1820,48 @@ fn defer_message(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limiter_bounds_each_destination_and_wakes_every_waiter_in_the_end() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let lim = Arc::new(Limiter::default());
+        let (a_now, a_max, b_max) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let b_now = Arc::new(AtomicUsize::new(0));
+        let mut th = Vec::new();
+        for i in 0..24 {
+            let (lim, a_now, a_max, b_now, b_max) = (
+                lim.clone(),
+                a_now.clone(),
+                a_max.clone(),
+                b_now.clone(),
+                b_max.clone(),
+            );
+            th.push(std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let (key, limit, now, max) = if i % 3 == 0 {
+                        ("b", 1, &b_now, &b_max)
+                    } else {
+                        ("a", 2, &a_now, &a_max)
+                    };
+                    let _slot = lim.acquire(key.to_string(), limit);
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(n, Ordering::SeqCst);
+                    std::thread::yield_now();
+                    now.fetch_sub(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for t in th {
+            t.join().unwrap();
+        }
+        assert!(a_max.load(Ordering::SeqCst) <= 2);
+        assert!(b_max.load(Ordering::SeqCst) <= 1);
+        assert!(lim.counts.lock().unwrap().is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -195,7 +195,7 @@ impl Params {
         let syslog_name = s("syslog_name");
         Params {
             mydomain: s("mydomain"),
-            myorigin: s("myorigin"),
+            myorigin: cfg.myorigin().unwrap_or_default(),
             banner: s("smtpd_banner"),
             message_size_limit: num(cfg, "message_size_limit", 10_240_000),
             recipient_limit: num(cfg, "smtpd_recipient_limit", 1000),
