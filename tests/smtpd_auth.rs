@@ -42,11 +42,7 @@ impl Saslauthd {
 
 impl Drop for Saslauthd {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
+        stop_group(&mut self.0);
     }
 }
 

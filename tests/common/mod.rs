@@ -592,3 +592,23 @@ pub fn head_1(cmd: &mut Command) -> (String, std::process::ExitStatus, String) {
 }
 
 pub mod replay;
+
+/// End a daemon started in its own process group (`process_group(0)`): SIGTERM to the group,
+/// SIGKILL after 5 s (seen once: the real `saslauthd -d` under load still running after
+/// SIGTERM), and the leader reaped; a test never hangs in its cleanup.
+#[allow(dead_code)]
+pub fn stop_group(child: &mut std::process::Child) {
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(5) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            // Workers the leader left behind.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+}
