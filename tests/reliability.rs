@@ -1,0 +1,316 @@
+//! Reliability under faults (issue 17), against a Postern started with `postfix start`:
+//! mailbox locks that never stall the queue (a dotlock whose process is gone is taken over
+//! at once; a held lock defers after `deliver_lock_attempts` tries with Postfix's words,
+//! while mail to other mailboxes and relayed mail keeps flowing).
+//!
+//! The lock tests need root (system users with spool mailboxes); without root they return
+//! early.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n\
+                    smtp      unix  -       -       n       -       -       smtp\n";
+
+fn main_cf(extra: &str) -> String {
+    format!(
+        "compatibility_level = 3.7\nmyhostname = mail.example.test\nmydomain = example.test\nmyorigin = $myhostname\n\
+         mydestination = $myhostname, localhost\nmynetworks = 127.0.0.0/8\n\
+         local_recipient_maps =\nalias_maps =\n\
+         mail_spool_directory = $queue_directory/../mail\nsmtp_connect_timeout = 5s\n{extra}"
+    )
+}
+
+fn start(extra: &str) -> Instance {
+    Instance::start_with(&main_cf(extra), QMGR, |d| {
+        std::fs::create_dir_all(d.join("mail")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    })
+}
+
+/// Poll the log until `pred` holds (`secs` seconds), then return it.
+fn wait_until(inst: &Instance, secs: u64, pred: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        let l = inst.log();
+        if pred(&l) {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    inst.log()
+}
+
+/// Several messages in one SMTP session; their queue IDs.
+fn send_many(port: u16, msgs: &[(&str, String)]) -> Vec<String> {
+    let mut s = Smtp::connect(port);
+    s.line();
+    assert!(s.cmd("EHLO client.example").concat().starts_with("250"));
+    let mut ids = Vec::new();
+    for (to, subject) in msgs {
+        assert!(
+            s.cmd("MAIL FROM:<sender@example.org>")
+                .concat()
+                .starts_with("250")
+        );
+        let r = s.cmd(&format!("RCPT TO:<{to}>")).concat();
+        assert!(r.starts_with("250"), "RCPT {to}: {r}");
+        assert!(s.cmd("DATA").concat().starts_with("354"));
+        s.send(&format!(
+            "From: sender@example.org\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody\r\n"
+        ));
+        let r = s.cmd(".").concat();
+        assert!(r.starts_with("250"), "{r}");
+        ids.push(r.rsplit(' ').next().unwrap_or_default().to_string());
+    }
+    s.cmd("QUIT");
+    ids
+}
+
+/// A relay peer that accepts everything; the messages it got.
+struct Sink {
+    port: u16,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let m = messages.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let mut r = BufReader::new(c);
+                    let _ = w.write_all(b"220 sink.example ESMTP\r\n");
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let up = line.to_ascii_uppercase();
+                        let reply: &[u8] = if up.starts_with("EHLO") {
+                            b"250-sink.example\r\n250 8BITMIME\r\n"
+                        } else if up.starts_with("DATA") {
+                            let _ = w.write_all(b"354 go ahead\r\n");
+                            let mut body = String::new();
+                            loop {
+                                line.clear();
+                                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" {
+                                    break;
+                                }
+                                body.push_str(&line);
+                            }
+                            m.lock().unwrap().push(body);
+                            b"250 2.0.0 Ok: queued as SINKQID\r\n"
+                        } else if up.starts_with("QUIT") {
+                            let _ = w.write_all(b"221 2.0.0 Bye\r\n");
+                            return;
+                        } else {
+                            b"250 2.0.0 Ok\r\n"
+                        };
+                        let _ = w.write_all(reply);
+                    }
+                });
+            }
+        });
+        Sink { port, messages }
+    }
+}
+
+fn status_of<'a>(log: &'a str, id: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| l.contains(&format!(": {id}: to=<")) && l.contains(", status="))
+        .collect()
+}
+
+fn messages_in(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("From "))
+        .count()
+}
+
+#[test]
+fn dotlock_of_a_dead_process_is_taken_over_at_once() {
+    if mail_user("pst-lock-d").is_none() {
+        return;
+    }
+    // A fresh lock (well within stale_lock_time) naming a process that has exited.
+    let inst = start("stale_lock_time = 600s\n");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let spool = inst.dir.path().join("mail");
+    let lock = spool.join("pst-lock-d.lock");
+    std::fs::write(&lock, format!("{dead}\n")).unwrap();
+    // The recipient's, as a delivery into a world-writable spool leaves it.
+    let pw = nix::unistd::User::from_name("pst-lock-d").unwrap().unwrap();
+    nix::unistd::chown(&lock, Some(pw.uid), Some(pw.gid)).unwrap();
+    let ids = send_many(
+        inst.port,
+        &[("pst-lock-d@localhost", "after a crash".to_string())],
+    );
+    let log = wait_until(&inst, 60, |l| !status_of(l, &ids[0]).is_empty());
+    let st = status_of(&log, &ids[0]);
+    assert_eq!(st.len(), 1, "{log}");
+    assert!(
+        st[0].contains("dsn=2.0.0, status=sent (delivered to mailbox)"),
+        "{log}"
+    );
+    assert_eq!(messages_in(&spool.join("pst-lock-d")), 1);
+    assert!(
+        !lock.exists(),
+        "the taken-over lock is removed after delivery"
+    );
+}
+
+/// A POSIX `fcntl` write lock on all of `f`, held by this (test) process.
+fn hold_fcntl(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed flock is valid; the fields set describe the whole file.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    // SAFETY: the descriptor is open while `f` lives.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) };
+    assert_eq!(r, 0, "fcntl lock: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn held_locks_defer_after_the_bounded_wait_while_other_mail_flows() {
+    for u in ["pst-lock-a", "pst-lock-b", "pst-lock-c"] {
+        if mail_user(u).is_none() {
+            return;
+        }
+    }
+    let sink = Sink::start();
+    // Five workers, five local delivery processes: without the queue manager putting
+    // aside messages for busy mailboxes (and not counting workers that wait for a lock),
+    // eight messages to one locked mailbox would take them all.
+    let inst = start(&format!(
+        "default_process_limit = 5\ndeliver_lock_attempts = 10\ndeliver_lock_delay = 1s\n\
+         relayhost = [127.0.0.1]:{}\n",
+        sink.port
+    ));
+    let spool = inst.dir.path().join("mail");
+    // pst-lock-a: a dotlock held by a live process (not ours).
+    let mut holder = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    std::fs::write(spool.join("pst-lock-a.lock"), format!("{}\n", holder.id())).unwrap();
+    // pst-lock-c: its mbox fcntl-locked by this process (as a mail reader would).
+    let c_box = spool.join("pst-lock-c");
+    let c_file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&c_box)
+            .unwrap()
+    };
+    let pw = nix::unistd::User::from_name("pst-lock-c").unwrap().unwrap();
+    nix::unistd::chown(&c_box, Some(pw.uid), Some(pw.gid)).unwrap();
+    hold_fcntl(&c_file);
+
+    let mut first: Vec<(&str, String)> = (0..8)
+        .map(|i| ("pst-lock-a@localhost", format!("to a {i}")))
+        .collect();
+    first.push(("pst-lock-c@localhost", "to c".into()));
+    let locked_ids = send_many(inst.port, &first);
+    let flowing = send_many(
+        inst.port,
+        &[
+            ("pst-lock-b@localhost", "to b".to_string()),
+            ("someone@relay.example", "relayed".to_string()),
+        ],
+    );
+    // The other mailbox and the relay get their mail while the locked ones wait.
+    let log = wait_until(&inst, 60, |l| {
+        flowing
+            .iter()
+            .all(|id| l.contains(&format!("{id}: removed")))
+    });
+    for id in &flowing {
+        let st = status_of(&log, id);
+        assert!(
+            st.len() == 1 && st[0].contains("status=sent"),
+            "{id}: {st:?}\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("status=deferred"),
+        "a locked mailbox was given up before other mail went through:\n{log}"
+    );
+    assert_eq!(messages_in(&spool.join("pst-lock-b")), 1);
+    assert_eq!(sink.messages.lock().unwrap().len(), 1);
+
+    // Then the held locks are given up on, in Postfix's words.
+    let a_box = spool.join("pst-lock-a");
+    // As main.cf names it ($queue_directory/../mail).
+    let logged = inst.dir.path().join("spool/../mail");
+    let dot = format!(
+        "dsn=4.2.0, status=deferred (cannot update mailbox {} for user pst-lock-a. unable to create lock file {}.lock: File exists)",
+        logged.join("pst-lock-a").display(),
+        logged.join("pst-lock-a").display()
+    );
+    let fcntl = format!(
+        "dsn=4.2.0, status=deferred (cannot update mailbox {} for user pst-lock-c. unable to lock for exclusive access: Resource temporarily unavailable)",
+        logged.join("pst-lock-c").display()
+    );
+    let log = wait_until(&inst, 90, |l| l.contains(&dot) && l.contains(&fcntl));
+    assert!(log.contains(&dot), "{log}");
+    assert!(log.contains(&fcntl), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("postfix/local[") && l.contains(&dot)),
+        "{log}"
+    );
+
+    // Locks released: a flush delivers everything that waited, each message once.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let _ = std::fs::remove_file(spool.join("pst-lock-a.lock"));
+    drop(c_file);
+    // (Flushed again while some remain: a delivery that gave up just as the locks went
+    // is deferred after the first flush.)
+    let all_removed = |l: &str| {
+        locked_ids
+            .iter()
+            .all(|id| l.contains(&format!("{id}: removed")))
+    };
+    let mut log = inst.log();
+    for _ in 0..24 {
+        let out = inst.postfix(&["flush"]);
+        assert!(out.status.success(), "{out:?}");
+        log = wait_until(&inst, 5, all_removed);
+        if all_removed(&log) {
+            break;
+        }
+    }
+    for id in &locked_ids {
+        assert!(log.contains(&format!("{id}: removed")), "{id}\n{log}");
+    }
+    assert_eq!(messages_in(&a_box), 8);
+    assert_eq!(messages_in(&c_box), 1);
+}
