@@ -314,3 +314,145 @@ fn held_locks_defer_after_the_bounded_wait_while_other_mail_flows() {
     assert_eq!(messages_in(&a_box), 8);
     assert_eq!(messages_in(&c_box), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Smaller items: panics in the log, recipient overshoot, over-long lines, STARTTLS timeout.
+
+#[test]
+fn a_panicking_session_is_logged_as_postfix_panics_and_the_server_serves_on() {
+    let inst = Instance::start_env(
+        &main_cf(""),
+        "",
+        vec![("POSTERN_TEST_PANIC".into(), "XPANIC".into())],
+        |_| {},
+    );
+    let mut s = Smtp::connect(inst.port);
+    assert!(s.line().starts_with("220 "));
+    s.send("XPANIC\r\n");
+    assert_eq!(s.reply(), vec!["<EOF>".to_string()]);
+    let log = inst.wait_log("fault injected at XPANIC");
+    let line = log
+        .lines()
+        .find(|l| l.contains("fault injected at XPANIC"))
+        .unwrap_or_default()
+        .to_string();
+    // `postfix/smtpd[PID]: panic: src/…: POSTERN_TEST_PANIC: fault injected at XPANIC`
+    let (head, text) = line.split_once("]: ").unwrap_or_default();
+    assert!(head.contains(" postfix/smtpd["), "{line}");
+    assert!(text.starts_with("panic: src/smtpd/session.rs:"), "{line}");
+    assert!(
+        text.ends_with(": POSTERN_TEST_PANIC: fault injected at XPANIC"),
+        "{line}"
+    );
+    // Only that session ended.
+    let mut s = Smtp::connect(inst.port);
+    assert!(s.line().starts_with("220 "));
+    assert!(s.cmd("EHLO client.example").concat().starts_with("250"));
+    assert_eq!(s.cmd("QUIT"), vec!["221 2.0.0 Bye".to_string()]);
+}
+
+#[test]
+fn recipients_past_the_limit_get_452_up_to_the_overshoot_limit_then_count_as_errors() {
+    // Postfix's smtpd.c: RCPTs past smtpd_recipient_limit get 452 and are not errors until
+    // smtpd_recipient_overshoot_limit of them; then each is one, and the hard error limit
+    // ends the session with 421.
+    let inst = Instance::start(
+        &main_cf(
+            "smtpd_recipient_limit = 5\nsmtpd_recipient_overshoot_limit = 3\nsmtpd_hard_error_limit = 4\n",
+        ),
+        "",
+    );
+    let mut s = Smtp::connect(inst.port);
+    s.line();
+    assert!(s.cmd("EHLO client.example").concat().starts_with("250"));
+    assert!(
+        s.cmd("MAIL FROM:<a@example.org>")
+            .concat()
+            .starts_with("250")
+    );
+    let mut replies = Vec::new();
+    for i in 0..20 {
+        let r = s.cmd(&format!("RCPT TO:<u{i}@localhost>")).concat();
+        let end = r.starts_with("421") || r == "<EOF>";
+        replies.push(r);
+        if end {
+            break;
+        }
+    }
+    let want: Vec<String> = std::iter::repeat_n("250 2.1.5 Ok".to_string(), 5)
+        .chain(std::iter::repeat_n(
+            "452 4.5.3 Error: too many recipients".to_string(),
+            3 + 4,
+        ))
+        .chain(["421 4.7.0 mail.example.test Error: too many errors".to_string()])
+        .collect();
+    assert_eq!(replies, want);
+    let log = inst.wait_log("too many errors after RCPT");
+    assert!(
+        log.contains("too many errors after RCPT from localhost[127.0.0.1]"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_over_long_command_line_is_logged_as_postfix_logs_it() {
+    let inst = Instance::start(&main_cf(""), "");
+    let mut s = Smtp::connect(inst.port);
+    s.line();
+    // 1 MB without a line end in the first 2048 bytes: cut there, the rest skipped.
+    let long = format!("X\u{1}{}\r\n", "Y".repeat(1 << 20));
+    s.send(&long);
+    assert_eq!(
+        s.reply(),
+        vec!["500 5.5.2 Error: command not recognized".to_string()]
+    );
+    assert_eq!(s.cmd("NOOP"), vec!["250 2.0.0 Ok".to_string()]);
+    let want = format!(
+        "warning: localhost[127.0.0.1]: request longer than 2048: X?{}...",
+        "Y".repeat(28)
+    );
+    let log = inst.wait_log(&want);
+    assert!(log.contains(&format!("]: {want}")), "{log}");
+}
+
+#[test]
+fn a_stalled_tls_handshake_ends_after_smtpd_starttls_timeout() {
+    let inst = Instance::start_with(
+        &main_cf(
+            "smtpd_tls_cert_file = $queue_directory/../cert.pem\n\
+             smtpd_tls_key_file = $queue_directory/../key.pem\n\
+             smtpd_tls_security_level = may\nsmtpd_starttls_timeout = 2s\n",
+        ),
+        "",
+        |d| {
+            let ck =
+                rcgen::generate_simple_self_signed(vec!["mail.example.test".to_string()]).unwrap();
+            std::fs::write(d.join("cert.pem"), ck.cert.pem()).unwrap();
+            std::fs::write(d.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+        },
+    );
+    let mut s = Smtp::connect(inst.port);
+    s.line();
+    assert!(s.cmd("EHLO client.example").concat().contains("STARTTLS"));
+    assert_eq!(
+        s.cmd("STARTTLS"),
+        vec!["220 2.0.0 Ready to start TLS".to_string()]
+    );
+    // A handshake record announcing 512 bytes, of which 6 come.
+    s.w.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .unwrap();
+    // The server closes the connection (well before the reader's 20 s timeout; with
+    // smtpd_timeout, 300 s, it would not).
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut s.r.get_mut(), &mut buf);
+    assert!(matches!(n, Ok(0)), "{n:?}");
+    let log = inst.wait_log("lost connection after STARTTLS");
+    assert!(
+        log.contains("SSL_accept error from localhost[127.0.0.1]: Connection timed out"),
+        "{log}"
+    );
+    assert!(
+        log.contains("lost connection after STARTTLS from localhost[127.0.0.1]"),
+        "{log}"
+    );
+}

@@ -172,6 +172,7 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let ident = log::ident(&cfg, "master");
+    log::set_panic_ident(&log::ident(&cfg, "smtpd"));
     if let Err(e) = log::configure(&cfg) {
         report(&status, &format!("fatal: {e}"));
         return 1;

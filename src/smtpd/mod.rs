@@ -11,6 +11,14 @@
 //! built) hands each accepted connection to [`SmtpdService::handle`]. On reload the
 //! master calls [`SmtpdService::reconfigure`]; sessions in progress keep the state they
 //! started with.
+//!
+//! Faults (issue 17): a panic in a session is logged as Postfix's `msg_panic` logs
+//! (`postfix/smtpd[PID]: panic: FILE:LINE:COL: message`, [`crate::log::install_panic_hook`])
+//! and ends that session alone; `$POSTERN_TEST_PANIC=VERB` in the master's environment
+//! makes a session panic at that command, for the tests. RCPTs past `smtpd_recipient_limit`
+//! are answered as Postfix's smtpd.c answers them (`smtpd_recipient_overshoot_limit`), an
+//! over-long command line is logged (`request longer than N`), and
+//! `smtpd_starttls_timeout` bounds the TLS handshake.
 
 pub mod address;
 pub mod check;
