@@ -456,3 +456,156 @@ fn a_stalled_tls_handshake_ends_after_smtpd_starttls_timeout() {
         "{log}"
     );
 }
+
+/// A tmpfs mounted on a directory; unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` on `dir` (root only).
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_queue_file_system_refuses_mail_with_452_and_loses_nothing() {
+    let Some(user) = mail_user("pst-full") else {
+        return;
+    };
+    let _ = user;
+    // The queue directory on an 8 MB tmpfs (unmounted after the instance stops: declared
+    // first, dropped last).
+    let mut fs: Option<Tmpfs> = None;
+    let inst = Instance::start_with(&main_cf("message_size_limit = 2000000\n"), QMGR, |d| {
+        std::fs::create_dir_all(d.join("mail")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        fs = Tmpfs::mount(&d.join("spool"), "8m");
+    });
+    let Some(fs) = fs else {
+        return;
+    };
+    let mbox = inst.dir.path().join("mail/pst-full");
+    let before: Vec<(&str, String)> = (0..3)
+        .map(|i| ("pst-full@localhost", format!("before {i}")))
+        .collect();
+    let ids = send_many(inst.port, &before);
+    // Fill the queue's file system until less than 1.5 × message_size_limit is free.
+    let st = nix::sys::statvfs::statvfs(&fs.0).unwrap();
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![0u8; (free - 2_000_000) as usize]).unwrap();
+    let mut s = Smtp::connect(inst.port);
+    s.line();
+    assert!(s.cmd("EHLO client.example").concat().starts_with("250"));
+    assert_eq!(
+        s.cmd("MAIL FROM:<sender@example.org>"),
+        vec!["452 4.3.1 Insufficient system storage".to_string()]
+    );
+    s.cmd("QUIT");
+    let log = inst.wait_log("not enough free space in mail queue");
+    assert!(
+        log.contains(
+            "NOQUEUE: reject: MAIL from localhost[127.0.0.1]: 452 4.3.1 Insufficient system storage; from=<sender@example.org> proto=ESMTP helo=<client.example>"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("postfix/smtpd[")
+            && l.contains("]: warning: not enough free space in mail queue: ")
+            && l.ends_with(" bytes < 1.5*message size limit")),
+        "{log}"
+    );
+    // What was accepted before is delivered all the same, once.
+    let log = wait_until(&inst, 60, |l| {
+        ids.iter().all(|id| l.contains(&format!("{id}: removed")))
+    });
+    for id in &ids {
+        assert!(log.contains(&format!("{id}: removed")), "{log}");
+    }
+    assert_eq!(messages_in(&mbox), 3);
+    // Space again: mail is accepted again.
+    std::fs::remove_file(&filler).unwrap();
+    let id = send_many(inst.port, &[("pst-full@localhost", "after".into())]);
+    wait_until(&inst, 60, |l| l.contains(&format!("{}: removed", id[0])));
+    assert_eq!(messages_in(&mbox), 4);
+    drop(inst);
+    drop(fs);
+}
+
+#[test]
+fn crash_replay_with_five_kills_loses_nothing() {
+    // scripts/crash-replay, short: 5 SIGKILLs of the whole tree under load (the README's
+    // figures come from the same script with 50).
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("result.json");
+    let out = std::process::Command::new(python)
+        .arg(repo_root().join("scripts/crash-replay"))
+        .args(["--kills", "5", "--drain-timeout", "120", "--json"])
+        .arg(&json)
+        .env("POSTERN", env!("CARGO_BIN_EXE_postern"))
+        .output()
+        .expect("run crash-replay");
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let field = |name: &str| -> i64 {
+        let key = format!("\"{name}\": ");
+        text.split_once(&key)
+            .and_then(|(_, rest)| {
+                rest.split([',', '\n'])
+                    .next()
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(-1)
+    };
+    let why = format!(
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(field("acknowledged") > 0, "{why}");
+    assert_eq!(field("lost"), 0, "{why}");
+    assert_eq!(field("corrupt"), 0, "{why}");
+    assert_eq!(field("refused_delivered"), 0, "{why}");
+    assert_eq!(field("queued_at_end"), 0, "{why}");
+    assert!(!text.contains("\"drain_seconds\": null"), "{why}");
+    assert_eq!(field("log_panics"), 0, "{why}");
+    assert!(out.status.success(), "{why}");
+}

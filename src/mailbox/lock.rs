@@ -312,7 +312,8 @@ pub(crate) fn holder_is_gone(path: &Path) -> bool {
         Ok(pid) if pid > 0 && pid as u32 != std::process::id() => {
             // SAFETY: signal 0 only checks that the process exists.
             let r = unsafe { libc::kill(pid, 0) };
-            r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            (r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+                || crate::sys::is_zombie(pid as u32)
         }
         _ => false,
     }

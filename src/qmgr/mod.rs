@@ -72,7 +72,9 @@
 //! slot of that destination frees. A worker waiting for the local delivery process (which
 //! may wait `deliver_lock_attempts` × `deliver_lock_delay` for a mailbox lock) does not
 //! count against the pool: another thread is started in its place (up to 100 such waits),
-//! and the surplus ends after its message. So a locked mailbox holds at most its
+//! and the surplus ends after its message (a parked message handed back that takes no slot,
+//! its recipients being done already, is covered by a hand-back at each queue poll). So a
+//! locked mailbox holds at most its
 //! `local_destination_concurrency_limit` deliveries, and other mailboxes and relayed mail
 //! keep their workers.
 //!
@@ -219,7 +221,9 @@ pub struct QmgrSettings {
     /// Per-destination concurrency: `local_destination_concurrency_limit` (per recipient),
     /// `virtual_destination_concurrency_limit`, `smtp_destination_concurrency_limit` (per
     /// next-hop).
-    pub limiter: Limiter,
+    /// Kept across reloads (the running deliveries hold its slots, parked messages wait in
+    /// it).
+    pub limiter: Arc<Limiter>,
     pub local_concurrency: usize,
     pub virtual_concurrency: usize,
     pub smtp_concurrency: usize,
@@ -275,7 +279,7 @@ impl QmgrSettings {
         QmgrSettings {
             resolver,
             smtp,
-            limiter: Limiter::default(),
+            limiter: Arc::new(Limiter::default()),
             local_concurrency: num("local_destination_concurrency_limit", 2),
             virtual_concurrency: num("virtual_destination_concurrency_limit", 20),
             smtp_concurrency: num("smtp_destination_concurrency_limit", 20),
@@ -659,6 +663,33 @@ impl Limiter {
             .or_insert_with(|| (limit, Default::default()))
             .1
             .push_back(job);
+    }
+}
+
+impl Limiter {
+    /// Hand parked messages back for every destination with free slots (as many as are
+    /// free). The release of a slot hands one back at once ([`Slot`]'s drop); this is the
+    /// safety net, run at each queue poll, for a message handed back that then took no
+    /// slot (its recipients were done already, say), which would leave the others parked.
+    fn kick(&self) {
+        let mut out = Vec::new();
+        {
+            let mut g = self.lock();
+            let LimiterState { counts, parked } = &mut *g;
+            parked.retain(|key, (limit, q)| {
+                let free = limit.saturating_sub(counts.get(key).copied().unwrap_or(0));
+                for _ in 0..free {
+                    match q.pop_front() {
+                        Some(j) => out.push(j),
+                        None => break,
+                    }
+                }
+                !q.is_empty()
+            });
+        }
+        for j in out {
+            resubmit(j);
+        }
     }
 }
 
@@ -1059,6 +1090,7 @@ fn run(
             }
         }
         let mut flush = false;
+        settings.limiter.kick();
         match rx.recv_timeout(QUEUE_POLL) {
             Ok(Event::Reload) => {
                 // Every table is read again, as Postfix's daemons are restarted (a table
@@ -1066,7 +1098,9 @@ fn run(
                 crate::maps::cache::global().clear();
                 if let Ok(cfg) = crate::master::load_config(config_dir.as_deref()) {
                     let _ = log::configure(&cfg);
-                    settings = Arc::new(QmgrSettings::from_config(&cfg));
+                    let mut fresh = QmgrSettings::from_config(&cfg);
+                    fresh.limiter = settings.limiter.clone();
+                    settings = Arc::new(fresh);
                     if let Ok(mut s) = shared.lock() {
                         *s = settings.clone();
                     }

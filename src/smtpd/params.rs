@@ -61,6 +61,8 @@ pub struct Params {
     pub myorigin: String,
     pub banner: String,
     pub message_size_limit: u64,
+    /// `queue_minfree` (bytes; 0: only the 1.5 × `message_size_limit` rule).
+    pub queue_minfree: u64,
     pub recipient_limit: usize,
     /// `smtpd_recipient_overshoot_limit`: how many RCPTs past `smtpd_recipient_limit` get
     /// `452` without counting as errors.
@@ -203,6 +205,7 @@ impl Params {
             myorigin: s("myorigin"),
             banner: s("smtpd_banner"),
             message_size_limit: num(cfg, "message_size_limit", 10_240_000),
+            queue_minfree: num(cfg, "queue_minfree", 0),
             recipient_limit: num(cfg, "smtpd_recipient_limit", 1000),
             recipient_overshoot_limit: num(cfg, "smtpd_recipient_overshoot_limit", 1000),
             timeout: time(&s("smtpd_timeout"), 's').unwrap_or(Duration::from_secs(300)),

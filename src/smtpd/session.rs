@@ -955,6 +955,33 @@ impl Session {
             self.reply(line).await;
             return;
         }
+        // Postfix's smtpd_check_queue(): refuse the transaction while the queue file system
+        // has less than queue_minfree, or not 1.5 times message_size_limit, free.
+        if let Some(free) = self.svc.queue.as_ref().and_then(|q| q.free_bytes())
+            && (p.queue_minfree > free
+                || (p.message_size_limit > 0 && p.message_size_limit as f64 >= free as f64 / 1.5))
+        {
+            self.count("mail", false);
+            let line = "452 4.3.1 Insufficient system storage";
+            self.log(&format!(
+                "NOQUEUE: reject: MAIL from {}: {line}; from=<{}> proto={}{}",
+                self.namaddr,
+                path.address,
+                if self.esmtp { "ESMTP" } else { "SMTP" },
+                self.helo
+                    .as_ref()
+                    .map(|h| format!(" helo=<{h}>"))
+                    .unwrap_or_default()
+            ));
+            log::warning(
+                self.ident(),
+                &format!(
+                    "not enough free space in mail queue: {free} bytes < 1.5*message size limit"
+                ),
+            );
+            self.reply(line).await;
+            return;
+        }
         if !p.delay_reject {
             self.tx = Some(t);
             let (r, w) = self.run_checks(&[Stage::Client, Stage::Helo, Stage::Sender], None, None);
