@@ -609,3 +609,66 @@ fn crash_replay_with_five_kills_loses_nothing() {
     assert_eq!(field("log_panics"), 0, "{why}");
     assert!(out.status.success(), "{why}");
 }
+
+#[test]
+fn over_maxproc_clients_are_served_in_stress_mode_with_postfix_warning() {
+    // maxproc 2: two silent connections take the normal sessions; further clients are
+    // still served (Postfix's master would leave them in the listen queue until a session
+    // ends, here after smtpd_timeout), with stress-mode parameters (smtpd_timeout 10s).
+    let inst = Instance::start_with(&main_cf(""), "", |d| {
+        let mc = std::fs::read_to_string(d.join("etc/master.cf")).unwrap();
+        let mc = mc.replacen(" inet n - n - - smtpd", " inet n - n - 2 smtpd", 1);
+        std::fs::write(d.join("etc/master.cf"), mc).unwrap();
+    });
+    let mut silent = Vec::new();
+    for _ in 0..6 {
+        let mut s = Smtp::connect(inst.port);
+        assert!(s.line().starts_with("220 "));
+        silent.push(s);
+    }
+    let mut good = Smtp::connect(inst.port);
+    assert!(good.line().starts_with("220 "));
+    assert!(good.cmd("EHLO client.example").concat().starts_with("250"));
+    assert!(
+        good.cmd("MAIL FROM:<a@example.org>")
+            .concat()
+            .starts_with("250")
+    );
+    assert!(
+        good.cmd("RCPT TO:<someone@localhost>")
+            .concat()
+            .starts_with("250")
+    );
+    assert!(good.cmd("DATA").concat().starts_with("354"));
+    good.send("Subject: served under stress\r\n\r\nbody\r\n");
+    assert!(
+        good.cmd(".")
+            .concat()
+            .starts_with("250 2.0.0 Ok: queued as ")
+    );
+    assert_eq!(good.cmd("QUIT"), vec!["221 2.0.0 Bye".to_string()]);
+    let want = "postfix/master[";
+    let log = inst.wait_log("has reached its process limit");
+    let line = format!(
+        "]: warning: service \"127.0.0.1:{p}\" (127.0.0.1:{p}) has reached its process limit \"2\": new clients may experience noticeable delays",
+        p = inst.port
+    );
+    assert!(
+        log.lines().any(|l| l.contains(want) && l.ends_with(&line)),
+        "{log}"
+    );
+    assert!(log.contains("]: warning: to avoid this condition, increase the process count in master.cf or reduce the service time per client"));
+    assert!(log.contains("]: warning: see http://www.postfix.org/STRESS_README.html for examples of stress-adapting configuration settings"));
+    // Once per 1000 s, as Postfix's master.
+    assert_eq!(
+        log.matches("has reached its process limit").count(),
+        1,
+        "{log}"
+    );
+    // A silent session over the limit is dropped after the stress-mode smtpd_timeout.
+    let last = silent.last_mut().unwrap();
+    assert_eq!(
+        last.reply(),
+        vec!["421 4.4.2 mail.example.test Error: timeout exceeded".to_string()]
+    );
+}

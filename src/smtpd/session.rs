@@ -132,8 +132,17 @@ fn cmd_index(name: &str) -> usize {
 }
 
 impl Session {
-    pub fn new(svc: Arc<SmtpdService>, stream: TcpStream, peer: SocketAddr) -> Session {
-        let st = svc.state();
+    pub fn new(
+        svc: Arc<SmtpdService>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        stressed: bool,
+    ) -> Session {
+        let st = if stressed {
+            svc.stressed_state()
+        } else {
+            svc.state()
+        };
         let auth = st.auth.clone();
         Session {
             svc,
