@@ -590,16 +590,11 @@ fn crash_replay_with_five_kills_loses_nothing() {
             })
             .unwrap_or(-1)
     };
-    let why = format!(
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    // The script's post-mortem (the last 60 lines of its stderr) on failure.
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+    let why = format!("{text}\n{}\n{tail}", String::from_utf8_lossy(&out.stdout));
     assert!(field("acknowledged") > 0, "{why}");
     assert_eq!(field("lost"), 0, "{why}");
     assert_eq!(field("corrupt"), 0, "{why}");

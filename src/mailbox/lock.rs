@@ -14,11 +14,14 @@
 //! * sessions (POP3, IMAP): retried at growing intervals up to a tenth of a second, until
 //!   the timeout (Dovecot's `mbox_lock_timeout`);
 //! * deliveries ([`DeliveryLock`]): as Postfix's `dot_lockfile()` and `deliver_flock()`,
-//!   each lock is tried `deliver_lock_attempts` times with `deliver_lock_delay` (±50 %,
-//!   Postfix's `rand_sleep`) between tries, then given up with Postfix's words
+//!   each lock is given up after `deliver_lock_attempts` tries `deliver_lock_delay` apart
+//!   (20 × 1 s: after 19 s), with Postfix's words
 //!   (`unable to create lock file PATH: File exists`, `unable to lock for exclusive
 //!   access: Resource temporarily unavailable`), which local(8) and virtual(8) defer with
-//!   `4.2.0`.
+//!   `4.2.0`. Within that time it is tried at the sessions' growing intervals (up to a
+//!   tenth of a second), not once per `deliver_lock_delay` as Postfix does: two deliveries
+//!   to one mailbox (`local_destination_concurrency_limit` is 2) would otherwise wait a
+//!   second for each other whenever they meet.
 //!
 //! Also Dovecot's POP3 session lock (`pop3_lock_session`): `dovecot-pop3-session.lock`
 //! in the control directory, holding `PID:HOST`.
@@ -46,8 +49,8 @@ use super::MailboxError;
 /// How stale a dotlock must be before it is removed (Postfix `stale_lock_time`).
 pub const STALE_DOTLOCK: Duration = Duration::from_secs(500);
 
-/// Postfix's delivery lock retries: `deliver_lock_attempts` tries, `deliver_lock_delay`
-/// (randomised by ±50 %, as Postfix's `rand_sleep`) between them.
+/// Postfix's delivery lock retries: `deliver_lock_attempts` tries `deliver_lock_delay`
+/// apart bound the wait (see the module header for how often it is tried).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryLock {
     pub attempts: u32,
@@ -75,7 +78,6 @@ pub(crate) enum Wait {
 struct Waiter {
     how: Wait,
     start: Instant,
-    tries: u32,
     backoff: Backoff,
 }
 
@@ -84,7 +86,6 @@ impl Waiter {
         Waiter {
             how,
             start: Instant::now(),
-            tries: 1,
             backoff: Backoff::new(),
         }
     }
@@ -100,28 +101,19 @@ impl Waiter {
                 true
             }
             Wait::Tries(d) => {
-                if self.tries >= d.attempts.max(1) {
+                // The budget of Postfix's tries, (attempts - 1) × delay, polled at growing
+                // intervals rather than one sleep of `delay` between tries: two deliveries
+                // to one mailbox (local_destination_concurrency_limit = 2) would otherwise
+                // wait a second for each other at every collision.
+                let budget = d.delay.saturating_mul(d.attempts.max(1) - 1);
+                if self.start.elapsed() >= budget {
                     return false;
                 }
-                self.tries += 1;
-                std::thread::sleep(jittered(d.delay));
+                self.backoff.wait();
                 true
             }
         }
     }
-}
-
-/// `delay` ± 50 %, as Postfix's `rand_sleep(delay, delay / 2)`.
-fn jittered(delay: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    // A fraction in [0, 1) from the clock and the PID: enough to keep two waiting
-    // deliveries from retrying in step.
-    let frac = f64::from(nanos % 1_000_000) / 1_000_000.0;
-    delay.mul_f64(0.5 + frac)
 }
 
 /// A held dotlock; removed on drop (with the privileged group it was made with).
