@@ -394,18 +394,26 @@ fn first_label(cfg: &PostfixConfig) -> String {
     host.trim().split('.').next().unwrap_or("").to_string()
 }
 
+/// Postfix's check of `maillog_file` against `maillog_file_prefixes` (maillog_client.c: a
+/// plain string prefix, items split on commas and white space).
+pub fn maillog_prefix_ok(cfg: &PostfixConfig, file: &str) -> Result<(), String> {
+    let prefixes = cfg.get("maillog_file_prefixes").unwrap_or_default();
+    let ok = prefixes
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .any(|p| file.starts_with(p));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "maillog_file value '{file}' does not match any prefix in maillog_file_prefixes"
+        ))
+    }
+}
+
 fn sink_for(cfg: &PostfixConfig, file: &str) -> Result<Sink, String> {
     if !file.is_empty() {
-        let prefixes = cfg.get("maillog_file_prefixes").unwrap_or_default();
-        let ok = prefixes
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|p| !p.is_empty())
-            .any(|p| file.starts_with(p));
-        if !ok {
-            return Err(format!(
-                "maillog_file value '{file}' does not match any prefix in maillog_file_prefixes"
-            ));
-        }
+        maillog_prefix_ok(cfg, file)?;
         let f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)

@@ -1677,3 +1677,62 @@ fn owner_list_members_get_the_owner_as_sender() {
         "{rb}"
     );
 }
+
+/// Every cleanup line carries `$syslog_name` as Postfix's do (`postfix-anchor/cleanup`
+/// beside `postfix-anchor/smtpd`, so `pflogsumm --syslog-name=postfix-anchor` counts the
+/// messages), and mail from `sendmail` gets its `message-id=` line after pickup's `uid=`,
+/// as Postfix's pickup → cleanup → qmgr chain logs it.
+#[test]
+fn cleanup_lines_follow_syslog_name_and_sendmail_mail_gets_message_id() {
+    let Some(_) = user("postern-rc") else { return };
+    let inst = Instance::start_with(
+        &main_cf("mail_spool_directory = $queue_directory/../mail\nsyslog_name = postfix-anchor\n"),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    let conf = inst.config_dir().display().to_string();
+    let smtp_id = send(
+        inst.port,
+        "s@x.org",
+        &["postern-rc@mail.example.test"],
+        "Subject: by smtp\r\n\r\nbody\r\n",
+    );
+    let out = run_postern(
+        "sendmail",
+        &["-C", &conf, "-i", "-f", "cron@x.org", "postern-rc"],
+        b"Subject: by sendmail\nMessage-ID: <cron.1@x.org>\n\nbody\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = inst.wait_log(": message-id=<cron.1@x.org>");
+    assert!(log.contains("postfix-anchor/cleanup["), "{log}");
+    assert!(!log.contains("postfix/cleanup["), "{log}");
+    let cleanup_line = |id: &str| {
+        log.lines()
+            .find(|l| l.contains("/cleanup[") && l.contains(&format!(": {id}: message-id=<")))
+            .map(str::to_string)
+    };
+    let smtp_line = cleanup_line(&smtp_id).unwrap_or_else(|| panic!("{smtp_id}: {log}"));
+    assert!(smtp_line.contains("postfix-anchor/cleanup["), "{smtp_line}");
+    let mid_line = log
+        .lines()
+        .find(|l| l.ends_with(": message-id=<cron.1@x.org>"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(mid_line.contains("postfix-anchor/cleanup["), "{mid_line}");
+    let id = mid_line
+        .rsplit_once(": message-id=")
+        .and_then(|(a, _)| a.rsplit_once(": "))
+        .map(|(_, id)| id.to_string())
+        .unwrap();
+    let pos = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {log}"))
+    };
+    assert!(
+        pos(&format!("{id}: uid=")) < pos(&format!("{id}: message-id=<cron.1@x.org>")),
+        "{log}"
+    );
+}

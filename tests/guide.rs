@@ -10,7 +10,13 @@
 //! SMTP AUTH while smtpd cannot reach saslauthd's socket (Postfix's reply and Cyrus's log
 //! line), then `adduser postfix sasl` as Debian documents and relay allowed after AUTH
 //! PLAIN to a loopback SMTP sink, local mail read back over POP3 and IMAP (IMAP may be
-//! skipped, with the script's exact message, until Postern serves it).
+//! skipped, with the script's exact message, until Postern serves it). Then the swap back
+//! on the same box and mail (issue 14's "there and back"): Postern defers a message while
+//! the sink is down; `scripts/swap-out --force` refuses the guide's main.cf (the wrapped
+//! column-0 line the real Postfix cannot read) and, once the admin indents it, puts the
+//! packages back; the real saslauthd, Dovecot and Postfix start with `service NAME start`
+//! without a fatal line from Postfix, the real Postfix delivers Postern's deferred message
+//! and new local mail, the real Dovecot gives Postern's UIDLs and reads the same messages.
 //! The expected replies in the script were recorded from the real Postfix in the same
 //! scratch root.
 //!
@@ -19,12 +25,10 @@
 //! was: the files the replay writes in the scratch root are unchanged on the host, no
 //! mount or process of the scratch root remains, and its temp directory is gone.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+use common::replay::{host_problems, host_snapshot, is_root, run_replay, transcript_problems};
+
+use std::time::Duration;
 
 /// Every step of the replay, in order. All must pass; `imap-read` may be skipped. The
 /// `ref-` steps check that the real programs give the replies the replay expects.
@@ -51,12 +55,21 @@ const STEPS: &[&str] = &[
     "local-delivered",
     "pop3-read",
     "imap-read",
+    "postern-deferred",
+    "postern-uidl",
     "postfix-stop",
     "dovecot-stop",
     "sasl-stop",
     "stopped",
+    "swap-out-refused",
+    "swap-out",
+    "real-start",
+    "real-flush",
+    "real-uidl",
     "ref-pop3-read",
     "ref-imap-read",
+    "real-local",
+    "real-stop",
     "host-clean",
 ];
 
@@ -70,6 +83,10 @@ const HOST_PATHS: &[&str] = &[
     "/usr/lib/sasl2/smtpd.conf",
     "/usr/sbin/postern",
     "/usr/sbin/postfix",
+    "/usr/sbin/postfix.distrib",
+    "/usr/local/sbin/postconf",
+    "/var/lib/postern",
+    "/etc/default/saslauthd",
     "/usr/sbin/dovecot",
     "/usr/sbin/saslauthd",
     "/usr/sbin/testsaslauthd",
@@ -88,6 +105,9 @@ const HOST_PATHS: &[&str] = &[
     "/home/alice",
     "/usr/sbin/policy-rc.d",
     "/var/spool/postfix/pid/master.pid",
+    // The scratch root's syslog socket must stay in its own /dev (a listener on the host's
+    // /dev/log changes what other tests see on stderr).
+    "/dev/log",
 ];
 
 /// The queue directories whose entries must not change on the host.
@@ -101,214 +121,19 @@ const HOST_DIRS: &[&str] = &[
     "/var/spool/postfix/public",
 ];
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// The state of one host path: kind, link target or content, mode and owner.
-fn path_state(p: &str) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(p) {
-        Err(e) => format!("absent ({})", e.kind()),
-        Ok(m) => {
-            let what = if m.file_type().is_symlink() {
-                format!("link -> {:?}", std::fs::read_link(p).ok())
-            } else if m.is_dir() {
-                let mut names: Vec<String> = std::fs::read_dir(p)
-                    .map(|rd| {
-                        rd.filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                names.sort();
-                format!("dir {names:?}")
-            } else {
-                let bytes = std::fs::read(p).unwrap_or_default();
-                format!("file {} bytes {:x}", bytes.len(), fnv(&bytes))
-            };
-            format!("{what} mode {:o} {}:{}", m.mode(), m.uid(), m.gid())
-        }
-    }
-}
-
-fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325, |h, &x| {
-        (h ^ u64::from(x)).wrapping_mul(0x100000001b3)
-    })
-}
-
-/// The user the replay creates, as the host's /etc/passwd has it (or not).
-fn host_user(name: &str) -> Option<String> {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()?
-        .lines()
-        .find(|l| l.split(':').next() == Some(name))
-        .map(str::to_string)
-}
-
-fn host_snapshot() -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for p in HOST_PATHS.iter().chain(HOST_DIRS) {
-        m.insert(p.to_string(), path_state(p));
-    }
-    m.insert("passwd: alice".into(), format!("{:?}", host_user("alice")));
-    m.insert(
-        "hostname".into(),
-        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
-    );
-    m
-}
-
-/// Processes whose root directory lies under `dir` (a chroot into the scratch root).
-fn processes_rooted_in(dir: &str) -> Vec<String> {
-    let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return v;
-    };
-    for e in rd.filter_map(|e| e.ok()) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(root) = std::fs::read_link(e.path().join("root"))
-            && root.starts_with(dir)
-        {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            v.push(format!(
-                "{name}: {}",
-                String::from_utf8_lossy(&cmd).replace('\0', " ")
-            ));
-        }
-    }
-    v
-}
-
-/// Run the replay with a time limit; the whole process group is killed past it.
-fn run_replay() -> (Option<i32>, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guide-replay");
-    let mut child = Command::new(&script)
-        .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_postern"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("run scripts/guide-replay");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let limit = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        match child.try_wait().expect("wait for guide-replay") {
-            Some(st) => break Some(st),
-            None if Instant::now() > limit => {
-                // SAFETY: kill(2) on the child's own process group.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
-    let mut text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
-    let e = err_reader.join().unwrap_or_default();
-    if !e.is_empty() {
-        text.push_str("\n(stderr)\n");
-        text.push_str(&String::from_utf8_lossy(&e));
-    }
-    match status {
-        Some(st) => (st.code(), text),
-        None => (None, text + "\n(killed after 300 s)"),
-    }
-}
-
 #[test]
 fn guide_replayed_on_a_scratch_debian_box() {
     if !is_root() {
         eprintln!("skipped: tests/guide.rs needs root (namespaces, overlay, chroot)");
         return;
     }
-    let before = host_snapshot();
-    let (code, transcript) = run_replay();
-    let after = host_snapshot();
+    let before = host_snapshot(HOST_PATHS, HOST_DIRS);
+    let (code, transcript) = run_replay("guide-replay", Duration::from_secs(300));
+    let after = host_snapshot(HOST_PATHS, HOST_DIRS);
     println!("{transcript}");
 
-    let mut problems = Vec::new();
-    // Each step's result line: "[PASS] id — …", "[FAIL] id — …", "[SKIP] id — …".
-    let mut results: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
-    for line in transcript.lines() {
-        for verdict in ["PASS", "FAIL", "SKIP"] {
-            if let Some(rest) = line.strip_prefix(&format!("[{verdict}] ")) {
-                let (id, text) = rest.split_once(" — ").unwrap_or((rest, ""));
-                results.entry(id).or_default().push((verdict, text));
-            }
-        }
-    }
-    for id in STEPS {
-        match results.get(id).map(Vec::as_slice) {
-            Some([("PASS", _)]) => {}
-            Some([("SKIP", text)]) if *id == "imap-read" && text.starts_with(IMAP_SKIP) => {}
-            Some([(verdict, text)]) => problems.push(format!("step {id}: {verdict}: {text}")),
-            Some(many) => problems.push(format!("step {id} reported {} times", many.len())),
-            None => problems.push(format!("step {id}: no result")),
-        }
-    }
-    for id in results.keys() {
-        if !STEPS.contains(id) {
-            problems.push(format!("unexpected step {id}"));
-        }
-    }
-    let failed = results
-        .values()
-        .flatten()
-        .any(|(verdict, _)| *verdict == "FAIL");
-    if code != Some(if failed { 1 } else { 0 }) {
-        problems.push(format!(
-            "exit status {code:?} does not match the steps (a step failed: {failed})"
-        ));
-    }
-
-    // The host: untouched files, and nothing of the scratch root left.
-    for (k, v) in &before {
-        if after.get(k) != Some(v) {
-            problems.push(format!(
-                "host changed: {k}: before {v}, after {:?}",
-                after.get(k)
-            ));
-        }
-    }
-    match transcript
-        .lines()
-        .find_map(|l| l.strip_prefix("scratch: "))
-        .and_then(|l| l.split_whitespace().next())
-    {
-        None => problems.push("the transcript does not name its scratch directory".into()),
-        Some(dir) => {
-            if Path::new(dir).exists() {
-                problems.push(format!("scratch directory {dir} left on the host"));
-            }
-            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            for m in mounts.lines().filter(|l| l.contains(dir)) {
-                problems.push(format!("mount left on the host: {m}"));
-            }
-            for p in processes_rooted_in(dir) {
-                problems.push(format!("process left in the scratch root: {p}"));
-            }
-        }
-    }
-
+    let mut problems = transcript_problems(&transcript, code, STEPS, &[("imap-read", IMAP_SKIP)]);
+    problems.extend(host_problems(&before, &after, &transcript));
     assert!(
         problems.is_empty(),
         "the guide replay failed:\n  {}\n(transcript above)",

@@ -2161,3 +2161,73 @@ fn spool_without_dotlock_rights() {
             .contains("X-UID: 1")
     );
 }
+
+/// The text after `pop3-login: ` of each login-process line, with the varying fields
+/// (seconds, ports, session IDs) masked.
+fn login_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("pop3-login: ").map(|(_, t)| t))
+        .map(|t| {
+            let t = t.strip_prefix("Info: ").unwrap_or(t);
+            let t = t.split(", session=<").next().unwrap_or(t);
+            t.split(' ')
+                .map(|w| {
+                    if w.chars().all(|c| c.is_ascii_digit()) {
+                        "N".to_string()
+                    } else {
+                        w.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// A client that connects and goes away without logging in (a port scan, a monitoring
+/// probe): the real Dovecot 2.3.19 logs `pop3-login: Disconnected: Connection closed (no
+/// auth attempts in 0 secs): user=<>, rip=…` (io_stream_get_disconnect_reason()), and so
+/// must Postern (fail2ban's and log readers' patterns key on it).
+#[test]
+fn login_disconnect_line_matches_real_dovecot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), BOX);
+    let Some(real) = RealDovecot::start(dir.path(), "mbox:~/mail:INBOX=~/inbox") else {
+        return;
+    };
+    let probe = |port: u16| {
+        let (p, g) = Pop::connect(port);
+        assert!(g.starts_with("+OK"), "{g}");
+        drop(p);
+    };
+    probe(real.port);
+    let real_log_path = dir.path().join("real-log");
+    let start_t = Instant::now();
+    while !std::fs::read_to_string(&real_log_path)
+        .unwrap_or_default()
+        .contains("pop3-login: Disconnected")
+        && start_t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(real);
+    let theirs = login_lines(&std::fs::read_to_string(&real_log_path).unwrap_or_default());
+    let s = start(dir.path(), "ssl = no\ndisable_plaintext_auth = no\n");
+    probe(s.port);
+    let ours = login_lines(&wait_log(&s, "pop3-login: Disconnected"));
+    assert!(
+        theirs
+            .iter()
+            .any(|l| l.starts_with("Disconnected: Connection closed (no auth attempts")),
+        "real: {theirs:?}"
+    );
+    let want: Vec<&String> = theirs
+        .iter()
+        .filter(|l| l.starts_with("Disconnected"))
+        .collect();
+    let got: Vec<&String> = ours
+        .iter()
+        .filter(|l| l.starts_with("Disconnected"))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -200,3 +200,112 @@ fn guide_wrapped_line_passes_with_postconfs_warning() {
         vec![warning.replacen("postconf:", "postfix:", 1).as_str()]
     );
 }
+
+/// What the real `postfix check` 3.7.11 refuses (recorded by
+/// `scripts/regen-postfix-check-fixtures` in `compat-fixtures/postfix-check/`): Postern's
+/// check refuses the same, each fatal of Postfix as an error with the same text, exit 1.
+#[test]
+fn refuses_what_real_postfix_check_refuses() {
+    let mut checked = 0;
+    for case in fixture_dirs("postfix-check") {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir_all(p.join("q")).unwrap();
+        std::fs::create_dir_all(p.join("d")).unwrap();
+        let mut main = String::from_utf8(read(&case.join("main.cf"))).unwrap();
+        main.push_str(&format!(
+            "queue_directory = {0}/q\ndata_directory = {0}/d\n",
+            p.display()
+        ));
+        std::fs::write(p.join("main.cf"), main).unwrap();
+        std::fs::copy(case.join("master.cf"), p.join("master.cf")).unwrap();
+        let want = String::from_utf8(read(&case.join("check.out"))).unwrap();
+        let want_rc = read_rc(&case.join("check.rc"));
+        let (err, rc) = check(p, None);
+        assert_eq!(rc, want_rc, "{name}: {err}");
+        let fatals: Vec<&str> = want
+            .lines()
+            .filter_map(|l| l.split_once(": fatal: ").map(|(_, m)| m))
+            .collect();
+        assert!(!fatals.is_empty(), "{name}: no fatal in the recording");
+        for f in fatals {
+            let f = f.replace("CONFIG_DIR", &p.display().to_string());
+            assert!(
+                err.contains(&format!("postfix: error: {f}\n")),
+                "{name}: want 'postfix: error: {f}' in\n{err}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2);
+}
+
+/// Postern does better than Postfix on an unused parameter: the line, and the name that
+/// was probably meant.
+#[test]
+fn unused_parameter_names_line_and_nearest_name() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(
+        p.join("main.cf"),
+        format!(
+            "queue_directory = {0}\ndata_directory = {0}\nmyhostname = h.example\n\nmydestinaton = $myhostname\nzzqq_frobnicate = 1\n",
+            p.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("master.cf"), "smtp inet n - n - - smtpd\n").unwrap();
+    let (err, rc) = check(p, None);
+    assert_eq!(rc, 0, "{err}");
+    let m = p.join("main.cf").display().to_string();
+    assert!(
+        err.contains(&format!(
+            "postfix: warning: {m}, line 5: unused parameter: mydestinaton=$myhostname (did you mean \"mydestination\"?)\n"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "postfix: warning: {m}, line 6: unused parameter: zzqq_frobnicate=1\n"
+        )),
+        "{err}"
+    );
+}
+
+/// A Cyrus SASL file whose pwcheck_method Postern's smtpd cannot serve (auxprop/sasldb)
+/// is an error when SASL AUTH is on: every AUTH would fail with "generic failure".
+#[test]
+fn auxprop_is_refused_when_sasl_auth_is_on() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::create_dir_all(p.join("sasl")).unwrap();
+    std::fs::write(
+        p.join("main.cf"),
+        format!(
+            "queue_directory = {0}\ndata_directory = {0}\nmyhostname = h.example\ncyrus_sasl_config_path = {0}/sasl\nsmtpd_sasl_auth_enable = yes\n",
+            p.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.join("master.cf"), "smtp inet n - n - - smtpd\n").unwrap();
+    std::fs::write(
+        p.join("sasl/smtpd.conf"),
+        "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n",
+    )
+    .unwrap();
+    let (err, rc) = check(p, None);
+    assert_eq!(rc, 1, "{err}");
+    assert!(
+        err.contains("pwcheck_method: auxprop is not supported by Postern"),
+        "{err}"
+    );
+    std::fs::write(
+        p.join("sasl/smtpd.conf"),
+        "pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n",
+    )
+    .unwrap();
+    let (err, rc) = check(p, None);
+    assert_eq!(rc, 0, "{err}");
+    assert!(!err.contains("not supported"), "{err}");
+}

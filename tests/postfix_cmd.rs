@@ -251,7 +251,8 @@ fn start_fg(inst: &Instance) -> Fg {
     inst.wait_line(
         "postfix/master",
         &format!(
-            "daemon started -- version 3.7.11, configuration {}",
+            "daemon started -- version 3.7.11 (Postern {}), configuration {}",
+            env!("CARGO_PKG_VERSION"),
             inst.conf.display()
         ),
     );
@@ -270,7 +271,10 @@ fn start_fg_listens_survives_hup_and_exits_on_term() {
     let conf = inst.conf.display().to_string();
     inst.wait_line(
         "postfix/master",
-        &format!("daemon started -- version 3.7.11, configuration {conf}"),
+        &format!(
+            "daemon started -- version 3.7.11 (Postern {}), configuration {conf}",
+            env!("CARGO_PKG_VERSION")
+        ),
     );
     assert!(inst.has_line("postfix/postfix-script", "starting the Postfix mail system"));
     // compatibility_level 3.6: no backwards-compatibility lines.
@@ -569,7 +573,7 @@ fn man_page_and_units_lint_clean() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    for unit in ["postfix", "dovecot", "saslauthd"] {
+    for unit in ["postfix", "postern", "dovecot", "saslauthd"] {
         let path = repo_file(&format!("scripts/systemd/{unit}.service"));
         let Ok(out) = Command::new("systemd-analyze")
             .args(["verify", "--man=no"])

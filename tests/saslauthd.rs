@@ -568,6 +568,29 @@ fn saslauthd_usage_errors() {
 /// The pid file lock: a second daemon on the same directory is refused with Cyrus's words
 /// and status 2, whichever of Postern and Cyrus runs first; a daemon killed outright
 /// leaves a pid file the next start takes over.
+/// Whether some process holds a write lock on `path` (F_OFD_GETLK sees both Cyrus's
+/// process-associated lock and Postern's open-file-description lock).
+fn pid_file_locked(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return false;
+    };
+    let mut lock = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_OFD_GETLK with a valid, initialised flock on a descriptor we own.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
+}
+
 #[test]
 fn saslauthd_second_start_and_stale_pid_file() {
     if !is_root() {
@@ -686,6 +709,17 @@ fn saslauthd_second_start_and_stale_pid_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(dir.join("saslauthd.pid").exists());
+    // The leader shows Z while the killed process's other threads may still be exiting
+    // with the pid file (and its lock) open: wait until the lock is gone, as a new start
+    // needs, and not only the leader.
+    let t = Instant::now();
+    while pid_file_locked(&dir.join("saslauthd.pid")) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "pid file still locked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let o = start(BIN);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let new_pid = pid_of();

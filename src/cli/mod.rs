@@ -95,7 +95,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
                         return ExitCode::SUCCESS;
                     }
                     "-V" | "--version" => {
-                        println!("postern {}", env!("CARGO_PKG_VERSION"));
+                        print!("{}", version_text());
                         return ExitCode::SUCCESS;
                     }
                     _ => {}
@@ -163,17 +163,98 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+/// One line on each command for `postern --help`: what it is and which program's flags it
+/// takes.
+const COMMAND_HELP: &[(&str, &str)] = &[
+    (
+        "postconf",
+        "show or edit main.cf and master.cf (Postfix's postconf)",
+    ),
+    (
+        "postfix",
+        "start, stop, reload, check the mail system (Postfix's postfix)",
+    ),
+    (
+        "sendmail",
+        "submit a message from the command line (Postfix's sendmail)",
+    ),
+    ("mailq", "list the mail queue (sendmail -bp)"),
+    ("newaliases", "rebuild the aliases database (sendmail -bi)"),
+    (
+        "postqueue",
+        "list or flush the mail queue (Postfix's postqueue)",
+    ),
+    (
+        "postsuper",
+        "delete, hold, release, requeue queued mail (Postfix's postsuper)",
+    ),
+    (
+        "postmap",
+        "build or query a lookup table (Postfix's postmap)",
+    ),
+    (
+        "postalias",
+        "build or query an aliases table (Postfix's postalias)",
+    ),
+    ("postcat", "show a queue file (Postfix's postcat)"),
+    (
+        "postdrop",
+        "write a message into maildrop/ (Postfix's postdrop)",
+    ),
+    (
+        "dovecot",
+        "POP3 server and Dovecot auth socket (Dovecot's dovecot)",
+    ),
+    (
+        "doveconf",
+        "show the Dovecot configuration (Dovecot's doveconf)",
+    ),
+    (
+        "saslauthd",
+        "password checks for SMTP AUTH (Cyrus saslauthd)",
+    ),
+    (
+        "testsaslauthd",
+        "ask saslauthd to check a password (Cyrus testsaslauthd)",
+    ),
+];
+
+/// `postern --version`: Postern's own version and the versions whose behaviour it keeps
+/// (`mail_version` and the banners keep saying Postfix 3.7.11, as scripts compare them).
+pub fn version_text() -> String {
+    format!(
+        "postern {} (compatible with Postfix 3.7.11, Dovecot 2.3.19, Cyrus SASL 2.1.28)\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 fn usage() -> String {
     let mut s = String::from(
-        "usage: postern COMMAND [ARGS...]\n       (or call the binary by the command's name)\n\ncommands:\n",
+        "usage: postern COMMAND [ARGS...]\n       (or call the binary by the command's name: a link named sendmail runs sendmail)\n       postern --version\n\ncommands:\n",
     );
     for c in COMMANDS {
-        s.push_str("  ");
-        s.push_str(c);
-        s.push('\n');
+        let what = COMMAND_HELP
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, w)| *w)
+            .unwrap_or("");
+        s.push_str(&format!("  {c:<15} {what}\n"));
     }
     s.push_str(
         "  sandbox [DIR]   run the whole mail system on loopback ports, configured in DIR\n",
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_has_a_help_line() {
+        for c in super::COMMANDS {
+            assert!(
+                super::COMMAND_HELP.iter().any(|(n, _)| n == c),
+                "{c} has no line in postern --help"
+            );
+        }
+    }
 }

@@ -8,6 +8,13 @@
 //! Not supported: `-b`/`-t` (bounce templates), `-T` (TLS library queries) — they fail with
 //! a clear message.
 //!
+//! Before showing anything (except with `-d`, which does not read main.cf), every main.cf
+//! and master.cf `-o` value is scanned and every built-in or service parameter's value
+//! expanded, as Postfix's `pcf_register_user_parameters()` does: a macro syntax error or a
+//! reference chain deeper than 100 there is fatal with nothing printed
+//! ([`PostfixConfig::macro_check`]). Diagnostics show non-printable bytes as `?`
+//! ([`text::printable`]). Edge cases are recorded in `compat-fixtures/postconf-cases/`.
+//!
 //! Output lines go through [`print_line`], Postfix's `pcf_print_line()`: white space between
 //! words is normalised to one space, and with `-f` lines fold at 80 columns with a
 //! four-space indent.
@@ -204,6 +211,11 @@ fn master_mode(o: &Opts, mode: char) -> i32 {
         overrides: o.overrides.clone(),
     })
     .ok();
+    if let Some(c) = &cfg
+        && let Err(code) = check_macros(c)
+    {
+        return code;
+    }
     let expand = |v: &str| -> Result<String, String> {
         match &cfg {
             Some(c) => {
@@ -248,14 +260,57 @@ pub fn print_line(out: &mut impl Write, fold: bool, enc: text::Encoding, text: &
     let _ = out.write_all(&text::encode(&line, enc));
 }
 
+/// Print the warnings of [`PostfixConfig::macro_check`]; `Err(1)` after `fatal: macro
+/// processing error` when a value cannot be expanded (nothing else is printed then, as
+/// Postfix's postconf stops before it shows anything).
+fn check_macros(cfg: &PostfixConfig) -> Result<Vec<String>, i32> {
+    match cfg.macro_check() {
+        Ok(w) => Ok(w),
+        Err(w) => {
+            let early = cfg
+                .usage_warnings()
+                .into_iter()
+                .filter(|l| !l.contains(": unused parameter: "));
+            for l in cfg.warnings.iter().cloned().chain(early).chain(w) {
+                warn(text::printable(&l, cfg.main.encoding));
+            }
+            Err(fatal("macro processing error"))
+        }
+    }
+}
+
 fn show_main(o: &Opts) -> i32 {
-    let cfg = match load(o) {
+    let cfg = if o.defaults {
+        PostfixConfig::load_defaults_only(&LoadOptions {
+            config_dir: o.config_dir.clone(),
+            overrides: o.overrides.clone(),
+        })
+        .map_err(fatal)
+    } else {
+        load(o)
+    };
+    let cfg = match cfg {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if !o.defaults {
-        for w in cfg.warnings.iter().chain(cfg.usage_warnings().iter()) {
-            warn(w);
+    if o.defaults {
+        // postconf -d still reads master.cf (for the service parameters) and says so
+        // when it cannot.
+        for w in &cfg.warnings {
+            warn(text::printable(w, cfg.main.encoding));
+        }
+    } else {
+        let scan = match check_macros(&cfg) {
+            Ok(w) => w,
+            Err(code) => return code,
+        };
+        for w in cfg
+            .warnings
+            .iter()
+            .chain(scan.iter())
+            .chain(cfg.usage_warnings().iter())
+        {
+            warn(text::printable(w, cfg.main.encoding));
         }
     }
     // Which names, and their raw values.
@@ -285,6 +340,13 @@ fn show_main(o: &Opts) -> i32 {
             cfg.explicit(&name).map(str::to_string)
         } else {
             cfg.raw(&name)
+        };
+        // A name set in main.cf that Postfix does not know (not built-in, service- or
+        // user-defined) is not shown, even when asked for by name.
+        let raw = if !o.defaults && !o.names.is_empty() && !cfg.is_known(&name) {
+            None
+        } else {
+            raw
         };
         let Some(raw) = raw else {
             if o.names.contains(&name) {

@@ -166,7 +166,12 @@ fn run_inner(
 }
 
 fn read_latin1(path: &Path) -> Result<String, std::io::Error> {
-    let bytes = std::fs::read(path)?;
+    // A master.cf that is a directory reads as empty, as Postfix's line reader ends at the
+    // read error.
+    let bytes = match std::fs::read(path) {
+        Err(_) if path.is_dir() => Vec::new(),
+        r => r?,
+    };
     Ok(bytes.iter().map(|&b| b as char).collect())
 }
 

@@ -11,7 +11,12 @@
 //! parameters, `$name` expansion errors, boolean/number/time values of built-in parameters,
 //! restriction names in `smtpd_*_restrictions`; master.cf syntax and fields; the SASL file
 //! search path (which file is used) and its syntax; dovecot.conf syntax, unknown settings
-//! and the notes on keys translated from 0.99/1.x; the queue and data directories.
+//! and the notes on keys translated from 0.99/1.x; the queue and data directories. What the
+//! real `postfix check` refuses before a start is refused with its words: `maillog_file`
+//! outside `maillog_file_prefixes`, a master.cf without the `postlog` service while
+//! `maillog_file` is set (`compat-fixtures/postfix-check/`). Beyond Postfix: a SASL file
+//! without `saslauthd` among its `pwcheck_method`s (Postern's smtpd serves no other), and
+//! an unused parameter's line and the built-in name it probably misspells.
 //!
 //! The Dovecot file is `$POSTERN_DOVECOT_CONFIG` (set but empty: no Dovecot check), else the
 //! one `dovecot` reads ([`dovecot::default_conf_path`]: `/etc/dovecot.conf` when it exists,
@@ -198,6 +203,75 @@ fn check_values(cfg: &PostfixConfig, r: &mut Report) {
     }
 }
 
+/// `NAME=VALUE` of an unused-parameter warning, with the main.cf line and the nearest
+/// known parameter name when one is close (a typo such as `mydestinaton`).
+fn unused_with_line(cfg: &PostfixConfig, main_path: &Path, name_value: &str) -> String {
+    let name = name_value.split('=').next().unwrap_or(name_value);
+    let line = cfg.main.settings.get(name).map(|s| s.line);
+    let mut msg = match line {
+        Some(n) => format!(
+            "{}, line {n}: unused parameter: {name_value}",
+            main_path.display()
+        ),
+        None => format!("{}: unused parameter: {name_value}", main_path.display()),
+    };
+    if let Some(near) = nearest_parameter(name) {
+        msg.push_str(&format!(" (did you mean \"{near}\"?)"));
+    }
+    msg
+}
+
+/// The built-in parameter closest to `name` by edit distance, when at most 2 edits (and
+/// fewer than a third of the name) away.
+fn nearest_parameter(name: &str) -> Option<&'static str> {
+    let limit = (name.len() / 3).clamp(1, 2);
+    params::all()
+        .iter()
+        .map(|p| (edit_distance(name, p.name), p.name))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance over bytes (parameter names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// What Postfix refuses before it starts when `maillog_file` is set: a path outside
+/// `maillog_file_prefixes` (`postfix: fatal: maillog_file value '…' does not match any
+/// prefix in maillog_file_prefixes`, from maillog_client.c, for every postfix command) and a
+/// master.cf without the `postlog` unix-dgram service (postfix-script's check: `missing
+/// 'postlog' service in master.cf - run 'postfix upgrade-configuration'`).
+fn check_maillog(cfg: &PostfixConfig, r: &mut Report) {
+    let file = cfg.get("maillog_file").unwrap_or_default();
+    let file = file.trim();
+    if file.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::log::maillog_prefix_ok(cfg, file) {
+        r.error(e);
+    }
+    if !cfg
+        .master
+        .services
+        .iter()
+        .any(|s| s.name == "postlog" && s.kind == "unix-dgram")
+    {
+        r.error("missing 'postlog' service in master.cf - run 'postfix upgrade-configuration'");
+    }
+}
+
 /// The dovecot.conf to check: `$POSTERN_DOVECOT_CONFIG` (empty: none), else the system's.
 fn default_dovecot_config() -> Option<PathBuf> {
     match std::env::var_os("POSTERN_DOVECOT_CONFIG") {
@@ -234,10 +308,17 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
         }
     };
     if let Some(cfg) = &cfg {
+        let unused_prefix = format!("{}: unused parameter: ", main_path.display());
         for w in cfg.warnings.iter().chain(cfg.usage_warnings().iter()) {
-            r.warning(w);
+            match w.strip_prefix(&unused_prefix) {
+                // Postfix's warning names neither the line nor what was meant; Postern
+                // gives both.
+                Some(nv) => r.warning(unused_with_line(cfg, &main_path, nv)),
+                None => r.warning(w),
+            }
         }
         check_values(cfg, &mut r);
+        check_maillog(cfg, &mut r);
     }
     // master.cf: every entry, with Postfix's wording.
     let master_path = config_dir.join("master.cf");
@@ -276,12 +357,27 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
         match (&search.found, &search.config) {
             (Some(f), Some(Ok(c))) => {
                 r.info(format!("Cyrus SASL configuration: using {}", f.display()));
-                for m in c.pwcheck_method() {
+                let methods = c.pwcheck_method();
+                for m in &methods {
                     if !matches!(
                         m.as_str(),
                         "saslauthd" | "auxprop" | "pwcheck" | "authdaemond" | "alwaystrue"
                     ) {
                         r.error(format!("{}: unknown pwcheck_method: {m}", f.display()));
+                    }
+                }
+                // Postern's smtpd verifies passwords through saslauthd only: with no
+                // saslauthd among the methods every AUTH would fail ("generic failure").
+                if !methods.iter().any(|m| m == "saslauthd") {
+                    let msg = format!(
+                        "{}: pwcheck_method: {} is not supported by Postern (no auxprop/sasldb, pwcheck, authdaemond or alwaystrue): every AUTH would fail with \"generic failure\"; use pwcheck_method: saslauthd, or smtpd_sasl_type = dovecot",
+                        f.display(),
+                        methods.join(" ")
+                    );
+                    if cfg.get_bool("smtpd_sasl_auth_enable").unwrap_or(false) {
+                        r.error(msg);
+                    } else {
+                        r.warning(msg);
                     }
                 }
             }
@@ -323,20 +419,17 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
     let dovecot_path = dovecot_conf.map(Path::to_path_buf);
     if let Some(p) = dovecot_path {
         match dovecot::DovecotConf::load_lenient(&p) {
-            Ok((d, unclosed)) => {
+            Ok(d) => {
                 r.info(format!(
                     "Dovecot configuration: using {} ({:?} syntax)",
                     p.display(),
                     d.era
                 ));
                 for w in &d.warnings {
-                    r.warning(w);
+                    r.warning(dovecot::engine::text_to_string(w));
                 }
-                for n in &d.notes {
+                for n in d.notes.iter().chain(d.era_defaults.iter()) {
                     r.warning(n);
-                }
-                if let Some(e) = unclosed {
-                    r.error(e);
                 }
                 if let Err(e) = d.check() {
                     r.error(e);

@@ -623,7 +623,8 @@ fn write_config(sb: &Sandbox) -> std::io::Result<()> {
              local     unix  -       n       n       -       -       local\n\
              virtual   unix  -       n       n       -       -       virtual\n\
              smtp      unix  -       -       n       -       -       smtp\n\
-             retry     unix  -       -       n       -       -       error\n",
+             retry     unix  -       -       n       -       -       error\n\
+             postlog   unix-dgram n  -       n       -       1       postlogd\n",
             smtp = sb.smtp
         ),
     )?;

@@ -81,7 +81,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             break;
         }
         if !a.starts_with('-') || a == "-" {
-            o.recipients.push(a.to_string());
+            // Options end at the first recipient (Postfix's getopt with `+`).
+            o.recipients.extend(args[i..].iter().cloned());
+            break;
         } else if a == "-t" {
             o.extract = true;
         } else if a == "-i" || a == "-oi" {
@@ -253,8 +255,79 @@ fn qualify(addr: &str, myorigin: &str) -> String {
     }
 }
 
+/// Postfix 3.7 sendmail's option letters (`GETOPT_LIST` in sendmail.c).
+const GETOPT_LIST: &str = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q:tvx";
+
+/// The getopt(3) diagnostics Postfix's sendmail gives for `args` (`invalid option -- 'Z'`,
+/// `option requires an argument -- 'h'`): options end at the first non-option (Postfix
+/// uses getopt with `+` on Linux) or `--`; a bare `-q` is skipped as Postfix does.
+fn getopt_errors(args: &[String]) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--" || !a.starts_with('-') || a == "-" {
+            break;
+        }
+        if a == "-q" {
+            i += 1;
+            continue;
+        }
+        let chars: Vec<char> = a[1..].chars().collect();
+        let mut k = 0;
+        while k < chars.len() {
+            let c = chars[k];
+            match GETOPT_LIST.find(c).filter(|_| c != ':') {
+                None => errors.push(format!("invalid option -- '{c}'")),
+                Some(pos) if GETOPT_LIST[pos + 1..].starts_with(':') => {
+                    if k + 1 == chars.len() {
+                        i += 1;
+                        if i >= args.len() {
+                            errors.push(format!("option requires an argument -- '{c}'"));
+                        }
+                    }
+                    break;
+                }
+                Some(_) => {}
+            }
+            k += 1;
+        }
+        i += 1;
+    }
+    errors
+}
+
 /// `sendmail [options] [recipient ...]`.
 pub fn main(args: &[String]) -> i32 {
+    // An option Postfix's sendmail does not know: as Postfix, getopt's words while the
+    // arguments are scanned for -C, then main.cf is read, then the words again and
+    // `fatal: usage: sendmail [options]`, exit 75 (measured with 3.7.11).
+    let bad = getopt_errors(args);
+    if let Some(first) = bad.first() {
+        for e in &bad {
+            eprintln!("sendmail: {e}");
+        }
+        let config_dir = args
+            .iter()
+            .position(|a| a == "-C")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+            .or_else(|| {
+                args.iter()
+                    .find_map(|a| a.strip_prefix("-C").filter(|d| !d.is_empty()))
+                    .map(PathBuf::from)
+            });
+        if let Err(e) = PostfixConfig::load(&LoadOptions {
+            config_dir,
+            overrides: Vec::new(),
+        }) {
+            eprintln!("sendmail: fatal: {e}");
+            return 75;
+        }
+        eprintln!("sendmail: {first}");
+        eprintln!("sendmail: fatal: usage: sendmail [options]");
+        return 75;
+    }
     let opts = match parse(args) {
         Ok(o) => o,
         Err(e) => {
@@ -340,7 +413,7 @@ fn smtp_path(arg: &str) -> Option<String> {
 /// limits.
 fn smtp_session(cfg: &PostfixConfig, input: &mut dyn std::io::BufRead, out: &mut dyn Write) -> i32 {
     let myhostname = cfg.get("myhostname").unwrap_or_else(|| "localhost".into());
-    let myorigin = cfg.get("myorigin").unwrap_or_else(|| myhostname.clone());
+    let myorigin = cfg.myorigin().unwrap_or_else(|| myhostname.clone());
     let banner = cfg
         .get("smtpd_banner")
         .unwrap_or_else(|| format!("{myhostname} ESMTP Postfix"));
@@ -614,7 +687,7 @@ pub fn newaliases_main(args: &[String]) -> i32 {
 
 /// Queue the message from stdin; returns its queue ID.
 fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
-    let myorigin = cfg.get("myorigin").unwrap_or_else(|| "localhost".into());
+    let myorigin = cfg.myorigin().unwrap_or_else(|| "localhost".into());
     let uid = nix::unistd::getuid();
     let login = nix::unistd::User::from_uid(uid)
         .ok()

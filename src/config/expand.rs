@@ -68,11 +68,22 @@ pub fn expand(
 /// Every name a pattern refers to, including names inside conditional branches that would
 /// not be taken (Postfix `MAC_EXP_FLAG_SCAN`). Syntax errors yield what was found so far.
 pub fn referenced_names(pattern: &str) -> Vec<String> {
-    let names = std::cell::RefCell::new(Vec::<String>::new());
+    scan(pattern).0
+}
+
+/// [`referenced_names`] and the warnings the scan gives (Postfix prints them for every
+/// main.cf and master.cf value it scans, whatever the parameter). Linear in the size of
+/// the pattern: names are deduplicated with a set, not by searching the list.
+pub fn scan(pattern: &str) -> (Vec<String>, Vec<String>) {
+    let names = std::cell::RefCell::new((
+        Vec::<String>::new(),
+        std::collections::HashSet::<String>::new(),
+    ));
     let lookup = |n: &str, _m: Mode| {
         let mut v = names.borrow_mut();
-        if !v.iter().any(|x| x == n) {
-            v.push(n.to_string());
+        if !v.1.contains(n) {
+            v.1.insert(n.to_string());
+            v.0.push(n.to_string());
         }
         None
     };
@@ -85,7 +96,8 @@ pub fn referenced_names(pattern: &str) -> Vec<String> {
     };
     let mut sink = String::new();
     parse(&mut c, pattern, &mut sink);
-    names.into_inner()
+    let warnings = c.out.warnings;
+    (names.into_inner().0, warnings)
 }
 
 /// mac_parse(): split literal text from `$…` references.
@@ -100,6 +112,18 @@ fn parse(c: &mut Ctx, pattern: &str, result: &mut String) {
             let start = i;
             while i < b.len() && b[i] != b'$' {
                 i += 1;
+            }
+            // mac_expand_callback() checks the nesting for literal text too: a chain of
+            // 100 references ending in a plain value is one call too deep.
+            if c.level > 100 {
+                err(
+                    c,
+                    format!(
+                        "unreasonable macro call nesting: \"{}\"",
+                        &pattern[start..i]
+                    ),
+                );
+                return;
             }
             if !c.scan {
                 result.push_str(&pattern[start..i]);
@@ -311,6 +335,10 @@ fn logical<'a>(c: &mut Ctx, s: &'a str) -> Option<(bool, &'a str)> {
     let r = expand_sub(c, right);
     if c.out.error {
         return None;
+    }
+    // A scan only collects names: operands are empty then, and not compared.
+    if c.scan {
+        return Some((true, rest));
     }
     let ord = if is_level {
         let lv = parse_level(&l);

@@ -165,9 +165,27 @@ pub fn split_nameval(logical: &str) -> Result<(String, String), &'static str> {
 
 /// Read and parse a main.cf file.
 pub fn read(path: &Path) -> Result<MainCf, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::open(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        if path.is_dir() {
+            // Postfix opens it, then fails to read it.
+            ConfigError::Other(format!(
+                "read {}: {}",
+                path.display(),
+                super::error::strerror(&e)
+            ))
+        } else {
+            ConfigError::open(path, e)
+        }
+    })?;
     let (text, enc) = text::decode(&bytes);
-    let mut m = parse(&text, path)?;
+    let mut m = parse(&text, path).map_err(|e| match e {
+        ConfigError::AtLine { file, line, msg } => ConfigError::AtLine {
+            file,
+            line,
+            msg: text::printable(&msg, enc),
+        },
+        e => e,
+    })?;
     m.encoding = enc;
     Ok(m)
 }
@@ -210,7 +228,13 @@ pub fn parse(text: &str, path: &Path) -> Result<MainCf, ConfigError> {
     }
 
     let mut last_name: Option<String> = None;
-    for l in logical {
+    for mut l in logical {
+        // Postfix handles a logical line as a C string: a NUL byte ends it (the rest of the
+        // line, continuation lines included, is not seen; `smtpd\0banner = x` is a name
+        // without '=').
+        if let Some(i) = l.text.find('\0') {
+            l.text.truncate(i);
+        }
         if l.text.starts_with(|c: char| c.is_ascii_whitespace()) {
             // Postfix shows at most 30 characters of the line, then "...".
             let shown = match l.text.char_indices().nth(30) {

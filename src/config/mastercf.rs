@@ -256,7 +256,12 @@ impl From<MasterParseError> for ConfigError {
 
 /// Read and parse a master.cf file. Errors name file and line.
 pub fn read(path: &Path) -> Result<MasterCf, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::open(path, e))?;
+    // A master.cf that is a directory reads as an empty file to Postfix (the read error
+    // ends its line reader like end of file).
+    let bytes = match std::fs::read(path) {
+        Err(_) if path.is_dir() => Vec::new(),
+        r => r.map_err(|e| ConfigError::open(path, e))?,
+    };
     let (text, enc) = text::decode(&bytes);
     let mut m = parse(&text, path)?;
     m.encoding = enc;

@@ -88,6 +88,15 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
             kind: infer_type(name, default),
         });
     }
+    // Postern's own: which Postern runs (`mail_version` stays Postfix's, as scripts and
+    // the banner compare it). Shown by `postconf -d`/`postconf postern_version`; Postfix
+    // does not know it.
+    index.insert("postern_version", list.len());
+    list.push(ParamDef {
+        name: "postern_version",
+        default: env!("CARGO_PKG_VERSION"),
+        kind: ParamType::Str,
+    });
     Table { list, index }
 });
 
@@ -194,67 +203,98 @@ pub fn default_mydomain(myhostname: &str) -> String {
     }
 }
 
-/// `mynetworks`'s default from `mynetworks_style` and the interface addresses.
+/// `mynetworks`'s default from `mynetworks_style` and the addresses Postfix listens on
+/// (`mynetworks.c` over `own_inet_addr.c`): `inet_interfaces = all` takes every local
+/// interface address, `loopback-only` the loopback ones (127.0.0.0/8, ::1), and a list of
+/// addresses or host names those addresses, each with the netmask of the local interface
+/// that has it (an address no interface has is left out; Postfix stops there).
 /// `protocols` is the effective `inet_protocols` (`all`, `ipv4`, `ipv6`, `ipv4, ipv6`).
-pub fn default_mynetworks(style: &str, protocols: &str) -> String {
+pub fn default_mynetworks(style: &str, protocols: &str, interfaces: &str) -> String {
     use std::net::IpAddr;
     let want4 = protocols.contains("all") || protocols.contains("ipv4");
     let want6 = protocols.contains("all") || protocols.contains("ipv6");
-    let mut v4: Vec<(std::net::Ipv4Addr, u32)> = Vec::new();
-    let mut v6: Vec<(std::net::Ipv6Addr, u32)> = Vec::new();
+    // inet_addr_local(): IPv4 interfaces first, then IPv6, each with its prefix length.
+    let mut v4: Vec<(IpAddr, u32)> = Vec::new();
+    let mut v6: Vec<(IpAddr, u32)> = Vec::new();
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for ifa in addrs {
             let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
                 continue;
             };
             if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-                let a = a.ip();
-                let m = m.ip();
-                v4.push((a, u32::from(m).count_ones()));
+                v4.push((IpAddr::V4(a.ip()), u32::from(m.ip()).count_ones()));
             } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-                let a = a.ip();
-                let m = m.ip();
-                v6.push((a, u128::from(m).count_ones()));
+                v6.push((IpAddr::V6(a.ip()), u128::from(m.ip()).count_ones()));
             }
         }
     }
+    let wanted = |a: &IpAddr| if a.is_ipv4() { want4 } else { want6 };
+    let local: Vec<(IpAddr, u32)> = v4
+        .into_iter()
+        .chain(v6)
+        .filter(|(a, _)| wanted(a))
+        .collect();
+    let own: Vec<(IpAddr, u32)> = match interfaces.trim() {
+        "all" => local,
+        "loopback-only" => local.into_iter().filter(|(a, _)| a.is_loopback()).collect(),
+        list => {
+            let mut addrs: Vec<IpAddr> = Vec::new();
+            for host in list.split([' ', '\t', ',']).filter(|w| !w.is_empty()) {
+                let h = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                let found: Vec<IpAddr> = match h.parse::<IpAddr>() {
+                    Ok(a) => vec![a],
+                    Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(h, 0))
+                        .map(|it| it.map(|sa| sa.ip()).collect())
+                        .unwrap_or_default(),
+                };
+                for a in found {
+                    if wanted(&a) && !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
+            }
+            addrs
+                .into_iter()
+                .filter_map(|a| local.iter().find(|(l, _)| *l == a).copied())
+                .collect()
+        }
+    };
     let mut out: Vec<String> = Vec::new();
     let mut push = |s: String| {
         if !out.contains(&s) {
             out.push(s)
         }
     };
-    if want4 {
-        for (a, len) in &v4 {
-            let (net, len) = match style {
-                "host" => (u32::from(*a), 32),
-                "class" => {
-                    let x = u32::from(*a);
-                    let l = if x >> 31 == 0 {
-                        8
-                    } else if x >> 30 == 0b10 {
-                        16
-                    } else {
-                        24
-                    };
-                    (mask4(x, l), l)
-                }
-                _ => (mask4(u32::from(*a), *len), *len),
-            };
-            push(format!(
-                "{}/{}",
-                IpAddr::from(std::net::Ipv4Addr::from(net)),
-                len
-            ));
-        }
-    }
-    if want6 {
-        for (a, len) in &v6 {
-            let (net, len) = match style {
-                "host" => (u128::from(*a), 128),
-                _ => (mask6(u128::from(*a), *len), *len),
-            };
-            push(format!("[{}]/{}", std::net::Ipv6Addr::from(net), len));
+    for (a, len) in own {
+        match a {
+            IpAddr::V4(a) => {
+                let (net, len) = match style {
+                    "host" => (u32::from(a), 32),
+                    "class" => {
+                        let x = u32::from(a);
+                        let l = if x >> 31 == 0 {
+                            8
+                        } else if x >> 30 == 0b10 {
+                            16
+                        } else {
+                            24
+                        };
+                        (mask4(x, l), l)
+                    }
+                    _ => (mask4(u32::from(a), len), len),
+                };
+                push(format!("{}/{}", std::net::Ipv4Addr::from(net), len));
+            }
+            IpAddr::V6(a) => {
+                let (net, len) = match style {
+                    "host" => (u128::from(a), 128),
+                    _ => (mask6(u128::from(a), len), len),
+                };
+                push(format!("[{}]/{}", std::net::Ipv6Addr::from(net), len));
+            }
         }
     }
     out.join(" ")
@@ -303,9 +343,9 @@ mod tests {
     }
     #[test]
     fn mynetworks_has_loopback() {
-        let n = default_mynetworks("subnet", "all");
+        let n = default_mynetworks("subnet", "all", "all");
         assert!(n.contains("127.0.0.0/8"), "{n}");
-        let n = default_mynetworks("host", "ipv4");
+        let n = default_mynetworks("host", "ipv4", "all");
         assert!(n.contains("127.0.0.1/32"), "{n}");
     }
 }

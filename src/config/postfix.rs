@@ -54,12 +54,30 @@ impl PostfixConfig {
     /// Load `DIR/main.cf` and `DIR/master.cf`. DIR is `-c`, else `$MAIL_CONFIG`, else
     /// `/etc/postfix`. A missing main.cf is fatal; a missing master.cf is a warning.
     pub fn load(opts: &LoadOptions) -> Result<Self, ConfigError> {
+        Self::load_with(opts, true)
+    }
+
+    /// The configuration `postconf -d` sees: master.cf (for its service parameters) but
+    /// not main.cf, which need not exist or be readable (as Postfix's postconf does not
+    /// read it with `-d`).
+    pub fn load_defaults_only(opts: &LoadOptions) -> Result<Self, ConfigError> {
+        Self::load_with(opts, false)
+    }
+
+    fn load_with(opts: &LoadOptions, read_main: bool) -> Result<Self, ConfigError> {
         let dir = opts
             .config_dir
             .clone()
             .or_else(|| std::env::var_os("MAIL_CONFIG").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
-        let main = maincf::read(&dir.join("main.cf"))?;
+        let main = if read_main {
+            maincf::read(&dir.join("main.cf"))?
+        } else {
+            maincf::MainCf {
+                path: dir.join("main.cf"),
+                ..Default::default()
+            }
+        };
         let mut warnings = main.warnings.clone();
         let master_path = dir.join("master.cf");
         let master = match std::fs::metadata(&master_path) {
@@ -164,6 +182,7 @@ impl PostfixConfig {
             "mynetworks" => Some(params::default_mynetworks(
                 &self.default_expanded("mynetworks_style"),
                 &self.default_expanded("inet_protocols"),
+                &self.default_expanded("inet_interfaces"),
             )),
             "process_id" => Some(std::process::id().to_string()),
             _ => params::lookup(name)
@@ -207,6 +226,7 @@ impl PostfixConfig {
             "mynetworks" => Some(params::default_mynetworks(
                 &self.get("mynetworks_style").unwrap_or_default(),
                 &self.get("inet_protocols").unwrap_or_default(),
+                &self.get("inet_interfaces").unwrap_or_default(),
             )),
             _ => self.default_raw(name),
         }
@@ -222,6 +242,24 @@ impl PostfixConfig {
     pub fn get(&self, name: &str) -> Option<String> {
         let raw = self.raw(name)?;
         Some(self.expand(&raw).value)
+    }
+
+    /// `myorigin` as Postfix uses it when built with `MYORIGIN_FROM_FILE`, as Debian
+    /// builds it (Debian's main.cf says `myorigin = /etc/mailname`): a value that starts
+    /// with `/` names a file whose first line, without leading and trailing white space,
+    /// is the domain (mail_params.c, `read_param_from_file`). `postconf` still shows the
+    /// file name. XXX Postfix stops with `myorigin file FILE is empty` or `FILE: reason`;
+    /// here an empty or unreadable file leaves the value as it is.
+    pub fn myorigin(&self) -> Option<String> {
+        let v = self.get("myorigin")?;
+        if !v.starts_with('/') {
+            return Some(v);
+        }
+        let line = std::fs::read_to_string(&v)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .unwrap_or_default();
+        Some(if line.is_empty() { v } else { line })
     }
 
     /// The effective value as a boolean (`yes`/`no`).
@@ -284,6 +322,57 @@ impl PostfixConfig {
 }
 
 impl PostfixConfig {
+    /// What Postfix's postconf does to every main.cf and master.cf `-o` value before it
+    /// shows anything (`pcf_register_user_parameters()`): each value is scanned for
+    /// `$name` (a syntax error warns, whatever the parameter), and the value of every
+    /// built-in or service-defined parameter is expanded in full (the legacy database
+    /// scan, `pcf_register_dbms_parameters()`), where a syntax error or a reference chain
+    /// deeper than 100 is fatal. Read-only and raw parameters are skipped.
+    ///
+    /// Returns the scan warnings met, and `Err` with the warnings of the value that
+    /// failed (postconf then stops with `fatal: macro processing error` and prints no
+    /// parameter).
+    pub fn macro_check(&self) -> Result<Vec<String>, Vec<String>> {
+        let mut warnings = Vec::new();
+        let builtin = |n: &str| params::lookup(n).is_some() || self.service_params.contains_key(n);
+        for svc in &self.master.services {
+            let local = svc.params();
+            for (n, v) in &local {
+                if params::READ_ONLY.contains(&n.as_str())
+                    || (builtin(n) && params::RAW.contains(&n.as_str()))
+                {
+                    continue;
+                }
+                warnings.extend(expand::scan(v).1);
+                if builtin(n) {
+                    let lookup =
+                        |name: &str, _m: Mode| local.get(name).cloned().or_else(|| self.raw(name));
+                    let e = expand::expand(v, &lookup, true);
+                    if e.error {
+                        warnings.extend(e.warnings);
+                        return Err(warnings);
+                    }
+                }
+            }
+        }
+        for (n, v) in &self.explicit {
+            if params::READ_ONLY.contains(&n.as_str())
+                || (builtin(n) && params::RAW.contains(&n.as_str()))
+            {
+                continue;
+            }
+            warnings.extend(expand::scan(v).1);
+            if builtin(n) {
+                let e = self.expand(v);
+                if e.error {
+                    warnings.extend(e.warnings);
+                    return Err(warnings);
+                }
+            }
+        }
+        Ok(warnings)
+    }
+
     /// Expand a value using defaults only (`postconf -dx`).
     pub fn expand_default(&self, value: &str) -> expand::Expansion {
         let lookup = |n: &str, _m: Mode| self.default_raw(n);
@@ -298,5 +387,38 @@ impl PostfixConfig {
             c.explicit.insert(n.clone(), v.clone());
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(main_cf: &str) -> (tempfile::TempDir, PostfixConfig) {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("main.cf"), main_cf).expect("main.cf");
+        std::fs::write(d.path().join("master.cf"), "").expect("master.cf");
+        let cfg = PostfixConfig::load(&LoadOptions {
+            config_dir: Some(d.path().to_path_buf()),
+            overrides: Vec::new(),
+        })
+        .expect("load");
+        (d, cfg)
+    }
+
+    #[test]
+    fn myorigin_from_a_file_as_debian_builds_postfix() {
+        // Debian's main.cf: myorigin = /etc/mailname; the real Postfix (MYORIGIN_FROM_FILE)
+        // addresses bare names to the file's first line, postconf shows the file name.
+        let d = tempfile::tempdir().expect("tempdir");
+        let mailname = d.path().join("mailname");
+        std::fs::write(&mailname, "  master.planetnet.net \nignored\n").expect("mailname");
+        let (_c, cfg) = load(&format!("myorigin = {}\n", mailname.display()));
+        assert_eq!(cfg.myorigin().as_deref(), Some("master.planetnet.net"));
+        assert_eq!(cfg.get("myorigin"), Some(mailname.display().to_string()));
+        let (_c, cfg) = load("myhostname = mx.example.org\n");
+        assert_eq!(cfg.myorigin().as_deref(), Some("mx.example.org"));
+        let (_c, cfg) = load("myorigin = /nonexistent/mailname\n");
+        assert_eq!(cfg.myorigin().as_deref(), Some("/nonexistent/mailname"));
     }
 }

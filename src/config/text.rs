@@ -34,6 +34,26 @@ pub fn encode(text: &str, enc: Encoding) -> Vec<u8> {
     }
 }
 
+/// A diagnostic as Postfix prints it (`msg_output.c` passes every message through
+/// `printable()`): each byte that is not printable ASCII (control characters, tabs,
+/// non-ASCII bytes) becomes `?`. `enc` says how many bytes a character had in the file, so
+/// `é` from a UTF-8 file is `??` and from a Latin-1 file `?`, as with the real program.
+pub fn printable(msg: &str, enc: Encoding) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        if (' '..='~').contains(&c) {
+            out.push(c);
+        } else {
+            let n = match enc {
+                Encoding::Latin1 if (c as u32) < 256 => 1,
+                _ => c.len_utf8(),
+            };
+            out.extend(std::iter::repeat_n('?', n));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +63,11 @@ mod tests {
         let (t, e) = decode(&raw);
         assert_eq!(e, Encoding::Latin1);
         assert_eq!(encode(&t, e), raw);
+    }
+    #[test]
+    fn printable_like_postfix() {
+        assert_eq!(printable("a\u{e9}\tb\u{1}", Encoding::Utf8), "a???b?");
+        assert_eq!(printable("a\u{e9}\u{ff}", Encoding::Latin1), "a??");
     }
     #[test]
     fn utf8_kept() {

@@ -34,10 +34,12 @@
 //! [`deliver`] runs in the local delivery process ([`server`]), which is root, after it
 //! has checked the request against the queue file: alias, `:include:` and `.forward`
 //! resolution happen there (`.forward` is read with the thread's filesystem identity
-//! switched to the user, `setfsuid`/`setfsgid`), and every mailbox write, file write and
-//! command runs in a forked process that has become the recipient for good
-//! ([`crate::sys::child::run_as`]: supplementary groups set to the one gid, then the gid,
-//! then the uid, as Postfix's `set_ugid()`). Commands and files named by aliases run as
+//! switched to the user, `setfsuid`/`setfsgid`); every mailbox write and file write runs
+//! with the worker's effective ids switched to the recipient and back
+//! ([`crate::sys::child::write_as`], Postfix's `set_eugid()`: no fork, the worker being
+//! single-threaded), and every command in a forked process that has become the
+//! recipient for good ([`crate::sys::child::run_as`]: supplementary groups set to the one
+//! gid, then the gid, then the uid, as Postfix's `set_ugid()`). Commands and files named by aliases run as
 //! `default_privs` (Postfix: the alias database owner, unless root), those named by a
 //! `.forward` or `mailbox_command` as the user. The spool follows Postfix's
 //! local/mailbox.c: a spool anyone may write is written as the recipient throughout, one
@@ -164,7 +166,7 @@ impl LocalSettings {
             ),
             mailbox_size_limit: num("mailbox_size_limit", 51_200_000),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
-            myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            myorigin: cfg.myorigin().unwrap_or_else(|| "localhost".into()),
             mailbox_command: cfg
                 .raw("mailbox_command")
                 .unwrap_or_default()
@@ -756,29 +758,24 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
         if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
             too_big()
         } else {
-            deliver_spool(
-                &s.mail_spool_directory,
-                &target,
-                uid,
-                gid,
-                &sender,
-                &data,
-                &opts,
-            )
+            deliver_spool(s, &target, uid, gid, &sender, &data, &opts)
         }
     } else if maildir {
         // Everything in the home directory as the recipient (Postfix's local(8) does it all
         // with the recipient's privileges there).
-        as_user(uid, gid, || {
-            match crate::mailbox::deliver_maildir(&target, &data) {
+        write_as(
+            &s.ident,
+            uid,
+            gid,
+            || match crate::mailbox::deliver_maildir(&target, &data) {
                 Ok(_) => Act::sent("delivered to maildir"),
                 Err(e) => Act::from_mailbox(&e),
-            }
-        })
+            },
+        )
     } else if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
         too_big()
     } else {
-        as_user(uid, gid, || {
+        write_as(&s.ident, uid, gid, || {
             match crate::mailbox::deliver_mbox(&target, &sender, &data, &opts) {
                 Ok(()) => Act::sent("delivered to mailbox"),
                 Err(e) => Act::from_mailbox(&e),
@@ -805,10 +802,10 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
 /// a world-writable spool (or one that cannot be examined) is written as the recipient
 /// throughout; a group-writable one as the recipient with the spool's group (to create the
 /// file and its dotlock); otherwise root creates the file for the recipient and takes the
-/// dotlock, and the recipient writes. The writes always happen in a process that has
-/// become the recipient ([`crate::sys::child::run_as`]).
+/// dotlock, and the recipient writes. The writes always happen with the recipient's
+/// effective ids ([`crate::sys::child::write_as`]).
 fn deliver_spool(
-    spool: &Path,
+    s: &LocalSettings,
     target: &Path,
     uid: u32,
     gid: u32,
@@ -817,6 +814,7 @@ fn deliver_spool(
     opts: &crate::mailbox::MboxOptions,
 ) -> Act {
     use std::os::unix::fs::MetadataExt;
+    let (ident, spool) = (s.ident.as_str(), s.mail_spool_directory.as_path());
     let deliver = |opts: &crate::mailbox::MboxOptions| match crate::mailbox::deliver_mbox(
         target, sender, data, opts,
     ) {
@@ -831,7 +829,7 @@ fn deliver_spool(
         Some(_) => (0, 0),
     };
     if spool_uid == uid || !crate::sys::child::is_root() {
-        return as_user(spool_uid, spool_gid, || deliver(opts));
+        return write_as(ident, spool_uid, spool_gid, || deliver(opts));
     }
     // Root's part: the file (the recipient's, never through a symlink) and the dotlock in
     // a directory only root may write; the recipient's part: the append under fcntl.
@@ -846,7 +844,7 @@ fn deliver_spool(
         dotlock: false,
         ..opts.clone()
     };
-    let res = as_user(uid, gid, || deliver(&user_opts));
+    let res = write_as(ident, uid, gid, || deliver(&user_opts));
     drop(dot);
     res
 }
@@ -941,6 +939,17 @@ impl crate::sys::wire::Wire for Outcome {
     }
 }
 
+/// A mailbox or file write as `uid`/`gid` (that group alone): this process's effective ids
+/// switched around it and back, as Postfix's local(8) does with `set_eugid()`
+/// ([`crate::sys::child::with_eugid`]). Commands get a process of their own ([`as_user`]).
+fn write_as(ident: &str, uid: u32, gid: u32, f: impl FnOnce() -> Act) -> Act {
+    crate::sys::child::write_as(ident, uid, gid, f).unwrap_or_else(|e| Act {
+        status: Status::Deferred,
+        dsn: "4.3.0".into(),
+        text: format!("cannot deliver as uid {uid}: {e}"),
+    })
+}
+
 /// Run `f` as `uid`/`gid` (a forked process that became that user when this one is root);
 /// a process that could not do it defers, as Postfix's local(8) dying would.
 fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> Act) -> Act {
@@ -955,7 +964,7 @@ fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
     let data = format_message(&ctx.msg, &ctx.orig, addr, false);
     let (uid, gid) = ctx.privs;
     let sender = ctx.msg.sender.clone();
-    let res = as_user(uid, gid, || {
+    let res = write_as(&ctx.s.ident, uid, gid, || {
         let opts = crate::mailbox::MboxOptions {
             dotlock: false,
             delivery_lock: Some(ctx.s.deliver_lock),

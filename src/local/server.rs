@@ -23,9 +23,11 @@
 //!    way;
 //! 3. delivers as [`crate::local::deliver`] or [`crate::virtual_delivery::deliver`] do:
 //!    aliases, `:include:` and `.forward` are resolved here, again, as Postfix's local(8)
-//!    resolves them itself; every mailbox write, file write and command runs in a further
-//!    child that has become the recipient (or `default_privs`) for good
-//!    ([`crate::sys::child::run_as`]: uid, gid, and that group alone, as Postfix's
+//!    resolves them itself; every mailbox and file write runs with the worker's effective
+//!    ids switched to the recipient (or `default_privs`) and back, as Postfix's
+//!    `set_eugid()` ([`crate::sys::child::write_as`]; a worker is single-threaded, so
+//!    nothing else runs meanwhile), every command in a further child that has become the
+//!    user for good ([`crate::sys::child::run_as`]: uid, gid, and that group alone, as Postfix's
 //!    `set_ugid()`); the spool mbox is created and dotlocked by root only when the spool
 //!    directory is not writable otherwise (Postfix's local/mailbox.c);
 //! 4. writes the results to the request's socket and exits. The queue manager logs them,
@@ -408,6 +410,8 @@ fn start_worker(state: &State, ctl: RawFd) -> Result<Worker, String> {
 /// A worker's life: one request at a time, then `I` to the parent.
 fn worker_main(state: &State, sock: OwnedFd) -> ! {
     std::panic::set_hook(Box::new(|_| {}));
+    // Single-threaded for good: mailbox and file writes switch the effective ids in place.
+    crate::sys::child::allow_eugid_switch();
     for used in 1..=MAX_USE {
         let (data, reply_fd) = loop {
             match recv_request(sock.as_raw_fd()) {

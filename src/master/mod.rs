@@ -19,7 +19,8 @@
 //!      client, connected to the local delivery process by a socket pair;
 //!    * `postern smtpd` (becomes `mail_owner` once it has read root-only files such as TLS
 //!      keys): every smtpd session, on the listening sockets it inherits;
-//! 7. log `daemon started -- version 3.7.11, configuration DIR` once the smtpd process
+//! 7. log `daemon started -- version 3.7.11 (Postern 0.1.0), configuration DIR` (Postfix's
+//!    line with what really runs in parentheses) once the smtpd process
 //!    serves, and report readiness (to `postfix start` through a pipe, to systemd through
 //!    `$NOTIFY_SOCKET`);
 //! 8. watch ([`supervise`]): a process that exits is started again (the queue manager and
@@ -330,8 +331,9 @@ fn startup(
     log::info(
         &ident,
         &format!(
-            "daemon started -- version {}, configuration {}",
+            "daemon started -- version {} (Postern {}), configuration {}",
             mail_version(&cfg),
+            env!("CARGO_PKG_VERSION"),
             config_directory(&cfg)
         ),
     );

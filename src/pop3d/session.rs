@@ -570,7 +570,8 @@ impl Session {
                             "Disconnected: Input buffer full"
                         }
                         End::Timeout => "Disconnected: Inactivity",
-                        End::Lost => "Disconnected",
+                        // io_stream_get_disconnect_reason(): a clean close.
+                        End::Lost => "Disconnected: Connection closed",
                     };
                     self.log_login_end(reason);
                     return None;

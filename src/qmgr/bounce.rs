@@ -321,7 +321,7 @@ pub fn send(
     queue.release_queue_id(&id);
     res?;
     if let Some(mid) = cleaned.message_id {
-        crate::log::info("postfix/cleanup", &format!("{id}: message-id={mid}"));
+        crate::log::info(&s.cleanup_ident, &format!("{id}: message-id={mid}"));
     }
     Ok(id.as_str().to_string())
 }

@@ -305,7 +305,7 @@ impl QmgrSettings {
             transport_maps: maps("transport_maps"),
             ident_discard: log::ident(cfg, "discard"),
             queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),
-            myorigin: cfg.get("myorigin").unwrap_or_else(|| "localhost".into()),
+            myorigin: cfg.myorigin().unwrap_or_else(|| "localhost".into()),
             mydestination: cfg
                 .get("mydestination")
                 .unwrap_or_default()
@@ -602,15 +602,24 @@ impl QmgrSettings {
 #[derive(Default)]
 pub struct Limiter {
     state: Mutex<LimiterState>,
-    cv: std::sync::Condvar,
 }
 
 #[derive(Default)]
 struct LimiterState {
-    counts: std::collections::HashMap<String, usize>,
+    /// Per destination: deliveries running, threads waiting, and the condition those
+    /// threads wait on (a release wakes one waiter of that destination only; one condition
+    /// for all woke every waiting thread of every destination at each release).
+    dests: std::collections::HashMap<String, Dest>,
     /// Messages put aside until a slot of the key frees ([`Limiter::park`]), with the
     /// key's limit.
     parked: std::collections::HashMap<String, (usize, std::collections::VecDeque<Job>)>,
+}
+
+#[derive(Default)]
+struct Dest {
+    running: usize,
+    waiting: usize,
+    cv: Arc<std::sync::Condvar>,
 }
 
 /// A held destination slot; released on drop.
@@ -624,24 +633,38 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn running(g: &LimiterState, key: &str) -> usize {
+        g.dests.get(key).map_or(0, |d| d.running)
+    }
+
     /// Wait until `key` has fewer than `limit` deliveries running, then take a slot.
     pub fn acquire(&self, key: String, limit: usize) -> Slot<'_> {
         let mut g = self.lock();
-        while g.counts.get(&key).copied().unwrap_or(0) >= limit.max(1) {
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        let d = g.dests.entry(key.clone()).or_default();
+        if d.running >= limit.max(1) {
+            let cv = d.cv.clone();
+            d.waiting += 1;
+            loop {
+                g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                let d = g.dests.entry(key.clone()).or_default();
+                if d.running < limit.max(1) {
+                    d.waiting -= 1;
+                    break;
+                }
+            }
         }
-        *g.counts.entry(key.clone()).or_insert(0) += 1;
+        g.dests.entry(key.clone()).or_default().running += 1;
         Slot { limiter: self, key }
     }
 
     /// A slot of `key` if one is free now; `None` (nothing waited for) otherwise.
     pub fn try_acquire(&self, key: &str, limit: usize) -> Option<Slot<'_>> {
         let mut g = self.lock();
-        let n = g.counts.entry(key.to_string()).or_insert(0);
-        if *n >= limit.max(1) {
+        let d = g.dests.entry(key.to_string()).or_default();
+        if d.running >= limit.max(1) {
             return None;
         }
-        *n += 1;
+        d.running += 1;
         Some(Slot {
             limiter: self,
             key: key.to_string(),
@@ -653,7 +676,7 @@ impl Limiter {
     /// key busy).
     fn park(&self, key: String, limit: usize, job: Job) {
         let mut g = self.lock();
-        if g.counts.get(&key).copied().unwrap_or(0) < limit.max(1) {
+        if Self::running(&g, &key) < limit.max(1) {
             drop(g);
             resubmit(job);
             return;
@@ -664,9 +687,7 @@ impl Limiter {
             .1
             .push_back(job);
     }
-}
 
-impl Limiter {
     /// Hand parked messages back for every destination with free slots (as many as are
     /// free). The release of a slot hands one back at once ([`Slot`]'s drop); this is the
     /// safety net, run at each queue poll, for a message handed back that then took no
@@ -675,9 +696,9 @@ impl Limiter {
         let mut out = Vec::new();
         {
             let mut g = self.lock();
-            let LimiterState { counts, parked } = &mut *g;
+            let LimiterState { dests, parked } = &mut *g;
             parked.retain(|key, (limit, q)| {
-                let free = limit.saturating_sub(counts.get(key).copied().unwrap_or(0));
+                let free = limit.saturating_sub(dests.get(key).map_or(0, |d| d.running));
                 for _ in 0..free {
                     match q.pop_front() {
                         Some(j) => out.push(j),
@@ -696,17 +717,22 @@ impl Limiter {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut g = self.limiter.lock();
-        let mut left = 0;
-        if let Some(n) = g.counts.get_mut(&self.key) {
-            *n -= 1;
-            left = *n;
-            if *n == 0 {
-                g.counts.remove(&self.key);
+        let mut next = None;
+        let mut left = usize::MAX;
+        let mut waiters = false;
+        if let Some(d) = g.dests.get_mut(&self.key) {
+            d.running = d.running.saturating_sub(1);
+            left = d.running;
+            if d.waiting > 0 {
+                // A thread waiting in acquire() takes the slot.
+                waiters = true;
+                d.cv.notify_one();
+            } else if d.running == 0 {
+                g.dests.remove(&self.key);
             }
         }
-        // One message waiting for this destination goes back to the workers.
-        let mut next = None;
-        if let Some((limit, q)) = g.parked.get_mut(&self.key) {
+        // Otherwise one message waiting for this destination goes back to the workers.
+        if !waiters && let Some((limit, q)) = g.parked.get_mut(&self.key) {
             if left < *limit {
                 next = q.pop_front();
             }
@@ -715,7 +741,6 @@ impl Drop for Slot<'_> {
             }
         }
         drop(g);
-        self.limiter.cv.notify_all();
         if let Some(job) = next {
             resubmit(job);
         }
@@ -1177,8 +1202,8 @@ fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
             return;
         }
     };
-    let from = match crate::queue::file::parse(&data, id) {
-        Ok(m) => m.sender,
+    let (from, message_id) = match crate::queue::file::parse(&data, id) {
+        Ok(m) => (m.sender, message_id(&m.content)),
         Err(QueueFileError::Incomplete(_)) => return,
         Err(e) => {
             log::warning(&s.ident_pickup, &format!("{id}: {e}; moved to corrupt"));
@@ -1234,6 +1259,36 @@ fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
         &s.ident_pickup,
         &format!("{id}: uid={} from=<{from}>", meta.uid()),
     );
+    // Postfix's pickup hands the file to cleanup, which logs the Message-ID (sendmail and
+    // postdrop already added one when the message had none).
+    if let Some(mid) = message_id {
+        log::info(&s.ident_cleanup, &format!("{id}: message-id={mid}"));
+    }
+}
+
+/// The Message-ID header's value (unfolded, trimmed) in a message's header section.
+fn message_id(content: &[u8]) -> Option<String> {
+    let mut found: Option<String> = None;
+    for line in content.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(v) = found.as_mut() {
+                v.push(' ');
+                v.push_str(String::from_utf8_lossy(line).trim());
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        if line.len() > 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+            found = Some(String::from_utf8_lossy(&line[11..]).trim().to_string());
+        }
+    }
+    found.filter(|v| !v.is_empty())
 }
 
 /// Move a complete file into `active/`; incomplete files stay where they are.
@@ -2014,6 +2069,48 @@ fn defer_message(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limiter_bounds_each_destination_and_wakes_every_waiter_in_the_end() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let lim = Arc::new(Limiter::default());
+        let (a_now, a_max, b_max) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let b_now = Arc::new(AtomicUsize::new(0));
+        let mut th = Vec::new();
+        for i in 0..24 {
+            let (lim, a_now, a_max, b_now, b_max) = (
+                lim.clone(),
+                a_now.clone(),
+                a_max.clone(),
+                b_now.clone(),
+                b_max.clone(),
+            );
+            th.push(std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let (key, limit, now, max) = if i % 3 == 0 {
+                        ("b", 1, &b_now, &b_max)
+                    } else {
+                        ("a", 2, &a_now, &a_max)
+                    };
+                    let _slot = lim.acquire(key.to_string(), limit);
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(n, Ordering::SeqCst);
+                    std::thread::yield_now();
+                    now.fetch_sub(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for t in th {
+            t.join().unwrap();
+        }
+        assert!(a_max.load(Ordering::SeqCst) <= 2);
+        assert!(b_max.load(Ordering::SeqCst) <= 1);
+        assert!(lim.lock().dests.is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -262,7 +262,8 @@ pub fn make_queue_dir(dir: &Path) -> std::io::Result<()> {
 /// `postfix set-permissions` would, so that the real Postfix starts on the queue afterwards
 /// (an older Postern ran its queue manager as root and left `public/` and files in
 /// `defer/` and `deferred/` root's): a queue directory's owner, group (`maildrop`,
-/// `public`) and mode; below the `r` queues, whatever `mail_owner` does not own; files in
+/// `public`) and permission bits (a set-group-ID or sticky bit the distribution adds is
+/// kept); below the `r` queues, whatever `mail_owner` does not own; files in
 /// `maildrop/` the mail system could not read (Postfix's postdrop makes them 0744).
 /// Returns one line per repaired queue (for the log).
 pub fn prepare_tree(base: &Path, owner: Option<&TreeOwner>) -> Result<Vec<String>, String> {
@@ -318,8 +319,12 @@ fn prepare(base: &Path, owner: Option<&TreeOwner>, repair: bool) -> Result<Vec<S
                         .map_err(|e| format!("chown {}: {e}", dir.display()))?;
                     what.push("owner");
                 }
-                if m.mode() & 0o7777 != mode {
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                // The permission bits only: a set-group-ID or sticky bit the distribution
+                // adds stays (Debian's postinst makes maildrop 1730 and, through
+                // dpkg-statoverride, public 2710; the real `postfix start` leaves them).
+                if m.mode() & 0o777 != mode {
+                    let keep = m.mode() & 0o3000;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | keep))
                         .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
                     what.push("mode");
                 }
@@ -416,6 +421,10 @@ pub struct QueueSettings {
     pub sasl_authenticated_header: bool,
     /// `delay_warning_time` in seconds (0: no delay warnings).
     pub delay_warning_time: u64,
+    /// The ident of cleanup's log lines: `$syslog_name/cleanup` (so `syslog_name =
+    /// postfix-anchor` gives `postfix-anchor/cleanup`, as Postfix's cleanup logs, and log
+    /// readers such as `pflogsumm --syslog-name` find them).
+    pub cleanup_ident: String,
 }
 
 fn num<T: std::str::FromStr>(cfg: &PostfixConfig, name: &str, default: T) -> T {
@@ -432,6 +441,7 @@ impl QueueSettings {
             .context("queue_directory is not set")?;
         Ok(QueueSettings {
             queue_directory: PathBuf::from(queue_directory.trim()),
+            cleanup_ident: crate::log::ident(cfg, "cleanup"),
             myhostname: cfg.get("myhostname").unwrap_or_else(|| "localhost".into()),
             mail_name: cfg.get("mail_name").unwrap_or_else(|| "Postfix".into()),
             long_queue_ids: cfg.get_bool("enable_long_queue_ids").unwrap_or(false),
@@ -496,7 +506,7 @@ impl Queue {
         let stale = writer::remove_stale(&incoming);
         if stale > 0 {
             crate::log::warning(
-                "postfix/cleanup",
+                &settings.cleanup_ident,
                 &format!(
                     "removed {stale} incomplete queue file(s) from {}",
                     incoming.display()
@@ -705,7 +715,7 @@ impl Queue {
         }
         if cleaned.truncated_headers > 0 {
             crate::log::warning(
-                "postfix/cleanup",
+                &s.cleanup_ident,
                 &format!(
                     "{id}: {} header(s) truncated at header_size_limit {}",
                     cleaned.truncated_headers, s.header_size_limit
@@ -817,7 +827,7 @@ impl Queue {
             }),
         });
         crate::log::info(
-            "postfix/cleanup",
+            &s.cleanup_ident,
             &format!(
                 "{id}: message-id={}",
                 cleaned.message_id.as_deref().unwrap_or("<>")

@@ -202,7 +202,7 @@ impl Params {
         let syslog_name = s("syslog_name");
         Params {
             mydomain: s("mydomain"),
-            myorigin: s("myorigin"),
+            myorigin: cfg.myorigin().unwrap_or_default(),
             banner: s("smtpd_banner"),
             message_size_limit: num(cfg, "message_size_limit", 10_240_000),
             queue_minfree: num(cfg, "queue_minfree", 0),

@@ -46,6 +46,91 @@ pub fn run_as<T: Wire>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, S
     fork_call(move || become_user(uid, gid).map(|()| f()))
 }
 
+/// Run `f` in this process with the effective user and group `uid`/`gid` and that group
+/// alone, then take root's ids and groups back: Postfix's `set_eugid()`, which its local(8)
+/// uses around every mailbox and file write (commands get a child, [`run_as`]). The kernel
+/// checks the file accesses of `f` against the recipient, and what `f` creates is the
+/// recipient's; the saved user ID stays root, so this process can (and does) switch back.
+/// No fork: a mailbox write costs no process. Not root, or asked for root: `f` runs as is.
+///
+/// Only for a single-threaded process (the local delivery workers): the switch is the
+/// process's. A switch or a switch back that fails ends the process (`fatal`), as in
+/// Postfix: it must never go on with the wrong ids. A panic in `f` switches back too.
+pub fn with_eugid<T>(ident: &str, uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
+    if !is_root() || (uid == 0 && gid == 0) {
+        return f();
+    }
+    struct Back<'a>(&'a str, Vec<nix::unistd::Gid>);
+    impl Drop for Back<'_> {
+        fn drop(&mut self) {
+            let root = nix::unistd::Uid::from_raw(0);
+            let r = nix::unistd::seteuid(root)
+                .map_err(|e| format!("seteuid(0): {}", e.desc()))
+                .and_then(|()| {
+                    nix::unistd::setegid(nix::unistd::Gid::from_raw(0))
+                        .map_err(|e| format!("setegid(0): {}", e.desc()))
+                })
+                .and_then(|()| {
+                    nix::unistd::setgroups(&self.1).map_err(|e| format!("setgroups: {}", e.desc()))
+                });
+            if let Err(e) = r {
+                die(self.0, &e);
+            }
+        }
+    }
+    let saved = nix::unistd::getgroups().unwrap_or_default();
+    let back = Back(ident, saved);
+    let g = nix::unistd::Gid::from_raw(gid);
+    let r = nix::unistd::setegid(g)
+        .map_err(|e| format!("setegid({gid}): {}", e.desc()))
+        .and_then(|()| {
+            nix::unistd::setgroups(&[g]).map_err(|e| format!("setgroups(1, &{gid}): {}", e.desc()))
+        })
+        .and_then(|()| {
+            nix::unistd::seteuid(nix::unistd::Uid::from_raw(uid))
+                .map_err(|e| format!("seteuid({uid}): {}", e.desc()))
+        });
+    if let Err(e) = r {
+        drop(back);
+        die(ident, &e);
+    }
+    let out = f();
+    drop(back);
+    out
+}
+
+/// Set by a process that is single-threaded for good (the local delivery workers):
+/// [`write_as`] may then switch this process's effective ids instead of forking.
+static EUGID_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Declare this process single-threaded for good: [`write_as`] switches ids in place.
+pub fn allow_eugid_switch() {
+    EUGID_OK.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A mailbox or file write as `uid`/`gid`: in place with [`with_eugid`] in a process that
+/// said [`allow_eugid_switch`], else in a forked child ([`run_as`]; any other process, e.g.
+/// a multi-threaded one, where switching the process's ids would switch every thread's).
+pub fn write_as<T: Wire>(
+    ident: &str,
+    uid: u32,
+    gid: u32,
+    f: impl FnOnce() -> T,
+) -> Result<T, String> {
+    if EUGID_OK.load(std::sync::atomic::Ordering::Relaxed) {
+        Ok(with_eugid(ident, uid, gid, f))
+    } else {
+        run_as(uid, gid, f)
+    }
+}
+
+/// `fatal: set_eugid: …` and exit: ids that cannot be switched (back) end the process.
+fn die(ident: &str, why: &str) -> ! {
+    crate::log::fatal(ident, &format!("set_eugid: {why}"));
+    crate::log::flush();
+    std::process::exit(1)
+}
+
 /// Run `f` in a forked child (same credentials unless `f` changes them) and return its
 /// result; `Err` with the child's reason when `f` returns one, or when the child dies.
 pub fn fork_call<T: Wire>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -159,5 +244,44 @@ mod tests {
             unsafe { libc::_exit(3) }
         });
         assert!(r.unwrap_err().contains("status 3"));
+    }
+
+    #[test]
+    fn with_eugid_writes_as_the_user_and_takes_root_back() {
+        if !is_root() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("eugid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A directory only root may write: the write as nobody must fail there.
+        let closed = dir.join("closed");
+        std::fs::create_dir_all(&closed).unwrap();
+        let open = dir.join("open");
+        std::fs::create_dir_all(&open).unwrap();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let (c, o) = (closed.clone(), open.clone());
+        // In a forked child: the test harness has other threads, whose ids would switch too.
+        let r: Result<String, String> = fork_call(move || {
+            let inside = with_eugid("test", 65534, 65534, || {
+                let groups = nix::unistd::getgroups().unwrap_or_default();
+                (
+                    nix::unistd::geteuid().as_raw(),
+                    nix::unistd::getegid().as_raw(),
+                    groups.iter().map(|g| g.as_raw()).collect::<Vec<_>>(),
+                    std::fs::write(c.join("f"), b"x").is_err(),
+                    std::fs::write(o.join("f"), b"x").is_ok(),
+                )
+            });
+            Ok(format!(
+                "{inside:?} back={}",
+                nix::unistd::geteuid().as_raw()
+            ))
+        });
+        assert_eq!(r.unwrap(), "(65534, 65534, [65534], true, true) back=0");
+        assert_eq!(std::fs::metadata(open.join("f")).unwrap().uid(), 65534);
+        assert!(!closed.join("f").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,11 +20,11 @@
 //! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! [`deliver`] runs in the local delivery process ([`crate::local::server`], root). Where
-//! Postfix switches its effective ids around the delivery (`set_eugid(uid, gid)`), every
-//! file here is created and written by a forked process that has become the mailbox's
-//! uid/gid for good, with that group alone ([`crate::sys::child::run_as`]), so directories
-//! the uid cannot write stay closed to it. mbox files
+//! [`deliver`] runs in the local delivery process ([`crate::local::server`], root). As Postfix
+//! (`set_eugid(uid, gid)` around the delivery), every file here is created and written
+//! with the effective ids switched to the mailbox's uid/gid, with that group alone, and
+//! back ([`crate::sys::child::write_as`]), so directories the uid cannot write stay closed
+//! to it. mbox files
 //! are opened with `O_NOFOLLOW`, must be regular files with one link owned by the uid
 //! ([`crate::mailbox`]); Maildir messages are created in `tmp/` and renamed into `new/`.
 //! When not root, everything runs as the invoking user.
@@ -284,9 +284,8 @@ fn deliver_one(
     let path = format!("{}/{}", s.mailbox_base, mailbox.trim());
     let data = crate::local::format_message(msg, orig, rcpt, false);
     let sender = msg.sender.clone();
-    // As Postfix (set_eugid(uid, gid) around the delivery), but in a process that has become
-    // the mailbox's uid and gid for good (crate::sys::child::run_as).
-    let res = crate::sys::child::run_as(uid, gid, || {
+    // As Postfix: set_eugid(uid, gid) around the delivery (crate::sys::child::write_as).
+    let res = crate::sys::child::write_as(&s.ident, uid, gid, || {
         let write = || -> (Status, &'static str, String) {
             if path.ends_with('/') {
                 // virtual/maildir.c

@@ -590,3 +590,5 @@ pub fn head_1(cmd: &mut Command) -> (String, std::process::ExitStatus, String) {
     let st = child.wait().expect("wait");
     (line, st, err)
 }
+
+pub mod replay;

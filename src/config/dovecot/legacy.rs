@@ -1,15 +1,21 @@
-//! 0.99 and 1.x `dovecot.conf` rewritten into 2.x nodes, one [`Note`] per translated key.
+//! 0.99 and 1.x `dovecot.conf` that Dovecot 2.3 rejects, rewritten into 2.x nodes, one
+//! [`Note`] per translated key; and the era defaults of old files 2.3 accepts.
 //!
 //! Era detection: any 0.99-only key (`imap_listen`, `auth = default`, `default_mail_env`,
 //! `auth_passdb`, `mbox_locks`, …) makes a file 0.99; else a 1.x section or key (`auth default
 //! {}`, `ssl_disable`, `ssl_cert_file`, `protocol imap { listen = … }`, `login_*`) makes it 1.x;
-//! anything else is 2.x and passes through untouched. The mapping follows
-//! `research/fedora-dropin.md` §3.3 and is listed in `postern-dovecot.conf(5)`. Era defaults
-//! that changed are pinned: `disable_plaintext_auth = no` (0.99 and Fedora 1.0), `protocols`
-//! (0.99 `imap`, Fedora 1.0 `imap pop3`), `pop3_uidl_format = %v.%u` (0.99's UIDLs), the
-//! login user `dovecot` (0.99's and 1.0's `login_user` default; 2.x's `dovenull` did not
-//! exist), `mbox_write_locks = fcntl` (Fedora 1.0's build default), and the Fedora
-//! certificate paths when SSL stays on.
+//! anything else is 2.x. A 1.x file Dovecot 2.3 accepts is read by 2.3's own conversion
+//! (`engine`); only a file 2.3 rejects is translated here. The mapping follows
+//! `research/fedora-dropin.md` §3.3 and is listed in `postern-dovecot.conf(5)`.
+//!
+//! Era defaults are the compiled-in defaults of that version, from its upstream source
+//! (dovecot/core 6a727e6ea8 for 0.99.10, ef8fe0ce5d for 1.0; file and line in
+//! [`V099_DEFAULTS`]/[`V1_DEFAULTS`] and the man page's table), kept where 2.3's would serve
+//! more than the box did (protocols, IPv6 listeners), refuse to start (`dovenull`, no
+//! certificate), or read old mailboxes differently (0.99's UIDLs). Distribution packaging
+//! values are not used: the file does not say which distribution wrote it, and a packaging
+//! value that is looser than upstream (Fedora's `disable_plaintext_auth = no` for 1.0) would
+//! loosen a box built from upstream.
 //!
 //! Limits: several `auth {}` sections collapse into one; `socket listen { master { … } }` is
 //! mapped to a unix_listener whose name must end in `-master` for 2.x to treat it as such;
@@ -79,16 +85,21 @@ const V1_KEYS: &[&str] = &[
     "mail_process_size",
 ];
 
-/// Which era wrote these nodes.
+/// Which era wrote these nodes. 0.99 had no sections: a file with an `auth NAME {}` or
+/// `protocol NAME {}` section is 1.x even when it keeps keys 1.0 still read under their
+/// 0.99 names (`default_mail_env` until 1.0.rc11, `mail_extra_groups`, `umask`).
 pub fn detect(nodes: &[Node]) -> Era {
     let mut era = Era::V2;
+    let mut v099_key = false;
+    let mut v1_section = false;
     for n in nodes {
         match n {
-            Node::Setting { key, .. } if V099_KEYS.contains(&key.as_str()) => return Era::V0_99,
+            Node::Setting { key, .. } if V099_KEYS.contains(&key.as_str()) => v099_key = true,
             Node::Setting { key, .. } if V1_KEYS.contains(&key.as_str()) => era = Era::V1,
             Node::Section { kind, children, .. } => {
                 if kind == "auth" {
                     era = Era::V1;
+                    v1_section = true;
                 }
                 if kind == "protocol"
                     && children.iter().any(|c| {
@@ -98,16 +109,29 @@ pub fn detect(nodes: &[Node]) -> Era {
                     })
                 {
                     era = Era::V1;
+                    v1_section = true;
                 }
             }
             _ => {}
         }
+    }
+    if v099_key && !v1_section {
+        return Era::V0_99;
+    }
+    if v099_key {
+        return Era::V1;
     }
     era
 }
 
 struct Tx {
     era: Era,
+    /// `passdb`/`userdb` written by the file (else the era's auth defaults apply).
+    have_db: std::collections::HashSet<String>,
+    /// An auth section (`auth = default`, `auth default {}`) was seen.
+    saw_auth: bool,
+    /// The auth section used the 1.0-test `passdb = DRIVER` syntax.
+    test_syntax: bool,
     out: Vec<Node>,
     notes: Vec<Note>,
     /// Protocols the `login_*` keys apply to (`login = imap` blocks in 0.99).
@@ -245,6 +269,7 @@ impl Tx {
     }
 
     fn authdb(&mut self, kind: &str, key: &str, driver: &str, args: &str, at: &Origin) {
+        self.have_db.insert(kind.to_string());
         let mut inner = vec![set("driver", driver, at)];
         if !args.is_empty() {
             inner.push(set("args", args, at));
@@ -342,7 +367,10 @@ impl Tx {
                     format!("service {value}-login {{ }} (next login_* keys)"),
                 );
             }
-            "auth" => self.note(key, at, "auth_* settings (one auth process in 2.x)"),
+            "auth" => {
+                self.saw_auth = true;
+                self.note(key, at, "auth_* settings (one auth process in 2.x)")
+            }
             "default_mail_env" => {
                 self.out.push(set("mail_location", value, at));
                 self.note(key, at, "mail_location");
@@ -372,6 +400,7 @@ impl Tx {
                 let driver = it.next().unwrap_or("").to_string();
                 let args = it.next().unwrap_or("").trim().to_string();
                 self.authdb(kind, key, &driver, &args, at);
+                self.have_db.insert(kind.to_string());
             }
             "auth_count" => self.note(key, at, "dropped (2.x runs one auth process)"),
             "auth_methods" => {
@@ -532,6 +561,14 @@ impl Tx {
                     if key == "mechanisms" {
                         self.out.push(set("auth_mechanisms", value, at));
                         self.note(key, at, "auth_mechanisms");
+                    } else if key == "passdb" || key == "userdb" {
+                        // 1.0-test syntax (2004-2005, until dovecot/core e9503210d3):
+                        // `auth default { passdb = pam; userdb = passwd }`, DRIVER [ARGS].
+                        let mut it = value.splitn(2, char::is_whitespace);
+                        let driver = it.next().unwrap_or("").to_string();
+                        let args = it.next().unwrap_or("").trim().to_string();
+                        self.authdb(key, key, &driver, &args, at);
+                        self.test_syntax = true;
                     } else if self.process_key(&["auth".to_string()], key, key, value, at) {
                     } else if key == "count" {
                         self.note(key, at, "dropped (2.x runs one auth process)");
@@ -559,6 +596,7 @@ impl Tx {
                         .unwrap_or_default();
                     let driver = name.clone().unwrap_or_default();
                     self.authdb(kind, &format!("{kind} {driver}"), &driver, &args, at);
+                    self.have_db.insert(kind.clone());
                 }
                 Node::Section {
                     kind, children, at, ..
@@ -620,6 +658,7 @@ impl Tx {
                 children,
             } => match kind.as_str() {
                 "auth" => {
+                    self.saw_auth = true;
                     self.note(
                         &format!("auth {}", name.unwrap_or_default()),
                         &at,
@@ -671,39 +710,163 @@ impl Tx {
     }
 }
 
+/// Where an era default comes from: the upstream source of that Dovecot version.
+struct EraDefault {
+    key: &'static str,
+    value: &'static str,
+    source: &'static str,
+}
+
+/// The compiled-in defaults of Dovecot 0.99.10 (dovecot/core 6a727e6ea8 "0.99.10 released",
+/// src/master/master-settings.c) that differ from 2.3.19's and that a translation must keep
+/// so the box serves and refuses what it did.
+const V099_DEFAULTS: &[EraDefault] = &[
+    EraDefault {
+        key: "protocols",
+        value: "imap",
+        source: "0.99.10 master-settings.c:139 protocols \"imap imaps\" (imaps is a listener of imap in 2.x)",
+    },
+    EraDefault {
+        key: "disable_plaintext_auth",
+        value: "no",
+        source: "0.99.10 master-settings.c:150 disable_plaintext_auth FALSE",
+    },
+    EraDefault {
+        key: "default_login_user",
+        value: "dovecot",
+        source: "0.99.10 master-settings.c:208 login user \"dovecot\"",
+    },
+    EraDefault {
+        key: "pop3_uidl_format",
+        value: "%v.%u",
+        source: "0.99.10 src/pop3/commands.c:377 UIDL \"%u.%u\" of UIDVALIDITY and UID",
+    },
+    EraDefault {
+        key: "listen",
+        value: "*",
+        source: "0.99.10 master-settings.c:140 imap_listen \"*\" (IPv4 only)",
+    },
+];
+
+/// The compiled-in defaults of Dovecot 1.0 (dovecot/core ef8fe0ce5d "Released 1.0.beta7",
+/// src/master/master-settings.c; the same values are the upstream side of Fedora's
+/// dovecot-1.0.rc15-default-settings.patch) that differ from 2.3.19's.
+const V1_DEFAULTS: &[EraDefault] = &[
+    EraDefault {
+        key: "protocols",
+        value: "imap",
+        source: "1.0 master-settings.c:264 protocols \"imap imaps\" (imaps is a listener of imap in 2.x)",
+    },
+    EraDefault {
+        key: "listen",
+        value: "*",
+        source: "1.0 master-settings.c:265 listen \"*\" (IPv4 only)",
+    },
+    EraDefault {
+        key: "default_login_user",
+        value: "dovecot",
+        source: "1.0 master-settings.c:283 login_user \"dovecot\"",
+    },
+];
+
+fn era_table(era: Era) -> &'static [EraDefault] {
+    match era {
+        Era::V0_99 => V099_DEFAULTS,
+        Era::V1 => V1_DEFAULTS,
+        Era::V2 => &[],
+    }
+}
+
+/// The certificate and key an old Dovecot read when the file names none:
+/// `SSLDIR/certs/dovecot.pem` and `SSLDIR/private/dovecot.pem` (master-settings.c of 0.99.10
+/// lines 146-147 and of 1.0 lines 270-271). SSLDIR is a build option (`--with-ssldir`,
+/// upstream `/etc/ssl`; Red Hat built 0.99 with `/usr/share/ssl`, Fedora 1.0 used
+/// `/etc/pki/dovecot`): the first of those under which a certificate exists on this machine
+/// is the box's, else upstream's.
+fn era_cert_paths(root: &std::path::Path) -> (String, String) {
+    for dir in ["/etc/ssl", "/usr/share/ssl", "/etc/pki/dovecot"] {
+        let cert = format!("{dir}/certs/dovecot.pem");
+        if root.join(cert.trim_start_matches('/')).is_file() {
+            return (cert, format!("{dir}/private/dovecot.pem"));
+        }
+    }
+    (
+        "/etc/ssl/certs/dovecot.pem".into(),
+        "/etc/ssl/private/dovecot.pem".into(),
+    )
+}
+
+/// For an old file Dovecot 2.3 accepts (and so prints as it reads it): the defaults of the
+/// file's own version the services use where the file sets nothing and 2.3's default would
+/// serve more (protocols, IPv6) or not run at all (`dovenull`, no certificate). Each comes
+/// with its source. `tree` is 2.3's reading of the file.
+pub fn era_defaults(era: Era, tree: &super::engine::Tree, _path: &std::path::Path) -> Vec<Note> {
+    let root = tree.root();
+    let at = Origin {
+        file: _path.to_path_buf(),
+        line: 0,
+    };
+    let mut out = Vec::new();
+    let login_user_set = root.is_changed("default_login_user")
+        || ["imap-login", "pop3-login"].iter().any(|s| {
+            tree.list(0, "service")
+                .iter()
+                .any(|id| tree.nodes[*id].name() == *s && tree.nodes[*id].is_changed("user"))
+        });
+    for d in era_table(era) {
+        let set = match d.key {
+            "default_login_user" => login_user_set,
+            k => root.is_changed(k),
+        };
+        if set {
+            continue;
+        }
+        out.push(Note {
+            era,
+            old_key: d.key.into(),
+            at: at.clone(),
+            new: format!("{} = {} ({})", d.key, d.value, d.source),
+        });
+    }
+    if era != Era::V2
+        && root.get("ssl") != Some("no")
+        && !root.is_changed("ssl_cert")
+        && !root.is_changed("ssl_key")
+    {
+        let (cert, key) = era_cert_paths(std::path::Path::new("/"));
+        for (k, v) in [("ssl_cert", cert), ("ssl_key", key)] {
+            out.push(Note {
+                era,
+                old_key: k.into(),
+                at: at.clone(),
+                new: format!(
+                    "{k} = <{v} (the {era} default SSLDIR path; 2.3 has no default certificate)"
+                ),
+            });
+        }
+    }
+    out
+}
+
 /// Rewrite old-era nodes into 2.x nodes. 2.x files come back unchanged with no notes.
 pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
     let era = detect(&nodes);
     if era == Era::V2 {
         return (era, nodes, Vec::new());
     }
-    // Era defaults (0.99: imap only; Fedora 1.0: imap imaps pop3 pop3s).
-    let default_protocols: Vec<String> = match era {
-        Era::V0_99 => vec!["imap".into()],
-        _ => vec!["imap".into(), "pop3".into()],
-    };
     let explicit = |k: &str| {
         nodes.iter().find_map(|n| match n {
             Node::Setting { key, at, .. } if key == k => Some(at.clone()),
             _ => None,
         })
     };
-    // `login_user` anywhere (also inside `protocol imap { … }`).
+    // A key anywhere (also inside `protocol imap { … }` or `auth default { … }`).
     fn sets_key(nodes: &[Node], k: &str) -> bool {
         nodes.iter().any(|n| match n {
             Node::Setting { key, .. } => key == k,
             Node::Section { children, .. } => sets_key(children, k),
         })
     }
-    let has_login_user = sets_key(&nodes, "login_user");
-    let has_protocols = explicit("protocols").is_some();
-    let has_dpa = explicit("disable_plaintext_auth").is_some();
-    let has_uidl = explicit("pop3_uidl_format").is_some();
-    let ssl_off = nodes.iter().any(|n| {
-        matches!(n, Node::Setting { key, value, .. } if key == "ssl_disable" && settings::parse_bool(value).unwrap_or(false))
-    });
-    let has_cert = explicit("ssl_cert_file").is_some();
-    let has_key = explicit("ssl_key_file").is_some();
     let first = nodes
         .first()
         .map(|n| match n {
@@ -713,12 +876,16 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             file: Default::default(),
             line: 1,
         });
+    let default_protocols: Vec<String> = vec!["imap".into()];
     let mut tx = Tx {
         era,
+        have_db: Default::default(),
+        saw_auth: false,
+        test_syntax: false,
         out: Vec::new(),
         notes: Vec::new(),
         login_targets: default_protocols.clone(),
-        protocols: default_protocols.clone(),
+        protocols: default_protocols,
     };
     if let Some(at) = explicit("protocols") {
         // Know the protocols before any listener key is seen.
@@ -728,6 +895,9 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
         {
             let mut t = Tx {
                 era,
+                have_db: Default::default(),
+                saw_auth: false,
+                test_syntax: false,
                 out: Vec::new(),
                 notes: Vec::new(),
                 login_targets: Vec::new(),
@@ -738,86 +908,137 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             tx.login_targets = t.protocols;
         }
     }
-    if !has_protocols {
-        let v = default_protocols.join(" ");
-        tx.out.push(set("protocols", &v, &first));
-        tx.note(
-            "protocols",
-            &first,
-            format!("protocols = {v} (the {era} default, pinned)"),
-        );
-    }
-    if !has_dpa {
-        tx.out.push(set("disable_plaintext_auth", "no", &first));
-        tx.note(
-            "disable_plaintext_auth",
-            &first,
-            "disable_plaintext_auth = no (the era default, pinned; 2.x defaults to yes)",
-        );
-    }
-    if !has_login_user {
-        // 0.99's and 1.0's login processes ran as `dovecot` (master-settings.c: `MEMBER
-        // (login_user) "dovecot"`); 2.x's `dovenull` did not exist then (Fedora 7 has none).
-        tx.out.push(set("default_login_user", "dovecot", &first));
-        tx.note(
-            "login_user",
-            &first,
-            format!(
-                "default_login_user = dovecot (the {era} default, pinned; 2.x defaults to dovenull)"
-            ),
-        );
-    }
-    if era == Era::V1 && !sets_key(&nodes, "mbox_write_locks") {
-        // Fedora's 1.0 package built with `mbox_write_locks = fcntl` (its default-settings
-        // patch); 2.x's `fcntl dotlock` would try dotlocks in /var/spool/mail, which
-        // Fedora's Dovecot never did.
-        tx.out.push(set("mbox_write_locks", "fcntl", &first));
-        tx.note(
-            "mbox_write_locks",
-            &first,
-            "mbox_write_locks = fcntl (Fedora 1.0's default, pinned; 2.x defaults to fcntl dotlock)",
-        );
-    }
-    if era == Era::V0_99 && !has_uidl {
-        tx.out.push(set("pop3_uidl_format", "%v.%u", &first));
-        tx.note(
-            "pop3_uidl_format",
-            &first,
-            "pop3_uidl_format = %v.%u (0.99's UIDLs, pinned)",
-        );
-    }
-    if !ssl_off {
-        let (cert, key) = match era {
-            Era::V0_99 => (
-                "/usr/share/ssl/certs/dovecot.pem",
-                "/usr/share/ssl/private/dovecot.pem",
-            ),
-            _ => (
-                "/etc/pki/dovecot/certs/dovecot.pem",
-                "/etc/pki/dovecot/private/dovecot.pem",
-            ),
+    for d in era_table(era) {
+        let written = match d.key {
+            "default_login_user" => sets_key(&nodes, "login_user"),
+            "listen" => {
+                sets_key(&nodes, "listen")
+                    || sets_key(&nodes, "imap_listen")
+                    || sets_key(&nodes, "pop3_listen")
+            }
+            k => sets_key(&nodes, k),
         };
-        if !has_cert {
-            tx.out.push(set("ssl_cert", &format!("<{cert}"), &first));
-            tx.note(
-                "ssl_cert_file",
-                &first,
-                format!("ssl_cert = <{cert} (the Fedora default, pinned)"),
-            );
+        if written {
+            continue;
         }
-        if !has_key {
-            tx.out.push(set("ssl_key", &format!("<{key}"), &first));
-            tx.note(
-                "ssl_key_file",
-                &first,
-                format!("ssl_key = <{key} (the Fedora default, pinned)"),
-            );
+        tx.out.push(set(d.key, d.value, &first));
+        tx.note(
+            d.key,
+            &first,
+            format!("{} = {} ({})", d.key, d.value, d.source),
+        );
+    }
+    let ssl_off = nodes.iter().any(|n| {
+        matches!(n, Node::Setting { key, value, .. } if key == "ssl_disable" && settings::parse_bool(value).unwrap_or(false))
+    });
+    if !ssl_off {
+        let (cert, key) = era_cert_paths(std::path::Path::new("/"));
+        for (old, new, v) in [
+            ("ssl_cert_file", "ssl_cert", cert),
+            ("ssl_key_file", "ssl_key", key),
+        ] {
+            if explicit(old).is_none() {
+                tx.out.push(set(new, &format!("<{v}"), &first));
+                tx.note(
+                    old,
+                    &first,
+                    format!("{new} = <{v} (the {era} default SSLDIR path)"),
+                );
+            }
         }
     }
     for n in nodes {
         tx.node(n);
     }
+    // The 1.0-test releases (the `passdb = DRIVER` syntax, until dovecot/core e9503210d3)
+    // made UIDLs as 0.99 did: master-settings.c:301 at e9503210d3^ `pop3_uidl_format "%v.%u"`
+    // (1.0.beta and later have no default, the file had to set one).
+    let sets_uidl = tx
+        .out
+        .iter()
+        .any(|n| matches!(n, Node::Setting { key, .. } if key == "pop3_uidl_format"));
+    if tx.test_syntax && !sets_uidl {
+        tx.out.push(set("pop3_uidl_format", "%v.%u", &first));
+        tx.note(
+            "pop3_uidl_format",
+            &first,
+            "pop3_uidl_format = %v.%u (1.0-test master-settings.c:301 at dovecot/core e9503210d3^)",
+        );
+    }
+    // An auth section without a passdb or userdb used the era's: 0.99.10 master-settings.c
+    // lines 227-228 (`userdb "passwd"`, `passdb "pam"`); 1.0-test and later sections
+    // required them, as 2.x does.
+    if era == Era::V0_99 && tx.saw_auth {
+        for (kind, driver) in [("passdb", "pam"), ("userdb", "passwd")] {
+            if !tx.have_db.contains(kind) {
+                tx.authdb(kind, kind, driver, "", &first);
+                if let Some(n) = tx.notes.last_mut() {
+                    n.new.push_str(&format!(
+                        " (0.99.10 master-settings.c auth {kind} \"{driver}\" default)"
+                    ));
+                }
+            }
+        }
+    }
     (era, tx.out, tx.notes)
+}
+
+/// The 2.x text of translated nodes: one line per setting, section start and end, with the
+/// file and line each came from.
+pub fn render(nodes: &[Node]) -> (Vec<String>, Vec<(String, usize)>) {
+    let mut lines = Vec::new();
+    let mut origins = Vec::new();
+    fn quote(v: &str) -> String {
+        let needs =
+            v.contains('#') || v.starts_with([' ', '\t', '"', '\'']) || v.ends_with([' ', '\t']);
+        if !needs {
+            return v.to_string();
+        }
+        let mut s = String::from("\"");
+        for c in v.chars() {
+            if matches!(c, '"' | '\\') {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s.push('"');
+        s
+    }
+    fn walk(nodes: &[Node], lines: &mut Vec<String>, origins: &mut Vec<(String, usize)>) {
+        for n in nodes {
+            match n {
+                Node::Setting { key, value, at } => {
+                    let text = super::engine::string_to_text(&quote(value));
+                    lines.push(format!("{key} = {text}"));
+                    origins.push((at.file.display().to_string(), at.line));
+                }
+                Node::Section {
+                    kind,
+                    name,
+                    at,
+                    children,
+                } => {
+                    let head = match name.as_deref() {
+                        None | Some("") => format!("{kind} {{"),
+                        Some(n) if n.contains([' ', '\t', '"']) => {
+                            format!(
+                                "{kind} \"{}\" {{",
+                                n.replace('\\', "\\\\").replace('"', "\\\"")
+                            )
+                        }
+                        Some(n) => format!("{kind} {n} {{"),
+                    };
+                    lines.push(super::engine::string_to_text(&head));
+                    origins.push((at.file.display().to_string(), at.line));
+                    walk(children, lines, origins);
+                    lines.push("}".into());
+                    origins.push((at.file.display().to_string(), at.line));
+                }
+            }
+        }
+    }
+    walk(nodes, &mut lines, &mut origins);
+    (lines, origins)
 }
 
 #[cfg(test)]
@@ -884,6 +1105,49 @@ mod tests {
             auth.block("unix_listener", "/var/spool/postfix/private/auth")
                 .is_some()
         );
+    }
+
+    /// 1.0-test's `auth default { passdb = pam; userdb = passwd }`: Dovecot 2.3 rejects the
+    /// file (`auth_userdb` is unknown); the translation keeps both databases and 1.0-test's
+    /// `%v.%u` UIDLs.
+    #[test]
+    fn test_era_auth_keys_keep_passdb_and_userdb() {
+        let c = DovecotConf::from_str(
+            "protocols = pop3\nauth default {\n  mechanisms = plain\n  userdb = passwd\n  passdb = pam dovecot\n}\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert!(c.translated);
+        assert_eq!(c.era, Era::V1);
+        assert_eq!(c.passdbs()[0].driver, "pam");
+        assert_eq!(c.passdbs()[0].args, "dovecot");
+        assert_eq!(c.userdbs()[0].driver, "passwd");
+        assert_eq!(c.pop3_uidl_format(), "%v.%u");
+        assert_eq!(c.protocols(), vec!["pop3"]);
+    }
+
+    /// A 1.x file 2.3 accepts is printed as 2.3 prints it, but the services keep 1.0's
+    /// defaults where the file sets nothing: IMAP only (2.3 would add POP3 and LMTP), IPv4
+    /// only, login processes as `dovecot`.
+    #[test]
+    fn accepted_1x_file_runs_with_1x_defaults() {
+        let c = DovecotConf::from_str(
+            "auth default {\n  mechanisms = plain\n  passdb pam {\n  }\n  userdb passwd {\n  }\n}\n",
+            Path::new("/etc/dovecot.conf"),
+        )
+        .unwrap();
+        assert!(!c.translated);
+        assert_eq!(c.era, Era::V1);
+        assert_eq!(c.protocols(), vec!["imap"]);
+        assert_eq!(c.get("listen"), Some("*"));
+        assert_eq!(c.login_user("imap"), "dovecot");
+        assert!(c.disable_plaintext_auth());
+        let keys: Vec<&str> = c.era_defaults.iter().map(|n| n.old_key.as_str()).collect();
+        assert!(keys.contains(&"protocols"), "{keys:?}");
+        // A 2.x file gets none.
+        let c =
+            DovecotConf::from_str("protocols = imap\n", Path::new("/etc/dovecot.conf")).unwrap();
+        assert!(c.era_defaults.is_empty());
     }
 
     #[test]

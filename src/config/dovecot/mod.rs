@@ -20,6 +20,8 @@
 //! $protocols imap`), as Dovecot 2.3 does; `<file` values are not read by the model.
 
 pub mod dump;
+pub mod engine;
+pub mod export;
 pub mod legacy;
 pub mod parse;
 pub mod settings;
@@ -167,16 +169,28 @@ pub struct AuthSocket {
 }
 
 /// A loaded `dovecot.conf`, 2.x-shaped whatever its era.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DovecotConf {
     /// The path as given (`-c FILE`).
     pub path: PathBuf,
     pub era: Era,
+    /// The settings the services run with (the file's, plus the era defaults below).
     pub root: Block,
-    /// One per translated 0.99/1.x key.
+    /// One per translated key of a 0.99/1.x file Dovecot 2.3 rejects.
     pub notes: Vec<Note>,
-    /// Warnings worded like Dovecot's, without the `doveconf: Warning: ` prefix.
+    /// Dovecot 2.3's warnings for the file, worded as it words them (without the
+    /// `doveconf: Warning: ` prefix).
     pub warnings: Vec<String>,
+    /// For an old file 2.3 accepts: the defaults of the file's own Dovecot version that
+    /// Postern's services use where 2.3's would serve more or run differently (they are not
+    /// in `doveconf -n`, which prints what Dovecot 2.3 makes of the file).
+    pub era_defaults: Vec<Note>,
+    /// What `doveconf` prints: Dovecot 2.3's reading of the file, or of its translation.
+    pub parsed: engine::Parsed,
+    /// The file was rejected by 2.3 and translated ([`legacy`]).
+    pub translated: bool,
+    /// The checks on the settings the services run with.
+    check_error: Option<String>,
 }
 
 /// Kinds of filter sections (settings inside override the global ones for matching sessions).
@@ -184,119 +198,123 @@ pub fn is_filter(kind: &str) -> bool {
     matches!(kind, "protocol" | "local" | "remote" | "local_name")
 }
 
-/// Sections whose elements are identified by name: reopening one merges into it.
-fn is_unique_kind(kind: &str) -> bool {
-    matches!(
-        kind,
-        "service"
-            | "inet_listener"
-            | "unix_listener"
-            | "fifo_listener"
-            | "namespace"
-            | "mailbox"
-            | "plugin"
-            | "dict"
-    ) || is_filter(kind)
-}
-
-/// Which settings table applies inside a block of `kind`.
-fn scope_of(kind: &str) -> &str {
-    if kind.is_empty() || is_filter(kind) {
-        "global"
-    } else {
-        kind
-    }
-}
-
-/// Section kinds allowed inside a block of `kind`.
-fn allowed_sections(kind: &str) -> &'static [&'static str] {
-    match scope_of(kind) {
-        "global" => &[
-            "service",
-            "protocol",
-            "local",
-            "remote",
-            "local_name",
-            "namespace",
-            "passdb",
-            "userdb",
-            "plugin",
-            "dict",
-        ],
-        "service" => &["inet_listener", "unix_listener", "fifo_listener"],
-        "namespace" => &["mailbox"],
-        _ => &[],
-    }
-}
-
 impl DovecotConf {
-    /// Read FILE and its includes; translate an old era; check every setting like doveconf.
+    /// Read FILE and its includes as Dovecot 2.3 does; translate a file of an old era that
+    /// 2.3 rejects. A file ending inside a section is an error here (see
+    /// [`DovecotConf::load_lenient`]); a failed check is kept for [`DovecotConf::check`].
     pub fn load(path: &Path) -> Result<DovecotConf, ConfigError> {
-        let (conf, unclosed) = Self::load_lenient(path)?;
-        match unclosed {
-            Some(e) => Err(e),
-            None => Ok(conf),
+        let c = Self::load_lenient(path)?;
+        if let Some(d) = &c.parsed.delayed
+            && d.contains("Missing '}'")
+        {
+            return Err(ConfigError::Other(d.clone()));
         }
+        Ok(c)
     }
 
     /// As [`DovecotConf::load`], but a file ending inside a section still gives the settings
-    /// read so far, with the `Missing '}'` error beside them (doveconf -n prints both).
-    pub fn load_lenient(path: &Path) -> Result<(DovecotConf, Option<ConfigError>), ConfigError> {
-        let mut raw = parse::parse_file(path)?;
-        let unclosed = raw.unclosed.take();
-        Ok((Self::from_raw(path, raw)?, unclosed))
+    /// read so far (doveconf -n prints them before its error).
+    pub fn load_lenient(path: &Path) -> Result<DovecotConf, ConfigError> {
+        let p = path.display().to_string();
+        let parsed = engine::parse_file(&p);
+        let raw = parse::parse_file(path).ok();
+        Self::build(path, parsed, raw, |lines, origins| {
+            engine::parse_translated(lines, origins, &p)
+        })
     }
 
     /// As [`DovecotConf::load`], from text standing for the file `path`.
     pub fn from_str(text: &str, path: &Path) -> Result<DovecotConf, ConfigError> {
-        let mut raw = parse::parse_str(text, path)?;
-        if let Some(e) = raw.unclosed.take() {
-            return Err(e);
+        let p = path.display().to_string();
+        let parsed = engine::parse_text(text, &p);
+        let raw = parse::parse_str(text, path).ok();
+        let c = Self::build(path, parsed, raw, |lines, origins| {
+            engine::parse_translated(lines, origins, &p)
+        })?;
+        if let Some(d) = &c.parsed.delayed
+            && d.contains("Missing '}'")
+        {
+            return Err(ConfigError::Other(d.clone()));
         }
-        Self::from_raw(path, raw)
+        Ok(c)
     }
 
-    fn from_raw(path: &Path, raw: parse::RawConf) -> Result<DovecotConf, ConfigError> {
-        let (era, nodes, notes) = legacy::translate(raw.nodes);
-        let mut root = Block::default();
-        let mut ctx = Vec::new();
-        for n in &nodes {
-            apply(&mut root, None, n, &mut ctx)?;
+    fn build(
+        path: &Path,
+        parsed: engine::Parsed,
+        raw: Option<parse::RawConf>,
+        reparse: impl Fn(Vec<String>, Vec<(String, usize)>) -> engine::Parsed,
+    ) -> Result<DovecotConf, ConfigError> {
+        let era = raw
+            .as_ref()
+            .map(|r| legacy::detect(&r.nodes))
+            .unwrap_or(Era::V2);
+        let (parsed, notes, translated) = match (&parsed.fatal, raw) {
+            (Some(_), Some(raw)) if era != Era::V2 && !parsed.open_failed => {
+                // Dovecot 2.3 rejects this old file: run its 2.x translation instead.
+                let (_, nodes, notes) = legacy::translate(raw.nodes);
+                let (lines, origins) = legacy::render(&nodes);
+                let t = reparse(lines, origins);
+                (t, notes, true)
+            }
+            _ => (parsed, Vec::new(), false),
+        };
+        if let Some(f) = &parsed.fatal {
+            return Err(ConfigError::Other(f.clone()));
         }
+        // Old files 2.3 accepts: the era's defaults where 2.3's differ (not when translated:
+        // the translation writes them out).
+        let era_defaults = if translated {
+            Vec::new()
+        } else {
+            legacy::era_defaults(era, &parsed.filters[0].tree, path)
+        };
+        let mut runtime = parsed.filters[0].tree.clone();
+        for n in &era_defaults {
+            if let Some((k, v)) = n.new.split_once(" = ") {
+                let v = v.split(" (").next().unwrap_or(v);
+                let _ = runtime.parse_keyvalue(k, &engine::string_to_text(v));
+            }
+        }
+        let mut warned = engine::Warned::default();
+        let mut w = Vec::new();
+        let check_error = engine::check_tree(&runtime, &mut warned, &mut w).err();
+        let root = block_tree(&runtime, &parsed.filters);
+        let warnings = parsed
+            .warnings
+            .iter()
+            .map(|w| match engine::message_level(w) {
+                ("Error", t) => format!("Error: {t}"),
+                (_, t) => t.to_string(),
+            })
+            .collect();
         Ok(DovecotConf {
             path: path.to_path_buf(),
             era,
             root,
             notes,
-            warnings: raw.warnings,
+            warnings,
+            era_defaults,
+            parsed,
+            translated,
+            check_error,
         })
     }
 
     /// The checks doveconf runs after parsing (`protocols: Unknown protocol: x`, `passdb is
-    /// missing driver`). Returns the message without file name.
+    /// missing driver`), on the settings the services run with. Returns the message without
+    /// the file name.
     pub fn check(&self) -> Result<(), String> {
-        for p in self.protocols() {
-            if !matches!(p.as_str(), "imap" | "pop3" | "lmtp" | "submission" | "none") {
-                return Err(format!("protocols: Unknown protocol: {p}"));
-            }
+        if let Some(d) = &self.parsed.delayed
+            && let Some(rest) = d.split_once(": ").map(|x| x.1)
+            && rest.starts_with("Missing '}'")
+        {
+            return Err(rest.to_string());
         }
-        // pop3-settings.c: the names are split at spaces and commas.
-        let workarounds = self
-            .get_for("pop3", "pop3_client_workarounds")
-            .unwrap_or("");
-        for w in workarounds.split([' ', ',']).filter(|w| !w.is_empty()) {
-            if !matches!(w, "outlook-no-nuls" | "oe-ns-eoh") {
-                return Err(format!("pop3_client_workarounds: Unknown workaround: {w}"));
-            }
+        match &self.check_error {
+            Some(e) => Err(engine::text_to_string(e)),
+            None => Ok(()),
         }
-        for kind in ["passdb", "userdb"] {
-            for b in self.root.blocks_of(kind) {
-                if b.get("driver").unwrap_or("").is_empty() {
-                    return Err(format!("{kind} is missing driver"));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// A global setting: the file's value, else Dovecot 2.3.19's default.
@@ -560,129 +578,111 @@ impl DovecotConf {
     }
 }
 
-/// Looks up a global setting's value so far (for `$key` inside filters).
-type GlobalLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// Add one raw node to `block`. `ctx` holds the kinds of the enclosing sections (for
-/// doveconf's `Unknown setting: service { inet_listener { nosuch` wording).
-fn apply(
-    block: &mut Block,
-    root_value: Option<GlobalLookup<'_>>,
-    node: &Node,
-    ctx: &mut Vec<String>,
-) -> Result<(), ConfigError> {
-    match node {
-        Node::Setting { key, value, at } => {
-            let unknown = || {
-                let mut path = ctx.join(" { ");
-                if !path.is_empty() {
-                    path.push_str(" { ");
-                }
-                ConfigError::at_line(&at.file, at.line, format!("Unknown setting: {path}{key}"))
-            };
-            let scope = scope_of(&block.kind);
-            let value = if matches!(block.kind.as_str(), "plugin" | "dict") {
-                value.clone()
-            } else {
-                let def = settings::lookup(scope, key).ok_or_else(unknown)?;
-                let value = expand_self(key, value, block, root_value, &def.default);
-                settings::normalize(key, def.kind, &value)
-                    .map_err(|m| ConfigError::at_line(&at.file, at.line, m))?
-            };
-            block.settings.insert(
-                key.clone(),
-                Value {
-                    value,
-                    at: at.clone(),
-                },
-            );
-            Ok(())
+/// The settings tree the accessors read: the global settings changed by the file (or by an
+/// era default), the sections it wrote, and each filter with its own changes.
+fn block_tree(tree: &engine::Tree, filters: &[engine::FilterParser]) -> Block {
+    let mut root = node_block(tree, 0, "", None);
+    for f in filters.iter().skip(1) {
+        let (kind, name) = if let Some(s) = &f.filter.service {
+            ("protocol", s.clone())
+        } else if let Some(n) = &f.filter.local_name {
+            ("local_name", n.clone())
+        } else if let Some(h) = &f.filter.remote_host {
+            ("remote", h.clone())
+        } else if let Some(h) = &f.filter.local_host {
+            ("local", h.clone())
+        } else {
+            continue;
+        };
+        let mut b = node_block(&f.tree, 0, kind, Some(engine::text_to_string(&name)));
+        b.blocks.retain(|x| x.kind == "plugin");
+        if root
+            .blocks
+            .iter()
+            .any(|x| x.kind == kind && x.name.as_deref() == b.name.as_deref())
+        {
+            continue;
         }
-        Node::Section {
-            kind,
-            name,
-            at,
-            children,
-        } => {
-            if !allowed_sections(&block.kind).contains(&kind.as_str()) {
-                let mut path = ctx.clone();
-                path.push(kind.clone());
-                return Err(ConfigError::at_line(
-                    &at.file,
-                    at.line,
-                    format!("Unknown setting: {} {{ {kind}", path.join(" { ")),
-                ));
-            }
-            let name = name.clone().filter(|n| !n.is_empty());
-            let existing = if is_unique_kind(kind)
-                && (name.is_some() || !matches!(kind.as_str(), "namespace"))
-            {
-                block
-                    .blocks
-                    .iter()
-                    .position(|b| &b.kind == kind && b.name == name)
-            } else {
-                None
-            };
-            let idx = match existing {
-                Some(i) => i,
-                None => {
-                    block.blocks.push(Block {
-                        kind: kind.clone(),
-                        name,
-                        at: Some(at.clone()),
-                        ..Block::default()
-                    });
-                    block.blocks.len() - 1
-                }
-            };
-            // Filters see global values for `$key` self-references.
-            let globals: IndexMap<String, String> = if block.kind.is_empty() {
-                block
-                    .settings
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.value.clone()))
-                    .collect()
-            } else {
-                IndexMap::new()
-            };
-            let lookup_global = move |k: &str| globals.get(k).cloned();
-            let parent_lookup: Option<GlobalLookup<'_>> = if is_filter(kind) {
-                Some(&lookup_global)
-            } else {
-                root_value
-            };
-            ctx.push(kind.clone());
-            let child = &mut block.blocks[idx];
-            for c in children {
-                apply(child, parent_lookup, c, ctx)?;
-            }
-            ctx.pop();
-            Ok(())
-        }
+        root.blocks.push(b);
     }
+    root
 }
 
-/// `key = $key more`: Dovecot 2.3 replaces a leading `$key` with the setting's value so far.
-fn expand_self(
-    key: &str,
-    value: &str,
-    block: &Block,
-    root_value: Option<GlobalLookup<'_>>,
-    default: &str,
-) -> String {
-    let Some(rest) = value.strip_prefix('$').and_then(|v| v.strip_prefix(key)) else {
-        return value.to_string();
+fn node_block(tree: &engine::Tree, id: engine::NodeId, kind: &str, name: Option<String>) -> Block {
+    let node = &tree.nodes[id];
+    let mut b = Block {
+        kind: kind.to_string(),
+        name,
+        at: None,
+        ..Block::default()
     };
-    if !(rest.is_empty() || rest.starts_with(' ')) {
-        return value.to_string();
+    for (i, d) in node.info.defines.iter().enumerate() {
+        match d.kind {
+            settings::Kind::List { .. } => {
+                for &c in &node.lists[i] {
+                    let cn = &tree.nodes[c];
+                    let touched = tree_touched(tree, c);
+                    if !touched {
+                        continue;
+                    }
+                    let n = cn.name();
+                    let name = (!n.is_empty()).then(|| engine::text_to_string(n));
+                    b.blocks.push(node_block(tree, c, &d.key, name));
+                }
+            }
+            settings::Kind::StrList => {
+                if let Some(pairs) = &node.strlists[i] {
+                    let mut pb = Block {
+                        kind: d.key.clone(),
+                        ..Block::default()
+                    };
+                    for (k, v) in pairs {
+                        pb.settings.insert(
+                            engine::text_to_string(k),
+                            Value {
+                                value: engine::text_to_string(v),
+                                at: Origin {
+                                    file: PathBuf::new(),
+                                    line: 0,
+                                },
+                            },
+                        );
+                    }
+                    b.blocks.push(pb);
+                }
+            }
+            settings::Kind::Alias(_) => {}
+            _ => {
+                if node.changed[i]
+                    && let Some(v) = &node.values[i]
+                {
+                    if node.info.name_key == Some(d.key.as_str()) {
+                        continue;
+                    }
+                    b.settings.insert(
+                        d.key.clone(),
+                        Value {
+                            value: engine::text_to_string(v),
+                            at: Origin {
+                                file: PathBuf::new(),
+                                line: 0,
+                            },
+                        },
+                    );
+                }
+            }
+        }
     }
-    let old = block
-        .get(key)
-        .map(str::to_string)
-        .or_else(|| root_value.and_then(|f| f(key)))
-        .unwrap_or_else(|| default.to_string());
-    format!("{old}{rest}")
+    b
+}
+
+/// Whether the file changed anything in this section or below (built-in services it did
+/// not touch are left out of the model, as before).
+fn tree_touched(tree: &engine::Tree, id: engine::NodeId) -> bool {
+    let n = &tree.nodes[id];
+    n.changed.iter().any(|c| *c)
+        || n.lists.iter().flatten().any(|c| tree_touched(tree, *c))
+        || n.strlists.iter().any(|s| s.is_some())
 }
 
 #[cfg(test)]
@@ -738,7 +738,10 @@ mod tests {
     #[test]
     fn unknown_setting_names_file_and_line() {
         let e = conf("\nimap_listen_x = *\n").unwrap_err().to_string();
-        assert_eq!(e, "t.conf, line 2: Unknown setting: imap_listen_x");
+        assert_eq!(
+            e,
+            "Error in configuration file t.conf line 2: Unknown setting: imap_listen_x"
+        );
         let e = conf("service x {\n inet_listener y {\n nosuch = 1\n }\n}\n")
             .unwrap_err()
             .to_string();
@@ -756,7 +759,9 @@ mod tests {
             "base_dir = /b\nservice auth {\n unix_listener /var/spool/postfix/private/auth {\n  mode = 0660\n  user = postfix\n  group = postfix\n }\n unix_listener auth-userdb {\n  mode = 0666\n }\n unix_listener auth-client {\n  user = $default_internal_user\n }\n}\n",
         )
         .unwrap();
-        let s = c.auth_client_sockets();
+        let mut s = c.auth_client_sockets();
+        // Dovecot keeps its built-in listeners (auth-client) before the file's.
+        s.sort_by(|a, b| b.path.cmp(&a.path));
         assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!(s[0].path, PathBuf::from("/var/spool/postfix/private/auth"));
         assert_eq!(

@@ -1,0 +1,4 @@
+require "fileinto";
+if header :contains "X-Spam-Flag" "YES" {
+  fileinto "INBOX.Junk";
+}
