@@ -65,6 +65,8 @@ enum Severity {
     Warning,
     Error,
     Fatal,
+    /// A bug (Postfix's `msg_panic`): `panic: `, `LOG_CRIT`.
+    Panic,
     /// No prefix, this syslog level: lines whose text carries its own severity word
     /// (Dovecot's `master: Fatal: …`).
     Plain(u8),
@@ -77,6 +79,7 @@ impl Severity {
             Severity::Warning => "warning: ",
             Severity::Error => "error: ",
             Severity::Fatal => "fatal: ",
+            Severity::Panic => "panic: ",
             Severity::Plain(_) => "",
         }
     }
@@ -86,7 +89,7 @@ impl Severity {
             Severity::Info => 6,
             Severity::Warning => 4,
             Severity::Error => 3,
-            Severity::Fatal => 2,
+            Severity::Fatal | Severity::Panic => 2,
             Severity::Plain(level) => level,
         }
     }
@@ -125,7 +128,7 @@ fn logger() -> &'static Logger {
         // If the thread cannot be spawned the receiver is dropped and sends fail; `emit`
         // then writes to stderr itself, so nothing is lost silently.
         let _ = std::thread::Builder::new()
-            .name("maillog".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || writer(rx, sink));
         Logger {
             tx: Mutex::new(tx),
@@ -154,6 +157,51 @@ pub fn error(ident: &str, text: &str) {
 /// should call [`flush`] first.
 pub fn fatal(ident: &str, text: &str) {
     emit(Severity::Fatal, ident, text);
+}
+
+/// The name of the writer thread.
+const WRITER_THREAD: &str = "maillog";
+
+/// The ident [`install_panic_hook`]'s lines carry; see [`set_panic_ident`].
+static PANIC_IDENT: Mutex<String> = Mutex::new(String::new());
+
+/// Name this process's panics as `ident` (a daemon calls it once it knows its
+/// `syslog_name`).
+pub fn set_panic_ident(ident: &str) {
+    *PANIC_IDENT.lock().unwrap_or_else(|p| p.into_inner()) = ident.to_string();
+}
+
+/// Send every panic of this process (any thread: an SMTP session, a queue manager worker)
+/// to the mail log, as Postfix's `msg_panic()` logs its own: `ident[pid]: panic: text`,
+/// at `LOG_CRIT`, here with the source location: `panic: src/x.rs:10:5: message`. The
+/// standard hook still runs after (stderr, which is /dev/null for a background master).
+/// A panic in a thread ends that thread (a session: its connection), not the process.
+pub fn install_panic_hook(ident: &str) {
+    set_panic_ident(ident);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "Box<dyn Any>".into());
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}:{}: ", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let text = format!("{at}{what}").replace(['\r', '\n'], " ");
+        let ident = PANIC_IDENT
+            .try_lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|_| "postfix/postern".into());
+        emit(Severity::Panic, &ident, &text);
+        // Not from the writer thread itself (it would wait for itself).
+        if std::thread::current().name() != Some(WRITER_THREAD) {
+            flush();
+        }
+        previous(info);
+    }));
 }
 
 /// A line kept by [`start_capture`]: severity word (`info`, `warning`, `error`, `fatal`),
@@ -202,6 +250,7 @@ fn severity_word(s: Severity) -> String {
         Severity::Warning => "warning".into(),
         Severity::Error => "error".into(),
         Severity::Fatal => "fatal".into(),
+        Severity::Panic => "panic".into(),
         Severity::Plain(level) => format!("plain{level}"),
     }
 }
@@ -213,6 +262,7 @@ pub fn emit_as(c: &Captured) {
         "warning" => Severity::Warning,
         "error" => Severity::Error,
         "fatal" => Severity::Fatal,
+        "panic" => Severity::Panic,
         w => match w.strip_prefix("plain").and_then(|l| l.parse().ok()) {
             Some(level) => Severity::Plain(level),
             None => Severity::Info,

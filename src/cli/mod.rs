@@ -101,6 +101,9 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
                     _ => {}
                 }
                 // The mail system's own processes, started by the master.
+                if ["qmgr", "local", "smtpd"].contains(&first.as_str()) {
+                    crate::log::install_panic_hook(&format!("postfix/{first}"));
+                }
                 if first == "qmgr" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
                     return ExitCode::from(crate::qmgr::main(&rest) as u8);
@@ -133,6 +136,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
     if PRINTING_COMMANDS.contains(&name.as_str()) {
         default_sigpipe();
     }
+    crate::log::install_panic_hook(&format!("postfix/{name}"));
     let code = match name.as_str() {
         "postconf" => postconf::main(&rest),
         "postfix" => postfix::main(&rest),

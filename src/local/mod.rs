@@ -110,6 +110,34 @@ pub struct LocalSettings {
     /// `owner_request_special`: `owner-NAME` and `NAME-request` are not split at a `-`
     /// `recipient_delimiter`.
     pub owner_request_special: bool,
+    /// `deliver_lock_attempts` × `deliver_lock_delay`: how mailbox locks are waited for.
+    pub deliver_lock: crate::mailbox::lock::DeliveryLock,
+    /// `stale_lock_time`: a dotlock older than this is removed.
+    pub stale_lock_time: std::time::Duration,
+}
+
+/// `deliver_lock_attempts` (20) and `deliver_lock_delay` (1s), as Postfix's local(8) and
+/// virtual(8) read them.
+pub fn deliver_lock(cfg: &PostfixConfig) -> crate::mailbox::lock::DeliveryLock {
+    let d = crate::mailbox::lock::DeliveryLock::default();
+    crate::mailbox::lock::DeliveryLock {
+        attempts: cfg
+            .get("deliver_lock_attempts")
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(d.attempts),
+        delay: cfg
+            .get("deliver_lock_delay")
+            .and_then(|v| crate::smtpd::params::time(&v, 's'))
+            .unwrap_or(d.delay),
+    }
+}
+
+/// `stale_lock_time` (500s).
+pub fn stale_lock_time(cfg: &PostfixConfig) -> std::time::Duration {
+    cfg.get("stale_lock_time")
+        .and_then(|v| crate::smtpd::params::time(&v, 's'))
+        .unwrap_or(crate::mailbox::lock::STALE_DOTLOCK)
 }
 
 impl LocalSettings {
@@ -152,6 +180,8 @@ impl LocalSettings {
                 .to_string(),
             expand_owner_alias: cfg.get_bool("expand_owner_alias").unwrap_or(false),
             owner_request_special: cfg.get_bool("owner_request_special").unwrap_or(true),
+            deliver_lock: deliver_lock(cfg),
+            stale_lock_time: stale_lock_time(cfg),
         }
     }
 }
@@ -589,7 +619,7 @@ fn mailbox_failure(e: &crate::mailbox::MailboxError) -> (Status, &'static str, S
     use crate::mailbox::MailboxError as E;
     match e {
         E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0", e.to_string()),
-        E::Locked(_) => (Status::Deferred, "4.2.0", e.to_string()),
+        E::Locked(_) | E::LockFailed(_) => (Status::Deferred, "4.2.0", e.to_string()),
         // Folder operations; delivery does not meet them.
         E::NotFound(_)
         | E::AlreadyExists(_)
@@ -712,6 +742,8 @@ fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
     };
     let opts = crate::mailbox::MboxOptions {
         expected_owner: Some(uid),
+        delivery_lock: Some(s.deliver_lock),
+        stale_lock_time: s.stale_lock_time,
         ..Default::default()
     };
     let sender = ctx.msg.sender.clone();
@@ -935,6 +967,7 @@ fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
     let res = write_as(&ctx.s.ident, uid, gid, || {
         let opts = crate::mailbox::MboxOptions {
             dotlock: false,
+            delivery_lock: Some(ctx.s.deliver_lock),
             ..Default::default()
         };
         match crate::mailbox::deliver_mbox(path, &sender, &data, &opts) {

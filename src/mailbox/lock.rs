@@ -1,8 +1,27 @@
 //! mbox locks, as Postfix's `mailbox_delivery_lock` and Dovecot's `mbox_read_locks` /
 //! `mbox_write_locks` take them: first the dotlock `NAME.lock` (created with `O_EXCL`,
-//! stale after `stale_lock_time`, 500 s as in Postfix), then an `fcntl` lock on the whole
-//! file. Both are retried, at growing intervals up to a tenth of a second, until the
-//! timeout (`mbox_lock_timeout`).
+//! holding the creator's `PID`), then an `fcntl` lock on the whole file.
+//!
+//! A dotlock is stale, and removed and replaced at once, when its status change time is
+//! more than `stale_lock_time` ago (500 s; Postfix's `dot_lockfile.c`), or when it names a
+//! process of this host that no longer exists (Dovecot's `file-dotlock.c`, which reads
+//! `PID:HOST`; Postern reads that and its own bare `PID`; a lock naming this process, or
+//! a PID that is alive or belongs to another host, is kept). Neither program logs the
+//! removal, so neither does Postern. A SIGKILLed delivery therefore never blocks its
+//! mailbox for longer than it takes to notice that its PID is gone.
+//!
+//! Two ways of waiting:
+//! * sessions (POP3, IMAP): retried at growing intervals up to a tenth of a second, until
+//!   the timeout (Dovecot's `mbox_lock_timeout`);
+//! * deliveries ([`DeliveryLock`]): as Postfix's `dot_lockfile()` and `deliver_flock()`,
+//!   each lock is given up after `deliver_lock_attempts` tries `deliver_lock_delay` apart
+//!   (20 × 1 s: after 19 s), with Postfix's words
+//!   (`unable to create lock file PATH: File exists`, `unable to lock for exclusive
+//!   access: Resource temporarily unavailable`), which local(8) and virtual(8) defer with
+//!   `4.2.0`. Within that time it is tried at the sessions' growing intervals (up to a
+//!   tenth of a second), not once per `deliver_lock_delay` as Postfix does: two deliveries
+//!   to one mailbox (`local_destination_concurrency_limit` is 2) would otherwise wait a
+//!   second for each other whenever they meet.
 //!
 //! Also Dovecot's POP3 session lock (`pop3_lock_session`): `dovecot-pop3-session.lock`
 //! in the control directory, holding `PID:HOST`.
@@ -29,6 +48,73 @@ use super::MailboxError;
 
 /// How stale a dotlock must be before it is removed (Postfix `stale_lock_time`).
 pub const STALE_DOTLOCK: Duration = Duration::from_secs(500);
+
+/// Postfix's delivery lock retries: `deliver_lock_attempts` tries `deliver_lock_delay`
+/// apart bound the wait (see the module header for how often it is tried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryLock {
+    pub attempts: u32,
+    pub delay: Duration,
+}
+
+impl Default for DeliveryLock {
+    fn default() -> Self {
+        DeliveryLock {
+            attempts: 20,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How a lock is waited for: until a timeout, polling at growing intervals, or a number
+/// of tries (Postfix's delivery locks).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    Timeout(Duration),
+    Tries(DeliveryLock),
+}
+
+/// One wait in progress.
+struct Waiter {
+    how: Wait,
+    start: Instant,
+    backoff: Backoff,
+}
+
+impl Waiter {
+    fn new(how: Wait) -> Waiter {
+        Waiter {
+            how,
+            start: Instant::now(),
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// After a failed try: wait before the next one, or `false` when there is none.
+    fn again(&mut self) -> bool {
+        match self.how {
+            Wait::Timeout(t) => {
+                if self.start.elapsed() >= t {
+                    return false;
+                }
+                self.backoff.wait();
+                true
+            }
+            Wait::Tries(d) => {
+                // The budget of Postfix's tries, (attempts - 1) × delay, polled at growing
+                // intervals rather than one sleep of `delay` between tries: two deliveries
+                // to one mailbox (local_destination_concurrency_limit = 2) would otherwise
+                // wait a second for each other at every collision.
+                let budget = d.delay.saturating_mul(d.attempts.max(1) - 1);
+                if self.start.elapsed() >= budget {
+                    return false;
+                }
+                self.backoff.wait();
+                true
+            }
+        }
+    }
+}
 
 /// A held dotlock; removed on drop (with the privileged group it was made with).
 #[derive(Debug)]
@@ -130,10 +216,20 @@ pub(crate) fn create_lock_file(
     timeout: Duration,
     stale: impl Fn(&Path) -> bool,
 ) -> Result<File, LockFileError> {
+    create_lock_file_waiting(path, mode, contents, Wait::Timeout(timeout), stale)
+}
+
+/// [`create_lock_file`], waiting as `how` says.
+pub(crate) fn create_lock_file_waiting(
+    path: &Path,
+    mode: u32,
+    contents: &[u8],
+    how: Wait,
+    stale: impl Fn(&Path) -> bool,
+) -> Result<File, LockFileError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let start = Instant::now();
-    let mut backoff = Backoff::new();
+    let mut waiter = Waiter::new(how);
     loop {
         match std::fs::OpenOptions::new()
             .write(true)
@@ -149,16 +245,69 @@ pub(crate) fn create_lock_file(
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if stale(path) {
-                    let _ = std::fs::remove_file(path);
-                    continue;
+                    // Given up when a stale lock cannot be removed, as Postfix's
+                    // dot_lockfile() does (never a busy loop).
+                    match std::fs::remove_file(path) {
+                        Ok(()) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(LockFileError::Io(e)),
+                    }
                 }
             }
             Err(e) => return Err(LockFileError::Io(e)),
         }
-        if start.elapsed() >= timeout {
+        if !waiter.again() {
             return Err(LockFileError::Busy);
         }
-        backoff.wait();
+    }
+}
+
+/// A dotlock is stale when its status changed more than `stale_lock_time` ago (Postfix
+/// looks at `st_ctime`) or when the process it names is gone (Dovecot).
+pub(crate) fn dotlock_is_stale(path: &Path, stale_lock_time: Duration) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let old = std::fs::symlink_metadata(path).ok().is_some_and(|m| {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        now > m.ctime().saturating_add(stale_lock_time.as_secs() as i64)
+    });
+    old || holder_is_gone(path)
+}
+
+/// Whether the lock file names a process of this host that no longer exists: `PID` (what
+/// Postern writes) or `PID:HOST` (Dovecot's dotlocks and POP3 session locks). A lock of
+/// this very process (another session's, in a threaded server) is not stale.
+pub(crate) fn holder_is_gone(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 256];
+    let n = match File::open(path).and_then(|mut f| f.read(&mut buf)) {
+        Ok(n) => n,
+        Err(_) => return false,
+    };
+    let Ok(text) = std::str::from_utf8(&buf[..n]) else {
+        return false;
+    };
+    let text = text.trim();
+    let (pid, host) = text.split_once(':').unwrap_or((text, ""));
+    if !host.is_empty() {
+        let here = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        if host != here {
+            return false;
+        }
+    }
+    match pid.parse::<i32>() {
+        Ok(pid) if pid > 0 && pid as u32 != std::process::id() => {
+            // SAFETY: signal 0 only checks that the process exists.
+            let r = unsafe { libc::kill(pid, 0) };
+            (r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+                || crate::sys::is_zombie(pid as u32)
+        }
+        _ => false,
     }
 }
 
@@ -176,10 +325,22 @@ pub(crate) fn older_than(path: &Path, age: Duration) -> bool {
 pub fn dotlock(mbox: &Path, opts: &super::MboxOptions) -> Result<DotLock, MailboxError> {
     let path = dotlock_path(mbox);
     let pid = format!("{}\n", std::process::id());
+    let how = match opts.delivery_lock {
+        Some(d) => Wait::Tries(d),
+        None => Wait::Timeout(opts.lock_timeout),
+    };
     let create = || {
-        create_lock_file(&path, 0o666, pid.as_bytes(), opts.lock_timeout, |p| {
-            older_than(p, STALE_DOTLOCK)
+        create_lock_file_waiting(&path, 0o666, pid.as_bytes(), how, |p| {
+            dotlock_is_stale(p, opts.stale_lock_time)
         })
+    };
+    // Postfix's words when a delivery gives up (errno is EEXIST after the last try).
+    let busy = || match opts.delivery_lock {
+        Some(_) => MailboxError::LockFailed(format!(
+            "unable to create lock file {}: File exists",
+            path.display()
+        )),
+        None => MailboxError::Locked(mbox.to_path_buf()),
     };
     match create() {
         Ok(_) => {
@@ -190,7 +351,7 @@ pub fn dotlock(mbox: &Path, opts: &super::MboxOptions) -> Result<DotLock, Mailbo
         }
         Err(LockFileError::Io(e)) if e.kind() == io::ErrorKind::PermissionDenied => {}
         Err(LockFileError::Io(e)) => return Err(MailboxError::io(&path, e)),
-        Err(LockFileError::Busy) => return Err(MailboxError::Locked(mbox.to_path_buf())),
+        Err(LockFileError::Busy) => return Err(busy()),
     }
     let report = |text: String| {
         if let Some(l) = &opts.lock_errors {
@@ -231,7 +392,7 @@ pub fn dotlock(mbox: &Path, opts: &super::MboxOptions) -> Result<DotLock, Mailbo
                 });
             }
             Err(LockFileError::Io(e)) => return Err(MailboxError::io(&path, e)),
-            Err(LockFileError::Busy) => return Err(MailboxError::Locked(mbox.to_path_buf())),
+            Err(LockFileError::Busy) => return Err(busy()),
         }
     }
     let msg = eacces_error_creating("file_dotlock_create", mbox);
@@ -412,7 +573,7 @@ pub fn pop3_session_lock(
         .unwrap_or_default();
     let contents = format!("{}:{host}", std::process::id());
     match create_lock_file(&path, 0o666, contents.as_bytes(), timeout, |p| {
-        session_lock_is_stale(p, &host)
+        session_lock_is_stale(p)
     }) {
         Ok(_) => Ok(DotLock {
             path: Some(path),
@@ -424,19 +585,11 @@ pub fn pop3_session_lock(
 }
 
 /// `PID:HOST` of a dead process on this host (or an unreadable, old lock) is stale.
-fn session_lock_is_stale(path: &Path, host: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
-    };
-    let (pid, h) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
-    match pid.parse::<i32>() {
-        Ok(pid) if pid > 0 && (h.is_empty() || h == host) => {
-            // SAFETY: signal 0 only checks that the process exists.
-            let r = unsafe { libc::kill(pid, 0) };
-            r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-        }
-        Ok(_) => false,
-        Err(_) => older_than(path, STALE_DOTLOCK),
+fn session_lock_is_stale(path: &Path) -> bool {
+    holder_is_gone(path) || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let pid = text.trim().split(':').next().unwrap_or("");
+        pid.parse::<i32>().is_err() && older_than(path, STALE_DOTLOCK)
     }
 }
 
@@ -452,8 +605,27 @@ pub fn fcntl_lock(
     write: bool,
     timeout: Duration,
 ) -> Result<(), MailboxError> {
-    let start = Instant::now();
-    let mut backoff = Backoff::new();
+    fcntl_lock_waiting(file, path, write, Wait::Timeout(timeout))
+}
+
+/// [`fcntl_lock`] for a delivery: `attempts` tries, then Postfix's `deliver_flock()`
+/// words (`unable to lock for exclusive access: Resource temporarily unavailable`).
+pub fn fcntl_lock_delivery(file: &File, path: &Path, d: DeliveryLock) -> Result<(), MailboxError> {
+    fcntl_lock_waiting(file, path, true, Wait::Tries(d)).map_err(|e| match e {
+        MailboxError::Locked(_) => MailboxError::LockFailed(
+            "unable to lock for exclusive access: Resource temporarily unavailable".into(),
+        ),
+        e => e,
+    })
+}
+
+fn fcntl_lock_waiting(
+    file: &File,
+    path: &Path,
+    write: bool,
+    how: Wait,
+) -> Result<(), MailboxError> {
+    let mut waiter = Waiter::new(how);
     loop {
         // SAFETY: a zeroed `flock` is a valid value; the fields set below describe the
         // whole file.
@@ -472,10 +644,9 @@ pub fn fcntl_lock(
             Some(libc::EAGAIN) | Some(libc::EACCES) | Some(libc::EINTR) => {}
             _ => return Err(MailboxError::io(path, e)),
         }
-        if start.elapsed() >= timeout {
+        if !waiter.again() {
             return Err(MailboxError::Locked(path.to_path_buf()));
         }
-        backoff.wait();
     }
 }
 
@@ -483,6 +654,98 @@ pub fn fcntl_lock(
 mod tests {
     use super::*;
     use crate::mailbox::{Format, MailLocation};
+
+    fn delivery_opts(attempts: u32) -> crate::mailbox::MboxOptions {
+        crate::mailbox::MboxOptions {
+            delivery_lock: Some(DeliveryLock {
+                attempts,
+                delay: Duration::from_millis(20),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dotlock_of_a_dead_process_is_replaced_and_a_live_one_kept() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mbox = d.path().join("user");
+        let lock = dotlock_path(&mbox);
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        for text in [format!("{dead}\n"), format!("{dead}:{}", hostname())] {
+            std::fs::write(&lock, &text).expect("lock");
+            let held = dotlock(&mbox, &delivery_opts(1)).expect("taken over");
+            assert_eq!(
+                std::fs::read_to_string(&lock).expect("ours"),
+                format!("{}\n", std::process::id())
+            );
+            drop(held);
+            assert!(!lock.exists());
+        }
+        // A live process (and another host's, and an unreadable one) keeps its lock;
+        // three tries, then Postfix's words.
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        for text in [
+            format!("{}\n", live.id()),
+            format!("{dead}:elsewhere.example"),
+            String::new(),
+        ] {
+            std::fs::write(&lock, &text).expect("lock");
+            let e = dotlock(&mbox, &delivery_opts(3)).expect_err("busy");
+            assert_eq!(
+                e.to_string(),
+                format!("unable to create lock file {}: File exists", lock.display())
+            );
+        }
+        let _ = live.kill();
+        let _ = live.wait();
+        // Older than stale_lock_time: removed whatever it holds.
+        std::fs::write(&lock, "").expect("lock");
+        let opts = crate::mailbox::MboxOptions {
+            stale_lock_time: Duration::ZERO,
+            ..delivery_opts(1)
+        };
+        std::thread::sleep(Duration::from_millis(1100));
+        drop(dotlock(&mbox, &opts).expect("stale by age"));
+    }
+
+    fn hostname() -> String {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn delivery_fcntl_lock_gives_up_with_postfix_words() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("box");
+        let a = File::create(&p).expect("create");
+        fcntl_lock(&a, &p, true, Duration::ZERO).expect("first");
+        let b = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .expect("open");
+        let e = fcntl_lock_delivery(
+            &b,
+            &p,
+            DeliveryLock {
+                attempts: 2,
+                delay: Duration::from_millis(10),
+            },
+        )
+        .expect_err("held");
+        assert_eq!(
+            e.to_string(),
+            "unable to lock for exclusive access: Resource temporarily unavailable"
+        );
+        drop(a);
+        fcntl_lock_delivery(&b, &p, DeliveryLock::default()).expect("free");
+    }
 
     #[test]
     fn pop3_session_lock_excludes_and_replaces_dead_holders() {

@@ -70,6 +70,13 @@ pub struct MboxOptions {
     pub lock_errors: Option<super::lock::LockErrors>,
     /// How long to wait for each lock (Dovecot's `mbox_lock_timeout`, 5 min).
     pub lock_timeout: Duration,
+    /// For delivery: Postfix's `deliver_lock_attempts` × `deliver_lock_delay` instead of
+    /// `lock_timeout`, and Postfix's words when the lock cannot be had
+    /// ([`MailboxError::LockFailed`]).
+    pub delivery_lock: Option<super::lock::DeliveryLock>,
+    /// `stale_lock_time`: a dotlock older than this is removed (one whose process is gone
+    /// at once).
+    pub stale_lock_time: Duration,
     /// For delivery: the uid the file must belong to (`None`: not checked).
     pub expected_owner: Option<u32>,
     /// For delivery: the mode of a newly created file.
@@ -84,6 +91,8 @@ impl Default for MboxOptions {
             mail_root: None,
             lock_errors: None,
             lock_timeout: Duration::from_secs(300),
+            delivery_lock: None,
+            stale_lock_time: super::lock::STALE_DOTLOCK,
             expected_owner: None,
             create_mode: 0o600,
         }
@@ -105,7 +114,10 @@ fn open_locked(path: &Path, opts: &MboxOptions, create: bool) -> Result<Locked, 
     };
     let file = open_file(path, true, create, opts)?;
     check_file(&file, path, opts)?;
-    fcntl_lock(&file, path, true, opts.lock_timeout)?;
+    match opts.delivery_lock {
+        Some(d) => super::lock::fcntl_lock_delivery(&file, path, d)?,
+        None => fcntl_lock(&file, path, true, opts.lock_timeout)?,
+    }
     Ok(Locked { file, _dot: dot })
 }
 

@@ -66,6 +66,10 @@ pub enum MailboxError {
     /// The lock could not be had within the timeout.
     #[error("{0}: timed out waiting for the mailbox lock")]
     Locked(PathBuf),
+    /// A delivery's lock could not be had in `deliver_lock_attempts` tries; Postfix's
+    /// words (`unable to create lock file …: File exists`).
+    #[error("{0}")]
+    LockFailed(String),
     /// A symlink, a non-regular file, a hard-linked file or the wrong owner.
     #[error("{0}: {1}")]
     Unsafe(PathBuf, String),
@@ -115,7 +119,7 @@ impl MailboxError {
             MailboxError::InvalidName(_) => Some("CANNOT"),
             MailboxError::Cannot { code, .. } => *code,
             MailboxError::Expunged(_) => Some("EXPUNGEISSUED"),
-            MailboxError::Locked(_) => Some("INUSE"),
+            MailboxError::Locked(_) | MailboxError::LockFailed(_) => Some("INUSE"),
             MailboxError::Io { source, .. }
                 if matches!(
                     source.raw_os_error(),

@@ -249,6 +249,7 @@ fn startup(
     };
     let cfg = load_config(opts.config_dir.as_deref()).map_err(early)?;
     let ident = log::ident(&cfg, "master");
+    log::set_panic_ident(&ident);
     let err = |e: String| (ident.clone(), e);
     log::configure(&cfg).map_err(err)?;
     for w in &cfg.warnings {

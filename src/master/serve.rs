@@ -8,10 +8,14 @@
 //! socket reads end of file (the master is gone).
 //!
 //! Each master.cf service has a `Slot`: the [`SmtpdService`] new connections get and the
-//! semaphore that caps its concurrent sessions at master.cf's maxproc (`-` =
-//! `default_process_limit`, `0` = no limit). The accept loop takes a permit *before*
-//! accepting, so that over the limit further clients wait in the kernel's listen queue, as
-//! they do with Postfix's master when all smtpd processes are busy. A reload swaps the
+//! semaphore that caps its normal sessions at master.cf's maxproc (`-` =
+//! `default_process_limit`, `0` = no limit). Over the limit, where Postfix's master stops
+//! accepting, the accept loop goes on accepting and runs the session in stress mode
+//! (`stress = yes`: Postfix's `${stress?…}` defaults, a 10 s `smtpd_timeout`), logging
+//! Postfix's master warning (`service "smtp" (25) has reached its process limit …`, once
+//! per 1000 s), so that a flood of idle connections does not keep good clients in the
+//! listen queue (issue 17). Stress-mode sessions are bounded from the open-files limit;
+//! past that the loop waits for a permit before accepting, as before. A reload swaps the
 //! slot's contents; sessions in progress keep the service (and permit) they started with.
 
 use std::collections::HashMap;
@@ -41,6 +45,13 @@ struct Slot {
 }
 
 impl Slot {
+    fn limit_value(&self) -> Option<usize> {
+        match self.state.read() {
+            Ok(s) => s.limit_value,
+            Err(p) => p.into_inner().limit_value,
+        }
+    }
+
     fn current(&self) -> (Arc<SmtpdService>, Option<Arc<Semaphore>>) {
         match self.state.read() {
             Ok(s) => (s.service.clone(), s.limit.clone()),
@@ -172,6 +183,7 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let ident = log::ident(&cfg, "master");
+    log::set_panic_ident(&log::ident(&cfg, "smtpd"));
     if let Err(e) = log::configure(&cfg) {
         report(&status, &format!("fatal: {e}"));
         return 1;
@@ -306,6 +318,74 @@ fn start_service(
     Ok(Running { slot, tasks })
 }
 
+/// Connections served beyond a service's process limit, in stress mode, across all
+/// services: a bound from the open-files limit (each costs a descriptor and a few tens of
+/// kilobytes), set by [`raise_nofile`].
+static OVERLOAD: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+
+/// Raise the soft open-files limit to the hard one (a flood must not run this process out
+/// of descriptors before its own bound does) and size the stress-mode allowance from it:
+/// half of what is left after 256 descriptors for queue files, tables and sockets, at most
+/// 20,000.
+fn raise_nofile() -> usize {
+    let mut rl = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        rl.rlim_cur = 1024;
+    }
+    if rl.rlim_max > rl.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            rl.rlim_cur = rl.rlim_max;
+        }
+    }
+    (rl.rlim_cur.saturating_sub(256) / 2).min(20_000) as usize
+}
+
+/// Postfix's master warning when a service is at its process limit, at most once per
+/// 1000 s per service (`master_avail.c`).
+fn warn_process_limit(
+    ident: &str,
+    name: &str,
+    endpoint: &str,
+    limit: usize,
+    last: &mut Option<std::time::Instant>,
+) {
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1000)) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    log::warning(
+        ident,
+        &format!(
+            "service \"{name}\" ({endpoint}) has reached its process limit \"{limit}\": new clients may experience noticeable delays"
+        ),
+    );
+    log::warning(
+        ident,
+        "to avoid this condition, increase the process count in master.cf or reduce the service time per client",
+    );
+    log::warning(
+        ident,
+        "see http://www.postfix.org/STRESS_README.html for examples of stress-adapting configuration settings",
+    );
+}
+
+/// Accept connections for one listener. Up to maxproc sessions run normally (a permit of
+/// the service's semaphore each). Past it, where Postfix's master stops accepting (and
+/// clients wait in the listen queue, a well-behaved one among them, for minutes under a
+/// flood), Postern keeps accepting: the session runs in stress mode (`stress = yes`: Postfix's
+/// `${stress?…}` defaults, a 10 s `smtpd_timeout`, one error allowed), so that an idle or
+/// slow connection costs a task and a descriptor, not a turn, and is dropped quickly; a
+/// good client gets its banner at once. Only past the stress allowance ([`OVERLOAD`]) does
+/// the loop wait for a permit as before.
 async fn accept_loop(
     listener: TcpListener,
     bound: Option<SocketAddr>,
@@ -313,12 +393,36 @@ async fn accept_loop(
     ident: String,
     name: String,
 ) {
+    let overload = OVERLOAD
+        .get_or_init(|| Arc::new(Semaphore::new(raise_nofile())))
+        .clone();
+    let endpoint = if name.contains(':') {
+        name.clone()
+    } else {
+        bound
+            .map(|b| b.port().to_string())
+            .unwrap_or_else(|| name.clone())
+    };
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         let (service, limit) = slot.current();
-        let permit = match limit {
-            Some(sem) => match sem.acquire_owned().await {
+        let mut stressed = None;
+        let permit = match &limit {
+            Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
-                Err(_) => return,
+                Err(tokio::sync::TryAcquireError::Closed) => return,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    match overload.clone().try_acquire_owned() {
+                        Ok(o) => {
+                            stressed = Some(o);
+                            None
+                        }
+                        Err(_) => match sem.clone().acquire_owned().await {
+                            Ok(p) => Some(p),
+                            Err(_) => return,
+                        },
+                    }
+                }
             },
             None => None,
         };
@@ -336,10 +440,22 @@ async fn accept_loop(
             .ok()
             .or(bound)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        tokio::spawn(async move {
-            service.handle(stream, peer, local).await;
-            drop(permit);
-        });
+        match stressed {
+            Some(o) => {
+                let limit = slot.limit_value().unwrap_or(0);
+                warn_process_limit(&ident, &name, &endpoint, limit, &mut warned);
+                tokio::spawn(async move {
+                    service.handle_stressed(stream, peer).await;
+                    drop(o);
+                });
+            }
+            None => {
+                tokio::spawn(async move {
+                    service.handle(stream, peer, local).await;
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 

@@ -483,6 +483,13 @@ const INUM_BASE: u64 = 0x10_0000;
 const INUM_RANGE: u64 = 0xF0_0000;
 
 impl Queue {
+    /// Free space in `queue_directory` for unprivileged writers (`f_bavail`, as Postfix's
+    /// `fsspace()`), in bytes; `None` when it cannot be read.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.settings.queue_directory).ok()?;
+        Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+    }
+
     /// Open the queue under `queue_directory`, creating missing subdirectories (with Postfix's
     /// modes and, when run as root, owned by `mail_owner`), removing temporary files of dead
     /// writers, and starting the group-commit thread.

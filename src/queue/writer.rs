@@ -348,12 +348,14 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
         };
         let pid: Option<u32> = rest.split('.').next().and_then(|p| p.parse().ok());
         let alive = match pid {
-            // SAFETY: kill with signal 0 only checks for existence.
-            // (EPERM: alive, but another user's: a writer of another service.)
-            Some(p) => unsafe {
-                libc::kill(p as libc::pid_t, 0) == 0
-                    || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-            },
+            // (EPERM: alive, but another user's: a writer of another service.) A zombie
+            // (killed, not reaped yet: right after a crash of the whole tree) is dead too.
+            Some(p) => {
+                // SAFETY: kill with signal 0 only checks for existence.
+                let exists = unsafe { libc::kill(p as libc::pid_t, 0) == 0 }
+                    || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+                exists && !crate::sys::is_zombie(p)
+            }
             None => false,
         };
         if !alive && std::fs::remove_file(e.path()).is_ok() {

@@ -11,6 +11,14 @@
 //! built) hands each accepted connection to [`SmtpdService::handle`]. On reload the
 //! master calls [`SmtpdService::reconfigure`]; sessions in progress keep the state they
 //! started with.
+//!
+//! Faults (issue 17): a panic in a session is logged as Postfix's `msg_panic` logs
+//! (`postfix/smtpd[PID]: panic: FILE:LINE:COL: message`, [`crate::log::install_panic_hook`])
+//! and ends that session alone; `$POSTERN_TEST_PANIC=VERB` in the master's environment
+//! makes a session panic at that command, for the tests. RCPTs past `smtpd_recipient_limit`
+//! are answered as Postfix's smtpd.c answers them (`smtpd_recipient_overshoot_limit`), an
+//! over-long command line is logged (`request longer than N`), and
+//! `smtpd_starttls_timeout` bounds the TLS handshake.
 
 pub mod address;
 pub mod check;
@@ -44,6 +52,9 @@ pub struct ServiceState {
 pub struct SmtpdService {
     pub name: String,
     state: RwLock<Arc<ServiceState>>,
+    /// The same with `stress = yes` (Postfix's `${stress?{…}:{…}}` defaults: 10 s
+    /// `smtpd_timeout`, `smtpd_hard_error_limit` 1, …), for sessions over maxproc.
+    stressed: RwLock<Arc<ServiceState>>,
     pub queue: Option<Arc<Queue>>,
     clients: Mutex<HashMap<IpAddr, u32>>,
     shutdown: AtomicBool,
@@ -77,10 +88,12 @@ impl SmtpdService {
     /// `service_name` is master.cf's first column (`smtp`, `submission`, `127.0.0.1:2525`).
     pub fn new(cfg: PostfixConfig, service_name: &str) -> anyhow::Result<Arc<Self>> {
         let queue = queue_for(&cfg);
-        let state = build_state(&cfg);
+        let state = Arc::new(build_state(&cfg));
+        let stressed = stressed_state(&cfg, &state);
         Ok(Arc::new(SmtpdService {
             name: service_name.to_string(),
-            state: RwLock::new(Arc::new(state)),
+            state: RwLock::new(state),
+            stressed: RwLock::new(stressed),
             queue,
             clients: Mutex::new(HashMap::new()),
             shutdown: AtomicBool::new(false),
@@ -90,6 +103,7 @@ impl SmtpdService {
     /// Apply a re-read configuration to new sessions (SIGHUP).
     pub fn reconfigure(&self, cfg: PostfixConfig) {
         let st = Arc::new(build_state(&cfg));
+        *self.stressed.write().unwrap_or_else(|e| e.into_inner()) = stressed_state(&cfg, &st);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = st;
     }
 
@@ -104,6 +118,13 @@ impl SmtpdService {
 
     fn state(&self) -> Arc<ServiceState> {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn stressed_state(&self) -> Arc<ServiceState> {
+        self.stressed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn client_connect(&self, ip: IpAddr) -> u32 {
@@ -131,8 +152,29 @@ impl SmtpdService {
         _local: SocketAddr,
     ) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, stream, peer).run().await;
+        session::Session::new(self, stream, peer, false).run().await;
     }
+
+    /// [`handle`](Self::handle) for a connection over the service's process limit: the
+    /// session runs with the `stress = yes` parameters, as Postfix's smtpd does when the
+    /// master says it is overloaded.
+    pub async fn handle_stressed(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        session::Session::new(self, stream, peer, true).run().await;
+    }
+}
+
+/// The state for sessions over the process limit: `cfg` with `stress = yes` for the
+/// parameters (TLS and SASL shared with `normal`).
+fn stressed_state(cfg: &PostfixConfig, normal: &Arc<ServiceState>) -> Arc<ServiceState> {
+    let cfg = cfg.with_overrides(&[("stress".to_string(), "yes".to_string())]);
+    Arc::new(ServiceState {
+        params: params::Params::from_config(&cfg),
+        tables: check::Tables,
+        tls: normal.tls.clone(),
+        auth: normal.auth.clone(),
+        dovecot_auth_socket: normal.dovecot_auth_socket.clone(),
+    })
 }
 
 fn build_state(cfg: &PostfixConfig) -> ServiceState {

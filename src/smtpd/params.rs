@@ -61,8 +61,15 @@ pub struct Params {
     pub myorigin: String,
     pub banner: String,
     pub message_size_limit: u64,
+    /// `queue_minfree` (bytes; 0: only the 1.5 × `message_size_limit` rule).
+    pub queue_minfree: u64,
     pub recipient_limit: usize,
+    /// `smtpd_recipient_overshoot_limit`: how many RCPTs past `smtpd_recipient_limit` get
+    /// `452` without counting as errors.
+    pub recipient_overshoot_limit: usize,
     pub timeout: Duration,
+    /// `smtpd_starttls_timeout`: the bound on the TLS handshake after STARTTLS.
+    pub starttls_timeout: Duration,
     pub soft_error_limit: u32,
     pub hard_error_limit: u32,
     pub error_sleep: Duration,
@@ -198,8 +205,12 @@ impl Params {
             myorigin: cfg.myorigin().unwrap_or_default(),
             banner: s("smtpd_banner"),
             message_size_limit: num(cfg, "message_size_limit", 10_240_000),
+            queue_minfree: num(cfg, "queue_minfree", 0),
             recipient_limit: num(cfg, "smtpd_recipient_limit", 1000),
+            recipient_overshoot_limit: num(cfg, "smtpd_recipient_overshoot_limit", 1000),
             timeout: time(&s("smtpd_timeout"), 's').unwrap_or(Duration::from_secs(300)),
+            starttls_timeout: time(&s("smtpd_starttls_timeout"), 's')
+                .unwrap_or(Duration::from_secs(300)),
             soft_error_limit: num(cfg, "smtpd_soft_error_limit", 10),
             hard_error_limit: num(cfg, "smtpd_hard_error_limit", 20),
             error_sleep: time(&s("smtpd_error_sleep_time"), 's').unwrap_or(Duration::from_secs(1)),

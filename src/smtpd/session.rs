@@ -74,6 +74,8 @@ struct Transaction {
     ret: Option<String>,
     envid: Option<String>,
     recipients: Vec<Recipient>,
+    /// RCPTs refused for `smtpd_recipient_limit` (Postfix's `rcpt_overshoot`).
+    overshoot: usize,
     queue_id: Option<QueueId>,
     /// An access table said HOLD: the message goes to the hold queue.
     hold: bool,
@@ -97,6 +99,8 @@ pub struct Session {
     client_name: String,
     reverse_name: String,
     namaddr: String,
+    /// The last line read was longer than its limit (cut there, the rest skipped).
+    line_too_long: bool,
     helo: Option<String>,
     esmtp: bool,
     tls_active: bool,
@@ -128,8 +132,17 @@ fn cmd_index(name: &str) -> usize {
 }
 
 impl Session {
-    pub fn new(svc: Arc<SmtpdService>, stream: TcpStream, peer: SocketAddr) -> Session {
-        let st = svc.state();
+    pub fn new(
+        svc: Arc<SmtpdService>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        stressed: bool,
+    ) -> Session {
+        let st = if stressed {
+            svc.stressed_state()
+        } else {
+            svc.state()
+        };
         let auth = st.auth.clone();
         Session {
             svc,
@@ -142,6 +155,7 @@ impl Session {
             client_name: "unknown".into(),
             reverse_name: "unknown".into(),
             namaddr: format!("unknown[{}]", peer.ip()),
+            line_too_long: false,
             helo: None,
             esmtp: false,
             tls_active: false,
@@ -188,6 +202,18 @@ impl Session {
         self.wbuf.extend_from_slice(b"\r\n");
     }
 
+    /// Queue a 4xx/5xx reply that Postfix does not count as an error (the command
+    /// "succeeded"); it is still slowed down once the soft error limit is reached, as
+    /// Postfix's `smtpd_chat_reply()` sleeps before any reply then.
+    async fn reply_not_error(&mut self, line: &str) {
+        if self.error_count >= self.st.params.soft_error_limit {
+            self.flush().await;
+            tokio::time::sleep(self.st.params.error_sleep).await;
+        }
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
     async fn flush(&mut self) {
         if !self.wbuf.is_empty() {
             let b = std::mem::take(&mut self.wbuf);
@@ -211,7 +237,9 @@ impl Session {
                 }
                 if line.len() > limit {
                     line.truncate(limit);
+                    skipping = true;
                 }
+                self.line_too_long = skipping;
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
@@ -443,11 +471,37 @@ impl Session {
                 Ok(None) => return End::Lost,
                 Err(e) => return e,
             };
+            if self.line_too_long {
+                // Postfix's smtpd_chat_query(): the first 30 bytes, made printable.
+                let head: String = raw
+                    .iter()
+                    .take(30)
+                    .map(|&b| {
+                        if b == b' ' || b.is_ascii_graphic() {
+                            b as char
+                        } else {
+                            '?'
+                        }
+                    })
+                    .collect();
+                log::warning(
+                    self.ident(),
+                    &format!(
+                        "{}: request longer than {}: {head}...",
+                        self.namaddr, self.st.params.line_length_limit
+                    ),
+                );
+            }
             let line = String::from_utf8_lossy(&raw).to_string();
             let (verb, arg) = match line.trim_start().split_once([' ', '\t']) {
                 Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
                 None => (line.trim().to_ascii_uppercase(), String::new()),
             };
+            // Fault injection for tests ($POSTERN_TEST_PANIC=VERB, set by whoever starts
+            // the master): the panic must reach the mail log and end only this session.
+            if test_panic_verb() == Some(verb.as_str()) {
+                panic!("{TEST_PANIC_ENV}: fault injected at {verb}");
+            }
             self.last_cmd = if verb.is_empty() {
                 "CONNECT".into()
             } else {
@@ -846,6 +900,7 @@ impl Session {
             ret: None,
             envid: None,
             recipients: Vec::new(),
+            overshoot: 0,
             queue_id: None,
             hold: false,
             discard: false,
@@ -906,6 +961,33 @@ impl Session {
                     .map(|h| format!(" helo=<{h}>"))
                     .unwrap_or_default()
             ));
+            self.reply(line).await;
+            return;
+        }
+        // Postfix's smtpd_check_queue(): refuse the transaction while the queue file system
+        // has less than queue_minfree, or not 1.5 times message_size_limit, free.
+        if let Some(free) = self.svc.queue.as_ref().and_then(|q| q.free_bytes())
+            && (p.queue_minfree > free
+                || (p.message_size_limit > 0 && p.message_size_limit as f64 >= free as f64 / 1.5))
+        {
+            self.count("mail", false);
+            let line = "452 4.3.1 Insufficient system storage";
+            self.log(&format!(
+                "NOQUEUE: reject: MAIL from {}: {line}; from=<{}> proto={}{}",
+                self.namaddr,
+                path.address,
+                if self.esmtp { "ESMTP" } else { "SMTP" },
+                self.helo
+                    .as_ref()
+                    .map(|h| format!(" helo=<{h}>"))
+                    .unwrap_or_default()
+            ));
+            log::warning(
+                self.ident(),
+                &format!(
+                    "not enough free space in mail queue: {free} bytes < 1.5*message size limit"
+                ),
+            );
             self.reply(line).await;
             return;
         }
@@ -978,8 +1060,20 @@ impl Session {
         }
         let n = self.tx.as_ref().map(|t| t.recipients.len()).unwrap_or(0);
         if n >= p.recipient_limit {
+            // Postfix's smtpd.c: up to smtpd_recipient_overshoot_limit such RCPTs are not
+            // errors; past it each counts, and smtpd_hard_error_limit ends the session
+            // (421 4.7.0 … Error: too many errors).
             self.count("rcpt", false);
-            self.reply("452 4.5.3 Error: too many recipients").await;
+            let over = self.tx.as_mut().map_or(usize::MAX, |t| {
+                t.overshoot += 1;
+                t.overshoot - 1
+            });
+            if over < p.recipient_overshoot_limit {
+                self.reply_not_error("452 4.5.3 Error: too many recipients")
+                    .await;
+            } else {
+                self.reply("452 4.5.3 Error: too many recipients").await;
+            }
             return;
         }
         let stages: &[Stage] = if p.delay_reject {
@@ -1139,7 +1233,9 @@ impl Session {
             }
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        match tokio::time::timeout(self.st.params.timeout, acceptor.accept(tcp)).await {
+        // smtpd_starttls_timeout bounds the whole handshake (a client that sends half a
+        // ClientHello and stalls is dropped then), as Postfix's tls_bio does.
+        match tokio::time::timeout(self.st.params.starttls_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
                 let proto = conn
@@ -1167,7 +1263,16 @@ impl Session {
                 self.abandon_tx();
                 Ok(())
             }
-            _ => {
+            // Postfix's tls_server.c: `SSL_accept error from NAME[ADDR]: %m` when the
+            // system call failed (a timeout: ETIMEDOUT), `-1` with the TLS library's error.
+            Err(_) => {
+                self.log(&format!(
+                    "SSL_accept error from {}: Connection timed out",
+                    self.namaddr
+                ));
+                Err(End::Lost)
+            }
+            Ok(Err(_)) => {
                 self.log(&format!("SSL_accept error from {}: -1", self.namaddr));
                 Err(End::Lost)
             }
@@ -1759,6 +1864,22 @@ fn socket_addr_to_raw(sa: &std::net::SocketAddr) -> (libc::sockaddr_storage, lib
             )
         }
     }
+}
+
+/// The environment variable of [`test_panic_verb`].
+const TEST_PANIC_ENV: &str = "POSTERN_TEST_PANIC";
+
+/// An SMTP verb that makes the session panic (tests of the panic hook), from
+/// `$POSTERN_TEST_PANIC`; read once.
+fn test_panic_verb() -> Option<&'static str> {
+    static VERB: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VERB.get_or_init(|| {
+        std::env::var(TEST_PANIC_ENV)
+            .ok()
+            .map(|v| v.trim().to_ascii_uppercase())
+            .filter(|v| !v.is_empty())
+    })
+    .as_deref()
 }
 
 #[cfg(test)]

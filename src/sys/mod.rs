@@ -11,3 +11,16 @@ pub mod detach;
 pub mod dl;
 pub mod fsid;
 pub mod wire;
+
+/// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a
+/// process still answers `kill(pid, 0)`, yet holds nothing any more.
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rfind(')')
+                .and_then(|i| st.get(i + 2..i + 3))
+                .map(|s| s == "Z")
+        })
+        .unwrap_or(false)
+}

@@ -65,6 +65,9 @@ pub struct VirtualSettings {
     pub mailbox_limit: u64,
     /// Whether `virtual_mailbox_lock` asks for a dotlock.
     pub dotlock: bool,
+    /// `deliver_lock_attempts` × `deliver_lock_delay`, `stale_lock_time`.
+    pub deliver_lock: crate::mailbox::lock::DeliveryLock,
+    pub stale_lock_time: std::time::Duration,
     pub recipient_delimiter: String,
     /// The `type:table` specs as written, for log messages (`not found in …`).
     uid_maps_spec: String,
@@ -104,6 +107,8 @@ impl VirtualSettings {
                 .get("virtual_mailbox_lock")
                 .unwrap_or_else(|| "fcntl, dotlock".into())
                 .contains("dotlock"),
+            deliver_lock: crate::local::deliver_lock(cfg),
+            stale_lock_time: crate::local::stale_lock_time(cfg),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             uid_maps_spec: cfg.get("virtual_uid_maps").unwrap_or_default(),
             gid_maps_spec: cfg.get("virtual_gid_maps").unwrap_or_default(),
@@ -329,6 +334,8 @@ fn deliver_one(
                 }
                 let opts = crate::mailbox::MboxOptions {
                     dotlock: s.dotlock,
+                    delivery_lock: Some(s.deliver_lock),
+                    stale_lock_time: s.stale_lock_time,
                     expected_owner: Some(uid),
                     ..Default::default()
                 };
@@ -377,7 +384,7 @@ fn failure_status(e: &crate::mailbox::MailboxError) -> (Status, &'static str) {
     use crate::mailbox::MailboxError as E;
     match e {
         E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0"),
-        E::Locked(_) => (Status::Deferred, "4.2.0"),
+        E::Locked(_) | E::LockFailed(_) => (Status::Deferred, "4.2.0"),
         // Folder operations; delivery does not meet them.
         E::NotFound(_)
         | E::AlreadyExists(_)
