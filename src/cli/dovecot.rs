@@ -34,11 +34,12 @@
 //! ([`crate::auth::dovecot_proto`]) from the same passdbs, for Postfix's `smtpd_sasl_type
 //! = dovecot`; see [`DovecotConf::auth_client_sockets`] for which listeners count.
 //!
-//! Processes: this one binds the listeners, then starts the unprivileged login process
-//! ([`pop3d::login`], `dovecot/pop3-login`: this executable again, with
-//! `--login-process CTL FD:ssl|plain…` naming the inherited channel and listeners),
-//! serves its requests ([`pop3d::serve_login_process`]), replaces it when it dies and
-//! starts a new one on reload while the old one drains.
+//! Processes: this one binds the listeners, then starts one unprivileged login process per
+//! protocol served ([`crate::login`], `dovecot/pop3-login` and `dovecot/imap-login`: this
+//! executable again, with `--login-process PROTOCOL CTL FD:ssl|plain…` naming the inherited
+//! channel and listeners), serves their requests ([`crate::pop3d::serve_login_process`],
+//! [`crate::imapd::serve_login_process`]), replaces one that dies and starts new ones on
+//! reload while the old ones drain.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
