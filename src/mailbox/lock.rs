@@ -227,22 +227,20 @@ pub(crate) fn create_lock_file_waiting(
     how: Wait,
     stale: impl Fn(&Path) -> bool,
 ) -> Result<File, LockFileError> {
-    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut waiter = Waiter::new(how);
     loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-        {
-            Ok(mut f) => {
-                if !contents.is_empty() {
-                    let _ = f.write_all(contents);
-                }
-                return Ok(f);
-            }
+        let made = if contents.is_empty() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)
+        } else {
+            create_with_contents(path, mode, contents)
+        };
+        match made {
+            Ok(f) => return Ok(f),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if stale(path) {
                     // Given up when a stale lock cannot be removed, as Postfix's
@@ -259,6 +257,51 @@ pub(crate) fn create_lock_file_waiting(
         if !waiter.again() {
             return Err(LockFileError::Busy);
         }
+    }
+}
+
+/// Create `path` holding `contents` at once, as Dovecot's file_dotlock does: the contents go
+/// into a temporary file beside it, which is then hard-linked to `path` (`EEXIST` when the
+/// lock is taken). A lock file created empty and written afterwards stayed empty when its
+/// process was killed in between, and an empty lock names no process, so it blocked the
+/// mailbox until `stale_lock_time` (seen under repeated SIGKILLs of the mail system: a
+/// mailbox's deliveries deferred with `unable to create lock file …: File exists`). A file
+/// system without hard links gets the file created and then written.
+fn create_with_contents(path: &Path, mode: u32, contents: &[u8]) -> io::Result<File> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = path.with_file_name(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let linked = f
+        .write_all(contents)
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)?;
+            let _ = f.write_all(contents);
+            Ok(f)
+        }
+        Err(e) => Err(e),
     }
 }
 
