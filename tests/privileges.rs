@@ -1202,7 +1202,14 @@ fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
     );
     d.wait_log("status=deferred");
     let spool = dir.join("spool");
-    let queued = std::fs::read(spool.join("deferred").join(&id[..1]).join(&id)).unwrap();
+    // The delivery agent's `status=deferred` comes before the queue manager moves the file
+    // from active/ to deferred/ (as in Postfix): wait for the move.
+    let deferred = spool.join("deferred").join(&id[..1]).join(&id);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !deferred.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let queued = std::fs::read(&deferred).unwrap();
     std::fs::write(etc.join("transport"), "").unwrap();
     assert!(d.admin("postmap transport").status.success());
 
