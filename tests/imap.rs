@@ -603,6 +603,125 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// CONTEXT=SEARCH (RFC 5267) beside the real Dovecot: PARTIAL for SEARCH and SORT and its
+/// errors, UPDATE results reported after this session's STOREs and another session's
+/// flag changes, expunges and APPEND (REMOVEFROM before the EXPUNGE replies),
+/// CANCELUPDATE, the limit of 10 kept results, SAVE with PARTIAL; on Maildir and mbox.
+#[test]
+fn context_search_against_real_dovecot() {
+    for store in [Store::Maildir, Store::Mbox] {
+        let dirs = [homes(store), homes(store)];
+        let extra = "ssl = no\ndisable_plaintext_auth = no\n";
+        let Some(real) = Server::dovecot(dirs[0].path(), store, extra) else {
+            return;
+        };
+        let ours = Server::postern(dirs[1].path(), store, extra);
+        let theirs = context_dialogue(real.port);
+        let mine = context_dialogue(ours.port);
+        assert_eq!(theirs.len(), mine.len());
+        // The script does what it means to: updates are reported at all.
+        assert!(
+            theirs
+                .iter()
+                .any(|(_, r)| r.iter().any(|l| l.contains(" REMOVEFROM (0 "))),
+            "{theirs:?}"
+        );
+        assert!(
+            theirs
+                .iter()
+                .any(|(_, r)| r.iter().any(|l| l.contains(" ADDTO (0 "))),
+            "{theirs:?}"
+        );
+        let mut differ = Vec::new();
+        for ((cmd, a), (_, b)) in theirs.iter().zip(mine.iter()) {
+            if norm(a) != norm(b) {
+                differ.push(format!(
+                    "{store:?} {cmd}:\n dovecot: {:?}\n postern: {:?}",
+                    norm(a),
+                    norm(b)
+                ));
+            }
+        }
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+    }
+}
+
+/// The CONTEXT=SEARCH script: (command, reply lines); `[other] …` runs in a second
+/// session on the same mailbox.
+fn context_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
+    let mut c = Imap::login(port, "alice");
+    let mut out = Vec::new();
+    let r = c.cmd("SELECT INBOX");
+    out.push(("SELECT INBOX".to_string(), r));
+    let appended = append_corpus(&mut c);
+    out.push(("APPEND corpus".into(), appended));
+    let mut other = Imap::login(port, "alice");
+    other.cmd("SELECT INBOX");
+    let script: Vec<String> = vec![
+        "STORE 1,5,9 +FLAGS (\\Flagged)".into(),
+        "SEARCH RETURN (PARTIAL 2:4) ALL".into(),
+        "SEARCH RETURN (PARTIAL 4:2 MIN MAX COUNT) ALL".into(),
+        "UID SEARCH RETURN (PARTIAL 1:100) FLAGGED".into(),
+        "SEARCH RETURN (PARTIAL 30:40) ALL".into(),
+        "SORT RETURN (PARTIAL 1:3) (REVERSE ARRIVAL) UTF-8 ALL".into(),
+        "UID SORT RETURN (PARTIAL 2:5 COUNT) (SUBJECT) UTF-8 ALL".into(),
+        "SEARCH RETURN (PARTIAL 1) ALL".into(),
+        "SEARCH RETURN (PARTIAL 0:1) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:*) ALL".into(),
+        "SEARCH RETURN (PARTIAL) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:2 ALL) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:2 PARTIAL 1:2) ALL".into(),
+        "SEARCH RETURN (UPDATE UPDATE) ALL".into(),
+        "SEARCH RETURN ((MIN)) ALL".into(),
+        "SEARCH RETURN (CONTEXT COUNT) ALL".into(),
+        "SEARCH RETURN (SAVE PARTIAL 1:2) FLAGGED".into(),
+        "FETCH $ UID".into(),
+        "SEARCH RETURN (SAVE COUNT PARTIAL 2:2) FLAGGED".into(),
+        "FETCH $ UID".into(),
+        // t43, t44, t45 (LOGIN t1, SELECT t2, the corpus t3–t22): the kept results.
+        "SEARCH RETURN (UPDATE) UNSEEN".into(),
+        "UID SEARCH RETURN (UPDATE COUNT) FLAGGED".into(),
+        "SORT RETURN (UPDATE MIN) (SUBJECT) UTF-8 SEEN".into(),
+        "STORE 1:3 +FLAGS (\\Seen)".into(),
+        "FETCH 4 BODY[]<0.10>".into(),
+        "[other] NOOP".into(),
+        "[other] STORE 6 +FLAGS (\\Flagged)".into(),
+        "[other] STORE 2,5 +FLAGS (\\Deleted)".into(),
+        "[other] EXPUNGE".into(),
+        "[other] APPEND INBOX (\\Flagged) {20+}\r\nSubject: new\r\n\r\nbody".into(),
+        "NOOP".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "CANCELUPDATE \"t43\"".into(),
+        "CANCELUPDATE \"t43\"".into(),
+        "CANCELUPDATE".into(),
+        "CANCELUPDATE t44".into(),
+        "STORE 1:* -FLAGS (\\Seen \\Flagged)".into(),
+        "STORE 7 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE COUNT) ALL".into(),
+        "UNSELECT".into(),
+        "CANCELUPDATE \"t44\"".into(),
+        "SELECT INBOX".into(),
+        "STORE 1 +FLAGS (\\Flagged)".into(),
+        "LOGOUT".into(),
+    ];
+    for cmd in script {
+        let r = match cmd.strip_prefix("[other] ") {
+            Some(o) => other.cmd(o),
+            None => c.cmd(&cmd),
+        };
+        out.push((cmd, r));
+    }
+    out
+}
+
 /// Python's imaplib, as scripts and older tools use it: every command it has.
 #[test]
 fn imaplib_every_command() {

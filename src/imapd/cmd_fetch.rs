@@ -267,7 +267,12 @@ impl<C: Client> Session<C> {
                     .folder
                     .store(&unseen, FlagOp::Add, Flags::SEEN, &[], None)
                 {
-                    Ok(st) => seen_set = st.changed,
+                    Ok(st) => {
+                        if !sel.updates.is_empty() {
+                            sel.touched.extend(&st.changed);
+                        }
+                        seen_set = st.changed
+                    }
                     Err(e) => self.log_error(&format!("FETCH: setting \\Seen: {e}")),
                 }
             }
@@ -760,6 +765,9 @@ impl<C: Client> Session<C> {
         };
         if sel.folder.keywords().len() != had_keywords {
             super::session::send_flags(&mut self.out, &sel.folder);
+        }
+        if !sel.updates.is_empty() {
+            sel.touched.extend(&stored.changed);
         }
         let sel = self.sel.as_ref().expect("selected");
         for u in &stored.changed {

@@ -135,6 +135,11 @@ pub(crate) struct Selected {
     /// change), so that the next SORT of the selected mailbox reads no file again (as
     /// Dovecot's index caches sort keys).
     pub sort_headers: std::collections::HashMap<u32, super::message::mime::Message>,
+    /// `SEARCH RETURN (UPDATE)` results kept (CONTEXT=SEARCH), reported at each sync.
+    pub updates: Vec<super::cmd_search::SearchUpdate>,
+    /// UIDs this session's STORE or FETCH changed flags of since the last sync (for the
+    /// UPDATE searches; only kept while there are some).
+    pub touched: Vec<u32>,
 }
 
 /// How a command's reply ends.
@@ -571,6 +576,7 @@ impl<C: Client> Session<C> {
         // numbers are in play.
         let mut sync = SyncMode::Full;
         let done = match base {
+            "CANCELUPDATE" => self.cmd_cancelupdate(&args),
             "CAPABILITY" => {
                 let c = format!("* CAPABILITY {}", self.st.capability);
                 self.out.line(&c);
@@ -860,6 +866,12 @@ impl<C: Client> Session<C> {
         if changes.keywords_added {
             send_flags(&mut self.out, folder);
         }
+        if !changes.expunged.is_empty() {
+            let gone: Vec<u32> = changes.expunged.iter().map(|&(_, u)| u).collect();
+            self.search_updates_expunged(&before, &gone);
+        }
+        let sel = self.sel.as_mut()?;
+        let folder = &sel.folder;
         // Flag changes, by the sequence numbers the client knows (before expunges).
         let send_uid = uid_cmd || self.qresync;
         for uid in &changes.flags {
@@ -911,6 +923,9 @@ impl<C: Client> Session<C> {
             sel.recent = recent;
             self.out.line(&format!("* {recent} RECENT"));
         }
+        let first_new = sel.folder.messages().len() - changes.new_messages;
+        self.search_updates_changed(&changes.flags, first_new);
+        let sel = self.sel.as_mut()?;
         if self.qresync && (!changes.is_empty()) {
             return Some(format!("[HIGHESTMODSEQ {}]", sel.folder.highest_modseq()));
         }
