@@ -722,6 +722,105 @@ fn context_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// The quota plugins as the configuration turns them on (`mail_plugins = quota`,
+/// `imap_quota` for imap, a Maildir++ `maildir` root with a `*:storage=` rule).
+const QUOTA_CONF: &str = "mail_plugins = $mail_plugins quota\nprotocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\nplugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=100K\n}\n";
+
+/// QUOTA beside the real Dovecot: GETQUOTAROOT/GETQUOTA/SETQUOTA and their errors, APPEND
+/// (non-synchronizing and synchronizing literals) and COPY refused over the limit with
+/// Dovecot's `[OVERQUOTA]` text, MOVE allowed, usage after EXPUNGE; then the real
+/// Dovecot started on the Maildir Postern wrote reports the same usage (its
+/// `maildirsize`).
+#[test]
+fn quota_against_real_dovecot() {
+    let dirs = [homes(Store::Maildir), homes(Store::Maildir)];
+    let extra = format!("ssl = no\ndisable_plaintext_auth = no\n{QUOTA_CONF}");
+    let Some(real) = Server::dovecot(dirs[0].path(), Store::Maildir, &extra) else {
+        return;
+    };
+    let theirs = quota_dialogue(real.port);
+    drop(real);
+    let mine = {
+        let ours = Server::postern(dirs[1].path(), Store::Maildir, &extra);
+        quota_dialogue(ours.port)
+    };
+    assert_eq!(theirs.len(), mine.len());
+    // The limit is reached in the script (so the comparison says something).
+    assert!(
+        theirs
+            .iter()
+            .any(|(c, r)| c.starts_with("COPY") && r.iter().any(|l| l.contains("[OVERQUOTA]"))),
+        "{theirs:?}"
+    );
+    let mut differ = Vec::new();
+    for ((cmd, a), (_, b)) in theirs.iter().zip(mine.iter()) {
+        if norm(a) != norm(b) {
+            differ.push(format!(
+                "{cmd}:\n dovecot: {:?}\n postern: {:?}",
+                norm(a),
+                norm(b)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    // Swap: the real Dovecot on Postern's Maildir reads the usage Postern left.
+    let maildirsize = read(&dirs[1].path().join("home/alice/Maildir/maildirsize"));
+    assert_eq!(maildirsize, b"102400S\n17 1\n", "{maildirsize:?}");
+    let Some(real) = Server::dovecot(dirs[1].path(), Store::Maildir, &extra) else {
+        return;
+    };
+    let mut c = Imap::login(real.port, "alice");
+    let r = c.cmd("GETQUOTAROOT INBOX");
+    assert_eq!(
+        r.get(1).map(String::as_str),
+        Some("* QUOTA \"User quota\" (STORAGE 1 100)"),
+        "{r:?}"
+    );
+}
+
+/// The QUOTA script: (command, reply lines).
+fn quota_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
+    let mut c = Imap::login(port, "alice");
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(70)).repeat(800)
+    );
+    let small = "Subject: s\r\n\r\nbody\r\n";
+    let script: Vec<String> = vec![
+        "GETQUOTAROOT INBOX".into(),
+        "GETQUOTA \"User quota\"".into(),
+        "GETQUOTA nosuch".into(),
+        "GETQUOTAROOT nosuch".into(),
+        "GETQUOTAROOT".into(),
+        "GETQUOTA".into(),
+        "SETQUOTA \"User quota\" (STORAGE 100)".into(),
+        "SETQUOTA x".into(),
+        "SETQUOTA x y".into(),
+        format!("APPEND INBOX {{{}+}}\r\n{big}", big.len()),
+        format!("APPEND INBOX {{{}+}}\r\n{big}", big.len()),
+        // A synchronizing literal over quota: NO instead of the continuation.
+        format!("APPEND INBOX {{{}}}", big.len()),
+        "GETQUOTAROOT INBOX".into(),
+        "CREATE Trash".into(),
+        "SELECT INBOX".into(),
+        "COPY 1 Trash".into(),
+        "MOVE 1 Trash".into(),
+        "GETQUOTAROOT Trash".into(),
+        format!("APPEND INBOX {{{}+}}\r\n{small}", small.len()),
+        "SELECT Trash".into(),
+        "STORE 1 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+        "GETQUOTAROOT INBOX".into(),
+        "LOGOUT".into(),
+    ];
+    let mut out = Vec::new();
+    for cmd in script {
+        let r = c.cmd(&cmd);
+        out.push((cmd.chars().take(40).collect(), r));
+    }
+    out
+}
+
 /// Python's imaplib, as scripts and older tools use it: every command it has.
 #[test]
 fn imaplib_every_command() {

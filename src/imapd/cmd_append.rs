@@ -30,6 +30,9 @@ pub(crate) struct AppendState {
     /// The literal being received is a literal8 (`~{n}`, RFC 3516): its binary part is
     /// saved as base64, as Dovecot's binary converter does.
     binary: bool,
+    /// Bytes and messages of this command's literals so far (the quota check).
+    quota_bytes: u64,
+    quota_count: u64,
 }
 
 /// One message of the command: flags, keywords, date, and its parts.
@@ -200,6 +203,8 @@ impl<C: Client> Session<C> {
                 failed: None,
                 answered: false,
                 binary: false,
+                quota_bytes: 0,
+                quota_count: 0,
             });
         }
         // The arguments so far must be right before the client sends the message.
@@ -259,6 +264,25 @@ impl<C: Client> Session<C> {
             self.refuse_append(&tag, d);
             return;
         }
+        // Over quota with this literal: refused before the client sends it (Dovecot's
+        // quota_test_alloc with the literal's size).
+        if a.failed.is_none() && self.st.quota.is_some() {
+            let (bytes, count) = (a.quota_bytes + size, a.quota_count + 1);
+            a.quota_bytes = bytes;
+            a.quota_count = count;
+            if let Some(d) = self.quota_check(bytes, count) {
+                if sync {
+                    self.refuse_append(&tag, d);
+                    return;
+                }
+                if let Some(a) = self.append.as_mut() {
+                    a.failed = Some(d);
+                }
+            }
+        }
+        let Some(a) = self.append.as_mut() else {
+            return;
+        };
         a.current = if a.failed.is_none() {
             Some(Spool::default())
         } else {
@@ -440,6 +464,16 @@ impl<C: Client> Session<C> {
                 // A date in the future is the time of the APPEND (Dovecot).
                 internal_date: spec.date.map(|d| d.min(now)),
             });
+        }
+        if self.st.quota.is_some() {
+            // What the store will write: CRLF saved as LF.
+            let bytes: u64 = msgs
+                .iter()
+                .map(|m| (m.data.len() - m.data.windows(2).filter(|w| w == b"\r\n").count()) as u64)
+                .sum();
+            if let Some(d) = self.quota_check(bytes, msgs.len() as u64) {
+                return d;
+            }
         }
         match self.store.append(&store_name, &msgs) {
             Ok(a) => Done::Ok(format!(

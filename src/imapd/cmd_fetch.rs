@@ -868,6 +868,20 @@ impl<C: Client> Session<C> {
         if is_move && sel.folder.read_only() {
             return Done::No("[CANNOT] Mailbox is read-only.".into());
         }
+        // COPY adds to the user's quota (MOVE stays inside the one quota root). The
+        // messages count with their IMAP sizes.
+        if !is_move && self.st.quota.is_some() {
+            let bytes: u64 = uids
+                .iter()
+                .filter_map(|u| sel.folder.get(*u).map(|m| m.size))
+                .sum();
+            if let Some(d) = self.quota_check(bytes, uids.len() as u64) {
+                return d;
+            }
+        }
+        let Some(sel) = self.sel.as_mut() else {
+            return Done::Bad("No mailbox selected.".into(), false);
+        };
         let before: Vec<u32> = sel.folder.messages().iter().map(|m| m.uid).collect();
         let result = if is_move {
             sel.folder.move_to(&uids, &store_dest)

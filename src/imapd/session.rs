@@ -577,6 +577,11 @@ impl<C: Client> Session<C> {
         let mut sync = SyncMode::Full;
         let done = match base {
             "CANCELUPDATE" => self.cmd_cancelupdate(&args),
+            "GETQUOTAROOT" | "GETQUOTA" | "SETQUOTA"
+                if self.st.quota.as_ref().is_some_and(|q| q.imap) =>
+            {
+                self.cmd_quota(base, &args)
+            }
             "CAPABILITY" => {
                 let c = format!("* CAPABILITY {}", self.st.capability);
                 self.out.line(&c);
@@ -614,6 +619,7 @@ impl<C: Client> Session<C> {
             }
             "CLOSE" => {
                 let d = self.cmd_close(true);
+                self.quota_changed();
                 self.finish(&tag, d);
                 return;
             }
@@ -661,6 +667,11 @@ impl<C: Client> Session<C> {
             }
             _ => bad_cmd(&name, "Unknown command"),
         };
+        if matches!(done, Done::Ok(_))
+            && matches!(base, "APPEND" | "COPY" | "MOVE" | "EXPUNGE" | "DELETE")
+        {
+            self.quota_changed();
+        }
         if matches!(done, Done::Ok(_) | Done::No(_)) && self.ended.is_none() {
             let done = match self.sync(sync, uid) {
                 Some(extra) => match done {
@@ -835,6 +846,16 @@ impl<C: Client> Session<C> {
 
     fn closed_reason_idle(&self) -> String {
         "Connection closed (IDLE running for 0.001 + waiting input for 0.001 secs)".into()
+    }
+
+    /// After a change to the user's mail: `maildirsize` brought up to date (only with
+    /// a `maildir` quota).
+    pub fn quota_changed(&mut self) {
+        if let Some(q) = self.st.quota.clone()
+            && q.backend == "maildir"
+        {
+            self.quota_refresh(&q);
+        }
     }
 
     /// Sync the selected mailbox and report what changed (Dovecot's `imap_sync`).
