@@ -592,9 +592,18 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
                      Content-Transfer-Encoding: binary\r\n\r\n\u{0}-z\n\r\n\n";
             format!("APPEND Archive ~{{{}+}}\r\n{m}", m.len())
         },
+        // The same inside a multipart (Dovecot converts every such part).
+        {
+            let m = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+                     pre\r\n--b\r\nContent-Type: text/plain\r\n\r\ntext\r\n--b\r\n\
+                     Content-Type: application/octet-stream\r\n\
+                     Content-Transfer-Encoding: binary\r\n\r\n\u{0}\u{1}-z\n\r\n\r\n--b--\r\nepi\r\n";
+            format!("APPEND Archive ~{{{}+}}\r\n{m}", m.len())
+        },
         "EXAMINE Archive".into(),
         "FETCH 1:* (RFC822.SIZE BODY[] BODYSTRUCTURE)".into(),
         "FETCH 3 (BINARY.SIZE[1] BINARY.PEEK[1])".into(),
+        "FETCH 4 (BINARY.SIZE[2] BINARY.PEEK[2] BODY.PEEK[2.MIME] BINARY.PEEK[1])".into(),
         "LOGOUT".into(),
     ] {
         let r = c.cmd(&cmd);

@@ -44,9 +44,8 @@
 //!
 //! [`quota`]: QUOTA when Dovecot's quota plugins are configured.
 //!
-//! Known limits (XXX, see imapd(8) BUGS): no NOTIFY, URLAUTH; a
-//! literal8 APPEND converts a binary part to base64 only when it is the message's own
-//! part; IDLE polls every half second; the session thread runs in the root master with the
+//! Known limits (XXX, see imapd(8) BUGS): no NOTIFY, URLAUTH; IDLE polls every half
+//! second; the session thread runs in the root master with the
 //! user's file-system identity per access.
 
 mod cmd_append;
