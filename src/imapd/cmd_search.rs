@@ -243,7 +243,7 @@ impl<C: Client> Session<C> {
             .iter()
             .map(|(meta, _)| (sel.sort_headers.get(&meta.uid).unwrap_or(&empty), meta))
             .collect();
-        let order = sort::sort(&refs, &criteria);
+        let order = sort::sort_cached(&refs, &criteria, &mut sel.sort_keys);
         let uid_of: std::collections::HashMap<u32, u32> =
             hits.iter().map(|(m, _)| (m.seq, m.uid)).collect();
         let ids: Vec<u32> = if uid {

@@ -137,6 +137,7 @@ impl<C: Client> Session<C> {
             name: vname,
             recent: status.recent,
             sort_headers: std::collections::HashMap::new(),
+            sort_keys: Default::default(),
             updates: Vec::new(),
             touched: Vec::new(),
         });

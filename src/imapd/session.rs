@@ -135,6 +135,8 @@ pub(crate) struct Selected {
     /// change), so that the next SORT of the selected mailbox reads no file again (as
     /// Dovecot's index caches sort keys).
     pub sort_headers: std::collections::HashMap<u32, super::message::mime::Message>,
+    /// The sort keys computed from those headers (by UID and key).
+    pub sort_keys: super::message::sort::SortCache,
     /// `SEARCH RETURN (UPDATE)` results kept (CONTEXT=SEARCH), reported at each sync.
     pub updates: Vec<super::cmd_search::SearchUpdate>,
     /// UIDs this session's STORE or FETCH changed flags of since the last sync (for the
