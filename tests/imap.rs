@@ -539,6 +539,9 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
         "STORE 7 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)".into(),
         "FETCH 1:* FLAGS".into(),
         "FETCH 1:4 (ENVELOPE BODYSTRUCTURE)".into(),
+        // Headers only (Postern's header cache on Maildir: filled, then read).
+        "FETCH 1:* (UID ENVELOPE BODY.PEEK[HEADER])".into(),
+        "FETCH 1:* (RFC822.HEADER BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])".into(),
         "FETCH 5:8 (BODY BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BINARY.SIZE[1])".into(),
         "FETCH 3 (BODY[TEXT]<0.50> BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])".into(),
         "UID FETCH 9:* (UID RFC822.SIZE BODY.PEEK[]<10.30>)".into(),
@@ -565,6 +568,7 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
         "STORE 5 +FLAGS (\\Deleted)".into(),
         "EXPUNGE".into(),
         "UID EXPUNGE 1:*".into(),
+        "FETCH 1:* (ENVELOPE BODY.PEEK[HEADER.FIELDS (FROM DATE)])".into(),
         "LIST \"\" *".into(),
         "LIST \"\" %".into(),
         "LIST \"\" * RETURN (CHILDREN SPECIAL-USE STATUS (MESSAGES UNSEEN))".into(),

@@ -12,6 +12,7 @@
 //! messages after EXISTS; CANCELUPDATE ends one. Dovecot's `UPDATE (fetch-att)` extension
 //! is not offered (a list after UPDATE is refused as a non-atom option).
 
+use super::hdrcache::header_only;
 use super::message::mime::Message;
 use super::message::search::{self, Context, Hit, Key, MessageMeta, ReturnOptions};
 use super::message::sort;
@@ -231,13 +232,32 @@ impl<C: Client> Session<C> {
         };
         // Sort keys come from headers only: each message's header is read once per
         // selection and kept.
+        let maildir = sel.folder.is_maildir();
         for (meta, _) in &hits {
             if !sel.sort_headers.contains_key(&meta.uid) {
-                let raw = sel.folder.read(meta.uid).unwrap_or_default();
-                sel.sort_headers
-                    .insert(meta.uid, Message::new(header_only(&raw)));
+                let cached = if maildir {
+                    sel.hdr_cache.get(&sel.folder, meta.uid).map(Message::new)
+                } else {
+                    None
+                };
+                let msg = match cached {
+                    Some(m) => m,
+                    None => {
+                        let raw = sel.folder.read(meta.uid).unwrap_or_default();
+                        let h = header_only(&raw);
+                        if maildir && !raw.is_empty() {
+                            sel.hdr_cache.put(&sel.folder, meta.uid, h);
+                        }
+                        Message::new(h)
+                    }
+                };
+                sel.sort_headers.insert(meta.uid, msg);
             }
         }
+        self.save_header_cache();
+        let Some(sel) = self.sel.as_mut() else {
+            return Done::Bad("No mailbox selected.".into(), false);
+        };
         let empty = Message::new(b"");
         let refs: Vec<(&Message, &MessageMeta)> = hits
             .iter()
@@ -504,18 +524,4 @@ fn update_line(tag: &str, uid: bool, removes: &[u32], adds: &[u32]) -> String {
         l.push_str(&format!(" ADDTO (0 {})", search::seqset_string(adds)));
     }
     l
-}
-
-/// A message's header with the empty line that ends it (the whole message when it has
-/// no body).
-fn header_only(raw: &[u8]) -> &[u8] {
-    let mut pos = 0;
-    while let Some(e) = raw[pos..].iter().position(|&b| b == b'\n') {
-        let line = &raw[pos..pos + e + 1];
-        pos += e + 1;
-        if line == b"\n" || line == b"\r\n" {
-            return &raw[..pos];
-        }
-    }
-    raw
 }

@@ -138,6 +138,7 @@ impl<C: Client> Session<C> {
             recent: status.recent,
             sort_headers: std::collections::HashMap::new(),
             sort_keys: Default::default(),
+            hdr_cache: Default::default(),
             updates: Vec::new(),
             touched: Vec::new(),
         });

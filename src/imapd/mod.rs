@@ -42,7 +42,9 @@
 //! `compat-fixtures/imap/session.txt` holds Dovecot's reply texts for each command and
 //! error case in each state; `tests/imap.rs` replays its script against Postern.
 //!
-//! [`quota`]: QUOTA when Dovecot's quota plugins are configured.
+//! [`quota`]: QUOTA when Dovecot's quota plugins are configured. [`hdrcache`]: a
+//! Maildir folder's persistent header cache (`postern.cache`) for header FETCHes and
+//! SORT.
 //!
 //! Known limits (XXX, see imapd(8) BUGS): no NOTIFY, URLAUTH; IDLE polls every half
 //! second; the session thread runs in the root master with the
@@ -53,6 +55,7 @@ mod cmd_fetch;
 mod cmd_mailbox;
 mod cmd_search;
 mod cmd_select;
+pub mod hdrcache;
 pub mod mailbox_name;
 pub mod message;
 pub mod mutf7;

@@ -135,6 +135,8 @@ pub(crate) struct Selected {
     /// change), so that the next SORT of the selected mailbox reads no file again (as
     /// Dovecot's index caches sort keys).
     pub sort_headers: std::collections::HashMap<u32, super::message::mime::Message>,
+    /// The folder's persistent header cache (Maildir).
+    pub hdr_cache: super::hdrcache::HeaderCache,
     /// The sort keys computed from those headers (by UID and key).
     pub sort_keys: super::message::sort::SortCache,
     /// `SEARCH RETURN (UPDATE)` results kept (CONTEXT=SEARCH), reported at each sync.
@@ -848,6 +850,19 @@ impl<C: Client> Session<C> {
 
     fn closed_reason_idle(&self) -> String {
         "Connection closed (IDLE running for 0.001 + waiting input for 0.001 secs)".into()
+    }
+
+    /// Write the selected folder's header cache if a command added to it.
+    pub fn save_header_cache(&mut self) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        if let Err(e) = sel.hdr_cache.save(&sel.folder) {
+            let text = format!(
+                "Mailbox {}: writing {}: {e}",
+                sel.name,
+                super::hdrcache::FILE
+            );
+            self.log_error(&text);
+        }
     }
 
     /// After a change to the user's mail: `maildirsize` brought up to date (only with
