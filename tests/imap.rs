@@ -834,6 +834,72 @@ fn quota_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// The Maildir header cache (`postern.cache`): written as the mail user (0600) by a
+/// header FETCH, read by the next session; a corrupt file, one of another UIDVALIDITY
+/// with false headers, and a symlink in its place are ignored and replaced, the
+/// symlink's target untouched; the replies stay those of the messages.
+#[test]
+fn header_cache_safe_and_rebuilt() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = homes(Store::Maildir);
+    let s = Server::postern(
+        dir.path(),
+        Store::Maildir,
+        "ssl = no\ndisable_plaintext_auth = no\n",
+    );
+    let mut c = Imap::login(s.port, "alice");
+    for i in 0..3 {
+        let m = format!("Subject: s{i}\r\nFrom: a@example.org\r\n\r\nbody {i}\r\n");
+        let r = c.cmd(&format!("APPEND INBOX {{{}+}}\r\n{m}", m.len()));
+        assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
+    }
+    let fetch = |port: u16| -> Vec<String> {
+        let mut c = Imap::login(port, "alice");
+        c.cmd("SELECT INBOX");
+        let r = c.cmd("FETCH 1:* (ENVELOPE BODY.PEEK[HEADER])");
+        let sort = c.cmd("SORT (SUBJECT) UTF-8 ALL");
+        c.cmd("LOGOUT");
+        r.into_iter().chain(sort).collect()
+    };
+    let first = norm(&fetch(s.port));
+    assert!(first.iter().any(|l| l.contains("Subject: s2")), "{first:?}");
+    let cache = dir.path().join("home/alice/Maildir/postern.cache");
+    let md = std::fs::symlink_metadata(&cache).expect("postern.cache written");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.uid(), md.gid()), mail_user());
+    assert_eq!(md.mode() & 0o777, 0o600);
+    assert!(read(&cache).starts_with(b"POSTERN-CACHE 1 "));
+    // Read back by the next session: the same replies.
+    assert_eq!(norm(&fetch(s.port)), first);
+    // Corrupt, and false headers under another UIDVALIDITY: ignored, rebuilt.
+    for bad in [
+        b"garbage\n\x00\xff".to_vec(),
+        b"POSTERN-CACHE 1 1\n1 18\nSubject: forged\n\n".to_vec(),
+        b"POSTERN-CACHE 1 1\n1 999\nSubject: x\n".to_vec(),
+    ] {
+        std::fs::write(&cache, &bad).expect("corrupt");
+        chown_r(&cache);
+        assert_eq!(norm(&fetch(s.port)), first, "{bad:?}");
+        let now = read(&cache);
+        assert!(now.starts_with(b"POSTERN-CACHE 1 ") && now != bad);
+    }
+    // A symlink in its place is not followed: replaced, the target unchanged.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "root's file\n").expect("victim");
+    std::fs::remove_file(&cache).expect("rm");
+    std::os::unix::fs::symlink(&victim, &cache).expect("symlink");
+    assert_eq!(norm(&fetch(s.port)), first);
+    assert_eq!(read(&victim), b"root's file\n");
+    let md = std::fs::symlink_metadata(&cache).expect("cache");
+    assert!(
+        md.file_type().is_file(),
+        "the symlink was replaced by the cache"
+    );
+}
+
 /// Python's imaplib, as scripts and older tools use it: every command it has.
 #[test]
 fn imaplib_every_command() {
