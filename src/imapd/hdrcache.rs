@@ -6,7 +6,8 @@
 //! A message's bytes never change once it has its UID, so an entry is never stale while
 //! the UIDVALIDITY is the same. The file is read whole when the folder is first asked
 //! for a header (never through a symlink, at most [`MAX_FILE`] bytes); a file that does
-//! not parse, or has another UIDVALIDITY, is ignored and rebuilt. New entries are written
+//! not parse, or has another UIDVALIDITY, is ignored and rebuilt; the headers are held
+//! only while a command runs. New entries are written
 //! at the end of the command that read them: the whole file anew, with the live
 //! messages only, renamed over the old one as the mail user. Format: a line
 //! `POSTERN-CACHE 1 UIDVALIDITY`, then per message a line `UID LENGTH` and the header's
@@ -86,8 +87,17 @@ impl HeaderCache {
         self.dirty = true;
     }
 
-    /// Write the file if entries were added: the folder's live messages' only.
+    /// Write the file if entries were added (the folder's live messages' only), and
+    /// let go of the headers held: a session does not keep a folder's headers in
+    /// memory between commands (the next one reads the file again).
     pub fn save(&mut self, folder: &crate::mailbox::Folder) -> std::io::Result<()> {
+        let r = self.write(folder);
+        self.loaded = false;
+        self.headers = HashMap::new();
+        r
+    }
+
+    fn write(&mut self, folder: &crate::mailbox::Folder) -> std::io::Result<()> {
         if !self.dirty {
             return Ok(());
         }
