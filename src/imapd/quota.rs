@@ -386,7 +386,9 @@ impl<C: Client> Session<C> {
     /// `maildir` backend on a Maildir store).
     pub(crate) fn quota_refresh(&mut self, q: &QuotaConf) -> Usage {
         let u = usage(&self.store);
+        // (Without limits Dovecot's Maildir++ quota has nothing to write either.)
         if q.backend == "maildir"
+            && (q.storage > 0 || q.messages > 0)
             && self.store.location().format == Format::Maildir
             && let Err(e) = write_maildirsize(&self.store, q, &u)
         {
