@@ -274,15 +274,12 @@ fn deferred_for_a_missing_alias_table_is_delivered_after_newaliases() {
     assert!(!dir.join("mail/info").exists() && !dir.join("mail/postern-ad").exists());
     // The delivery agent logs `status=deferred` before the queue manager moves the file to
     // deferred/, and `postfix flush` only looks there: wait for the move.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let in_deferred = || {
         walk(&dir.join("spool/deferred"))
             .iter()
             .any(|p| p.is_file())
     };
-    while !in_deferred() && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let _ = poll(Duration::from_secs(30), || in_deferred().then_some(()));
     admin_ok(
         &d,
         "printf 'info: postern-ad\\n' > aliases && newaliases && postfix flush",
