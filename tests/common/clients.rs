@@ -1,8 +1,9 @@
 //! Raw protocol clients for transcript tests, one per protocol: send the client's lines
 //! byte for byte and read whole replies (multi-line SMTP replies, POP3's dot-terminated
-//! ones), with read timeouts so that a silent server fails the test instead of hanging it.
+//! ones, IMAP's tagged ones with their literals), with read timeouts so that a silent
+//! server fails the test instead of hanging it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -128,6 +129,98 @@ impl Pop {
                 if end {
                     break;
                 }
+            }
+        }
+        out
+    }
+}
+
+/// A raw IMAP client: commands with generated tags, replies as lines (a literal's bytes
+/// kept inside the line that announced it).
+pub struct Imap {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+    pub n: u32,
+}
+
+impl Imap {
+    pub fn connect(port: u16) -> (Imap, String) {
+        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut c = Imap {
+            r: BufReader::new(sock.try_clone().expect("clone")),
+            w: sock,
+            n: 0,
+        };
+        let g = c.line().expect("greeting");
+        (c, g)
+    }
+
+    /// Connect and `LOGIN user secret` (the password of the tests' passwd-files).
+    pub fn login(port: u16, user: &str) -> Imap {
+        let (mut c, _) = Imap::connect(port);
+        let r = c.cmd(&format!("LOGIN {user} secret"));
+        assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
+        c
+    }
+
+    /// One response line with the literals it announces; `None` at EOF.
+    pub fn line(&mut self) -> Option<String> {
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let mut l = Vec::new();
+            let n = self.r.read_until(b'\n', &mut l).ok()?;
+            if n == 0 {
+                return if out.is_empty() {
+                    None
+                } else {
+                    Some(String::from_utf8_lossy(&out).into_owned())
+                };
+            }
+            out.extend_from_slice(&l);
+            let t = String::from_utf8_lossy(&l).into_owned();
+            let t = t.trim_end_matches(['\r', '\n']);
+            let lit = t
+                .strip_suffix('}')
+                .and_then(|x| x.rsplit_once('{'))
+                .and_then(|(_, n)| n.parse::<usize>().ok());
+            match lit {
+                Some(n) => {
+                    let mut buf = vec![0u8; n];
+                    self.r.read_exact(&mut buf).ok()?;
+                    out.extend_from_slice(&buf);
+                }
+                None => {
+                    while out.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                        out.pop();
+                    }
+                    return Some(String::from_utf8_lossy(&out).into_owned());
+                }
+            }
+        }
+    }
+
+    pub fn send(&mut self, data: &[u8]) {
+        self.w.write_all(data).expect("write");
+    }
+
+    /// Send `TAG text` and read up to the tagged reply (or a continuation request).
+    pub fn cmd(&mut self, text: &str) -> Vec<String> {
+        self.n += 1;
+        let tag = format!("t{}", self.n);
+        self.send(format!("{tag} {text}\r\n").as_bytes());
+        self.until(&tag)
+    }
+
+    /// Lines up to the one tagged `tag` (or a `+` continuation, or EOF).
+    pub fn until(&mut self, tag: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(l) = self.line() {
+            let done = l.starts_with(&format!("{tag} ")) || l.starts_with('+');
+            out.push(l);
+            if done {
+                break;
             }
         }
         out
