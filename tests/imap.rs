@@ -25,20 +25,7 @@ const USER: &str = "posternimap";
 
 /// The mail user (created if missing when root) and its uid/gid.
 fn mail_user() -> (u32, u32) {
-    if is_root() {
-        if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-            let _ = Command::new("useradd")
-                .args(["-M", "-s", "/usr/sbin/nologin", USER])
-                .output();
-        }
-        if let Ok(Some(u)) = nix::unistd::User::from_name(USER) {
-            return (u.uid.as_raw(), u.gid.as_raw());
-        }
-    }
-    (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    )
+    user_ids(USER)
 }
 
 fn chown_r(p: &Path) {

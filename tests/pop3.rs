@@ -17,18 +17,7 @@ const USER: &str = "posternpop";
 
 /// The mail user (created if missing when root) and its uid/gid.
 fn mail_user() -> (u32, u32) {
-    if nix::unistd::geteuid().is_root() {
-        let _ = Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", USER])
-            .output();
-        if let Ok(Some(u)) = nix::unistd::User::from_name(USER) {
-            return (u.uid.as_raw(), u.gid.as_raw());
-        }
-    }
-    (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    )
+    user_ids(USER)
 }
 
 const BOX: &str = "From bob@example.org  Sat Nov 28 10:00:00 2026\nFrom: bob@example.org\nSubject: one\n\nhello\n.dot line\n\nFrom bob@example.org  Sat Nov 28 10:01:00 2026\nFrom: bob@example.org\nSubject: two\n\nsecond body\n>From quoted\n\nFrom carol@example.org  Sat Nov 28 10:02:00 2026\nFrom: carol@example.org\nSubject: three\n\nthird\nline 2\nline 3\n\n";

@@ -147,6 +147,25 @@ impl Drop for TestUser {
     }
 }
 
+/// The uid and gid the mail sessions of a test run as: when root, the system user `name`
+/// (created if missing: no home, no shell; idempotent); otherwise the invoking user's.
+pub fn user_ids(name: &str) -> (u32, u32) {
+    if nix::unistd::geteuid().is_root() {
+        if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+            let _ = Command::new("useradd")
+                .args(["-M", "-s", "/usr/sbin/nologin", name])
+                .output();
+        }
+        if let Ok(Some(u)) = nix::unistd::User::from_name(name) {
+            return (u.uid.as_raw(), u.gid.as_raw());
+        }
+    }
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
+}
+
 static MAIL_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A local system user with a home directory, created once and kept (idempotent), for tests
