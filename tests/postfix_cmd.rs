@@ -683,7 +683,8 @@ fn init_script_after_a_killed_master_and_on_a_failed_start() {
         err.contains("postfix/postfix-script: fatal: mail system startup failed"),
         "{err}"
     );
-    assert!(inst.has_line("postfix/master", &format!("fatal: {want}")));
+    // The log file gets the line after the terminal does.
+    inst.wait_line("postfix/master", &format!("fatal: {want}"));
     drop(squatter);
     let st = inst.run(&["status"]);
     assert_eq!(st.status.code(), Some(1), "no master left behind");
