@@ -13,36 +13,19 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The mail user of the sessions (the one `scripts/regen-imap-fixtures` uses too).
 const USER: &str = "posternimap";
 
-fn root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// The mail user (created if missing when root) and its uid/gid.
 fn mail_user() -> (u32, u32) {
-    if root() {
-        if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-            let _ = Command::new("useradd")
-                .args(["-M", "-s", "/usr/sbin/nologin", USER])
-                .output();
-        }
-        if let Ok(Some(u)) = nix::unistd::User::from_name(USER) {
-            return (u.uid.as_raw(), u.gid.as_raw());
-        }
-    }
-    (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    )
+    user_ids(USER)
 }
 
 fn chown_r(p: &Path) {
@@ -118,210 +101,34 @@ fn conf(dir: &Path, name: &str, port: u16, store: Store, extra: &str) -> String 
     )
 }
 
-fn wait_port(port: u16) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "port {port} never opened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// `postern dovecot -c FILE` on `dir` (the master detaches; the command returns once it
+/// serves), stopped with `dovecot -c FILE stop` on drop.
+fn postern_server(dir: &Path, store: Store, extra: &str) -> Dovecot {
+    postern_server_named(dir, "postern", store, extra)
 }
 
-/// A server started as admins start it, stopped with `dovecot -c FILE stop` on drop.
-struct Server {
-    bin: PathBuf,
-    conf: PathBuf,
-    port: u16,
-    log: PathBuf,
+fn postern_server_named(dir: &Path, name: &str, store: Store, extra: &str) -> Dovecot {
+    let port = free_port();
+    let cf = dir.join(format!("{name}.conf"));
+    std::fs::write(&cf, conf(dir, name, port, store, extra)).expect("conf");
+    Dovecot::start(Which::Postern, &cf, port, &dir.join(format!("{name}.log")))
 }
 
-impl Server {
-    /// `postern dovecot -c FILE` on `dir` (the master detaches; the command returns once
-    /// it serves).
-    fn postern(dir: &Path, store: Store, extra: &str) -> Server {
-        Self::postern_named(dir, "postern", store, extra)
+/// The real Dovecot (`/usr/sbin/dovecot -c FILE`) on `dir`; `None` (the test is
+/// skipped) without root or Debian's dovecot-imapd.
+fn dovecot_server(dir: &Path, store: Store, extra: &str) -> Option<Dovecot> {
+    if !Dovecot::real_available("imap") {
+        return None;
     }
-
-    fn postern_named(dir: &Path, name: &str, store: Store, extra: &str) -> Server {
-        let port = free_port();
-        let cf = dir.join(format!("{name}.conf"));
-        std::fs::write(&cf, conf(dir, name, port, store, extra)).expect("conf");
-        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["dovecot", "-c"])
-            .arg(&cf)
-            .output()
-            .expect("postern dovecot");
-        assert!(
-            out.status.success(),
-            "postern dovecot: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        wait_port(port);
-        Server {
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_postern")),
-            conf: cf,
-            port,
-            log: dir.join(format!("{name}.log")),
-        }
-    }
-
-    /// The real Dovecot (`/usr/sbin/dovecot -c FILE`) on `dir`; `None` (the test is
-    /// skipped) without root or Debian's dovecot-imapd.
-    fn dovecot(dir: &Path, store: Store, extra: &str) -> Option<Server> {
-        if !root()
-            || !Path::new("/usr/sbin/dovecot").exists()
-            || !Path::new("/usr/lib/dovecot/imap").exists()
-        {
-            eprintln!("skipped: needs root and Debian's dovecot-imapd");
-            return None;
-        }
-        let port = free_port();
-        let cf = dir.join("dovecot.conf");
-        std::fs::write(&cf, conf(dir, "dovecot", port, store, extra)).expect("conf");
-        let st = Command::new("/usr/sbin/dovecot")
-            .arg("-c")
-            .arg(&cf)
-            .status()
-            .expect("dovecot");
-        assert!(st.success());
-        wait_port(port);
-        Some(Server {
-            bin: PathBuf::from("/usr/sbin/dovecot"),
-            conf: cf,
-            port,
-            log: dir.join("dovecot.log"),
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log once it holds `needle` (lines are written after the replies).
-    fn wait_log(&self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let log = self.log();
-            if log.contains(needle) || start.elapsed() > Duration::from_secs(10) {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let args: Vec<&str> = if self.bin.ends_with("postern") {
-            vec!["dovecot", "-c"]
-        } else {
-            vec!["-c"]
-        };
-        let _ = Command::new(&self.bin)
-            .args(args)
-            .arg(&self.conf)
-            .arg("stop")
-            .output();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A raw IMAP client: commands with generated tags, replies as lines (a literal's bytes
-/// kept inside the line that announced it).
-struct Imap {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    n: u32,
-}
-
-impl Imap {
-    fn connect(port: u16) -> (Imap, String) {
-        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let mut c = Imap {
-            r: BufReader::new(sock.try_clone().expect("clone")),
-            w: sock,
-            n: 0,
-        };
-        let g = c.line().expect("greeting");
-        (c, g)
-    }
-
-    fn login(port: u16, user: &str) -> Imap {
-        let (mut c, _) = Imap::connect(port);
-        let r = c.cmd(&format!("LOGIN {user} secret"));
-        assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
-        c
-    }
-
-    /// One response line with the literals it announces; `None` at EOF.
-    fn line(&mut self) -> Option<String> {
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            let mut l = Vec::new();
-            let n = self.r.read_until(b'\n', &mut l).ok()?;
-            if n == 0 {
-                return if out.is_empty() {
-                    None
-                } else {
-                    Some(String::from_utf8_lossy(&out).into_owned())
-                };
-            }
-            out.extend_from_slice(&l);
-            let t = String::from_utf8_lossy(&l).into_owned();
-            let t = t.trim_end_matches(['\r', '\n']);
-            let lit = t
-                .strip_suffix('}')
-                .and_then(|x| x.rsplit_once('{'))
-                .and_then(|(_, n)| n.parse::<usize>().ok());
-            match lit {
-                Some(n) => {
-                    let mut buf = vec![0u8; n];
-                    self.r.read_exact(&mut buf).ok()?;
-                    out.extend_from_slice(&buf);
-                }
-                None => {
-                    while out.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
-                        out.pop();
-                    }
-                    return Some(String::from_utf8_lossy(&out).into_owned());
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, data: &[u8]) {
-        self.w.write_all(data).expect("write");
-    }
-
-    /// Send `TAG text` and read up to the tagged reply (or a continuation request).
-    fn cmd(&mut self, text: &str) -> Vec<String> {
-        self.n += 1;
-        let tag = format!("t{}", self.n);
-        self.send(format!("{tag} {text}\r\n").as_bytes());
-        self.until(&tag)
-    }
-
-    /// Lines up to the one tagged `tag` (or a `+` continuation, or EOF).
-    fn until(&mut self, tag: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(l) = self.line() {
-            let done = l.starts_with(&format!("{tag} ")) || l.starts_with('+');
-            out.push(l);
-            if done {
-                break;
-            }
-        }
-        out
-    }
+    let port = free_port();
+    let cf = dir.join("dovecot.conf");
+    std::fs::write(&cf, conf(dir, "dovecot", port, store, extra)).expect("conf");
+    Some(Dovecot::start(
+        Which::Real,
+        &cf,
+        port,
+        &dir.join("dovecot.log"),
+    ))
 }
 
 /// A reply normalized for comparing two servers: timings, UIDVALIDITY and MODSEQ values
@@ -434,12 +241,12 @@ fn append_corpus(c: &mut Imap) -> Vec<String> {
 /// lines compared as sets (Dovecot lists Maildir folders in readdir order).
 #[test]
 fn session_transcript_matches_recorded_dovecot() {
-    if !root() || Command::new("python3").arg("--version").output().is_err() {
+    if !is_root() || Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: needs root and python3");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -489,10 +296,10 @@ fn differential_against_real_dovecot() {
     for store in [Store::Maildir, Store::Mbox] {
         let dirs = [homes(store), homes(store)];
         let extra = "ssl = no\ndisable_plaintext_auth = no\n";
-        let Some(real) = Server::dovecot(dirs[0].path(), store, extra) else {
+        let Some(real) = dovecot_server(dirs[0].path(), store, extra) else {
             return;
         };
-        let ours = Server::postern(dirs[1].path(), store, extra);
+        let ours = postern_server(dirs[1].path(), store, extra);
         let theirs = dialogue(real.port, store);
         let mine = dialogue(ours.port, store);
         assert_eq!(theirs.len(), mine.len());
@@ -903,12 +710,12 @@ fn header_cache_safe_and_rebuilt() {
 /// Python's imaplib, as scripts and older tools use it: every command it has.
 #[test]
 fn imaplib_every_command() {
-    if !root() || Command::new("python3").arg("--version").output().is_err() {
+    if !is_root() || Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: needs root and python3");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -998,12 +805,12 @@ print(m.logout()[0])
 /// `curl imap://`: list, fetch by UID, and the sandbox's `INBOX;MAILINDEX=1`.
 #[test]
 fn curl_imap() {
-    if !root() || Command::new("curl").arg("--version").output().is_err() {
+    if !is_root() || Command::new("curl").arg("--version").output().is_err() {
         eprintln!("skipped: needs root and curl");
         return;
     }
     let dir = homes(Store::Mbox);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Mbox,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -1046,12 +853,12 @@ fn curl_imap() {
 /// reply with imap-proto.
 #[test]
 fn rust_imap_client() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -1140,13 +947,13 @@ fn rust_imap_client() {
 /// IDLE session within seconds (checked with a generous timeout); the views agree.
 #[test]
 fn two_sessions_and_delivery() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     for store in [Store::Maildir, Store::Mbox] {
         let dir = homes(store);
-        let s = Server::postern(dir.path(), store, "ssl = no\ndisable_plaintext_auth = no\n");
+        let s = postern_server(dir.path(), store, "ssl = no\ndisable_plaintext_auth = no\n");
         let deliver = |n: usize| {
             let body = format!("From: x@example.org\nSubject: m{n}\n\nbody {n}\n");
             match store {
@@ -1275,7 +1082,7 @@ fn swap_both_ways_with_real_dovecot() {
     for store in [Store::Maildir, Store::Mbox] {
         let dir = homes(store);
         let extra = "ssl = no\ndisable_plaintext_auth = no\n";
-        let Some(real) = Server::dovecot(dir.path(), store, extra) else {
+        let Some(real) = dovecot_server(dir.path(), store, extra) else {
             return;
         };
         let work = |port: u16, first: bool| {
@@ -1324,12 +1131,12 @@ fn swap_both_ways_with_real_dovecot() {
         work(real.port, true);
         let theirs = view(real.port);
         drop(real);
-        let ours = Server::postern(dir.path(), store, extra);
+        let ours = postern_server(dir.path(), store, extra);
         assert_eq!(view(ours.port), theirs, "{store:?}: Dovecot → Postern");
         work(ours.port, false);
         let ours_after = view(ours.port);
         drop(ours);
-        let real = Server::dovecot(dir.path(), store, extra).expect("dovecot");
+        let real = dovecot_server(dir.path(), store, extra).expect("dovecot");
         assert_eq!(view(real.port), ours_after, "{store:?}: Postern → Dovecot");
         let log = real.log();
         assert!(
@@ -1343,12 +1150,12 @@ fn swap_both_ways_with_real_dovecot() {
 /// user's mail; memory stays bounded (a 4 GB literal is refused by closing, as Dovecot).
 #[test]
 fn bad_input_and_escapes() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Mbox);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Mbox,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -1444,7 +1251,7 @@ fn bad_input_and_escapes() {
 /// secured (127.0.0.2 → 127.0.0.1), LOGIN after STARTTLS, the log's `TLS`.
 #[test]
 fn starttls_and_logindisabled() {
-    if !root() || Command::new("python3").arg("--version").output().is_err() {
+    if !is_root() || Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: needs root and python3");
         return;
     }
@@ -1453,7 +1260,7 @@ fn starttls_and_logindisabled() {
     std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).expect("cert");
     std::fs::write(dir.path().join("key.pem"), key.key_pair.serialize_pem()).expect("key");
     let d = dir.path().display();
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         &format!("ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n"),
@@ -1515,12 +1322,12 @@ print(m.logout()[0])
 /// `mail_max_userip_connections`.
 #[test]
 fn logs_and_limits() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\nmail_max_userip_connections = 2\n\
@@ -1580,7 +1387,7 @@ fn logs_and_limits() {
 /// beside `dovecot/pop3-login` when both protocols are on.
 #[test]
 fn login_processes_per_protocol() {
-    if !root()
+    if !is_root()
         || nix::unistd::User::from_name("dovenull")
             .ok()
             .flatten()
@@ -1591,7 +1398,7 @@ fn login_processes_per_protocol() {
     }
     let dir = homes(Store::Mbox);
     let pop3 = free_port();
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Mbox,
         &format!(
@@ -1643,12 +1450,11 @@ fn login_processes_per_protocol() {
         found.sort();
         found
     };
-    let start = Instant::now();
     let mut found = scan();
-    while found.iter().any(|f| f.1 != dovenull) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
+    let _ = poll(Duration::from_secs(10), || {
         found = scan();
-    }
+        found.iter().all(|f| f.1 == dovenull).then_some(())
+    });
     let names: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(
         names,
@@ -1682,10 +1488,10 @@ fn uid_below_first_valid_uid() {
         uid + 1
     );
     let dirs = [homes(Store::Mbox), homes(Store::Mbox)];
-    let Some(real) = Server::dovecot(dirs[0].path(), Store::Mbox, &extra) else {
+    let Some(real) = dovecot_server(dirs[0].path(), Store::Mbox, &extra) else {
         return;
     };
-    let ours = Server::postern(dirs[1].path(), Store::Mbox, &extra);
+    let ours = postern_server(dirs[1].path(), Store::Mbox, &extra);
     let mut replies = Vec::new();
     for s in [&real, &ours] {
         let (mut c, _) = Imap::connect(s.port);
