@@ -27,7 +27,7 @@
 //! until everything sent before it has been written (call it before exiting).
 //!
 //! Two other modes serve processes that fork without exec (the local delivery process,
-//! [`crate::local::server`]), where a thread of the parent must not be relied on:
+//! [`crate::delivery::local::server`]), where a thread of the parent must not be relied on:
 //! [`set_direct`] (before the first line) writes each line at once in the calling thread,
 //! so the process has no writer thread; [`start_capture`] (in a forked child) keeps lines
 //! in memory for [`take_captured`], and the parent logs them with the child's PID

@@ -14,7 +14,7 @@
 //! 5. bind every listener of every `inet` service whose command is `smtpd` ([`listen`]);
 //! 6. start the processes ([`children`]), each as `ps` then shows it:
 //!    * `postern local` (root): the local delivery process, Postfix's local(8) and
-//!      virtual(8) (see [`crate::local::server`]);
+//!      virtual(8) (see [`crate::delivery::local::server`]);
 //!    * `postern qmgr` (becomes `mail_owner`): the queue manager with the outbound smtp
 //!      client, connected to the local delivery process by a socket pair;
 //!    * `postern smtpd` (becomes `mail_owner` once it has read root-only files such as TLS

@@ -1,6 +1,6 @@
 //! Postfix's `qmgr(8)` with the `pickup(8)` role: takes complete queue files from
 //! `maildrop/` and `incoming/` to `active/`, resolves each recipient, has local deliveries
-//! made ([`crate::local`], in the local delivery process) from a pool of worker threads, marks each recipient done in the queue file as soon
+//! made ([`crate::delivery::local`], in the local delivery process) from a pool of worker threads, marks each recipient done in the queue file as soon
 //! as its delivery is final (so a restart never delivers it twice), removes the file when every
 //! recipient is done, and moves it to `deferred/` with back-off otherwise.
 //!
@@ -8,10 +8,10 @@
 //! The master starts the queue manager when master.cf has a `qmgr` service (as Postfix's
 //! master does; a master.cf without one queues mail but never delivers it), as a child
 //! process (`postern qmgr -c DIR`), together with the local delivery process
-//! ([`crate::local::server`]), the two connected by a socket pair. Started as root, the
+//! ([`crate::delivery::local::server`]), the two connected by a socket pair. Started as root, the
 //! queue manager becomes `mail_owner` for good before it reads anything (Postfix's qmgr is
 //! unprivileged), and so does all it runs itself: the outbound smtp client
-//! ([`crate::smtp`]), bounces, delay warnings, defer logs; what it writes in the queue is
+//! ([`crate::delivery::smtp`]), bounces, delay warnings, defer logs; what it writes in the queue is
 //! `mail_owner`'s with Postfix's modes (the master's umask is 077). Local and virtual
 //! deliveries, the only ones that need root, go to the local delivery process, one
 //! request per recipient (queue ID, offset of the recipient record, address); it checks
@@ -54,7 +54,7 @@
 //! `virtual_transport`, `relay_transport` or `default_transport`, `relayhost` the next-hop of
 //! the last two, and `transport_maps` (address, domain, `.parent` domains, `*`) overrides
 //! transport and/or next-hop. The transport's master.cf command picks the agent: local(8)
-//! ([`crate::local`]), virtual(8) ([`crate::virtual_delivery`]), smtp(8) ([`crate::smtp`],
+//! ([`crate::delivery::local`]), virtual(8) ([`crate::delivery::virtual_delivery`]), smtp(8) ([`crate::delivery::smtp`],
 //! called once per (service, next-hop) group of a message's recipients), error(8)
 //! (`[d.s.n ]text`; a 4.x.x status is logged as 5.0.0, empty text is `Address is
 //! undeliverable`, as Postfix 3.7's error(8) does), retry(8), discard(8)
@@ -110,7 +110,7 @@
 //! `bounce_queue_lifetime`, `local_destination_concurrency_limit`, `virtual_alias_maps`,
 //! `canonical_maps`, `sender_canonical_maps`, `recipient_canonical_maps`, `relocated_maps`,
 //! `transport_maps`, `recipient_delimiter`, and those of
-//! [`crate::local`].
+//! [`crate::delivery::local`].
 //!
 //! # Known limits
 //! * XXX canonical and virtual aliases are applied at delivery, not by cleanup at queue time
@@ -137,7 +137,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::postfix::PostfixConfig;
-use crate::local::{self, LocalSettings, Status};
+use crate::delivery::local::{self, LocalSettings, Status};
 use crate::log;
 use crate::queue::writer::rename_noreplace;
 use crate::queue::{QueueFileError, QueuedMessage, mark_recipient_done, read_queue_file};
@@ -213,11 +213,11 @@ pub struct QmgrSettings {
     pub transport_maps: Vec<String>,
     pub local: LocalSettings,
     /// virtual(8) delivery (`virtual_mailbox_*`).
-    pub virtual_: crate::virtual_delivery::VirtualSettings,
+    pub virtual_: crate::delivery::virtual_delivery::VirtualSettings,
     /// trivial-rewrite's resolve (transports and next-hops).
     pub resolver: route::Resolver,
     /// smtp(8) settings per master.cf service.
-    pub smtp: std::collections::HashMap<String, crate::smtp::SmtpSettings>,
+    pub smtp: std::collections::HashMap<String, crate::delivery::smtp::SmtpSettings>,
     /// Per-destination concurrency: `local_destination_concurrency_limit` (per recipient),
     /// `virtual_destination_concurrency_limit`, `smtp_destination_concurrency_limit` (per
     /// next-hop).
@@ -265,7 +265,7 @@ impl QmgrSettings {
             .smtp_services()
             .into_iter()
             .map(|n| {
-                let st = crate::smtp::SmtpSettings::from_config(cfg, &n);
+                let st = crate::delivery::smtp::SmtpSettings::from_config(cfg, &n);
                 (n, st)
             })
             .collect();
@@ -328,7 +328,7 @@ impl QmgrSettings {
             virtual_alias_maps: maps("virtual_alias_maps"),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             local: LocalSettings::from_config(cfg, &ident_local),
-            virtual_: crate::virtual_delivery::VirtualSettings::from_config(cfg),
+            virtual_: crate::delivery::virtual_delivery::VirtualSettings::from_config(cfg),
             ident_qmgr: log::ident(cfg, "qmgr"),
             ident_cleanup: log::ident(cfg, "cleanup"),
             ident_trivial_rewrite: log::ident(cfg, "trivial-rewrite"),
@@ -589,7 +589,7 @@ impl QmgrSettings {
 
     /// The smtp(8) settings of master.cf service `service` (the `smtp` service's when
     /// unknown).
-    pub fn smtp_settings(&self, service: &str) -> crate::smtp::SmtpSettings {
+    pub fn smtp_settings(&self, service: &str) -> crate::delivery::smtp::SmtpSettings {
         self.smtp
             .get(service)
             .or_else(|| self.smtp.get("smtp"))
@@ -846,7 +846,7 @@ pub fn main(args: &[String]) -> i32 {
     }
     // Started as root by the master: become mail_owner for good before touching anything
     // (Postfix's qmgr runs unprivileged; deliveries that need root go to the local
-    // delivery process, crate::local::server).
+    // delivery process, crate::delivery::local::server).
     if crate::master::privs::is_root() {
         let dropped =
             crate::master::privs::mail_owner(&cfg).and_then(|o| crate::master::privs::drop_to(&o));
@@ -1609,7 +1609,12 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
                         local::client::deliver(agent, &id, p.r.offset, &t)
                     } else if virtual_ {
                         let _parked = Parked::enter();
-                        crate::virtual_delivery::deliver(&s.virtual_, &msg, &t, Some(&p.orig))
+                        crate::delivery::virtual_delivery::deliver(
+                            &s.virtual_,
+                            &msg,
+                            &t,
+                            Some(&p.orig),
+                        )
                     } else {
                         let _parked = Parked::enter();
                         local::deliver(&s.local, &msg, &t, Some(&p.orig))
@@ -1665,11 +1670,11 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
     for ((service, nexthop), members) in groups {
         let started = SystemTime::now();
         let smtp = s.smtp_settings(&service);
-        let jobs: Vec<crate::smtp::RcptJob> = members
+        let jobs: Vec<crate::delivery::smtp::RcptJob> = members
             .iter()
             .map(|(i, t)| {
                 let r = pending[*i].r;
-                crate::smtp::RcptJob {
+                crate::delivery::smtp::RcptJob {
                     address: t.clone(),
                     orcpt: r.orcpt.clone(),
                     notify: r.notify(),
@@ -1681,7 +1686,7 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
             format!("{service}:{}", nexthop.to_ascii_lowercase()),
             s.smtp_concurrency,
         );
-        let results = crate::smtp::deliver(&smtp, &msg, &nexthop, &jobs);
+        let results = crate::delivery::smtp::deliver(&smtp, &msg, &nexthop, &jobs);
         let finished = SystemTime::now();
         for (k, (i, t)) in members.into_iter().enumerate() {
             let p = &mut pending[i];

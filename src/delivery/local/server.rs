@@ -21,7 +21,7 @@
 //!    queue manager's own rewriting (canonical maps, virtual aliases, relocated and
 //!    transport maps, the address classes) done again here, and maps the sender the same
 //!    way;
-//! 3. delivers as [`crate::local::deliver`] or [`crate::virtual_delivery::deliver`] do:
+//! 3. delivers as [`crate::delivery::local::deliver`] or [`crate::delivery::virtual_delivery::deliver`] do:
 //!    aliases, `:include:` and `.forward` are resolved here, again, as Postfix's local(8)
 //!    resolves them itself; every mailbox and file write runs with the worker's effective
 //!    ids switched to the recipient (or `default_privs`) and back, as Postfix's
@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::postfix::PostfixConfig;
-use crate::local::{Outcome, Status};
+use crate::delivery::local::{Outcome, Status};
 use crate::log;
 use crate::qmgr::QmgrSettings;
 use crate::queue::QueuedMessage;
@@ -588,9 +588,9 @@ fn deliver_request(state: &State, req: &Request) -> Result<Vec<Outcome>, String>
     msg.sender = sender;
     let orig = r.original.clone().unwrap_or(queued);
     Ok(match req.agent {
-        Agent::Local => crate::local::deliver(&s.local, &msg, &req.target, Some(&orig)),
+        Agent::Local => crate::delivery::local::deliver(&s.local, &msg, &req.target, Some(&orig)),
         Agent::Virtual => {
-            crate::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig))
+            crate::delivery::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig))
         }
     })
 }

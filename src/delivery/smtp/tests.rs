@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use crate::config::maincf;
 use crate::config::mastercf::MasterCf;
 use crate::config::postfix::PostfixConfig;
+use crate::delivery::local::Status;
 use crate::dns::testserver::TestDns;
-use crate::local::Status;
 use crate::queue::QueuedMessage;
 
 use super::*;

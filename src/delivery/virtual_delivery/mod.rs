@@ -14,13 +14,13 @@
 //!
 //! The message is written as Postfix's virtual writes it: `Return-Path:`,
 //! `X-Original-To:`, `Delivered-To:` (the same bytes as `local(8)`, see
-//! [`crate::local::format_message`]), plus the `From ` line, `>From ` quoting and the
+//! [`crate::delivery::local::format_message`]), plus the `From ` line, `>From ` quoting and the
 //! separator line for mbox. Texts as Postfix 3.7 words them: `delivered to maildir`,
 //! `delivered to mailbox`, `maildir delivery failed: …`, `delivery failed to mailbox
 //! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! [`deliver`] runs in the local delivery process ([`crate::local::server`], root). As Postfix
+//! [`deliver`] runs in the local delivery process ([`crate::delivery::local::server`], root). As Postfix
 //! (`set_eugid(uid, gid)` around the delivery), every file here is created and written
 //! with the effective ids switched to the mailbox's uid/gid, with that group alone, and
 //! back ([`crate::sys::child::write_as`]), so directories the uid cannot write stay closed
@@ -45,7 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::postfix::PostfixConfig;
-use crate::local::{Outcome, Status};
+use crate::delivery::local::{Outcome, Status};
 use crate::maps::Table;
 use crate::queue::QueuedMessage;
 
@@ -107,8 +107,8 @@ impl VirtualSettings {
                 .get("virtual_mailbox_lock")
                 .unwrap_or_else(|| "fcntl, dotlock".into())
                 .contains("dotlock"),
-            deliver_lock: crate::local::deliver_lock(cfg),
-            stale_lock_time: crate::local::stale_lock_time(cfg),
+            deliver_lock: crate::delivery::local::deliver_lock(cfg),
+            stale_lock_time: crate::delivery::local::stale_lock_time(cfg),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             uid_maps_spec: cfg.get("virtual_uid_maps").unwrap_or_default(),
             gid_maps_spec: cfg.get("virtual_gid_maps").unwrap_or_default(),
@@ -282,7 +282,7 @@ fn deliver_one(
         }
     };
     let path = format!("{}/{}", s.mailbox_base, mailbox.trim());
-    let data = crate::local::format_message(msg, orig, rcpt, false);
+    let data = crate::delivery::local::format_message(msg, orig, rcpt, false);
     let sender = msg.sender.clone();
     // As Postfix: set_eugid(uid, gid) around the delivery (crate::sys::child::write_as).
     let res = crate::sys::child::write_as(&s.ident, uid, gid, || {
