@@ -20,6 +20,7 @@ pub mod memory;
 pub mod pop3d;
 pub mod qmgr;
 pub mod queue;
+pub mod resolve;
 pub mod smtpd;
 pub mod sys;
 pub mod tls;

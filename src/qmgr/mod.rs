@@ -127,7 +127,7 @@
 
 pub mod bounce;
 pub mod defer;
-pub mod route;
+pub use crate::resolve::route;
 
 use std::collections::HashSet;
 use std::io::Read;

@@ -23,7 +23,7 @@
 pub mod address;
 pub mod check;
 pub mod params;
-pub mod sasl;
+pub use crate::auth::sasl;
 pub mod session;
 
 use std::collections::HashMap;
