@@ -479,9 +479,9 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     let ident = log::ident(&cfg, "postsuper");
     // As Postfix's postsuper: run by root, it works as mail_owner, so that what it creates
     // in the queue (hash subdirectories) is the mail system's.
-    if crate::master::privs::is_root() {
+    if crate::sys::privs::is_root() {
         let dropped =
-            crate::master::privs::mail_owner(&cfg).and_then(|o| crate::master::privs::drop_to(&o));
+            crate::sys::privs::mail_owner(&cfg).and_then(|o| crate::sys::privs::drop_to(&o));
         if let Err(e) = dropped {
             log::fatal(&ident, &e);
             eprintln!("postsuper: fatal: {e}");

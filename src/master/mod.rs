@@ -57,7 +57,7 @@
 pub mod children;
 pub mod listen;
 pub mod lock;
-pub mod privs;
+pub use crate::sys::privs;
 pub mod serve;
 pub mod supervise;
 

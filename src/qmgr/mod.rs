@@ -847,9 +847,9 @@ pub fn main(args: &[String]) -> i32 {
     // Started as root by the master: become mail_owner for good before touching anything
     // (Postfix's qmgr runs unprivileged; deliveries that need root go to the local
     // delivery process, crate::delivery::local::server).
-    if crate::master::privs::is_root() {
+    if crate::sys::privs::is_root() {
         let dropped =
-            crate::master::privs::mail_owner(&cfg).and_then(|o| crate::master::privs::drop_to(&o));
+            crate::sys::privs::mail_owner(&cfg).and_then(|o| crate::sys::privs::drop_to(&o));
         if let Err(e) = dropped {
             log::fatal(&log::ident(&cfg, "qmgr"), &e);
             log::flush();

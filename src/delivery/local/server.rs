@@ -148,8 +148,8 @@ impl State {
     }
 
     fn from_config(cfg: &PostfixConfig) -> Result<State, String> {
-        let queue_owner = if crate::master::privs::is_root() {
-            Some(crate::master::privs::mail_owner(cfg)?.uid)
+        let queue_owner = if crate::sys::privs::is_root() {
+            Some(crate::sys::privs::mail_owner(cfg)?.uid)
         } else {
             None
         };
