@@ -66,7 +66,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::config::mastercf::MasterService;
-use crate::config::postfix::{LoadOptions, PostfixConfig};
+use crate::config::postfix::{PostfixConfig, load_config};
 use crate::log;
 
 /// The version Postern reports where Postfix reports its own (log lines, `mail_version`).
@@ -89,15 +89,6 @@ pub struct ServiceSpec {
     /// Concurrent sessions allowed; `None` = unlimited (maxproc `0`).
     pub limit: Option<usize>,
     pub entry: MasterService,
-}
-
-/// Load main.cf and master.cf as the master does.
-pub fn load_config(config_dir: Option<&Path>) -> Result<PostfixConfig, String> {
-    PostfixConfig::load(&LoadOptions {
-        config_dir: config_dir.map(Path::to_path_buf),
-        overrides: Vec::new(),
-    })
-    .map_err(|e| e.to_string())
 }
 
 /// The configuration directory as Postfix names it in its log lines.

@@ -247,19 +247,13 @@ pub struct QmgrSettings {
     pub ident_bounce: String,
 }
 
-/// A Postfix time value (`300s`, `1h`, `5d`, bare number in `default_unit`).
-pub use crate::smtpd::params::time as parse_time;
-
 impl QmgrSettings {
     pub fn from_config(cfg: &PostfixConfig) -> QmgrSettings {
-        let time = |n: &str, unit: char, d: u64| {
-            cfg.get(n)
-                .and_then(|v| parse_time(&v, unit))
-                .unwrap_or(Duration::from_secs(d))
-        };
+        let time =
+            |n: &str, unit: char, d: u64| cfg.get_time(n, unit).unwrap_or(Duration::from_secs(d));
         let ident_local = log::ident(cfg, "local");
         // Table lists split as Postfix's mystrtokq does (`inline:{ a=b, c=d }` stays whole).
-        let maps = |name: &str| crate::smtpd::params::list(&cfg.get(name).unwrap_or_default());
+        let maps = |name: &str| cfg.get_list(name);
         let resolver = route::Resolver::from_config(cfg);
         let smtp = resolver
             .smtp_services()
@@ -269,12 +263,7 @@ impl QmgrSettings {
                 (n, st)
             })
             .collect();
-        let num = |n: &str, d: usize| {
-            cfg.get(n)
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(d)
-                .clamp(1, 1000)
-        };
+        let num = |n: &str, d: usize| cfg.get_num(n).unwrap_or(d).clamp(1, 1000);
         let myhostname = cfg.get("myhostname").unwrap_or_default();
         QmgrSettings {
             resolver,
@@ -832,7 +821,7 @@ pub fn main(args: &[String]) -> i32 {
             config_dir = it.next().map(PathBuf::from);
         }
     }
-    let cfg = match crate::master::load_config(config_dir.as_deref()) {
+    let cfg = match crate::config::postfix::load_config(config_dir.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             log::fatal("postfix/qmgr", &e);
@@ -1121,7 +1110,7 @@ fn run(
                 // Every table is read again, as Postfix's daemons are restarted (a table
                 // that could not be opened is tried again at once).
                 crate::maps::cache::global().clear();
-                if let Ok(cfg) = crate::master::load_config(config_dir.as_deref()) {
+                if let Ok(cfg) = crate::config::postfix::load_config(config_dir.as_deref()) {
                     let _ = log::configure(&cfg);
                     let mut fresh = QmgrSettings::from_config(&cfg);
                     fresh.limiter = settings.limiter.clone();
@@ -2150,14 +2139,5 @@ mod tests {
             std::fs::read(d.path().join("active/4AB2C3D4E5")).unwrap(),
             b"new"
         );
-    }
-
-    #[test]
-    fn times_parse_with_units() {
-        assert_eq!(parse_time("300s", 's'), Some(Duration::from_secs(300)));
-        assert_eq!(parse_time("5d", 'd'), Some(Duration::from_secs(432000)));
-        assert_eq!(parse_time("5", 'd'), Some(Duration::from_secs(432000)));
-        assert_eq!(parse_time("1h", 's'), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_time("x", 's'), None);
     }
 }

@@ -1042,7 +1042,7 @@ impl<'a> Checker<'a> {
             w if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) => Verdict::Permit,
             _ => {
                 // A list of restrictions (or a restriction class) as the result.
-                let list = super::params::list(v);
+                let list = crate::config::values::list(v);
                 self.depth += 1;
                 let r = if self.depth > 20 {
                     Verdict::Dunno
@@ -1124,7 +1124,7 @@ fn expand_match_list(
                 Ok(bytes) => {
                     for line in String::from_utf8_lossy(&bytes).lines() {
                         if !line.starts_with('#') {
-                            let items = super::params::list(line);
+                            let items = crate::config::values::list(line);
                             expand_match_list(&items, on_match, list_name, out, warnings);
                         }
                     }

@@ -126,31 +126,27 @@ pub fn deliver_lock(cfg: &PostfixConfig) -> crate::mailbox::lock::DeliveryLock {
             .and_then(|v| v.trim().parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(d.attempts),
-        delay: cfg
-            .get("deliver_lock_delay")
-            .and_then(|v| crate::smtpd::params::time(&v, 's'))
-            .unwrap_or(d.delay),
+        delay: cfg.get_time("deliver_lock_delay", 's').unwrap_or(d.delay),
     }
 }
 
 /// `stale_lock_time` (500s).
 pub fn stale_lock_time(cfg: &PostfixConfig) -> std::time::Duration {
-    cfg.get("stale_lock_time")
-        .and_then(|v| crate::smtpd::params::time(&v, 's'))
+    cfg.get_time("stale_lock_time", 's')
         .unwrap_or(crate::mailbox::lock::STALE_DOTLOCK)
 }
 
 impl LocalSettings {
     /// Read the settings.
     pub fn from_config(cfg: &PostfixConfig, ident: &str) -> LocalSettings {
-        let alias_maps = crate::smtpd::params::list(&cfg.get("alias_maps").unwrap_or_default());
+        let alias_maps = cfg.get_list("alias_maps");
         let privs = cfg.get("default_privs").unwrap_or_else(|| "nobody".into());
         let default_privs = nix::unistd::User::from_name(privs.trim())
             .ok()
             .flatten()
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
             .unwrap_or((65534, 65534));
-        let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
+        let num = |n: &str, d: u64| cfg.get_num(n).unwrap_or(d);
         LocalSettings {
             alias_maps,
             ident: ident.to_string(),

@@ -142,7 +142,7 @@ struct State {
 
 impl State {
     fn load(config_dir: Option<&Path>) -> Result<State, String> {
-        let cfg = crate::master::load_config(config_dir)?;
+        let cfg = crate::config::postfix::load_config(config_dir)?;
         log::configure(&cfg)?;
         State::from_config(&cfg)
     }
@@ -153,11 +153,7 @@ impl State {
         } else {
             None
         };
-        let num = |n: &str, d: u64| {
-            cfg.get(n)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(d)
-        };
+        let num = |n: &str, d: u64| cfg.get_num(n).unwrap_or(d);
         Ok(State {
             settings: Arc::new(QmgrSettings::from_config(cfg)),
             queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),

@@ -153,7 +153,7 @@ pub fn deliver(
         return Vec::new();
     }
     let mut st = state::State::new(s, msg, nexthop, rcpts);
-    if params::list(nexthop).is_empty() {
+    if crate::config::values::list(nexthop).is_empty() {
         st.fill(state::Why::local(
             "4.3.5",
             format!("null destination: \"{nexthop}\""),

@@ -75,32 +75,21 @@ pub struct VirtualSettings {
     ident: String,
 }
 
-fn open_tables(cfg: &PostfixConfig, param: &str) -> Vec<String> {
-    crate::smtpd::params::list(&cfg.get(param).unwrap_or_default())
-}
-
-fn split_list(v: &str) -> Vec<String> {
-    v.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 impl VirtualSettings {
     /// Read the settings.
     pub fn from_config(cfg: &PostfixConfig) -> VirtualSettings {
         let ident = crate::log::ident(cfg, "virtual");
-        let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
+        let num = |n: &str, d: u64| cfg.get_num(n).unwrap_or(d);
         VirtualSettings {
-            domains: split_list(&cfg.get("virtual_mailbox_domains").unwrap_or_default()),
-            mailbox_maps: open_tables(cfg, "virtual_mailbox_maps"),
+            domains: cfg.get_list("virtual_mailbox_domains"),
+            mailbox_maps: cfg.get_list("virtual_mailbox_maps"),
             mailbox_base: cfg
                 .get("virtual_mailbox_base")
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            uid_maps: open_tables(cfg, "virtual_uid_maps"),
-            gid_maps: open_tables(cfg, "virtual_gid_maps"),
+            uid_maps: cfg.get_list("virtual_uid_maps"),
+            gid_maps: cfg.get_list("virtual_gid_maps"),
             minimum_uid: num("virtual_minimum_uid", 100) as u32,
             mailbox_limit: num("virtual_mailbox_limit", 51_200_000),
             dotlock: cfg
@@ -163,7 +152,7 @@ fn domain_in(list: &[String], d: &str, parents: bool, depth: usize) -> bool {
                     let items: Vec<String> = t
                         .lines()
                         .filter(|l| !l.trim_start().starts_with('#'))
-                        .flat_map(split_list)
+                        .flat_map(crate::config::values::list)
                         .collect();
                     domain_in(&items, d, parents, depth + 1)
                 })
