@@ -1134,7 +1134,7 @@ fn the_real_postfix_starts_on_postern_s_queue_and_delivers_its_deferred_mail() {
 /// outcomes back, as the queue manager does.
 fn ask(
     ctl: i32,
-    req: &postern::delivery::local::server::Request,
+    req: &postern::qmgr::local_server::Request,
 ) -> Vec<postern::delivery::local::Outcome> {
     use nix::sys::socket::{
         AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
@@ -1163,7 +1163,7 @@ fn ask(
     drop(theirs);
     let mut data = Vec::new();
     std::fs::File::from(mine).read_to_end(&mut data).unwrap();
-    postern::delivery::local::server::Reply::get(&mut Dec(&data))
+    postern::qmgr::local_server::Reply::get(&mut Dec(&data))
         .expect("an answer")
         .outcomes
 }
@@ -1171,7 +1171,7 @@ fn ask(
 #[test]
 fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
     use postern::delivery::local::Status;
-    use postern::delivery::local::server::{Agent, Request};
+    use postern::qmgr::local_server::{Agent, Request};
     if !is_root() {
         eprintln!("skipped: not root");
         return;

@@ -14,7 +14,7 @@
 //! 5. bind every listener of every `inet` service whose command is `smtpd` ([`listen`]);
 //! 6. start the processes ([`children`]), each as `ps` then shows it:
 //!    * `postern local` (root): the local delivery process, Postfix's local(8) and
-//!      virtual(8) (see [`crate::delivery::local::server`]);
+//!      virtual(8) (see [`crate::qmgr::local_server`]);
 //!    * `postern qmgr` (becomes `mail_owner`): the queue manager with the outbound smtp
 //!      client, connected to the local delivery process by a socket pair;
 //!    * `postern smtpd` (becomes `mail_owner` once it has read root-only files such as TLS
@@ -360,7 +360,7 @@ fn make_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), Stri
             format!(
                 "mkdir {}: {}",
                 dir.display(),
-                crate::master::lock::strerror(&e)
+                crate::config::error::strerror(&e)
             )
         })?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));

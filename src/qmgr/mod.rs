@@ -8,7 +8,7 @@
 //! The master starts the queue manager when master.cf has a `qmgr` service (as Postfix's
 //! master does; a master.cf without one queues mail but never delivers it), as a child
 //! process (`postern qmgr -c DIR`), together with the local delivery process
-//! ([`crate::delivery::local::server`]), the two connected by a socket pair. Started as root, the
+//! ([`crate::qmgr::local_server`]), the two connected by a socket pair. Started as root, the
 //! queue manager becomes `mail_owner` for good before it reads anything (Postfix's qmgr is
 //! unprivileged), and so does all it runs itself: the outbound smtp client
 //! ([`crate::delivery::smtp`]), bounces, delay warnings, defer logs; what it writes in the queue is
@@ -127,6 +127,8 @@
 
 pub mod bounce;
 pub mod defer;
+pub mod local_client;
+pub mod local_server;
 pub use crate::resolve::route;
 
 use std::collections::HashSet;
@@ -835,7 +837,7 @@ pub fn main(args: &[String]) -> i32 {
     }
     // Started as root by the master: become mail_owner for good before touching anything
     // (Postfix's qmgr runs unprivileged; deliveries that need root go to the local
-    // delivery process, crate::delivery::local::server).
+    // delivery process, crate::qmgr::local_server).
     if crate::sys::privs::is_root() {
         let dropped =
             crate::sys::privs::mail_owner(&cfg).and_then(|o| crate::sys::privs::drop_to(&o));
@@ -845,7 +847,7 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
     }
-    local::client::init_from_env();
+    local_client::init_from_env();
     let settings = Arc::new(QmgrSettings::from_config(&cfg));
     // One queue manager per queue: a new one (after a master crash and restart) waits here
     // until the old one has finished the deliveries it had started.
@@ -1586,16 +1588,16 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
                         }
                         None => s.limiter.acquire(key, limit),
                     };
-                    let outcomes = if local::client::connected() {
+                    let outcomes = if local_client::connected() {
                         // The local delivery process may wait for a mailbox lock: this
                         // worker does not count meanwhile.
                         let _parked = Parked::enter();
                         let agent = if virtual_ {
-                            local::server::Agent::Virtual
+                            local_server::Agent::Virtual
                         } else {
-                            local::server::Agent::Local
+                            local_server::Agent::Local
                         };
-                        local::client::deliver(agent, &id, p.r.offset, &t)
+                        local_client::deliver(agent, &id, p.r.offset, &t)
                     } else if virtual_ {
                         let _parked = Parked::enter();
                         crate::delivery::virtual_delivery::deliver(

@@ -31,7 +31,7 @@
 //! `deliver_unknown()` does; it is logged `to=<relay>, orig_to=<recipient>`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! [`deliver`] runs in the local delivery process ([`server`]), which is root, after it
+//! [`deliver`] runs in the local delivery process ([`crate::qmgr::local_server`]), which is root, after it
 //! has checked the request against the queue file: alias, `:include:` and `.forward`
 //! resolution happen there (`.forward` is read with the thread's filesystem identity
 //! switched to the user, `setfsuid`/`setfsgid`); every mailbox write and file write runs
@@ -71,9 +71,6 @@
 //! * XXX When one expansion of an alias fails temporarily, the whole alias is retried later
 //!   and the members that got the mail get it again (Postfix keeps a duplicate filter only
 //!   within one delivery attempt as well).
-
-pub mod client;
-pub mod server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -517,7 +514,7 @@ fn expand_item(ctx: &mut Ctx<'_>, parent: &str, item: &str, depth: usize, seen: 
                 format!(
                     "cannot open include file {}: {}",
                     file.trim(),
-                    crate::master::lock::strerror(&e)
+                    crate::config::error::strerror(&e)
                 ),
             ),
         }

@@ -20,7 +20,7 @@
 //! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! [`deliver`] runs in the local delivery process ([`crate::delivery::local::server`], root). As Postfix
+//! [`deliver`] runs in the local delivery process ([`crate::qmgr::local_server`], root). As Postfix
 //! (`set_eugid(uid, gid)` around the delivery), every file here is created and written
 //! with the effective ids switched to the mailbox's uid/gid, with that group alone, and
 //! back ([`crate::sys::child::write_as`]), so directories the uid cannot write stay closed

@@ -1,5 +1,7 @@
 //! The local delivery process (`postern local`): the part of Postfix's `local(8)` and
-//! `virtual(8)` that needs root, alone in its own process.
+//! `virtual(8)` that needs root, alone in its own process. It lives beside the queue
+//! manager, whose rewriting it repeats to check each request ([`QmgrSettings::routes_to`]),
+//! above the delivery agents it runs.
 //!
 //! # Who runs what (after `postfix start` as root)
 //! The master (root) starts this process and the queue manager, and connects them with a
@@ -600,7 +602,7 @@ fn read_active(state: &State, id: &str) -> Result<QueuedMessage, String> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
-        .map_err(|e| refuse(crate::master::lock::strerror(&e)))?;
+        .map_err(|e| refuse(crate::config::error::strerror(&e)))?;
     let m = f.metadata().map_err(|e| refuse(e.to_string()))?;
     if !m.is_file() || m.nlink() != 1 {
         return Err(refuse("not a regular file with one link".into()));
