@@ -364,7 +364,7 @@ fn flush_site(cfg: &PostfixConfig, site: &str) -> i32 {
         .unwrap_or_default()
         .split(|c: char| c == ',' || c.is_whitespace())
         .any(|f| f == "fast_flush_domains");
-    if !crate::delivery::virtual_delivery::domain_list_match(&list, site, parents) {
+    if !crate::resolve::lists::domain_list_match(&list, site, parents) {
         let why = format!("Flush service is not configured for destination \"{site}\"");
         log::fatal(&ident, &why);
         eprintln!("postqueue: fatal: {why}");

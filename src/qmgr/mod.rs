@@ -532,7 +532,7 @@ impl QmgrSettings {
         self.mydestination.contains(&d)
             || matches!(
                 self.resolver.class_of(&format!("x@{d}"), &mut Vec::new()),
-                Ok(crate::smtpd::address::AddressClass::Local)
+                Ok(crate::resolve::AddressClass::Local)
             )
     }
 

@@ -8,9 +8,9 @@ use crate::config::values::{list, time};
 
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// trivial-rewrite's parameters: address classes and qualification.
+    pub addresses: crate::resolve::Addresses,
     pub myhostname: String,
-    pub mydomain: String,
-    pub myorigin: String,
     pub banner: String,
     pub message_size_limit: u64,
     /// `queue_minfree` (bytes; 0: only the 1.5 × `message_size_limit` rule).
@@ -46,10 +46,6 @@ pub struct Params {
     /// `smtpd_client_event_limit_exceptions` (default `$mynetworks`): clients exempt from
     /// the connection limits.
     pub client_event_limit_exceptions: Vec<String>,
-    pub mydestination: Vec<String>,
-    pub relay_domains: Vec<String>,
-    pub virtual_alias_domains: Vec<String>,
-    pub virtual_mailbox_domains: Vec<String>,
     pub local_recipient_maps: Vec<String>,
     pub relay_recipient_maps: Vec<String>,
     /// `alias_maps`: the tables of `local_recipient_maps` named here are aliases(5) files
@@ -79,13 +75,8 @@ pub struct Params {
     /// `smtpd_relay_before_recipient_restrictions` comes from the compatibility_level
     /// default (Postfix then logs when that default decides a rejection).
     pub relay_before_recipient_compat: bool,
-    /// `append_dot_mydomain` comes from the compatibility_level default.
-    pub append_dot_mydomain_compat: bool,
     /// `smtpd_restriction_classes`: each class name with its restriction list.
     pub class_lists: std::collections::HashMap<String, Vec<String>>,
-    pub parent_domain_matches_subdomains: Vec<String>,
-    pub append_dot_mydomain: bool,
-    pub append_at_myorigin: bool,
     pub recipient_delimiter: String,
     pub strict_rfc821_envelopes: bool,
     pub reject_code: u16,
@@ -111,9 +102,7 @@ pub struct Params {
     pub peername_lookup: bool,
     pub syslog_ident: String,
     pub compatibility_level: String,
-    pub inet_interfaces: Vec<String>,
     pub local_header_rewrite_clients: Vec<String>,
-    pub proxy_interfaces: Vec<String>,
 }
 
 /// `smtpd_tls_security_level` (with the legacy `smtpd_use_tls`/`smtpd_enforce_tls`).
@@ -147,8 +136,7 @@ impl Params {
         let myhostname = s("myhostname");
         let syslog_name = s("syslog_name");
         Params {
-            mydomain: s("mydomain"),
-            myorigin: cfg.myorigin().unwrap_or_default(),
+            addresses: crate::resolve::Addresses::from_config(cfg),
             banner: s("smtpd_banner"),
             message_size_limit: cfg.get_num("message_size_limit").unwrap_or(10_240_000),
             queue_minfree: cfg.get_num("queue_minfree").unwrap_or(0),
@@ -184,10 +172,6 @@ impl Params {
             smtputf8_enable: b("smtputf8_enable"),
             mynetworks: l("mynetworks"),
             client_event_limit_exceptions: l("smtpd_client_event_limit_exceptions"),
-            mydestination: l("mydestination"),
-            relay_domains: l("relay_domains"),
-            virtual_alias_domains: l("virtual_alias_domains"),
-            virtual_mailbox_domains: l("virtual_mailbox_domains"),
             local_recipient_maps: l("local_recipient_maps"),
             relay_recipient_maps: l("relay_recipient_maps"),
             alias_maps: l("alias_maps"),
@@ -212,8 +196,6 @@ impl Params {
                 .explicit("smtpd_relay_before_recipient_restrictions")
                 .is_none()
                 && !b("smtpd_relay_before_recipient_restrictions"),
-            append_dot_mydomain_compat: cfg.explicit("append_dot_mydomain").is_none()
-                && b("append_dot_mydomain"),
             class_lists: l("smtpd_restriction_classes")
                 .into_iter()
                 .map(|c| {
@@ -221,9 +203,6 @@ impl Params {
                     (c, v)
                 })
                 .collect(),
-            parent_domain_matches_subdomains: l("parent_domain_matches_subdomains"),
-            append_dot_mydomain: b("append_dot_mydomain"),
-            append_at_myorigin: b("append_at_myorigin"),
             recipient_delimiter: s("recipient_delimiter"),
             strict_rfc821_envelopes: b("strict_rfc821_envelopes"),
             reject_code: cfg.get_num("reject_code").unwrap_or(554),
@@ -255,9 +234,7 @@ impl Params {
             peername_lookup: cfg.get_bool("smtpd_peername_lookup").unwrap_or(true),
             syslog_ident: format!("{syslog_name}/smtpd"),
             compatibility_level: s("compatibility_level"),
-            inet_interfaces: l("inet_interfaces"),
             local_header_rewrite_clients: l("local_header_rewrite_clients"),
-            proxy_interfaces: l("proxy_interfaces"),
             myhostname,
         }
     }

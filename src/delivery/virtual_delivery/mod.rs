@@ -109,7 +109,7 @@ impl VirtualSettings {
     /// exclusions, `/file` lists and `type:table` lookups of the domain; parent domains
     /// do not match subdomains, Postfix's default `parent_domain_matches_subdomains`).
     pub fn is_virtual_domain(&self, domain: &str) -> bool {
-        domain_list_match(&self.domains, domain, false)
+        crate::resolve::lists::domain_list_match(&self.domains, domain, false)
     }
 
     /// `mail_addr_find()`'s keys for a virtual address: full, without extension, `@domain`.
@@ -130,58 +130,6 @@ impl VirtualSettings {
                 e.to_string()
             })
     }
-}
-
-/// Postfix's domain list match (`match_list` with `domain_match`): names, `!name`,
-/// `.name` (subdomains), `/file` lists and `type:table` lookups, first match wins; with
-/// `parents` (the parameter is in `parent_domain_matches_subdomains`), `example.com` also
-/// matches its subdomains.
-pub(crate) fn domain_list_match(list: &[String], domain: &str, parents: bool) -> bool {
-    domain_in(list, &domain.to_ascii_lowercase(), parents, 0)
-}
-
-fn domain_in(list: &[String], d: &str, parents: bool, depth: usize) -> bool {
-    for entry in list {
-        let (neg, e) = match entry.strip_prefix('!') {
-            Some(r) => (true, r),
-            None => (false, entry.as_str()),
-        };
-        let hit = if e.starts_with('/') {
-            depth < 5
-                && std::fs::read_to_string(e).is_ok_and(|t| {
-                    let items: Vec<String> = t
-                        .lines()
-                        .filter(|l| !l.trim_start().starts_with('#'))
-                        .flat_map(crate::config::values::list)
-                        .collect();
-                    domain_in(&items, d, parents, depth + 1)
-                })
-        } else if e.contains(':') {
-            let mut keys = vec![d.to_string()];
-            if parents {
-                let mut rest = d;
-                while let Some((_, r)) = rest.split_once('.') {
-                    keys.push(r.to_string());
-                    rest = r;
-                }
-            }
-            // A table that cannot answer matches nothing here (postqueue's flush check:
-            // not eligible).
-            let t = crate::maps::open_cached(e, &mut |_| {});
-            keys.iter()
-                .any(|k| t.lookup(k).ok().flatten().is_some_and(|v| !v.is_empty()))
-        } else {
-            let e = e.to_ascii_lowercase();
-            match e.strip_prefix('.') {
-                Some(sub) => d.ends_with(&format!(".{sub}")),
-                None => d == e || (parents && d.ends_with(&format!(".{e}"))),
-            }
-        };
-        if hit {
-            return !neg;
-        }
-    }
-    false
 }
 
 /// Deliver `msg` to the virtual mailbox recipient `rcpt` (`user@virtualdomain`); `orig`
@@ -385,22 +333,5 @@ fn failure_status(e: &crate::mailbox::MailboxError) -> (Status, &'static str) {
             Some(libc::ENOSPC) => (Status::Deferred, "4.3.0"),
             _ => (Status::Deferred, "4.2.0"),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domain_lists() {
-        let l = vec!["!bad.example".to_string(), "example.org".to_string()];
-        assert!(domain_list_match(&l, "Example.ORG", false));
-        assert!(!domain_list_match(&l, "sub.example.org", false));
-        assert!(domain_list_match(&l, "sub.example.org", true));
-        assert!(!domain_list_match(&l, "bad.example", true));
-        let l = vec!["inline:{v.example=ok}".to_string()];
-        assert!(domain_list_match(&l, "v.example", false));
-        assert!(!domain_list_match(&l, "w.example", false));
     }
 }
