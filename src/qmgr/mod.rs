@@ -139,7 +139,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::postfix::PostfixConfig;
-use crate::delivery::local::{self, LocalSettings, Status};
+use crate::delivery::local::{self, LocalSettings};
+use crate::delivery::{Outcome, Status};
 use crate::log;
 use crate::queue::writer::rename_noreplace;
 use crate::queue::{QueueFileError, QueuedMessage, mark_recipient_done, read_queue_file};
@@ -1328,7 +1329,7 @@ fn secs(a: SystemTime, b: SystemTime) -> f64 {
 
 /// One final result for a recipient of the queue file, as its log line reports it.
 struct Done {
-    o: local::Outcome,
+    o: Outcome,
     relay: String,
     ident: String,
     started: SystemTime,
@@ -1340,7 +1341,7 @@ struct Done {
 }
 
 impl Done {
-    fn new(o: local::Outcome, relay: &str, ident: &str, started: SystemTime) -> Done {
+    fn new(o: Outcome, relay: &str, ident: &str, started: SystemTime) -> Done {
         Done {
             o,
             relay: relay.to_string(),
@@ -1454,7 +1455,7 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
     for (i, p) in pending.iter_mut().enumerate() {
         let started = SystemTime::now();
         let orig = p.orig.clone();
-        let outcome = |to: &str, status: Status, dsn: &str, text: String| local::Outcome {
+        let outcome = |to: &str, status: Status, dsn: &str, text: String| Outcome {
             to: to.to_string(),
             orig_to: (orig != to).then(|| orig.clone()),
             status,
@@ -1683,7 +1684,7 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
             let p = &mut pending[i];
             let Some(res) = results.get(k) else {
                 p.done.push(Done::new(
-                    local::Outcome {
+                    Outcome {
                         to: t.clone(),
                         orig_to: (p.orig != t).then(|| p.orig.clone()),
                         status: Status::Deferred,
@@ -1697,7 +1698,7 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
                 continue;
             };
             p.done.push(Done {
-                o: local::Outcome {
+                o: Outcome {
                     to: t.clone(),
                     orig_to: (p.orig != t).then(|| p.orig.clone()),
                     status: res.status.clone(),
