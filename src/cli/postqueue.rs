@@ -53,10 +53,7 @@ fn load(config_dir: Option<PathBuf>, prog: &str) -> Option<PostfixConfig> {
     }
 }
 
-/// `asctime(3)` of a time in local time, without the newline (`Sat Nov 28 14:37:12 2026`).
-fn asctime(t: std::time::SystemTime) -> String {
-    crate::mailbox::mbox::asctime(t)
-}
+use crate::sys::time::asctime;
 
 /// Queue files of one queue in directory order (one hash level for hashed queues).
 fn scan(dir: &Path, hashed: bool, out: &mut Vec<(String, PathBuf)>) {

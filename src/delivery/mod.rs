@@ -47,7 +47,7 @@ pub fn format_message(msg: &QueuedMessage, orig: &str, delivered_to: &str, mbox:
         let _ = writeln!(
             out,
             "From {sender}  {}",
-            crate::mailbox::mbox::asctime(std::time::SystemTime::now())
+            crate::sys::time::asctime(std::time::SystemTime::now())
         );
     }
     let _ = writeln!(out, "Return-Path: <{}>", msg.sender);

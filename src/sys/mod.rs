@@ -11,6 +11,7 @@ pub mod detach;
 pub mod dl;
 pub mod fsid;
 pub mod privs;
+pub mod time;
 pub mod wire;
 
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a

@@ -879,7 +879,7 @@ fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
     };
     let mut data = format!(
         "From {sender}  {}\n",
-        crate::mailbox::mbox::asctime(SystemTime::now())
+        crate::sys::time::asctime(SystemTime::now())
     )
     .into_bytes();
     data.extend_from_slice(&format_message(&ctx.msg, &ctx.orig, addr, false));
