@@ -60,6 +60,7 @@ pub mod file;
 pub mod header;
 pub mod id;
 pub mod record;
+#[allow(unsafe_code)]
 pub mod writer;
 
 use std::collections::HashSet;

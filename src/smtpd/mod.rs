@@ -24,6 +24,7 @@ pub mod address;
 pub mod check;
 pub mod params;
 pub use crate::auth::sasl;
+#[allow(unsafe_code)]
 pub mod session;
 
 use std::collections::HashMap;

@@ -67,21 +67,37 @@ impl Drop for FsIdentity {
     }
 }
 
+/// This thread's filesystem uid and gid (`setfsuid(-1)` changes nothing and returns the
+/// current one).
+pub fn current() -> (u32, u32) {
+    // SAFETY: an invalid id changes nothing; the calls only report this thread's ids.
+    unsafe {
+        (
+            libc::setfsuid(u32::MAX) as u32,
+            libc::setfsgid(u32::MAX) as u32,
+        )
+    }
+}
+
+/// Run `f` with this thread's filesystem gid set to `gid`, then set back, whether or not
+/// the process is root (Dovecot's `restrict_access_use_priv_gid()` … `drop_priv_gid()`).
+/// Without the right to switch, `f` runs with the gid unchanged.
+pub fn with_fsgid<T>(gid: u32, f: impl FnOnce() -> T) -> T {
+    struct Back(u32);
+    impl Drop for Back {
+        fn drop(&mut self) {
+            // SAFETY: setfsgid only changes this thread's filesystem gid.
+            unsafe { libc::setfsgid(self.0) };
+        }
+    }
+    // SAFETY: as above; `Back` restores it, also on a panic in `f`.
+    let _back = Back(unsafe { libc::setfsgid(gid) } as u32);
+    f()
+}
+
 #[cfg(test)]
 mod guard_tests {
     use super::*;
-
-    /// This thread's filesystem ids, read without changing them (an invalid id changes
-    /// nothing and returns the current one).
-    fn current() -> (u32, u32) {
-        // SAFETY: plain syscalls on this thread's credentials that change nothing.
-        unsafe {
-            (
-                libc::setfsuid(u32::MAX) as u32,
-                libc::setfsgid(u32::MAX) as u32,
-            )
-        }
-    }
 
     #[test]
     fn ids_come_back_after_a_panic() {
