@@ -595,18 +595,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// The `From ` line date as Dovecot writes it for a saved message (`mbox_from_create()`:
 /// local time, the day in two digits): `Wed Jan 01 10:00:00 2020`.
 fn dovecot_from_date(t: i64) -> String {
-    use crate::sys::time::{DAYS, MONTHS};
-    let tm = crate::sys::time::local(t).unwrap_or_else(crate::sys::time::blank_tm);
-    format!(
-        "{} {} {:02} {:02}:{:02}:{:02} {}",
-        DAYS[tm.tm_wday.rem_euclid(7) as usize],
-        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        1900 + tm.tm_year
-    )
+    crate::sys::time::ctime_text(t, true)
 }
 
 /// Split an mbox into messages (the whole-file reference for [`scan`]): the first

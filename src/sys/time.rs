@@ -65,12 +65,23 @@ pub fn asctime(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    ctime_text(secs, false)
+}
+
+/// [`asctime`] of `secs` since the epoch; with `zero_pad_day` the day has two digits
+/// (`Wed Jan 01 10:00:00 2020`, Dovecot's `mbox_from_create()`) instead of asctime's
+/// space (`Wed Jan  1 10:00:00 2020`).
+pub fn ctime_text(secs: i64, zero_pad_day: bool) -> String {
     let tm = local(secs).unwrap_or_else(blank_tm);
+    let day = if zero_pad_day {
+        format!("{:02}", tm.tm_mday)
+    } else {
+        format!("{:2}", tm.tm_mday)
+    };
     format!(
-        "{} {}{:3} {:02}:{:02}:{:02} {}",
+        "{} {} {day} {:02}:{:02}:{:02} {}",
         DAYS[tm.tm_wday.rem_euclid(7) as usize],
         MONTHS[tm.tm_mon.rem_euclid(12) as usize],
-        tm.tm_mday,
         tm.tm_hour,
         tm.tm_min,
         tm.tm_sec,
