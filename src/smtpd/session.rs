@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::address::{self, PathError};
@@ -19,36 +18,9 @@ use super::params::TlsLevel;
 use super::sasl::{self, AuthResult};
 use super::{ServiceState, SmtpdService};
 use crate::log;
+// The socket enum the POP3 and IMAP sessions use too (plain, TLS, gone).
+use crate::login::conn::Io;
 use crate::queue::{self, ClientInfo, Envelope, QueueId, Recipient};
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    Gone,
-}
-
-impl Io {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
-            Io::Gone => Ok(0),
-        }
-    }
-    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        match self {
-            Io::Plain(s) => {
-                s.write_all(b).await?;
-                s.flush().await
-            }
-            Io::Tls(s) => {
-                s.write_all(b).await?;
-                s.flush().await
-            }
-            Io::Gone => Ok(()),
-        }
-    }
-}
 
 /// Why the loop ended.
 enum End {
