@@ -1,6 +1,10 @@
 //! Postfix's `smtpd`: the SMTP server.
 //!
-//! * [`session`] — one connection: ESMTP commands, replies and log lines as Postfix 3.7;
+//! * [`session`] — the protocol core of one connection: ESMTP commands, replies and log
+//!   lines as Postfix 3.7, over any [`transport::Transport`];
+//! * [`transport`] — what a session reads and writes: the client socket (the
+//!   [`crate::login::conn::Io`] POP3 and IMAP use), or a recorded script (`tests`, which
+//!   replays the recorded Postfix transcripts against the core in process);
 //! * [`check`] — the restriction engine (`smtpd_*_restrictions`, access maps, relay rules);
 //! * [`address`] — MAIL/RCPT argument parsing, address classes;
 //! * [`params`] — the main.cf parameters it reads;
@@ -25,6 +29,10 @@ pub mod check;
 pub mod params;
 pub mod sasl;
 pub mod session;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -152,7 +160,9 @@ impl SmtpdService {
         _local: SocketAddr,
     ) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, stream, peer, false).run().await;
+        session::Session::new(self, crate::login::conn::Io::Plain(stream), peer, false)
+            .run()
+            .await;
     }
 
     /// [`handle`](Self::handle) for a connection over the service's process limit: the
@@ -160,7 +170,9 @@ impl SmtpdService {
     /// master says it is overloaded.
     pub async fn handle_stressed(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, stream, peer, true).run().await;
+        session::Session::new(self, crate::login::conn::Io::Plain(stream), peer, true)
+            .run()
+            .await;
     }
 }
 

@@ -10,16 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use super::address::{self, PathError};
 use super::check::{Checker, Facts, Reply, Stage, Verdict};
 use super::params::TlsLevel;
 use super::sasl::{self, AuthResult};
+use super::transport::{TlsFail, Transport};
 use super::{ServiceState, SmtpdService};
 use crate::log;
-// The socket enum the POP3 and IMAP sessions use too (plain, TLS, gone).
-use crate::login::conn::Io;
 use crate::queue::{self, ClientInfo, Envelope, QueueId, Recipient};
 
 /// Why the loop ended.
@@ -58,13 +55,14 @@ struct Transaction {
     chunk_too_big: bool,
 }
 
-pub struct Session {
+pub struct Session<T: Transport> {
     svc: Arc<SmtpdService>,
     st: Arc<ServiceState>,
     /// The SASL backend of this session (for `smtpd_sasl_type = dovecot` connected per
     /// session, as Postfix does, to learn the mechanisms).
     auth: Option<Arc<dyn sasl::Authenticator>>,
-    io: Io,
+    /// The client connection (a socket, or a script in the unit tests).
+    io: T,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     peer: SocketAddr,
@@ -103,13 +101,8 @@ fn cmd_index(name: &str) -> usize {
         .unwrap_or(CMD_ORDER.len() - 1)
 }
 
-impl Session {
-    pub fn new(
-        svc: Arc<SmtpdService>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        stressed: bool,
-    ) -> Session {
+impl<T: Transport> Session<T> {
+    pub fn new(svc: Arc<SmtpdService>, io: T, peer: SocketAddr, stressed: bool) -> Session<T> {
         let st = if stressed {
             svc.stressed_state()
         } else {
@@ -120,7 +113,7 @@ impl Session {
             svc,
             st,
             auth,
-            io: Io::Plain(stream),
+            io,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             peer,
@@ -190,7 +183,7 @@ impl Session {
         if !self.wbuf.is_empty() {
             let b = std::mem::take(&mut self.wbuf);
             if self.io.write_all(&b).await.is_err() {
-                self.io = Io::Gone;
+                self.io.close();
             }
         }
     }
@@ -1197,37 +1190,18 @@ impl Session {
         self.flush().await;
         // Discard anything pipelined after STARTTLS (CVE-2011-0411).
         self.rbuf.clear();
-        let tcp = match std::mem::replace(&mut self.io, Io::Gone) {
-            Io::Plain(t) => t,
-            other => {
-                self.io = other;
-                return Err(End::Lost);
-            }
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        // smtpd_starttls_timeout bounds the whole handshake (a client that sends half a
-        // ClientHello and stalls is dropped then), as Postfix's tls_bio does.
-        match tokio::time::timeout(self.st.params.starttls_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
-                let (_, conn) = tls.get_ref();
-                let proto = conn
-                    .protocol_version()
-                    .map(|v| {
-                        format!("{v:?}")
-                            .replace("TLSv1_", "TLSv1.")
-                            .replace("TLSv1.0", "TLSv1")
-                    })
-                    .unwrap_or_else(|| "TLS".into());
-                let cipher = conn
-                    .negotiated_cipher_suite()
-                    .map(|c| format!("{:?}", c.suite()))
-                    .unwrap_or_default();
+        match self
+            .io
+            .start_tls(cfg, self.st.params.starttls_timeout)
+            .await
+        {
+            Ok(up) => {
+                let (proto, cipher) = (up.protocol, up.cipher);
                 self.log(&format!(
                     "Anonymous TLS connection established from {}: {proto} with cipher {cipher}",
                     self.namaddr
                 ));
                 self.tls_info = Some(format!("(using {proto} with cipher {cipher})"));
-                self.io = Io::Tls(Box::new(tls));
                 self.tls_active = true;
                 // RFC 3207 §4.2: forget everything learned before TLS.
                 self.helo = None;
@@ -1235,16 +1209,17 @@ impl Session {
                 self.abandon_tx();
                 Ok(())
             }
+            Err(TlsFail::Unavailable) => Err(End::Lost),
             // Postfix's tls_server.c: `SSL_accept error from NAME[ADDR]: %m` when the
             // system call failed (a timeout: ETIMEDOUT), `-1` with the TLS library's error.
-            Err(_) => {
+            Err(TlsFail::Timeout) => {
                 self.log(&format!(
                     "SSL_accept error from {}: Connection timed out",
                     self.namaddr
                 ));
                 Err(End::Lost)
             }
-            Ok(Err(_)) => {
+            Err(TlsFail::Handshake) => {
                 self.log(&format!("SSL_accept error from {}: -1", self.namaddr));
                 Err(End::Lost)
             }
