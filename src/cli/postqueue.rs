@@ -39,6 +39,7 @@ use crate::config::postfix::{LoadOptions, PostfixConfig};
 use crate::log;
 use crate::qmgr::defer;
 use crate::queue::header::quote_822_local;
+use crate::queue::store::{Store, scan_dir};
 
 fn load(config_dir: Option<PathBuf>, prog: &str) -> Option<PostfixConfig> {
     match PostfixConfig::load(&LoadOptions {
@@ -58,21 +59,6 @@ fn asctime(t: std::time::SystemTime) -> String {
     crate::mailbox::mbox::asctime(t)
 }
 
-/// Queue files of one queue in directory order (one hash level for hashed queues).
-fn scan(dir: &Path, hashed: bool, out: &mut Vec<(String, PathBuf)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if hashed && e.file_type().is_ok_and(|t| t.is_dir()) {
-            scan(&e.path(), false, out);
-        } else if crate::queue::QueueId::parse(&name).is_some() {
-            out.push((name, e.path()));
-        }
-    }
-}
-
 /// The `mailq` listing of the queue under `queue_directory`.
 pub fn list_queue(queue_directory: &Path) -> String {
     let mut out = String::new();
@@ -85,8 +71,7 @@ pub fn list_queue(queue_directory: &Path) -> String {
         ("deferred", true, ""),
         ("hold", true, "!"),
     ] {
-        let mut files = Vec::new();
-        scan(&queue_directory.join(queue), hashed, &mut files);
+        let files = scan_dir(&queue_directory.join(queue), hashed);
         for (id, path) in files {
             let Ok(msg) = crate::queue::read_queue_file(&path) else {
                 continue;
@@ -186,8 +171,7 @@ pub fn list_queue_json(queue_directory: &Path) -> String {
         ("deferred", true),
         ("hold", false),
     ] {
-        let mut files = Vec::new();
-        scan(&queue_directory.join(queue), hashed, &mut files);
+        let files = scan_dir(&queue_directory.join(queue), hashed);
         for (id, path) in files {
             let Ok(msg) = crate::queue::read_queue_file(&path) else {
                 continue;
@@ -338,10 +322,7 @@ fn flush_down(cfg: &PostfixConfig) -> i32 {
 /// (`flush_send_path()`): the time stamp is set to now and the file moves to `incoming/`,
 /// where the queue manager takes it at its next look (it is woken as well).
 fn send_deferred_now(qdir: &Path, id: &str, path: &Path) -> bool {
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
-        let _ = f.set_modified(std::time::SystemTime::now());
-    }
-    std::fs::rename(path, qdir.join("incoming").join(id)).is_ok()
+    Store::new(qdir).flush(path, id).is_ok()
 }
 
 /// `postqueue -s site`: deliver now the deferred mail with a pending recipient in `site`.
@@ -375,8 +356,7 @@ fn flush_site(cfg: &PostfixConfig, site: &str) -> i32 {
     if !crate::qmgr::wake(&qdir, b'W') {
         return flush_down(cfg);
     }
-    let mut files = Vec::new();
-    scan(&qdir.join("deferred"), true, &mut files);
+    let files = scan_dir(&qdir.join("deferred"), true);
     for (id, path) in files {
         let Ok(msg) = crate::queue::read_queue_file(&path) else {
             continue;
@@ -543,35 +523,23 @@ pub fn postsuper_main(args: &[String]) -> i32 {
         };
         let mut n = 0;
         for q in queues {
-            let mut files = Vec::new();
-            scan(&qdir.join(q), q != "maildrop" && q != "hold", &mut files);
+            let files = scan_dir(&qdir.join(q), q != "maildrop" && q != "hold");
             for (id, path) in files {
                 if !(all || ids.iter().any(|i| **i == id)) {
                     continue;
                 }
+                let store = Store::new(&qdir);
                 let done = match kind {
-                    SuperOp::Delete => std::fs::remove_file(&path).is_ok().then(|| {
-                        let _ = std::fs::remove_file(defer::log_path(&qdir, &id));
-                        "removed"
-                    }),
-                    SuperOp::Hold => {
-                        let _ = crate::queue::make_queue_dir(&qdir.join("hold"));
-                        std::fs::rename(&path, qdir.join("hold").join(&id))
-                            .is_ok()
-                            .then_some("placed on hold")
-                    }
-                    SuperOp::Release => {
-                        let d = qdir.join("deferred").join(id.get(..1).unwrap_or("0"));
-                        let _ = crate::queue::make_queue_dir(&d);
-                        // Due at once: the queue manager's next deferred scan takes it.
-                        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
-                            let _ = f.set_modified(std::time::SystemTime::now());
-                        }
-                        std::fs::rename(&path, d.join(&id))
-                            .is_ok()
-                            .then_some("released from hold")
-                    }
-                    SuperOp::Requeue => requeue(&qdir, &id, &path).then_some("requeued"),
+                    SuperOp::Delete => store.delete(&path, &id).is_ok().then_some("removed"),
+                    SuperOp::Hold => store
+                        .hold(&path, &id, false)
+                        .is_ok()
+                        .then_some("placed on hold"),
+                    SuperOp::Release => store
+                        .release(&path, &id)
+                        .is_ok()
+                        .then_some("released from hold"),
+                    SuperOp::Requeue => store.requeue(&path, &id).then_some("requeued"),
                 };
                 if let Some(what) = done {
                     // Postfix names each message only when it was named on the command
@@ -593,28 +561,6 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     }
     log::flush();
     0
-}
-
-/// `postsuper -r`: as Postfix, the file moves to `maildrop/` (mode 0700, owned by the
-/// queue's owner), where it is taken up again as newly submitted mail (Postern's queue
-/// manager logs the `pickup` line and resolves every pending recipient afresh); its defer
-/// log goes, so old reasons are not shown again. XXX Postfix's pickup gives it a new queue
-/// ID through cleanup (re-running header and address rewriting); Postern keeps the ID.
-fn requeue(qdir: &Path, id: &str, path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let dest = qdir.join("maildrop").join(id);
-    if dest.symlink_metadata().is_ok() {
-        return false;
-    }
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-    if std::fs::rename(path, &dest).is_err() {
-        return false;
-    }
-    let _ = std::fs::remove_file(defer::log_path(qdir, id));
-    for log in ["bounce", "trace"] {
-        let _ = std::fs::remove_file(qdir.join(log).join(id.get(..1).unwrap_or("0")).join(id));
-    }
-    true
 }
 
 /// The queues `postsuper -s` checks, and whether each is hashed (Postfix's defaults:

@@ -1671,12 +1671,7 @@ impl<T: Transport> Session<T> {
                 // HOLD: move the committed file to hold/ (XXX: qmgr may pick it up from
                 // incoming/ in the instant before; it is then delivered, not held).
                 let from = q.queue_file_path("incoming", &id);
-                let to = q.queue_file_path("hold", &id);
-                let moved = std::fs::rename(&from, &to).and_then(|_| {
-                    std::fs::File::open(to.parent().unwrap_or(std::path::Path::new(".")))?
-                        .sync_all()
-                });
-                if let Err(e) = moved {
+                if let Err(e) = q.store().hold(&from, id.as_str(), true) {
                     log::warning(
                         self.ident(),
                         &format!("{id}: cannot move to the hold queue: {e}"),
