@@ -27,7 +27,7 @@
 //! until everything sent before it has been written (call it before exiting).
 //!
 //! Two other modes serve processes that fork without exec (the local delivery process,
-//! [`crate::local::server`]), where a thread of the parent must not be relied on:
+//! [`crate::qmgr::local_server`]), where a thread of the parent must not be relied on:
 //! [`set_direct`] (before the first line) writes each line at once in the calling thread,
 //! so the process has no writer thread; [`start_capture`] (in a forked child) keeps lines
 //! in memory for [`take_captured`], and the parent logs them with the child's PID
@@ -421,7 +421,7 @@ fn sink_for(cfg: &PostfixConfig, file: &str) -> Result<Sink, String> {
             .map_err(|e| {
                 format!(
                     "open logfile '{file}': {}",
-                    crate::master::lock::strerror(&e)
+                    crate::config::error::strerror(&e)
                 )
             })?;
         return Ok(Sink::File {

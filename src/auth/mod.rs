@@ -27,6 +27,7 @@ pub mod crypt;
 pub mod dovecot;
 pub mod dovecot_proto;
 pub mod rimap;
+pub mod sasl;
 pub mod saslauthd;
 pub mod system;
 

@@ -110,7 +110,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
                 }
                 if first == "local" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
-                    return ExitCode::from(crate::local::server::main(&rest) as u8);
+                    return ExitCode::from(crate::qmgr::local_server::main(&rest) as u8);
                 }
                 if first == "smtpd" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();

@@ -345,7 +345,7 @@ fn flush_site(cfg: &PostfixConfig, site: &str) -> i32 {
         .unwrap_or_default()
         .split(|c: char| c == ',' || c.is_whitespace())
         .any(|f| f == "fast_flush_domains");
-    if !crate::virtual_delivery::domain_list_match(&list, site, parents) {
+    if !crate::resolve::lists::domain_list_match(&list, site, parents) {
         let why = format!("Flush service is not configured for destination \"{site}\"");
         log::fatal(&ident, &why);
         eprintln!("postqueue: fatal: {why}");
@@ -459,9 +459,9 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     let ident = log::ident(&cfg, "postsuper");
     // As Postfix's postsuper: run by root, it works as mail_owner, so that what it creates
     // in the queue (hash subdirectories) is the mail system's.
-    if crate::master::privs::is_root() {
+    if crate::sys::privs::is_root() {
         let dropped =
-            crate::master::privs::mail_owner(&cfg).and_then(|o| crate::master::privs::drop_to(&o));
+            crate::sys::privs::mail_owner(&cfg).and_then(|o| crate::sys::privs::drop_to(&o));
         if let Err(e) = dropped {
             log::fatal(&ident, &e);
             eprintln!("postsuper: fatal: {e}");

@@ -158,7 +158,7 @@ impl Children {
         )
         .map_err(|e| format!("socketpair: {}", e.desc()))?;
         let mut c = self.command("local", vec![a.as_raw_fd()])?;
-        c.env(crate::local::server::FD_ENV, a.as_raw_fd().to_string())
+        c.env(crate::qmgr::local_server::FD_ENV, a.as_raw_fd().to_string())
             .stdin(Stdio::piped());
         let mut local = c.spawn().map_err(|e| format!("local: {e}"))?;
         let local_stdin = local.stdin.take();
@@ -179,7 +179,7 @@ impl Children {
             .open(&lock_path)
             .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
         let mut c = self.command("qmgr", vec![b.as_raw_fd(), lock.as_raw_fd()])?;
-        c.env(crate::local::server::FD_ENV, b.as_raw_fd().to_string())
+        c.env(crate::qmgr::local_server::FD_ENV, b.as_raw_fd().to_string())
             .env(crate::qmgr::LOCK_FD_ENV, lock.as_raw_fd().to_string())
             .stdin(Stdio::piped());
         let mut qmgr = c.spawn().map_err(|e| format!("qmgr: {e}"))?;

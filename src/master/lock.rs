@@ -15,6 +15,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::config::error::strerror;
+
 /// An open, exclusively locked lock file. The lock lasts as long as the value.
 #[derive(Debug)]
 pub struct LockFile {
@@ -72,13 +74,6 @@ impl LockFile {
             let _ = self.file.set_len(0);
         }
     }
-}
-
-/// The C library's text for an I/O error (`Resource temporarily unavailable`), without
-/// Rust's ` (os error 11)` suffix. (std asks glibc's strerror_r; nix's own table words some
-/// errors differently, e.g. EAGAIN as `Try again`.)
-pub fn strerror(e: &std::io::Error) -> String {
-    crate::config::error::strerror(e)
 }
 
 /// The PID as master.c writes it: `%*lu\n` with width 32.

@@ -14,7 +14,7 @@
 //! 5. bind every listener of every `inet` service whose command is `smtpd` ([`listen`]);
 //! 6. start the processes ([`children`]), each as `ps` then shows it:
 //!    * `postern local` (root): the local delivery process, Postfix's local(8) and
-//!      virtual(8) (see [`crate::local::server`]);
+//!      virtual(8) (see [`crate::qmgr::local_server`]);
 //!    * `postern qmgr` (becomes `mail_owner`): the queue manager with the outbound smtp
 //!      client, connected to the local delivery process by a socket pair;
 //!    * `postern smtpd` (becomes `mail_owner` once it has read root-only files such as TLS
@@ -57,7 +57,7 @@
 pub mod children;
 pub mod listen;
 pub mod lock;
-pub mod privs;
+pub use crate::sys::privs;
 pub mod serve;
 pub mod supervise;
 
@@ -66,7 +66,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::config::mastercf::MasterService;
-use crate::config::postfix::{LoadOptions, PostfixConfig};
+use crate::config::postfix::{PostfixConfig, load_config};
 use crate::log;
 
 /// The version Postern reports where Postfix reports its own (log lines, `mail_version`).
@@ -89,15 +89,6 @@ pub struct ServiceSpec {
     /// Concurrent sessions allowed; `None` = unlimited (maxproc `0`).
     pub limit: Option<usize>,
     pub entry: MasterService,
-}
-
-/// Load main.cf and master.cf as the master does.
-pub fn load_config(config_dir: Option<&Path>) -> Result<PostfixConfig, String> {
-    PostfixConfig::load(&LoadOptions {
-        config_dir: config_dir.map(Path::to_path_buf),
-        overrides: Vec::new(),
-    })
-    .map_err(|e| e.to_string())
 }
 
 /// The configuration directory as Postfix names it in its log lines.
@@ -369,7 +360,7 @@ fn make_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), Stri
             format!(
                 "mkdir {}: {}",
                 dir.display(),
-                crate::master::lock::strerror(&e)
+                crate::config::error::strerror(&e)
             )
         })?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));

@@ -27,7 +27,7 @@
 pub mod address;
 pub mod check;
 pub mod params;
-pub mod sasl;
+pub use crate::auth::sasl;
 pub mod session;
 pub mod transport;
 

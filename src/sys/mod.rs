@@ -10,6 +10,7 @@ pub mod child;
 pub mod detach;
 pub mod dl;
 pub mod fsid;
+pub mod privs;
 pub mod wire;
 
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a

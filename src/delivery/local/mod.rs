@@ -31,7 +31,7 @@
 //! `deliver_unknown()` does; it is logged `to=<relay>, orig_to=<recipient>`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! [`deliver`] runs in the local delivery process ([`server`]), which is root, after it
+//! [`deliver`] runs in the local delivery process ([`crate::qmgr::local_server`]), which is root, after it
 //! has checked the request against the queue file: alias, `:include:` and `.forward`
 //! resolution happen there (`.forward` is read with the thread's filesystem identity
 //! switched to the user, `setfsuid`/`setfsgid`); every mailbox write and file write runs
@@ -71,9 +71,6 @@
 //! * XXX When one expansion of an alias fails temporarily, the whole alias is retried later
 //!   and the members that got the mail get it again (Postfix keeps a duplicate filter only
 //!   within one delivery attempt as well).
-
-pub mod client;
-pub mod server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -126,31 +123,27 @@ pub fn deliver_lock(cfg: &PostfixConfig) -> crate::mailbox::lock::DeliveryLock {
             .and_then(|v| v.trim().parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(d.attempts),
-        delay: cfg
-            .get("deliver_lock_delay")
-            .and_then(|v| crate::smtpd::params::time(&v, 's'))
-            .unwrap_or(d.delay),
+        delay: cfg.get_time("deliver_lock_delay", 's').unwrap_or(d.delay),
     }
 }
 
 /// `stale_lock_time` (500s).
 pub fn stale_lock_time(cfg: &PostfixConfig) -> std::time::Duration {
-    cfg.get("stale_lock_time")
-        .and_then(|v| crate::smtpd::params::time(&v, 's'))
+    cfg.get_time("stale_lock_time", 's')
         .unwrap_or(crate::mailbox::lock::STALE_DOTLOCK)
 }
 
 impl LocalSettings {
     /// Read the settings.
     pub fn from_config(cfg: &PostfixConfig, ident: &str) -> LocalSettings {
-        let alias_maps = crate::smtpd::params::list(&cfg.get("alias_maps").unwrap_or_default());
+        let alias_maps = cfg.get_list("alias_maps");
         let privs = cfg.get("default_privs").unwrap_or_else(|| "nobody".into());
         let default_privs = nix::unistd::User::from_name(privs.trim())
             .ok()
             .flatten()
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
             .unwrap_or((65534, 65534));
-        let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
+        let num = |n: &str, d: u64| cfg.get_num(n).unwrap_or(d);
         LocalSettings {
             alias_maps,
             ident: ident.to_string(),
@@ -521,7 +514,7 @@ fn expand_item(ctx: &mut Ctx<'_>, parent: &str, item: &str, depth: usize, seen: 
                 format!(
                     "cannot open include file {}: {}",
                     file.trim(),
-                    crate::master::lock::strerror(&e)
+                    crate::config::error::strerror(&e)
                 ),
             ),
         }
