@@ -3,7 +3,7 @@
 //! * [`session`] — the protocol core of one connection: ESMTP commands, replies and log
 //!   lines as Postfix 3.7, over any [`transport::Transport`];
 //! * [`transport`] — what a session reads and writes: the client socket (the
-//!   [`crate::login::conn::Io`] POP3 and IMAP use), or a recorded script (`tests`, which
+//!   [`crate::tls::Io`] POP3 and IMAP use), or a recorded script (`tests`, which
 //!   replays the recorded Postfix transcripts against the core in process);
 //! * [`check`] — the restriction engine (`smtpd_*_restrictions`, access maps, relay rules);
 //! * [`address`] — MAIL/RCPT argument parsing, address classes;
@@ -160,7 +160,7 @@ impl SmtpdService {
         _local: SocketAddr,
     ) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, crate::login::conn::Io::Plain(stream), peer, false)
+        session::Session::new(self, crate::tls::Io::Plain(stream), peer, false)
             .run()
             .await;
     }
@@ -170,7 +170,7 @@ impl SmtpdService {
     /// master says it is overloaded.
     pub async fn handle_stressed(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, crate::login::conn::Io::Plain(stream), peer, true)
+        session::Session::new(self, crate::tls::Io::Plain(stream), peer, true)
             .run()
             .await;
     }

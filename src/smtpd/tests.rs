@@ -141,6 +141,6 @@ fn recorded_postfix_dialogues_replay_against_the_core() {
         assert_eq!(mask_ids(&got), mask_ids(&t.output), "dialogue {:?}", t.name);
     }
     // The three messages accepted ("data", "pipelined", "bdat") are in the queue.
-    let queued = crate::qmgr::list_queue(&dir.path().join("spool/incoming"), false);
+    let queued = crate::queue::store::Store::new(dir.path().join("spool")).scan("incoming", false);
     assert_eq!(queued.len(), 3, "{queued:?}");
 }

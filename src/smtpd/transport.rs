@@ -1,7 +1,7 @@
 //! What an SMTP session reads from and writes to: the thin layer between the protocol core
 //! ([`super::session::Session`], which owns the command loop, the replies, the
 //! transaction and the log lines) and a byte stream. A client socket (plain or after
-//! STARTTLS) is one [`Transport`] ([`crate::login::conn::Io`], shared with POP3 and IMAP);
+//! STARTTLS) is one [`Transport`] ([`crate::tls::Io`], shared with POP3 and IMAP);
 //! [`Script`] is another, which feeds recorded client input and collects the replies, so
 //! that the recorded Postfix transcripts are replayed against the same core in unit tests
 //! without a server or a socket.
@@ -11,7 +11,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::login::conn::Io;
+use crate::tls::Io;
 
 /// The protocol and cipher of a TLS session just started (for the log line and the
 /// `Received:` header).
