@@ -3,6 +3,8 @@
 
 pub mod doveconf;
 pub mod dovecot;
+pub mod mailq;
+pub mod postcat;
 pub mod postconf;
 pub mod postconf_master;
 pub mod postdrop;
@@ -10,6 +12,7 @@ pub mod postfix;
 pub mod postfix_check;
 pub mod postmap;
 pub mod postqueue;
+pub mod postsuper;
 pub mod sandbox;
 pub mod saslauthd;
 pub mod sendmail;
@@ -146,10 +149,10 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "postalias" => postmap::postalias_main(&rest),
         "sendmail" => sendmail::main(&rest),
         "newaliases" => sendmail::newaliases_main(&rest),
-        "mailq" => postqueue::mailq_main(&rest),
+        "mailq" => mailq::mailq_main(&rest),
         "postqueue" => postqueue::postqueue_main(&rest),
-        "postsuper" => postqueue::postsuper_main(&rest),
-        "postcat" => postqueue::postcat_main(&rest),
+        "postsuper" => postsuper::postsuper_main(&rest),
+        "postcat" => postcat::postcat_main(&rest),
         "postdrop" => postdrop::main(&rest),
         "saslauthd" => crate::cli::saslauthd::saslauthd_main(&rest),
         "testsaslauthd" => crate::cli::saslauthd::testsaslauthd_main(&rest),

@@ -350,7 +350,7 @@ pub fn main(args: &[String]) -> i32 {
         Mode::ListQueue => {
             // SIGPIPE stays ignored in sendmail: a reader that went away ends the
             // listing quietly.
-            let _ = std::io::stdout().write_all(super::postqueue::list_queue(&qdir).as_bytes());
+            let _ = std::io::stdout().write_all(super::mailq::list_queue(&qdir).as_bytes());
             return 0;
         }
         Mode::Flush => {
