@@ -45,11 +45,11 @@ fn transcripts() -> Vec<Transcript> {
         } else if let Some(t) = cur.as_mut() {
             if let Some(c) = line.strip_prefix("C: ") {
                 t.writes.push(c.replace("\\r\\n", "\r\n").into_bytes());
-            } else if let Some(s) = line.strip_prefix("S: ") {
-                if s != "<TIMEOUT>" {
-                    t.output.push_str(&s.replace(CYRUS_MECHS, "PLAIN LOGIN"));
-                    t.output.push_str("\r\n");
-                }
+            } else if let Some(s) = line.strip_prefix("S: ")
+                && s != "<TIMEOUT>"
+            {
+                t.output.push_str(&s.replace(CYRUS_MECHS, "PLAIN LOGIN"));
+                t.output.push_str("\r\n");
             }
         }
     }
