@@ -355,8 +355,7 @@ pub fn stderr_is_tty() -> bool {
     if std::env::var_os("POSTERN_STDERR").is_some_and(|v| v == "1") {
         return true;
     }
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 /// Choose the sink from `maillog_file`, `maillog_file_prefixes`, `syslog_facility` and
@@ -576,14 +575,9 @@ fn timestamp(time: SystemTime, zero_pad_day: bool) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let t = libc::time_t::try_from(secs).unwrap_or(0);
-    // SAFETY: localtime_r writes into the zeroed `tm` we own; `t` is a valid time_t.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return format!("Jan {} 00:00:00", if zero_pad_day { "01" } else { " 1" });
-        }
-        tm
+    let t = i64::try_from(secs).unwrap_or(0);
+    let Some(tm) = crate::sys::time::local(t) else {
+        return format!("Jan {} 00:00:00", if zero_pad_day { "01" } else { " 1" });
     };
     let month = MONTHS
         .get(usize::try_from(tm.tm_mon).unwrap_or(0))

@@ -1383,7 +1383,7 @@ fn virtual_agent_delivers_as_the_mapped_uid() {
     assert!(s.is_virtual_domain("v2.example"));
     assert!(!s.is_virtual_domain("sub.example.org"));
     let msg = queued("s@x.org", "alice@example.org", "Subject: v\n\nFrom here\n");
-    use postern::delivery::local::Status;
+    use postern::delivery::Status;
 
     let o = postern::delivery::virtual_delivery::deliver(&s, &msg, "alice@example.org", None);
     assert_eq!(o.len(), 1);

@@ -539,6 +539,9 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
         "STORE 7 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)".into(),
         "FETCH 1:* FLAGS".into(),
         "FETCH 1:4 (ENVELOPE BODYSTRUCTURE)".into(),
+        // Headers only (Postern's header cache on Maildir: filled, then read).
+        "FETCH 1:* (UID ENVELOPE BODY.PEEK[HEADER])".into(),
+        "FETCH 1:* (RFC822.HEADER BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])".into(),
         "FETCH 5:8 (BODY BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BINARY.SIZE[1])".into(),
         "FETCH 3 (BODY[TEXT]<0.50> BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])".into(),
         "UID FETCH 9:* (UID RFC822.SIZE BODY.PEEK[]<10.30>)".into(),
@@ -565,6 +568,7 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
         "STORE 5 +FLAGS (\\Deleted)".into(),
         "EXPUNGE".into(),
         "UID EXPUNGE 1:*".into(),
+        "FETCH 1:* (ENVELOPE BODY.PEEK[HEADER.FIELDS (FROM DATE)])".into(),
         "LIST \"\" *".into(),
         "LIST \"\" %".into(),
         "LIST \"\" * RETURN (CHILDREN SPECIAL-USE STATUS (MESSAGES UNSEEN))".into(),
@@ -592,15 +596,308 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
                      Content-Transfer-Encoding: binary\r\n\r\n\u{0}-z\n\r\n\n";
             format!("APPEND Archive ~{{{}+}}\r\n{m}", m.len())
         },
+        // The same inside a multipart (Dovecot converts every such part).
+        {
+            let m = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+                     pre\r\n--b\r\nContent-Type: text/plain\r\n\r\ntext\r\n--b\r\n\
+                     Content-Type: application/octet-stream\r\n\
+                     Content-Transfer-Encoding: binary\r\n\r\n\u{0}\u{1}-z\n\r\n\r\n--b--\r\nepi\r\n";
+            format!("APPEND Archive ~{{{}+}}\r\n{m}", m.len())
+        },
         "EXAMINE Archive".into(),
         "FETCH 1:* (RFC822.SIZE BODY[] BODYSTRUCTURE)".into(),
         "FETCH 3 (BINARY.SIZE[1] BINARY.PEEK[1])".into(),
+        "FETCH 4 (BINARY.SIZE[2] BINARY.PEEK[2] BODY.PEEK[2.MIME] BINARY.PEEK[1])".into(),
         "LOGOUT".into(),
     ] {
         let r = c.cmd(&cmd);
         out.push((cmd, r));
     }
     out
+}
+
+/// CONTEXT=SEARCH (RFC 5267) beside the real Dovecot: PARTIAL for SEARCH and SORT and its
+/// errors, UPDATE results reported after this session's STOREs and another session's
+/// flag changes, expunges and APPEND (REMOVEFROM before the EXPUNGE replies),
+/// CANCELUPDATE, the limit of 10 kept results, SAVE with PARTIAL; on Maildir and mbox.
+#[test]
+fn context_search_against_real_dovecot() {
+    for store in [Store::Maildir, Store::Mbox] {
+        let dirs = [homes(store), homes(store)];
+        let extra = "ssl = no\ndisable_plaintext_auth = no\n";
+        let Some(real) = Server::dovecot(dirs[0].path(), store, extra) else {
+            return;
+        };
+        let ours = Server::postern(dirs[1].path(), store, extra);
+        let theirs = context_dialogue(real.port);
+        let mine = context_dialogue(ours.port);
+        assert_eq!(theirs.len(), mine.len());
+        // The script does what it means to: updates are reported at all.
+        assert!(
+            theirs
+                .iter()
+                .any(|(_, r)| r.iter().any(|l| l.contains(" REMOVEFROM (0 "))),
+            "{theirs:?}"
+        );
+        assert!(
+            theirs
+                .iter()
+                .any(|(_, r)| r.iter().any(|l| l.contains(" ADDTO (0 "))),
+            "{theirs:?}"
+        );
+        let mut differ = Vec::new();
+        for ((cmd, a), (_, b)) in theirs.iter().zip(mine.iter()) {
+            if norm(a) != norm(b) {
+                differ.push(format!(
+                    "{store:?} {cmd}:\n dovecot: {:?}\n postern: {:?}",
+                    norm(a),
+                    norm(b)
+                ));
+            }
+        }
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+    }
+}
+
+/// The CONTEXT=SEARCH script: (command, reply lines); `[other] …` runs in a second
+/// session on the same mailbox.
+fn context_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
+    let mut c = Imap::login(port, "alice");
+    let mut out = Vec::new();
+    let r = c.cmd("SELECT INBOX");
+    out.push(("SELECT INBOX".to_string(), r));
+    let appended = append_corpus(&mut c);
+    out.push(("APPEND corpus".into(), appended));
+    let mut other = Imap::login(port, "alice");
+    other.cmd("SELECT INBOX");
+    let script: Vec<String> = vec![
+        "STORE 1,5,9 +FLAGS (\\Flagged)".into(),
+        "SEARCH RETURN (PARTIAL 2:4) ALL".into(),
+        "SEARCH RETURN (PARTIAL 4:2 MIN MAX COUNT) ALL".into(),
+        "UID SEARCH RETURN (PARTIAL 1:100) FLAGGED".into(),
+        "SEARCH RETURN (PARTIAL 30:40) ALL".into(),
+        "SORT RETURN (PARTIAL 1:3) (REVERSE ARRIVAL) UTF-8 ALL".into(),
+        "UID SORT RETURN (PARTIAL 2:5 COUNT) (SUBJECT) UTF-8 ALL".into(),
+        "SEARCH RETURN (PARTIAL 1) ALL".into(),
+        "SEARCH RETURN (PARTIAL 0:1) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:*) ALL".into(),
+        "SEARCH RETURN (PARTIAL) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:2 ALL) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:2 PARTIAL 1:2) ALL".into(),
+        "SEARCH RETURN (UPDATE UPDATE) ALL".into(),
+        "SEARCH RETURN ((MIN)) ALL".into(),
+        "SEARCH RETURN (CONTEXT COUNT) ALL".into(),
+        "SEARCH RETURN (SAVE PARTIAL 1:2) FLAGGED".into(),
+        "FETCH $ UID".into(),
+        "SEARCH RETURN (SAVE COUNT PARTIAL 2:2) FLAGGED".into(),
+        "FETCH $ UID".into(),
+        // t43, t44, t45 (LOGIN t1, SELECT t2, the corpus t3–t22): the kept results.
+        "SEARCH RETURN (UPDATE) UNSEEN".into(),
+        "UID SEARCH RETURN (UPDATE COUNT) FLAGGED".into(),
+        "SORT RETURN (UPDATE MIN) (SUBJECT) UTF-8 SEEN".into(),
+        "STORE 1:3 +FLAGS (\\Seen)".into(),
+        "FETCH 4 BODY[]<0.10>".into(),
+        "[other] NOOP".into(),
+        "[other] STORE 6 +FLAGS (\\Flagged)".into(),
+        "[other] STORE 2,5 +FLAGS (\\Deleted)".into(),
+        "[other] EXPUNGE".into(),
+        "[other] APPEND INBOX (\\Flagged) {20+}\r\nSubject: new\r\n\r\nbody".into(),
+        "NOOP".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "CANCELUPDATE \"t43\"".into(),
+        "CANCELUPDATE \"t43\"".into(),
+        "CANCELUPDATE".into(),
+        "CANCELUPDATE t44".into(),
+        "STORE 1:* -FLAGS (\\Seen \\Flagged)".into(),
+        "STORE 7 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE COUNT) ALL".into(),
+        "UNSELECT".into(),
+        "CANCELUPDATE \"t44\"".into(),
+        "SELECT INBOX".into(),
+        "STORE 1 +FLAGS (\\Flagged)".into(),
+        "LOGOUT".into(),
+    ];
+    for cmd in script {
+        let r = match cmd.strip_prefix("[other] ") {
+            Some(o) => other.cmd(o),
+            None => c.cmd(&cmd),
+        };
+        out.push((cmd, r));
+    }
+    out
+}
+
+/// The quota plugins as the issue's configuration turns them on (`mail_plugins = quota`,
+/// `imap_quota` for imap, a Maildir++ `maildir` root with a `*:storage=` rule).
+const QUOTA_CONF: &str = "mail_plugins = $mail_plugins quota\nprotocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\nplugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=100K\n}\n";
+
+/// QUOTA beside the real Dovecot: GETQUOTAROOT/GETQUOTA/SETQUOTA and their errors, APPEND
+/// (non-synchronizing and synchronizing literals) and COPY refused over the limit with
+/// Dovecot's `[OVERQUOTA]` text, MOVE allowed, usage after EXPUNGE; then the real
+/// Dovecot started on the Maildir Postern wrote reports the same usage (its
+/// `maildirsize`).
+#[test]
+fn quota_against_real_dovecot() {
+    let dirs = [homes(Store::Maildir), homes(Store::Maildir)];
+    let extra = format!("ssl = no\ndisable_plaintext_auth = no\n{QUOTA_CONF}");
+    let Some(real) = Server::dovecot(dirs[0].path(), Store::Maildir, &extra) else {
+        return;
+    };
+    let theirs = quota_dialogue(real.port);
+    drop(real);
+    let mine = {
+        let ours = Server::postern(dirs[1].path(), Store::Maildir, &extra);
+        quota_dialogue(ours.port)
+    };
+    assert_eq!(theirs.len(), mine.len());
+    // The limit is reached in the script (so the comparison says something).
+    assert!(
+        theirs
+            .iter()
+            .any(|(c, r)| c.starts_with("COPY") && r.iter().any(|l| l.contains("[OVERQUOTA]"))),
+        "{theirs:?}"
+    );
+    let mut differ = Vec::new();
+    for ((cmd, a), (_, b)) in theirs.iter().zip(mine.iter()) {
+        if norm(a) != norm(b) {
+            differ.push(format!(
+                "{cmd}:\n dovecot: {:?}\n postern: {:?}",
+                norm(a),
+                norm(b)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    // Swap: the real Dovecot on Postern's Maildir reads the usage Postern left.
+    let maildirsize = read(&dirs[1].path().join("home/alice/Maildir/maildirsize"));
+    assert_eq!(maildirsize, b"102400S\n17 1\n", "{maildirsize:?}");
+    let Some(real) = Server::dovecot(dirs[1].path(), Store::Maildir, &extra) else {
+        return;
+    };
+    let mut c = Imap::login(real.port, "alice");
+    let r = c.cmd("GETQUOTAROOT INBOX");
+    assert_eq!(
+        r.get(1).map(String::as_str),
+        Some("* QUOTA \"User quota\" (STORAGE 1 100)"),
+        "{r:?}"
+    );
+}
+
+/// The QUOTA script: (command, reply lines).
+fn quota_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
+    let mut c = Imap::login(port, "alice");
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(70)).repeat(800)
+    );
+    let small = "Subject: s\r\n\r\nbody\r\n";
+    let script: Vec<String> = vec![
+        "GETQUOTAROOT INBOX".into(),
+        "GETQUOTA \"User quota\"".into(),
+        "GETQUOTA nosuch".into(),
+        "GETQUOTAROOT nosuch".into(),
+        "GETQUOTAROOT".into(),
+        "GETQUOTA".into(),
+        "SETQUOTA \"User quota\" (STORAGE 100)".into(),
+        "SETQUOTA x".into(),
+        "SETQUOTA x y".into(),
+        format!("APPEND INBOX {{{}+}}\r\n{big}", big.len()),
+        format!("APPEND INBOX {{{}+}}\r\n{big}", big.len()),
+        // A synchronizing literal over quota: NO instead of the continuation.
+        format!("APPEND INBOX {{{}}}", big.len()),
+        "GETQUOTAROOT INBOX".into(),
+        "CREATE Trash".into(),
+        "SELECT INBOX".into(),
+        "COPY 1 Trash".into(),
+        "MOVE 1 Trash".into(),
+        "GETQUOTAROOT Trash".into(),
+        format!("APPEND INBOX {{{}+}}\r\n{small}", small.len()),
+        "SELECT Trash".into(),
+        "STORE 1 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+        "GETQUOTAROOT INBOX".into(),
+        "LOGOUT".into(),
+    ];
+    let mut out = Vec::new();
+    for cmd in script {
+        let r = c.cmd(&cmd);
+        out.push((cmd.chars().take(40).collect(), r));
+    }
+    out
+}
+
+/// The Maildir header cache (`postern.cache`): written as the mail user (0600) by a
+/// header FETCH, read by the next session; a corrupt file, one of another UIDVALIDITY
+/// with false headers, and a symlink in its place are ignored and replaced, the
+/// symlink's target untouched; the replies stay those of the messages.
+#[test]
+fn header_cache_safe_and_rebuilt() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = homes(Store::Maildir);
+    let s = Server::postern(
+        dir.path(),
+        Store::Maildir,
+        "ssl = no\ndisable_plaintext_auth = no\n",
+    );
+    let mut c = Imap::login(s.port, "alice");
+    for i in 0..3 {
+        let m = format!("Subject: s{i}\r\nFrom: a@example.org\r\n\r\nbody {i}\r\n");
+        let r = c.cmd(&format!("APPEND INBOX {{{}+}}\r\n{m}", m.len()));
+        assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
+    }
+    let fetch = |port: u16| -> Vec<String> {
+        let mut c = Imap::login(port, "alice");
+        c.cmd("SELECT INBOX");
+        let r = c.cmd("FETCH 1:* (ENVELOPE BODY.PEEK[HEADER])");
+        let sort = c.cmd("SORT (SUBJECT) UTF-8 ALL");
+        c.cmd("LOGOUT");
+        r.into_iter().chain(sort).collect()
+    };
+    let first = norm(&fetch(s.port));
+    assert!(first.iter().any(|l| l.contains("Subject: s2")), "{first:?}");
+    let cache = dir.path().join("home/alice/Maildir/postern.cache");
+    let md = std::fs::symlink_metadata(&cache).expect("postern.cache written");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.uid(), md.gid()), mail_user());
+    assert_eq!(md.mode() & 0o777, 0o600);
+    assert!(read(&cache).starts_with(b"POSTERN-CACHE 1 "));
+    // Read back by the next session: the same replies.
+    assert_eq!(norm(&fetch(s.port)), first);
+    // Corrupt, and false headers under another UIDVALIDITY: ignored, rebuilt.
+    for bad in [
+        b"garbage\n\x00\xff".to_vec(),
+        b"POSTERN-CACHE 1 1\n1 18\nSubject: forged\n\n".to_vec(),
+        b"POSTERN-CACHE 1 1\n1 999\nSubject: x\n".to_vec(),
+    ] {
+        std::fs::write(&cache, &bad).expect("corrupt");
+        chown_r(&cache);
+        assert_eq!(norm(&fetch(s.port)), first, "{bad:?}");
+        let now = read(&cache);
+        assert!(now.starts_with(b"POSTERN-CACHE 1 ") && now != bad);
+    }
+    // A symlink in its place is not followed: replaced, the target unchanged.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "root's file\n").expect("victim");
+    std::fs::remove_file(&cache).expect("rm");
+    std::os::unix::fs::symlink(&victim, &cache).expect("symlink");
+    assert_eq!(norm(&fetch(s.port)), first);
+    assert_eq!(read(&victim), b"root's file\n");
+    let md = std::fs::symlink_metadata(&cache).expect("cache");
+    assert!(
+        md.file_type().is_file(),
+        "the symlink was replaced by the cache"
+    );
 }
 
 /// Python's imaplib, as scripts and older tools use it: every command it has.

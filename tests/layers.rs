@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 /// `together`.
 const LAYERS: &[(&[&str], bool)] = &[
     (&["config"], false),
+    // The C library's calendar time, which the log lines need; it uses nothing else.
+    (&["sys::time"], false),
     (&["log"], false),
     (&["sys", "memory"], false),
     (&["tls", "dns"], false),
@@ -39,8 +41,18 @@ fn layer_of(module: &str) -> Option<(usize, bool)> {
 /// `src/log.rs` → `log`); `None` for the crate root files.
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
-    let first = rel.components().next()?.as_os_str().to_str()?;
+    let mut parts = rel
+        .components()
+        .map(|c| c.as_os_str().to_str().unwrap_or(""));
+    let first = parts.next()?;
     let name = first.strip_suffix(".rs").unwrap_or(first);
+    // A submodule that has a layer of its own (`sys::time`).
+    if let Some(second) = parts.next() {
+        let sub = format!("{name}::{}", second.strip_suffix(".rs").unwrap_or(second));
+        if layer_of(&sub).is_some() {
+            return Some(sub);
+        }
+    }
     (name != "lib" && name != "main").then(|| name.to_string())
 }
 
@@ -182,7 +194,12 @@ fn crate_uses(code: &str) -> Vec<(usize, String)> {
         } else {
             let id = ident_at(rest);
             if !id.is_empty() {
-                found.push((line, id.to_string()));
+                // `crate::sys::time::…` is `sys::time` when that has a layer of its own.
+                let sub = rest[id.len()..]
+                    .strip_prefix("::")
+                    .map(|r| format!("{id}::{}", ident_at(r)))
+                    .filter(|sub| layer_of(sub).is_some());
+                found.push((line, sub.unwrap_or_else(|| id.to_string())));
             }
         }
     }
@@ -253,7 +270,7 @@ fn modules_use_only_lower_layers() {
 #[test]
 fn the_parser_sees_every_form_of_use() {
     let code = strip_comments(
-        "use crate::config::X;\n\
+        "use crate::config::X; use crate::sys::time::local;\n\
          // crate::cli in a comment\n\
          /* crate::master\n in a block */ let s = \"crate::qmgr\"; let q = '\"';\n\
          let r = r#\"crate::smtpd \" crate::master\"#; let e = '\\''; let c = 'x';\n\
@@ -266,6 +283,7 @@ fn the_parser_sees_every_form_of_use() {
         names,
         [
             (1, "config"),
+            (1, "sys::time"),
             (6, "maps"),
             (6, "queue"),
             (6, "sys"),
@@ -286,5 +304,84 @@ fn an_upward_use_is_found() {
     assert!(
         bad[0].contains("`config` uses `cli`, which is above it"),
         "{bad:?}"
+    );
+}
+
+/// The modules and functions that may still hold `unsafe` of their own, outside `sys`
+/// (`#[allow(unsafe_code)]` under the crate's `#![deny(unsafe_code)]`). XXX (issue 16
+/// item 4): each is to move its system calls into `src/sys`; take it off this list then.
+/// A new entry needs a reason in review, which is what this list is for.
+const UNSAFE_ALLOWED: &[&str] = &[
+    "src/auth/mod.rs: mod crypt",
+    "src/auth/mod.rs: mod rimap",
+    "src/auth/mod.rs: mod saslauthd",
+    "src/auth/mod.rs: mod system",
+    "src/cli/mod.rs: mod dovecot",
+    "src/cli/mod.rs: mod postfix",
+    "src/cli/mod.rs: mod sandbox",
+    "src/cli/mod.rs: mod saslauthd",
+    "src/lib.rs: mod imapd",
+    "src/lib.rs: mod login",
+    "src/lib.rs: mod memory",
+    "src/lib.rs: mod sys",
+    "src/mailbox/mod.rs: mod lock",
+    "src/mailbox/mod.rs: mod maildir",
+    "src/mailbox/mod.rs: mod mbox",
+    "src/maps/mod.rs: mod indexed",
+    "src/maps/mod.rs: mod regexp",
+    "src/maps/mod.rs: mod simple",
+    "src/master/mod.rs: fn run",
+    "src/master/mod.rs: mod children",
+    "src/master/mod.rs: mod listen",
+    "src/master/mod.rs: mod serve",
+    "src/qmgr/mod.rs: fn lock_queue",
+    "src/qmgr/mod.rs: mod local_client",
+    "src/qmgr/mod.rs: mod local_server",
+    "src/queue/mod.rs: mod writer",
+    "src/smtpd/mod.rs: mod session",
+];
+
+/// Every `allow(unsafe_code)` in `src/` as `file: mod NAME` or `file: fn NAME` (the item
+/// it is on), sorted.
+fn unsafe_allowed(root: &Path) -> Vec<String> {
+    let src = root.join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for f in &files {
+        let code = strip_comments(&std::fs::read_to_string(f).expect("read source"));
+        let rel = f.strip_prefix(root).unwrap_or(f).display().to_string();
+        let mut from = 0;
+        while let Some(pos) = code[from..].find("allow(unsafe_code)") {
+            from += pos + "allow(unsafe_code)".len();
+            let rest = &code[from..];
+            let item = ["mod ", "fn "]
+                .iter()
+                .filter_map(|k| rest.find(k).map(|i| (i, *k)))
+                .min()
+                .map(|(i, k)| format!("{}{}", k, ident_at(&rest[i + k.len()..])))
+                .unwrap_or_default();
+            found.push(format!("{rel}: {item}"));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn unsafe_code_stays_in_sys_and_the_listed_modules() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("read lib.rs");
+    assert!(
+        lib.contains("#![deny(unsafe_code)]"),
+        "src/lib.rs must deny unsafe_code for the whole crate"
+    );
+    let found = unsafe_allowed(root);
+    let mut want: Vec<String> = UNSAFE_ALLOWED.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        found, want,
+        "allow(unsafe_code) outside the list of tests/layers.rs (left: found in src/): put \
+         new system calls in src/sys; when a module no longer needs unsafe, take it off"
     );
 }

@@ -290,10 +290,34 @@ fn deferred_for_a_missing_alias_table_is_delivered_after_newaliases() {
         "{log}"
     );
     assert!(!dir.join("mail/info").exists() && !dir.join("mail/postern-ad").exists());
+    // The delivery agent logs `status=deferred` before the queue manager moves the file to
+    // deferred/, and `postfix flush` only looks there: wait for the move.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let in_deferred = || {
+        walk(&dir.join("spool/deferred"))
+            .iter()
+            .any(|p| p.is_file())
+    };
+    while !in_deferred() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     admin_ok(
         &d,
         "printf 'info: postern-ad\\n' > aliases && newaliases && postfix flush",
     );
     let m = wait_file(&dir.join("mail/postern-ad"), "a line of body");
     assert!(m.contains("Subject: maps test"), "{m}\n{}", d.log());
+}
+
+/// Every path under `dir`, depth first.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

@@ -1132,10 +1132,7 @@ fn the_real_postfix_starts_on_postern_s_queue_and_delivers_its_deferred_mail() {
 
 /// Send a delivery request on the local delivery process's channel `ctl` and read the
 /// outcomes back, as the queue manager does.
-fn ask(
-    ctl: i32,
-    req: &postern::qmgr::local_server::Request,
-) -> Vec<postern::delivery::local::Outcome> {
+fn ask(ctl: i32, req: &postern::qmgr::local_server::Request) -> Vec<postern::delivery::Outcome> {
     use nix::sys::socket::{
         AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
     };
@@ -1170,7 +1167,7 @@ fn ask(
 
 #[test]
 fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
-    use postern::delivery::local::Status;
+    use postern::delivery::Status;
     use postern::qmgr::local_server::{Agent, Request};
     if !is_root() {
         eprintln!("skipped: not root");
@@ -1264,7 +1261,7 @@ fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
         offset,
         target: target.to_string(),
     };
-    let refused = |o: &[postern::delivery::local::Outcome], why: &str| {
+    let refused = |o: &[postern::delivery::Outcome], why: &str| {
         assert_eq!(o.len(), 1, "{o:?}");
         assert_eq!(o[0].status, Status::Deferred, "{o:?}");
         assert!(

@@ -23,10 +23,7 @@ use crate::qmgr::defer;
 use crate::queue::header::quote_822_local;
 use crate::queue::store::scan_dir;
 
-/// `asctime(3)` of a time in local time, without the newline (`Sat Nov 28 14:37:12 2026`).
-pub(super) fn asctime(t: std::time::SystemTime) -> String {
-    crate::mailbox::mbox::asctime(t)
-}
+pub(super) use crate::sys::time::asctime;
 
 /// The `mailq` listing of the queue under `queue_directory`.
 pub fn list_queue(queue_directory: &Path) -> String {

@@ -280,7 +280,8 @@ fn describe(st: std::process::ExitStatus) -> String {
 /// Send `sig` to a child that has not been reaped yet.
 pub fn signal(child: &Child, sig: libc::c_int) {
     if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill on the PID of our own, not yet reaped, child.
-        unsafe { libc::kill(pid, sig) };
+        // The PID of our own, not yet reaped, child.
+        let sig = nix::sys::signal::Signal::try_from(sig).ok();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
     }
 }

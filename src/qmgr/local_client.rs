@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use super::local_server::{Agent, FD_ENV, Reply, Request};
-use crate::delivery::local::{Outcome, Status};
+use crate::delivery::{Outcome, Status};
 use crate::sys::wire::{Dec, Enc, Wire};
 
 static CHANNEL: OnceLock<Option<OwnedFd>> = OnceLock::new();

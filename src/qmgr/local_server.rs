@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::postfix::PostfixConfig;
-use crate::delivery::local::{Outcome, Status};
+use crate::delivery::{Outcome, Status};
 use crate::log;
 use crate::qmgr::QmgrSettings;
 use crate::queue::QueuedMessage;

@@ -192,27 +192,6 @@ impl LocalSettings {
     }
 }
 
-/// The result of one delivery, as the log line reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    Sent,
-    Deferred,
-    Bounced,
-}
-
-/// One final delivery (an alias may give several).
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The address delivered to (`to=<…>`).
-    pub to: String,
-    /// `orig_to=<…>` when it differs from `to`.
-    pub orig_to: Option<String>,
-    pub status: Status,
-    pub dsn: String,
-    /// The text in parentheses: `delivered to mailbox`, `unknown user: "x"`.
-    pub text: String,
-}
-
 struct Ctx<'a> {
     s: &'a LocalSettings,
     /// The message; its sender is replaced while an `owner-` list's members are delivered.
@@ -548,63 +527,9 @@ fn is_same_local(ctx: &Ctx<'_>, dom: &str) -> bool {
         .is_some_and(|(_, d)| d.eq_ignore_ascii_case(dom))
 }
 
-/// `Fri Nov 28 14:36:59 2026`: asctime() in local time, for the `From ` line.
-fn asctime(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: localtime_r writes into the zeroed struct we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&secs, &mut tm) };
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}",
-        DAYS[tm.tm_wday.clamp(0, 6) as usize],
-        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        tm.tm_year + 1900
-    )
-}
+use crate::sys::fsid::FsIdentity;
 
-/// The message as local writes it: `From ` line (mbox only), `Return-Path:`,
-/// `X-Original-To:`, `Delivered-To:`, the content (with `>From ` quoting for mbox), and an
-/// empty line at the end (mbox only).
-pub fn format_message(msg: &QueuedMessage, orig: &str, delivered_to: &str, mbox: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.content.len() + 256);
-    let sender = if msg.sender.is_empty() {
-        "MAILER-DAEMON"
-    } else {
-        msg.sender.as_str()
-    };
-    if mbox {
-        let _ = writeln!(out, "From {sender}  {}", asctime(SystemTime::now()));
-    }
-    let _ = writeln!(out, "Return-Path: <{}>", msg.sender);
-    let _ = writeln!(out, "X-Original-To: {orig}");
-    let _ = writeln!(out, "Delivered-To: {delivered_to}");
-    for line in msg.content.split_inclusive(|&b| b == b'\n') {
-        if mbox && line.starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-    }
-    if !out.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    if mbox {
-        out.push(b'\n');
-    }
-    out
-}
-
-pub(crate) use crate::sys::fsid::FsIdentity;
+use super::{Outcome, Status, format_message};
 
 /// Map a mailbox error to Postfix's delivery status (local/mailbox.c with `mbox_dsn()`):
 /// an unsafe mailbox or a full one bounces, anything else is retried.
@@ -878,24 +803,6 @@ impl Act {
     }
 }
 
-impl crate::sys::wire::Wire for Status {
-    fn put(&self, e: &mut crate::sys::wire::Enc) {
-        e.str(match self {
-            Status::Sent => "sent",
-            Status::Deferred => "deferred",
-            Status::Bounced => "bounced",
-        });
-    }
-    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
-        Some(match d.string()?.as_str() {
-            "sent" => Status::Sent,
-            "deferred" => Status::Deferred,
-            "bounced" => Status::Bounced,
-            _ => return None,
-        })
-    }
-}
-
 impl crate::sys::wire::Wire for Act {
     fn put(&self, e: &mut crate::sys::wire::Enc) {
         self.status.put(e);
@@ -903,28 +810,6 @@ impl crate::sys::wire::Wire for Act {
     }
     fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
         Some(Act {
-            status: Status::get(d)?,
-            dsn: d.string()?,
-            text: d.string()?,
-        })
-    }
-}
-
-impl crate::sys::wire::Wire for Outcome {
-    fn put(&self, e: &mut crate::sys::wire::Enc) {
-        e.str(&self.to)
-            .str(self.orig_to.as_deref().unwrap_or(""))
-            .str(if self.orig_to.is_some() { "1" } else { "0" });
-        self.status.put(e);
-        e.str(&self.dsn).str(&self.text);
-    }
-    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
-        let to = d.string()?;
-        let orig = d.string()?;
-        let has_orig = d.string()? == "1";
-        Some(Outcome {
-            to,
-            orig_to: has_orig.then_some(orig),
             status: Status::get(d)?,
             dsn: d.string()?,
             text: d.string()?,
@@ -992,7 +877,11 @@ fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
     } else {
         ctx.msg.sender.as_str()
     };
-    let mut data = format!("From {sender}  {}\n", asctime(SystemTime::now())).into_bytes();
+    let mut data = format!(
+        "From {sender}  {}\n",
+        crate::sys::time::asctime(SystemTime::now())
+    )
+    .into_bytes();
     data.extend_from_slice(&format_message(&ctx.msg, &ctx.orig, addr, false));
     let mut c = std::process::Command::new("/bin/sh");
     c.arg("-c")

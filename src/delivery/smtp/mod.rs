@@ -61,7 +61,7 @@ pub mod tls;
 use std::time::Duration;
 
 use crate::config::postfix::PostfixConfig;
-use crate::delivery::local::Status;
+use crate::delivery::Status;
 use crate::queue::QueuedMessage;
 
 pub use params::Params;

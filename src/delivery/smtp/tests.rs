@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::maincf;
 use crate::config::mastercf::MasterCf;
 use crate::config::postfix::PostfixConfig;
-use crate::delivery::local::Status;
+use crate::delivery::Status;
 use crate::dns::testserver::TestDns;
 use crate::queue::QueuedMessage;
 

@@ -14,7 +14,7 @@
 //!
 //! The message is written as Postfix's virtual writes it: `Return-Path:`,
 //! `X-Original-To:`, `Delivered-To:` (the same bytes as `local(8)`, see
-//! [`crate::delivery::local::format_message`]), plus the `From ` line, `>From ` quoting and the
+//! [`crate::delivery::format_message`]), plus the `From ` line, `>From ` quoting and the
 //! separator line for mbox. Texts as Postfix 3.7 words them: `delivered to maildir`,
 //! `delivered to mailbox`, `maildir delivery failed: …`, `delivery failed to mailbox
 //! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
@@ -45,7 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::postfix::PostfixConfig;
-use crate::delivery::local::{Outcome, Status};
+use crate::delivery::{Outcome, Status};
 use crate::maps::Table;
 use crate::queue::QueuedMessage;
 
@@ -219,7 +219,7 @@ fn deliver_one(
         }
     };
     let path = format!("{}/{}", s.mailbox_base, mailbox.trim());
-    let data = crate::delivery::local::format_message(msg, orig, rcpt, false);
+    let data = crate::delivery::format_message(msg, orig, rcpt, false);
     let sender = msg.sender.clone();
     // As Postfix: set_eugid(uid, gid) around the delivery (crate::sys::child::write_as).
     let res = crate::sys::child::write_as(&s.ident, uid, gid, || {
