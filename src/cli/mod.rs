@@ -4,6 +4,8 @@
 pub mod doveconf;
 #[allow(unsafe_code)]
 pub mod dovecot;
+pub mod mailq;
+pub mod postcat;
 pub mod postconf;
 pub mod postconf_master;
 pub mod postdrop;
@@ -12,6 +14,7 @@ pub mod postfix;
 pub mod postfix_check;
 pub mod postmap;
 pub mod postqueue;
+pub mod postsuper;
 #[allow(unsafe_code)]
 pub mod sandbox;
 #[allow(unsafe_code)]
@@ -147,10 +150,10 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
         "postalias" => postmap::postalias_main(&rest),
         "sendmail" => sendmail::main(&rest),
         "newaliases" => sendmail::newaliases_main(&rest),
-        "mailq" => postqueue::mailq_main(&rest),
+        "mailq" => mailq::mailq_main(&rest),
         "postqueue" => postqueue::postqueue_main(&rest),
-        "postsuper" => postqueue::postsuper_main(&rest),
-        "postcat" => postqueue::postcat_main(&rest),
+        "postsuper" => postsuper::postsuper_main(&rest),
+        "postcat" => postcat::postcat_main(&rest),
         "postdrop" => postdrop::main(&rest),
         "saslauthd" => crate::cli::saslauthd::saslauthd_main(&rest),
         "testsaslauthd" => crate::cli::saslauthd::testsaslauthd_main(&rest),

@@ -19,8 +19,7 @@
 //! `message_size_limit` from it, and writes no log file (errors go to standard error and
 //! the exit status: 0 delivered to the queue, 75 temporary failure, 65 bad input).
 
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::Read;
 use std::path::PathBuf;
 
 use crate::config::postfix::{LoadOptions, PostfixConfig};
@@ -80,30 +79,21 @@ pub fn main(args: &[String]) -> i32 {
         return 65;
     }
     let maildrop = qdir.join("maildrop");
-    let tmp = maildrop.join(format!(".tmp.{}.{id}", std::process::id()));
     let dest = maildrop.join(&id);
-    let write = || -> std::io::Result<()> {
-        // Postfix's postdrop: 0644 while being written, 0744 when complete (u+x), so that
-        // the mail system, which does not own the file, can read it.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.write_all(&data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o744))?;
-        f.sync_all()?;
-        crate::queue::writer::rename_noreplace(&tmp, &dest)?;
-        // maildrop/ is not readable by the postdrop group (mode 0730), so the directory
-        // cannot be opened to fsync it; Postfix's postdrop does not either.
-        match std::fs::File::open(&maildrop) {
-            Ok(d) => d.sync_all(),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
-            Err(e) => Err(e),
-        }
+    // Postfix's postdrop: 0644 while being written, 0744 when complete (u+x), so that the
+    // mail system, which does not own the file, can read it; maildrop/ itself is not
+    // readable by the postdrop group (mode 0730), so its fsync is skipped, as Postfix's
+    // postdrop does not make it either.
+    let write = || {
+        crate::queue::store::write_durable(
+            &maildrop,
+            &id,
+            &data,
+            crate::queue::store::MAILDROP,
+            None,
+        )
     };
     if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
         eprintln!("postdrop: fatal: cannot write {}: {e}", dest.display());
         return 75;
     }

@@ -25,12 +25,11 @@
 //! Known limits (XXX): `-N` DSN options are ignored.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::config::postfix::{LoadOptions, PostfixConfig};
-use crate::queue::file::{self, CleanupRules, FileRecipient, FileSpec};
+use crate::queue::file::{self, FileRecipient, FileSpec};
 use crate::queue::header::{mail_date, quote_822_local};
 
 struct Opts {
@@ -351,7 +350,7 @@ pub fn main(args: &[String]) -> i32 {
         Mode::ListQueue => {
             // SIGPIPE stays ignored in sendmail: a reader that went away ends the
             // listing quietly.
-            let _ = std::io::stdout().write_all(super::postqueue::list_queue(&qdir).as_bytes());
+            let _ = std::io::stdout().write_all(super::mailq::list_queue(&qdir).as_bytes());
             return 0;
         }
         Mode::Flush => {
@@ -772,20 +771,7 @@ fn drop_into_maildrop(
             format!("\tid {}; {}", id.as_str(), mail_date(now)),
         ],
     };
-    let cleaned = file::cleanup_content(
-        content,
-        &CleanupRules {
-            received,
-            add_missing: true,
-            queue_id: id.as_str(),
-            long_ids: s.long_queue_ids,
-            myhostname: &s.myhostname,
-            sender,
-            arrival: now,
-            header_size_limit: s.header_size_limit.max(1),
-            undisclosed_recipients_header: &s.undisclosed_recipients_header,
-        },
-    );
+    let cleaned = s.cleanup(content, id.as_str(), sender, now, received, true);
     let mut seen = std::collections::HashSet::new();
     let rcpts: Vec<FileRecipient<'_>> = recipients
         .iter()
@@ -825,24 +811,17 @@ fn drop_into_maildrop(
         queue.release_queue_id(&id);
         return r.map(|()| id.as_str().to_string());
     }
-    let tmp = maildrop.join(format!(".tmp.{}.{}", std::process::id(), id.as_str()));
     let dest = maildrop.join(id.as_str());
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.write_all(&data)?;
-        // Owner-execute marks the file complete (Postfix's convention); 0744 as Postfix's
-        // postdrop leaves it, readable by the queue manager (mail_owner) that picks it up.
-        f.set_permissions(std::fs::Permissions::from_mode(0o744))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dest)?;
-        std::fs::File::open(&maildrop)?.sync_all()
+    let write = || {
+        crate::queue::store::write_durable(
+            &maildrop,
+            id.as_str(),
+            &data,
+            crate::queue::store::MAILDROP,
+            None,
+        )
     };
     if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
         queue.release_queue_id(&id);
         return Err((75, format!("cannot write {}: {e}", dest.display())));
     }

@@ -7,67 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
 /// Output buffer capacity a connection keeps between replies.
 const WBUF_KEEP: usize = 16 * 1024;
 
-/// The socket under a connection.
-pub enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// The service's end of a TLS client: the login process decrypts and proxies.
-    Proxied(UnixStream),
-    Gone,
-}
-
-impl Io {
-    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
-            Io::Proxied(s) => s.read(buf).await,
-            Io::Gone => Ok(0),
-        }
-    }
-
-    pub async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        match self {
-            Io::Plain(s) => s.write_all(b).await,
-            Io::Tls(s) => {
-                s.write_all(b).await?;
-                s.flush().await
-            }
-            Io::Proxied(s) => s.write_all(b).await,
-            Io::Gone => Err(std::io::ErrorKind::BrokenPipe.into()),
-        }
-    }
-
-    /// Close the sending side (a TLS close_notify, a FIN).
-    pub async fn shutdown(&mut self) {
-        let _ = match self {
-            Io::Plain(s) => s.shutdown().await,
-            Io::Tls(s) => s.shutdown().await,
-            Io::Proxied(s) => s.shutdown().await,
-            Io::Gone => Ok(()),
-        };
-    }
-
-    /// The service's side of a client handed over by a login process: the client's TCP
-    /// socket, or (`tls`) the login process's proxy of a TLS client.
-    pub fn from_handed(fd: std::os::fd::OwnedFd, tls: bool) -> std::io::Result<Io> {
-        if tls {
-            let u = std::os::unix::net::UnixStream::from(fd);
-            u.set_nonblocking(true)?;
-            UnixStream::from_std(u).map(Io::Proxied)
-        } else {
-            let t = std::net::TcpStream::from(fd);
-            t.set_nonblocking(true)?;
-            TcpStream::from_std(t).map(Io::Plain)
-        }
-    }
-}
+/// The socket under a connection (shared with the SMTP server: [`crate::tls::Io`]).
+pub use crate::tls::Io;
 
 /// Why reading a line ended without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

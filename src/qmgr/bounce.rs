@@ -24,11 +24,9 @@
 //! `bounce_template_file`.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
 use std::time::SystemTime;
 
-use crate::queue::file::{self, CleanupRules, FileRecipient, FileSpec};
+use crate::queue::file::{self, FileRecipient, FileSpec};
 use crate::queue::header::{mail_date, quote_822_local};
 use crate::queue::{Queue, QueuedMessage};
 
@@ -284,20 +282,7 @@ pub fn send(
         format!("Received: by {} ({})", s.myhostname, s.mail_name),
         format!("\tid {}; {}", id.as_str(), mail_date(now)),
     ];
-    let cleaned = file::cleanup_content(
-        &content,
-        &CleanupRules {
-            received,
-            add_missing: true,
-            queue_id: id.as_str(),
-            long_ids: s.long_queue_ids,
-            myhostname: &s.myhostname,
-            sender: from,
-            arrival: now,
-            header_size_limit: s.header_size_limit.max(1),
-            undisclosed_recipients_header: &s.undisclosed_recipients_header,
-        },
-    );
+    let cleaned = s.cleanup(&content, id.as_str(), from, now, received, true);
     let data = file::build(&FileSpec {
         queue_id: id.as_str(),
         arrival: now,
@@ -317,35 +302,19 @@ pub fn send(
         line_length_limit: s.line_length_limit,
         warn_time: None,
     });
-    let res = write_complete(&s.queue_directory.join("incoming"), id.as_str(), &data);
+    let res = crate::queue::store::write_durable(
+        &s.queue_directory.join("incoming"),
+        id.as_str(),
+        &data,
+        crate::queue::store::OWN,
+        None,
+    );
     queue.release_queue_id(&id);
     res?;
     if let Some(mid) = cleaned.message_id {
         crate::log::info(&s.cleanup_ident, &format!("{id}: message-id={mid}"));
     }
     Ok(id.as_str().to_string())
-}
-
-/// Write a queue file durably under a temporary name, mark it complete and rename it.
-fn write_complete(dir: &Path, id: &str, data: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".tmp.{}.{id}", std::process::id()));
-    let run = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(id))?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    let r = run();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }
 
 #[cfg(test)]

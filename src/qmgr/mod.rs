@@ -144,7 +144,7 @@ use crate::config::postfix::PostfixConfig;
 use crate::delivery::local::{self, LocalSettings};
 use crate::delivery::{Outcome, Status};
 use crate::log;
-use crate::queue::writer::rename_noreplace;
+use crate::queue::store::Store;
 use crate::queue::{QueueFileError, QueuedMessage, mark_recipient_done, read_queue_file};
 
 /// How often `incoming/` and `maildrop/` are looked at.
@@ -1151,19 +1151,7 @@ fn run(
 /// Queue files (named like queue IDs) in `dir`, one level of hash subdirectories when
 /// `hashed`.
 pub fn list_queue(dir: &Path, hashed: bool) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let path = e.path();
-        if hashed && e.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(list_queue(&path, false));
-        } else if crate::queue::QueueId::parse(&name).is_some() {
-            out.push((name, path));
-        }
-    }
+    let mut out = crate::queue::store::scan_dir(dir, hashed);
     out.sort();
     out
 }
@@ -1176,8 +1164,7 @@ pub fn list_queue(dir: &Path, hashed: bool) -> Vec<(String, PathBuf)> {
 /// the two steps delivers the message twice, Postfix's window too. Logs `ID: uid=N
 /// from=<sender>`.
 fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
-    use std::io::Write;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
     };
@@ -1199,31 +1186,25 @@ fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
         Err(QueueFileError::Incomplete(_)) => return,
         Err(e) => {
             log::warning(&s.ident_pickup, &format!("{id}: {e}; moved to corrupt"));
-            let _ = std::fs::rename(path, qdir.join("corrupt").join(id));
+            let _ = Store::new(qdir).corrupt(path, id);
             return;
         }
     };
     let incoming = qdir.join("incoming");
-    let tmp = incoming.join(format!(".tmp.{}.pickup.{id}", std::process::id()));
     let dest = incoming.join(id);
     let copy = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
-        f.set_modified(meta.modified()?)?;
-        f.sync_all()?;
-        rename_noreplace(&tmp, &dest)?;
-        std::fs::File::open(&incoming)?.sync_all()
+        let mtime = meta.modified()?;
+        crate::queue::store::write_durable(
+            &incoming,
+            id,
+            &data,
+            crate::queue::store::OWN,
+            Some(mtime),
+        )
     };
     match copy() {
         Ok(()) => {}
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 log::warning(
                     &s.ident_pickup,
@@ -1290,11 +1271,10 @@ fn activate(path: &Path, qdir: &Path, id: &str) -> Option<PathBuf> {
     if !meta.is_file() || meta.permissions().mode() & 0o100 == 0 {
         return None;
     }
-    let dest = qdir.join("active").join(id);
     // Never replace a file already in active/ under the same name (a queue ID reused while
     // its first message is still being delivered would otherwise be lost).
-    match rename_noreplace(path, &dest) {
-        Ok(()) => Some(dest),
+    match Store::new(qdir).activate(path, id) {
+        Ok(dest) => Some(dest),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             log::warning(
                 "postfix/qmgr",
@@ -1386,8 +1366,7 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
         Ok(m) => m,
         Err(QueueFileError::Corrupt(e)) => {
             log::warning(&s.ident_qmgr, &format!("{id}: {e}; moved to corrupt"));
-            let _ = crate::queue::make_queue_dir(&s.queue_directory.join("corrupt"));
-            let _ = std::fs::rename(path, s.queue_directory.join("corrupt").join(&id));
+            let _ = Store::new(&s.queue_directory).corrupt(path, &id);
             return None;
         }
         Err(e) => {
@@ -1847,10 +1826,8 @@ fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> {
     }
     // XXX Recipients put off for a busy destination in a message that is deferred for
     // others go with it to deferred/ and are tried at its next attempt.
-    let defer_log = defer::log_path(&s.queue_directory, &id);
     if deferred.is_empty() {
-        let _ = std::fs::remove_file(&defer_log);
-        match std::fs::remove_file(path) {
+        match Store::new(&s.queue_directory).delete(path, &id) {
             Ok(()) => log::info(&s.ident_qmgr, &format!("{id}: removed")),
             Err(e) => log::warning(
                 &s.ident_qmgr,
@@ -2046,17 +2023,12 @@ fn defer_message(
     if let Err(e) = defer::write_log(&s.queue_directory, id, entries) {
         log::warning(&s.ident_qmgr, &format!("{id}: cannot write defer log: {e}"));
     }
-    let first = id.get(..1).unwrap_or("0");
-    let dir = s.queue_directory.join("deferred").join(first);
-    let _ = crate::queue::make_queue_dir(&dir);
-    let dest = dir.join(id);
+    let store = Store::new(&s.queue_directory);
+    let dest = store.path("deferred", id);
     let age = msg.arrival.elapsed().unwrap_or_default();
     let backoff = age.clamp(s.minimal_backoff, s.maximal_backoff.max(s.minimal_backoff));
     let next = SystemTime::now() + backoff;
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
-        let _ = f.set_modified(next);
-    }
-    if let Err(e) = std::fs::rename(path, &dest) {
+    if let Err(e) = store.defer(path, id, next) {
         log::warning(
             &s.ident_qmgr,
             &format!("{id}: move to {}: {e}", dest.display()),

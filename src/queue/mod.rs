@@ -14,7 +14,10 @@
 //! Group commit in [`writer`]: a dedicated thread writes every file waiting, syncs them, renames
 //! them from a temporary name to their queue ID and syncs the directory once per batch. A file
 //! named like a queue ID is complete; temporary files are ignored by readers and removed at
-//! [`Queue::open`]. The reader also treats a file without `u+x` (Postfix's convention for a
+//! [`Queue::open`]. Writers of one file at a time (pickup, bounce, `sendmail`, `postdrop`)
+//! take the same steps through [`store::write_durable`], and every move between queues
+//! (hold, release, requeue, defer, activate, delete) goes through [`store::Store`]. The
+//! reader also treats a file without `u+x` (Postfix's convention for a
 //! file still being written) or without an end record as incomplete. A file is written with
 //! mode 0600 and made 0700 (complete) before its fsync, as Postfix's cleanup does.
 //!
@@ -60,6 +63,7 @@ pub mod file;
 pub mod header;
 pub mod id;
 pub mod record;
+pub mod store;
 #[allow(unsafe_code)]
 pub mod writer;
 
@@ -429,6 +433,34 @@ pub struct QueueSettings {
 }
 
 impl QueueSettings {
+    /// cleanup's content rules for one message, filled from these settings (the one place
+    /// the SMTP server, bounce and sendmail build a queue file's content from a message):
+    /// `received` goes first, missing headers are added when `add_missing`.
+    pub(crate) fn cleanup(
+        &self,
+        message: &[u8],
+        queue_id: &str,
+        sender: &str,
+        arrival: SystemTime,
+        received: Vec<String>,
+        add_missing: bool,
+    ) -> file::Cleaned {
+        file::cleanup_content(
+            message,
+            &file::CleanupRules {
+                received,
+                add_missing,
+                queue_id,
+                long_ids: self.long_queue_ids,
+                myhostname: &self.myhostname,
+                sender,
+                arrival,
+                header_size_limit: self.header_size_limit.max(1),
+                undisclosed_recipients_header: &self.undisclosed_recipients_header,
+            },
+        )
+    }
+
     pub fn from_config(cfg: &PostfixConfig) -> anyhow::Result<QueueSettings> {
         let queue_directory = cfg
             .get("queue_directory")
@@ -538,6 +570,11 @@ impl Queue {
         }))
     }
 
+    /// The queue directory's files and moves ([`store::Store`]).
+    pub fn store(&self) -> store::Store {
+        store::Store::new(&self.settings.queue_directory)
+    }
+
     pub fn settings(&self) -> &QueueSettings {
         &self.settings
     }
@@ -551,13 +588,7 @@ impl Queue {
     /// `deferred`, …). `deferred`, `defer`, `bounce` and `trace` are hashed one level deep
     /// (`hash_queue_depth = 1`) on the first character, as Postfix's defaults do.
     pub fn queue_file_path(&self, queue: &str, id: &QueueId) -> PathBuf {
-        let base = self.settings.queue_directory.join(queue);
-        if matches!(queue, "deferred" | "defer" | "bounce" | "trace") {
-            let first = &id.as_str()[..1];
-            base.join(first).join(id.as_str())
-        } else {
-            base.join(id.as_str())
-        }
+        self.store().path(queue, id.as_str())
     }
 
     fn id_in_use(&self, id: &QueueId) -> bool {
@@ -687,19 +718,13 @@ impl Queue {
             date: &date,
         });
         let add_missing = client.local_submission || s.always_add_missing_headers;
-        let cleaned = file::cleanup_content(
+        let cleaned = s.cleanup(
             message,
-            &file::CleanupRules {
-                received,
-                add_missing,
-                queue_id: id.as_str(),
-                long_ids: s.long_queue_ids,
-                myhostname: &s.myhostname,
-                sender: &env.sender,
-                arrival,
-                header_size_limit: s.header_size_limit.max(1),
-                undisclosed_recipients_header: &s.undisclosed_recipients_header,
-            },
+            id.as_str(),
+            &env.sender,
+            arrival,
+            received,
+            add_missing,
         );
         if cleaned.hops > s.hopcount_limit {
             return Err(QueueError::TooManyHops {

@@ -83,8 +83,8 @@ fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
 }
 
-/// rename(2) that fails with EEXIST instead of replacing `to` (used by the queue writer,
-/// the queue manager's activation and postdrop).
+/// rename(2) that fails with EEXIST instead of replacing `to` (used by the queue writer and
+/// by [`super::store`]: the durable write, the queue manager's activation).
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let (f, t) = (cpath(from)?, cpath(to)?);
     // SAFETY: both are valid NUL-terminated paths owned by this frame.

@@ -1,6 +1,10 @@
 //! Postfix's `smtpd`: the SMTP server.
 //!
-//! * [`session`] — one connection: ESMTP commands, replies and log lines as Postfix 3.7;
+//! * [`session`] — the protocol core of one connection: ESMTP commands, replies and log
+//!   lines as Postfix 3.7, over any [`transport::Transport`];
+//! * [`transport`] — what a session reads and writes: the client socket (the
+//!   [`crate::tls::Io`] POP3 and IMAP use), or a recorded script (`tests`, which
+//!   replays the recorded Postfix transcripts against the core in process);
 //! * [`check`] — the restriction engine (`smtpd_*_restrictions`, access maps, relay rules);
 //! * [`address`] — MAIL/RCPT argument parsing, address classes;
 //! * [`params`] — the main.cf parameters it reads;
@@ -26,6 +30,10 @@ pub mod params;
 pub use crate::auth::sasl;
 #[allow(unsafe_code)]
 pub mod session;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -153,7 +161,9 @@ impl SmtpdService {
         _local: SocketAddr,
     ) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, stream, peer, false).run().await;
+        session::Session::new(self, crate::tls::Io::Plain(stream), peer, false)
+            .run()
+            .await;
     }
 
     /// [`handle`](Self::handle) for a connection over the service's process limit: the
@@ -161,7 +171,9 @@ impl SmtpdService {
     /// master says it is overloaded.
     pub async fn handle_stressed(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, stream, peer, true).run().await;
+        session::Session::new(self, crate::tls::Io::Plain(stream), peer, true)
+            .run()
+            .await;
     }
 }
 

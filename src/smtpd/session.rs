@@ -10,45 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::address::{self, PathError};
 use super::check::{Checker, Facts, Reply, Stage, Verdict};
 use super::params::TlsLevel;
 use super::sasl::{self, AuthResult};
+use super::transport::{TlsFail, Transport};
 use super::{ServiceState, SmtpdService};
 use crate::log;
 use crate::queue::{self, ClientInfo, Envelope, QueueId, Recipient};
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    Gone,
-}
-
-impl Io {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
-            Io::Gone => Ok(0),
-        }
-    }
-    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        match self {
-            Io::Plain(s) => {
-                s.write_all(b).await?;
-                s.flush().await
-            }
-            Io::Tls(s) => {
-                s.write_all(b).await?;
-                s.flush().await
-            }
-            Io::Gone => Ok(()),
-        }
-    }
-}
 
 /// Why the loop ended.
 enum End {
@@ -86,13 +55,14 @@ struct Transaction {
     chunk_too_big: bool,
 }
 
-pub struct Session {
+pub struct Session<T: Transport> {
     svc: Arc<SmtpdService>,
     st: Arc<ServiceState>,
     /// The SASL backend of this session (for `smtpd_sasl_type = dovecot` connected per
     /// session, as Postfix does, to learn the mechanisms).
     auth: Option<Arc<dyn sasl::Authenticator>>,
-    io: Io,
+    /// The client connection (a socket, or a script in the unit tests).
+    io: T,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     peer: SocketAddr,
@@ -131,13 +101,8 @@ fn cmd_index(name: &str) -> usize {
         .unwrap_or(CMD_ORDER.len() - 1)
 }
 
-impl Session {
-    pub fn new(
-        svc: Arc<SmtpdService>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        stressed: bool,
-    ) -> Session {
+impl<T: Transport> Session<T> {
+    pub fn new(svc: Arc<SmtpdService>, io: T, peer: SocketAddr, stressed: bool) -> Session<T> {
         let st = if stressed {
             svc.stressed_state()
         } else {
@@ -148,7 +113,7 @@ impl Session {
             svc,
             st,
             auth,
-            io: Io::Plain(stream),
+            io,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             peer,
@@ -218,7 +183,7 @@ impl Session {
         if !self.wbuf.is_empty() {
             let b = std::mem::take(&mut self.wbuf);
             if self.io.write_all(&b).await.is_err() {
-                self.io = Io::Gone;
+                self.io.close();
             }
         }
     }
@@ -1225,37 +1190,18 @@ impl Session {
         self.flush().await;
         // Discard anything pipelined after STARTTLS (CVE-2011-0411).
         self.rbuf.clear();
-        let tcp = match std::mem::replace(&mut self.io, Io::Gone) {
-            Io::Plain(t) => t,
-            other => {
-                self.io = other;
-                return Err(End::Lost);
-            }
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        // smtpd_starttls_timeout bounds the whole handshake (a client that sends half a
-        // ClientHello and stalls is dropped then), as Postfix's tls_bio does.
-        match tokio::time::timeout(self.st.params.starttls_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
-                let (_, conn) = tls.get_ref();
-                let proto = conn
-                    .protocol_version()
-                    .map(|v| {
-                        format!("{v:?}")
-                            .replace("TLSv1_", "TLSv1.")
-                            .replace("TLSv1.0", "TLSv1")
-                    })
-                    .unwrap_or_else(|| "TLS".into());
-                let cipher = conn
-                    .negotiated_cipher_suite()
-                    .map(|c| format!("{:?}", c.suite()))
-                    .unwrap_or_default();
+        match self
+            .io
+            .start_tls(cfg, self.st.params.starttls_timeout)
+            .await
+        {
+            Ok(up) => {
+                let (proto, cipher) = (up.protocol, up.cipher);
                 self.log(&format!(
                     "Anonymous TLS connection established from {}: {proto} with cipher {cipher}",
                     self.namaddr
                 ));
                 self.tls_info = Some(format!("(using {proto} with cipher {cipher})"));
-                self.io = Io::Tls(Box::new(tls));
                 self.tls_active = true;
                 // RFC 3207 §4.2: forget everything learned before TLS.
                 self.helo = None;
@@ -1263,16 +1209,17 @@ impl Session {
                 self.abandon_tx();
                 Ok(())
             }
+            Err(TlsFail::Unavailable) => Err(End::Lost),
             // Postfix's tls_server.c: `SSL_accept error from NAME[ADDR]: %m` when the
             // system call failed (a timeout: ETIMEDOUT), `-1` with the TLS library's error.
-            Err(_) => {
+            Err(TlsFail::Timeout) => {
                 self.log(&format!(
                     "SSL_accept error from {}: Connection timed out",
                     self.namaddr
                 ));
                 Err(End::Lost)
             }
-            Ok(Err(_)) => {
+            Err(TlsFail::Handshake) => {
                 self.log(&format!("SSL_accept error from {}: -1", self.namaddr));
                 Err(End::Lost)
             }
@@ -1726,12 +1673,7 @@ impl Session {
                 // HOLD: move the committed file to hold/ (XXX: qmgr may pick it up from
                 // incoming/ in the instant before; it is then delivered, not held).
                 let from = q.queue_file_path("incoming", &id);
-                let to = q.queue_file_path("hold", &id);
-                let moved = std::fs::rename(&from, &to).and_then(|_| {
-                    std::fs::File::open(to.parent().unwrap_or(std::path::Path::new(".")))?
-                        .sync_all()
-                });
-                if let Err(e) = moved {
+                if let Err(e) = q.store().hold(&from, id.as_str(), true) {
                     log::warning(
                         self.ident(),
                         &format!("{id}: cannot move to the hold queue: {e}"),

@@ -1,0 +1,299 @@
+//! The queue directory behind one API: where a file of a queue lives, the one scan of a
+//! queue, the one durable write outside the group commit, and the moves every writer and
+//! mover makes (hold, release, requeue, defer, flush, activate, corrupt, delete). The SMTP
+//! server, the queue manager, pickup, bounce, `sendmail`, `postdrop` and `postsuper` go
+//! through [`Store`]; a second backend (DESIGN.md §7) would be one more implementation of
+//! these operations.
+//!
+//! # Layout
+//! Postfix 3.7's: one directory per queue under `queue_directory`; `deferred`, `defer`,
+//! `bounce` and `trace` hashed one level deep on the first character of the queue ID
+//! (`hash_queue_depth = 1`); a file is named by its queue ID, and one with `u+x` is complete.
+//!
+//! # The durable write ([`write_durable`])
+//! The steps of the group commit in [`super::writer`] (see the argument there), for one file
+//! at a time: a temporary name (`.tmp.PID.SEQ.ID`, removed by [`super::writer::remove_stale`]
+//! when its writer died), created exclusively without following a symlink; the contents;
+//! the "complete" mode; `fsync`; a rename that never replaces a file already there; an
+//! `fsync` of the directory. A failure removes the temporary file. Used by pickup, bounce,
+//! `sendmail` and `postdrop`; `smtpd` commits through [`super::Queue::commit`], which batches
+//! the same steps.
+
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use super::writer::rename_noreplace;
+
+/// Queues hashed one level deep (`hash_queue_names` plus Postern's `bounce` and `trace`).
+pub fn is_hashed(queue: &str) -> bool {
+    matches!(queue, "deferred" | "defer" | "bounce" | "trace")
+}
+
+/// Modes of a file written by [`write_durable`].
+#[derive(Debug, Clone, Copy)]
+pub struct Modes {
+    /// While it is being written (0600 for the mail system's own files, 0644 for a
+    /// user's file in `maildrop/` that the mail system must read).
+    pub writing: u32,
+    /// Once complete (`u+x` added: 0700, 0744).
+    pub complete: u32,
+}
+
+/// The mail system's own queue files: 0600, then 0700 (Postfix's cleanup).
+pub const OWN: Modes = Modes {
+    writing: 0o600,
+    complete: 0o700,
+};
+
+/// A user's file in `maildrop/`: 0644, then 0744 (Postfix's postdrop), readable by the
+/// queue manager, which does not own it.
+pub const MAILDROP: Modes = Modes {
+    writing: 0o644,
+    complete: 0o744,
+};
+
+/// Write `data` as `dir/name` durably (see the module header): on stable storage, complete,
+/// and never replacing a file of that name (`AlreadyExists` then). `mtime`, when given,
+/// becomes the file's modification time (pickup keeps the submission time). The directory
+/// fsync is skipped when the directory cannot be opened (`maildrop/` is mode 0730: the
+/// `postdrop` group may write but not read it; Postfix's postdrop does not sync it either).
+pub fn write_durable(
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    modes: Modes,
+    mtime: Option<SystemTime>,
+) -> io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp.{}.{seq}.{name}", std::process::id()));
+    let dest = dir.join(name);
+    let run = || -> io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(modes.writing)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        // The umask may have taken bits the readers need.
+        f.set_permissions(std::fs::Permissions::from_mode(modes.writing))?;
+        f.write_all(data)?;
+        f.set_permissions(std::fs::Permissions::from_mode(modes.complete))?;
+        if let Some(t) = mtime {
+            f.set_modified(t)?;
+        }
+        f.sync_all()?;
+        rename_noreplace(&tmp, &dest)?;
+        match std::fs::File::open(dir) {
+            Ok(d) => d.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    let r = run();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Queue files (named like queue IDs) in `dir` in directory order, and in its
+/// subdirectories one level down when `descend` (a hashed queue, or one that `postsuper -s`
+/// has not put right yet).
+pub fn scan_dir(dir: &Path, descend: bool) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    scan_into(dir, descend, &mut out);
+    out
+}
+
+fn scan_into(dir: &Path, descend: bool, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if descend && e.file_type().is_ok_and(|t| t.is_dir()) {
+            scan_into(&e.path(), false, out);
+        } else if super::QueueId::parse(&name).is_some() {
+            out.push((name, e.path()));
+        }
+    }
+}
+
+/// The queue under one `queue_directory`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    base: PathBuf,
+}
+
+impl Store {
+    pub fn new(queue_directory: impl Into<PathBuf>) -> Store {
+        Store {
+            base: queue_directory.into(),
+        }
+    }
+
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// The directory of `queue` where a file named `id` belongs (its hash subdirectory in a
+    /// hashed queue).
+    pub fn dir_for(&self, queue: &str, id: &str) -> PathBuf {
+        let base = self.base.join(queue);
+        if is_hashed(queue) {
+            base.join(id.get(..1).unwrap_or("0"))
+        } else {
+            base
+        }
+    }
+
+    /// Where a file of `id` lives in `queue`.
+    pub fn path(&self, queue: &str, id: &str) -> PathBuf {
+        self.dir_for(queue, id).join(id)
+    }
+
+    /// The queue files of `queue` in directory order (see [`scan_dir`]).
+    pub fn scan(&self, queue: &str, descend: bool) -> Vec<(String, PathBuf)> {
+        scan_dir(&self.base.join(queue), descend)
+    }
+
+    /// Move the file at `from` to `queue` as `id` (the hash directory made when missing),
+    /// replacing nothing only when `noreplace`. Returns the new path.
+    fn move_to(&self, from: &Path, queue: &str, id: &str, noreplace: bool) -> io::Result<PathBuf> {
+        let dir = self.dir_for(queue, id);
+        if is_hashed(queue) || queue == "hold" || queue == "corrupt" {
+            let _ = super::make_queue_dir(&dir);
+        }
+        let dest = dir.join(id);
+        if noreplace {
+            rename_noreplace(from, &dest)?;
+        } else {
+            std::fs::rename(from, &dest)?;
+        }
+        Ok(dest)
+    }
+
+    /// Put a message on hold (`postsuper -h`, an access table's HOLD). `durable` also
+    /// syncs `hold/`, so that the move survives a crash (smtpd, which has just replied 250).
+    pub fn hold(&self, from: &Path, id: &str, durable: bool) -> io::Result<()> {
+        let to = self.move_to(from, "hold", id, false)?;
+        if durable {
+            std::fs::File::open(to.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Take a message off hold (`postsuper -H`): into `deferred/`, due at once (the queue
+    /// manager's next deferred scan takes it).
+    pub fn release(&self, from: &Path, id: &str) -> io::Result<()> {
+        touch(from, SystemTime::now());
+        self.move_to(from, "deferred", id, false).map(drop)
+    }
+
+    /// A message deferred until `next` (the queue manager, after an attempt).
+    pub fn defer(&self, from: &Path, id: &str, next: SystemTime) -> io::Result<PathBuf> {
+        touch(from, next);
+        self.move_to(from, "deferred", id, false)
+    }
+
+    /// What Postfix's flush service does with a deferred message to be delivered now: the
+    /// time stamp set to now and the file moved to `incoming/`.
+    pub fn flush(&self, from: &Path, id: &str) -> io::Result<()> {
+        touch(from, SystemTime::now());
+        self.move_to(from, "incoming", id, false).map(drop)
+    }
+
+    /// Into `active/` (the queue manager); never replacing a file already there under the
+    /// same name (`AlreadyExists`).
+    pub fn activate(&self, from: &Path, id: &str) -> io::Result<PathBuf> {
+        self.move_to(from, "active", id, true)
+    }
+
+    /// A file that cannot be read as a queue file goes to `corrupt/`.
+    pub fn corrupt(&self, from: &Path, id: &str) -> io::Result<()> {
+        self.move_to(from, "corrupt", id, false).map(drop)
+    }
+
+    /// `postsuper -r`: as Postfix, the file moves to `maildrop/` (mode 0700, owned by the
+    /// queue's owner), where it is taken up again as newly submitted mail (the queue
+    /// manager logs the `pickup` line and resolves every pending recipient afresh); its
+    /// defer, bounce and trace logs go, so old reasons are not shown again. False when a
+    /// file of that name is in `maildrop/` already or the move failed. XXX Postfix's pickup
+    /// gives it a new queue ID through cleanup (re-running header and address rewriting);
+    /// Postern keeps the ID.
+    pub fn requeue(&self, from: &Path, id: &str) -> bool {
+        let dest = self.path("maildrop", id);
+        if dest.symlink_metadata().is_ok() {
+            return false;
+        }
+        let _ = std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o700));
+        if std::fs::rename(from, &dest).is_err() {
+            return false;
+        }
+        for log in ["defer", "bounce", "trace"] {
+            let _ = std::fs::remove_file(self.path(log, id));
+        }
+        true
+    }
+
+    /// Remove a message: its defer log, then the queue file (the file's result is returned).
+    pub fn delete(&self, path: &Path, id: &str) -> io::Result<()> {
+        let _ = std::fs::remove_file(self.path("defer", id));
+        std::fs::remove_file(path)
+    }
+}
+
+/// Set a queue file's modification time (the queue manager's "due at" for `deferred/`).
+fn touch(path: &Path, t: SystemTime) {
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = f.set_modified(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_write_is_complete_and_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        write_durable(d.path(), "4AB2C3D4E5", b"one", OWN, None).unwrap();
+        let p = d.path().join("4AB2C3D4E5");
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let e = write_durable(d.path(), "4AB2C3D4E5", b"two", MAILDROP, None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn moves_follow_the_hashed_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::new(d.path());
+        for q in ["incoming", "active", "hold", "deferred", "maildrop"] {
+            std::fs::create_dir(d.path().join(q)).unwrap();
+        }
+        let id = "4AB2C3D4E5";
+        std::fs::write(s.path("incoming", id), b"x").unwrap();
+        let active = s.activate(&s.path("incoming", id), id).unwrap();
+        assert_eq!(active, d.path().join("active").join(id));
+        s.hold(&active, id, true).unwrap();
+        s.release(&s.path("hold", id), id).unwrap();
+        assert!(d.path().join("deferred/4").join(id).is_file());
+        assert_eq!(
+            s.scan("deferred", true),
+            vec![(id.to_string(), s.path("deferred", id))]
+        );
+        assert!(s.requeue(&s.path("deferred", id), id));
+        assert!(s.path("maildrop", id).is_file());
+        s.delete(&s.path("maildrop", id), id).unwrap();
+        assert!(s.scan("maildrop", false).is_empty());
+    }
+}
