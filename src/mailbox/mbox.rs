@@ -144,7 +144,7 @@ fn open_file(
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                MailboxError::Unsafe(path.to_path_buf(), "is a symbolic link".into())
+                MailboxError::Unsafe(path.to_path_buf(), "file is a symbolic link".into())
             } else {
                 MailboxError::io(path, e)
             }
@@ -159,8 +159,9 @@ fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), Mailbo
     if !st.file_type().is_file() {
         return Err(unsafe_("is not a regular file"));
     }
+    // Postfix's safe_open() words.
     if st.nlink() != 1 {
-        return Err(unsafe_("has more than one hard link"));
+        return Err(unsafe_(&format!("file has {} hard links", st.nlink())));
     }
     if let Some(uid) = opts.expected_owner
         && st.uid() != uid
@@ -169,7 +170,7 @@ fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), Mailbo
     }
     let lst = std::fs::symlink_metadata(path).map_err(|e| MailboxError::io(path, e))?;
     if lst.dev() != st.dev() || lst.ino() != st.ino() {
-        return Err(unsafe_("was replaced while being opened"));
+        return Err(unsafe_("file status changed unexpectedly"));
     }
     Ok(())
 }
