@@ -1617,7 +1617,7 @@ struct Rewritten {
     peak_buffer: usize,
     #[cfg_attr(not(test), allow(dead_code))]
     written: u64,
-    /// How far the rest of the file was moved first, and from where.
+    /// From where, and how far, the rest of the file was moved first.
     #[cfg_attr(not(test), allow(dead_code))]
     moved: Option<(u64, u64)>,
 }
@@ -3059,6 +3059,8 @@ mod tests {
         let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
         let (queued, moved) = (done.peak_queue, done.written);
         let grown = std::fs::metadata(&p).expect("stat").len() - data.len() as u64;
+        // Room was made first, at least as much as the file grew.
+        assert!(done.moved.is_some_and(|(_, by)| by >= grown), "{done:?}");
         assert!(data.len() > 20 * REWRITE_BUFFER && moved > 10 * REWRITE_BUFFER as u64);
         assert!(queued as u64 <= grown, "{queued} queued, grown by {grown}");
         // Expunge the first message: the rest moves back, nothing is queued.
@@ -3084,6 +3086,8 @@ mod tests {
         let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
         let queued = done.peak_queue;
         assert_eq!(queued, 0);
+        // Only shrinking: nothing to move out of the way.
+        assert_eq!(done.moved, None);
         mb.resync().expect("resync");
         assert_eq!(
             mb.read(19).expect("read"),
