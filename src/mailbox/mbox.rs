@@ -31,7 +31,13 @@
 //!
 //! Rewrites (metadata, expunge) happen in place under the write locks ([`super::lock`]),
 //! from the first changed byte on, then `ftruncate` and `fsync`, as Dovecot does; the file
-//! keeps its inode, owner and mode. A header is streamed line by line, never held whole:
+//! keeps its inode, owner and mode. A rewrite whose output runs ahead of its input
+//! (headers that grow: a fresh box getting its metadata) first moves the rest of the file
+//! that far towards the end, from the end backwards, as Dovecot's sync makes room, so a
+//! process killed at any point leaves every message in the file, some perhaps twice and
+//! one cut where the writing stopped, and none held only in memory (`scripts/kill-expunge`
+//! kills sessions during these rewrites; before this, a kill during the first SELECT of a
+//! fresh box lost the messages whose bytes were in memory). A header is streamed line by line, never held whole:
 //! a message without an end-of-header line (50 MB without an empty line) costs no more
 //! memory than one with. A rewrite that leaves the size as it was also moves the file's
 //! time to the next second (`touch_if_same`): Dovecot's index notices a changed mbox by
@@ -138,7 +144,7 @@ fn open_file(
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                MailboxError::Unsafe(path.to_path_buf(), "is a symbolic link".into())
+                MailboxError::Unsafe(path.to_path_buf(), "file is a symbolic link".into())
             } else {
                 MailboxError::io(path, e)
             }
@@ -153,8 +159,9 @@ fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), Mailbo
     if !st.file_type().is_file() {
         return Err(unsafe_("is not a regular file"));
     }
+    // Postfix's safe_open() words.
     if st.nlink() != 1 {
-        return Err(unsafe_("has more than one hard link"));
+        return Err(unsafe_(&format!("file has {} hard links", st.nlink())));
     }
     if let Some(uid) = opts.expected_owner
         && st.uid() != uid
@@ -163,7 +170,7 @@ fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), Mailbo
     }
     let lst = std::fs::symlink_metadata(path).map_err(|e| MailboxError::io(path, e))?;
     if lst.dev() != st.dev() || lst.ino() != st.ino() {
-        return Err(unsafe_("was replaced while being opened"));
+        return Err(unsafe_("file status changed unexpectedly"));
     }
     Ok(())
 }
@@ -1286,6 +1293,17 @@ struct InPlace<'a> {
     peak: usize,
     peak_buf: usize,
     written: u64,
+    /// A dry run: nothing is written; `lead` and `start` are measured.
+    dry: bool,
+    /// The most the output ran ahead of the old bytes taken (`out - c`): what the file must
+    /// make room for first so that no old byte is ever held only in memory.
+    lead: u64,
+    /// Where writing began (the smaller of the output and the old position then).
+    start: Option<u64>,
+    /// The old bytes from `shift_from` on lie `shift` bytes further on in the file (moved
+    /// there by [`move_tail`] before this pass).
+    shift: u64,
+    shift_from: u64,
 }
 
 impl<'a> InPlace<'a> {
@@ -1307,7 +1325,25 @@ impl<'a> InPlace<'a> {
             peak: 0,
             peak_buf: 0,
             written: 0,
+            dry: false,
+            lead: 0,
+            start: None,
+            shift: 0,
+            shift_from: u64::MAX,
         }
+    }
+
+    /// Read old bytes from `pos` on, where the file holds them now (see `shift`).
+    fn read_old(&self, dst: &mut [u8], pos: u64) -> std::io::Result<()> {
+        if self.shift == 0 || pos + dst.len() as u64 <= self.shift_from {
+            return self.file.read_exact_at(dst, pos);
+        }
+        if pos >= self.shift_from {
+            return self.file.read_exact_at(dst, pos + self.shift);
+        }
+        let (a, b) = dst.split_at_mut((self.shift_from - pos) as usize);
+        self.file.read_exact_at(a, pos)?;
+        self.file.read_exact_at(b, self.shift_from + self.shift)
     }
 
     /// The old bytes before `pos` are needed no more (an error if some were given up).
@@ -1334,7 +1370,7 @@ impl<'a> InPlace<'a> {
             // The queue is empty: `r == c`, and the file still holds the old bytes there.
             let start = dst.len();
             dst.resize(start + n - queued, 0);
-            self.file.read_exact_at(&mut dst[start..], self.c)?;
+            self.read_old(&mut dst[start..], self.c)?;
             self.c += (n - queued) as u64;
             self.r = self.c;
         }
@@ -1357,7 +1393,7 @@ impl<'a> InPlace<'a> {
         if f < b {
             let start = dst.len();
             dst.resize(start + (b - f) as usize, 0);
-            self.file.read_exact_at(&mut dst[start..], f)?;
+            self.read_old(&mut dst[start..], f)?;
         }
         self.peak_buf = self.peak_buf.max(dst.len());
         Ok(())
@@ -1394,7 +1430,7 @@ impl<'a> InPlace<'a> {
         if a >= b {
             return Ok(());
         }
-        if a == self.out {
+        if a == self.out && (self.shift == 0 || b <= self.shift_from) {
             // Already in place.
             self.flush()?;
             self.skip_to(b)?;
@@ -1452,9 +1488,11 @@ impl<'a> InPlace<'a> {
                 return Ok(());
             }
             self.writing = true;
+            self.start = Some(self.w.min(self.c));
         }
         self.pend.extend_from_slice(bytes);
         self.out += bytes.len() as u64;
+        self.lead = self.lead.max(self.out.saturating_sub(self.c));
         if self.pend.len() >= self.buf {
             self.flush()?;
         }
@@ -1466,16 +1504,38 @@ impl<'a> InPlace<'a> {
         if self.pend.is_empty() {
             return Ok(());
         }
-        let need = self.out.min(self.old_len);
+        if self.dry {
+            self.w = self.out;
+            self.pend.clear();
+            return Ok(());
+        }
+        // The old bytes still needed that lie where the output goes.
+        let need = if self.shift == 0 || self.out <= self.shift_from {
+            self.out
+        } else {
+            self.shift_from.max(self.out.saturating_sub(self.shift))
+        }
+        .min(self.old_len);
         while self.r < need {
             let n = (need - self.r).min(self.buf as u64) as usize;
-            self.cmp.resize(n, 0);
-            self.file.read_exact_at(&mut self.cmp, self.r)?;
-            self.queue.extend(&self.cmp);
+            let mut chunk = std::mem::take(&mut self.cmp);
+            chunk.resize(n, 0);
+            self.read_old(&mut chunk, self.r)?;
+            self.queue.extend(&chunk);
+            self.cmp = chunk;
             self.r += n as u64;
         }
         self.peak = self.peak.max(self.queue.len());
         self.peak_buf = self.peak_buf.max(self.pend.len());
+        #[cfg(test)]
+        if let Some(limit) = tests::CRASH_AFTER.with(|c| c.get())
+            && self.written + self.pend.len() as u64 > limit
+        {
+            // A process killed in the middle of this write: part of it reached the file.
+            let part = (limit - self.written) as usize;
+            self.file.write_all_at(&self.pend[..part], self.w)?;
+            return Err(std::io::Error::other("killed"));
+        }
         self.file.write_all_at(&self.pend, self.w)?;
         self.written += self.pend.len() as u64;
         self.w = self.out;
@@ -1490,8 +1550,9 @@ impl<'a> InPlace<'a> {
             peak_queue: self.peak,
             peak_buffer: self.peak_buf,
             written: self.written,
+            moved: (self.shift > 0).then_some((self.shift_from, self.shift)),
         };
-        if !self.writing && self.out == self.old_len {
+        if self.dry || (!self.writing && self.out == self.old_len && self.shift == 0) {
             return Ok(done);
         }
         self.file.set_len(self.out)?;
@@ -1510,6 +1571,9 @@ struct Rewritten {
     peak_buffer: usize,
     #[cfg_attr(not(test), allow(dead_code))]
     written: u64,
+    /// From where, and how far, the rest of the file was moved first.
+    #[cfg_attr(not(test), allow(dead_code))]
+    moved: Option<(u64, u64)>,
 }
 
 /// [`rewrite`]'s output written over the file `found` was scanned from, in place from the
@@ -1530,9 +1594,50 @@ fn rewrite_in_place(
             peak_queue: 0,
             peak_buffer: 0,
             written: 0,
+            moved: None,
         });
     };
-    let mut io = InPlace::new(file, found.len as u64, buf);
+    // A dry run first: how far the output runs ahead of the old bytes (headers that grow).
+    // The old bytes from where writing begins are then moved that far towards the end
+    // (from the end backwards, as Dovecot's mbox sync makes room), so that the rewrite
+    // never overwrites an old byte it still needs: a process killed at any point leaves
+    // every message in the file (some twice), none held only in memory.
+    let old_len = found.len as u64;
+    let mut dry = InPlace::new(file, old_len, buf);
+    dry.dry = true;
+    drive(&mut dry, found, plan, r0)?;
+    dry.flush()?;
+    let mut io = InPlace::new(file, old_len, buf);
+    if let Some(start) = dry.start
+        && dry.lead > 0
+    {
+        move_tail(file, start, old_len, dry.lead, buf)?;
+        io.shift = dry.lead;
+        io.shift_from = start;
+    }
+    drive(&mut io, found, plan, r0)?;
+    io.finish()
+}
+
+/// Copy the bytes from `from` to `end` `by` bytes further on, from the end backwards
+/// (each piece lands beyond what is still to be read), then sync them before the rewrite
+/// overwrites the old places.
+fn move_tail(file: &File, from: u64, end: u64, by: u64, buf: usize) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; buf.max(1)];
+    let mut hi = end;
+    while hi > from {
+        let n = (hi - from).min(chunk.len() as u64) as usize;
+        let lo = hi - n as u64;
+        file.read_exact_at(&mut chunk[..n], lo)?;
+        file.write_all_at(&chunk[..n], lo + by)?;
+        hi = lo;
+    }
+    file.sync_data()
+}
+
+/// The rewrite's ranges and new bytes, in order, into `io` ([`rewrite_in_place`]).
+fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> std::io::Result<()> {
+    let raws = &found.raws;
     io.copy(0, r0.from_start as u64)?;
     let mut first = true;
     for (i, r) in raws.iter().enumerate() {
@@ -1597,7 +1702,7 @@ fn rewrite_in_place(
         }
         io.emit(b"\n")?;
     }
-    io.finish()
+    Ok(())
 }
 
 /// A message's `From ` line as a session remembers it, to notice a file rewritten under
@@ -2667,6 +2772,12 @@ mod tests {
         cases
     }
 
+    thread_local! {
+        /// [`InPlace::flush`] fails after this many bytes were written (a kill).
+        pub(super) static CRASH_AFTER: std::cell::Cell<Option<u64>> =
+            const { std::cell::Cell::new(None) };
+    }
+
     /// [`rewrite_in_place`] through a `cap`-byte buffer over a file holding `data` leaves
     /// the file as [`write_back`] of [`rewrite`] does.
     fn check_in_place(dir: &Path, data: &[u8], keep: &[bool], read: &[bool], cap: usize) {
@@ -2702,7 +2813,14 @@ mod tests {
         })
         .expect("scan");
         assert_eq!(found.raws.len(), raws.len());
-        rewrite_in_place(&f, &found, &plan, cap).expect("rewrite_in_place");
+        let done = rewrite_in_place(&f, &found, &plan, cap).expect("rewrite_in_place");
+        // Room is made first: no old byte is ever held only in memory.
+        assert_eq!(
+            done.peak_queue,
+            0,
+            "keep {keep:?}, read {read:?}, buffer {cap}: {:?} {done:?}",
+            String::from_utf8_lossy(data)
+        );
         let got = std::fs::read(&p).expect("read");
         if got != want {
             panic!(
@@ -2767,6 +2885,103 @@ mod tests {
         }
     }
 
+    /// A process killed at any point of a rewrite that grows headers (a fresh box getting
+    /// Dovecot's metadata) and expunges others leaves every kept message whole in the file
+    /// (some twice) but the one the writing stopped in, whose lines are all still there:
+    /// nothing kept is lost. (Before room was made first, such a kill lost the old bytes
+    /// the rewrite held in memory.)
+    #[test]
+    fn killed_rewrite_loses_no_kept_message() {
+        let mut data = Vec::new();
+        let bodies: Vec<String> = (0..40)
+            .map(|i| {
+                (0..(i * 7 % 23 + 1))
+                    .map(|j| format!("body {i} line {j}\n"))
+                    .collect()
+            })
+            .collect();
+        for (i, b) in bodies.iter().enumerate() {
+            data.extend_from_slice(format!("From s{i}  x\nSubject: m{i}\n\n{b}\n").as_bytes());
+        }
+        let raws = parse(&data);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        for keep in [
+            vec![true; 40],
+            (0..40).map(|i| i % 3 != 0).collect::<Vec<bool>>(),
+            (0..40).map(|i| i < 30).collect(),
+            (0..40).map(|i| i >= 2).collect(),
+        ] {
+            let (validity, last, uids, base, metas) = plan_parts(&raws, &[]);
+            let plan = Plan {
+                validity,
+                last,
+                base_keywords: &base,
+                keep: &keep,
+                meta: &metas,
+                uids: &uids,
+            };
+            let want = rewrite(&data, &raws, &plan);
+            assert!(want.len() > data.len() || !keep.iter().all(|k| *k));
+            for cap in [7, 300] {
+                let mut limit = 0u64;
+                loop {
+                    std::fs::write(&p, &data).expect("write");
+                    let f = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&p)
+                        .expect("open");
+                    let found = scan_file(&f).expect("scan");
+                    CRASH_AFTER.with(|c| c.set(Some(limit)));
+                    let r = rewrite_in_place(&f, &found, &plan, cap);
+                    CRASH_AFTER.with(|c| c.set(None));
+                    let got = std::fs::read(&p).expect("read");
+                    let text = String::from_utf8_lossy(&got);
+                    // Each kept message whole somewhere (header and body together), but
+                    // the one the writing stopped in, whose body is still there.
+                    let mut cut = Vec::new();
+                    for (i, b) in bodies.iter().enumerate() {
+                        if !keep[i] {
+                            continue;
+                        }
+                        let whole = text.split("\nFrom ").any(|m| {
+                            m.contains(&format!("Subject: m{i}\n"))
+                                && m.contains(&format!("\n\n{b}"))
+                        });
+                        if !whole {
+                            cut.push(i);
+                        }
+                        // Even the cut one: every line of it but the one the writing
+                        // stopped in (its rest follows after a repeated stretch).
+                        let missing = b
+                            .lines()
+                            .filter(|l| !text.contains(&format!("{l}\n")))
+                            .count();
+                        assert!(
+                            missing <= usize::from(!whole),
+                            "keep {keep:?}, buffer {cap}, killed after {limit} bytes: \
+                             message {i}'s body lost ({} bytes, was {}, to be {}, {r:?})",
+                            got.len(),
+                            data.len(),
+                            want.len()
+                        );
+                    }
+                    assert!(
+                        cut.len() <= 1,
+                        "keep {keep:?}, buffer {cap}, killed after {limit} bytes: \
+                         messages {cut:?} cut:\n{text}"
+                    );
+                    if r.is_ok() {
+                        assert!(got == want);
+                        break;
+                    }
+                    limit += 29 + cap as u64 / 3;
+                }
+            }
+        }
+    }
+
     /// Rewriting holds about as many bytes as the file grows by, not the file: UIDs added
     /// to messages with large bodies, then an expunge at the front that shifts them all.
     #[test]
@@ -2798,6 +3013,8 @@ mod tests {
         let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
         let (queued, moved) = (done.peak_queue, done.written);
         let grown = std::fs::metadata(&p).expect("stat").len() - data.len() as u64;
+        // Room was made first, at least as much as the file grew.
+        assert!(done.moved.is_some_and(|(_, by)| by >= grown), "{done:?}");
         assert!(data.len() > 20 * REWRITE_BUFFER && moved > 10 * REWRITE_BUFFER as u64);
         assert!(queued as u64 <= grown, "{queued} queued, grown by {grown}");
         // Expunge the first message: the rest moves back, nothing is queued.
@@ -2823,6 +3040,8 @@ mod tests {
         let done = rewrite_in_place(&f, &found, &plan, REWRITE_BUFFER).expect("rewrite");
         let queued = done.peak_queue;
         assert_eq!(queued, 0);
+        // Only shrinking: nothing to move out of the way.
+        assert_eq!(done.moved, None);
         mb.resync().expect("resync");
         assert_eq!(
             mb.read(19).expect("read"),

@@ -1683,11 +1683,23 @@ impl<T: Transport> Session<T> {
             }
             Ok(()) => format!("250 2.0.0 Ok: queued as {id}"),
             Err(e) => {
-                let reply = e
-                    .downcast_ref::<queue::QueueError>()
+                let qe = e.downcast_ref::<queue::QueueError>();
+                let reply = qe
                     .map(|qe| qe.smtp_reply().to_string())
                     .unwrap_or_else(|| "451 4.3.0 Error: queue file write error".into());
-                log::warning(self.ident(), &format!("{id}: queue file write error: {e}"));
+                match qe {
+                    // A write that fails mid-message (a full disk: ENOSPC, EDQUOT) is logged
+                    // as Postfix's cleanup_out() logs it; the session goes on (the client may
+                    // send another MAIL, as after Postfix's 451).
+                    Some(queue::QueueError::Write(io)) => log::warning(
+                        &q.settings().cleanup_ident,
+                        &format!(
+                            "{id}: write queue file: {}",
+                            crate::config::error::strerror(io)
+                        ),
+                    ),
+                    _ => log::warning(self.ident(), &format!("{id}: queue file write error: {e}")),
+                }
                 reply
             }
         }

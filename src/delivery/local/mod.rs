@@ -536,7 +536,10 @@ use super::{Outcome, Status, format_message};
 fn mailbox_failure(e: &crate::mailbox::MailboxError) -> (Status, &'static str, String) {
     use crate::mailbox::MailboxError as E;
     match e {
-        E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0", e.to_string()),
+        // The reason alone, as Postfix's safe_open() words it (`… for user U. file has 2
+        // hard links`, `file is a symbolic link`).
+        E::Unsafe(_, why) => (Status::Bounced, "5.2.0", why.clone()),
+        E::Format(_) => (Status::Bounced, "5.2.0", e.to_string()),
         E::Locked(_) | E::LockFailed(_) => (Status::Deferred, "4.2.0", e.to_string()),
         // Folder operations; delivery does not meet them.
         E::NotFound(_)
