@@ -1,0 +1,45 @@
+//! Inputs the fuzz targets under `fuzz/` found to crash Postern (`scripts/fuzz`, README
+//! "Reliability" → "Fuzzing"), each kept here with what must happen instead. The crashing
+//! bytes are inline, minimised by libFuzzer (`-minimize_crash=1`).
+
+mod common;
+use common::*;
+
+use postern::smtpd::address::{self, PathError};
+
+/// `smtp_session`: a MAIL or RCPT argument whose first bytes are a multi-byte character
+/// made `parse_path` slice inside it and panic, ending the session. Postfix compares the
+/// first 5 or 3 bytes (`strncasecmp`) and answers the syntax error; so does Postern now.
+#[test]
+fn smtp_keyword_cut_inside_a_character() {
+    assert_eq!(
+        address::parse_path("T\u{e9}@example.com>", "TO:", false),
+        Err(PathError::Syntax)
+    );
+    assert_eq!(
+        address::parse_path("F\u{20ac}<a@b>", "FROM:", false),
+        Err(PathError::Syntax)
+    );
+    assert_eq!(address::parse_path("\u{e9}", "TO:", true), Err(PathError::Syntax));
+}
+
+/// The same over a real session: the reply is Postfix's syntax error and the session goes
+/// on (it used to end without a reply when the session task panicked).
+#[test]
+fn smtp_session_survives_a_multibyte_keyword() {
+    let inst = Instance::start("mynetworks = 127.0.0.0/8\n", "");
+    let mut c = Smtp::connect(inst.port);
+    c.line();
+    assert!(c.cmd("EHLO client.example.org").iter().all(|l| l.starts_with("250")));
+    assert_eq!(
+        c.cmd("MAIL F\u{e9}:<a@example.org>"),
+        vec!["501 5.5.4 Syntax: MAIL FROM:<address>"]
+    );
+    assert_eq!(c.cmd("MAIL FROM:<a@example.org>"), vec!["250 2.1.0 Ok"]);
+    assert_eq!(
+        c.cmd("RCPT T\u{e9}@example.com>"),
+        vec!["501 5.5.4 Syntax: RCPT TO:<address>"]
+    );
+    assert_eq!(c.cmd("QUIT"), vec!["221 2.0.0 Bye"]);
+    assert!(!inst.log().contains("panic"), "{}", inst.log());
+}
