@@ -5,6 +5,8 @@
 mod common;
 use common::*;
 
+use postern::queue::file::{self, QueueFileError};
+use postern::queue::record::{self, rec_type};
 use postern::smtpd::address::{self, PathError};
 
 /// `smtp_session`: a MAIL or RCPT argument whose first bytes are a multi-byte character
@@ -42,4 +44,22 @@ fn smtp_session_survives_a_multibyte_keyword() {
     );
     assert_eq!(c.cmd("QUIT"), vec!["221 2.0.0 Bye"]);
     assert!(!inst.log().contains("panic"), "{}", inst.log());
+}
+
+/// `queue_file`: a time record with more seconds than a `SystemTime` holds panicked in
+/// `UNIX_EPOCH + …`; it is now a corrupt file, as a time record that is not a number was.
+#[test]
+fn queue_file_time_past_systemtime() {
+    // The found input, cut to its first two records: a size record, then the time.
+    let mut buf = Vec::new();
+    record::put(
+        &mut buf,
+        rec_type::SIZE,
+        format!("{:15} {:15} {:15} {:15} {:15} {:15}", 251, 364, 2, 0, 251, 0).as_bytes(),
+    );
+    record::put(&mut buf, rec_type::TIME, b"000018446744073709551615      01795876632");
+    match file::parse(&buf, "4ABCDEF0123") {
+        Err(QueueFileError::Corrupt(why)) => assert_eq!(why, "bad time record"),
+        other => panic!("expected a corrupt file, got {other:?}"),
+    }
 }
