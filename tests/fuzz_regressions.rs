@@ -63,3 +63,27 @@ fn queue_file_time_past_systemtime() {
         other => panic!("expected a corrupt file, got {other:?}"),
     }
 }
+
+/// `maildir`: a `dovecot-uidlist` header word beginning with a multi-byte character made
+/// `split_at(1)` panic when the Maildir was opened (by pop3d, imapd or delivery). The word
+/// is now kept as an unknown field and the UIDs are read.
+#[test]
+fn maildir_uidlist_header_word_with_multibyte_start() {
+    use postern::mailbox::maildir::{MaildirBox, MaildirOpen};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    std::fs::write(
+        d.join("dovecot-uidlist"),
+        "3 V1700000000 \u{fffd}G0123456789abcdef N3\n2 :1700000000.M1P1.host\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("cur/1700000000.M1P1.host:2,S"), "Subject: x\n\nbody\n").unwrap();
+    let mb = MaildirBox::open(d, d, MaildirOpen::default(), None).expect("open");
+    assert_eq!(mb.uid_validity, 1700000000);
+    assert_eq!(mb.messages.len(), 1);
+    assert_eq!(mb.messages[0].uid, 2);
+    assert_eq!(mb.read(0).unwrap(), b"Subject: x\n\nbody\n");
+}
