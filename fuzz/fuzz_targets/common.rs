@@ -40,3 +40,15 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir
 }
+
+/// With `$FUZZ_LAST_INPUT` set, write each input there before running it: a run killed
+/// by a signal libFuzzer cannot catch (a stack overflow: libFuzzer's SIGSEGV handler has
+/// no alternate stack) leaves no artifact, but leaves this file.
+#[allow(dead_code)]
+pub fn note_input(data: &[u8]) {
+    use std::sync::OnceLock;
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    if let Some(p) = PATH.get_or_init(|| std::env::var_os("FUZZ_LAST_INPUT").map(Into::into)) {
+        let _ = std::fs::write(p, data);
+    }
+}

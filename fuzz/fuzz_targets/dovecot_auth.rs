@@ -45,6 +45,7 @@ fn setup() -> &'static Setup {
 }
 
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let s = setup();
     // An even first byte gives the handshake, so that the fuzzer's bytes reach AUTH and
     // CONT; an odd one lets it write its own.

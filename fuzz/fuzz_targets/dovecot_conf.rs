@@ -7,7 +7,11 @@ use postern::config::dovecot::DovecotConf;
 use postern::config::dovecot::export::{self, Scope};
 use std::path::Path;
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let text = String::from_utf8_lossy(data);
     let Ok(c) = DovecotConf::from_str(&text, Path::new("/nonexistent-fuzz/dovecot.conf")) else {
         return;

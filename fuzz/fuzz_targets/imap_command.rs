@@ -61,7 +61,11 @@ fn command(name: &str, args: &[Arg]) {
     }
 }
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let mut r = CommandReader::new(8192);
     // Fed in two pieces: a command split across reads must read as one.
     let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());

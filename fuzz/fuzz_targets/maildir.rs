@@ -10,6 +10,7 @@ use postern::mailbox::maildir::{MaildirBox, MaildirOpen};
 mod common;
 
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let dir = common::scratch("maildir");
     for sub in ["tmp", "new", "cur"] {
         std::fs::create_dir(dir.join(sub)).expect("maildir subdirectory");

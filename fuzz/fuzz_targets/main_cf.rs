@@ -6,7 +6,11 @@ use libfuzzer_sys::fuzz_target;
 use postern::config::{maincf, mastercf, postfix::PostfixConfig, text};
 use std::path::Path;
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let (text, _) = text::decode(data);
     let Ok(main) = maincf::parse(&text, Path::new("/fuzz/main.cf")) else {
         return;

@@ -9,6 +9,7 @@ use postern::maps::cidr::{self, CidrTable};
 mod common;
 
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let (text, keys) = common::split_keys(data, 8);
     let opts = common::quiet_map_options();
     let t = CidrTable::parse("/fuzz/table", text, &opts);

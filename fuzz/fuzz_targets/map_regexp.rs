@@ -10,6 +10,7 @@ use postern::maps::regexp::{Dialect, PatternTable};
 mod common;
 
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let Some((&first, rest)) = data.split_first() else {
         return;
     };

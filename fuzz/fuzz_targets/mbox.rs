@@ -18,6 +18,7 @@ fn contents(mb: &MboxBox) -> Vec<Vec<u8>> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let dir = common::scratch("mbox");
     let path = dir.join("inbox");
     std::fs::write(&path, data).expect("write the mbox");

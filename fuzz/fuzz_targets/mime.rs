@@ -5,7 +5,11 @@
 use libfuzzer_sys::fuzz_target;
 use postern::imapd::message::{fetch, mime, search, sort};
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let msg = mime::Message::new(data);
     let mut out = Vec::new();
     fetch::bodystructure(&mut out, &msg.root, &msg.raw, true);

@@ -84,6 +84,7 @@ fn handoff_roundtrip(data: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     handoff_roundtrip(data);
     let Some((&mode, input)) = data.split_first() else {
         return;

@@ -5,7 +5,11 @@
 use libfuzzer_sys::fuzz_target;
 use postern::queue::{file, record};
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     for r in record::records(data) {
         if r.is_err() {
             break;

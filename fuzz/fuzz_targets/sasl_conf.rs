@@ -5,7 +5,11 @@ use libfuzzer_sys::fuzz_target;
 use postern::config::sasl;
 use std::path::Path;
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let text = String::from_utf8_lossy(data);
     if let Ok(c) = sasl::parse(&text, Path::new("/fuzz/smtpd.conf")) {
         let _ = c.pwcheck_method();

@@ -17,7 +17,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+#[path = "common.rs"]
+mod common;
+
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     let server = Server {
         mech: Mech::Getpwent,
         concat_realm: data.first().is_some_and(|b| b & 1 == 1),

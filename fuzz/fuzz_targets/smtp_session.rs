@@ -70,6 +70,7 @@ fn setup() -> &'static Setup {
 }
 
 fuzz_target!(|data: &[u8]| {
+    common::note_input(data);
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let s = setup();
     if RUNS.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
