@@ -22,7 +22,10 @@ fn smtp_keyword_cut_inside_a_character() {
         address::parse_path("F\u{20ac}<a@b>", "FROM:", false),
         Err(PathError::Syntax)
     );
-    assert_eq!(address::parse_path("\u{e9}", "TO:", true), Err(PathError::Syntax));
+    assert_eq!(
+        address::parse_path("\u{e9}", "TO:", true),
+        Err(PathError::Syntax)
+    );
 }
 
 /// The same over a real session: the reply is Postfix's syntax error and the session goes
@@ -32,7 +35,11 @@ fn smtp_session_survives_a_multibyte_keyword() {
     let inst = Instance::start("mynetworks = 127.0.0.0/8\n", "");
     let mut c = Smtp::connect(inst.port);
     c.line();
-    assert!(c.cmd("EHLO client.example.org").iter().all(|l| l.starts_with("250")));
+    assert!(
+        c.cmd("EHLO client.example.org")
+            .iter()
+            .all(|l| l.starts_with("250"))
+    );
     assert_eq!(
         c.cmd("MAIL F\u{e9}:<a@example.org>"),
         vec!["501 5.5.4 Syntax: MAIL FROM:<address>"]
@@ -55,9 +62,17 @@ fn queue_file_time_past_systemtime() {
     record::put(
         &mut buf,
         rec_type::SIZE,
-        format!("{:15} {:15} {:15} {:15} {:15} {:15}", 251, 364, 2, 0, 251, 0).as_bytes(),
+        format!(
+            "{:15} {:15} {:15} {:15} {:15} {:15}",
+            251, 364, 2, 0, 251, 0
+        )
+        .as_bytes(),
     );
-    record::put(&mut buf, rec_type::TIME, b"000018446744073709551615      01795876632");
+    record::put(
+        &mut buf,
+        rec_type::TIME,
+        b"000018446744073709551615      01795876632",
+    );
     match file::parse(&buf, "4ABCDEF0123") {
         Err(QueueFileError::Corrupt(why)) => assert_eq!(why, "bad time record"),
         other => panic!("expected a corrupt file, got {other:?}"),
@@ -80,7 +95,11 @@ fn maildir_uidlist_header_word_with_multibyte_start() {
         "3 V1700000000 \u{fffd}G0123456789abcdef N3\n2 :1700000000.M1P1.host\n",
     )
     .unwrap();
-    std::fs::write(d.join("cur/1700000000.M1P1.host:2,S"), "Subject: x\n\nbody\n").unwrap();
+    std::fs::write(
+        d.join("cur/1700000000.M1P1.host:2,S"),
+        "Subject: x\n\nbody\n",
+    )
+    .unwrap();
     let mb = MaildirBox::open(d, d, MaildirOpen::default(), None).expect("open");
     assert_eq!(mb.uid_validity, 1700000000);
     assert_eq!(mb.messages.len(), 1);
