@@ -106,3 +106,32 @@ fn maildir_uidlist_header_word_with_multibyte_start() {
     assert_eq!(mb.messages[0].uid, 2);
     assert_eq!(mb.read(0).unwrap(), b"Subject: x\n\nbody\n");
 }
+
+/// `mime`: SORT by DATE of a message with `Date: 308888888888888 Nov 2026 12:00 GMT`
+/// overflowed the seconds (a panic with overflow checks, a wrapped time without). A field
+/// of a million or more is no date now; and a month word cut inside a multi-byte
+/// character no longer panics. SEARCH's IMAP dates get the same bound on the year.
+#[test]
+fn dates_with_absurd_fields() {
+    use postern::imapd::message::search::{parse_imap_date, parse_rfc822_date};
+    assert_eq!(
+        parse_rfc822_date(b"308888888888888 Nov 2026 12:00 GMT"),
+        None
+    );
+    assert_eq!(
+        parse_rfc822_date(b"1 Nov 99999999999999999 12:00 GMT"),
+        None
+    );
+    assert_eq!(parse_rfc822_date(b"1 Nov 2026 9999999999999:00 GMT"), None);
+    assert_eq!(parse_rfc822_date(b"1 aa\xc3\xa9 2026 12:00 GMT"), None);
+    assert_eq!(parse_imap_date("1-Jan-9223372036854775807"), None);
+    // Ordinary and merely odd dates keep their meaning.
+    assert_eq!(
+        parse_rfc822_date(b"Mon, 7 Dec 2026 08:00:00 +0000"),
+        Some((1796630400, 0))
+    );
+    assert_eq!(
+        parse_imap_date("32-Dec-2026"),
+        parse_imap_date("1-Jan-2027")
+    );
+}
