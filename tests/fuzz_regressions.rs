@@ -135,3 +135,36 @@ fn dates_with_absurd_fields() {
         parse_imap_date("1-Jan-2027")
     );
 }
+
+/// `smtp_session`: an address literal with a multi-byte character in its first five
+/// bytes (`RCPT TO:<u@[127\u{e9}…]>`) made the `ipv6:` check slice inside it and panic.
+/// It is no IP address, so the domain is judged as a name.
+#[test]
+fn smtp_address_literal_cut_inside_a_character() {
+    assert_eq!(address::address_literal("[127\u{e9}\u{e9}.0.0.1]"), None);
+    assert_eq!(address::address_literal("[ipv6\u{e9}::1]"), None);
+    assert_eq!(
+        address::address_literal("[IPv6:::1]"),
+        Some("::1".parse().unwrap())
+    );
+    assert_eq!(
+        address::address_literal("[127.0.0.1]"),
+        Some("127.0.0.1".parse().unwrap())
+    );
+}
+
+/// The same over a real session: RCPT with such a literal gets a reply and the session
+/// goes on.
+#[test]
+fn smtp_session_survives_a_multibyte_address_literal() {
+    let inst = Instance::start("mynetworks = 127.0.0.0/8\n", "");
+    let mut c = Smtp::connect(inst.port);
+    c.line();
+    c.cmd("EHLO client.example.org");
+    assert_eq!(c.cmd("MAIL FROM:<a@example.org>"), vec!["250 2.1.0 Ok"]);
+    let reply = c.cmd("RCPT TO:<u@[127\u{e9}\u{e9}.0.0.1]>");
+    assert_eq!(reply.len(), 1);
+    assert!(reply[0].starts_with(['2', '4', '5']), "{reply:?}");
+    assert_eq!(c.cmd("QUIT"), vec!["221 2.0.0 Bye"]);
+    assert!(!inst.log().contains("panic"), "{}", inst.log());
+}
