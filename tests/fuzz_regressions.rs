@@ -168,3 +168,46 @@ fn smtp_session_survives_a_multibyte_address_literal() {
     assert_eq!(c.cmd("QUIT"), vec!["221 2.0.0 Bye"]);
     assert!(!inst.log().contains("panic"), "{}", inst.log());
 }
+
+/// `main_cf`: `myhostname` and `mydomain` derive from each other, and `myhostname =
+/// $mydomain` (or `mydomain = $myhostname`) recursed until the stack overflowed (a SIGSEGV
+/// libFuzzer could not report: the first two deaths of `main_cf` left no input). The
+/// values are now what the real Postfix 3.7.11 `postconf` prints (run here on these
+/// files; `HOST` is the host name).
+#[test]
+fn myhostname_mydomain_cycle() {
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let short = host.split('.').next().unwrap().to_string();
+    let cases: [(&str, [&str; 2]); 4] = [
+        ("myhostname = $mydomain\n", ["localdomain", "localdomain"]),
+        ("myhostname = x.$mydomain\n", ["x.", ""]),
+        ("mydomain = $myhostname\n", ["HOST.", "HOST."]),
+        ("mydomain = a.$myhostname\n", ["HOST.a.", "a.HOST.a."]),
+    ];
+    for (main, want) in cases {
+        if host.contains('.') && main.starts_with("mydomain") {
+            continue; // a qualified host name is used as it is: other values
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.cf"), main).unwrap();
+        std::fs::write(dir.path().join("master.cf"), "").unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["postconf", "-c"])
+            .arg(dir.path())
+            .args(["-x", "myhostname", "mydomain"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{main}: {out:?}");
+        // postconf prints `name =` for an empty value.
+        let line = |name: &str, v: &str| {
+            let v = v.replace("HOST", &short);
+            if v.is_empty() {
+                format!("{name} =\n")
+            } else {
+                format!("{name} = {v}\n")
+            }
+        };
+        let want = line("myhostname", want[0]) + &line("mydomain", want[1]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{main}");
+    }
+}
