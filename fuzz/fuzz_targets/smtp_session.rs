@@ -3,7 +3,8 @@
 //! MAIL/RCPT with their ESMTP parameters (SIZE, BODY, SMTPUTF8, RET, ENVID, NOTIFY, ORCPT
 //! xtext), AUTH PLAIN/LOGIN (saslauthd backend absent: temporary failure), DATA and BDAT
 //! into a queue on tmpfs, RSET/NOOP/VRFY/ETRN/QUIT, error limits. The fuzzer's bytes are
-//! sent whole, then the client half-closes and reads every reply.
+//! sent whole, then the client half-closes and reads every reply. `smtpd_error_sleep_time
+//! = 0`: the tarpit after the soft error limit (Postfix's too) would read as a hang.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use postern::config::{maincf, mastercf, postfix::PostfixConfig};
@@ -33,7 +34,7 @@ fn setup() -> &'static Setup {
              smtpd_peername_lookup = no\nmaillog_file_prefixes = /dev\nmaillog_file = /dev/null\n\
              smtpd_sasl_auth_enable = yes\ncyrus_sasl_config_path = {1}\n\
              local_recipient_maps =\nsmtpd_soft_error_limit = 100\nsmtpd_hard_error_limit = 200\n\
-             smtpd_timeout = 30s\n",
+             smtpd_timeout = 30s\nsmtpd_error_sleep_time = 0\n",
             queue.display(),
             dir.display()
         );
