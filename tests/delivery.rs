@@ -8,6 +8,7 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A local system user with a home directory (tests/common: created once, idempotent).
 fn user(name: &str) -> Option<PathBuf> {
@@ -28,16 +29,13 @@ fn send(port: u16, from: &str, to: &[&str], body: &str) -> String {
     smtp_send(port, from, to, body)
 }
 
-fn wait_for(p: &Path) -> Vec<u8> {
-    for _ in 0..400 {
-        if let Ok(b) = std::fs::read(p)
-            && !b.is_empty()
-        {
-            return b;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("{} did not appear", p.display());
+/// The mailbox `p` once something was delivered into it.
+fn delivered(p: &Path) -> Vec<u8> {
+    wait_for(
+        Duration::from_secs(10),
+        format_args!("delivery into {}", p.display()),
+        || std::fs::read(p).ok().filter(|b| !b.is_empty()),
+    )
 }
 
 #[test]
@@ -59,7 +57,7 @@ fn smtp_to_local_user_lands_in_spool_mbox() {
     );
     let mbox = inst.dir.path().join("mail/postern-ra");
     let log = inst.wait_log(&format!("{id}: removed"));
-    let data = String::from_utf8(wait_for(&mbox)).expect("utf-8 mbox");
+    let data = String::from_utf8(delivered(&mbox)).expect("utf-8 mbox");
     let mut lines = data.lines();
     let first = lines.next().unwrap_or_default();
     assert!(first.starts_with("From sender@x.org  "), "{first:?}");
@@ -198,7 +196,7 @@ fn aliases_to_users_file_and_command_and_unknown_user_bounces() {
             "{log}"
         );
         let m =
-            String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail").join(u))).into_owned();
+            String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail").join(u))).into_owned();
         assert!(
             m.contains(&format!(
                 "X-Original-To: team@mail.example.test\nDelivered-To: {u}@mail.example.test\n"
@@ -223,11 +221,12 @@ fn aliases_to_users_file_and_command_and_unknown_user_bounces() {
         "{log}"
     );
     assert!(
-        String::from_utf8_lossy(&wait_for(&out.path().join("file.mbox")))
+        String::from_utf8_lossy(&delivered(&out.path().join("file.mbox")))
             .starts_with("From s@x.org  ")
     );
     assert!(
-        String::from_utf8_lossy(&wait_for(&out.path().join("cmd.out"))).contains("\nSubject: al\n")
+        String::from_utf8_lossy(&delivered(&out.path().join("cmd.out")))
+            .contains("\nSubject: al\n")
     );
 }
 
@@ -269,7 +268,7 @@ fn mailq_matches_postfix_for_a_recorded_queue() {
             .iter()
             .map(|a| a.replace("DIR", &dir.path().display().to_string()))
             .collect();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        let out = std::process::Command::new(BIN)
             .arg(cmd)
             .args(&args)
             .env("TZ", "UTC")
@@ -299,7 +298,7 @@ fn mailq_matches_postfix_for_a_recorded_queue() {
 
 fn run_postern(cmd: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+    let mut c = std::process::Command::new(BIN)
         .arg(cmd)
         .args(args)
         .stdin(std::process::Stdio::piped())
@@ -342,7 +341,7 @@ fn sendmail_while_stopped_is_delivered_at_start() {
     inst.spawn();
     inst.wait_log("removed");
     let mbox =
-        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-rb"))).into_owned();
+        String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail/postern-rb"))).into_owned();
     assert!(mbox.starts_with("From cron@x.org  "), "{mbox}");
     assert!(
         mbox.contains("\nReceived: by mail.example.test (Postfix, from userid 0)\n\tid "),
@@ -432,7 +431,7 @@ fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
         "{far}"
     );
     let mbox =
-        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-ra"))).into_owned();
+        String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail/postern-ra"))).into_owned();
     assert!(mbox.starts_with("From MAILER-DAEMON  "), "{mbox}");
     assert!(mbox.contains("\nReturn-Path: <>\n"), "{mbox}");
     assert!(mbox.contains("\nFrom: Mail Delivery System <MAILER-DAEMON@mail.example.test>\nSubject: Undelivered Mail Returned to Sender\nTo: postern-ra@mail.example.test\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status;\n"), "{mbox}");
@@ -559,15 +558,12 @@ fn crash_during_delivery_delivers_each_acknowledged_message_once() {
     );
     // Wait until the queue is empty (up to 60 s on a loaded machine).
     let conf = inst.config_dir().display().to_string();
-    for _ in 0..1200 {
+    let _ = poll(Duration::from_secs(60), || {
         let l = String::from_utf8(run_postern("mailq", &["-C", &conf], b"").stdout).unwrap();
-        if l == "Mail queue is empty\n" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        (l == "Mail queue is empty\n").then_some(())
+    });
     let mbox =
-        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-rd"))).into_owned();
+        String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail/postern-rd"))).into_owned();
     for token in &acked {
         let n = mbox.matches(&format!("\nSubject: {token}\n")).count();
         assert_eq!(n, 1, "{token} delivered {n} times");
@@ -619,14 +615,14 @@ fn dot_forward_runs_as_the_user_and_keeps_a_copy() {
         "{log}"
     );
     let copy = out.path().join("fwd.out");
-    assert!(String::from_utf8_lossy(&wait_for(&copy)).contains("\nSubject: fwd\n"));
+    assert!(String::from_utf8_lossy(&delivered(&copy)).contains("\nSubject: fwd\n"));
     assert_eq!(
         std::fs::metadata(&copy).unwrap().uid(),
         pw.uid.as_raw(),
         "command ran as the user"
     );
     let mbox =
-        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-re"))).into_owned();
+        String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail/postern-re"))).into_owned();
     assert_eq!(mbox.matches("\nSubject: fwd\n").count(), 1, "{mbox}");
 }
 
@@ -793,7 +789,7 @@ fn virtual_alias_maps_expand_recipients() {
             "{log}"
         );
         let m =
-            String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail").join(u))).into_owned();
+            String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail").join(u))).into_owned();
         assert!(
             m.contains("\nX-Original-To: info@mail.example.test\n"),
             "{m}"
@@ -827,12 +823,12 @@ fn mailbox_command_runs_as_the_user_with_its_environment() {
         log.contains("status=sent (delivered to command: /bin/sh -c "),
         "{log}"
     );
-    let env = String::from_utf8_lossy(&wait_for(&out.path().join("env"))).into_owned();
+    let env = String::from_utf8_lossy(&delivered(&out.path().join("env"))).into_owned();
     assert_eq!(
         env,
         format!("postern-rb {} box {}\n", home.display(), home.display())
     );
-    let msg = String::from_utf8_lossy(&wait_for(&out.path().join("msg"))).into_owned();
+    let msg = String::from_utf8_lossy(&delivered(&out.path().join("msg"))).into_owned();
     assert!(msg.starts_with("From s@x.org  "), "{msg}");
     assert!(
         msg.contains("\nDelivered-To: postern-rb+box@mail.example.test\n"),
@@ -853,7 +849,7 @@ fn mailbox_command_runs_as_the_user_with_its_environment() {
 
 fn postcat_in(dir: &Path, prog: &str, args: &[&str]) -> std::process::Output {
     let mut c = if prog == "postern" {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+        let mut c = std::process::Command::new(BIN);
         c.arg("postcat");
         c
     } else {
@@ -1068,7 +1064,7 @@ fn canonical_relocated_luser_relay_and_transport_maps() {
         "{log}"
     );
     let ra =
-        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-ra"))).into_owned();
+        String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail/postern-ra"))).into_owned();
     assert_eq!(
         ra.matches("\nReturn-Path: <sender@canon.example>\n")
             .count(),
@@ -1080,7 +1076,7 @@ fn canonical_relocated_luser_relay_and_transport_maps() {
         "{ra}"
     );
     let rb =
-        String::from_utf8_lossy(&wait_for(&inst.dir.path().join("mail/postern-rb"))).into_owned();
+        String::from_utf8_lossy(&delivered(&inst.dir.path().join("mail/postern-rb"))).into_owned();
     assert!(
         rb.contains("\nX-Original-To: old@mail.example.test\n"),
         "{rb}"
@@ -1119,13 +1115,13 @@ fn deferred_path(inst: &Instance, id: &str) -> PathBuf {
 }
 
 fn wait_deferred(inst: &Instance, id: &str) {
-    for _ in 0..400 {
-        if deferred_path(inst, id).exists() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
+    if poll(Duration::from_secs(10), || {
+        deferred_path(inst, id).exists().then_some(())
+    })
+    .is_none()
+    {
+        panic!("{id} was not deferred: {}", inst.log());
     }
-    panic!("{id} was not deferred: {}", inst.log());
 }
 
 #[test]
@@ -1510,7 +1506,7 @@ fn smtp_to_virtual_mailbox_domain() {
         log.contains("dsn=5.1.1, status=bounced (unknown user: \"nope@virt.example\")"),
         "{log}"
     );
-    let mbox = wait_for(&vmail.join("virt.example/mb"));
+    let mbox = delivered(&vmail.join("virt.example/mb"));
     assert!(mbox.starts_with(b"From s@x.org  "));
 }
 
@@ -1568,7 +1564,7 @@ fn sendmail_bs_dialogue_is_delivered() {
         QMGR,
         |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+    let mut child = std::process::Command::new(BIN)
         .args(["sendmail", "-C"])
         .arg(inst.config_dir())
         .arg("-bs")
@@ -1612,7 +1608,7 @@ fn sendmail_bs_dialogue_is_delivered() {
     assert_eq!(reply(), "221 2.0.0 Bye\r\n");
     assert!(child.wait().unwrap().success());
     inst.wait_log(&format!("{id}: removed"));
-    let mbox = String::from_utf8(wait_for(&inst.dir.path().join("mail/postern-ra"))).unwrap();
+    let mbox = String::from_utf8(delivered(&inst.dir.path().join("mail/postern-ra"))).unwrap();
     assert!(
         mbox.contains(&format!(
             "Received: from me.example (localhost [127.0.0.1])\n\tby mail.example.test (Postfix) with ESMTP id {id}\n\tfor <postern-ra@mail.example.test>; "
@@ -1654,7 +1650,7 @@ fn owner_list_members_get_the_owner_as_sender() {
     );
     let log = inst.wait_log(&format!("{id}: removed"));
     assert!(log.contains(&format!("{id}: removed")), "{log}");
-    let rb = String::from_utf8(wait_for(&inst.dir.path().join("mail/pstlistb"))).unwrap();
+    let rb = String::from_utf8(delivered(&inst.dir.path().join("mail/pstlistb"))).unwrap();
     assert!(
         rb.starts_with("From owner-list@mail.example.test  "),
         "{rb}"

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
+use common::BIN;
 
 use proptest::prelude::*;
 
@@ -16,7 +17,7 @@ fn repo() -> PathBuf {
 }
 
 fn doveconf(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_postern"))
+    Command::new(BIN)
         .arg("doveconf")
         .args(args)
         .current_dir(dir)
@@ -331,11 +332,8 @@ fn closed_pipe_ends_quietly() {
     }
     text.push_str("}\n");
     std::fs::write(&conf, text).expect("conf");
-    let (line, st, err) = common::head_1(
-        Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["doveconf", "-n", "-c"])
-            .arg(&conf),
-    );
+    let (line, st, err) =
+        common::head_1(Command::new(BIN).args(["doveconf", "-n", "-c"]).arg(&conf));
     assert!(line.starts_with("# 2.3.19.1"), "{line}");
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(st.signal(), Some(libc::SIGPIPE), "{st}: {err}");

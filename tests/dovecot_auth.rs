@@ -4,54 +4,17 @@
 //! swaks doing SMTP AUTH PLAIN and LOGIN with right and wrong passwords. Needs root, the
 //! `postfix` package (and its `postfix` user) and swaks; skips otherwise.
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::*;
 
 use postern::auth::dovecot::DovecotAuth;
 use postern::auth::dovecot_proto;
 use postern::config::dovecot::DovecotConf;
-
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-struct Postfix {
-    conf: std::path::PathBuf,
-    child: std::process::Child,
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .output();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn swaks(port: u16, mech: &str, user: &str, pw: &str) -> String {
     let out = Command::new("swaks")
@@ -105,64 +68,17 @@ fn real_postfix_authenticates_through_posterns_auth_socket() {
     rt.spawn(dovecot_proto::serve(listener, auth));
 
     // A private Postfix whose smtpd asks Postern's socket.
-    let port = free_port();
-    let pconf = dir.join("conf");
-    let queue = dir.join("queue");
-    let data = dir.join("data");
-    for d in [&pconf, &queue, &data] {
-        std::fs::create_dir_all(d).expect("mkdir");
-    }
-    let st = Command::new("chown")
-        .arg("postfix")
-        .arg(&data)
-        .status()
-        .expect("chown");
-    assert!(st.success());
-    std::fs::write(
-        pconf.join("main.cf"),
-        format!(
-            "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\n\
-             inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = postern-test.example\n\
-             maillog_file_prefixes = {t}\nmaillog_file = {t}/maillog\n\
+    let pf = RealPostfix::start_fg(
+        dir,
+        &format!(
+            "myhostname = postern-test.example\n\
              smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {s}\n\
              smtpd_tls_security_level = none\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\n",
-            q = queue.display(),
-            d = data.display(),
-            t = dir.display(),
             s = socket.display()
         ),
-    )
-    .expect("main.cf");
-    std::fs::write(
-        pconf.join("master.cf"),
-        format!(
-            "127.0.0.1:{port} inet n - n - - smtpd\npostlog unix-dgram n - n - 1 postlogd\n\
-             proxymap unix - - n - - proxymap\nanvil unix - - n - 1 anvil\n"
-        ),
-    )
-    .expect("master.cf");
-    let child = Command::new("postfix")
-        .arg("-c")
-        .arg(&pconf)
-        .arg("start-fg")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("postfix");
-    let _pf = Postfix {
-        conf: pconf.clone(),
-        child,
-    };
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "postfix did not listen: {}",
-            std::fs::read_to_string(dir.join("maillog")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        |_| {},
+    );
+    let port = pf.port;
 
     let out = swaks(port, "PLAIN", "alice", "secret");
     assert!(out.contains("250-AUTH PLAIN LOGIN"), "{out}");
@@ -191,23 +107,6 @@ fn real_postfix_authenticates_through_posterns_auth_socket() {
         !log.contains("secret") && !log.contains("Crypt-pw"),
         "no password in the log"
     );
-}
-
-/// `postern dovecot` started as admins start it (detached, then `dovecot stop`) with a
-/// dovecot.conf of the test's own.
-struct PosternDovecot {
-    conf: std::path::PathBuf,
-}
-
-impl Drop for PosternDovecot {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .arg("dovecot")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .output();
-    }
 }
 
 fn dovecot_conf(dir: &Path, auth_service: &str) -> std::path::PathBuf {
@@ -254,14 +153,7 @@ fn posterns_dovecot_serves_its_auth_client_socket() {
             sock.display()
         ),
     );
-    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .arg("dovecot")
-        .arg("-c")
-        .arg(&conf)
-        .status()
-        .expect("dovecot");
-    assert!(st.success());
-    let _d = PosternDovecot { conf };
+    let _d = Dovecot::start(Which::Postern, &conf, 0, &dir.join("dovecot.log"));
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = std::fs::metadata(&sock).expect("the socket is there once dovecot returns");
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
@@ -320,8 +212,7 @@ fn posterns_dovecot_auth_socket_errors() {
             missing.display()
         ),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .arg("dovecot")
+    let out = Dovecot::command(Which::Postern)
         .arg("-c")
         .arg(&conf)
         .output()
@@ -343,8 +234,7 @@ fn posterns_dovecot_auth_socket_errors() {
             sock.display()
         ),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .arg("dovecot")
+    let out = Dovecot::command(Which::Postern)
         .arg("-c")
         .arg(&conf)
         .output()

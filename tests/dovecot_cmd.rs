@@ -11,13 +11,12 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const REAL: &str = "/usr/sbin/dovecot";
+const REAL: &str = REAL_DOVECOT;
 
 fn ours(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_postern"))
-        .arg("dovecot")
+    Dovecot::command(Which::Postern)
         .args(args)
         .output()
         .expect("postern dovecot")
@@ -147,7 +146,7 @@ fn start_twice_and_stale_pid_file() {
     std::fs::write(&f, conf(d, port, "127.0.0.1", "base")).expect("conf");
     let fs = f.to_str().expect("utf8");
     let _running = Running {
-        program: env!("CARGO_BIN_EXE_postern"),
+        program: BIN,
         conf: f.clone(),
     };
     let o = ours(&["-c", fs]);
@@ -206,19 +205,11 @@ fn start_twice_and_stale_pid_file() {
             std::fs::read_to_string(&err_file).unwrap_or_default()
         );
         // The real master writes its pid file after the starting command has returned.
-        let start = Instant::now();
-        let rpid = loop {
-            match std::fs::read_to_string(d.join("real-base/master.pid")) {
-                Ok(p) if p.ends_with('\n') => break p,
-                _ => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(10),
-                        "no real pid file"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        };
+        let rpid = wait_for(Duration::from_secs(10), "the real pid file", || {
+            std::fs::read_to_string(d.join("real-base/master.pid"))
+                .ok()
+                .filter(|p| p.ends_with('\n'))
+        });
         let second = real(&["-c", rfs]).expect("real");
         assert_eq!(
             (second.status.code(), text(&second.stderr)),
@@ -295,7 +286,7 @@ fn listen_any_v4_and_v6() {
     std::fs::write(&f, conf(d, port, "*, ::", "base")).expect("conf");
     let fs = f.to_str().expect("utf8");
     let _running = Running {
-        program: env!("CARGO_BIN_EXE_postern"),
+        program: BIN,
         conf: f.clone(),
     };
     let o = ours(&["-c", fs]);
@@ -304,9 +295,8 @@ fn listen_any_v4_and_v6() {
     let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().expect("addr");
     assert!(greeting(v6).starts_with("+OK "));
     assert_eq!(ours(&["-c", fs, "stop"]).status.code(), Some(0));
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(start.elapsed() < Duration::from_secs(10), "port still open");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_port_closed(port, Duration::from_secs(10)),
+        "port still open"
+    );
 }

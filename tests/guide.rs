@@ -25,7 +25,7 @@
 //! mount or process of the scratch root remains, and its temp directory is gone.
 
 mod common;
-use common::replay::{host_problems, host_snapshot, is_root, run_replay, transcript_problems};
+use common::replay::assert_replay;
 
 use std::time::Duration;
 
@@ -108,33 +108,15 @@ const HOST_PATHS: &[&str] = &[
     "/dev/log",
 ];
 
-/// The queue directories whose entries must not change on the host.
-const HOST_DIRS: &[&str] = &[
-    "/var/spool/postfix/maildrop",
-    "/var/spool/postfix/incoming",
-    "/var/spool/postfix/active",
-    "/var/spool/postfix/deferred",
-    "/var/spool/postfix/defer",
-    "/var/spool/postfix/private",
-    "/var/spool/postfix/public",
-];
-
 #[test]
 fn guide_replayed_on_a_scratch_debian_box() {
-    if !is_root() {
-        eprintln!("skipped: tests/guide.rs needs root (namespaces, overlay, chroot)");
-        return;
-    }
-    let before = host_snapshot(HOST_PATHS, HOST_DIRS);
-    let (code, transcript) = run_replay("guide-replay", Duration::from_secs(300));
-    let after = host_snapshot(HOST_PATHS, HOST_DIRS);
-    println!("{transcript}");
-
-    let mut problems = transcript_problems(&transcript, code, STEPS, &[]);
-    problems.extend(host_problems(&before, &after, &transcript));
-    assert!(
-        problems.is_empty(),
-        "the guide replay failed:\n  {}\n(transcript above)",
-        problems.join("\n  ")
+    assert_replay(
+        "guide.rs",
+        "guide",
+        "guide-replay",
+        &[],
+        Duration::from_secs(300),
+        STEPS,
+        HOST_PATHS,
     );
 }

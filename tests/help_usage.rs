@@ -41,7 +41,7 @@ fn sendmail_unknown_options_as_postfix() {
         &["-t", "-Z", "x"],
         &["-i", "-q30m", "-Y"],
     ];
-    let pbin = env!("CARGO_BIN_EXE_postern");
+    let pbin = BIN;
     for args in cases {
         let mut pargs = vec!["sendmail"];
         pargs.extend_from_slice(args);

@@ -13,36 +13,19 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The mail user of the sessions (the one `scripts/regen-imap-fixtures` uses too).
 const USER: &str = "posternimap";
 
-fn root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// The mail user (created if missing when root) and its uid/gid.
 fn mail_user() -> (u32, u32) {
-    if root() {
-        if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-            let _ = Command::new("useradd")
-                .args(["-M", "-s", "/usr/sbin/nologin", USER])
-                .output();
-        }
-        if let Ok(Some(u)) = nix::unistd::User::from_name(USER) {
-            return (u.uid.as_raw(), u.gid.as_raw());
-        }
-    }
-    (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    )
+    user_ids(USER)
 }
 
 fn chown_r(p: &Path) {
@@ -118,210 +101,34 @@ fn conf(dir: &Path, name: &str, port: u16, store: Store, extra: &str) -> String 
     )
 }
 
-fn wait_port(port: u16) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "port {port} never opened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// `postern dovecot -c FILE` on `dir` (the master detaches; the command returns once it
+/// serves), stopped with `dovecot -c FILE stop` on drop.
+fn postern_server(dir: &Path, store: Store, extra: &str) -> Dovecot {
+    postern_server_named(dir, "postern", store, extra)
 }
 
-/// A server started as admins start it, stopped with `dovecot -c FILE stop` on drop.
-struct Server {
-    bin: PathBuf,
-    conf: PathBuf,
-    port: u16,
-    log: PathBuf,
+fn postern_server_named(dir: &Path, name: &str, store: Store, extra: &str) -> Dovecot {
+    let port = free_port();
+    let cf = dir.join(format!("{name}.conf"));
+    std::fs::write(&cf, conf(dir, name, port, store, extra)).expect("conf");
+    Dovecot::start(Which::Postern, &cf, port, &dir.join(format!("{name}.log")))
 }
 
-impl Server {
-    /// `postern dovecot -c FILE` on `dir` (the master detaches; the command returns once
-    /// it serves).
-    fn postern(dir: &Path, store: Store, extra: &str) -> Server {
-        Self::postern_named(dir, "postern", store, extra)
+/// The real Dovecot (`/usr/sbin/dovecot -c FILE`) on `dir`; `None` (the test is
+/// skipped) without root or Debian's dovecot-imapd.
+fn dovecot_server(dir: &Path, store: Store, extra: &str) -> Option<Dovecot> {
+    if !Dovecot::real_available("imap") {
+        return None;
     }
-
-    fn postern_named(dir: &Path, name: &str, store: Store, extra: &str) -> Server {
-        let port = free_port();
-        let cf = dir.join(format!("{name}.conf"));
-        std::fs::write(&cf, conf(dir, name, port, store, extra)).expect("conf");
-        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["dovecot", "-c"])
-            .arg(&cf)
-            .output()
-            .expect("postern dovecot");
-        assert!(
-            out.status.success(),
-            "postern dovecot: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        wait_port(port);
-        Server {
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_postern")),
-            conf: cf,
-            port,
-            log: dir.join(format!("{name}.log")),
-        }
-    }
-
-    /// The real Dovecot (`/usr/sbin/dovecot -c FILE`) on `dir`; `None` (the test is
-    /// skipped) without root or Debian's dovecot-imapd.
-    fn dovecot(dir: &Path, store: Store, extra: &str) -> Option<Server> {
-        if !root()
-            || !Path::new("/usr/sbin/dovecot").exists()
-            || !Path::new("/usr/lib/dovecot/imap").exists()
-        {
-            eprintln!("skipped: needs root and Debian's dovecot-imapd");
-            return None;
-        }
-        let port = free_port();
-        let cf = dir.join("dovecot.conf");
-        std::fs::write(&cf, conf(dir, "dovecot", port, store, extra)).expect("conf");
-        let st = Command::new("/usr/sbin/dovecot")
-            .arg("-c")
-            .arg(&cf)
-            .status()
-            .expect("dovecot");
-        assert!(st.success());
-        wait_port(port);
-        Some(Server {
-            bin: PathBuf::from("/usr/sbin/dovecot"),
-            conf: cf,
-            port,
-            log: dir.join("dovecot.log"),
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log once it holds `needle` (lines are written after the replies).
-    fn wait_log(&self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let log = self.log();
-            if log.contains(needle) || start.elapsed() > Duration::from_secs(10) {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let args: Vec<&str> = if self.bin.ends_with("postern") {
-            vec!["dovecot", "-c"]
-        } else {
-            vec!["-c"]
-        };
-        let _ = Command::new(&self.bin)
-            .args(args)
-            .arg(&self.conf)
-            .arg("stop")
-            .output();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A raw IMAP client: commands with generated tags, replies as lines (a literal's bytes
-/// kept inside the line that announced it).
-struct Imap {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    n: u32,
-}
-
-impl Imap {
-    fn connect(port: u16) -> (Imap, String) {
-        let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let mut c = Imap {
-            r: BufReader::new(sock.try_clone().expect("clone")),
-            w: sock,
-            n: 0,
-        };
-        let g = c.line().expect("greeting");
-        (c, g)
-    }
-
-    fn login(port: u16, user: &str) -> Imap {
-        let (mut c, _) = Imap::connect(port);
-        let r = c.cmd(&format!("LOGIN {user} secret"));
-        assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
-        c
-    }
-
-    /// One response line with the literals it announces; `None` at EOF.
-    fn line(&mut self) -> Option<String> {
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            let mut l = Vec::new();
-            let n = self.r.read_until(b'\n', &mut l).ok()?;
-            if n == 0 {
-                return if out.is_empty() {
-                    None
-                } else {
-                    Some(String::from_utf8_lossy(&out).into_owned())
-                };
-            }
-            out.extend_from_slice(&l);
-            let t = String::from_utf8_lossy(&l).into_owned();
-            let t = t.trim_end_matches(['\r', '\n']);
-            let lit = t
-                .strip_suffix('}')
-                .and_then(|x| x.rsplit_once('{'))
-                .and_then(|(_, n)| n.parse::<usize>().ok());
-            match lit {
-                Some(n) => {
-                    let mut buf = vec![0u8; n];
-                    self.r.read_exact(&mut buf).ok()?;
-                    out.extend_from_slice(&buf);
-                }
-                None => {
-                    while out.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
-                        out.pop();
-                    }
-                    return Some(String::from_utf8_lossy(&out).into_owned());
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, data: &[u8]) {
-        self.w.write_all(data).expect("write");
-    }
-
-    /// Send `TAG text` and read up to the tagged reply (or a continuation request).
-    fn cmd(&mut self, text: &str) -> Vec<String> {
-        self.n += 1;
-        let tag = format!("t{}", self.n);
-        self.send(format!("{tag} {text}\r\n").as_bytes());
-        self.until(&tag)
-    }
-
-    /// Lines up to the one tagged `tag` (or a `+` continuation, or EOF).
-    fn until(&mut self, tag: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(l) = self.line() {
-            let done = l.starts_with(&format!("{tag} ")) || l.starts_with('+');
-            out.push(l);
-            if done {
-                break;
-            }
-        }
-        out
-    }
+    let port = free_port();
+    let cf = dir.join("dovecot.conf");
+    std::fs::write(&cf, conf(dir, "dovecot", port, store, extra)).expect("conf");
+    Some(Dovecot::start(
+        Which::Real,
+        &cf,
+        port,
+        &dir.join("dovecot.log"),
+    ))
 }
 
 /// A reply normalized for comparing two servers: timings, UIDVALIDITY and MODSEQ values
@@ -434,12 +241,12 @@ fn append_corpus(c: &mut Imap) -> Vec<String> {
 /// lines compared as sets (Dovecot lists Maildir folders in readdir order).
 #[test]
 fn session_transcript_matches_recorded_dovecot() {
-    if !root() || Command::new("python3").arg("--version").output().is_err() {
+    if !is_root() || Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: needs root and python3");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -489,10 +296,10 @@ fn differential_against_real_dovecot() {
     for store in [Store::Maildir, Store::Mbox] {
         let dirs = [homes(store), homes(store)];
         let extra = "ssl = no\ndisable_plaintext_auth = no\n";
-        let Some(real) = Server::dovecot(dirs[0].path(), store, extra) else {
+        let Some(real) = dovecot_server(dirs[0].path(), store, extra) else {
             return;
         };
-        let ours = Server::postern(dirs[1].path(), store, extra);
+        let ours = postern_server(dirs[1].path(), store, extra);
         let theirs = dialogue(real.port, store);
         let mine = dialogue(ours.port, store);
         assert_eq!(theirs.len(), mine.len());
@@ -539,6 +346,9 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
         "STORE 7 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)".into(),
         "FETCH 1:* FLAGS".into(),
         "FETCH 1:4 (ENVELOPE BODYSTRUCTURE)".into(),
+        // Headers only (Postern's header cache on Maildir: filled, then read).
+        "FETCH 1:* (UID ENVELOPE BODY.PEEK[HEADER])".into(),
+        "FETCH 1:* (RFC822.HEADER BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])".into(),
         "FETCH 5:8 (BODY BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BINARY.SIZE[1])".into(),
         "FETCH 3 (BODY[TEXT]<0.50> BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])".into(),
         "UID FETCH 9:* (UID RFC822.SIZE BODY.PEEK[]<10.30>)".into(),
@@ -565,6 +375,7 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
         "STORE 5 +FLAGS (\\Deleted)".into(),
         "EXPUNGE".into(),
         "UID EXPUNGE 1:*".into(),
+        "FETCH 1:* (ENVELOPE BODY.PEEK[HEADER.FIELDS (FROM DATE)])".into(),
         "LIST \"\" *".into(),
         "LIST \"\" %".into(),
         "LIST \"\" * RETURN (CHILDREN SPECIAL-USE STATUS (MESSAGES UNSEEN))".into(),
@@ -592,9 +403,18 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
                      Content-Transfer-Encoding: binary\r\n\r\n\u{0}-z\n\r\n\n";
             format!("APPEND Archive ~{{{}+}}\r\n{m}", m.len())
         },
+        // The same inside a multipart (Dovecot converts every such part).
+        {
+            let m = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+                     pre\r\n--b\r\nContent-Type: text/plain\r\n\r\ntext\r\n--b\r\n\
+                     Content-Type: application/octet-stream\r\n\
+                     Content-Transfer-Encoding: binary\r\n\r\n\u{0}\u{1}-z\n\r\n\r\n--b--\r\nepi\r\n";
+            format!("APPEND Archive ~{{{}+}}\r\n{m}", m.len())
+        },
         "EXAMINE Archive".into(),
         "FETCH 1:* (RFC822.SIZE BODY[] BODYSTRUCTURE)".into(),
         "FETCH 3 (BINARY.SIZE[1] BINARY.PEEK[1])".into(),
+        "FETCH 4 (BINARY.SIZE[2] BINARY.PEEK[2] BODY.PEEK[2.MIME] BINARY.PEEK[1])".into(),
         "LOGOUT".into(),
     ] {
         let r = c.cmd(&cmd);
@@ -603,15 +423,299 @@ fn dialogue(port: u16, store: Store) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// Python's imaplib, as scripts and older tools use it: every command it has.
+/// CONTEXT=SEARCH (RFC 5267) beside the real Dovecot: PARTIAL for SEARCH and SORT and its
+/// errors, UPDATE results reported after this session's STOREs and another session's
+/// flag changes, expunges and APPEND (REMOVEFROM before the EXPUNGE replies),
+/// CANCELUPDATE, the limit of 10 kept results, SAVE with PARTIAL; on Maildir and mbox.
 #[test]
-fn imaplib_every_command() {
-    if !root() || Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and python3");
+fn context_search_against_real_dovecot() {
+    for store in [Store::Maildir, Store::Mbox] {
+        let dirs = [homes(store), homes(store)];
+        let extra = "ssl = no\ndisable_plaintext_auth = no\n";
+        let Some(real) = Server::dovecot(dirs[0].path(), store, extra) else {
+            return;
+        };
+        let ours = Server::postern(dirs[1].path(), store, extra);
+        let theirs = context_dialogue(real.port);
+        let mine = context_dialogue(ours.port);
+        assert_eq!(theirs.len(), mine.len());
+        // The script does what it means to: updates are reported at all.
+        assert!(
+            theirs
+                .iter()
+                .any(|(_, r)| r.iter().any(|l| l.contains(" REMOVEFROM (0 "))),
+            "{theirs:?}"
+        );
+        assert!(
+            theirs
+                .iter()
+                .any(|(_, r)| r.iter().any(|l| l.contains(" ADDTO (0 "))),
+            "{theirs:?}"
+        );
+        let mut differ = Vec::new();
+        for ((cmd, a), (_, b)) in theirs.iter().zip(mine.iter()) {
+            if norm(a) != norm(b) {
+                differ.push(format!(
+                    "{store:?} {cmd}:\n dovecot: {:?}\n postern: {:?}",
+                    norm(a),
+                    norm(b)
+                ));
+            }
+        }
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+    }
+}
+
+/// The CONTEXT=SEARCH script: (command, reply lines); `[other] …` runs in a second
+/// session on the same mailbox.
+fn context_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
+    let mut c = Imap::login(port, "alice");
+    let mut out = Vec::new();
+    let r = c.cmd("SELECT INBOX");
+    out.push(("SELECT INBOX".to_string(), r));
+    let appended = append_corpus(&mut c);
+    out.push(("APPEND corpus".into(), appended));
+    let mut other = Imap::login(port, "alice");
+    other.cmd("SELECT INBOX");
+    let script: Vec<String> = vec![
+        "STORE 1,5,9 +FLAGS (\\Flagged)".into(),
+        "SEARCH RETURN (PARTIAL 2:4) ALL".into(),
+        "SEARCH RETURN (PARTIAL 4:2 MIN MAX COUNT) ALL".into(),
+        "UID SEARCH RETURN (PARTIAL 1:100) FLAGGED".into(),
+        "SEARCH RETURN (PARTIAL 30:40) ALL".into(),
+        "SORT RETURN (PARTIAL 1:3) (REVERSE ARRIVAL) UTF-8 ALL".into(),
+        "UID SORT RETURN (PARTIAL 2:5 COUNT) (SUBJECT) UTF-8 ALL".into(),
+        "SEARCH RETURN (PARTIAL 1) ALL".into(),
+        "SEARCH RETURN (PARTIAL 0:1) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:*) ALL".into(),
+        "SEARCH RETURN (PARTIAL) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:2 ALL) ALL".into(),
+        "SEARCH RETURN (PARTIAL 1:2 PARTIAL 1:2) ALL".into(),
+        "SEARCH RETURN (UPDATE UPDATE) ALL".into(),
+        "SEARCH RETURN ((MIN)) ALL".into(),
+        "SEARCH RETURN (CONTEXT COUNT) ALL".into(),
+        "SEARCH RETURN (SAVE PARTIAL 1:2) FLAGGED".into(),
+        "FETCH $ UID".into(),
+        "SEARCH RETURN (SAVE COUNT PARTIAL 2:2) FLAGGED".into(),
+        "FETCH $ UID".into(),
+        // t43, t44, t45 (LOGIN t1, SELECT t2, the corpus t3–t22): the kept results.
+        "SEARCH RETURN (UPDATE) UNSEEN".into(),
+        "UID SEARCH RETURN (UPDATE COUNT) FLAGGED".into(),
+        "SORT RETURN (UPDATE MIN) (SUBJECT) UTF-8 SEEN".into(),
+        "STORE 1:3 +FLAGS (\\Seen)".into(),
+        "FETCH 4 BODY[]<0.10>".into(),
+        "[other] NOOP".into(),
+        "[other] STORE 6 +FLAGS (\\Flagged)".into(),
+        "[other] STORE 2,5 +FLAGS (\\Deleted)".into(),
+        "[other] EXPUNGE".into(),
+        "[other] APPEND INBOX (\\Flagged) {20+}\r\nSubject: new\r\n\r\nbody".into(),
+        "NOOP".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "CANCELUPDATE \"t43\"".into(),
+        "CANCELUPDATE \"t43\"".into(),
+        "CANCELUPDATE".into(),
+        "CANCELUPDATE t44".into(),
+        "STORE 1:* -FLAGS (\\Seen \\Flagged)".into(),
+        "STORE 7 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE) ALL".into(),
+        "SEARCH RETURN (UPDATE COUNT) ALL".into(),
+        "UNSELECT".into(),
+        "CANCELUPDATE \"t44\"".into(),
+        "SELECT INBOX".into(),
+        "STORE 1 +FLAGS (\\Flagged)".into(),
+        "LOGOUT".into(),
+    ];
+    for cmd in script {
+        let r = match cmd.strip_prefix("[other] ") {
+            Some(o) => other.cmd(o),
+            None => c.cmd(&cmd),
+        };
+        out.push((cmd, r));
+    }
+    out
+}
+
+/// The quota plugins as the issue's configuration turns them on (`mail_plugins = quota`,
+/// `imap_quota` for imap, a Maildir++ `maildir` root with a `*:storage=` rule).
+const QUOTA_CONF: &str = "mail_plugins = $mail_plugins quota\nprotocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\nplugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=100K\n}\n";
+
+/// QUOTA beside the real Dovecot: GETQUOTAROOT/GETQUOTA/SETQUOTA and their errors, APPEND
+/// (non-synchronizing and synchronizing literals) and COPY refused over the limit with
+/// Dovecot's `[OVERQUOTA]` text, MOVE allowed, usage after EXPUNGE; then the real
+/// Dovecot started on the Maildir Postern wrote reports the same usage (its
+/// `maildirsize`).
+#[test]
+fn quota_against_real_dovecot() {
+    let dirs = [homes(Store::Maildir), homes(Store::Maildir)];
+    let extra = format!("ssl = no\ndisable_plaintext_auth = no\n{QUOTA_CONF}");
+    let Some(real) = Server::dovecot(dirs[0].path(), Store::Maildir, &extra) else {
+        return;
+    };
+    let theirs = quota_dialogue(real.port);
+    drop(real);
+    let mine = {
+        let ours = Server::postern(dirs[1].path(), Store::Maildir, &extra);
+        quota_dialogue(ours.port)
+    };
+    assert_eq!(theirs.len(), mine.len());
+    // The limit is reached in the script (so the comparison says something).
+    assert!(
+        theirs
+            .iter()
+            .any(|(c, r)| c.starts_with("COPY") && r.iter().any(|l| l.contains("[OVERQUOTA]"))),
+        "{theirs:?}"
+    );
+    let mut differ = Vec::new();
+    for ((cmd, a), (_, b)) in theirs.iter().zip(mine.iter()) {
+        if norm(a) != norm(b) {
+            differ.push(format!(
+                "{cmd}:\n dovecot: {:?}\n postern: {:?}",
+                norm(a),
+                norm(b)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    // Swap: the real Dovecot on Postern's Maildir reads the usage Postern left.
+    let maildirsize = read(&dirs[1].path().join("home/alice/Maildir/maildirsize"));
+    assert_eq!(maildirsize, b"102400S\n17 1\n", "{maildirsize:?}");
+    let Some(real) = Server::dovecot(dirs[1].path(), Store::Maildir, &extra) else {
+        return;
+    };
+    let mut c = Imap::login(real.port, "alice");
+    let r = c.cmd("GETQUOTAROOT INBOX");
+    assert_eq!(
+        r.get(1).map(String::as_str),
+        Some("* QUOTA \"User quota\" (STORAGE 1 100)"),
+        "{r:?}"
+    );
+}
+
+/// The QUOTA script: (command, reply lines).
+fn quota_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
+    let mut c = Imap::login(port, "alice");
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(70)).repeat(800)
+    );
+    let small = "Subject: s\r\n\r\nbody\r\n";
+    let script: Vec<String> = vec![
+        "GETQUOTAROOT INBOX".into(),
+        "GETQUOTA \"User quota\"".into(),
+        "GETQUOTA nosuch".into(),
+        "GETQUOTAROOT nosuch".into(),
+        "GETQUOTAROOT".into(),
+        "GETQUOTA".into(),
+        "SETQUOTA \"User quota\" (STORAGE 100)".into(),
+        "SETQUOTA x".into(),
+        "SETQUOTA x y".into(),
+        format!("APPEND INBOX {{{}+}}\r\n{big}", big.len()),
+        format!("APPEND INBOX {{{}+}}\r\n{big}", big.len()),
+        // A synchronizing literal over quota: NO instead of the continuation.
+        format!("APPEND INBOX {{{}}}", big.len()),
+        "GETQUOTAROOT INBOX".into(),
+        "CREATE Trash".into(),
+        "SELECT INBOX".into(),
+        "COPY 1 Trash".into(),
+        "MOVE 1 Trash".into(),
+        "GETQUOTAROOT Trash".into(),
+        format!("APPEND INBOX {{{}+}}\r\n{small}", small.len()),
+        "SELECT Trash".into(),
+        "STORE 1 +FLAGS (\\Deleted)".into(),
+        "EXPUNGE".into(),
+        "GETQUOTAROOT INBOX".into(),
+        "LOGOUT".into(),
+    ];
+    let mut out = Vec::new();
+    for cmd in script {
+        let r = c.cmd(&cmd);
+        out.push((cmd.chars().take(40).collect(), r));
+    }
+    out
+}
+
+/// The Maildir header cache (`postern.cache`): written as the mail user (0600) by a
+/// header FETCH, read by the next session; a corrupt file, one of another UIDVALIDITY
+/// with false headers, and a symlink in its place are ignored and replaced, the
+/// symlink's target untouched; the replies stay those of the messages.
+#[test]
+fn header_cache_safe_and_rebuilt() {
+    if !root() {
+        eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Maildir);
     let s = Server::postern(
+        dir.path(),
+        Store::Maildir,
+        "ssl = no\ndisable_plaintext_auth = no\n",
+    );
+    let mut c = Imap::login(s.port, "alice");
+    for i in 0..3 {
+        let m = format!("Subject: s{i}\r\nFrom: a@example.org\r\n\r\nbody {i}\r\n");
+        let r = c.cmd(&format!("APPEND INBOX {{{}+}}\r\n{m}", m.len()));
+        assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
+    }
+    let fetch = |port: u16| -> Vec<String> {
+        let mut c = Imap::login(port, "alice");
+        c.cmd("SELECT INBOX");
+        let r = c.cmd("FETCH 1:* (ENVELOPE BODY.PEEK[HEADER])");
+        let sort = c.cmd("SORT (SUBJECT) UTF-8 ALL");
+        c.cmd("LOGOUT");
+        r.into_iter().chain(sort).collect()
+    };
+    let first = norm(&fetch(s.port));
+    assert!(first.iter().any(|l| l.contains("Subject: s2")), "{first:?}");
+    let cache = dir.path().join("home/alice/Maildir/postern.cache");
+    let md = std::fs::symlink_metadata(&cache).expect("postern.cache written");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.uid(), md.gid()), mail_user());
+    assert_eq!(md.mode() & 0o777, 0o600);
+    assert!(read(&cache).starts_with(b"POSTERN-CACHE 1 "));
+    // Read back by the next session: the same replies.
+    assert_eq!(norm(&fetch(s.port)), first);
+    // Corrupt, and false headers under another UIDVALIDITY: ignored, rebuilt.
+    for bad in [
+        b"garbage\n\x00\xff".to_vec(),
+        b"POSTERN-CACHE 1 1\n1 18\nSubject: forged\n\n".to_vec(),
+        b"POSTERN-CACHE 1 1\n1 999\nSubject: x\n".to_vec(),
+    ] {
+        std::fs::write(&cache, &bad).expect("corrupt");
+        chown_r(&cache);
+        assert_eq!(norm(&fetch(s.port)), first, "{bad:?}");
+        let now = read(&cache);
+        assert!(now.starts_with(b"POSTERN-CACHE 1 ") && now != bad);
+    }
+    // A symlink in its place is not followed: replaced, the target unchanged.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "root's file\n").expect("victim");
+    std::fs::remove_file(&cache).expect("rm");
+    std::os::unix::fs::symlink(&victim, &cache).expect("symlink");
+    assert_eq!(norm(&fetch(s.port)), first);
+    assert_eq!(read(&victim), b"root's file\n");
+    let md = std::fs::symlink_metadata(&cache).expect("cache");
+    assert!(
+        md.file_type().is_file(),
+        "the symlink was replaced by the cache"
+    );
+}
+
+/// Python's imaplib, as scripts and older tools use it: every command it has.
+#[test]
+fn imaplib_every_command() {
+    if !is_root() || Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and python3");
+        return;
+    }
+    let dir = homes(Store::Maildir);
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -701,12 +805,12 @@ print(m.logout()[0])
 /// `curl imap://`: list, fetch by UID, and the sandbox's `INBOX;MAILINDEX=1`.
 #[test]
 fn curl_imap() {
-    if !root() || Command::new("curl").arg("--version").output().is_err() {
+    if !is_root() || Command::new("curl").arg("--version").output().is_err() {
         eprintln!("skipped: needs root and curl");
         return;
     }
     let dir = homes(Store::Mbox);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Mbox,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -749,12 +853,12 @@ fn curl_imap() {
 /// reply with imap-proto.
 #[test]
 fn rust_imap_client() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -843,13 +947,13 @@ fn rust_imap_client() {
 /// IDLE session within seconds (checked with a generous timeout); the views agree.
 #[test]
 fn two_sessions_and_delivery() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     for store in [Store::Maildir, Store::Mbox] {
         let dir = homes(store);
-        let s = Server::postern(dir.path(), store, "ssl = no\ndisable_plaintext_auth = no\n");
+        let s = postern_server(dir.path(), store, "ssl = no\ndisable_plaintext_auth = no\n");
         let deliver = |n: usize| {
             let body = format!("From: x@example.org\nSubject: m{n}\n\nbody {n}\n");
             match store {
@@ -978,7 +1082,7 @@ fn swap_both_ways_with_real_dovecot() {
     for store in [Store::Maildir, Store::Mbox] {
         let dir = homes(store);
         let extra = "ssl = no\ndisable_plaintext_auth = no\n";
-        let Some(real) = Server::dovecot(dir.path(), store, extra) else {
+        let Some(real) = dovecot_server(dir.path(), store, extra) else {
             return;
         };
         let work = |port: u16, first: bool| {
@@ -1027,12 +1131,12 @@ fn swap_both_ways_with_real_dovecot() {
         work(real.port, true);
         let theirs = view(real.port);
         drop(real);
-        let ours = Server::postern(dir.path(), store, extra);
+        let ours = postern_server(dir.path(), store, extra);
         assert_eq!(view(ours.port), theirs, "{store:?}: Dovecot → Postern");
         work(ours.port, false);
         let ours_after = view(ours.port);
         drop(ours);
-        let real = Server::dovecot(dir.path(), store, extra).expect("dovecot");
+        let real = dovecot_server(dir.path(), store, extra).expect("dovecot");
         assert_eq!(view(real.port), ours_after, "{store:?}: Postern → Dovecot");
         let log = real.log();
         assert!(
@@ -1046,12 +1150,12 @@ fn swap_both_ways_with_real_dovecot() {
 /// user's mail; memory stays bounded (a 4 GB literal is refused by closing, as Dovecot).
 #[test]
 fn bad_input_and_escapes() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Mbox);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Mbox,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -1147,7 +1251,7 @@ fn bad_input_and_escapes() {
 /// secured (127.0.0.2 → 127.0.0.1), LOGIN after STARTTLS, the log's `TLS`.
 #[test]
 fn starttls_and_logindisabled() {
-    if !root() || Command::new("python3").arg("--version").output().is_err() {
+    if !is_root() || Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: needs root and python3");
         return;
     }
@@ -1156,7 +1260,7 @@ fn starttls_and_logindisabled() {
     std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).expect("cert");
     std::fs::write(dir.path().join("key.pem"), key.key_pair.serialize_pem()).expect("key");
     let d = dir.path().display();
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         &format!("ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n"),
@@ -1218,12 +1322,12 @@ print(m.logout()[0])
 /// `mail_max_userip_connections`.
 #[test]
 fn logs_and_limits() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\nmail_max_userip_connections = 2\n\
@@ -1283,7 +1387,7 @@ fn logs_and_limits() {
 /// beside `dovecot/pop3-login` when both protocols are on.
 #[test]
 fn login_processes_per_protocol() {
-    if !root()
+    if !is_root()
         || nix::unistd::User::from_name("dovenull")
             .ok()
             .flatten()
@@ -1294,7 +1398,7 @@ fn login_processes_per_protocol() {
     }
     let dir = homes(Store::Mbox);
     let pop3 = free_port();
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Mbox,
         &format!(
@@ -1346,12 +1450,11 @@ fn login_processes_per_protocol() {
         found.sort();
         found
     };
-    let start = Instant::now();
     let mut found = scan();
-    while found.iter().any(|f| f.1 != dovenull) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
+    let _ = poll(Duration::from_secs(10), || {
         found = scan();
-    }
+        found.iter().all(|f| f.1 == dovenull).then_some(())
+    });
     let names: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(
         names,
@@ -1385,10 +1488,10 @@ fn uid_below_first_valid_uid() {
         uid + 1
     );
     let dirs = [homes(Store::Mbox), homes(Store::Mbox)];
-    let Some(real) = Server::dovecot(dirs[0].path(), Store::Mbox, &extra) else {
+    let Some(real) = dovecot_server(dirs[0].path(), Store::Mbox, &extra) else {
         return;
     };
-    let ours = Server::postern(dirs[1].path(), Store::Mbox, &extra);
+    let ours = postern_server(dirs[1].path(), Store::Mbox, &extra);
     let mut replies = Vec::new();
     for s in [&real, &ours] {
         let (mut c, _) = Imap::connect(s.port);

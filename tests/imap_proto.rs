@@ -10,17 +10,15 @@ mod common;
 use common::*;
 
 use postern::imapd::message::compat;
-use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn message_functions_match_live_dovecot() {
-    if !nix::unistd::geteuid().is_root()
-        || !Path::new("/usr/sbin/dovecot").exists()
-        || !Path::new("/usr/lib/dovecot/imap").exists()
-        || Command::new("python3").arg("--version").output().is_err()
-    {
-        eprintln!("skipped: needs root, python3 and Debian's dovecot-imapd");
+    if !Dovecot::real_available("imap") {
+        return;
+    }
+    if !have("python3") {
+        eprintln!("skipped: needs python3");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

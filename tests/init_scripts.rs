@@ -17,9 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_postern");
+use std::time::Duration;
 
 struct Run {
     rc: i32,
@@ -48,22 +46,6 @@ fn run_script(name: &str, action: &str, env: &[(&str, String)], styled: bool) ->
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether `pid` runs and is not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 fn read_pid(p: &Path) -> i32 {
     std::fs::read_to_string(p)
         .unwrap_or_default()
@@ -74,32 +56,18 @@ fn read_pid(p: &Path) -> i32 {
 
 /// The live children of `parent`.
 fn children(parent: i32) -> Vec<i32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split(' ').collect();
-        if f.first() != Some(&"Z") && f.get(1) == Some(&parent.to_string().as_str()) {
-            v.push(pid);
-        }
-    }
-    v
+    children_of(parent as u32)
+        .into_iter()
+        .map(|(p, _)| p as i32)
+        .filter(|p| alive(*p))
+        .collect()
 }
 
 /// The real uid of `pid`.
 fn uid_of(pid: i32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
+    proc_status(pid as u32)
+        .get("Uid")
+        .and_then(|v| v.first())
         .and_then(|v| v.parse().ok())
         .expect("Uid line")
 }
@@ -202,7 +170,7 @@ fn dovecot_init_script_lifecycle() {
         (r.rc, r.out.as_str()),
         (0, "Reloading Dovecot Imap: [  OK  ]\n")
     );
-    wait_until("reload logged", || {
+    wait_until(Duration::from_secs(20), "reload logged", || {
         std::fs::read_to_string(d.join("log"))
             .unwrap_or_default()
             .contains("master: Warning: SIGHUP received - reloading configuration")
@@ -217,7 +185,7 @@ fn dovecot_init_script_lifecycle() {
     assert!(!alive(pid), "stop returns once the master is gone");
     assert!(!pid_file.exists(), "master.pid removed");
     assert!(!d.join("subsys-dovecot").exists());
-    wait_until("port closed", || {
+    wait_until(Duration::from_secs(20), "port closed", || {
         TcpStream::connect(("127.0.0.1", port)).is_err()
     });
 
@@ -244,9 +212,11 @@ fn dovecot_init_script_lifecycle() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
-    wait_until("master and login process gone", || {
-        !alive(pid) && login.iter().all(|p| !alive(*p))
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "master and login process gone",
+        || !alive(pid) && login.iter().all(|p| !alive(*p)),
+    );
     let r = run_script("dovecot", "status", &env, false);
     assert_eq!(
         (r.rc, r.out.as_str()),
@@ -547,7 +517,7 @@ fn saslauthd_init_script_lifecycle() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
-    wait_until("saslauthd gone", || !alive(pid));
+    wait_until(Duration::from_secs(20), "saslauthd gone", || !alive(pid));
     let r = run_script("saslauthd", "status", &env, false);
     assert_eq!(
         (r.rc, r.out.as_str()),

@@ -6,46 +6,8 @@
 
 mod common;
 use common::*;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Postern's saslauthd (`-a shadow`) on `dir/mux`, killed on drop.
-struct Saslauthd(std::process::Child);
-
-impl Saslauthd {
-    fn start(dir: &Path) -> Saslauthd {
-        use std::os::unix::process::CommandExt;
-        let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["saslauthd", "-a", "shadow", "-d", "-n", "2", "-m"])
-            .arg(dir)
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start saslauthd");
-        for _ in 0..200 {
-            if dir.join("mux").exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        Saslauthd(child)
-    }
-}
-
-impl Drop for Saslauthd {
-    fn drop(&mut self) {
-        stop_group(&mut self.0);
-    }
-}
+use std::process::Command;
 
 fn smtp_python(port: u16, script: &str) -> String {
     let out = Command::new("python3")
@@ -73,7 +35,7 @@ fn pflogsumm_and_fail2ban_read_posterns_log() {
     let _ = Command::new("chmod")
         .args(["755", sock.path().to_str().unwrap()])
         .status();
-    let _sasl = Saslauthd::start(sock.path());
+    let _sasl = Saslauthd::shadow(&[BIN, "saslauthd"], sock.path());
     let mux = sock.path().join("mux");
     let inst = Instance::start_with(
         "myhostname = mail.example.com\nmydestination = $myhostname\nmynetworks = 127.0.0.2/32\n\

@@ -18,6 +18,7 @@ use common::*;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const QMGR: &str = "pickup unix n - n 60 1 pickup\nqmgr unix n - n 300 1 qmgr\n\
                     local unix - n n - - local\nerror unix - - n - - error\n";
@@ -183,10 +184,14 @@ fn play(scenario: &Path) -> (Daemon, Played) {
             }
         }
     }
+    let connected = conn.is_some();
     drop(conn);
-    // Let the log writer catch up with the last reply.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let log = d.log();
+    // The log is written after the replies: wait for smtpd's last line of the session.
+    let log = if connected {
+        d.wait_log("disconnect from")
+    } else {
+        d.log()
+    };
     (d, Played { transcript, log })
 }
 
@@ -210,28 +215,34 @@ fn check(name: &str) {
         "{name}: replies differ from Postfix's\n{}",
         played.log
     );
-    // Each of Postern's lines, with its log name and by its text alone.
-    let got: BTreeSet<String> = played
-        .log
-        .lines()
-        .flat_map(|l| {
-            let l = mask(l, &dir, &ids);
-            let text = l.split_once(": ").map(|(_, t)| t.to_string());
-            [Some(comparable(&l)), text].into_iter().flatten()
-        })
-        .collect();
-    let mut missing = Vec::new();
-    for want in std::fs::read_to_string(scenario.join("maillog"))
-        .unwrap()
-        .lines()
-    {
-        if differs(name, want).is_some() {
-            continue;
-        }
-        if !got.contains(&comparable(want)) {
-            missing.push(want.to_string());
-        }
-    }
+    // Each of Postern's lines, with its log name and by its text alone; and the lines
+    // Postfix logged that Postern did not.
+    let want_log = std::fs::read_to_string(scenario.join("maillog")).unwrap();
+    let compare = |log: &str| {
+        let ids = queue_ids(log);
+        let got: BTreeSet<String> = log
+            .lines()
+            .flat_map(|l| {
+                let l = mask(l, &dir, &ids);
+                let text = l.split_once(": ").map(|(_, t)| t.to_string());
+                [Some(comparable(&l)), text].into_iter().flatten()
+            })
+            .collect();
+        let missing: Vec<String> = want_log
+            .lines()
+            .filter(|want| differs(name, want).is_none() && !got.contains(&comparable(want)))
+            .map(str::to_string)
+            .collect();
+        (got, missing)
+    };
+    // The queue manager logs after the session ended: wait for Postfix's lines (10 s).
+    let log = poll(Duration::from_secs(10), || {
+        let log = d.log();
+        compare(&log).1.is_empty().then_some(log)
+    })
+    .unwrap_or_else(|| d.log());
+    let played = Played { log, ..played };
+    let (got, missing) = compare(&played.log);
     assert!(
         missing.is_empty(),
         "{name}: Postfix logged these and Postern did not:\n{}\n--- Postern's log:\n{}",

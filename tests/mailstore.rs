@@ -14,10 +14,8 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use postern::mailbox::*;
 
@@ -81,14 +79,10 @@ impl Home {
 }
 
 /// The real Dovecot on a port of its own, stopped on drop.
-struct Dovecot {
-    conf: PathBuf,
-    port: u16,
-    log: PathBuf,
-}
+struct RealImap(Dovecot);
 
-impl Dovecot {
-    fn start(h: &Home, location: &str) -> Dovecot {
+impl RealImap {
+    fn start(h: &Home, location: &str) -> RealImap {
         let d = h.dir.path();
         let port = free_port();
         let (uid, gid) = h.ids;
@@ -104,25 +98,12 @@ impl Dovecot {
             d = d.display()
         );
         std::fs::write(&conf, text).expect("conf");
-        let st = Command::new("/usr/sbin/dovecot")
-            .arg("-c")
-            .arg(&conf)
-            .status()
-            .expect("dovecot");
-        assert!(st.success());
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "dovecot never listened"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Dovecot {
-            conf,
+        RealImap(Dovecot::start(
+            Which::Real,
+            &conf,
             port,
-            log: d.join("dovecot.log"),
-        }
+            &d.join("dovecot.log"),
+        ))
     }
 
     /// Run a Python imaplib script logged in as alice (`m` is the connection); returns
@@ -134,7 +115,7 @@ impl Dovecot {
              m.login('alice', 'secret')\n\
              def ok(r):\n    assert r[0] == 'OK', r\n    return r\n\
              {SNAPSHOT}\n{body}\nm.logout()\n",
-            port = self.port
+            port = self.0.port
         );
         let out = Command::new("python3")
             .arg("-c")
@@ -154,8 +135,8 @@ impl Dovecot {
 
     /// Lines of Dovecot's log that report errors (a corrupted index, a broken mbox).
     fn errors(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.0
+            .log()
             .lines()
             .filter(|l| {
                 l.contains("Error")
@@ -165,22 +146,6 @@ impl Dovecot {
             })
             .map(String::from)
             .collect()
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/sbin/dovecot")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .status();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
@@ -367,7 +332,7 @@ fn dovecot_writes_postern_reads(location: &str) {
     let Some(ids) = mail_user() else { return };
     let h = Home::new(ids);
     seed_inbox(&h, location);
-    let dc = Dovecot::start(&h, location);
+    let dc = RealImap::start(&h, location);
     let sep = if location == MAILDIR { "." } else { "/" };
     dc.imap(&format!(
         r#"
@@ -494,7 +459,7 @@ fn postern_writes_dovecot_reads(location: &str) {
         .expect("store");
     drop((inbox, work));
     let ours = postern_snapshot(&s);
-    let dc = Dovecot::start(&h, location);
+    let dc = RealImap::start(&h, location);
     let theirs = dc.imap("snapshot()");
     assert!(ours.contains("MSG Work 3 \\Seen urgent"), "{ours}");
     assert_eq!(
@@ -530,7 +495,7 @@ fn both_at_once(location: &str) {
     let Some(ids) = mail_user() else { return };
     let h = Home::new(ids);
     seed_inbox(&h, location);
-    let dc = Dovecot::start(&h, location);
+    let dc = RealImap::start(&h, location);
     dc.imap("ok(m.select('INBOX'))\nok(m.store('1', '+FLAGS', '(\\\\Flagged)'))\nm.close()");
     let s = h.store(location);
     let mut v = s.select("INBOX", Access::ReadWrite).expect("select");
@@ -630,7 +595,7 @@ fn folder_rules(location: &str) {
         ("rename", "INBOX".into(), "old".into()),
     ];
     let run_dovecot = |h: &Home| -> String {
-        let dc = Dovecot::start(h, location);
+        let dc = RealImap::start(h, location);
         let mut body = String::from("res = []\n");
         for (op, a, b) in &ops {
             let call = match *op {

@@ -1,6 +1,9 @@
 //! The `maps` library: robustness of the parsers against any input (proptest), big lines,
 //! missing files, and LMDB files shared with the real Postfix when it is installed.
 
+mod common;
+use common::BIN;
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -120,7 +123,7 @@ fn lmdb_interoperates_with_real_postfix() {
 
     let ours = dir.path().join("ours");
     std::fs::write(&ours, "Key value here\n").expect("table");
-    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
+    let st = Command::new(BIN)
         .args(["postmap", "-c"])
         .arg(&cf)
         .arg(format!("lmdb:{}", ours.display()))

@@ -15,6 +15,7 @@ use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 const QMGR: &str = "pickup unix n - n 60 1 pickup\nqmgr unix n - n 300 1 qmgr\n\
                     local unix - n n - - local\n";
@@ -50,10 +51,6 @@ fn swaks(port: u16, to: &str) -> (String, i32) {
     )
 }
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
 fn admin_ok(d: &Daemon, script: &str) {
     let out = d.admin(script);
     assert!(
@@ -69,24 +66,9 @@ fn reload_and_wait(d: &Daemon) {
     let count = || d.log().matches("reload -- version").count();
     let n = count();
     d.reload();
-    for _ in 0..800 {
-        if count() > n {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
+    if poll(Duration::from_secs(20), || (count() > n).then_some(())).is_none() {
+        panic!("no reload logged:\n{}", d.log());
     }
-    panic!("no reload logged:\n{}", d.log());
-}
-
-fn wait_file(p: &Path, needle: &str) -> String {
-    for _ in 0..800 {
-        let s = std::fs::read_to_string(p).unwrap_or_default();
-        if s.contains(needle) {
-            return s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    std::fs::read_to_string(p).unwrap_or_default()
 }
 
 #[test]
@@ -138,7 +120,7 @@ fn root_postmap_newaliases_reload_and_mail() {
     let (t, rc) = swaks(d.port, "info@mail.example.test");
     assert_eq!(rc, 0, "{t}\n{}", d.log());
     let mbox = dir.join("mail/postern-ad");
-    let m = wait_file(&mbox, "a line of body");
+    let m = wait_text(&mbox, "a line of body", Duration::from_secs(20));
     assert!(m.contains("Subject: maps test"), "{m}\n{}", d.log());
     let log = d.wait_log("orig_to=<info@mail.example.test>");
     assert!(
@@ -171,7 +153,7 @@ fn root_postmap_newaliases_reload_and_mail() {
     );
     let (t, rc) = swaks(d.port, "sales@mail.example.test");
     assert_eq!(rc, 0, "{t}\n{}", d.log());
-    let m = wait_file(&mbox, "orig_to");
+    let m = wait_text(&mbox, "orig_to", Duration::from_secs(20));
     let _ = m;
     let log = d.wait_log("orig_to=<sales@mail.example.test>");
     assert!(
@@ -290,10 +272,35 @@ fn deferred_for_a_missing_alias_table_is_delivered_after_newaliases() {
         "{log}"
     );
     assert!(!dir.join("mail/info").exists() && !dir.join("mail/postern-ad").exists());
+    // The delivery agent logs `status=deferred` before the queue manager moves the file to
+    // deferred/, and `postfix flush` only looks there: wait for the move.
+    let in_deferred = || {
+        walk(&dir.join("spool/deferred"))
+            .iter()
+            .any(|p| p.is_file())
+    };
+    let _ = poll(Duration::from_secs(30), || in_deferred().then_some(()));
     admin_ok(
         &d,
         "printf 'info: postern-ad\\n' > aliases && newaliases && postfix flush",
     );
-    let m = wait_file(&dir.join("mail/postern-ad"), "a line of body");
+    let m = wait_text(
+        &dir.join("mail/postern-ad"),
+        "a line of body",
+        Duration::from_secs(20),
+    );
     assert!(m.contains("Subject: maps test"), "{m}\n{}", d.log());
+}
+
+/// Every path under `dir`, depth first.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern::dns::testserver::TestDns;
 
@@ -103,20 +103,6 @@ fn send(port: u16, from: &str, to: &[&str], subject: &str) -> String {
     r.rsplit(' ').next().unwrap_or_default().to_string()
 }
 
-/// Poll the instance's log until `pred` holds (30 s), then return it; the log as it is
-/// otherwise (the caller's assertion then shows it).
-fn wait_until(inst: &Instance, pred: impl Fn(&str) -> bool) -> String {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(30) {
-        let l = inst.log();
-        if pred(&l) {
-            return l;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    inst.log()
-}
-
 /// The status lines (`postfix/smtp[…]: ID: to=<rcpt>, … status=…`) of `id` for `rcpt`.
 fn status_lines(log: &str, id: &str, rcpt: &str) -> Vec<String> {
     log.lines()
@@ -126,7 +112,9 @@ fn status_lines(log: &str, id: &str, rcpt: &str) -> Vec<String> {
 }
 
 fn wait_status(inst: &Instance, id: &str, rcpt: &str, n: usize) -> String {
-    wait_until(inst, |l| status_lines(l, id, rcpt).len() >= n)
+    inst.wait_log_until(Duration::from_secs(30), |l| {
+        status_lines(l, id, rcpt).len() >= n
+    })
 }
 
 /// compat-fixtures/smtp/README.md's masks: no timestamp/host prefix, no `[pid]`, the queue
@@ -199,7 +187,7 @@ fn queue_file(inst: &Instance, dir: &str, id: &str) -> PathBuf {
 }
 
 fn postern_cmd(cmd: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+    std::process::Command::new(BIN)
         .arg(cmd)
         .args(args)
         .output()
@@ -484,7 +472,9 @@ fn relayhost_accepted_logged_as_postfix_and_peer_gets_the_message() {
     let inst = start(&format!("relayhost = [127.0.0.1]:{}\n", peer.port));
     let rcpt = "user@accepted.example";
     let id = send(inst.port, SENDER, &[rcpt], "fixture accepted");
-    let log = wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
     assert_line_as_fixture(&log, &id, "accepted", rcpt);
     let t = peer.transcript();
     assert_eq!(t[1], "C: EHLO mail.example.test", "{t:#?}");
@@ -534,7 +524,9 @@ fn mx_order_and_fallback_to_a_second_postern() {
     );
     let rcpt = "someone@remote.example";
     let id = send(inst.port, SENDER, &[rcpt], "via MX");
-    let log = wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
     // mx1 (preference 10) first: nothing listens on 127.0.0.2, so the same line as the
     // real Postfix's refused connect, then mx2 takes the message.
     let p = dest.port;
@@ -653,10 +645,7 @@ fn tls_encrypt_against_a_peer_without_starttls_defers() {
     assert!(!t.iter().any(|l| l.starts_with("C: MAIL")), "{t:#?}");
     assert!(peer.messages.lock().unwrap().is_empty());
     let q = queue_file(&inst, "deferred", &id);
-    let t0 = Instant::now();
-    while !q.exists() && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _ = poll(Duration::from_secs(30), || q.exists().then_some(()));
     assert!(q.exists(), "{}", inst.log());
 }
 
@@ -675,7 +664,7 @@ fn partial_rcpt_failures_one_sent_one_bounced_one_deferred() {
         "later@mixed.example",
     ];
     let id = send(inst.port, SENDER, &rcpts, "fixture mixed");
-    let log = wait_until(&inst, |l| {
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
         rcpts.iter().all(|r| !status_lines(l, &id, r).is_empty())
     });
     for r in rcpts {
@@ -684,7 +673,7 @@ fn partial_rcpt_failures_one_sent_one_bounced_one_deferred() {
     // One connection for the three (same next-hop), one message for the accepted one.
     assert_eq!(peer.connections.load(Ordering::SeqCst), 1);
     assert_eq!(peer.messages.lock().unwrap().len(), 1);
-    let log = wait_until(&inst, |l| {
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
         l.contains(&format!("{id}: sender non-delivery notification: "))
     });
     assert!(
@@ -695,13 +684,10 @@ fn partial_rcpt_failures_one_sent_one_bounced_one_deferred() {
     // has marked the others done and moved the file: the notification is logged first).
     let conf = inst.config_dir().display().to_string();
     let mut q = String::new();
-    for _ in 0..200 {
+    let _ = poll(Duration::from_secs(10), || {
         q = String::from_utf8_lossy(&postern_cmd("mailq", &["-C", &conf]).stdout).into_owned();
-        if !q.contains("bad@mixed.example") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        (!q.contains("bad@mixed.example")).then_some(())
+    });
     assert!(q.contains("later@mixed.example"), "{q}");
     assert!(!q.contains("good@mixed.example"), "{q}");
     assert!(!q.contains("bad@mixed.example"), "{q}");
@@ -740,7 +726,9 @@ fn peer_drops_at_end_of_data_deferred_then_delivered_after_postqueue_f() {
         .collect();
     assert_eq!(lines, want, "{log}");
     assert_eq!(peer.messages.lock().unwrap().len(), 1);
-    wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
 }
 
 #[test]
@@ -804,7 +792,9 @@ fn rcpt_550_bounces_to_the_local_sender_with_postfix_dsn() {
     let inst = start(&format!("relayhost = [127.0.0.1]:{}\n", peer.port));
     let rcpt = "bad-user@rcpt550.example";
     let id = send(inst.port, SENDER, &[rcpt], "fixture rcpt550");
-    let log = wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
     assert_line_as_fixture(&log, &id, "rcpt550", rcpt);
     assert!(
         log.contains(&format!("{id}: sender non-delivery notification: ")),
@@ -862,7 +852,9 @@ fn data_554_bounces_with_end_of_data_diagnostic() {
     let inst = start(&format!("relayhost = [127.0.0.1]:{port}\n"));
     let rcpt = "user@data554.example";
     let id = send(inst.port, SENDER, &[rcpt], "fixture data554");
-    let log = wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
     assert_line_as_fixture(&log, &id, "data554", rcpt);
     if local {
         let mbox = wait_mbox(&inst, 1);
@@ -887,7 +879,7 @@ fn greeting_554_and_connection_refused_are_deferred() {
     let r2 = "user@refused.example";
     let id1 = send(inst.port, SENDER, &[r1], "fixture greeting554");
     let id2 = send(inst.port, SENDER, &[r2], "fixture refused");
-    let log = wait_until(&inst, |l| {
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
         !status_lines(l, &id1, r1).is_empty() && !status_lines(l, &id2, r2).is_empty()
     });
     assert_line_as_fixture(&log, &id1, "greeting554", r1);
@@ -913,10 +905,7 @@ fn greeting_554_and_connection_refused_are_deferred() {
     // Both wait in the deferred queue (smtp_skip_5xx_greeting: not a bounce).
     for id in [&id1, &id2] {
         let q = queue_file(&inst, "deferred", id);
-        let t0 = Instant::now();
-        while !q.exists() && t0.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _ = poll(Duration::from_secs(30), || q.exists().then_some(()));
         assert!(q.exists(), "{id}: {}", inst.log());
     }
 }
@@ -931,7 +920,9 @@ fn transport_maps_inline_table_with_spaces_routes_to_the_peer() {
         a.port, b.port
     ));
     let id = send(inst.port, SENDER, &["u@a.example", "u@b.example"], "inline");
-    let log = wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
     assert!(!log.contains("warning: inline:"), "{log}");
     for (r, p) in [("u@a.example", a.port), ("u@b.example", b.port)] {
         let line = status_lines(&log, &id, r)
@@ -966,7 +957,9 @@ fn mail_to_mydestination_never_goes_out() {
         &["postern-fx@mail.example.test", "postern-fx@localhost"],
         "stays here",
     );
-    let log = wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
     for r in ["postern-fx@mail.example.test", "postern-fx@localhost"] {
         let lines = status_lines(&log, &id, r);
         assert_eq!(lines.len(), 1, "{log}");
@@ -1001,7 +994,9 @@ fn postfix_flush_retries_a_deferred_message_at_once() {
     let conf = inst.config_dir().display().to_string();
     let out = postern_cmd("postfix", &["-c", &conf, "flush"]);
     assert!(out.status.success(), "{out:?}");
-    let log = wait_until(&inst, |l| l.contains(&format!("{id}: removed")));
+    let log = inst.wait_log_until(Duration::from_secs(30), |l| {
+        l.contains(&format!("{id}: removed"))
+    });
     let lines = status_lines(&log, &id, rcpt);
     assert_eq!(lines.len(), 2, "{log}");
     assert_eq!(
@@ -1018,14 +1013,11 @@ fn postfix_flush_retries_a_deferred_message_at_once() {
 
 fn wait_mbox(inst: &Instance, n: usize) -> String {
     let p = inst.dir.path().join("mail/postern-fx");
-    let t = Instant::now();
-    loop {
-        let s = std::fs::read_to_string(&p).unwrap_or_default();
-        if bounces(&s).len() >= n || t.elapsed() > Duration::from_secs(30) {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let read = || std::fs::read_to_string(&p).unwrap_or_default();
+    poll(Duration::from_secs(30), || {
+        Some(read()).filter(|s| bounces(s).len() >= n)
+    })
+    .unwrap_or_else(read)
 }
 
 fn bounces(mbox: &str) -> Vec<String> {

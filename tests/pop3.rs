@@ -5,11 +5,10 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use postern::mailbox::{MboxOptions, deliver_mbox};
@@ -18,34 +17,10 @@ const USER: &str = "posternpop";
 
 /// The mail user (created if missing when root) and its uid/gid.
 fn mail_user() -> (u32, u32) {
-    if nix::unistd::geteuid().is_root() {
-        let _ = Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", USER])
-            .output();
-        if let Ok(Some(u)) = nix::unistd::User::from_name(USER) {
-            return (u.uid.as_raw(), u.gid.as_raw());
-        }
-    }
-    (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    )
+    user_ids(USER)
 }
 
 const BOX: &str = "From bob@example.org  Sat Nov 28 10:00:00 2026\nFrom: bob@example.org\nSubject: one\n\nhello\n.dot line\n\nFrom bob@example.org  Sat Nov 28 10:01:00 2026\nFrom: bob@example.org\nSubject: two\n\nsecond body\n>From quoted\n\nFrom carol@example.org  Sat Nov 28 10:02:00 2026\nFrom: carol@example.org\nSubject: three\n\nthird\nline 2\nline 3\n\n";
-
-struct Server {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A home for alice with `inbox` holding `mbox`, everything owned by the mail user.
 fn setup(dir: &Path, mbox: &str) {
@@ -85,141 +60,19 @@ fn conf(dir: &Path, port: u16, extra: &str) -> String {
     )
 }
 
-fn wait_port(port: u16) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "port {port} never opened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn start(dir: &Path, extra: &str) -> Server {
+/// `postern dovecot -c DIR/dovecot.conf -F` on a fresh port, its log in `DIR/log`.
+fn start(dir: &Path, extra: &str) -> Dovecot {
     let port = free_port();
     let cf = dir.join("dovecot.conf");
     std::fs::write(&cf, conf(dir, port, extra)).expect("conf");
-    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
-        .arg(&cf)
-        .arg("-F")
-        .spawn()
-        .expect("postern dovecot");
-    wait_port(port);
-    Server {
-        child,
-        port,
-        dir: dir.to_path_buf(),
-    }
+    Dovecot::foreground(&cf, port, &dir.join("log"))
 }
 
-fn new_box(mbox: &str, extra: &str) -> (tempfile::TempDir, Server) {
+fn new_box(mbox: &str, extra: &str) -> (tempfile::TempDir, Dovecot) {
     let dir = tempfile::tempdir().expect("tempdir");
     setup(dir.path(), mbox);
     let s = start(dir.path(), extra);
     (dir, s)
-}
-
-/// A raw POP3 client that knows which replies are multi-line.
-struct Pop {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Pop {
-    fn connect(port: u16) -> (Pop, String) {
-        Self::connect_from("127.0.0.1", port)
-    }
-    fn connect_from(src: &str, port: u16) -> (Pop, String) {
-        let sock = socket2_connect(src, port);
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut p = Pop {
-            r: BufReader::new(sock.try_clone().expect("clone")),
-            w: sock,
-        };
-        let g = p.line();
-        (p, g)
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).expect("read");
-        l.trim_end_matches(['\r', '\n']).to_string()
-    }
-    /// Send `cmd`, return the reply (all lines of a multi-line one, `.` included).
-    fn cmd(&mut self, cmd: &str) -> Vec<String> {
-        self.w
-            .write_all(format!("{cmd}\r\n").as_bytes())
-            .expect("write");
-        let first = self.line();
-        let verb = cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
-        let args = cmd.split(' ').count() - 1;
-        let multi = first.starts_with("+OK")
-            && match verb.as_str() {
-                "CAPA" | "RETR" | "TOP" => true,
-                "LIST" | "UIDL" | "AUTH" => args == 0,
-                _ => false,
-            };
-        let mut out = vec![first];
-        if multi {
-            loop {
-                let l = self.line();
-                let end = l == ".";
-                out.push(l);
-                if end {
-                    break;
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Connect from a given loopback source address (to test non-secured clients).
-fn socket2_connect(src: &str, port: u16) -> TcpStream {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .expect("socket");
-    let src: std::net::SocketAddrV4 = format!("{src}:0").parse().expect("src");
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(src)).expect("bind");
-    let dst: std::net::SocketAddrV4 = format!("127.0.0.1:{port}").parse().expect("dst");
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(dst)).expect("connect");
-    TcpStream::from(fd)
-}
-
-fn python(script: &str) -> (String, String, i32) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("python3");
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
-fn log_of(s: &Server) -> String {
-    std::fs::read_to_string(s.dir.join("log")).unwrap_or_default()
-}
-
-/// The log once it holds `needle` (the logout line is written after the reply).
-fn wait_log(s: &Server, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let log = log_of(s);
-        if log.contains(needle) || start.elapsed() > Duration::from_secs(5) {
-            return log;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -233,7 +86,7 @@ fn tutorial_telnet_dialogue() {
     assert_eq!(c.cmd("user alice"), ["+OK"]);
     assert_eq!(c.cmd("pass secret"), ["+OK Logged in."]);
     assert_eq!(c.cmd("quit"), ["+OK Logging out."]);
-    let log = wait_log(&s, "Disconnected: Logged out");
+    let log = s.wait_log("Disconnected: Logged out");
     assert!(
         log.contains("pop3-login: Info: Login: user=<alice>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid="),
         "{log}"
@@ -328,25 +181,16 @@ print(p.quit().decode())
     assert_eq!(lines[12], "+OK");
     assert_eq!(lines[13], "(3, 189)");
     assert_eq!(lines[14], "+OK Logging out.");
-    let log = wait_log(&s, "Disconnected: Logged out");
+    let log = s.wait_log("Disconnected: Logged out");
     assert!(log.contains("top=1/"), "{log}");
     assert!(log.contains("retr=1/73, del=0/3, size=189"), "{log}");
-}
-
-fn make_cert(dir: &Path) -> (String, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).expect("write");
-    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write");
-    (cert.display().to_string(), key.display().to_string())
 }
 
 #[test]
 fn stls_and_plaintext_refused_on_insecure_connections() {
     let dir = tempfile::tempdir().expect("tempdir");
     setup(dir.path(), BOX);
-    let (cert, key) = make_cert(dir.path());
+    let (cert, key) = make_cert(dir.path(), "localhost");
     let s = start(
         dir.path(),
         &format!("ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\ndisable_plaintext_auth = yes\n"),
@@ -385,8 +229,8 @@ print(p.quit().decode())
         out,
         "+OK Begin TLS negotiation now.\nTrue False\n+OK Logged in.\n(3, 189)\n+OK Logging out.\n"
     );
-    assert!(log_of(&s).contains("rip=127.0.0.2, lip=127.0.0.1, mpid="));
-    assert!(log_of(&s).contains(", TLS, session=<"));
+    assert!(s.log().contains("rip=127.0.0.2, lip=127.0.0.1, mpid="));
+    assert!(s.log().contains(", TLS, session=<"));
 }
 
 fn uidls(port: u16) -> Vec<String> {
@@ -398,8 +242,8 @@ fn uidls(port: u16) -> Vec<String> {
     u
 }
 
-fn inbox(s: &Server) -> PathBuf {
-    s.dir.join("home/alice/inbox")
+fn inbox(s: &Dovecot) -> PathBuf {
+    s.dir().join("home/alice/inbox")
 }
 
 #[test]
@@ -438,7 +282,7 @@ fn dele_quit_removes_exactly_those_while_mail_arrives() {
         "{before:?} {after:?}"
     );
     assert!(after[2].starts_with("2 00000004"), "{after:?}");
-    assert!(wait_log(&s, "del=2/3").contains("del=2/3, size=189"));
+    assert!(s.wait_log("del=2/3").contains("del=2/3, size=189"));
 }
 
 #[test]
@@ -450,13 +294,14 @@ fn vanished_client_deletes_nothing() {
     c.cmd("DELE 1");
     c.cmd("DELE 2");
     drop(c);
-    std::thread::sleep(Duration::from_millis(300));
+    // The server has seen the client go before the next session opens the mailbox.
+    s.wait_log("Disconnected: Connection closed");
     let (mut c, _) = Pop::connect(s.port);
     c.cmd("USER alice");
     c.cmd("PASS secret");
     assert_eq!(c.cmd("STAT"), ["+OK 3 189"]);
     c.cmd("QUIT");
-    let log = log_of(&s);
+    let log = s.log();
     assert!(
         log.contains("Disconnected: Connection closed top=0/0, retr=0/0, del=0/3"),
         "{log}"
@@ -472,8 +317,7 @@ fn killed_server_deletes_nothing() {
     c.cmd("USER alice");
     c.cmd("PASS secret");
     c.cmd("DELE 1");
-    let _ = s.child.kill();
-    let _ = s.child.wait();
+    s.kill();
     let mut rest = Vec::new();
     let _ = c.r.read_to_end(&mut rest);
     let s = start(dir.path(), "");
@@ -501,18 +345,11 @@ fn maildir_inbox() {
         &format!("port = {port}\n  }}\n  inet_listener pop3s"),
     );
     std::fs::write(dir.path().join("dovecot.conf"), cf).expect("conf");
-    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
-        .arg(dir.path().join("dovecot.conf"))
-        .arg("-F")
-        .spawn()
-        .expect("spawn");
-    let _s = Server {
-        child,
+    let _s = Dovecot::foreground(
+        &dir.path().join("dovecot.conf"),
         port,
-        dir: dir.path().to_path_buf(),
-    };
-    wait_port(port);
+        &dir.path().join("log"),
+    );
     let (mut c, _) = Pop::connect(port);
     c.cmd("USER alice");
     assert_eq!(c.cmd("PASS secret"), ["+OK Logged in."]);
@@ -537,61 +374,30 @@ fn maildir_inbox() {
 
 /// The real Dovecot, started on its own port, base_dir and log over `dir`'s mailbox;
 /// `None` (test skipped) without root or without Debian's dovecot-pop3d.
-struct RealDovecot {
-    conf: PathBuf,
-    port: u16,
+fn real_dovecot(dir: &Path, location: &str) -> Option<Dovecot> {
+    real_dovecot_with(dir, location, "ssl = no\ndisable_plaintext_auth = no\n")
 }
 
-impl RealDovecot {
-    fn start(dir: &Path, location: &str) -> Option<RealDovecot> {
-        Self::start_with(dir, location, "ssl = no\ndisable_plaintext_auth = no\n")
+fn real_dovecot_with(dir: &Path, location: &str, extra: &str) -> Option<Dovecot> {
+    if !Dovecot::real_available("pop3") {
+        return None;
     }
-
-    fn start_with(dir: &Path, location: &str, extra: &str) -> Option<RealDovecot> {
-        let dovecot = Path::new("/usr/sbin/dovecot");
-        if !dovecot.exists() || !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root and /usr/sbin/dovecot (Debian dovecot-pop3d)");
-            return None;
-        }
-        let port = free_port();
-        let conf_path = dir.join("real-dovecot.conf");
-        std::fs::write(
-            &conf_path,
-            conf(dir, port, extra)
-                .replace("/base\n", "/real-base\n")
-                .replace("/log\n", "/real-log\n")
-                .replace("mbox:~/mail:INBOX=~/inbox", location),
-        )
-        .expect("conf");
-        let st = Command::new(dovecot)
-            .arg("-c")
-            .arg(&conf_path)
-            .status()
-            .expect("dovecot");
-        assert!(st.success());
-        wait_port(port);
-        Some(RealDovecot {
-            conf: conf_path,
-            port,
-        })
-    }
-}
-
-impl Drop for RealDovecot {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/sbin/dovecot")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .status();
-        // `dovecot stop` returns before the listener is gone; wait so the port is free.
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    let port = free_port();
+    let conf_path = dir.join("real-dovecot.conf");
+    std::fs::write(
+        &conf_path,
+        conf(dir, port, extra)
+            .replace("/base\n", "/real-base\n")
+            .replace("/log\n", "/real-log\n")
+            .replace("mbox:~/mail:INBOX=~/inbox", location),
+    )
+    .expect("conf");
+    Some(Dovecot::start(
+        Which::Real,
+        &conf_path,
+        port,
+        &dir.join("real-log"),
+    ))
 }
 
 const DIALOGUE: &[&str] = &[
@@ -648,7 +454,7 @@ fn dialogue(port: u16) -> Vec<Vec<String>> {
 fn differential_against_real_dovecot() {
     let dir = tempfile::tempdir().expect("tempdir");
     setup(dir.path(), BOX);
-    let Some(real) = RealDovecot::start(dir.path(), "mbox:~/mail:INBOX=~/inbox") else {
+    let Some(real) = real_dovecot(dir.path(), "mbox:~/mail:INBOX=~/inbox") else {
         return;
     };
     let theirs = dialogue(real.port);
@@ -694,7 +500,7 @@ fn real_dovecot_keeps_postern_uidls() {
         let s = start_existing(dir.path());
         let ours = uidls(s.port);
         drop(s);
-        let Some(real) = RealDovecot::start(dir.path(), location) else {
+        let Some(real) = real_dovecot(dir.path(), location) else {
             return;
         };
         assert_eq!(uidls(real.port), ours, "{location}");
@@ -725,24 +531,13 @@ fn real_dovecot_keeps_postern_uidls() {
 }
 
 /// Start Postern on the dovecot.conf already in `dir`.
-fn start_existing(dir: &Path) -> Server {
+fn start_existing(dir: &Path) -> Dovecot {
     let cf = dir.join("dovecot.conf");
     let text = std::fs::read_to_string(&cf).expect("conf");
     let port = free_port();
     let text = text.replacen("port = ", &format!("port = {port}\n    #"), 1);
     std::fs::write(&cf, text).expect("conf");
-    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
-        .arg(&cf)
-        .arg("-F")
-        .spawn()
-        .expect("postern dovecot");
-    wait_port(port);
-    Server {
-        child,
-        port,
-        dir: dir.to_path_buf(),
-    }
+    Dovecot::foreground(&cf, port, &dir.join("log"))
 }
 
 /// A Dovecot 1.0 file (the tutorial era): `protocol pop3 { listen }`, `ssl_disable`,
@@ -765,18 +560,7 @@ fn era_1_0_config() {
         ),
     )
     .expect("conf");
-    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
-        .arg(&cf)
-        .arg("-F")
-        .spawn()
-        .expect("spawn");
-    let _s = Server {
-        child,
-        port,
-        dir: dir.path().to_path_buf(),
-    };
-    wait_port(port);
+    let _s = Dovecot::foreground(&cf, port, &dir.path().join("log"));
     let (mut c, _) = Pop::connect(port);
     assert_eq!(
         c.cmd("CAPA"),
@@ -830,19 +614,19 @@ fn detach_and_stop() {
     let port = free_port();
     let cf = dir.path().join("dovecot.conf");
     std::fs::write(&cf, conf(dir.path(), port, "")).expect("conf");
-    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
+    let st = Dovecot::command(Which::Postern)
+        .arg("-c")
         .arg(&cf)
         .status()
         .expect("dovecot");
     assert!(st.success());
     wait_port(port);
     let pid = dir.path().join("base/master.pid");
-    let start = Instant::now();
-    while !pid.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no master.pid");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let master: i32 = wait_for(Duration::from_secs(10), "a pid in master.pid", || {
+        std::fs::read_to_string(&pid)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
     /// Kills the detached service if the test fails before `dovecot stop`.
     struct Reap(Option<i32>);
     impl Drop for Reap {
@@ -855,12 +639,7 @@ fn detach_and_stop() {
             }
         }
     }
-    std::thread::sleep(Duration::from_millis(50));
-    let _reap = Reap(
-        std::fs::read_to_string(&pid)
-            .ok()
-            .and_then(|s| s.trim().parse().ok()),
-    );
+    let _reap = Reap(Some(master));
     let (_, greeting) = Pop::connect(port);
     assert!(greeting.ends_with("ready."), "{greeting}");
     // reload: new sessions see the new login_greeting.
@@ -873,34 +652,33 @@ fn detach_and_stop() {
         ),
     )
     .expect("conf");
-    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
+    let st = Dovecot::command(Which::Postern)
+        .arg("-c")
         .arg(&cf)
         .arg("reload")
         .status()
         .expect("dovecot reload");
     assert!(st.success());
-    let start = Instant::now();
-    loop {
-        let (_, greeting) = Pop::connect(port);
-        if greeting == "+OK Postern at your service" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{greeting}");
-        std::thread::sleep(Duration::from_millis(100));
+    let mut greeting = String::new();
+    if poll(Duration::from_secs(10), || {
+        greeting = Pop::connect(port).1;
+        (greeting == "+OK Postern at your service").then_some(())
+    })
+    .is_none()
+    {
+        panic!("the old greeting after reload: {greeting}");
     }
-    let st = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
+    let st = Dovecot::command(Which::Postern)
+        .arg("-c")
         .arg(&cf)
         .arg("stop")
         .status()
         .expect("dovecot stop");
     assert!(st.success());
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(start.elapsed() < Duration::from_secs(10), "still listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_port_closed(port, Duration::from_secs(10)),
+        "still listening after dovecot stop"
+    );
 }
 
 /// A Maildir file unlinked by another client under the session: Dovecot's reply, and the
@@ -924,18 +702,11 @@ fn maildir_file_deleted_under_the_session() {
         conf(dir.path(), port, "").replace("mbox:~/mail:INBOX=~/inbox", "maildir:~/Maildir"),
     )
     .expect("conf");
-    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
-        .arg(dir.path().join("dovecot.conf"))
-        .arg("-F")
-        .spawn()
-        .expect("spawn");
-    let s = Server {
-        child,
+    let s = Dovecot::foreground(
+        &dir.path().join("dovecot.conf"),
         port,
-        dir: dir.path().to_path_buf(),
-    };
-    wait_port(port);
+        &dir.path().join("log"),
+    );
     let (mut c, _) = Pop::connect(port);
     c.cmd("USER alice");
     c.cmd("PASS secret");
@@ -955,7 +726,7 @@ fn maildir_file_deleted_under_the_session() {
     );
     assert_eq!(c.cmd("DELE 1"), ["+OK Marked to be deleted."]);
     assert_eq!(c.cmd("QUIT"), ["+OK Logging out, messages deleted."]);
-    assert!(wait_log(&s, "del=1/2").contains("top=1/0, retr=2/"));
+    assert!(s.wait_log("del=1/2").contains("top=1/0, retr=2/"));
 }
 
 /// With TLS configured and plaintext disallowed, a client that is not secured sees the
@@ -964,7 +735,7 @@ fn maildir_file_deleted_under_the_session() {
 fn differential_tls_capabilities() {
     let dir = tempfile::tempdir().expect("tempdir");
     setup(dir.path(), BOX);
-    let (cert, key) = make_cert(dir.path());
+    let (cert, key) = make_cert(dir.path(), "localhost");
     let extra =
         format!("ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\ndisable_plaintext_auth = yes\n");
     let dialogue = [
@@ -980,8 +751,7 @@ fn differential_tls_capabilities() {
         let (mut c, _) = Pop::connect_from("127.0.0.2", port);
         dialogue.iter().map(|d| c.cmd(d)).collect()
     };
-    let Some(real) = RealDovecot::start_with(dir.path(), "mbox:~/mail:INBOX=~/inbox", &extra)
-    else {
+    let Some(real) = real_dovecot_with(dir.path(), "mbox:~/mail:INBOX=~/inbox", &extra) else {
         return;
     };
     let theirs = run(real.port);
@@ -1010,25 +780,17 @@ fn root_mail_uid_refused() {
         conf(dir.path(), port, "").replace(&format!("uid={uid} "), "uid=0 "),
     )
     .expect("conf");
-    let child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
-        .arg(&cf)
-        .arg("-F")
-        .spawn()
-        .expect("spawn");
-    let s = Server {
-        child,
-        port,
-        dir: dir.path().to_path_buf(),
-    };
-    wait_port(port);
+    let s = Dovecot::foreground(&cf, port, &dir.path().join("log"));
     let (mut c, _) = Pop::connect(port);
     c.cmd("USER alice");
     assert_eq!(
         c.cmd("PASS secret"),
         ["-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."]
     );
-    assert!(wait_log(&s, "UID 0 not permitted").contains("Mail access for users with UID 0"));
+    assert!(
+        s.wait_log("UID 0 not permitted")
+            .contains("Mail access for users with UID 0")
+    );
 }
 
 /// curl's POP3 client: LIST, RETR, and DELE through a custom request.
@@ -1071,7 +833,7 @@ fn mailbox_locked_too_long() {
     assert_eq!(c.cmd("PASS secret"), ["+OK Logged in."]);
     assert_eq!(c.line(), "-ERR [SYS/TEMP] Timeout while waiting for lock");
     assert!(
-        wait_log(&s, "Couldn't init INBOX").contains(
+        s.wait_log("Couldn't init INBOX").contains(
             "Disconnected: Couldn't init INBOX: Timeout while waiting for lock top=0/0, retr=0/0, del=0/0, size=0"
         )
     );
@@ -1152,7 +914,7 @@ fn pop3_lock_session() {
     assert!(t.elapsed() >= Duration::from_secs(9), "{:?}", t.elapsed());
     assert_eq!(second.line(), "", "connection closed");
     assert!(
-        wait_log(&s, "Couldn't lock").contains(
+        s.wait_log("Couldn't lock").contains(
             "Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0"
         )
     );
@@ -1362,7 +1124,10 @@ fn apop() {
     assert_eq!(c.cmd(&format!("APOP alice {up}")), ["+OK Logged in."]);
     assert_eq!(c.cmd("STAT"), ["+OK 3 189"]);
     assert_eq!(c.cmd("QUIT"), ["+OK Logging out."]);
-    assert!(wait_log(&s, "method=APOP").contains("Login: user=<alice>, method=APOP"));
+    assert!(
+        s.wait_log("method=APOP")
+            .contains("Login: user=<alice>, method=APOP")
+    );
     // A passdb without the plaintext password cannot check APOP.
     let (d2, s2) = new_box(BOX, "auth_mechanisms = plain login apop\n");
     std::fs::write(
@@ -1473,8 +1238,7 @@ fn flag_updates_differential() {
                         std::thread::sleep(Duration::from_millis(500));
                     };
                     if real {
-                        let Some(d) = RealDovecot::start_with(dir.path(), location, &cf_extra)
-                        else {
+                        let Some(d) = real_dovecot_with(dir.path(), location, &cf_extra) else {
                             return;
                         };
                         run(d.port);
@@ -1554,7 +1318,7 @@ fn auth_cache_differential() {
                 };
                 if real {
                     let Some(d) =
-                        RealDovecot::start_with(dir.path(), "mbox:~/mail:INBOX=~/inbox", &cf_extra)
+                        real_dovecot_with(dir.path(), "mbox:~/mail:INBOX=~/inbox", &cf_extra)
                     else {
                         return;
                     };
@@ -1600,7 +1364,7 @@ fn mbox_rewritten_under_a_session() {
     a.cmd("PASS secret");
     assert_eq!(a.cmd("RETR 1")[0], "+OK 57 octets");
     assert_eq!(a.cmd("QUIT"), ["+OK Logging out."]);
-    wait_log(&s, "retr=1/");
+    s.wait_log("retr=1/");
     let text = std::fs::read_to_string(inbox(&s)).expect("inbox");
     assert!(text.contains("Status: RO"), "{text}");
     assert_eq!(
@@ -1632,7 +1396,7 @@ fn logout_format_differential() {
         u=%u %{top_count} %{retr_bytes} %{deleted_count} %{message_bytes} %{input} %Q %% end\n";
     let a = tempfile::tempdir().expect("tempdir");
     setup(a.path(), BOX);
-    let Some(real) = RealDovecot::start_with(a.path(), "mbox:~/mail:INBOX=~/inbox", extra) else {
+    let Some(real) = real_dovecot_with(a.path(), "mbox:~/mail:INBOX=~/inbox", extra) else {
         return;
     };
     uidls(real.port);
@@ -1664,27 +1428,12 @@ fn logout_format_differential() {
     };
     run(real.port);
     let real_log = a.path().join("real-log");
-    let start_wait = Instant::now();
-    let theirs = loop {
-        let log = std::fs::read_to_string(&real_log).unwrap_or_default();
-        let line = last_logout(&log);
-        if line.contains(" -> ") || start_wait.elapsed() > Duration::from_secs(5) {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let theirs = last_logout(&wait_text(&real_log, " -> ", Duration::from_secs(5)));
     drop(real);
     assert!(theirs.contains("UNSUPPORTED_VARIABLE_Q"), "{theirs}");
     let s = start(b.path(), extra);
     run(s.port);
-    let start_wait = Instant::now();
-    let ours = loop {
-        let line = last_logout(&log_of(&s));
-        if line.contains(" -> ") || start_wait.elapsed() > Duration::from_secs(5) {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let ours = last_logout(&wait_text(&s.log, " -> ", Duration::from_secs(5)));
     assert_eq!(ours, theirs);
 }
 
@@ -1697,8 +1446,8 @@ fn unknown_workaround_refused_at_start() {
     let cf = dir.path().join("dovecot.conf");
     let extra = "ssl = no\npop3_client_workarounds = outlook-no-nuls bogus-one\n";
     std::fs::write(&cf, conf(dir.path(), free_port(), extra)).expect("conf");
-    let ours = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-F", "-c"])
+    let ours = Dovecot::command(Which::Postern)
+        .args(["-F", "-c"])
         .arg(&cf)
         .output()
         .expect("postern dovecot");
@@ -1743,7 +1492,7 @@ fn fresh_mbox_metadata_differential() {
     };
     let a = tempfile::tempdir().expect("tempdir");
     setup(a.path(), BOX);
-    let Some(real) = RealDovecot::start(a.path(), "mbox:~/mail:INBOX=~/inbox") else {
+    let Some(real) = real_dovecot(a.path(), "mbox:~/mail:INBOX=~/inbox") else {
         return;
     };
     uidls(real.port);
@@ -1766,7 +1515,7 @@ fn fresh_mbox_metadata_differential() {
         c.cmd("RETR 3");
         c.cmd("QUIT");
     };
-    let Some(real) = RealDovecot::start(a.path(), "mbox:~/mail:INBOX=~/inbox") else {
+    let Some(real) = real_dovecot(a.path(), "mbox:~/mail:INBOX=~/inbox") else {
         return;
     };
     read(real.port);
@@ -1815,27 +1564,9 @@ fn holders(inode: u64) -> Vec<u32> {
 }
 
 /// A field of /proc/PID/status (`Uid`, `Gid`, `Groups`, `PPid`): its first word(s).
-fn proc_status(pid: u32, field: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default()
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if let Ok(p) = e.file_name().to_string_lossy().parse::<u32>()
-            && proc_status(p, "PPid") == pid.to_string()
-        {
-            out.push(p);
-        }
-    }
-    out
+/// The children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    children_of(pid).into_iter().map(|(p, _)| p).collect()
 }
 
 /// Until a client has logged in, its connection is held only by the login process,
@@ -1845,7 +1576,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 #[test]
 fn login_stage_runs_unprivileged() {
     let (dir, s) = new_box(BOX, "");
-    let master = s.child.id();
+    let master = s.child_id().expect("foreground master");
     let (mut c, greeting) = Pop::connect(s.port);
     assert!(greeting.starts_with("+OK"), "{greeting}");
     let cport = c.w.local_addr().expect("addr").port();
@@ -1857,7 +1588,7 @@ fn login_stage_runs_unprivileged() {
         login, master,
         "the master does not hold a client before login"
     );
-    assert_eq!(proc_status(login, "PPid"), master.to_string());
+    assert_eq!(proc_field(login, "PPid"), master.to_string());
     let cmdline = std::fs::read(format!("/proc/{login}/cmdline")).unwrap_or_default();
     assert!(
         cmdline.starts_with(b"dovecot/pop3-login\0"),
@@ -1870,18 +1601,18 @@ fn login_stage_runs_unprivileged() {
             .expect("dovenull exists where Dovecot is installed");
         let (uid, gid) = (u.uid.as_raw().to_string(), u.gid.as_raw().to_string());
         assert_eq!(
-            proc_status(login, "Uid")
+            proc_field(login, "Uid")
                 .split_whitespace()
                 .collect::<Vec<_>>(),
             [uid.as_str(); 4]
         );
         assert_eq!(
-            proc_status(login, "Gid")
+            proc_field(login, "Gid")
                 .split_whitespace()
                 .collect::<Vec<_>>(),
             [gid.as_str(); 4]
         );
-        assert_eq!(proc_status(login, "Groups"), gid);
+        assert_eq!(proc_field(login, "Groups"), gid);
         // Every thread, not only the first.
         for t in std::fs::read_dir(format!("/proc/{login}/task"))
             .expect("tasks")
@@ -1910,14 +1641,12 @@ fn login_stage_runs_unprivileged() {
     assert_eq!(c.cmd("PASS secret"), ["+OK Logged in."]);
     assert_eq!(c.cmd("STAT"), ["+OK 3 189"]);
     // The login process lets go once it has the verdict (just after the reply).
-    let start = Instant::now();
-    while holders(inode) != [master] {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "after login only the master holds it: {:?}",
-            holders(inode)
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    if poll(Duration::from_secs(5), || {
+        (holders(inode) == [master]).then_some(())
+    })
+    .is_none()
+    {
+        panic!("after login only the master holds it: {:?}", holders(inode));
     }
     // Kill the login process: logged-in sessions go on, a new one takes new clients.
     nix::sys::signal::kill(
@@ -1925,7 +1654,7 @@ fn login_stage_runs_unprivileged() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
-    let log = wait_log(&s, "killed with signal 9");
+    let log = s.wait_log("killed with signal 9");
     assert!(
         log.contains(&format!(
             "master: Error: service(pop3-login): child {login} killed with signal 9"
@@ -1933,21 +1662,13 @@ fn login_stage_runs_unprivileged() {
         "{log}"
     );
     assert_eq!(c.cmd("LIST 1"), ["+OK 1 57"]);
-    let start = Instant::now();
-    let fresh = loop {
-        let kids: Vec<u32> = children_of(master)
+    let fresh = wait_for(Duration::from_secs(10), "a new login process", || {
+        let kids: Vec<u32> = children(master)
             .into_iter()
             .filter(|p| *p != login)
             .collect();
-        if kids.len() == 1 {
-            break kids[0];
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no new login process: {kids:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        (kids.len() == 1).then(|| kids[0])
+    });
     let (mut c2, g2) = Pop::connect(s.port);
     assert!(g2.starts_with("+OK"), "{g2}");
     assert_eq!(c2.cmd("USER alice"), ["+OK"]);
@@ -1961,16 +1682,13 @@ fn login_stage_runs_unprivileged() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .expect("hup");
-    let start = Instant::now();
-    while children_of(master).len() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no login process after reload"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "a login process after reload",
+        || children(master).len() >= 2,
+    );
     assert!(
-        children_of(master).contains(&fresh),
+        children(master).contains(&fresh),
         "the old one waits for its client"
     );
     // The old process still serves its client to the end.
@@ -1978,14 +1696,11 @@ fn login_stage_runs_unprivileged() {
     assert_eq!(waiting.cmd("PASS secret"), ["+OK Logged in."]);
     assert_eq!(waiting.cmd("QUIT"), ["+OK Logging out."]);
     drop(waiting);
-    let start = Instant::now();
-    while children_of(master).contains(&fresh) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "old login process stayed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the old login process left",
+        || !children(master).contains(&fresh),
+    );
     assert_eq!(c.cmd("QUIT"), ["+OK Logging out."]);
 }
 
@@ -2008,8 +1723,8 @@ fn missing_login_user_refused_at_start() {
         ),
     )
     .expect("conf");
-    let ours = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dovecot", "-c"])
+    let ours = Dovecot::command(Which::Postern)
+        .args(["-c"])
         .arg(&cf)
         .arg("-F")
         .output()
@@ -2090,7 +1805,7 @@ fn spool_without_dotlock_rights() {
     let (stat, uidl) = session(s.port);
     assert!(stat[0].starts_with("+OK 3 "), "{stat:?}");
     assert_eq!(uidl.len(), 5, "{uidl:?}");
-    let log = wait_log(&s, "Disconnected: Logged out");
+    let log = s.wait_log("Disconnected: Logged out");
     let ours = dotlock_errors(&log);
     let user = nix::unistd::User::from_uid(uid.into())
         .expect("user")
@@ -2120,7 +1835,7 @@ fn spool_without_dotlock_rights() {
 
     // The real Dovecot on the same spool: the same error text, the same answers.
     fill();
-    if let Some(real) = RealDovecot::start_with(
+    if let Some(real) = real_dovecot_with(
         dir.path(),
         &location,
         "ssl = no\ndisable_plaintext_auth = no\n",
@@ -2128,14 +1843,11 @@ fn spool_without_dotlock_rights() {
         let (rstat, ruidl) = session(real.port);
         assert_eq!(rstat, stat);
         assert_eq!(ruidl.len(), uidl.len());
-        let start = Instant::now();
-        let theirs = loop {
-            let l = std::fs::read_to_string(dir.path().join("real-log")).unwrap_or_default();
-            if l.contains("Disconnected: Logged out") || start.elapsed() > Duration::from_secs(5) {
-                break dotlock_errors(&l);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let theirs = dotlock_errors(&wait_text(
+            &dir.path().join("real-log"),
+            "Disconnected: Logged out",
+            Duration::from_secs(5),
+        ));
         assert!(!theirs.is_empty());
         assert!(theirs.iter().all(|l| *l == want), "{theirs:?}\n{want}");
     }
@@ -2149,7 +1861,7 @@ fn spool_without_dotlock_rights() {
     );
     let (stat2, _) = session(s.port);
     assert_eq!(stat2, stat);
-    let log = wait_log(&s, "Disconnected: Logged out");
+    let log = s.wait_log("Disconnected: Logged out");
     assert!(dotlock_errors(&log).is_empty(), "{log}");
     assert!(
         !spool.join(format!("{USER}.lock")).exists(),
@@ -2192,7 +1904,7 @@ fn login_lines(log: &str) -> Vec<String> {
 fn login_disconnect_line_matches_real_dovecot() {
     let dir = tempfile::tempdir().expect("tempdir");
     setup(dir.path(), BOX);
-    let Some(real) = RealDovecot::start(dir.path(), "mbox:~/mail:INBOX=~/inbox") else {
+    let Some(real) = real_dovecot(dir.path(), "mbox:~/mail:INBOX=~/inbox") else {
         return;
     };
     let probe = |port: u16| {
@@ -2202,19 +1914,16 @@ fn login_disconnect_line_matches_real_dovecot() {
     };
     probe(real.port);
     let real_log_path = dir.path().join("real-log");
-    let start_t = Instant::now();
-    while !std::fs::read_to_string(&real_log_path)
-        .unwrap_or_default()
-        .contains("pop3-login: Disconnected")
-        && start_t.elapsed() < Duration::from_secs(5)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_text(
+        &real_log_path,
+        "pop3-login: Disconnected",
+        Duration::from_secs(5),
+    );
     drop(real);
     let theirs = login_lines(&std::fs::read_to_string(&real_log_path).unwrap_or_default());
     let s = start(dir.path(), "ssl = no\ndisable_plaintext_auth = no\n");
     probe(s.port);
-    let ours = login_lines(&wait_log(&s, "pop3-login: Disconnected"));
+    let ours = login_lines(&s.wait_log("pop3-login: Disconnected"));
     assert!(
         theirs
             .iter()

@@ -366,7 +366,7 @@ fn postconf_a_m_l_lists() {
 fn closed_pipe_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let dir = repo_root().join("compat-fixtures/postfix/tutorial-wrapped");
-    let bin = env!("CARGO_BIN_EXE_postern");
+    let bin = BIN;
     let (line, st, err) = head_1(
         std::process::Command::new(bin)
             .arg("postconf")

@@ -6,6 +6,9 @@
 //! changes from run to run, so stderr is compared as a sorted list of lines; stdout, exit
 //! codes and edited files are compared byte for byte.
 
+mod common;
+use common::BIN;
+
 use std::path::{Path, PathBuf};
 
 use postern::cli::postconf_master::{MasterArgs, MasterEdit, MasterMode, run_capture};
@@ -266,7 +269,7 @@ fn binary_postconf_m() {
     let dir = tmp.path();
     std::fs::write(dir.join("main.cf"), b"").expect("main.cf");
     std::fs::write(dir.join("master.cf"), b"smtp inet n - y - - smtpd\n").expect("master.cf");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+    let o = std::process::Command::new(BIN)
         .arg("postconf")
         .arg("-c")
         .arg(dir)

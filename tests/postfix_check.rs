@@ -4,7 +4,7 @@ mod common;
 use common::*;
 
 fn check(dir: &std::path::Path, dovecot: Option<&std::path::Path>) -> (String, i32) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+    let mut cmd = std::process::Command::new(BIN);
     cmd.args(["postfix", "-c"]).arg(dir).arg("check");
     match dovecot {
         Some(d) => cmd.env("POSTERN_DOVECOT_CONFIG", d),
@@ -115,7 +115,7 @@ fn tutorial_fixture_checks_with_the_wrapped_line_warning() {
 #[test]
 fn sandbox_configuration_checks_clean() {
     let d = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+    let out = std::process::Command::new(BIN)
         .args(["sandbox", "--check-only"])
         .arg(d.path())
         .output()
@@ -175,7 +175,7 @@ fn guide_wrapped_line_passes_with_postconfs_warning() {
     let (err, rc) = check(p, None);
     assert_eq!(rc, 0, "{err}");
     assert!(!err.contains("error:"), "{err}");
-    let postconf = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+    let postconf = std::process::Command::new(BIN)
         .args(["postconf", "-c"])
         .arg(p)
         .arg("-n")

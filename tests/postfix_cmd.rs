@@ -6,19 +6,18 @@
 //! must end up running as that user; run as anyone else, everything runs as that user.
 //! The expected texts are what Postfix 3.7.11 printed and logged for the same commands.
 
+mod common;
+use common::{
+    BIN, children_of, free_port, is_root, poll, proc_status, wait_exit, wait_port_closed,
+};
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_postern");
 const TEST_USER: &str = "postern-test";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Create the test mail_owner once (idempotent; `useradd -r`, no home, no shell).
 fn ensure_test_user() {
@@ -34,11 +33,6 @@ fn ensure_test_user() {
             .arg(TEST_USER)
             .status();
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
 }
 
 struct Instance {
@@ -160,14 +154,13 @@ impl Instance {
     }
 
     fn wait_line(&self, ident: &str, text: &str) {
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if self.has_line(ident, text) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if poll(Duration::from_secs(10), || {
+            self.has_line(ident, text).then_some(())
+        })
+        .is_none()
+        {
+            panic!("no log line {ident}: {text}\n{}", self.log());
         }
-        panic!("no log line {ident}: {text}\n{}", self.log());
     }
 
     fn connect(&self) -> std::io::Result<TcpStream> {
@@ -178,14 +171,9 @@ impl Instance {
     }
 
     fn wait_listening(&self) {
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if self.connect().is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if poll(Duration::from_secs(10), || self.connect().ok()).is_none() {
+            panic!("port {} never listened\n{}", self.port, self.log());
         }
-        panic!("port {} never listened\n{}", self.port, self.log());
     }
 }
 
@@ -203,17 +191,6 @@ fn whoami() -> String {
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a PID this test started.
     unsafe { libc::kill(pid as libc::pid_t, sig) };
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 /// The pid file after the master exits: removed, or (root-started master that dropped to
@@ -449,43 +426,6 @@ fn two_masters_on_one_config_are_refused() {
     assert!(other.connect().is_err());
 }
 
-/// `/proc/PID/status` fields as lists of words.
-fn proc_status(pid: u32) -> std::collections::HashMap<String, Vec<String>> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                v.split_whitespace().map(str::to_string).collect(),
-            )
-        })
-        .collect()
-}
-
-/// The children of `pid` with their command lines.
-fn children_of(pid: u32) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(st) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let ppid = st
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|x| x.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            out.push((p, String::from_utf8_lossy(&cmd).replace('\0', " ")));
-        }
-    }
-    out
-}
-
 #[test]
 fn master_stays_root_and_smtpd_runs_as_mail_owner_when_started_as_root() {
     if !is_root() {
@@ -717,10 +657,7 @@ fn init_script_after_a_killed_master_and_on_a_failed_start() {
     assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", inst.log());
     let pid = inst.pid().expect("pid");
     signal(pid, libc::SIGKILL);
-    let until = Instant::now() + Duration::from_secs(10);
-    while inst.connect().is_ok() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_port_closed(inst.port, Duration::from_secs(10));
     // The stale master.pid: LSB "dead but pid file exists", and start works again.
     let out = init_script(&inst, "status");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -746,7 +683,8 @@ fn init_script_after_a_killed_master_and_on_a_failed_start() {
         err.contains("postfix/postfix-script: fatal: mail system startup failed"),
         "{err}"
     );
-    assert!(inst.has_line("postfix/master", &format!("fatal: {want}")));
+    // The log file gets the line after the terminal does.
+    inst.wait_line("postfix/master", &format!("fatal: {want}"));
     drop(squatter);
     let st = inst.run(&["status"]);
     assert_eq!(st.status.code(), Some(1), "no master left behind");

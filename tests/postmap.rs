@@ -3,6 +3,9 @@
 //! names `postmap` and `postalias` (it dispatches on `argv[0]`), each run in its own temp
 //! dir, and every recorded stdout, stderr and exit code is compared byte for byte.
 
+mod common;
+use common::BIN;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,7 +18,7 @@ fn run_ours() -> tempfile::TempDir {
     let bin = tmp.path().join("bin");
     std::fs::create_dir(&bin).expect("bin dir");
     for name in ["postmap", "postalias"] {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_postern"), bin.join(name)).expect("link");
+        std::os::unix::fs::symlink(BIN, bin.join(name)).expect("link");
     }
     let out = tmp.path().join("out");
     let path = format!(
@@ -88,7 +91,7 @@ fn hash_builds_postern_index_not_db() {
     let table = tmp.path().join("access");
     std::fs::write(&table, "Example.COM REJECT\n1.2.3 OK\n").expect("table");
     let pm = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_postern"))
+        Command::new(BIN)
             .arg("postmap")
             .arg("-c")
             .arg(&cf)
@@ -168,7 +171,7 @@ fn index_mode_and_owner_as_postfix() {
                 cf.display(),
                 src.display()
             ))
-            .arg(env!("CARGO_BIN_EXE_postern"))
+            .arg(BIN)
             .output()
             .unwrap();
         assert!(out.status.success(), "{line}: {out:?}");
@@ -199,7 +202,7 @@ fn index_mode_and_owner_as_postfix() {
     std::fs::write(&src, "a OK\n").unwrap();
     std::os::unix::fs::chown(&src, Some(nuid), Some(ngid)).unwrap();
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_postern"))
+        Command::new(BIN)
             .args(["postmap", "-c"])
             .arg(&cf)
             .arg(format!("lmdb:{}", src.display()))

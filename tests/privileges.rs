@@ -28,36 +28,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
 fn have_real_postfix() -> bool {
     Path::new("/usr/sbin/postfix").exists() && Path::new("/usr/lib/postfix/sbin/master").exists()
 }
 
 // ---------------------------------------------------------------------------------------
 // /proc
-
-/// `/proc/PID/status` fields as lists of words.
-fn proc_status(pid: u32) -> BTreeMap<String, Vec<String>> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                v.split_whitespace().map(str::to_string).collect(),
-            )
-        })
-        .collect()
-}
-
-fn cmdline(pid: u32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
-}
 
 /// The inode of the TCP socket from `local` port to `remote` port (IPv4 loopback).
 fn tcp_inode(local: u16, remote: u16) -> Option<String> {
@@ -97,38 +73,18 @@ fn holders(inode: &str) -> Vec<u32> {
 /// The one process holding the TCP connection `local` → `remote`, waiting up to 10 s for
 /// it to appear.
 fn holder_of(local: u16, remote: u16) -> u32 {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(inode) = tcp_inode(local, remote) {
-            let h = holders(&inode);
-            if h.len() == 1 {
-                return h[0];
-            }
+    wait_for(
+        Duration::from_secs(10),
+        format_args!("a process holds the connection {local}->{remote}"),
+        || {
+            let h = holders(&tcp_inode(local, remote)?);
             assert!(
                 h.len() < 2,
                 "several processes hold {local}->{remote}: {h:?}"
             );
-        }
-        assert!(
-            Instant::now() < until,
-            "no process holds the connection {local}->{remote}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Children of `pid` with their command lines.
-fn children_of(pid: u32) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if proc_status(p).get("PPid").and_then(|v| v.first()) == Some(&pid.to_string()) {
-            out.push((p, cmdline(p)));
-        }
-    }
-    out
+            h.first().copied()
+        },
+    )
 }
 
 /// The uid, gid and groups `name` has once it became itself with initgroups(3) (as a
@@ -284,14 +240,11 @@ type Fields = BTreeMap<String, Vec<String>>;
 
 /// What a recording showed: (own fields, the delivering process's fields, its command).
 fn read_record(path: &Path) -> (Fields, Fields, String) {
-    let until = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        if let Ok(t) = std::fs::read_to_string(path) {
-            break t;
-        }
-        assert!(Instant::now() < until, "{} was not written", path.display());
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    let text = wait_for(
+        Duration::from_secs(20),
+        format_args!("{} written", path.display()),
+        || std::fs::read_to_string(path).ok(),
+    );
     let mut own = BTreeMap::new();
     let mut agent = BTreeMap::new();
     let mut agent_cmd = String::new();
@@ -349,14 +302,6 @@ fn assert_owner(path: &Path, user: &str, mode: u32) {
         "{} owner/mode",
         path.display()
     );
-}
-
-fn wait_file(p: &Path) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !p.exists() {
-        assert!(Instant::now() < until, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 #[test]
@@ -526,14 +471,13 @@ fn every_process_and_every_mailbox_write_has_postfix_s_owner() {
     assert_owner(&files.join("pfile.mbox"), "nobody", 0o600);
     let md = vmail.join("pc/new");
     wait_file(&md);
-    let until = Instant::now() + Duration::from_secs(20);
-    let msg = loop {
-        if let Some(e) = std::fs::read_dir(&md).unwrap().flatten().next() {
-            break e.path();
-        }
-        assert!(Instant::now() < until, "no virtual delivery");
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    let msg = wait_for(Duration::from_secs(20), "a virtual delivery", || {
+        std::fs::read_dir(&md)
+            .unwrap()
+            .flatten()
+            .next()
+            .map(|e| e.path())
+    });
     assert_owner(&msg, "postern-pc", 0o600);
     assert_owner(&vmail.join("pc"), "postern-pc", 0o700);
     let log = d.wait_log("to=<pc@v.example.test>");
@@ -698,7 +642,7 @@ impl Sys {
             master.push_str("qmgr unix n - n 300 1 qmgr\n");
             // An installed postdrop: a set-group-ID copy of the binary.
             let pd = root.join("bin/postdrop");
-            std::fs::copy(env!("CARGO_BIN_EXE_postern"), &pd).unwrap();
+            std::fs::copy(BIN, &pd).unwrap();
             let g = nix::unistd::Group::from_name("postdrop").unwrap().unwrap();
             nix::unistd::chown(&pd, Some(nix::unistd::Uid::from_raw(0)), Some(g.gid)).unwrap();
             std::fs::set_permissions(&pd, std::fs::Permissions::from_mode(0o2755)).unwrap();
@@ -742,14 +686,7 @@ impl Sys {
     }
 
     fn wait_log(&self, needle: &str) -> String {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let l = self.log();
-            if l.contains(needle) || Instant::now() > until {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_text(&self.root.join("maillog"), needle, Duration::from_secs(30))
     }
 
     /// A Postfix command (`postfix`, `postsuper`, `sendmail`) of this mail system, as root
@@ -768,7 +705,7 @@ impl Sys {
             c.env("MAIL_CONFIG", &self.etc);
             c
         } else {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
+            let mut c = Command::new(BIN);
             c.arg(name).args(args);
             if let Some(u) = user {
                 let u = nix::unistd::User::from_name(u).unwrap().unwrap();
@@ -801,10 +738,12 @@ impl Sys {
         let out = self.postfix("start");
         assert!(out.status.success(), "{out:?}\n{}", self.log());
         // Listening once start returns.
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "not listening:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
+        if poll(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
+        })
+        .is_none()
+        {
+            panic!("not listening:\n{}", self.log());
         }
     }
 
@@ -812,12 +751,7 @@ impl Sys {
         let out = self.postfix("stop");
         assert!(out.status.success(), "{out:?}\n{}", self.log());
         // The real master's children go away with it; wait for the port to close.
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            && Instant::now() < until
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_port_closed(self.port, Duration::from_secs(10));
     }
 
     /// Queue files in `queue` (hash directories included).
@@ -833,28 +767,25 @@ impl Sys {
     /// Wait until deferred/ and hold/ hold `deferred` and `hold` files and nothing is in
     /// flight (incoming, active, maildrop empty).
     fn settle(&self, deferred: usize, hold: usize) {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let now = (
+        let mut now = (0, 0, 0);
+        let settled = poll(Duration::from_secs(60), || {
+            now = (
                 self.count("deferred"),
                 self.count("hold"),
                 self.count("incoming") + self.count("active") + self.count("maildrop"),
             );
-            if now == (deferred, hold, 0) {
-                // Defer logs are written before the move to deferred/; give the writers
-                // a moment past the last move.
-                std::thread::sleep(Duration::from_millis(300));
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "queue did not settle ({} real={}): {now:?}\n{}",
-                self.root.display(),
-                self.real,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            (now == (deferred, hold, 0)).then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "queue did not settle ({} real={}): {now:?}\n{}",
+            self.root.display(),
+            self.real,
+            self.log()
+        );
+        // Defer logs are written before the move to deferred/; give the writers a moment
+        // past the last move.
+        std::thread::sleep(Duration::from_millis(300));
     }
 
     /// The queue tree as `(owner:group mode type path)` lines with queue IDs and hash
@@ -1205,10 +1136,7 @@ fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
     // The delivery agent's `status=deferred` comes before the queue manager moves the file
     // from active/ to deferred/ (as in Postfix): wait for the move.
     let deferred = spool.join("deferred").join(&id[..1]).join(&id);
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !deferred.exists() && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let _ = poll(Duration::from_secs(30), || deferred.exists().then_some(()));
     let queued = std::fs::read(&deferred).unwrap();
     std::fs::write(etc.join("transport"), "").unwrap();
     assert!(d.admin("postmap transport").status.success());

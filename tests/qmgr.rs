@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 
-use std::path::Path;
 use std::time::Duration;
 
 const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n";
@@ -18,23 +17,6 @@ fn main_cf(extra: &str) -> String {
          local_recipient_maps =\nalias_maps =\n\
          mail_spool_directory = $queue_directory/../mail\n{extra}"
     )
-}
-
-fn wait_for(p: &Path, needle: &str) -> String {
-    for _ in 0..600 {
-        if let Ok(b) = std::fs::read(p) {
-            let s = String::from_utf8_lossy(&b).into_owned();
-            if s.contains(needle) {
-                return s;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{} did not get {needle:?}: {}",
-        p.display(),
-        String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default())
-    );
 }
 
 #[test]
@@ -59,7 +41,7 @@ fn delay_warning_is_sent_once_with_the_delay_template() {
     );
     let log = inst.wait_log(&format!("{id}: sender delay notification: "));
     let mbox = inst.dir.path().join("mail/postern-qa");
-    let text = wait_for(&mbox, "Will-Retry-Until: ");
+    let text = wait_for_text(&mbox, "Will-Retry-Until: ", Duration::from_secs(30));
     assert!(text.starts_with("From MAILER-DAEMON  "), "{text}");
     for want in [
         "\nSubject: Delayed Mail (still being retried)\nTo: postern-qa@mail.example.test\nAuto-Submitted: auto-replied\n",
@@ -81,9 +63,11 @@ fn delay_warning_is_sent_once_with_the_delay_template() {
     // Headers only: the body of the delayed message is not returned.
     assert!(!text.contains("\nbody\n"), "{text}");
     // Later attempts (every second) do not warn again.
-    let _ = inst.wait_log(&format!("{id}: to=<far@remote.example>"));
-    std::thread::sleep(Duration::from_secs(3));
-    let log2 = inst.log();
+    let attempt = format!("{id}: to=<far@remote.example>");
+    let log2 = poll(Duration::from_secs(30), || {
+        Some(inst.log()).filter(|l| l.matches(&attempt).count() >= 2)
+    })
+    .unwrap_or_else(|| inst.log());
     assert!(
         log2.matches(&format!("{id}: to=<far@remote.example>"))
             .count()
@@ -147,7 +131,11 @@ fn failed_bounce_goes_to_postmaster_with_notify_classes_bounce() {
         log.contains(&format!("{id}: removed"))
             || inst.wait_log(&format!("{id}: removed")).contains("removed")
     );
-    let text = wait_for(&inst.dir.path().join("mail/postern-qb"), "Diagnostic-Code:");
+    let text = wait_for_text(
+        &inst.dir.path().join("mail/postern-qb"),
+        "Diagnostic-Code:",
+        Duration::from_secs(30),
+    );
     assert!(
         text.starts_with("From double-bounce@mail.example.test  "),
         "{text}"
@@ -188,7 +176,7 @@ fn sendmail_from_a_non_root_user_goes_through_setgid_postdrop() {
             let bin = d.join("bin");
             std::fs::create_dir_all(&bin).unwrap();
             let pd = bin.join("postdrop");
-            std::fs::copy(env!("CARGO_BIN_EXE_postern"), &pd).unwrap();
+            std::fs::copy(BIN, &pd).unwrap();
         },
     );
     // After the instance's own chown of its tree (which would clear the set-group-ID bit).
@@ -210,7 +198,7 @@ fn sendmail_from_a_non_root_user_goes_through_setgid_postdrop() {
     inst.kill9();
     let run_as_user = |args: &[&str], input: &[u8]| {
         use std::io::Write;
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        let mut c = std::process::Command::new(BIN)
             .args(args)
             .become_user(user.uid.as_raw(), user.gid.as_raw())
             .stdin(std::process::Stdio::piped())
@@ -276,7 +264,11 @@ fn sendmail_from_a_non_root_user_goes_through_setgid_postdrop() {
     inst.spawn();
     let log = inst.wait_log(&format!("uid={}", user.uid.as_raw()));
     assert!(log.contains("postfix/pickup["), "{log}");
-    let text = wait_for(&inst.dir.path().join("mail/postern-qa"), "after dot");
+    let text = wait_for_text(
+        &inst.dir.path().join("mail/postern-qa"),
+        "after dot",
+        Duration::from_secs(30),
+    );
     assert!(
         text.contains(&format!(
             "\nReceived: by mail.example.test (Postfix, from userid {})\n",
@@ -328,7 +320,7 @@ fn sendmail_queue_files_carry_the_delay_warning_record() {
         .as_secs();
     let out = {
         use std::io::Write;
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        let mut c = std::process::Command::new(BIN)
             .args(["sendmail", "-C", &conf, "-t", "-i"])
             .stdin(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n\
                     smtp      unix  -       -       n       -       -       smtp\n";
@@ -37,15 +37,7 @@ fn start(extra: &str) -> Instance {
 
 /// Poll the log until `pred` holds (`secs` seconds), then return it.
 fn wait_until(inst: &Instance, secs: u64, pred: impl Fn(&str) -> bool) -> String {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        let l = inst.log();
-        if pred(&l) {
-            return l;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    inst.log()
+    inst.wait_log_until(Duration::from_secs(secs), pred)
 }
 
 /// Several messages in one SMTP session; their queue IDs.
@@ -580,7 +572,7 @@ fn crash_replay_with_five_kills_loses_nothing() {
         .arg(repo_root().join("scripts/crash-replay"))
         .args(["--kills", "5", "--drain-timeout", "120", "--json"])
         .arg(&json)
-        .env("POSTERN", env!("CARGO_BIN_EXE_postern"))
+        .env("POSTERN", BIN)
         .output()
         .expect("run crash-replay");
     let text = std::fs::read_to_string(&json).unwrap_or_default();

@@ -12,23 +12,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_postern");
+mod common;
+use common::*;
+
 /// The unprivileged user of the non-root runs when the tests run as root.
 const TEST_USER: &str = "postern-sbtest";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 /// Who runs the sandbox and the pasted commands.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -103,6 +93,8 @@ struct Sandbox {
     dir: PathBuf,
     out: Arc<Mutex<Vec<String>>>,
     err: Arc<Mutex<String>>,
+    /// The threads reading standard output and error.
+    readers: Vec<std::thread::JoinHandle<()>>,
     _tmp: tempfile::TempDir,
 }
 
@@ -136,7 +128,7 @@ impl Sandbox {
         let out = Arc::new(Mutex::new(Vec::new()));
         let o2 = out.clone();
         let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for l in BufReader::new(stdout).lines().map_while(Result::ok) {
                 o2.lock().expect("lock").push(l);
             }
@@ -144,7 +136,7 @@ impl Sandbox {
         let err = Arc::new(Mutex::new(String::new()));
         let e2 = err.clone();
         let mut stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
             e2.lock().expect("lock").push_str(&s);
@@ -154,6 +146,7 @@ impl Sandbox {
             dir,
             out,
             err,
+            readers: vec![out_reader, err_reader],
             _tmp: tmp,
         }
     }
@@ -166,29 +159,33 @@ impl Sandbox {
         self.err.lock().expect("lock").clone()
     }
 
+    /// Once the sandbox has exited: until the reader threads have read all its output
+    /// (up to 5 s: a process it left behind may hold the pipes open).
+    fn drain(&self) {
+        let _ = poll(Duration::from_secs(5), || {
+            self.readers.iter().all(|h| h.is_finished()).then_some(())
+        });
+    }
+
     /// Wait until a line satisfies `f`; returns it.
     fn wait_line(&mut self, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let t = Instant::now();
-        loop {
+        let found = poll(Duration::from_secs(90), || {
             if let Some(l) = self.out.lock().expect("lock").iter().find(|l| f(l)) {
-                return l.clone();
+                return Some(Ok(l.clone()));
             }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                // Let the reader threads finish.
-                std::thread::sleep(Duration::from_millis(200));
+            self.child.try_wait().ok().flatten().map(Err)
+        });
+        match found {
+            Some(Ok(line)) => line,
+            Some(Err(st)) => {
+                self.drain();
                 panic!(
                     "the sandbox ended ({st}) before {what}:\n{}\nstderr:\n{}",
                     self.text(),
                     self.stderr()
                 );
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "no {what} in:\n{}\nstderr:\n{}",
-                self.text(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            None => panic!("no {what} in:\n{}\nstderr:\n{}", self.text(), self.stderr()),
         }
     }
 
@@ -203,19 +200,11 @@ impl Sandbox {
     }
 
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let t = Instant::now();
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                return st;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "the sandbox did not end:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let Some(st) = wait_exit(&mut self.child, Duration::from_secs(60)) else {
+            panic!("the sandbox did not end:\n{}", self.text());
+        };
+        self.drain();
+        st
     }
 }
 
@@ -227,13 +216,7 @@ impl Drop for Sandbox {
                 nix::unistd::Pid::from_raw(self.child.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(30) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let _ = wait_exit(&mut self.child, Duration::from_secs(30));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -535,17 +518,8 @@ fn sandbox_closed_pipe() {
             }
         }
         drop(stdout); // the reader goes away, as head(1) does
-        let t = Instant::now();
-        let st = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "the sandbox did not notice the closed pipe"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let st = wait_exit(&mut child, Duration::from_secs(60))
+            .expect("the sandbox notices the closed pipe");
         let mut err = String::new();
         let _ = child
             .stderr

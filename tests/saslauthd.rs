@@ -7,22 +7,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_postern");
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+mod common;
+use common::*;
 
 /// Test users, removed on drop.
 struct Users(Vec<String>);
@@ -58,68 +47,14 @@ impl Drop for Users {
     }
 }
 
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn mux(&self) -> PathBuf {
-        self.dir.join("mux")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGTERM first: the real saslauthd's master then ends its forked workers too.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(path: &Path) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start(program: &str, pre: &[&str], dir: &Path, stderr: Stdio) -> Daemon {
+fn start(program: &str, pre: &[&str], dir: &Path, stderr: Stdio) -> Saslauthd {
     start_mech(program, pre, "shadow", dir, stderr)
 }
 
-fn start_mech(program: &str, pre: &[&str], mech: &str, dir: &Path, stderr: Stdio) -> Daemon {
-    use std::os::unix::process::CommandExt;
-    // Its own process group: the real saslauthd's master signals its whole group on exit.
-    let child = Command::new(program)
-        .process_group(0)
-        .args(pre)
-        .args(["-a", mech, "-d", "-n", "4", "-m"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn saslauthd");
-    let d = Daemon {
-        child,
-        dir: dir.to_path_buf(),
-    };
-    wait_for(&d.mux());
-    d
+fn start_mech(program: &str, pre: &[&str], mech: &str, dir: &Path, stderr: Stdio) -> Saslauthd {
+    let mut command = vec![program];
+    command.extend_from_slice(pre);
+    Saslauthd::start(&command, mech, 4, dir, stderr)
 }
 
 fn postern_test(args: &[&str]) -> Output {
@@ -441,23 +376,15 @@ fn saslauthd_daemon_mode_pid_file_and_cleanup() {
         .expect("spawn");
     assert!(st.success(), "the parent returns once detached");
     let pid_file = dir.join("saslauthd.pid");
-    wait_for(&pid_file);
-    wait_for(&dir.join("mux"));
-    let t = Instant::now();
-    let pid: i32 = loop {
-        if let Ok(p) = std::fs::read_to_string(&pid_file)
+    wait_file(&pid_file);
+    wait_file(&dir.join("mux"));
+    let pid: i32 = wait_for(Duration::from_secs(5), "pid file filled", || {
+        std::fs::read_to_string(&pid_file)
             .unwrap_or_default()
             .trim()
             .parse()
-        {
-            break p;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "pid file never filled"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+            .ok()
+    });
     let meta = std::fs::metadata(&pid_file).expect("stat");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let out = postern_test(&[
@@ -474,14 +401,11 @@ fn saslauthd_daemon_mode_pid_file_and_cleanup() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("kill");
-    let t = Instant::now();
-    while dir.join("mux").exists() || pid_file.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "socket and pid file removed on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "socket and pid file removed on SIGTERM",
+        || !dir.join("mux").exists() && !pid_file.exists(),
+    );
 }
 
 /// Options and start-up errors: the same stderr (pids and program name aside) and exit
@@ -623,15 +547,11 @@ fn saslauthd_second_start_and_stale_pid_file() {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let t = Instant::now();
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z")
-        {
-            assert!(t.elapsed() < Duration::from_secs(10), "{pid} did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(10),
+            format_args!("{pid} stopped"),
+            || !alive(pid),
+        );
     };
     let refused = |o: &Output| {
         let e = String::from_utf8_lossy(&o.stderr);
@@ -678,11 +598,9 @@ fn saslauthd_second_start_and_stale_pid_file() {
         stop(pid);
         let real = start("/usr/sbin/saslauthd");
         assert!(real.status.success());
-        let t = Instant::now();
-        while pid_of() == 0 || pid_of() == pid {
-            assert!(t.elapsed() < Duration::from_secs(10), "no real pid file");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Duration::from_secs(10), "the real pid file", || {
+            pid_of() != 0 && pid_of() != pid
+        });
         let real_pid = pid_of();
         refused(&start(BIN));
         stop(real_pid);
@@ -700,26 +618,18 @@ fn saslauthd_second_start_and_stale_pid_file() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
-    let t = Instant::now();
-    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.contains(") Z"))
-        .unwrap_or(true)
-    {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        format_args!("{pid} killed"),
+        || !alive(pid),
+    );
     assert!(dir.join("saslauthd.pid").exists());
     // The leader shows Z while the killed process's other threads may still be exiting
     // with the pid file (and its lock) open: wait until the lock is gone, as a new start
     // needs, and not only the leader.
-    let t = Instant::now();
-    while pid_file_locked(&dir.join("saslauthd.pid")) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "pid file still locked"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), "pid file unlocked", || {
+        !pid_file_locked(&dir.join("saslauthd.pid"))
+    });
     let o = start(BIN);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let new_pid = pid_of();
@@ -822,74 +732,34 @@ fn saslauthd_pam_backend() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// A private instance of the real Dovecot (Debian dovecot-imapd) serving IMAP on a test
 /// port, stopped on drop.
-struct RealImap {
-    conf: PathBuf,
-    port: u16,
-    log: PathBuf,
-}
-
-impl RealImap {
-    fn start(dir: &Path, passwd: &str) -> RealImap {
-        let port = free_port();
-        let d = dir.display();
-        std::fs::write(dir.join("passwd"), passwd).expect("passwd");
-        std::fs::create_dir_all(dir.join("home")).expect("home");
-        let nobody = nix::unistd::User::from_name("nobody")
-            .ok()
-            .flatten()
-            .expect("nobody");
-        let _ = nix::unistd::chown(&dir.join("home"), Some(nobody.uid), Some(nobody.gid));
-        let conf = dir.join("dovecot.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "protocols = imap\nbase_dir = {d}/base\nstate_dir = {d}/state\nlisten = 127.0.0.1\n\
-                 log_path = {d}/dovecot.log\nssl = no\ndisable_plaintext_auth = no\n\
-                 auth_failure_delay = 0\nlogin_trusted_networks = 127.0.0.0/8\nmail_location = mbox:~/mail:INBOX=~/inbox\n\
-                 passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
-                 userdb {{\n  driver = static\n  args = uid={} gid={} home={d}/home/%u\n}}\n\
-                 service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
-                 inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
-                nobody.uid, nobody.gid
-            ),
-        )
-        .expect("conf");
-        let st = Command::new("/usr/sbin/dovecot")
-            .arg("-c")
-            .arg(&conf)
-            .status()
-            .expect("dovecot");
-        assert!(st.success(), "the real dovecot starts");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "imap never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        RealImap {
-            conf,
-            port,
-            log: dir.join("dovecot.log"),
-        }
-    }
-}
-
-impl Drop for RealImap {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/sbin/dovecot")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .status();
-    }
+fn real_imap(dir: &Path, passwd: &str) -> Dovecot {
+    let port = free_port();
+    let d = dir.display();
+    std::fs::write(dir.join("passwd"), passwd).expect("passwd");
+    std::fs::create_dir_all(dir.join("home")).expect("home");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("nobody");
+    let _ = nix::unistd::chown(&dir.join("home"), Some(nobody.uid), Some(nobody.gid));
+    let conf = dir.join("dovecot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "protocols = imap\nbase_dir = {d}/base\nstate_dir = {d}/state\nlisten = 127.0.0.1\n\
+             log_path = {d}/dovecot.log\nssl = no\ndisable_plaintext_auth = no\n\
+             auth_failure_delay = 0\nlogin_trusted_networks = 127.0.0.0/8\nmail_location = mbox:~/mail:INBOX=~/inbox\n\
+             passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+             userdb {{\n  driver = static\n  args = uid={} gid={} home={d}/home/%u\n}}\n\
+             service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
+             inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+            nobody.uid, nobody.gid
+        ),
+    )
+    .expect("conf");
+    Dovecot::start(Which::Real, &conf, port, &dir.join("dovecot.log"))
 }
 
 /// The reply text of one raw request (waiting as long as the mechanism may: 30 s per
@@ -919,7 +789,7 @@ fn saslauthd_rimap_against_real_dovecot_imap() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let imap = RealImap::start(
+    let imap = real_imap(
         tmp.path(),
         "alice:{PLAIN}secret::::::\nbob:{PLAIN}pa\"ss\\word::::::\n",
     );

@@ -525,32 +525,10 @@ fn access_maps_of_each_type() {
     c.cmd("QUIT");
 }
 
-fn make_cert(dir: &std::path::Path) -> (String, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["master.planetnet.net".to_string()]).unwrap();
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    (cert.display().to_string(), key.display().to_string())
-}
-
-fn python(script: &str) -> (String, String, i32) {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("python3");
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
 #[test]
 fn starttls_with_smtplib_and_encrypt_level() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(tmp.path());
+    let (cert, key) = make_cert(tmp.path(), "master.planetnet.net");
     if nix::unistd::Uid::effective().is_root() {
         let _ = std::process::Command::new("chmod")
             .args(["-R", "755", tmp.path().to_str().unwrap()])
@@ -598,7 +576,7 @@ print('sent')
 #[test]
 fn encrypt_level_requires_starttls() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(tmp.path());
+    let (cert, key) = make_cert(tmp.path(), "master.planetnet.net");
     if nix::unistd::Uid::effective().is_root() {
         let _ = std::process::Command::new("chmod")
             .args(["-R", "755", tmp.path().to_str().unwrap()])
@@ -617,12 +595,7 @@ fn encrypt_level_requires_starttls() {
             "127.0.0.1:{port2} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt -o smtpd_tls_auth_only=yes\n"
         ),
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(30));
-    }
+    wait_port(port2);
     let mut c = Smtp::connect(port2);
     c.line();
     let ehlo = c.cmd("EHLO c");

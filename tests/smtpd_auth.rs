@@ -5,46 +5,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// A saslauthd (real or Postern's) in its own process group on `dir/mux`; killed on drop.
-struct Saslauthd(std::process::Child);
-
-impl Saslauthd {
-    fn start(program: &[&str], dir: &Path) -> Saslauthd {
-        use std::os::unix::process::CommandExt;
-        let child = Command::new(program[0])
-            .args(&program[1..])
-            .process_group(0)
-            .args(["-a", "shadow", "-d", "-n", "2", "-m"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start saslauthd");
-        for _ in 0..200 {
-            if dir.join("mux").exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        Saslauthd(child)
-    }
-}
-
-impl Drop for Saslauthd {
-    fn drop(&mut self) {
-        stop_group(&mut self.0);
-    }
-}
+use std::process::Command;
 
 fn main_cf(mux: &Path, extra: &str) -> String {
     format!(
@@ -96,7 +57,7 @@ fn run_against(saslauthd: &[&str], user: &str) {
     let _ = Command::new("chmod")
         .args(["755", sock.path().to_str().unwrap()])
         .status();
-    let _d = Saslauthd::start(saslauthd, sock.path());
+    let _d = Saslauthd::shadow(saslauthd, sock.path());
     let mux = sock.path().join("mux");
     let inst = Instance::start_with(&main_cf(&mux, ""), "", |d| write_sasl(d, &mux));
     for mech in ["PLAIN", "LOGIN"] {
@@ -144,7 +105,7 @@ fn smtpd_against_posterns_saslauthd() {
         eprintln!("skipped: needs root to create a system user");
         return;
     };
-    run_against(&[env!("CARGO_BIN_EXE_postern"), "saslauthd"], &u.0);
+    run_against(&[BIN, "saslauthd"], &u.0);
 }
 
 #[test]
@@ -232,69 +193,27 @@ fn sasl_lines(log: &str) -> Vec<String> {
 /// The real Postfix 3.7 with Debian's libsasl2 on the same SASL config: its replies and
 /// SASL lines (Debian's Postfix reads `$config_directory/sasl/smtpd.conf`).
 fn real_postfix_sasl(dir: &Path, mux: &Path, tries: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
-    let port = free_port();
-    let (conf, queue, data) = (dir.join("conf"), dir.join("queue"), dir.join("data"));
-    for d in [&conf, &queue, &data] {
-        std::fs::create_dir_all(d).expect("mkdir");
-    }
-    let _ = Command::new("chown").arg("postfix").arg(&data).status();
-    write_sasl(&conf, mux);
-    std::fs::write(
-        conf.join("main.cf"),
-        format!(
-            "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\n\
-             inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = mail.example.com\n\
-             maillog_file_prefixes = {t}\nmaillog_file = {t}/maillog\nalias_maps =\nlocal_recipient_maps =\n\
-             smtpd_sasl_auth_enable = yes\nsmtpd_tls_security_level = none\n\
-             smtpd_relay_restrictions = permit_sasl_authenticated, reject\n",
-            q = queue.display(),
-            d = data.display(),
-            t = dir.display()
-        ),
-    )
-    .expect("main.cf");
-    std::fs::write(
-        conf.join("master.cf"),
-        format!(
-            "127.0.0.1:{port} inet n - n - - smtpd\npostlog unix-dgram n - n - 1 postlogd\n\
-             proxymap unix - - n - - proxymap\nanvil unix - - n - 1 anvil\n"
-        ),
-    )
-    .expect("master.cf");
-    let mut child = Command::new("postfix")
-        .arg("-c")
-        .arg(&conf)
-        .arg("start-fg")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("postfix");
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(20),
-            "postfix did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let pf = RealPostfix::start_fg(
+        dir,
+        "myhostname = mail.example.com\nalias_maps =\nlocal_recipient_maps =\n\
+         smtpd_sasl_auth_enable = yes\nsmtpd_tls_security_level = none\n\
+         smtpd_relay_restrictions = permit_sasl_authenticated, reject\n",
+        |conf| write_sasl(conf, mux),
+    );
     let replies = tries
         .iter()
         .map(|(mech, user)| {
-            swaks(port, mech, user, "x")
+            swaks(pf.port, mech, user, "x")
                 .lines()
                 .find(|l| l.starts_with("<** "))
                 .unwrap_or_default()
                 .to_string()
         })
         .collect();
-    let _ = Command::new("postfix")
-        .arg("-c")
-        .arg(&conf)
-        .arg("stop")
-        .output();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
+    // Stopped, so that the log is whole.
+    let log_path = pf.log.clone();
+    drop(pf);
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
     (replies, sasl_lines(&log))
 }
 
@@ -311,7 +230,7 @@ fn saslauthd_out_of_reach_is_logged() {
     let sock = tempfile::tempdir().unwrap();
     let locked = sock.path().join("locked");
     std::fs::create_dir(&locked).unwrap();
-    let _d = Saslauthd::start(&[env!("CARGO_BIN_EXE_postern"), "saslauthd"], &locked);
+    let _d = Saslauthd::shadow(&[BIN, "saslauthd"], &locked);
     // As Debian's: root-owned, 0710, and the mail owner not in the group.
     std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o710)).unwrap();
     let _ = Command::new("chmod")

@@ -30,9 +30,7 @@
 //! says it is skipped and passes. The host must be left as it was (checked here too).
 
 mod common;
-use common::replay::{
-    host_problems, host_snapshot, is_root, run_replay, run_replay_with, transcript_problems,
-};
+use common::replay::assert_replay;
 
 use std::time::Duration;
 
@@ -128,34 +126,16 @@ const HOST_PATHS: &[&str] = &[
     "/usr/sbin/sendmail.postfix",
 ];
 
-/// The queue directories whose entries must not change on the host.
-const HOST_DIRS: &[&str] = &[
-    "/var/spool/postfix/maildrop",
-    "/var/spool/postfix/incoming",
-    "/var/spool/postfix/active",
-    "/var/spool/postfix/deferred",
-    "/var/spool/postfix/defer",
-    "/var/spool/postfix/private",
-    "/var/spool/postfix/public",
-];
-
 #[test]
 fn swapped_in_and_back_on_a_scratch_debian_box() {
-    if !is_root() {
-        eprintln!("skipped: tests/swap.rs needs root (namespaces, overlay, chroot)");
-        return;
-    }
-    let before = host_snapshot(HOST_PATHS, HOST_DIRS);
-    let (code, transcript) = run_replay("swap-replay", Duration::from_secs(400));
-    let after = host_snapshot(HOST_PATHS, HOST_DIRS);
-    println!("{transcript}");
-
-    let mut problems = transcript_problems(&transcript, code, STEPS, &[]);
-    problems.extend(host_problems(&before, &after, &transcript));
-    assert!(
-        problems.is_empty(),
-        "the swap replay failed:\n  {}\n(transcript above)",
-        problems.join("\n  ")
+    assert_replay(
+        "swap.rs",
+        "swap",
+        "swap-replay",
+        &[],
+        Duration::from_secs(400),
+        STEPS,
+        HOST_PATHS,
     );
 }
 
@@ -181,25 +161,14 @@ fn fedora_mta_alternative_swapped_in_and_back() {
         );
         return;
     };
-    if !is_root() {
-        eprintln!("skipped: tests/swap.rs needs root (namespaces, overlay, chroot)");
-        return;
-    }
     let tools = tools.to_string_lossy().into_owned();
-    let before = host_snapshot(HOST_PATHS, HOST_DIRS);
-    let (code, transcript) = run_replay_with(
+    assert_replay(
+        "swap.rs",
+        "Fedora swap",
         "swap-replay-fedora",
         &["--tools", &tools],
         Duration::from_secs(300),
-    );
-    let after = host_snapshot(HOST_PATHS, HOST_DIRS);
-    println!("{transcript}");
-
-    let mut problems = transcript_problems(&transcript, code, FEDORA_STEPS, &[]);
-    problems.extend(host_problems(&before, &after, &transcript));
-    assert!(
-        problems.is_empty(),
-        "the Fedora swap replay failed:\n  {}\n(transcript above)",
-        problems.join("\n  ")
+        FEDORA_STEPS,
+        HOST_PATHS,
     );
 }

@@ -30,6 +30,9 @@ pub(crate) struct AppendState {
     /// The literal being received is a literal8 (`~{n}`, RFC 3516): its binary part is
     /// saved as base64, as Dovecot's binary converter does.
     binary: bool,
+    /// Bytes and messages of this command's literals so far (the quota check).
+    quota_bytes: u64,
+    quota_count: u64,
 }
 
 /// One message of the command: flags, keywords, date, and its parts.
@@ -200,6 +203,8 @@ impl<C: Client> Session<C> {
                 failed: None,
                 answered: false,
                 binary: false,
+                quota_bytes: 0,
+                quota_count: 0,
             });
         }
         // The arguments so far must be right before the client sends the message.
@@ -259,6 +264,25 @@ impl<C: Client> Session<C> {
             self.refuse_append(&tag, d);
             return;
         }
+        // Over quota with this literal: refused before the client sends it (Dovecot's
+        // quota_test_alloc with the literal's size).
+        if a.failed.is_none() && self.st.quota.is_some() {
+            let (bytes, count) = (a.quota_bytes + size, a.quota_count + 1);
+            a.quota_bytes = bytes;
+            a.quota_count = count;
+            if let Some(d) = self.quota_check(bytes, count) {
+                if sync {
+                    self.refuse_append(&tag, d);
+                    return;
+                }
+                if let Some(a) = self.append.as_mut() {
+                    a.failed = Some(d);
+                }
+            }
+        }
+        let Some(a) = self.append.as_mut() else {
+            return;
+        };
         a.current = if a.failed.is_none() {
             Some(Spool::default())
         } else {
@@ -441,6 +465,16 @@ impl<C: Client> Session<C> {
                 internal_date: spec.date.map(|d| d.min(now)),
             });
         }
+        if self.st.quota.is_some() {
+            // What the store will write: CRLF saved as LF.
+            let bytes: u64 = msgs
+                .iter()
+                .map(|m| (m.data.len() - m.data.windows(2).filter(|w| w == b"\r\n").count()) as u64)
+                .sum();
+            if let Some(d) = self.quota_check(bytes, msgs.len() as u64) {
+                return d;
+            }
+        }
         match self.store.append(&store_name, &msgs) {
             Ok(a) => Done::Ok(format!(
                 "[APPENDUID {} {}] Append completed.",
@@ -604,60 +638,169 @@ mod tests {
 }
 
 /// Dovecot's binary converter (istream-binary-converter.c) for a message APPENDed as a
-/// literal8: a part that is not multipart and says `Content-Transfer-Encoding: binary`
+/// literal8: every part that is not multipart and says `Content-Transfer-Encoding:
+/// binary` — the message's own part or one inside multiparts and attached messages —
 /// gets `Content-Transfer-Encoding: base64` in that line's place and its body in base64,
-/// 76 characters a line. Done here for the message's own (top-level) part; `None` when
-/// nothing is to change. A multipart message's binary parts are kept as they came.
+/// 76 characters a line (the line end before the next boundary kept, as Dovecot's MIME
+/// parser counts it to the boundary). `None` when nothing is to change.
 fn binary_to_base64(raw: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    // The header: lines up to the first empty one.
+    let mut out = Vec::with_capacity(raw.len() * 4 / 3 + 64);
+    convert_part(raw, &mut out, 0).then_some(out)
+}
+
+/// What [`convert_part`] needs of a part's header.
+#[derive(Default)]
+struct PartHead {
+    /// Where the body starts.
+    body_at: usize,
+    /// The `Content-Transfer-Encoding: binary` line (start, end), when not folded.
+    binary_cte: Option<(usize, usize)>,
+    /// The multipart boundary, when the part is a multipart with one.
+    boundary: Option<Vec<u8>>,
+    /// `message/rfc822`.
+    rfc822: bool,
+}
+
+/// The header of a part: lines up to the first empty one (`None`: it never ends).
+fn part_head(raw: &[u8]) -> Option<PartHead> {
+    let mut h = PartHead::default();
     let mut pos = 0;
-    let mut cte: Option<(usize, usize)> = None;
-    let mut multipart = false;
-    let body_at = loop {
+    loop {
         let end = raw[pos..]
             .iter()
             .position(|&b| b == b'\n')
             .map(|e| pos + e + 1)?;
         let line = &raw[pos..end];
         if line == b"\n" || line == b"\r\n" {
-            break end;
+            h.body_at = end;
+            return Some(h);
         }
-        let continued = raw.get(end).is_some_and(|b| *b == b' ' || *b == b'\t');
+        // The field with its folded lines.
+        let mut fend = end;
+        while fend < raw.len() && (raw[fend] == b' ' || raw[fend] == b'\t') {
+            fend = raw[fend..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(raw.len(), |e| fend + e + 1);
+        }
         if let Some(colon) = line.iter().position(|&b| b == b':') {
             let name = line[..colon].trim_ascii();
-            let value = line[colon + 1..].trim_ascii();
             if name.eq_ignore_ascii_case(b"Content-Transfer-Encoding")
-                && !continued
-                && value.eq_ignore_ascii_case(b"binary")
+                && fend == end
+                && line[colon + 1..]
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"binary")
             {
-                cte = Some((pos, end));
+                h.binary_cte = Some((pos, end));
             }
-            if name.eq_ignore_ascii_case(b"Content-Type")
-                && value.len() >= 10
-                && value[..10].eq_ignore_ascii_case(b"multipart/")
-            {
-                multipart = true;
+            if name.eq_ignore_ascii_case(b"Content-Type") {
+                let value: Vec<u8> = raw[pos + colon + 1..fend]
+                    .iter()
+                    .copied()
+                    .filter(|&b| b != b'\r' && b != b'\n')
+                    .collect();
+                let v = String::from_utf8_lossy(&value).to_string();
+                let lower = v.trim_start().to_ascii_lowercase();
+                h.rfc822 = lower.starts_with("message/rfc822");
+                h.boundary = None;
+                if lower.starts_with("multipart/") {
+                    for param in v.split(';').skip(1) {
+                        if let Some((k, val)) = param.split_once('=')
+                            && k.trim().eq_ignore_ascii_case("boundary")
+                        {
+                            let b = val.trim().trim_matches('"');
+                            if !b.is_empty() {
+                                h.boundary = Some(b.as_bytes().to_vec());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        pos = fend;
+    }
+}
+
+/// Converts one part into `out`; whether anything changed.
+fn convert_part(raw: &[u8], out: &mut Vec<u8>, depth: u32) -> bool {
+    use base64::Engine as _;
+    let head = match part_head(raw) {
+        Some(h) if depth < 100 => h,
+        _ => {
+            out.extend_from_slice(raw);
+            return false;
+        }
+    };
+    if let Some(boundary) = &head.boundary {
+        out.extend_from_slice(&raw[..head.body_at]);
+        return convert_multipart(&raw[head.body_at..], boundary, out, depth);
+    }
+    if let Some((start, end)) = head.binary_cte {
+        out.extend_from_slice(&raw[..start]);
+        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
+        out.extend_from_slice(&raw[end..head.body_at]);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&raw[head.body_at..]);
+        for (i, chunk) in encoded.as_bytes().chunks(76).enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(chunk);
+        }
+        return true;
+    }
+    if head.rfc822 {
+        out.extend_from_slice(&raw[..head.body_at]);
+        return convert_part(&raw[head.body_at..], out, depth + 1);
+    }
+    out.extend_from_slice(raw);
+    false
+}
+
+/// A multipart body: preamble, parts between `--boundary` lines (each part ends before
+/// the line end that precedes its delimiter), epilogue after `--boundary--`.
+fn convert_multipart(body: &[u8], boundary: &[u8], out: &mut Vec<u8>, depth: u32) -> bool {
+    // Each delimiter line: (start of the line end before it, or of the line at the
+    // very start; end of the delimiter line; closing).
+    let mut delims: Vec<(usize, usize, bool)> = Vec::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        let end = body[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |e| pos + e + 1);
+        let line = &body[pos..end];
+        if let Some(rest) = line.strip_prefix(b"--")
+            && let Some(after) = rest.strip_prefix(boundary)
+        {
+            let closing = after.starts_with(b"--");
+            let before = if pos >= 2 && body[pos - 2] == b'\r' {
+                pos - 2
+            } else {
+                pos.saturating_sub(1)
+            };
+            delims.push((before, end, closing));
+            if closing {
+                break;
             }
         }
         pos = end;
-    };
-    let (start, end) = cte?;
-    if multipart {
-        return None;
     }
-    let mut out = Vec::with_capacity(raw.len() * 4 / 3 + 64);
-    out.extend_from_slice(&raw[..start]);
-    out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
-    out.extend_from_slice(&raw[end..body_at]);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&raw[body_at..]);
-    for (i, chunk) in encoded.as_bytes().chunks(76).enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\r\n");
+    if delims.is_empty() {
+        out.extend_from_slice(body);
+        return false;
+    }
+    let mut changed = false;
+    out.extend_from_slice(&body[..delims[0].0]);
+    for (i, &(start, end, closing)) in delims.iter().enumerate() {
+        out.extend_from_slice(&body[start..end]);
+        if closing {
+            out.extend_from_slice(&body[end..]);
+            return changed;
         }
-        out.extend_from_slice(chunk);
+        let next = delims.get(i + 1).map_or(body.len(), |d| d.0.max(end));
+        changed |= convert_part(&body[end..next], out, depth + 1);
     }
-    Some(out)
+    changed
 }
 
 #[cfg(test)]
@@ -681,6 +824,17 @@ mod binary_tests {
         ]
         .concat();
         let conv = binary_to_base64(&long).expect("converted");
+        // Inside a multipart: the binary part only, up to the line end before the
+        // next boundary.
+        let mp = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\npre\r\n--b\r\n\
+                   Content-Type: text/plain\r\n\r\ntext\r\n--b\r\n\
+                   Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\r\n--b--\r\nepi\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&binary_to_base64(mp).expect("converted")),
+            "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\npre\r\n--b\r\n\
+             Content-Type: text/plain\r\n\r\ntext\r\n--b\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nAAE=\r\n--b--\r\nepi\r\n"
+        );
         let body = conv.split(|&b| b == b'\n').skip(2).collect::<Vec<_>>();
         assert_eq!(body[0].len(), 77, "76 characters and CR");
     }

@@ -83,6 +83,26 @@ fn needs_parse(a: &FetchAtt) -> bool {
     }
 }
 
+/// Whether an item needs only the message's header (served from the header cache).
+fn header_only_att(a: &FetchAtt) -> bool {
+    match a {
+        FetchAtt::Envelope | FetchAtt::Rfc822Header => true,
+        FetchAtt::Section {
+            binary, section, ..
+        } => {
+            !*binary
+                && section.path.is_empty()
+                && matches!(
+                    section.text,
+                    SectionText::Header
+                        | SectionText::HeaderFields(_)
+                        | SectionText::HeaderFieldsNot(_)
+                )
+        }
+        _ => !needs_parse(a),
+    }
+}
+
 /// The message numbers (1-based) a set names: message numbers, or UIDs with `uid`.
 /// `Err` is Dovecot's BAD text.
 pub(crate) fn resolve_set(
@@ -219,6 +239,10 @@ impl<C: Client> Session<C> {
         let update_seen = order.iter().any(sets_seen);
         let has_flags = order.contains(&FetchAtt::Flags);
         let parse = order.iter().any(needs_parse);
+        // Only headers wanted, of a Maildir: from the folder's header cache.
+        let headers_only = parse
+            && order.iter().all(header_only_att)
+            && self.sel.as_ref().is_some_and(|s| s.folder.is_maildir());
 
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);
@@ -267,7 +291,12 @@ impl<C: Client> Session<C> {
                     .folder
                     .store(&unseen, FlagOp::Add, Flags::SEEN, &[], None)
                 {
-                    Ok(st) => seen_set = st.changed,
+                    Ok(st) => {
+                        if !sel.updates.is_empty() {
+                            sel.touched.extend(&st.changed);
+                        }
+                        seen_set = st.changed
+                    }
                     Err(e) => self.log_error(&format!("FETCH: setting \\Seen: {e}")),
                 }
             }
@@ -278,7 +307,26 @@ impl<C: Client> Session<C> {
             let Some(sel) = self.sel.as_ref() else { break };
             let m = sel.folder.messages()[seq as usize - 1].clone();
             let mut body = Body::None;
-            if parse && !m.expunged {
+            if headers_only && !m.expunged {
+                let sel = self.sel.as_mut().expect("selected");
+                let cached = sel.hdr_cache.get(&sel.folder, m.uid).map(Message::new);
+                body = match cached {
+                    Some(msg) => Body::Parsed(msg),
+                    None => match sel.folder.read(m.uid) {
+                        Ok(raw) => {
+                            let h = super::hdrcache::header_only(&raw);
+                            sel.hdr_cache.put(&sel.folder, m.uid, h);
+                            Body::Parsed(Message::new(h))
+                        }
+                        Err(e) => {
+                            if !matches!(e, MailboxError::Expunged(_) | MailboxError::NotFound(_)) {
+                                self.log_error(&format!("FETCH of UID {} failed: {e}", m.uid));
+                            }
+                            Body::Failed
+                        }
+                    },
+                };
+            } else if parse && !m.expunged {
                 body = match sel.folder.read(m.uid) {
                     Ok(raw) => Body::Parsed(Message::new(&raw)),
                     Err(e) => {
@@ -353,6 +401,7 @@ impl<C: Client> Session<C> {
                 }
             }
         }
+        self.save_header_cache();
         if let Some(t) = failure {
             return Done::No(format!("[UNKNOWN-CTE] {t}"));
         }
@@ -761,6 +810,9 @@ impl<C: Client> Session<C> {
         if sel.folder.keywords().len() != had_keywords {
             super::session::send_flags(&mut self.out, &sel.folder);
         }
+        if !sel.updates.is_empty() {
+            sel.touched.extend(&stored.changed);
+        }
         let sel = self.sel.as_ref().expect("selected");
         for u in &stored.changed {
             if let Some(m) = sel.folder.get(*u)
@@ -860,6 +912,20 @@ impl<C: Client> Session<C> {
         if is_move && sel.folder.read_only() {
             return Done::No("[CANNOT] Mailbox is read-only.".into());
         }
+        // COPY adds to the user's quota (MOVE stays inside the one quota root). The
+        // messages count with their IMAP sizes.
+        if !is_move && self.st.quota.is_some() {
+            let bytes: u64 = uids
+                .iter()
+                .filter_map(|u| sel.folder.get(*u).map(|m| m.size))
+                .sum();
+            if let Some(d) = self.quota_check(bytes, uids.len() as u64) {
+                return d;
+            }
+        }
+        let Some(sel) = self.sel.as_mut() else {
+            return Done::Bad("No mailbox selected.".into(), false);
+        };
         let before: Vec<u32> = sel.folder.messages().iter().map(|m| m.uid).collect();
         let result = if is_move {
             sel.folder.move_to(&uids, &store_dest)

@@ -3,13 +3,36 @@
 //! THREAD (REFERENCES, REFS, ORDEREDSUBJECT) over the selected mailbox, through the
 //! message functions of [`super::message`]. A message's bytes are read only when a key
 //! needs them (HEADER, BODY, TEXT, SENT*, the sort keys and threading).
+//!
+//! CONTEXT=SEARCH (RFC 5267) as Dovecot 2.3.19 has it: `RETURN (PARTIAL m:n)` for SEARCH
+//! and SORT, `RETURN (UPDATE)` keeps the result (at most 10 per session, then `* NO
+//! [NOUPDATE "tag"]`) and the session's sync reports its changes as `* ESEARCH (TAG "t")
+//! [UID] REMOVEFROM (0 set) ADDTO (0 set)` — removals of expunged messages before the
+//! EXPUNGE replies, then flag changes (this session's own STOREs included) and new
+//! messages after EXISTS; CANCELUPDATE ends one. Dovecot's `UPDATE (fetch-att)` extension
+//! is not offered (a list after UPDATE is refused as a non-atom option).
 
+use super::hdrcache::header_only;
 use super::message::mime::Message;
-use super::message::search::{self, Context, Key, MessageMeta, ReturnOptions};
+use super::message::search::{self, Context, Hit, Key, MessageMeta, ReturnOptions};
 use super::message::sort;
 use super::reader::Arg;
 use super::session::{Client, Done, Session, bad_cmd};
 use crate::mailbox::Flags;
+use std::collections::{BTreeSet, HashSet};
+
+/// Dovecot's `CLIENT_MAX_SEARCH_UPDATES`.
+const MAX_UPDATES: usize = 10;
+
+/// A `SEARCH/SORT RETURN (UPDATE)` result kept for the selected mailbox.
+pub(crate) struct SearchUpdate {
+    pub tag: String,
+    /// Reported as UIDs (the command was UID SEARCH/SORT).
+    pub uid: bool,
+    pub key: Key,
+    /// The matching messages, as UIDs.
+    pub result: BTreeSet<u32>,
+}
 
 /// The metadata the search functions take, from a message of the view.
 fn meta_of(folder: &crate::mailbox::Folder, seq: u32, m: &crate::mailbox::Message) -> MessageMeta {
@@ -80,6 +103,16 @@ impl<C: Client> Session<C> {
     /// The messages of the view matching `key`: (message number, metadata), in
     /// message-number order, with the parsed message when one was read.
     fn matching(&mut self, key: &Key, want_msgs: bool) -> Vec<(MessageMeta, Option<Message>)> {
+        self.matching_in(key, want_msgs, None)
+    }
+
+    /// [`Self::matching`] over the messages whose UIDs are in `only` (all when `None`).
+    fn matching_in(
+        &self,
+        key: &Key,
+        want_msgs: bool,
+        only: Option<&HashSet<u32>>,
+    ) -> Vec<(MessageMeta, Option<Message>)> {
         let Some(sel) = self.sel.as_ref() else {
             return Vec::new();
         };
@@ -98,7 +131,7 @@ impl<C: Client> Session<C> {
         };
         let mut out = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
-            if m.expunged {
+            if m.expunged || only.is_some_and(|o| !o.contains(&m.uid)) {
                 continue;
             }
             let meta = meta_of(folder, i as u32 + 1, m);
@@ -128,6 +161,9 @@ impl<C: Client> Session<C> {
             Ok(r) => r,
             Err(t) => return bad_cmd(name, &t),
         };
+        if ret.as_ref().is_some_and(|o| o.update) && self.update_index(tag).is_some() {
+            return bad_cmd(name, "Duplicate search update tag");
+        }
         let key = match search::parse(&args[used..]) {
             Ok(k) => k,
             Err(e) if e.bad_charset => return Done::No("[BADCHARSET] Unknown charset.".into()),
@@ -137,54 +173,17 @@ impl<C: Client> Session<C> {
             self.enable_condstore();
         }
         let hits = self.matching(&key, false);
-        let ids: Vec<u32> = hits
-            .iter()
-            .map(|(m, _)| if uid { m.uid } else { m.seq })
-            .collect();
-        let top_modseq = hits.iter().map(|(m, _)| m.modseq).max().unwrap_or(0);
         match ret {
             Some(o) => {
-                if o.save {
-                    let kept = o.saved(&ids);
-                    let uids: Vec<u32> = if uid {
-                        kept
-                    } else {
-                        hits.iter()
-                            .filter(|(m, _)| kept.contains(&m.seq))
-                            .map(|(m, _)| m.uid)
-                            .collect()
-                    };
-                    if let Some(sel) = self.sel.as_mut() {
-                        let mut u = uids;
-                        u.sort_unstable();
-                        sel.saved = u;
-                    }
-                }
-                // SAVE alone sends no ESEARCH (RFC 5182 §2.4).
-                if o.min || o.max || o.count || o.all {
-                    let mut line = o.esearch(tag, uid, &ids);
-                    if key.has_modseq() && !ids.is_empty() {
-                        // `* ESEARCH … MODSEQ n` (RFC 7162 §3.1.5): with only MIN and/or
-                        // MAX, the highest MODSEQ of the messages returned.
-                        let top_modseq = if !o.all && !o.count {
-                            let mut t = 0;
-                            if o.min {
-                                t = hits.first().map_or(0, |(m, _)| m.modseq);
-                            }
-                            if o.max {
-                                t = t.max(hits.last().map_or(0, |(m, _)| m.modseq));
-                            }
-                            t
-                        } else {
-                            top_modseq
-                        };
-                        line.truncate(line.len() - 2);
-                        line.extend_from_slice(format!(" MODSEQ {top_modseq}\r\n").as_bytes());
-                    }
-                    self.out.raw(&line);
-                }
+                let hits: Vec<Hit> = hits.iter().map(|(m, _)| hit_of(m, uid)).collect();
+                self.esearch_reply(tag, uid, o, key, &hits);
             }
             None => {
+                let ids: Vec<u32> = hits
+                    .iter()
+                    .map(|(m, _)| if uid { m.uid } else { m.seq })
+                    .collect();
+                let top_modseq = hits.iter().map(|(m, _)| m.modseq).max().unwrap_or(0);
                 let mut line = String::from("* SEARCH");
                 for n in &ids {
                     line.push(' ');
@@ -205,6 +204,9 @@ impl<C: Client> Session<C> {
             Ok(r) => r,
             Err(t) => return bad_cmd(name, &t),
         };
+        if ret.as_ref().is_some_and(|o| o.update) && self.update_index(tag).is_some() {
+            return bad_cmd(name, "Duplicate search update tag");
+        }
         let args = &args[used..];
         let Some(crit) = args.first() else {
             return bad_cmd(name, "Missing sort criteria");
@@ -230,19 +232,38 @@ impl<C: Client> Session<C> {
         };
         // Sort keys come from headers only: each message's header is read once per
         // selection and kept.
+        let maildir = sel.folder.is_maildir();
         for (meta, _) in &hits {
             if !sel.sort_headers.contains_key(&meta.uid) {
-                let raw = sel.folder.read(meta.uid).unwrap_or_default();
-                sel.sort_headers
-                    .insert(meta.uid, Message::new(header_only(&raw)));
+                let cached = if maildir {
+                    sel.hdr_cache.get(&sel.folder, meta.uid).map(Message::new)
+                } else {
+                    None
+                };
+                let msg = match cached {
+                    Some(m) => m,
+                    None => {
+                        let raw = sel.folder.read(meta.uid).unwrap_or_default();
+                        let h = header_only(&raw);
+                        if maildir && !raw.is_empty() {
+                            sel.hdr_cache.put(&sel.folder, meta.uid, h);
+                        }
+                        Message::new(h)
+                    }
+                };
+                sel.sort_headers.insert(meta.uid, msg);
             }
         }
+        self.save_header_cache();
+        let Some(sel) = self.sel.as_mut() else {
+            return Done::Bad("No mailbox selected.".into(), false);
+        };
         let empty = Message::new(b"");
         let refs: Vec<(&Message, &MessageMeta)> = hits
             .iter()
             .map(|(meta, _)| (sel.sort_headers.get(&meta.uid).unwrap_or(&empty), meta))
             .collect();
-        let order = sort::sort(&refs, &criteria);
+        let order = sort::sort_cached(&refs, &criteria, &mut sel.sort_keys);
         let uid_of: std::collections::HashMap<u32, u32> =
             hits.iter().map(|(m, _)| (m.seq, m.uid)).collect();
         let ids: Vec<u32> = if uid {
@@ -251,24 +272,17 @@ impl<C: Client> Session<C> {
                 .filter_map(|s| uid_of.get(s).copied())
                 .collect()
         } else {
-            order
+            order.clone()
         };
         match ret {
             Some(o) => {
-                if o.save
-                    && let Some(sel) = self.sel.as_mut()
-                {
-                    let kept = o.saved(&ids);
-                    let mut uids: Vec<u32> = if uid {
-                        kept
-                    } else {
-                        kept.iter().filter_map(|s| uid_of.get(s).copied()).collect()
-                    };
-                    uids.sort_unstable();
-                    sel.saved = uids;
-                }
-                let line = o.esearch(tag, uid, &ids);
-                self.out.raw(&line);
+                let by_seq: std::collections::HashMap<u32, &MessageMeta> =
+                    hits.iter().map(|(m, _)| (m.seq, m)).collect();
+                let hits: Vec<Hit> = order
+                    .iter()
+                    .filter_map(|s| by_seq.get(s).map(|m| hit_of(m, uid)))
+                    .collect();
+                self.esearch_reply(tag, uid, o, key, &hits);
             }
             None => {
                 let mut line = String::from("* SORT");
@@ -280,6 +294,159 @@ impl<C: Client> Session<C> {
             }
         }
         Done::Ok("Sort completed.".into())
+    }
+
+    /// The ESEARCH reply of SEARCH/SORT RETURN (…) over `hits` (result order); SAVE's
+    /// `$` and UPDATE's kept result set as Dovecot's `imap_search_start` does.
+    fn esearch_reply(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        mut o: ReturnOptions,
+        key: Key,
+        hits: &[Hit],
+    ) {
+        if o.update {
+            let full = self
+                .sel
+                .as_ref()
+                .is_some_and(|s| s.updates.len() >= MAX_UPDATES);
+            if full {
+                self.out.line(&format!(
+                    "* NO [NOUPDATE \"{}\"]",
+                    super::session::quote_escape(tag)
+                ));
+                o.update = false;
+            } else if let Some(sel) = self.sel.as_mut() {
+                sel.updates.push(SearchUpdate {
+                    tag: tag.to_string(),
+                    uid,
+                    result: hits.iter().map(|h| h.uid).collect(),
+                    key: key.clone(),
+                });
+            }
+        }
+        let r = o.reply(tag, uid, hits, key.has_modseq());
+        if let (Some(saved), Some(sel)) = (r.saved, self.sel.as_mut()) {
+            sel.saved = saved;
+        }
+        if let Some(line) = r.line {
+            self.out.raw(&line);
+        }
+    }
+
+    /// The index of the UPDATE search tagged `tag`.
+    fn update_index(&self, tag: &str) -> Option<usize> {
+        self.sel.as_ref()?.updates.iter().position(|u| u.tag == tag)
+    }
+
+    /// `CANCELUPDATE "tag" …` (RFC 5267 §4.3), Dovecot's replies.
+    pub(crate) fn cmd_cancelupdate(&mut self, args: &[Arg]) -> Done {
+        // Dovecot takes strings only (quoted or literal), at least one.
+        let tags: Vec<&str> = args
+            .iter()
+            .map_while(|a| match a {
+                Arg::Quoted(s) | Arg::Literal { data: s, .. } => std::str::from_utf8(s).ok(),
+                _ => None,
+            })
+            .collect();
+        if tags.is_empty() || tags.len() != args.len() {
+            return bad_cmd("CANCELUPDATE", "Invalid parameters.");
+        }
+        for t in tags {
+            match self.update_index(t) {
+                Some(i) => {
+                    if let Some(sel) = self.sel.as_mut() {
+                        sel.updates.remove(i);
+                    }
+                }
+                None => return Done::No("Unknown tag.".into()),
+            }
+        }
+        Done::Ok("Updates cancelled.".into())
+    }
+
+    /// The first report of UPDATE searches in a sync: the kept results' messages in
+    /// `gone` (expunged), by the numbers of `before`, sent before the EXPUNGE replies.
+    pub(crate) fn search_updates_expunged(&mut self, before: &[u32], gone: &[u32]) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        let mut lines = Vec::new();
+        for u in &mut sel.updates {
+            let mut removed: Vec<u32> = gone
+                .iter()
+                .copied()
+                .filter(|g| u.result.remove(g))
+                .collect();
+            if removed.is_empty() {
+                continue;
+            }
+            if !u.uid {
+                removed = removed
+                    .iter()
+                    .filter_map(|g| before.iter().position(|b| b == g))
+                    .map(|p| p as u32 + 1)
+                    .collect();
+            }
+            removed.sort_unstable();
+            lines.push(update_line(&u.tag, u.uid, &removed, &[]));
+        }
+        for l in lines {
+            self.out.line(&l);
+        }
+    }
+
+    /// The second report: messages whose flags changed (`changed`, and this session's
+    /// own STOREs kept in `touched`) or that are new (`first_new`: the first new
+    /// message's number) evaluated again; what joined or left each kept result.
+    pub(crate) fn search_updates_changed(&mut self, changed: &[u32], first_new: usize) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        if sel.updates.is_empty() {
+            sel.touched.clear();
+            return;
+        }
+        let mut cand: HashSet<u32> = std::mem::take(&mut sel.touched).into_iter().collect();
+        cand.extend(changed.iter().copied());
+        cand.extend(sel.folder.messages().iter().skip(first_new).map(|m| m.uid));
+        cand.retain(|u| sel.folder.get(*u).is_some_and(|m| !m.expunged));
+        if cand.is_empty() {
+            return;
+        }
+        let keys: Vec<Key> = sel.updates.iter().map(|u| u.key.clone()).collect();
+        let mut lines = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let hits: HashSet<u32> = self
+                .matching_in(key, false, Some(&cand))
+                .iter()
+                .map(|(m, _)| m.uid)
+                .collect();
+            let Some(sel) = self.sel.as_mut() else { return };
+            let u = &mut sel.updates[i];
+            let mut adds = Vec::new();
+            let mut removes = Vec::new();
+            for c in &cand {
+                if hits.contains(c) {
+                    if u.result.insert(*c) {
+                        adds.push(*c);
+                    }
+                } else if u.result.remove(c) {
+                    removes.push(*c);
+                }
+            }
+            if adds.is_empty() && removes.is_empty() {
+                continue;
+            }
+            if !u.uid {
+                for v in [&mut adds, &mut removes] {
+                    *v = v.iter().filter_map(|x| sel.folder.seq(*x)).collect();
+                }
+            }
+            adds.sort_unstable();
+            removes.sort_unstable();
+            lines.push(update_line(&u.tag, u.uid, &removes, &adds));
+        }
+        for l in lines {
+            self.out.line(&l);
+        }
     }
 
     pub(crate) fn cmd_thread(&mut self, args: &[Arg], uid: bool) -> Done {
@@ -330,16 +497,31 @@ impl<C: Client> Session<C> {
     }
 }
 
-/// A message's header with the empty line that ends it (the whole message when it has
-/// no body).
-fn header_only(raw: &[u8]) -> &[u8] {
-    let mut pos = 0;
-    while let Some(e) = raw[pos..].iter().position(|&b| b == b'\n') {
-        let line = &raw[pos..pos + e + 1];
-        pos += e + 1;
-        if line == b"\n" || line == b"\r\n" {
-            return &raw[..pos];
-        }
+/// A search hit as the reply numbers it.
+fn hit_of(m: &MessageMeta, uid: bool) -> Hit {
+    Hit {
+        id: if uid { m.uid } else { m.seq },
+        seq: m.seq,
+        uid: m.uid,
+        modseq: m.modseq,
     }
-    raw
+}
+
+/// `* ESEARCH (TAG "t") [UID] REMOVEFROM (0 set) ADDTO (0 set)` (Dovecot's
+/// `imap_sync_send_search_update`; the position is always 0).
+fn update_line(tag: &str, uid: bool, removes: &[u32], adds: &[u32]) -> String {
+    let mut l = format!("* ESEARCH (TAG \"{}\")", super::session::quote_escape(tag));
+    if uid {
+        l.push_str(" UID");
+    }
+    if !removes.is_empty() {
+        l.push_str(&format!(
+            " REMOVEFROM (0 {})",
+            search::seqset_string(removes)
+        ));
+    }
+    if !adds.is_empty() {
+        l.push_str(&format!(" ADDTO (0 {})", search::seqset_string(adds)));
+    }
+    l
 }

@@ -23,6 +23,7 @@ impl<C: Client> Session<C> {
         if uids.is_empty() {
             return;
         }
+        self.search_updates_expunged(before, uids);
         if self.qresync {
             let mut sorted = uids.to_vec();
             sorted.sort_unstable();
@@ -136,6 +137,10 @@ impl<C: Client> Session<C> {
             name: vname,
             recent: status.recent,
             sort_headers: std::collections::HashMap::new(),
+            sort_keys: Default::default(),
+            hdr_cache: Default::default(),
+            updates: Vec::new(),
+            touched: Vec::new(),
         });
         let (code, verb) = (
             if read_only { "READ-ONLY" } else { "READ-WRITE" },

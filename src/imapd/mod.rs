@@ -13,7 +13,7 @@
 //! Sans I/O (DESIGN.md §2): [`reader::CommandReader`] is fed bytes and yields commands,
 //! continuations and error replies; only [`session`] and [`state`] touch sockets.
 //!
-//! RFCs: 3501 (IMAP4rev1), 7888 (LITERAL+), 5182 (SEARCHRES), 4731 (ESEARCH), 5256 (SORT,
+//! RFCs: 3501 (IMAP4rev1), 5267 (CONTEXT=SEARCH), 2087 (QUOTA), 7888 (LITERAL+), 5182 (SEARCHRES), 4731 (ESEARCH), 5256 (SORT,
 //! THREAD), 5957 (SORT=DISPLAY), 5032 (WITHIN), 7162 (CONDSTORE/QRESYNC), 3516 (BINARY),
 //! 2047/2231 (encoded words and parameters), 2045/2046 (MIME).
 //!
@@ -42,9 +42,12 @@
 //! `compat-fixtures/imap/session.txt` holds Dovecot's reply texts for each command and
 //! error case in each state; `tests/imap.rs` replays its script against Postern.
 //!
-//! Known limits (XXX, see imapd(8) BUGS): no CONTEXT=SEARCH, NOTIFY, URLAUTH, QUOTA; a
-//! literal8 APPEND converts a binary part to base64 only when it is the message's own
-//! part; IDLE polls every half second; the session thread runs in the root master with the
+//! [`quota`]: QUOTA when Dovecot's quota plugins are configured. [`hdrcache`]: a
+//! Maildir folder's persistent header cache (`postern.cache`) for header FETCHes and
+//! SORT.
+//!
+//! Known limits (XXX, see imapd(8) BUGS): no NOTIFY, URLAUTH; IDLE polls every half
+//! second; the session thread runs in the root master with the
 //! user's file-system identity per access.
 
 mod cmd_append;
@@ -52,9 +55,11 @@ mod cmd_fetch;
 mod cmd_mailbox;
 mod cmd_search;
 mod cmd_select;
+pub mod hdrcache;
 pub mod mailbox_name;
 pub mod message;
 pub mod mutf7;
+pub mod quota;
 pub mod reader;
 pub mod seqset;
 pub mod session;

@@ -135,6 +135,15 @@ pub(crate) struct Selected {
     /// change), so that the next SORT of the selected mailbox reads no file again (as
     /// Dovecot's index caches sort keys).
     pub sort_headers: std::collections::HashMap<u32, super::message::mime::Message>,
+    /// The folder's persistent header cache (Maildir).
+    pub hdr_cache: super::hdrcache::HeaderCache,
+    /// The sort keys computed from those headers (by UID and key).
+    pub sort_keys: super::message::sort::SortCache,
+    /// `SEARCH RETURN (UPDATE)` results kept (CONTEXT=SEARCH), reported at each sync.
+    pub updates: Vec<super::cmd_search::SearchUpdate>,
+    /// UIDs this session's STORE or FETCH changed flags of since the last sync (for the
+    /// UPDATE searches; only kept while there are some).
+    pub touched: Vec<u32>,
 }
 
 /// How a command's reply ends.
@@ -571,6 +580,12 @@ impl<C: Client> Session<C> {
         // numbers are in play.
         let mut sync = SyncMode::Full;
         let done = match base {
+            "CANCELUPDATE" => self.cmd_cancelupdate(&args),
+            "GETQUOTAROOT" | "GETQUOTA" | "SETQUOTA"
+                if self.st.quota.as_ref().is_some_and(|q| q.imap) =>
+            {
+                self.cmd_quota(base, &args)
+            }
             "CAPABILITY" => {
                 let c = format!("* CAPABILITY {}", self.st.capability);
                 self.out.line(&c);
@@ -608,6 +623,7 @@ impl<C: Client> Session<C> {
             }
             "CLOSE" => {
                 let d = self.cmd_close(true);
+                self.quota_changed();
                 self.finish(&tag, d);
                 return;
             }
@@ -655,6 +671,11 @@ impl<C: Client> Session<C> {
             }
             _ => bad_cmd(&name, "Unknown command"),
         };
+        if matches!(done, Done::Ok(_))
+            && matches!(base, "APPEND" | "COPY" | "MOVE" | "EXPUNGE" | "DELETE")
+        {
+            self.quota_changed();
+        }
         if matches!(done, Done::Ok(_) | Done::No(_)) && self.ended.is_none() {
             let done = match self.sync(sync, uid) {
                 Some(extra) => match done {
@@ -831,6 +852,29 @@ impl<C: Client> Session<C> {
         "Connection closed (IDLE running for 0.001 + waiting input for 0.001 secs)".into()
     }
 
+    /// Write the selected folder's header cache if a command added to it.
+    pub fn save_header_cache(&mut self) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        if let Err(e) = sel.hdr_cache.save(&sel.folder) {
+            let text = format!(
+                "Mailbox {}: writing {}: {e}",
+                sel.name,
+                super::hdrcache::FILE
+            );
+            self.log_error(&text);
+        }
+    }
+
+    /// After a change to the user's mail: `maildirsize` brought up to date (only with
+    /// a `maildir` quota).
+    pub fn quota_changed(&mut self) {
+        if let Some(q) = self.st.quota.clone()
+            && q.backend == "maildir"
+        {
+            self.quota_refresh(&q);
+        }
+    }
+
     /// Sync the selected mailbox and report what changed (Dovecot's `imap_sync`).
     /// Returns `[HIGHESTMODSEQ n]` for the tagged reply when QRESYNC wants it.
     pub fn sync(&mut self, mode: SyncMode, uid_cmd: bool) -> Option<String> {
@@ -860,6 +904,12 @@ impl<C: Client> Session<C> {
         if changes.keywords_added {
             send_flags(&mut self.out, folder);
         }
+        if !changes.expunged.is_empty() {
+            let gone: Vec<u32> = changes.expunged.iter().map(|&(_, u)| u).collect();
+            self.search_updates_expunged(&before, &gone);
+        }
+        let sel = self.sel.as_mut()?;
+        let folder = &sel.folder;
         // Flag changes, by the sequence numbers the client knows (before expunges).
         let send_uid = uid_cmd || self.qresync;
         for uid in &changes.flags {
@@ -911,6 +961,9 @@ impl<C: Client> Session<C> {
             sel.recent = recent;
             self.out.line(&format!("* {recent} RECENT"));
         }
+        let first_new = sel.folder.messages().len() - changes.new_messages;
+        self.search_updates_changed(&changes.flags, first_new);
+        let sel = self.sel.as_mut()?;
         if self.qresync && (!changes.is_empty()) {
             return Some(format!("[HIGHESTMODSEQ {}]", sel.folder.highest_modseq()));
         }

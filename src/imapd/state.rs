@@ -22,9 +22,9 @@ use crate::login::service::{Checker, Refused, UserIp};
 use crate::login::{DovecotLog, LoginConf, Protocol};
 
 /// What the session advertises after login: Dovecot 2.3.19's list without what Postern
-/// does not serve (URL-PARTIAL, SNIPPET=FUZZY, PREVIEW=FUZZY, PREVIEW, SAVEDATE, NOTIFY,
-/// CONTEXT=SEARCH), in Dovecot's order.
-pub const CAPABILITY: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN LIST-STATUS BINARY MOVE STATUS=SIZE LITERAL+ SPECIAL-USE";
+/// does not serve (URL-PARTIAL, SNIPPET=FUZZY, PREVIEW=FUZZY, PREVIEW, SAVEDATE, NOTIFY),
+/// in Dovecot's order.
+pub const CAPABILITY: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE STATUS=SIZE LITERAL+ SPECIAL-USE";
 
 /// `imap_client_workarounds` Dovecot 2.3 knows.
 pub const WORKAROUNDS: &[&str] = &["delay-newmail", "tb-extra-mailbox-sep", "tb-lsub-flags"];
@@ -119,6 +119,8 @@ pub struct ImapState {
     pub autologout: Duration,
     /// The host name (mbox `From ` lines of APPENDed messages).
     pub hostname: String,
+    /// The quota plugins' settings (`None`: no quota).
+    pub quota: Option<super::quota::QuotaConf>,
 }
 
 impl ImapState {
@@ -142,11 +144,17 @@ impl ImapState {
             .filter(|w| !w.is_empty())
             .map(str::to_string)
             .collect();
-        let capability = match get("imap_capability").unwrap_or("").trim() {
+        let mut capability = match get("imap_capability").unwrap_or("").trim() {
             "" => CAPABILITY.to_string(),
             c if c.starts_with('+') => format!("{CAPABILITY} {}", c[1..].trim()),
             c => c.to_string(),
         };
+        let quota = super::quota::QuotaConf::from_conf(conf);
+        // The imap_quota plugin adds its capability to whatever the list is (Dovecot's
+        // client_add_capability).
+        if quota.as_ref().is_some_and(|q| q.imap) {
+            capability.push_str(" QUOTA");
+        }
         Ok(ImapState {
             login: LoginConf::from_conf(conf, Protocol::Imap)?,
             auth,
@@ -175,6 +183,7 @@ impl ImapState {
             tb_extra_mailbox_sep: workarounds.iter().any(|w| w == "tb-extra-mailbox-sep"),
             tb_lsub_flags: workarounds.iter().any(|w| w == "tb-lsub-flags"),
             capability,
+            quota,
             namespace: Namespace::from_conf(conf),
             autologout: Duration::from_secs(30 * 60),
             hostname: nix::unistd::gethostname()

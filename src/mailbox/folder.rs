@@ -574,6 +574,58 @@ impl Folder {
         Ok(out)
     }
 
+    /// Whether the folder is a Maildir.
+    pub fn is_maildir(&self) -> bool {
+        matches!(self.backend, Backend::Maildir(_))
+    }
+
+    /// A cache file of the folder's (beside `postern.index`), as the mail user: `None`
+    /// when it is missing, not a regular file (a symlink is not followed) or over
+    /// `limit` bytes.
+    pub fn read_cache_file(&self, name: &str, limit: u64) -> Option<Vec<u8>> {
+        use std::io::Read as _;
+        let _id = self.store.enter();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.paths.index.join(name))
+            .ok()?;
+        let md = f.metadata().ok()?;
+        if !md.is_file() || md.len() > limit {
+            return None;
+        }
+        let mut out = Vec::with_capacity(md.len() as usize);
+        f.take(limit).read_to_end(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// Replace a cache file of the folder's whole, as the mail user: a new file (never
+    /// through a symlink) renamed over the old one.
+    pub fn write_cache_file(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let _id = self.store.enter();
+        let target = self.paths.index.join(name);
+        let tmp = self.paths.index.join(format!(
+            ".{name}.{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        let r = f
+            .write_all(data)
+            .and_then(|()| std::fs::rename(&tmp, &target));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r
+    }
+
     /// Maildir: the message's file name before `:2,` (POP3's `%f`).
     pub fn maildir_base(&self, uid: u32) -> Option<&str> {
         match &self.backend {

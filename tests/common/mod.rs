@@ -1,10 +1,41 @@
-//! Shared helpers for integration tests: run the built `postern` binary the way an admin
-//! runs the command it replaces.
+//! The test kit: what the integration tests share, so that each test file keeps only its
+//! scenarios.
+//!
+//! - the built binary ([`BIN`], [`postern`]) and the repository's fixtures;
+//! - [`wait`]: the one poll loop ([`wait_until`], [`wait_for`], [`poll`], [`wait_port`],
+//!   [`wait_file`], [`wait_text`], [`wait_exit`]), never a fixed sleep;
+//! - [`host`]: [`have`] a program, [`is_root`], [`free_port`], `/proc` readers, Python,
+//!   a self-signed certificate;
+//! - [`clients`]: raw SMTP and POP3 clients ([`Smtp`], [`Pop`], [`connect_from`]);
+//! - [`instance`]: Postern mail systems started with `postfix start` ([`Instance`],
+//!   [`Daemon`]);
+//! - [`daemons`]: other programs started as their admins start them, Postern's or the
+//!   real ones (saslauthd);
+//! - test users ([`TestUser`], [`mail_user`], [`test_mail_owner`]);
+//! - [`replay`]: running the guide and swap replay scripts.
+//!
+//! Every test binary compiles the whole kit and uses a part of it, hence `dead_code`
+//! is allowed here.
 #![allow(dead_code)]
+
+pub mod clients;
+pub mod daemons;
+pub mod host;
+pub mod instance;
+pub mod replay;
+pub mod wait;
+
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use {clients::*, daemons::*, host::*, instance::*, wait::*};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The built `postern` binary (one binary for every command; argv[0] or the first
+/// argument picks the command).
+pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -12,7 +43,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Run `postern CMD ARGS…` from the repository root (fixtures use relative paths).
 pub fn postern(cmd: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_postern"))
+    Command::new(BIN)
         .arg(cmd)
         .args(args)
         .current_dir(repo_root())
@@ -58,19 +89,6 @@ pub fn fixture_dirs(kind: &str) -> Vec<PathBuf> {
     v
 }
 
-/// A mail system started as admins start it, `postern postfix -c DIR start` (the master in
-/// the background; the command returns once it serves), on a loopback port picked by the
-/// test, with its own config directory, queue and data directories and `maillog_file` at
-/// [`Instance::log_path`]. Stopped with `postfix stop` on drop.
-pub struct Instance {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    /// The master's PID while it runs (from `postfix status`' pid file).
-    pub master_pid: Option<i32>,
-    /// Extra environment for the master (e.g. `POSTERN_DNS_SERVER`), kept for restarts.
-    pub env: Vec<(String, String)>,
-}
-
 /// The user services run as in tests: when root, a system user created on demand
 /// (idempotent); otherwise the invoking user.
 pub fn test_mail_owner() -> String {
@@ -89,232 +107,6 @@ pub fn test_mail_owner() -> String {
             .map(|u| u.name)
             .unwrap_or_else(|| "nobody".into())
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Instance {
-    /// Write main.cf (`main_extra` appended to a loopback base) and master.cf with one smtpd
-    /// listener (`master_extra` appended, `{port}` replaced), then start the master.
-    pub fn start(main_extra: &str, master_extra: &str) -> Instance {
-        Self::start_with(main_extra, master_extra, |_| {})
-    }
-
-    /// As [`Instance::start`], running `setup` on the instance directory before the master
-    /// starts (to write `sasl/smtpd.conf`, tables, certificates).
-    pub fn start_with(main_extra: &str, master_extra: &str, setup: impl FnOnce(&Path)) -> Instance {
-        Self::start_env(main_extra, master_extra, Vec::new(), setup)
-    }
-
-    /// As [`Instance::start_with`], with extra environment variables for the master
-    /// process (and its restarts), such as `POSTERN_DNS_SERVER` for a test DNS server.
-    pub fn start_env(
-        main_extra: &str,
-        master_extra: &str,
-        env: Vec<(String, String)>,
-        setup: impl FnOnce(&Path),
-    ) -> Instance {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let d = dir.path();
-        for sub in ["etc", "spool", "data", "sasl"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        let owner = test_mail_owner();
-        let main = format!(
-            "queue_directory = {d}/spool\ndata_directory = {d}/data\nmail_owner = {owner}\nmaillog_file = {d}/log\nmaillog_file_prefixes = {d}\ncyrus_sasl_config_path = {d}/sasl\ninet_interfaces = loopback-only\n{main_extra}",
-            d = d.display()
-        );
-        std::fs::write(d.join("etc/main.cf"), main).unwrap();
-        let master = format!(
-            "127.0.0.1:{port} inet n - n - - smtpd\n{}",
-            master_extra.replace("{port}", &port.to_string())
-        );
-        std::fs::write(d.join("etc/master.cf"), master).unwrap();
-        setup(d);
-        if nix::unistd::Uid::effective().is_root() {
-            let _ = std::process::Command::new("chown")
-                .args(["-R", &owner, &d.display().to_string()])
-                .status();
-        }
-        let mut inst = Instance {
-            dir,
-            port,
-            master_pid: None,
-            env,
-        };
-        inst.spawn();
-        inst
-    }
-
-    pub fn config_dir(&self) -> PathBuf {
-        self.dir.path().join("etc")
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("log")
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// The log once it contains `needle` (log lines are written asynchronously), or the log
-    /// as it is after 10 s.
-    pub fn wait_log(&self, needle: &str) -> String {
-        for _ in 0..400 {
-            let l = self.log();
-            if l.contains(needle) {
-                return l;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        self.log()
-    }
-
-    /// Run `postern postfix -c DIR ARGS…` with the instance's environment.
-    pub fn postfix(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["postfix", "-c"])
-            .arg(self.config_dir())
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("MAIL_CONFIG")
-            .output()
-            .expect("run postfix")
-    }
-
-    /// Start (or restart) the mail system with `postfix start`, which returns once the
-    /// master serves; the port then accepts connections.
-    pub fn spawn(&mut self) {
-        let out = self.postfix(&["start"]);
-        assert!(
-            out.status.success(),
-            "postfix start failed ({:?}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        let pid = std::fs::read_to_string(self.dir.path().join("spool/pid/master.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        assert!(pid.is_some(), "no master.pid after postfix start");
-        self.master_pid = pid;
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
-            "postfix start returned but nothing listens on {}: {}",
-            self.port,
-            self.log()
-        );
-    }
-
-    /// SIGKILL the master (crash test).
-    pub fn kill9(&mut self) {
-        if let Some(pid) = self.master_pid.take() {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            // Gone once its pid lock is free (`postfix status` fails).
-            for _ in 0..250 {
-                if !self.postfix(&["status"]).status.success() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if self.master_pid.take().is_some() {
-            // `postfix stop` waits for the master, then forces it.
-            let _ = self.postfix(&["stop"]);
-        }
-    }
-}
-
-/// A raw SMTP client for transcript tests: send lines, read whole (multi-line) replies.
-pub struct Smtp {
-    pub r: std::io::BufReader<std::net::TcpStream>,
-    pub w: std::net::TcpStream,
-}
-
-impl Smtp {
-    pub fn connect(port: u16) -> Smtp {
-        Self::connect_from("127.0.0.1", port)
-    }
-    /// Connect from a given loopback source address (127.0.0.2 plays a foreign client).
-    pub fn connect_from(src: &str, port: u16) -> Smtp {
-        let sock = socket2_bind(src, port);
-        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        Smtp {
-            r: std::io::BufReader::new(sock.try_clone().unwrap()),
-            w: sock,
-        }
-    }
-    pub fn send(&mut self, data: &str) {
-        use std::io::Write;
-        self.w.write_all(data.as_bytes()).unwrap();
-    }
-    pub fn cmd(&mut self, line: &str) -> Vec<String> {
-        self.send(&format!("{line}\r\n"));
-        self.reply()
-    }
-    /// One reply, all its lines, without CRLF.
-    pub fn reply(&mut self) -> Vec<String> {
-        use std::io::BufRead;
-        let mut out = Vec::new();
-        loop {
-            let mut l = String::new();
-            if self.r.read_line(&mut l).unwrap_or(0) == 0 {
-                out.push("<EOF>".to_string());
-                return out;
-            }
-            let l = l.trim_end_matches(['\r', '\n']).to_string();
-            let more = l.as_bytes().get(3) == Some(&b'-');
-            out.push(l);
-            if !more {
-                return out;
-            }
-        }
-    }
-    /// The last line of the next reply.
-    pub fn line(&mut self) -> String {
-        self.reply().pop().unwrap_or_default()
-    }
-}
-
-fn socket2_bind(src: &str, port: u16) -> std::net::TcpStream {
-    // std has no bind-before-connect: use libc through nix.
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .unwrap();
-    let local: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(local),
-    )
-    .unwrap();
-    let remote: std::net::SocketAddrV4 = format!("127.0.0.1:{port}").parse().unwrap();
-    connect(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(remote),
-    )
-    .unwrap();
-    // SAFETY: we own `fd` and hand it to TcpStream, which closes it.
-    unsafe { std::net::TcpStream::from_raw_fd(fd.into_raw_fd()) }
 }
 
 /// A system user with a known password (root only), removed on drop. `method` is
@@ -355,11 +147,29 @@ impl Drop for TestUser {
     }
 }
 
+/// The uid and gid the mail sessions of a test run as: when root, the system user `name`
+/// (created if missing: no home, no shell; idempotent); otherwise the invoking user's.
+pub fn user_ids(name: &str) -> (u32, u32) {
+    if nix::unistd::geteuid().is_root() {
+        if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+            let _ = Command::new("useradd")
+                .args(["-M", "-s", "/usr/sbin/nologin", name])
+                .output();
+        }
+        if let Ok(Some(u)) = nix::unistd::User::from_name(name) {
+            return (u.uid.as_raw(), u.gid.as_raw());
+        }
+    }
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
+}
+
 static MAIL_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A local system user with a home directory, created once and kept (idempotent), for tests
 /// that deliver mail to it; `None` when not root.
-#[allow(dead_code)]
 pub fn mail_user(name: &str) -> Option<PathBuf> {
     if !nix::unistd::Uid::effective().is_root() {
         return None;
@@ -374,185 +184,6 @@ pub fn mail_user(name: &str) -> Option<PathBuf> {
         .ok()
         .flatten()
         .map(|u| u.dir)
-}
-
-/// Send one message over SMTP (EHLO, MAIL, RCPT…, DATA) and return its queue ID from the
-/// `250 2.0.0 Ok: queued as ID` reply; `body` has LF line ends.
-#[allow(dead_code)]
-pub fn smtp_send(port: u16, from: &str, to: &[&str], body: &str) -> String {
-    let mut s = Smtp::connect(port);
-    s.line();
-    let ehlo = s.cmd("EHLO client.example");
-    assert!(ehlo.concat().starts_with("250"), "{ehlo:?}");
-    let mail = s.cmd(&format!("MAIL FROM:<{from}>"));
-    assert!(mail.concat().starts_with("250"), "{mail:?}");
-    for t in to {
-        let r = s.cmd(&format!("RCPT TO:<{t}>"));
-        assert!(r.concat().starts_with("250"), "RCPT {t}: {r:?}");
-    }
-    assert!(s.cmd("DATA").concat().starts_with("354"));
-    s.send(&body.replace('\n', "\r\n"));
-    let r = s.cmd(".").concat();
-    assert!(r.starts_with("250"), "{r}");
-    s.cmd("QUIT");
-    r.rsplit(' ').next().unwrap_or_default().to_string()
-}
-
-/// A configuration the test (the admin) prepares before starting the mail system with
-/// `postern postfix -c DIR/etc start` ([`Daemon::start`]; stopped with `postfix stop` on
-/// drop). Unlike [`Instance`], which starts at once and gives the whole directory to
-/// `mail_owner`, `etc/` stays root's as /etc/postfix is, so that tables edited and built
-/// by root ([`Daemon::admin`]: `postmap`, `newaliases`, `postfix reload`) are what the
-/// daemons, running as `mail_owner`, must read. The directory holds `etc/`, `spool/`,
-/// `data/`, `mail/` (1777, the mail spool) and `maillog` (`maillog_file`).
-pub struct Daemon {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    started: bool,
-}
-
-impl Daemon {
-    /// Write the configuration: `main_extra` after a loopback base (queue and data
-    /// directories, `mail_owner`, `maillog_file`), master.cf with one smtpd listener on a
-    /// free port and `master_extra` (`{port}` replaced). Not started yet.
-    pub fn new(main_extra: &str, master_extra: &str) -> Daemon {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for sub in ["etc", "spool", "data", "mail"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let port = free_port();
-        let owner = test_mail_owner();
-        let main = format!(
-            "queue_directory = {d}/spool\ndata_directory = {d}/data\nmail_owner = {owner}\n\
-             maillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\n\
-             inet_interfaces = 127.0.0.1\n{main_extra}",
-            d = d.display()
-        );
-        std::fs::write(d.join("etc/main.cf"), main).unwrap();
-        let master = format!(
-            "127.0.0.1:{port} inet n - n - - smtpd\n{}",
-            master_extra.replace("{port}", &port.to_string())
-        );
-        std::fs::write(d.join("etc/master.cf"), master).unwrap();
-        if nix::unistd::Uid::effective().is_root() {
-            for sub in ["spool", "data"] {
-                let _ = Command::new("chown")
-                    .args(["-R", &owner])
-                    .arg(d.join(sub))
-                    .status();
-            }
-        }
-        Daemon {
-            dir,
-            port,
-            started: false,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn config_dir(&self) -> PathBuf {
-        self.dir.path().join("etc")
-    }
-
-    /// `postern postfix -c DIR/etc ARGS…`.
-    pub fn postfix(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["postfix", "-c"])
-            .arg(self.config_dir())
-            .args(args)
-            .env("LANG", "C")
-            .env_remove("MAIL_CONFIG")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run postern postfix")
-    }
-
-    /// `postfix start`; panics with the log when it fails.
-    pub fn start(&mut self) {
-        let out = self.postfix(&["start"]);
-        assert!(
-            out.status.success(),
-            "postfix start: {out:?}\n{}",
-            self.log()
-        );
-        self.started = true;
-    }
-
-    /// `postfix reload`.
-    pub fn reload(&self) {
-        let out = self.postfix(&["reload"]);
-        assert!(out.status.success(), "postfix reload: {out:?}");
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
-    }
-
-    /// The log once it contains `needle`, or as it is after 20 s.
-    pub fn wait_log(&self, needle: &str) -> String {
-        for _ in 0..800 {
-            let l = self.log();
-            if l.contains(needle) {
-                return l;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        self.log()
-    }
-
-    /// A directory with the admin commands (`postmap`, `postalias`, `newaliases`,
-    /// `sendmail`, `postfix`, `mailq`) as links to the built `postern`, to put first in
-    /// `PATH`.
-    pub fn bin_dir(&self) -> PathBuf {
-        let bin = self.dir.path().join("bin");
-        if !bin.exists() {
-            std::fs::create_dir_all(&bin).unwrap();
-            for name in [
-                "postmap",
-                "postalias",
-                "newaliases",
-                "sendmail",
-                "postfix",
-                "mailq",
-            ] {
-                std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_postern"), bin.join(name)).unwrap();
-            }
-        }
-        bin
-    }
-
-    /// Run `sh -c SCRIPT` in `etc/` as the admin would, with Postern's commands first in
-    /// `PATH` and `MAIL_CONFIG` set to this configuration.
-    pub fn admin(&self, script: &str) -> Output {
-        let path = format!(
-            "{}:{}",
-            self.bin_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        Command::new("sh")
-            .args(["-c", script])
-            .current_dir(self.config_dir())
-            .env("PATH", path)
-            .env("MAIL_CONFIG", self.config_dir())
-            .env("LANG", "C")
-            .output()
-            .expect("run sh")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.started {
-            let _ = self.postfix(&["stop"]);
-        }
-    }
 }
 
 /// Run `cmd` as `cmd | head -1` runs it: standard output on a pipe (made small, 4 KB, so
@@ -589,26 +220,4 @@ pub fn head_1(cmd: &mut Command) -> (String, std::process::ExitStatus, String) {
         .read_to_string(&mut err);
     let st = child.wait().expect("wait");
     (line, st, err)
-}
-
-pub mod replay;
-
-/// End a daemon started in its own process group (`process_group(0)`): SIGTERM to the group,
-/// SIGKILL after 5 s (seen once: the real `saslauthd -d` under load still running after
-/// SIGTERM), and the leader reaped; a test never hangs in its cleanup.
-#[allow(dead_code)]
-pub fn stop_group(child: &mut std::process::Child) {
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-    let t = std::time::Instant::now();
-    while t.elapsed() < std::time::Duration::from_secs(5) {
-        if !matches!(child.try_wait(), Ok(None)) {
-            // Workers the leader left behind.
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    let _ = child.wait();
 }

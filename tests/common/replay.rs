@@ -9,12 +9,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use std::time::Duration;
 
 /// The state of one host path: kind, link target or content, mode and owner.
 pub fn path_state(p: &str) -> String {
@@ -111,7 +106,7 @@ pub fn run_replay_with(script: &str, args: &[&str], limit: Duration) -> (Option<
         .join(script);
     let mut child = Command::new(&path)
         .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_postern"))
+        .arg(super::BIN)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -131,19 +126,12 @@ pub fn run_replay_with(script: &str, args: &[&str], limit: Duration) -> (Option<
         let _ = err.read_to_end(&mut s);
         s
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait().expect("wait for the replay") {
-            Some(st) => break Some(st),
-            None if Instant::now() > deadline => {
-                // SAFETY: kill(2) on the child's own process group.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
+    let status = super::wait_exit(&mut child, limit);
+    if status.is_none() {
+        let group = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+    }
     let mut text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
     let e = err_reader.join().unwrap_or_default();
     if !e.is_empty() {
@@ -246,4 +234,48 @@ pub fn host_problems(
         }
     }
     problems
+}
+
+/// The queue directories whose entries must not change on the host (every replay).
+pub const QUEUE_DIRS: &[&str] = &[
+    "/var/spool/postfix/maildrop",
+    "/var/spool/postfix/incoming",
+    "/var/spool/postfix/active",
+    "/var/spool/postfix/deferred",
+    "/var/spool/postfix/defer",
+    "/var/spool/postfix/private",
+    "/var/spool/postfix/public",
+];
+
+/// The whole test of a replay, as CI runs it: root only (namespaces, overlay, chroot;
+/// otherwise it says it is skipped and passes), `scripts/SCRIPT ARGS…` within `limit`,
+/// every one of `steps` reported once and passed, and the host left as it was (each of
+/// `host_paths` and [`QUEUE_DIRS`] unchanged, no mount or process of the scratch root
+/// left). `test` names the test file in the skip message, `what` the replay in the
+/// failure message.
+pub fn assert_replay(
+    test: &str,
+    what: &str,
+    script: &str,
+    args: &[&str],
+    limit: Duration,
+    steps: &[&str],
+    host_paths: &[&str],
+) {
+    if !super::is_root() {
+        eprintln!("skipped: tests/{test} needs root (namespaces, overlay, chroot)");
+        return;
+    }
+    let before = host_snapshot(host_paths, QUEUE_DIRS);
+    let (code, transcript) = run_replay_with(script, args, limit);
+    let after = host_snapshot(host_paths, QUEUE_DIRS);
+    println!("{transcript}");
+
+    let mut problems = transcript_problems(&transcript, code, steps, &[]);
+    problems.extend(host_problems(&before, &after, &transcript));
+    assert!(
+        problems.is_empty(),
+        "the {what} replay failed:\n  {}\n(transcript above)",
+        problems.join("\n  ")
+    );
 }

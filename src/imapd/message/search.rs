@@ -912,7 +912,8 @@ pub fn seqset_string(nums: &[u32]) -> String {
     out
 }
 
-/// The ESEARCH return options of RFC 4731 (and SAVE, RFC 5182).
+/// The ESEARCH return options of RFC 4731 (and SAVE, RFC 5182; UPDATE and PARTIAL of
+/// CONTEXT=SEARCH, RFC 5267), parsed as Dovecot 2.3's `search_parse_return_options`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReturnOptions {
     pub min: bool,
@@ -920,27 +921,191 @@ pub struct ReturnOptions {
     pub all: bool,
     pub count: bool,
     pub save: bool,
+    /// `UPDATE`: the result is kept and its changes reported (`ADDTO`/`REMOVEFROM`).
+    pub update: bool,
+    /// `PARTIAL m:n` (low first, as Dovecot swaps `n:m`).
+    pub partial: Option<(u32, u32)>,
+}
+
+/// One message of a SEARCH/SORT result in result order, for [`ReturnOptions::reply`].
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    /// The message number or UID the reply uses.
+    pub id: u32,
+    pub seq: u32,
+    pub uid: u32,
+    pub modseq: u64,
+}
+
+/// What [`ReturnOptions::reply`] gives: the `* ESEARCH` line (none for SAVE alone) and,
+/// with SAVE, the UIDs to keep as `$`.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub line: Option<Vec<u8>>,
+    pub saved: Option<Vec<u32>>,
+}
+
+/// `m:n` of PARTIAL: both non-zero numbers, nothing else (Dovecot's
+/// `imap_partial_range_parse`).
+fn partial_range(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once(':')?;
+    let num = |x: &str| -> Option<u32> {
+        if x.is_empty() || !x.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        x.parse::<u32>().ok().filter(|n| *n != 0)
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    Some((a.min(b), a.max(b)))
 }
 
 impl ReturnOptions {
-    /// Parses the list after `RETURN`; `()` means ALL. Dovecot: `Unknown SEARCH return
-    /// option`.
+    /// Parses the list after `RETURN`; `()` means ALL. Dovecot's texts: `Unknown SEARCH
+    /// return option`, `SEARCH return options contain non-atoms.`, `PARTIAL range
+    /// missing.`/`broken.`, `PARTIAL conflicts with ALL` …
     pub fn parse(list: &[Arg]) -> Result<ReturnOptions, SearchError> {
         let mut r = ReturnOptions::default();
-        for a in list {
-            match a.atom().map(str::to_ascii_uppercase).as_deref() {
-                Some("MIN") => r.min = true,
-                Some("MAX") => r.max = true,
-                Some("ALL") => r.all = true,
-                Some("COUNT") => r.count = true,
-                Some("SAVE") => r.save = true,
+        let mut i = 0;
+        while i < list.len() {
+            let Some(name) = list[i].atom().map(str::to_ascii_uppercase) else {
+                return Err(err("SEARCH return options contain non-atoms."));
+            };
+            i += 1;
+            match name.as_str() {
+                "MIN" => r.min = true,
+                "MAX" => r.max = true,
+                "ALL" => r.all = true,
+                "COUNT" => r.count = true,
+                "SAVE" => r.save = true,
+                "CONTEXT" => {}
+                "UPDATE" => {
+                    if r.update {
+                        return Err(err("SEARCH return options have duplicate UPDATE."));
+                    }
+                    r.update = true;
+                }
+                "PARTIAL" => {
+                    if r.partial.is_some() {
+                        return Err(err("PARTIAL can be used only once."));
+                    }
+                    let Some(range) = list.get(i).and_then(Arg::atom) else {
+                        return Err(err("PARTIAL range missing."));
+                    };
+                    let Some(range) = partial_range(range) else {
+                        return Err(err("PARTIAL range broken."));
+                    };
+                    r.partial = Some(range);
+                    i += 1;
+                }
                 _ => return Err(err("Unknown SEARCH return option")),
             }
         }
-        if list.is_empty() {
+        if r.partial.is_some() && r.all {
+            return Err(err("PARTIAL conflicts with ALL"));
+        }
+        if r == ReturnOptions::default() {
             r.all = true;
         }
         Ok(r)
+    }
+
+    /// The reply to a SEARCH/SORT with these options over `hits` (result order), as
+    /// Dovecot's `cmd_search_more` and `imap_search_send_result`: MIN, MAX, ALL, PARTIAL,
+    /// COUNT, MODSEQ (the highest of the messages the options returned, when `modseq`);
+    /// `$` gets what Dovecot's `search_update_mail` saw.
+    pub fn reply(&self, tag: &str, uid: bool, hits: &[Hit], modseq: bool) -> Reply {
+        let mut result: Vec<u32> = Vec::new();
+        let mut saved: Vec<u32> = Vec::new();
+        let mut top_modseq = 0u64;
+        let mut last_updated: Option<u32> = None;
+        let mut min_id: Option<u32> = None;
+        let save = self.save;
+        let mut update = |h: &Hit, last: &mut Option<u32>, saved: &mut Vec<u32>| {
+            if *last == Some(h.seq) {
+                return;
+            }
+            *last = Some(h.seq);
+            if modseq {
+                top_modseq = top_modseq.max(h.modseq);
+            }
+            if save {
+                saved.push(h.uid);
+            }
+        };
+        for (n, h) in hits.iter().enumerate() {
+            let count = n as u32 + 1;
+            if self.min && min_id.is_none() {
+                min_id = Some(h.id);
+                update(h, &mut last_updated, &mut saved);
+            }
+            if self.all {
+                result.push(h.id);
+            } else if let Some((p1, p2)) = self.partial {
+                if p1 <= count && count <= p2 {
+                    result.push(h.id);
+                } else {
+                    if self.count && self.save {
+                        saved.push(h.uid);
+                    }
+                    continue;
+                }
+            } else if self.count {
+            } else if self.min || self.max {
+                continue;
+            }
+            update(h, &mut last_updated, &mut saved);
+        }
+        if self.max
+            && let Some(h) = hits.last()
+            && last_updated != Some(h.seq)
+            && (modseq || self.save)
+        {
+            update(h, &mut last_updated, &mut saved);
+        }
+        let mut out = Reply::default();
+        if self.save {
+            saved.sort_unstable();
+            saved.dedup();
+            out.saved = Some(saved);
+        }
+        let only_save = self.save
+            && !(self.min || self.max || self.all || self.count || self.update)
+            && self.partial.is_none();
+        if only_save {
+            return out;
+        }
+        let mut line = format!("* ESEARCH (TAG \"{}\")", quote_escape(tag));
+        if uid {
+            line.push_str(" UID");
+        }
+        if let Some(m) = min_id {
+            line.push_str(&format!(" MIN {m}"));
+        }
+        if self.max
+            && let Some(h) = hits.last()
+        {
+            line.push_str(&format!(" MAX {}", h.id));
+        }
+        if self.all && !result.is_empty() {
+            line.push_str(&format!(" ALL {}", seqset_string_unsorted(&result)));
+        }
+        if let Some((p1, p2)) = self.partial {
+            let set = if result.is_empty() {
+                "NIL".to_string()
+            } else {
+                seqset_string_unsorted(&result)
+            };
+            line.push_str(&format!(" PARTIAL ({p1}:{p2} {set})"));
+        }
+        if self.count {
+            line.push_str(&format!(" COUNT {}", hits.len()));
+        }
+        if top_modseq != 0 {
+            line.push_str(&format!(" MODSEQ {top_modseq}"));
+        }
+        line.push_str("\r\n");
+        out.line = Some(line.into_bytes());
+        out
     }
 
     /// What `SAVE` keeps of `result` (RFC 5182 §2.4: with MIN and/or MAX but not ALL or
@@ -966,32 +1131,26 @@ impl ReturnOptions {
     /// but the tag for an empty result). `result` is in result order (sorted for SEARCH,
     /// sort order for ESORT); MIN/MAX are the first/last of it.
     pub fn esearch(&self, tag: &str, uid: bool, result: &[u32]) -> Vec<u8> {
-        let mut out = format!("* ESEARCH (TAG \"{tag}\")");
-        if uid {
-            out.push_str(" UID");
-        }
-        if !result.is_empty() {
-            if self.min {
-                out.push_str(&format!(" MIN {}", result[0]));
-            }
-            if self.max {
-                out.push_str(&format!(" MAX {}", result[result.len() - 1]));
-            }
-            if self.all {
-                out.push_str(&format!(" ALL {}", seqset_string_unsorted(result)));
-            }
-        }
-        // COUNT even when nothing matched (`COUNT 0`, as Dovecot's imap-search.c).
-        if self.count {
-            out.push_str(&format!(" COUNT {}", result.len()));
-        }
-        out.push_str("\r\n");
-        out.into_bytes()
+        let hits: Vec<Hit> = result
+            .iter()
+            .map(|&n| Hit {
+                id: n,
+                seq: n,
+                uid: n,
+                modseq: 0,
+            })
+            .collect();
+        self.reply(tag, uid, &hits, false).line.unwrap_or_default()
     }
 }
 
+/// `"` and `\\` escaped for a quoted string.
+fn quote_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 /// Ranges of consecutive ascending numbers in the given order (ESORT keeps sort order).
-fn seqset_string_unsorted(nums: &[u32]) -> String {
+pub fn seqset_string_unsorted(nums: &[u32]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
     while i < nums.len() {

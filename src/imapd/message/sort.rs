@@ -22,7 +22,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 /// One sort criterion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SortKey {
     Arrival,
     Cc,
@@ -253,6 +253,27 @@ fn sort_string(m: &Message, key: SortKey) -> String {
 
 /// Sorts the messages (their message numbers in the result order).
 pub fn sort(msgs: &[(&Message, &MessageMeta)], criteria: &[(SortKey, bool)]) -> Vec<u32> {
+    sort_cached(msgs, criteria, &mut SortCache::default())
+}
+
+/// A sort key's value for one message.
+#[derive(Debug, Clone)]
+pub enum KeyValue {
+    Num(i64),
+    Str(String),
+}
+
+/// The header-derived sort keys (sent date, base subject, addresses …) of messages by
+/// UID: a message never changes, so a session computes each at most once per selection
+/// (Dovecot keeps them in its index cache).
+pub type SortCache = std::collections::HashMap<(u32, SortKey), KeyValue>;
+
+/// [`sort`], taking and keeping the header-derived keys in `cache`.
+pub fn sort_cached(
+    msgs: &[(&Message, &MessageMeta)],
+    criteria: &[(SortKey, bool)],
+    cache: &mut SortCache,
+) -> Vec<u32> {
     struct Row {
         seq: u32,
         strings: Vec<String>,
@@ -266,9 +287,25 @@ pub fn sort(msgs: &[(&Message, &MessageMeta)], criteria: &[(SortKey, bool)]) -> 
             for &(k, _) in criteria {
                 match k {
                     SortKey::Arrival => nums.push(meta.internal_date),
-                    SortKey::Date => nums.push(sent_date(m, meta)),
                     SortKey::Size => nums.push(meta.size as i64),
-                    _ => strings.push(sort_string(m, k)),
+                    SortKey::Date => {
+                        let v = cache
+                            .entry((meta.uid, k))
+                            .or_insert_with(|| KeyValue::Num(sent_date(m, meta)));
+                        nums.push(match v {
+                            KeyValue::Num(n) => *n,
+                            KeyValue::Str(_) => 0,
+                        });
+                    }
+                    _ => {
+                        let v = cache
+                            .entry((meta.uid, k))
+                            .or_insert_with(|| KeyValue::Str(sort_string(m, k)));
+                        strings.push(match v {
+                            KeyValue::Str(s) => s.clone(),
+                            KeyValue::Num(_) => String::new(),
+                        });
+                    }
                 }
             }
             Row {
