@@ -27,7 +27,7 @@
 //! until everything sent before it has been written (call it before exiting).
 //!
 //! Two other modes serve processes that fork without exec (the local delivery process,
-//! [`crate::local::server`]), where a thread of the parent must not be relied on:
+//! [`crate::qmgr::local_server`]), where a thread of the parent must not be relied on:
 //! [`set_direct`] (before the first line) writes each line at once in the calling thread,
 //! so the process has no writer thread; [`start_capture`] (in a forked child) keeps lines
 //! in memory for [`take_captured`], and the parent logs them with the child's PID
@@ -355,8 +355,7 @@ pub fn stderr_is_tty() -> bool {
     if std::env::var_os("POSTERN_STDERR").is_some_and(|v| v == "1") {
         return true;
     }
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 /// Choose the sink from `maillog_file`, `maillog_file_prefixes`, `syslog_facility` and
@@ -421,7 +420,7 @@ fn sink_for(cfg: &PostfixConfig, file: &str) -> Result<Sink, String> {
             .map_err(|e| {
                 format!(
                     "open logfile '{file}': {}",
-                    crate::master::lock::strerror(&e)
+                    crate::config::error::strerror(&e)
                 )
             })?;
         return Ok(Sink::File {
@@ -576,14 +575,9 @@ fn timestamp(time: SystemTime, zero_pad_day: bool) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let t = libc::time_t::try_from(secs).unwrap_or(0);
-    // SAFETY: localtime_r writes into the zeroed `tm` we own; `t` is a valid time_t.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return format!("Jan {} 00:00:00", if zero_pad_day { "01" } else { " 1" });
-        }
-        tm
+    let t = i64::try_from(secs).unwrap_or(0);
+    let Some(tm) = crate::sys::time::local(t) else {
+        return format!("Jan {} 00:00:00", if zero_pad_day { "01" } else { " 1" });
     };
     let month = MONTHS
         .get(usize::try_from(tm.tm_mon).unwrap_or(0))

@@ -1374,14 +1374,14 @@ fn virtual_agent_delivers_as_the_mapped_uid() {
             overrides: Vec::new(),
         })
         .unwrap();
-    let s = postern::virtual_delivery::VirtualSettings::from_config(&cfg);
+    let s = postern::delivery::virtual_delivery::VirtualSettings::from_config(&cfg);
     assert!(s.is_virtual_domain("Example.ORG"));
     assert!(s.is_virtual_domain("v2.example"));
     assert!(!s.is_virtual_domain("sub.example.org"));
     let msg = queued("s@x.org", "alice@example.org", "Subject: v\n\nFrom here\n");
-    use postern::local::Status;
+    use postern::delivery::Status;
 
-    let o = postern::virtual_delivery::deliver(&s, &msg, "alice@example.org", None);
+    let o = postern::delivery::virtual_delivery::deliver(&s, &msg, "alice@example.org", None);
     assert_eq!(o.len(), 1);
     assert_eq!(
         (o[0].status.clone(), o[0].dsn.as_str()),
@@ -1405,7 +1405,12 @@ fn virtual_agent_delivers_as_the_mapped_uid() {
          Delivered-To: alice@example.org\nSubject: v\n\nFrom here\n"
     );
 
-    let o = postern::virtual_delivery::deliver(&s, &msg, "bob@example.org", Some("b@old.example"));
+    let o = postern::delivery::virtual_delivery::deliver(
+        &s,
+        &msg,
+        "bob@example.org",
+        Some("b@old.example"),
+    );
     assert_eq!(o[0].status, Status::Sent, "{o:?}");
     assert_eq!(o[0].text, "delivered to mailbox");
     assert_eq!(o[0].orig_to.as_deref(), Some("b@old.example"));
@@ -1425,7 +1430,7 @@ fn virtual_agent_delivers_as_the_mapped_uid() {
         "{text}"
     );
 
-    let o = postern::virtual_delivery::deliver(&s, &msg, "Nobody@example.org", None);
+    let o = postern::delivery::virtual_delivery::deliver(&s, &msg, "Nobody@example.org", None);
     assert_eq!(
         (o[0].status.clone(), o[0].dsn.as_str(), o[0].text.as_str()),
         (
@@ -1436,7 +1441,7 @@ fn virtual_agent_delivers_as_the_mapped_uid() {
     );
 
     if root {
-        let o = postern::virtual_delivery::deliver(&s, &msg, "low@example.org", None);
+        let o = postern::delivery::virtual_delivery::deliver(&s, &msg, "low@example.org", None);
         assert_eq!(
             (o[0].status.clone(), o[0].dsn.as_str(), o[0].text.as_str()),
             (Status::Deferred, "4.3.5", "mail system configuration error")
@@ -1444,7 +1449,7 @@ fn virtual_agent_delivers_as_the_mapped_uid() {
         assert!(!d.join("vmail/example.org/low").exists());
     }
 
-    let o = postern::virtual_delivery::deliver(&s, &msg, "carol@example.org", None);
+    let o = postern::delivery::virtual_delivery::deliver(&s, &msg, "carol@example.org", None);
     assert_eq!(o[0].status, Status::Bounced, "{o:?}");
     assert!(
         o[0].text.starts_with(&format!(

@@ -141,14 +141,17 @@ fn dates_with_absurd_fields() {
 /// It is no IP address, so the domain is judged as a name.
 #[test]
 fn smtp_address_literal_cut_inside_a_character() {
-    assert_eq!(address::address_literal("[127\u{e9}\u{e9}.0.0.1]"), None);
-    assert_eq!(address::address_literal("[ipv6\u{e9}::1]"), None);
     assert_eq!(
-        address::address_literal("[IPv6:::1]"),
+        postern::resolve::address_literal("[127\u{e9}\u{e9}.0.0.1]"),
+        None
+    );
+    assert_eq!(postern::resolve::address_literal("[ipv6\u{e9}::1]"), None);
+    assert_eq!(
+        postern::resolve::address_literal("[IPv6:::1]"),
         Some("::1".parse().unwrap())
     );
     assert_eq!(
-        address::address_literal("[127.0.0.1]"),
+        postern::resolve::address_literal("[127.0.0.1]"),
         Some("127.0.0.1".parse().unwrap())
     );
 }

@@ -432,10 +432,10 @@ fn context_search_against_real_dovecot() {
     for store in [Store::Maildir, Store::Mbox] {
         let dirs = [homes(store), homes(store)];
         let extra = "ssl = no\ndisable_plaintext_auth = no\n";
-        let Some(real) = Server::dovecot(dirs[0].path(), store, extra) else {
+        let Some(real) = dovecot_server(dirs[0].path(), store, extra) else {
             return;
         };
-        let ours = Server::postern(dirs[1].path(), store, extra);
+        let ours = postern_server(dirs[1].path(), store, extra);
         let theirs = context_dialogue(real.port);
         let mine = context_dialogue(ours.port);
         assert_eq!(theirs.len(), mine.len());
@@ -555,13 +555,13 @@ const QUOTA_CONF: &str = "mail_plugins = $mail_plugins quota\nprotocol imap {\n 
 fn quota_against_real_dovecot() {
     let dirs = [homes(Store::Maildir), homes(Store::Maildir)];
     let extra = format!("ssl = no\ndisable_plaintext_auth = no\n{QUOTA_CONF}");
-    let Some(real) = Server::dovecot(dirs[0].path(), Store::Maildir, &extra) else {
+    let Some(real) = dovecot_server(dirs[0].path(), Store::Maildir, &extra) else {
         return;
     };
     let theirs = quota_dialogue(real.port);
     drop(real);
     let mine = {
-        let ours = Server::postern(dirs[1].path(), Store::Maildir, &extra);
+        let ours = postern_server(dirs[1].path(), Store::Maildir, &extra);
         quota_dialogue(ours.port)
     };
     assert_eq!(theirs.len(), mine.len());
@@ -586,7 +586,7 @@ fn quota_against_real_dovecot() {
     // Swap: the real Dovecot on Postern's Maildir reads the usage Postern left.
     let maildirsize = read(&dirs[1].path().join("home/alice/Maildir/maildirsize"));
     assert_eq!(maildirsize, b"102400S\n17 1\n", "{maildirsize:?}");
-    let Some(real) = Server::dovecot(dirs[1].path(), Store::Maildir, &extra) else {
+    let Some(real) = dovecot_server(dirs[1].path(), Store::Maildir, &extra) else {
         return;
     };
     let mut c = Imap::login(real.port, "alice");
@@ -647,12 +647,12 @@ fn quota_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
 /// symlink's target untouched; the replies stay those of the messages.
 #[test]
 fn header_cache_safe_and_rebuilt() {
-    if !root() {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
     let dir = homes(Store::Maildir);
-    let s = Server::postern(
+    let s = postern_server(
         dir.path(),
         Store::Maildir,
         "ssl = no\ndisable_plaintext_auth = no\n",

@@ -1063,7 +1063,7 @@ fn the_real_postfix_starts_on_postern_s_queue_and_delivers_its_deferred_mail() {
 
 /// Send a delivery request on the local delivery process's channel `ctl` and read the
 /// outcomes back, as the queue manager does.
-fn ask(ctl: i32, req: &postern::local::server::Request) -> Vec<postern::local::Outcome> {
+fn ask(ctl: i32, req: &postern::qmgr::local_server::Request) -> Vec<postern::delivery::Outcome> {
     use nix::sys::socket::{
         AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
     };
@@ -1091,15 +1091,15 @@ fn ask(ctl: i32, req: &postern::local::server::Request) -> Vec<postern::local::O
     drop(theirs);
     let mut data = Vec::new();
     std::fs::File::from(mine).read_to_end(&mut data).unwrap();
-    postern::local::server::Reply::get(&mut Dec(&data))
+    postern::qmgr::local_server::Reply::get(&mut Dec(&data))
         .expect("an answer")
         .outcomes
 }
 
 #[test]
 fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
-    use postern::local::Status;
-    use postern::local::server::{Agent, Request};
+    use postern::delivery::Status;
+    use postern::qmgr::local_server::{Agent, Request};
     if !is_root() {
         eprintln!("skipped: not root");
         return;
@@ -1189,7 +1189,7 @@ fn a_compromised_queue_manager_gets_no_file_written_but_mail_delivered() {
         offset,
         target: target.to_string(),
     };
-    let refused = |o: &[postern::local::Outcome], why: &str| {
+    let refused = |o: &[postern::delivery::Outcome], why: &str| {
         assert_eq!(o.len(), 1, "{o:?}");
         assert_eq!(o[0].status, Status::Deferred, "{o:?}");
         assert!(

@@ -46,6 +46,6 @@ fuzz_target!(|data: &[u8]| {
         }
     });
     let text = String::from_utf8_lossy(data);
-    let _ = postern::smtpd::sasl::decode_plain(&text);
-    let _ = postern::smtpd::sasl::unb64(&text);
+    let _ = postern::auth::sasl::decode_plain(&text);
+    let _ = postern::auth::sasl::unb64(&text);
 });

@@ -4,7 +4,7 @@
 //! nexthop grammar of transport/relayhost destinations. The first byte picks which.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use postern::smtp::{downgrade, reply, route};
+use postern::delivery::smtp::{downgrade, reply, route};
 
 #[path = "common.rs"]
 mod common;

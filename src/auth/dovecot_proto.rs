@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 
 use super::Outcome;
 use super::dovecot::{DovecotAuth, RequestInfo};
-use crate::smtpd::sasl::{AuthResult, Authenticator};
+use crate::auth::sasl::{AuthResult, Authenticator};
 
 /// Longest line Dovecot accepts (`AUTH_CLIENT_MAX_LINE_LENGTH`).
 pub const MAX_LINE: usize = 16384;

@@ -55,6 +55,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::config::error::strerror;
+
 /// The IMAP tag of the LOGIN and LOGOUT commands.
 pub const TAG: &str = "saslauthd";
 /// Each network step's time limit (`NETWORK_IO_TIMEOUT`).
@@ -317,10 +319,6 @@ fn first_line(b: &[u8]) -> &[u8] {
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn strerror(e: &std::io::Error) -> String {
-    crate::config::error::strerror(e)
 }
 
 /// `getaddrinfo(host, service)` for TCP, any family: the canonical name and the

@@ -2,15 +2,19 @@
 //! output and exit codes of the Postfix/Dovecot/Cyrus command it replaces.
 
 pub mod doveconf;
+#[allow(unsafe_code)]
 pub mod dovecot;
 pub mod postconf;
 pub mod postconf_master;
 pub mod postdrop;
+#[allow(unsafe_code)]
 pub mod postfix;
 pub mod postfix_check;
 pub mod postmap;
 pub mod postqueue;
+#[allow(unsafe_code)]
 pub mod sandbox;
+#[allow(unsafe_code)]
 pub mod saslauthd;
 pub mod sendmail;
 
@@ -58,10 +62,7 @@ const PRINTING_COMMANDS: &[&str] = &[
 
 /// Restore the default `SIGPIPE` disposition (see [`PRINTING_COMMANDS`]).
 pub fn default_sigpipe() {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: SIG_DFL installs no handler code; called before any thread of ours runs
-    // code that depends on the disposition.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    crate::sys::default_sigpipe();
 }
 
 /// Pick the command from `argv[0]` (its file name), or from the first argument when called
@@ -110,7 +111,7 @@ pub fn dispatch(args: Vec<OsString>) -> ExitCode {
                 }
                 if first == "local" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();
-                    return ExitCode::from(crate::local::server::main(&rest) as u8);
+                    return ExitCode::from(crate::qmgr::local_server::main(&rest) as u8);
                 }
                 if first == "smtpd" {
                     let rest: Vec<String> = it.map(|a| a.to_string_lossy().into_owned()).collect();

@@ -324,8 +324,9 @@ fn send_signal(pid: u32, sig: libc::c_int) {
     if let Ok(p) = libc::pid_t::try_from(pid)
         && p > 0
     {
-        // SAFETY: kill(2) with a positive PID taken from the locked pid file.
-        unsafe { libc::kill(p, sig) };
+        // A positive PID taken from the locked pid file.
+        let sig = nix::sys::signal::Signal::try_from(sig).ok();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
     }
 }
 

@@ -173,9 +173,9 @@ fn check_values(cfg: &PostfixConfig, r: &mut Report) {
         if s.name.starts_with("smtpd_") && s.name.ends_with("_restrictions") {
             let classes: Vec<String> = cfg
                 .get("smtpd_restriction_classes")
-                .map(|c| crate::smtpd::params::list(&c))
+                .map(|c| crate::config::values::list(&c))
                 .unwrap_or_default();
-            let words = crate::smtpd::params::list(v);
+            let words = crate::config::values::list(v);
             let mut skip_arg = false;
             for w in &words {
                 if skip_arg {

@@ -53,10 +53,7 @@ fn load(config_dir: Option<PathBuf>, prog: &str) -> Option<PostfixConfig> {
     }
 }
 
-/// `asctime(3)` of a time in local time, without the newline (`Sat Nov 28 14:37:12 2026`).
-fn asctime(t: std::time::SystemTime) -> String {
-    crate::mailbox::mbox::asctime(t)
-}
+use crate::sys::time::asctime;
 
 /// Queue files of one queue in directory order (one hash level for hashed queues).
 fn scan(dir: &Path, hashed: bool, out: &mut Vec<(String, PathBuf)>) {
@@ -364,7 +361,7 @@ fn flush_site(cfg: &PostfixConfig, site: &str) -> i32 {
         .unwrap_or_default()
         .split(|c: char| c == ',' || c.is_whitespace())
         .any(|f| f == "fast_flush_domains");
-    if !crate::virtual_delivery::domain_list_match(&list, site, parents) {
+    if !crate::resolve::lists::domain_list_match(&list, site, parents) {
         let why = format!("Flush service is not configured for destination \"{site}\"");
         log::fatal(&ident, &why);
         eprintln!("postqueue: fatal: {why}");
@@ -479,9 +476,9 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     let ident = log::ident(&cfg, "postsuper");
     // As Postfix's postsuper: run by root, it works as mail_owner, so that what it creates
     // in the queue (hash subdirectories) is the mail system's.
-    if crate::master::privs::is_root() {
+    if crate::sys::privs::is_root() {
         let dropped =
-            crate::master::privs::mail_owner(&cfg).and_then(|o| crate::master::privs::drop_to(&o));
+            crate::sys::privs::mail_owner(&cfg).and_then(|o| crate::sys::privs::drop_to(&o));
         if let Err(e) = dropped {
             log::fatal(&ident, &e);
             eprintln!("postsuper: fatal: {e}");

@@ -305,8 +305,7 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
         early.log(true, "writeable by the user this process runs as.");
         return 1;
     }
-    // SAFETY: umask only changes this process's file creation mask.
-    unsafe { libc::umask(0o077) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // The lock before the socket: a second daemon must not replace the first one's.
     let mut pid_file = match lock_pid_file(&run_dir) {
         Ok(f) => f,

@@ -45,8 +45,19 @@ impl ConfigError {
 
 /// The C library's text for an I/O error (`No such file or directory`), as Postfix and
 /// Dovecot print it: std formats OS errors with glibc's `strerror_r`, so only Rust's
-/// ` (os error 2)` suffix is dropped.
+/// ` (os error 2)` suffix is dropped. An error that carries no OS code (a timeout Postern
+/// measured itself) is worded as the C library words the matching `errno`, as the smtp
+/// client's connect errors are (`connect to …: Connection timed out`).
 pub fn strerror(e: &std::io::Error) -> String {
+    if e.raw_os_error().is_none() {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                return "Connection timed out".into();
+            }
+            std::io::ErrorKind::ConnectionRefused => return "Connection refused".into(),
+            _ => {}
+        }
+    }
     let s = e.to_string();
     match s.rfind(" (os error ") {
         Some(i) if s.ends_with(')') => s[..i].to_string(),

@@ -21,5 +21,6 @@ pub mod params;
 pub mod postfix;
 pub mod sasl;
 pub mod text;
+pub mod values;
 
 pub use error::ConfigError;

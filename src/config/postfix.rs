@@ -66,6 +66,16 @@ fn deriving<T>(name: &'static str, f: impl FnOnce() -> T) -> Option<T> {
     Some(r)
 }
 
+/// Load main.cf and master.cf from `config_dir` (the default directory when `None`), as
+/// the master and every daemon it starts do; the error is the text to log.
+pub fn load_config(config_dir: Option<&Path>) -> Result<PostfixConfig, String> {
+    PostfixConfig::load(&LoadOptions {
+        config_dir: config_dir.map(Path::to_path_buf),
+        overrides: Vec::new(),
+    })
+    .map_err(|e| e.to_string())
+}
+
 impl PostfixConfig {
     /// Load `DIR/main.cf` and `DIR/master.cf`. DIR is `-c`, else `$MAIL_CONFIG`, else
     /// `/etc/postfix`. A missing main.cf is fatal; a missing master.cf is a warning.

@@ -148,29 +148,7 @@ impl std::fmt::Debug for LockErrors {
     }
 }
 
-/// This thread's filesystem uid and gid (`setfsuid(-1)` changes nothing and returns the
-/// current one).
-fn fs_ids() -> (u32, u32) {
-    // SAFETY: an invalid id changes nothing; the calls only report this thread's ids.
-    unsafe {
-        (
-            libc::setfsuid(u32::MAX) as u32,
-            libc::setfsgid(u32::MAX) as u32,
-        )
-    }
-}
-
-/// Run `f` with this thread's filesystem gid set to `gid`, then set back (Dovecot's
-/// `restrict_access_use_priv_gid()` … `drop_priv_gid()`). Without the right to switch,
-/// `f` runs with the gid unchanged.
-fn with_fsgid<T>(gid: u32, f: impl FnOnce() -> T) -> T {
-    // SAFETY: setfsgid only changes this thread's filesystem gid; it is restored below.
-    let prev = unsafe { libc::setfsgid(gid) } as u32;
-    let out = f();
-    // SAFETY: as above.
-    unsafe { libc::setfsgid(prev) };
-    out
-}
+use crate::sys::fsid::{current as fs_ids, with_fsgid};
 
 /// The dotlock path of `mbox`: `NAME.lock` in the same directory.
 pub fn dotlock_path(mbox: &Path) -> PathBuf {
@@ -345,10 +323,9 @@ pub(crate) fn holder_is_gone(path: &Path) -> bool {
     }
     match pid.parse::<i32>() {
         Ok(pid) if pid > 0 && pid as u32 != std::process::id() => {
-            // SAFETY: signal 0 only checks that the process exists.
-            let r = unsafe { libc::kill(pid, 0) };
-            (r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
-                || crate::sys::is_zombie(pid as u32)
+            // Signal 0 only checks that the process exists.
+            let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
+            r == Err(nix::errno::Errno::ESRCH) || crate::sys::is_zombie(pid as u32)
         }
         _ => false,
     }

@@ -173,32 +173,7 @@ fn asctime_now() -> String {
     asctime(SystemTime::now())
 }
 
-/// `asctime(3)` without the newline, in local time (`Sat Nov 28 16:16:27 2026`): the
-/// `From ` line date, also used by mailq.
-pub fn asctime(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: a zeroed `tm` is valid; localtime_r fills it from `secs`.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&secs, &mut tm) };
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{} {}{:3} {:02}:{:02}:{:02} {}",
-        DAYS[tm.tm_wday.rem_euclid(7) as usize],
-        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        1900 + tm.tm_year
-    )
-}
+use crate::sys::time::asctime;
 
 /// The bytes Postfix's `local(8)` appends for one message: the `From ` line, the message
 /// with LF line ends and `From ` lines quoted, a final newline and the empty separator line.
@@ -593,8 +568,7 @@ pub fn from_line_time(line: &[u8]) -> Option<i64> {
             Some(days_from_civil(year, mon + 1, day) * 86400 + hour * 3600 + min * 60 + sec - z)
         }
         None => {
-            // SAFETY: a zeroed `tm` is valid; mktime reads and normalises it.
-            let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+            let mut tm = crate::sys::time::blank_tm();
             tm.tm_year = (year - 1900) as libc::c_int;
             tm.tm_mon = mon as libc::c_int;
             tm.tm_mday = day as libc::c_int;
@@ -602,9 +576,7 @@ pub fn from_line_time(line: &[u8]) -> Option<i64> {
             tm.tm_min = min as libc::c_int;
             tm.tm_sec = sec as libc::c_int;
             tm.tm_isdst = -1;
-            // SAFETY: `tm` is a valid, initialised struct for the call.
-            let t = unsafe { libc::mktime(&mut tm) };
-            (t != -1).then_some(t as i64)
+            crate::sys::time::mktime(&mut tm)
         }
     }
 }
@@ -623,25 +595,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// The `From ` line date as Dovecot writes it for a saved message (`mbox_from_create()`:
 /// local time, the day in two digits): `Wed Jan 01 10:00:00 2020`.
 fn dovecot_from_date(t: i64) -> String {
-    let secs = t as libc::time_t;
-    // SAFETY: a zeroed `tm` is valid; localtime_r fills it from `secs`.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&secs, &mut tm) };
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{} {} {:02} {:02}:{:02}:{:02} {}",
-        DAYS[tm.tm_wday.rem_euclid(7) as usize],
-        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        1900 + tm.tm_year
-    )
+    crate::sys::time::ctime_text(t, true)
 }
 
 /// Split an mbox into messages (the whole-file reference for [`scan`]): the first

@@ -37,9 +37,12 @@
 pub mod cache;
 pub mod cidr;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod indexed;
+#[allow(unsafe_code)]
 pub mod regexp;
 pub mod search;
+#[allow(unsafe_code)]
 pub mod simple;
 pub mod source;
 

@@ -158,7 +158,7 @@ impl Children {
         )
         .map_err(|e| format!("socketpair: {}", e.desc()))?;
         let mut c = self.command("local", vec![a.as_raw_fd()])?;
-        c.env(crate::local::server::FD_ENV, a.as_raw_fd().to_string())
+        c.env(crate::qmgr::local_server::FD_ENV, a.as_raw_fd().to_string())
             .stdin(Stdio::piped());
         let mut local = c.spawn().map_err(|e| format!("local: {e}"))?;
         let local_stdin = local.stdin.take();
@@ -179,7 +179,7 @@ impl Children {
             .open(&lock_path)
             .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
         let mut c = self.command("qmgr", vec![b.as_raw_fd(), lock.as_raw_fd()])?;
-        c.env(crate::local::server::FD_ENV, b.as_raw_fd().to_string())
+        c.env(crate::qmgr::local_server::FD_ENV, b.as_raw_fd().to_string())
             .env(crate::qmgr::LOCK_FD_ENV, lock.as_raw_fd().to_string())
             .stdin(Stdio::piped());
         let mut qmgr = c.spawn().map_err(|e| format!("qmgr: {e}"))?;
@@ -280,7 +280,8 @@ fn describe(st: std::process::ExitStatus) -> String {
 /// Send `sig` to a child that has not been reaped yet.
 pub fn signal(child: &Child, sig: libc::c_int) {
     if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill on the PID of our own, not yet reaped, child.
-        unsafe { libc::kill(pid, sig) };
+        // The PID of our own, not yet reaped, child.
+        let sig = nix::sys::signal::Signal::try_from(sig).ok();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
     }
 }

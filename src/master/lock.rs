@@ -11,9 +11,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::config::error::strerror;
 
 /// An open, exclusively locked lock file. The lock lasts as long as the value.
 #[derive(Debug)]
@@ -36,9 +37,14 @@ impl LockFile {
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| format!("open lock file {}: {}", path.display(), strerror(&e)))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
+        // flock(LOCK_EX | LOCK_NB), as Postfix's myflock().
+        if let Err(e) = file.try_lock() {
+            let e = match e {
+                std::fs::TryLockError::WouldBlock => {
+                    std::io::Error::from_raw_os_error(libc::EWOULDBLOCK)
+                }
+                std::fs::TryLockError::Error(e) => e,
+            };
             return Err(format!(
                 "open lock file {}: unable to set exclusive lock: {}",
                 path.display(),
@@ -74,13 +80,6 @@ impl LockFile {
     }
 }
 
-/// The C library's text for an I/O error (`Resource temporarily unavailable`), without
-/// Rust's ` (os error 11)` suffix. (std asks glibc's strerror_r; nix's own table words some
-/// errors differently, e.g. EAGAIN as `Try again`.)
-pub fn strerror(e: &std::io::Error) -> String {
-    crate::config::error::strerror(e)
-}
-
 /// The PID as master.c writes it: `%*lu\n` with width 32.
 pub fn pid_line(pid: u32) -> String {
     format!("{pid:>32}\n")
@@ -90,8 +89,8 @@ pub fn pid_line(pid: u32) -> String {
 /// the file is missing or unlocked. The PID is the file's first field (0 if unreadable).
 pub fn running_pid(path: &Path) -> Option<u32> {
     let mut file = File::open(path).ok()?;
-    // SAFETY: flock on a descriptor we own; the lock is released when `file` closes.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
+    // The lock is released when `file` closes.
+    let locked = file.try_lock().is_err();
     if !locked {
         return None;
     }

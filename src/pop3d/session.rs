@@ -17,6 +17,7 @@ use crate::login::service::{Checker, Refused};
 use crate::mailbox::{
     Access, Flags, Folder, MailLocation, MailStore, MailboxError, MessageReader, StoreOptions,
 };
+use crate::sys::fsid::{FsIdentity, running_as_root};
 
 /// Longest command line after login.
 const MAX_LINE: usize = 8192;
@@ -81,61 +82,20 @@ async fn as_ids<T: Send + 'static>(
 
 /// Run `f` on this thread as the mail user: when root, the thread's filesystem uid/gid
 /// are switched to the user's for the call and back to root after it (`setfsuid` is per
-/// thread). `f` is synchronous, so no other task runs on the thread meanwhile. Called
+/// thread), also when `f` panics ([`FsIdentity`] restores on drop). `f` is synchronous, so
+/// no other task runs on the thread meanwhile. Called
 /// directly from a session for reading a message piece (a few page-cache reads), which
 /// saves the two thread hand-overs of a blocking-pool task per RETR.
 fn with_fsuid<T>(uid: Option<u32>, gid: Option<u32>, f: impl FnOnce() -> T) -> T {
-    let root = running_as_root();
-    if root {
-        // SAFETY: setfsgid/setfsuid only change this thread's filesystem ids.
-        unsafe {
-            if let Some(g) = gid {
-                libc::setfsgid(g);
-            }
-            if let Some(u) = uid {
-                libc::setfsuid(u);
-            }
-        }
-    }
-    let r = f();
-    if root {
-        // SAFETY: as above, back to root for whatever runs next on this thread.
-        unsafe {
-            libc::setfsuid(0);
-            libc::setfsgid(0);
-        }
-    }
-    r
+    let _ids = FsIdentity::switch_some(uid, gid);
+    f()
 }
 
 /// Run `f` with root's filesystem ids on a thread that has the mail user's (the log file
 /// and syslog socket are opened as root), then switch back.
 fn with_root_fs<T>(f: impl FnOnce() -> T) -> T {
-    if !running_as_root() {
-        return f();
-    }
-    // SAFETY: setfsuid/setfsgid only change this thread's filesystem ids; an invalid id
-    // (-1) changes nothing and returns the current one.
-    let (uid, gid) = unsafe {
-        let u = libc::setfsuid(u32::MAX) as u32;
-        let g = libc::setfsgid(u32::MAX) as u32;
-        libc::setfsuid(0);
-        libc::setfsgid(0);
-        (u, g)
-    };
-    let r = f();
-    // SAFETY: as above, back to the user's ids.
-    unsafe {
-        libc::setfsgid(gid);
-        libc::setfsuid(uid);
-    }
-    r
-}
-
-/// Whether this process runs as root (asked once).
-fn running_as_root() -> bool {
-    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ROOT.get_or_init(|| nix::unistd::geteuid().is_root())
+    let _root = FsIdentity::root();
+    f()
 }
 
 /// MD5 (RFC 1321) of `data`, for APOP's digest.

@@ -17,33 +17,13 @@ struct LocalTime {
 }
 
 fn local_time(secs: i64) -> Option<LocalTime> {
-    let t: libc::time_t = secs as libc::time_t;
-    // SAFETY: localtime_r writes into the zeroed `tm` we own and reads `t`; tm_zone then
-    // points to static storage inside libc (or is null), read at once.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return None;
-        }
-        let zone = if tm.tm_zone.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(tm.tm_zone)
-                .to_string_lossy()
-                .into_owned()
-        };
-        Some(LocalTime { tm, zone })
-    }
+    let tm = crate::sys::time::local(secs)?;
+    let zone = crate::sys::time::zone_name(&tm);
+    Some(LocalTime { tm, zone })
 }
 
 fn utc_time(secs: i64) -> libc::tm {
-    let t: libc::time_t = secs as libc::time_t;
-    // SAFETY: gmtime_r writes into the zeroed `tm` we own.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::gmtime_r(&t, &mut tm);
-        tm
-    }
+    crate::sys::time::utc(secs)
 }
 
 fn unix_secs(t: SystemTime) -> i64 {

@@ -60,6 +60,7 @@ pub mod file;
 pub mod header;
 pub mod id;
 pub mod record;
+#[allow(unsafe_code)]
 pub mod writer;
 
 use std::collections::HashSet;
@@ -427,12 +428,6 @@ pub struct QueueSettings {
     pub cleanup_ident: String,
 }
 
-fn num<T: std::str::FromStr>(cfg: &PostfixConfig, name: &str, default: T) -> T {
-    cfg.get(name)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 impl QueueSettings {
     pub fn from_config(cfg: &PostfixConfig) -> anyhow::Result<QueueSettings> {
         let queue_directory = cfg
@@ -449,17 +444,16 @@ impl QueueSettings {
             undisclosed_recipients_header: cfg
                 .get("undisclosed_recipients_header")
                 .unwrap_or_default(),
-            message_size_limit: num(cfg, "message_size_limit", 10_240_000),
-            header_size_limit: num(cfg, "header_size_limit", 102_400),
-            hopcount_limit: num(cfg, "hopcount_limit", 50),
-            line_length_limit: num(cfg, "line_length_limit", 2048),
+            message_size_limit: cfg.get_num("message_size_limit").unwrap_or(10_240_000),
+            header_size_limit: cfg.get_num("header_size_limit").unwrap_or(102_400),
+            hopcount_limit: cfg.get_num("hopcount_limit").unwrap_or(50),
+            line_length_limit: cfg.get_num("line_length_limit").unwrap_or(2048),
             tls_received_header: cfg.get_bool("smtpd_tls_received_header").unwrap_or(false),
             sasl_authenticated_header: cfg
                 .get_bool("smtpd_sasl_authenticated_header")
                 .unwrap_or(false),
             delay_warning_time: cfg
-                .get("delay_warning_time")
-                .and_then(|v| crate::qmgr::parse_time(&v, 'h'))
+                .get_time("delay_warning_time", 'h')
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         })

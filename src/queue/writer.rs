@@ -351,9 +351,9 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
             // (EPERM: alive, but another user's: a writer of another service.) A zombie
             // (killed, not reaped yet: right after a crash of the whole tree) is dead too.
             Some(p) => {
-                // SAFETY: kill with signal 0 only checks for existence.
-                let exists = unsafe { libc::kill(p as libc::pid_t, 0) == 0 }
-                    || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+                // Signal 0 only checks for existence.
+                let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as libc::pid_t), None);
+                let exists = r.is_ok() || r == Err(nix::errno::Errno::EPERM);
                 exists && !crate::sys::is_zombie(p)
             }
             None => false,

@@ -3,10 +3,6 @@
 //! `append_dot_mydomain`, as trivial-rewrite does), and the address class of a domain
 //! (local, virtual alias, virtual mailbox, relay, default) that the relay decisions use.
 
-use std::net::IpAddr;
-
-use super::params::Params;
-
 /// The `<address> PARAM=value …` argument of MAIL FROM / RCPT TO.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathArg {
@@ -119,100 +115,8 @@ fn address_syntax_ok(a: &str) -> bool {
     !in_quote && !a.starts_with('@') && !a.ends_with('@')
 }
 
-/// Split `local@domain` at the last `@`.
-pub fn split(addr: &str) -> (&str, Option<&str>) {
-    match addr.rfind('@') {
-        Some(i) => (&addr[..i], Some(&addr[i + 1..])),
-        None => (addr, None),
-    }
-}
-
-/// Qualify an address as trivial-rewrite does for the checks: a bare name gets
-/// `@$myorigin`; a domain without a dot gets `.$mydomain` when `append_dot_mydomain`.
-pub fn qualify(addr: &str, p: &Params) -> String {
-    if addr.is_empty() {
-        return String::new();
-    }
-    let (local, domain) = split(addr);
-    let domain = match domain {
-        None if p.append_at_myorigin => p.myorigin.clone(),
-        None => return addr.to_string(),
-        Some(d) => d.to_string(),
-    };
-    let domain = if p.append_dot_mydomain
-        && !domain.contains('.')
-        && !domain.starts_with('[')
-        && !p.mydomain.is_empty()
-    {
-        let new = format!("{domain}.{}", p.mydomain);
-        if p.append_dot_mydomain_compat {
-            crate::log::info(
-                "postfix/trivial-rewrite",
-                &format!(
-                    "using backwards-compatible default setting append_dot_mydomain=yes to rewrite \"{domain}\" to \"{new}\"; please add \"{domain}\" to mydestination or other address class"
-                ),
-            );
-        }
-        new
-    } else {
-        domain
-    };
-    format!("{local}@{domain}")
-}
-
-/// The address class of a domain (Postfix ADDRESS_CLASS_README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressClass {
-    Local,
-    VirtualAlias,
-    VirtualMailbox,
-    Relay,
-    Default,
-}
-
-/// An IPv4/IPv6 address literal `[1.2.3.4]` / `[ipv6:::1]`.
-pub fn address_literal(domain: &str) -> Option<IpAddr> {
-    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    // `get`: a literal may hold any UTF-8 (`[127\u{e9}…]` panicked here, found by fuzzing).
-    let inner = match inner.get(..5) {
-        Some(tag) if inner.len() > 5 && tag.eq_ignore_ascii_case("ipv6:") => &inner[5..],
-        _ => inner,
-    };
-    inner.parse().ok()
-}
-
-/// Is `ip` one of the addresses this host listens on (`inet_interfaces`, plus
-/// `proxy_interfaces`)? Used for `[ip]` address literals (Postfix `resolve_local()`) and
-/// `permit_inet_interfaces`. `all` means every interface address, `loopback-only` the
-/// loopback interface's addresses (127.0.0.1 and ::1, not all of 127/8).
-pub fn is_local_interface(ip: IpAddr, p: &Params) -> bool {
-    let listed = p
-        .inet_interfaces
-        .iter()
-        .chain(p.proxy_interfaces.iter())
-        .any(|i| i.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(ip));
-    if listed {
-        return true;
-    }
-    let all = p.inet_interfaces.iter().any(|i| i == "all");
-    let loopback = p.inet_interfaces.iter().any(|i| i == "loopback-only");
-    if !all && !loopback {
-        return false;
-    }
-    nix::ifaddrs::getifaddrs()
-        .map(|addrs| {
-            addrs.into_iter().any(|ifa| {
-                ifa.address.is_some_and(|a| {
-                    let a = a
-                        .as_sockaddr_in()
-                        .map(|s| IpAddr::V4(s.ip()))
-                        .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
-                    a == Some(ip) && (all || ip.is_loopback())
-                })
-            })
-        })
-        .unwrap_or(false)
-}
+// trivial-rewrite's part of address handling, which smtpd's checks use.
+pub use crate::resolve::{AddressClass, address_literal, is_local_interface, qualify, split};
 
 #[cfg(test)]
 mod tests {

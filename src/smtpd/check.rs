@@ -36,9 +36,11 @@ use std::sync::Arc;
 
 use super::address::{self, AddressClass};
 use super::params::Params;
-use crate::maps::cidr::Cidr;
 use crate::maps::source::Format;
 use crate::maps::{self, Table};
+pub use crate::resolve::LookupFailed;
+pub use crate::resolve::lists::push_notice;
+use crate::resolve::lists::{self, ListItem, expand_match_list, is_table, match_hostaddr};
 
 mod dns;
 
@@ -138,20 +140,6 @@ impl Tables {
     }
 }
 
-/// Add a table's open-time message to a checker's warnings (an `error:` line keeps its
-/// prefix; the session logs it at error level).
-pub fn push_notice(warnings: &mut Vec<String>, n: maps::Notice) {
-    match n {
-        maps::Notice::Warning(m) => warnings.push(m),
-        maps::Notice::Error(m) => warnings.push(format!("error: {m}")),
-    }
-}
-
-/// A lookup table or a pattern failed (Postfix's `DICT_ERR_RETRY`); what went wrong is in the
-/// checker's warnings already. The caller defers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LookupFailed;
-
 /// Postfix's `reject_dict_retry()`: a lookup table failed, the client tries again later.
 pub fn dict_retry(name: &str) -> Reply {
     Reply::new(451, "4.3.0", format!("<{name}>: Temporary lookup failure"))
@@ -176,15 +164,6 @@ pub struct Checker<'a> {
     /// `discard`, the text Postfix logs, e.g. `<x@y>: Recipient address triggers HOLD
     /// action`).
     pub actions: Vec<(&'static str, String)>,
-}
-
-fn is_table(w: &str) -> bool {
-    match w.split_once(':') {
-        Some((t, n)) => {
-            !t.is_empty() && !n.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric())
-        }
-        None => false,
-    }
 }
 
 impl<'a> Checker<'a> {
@@ -482,7 +461,7 @@ impl<'a> Checker<'a> {
                 }
             }
             "permit_inet_interfaces" => {
-                if address::is_local_interface(f.client_addr, self.p) {
+                if address::is_local_interface(f.client_addr, &self.p.addresses) {
                     Verdict::Permit
                 } else {
                     Verdict::Dunno
@@ -601,27 +580,14 @@ impl<'a> Checker<'a> {
         Ok(false)
     }
 
-    /// One `type:table` of a match list: whether `key` is in it; `Err` after logging the
-    /// table's failure and `LIST: TYPE:NAME: table lookup problem`.
+    /// One `type:table` of a match list ([`crate::resolve::lists::table_has`]).
     fn list_table_get(
         &mut self,
         list_name: &str,
         spec: &str,
         key: &str,
     ) -> Result<bool, LookupFailed> {
-        let w = &mut self.warnings;
-        let t = self
-            .tables
-            .open(spec, Format::Postmap, &mut |n| push_notice(w, n));
-        match t.lookup(key) {
-            Ok(v) => Ok(v.is_some_and(|v| !v.is_empty())),
-            Err(e) => {
-                self.warnings.extend(e.table_warning());
-                self.warnings
-                    .push(format!("{list_name}: {spec}: table lookup problem"));
-                Err(LookupFailed)
-            }
-        }
+        lists::table_has(list_name, spec, key, &mut self.warnings)
     }
 
     /// Domain list match (mydestination, relay_domains, …) with `/file`, tables, `!`,
@@ -633,107 +599,21 @@ impl<'a> Checker<'a> {
         domain: &str,
         feature: &str,
     ) -> Result<bool, LookupFailed> {
-        let d = domain.to_ascii_lowercase();
-        let parents = self
-            .p
-            .parent_domain_matches_subdomains
-            .iter()
-            .any(|f| f == feature);
-        let mut items = Vec::new();
-        expand_match_list(list, true, feature, &mut items, &mut self.warnings);
-        for (on_match, item) in items {
-            let hit = match item {
-                ListItem::Table(spec) => {
-                    let mut keys = vec![d.clone()];
-                    if parents {
-                        let mut rest = d.as_str();
-                        while let Some((_, r)) = rest.split_once('.') {
-                            keys.push(r.to_string());
-                            rest = r;
-                        }
-                    }
-                    let mut hit = false;
-                    for k in &keys {
-                        if self.list_table_get(feature, &spec, k)? {
-                            hit = true;
-                            break;
-                        }
-                    }
-                    hit
-                }
-                ListItem::Broken { spec, warning } => {
-                    self.warnings.push(warning);
-                    self.warnings
-                        .push(format!("{feature}: {spec}: table lookup problem"));
-                    return Err(LookupFailed);
-                }
-                ListItem::Text(e) => {
-                    if let Some(sub) = e.strip_prefix('.') {
-                        d.ends_with(&format!(".{sub}"))
-                    } else {
-                        d == e || (parents && d.ends_with(&format!(".{e}")))
-                    }
-                }
-            };
-            if hit {
-                return Ok(on_match);
-            }
-        }
-        Ok(false)
+        self.p
+            .addresses
+            .domain_in(list, domain, feature, &mut self.warnings)
     }
 
-    /// The address class of a qualified address's domain (trivial-rewrite's resolve).
-    /// `Err` when a domain list could not be searched: logged as trivial-rewrite does
-    /// (`relay_domains lookup failure` after the table's own lines); the caller defers.
+    /// The address class of a qualified address's domain
+    /// ([`crate::resolve::Addresses::class_of`]).
     pub fn class_of(&mut self, addr: &str) -> Result<AddressClass, LookupFailed> {
-        let p = self.p;
-        let q = address::qualify(addr, p);
-        let (_, dom) = address::split(&q);
-        let Some(dom) = dom else {
-            return Ok(AddressClass::Local);
-        };
-        let dom = dom.trim_end_matches('.').to_string();
-        if let Some(ip) = address::address_literal(&dom) {
-            return Ok(if address::is_local_interface(ip, p) {
-                AddressClass::Local
-            } else {
-                AddressClass::Default
-            });
-        }
-        // resolve_local(): no "lookup failure" line of its own.
-        if self.domain_in(&p.mydestination, &dom, "mydestination")? {
-            return Ok(AddressClass::Local);
-        }
-        let lists = [
-            (
-                &p.virtual_alias_domains,
-                "virtual_alias_domains",
-                AddressClass::VirtualAlias,
-            ),
-            (
-                &p.virtual_mailbox_domains,
-                "virtual_mailbox_domains",
-                AddressClass::VirtualMailbox,
-            ),
-            (&p.relay_domains, "relay_domains", AddressClass::Relay),
-        ];
-        for (list, name, class) in lists {
-            match self.domain_in(list, &dom, name) {
-                Ok(true) => return Ok(class),
-                Ok(false) => {}
-                Err(LookupFailed) => {
-                    self.warnings.push(format!("{name} lookup failure"));
-                    return Err(LookupFailed);
-                }
-            }
-        }
-        Ok(AddressClass::Default)
+        self.p.addresses.class_of(addr, &mut self.warnings)
     }
 
     /// `permit_auth_destination`: the destination is one this host delivers to or relays
     /// for. `Err` when the address could not be resolved (a table failed).
     pub fn auth_destination(&mut self, rcpt: &str) -> Result<bool, LookupFailed> {
-        if rcpt.contains(['%', '!']) && !self.p.mydestination.is_empty() {
+        if rcpt.contains(['%', '!']) && !self.p.addresses.mydestination.is_empty() {
             // allow_untrusted_routing = no: sender-specified routing is never authorised.
             let (local, _) = address::split(rcpt);
             if local.contains(['%', '!']) {
@@ -838,7 +718,7 @@ impl<'a> Checker<'a> {
     pub fn check_rcpt_maps(&mut self, addr: &str, sender: bool) -> Option<Verdict> {
         let p = self.p;
         let retry = || Some(Verdict::Reject(dict_retry(addr)));
-        let q = address::qualify(addr, p);
+        let q = address::qualify(addr, &p.addresses);
         let (local, _) = address::split(&q);
         let local = local.to_string();
         let Ok(class) = self.class_of(addr) else {
@@ -916,7 +796,7 @@ impl<'a> Checker<'a> {
         };
         let tables = [t];
         let parent = maps::Feature::SmtpdAccessMaps
-            .parent_matches(&self.p.parent_domain_matches_subdomains.join(","));
+            .parent_matches(&self.p.addresses.parent_domain_matches_subdomains.join(","));
         let how = maps::AddressLookup {
             recipient_delimiter: self.p.recipient_delimiter.clone(),
             parent_matches_subdomains: parent,
@@ -1042,7 +922,7 @@ impl<'a> Checker<'a> {
             w if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) => Verdict::Permit,
             _ => {
                 // A list of restrictions (or a restriction class) as the result.
-                let list = super::params::list(v);
+                let list = crate::config::values::list(v);
                 self.depth += 1;
                 let r = if self.depth > 20 {
                     Verdict::Dunno
@@ -1070,109 +950,6 @@ fn split_dsn(text: &str, default: &str) -> (String, String) {
         }
     }
     (default.to_string(), text.to_string())
-}
-
-/// One pattern of a match list after `/file` expansion.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ListItem {
-    /// An address, network or domain pattern (lower-cased).
-    Text(String),
-    /// `type:table`.
-    Table(String),
-    /// A pattern that can only fail: a `/file` that cannot be read (Postfix's
-    /// `non-existent:` surrogate table) or a lone `!`. `warning` is what each use logs before `table lookup
-    /// problem`.
-    Broken { spec: String, warning: String },
-}
-
-/// Postfix's `match_list_parse()`: split the list, apply `!` (each one negates), read
-/// `/file` in line (its lines, except those starting with `#`, are lists themselves, and a
-/// `!` before the file name negates each of their patterns). `on_match` is what a match of
-/// the item means. A `#` item ends the list with Postfix's warning.
-fn expand_match_list(
-    list: &[String],
-    init: bool,
-    list_name: &str,
-    out: &mut Vec<(bool, ListItem)>,
-    warnings: &mut Vec<String>,
-) {
-    for (i, start) in list.iter().enumerate() {
-        if start.starts_with('#') {
-            warnings.push(format!(
-                "{list_name}: comment at end of line is not supported: {}",
-                list[i..].join(" ")
-            ));
-            return;
-        }
-        let mut on_match = init;
-        let mut item = start.as_str();
-        while let Some(rest) = item.strip_prefix('!') {
-            on_match = !on_match;
-            item = rest;
-        }
-        if item.is_empty() {
-            // Postfix: fatal "no pattern after '!'"; here every match through it fails.
-            out.push((
-                on_match,
-                ListItem::Broken {
-                    spec: start.clone(),
-                    warning: format!("{list_name}: no pattern after '!'"),
-                },
-            ));
-        } else if item.starts_with('/') {
-            match std::fs::read(item) {
-                Ok(bytes) => {
-                    for line in String::from_utf8_lossy(&bytes).lines() {
-                        if !line.starts_with('#') {
-                            let items = super::params::list(line);
-                            expand_match_list(&items, on_match, list_name, out, warnings);
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Postfix puts a `non-existent:` surrogate table in its place.
-                    let why = format!("open file {item}: {}", crate::config::error::strerror(&e));
-                    warnings.push(format!("error: {why}"));
-                    out.push((
-                        on_match,
-                        ListItem::Broken {
-                            spec: format!("non-existent:{item}"),
-                            warning: format!("non-existent:{item} is unavailable. {why}"),
-                        },
-                    ));
-                }
-            }
-        } else if is_table(item) {
-            out.push((on_match, ListItem::Table(item.to_string())));
-        } else {
-            out.push((on_match, ListItem::Text(item.to_ascii_lowercase())));
-        }
-    }
-}
-
-/// Postfix's `match_hostaddr()` for a (lower-cased) text pattern: the address itself,
-/// `[address]`, or a `net/mask`. Patterns that cannot be addresses are no match; a
-/// network pattern that does not parse is `Err` with `cidr_match_parse()`'s words.
-fn match_hostaddr(addr: &str, pattern: &str) -> Result<bool, String> {
-    const V4_CHARS: &str = "01234567890.";
-    let v6_char = |c: char| V4_CHARS.contains(c) || "abcdefABCDEF:".contains(c);
-    match pattern.strip_prefix('[') {
-        None if pattern == addr => return Ok(true),
-        Some(rest) if rest.strip_suffix(']') == Some(addr) => return Ok(true),
-        _ => {}
-    }
-    // Light-weight tests first, as Postfix: the families must agree, the pattern must be
-    // an IPv6 address or a net/mask, and made of address characters only (host names and
-    // junk such as `10.0.0.0/8x` are skipped without a warning).
-    if addr.contains(':') != pattern.contains(':')
-        || !pattern.contains([':', '/'])
-        || pattern.chars().all(|c| V4_CHARS.contains(c))
-        || !pattern.chars().all(|c| v6_char(c) || "[]/".contains(c))
-    {
-        return Ok(false);
-    }
-    let net = Cidr::parse(pattern)?;
-    Ok(addr.parse::<IpAddr>().is_ok_and(|ip| net.contains(ip)))
 }
 
 fn fqdn(h: &str) -> bool {
@@ -1211,58 +988,6 @@ fn valid_hostname_or_literal(h: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidrs() {
-        let m = |p: &str, a: &str| match_hostaddr(a, p);
-        assert_eq!(m("192.0.2.0/24", "192.0.2.7"), Ok(true));
-        assert_eq!(m("192.0.3.0/24", "192.0.2.7"), Ok(false));
-        assert_eq!(m("192.0.2.7", "192.0.2.7"), Ok(true));
-        assert_eq!(m("[192.0.2.7]", "192.0.2.7"), Ok(true));
-        assert_eq!(m("[::1]/128", "::1"), Ok(true));
-        assert_eq!(m("[::1]", "::1"), Ok(true));
-        // What Postfix 3.7.11 said for these in mynetworks (compat-fixtures/lookup).
-        assert_eq!(
-            m("127.0.0.0/33", "127.0.0.1"),
-            Err("bad mask length in \"127.0.0.0/33\"".into())
-        );
-        assert_eq!(
-            m("127.0.0.1/8", "127.0.0.1"),
-            Err("non-null host address bits in \"127.0.0.1/8\", perhaps you should use \"127.0.0.0/8\" instead".into())
-        );
-        assert_eq!(
-            m("1.2.3.4.5/8", "127.0.0.1"),
-            Err("bad network value in \"1.2.3.4.5/8\"".into())
-        );
-        assert_eq!(
-            m("10.0.0.0/8a", "127.0.0.1"),
-            Err("bad mask value in \"10.0.0.0/8a\"".into())
-        );
-        // Skipped without a word: junk, host names, the other family.
-        assert_eq!(m("10.0.0.0/8x", "127.0.0.1"), Ok(false));
-        assert_eq!(m("10.0.0.0/33x", "127.0.0.1"), Ok(false));
-        assert_eq!(m("foo.example", "127.0.0.1"), Ok(false));
-        assert_eq!(m("[::1]/129", "127.0.0.1"), Ok(false));
-    }
-
-    #[test]
-    fn match_list_expansion() {
-        let mut out = Vec::new();
-        let mut w = Vec::new();
-        let list: Vec<String> = ["!!a", "!hash:/x", "!", "#c", "z"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        expand_match_list(&list, true, "mynetworks", &mut out, &mut w);
-        assert_eq!(out[0], (true, ListItem::Text("a".into())));
-        assert_eq!(out[1], (false, ListItem::Table("hash:/x".into())));
-        assert!(matches!(out[2], (false, ListItem::Broken { .. })));
-        assert_eq!(out.len(), 3);
-        assert_eq!(
-            w,
-            vec!["mynetworks: comment at end of line is not supported: #c z".to_string()]
-        );
-    }
 
     #[test]
     fn dsn_split() {

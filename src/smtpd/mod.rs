@@ -23,7 +23,8 @@
 pub mod address;
 pub mod check;
 pub mod params;
-pub mod sasl;
+pub use crate::auth::sasl;
+#[allow(unsafe_code)]
 pub mod session;
 
 use std::collections::HashMap;

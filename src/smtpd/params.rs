@@ -4,61 +4,13 @@
 use std::time::Duration;
 
 use crate::config::postfix::PostfixConfig;
-
-/// Split a Postfix list value (white space and/or commas), keeping `{ … }` groups such as
-/// `inline:{a=b, c=d}` in one piece (Postfix's `mystrtokq()`).
-pub fn list(v: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0usize;
-    for c in v.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                cur.push(c);
-            }
-            '}' => {
-                depth = depth.saturating_sub(1);
-                cur.push(c);
-            }
-            c if depth == 0 && (c.is_ascii_whitespace() || c == ',') => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// Postfix time value: a number with an optional unit (s, m, h, d, w); `default_unit` when none.
-pub fn time(v: &str, default_unit: char) -> Option<Duration> {
-    let v = v.trim();
-    let (num, unit) = match v.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c),
-        _ => (v, default_unit),
-    };
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86400,
-        'w' => 604800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n.saturating_mul(mult)))
-}
+use crate::config::values::{list, time};
 
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// trivial-rewrite's parameters: address classes and qualification.
+    pub addresses: crate::resolve::Addresses,
     pub myhostname: String,
-    pub mydomain: String,
-    pub myorigin: String,
     pub banner: String,
     pub message_size_limit: u64,
     /// `queue_minfree` (bytes; 0: only the 1.5 × `message_size_limit` rule).
@@ -94,10 +46,6 @@ pub struct Params {
     /// `smtpd_client_event_limit_exceptions` (default `$mynetworks`): clients exempt from
     /// the connection limits.
     pub client_event_limit_exceptions: Vec<String>,
-    pub mydestination: Vec<String>,
-    pub relay_domains: Vec<String>,
-    pub virtual_alias_domains: Vec<String>,
-    pub virtual_mailbox_domains: Vec<String>,
     pub local_recipient_maps: Vec<String>,
     pub relay_recipient_maps: Vec<String>,
     /// `alias_maps`: the tables of `local_recipient_maps` named here are aliases(5) files
@@ -127,13 +75,8 @@ pub struct Params {
     /// `smtpd_relay_before_recipient_restrictions` comes from the compatibility_level
     /// default (Postfix then logs when that default decides a rejection).
     pub relay_before_recipient_compat: bool,
-    /// `append_dot_mydomain` comes from the compatibility_level default.
-    pub append_dot_mydomain_compat: bool,
     /// `smtpd_restriction_classes`: each class name with its restriction list.
     pub class_lists: std::collections::HashMap<String, Vec<String>>,
-    pub parent_domain_matches_subdomains: Vec<String>,
-    pub append_dot_mydomain: bool,
-    pub append_at_myorigin: bool,
     pub recipient_delimiter: String,
     pub strict_rfc821_envelopes: bool,
     pub reject_code: u16,
@@ -159,9 +102,7 @@ pub struct Params {
     pub peername_lookup: bool,
     pub syslog_ident: String,
     pub compatibility_level: String,
-    pub inet_interfaces: Vec<String>,
     pub local_header_rewrite_clients: Vec<String>,
-    pub proxy_interfaces: Vec<String>,
 }
 
 /// `smtpd_tls_security_level` (with the legacy `smtpd_use_tls`/`smtpd_enforce_tls`).
@@ -170,12 +111,6 @@ pub enum TlsLevel {
     None,
     May,
     Encrypt,
-}
-
-fn num<T: std::str::FromStr>(cfg: &PostfixConfig, name: &str, dflt: T) -> T {
-    cfg.get(name)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(dflt)
 }
 
 impl Params {
@@ -201,21 +136,22 @@ impl Params {
         let myhostname = s("myhostname");
         let syslog_name = s("syslog_name");
         Params {
-            mydomain: s("mydomain"),
-            myorigin: cfg.myorigin().unwrap_or_default(),
+            addresses: crate::resolve::Addresses::from_config(cfg),
             banner: s("smtpd_banner"),
-            message_size_limit: num(cfg, "message_size_limit", 10_240_000),
-            queue_minfree: num(cfg, "queue_minfree", 0),
-            recipient_limit: num(cfg, "smtpd_recipient_limit", 1000),
-            recipient_overshoot_limit: num(cfg, "smtpd_recipient_overshoot_limit", 1000),
+            message_size_limit: cfg.get_num("message_size_limit").unwrap_or(10_240_000),
+            queue_minfree: cfg.get_num("queue_minfree").unwrap_or(0),
+            recipient_limit: cfg.get_num("smtpd_recipient_limit").unwrap_or(1000),
+            recipient_overshoot_limit: cfg
+                .get_num("smtpd_recipient_overshoot_limit")
+                .unwrap_or(1000),
             timeout: time(&s("smtpd_timeout"), 's').unwrap_or(Duration::from_secs(300)),
             starttls_timeout: time(&s("smtpd_starttls_timeout"), 's')
                 .unwrap_or(Duration::from_secs(300)),
-            soft_error_limit: num(cfg, "smtpd_soft_error_limit", 10),
-            hard_error_limit: num(cfg, "smtpd_hard_error_limit", 20),
+            soft_error_limit: cfg.get_num("smtpd_soft_error_limit").unwrap_or(10),
+            hard_error_limit: cfg.get_num("smtpd_hard_error_limit").unwrap_or(20),
             error_sleep: time(&s("smtpd_error_sleep_time"), 's').unwrap_or(Duration::from_secs(1)),
-            junk_command_limit: num(cfg, "smtpd_junk_command_limit", 100),
-            line_length_limit: num(cfg, "line_length_limit", 2048).max(256),
+            junk_command_limit: cfg.get_num("smtpd_junk_command_limit").unwrap_or(100),
+            line_length_limit: cfg.get_num("line_length_limit").unwrap_or(2048).max(256),
             helo_required: b("smtpd_helo_required"),
             disable_vrfy: b("disable_vrfy_command"),
             delay_reject: b("smtpd_delay_reject"),
@@ -236,10 +172,6 @@ impl Params {
             smtputf8_enable: b("smtputf8_enable"),
             mynetworks: l("mynetworks"),
             client_event_limit_exceptions: l("smtpd_client_event_limit_exceptions"),
-            mydestination: l("mydestination"),
-            relay_domains: l("relay_domains"),
-            virtual_alias_domains: l("virtual_alias_domains"),
-            virtual_mailbox_domains: l("virtual_mailbox_domains"),
             local_recipient_maps: l("local_recipient_maps"),
             relay_recipient_maps: l("relay_recipient_maps"),
             alias_maps: l("alias_maps"),
@@ -264,8 +196,6 @@ impl Params {
                 .explicit("smtpd_relay_before_recipient_restrictions")
                 .is_none()
                 && !b("smtpd_relay_before_recipient_restrictions"),
-            append_dot_mydomain_compat: cfg.explicit("append_dot_mydomain").is_none()
-                && b("append_dot_mydomain"),
             class_lists: l("smtpd_restriction_classes")
                 .into_iter()
                 .map(|c| {
@@ -273,64 +203,39 @@ impl Params {
                     (c, v)
                 })
                 .collect(),
-            parent_domain_matches_subdomains: l("parent_domain_matches_subdomains"),
-            append_dot_mydomain: b("append_dot_mydomain"),
-            append_at_myorigin: b("append_at_myorigin"),
             recipient_delimiter: s("recipient_delimiter"),
             strict_rfc821_envelopes: b("strict_rfc821_envelopes"),
-            reject_code: num(cfg, "reject_code", 554),
-            defer_code: num(cfg, "defer_code", 450),
-            relay_domains_reject_code: num(cfg, "relay_domains_reject_code", 554),
-            unknown_local_recipient_reject_code: num(
-                cfg,
-                "unknown_local_recipient_reject_code",
-                550,
-            ),
-            access_map_reject_code: num(cfg, "access_map_reject_code", 554),
-            access_map_defer_code: num(cfg, "access_map_defer_code", 450),
-            invalid_hostname_reject_code: num(cfg, "invalid_hostname_reject_code", 501),
-            non_fqdn_reject_code: num(cfg, "non_fqdn_reject_code", 504),
-            unknown_address_reject_code: num(cfg, "unknown_address_reject_code", 450),
-            unknown_client_reject_code: num(cfg, "unknown_client_reject_code", 450),
-            unknown_hostname_reject_code: num(cfg, "unknown_hostname_reject_code", 450),
+            reject_code: cfg.get_num("reject_code").unwrap_or(554),
+            defer_code: cfg.get_num("defer_code").unwrap_or(450),
+            relay_domains_reject_code: cfg.get_num("relay_domains_reject_code").unwrap_or(554),
+            unknown_local_recipient_reject_code: cfg
+                .get_num("unknown_local_recipient_reject_code")
+                .unwrap_or(550),
+            access_map_reject_code: cfg.get_num("access_map_reject_code").unwrap_or(554),
+            access_map_defer_code: cfg.get_num("access_map_defer_code").unwrap_or(450),
+            invalid_hostname_reject_code: cfg
+                .get_num("invalid_hostname_reject_code")
+                .unwrap_or(501),
+            non_fqdn_reject_code: cfg.get_num("non_fqdn_reject_code").unwrap_or(504),
+            unknown_address_reject_code: cfg.get_num("unknown_address_reject_code").unwrap_or(450),
+            unknown_client_reject_code: cfg.get_num("unknown_client_reject_code").unwrap_or(450),
+            unknown_hostname_reject_code: cfg
+                .get_num("unknown_hostname_reject_code")
+                .unwrap_or(450),
             unknown_address_tempfail_action: s("unknown_address_tempfail_action"),
             unknown_helo_hostname_tempfail_action: s("unknown_helo_hostname_tempfail_action"),
-            maps_rbl_reject_code: num(cfg, "maps_rbl_reject_code", 554),
+            maps_rbl_reject_code: cfg.get_num("maps_rbl_reject_code").unwrap_or(554),
             default_rbl_reply: cfg.raw("default_rbl_reply").unwrap_or_default(),
             rbl_reply_maps: l("rbl_reply_maps"),
             null_access_lookup_key: s("smtpd_null_access_lookup_key"),
-            client_connection_count_limit: num(cfg, "smtpd_client_connection_count_limit", 50),
+            client_connection_count_limit: cfg
+                .get_num("smtpd_client_connection_count_limit")
+                .unwrap_or(50),
             peername_lookup: cfg.get_bool("smtpd_peername_lookup").unwrap_or(true),
             syslog_ident: format!("{syslog_name}/smtpd"),
             compatibility_level: s("compatibility_level"),
-            inet_interfaces: l("inet_interfaces"),
             local_header_rewrite_clients: l("local_header_rewrite_clients"),
-            proxy_interfaces: l("proxy_interfaces"),
             myhostname,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn times() {
-        assert_eq!(time("300s", 's'), Some(Duration::from_secs(300)));
-        assert_eq!(time("5m", 's'), Some(Duration::from_secs(300)));
-        assert_eq!(time("10", 's'), Some(Duration::from_secs(10)));
-        assert_eq!(time("x", 's'), None);
-    }
-    #[test]
-    fn lists() {
-        assert_eq!(list("a, b  c,,d"), vec!["a", "b", "c", "d"]);
-        assert_eq!(
-            list("check_recipient_access inline:{a=OK, b=REJECT}, permit"),
-            vec![
-                "check_recipient_access",
-                "inline:{a=OK, b=REJECT}",
-                "permit"
-            ]
-        );
     }
 }

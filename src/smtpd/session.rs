@@ -892,7 +892,7 @@ impl Session {
             }
         };
         let mut t = Transaction {
-            sender: address::qualify(&path.address, &p),
+            sender: address::qualify(&path.address, &p.addresses),
             sender_raw: path.address.clone(),
             size_hint: None,
             body_type: None,
@@ -1037,7 +1037,7 @@ impl Session {
             return;
         }
         let mut rcpt = Recipient {
-            address: address::qualify(&path.address, &p),
+            address: address::qualify(&path.address, &p.addresses),
             orcpt: None,
             notify: None,
         };
@@ -1646,7 +1646,9 @@ impl Session {
             .local_header_rewrite_clients
             .iter()
             .any(|r| match r.as_str() {
-                "permit_inet_interfaces" => address::is_local_interface(ip, &self.st.params),
+                "permit_inet_interfaces" => {
+                    address::is_local_interface(ip, &self.st.params.addresses)
+                }
                 // XXX Postfix answers `451 4.3.0 Temporary lookup error` at MAIL FROM when
                 // this fails; here it only counts as no match (warnings logged).
                 "permit_mynetworks" => c.in_mynetworks(ip).unwrap_or(false),

@@ -1,5 +1,5 @@
 //! Work done in a forked child under other credentials, its answer read back through a
-//! pipe: how the local delivery process ([`crate::local::server`]) writes a mailbox or runs
+//! pipe: how the local delivery process ([`crate::qmgr::local_server`]) writes a mailbox or runs
 //! a command as the recipient while it stays root itself.
 //!
 //! [`run_as`] forks; the child gives up root for good the way Postfix's `set_ugid()` does

@@ -10,7 +10,18 @@ pub mod child;
 pub mod detach;
 pub mod dl;
 pub mod fsid;
+pub mod privs;
+pub mod time;
 pub mod wire;
+
+/// Restore the default `SIGPIPE` disposition (a printing command dies quietly when its
+/// reader goes away, as a C program does).
+pub fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code; called before any thread of ours runs
+    // code that depends on the disposition.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
 
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a
 /// process still answers `kill(pid, 0)`, yet holds nothing any more.

@@ -137,7 +137,7 @@ impl Checker<'_> {
     }
 
     fn unknown_address(&mut self, addr: &str, class: &'static str) -> Verdict {
-        let q = address::qualify(addr, self.p);
+        let q = address::qualify(addr, &self.p.addresses);
         let (_, dom) = address::split(&q);
         let Some(dom) = dom.filter(|d| !d.is_empty()) else {
             return Verdict::Dunno;
@@ -492,7 +492,7 @@ impl Checker<'_> {
         };
         let tables = [t];
         let parent = maps::Feature::SmtpdAccessMaps
-            .parent_matches(&self.p.parent_domain_matches_subdomains.join(","));
+            .parent_matches(&self.p.addresses.parent_domain_matches_subdomains.join(","));
         let domain = match name.rsplit_once('@') {
             Some((_, d)) => d,
             None => name,

@@ -1,4 +1,4 @@
-//! The queue manager's side of the local delivery process ([`super::server`]): one request
+//! The queue manager's side of the local delivery process ([`super::local_server`]): one request
 //! per recipient, over the socket pair the master set up, with a fresh socket pair's end for
 //! the answer. Without that channel (the queue manager started by hand, not by the master)
 //! deliveries run in the queue manager's own process, with its own rights.
@@ -7,8 +7,8 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
-use super::server::{Agent, FD_ENV, Reply, Request};
-use super::{Outcome, Status};
+use super::local_server::{Agent, FD_ENV, Reply, Request};
+use crate::delivery::{Outcome, Status};
 use crate::sys::wire::{Dec, Enc, Wire};
 
 static CHANNEL: OnceLock<Option<OwnedFd>> = OnceLock::new();
@@ -37,7 +37,7 @@ pub fn connected() -> bool {
 }
 
 /// Have the local delivery process deliver one recipient (`offset`: its record in
-/// `active/ID`) to `target`; the outcomes, as [`super::deliver`] returns them. A process
+/// `active/ID`) to `target`; the outcomes, as [`crate::delivery::local::deliver`] returns them. A process
 /// that cannot be reached or dies without an answer defers the recipient.
 pub fn deliver(agent: Agent, queue_id: &str, offset: u64, target: &str) -> Vec<Outcome> {
     let fail = |why: String| {

@@ -8,9 +8,7 @@ use crate::config::postfix::PostfixConfig;
 
 use super::tls::TlsLevel;
 
-// One implementation of Postfix's list and time values for every service
-// (`smtp_sasl_password_maps = inline:{ … }` keeps its group, as `mystrtokq()` does).
-pub use crate::smtpd::params::{list, time};
+use crate::config::values::{list, time};
 
 /// Everything the delivery agent reads from the configuration.
 #[derive(Debug, Clone)]
@@ -118,7 +116,7 @@ impl Params {
         let get = |n: &str| cfg.get(n).unwrap_or_default();
         let yes = |n: &str| cfg.get_bool(n).unwrap_or(false);
         let t = |n: &str, d: u64| time(&get(n), 's').unwrap_or(Duration::from_secs(d));
-        let num = |n: &str, d: usize| get(n).trim().parse::<usize>().unwrap_or(d);
+        let num = |n: &str, d: usize| cfg.get_num(n).unwrap_or(d);
         let protocols = get("inet_protocols").to_ascii_lowercase();
         let (v4, v6) = if protocols.split([',', ' ']).any(|p| p == "all") {
             (true, true)

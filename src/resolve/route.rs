@@ -2,7 +2,7 @@
 //! (rewritten) recipient goes to.
 //!
 //! The address class comes from the same domain-list code smtpd uses
-//! ([`crate::smtpd::check::Checker::class_of`]): `mydestination` (and `[ip]` literals of this
+//! ([`super::Addresses::class_of`]): `mydestination` (and `[ip]` literals of this
 //! host) → `local_transport`, `virtual_alias_domains` → bounce (`User unknown in virtual alias
 //! table`: the address was not rewritten by `virtual_alias_maps`), `virtual_mailbox_domains` →
 //! `virtual_transport`, `relay_domains` → `relay_transport`, anything else →
@@ -19,9 +19,8 @@
 
 use std::collections::HashMap;
 
+use super::{AddressClass, Addresses, LookupFailed};
 use crate::config::postfix::PostfixConfig;
-use crate::smtpd::address::AddressClass;
-use crate::smtpd::check::LookupFailed;
 
 /// Where one recipient goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +48,7 @@ pub enum Route {
 /// The parameters resolve reads, and master.cf's service → command map.
 #[derive(Debug, Clone)]
 pub struct Resolver {
-    params: crate::smtpd::params::Params,
+    addresses: Addresses,
     local_transport: String,
     virtual_transport: String,
     relay_transport: String,
@@ -80,7 +79,7 @@ impl Resolver {
             .map(|s| (s.name.clone(), s.command.clone()))
             .collect();
         Resolver {
-            params: crate::smtpd::params::Params::from_config(cfg),
+            addresses: Addresses::from_config(cfg),
             local_transport: g("local_transport"),
             virtual_transport: g("virtual_transport"),
             relay_transport: g("relay_transport"),
@@ -100,12 +99,7 @@ impl Resolver {
         addr: &str,
         warnings: &mut Vec<String>,
     ) -> Result<AddressClass, LookupFailed> {
-        let tables = crate::smtpd::check::Tables;
-        let mut checker =
-            crate::smtpd::check::Checker::new(&self.params, &tables, "postfix/trivial-rewrite");
-        let r = checker.class_of(addr);
-        warnings.append(&mut checker.warnings);
-        r
+        self.addresses.class_of(addr, warnings)
     }
 
     /// The agent (master.cf command) of transport `name`.

@@ -17,11 +17,19 @@
 //!
 //! The authentication issue completes this (Dovecot auth protocol, auxprop/sasldb, the
 //! security-option matrix); the session code only sees [`Authenticator`].
+//!
+//! It lives in `auth`, below smtpd, so that the Dovecot client ([`super::dovecot_proto`])
+//! implements the same trait without importing smtpd; the request frame and the ways an
+//! exchange breaks off are [`super::saslauthd`]'s, shared with `testsaslauthd`'s blocking
+//! client (this one is async, with one deadline for the whole exchange and libsasl's
+//! 1023-byte reply buffer).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::saslauthd::QueryError as Broke;
 
 /// The result of one password check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,36 +82,18 @@ pub struct Saslauthd {
     pub mechs: Vec<String>,
 }
 
-fn field(buf: &mut Vec<u8>, s: &str) -> Result<(), ()> {
-    let b = s.as_bytes();
-    let len = u16::try_from(b.len()).map_err(|_| ())?;
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(b);
-    Ok(())
-}
-
-/// Where a saslauthd exchange broke off, in libsasl's words.
-#[derive(Debug)]
-enum Broke {
-    Connect(std::io::Error),
-    Write,
-    SizeRead,
-    BadResponse,
-    Read,
-}
-
-impl Broke {
-    fn text(&self) -> String {
-        match self {
-            Broke::Connect(e) => format!(
-                "cannot connect to saslauthd server: {}",
-                crate::config::error::strerror(e)
-            ),
-            Broke::Write => "write failed".into(),
-            Broke::SizeRead => "size read failed".into(),
-            Broke::BadResponse => "bad response from saslauthd".into(),
-            Broke::Read => "read failed".into(),
-        }
+/// How a saslauthd exchange broke off ([`super::saslauthd::QueryError`], shared with
+/// `testsaslauthd`'s client), in libsasl's words.
+fn libsasl_text(e: &Broke) -> String {
+    match e {
+        Broke::Connect(e) => format!(
+            "cannot connect to saslauthd server: {}",
+            crate::config::error::strerror(e)
+        ),
+        Broke::Write => "write failed".into(),
+        Broke::SizeRead => "size read failed".into(),
+        Broke::BadResponse => "bad response from saslauthd".into(),
+        Broke::Read => "read failed".into(),
     }
 }
 
@@ -158,17 +148,17 @@ pub async fn saslauthd_check(
     service: &str,
     realm: &str,
 ) -> AuthResult {
-    let mut req = Vec::new();
-    if [user, password, service, realm]
-        .iter()
-        .try_for_each(|f| field(&mut req, f))
-        .is_err()
-    {
+    let Ok(req) = super::saslauthd::request_frame(
+        user.as_bytes(),
+        password.as_bytes(),
+        service.as_bytes(),
+        realm.as_bytes(),
+    ) else {
         return AuthResult::TempFail {
             reason: "generic failure".into(),
             notes: vec!["saslauthd request too large".into()],
         };
-    }
+    };
     // libsasl waits without limit; Postern gives the whole exchange 30 s, and a wait
     // that runs out counts as the step it was in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -212,7 +202,7 @@ pub async fn saslauthd_check(
         // libsasl: anything but OK is a failed password (SASL_BADAUTH).
         Ok(_) => AuthResult::Fail,
         Err(b) => {
-            let mut notes = vec![b.text()];
+            let mut notes = vec![libsasl_text(&b)];
             if let Broke::Connect(e) = &b {
                 notes.push(socket_note(socket, e));
             }

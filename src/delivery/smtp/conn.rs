@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::error::strerror;
+
 /// How an I/O operation failed, in Postfix's two exception classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoFail {
@@ -38,18 +40,6 @@ pub struct Conn {
     sock: TcpStream,
     buf: Vec<u8>,
     pos: usize,
-}
-
-/// strerror() text for an error, without Rust's ` (os error N)` suffix.
-pub fn strerror(e: &io::Error) -> String {
-    if let Some(n) = e.raw_os_error() {
-        return nix::errno::Errno::from_raw(n).desc().to_string();
-    }
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "Connection timed out".into(),
-        io::ErrorKind::ConnectionRefused => "Connection refused".into(),
-        _ => e.to_string(),
-    }
 }
 
 /// Connect within `timeout`, from `bind` when given. A source address that cannot be bound

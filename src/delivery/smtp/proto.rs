@@ -114,7 +114,10 @@ pub fn session(st: &mut State, t: &Target) -> End {
         Err(e) => {
             let why = st.fill(Why::local(
                 "4.4.1",
-                format!("connect to {namaddrport}: {}", conn::strerror(&e)),
+                format!(
+                    "connect to {namaddrport}: {}",
+                    crate::config::error::strerror(&e)
+                ),
                 "none",
             ));
             // "The reason already includes the IP address and TCP port."

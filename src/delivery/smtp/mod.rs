@@ -61,7 +61,7 @@ pub mod tls;
 use std::time::Duration;
 
 use crate::config::postfix::PostfixConfig;
-use crate::local::Status;
+use crate::delivery::Status;
 use crate::queue::QueuedMessage;
 
 pub use params::Params;
@@ -153,7 +153,7 @@ pub fn deliver(
         return Vec::new();
     }
     let mut st = state::State::new(s, msg, nexthop, rcpts);
-    if params::list(nexthop).is_empty() {
+    if crate::config::values::list(nexthop).is_empty() {
         st.fill(state::Why::local(
             "4.3.5",
             format!("null destination: \"{nexthop}\""),

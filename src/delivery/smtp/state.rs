@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::local::Status;
+use crate::delivery::Status;
 use crate::log;
 use crate::queue::QueuedMessage;
 

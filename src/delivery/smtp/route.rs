@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use crate::dns::{DnsResult, Resolver};
 use crate::log;
 
-use super::params;
 use super::proto::{self, End, Target};
 use super::state::{State, Why};
 
@@ -384,7 +383,7 @@ pub fn connect_inet(st: &mut State, nexthop: &str) {
         dns: p.lookup_dns && !p.disable_dns_lookups,
         native: p.lookup_native || p.disable_dns_lookups,
     };
-    let mut sites = params::list(nexthop);
+    let mut sites = crate::config::values::list(nexthop);
     let non_fallback = sites.len();
     sites.extend(p.fallback_relay.iter().cloned());
     let mut stopped_at: Option<usize> = None;

@@ -1,5 +1,7 @@
 //! The local delivery process (`postern local`): the part of Postfix's `local(8)` and
-//! `virtual(8)` that needs root, alone in its own process.
+//! `virtual(8)` that needs root, alone in its own process. It lives beside the queue
+//! manager, whose rewriting it repeats to check each request ([`QmgrSettings::routes_to`]),
+//! above the delivery agents it runs.
 //!
 //! # Who runs what (after `postfix start` as root)
 //! The master (root) starts this process and the queue manager, and connects them with a
@@ -21,7 +23,7 @@
 //!    queue manager's own rewriting (canonical maps, virtual aliases, relocated and
 //!    transport maps, the address classes) done again here, and maps the sender the same
 //!    way;
-//! 3. delivers as [`crate::local::deliver`] or [`crate::virtual_delivery::deliver`] do:
+//! 3. delivers as [`crate::delivery::local::deliver`] or [`crate::delivery::virtual_delivery::deliver`] do:
 //!    aliases, `:include:` and `.forward` are resolved here, again, as Postfix's local(8)
 //!    resolves them itself; every mailbox and file write runs with the worker's effective
 //!    ids switched to the recipient (or `default_privs`) and back, as Postfix's
@@ -55,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::postfix::PostfixConfig;
-use crate::local::{Outcome, Status};
+use crate::delivery::{Outcome, Status};
 use crate::log;
 use crate::qmgr::QmgrSettings;
 use crate::queue::QueuedMessage;
@@ -142,22 +144,18 @@ struct State {
 
 impl State {
     fn load(config_dir: Option<&Path>) -> Result<State, String> {
-        let cfg = crate::master::load_config(config_dir)?;
+        let cfg = crate::config::postfix::load_config(config_dir)?;
         log::configure(&cfg)?;
         State::from_config(&cfg)
     }
 
     fn from_config(cfg: &PostfixConfig) -> Result<State, String> {
-        let queue_owner = if crate::master::privs::is_root() {
-            Some(crate::master::privs::mail_owner(cfg)?.uid)
+        let queue_owner = if crate::sys::privs::is_root() {
+            Some(crate::sys::privs::mail_owner(cfg)?.uid)
         } else {
             None
         };
-        let num = |n: &str, d: u64| {
-            cfg.get(n)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(d)
-        };
+        let num = |n: &str, d: u64| cfg.get_num(n).unwrap_or(d);
         Ok(State {
             settings: Arc::new(QmgrSettings::from_config(cfg)),
             queue_directory: PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim()),
@@ -588,9 +586,9 @@ fn deliver_request(state: &State, req: &Request) -> Result<Vec<Outcome>, String>
     msg.sender = sender;
     let orig = r.original.clone().unwrap_or(queued);
     Ok(match req.agent {
-        Agent::Local => crate::local::deliver(&s.local, &msg, &req.target, Some(&orig)),
+        Agent::Local => crate::delivery::local::deliver(&s.local, &msg, &req.target, Some(&orig)),
         Agent::Virtual => {
-            crate::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig))
+            crate::delivery::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig))
         }
     })
 }
@@ -604,7 +602,7 @@ fn read_active(state: &State, id: &str) -> Result<QueuedMessage, String> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
-        .map_err(|e| refuse(crate::master::lock::strerror(&e)))?;
+        .map_err(|e| refuse(crate::config::error::strerror(&e)))?;
     let m = f.metadata().map_err(|e| refuse(e.to_string()))?;
     if !m.is_file() || m.nlink() != 1 {
         return Err(refuse("not a regular file with one link".into()));

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use crate::config::maincf;
 use crate::config::mastercf::MasterCf;
 use crate::config::postfix::PostfixConfig;
+use crate::delivery::Status;
 use crate::dns::testserver::TestDns;
-use crate::local::Status;
 use crate::queue::QueuedMessage;
 
 use super::*;
@@ -1121,7 +1121,7 @@ fn long_lines_broken_and_quoting() {
 fn socket_addr_type_check() {
     // The connect helper reports Postfix's strerror wording.
     let e = std::io::Error::from_raw_os_error(111);
-    assert_eq!(conn::strerror(&e), "Connection refused");
+    assert_eq!(crate::config::error::strerror(&e), "Connection refused");
     let _: SocketAddr = "127.0.0.1:25".parse().unwrap();
 }
 

@@ -14,13 +14,13 @@
 //!
 //! The message is written as Postfix's virtual writes it: `Return-Path:`,
 //! `X-Original-To:`, `Delivered-To:` (the same bytes as `local(8)`, see
-//! [`crate::local::format_message`]), plus the `From ` line, `>From ` quoting and the
+//! [`crate::delivery::format_message`]), plus the `From ` line, `>From ` quoting and the
 //! separator line for mbox. Texts as Postfix 3.7 words them: `delivered to maildir`,
 //! `delivered to mailbox`, `maildir delivery failed: …`, `delivery failed to mailbox
 //! PATH: …`, `unknown user: "u@d"` (5.1.1). The caller logs it with `relay=virtual`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! [`deliver`] runs in the local delivery process ([`crate::local::server`], root). As Postfix
+//! [`deliver`] runs in the local delivery process ([`crate::qmgr::local_server`], root). As Postfix
 //! (`set_eugid(uid, gid)` around the delivery), every file here is created and written
 //! with the effective ids switched to the mailbox's uid/gid, with that group alone, and
 //! back ([`crate::sys::child::write_as`]), so directories the uid cannot write stay closed
@@ -45,7 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::postfix::PostfixConfig;
-use crate::local::{Outcome, Status};
+use crate::delivery::{Outcome, Status};
 use crate::maps::Table;
 use crate::queue::QueuedMessage;
 
@@ -75,40 +75,29 @@ pub struct VirtualSettings {
     ident: String,
 }
 
-fn open_tables(cfg: &PostfixConfig, param: &str) -> Vec<String> {
-    crate::smtpd::params::list(&cfg.get(param).unwrap_or_default())
-}
-
-fn split_list(v: &str) -> Vec<String> {
-    v.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 impl VirtualSettings {
     /// Read the settings.
     pub fn from_config(cfg: &PostfixConfig) -> VirtualSettings {
         let ident = crate::log::ident(cfg, "virtual");
-        let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
+        let num = |n: &str, d: u64| cfg.get_num(n).unwrap_or(d);
         VirtualSettings {
-            domains: split_list(&cfg.get("virtual_mailbox_domains").unwrap_or_default()),
-            mailbox_maps: open_tables(cfg, "virtual_mailbox_maps"),
+            domains: cfg.get_list("virtual_mailbox_domains"),
+            mailbox_maps: cfg.get_list("virtual_mailbox_maps"),
             mailbox_base: cfg
                 .get("virtual_mailbox_base")
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            uid_maps: open_tables(cfg, "virtual_uid_maps"),
-            gid_maps: open_tables(cfg, "virtual_gid_maps"),
+            uid_maps: cfg.get_list("virtual_uid_maps"),
+            gid_maps: cfg.get_list("virtual_gid_maps"),
             minimum_uid: num("virtual_minimum_uid", 100) as u32,
             mailbox_limit: num("virtual_mailbox_limit", 51_200_000),
             dotlock: cfg
                 .get("virtual_mailbox_lock")
                 .unwrap_or_else(|| "fcntl, dotlock".into())
                 .contains("dotlock"),
-            deliver_lock: crate::local::deliver_lock(cfg),
-            stale_lock_time: crate::local::stale_lock_time(cfg),
+            deliver_lock: crate::delivery::local::deliver_lock(cfg),
+            stale_lock_time: crate::delivery::local::stale_lock_time(cfg),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
             uid_maps_spec: cfg.get("virtual_uid_maps").unwrap_or_default(),
             gid_maps_spec: cfg.get("virtual_gid_maps").unwrap_or_default(),
@@ -120,7 +109,7 @@ impl VirtualSettings {
     /// exclusions, `/file` lists and `type:table` lookups of the domain; parent domains
     /// do not match subdomains, Postfix's default `parent_domain_matches_subdomains`).
     pub fn is_virtual_domain(&self, domain: &str) -> bool {
-        domain_list_match(&self.domains, domain, false)
+        crate::resolve::lists::domain_list_match(&self.domains, domain, false)
     }
 
     /// `mail_addr_find()`'s keys for a virtual address: full, without extension, `@domain`.
@@ -141,58 +130,6 @@ impl VirtualSettings {
                 e.to_string()
             })
     }
-}
-
-/// Postfix's domain list match (`match_list` with `domain_match`): names, `!name`,
-/// `.name` (subdomains), `/file` lists and `type:table` lookups, first match wins; with
-/// `parents` (the parameter is in `parent_domain_matches_subdomains`), `example.com` also
-/// matches its subdomains.
-pub(crate) fn domain_list_match(list: &[String], domain: &str, parents: bool) -> bool {
-    domain_in(list, &domain.to_ascii_lowercase(), parents, 0)
-}
-
-fn domain_in(list: &[String], d: &str, parents: bool, depth: usize) -> bool {
-    for entry in list {
-        let (neg, e) = match entry.strip_prefix('!') {
-            Some(r) => (true, r),
-            None => (false, entry.as_str()),
-        };
-        let hit = if e.starts_with('/') {
-            depth < 5
-                && std::fs::read_to_string(e).is_ok_and(|t| {
-                    let items: Vec<String> = t
-                        .lines()
-                        .filter(|l| !l.trim_start().starts_with('#'))
-                        .flat_map(split_list)
-                        .collect();
-                    domain_in(&items, d, parents, depth + 1)
-                })
-        } else if e.contains(':') {
-            let mut keys = vec![d.to_string()];
-            if parents {
-                let mut rest = d;
-                while let Some((_, r)) = rest.split_once('.') {
-                    keys.push(r.to_string());
-                    rest = r;
-                }
-            }
-            // A table that cannot answer matches nothing here (postqueue's flush check:
-            // not eligible).
-            let t = crate::maps::open_cached(e, &mut |_| {});
-            keys.iter()
-                .any(|k| t.lookup(k).ok().flatten().is_some_and(|v| !v.is_empty()))
-        } else {
-            let e = e.to_ascii_lowercase();
-            match e.strip_prefix('.') {
-                Some(sub) => d.ends_with(&format!(".{sub}")),
-                None => d == e || (parents && d.ends_with(&format!(".{e}"))),
-            }
-        };
-        if hit {
-            return !neg;
-        }
-    }
-    false
 }
 
 /// Deliver `msg` to the virtual mailbox recipient `rcpt` (`user@virtualdomain`); `orig`
@@ -282,7 +219,7 @@ fn deliver_one(
         }
     };
     let path = format!("{}/{}", s.mailbox_base, mailbox.trim());
-    let data = crate::local::format_message(msg, orig, rcpt, false);
+    let data = crate::delivery::format_message(msg, orig, rcpt, false);
     let sender = msg.sender.clone();
     // As Postfix: set_eugid(uid, gid) around the delivery (crate::sys::child::write_as).
     let res = crate::sys::child::write_as(&s.ident, uid, gid, || {
@@ -396,22 +333,5 @@ fn failure_status(e: &crate::mailbox::MailboxError) -> (Status, &'static str) {
             Some(libc::ENOSPC) => (Status::Deferred, "4.3.0"),
             _ => (Status::Deferred, "4.2.0"),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domain_lists() {
-        let l = vec!["!bad.example".to_string(), "example.org".to_string()];
-        assert!(domain_list_match(&l, "Example.ORG", false));
-        assert!(!domain_list_match(&l, "sub.example.org", false));
-        assert!(domain_list_match(&l, "sub.example.org", true));
-        assert!(!domain_list_match(&l, "bad.example", true));
-        let l = vec!["inline:{v.example=ok}".to_string()];
-        assert!(domain_list_match(&l, "v.example", false));
-        assert!(!domain_list_match(&l, "w.example", false));
     }
 }

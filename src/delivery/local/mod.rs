@@ -31,7 +31,7 @@
 //! `deliver_unknown()` does; it is logged `to=<relay>, orig_to=<recipient>`.
 //!
 //! # Privileges (DESIGN.md §3)
-//! [`deliver`] runs in the local delivery process ([`server`]), which is root, after it
+//! [`deliver`] runs in the local delivery process ([`crate::qmgr::local_server`]), which is root, after it
 //! has checked the request against the queue file: alias, `:include:` and `.forward`
 //! resolution happen there (`.forward` is read with the thread's filesystem identity
 //! switched to the user, `setfsuid`/`setfsgid`); every mailbox write and file write runs
@@ -71,9 +71,6 @@
 //! * XXX When one expansion of an alias fails temporarily, the whole alias is retried later
 //!   and the members that got the mail get it again (Postfix keeps a duplicate filter only
 //!   within one delivery attempt as well).
-
-pub mod client;
-pub mod server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -126,31 +123,27 @@ pub fn deliver_lock(cfg: &PostfixConfig) -> crate::mailbox::lock::DeliveryLock {
             .and_then(|v| v.trim().parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(d.attempts),
-        delay: cfg
-            .get("deliver_lock_delay")
-            .and_then(|v| crate::smtpd::params::time(&v, 's'))
-            .unwrap_or(d.delay),
+        delay: cfg.get_time("deliver_lock_delay", 's').unwrap_or(d.delay),
     }
 }
 
 /// `stale_lock_time` (500s).
 pub fn stale_lock_time(cfg: &PostfixConfig) -> std::time::Duration {
-    cfg.get("stale_lock_time")
-        .and_then(|v| crate::smtpd::params::time(&v, 's'))
+    cfg.get_time("stale_lock_time", 's')
         .unwrap_or(crate::mailbox::lock::STALE_DOTLOCK)
 }
 
 impl LocalSettings {
     /// Read the settings.
     pub fn from_config(cfg: &PostfixConfig, ident: &str) -> LocalSettings {
-        let alias_maps = crate::smtpd::params::list(&cfg.get("alias_maps").unwrap_or_default());
+        let alias_maps = cfg.get_list("alias_maps");
         let privs = cfg.get("default_privs").unwrap_or_else(|| "nobody".into());
         let default_privs = nix::unistd::User::from_name(privs.trim())
             .ok()
             .flatten()
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
             .unwrap_or((65534, 65534));
-        let num = |n: &str, d: u64| cfg.get(n).and_then(|v| v.trim().parse().ok()).unwrap_or(d);
+        let num = |n: &str, d: u64| cfg.get_num(n).unwrap_or(d);
         LocalSettings {
             alias_maps,
             ident: ident.to_string(),
@@ -197,27 +190,6 @@ impl LocalSettings {
             &mut |n| n.log(&ident),
         )
     }
-}
-
-/// The result of one delivery, as the log line reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    Sent,
-    Deferred,
-    Bounced,
-}
-
-/// One final delivery (an alias may give several).
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The address delivered to (`to=<…>`).
-    pub to: String,
-    /// `orig_to=<…>` when it differs from `to`.
-    pub orig_to: Option<String>,
-    pub status: Status,
-    pub dsn: String,
-    /// The text in parentheses: `delivered to mailbox`, `unknown user: "x"`.
-    pub text: String,
 }
 
 struct Ctx<'a> {
@@ -521,7 +493,7 @@ fn expand_item(ctx: &mut Ctx<'_>, parent: &str, item: &str, depth: usize, seen: 
                 format!(
                     "cannot open include file {}: {}",
                     file.trim(),
-                    crate::master::lock::strerror(&e)
+                    crate::config::error::strerror(&e)
                 ),
             ),
         }
@@ -555,63 +527,9 @@ fn is_same_local(ctx: &Ctx<'_>, dom: &str) -> bool {
         .is_some_and(|(_, d)| d.eq_ignore_ascii_case(dom))
 }
 
-/// `Fri Nov 28 14:36:59 2026`: asctime() in local time, for the `From ` line.
-fn asctime(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: localtime_r writes into the zeroed struct we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&secs, &mut tm) };
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}",
-        DAYS[tm.tm_wday.clamp(0, 6) as usize],
-        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        tm.tm_year + 1900
-    )
-}
+use crate::sys::fsid::FsIdentity;
 
-/// The message as local writes it: `From ` line (mbox only), `Return-Path:`,
-/// `X-Original-To:`, `Delivered-To:`, the content (with `>From ` quoting for mbox), and an
-/// empty line at the end (mbox only).
-pub fn format_message(msg: &QueuedMessage, orig: &str, delivered_to: &str, mbox: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.content.len() + 256);
-    let sender = if msg.sender.is_empty() {
-        "MAILER-DAEMON"
-    } else {
-        msg.sender.as_str()
-    };
-    if mbox {
-        let _ = writeln!(out, "From {sender}  {}", asctime(SystemTime::now()));
-    }
-    let _ = writeln!(out, "Return-Path: <{}>", msg.sender);
-    let _ = writeln!(out, "X-Original-To: {orig}");
-    let _ = writeln!(out, "Delivered-To: {delivered_to}");
-    for line in msg.content.split_inclusive(|&b| b == b'\n') {
-        if mbox && line.starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-    }
-    if !out.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    if mbox {
-        out.push(b'\n');
-    }
-    out
-}
-
-pub(crate) use crate::sys::fsid::FsIdentity;
+use super::{Outcome, Status, format_message};
 
 /// Map a mailbox error to Postfix's delivery status (local/mailbox.c with `mbox_dsn()`):
 /// an unsafe mailbox or a full one bounces, anything else is retried.
@@ -885,24 +803,6 @@ impl Act {
     }
 }
 
-impl crate::sys::wire::Wire for Status {
-    fn put(&self, e: &mut crate::sys::wire::Enc) {
-        e.str(match self {
-            Status::Sent => "sent",
-            Status::Deferred => "deferred",
-            Status::Bounced => "bounced",
-        });
-    }
-    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
-        Some(match d.string()?.as_str() {
-            "sent" => Status::Sent,
-            "deferred" => Status::Deferred,
-            "bounced" => Status::Bounced,
-            _ => return None,
-        })
-    }
-}
-
 impl crate::sys::wire::Wire for Act {
     fn put(&self, e: &mut crate::sys::wire::Enc) {
         self.status.put(e);
@@ -910,28 +810,6 @@ impl crate::sys::wire::Wire for Act {
     }
     fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
         Some(Act {
-            status: Status::get(d)?,
-            dsn: d.string()?,
-            text: d.string()?,
-        })
-    }
-}
-
-impl crate::sys::wire::Wire for Outcome {
-    fn put(&self, e: &mut crate::sys::wire::Enc) {
-        e.str(&self.to)
-            .str(self.orig_to.as_deref().unwrap_or(""))
-            .str(if self.orig_to.is_some() { "1" } else { "0" });
-        self.status.put(e);
-        e.str(&self.dsn).str(&self.text);
-    }
-    fn get(d: &mut crate::sys::wire::Dec<'_>) -> Option<Self> {
-        let to = d.string()?;
-        let orig = d.string()?;
-        let has_orig = d.string()? == "1";
-        Some(Outcome {
-            to,
-            orig_to: has_orig.then_some(orig),
             status: Status::get(d)?,
             dsn: d.string()?,
             text: d.string()?,
@@ -999,7 +877,11 @@ fn deliver_command(ctx: &mut Ctx<'_>, addr: &str, cmd: &str) {
     } else {
         ctx.msg.sender.as_str()
     };
-    let mut data = format!("From {sender}  {}\n", asctime(SystemTime::now())).into_bytes();
+    let mut data = format!(
+        "From {sender}  {}\n",
+        crate::sys::time::asctime(SystemTime::now())
+    )
+    .into_bytes();
     data.extend_from_slice(&format_message(&ctx.msg, &ctx.orig, addr, false));
     let mut c = std::process::Command::new("/bin/sh");
     c.arg("-c")
