@@ -50,6 +50,22 @@ pub struct LoadOptions {
     pub overrides: Vec<(String, String)>,
 }
 
+/// Run `f` to derive `name`'s default, unless this thread is already deriving it (then
+/// `None`: the caller takes the name as empty, breaking the cycle).
+fn deriving<T>(name: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    thread_local! {
+        static ACTIVE: std::cell::RefCell<Vec<&'static str>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if ACTIVE.with(|a| a.borrow().contains(&name)) {
+        return None;
+    }
+    ACTIVE.with(|a| a.borrow_mut().push(name));
+    let r = f();
+    ACTIVE.with(|a| a.borrow_mut().pop());
+    Some(r)
+}
+
 /// Load main.cf and master.cf from `config_dir` (the default directory when `None`), as
 /// the master and every daemon it starts do; the error is the text to log.
 pub fn load_config(config_dir: Option<&Path>) -> Result<PostfixConfig, String> {
@@ -228,11 +244,22 @@ impl PostfixConfig {
         }
         match name {
             // Host-derived defaults follow the explicit settings they depend on.
-            "myhostname" => {
-                let dom = self.explicit.get("mydomain").map(|d| self.expand(d).value);
-                Some(params::default_myhostname(dom.as_deref()))
-            }
-            "mydomain" => Some(params::default_mydomain(&self.get("myhostname")?)),
+            // Each derives from the other: `myhostname = $mydomain` recursed until the
+            // stack overflowed (found by fuzzing). Inside its own derivation a name is
+            // empty, which gives what Postfix 3.7's postconf prints (`myhostname =
+            // x.$mydomain` → mydomain empty, myhostname `x.`; `myhostname = $mydomain` →
+            // mydomain `localdomain`; `mydomain = $myhostname` → myhostname `HOST.`).
+            "myhostname" => Some(
+                deriving("myhostname", || {
+                    let dom = self.explicit.get("mydomain").map(|d| self.expand(d).value);
+                    params::default_myhostname(dom.as_deref())
+                })
+                .unwrap_or_default(),
+            ),
+            "mydomain" => deriving("mydomain", || {
+                self.get("myhostname").map(|h| params::default_mydomain(&h))
+            })
+            .unwrap_or(Some(String::new())),
             "mynetworks" => Some(params::default_mynetworks(
                 &self.get("mynetworks_style").unwrap_or_default(),
                 &self.get("inet_protocols").unwrap_or_default(),

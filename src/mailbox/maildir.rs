@@ -354,10 +354,13 @@ fn read_uidlist(path: &Path) -> Option<UidList> {
     }
     let mut list = UidList::default();
     for w in words {
-        match w.split_at(1) {
-            ("V", v) => list.validity = v.parse().ok()?,
-            ("N", v) => list.next = v.parse().ok()?,
-            ("G", v) => list.guid = v.to_string(),
+        // `split_at_checked`: a word may begin with a multi-byte character (a damaged
+        // or hostile list made `split_at` panic, found by fuzzing); such a word is kept
+        // as an unknown field, as Dovecot keeps them.
+        match w.split_at_checked(1) {
+            Some(("V", v)) => list.validity = v.parse().ok()?,
+            Some(("N", v)) => list.next = v.parse().ok()?,
+            Some(("G", v)) => list.guid = v.to_string(),
             _ => list.other.push(w.to_string()),
         }
     }

@@ -578,10 +578,12 @@ pub fn parse(buf: &[u8], name: &str) -> Result<QueuedMessage, QueueFileError> {
                 let mut it = s.split_whitespace();
                 let secs = it.next().and_then(|v| v.parse::<u64>().ok());
                 let usecs = it.next().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
-                match secs {
-                    Some(secs) => {
-                        msg.arrival = UNIX_EPOCH + Duration::new(secs, usecs.min(999_999) * 1000)
-                    }
+                // `checked_add`: seconds past what a SystemTime holds are as bad as no
+                // number (`UNIX_EPOCH + …` panicked on them, found by fuzzing).
+                match secs.and_then(|secs| {
+                    UNIX_EPOCH.checked_add(Duration::new(secs, usecs.min(999_999) * 1000))
+                }) {
+                    Some(t) => msg.arrival = t,
                     None => return Err(QueueFileError::Corrupt("bad time record".into())),
                 }
             }

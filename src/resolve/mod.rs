@@ -183,10 +183,10 @@ pub enum AddressClass {
 /// An IPv4/IPv6 address literal `[1.2.3.4]` / `[ipv6:::1]`.
 pub fn address_literal(domain: &str) -> Option<IpAddr> {
     let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    let inner = if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("ipv6:") {
-        &inner[5..]
-    } else {
-        inner
+    // `get`: a literal may hold any UTF-8 (`[127\u{e9}…]` panicked here, found by fuzzing).
+    let inner = match inner.get(..5) {
+        Some(tag) if inner.len() > 5 && tag.eq_ignore_ascii_case("ipv6:") => &inner[5..],
+        _ => inner,
     };
     inner.parse().ok()
 }

@@ -24,7 +24,12 @@ pub enum PathError {
 /// Parse what follows the command verb. `keyword` is `FROM:` or `TO:`.
 pub fn parse_path(arg: &str, keyword: &str, strict: bool) -> Result<PathArg, PathError> {
     let a = arg.trim_start();
-    if a.len() < keyword.len() || !a[..keyword.len()].eq_ignore_ascii_case(keyword) {
+    // `get`: the argument may hold any UTF-8 (SMTPUTF8), so the keyword's length need not
+    // fall on a character boundary (`RCPT T\u{e9}…` panicked here, found by fuzzing).
+    if !a
+        .get(..keyword.len())
+        .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+    {
         return Err(PathError::Syntax);
     }
     let mut rest = &a[keyword.len()..];

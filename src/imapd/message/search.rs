@@ -104,13 +104,20 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468 + (d - 1)
 }
 
+/// A date field small enough that the arithmetic on it cannot overflow: a year, day or
+/// time field of a million or more is no date (`Date: 1 Jan 99999999999999999` made the
+/// seconds overflow, found by fuzzing). Smaller odd values keep their lenient meaning.
+fn plausible(v: i64) -> bool {
+    (-1_000_000..1_000_000).contains(&v)
+}
+
 /// `d-Mon-yyyy` (IMAP date) → day number.
 pub fn parse_imap_date(s: &str) -> Option<i64> {
     let mut it = s.split('-');
     let d: i64 = it.next()?.parse().ok()?;
     let m = it.next()?.to_ascii_lowercase();
     let y: i64 = it.next()?.parse().ok()?;
-    if it.next().is_some() || !(1..=31 * 2).contains(&d) {
+    if it.next().is_some() || !(1..=31 * 2).contains(&d) || !plausible(y) {
         return None;
     }
     let mi = MONTHS.iter().position(|x| *x == m)? as i64 + 1;
@@ -128,7 +135,7 @@ pub fn parse_rfc822_date(s: &[u8]) -> Option<(i64, i64)> {
     let d: i64 = w[0].parse().ok()?;
     let m = MONTHS
         .iter()
-        .position(|x| w[1].len() >= 3 && x.eq_ignore_ascii_case(&w[1][..3]))? as i64
+        .position(|x| w[1].get(..3).is_some_and(|p| x.eq_ignore_ascii_case(p)))? as i64
         + 1;
     let mut y: i64 = w[2].parse().ok()?;
     if w[2].len() <= 2 {
@@ -138,7 +145,12 @@ pub fn parse_rfc822_date(s: &[u8]) -> Option<(i64, i64)> {
         .split(':')
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
-    if t.len() < 2 || t.len() > 3 {
+    if t.len() < 2
+        || t.len() > 3
+        || !plausible(d)
+        || !plausible(y)
+        || !t.iter().all(|&v| plausible(v))
+    {
         return None;
     }
     let secs = t[0] * 3600 + t[1] * 60 + t.get(2).copied().unwrap_or(0);

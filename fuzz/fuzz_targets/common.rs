@@ -1,0 +1,54 @@
+// Shared by the fuzz targets (included with `#[path]`, not a crate of its own).
+
+/// Table-opening options that drop warnings: a fuzzer makes millions of bad lines.
+#[allow(dead_code)]
+pub fn quiet_map_options() -> postern::maps::OpenOptions {
+    postern::maps::OpenOptions {
+        warn: std::sync::Arc::new(|_: &str| {}),
+        ..Default::default()
+    }
+}
+
+/// `data` cut at the first NUL: the text before it, and the lines after it (lookup keys,
+/// at most `max`, each at most 256 bytes).
+#[allow(dead_code)]
+pub fn split_keys(data: &[u8], max: usize) -> (&[u8], Vec<String>) {
+    match data.iter().position(|&b| b == 0) {
+        Some(i) => {
+            let keys = String::from_utf8_lossy(&data[i + 1..])
+                .split('\n')
+                .take(max)
+                .map(|k| k.chars().take(256).collect())
+                .collect();
+            (&data[..i], keys)
+        }
+        None => (data, vec!["user@example.com".into(), "192.0.2.1".into()]),
+    }
+}
+
+/// A fresh scratch directory for this process (on tmpfs when there is one: the mailbox
+/// code fsyncs, which costs nothing there), emptied on each call.
+#[allow(dead_code)]
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("postern-fuzz-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// With `$FUZZ_LAST_INPUT` set, write each input there before running it: a run killed
+/// by a signal libFuzzer cannot catch (a stack overflow: libFuzzer's SIGSEGV handler has
+/// no alternate stack) leaves no artifact, but leaves this file.
+#[allow(dead_code)]
+pub fn note_input(data: &[u8]) {
+    use std::sync::OnceLock;
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    if let Some(p) = PATH.get_or_init(|| std::env::var_os("FUZZ_LAST_INPUT").map(Into::into)) {
+        let _ = std::fs::write(p, data);
+    }
+}
