@@ -917,11 +917,16 @@ fn rust_imap_client() {
     session.copy("1", "Sent").expect("copy");
     // IDLE: a message delivered meanwhile is announced.
     let md = dir.path().join("home/alice/Maildir");
+    // Written as root into a scratch Maildir and given to alice there, then renamed into
+    // her new/ whole: the session never sees a file it may not read (a real delivery
+    // writes as the user).
+    let scratch = dir.path().join("scratch");
     let deliverer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
-        let p =
-            postern::mailbox::deliver_maildir(&md, b"Subject: two\n\nbody two\n").expect("deliver");
+        let p = postern::mailbox::deliver_maildir(&scratch, b"Subject: two\n\nbody two\n")
+            .expect("deliver");
         chown_r(&p);
+        std::fs::rename(&p, md.join("new").join(p.file_name().unwrap())).expect("rename");
     });
     let mut idle = session.idle();
     idle.timeout(Duration::from_secs(30)).keepalive(false);

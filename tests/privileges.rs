@@ -995,8 +995,10 @@ fn the_real_postfix_starts_on_postern_s_queue_and_delivers_its_deferred_mail() {
     chown_root(&spool.join("deferred"));
     chown_root(&spool.join("defer"));
     ours.start();
-    let log = ours.wait_log("daemon started");
+    // The master logs the repairs before it reports ready; the log file is read back until
+    // each line is there (a failed repair still fails the assertion after the wait).
     for q in ["public", "deferred", "defer"] {
+        let log = ours.wait_log(&format!("{}: set Postfix's", spool.join(q).display()));
         assert!(
             log.contains(&format!("{}: set Postfix's", spool.join(q).display())),
             "{q} not repaired:\n{log}"
