@@ -1520,3 +1520,193 @@ fn uid_below_first_valid_uid() {
     );
     assert_eq!(replies[0], replies[1]);
 }
+
+/// Logged-in sessions run in `dovecot/imap` mail processes as their users: two users of
+/// different uids (a passwd-file userdb) are served by two processes, each holding only
+/// its user's connection, with the uids, gids and groups /proc shows for the real
+/// Dovecot's imap process of the same configuration; what a session creates (a folder,
+/// an APPENDed and a COPYed message, the index files) belongs to the user. A SIGKILLed
+/// mail process is logged as Dovecot's master logs it, its sessions no longer count
+/// against `mail_max_userip_connections`, and the other user's session goes on.
+#[test]
+fn sessions_run_as_the_mail_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root (two mail users)");
+        return;
+    }
+    let (ua, ga) = mail_user();
+    let (ub, gb) = user_ids("posternimap2");
+    assert_ne!(ua, ub, "two users");
+    let dir = homes(Store::Maildir);
+    let d = dir.path();
+    let _ = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{ub}:{gb}"))
+        .arg(d.join("home/bob"))
+        .output();
+    std::fs::write(
+        d.join("passwd"),
+        format!(
+            "alice:{{PLAIN}}secret:{ua}:{ga}::{h}/alice::\nbob:{{PLAIN}}secret:{ub}:{gb}::{h}/bob::\n",
+            h = d.join("home").display()
+        ),
+    )
+    .expect("passwd");
+    let write_conf = |name: &str, port: u16| {
+        let (uid, gid) = mail_user();
+        let c = conf(
+            d,
+            name,
+            port,
+            Store::Maildir,
+            "ssl = no\ndisable_plaintext_auth = no\nmail_max_userip_connections = 1\n",
+        )
+        .replace(
+            &format!(
+                "userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={}/home/%u\n}}\n",
+                d.display()
+            ),
+            &format!(
+                "userdb {{\n  driver = passwd-file\n  args = {}/passwd\n}}\n",
+                d.display()
+            ),
+        );
+        assert!(c.contains("driver = passwd-file\n  args = ") && !c.contains("static"));
+        let cf = d.join(format!("{name}.conf"));
+        std::fs::write(&cf, c).expect("conf");
+        cf
+    };
+    let port = free_port();
+    let cf = write_conf("postern", port);
+    let s = Dovecot::start(Which::Postern, &cf, port, &d.join("postern.log"));
+    let master: u32 = std::fs::read_to_string(d.join("postern-base/master.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut a = Imap::login(port, "alice");
+    let mut b = Imap::login(port, "bob");
+    let local = |c: &Imap| c.w.local_addr().expect("addr").port();
+    let pa = sole_holder(port, local(&a)).expect("alice's session held by one process");
+    let pb = sole_holder(port, local(&b)).expect("bob's session held by one process");
+    assert_ne!(pa, pb, "two users, two processes");
+    for (pid, uid, gid) in [(pa, ua, ga), (pb, ub, gb)] {
+        assert_ne!(pid, master);
+        assert_eq!(proc_field(pid, "PPid"), master.to_string());
+        assert_eq!(cmdline_of(pid), "dovecot/imap");
+        let (uids, gids, groups) = credentials(pid);
+        assert_eq!(uids, vec![uid.to_string(); 4], "Uid of {pid}");
+        assert_eq!(gids, vec![gid.to_string(); 4], "Gid of {pid}");
+        assert!(groups.contains(&gid.to_string()), "{groups:?}");
+        assert!(!groups.contains(&"0".to_string()), "{groups:?}");
+    }
+    // The same credentials as the real Dovecot's imap process for this configuration.
+    if Dovecot::real_available("imap") {
+        let rport = free_port();
+        let rcf = write_conf("dovecot", rport);
+        let real = Dovecot::start(Which::Real, &rcf, rport, &d.join("dovecot.log"));
+        let r = Imap::login(rport, "alice");
+        let theirs = sole_holder(rport, local(&r)).expect("real imap process");
+        assert_eq!(cmdline_of(theirs), "dovecot/imap");
+        assert_eq!(credentials(theirs), credentials(pa), "as Dovecot's");
+        drop(r);
+        drop(real);
+    }
+    // What alice's session writes is alice's.
+    let ok = |r: &[String]| r.last().is_some_and(|l| l.contains(" OK "));
+    let r = a.cmd("CREATE Work");
+    assert!(ok(&r), "{r:?}");
+    let msg = "From: bob@example.org\r\nSubject: owned\r\n\r\nbody\r\n";
+    let r = a.cmd(&format!("APPEND INBOX {{{}}}", msg.len()));
+    assert!(r.last().is_some_and(|l| l.starts_with('+')), "{r:?}");
+    a.send(format!("{msg}\r\n").as_bytes());
+    let r = a.until(&format!("t{}", a.n));
+    assert!(ok(&r), "{r:?}");
+    let r = a.cmd("SELECT INBOX");
+    assert!(ok(&r), "{r:?}");
+    let r = a.cmd("COPY 1 Work");
+    assert!(ok(&r), "{r:?}");
+    let maildir = d.join("home/alice/Maildir");
+    assert!(maildir.join(".Work").is_dir(), "the folder exists");
+    let mut seen = 0;
+    let mut stack = vec![maildir.clone()];
+    while let Some(p) = stack.pop() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(&p).expect("stat");
+        assert_eq!((m.uid(), m.gid()), (ua, ga), "{} is alice's", p.display());
+        seen += 1;
+        if m.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&p)
+                    .expect("dir")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    let messages = |sub: &str| {
+        ["new", "cur"]
+            .iter()
+            .flat_map(|x| {
+                std::fs::read_dir(maildir.join(sub).join(x))
+                    .into_iter()
+                    .flatten()
+            })
+            .count()
+    };
+    assert_eq!(
+        (messages("."), messages(".Work")),
+        (1, 1),
+        "appended and copied"
+    );
+    assert!(seen > 8, "{seen} paths checked");
+    // mail_max_userip_connections = 1 still counts sessions served elsewhere.
+    let (mut again, _) = Imap::connect(port);
+    let r = again.cmd("LOGIN alice secret");
+    assert!(r.last().is_some_and(|l| l.contains("NO [LIMIT]")), "{r:?}");
+    // A killed mail process: logged as Dovecot's master logs it, bob goes on, alice's
+    // session no longer counts.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pa as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let log = s.wait_log("killed with signal 9");
+    assert!(
+        log.contains(&format!(
+            "master: Error: service(imap): child {pa} killed with signal 9"
+        )),
+        "{log}"
+    );
+    assert!(
+        a.line().is_none(),
+        "alice's connection ended with its process"
+    );
+    let r = b.cmd("SELECT INBOX");
+    assert!(ok(&r), "bob's session goes on: {r:?}");
+    let r = b.cmd("NOOP");
+    assert!(ok(&r), "{r:?}");
+    let mut a2 = wait_for(Duration::from_secs(10), "alice logs in again", || {
+        let (mut c, _) = Imap::connect(port);
+        let r = c.cmd("LOGIN alice secret");
+        ok(&r).then_some(c)
+    });
+    let pa2 = sole_holder(port, local(&a2)).expect("alice's new process");
+    assert!(pa2 != pa && pa2 != pb, "a new process for alice");
+    assert_eq!(credentials(pa2).0, vec![ua.to_string(); 4]);
+    let r = a2.cmd("LOGOUT");
+    assert!(ok(&r), "{r:?}");
+    let r = b.cmd("LOGOUT");
+    assert!(ok(&r), "{r:?}");
+    let log = s.wait_log(&format!("imap(bob)<{pb}><"));
+    assert!(
+        log.contains(&format!("imap-login: Info: Login: user=<bob>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid={pb}, secured, session=<")),
+        "{log}"
+    );
+    // Each process leaves with its last session.
+    wait_until(Duration::from_secs(10), "the mail processes left", || {
+        !children_of(master)
+            .iter()
+            .any(|(_, c)| c.starts_with("dovecot/imap "))
+    });
+}
