@@ -702,14 +702,15 @@ mod tests {
         };
         let id = g.identity(&info(1013, 1013, &[]));
         assert_eq!((id.saved_gid, id.groups), (8, vec![8, 107, 1013]));
-        // system_groups_user: root's groups from the group file (at least gid 0).
+        // system_groups_user: initgroups(3)'s list for that user and the gid, merged.
         let g = GroupsConf::default();
         let id = g.identity(&info(1013, 1013, &[("system_groups_user", "root")]));
-        assert!(
-            id.groups.contains(&0) && id.groups.contains(&1013),
-            "{:?}",
-            id.groups
-        );
+        let cname = std::ffi::CString::new("root").expect("name");
+        let want = nix::unistd::getgrouplist(&cname, 1013.into()).expect("getgrouplist");
+        assert!(id.groups.contains(&1013), "{:?}", id.groups);
+        for g in want {
+            assert!(id.groups.contains(&g.as_raw()), "{g} in {:?}", id.groups);
+        }
     }
 
     #[test]
