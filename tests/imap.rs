@@ -1710,3 +1710,75 @@ fn sessions_run_as_the_mail_user() {
             .any(|(_, c)| c.starts_with("dovecot/imap "))
     });
 }
+
+/// `dovecot stop` ends logged-in sessions as a Dovecot 2.3.19 mail process ends them on
+/// SIGTERM (recorded here from the real one: `* BYE Server shutting down.` to an IMAP
+/// client in IDLE, `-ERR [SYS/TEMP] Server shutting down.` to a POP3 client, both
+/// logged `Disconnected: Server shutting down.`), and the mail processes go with the
+/// master.
+#[test]
+fn stop_ends_sessions_as_dovecot() {
+    let dir = homes(Store::Mbox);
+    let pop3 = free_port();
+    let mut s = postern_server(
+        dir.path(),
+        Store::Mbox,
+        &format!(
+            "ssl = no\ndisable_plaintext_auth = no\nprotocols = imap pop3\n\
+             service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3}\n  }}\n  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n"
+        ),
+    );
+    wait_port(pop3);
+    let master: u32 = std::fs::read_to_string(dir.path().join("postern-base/master.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut i = Imap::login(s.port, "alice");
+    let r = i.cmd("SELECT INBOX");
+    assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
+    let r = i.cmd("IDLE");
+    assert_eq!(r.last().map(String::as_str), Some("+ idling"));
+    let (mut p, g) = Pop::connect(pop3);
+    assert!(g.starts_with("+OK"), "{g}");
+    assert_eq!(p.cmd("USER alice"), ["+OK"]);
+    assert_eq!(p.cmd("PASS secret"), ["+OK Logged in."]);
+    let mail: Vec<u32> = children_of(master)
+        .into_iter()
+        .filter(|(_, c)| c.starts_with("dovecot/imap ") || c.starts_with("dovecot/pop3 "))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(mail.len(), 2, "an imap and a pop3 mail process");
+    let out = Dovecot::command(Which::Postern)
+        .arg("-c")
+        .arg(dir.path().join("postern.conf"))
+        .arg("stop")
+        .output()
+        .expect("stop");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(i.line().as_deref(), Some("* BYE Server shutting down."));
+    assert_eq!(i.line(), None);
+    assert_eq!(p.line(), "-ERR [SYS/TEMP] Server shutting down.");
+    let log = s.wait_log("Dovecot v2.3.19 shutting down");
+    for who in ["imap(alice)", "pop3(alice)"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(who)
+                    && l.contains(": Info: Disconnected: Server shutting down. ")),
+            "{who}: {log}"
+        );
+    }
+    // Gone, or a zombie left to a container's init that does not reap.
+    let gone = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|st| {
+                st.rsplit_once(") ")
+                    .is_some_and(|(_, r)| r.starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    wait_until(Duration::from_secs(10), "the mail processes left", || {
+        mail.iter().all(gone)
+    });
+    s.port = 0;
+}

@@ -549,6 +549,17 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
         return fatal(&format!("{svc}: {e}"));
     }
     super::limit_malloc_arenas();
+    // Every session of the identity is served here (two descriptors each, and its
+    // mailbox's): the soft descriptor limit goes up to the hard one, as Dovecot's master
+    // sizes a service's limit for its clients.
+    // SAFETY: getrlimit fills the struct; setrlimit reads it.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     // IMAP sessions run on threads of their own: one runtime thread reads the channel.
     // POP3 sessions are tasks: the runtime's workers serve them.
     let rt = match protocol {
