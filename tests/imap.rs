@@ -1782,3 +1782,88 @@ fn stop_ends_sessions_as_dovecot() {
     });
     s.port = 0;
 }
+
+/// The mail process's groups from each source Dovecot 2.3.19 takes them from, compared
+/// with /proc of the real Dovecot's imap process on the same configuration: a passwd
+/// userdb (the user's groups from the group file, `system_groups_user`), and
+/// `mail_access_groups` with `mail_privileged_group` (the saved gid).
+#[test]
+fn mail_process_groups_as_dovecot() {
+    if !Dovecot::real_available("imap") {
+        return;
+    }
+    // A system user with a supplementary group, created once and kept.
+    let name = "posternug";
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let _ = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", "-G", "mail", name])
+            .output();
+    }
+    let u = nix::unistd::User::from_name(name)
+        .expect("getpwnam")
+        .expect("test user");
+    let mail_gid = nix::unistd::Group::from_name("mail")
+        .expect("getgrnam")
+        .expect("group mail")
+        .gid
+        .as_raw();
+    let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir_all(d.join(format!("mail-{name}"))).expect("mkdir");
+    std::fs::write(d.join(format!("inbox-{name}")), "").expect("inbox");
+    for p in [format!("mail-{name}"), format!("inbox-{name}")] {
+        let _ = Command::new("chown")
+            .arg(format!("{uid}:{gid}"))
+            .arg(d.join(p))
+            .output();
+    }
+    std::fs::write(d.join("passwd"), format!("{name}:{{PLAIN}}secret::::::\n")).expect("pw");
+    let cases = [
+        (
+            "userdb {\n  driver = passwd\n}\n".to_string(),
+            String::new(),
+        ),
+        (
+            format!("userdb {{\n  driver = static\n  args = uid={uid} gid={gid}\n}}\n"),
+            "mail_privileged_group = mail\nmail_access_groups = mail\n".to_string(),
+        ),
+    ];
+    for (n, (userdb, extra)) in cases.iter().enumerate() {
+        let mut creds = Vec::new();
+        for which in [Which::Postern, Which::Real] {
+            let tag = format!("{which:?}-{n}");
+            let port = free_port();
+            let cf = d.join(format!("{tag}.conf"));
+            std::fs::write(
+                &cf,
+                format!(
+                    "protocols = imap\nbase_dir = {dd}/{tag}-base\nstate_dir = {dd}/{tag}-state\n\
+                     listen = 127.0.0.1\nlog_path = {dd}/{tag}.log\n\
+                     mail_location = mbox:{dd}/mail-%u:INBOX={dd}/inbox-%u\n\
+                     ssl = no\ndisable_plaintext_auth = no\nauth_failure_delay = 0\n\
+                     passdb {{\n  driver = passwd-file\n  args = {dd}/passwd\n}}\n{userdb}\
+                     service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n{extra}",
+                    dd = d.display()
+                ),
+            )
+            .expect("conf");
+            let srv = Dovecot::start(which, &cf, port, &d.join(format!("{tag}.log")));
+            let c = Imap::login(port, name);
+            let holder = sole_holder(port, c.w.local_addr().expect("addr").port())
+                .expect("one process holds the session");
+            assert_eq!(cmdline_of(holder), "dovecot/imap", "{which:?}");
+            creds.push(credentials(holder));
+            drop(c);
+            drop(srv);
+        }
+        assert_eq!(creds[0], creds[1], "case {n}: Postern's, then Dovecot's");
+        let (uids, gids, groups) = &creds[0];
+        assert_eq!(uids, &vec![uid.to_string(); 4]);
+        assert!(groups.contains(&mail_gid.to_string()), "{groups:?}");
+        if n == 1 {
+            assert_eq!(gids[2], mail_gid.to_string(), "saved gid: {gids:?}");
+        }
+    }
+}
