@@ -543,6 +543,9 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
         Err(e) => return fatal(&format!("{svc}: {e}")),
     };
     drop(conf);
+    // Start-up code out of memory while still root (the kernel pages out a file's pages
+    // only for its owner or a writer), as the login process does.
+    crate::memory::release_startup_code();
     if nix::unistd::geteuid().is_root()
         && let Err(e) = become_identity(&id)
     {
