@@ -163,3 +163,130 @@ fn writable_and_foreign_config_files_are_warned_as_postfix_check_warns() {
         "warnings before the start line:\n{log}"
     );
 }
+
+/// A system user (created when missing, as root) whose home is `home`.
+fn user_with_home(name: &str, home: &Path) -> (u32, u32) {
+    let ids = user_ids(name);
+    let st = Command::new("usermod")
+        .arg("-d")
+        .arg(home)
+        .arg(name)
+        .status()
+        .expect("usermod");
+    assert!(st.success(), "usermod -d {} {name}", home.display());
+    ids
+}
+
+fn chown(p: &Path, (uid, gid): (u32, u32)) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).expect("lchown");
+}
+
+/// The recorded lines of the real Postfix 3.7.11 for `case`
+/// (compat-fixtures/file-safety/postfix-3.7.txt, scripts/regen-file-safety-fixtures).
+fn recorded(case: &str) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(repo_root().join("compat-fixtures/file-safety/postfix-3.7.txt"))
+            .expect("fixture");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{case}\t")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn another_users_file_in_a_forward_and_a_planted_spool_symlink_bounce_as_postfix() {
+    // pst-fwd's .forward names pst-other's file; pst-eve plants a symlink for pst-sym in
+    // the sticky, world-writable spool. Postfix 3.7.11 bounces both 5.2.0 with
+    // safe_open()'s `cannot open file: Permission denied` (the kernel refuses: the
+    // forwarding user may not write the file, protected_symlinks the planted link), and
+    // both files stay untouched.
+    if !is_root() {
+        eprintln!("skipped: needs root (system users)");
+        return;
+    }
+    let outside = tempfile::tempdir().expect("tempdir");
+    let o = outside.path();
+    std::fs::set_permissions(o, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let home = o.join("home");
+    let fwd = user_with_home("pst-fwd", &home.join("pst-fwd"));
+    let other = user_ids("pst-other");
+    let eve = user_ids("pst-eve");
+    user_ids("pst-sym");
+    for (d, who) in [(home.join("pst-fwd"), fwd), (home.join("pst-other"), other)] {
+        std::fs::create_dir_all(&d).expect("mkdir");
+        chown(&d, who);
+    }
+    let file = home.join("pst-other/file");
+    std::fs::write(&file, "precious\n").expect("file");
+    chown(&file, other);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let forward = home.join("pst-fwd/.forward");
+    std::fs::write(&forward, format!("{}\n", file.display())).expect(".forward");
+    chown(&forward, fwd);
+    let eve_file = o.join("eve-file");
+    std::fs::write(&eve_file, "eve's\n").expect("eve");
+    chown(&eve_file, eve);
+
+    let main = "compatibility_level = 3.7\nmyhostname = mail.example.test\n\
+                mydestination = $myhostname, localhost\nlocal_recipient_maps =\nalias_maps =\n\
+                mail_spool_directory = $queue_directory/../mail\nbiff = no\n";
+    let inst = Instance::start_with(
+        main,
+        "qmgr unix n - n 300 1 qmgr\npostlog unix-dgram n - n - 1 postlogd\n",
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).expect("mkdir");
+            std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777))
+                .expect("chmod");
+        },
+    );
+    // Planted once the system runs (the instance's setup gives its tree to mail_owner).
+    let spool = inst.dir.path().join("mail");
+    std::os::unix::fs::symlink(&eve_file, spool.join("pst-sym")).expect("symlink");
+    chown(&spool.join("pst-sym"), eve);
+
+    let mut s = Smtp::connect(inst.port);
+    s.line();
+    assert!(s.cmd("EHLO client.example").concat().starts_with("250"));
+    for to in ["pst-fwd@localhost", "pst-sym@localhost"] {
+        assert!(s.cmd("MAIL FROM:<>").concat().starts_with("250"));
+        assert!(
+            s.cmd(&format!("RCPT TO:<{to}>"))
+                .concat()
+                .starts_with("250")
+        );
+        assert!(s.cmd("DATA").concat().starts_with("354"));
+        let r = s
+            .cmd(&format!("Subject: to {to}\r\n\r\nbody\r\n."))
+            .concat();
+        assert!(r.starts_with("250"), "{r}");
+    }
+    s.cmd("QUIT");
+    let log = inst.wait_log_until(Duration::from_secs(60), |l| {
+        l.contains("to=<pst-fwd@localhost>, relay=local")
+            && l.contains("to=<pst-sym@localhost>, relay=local")
+    });
+    let status = |to: &str| -> String {
+        log.lines()
+            .find(|l| l.contains(&format!("to=<{to}>, relay=local")))
+            .and_then(|l| l.split_once(" dsn=").map(|(_, r)| format!("dsn={r}")))
+            .unwrap_or_default()
+            .replace(&home.display().to_string(), "HOME")
+            .replace(
+                &inst.dir.path().join("spool/../mail").display().to_string(),
+                "SPOOL",
+            )
+            .replace(&spool.display().to_string(), "SPOOL")
+    };
+    let want_fwd: Vec<String> = recorded("forward")
+        .into_iter()
+        .filter(|l| l.starts_with("dsn="))
+        .collect();
+    assert_eq!(vec![status("pst-fwd@localhost")], want_fwd, "{log}");
+    assert_eq!(
+        vec![status("pst-sym@localhost")],
+        recorded("sticky-symlink"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "precious\n");
+    assert_eq!(std::fs::read_to_string(&eve_file).expect("eve"), "eve's\n");
+}
