@@ -290,3 +290,138 @@ fn another_users_file_in_a_forward_and_a_planted_spool_symlink_bounce_as_postfix
     assert_eq!(std::fs::read_to_string(&file).expect("file"), "precious\n");
     assert_eq!(std::fs::read_to_string(&eve_file).expect("eve"), "eve's\n");
 }
+
+/// One queue-file record: type, length (7 bits a byte, low first), data.
+fn rec(out: &mut Vec<u8>, kind: u8, data: &[u8]) {
+    out.push(kind);
+    let mut n = data.len();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(data);
+}
+
+/// A complete queue file as a local user could hand it to postdrop, with forged records:
+/// client and SASL attributes, `rewrite_context=remote`, a recipient already marked done.
+fn forged_queue_file(to: &str, done: &str) -> Vec<u8> {
+    let mut head = Vec::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    rec(&mut head, b'T', format!("{now} 0").as_bytes());
+    rec(&mut head, b'A', b"rewrite_context=remote");
+    rec(&mut head, b'A', b"client_address=192.0.2.66");
+    rec(&mut head, b'A', b"client_name=trusted.example.com");
+    rec(&mut head, b'A', b"sasl_username=admin");
+    rec(&mut head, b'S', b"ceo@example.com");
+    rec(&mut head, b'R', to.as_bytes());
+    rec(&mut head, b'D', done.as_bytes());
+    rec(&mut head, b'M', b"");
+    let mut body = Vec::new();
+    for l in ["Subject: forged", "", "forged body"] {
+        rec(&mut body, b'N', l.as_bytes());
+    }
+    let mut tail = Vec::new();
+    rec(&mut tail, b'X', b"");
+    rec(&mut tail, b'E', b"");
+    // The size record first (fixed width, as Postfix's cleanup writes it): message
+    // segment size, data offset, recipients, qmgr options, content length, SMTPUTF8.
+    let size_len = 2 + 6 * 15 + 5;
+    let data_offset = size_len + head.len();
+    let fields = [body.len(), data_offset, 1, 0, body.len(), 0];
+    let size: Vec<String> = fields.iter().map(|f| format!("{f:15}")).collect();
+    let mut out = Vec::new();
+    rec(&mut out, b'C', size.join(" ").as_bytes());
+    assert_eq!(out.len(), size_len);
+    out.extend(head);
+    out.extend(body);
+    out.extend(tail);
+    out
+}
+
+#[test]
+fn a_queue_file_planted_in_maildrop_loses_its_forged_records_as_with_postfix_pickup() {
+    // Postfix 3.7.11's pickup, given such a file in maildrop/ (owned by the user, mode
+    // 0744), queued the message with none of the forged attributes (its Received header
+    // says `from userid N`), without the done recipient, and logged nothing about them.
+    // Postern's pickup copied the file as it was.
+    if !is_root() {
+        eprintln!("skipped: needs root (system users)");
+        return;
+    }
+    let eve = user_ids("pst-eve");
+    user_ids("pst-other");
+    user_ids("pst-sym");
+    let main = "compatibility_level = 3.7\nmyhostname = mail.example.test\n\
+                mydestination = $myhostname, localhost\nlocal_recipient_maps =\nalias_maps =\n\
+                mail_spool_directory = $queue_directory/../mail\nbiff = no\n\
+                smtp_connect_timeout = 1s\n";
+    let inst = Instance::start_with(
+        main,
+        "qmgr unix n - n 300 1 qmgr\nsmtp unix - - n - - smtp\npostlog unix-dgram n - n - 1 postlogd\n",
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).expect("mkdir");
+            std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777))
+                .expect("chmod");
+        },
+    );
+    let spool = inst.dir.path().join("spool");
+    // One message to a local mailbox, one to an unreachable host (it stays queued, so
+    // that its queue file can be read).
+    for (id, to) in [
+        ("1A2B3C4D5E", "pst-other@localhost"),
+        ("1A2B3C4D5F", "nobody@[192.0.2.1]"),
+    ] {
+        let tmp = spool.join("maildrop").join(format!("{id}.tmp"));
+        std::fs::write(&tmp, forged_queue_file(to, "pst-sym@localhost")).expect("plant");
+        chown(&tmp, eve);
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o744)).expect("chmod");
+        std::fs::rename(&tmp, spool.join("maildrop").join(id)).expect("rename");
+    }
+    let log = inst.wait_log_until(Duration::from_secs(60), |l| {
+        l.contains("to=<pst-other@localhost>") && l.contains("to=<nobody@[192.0.2.1]>")
+    });
+    assert!(
+        log.contains(&format!("postfix/pickup[",))
+            && log.contains(&format!("1A2B3C4D5E: uid={} from=<ceo@example.com>", eve.0)),
+        "{log}"
+    );
+    assert!(
+        !log.contains("pst-sym"),
+        "the done recipient was delivered:\n{log}"
+    );
+    let mbox = std::fs::read_to_string(inst.dir.path().join("mail/pst-other")).expect("mbox");
+    assert!(mbox.contains("forged body"), "{mbox}");
+    assert!(!inst.dir.path().join("mail/pst-sym").exists());
+    // The queued copy of the other one.
+    let out = Command::new("find")
+        .arg(spool.join("deferred"))
+        .arg(spool.join("active"))
+        .args(["-type", "f", "-name", "1A2B3C4D5F"])
+        .output()
+        .expect("find");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!path.is_empty(), "1A2B3C4D5F not queued:\n{log}");
+    let queued = std::fs::read(&path).expect("queue file");
+    let text = String::from_utf8_lossy(&queued);
+    for forged in [
+        "client_address=",
+        "client_name=",
+        "sasl_username=",
+        "rewrite_context=remote",
+        "pst-sym",
+    ] {
+        assert!(!text.contains(forged), "{forged} kept: {text:?}");
+    }
+    assert!(
+        text.contains("rewrite_context=local") && text.contains("forged body"),
+        "{text:?}"
+    );
+}
