@@ -389,7 +389,7 @@ fn a_queue_file_planted_in_maildrop_loses_its_forged_records_as_with_postfix_pic
         l.contains("to=<pst-other@localhost>") && l.contains("to=<nobody@[192.0.2.1]>")
     });
     assert!(
-        log.contains(&format!("postfix/pickup[",))
+        log.contains("postfix/pickup[")
             && log.contains(&format!("1A2B3C4D5E: uid={} from=<ceo@example.com>", eve.0)),
         "{log}"
     );

@@ -989,24 +989,6 @@ fn valid_hostname_or_literal(h: &str) -> bool {
     address::address_literal(h).is_some() || valid_hostname(h.trim_end_matches('.'))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dsn_split() {
-        assert_eq!(
-            split_dsn("5.1.1 no such user", "5.7.1"),
-            ("5.1.1".into(), "no such user".into())
-        );
-        assert_eq!(
-            split_dsn("go away", "5.7.1"),
-            ("5.7.1".into(), "go away".into())
-        );
-        assert_eq!(Reply::new(450, "5.7.1", "x").dsn, "4.7.1");
-    }
-}
-
 /// An address with a quoted local part in Postfix's internal form: the quotes and
 /// backslash escapes removed (`"a b"@c` is `a b@c`), as its replies show it.
 fn internal_form(addr: &str) -> String {
@@ -1030,4 +1012,22 @@ fn internal_form(addr: &str) -> String {
         }
     }
     addr.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_split() {
+        assert_eq!(
+            split_dsn("5.1.1 no such user", "5.7.1"),
+            ("5.1.1".into(), "no such user".into())
+        );
+        assert_eq!(
+            split_dsn("go away", "5.7.1"),
+            ("5.7.1".into(), "go away".into())
+        );
+        assert_eq!(Reply::new(450, "5.7.1", "x").dsn, "4.7.1");
+    }
 }

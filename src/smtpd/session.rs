@@ -1838,16 +1838,6 @@ fn test_panic_verb() -> Option<&'static str> {
     .as_deref()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn xtext() {
-        assert_eq!(xtext_decode("rfc822;a+2Bb@c"), "rfc822;a+b@c");
-        assert_eq!(xtext_decode("x+"), "x+");
-    }
-}
-
 /// The recipient's domain as Postfix's trivial-rewrite resolves it: a domain that is not a
 /// valid hostname (`user@-other.example`, `user@other.example%localhost`) is a resolve
 /// error, which smtpd answers `501 5.1.3 Bad recipient address syntax` (recorded from
@@ -1871,4 +1861,14 @@ fn rcpt_domain_ok(addr: &str) -> bool {
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn xtext() {
+        assert_eq!(xtext_decode("rfc822;a+2Bb@c"), "rfc822;a+b@c");
+        assert_eq!(xtext_decode("x+"), "x+");
+    }
 }
