@@ -184,6 +184,10 @@ fn run(args: &[String]) -> i32 {
                 log::fatal(&script, "the Postfix mail system is already running");
                 return 1;
             }
+            // postfix-script's check-warn, before the start as there.
+            for w in crate::cli::postfix_check::check_warn(&cfg) {
+                log::warning(&script, &w);
+            }
             log::info(&script, "starting the Postfix mail system");
             log::flush();
             if opts.command == "start-fg" {

@@ -16,7 +16,9 @@
 //! outside `maillog_file_prefixes`, a master.cf without the `postlog` service while
 //! `maillog_file` is set (`compat-fixtures/postfix-check/`). Beyond Postfix: a SASL file
 //! without `saslauthd` among its `pwcheck_method`s (Postern's smtpd serves no other), and
-//! an unused parameter's line and the built-in name it probably misspells.
+//! an unused parameter's line and the built-in name it probably misspells. postfix-script's
+//! `check-warn` ownership and permission checks ([`check_warn`], also run by `postfix
+//! start`): `postfix/postfix-script: warning: group or other writable: …/./main.cf`.
 //!
 //! The Dovecot file is `$POSTERN_DOVECOT_CONFIG` (set but empty: no Dovecot check), else the
 //! one `dovecot` reads ([`dovecot::default_conf_path`]: `/etc/dovecot.conf` when it exists,
@@ -272,6 +274,96 @@ fn check_maillog(cfg: &PostfixConfig, r: &mut Report) {
     }
 }
 
+/// postfix-script's `check-warn` (run by `postfix check` and `postfix start`), the
+/// ownership and permission part: `$queue_directory/.` and `pid`, the `$config_directory`
+/// tree (files reached through symlinks too, as `find -L`; a symlink whose target has a
+/// `/`) and the `$data_directory` tree. The messages in postfix-script's words and order
+/// (one `find` pass per check, in directory order), without the `warning: ` prefix:
+/// `group or other writable: /etc/postfix/./main.cf`, `not owned by root: …`, `not owned by
+/// postfix: …`, `symlink leaves directory: …`. The ownership checks need root (run
+/// otherwise, every file is the invoking user's).
+pub fn check_warn(cfg: &PostfixConfig) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = nix::unistd::geteuid().is_root();
+    let mut out = Vec::new();
+    let writable = |mode: u32| mode & 0o022 != 0;
+    let dot = |p: &str| PathBuf::from(p.trim()).join(".");
+    // find DIR: DIR itself, then each entry depth first, in readdir order.
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        out.push(dir.to_path_buf());
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&p, out),
+                _ => out.push(p),
+            }
+        }
+    }
+    let queue = cfg.get("queue_directory").unwrap_or_default();
+    let qtop = [dot(&queue), PathBuf::from(queue.trim()).join("pid")];
+    let tree = |p: PathBuf| {
+        let mut v = Vec::new();
+        if p.exists() {
+            walk(&p, &mut v);
+        }
+        v
+    };
+    let etc = tree(cfg.config_dir.join("."));
+    let owner = cfg.get("mail_owner").unwrap_or_else(|| "postfix".into());
+    let owner = owner.trim().to_string();
+    let owner_uid = nix::unistd::User::from_name(&owner)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let data = tree(dot(&cfg.get("data_directory").unwrap_or_default()));
+    let show = |p: &Path| p.display().to_string();
+    for p in qtop.iter().filter(|p| p.exists()) {
+        if root && std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() != 0) {
+            out.push(format!("not owned by root: {}", show(p)));
+        }
+    }
+    for p in qtop.iter() {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| writable(m.mode())) {
+            out.push(format!("group or other writable: {}", show(p)));
+        }
+    }
+    if root {
+        for p in &etc {
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() != 0) {
+                out.push(format!("not owned by root: {}", show(p)));
+            }
+        }
+    }
+    for p in &etc {
+        if std::fs::metadata(p).is_ok_and(|m| writable(m.mode())) {
+            out.push(format!("group or other writable: {}", show(p)));
+        }
+    }
+    for p in &etc {
+        if let Ok(t) = std::fs::read_link(p)
+            && t.to_string_lossy().contains('/')
+        {
+            out.push(format!("symlink leaves directory: {}", show(p)));
+        }
+    }
+    if root && let Some(uid) = owner_uid {
+        for p in &data {
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() != uid) {
+                out.push(format!("not owned by {owner}: {}", show(p)));
+            }
+        }
+    }
+    for p in &data {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| writable(m.mode())) {
+            out.push(format!("group or other writable: {}", show(p)));
+        }
+    }
+    out
+}
+
 /// The dovecot.conf to check: `$POSTERN_DOVECOT_CONFIG` (empty: none), else the system's.
 fn default_dovecot_config() -> Option<PathBuf> {
     match std::env::var_os("POSTERN_DOVECOT_CONFIG") {
@@ -405,6 +497,11 @@ pub fn run_with(config_dir: &Path, dovecot_conf: Option<&Path>) -> i32 {
         }
     }
     if let Some(cfg) = &cfg {
+        // As postfix-script's check-warn prints them on a terminal.
+        let ident = crate::log::ident(cfg, "postfix-script");
+        for w in check_warn(cfg) {
+            eprintln!("{ident}: warning: {w}");
+        }
         for (param, what) in [("queue_directory", "queue"), ("data_directory", "data")] {
             let d = PathBuf::from(cfg.get(param).unwrap_or_default());
             if !d.is_dir() {

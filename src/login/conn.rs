@@ -25,6 +25,29 @@ pub enum End {
     Timeout,
     /// The line is longer than the limit.
     TooLong,
+    /// The login process dropped the client to make room for a new one (its service's
+    /// client limit reached: [`super::process::Slots`]).
+    QueueFull,
+}
+
+/// Run `fut`, a wait for the client, unless the login process drops the client meanwhile
+/// (then [`End::QueueFull`]). Outside a login process's client task, just `fut`.
+async fn unless_dropped<F: std::future::Future>(fut: F) -> Result<F::Output, End> {
+    use std::sync::atomic::Ordering;
+    let Ok(slot) = super::process::CLIENT_SLOT.try_with(Arc::clone) else {
+        return Ok(fut.await);
+    };
+    if slot.kicked.load(Ordering::Relaxed) {
+        return Err(End::QueueFull);
+    }
+    slot.waiting.store(true, Ordering::Relaxed);
+    let r = tokio::select! {
+        biased;
+        _ = slot.kick.notified() => Err(End::QueueFull),
+        r = fut => Ok(r),
+    };
+    slot.waiting.store(false, Ordering::Relaxed);
+    r
 }
 
 /// One client connection.
@@ -99,7 +122,7 @@ impl Conn {
     pub async fn fill(&mut self, timeout: Duration) -> Result<usize, End> {
         self.flush().await;
         let mut buf = [0u8; 8192];
-        let n = match tokio::time::timeout(timeout, self.io.read(&mut buf)).await {
+        let n = match unless_dropped(tokio::time::timeout(timeout, self.io.read(&mut buf))).await? {
             Err(_) => return Err(End::Timeout),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
             Ok(Ok(n)) => n,
@@ -166,8 +189,8 @@ impl Conn {
             }
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
+        match unless_dropped(tokio::time::timeout(timeout, acceptor.accept(tcp))).await {
+            Ok(Ok(Ok(tls))) => {
                 self.io = Io::Tls(Box::new(tls));
                 self.tls = true;
                 true

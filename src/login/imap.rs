@@ -225,7 +225,12 @@ impl PreLogin {
                     self.conn.reply("* BYE Input buffer full, aborting");
                     return Line::End("Input buffer full");
                 }
-                Err(e) => return Line::End(end_reason(e)),
+                Err(e) => {
+                    if e == End::QueueFull {
+                        self.conn.reply("* BYE Connection queue full");
+                    }
+                    return Line::End(end_reason(e));
+                }
             }
         }
     }
@@ -471,6 +476,8 @@ impl PreLogin {
             Err(e) => {
                 if e == End::TooLong {
                     self.conn.reply("* BYE Input buffer full, aborting");
+                } else if e == End::QueueFull {
+                    self.conn.reply("* BYE Connection queue full");
                 }
                 self.log_end(end_reason(e));
                 self.closing = true;
@@ -587,5 +594,6 @@ fn end_reason(e: End) -> &'static str {
         End::TooLong => "Input buffer full",
         End::Timeout => "Inactivity",
         End::Lost => "Connection closed",
+        End::QueueFull => "Connection queue full",
     }
 }

@@ -178,6 +178,10 @@ impl PreLogin {
                             self.reply("-ERR Input buffer full, aborting");
                             "Disconnected: Input buffer full"
                         }
+                        End::QueueFull => {
+                            self.reply("-ERR Connection queue full");
+                            "Disconnected: Connection queue full"
+                        }
                         End::Timeout => "Disconnected: Inactivity",
                         // io_stream_get_disconnect_reason(): a clean close.
                         End::Lost => "Disconnected: Connection closed",

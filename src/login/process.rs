@@ -16,19 +16,168 @@
 //! proxied through this process (the TLS state lives here). Log lines go to the service
 //! (this process may not open `log_path`). The process exits when the service goes away,
 //! and after a reload (a [`Msg::Drain`]) once its last client is gone.
+//!
+//! Limits ([`ClientLimit`], [`Slots`]): Dovecot runs up to `process_limit` login processes
+//! per protocol, each with one client (`service_count = 1`, the default) or up to
+//! `client_limit` (`service_count = 0`); 1.x's `login_max_processes_count`,
+//! `login_max_connections` and `login_process_per_connection` are mapped to those by the
+//! config layer. One Postern process holds them all, so the limit is on clients: at most
+//! `process_limit` × (1 or `client_limit`) at once, counting a logged-in TLS client the
+//! process still proxies (Dovecot's proxying login process stays too). A client that
+//! comes when they are all taken makes room as in Dovecot: the master's warning
+//! (`master: Warning: service(imap-login): process_limit (100) reached, client
+//! connections are being dropped`, at most once a second), then the oldest client that is
+//! waiting for its next pre-login command (or its TLS handshake) is told `-ERR` / `* BYE
+//! Connection queue full` and logged `Disconnected: Connection queue full (…)`; one
+//! waiting for the service's verdict or proxied is never chosen. When no client can be
+//! dropped, the new connection is closed at once (Dovecot's master leaves it in the
+//! listen queue for up to 10 s, then accepts and closes it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::handoff::{Channel, LoginRequest, Msg, Verdict};
-use super::{LoginConf, Protocol};
+use super::{DovecotLog, LoginConf, Protocol};
 use crate::config::dovecot::DovecotConf;
+
+/// How many clients a login service takes at once, and the limit's name and value as
+/// Dovecot's master words its warning (`service_log_drop_warning`, master/service-monitor.c).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimit {
+    pub total: usize,
+    pub name: &'static str,
+    pub shown: u64,
+}
+
+/// `service PROTO-login { process_limit client_limit service_count }`: `0` limits mean
+/// `default_process_limit` (100) and `default_client_limit` (1000); a login service's
+/// `service_count` defaults to 1, which makes each process's client limit 1.
+pub fn client_limit(conf: &DovecotConf, protocol: Protocol) -> ClientLimit {
+    let svc = conf.root.block("service", protocol.login_service());
+    let num = |v: Option<&str>| v.and_then(|v| v.trim().parse::<u64>().ok());
+    let own = |k: &str| num(svc.and_then(|b| b.get(k))).filter(|&n| n > 0);
+    let global = |k: &str, d: u64| num(conf.get(k)).filter(|&n| n > 0).unwrap_or(d);
+    let process_limit =
+        own("process_limit").unwrap_or_else(|| global("default_process_limit", 100));
+    let service_count = num(svc.and_then(|b| b.get("service_count"))).unwrap_or(1);
+    let client_limit = if service_count == 1 {
+        1
+    } else {
+        own("client_limit").unwrap_or_else(|| global("default_client_limit", 1000))
+    };
+    let (name, shown) = if process_limit > 1 {
+        ("process_limit", process_limit)
+    } else if service_count == 1 {
+        ("client_limit/service_count", 1)
+    } else {
+        ("client_limit", client_limit)
+    };
+    ClientLimit {
+        total: usize::try_from(process_limit.saturating_mul(client_limit)).unwrap_or(usize::MAX),
+        name,
+        shown,
+    }
+}
+
+/// One client's place in [`Slots`].
+#[derive(Default)]
+pub struct Slot {
+    /// Waiting for the client (its next command, or its TLS handshake): may be dropped.
+    pub waiting: AtomicBool,
+    pub kicked: AtomicBool,
+    pub kick: tokio::sync::Notify,
+}
+
+tokio::task_local! {
+    /// The slot of the client the current task serves (set in the login process only);
+    /// [`super::conn::Conn`] reads it to end a wait when the client is dropped.
+    pub static CLIENT_SLOT: Arc<Slot>;
+}
+
+/// The clients of a login process, oldest first, under the service's [`ClientLimit`].
+pub struct Slots {
+    limit: ClientLimit,
+    service: &'static str,
+    log: DovecotLog,
+    clients: Mutex<BTreeMap<u64, Arc<Slot>>>,
+    next: AtomicU64,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+/// A client's hold on its slot, given up when dropped.
+pub struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+    pub slot: Arc<Slot>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.slots.clients.lock() {
+            c.remove(&self.id);
+        }
+    }
+}
+
+impl Slots {
+    pub fn new(limit: ClientLimit, protocol: Protocol, log: DovecotLog) -> Arc<Slots> {
+        Arc::new(Slots {
+            limit,
+            service: protocol.login_service(),
+            log,
+            clients: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+            last_warning: Mutex::new(None),
+        })
+    }
+
+    /// A place for a new client; when all are taken, the oldest waiting client is told to
+    /// go first. `None`: none can go, the new connection is to be closed.
+    pub fn admit(self: &Arc<Self>) -> Option<SlotGuard> {
+        let mut c = self.clients.lock().ok()?;
+        let live = c
+            .values()
+            .filter(|s| !s.kicked.load(Ordering::Relaxed))
+            .count();
+        if live >= self.limit.total {
+            self.warn();
+            let victim = c
+                .values()
+                .find(|s| s.waiting.load(Ordering::Relaxed) && !s.kicked.load(Ordering::Relaxed))?;
+            victim.kicked.store(true, Ordering::Relaxed);
+            victim.kick.notify_one();
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::default());
+        c.insert(id, slot.clone());
+        Some(SlotGuard {
+            slots: self.clone(),
+            id,
+            slot,
+        })
+    }
+
+    /// The master's warning, at most once a second (`SERVICE_DROP_WARN_INTERVAL_SECS`).
+    fn warn(&self) {
+        let Ok(mut last) = self.last_warning.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.log.warning(&format!(
+            "master: service({}): {} ({}) reached, client connections are being dropped",
+            self.service, self.limit.name, self.limit.shown
+        ));
+    }
+}
 
 /// The login process's end of the channel, with the requests waiting for a verdict.
 pub struct LoginCtl {
@@ -201,6 +350,7 @@ pub fn main(conf_path: &Path, protocol: Protocol, ctl: RawFd, listeners: &[(RawF
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alive = Arc::new(());
+        let slots = Slots::new(client_limit(&conf, protocol), protocol, st.log.clone());
         for (l, ssl) in listeners {
             if let Ok(l) = tokio::net::TcpListener::from_std(l) {
                 tokio::spawn(serve(
@@ -208,6 +358,7 @@ pub fn main(conf_path: &Path, protocol: Protocol, ctl: RawFd, listeners: &[(RawF
                     ssl,
                     st.clone(),
                     ctl.clone(),
+                    slots.clone(),
                     stop_rx.clone(),
                     alive.clone(),
                 ));
@@ -248,12 +399,13 @@ pub fn main(conf_path: &Path, protocol: Protocol, ctl: RawFd, listeners: &[(RawF
 
 /// Accept clients on `listener` until `stop` turns true; `implicit_tls` for `pop3s` and
 /// `imaps`. `alive` is cloned into each client's task, so that a draining process knows
-/// when its last client is gone.
+/// when its last client is gone; each client holds a place in `slots` while its task runs.
 async fn serve(
     listener: tokio::net::TcpListener,
     implicit_tls: bool,
     st: Arc<LoginConf>,
     ctl: Arc<LoginCtl>,
+    slots: Arc<Slots>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     alive: Arc<()>,
 ) {
@@ -266,14 +418,104 @@ async fn serve(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Some(guard) = slots.admit() else {
+            drop(tcp);
+            continue;
+        };
         let (st, ctl, alive) = (st.clone(), ctl.clone(), alive.clone());
         tokio::spawn(async move {
-            match st.protocol {
-                Protocol::Pop3 => super::pop3::run(tcp, remote, implicit_tls, st, ctl).await,
-                Protocol::Imap => super::imap::run(tcp, remote, implicit_tls, st, ctl).await,
-            }
+            let session = async move {
+                match st.protocol {
+                    Protocol::Pop3 => super::pop3::run(tcp, remote, implicit_tls, st, ctl).await,
+                    Protocol::Imap => super::imap::run(tcp, remote, implicit_tls, st, ctl).await,
+                }
+            };
+            CLIENT_SLOT.scope(guard.slot.clone(), session).await;
+            drop(guard);
             crate::memory::trim_heap();
             drop(alive);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(text: &str, protocol: Protocol) -> ClientLimit {
+        let conf = DovecotConf::from_str(text, Path::new("/tmp/dovecot.conf")).expect("conf");
+        client_limit(&conf, protocol)
+    }
+
+    #[test]
+    fn client_limits_as_dovecot() {
+        // Defaults: service_count 1, process_limit = default_process_limit.
+        let l = limit("protocols = imap pop3\n", Protocol::Imap);
+        assert_eq!((l.total, l.name, l.shown), (100, "process_limit", 100));
+        let l = limit(
+            "default_process_limit = 7\nservice pop3-login {\n  process_limit = 3\n}\n",
+            Protocol::Pop3,
+        );
+        assert_eq!((l.total, l.name, l.shown), (3, "process_limit", 3));
+        assert_eq!(
+            limit("default_process_limit = 7\n", Protocol::Imap).total,
+            7
+        );
+        // High-performance mode: each process takes client_limit clients.
+        let l = limit(
+            "service imap-login {\n  service_count = 0\n  process_limit = 2\n  client_limit = 5\n}\n",
+            Protocol::Imap,
+        );
+        assert_eq!((l.total, l.name, l.shown), (10, "process_limit", 2));
+        let l = limit(
+            "service imap-login {\n  service_count = 0\n  process_limit = 1\n  client_limit = 5\n}\n",
+            Protocol::Imap,
+        );
+        assert_eq!((l.total, l.name, l.shown), (5, "client_limit", 5));
+        let l = limit(
+            "service imap-login {\n  process_limit = 1\n}\n",
+            Protocol::Imap,
+        );
+        assert_eq!(
+            (l.total, l.name, l.shown),
+            (1, "client_limit/service_count", 1)
+        );
+        // 1.x names, mapped by the config layer.
+        let l = limit(
+            "protocols = imap\nlogin_max_processes_count = 4\n",
+            Protocol::Imap,
+        );
+        assert_eq!(l.total, 4);
+        let l = limit(
+            "protocols = imap\nlogin_process_per_connection = no\nlogin_max_processes_count = 2\nlogin_max_connections = 6\n",
+            Protocol::Imap,
+        );
+        assert_eq!(l.total, 12);
+    }
+
+    #[test]
+    fn the_oldest_waiting_client_goes_first() {
+        let limit = ClientLimit {
+            total: 2,
+            name: "process_limit",
+            shown: 2,
+        };
+        let slots = Slots::new(limit, Protocol::Pop3, DovecotLog::Stderr);
+        let a = slots.admit().expect("a");
+        let b = slots.admit().expect("b");
+        // Neither waits for its client (both are with the service): nobody can go.
+        assert!(slots.admit().is_none());
+        a.slot.waiting.store(true, Ordering::Relaxed);
+        b.slot.waiting.store(true, Ordering::Relaxed);
+        let c = slots.admit().expect("c");
+        assert!(a.slot.kicked.load(Ordering::Relaxed));
+        assert!(!b.slot.kicked.load(Ordering::Relaxed));
+        c.slot.waiting.store(true, Ordering::Relaxed);
+        let _d = slots.admit().expect("d");
+        assert!(b.slot.kicked.load(Ordering::Relaxed));
+        assert!(!c.slot.kicked.load(Ordering::Relaxed));
+        drop(a);
+        drop(b);
+        assert_eq!(slots.clients.lock().expect("lock").len(), 2);
     }
 }

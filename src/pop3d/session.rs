@@ -405,7 +405,10 @@ impl Session {
                     self.reply("-ERR [SYS/TEMP] Server shutting down.");
                     break "Disconnected: Server shutting down.".to_string();
                 }
-                Err(End::Lost) => break "Disconnected: Connection closed".to_string(),
+                // QueueFull comes only before login (the login process).
+                Err(End::Lost | End::QueueFull) => {
+                    break "Disconnected: Connection closed".to_string();
+                }
             };
             let line = String::from_utf8_lossy(&line).into_owned();
             let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));

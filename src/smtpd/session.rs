@@ -996,7 +996,7 @@ impl<T: Transport> Session<T> {
                 return;
             }
         };
-        if path.address.is_empty() {
+        if path.address.is_empty() || !rcpt_domain_ok(&path.address) {
             self.count("rcpt", false);
             self.reply("501 5.1.3 Bad recipient address syntax").await;
             return;
@@ -1836,6 +1836,31 @@ fn test_panic_verb() -> Option<&'static str> {
             .filter(|v| !v.is_empty())
     })
     .as_deref()
+}
+
+/// The recipient's domain as Postfix's trivial-rewrite resolves it: a domain that is not a
+/// valid hostname (`user@-other.example`, `user@other.example%localhost`) is a resolve
+/// error, which smtpd answers `501 5.1.3 Bad recipient address syntax` (recorded from
+/// Postfix 3.7.11 in compat-fixtures/relay/). Address literals are checked by the parser;
+/// a name with non-ASCII characters (SMTPUTF8) is left to the later stages.
+fn rcpt_domain_ok(addr: &str) -> bool {
+    let Some((_, dom)) = addr.rsplit_once('@') else {
+        return true;
+    };
+    if dom.starts_with('[') || !dom.is_ascii() {
+        return true;
+    }
+    let dom = dom.strip_suffix('.').unwrap_or(dom);
+    !dom.is_empty()
+        && dom.len() <= 255
+        && dom.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]

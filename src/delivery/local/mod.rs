@@ -554,6 +554,25 @@ fn mailbox_failure(e: &crate::mailbox::MailboxError) -> (Status, &'static str, S
                 "error writing message: File too large".into(),
             ),
             Some(libc::ENOSPC) => (Status::Deferred, "4.3.0", e.to_string()),
+            // What only opening the file meets (writing to an open one never does): safe_open()'s
+            // `cannot open file: %m`, bounced with mbox_open()'s 5.2.0 as Postfix 3.7 does
+            // (run here: another user's file named in a .forward, a symlink planted by
+            // another user in a sticky spool, which the kernel's protected_symlinks refuses).
+            Some(
+                code @ (libc::EACCES
+                | libc::EPERM
+                | libc::ENOENT
+                | libc::ENOTDIR
+                | libc::EISDIR
+                | libc::EROFS),
+            ) => (
+                Status::Bounced,
+                "5.2.0",
+                format!(
+                    "cannot open file: {}",
+                    nix::errno::Errno::from_raw(code).desc()
+                ),
+            ),
             _ => (Status::Deferred, "4.2.0", e.to_string()),
         },
     }
