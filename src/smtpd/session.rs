@@ -1478,7 +1478,7 @@ impl Session {
         }
         if mech == "PLAIN" {
             match initial {
-                Some(r) if r == "=" => self.auth_plain(mech, &String::new()).await,
+                Some(r) if r == "=" => self.auth_plain(mech, "").await,
                 Some(r) => self.auth_plain(mech, &r).await,
                 None => {
                     self.reply("334 ");
