@@ -27,7 +27,6 @@ pub mod login;
 pub mod mailbox;
 pub mod maps;
 pub mod master;
-#[allow(unsafe_code)]
 pub mod memory;
 pub mod pop3d;
 pub mod qmgr;

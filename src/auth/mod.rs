@@ -27,10 +27,8 @@
 pub mod crypt;
 pub mod dovecot;
 pub mod dovecot_proto;
-#[allow(unsafe_code)]
 pub mod rimap;
 pub mod sasl;
-#[allow(unsafe_code)]
 pub mod saslauthd;
 #[allow(unsafe_code)]
 pub mod system;

@@ -29,7 +29,6 @@ pub mod address;
 pub mod check;
 pub mod params;
 pub use crate::auth::sasl;
-#[allow(unsafe_code)]
 pub mod session;
 pub mod transport;
 

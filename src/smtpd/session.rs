@@ -2010,8 +2010,7 @@ fn xtext_decode(s: &str) -> String {
 /// `smtpd_peer.c`): (PTR name, whether it maps back to `ip`).
 fn reverse_and_forward(ip: std::net::IpAddr) -> (Option<String>, bool) {
     use std::net::ToSocketAddrs;
-    let sa: std::net::SocketAddr = (ip, 0).into();
-    let name = match nix_getnameinfo(&sa) {
+    let name = match crate::sys::net::name_of(ip) {
         Some(n) => n,
         None => return (None, false),
     };
@@ -2020,74 +2019,6 @@ fn reverse_and_forward(ip: std::net::IpAddr) -> (Option<String>, bool) {
         .map(|mut it| it.any(|a| a.ip() == ip))
         .unwrap_or(false);
     (Some(name), ok)
-}
-
-fn nix_getnameinfo(sa: &std::net::SocketAddr) -> Option<String> {
-    let mut host = [0 as libc::c_char; 1025];
-    let (storage, len) = socket_addr_to_raw(sa);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes; `host` is a writable buffer
-    // of the size we pass; NI_NAMEREQD makes getnameinfo fail rather than print the address.
-    let rc = unsafe {
-        libc::getnameinfo(
-            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-            len,
-            host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
-            std::ptr::null_mut(),
-            0,
-            libc::NI_NAMEREQD,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: getnameinfo wrote a NUL-terminated string into `host`.
-    let c = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
-    Some(c.to_string_lossy().to_string())
-}
-
-fn socket_addr_to_raw(sa: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match sa {
-        std::net::SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe {
-                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin);
-            }
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-        std::net::SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe {
-                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6);
-            }
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
-    }
 }
 
 /// The environment variable of [`test_panic_verb`].

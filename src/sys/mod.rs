@@ -5,12 +5,19 @@
 //! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
+//! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
+//! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
+//! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
+//! Below: signal dispositions, the environment, a standard output whose reader left.
 
 pub mod child;
 pub mod detach;
 pub mod dl;
 pub mod fsid;
+pub mod mem;
+pub mod net;
 pub mod privs;
+pub mod syslog;
 pub mod time;
 pub mod wire;
 
@@ -21,6 +28,48 @@ pub fn default_sigpipe() {
     // SAFETY: SIG_DFL installs no handler code; called before any thread of ours runs
     // code that depends on the disposition.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// Ignore `sig` from now on (Cyrus saslauthd ignores SIGHUP).
+pub fn ignore_signal(sig: nix::sys::signal::Signal) {
+    use nix::sys::signal::{SigHandler, signal};
+    // SAFETY: SIG_IGN installs no handler code.
+    let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+}
+
+/// Run `handler` on each of `sigs` (SA_RESTART). The handler runs in signal context: it
+/// must do only what is async-signal-safe, such as storing into an atomic.
+pub fn on_signals(sigs: &[nix::sys::signal::Signal], handler: extern "C" fn(libc::c_int)) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for &sig in sigs {
+        // SAFETY: installing a handler; what it may do is the caller's promise above.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// Remove `name` from the environment. Only while no other thread reads the environment
+/// (at the start of a command, before its runtime or pools start).
+pub fn remove_env(name: &str) {
+    // SAFETY: the caller's promise above: no other thread reads the environment now.
+    unsafe { std::env::remove_var(name) };
+}
+
+/// Whether the reader of a pipe on standard output has gone (`POLLERR`), or a terminal
+/// hung up, without writing anything.
+pub fn stdout_gone() -> bool {
+    let mut p = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on the stack, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a
