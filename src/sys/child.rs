@@ -228,6 +228,24 @@ pub fn close_from(from: i32, keep: &[i32]) {
     }
 }
 
+/// Make `cmd`'s child the leader of a new session (`setsid`, detached from the
+/// terminal), with descriptor `keep` inherited across its exec (close-on-exec cleared).
+pub fn new_session_keeping(cmd: &mut std::process::Command, keep: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,23 +301,5 @@ mod tests {
         assert_eq!(std::fs::metadata(open.join("f")).unwrap().uid(), 65534);
         assert!(!closed.join("f").exists());
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// Make `cmd`'s child the leader of a new session (`setsid`, detached from the
-/// terminal), with descriptor `keep` inherited across its exec (close-on-exec cleared).
-pub fn new_session_keeping(cmd: &mut std::process::Command, keep: std::os::fd::RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
