@@ -23,7 +23,6 @@
 //! sasldb` therefore refuses to start, and `auxprop_plugin: sasldb` is left to a later
 //! issue.
 
-#[allow(unsafe_code)]
 pub mod crypt;
 pub mod dovecot;
 pub mod dovecot_proto;

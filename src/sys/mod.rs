@@ -72,6 +72,40 @@ pub fn stdout_gone() -> bool {
     n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
+/// Take ownership of descriptor `fd`, which this process's parent handed to it for its
+/// own use (the master's listeners, status socket and pid lock; `postfix start`'s
+/// readiness pipe). Call it once per descriptor received, with a number from the parent.
+pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller's promise above: the descriptor is open, was handed to this
+    // process alone, and nothing else in it owns or closes it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Raise the soft open-files limit to the hard one; the soft limit in force after (1024
+/// when it cannot be read).
+pub fn raise_nofile_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        rl.rlim_cur = 1024;
+    }
+    if rl.rlim_max > rl.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            rl.rlim_cur = rl.rlim_max;
+        }
+    }
+    rl.rlim_cur
+}
+
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a
 /// process still answers `kill(pid, 0)`, yet holds nothing any more.
 pub fn is_zombie(pid: u32) -> bool {
