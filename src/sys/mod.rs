@@ -8,7 +8,8 @@
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
-//! Below: signal dispositions, the environment, a standard output whose reader left.
+//! Below: signal dispositions, the environment, a standard output whose reader left,
+//! descriptors inherited from a parent, the open-files limit.
 
 pub mod child;
 pub mod detach;
