@@ -55,27 +55,12 @@ pub fn code_ranges() -> Vec<(usize, usize)> {
 
 /// [`release_startup_code`] for ranges from [`code_ranges`].
 pub fn release_code(ranges: &[(usize, usize)]) {
-    #[cfg(target_os = "linux")]
-    for &(start, len) in ranges {
-        // SAFETY: the range is a whole mapping of this process's own executable,
-        // read-only (from code_ranges; such mappings stay for the process's life);
-        // MADV_RANDOM and MADV_PAGEOUT change no contents, only which pages are
-        // resident and how faults read ahead.
-        unsafe {
-            let p = start as *mut libc::c_void;
-            libc::madvise(p, len, libc::MADV_RANDOM);
-            libc::madvise(p, len, libc::MADV_PAGEOUT);
-        }
-    }
+    crate::sys::mem::page_out_code(ranges);
 }
 
 /// Return the heap's free pages to the kernel (glibc's `malloc_trim`): called when a
 /// session ends, so the memory of finished sessions does not stay with the process
 /// between peaks. Costs a walk of the allocator's free lists.
 pub fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::sys::mem::trim_heap();
 }

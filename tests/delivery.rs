@@ -1516,7 +1516,9 @@ fn smtp_to_virtual_mailbox_domain() {
 }
 
 /// `sendmail -bs` answers as Postfix 3.7.11's smtpd in that mode, recorded in
-/// compat-fixtures/postsuper/sendmail-bs-*.
+/// compat-fixtures/postsuper/sendmail-bs-*. The recording instance had Debian's
+/// `compatibility_level = 3.6`, which turns `smtputf8_enable` on (without it the real
+/// `sendmail -bs` offers no SMTPUTF8).
 #[test]
 fn sendmail_bs_replies_as_postfix() {
     let dir = tempfile::tempdir().unwrap();
@@ -1525,7 +1527,8 @@ fn sendmail_bs_replies_as_postfix() {
     std::fs::write(
         d.join("etc/main.cf"),
         format!(
-            "myhostname = bench.localdomain\nqueue_directory = {q}/spool\n\
+            "compatibility_level = 3.6\nmyhostname = bench.localdomain\n\
+             queue_directory = {q}/spool\n\
              data_directory = {q}/data\nmaillog_file = /dev/null\nmail_owner = {o}\n",
             q = d.display(),
             o = test_mail_owner()
@@ -1554,6 +1557,116 @@ fn sendmail_bs_replies_as_postfix() {
         .flatten()
         .collect();
     assert_eq!(queued.len(), 2, "one message per transcript");
+}
+
+/// `queued as ID` for any queue ID.
+fn mask_queued(s: &str) -> String {
+    s.split_inclusive('\n')
+        .map(|l| match l.find("queued as ") {
+            Some(i) => format!("{}queued as ID\r\n", &l[..i]),
+            None => l.to_string(),
+        })
+        .collect()
+}
+
+/// `sendmail -bs` is smtpd's session core in Postfix's stand-alone mode: with restrictions
+/// that refuse every network client, SASL and TLS configured, it evaluates no
+/// restriction, offers neither STARTTLS nor AUTH, refuses ETRN with 458 and keeps a
+/// refused MAIL's SIZE= until RSET, as Postfix 3.7.11 answered
+/// (compat-fixtures/postsuper/sendmail-bs-3). Where the real Postfix is installed and the
+/// test runs as root, its `sendmail -bs` is run on the same input and main.cf here too and
+/// both transcripts must be the same.
+#[test]
+fn sendmail_bs_follows_smtpd_stand_alone_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let main_cf = |q: &Path| {
+        format!(
+            "compatibility_level = 3.6\nmyhostname = bench.localdomain\n\
+             queue_directory = {q}/spool\ndata_directory = {q}/data\n\
+             maillog_file_prefixes = {q}\nmaillog_file = {q}/maillog\n\
+             smtpd_sasl_auth_enable = yes\nsmtpd_tls_security_level = may\n\
+             smtpd_client_restrictions = reject\nsmtpd_recipient_restrictions = reject\n\
+             local_recipient_maps =\n",
+            q = q.display()
+        )
+    };
+    std::fs::create_dir_all(d.join("etc")).unwrap();
+    std::fs::write(
+        d.join("etc/main.cf"),
+        main_cf(d) + &format!("mail_owner = {}\n", test_mail_owner()),
+    )
+    .unwrap();
+    let fx = repo_root().join("compat-fixtures/postsuper");
+    let input = std::fs::read(fx.join("sendmail-bs-3.in")).unwrap();
+    let want = std::fs::read_to_string(fx.join("sendmail-bs-3.out")).unwrap();
+    let conf = d.join("etc").display().to_string();
+    let out = run_postern("sendmail", &["-C", &conf, "-bs"], &input);
+    assert!(out.status.success(), "{out:?}");
+    let got = mask_queued(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(got, want);
+    let dropped = std::fs::read_dir(d.join("spool/maildrop")).unwrap().count();
+    assert_eq!(dropped, 2, "the DATA and the BDAT message");
+    let log = std::fs::read_to_string(d.join("maillog")).unwrap_or_default();
+    for line in [
+        "postfix/smtpd[",
+        ": connect from localhost[127.0.0.1]",
+        ": warning: do not use ETRN in \"sendmail -bs\" mode",
+        ": client=localhost[127.0.0.1]",
+        ": disconnect from localhost[127.0.0.1] helo=1 ehlo=1 starttls=0/1 auth=0/1 mail=2/3 rcpt=3 data=1 bdat=1 rset=1 vrfy=1 etrn=0/2 quit=1 unknown=0/1 commands=12/18",
+    ] {
+        assert!(log.contains(line), "{line:?} not in\n{log}");
+    }
+
+    // The real Postfix, when it is here (it needs root: postdrop's maildrop is group
+    // postdrop, and smtpd -S reads its tables as root).
+    let postfix_sendmail = Path::new("/usr/sbin/sendmail");
+    let is_postfix = std::process::Command::new("postconf")
+        .args(["-d", "mail_version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_root() || !is_postfix || !postfix_sendmail.exists() {
+        eprintln!("the real Postfix's sendmail -bs not run (not root or not installed)");
+        return;
+    }
+    let real = tempfile::tempdir().unwrap();
+    let r = real.path();
+    for sub in ["etc", "data", "spool/maildrop"] {
+        std::fs::create_dir_all(r.join(sub)).unwrap();
+    }
+    std::fs::write(r.join("etc/main.cf"), main_cf(r)).unwrap();
+    let maildrop = r.join("spool/maildrop");
+    let ok = std::process::Command::new("chown")
+        .arg("postfix:postdrop")
+        .arg(&maildrop)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("no postfix user or postdrop group: the real Postfix not run");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&maildrop, std::fs::Permissions::from_mode(0o1730)).unwrap();
+    let mut c = std::process::Command::new(postfix_sendmail)
+        .arg("-C")
+        .arg(r.join("etc"))
+        .arg("-bs")
+        .env_remove("MAIL_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(&input).unwrap();
+    }
+    let real_out = c.wait_with_output().unwrap();
+    let real_got = mask_queued(&String::from_utf8_lossy(&real_out.stdout));
+    assert_eq!(
+        got, real_got,
+        "Postern's -bs transcript against the real Postfix's"
+    );
 }
 
 /// A real dialogue (one command, one reply, as a client such as mutt or git send-email

@@ -13,7 +13,9 @@ const LAYERS: &[(&[&str], bool)] = &[
     // The C library's calendar time, which the log lines need; it uses nothing else.
     (&["sys::time"], false),
     (&["log"], false),
-    (&["sys", "memory"], false),
+    (&["sys"], false),
+    // Decides when memory goes back; sys::mem makes the calls.
+    (&["memory"], false),
     (&["tls", "dns"], false),
     (&["maps"], false),
     (&["resolve"], false),
@@ -312,33 +314,20 @@ fn an_upward_use_is_found() {
 /// item 4): each is to move its system calls into `src/sys`; take it off this list then.
 /// A new entry needs a reason in review, which is what this list is for.
 const UNSAFE_ALLOWED: &[&str] = &[
-    "src/auth/mod.rs: mod crypt",
-    "src/auth/mod.rs: mod rimap",
-    "src/auth/mod.rs: mod saslauthd",
     "src/auth/mod.rs: mod system",
     "src/cli/mod.rs: mod dovecot",
-    "src/cli/mod.rs: mod postfix",
-    "src/cli/mod.rs: mod sandbox",
-    "src/cli/mod.rs: mod saslauthd",
     "src/lib.rs: mod imapd",
     "src/lib.rs: mod login",
-    "src/lib.rs: mod memory",
     "src/lib.rs: mod sys",
     "src/mailbox/mod.rs: mod lock",
     "src/mailbox/mod.rs: mod maildir",
     "src/mailbox/mod.rs: mod mbox",
     "src/maps/mod.rs: mod indexed",
     "src/maps/mod.rs: mod regexp",
-    "src/maps/mod.rs: mod simple",
-    "src/master/mod.rs: fn run",
-    "src/master/mod.rs: mod children",
-    "src/master/mod.rs: mod listen",
-    "src/master/mod.rs: mod serve",
     "src/qmgr/mod.rs: fn lock_queue",
     "src/qmgr/mod.rs: mod local_client",
     "src/qmgr/mod.rs: mod local_server",
     "src/queue/mod.rs: mod writer",
-    "src/smtpd/mod.rs: mod session",
 ];
 
 /// Every `allow(unsafe_code)` in `src/` as `file: mod NAME` or `file: fn NAME` (the item

@@ -13,10 +13,10 @@ mod common;
 use common::*;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use postern::dns::testserver::TestDns;
@@ -24,16 +24,7 @@ use postern::dns::testserver::TestDns;
 const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n\
                     smtp      unix  -       -       n       -       -       smtp\n";
 const SENDER: &str = "postern-fx@mail.example.test";
-const PEER_QID: &str = "4PEERQID01";
-
-fn main_cf(extra: &str) -> String {
-    format!(
-        "compatibility_level = 3.7\nmyhostname = mail.example.test\nmydomain = example.test\nmyorigin = $myhostname\n\
-         mydestination = $myhostname, localhost\nmynetworks = 127.0.0.0/8\n\
-         local_recipient_maps =\nalias_maps =\n\
-         mail_spool_directory = $queue_directory/../mail\nsmtp_connect_timeout = 5s\n{extra}"
-    )
-}
+const PEER_QID: &str = SINK_QID;
 
 fn start(extra: &str) -> Instance {
     start_env(extra, Vec::new())
@@ -50,7 +41,7 @@ fn start_transport(extra: &str, transport: &str, env: Vec<(String, String)>) -> 
     } else {
         format!("{extra}transport_maps = texthash:$queue_directory/../transport\n")
     };
-    Instance::start_env(&main_cf(&extra), QMGR, env, |d| {
+    Instance::start_env(&delivering_main_cf(&extra), QMGR, env, |d| {
         std::fs::write(d.join("transport"), transport).unwrap();
         std::fs::create_dir_all(d.join("mail")).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -194,175 +185,8 @@ fn postern_cmd(cmd: &str, args: &[&str]) -> std::process::Output {
         .expect("run postern")
 }
 
-// ---------------------------------------------------------------------------------------
-// A scripted SMTP peer: the replies of scripts/regen-smtp-fixtures' `Peer`.
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Accept,
-    Greet554,
-    /// Reads the whole message, closes without answering the final dot.
-    DropEndOfData,
-}
-
-struct Peer {
-    port: u16,
-    mode: Arc<Mutex<Mode>>,
-    /// Every session's lines, `C: …` from the client, `S: …` replies.
-    transcript: Arc<Mutex<Vec<String>>>,
-    connections: Arc<AtomicUsize>,
-    /// Non-empty messages received (DATA completed and answered 250): the raw lines.
-    messages: Arc<Mutex<Vec<String>>>,
-}
-
-impl Peer {
-    fn start(mode: Mode) -> Peer {
-        Self::start_on("127.0.0.1", 0, mode)
-    }
-
-    fn start_on(addr: &str, port: u16, mode: Mode) -> Peer {
-        let l = TcpListener::bind((addr, port)).expect("bind peer");
-        let port = l.local_addr().unwrap().port();
-        let p = Peer {
-            port,
-            mode: Arc::new(Mutex::new(mode)),
-            transcript: Arc::default(),
-            connections: Arc::default(),
-            messages: Arc::default(),
-        };
-        let (m, t, c, msgs) = (
-            p.mode.clone(),
-            p.transcript.clone(),
-            p.connections.clone(),
-            p.messages.clone(),
-        );
-        std::thread::spawn(move || {
-            for conn in l.incoming().flatten() {
-                c.fetch_add(1, Ordering::SeqCst);
-                let (m, t, msgs) = (*m.lock().unwrap(), t.clone(), msgs.clone());
-                std::thread::spawn(move || {
-                    let _ = peer_session(conn, m, &t, &msgs);
-                });
-            }
-        });
-        p
-    }
-
-    fn set_mode(&self, m: Mode) {
-        *self.mode.lock().unwrap() = m;
-    }
-
-    fn transcript(&self) -> Vec<String> {
-        self.transcript.lock().unwrap().clone()
-    }
-}
-
-fn peer_session(
-    conn: TcpStream,
-    mode: Mode,
-    t: &Mutex<Vec<String>>,
-    msgs: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut r = BufReader::new(conn.try_clone()?);
-    let mut w = conn;
-    let say = |w: &mut TcpStream, line: &str| -> std::io::Result<()> {
-        t.lock().unwrap().push(format!("S: {line}"));
-        w.write_all(format!("{line}\r\n").as_bytes())
-    };
-    if mode == Mode::Greet554 {
-        say(
-            &mut w,
-            "554 5.7.1 peer.example ESMTP not accepting mail from you",
-        )?;
-    } else {
-        say(&mut w, "220 peer.example ESMTP scripted")?;
-    }
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l)? == 0 {
-            t.lock().unwrap().push("C: <EOF>".into());
-            return Ok(());
-        }
-        let l = l.trim_end_matches(['\r', '\n']).to_string();
-        t.lock().unwrap().push(format!("C: {l}"));
-        let verb = l.split(' ').next().unwrap_or("").to_ascii_uppercase();
-        match verb.as_str() {
-            "EHLO" | "HELO" if mode == Mode::Greet554 => say(&mut w, "503 5.5.1 Error: go away")?,
-            "EHLO" => {
-                for x in [
-                    "250-peer.example",
-                    "250-PIPELINING",
-                    "250-SIZE 10240000",
-                    "250-ENHANCEDSTATUSCODES",
-                    "250 8BITMIME",
-                ] {
-                    say(&mut w, x)?;
-                }
-            }
-            "HELO" => say(&mut w, "250 peer.example")?,
-            "MAIL" => say(&mut w, "250 2.1.0 Ok")?,
-            "RCPT" => {
-                let a = l
-                    .split('<')
-                    .nth(1)
-                    .and_then(|x| x.split('>').next())
-                    .unwrap_or("");
-                if a.starts_with("bad") {
-                    say(
-                        &mut w,
-                        &format!(
-                            "550 5.1.1 <{a}>: Recipient address rejected: User unknown in local recipient table"
-                        ),
-                    )?;
-                } else if a.starts_with("later") {
-                    say(
-                        &mut w,
-                        &format!(
-                            "450 4.2.0 <{a}>: Recipient address rejected: Greylisted, try again later"
-                        ),
-                    )?;
-                } else {
-                    say(&mut w, "250 2.1.5 Ok")?;
-                }
-            }
-            "DATA" => {
-                say(&mut w, "354 End data with <CR><LF>.<CR><LF>")?;
-                let mut body = String::new();
-                loop {
-                    let mut b = String::new();
-                    if r.read_line(&mut b)? == 0 {
-                        t.lock().unwrap().push("C: <EOF in DATA>".into());
-                        return Ok(());
-                    }
-                    if b == ".\r\n" || b == ".\n" {
-                        break;
-                    }
-                    body.push_str(&b);
-                }
-                t.lock().unwrap().push("C: <message> .".into());
-                if mode == Mode::DropEndOfData {
-                    t.lock()
-                        .unwrap()
-                        .push("-- peer closes without answering".into());
-                    return Ok(());
-                }
-                // Postfix answers a 354 that follows no accepted recipient with an empty
-                // message (pipelining): not a message.
-                if !body.is_empty() {
-                    msgs.lock().unwrap().push(body);
-                }
-                say(&mut w, &format!("250 2.0.0 Ok: queued as {PEER_QID}"))?;
-            }
-            "RSET" | "NOOP" => say(&mut w, "250 2.0.0 Ok")?,
-            "QUIT" => {
-                say(&mut w, "221 2.0.0 Bye")?;
-                return Ok(());
-            }
-            _ => say(&mut w, "502 5.5.2 Error: command not recognized")?,
-        }
-    }
-}
+// The scripted SMTP peer (the replies of scripts/regen-smtp-fixtures' `Peer`) is the test
+// kit's `Sink` (tests/common/sink.rs).
 
 // ---------------------------------------------------------------------------------------
 // Python aiosmtpd with STARTTLS and AUTH PLAIN (Debian's python3-aiosmtpd).
@@ -468,7 +292,7 @@ impl Drop for Aiosmtpd {
 
 #[test]
 fn relayhost_accepted_logged_as_postfix_and_peer_gets_the_message() {
-    let peer = Peer::start(Mode::Accept);
+    let peer = Sink::start(SinkMode::Accept);
     let inst = start(&format!("relayhost = [127.0.0.1]:{}\n", peer.port));
     let rcpt = "user@accepted.example";
     let id = send(inst.port, SENDER, &[rcpt], "fixture accepted");
@@ -570,7 +394,7 @@ fn mx_order_and_fallback_to_a_second_postern() {
 /// A Postern whose relayhost is `peer`, TLS required, SASL with `password` for it.
 fn start_auth_client(peer: &Aiosmtpd, password: &str) -> Instance {
     Instance::start_env(
-        &main_cf(&format!(
+        &delivering_main_cf(&format!(
             "relayhost = [127.0.0.1]:{p}\nsmtp_tls_security_level = encrypt\n\
              smtp_sasl_auth_enable = yes\nsmtp_sasl_security_options = noanonymous\n\
              smtp_sasl_password_maps = texthash:$queue_directory/../sasl_passwd\n",
@@ -627,7 +451,7 @@ fn relayhost_auth_with_a_wrong_password_is_deferred() {
 
 #[test]
 fn tls_encrypt_against_a_peer_without_starttls_defers() {
-    let peer = Peer::start(Mode::Accept);
+    let peer = Sink::start(SinkMode::Accept);
     let inst = start(&format!(
         "relayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = encrypt\n",
         peer.port
@@ -652,7 +476,7 @@ fn tls_encrypt_against_a_peer_without_starttls_defers() {
 #[test]
 fn partial_rcpt_failures_one_sent_one_bounced_one_deferred() {
     let local = local_sender();
-    let peer = Peer::start(Mode::Accept);
+    let peer = Sink::start(SinkMode::Accept);
     let inst = start_transport(
         "",
         &format!("mixed.example smtp:[127.0.0.1]:{}\n", peer.port),
@@ -704,13 +528,13 @@ fn partial_rcpt_failures_one_sent_one_bounced_one_deferred() {
 
 #[test]
 fn peer_drops_at_end_of_data_deferred_then_delivered_after_postqueue_f() {
-    let peer = Peer::start(Mode::DropEndOfData);
+    let peer = Sink::start(SinkMode::DropEndOfData);
     let inst = start(&format!("relayhost = [127.0.0.1]:{}\n", peer.port));
     let rcpt = "user@drop-end-of-data.example";
     let id = send(inst.port, SENDER, &[rcpt], "fixture drop-end-of-data");
     let log = wait_status(&inst, &id, rcpt, 1);
     assert_line_as_fixture(&log, &id, "drop-end-of-data", rcpt);
-    peer.set_mode(Mode::Accept);
+    peer.set_mode(SinkMode::Accept);
     let conf = inst.config_dir().display().to_string();
     let out = postern_cmd("postqueue", &["-c", &conf, "-f"]);
     assert!(out.status.success(), "{out:?}");
@@ -788,7 +612,7 @@ fn drop_mid_body_is_deferred() {
 #[test]
 fn rcpt_550_bounces_to_the_local_sender_with_postfix_dsn() {
     let local = local_sender();
-    let peer = Peer::start(Mode::Accept);
+    let peer = Sink::start(SinkMode::Accept);
     let inst = start(&format!("relayhost = [127.0.0.1]:{}\n", peer.port));
     let rcpt = "bad-user@rcpt550.example";
     let id = send(inst.port, SENDER, &[rcpt], "fixture rcpt550");
@@ -865,7 +689,7 @@ fn data_554_bounces_with_end_of_data_diagnostic() {
 
 #[test]
 fn greeting_554_and_connection_refused_are_deferred() {
-    let greet = Peer::start(Mode::Greet554);
+    let greet = Sink::start(SinkMode::Greet554);
     let refused = free_port(); // nothing listens there
     let inst = start_transport(
         "",
@@ -913,8 +737,8 @@ fn greeting_554_and_connection_refused_are_deferred() {
 #[test]
 fn transport_maps_inline_table_with_spaces_routes_to_the_peer() {
     // Postfix's documented inline syntax: `inline:{ key=value, key=value }` (DATABASE_README).
-    let a = Peer::start(Mode::Accept);
-    let b = Peer::start(Mode::Accept);
+    let a = Sink::start(SinkMode::Accept);
+    let b = Sink::start(SinkMode::Accept);
     let inst = start(&format!(
         "transport_maps = inline:{{ a.example=smtp:[127.0.0.1]:{}, b.example=smtp:[127.0.0.1]:{} }}\n",
         a.port, b.port
@@ -946,7 +770,7 @@ fn mail_to_mydestination_never_goes_out() {
         eprintln!("skipped: needs root for a local user");
         return;
     }
-    let peer = Peer::start(Mode::Accept);
+    let peer = Sink::start(SinkMode::Accept);
     let inst = start(&format!(
         "relayhost = [127.0.0.1]:{p}\ndefault_transport = smtp:[127.0.0.1]:{p}\n",
         p = peer.port
@@ -984,7 +808,7 @@ fn postfix_flush_retries_a_deferred_message_at_once() {
     let id = send(inst.port, SENDER, &[rcpt], "fixture refused");
     let log = wait_status(&inst, &id, rcpt, 1);
     assert_line_as_fixture(&log, &id, "refused", rcpt);
-    let peer = Peer::start_on("127.0.0.1", port, Mode::Accept);
+    let peer = Sink::start_on("127.0.0.1", port, SinkMode::Accept, false);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         peer.connections.load(Ordering::SeqCst),

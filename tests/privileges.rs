@@ -20,13 +20,12 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn have_real_postfix() -> bool {
     Path::new("/usr/sbin/postfix").exists() && Path::new("/usr/lib/postfix/sbin/master").exists()
@@ -111,106 +110,6 @@ fn assert_creds(what: &str, pid: u32, uid: &str, gid: &str, groups: &[String]) {
     let mut want = groups.to_vec();
     want.sort();
     assert_eq!(have, want, "{what} (pid {pid}): Groups");
-}
-
-// ---------------------------------------------------------------------------------------
-// An SMTP sink on loopback
-
-struct Sink {
-    port: u16,
-    events: mpsc::Receiver<String>,
-    release: mpsc::Sender<()>,
-}
-
-impl Sink {
-    /// Listen on `port` (0: a free one). With `hold`, each connection waits for a
-    /// [`Sink::release`] before the greeting. Events: `connected`, then `message` plus the
-    /// message's lines.
-    fn start(port: u16, hold: bool) -> Sink {
-        let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind sink");
-        let port = l.local_addr().unwrap().port();
-        let (tx, events) = mpsc::channel();
-        let (release, go) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(s) = s else { return };
-                let _ = tx.send("connected".to_string());
-                if hold && go.recv().is_err() {
-                    return;
-                }
-                let tx = tx.clone();
-                std::thread::spawn(move || sink_session(s, tx));
-            }
-        });
-        Sink {
-            port,
-            events,
-            release,
-        }
-    }
-
-    fn release(&self) {
-        let _ = self.release.send(());
-    }
-
-    /// The next event, within 30 s.
-    fn next(&self) -> String {
-        self.events
-            .recv_timeout(Duration::from_secs(30))
-            .expect("sink event")
-    }
-
-    /// Wait for a message containing `token`.
-    fn wait_message(&self, token: &str) -> String {
-        let until = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < until {
-            if let Ok(e) = self.events.recv_timeout(Duration::from_secs(1))
-                && e.starts_with("message")
-                && e.contains(token)
-            {
-                return e;
-            }
-        }
-        panic!("the sink got no message with {token}");
-    }
-}
-
-fn sink_session(s: std::net::TcpStream, tx: mpsc::Sender<String>) {
-    let mut w = s.try_clone().unwrap();
-    let mut r = std::io::BufReader::new(s);
-    let _ = w.write_all(b"220 sink.example ESMTP\r\n");
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let cmd = line.trim_end().to_ascii_uppercase();
-        let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
-            b"250 sink.example\r\n"
-        } else if cmd == "DATA" {
-            let _ = w.write_all(b"354 go ahead\r\n");
-            let mut msg = String::from("message\n");
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                if line.trim_end() == "." {
-                    break;
-                }
-                msg.push_str(&line);
-            }
-            let _ = tx.send(msg);
-            b"250 2.0.0 Ok: queued\r\n"
-        } else if cmd == "QUIT" {
-            let _ = w.write_all(b"221 bye\r\n");
-            return;
-        } else {
-            b"250 2.0.0 Ok\r\n"
-        };
-        let _ = w.write_all(reply);
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -317,7 +216,7 @@ fn every_process_and_every_mailbox_write_has_postfix_s_owner() {
     ) else {
         return;
     };
-    let sink = Sink::start(0, true);
+    let sink = Sink::start_on("127.0.0.1", 0, SinkMode::Accept, true);
     let d = Daemon::new("", "");
     let dir = d.path().to_path_buf();
     // The spool as Fedora and this Daemon do not have it: root's, 0755, so that root makes
@@ -1023,7 +922,7 @@ fn the_real_postfix_starts_on_postern_s_queue_and_delivers_its_deferred_mail() {
             "the real Postfix on Postern's queue: {bad}\n{log}"
         );
     }
-    let sink = Sink::start(relay, false);
+    let sink = Sink::start_on("127.0.0.1", relay, SinkMode::Accept, false);
     let out = real.postfix("flush");
     assert!(out.status.success(), "{out:?}");
     let msg = sink.wait_message("postern-deferred-token");

@@ -9,26 +9,15 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const QMGR: &str = "qmgr      unix  n       -       n       300     1       qmgr\n\
                     smtp      unix  -       -       n       -       -       smtp\n";
 
-fn main_cf(extra: &str) -> String {
-    format!(
-        "compatibility_level = 3.7\nmyhostname = mail.example.test\nmydomain = example.test\nmyorigin = $myhostname\n\
-         mydestination = $myhostname, localhost\nmynetworks = 127.0.0.0/8\n\
-         local_recipient_maps =\nalias_maps =\n\
-         mail_spool_directory = $queue_directory/../mail\nsmtp_connect_timeout = 5s\n{extra}"
-    )
-}
-
 fn start(extra: &str) -> Instance {
-    Instance::start_with(&main_cf(extra), QMGR, |d| {
+    Instance::start_with(&delivering_main_cf(extra), QMGR, |d| {
         std::fs::create_dir_all(d.join("mail")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -64,65 +53,6 @@ fn send_many(port: u16, msgs: &[(&str, String)]) -> Vec<String> {
     }
     s.cmd("QUIT");
     ids
-}
-
-/// A relay peer that accepts everything; the messages it got.
-struct Sink {
-    port: u16,
-    messages: Arc<Mutex<Vec<String>>>,
-}
-
-impl Sink {
-    fn start() -> Sink {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let m = messages.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(c) = c else { return };
-                let m = m.clone();
-                std::thread::spawn(move || {
-                    let mut w = c.try_clone().unwrap();
-                    let mut r = BufReader::new(c);
-                    let _ = w.write_all(b"220 sink.example ESMTP\r\n");
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let up = line.to_ascii_uppercase();
-                        let reply: &[u8] = if up.starts_with("EHLO") {
-                            b"250-sink.example\r\n250 8BITMIME\r\n"
-                        } else if up.starts_with("DATA") {
-                            let _ = w.write_all(b"354 go ahead\r\n");
-                            let mut body = String::new();
-                            loop {
-                                line.clear();
-                                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                                    return;
-                                }
-                                if line == ".\r\n" {
-                                    break;
-                                }
-                                body.push_str(&line);
-                            }
-                            m.lock().unwrap().push(body);
-                            b"250 2.0.0 Ok: queued as SINKQID\r\n"
-                        } else if up.starts_with("QUIT") {
-                            let _ = w.write_all(b"221 2.0.0 Bye\r\n");
-                            return;
-                        } else {
-                            b"250 2.0.0 Ok\r\n"
-                        };
-                        let _ = w.write_all(reply);
-                    }
-                });
-            }
-        });
-        Sink { port, messages }
-    }
 }
 
 fn status_of<'a>(log: &'a str, id: &str) -> Vec<&'a str> {
@@ -192,7 +122,7 @@ fn held_locks_defer_after_the_bounded_wait_while_other_mail_flows() {
             return;
         }
     }
-    let sink = Sink::start();
+    let sink = Sink::start(SinkMode::Accept);
     // Five workers, five local delivery processes: without the queue manager putting
     // aside messages for busy mailboxes (and not counting workers that wait for a lock),
     // eight messages to one locked mailbox would take them all.
@@ -313,7 +243,7 @@ fn held_locks_defer_after_the_bounded_wait_while_other_mail_flows() {
 #[test]
 fn a_panicking_session_is_logged_as_postfix_panics_and_the_server_serves_on() {
     let inst = Instance::start_env(
-        &main_cf(""),
+        &delivering_main_cf(""),
         "",
         vec![("POSTERN_TEST_PANIC".into(), "XPANIC".into())],
         |_| {},
@@ -349,7 +279,7 @@ fn recipients_past_the_limit_get_452_up_to_the_overshoot_limit_then_count_as_err
     // smtpd_recipient_overshoot_limit of them; then each is one, and the hard error limit
     // ends the session with 421.
     let inst = Instance::start(
-        &main_cf(
+        &delivering_main_cf(
             "smtpd_recipient_limit = 5\nsmtpd_recipient_overshoot_limit = 3\nsmtpd_hard_error_limit = 4\n",
         ),
         "",
@@ -388,7 +318,7 @@ fn recipients_past_the_limit_get_452_up_to_the_overshoot_limit_then_count_as_err
 
 #[test]
 fn an_over_long_command_line_is_logged_as_postfix_logs_it() {
-    let inst = Instance::start(&main_cf(""), "");
+    let inst = Instance::start(&delivering_main_cf(""), "");
     let mut s = Smtp::connect(inst.port);
     s.line();
     // 1 MB without a line end in the first 2048 bytes: cut there, the rest skipped.
@@ -410,7 +340,7 @@ fn an_over_long_command_line_is_logged_as_postfix_logs_it() {
 #[test]
 fn a_stalled_tls_handshake_ends_after_smtpd_starttls_timeout() {
     let inst = Instance::start_with(
-        &main_cf(
+        &delivering_main_cf(
             "smtpd_tls_cert_file = $queue_directory/../cert.pem\n\
              smtpd_tls_key_file = $queue_directory/../key.pem\n\
              smtpd_tls_security_level = may\nsmtpd_starttls_timeout = 2s\n",
@@ -493,12 +423,17 @@ fn a_full_queue_file_system_refuses_mail_with_452_and_loses_nothing() {
     // The queue directory on an 8 MB tmpfs (unmounted after the instance stops: declared
     // first, dropped last).
     let mut fs: Option<Tmpfs> = None;
-    let inst = Instance::start_with(&main_cf("message_size_limit = 2000000\n"), QMGR, |d| {
-        std::fs::create_dir_all(d.join("mail")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        fs = Tmpfs::mount(&d.join("spool"), "8m");
-    });
+    let inst = Instance::start_with(
+        &delivering_main_cf("message_size_limit = 2000000\n"),
+        QMGR,
+        |d| {
+            std::fs::create_dir_all(d.join("mail")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777))
+                .unwrap();
+            fs = Tmpfs::mount(&d.join("spool"), "8m");
+        },
+    );
     let Some(fs) = fs else {
         return;
     };
@@ -573,7 +508,7 @@ fn a_disk_filling_during_data_gets_451_and_the_session_goes_on() {
         return;
     };
     let mut fs: Option<Tmpfs> = None;
-    let inst = Instance::start_with(&main_cf("message_size_limit = 0\n"), QMGR, |d| {
+    let inst = Instance::start_with(&delivering_main_cf("message_size_limit = 0\n"), QMGR, |d| {
         std::fs::create_dir_all(d.join("mail")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -805,7 +740,7 @@ fn over_maxproc_clients_are_served_in_stress_mode_with_postfix_warning() {
     // maxproc 2: two silent connections take the normal sessions; further clients are
     // still served (Postfix's master would leave them in the listen queue until a session
     // ends, here after smtpd_timeout), with stress-mode parameters (smtpd_timeout 10s).
-    let inst = Instance::start_with(&main_cf(""), "", |d| {
+    let inst = Instance::start_with(&delivering_main_cf(""), "", |d| {
         let mc = std::fs::read_to_string(d.join("etc/master.cf")).unwrap();
         let mc = mc.replacen(" inet n - n - - smtpd", " inet n - n - 2 smtpd", 1);
         std::fs::write(d.join("etc/master.cf"), mc).unwrap();

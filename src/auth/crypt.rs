@@ -11,11 +11,7 @@
 //!
 //! Limits: a password containing NUL cannot be passed to crypt(3) and never matches.
 
-use std::ffi::{CStr, CString, c_char, c_int};
-
-/// `sizeof(struct crypt_data)` in libxcrypt (`CRYPT_DATA_RESERVED_SIZE` + internal state):
-/// 32768 bytes. `crypt_rn` is told the size and refuses a smaller area.
-const CRYPT_DATA_SIZE: usize = 32768;
+use std::ffi::CString;
 
 /// `crypt(password, setting)`: the hash of `password` with the salt and method of
 /// `setting` (a full hash works as its own setting). `None` if the method is unknown or
@@ -24,25 +20,7 @@ pub fn crypt(password: &[u8], setting: &str) -> Option<String> {
     let phrase = CString::new(password).ok()?;
     let setting = CString::new(setting).ok()?;
     let lib = crate::sys::dl::crypt().ok()?;
-    let mut data = vec![0u8; CRYPT_DATA_SIZE];
-    // SAFETY: both strings are NUL-terminated and live across the call; `data` is a
-    // zeroed buffer of the size we pass; the result points into `data` (or is NULL) and is
-    // copied out before `data` is dropped.
-    let out = unsafe {
-        (lib.crypt_rn)(
-            phrase.as_ptr(),
-            setting.as_ptr(),
-            data.as_mut_ptr().cast(),
-            CRYPT_DATA_SIZE as c_int,
-        )
-    };
-    if out.is_null() {
-        return None;
-    }
-    // SAFETY: non-NULL results of crypt_rn are NUL-terminated strings inside `data`.
-    let s = unsafe { CStr::from_ptr(out) }
-        .to_string_lossy()
-        .into_owned();
+    let s = lib.crypt_rn(&phrase, &setting)?;
     // libxcrypt's failure tokens start with `*`; a real hash never does.
     if s.starts_with('*') { None } else { Some(s) }
 }
@@ -65,31 +43,7 @@ pub fn verify(password: &[u8], hash: &str) -> bool {
 pub fn hash(password: &[u8], prefix: &str) -> Option<String> {
     let prefix_c = CString::new(prefix).ok()?;
     let lib = crate::sys::dl::crypt().ok()?;
-    let mut out = vec![0 as c_char; 256];
-    // SAFETY: NULL rbytes asks libxcrypt to read the OS random source; `out` is writable
-    // for the size given; the result is NUL-terminated within `out` or NULL.
-    let setting = unsafe {
-        (lib.crypt_gensalt_rn)(
-            if prefix.is_empty() {
-                std::ptr::null()
-            } else {
-                prefix_c.as_ptr()
-            },
-            0,
-            std::ptr::null(),
-            0,
-            out.as_mut_ptr(),
-            out.len() as c_int,
-        )
-    };
-    if setting.is_null() {
-        return None;
-    }
-    // SAFETY: see above.
-    let setting = unsafe { CStr::from_ptr(setting) }
-        .to_str()
-        .ok()?
-        .to_string();
+    let setting = lib.gensalt_rn((!prefix.is_empty()).then_some(prefix_c.as_c_str()))?;
     crypt(password, &setting)
 }
 

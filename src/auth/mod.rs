@@ -23,14 +23,11 @@
 //! sasldb` therefore refuses to start, and `auxprop_plugin: sasldb` is left to a later
 //! issue.
 
-#[allow(unsafe_code)]
 pub mod crypt;
 pub mod dovecot;
 pub mod dovecot_proto;
-#[allow(unsafe_code)]
 pub mod rimap;
 pub mod sasl;
-#[allow(unsafe_code)]
 pub mod saslauthd;
 #[allow(unsafe_code)]
 pub mod system;

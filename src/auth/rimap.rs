@@ -50,12 +50,12 @@
 //!
 //! Limits: no TLS to the IMAP server (Cyrus has none either), no SASL `AUTHENTICATE`.
 
-use std::ffi::{CStr, CString};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::config::error::strerror;
+use crate::sys::net::getaddrinfo;
 
 /// The IMAP tag of the LOGIN and LOGOUT commands.
 pub const TAG: &str = "saslauthd";
@@ -319,64 +319,6 @@ fn first_line(b: &[u8]) -> &[u8] {
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// `getaddrinfo(host, service)` for TCP, any family: the canonical name and the
-/// addresses, or `gai_strerror`'s text.
-fn getaddrinfo(host: &str, service: &str) -> Result<(Option<String>, Vec<SocketAddr>), String> {
-    let (Ok(h), Ok(s)) = (CString::new(host), CString::new(service)) else {
-        return Err("Name or service not known".into());
-    };
-    // SAFETY: `hints` is plain data zeroed and then filled; getaddrinfo allocates the list
-    // it returns, which is read here and freed with freeaddrinfo exactly once.
-    unsafe {
-        let mut hints: libc::addrinfo = std::mem::zeroed();
-        hints.ai_family = libc::AF_UNSPEC;
-        hints.ai_socktype = libc::SOCK_STREAM;
-        hints.ai_flags = libc::AI_CANONNAME;
-        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
-        let rc = libc::getaddrinfo(h.as_ptr(), s.as_ptr(), &hints, &mut res);
-        if rc != 0 {
-            let msg = CStr::from_ptr(libc::gai_strerror(rc))
-                .to_string_lossy()
-                .into_owned();
-            return Err(msg);
-        }
-        let mut canon = None;
-        let mut addrs = Vec::new();
-        let mut p = res;
-        while !p.is_null() {
-            let ai = &*p;
-            if canon.is_none() && !ai.ai_canonname.is_null() {
-                canon = Some(
-                    CStr::from_ptr(ai.ai_canonname)
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-            match ai.ai_family {
-                libc::AF_INET if !ai.ai_addr.is_null() => {
-                    let sin = &*(ai.ai_addr as *const libc::sockaddr_in);
-                    let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    addrs.push(SocketAddr::from((ip, u16::from_be(sin.sin_port))));
-                }
-                libc::AF_INET6 if !ai.ai_addr.is_null() => {
-                    let sin6 = &*(ai.ai_addr as *const libc::sockaddr_in6);
-                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    addrs.push(SocketAddr::V6(std::net::SocketAddrV6::new(
-                        ip,
-                        u16::from_be(sin6.sin6_port),
-                        sin6.sin6_flowinfo,
-                        sin6.sin6_scope_id,
-                    )));
-                }
-                _ => {}
-            }
-            p = ai.ai_next;
-        }
-        libc::freeaddrinfo(res);
-        Ok((canon, addrs))
-    }
 }
 
 #[cfg(test)]

@@ -156,22 +156,8 @@ impl LogSink {
                 LogSink::Syslog.log_at(prio, text);
             }
             LogSink::Syslog => {
-                static OPEN: std::sync::Once = std::sync::Once::new();
-                OPEN.call_once(|| {
-                    // SAFETY: the ident is a static C string, as openlog requires.
-                    unsafe {
-                        libc::openlog(
-                            c"saslauthd".as_ptr(),
-                            libc::LOG_PID | libc::LOG_NDELAY,
-                            libc::LOG_AUTH,
-                        )
-                    };
-                });
-                let line = format!("{:<16}: {}", "", text).replace('\0', " ");
-                if let Ok(c) = std::ffi::CString::new(line) {
-                    // SAFETY: a constant format with one NUL-terminated string argument.
-                    unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
-                }
+                let line = format!("{:<16}: {}", "", text);
+                crate::sys::syslog::log(c"saslauthd", libc::LOG_AUTH, prio, &line);
             }
         }
     }

@@ -9,15 +9,12 @@ pub mod postcat;
 pub mod postconf;
 pub mod postconf_master;
 pub mod postdrop;
-#[allow(unsafe_code)]
 pub mod postfix;
 pub mod postfix_check;
 pub mod postmap;
 pub mod postqueue;
 pub mod postsuper;
-#[allow(unsafe_code)]
 pub mod sandbox;
-#[allow(unsafe_code)]
 pub mod saslauthd;
 pub mod sendmail;
 

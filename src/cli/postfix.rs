@@ -279,10 +279,10 @@ fn run(args: &[String]) -> i32 {
     }
 }
 
+/// Called while this process is still single-threaded apart from the log writer thread,
+/// which never reads the environment.
 fn unsafe_remove_env(name: &str) {
-    // SAFETY: called while this process is still single-threaded apart from the log
-    // writer thread, which never reads the environment.
-    unsafe { std::env::remove_var(name) };
+    crate::sys::remove_env(name);
 }
 
 /// Postfix logs these from the `postfix` command on every run while `compatibility_level`
@@ -381,18 +381,7 @@ fn start_background(config_dir: Option<&Path>, script: &str) -> i32 {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::fcntl(wfd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::child::new_session_keeping(&mut cmd, wfd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

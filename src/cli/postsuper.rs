@@ -215,29 +215,11 @@ fn structure_check(qdir: &Path, only: Option<&str>, warn: &dyn Fn(&str)) {
             continue;
         }
         let top = qdir.join(q);
-        let mut found: Vec<(String, PathBuf, String)> = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&top) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir {
-                if let Ok(sub) = std::fs::read_dir(e.path()) {
-                    for f in sub.flatten() {
-                        let fname = f.file_name().to_string_lossy().into_owned();
-                        if f.file_type().is_ok_and(|t| t.is_file()) {
-                            found.push((fname.clone(), f.path(), format!("{q}/{name}/{fname}")));
-                        }
-                    }
-                }
-            } else {
-                found.push((name.clone(), e.path(), format!("{q}/{name}")));
-            }
-        }
-        for (name, path, shown) in found {
+        let found = crate::queue::store::Store::new(qdir).scan_all(q);
+        for (name, path) in found {
             if crate::queue::QueueId::parse(&name).is_none() {
-                warn(&format!("bogus file name: {shown}"));
+                let shown = path.strip_prefix(qdir).unwrap_or(&path);
+                warn(&format!("bogus file name: {}", shown.display()));
                 continue;
             }
             let want = if hashed {

@@ -105,14 +105,7 @@ impl Out {
     /// Whether the reader of a pipe on standard output has gone (`POLLERR`), or a terminal
     /// hung up, without writing anything.
     fn closed(&self) -> bool {
-        let mut p = libc::pollfd {
-            fd: libc::STDOUT_FILENO,
-            events: 0,
-            revents: 0,
-        };
-        // SAFETY: one pollfd on the stack, zero timeout.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+        crate::sys::stdout_gone()
     }
 }
 
@@ -213,16 +206,12 @@ pub fn main(args: &[String]) -> i32 {
     });
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     {
-        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-        let act = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
+        use nix::sys::signal::Signal;
+        // on_signal only stores into an atomic, which is async-signal-safe.
+        crate::sys::on_signals(
+            &[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP],
+            on_signal,
         );
-        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
-            let _ = unsafe { sigaction(sig, &act) };
-        }
     }
     let out = Out;
     let mut started = false;
@@ -235,8 +224,7 @@ pub fn main(args: &[String]) -> i32 {
                 stop_all(&Place { dir, exe }, None);
             }
             crate::cli::default_sigpipe();
-            // SAFETY: raise(3) with the default disposition just restored.
-            unsafe { libc::raise(libc::SIGPIPE) };
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGPIPE);
             141
         }
     }

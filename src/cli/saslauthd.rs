@@ -140,7 +140,6 @@ fn show_usage() -> i32 {
 /// that it stays with the detached child; it conflicts with Cyrus's own). A daemon that
 /// was killed leaves the file unlocked: the next start takes it over.
 fn lock_pid_file(run_dir: &std::path::Path) -> Result<std::fs::File, (i32, Vec<String>)> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let path = run_dir.join("saslauthd.pid");
     let f = std::fs::OpenOptions::new()
@@ -167,10 +166,8 @@ fn lock_pid_file(run_dir: &std::path::Path) -> Result<std::fs::File, (i32, Vec<S
         l_len: 0,
         l_pid: 0,
     };
-    // SAFETY: F_OFD_SETLK with a valid, initialised flock on a descriptor we own.
-    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-    if rc == -1 {
-        let e = std::io::Error::last_os_error();
+    if let Err(errno) = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
+        let e = std::io::Error::from(errno);
         return Err((
             2,
             vec![
@@ -338,8 +335,7 @@ pub fn saslauthd_main(args: &[String]) -> i32 {
         }
     };
     // As Cyrus: SIGHUP is ignored (a `reload` must not stop the daemon).
-    // SAFETY: setting a signal's disposition to SIG_IGN.
-    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    crate::sys::ignore_signal(nix::sys::signal::Signal::SIGHUP);
     let mut ready = Readiness::none();
     let log = if debug {
         LogSink::Both

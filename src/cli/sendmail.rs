@@ -16,8 +16,8 @@
 //! missing `Message-Id:`, `Date:`, `From:` headers as cleanup adds them for local mail, and
 //! unqualified addresses get `@$myorigin`.
 //!
-//! `-bs` speaks SMTP on standard input and output with the replies of Postfix's smtpd in
-//! that mode (see [`smtp_session`]); each message goes into `maildrop/` as above.
+//! `-bs` speaks SMTP on standard input and output: smtpd's own session core in Postfix's
+//! stand-alone mode (see [`smtp_session`]); each message goes into `maildrop/` as above.
 //!
 //! A user who cannot write `maildrop/` hands the built queue file to the set-group-ID
 //! `$command_directory/postdrop` ([`crate::cli::postdrop`]), as Postfix's sendmail does.
@@ -26,11 +26,15 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::postfix::{LoadOptions, PostfixConfig};
 use crate::queue::file::{self, FileRecipient, FileSpec};
 use crate::queue::header::{mail_date, quote_822_local};
+use crate::queue::{Queue, QueueId};
+use crate::smtpd::session::{Maildrop, Session, drive};
+use crate::smtpd::transport::{TlsFail, TlsUp, Transport};
 
 struct Opts {
     config_dir: Option<PathBuf>,
@@ -359,9 +363,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         Mode::Newaliases => return rebuild_aliases(&cfg, opts.config_dir.as_deref()),
         Mode::Smtp => {
-            let stdin = std::io::stdin();
-            let stdout = std::io::stdout();
-            return smtp_session(&cfg, &mut stdin.lock(), &mut stdout.lock());
+            return smtp_session(&cfg);
         }
         Mode::Deliver => {}
     }
@@ -380,278 +382,132 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-/// The address in `FROM:<a@b> PARAMS` / `TO:<a@b>`: `None` for bad syntax.
-fn smtp_path(arg: &str) -> Option<String> {
-    let arg = arg.trim_start();
-    if let Some(rest) = arg.strip_prefix('<') {
-        let end = rest.find('>')?;
-        let addr = &rest[..end];
-        if addr.contains(|c: char| c.is_whitespace() || c == '<') {
-            return None;
+/// `sendmail -bs`: an SMTP dialogue on standard input/output whose messages go into
+/// `maildrop/` like the other sendmail paths. Postfix runs its smtpd in stand-alone mode
+/// (`smtpd -S`) for this; so does this: the dialogue is smtpd's session core
+/// ([`crate::smtpd::session::Session::stand_alone`]) driven over standard input and
+/// output, with smtpd.c's stand-alone rules: no restriction is evaluated, no TLS, no AUTH,
+/// no connection limits, ETRN refused with `458 Unable to queue messages`, the client
+/// `localhost[127.0.0.1]` (`Received: from HELO (localhost [127.0.0.1])`); replies,
+/// limits (`message_size_limit`, `smtpd_timeout`, the error limits) and log lines
+/// (`postfix/smtpd[PID]: connect from localhost[127.0.0.1]`, `ID: client=…`) are those of
+/// the SMTP server. Compared with Postfix 3.7.11 in `compat-fixtures/postsuper/sendmail-bs-*`.
+fn smtp_session(cfg: &PostfixConfig) -> i32 {
+    let queue = match crate::queue::Queue::open(cfg) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("sendmail: fatal: {e:#}");
+            return 75;
         }
-        // A source route (`@a,@b:u@d`) is dropped, as Postfix does.
-        let addr = match addr.starts_with('@') {
-            true => addr.split_once(':').map(|(_, a)| a).unwrap_or(addr),
-            false => addr,
-        };
-        Some(addr.to_string())
-    } else {
-        let addr = arg.split_whitespace().next().unwrap_or("");
-        (!addr.is_empty() && !addr.contains('>')).then(|| addr.to_string())
+    };
+    let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sendmail: fatal: {e}");
+            return 75;
+        }
+    };
+    let svc = crate::smtpd::SmtpdService::stand_alone(cfg);
+    let drop = Arc::new(BsMaildrop {
+        cfg: cfg.clone(),
+        queue,
+        qdir,
+    });
+    let session = Session::stand_alone(svc, drop);
+    rt.block_on(drive(
+        session,
+        StdioTransport {
+            input: tokio::io::stdin(),
+            output: tokio::io::stdout(),
+            closed: false,
+        },
+    ));
+    // The session's log lines are written by the log thread: out before the exit.
+    crate::log::flush();
+    0
+}
+
+/// Where `sendmail -bs` puts each message: `maildrop/`, through postdrop when this user
+/// may not write there, then a wake-up for the queue manager.
+struct BsMaildrop {
+    cfg: PostfixConfig,
+    queue: Arc<Queue>,
+    qdir: PathBuf,
+}
+
+impl Maildrop for BsMaildrop {
+    fn new_queue_id(&self) -> QueueId {
+        self.queue.new_queue_id()
+    }
+
+    fn release_queue_id(&self, id: &QueueId) {
+        self.queue.release_queue_id(id);
+    }
+
+    fn drop_message(
+        &self,
+        id: &QueueId,
+        sender: &str,
+        recipients: &[String],
+        content: &[u8],
+        helo: &str,
+        esmtp: bool,
+    ) -> Result<(), String> {
+        drop_into_maildrop(
+            &self.cfg,
+            &self.queue,
+            id,
+            sender,
+            recipients,
+            content,
+            Some(&SmtpOrigin { helo, esmtp }),
+        )
+        .map_err(|(_, e)| e)?;
+        crate::qmgr::wake(&self.qdir, b'W');
+        Ok(())
     }
 }
 
-/// `sendmail -bs`: an SMTP dialogue on standard input/output whose messages go into
-/// `maildrop/` like the other sendmail paths. Postfix runs its smtpd in stand-alone mode
-/// for this; the replies here are that smtpd's, recorded from Postfix 3.7.11
-/// (`compat-fixtures/postsuper/sendmail-bs.*`): no TLS, no AUTH, the EHLO keywords of a
-/// default smtpd, `Received: from HELO (localhost [127.0.0.1])`.
-///
-/// XXX No access restrictions (the submitting user is local and trusted, as in Postfix's
-/// default `smtpd_*_restrictions` for a local client), no ETRN, no XCLIENT, no error
-/// limits.
-fn smtp_session(cfg: &PostfixConfig, input: &mut dyn std::io::BufRead, out: &mut dyn Write) -> i32 {
-    let myhostname = cfg.get("myhostname").unwrap_or_else(|| "localhost".into());
-    let myorigin = cfg.myorigin().unwrap_or_else(|| myhostname.clone());
-    let banner = cfg
-        .get("smtpd_banner")
-        .unwrap_or_else(|| format!("{myhostname} ESMTP Postfix"));
-    let size = cfg
-        .get("message_size_limit")
-        .unwrap_or_else(|| "10240000".into());
-    let vrfy = !cfg.get_bool("disable_vrfy_command").unwrap_or(false);
-    let reply = |out: &mut dyn Write, text: &str| -> bool {
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.write_all(b"\r\n"))
-            .and_then(|()| out.flush())
-            .is_ok()
-    };
-    if !reply(out, &format!("220 {banner}")) {
-        return 0;
+/// Standard input and output as an SMTP session's byte stream (no TLS).
+struct StdioTransport {
+    input: tokio::io::Stdin,
+    output: tokio::io::Stdout,
+    /// A write failed: the session sees the end of its input next.
+    closed: bool,
+}
+
+impl Transport for StdioTransport {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        if self.closed {
+            return Ok(0);
+        }
+        self.input.read(buf).await
     }
-    let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
-    let mut helo = String::new();
-    let mut esmtp = false;
-    let mut sender: Option<String> = None;
-    let mut rcpts: Vec<String> = Vec::new();
-    let mut chunks: Option<Vec<u8>> = None;
-    let mut line = Vec::new();
-    let finish = |sender: &str, rcpts: &[String], content: &[u8], helo: &str, esmtp: bool| {
-        match drop_into_maildrop(
-            cfg,
-            sender,
-            rcpts,
-            content,
-            Some(&SmtpOrigin { helo, esmtp }),
-        ) {
-            Ok(id) => {
-                crate::qmgr::wake(&qdir, b'W');
-                Ok(id)
-            }
-            Err((_, e)) => {
-                let ident = crate::log::ident(cfg, "sendmail");
-                crate::log::warning(&ident, &e);
-                Err(())
-            }
+
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if self.closed {
+            return Ok(());
         }
-    };
-    loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return 0,
-            Ok(_) => {}
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        let (verb, arg) = match text.split_once(' ') {
-            Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
-            None => (text.to_ascii_uppercase(), ""),
-        };
-        let ok = match verb.as_str() {
-            "HELO" | "EHLO" if arg.is_empty() => {
-                reply(out, &format!("501 Syntax: {verb} hostname"))
-            }
-            "HELO" => {
-                helo = arg.to_string();
-                esmtp = false;
-                sender = None;
-                rcpts.clear();
-                reply(out, &format!("250 {myhostname}"))
-            }
-            "EHLO" => {
-                helo = arg.to_string();
-                esmtp = true;
-                sender = None;
-                rcpts.clear();
-                let mut lines = vec![
-                    myhostname.clone(),
-                    "PIPELINING".into(),
-                    format!("SIZE {size}"),
-                ];
-                if vrfy {
-                    lines.push("VRFY".into());
-                }
-                for k in [
-                    "ETRN",
-                    "ENHANCEDSTATUSCODES",
-                    "8BITMIME",
-                    "DSN",
-                    "SMTPUTF8",
-                    "CHUNKING",
-                ] {
-                    lines.push(k.into());
-                }
-                let n = lines.len();
-                let text: Vec<String> = lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| format!("250{}{l}", if i + 1 == n { ' ' } else { '-' }))
-                    .collect();
-                reply(out, &text.join("\r\n"))
-            }
-            "MAIL" => {
-                let path = arg
-                    .get(..5)
-                    .filter(|p| p.eq_ignore_ascii_case("FROM:"))
-                    .and_then(|_| {
-                        smtp_path(&arg[5..])
-                            .or_else(|| arg[5..].trim().starts_with("<>").then(String::new))
-                    });
-                if sender.is_some() {
-                    reply(out, "503 5.5.1 Error: nested MAIL command")
-                } else if let Some(p) = path {
-                    sender = Some(if p.is_empty() {
-                        p
-                    } else {
-                        qualify(&p, &myorigin)
-                    });
-                    reply(out, "250 2.1.0 Ok")
-                } else {
-                    reply(out, "501 5.5.4 Syntax: MAIL FROM:<address>")
-                }
-            }
-            "RCPT" => {
-                let to = arg.get(..3).filter(|p| p.eq_ignore_ascii_case("TO:"));
-                if sender.is_none() {
-                    reply(out, "503 5.5.1 Error: need MAIL command")
-                } else if to.is_none() {
-                    reply(out, "501 5.5.4 Syntax: RCPT TO:<address>")
-                } else {
-                    match smtp_path(&arg[3..]).filter(|a| !a.is_empty()) {
-                        Some(a) => {
-                            rcpts.push(qualify(&a, &myorigin));
-                            reply(out, "250 2.1.5 Ok")
-                        }
-                        None => reply(out, "501 5.1.3 Bad recipient address syntax"),
-                    }
-                }
-            }
-            "DATA" => {
-                if sender.is_none() {
-                    reply(out, "503 5.5.1 Error: need RCPT command")
-                } else if rcpts.is_empty() {
-                    reply(out, "554 5.5.1 Error: no valid recipients")
-                } else {
-                    reply(out, "354 End data with <CR><LF>.<CR><LF>");
-                    let mut content = Vec::new();
-                    let mut ended = false;
-                    loop {
-                        line.clear();
-                        match input.read_until(b'\n', &mut line) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                        let body = line
-                            .strip_suffix(b"\r\n")
-                            .or_else(|| line.strip_suffix(b"\n"))
-                            .unwrap_or(&line);
-                        if body == b"." {
-                            ended = true;
-                            break;
-                        }
-                        // RFC 5321 4.5.2: a leading dot was doubled by the client.
-                        content.extend_from_slice(body.strip_prefix(b".").unwrap_or(body));
-                        content.push(b'\n');
-                    }
-                    if !ended {
-                        return 0;
-                    }
-                    let from = sender.take().unwrap_or_default();
-                    let r = finish(&from, &rcpts, &content, &helo, esmtp);
-                    rcpts.clear();
-                    match r {
-                        Ok(id) => reply(out, &format!("250 2.0.0 Ok: queued as {id}")),
-                        Err(()) => reply(out, "451 4.3.0 Error: queue file write error"),
-                    }
-                }
-            }
-            "BDAT" => {
-                let mut words = arg.split_whitespace();
-                let n = words.next().and_then(|n| n.parse::<usize>().ok());
-                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
-                match n {
-                    None => reply(out, "501 5.5.4 Syntax: BDAT count [LAST]"),
-                    Some(n) => {
-                        let mut buf = vec![0u8; n];
-                        if input.read_exact(&mut buf).is_err() {
-                            return 0;
-                        }
-                        if sender.is_none() {
-                            reply(out, "503 5.5.1 Error: need MAIL command")
-                        } else if rcpts.is_empty() {
-                            reply(out, "554 5.5.1 Error: no valid recipients")
-                        } else {
-                            let acc = chunks.get_or_insert_with(Vec::new);
-                            acc.extend_from_slice(&buf);
-                            if !last {
-                                reply(out, &format!("250 2.0.0 Ok: {} bytes", acc.len()))
-                            } else {
-                                let mut acc = chunks.take().unwrap_or_default();
-                                // An unterminated last line gets its CRLF, counted as
-                                // Postfix counts it.
-                                if !acc.ends_with(b"\n") {
-                                    acc.extend_from_slice(b"\r\n");
-                                }
-                                let total = acc.len();
-                                let content: Vec<u8> =
-                                    acc.iter().copied().filter(|&b| b != b'\r').collect();
-                                let from = sender.take().unwrap_or_default();
-                                let r = finish(&from, &rcpts, &content, &helo, esmtp);
-                                rcpts.clear();
-                                match r {
-                                    Ok(id) => reply(
-                                        out,
-                                        &format!("250 2.0.0 Ok: {total} bytes queued as {id}"),
-                                    ),
-                                    Err(()) => {
-                                        reply(out, "451 4.3.0 Error: queue file write error")
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            "RSET" => {
-                sender = None;
-                rcpts.clear();
-                chunks = None;
-                reply(out, "250 2.0.0 Ok")
-            }
-            "NOOP" => reply(out, "250 2.0.0 Ok"),
-            "VRFY" if vrfy && arg.is_empty() => reply(out, "501 5.5.4 Syntax: VRFY address"),
-            "VRFY" if vrfy => reply(out, &format!("252 2.0.0 {arg}")),
-            "STARTTLS" => reply(out, "502 5.5.1 Error: command not implemented"),
-            "AUTH" => reply(out, "503 5.5.1 Error: authentication not enabled"),
-            "QUIT" => {
-                reply(out, "221 2.0.0 Bye");
-                return 0;
-            }
-            _ => reply(out, "500 5.5.2 Error: command not recognized"),
-        };
-        if !ok {
-            return 0;
-        }
+        self.output.write_all(b).await?;
+        self.output.flush().await
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+    }
+
+    async fn start_tls(
+        &mut self,
+        _cfg: Arc<rustls::ServerConfig>,
+        _timeout: std::time::Duration,
+    ) -> Result<TlsUp, TlsFail> {
+        Err(TlsFail::Unavailable)
     }
 }
 
@@ -716,7 +572,11 @@ fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
         c.extend_from_slice(&content);
         content = c;
     }
-    drop_into_maildrop(cfg, &sender, &recipients, &content, None)
+    let queue = Queue::open(cfg).map_err(|e| (75, format!("{e:#}")))?;
+    let id = queue.new_queue_id();
+    let r = drop_into_maildrop(cfg, &queue, &id, &sender, &recipients, &content, None);
+    queue.release_queue_id(&id);
+    r.map(|()| id.as_str().to_string())
 }
 
 /// How `sendmail -bs` received the message, for its `Received:` header.
@@ -725,22 +585,22 @@ struct SmtpOrigin<'a> {
     esmtp: bool,
 }
 
-/// Write one message into `maildrop/` (Postfix's postdrop): cleanup's header fixes, the
+/// Write one message into `maildrop/` under `id` (Postfix's postdrop): cleanup's header fixes, the
 /// local `Received:` header, fsync, rename, fsync of the directory.
 fn drop_into_maildrop(
     cfg: &PostfixConfig,
+    queue: &Queue,
+    id: &QueueId,
     sender: &str,
     recipients: &[String],
     content: &[u8],
     smtp: Option<&SmtpOrigin<'_>>,
-) -> Result<String, (i32, String)> {
+) -> Result<(), (i32, String)> {
     let uid = nix::unistd::getuid();
-    let queue = crate::queue::Queue::open(cfg).map_err(|e| (75, format!("{e:#}")))?;
     let s = queue.settings().clone();
     if s.message_size_limit > 0 && content.len() as u64 > s.message_size_limit {
         return Err((73, "message file too big".into()));
     }
-    let id = queue.new_queue_id();
     let now = SystemTime::now();
     let received = match smtp {
         // As Postfix's smtpd in `sendmail -bs` mode writes it (recorded from 3.7.11).
@@ -807,9 +667,7 @@ fn drop_into_maildrop(
     if nix::unistd::access(&maildrop, nix::unistd::AccessFlags::W_OK).is_err() {
         // Not allowed to write maildrop/ (mode 0730, group postdrop): hand the file to the
         // set-group-ID postdrop, as Postfix's sendmail does.
-        let r = run_postdrop(cfg, &data);
-        queue.release_queue_id(&id);
-        return r.map(|()| id.as_str().to_string());
+        return run_postdrop(cfg, &data);
     }
     let dest = maildrop.join(id.as_str());
     let write = || {
@@ -821,12 +679,7 @@ fn drop_into_maildrop(
             None,
         )
     };
-    if let Err(e) = write() {
-        queue.release_queue_id(&id);
-        return Err((75, format!("cannot write {}: {e}", dest.display())));
-    }
-    queue.release_queue_id(&id);
-    Ok(id.as_str().to_string())
+    write().map_err(|e| (75, format!("cannot write {}: {e}", dest.display())))
 }
 
 /// Pipe a complete queue file to `$command_directory/postdrop -c DIR` (or the `postdrop`

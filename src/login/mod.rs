@@ -47,6 +47,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::config::dovecot::DovecotConf;
+use crate::maps::cidr::Cidr;
 
 /// The protocols with a login stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,7 +92,7 @@ pub struct LoginConf {
     /// `ssl = required`.
     pub ssl_required: bool,
     /// `login_trusted_networks`.
-    pub trusted: Vec<(IpAddr, u8)>,
+    pub trusted: Vec<Cidr>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `auth_mechanisms`, upper-cased (`PLAIN`, `LOGIN`, `APOP`).
     pub mechanisms: Vec<String>,
@@ -134,13 +135,8 @@ impl LoginConf {
 }
 
 /// See [`LoginConf::is_secured`].
-pub fn is_secured(
-    trusted: &[(IpAddr, u8)],
-    tls: bool,
-    remote: SocketAddr,
-    local: SocketAddr,
-) -> bool {
-    tls || remote.ip() == local.ip() || trusted.iter().any(|n| in_network(remote.ip(), *n))
+pub fn is_secured(trusted: &[Cidr], tls: bool, remote: SocketAddr, local: SocketAddr) -> bool {
+    tls || remote.ip() == local.ip() || trusted.iter().any(|n| n.contains(remote.ip()))
 }
 
 /// `auth_mechanisms` as the auth process offers them: upper-cased, default `PLAIN`.
@@ -289,8 +285,10 @@ fn local_stamp() -> String {
     )
 }
 
-/// Parse `login_trusted_networks` entries (`10.0.0.0/8`, `192.0.2.1`, `::1/128`).
-pub fn parse_networks(words: &[String]) -> Vec<(IpAddr, u8)> {
+/// Parse `login_trusted_networks` entries (`10.0.0.0/8`, `192.0.2.1`, `::1/128`; host
+/// bits may be set, as Dovecot's `net_parse_range` allows); matched with the one CIDR
+/// matcher, [`crate::maps::cidr::Cidr`].
+pub fn parse_networks(words: &[String]) -> Vec<Cidr> {
     words
         .iter()
         .filter_map(|w| {
@@ -298,31 +296,9 @@ pub fn parse_networks(words: &[String]) -> Vec<(IpAddr, u8)> {
             let ip: IpAddr = a.parse().ok()?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let p = if p.is_empty() { max } else { p.parse().ok()? };
-            Some((ip, p.min(max)))
+            Some(Cidr::new(ip, p))
         })
         .collect()
-}
-
-pub fn in_network(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix))
-            };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
 }
 
 /// A `ssl_cert`/`ssl_key` value: `<FILE` (2.x: the file's contents) or a path (1.x
@@ -364,9 +340,13 @@ mod tests {
     fn networks() {
         let n = parse_networks(&["10.0.0.0/8".into(), "192.0.2.1".into(), "bad".into()]);
         assert_eq!(n.len(), 2);
-        assert!(in_network("10.1.2.3".parse().expect("ip"), n[0]));
-        assert!(!in_network("11.1.2.3".parse().expect("ip"), n[0]));
-        assert!(in_network("192.0.2.1".parse().expect("ip"), n[1]));
+        assert!(n[0].contains("10.1.2.3".parse().expect("ip")));
+        assert!(!n[0].contains("11.1.2.3".parse().expect("ip")));
+        assert!(n[1].contains("192.0.2.1".parse().expect("ip")));
+        // Host bits set, as Dovecot accepts them; the family must match.
+        let h = parse_networks(&["10.1.2.3/8".into()]);
+        assert!(h[0].contains("10.200.0.1".parse().expect("ip")));
+        assert!(!h[0].contains("::ffff:10.1.2.3".parse().expect("ip")));
     }
 
     #[test]

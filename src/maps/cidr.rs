@@ -83,6 +83,17 @@ impl Cidr {
         Ok(Cidr { net: ip, len })
     }
 
+    /// The network of `ip` with `len` prefix bits (host bits cleared, `len` capped at the
+    /// family's bits), for lists that, unlike Postfix's cidr tables, accept an address
+    /// with host bits set (Dovecot's `login_trusted_networks`).
+    pub fn new(ip: IpAddr, len: u8) -> Cidr {
+        let len = len.min(if ip.is_ipv4() { 32 } else { 128 });
+        Cidr {
+            net: mask(ip, len),
+            len,
+        }
+    }
+
     /// Whether `ip` is inside this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.net.is_ipv4() && mask(ip, self.len) == self.net

@@ -42,7 +42,6 @@ pub mod indexed;
 #[allow(unsafe_code)]
 pub mod regexp;
 pub mod search;
-#[allow(unsafe_code)]
 pub mod simple;
 pub mod source;
 

@@ -230,16 +230,10 @@ pub struct Nis {
 
 /// The host's NIS domain as `yp_get_default_domain()` sees it (`None` when unset).
 fn nis_domain() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; getdomainname NUL-terminates within it
-    // (or we find no NUL and treat the name as unset).
-    let rc = unsafe { libc::getdomainname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0)?;
-    let d = String::from_utf8_lossy(&buf[..end]).into_owned();
-    (!d.is_empty() && d != "(none)").then_some(d)
+    // What getdomainname(2) returns on Linux: the UTS namespace's NIS domain name.
+    let d = std::fs::read_to_string("/proc/sys/kernel/domainname").ok()?;
+    let d = d.trim_end_matches('\n');
+    (!d.is_empty() && d != "(none)").then(|| d.to_string())
 }
 
 impl Nis {

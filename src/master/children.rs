@@ -16,7 +16,6 @@
 
 use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,17 +78,7 @@ impl Children {
             .ok_or_else(|| "cannot find the postern binary".to_string())?;
         let mut c = Command::new(exe);
         c.arg(what).arg("-c").arg(&self.config_dir);
-        // SAFETY: only fcntl (async-signal-safe) between fork and exec.
-        unsafe {
-            c.pre_exec(move || {
-                for fd in &keep {
-                    if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        crate::sys::child::keep_on_exec(&mut c, keep);
         Ok(c)
     }
 

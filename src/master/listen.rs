@@ -15,7 +15,7 @@
 //! `default_process_limit`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
@@ -215,8 +215,7 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpList
     bind(fd.as_raw_fd(), &sa).map_err(|e| fail("bind", e))?;
     let backlog = Backlog::new(backlog.clamp(1, 4096)).unwrap_or(Backlog::MAXCONN);
     listen(&fd, backlog).map_err(|e| fail("listen", e))?;
-    // SAFETY: the descriptor is a listening TCP socket we own; ownership moves to std.
-    Ok(unsafe { std::net::TcpListener::from_raw_fd(fd.into_raw_fd()) })
+    Ok(std::net::TcpListener::from(fd))
 }
 
 #[cfg(test)]

@@ -54,18 +54,15 @@
 //! root-only file (a new TLS key) keeps that service's previous configuration with a
 //! warning. Postfix leaves `master.pid` behind at exit; Postern removes it.
 
-#[allow(unsafe_code)]
 pub mod children;
-#[allow(unsafe_code)]
 pub mod listen;
 pub mod lock;
 pub use crate::sys::privs;
-#[allow(unsafe_code)]
 pub mod serve;
 pub mod supervise;
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use crate::config::mastercf::MasterService;
@@ -173,14 +170,13 @@ pub fn smtpd_services_quiet(
 
 /// Run the master until SIGTERM; returns the exit status. Errors before serving are
 /// logged as `fatal:` and give 1.
-#[allow(unsafe_code)] // XXX(issue 16 item 4): the inherited descriptor, not yet behind sys.
 pub fn run(opts: &MasterOptions) -> i32 {
     // The readiness pipe is ours alone: close-on-exec at once, so that no child (the queue
     // manager, the smtpd process) inherits its write end and keeps `postfix start` waiting
     // for an end of file that never comes.
     let mut ready = opts.ready_fd.map(|fd| {
-        // SAFETY: `postfix start` handed us this descriptor for our exclusive use.
-        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        // `postfix start` handed us this descriptor for our exclusive use.
+        let f = std::fs::File::from(crate::sys::take_inherited_fd(fd));
         let _ = nix::fcntl::fcntl(
             &f,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),

@@ -99,7 +99,6 @@ impl Signals {
 
 /// `postern smtpd -c DIR`: the smtpd process. Returns the exit status.
 pub fn main(args: &[String]) -> i32 {
-    use std::os::fd::FromRawFd;
     let mut config_dir = None;
     let mut it = args.iter().skip_while(|a| a.as_str() == "smtpd");
     while let Some(a) = it.next() {
@@ -117,10 +116,10 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("postern smtpd: started by the master only");
         return 1;
     };
-    // SAFETY: the master passed these descriptors to us alone.
-    let status = unsafe { std::os::unix::net::UnixStream::from_raw_fd(status_fd) };
+    // The master passed these descriptors to this process alone.
+    let status = std::os::unix::net::UnixStream::from(crate::sys::take_inherited_fd(status_fd));
     let _pid_lock = fd_env(super::children::PID_LOCK_FD_ENV)
-        .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        .map(|fd| std::fs::File::from(crate::sys::take_inherited_fd(fd)));
     let mut inherited: HashMap<String, Vec<std::net::TcpListener>> = HashMap::new();
     for part in std::env::var(super::children::LISTEN_FDS_ENV)
         .unwrap_or_default()
@@ -134,22 +133,21 @@ pub fn main(args: &[String]) -> i32 {
             .split(',')
             .filter_map(|f| f.parse::<i32>().ok())
             .filter(|fd| *fd > 2)
-            // SAFETY: listening sockets the master bound for this process.
-            .map(|fd| unsafe { std::net::TcpListener::from_raw_fd(fd) })
+            // Listening sockets the master bound for this process.
+            .map(|fd| std::net::TcpListener::from(crate::sys::take_inherited_fd(fd)))
             .collect();
         inherited.insert(name.to_string(), ls);
     }
-    for fd in std::iter::once(std::os::fd::AsRawFd::as_raw_fd(&status))
-        .chain(_pid_lock.iter().map(std::os::fd::AsRawFd::as_raw_fd))
-        .chain(
-            inherited
-                .values()
-                .flatten()
-                .map(std::os::fd::AsRawFd::as_raw_fd),
-        )
+    // Our own descriptors close-on-exec: no command inherits them.
+    use std::os::fd::AsFd;
+    for fd in std::iter::once(status.as_fd())
+        .chain(_pid_lock.iter().map(|f| f.as_fd()))
+        .chain(inherited.values().flatten().map(|l| l.as_fd()))
     {
-        // SAFETY: marking our own descriptors close-on-exec (no command inherits them).
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
     }
     let report = |status: &std::os::unix::net::UnixStream, line: &str| {
         let _ = std::io::Write::write_all(&mut &*status, format!("{line}\n").as_bytes());
@@ -328,25 +326,8 @@ static OVERLOAD: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new(
 /// half of what is left after 256 descriptors for queue files, tables and sockets, at most
 /// 20,000.
 fn raise_nofile() -> usize {
-    let mut rl = libc::rlimit {
-        rlim_cur: 1024,
-        rlim_max: 1024,
-    };
-    // SAFETY: getrlimit fills the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        rl.rlim_cur = 1024;
-    }
-    if rl.rlim_max > rl.rlim_cur {
-        let raised = libc::rlimit {
-            rlim_cur: rl.rlim_max,
-            rlim_max: rl.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            rl.rlim_cur = rl.rlim_max;
-        }
-    }
-    (rl.rlim_cur.saturating_sub(256) / 2).min(20_000) as usize
+    let soft = crate::sys::raise_nofile_limit();
+    (soft.saturating_sub(256) / 2).min(20_000) as usize
 }
 
 /// Postfix's master warning when a service is at its process limit, at most once per

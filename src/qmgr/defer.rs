@@ -45,6 +45,10 @@ pub fn write_log(queue_directory: &Path, id: &str, entries: &[DeferEntry]) -> st
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(&out)?;
+    // On disk before it replaces the old log, as Postfix's bounce(8) fsyncs each defer
+    // log append before it answers (bounce_append_service.c): a crash never leaves an
+    // empty or half-written log that mailq would show as the reason.
+    f.sync_all()?;
     drop(f);
     std::fs::rename(tmp, path)
 }

@@ -105,19 +105,34 @@ pub fn write_durable(
 /// has not put right yet).
 pub fn scan_dir(dir: &Path, descend: bool) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    scan_into(dir, descend, &mut out);
+    walk(
+        dir,
+        descend,
+        false,
+        &|name, _, _| super::QueueId::parse(name).is_some(),
+        &mut out,
+    );
     out
 }
 
-fn scan_into(dir: &Path, descend: bool, out: &mut Vec<(String, PathBuf)>) {
+/// The one queue directory walk: the entries of `dir` that `keep` (name, entry, whether in
+/// a subdirectory) accepts, in directory order, going one level down into subdirectories
+/// when `descend`.
+fn walk(
+    dir: &Path,
+    descend: bool,
+    nested: bool,
+    keep: &dyn Fn(&str, &std::fs::DirEntry, bool) -> bool,
+    out: &mut Vec<(String, PathBuf)>,
+) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if descend && e.file_type().is_ok_and(|t| t.is_dir()) {
-            scan_into(&e.path(), false, out);
-        } else if super::QueueId::parse(&name).is_some() {
+            walk(&e.path(), false, true, keep, out);
+        } else if keep(&name, &e, nested) {
             out.push((name, e.path()));
         }
     }
@@ -159,6 +174,20 @@ impl Store {
     /// The queue files of `queue` in directory order (see [`scan_dir`]).
     pub fn scan(&self, queue: &str, descend: bool) -> Vec<(String, PathBuf)> {
         scan_dir(&self.base.join(queue), descend)
+    }
+
+    /// Every entry of `queue`, named like a queue ID or not (`postsuper -s` reports the
+    /// others): the non-directories at its top and the files in its subdirectories.
+    pub fn scan_all(&self, queue: &str) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        walk(
+            &self.base.join(queue),
+            true,
+            false,
+            &|_, e, nested| !nested || e.file_type().is_ok_and(|t| t.is_file()),
+            &mut out,
+        );
+        out
     }
 
     /// Move the file at `from` to `queue` as `id` (the hash directory made when missing),

@@ -1,7 +1,8 @@
 //! Postfix's `smtpd`: the SMTP server.
 //!
 //! * [`session`] — the protocol core of one connection: ESMTP commands, replies and log
-//!   lines as Postfix 3.7, over any [`transport::Transport`];
+//!   lines as Postfix 3.7, a state machine fed the client's input that returns what to
+//!   send and do; [`session::drive`] carries that out over any [`transport::Transport`];
 //! * [`transport`] — what a session reads and writes: the client socket (the
 //!   [`crate::tls::Io`] POP3 and IMAP use), or a recorded script (`tests`, which
 //!   replays the recorded Postfix transcripts against the core in process);
@@ -28,7 +29,6 @@ pub mod address;
 pub mod check;
 pub mod params;
 pub use crate::auth::sasl;
-#[allow(unsafe_code)]
 pub mod session;
 pub mod transport;
 
@@ -109,6 +109,32 @@ impl SmtpdService {
         }))
     }
 
+    /// The service of a stand-alone session (`sendmail -bs`, Postfix's `smtpd -S`): as
+    /// smtpd.c does in that mode, no TLS (`smtpd_use_tls`, `smtpd_enforce_tls` and
+    /// `smtpd_tls_auth_only` off) and no SASL (`smtpd_sasl_auth_enable` off), and no queue
+    /// of its own: the session hands its messages to a [`session::Maildrop`].
+    pub fn stand_alone(cfg: &PostfixConfig) -> Arc<Self> {
+        let mut params = params::Params::from_config(cfg);
+        params.tls_level = params::TlsLevel::None;
+        params.tls_auth_only = false;
+        params.sasl_auth_enable = false;
+        let state = Arc::new(ServiceState {
+            params,
+            tables: check::Tables,
+            tls: None,
+            auth: None,
+            dovecot_auth_socket: None,
+        });
+        Arc::new(SmtpdService {
+            name: "smtp".to_string(),
+            state: RwLock::new(state.clone()),
+            stressed: RwLock::new(state),
+            queue: None,
+            clients: Mutex::new(HashMap::new()),
+            shutdown: AtomicBool::new(false),
+        })
+    }
+
     /// Apply a re-read configuration to new sessions (SIGHUP).
     pub fn reconfigure(&self, cfg: PostfixConfig) {
         let st = Arc::new(build_state(&cfg));
@@ -161,9 +187,8 @@ impl SmtpdService {
         _local: SocketAddr,
     ) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, crate::tls::Io::Plain(stream), peer, false)
-            .run()
-            .await;
+        let session = session::Session::new(self, peer, false);
+        session::drive(session, crate::tls::Io::Plain(stream)).await;
     }
 
     /// [`handle`](Self::handle) for a connection over the service's process limit: the
@@ -171,9 +196,8 @@ impl SmtpdService {
     /// master says it is overloaded.
     pub async fn handle_stressed(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        session::Session::new(self, crate::tls::Io::Plain(stream), peer, true)
-            .run()
-            .await;
+        let session = session::Session::new(self, peer, true);
+        session::drive(session, crate::tls::Io::Plain(stream)).await;
     }
 }
 

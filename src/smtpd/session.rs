@@ -4,8 +4,17 @@
 //! AUTH PLAIN/LOGIN, DATA and BDAT with `message_size_limit`, error limits and timeouts,
 //! and Postfix's log lines.
 //!
+//! The session does no client I/O of its own: it is a state machine that is fed what the
+//! client sent ([`Session::received`], [`Session::input_ended`], [`Session::timed_out`],
+//! [`Session::tls_result`]) and answers with the next [`Action`] for the connection task
+//! to carry out ([`Session::next`]: send these bytes, sleep, read, start TLS, close).
+//! [`drive`] is that task over any [`Transport`] (the client socket, a recorded script,
+//! `sendmail -bs`'s standard input and output). What it still awaits itself are the
+//! services behind it: DNS for the client name, the SASL backend and the queue.
+//!
 //! RFCs: 5321, 1869, 1870, 2920, 3030, 3207, 3461, 3463, 4954, 6152, 6531.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +23,12 @@ use super::address::{self, PathError};
 use super::check::{Checker, Facts, Reply, Stage, Verdict};
 use super::params::TlsLevel;
 use super::sasl::{self, AuthResult};
-use super::transport::{TlsFail, Transport};
+use super::transport::{TlsFail, TlsUp, Transport};
 use super::{ServiceState, SmtpdService};
 use crate::log;
 use crate::queue::{self, ClientInfo, Envelope, QueueId, Recipient};
 
-/// Why the loop ended.
+/// Why the session ended.
 enum End {
     Quit,
     Lost,
@@ -28,12 +37,89 @@ enum End {
     Shutdown,
 }
 
+/// What the connection task is to do next (see [`Session::next`]).
+pub enum Action {
+    /// Write these bytes to the client; when that fails, give the stream up
+    /// ([`Transport::close`]) and go on (the next read sees its end).
+    Send(Vec<u8>),
+    /// Wait this long (`smtpd_error_sleep_time`).
+    Sleep(Duration),
+    /// Read at most `max` bytes, waiting at most `timeout` (`smtpd_timeout`); hand them
+    /// to [`Session::received`], the end of the input to [`Session::input_ended`], a
+    /// timeout to [`Session::timed_out`].
+    Read { max: usize, timeout: Duration },
+    /// Start TLS as the server within `timeout` (`smtpd_starttls_timeout`); hand the
+    /// outcome to [`Session::tls_result`].
+    StartTls {
+        cfg: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    },
+    /// The session is over: close the connection.
+    Close,
+}
+
+/// What the session is reading.
+enum Mode {
+    /// Command lines.
+    Command,
+    /// DATA's message lines up to `.`; past `message_size_limit` the rest is discarded.
+    Data { msg: Vec<u8>, too_big: bool },
+    /// A BDAT chunk of `left` more bytes, kept when `keep`; `err` is the reply for a
+    /// refused command (the chunk is read anyway, to stay in sync).
+    Bdat {
+        left: usize,
+        keep: bool,
+        chunk: Vec<u8>,
+        err: Option<&'static str>,
+        last: bool,
+    },
+    /// An AUTH continuation line.
+    Auth { mech: String, step: AuthStep },
+    /// Waiting for the TLS handshake the connection task runs.
+    Tls,
+    /// Over.
+    Done,
+}
+
+enum AuthStep {
+    /// PLAIN's response after `334 `.
+    Plain,
+    /// LOGIN's user name after `334 VXNlcm5hbWU6`.
+    LoginUser,
+    /// LOGIN's password after `334 UGFzc3dvcmQ6`.
+    LoginPass { user: String },
+}
+
 /// Counters for the `disconnect from …` line (Postfix's order).
 const CMD_ORDER: &[&str] = &[
     "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
     "etrn", "quit", "unknown",
 ];
 
+/// Where a stand-alone session (`sendmail -bs`, Postfix's `smtpd -S`) puts its messages:
+/// into the maildrop, as Postfix's smtpd does through postdrop in that mode.
+pub trait Maildrop: Send + Sync {
+    /// The queue ID of the next message (logged with `client=` at its first recipient).
+    fn new_queue_id(&self) -> QueueId;
+    /// Forget an ID (the message was dropped under it, or never will be).
+    fn release_queue_id(&self, id: &QueueId);
+    /// Drop one message (lines ending in LF). `helo` and `esmtp` make its `Received:`
+    /// header. The error is logged as the reason for `451 4.3.0`.
+    fn drop_message(
+        &self,
+        id: &QueueId,
+        sender: &str,
+        recipients: &[String],
+        content: &[u8],
+        helo: &str,
+        esmtp: bool,
+    ) -> Result<(), String>;
+}
+
+/// The read size for lines (one socket read at a time).
+const LINE_READ: usize = 8192;
+/// The longest AUTH continuation line.
+const AUTH_LINE_LIMIT: usize = 12288;
 struct Transaction {
     sender: String,
     sender_raw: String,
@@ -55,16 +141,30 @@ struct Transaction {
     chunk_too_big: bool,
 }
 
-pub struct Session<T: Transport> {
+pub struct Session {
     svc: Arc<SmtpdService>,
     st: Arc<ServiceState>,
     /// The SASL backend of this session (for `smtpd_sasl_type = dovecot` connected per
     /// session, as Postfix does, to learn the mechanisms).
     auth: Option<Arc<dyn sasl::Authenticator>>,
-    /// The client connection (a socket, or a script in the unit tests).
-    io: T,
+    /// What the client sent and the session has not used yet.
     rbuf: Vec<u8>,
+    /// The start of a line still missing its end (cut at the line's limit).
+    partial: Vec<u8>,
+    /// The line being read went past its limit: the rest of it is discarded.
+    skipping: bool,
+    /// Replies not yet sent (PIPELINING: sent when the session must wait for input).
     wbuf: Vec<u8>,
+    /// Actions for the connection task, oldest first.
+    out: VecDeque<Action>,
+    mode: Mode,
+    /// A command line is being read: the limits were checked before its first byte.
+    in_command: bool,
+    /// This client's place in the per-client connection count (released on drop).
+    guard: Option<ClientGuard>,
+    /// Stand-alone mode (`sendmail -bs`): where messages go. Postfix's smtpd evaluates no
+    /// restriction then, counts no connection, and refuses ETRN.
+    maildrop: Option<Arc<dyn Maildrop>>,
     peer: SocketAddr,
     client_name: String,
     reverse_name: String,
@@ -101,8 +201,38 @@ fn cmd_index(name: &str) -> usize {
         .unwrap_or(CMD_ORDER.len() - 1)
 }
 
-impl<T: Transport> Session<T> {
-    pub fn new(svc: Arc<SmtpdService>, io: T, peer: SocketAddr, stressed: bool) -> Session<T> {
+/// The connection task: carries out a session's actions over `io` until the session
+/// ends. Everything the session decides, it decides in [`Session`]; this only moves
+/// bytes, keeps time and switches the stream to TLS.
+pub async fn drive<T: Transport>(mut session: Session, mut io: T) {
+    session.begin().await;
+    loop {
+        match session.next().await {
+            Action::Send(b) => {
+                if io.write_all(&b).await.is_err() {
+                    io.close();
+                }
+            }
+            Action::Sleep(d) => tokio::time::sleep(d).await,
+            Action::Read { max, timeout } => {
+                let mut buf = vec![0u8; max];
+                match tokio::time::timeout(timeout, io.read(&mut buf)).await {
+                    Err(_) => session.timed_out(),
+                    Ok(Err(_)) | Ok(Ok(0)) => session.input_ended(),
+                    Ok(Ok(n)) => session.received(&buf[..n]),
+                }
+            }
+            Action::StartTls { cfg, timeout } => {
+                let r = io.start_tls(cfg, timeout).await;
+                session.tls_result(r);
+            }
+            Action::Close => break,
+        }
+    }
+}
+
+impl Session {
+    pub fn new(svc: Arc<SmtpdService>, peer: SocketAddr, stressed: bool) -> Session {
         let st = if stressed {
             svc.stressed_state()
         } else {
@@ -113,9 +243,15 @@ impl<T: Transport> Session<T> {
             svc,
             st,
             auth,
-            io,
             rbuf: Vec::new(),
+            partial: Vec::new(),
+            skipping: false,
             wbuf: Vec::new(),
+            out: VecDeque::new(),
+            mode: Mode::Command,
+            in_command: false,
+            guard: None,
+            maildrop: None,
             peer,
             client_name: "unknown".into(),
             reverse_name: "unknown".into(),
@@ -138,6 +274,17 @@ impl<T: Transport> Session<T> {
         }
     }
 
+    /// A stand-alone session (`sendmail -bs`): the client is `localhost[127.0.0.1]`,
+    /// messages go to `maildrop`.
+    pub fn stand_alone(svc: Arc<SmtpdService>, maildrop: Arc<dyn Maildrop>) -> Session {
+        let mut s = Session::new(svc, SocketAddr::from(([127, 0, 0, 1], 0)), false);
+        s.maildrop = Some(maildrop);
+        s.client_name = "localhost".into();
+        s.reverse_name = "localhost".into();
+        s.namaddr = "localhost[127.0.0.1]".into();
+        s
+    }
+
     fn ident(&self) -> &str {
         &self.st.params.syslog_ident
     }
@@ -154,13 +301,15 @@ impl<T: Transport> Session<T> {
             .unwrap_or_else(|| "NOQUEUE".into())
     }
 
-    /// Queue a reply; 4xx/5xx count as errors (Postfix sleeps after the soft limit).
-    async fn reply(&mut self, line: &str) {
+    /// Queue a reply; 4xx/5xx count as errors (Postfix sleeps after the soft limit, with
+    /// the replies so far sent first).
+    fn reply(&mut self, line: &str) {
         if line.starts_with('4') || line.starts_with('5') {
             self.error_count += 1;
             if self.error_count > self.st.params.soft_error_limit {
-                self.flush().await;
-                tokio::time::sleep(self.st.params.error_sleep).await;
+                self.flush();
+                self.out
+                    .push_back(Action::Sleep(self.st.params.error_sleep));
             }
         }
         self.wbuf.extend_from_slice(line.as_bytes());
@@ -170,94 +319,148 @@ impl<T: Transport> Session<T> {
     /// Queue a 4xx/5xx reply that Postfix does not count as an error (the command
     /// "succeeded"); it is still slowed down once the soft error limit is reached, as
     /// Postfix's `smtpd_chat_reply()` sleeps before any reply then.
-    async fn reply_not_error(&mut self, line: &str) {
+    fn reply_not_error(&mut self, line: &str) {
         if self.error_count >= self.st.params.soft_error_limit {
-            self.flush().await;
-            tokio::time::sleep(self.st.params.error_sleep).await;
+            self.flush();
+            self.out
+                .push_back(Action::Sleep(self.st.params.error_sleep));
         }
         self.wbuf.extend_from_slice(line.as_bytes());
         self.wbuf.extend_from_slice(b"\r\n");
     }
 
-    async fn flush(&mut self) {
+    /// Send the queued replies.
+    fn flush(&mut self) {
         if !self.wbuf.is_empty() {
             let b = std::mem::take(&mut self.wbuf);
-            if self.io.write_all(&b).await.is_err() {
-                self.io.close();
-            }
+            self.out.push_back(Action::Send(b));
         }
     }
 
-    /// Read one line (without its CRLF/LF). Lines longer than `limit` are cut there and
-    /// the rest of the line is discarded, as Postfix's `smtp_get(…, SMTP_GET_FLAG_SKIP)`.
-    /// Replies are flushed before blocking, which is what makes PIPELINING work.
-    async fn read_line(&mut self, limit: usize) -> Result<Option<Vec<u8>>, End> {
-        let mut line: Vec<u8> = Vec::new();
-        let mut skipping = false;
+    /// Wait for more input: the replies so far go out first, which is what makes
+    /// PIPELINING work.
+    fn want_input(&mut self, max: usize) {
+        self.flush();
+        self.out.push_back(Action::Read {
+            max,
+            timeout: self.st.params.timeout,
+        });
+    }
+
+    /// Bytes the client sent (an answer to [`Action::Read`]).
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.rbuf.extend_from_slice(bytes);
+    }
+
+    /// The client closed the connection, or reading failed.
+    pub fn input_ended(&mut self) {
+        if !matches!(self.mode, Mode::Done) {
+            self.end(End::Lost);
+        }
+    }
+
+    /// Nothing came within `smtpd_timeout`.
+    pub fn timed_out(&mut self) {
+        if !matches!(self.mode, Mode::Done) {
+            self.end(End::Timeout);
+        }
+    }
+
+    /// The next thing for the connection task to do. Works through the input already
+    /// received until it must wait for more.
+    pub async fn next(&mut self) -> Action {
         loop {
-            if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
-                let chunk: Vec<u8> = self.rbuf.drain(..=pos).collect();
-                if !skipping {
-                    line.extend_from_slice(&chunk[..chunk.len() - 1]);
-                }
-                if line.len() > limit {
-                    line.truncate(limit);
-                    skipping = true;
-                }
-                self.line_too_long = skipping;
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(Some(line));
+            if let Some(a) = self.out.pop_front() {
+                return a;
             }
+            self.advance().await;
+        }
+    }
+
+    /// Use the input received for one step of the current mode, or ask for more.
+    async fn advance(&mut self) {
+        match &mut self.mode {
+            Mode::Done => self.out.push_back(Action::Close),
+            // The connection task did not report the handshake: nothing more can come.
+            Mode::Tls => self.end(End::Lost),
+            Mode::Command => {
+                if !self.in_command {
+                    if self.error_count >= self.st.params.hard_error_limit {
+                        return self.end(End::TooManyErrors);
+                    }
+                    if self.svc.shutting_down() {
+                        return self.end(End::Shutdown);
+                    }
+                    self.in_command = true;
+                }
+                match self.take_line(self.st.params.line_length_limit) {
+                    Some(raw) => {
+                        self.in_command = false;
+                        self.command(raw).await;
+                    }
+                    None => self.want_input(LINE_READ),
+                }
+            }
+            // Lines in DATA are not cut: read up to the size limit, then discard.
+            Mode::Data { .. } => match self.take_line(usize::MAX / 2) {
+                Some(line) => self.data_line(line).await,
+                None => self.want_input(LINE_READ),
+            },
+            Mode::Bdat {
+                left, keep, chunk, ..
+            } => {
+                let take = (*left).min(self.rbuf.len());
+                if *keep {
+                    chunk.extend_from_slice(&self.rbuf[..take]);
+                }
+                self.rbuf.drain(..take);
+                *left -= take;
+                if *left == 0 {
+                    self.bdat_chunk().await;
+                } else {
+                    let max = (*left).min(65536);
+                    self.want_input(max);
+                }
+            }
+            Mode::Auth { .. } => match self.take_line(AUTH_LINE_LIMIT) {
+                Some(line) => self.auth_line(line).await,
+                None => self.want_input(LINE_READ),
+            },
+        }
+    }
+
+    /// Take one line (without its CRLF/LF) from the input. Lines longer than `limit` are
+    /// cut there and the rest of the line is discarded, as Postfix's `smtp_get(…,
+    /// SMTP_GET_FLAG_SKIP)`; a line without its end yet is kept (up to `limit`) until
+    /// more input comes.
+    fn take_line(&mut self, limit: usize) -> Option<Vec<u8>> {
+        if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
+            let chunk: Vec<u8> = self.rbuf.drain(..=pos).collect();
+            let mut line = std::mem::take(&mut self.partial);
+            let mut skipping = std::mem::take(&mut self.skipping);
             if !skipping {
-                line.append(&mut self.rbuf);
-                if line.len() > limit {
-                    line.truncate(limit);
-                    skipping = true;
-                }
-            } else {
-                self.rbuf.clear();
+                line.extend_from_slice(&chunk[..chunk.len() - 1]);
             }
-            self.flush().await;
-            let mut buf = [0u8; 8192];
-            let n = match tokio::time::timeout(self.st.params.timeout, self.io.read(&mut buf)).await
-            {
-                Err(_) => return Err(End::Timeout),
-                Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
-                Ok(Ok(n)) => n,
-            };
-            self.rbuf.extend_from_slice(&buf[..n]);
+            if line.len() > limit {
+                line.truncate(limit);
+                skipping = true;
+            }
+            self.line_too_long = skipping;
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Some(line);
         }
-    }
-
-    async fn read_exact_bytes(
-        &mut self,
-        n: usize,
-        keep: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<(), End> {
-        let mut left = n;
-        loop {
-            let take = left.min(self.rbuf.len());
-            if keep {
-                out.extend_from_slice(&self.rbuf[..take]);
+        if !self.skipping {
+            self.partial.append(&mut self.rbuf);
+            if self.partial.len() > limit {
+                self.partial.truncate(limit);
+                self.skipping = true;
             }
-            self.rbuf.drain(..take);
-            left -= take;
-            if left == 0 {
-                return Ok(());
-            }
-            self.flush().await;
-            let mut buf = vec![0u8; left.min(65536)];
-            let got =
-                match tokio::time::timeout(self.st.params.timeout, self.io.read(&mut buf)).await {
-                    Err(_) => return Err(End::Timeout),
-                    Ok(Err(_)) | Ok(Ok(0)) => return Err(End::Lost),
-                    Ok(Ok(g)) => g,
-                };
-            self.rbuf.extend_from_slice(&buf[..got]);
+        } else {
+            self.rbuf.clear();
         }
+        None
     }
 
     fn count(&mut self, name: &str, ok: bool) {
@@ -312,7 +515,16 @@ impl<T: Transport> Session<T> {
         self.namaddr = format!("{}[{}]", self.client_name, self.peer.ip());
     }
 
-    pub async fn run(mut self) {
+    /// The start of the session: the client's name, the SASL backend, the connection
+    /// count and the greeting.
+    pub async fn begin(&mut self) {
+        if self.maildrop.is_some() {
+            self.log(&format!("connect from {}", self.namaddr));
+            let banner = format!("220 {}", self.st.params.banner);
+            self.reply(&banner);
+            self.flush();
+            return;
+        }
         self.lookup_client().await;
         if let Some(path) = self.st.dovecot_auth_socket.clone() {
             match crate::auth::dovecot_proto::dovecot_authenticator(&path).await {
@@ -346,10 +558,10 @@ impl<T: Transport> Session<T> {
             m.unwrap_or(false)
         };
         let count = self.svc.client_connect(ip);
-        let _guard = ClientGuard {
+        self.guard = Some(ClientGuard {
             svc: self.svc.clone(),
             ip,
-        };
+        });
         if limit > 0 && count > limit && !exempt {
             self.log(&format!(
                 "warning: Connection concurrency limit exceeded: {count} from {} for service {}",
@@ -359,20 +571,24 @@ impl<T: Transport> Session<T> {
                 "421 4.7.0 {} Error: too many connections from {}",
                 self.st.params.myhostname, ip
             );
-            self.reply(&line).await;
-            self.flush().await;
+            self.reply(&line);
+            self.flush();
             self.log(&format!(
                 "disconnect from {}{}",
                 self.namaddr,
                 self.disconnect_stats()
             ));
+            self.mode = Mode::Done;
             return;
         }
         let banner = format!("220 {}", self.st.params.banner);
-        self.reply(&banner).await;
+        self.reply(&banner);
         // Input that arrives before the greeting is "pipelining" too (RFC 2920 §3.1).
-        self.flush().await;
-        let end = self.command_loop().await;
+        self.flush();
+    }
+
+    /// The end of the session: the last reply and the log lines.
+    fn end(&mut self, end: End) {
         match end {
             End::Quit | End::Shutdown => {}
             End::Lost => self.log(&format!(
@@ -386,7 +602,7 @@ impl<T: Transport> Session<T> {
                 );
                 self.wbuf.extend_from_slice(line.as_bytes());
                 self.wbuf.extend_from_slice(b"\r\n");
-                self.flush().await;
+                self.flush();
                 self.log(&format!(
                     "timeout after {} from {}",
                     self.last_cmd, self.namaddr
@@ -399,188 +615,173 @@ impl<T: Transport> Session<T> {
                 );
                 self.wbuf.extend_from_slice(line.as_bytes());
                 self.wbuf.extend_from_slice(b"\r\n");
-                self.flush().await;
+                self.flush();
                 self.log(&format!(
                     "too many errors after {} from {}",
                     self.last_cmd, self.namaddr
                 ));
             }
         }
-        self.flush().await;
+        self.flush();
         self.abandon_tx();
         self.log(&format!(
             "disconnect from {}{}",
             self.namaddr,
             self.disconnect_stats()
         ));
+        self.mode = Mode::Done;
     }
 
     fn abandon_tx(&mut self) {
-        if let Some(t) = self.tx.take()
-            && let (Some(id), Some(q)) = (t.queue_id, self.svc.queue.as_ref())
+        if let Some(id) = self.tx.take().and_then(|t| t.queue_id) {
+            if let Some(m) = &self.maildrop {
+                m.release_queue_id(&id);
+            } else if let Some(q) = &self.svc.queue {
+                q.release_queue_id(&id);
+            }
+        }
+    }
+
+    /// A queue ID for the transaction's message, from the queue or the maildrop.
+    fn new_queue_id(&self) -> Option<QueueId> {
+        match (&self.maildrop, &self.svc.queue) {
+            (Some(m), _) => Some(m.new_queue_id()),
+            (None, Some(q)) => Some(q.new_queue_id()),
+            (None, None) => None,
+        }
+    }
+
+    /// One command line.
+    async fn command(&mut self, raw: Vec<u8>) {
+        if self.line_too_long {
+            // Postfix's smtpd_chat_query(): the first 30 bytes, made printable.
+            let head: String = raw
+                .iter()
+                .take(30)
+                .map(|&b| {
+                    if b == b' ' || b.is_ascii_graphic() {
+                        b as char
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            log::warning(
+                self.ident(),
+                &format!(
+                    "{}: request longer than {}: {head}...",
+                    self.namaddr, self.st.params.line_length_limit
+                ),
+            );
+        }
+        let line = String::from_utf8_lossy(&raw).to_string();
+        let (verb, arg) = match line.trim_start().split_once([' ', '\t']) {
+            Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
+            None => (line.trim().to_ascii_uppercase(), String::new()),
+        };
+        // Fault injection for tests ($POSTERN_TEST_PANIC=VERB, set by whoever starts
+        // the master): the panic must reach the mail log and end only this session.
+        if test_panic_verb() == Some(verb.as_str()) {
+            panic!("{TEST_PANIC_ENV}: fault injected at {verb}");
+        }
+        self.last_cmd = if verb.is_empty() {
+            "CONNECT".into()
+        } else {
+            verb.clone()
+        };
+        // RFC 2920: without EHLO nothing may be pipelined; these commands end a group.
+        const LAST: &[&str] = &[
+            "HELO", "EHLO", "STARTTLS", "AUTH", "DATA", "NOOP", "VRFY", "ETRN", "QUIT",
+        ];
+        if !self.ill_pipelining
+            && self.maildrop.is_none()
+            && !self.rbuf.is_empty()
+            && (!self.esmtp || LAST.contains(&verb.as_str()))
         {
-            q.release_queue_id(&id);
+            self.ill_pipelining = true;
+            let pending: String = self
+                .rbuf
+                .iter()
+                .take(100)
+                .map(|&b| match b {
+                    b'\r' => "\\r".to_string(),
+                    b'\n' => "\\n".to_string(),
+                    32..=126 => (b as char).to_string(),
+                    _ => "?".to_string(),
+                })
+                .collect();
+            self.log(&format!(
+                "improper command pipelining after {verb} from {}: {pending}",
+                self.namaddr
+            ));
         }
-    }
-
-    async fn command_loop(&mut self) -> End {
-        loop {
-            if self.error_count >= self.st.params.hard_error_limit {
-                return End::TooManyErrors;
-            }
-            if self.svc.shutting_down() {
-                return End::Shutdown;
-            }
-            let raw = match self.read_line(self.st.params.line_length_limit).await {
-                Ok(Some(l)) => l,
-                Ok(None) => return End::Lost,
-                Err(e) => return e,
-            };
-            if self.line_too_long {
-                // Postfix's smtpd_chat_query(): the first 30 bytes, made printable.
-                let head: String = raw
-                    .iter()
-                    .take(30)
-                    .map(|&b| {
-                        if b == b' ' || b.is_ascii_graphic() {
-                            b as char
-                        } else {
-                            '?'
-                        }
-                    })
-                    .collect();
-                log::warning(
-                    self.ident(),
-                    &format!(
-                        "{}: request longer than {}: {head}...",
-                        self.namaddr, self.st.params.line_length_limit
-                    ),
-                );
-            }
-            let line = String::from_utf8_lossy(&raw).to_string();
-            let (verb, arg) = match line.trim_start().split_once([' ', '\t']) {
-                Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
-                None => (line.trim().to_ascii_uppercase(), String::new()),
-            };
-            // Fault injection for tests ($POSTERN_TEST_PANIC=VERB, set by whoever starts
-            // the master): the panic must reach the mail log and end only this session.
-            if test_panic_verb() == Some(verb.as_str()) {
-                panic!("{TEST_PANIC_ENV}: fault injected at {verb}");
-            }
-            self.last_cmd = if verb.is_empty() {
-                "CONNECT".into()
+        // smtpd_tls_security_level = encrypt: only a few commands before STARTTLS.
+        if self.st.params.tls_level == TlsLevel::Encrypt
+            && !self.tls_active
+            && !matches!(
+                verb.as_str(),
+                "EHLO" | "HELO" | "STARTTLS" | "NOOP" | "QUIT" | "RSET"
+            )
+        {
+            if CMD_ORDER.contains(&verb.to_ascii_lowercase().as_str()) {
+                self.count(&verb.to_ascii_lowercase(), false);
             } else {
-                verb.clone()
-            };
-            // RFC 2920: without EHLO nothing may be pipelined; these commands end a group.
-            const LAST: &[&str] = &[
-                "HELO", "EHLO", "STARTTLS", "AUTH", "DATA", "NOOP", "VRFY", "ETRN", "QUIT",
-            ];
-            if !self.ill_pipelining
-                && !self.rbuf.is_empty()
-                && (!self.esmtp || LAST.contains(&verb.as_str()))
-            {
-                self.ill_pipelining = true;
-                let pending: String = self
-                    .rbuf
-                    .iter()
-                    .take(100)
-                    .map(|&b| match b {
-                        b'\r' => "\\r".to_string(),
-                        b'\n' => "\\n".to_string(),
-                        32..=126 => (b as char).to_string(),
-                        _ => "?".to_string(),
-                    })
-                    .collect();
-                self.log(&format!(
-                    "improper command pipelining after {verb} from {}: {pending}",
-                    self.namaddr
-                ));
+                self.count("unknown", false);
             }
-            // smtpd_tls_security_level = encrypt: only a few commands before STARTTLS.
-            if self.st.params.tls_level == TlsLevel::Encrypt
-                && !self.tls_active
-                && !matches!(
-                    verb.as_str(),
-                    "EHLO" | "HELO" | "STARTTLS" | "NOOP" | "QUIT" | "RSET"
-                )
-            {
-                if CMD_ORDER.contains(&verb.to_ascii_lowercase().as_str()) {
-                    self.count(&verb.to_ascii_lowercase(), false);
+            self.reply("530 5.7.0 Must issue a STARTTLS command first");
+            return;
+        }
+        match verb.as_str() {
+            "HELO" => self.cmd_helo(&arg, false).await,
+            "EHLO" => self.cmd_helo(&arg, true).await,
+            "MAIL" => self.cmd_mail(&arg).await,
+            "RCPT" => self.cmd_rcpt(&arg).await,
+            "DATA" => self.cmd_data(&arg).await,
+            "BDAT" => self.cmd_bdat(&arg).await,
+            "RSET" => {
+                if !arg.is_empty() {
+                    self.count("rset", false);
+                    self.reply("501 5.5.4 Syntax: RSET");
                 } else {
-                    self.count("unknown", false);
+                    self.count("rset", true);
+                    self.sticky_size = None;
+                    self.abandon_tx();
+                    self.reply("250 2.0.0 Ok");
                 }
-                self.reply("530 5.7.0 Must issue a STARTTLS command first")
-                    .await;
-                continue;
             }
-            match verb.as_str() {
-                "HELO" => self.cmd_helo(&arg, false).await,
-                "EHLO" => self.cmd_helo(&arg, true).await,
-                "MAIL" => self.cmd_mail(&arg).await,
-                "RCPT" => self.cmd_rcpt(&arg).await,
-                "DATA" => {
-                    if let Err(e) = self.cmd_data(&arg).await {
-                        return e;
-                    }
-                }
-                "BDAT" => {
-                    if let Err(e) = self.cmd_bdat(&arg).await {
-                        return e;
-                    }
-                }
-                "RSET" => {
-                    if !arg.is_empty() {
-                        self.count("rset", false);
-                        self.reply("501 5.5.4 Syntax: RSET").await;
-                    } else {
-                        self.count("rset", true);
-                        self.sticky_size = None;
-                        self.abandon_tx();
-                        self.reply("250 2.0.0 Ok").await;
-                    }
-                }
-                "NOOP" => {
-                    self.count("noop", true);
-                    self.junk().await;
-                    self.reply("250 2.0.0 Ok").await;
-                }
-                "VRFY" => self.cmd_vrfy(&arg).await,
-                "ETRN" => self.cmd_etrn(&arg).await,
-                "STARTTLS" => {
-                    if let Err(e) = self.cmd_starttls(&arg).await {
-                        return e;
-                    }
-                }
-                "AUTH" => {
-                    if let Err(e) = self.cmd_auth(&arg).await {
-                        return e;
-                    }
-                }
-                "QUIT" => {
-                    self.count("quit", true);
-                    self.reply("221 2.0.0 Bye").await;
-                    self.flush().await;
-                    return End::Quit;
-                }
-                _ => {
-                    self.count("unknown", false);
-                    if verb.is_empty() {
-                        self.reply("500 5.5.2 Error: bad syntax").await;
-                    } else {
-                        self.reply("500 5.5.2 Error: command not recognized").await;
-                    }
+            "NOOP" => {
+                self.count("noop", true);
+                self.junk();
+                self.reply("250 2.0.0 Ok");
+            }
+            "VRFY" => self.cmd_vrfy(&arg).await,
+            "ETRN" => self.cmd_etrn(&arg).await,
+            "STARTTLS" => self.cmd_starttls(&arg),
+            "AUTH" => self.cmd_auth(&arg).await,
+            "QUIT" => {
+                self.count("quit", true);
+                self.reply("221 2.0.0 Bye");
+                self.flush();
+                self.end(End::Quit);
+            }
+            _ => {
+                self.count("unknown", false);
+                if verb.is_empty() {
+                    self.reply("500 5.5.2 Error: bad syntax");
+                } else {
+                    self.reply("500 5.5.2 Error: command not recognized");
                 }
             }
         }
     }
 
-    async fn junk(&mut self) {
+    fn junk(&mut self) {
         self.junk_count += 1;
         if self.junk_count > self.st.params.junk_command_limit {
             self.error_count += 1;
             if self.error_count > self.st.params.soft_error_limit {
-                tokio::time::sleep(self.st.params.error_sleep).await;
+                self.out
+                    .push_back(Action::Sleep(self.st.params.error_sleep));
             }
         }
     }
@@ -649,6 +850,11 @@ impl<T: Transport> Session<T> {
         recipient: Option<&str>,
         etrn: Option<&str>,
     ) -> (Option<Reply>, Vec<String>) {
+        // Stand-alone (smtpd.c's SMTPD_STAND_ALONE): no smtpd_check_* at all.
+        if self.maildrop.is_some() {
+            self.pending_actions.borrow_mut().clear();
+            return (None, Vec::new());
+        }
         let p = &self.st.params;
         let mut c = Checker::new(p, &self.st.tables, self.ident());
         let f = self.facts(recipient, etrn);
@@ -718,8 +924,7 @@ impl<T: Transport> Session<T> {
                 "501 Syntax: EHLO hostname"
             } else {
                 "501 Syntax: HELO hostname"
-            })
-            .await;
+            });
             return;
         }
         let helo = arg.split_whitespace().next().unwrap_or(arg).to_string();
@@ -735,14 +940,14 @@ impl<T: Transport> Session<T> {
                 self.count(name, false);
                 let line = r.line();
                 self.log_reject(if ehlo { "EHLO" } else { "HELO" }, &line, None);
-                self.reply(&line).await;
+                self.reply(&line);
                 return;
             }
         }
         self.count(name, true);
         let host = self.st.params.myhostname.clone();
         if !ehlo {
-            self.reply(&format!("250 {host}")).await;
+            self.reply(&format!("250 {host}"));
             return;
         }
         let mut lines = vec![host];
@@ -835,24 +1040,24 @@ impl<T: Transport> Session<T> {
         let p = self.st.params.clone();
         if p.helo_required && self.helo.is_none() {
             self.count("mail", false);
-            self.reply("503 5.5.1 Error: send HELO/EHLO first").await;
+            self.reply("503 5.5.1 Error: send HELO/EHLO first");
             return;
         }
         if self.tx.is_some() {
             self.count("mail", false);
-            self.reply("503 5.5.1 Error: nested MAIL command").await;
+            self.reply("503 5.5.1 Error: nested MAIL command");
             return;
         }
         let path = match address::parse_path(arg, "FROM:", p.strict_rfc821_envelopes) {
             Ok(pa) => pa,
             Err(PathError::Syntax) => {
                 self.count("mail", false);
-                self.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
+                self.reply("501 5.5.4 Syntax: MAIL FROM:<address>");
                 return;
             }
             Err(PathError::BadAddress) => {
                 self.count("mail", false);
-                self.reply("501 5.1.7 Bad sender address syntax").await;
+                self.reply("501 5.1.7 Bad sender address syntax");
                 return;
             }
         };
@@ -884,7 +1089,7 @@ impl<T: Transport> Session<T> {
                     Ok(n) => t.size_hint = Some(n),
                     Err(_) => {
                         self.count("mail", false);
-                        self.reply("501 5.5.4 Bad message size syntax").await;
+                        self.reply("501 5.5.4 Bad message size syntax");
                         return;
                     }
                 },
@@ -903,7 +1108,7 @@ impl<T: Transport> Session<T> {
                 ("AUTH", Some(_)) => {}
                 _ => {
                     self.count("mail", false);
-                    self.reply(&bad(&whole)).await;
+                    self.reply(&bad(&whole));
                     return;
                 }
             }
@@ -926,7 +1131,7 @@ impl<T: Transport> Session<T> {
                     .map(|h| format!(" helo=<{h}>"))
                     .unwrap_or_default()
             ));
-            self.reply(line).await;
+            self.reply(line);
             return;
         }
         // Postfix's smtpd_check_queue(): refuse the transaction while the queue file system
@@ -953,7 +1158,7 @@ impl<T: Transport> Session<T> {
                     "not enough free space in mail queue: {free} bytes < 1.5*message size limit"
                 ),
             );
-            self.reply(line).await;
+            self.reply(line);
             return;
         }
         if !p.delay_reject {
@@ -965,7 +1170,7 @@ impl<T: Transport> Session<T> {
                 self.log_reject("MAIL", &line, None);
                 self.tx = None;
                 self.count("mail", false);
-                self.reply(&line).await;
+                self.reply(&line);
                 return;
             }
         } else {
@@ -973,32 +1178,32 @@ impl<T: Transport> Session<T> {
         }
         self.sticky_size = None;
         self.count("mail", true);
-        self.reply("250 2.1.0 Ok").await;
+        self.reply("250 2.1.0 Ok");
     }
 
     async fn cmd_rcpt(&mut self, arg: &str) {
         let p = self.st.params.clone();
         if self.tx.is_none() {
             self.count("rcpt", false);
-            self.reply("503 5.5.1 Error: need MAIL command").await;
+            self.reply("503 5.5.1 Error: need MAIL command");
             return;
         }
         let path = match address::parse_path(arg, "TO:", p.strict_rfc821_envelopes) {
             Ok(pa) => pa,
             Err(PathError::Syntax) => {
                 self.count("rcpt", false);
-                self.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
+                self.reply("501 5.5.4 Syntax: RCPT TO:<address>");
                 return;
             }
             Err(PathError::BadAddress) => {
                 self.count("rcpt", false);
-                self.reply("501 5.1.3 Bad recipient address syntax").await;
+                self.reply("501 5.1.3 Bad recipient address syntax");
                 return;
             }
         };
         if path.address.is_empty() || !rcpt_domain_ok(&path.address) {
             self.count("rcpt", false);
-            self.reply("501 5.1.3 Bad recipient address syntax").await;
+            self.reply("501 5.1.3 Bad recipient address syntax");
             return;
         }
         let mut rcpt = Recipient {
@@ -1017,8 +1222,7 @@ impl<T: Transport> Session<T> {
                 ("ORCPT", Some(v)) => rcpt.orcpt = Some(xtext_decode(v)),
                 _ => {
                     self.count("rcpt", false);
-                    self.reply(&format!("555 5.5.4 Unsupported option: {whole}"))
-                        .await;
+                    self.reply(&format!("555 5.5.4 Unsupported option: {whole}"));
                     return;
                 }
             }
@@ -1034,10 +1238,9 @@ impl<T: Transport> Session<T> {
                 t.overshoot - 1
             });
             if over < p.recipient_overshoot_limit {
-                self.reply_not_error("452 4.5.3 Error: too many recipients")
-                    .await;
+                self.reply_not_error("452 4.5.3 Error: too many recipients");
             } else {
-                self.reply("452 4.5.3 Error: too many recipients").await;
+                self.reply("452 4.5.3 Error: too many recipients");
             }
             return;
         }
@@ -1052,14 +1255,13 @@ impl<T: Transport> Session<T> {
             let line = r.line();
             self.log_reject("RCPT", &line, Some(&path.address));
             self.count("rcpt", false);
-            self.reply(&line).await;
+            self.reply(&line);
             return;
         }
         // The queue file (and its ID) is opened at the first accepted recipient.
         if self.tx.as_ref().is_some_and(|t| t.queue_id.is_none())
-            && let Some(q) = self.svc.queue.clone()
+            && let Some(id) = self.new_queue_id()
         {
-            let id = q.new_queue_id();
             let mut line = format!("{id}: client={}", self.namaddr);
             if let (Some(m), Some(u)) = (&self.sasl_method, &self.sasl_username) {
                 line.push_str(&format!(", sasl_method={m}, sasl_username={u}"));
@@ -1084,20 +1286,20 @@ impl<T: Transport> Session<T> {
             t.recipients.push(rcpt);
         }
         self.count("rcpt", true);
-        self.reply("250 2.1.5 Ok").await;
+        self.reply("250 2.1.5 Ok");
     }
 
     async fn cmd_vrfy(&mut self, arg: &str) {
         let p = self.st.params.clone();
         if p.disable_vrfy {
             self.count("vrfy", false);
-            self.reply("502 5.5.1 VRFY command is disabled").await;
+            self.reply("502 5.5.1 VRFY command is disabled");
             return;
         }
-        self.junk().await;
+        self.junk();
         if arg.is_empty() {
             self.count("vrfy", false);
-            self.reply("501 5.5.4 Syntax: VRFY address").await;
+            self.reply("501 5.5.4 Syntax: VRFY address");
             return;
         }
         let addr = arg
@@ -1107,12 +1309,12 @@ impl<T: Transport> Session<T> {
             .to_string();
         if addr.is_empty() {
             self.count("vrfy", false);
-            self.reply("501 5.1.3 Bad recipient address syntax").await;
+            self.reply("501 5.1.3 Bad recipient address syntax");
             return;
         }
         let mut c = Checker::new(&p, &self.st.tables, "");
         let f = self.facts(Some(&addr), None);
-        let verdict = if p.reject_unlisted_recipient {
+        let verdict = if p.reject_unlisted_recipient && self.maildrop.is_none() {
             c.unlisted_recipient(&addr, &f)
         } else {
             None
@@ -1122,27 +1324,33 @@ impl<T: Transport> Session<T> {
             self.count("vrfy", false);
             let line = r.line();
             self.log_reject("VRFY", &line, Some(&addr));
-            self.reply(&line).await;
+            self.reply(&line);
             return;
         }
         self.count("vrfy", true);
-        self.reply(&format!("252 2.0.0 {}", arg.trim())).await;
+        self.reply(&format!("252 2.0.0 {}", arg.trim()));
     }
 
     async fn cmd_etrn(&mut self, arg: &str) {
         if self.helo.is_none() && self.st.params.helo_required {
             self.count("etrn", false);
-            self.reply("503 Error: send HELO/EHLO first").await;
+            self.reply("503 Error: send HELO/EHLO first");
             return;
         }
         if arg.is_empty() {
             self.count("etrn", false);
-            self.reply("500 Syntax: ETRN domain").await;
+            self.reply("500 Syntax: ETRN domain");
             return;
         }
         if self.tx.is_some() {
             self.count("etrn", false);
-            self.reply("503 Error: MAIL transaction in progress").await;
+            self.reply("503 Error: MAIL transaction in progress");
+            return;
+        }
+        if self.maildrop.is_some() {
+            log::warning(self.ident(), "do not use ETRN in \"sendmail -bs\" mode");
+            self.count("etrn", false);
+            self.reply("458 Unable to queue messages");
             return;
         }
         let dom = arg.trim_start_matches(['@', '#']).to_string();
@@ -1150,7 +1358,7 @@ impl<T: Transport> Session<T> {
         self.log_warnings(&w);
         if let Some(r) = r {
             self.count("etrn", false);
-            self.reply(&r.line()).await;
+            self.reply(&r.line());
             return;
         }
         // fast_flush_domains is not served by this version: no domain is eligible.
@@ -1160,20 +1368,19 @@ impl<T: Transport> Session<T> {
             &format!("reject: ETRN {shown}... from {}", self.namaddr),
         );
         self.count("etrn", false);
-        self.reply(&format!("459 <{dom}>: service unavailable"))
-            .await;
+        self.reply(&format!("459 <{dom}>: service unavailable"));
     }
 
-    async fn cmd_starttls(&mut self, arg: &str) -> Result<(), End> {
+    fn cmd_starttls(&mut self, arg: &str) {
         if !arg.is_empty() {
             self.count("starttls", false);
-            self.reply("501 5.5.4 Syntax: STARTTLS").await;
-            return Ok(());
+            self.reply("501 5.5.4 Syntax: STARTTLS");
+            return;
         }
         if self.tls_active {
             self.count("starttls", false);
-            self.reply("554 5.5.1 Error: TLS already active").await;
-            return Ok(());
+            self.reply("554 5.5.1 Error: TLS already active");
+            return;
         }
         let Some(cfg) = self
             .st
@@ -1182,19 +1389,28 @@ impl<T: Transport> Session<T> {
             .filter(|_| self.st.params.tls_level != TlsLevel::None)
         else {
             self.count("starttls", false);
-            self.reply("502 5.5.1 Error: command not implemented").await;
-            return Ok(());
+            self.reply("502 5.5.1 Error: command not implemented");
+            return;
         };
         self.count("starttls", true);
-        self.reply("220 2.0.0 Ready to start TLS").await;
-        self.flush().await;
+        self.reply("220 2.0.0 Ready to start TLS");
+        self.flush();
         // Discard anything pipelined after STARTTLS (CVE-2011-0411).
         self.rbuf.clear();
-        match self
-            .io
-            .start_tls(cfg, self.st.params.starttls_timeout)
-            .await
-        {
+        self.out.push_back(Action::StartTls {
+            cfg,
+            timeout: self.st.params.starttls_timeout,
+        });
+        self.mode = Mode::Tls;
+    }
+
+    /// How the TLS handshake of [`Action::StartTls`] went.
+    pub fn tls_result(&mut self, r: Result<TlsUp, TlsFail>) {
+        if !matches!(self.mode, Mode::Tls) {
+            return;
+        }
+        self.mode = Mode::Command;
+        match r {
             Ok(up) => {
                 let (proto, cipher) = (up.protocol, up.cipher);
                 self.log(&format!(
@@ -1207,9 +1423,8 @@ impl<T: Transport> Session<T> {
                 self.helo = None;
                 self.esmtp = false;
                 self.abandon_tx();
-                Ok(())
             }
-            Err(TlsFail::Unavailable) => Err(End::Lost),
+            Err(TlsFail::Unavailable) => self.end(End::Lost),
             // Postfix's tls_server.c: `SSL_accept error from NAME[ADDR]: %m` when the
             // system call failed (a timeout: ETIMEDOUT), `-1` with the TLS library's error.
             Err(TlsFail::Timeout) => {
@@ -1217,115 +1432,131 @@ impl<T: Transport> Session<T> {
                     "SSL_accept error from {}: Connection timed out",
                     self.namaddr
                 ));
-                Err(End::Lost)
+                self.end(End::Lost);
             }
             Err(TlsFail::Handshake) => {
                 self.log(&format!("SSL_accept error from {}: -1", self.namaddr));
-                Err(End::Lost)
+                self.end(End::Lost);
             }
         }
     }
 
-    async fn cmd_auth(&mut self, arg: &str) -> Result<(), End> {
+    async fn cmd_auth(&mut self, arg: &str) {
         let p = self.st.params.clone();
         let mechs = self.offered_mechanisms();
         if !p.sasl_auth_enable || self.auth.is_none() || (p.tls_auth_only && !self.tls_active) {
             self.count("auth", false);
-            self.reply("503 5.5.1 Error: authentication not enabled")
-                .await;
-            return Ok(());
+            self.reply("503 5.5.1 Error: authentication not enabled");
+            return;
         }
         if !self.esmtp {
             self.count("auth", false);
-            self.reply("503 5.5.1 Error: send EHLO first").await;
-            return Ok(());
+            self.reply("503 5.5.1 Error: send EHLO first");
+            return;
         }
         if self.sasl_username.is_some() {
             self.count("auth", false);
-            self.reply("503 5.5.1 Error: already authenticated").await;
-            return Ok(());
+            self.reply("503 5.5.1 Error: already authenticated");
+            return;
         }
         if self.tx.is_some() {
             self.count("auth", false);
-            self.reply("503 5.5.1 Error: MAIL transaction in progress")
-                .await;
-            return Ok(());
+            self.reply("503 5.5.1 Error: MAIL transaction in progress");
+            return;
         }
         let mut words = arg.split_whitespace();
         let Some(mech) = words.next().map(|m| m.to_ascii_uppercase()) else {
             self.count("auth", false);
-            self.reply("501 5.5.4 Syntax: AUTH mechanism").await;
-            return Ok(());
+            self.reply("501 5.5.4 Syntax: AUTH mechanism");
+            return;
         };
         let initial = words.next().map(str::to_string);
         if !mechs.contains(&mech) {
             self.count("auth", false);
-            self.reply("535 5.7.8 Error: authentication failed: no mechanism available")
-                .await;
-            return Ok(());
+            self.reply("535 5.7.8 Error: authentication failed: no mechanism available");
+            return;
         }
-        let (user, pass) = match mech.as_str() {
-            "PLAIN" => {
-                let resp = match initial {
-                    Some(r) if r == "=" => String::new(),
-                    Some(r) => r,
-                    None => {
-                        self.reply("334 ").await;
-                        match self.auth_line().await? {
-                            Some(l) => l,
-                            None => return Ok(()),
-                        }
-                    }
-                };
-                match sasl::decode_plain(&resp) {
-                    Some((authz, authc, pw)) if authz.is_empty() || authz == authc => (authc, pw),
-                    _ => {
-                        self.count("auth", false);
-                        self.reply("535 5.7.8 Error: authentication failed: another step is needed in authentication").await;
-                        return Ok(());
-                    }
+        if mech == "PLAIN" {
+            match initial {
+                Some(r) if r == "=" => self.auth_plain(mech, "").await,
+                Some(r) => self.auth_plain(mech, &r).await,
+                None => {
+                    self.reply("334 ");
+                    self.mode = Mode::Auth {
+                        mech,
+                        step: AuthStep::Plain,
+                    };
                 }
             }
-            _ => {
-                // LOGIN: "Username:" / "Password:" prompts, base64.
-                let user = match initial.as_deref().and_then(sasl::unb64) {
-                    Some(u) => u,
-                    None => {
-                        self.reply(&format!("334 {}", sasl::b64("Username:"))).await;
-                        match self.auth_line().await? {
-                            Some(l) => match sasl::unb64(&l) {
-                                Some(u) => u,
-                                None => {
-                                    self.count("auth", false);
-                                    self.reply(
-                                        "501 5.5.2 Invalid base64 data in continued response",
-                                    )
-                                    .await;
-                                    return Ok(());
-                                }
-                            },
-                            None => return Ok(()),
-                        }
-                    }
+            return;
+        }
+        // LOGIN: "Username:" / "Password:" prompts, base64.
+        match initial.as_deref().and_then(sasl::unb64) {
+            Some(user) => self.login_password_prompt(mech, user),
+            None => {
+                self.reply(&format!("334 {}", sasl::b64("Username:")));
+                self.mode = Mode::Auth {
+                    mech,
+                    step: AuthStep::LoginUser,
                 };
-                self.reply(&format!("334 {}", sasl::b64("Password:"))).await;
-                let pass = match self.auth_line().await? {
-                    Some(l) => match sasl::unb64(&l) {
-                        Some(pw) => pw,
-                        None => {
-                            self.count("auth", false);
-                            self.reply("501 5.5.2 Invalid base64 data in continued response")
-                                .await;
-                            return Ok(());
-                        }
-                    },
-                    None => return Ok(()),
-                };
-                (user, pass)
             }
+        }
+    }
+
+    /// One AUTH continuation line; `*` aborts the exchange.
+    async fn auth_line(&mut self, raw: Vec<u8>) {
+        let Mode::Auth { mech, step } = std::mem::replace(&mut self.mode, Mode::Command) else {
+            return;
         };
+        let l = String::from_utf8_lossy(&raw).trim().to_string();
+        if l == "*" {
+            self.count("auth", false);
+            self.reply("501 5.7.0 Authentication aborted");
+            return;
+        }
+        match step {
+            AuthStep::Plain => self.auth_plain(mech, &l).await,
+            AuthStep::LoginUser => match sasl::unb64(&l) {
+                Some(user) => self.login_password_prompt(mech, user),
+                None => {
+                    self.count("auth", false);
+                    self.reply("501 5.5.2 Invalid base64 data in continued response");
+                }
+            },
+            AuthStep::LoginPass { user } => match sasl::unb64(&l) {
+                Some(pass) => self.auth_check(mech, user, pass).await,
+                None => {
+                    self.count("auth", false);
+                    self.reply("501 5.5.2 Invalid base64 data in continued response");
+                }
+            },
+        }
+    }
+
+    fn login_password_prompt(&mut self, mech: String, user: String) {
+        self.reply(&format!("334 {}", sasl::b64("Password:")));
+        self.mode = Mode::Auth {
+            mech,
+            step: AuthStep::LoginPass { user },
+        };
+    }
+
+    async fn auth_plain(&mut self, mech: String, resp: &str) {
+        match sasl::decode_plain(resp) {
+            Some((authz, authc, pw)) if authz.is_empty() || authz == authc => {
+                self.auth_check(mech, authc, pw).await
+            }
+            _ => {
+                self.count("auth", false);
+                self.reply("535 5.7.8 Error: authentication failed: another step is needed in authentication");
+            }
+        }
+    }
+
+    /// The password check and its replies and log lines.
+    async fn auth_check(&mut self, mech: String, user: String, pass: String) {
         let Some(auth) = self.auth.clone() else {
-            return Ok(());
+            return;
         };
         let res = auth
             .check(user.clone(), pass, "smtp".into(), String::new())
@@ -1339,7 +1570,7 @@ impl<T: Transport> Session<T> {
                 self.count("auth", true);
                 self.sasl_method = Some(mech);
                 self.sasl_username = Some(user);
-                self.reply("235 2.7.0 Authentication successful").await;
+                self.reply("235 2.7.0 Authentication successful");
             }
             AuthResult::Fail => {
                 self.count("auth", false);
@@ -1356,8 +1587,7 @@ impl<T: Transport> Session<T> {
                         self.namaddr
                     ),
                 );
-                self.reply("535 5.7.8 Error: authentication failed: authentication failure")
-                    .await;
+                self.reply("535 5.7.8 Error: authentication failed: authentication failure");
             }
             AuthResult::TempFail { reason, notes } => {
                 self.count("auth", false);
@@ -1379,26 +1609,9 @@ impl<T: Transport> Session<T> {
                 );
                 self.reply(&format!(
                     "454 4.7.0 Temporary authentication failure: {reason}"
-                ))
-                .await;
+                ));
             }
         }
-        Ok(())
-    }
-
-    /// One AUTH continuation line; `None` after `*` (aborted, already answered).
-    async fn auth_line(&mut self) -> Result<Option<String>, End> {
-        let raw = match self.read_line(12288).await? {
-            Some(l) => l,
-            None => return Err(End::Lost),
-        };
-        let l = String::from_utf8_lossy(&raw).trim().to_string();
-        if l == "*" {
-            self.count("auth", false);
-            self.reply("501 5.7.0 Authentication aborted").await;
-            return Ok(None);
-        }
-        Ok(Some(l))
     }
 
     fn data_precheck(&self) -> Option<&'static str> {
@@ -1415,21 +1628,21 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    async fn cmd_data(&mut self, arg: &str) -> Result<(), End> {
+    async fn cmd_data(&mut self, arg: &str) {
         if !arg.is_empty() {
             self.count("data", false);
-            self.reply("501 5.5.4 Syntax: DATA").await;
-            return Ok(());
+            self.reply("501 5.5.4 Syntax: DATA");
+            return;
         }
         if let Some(e) = self.data_precheck() {
             self.count("data", false);
-            self.reply(e).await;
-            return Ok(());
+            self.reply(e);
+            return;
         }
         if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
             self.count("data", false);
-            self.reply("503 5.5.1 Error: DATA after BDAT").await;
-            return Ok(());
+            self.reply("503 5.5.1 Error: DATA after BDAT");
+            return;
         }
         let (r, w) = self.run_checks(&[Stage::Data], None, None);
         self.log_warnings(&w);
@@ -1437,38 +1650,43 @@ impl<T: Transport> Session<T> {
             let line = r.line();
             self.log_reject("DATA", &line, None);
             self.count("data", false);
-            self.reply(&line).await;
-            return Ok(());
+            self.reply(&line);
+            return;
         }
-        self.reply("354 End data with <CR><LF>.<CR><LF>").await;
+        self.reply("354 End data with <CR><LF>.<CR><LF>");
+        self.mode = Mode::Data {
+            msg: Vec::new(),
+            too_big: false,
+        };
+    }
+
+    /// One line of DATA's message, or its end.
+    async fn data_line(&mut self, line: Vec<u8>) {
         let limit = self.st.params.message_size_limit;
-        let mut msg: Vec<u8> = Vec::new();
-        let mut too_big = false;
-        loop {
-            // Lines in DATA are not cut: read up to the size limit, then discard.
-            let line = self.read_line(usize::MAX / 2).await?;
-            let Some(line) = line else {
-                return Err(End::Lost);
+        if line != b"." {
+            let Mode::Data { msg, too_big } = &mut self.mode else {
+                return;
             };
-            if line == b"." {
-                break;
-            }
             let content: &[u8] = if line.first() == Some(&b'.') {
                 &line[1..]
             } else {
                 &line
             };
-            if too_big {
-                continue;
+            if *too_big {
+                return;
             }
             if limit > 0 && (msg.len() + content.len() + 2) as u64 > limit {
-                too_big = true;
-                msg = Vec::new();
-                continue;
+                *too_big = true;
+                *msg = Vec::new();
+                return;
             }
             msg.extend_from_slice(content);
             msg.extend_from_slice(b"\r\n");
+            return;
         }
+        let Mode::Data { msg, too_big } = std::mem::replace(&mut self.mode, Mode::Command) else {
+            return;
+        };
         if too_big {
             self.count("data", false);
             self.log(&format!(
@@ -1477,16 +1695,15 @@ impl<T: Transport> Session<T> {
                 self.namaddr
             ));
             self.abandon_tx();
-            self.reply("552 5.3.4 Error: message file too big").await;
-            return Ok(());
+            self.reply("552 5.3.4 Error: message file too big");
+            return;
         }
         let reply = self.finish_message(msg).await;
         self.count("data", reply.starts_with('2'));
-        self.reply(&reply).await;
-        Ok(())
+        self.reply(&reply);
     }
 
-    async fn cmd_bdat(&mut self, arg: &str) -> Result<(), End> {
+    async fn cmd_bdat(&mut self, arg: &str) {
         let mut words = arg.split_whitespace();
         let size: Option<usize> = words.next().and_then(|w| w.parse().ok());
         let last = match words.next() {
@@ -1494,14 +1711,14 @@ impl<T: Transport> Session<T> {
             Some(w) if w.eq_ignore_ascii_case("LAST") => true,
             Some(_) => {
                 self.count("bdat", false);
-                self.reply("501 5.5.4 Syntax: BDAT count [LAST]").await;
-                return Ok(());
+                self.reply("501 5.5.4 Syntax: BDAT count [LAST]");
+                return;
             }
         };
         let Some(size) = size else {
             self.count("bdat", false);
-            self.reply("501 5.5.4 Syntax: BDAT count [LAST]").await;
-            return Ok(());
+            self.reply("501 5.5.4 Syntax: BDAT count [LAST]");
+            return;
         };
         // The chunk is read even when the command is refused, to stay in sync.
         let err = if self.tx.is_none() {
@@ -1517,15 +1734,34 @@ impl<T: Transport> Session<T> {
             .map(|c| c.len())
             .unwrap_or(0);
         let keep = err.is_none() && (limit == 0 || so_far + size <= limit);
-        let mut chunk = Vec::new();
-        self.read_exact_bytes(size, keep, &mut chunk).await?;
+        self.mode = Mode::Bdat {
+            left: size,
+            keep,
+            chunk: Vec::new(),
+            err,
+            last,
+        };
+    }
+
+    /// A BDAT chunk has been read whole.
+    async fn bdat_chunk(&mut self) {
+        let Mode::Bdat {
+            keep,
+            chunk,
+            err,
+            last,
+            ..
+        } = std::mem::replace(&mut self.mode, Mode::Command)
+        else {
+            return;
+        };
         if let Some(e) = err {
             self.count("bdat", false);
-            self.reply(e).await;
-            return Ok(());
+            self.reply(e);
+            return;
         }
         let Some(t) = self.tx.as_mut() else {
-            return Ok(());
+            return;
         };
         let buf = t.chunks.get_or_insert_with(Vec::new);
         if !keep {
@@ -1536,20 +1772,20 @@ impl<T: Transport> Session<T> {
         if !last {
             if t.chunk_too_big {
                 self.count("bdat", false);
-                self.reply("552 5.3.4 Error: message file too big").await;
+                self.reply("552 5.3.4 Error: message file too big");
                 self.abandon_tx();
             } else {
                 let n = buf.len();
                 self.count("bdat", true);
-                self.reply(&format!("250 2.0.0 Ok: {n} bytes")).await;
+                self.reply(&format!("250 2.0.0 Ok: {n} bytes"));
             }
-            return Ok(());
+            return;
         }
         if t.chunk_too_big {
             self.count("bdat", false);
             self.abandon_tx();
-            self.reply("552 5.3.4 Error: message file too big").await;
-            return Ok(());
+            self.reply("552 5.3.4 Error: message file too big");
+            return;
         }
         // Normalise line ends to CRLF (bare LF as Postfix accepts it), end with CRLF.
         let raw = std::mem::take(buf);
@@ -1578,8 +1814,7 @@ impl<T: Transport> Session<T> {
         } else {
             reply
         };
-        self.reply(&reply).await;
-        Ok(())
+        self.reply(&reply);
     }
 
     /// `local_header_rewrite_clients` (default `permit_inet_interfaces`): cleanup adds
@@ -1620,6 +1855,9 @@ impl<T: Transport> Session<T> {
         let Some(t) = self.tx.take() else {
             return "503 5.5.1 Error: need RCPT command".into();
         };
+        if let Some(m) = self.maildrop.clone() {
+            return self.drop_message(&*m, t, msg);
+        }
         let Some(q) = self.svc.queue.clone() else {
             return "451 4.3.0 Error: queue file write error".into();
         };
@@ -1706,6 +1944,36 @@ impl<T: Transport> Session<T> {
     }
 }
 
+impl Session {
+    /// A stand-alone session's message into the maildrop (its lines end in LF there).
+    fn drop_message(&self, m: &dyn Maildrop, t: Transaction, msg: Vec<u8>) -> String {
+        let Some(id) = t.queue_id.clone().or_else(|| self.new_queue_id()) else {
+            return "451 4.3.0 Error: queue file write error".into();
+        };
+        let mut content = Vec::with_capacity(msg.len());
+        let mut i = 0;
+        while i < msg.len() {
+            if msg[i] == b'\r' && msg.get(i + 1) == Some(&b'\n') {
+                i += 1;
+                continue;
+            }
+            content.push(msg[i]);
+            i += 1;
+        }
+        let rcpts: Vec<String> = t.recipients.iter().map(|r| r.address.clone()).collect();
+        let helo = self.helo.clone().unwrap_or_default();
+        let r = m.drop_message(&id, &t.sender, &rcpts, &content, &helo, self.esmtp);
+        m.release_queue_id(&id);
+        match r {
+            Ok(()) => format!("250 2.0.0 Ok: queued as {id}"),
+            Err(e) => {
+                log::warning(self.ident(), &format!("{id}: queue file write error: {e}"));
+                "451 4.3.0 Error: queue file write error".into()
+            }
+        }
+    }
+}
+
 struct ClientGuard {
     svc: Arc<SmtpdService>,
     ip: std::net::IpAddr,
@@ -1742,8 +2010,7 @@ fn xtext_decode(s: &str) -> String {
 /// `smtpd_peer.c`): (PTR name, whether it maps back to `ip`).
 fn reverse_and_forward(ip: std::net::IpAddr) -> (Option<String>, bool) {
     use std::net::ToSocketAddrs;
-    let sa: std::net::SocketAddr = (ip, 0).into();
-    let name = match nix_getnameinfo(&sa) {
+    let name = match crate::sys::net::name_of(ip) {
         Some(n) => n,
         None => return (None, false),
     };
@@ -1752,74 +2019,6 @@ fn reverse_and_forward(ip: std::net::IpAddr) -> (Option<String>, bool) {
         .map(|mut it| it.any(|a| a.ip() == ip))
         .unwrap_or(false);
     (Some(name), ok)
-}
-
-fn nix_getnameinfo(sa: &std::net::SocketAddr) -> Option<String> {
-    let mut host = [0 as libc::c_char; 1025];
-    let (storage, len) = socket_addr_to_raw(sa);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes; `host` is a writable buffer
-    // of the size we pass; NI_NAMEREQD makes getnameinfo fail rather than print the address.
-    let rc = unsafe {
-        libc::getnameinfo(
-            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-            len,
-            host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
-            std::ptr::null_mut(),
-            0,
-            libc::NI_NAMEREQD,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: getnameinfo wrote a NUL-terminated string into `host`.
-    let c = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
-    Some(c.to_string_lossy().to_string())
-}
-
-fn socket_addr_to_raw(sa: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match sa {
-        std::net::SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe {
-                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin);
-            }
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-        std::net::SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe {
-                std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6);
-            }
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
-    }
 }
 
 /// The environment variable of [`test_panic_verb`].

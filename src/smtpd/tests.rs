@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::SmtpdService;
-use super::session::Session;
+use super::session::{Session, drive};
 use super::transport::Script;
 use crate::config::postfix::{LoadOptions, PostfixConfig};
 
@@ -136,11 +136,73 @@ fn recorded_postfix_dialogues_replay_against_the_core() {
     for t in all {
         let (script, out) = Script::new(t.writes);
         let peer = "127.0.0.1:40025".parse().unwrap();
-        rt.block_on(Session::new(svc.clone(), script, peer, false).run());
+        rt.block_on(drive(Session::new(svc.clone(), peer, false), script));
         let got = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
         assert_eq!(mask_ids(&got), mask_ids(&t.output), "dialogue {:?}", t.name);
     }
     // The three messages accepted ("data", "pipelined", "bdat") are in the queue.
     let queued = crate::queue::store::Store::new(dir.path().join("spool")).scan("incoming", false);
     assert_eq!(queued.len(), 3, "{queued:?}");
+}
+
+/// The core without any transport: fed bytes, it answers with actions. A pipelined group
+/// is answered in one write when the session must wait for input, a DATA line split over
+/// two reads is put together, a BDAT chunk is taken by count, and the end of the input
+/// ends the session.
+#[test]
+fn core_is_fed_input_and_answers_with_actions() {
+    use super::session::Action;
+    let dir = tempfile::tempdir().unwrap();
+    let svc: Arc<SmtpdService> = SmtpdService::new(config(dir.path()), "smtp").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let peer = "127.0.0.1:40026".parse().unwrap();
+    let mut s = Session::new(svc, peer, false);
+    let sent = |a: Action| match a {
+        Action::Send(b) => String::from_utf8(b).unwrap(),
+        _ => panic!("expected a write"),
+    };
+    let read = |a: Action| assert!(matches!(a, Action::Read { .. }), "expected a read");
+    rt.block_on(async {
+        s.begin().await;
+        assert!(sent(s.next().await).starts_with("220 "));
+        read(s.next().await);
+        s.received(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<postmaster>\r\n");
+        let group = sent(s.next().await);
+        assert!(
+            group.starts_with("250-")
+                && group.ends_with("250 CHUNKING\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"),
+            "{group}"
+        );
+        read(s.next().await);
+        s.received(b"DATA\r\n");
+        assert_eq!(
+            sent(s.next().await),
+            "354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
+        read(s.next().await);
+        s.received(b"Subject: split\r\n\r\nhal");
+        read(s.next().await);
+        s.received(b"f a line\r\n.\r\n");
+        assert!(sent(s.next().await).starts_with("250 2.0.0 Ok: queued as "));
+        read(s.next().await);
+        s.received(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<postmaster>\r\nBDAT 10 LAST\r\n0123");
+        assert_eq!(sent(s.next().await), "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+        match s.next().await {
+            Action::Read { max, .. } => assert_eq!(max, 6, "the rest of the chunk only"),
+            _ => panic!("expected a read"),
+        }
+        s.received(b"456789");
+        assert_eq!(
+            sent(s.next().await)
+                .split(" queued as ")
+                .next()
+                .unwrap_or(""),
+            "250 2.0.0 Ok: 12 bytes"
+        );
+        read(s.next().await);
+        s.input_ended();
+        assert!(matches!(s.next().await, Action::Close));
+    });
+    let queued = crate::queue::store::Store::new(dir.path().join("spool")).scan("incoming", false);
+    assert_eq!(queued.len(), 2, "{queued:?}");
 }

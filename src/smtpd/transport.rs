@@ -1,10 +1,11 @@
-//! What an SMTP session reads from and writes to: the thin layer between the protocol core
-//! ([`super::session::Session`], which owns the command loop, the replies, the
-//! transaction and the log lines) and a byte stream. A client socket (plain or after
-//! STARTTLS) is one [`Transport`] ([`crate::tls::Io`], shared with POP3 and IMAP);
-//! [`Script`] is another, which feeds recorded client input and collects the replies, so
-//! that the recorded Postfix transcripts are replayed against the same core in unit tests
-//! without a server or a socket.
+//! What an SMTP session reads from and writes to: the byte stream under the connection
+//! task ([`super::session::drive`]), which carries out what the protocol core
+//! ([`super::session::Session`], a state machine that owns the replies, the transaction
+//! and the log lines but does no I/O) asks for. A client socket (plain or after STARTTLS)
+//! is one [`Transport`] ([`crate::tls::Io`], shared with POP3 and IMAP); [`Script`] is
+//! another, which feeds recorded client input and collects the replies, so that the
+//! recorded Postfix transcripts are replayed against the same core in unit tests without a
+//! server or a socket; `sendmail -bs` drives the core over standard input and output.
 
 use std::future::Future;
 use std::io;

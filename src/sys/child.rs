@@ -228,6 +228,41 @@ pub fn close_from(from: i32, keep: &[i32]) {
     }
 }
 
+/// Let `cmd`'s child inherit the descriptors `keep` across its exec (close-on-exec
+/// cleared in the child only).
+pub fn keep_on_exec(cmd: &mut std::process::Command, keep: Vec<std::os::fd::RawFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only fcntl (async-signal-safe) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &keep {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Make `cmd`'s child the leader of a new session (`setsid`, detached from the
+/// terminal), with descriptor `keep` inherited across its exec (close-on-exec cleared).
+pub fn new_session_keeping(cmd: &mut std::process::Command, keep: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,63 @@ pub struct Crypt {
     pub crypt_gensalt_rn: CryptGensaltRnFn,
 }
 
+/// `sizeof(struct crypt_data)` in libxcrypt (`CRYPT_DATA_RESERVED_SIZE` + internal state):
+/// 32768 bytes. `crypt_rn` is told the size and refuses a smaller area.
+const CRYPT_DATA_SIZE: usize = 32768;
+
+impl Crypt {
+    /// `crypt_rn(phrase, setting)`: the hash text, or `None` when libxcrypt fails (NULL).
+    pub fn crypt_rn(&self, phrase: &std::ffi::CStr, setting: &std::ffi::CStr) -> Option<String> {
+        let mut data = vec![0u8; CRYPT_DATA_SIZE];
+        // SAFETY: both strings are NUL-terminated and live across the call; `data` is a
+        // zeroed buffer of the size we pass; the result points into `data` (or is NULL)
+        // and is copied out before `data` is dropped.
+        let out = unsafe {
+            (self.crypt_rn)(
+                phrase.as_ptr(),
+                setting.as_ptr(),
+                data.as_mut_ptr().cast(),
+                CRYPT_DATA_SIZE as libc::c_int,
+            )
+        };
+        if out.is_null() {
+            return None;
+        }
+        // SAFETY: non-NULL results of crypt_rn are NUL-terminated strings inside `data`.
+        Some(
+            unsafe { std::ffi::CStr::from_ptr(out) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+
+    /// `crypt_gensalt_rn(prefix, 0, NULL, 0)`: a setting with a fresh salt from the OS
+    /// random source, for the method `prefix` names (`None`: libxcrypt's default).
+    pub fn gensalt_rn(&self, prefix: Option<&std::ffi::CStr>) -> Option<String> {
+        let mut out = vec![0 as libc::c_char; 256];
+        // SAFETY: NULL rbytes asks libxcrypt to read the OS random source; `out` is
+        // writable for the size given; the result is NUL-terminated within `out` or NULL.
+        let setting = unsafe {
+            (self.crypt_gensalt_rn)(
+                prefix.map_or(std::ptr::null(), |p| p.as_ptr()),
+                0,
+                std::ptr::null(),
+                0,
+                out.as_mut_ptr(),
+                out.len() as libc::c_int,
+            )
+        };
+        if setting.is_null() {
+            return None;
+        }
+        // SAFETY: see above.
+        unsafe { std::ffi::CStr::from_ptr(setting) }
+            .to_str()
+            .ok()
+            .map(str::to_string)
+    }
+}
+
 /// libxcrypt, loaded on first use.
 pub fn crypt() -> Result<&'static Crypt, String> {
     static CRYPT: OnceLock<Result<Crypt, String>> = OnceLock::new();

@@ -5,12 +5,20 @@
 //! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
+//! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
+//! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
+//! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
+//! Below: signal dispositions, the environment, a standard output whose reader left,
+//! descriptors inherited from a parent, the open-files limit.
 
 pub mod child;
 pub mod detach;
 pub mod dl;
 pub mod fsid;
+pub mod mem;
+pub mod net;
 pub mod privs;
+pub mod syslog;
 pub mod time;
 pub mod wire;
 
@@ -21,6 +29,82 @@ pub fn default_sigpipe() {
     // SAFETY: SIG_DFL installs no handler code; called before any thread of ours runs
     // code that depends on the disposition.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// Ignore `sig` from now on (Cyrus saslauthd ignores SIGHUP).
+pub fn ignore_signal(sig: nix::sys::signal::Signal) {
+    use nix::sys::signal::{SigHandler, signal};
+    // SAFETY: SIG_IGN installs no handler code.
+    let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+}
+
+/// Run `handler` on each of `sigs` (SA_RESTART). The handler runs in signal context: it
+/// must do only what is async-signal-safe, such as storing into an atomic.
+pub fn on_signals(sigs: &[nix::sys::signal::Signal], handler: extern "C" fn(libc::c_int)) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for &sig in sigs {
+        // SAFETY: installing a handler; what it may do is the caller's promise above.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// Remove `name` from the environment. Only while no other thread reads the environment
+/// (at the start of a command, before its runtime or pools start).
+pub fn remove_env(name: &str) {
+    // SAFETY: the caller's promise above: no other thread reads the environment now.
+    unsafe { std::env::remove_var(name) };
+}
+
+/// Whether the reader of a pipe on standard output has gone (`POLLERR`), or a terminal
+/// hung up, without writing anything.
+pub fn stdout_gone() -> bool {
+    let mut p = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on the stack, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Take ownership of descriptor `fd`, which this process's parent handed to it for its
+/// own use (the master's listeners, status socket and pid lock; `postfix start`'s
+/// readiness pipe). Call it once per descriptor received, with a number from the parent.
+pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller's promise above: the descriptor is open, was handed to this
+    // process alone, and nothing else in it owns or closes it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Raise the soft open-files limit to the hard one; the soft limit in force after (1024
+/// when it cannot be read).
+pub fn raise_nofile_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        rl.rlim_cur = 1024;
+    }
+    if rl.rlim_max > rl.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            rl.rlim_cur = rl.rlim_max;
+        }
+    }
+    rl.rlim_cur
 }
 
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a

@@ -334,3 +334,15 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The main.cf of a mail system that delivers: `mail.example.test` (also `localhost`) is
+/// local with every user a recipient and no aliases, mboxes under the instance's `mail/`,
+/// loopback clients trusted, outbound connections given up after 5 s; `extra` appended.
+pub fn delivering_main_cf(extra: &str) -> String {
+    format!(
+        "compatibility_level = 3.7\nmyhostname = mail.example.test\nmydomain = example.test\nmyorigin = $myhostname\n\
+         mydestination = $myhostname, localhost\nmynetworks = 127.0.0.0/8\n\
+         local_recipient_maps =\nalias_maps =\n\
+         mail_spool_directory = $queue_directory/../mail\nsmtp_connect_timeout = 5s\n{extra}"
+    )
+}

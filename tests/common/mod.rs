@@ -12,7 +12,8 @@
 //! - [`daemons`]: other programs started as their admins start them, Postern's or the
 //!   real ones (saslauthd);
 //! - test users ([`TestUser`], [`mail_user`], [`test_mail_owner`]);
-//! - [`replay`]: running the guide and swap replay scripts.
+//! - [`replay`]: running the guide and swap replay scripts;
+//! - [`sink`]: a scripted SMTP peer for the outbound side ([`Sink`]).
 //!
 //! Every test binary compiles the whole kit and uses a part of it, hence `dead_code`
 //! is allowed here.
@@ -23,11 +24,12 @@ pub mod daemons;
 pub mod host;
 pub mod instance;
 pub mod replay;
+pub mod sink;
 pub mod wait;
 
 // Each test binary uses some of these.
 #[allow(unused_imports)]
-pub use {clients::*, daemons::*, host::*, instance::*, wait::*};
+pub use {clients::*, daemons::*, host::*, instance::*, sink::*, wait::*};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
