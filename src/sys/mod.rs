@@ -5,6 +5,7 @@
 //! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
+//! [`pid`]: this process's ID without a system call per log line.
 
 pub mod child;
 pub mod detach;
@@ -13,6 +14,32 @@ pub mod fsid;
 pub mod privs;
 pub mod time;
 pub mod wire;
+
+/// This process's ID, asked of the kernel once and again only after a `fork()` (a
+/// `pthread_atfork` child handler forgets it): every log line carries it, and `getpid()`
+/// was a system call per line (issue 18's count: 8 per message).
+pub fn pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        // Async-signal-safe: one atomic store in the child, before it runs anything else.
+        PID.store(0, Ordering::Relaxed);
+    }
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forget));
+        }
+    });
+    let p = std::process::id();
+    PID.store(p, Ordering::Relaxed);
+    p
+}
 
 /// Restore the default `SIGPIPE` disposition (a printing command dies quietly when its
 /// reader goes away, as a C program does).
