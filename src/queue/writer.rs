@@ -50,6 +50,9 @@ pub enum SyncMode {
 pub(crate) struct Job {
     pub id: String,
     pub data: Vec<u8>,
+    /// The empty temporary file made when the ID was handed out (its inode is in the ID),
+    /// to be written instead of a new one.
+    pub reserved: Option<(PathBuf, File)>,
     pub reply: oneshot::Sender<io::Result<()>>,
 }
 
@@ -133,6 +136,27 @@ fn write_tmp(dir: &Path, seq: u64, data: &[u8]) -> (PathBuf, io::Result<File>) {
         Ok(f)
     })();
     (tmp, res)
+}
+
+/// Write a message into the temporary file reserved with its ID, and mark it complete
+/// (u+x) as [`write_tmp`] does.
+fn fill_reserved(mut f: File, data: &[u8]) -> io::Result<File> {
+    f.write_all(data)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+    Ok(f)
+}
+
+/// Create an empty temporary file in `dir` (`.tmp.PID.rSEQ`, mode 0600) for a queue ID to
+/// be made from its inode number ([`super::Queue::new_queue_id`]).
+pub(crate) fn reserve_tmp(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
+    let tmp = dir.join(format!("{TMP_PREFIX}{}.r{seq}", crate::sys::pid()));
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    Ok((tmp, f))
 }
 
 /// Threads that fsync one batch concurrently.
@@ -243,9 +267,15 @@ fn commit_batch(
 ) {
     let mut staged: Vec<Staged> = batch
         .into_iter()
-        .map(|job| {
+        .map(|mut job| {
             *seq += 1;
-            let (tmp, res) = write_tmp(dir, *seq, &job.data);
+            let (tmp, res) = match job.reserved.take() {
+                Some((tmp, f)) => {
+                    let res = fill_reserved(f, &job.data);
+                    (tmp, res)
+                }
+                None => write_tmp(dir, *seq, &job.data),
+            };
             match res {
                 Ok(f) => Staged {
                     job,
