@@ -740,7 +740,7 @@ fn drop_into_maildrop(
     if s.message_size_limit > 0 && content.len() as u64 > s.message_size_limit {
         return Err((73, "message file too big".into()));
     }
-    let id = queue.new_queue_id();
+    let id = queue.new_queue_id_unfiled();
     let now = SystemTime::now();
     let received = match smtp {
         // As Postfix's smtpd in `sendmail -bs` mode writes it (recorded from 3.7.11).

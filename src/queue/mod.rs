@@ -622,6 +622,14 @@ impl Queue {
         {
             return id;
         }
+        self.new_queue_id_unfiled()
+    }
+
+    /// A new queue ID with no file made for it, for a writer that names its own file
+    /// ([`store::write_durable`]: bounces, sendmail's maildrop file): a per-process counter in
+    /// the range of inode numbers, checked against the four queues' files of that name.
+    /// Release it as [`Queue::new_queue_id`]'s.
+    pub fn new_queue_id_unfiled(&self) -> QueueId {
         loop {
             let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
             let inum = INUM_BASE + n % INUM_RANGE;
@@ -655,8 +663,15 @@ impl Queue {
             // Taken only by an ID of this process still reserved whose file was removed and
             // whose inode came back within the same microsecond of a second: try again.
             if !set.contains_key(id.as_str()) {
-                set.insert(id.as_str().to_string(), Some((tmp, f)));
-                return Some(id);
+                // Named at once (still 0600: incomplete, which the queue manager and Postfix's
+                // leave alone), so that at the commit the directory is synced beside the file
+                // instead of after a rename (issue 18: one fsync less in series per message).
+                // A name taken by a file not made this way (an older Postern's counter): again.
+                let path = self.incoming.join(id.as_str());
+                if writer::rename_noreplace(&tmp, &path).is_ok() {
+                    set.insert(id.as_str().to_string(), Some((path, f)));
+                    return Some(id);
+                }
             }
             drop(set);
             let _ = std::fs::remove_file(&tmp);

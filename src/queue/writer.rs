@@ -4,21 +4,31 @@
 //! Order for each batch (this order is the durability argument, reviewed rather than tested,
 //! since a test cannot pull the power):
 //!
-//! 1. each file is created under a temporary name `incoming/.tmp.PID.SEQ` (O_EXCL, mode 0700
-//!    — a temporary name is never taken for a queue file, by Postern or by Postfix, whose
-//!    `mail_queue_id_ok()` refuses the dot) and its bytes written;
+//! 1. each file is written: the one created when its queue ID was handed out
+//!    ([`super::Queue::new_queue_id`]: created under a temporary name, then renamed to
+//!    `incoming/QUEUEID` at once, mode 0600, which marks it incomplete for Postern's and
+//!    Postfix's queue managers), or, for an ID made without one, a new file
+//!    `incoming/.tmp.PID.SEQ` (O_EXCL — a temporary name is never taken for a queue file, by
+//!    Postern or by Postfix, whose `mail_queue_id_ok()` refuses the dot); then made `u+x`
+//!    (complete), as Postfix's cleanup does before its fsync;
 //! 2. every file of the batch is made durable: `sync_file_range(WRITE)` on all of them starts
 //!    the writeback together, then `fsync` is called on all of them from a few threads at
-//!    once (concurrent fsyncs share journal commits on ext4/xfs); a batch moves on only when
+//!    once (concurrent fsyncs share journal commits on ext4/xfs); when the batch has files
+//!    written in place, the directory (which holds their names since their IDs were handed
+//!    out) is fsynced at the same time on a thread of its own; a batch moves on only when
 //!    every fsync has returned;
-//! 3. each file is renamed to `incoming/QUEUEID` with `RENAME_NOREPLACE` (never clobbering a
-//!    queue file);
-//! 4. the directory is fsynced once, making all renames durable;
+//! 3. each temporary file is renamed to `incoming/QUEUEID` with `RENAME_NOREPLACE` (never
+//!    clobbering a queue file);
+//! 4. if anything was renamed, the directory is fsynced once, making all renames durable;
 //! 5. only now is each waiting `commit` told `Ok`.
 //!
-//! A crash before 4 completes leaves at most temporary files (removed by [`remove_stale`])
-//! and no reply was sent; a crash after 4 leaves complete queue files. A file named like a
-//! queue ID is therefore always complete.
+//! A crash before 5 leaves temporary files (removed by [`remove_stale`]) or incomplete files
+//! under queue IDs (left alone by the queue manager; [`remove_stale`] removes those a day
+//! old), and no reply was sent; after 5, complete queue files, name and contents durable. A
+//! file can be `u+x` before its data is on disk (as with Postfix) only while no reply has
+//! been sent: a crash then may leave a queue file that does not parse, never one whose
+//! `250` was given and whose contents are lost. Single-message latency is one fsync round
+//! (file and directory side by side) instead of two in series.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -118,6 +128,8 @@ struct Staged {
     tmp: PathBuf,
     file: Option<File>,
     result: io::Result<()>,
+    /// Written under its queue ID already (a reserved file): nothing to rename.
+    in_place: bool,
 }
 
 fn write_tmp(dir: &Path, seq: u64, data: &[u8]) -> (PathBuf, io::Result<File>) {
@@ -179,6 +191,30 @@ fn fsync_all(staged: &mut [Staged]) {
 #[derive(Default)]
 struct FsyncPool {
     workers: Vec<mpsc::Sender<FsyncJob>>,
+    /// The thread that syncs the directory beside the files' fsyncs.
+    dir: Option<mpsc::Sender<FsyncJob>>,
+}
+
+/// A thread that fsyncs the descriptors it is sent, for the life of the commit thread.
+fn spawn_fsync_worker(name: &str) -> Option<mpsc::Sender<FsyncJob>> {
+    let (tx, rx) = mpsc::channel::<FsyncJob>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while let Ok((fds, reply)) = rx.recv() {
+                let errs = fds
+                    .into_iter()
+                    .map(|fd| {
+                        // SAFETY: the commit thread keeps `fd` open until this answer
+                        // arrives; -1 (no file) is skipped.
+                        (fd >= 0 && unsafe { libc::fsync(fd) } != 0).then(io::Error::last_os_error)
+                    })
+                    .collect();
+                let _ = reply.send(errs);
+            }
+        })
+        .ok()?;
+    Some(tx)
 }
 
 /// Descriptors to fsync (-1: none), and where to send one error (or none) per descriptor.
@@ -230,27 +266,27 @@ impl FsyncPool {
         }
     }
 
+    /// fsync the queue directory on the pool's directory thread while the caller syncs the
+    /// files; `None` when no thread is to be had (the caller syncs it itself afterwards).
+    fn start_dir_sync(
+        &mut self,
+        dir_file: &File,
+    ) -> Option<mpsc::Receiver<Vec<Option<io::Error>>>> {
+        if self.dir.is_none() {
+            self.dir = Some(spawn_fsync_worker("queue-dirsync")?);
+        }
+        let (tx, rx) = mpsc::channel();
+        self.dir
+            .as_ref()?
+            .send((vec![dir_file.as_raw_fd()], tx))
+            .ok()?;
+        Some(rx)
+    }
+
     /// The `i`th worker, started if need be.
     fn worker(&mut self, i: usize) -> Option<&mpsc::Sender<FsyncJob>> {
         while self.workers.len() <= i {
-            let (tx, rx) = mpsc::channel::<FsyncJob>();
-            std::thread::Builder::new()
-                .name("queue-fsync".into())
-                .spawn(move || {
-                    while let Ok((fds, reply)) = rx.recv() {
-                        let errs = fds
-                            .into_iter()
-                            .map(|fd| {
-                                // SAFETY: the commit thread keeps `fd` open until this
-                                // answer arrives; -1 (no file) is skipped.
-                                (fd >= 0 && unsafe { libc::fsync(fd) } != 0)
-                                    .then(io::Error::last_os_error)
-                            })
-                            .collect();
-                        let _ = reply.send(errs);
-                    }
-                })
-                .ok()?;
+            let tx = spawn_fsync_worker("queue-fsync")?;
             self.workers.push(tx);
         }
         self.workers.get(i)
@@ -269,12 +305,15 @@ fn commit_batch(
         .into_iter()
         .map(|mut job| {
             *seq += 1;
-            let (tmp, res) = match job.reserved.take() {
-                Some((tmp, f)) => {
+            let (tmp, res, in_place) = match job.reserved.take() {
+                Some((path, f)) => {
                     let res = fill_reserved(f, &job.data);
-                    (tmp, res)
+                    (path, res, true)
                 }
-                None => write_tmp(dir, *seq, &job.data),
+                None => {
+                    let (tmp, res) = write_tmp(dir, *seq, &job.data);
+                    (tmp, res, false)
+                }
             };
             match res {
                 Ok(f) => Staged {
@@ -282,18 +321,26 @@ fn commit_batch(
                     tmp,
                     file: Some(f),
                     result: Ok(()),
+                    in_place,
                 },
                 Err(e) => Staged {
                     job,
                     tmp,
                     file: None,
                     result: Err(e),
+                    in_place,
                 },
             }
         })
         .collect();
 
-    // 2. Make the data durable.
+    // 2. Make the data durable. Files written in place already have their names (made when
+    // their IDs were handed out): the directory is synced at the same time as the files,
+    // on a thread of its own, instead of after them.
+    let dir_sync = staged
+        .iter()
+        .any(|s| s.in_place && s.result.is_ok())
+        .then(|| pool.start_dir_sync(dir_file));
     match mode {
         SyncMode::ParallelFsync | SyncMode::StartThenFsync | SyncMode::Fsync => {
             if mode != SyncMode::Fsync {
@@ -327,11 +374,28 @@ fn commit_batch(
         }
     }
 
+    if let Some(wait) = dir_sync {
+        let err = match wait {
+            Some(rx) => match rx.recv() {
+                Ok(mut errs) => errs.pop().flatten(),
+                Err(_) => Some(io::Error::other("fsync thread gone")),
+            },
+            None => dir_file.sync_all().err(),
+        };
+        if let Some(e) = err {
+            for s in staged.iter_mut().filter(|s| s.in_place) {
+                if s.result.is_ok() {
+                    s.result = Err(io::Error::new(e.kind(), e.to_string()));
+                }
+            }
+        }
+    }
+
     // 3. Rename into place.
     let mut renamed = 0;
     for s in &mut staged {
         s.file = None;
-        if s.result.is_ok() {
+        if s.result.is_ok() && !s.in_place {
             let target = dir.join(&s.job.id);
             s.result = rename_noreplace(&s.tmp, &target);
             if s.result.is_ok() {
@@ -363,6 +427,29 @@ fn commit_batch(
     }
 }
 
+/// How old an incomplete file named like a queue ID must be to be taken for one whose
+/// transaction died with its process (a live one is written within the session's timeouts).
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// An incomplete (not `u+x`) file under a queue ID's name, not changed for
+/// [`ABANDONED_AFTER`]: the file of an ID handed out before a crash, never written.
+fn abandoned_reservation(e: &std::fs::DirEntry) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let name = e.file_name();
+    let named_like_id = name
+        .to_str()
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()));
+    named_like_id
+        && e.metadata().is_ok_and(|m| {
+            m.is_file()
+                && m.mode() & 0o100 == 0
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > ABANDONED_AFTER)
+        })
+}
+
 /// Remove temporary files left by a crashed process (their PID is not running). Returns how
 /// many were removed.
 pub(crate) fn remove_stale(dir: &Path) -> usize {
@@ -374,6 +461,9 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+            if abandoned_reservation(&e) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
             continue;
         };
         let pid: Option<u32> = rest.split('.').next().and_then(|p| p.parse().ok());
