@@ -10,6 +10,13 @@
 //! removal, so neither does Postern. A SIGKILLed delivery therefore never blocks its
 //! mailbox for longer than it takes to notice that its PID is gone.
 //!
+//! A process that takes many locks (the local delivery workers, [`keep_link_sources`]) keeps
+//! one hidden file per lock it takes (`.NAME.lock.PID.src`, holding its PID, removed when
+//! the worker ends) and takes the lock by `link(2)`ing that file to `NAME.lock`: the same
+//! lock for every other program, without allocating and freeing an inode per delivery.
+//! While a lock stays taken, it is looked at for staleness at the first refusal and then
+//! every 200 ms, not at each retry.
+//!
 //! Two ways of waiting:
 //! * sessions (POP3, IMAP): retried at growing intervals up to a tenth of a second, until
 //!   the timeout (Dovecot's `mbox_lock_timeout`);

@@ -14,10 +14,11 @@
 //! (smtpd logs it at the first accepted RCPT; the group-commit thread writes that file
 //! later), so the ID is unique among live queue files without looking in any queue
 //! directory, and `postsuper -s` finds names that match their inodes. A process that may not
-//! create files in `incoming/` (sendmail, which only needs an ID for its log line) gets a
-//! per-process counter in the range of real inode numbers instead, checked against the
-//! queue files of that name; a rename that refuses to replace an existing file guards the
-//! commit in both cases.
+//! create files in `incoming/`, and writers that name their own file (bounces, sendmail's
+//! maildrop file: [`super::Queue::new_queue_id_unfiled`]), get a per-process counter in the
+//! range of real inode numbers instead, checked against the queue files of that name; a
+//! rename (or name) that refuses to replace an existing file guards the commit in both
+//! cases.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -23,8 +23,9 @@
 //! 5. only now is each waiting `commit` told `Ok`.
 //!
 //! A crash before 5 leaves temporary files (removed by [`remove_stale`]) or incomplete files
-//! under queue IDs (left alone by the queue manager; [`remove_stale`] removes those a day
-//! old), and no reply was sent; after 5, complete queue files, name and contents durable. A
+//! under queue IDs (left alone by the queue manager; each holds its writer's PID until it
+//! is written, and [`remove_stale`] removes those whose process is gone), and no reply was
+//! sent; after 5, complete queue files, name and contents durable. A
 //! file can be `u+x` before its data is on disk (as with Postfix) only while no reply has
 //! been sent: a crash then may leave a queue file that does not parse, never one whose
 //! `250` was given and whose contents are lost. Single-message latency is one fsync round
@@ -152,23 +153,65 @@ fn write_tmp(dir: &Path, seq: u64, data: &[u8]) -> (PathBuf, io::Result<File>) {
 
 /// Write a message into the temporary file reserved with its ID, and mark it complete
 /// (u+x) as [`write_tmp`] does.
-fn fill_reserved(mut f: File, data: &[u8]) -> io::Result<File> {
-    f.write_all(data)?;
+fn fill_reserved(f: File, data: &[u8]) -> io::Result<File> {
+    use std::os::unix::fs::FileExt;
+    // Over the owner mark (see `reserve_tmp`), from the start.
+    f.write_all_at(data, 0)?;
+    if (data.len() as u64) < OWNER_MARK_LEN {
+        f.set_len(data.len() as u64)?;
+    }
     f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
     Ok(f)
 }
 
 /// Create an empty temporary file in `dir` (`.tmp.PID.rSEQ`, mode 0600) for a queue ID to
 /// be made from its inode number ([`super::Queue::new_queue_id`]).
+///
+/// The file holds `PID\n` of this process until it is written (an owner mark, padded to
+/// [`OWNER_MARK_LEN`]): once it carries its queue ID's name, the mark is how [`remove_stale`]
+/// tells the file of a transaction that died with its process from a live one.
 pub(crate) fn reserve_tmp(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
-    let tmp = dir.join(format!("{TMP_PREFIX}{}.r{seq}", crate::sys::pid()));
-    let f = OpenOptions::new()
+    let pid = crate::sys::pid();
+    let tmp = dir.join(format!("{TMP_PREFIX}{pid}.r{seq}"));
+    let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(&tmp)?;
+    let mark = format!("{pid:<15}\n");
+    if let Err(e) = f.write_all(mark.as_bytes()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok((tmp, f))
+}
+
+/// Length of the owner mark of a reserved file.
+const OWNER_MARK_LEN: u64 = 16;
+
+/// The PID in the owner mark of an incomplete file named like a queue ID, if it has one.
+fn owner_mark(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut buf = [0u8; OWNER_MARK_LEN as usize + 1];
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let n = f.take(OWNER_MARK_LEN + 1).read(&mut buf).ok()?;
+    if n as u64 != OWNER_MARK_LEN || buf[n - 1] != b'\n' {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// Whether process `pid` still runs (EPERM: alive, another user's; a zombie is dead).
+fn process_alive(pid: u32) -> bool {
+    // Signal 0 only checks for existence.
+    let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as libc::pid_t), None);
+    let exists = r.is_ok() || r == Err(nix::errno::Errno::EPERM);
+    exists && !crate::sys::is_zombie(pid)
 }
 
 /// Threads that fsync one batch concurrently.
@@ -427,27 +470,34 @@ fn commit_batch(
     }
 }
 
-/// How old an incomplete file named like a queue ID must be to be taken for one whose
-/// transaction died with its process (a live one is written within the session's timeouts).
+/// How old an incomplete file named like a queue ID without an owner mark must be to be
+/// taken for an abandoned one.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// An incomplete (not `u+x`) file under a queue ID's name, not changed for
-/// [`ABANDONED_AFTER`]: the file of an ID handed out before a crash, never written.
+/// An incomplete (not `u+x`) file under a queue ID's name whose transaction is gone: its
+/// owner mark names a process that no longer runs, or, without one, it has not changed
+/// for [`ABANDONED_AFTER`].
 fn abandoned_reservation(e: &std::fs::DirEntry) -> bool {
     use std::os::unix::fs::MetadataExt;
     let name = e.file_name();
     let named_like_id = name
         .to_str()
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()));
-    named_like_id
-        && e.metadata().is_ok_and(|m| {
-            m.is_file()
-                && m.mode() & 0o100 == 0
-                && m.modified()
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > ABANDONED_AFTER)
-        })
+    if !named_like_id {
+        return false;
+    }
+    let Ok(m) = e.metadata() else { return false };
+    if !m.is_file() || m.mode() & 0o100 != 0 {
+        return false;
+    }
+    match owner_mark(&e.path()) {
+        Some(pid) => !process_alive(pid),
+        None => m
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED_AFTER),
+    }
 }
 
 /// Remove temporary files left by a crashed process (their PID is not running). Returns how
@@ -467,17 +517,9 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
             continue;
         };
         let pid: Option<u32> = rest.split('.').next().and_then(|p| p.parse().ok());
-        let alive = match pid {
-            // (EPERM: alive, but another user's: a writer of another service.) A zombie
-            // (killed, not reaped yet: right after a crash of the whole tree) is dead too.
-            Some(p) => {
-                // Signal 0 only checks for existence.
-                let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as libc::pid_t), None);
-                let exists = r.is_ok() || r == Err(nix::errno::Errno::EPERM);
-                exists && !crate::sys::is_zombie(p)
-            }
-            None => false,
-        };
+        // (EPERM: alive, but another user's: a writer of another service.) A zombie
+        // (killed, not reaped yet: right after a crash of the whole tree) is dead too.
+        let alive = pid.is_some_and(process_alive);
         if !alive && std::fs::remove_file(e.path()).is_ok() {
             removed += 1;
         }
