@@ -279,7 +279,37 @@ pub fn plain(level: u8, ident: &str, text: &str) {
 }
 
 fn emit(severity: Severity, ident: &str, text: &str) {
-    emit_pid(severity, ident, crate::sys::pid(), text);
+    emit_pid(severity, ident, pid(), text);
+}
+
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static PID_CACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, log lines carry a PID asked of the kernel once ([`forget_pid`] must run
+/// in every child after a `fork()`: `crate::sys::pid` registers that).
+pub fn cache_pid() {
+    PID_CACHED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Drop the cached PID (a `fork()` child handler: one atomic store).
+pub fn forget_pid() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's ID for a log line: cached once [`cache_pid`] was called, else asked.
+fn pid() -> u32 {
+    use std::sync::atomic::Ordering;
+    if !PID_CACHED.load(Ordering::Relaxed) {
+        return std::process::id();
+    }
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
 
 fn emit_pid(severity: Severity, ident: &str, pid: u32, text: &str) {

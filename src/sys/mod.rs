@@ -16,24 +16,27 @@ pub mod time;
 pub mod wire;
 
 /// This process's ID, asked of the kernel once and again only after a `fork()` (a
-/// `pthread_atfork` child handler forgets it): every log line carries it, and `getpid()`
-/// was a system call per line (issue 18's count: 8 per message).
+/// `pthread_atfork` child handler forgets it, here and in [`crate::log`], whose lines use
+/// a cached one only once the handler is in place): every log line carries it, and
+/// `getpid()` was a system call per line (issue 18's count: 8 per message).
 pub fn pid() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static PID: AtomicU32 = AtomicU32::new(0);
     static HANDLER: std::sync::Once = std::sync::Once::new();
     extern "C" fn forget() {
-        // Async-signal-safe: one atomic store in the child, before it runs anything else.
+        // Async-signal-safe: atomic stores in the child, before it runs anything else.
         PID.store(0, Ordering::Relaxed);
+        crate::log::forget_pid();
     }
     let p = PID.load(Ordering::Relaxed);
     if p != 0 {
         return p;
     }
     HANDLER.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(forget));
+        // SAFETY: registers a handler that only stores to atomics.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+        if rc == 0 {
+            crate::log::cache_pid();
         }
     });
     let p = std::process::id();
