@@ -279,7 +279,37 @@ pub fn plain(level: u8, ident: &str, text: &str) {
 }
 
 fn emit(severity: Severity, ident: &str, text: &str) {
-    emit_pid(severity, ident, std::process::id(), text);
+    emit_pid(severity, ident, pid(), text);
+}
+
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static PID_CACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, log lines carry a PID asked of the kernel once ([`forget_pid`] must run
+/// in every child after a `fork()`: `crate::sys::pid` registers that).
+pub fn cache_pid() {
+    PID_CACHED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Drop the cached PID (a `fork()` child handler: one atomic store).
+pub fn forget_pid() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's ID for a log line: cached once [`cache_pid`] was called, else asked.
+fn pid() -> u32 {
+    use std::sync::atomic::Ordering;
+    if !PID_CACHED.load(Ordering::Relaxed) {
+        return std::process::id();
+    }
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
 
 fn emit_pid(severity: Severity, ident: &str, pid: u32, text: &str) {
@@ -486,30 +516,88 @@ pub fn flush() {
     }
 }
 
+/// The writer thread: every line already waiting when it wakes goes out in one `write(2)`
+/// to `maillog_file` (syslog datagrams stay one per line), so that a burst of lines costs
+/// one wake-up and one system call instead of one each (issue 18).
 fn writer(rx: Receiver<Msg>, mut sink: Sink) {
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Reconfigure(s) => sink = s,
-            Msg::SetHost(h) => {
-                if let Sink::File { host, .. } = &mut sink {
-                    *host = h;
+    /// The most lines gathered into one write.
+    const BATCH: usize = 256;
+    let mut pending: Vec<u8> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(msg) = next {
+            match msg {
+                Msg::Line {
+                    severity,
+                    ident,
+                    pid,
+                    time,
+                    text,
+                } => match &mut sink {
+                    Sink::File { host, .. } => {
+                        pending.extend_from_slice(
+                            file_line(host, severity, &ident, pid, time, &text).as_bytes(),
+                        );
+                    }
+                    Sink::Syslog { .. } => {
+                        write_line(&mut sink, severity, &ident, pid, time, &text);
+                    }
+                },
+                other => {
+                    flush_pending(&mut sink, &mut pending);
+                    match other {
+                        Msg::Reconfigure(s) => sink = s,
+                        Msg::SetHost(h) => {
+                            if let Sink::File { host, .. } = &mut sink {
+                                *host = h;
+                            }
+                        }
+                        Msg::Flush(ack) => {
+                            if let Sink::File { file, .. } = &mut sink {
+                                let _ = file.flush();
+                            }
+                            let _ = ack.send(());
+                        }
+                        Msg::Line { .. } => {}
+                    }
                 }
             }
-            Msg::Flush(ack) => {
-                if let Sink::File { file, .. } = &mut sink {
-                    let _ = file.flush();
-                }
-                let _ = ack.send(());
-            }
-            Msg::Line {
-                severity,
-                ident,
-                pid,
-                time,
-                text,
-            } => write_line(&mut sink, severity, &ident, pid, time, &text),
+            n += 1;
+            next = if n < BATCH { rx.try_recv().ok() } else { None };
         }
+        flush_pending(&mut sink, &mut pending);
     }
+}
+
+/// Write the lines gathered for `maillog_file`.
+fn flush_pending(sink: &mut Sink, pending: &mut Vec<u8>) {
+    if pending.is_empty() {
+        return;
+    }
+    if let Sink::File { file, .. } = sink
+        && file.write_all(pending).is_err()
+    {
+        eprint!("{}", String::from_utf8_lossy(pending));
+    }
+    pending.clear();
+}
+
+/// One line of `maillog_file`, with its newline (Dovecot's log process opens syslog without
+/// `LOG_PID`: `dovecot: pop3-login: …`).
+fn file_line(
+    host: &str,
+    severity: Severity,
+    ident: &str,
+    pid: u32,
+    time: SystemTime,
+    text: &str,
+) -> String {
+    let body = match severity {
+        Severity::Plain(_) => format!("{ident}: {text}"),
+        _ => format!("{ident}[{pid}]: {}{text}", severity.prefix()),
+    };
+    format!("{} {host} {body}\n", timestamp(time, true))
 }
 
 fn write_line(
@@ -521,19 +609,20 @@ fn write_line(
     text: &str,
 ) {
     // Dovecot's log process opens syslog without LOG_PID: `dovecot: pop3-login: …`.
-    let body = match severity {
+    let body = || match severity {
         Severity::Plain(_) => format!("{ident}: {text}"),
         _ => format!("{ident}[{pid}]: {}{text}", severity.prefix()),
     };
     match sink {
         Sink::File { file, host } => {
-            let line = format!("{} {host} {body}\n", timestamp(time, true));
+            let line = file_line(host, severity, ident, pid, time, text);
             if file.write_all(line.as_bytes()).is_err() {
                 eprint!("{line}");
             }
         }
         Sink::Syslog { facility, socket } => {
             let pri = u32::from(*facility) * 8 + u32::from(severity.level());
+            let body = body();
             let dgram = format!("<{pri}>{} {body}", timestamp(time, false));
             if !syslog_send(socket, dgram.as_bytes()) {
                 eprintln!("{body}");

@@ -6,5 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Registers the fork handler that lets log lines use a cached PID (issue 18).
+    let _ = postern::sys::pid();
     postern::cli::dispatch(args)
 }

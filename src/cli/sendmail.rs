@@ -441,7 +441,7 @@ struct BsMaildrop {
 
 impl Maildrop for BsMaildrop {
     fn new_queue_id(&self) -> QueueId {
-        self.queue.new_queue_id()
+        self.queue.new_queue_id_unfiled()
     }
 
     fn release_queue_id(&self, id: &QueueId) {
@@ -573,7 +573,7 @@ fn submit(cfg: &PostfixConfig, opts: &Opts) -> Result<String, (i32, String)> {
         content = c;
     }
     let queue = Queue::open(cfg).map_err(|e| (75, format!("{e:#}")))?;
-    let id = queue.new_queue_id();
+    let id = queue.new_queue_id_unfiled();
     let r = drop_into_maildrop(cfg, &queue, &id, &sender, &recipients, &content, None);
     queue.release_queue_id(&id);
     r.map(|()| id.as_str().to_string())

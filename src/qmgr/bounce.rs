@@ -272,7 +272,7 @@ pub fn send(
 ) -> std::io::Result<String> {
     let s = queue.settings();
     let now = SystemTime::now();
-    let id = queue.new_queue_id();
+    let id = queue.new_queue_id_unfiled();
     let (from, to) = match audience {
         Audience::Sender => ("", msg.sender.as_str()),
         Audience::Postmaster => (from, to),

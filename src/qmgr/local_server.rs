@@ -410,13 +410,18 @@ fn worker_main(state: &State, sock: OwnedFd) -> ! {
     std::panic::set_hook(Box::new(|_| {}));
     // Single-threaded for good: mailbox and file writes switch the effective ids in place.
     crate::sys::child::allow_eugid_switch();
+    // Each mailbox lock links one kept file instead of making a new one (issue 18).
+    crate::mailbox::lock::keep_link_sources();
     for used in 1..=MAX_USE {
         let (data, reply_fd) = loop {
             match recv_request(sock.as_raw_fd()) {
                 Ok(Some((d, Some(fd)))) => break (d, fd),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // SAFETY: ends the forked copy without the parent's exit handlers.
-                _ => unsafe { libc::_exit(0) },
+                _ => {
+                    crate::mailbox::lock::remove_link_sources();
+                    // SAFETY: ends the forked copy without the parent's exit handlers.
+                    unsafe { libc::_exit(0) }
+                }
             }
         };
         let Some(req) = Request::get(&mut Dec(&data)) else {
@@ -441,6 +446,7 @@ fn worker_main(state: &State, sock: OwnedFd) -> ! {
             break;
         }
     }
+    crate::mailbox::lock::remove_link_sources();
     // SAFETY: ends the forked copy without the parent's exit handlers.
     unsafe { libc::_exit(0) }
 }

@@ -9,13 +9,16 @@
 //!   alphabet is digits and consonants (Postfix's `safe_ultostr()`); the inode part cannot
 //!   contain `z`, which is what makes the separator findable.
 //!
-//! XXX Postfix takes the inode number of the queue file it has just created, which makes the ID
-//! unique among live queue files. Postern hands out the ID before the file exists (smtpd logs
-//! it at the first accepted RCPT, and the file is written by the group-commit thread), so the
-//! "inode" part is a per-process counter in the range of real inode numbers, started at a
-//! pseudo-random point. Uniqueness is kept by (a) the counter within one process, (b) a check
-//! for an existing queue file of that name in [`super::Queue::new_queue_id`], and (c) a rename
-//! that refuses to replace an existing file at commit time.
+//! As Postfix, the inode part is the inode number of the queue file: [`super::Queue::new_queue_id`]
+//! creates the (empty) file under a temporary name in `incoming/` when it hands the ID out
+//! (smtpd logs it at the first accepted RCPT; the group-commit thread writes that file
+//! later), so the ID is unique among live queue files without looking in any queue
+//! directory, and `postsuper -s` finds names that match their inodes. A process that may not
+//! create files in `incoming/`, and writers that name their own file (bounces, sendmail's
+//! maildrop file: [`super::Queue::new_queue_id_unfiled`]), get a per-process counter in the
+//! range of real inode numbers instead, checked against the queue files of that name; a
+//! rename (or name) that refuses to replace an existing file guards the commit in both
+//! cases.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};

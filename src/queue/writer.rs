@@ -4,21 +4,32 @@
 //! Order for each batch (this order is the durability argument, reviewed rather than tested,
 //! since a test cannot pull the power):
 //!
-//! 1. each file is created under a temporary name `incoming/.tmp.PID.SEQ` (O_EXCL, mode 0700
-//!    — a temporary name is never taken for a queue file, by Postern or by Postfix, whose
-//!    `mail_queue_id_ok()` refuses the dot) and its bytes written;
+//! 1. each file is written: the one created when its queue ID was handed out
+//!    ([`super::Queue::new_queue_id`]: created under a temporary name, then renamed to
+//!    `incoming/QUEUEID` at once, mode 0600, which marks it incomplete for Postern's and
+//!    Postfix's queue managers), or, for an ID made without one, a new file
+//!    `incoming/.tmp.PID.SEQ` (O_EXCL — a temporary name is never taken for a queue file, by
+//!    Postern or by Postfix, whose `mail_queue_id_ok()` refuses the dot); then made `u+x`
+//!    (complete), as Postfix's cleanup does before its fsync;
 //! 2. every file of the batch is made durable: `sync_file_range(WRITE)` on all of them starts
 //!    the writeback together, then `fsync` is called on all of them from a few threads at
-//!    once (concurrent fsyncs share journal commits on ext4/xfs); a batch moves on only when
+//!    once (concurrent fsyncs share journal commits on ext4/xfs); when the batch has files
+//!    written in place, the directory (which holds their names since their IDs were handed
+//!    out) is fsynced at the same time on a thread of its own; a batch moves on only when
 //!    every fsync has returned;
-//! 3. each file is renamed to `incoming/QUEUEID` with `RENAME_NOREPLACE` (never clobbering a
-//!    queue file);
-//! 4. the directory is fsynced once, making all renames durable;
+//! 3. each temporary file is renamed to `incoming/QUEUEID` with `RENAME_NOREPLACE` (never
+//!    clobbering a queue file);
+//! 4. if anything was renamed, the directory is fsynced once, making all renames durable;
 //! 5. only now is each waiting `commit` told `Ok`.
 //!
-//! A crash before 4 completes leaves at most temporary files (removed by [`remove_stale`])
-//! and no reply was sent; a crash after 4 leaves complete queue files. A file named like a
-//! queue ID is therefore always complete.
+//! A crash before 5 leaves temporary files (removed by [`remove_stale`]) or incomplete files
+//! under queue IDs (left alone by the queue manager; each holds its writer's PID until it
+//! is written, and [`remove_stale`] removes those whose process is gone), and no reply was
+//! sent; after 5, complete queue files, name and contents durable. A
+//! file can be `u+x` before its data is on disk (as with Postfix) only while no reply has
+//! been sent: a crash then may leave a queue file that does not parse, never one whose
+//! `250` was given and whose contents are lost. Single-message latency is one fsync round
+//! (file and directory side by side) instead of two in series.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -50,6 +61,9 @@ pub enum SyncMode {
 pub(crate) struct Job {
     pub id: String,
     pub data: Vec<u8>,
+    /// The empty temporary file made when the ID was handed out (its inode is in the ID),
+    /// to be written instead of a new one.
+    pub reserved: Option<(PathBuf, File)>,
     pub reply: oneshot::Sender<io::Result<()>>,
 }
 
@@ -115,6 +129,8 @@ struct Staged {
     tmp: PathBuf,
     file: Option<File>,
     result: io::Result<()>,
+    /// Written under its queue ID already (a reserved file): nothing to rename.
+    in_place: bool,
 }
 
 fn write_tmp(dir: &Path, seq: u64, data: &[u8]) -> (PathBuf, io::Result<File>) {
@@ -133,6 +149,69 @@ fn write_tmp(dir: &Path, seq: u64, data: &[u8]) -> (PathBuf, io::Result<File>) {
         Ok(f)
     })();
     (tmp, res)
+}
+
+/// Write a message into the temporary file reserved with its ID, and mark it complete
+/// (u+x) as [`write_tmp`] does.
+fn fill_reserved(f: File, data: &[u8]) -> io::Result<File> {
+    use std::os::unix::fs::FileExt;
+    // Over the owner mark (see `reserve_tmp`), from the start.
+    f.write_all_at(data, 0)?;
+    if (data.len() as u64) < OWNER_MARK_LEN {
+        f.set_len(data.len() as u64)?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+    Ok(f)
+}
+
+/// Create an empty temporary file in `dir` (`.tmp.PID.rSEQ`, mode 0600) for a queue ID to
+/// be made from its inode number ([`super::Queue::new_queue_id`]).
+///
+/// The file holds `PID\n` of this process until it is written (an owner mark, padded to
+/// [`OWNER_MARK_LEN`]): once it carries its queue ID's name, the mark is how [`remove_stale`]
+/// tells the file of a transaction that died with its process from a live one.
+pub(crate) fn reserve_tmp(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
+    let pid = crate::sys::pid();
+    let tmp = dir.join(format!("{TMP_PREFIX}{pid}.r{seq}"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let mark = format!("{pid:<15}\n");
+    if let Err(e) = f.write_all(mark.as_bytes()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((tmp, f))
+}
+
+/// Length of the owner mark of a reserved file.
+const OWNER_MARK_LEN: u64 = 16;
+
+/// The PID in the owner mark of an incomplete file named like a queue ID, if it has one.
+fn owner_mark(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut buf = [0u8; OWNER_MARK_LEN as usize + 1];
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let n = f.take(OWNER_MARK_LEN + 1).read(&mut buf).ok()?;
+    if n as u64 != OWNER_MARK_LEN || buf[n - 1] != b'\n' {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// Whether process `pid` still runs (EPERM: alive, another user's; a zombie is dead).
+fn process_alive(pid: u32) -> bool {
+    // Signal 0 only checks for existence.
+    let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as libc::pid_t), None);
+    let exists = r.is_ok() || r == Err(nix::errno::Errno::EPERM);
+    exists && !crate::sys::is_zombie(pid)
 }
 
 /// Threads that fsync one batch concurrently.
@@ -155,6 +234,30 @@ fn fsync_all(staged: &mut [Staged]) {
 #[derive(Default)]
 struct FsyncPool {
     workers: Vec<mpsc::Sender<FsyncJob>>,
+    /// The thread that syncs the directory beside the files' fsyncs.
+    dir: Option<mpsc::Sender<FsyncJob>>,
+}
+
+/// A thread that fsyncs the descriptors it is sent, for the life of the commit thread.
+fn spawn_fsync_worker(name: &str) -> Option<mpsc::Sender<FsyncJob>> {
+    let (tx, rx) = mpsc::channel::<FsyncJob>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while let Ok((fds, reply)) = rx.recv() {
+                let errs = fds
+                    .into_iter()
+                    .map(|fd| {
+                        // SAFETY: the commit thread keeps `fd` open until this answer
+                        // arrives; -1 (no file) is skipped.
+                        (fd >= 0 && unsafe { libc::fsync(fd) } != 0).then(io::Error::last_os_error)
+                    })
+                    .collect();
+                let _ = reply.send(errs);
+            }
+        })
+        .ok()?;
+    Some(tx)
 }
 
 /// Descriptors to fsync (-1: none), and where to send one error (or none) per descriptor.
@@ -206,27 +309,27 @@ impl FsyncPool {
         }
     }
 
+    /// fsync the queue directory on the pool's directory thread while the caller syncs the
+    /// files; `None` when no thread is to be had (the caller syncs it itself afterwards).
+    fn start_dir_sync(
+        &mut self,
+        dir_file: &File,
+    ) -> Option<mpsc::Receiver<Vec<Option<io::Error>>>> {
+        if self.dir.is_none() {
+            self.dir = Some(spawn_fsync_worker("queue-dirsync")?);
+        }
+        let (tx, rx) = mpsc::channel();
+        self.dir
+            .as_ref()?
+            .send((vec![dir_file.as_raw_fd()], tx))
+            .ok()?;
+        Some(rx)
+    }
+
     /// The `i`th worker, started if need be.
     fn worker(&mut self, i: usize) -> Option<&mpsc::Sender<FsyncJob>> {
         while self.workers.len() <= i {
-            let (tx, rx) = mpsc::channel::<FsyncJob>();
-            std::thread::Builder::new()
-                .name("queue-fsync".into())
-                .spawn(move || {
-                    while let Ok((fds, reply)) = rx.recv() {
-                        let errs = fds
-                            .into_iter()
-                            .map(|fd| {
-                                // SAFETY: the commit thread keeps `fd` open until this
-                                // answer arrives; -1 (no file) is skipped.
-                                (fd >= 0 && unsafe { libc::fsync(fd) } != 0)
-                                    .then(io::Error::last_os_error)
-                            })
-                            .collect();
-                        let _ = reply.send(errs);
-                    }
-                })
-                .ok()?;
+            let tx = spawn_fsync_worker("queue-fsync")?;
             self.workers.push(tx);
         }
         self.workers.get(i)
@@ -243,27 +346,44 @@ fn commit_batch(
 ) {
     let mut staged: Vec<Staged> = batch
         .into_iter()
-        .map(|job| {
+        .map(|mut job| {
             *seq += 1;
-            let (tmp, res) = write_tmp(dir, *seq, &job.data);
+            let (tmp, res, in_place) = match job.reserved.take() {
+                Some((path, f)) => {
+                    let res = fill_reserved(f, &job.data);
+                    (path, res, true)
+                }
+                None => {
+                    let (tmp, res) = write_tmp(dir, *seq, &job.data);
+                    (tmp, res, false)
+                }
+            };
             match res {
                 Ok(f) => Staged {
                     job,
                     tmp,
                     file: Some(f),
                     result: Ok(()),
+                    in_place,
                 },
                 Err(e) => Staged {
                     job,
                     tmp,
                     file: None,
                     result: Err(e),
+                    in_place,
                 },
             }
         })
         .collect();
 
-    // 2. Make the data durable.
+    // 2. Make the data durable. Files written in place already have their names (made when
+    // their IDs were handed out): the directory is synced at the same time as the files,
+    // on a thread of its own, instead of after them.
+    let dir_sync = staged
+        .iter()
+        .any(|s| s.in_place && s.result.is_ok())
+        .then(|| pool.start_dir_sync(dir_file));
     match mode {
         SyncMode::ParallelFsync | SyncMode::StartThenFsync | SyncMode::Fsync => {
             if mode != SyncMode::Fsync {
@@ -297,11 +417,28 @@ fn commit_batch(
         }
     }
 
+    if let Some(wait) = dir_sync {
+        let err = match wait {
+            Some(rx) => match rx.recv() {
+                Ok(mut errs) => errs.pop().flatten(),
+                Err(_) => Some(io::Error::other("fsync thread gone")),
+            },
+            None => dir_file.sync_all().err(),
+        };
+        if let Some(e) = err {
+            for s in staged.iter_mut().filter(|s| s.in_place) {
+                if s.result.is_ok() {
+                    s.result = Err(io::Error::new(e.kind(), e.to_string()));
+                }
+            }
+        }
+    }
+
     // 3. Rename into place.
     let mut renamed = 0;
     for s in &mut staged {
         s.file = None;
-        if s.result.is_ok() {
+        if s.result.is_ok() && !s.in_place {
             let target = dir.join(&s.job.id);
             s.result = rename_noreplace(&s.tmp, &target);
             if s.result.is_ok() {
@@ -333,6 +470,36 @@ fn commit_batch(
     }
 }
 
+/// How old an incomplete file named like a queue ID without an owner mark must be to be
+/// taken for an abandoned one.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// An incomplete (not `u+x`) file under a queue ID's name whose transaction is gone: its
+/// owner mark names a process that no longer runs, or, without one, it has not changed
+/// for [`ABANDONED_AFTER`].
+fn abandoned_reservation(e: &std::fs::DirEntry) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let name = e.file_name();
+    let named_like_id = name
+        .to_str()
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if !named_like_id {
+        return false;
+    }
+    let Ok(m) = e.metadata() else { return false };
+    if !m.is_file() || m.mode() & 0o100 != 0 {
+        return false;
+    }
+    match owner_mark(&e.path()) {
+        Some(pid) => !process_alive(pid),
+        None => m
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED_AFTER),
+    }
+}
+
 /// Remove temporary files left by a crashed process (their PID is not running). Returns how
 /// many were removed.
 pub(crate) fn remove_stale(dir: &Path) -> usize {
@@ -344,20 +511,15 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+            if abandoned_reservation(&e) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
             continue;
         };
         let pid: Option<u32> = rest.split('.').next().and_then(|p| p.parse().ok());
-        let alive = match pid {
-            // (EPERM: alive, but another user's: a writer of another service.) A zombie
-            // (killed, not reaped yet: right after a crash of the whole tree) is dead too.
-            Some(p) => {
-                // Signal 0 only checks for existence.
-                let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as libc::pid_t), None);
-                let exists = r.is_ok() || r == Err(nix::errno::Errno::EPERM);
-                exists && !crate::sys::is_zombie(p)
-            }
-            None => false,
-        };
+        // (EPERM: alive, but another user's: a writer of another service.) A zombie
+        // (killed, not reaped yet: right after a crash of the whole tree) is dead too.
+        let alive = pid.is_some_and(process_alive);
         if !alive && std::fs::remove_file(e.path()).is_ok() {
             removed += 1;
         }

@@ -209,17 +209,38 @@ pub fn is_local_interface(ip: IpAddr, p: &Addresses) -> bool {
     if !all && !loopback {
         return false;
     }
-    nix::ifaddrs::getifaddrs()
-        .map(|addrs| {
-            addrs.into_iter().any(|ifa| {
-                ifa.address.is_some_and(|a| {
-                    let a = a
-                        .as_sockaddr_in()
-                        .map(|s| IpAddr::V4(s.ip()))
-                        .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
-                    a == Some(ip) && (all || ip.is_loopback())
-                })
+    interface_addresses()
+        .iter()
+        .any(|a| *a == ip && (all || ip.is_loopback()))
+}
+
+/// The addresses of this host's interfaces, read again at most every ten seconds: smtpd
+/// asks at each message (`local_header_rewrite_clients = permit_inet_interfaces`), and each
+/// `getifaddrs()` is a netlink dump of about ten system calls. Postfix's own list
+/// (`inet_addr_local()`) is read once per process.
+fn interface_addresses() -> std::sync::Arc<Vec<IpAddr>> {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    type Cached = Option<(Instant, Arc<Vec<IpAddr>>)>;
+    static CACHE: Mutex<Cached> = Mutex::new(None);
+    let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, addrs)) = g.as_ref()
+        && at.elapsed() < Duration::from_secs(10)
+    {
+        return addrs.clone();
+    }
+    let addrs: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|it| {
+            it.filter_map(|ifa| {
+                let a = ifa.address?;
+                a.as_sockaddr_in()
+                    .map(|s| IpAddr::V4(s.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
             })
+            .collect()
         })
-        .unwrap_or(false)
+        .unwrap_or_default();
+    let addrs = Arc::new(addrs);
+    *g = Some((Instant::now(), addrs.clone()));
+    addrs
 }

@@ -8,7 +8,7 @@
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
-//! Below: signal dispositions, the environment, a standard output whose reader left,
+//! Below: this process's ID without a system call per log line, signal dispositions, the environment, a standard output whose reader left,
 //! descriptors inherited from a parent, the open-files limit.
 
 pub mod child;
@@ -21,6 +21,35 @@ pub mod privs;
 pub mod syslog;
 pub mod time;
 pub mod wire;
+
+/// This process's ID, asked of the kernel once and again only after a `fork()` (a
+/// `pthread_atfork` child handler forgets it, here and in [`crate::log`], whose lines use
+/// a cached one only once the handler is in place): every log line carries it, and
+/// `getpid()` was a system call per line (issue 18's count: 8 per message).
+pub fn pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        // Async-signal-safe: atomic stores in the child, before it runs anything else.
+        PID.store(0, Ordering::Relaxed);
+        crate::log::forget_pid();
+    }
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only stores to atomics.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+        if rc == 0 {
+            crate::log::cache_pid();
+        }
+    });
+    let p = std::process::id();
+    PID.store(p, Ordering::Relaxed);
+    p
+}
 
 /// Restore the default `SIGPIPE` disposition (a printing command dies quietly when its
 /// reader goes away, as a C program does).
