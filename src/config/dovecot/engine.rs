@@ -2348,7 +2348,11 @@ fn check_all(t: &Tree, warned: &mut Warned, warnings: &mut Vec<String>) -> Vec<S
         "lmtp_client_workarounds",
         &["whitespace-before-path", "mailbox-for-path"],
     ));
-    push(check_storage(root).and_then(|_| check_mail(t)));
+    push(
+        check_mail_user(root)
+            .and_then(|_| check_storage(root))
+            .and_then(|_| check_mail(t)),
+    );
     push(check_master(t, warned, warnings));
     push(
         check_workarounds(
@@ -2479,6 +2483,27 @@ fn check_auth(t: &Tree) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `mail_user_settings_check()` as doveconf (CONFIG_BINARY) builds it: with plugins to load,
+/// `mail_plugin_dir` must be readable and searchable.
+fn check_mail_user(root: &Node) -> Result<(), String> {
+    if root.get("mail_plugins").unwrap_or("").is_empty() {
+        return Ok(());
+    }
+    let dir = root.get("mail_plugin_dir").unwrap_or("");
+    let mode = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK;
+    let bytes = text_to_bytes(dir);
+    let path = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+        &bytes,
+    ));
+    match nix::unistd::access(path, mode) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!(
+            "mail_plugin_dir: access({dir}) failed: {}",
+            crate::config::error::strerror(&std::io::Error::from(e))
+        )),
+    }
 }
 
 /// `mail_storage_settings_check()` (the parts a configuration file can fail).

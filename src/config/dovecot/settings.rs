@@ -58,6 +58,9 @@ pub struct Def {
     pub default: String,
     /// Belongs to the auth process's settings: refused inside `local`/`remote` filters.
     pub auth: bool,
+    /// `SET_FLAG_HIDDEN` (`DEF(SIZE_HIDDEN, …)`): `doveconf -a` shows it only when it is set,
+    /// `-s` and a named query always.
+    pub hidden: bool,
 }
 
 /// A settings structure: the root (global settings) or one kind of section.
@@ -164,6 +167,7 @@ fn infos() -> &'static HashMap<&'static str, Info> {
                 kind: Kind::Str,
                 default: String::new(),
                 auth: false,
+                hidden: false,
             });
         }
         for line in TABLE.lines() {
@@ -208,6 +212,7 @@ fn infos() -> &'static HashMap<&'static str, Info> {
                 kind,
                 default: f[3].to_string(),
                 auth: f.get(4).is_some_and(|x| *x == "auth"),
+                hidden: f.get(4).is_some_and(|x| *x == "hidden"),
             });
         }
         let mut add = |scope: &'static str, key: &str, kind: Kind| {
@@ -216,6 +221,7 @@ fn infos() -> &'static HashMap<&'static str, Info> {
                 kind,
                 default: String::new(),
                 auth: matches!(key, "passdb" | "userdb"),
+                hidden: false,
             });
         };
         add(
