@@ -2494,9 +2494,8 @@ fn check_mail_user(root: &Node) -> Result<(), String> {
     let dir = root.get("mail_plugin_dir").unwrap_or("");
     let mode = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK;
     let bytes = text_to_bytes(dir);
-    let path = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-        &bytes,
-    ));
+    let path =
+        std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&bytes));
     match nix::unistd::access(path, mode) {
         Ok(()) => Ok(()),
         Err(e) => Err(format!(
