@@ -314,10 +314,23 @@ impl PostfixConfig {
     }
 
     /// All parameter names postconf shows, sorted: built-in, service and user-defined ones
-    /// that have a value.
+    /// that have a value, and legacy ones (`fallback_relay`) set in main.cf or with a
+    /// master.cf `-o` (`pcf_scan_user_parameter_namespace()` relabels a legacy parameter it
+    /// meets in any name space as user-defined, so it is printed, with its global value).
     pub fn all_names(&self) -> Vec<String> {
         let mut v: Vec<String> = params::all().iter().map(|p| p.name.to_string()).collect();
         v.extend(self.service_params.keys().cloned());
+        for name in params::LEGACY {
+            if self.explicit.contains_key(*name)
+                || self
+                    .master
+                    .services
+                    .iter()
+                    .any(|s| s.params().contains_key(*name))
+            {
+                v.push(name.to_string());
+            }
+        }
         v.extend(
             self.check
                 .used_main
