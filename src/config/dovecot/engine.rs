@@ -1285,24 +1285,40 @@ impl Parser {
     }
 
     fn glob_one(&self, pattern: &str) -> Vec<String> {
+        // glob(3) treats `//` as `/` but keeps the pattern's directory part as written in
+        // its results (`./`, `dir//conf.d/`); the glob crate finds nothing for `.//x/*`
+        // and drops `./`: glob the collapsed pattern, then put the written prefix back.
+        let collapse = |s: &str| {
+            let mut n = String::with_capacity(s.len());
+            for c in s.chars() {
+                if !(c == '/' && n.ends_with('/')) {
+                    n.push(c);
+                }
+            }
+            n
+        };
+        let wild = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+        let written = pattern[..wild].rfind('/').map(|e| &pattern[..=e]);
+        let normal = written.map(|w| {
+            let c = collapse(w);
+            c.strip_prefix("./").map(str::to_string).unwrap_or(c)
+        });
         match glob::glob_with(
-            pattern,
+            &collapse(pattern),
             glob::MatchOptions {
                 case_sensitive: true,
                 require_literal_separator: true,
                 require_literal_leading_dot: true,
             },
         ) {
-            // glob(3) keeps the pattern's `./` prefix; the glob crate drops it.
             Ok(paths) => paths
                 .filter_map(Result::ok)
                 .map(|p| p.to_string_lossy().into_owned())
-                .map(|p| {
-                    if pattern.starts_with("./") && !p.starts_with("./") {
-                        format!("./{p}")
-                    } else {
-                        p
+                .map(|p| match (written, &normal) {
+                    (Some(w), Some(n)) if p.starts_with(n.as_str()) && !p.starts_with(w) => {
+                        format!("{w}{}", &p[n.len()..])
                     }
+                    _ => p,
                 })
                 .collect(),
             Err(_) => Vec::new(),
