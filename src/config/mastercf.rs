@@ -1034,6 +1034,9 @@ impl ParamCheck {
     }
 }
 
+/// Expands a value in main.cf's scope (`None`) or with a service's `-o` settings first.
+pub type ScopedExpand<'a> = dyn Fn(&str, Option<&IndexMap<String, String>>) -> String + 'a;
+
 /// Postfix's `register_user_parameters()` and `pcf_flag_unused_master_parameters()` over
 /// main.cf and master.cf (rules in the module doc). `config_dir` is used in messages;
 /// `expand` evaluates a value in main.cf's scope, or with a service's `-o` settings first
@@ -1042,7 +1045,7 @@ pub fn check_parameters(
     main: &MainCf,
     master: &MasterCf,
     config_dir: &Path,
-    expand: &dyn Fn(&str, Option<&IndexMap<String, String>>) -> String,
+    expand: &ScopedExpand,
 ) -> ParamCheck {
     let service_params: HashSet<String> = service_parameters(master)
         .into_iter()
