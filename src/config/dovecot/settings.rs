@@ -1,8 +1,9 @@
 //! Dovecot 2.3.19's settings: names, types and defaults, and value checking and normalisation
 //! the way `doveconf` parses and re-prints values.
 //!
-//! * The settings table `settings-2.3.19.tsv` is generated from the real `doveconf -a` and its
-//!   complaints by `scripts/regen-dovecot-fixtures table`; `defaults-2.3.19.conf` beside it is
+//! * The settings table `settings-2.3.19.tsv` is generated from the real `doveconf -s` (every
+//!   setting; those `doveconf -a` leaves out are flagged `hidden`, Dovecot's
+//!   `SET_FLAG_HIDDEN`) and its complaints by `scripts/regen-dovecot-fixtures table`; `defaults-2.3.19.conf` beside it is
 //!   `doveconf -a` of an empty file (the built-in services and their listeners).
 //! * The sections (Dovecot's `SET_DEFLIST`/`SET_DEFLIST_UNIQUE`/`SET_STRLIST` settings), the key
 //!   naming each section element (`type_offset`), aliases, enum value lists and `STR_VARS`
