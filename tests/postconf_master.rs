@@ -12,58 +12,27 @@ use common::BIN;
 use std::path::{Path, PathBuf};
 
 use postern::cli::postconf_master::{MasterArgs, MasterEdit, MasterMode, run_capture};
-use postern::config::{maincf, params};
+use postern::config::postfix::{LoadOptions, PostfixConfig};
 
-/// A small `$name` expander over main.cf and the built-in defaults, enough for the cases.
+/// The `$name` expander the `postconf` command hands to the master.cf modes: main.cf (with
+/// `-c DIR`) and the built-in defaults, expanded recursively as Postfix does.
 fn expander(dir: &Path) -> impl Fn(&str) -> Result<String, String> {
-    let main = maincf::read(&dir.join("main.cf")).ok();
-    move |v: &str| {
-        let lookup = |n: &str| -> Option<String> {
-            main.as_ref()
-                .and_then(|m| m.get(n).map(str::to_string))
-                .or_else(|| params::lookup(n).map(|d| d.default.to_string()))
-        };
-        Ok(expand(v, &lookup, 0))
-    }
-}
-
-fn expand(v: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> String {
-    if depth > 20 {
-        return v.to_string();
-    }
-    let b = v.as_bytes();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'$' {
-            let n = v[i..].find('$').unwrap_or(v.len() - i);
-            out.push_str(&v[i..i + n]);
-            i += n;
-            continue;
+    let cfg = PostfixConfig::load(&LoadOptions {
+        config_dir: Some(dir.to_path_buf()),
+        overrides: Vec::new(),
+    })
+    .ok();
+    move |v: &str| match &cfg {
+        Some(c) => {
+            let e = c.expand(v);
+            if e.error {
+                Err(e.warnings.join("\n"))
+            } else {
+                Ok(e.value)
+            }
         }
-        i += 1;
-        let (name, end) = match b.get(i) {
-            Some(b'{') | Some(b'(') => {
-                let close = if b[i] == b'{' { '}' } else { ')' };
-                let e = v[i..].find(close).map(|p| p + i).unwrap_or(v.len());
-                (v[i + 1..e].to_string(), e + 1)
-            }
-            _ => {
-                let n = v[i..]
-                    .bytes()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                    .count();
-                (v[i..i + n].to_string(), i + n)
-            }
-        };
-        out.push_str(&expand(
-            &lookup(&name).unwrap_or_default(),
-            lookup,
-            depth + 1,
-        ));
-        i = end.min(v.len());
+        None => Ok(v.to_string()),
     }
-    out
 }
 
 fn parse_cmd(cmd: &str, dir: &Path) -> MasterArgs {
@@ -232,6 +201,12 @@ fn real_world_fixtures_postconf_m() {
         // Postern reads the tutorial's column-0 wrapped restriction line on purpose
         // (documented extension in src/config/maincf.rs); Postfix stops there.
         if name == "tutorial-wrapped" {
+            continue;
+        }
+        // `inet_protocols = {MTA_INET_PROTOCOLS}` stops postconf while it scans main.cf's
+        // defaults, before master.cf: the command checks that (tests/postconf.rs runs this
+        // fixture's -M through the binary), not the master.cf modes tested here.
+        if name == "imscp-placeholders" {
             continue;
         }
         let want_err = std::fs::read(dir.join("postconf-M.err")).unwrap_or_default();

@@ -261,12 +261,13 @@ pub fn print_line(out: &mut impl Write, fold: bool, enc: text::Encoding, text: &
 }
 
 /// Print the warnings of [`PostfixConfig::macro_check`]; `Err(1)` after `fatal: macro
-/// processing error` when a value cannot be expanded (nothing else is printed then, as
-/// Postfix's postconf stops before it shows anything).
+/// processing error` when a value cannot be expanded, or `fatal: unknown inet_protocols
+/// value …` (nothing else is printed then, as Postfix's postconf stops before it shows
+/// anything).
 fn check_macros(cfg: &PostfixConfig) -> Result<Vec<String>, i32> {
     match cfg.macro_check() {
         Ok(w) => Ok(w),
-        Err(w) => {
+        Err((w, fatal_msg)) => {
             let early = cfg
                 .usage_warnings()
                 .into_iter()
@@ -274,7 +275,7 @@ fn check_macros(cfg: &PostfixConfig) -> Result<Vec<String>, i32> {
             for l in cfg.warnings.iter().cloned().chain(early).chain(w) {
                 warn(text::printable(&l, cfg.main.encoding));
             }
-            Err(fatal("macro processing error"))
+            Err(fatal(fatal_msg))
         }
     }
 }

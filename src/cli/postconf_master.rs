@@ -240,7 +240,10 @@ fn show(
     for w in &master.warnings {
         warn(w);
     }
-    let eval = |v: &str| expand(v).unwrap_or_else(|_| v.to_string());
+    let eval = |v: &str, local: Option<&IndexMap<String, String>>| match local {
+        None => expand(v).unwrap_or_else(|_| v.to_string()),
+        Some(l) => expand_in_scope(v, l, expand, 0),
+    };
     let check = check_parameters(&main, &master, dir, &eval);
     for w in &check.undefined {
         warn(w);

@@ -48,9 +48,18 @@
 //!   `DIR/FILE: undefined parameter: NAME`; an `-o` setting that is not valid gives
 //!   `DIR/master.cf: unused parameter: NAME=VALUE`.
 //!
-//! Known limits: legacy DBMS parameter names (`ldap:name` → `name_server_host`, Postfix
-//! `postconf_dbms.c`) are not registered; Postfix prints the undefined/unused warnings in hash
-//! table order, which varies from run to run, while Postern prints them in file order.
+//! Database client tables (Postfix 3.7.11 `postconf_dbms.c`, see [`check_parameters`]): the
+//! value of each built-in or service parameter set in main.cf or with `-o` is expanded
+//! (`$name`, in the service's scope) and split like a list; `{ … }` groups are opened (a
+//! brace error is a warning: `main.cf: syntax error after '}' in "{…}x"`, or
+//! `master.cf:SERVICE/TYPE: …`), `proxy:` is skipped; `ldap|mysql|pgsql|sqlite|memcache:/FILE`
+//! is read once per run (`open "mysql" configuration "FILE": …` when it cannot be opened,
+//! `TYPE:FILE: unused parameter: NAME=VALUE` for names the client does not read), and
+//! `TYPE:NAME` makes `NAME_SUFFIX` legacy parameters valid.
+//!
+//! Known limits: Postfix prints the undefined/unused warnings in hash table order, which
+//! varies from run to run, while Postern prints them in file order; a database file with a
+//! line without `=` stops Postfix (`fatal`), Postern skips the file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -720,59 +729,284 @@ pub fn used_parameter_names(master: &MasterCf) -> Vec<String> {
     out
 }
 
-/// Database client types whose `TYPE:/path` configuration files postconf opens when it
-/// scans a value (Postfix `postconf_dbms.c`).
-const DBMS_TYPES: &[&str] = &["ldap", "memcache", "mongodb", "mysql", "pgsql", "sqlite"];
+/// Postfix 3.7.11 `postconf_dbms.c` (`LEGACY_DBMS_SUPPORT`): the database client types and
+/// the parameter names each reads from its configuration (`pcf_*_suffixes.h`, which
+/// `extract_cfg.sh` builds from the `cfg_get_*()` calls of `global/dict_TYPE.c`, plus
+/// `domain`, and for the SQL types `table`, `select_field`, `where_field`,
+/// `additional_conditions`). 3.7 has no `mongodb` here.
+const DBMS: &[(&str, &[&str])] = &[
+    (
+        "ldap",
+        &[
+            "bind",
+            "bind_dn",
+            "bind_pw",
+            "cache",
+            "cache_expiry",
+            "cache_size",
+            "chase_referrals",
+            "debuglevel",
+            "dereference",
+            "domain",
+            "expansion_limit",
+            "leaf_result_attribute",
+            "query_filter",
+            "recursion_limit",
+            "result_attribute",
+            "result_filter",
+            "result_format",
+            "sasl_authz_id",
+            "sasl_mechs",
+            "sasl_minssf",
+            "sasl_realm",
+            "scope",
+            "search_base",
+            "server_host",
+            "server_port",
+            "size_limit",
+            "special_result_attribute",
+            "start_tls",
+            "terminal_result_attribute",
+            "timeout",
+            "tls_ca_cert_dir",
+            "tls_ca_cert_file",
+            "tls_cert",
+            "tls_cipher_suite",
+            "tls_key",
+            "tls_random_file",
+            "tls_require_cert",
+            "version",
+        ],
+    ),
+    (
+        "mysql",
+        &[
+            "additional_conditions",
+            "dbname",
+            "domain",
+            "expansion_limit",
+            "hosts",
+            "option_file",
+            "option_group",
+            "password",
+            "query",
+            "require_result_set",
+            "result_format",
+            "select_field",
+            "table",
+            "tls_CAfile",
+            "tls_CApath",
+            "tls_cert_file",
+            "tls_ciphers",
+            "tls_key_file",
+            "tls_verify_cert",
+            "user",
+            "where_field",
+        ],
+    ),
+    (
+        "pgsql",
+        &[
+            "additional_conditions",
+            "dbname",
+            "domain",
+            "expansion_limit",
+            "hosts",
+            "password",
+            "query",
+            "result_format",
+            "select_field",
+            "select_function",
+            "table",
+            "user",
+            "where_field",
+        ],
+    ),
+    (
+        "sqlite",
+        &[
+            "additional_conditions",
+            "dbpath",
+            "domain",
+            "expansion_limit",
+            "query",
+            "result_format",
+            "select_field",
+            "table",
+            "where_field",
+        ],
+    ),
+    (
+        "memcache",
+        &[
+            "backup",
+            "data_size_limit",
+            "domain",
+            "flags",
+            "key_format",
+            "line_size_limit",
+            "max_try",
+            "memcache",
+            "retry_pause",
+            "timeout",
+            "ttl",
+        ],
+    ),
+];
 
-/// Postfix `pcf_register_dbms_parameters()`: a `TYPE:/file` item (also behind `proxy:`)
-/// whose file cannot be opened gives `open "TYPE" configuration "FILE": ERROR`.
-fn dbms_warnings(value: &str, out: &mut Vec<String>) {
-    for item in split_fields_sep(value, &[' ', ',', '\t', '\r', '\n']) {
-        let mut item = item.as_str();
-        while let Some(rest) = item.strip_prefix("proxy:") {
-            item = rest;
+/// Postfix `extpar(&text, "{}", EXTPAR_FLAG_NONE)` on text that starts with `{`: the text
+/// inside the braces (after an unbalanced `{`: all the rest), and the error if any.
+fn extpar_brace(text: &str) -> (&str, Option<String>) {
+    let b = text.as_bytes();
+    let mut level = 0usize;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'{' {
+            level += 1;
+        } else if c == b'}' {
+            level -= 1;
+            if level == 0 {
+                let err =
+                    (i + 1 < b.len()).then(|| format!("syntax error after '}}' in \"{text}\""));
+                return (&text[1..i], err);
+            }
         }
-        let Some((kind, file)) = item.split_once(':') else {
+    }
+    (&text[1..], Some(format!("missing '}}' in \"{text}\"")))
+}
+
+/// Postfix `mystrtokq(&text, ", \t\r\n", "{}")`: tokens, with `{ … }` kept together.
+fn dbms_tokens(text: &str) -> Vec<&str> {
+    const SEP: &[u8] = b", \t\r\n";
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && SEP.contains(&b[i]) {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        let mut level = 0usize;
+        while i < b.len() {
+            let c = b[i];
+            if c == b'{' {
+                level += 1;
+            } else if level > 0 && c == b'}' {
+                level -= 1;
+            } else if level == 0 && SEP.contains(&c) {
+                break;
+            }
+            i += 1;
+        }
+        out.push(&text[start..i]);
+    }
+    out
+}
+
+/// What [`dbms_scan`] found: warnings, and legacy parameter names to flag as used
+/// (`ldap:name` → `name_server_host`, …).
+struct DbmsScan<'a> {
+    /// `main.cf` or `master.cf:SERVICE/TYPE`, the prefix of brace syntax errors.
+    source: String,
+    /// `TYPE:FILE` already visited (Postfix reads each file once per run).
+    seen: &'a mut HashSet<String>,
+    warnings: &'a mut Vec<String>,
+    names: Vec<String>,
+}
+
+/// Postfix `pcf_register_dbms_helper()` over an already expanded value.
+fn dbms_scan(value: &str, scan: &mut DbmsScan) {
+    for tok in dbms_tokens(value) {
+        if tok.starts_with('{') {
+            let (inner, err) = extpar_brace(tok);
+            if let Some(e) = err {
+                scan.warnings.push(format!("{}: {e}", scan.source));
+            }
+            dbms_scan(inner, scan);
             continue;
+        }
+        // Skip `proxy:` (as proxymap would), then split TYPE:PREFIX at the first ':'.
+        let mut rest = tok;
+        let (db_type, prefix) = loop {
+            match rest.split_once(':') {
+                Some(("proxy", p)) => rest = p,
+                Some((t, p)) => break (t, p),
+                None => break ("", ""),
+            }
         };
-        if !DBMS_TYPES.contains(&kind) || !file.starts_with('/') {
+        if db_type.is_empty() && prefix.is_empty() {
             continue;
         }
-        // Postfix opens each file once per run, so it warns once per file.
-        if let Err(e) = std::fs::File::open(file) {
-            let w = format!(
-                "open \"{kind}\" configuration \"{file}\": {}",
-                super::error::strerror(&e)
-            );
-            if !out.contains(&w) {
-                out.push(w);
+        let info = DBMS.iter().find(|(t, _)| *t == db_type);
+        if prefix.starts_with('/') {
+            if let Some((t, suffixes)) = info {
+                dbms_check_client(t, suffixes, prefix, scan);
+            }
+        } else if !prefix.starts_with('.') {
+            if prefix.starts_with('{') {
+                let (inner, err) = extpar_brace(prefix);
+                if let Some(e) = err {
+                    scan.warnings.push(format!("{}: {e}", scan.source));
+                }
+                dbms_scan(inner, scan);
+            } else if let Some((_, suffixes)) = info {
+                for s in *suffixes {
+                    scan.names.push(format!("{prefix}_{s}"));
+                }
             }
         }
     }
 }
 
-/// `mystrtokq()` with a custom separator set and `{}` grouping.
-fn split_fields_sep(text: &str, seps: &[char]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut level = 0usize;
-    for c in text.chars() {
-        if c == '{' {
-            level += 1;
-        } else if c == '}' && level > 0 {
-            level -= 1;
-        } else if level == 0 && seps.contains(&c) {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+/// Postfix `pcf_check_dbms_client()`: read a database client configuration file once and
+/// report the names in it that the client does not know. An unreadable file (other than for
+/// lack of permission) is a warning. XXX Postfix stops (`fatal`) at a line without `=`;
+/// here the file is then skipped.
+fn dbms_check_client(db_type: &str, suffixes: &[&str], file: &str, scan: &mut DbmsScan) {
+    let spec = format!("{db_type}:{file}");
+    if !scan.seen.insert(spec.clone()) {
+        return;
+    }
+    let path = Path::new(file);
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::PermissionDenied {
+                scan.warnings.push(format!(
+                    "open \"{db_type}\" configuration \"{file}\": {}",
+                    super::error::strerror(&e)
+                ));
             }
-            continue;
+            return;
         }
-        cur.push(c);
+    };
+    if f.metadata().is_ok_and(|m| !m.is_file()) {
+        scan.warnings.push(format!(
+            "open \"{db_type}\" configuration \"{file}\": not a regular file"
+        ));
+        return;
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut &f, &mut bytes) {
+        scan.warnings.push(format!(
+            "read \"{db_type}\" configuration \"{file}\": {}",
+            super::error::strerror(&e)
+        ));
+        return;
     }
-    out
+    let (text, _) = super::text::decode(&bytes);
+    let Ok(cf) = super::maincf::parse(&text, path) else {
+        return;
+    };
+    scan.warnings.extend(cf.warnings);
+    for (name, s) in &cf.settings {
+        if !suffixes.contains(&name.as_str()) {
+            scan.warnings
+                .push(format!("{spec}: unused parameter: {name}={}", s.value));
+        }
+    }
 }
 
 /// The outcome of Postfix's parameter bookkeeping over main.cf and master.cf together.
@@ -800,14 +1034,18 @@ impl ParamCheck {
     }
 }
 
+/// Expands a value in main.cf's scope (`None`) or with a service's `-o` settings first.
+pub type ScopedExpand<'a> = dyn Fn(&str, Option<&IndexMap<String, String>>) -> String + 'a;
+
 /// Postfix's `register_user_parameters()` and `pcf_flag_unused_master_parameters()` over
 /// main.cf and master.cf (rules in the module doc). `config_dir` is used in messages;
-/// `expand` evaluates a main.cf value (for `smtpd_restriction_classes`).
+/// `expand` evaluates a value in main.cf's scope, or with a service's `-o` settings first
+/// (for `smtpd_restriction_classes` and the database scan).
 pub fn check_parameters(
     main: &MainCf,
     master: &MasterCf,
     config_dir: &Path,
-    expand: &dyn Fn(&str) -> String,
+    expand: &ScopedExpand,
 ) -> ParamCheck {
     let service_params: HashSet<String> = service_parameters(master)
         .into_iter()
@@ -820,6 +1058,8 @@ pub fn check_parameters(
     let mut used_main: HashSet<String> = HashSet::new();
     let mut undefined = Vec::new();
     let dir = config_dir.display().to_string();
+    // Database client files already read (one visit per file and run, as in Postfix).
+    let mut dbms_seen: HashSet<String> = HashSet::new();
 
     // flag_user_parameter(): `scope` is the service index, or None for main.cf.
     let flag = |name: &str,
@@ -864,7 +1104,7 @@ pub fn check_parameters(
     };
     let global_classes: HashSet<String> = main
         .get("smtpd_restriction_classes")
-        .map(|v| classes(&expand(v)).into_iter().collect())
+        .map(|v| classes(&expand(v, None)).into_iter().collect())
         .unwrap_or_default();
 
     // Per-service name spaces.
@@ -896,8 +1136,21 @@ pub fn check_parameters(
                     &mut undefined,
                 );
             }
+            // Values of built-in and service parameters only (`pcf_register_dbms_parameters()`
+            // after `$name` expansion in the service's scope).
             if known(n) {
-                dbms_warnings(v, &mut undefined);
+                let svc = &master.services[i];
+                let mut scan = DbmsScan {
+                    source: format!("master.cf:{}/{}", svc.name, svc.kind),
+                    seen: &mut dbms_seen,
+                    warnings: &mut undefined,
+                    names: Vec::new(),
+                };
+                dbms_scan(&expand(v, Some(sp)), &mut scan);
+                for m in std::mem::take(&mut scan.names) {
+                    let mut ignore = Vec::new();
+                    flag(&m, Some(i), &mut local_valid, &mut used_main, &mut ignore);
+                }
             }
         }
     }
@@ -924,9 +1177,21 @@ pub fn check_parameters(
             flag(&m, None, &mut local_valid, &mut used_main, &mut undefined);
         }
         // Only values of known parameters are checked for database files (as observed
-        // with Postfix 3.7: a misspelt `transport_map = ldap:/…` gives no warning).
+        // with Postfix 3.7: a misspelt `transport_map = ldap:/…` gives no warning), after
+        // `$name` expansion; legacy `ldap:name` parameters (`name_server_host`) count as
+        // used, without an "undefined" warning.
         if known(n) {
-            dbms_warnings(&s.value, &mut undefined);
+            let mut scan = DbmsScan {
+                source: "main.cf".into(),
+                seen: &mut dbms_seen,
+                warnings: &mut undefined,
+                names: Vec::new(),
+            };
+            dbms_scan(&expand(&s.value, None), &mut scan);
+            for m in std::mem::take(&mut scan.names) {
+                let mut ignore = Vec::new();
+                flag(&m, None, &mut local_valid, &mut used_main, &mut ignore);
+            }
         }
     }
 
@@ -962,6 +1227,64 @@ mod tests {
 
     fn p(s: &str) -> Result<MasterCf, MasterParseError> {
         parse_detailed(s, Path::new("/etc/postfix/master.cf"))
+    }
+
+    /// A database client file that exists (compat-fixtures can only name absent ones: the
+    /// path must be absolute). Expected lines as the real postconf 3.7.11 printed them for
+    /// the same file and main.cf (`postconf -n`, once per file although two parameters
+    /// name it, the second through `proxy:`).
+    #[test]
+    fn dbms_client_file_unused_and_overriding() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("my.cf");
+        std::fs::write(
+            &f,
+            "hosts = db\nuser = a\nuser = b\nbogus = 1\nquery = SELECT x\n  FROM y\n",
+        )
+        .expect("write");
+        let f = f.display().to_string();
+        let main = crate::config::maincf::parse(
+            &format!("virtual_alias_maps = mysql:{f}\nrelay_domains = proxy:mysql:{f}\n"),
+            &d.path().join("main.cf"),
+        )
+        .expect("main.cf");
+        let master = p("").expect("master.cf");
+        let check = check_parameters(&main, &master, d.path(), &|v, _| v.to_string());
+        assert_eq!(
+            check.undefined,
+            vec![
+                format!("{f}, line 3: overriding earlier entry: user=a"),
+                format!("mysql:{f}: unused parameter: bogus=1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn dbms_scan_braces_and_legacy_names() {
+        let mut seen = HashSet::new();
+        let mut warnings = Vec::new();
+        let mut scan = DbmsScan {
+            source: "main.cf".into(),
+            seen: &mut seen,
+            warnings: &mut warnings,
+            names: Vec::new(),
+        };
+        dbms_scan("{{x}}/y, ldap:src pgsql:{memcache:m}z mongodb:m", &mut scan);
+        let names = std::mem::take(&mut scan.names);
+        assert!(names.contains(&"src_server_host".to_string()));
+        assert!(names.contains(&"m_ttl".to_string()));
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with("m_") && n.ends_with("_hosts"))
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "main.cf: syntax error after '}' in \"{{x}}/y\"",
+                "main.cf: syntax error after '}' in \"{memcache:m}z\"",
+            ]
+        );
     }
 
     #[test]

@@ -171,7 +171,13 @@ impl PostfixConfig {
             self.service_params.entry(name).or_insert(default);
         }
         let check = {
-            let expand = |v: &str| self.expand(v).value;
+            let expand = |v: &str, local: Option<&IndexMap<String, String>>| match local {
+                None => self.expand(v).value,
+                Some(l) => {
+                    let lookup = |n: &str, _m: Mode| l.get(n).cloned().or_else(|| self.raw(n));
+                    expand::expand(v, &lookup, true).value
+                }
+            };
             mastercf::check_parameters(&self.main, &self.master, &self.config_dir, &expand)
         };
         self.check = check;
@@ -308,10 +314,23 @@ impl PostfixConfig {
     }
 
     /// All parameter names postconf shows, sorted: built-in, service and user-defined ones
-    /// that have a value.
+    /// that have a value, and legacy ones (`fallback_relay`) set in main.cf or with a
+    /// master.cf `-o` (`pcf_scan_user_parameter_namespace()` relabels a legacy parameter it
+    /// meets in any name space as user-defined, so it is printed, with its global value).
     pub fn all_names(&self) -> Vec<String> {
         let mut v: Vec<String> = params::all().iter().map(|p| p.name.to_string()).collect();
         v.extend(self.service_params.keys().cloned());
+        for name in params::LEGACY {
+            if self.explicit.contains_key(*name)
+                || self
+                    .master
+                    .services
+                    .iter()
+                    .any(|s| s.params().contains_key(*name))
+            {
+                v.push(name.to_string());
+            }
+        }
         v.extend(
             self.check
                 .used_main
@@ -366,10 +385,14 @@ impl PostfixConfig {
     /// scan, `pcf_register_dbms_parameters()`), where a syntax error or a reference chain
     /// deeper than 100 is fatal. Read-only and raw parameters are skipped.
     ///
+    /// Between the master.cf and the main.cf values, the defaults are scanned: computing
+    /// the `mynetworks` default (when main.cf does not set it) checks `inet_protocols`
+    /// (`pcf_mynetworks()` → `inet_proto_init()`).
+    ///
     /// Returns the scan warnings met, and `Err` with the warnings of the value that
-    /// failed (postconf then stops with `fatal: macro processing error` and prints no
-    /// parameter).
-    pub fn macro_check(&self) -> Result<Vec<String>, Vec<String>> {
+    /// failed and the fatal message (postconf then stops with `fatal: macro processing
+    /// error` or `fatal: unknown inet_protocols value …` and prints no parameter).
+    pub fn macro_check(&self) -> Result<Vec<String>, (Vec<String>, String)> {
         let mut warnings = Vec::new();
         let builtin = |n: &str| params::lookup(n).is_some() || self.service_params.contains_key(n);
         for svc in &self.master.services {
@@ -387,10 +410,15 @@ impl PostfixConfig {
                     let e = expand::expand(v, &lookup, true);
                     if e.error {
                         warnings.extend(e.warnings);
-                        return Err(warnings);
+                        return Err((warnings, "macro processing error".into()));
                     }
                 }
             }
+        }
+        if !self.explicit.contains_key("mynetworks")
+            && let Err(f) = self.check_inet_protocols()
+        {
+            return Err((warnings, f));
         }
         for (n, v) in &self.explicit {
             if params::READ_ONLY.contains(&n.as_str())
@@ -403,11 +431,36 @@ impl PostfixConfig {
                 let e = self.expand(v);
                 if e.error {
                     warnings.extend(e.warnings);
-                    return Err(warnings);
+                    return Err((warnings, "macro processing error".into()));
                 }
             }
         }
         Ok(warnings)
+    }
+
+    /// Postfix `inet_proto_init()` on `inet_protocols` as `pcf_mynetworks()` reads it: the
+    /// main.cf value expanded with main.cf settings only (`mail_conf_lookup_eval()`), else the
+    /// default; every word (separated by commas or white space) must be `all`, `ipv4` or
+    /// `ipv6`, with that case (`name_mask()`).
+    fn check_inet_protocols(&self) -> Result<(), String> {
+        let value = match self.explicit.get("inet_protocols") {
+            Some(v) => {
+                let lookup = |n: &str, _m: Mode| self.explicit.get(n).cloned();
+                expand::expand(v, &lookup, true).value
+            }
+            None => return Ok(()),
+        };
+        for w in value
+            .split([',', ' ', '\t', '\r', '\n'])
+            .filter(|w| !w.is_empty())
+        {
+            if !matches!(w, "all" | "ipv4" | "ipv6") {
+                return Err(format!(
+                    "unknown inet_protocols value \"{w}\" in \"{value}\""
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Expand a value using defaults only (`postconf -dx`).

@@ -1285,24 +1285,40 @@ impl Parser {
     }
 
     fn glob_one(&self, pattern: &str) -> Vec<String> {
+        // glob(3) treats `//` as `/` but keeps the pattern's directory part as written in
+        // its results (`./`, `dir//conf.d/`); the glob crate finds nothing for `.//x/*`
+        // and drops `./`: glob the collapsed pattern, then put the written prefix back.
+        let collapse = |s: &str| {
+            let mut n = String::with_capacity(s.len());
+            for c in s.chars() {
+                if !(c == '/' && n.ends_with('/')) {
+                    n.push(c);
+                }
+            }
+            n
+        };
+        let wild = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+        let written = pattern[..wild].rfind('/').map(|e| &pattern[..=e]);
+        let normal = written.map(|w| {
+            let c = collapse(w);
+            c.strip_prefix("./").map(str::to_string).unwrap_or(c)
+        });
         match glob::glob_with(
-            pattern,
+            &collapse(pattern),
             glob::MatchOptions {
                 case_sensitive: true,
                 require_literal_separator: true,
                 require_literal_leading_dot: true,
             },
         ) {
-            // glob(3) keeps the pattern's `./` prefix; the glob crate drops it.
             Ok(paths) => paths
                 .filter_map(Result::ok)
                 .map(|p| p.to_string_lossy().into_owned())
-                .map(|p| {
-                    if pattern.starts_with("./") && !p.starts_with("./") {
-                        format!("./{p}")
-                    } else {
-                        p
+                .map(|p| match (written, &normal) {
+                    (Some(w), Some(n)) if p.starts_with(n.as_str()) && !p.starts_with(w) => {
+                        format!("{w}{}", &p[n.len()..])
                     }
+                    _ => p,
                 })
                 .collect(),
             Err(_) => Vec::new(),
@@ -2348,7 +2364,11 @@ fn check_all(t: &Tree, warned: &mut Warned, warnings: &mut Vec<String>) -> Vec<S
         "lmtp_client_workarounds",
         &["whitespace-before-path", "mailbox-for-path"],
     ));
-    push(check_storage(root).and_then(|_| check_mail(t)));
+    push(
+        check_mail_user(root)
+            .and_then(|_| check_storage(root))
+            .and_then(|_| check_mail(t)),
+    );
     push(check_master(t, warned, warnings));
     push(
         check_workarounds(
@@ -2479,6 +2499,26 @@ fn check_auth(t: &Tree) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `mail_user_settings_check()` as doveconf (CONFIG_BINARY) builds it: with plugins to load,
+/// `mail_plugin_dir` must be readable and searchable.
+fn check_mail_user(root: &Node) -> Result<(), String> {
+    if root.get("mail_plugins").unwrap_or("").is_empty() {
+        return Ok(());
+    }
+    let dir = root.get("mail_plugin_dir").unwrap_or("");
+    let mode = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK;
+    let bytes = text_to_bytes(dir);
+    let path =
+        std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&bytes));
+    match nix::unistd::access(path, mode) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!(
+            "mail_plugin_dir: access({dir}) failed: {}",
+            crate::config::error::strerror(&std::io::Error::from(e))
+        )),
+    }
 }
 
 /// `mail_storage_settings_check()` (the parts a configuration file can fail).

@@ -85,7 +85,9 @@ impl Export<'_> {
             }
             let changed = node.changed[i];
             let mut dump_default = match self.scope {
-                Scope::AllWithHidden | Scope::AllWithoutHidden => true,
+                Scope::AllWithHidden => true,
+                // A hidden setting only when it is set.
+                Scope::AllWithoutHidden => !def.hidden || changed,
                 Scope::Set => changed,
                 Scope::Changed => false,
             };

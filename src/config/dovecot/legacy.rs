@@ -137,6 +137,11 @@ struct Tx {
     /// Protocols the `login_*` keys apply to (`login = imap` blocks in 0.99).
     login_targets: Vec<String>,
     protocols: Vec<String>,
+    /// The file's `base_dir` (2.3's default when it sets none): an auth socket path under it
+    /// becomes the listener's relative name, as 2.3's `socket_apply()` does, so the 1.x
+    /// `path = /var/run/dovecot/auth-master` is the built-in `auth-master` listener rather
+    /// than a second listener on the same path.
+    base_dir: String,
 }
 
 fn set(key: &str, value: &str, at: &Origin) -> Node {
@@ -295,15 +300,21 @@ impl Tx {
         };
         match key {
             "protocols" => {
+                // As 2.3's old-set-parser.c: `imaps`/`pop3s` without the plain protocol
+                // become it, appended, with the plain listener disabled (port 0), so the
+                // translated box does not open 143/110 where the 1.x one did not.
+                let all: Vec<&str> = value.split_whitespace().collect();
                 let mut words: Vec<String> = Vec::new();
-                for w in value.split_whitespace() {
-                    let base = match w {
-                        "imaps" => "imap",
-                        "pop3s" => "pop3",
-                        w => w,
-                    };
-                    if !words.iter().any(|x| x == base) {
-                        words.push(base.to_string());
+                for w in &all {
+                    if !matches!(*w, "imaps" | "pop3s") && !words.iter().any(|x| x == w) {
+                        words.push(w.to_string());
+                    }
+                }
+                let mut off: Vec<&str> = Vec::new();
+                for (s, plain) in [("imaps", "imap"), ("pop3s", "pop3")] {
+                    if all.contains(&s) && !all.contains(&plain) {
+                        words.push(plain.to_string());
+                        off.push(plain);
                     }
                 }
                 let v = words.join(" ");
@@ -312,6 +323,27 @@ impl Tx {
                         key,
                         at,
                         format!("protocols = {v} (imaps/pop3s are listeners of imap/pop3 in 2.x)"),
+                    );
+                }
+                for plain in off {
+                    let login = format!("{plain}-login");
+                    self.out.push(sect(
+                        "service",
+                        Some(&login),
+                        at,
+                        vec![sect(
+                            "inet_listener",
+                            Some(plain),
+                            at,
+                            vec![set("port", "0", at)],
+                        )],
+                    ));
+                    self.note(
+                        key,
+                        at,
+                        format!(
+                            "service {login} {{ inet_listener {plain} {{ port = 0 }} }} (the 1.x box listened for {plain}s only)"
+                        ),
                     );
                 }
                 self.protocols = words.clone();
@@ -619,6 +651,10 @@ impl Tx {
                                 self.note(role, lat, "dropped (socket without path)");
                                 continue;
                             };
+                            let path = match path.strip_prefix(self.base_dir.as_str()) {
+                                Some(r) if r.starts_with('/') && r.len() > 1 => r[1..].to_string(),
+                                _ => path,
+                            };
                             let inner: Vec<Node> = opts
                                 .iter()
                                 .filter(|n| matches!(n, Node::Setting { key, .. } if key != "path"))
@@ -877,6 +913,16 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
             line: 1,
         });
     let default_protocols: Vec<String> = vec!["imap".into()];
+    let base_dir = nodes
+        .iter()
+        .rev()
+        .find_map(|n| match n {
+            Node::Setting { key, value, .. } if key == "base_dir" => {
+                Some(value.trim_end_matches('/').to_string())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| "/run/dovecot".into());
     let mut tx = Tx {
         era,
         have_db: Default::default(),
@@ -886,6 +932,7 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
         notes: Vec::new(),
         login_targets: default_protocols.clone(),
         protocols: default_protocols,
+        base_dir: base_dir.clone(),
     };
     if let Some(at) = explicit("protocols") {
         // Know the protocols before any listener key is seen.
@@ -902,6 +949,7 @@ pub fn translate(nodes: Vec<Node>) -> (Era, Vec<Node>, Vec<Note>) {
                 notes: Vec::new(),
                 login_targets: Vec::new(),
                 protocols: Vec::new(),
+                base_dir: base_dir.clone(),
             };
             t.flat("protocols", value, &at, None);
             tx.protocols = t.protocols.clone();

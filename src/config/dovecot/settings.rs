@@ -1,8 +1,9 @@
 //! Dovecot 2.3.19's settings: names, types and defaults, and value checking and normalisation
 //! the way `doveconf` parses and re-prints values.
 //!
-//! * The settings table `settings-2.3.19.tsv` is generated from the real `doveconf -a` and its
-//!   complaints by `scripts/regen-dovecot-fixtures table`; `defaults-2.3.19.conf` beside it is
+//! * The settings table `settings-2.3.19.tsv` is generated from the real `doveconf -s` (every
+//!   setting; those `doveconf -a` leaves out are flagged `hidden`, Dovecot's
+//!   `SET_FLAG_HIDDEN`) and its complaints by `scripts/regen-dovecot-fixtures table`; `defaults-2.3.19.conf` beside it is
 //!   `doveconf -a` of an empty file (the built-in services and their listeners).
 //! * The sections (Dovecot's `SET_DEFLIST`/`SET_DEFLIST_UNIQUE`/`SET_STRLIST` settings), the key
 //!   naming each section element (`type_offset`), aliases, enum value lists and `STR_VARS`
@@ -58,6 +59,9 @@ pub struct Def {
     pub default: String,
     /// Belongs to the auth process's settings: refused inside `local`/`remote` filters.
     pub auth: bool,
+    /// `SET_FLAG_HIDDEN` (`DEF(SIZE_HIDDEN, …)`): `doveconf -a` shows it only when it is set,
+    /// `-s` and a named query always.
+    pub hidden: bool,
 }
 
 /// A settings structure: the root (global settings) or one kind of section.
@@ -164,6 +168,7 @@ fn infos() -> &'static HashMap<&'static str, Info> {
                 kind: Kind::Str,
                 default: String::new(),
                 auth: false,
+                hidden: false,
             });
         }
         for line in TABLE.lines() {
@@ -208,6 +213,7 @@ fn infos() -> &'static HashMap<&'static str, Info> {
                 kind,
                 default: f[3].to_string(),
                 auth: f.get(4).is_some_and(|x| *x == "auth"),
+                hidden: f.get(4).is_some_and(|x| *x == "hidden"),
             });
         }
         let mut add = |scope: &'static str, key: &str, kind: Kind| {
@@ -216,6 +222,7 @@ fn infos() -> &'static HashMap<&'static str, Info> {
                 kind,
                 default: String::new(),
                 auth: matches!(key, "passdb" | "userdb"),
+                hidden: false,
             });
         };
         add(
