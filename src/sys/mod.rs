@@ -8,8 +8,9 @@
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
-//! Below: this process's ID without a system call per log line, signal dispositions, the environment, a standard output whose reader left,
-//! descriptors inherited from a parent, the open-files limit.
+//! Below: this process's ID without a system call per log line, signal dispositions, the
+//! environment, a standard output whose reader left, descriptors inherited from a parent,
+//! the open-files limit.
 
 pub mod child;
 pub mod detach;
