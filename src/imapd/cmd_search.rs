@@ -103,7 +103,55 @@ impl<C: Client> Session<C> {
     /// The messages of the view matching `key`: (message number, metadata), in
     /// message-number order, with the parsed message when one was read.
     fn matching(&mut self, key: &Key, want_msgs: bool) -> Vec<(MessageMeta, Option<Message>)> {
+        self.resolve_meta(key.needs_size(), key.needs_date(), None);
         self.matching_in(key, want_msgs, None)
+    }
+
+    /// Make the sizes and/or internal dates of the view's messages (those in `only`,
+    /// else all) known, for a search or sort that compares them; a message whose file
+    /// cannot be read is logged (it compares as size 0, date 0).
+    fn resolve_meta(&mut self, size: bool, date: bool, only: Option<&HashSet<u32>>) {
+        if !size && !date {
+            return;
+        }
+        let Some(sel) = self.sel.as_mut() else { return };
+        let idx: Vec<usize> = sel
+            .folder
+            .messages()
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| only.is_none_or(|o| o.contains(&m.uid)))
+            .map(|(i, _)| i)
+            .collect();
+        for (u, e) in sel.folder.resolve(idx, size, date) {
+            self.log_error(&format!("SEARCH of UID {u}: {e}"));
+        }
+    }
+
+    /// SORT by DATE and THREAD fall back on the internal date of a message without a
+    /// usable Date header: those dates made known and put in `metas`.
+    fn fallback_dates<'a>(&mut self, metas: impl Iterator<Item = (&'a mut MessageMeta, bool)>) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        let mut want: Vec<&mut MessageMeta> = metas
+            .filter(|(m, has_date)| {
+                !has_date && sel.folder.get(m.uid).is_some_and(|x| !x.date_known())
+            })
+            .map(|(m, _)| m)
+            .collect();
+        if want.is_empty() {
+            return;
+        }
+        let idx: Vec<usize> = want.iter().map(|m| m.seq as usize - 1).collect();
+        let failed = sel.folder.resolve(idx, false, true);
+        for m in want.iter_mut() {
+            if let Some(x) = sel.folder.get(m.uid) {
+                m.internal_date = x.internal_date;
+                m.internal_tz = local_offset_minutes(x.internal_date);
+            }
+        }
+        for (u, e) in failed {
+            self.log_error(&format!("SORT of UID {u}: {e}"));
+        }
     }
 
     /// [`Self::matching`] over the messages whose UIDs are in `only` (all when `None`).
@@ -226,7 +274,12 @@ impl<C: Client> Session<C> {
             Err(e) if e.bad_charset => return Done::No("[BADCHARSET] Unknown charset.".into()),
             Err(e) => return bad_cmd(name, &e.text),
         };
-        let hits = self.matching(&key, false);
+        self.resolve_meta(
+            criteria.iter().any(|(k, _)| *k == sort::SortKey::Size),
+            criteria.iter().any(|(k, _)| *k == sort::SortKey::Arrival),
+            None,
+        );
+        let mut hits = self.matching(&key, false);
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);
         };
@@ -255,6 +308,20 @@ impl<C: Client> Session<C> {
             }
         }
         self.save_header_cache();
+        if criteria.iter().any(|(k, _)| *k == sort::SortKey::Date) {
+            let Some(sel) = self.sel.as_ref() else {
+                return Done::Bad("No mailbox selected.".into(), false);
+            };
+            let has_date: Vec<bool> = hits
+                .iter()
+                .map(|(m, _)| {
+                    sel.sort_headers
+                        .get(&m.uid)
+                        .is_some_and(|h| sort::header_date(h).is_some())
+                })
+                .collect();
+            self.fallback_dates(hits.iter_mut().map(|(m, _)| m).zip(has_date));
+        }
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);
         };
@@ -412,6 +479,11 @@ impl<C: Client> Session<C> {
             return;
         }
         let keys: Vec<Key> = sel.updates.iter().map(|u| u.key.clone()).collect();
+        self.resolve_meta(
+            keys.iter().any(Key::needs_size),
+            keys.iter().any(Key::needs_date),
+            Some(&cand),
+        );
         let mut lines = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let hits: HashSet<u32> = self
@@ -469,10 +541,14 @@ impl<C: Client> Session<C> {
             Err(e) => return bad_cmd(name, &e.text),
         };
         let hits = self.matching(&key, true);
-        let pairs: Vec<(Message, MessageMeta)> = hits
+        let mut pairs: Vec<(Message, MessageMeta)> = hits
             .into_iter()
             .map(|(meta, msg)| (msg.unwrap_or_else(|| Message::new(b"")), meta))
             .collect();
+        self.fallback_dates(pairs.iter_mut().map(|(msg, meta)| {
+            let has = sort::header_date(msg).is_some();
+            (meta, has)
+        }));
         let refs: Vec<(&Message, &MessageMeta)> = pairs.iter().map(|(m, x)| (m, x)).collect();
         let mut trees = sort::thread(&refs, alg);
         if uid {

@@ -191,11 +191,16 @@ fn field(m: &Message, name: &str) -> Option<Vec<u8>> {
 
 /// The sent date (UTC seconds), the internal date when missing or broken.
 pub fn sent_date(m: &Message, meta: &MessageMeta) -> i64 {
+    header_date(m).unwrap_or(meta.internal_date)
+}
+
+/// The Date header's time (UTC seconds), if it has one that parses.
+pub fn header_date(m: &Message) -> Option<i64> {
     mime::fields(m.root.header(&m.raw))
         .into_iter()
         .rfind(|f| f.name.eq_ignore_ascii_case(b"Date"))
         .and_then(|f| parse_rfc822_date(&f.value))
-        .map_or(meta.internal_date, |(t, _)| t)
+        .map(|(t, _)| t)
 }
 
 fn first_address(m: &Message, name: &str) -> Option<rfc822::Address> {
