@@ -290,17 +290,22 @@ impl Index {
         }
         let grown = at + text.len() as u64;
         if grown > 64 * 1024 && grown > 2 * self.base_len.max(1) {
-            return self.compact(locked);
+            // Written anew only when that makes it at least half smaller (a log of new
+            // messages' records is its state already).
+            let state = self.state_text();
+            let len = state.0.len() as u64;
+            if grown > 2 * len {
+                return self.compact(locked, state);
+            }
+            self.base_len = len;
         }
         locked.file.write_all_at_end(text.as_bytes()).map_err(io)?;
         self.read = Some((meta.ino(), at + text.len() as u64));
         Ok(())
     }
 
-    /// Write the state anew: to `postern.index.tmp`, fsynced, renamed over the index. The
-    /// lock held stays on the old file, which no other session will lock again.
-    fn compact(&mut self, locked: &mut Locked) -> Result<(), MailboxError> {
-        let tmp = self.path.with_extension("index.tmp");
+    /// The state as the lines of a file written anew, and the expunge runs it holds.
+    fn state_text(&self) -> (String, Vec<(u32, u32, u64)>) {
         let mut text = String::from(MAGIC);
         text.push_str(&render(&Record::Header {
             uid_validity: self.uid_validity,
@@ -347,6 +352,19 @@ impl Index {
         for (lo, hi, m) in &merged {
             text.push_str(&render(&Record::Expunged(*lo, *hi, *m)));
         }
+        (text, merged)
+    }
+
+    /// Write the state anew (`state`: [`state_text`](Self::state_text)): to
+    /// `postern.index.tmp`, fsynced, renamed over the index. The lock held stays on the
+    /// old file, which no other session will lock again.
+    fn compact(
+        &mut self,
+        locked: &mut Locked,
+        state: (String, Vec<(u32, u32, u64)>),
+    ) -> Result<(), MailboxError> {
+        let tmp = self.path.with_extension("index.tmp");
+        let (text, merged) = state;
         self.expunged = merged;
         let io = |e| MailboxError::io(&tmp, e);
         let _ = std::fs::remove_file(&tmp);
@@ -657,7 +675,8 @@ mod tests {
             .map(|u| Record::Expunged(u, u, m + u as u64))
             .collect();
         a.write(&mut l, &recs).expect("write");
-        a.compact(&mut l).expect("compact");
+        let st = a.state_text();
+        a.compact(&mut l, st).expect("compact");
         assert_eq!(a.expunged, [(10, 19, m + 19)]);
         assert_eq!(a.vanished_since(m, (12, 14)), [12, 13, 14]);
     }
@@ -695,7 +714,8 @@ mod tests {
         b.write(&mut l, &[Record::Expunged(2, 2, 11)])
             .expect("write");
         assert!(!b.meta.contains_key(&2));
-        b.compact(&mut l).expect("compact");
+        let st = b.state_text();
+        b.compact(&mut l, st).expect("compact");
         drop(l);
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("Z 1 1234 1700000000\n"), "{text}");

@@ -610,9 +610,10 @@ impl MaildirStamp {
         }
     }
 
-    /// The latest modification time among the parts (Unix seconds).
+    /// The latest modification time of the directories (Unix seconds). The lists are
+    /// left out: they are only ever replaced (a new inode), which a stamp always sees.
     pub fn newest(&self) -> i64 {
-        [self.new, self.cur, self.uidlist, self.keywords]
+        [self.new, self.cur]
             .iter()
             .flatten()
             .map(|s| s.mtime)
@@ -840,6 +841,9 @@ impl MaildirBox {
             list.records.retain(|r| present.contains(&r.0));
             list.records.sort_by_key(|r| r.0);
             write_uidlist(&self.ctl, &list, lock)?;
+            // This view's own list (written under the lock): no reason to read the
+            // Maildir again at the next sync.
+            self.stamp.uidlist = super::FileStamp::of(&self.ctl.join("dovecot-uidlist"));
         }
         self.build(&list, known);
         // Messages this opening took out of `new/` were new until now.
