@@ -251,10 +251,8 @@ impl<C: Client> Session<C> {
         let update_seen = order.iter().any(sets_seen);
         let has_flags = order.contains(&FetchAtt::Flags);
         let parse = order.iter().any(needs_parse);
-        // Only headers wanted, of a Maildir: from the folder's header cache.
-        let headers_only = parse
-            && order.iter().all(header_only_att)
-            && self.sel.as_ref().is_some_and(|s| s.folder.is_maildir());
+        // Only headers wanted: from the folder's header cache.
+        let headers_only = parse && order.iter().all(header_only_att);
 
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);

@@ -283,22 +283,26 @@ impl<C: Client> Session<C> {
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);
         };
-        // Sort keys come from headers only: each message's header is read once per
-        // selection and kept.
-        let maildir = sel.folder.is_maildir();
+        // Sort keys come from headers (the folder's header cache) and are kept for the
+        // selection: a header is read only for a key not known yet (none for ARRIVAL
+        // and SIZE).
+        let header_keys: Vec<sort::SortKey> = criteria
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !matches!(k, sort::SortKey::Arrival | sort::SortKey::Size))
+            .collect();
         for (meta, _) in &hits {
-            if !sel.sort_headers.contains_key(&meta.uid) {
-                let cached = if maildir {
-                    sel.hdr_cache.get(&sel.folder, meta.uid).map(Message::new)
-                } else {
-                    None
-                };
+            let missing = header_keys
+                .iter()
+                .any(|k| !sel.sort_keys.contains_key(&(meta.uid, *k)));
+            if missing && !sel.sort_headers.contains_key(&meta.uid) {
+                let cached = sel.hdr_cache.get(&sel.folder, meta.uid).map(Message::new);
                 let msg = match cached {
                     Some(m) => m,
                     None => {
                         let raw = sel.folder.read(meta.uid).unwrap_or_default();
                         let h = header_only(&raw);
-                        if maildir && !raw.is_empty() {
+                        if !raw.is_empty() {
                             sel.hdr_cache.put(&sel.folder, meta.uid, h);
                         }
                         Message::new(h)
@@ -312,12 +316,15 @@ impl<C: Client> Session<C> {
             let Some(sel) = self.sel.as_ref() else {
                 return Done::Bad("No mailbox selected.".into(), false);
             };
+            // A date already kept for the selection was found before.
             let has_date: Vec<bool> = hits
                 .iter()
                 .map(|(m, _)| {
-                    sel.sort_headers
-                        .get(&m.uid)
-                        .is_some_and(|h| sort::header_date(h).is_some())
+                    sel.sort_keys.contains_key(&(m.uid, sort::SortKey::Date))
+                        || sel
+                            .sort_headers
+                            .get(&m.uid)
+                            .is_some_and(|h| sort::header_date(h).is_some())
                 })
                 .collect();
             self.fallback_dates(hits.iter_mut().map(|(m, _)| m).zip(has_date));
