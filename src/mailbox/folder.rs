@@ -3,7 +3,9 @@
 //! (sequence numbers), each with its UID, flags, keywords, MODSEQ, size and internal
 //! date; [`Folder::sync`] brings it up to date with the files and says what changed
 //! since the session last looked, whoever changed them (another session, Dovecot, local
-//! delivery, a mail client).
+//! delivery, a mail client). The size and internal date of a Maildir message in an IMAP
+//! view are made known when a command needs them ([`Folder::resolve`]: from the view,
+//! from `postern.index`'s `Z` records, else from the file, then recorded there).
 //!
 //! Change detection is stat-based: the mbox file, or a Maildir's `new/`, `cur/`,
 //! `dovecot-uidlist` and `dovecot-keywords`, and `postern.index` ([`super::index`]) are

@@ -12,6 +12,12 @@
 //! `O_EXCL`), fsynced and renamed over `dovecot-uidlist`. `dovecot-keywords` is replaced
 //! the same way under `dovecot-keywords.lock`. Both live in the control directory
 //! (`CONTROL=`), by default the Maildir itself.
+//!
+//! Opening a Maildir ([`MaildirBox`]) lists the directories and reads the lists, never a
+//! message file: a message's size (CRLF, or `,W=` from its name) and date (the file's
+//! modification time) are read when asked for ([`MaildirBox::resolve`]), except by an
+//! opening that wants every size (POP3). A file such an opening cannot read is left out
+//! and the Maildir read again at the next refresh.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
