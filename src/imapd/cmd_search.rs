@@ -35,7 +35,13 @@ pub(crate) struct SearchUpdate {
 }
 
 /// The metadata the search functions take, from a message of the view.
-fn meta_of(folder: &crate::mailbox::Folder, seq: u32, m: &crate::mailbox::Message) -> MessageMeta {
+/// `tz`: the zone of the internal date is wanted (only a day compare of it needs it).
+fn meta_of(
+    folder: &crate::mailbox::Folder,
+    seq: u32,
+    m: &crate::mailbox::Message,
+    tz: bool,
+) -> MessageMeta {
     let mut flags = 0u8;
     for (f, bit) in [
         (Flags::SEEN, search::SEEN),
@@ -57,7 +63,11 @@ fn meta_of(folder: &crate::mailbox::Folder, seq: u32, m: &crate::mailbox::Messag
         flags,
         keywords: folder.keyword_names(m).map(str::to_string).collect(),
         internal_date: m.internal_date,
-        internal_tz: local_offset_minutes(m.internal_date),
+        internal_tz: if tz {
+            local_offset_minutes(m.internal_date)
+        } else {
+            0
+        },
         size: m.size,
         modseq: m.modseq,
     }
@@ -177,12 +187,13 @@ impl<C: Client> Session<C> {
             saved: saved_seqs,
             now: now(),
         };
+        let need_tz = key.needs_date();
         let mut out = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             if m.expunged || only.is_some_and(|o| !o.contains(&m.uid)) {
                 continue;
             }
-            let meta = meta_of(folder, i as u32 + 1, m);
+            let meta = meta_of(folder, i as u32 + 1, m, need_tz);
             let mut parsed: Option<Message> = None;
             let hit = {
                 let mut load = || {

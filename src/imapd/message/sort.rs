@@ -279,38 +279,47 @@ pub fn sort_cached(
     criteria: &[(SortKey, bool)],
     cache: &mut SortCache,
 ) -> Vec<u32> {
-    struct Row {
+    // The keys not kept yet, first; then rows that borrow the kept strings.
+    for (m, meta) in msgs {
+        for &(k, _) in criteria {
+            match k {
+                SortKey::Arrival | SortKey::Size => {}
+                SortKey::Date => {
+                    cache
+                        .entry((meta.uid, k))
+                        .or_insert_with(|| KeyValue::Num(sent_date(m, meta)));
+                }
+                _ => {
+                    cache
+                        .entry((meta.uid, k))
+                        .or_insert_with(|| KeyValue::Str(sort_string(m, k)));
+                }
+            }
+        }
+    }
+    let cache = &*cache;
+    struct Row<'a> {
         seq: u32,
-        strings: Vec<String>,
+        strings: Vec<&'a str>,
         nums: Vec<i64>,
     }
     let rows: Vec<Row> = msgs
         .iter()
-        .map(|(m, meta)| {
+        .map(|(_, meta)| {
             let mut strings = Vec::new();
             let mut nums = Vec::new();
             for &(k, _) in criteria {
                 match k {
                     SortKey::Arrival => nums.push(meta.internal_date),
                     SortKey::Size => nums.push(meta.size as i64),
-                    SortKey::Date => {
-                        let v = cache
-                            .entry((meta.uid, k))
-                            .or_insert_with(|| KeyValue::Num(sent_date(m, meta)));
-                        nums.push(match v {
-                            KeyValue::Num(n) => *n,
-                            KeyValue::Str(_) => 0,
-                        });
-                    }
-                    _ => {
-                        let v = cache
-                            .entry((meta.uid, k))
-                            .or_insert_with(|| KeyValue::Str(sort_string(m, k)));
-                        strings.push(match v {
-                            KeyValue::Str(s) => s.clone(),
-                            KeyValue::Num(_) => String::new(),
-                        });
-                    }
+                    SortKey::Date => nums.push(match cache.get(&(meta.uid, k)) {
+                        Some(KeyValue::Num(n)) => *n,
+                        _ => 0,
+                    }),
+                    _ => strings.push(match cache.get(&(meta.uid, k)) {
+                        Some(KeyValue::Str(s)) => s.as_str(),
+                        _ => "",
+                    }),
                 }
             }
             Row {
