@@ -341,7 +341,7 @@ pub fn sort_cached(
                 }
                 _ => {
                     si += 1;
-                    ra.strings[si - 1].cmp(&rb.strings[si - 1])
+                    ra.strings[si - 1].cmp(rb.strings[si - 1])
                 }
             };
             let o = if rev { o.reverse() } else { o };
