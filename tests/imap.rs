@@ -1564,3 +1564,350 @@ fn uid_below_first_valid_uid() {
     );
     assert_eq!(replies[0], replies[1]);
 }
+
+/// Logged-in sessions run in `dovecot/imap` mail processes as their users: two users of
+/// different uids (a passwd-file userdb) are served by two processes, each holding only
+/// its user's connection, with the uids, gids and groups /proc shows for the real
+/// Dovecot's imap process of the same configuration; what a session creates (a folder,
+/// an APPENDed and a COPYed message, the index files) belongs to the user. A SIGKILLed
+/// mail process is logged as Dovecot's master logs it, its sessions no longer count
+/// against `mail_max_userip_connections`, and the other user's session goes on.
+#[test]
+fn sessions_run_as_the_mail_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root (two mail users)");
+        return;
+    }
+    let (ua, ga) = mail_user();
+    let (ub, gb) = user_ids("posternimap2");
+    assert_ne!(ua, ub, "two users");
+    let dir = homes(Store::Maildir);
+    let d = dir.path();
+    let _ = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{ub}:{gb}"))
+        .arg(d.join("home/bob"))
+        .output();
+    std::fs::write(
+        d.join("passwd"),
+        format!(
+            "alice:{{PLAIN}}secret:{ua}:{ga}::{h}/alice::\nbob:{{PLAIN}}secret:{ub}:{gb}::{h}/bob::\n",
+            h = d.join("home").display()
+        ),
+    )
+    .expect("passwd");
+    let write_conf = |name: &str, port: u16| {
+        let (uid, gid) = mail_user();
+        let c = conf(
+            d,
+            name,
+            port,
+            Store::Maildir,
+            "ssl = no\ndisable_plaintext_auth = no\nmail_max_userip_connections = 1\n",
+        )
+        .replace(
+            &format!(
+                "userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={}/home/%u\n}}\n",
+                d.display()
+            ),
+            &format!(
+                "userdb {{\n  driver = passwd-file\n  args = {}/passwd\n}}\n",
+                d.display()
+            ),
+        );
+        assert!(c.contains("driver = passwd-file\n  args = ") && !c.contains("static"));
+        let cf = d.join(format!("{name}.conf"));
+        std::fs::write(&cf, c).expect("conf");
+        cf
+    };
+    let port = free_port();
+    let cf = write_conf("postern", port);
+    let s = Dovecot::start(Which::Postern, &cf, port, &d.join("postern.log"));
+    let master: u32 = std::fs::read_to_string(d.join("postern-base/master.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut a = Imap::login(port, "alice");
+    let mut b = Imap::login(port, "bob");
+    let local = |c: &Imap| c.w.local_addr().expect("addr").port();
+    let pa = sole_holder(port, local(&a)).expect("alice's session held by one process");
+    let pb = sole_holder(port, local(&b)).expect("bob's session held by one process");
+    assert_ne!(pa, pb, "two users, two processes");
+    for (pid, uid, gid) in [(pa, ua, ga), (pb, ub, gb)] {
+        assert_ne!(pid, master);
+        assert_eq!(proc_field(pid, "PPid"), master.to_string());
+        assert_eq!(cmdline_of(pid), "dovecot/imap");
+        let (uids, gids, groups) = credentials(pid);
+        assert_eq!(uids, vec![uid.to_string(); 4], "Uid of {pid}");
+        assert_eq!(gids, vec![gid.to_string(); 4], "Gid of {pid}");
+        assert!(groups.contains(&gid.to_string()), "{groups:?}");
+        assert!(!groups.contains(&"0".to_string()), "{groups:?}");
+    }
+    // The same credentials as the real Dovecot's imap process for this configuration.
+    if Dovecot::real_available("imap") {
+        let rport = free_port();
+        let rcf = write_conf("dovecot", rport);
+        let real = Dovecot::start(Which::Real, &rcf, rport, &d.join("dovecot.log"));
+        let r = Imap::login(rport, "alice");
+        let theirs = sole_holder(rport, local(&r)).expect("real imap process");
+        assert_eq!(cmdline_of(theirs), "dovecot/imap");
+        assert_eq!(credentials(theirs), credentials(pa), "as Dovecot's");
+        drop(r);
+        drop(real);
+    }
+    // What alice's session writes is alice's.
+    let ok = |r: &[String]| r.last().is_some_and(|l| l.contains(" OK "));
+    let r = a.cmd("CREATE Work");
+    assert!(ok(&r), "{r:?}");
+    let msg = "From: bob@example.org\r\nSubject: owned\r\n\r\nbody\r\n";
+    let r = a.cmd(&format!("APPEND INBOX {{{}}}", msg.len()));
+    assert!(r.last().is_some_and(|l| l.starts_with('+')), "{r:?}");
+    a.send(format!("{msg}\r\n").as_bytes());
+    let r = a.until(&format!("t{}", a.n));
+    assert!(ok(&r), "{r:?}");
+    let r = a.cmd("SELECT INBOX");
+    assert!(ok(&r), "{r:?}");
+    let r = a.cmd("COPY 1 Work");
+    assert!(ok(&r), "{r:?}");
+    let maildir = d.join("home/alice/Maildir");
+    assert!(maildir.join(".Work").is_dir(), "the folder exists");
+    let mut seen = 0;
+    let mut stack = vec![maildir.clone()];
+    while let Some(p) = stack.pop() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(&p).expect("stat");
+        assert_eq!((m.uid(), m.gid()), (ua, ga), "{} is alice's", p.display());
+        seen += 1;
+        if m.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&p)
+                    .expect("dir")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    let messages = |sub: &str| {
+        ["new", "cur"]
+            .iter()
+            .flat_map(|x| {
+                std::fs::read_dir(maildir.join(sub).join(x))
+                    .into_iter()
+                    .flatten()
+            })
+            .count()
+    };
+    assert_eq!(
+        (messages("."), messages(".Work")),
+        (1, 1),
+        "appended and copied"
+    );
+    assert!(seen > 8, "{seen} paths checked");
+    // mail_max_userip_connections = 1 still counts sessions served elsewhere.
+    let (mut again, _) = Imap::connect(port);
+    let r = again.cmd("LOGIN alice secret");
+    assert!(r.last().is_some_and(|l| l.contains("NO [LIMIT]")), "{r:?}");
+    // A killed mail process: logged as Dovecot's master logs it, bob goes on, alice's
+    // session no longer counts.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pa as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let log = s.wait_log("killed with signal 9");
+    assert!(
+        log.contains(&format!(
+            "master: Error: service(imap): child {pa} killed with signal 9"
+        )),
+        "{log}"
+    );
+    assert!(
+        a.line().is_none(),
+        "alice's connection ended with its process"
+    );
+    let r = b.cmd("SELECT INBOX");
+    assert!(ok(&r), "bob's session goes on: {r:?}");
+    let r = b.cmd("NOOP");
+    assert!(ok(&r), "{r:?}");
+    let mut a2 = wait_for(Duration::from_secs(10), "alice logs in again", || {
+        let (mut c, _) = Imap::connect(port);
+        let r = c.cmd("LOGIN alice secret");
+        ok(&r).then_some(c)
+    });
+    let pa2 = sole_holder(port, local(&a2)).expect("alice's new process");
+    assert!(pa2 != pa && pa2 != pb, "a new process for alice");
+    assert_eq!(credentials(pa2).0, vec![ua.to_string(); 4]);
+    let r = a2.cmd("LOGOUT");
+    assert!(ok(&r), "{r:?}");
+    let r = b.cmd("LOGOUT");
+    assert!(ok(&r), "{r:?}");
+    let log = s.wait_log(&format!("imap(bob)<{pb}><"));
+    assert!(
+        log.contains(&format!("imap-login: Info: Login: user=<bob>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid={pb}, secured, session=<")),
+        "{log}"
+    );
+    // Each process leaves with its last session.
+    wait_until(Duration::from_secs(10), "the mail processes left", || {
+        !children_of(master)
+            .iter()
+            .any(|(_, c)| c.starts_with("dovecot/imap "))
+    });
+}
+
+/// `dovecot stop` ends logged-in sessions as a Dovecot 2.3.19 mail process ends them on
+/// SIGTERM (recorded here from the real one: `* BYE Server shutting down.` to an IMAP
+/// client in IDLE, `-ERR [SYS/TEMP] Server shutting down.` to a POP3 client, both
+/// logged `Disconnected: Server shutting down.`), and the mail processes go with the
+/// master.
+#[test]
+fn stop_ends_sessions_as_dovecot() {
+    let dir = homes(Store::Mbox);
+    let pop3 = free_port();
+    let mut s = postern_server(
+        dir.path(),
+        Store::Mbox,
+        &format!(
+            "ssl = no\ndisable_plaintext_auth = no\nprotocols = imap pop3\n\
+             service pop3-login {{\n  inet_listener pop3 {{\n    port = {pop3}\n  }}\n  inet_listener pop3s {{\n    port = 0\n  }}\n}}\n"
+        ),
+    );
+    wait_port(pop3);
+    let master: u32 = std::fs::read_to_string(dir.path().join("postern-base/master.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut i = Imap::login(s.port, "alice");
+    let r = i.cmd("SELECT INBOX");
+    assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
+    let r = i.cmd("IDLE");
+    assert_eq!(r.last().map(String::as_str), Some("+ idling"));
+    let (mut p, g) = Pop::connect(pop3);
+    assert!(g.starts_with("+OK"), "{g}");
+    assert_eq!(p.cmd("USER alice"), ["+OK"]);
+    assert_eq!(p.cmd("PASS secret"), ["+OK Logged in."]);
+    let mail: Vec<u32> = children_of(master)
+        .into_iter()
+        .filter(|(_, c)| c.starts_with("dovecot/imap ") || c.starts_with("dovecot/pop3 "))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(mail.len(), 2, "an imap and a pop3 mail process");
+    let out = Dovecot::command(Which::Postern)
+        .arg("-c")
+        .arg(dir.path().join("postern.conf"))
+        .arg("stop")
+        .output()
+        .expect("stop");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(i.line().as_deref(), Some("* BYE Server shutting down."));
+    assert_eq!(i.line(), None);
+    assert_eq!(p.line(), "-ERR [SYS/TEMP] Server shutting down.");
+    let log = s.wait_log("Dovecot v2.3.19 shutting down");
+    for who in ["imap(alice)", "pop3(alice)"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(who)
+                    && l.contains(": Info: Disconnected: Server shutting down. ")),
+            "{who}: {log}"
+        );
+    }
+    // Gone, or a zombie left to a container's init that does not reap.
+    let gone = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|st| {
+                st.rsplit_once(") ")
+                    .is_some_and(|(_, r)| r.starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    wait_until(Duration::from_secs(10), "the mail processes left", || {
+        mail.iter().all(gone)
+    });
+    s.port = 0;
+}
+
+/// The mail process's groups from each source Dovecot 2.3.19 takes them from, compared
+/// with /proc of the real Dovecot's imap process on the same configuration: a passwd
+/// userdb (the user's groups from the group file, `system_groups_user`), and
+/// `mail_access_groups` with `mail_privileged_group` (the saved gid).
+#[test]
+fn mail_process_groups_as_dovecot() {
+    if !Dovecot::real_available("imap") {
+        return;
+    }
+    // A system user with a supplementary group, created once and kept.
+    let name = "posternug";
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let _ = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", "-G", "mail", name])
+            .output();
+    }
+    let u = nix::unistd::User::from_name(name)
+        .expect("getpwnam")
+        .expect("test user");
+    let mail_gid = nix::unistd::Group::from_name("mail")
+        .expect("getgrnam")
+        .expect("group mail")
+        .gid
+        .as_raw();
+    let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir_all(d.join(format!("mail-{name}"))).expect("mkdir");
+    std::fs::write(d.join(format!("inbox-{name}")), "").expect("inbox");
+    for p in [format!("mail-{name}"), format!("inbox-{name}")] {
+        let _ = Command::new("chown")
+            .arg(format!("{uid}:{gid}"))
+            .arg(d.join(p))
+            .output();
+    }
+    std::fs::write(d.join("passwd"), format!("{name}:{{PLAIN}}secret::::::\n")).expect("pw");
+    let cases = [
+        (
+            "userdb {\n  driver = passwd\n}\n".to_string(),
+            String::new(),
+        ),
+        (
+            format!("userdb {{\n  driver = static\n  args = uid={uid} gid={gid}\n}}\n"),
+            "mail_privileged_group = mail\nmail_access_groups = mail\n".to_string(),
+        ),
+    ];
+    for (n, (userdb, extra)) in cases.iter().enumerate() {
+        let mut creds = Vec::new();
+        for which in [Which::Postern, Which::Real] {
+            let tag = format!("{which:?}-{n}");
+            let port = free_port();
+            let cf = d.join(format!("{tag}.conf"));
+            std::fs::write(
+                &cf,
+                format!(
+                    "protocols = imap\nbase_dir = {dd}/{tag}-base\nstate_dir = {dd}/{tag}-state\n\
+                     listen = 127.0.0.1\nlog_path = {dd}/{tag}.log\n\
+                     mail_location = mbox:{dd}/mail-%u:INBOX={dd}/inbox-%u\n\
+                     ssl = no\ndisable_plaintext_auth = no\nauth_failure_delay = 0\n\
+                     passdb {{\n  driver = passwd-file\n  args = {dd}/passwd\n}}\n{userdb}\
+                     service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n{extra}",
+                    dd = d.display()
+                ),
+            )
+            .expect("conf");
+            let srv = Dovecot::start(which, &cf, port, &d.join(format!("{tag}.log")));
+            let c = Imap::login(port, name);
+            let holder = sole_holder(port, c.w.local_addr().expect("addr").port())
+                .expect("one process holds the session");
+            assert_eq!(cmdline_of(holder), "dovecot/imap", "{which:?}");
+            creds.push(credentials(holder));
+            drop(c);
+            drop(srv);
+        }
+        assert_eq!(creds[0], creds[1], "case {n}: Postern's, then Dovecot's");
+        let (uids, gids, groups) = &creds[0];
+        assert_eq!(uids, &vec![uid.to_string(); 4]);
+        assert!(groups.contains(&mail_gid.to_string()), "{groups:?}");
+        if n == 1 {
+            assert_eq!(gids[2], mail_gid.to_string(), "saved gid: {gids:?}");
+        }
+    }
+}

@@ -1528,51 +1528,12 @@ fn fresh_mbox_metadata_differential() {
     assert_eq!(normalize(ours2), normalize(theirs2));
 }
 
-/// The socket inode of the server's end of the connection from local port `client_port`
-/// to `server_port` (from /proc/net/tcp).
-fn server_socket_inode(server_port: u16, client_port: u16) -> Option<u64> {
-    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    tcp.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
-        (port(f.get(1)?)? == server_port && port(f.get(2)?)? == client_port)
-            .then(|| f.get(9)?.parse().ok())
-            .flatten()
-    })
-}
-
-/// The processes holding socket `inode` open.
-fn holders(inode: u64) -> Vec<u32> {
-    let want = format!("socket:[{inode}]");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let fds = std::fs::read_dir(e.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten();
-        if fds
-            .filter_map(|f| std::fs::read_link(f.path()).ok())
-            .any(|l| l.to_string_lossy() == want)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// A field of /proc/PID/status (`Uid`, `Gid`, `Groups`, `PPid`): its first word(s).
-/// The children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    children_of(pid).into_iter().map(|(p, _)| p).collect()
-}
-
 /// Until a client has logged in, its connection is held only by the login process,
 /// which runs as the login user (dovenull) chrooted to base_dir/login with no other
-/// group; after login only the service process holds it. A killed login process is
-/// replaced, and logged-in sessions go on meanwhile.
+/// group; after login only a `dovecot/pop3` mail process holds it, running as the mail
+/// user with the uids, gids and groups the real Dovecot's pop3 process has for the same
+/// configuration (read from /proc of both), and it names itself in the log lines. A
+/// killed login process is replaced, and logged-in sessions go on meanwhile.
 #[test]
 fn login_stage_runs_unprivileged() {
     let (dir, s) = new_box(BOX, "");
@@ -1640,14 +1601,62 @@ fn login_stage_runs_unprivileged() {
     assert_eq!(c.cmd("USER alice"), ["+OK"]);
     assert_eq!(c.cmd("PASS secret"), ["+OK Logged in."]);
     assert_eq!(c.cmd("STAT"), ["+OK 3 189"]);
-    // The login process lets go once it has the verdict (just after the reply).
-    if poll(Duration::from_secs(5), || {
-        (holders(inode) == [master]).then_some(())
-    })
-    .is_none()
-    {
-        panic!("after login only the master holds it: {:?}", holders(inode));
+    // The login process lets go once it has the verdict (just after the reply); the
+    // session is then the mail process's alone.
+    let mail = sole_holder(s.port, cport).expect("one holder after login");
+    assert!(
+        ![master, login].contains(&mail),
+        "after login a mail process holds it: {:?}",
+        holders(inode)
+    );
+    assert_eq!(proc_field(mail, "PPid"), master.to_string());
+    let cmdline = std::fs::read(format!("/proc/{mail}/cmdline")).unwrap_or_default();
+    assert!(
+        cmdline.starts_with(b"dovecot/pop3\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let (uid, gid) = mail_user();
+    let (uids, gids, groups) = credentials(mail);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(uids, vec![uid.to_string(); 4], "Uid of the mail process");
+        assert_eq!(gids, vec![gid.to_string(); 4], "Gid of the mail process");
+        assert!(groups.contains(&gid.to_string()), "{groups:?}");
+        assert!(!groups.contains(&"0".to_string()), "{groups:?}");
+        // Every thread, not only the first.
+        for t in std::fs::read_dir(format!("/proc/{mail}/task"))
+            .expect("tasks")
+            .flatten()
+        {
+            let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let uids = st
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .unwrap_or_default();
+            assert_eq!(
+                uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+                vec![uid.to_string(); 4]
+            );
+        }
+        // The same as the real Dovecot's pop3 process for this configuration.
+        if let Some(real) = real_dovecot(dir.path(), "mbox:~/mail:INBOX=~/inbox") {
+            let (mut r, g) = Pop::connect(real.port);
+            assert!(g.starts_with("+OK"), "{g}");
+            assert_eq!(r.cmd("USER alice"), ["+OK"]);
+            assert_eq!(r.cmd("PASS secret"), ["+OK Logged in."]);
+            let rport = r.w.local_addr().expect("addr").port();
+            let theirs = sole_holder(real.port, rport).expect("real pop3 process");
+            assert!(cmdline_of(theirs).starts_with("dovecot/pop3"));
+            assert_eq!(credentials(theirs), (uids, gids, groups), "as Dovecot's");
+            assert_eq!(r.cmd("QUIT"), ["+OK Logging out."]);
+        }
+    } else {
+        let me = nix::unistd::geteuid().as_raw().to_string();
+        assert_eq!(uids, [me.as_str(); 4], "not root: the invoking user");
     }
+    // The mail process names itself in the login and session lines (Dovecot's mpid=).
+    let log = s.wait_log(&format!("mpid={mail}"));
+    assert!(log.contains(&format!("mpid={mail}, secured")), "{log}");
     // Kill the login process: logged-in sessions go on, a new one takes new clients.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(login as i32),
@@ -1662,11 +1671,15 @@ fn login_stage_runs_unprivileged() {
         "{log}"
     );
     assert_eq!(c.cmd("LIST 1"), ["+OK 1 57"]);
-    let fresh = wait_for(Duration::from_secs(10), "a new login process", || {
-        let kids: Vec<u32> = children(master)
+    let logins = || -> Vec<u32> {
+        children_of(master)
             .into_iter()
-            .filter(|p| *p != login)
-            .collect();
+            .filter(|(_, cmd)| cmd.starts_with("dovecot/pop3-login"))
+            .map(|(p, _)| p)
+            .collect()
+    };
+    let fresh = wait_for(Duration::from_secs(10), "a new login process", || {
+        let kids: Vec<u32> = logins().into_iter().filter(|p| *p != login).collect();
         (kids.len() == 1).then(|| kids[0])
     });
     let (mut c2, g2) = Pop::connect(s.port);
@@ -1685,10 +1698,10 @@ fn login_stage_runs_unprivileged() {
     wait_until(
         Duration::from_secs(10),
         "a login process after reload",
-        || children(master).len() >= 2,
+        || logins().len() >= 2,
     );
     assert!(
-        children(master).contains(&fresh),
+        logins().contains(&fresh),
         "the old one waits for its client"
     );
     // The old process still serves its client to the end.
@@ -1699,9 +1712,19 @@ fn login_stage_runs_unprivileged() {
     wait_until(
         Duration::from_secs(10),
         "the old login process left",
-        || !children(master).contains(&fresh),
+        || !logins().contains(&fresh),
     );
+    // The session started before the reload goes on in its process, which leaves
+    // after it.
     assert_eq!(c.cmd("QUIT"), ["+OK Logging out."]);
+    let log = s.wait_log(&format!("pop3(alice)<{mail}>"));
+    assert!(
+        log.contains(&format!("pop3(alice)<{mail}><")),
+        "the session's line names its process: {log}"
+    );
+    wait_until(Duration::from_secs(10), "the mail process left", || {
+        !children_of(master).iter().any(|(p, _)| *p == mail)
+    });
 }
 
 /// A login user that does not exist stops the start as the real Dovecot 2.3.19 does

@@ -374,7 +374,9 @@ impl Userdb {
                     uid: Some(u.uid.as_raw()),
                     gid: Some(u.gid.as_raw()),
                     home: Some(u.dir.to_string_lossy().into_owned()),
-                    extra: vec![],
+                    // As Dovecot's passwd userdb: the mail process gets the user's
+                    // groups from the group file.
+                    extra: vec![("system_groups_user".into(), user.to_string())],
                 })),
                 Ok(None) => Ok(None),
                 Err(e) => Err(format!("getpwnam: {e}")),

@@ -39,7 +39,10 @@
 //! executable again, with `--login-process PROTOCOL CTL FD:ssl|plain…` naming the inherited
 //! channel and listeners), serves their requests ([`crate::pop3d::serve_login_process`],
 //! [`crate::imapd::serve_login_process`]), replaces one that dies and starts new ones on
-//! reload while the old ones drain.
+//! reload while the old ones drain. Logged-in sessions are served by mail processes
+//! (`dovecot/imap`, `dovecot/pop3`, running as the mail user: [`crate::login::mailproc`]),
+//! one per user identity, started when a session needs one; `reload` leaves them to
+//! finish their sessions, `stop` ends them as Dovecot's `shutdown_clients = yes` does.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -50,6 +53,7 @@ use crate::auth::dovecot::{AuthCache, DovecotAuth};
 use crate::config::dovecot::{CONF_V1, CONF_V2, DovecotConf, default_conf_path};
 use crate::imapd::ImapState;
 use crate::login::handoff::{Channel, Msg};
+use crate::login::mailproc::MailProcs;
 use crate::login::{DovecotLog, Protocol};
 use crate::pop3d::Pop3State;
 use crate::sys::detach::{Detached, Readiness, detach};
@@ -201,6 +205,9 @@ fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
 pub fn main(args: &[String]) -> i32 {
     if let Some(pos) = args.iter().position(|a| a == "--login-process") {
         return login_process_main(args, pos);
+    }
+    if let Some(pos) = args.iter().position(|a| a == "--mail-process") {
+        return crate::login::mailproc::main(Path::new(&conf_arg(&args[..pos])), &args[pos + 1..]);
     }
     let cmd = match parse_cmdline(args) {
         Ok(c) => c,
@@ -749,6 +756,8 @@ struct Watches {
     imap: tokio::sync::watch::Sender<Option<Arc<ImapState>>>,
     auth: tokio::sync::watch::Sender<Arc<DovecotAuth>>,
     log: tokio::sync::watch::Sender<DovecotLog>,
+    /// The mail processes serving logged-in sessions.
+    procs: Arc<MailProcs>,
 }
 
 impl Watches {
@@ -769,11 +778,13 @@ async fn serve(
     auth_listeners: Vec<std::os::unix::net::UnixListener>,
     mut ready: Readiness,
 ) {
+    let log = tokio::sync::watch::channel(state.log.clone()).0;
     let w = Watches {
         pop3: tokio::sync::watch::channel(state.pop3.clone()).0,
         imap: tokio::sync::watch::channel(state.imap.clone()).0,
         auth: tokio::sync::watch::channel(state.auth.clone()).0,
-        log: tokio::sync::watch::channel(state.log.clone()).0,
+        procs: MailProcs::new(&conf_file, log.subscribe()),
+        log,
     };
     for l in auth_listeners {
         match tokio::net::UnixListener::from_std(l) {
@@ -876,6 +887,9 @@ async fn serve(
                 {
                     Ok(new) => {
                         w.send(&new);
+                        // Running sessions keep their processes and settings; new
+                        // ones get new processes.
+                        w.procs.retire_all();
                         crate::memory::release_startup_code();
                         for (p, l) in logins.iter_mut() {
                             if let Some(fresh) = spawn(*p, &new.log)
@@ -900,6 +914,8 @@ async fn serve(
         let _ = c.start_kill();
         let _ = c.wait().await;
     }
+    // As Dovecot's `shutdown_clients = yes`: logged-in sessions end too.
+    w.procs.stop(std::time::Duration::from_secs(5)).await;
     w.log
         .borrow()
         .info(&format!("master: Dovecot v{DOVECOT_VERSION} shutting down"));
@@ -920,19 +936,18 @@ async fn futures_select_all<T>(
     .await
 }
 
+/// The `-c FILE` the master gave a process it started, else the default file.
+fn conf_arg(args: &[String]) -> String {
+    match args.iter().position(|a| a == "-c") {
+        Some(i) => args.get(i + 1).cloned().unwrap_or_default(),
+        None => default_conf_path().display().to_string(),
+    }
+}
+
 /// `dovecot -c FILE --login-process PROTO CTL FD:ssl|plain…`: this is a login process the
 /// master started.
 fn login_process_main(args: &[String], pos: usize) -> i32 {
-    let conf_path = match args[..pos].iter().position(|a| a == "-c") {
-        Some(i) => match args.get(i + 1) {
-            Some(p) => p.clone(),
-            None => {
-                eprintln!("Fatal: -c requires a file name");
-                return FATAL;
-            }
-        },
-        None => default_conf_path().display().to_string(),
-    };
+    let conf_path = conf_arg(&args[..pos]);
     let mut it = args[pos + 1..].iter();
     let Some(protocol) = it.next().and_then(|p| Protocol::from_name(p)) else {
         eprintln!("Fatal: --login-process requires a protocol");
@@ -1008,32 +1023,25 @@ fn spawn_login(
     w: &Watches,
 ) -> std::io::Result<LoginProcess> {
     let (ours, theirs) = crate::login::handoff::pair()?;
-    let mut cmd = tokio::process::Command::new("/proc/self/exe");
-    cmd.arg0(format!("dovecot/{}", protocol.login_service()))
-        .arg("dovecot")
-        .arg("-c")
-        .arg(conf_file)
-        .arg("--login-process")
-        .arg(protocol.name())
-        .arg(theirs.as_raw_fd().to_string());
+    let mut args = vec![
+        "dovecot".to_string(),
+        "-c".to_string(),
+        conf_file.display().to_string(),
+        "--login-process".to_string(),
+        protocol.name().to_string(),
+        theirs.as_raw_fd().to_string(),
+    ];
     let mut keep = vec![theirs.as_raw_fd()];
     for (l, ssl) in listeners {
         let fd = l.as_raw_fd();
-        cmd.arg(format!("{fd}:{}", if *ssl { "ssl" } else { "plain" }));
+        args.push(format!("{fd}:{}", if *ssl { "ssl" } else { "plain" }));
         keep.push(fd);
     }
-    // SAFETY: only fcntl(2), async-signal-safe, runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &keep {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
+    let child = crate::login::mailproc::reexec(
+        &format!("dovecot/{}", protocol.login_service()),
+        &args,
+        keep,
+    )?;
     let pid = child.id().unwrap_or(0);
     drop(theirs);
     let ch = Arc::new(Channel::new(ours)?);
@@ -1042,12 +1050,14 @@ fn spawn_login(
             tokio::spawn(crate::pop3d::serve_login_process(
                 ch.clone(),
                 w.pop3.subscribe(),
+                w.procs.clone(),
             ));
         }
         Protocol::Imap => {
             tokio::spawn(crate::imapd::serve_login_process(
                 ch.clone(),
                 w.imap.subscribe(),
+                w.procs.clone(),
             ));
         }
     }
@@ -1055,7 +1065,7 @@ fn spawn_login(
 }
 
 /// `exited with status 1`, `killed with signal 9` (Dovecot's wording).
-fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
+pub(crate) fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Some(s) if s.signal().is_some() => {

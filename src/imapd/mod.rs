@@ -1,7 +1,8 @@
 //! imapd: Dovecot's IMAP service (`man imapd`). The login stage is [`crate::login`]
 //! (`imap-login`, shared with POP3); here are the service side of a login ([`state`]:
 //! settings, the credential check, the hand-over) and the logged-in session ([`session`]:
-//! the authenticated and selected states, one thread per session, on the mailbox store
+//! the authenticated and selected states, one thread per session in the user's mail
+//! process, on the mailbox store
 //! [`crate::mailbox`]), with the commands in `cmd_*` files; and the parts that do not
 //! depend on the store: the wire format (command input with literals and limits, argument
 //! trees, response quoting), modified UTF-7 mailbox names, sequence sets, and the message
@@ -46,9 +47,12 @@
 //! Maildir folder's persistent header cache (`postern.cache`) for header FETCHes and
 //! SORT.
 //!
+//! Session threads run in the `dovecot/imap` mail process of the user's uid, gid and
+//! groups ([`crate::login::mailproc`]), which runs as that user; one such process serves
+//! every session of the identity (Dovecot: a process per session).
+//!
 //! Known limits (XXX, see imapd(8) BUGS): no NOTIFY, URLAUTH; IDLE polls every half
-//! second; the session thread runs in the root master with the
-//! user's file-system identity per access.
+//! second.
 
 mod cmd_append;
 mod cmd_fetch;

@@ -2,9 +2,11 @@
 //! states of RFC 3501 with the extensions of [`super::state::CAPABILITY`], replies worded
 //! as Dovecot 2.3.19 words them (`compat-fixtures/imap/session.txt`).
 //!
-//! A session runs on its own thread and blocks on its socket (the client's TCP socket, or
-//! the login process's proxy of a TLS client), as Dovecot runs one process per session:
-//! the mailbox store is blocking file I/O anyway, and the code reads top to bottom.
+//! A session runs on its own thread of the user's mail process (`dovecot/imap`, running
+//! as the user: [`crate::login::mailproc`]) and blocks on its socket (the client's TCP
+//! socket, or the login process's proxy of a TLS client), as Dovecot's imap process
+//! serves one session: the mailbox store is blocking file I/O anyway, and the code reads
+//! top to bottom.
 //! Input goes through the sans-I/O [`CommandReader`]; replies are queued and written
 //! before the session blocks for input (pipelined commands are answered in one write),
 //! or as they pass 64 kB during a long FETCH.
@@ -21,7 +23,8 @@
 //! Ends: LOGOUT (`* BYE Logging out`), 30 minutes without input (`* BYE Disconnected for
 //! inactivity.`), 20 invalid commands (`* BYE Too many invalid IMAP commands.`), a
 //! literal too large (`* BYE Literal size too large`), the selected mailbox deleted or
-//! recreated under the session. The log line is Dovecot's: `imap(USER)<PID><SESSION>:
+//! recreated under the session, `dovecot stop` (`* BYE Server shutting down.`). The log
+//! line is Dovecot's: `imap(USER)<PID><SESSION>:
 //! Disconnected: Logged out in=… out=… deleted=… …` (`imap_logout_format`).
 
 use std::io::{Read, Write};
@@ -283,8 +286,7 @@ fn run<C: Client>(st: Arc<ImapState>, io: C, req: LoginRequest, user: String, in
         .info(&format!("{prefix}: Disconnected: {reason} {stats}"));
 }
 
-/// The user's store from `mail_location` (or the userdb's `mail`), opened with the
-/// user's filesystem identity.
+/// The user's store from `mail_location` (or the userdb's `mail`).
 fn open_store(
     st: &ImapState,
     user: &str,
@@ -298,31 +300,20 @@ fn open_store(
         .find(|(k, _)| k == "mail")
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| st.mail_location.clone());
-    let ids = match (info.uid, info.gid) {
-        (Some(u), Some(g)) => Some((u, g)),
-        (Some(u), None) => Some((u, u)),
-        _ => None,
-    };
-    let loc = {
-        let _id = crate::sys::fsid::FsIdentity::maybe(ids);
-        MailLocation::expand(&location, user, &home)?
-    };
+    // This process runs as the user (`crate::login::mailproc`): no identity to switch.
+    let loc = MailLocation::expand(&location, user, &home)?;
     let mut mbox = st.mbox.clone();
-    // A dotlock the user may not create is logged as this session's error (the log is
-    // root's: written with root's filesystem ids).
+    // A dotlock the user may not create is logged as this session's error.
     let (log, prefix) = (st.log.clone(), prefix.to_string());
     mbox.lock_errors = Some(crate::mailbox::lock::LockErrors(Arc::new(
-        move |text: &str| {
-            let _root = crate::sys::fsid::FsIdentity::switch(0, 0);
-            log.error(&format!("{prefix}: {text}"));
-        },
+        move |text: &str| log.error(&format!("{prefix}: {text}")),
     )));
     let sender = if user.contains('@') {
         user.to_string()
     } else {
         format!("{user}@{}", st.hostname)
     };
-    Ok(MailStore::open(loc, ids, StoreOptions { mbox, sender }))
+    Ok(MailStore::open(loc, None, StoreOptions { mbox, sender }))
 }
 
 impl<C: Client> Session<C> {
@@ -398,6 +389,10 @@ impl<C: Client> Session<C> {
             self.out.flush(&mut self.io);
             let _ = self.io.set_read_timeout(Some(self.st.autologout));
             match self.io.read(&mut buf) {
+                Ok(0) if crate::login::mailproc::shutting_down() => {
+                    self.shutdown_bye();
+                    return;
+                }
                 Ok(0) => {
                     self.ended = Some(self.closed_reason());
                     return;
@@ -813,6 +808,10 @@ impl<C: Client> Session<C> {
                 .max(Duration::from_millis(10));
             let _ = self.io.set_read_timeout(Some(wait));
             match self.io.read(&mut buf) {
+                Ok(0) if crate::login::mailproc::shutting_down() => {
+                    self.shutdown_bye();
+                    return;
+                }
                 Ok(0) => {
                     self.ended = Some(self.closed_reason_idle());
                     return;
@@ -846,6 +845,12 @@ impl<C: Client> Session<C> {
             }
             self.out.flush(&mut self.io);
         }
+    }
+
+    /// `dovecot stop` (`shutdown_clients = yes`): Dovecot's goodbye.
+    fn shutdown_bye(&mut self) {
+        self.out.line("* BYE Server shutting down.");
+        self.ended = Some("Server shutting down.".into());
     }
 
     fn closed_reason_idle(&self) -> String {

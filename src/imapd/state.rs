@@ -1,7 +1,8 @@
 //! The IMAP service's settings (read from `dovecot.conf` at start and on reload) and the
 //! service side of a login: the credentials an `imap-login` process sends are checked
-//! ([`crate::login::service`]), the verdict goes back, and a logged-in client gets its
-//! own session thread ([`super::session`]) with the socket.
+//! ([`crate::login::service`]), the verdict goes back, and a logged-in client goes with
+//! its socket to the `dovecot/imap` mail process of its user's identity
+//! ([`crate::login::mailproc`]), where it gets a session thread ([`super::session`]).
 //!
 //! Settings: `imap_max_line_length` (64k), `imap_idle_notify_interval` (2 mins),
 //! `imap_logout_format`, `imap_client_workarounds` (`delay-newmail`,
@@ -15,9 +16,10 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::dovecot::{AuthCache, DovecotAuth, UserInfo};
+use crate::auth::dovecot::{AuthCache, DovecotAuth};
 use crate::config::dovecot::DovecotConf;
 use crate::login::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
+use crate::login::mailproc::{GroupsConf, MailProcs};
 use crate::login::service::{Checker, Refused, UserIp};
 use crate::login::{DovecotLog, LoginConf, Protocol};
 
@@ -121,6 +123,8 @@ pub struct ImapState {
     pub hostname: String,
     /// The quota plugins' settings (`None`: no quota).
     pub quota: Option<super::quota::QuotaConf>,
+    /// What the mail process's groups are made of.
+    pub groups: GroupsConf,
 }
 
 impl ImapState {
@@ -155,7 +159,9 @@ impl ImapState {
         if quota.as_ref().is_some_and(|q| q.imap) {
             capability.push_str(" QUOTA");
         }
+        let mbox = crate::pop3d::mbox_options(conf)?;
         Ok(ImapState {
+            groups: GroupsConf::from_conf(conf, mbox.privileged_gid)?,
             login: LoginConf::from_conf(conf, Protocol::Imap)?,
             auth,
             auth_cache,
@@ -163,7 +169,7 @@ impl ImapState {
             userip: UserIp::new(conf.mail_max_userip_connections("imap")),
             first_valid_uid: crate::pop3d::first_valid_uid(conf),
             mail_location: conf.mail_location().to_string(),
-            mbox: crate::pop3d::mbox_options(conf)?,
+            mbox,
             max_line: get("imap_max_line_length")
                 .and_then(|v| parse_size(v).ok())
                 .map(|v| v as usize)
@@ -199,6 +205,7 @@ impl ImapState {
 pub async fn serve_login_process(
     ch: Arc<Channel>,
     settings: tokio::sync::watch::Receiver<Option<Arc<ImapState>>>,
+    procs: Arc<MailProcs>,
 ) {
     while let Ok(Some((msg, fd))) = ch.recv().await {
         match msg {
@@ -208,7 +215,7 @@ pub async fn serve_login_process(
                 };
                 match fd {
                     Some(fd) => {
-                        tokio::spawn(take_over(st, req, fd, ch.clone()));
+                        tokio::spawn(take_over(st, req, fd, ch.clone(), procs.clone()));
                     }
                     None => {
                         let v = Verdict::ReplyClose(format!(
@@ -232,16 +239,22 @@ pub async fn serve_login_process(
                     st.log.line(&level, &text);
                 }
             }
-            Msg::Verdict { .. } | Msg::Drain => {}
+            _ => {}
         }
     }
 }
 
 /// The service's side of a client the login process authenticated: check the
 /// credentials, tell the login process the verdict, and when it is
-/// [`Verdict::Taken`] start the session on its own thread with the socket `fd` (the
-/// client's, or the login process's proxy of a TLS client).
-async fn take_over(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, ch: Arc<Channel>) {
+/// [`Verdict::Taken`] hand the socket `fd` (the client's, or the login process's proxy
+/// of a TLS client) to the user's mail process.
+async fn take_over(
+    st: Arc<ImapState>,
+    req: LoginRequest,
+    fd: OwnedFd,
+    ch: Arc<Channel>,
+    procs: Arc<MailProcs>,
+) {
     let tag = req.tag.clone();
     let checked = match &req.creds {
         Credentials::Plain { user, pass } => {
@@ -291,7 +304,13 @@ async fn take_over(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, ch: Arc<C
         st.userip.release(&user, req.remote.ip());
         return;
     }
-    start_session(st, req, fd, user, info);
+    let id = st.groups.identity(&info);
+    let remote = req.remote.ip();
+    let (st2, user2) = (st.clone(), user.clone());
+    let release = Box::new(move || st2.userip.release(&user2, remote));
+    procs
+        .hand(Protocol::Imap, id, req, user, info, fd, release)
+        .await;
 }
 
 /// Dovecot's answer when the mail process cannot start for a user who logged in (a uid
@@ -329,24 +348,4 @@ async fn init_failed(st: &ImapState, req: &LoginRequest, fd: OwnedFd) {
     conn.reply("* BYE Internal error occurred. Refer to server log for more information.");
     conn.flush().await;
     conn.io.shutdown().await;
-}
-
-/// A logged-in session runs on its own thread (as Dovecot runs one `imap` process per
-/// user), blocking on its socket; the thread ends with the session.
-fn start_session(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, user: String, info: UserInfo) {
-    let remote = req.remote.ip();
-    let st2 = st.clone();
-    let user2 = user.clone();
-    let spawned = std::thread::Builder::new()
-        .name("imap".into())
-        .stack_size(2 << 20)
-        .spawn(move || {
-            super::session::serve(st2.clone(), req, fd, user2.clone(), info);
-            st2.userip.release(&user2, remote);
-            crate::memory::trim_heap();
-        });
-    if let Err(e) = spawned {
-        st.log.error(&format!("imap({user}): thread: {e}"));
-        st.userip.release(&user, remote);
-    }
 }

@@ -9,6 +9,13 @@
 //! `+OK Logged in.` or `TAG OK [CAPABILITY …] Logged in`), anything else leaves the client
 //! with the login process.
 //!
+//! The same channel, with the same framing, joins the service and each of its mail
+//! processes (Dovecot's `imap`/`pop3` processes, [`super::mailproc`]): a logged-in
+//! session travels there as a [`Msg::Session`] with its descriptor, the mail process's
+//! log lines come back as [`Msg::Log`] (it may not open `log_path` either: see
+//! [`relay_logs_to`]), and the end of each session as [`Msg::Ended`], so that the
+//! service can count `mail_max_userip_connections`.
+//!
 //! A message is a tag byte and fields, each a 4-byte little-endian length and its bytes.
 
 use std::io::{IoSlice, IoSliceMut};
@@ -21,6 +28,8 @@ use nix::sys::socket::{
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+use crate::auth::dovecot::UserInfo;
 
 /// Largest message: a login request holds at most the login input buffer twice over.
 const MAX_MSG: usize = 64 * 1024;
@@ -83,6 +92,15 @@ pub enum Msg {
     Verdict { id: u64, verdict: Verdict },
     /// service → login: stop accepting, exit once the clients it has are gone (reload).
     Drain,
+    /// service → mail process, with the client's descriptor: serve this logged-in
+    /// session (`req.creds` carries no password here).
+    Session {
+        req: LoginRequest,
+        user: String,
+        info: UserInfo,
+    },
+    /// mail process → service: the session `session_id` ended.
+    Ended { session_id: String },
 }
 
 struct Enc(Vec<u8>);
@@ -154,6 +172,22 @@ impl Msg {
                 e.0
             }
             Msg::Drain => vec![b'D'],
+            Msg::Session { req, user, info } => {
+                let mut e = Enc::new(b'S');
+                e.put(&Msg::Login(req.clone()).encode()).str(user);
+                let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
+                e.str(&info.user).str(&opt(info.uid)).str(&opt(info.gid));
+                match &info.home {
+                    Some(h) => e.str("1").str(h),
+                    None => e.str("0").str(""),
+                };
+                e.str(&info.extra.len().to_string());
+                for (k, v) in &info.extra {
+                    e.str(k).str(v);
+                }
+                e.0
+            }
+            Msg::Ended { session_id } => Enc::new(b'E').str(session_id).0.clone(),
         }
     }
 
@@ -210,6 +244,43 @@ impl Msg {
                 Msg::Verdict { id, verdict }
             }
             b'D' => Msg::Drain,
+            b'S' => {
+                let Msg::Login(req) = Msg::decode(d.bytes()?)? else {
+                    return None;
+                };
+                let user = d.string()?;
+                let opt = |s: String| -> Option<Option<u32>> {
+                    if s.is_empty() {
+                        Some(None)
+                    } else {
+                        s.parse().ok().map(Some)
+                    }
+                };
+                let iuser = d.string()?;
+                let uid = opt(d.string()?)?;
+                let gid = opt(d.string()?)?;
+                let has_home = d.string()? == "1";
+                let home = d.string()?;
+                let n: usize = d.parse()?;
+                let mut extra = Vec::new();
+                for _ in 0..n {
+                    extra.push((d.string()?, d.string()?));
+                }
+                Msg::Session {
+                    req,
+                    user,
+                    info: UserInfo {
+                        user: iuser,
+                        uid,
+                        gid,
+                        home: has_home.then_some(home),
+                        extra,
+                    },
+                }
+            }
+            b'E' => Msg::Ended {
+                session_id: d.string()?,
+            },
             _ => return None,
         })
     }
@@ -280,6 +351,65 @@ impl Channel {
     pub fn try_send(&self, msg: &Msg) -> bool {
         send_raw(self.fd.get_ref().as_raw_fd(), &msg.encode(), None).is_ok()
     }
+
+    /// Send from any thread, outside the runtime's wakeups: when the socket buffer is
+    /// full (a burst of log lines), wait for room up to `patience` rather than lose the
+    /// message. `false` when it could not be sent.
+    pub fn send_blocking(&self, msg: &Msg, patience: std::time::Duration) -> bool {
+        let data = msg.encode();
+        let sock = self.fd.get_ref().as_raw_fd();
+        let until = std::time::Instant::now() + patience;
+        loop {
+            match send_raw(sock, &data, None) {
+                Ok(()) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    let mut p = libc::pollfd {
+                        fd: sock,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    unsafe { libc::poll(&mut p, 1, left.as_millis().min(1000) as libc::c_int) };
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Tell the other end that nothing more comes (it reads the end of the channel)
+    /// while this end can still read what it has left to say.
+    pub fn shutdown_write(&self) {
+        let _ = nix::sys::socket::shutdown(
+            self.fd.get_ref().as_raw_fd(),
+            nix::sys::socket::Shutdown::Write,
+        );
+    }
+}
+
+impl AsRef<Channel> for Channel {
+    fn as_ref(&self) -> &Channel {
+        self
+    }
+}
+
+/// Send every log line of this process over `ch` as a [`Msg::Log`] (see
+/// [`super::relay_logs`]): for the login processes and the mail processes, which may
+/// not open `log_path` themselves. A line waits (up to a second) for room in a full
+/// socket buffer rather than being lost.
+pub fn relay_logs_to<C: AsRef<Channel> + Send + Sync + 'static>(ch: std::sync::Arc<C>) {
+    super::relay_logs(Box::new(move |level, text| {
+        let _ = (*ch).as_ref().send_blocking(
+            &Msg::Log {
+                level: level.to_string(),
+                text: text.to_string(),
+            },
+            std::time::Duration::from_secs(1),
+        );
+    }));
 }
 
 fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
@@ -401,6 +531,35 @@ mod tests {
             roundtrip(Msg::Verdict { id: 3, verdict: v });
         }
         roundtrip(Msg::Drain);
+        roundtrip(Msg::Ended {
+            session_id: "x/y".into(),
+        });
+        for home in [None, Some("/home/alice".to_string())] {
+            roundtrip(Msg::Session {
+                req: LoginRequest {
+                    id: 9,
+                    session_id: "s".into(),
+                    remote: "127.0.0.1:4000".parse().unwrap(),
+                    local: "127.0.0.1:143".parse().unwrap(),
+                    tls: false,
+                    method: "PLAIN".into(),
+                    tag: "a".into(),
+                    creds: Credentials::Plain {
+                        user: "alice".into(),
+                        pass: String::new(),
+                    },
+                    leftover: b"b SELECT INBOX\r\n".to_vec(),
+                },
+                user: "alice".into(),
+                info: UserInfo {
+                    user: "alice".into(),
+                    uid: Some(1000),
+                    gid: None,
+                    home: home.clone(),
+                    extra: vec![("mail".into(), "maildir:~/M".into())],
+                },
+            });
+        }
     }
 
     #[test]

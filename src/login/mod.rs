@@ -4,8 +4,8 @@
 //! `dovecot/imap-login` in `ps`; `service PROTO-login { user chroot }`). It greets the
 //! client, speaks TLS (implicit on `pop3s`/`imaps`, or STLS/STARTTLS), reads the
 //! protocol's pre-login commands and hands the credentials, with the client's socket, to
-//! the privileged side, which checks them (passdb, userdb) and serves the logged-in
-//! session. Postern does the same:
+//! the privileged side, which checks them (passdb, userdb) and passes the logged-in
+//! session to a mail process running as the user. Postern does the same:
 //!
 //! * [`process`]: the login process (privileges dropped, chroot, accept loop, the
 //!   requests waiting for a verdict);
@@ -17,6 +17,8 @@
 //!   2.3.19's `pop3-login` and `imap-login` word them;
 //! * [`service`]: the service side of a login, common to both protocols (password and
 //!   userdb check, `first_valid_uid`, `mail_max_userip_connections`);
+//! * [`mailproc`]: the mail processes (`dovecot/imap`, `dovecot/pop3`) that serve the
+//!   logged-in sessions as the mail user, one per user identity, started by the service;
 //! * [`DovecotLog`]: Dovecot-format log lines (`log_path`, or syslog facility mail).
 //!
 //! `dovecot.conf` settings read here: `login_greeting`, `disable_plaintext_auth`, `ssl`,
@@ -31,6 +33,7 @@
 pub mod conn;
 pub mod handoff;
 pub mod imap;
+pub mod mailproc;
 pub mod pop3;
 pub mod process;
 pub mod service;

@@ -77,6 +77,12 @@ impl LoginCtl {
     }
 }
 
+impl AsRef<Channel> for LoginCtl {
+    fn as_ref(&self) -> &Channel {
+        &self.ch
+    }
+}
+
 /// A login user that does not exist, worded as Dovecot 2.3.19 words each case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginUserError {
@@ -184,13 +190,7 @@ pub fn main(conf_path: &Path, protocol: Protocol, ctl: RawFd, listeners: &[(RawF
             }
         };
         let ctl = Arc::new(LoginCtl::new(ch));
-        let relay = ctl.clone();
-        super::relay_logs(Box::new(move |level, text| {
-            let _ = relay.ch.try_send(&Msg::Log {
-                level: level.to_string(),
-                text: text.to_string(),
-            });
-        }));
+        super::handoff::relay_logs_to(ctl.clone());
         // Start-up code out of memory while still root: the kernel pages out a file's
         // pages only for its owner or a writer. Then the privileges go (glibc applies
         // set*id to every thread), before the first client is accepted.

@@ -21,10 +21,11 @@
 //! Privileges (`DESIGN.md` §3): clients are served until they have logged in by an
 //! unprivileged login process (the shared login stage, [`crate::login`]; POP3's
 //! pre-login grammar is [`crate::login::pop3`]), which hands credentials and connections
-//! to the service process over a [`crate::login::handoff`] channel. In the service (root when started as
-//! root), each mailbox operation runs with the filesystem uid/gid (`setfsuid`/
-//! `setfsgid`, per thread on Linux) of the user from the userdb, so the file checks are
-//! the user's own.
+//! to the service process over a [`crate::login::handoff`] channel. The service (root
+//! when started as root) checks them, then passes the session to the `dovecot/pop3`
+//! mail process of the user's identity ([`crate::login::mailproc`]): uid, gid and groups
+//! as Dovecot 2.3.19 gives its pop3 process, taken before any mailbox is read, so every
+//! file access is the user's own.
 //!
 //! APOP (with `apop` in `auth_mechanisms`): Dovecot's timestamp in the greeting, the
 //! digest checked against the plaintext password of a `passwd-file` passdb
@@ -35,8 +36,7 @@
 //! `auth_cache_size`/`auth_cache_ttl`/`auth_cache_negative_ttl`:
 //! [`crate::auth::dovecot::AuthCache`].
 //!
-//! Known limits (XXX): no supplementary groups in the per-thread identity; logged-in
-//! sessions share the service process (Dovecot forks one per user).
+//! One mail process serves all sessions of an identity (Dovecot forks one per session).
 
 pub mod session;
 
@@ -93,6 +93,8 @@ pub struct Pop3State {
     pub no_flag_updates: bool,
     /// `pop3_logout_format` (default `top=%t/%p, retr=%r/%b, del=%d/%m, size=%s`).
     pub logout_format: String,
+    /// What the mail process's groups are made of.
+    pub groups: crate::login::mailproc::GroupsConf,
 }
 
 impl Pop3State {
@@ -113,7 +115,9 @@ impl Pop3State {
         auth: Arc<DovecotAuth>,
         auth_cache: Option<Arc<crate::auth::dovecot::AuthCache>>,
     ) -> anyhow::Result<Pop3State> {
+        let mbox = mbox_options(conf)?;
         Ok(Pop3State {
+            groups: crate::login::mailproc::GroupsConf::from_conf(conf, mbox.privileged_gid)?,
             login: LoginConf::from_conf(conf, Protocol::Pop3)?,
             uidl_format: conf.pop3_uidl_format().to_string(),
             mail_location: conf.mail_location().to_string(),
@@ -123,7 +127,7 @@ impl Pop3State {
             userip: UserIp::new(conf.mail_max_userip_connections("pop3")),
             idle_timeout: Duration::from_secs(600),
             first_valid_uid: first_valid_uid(conf),
-            mbox: mbox_options(conf)?,
+            mbox,
             outlook_no_nuls: workaround(conf, "outlook-no-nuls"),
             oe_ns_eoh: workaround(conf, "oe-ns-eoh"),
             lock_session: conf
@@ -196,6 +200,7 @@ fn workaround(conf: &DovecotConf, name: &str) -> bool {
 pub async fn serve_login_process(
     ch: Arc<crate::login::handoff::Channel>,
     settings: tokio::sync::watch::Receiver<Option<Arc<Pop3State>>>,
+    procs: Arc<crate::login::mailproc::MailProcs>,
 ) {
     use crate::login::handoff::{Msg, Verdict};
     while let Ok(Some((msg, fd))) = ch.recv().await {
@@ -206,7 +211,7 @@ pub async fn serve_login_process(
                 };
                 match fd {
                     Some(fd) => {
-                        tokio::spawn(session::take_over(st, req, fd, ch.clone()));
+                        tokio::spawn(session::take_over(st, req, fd, ch.clone(), procs.clone()));
                     }
                     None => {
                         let v = Verdict::ReplyClose(
@@ -229,7 +234,7 @@ pub async fn serve_login_process(
                     st.log.line(&level, &text);
                 }
             }
-            Msg::Verdict { .. } | Msg::Drain => {}
+            _ => {}
         }
     }
 }

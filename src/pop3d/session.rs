@@ -1,6 +1,8 @@
 //! One logged-in POP3 connection (Dovecot's `pop3` process; the AUTHORIZATION state is
-//! the login stage's, [`crate::login::pop3`]): the credentials checked, then the
-//! TRANSACTION state on the user's mailbox and the UPDATE state at QUIT. Replies are
+//! the login stage's, [`crate::login::pop3`]): the credentials checked by the service
+//! ([`take_over`]), then, in the user's mail process (`dovecot/pop3`, running as the
+//! user: [`crate::login::mailproc`]), the TRANSACTION state on the user's mailbox and the
+//! UPDATE state at QUIT ([`serve`]). Replies are
 //! queued and flushed only before the session blocks for input, so pipelined commands
 //! (RFC 2449 PIPELINING) are answered in one write.
 
@@ -13,11 +15,11 @@ use crate::auth::dovecot::{RequestInfo, UserInfo};
 use crate::login::Protocol;
 use crate::login::conn::{Conn, End, Io};
 use crate::login::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
+use crate::login::mailproc::MailProcs;
 use crate::login::service::{Checker, Refused};
 use crate::mailbox::{
     Access, Flags, Folder, MailLocation, MailStore, MailboxError, MessageReader, StoreOptions,
 };
-use crate::sys::fsid::{FsIdentity, running_as_root};
 
 /// Longest command line after login.
 const MAX_LINE: usize = 8192;
@@ -31,7 +33,6 @@ const WBUF_FLUSH: usize = 64 * 1024;
 /// The mail user after login.
 struct Mail {
     user: String,
-    info: UserInfo,
     mailbox: Folder,
     deleted: Vec<bool>,
     /// Messages sent whole by RETR: marked \\Seen at QUIT unless `pop3_no_flag_updates`.
@@ -60,42 +61,11 @@ struct Session {
     closing: bool,
 }
 
-/// Run `f` on a blocking thread as the mail user (see [`with_fsuid`]). For work that may
-/// take long: opening and scanning a mailbox, committing changes.
-async fn as_user<T: Send + 'static>(
-    info: &UserInfo,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    as_ids(info.uid, info.gid, f).await
-}
-
-/// [`as_user`] with the user's uid and gid.
-async fn as_ids<T: Send + 'static>(
-    uid: Option<u32>,
-    gid: Option<u32>,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    tokio::task::spawn_blocking(move || with_fsuid(uid, gid, f))
-        .await
-        .ok()
-}
-
-/// Run `f` on this thread as the mail user: when root, the thread's filesystem uid/gid
-/// are switched to the user's for the call and back to root after it (`setfsuid` is per
-/// thread), also when `f` panics ([`FsIdentity`] restores on drop). `f` is synchronous, so
-/// no other task runs on the thread meanwhile. Called
-/// directly from a session for reading a message piece (a few page-cache reads), which
-/// saves the two thread hand-overs of a blocking-pool task per RETR.
-fn with_fsuid<T>(uid: Option<u32>, gid: Option<u32>, f: impl FnOnce() -> T) -> T {
-    let _ids = FsIdentity::switch_some(uid, gid);
-    f()
-}
-
-/// Run `f` with root's filesystem ids on a thread that has the mail user's (the log file
-/// and syslog socket are opened as root), then switch back.
-fn with_root_fs<T>(f: impl FnOnce() -> T) -> T {
-    let _root = FsIdentity::root();
-    f()
+/// Run `f` on a blocking thread: for work that may take long (opening and scanning a
+/// mailbox, committing changes). This process runs as the mail user
+/// ([`crate::login::mailproc`]): no identity is switched.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
 }
 
 /// MD5 (RFC 1321) of `data`, for APOP's digest.
@@ -106,35 +76,17 @@ fn md5(data: &[u8]) -> [u8; 16] {
 
 /// The service's side of a client the login process authenticated: check the
 /// credentials (passdb, userdb, `first_valid_uid`, `mail_max_userip_connections`), tell
-/// the login process the verdict, and when it is [`Verdict::Taken`] serve the
-/// TRANSACTION and UPDATE states on `fd` (the client's socket, or the login process's
-/// proxy of a TLS client).
-pub async fn take_over(st: Arc<Pop3State>, mut req: LoginRequest, fd: OwnedFd, ch: Arc<Channel>) {
-    let Ok(io) = Io::from_handed(fd, req.tls) else {
-        let _ = ch
-            .send(
-                &Msg::Verdict {
-                    id: req.id,
-                    verdict: Verdict::ReplyClose(
-                        "-ERR [SYS/TEMP] Temporary authentication failure.".into(),
-                    ),
-                },
-                None,
-            )
-            .await;
-        return;
-    };
-    let mut conn = Conn::new(io, req.remote, req.local);
-    conn.tls = req.tls;
-    conn.session_id = std::mem::take(&mut req.session_id);
-    conn.rbuf = std::mem::take(&mut req.leftover);
-    let mut s = Session {
-        st: st.clone(),
-        conn,
-        bad: 0,
-        closing: false,
-    };
-    let checked = s.check(&req.creds).await;
+/// the login process the verdict, and when it is [`Verdict::Taken`] hand `fd` (the
+/// client's socket, or the login process's proxy of a TLS client) to the user's mail
+/// process, which serves the TRANSACTION and UPDATE states ([`serve`]).
+pub async fn take_over(
+    st: Arc<Pop3State>,
+    req: LoginRequest,
+    fd: OwnedFd,
+    ch: Arc<Channel>,
+    procs: Arc<MailProcs>,
+) {
+    let checked = check(&st, &req.creds, req.remote.ip(), &req.session_id).await;
     let verdict = match &checked {
         Ok(_) => Verdict::Taken,
         Err(v) => v.clone(),
@@ -151,15 +103,107 @@ pub async fn take_over(st: Arc<Pop3State>, mut req: LoginRequest, fd: OwnedFd, c
     let Ok((user, info)) = checked else {
         return;
     };
-    if sent.is_ok()
-        && let Some(mail) = s.start_mail(user.clone(), info, &req.method).await
-    {
+    if sent.is_err() {
+        st.userip.release(&user, req.remote.ip());
+        return;
+    }
+    let id = st.groups.identity(&info);
+    let remote = req.remote.ip();
+    let (st2, user2) = (st.clone(), user.clone());
+    let release = Box::new(move || st2.userip.release(&user2, remote));
+    procs
+        .hand(Protocol::Pop3, id, req, user, info, fd, release)
+        .await;
+}
+
+/// The mail process's side: serve a logged-in session (the service has counted it, and
+/// learns of its end from the caller).
+pub async fn serve(
+    st: Arc<Pop3State>,
+    mut req: LoginRequest,
+    fd: OwnedFd,
+    user: String,
+    info: UserInfo,
+) {
+    let Ok(io) = Io::from_handed(fd, req.tls) else {
+        return;
+    };
+    let mut conn = Conn::new(io, req.remote, req.local);
+    conn.tls = req.tls;
+    conn.session_id = std::mem::take(&mut req.session_id);
+    conn.rbuf = std::mem::take(&mut req.leftover);
+    let mut s = Session {
+        st,
+        conn,
+        bad: 0,
+        closing: false,
+    };
+    if let Some(mail) = s.start_mail(user, info, &req.method).await {
         s.transaction(mail).await;
     }
     s.flush().await;
-    st.userip.release(&user, req.remote.ip());
-    drop(s);
-    crate::memory::trim_heap();
+}
+
+/// Service: check the password (or the APOP digest), look the user up, check the uid
+/// and `mail_max_userip_connections` (counting this session in). `Err` is what the login
+/// process is to do instead.
+async fn check(
+    st: &Pop3State,
+    creds: &Credentials,
+    remote: std::net::IpAddr,
+    session_id: &str,
+) -> Result<(String, UserInfo), Verdict> {
+    let (user, pass) = match creds {
+        Credentials::Plain { user, pass } => (user.clone(), pass.clone()),
+        Credentials::Apop {
+            user,
+            digest,
+            challenge,
+        } => {
+            let auth = st.auth.clone();
+            let u = user.clone();
+            let req = || RequestInfo {
+                service: "pop3".into(),
+            };
+            let pw = tokio::task::spawn_blocking(move || auth.plaintext_password(&u, &req()))
+                .await
+                .ok()
+                .flatten();
+            let ok = pw.as_ref().is_some_and(|pw| {
+                let d = md5(format!("{challenge}{pw}").as_bytes());
+                let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                hex.eq_ignore_ascii_case(digest)
+            });
+            match pw {
+                Some(pw) if ok => (user.clone(), pw),
+                _ => return Err(Verdict::Failed),
+            }
+        }
+    };
+    let checker = Checker {
+        protocol: Protocol::Pop3,
+        auth: &st.auth,
+        cache: st.auth_cache.as_ref(),
+        log: &st.log,
+        first_valid_uid: st.first_valid_uid,
+        userip: &st.userip,
+    };
+    checker
+        .check(&user, &pass, remote, session_id)
+        .await
+        .map_err(|r| match r {
+            Refused::Failed => Verdict::Failed,
+            Refused::TempFail => {
+                Verdict::Reply("-ERR [SYS/TEMP] Temporary authentication failure.".into())
+            }
+            Refused::Internal => Verdict::Reply(
+                "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
+                    .into(),
+            ),
+            Refused::UserIp(n) => Verdict::Reply(format!(
+                "-ERR [IN-USE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={n})"
+            )),
+        })
 }
 
 impl Session {
@@ -182,64 +226,7 @@ impl Session {
         self.conn.read_line(limit, self.st.idle_timeout).await
     }
 
-    /// Service: check the password (or the APOP digest), look the user up, check the
-    /// uid and `mail_max_userip_connections` (counting this session in). `Err` is what
-    /// the login process is to do instead.
-    async fn check(&mut self, creds: &Credentials) -> Result<(String, UserInfo), Verdict> {
-        let (user, pass) = match creds {
-            Credentials::Plain { user, pass } => (user.clone(), pass.clone()),
-            Credentials::Apop {
-                user,
-                digest,
-                challenge,
-            } => {
-                let auth = self.st.auth.clone();
-                let u = user.clone();
-                let req = || RequestInfo {
-                    service: "pop3".into(),
-                };
-                let pw = tokio::task::spawn_blocking(move || auth.plaintext_password(&u, &req()))
-                    .await
-                    .ok()
-                    .flatten();
-                let ok = pw.as_ref().is_some_and(|pw| {
-                    let d = md5(format!("{challenge}{pw}").as_bytes());
-                    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-                    hex.eq_ignore_ascii_case(digest)
-                });
-                match pw {
-                    Some(pw) if ok => (user.clone(), pw),
-                    _ => return Err(Verdict::Failed),
-                }
-            }
-        };
-        let checker = Checker {
-            protocol: Protocol::Pop3,
-            auth: &self.st.auth,
-            cache: self.st.auth_cache.as_ref(),
-            log: &self.st.log,
-            first_valid_uid: self.st.first_valid_uid,
-            userip: &self.st.userip,
-        };
-        checker
-            .check(&user, &pass, self.conn.remote.ip(), &self.conn.session_id)
-            .await
-            .map_err(|r| match r {
-                Refused::Failed => Verdict::Failed,
-                Refused::TempFail => {
-                    Verdict::Reply("-ERR [SYS/TEMP] Temporary authentication failure.".into())
-                }
-                Refused::Internal => Verdict::Reply(
-                    "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
-                        .into(),
-                ),
-                Refused::UserIp(n) => Verdict::Reply(format!(
-                    "-ERR [IN-USE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={n})"
-                )),
-            })
-    }
-
-    /// Service, once the login process let go of the client: log the login, take the
+    /// Mail process, once the login process let go of the client: log the login, take the
     /// POP3 session lock, answer `+OK Logged in.` and open the INBOX. `None` when the
     /// session ends here (the reply is queued).
     async fn start_mail(&mut self, user: String, info: UserInfo, method: &str) -> Option<Mail> {
@@ -272,7 +259,7 @@ impl Session {
         let mut session_lock = None;
         if self.st.lock_session {
             let (l, n, h) = (location.clone(), uname.clone(), home.clone());
-            let locked = as_user(&info, move || {
+            let locked = blocking(move || {
                 let loc = MailLocation::expand(&l, &n, &h)?;
                 crate::mailbox::lock::pop3_session_lock(
                     &loc,
@@ -325,12 +312,10 @@ impl Session {
             ),
         );
         opts.lock_errors = Some(crate::mailbox::lock::LockErrors(std::sync::Arc::new(
-            // Called from the mailbox code, with the user's filesystem ids; the log file
-            // is root's.
-            move |text: &str| with_root_fs(|| log.error(&format!("{prefix}{text}"))),
+            move |text: &str| log.error(&format!("{prefix}{text}")),
         )));
         let drop_recent = !self.st.no_flag_updates;
-        let opened = as_user(&info, move || -> Result<Folder, MailboxError> {
+        let opened = blocking(move || -> Result<Folder, MailboxError> {
             let loc = MailLocation::expand(&location, &uname, &home)?;
             let store = MailStore::open(
                 loc,
@@ -353,7 +338,6 @@ impl Session {
                 let n = mailbox.messages().len();
                 Some(Mail {
                     user: res_user,
-                    info,
                     mailbox,
                     deleted: vec![false; n],
                     seen: vec![false; n],
@@ -416,6 +400,11 @@ impl Session {
                     break "Disconnected: Input line too long".to_string();
                 }
                 Err(End::Timeout) => break "Disconnected: Inactivity".to_string(),
+                Err(End::Lost) if crate::login::mailproc::shutting_down() => {
+                    // `dovecot stop` (shutdown_clients = yes), as Dovecot's pop3 says it.
+                    self.reply("-ERR [SYS/TEMP] Server shutting down.");
+                    break "Disconnected: Server shutting down.".to_string();
+                }
                 Err(End::Lost) => break "Disconnected: Connection closed".to_string(),
             };
             let line = String::from_utf8_lossy(&line).into_owned();
@@ -517,11 +506,10 @@ impl Session {
                         break "Disconnected: Logged out".to_string();
                     }
                     let deleting = !gone.is_empty();
-                    let info = m.info.clone();
                     let mut mailbox = std::mem::replace(&mut m.mailbox, Folder::empty());
                     // The UPDATE state: \Seen for the messages RETR'd, DELE'd ones gone,
                     // in one write of the mailbox.
-                    let r = as_user(&info, move || {
+                    let r = blocking(move || {
                         let r = mailbox.update(Flags::SEEN, &seen, &gone);
                         (mailbox, r)
                     })
@@ -651,7 +639,6 @@ impl Session {
     /// bytes at a time and written out as the output queue fills, so a session holds
     /// no whole message.
     async fn send_message(&mut self, m: &mut Mail, i: usize, lines: Option<u64>) {
-        let (uid, gid) = (m.info.uid, m.info.gid);
         let mut buf = std::mem::take(&mut m.chunk);
         buf.resize(CHUNK, 0);
         let Some(msg) = m
@@ -670,36 +657,20 @@ impl Session {
             });
             (r, buf)
         };
-        // On this thread: a few page-cache reads, not worth two thread hand-overs. A
-        // file the user owns is opened without switching ids (see
-        // `MessageRef::open_if_owned`); anything else with the user's ids.
-        let owned = match uid {
-            Some(u) if running_as_root() => msg.open_if_owned(u),
-            _ => None,
-        };
-        let mut first = Some(match owned {
-            Some(opened) => {
-                let r = opened.and_then(|mut rd| {
-                    fill(&mut rd, &mut buf)
-                        .map(|n| (rd, n))
-                        .map_err(|e| MailboxError::Format(e.to_string()))
-                });
-                (r, buf)
-            }
-            None => with_fsuid(uid, gid, || first_piece(&msg, false, buf)),
-        });
+        // On this thread: a few page-cache reads, not worth two thread hand-overs.
+        let mut first = Some(first_piece(&msg, false, buf));
         if let Some((Err(MailboxError::Locked(_)), _)) = &first
             && let Some((_, b)) = first.take()
         {
             // Another writer holds the mbox: wait for it on a blocking thread.
-            first = as_ids(uid, gid, move || first_piece(&msg, true, b)).await;
+            first = blocking(move || first_piece(&msg, true, b)).await;
         }
         if let Some((Err(_), b)) = first {
             // Another session may have rewritten the mbox (flags, expunges): find the
             // messages again and retry once, as Dovecot re-syncs.
             let mut mb = std::mem::replace(&mut m.mailbox, Folder::empty());
             let mut buf = b;
-            first = as_ids(uid, gid, move || {
+            first = blocking(move || {
                 let synced = mb.relocate();
                 let r = synced.and_then(|()| {
                     let msg = mb
@@ -778,7 +749,6 @@ impl Session {
             if self.conn.wbuf.len() >= WBUF_FLUSH {
                 self.flush().await;
             }
-            // The file is open: reading it needs no change of filesystem ids.
             match fill(&mut reader, &mut buf) {
                 Ok(k) => n = k,
                 Err(e) => {

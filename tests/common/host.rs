@@ -110,3 +110,66 @@ pub fn make_cert(dir: &Path, host: &str) -> (String, String) {
     std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
     (cert.display().to_string(), key.display().to_string())
 }
+
+/// The socket inode of the server's end of the connection from local port `client_port`
+/// to `server_port` (from /proc/net/tcp).
+pub fn server_socket_inode(server_port: u16, client_port: u16) -> Option<u64> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+        (port(f.get(1)?)? == server_port && port(f.get(2)?)? == client_port)
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The processes holding socket `inode` open.
+pub fn holders(inode: u64) -> Vec<u32> {
+    let want = format!("socket:[{inode}]");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let fds = std::fs::read_dir(e.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        if fds
+            .filter_map(|f| std::fs::read_link(f.path()).ok())
+            .any(|l| l.to_string_lossy() == want)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The one process holding the server's end of the connection from local port
+/// `client_port` to `server_port`, once only one holds it (the login process lets go
+/// just after the reply), within 10 s.
+pub fn sole_holder(server_port: u16, client_port: u16) -> Option<u32> {
+    let inode = server_socket_inode(server_port, client_port)?;
+    super::poll(std::time::Duration::from_secs(10), || {
+        let h = holders(inode);
+        (h.len() == 1).then(|| h[0])
+    })
+}
+
+/// What /proc says a process runs as: the four uids (real, effective, saved, fs), the
+/// four gids, the supplementary groups (sorted by the kernel), each as words.
+pub fn credentials(pid: u32) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let st = proc_status(pid);
+    let get = |k: &str| st.get(k).cloned().unwrap_or_default();
+    (get("Uid"), get("Gid"), get("Groups"))
+}
+
+/// The process title (`argv[0]`) of `pid`.
+pub fn cmdline_of(pid: u32) -> String {
+    cmdline(pid)
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
