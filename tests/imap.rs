@@ -641,28 +641,33 @@ fn quota_dialogue(port: u16) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// The Maildir header cache (`postern.cache`): written as the mail user (0600) by a
-/// header FETCH, read by the next session; a corrupt file, one of another UIDVALIDITY
-/// with false headers, and a symlink in its place are ignored and replaced, the
-/// symlink's target untouched; the replies stay those of the messages.
+/// The header cache (`postern.cache`, Maildir and mbox): written as the mail user (0600)
+/// by a header FETCH, read by the next session; a corrupt file, one of another
+/// UIDVALIDITY with false headers, and a symlink in its place are ignored and replaced,
+/// the symlink's target untouched; the replies stay those of the messages. An mbox
+/// rewritten by an expunge keeps the other entries right; a message edited in place
+/// (its `X-UID` kept, its size not) is not served from its old entry.
 #[test]
 fn header_cache_safe_and_rebuilt() {
     if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let dir = homes(Store::Maildir);
-    let s = postern_server(
-        dir.path(),
-        Store::Maildir,
-        "ssl = no\ndisable_plaintext_auth = no\n",
-    );
+    for store in [Store::Maildir, Store::Mbox] {
+        header_cache_of(store);
+    }
+}
+
+fn header_cache_of(store: Store) {
+    let dir = homes(store);
+    let s = postern_server(dir.path(), store, "ssl = no\ndisable_plaintext_auth = no\n");
     let mut c = Imap::login(s.port, "alice");
     for i in 0..3 {
         let m = format!("Subject: s{i}\r\nFrom: a@example.org\r\n\r\nbody {i}\r\n");
         let r = c.cmd(&format!("APPEND INBOX {{{}+}}\r\n{m}", m.len()));
         assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
     }
+    c.cmd("LOGOUT");
     let fetch = |port: u16| -> Vec<String> {
         let mut c = Imap::login(port, "alice");
         c.cmd("SELECT INBOX");
@@ -673,25 +678,29 @@ fn header_cache_safe_and_rebuilt() {
     };
     let first = norm(&fetch(s.port));
     assert!(first.iter().any(|l| l.contains("Subject: s2")), "{first:?}");
-    let cache = dir.path().join("home/alice/Maildir/postern.cache");
+    let cache = match store {
+        Store::Maildir => dir.path().join("home/alice/Maildir/postern.cache"),
+        Store::Mbox => dir.path().join("home/alice/mail/.imap/INBOX/postern.cache"),
+    };
     let md = std::fs::symlink_metadata(&cache).expect("postern.cache written");
     use std::os::unix::fs::MetadataExt;
     assert_eq!((md.uid(), md.gid()), mail_user());
     assert_eq!(md.mode() & 0o777, 0o600);
-    assert!(read(&cache).starts_with(b"POSTERN-CACHE 1 "));
+    assert!(read(&cache).starts_with(b"POSTERN-CACHE 2 "));
     // Read back by the next session: the same replies.
     assert_eq!(norm(&fetch(s.port)), first);
     // Corrupt, and false headers under another UIDVALIDITY: ignored, rebuilt.
     for bad in [
         b"garbage\n\x00\xff".to_vec(),
         b"POSTERN-CACHE 1 1\n1 18\nSubject: forged\n\n".to_vec(),
+        b"POSTERN-CACHE 2 1\n1 18 -\nSubject: forged\n\n".to_vec(),
         b"POSTERN-CACHE 1 1\n1 999\nSubject: x\n".to_vec(),
     ] {
         std::fs::write(&cache, &bad).expect("corrupt");
         chown_r(&cache);
         assert_eq!(norm(&fetch(s.port)), first, "{bad:?}");
         let now = read(&cache);
-        assert!(now.starts_with(b"POSTERN-CACHE 1 ") && now != bad);
+        assert!(now.starts_with(b"POSTERN-CACHE 2 ") && now != bad);
     }
     // A symlink in its place is not followed: replaced, the target unchanged.
     let victim = dir.path().join("victim");
@@ -704,6 +713,41 @@ fn header_cache_safe_and_rebuilt() {
     assert!(
         md.file_type().is_file(),
         "the symlink was replaced by the cache"
+    );
+    if store == Store::Maildir {
+        return;
+    }
+    // The mbox rewritten (message 1 expunged): the others' headers still right.
+    let mut c = Imap::login(s.port, "alice");
+    c.cmd("SELECT INBOX");
+    c.cmd("STORE 1 +FLAGS (\\Deleted)");
+    c.cmd("EXPUNGE");
+    c.cmd("LOGOUT");
+    let after = fetch(s.port);
+    assert!(
+        after.iter().any(|l| l.contains("Subject: s1"))
+            && after.iter().any(|l| l.contains("Subject: s2"))
+            && !after.iter().any(|l| l.contains("Subject: s0")),
+        "{after:?}"
+    );
+    assert!(
+        after.iter().any(|l| l.starts_with("* SORT 1 2")),
+        "{after:?}"
+    );
+    // Edited in place by another program, X-UID kept: the new header is served.
+    let inbox = dir.path().join("home/alice/inbox");
+    let text = std::fs::read_to_string(&inbox).expect("inbox");
+    assert!(text.contains("Subject: s1\n"), "{text}");
+    std::fs::write(
+        &inbox,
+        text.replace("Subject: s1\n", "Subject: s1 edited\n"),
+    )
+    .expect("edit");
+    chown_r(&inbox);
+    let edited = fetch(s.port);
+    assert!(
+        edited.iter().any(|l| l.contains("Subject: s1 edited")),
+        "{edited:?}"
     );
 }
 

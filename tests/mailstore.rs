@@ -214,7 +214,10 @@ fn postern_snapshot(store: &MailStore) -> String {
         if f.noselect {
             continue;
         }
-        let v = store.select(&f.name, Access::ReadOnly).expect("select");
+        let mut v = store.select(&f.name, Access::ReadOnly).expect("select");
+        // A Maildir's sizes and dates are read when asked for, as an IMAP FETCH does.
+        let failed = v.resolve(0..v.messages().len(), true, true);
+        assert!(failed.is_empty(), "{failed:?}");
         out.push(format!(
             "BOX {name} V{} N{}",
             v.uid_validity(),

@@ -83,6 +83,18 @@ fn needs_parse(a: &FetchAtt) -> bool {
     }
 }
 
+/// Whether an item needs the message's size (RFC822.SIZE; a whole body streamed is sent
+/// as a literal of that size).
+fn needs_size(a: &FetchAtt) -> bool {
+    match a {
+        FetchAtt::Rfc822Size | FetchAtt::Rfc822 => true,
+        FetchAtt::Section {
+            binary, section, ..
+        } => !*binary && section.path.is_empty() && section.text == SectionText::Whole,
+        _ => false,
+    }
+}
+
 /// Whether an item needs only the message's header (served from the header cache).
 fn header_only_att(a: &FetchAtt) -> bool {
     match a {
@@ -239,10 +251,8 @@ impl<C: Client> Session<C> {
         let update_seen = order.iter().any(sets_seen);
         let has_flags = order.contains(&FetchAtt::Flags);
         let parse = order.iter().any(needs_parse);
-        // Only headers wanted, of a Maildir: from the folder's header cache.
-        let headers_only = parse
-            && order.iter().all(header_only_att)
-            && self.sel.as_ref().is_some_and(|s| s.folder.is_maildir());
+        // Only headers wanted: from the folder's header cache.
+        let headers_only = parse && order.iter().all(header_only_att);
 
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);
@@ -301,11 +311,31 @@ impl<C: Client> Session<C> {
                 }
             }
         }
+        // Sizes and internal dates of Maildir messages are read only when asked for.
+        let want_size = order.iter().any(needs_size);
+        let want_date = order.contains(&FetchAtt::InternalDate);
+        let mut unknown: Vec<u32> = Vec::new();
+        if want_size || want_date {
+            let sel = self.sel.as_mut().expect("selected");
+            let idx = seqs.iter().map(|s| *s as usize - 1);
+            for (u, e) in sel.folder.resolve(idx, want_size, want_date) {
+                self.log_error(&format!("FETCH of UID {u} failed: {e}"));
+                unknown.push(u);
+            }
+            unknown.sort_unstable();
+        }
         let mut skipped = false;
         let mut failure: Option<String> = None;
+        let mut internal = false;
         for seq in seqs {
             let Some(sel) = self.sel.as_ref() else { break };
             let m = sel.folder.messages()[seq as usize - 1].clone();
+            if !m.expunged && unknown.binary_search(&m.uid).is_ok() {
+                // Its file could not be read: Dovecot's internal error, after the
+                // messages before it.
+                internal = true;
+                break;
+            }
             let mut body = Body::None;
             if headers_only && !m.expunged {
                 let sel = self.sel.as_mut().expect("selected");
@@ -402,6 +432,12 @@ impl<C: Client> Session<C> {
             }
         }
         self.save_header_cache();
+        if internal {
+            return Done::No(
+                "[SERVERBUG] Internal error occurred. Refer to server log for more information."
+                    .into(),
+            );
+        }
         if let Some(t) = failure {
             return Done::No(format!("[UNKNOWN-CTE] {t}"));
         }
@@ -915,6 +951,11 @@ impl<C: Client> Session<C> {
         // COPY adds to the user's quota (MOVE stays inside the one quota root). The
         // messages count with their IMAP sizes.
         if !is_move && self.st.quota.is_some() {
+            let idx: Vec<usize> = uids
+                .iter()
+                .filter_map(|u| sel.folder.seq(*u).map(|s| s as usize - 1))
+                .collect();
+            sel.folder.resolve(idx, true, false);
             let bytes: u64 = uids
                 .iter()
                 .filter_map(|u| sel.folder.get(*u).map(|m| m.size))

@@ -244,7 +244,8 @@ impl<C: Client> Session<C> {
 
     /// `* STATUS name (…)` of a mailbox; `Err` is the store's error.
     fn status_line(&mut self, store_name: &str, items: &[String]) -> Result<String, MailboxError> {
-        let st = self.store.status(store_name)?;
+        let size = items.iter().any(|i| i == "SIZE");
+        let st = self.store.status(store_name, size)?;
         let mut parts = Vec::new();
         for item in STATUS_ITEMS {
             if !items.iter().any(|i| i == item) {

@@ -35,7 +35,13 @@ pub(crate) struct SearchUpdate {
 }
 
 /// The metadata the search functions take, from a message of the view.
-fn meta_of(folder: &crate::mailbox::Folder, seq: u32, m: &crate::mailbox::Message) -> MessageMeta {
+/// `tz`: the zone of the internal date is wanted (only a day compare of it needs it).
+fn meta_of(
+    folder: &crate::mailbox::Folder,
+    seq: u32,
+    m: &crate::mailbox::Message,
+    tz: bool,
+) -> MessageMeta {
     let mut flags = 0u8;
     for (f, bit) in [
         (Flags::SEEN, search::SEEN),
@@ -57,7 +63,11 @@ fn meta_of(folder: &crate::mailbox::Folder, seq: u32, m: &crate::mailbox::Messag
         flags,
         keywords: folder.keyword_names(m).map(str::to_string).collect(),
         internal_date: m.internal_date,
-        internal_tz: local_offset_minutes(m.internal_date),
+        internal_tz: if tz {
+            local_offset_minutes(m.internal_date)
+        } else {
+            0
+        },
         size: m.size,
         modseq: m.modseq,
     }
@@ -103,7 +113,55 @@ impl<C: Client> Session<C> {
     /// The messages of the view matching `key`: (message number, metadata), in
     /// message-number order, with the parsed message when one was read.
     fn matching(&mut self, key: &Key, want_msgs: bool) -> Vec<(MessageMeta, Option<Message>)> {
+        self.resolve_meta(key.needs_size(), key.needs_date(), None);
         self.matching_in(key, want_msgs, None)
+    }
+
+    /// Make the sizes and/or internal dates of the view's messages (those in `only`,
+    /// else all) known, for a search or sort that compares them; a message whose file
+    /// cannot be read is logged (it compares as size 0, date 0).
+    fn resolve_meta(&mut self, size: bool, date: bool, only: Option<&HashSet<u32>>) {
+        if !size && !date {
+            return;
+        }
+        let Some(sel) = self.sel.as_mut() else { return };
+        let idx: Vec<usize> = sel
+            .folder
+            .messages()
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| only.is_none_or(|o| o.contains(&m.uid)))
+            .map(|(i, _)| i)
+            .collect();
+        for (u, e) in sel.folder.resolve(idx, size, date) {
+            self.log_error(&format!("SEARCH of UID {u}: {e}"));
+        }
+    }
+
+    /// SORT by DATE and THREAD fall back on the internal date of a message without a
+    /// usable Date header: those dates made known and put in `metas`.
+    fn fallback_dates<'a>(&mut self, metas: impl Iterator<Item = (&'a mut MessageMeta, bool)>) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        let mut want: Vec<&mut MessageMeta> = metas
+            .filter(|(m, has_date)| {
+                !has_date && sel.folder.get(m.uid).is_some_and(|x| !x.date_known())
+            })
+            .map(|(m, _)| m)
+            .collect();
+        if want.is_empty() {
+            return;
+        }
+        let idx: Vec<usize> = want.iter().map(|m| m.seq as usize - 1).collect();
+        let failed = sel.folder.resolve(idx, false, true);
+        for m in want.iter_mut() {
+            if let Some(x) = sel.folder.get(m.uid) {
+                m.internal_date = x.internal_date;
+                m.internal_tz = local_offset_minutes(x.internal_date);
+            }
+        }
+        for (u, e) in failed {
+            self.log_error(&format!("SORT of UID {u}: {e}"));
+        }
     }
 
     /// [`Self::matching`] over the messages whose UIDs are in `only` (all when `None`).
@@ -129,12 +187,13 @@ impl<C: Client> Session<C> {
             saved: saved_seqs,
             now: now(),
         };
+        let need_tz = key.needs_date();
         let mut out = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             if m.expunged || only.is_some_and(|o| !o.contains(&m.uid)) {
                 continue;
             }
-            let meta = meta_of(folder, i as u32 + 1, m);
+            let meta = meta_of(folder, i as u32 + 1, m, need_tz);
             let mut parsed: Option<Message> = None;
             let hit = {
                 let mut load = || {
@@ -226,26 +285,35 @@ impl<C: Client> Session<C> {
             Err(e) if e.bad_charset => return Done::No("[BADCHARSET] Unknown charset.".into()),
             Err(e) => return bad_cmd(name, &e.text),
         };
-        let hits = self.matching(&key, false);
+        self.resolve_meta(
+            criteria.iter().any(|(k, _)| *k == sort::SortKey::Size),
+            criteria.iter().any(|(k, _)| *k == sort::SortKey::Arrival),
+            None,
+        );
+        let mut hits = self.matching(&key, false);
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);
         };
-        // Sort keys come from headers only: each message's header is read once per
-        // selection and kept.
-        let maildir = sel.folder.is_maildir();
+        // Sort keys come from headers (the folder's header cache) and are kept for the
+        // selection: a header is read only for a key not known yet (none for ARRIVAL
+        // and SIZE).
+        let header_keys: Vec<sort::SortKey> = criteria
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !matches!(k, sort::SortKey::Arrival | sort::SortKey::Size))
+            .collect();
         for (meta, _) in &hits {
-            if !sel.sort_headers.contains_key(&meta.uid) {
-                let cached = if maildir {
-                    sel.hdr_cache.get(&sel.folder, meta.uid).map(Message::new)
-                } else {
-                    None
-                };
+            let missing = header_keys
+                .iter()
+                .any(|k| !sel.sort_keys.contains_key(&(meta.uid, *k)));
+            if missing && !sel.sort_headers.contains_key(&meta.uid) {
+                let cached = sel.hdr_cache.get(&sel.folder, meta.uid).map(Message::new);
                 let msg = match cached {
                     Some(m) => m,
                     None => {
                         let raw = sel.folder.read(meta.uid).unwrap_or_default();
                         let h = header_only(&raw);
-                        if maildir && !raw.is_empty() {
+                        if !raw.is_empty() {
                             sel.hdr_cache.put(&sel.folder, meta.uid, h);
                         }
                         Message::new(h)
@@ -255,6 +323,23 @@ impl<C: Client> Session<C> {
             }
         }
         self.save_header_cache();
+        if criteria.iter().any(|(k, _)| *k == sort::SortKey::Date) {
+            let Some(sel) = self.sel.as_ref() else {
+                return Done::Bad("No mailbox selected.".into(), false);
+            };
+            // A date already kept for the selection was found before.
+            let has_date: Vec<bool> = hits
+                .iter()
+                .map(|(m, _)| {
+                    sel.sort_keys.contains_key(&(m.uid, sort::SortKey::Date))
+                        || sel
+                            .sort_headers
+                            .get(&m.uid)
+                            .is_some_and(|h| sort::header_date(h).is_some())
+                })
+                .collect();
+            self.fallback_dates(hits.iter_mut().map(|(m, _)| m).zip(has_date));
+        }
         let Some(sel) = self.sel.as_mut() else {
             return Done::Bad("No mailbox selected.".into(), false);
         };
@@ -412,6 +497,11 @@ impl<C: Client> Session<C> {
             return;
         }
         let keys: Vec<Key> = sel.updates.iter().map(|u| u.key.clone()).collect();
+        self.resolve_meta(
+            keys.iter().any(Key::needs_size),
+            keys.iter().any(Key::needs_date),
+            Some(&cand),
+        );
         let mut lines = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let hits: HashSet<u32> = self
@@ -469,10 +559,14 @@ impl<C: Client> Session<C> {
             Err(e) => return bad_cmd(name, &e.text),
         };
         let hits = self.matching(&key, true);
-        let pairs: Vec<(Message, MessageMeta)> = hits
+        let mut pairs: Vec<(Message, MessageMeta)> = hits
             .into_iter()
             .map(|(meta, msg)| (msg.unwrap_or_else(|| Message::new(b"")), meta))
             .collect();
+        self.fallback_dates(pairs.iter_mut().map(|(msg, meta)| {
+            let has = sort::header_date(msg).is_some();
+            (meta, has)
+        }));
         let refs: Vec<(&Message, &MessageMeta)> = pairs.iter().map(|(m, x)| (m, x)).collect();
         let mut trees = sort::thread(&refs, alg);
         if uid {

@@ -181,7 +181,7 @@ pub fn usage(store: &MailStore) -> Usage {
         Format::Mbox => {
             if let Ok(names) = store.list() {
                 for f in names {
-                    if let Ok(st) = store.status(&f.name) {
+                    if let Ok(st) = store.status(&f.name, false) {
                         u.count += u64::from(st.messages);
                     }
                 }

@@ -3,7 +3,9 @@
 //! (sequence numbers), each with its UID, flags, keywords, MODSEQ, size and internal
 //! date; [`Folder::sync`] brings it up to date with the files and says what changed
 //! since the session last looked, whoever changed them (another session, Dovecot, local
-//! delivery, a mail client).
+//! delivery, a mail client). The size and internal date of a Maildir message in an IMAP
+//! view are made known when a command needs them ([`Folder::resolve`]: from the view,
+//! from `postern.index`'s `Z` records, else from the file, then recorded there).
 //!
 //! Change detection is stat-based: the mbox file, or a Maildir's `new/`, `cur/`,
 //! `dovecot-uidlist` and `dovecot-keywords`, and `postern.index` ([`super::index`]) are
@@ -58,14 +60,33 @@ pub struct Message {
     /// RFC 7162 MODSEQ (0 in a POP3 view).
     pub modseq: u64,
     /// RFC822.SIZE: the message with CRLF line ends, Dovecot's hidden mbox headers left
-    /// out (what a FETCH of BODY[] sends).
+    /// out (what a FETCH of BODY[] sends). Of a Maildir message in an IMAP view: valid
+    /// once [`Folder::resolve`] made it known ([`size_known`](Self::size_known)).
     pub size: u64,
     /// INTERNALDATE (Unix seconds): the mbox `From ` line's time, the Maildir file's
-    /// modification time (0 in a POP3 view of a Maildir).
+    /// modification time (0 in a POP3 view of a Maildir). Of a Maildir message in an
+    /// IMAP view: valid once [`Folder::resolve`] made it known.
     pub internal_date: i64,
     /// Expunged by someone else and not yet reported to the session (its contents may
     /// be gone).
     pub expunged: bool,
+    /// Which of `size` ([`KNOWN_SIZE`]) and `internal_date` ([`KNOWN_DATE`]) are known.
+    known: u8,
+}
+
+const KNOWN_SIZE: u8 = 1;
+const KNOWN_DATE: u8 = 2;
+
+impl Message {
+    /// Whether `size` is known (see [`Folder::resolve`]).
+    pub fn size_known(&self) -> bool {
+        self.known & KNOWN_SIZE != 0
+    }
+
+    /// Whether `internal_date` is known (see [`Folder::resolve`]).
+    pub fn date_known(&self) -> bool {
+        self.known & KNOWN_DATE != 0
+    }
 }
 
 /// Whether a sync may remove expunged messages from the view.
@@ -133,8 +154,9 @@ struct BMsg<'a> {
     uid: u32,
     flags: Flags,
     keywords: &'a KeywordSet,
-    size: u64,
-    date: i64,
+    /// Unknown until read (a Maildir message's, see [`MaildirBox::resolve`]).
+    size: Option<u64>,
+    date: Option<i64>,
     looks_new: bool,
 }
 
@@ -171,8 +193,8 @@ impl Backend {
                     uid: m.uid,
                     flags: m.flags,
                     keywords: &m.keywords,
-                    size: m.size,
-                    date: m.date,
+                    size: Some(m.size),
+                    date: Some(m.date),
                     looks_new: !m.old,
                 }
             }
@@ -227,7 +249,7 @@ impl Backend {
             }
             Backend::Maildir(b) => {
                 let now = super::maildir::MaildirStamp::of(&b.dir, &b.ctl);
-                (now != b.stamp, now.newest())
+                (now != b.stamp || b.retrying(), now.newest())
             }
         }
     }
@@ -375,7 +397,7 @@ impl Folder {
                         Access::ReadOnly => false,
                         Access::Pop3 { move_new } => move_new,
                     },
-                    dates: use_index,
+                    sizes: !use_index,
                 };
                 // A Maildir without `dovecot-uidlist` gets a UIDVALIDITY of its own.
                 let hint = hint.or_else(|| {
@@ -521,7 +543,109 @@ impl Folder {
             .filter_map(|i| self.keywords.get(i).map(String::as_str))
     }
 
-    /// STATUS of the view (the counts of the messages as the view has them).
+    /// Make the sizes (`size`) and internal dates (`date`) of the messages at `indexes`
+    /// (of [`messages`](Self::messages)) known: from what the view knows, from what
+    /// sessions recorded in the index (`Z` records), else from the message files, read
+    /// now and recorded in the index for the sessions to come. A message whose file
+    /// cannot be read now stays unknown (and is tried again next time); such messages
+    /// are returned, with why.
+    pub fn resolve(
+        &mut self,
+        indexes: impl IntoIterator<Item = usize>,
+        size: bool,
+        date: bool,
+    ) -> Vec<(u32, String)> {
+        let want = if size { KNOWN_SIZE } else { 0 } | if date { KNOWN_DATE } else { 0 };
+        let mut failed = Vec::new();
+        if want == 0 {
+            return failed;
+        }
+        let _id = self.store.enter();
+        let mut learnt: Vec<Record> = Vec::new();
+        for i in indexes {
+            let Some(m) = self.messages.get(i) else {
+                continue;
+            };
+            if m.known & want == want || m.expunged {
+                continue;
+            }
+            let uid = m.uid;
+            let mut got = self
+                .index
+                .as_ref()
+                .and_then(|ix| ix.meta.get(&uid))
+                .copied()
+                .unwrap_or_default();
+            let need_size = size && m.known & KNOWN_SIZE == 0 && got.size.is_none();
+            let need_date = date && m.known & KNOWN_DATE == 0 && got.date.is_none();
+            if need_size || need_date {
+                let found = self.backend.find(uid);
+                let read = match (&mut self.backend, found) {
+                    (Backend::Maildir(b), Some(j)) => match b.resolve(j, need_size, need_date) {
+                        Ok(()) => Ok((b.messages[j].size, b.messages[j].date)),
+                        Err(e) => Err(match b.base(j) {
+                            Some(f) => format!("{}: {f}: {e}", b.dir.display()),
+                            None => e.to_string(),
+                        }),
+                    },
+                    (Backend::Mbox(b), Some(j)) => {
+                        Ok((Some(b.messages[j].size), Some(b.messages[j].date)))
+                    }
+                    (_, None) => Err("expunged".to_string()),
+                };
+                match read {
+                    Ok((s, d)) => {
+                        let new = index::FileMeta {
+                            size: s.filter(|_| got.size.is_none()),
+                            date: d.filter(|_| got.date.is_none()),
+                        };
+                        got.size = got.size.or(s);
+                        got.date = got.date.or(d);
+                        if self.is_maildir() && new != index::FileMeta::default() {
+                            learnt.push(Record::Meta(uid, new));
+                        }
+                    }
+                    Err(e) => failed.push((uid, e)),
+                }
+            }
+            let m = &mut self.messages[i];
+            if let Some(s) = got.size.filter(|_| m.known & KNOWN_SIZE == 0) {
+                m.size = s;
+                m.known |= KNOWN_SIZE;
+            }
+            if let Some(d) = got.date.filter(|_| m.known & KNOWN_DATE == 0) {
+                m.internal_date = d;
+                m.known |= KNOWN_DATE;
+            }
+        }
+        // Recorded for the sessions to come; best effort (a cache).
+        if !learnt.is_empty()
+            && let Some(mut ix) = self.index.take()
+        {
+            let stamp_before = super::FileStamp::of(&ix.path);
+            let unchanged = stamp_before == self.index_stamp;
+            let res = ix.lock().and_then(|mut l| {
+                ix.load(&mut l)?;
+                ix.write(&mut l, &learnt)
+            });
+            // Only its own lines were added: the view needs no reconciling for them.
+            if res.is_ok() && unchanged {
+                self.index_stamp = super::FileStamp::of(&ix.path);
+            }
+            self.index = Some(ix);
+        }
+        failed
+    }
+
+    /// [`resolve`](Self::resolve) the sizes of all messages, then [`status`](Self::status):
+    /// STATUS with SIZE.
+    pub fn status_with_size(&mut self) -> FolderStatus {
+        self.resolve(0..self.messages.len(), true, false);
+        self.status()
+    }
+
+    /// STATUS of the view (the counts of the messages as the view has them); the size
+    /// sums the sizes known (see [`status_with_size`](Self::status_with_size)).
     pub fn status(&self) -> FolderStatus {
         let live = self.messages.iter().filter(|m| !m.expunged);
         let mut s = FolderStatus {
@@ -804,15 +928,26 @@ impl Folder {
                     .iter()
                     .filter_map(|x| kw_map.get(x).copied().filter(|v| *v != usize::MAX))
                     .collect();
+                // What the backend knows, else what a session recorded in the index.
+                let kept = self
+                    .index
+                    .as_ref()
+                    .and_then(|ix| ix.meta.get(&b.uid))
+                    .copied()
+                    .unwrap_or_default();
+                let size = b.size.or(kept.size);
+                let date = b.date.or(kept.date);
                 out.push(Message {
                     uid: b.uid,
                     flags: b.flags,
                     keywords,
                     recent: b.uid >= first_recent,
                     modseq: 0,
-                    size: b.size,
-                    internal_date: b.date,
+                    size: size.unwrap_or(0),
+                    internal_date: date.unwrap_or(0),
                     expunged: false,
+                    known: if size.is_some() { KNOWN_SIZE } else { 0 }
+                        | if date.is_some() { KNOWN_DATE } else { 0 },
                 });
                 ch.new_messages += 1;
             }
@@ -1146,10 +1281,19 @@ impl Folder {
             let Some(j) = self.backend.find(uid) else {
                 continue;
             };
-            let b = self.backend.msg(j);
-            let (flags, date) = (b.flags, b.date);
+            let flags = self.backend.msg(j).flags;
+            let date = match self.backend.msg(j).date {
+                Some(d) => Some(d),
+                None => match &mut self.backend {
+                    Backend::Maildir(b) => b.resolve(j, false, true).ok().and(b.messages[j].date),
+                    Backend::Mbox(_) => None,
+                },
+            };
             let names = self.backend.keyword_names(j);
-            let date = if date == 0 { now_secs() } else { date };
+            let date = match date {
+                Some(d) if d != 0 => d,
+                _ => now_secs(),
+            };
             let link = match &self.backend {
                 Backend::Maildir(mb) if same_format_maildir => mb.file_of(j),
                 _ => None,

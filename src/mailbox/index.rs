@@ -22,7 +22,15 @@
 //! K <keyword>                          (the next keyword index)
 //! S <uid> <modseq> <flag bits> <keyword indexes, comma-separated, or ->
 //! X <uid>[:<uid>] <modseq>             (expunged)
+//! Z <uid> <size or -> <date or ->        (what a Maildir message's file says)
 //! ```
+//!
+//! `Z` records keep what a session learnt from a Maildir message's file once: its size
+//! as clients see it (RFC822.SIZE, CRLF) and its modification time (INTERNALDATE), so
+//! that no session opens or stats the file for them again, as Dovecot keeps them in
+//! `dovecot.index.cache`. They are written when a command first needs them (never at
+//! SELECT); a message's file never changes once it has its UID, so they stay true until
+//! it is expunged. Older readers skip the lines.
 //!
 //! A line cut short by a crash (no newline) is ignored and cut off by the next writer. A
 //! header line with another UIDVALIDITY forgets the messages and expunges (the mailbox
@@ -64,6 +72,8 @@ pub struct Index {
     pub msgs: BTreeMap<u32, Rec>,
     /// Expunged UID ranges with the MODSEQ of their expunge, in the order recorded.
     pub expunged: Vec<(u32, u32, u64)>,
+    /// What the files of Maildir messages said (`Z`): size and internal date, by UID.
+    pub meta: std::collections::HashMap<u32, FileMeta>,
     /// The file read so far: its inode and the bytes taken.
     read: Option<(u64, u64)>,
     /// Bytes of the state as last compacted (to decide when to compact again).
@@ -73,6 +83,13 @@ pub struct Index {
 /// The index file, locked (`fcntl` write lock) while this lives.
 pub struct Locked {
     file: File,
+}
+
+/// A message file's size as clients see it and its modification time, when known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size: Option<u64>,
+    pub date: Option<i64>,
 }
 
 /// A change to record.
@@ -86,6 +103,7 @@ pub enum Record {
     Keyword(String),
     Set(u32, Rec),
     Expunged(u32, u32, u64),
+    Meta(u32, FileMeta),
 }
 
 impl Index {
@@ -99,6 +117,7 @@ impl Index {
             keywords: Vec::new(),
             msgs: BTreeMap::new(),
             expunged: Vec::new(),
+            meta: Default::default(),
             read: None,
             base_len: 0,
         }
@@ -210,6 +229,7 @@ impl Index {
                 if uid_validity != self.uid_validity && self.uid_validity != 0 {
                     self.msgs.clear();
                     self.expunged.clear();
+                    self.meta.clear();
                 }
                 self.uid_validity = uid_validity;
                 self.highest_modseq = self.highest_modseq.max(highest_modseq);
@@ -230,7 +250,19 @@ impl Index {
                 for u in gone {
                     self.msgs.remove(&u);
                 }
+                if ((hi - lo) as usize) < self.meta.len() {
+                    for u in lo..=hi {
+                        self.meta.remove(&u);
+                    }
+                } else {
+                    self.meta.retain(|u, _| *u < lo || *u > hi);
+                }
                 self.expunged.push((lo, hi, modseq));
+            }
+            Record::Meta(uid, m) => {
+                let e = self.meta.entry(uid).or_default();
+                e.size = m.size.or(e.size);
+                e.date = m.date.or(e.date);
             }
         }
     }
@@ -258,17 +290,22 @@ impl Index {
         }
         let grown = at + text.len() as u64;
         if grown > 64 * 1024 && grown > 2 * self.base_len.max(1) {
-            return self.compact(locked);
+            // Written anew only when that makes it at least half smaller (a log of new
+            // messages' records is its state already).
+            let state = self.state_text();
+            let len = state.0.len() as u64;
+            if grown > 2 * len {
+                return self.compact(locked, state);
+            }
+            self.base_len = len;
         }
         locked.file.write_all_at_end(text.as_bytes()).map_err(io)?;
         self.read = Some((meta.ino(), at + text.len() as u64));
         Ok(())
     }
 
-    /// Write the state anew: to `postern.index.tmp`, fsynced, renamed over the index. The
-    /// lock held stays on the old file, which no other session will lock again.
-    fn compact(&mut self, locked: &mut Locked) -> Result<(), MailboxError> {
-        let tmp = self.path.with_extension("index.tmp");
+    /// The state as the lines of a file written anew, and the expunge runs it holds.
+    fn state_text(&self) -> (String, Vec<(u32, u32, u64)>) {
         let mut text = String::from(MAGIC);
         text.push_str(&render(&Record::Header {
             uid_validity: self.uid_validity,
@@ -281,6 +318,16 @@ impl Index {
         }
         for (uid, rec) in &self.msgs {
             text.push_str(&render(&Record::Set(*uid, rec.clone())));
+        }
+        // File facts of messages still indexed (a message not yet given a MODSEQ has none).
+        let mut meta: Vec<(&u32, &FileMeta)> = self
+            .meta
+            .iter()
+            .filter(|(u, _)| self.msgs.contains_key(u))
+            .collect();
+        meta.sort_unstable_by_key(|(u, _)| **u);
+        for (uid, m) in meta {
+            text.push_str(&render(&Record::Meta(*uid, *m)));
         }
         // Expunges merged into runs of UIDs; a run takes the highest MODSEQ of its
         // parts (VANISHED may report a UID for a MODSEQ at or after its expunge).
@@ -305,6 +352,19 @@ impl Index {
         for (lo, hi, m) in &merged {
             text.push_str(&render(&Record::Expunged(*lo, *hi, *m)));
         }
+        (text, merged)
+    }
+
+    /// Write the state anew (`state`: [`state_text`](Self::state_text)): to
+    /// `postern.index.tmp`, fsynced, renamed over the index. The lock held stays on the
+    /// old file, which no other session will lock again.
+    fn compact(
+        &mut self,
+        locked: &mut Locked,
+        state: (String, Vec<(u32, u32, u64)>),
+    ) -> Result<(), MailboxError> {
+        let tmp = self.path.with_extension("index.tmp");
+        let (text, merged) = state;
         self.expunged = merged;
         let io = |e| MailboxError::io(&tmp, e);
         let _ = std::fs::remove_file(&tmp);
@@ -410,6 +470,11 @@ fn render(r: &Record) -> String {
         }
         Record::Expunged(lo, hi, m) if lo == hi => format!("X {lo} {m}\n"),
         Record::Expunged(lo, hi, m) => format!("X {lo}:{hi} {m}\n"),
+        Record::Meta(uid, m) => {
+            let size = m.size.map_or("-".to_string(), |s| s.to_string());
+            let date = m.date.map_or("-".to_string(), |d| d.to_string());
+            format!("Z {uid} {size} {date}\n")
+        }
     }
 }
 
@@ -459,6 +524,19 @@ fn parse_line(line: &str) -> Option<Record> {
             };
             let m = w.next()?.parse().ok()?;
             (lo <= hi).then_some(Record::Expunged(lo, hi, m))
+        }
+        "Z" => {
+            let uid = w.next()?.parse().ok()?;
+            let opt = |t: &str| -> Option<Option<i128>> {
+                if t == "-" {
+                    Some(None)
+                } else {
+                    t.parse().ok().map(Some)
+                }
+            };
+            let size = opt(w.next()?)?.map(u64::try_from).transpose().ok()?;
+            let date = opt(w.next()?)?.map(i64::try_from).transpose().ok()?;
+            Some(Record::Meta(uid, FileMeta { size, date }))
         }
         _ => None,
     }
@@ -597,8 +675,56 @@ mod tests {
             .map(|u| Record::Expunged(u, u, m + u as u64))
             .collect();
         a.write(&mut l, &recs).expect("write");
-        a.compact(&mut l).expect("compact");
+        let st = a.state_text();
+        a.compact(&mut l, st).expect("compact");
         assert_eq!(a.expunged, [(10, 19, m + 19)]);
         assert_eq!(a.vanished_since(m, (12, 14)), [12, 13, 14]);
+    }
+
+    #[test]
+    fn file_facts_are_merged_kept_by_compaction_and_dropped_on_expunge() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("postern.index");
+        let mut a = Index::new(path.clone());
+        let mut l = a.lock().expect("lock");
+        a.load(&mut l).expect("load");
+        let fm = |size, date| FileMeta { size, date };
+        a.write(
+            &mut l,
+            &[
+                Record::Header {
+                    uid_validity: 5,
+                    highest_modseq: 10,
+                    first_recent_uid: 1,
+                },
+                set(1, 10, Flags::SEEN),
+                set(2, 10, Flags::SEEN),
+                Record::Meta(1, fm(None, Some(1_700_000_000))),
+                Record::Meta(1, fm(Some(1234), None)),
+                Record::Meta(2, fm(Some(7), Some(-5))),
+            ],
+        )
+        .expect("write");
+        drop(l);
+        let mut b = Index::new(path.clone());
+        let mut l = b.lock().expect("lock");
+        b.load(&mut l).expect("load");
+        assert_eq!(b.meta[&1], fm(Some(1234), Some(1_700_000_000)));
+        assert_eq!(b.meta[&2], fm(Some(7), Some(-5)));
+        b.write(&mut l, &[Record::Expunged(2, 2, 11)])
+            .expect("write");
+        assert!(!b.meta.contains_key(&2));
+        let st = b.state_text();
+        b.compact(&mut l, st).expect("compact");
+        drop(l);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("Z 1 1234 1700000000\n"), "{text}");
+        assert!(!text.contains("Z 2 "), "{text}");
+        let mut c = Index::new(path);
+        let mut l = c.lock().expect("lock");
+        c.load(&mut l).expect("load");
+        assert_eq!(c.meta.len(), 1);
+        assert!(parse_line("Z 3 x -").is_none());
+        assert!(parse_line("Z 3 -1 -").is_none());
     }
 }

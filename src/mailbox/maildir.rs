@@ -12,12 +12,18 @@
 //! `O_EXCL`), fsynced and renamed over `dovecot-uidlist`. `dovecot-keywords` is replaced
 //! the same way under `dovecot-keywords.lock`. Both live in the control directory
 //! (`CONTROL=`), by default the Maildir itself.
+//!
+//! Opening a Maildir ([`MaildirBox`]) lists the directories and reads the lists, never a
+//! message file: a message's size (CRLF, or `,W=` from its name) and date (the file's
+//! modification time) are read when asked for ([`MaildirBox::resolve`]), except by an
+//! opening that wants every size (POP3). A file such an opening cannot read is left out
+//! and the Maildir read again at the next refresh.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -177,31 +183,42 @@ static VSIZES: std::sync::LazyLock<std::sync::Mutex<HashMap<PathBuf, Sizes>>> =
 /// Message sizes by base name, of one Maildir.
 type Sizes = HashMap<Box<str>, u64>;
 
-/// The size of a message as POP3 reports it: from a `,W=` part of the name (Dovecot's
-/// deliveries write it), from `known` sizes, else by reading the file. `None`: the file
-/// is gone.
-fn vsize(base: &str, dir: &Path, rel: &str, known: &Sizes, buf: &mut [u8]) -> Option<u64> {
-    if let Some(w) = base
-        .split(',')
+/// The size clients see of a message whose name carries it (`,W=`: Dovecot's deliveries
+/// write it).
+fn name_vsize(base: &str) -> Option<u64> {
+    base.split(',')
         .skip(1)
         .find_map(|part| part.strip_prefix("W="))
         .and_then(|w| w.parse().ok())
-    {
-        return Some(w);
+}
+
+/// The size of a message as POP3 reports it: from a `,W=` part of the name, from `known`
+/// sizes, else by reading the file.
+fn vsize(base: &str, dir: &Path, rel: &str, known: &Sizes, buf: &mut [u8]) -> std::io::Result<u64> {
+    if let Some(w) = name_vsize(base) {
+        return Ok(w);
     }
     if let Some(&n) = known.get(base) {
-        return Some(n);
+        return Ok(n);
     }
-    file_crlf_size(&dir.join(rel), buf).ok()
+    file_crlf_size(&dir.join(rel), buf)
 }
 
 /// A file's size with every bare LF counted as CRLF, read through `buf`.
 fn file_crlf_size(path: &Path, buf: &mut [u8]) -> std::io::Result<u64> {
-    let mut f = File::open(path)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    reader_crlf_size(f, buf)
+}
+
+/// What `r` holds, with every bare LF counted as CRLF, read through `buf`.
+fn reader_crlf_size(mut f: impl std::io::Read, buf: &mut [u8]) -> std::io::Result<u64> {
     let mut n = 0u64;
     let mut prev = 0u8;
     loop {
-        let got = std::io::Read::read(&mut f, buf)?;
+        let got = f.read(buf)?;
         if got == 0 {
             return Ok(n);
         }
@@ -231,6 +248,12 @@ impl MaildirMessage {
     /// opened relative to the Maildir's descriptor (no walk of the whole path per
     /// message), never through a symlink, and read to its end (no stat).
     pub fn open(&self) -> Result<super::MessageReader, MailboxError> {
+        let (f, p) = self.open_file()?;
+        Ok(super::MessageReader::new(Vec::new(), f, 0, u64::MAX, p))
+    }
+
+    /// The message file opened (see [`open`](Self::open)), and its path.
+    fn open_file(&self) -> Result<(File, PathBuf), MailboxError> {
         use nix::fcntl::OFlag;
         // O_NONBLOCK: a FIFO put in the Maildir must not hang the thread in open(2).
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
@@ -262,7 +285,37 @@ impl MaildirMessage {
             Err(e) => return Err(MailboxError::io(&path(), e)),
         };
         let p = p.unwrap_or_else(path);
-        Ok(super::MessageReader::new(Vec::new(), f, 0, u64::MAX, p))
+        Ok((f, p))
+    }
+
+    /// The message file's status (not following a symlink; found again if renamed).
+    fn stat(&self) -> std::io::Result<std::fs::Metadata> {
+        let st = match &self.dirfd {
+            Some(d) => {
+                let fd = nix::fcntl::openat(
+                    d.as_fd(),
+                    &*self.rel,
+                    nix::fcntl::OFlag::O_PATH
+                        | nix::fcntl::OFlag::O_NOFOLLOW
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                );
+                match fd {
+                    Ok(fd) => Some(File::from(fd).metadata()),
+                    Err(nix::errno::Errno::ENOENT) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => None,
+        };
+        match st {
+            Some(st) => st,
+            None => {
+                let p = locate(&self.dir, &self.dir.join(&*self.rel), &self.base)
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+                std::fs::symlink_metadata(p)
+            }
+        }
     }
 }
 
@@ -563,9 +616,10 @@ impl MaildirStamp {
         }
     }
 
-    /// The latest modification time among the parts (Unix seconds).
+    /// The latest modification time of the directories (Unix seconds). The lists are
+    /// left out: they are only ever replaced (a new inode), which a stamp always sees.
     pub fn newest(&self) -> i64 {
-        [self.new, self.cur, self.uidlist, self.keywords]
+        [self.new, self.cur]
             .iter()
             .flatten()
             .map(|s| s.mtime)
@@ -581,10 +635,13 @@ pub struct MaildirMsg {
     pub flags: Flags,
     /// Keyword letters, as indexes into [`MaildirBox::keywords`] (`a` is 0).
     pub keywords: KeywordSet,
-    /// Size as clients see it (CRLF line ends).
-    pub size: u64,
-    /// The file's modification time (the internal date), when asked for.
-    pub date: i64,
+    /// Size as clients see it (CRLF line ends); `None` until something needs it
+    /// ([`MaildirBox::resolve`]) unless the name carries it or the open was asked for
+    /// sizes.
+    pub size: Option<u64>,
+    /// The file's modification time (the internal date); `None` until something needs
+    /// it ([`MaildirBox::resolve`]).
+    pub date: Option<i64>,
     /// The file is in `new/`: no session has seen it (\\Recent for Dovecot).
     pub in_new: bool,
 }
@@ -595,8 +652,10 @@ pub struct MaildirOpen {
     /// Move messages from `new/` to `cur/` (`NAME:2,`), as a Dovecot session that may
     /// change the mailbox does.
     pub move_new: bool,
-    /// Read each file's modification time (the internal date).
-    pub dates: bool,
+    /// Read every file's size at the opening (POP3's STAT and LIST need them all); files
+    /// that cannot be read are left out until a later refresh. Otherwise sizes and dates
+    /// are read when asked for ([`MaildirBox::resolve`]).
+    pub sizes: bool,
 }
 
 /// An opened Maildir: its messages with UIDs and flags, never their contents.
@@ -619,6 +678,9 @@ pub struct MaildirBox {
     pub stamp: MaildirStamp,
     how: MaildirOpen,
     validity_hint: Option<u32>,
+    /// A file could not be read at the last refresh: read the Maildir again at the next
+    /// one even if the directories did not change.
+    retry: bool,
 }
 
 impl MaildirBox {
@@ -636,6 +698,7 @@ impl MaildirBox {
             stamp: MaildirStamp::default(),
             how: MaildirOpen::default(),
             validity_hint: None,
+            retry: false,
         }
     }
 
@@ -660,7 +723,14 @@ impl MaildirBox {
         Ok(mb)
     }
 
-    /// Read the Maildir again (after [`MaildirStamp`] says it changed).
+    /// Whether a file could not be read at the last refresh: the Maildir is to be read
+    /// again even if its [`MaildirStamp`] did not change.
+    pub fn retrying(&self) -> bool {
+        self.retry
+    }
+
+    /// Read the Maildir again (after its [`MaildirStamp`] changed, or while
+    /// [`retrying`](Self::retrying)).
     pub fn refresh(&mut self) -> Result<(), MailboxError> {
         if self.ctl != self.dir && !self.ctl.is_dir() {
             std::fs::DirBuilder::new()
@@ -777,6 +847,9 @@ impl MaildirBox {
             list.records.retain(|r| present.contains(&r.0));
             list.records.sort_by_key(|r| r.0);
             write_uidlist(&self.ctl, &list, lock)?;
+            // This view's own list (written under the lock): no reason to read the
+            // Maildir again at the next sync.
+            self.stamp.uidlist = super::FileStamp::of(&self.ctl.join("dovecot-uidlist"));
         }
         self.build(&list, known);
         // Messages this opening took out of `new/` were new until now.
@@ -790,19 +863,22 @@ impl MaildirBox {
         Ok(())
     }
 
-    /// The mailbox of the files `known` (UID order): flags from their names, sizes as
-    /// clients see them (see [`vsize`]), dates when asked for.
+    /// The mailbox of the files `known` (UID order): flags from their names; sizes as
+    /// clients see them (see [`vsize`]) when the opening asked for them, else those
+    /// already known; dates already known. No file is opened or stat'ed unless sizes
+    /// were asked for.
     fn build(&mut self, list: &UidList, known: Vec<(u32, Box<str>)>) {
         self.uid_validity = list.validity;
         self.uid_next = list.next.max(1);
         self.keywords = read_keywords(&self.ctl);
-        // A file's time (its internal date) does not change when it is renamed: the
-        // dates of messages already known are taken over, not read again.
-        let old_dates: HashMap<u32, i64> = if self.how.dates {
-            self.messages.iter().map(|m| (m.uid, m.date)).collect()
-        } else {
-            HashMap::new()
-        };
+        self.retry = false;
+        // A file's size and time (its internal date) do not change when it is renamed:
+        // what is known of messages already listed is taken over, not read again.
+        let old: HashMap<u32, (Option<u64>, Option<i64>)> = self
+            .messages
+            .iter()
+            .map(|m| (m.uid, (m.size, m.date)))
+            .collect();
         // Messages this view took out of `new/` stay new to it when it reads the Maildir
         // again (its own renames change the directories' times, so the first sync after
         // the opening rereads): the folder's first index takes them as \Recent.
@@ -826,21 +902,31 @@ impl MaildirBox {
         if cache.len() >= VSIZE_DIRS && !cache.contains_key(&dir) {
             cache.clear();
         }
-        let old = cache.remove(&dir).unwrap_or_default();
+        let cached = cache.remove(&dir).unwrap_or_default();
         let mut sizes = Sizes::with_capacity(known.len());
         for (uid, rel) in known {
             let base = base_name(&rel[4..]);
-            // A file that vanished meanwhile (another session expunged it) is skipped.
-            let Some(size) = vsize(base, &dir, &rel, &old, &mut buf) else {
-                continue;
+            let (old_size, date) = old.get(&uid).copied().unwrap_or_default();
+            let size = match old_size.or_else(|| name_vsize(base)) {
+                Some(n) => Some(n),
+                None if self.how.sizes => match vsize(base, &dir, &rel, &cached, &mut buf) {
+                    Ok(n) => Some(n),
+                    // Vanished meanwhile (another session expunged it): the directory
+                    // changed after the stamp was taken, the next sync sees it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    // Not readable now (a delivery that has not given it to the user
+                    // yet): left out, and looked at again at the next refresh.
+                    Err(_) => {
+                        self.retry = true;
+                        continue;
+                    }
+                },
+                None => cached.get(base).copied(),
             };
-            sizes.insert(base.into(), size);
+            if let Some(n) = size {
+                sizes.insert(base.into(), n);
+            }
             let (flags, letters, _) = parse_info(&rel[4..]);
-            let date = match old_dates.get(&uid) {
-                Some(&d) if d != 0 => d,
-                _ if self.how.dates => self.file_time(&rel).unwrap_or(0),
-                _ => 0,
-            };
             self.messages.push(MaildirMsg {
                 uid,
                 flags,
@@ -854,12 +940,46 @@ impl MaildirBox {
         cache.insert(dir, sizes);
     }
 
-    /// The modification time of the file `rel` (through the Maildir's descriptor).
-    fn file_time(&self, rel: &str) -> Option<i64> {
-        let d = self.dirfd.as_ref()?;
-        nix::sys::stat::fstatat(d.as_fd(), rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-            .ok()
-            .map(|st| st.st_mtime)
+    /// Make the size (`size`) and the date (`date`) of message `index` known, from its
+    /// file: opened (size) or stat'ed (date only) through the Maildir's descriptor,
+    /// never through a symlink, found again if another client renamed it. The answer
+    /// is kept in the message (and the size in the process's cache of sizes).
+    pub fn resolve(&mut self, index: usize, size: bool, date: bool) -> std::io::Result<()> {
+        let Some(m) = self.messages.get(index) else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        let need_size = size && m.size.is_none();
+        let need_date = date && m.date.is_none();
+        if !need_size && !need_date {
+            return Ok(());
+        }
+        let msg = self
+            .message(index)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        let (n, t) = if need_size {
+            let (f, _) = msg.open_file().map_err(|e| match e {
+                MailboxError::Io { source, .. } => source,
+                _ => std::io::ErrorKind::NotFound.into(),
+            })?;
+            let st = f.metadata()?;
+            if !st.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            let mut buf = vec![0u8; 16 * 1024];
+            (Some(reader_crlf_size(f, &mut buf)?), st.mtime())
+        } else {
+            (None, msg.stat()?.mtime())
+        };
+        let m = &mut self.messages[index];
+        if let Some(n) = n {
+            m.size = Some(n);
+            let mut cache = VSIZES.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(sizes) = cache.get_mut(&self.dir) {
+                sizes.insert(msg.base.clone().into(), n);
+            }
+        }
+        m.date = Some(t);
+        Ok(())
     }
 
     /// The base name of message `index` (the file name before `:2,`: POP3's `%f`).
@@ -1232,7 +1352,8 @@ mod tests {
     }
 
     /// A `,W=` in the name is the size clients see, without reading the file (Dovecot's
-    /// `maildir_filename_get_size`); other files are read once per process.
+    /// `maildir_filename_get_size`); other files are read when asked for (POP3's opening
+    /// asks for all), once per process.
     #[test]
     fn virtual_size_from_the_name_or_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1245,14 +1366,119 @@ mod tests {
         .expect("w");
         std::fs::write(md.join("cur/1700000001.M2P1.h:2,"), "Subject: b\n\nbody\n").expect("w");
         let sizes = |mb: &MaildirBox| mb.messages.iter().map(|m| m.size).collect::<Vec<_>>();
-        let mb = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
-        assert_eq!(sizes(&mb), [99, 20]);
+        let eager = MaildirOpen {
+            sizes: true,
+            ..MaildirOpen::default()
+        };
+        let mb = MaildirBox::open(&md, &md, eager, None).expect("open");
+        assert_eq!(sizes(&mb), [Some(99), Some(20)]);
         let again = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
-        assert_eq!(sizes(&again), [99, 20]);
+        assert_eq!(sizes(&again), [Some(99), Some(20)], "known to the process");
         assert_eq!(
             again.message(1).expect("msg").open().map(|_| ()).ok(),
             Some(())
         );
+    }
+
+    /// An IMAP opening reads no message file, stats none: sizes and dates come when
+    /// asked for.
+    #[test]
+    fn lazy_sizes_and_dates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md = dir.path().join("Maildir");
+        ensure_dirs(&md).expect("dirs");
+        let name = "1700000002.M3P1.lazy:2,";
+        std::fs::write(md.join("cur").join(name), "Subject: c\n\nbody\nmore\n").expect("w");
+        let f = File::options()
+            .write(true)
+            .open(md.join("cur").join(name))
+            .expect("open");
+        set_mtime(&f, 1_600_000_000);
+        let mut mb = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
+        assert_eq!(mb.messages[0].size, None);
+        assert_eq!(mb.messages[0].date, None);
+        mb.resolve(0, false, true).expect("date");
+        assert_eq!(
+            (mb.messages[0].size, mb.messages[0].date),
+            (None, Some(1_600_000_000))
+        );
+        // Renamed by another client meanwhile: found again.
+        std::fs::rename(
+            md.join("cur").join(name),
+            md.join("cur/1700000002.M3P1.lazy:2,S"),
+        )
+        .expect("rename");
+        mb.resolve(0, true, true).expect("size");
+        assert_eq!(mb.messages[0].size, Some(26));
+        // What is known survives a refresh.
+        mb.refresh().expect("refresh");
+        assert_eq!(
+            (mb.messages[0].size, mb.messages[0].date),
+            (Some(26), Some(1_600_000_000))
+        );
+    }
+
+    /// A file the session cannot read when it lists the Maildir (a delivery that has not
+    /// given it to the user yet) is looked at again at the next refresh, though the
+    /// directories did not change.
+    #[test]
+    fn unreadable_file_is_retried_at_the_next_refresh() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let md = dir.path().join("Maildir");
+        ensure_dirs(&md).expect("dirs");
+        std::fs::write(md.join("cur/1700000003.M4P1.r:2,"), "Subject: d\n\n").expect("w");
+        let late = md.join("cur/1700000004.M5P1.r:2,");
+        std::fs::write(&late, "Subject: e\n\n").expect("w");
+        std::fs::set_permissions(&late, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        // As root, the test looks as an unprivileged mail user (root reads any file).
+        let user = crate::sys::fsid::running_as_root().then_some((65534, 65534));
+        if let Some((u, g)) = user {
+            for p in [
+                dir.path().to_path_buf(),
+                md.clone(),
+                md.join("cur"),
+                md.join("new"),
+                md.join("tmp"),
+            ] {
+                nix::unistd::chown(&p, Some(u.into()), Some(g.into())).expect("chown");
+            }
+            for f in std::fs::read_dir(md.join("cur")).expect("ls").flatten() {
+                nix::unistd::chown(&f.path(), Some(u.into()), Some(g.into())).expect("chown");
+            }
+        }
+        let _id = crate::sys::fsid::FsIdentity::maybe(user);
+        let eager = MaildirOpen {
+            sizes: true,
+            ..MaildirOpen::default()
+        };
+        let mut mb = MaildirBox::open(&md, &md, eager, None).expect("open");
+        assert_eq!(mb.messages.len(), 1, "the unreadable file is left out");
+        assert!(mb.retrying());
+        let stamp = MaildirStamp::of(&md, &md);
+        std::fs::set_permissions(&late, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            MaildirStamp::of(&md, &md),
+            stamp,
+            "the directories did not change"
+        );
+        mb.refresh().expect("refresh");
+        assert_eq!(mb.messages.len(), 2, "taken at the next refresh");
+        assert_eq!(mb.messages[1].size, Some(14));
+        assert!(!mb.retrying());
+        // Lazily, the file is listed and its size read when asked for, failing until it
+        // can be read.
+        std::fs::set_permissions(&late, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        let mut lazy = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
+        lazy.messages[1].size = None;
+        assert_eq!(lazy.messages.len(), 2);
+        assert!(lazy.resolve(1, true, false).is_err());
+        assert_eq!(lazy.messages[1].size, None);
+        std::fs::set_permissions(&late, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        lazy.resolve(1, true, false).expect("readable now");
+        assert_eq!(lazy.messages[1].size, Some(14));
     }
 
     /// A message is read through the Maildir's descriptor to its end; one that became a
@@ -1347,7 +1573,8 @@ mod tests {
         let mut mb = MaildirBox::open(&md, &md, MaildirOpen::default(), None).expect("open");
         assert_eq!(mb.messages.len(), 2);
         assert_eq!(mb.messages[0].uid, 1);
-        assert_eq!(mb.messages[0].size, 20);
+        mb.resolve(0, true, false).expect("size");
+        assert_eq!(mb.messages[0].size, Some(20));
         let list = std::fs::read_to_string(md.join("dovecot-uidlist")).expect("uidlist");
         assert!(
             list.starts_with(&format!("3 V{} N3\n1 :", mb.uid_validity)),

@@ -921,10 +921,16 @@ impl MailStore {
         Folder::open(self.clone(), name, p, access)
     }
 
-    /// STATUS of `name`, read as an EXAMINE would (without taking \Recent).
-    pub fn status(&self, name: &str) -> Result<FolderStatus, MailboxError> {
-        let f = self.select(name, Access::ReadOnly)?;
-        Ok(f.status())
+    /// STATUS of `name`, read as an EXAMINE would (without taking \Recent); with `size`
+    /// the messages' sizes are made known for it (STATUS SIZE, a quota's count), else
+    /// `size` counts only those known.
+    pub fn status(&self, name: &str, size: bool) -> Result<FolderStatus, MailboxError> {
+        let mut f = self.select(name, Access::ReadOnly)?;
+        Ok(if size {
+            f.status_with_size()
+        } else {
+            f.status()
+        })
     }
 
     /// APPEND `msgs` to the folder `name` in one step (MULTIAPPEND): the UIDs they got.

@@ -871,10 +871,32 @@ mod tests {
 impl Key {
     /// Whether the key uses MODSEQ (the reply then ends in `(MODSEQ n)`, RFC 7162 §3.1.5).
     pub fn has_modseq(&self) -> bool {
+        self.any(&|k| matches!(k, Key::ModSeq(_)))
+    }
+
+    /// Whether the key compares sizes (LARGER, SMALLER).
+    pub fn needs_size(&self) -> bool {
+        self.any(&|k| matches!(k, Key::Larger(_) | Key::Smaller(_)))
+    }
+
+    /// Whether the key compares internal dates (BEFORE, ON, SINCE, OLDER, YOUNGER).
+    pub fn needs_date(&self) -> bool {
+        self.any(&|k| {
+            matches!(
+                k,
+                Key::Older(_) | Key::Younger(_) | Key::Date { sent: false, .. }
+            )
+        })
+    }
+
+    /// Whether some part of the key is one `f` accepts.
+    fn any(&self, f: &dyn Fn(&Key) -> bool) -> bool {
         let mut stack = vec![self];
         while let Some(k) = stack.pop() {
+            if f(k) {
+                return true;
+            }
             match k {
-                Key::ModSeq(_) => return true,
                 Key::And(v) => stack.extend(v.iter()),
                 Key::Or(a, b) => {
                     stack.push(a);

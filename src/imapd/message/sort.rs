@@ -191,11 +191,16 @@ fn field(m: &Message, name: &str) -> Option<Vec<u8>> {
 
 /// The sent date (UTC seconds), the internal date when missing or broken.
 pub fn sent_date(m: &Message, meta: &MessageMeta) -> i64 {
+    header_date(m).unwrap_or(meta.internal_date)
+}
+
+/// The Date header's time (UTC seconds), if it has one that parses.
+pub fn header_date(m: &Message) -> Option<i64> {
     mime::fields(m.root.header(&m.raw))
         .into_iter()
         .rfind(|f| f.name.eq_ignore_ascii_case(b"Date"))
         .and_then(|f| parse_rfc822_date(&f.value))
-        .map_or(meta.internal_date, |(t, _)| t)
+        .map(|(t, _)| t)
 }
 
 fn first_address(m: &Message, name: &str) -> Option<rfc822::Address> {
@@ -274,38 +279,47 @@ pub fn sort_cached(
     criteria: &[(SortKey, bool)],
     cache: &mut SortCache,
 ) -> Vec<u32> {
-    struct Row {
+    // The keys not kept yet, first; then rows that borrow the kept strings.
+    for (m, meta) in msgs {
+        for &(k, _) in criteria {
+            match k {
+                SortKey::Arrival | SortKey::Size => {}
+                SortKey::Date => {
+                    cache
+                        .entry((meta.uid, k))
+                        .or_insert_with(|| KeyValue::Num(sent_date(m, meta)));
+                }
+                _ => {
+                    cache
+                        .entry((meta.uid, k))
+                        .or_insert_with(|| KeyValue::Str(sort_string(m, k)));
+                }
+            }
+        }
+    }
+    let cache = &*cache;
+    struct Row<'a> {
         seq: u32,
-        strings: Vec<String>,
+        strings: Vec<&'a str>,
         nums: Vec<i64>,
     }
     let rows: Vec<Row> = msgs
         .iter()
-        .map(|(m, meta)| {
+        .map(|(_, meta)| {
             let mut strings = Vec::new();
             let mut nums = Vec::new();
             for &(k, _) in criteria {
                 match k {
                     SortKey::Arrival => nums.push(meta.internal_date),
                     SortKey::Size => nums.push(meta.size as i64),
-                    SortKey::Date => {
-                        let v = cache
-                            .entry((meta.uid, k))
-                            .or_insert_with(|| KeyValue::Num(sent_date(m, meta)));
-                        nums.push(match v {
-                            KeyValue::Num(n) => *n,
-                            KeyValue::Str(_) => 0,
-                        });
-                    }
-                    _ => {
-                        let v = cache
-                            .entry((meta.uid, k))
-                            .or_insert_with(|| KeyValue::Str(sort_string(m, k)));
-                        strings.push(match v {
-                            KeyValue::Str(s) => s.clone(),
-                            KeyValue::Num(_) => String::new(),
-                        });
-                    }
+                    SortKey::Date => nums.push(match cache.get(&(meta.uid, k)) {
+                        Some(KeyValue::Num(n)) => *n,
+                        _ => 0,
+                    }),
+                    _ => strings.push(match cache.get(&(meta.uid, k)) {
+                        Some(KeyValue::Str(s)) => s.as_str(),
+                        _ => "",
+                    }),
                 }
             }
             Row {
@@ -327,7 +341,7 @@ pub fn sort_cached(
                 }
                 _ => {
                     si += 1;
-                    ra.strings[si - 1].cmp(&rb.strings[si - 1])
+                    ra.strings[si - 1].cmp(rb.strings[si - 1])
                 }
             };
             let o = if rev { o.reverse() } else { o };
