@@ -583,15 +583,18 @@ impl Folder {
                 let read = match (&mut self.backend, found) {
                     (Backend::Maildir(b), Some(j)) => match b.resolve(j, need_size, need_date) {
                         Ok(()) => Ok((b.messages[j].size, b.messages[j].date)),
-                        Err(e) => Err(match b.base(j) {
+                        // Gone under the view (another session expunged it; a renamed
+                        // file is found again by `resolve`): expunged, not a failure.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(None),
+                        Err(e) => Err(Some(match b.base(j) {
                             Some(f) => format!("{}: {f}: {e}", b.dir.display()),
                             None => e.to_string(),
-                        }),
+                        })),
                     },
                     (Backend::Mbox(b), Some(j)) => {
                         Ok((Some(b.messages[j].size), Some(b.messages[j].date)))
                     }
-                    (_, None) => Err("expunged".to_string()),
+                    (_, None) => Err(None),
                 };
                 match read {
                     Ok((s, d)) => {
@@ -605,7 +608,13 @@ impl Folder {
                             learnt.push(Record::Meta(uid, new));
                         }
                     }
-                    Err(e) => failed.push((uid, e)),
+                    Err(Some(e)) => failed.push((uid, e)),
+                    Err(None) => {
+                        // As a message expunged under the view: it stays, marked, until
+                        // a sync that may report it (FETCH answers `[EXPUNGEISSUED]`).
+                        self.messages[i].expunged = true;
+                        continue;
+                    }
                 }
             }
             let m = &mut self.messages[i];

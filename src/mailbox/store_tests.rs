@@ -747,6 +747,45 @@ fn message_deleted_under_the_view_is_expunged() {
     }
 }
 
+/// A message file deleted before its size or date was ever read (no `,S=`/`,W=` in its
+/// name, nothing in the index): resolving them marks it expunged in the view, as any
+/// message expunged under it (FETCH answers `[EXPUNGEISSUED]`), not a failure (which
+/// IMAP answers `NO [SERVERBUG]`); the next sync reports it.
+#[test]
+fn message_deleted_before_its_size_was_read_is_expunged() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (what, s) in stores(d.path()) {
+        if s.location().format != Format::Maildir {
+            continue;
+        }
+        let inbox = s.location().inbox.clone();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(inbox.join(sub)).expect("mkdir");
+        }
+        for n in 1..=2 {
+            let name = format!("17000000{n:02}.M{n}P1.host:2,");
+            std::fs::write(inbox.join("cur").join(name), plain("x")).expect("write");
+        }
+        let mut f = s.select("INBOX", Access::ReadWrite).expect(what);
+        let base = f.maildir_base(2).expect("uid 2").to_string();
+        let victim = std::fs::read_dir(inbox.join("cur"))
+            .expect("cur")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains(&base))
+            .expect("file of uid 2");
+        std::fs::remove_file(victim).expect("rm");
+        assert!(f.resolve(0..2, true, true).is_empty(), "{what}");
+        assert!(f.get(2).expect("uid 2").expunged, "{what}");
+        assert!(!f.get(1).expect("uid 1").expunged, "{what}");
+        assert_eq!(
+            f.sync(SyncMode::Full).expect(what).expunged,
+            [(2, 2)],
+            "{what}"
+        );
+    }
+}
+
 /// A folder whose directory the user may read but not write (an archive) opens read-only
 /// without Postern's index: messages, flags and sync work, MODSEQs are 0.
 #[test]
