@@ -96,7 +96,7 @@ pub struct ImapState {
     pub auth: Arc<DovecotAuth>,
     pub auth_cache: Option<Arc<AuthCache>>,
     pub log: DovecotLog,
-    pub userip: UserIp,
+    pub userip: std::sync::Arc<UserIp>,
     pub first_valid_uid: u32,
     pub mail_location: String,
     pub mbox: crate::mailbox::MboxOptions,
@@ -166,7 +166,7 @@ impl ImapState {
             auth,
             auth_cache,
             log: DovecotLog::from_conf(conf),
-            userip: UserIp::new(conf.mail_max_userip_connections("imap")),
+            userip: std::sync::Arc::new(UserIp::new(conf.mail_max_userip_connections("imap"))),
             first_valid_uid: crate::pop3d::first_valid_uid(conf),
             mail_location: conf.mail_location().to_string(),
             mbox,
@@ -300,16 +300,14 @@ async fn take_over(
     let Ok((user, info)) = checked else {
         return;
     };
-    if sent.is_err() {
-        st.userip.release(&user, req.remote.ip());
-        return;
-    }
-    let id = st.groups.identity(&info);
-    let remote = req.remote.ip();
-    let (st2, user2) = (st.clone(), user.clone());
-    let release = Box::new(move || st2.userip.release(&user2, remote));
     procs
-        .hand(Protocol::Imap, id, req, user, info, fd, release)
+        .hand_taken(
+            Protocol::Imap,
+            sent.is_ok(),
+            &st.userip,
+            &st.groups,
+            (req, user, info, fd),
+        )
         .await;
 }
 

@@ -181,6 +181,29 @@ impl MailProcs {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// After the service sent the verdict Taken (`sent`: it reached the login process):
+    /// hand the client to the mail process of the user's identity, the user's
+    /// `mail_max_userip_connections` slot released when the session ends; a verdict that
+    /// never arrived releases it now.
+    pub async fn hand_taken(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        sent: bool,
+        userip: &Arc<super::service::UserIp>,
+        groups: &GroupsConf,
+        (req, user, info, fd): (LoginRequest, String, UserInfo, OwnedFd),
+    ) {
+        let remote = req.remote.ip();
+        if !sent {
+            userip.release(&user, remote);
+            return;
+        }
+        let id = groups.identity(&info);
+        let (slots, user2) = (userip.clone(), user.clone());
+        let release = Box::new(move || slots.release(&user2, remote));
+        self.hand(protocol, id, req, user, info, fd, release).await;
+    }
+
     /// Hand a logged-in session to the mail process of `id` (started if there is none).
     /// `release` runs when the session has ended. On failure the client's descriptor is
     /// closed, `release` has run and the error is logged.

@@ -76,7 +76,7 @@ pub struct Pop3State {
     pub auth_cache: Option<Arc<crate::auth::dovecot::AuthCache>>,
     pub log: DovecotLog,
     /// Logged-in sessions per (user, remote IP): `mail_max_userip_connections`.
-    pub userip: UserIp,
+    pub userip: std::sync::Arc<UserIp>,
     pub idle_timeout: Duration,
     /// `first_valid_uid` (default 500): lower mail uids are refused, as in Dovecot.
     pub first_valid_uid: u32,
@@ -124,7 +124,7 @@ impl Pop3State {
             auth,
             auth_cache,
             log: DovecotLog::from_conf(conf),
-            userip: UserIp::new(conf.mail_max_userip_connections("pop3")),
+            userip: std::sync::Arc::new(UserIp::new(conf.mail_max_userip_connections("pop3"))),
             idle_timeout: Duration::from_secs(600),
             first_valid_uid: first_valid_uid(conf),
             mbox,

@@ -103,16 +103,14 @@ pub async fn take_over(
     let Ok((user, info)) = checked else {
         return;
     };
-    if sent.is_err() {
-        st.userip.release(&user, req.remote.ip());
-        return;
-    }
-    let id = st.groups.identity(&info);
-    let remote = req.remote.ip();
-    let (st2, user2) = (st.clone(), user.clone());
-    let release = Box::new(move || st2.userip.release(&user2, remote));
     procs
-        .hand(Protocol::Pop3, id, req, user, info, fd, release)
+        .hand_taken(
+            Protocol::Pop3,
+            sent.is_ok(),
+            &st.userip,
+            &st.groups,
+            (req, user, info, fd),
+        )
         .await;
 }
 
