@@ -870,7 +870,7 @@ async fn serve(
                 log.error(&format!(
                     "master: service({}): child {pid} {}",
                     p.login_service(),
-                    describe_exit(status)
+                    crate::login::describe_exit(status)
                 ));
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 logins[i].1 = spawn(p, &log);
@@ -1062,18 +1062,6 @@ fn spawn_login(
         }
     }
     Ok(LoginProcess { child, pid, ch })
-}
-
-/// `exited with status 1`, `killed with signal 9` (Dovecot's wording).
-pub(crate) fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Some(s) if s.signal().is_some() => {
-            format!("killed with signal {}", s.signal().unwrap_or(0))
-        }
-        Some(s) => format!("returned error {}", s.code().unwrap_or(0)),
-        None => "vanished".to_string(),
-    }
 }
 
 #[cfg(test)]

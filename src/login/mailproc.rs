@@ -363,7 +363,7 @@ impl MailProcs {
             self.log.borrow().error(&format!(
                 "master: service({}): child {pid} {}",
                 protocol.name(),
-                crate::cli::dovecot::describe_exit(status)
+                super::describe_exit(status)
             ));
         }
         for r in releases {

@@ -332,6 +332,18 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// `exited with status 1`, `killed with signal 9` (Dovecot's wording).
+pub fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) if s.signal().is_some() => {
+            format!("killed with signal {}", s.signal().unwrap_or(0))
+        }
+        Some(s) => format!("returned error {}", s.code().unwrap_or(0)),
+        None => "vanished".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
