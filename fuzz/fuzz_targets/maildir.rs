@@ -30,15 +30,16 @@ fuzz_target!(|data: &[u8]| {
         let sub = if i % 2 == 0 { "cur" } else { "new" };
         let _ = std::fs::write(dir.join(sub).join(&name), name.as_bytes());
     }
-    for move_new in [false, true] {
-        let how = MaildirOpen {
-            move_new,
-            dates: true,
-        };
-        let Ok(mb) = MaildirBox::open(&dir, &dir, how, Some(1)) else {
+    for (move_new, sizes) in [(false, true), (true, true), (false, false), (true, false)] {
+        let how = MaildirOpen { move_new, sizes };
+        let Ok(mut mb) = MaildirBox::open(&dir, &dir, how, Some(1)) else {
             return;
         };
         for i in 0..mb.messages.len() {
+            if !sizes {
+                // Sizes and dates when a command asks for them (IMAP).
+                let _ = mb.resolve(i, true, true);
+            }
             let _ = mb.read(i);
             let _ = mb.base(i);
         }

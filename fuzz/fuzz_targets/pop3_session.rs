@@ -7,6 +7,7 @@
 //! service message decoder (`login::handoff`), which must round-trip what it encodes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use postern::auth::dovecot::UserInfo;
 use postern::config::dovecot::DovecotConf;
 use postern::login::handoff::{self, Channel, Credentials, LoginRequest, Msg};
 use postern::login::process::LoginCtl;
@@ -31,6 +32,8 @@ struct Setup {
     login: Arc<LoginConf>,
     listener: std::net::TcpListener,
     mail: PathBuf,
+    /// What the userdb says of the user `fuzz`: the mail process serves the session.
+    user: UserInfo,
 }
 
 fn setup() -> &'static Setup {
@@ -69,6 +72,13 @@ fn setup() -> &'static Setup {
             login,
             listener: std::net::TcpListener::bind("127.0.0.1:0").expect("listen"),
             mail,
+            user: UserInfo {
+                user: "fuzz".into(),
+                uid: Some(uid),
+                gid: Some(gid),
+                home: Some(dir.display().to_string()),
+                extra: Vec::new(),
+            },
         }
     })
 }
@@ -102,9 +112,9 @@ fuzz_target!(|data: &[u8]| {
     s.rt.block_on(async {
         let (a, b) = handoff::pair().expect("socket pair");
         let session = if logged_in {
-            let ch = Arc::new(Channel::new(a).expect("channel"));
-            // The login process's end: the verdict is read and dropped.
-            let _login_end = Channel::new(b).expect("channel");
+            // The mail process's side of a session the service has checked (the
+            // credential check and the hand-off are the handoff target's and the tests').
+            drop((a, b));
             let req = LoginRequest {
                 id: 1,
                 session_id: "fuzz".into(),
@@ -115,15 +125,18 @@ fuzz_target!(|data: &[u8]| {
                 tag: String::new(),
                 creds: Credentials::Plain {
                     user: "fuzz".into(),
-                    pass: "pw".into(),
+                    pass: String::new(),
                 },
                 leftover: Vec::new(),
             };
-            let st = s.st.clone();
-            tokio::spawn(async move {
-                postern::pop3d::session::take_over(st, req, server.into(), ch).await;
-                drop(_login_end);
-            })
+            let (st, user) = (s.st.clone(), s.user.clone());
+            tokio::spawn(postern::pop3d::session::serve(
+                st,
+                req,
+                server.into(),
+                "fuzz".into(),
+                user,
+            ))
         } else {
             drop(b);
             let ctl = Arc::new(LoginCtl::new(Channel::new(a).expect("channel")));
