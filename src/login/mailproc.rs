@@ -426,17 +426,7 @@ pub fn reexec(
 ) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
     cmd.arg0(arg0).args(args);
-    // SAFETY: only fcntl(2), async-signal-safe, runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &keep {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    crate::sys::child::keep_on_exec(cmd.as_std_mut(), keep);
     cmd.spawn()
 }
 
