@@ -583,6 +583,48 @@ pub fn dotlock(mbox: &Path, opts: &super::MboxOptions) -> Result<DotLock, Mailbo
     })
 }
 
+/// Postfix's `mbox_open(…, MBOX_DOT_LOCK_MAY_FAIL)`, as local(8) locks a file named in a
+/// `.forward` or alias (`local/file.c`) with the recipient's rights: the dotlock taken as
+/// [`dotlock`] takes it for a delivery (waited for up to `deliver_lock_attempts`, then
+/// `unable to create lock file PATH: File exists`), but one that cannot be created for any
+/// other reason (a directory the recipient may not write) is not an error: the second
+/// value is `dot_lockfile()`'s reason for the caller to log as a warning (`unable to create
+/// lock file PATH.lock: Permission denied`), and the delivery goes on under `fcntl` alone.
+pub fn dotlock_may_fail(
+    mbox: &Path,
+    opts: &super::MboxOptions,
+) -> Result<(Option<DotLock>, Option<String>), MailboxError> {
+    let path = dotlock_path(mbox);
+    let pid = format!("{}\n", std::process::id());
+    let how = match opts.delivery_lock {
+        Some(d) => Wait::Tries(d),
+        None => Wait::Timeout(opts.lock_timeout),
+    };
+    match create_lock_file_waiting(&path, 0o666, pid.as_bytes(), how, |p| {
+        dotlock_is_stale(p, opts.stale_lock_time)
+    }) {
+        Ok(_) => Ok((
+            Some(DotLock {
+                path: Some(path),
+                privileged_gid: None,
+            }),
+            None,
+        )),
+        Err(LockFileError::Busy) => Err(MailboxError::LockFailed(format!(
+            "unable to create lock file {}: File exists",
+            path.display()
+        ))),
+        Err(LockFileError::Io(e)) => Ok((
+            None,
+            Some(format!(
+                "unable to create lock file {}: {}",
+                path.display(),
+                crate::config::error::strerror(&e)
+            )),
+        )),
+    }
+}
+
 /// Dovecot's `eacces_error_get_creating(func, path)` (`lib/eacces-error.c`): why creating
 /// beside `path` is denied, with this thread's filesystem ids (the mail user's).
 pub fn eacces_error_creating(func: &str, path: &Path) -> String {

@@ -46,6 +46,10 @@
 //! its group may write as the recipient with that group (to create the file and the
 //! dotlock), any other one is left to root to create the mbox (owned by the recipient,
 //! never through a symlink) and take the dotlock, and the recipient appends under fcntl.
+//! A file named in a `.forward` or an alias is dotlocked and `fcntl`-locked with the
+//! recipient's rights, as local/file.c does (`MBOX_DOT_LOCK_MAY_FAIL`): a dotlock that
+//! cannot be created beside it is logged `warning: unable to create lock file FILE.lock:
+//! Permission denied` and the write goes on under `fcntl` alone.
 //! When not root, everything runs as the invoking user, in place. Mailboxes are opened
 //! with `O_NOFOLLOW` and must be regular files with one link owned by the recipient
 //! ([`crate::mailbox`]).
@@ -864,11 +868,24 @@ fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
     let data = format_message(&ctx.msg, &ctx.orig, addr, false);
     let (uid, gid) = ctx.privs;
     let sender = ctx.msg.sender.clone();
+    let ident = ctx.s.ident.clone();
     let res = write_as(&ctx.s.ident, uid, gid, || {
         let opts = crate::mailbox::MboxOptions {
             dotlock: false,
             delivery_lock: Some(ctx.s.deliver_lock),
+            stale_lock_time: ctx.s.stale_lock_time,
             ..Default::default()
+        };
+        // local/file.c: the dotlock first, with the recipient's rights; one that cannot be
+        // created (another user's directory) is a warning, then the file under fcntl.
+        let _dot = match crate::mailbox::lock::dotlock_may_fail(path, &opts) {
+            Ok((dot, warning)) => {
+                if let Some(w) = warning {
+                    crate::log::warning(&ident, &w);
+                }
+                dot
+            }
+            Err(e) => return Act::from_mailbox(&e),
         };
         match crate::mailbox::deliver_mbox(path, &sender, &data, &opts) {
             Ok(()) => Act::sent(&format!("delivered to file: {}", path.display())),
