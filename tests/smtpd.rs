@@ -571,6 +571,87 @@ print('sent')
         log.contains("TLS connection established from localhost[127.0.0.1]: TLSv1.3"),
         "{log}"
     );
+    // The key is world-readable (mode 0644 when root): the real Postfix 3.7.11 and Dovecot
+    // 2.3.19 use such a key without a word (compat-fixtures/tls/key-mode-0644.txt), and so
+    // does Postern: no log line names it.
+    let recorded = std::fs::read_to_string("compat-fixtures/tls/key-mode-0644.txt").unwrap();
+    assert!(
+        recorded
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.ends_with("\tnone")),
+        "{recorded}"
+    );
+    assert!(!log.lines().any(|l| l.contains(&key)), "{log}");
+}
+
+#[test]
+fn wrapper_mode_starts_tls_before_the_banner() {
+    // master.cf's SMTPS service (`-o smtpd_tls_wrappermode=yes`): TLS from the first byte,
+    // then the banner, EHLO without STARTTLS, mail accepted. A client that speaks plain
+    // SMTP there is dropped as the real Postfix 3.7.11 drops it (seen with
+    // scripts/tls-scan: `SSL_accept error from localhost[127.0.0.1]: -1`, then `lost
+    // connection after CONNECT`). Until this session Postern ignored the parameter and
+    // spoke plain SMTP on such a port.
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(tmp.path(), "master.planetnet.net");
+    if nix::unistd::Uid::effective().is_root() {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "755", tmp.path().to_str().unwrap()])
+            .status();
+        let _ = std::process::Command::new("chmod")
+            .args(["644", &key])
+            .status();
+    }
+    let smtps = free_port();
+    let inst = Instance::start(
+        &tutorial_main(&format!(
+            "smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+        )),
+        &format!("127.0.0.1:{smtps} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n"),
+    );
+    wait_port(smtps);
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP_SSL('127.0.0.1', {smtps}, timeout=20, context=ctx)
+code, msg = s.ehlo('client.example')
+print(code, 'starttls' if s.has_extn('starttls') else 'no-starttls')
+print('tls', s.sock.version())
+s.sendmail('a@example.org', ['root@master.planetnet.net'], 'Subject: smtps\r\n\r\nover smtps\r\n')
+s.quit()
+print('sent')
+"#
+    );
+    let (out, err, rc) = python(&script);
+    assert_eq!(rc, 0, "{out}{err}\n{}", inst.log());
+    assert!(out.contains("250 no-starttls"), "{out}");
+    assert!(out.contains("tls TLSv1.3") && out.contains("sent"), "{out}");
+    // Plain SMTP on the wrapper port: no banner, the handshake fails.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", smtps)).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    std::io::Write::write_all(&mut plain, b"EHLO client.example\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut got);
+    assert!(
+        !got.starts_with(b"220"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let log = inst.wait_log_until(std::time::Duration::from_secs(20), |l| {
+        l.contains("lost connection after CONNECT from localhost[127.0.0.1]")
+    });
+    assert!(
+        log.contains("Anonymous TLS connection established from localhost[127.0.0.1]: TLSv1.3"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SSL_accept error from localhost[127.0.0.1]: -1"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -23,7 +23,8 @@
 //! makes a session panic at that command, for the tests. RCPTs past `smtpd_recipient_limit`
 //! are answered as Postfix's smtpd.c answers them (`smtpd_recipient_overshoot_limit`), an
 //! over-long command line is logged (`request longer than N`), and
-//! `smtpd_starttls_timeout` bounds the TLS handshake.
+//! `smtpd_starttls_timeout` bounds the TLS handshake. `smtpd_tls_wrappermode = yes` (SMTPS,
+//! master.cf's `-o` on a port-465 service) starts TLS before the greeting, as Postfix does.
 
 pub mod address;
 pub mod check;
@@ -216,7 +217,8 @@ fn stressed_state(cfg: &PostfixConfig, normal: &Arc<ServiceState>) -> Arc<Servic
 
 fn build_state(cfg: &PostfixConfig) -> ServiceState {
     let p = params::Params::from_config(cfg);
-    let tls = if p.tls_level != params::TlsLevel::None {
+    // smtpd.c: TLS is set up for STARTTLS (a security level) or for wrapper mode.
+    let tls = if p.tls_level != params::TlsLevel::None || p.tls_wrappermode {
         match load_tls(&p) {
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {

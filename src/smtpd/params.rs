@@ -37,6 +37,8 @@ pub struct Params {
     pub sasl_tls_security_options: Vec<String>,
     pub sasl_authenticated_header: bool,
     pub tls_level: TlsLevel,
+    /// `smtpd_tls_wrappermode`: TLS from the first byte (SMTPS, port 465), not STARTTLS.
+    pub tls_wrappermode: bool,
     pub tls_auth_only: bool,
     pub tls_cert_file: String,
     pub tls_key_file: String,
@@ -165,6 +167,7 @@ impl Params {
             sasl_tls_security_options: l("smtpd_sasl_tls_security_options"),
             sasl_authenticated_header: b("smtpd_sasl_authenticated_header"),
             tls_level,
+            tls_wrappermode: b("smtpd_tls_wrappermode"),
             tls_auth_only: b("smtpd_tls_auth_only"),
             tls_cert_file: s("smtpd_tls_cert_file"),
             tls_key_file: s("smtpd_tls_key_file"),

@@ -174,6 +174,8 @@ pub struct Session {
     helo: Option<String>,
     esmtp: bool,
     tls_active: bool,
+    /// A wrapper-mode (SMTPS) handshake is under way: the banner follows it.
+    wrapper_handshake: bool,
     tls_info: Option<String>,
     sasl_method: Option<String>,
     sasl_username: Option<String>,
@@ -260,6 +262,7 @@ impl Session {
             helo: None,
             esmtp: false,
             tls_active: false,
+            wrapper_handshake: false,
             tls_info: None,
             sasl_method: None,
             sasl_username: None,
@@ -581,6 +584,37 @@ impl Session {
             self.mode = Mode::Done;
             return;
         }
+        // smtpd_tls_wrappermode (SMTPS): the handshake before the greeting, as Postfix's
+        // smtpd_proto() starts it after the connection checks; the banner follows in
+        // tls_result. Without a usable certificate, Postfix's warning and goodbye.
+        if self.st.params.tls_wrappermode && !self.tls_active {
+            let Some(cfg) = self.st.tls.clone() else {
+                self.log(&format!(
+                    "warning: Wrapper-mode request dropped from {} for service {}. TLS context \
+                     initialization failed. For details see earlier warnings in your logs.",
+                    self.namaddr, self.svc.name
+                ));
+                self.log(&format!(
+                    "disconnect from {}{}",
+                    self.namaddr,
+                    self.disconnect_stats()
+                ));
+                self.mode = Mode::Done;
+                return;
+            };
+            self.wrapper_handshake = true;
+            self.out.push_back(Action::StartTls {
+                cfg,
+                timeout: self.st.params.starttls_timeout,
+            });
+            self.mode = Mode::Tls;
+            return;
+        }
+        self.greet();
+    }
+
+    /// The `220` banner.
+    fn greet(&mut self) {
         let banner = format!("220 {}", self.st.params.banner);
         self.reply(&banner);
         // Input that arrives before the greeting is "pipelining" too (RFC 2920 §3.1).
@@ -1423,6 +1457,9 @@ impl Session {
                 self.helo = None;
                 self.esmtp = false;
                 self.abandon_tx();
+                if std::mem::take(&mut self.wrapper_handshake) {
+                    self.greet();
+                }
             }
             Err(TlsFail::Unavailable) => self.end(End::Lost),
             // Postfix's tls_server.c: `SSL_accept error from NAME[ADDR]: %m` when the
