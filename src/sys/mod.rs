@@ -3,10 +3,12 @@
 //! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build).
 //! [`detach`]: a daemon's fork that still tells the starting command how the start went.
 //! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
+//! [`lmdb`]: an LMDB file mapped as Postfix's `lmdb:` tables open it.
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
+//! [`regex`]: the C library's POSIX regular expressions, for `regexp:` tables.
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
 //! Below: this process's ID without a system call per log line, signal dispositions, the
 //! environment, a standard output whose reader left, descriptors inherited from a parent,
@@ -16,9 +18,11 @@ pub mod child;
 pub mod detach;
 pub mod dl;
 pub mod fsid;
+pub mod lmdb;
 pub mod mem;
 pub mod net;
 pub mod privs;
+pub mod regex;
 pub mod syslog;
 pub mod time;
 pub mod wire;
