@@ -266,12 +266,9 @@ pub fn relay_logs(relay: Relay) {
 fn local_stamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
+        .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    // SAFETY: a zeroed `tm` is valid and localtime_r fills it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&now, &mut tm) };
+    let tm = crate::sys::time::local(now).unwrap_or_else(crate::sys::time::blank_tm);
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -325,11 +322,7 @@ pub fn load_tls(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
 /// per second, about 1 MB less at 8 sessions than with two). To be called before the
 /// runtime starts its threads: an arena a thread already has stays.
 pub fn limit_malloc_arenas() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX takes any positive value.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    crate::sys::mem::limit_arenas(1);
 }
 
 /// `exited with status 1`, `killed with signal 9` (Dovecot's wording).

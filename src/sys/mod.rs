@@ -109,12 +109,26 @@ pub fn stdout_gone() -> bool {
 
 /// Take ownership of descriptor `fd`, which this process's parent handed to it for its
 /// own use (the master's listeners, status socket and pid lock; `postfix start`'s
-/// readiness pipe). Call it once per descriptor received, with a number from the parent.
+/// readiness pipe), or which it just received over a socket (`SCM_RIGHTS`). Call it once
+/// per descriptor received, with a number from the parent or the message.
 pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: the caller's promise above: the descriptor is open, was handed to this
     // process alone, and nothing else in it owns or closes it.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Register `fd` with tokio's reactor for `interest` (tokio marks this `unsafe`: the
+/// descriptor must stay open and the same for the `AsyncFd`'s life, which an owned one
+/// does, as the `AsyncFd` owns it).
+pub fn async_fd(
+    fd: std::os::fd::OwnedFd,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd is valid and open, and keeps the same descriptor for as long as
+    // the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Raise the soft open-files limit to the hard one; the soft limit in force after (1024
