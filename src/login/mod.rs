@@ -12,9 +12,12 @@
 //! * [`handoff`]: the `SOCK_SEQPACKET` channel between a login process and the service
 //!   (credentials + descriptor one way, verdicts the other);
 //! * [`conn`]: a client connection (plain, TLS, or proxied by the login process) with
-//!   line reading, queued replies and STARTTLS;
+//!   line reading, queued replies and STARTTLS, and the pieces the I/O-free cores share
+//!   with it (taking a line from a buffer, the TLS accept, the log line's address fields);
 //! * [`pop3`], [`imap`]: each protocol's pre-login grammar, replies worded as Dovecot
-//!   2.3.19's `pop3-login` and `imap-login` word them;
+//!   2.3.19's `pop3-login` and `imap-login` word them. POP3's is a state machine without
+//!   I/O ([`pop3::PreLogin`]: bytes in, actions out) driven by a thin connection task
+//!   ([`pop3::run`]), as the logged-in session of [`crate::pop3d::session`] is;
 //! * [`service`]: the service side of a login, common to both protocols (password and
 //!   userdb check, `first_valid_uid`, `mail_max_userip_connections`);
 //! * [`mailproc`]: the mail processes (`dovecot/imap`, `dovecot/pop3`) that serve the
