@@ -1,6 +1,7 @@
 //! The operating system's libraries and calls that neither `std` nor `nix` covers.
 //!
-//! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build).
+//! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build),
+//! and the PAM check made with them ([`dl::pam_check`]).
 //! [`detach`]: a daemon's fork that still tells the starting command how the start went.
 //! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
 //! [`lmdb`]: an LMDB file mapped as Postfix's `lmdb:` tables open it.
@@ -9,6 +10,7 @@
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
 //! [`regex`]: the C library's POSIX regular expressions, for `regexp:` tables.
+//! [`shadow`]: the shadow password database (`getspnam_r`).
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
 //! Below: this process's ID without a system call per log line, signal dispositions, the
 //! environment, a standard output whose reader left, descriptors inherited from a parent,
@@ -23,6 +25,7 @@ pub mod mem;
 pub mod net;
 pub mod privs;
 pub mod regex;
+pub mod shadow;
 pub mod syslog;
 pub mod time;
 pub mod wire;
