@@ -103,7 +103,7 @@ pub enum Action {
     /// Hand this login request, with the client's connection, to the service; hand its
     /// verdict to [`PreLogin::verdict`] (`None`: no verdict came). After
     /// [`Verdict::Taken`] the client is the service's, and the core is done.
-    Login(LoginRequest),
+    Login(Box<LoginRequest>),
     /// The pre-login session is over: close the connection.
     Close,
 }
@@ -201,7 +201,7 @@ pub async fn run(
                     s.output_lost();
                     continue;
                 };
-                let verdict = ctl.ask(req, fd).await;
+                let verdict = ctl.ask(*req, fd).await;
                 if !matches!(verdict, Some(Verdict::Taken)) {
                     s.verdict(verdict);
                     continue;
@@ -330,6 +330,7 @@ impl PreLogin {
     }
 
     /// The next thing for the connection task to do.
+    #[allow(clippy::should_implement_trait)] // `next` as the other protocol cores name it
     pub fn next(&mut self) -> Action {
         loop {
             if let Some(a) = self.out.pop_front() {
@@ -648,7 +649,7 @@ impl PreLogin {
             Credentials::Plain { user, .. } | Credentials::Apop { user, .. } => user.clone(),
         };
         self.flush();
-        self.out.push_back(Action::Login(LoginRequest {
+        self.out.push_back(Action::Login(Box::new(LoginRequest {
             id: 0,
             session_id: self.session_id.clone(),
             remote: self.remote,
@@ -658,7 +659,7 @@ impl PreLogin {
             tag: String::new(),
             creds,
             leftover: self.rbuf.clone(),
-        }));
+        })));
         self.mode = Mode::Verdict {
             method: method.to_string(),
             user,

@@ -67,7 +67,7 @@ fn settings(dir: &Path) -> (Arc<LoginConf>, Arc<Pop3State>) {
 
 /// The two stages of one client, as the login process and the mail process see it.
 enum Stage {
-    Login(PreLogin),
+    Login(Box<PreLogin>),
     Mail(Box<Session>),
     Closed,
 }
@@ -88,7 +88,7 @@ async fn until_read(stage: &mut Stage, st: &Arc<Pop3State>) -> Vec<u8> {
                     match check(st, &req.creds, req.remote.ip(), &req.session_id).await {
                         Ok((user, info)) => {
                             *stage =
-                                Stage::Mail(Box::new(Session::new(st.clone(), req, user, info)))
+                                Stage::Mail(Box::new(Session::new(st.clone(), *req, user, info)))
                         }
                         Err(v) => l.verdict(Some(v)),
                     }
@@ -126,7 +126,7 @@ async fn recorded_dovecot_dialogue() {
     let (lc, st) = settings(dir.path());
     let (remote, local) = peers();
     let want_greeting = format!("+OK {}\r\n", lc.greeting);
-    let mut stage = Stage::Login(PreLogin::new(lc, remote, local, false));
+    let mut stage = Stage::Login(Box::new(PreLogin::new(lc, remote, local, false)));
     let greeting = String::from_utf8(until_read(&mut stage, &st).await).expect("utf-8");
     assert_eq!(greeting, want_greeting);
     let dialogue = dialogue();
@@ -159,7 +159,7 @@ async fn pipelined_login_goes_on_in_the_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (lc, st) = settings(dir.path());
     let (remote, local) = peers();
-    let mut stage = Stage::Login(PreLogin::new(lc, remote, local, false));
+    let mut stage = Stage::Login(Box::new(PreLogin::new(lc, remote, local, false)));
     until_read(&mut stage, &st).await;
     feed(
         &mut stage,
