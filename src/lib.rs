@@ -22,7 +22,6 @@ pub mod dns;
 #[allow(unsafe_code)] // XXX(issue 16 item 4): the IMAP work's to move into sys.
 pub mod imapd;
 pub mod log;
-#[allow(unsafe_code)] // XXX(issue 16 item 4): the IMAP work's to move into sys.
 pub mod login;
 pub mod mailbox;
 pub mod maps;

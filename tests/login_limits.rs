@@ -11,7 +11,6 @@ mod common;
 use common::*;
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,24 +21,7 @@ const BOX: &str = "From bob@example.org  Sat Nov 28 10:00:00 2026\nFrom: bob@exa
 
 /// alice's home with her mbox INBOX, given to the mail user.
 fn setup(dir: &Path) {
-    let (uid, gid) = user_ids(USER);
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let home = dir.join("home/alice");
-    std::fs::create_dir_all(home.join("mail")).expect("mkdir");
-    std::fs::write(dir.join("passwd"), "alice:{PLAIN}secret::::::\n").expect("passwd");
-    std::fs::write(home.join("inbox"), BOX).expect("inbox");
-    for p in [
-        dir.join("home"),
-        home.clone(),
-        home.join("mail"),
-        home.join("inbox"),
-    ] {
-        let _ = nix::unistd::chown(
-            &p,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        );
-    }
+    alice_mbox_home(dir, BOX, user_ids(USER));
 }
 
 /// A dovecot.conf both accept: POP3 and IMAP, both login services limited to 5.

@@ -24,24 +24,7 @@ const BOX: &str = "From bob@example.org  Sat Nov 28 10:00:00 2026\nFrom: bob@exa
 
 /// A home for alice with `inbox` holding `mbox`, everything owned by the mail user.
 fn setup(dir: &Path, mbox: &str) {
-    let (uid, gid) = mail_user();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let home = dir.join("home/alice");
-    std::fs::create_dir_all(home.join("mail")).expect("mkdir");
-    std::fs::write(dir.join("passwd"), "alice:{PLAIN}secret::::::\n").expect("passwd");
-    std::fs::write(home.join("inbox"), mbox).expect("inbox");
-    for p in [
-        dir.join("home"),
-        home.clone(),
-        home.join("mail"),
-        home.join("inbox"),
-    ] {
-        let _ = nix::unistd::chown(
-            &p,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        );
-    }
+    alice_mbox_home(dir, mbox, mail_user());
 }
 
 /// A dovecot.conf both Postern and the real Dovecot accept.
@@ -1576,21 +1559,7 @@ fn login_stage_runs_unprivileged() {
             [gid.as_str(); 4]
         );
         assert_eq!(proc_field(login, "Groups"), gid);
-        // Every thread, not only the first.
-        for t in std::fs::read_dir(format!("/proc/{login}/task"))
-            .expect("tasks")
-            .flatten()
-        {
-            let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            let uids = st
-                .lines()
-                .find(|l| l.starts_with("Uid:"))
-                .unwrap_or_default();
-            assert_eq!(
-                uids.split_whitespace().skip(1).collect::<Vec<_>>(),
-                [uid.as_str(); 4]
-            );
-        }
+        assert_every_thread_uid(login, u.uid.as_raw(), "login process");
         let root = std::fs::read_link(format!("/proc/{login}/root")).expect("root link");
         assert_eq!(root, dir.path().join("base/login"));
         let meta = std::fs::metadata(dir.path().join("base/login")).expect("login dir");
@@ -1625,21 +1594,7 @@ fn login_stage_runs_unprivileged() {
         assert_eq!(gids, vec![gid.to_string(); 4], "Gid of the mail process");
         assert!(groups.contains(&gid.to_string()), "{groups:?}");
         assert!(!groups.contains(&"0".to_string()), "{groups:?}");
-        // Every thread, not only the first.
-        for t in std::fs::read_dir(format!("/proc/{mail}/task"))
-            .expect("tasks")
-            .flatten()
-        {
-            let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            let uids = st
-                .lines()
-                .find(|l| l.starts_with("Uid:"))
-                .unwrap_or_default();
-            assert_eq!(
-                uids.split_whitespace().skip(1).collect::<Vec<_>>(),
-                vec![uid.to_string(); 4]
-            );
-        }
+        assert_every_thread_uid(mail, uid, "mail process");
         // The same as the real Dovecot's pop3 process for this configuration.
         if let Some(real) = real_dovecot(dir.path(), "mbox:~/mail:INBOX=~/inbox") {
             let (mut r, g) = Pop::connect(real.port);

@@ -1,21 +1,25 @@
-//! POP3 over a real loopback TCP connection, both stages as Dovecot splits them: with an
-//! even first byte, the login stage (`pop3-login`: CAPA, USER/PASS, APOP, AUTH PLAIN/LOGIN
-//! with SASL continuation lines, STLS, QUIT; the service it would hand the client to is
-//! gone, so a complete login gets the temporary failure); with an odd one, the logged-in
-//! session (`pop3`: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, LAST, QUIT) of user
-//! `fuzz` on a fresh three-message mbox, its QUIT rewriting the file. Also the login ↔
-//! service message decoder (`login::handoff`), which must round-trip what it encodes.
+//! The POP3 cores, fed the input directly (no socket), both stages as Dovecot splits them:
+//! with an even first byte, the login stage's core (`login::pop3::PreLogin`, as
+//! `pop3-login`: CAPA, USER/PASS, APOP, AUTH PLAIN/LOGIN with SASL continuation lines, STLS
+//! (whose handshake fails), QUIT; no service answers, so a complete login gets the
+//! temporary failure); with an odd one, the logged-in session's core
+//! (`pop3d::session::Session`, as `pop3`: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP,
+//! LAST, QUIT) of user `fuzz` on a fresh three-message mbox, its QUIT rewriting the file.
+//! The input comes in two writes (split where the second byte says), then its end. Also
+//! the login ↔ service message decoder (`login::handoff`), which must round-trip what it
+//! encodes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use postern::auth::dovecot::UserInfo;
 use postern::config::dovecot::DovecotConf;
-use postern::login::handoff::{self, Channel, Credentials, LoginRequest, Msg};
-use postern::login::process::LoginCtl;
+use postern::login::handoff::{Credentials, LoginRequest, Msg};
+use postern::login::pop3::{Action as LoginAction, PreLogin};
 use postern::login::{LoginConf, Protocol};
 use postern::pop3d::Pop3State;
+use postern::pop3d::session::{Action, Session};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "common.rs"]
 mod common;
@@ -30,7 +34,6 @@ struct Setup {
     rt: tokio::runtime::Runtime,
     st: Arc<Pop3State>,
     login: Arc<LoginConf>,
-    listener: std::net::TcpListener,
     mail: PathBuf,
     /// What the userdb says of the user `fuzz`: the mail process serves the session.
     user: UserInfo,
@@ -70,7 +73,6 @@ fn setup() -> &'static Setup {
                 .expect("runtime"),
             st,
             login,
-            listener: std::net::TcpListener::bind("127.0.0.1:0").expect("listen"),
             mail,
             user: UserInfo {
                 user: "fuzz".into(),
@@ -106,60 +108,59 @@ fuzz_target!(|data: &[u8]| {
         std::fs::create_dir_all(&s.mail).expect("mail directory");
         std::fs::write(s.mail.join("inbox"), INBOX).expect("inbox");
     }
-    let addr = s.listener.local_addr().expect("address");
-    let client = std::net::TcpStream::connect(addr).expect("connect");
-    let (server, peer) = s.listener.accept().expect("accept");
-    s.rt.block_on(async {
-        let (a, b) = handoff::pair().expect("socket pair");
-        let session = if logged_in {
-            // The mail process's side of a session the service has checked (the
-            // credential check and the hand-off are the handoff target's and the tests').
-            drop((a, b));
-            let req = LoginRequest {
-                id: 1,
-                session_id: "fuzz".into(),
-                remote: peer,
-                local: addr,
-                tls: false,
-                method: "PLAIN".into(),
-                tag: String::new(),
-                creds: Credentials::Plain {
-                    user: "fuzz".into(),
-                    pass: String::new(),
+    let (first, second) = match input.split_first() {
+        Some((&cut, rest)) => rest.split_at((cut as usize).min(rest.len())),
+        None => (input, &[][..]),
+    };
+    let mut writes = [first, second].into_iter();
+    let remote = SocketAddr::from(([127, 0, 0, 1], 40110));
+    let local = SocketAddr::from(([127, 0, 0, 1], 110));
+    if !logged_in {
+        let mut c = PreLogin::new(s.login.clone(), remote, local, false);
+        loop {
+            match c.next() {
+                LoginAction::Send(_) | LoginAction::Sleep(_) => {}
+                LoginAction::Read { .. } => match writes.next() {
+                    Some(w) => c.received(w),
+                    None => c.input_ended(),
                 },
-                leftover: Vec::new(),
-            };
-            let (st, user) = (s.st.clone(), s.user.clone());
-            tokio::spawn(postern::pop3d::session::serve(
-                st,
-                req,
-                server.into(),
-                "fuzz".into(),
-                user,
-            ))
-        } else {
-            drop(b);
-            let ctl = Arc::new(LoginCtl::new(Channel::new(a).expect("channel")));
-            server.set_nonblocking(true).expect("nonblocking");
-            let tcp = tokio::net::TcpStream::from_std(server).expect("server socket");
-            tokio::spawn(postern::login::pop3::run(
-                tcp,
-                peer,
-                false,
-                s.login.clone(),
-                ctl,
-            ))
+                LoginAction::StartTls { .. } => c.tls_result(false),
+                LoginAction::Login(req) => {
+                    assert_eq!(req.session_id, c.session_id());
+                    c.verdict(None);
+                }
+                LoginAction::Close => break,
+            }
+        }
+        return;
+    }
+    s.rt.block_on(async {
+        // The mail process's side of a session the service has checked (the credential
+        // check and the hand-off are the handoff target's and the tests').
+        let req = LoginRequest {
+            id: 1,
+            session_id: "fuzz".into(),
+            remote,
+            local,
+            tls: false,
+            method: "PLAIN".into(),
+            tag: String::new(),
+            creds: Credentials::Plain {
+                user: "fuzz".into(),
+                pass: String::new(),
+            },
+            leftover: Vec::new(),
         };
-        client.set_nonblocking(true).expect("nonblocking");
-        let client = tokio::net::TcpStream::from_std(client).expect("client socket");
-        let (mut rd, mut wr) = client.into_split();
-        let send = async {
-            let _ = wr.write_all(input).await;
-            let _ = wr.shutdown().await;
-        };
-        let mut replies = Vec::new();
-        let recv = rd.read_to_end(&mut replies);
-        let (_, _) = tokio::join!(send, recv);
-        session.await.expect("session task");
+        let mut c = Session::new(s.st.clone(), req, "fuzz".into(), s.user.clone());
+        loop {
+            match c.next().await {
+                Action::Send(_) => {}
+                Action::Read { .. } => match writes.next() {
+                    Some(w) => c.received(w),
+                    None => c.input_ended(),
+                },
+                Action::Close => break,
+            }
+        }
     });
 });

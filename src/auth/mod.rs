@@ -29,7 +29,6 @@ pub mod dovecot_proto;
 pub mod rimap;
 pub mod sasl;
 pub mod saslauthd;
-#[allow(unsafe_code)]
 pub mod system;
 
 /// What one password check found. The variants keep the distinctions saslauthd's replies

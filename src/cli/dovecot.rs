@@ -270,27 +270,10 @@ fn hostdomain() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    let Ok(c_host) = std::ffi::CString::new(host.clone()) else {
-        return host;
-    };
-    // SAFETY: a zeroed addrinfo is a valid hints value; getaddrinfo fills `res`, which is
-    // read only on success and freed once.
-    unsafe {
-        let mut hints: libc::addrinfo = std::mem::zeroed();
-        hints.ai_flags = libc::AI_CANONNAME;
-        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
-        if libc::getaddrinfo(c_host.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 {
-            return host;
-        }
-        let name = if !res.is_null() && !(*res).ai_canonname.is_null() {
-            std::ffi::CStr::from_ptr((*res).ai_canonname)
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            host
-        };
-        libc::freeaddrinfo(res);
-        name
+    // The canonical name getaddrinfo(AI_CANONNAME) gives (service "0": any port).
+    match crate::sys::net::getaddrinfo(&host, "0") {
+        Ok((Some(canon), _)) => canon,
+        _ => host,
     }
 }
 

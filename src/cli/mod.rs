@@ -2,7 +2,6 @@
 //! output and exit codes of the Postfix/Dovecot/Cyrus command it replaces.
 
 pub mod doveconf;
-#[allow(unsafe_code)]
 pub mod dovecot;
 pub mod mailq;
 pub mod postcat;

@@ -20,7 +20,7 @@ use crate::auth::dovecot::{AuthCache, DovecotAuth};
 use crate::config::dovecot::DovecotConf;
 use crate::login::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
 use crate::login::mailproc::{GroupsConf, MailProcs};
-use crate::login::service::{Checker, Refused, UserIp};
+use crate::login::service::{Refused, UserIp};
 use crate::login::{DovecotLog, LoginConf, Protocol};
 
 /// What the session advertises after login: Dovecot 2.3.19's list without what Postern
@@ -258,15 +258,7 @@ async fn take_over(
     let tag = req.tag.clone();
     let checked = match &req.creds {
         Credentials::Plain { user, pass } => {
-            let checker = Checker {
-                protocol: Protocol::Imap,
-                auth: &st.auth,
-                cache: st.auth_cache.as_ref(),
-                log: &st.log,
-                first_valid_uid: st.first_valid_uid,
-                userip: &st.userip,
-            };
-            checker
+            crate::login::service::checker_of!(st, Protocol::Imap)
                 .check(user, pass, req.remote.ip(), &req.session_id)
                 .await
         }

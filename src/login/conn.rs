@@ -32,7 +32,7 @@ pub enum End {
 
 /// Run `fut`, a wait for the client, unless the login process drops the client meanwhile
 /// (then [`End::QueueFull`]). Outside a login process's client task, just `fut`.
-async fn unless_dropped<F: std::future::Future>(fut: F) -> Result<F::Output, End> {
+pub(super) async fn unless_dropped<F: std::future::Future>(fut: F) -> Result<F::Output, End> {
     use std::sync::atomic::Ordering;
     let Ok(slot) = super::process::CLIENT_SLOT.try_with(Arc::clone) else {
         return Ok(fut.await);
@@ -181,34 +181,66 @@ impl Conn {
     pub async fn start_tls(&mut self, cfg: Arc<rustls::ServerConfig>, timeout: Duration) -> bool {
         self.flush().await;
         self.rbuf.clear();
-        let tcp = match std::mem::replace(&mut self.io, Io::Gone) {
-            Io::Plain(t) => t,
-            other => {
-                self.io = other;
-                return false;
-            }
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        match unless_dropped(tokio::time::timeout(timeout, acceptor.accept(tcp))).await {
-            Ok(Ok(Ok(tls))) => {
-                self.io = Io::Tls(Box::new(tls));
-                self.tls = true;
-                true
-            }
-            _ => false,
-        }
+        let up = accept_tls(&mut self.io, cfg, timeout).await;
+        self.tls |= up;
+        up
     }
 
     /// `rip=…, lip=…` and `, TLS` or `, secured` as Dovecot's login lines end.
     pub fn fields(&self, secured: bool) -> String {
-        let mut s = format!("rip={}, lip={}", self.remote.ip(), self.local.ip());
-        if self.tls {
-            s.push_str(", TLS");
-        } else if secured {
-            s.push_str(", secured");
-        }
-        s
+        fields(self.remote, self.local, self.tls, secured)
     }
+}
+
+/// `rip=…, lip=…` and `, TLS` (`tls`) or `, secured` as Dovecot's login lines end.
+pub fn fields(remote: SocketAddr, local: SocketAddr, tls: bool, secured: bool) -> String {
+    let mut s = format!("rip={}, lip={}", remote.ip(), local.ip());
+    if tls {
+        s.push_str(", TLS");
+    } else if secured {
+        s.push_str(", secured");
+    }
+    s
+}
+
+/// Start TLS as the server on a plain connection `io` within `timeout` (unless the
+/// login process drops the client meanwhile). `false` when the handshake failed (`io`
+/// is then gone) or `io` was not plain (left as it was).
+pub async fn accept_tls(io: &mut Io, cfg: Arc<rustls::ServerConfig>, timeout: Duration) -> bool {
+    let tcp = match std::mem::replace(io, Io::Gone) {
+        Io::Plain(t) => t,
+        other => {
+            *io = other;
+            return false;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    match unless_dropped(tokio::time::timeout(timeout, acceptor.accept(tcp))).await {
+        Ok(Ok(Ok(tls))) => {
+            *io = Io::Tls(Box::new(tls));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Take one line, without its CRLF (or bare LF), from the front of `buf`, with the number
+/// of bytes it took (for the `%i` of the logout formats). `None` while no whole line is
+/// there; [`End::TooLong`] for a line over `limit`: a whole one is taken out, the start of
+/// one is left (more of it may come, still too long).
+pub fn take_line(buf: &mut Vec<u8>, limit: usize) -> Option<Result<(Vec<u8>, usize), End>> {
+    let Some(pos) = memchr::memchr(b'\n', buf) else {
+        return (buf.len() > limit).then_some(Err(End::TooLong));
+    };
+    let mut line: Vec<u8> = buf.drain(..=pos).collect();
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if line.len() > limit {
+        return Some(Err(End::TooLong));
+    }
+    Some(Ok((line, pos + 1)))
 }
 
 /// Relay a logged-in TLS client: client → service until the client closes, service →

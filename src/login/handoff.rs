@@ -20,7 +20,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
@@ -305,12 +305,8 @@ pub struct Channel {
 impl Channel {
     /// Wrap an end (made non-blocking here: an inherited one may not be).
     pub fn new(fd: OwnedFd) -> std::io::Result<Channel> {
-        set_nonblocking(fd.as_raw_fd())?;
-        // SAFETY: an OwnedFd is valid and open, and keeps the same descriptor for as
-        // long as the AsyncFd owns it.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-                .map_err(|e| e.into_parts().1)?;
+        set_nonblocking(&fd)?;
+        let fd = crate::sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Channel { fd })
     }
 
@@ -367,13 +363,9 @@ impl Channel {
                     if left.is_zero() {
                         return false;
                     }
-                    let mut p = libc::pollfd {
-                        fd: sock,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd for the duration of the call.
-                    unsafe { libc::poll(&mut p, 1, left.as_millis().min(1000) as libc::c_int) };
+                    use nix::poll::{PollFd, PollFlags, poll};
+                    let mut p = [PollFd::new(self.fd.get_ref().as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut p, left.as_millis().min(1000) as u16);
                 }
                 Err(_) => return false,
             }
@@ -412,14 +404,10 @@ pub fn relay_logs_to<C: AsRef<Channel> + Send + Sync + 'static>(ch: std::sync::A
     }));
 }
 
-fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
     Ok(())
 }
 
@@ -441,7 +429,6 @@ fn send_raw(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> std::io::Result<()> 
 type Received = Option<(Vec<u8>, Option<OwnedFd>)>;
 
 fn recv_raw(sock: RawFd) -> std::io::Result<Received> {
-    use std::os::fd::FromRawFd;
     let mut buf = vec![0u8; MAX_MSG];
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let (n, truncated, fds) = {
@@ -463,11 +450,8 @@ fn recv_raw(sock: RawFd) -> std::io::Result<Received> {
             fds,
         )
     };
-    // SAFETY: each descriptor was just received and is owned by nobody else.
-    let mut owned: Vec<OwnedFd> = fds
-        .into_iter()
-        .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
-        .collect();
+    // Each descriptor was just received and is owned by nobody else.
+    let mut owned: Vec<OwnedFd> = fds.into_iter().map(crate::sys::take_inherited_fd).collect();
     if n == 0 && owned.is_empty() {
         return Ok(None);
     }

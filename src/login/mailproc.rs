@@ -36,7 +36,7 @@
 //! shutting down.` in the log), then exits.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -530,9 +530,9 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
         saved_gid,
         groups,
     };
-    // SAFETY: the master left this descriptor open for this process and named it on the
-    // command line; nothing else here owns it.
-    let ctl = unsafe { OwnedFd::from_raw_fd(ctl as RawFd) };
+    // The master left this descriptor open for this process and named it on the command
+    // line; nothing else here owns it.
+    let ctl = crate::sys::take_inherited_fd(ctl as RawFd);
     let svc = protocol.name();
     let conf = match DovecotConf::load(conf_path) {
         Ok(c) => c,
@@ -568,14 +568,7 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
     // Every session of the identity is served here (two descriptors each, and its
     // mailbox's): the soft descriptor limit goes up to the hard one, as Dovecot's master
     // sizes a service's limit for its clients.
-    // SAFETY: getrlimit fills the struct; setrlimit reads it.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    crate::sys::raise_nofile_limit();
     // IMAP sessions run on threads of their own: one runtime thread reads the channel.
     // POP3 sessions are tasks: the runtime's workers serve them.
     let rt = match protocol {

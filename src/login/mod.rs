@@ -12,9 +12,12 @@
 //! * [`handoff`]: the `SOCK_SEQPACKET` channel between a login process and the service
 //!   (credentials + descriptor one way, verdicts the other);
 //! * [`conn`]: a client connection (plain, TLS, or proxied by the login process) with
-//!   line reading, queued replies and STARTTLS;
+//!   line reading, queued replies and STARTTLS, and the pieces the I/O-free cores share
+//!   with it (taking a line from a buffer, the TLS accept, the log line's address fields);
 //! * [`pop3`], [`imap`]: each protocol's pre-login grammar, replies worded as Dovecot
-//!   2.3.19's `pop3-login` and `imap-login` word them;
+//!   2.3.19's `pop3-login` and `imap-login` word them. POP3's is a state machine without
+//!   I/O ([`pop3::PreLogin`]: bytes in, actions out) driven by a thin connection task
+//!   ([`pop3::run`]), as the logged-in session of [`crate::pop3d::session`] is;
 //! * [`service`]: the service side of a login, common to both protocols (password and
 //!   userdb check, `first_valid_uid`, `mail_max_userip_connections`);
 //! * [`mailproc`]: the mail processes (`dovecot/imap`, `dovecot/pop3`) that serve the
@@ -266,12 +269,9 @@ pub fn relay_logs(relay: Relay) {
 fn local_stamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
+        .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    // SAFETY: a zeroed `tm` is valid and localtime_r fills it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&now, &mut tm) };
+    let tm = crate::sys::time::local(now).unwrap_or_else(crate::sys::time::blank_tm);
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -325,11 +325,7 @@ pub fn load_tls(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
 /// per second, about 1 MB less at 8 sessions than with two). To be called before the
 /// runtime starts its threads: an arena a thread already has stays.
 pub fn limit_malloc_arenas() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX takes any positive value.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    crate::sys::mem::limit_arenas(1);
 }
 
 /// `exited with status 1`, `killed with signal 9` (Dovecot's wording).

@@ -34,7 +34,7 @@
 //! listen queue for up to 10 s, then accepts and closes it).
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -299,13 +299,12 @@ fn drop_privileges(conf: &DovecotConf, protocol: Protocol) -> Result<(), String>
 /// Entry point of a login process: `ctl` and the `listeners` (descriptor, implicit TLS)
 /// are inherited from the master. Returns the exit status.
 pub fn main(conf_path: &Path, protocol: Protocol, ctl: RawFd, listeners: &[(RawFd, bool)]) -> i32 {
-    // SAFETY: the descriptors were left open for this process by the master, which named
-    // them on the command line; nothing else here owns them.
-    let ctl = unsafe { OwnedFd::from_raw_fd(ctl) };
+    // The descriptors were left open for this process by the master, which named them
+    // on the command line; nothing else here owns them.
+    let ctl = crate::sys::take_inherited_fd(ctl);
     let listeners: Vec<(std::net::TcpListener, bool)> = listeners
         .iter()
-        // SAFETY: as above.
-        .map(|&(fd, ssl)| (unsafe { std::net::TcpListener::from_raw_fd(fd) }, ssl))
+        .map(|&(fd, ssl)| (crate::sys::take_inherited_fd(fd).into(), ssl))
         .collect();
     for (l, _) in &listeners {
         let _ = l.set_nonblocking(true);

@@ -71,6 +71,23 @@ impl UserIp {
     }
 }
 
+/// The [`Checker`] of a login service's settings (`$st`, POP3's or IMAP's state, which
+/// both hold the fields it reads: `auth`, `auth_cache`, `log`, `first_valid_uid`,
+/// `userip`) for `$protocol`: one place that says which settings the check uses.
+macro_rules! checker_of {
+    ($st:expr, $protocol:expr) => {
+        $crate::login::service::Checker {
+            protocol: $protocol,
+            auth: &$st.auth,
+            cache: $st.auth_cache.as_ref(),
+            log: &$st.log,
+            first_valid_uid: $st.first_valid_uid,
+            userip: &$st.userip,
+        }
+    };
+}
+pub(crate) use checker_of;
+
 /// What the check needs from the service's settings.
 pub struct Checker<'a> {
     pub protocol: Protocol,

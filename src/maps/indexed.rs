@@ -266,17 +266,9 @@ pub fn lmdb_read_raw(path: &Path) -> Result<Vec<RawRecord>, MapError> {
         return Err(MapError::open_database(path, e));
     }
     let _guard = LMDB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
-    // SAFETY: MDB_NOLOCK as Postfix: Postern's writers replace the file by rename, never
-    // in place, so a reader's map never changes under it; the env lives only in this block.
-    let env = unsafe {
-        options.flags(
-            heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::READ_ONLY | heed::EnvFlags::NO_LOCK,
-        );
-        options.max_dbs(0);
-        options.open(path)
-    }
-    .map_err(|e| lmdb_err(path, e))?;
+    // MDB_NOLOCK as Postfix: Postern's writers replace the file by rename, never in
+    // place, so a reader's map never changes under it; LMDB_LOCK serialises the opens.
+    let env = crate::sys::lmdb::open_read_only(path).map_err(|e| lmdb_err(path, e))?;
     let rtxn = env.read_txn().map_err(|e| lmdb_err(path, e))?;
     let db = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_, heed::Error> {
@@ -480,15 +472,8 @@ fn lmdb_create(tmp: &Path, entries: &[(String, String)], with_nul: bool) -> Resu
     // Postfix's lmdb_map_size default is 16 MB; grow for large tables.
     let map_size = (16usize << 20).max(payload.saturating_mul(4).next_multiple_of(4096));
     let _guard = LMDB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
-    // SAFETY: a fresh temporary file that only this process knows about.
-    let env = unsafe {
-        options.flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::NO_LOCK);
-        options.max_dbs(0);
-        options.map_size(map_size);
-        options.open(tmp)
-    }
-    .map_err(|e| lmdb_err(tmp, e))?;
+    // A fresh temporary file that only this process knows about.
+    let env = crate::sys::lmdb::create(tmp, map_size).map_err(|e| lmdb_err(tmp, e))?;
     let wtxn = env.write_txn().map_err(|e| lmdb_err(tmp, e))?;
     let db = env
         .create_databases_and_commit(wtxn, |wdo, wtxn| -> Result<_, heed::Error> {

@@ -37,9 +37,7 @@
 pub mod cache;
 pub mod cidr;
 pub mod error;
-#[allow(unsafe_code)]
 pub mod indexed;
-#[allow(unsafe_code)]
 pub mod regexp;
 pub mod search;
 pub mod simple;

@@ -16,13 +16,13 @@
 //! crate does not expose it); `A` is applied by wrapping the pattern in `\A(?:…)` and `U` by a
 //! leading `(?U)`. Keys with NUL bytes never match a `regexp:` table (C strings).
 
-use std::ffi::{CStr, CString};
 use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::source::logical_lines;
 use super::{MapError, OpenOptions, Table};
+use crate::sys::regex::{self as posix, PosixRegex};
 
 /// Which engine and flag set a table uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,71 +64,9 @@ impl Matcher {
     }
     fn groups(&self) -> usize {
         match self {
-            Matcher::Posix(r) => r.nsub,
+            Matcher::Posix(r) => r.groups(),
             Matcher::Pcre(r) => r.captures_len().saturating_sub(1),
         }
-    }
-}
-
-/// A `regex_t` owned for its lifetime.
-struct PosixRegex {
-    re: Box<libc::regex_t>,
-    nsub: usize,
-}
-
-// SAFETY: glibc's regexec() takes the compiled pattern as const and locks its internal DFA,
-// so sharing one compiled pattern between threads is allowed; it is freed once, on drop.
-unsafe impl Send for PosixRegex {}
-unsafe impl Sync for PosixRegex {}
-
-impl PosixRegex {
-    fn compile(pattern: &str, cflags: libc::c_int) -> Result<Self, String> {
-        let c = CString::new(pattern).map_err(|_| "pattern contains a NUL byte".to_string())?;
-        // SAFETY: regex_t is a plain C struct that regcomp() initialises.
-        let mut re: Box<libc::regex_t> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: valid pointers; the pattern is NUL-terminated.
-        let rc = unsafe { libc::regcomp(&mut *re, c.as_ptr(), cflags) };
-        if rc != 0 {
-            let mut buf = [0u8; 256];
-            // SAFETY: regerror writes at most buf.len() bytes including the NUL.
-            unsafe {
-                libc::regerror(rc, &*re, buf.as_mut_ptr().cast(), buf.len());
-            }
-            let msg = CStr::from_bytes_until_nul(&buf)
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| "bad regular expression".into());
-            return Err(msg);
-        }
-        let nsub = count_groups(pattern, cflags & libc::REG_EXTENDED != 0);
-        Ok(PosixRegex { re, nsub })
-    }
-
-    fn exec(&self, key: &str) -> Option<Vec<Option<(usize, usize)>>> {
-        let c = CString::new(key).ok()?;
-        let n = self.nsub + 1;
-        let mut m: Vec<libc::regmatch_t> = vec![
-            libc::regmatch_t {
-                rm_so: -1,
-                rm_eo: -1
-            };
-            n
-        ];
-        // SAFETY: `m` has room for n matches; the key is NUL-terminated.
-        let rc = unsafe { libc::regexec(&*self.re, c.as_ptr(), n, m.as_mut_ptr(), 0) };
-        if rc != 0 {
-            return None;
-        }
-        Some(
-            m.iter()
-                .map(|r| {
-                    if r.rm_so < 0 || r.rm_eo < r.rm_so {
-                        None
-                    } else {
-                        Some((r.rm_so as usize, r.rm_eo as usize))
-                    }
-                })
-                .collect(),
-        )
     }
 }
 
@@ -175,13 +113,6 @@ fn count_groups(pattern: &str, extended: bool) -> usize {
         i += 1;
     }
     n
-}
-
-impl Drop for PosixRegex {
-    fn drop(&mut self) {
-        // SAFETY: compiled by regcomp() and freed exactly once.
-        unsafe { libc::regfree(&mut *self.re) }
-    }
 }
 
 /// One piece of a result text.
@@ -335,12 +266,12 @@ fn split_pattern(text: &str) -> Result<PatternSpec, String> {
 fn compile(dialect: Dialect, pattern: &str, flags: &str) -> Result<Matcher, String> {
     match dialect {
         Dialect::Posix => {
-            let mut cflags = libc::REG_EXTENDED | libc::REG_ICASE;
+            let mut cflags = posix::REG_EXTENDED | posix::REG_ICASE;
             for f in flags.chars() {
                 match f {
-                    'i' => cflags ^= libc::REG_ICASE,
-                    'x' => cflags ^= libc::REG_EXTENDED,
-                    'm' => cflags ^= libc::REG_NEWLINE,
+                    'i' => cflags ^= posix::REG_ICASE,
+                    'x' => cflags ^= posix::REG_EXTENDED,
+                    'm' => cflags ^= posix::REG_NEWLINE,
                     other => {
                         return Err(format!(
                             "unknown regexp option \"{other}\": skipping this rule"
@@ -348,7 +279,12 @@ fn compile(dialect: Dialect, pattern: &str, flags: &str) -> Result<Matcher, Stri
                     }
                 }
             }
-            PosixRegex::compile(pattern, cflags).map(Matcher::Posix)
+            PosixRegex::compile(
+                pattern,
+                cflags,
+                count_groups(pattern, cflags & posix::REG_EXTENDED != 0),
+            )
+            .map(Matcher::Posix)
         }
         Dialect::Pcre => {
             let (mut caseless, mut multi, mut dotall, mut ext, mut anchored, mut ungreedy) =

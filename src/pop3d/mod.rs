@@ -18,6 +18,12 @@
 //! ([`uidl`]) and the UPDATE state are this module's. Deletions are kept in the session and
 //! committed only by QUIT (the UPDATE state): a client that vanishes deletes nothing.
 //!
+//! Both POP3 stages are state machines without I/O, fed bytes and answering with actions
+//! (send, read, start TLS, hand the login over, close), each driven by a thin connection
+//! task: [`crate::login::pop3::PreLogin`] before login, [`session::Session`] after it. The
+//! recorded Dovecot 2.3.19 dialogue (`compat-fixtures/pop3`) is replayed against the two
+//! cores in this module's unit tests, with no socket.
+//!
 //! Privileges (`DESIGN.md` §3): clients are served until they have logged in by an
 //! unprivileged login process (the shared login stage, [`crate::login`]; POP3's
 //! pre-login grammar is [`crate::login::pop3`]), which hands credentials and connections
@@ -39,6 +45,8 @@
 //! One mail process serves all sessions of an identity (Dovecot forks one per session).
 
 pub mod session;
+#[cfg(test)]
+mod transcript;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,21 +2,33 @@
 //! the login stage's, [`crate::login::pop3`]): the credentials checked by the service
 //! ([`take_over`]), then, in the user's mail process (`dovecot/pop3`, running as the
 //! user: [`crate::login::mailproc`]), the TRANSACTION state on the user's mailbox and the
-//! UPDATE state at QUIT ([`serve`]). Replies are
-//! queued and flushed only before the session blocks for input, so pipelined commands
-//! (RFC 2449 PIPELINING) are answered in one write.
+//! UPDATE state at QUIT ([`serve`]).
+//!
+//! [`Session`] does no client I/O of its own: it is a state machine fed what the client
+//! sent ([`Session::received`], [`Session::input_ended`], [`Session::timed_out`],
+//! [`Session::output_lost`]) that answers with the next [`Action`] ([`Session::next`]:
+//! send these bytes, read, close). What it still awaits itself is the mailbox (opened,
+//! read and rewritten on blocking threads). [`drive`] is the connection task that carries
+//! the actions out on the client's socket; the unit tests in `super::tests` replay the
+//! recorded Dovecot transcript against the core, and the fuzz target drives it directly.
+//! Replies are queued and sent only when the session waits for input, so pipelined
+//! commands (RFC 2449 PIPELINING) are answered in one write; RETR and TOP send a long
+//! message in pieces as it is read.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Pop3State;
 use super::uidl;
 use crate::auth::dovecot::{RequestInfo, UserInfo};
 use crate::login::Protocol;
-use crate::login::conn::{Conn, End, Io};
+use crate::login::conn::{Io, take_line};
 use crate::login::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
 use crate::login::mailproc::MailProcs;
-use crate::login::service::{Checker, Refused};
+use crate::login::service::{Refused, checker_of};
 use crate::mailbox::{
     Access, Flags, Folder, MailLocation, MailStore, MailboxError, MessageReader, StoreOptions,
 };
@@ -29,6 +41,19 @@ const MAX_BAD_COMMANDS: u32 = 20;
 const CHUNK: usize = 32 * 1024;
 /// Queued output beyond which RETR/TOP write to the client before reading on.
 const WBUF_FLUSH: usize = 64 * 1024;
+/// The read size (one socket read at a time).
+const READ_SIZE: usize = 8192;
+
+/// What the connection task is to do next (see [`Session::next`]).
+pub enum Action {
+    /// Write these bytes to the client; when that fails, tell [`Session::output_lost`].
+    Send(Vec<u8>),
+    /// Read what comes within `timeout`; hand it to [`Session::received`], the end of the
+    /// input to [`Session::input_ended`], a timeout to [`Session::timed_out`].
+    Read { timeout: Duration },
+    /// The session is over: close the connection.
+    Close,
+}
 
 /// The mail user after login.
 struct Mail {
@@ -48,17 +73,79 @@ struct Mail {
     lowest_retr: usize,
     /// A DELE since the last RSET.
     any_deleted: bool,
+    /// The number of messages and their size when the session began (the logout line's).
+    count: usize,
+    total: u64,
     /// `pop3_lock_session`: held until the session ends.
     _session_lock: Option<crate::mailbox::lock::DotLock>,
 }
 
-struct Session {
+/// The INBOX to open once `+OK Logged in.` is out.
+struct Opening {
+    user: String,
+    location: String,
+    home: String,
+    session_lock: Option<crate::mailbox::lock::DotLock>,
+}
+
+/// Where the session is.
+enum Phase {
+    /// Log the login, take the session lock, answer `+OK Logged in.`.
+    Login,
+    /// Open the INBOX.
+    Open(Opening),
+    /// The TRANSACTION state (and UPDATE at QUIT).
+    Transaction,
+    /// Over.
+    Done,
+}
+
+/// A RETR or TOP being sent: the rest of the message is read and stuffed as the output
+/// is written.
+struct Sending {
+    reader: MessageReader,
+    buf: Vec<u8>,
+    /// `buf[..n]` is the piece read last.
+    n: usize,
+    /// That piece is in the output already: the next one is to be read.
+    fed: bool,
+    stuffer: Stuffer,
+    /// Bytes sent for this command (the logout line's `%p`, `%b`).
+    sent: u64,
+    index: usize,
+    top: bool,
+}
+
+/// One logged-in POP3 session, as a state machine without I/O.
+pub struct Session {
     st: Arc<Pop3State>,
-    conn: Conn,
+    remote: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+    session_id: String,
+    method: String,
+    /// The user (after `auth_username_format`).
+    user: String,
+    /// The userdb's answer for the user.
+    info: UserInfo,
+    phase: Phase,
+    mail: Option<Mail>,
+    sending: Option<Sending>,
+    /// What the client sent and the session has not used yet.
+    rbuf: Vec<u8>,
+    /// Replies queued until the session waits for input.
+    wbuf: Vec<u8>,
+    /// Actions for the connection task, oldest first.
+    out: VecDeque<Action>,
     bad: u32,
-    /// The mail stage failed after authentication (as Dovecot's `pop3` process): the
-    /// connection is closed after the reply.
-    closing: bool,
+    /// Why the session ends, once it is known (Dovecot's `Disconnected: …`).
+    end: Option<&'static str>,
+    /// Writing to the client failed.
+    gone: bool,
+    /// Bytes in and out since `+OK Logged in.` (`%i`, `%o` of `pop3_logout_format`).
+    counting: bool,
+    in_bytes: u64,
+    out_bytes: u64,
 }
 
 /// Run `f` on a blocking thread: for work that may take long (opening and scanning a
@@ -118,7 +205,7 @@ pub async fn take_over(
 /// learns of its end from the caller).
 pub async fn serve(
     st: Arc<Pop3State>,
-    mut req: LoginRequest,
+    req: LoginRequest,
     fd: OwnedFd,
     user: String,
     info: UserInfo,
@@ -126,26 +213,36 @@ pub async fn serve(
     let Ok(io) = Io::from_handed(fd, req.tls) else {
         return;
     };
-    let mut conn = Conn::new(io, req.remote, req.local);
-    conn.tls = req.tls;
-    conn.session_id = std::mem::take(&mut req.session_id);
-    conn.rbuf = std::mem::take(&mut req.leftover);
-    let mut s = Session {
-        st,
-        conn,
-        bad: 0,
-        closing: false,
-    };
-    if let Some(mail) = s.start_mail(user, info, &req.method).await {
-        s.transaction(mail).await;
+    drive(Session::new(st, req, user, info), io).await;
+}
+
+/// The connection task: carry out `session`'s actions on `io` until it closes.
+pub async fn drive(mut session: Session, mut io: Io) {
+    loop {
+        match session.next().await {
+            Action::Send(b) => {
+                if io.write_all(&b).await.is_err() {
+                    io = Io::Gone;
+                    session.output_lost();
+                }
+            }
+            Action::Read { timeout } => {
+                let mut buf = [0u8; READ_SIZE];
+                match tokio::time::timeout(timeout, io.read(&mut buf)).await {
+                    Err(_) => session.timed_out(),
+                    Ok(Err(_)) | Ok(Ok(0)) => session.input_ended(),
+                    Ok(Ok(n)) => session.received(&buf[..n]),
+                }
+            }
+            Action::Close => break,
+        }
     }
-    s.flush().await;
 }
 
 /// Service: check the password (or the APOP digest), look the user up, check the uid
 /// and `mail_max_userip_connections` (counting this session in). `Err` is what the login
 /// process is to do instead.
-async fn check(
+pub(crate) async fn check(
     st: &Pop3State,
     creds: &Credentials,
     remote: std::net::IpAddr,
@@ -178,15 +275,7 @@ async fn check(
             }
         }
     };
-    let checker = Checker {
-        protocol: Protocol::Pop3,
-        auth: &st.auth,
-        cache: st.auth_cache.as_ref(),
-        log: &st.log,
-        first_valid_uid: st.first_valid_uid,
-        userip: &st.userip,
-    };
-    checker
+    checker_of!(st, Protocol::Pop3)
         .check(&user, &pass, remote, session_id)
         .await
         .map_err(|r| match r {
@@ -205,30 +294,113 @@ async fn check(
 }
 
 impl Session {
-    fn reply(&mut self, line: &str) {
-        self.conn.reply(line);
+    /// The session of `user` (the userdb said `info`) that the login request `req` was
+    /// made for; the input the login stage had not used yet is read first.
+    pub fn new(st: Arc<Pop3State>, mut req: LoginRequest, user: String, info: UserInfo) -> Session {
+        Session {
+            st,
+            remote: req.remote,
+            local: req.local,
+            tls: req.tls,
+            session_id: std::mem::take(&mut req.session_id),
+            method: std::mem::take(&mut req.method),
+            user,
+            info,
+            phase: Phase::Login,
+            mail: None,
+            sending: None,
+            rbuf: std::mem::take(&mut req.leftover),
+            wbuf: Vec::new(),
+            out: VecDeque::new(),
+            bad: 0,
+            end: None,
+            gone: false,
+            counting: false,
+            in_bytes: 0,
+            out_bytes: 0,
+        }
     }
 
-    async fn flush(&mut self) {
-        self.conn.flush().await;
+    /// Bytes the client sent.
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.rbuf.extend_from_slice(bytes);
+    }
+
+    /// The client closed the connection (or it broke).
+    pub fn input_ended(&mut self) {
+        self.end = Some(if crate::login::mailproc::shutting_down() {
+            // `dovecot stop` (shutdown_clients = yes), as Dovecot's pop3 says it.
+            self.reply("-ERR [SYS/TEMP] Server shutting down.");
+            "Disconnected: Server shutting down."
+        } else {
+            "Disconnected: Connection closed"
+        });
+    }
+
+    /// Nothing came within the idle timeout.
+    pub fn timed_out(&mut self) {
+        self.end = Some("Disconnected: Inactivity");
+    }
+
+    /// Writing to the client failed: the session ends (deleting nothing) and logs out.
+    pub fn output_lost(&mut self) {
+        self.out.clear();
+        self.wbuf.clear();
+        self.gone = true;
+    }
+
+    /// The next thing for the connection task to do.
+    pub async fn next(&mut self) -> Action {
+        loop {
+            if let Some(a) = self.out.pop_front() {
+                return a;
+            }
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Login => self.login().await,
+                Phase::Open(o) => self.open(o).await,
+                Phase::Transaction => {
+                    self.phase = Phase::Transaction;
+                    self.advance().await;
+                }
+                Phase::Done => return Action::Close,
+            }
+        }
+    }
+
+    /// Queue `line` and CRLF.
+    fn reply(&mut self, line: &str) {
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    /// Send the replies queued.
+    fn flush(&mut self) {
+        if self.wbuf.is_empty() || self.gone {
+            self.wbuf.clear();
+            return;
+        }
+        if self.counting {
+            self.out_bytes += self.wbuf.len() as u64;
+        }
+        self.out
+            .push_back(Action::Send(std::mem::take(&mut self.wbuf)));
     }
 
     fn secured(&self) -> bool {
-        self.st
-            .login
-            .is_secured(self.conn.tls, self.conn.remote, self.conn.local)
+        self.st.login.is_secured(self.tls, self.remote, self.local)
     }
 
-    /// Read one line without its CRLF (replies are flushed first).
-    async fn read_line(&mut self, limit: usize) -> Result<Vec<u8>, End> {
-        self.conn.read_line(limit, self.st.idle_timeout).await
+    /// `pop3(USER)<PID><SESSION>`, the start of the session's log lines.
+    fn who(&self, user: &str) -> String {
+        format!("pop3({user})<{}><{}>", std::process::id(), self.session_id)
     }
 
-    /// Mail process, once the login process let go of the client: log the login, take the
-    /// POP3 session lock, answer `+OK Logged in.` and open the INBOX. `None` when the
-    /// session ends here (the reply is queued).
-    async fn start_mail(&mut self, user: String, info: UserInfo, method: &str) -> Option<Mail> {
-        let sec = if self.conn.tls {
+    /// Log the login, take the POP3 session lock and answer `+OK Logged in.`; the
+    /// INBOX is opened next ([`Phase::Open`]).
+    async fn login(&mut self) {
+        let user = self.user.clone();
+        let info = &self.info;
+        let sec = if self.tls {
             ", TLS"
         } else if self.secured() {
             ", secured"
@@ -236,14 +408,14 @@ impl Session {
             ""
         };
         self.st.log.info(&format!(
-            "pop3-login: Login: user=<{}>, method={method}, rip={}, lip={}, mpid={}{sec}, session=<{}>",
+            "pop3-login: Login: user=<{}>, method={}, rip={}, lip={}, mpid={}{sec}, session=<{}>",
             user,
-            self.conn.remote.ip(),
-            self.conn.local.ip(),
+            self.method,
+            self.remote.ip(),
+            self.local.ip(),
             std::process::id(),
-            self.conn.session_id
+            self.session_id
         ));
-        let res_user = user;
         let home = info.home.clone().unwrap_or_default();
         let location = info
             .extra
@@ -251,12 +423,11 @@ impl Session {
             .find(|(k, _)| k == "mail")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| self.st.mail_location.clone());
-        let uname = res_user.clone();
-        // pop3_lock_session: Dovecot's mail process takes the session lock before it
-        // answers "+OK Logged in.", waiting about 10 s for another session to end.
         let mut session_lock = None;
         if self.st.lock_session {
-            let (l, n, h) = (location.clone(), uname.clone(), home.clone());
+            // pop3_lock_session: Dovecot's mail process takes the session lock before it
+            // answers "+OK Logged in.", waiting about 10 s for another session to end.
+            let (l, n, h) = (location.clone(), user.clone(), home.clone());
             let locked = blocking(move || {
                 let loc = MailLocation::expand(&l, &n, &h)?;
                 crate::mailbox::lock::pop3_session_lock(
@@ -271,48 +442,46 @@ impl Session {
                     if let Some(Err(e)) = other
                         && !matches!(e, MailboxError::Locked(_))
                     {
-                        self.st.log.error(&format!(
-                            "pop3({})<{}><{}>: pop3_lock_session: {e}",
-                            res_user,
-                            std::process::id(),
-                            self.conn.session_id
-                        ));
+                        self.st
+                            .log
+                            .error(&format!("{}: pop3_lock_session: {e}", self.who(&user)));
                     }
                     self.st.log.info(&format!(
-                        "pop3({})<{}><{}>: Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0",
-                        res_user,
-                        std::process::id(),
-                        self.conn.session_id
+                        "{}: Disconnected: Couldn't lock POP3 session top=0/0, retr=0/0, del=0/0, size=0",
+                        self.who(&user)
                     ));
                     self.reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.");
-                    self.closing = true;
-                    return None;
+                    self.flush();
+                    return;
                 }
             }
         }
         // As Dovecot: the login stage answers first, then the mail process opens the
         // INBOX (and may wait for its lock up to mbox_lock_timeout).
         // The mail process's output (`%o` of pop3_logout_format) starts with it.
-        self.conn.counting = true;
+        self.counting = true;
         self.reply("+OK Logged in.");
-        self.flush().await;
+        self.flush();
+        self.phase = Phase::Open(Opening {
+            user,
+            location,
+            home,
+            session_lock,
+        });
+    }
+
+    /// Open the INBOX, on a blocking thread.
+    async fn open(&mut self, o: Opening) {
         let mut opts = self.st.mbox.clone();
         // A dotlock the user may not create is logged as this session's error, as
         // Dovecot's mail process logs it (`pop3(USER)<PID><SESSION>: Error: Mailbox INBOX:
         // file_dotlock_create(…) failed: Permission denied (…)`).
-        let (log, prefix) = (
-            self.st.log.clone(),
-            format!(
-                "pop3({})<{}><{}>: ",
-                res_user,
-                std::process::id(),
-                self.conn.session_id
-            ),
-        );
+        let (log, prefix) = (self.st.log.clone(), format!("{}: ", self.who(&o.user)));
         opts.lock_errors = Some(crate::mailbox::lock::LockErrors(std::sync::Arc::new(
             move |text: &str| log.error(&format!("{prefix}{text}")),
         )));
         let drop_recent = !self.st.no_flag_updates;
+        let (location, uname, home) = (o.location, o.user.clone(), o.home);
         let opened = blocking(move || -> Result<Folder, MailboxError> {
             let loc = MailLocation::expand(&location, &uname, &home)?;
             let store = MailStore::open(
@@ -334,8 +503,9 @@ impl Session {
         match opened {
             Some(Ok(mailbox)) => {
                 let n = mailbox.messages().len();
-                Some(Mail {
-                    user: res_user,
+                let total = mailbox.messages().iter().map(|x| x.size).sum();
+                self.mail = Some(Mail {
+                    user: o.user,
                     mailbox,
                     deleted: vec![false; n],
                     seen: vec![false; n],
@@ -345,34 +515,25 @@ impl Session {
                     uidl_hashes: None,
                     lowest_retr: 0,
                     any_deleted: false,
-                    _session_lock: session_lock,
-                })
+                    count: n,
+                    total,
+                    _session_lock: o.session_lock,
+                });
+                self.phase = Phase::Transaction;
             }
             other => {
                 // Dovecot's texts: a lock timeout is told to the client, other errors
                 // only to the log.
+                let internal = "Internal error occurred. Refer to server log for more information.";
                 let (why, client) = match other {
                     Some(Err(MailboxError::Locked(_))) => (
                         "Timeout while waiting for lock".to_string(),
-                        "Timeout while waiting for lock".to_string(),
+                        "Timeout while waiting for lock",
                     ),
-                    Some(Err(e)) => (
-                        e.to_string(),
-                        "Internal error occurred. Refer to server log for more information."
-                            .to_string(),
-                    ),
-                    _ => (
-                        "internal error".to_string(),
-                        "Internal error occurred. Refer to server log for more information."
-                            .to_string(),
-                    ),
+                    Some(Err(e)) => (e.to_string(), internal),
+                    _ => ("internal error".to_string(), internal),
                 };
-                let who = format!(
-                    "pop3({})<{}><{}>",
-                    res_user,
-                    std::process::id(),
-                    self.conn.session_id
-                );
+                let who = self.who(&o.user);
                 self.st
                     .log
                     .error(&format!("{who}: Couldn't init INBOX: {why}"));
@@ -380,183 +541,51 @@ impl Session {
                     "{who}: Disconnected: Couldn't init INBOX: {why} top=0/0, retr=0/0, del=0/0, size=0"
                 ));
                 self.reply(&format!("-ERR [SYS/TEMP] {client}"));
-                self.closing = true;
-                None
+                self.flush();
             }
         }
     }
 
-    /// The TRANSACTION state, then UPDATE on QUIT.
-    async fn transaction(&mut self, mut m: Mail) {
-        let count = m.mailbox.messages().len();
-        let total: u64 = m.mailbox.messages().iter().map(|x| x.size).sum();
-        let reason = loop {
-            let line = match self.read_line(MAX_LINE).await {
-                Ok(l) => l,
-                Err(End::TooLong) => {
-                    self.reply("-ERR Input line too long.");
-                    break "Disconnected: Input line too long".to_string();
-                }
-                Err(End::Timeout) => break "Disconnected: Inactivity".to_string(),
-                Err(End::Lost) if crate::login::mailproc::shutting_down() => {
-                    // `dovecot stop` (shutdown_clients = yes), as Dovecot's pop3 says it.
-                    self.reply("-ERR [SYS/TEMP] Server shutting down.");
-                    break "Disconnected: Server shutting down.".to_string();
-                }
-                // QueueFull comes only before login (the login process).
-                Err(End::Lost | End::QueueFull) => {
-                    break "Disconnected: Connection closed".to_string();
-                }
-            };
-            let line = String::from_utf8_lossy(&line).into_owned();
-            let (verb, arg) = line.split_once(' ').unwrap_or((&line, ""));
-            let verb = verb.to_ascii_uppercase();
-            match verb.as_str() {
-                "CAPA" => {
-                    let c = crate::login::pop3::capa(true, false, false, &[]);
-                    self.reply(&c);
-                }
-                "NOOP" => self.reply("+OK"),
-                "STAT" => {
-                    let (n, sz) = live(&m);
-                    self.reply(&format!("+OK {n} {sz}"));
-                }
-                "LIST" | "UIDL" => {
-                    let uidl_fmt = self.st.uidl_format.clone();
-                    let v = m.mailbox.uid_validity();
-                    let item = |i: usize, m: &Mail| -> String {
-                        let msg = &m.mailbox.messages()[i];
-                        if verb == "LIST" {
-                            format!("{} {}", i + 1, msg.size)
-                        } else {
-                            let base = m.mailbox.maildir_base(msg.uid).unwrap_or("");
-                            format!("{} {}", i + 1, uidl(&uidl_fmt, v, msg.uid, base))
-                        }
-                    };
-                    if arg.is_empty() {
-                        let mut s = if verb == "LIST" {
-                            format!("+OK {} messages:", live(&m).0)
-                        } else {
-                            "+OK".to_string()
-                        };
-                        let hashing = verb == "UIDL" && uses_uidl_change(&self.st.logout_format);
-                        let mut hashes = Vec::new();
-                        for i in 0..count {
-                            if hashing {
-                                let msg = &m.mailbox.messages()[i];
-                                let base = m.mailbox.maildir_base(msg.uid).unwrap_or("");
-                                hashes.push(crc32fast::hash(
-                                    uidl(&uidl_fmt, v, msg.uid, base).as_bytes(),
-                                ));
-                            }
-                            if !m.deleted[i] {
-                                s.push_str("\r\n");
-                                s.push_str(&item(i, &m));
-                            }
-                        }
-                        if hashing {
-                            m.uidl_hashes = Some(hashes);
-                        }
-                        s.push_str("\r\n.");
-                        self.reply(&s);
-                    } else if let Some((i, _)) = self.msgnum(&m, arg, false) {
-                        let s = format!("+OK {}", item(i, &m));
-                        self.reply(&s);
-                    }
-                }
-                "DELE" => {
-                    if let Some((i, _)) = self.msgnum(&m, arg, false) {
-                        m.deleted[i] = true;
-                        m.any_deleted = true;
-                        self.reply("+OK Marked to be deleted.");
-                    }
-                }
-                "RSET" => {
-                    m.deleted.iter_mut().for_each(|d| *d = false);
-                    m.any_deleted = false;
-                    self.reply("+OK");
-                }
-                "RETR" => {
-                    if let Some((i, _)) = self.msgnum(&m, arg, false) {
-                        if m.lowest_retr == 0 || i + 1 < m.lowest_retr {
-                            m.lowest_retr = i + 1;
-                        }
-                        self.send_message(&mut m, i, None).await;
-                    }
-                }
-                "TOP" => {
-                    if let Some((i, rest)) = self.msgnum(&m, arg, true)
-                        && let Some(n) = self.size_arg(&rest)
-                    {
-                        self.send_message(&mut m, i, Some(n)).await;
-                    }
-                }
-                "QUIT" => {
-                    let uid = |i: usize| m.mailbox.messages()[i].uid;
-                    let gone: Vec<u32> = (0..count).filter(|&i| m.deleted[i]).map(uid).collect();
-                    let seen: Vec<u32> = if self.st.no_flag_updates {
-                        Vec::new()
-                    } else {
-                        (0..count)
-                            .filter(|&i| m.seen[i] && !m.deleted[i])
-                            .map(uid)
-                            .collect()
-                    };
-                    if gone.is_empty() && seen.is_empty() {
-                        self.reply("+OK Logging out.");
-                        break "Disconnected: Logged out".to_string();
-                    }
-                    let deleting = !gone.is_empty();
-                    let mut mailbox = std::mem::replace(&mut m.mailbox, Folder::empty());
-                    // The UPDATE state: \Seen for the messages RETR'd, DELE'd ones gone,
-                    // in one write of the mailbox.
-                    let r = blocking(move || {
-                        let r = mailbox.update(Flags::SEEN, &seen, &gone);
-                        (mailbox, r)
-                    })
-                    .await;
-                    match r {
-                        Some((mb, Ok(()))) => {
-                            m.mailbox = mb;
-                            self.reply(if deleting {
-                                "+OK Logging out, messages deleted."
-                            } else {
-                                "+OK Logging out."
-                            });
-                            break "Disconnected: Logged out".to_string();
-                        }
-                        Some((mb, Err(e))) => {
-                            m.mailbox = mb;
-                            self.st.log.error(&format!(
-                                "pop3({})<{}><{}>: Failed to delete messages: {e}",
-                                m.user,
-                                std::process::id(),
-                                self.conn.session_id
-                            ));
-                            self.reply("-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.");
-                            m.deleted.iter_mut().for_each(|d| *d = false);
-                            break "Disconnected: Logged out".to_string();
-                        }
-                        None => {
-                            m.deleted.iter_mut().for_each(|d| *d = false);
-                            break "Disconnected: Logged out".to_string();
-                        }
-                    }
-                }
-                _ => {
-                    self.reply(&format!("-ERR Unknown command: {verb}"));
-                    self.bad += 1;
-                    if self.bad >= MAX_BAD_COMMANDS {
-                        self.reply("-ERR Too many bad commands.");
-                        break "Disconnected: Too many bad commands".to_string();
-                    }
-                }
-            }
-            if self.conn.gone() {
-                break "Disconnected: Connection closed".to_string();
-            }
+    /// One step of the TRANSACTION state: a piece of a message being sent, the end of
+    /// the session, or the next command (reading when none is there).
+    async fn advance(&mut self) {
+        let Some(mut m) = self.mail.take() else {
+            self.phase = Phase::Done;
+            return;
         };
-        self.flush().await;
+        if let Some(sd) = self.sending.take() {
+            self.stream_on(&mut m, sd);
+        } else if let Some(reason) = self.end.take() {
+            self.logout(&m, reason);
+        } else if self.gone {
+            self.end = Some("Disconnected: Connection closed");
+        } else {
+            match take_line(&mut self.rbuf, MAX_LINE) {
+                Some(Ok((line, used))) => {
+                    if self.counting {
+                        self.in_bytes += used as u64;
+                    }
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    self.command(&mut m, &line).await;
+                }
+                Some(Err(_)) => {
+                    self.reply("-ERR Input line too long.");
+                    self.end = Some("Disconnected: Input line too long");
+                }
+                None => {
+                    self.flush();
+                    self.out.push_back(Action::Read {
+                        timeout: self.st.idle_timeout,
+                    });
+                }
+            }
+        }
+        self.mail = Some(m);
+    }
+
+    /// The end: the replies queued go out, then Dovecot's logout line.
+    fn logout(&mut self, m: &Mail, reason: &str) {
+        self.flush();
         // Deletions count only when committed: a vanished client deleted nothing.
         let committed = reason == "Disconnected: Logged out";
         let del = if committed {
@@ -568,19 +597,163 @@ impl Session {
             top: m.top,
             retr: m.retr,
             expunged: del as u64,
-            messages: count as u64,
-            size: total,
-            input: self.conn.in_bytes,
-            output: self.conn.out_bytes,
-            uidl_change: uidl_change(&m),
+            messages: m.count as u64,
+            size: m.total,
+            input: self.in_bytes,
+            output: self.out_bytes,
+            uidl_change: uidl_change(m),
         };
         self.st.log.info(&format!(
-            "pop3({})<{}><{}>: {reason} {}",
-            m.user,
-            std::process::id(),
-            self.conn.session_id,
+            "{}: {reason} {}",
+            self.who(&m.user),
             stats.expand(&self.st.logout_format)
         ));
+        self.phase = Phase::Done;
+    }
+
+    /// One command of the TRANSACTION state (QUIT: the UPDATE state).
+    async fn command(&mut self, m: &mut Mail, line: &str) {
+        let count = m.count;
+        let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
+        let verb = verb.to_ascii_uppercase();
+        match verb.as_str() {
+            "CAPA" => {
+                let c = crate::login::pop3::capa(true, false, false, &[]);
+                self.reply(&c);
+            }
+            "NOOP" => self.reply("+OK"),
+            "STAT" => {
+                let (n, sz) = live(m);
+                self.reply(&format!("+OK {n} {sz}"));
+            }
+            "LIST" | "UIDL" => {
+                let uidl_fmt = self.st.uidl_format.clone();
+                let v = m.mailbox.uid_validity();
+                let item = |i: usize, m: &Mail| -> String {
+                    let msg = &m.mailbox.messages()[i];
+                    if verb == "LIST" {
+                        format!("{} {}", i + 1, msg.size)
+                    } else {
+                        let base = m.mailbox.maildir_base(msg.uid).unwrap_or("");
+                        format!("{} {}", i + 1, uidl(&uidl_fmt, v, msg.uid, base))
+                    }
+                };
+                if arg.is_empty() {
+                    let mut s = if verb == "LIST" {
+                        format!("+OK {} messages:", live(m).0)
+                    } else {
+                        "+OK".to_string()
+                    };
+                    let hashing = verb == "UIDL" && uses_uidl_change(&self.st.logout_format);
+                    let mut hashes = Vec::new();
+                    for i in 0..count {
+                        if hashing {
+                            let msg = &m.mailbox.messages()[i];
+                            let base = m.mailbox.maildir_base(msg.uid).unwrap_or("");
+                            hashes.push(crc32fast::hash(
+                                uidl(&uidl_fmt, v, msg.uid, base).as_bytes(),
+                            ));
+                        }
+                        if !m.deleted[i] {
+                            s.push_str("\r\n");
+                            s.push_str(&item(i, m));
+                        }
+                    }
+                    if hashing {
+                        m.uidl_hashes = Some(hashes);
+                    }
+                    s.push_str("\r\n.");
+                    self.reply(&s);
+                } else if let Some((i, _)) = self.msgnum(m, arg, false) {
+                    let s = format!("+OK {}", item(i, m));
+                    self.reply(&s);
+                }
+            }
+            "DELE" => {
+                if let Some((i, _)) = self.msgnum(m, arg, false) {
+                    m.deleted[i] = true;
+                    m.any_deleted = true;
+                    self.reply("+OK Marked to be deleted.");
+                }
+            }
+            "RSET" => {
+                m.deleted.iter_mut().for_each(|d| *d = false);
+                m.any_deleted = false;
+                self.reply("+OK");
+            }
+            "RETR" => {
+                if let Some((i, _)) = self.msgnum(m, arg, false) {
+                    if m.lowest_retr == 0 || i + 1 < m.lowest_retr {
+                        m.lowest_retr = i + 1;
+                    }
+                    self.send_message(m, i, None).await;
+                }
+            }
+            "TOP" => {
+                if let Some((i, rest)) = self.msgnum(m, arg, true)
+                    && let Some(n) = self.size_arg(&rest)
+                {
+                    self.send_message(m, i, Some(n)).await;
+                }
+            }
+            "QUIT" => self.quit(m).await,
+            _ => {
+                self.reply(&format!("-ERR Unknown command: {verb}"));
+                self.bad += 1;
+                if self.bad >= MAX_BAD_COMMANDS {
+                    self.reply("-ERR Too many bad commands.");
+                    self.end = Some("Disconnected: Too many bad commands");
+                }
+            }
+        }
+    }
+
+    /// QUIT: the UPDATE state. \Seen for the messages RETR'd, DELE'd ones gone, in one
+    /// write of the mailbox.
+    async fn quit(&mut self, m: &mut Mail) {
+        self.end = Some("Disconnected: Logged out");
+        let count = m.count;
+        let uid = |i: usize| m.mailbox.messages()[i].uid;
+        let gone: Vec<u32> = (0..count).filter(|&i| m.deleted[i]).map(uid).collect();
+        let seen: Vec<u32> = if self.st.no_flag_updates {
+            Vec::new()
+        } else {
+            (0..count)
+                .filter(|&i| m.seen[i] && !m.deleted[i])
+                .map(uid)
+                .collect()
+        };
+        if gone.is_empty() && seen.is_empty() {
+            self.reply("+OK Logging out.");
+            return;
+        }
+        let deleting = !gone.is_empty();
+        let mut mailbox = std::mem::replace(&mut m.mailbox, Folder::empty());
+        let r = blocking(move || {
+            let r = mailbox.update(Flags::SEEN, &seen, &gone);
+            (mailbox, r)
+        })
+        .await;
+        match r {
+            Some((mb, Ok(()))) => {
+                m.mailbox = mb;
+                self.reply(if deleting {
+                    "+OK Logging out, messages deleted."
+                } else {
+                    "+OK Logging out."
+                });
+            }
+            Some((mb, Err(e))) => {
+                m.mailbox = mb;
+                self.st.log.error(&format!(
+                    "{}: Failed to delete messages: {e}",
+                    self.who(&m.user)
+                ));
+                self.reply("-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.");
+                m.deleted.iter_mut().for_each(|d| *d = false);
+            }
+            None => m.deleted.iter_mut().for_each(|d| *d = false),
+        }
     }
 
     /// Dovecot's `get_msgnum`: the message index and the rest of the arguments.
@@ -637,8 +810,8 @@ impl Session {
 
     /// RETR (`lines` None) or TOP: the status line, the dot-stuffed message with CRLF
     /// line ends, the terminating `.`. The message is read from the mailbox [`CHUNK`]
-    /// bytes at a time and written out as the output queue fills, so a session holds
-    /// no whole message.
+    /// bytes at a time and sent as the output queue fills ([`Session::stream_on`]), so
+    /// a session holds no whole message.
     async fn send_message(&mut self, m: &mut Mail, i: usize, lines: Option<u64>) {
         let mut buf = std::mem::take(&mut m.chunk);
         buf.resize(CHUNK, 0);
@@ -692,7 +865,7 @@ impl Session {
                 r
             });
         }
-        let (mut reader, mut n, mut buf) = match first {
+        let (reader, n, buf) = match first {
             Some((Ok((rd, n)), buf)) => (rd, n, buf),
             other => {
                 let e = match other {
@@ -706,12 +879,7 @@ impl Session {
                     }
                     _ => MailboxError::Format("internal error".into()),
                 };
-                self.st.log.error(&format!(
-                    "pop3({})<{}><{}>: {e}",
-                    m.user,
-                    std::process::id(),
-                    self.conn.session_id
-                ));
+                self.st.log.error(&format!("{}: {e}", self.who(&m.user)));
                 // Dovecot's reply for a message that vanished under the session (seen
                 // from 2.3.19 for a Maildir file unlinked by another client); the
                 // command still counts in the logout line, with no bytes.
@@ -728,64 +896,91 @@ impl Session {
             None => format!("+OK {} octets", m.mailbox.messages()[i].size),
             Some(_) => "+OK".to_string(),
         };
-        let mut sent = head.len() as u64 + 2;
+        let sent = head.len() as u64 + 2;
         self.reply(&head);
-        let mut out = Stuffer {
-            at_start: true,
-            pending_cr: false,
-            line_len: 0,
-            in_body: false,
-            body_lines: 0,
-            max_lines: lines,
-            done: false,
-            nul80: self.st.outlook_no_nuls,
+        let sd = Sending {
+            reader,
+            buf,
+            n,
+            fed: false,
+            stuffer: Stuffer {
+                at_start: true,
+                pending_cr: false,
+                line_len: 0,
+                in_body: false,
+                body_lines: 0,
+                max_lines: lines,
+                done: false,
+                nul80: self.st.outlook_no_nuls,
+            },
+            sent,
+            index: i,
+            top: lines.is_some(),
         };
+        self.stream_on(m, sd);
+    }
+
+    /// Send on a RETR or TOP: stuff the pieces read into the output until the message
+    /// ends, or until the output is large enough to be written first (the session then
+    /// goes on from here at its next step).
+    fn stream_on(&mut self, m: &mut Mail, mut sd: Sending) {
         loop {
-            let before = self.conn.wbuf.len();
-            out.feed(&buf[..n], &mut self.conn.wbuf);
-            sent += (self.conn.wbuf.len() - before) as u64;
-            if n < buf.len() || out.done {
+            if sd.fed {
+                match fill(&mut sd.reader, &mut sd.buf) {
+                    Ok(k) => sd.n = k,
+                    Err(e) => {
+                        // Part of the message is out: as Dovecot, the connection is closed.
+                        m.chunk = sd.buf;
+                        self.st.log.error(&format!("{}: {e}", self.who(&m.user)));
+                        self.flush();
+                        self.gone = true;
+                        return;
+                    }
+                }
+            }
+            let before = self.wbuf.len();
+            sd.stuffer.feed(&sd.buf[..sd.n], &mut self.wbuf);
+            sd.sent += (self.wbuf.len() - before) as u64;
+            sd.fed = true;
+            if sd.n < sd.buf.len() || sd.stuffer.done {
                 break;
             }
-            if self.conn.wbuf.len() >= WBUF_FLUSH {
-                self.flush().await;
-            }
-            match fill(&mut reader, &mut buf) {
-                Ok(k) => n = k,
-                Err(e) => {
-                    // Part of the message is out: as Dovecot, the connection is closed.
-                    m.chunk = buf;
-                    self.st.log.error(&format!(
-                        "pop3({})<{}><{}>: {e}",
-                        m.user,
-                        std::process::id(),
-                        self.conn.session_id
-                    ));
-                    self.flush().await;
-                    self.conn.io = Io::Gone;
+            if self.wbuf.len() >= WBUF_FLUSH {
+                self.flush();
+                if !self.gone {
+                    self.sending = Some(sd);
                     return;
                 }
             }
         }
+        let Sending {
+            reader,
+            buf,
+            mut stuffer,
+            mut sent,
+            index,
+            top,
+            ..
+        } = sd;
         drop(reader);
         m.chunk = buf;
-        let before = self.conn.wbuf.len();
-        out.finish(&mut self.conn.wbuf);
-        if self.st.oe_ns_eoh && !out.in_body {
+        let before = self.wbuf.len();
+        stuffer.finish(&mut self.wbuf);
+        if self.st.oe_ns_eoh && !stuffer.in_body {
             // pop3_client_workarounds = oe-ns-eoh: the missing end-of-headers line is
             // sent (the octet count of RETR stays the message's size, as in Dovecot).
-            self.conn.wbuf.extend_from_slice(b"\r\n");
+            self.wbuf.extend_from_slice(b"\r\n");
         }
-        sent += (self.conn.wbuf.len() - before) as u64;
-        self.conn.wbuf.extend_from_slice(b".\r\n");
-        if lines.is_some() {
+        sent += (self.wbuf.len() - before) as u64;
+        self.wbuf.extend_from_slice(b".\r\n");
+        if top {
             m.top.0 += 1;
             m.top.1 += sent;
         } else {
             m.retr.0 += 1;
             m.retr.1 += sent;
             // Dovecot marks only RETR'd messages \Seen (TOP never, even of the whole).
-            m.seen[i] = true;
+            m.seen[index] = true;
         }
     }
 }

@@ -246,6 +246,102 @@ pub fn pam() -> Result<&'static Pam, String> {
     .map_err(Clone::clone)
 }
 
+/// Authenticate `user` with `password` through the PAM service `service`
+/// (`pam_start`, a conversation that answers every echo-off prompt with the password and
+/// every echo-on prompt with the user name, `pam_authenticate`, `pam_acct_mgmt`,
+/// `pam_end`), as Cyrus saslauthd's `auth_pam.c` does. The error is saslauthd's reply
+/// text: `PAM start error` (also when libpam cannot be loaded), `PAM auth error`, `PAM
+/// acct error`.
+pub fn pam_check(service: &str, user: &str, password: &str) -> Result<(), &'static str> {
+    use std::ffi::CString;
+    let (Ok(c_service), Ok(c_user), Ok(c_password)) = (
+        CString::new(service),
+        CString::new(user),
+        CString::new(password),
+    ) else {
+        return Err("PAM start error");
+    };
+    let Ok(pam) = pam() else {
+        return Err("PAM start error");
+    };
+    let creds = [c_user, c_password];
+    let conv = PamConv {
+        conv: pam_conversation,
+        appdata_ptr: creds.as_ptr() as *mut std::ffi::c_void,
+    };
+    let mut handle: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: NUL-terminated strings and a conversation whose data (`creds`) outlives the
+    // PAM handle, which is ended below before this function returns.
+    let rc = unsafe { (pam.pam_start)(c_service.as_ptr(), creds[0].as_ptr(), &conv, &mut handle) };
+    if rc != PAM_SUCCESS || handle.is_null() {
+        return Err("PAM start error");
+    }
+    // SAFETY: `handle` is the live handle pam_start gave us.
+    let outcome = if unsafe { (pam.pam_authenticate)(handle, 0) } != PAM_SUCCESS {
+        Err("PAM auth error")
+    } else if unsafe { (pam.pam_acct_mgmt)(handle, 0) } != PAM_SUCCESS {
+        Err("PAM acct error")
+    } else {
+        Ok(())
+    };
+    // SAFETY: ends the handle once; it is not used afterwards.
+    unsafe { (pam.pam_end)(handle, PAM_SUCCESS) };
+    outcome
+}
+
+/// The PAM conversation saslauthd's `-a pam` holds: the user name for an echoed prompt,
+/// the password for a hidden one, nothing for messages. `appdata` points at
+/// `[user, password]` as `CString`s.
+unsafe extern "C" fn pam_conversation(
+    num_msg: libc::c_int,
+    msg: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata: *mut std::ffi::c_void,
+) -> libc::c_int {
+    let Ok(n) = usize::try_from(num_msg) else {
+        return PAM_CONV_ERR;
+    };
+    if n == 0 || msg.is_null() || resp.is_null() || appdata.is_null() {
+        return PAM_CONV_ERR;
+    }
+    let creds = appdata as *const std::ffi::CString;
+    // SAFETY: PAM frees the array and every `resp` string with free(3), so both come from
+    // calloc/strdup; the array has `n` zeroed entries.
+    let out = unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) } as *mut PamResponse;
+    if out.is_null() {
+        return PAM_BUF_ERR;
+    }
+    for i in 0..n {
+        // SAFETY: Linux-PAM passes an array of `n` message pointers.
+        let m = unsafe { *msg.add(i) };
+        if m.is_null() {
+            continue;
+        }
+        // SAFETY: `m` points at a valid pam_message for the duration of the call.
+        let style = unsafe { (*m).msg_style };
+        let answer = match style {
+            // SAFETY: `creds` points at the two-element array of check_pam, alive here.
+            PAM_PROMPT_ECHO_ON => unsafe { (*creds).as_ptr() },
+            PAM_PROMPT_ECHO_OFF => unsafe { (*creds.add(1)).as_ptr() },
+            PAM_ERROR_MSG | PAM_TEXT_INFO => continue,
+            _ => {
+                for j in 0..i {
+                    // SAFETY: entries before `i` hold strdup'd strings or NULL.
+                    unsafe { libc::free((*out.add(j)).resp.cast()) };
+                }
+                // SAFETY: allocated by calloc above.
+                unsafe { libc::free(out.cast()) };
+                return PAM_CONV_ERR;
+            }
+        };
+        // SAFETY: `answer` is NUL-terminated; `out` has `n` entries.
+        unsafe { (*out.add(i)).resp = libc::strdup(answer) };
+    }
+    // SAFETY: `resp` is PAM's out-pointer.
+    unsafe { *resp = out };
+    PAM_SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

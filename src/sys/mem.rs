@@ -21,6 +21,19 @@ pub fn page_out_code(ranges: &[(usize, usize)]) {
     let _ = ranges;
 }
 
+/// Let glibc's allocator keep at most `n` arenas (`M_ARENA_MAX`): threads that allocate
+/// share them instead of each keeping its own freed memory. An arena a thread already
+/// has stays.
+pub fn limit_arenas(n: i32) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX takes any positive value.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n.max(1));
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = n;
+}
+
 /// Return the heap's free pages to the kernel (glibc's `malloc_trim`).
 pub fn trim_heap() {
     #[cfg(target_env = "gnu")]

@@ -1,12 +1,16 @@
 //! The operating system's libraries and calls that neither `std` nor `nix` covers.
 //!
-//! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build).
+//! [`dl`]: libxcrypt and Linux-PAM loaded at run time by soname (no `-dev` package at build),
+//! and the PAM check made with them ([`dl::pam_check`]).
 //! [`detach`]: a daemon's fork that still tells the starting command how the start went.
 //! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
+//! [`lmdb`]: an LMDB file mapped as Postfix's `lmdb:` tables open it.
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
+//! [`regex`]: the C library's POSIX regular expressions, for `regexp:` tables.
+//! [`shadow`]: the shadow password database (`getspnam_r`).
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
 //! Below: this process's ID without a system call per log line, signal dispositions, the
 //! environment, a standard output whose reader left, descriptors inherited from a parent,
@@ -16,9 +20,12 @@ pub mod child;
 pub mod detach;
 pub mod dl;
 pub mod fsid;
+pub mod lmdb;
 pub mod mem;
 pub mod net;
 pub mod privs;
+pub mod regex;
+pub mod shadow;
 pub mod syslog;
 pub mod time;
 pub mod wire;
@@ -105,12 +112,26 @@ pub fn stdout_gone() -> bool {
 
 /// Take ownership of descriptor `fd`, which this process's parent handed to it for its
 /// own use (the master's listeners, status socket and pid lock; `postfix start`'s
-/// readiness pipe). Call it once per descriptor received, with a number from the parent.
+/// readiness pipe), or which it just received over a socket (`SCM_RIGHTS`). Call it once
+/// per descriptor received, with a number from the parent or the message.
 pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: the caller's promise above: the descriptor is open, was handed to this
     // process alone, and nothing else in it owns or closes it.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Register `fd` with tokio's reactor for `interest` (tokio marks this `unsafe`: the
+/// descriptor must stay open and the same for the `AsyncFd`'s life, which an owned one
+/// does, as the `AsyncFd` owns it).
+pub fn async_fd(
+    fd: std::os::fd::OwnedFd,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd is valid and open, and keeps the same descriptor for as long as
+    // the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Raise the soft open-files limit to the hard one; the soft limit in force after (1024

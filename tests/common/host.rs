@@ -165,6 +165,26 @@ pub fn credentials(pid: u32) -> (Vec<String>, Vec<String>, Vec<String>) {
     (get("Uid"), get("Gid"), get("Groups"))
 }
 
+/// Every thread of `pid` runs with the uids `uid` (real, effective, saved and
+/// filesystem, from `/proc/PID/task/*/status`): a process that dropped its privileges did
+/// so in all its threads, not only the first. `what` names the process in the failure.
+pub fn assert_every_thread_uid(pid: u32, uid: u32, what: &str) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    for t in tasks.flatten() {
+        let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let uids = st
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default();
+        assert_eq!(
+            uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+            vec![uid.to_string(); 4],
+            "Uid of thread {} of the {what}",
+            t.file_name().to_string_lossy()
+        );
+    }
+}
+
 /// The process title (`argv[0]`) of `pid`.
 pub fn cmdline_of(pid: u32) -> String {
     cmdline(pid)

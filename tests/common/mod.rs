@@ -223,3 +223,28 @@ pub fn head_1(cmd: &mut Command) -> (String, std::process::ExitStatus, String) {
     let st = child.wait().expect("wait");
     (line, st, err)
 }
+
+/// What the POP3/IMAP tests log in to: alice's home under `dir` (`home/alice`, with
+/// `mail/` and the mbox INBOX `inbox` holding `mbox`) and a passwd-file `dir/passwd`
+/// giving her the password `secret`; the home and mailbox owned by `ids` (the mail user),
+/// `dir` searchable by all (the mail process runs as that user).
+pub fn alice_mbox_home(dir: &Path, mbox: &str, (uid, gid): (u32, u32)) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let home = dir.join("home/alice");
+    std::fs::create_dir_all(home.join("mail")).expect("mkdir");
+    std::fs::write(dir.join("passwd"), "alice:{PLAIN}secret::::::\n").expect("passwd");
+    std::fs::write(home.join("inbox"), mbox).expect("inbox");
+    for p in [
+        dir.join("home"),
+        home.clone(),
+        home.join("mail"),
+        home.join("inbox"),
+    ] {
+        let _ = nix::unistd::chown(
+            &p,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+    }
+}
