@@ -64,7 +64,6 @@ pub mod header;
 pub mod id;
 pub mod record;
 pub mod store;
-#[allow(unsafe_code)]
 pub mod writer;
 
 use std::collections::{HashMap, HashSet};

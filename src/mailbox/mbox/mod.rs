@@ -187,16 +187,8 @@ pub(super) fn touch_if_same(file: &File, before: &std::fs::Metadata) {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let t = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: (before.mtime() + 1) as libc::time_t,
-            tv_nsec: ns as _,
-        },
-    ];
-    // SAFETY: the descriptor is open; `t` holds two valid timespecs.
-    unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(file), t.as_ptr()) };
+    let secs = u64::try_from(before.mtime() + 1).unwrap_or(0);
+    let t = UNIX_EPOCH + Duration::new(secs, ns);
+    // The access time is left as it is.
+    let _ = file.set_times(std::fs::FileTimes::new().set_modified(t));
 }
