@@ -2,7 +2,7 @@
 //! (`postdrop`), it lets a user who cannot write `queue_directory/maildrop/` (mode 0730,
 //! group postdrop) hand a message to the mail system, even while the daemons are stopped.
 //!
-//! `sendmail` builds the queue file (Postfix's record format, [`crate::queue::file`]) as the
+//! `sendmail` builds the queue file ([`crate::queue::cleanup`], Postfix's record format) as the
 //! invoking user and, when it cannot write `maildrop/` itself, pipes it to
 //! `$command_directory/postdrop -c DIR`. postdrop reads at most `message_size_limit` plus
 //! 1 MiB from its standard input, parses the whole file (a stream that is not one complete

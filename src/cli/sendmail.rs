@@ -13,8 +13,9 @@
 //! options Postfix ignores too (`-oXXX`, `-v`, `-N dsn`, `-B type`, `-L`, `-U`).
 //!
 //! The queue file gets Postfix's local `Received: by HOST (Postfix, from userid UID)` header,
-//! missing `Message-Id:`, `Date:`, `From:` headers as cleanup adds them for local mail, and
-//! unqualified addresses get `@$myorigin`.
+//! missing `Message-Id:`, `Date:`, `From:` headers as cleanup adds them for local mail
+//! (the queue's one builder, [`crate::queue::cleanup`]), and unqualified addresses get
+//! `@$myorigin`.
 //!
 //! `-bs` speaks SMTP on standard input and output: smtpd's own session core in Postfix's
 //! stand-alone mode (see [`smtp_session`]); each message goes into `maildrop/` as above.
@@ -30,9 +31,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::postfix::{LoadOptions, PostfixConfig};
-use crate::queue::file::{self, FileRecipient, FileSpec};
-use crate::queue::header::{mail_date, quote_822_local};
-use crate::queue::{Queue, QueueId};
+use crate::queue::cleanup::Origin;
+use crate::queue::header::mail_date;
+use crate::queue::{Envelope, Queue, QueueError, QueueId, Recipient};
 use crate::smtpd::session::{Maildrop, Session, drive};
 use crate::smtpd::transport::{TlsFail, TlsUp, Transport};
 
@@ -598,9 +599,6 @@ fn drop_into_maildrop(
 ) -> Result<(), (i32, String)> {
     let uid = nix::unistd::getuid();
     let s = queue.settings().clone();
-    if s.message_size_limit > 0 && content.len() as u64 > s.message_size_limit {
-        return Err((73, "message file too big".into()));
-    }
     let now = SystemTime::now();
     let received = match smtp {
         // As Postfix's smtpd in `sendmail -bs` mode writes it (recorded from 3.7.11).
@@ -631,38 +629,25 @@ fn drop_into_maildrop(
             format!("\tid {}; {}", id.as_str(), mail_date(now)),
         ],
     };
-    let cleaned = s.cleanup(content, id.as_str(), sender, now, received, true);
-    let mut seen = std::collections::HashSet::new();
-    let rcpts: Vec<FileRecipient<'_>> = recipients
-        .iter()
-        .filter(|r| seen.insert(r.to_string()))
-        .map(|r| FileRecipient {
-            address: r,
-            orcpt: format!("rfc822;{}", quote_822_local(r)),
-            notify: 0,
-        })
-        .collect();
-    let data = file::build(&FileSpec {
-        queue_id: id.as_str(),
-        arrival: now,
-        sender,
-        recipients: rcpts,
-        rewrite_local: true,
-        envid: None,
-        ret: None,
-        encoding: None,
-        smtputf8: 0,
-        attrs: vec![("log_message_origin", "local".to_string())],
-        lines: cleaned.lines,
-        line_length_limit: s.line_length_limit,
-        // Postfix's cleanup writes the delay-warning record for locally submitted mail too.
-        warn_time: (s.delay_warning_time > 0).then(|| {
-            now.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-                + s.delay_warning_time
-        }),
-    });
+    let env = Envelope {
+        sender: sender.to_string(),
+        recipients: recipients
+            .iter()
+            .map(|r| Recipient {
+                address: r.clone(),
+                ..Recipient::default()
+            })
+            .collect(),
+        ..Envelope::default()
+    };
+    let origin = Origin::Local {
+        received: &received,
+    };
+    let data = match s.build_file(id.as_str(), &env, origin, content, now) {
+        Ok(built) => built.data,
+        Err(QueueError::MessageTooBig { .. }) => return Err((73, "message file too big".into())),
+        Err(e) => return Err((75, e.to_string())),
+    };
     let maildrop = s.queue_directory.join("maildrop");
     if nix::unistd::access(&maildrop, nix::unistd::AccessFlags::W_OK).is_err() {
         // Not allowed to write maildrop/ (mode 0730, group postdrop): hand the file to the

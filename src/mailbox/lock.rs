@@ -47,7 +47,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -827,22 +826,20 @@ fn fcntl_lock_waiting(
 ) -> Result<(), MailboxError> {
     let mut waiter = Waiter::new(how);
     loop {
-        // SAFETY: a zeroed `flock` is a valid value; the fields set below describe the
-        // whole file.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as _;
-        fl.l_whence = libc::SEEK_SET as _;
-        fl.l_start = 0;
-        fl.l_len = 0;
-        // SAFETY: the descriptor is open for the lifetime of `file`; `fl` is initialised.
-        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EACCES) | Some(libc::EINTR) => {}
-            _ => return Err(MailboxError::io(path, e)),
+        // The whole file.
+        let fl = libc::flock {
+            l_type: if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+            Ok(_) => return Ok(()),
+            Err(
+                nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES | nix::errno::Errno::EINTR,
+            ) => {}
+            Err(e) => return Err(MailboxError::io(path, io::Error::from(e))),
         }
         if !waiter.again() {
             return Err(MailboxError::Locked(path.to_path_buf()));

@@ -1317,13 +1317,12 @@ fn new_guid() -> String {
 
 /// Set `file`'s modification time (and access time) to `t` (Unix seconds).
 fn set_mtime(file: &File, t: i64) {
-    let ts = libc::timespec {
-        tv_sec: t as libc::time_t,
-        tv_nsec: 0,
+    let t = if t >= 0 {
+        UNIX_EPOCH + std::time::Duration::from_secs(t as u64)
+    } else {
+        UNIX_EPOCH - std::time::Duration::from_secs(t.unsigned_abs())
     };
-    let times = [ts, ts];
-    // SAFETY: the descriptor is open; `times` holds two valid timespecs.
-    unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(file), times.as_ptr()) };
+    let _ = file.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t));
 }
 
 /// `(seconds, microseconds)` from a Maildir name `SECS.MUSECSP…` (0 for parts that are

@@ -38,11 +38,8 @@
 pub mod flags;
 pub mod folder;
 pub mod index;
-#[allow(unsafe_code)]
 pub mod lock;
-#[allow(unsafe_code)]
 pub mod maildir;
-#[allow(unsafe_code)]
 pub mod mbox;
 pub mod names;
 pub mod store;

@@ -26,9 +26,10 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use crate::queue::file::{self, FileRecipient, FileSpec};
+use crate::queue::cleanup::Origin;
+use crate::queue::file;
 use crate::queue::header::{mail_date, quote_822_local};
-use crate::queue::{Queue, QueuedMessage};
+use crate::queue::{Envelope, Queue, QueuedMessage, Recipient};
 
 /// One failed recipient.
 pub struct Failed {
@@ -278,40 +279,30 @@ pub fn send(
         Audience::Postmaster => (from, to),
     };
     let content = notification(msg, failed, &s.myhostname, now, audience, to, delay);
-    let received = vec![
-        format!("Received: by {} ({})", s.myhostname, s.mail_name),
-        format!("\tid {}; {}", id.as_str(), mail_date(now)),
-    ];
-    let cleaned = s.cleanup(&content, id.as_str(), from, now, received, true);
-    let data = file::build(&FileSpec {
-        queue_id: id.as_str(),
-        arrival: now,
-        sender: from,
-        recipients: vec![FileRecipient {
-            address: to,
-            orcpt: format!("rfc822;{}", quote_822_local(to)),
-            notify: 0,
+    let env = Envelope {
+        sender: from.to_string(),
+        recipients: vec![Recipient {
+            address: to.to_string(),
+            ..Recipient::default()
         }],
-        rewrite_local: true,
-        envid: None,
-        ret: None,
-        encoding: Some("8bit"),
-        smtputf8: 0,
-        attrs: vec![("log_message_origin", "local".to_string())],
-        lines: cleaned.lines,
-        line_length_limit: s.line_length_limit,
-        warn_time: None,
-    });
-    let res = crate::queue::store::write_durable(
-        &s.queue_directory.join("incoming"),
-        id.as_str(),
-        &data,
-        crate::queue::store::OWN,
-        None,
-    );
+        body_type: Some("8BITMIME".into()),
+        ..Envelope::default()
+    };
+    let res = s
+        .build_file(id.as_str(), &env, Origin::Notice, &content, now)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|built| {
+            crate::queue::store::write_durable(
+                &s.queue_directory.join("incoming"),
+                id.as_str(),
+                &built.data,
+                crate::queue::store::OWN,
+                None,
+            )?;
+            Ok(built.message_id)
+        });
     queue.release_queue_id(&id);
-    res?;
-    if let Some(mid) = cleaned.message_id {
+    if let Some(mid) = res? {
         crate::log::info(&s.cleanup_ident, &format!("{id}: message-id={mid}"));
     }
     Ok(id.as_str().to_string())

@@ -3,6 +3,8 @@
 //! missing headers, and is written as a queue file in `queue_directory/incoming/` that is on
 //! stable storage before `commit` returns (DESIGN.md §4). The queue manager reads it back
 //! with [`read_queue_file`] and marks recipients done with [`mark_recipient_done`].
+//! [`cleanup`] builds every new queue file from a message, for the SMTP server, `sendmail`
+//! and the queue manager's notices alike; [`file`] is the record format.
 //!
 //! # File format
 //! Postfix's own queue-file record format (`C`, `T`, `A`, `S`, `O`, `R`, `M`, `N`/`L`, `X`,
@@ -59,15 +61,15 @@
 //!   Resent- header logic; the arrival time is the time of `commit`, not of MAIL FROM.
 //! * XXX The whole message is held in memory (it is bounded by `message_size_limit`).
 
+pub mod cleanup;
 pub mod file;
 pub mod header;
 pub mod id;
 pub mod record;
 pub mod store;
-#[allow(unsafe_code)]
 pub mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -165,19 +167,6 @@ impl QueueError {
                 "451 4.3.0 Error: queue file write error"
             }
         }
-    }
-}
-
-/// The protocol name smtpd records in the queue file's attributes: the session's `SMTP` or
-/// `ESMTP`, without the `UTF8` prefix and `S`/`A` suffixes that only the `Received:` header
-/// carries (seen with Postfix 3.7: `with UTF8SMTPS` in Received, `protocol_name=ESMTP`).
-fn base_protocol(p: &str) -> String {
-    if p.starts_with("UTF8") || p.starts_with("ESMTP") {
-        "ESMTP".into()
-    } else if p.starts_with("SMTP") {
-        "SMTP".into()
-    } else {
-        p.to_string()
     }
 }
 
@@ -433,34 +422,6 @@ pub struct QueueSettings {
 }
 
 impl QueueSettings {
-    /// cleanup's content rules for one message, filled from these settings (the one place
-    /// the SMTP server, bounce and sendmail build a queue file's content from a message):
-    /// `received` goes first, missing headers are added when `add_missing`.
-    pub(crate) fn cleanup(
-        &self,
-        message: &[u8],
-        queue_id: &str,
-        sender: &str,
-        arrival: SystemTime,
-        received: Vec<String>,
-        add_missing: bool,
-    ) -> file::Cleaned {
-        file::cleanup_content(
-            message,
-            &file::CleanupRules {
-                received,
-                add_missing,
-                queue_id,
-                long_ids: self.long_queue_ids,
-                myhostname: &self.myhostname,
-                sender,
-                arrival,
-                header_size_limit: self.header_size_limit.max(1),
-                undisclosed_recipients_header: &self.undisclosed_recipients_header,
-            },
-        )
-    }
-
     pub fn from_config(cfg: &PostfixConfig) -> anyhow::Result<QueueSettings> {
         let queue_directory = cfg
             .get("queue_directory")
@@ -710,12 +671,7 @@ impl Queue {
     /// `message_size_limit`. smtpd checks `SIZE=` with it and keeps a running count while
     /// reading DATA/BDAT, answering [`QueueError::MessageTooBig`]'s reply.
     pub fn check_message_size(&self, size: u64) -> Result<(), QueueError> {
-        let limit = self.settings.message_size_limit;
-        if limit > 0 && size > limit {
-            Err(QueueError::MessageTooBig { size, limit })
-        } else {
-            Ok(())
-        }
+        self.settings.check_message_size(size)
     }
 
     /// Queue one message: add `Received:` and missing headers, write the queue file, and
@@ -759,8 +715,9 @@ impl Queue {
         Ok(())
     }
 
-    /// The queue file bytes for a message (no I/O). Public for tools that write queue files
-    /// by other means and for tests.
+    /// The queue file bytes for a message from an SMTP client ([`cleanup`]), and cleanup's
+    /// `message-id=` log line. Public for tools that write queue files by other means and
+    /// for tests.
     pub fn build_file(
         &self,
         id: &QueueId,
@@ -770,163 +727,20 @@ impl Queue {
         arrival: SystemTime,
     ) -> Result<Vec<u8>, QueueError> {
         let s = &self.settings;
-        self.check_message_size(message.len() as u64)?;
-        if env.recipients.is_empty() {
-            return Err(QueueError::NoRecipients);
-        }
-        let date = header::mail_date(arrival);
-        let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
-        let received = header::received_lines(&header::ReceivedInfo {
-            helo: client.helo.as_deref(),
-            hostname: &client.hostname,
-            addr: client.addr,
-            tls: client.tls.as_deref().filter(|_| s.tls_received_header),
-            sasl_username: client
-                .sasl_username
-                .as_deref()
-                .filter(|_| s.sasl_authenticated_header),
-            myhostname: &s.myhostname,
-            mail_name: &s.mail_name,
-            protocol: &client.protocol,
-            queue_id: id.as_str(),
-            recipients: &rcpts,
-            date: &date,
-        });
-        let add_missing = client.local_submission || s.always_add_missing_headers;
-        let cleaned = s.cleanup(
-            message,
+        let built = s.build_file(
             id.as_str(),
-            &env.sender,
+            env,
+            cleanup::Origin::Smtp(client),
+            message,
             arrival,
-            received,
-            add_missing,
-        );
-        if cleaned.hops > s.hopcount_limit {
-            return Err(QueueError::TooManyHops {
-                hops: cleaned.hops,
-                limit: s.hopcount_limit,
-            });
-        }
-        if cleaned.truncated_headers > 0 {
-            crate::log::warning(
-                &s.cleanup_ident,
-                &format!(
-                    "{id}: {} header(s) truncated at header_size_limit {}",
-                    cleaned.truncated_headers, s.header_size_limit
-                ),
-            );
-        }
-        // Duplicate recipients are stored once (cleanup's duplicate filter).
-        let mut seen = HashSet::new();
-        let mut recipients = Vec::with_capacity(env.recipients.len());
-        for r in &env.recipients {
-            let notify = r.notify.as_deref().map(file::notify_mask).unwrap_or(0);
-            let orcpt = r
-                .orcpt
-                .clone()
-                .unwrap_or_else(|| format!("rfc822;{}", header::quote_822_local(&r.address)));
-            if seen.insert((r.address.clone(), orcpt.clone(), notify)) {
-                recipients.push(file::FileRecipient {
-                    address: &r.address,
-                    orcpt,
-                    notify,
-                });
-            }
-        }
-        let mut smtputf8 = 0;
-        if env.smtputf8 {
-            smtputf8 |= file::SMTPUTF8_FLAG_REQUESTED;
-            if cleaned.header_8bit {
-                smtputf8 |= file::SMTPUTF8_FLAG_HEADER;
-            }
-            if !env.sender.is_ascii() {
-                smtputf8 |= file::SMTPUTF8_FLAG_SENDER;
-            }
-            if env.recipients.iter().any(|r| !r.address.is_ascii()) {
-                smtputf8 |= file::SMTPUTF8_FLAG_RECIPIENT;
-            }
-        }
-        let encoding = match env.body_type.as_deref() {
-            Some(b) if b.eq_ignore_ascii_case("8BITMIME") => Some("8bit"),
-            Some(b) if b.eq_ignore_ascii_case("7BIT") => Some("7bit"),
-            _ => None,
-        };
-        let ret = match env.ret.as_deref() {
-            Some(r) if r.eq_ignore_ascii_case("FULL") => Some(file::DSN_RET_FULL),
-            Some(r) if r.eq_ignore_ascii_case("HDRS") => Some(file::DSN_RET_HDRS),
-            _ => None,
-        };
-        let addr = header::plain_addr(client.addr);
-        let addr_s = addr.to_string();
-        let mut attrs: Vec<(&'static str, String)> = vec![
-            ("log_client_name", client.hostname.clone()),
-            ("log_client_address", addr_s.clone()),
-            ("log_client_port", client.port.to_string()),
-            (
-                "log_message_origin",
-                format!("{}[{}]", client.hostname, addr_s),
-            ),
-        ];
-        if let Some(h) = &client.helo {
-            attrs.push(("log_helo_name", h.clone()));
-        }
-        let protocol = base_protocol(&client.protocol);
-        attrs.push(("log_protocol_name", protocol.clone()));
-        attrs.push(("client_name", client.hostname.clone()));
-        attrs.push(("reverse_client_name", client.hostname.clone()));
-        attrs.push(("client_address", addr_s));
-        attrs.push(("client_port", client.port.to_string()));
-        if let Some(h) = &client.helo {
-            attrs.push(("helo_name", h.clone()));
-        }
-        attrs.push(("protocol_name", protocol));
-        attrs.push((
-            "client_address_type",
-            if addr.is_ipv4() {
-                libc::AF_INET
-            } else {
-                libc::AF_INET6
-            }
-            .to_string(),
-        ));
-        if let Some(m) = &client.sasl_method {
-            attrs.push(("sasl_method", m.clone()));
-        }
-        if let Some(u) = &client.sasl_username {
-            attrs.push(("sasl_username", u.clone()));
-        }
-        if let Some(size) = env.size_hint {
-            // Not a Postfix attribute; kept for the queue manager's statistics.
-            attrs.push(("postern_size_hint", size.to_string()));
-        }
-        let data = file::build(&file::FileSpec {
-            queue_id: id.as_str(),
-            arrival,
-            sender: &env.sender,
-            recipients,
-            rewrite_local: add_missing,
-            envid: env.envid.as_deref(),
-            ret,
-            encoding,
-            smtputf8,
-            attrs,
-            lines: cleaned.lines,
-            line_length_limit: s.line_length_limit,
-            warn_time: (s.delay_warning_time > 0).then(|| {
-                arrival
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-                    + s.delay_warning_time
-            }),
-        });
+        )?;
         crate::log::info(
             &s.cleanup_ident,
             &format!(
                 "{id}: message-id={}",
-                cleaned.message_id.as_deref().unwrap_or("<>")
+                built.message_id.as_deref().unwrap_or("<>")
             ),
         );
-        Ok(data)
+        Ok(built.data)
     }
 }

@@ -20,12 +20,12 @@
 //! the same steps.
 
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use super::writer::rename_noreplace;
+use super::writer::{create_new, mark_complete, rename_noreplace};
 
 /// Queues hashed one level deep (`hash_queue_names` plus Postern's `bounce` and `trace`).
 pub fn is_hashed(queue: &str) -> bool {
@@ -72,16 +72,11 @@ pub fn write_durable(
     let tmp = dir.join(format!(".tmp.{}.{seq}.{name}", std::process::id()));
     let dest = dir.join(name);
     let run = || -> io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(modes.writing)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = create_new(&tmp, modes.writing)?;
         // The umask may have taken bits the readers need.
         f.set_permissions(std::fs::Permissions::from_mode(modes.writing))?;
         f.write_all(data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(modes.complete))?;
+        mark_complete(&f, modes.complete)?;
         if let Some(t) = mtime {
             f.set_modified(t)?;
         }

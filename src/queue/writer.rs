@@ -31,14 +31,11 @@
 //! `250` was given and whose contents are lost. Single-message latency is one fsync round
 //! (file and directory side by side) instead of two in series.
 
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
 
@@ -72,7 +69,7 @@ const MAX_BATCH: usize = 256;
 const TMP_PREFIX: &str = ".tmp.";
 
 pub(crate) fn spawn(dir: PathBuf, mode: SyncMode) -> io::Result<mpsc::Sender<Job>> {
-    let dir_file = File::open(&dir)?;
+    let dir_file = Arc::new(File::open(&dir)?);
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("queue-commit".into())
@@ -93,41 +90,27 @@ pub(crate) fn spawn(dir: PathBuf, mode: SyncMode) -> io::Result<mpsc::Sender<Job
     Ok(tx)
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
-}
-
 /// rename(2) that fails with EEXIST instead of replacing `to` (used by the queue writer and
 /// by [`super::store`]: the durable write, the queue manager's activation).
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let (f, t) = (cpath(from)?, cpath(to)?);
-    // SAFETY: both are valid NUL-terminated paths owned by this frame.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL | Errno::ENOSYS) => {
+            // Filesystem without RENAME_NOREPLACE: link(2) refuses to replace too.
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
-        // Filesystem without RENAME_NOREPLACE: link(2) refuses to replace too.
-        std::fs::hard_link(from, to)?;
-        std::fs::remove_file(from)?;
-        return Ok(());
-    }
-    Err(err)
 }
 
 struct Staged {
     job: Job,
     tmp: PathBuf,
-    file: Option<File>,
+    /// Shared with the fsync threads while they sync it.
+    file: Option<Arc<File>>,
     result: io::Result<()>,
     /// Written under its queue ID already (a reserved file): nothing to rename.
     in_place: bool,
@@ -136,19 +119,31 @@ struct Staged {
 fn write_tmp(dir: &Path, seq: u64, data: &[u8]) -> (PathBuf, io::Result<File>) {
     let tmp = dir.join(format!("{TMP_PREFIX}{}.{seq}", std::process::id()));
     let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = create_new(&tmp, 0o600)?;
         f.write_all(data)?;
-        // As Postfix's mail_stream_finish_file(): 0600 while being written, then u+x, the
-        // "ready" bit its qmgr looks for, before the fsync.
-        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        mark_complete(&f, 0o700)?;
         Ok(f)
     })();
     (tmp, res)
+}
+
+/// Create `path` for a queue file about to be written: a new file (never one already
+/// there, never through a symlink) with mode `mode`, not inherited by programs this
+/// process runs. The durable write of [`super::store`] creates its files the same way.
+pub(crate) fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Mark a written queue file complete with `mode` (`u+x` added: 0700 for the mail
+/// system's own files), as Postfix's `mail_stream_finish_file()` does before its fsync:
+/// 0600 while being written, then the "ready" bit its queue manager looks for.
+pub(crate) fn mark_complete(f: &File, mode: u32) -> io::Result<()> {
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// Write a message into the temporary file reserved with its ID, and mark it complete
@@ -160,7 +155,7 @@ fn fill_reserved(f: File, data: &[u8]) -> io::Result<File> {
     if (data.len() as u64) < OWNER_MARK_LEN {
         f.set_len(data.len() as u64)?;
     }
-    f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+    mark_complete(&f, 0o700)?;
     Ok(f)
 }
 
@@ -173,12 +168,7 @@ fn fill_reserved(f: File, data: &[u8]) -> io::Result<File> {
 pub(crate) fn reserve_tmp(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
     let pid = crate::sys::pid();
     let tmp = dir.join(format!("{TMP_PREFIX}{pid}.r{seq}"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&tmp)?;
+    let mut f = create_new(&tmp, 0o600)?;
     let mark = format!("{pid:<15}\n");
     if let Err(e) = f.write_all(mark.as_bytes()) {
         let _ = std::fs::remove_file(&tmp);
@@ -244,14 +234,11 @@ fn spawn_fsync_worker(name: &str) -> Option<mpsc::Sender<FsyncJob>> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            while let Ok((fds, reply)) = rx.recv() {
-                let errs = fds
+            while let Ok((files, reply)) = rx.recv() {
+                // Each file is let go once synced, before the answer.
+                let errs = files
                     .into_iter()
-                    .map(|fd| {
-                        // SAFETY: the commit thread keeps `fd` open until this answer
-                        // arrives; -1 (no file) is skipped.
-                        (fd >= 0 && unsafe { libc::fsync(fd) } != 0).then(io::Error::last_os_error)
-                    })
+                    .map(|f| f.and_then(|f| f.sync_all().err()))
                     .collect();
                 let _ = reply.send(errs);
             }
@@ -260,8 +247,8 @@ fn spawn_fsync_worker(name: &str) -> Option<mpsc::Sender<FsyncJob>> {
     Some(tx)
 }
 
-/// Descriptors to fsync (-1: none), and where to send one error (or none) per descriptor.
-type FsyncJob = (Vec<RawFd>, mpsc::Sender<Vec<Option<io::Error>>>);
+/// Files to fsync (`None`: none), and where to send one error (or none) per entry.
+type FsyncJob = (Vec<Option<Arc<File>>>, mpsc::Sender<Vec<Option<io::Error>>>);
 
 impl FsyncPool {
     /// fsync every open file of `staged`, spread over the pool and this thread; a file's
@@ -272,10 +259,7 @@ impl FsyncPool {
         let mine = chunks.next();
         let mut waits = Vec::new();
         for (i, chunk) in chunks.enumerate() {
-            let fds: Vec<RawFd> = chunk
-                .iter()
-                .map(|s| s.file.as_ref().map_or(-1, |f| f.as_raw_fd()))
-                .collect();
+            let fds: Vec<Option<Arc<File>>> = chunk.iter().map(|s| s.file.clone()).collect();
             let (tx, rx) = mpsc::channel();
             let sent = self.worker(i).is_some_and(|w| w.send((fds, tx)).is_ok());
             if sent {
@@ -288,7 +272,6 @@ impl FsyncPool {
         if let Some(chunk) = mine {
             fsync_all(chunk);
         }
-        // The files stay open (in `staged`) until every worker has answered.
         for (chunk, rx) in waits {
             match rx.recv() {
                 Ok(errs) => {
@@ -313,7 +296,7 @@ impl FsyncPool {
     /// files; `None` when no thread is to be had (the caller syncs it itself afterwards).
     fn start_dir_sync(
         &mut self,
-        dir_file: &File,
+        dir_file: &Arc<File>,
     ) -> Option<mpsc::Receiver<Vec<Option<io::Error>>>> {
         if self.dir.is_none() {
             self.dir = Some(spawn_fsync_worker("queue-dirsync")?);
@@ -321,7 +304,7 @@ impl FsyncPool {
         let (tx, rx) = mpsc::channel();
         self.dir
             .as_ref()?
-            .send((vec![dir_file.as_raw_fd()], tx))
+            .send((vec![Some(Arc::clone(dir_file))], tx))
             .ok()?;
         Some(rx)
     }
@@ -338,7 +321,7 @@ impl FsyncPool {
 
 fn commit_batch(
     dir: &Path,
-    dir_file: &File,
+    dir_file: &Arc<File>,
     mode: SyncMode,
     pool: &mut FsyncPool,
     batch: Vec<Job>,
@@ -362,7 +345,7 @@ fn commit_batch(
                 Ok(f) => Staged {
                     job,
                     tmp,
-                    file: Some(f),
+                    file: Some(Arc::new(f)),
                     result: Ok(()),
                     in_place,
                 },
@@ -389,11 +372,8 @@ fn commit_batch(
             if mode != SyncMode::Fsync {
                 for s in &staged {
                     if let Some(f) = &s.file {
-                        // SAFETY: a valid open fd; only starts writeback. Errors show up in
-                        // the fsync below.
-                        unsafe {
-                            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-                        }
+                        // Errors show up in the fsync below.
+                        crate::sys::start_writeback(f);
                     }
                 }
             }
@@ -404,10 +384,8 @@ fn commit_batch(
             }
         }
         SyncMode::Syncfs => {
-            // SAFETY: a valid open directory fd.
-            let rc = unsafe { libc::syncfs(dir_file.as_raw_fd()) };
-            if rc != 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = nix::unistd::syncfs(dir_file.as_ref()) {
+                let e = io::Error::from(e);
                 for s in &mut staged {
                     if s.result.is_ok() {
                         s.result = Err(io::Error::new(e.kind(), e.to_string()));

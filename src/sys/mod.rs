@@ -14,7 +14,7 @@
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
 //! Below: this process's ID without a system call per log line, signal dispositions, the
 //! environment, a standard output whose reader left, descriptors inherited from a parent,
-//! the open-files limit.
+//! the open-files limit, a file's writeback started without waiting (the queue's commit).
 
 pub mod child;
 pub mod detach;
@@ -156,6 +156,19 @@ pub fn raise_nofile_limit() -> u64 {
         }
     }
     rl.rlim_cur
+}
+
+/// Start writing `file`'s dirty pages to disk without waiting for them
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which nix lacks): the queue's group commit
+/// starts every file of a batch before it fsyncs them. Errors show up in the fsync that
+/// must follow; this one's are ignored.
+pub fn start_writeback(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an open descriptor for the duration of the call; the call only starts
+    // writeback of its pages.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a

@@ -1,0 +1,194 @@
+//! mbox: one file, each message introduced by a `From SENDER  DATE` line and followed by
+//! an empty line. Local delivery writes body lines that begin with `From ` as `>From `
+//! (Postfix's `local(8)` quoting; readers do not unquote, Dovecot neither); messages saved
+//! by IMAP APPEND and COPY are written as Dovecot 2.3 writes them, unquoted, with a
+//! `Content-Length:` that says where the body ends. A `From ` line after an empty line
+//! starts a message unless the previous message's `Content-Length:` holds and reaches
+//! past it (Dovecot's `istream_raw_mbox_is_valid_from()`).
+//!
+//! Dovecot's metadata lives in the messages' headers, hidden from clients (`X-IMAPbase`,
+//! `X-UID`, `Status`, `X-Status`, `X-Keywords`), padded for later in-place rewrites as
+//! Dovecot pads them, so that Dovecot and Postern can take over from each other.
+//!
+//! The parts, by role:
+//! * [`scan`]: the file split into messages in one bounded pass (offsets, metadata, sizes
+//!   clients see, `From ` line times), checked against a whole-buffer reference.
+//! * [`meta`]: Dovecot's metadata headers: read, UIDs given, written with its padding.
+//! * [`rewrite`]: the in-place streaming rewrite (metadata, expunge), kill-safe, checked
+//!   against a whole-buffer reference.
+//! * [`index`]: [`MboxBox`], a session's index of the box (open, resync, flag updates in
+//!   place or by rewrite, expunge), and [`MboxMessage`], one message opened for reading.
+//! * [`append`]: local delivery, IMAP APPEND/COPY, moving all messages to another mbox.
+//! * Here: the options, opening and locking (dotlock and `fcntl`, Postfix's `safe_open`
+//!   checks), and the time stamp a same-size rewrite must still change.
+//!
+//! Known differences: Dovecot gives a run of messages that lack space the padding of the
+//! whole run spread over them, writes `Status: O` lazily into any header it rewrites
+//! once a session has seen the messages (Postern only into the headers whose flags a
+//! session changes: Postern keeps \Recent in its index), and requires a `From ` line to
+//! carry a date to start a message (Postern: any `From ` line after an empty line).
+
+mod append;
+mod index;
+mod meta;
+mod rewrite;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::MailboxError;
+use super::lock::{DotLock, dotlock, fcntl_lock};
+
+pub use append::{MboxSave, append, deliver_mbox, format_for_append, move_all};
+pub use index::{MboxBox, MboxFlags, MboxMessage, MboxMsg};
+pub use scan::from_line_time;
+
+/// How an mbox is locked and checked.
+#[derive(Debug, Clone)]
+pub struct MboxOptions {
+    /// Take the `NAME.lock` dotlock as well as `fcntl` (both by default; Dovecot's
+    /// `mbox_write_locks` names `dotlock`).
+    pub dotlock: bool,
+    /// Dovecot's `mail_privileged_group`, resolved: the group a dotlock the user may not
+    /// create in the INBOX's directory is created with (`/var/mail` root:mail 0775).
+    pub privileged_gid: Option<u32>,
+    /// The mail root (`mail_location`'s first path). Dovecot locks with the privileged
+    /// group only an INBOX outside it; `None`: no root known (delivery), allowed.
+    pub mail_root: Option<PathBuf>,
+    /// Where a dotlock that could not be created is reported (Dovecot's `Error: Mailbox
+    /// INBOX: file_dotlock_create(…) failed: Permission denied (…)`); the operation then
+    /// goes on under `fcntl` alone, as Dovecot's does.
+    pub lock_errors: Option<super::lock::LockErrors>,
+    /// How long to wait for each lock (Dovecot's `mbox_lock_timeout`, 5 min).
+    pub lock_timeout: Duration,
+    /// For delivery: Postfix's `deliver_lock_attempts` × `deliver_lock_delay` instead of
+    /// `lock_timeout`, and Postfix's words when the lock cannot be had
+    /// ([`MailboxError::LockFailed`]).
+    pub delivery_lock: Option<super::lock::DeliveryLock>,
+    /// `stale_lock_time`: a dotlock older than this is removed (one whose process is gone
+    /// at once).
+    pub stale_lock_time: Duration,
+    /// For delivery: the uid the file must belong to (`None`: not checked).
+    pub expected_owner: Option<u32>,
+    /// For delivery: the mode of a newly created file.
+    pub create_mode: u32,
+}
+
+impl Default for MboxOptions {
+    fn default() -> Self {
+        MboxOptions {
+            dotlock: true,
+            privileged_gid: None,
+            mail_root: None,
+            lock_errors: None,
+            lock_timeout: Duration::from_secs(300),
+            delivery_lock: None,
+            stale_lock_time: super::lock::STALE_DOTLOCK,
+            expected_owner: None,
+            create_mode: 0o600,
+        }
+    }
+}
+
+/// Both write locks on an open mbox; released on drop (the dotlock is removed, the
+/// fcntl lock goes with the file).
+pub(super) struct Locked {
+    pub(super) file: File,
+    pub(super) _dot: Option<DotLock>,
+}
+
+pub(super) fn open_locked(
+    path: &Path,
+    opts: &MboxOptions,
+    create: bool,
+) -> Result<Locked, MailboxError> {
+    let dot = if opts.dotlock {
+        Some(dotlock(path, opts)?)
+    } else {
+        None
+    };
+    let file = open_file(path, true, create, opts)?;
+    check_file(&file, path, opts)?;
+    match opts.delivery_lock {
+        Some(d) => super::lock::fcntl_lock_delivery(&file, path, d)?,
+        None => fcntl_lock(&file, path, true, opts.lock_timeout)?,
+    }
+    Ok(Locked { file, _dot: dot })
+}
+
+/// Open the mbox without following a symlink, for reading and, with `write`, writing
+/// (created if `create`).
+pub(super) fn open_file(
+    path: &Path,
+    write: bool,
+    create: bool,
+    opts: &MboxOptions,
+) -> Result<File, MailboxError> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(write && create)
+        .mode(opts.create_mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                MailboxError::Unsafe(path.to_path_buf(), "file is a symbolic link".into())
+            } else {
+                MailboxError::io(path, e)
+            }
+        })
+}
+
+/// Refuse anything but a plain file with one link, owned as expected, and still the file
+/// the path names (Postfix's `safe_open` checks).
+pub(super) fn check_file(file: &File, path: &Path, opts: &MboxOptions) -> Result<(), MailboxError> {
+    let st = file.metadata().map_err(|e| MailboxError::io(path, e))?;
+    let unsafe_ = |why: &str| MailboxError::Unsafe(path.to_path_buf(), why.to_string());
+    if !st.file_type().is_file() {
+        return Err(unsafe_("is not a regular file"));
+    }
+    // Postfix's safe_open() words.
+    if st.nlink() != 1 {
+        return Err(unsafe_(&format!("file has {} hard links", st.nlink())));
+    }
+    if let Some(uid) = opts.expected_owner
+        && st.uid() != uid
+    {
+        return Err(unsafe_(&format!("is owned by uid {}, not {uid}", st.uid())));
+    }
+    let lst = std::fs::symlink_metadata(path).map_err(|e| MailboxError::io(path, e))?;
+    if lst.dev() != st.dev() || lst.ino() != st.ino() {
+        return Err(unsafe_("file status changed unexpectedly"));
+    }
+    Ok(())
+}
+
+/// After a rewrite that left the file's size as it was, make sure its modification time
+/// (in seconds) changed too: Dovecot's index notices a changed mbox by mtime and size
+/// only (`mbox_sync_has_changed()`), so a same-size rewrite within the second Dovecot last
+/// looked would go unseen. Dovecot itself waits for the next second; the time is set to
+/// the next second instead (at most one second ahead of the clock), with the clock's
+/// nanoseconds, so that Postern sessions, which compare times to the nanosecond, never
+/// see two states of the file with one time.
+pub(super) fn touch_if_same(file: &File, before: &std::fs::Metadata) {
+    let Ok(after) = file.metadata() else {
+        return;
+    };
+    if after.len() != before.len() || after.mtime() != before.mtime() {
+        return;
+    }
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let secs = u64::try_from(before.mtime() + 1).unwrap_or(0);
+    let t = UNIX_EPOCH + Duration::new(secs, ns);
+    // The access time is left as it is.
+    let _ = file.set_times(std::fs::FileTimes::new().set_modified(t));
+}
