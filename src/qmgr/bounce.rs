@@ -311,6 +311,7 @@ pub fn send(
     );
     queue.release_queue_id(&id);
     res?;
+    crate::queue::trigger::wake(&s.queue_directory, crate::queue::trigger::SCAN_INCOMING);
     if let Some(mid) = cleaned.message_id {
         crate::log::info(&s.cleanup_ident, &format!("{id}: message-id={mid}"));
     }

@@ -34,8 +34,12 @@
 //! window too.
 //!
 //! # Scheduling
-//! New mail is picked up within `QUEUE_POLL` (XXX cleanup does not notify the qmgr yet, so
-//! `incoming/` is polled). Deferred files carry their next attempt time as their modification
+//! New mail is picked up when its writer wakes the queue manager through `public/qmgr`
+//! ([`crate::queue::trigger`]: the queue writer once per group commit, as Postfix's cleanup
+//! triggers qmgr, `sendmail`/`postdrop`, `postqueue`, `postsuper -r`, bounces written here);
+//! wake-ups that arrive during a scan are served by one scan. `incoming/` and `maildrop/` are
+//! also scanned every `min(queue_run_delay, 60s)` (every 200 ms when the FIFO cannot be
+//! opened). Deferred files carry their next attempt time as their modification
 //! time, as in Postfix: `now + clamp(time in queue, minimal_backoff_time,
 //! maximal_backoff_time)`; `deferred/` is scanned every `queue_run_delay`. A message older
 //! than `maximal_queue_lifetime` (`bounce_queue_lifetime` for `<>` senders) is returned.
@@ -147,8 +151,14 @@ use crate::log;
 use crate::queue::store::Store;
 use crate::queue::{QueueFileError, QueuedMessage, mark_recipient_done, read_queue_file};
 
-/// How often `incoming/` and `maildrop/` are looked at.
+/// How often `incoming/` and `maildrop/` are looked at when the FIFO cannot be listened
+/// on, and parked messages handed back while some wait ([`Limiter::kick`]).
 const QUEUE_POLL: Duration = Duration::from_millis(200);
+
+/// The longest time between two scans of `incoming/` and `maildrop/` without a wake-up
+/// (bounded by `queue_run_delay`): Postfix's pickup wakes every 60 s (master.cf), its qmgr
+/// scans `incoming/` when triggered.
+const FALLBACK_SCAN: Duration = Duration::from_secs(60);
 
 /// Held (shared) by each delivery; taken exclusively when the master goes away, so that the
 /// process exits between deliveries, never in the middle of one.
@@ -169,26 +179,7 @@ pub fn wanted(cfg: &PostfixConfig) -> bool {
 /// Wake a running queue manager through its FIFO (`postfix flush`, `postqueue -f`,
 /// `sendmail`); `b'F'` also retries all deferred mail. Returns whether one was listening.
 pub fn wake(queue_directory: &Path, what: u8) -> bool {
-    let fifo = queue_directory.join("public/qmgr");
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags_nonblock()
-        .open(&fifo)
-    {
-        Ok(mut f) => std::io::Write::write_all(&mut f, &[what]).is_ok(),
-        Err(_) => false,
-    }
-}
-
-trait NonBlock {
-    fn custom_flags_nonblock(&mut self) -> &mut Self;
-}
-
-impl NonBlock for std::fs::OpenOptions {
-    fn custom_flags_nonblock(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NONBLOCK)
-    }
+    crate::queue::trigger::wake(queue_directory, what)
 }
 
 /// Settings read from main.cf.
@@ -682,6 +673,11 @@ impl Limiter {
             .push_back(job);
     }
 
+    /// Whether any message waits for a destination slot.
+    fn has_parked(&self) -> bool {
+        !self.lock().parked.is_empty()
+    }
+
     /// Hand parked messages back for every destination with free slots (as many as are
     /// free). The release of a slot hands one back at once ([`Slot`]'s drop); this is the
     /// safety net, run at each queue poll, for a message handed back that then took no
@@ -901,8 +897,8 @@ pub fn main(args: &[String]) -> i32 {
             }
         });
     }
-    start_fifo_listener(&settings.queue_directory, tx);
-    let code = run(settings, config_dir, rx);
+    let listening = start_fifo_listener(&settings.queue_directory, tx);
+    let code = run(settings, config_dir, rx, listening);
     log::flush();
     code
 }
@@ -947,7 +943,8 @@ fn lock_queue(queue_directory: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
-fn start_fifo_listener(queue_directory: &Path, tx: mpsc::Sender<Event>) {
+/// Whether the FIFO is listened on (otherwise the queue is polled every `QUEUE_POLL`).
+fn start_fifo_listener(queue_directory: &Path, tx: mpsc::Sender<Event>) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     // The master makes public/qmgr (mail_owner's, 0622) before starting us; this covers a
     // queue manager started without it.
@@ -958,29 +955,30 @@ fn start_fifo_listener(queue_directory: &Path, tx: mpsc::Sender<Event>) {
                 "postfix/qmgr",
                 &format!("{}: {e}", queue_directory.join("public/qmgr").display()),
             );
-            return;
+            return false;
         }
     };
+    // Opened read-write so that it never reads end of file when writers come and go.
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&fifo)
+    else {
+        return false;
+    };
     std::thread::spawn(move || {
-        // Opened read-write so that it never reads end of file when writers come and go.
-        let Ok(mut f) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&fifo)
-        else {
-            return;
-        };
-        let mut b = [0u8; 64];
+        let mut b = [0u8; 256];
         while let Ok(n) = f.read(&mut b) {
             if n == 0 {
                 break;
             }
             let _ = tx.send(Event::Wake {
-                flush: b[..n].contains(&b'F'),
+                flush: b[..n].contains(&crate::queue::trigger::FLUSH_DEAD),
             });
         }
     });
+    true
 }
 
 /// Make `queue_directory/public/qmgr`, the FIFO that `postqueue -f`, `postfix flush` and
@@ -1025,6 +1023,7 @@ fn run(
     mut settings: Arc<QmgrSettings>,
     config_dir: Option<PathBuf>,
     rx: mpsc::Receiver<Event>,
+    listening: bool,
 ) -> i32 {
     let qdir = settings.queue_directory.clone();
     for q in ["active", "deferred", "incoming", "maildrop"] {
@@ -1097,35 +1096,73 @@ fn run(
         submit(path, id);
     }
     let mut last_deferred_scan = SystemTime::UNIX_EPOCH;
+    // incoming/ and maildrop/ are scanned when a writer wakes us (the queue writer after
+    // each group commit, pickup's submitters, postqueue), and every FALLBACK_SCAN anyway.
+    let mut scan_new = true;
+    let mut last_new_scan = std::time::Instant::now();
     loop {
-        for (id, path) in list_queue(&qdir.join("maildrop"), false) {
-            pickup(&settings, &path, &qdir, &id);
-        }
-        for (id, path) in list_queue(&qdir.join("incoming"), false) {
-            if let Some(p) = activate(&path, &qdir, &id) {
-                submit(p, id);
+        if scan_new {
+            last_new_scan = std::time::Instant::now();
+            for (id, path) in list_queue(&qdir.join("maildrop"), false) {
+                pickup(&settings, &path, &qdir, &id);
             }
-        }
-        let mut flush = false;
-        settings.limiter.kick();
-        match rx.recv_timeout(QUEUE_POLL) {
-            Ok(Event::Reload) => {
-                // Every table is read again, as Postfix's daemons are restarted (a table
-                // that could not be opened is tried again at once).
-                crate::maps::cache::global().clear();
-                if let Ok(cfg) = crate::config::postfix::load_config(config_dir.as_deref()) {
-                    let _ = log::configure(&cfg);
-                    let mut fresh = QmgrSettings::from_config(&cfg);
-                    fresh.limiter = settings.limiter.clone();
-                    settings = Arc::new(fresh);
-                    if let Ok(mut s) = shared.lock() {
-                        *s = settings.clone();
-                    }
+            for (id, path) in list_queue(&qdir.join("incoming"), false) {
+                if let Some(p) = activate(&path, &qdir, &id) {
+                    submit(p, id);
                 }
             }
-            Ok(Event::Wake { flush: f }) => flush = f,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return 0,
+        }
+        settings.limiter.kick();
+        let new_every = if listening {
+            FALLBACK_SCAN.min(settings.queue_run_delay)
+        } else {
+            QUEUE_POLL
+        };
+        let deferred_in = last_deferred_scan
+            .elapsed()
+            .map(|e| settings.queue_run_delay.saturating_sub(e))
+            .unwrap_or_default();
+        let mut timeout = new_every
+            .saturating_sub(last_new_scan.elapsed())
+            .min(deferred_in);
+        if settings.limiter.has_parked() {
+            timeout = timeout.min(QUEUE_POLL);
+        }
+        let mut flush = false;
+        scan_new = false;
+        let mut event = rx.recv_timeout(timeout);
+        loop {
+            match event {
+                Ok(Event::Reload) => {
+                    // Every table is read again, as Postfix's daemons are restarted (a table
+                    // that could not be opened is tried again at once).
+                    crate::maps::cache::global().clear();
+                    if let Ok(cfg) = crate::config::postfix::load_config(config_dir.as_deref()) {
+                        let _ = log::configure(&cfg);
+                        let mut fresh = QmgrSettings::from_config(&cfg);
+                        fresh.limiter = settings.limiter.clone();
+                        settings = Arc::new(fresh);
+                        if let Ok(mut s) = shared.lock() {
+                            *s = settings.clone();
+                        }
+                    }
+                }
+                Ok(Event::Wake { flush: f }) => {
+                    scan_new = true;
+                    flush |= f;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return 0,
+            }
+            // Wake-ups that came meanwhile are taken with this one: one scan for them all.
+            event = match rx.try_recv() {
+                Ok(e) => Ok(e),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            };
+        }
+        if last_new_scan.elapsed() >= new_every {
+            scan_new = true;
         }
         let due = last_deferred_scan
             .elapsed()
