@@ -324,9 +324,6 @@ const UNSAFE_ALLOWED: &[&str] = &[
     "src/mailbox/mod.rs: mod mbox",
     "src/maps/mod.rs: mod indexed",
     "src/maps/mod.rs: mod regexp",
-    "src/qmgr/mod.rs: fn lock_queue",
-    "src/qmgr/mod.rs: mod local_client",
-    "src/qmgr/mod.rs: mod local_server",
     "src/queue/mod.rs: mod writer",
 ];
 

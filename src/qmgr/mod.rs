@@ -131,9 +131,7 @@
 
 pub mod bounce;
 pub mod defer;
-#[allow(unsafe_code)]
 pub mod local_client;
-#[allow(unsafe_code)]
 pub mod local_server;
 pub use crate::resolve::route;
 
@@ -907,17 +905,15 @@ pub fn main(args: &[String]) -> i32 {
 /// opened for this queue manager (the `pid/` directory is root's).
 pub const LOCK_FD_ENV: &str = "POSTERN_QMGR_LOCK_FD";
 
-#[allow(unsafe_code)] // XXX(issue 16 item 4): the inherited descriptor, not yet behind sys.
 fn lock_queue(queue_directory: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
     let inherited = std::env::var(LOCK_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
         .filter(|fd| *fd > 2);
     let f = match inherited {
-        // SAFETY: the master opened this descriptor for us alone.
+        // The master opened this descriptor for us alone.
         Some(fd) => {
-            let f = unsafe { std::fs::File::from_raw_fd(fd) };
+            let f = std::fs::File::from(crate::sys::take_inherited_fd(fd));
             let _ = nix::fcntl::fcntl(
                 &f,
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),

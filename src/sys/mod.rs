@@ -5,6 +5,7 @@
 //! [`fsid`]: a thread's filesystem uid/gid switched to a mail user's.
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
+//! [`fdpass`]: datagrams carrying descriptors, and waiting on several descriptors.
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
@@ -15,6 +16,7 @@
 pub mod child;
 pub mod detach;
 pub mod dl;
+pub mod fdpass;
 pub mod fsid;
 pub mod mem;
 pub mod net;
