@@ -442,7 +442,21 @@ fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
     assert!(mbox.contains(&format!("\nReporting-MTA: dns; mail.example.test\nX-Postfix-Queue-ID: {id}\nX-Postfix-Sender: rfc822; postern-ra@mail.example.test\n")), "{mbox}");
     assert!(mbox.contains("\nFinal-Recipient: rfc822; nosuch@mail.example.test\nOriginal-Recipient: rfc822;nosuch@mail.example.test\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: X-Postfix; unknown user: \"nosuch\"\n"), "{mbox}");
     assert!(mbox.contains("\nContent-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\nReturn-Path: <postern-ra@mail.example.test>\n"), "{mbox}");
-    // The remote recipient waits in deferred/ with its reason, as mailq shows it.
+    // The remote recipient waits in deferred/ with its reason, as mailq shows it. The bounce
+    // is queued (and the queue manager woken for it) before the message moves to deferred/,
+    // so its delivery may come first: wait for the move.
+    let deferred = inst
+        .dir
+        .path()
+        .join("spool/deferred")
+        .join(&id[..1])
+        .join(&id);
+    for _ in 0..200 {
+        if deferred.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let conf = inst.config_dir().display().to_string();
     let listing = String::from_utf8(run_postern("mailq", &["-C", &conf], b"").stdout).unwrap();
     assert!(

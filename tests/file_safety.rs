@@ -393,6 +393,12 @@ fn a_queue_file_planted_in_maildrop_loses_its_forged_records_as_with_postfix_pic
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o744)).expect("chmod");
         std::fs::rename(&tmp, spool.join("maildrop").join(id)).expect("rename");
     }
+    // Wake the pickup role as postdrop does (one byte into public/qmgr; anyone may write it).
+    let woken = std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool.join("public/qmgr"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"W"));
+    assert!(woken.is_ok(), "{woken:?}");
     let log = inst.wait_log_until(Duration::from_secs(60), |l| {
         l.contains("to=<pst-other@localhost>") && l.contains("to=<nobody@[192.0.2.1]>")
     });

@@ -178,6 +178,11 @@ pub fn postsuper_main(args: &[String]) -> i32 {
                 }
             }
         }
+        // Requeued mail waits in maildrop/: the queue manager takes it up now (Postfix's
+        // pickup would at its next 60 s wake-up).
+        if kind == SuperOp::Requeue && n > 0 {
+            crate::qmgr::wake(&qdir, crate::queue::trigger::WAKEUP);
+        }
         let summary = match kind {
             SuperOp::Delete => format!("Deleted: {n} message{}", plural(n)),
             SuperOp::Hold => format!("Placed on hold: {n} message{}", plural(n)),

@@ -302,7 +302,9 @@ pub fn send(
             Ok(built.message_id)
         });
     queue.release_queue_id(&id);
-    if let Some(mid) = res? {
+    let mid = res?;
+    crate::queue::trigger::wake(&s.queue_directory, crate::queue::trigger::SCAN_INCOMING);
+    if let Some(mid) = mid {
         crate::log::info(&s.cleanup_ident, &format!("{id}: message-id={mid}"));
     }
     Ok(id.as_str().to_string())

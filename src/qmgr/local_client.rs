@@ -4,7 +4,7 @@
 //! deliveries run in the queue manager's own process, with its own rights.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use super::local_server::{Agent, FD_ENV, Reply, Request};
@@ -20,8 +20,8 @@ pub fn init_from_env() {
         .and_then(|v| v.parse::<RawFd>().ok())
         .filter(|fd| *fd > 2)
         .map(|fd| {
-            // SAFETY: the master passed this descriptor to us alone.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // The master passed this descriptor to us alone.
+            let fd = crate::sys::take_inherited_fd(fd);
             let _ = nix::fcntl::fcntl(
                 &fd,
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),

@@ -52,7 +52,9 @@
 //! children and exits. Not started as root, it runs the same way without switching users.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::MsgFlags;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -213,8 +215,8 @@ pub fn main(args: &[String]) -> i32 {
         );
         return 1;
     };
-    // SAFETY: the master passed this descriptor to us alone.
-    let ctl = unsafe { OwnedFd::from_raw_fd(ctl) };
+    // The master passed this descriptor to us alone.
+    let ctl = crate::sys::take_inherited_fd(ctl);
     let _ = nix::fcntl::fcntl(
         &ctl,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
@@ -230,39 +232,35 @@ pub fn main(args: &[String]) -> i32 {
         // Stop taking requests while some wait: the queue manager's sends then wait too.
         let take = ctl_open && waiting.is_empty();
         if take {
-            fds.push(pollfd(ctl.as_raw_fd()));
+            fds.push(ctl.as_raw_fd());
         }
         if stdin_open {
-            fds.push(pollfd(libc::STDIN_FILENO));
+            fds.push(libc::STDIN_FILENO);
         }
         let first_worker = fds.len();
-        fds.extend(workers.iter().map(|w| pollfd(w.sock.as_raw_fd())));
-        // SAFETY: poll on descriptors this process holds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        fds.extend(workers.iter().map(|w| w.sock.as_raw_fd()));
+        let ready = match crate::sys::fdpass::poll_in(&fds, 1000) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::fatal(ident, &format!("poll: {e}"));
+                break;
             }
-            log::fatal(ident, &format!("poll: {e}"));
-            break;
-        }
+        };
         // Workers: `I` (idle again) or end of file (gone).
         let mut gone = Vec::new();
         for (i, w) in workers.iter_mut().enumerate() {
-            if fds[first_worker + i].revents == 0 {
+            if !ready[first_worker + i] {
                 continue;
             }
             let mut b = [0u8; 16];
-            // SAFETY: reading into our buffer from a socket we hold.
-            let r = unsafe { libc::recv(w.sock.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
-            if r > 0 {
-                w.busy = false;
-                w.idle_since = std::time::Instant::now();
-            } else if r == 0
-                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-            {
-                gone.push(i);
+            match nix::sys::socket::recv(w.sock.as_raw_fd(), &mut b, MsgFlags::empty()) {
+                Ok(n) if n > 0 => {
+                    w.busy = false;
+                    w.idle_since = std::time::Instant::now();
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                _ => gone.push(i),
             }
         }
         for i in gone.into_iter().rev() {
@@ -270,10 +268,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         // Idle too long: closing its socket ends it.
         workers.retain(|w| w.busy || w.idle_since.elapsed() < MAX_IDLE);
-        if stdin_open
-            && let Some(p) = fds.iter().find(|p| p.fd == libc::STDIN_FILENO)
-            && p.revents != 0
-        {
+        if stdin_open && ready[usize::from(take)] {
             let mut b = [0u8; 64];
             match std::io::stdin().read(&mut b) {
                 Ok(0) | Err(_) => stdin_open = false,
@@ -295,7 +290,7 @@ pub fn main(args: &[String]) -> i32 {
                 }
             }
         }
-        if take && fds[0].revents != 0 {
+        if take && ready[0] {
             match recv_request(ctl.as_raw_fd()) {
                 Ok(Some((data, Some(fd)))) if Request::get(&mut Dec(&data)).is_some() => {
                     waiting.push_back((data, fd));
@@ -307,8 +302,11 @@ pub fn main(args: &[String]) -> i32 {
                     ctl_open = false;
                     workers.retain(|w| w.busy);
                     for w in &mut workers {
-                        // SAFETY: half-close: the worker ends after its delivery.
-                        unsafe { libc::shutdown(w.sock.as_raw_fd(), libc::SHUT_WR) };
+                        // Half-close: the worker ends after its delivery.
+                        let _ = nix::sys::socket::shutdown(
+                            w.sock.as_raw_fd(),
+                            nix::sys::socket::Shutdown::Write,
+                        );
                     }
                 }
                 Err(e)
@@ -327,7 +325,7 @@ pub fn main(args: &[String]) -> i32 {
             let idle = match workers.iter().position(|w| !w.busy) {
                 Some(i) => Some(i),
                 None if workers.len() < state.max_children => {
-                    match start_worker(&state, ctl.as_raw_fd()) {
+                    match start_worker(&state) {
                         Ok(w) => {
                             workers.push(w);
                             Some(workers.len() - 1)
@@ -346,7 +344,11 @@ pub fn main(args: &[String]) -> i32 {
                 }
             };
             let Some(i) = idle else { continue };
-            match send_with_fd(workers[i].sock.as_raw_fd(), &data, fd.as_raw_fd()) {
+            match crate::sys::fdpass::send_with_fd(
+                workers[i].sock.as_raw_fd(),
+                &data,
+                fd.as_raw_fd(),
+            ) {
                 Ok(()) => workers[i].busy = true,
                 Err(_) => {
                     workers.remove(i);
@@ -364,17 +366,9 @@ pub fn main(args: &[String]) -> i32 {
     0
 }
 
-fn pollfd(fd: RawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
 /// Fork a worker: it serves requests from its socket until that closes or it has served
 /// [`MAX_USE`].
-fn start_worker(state: &State, ctl: RawFd) -> Result<Worker, String> {
+fn start_worker(state: &State) -> Result<Worker, String> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     let (mine, theirs) = socketpair(
         AddressFamily::Unix,
@@ -383,30 +377,21 @@ fn start_worker(state: &State, ctl: RawFd) -> Result<Worker, String> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| format!("socketpair: {}", e.desc()))?;
-    // SAFETY: this process is single-threaded; the child leaves with _exit.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {}", e.desc()))? {
-        nix::unistd::ForkResult::Child => {
-            drop(mine);
-            // SAFETY: the queue manager's channel and the master's pipe belong to the
-            // parent; closing our copies.
-            unsafe {
-                libc::close(ctl);
-                libc::close(libc::STDIN_FILENO);
-            }
-            // Other workers' sockets came along with the fork: close them.
-            crate::sys::child::close_from(3, &[theirs.as_raw_fd()]);
-            worker_main(state, theirs)
-        }
-        nix::unistd::ForkResult::Parent { .. } => Ok(Worker {
-            sock: mine,
-            busy: false,
-            idle_since: std::time::Instant::now(),
-        }),
-    }
+    // This process is single-threaded. In the child, the queue manager's channel (`ctl`),
+    // the master's pipe, our end and other workers' sockets are closed: they are the
+    // parent's.
+    let keep = theirs.as_raw_fd();
+    crate::sys::child::fork_worker(keep, move || worker_main(state, theirs))?;
+    Ok(Worker {
+        sock: mine,
+        busy: false,
+        idle_since: std::time::Instant::now(),
+    })
 }
 
 /// A worker's life: one request at a time, then `I` to the parent.
-fn worker_main(state: &State, sock: OwnedFd) -> ! {
+/// Returns the worker's exit status.
+fn worker_main(state: &State, sock: OwnedFd) -> i32 {
     std::panic::set_hook(Box::new(|_| {}));
     // Single-threaded for good: mailbox and file writes switch the effective ids in place.
     crate::sys::child::allow_eugid_switch();
@@ -419,8 +404,7 @@ fn worker_main(state: &State, sock: OwnedFd) -> ! {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 _ => {
                     crate::mailbox::lock::remove_link_sources();
-                    // SAFETY: ends the forked copy without the parent's exit handlers.
-                    unsafe { libc::_exit(0) }
+                    return 0;
                 }
             }
         };
@@ -433,22 +417,12 @@ fn worker_main(state: &State, sock: OwnedFd) -> ! {
         if used == MAX_USE {
             break;
         }
-        // SAFETY: one byte to our own socket.
-        let sent = unsafe {
-            libc::send(
-                sock.as_raw_fd(),
-                b"I".as_ptr().cast(),
-                1,
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent != 1 {
+        if nix::sys::socket::send(sock.as_raw_fd(), b"I", MsgFlags::MSG_NOSIGNAL) != Ok(1) {
             break;
         }
     }
     crate::mailbox::lock::remove_link_sources();
-    // SAFETY: ends the forked copy without the parent's exit handlers.
-    unsafe { libc::_exit(0) }
+    0
 }
 
 /// Collect exited workers (and the delivery children they leave) without waiting.
@@ -473,46 +447,16 @@ fn reap_blocking() -> bool {
     }
 }
 
-/// Send one datagram with one descriptor.
-fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> std::io::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let iov = [std::io::IoSlice::new(data)];
-    let fds = [fd];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
-        .map(|_| ())
-        .map_err(std::io::Error::from)
-}
-
-/// One request datagram and its descriptor; `None` when the other end has closed.
+/// One request datagram and its descriptor; `None` when the other end has closed; an
+/// empty request without descriptor when it was not one datagram with one descriptor.
 fn recv_request(sock: RawFd) -> std::io::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(std::io::Error::from)?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    if let Ok(cm) = msg.cmsgs() {
-        for c in cm {
-            if let ControlMessageOwned::ScmRights(v) = c {
-                // SAFETY: each descriptor was just received and is owned by nobody else.
-                fds.extend(v.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
-            }
-        }
-    }
-    let n = msg.bytes;
-    let truncated = msg
-        .flags
-        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-    if n == 0 && fds.is_empty() {
+    let Some(mut r) = crate::sys::fdpass::recv_with_fds(sock, MAX_REQUEST, 2)? else {
         return Ok(None);
-    }
-    if truncated || fds.len() != 1 {
+    };
+    if r.truncated || r.fds.len() != 1 {
         return Ok(Some((Vec::new(), None)));
     }
-    buf.truncate(n);
-    Ok(Some((buf, fds.pop())))
+    Ok(Some((r.data, r.fds.pop())))
 }
 
 /// Deliver one request and write the answer to its socket.

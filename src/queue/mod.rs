@@ -19,6 +19,9 @@
 //! [`Queue::open`]. Writers of one file at a time (pickup, bounce, `sendmail`, `postdrop`)
 //! take the same steps through [`store::write_durable`], and every move between queues
 //! (hold, release, requeue, defer, activate, delete) goes through [`store::Store`]. The
+//! The writer wakes the queue manager after each batch ([`trigger`], cleanup's
+//! `QMGR_REQ_SCAN_INCOMING`), except for messages committed to be held
+//! ([`Queue::commit_held`]). The
 //! reader also treats a file without `u+x` (Postfix's convention for a
 //! file still being written) or without an end record as incomplete. A file is written with
 //! mode 0600 and made 0700 (complete) before its fsync, as Postfix's cleanup does.
@@ -67,6 +70,7 @@ pub mod header;
 pub mod id;
 pub mod record;
 pub mod store;
+pub mod trigger;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -684,9 +688,32 @@ impl Queue {
         client: &ClientInfo,
         message: Vec<u8>,
     ) -> anyhow::Result<()> {
-        let res = self.commit_inner(id, env, client, message).await;
+        let res = self.commit_inner(id, env, client, message, true).await;
         self.release_queue_id(id);
         res.map_err(anyhow::Error::from)
+    }
+
+    /// [`Queue::commit`] for a message to be held (smtpd's `HOLD` action): the queue manager
+    /// is not woken for it, and the committed file is then moved to `hold/`; the error of
+    /// that move is the second result (the message is queued in `incoming/` then, and
+    /// delivered). XXX the queue manager's periodic scan may still take it from `incoming/`
+    /// in the instant between the two steps (Postfix's cleanup writes it to `hold/` at once).
+    pub async fn commit_held(
+        &self,
+        id: &QueueId,
+        env: &Envelope,
+        client: &ClientInfo,
+        message: Vec<u8>,
+    ) -> anyhow::Result<std::io::Result<()>> {
+        let res = self.commit_inner(id, env, client, message, false).await;
+        self.release_queue_id(id);
+        res?;
+        let from = self.queue_file_path("incoming", id);
+        let held = self.store().hold(&from, id.as_str(), true);
+        if held.is_err() {
+            trigger::wake(&self.settings.queue_directory, trigger::SCAN_INCOMING);
+        }
+        Ok(held)
     }
 
     async fn commit_inner(
@@ -695,6 +722,7 @@ impl Queue {
         env: &Envelope,
         client: &ClientInfo,
         message: Vec<u8>,
+        wake: bool,
     ) -> Result<(), QueueError> {
         let data = self.build_file(id, env, client, &message, SystemTime::now())?;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -703,6 +731,7 @@ impl Queue {
             data,
             reserved: self.take_reserved_file(id),
             reply: tx,
+            wake,
         };
         {
             let w = match self.writer.lock() {

@@ -62,6 +62,8 @@ pub(crate) struct Job {
     /// to be written instead of a new one.
     pub reserved: Option<(PathBuf, File)>,
     pub reply: oneshot::Sender<io::Result<()>>,
+    /// Wake the queue manager once the batch holding it is committed ([`super::trigger`]).
+    pub wake: bool,
 }
 
 /// The most files written per batch.
@@ -76,6 +78,7 @@ pub(crate) fn spawn(dir: PathBuf, mode: SyncMode) -> io::Result<mpsc::Sender<Job
         .spawn(move || {
             let mut seq: u64 = 0;
             let mut pool = FsyncPool::default();
+            let mut trigger = dir.parent().map(super::trigger::Trigger::new);
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -84,7 +87,11 @@ pub(crate) fn spawn(dir: PathBuf, mode: SyncMode) -> io::Result<mpsc::Sender<Job
                         Err(_) => break,
                     }
                 }
+                let wake = batch.iter().any(|j| j.wake);
                 commit_batch(&dir, &dir_file, mode, &mut pool, batch, &mut seq);
+                if wake && let Some(t) = &mut trigger {
+                    t.pull(super::trigger::SCAN_INCOMING);
+                }
             }
         })?;
     Ok(tx)

@@ -1943,20 +1943,21 @@ impl Session {
             sasl_username: self.sasl_username.clone(),
             local_submission: self.local_header_rewrite_client(),
         };
-        match q.commit(&id, &env, &client, msg).await {
-            Ok(()) if t.hold => {
-                // HOLD: move the committed file to hold/ (XXX: qmgr may pick it up from
-                // incoming/ in the instant before; it is then delivered, not held).
-                let from = q.queue_file_path("incoming", &id);
-                if let Err(e) = q.store().hold(&from, id.as_str(), true) {
-                    log::warning(
-                        self.ident(),
-                        &format!("{id}: cannot move to the hold queue: {e}"),
-                    );
-                }
+        // HOLD: committed without waking the queue manager, then moved to hold/.
+        let committed = if t.hold {
+            q.commit_held(&id, &env, &client, msg).await.map(Some)
+        } else {
+            q.commit(&id, &env, &client, msg).await.map(|()| None)
+        };
+        match committed {
+            Ok(Some(Err(e))) => {
+                log::warning(
+                    self.ident(),
+                    &format!("{id}: cannot move to the hold queue: {e}"),
+                );
                 format!("250 2.0.0 Ok: queued as {id}")
             }
-            Ok(()) => format!("250 2.0.0 Ok: queued as {id}"),
+            Ok(_) => format!("250 2.0.0 Ok: queued as {id}"),
             Err(e) => {
                 let qe = e.downcast_ref::<queue::QueueError>();
                 let reply = qe

@@ -210,6 +210,25 @@ fn decode_answer<T: Wire>(data: &[u8]) -> Option<Result<T, String>> {
     Some(res)
 }
 
+/// Fork a long-lived worker: in the child, standard input and every descriptor from 3 up
+/// but `keep` are closed, `f` runs and its value is the child's exit status (`_exit`, none
+/// of the parent's exit handlers). Call it from a single-threaded process, as
+/// [`fork_call`]. Returns the child's PID.
+pub fn fork_worker(keep: i32, f: impl FnOnce() -> i32) -> Result<u32, String> {
+    // SAFETY: the caller is single-threaded; the child runs our code and leaves with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {}", e.desc()))? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: the parent's pipe from the master: the child does not read it.
+            unsafe { libc::close(libc::STDIN_FILENO) };
+            close_from(3, &[keep]);
+            let code = f();
+            // SAFETY: _exit ends this forked copy without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw() as u32),
+    }
+}
+
 /// Close every descriptor from `from` up, except those in `keep` (a forked child that must
 /// not hold its parent's sockets).
 pub fn close_from(from: i32, keep: &[i32]) {

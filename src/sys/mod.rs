@@ -7,6 +7,7 @@
 //! [`lmdb`]: an LMDB file mapped as Postfix's `lmdb:` tables open it.
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
+//! [`fdpass`]: datagrams carrying descriptors, and waiting on several descriptors.
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
 //! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
 //! [`regex`]: the C library's POSIX regular expressions, for `regexp:` tables.
@@ -19,6 +20,7 @@
 pub mod child;
 pub mod detach;
 pub mod dl;
+pub mod fdpass;
 pub mod fsid;
 pub mod lmdb;
 pub mod mem;

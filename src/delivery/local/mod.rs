@@ -356,14 +356,16 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
             return;
         }
     }
+    // One password-file lookup for both the .forward and the mailbox.
+    let pw = nix::unistd::User::from_name(&base);
     if !seen.contains(&base)
-        && let Ok(Some(pw)) = nix::unistd::User::from_name(&base)
-        && let Some(items) = read_forward(&pw)
+        && let Ok(Some(pw)) = &pw
+        && let Some(items) = read_forward(pw)
     {
         seen.push(base.clone());
         let saved = (ctx.privs, ctx.user.take());
         ctx.privs = (pw.uid.as_raw(), pw.gid.as_raw());
-        ctx.user = Some(pw);
+        ctx.user = Some(pw.clone());
         for item in items {
             expand_item(ctx, addr, &item, depth + 1, seen);
         }
@@ -371,7 +373,7 @@ fn expand_address(ctx: &mut Ctx<'_>, addr: &str, depth: usize, seen: &mut Vec<St
         seen.pop();
         return;
     }
-    deliver_user(ctx, addr, &base);
+    deliver_user(ctx, addr, &base, pw);
 }
 
 /// The sender for the members of alias `name` when `owner-name` is an alias as well; `Err`
@@ -478,7 +480,8 @@ fn expand_item(ctx: &mut Ctx<'_>, parent: &str, item: &str, depth: usize, seen: 
         };
         let base =
             strip_extension(local_part(&addr), &ctx.s.recipient_delimiter).to_ascii_lowercase();
-        deliver_user(ctx, &addr, &base);
+        let pw = nix::unistd::User::from_name(&base);
+        deliver_user(ctx, &addr, &base, pw);
     } else if let Some(file) = item.strip_prefix(":include:") {
         match std::fs::read_to_string(file.trim()) {
             Ok(text) => {
@@ -616,8 +619,14 @@ fn over_limit(path: &Path, add: usize, limit: u64) -> bool {
             > limit
 }
 
-fn deliver_user(ctx: &mut Ctx<'_>, addr: &str, user: &str) {
-    let pw = match nix::unistd::User::from_name(user) {
+/// Deliver to `user`'s mailbox; `pw` is its password-file entry, looked up by the caller.
+fn deliver_user(
+    ctx: &mut Ctx<'_>,
+    addr: &str,
+    user: &str,
+    pw: nix::Result<Option<nix::unistd::User>>,
+) {
+    let pw = match pw {
         Ok(Some(pw)) => pw,
         Ok(None) if !ctx.s.luser_relay.is_empty() && !ctx.lusered => {
             // Postfix's deliver_unknown(): the luser_relay address, with $user, $local,
