@@ -23,20 +23,13 @@ const STREAM_ABOVE: u64 = 1 << 20;
 
 /// `01-Dec-2026 10:00:00 +0000` in the server's time zone (Dovecot's `imap_to_datetime`).
 pub(crate) fn imap_datetime(t: i64) -> String {
-    let tt = t as libc::time_t;
-    // SAFETY: a zeroed `tm` is valid and localtime_r fills it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&tt, &mut tm) };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    let tm = crate::sys::time::local(t).unwrap_or_else(crate::sys::time::blank_tm);
     let off = tm.tm_gmtoff / 60;
     let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
     format!(
         "{:02}-{}-{:04} {:02}:{:02}:{:02} {sign}{:02}{:02}",
         tm.tm_mday,
-        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
+        crate::sys::time::MONTHS[tm.tm_mon.rem_euclid(12) as usize],
         tm.tm_year + 1900,
         tm.tm_hour,
         tm.tm_min,

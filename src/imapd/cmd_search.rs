@@ -75,11 +75,7 @@ fn meta_of(
 
 /// The server's UTC offset (minutes) at `t`, the zone INTERNALDATE is shown in.
 fn local_offset_minutes(t: i64) -> i64 {
-    let tt = t as libc::time_t;
-    // SAFETY: a zeroed `tm` is valid and localtime_r fills it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&tt, &mut tm) };
+    let tm = crate::sys::time::local(t).unwrap_or_else(crate::sys::time::blank_tm);
     tm.tm_gmtoff / 60
 }
 

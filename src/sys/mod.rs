@@ -6,7 +6,8 @@
 //! [`child`]: work done in a forked child under the recipient's credentials.
 //! [`wire`]: the encoding of what Postern's processes send each other.
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
-//! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
+//! [`mem`]: hints to the kernel and the allocator about memory no longer needed; a file
+//! mapped read-only into memory.
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
 //! Below: this process's ID without a system call per log line, signal dispositions, the
 //! environment, a standard output whose reader left, descriptors inherited from a parent,
