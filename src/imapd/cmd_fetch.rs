@@ -15,7 +15,7 @@ use super::message::fetch::{self, FetchAtt, SectionText};
 use super::message::mime::Message;
 use super::reader::Arg;
 use super::seqset::SeqSet;
-use super::session::{Client, Done, Session, bad_cmd, flag_list};
+use super::session::{Done, Session, bad_cmd, flag_list};
 use crate::mailbox::{FlagOp, Flags, MailboxError};
 
 /// A message up to this size is read whole for a `BODY[]` (its CRLF size checked).
@@ -163,7 +163,7 @@ enum Body {
     Failed,
 }
 
-impl<C: Client> Session<C> {
+impl Session {
     pub(crate) fn cmd_fetch(&mut self, args: &[Arg], uid: bool) -> Done {
         let name = if uid { "UID FETCH" } else { "FETCH" };
         let (Some(set), true, true) = (
@@ -402,7 +402,7 @@ impl<C: Client> Session<C> {
                 self.out.raw(format!("UID {}", m.uid).as_bytes());
             }
             self.out.raw(b")\r\n");
-            self.out.maybe_flush(&mut self.io);
+            self.out.maybe_flush();
             if failure.is_some() || self.out.broken {
                 break;
             }
@@ -619,7 +619,7 @@ impl<C: Client> Session<C> {
         self.out
             .raw(format!("{tilde}{{{}}}\r\n", data.len()).as_bytes());
         self.out.raw(data);
-        self.out.maybe_flush(&mut self.io);
+        self.out.maybe_flush();
     }
 
     /// The whole message (or a partial of it) as a literal, with CRLF line ends: from
@@ -714,7 +714,7 @@ impl<C: Client> Session<C> {
             let piece = &conv[from..conv.len().min(from + want)];
             sent += piece.len() as u64;
             self.out.raw(piece);
-            self.out.maybe_flush(&mut self.io);
+            self.out.maybe_flush();
             if self.out.broken {
                 return Ok(());
             }

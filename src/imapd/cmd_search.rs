@@ -17,7 +17,7 @@ use super::message::mime::Message;
 use super::message::search::{self, Context, Hit, Key, MessageMeta, ReturnOptions};
 use super::message::sort;
 use super::reader::Arg;
-use super::session::{Client, Done, Session, bad_cmd};
+use super::session::{Done, Session, bad_cmd};
 use crate::mailbox::Flags;
 use std::collections::{BTreeSet, HashSet};
 
@@ -105,7 +105,7 @@ fn return_options(args: &[Arg]) -> Result<(Option<ReturnOptions>, usize), String
     }
 }
 
-impl<C: Client> Session<C> {
+impl Session {
     /// The messages of the view matching `key`: (message number, metadata), in
     /// message-number order, with the parsed message when one was read.
     fn matching(&mut self, key: &Key, want_msgs: bool) -> Vec<(MessageMeta, Option<Message>)> {
