@@ -2,14 +2,26 @@
 //! states of RFC 3501 with the extensions of [`super::state::CAPABILITY`], replies worded
 //! as Dovecot 2.3.19 words them (`compat-fixtures/imap/session.txt`).
 //!
-//! A session runs on its own thread of the user's mail process (`dovecot/imap`, running
-//! as the user: [`crate::login::mailproc`]) and blocks on its socket (the client's TCP
-//! socket, or the login process's proxy of a TLS client), as Dovecot's imap process
-//! serves one session: the mailbox store is blocking file I/O anyway, and the code reads
-//! top to bottom.
-//! Input goes through the sans-I/O [`CommandReader`]; replies are queued and written
-//! before the session blocks for input (pipelined commands are answered in one write),
-//! or as they pass 64 kB during a long FETCH.
+//! The session is a core without I/O, in the shape of [`crate::smtpd::session`]: it is
+//! fed what the client sent ([`Session::received`]) and what happened to the connection
+//! ([`Session::input_ended`], [`Session::timed_out`], [`Session::send_failed`],
+//! [`Session::shutdown`]) and answers with the next [`Action`] ([`Session::next`]: send
+//! these bytes, read within this timeout, close). Input goes through the sans-I/O
+//! [`CommandReader`] (literals, `+ OK` continuations, APPEND's literals streamed into the
+//! spool as they come); IDLE is a mode of the core whose read timeout is the change check
+//! interval (`timed_out` is the wakeup: sync, and `* OK Still here` when due). Replies are
+//! queued and handed out before the session waits for input (pipelined commands are
+//! answered in one write), or as they pass 64 kB between commands. The mailbox store is
+//! called directly (blocking file I/O). [`drive`] is the one connection task: a thread of
+//! the user's mail process (`dovecot/imap`, running as the user:
+//! [`crate::login::mailproc`]) over the client's TCP socket or the login process's proxy
+//! of a TLS client, as Dovecot's imap process serves one session. `src/imapd/tests.rs`
+//! replays Dovecot's recorded session (`compat-fixtures/imap/session.txt`) against the
+//! core with no socket.
+//!
+//! XXX: a FETCH is computed in one call; past 64 kB its output is written through the
+//! driver's second handle on the client ([`Out::spill`]) while it runs, so memory stays
+//! bounded, instead of being handed out as [`Action::Send`]s by a resumable FETCH.
 //!
 //! After each command on a selected mailbox the view is synced with the folder
 //! ([`crate::mailbox::Folder::sync`], a few `stat` calls when nothing changed) and what
@@ -353,7 +365,7 @@ pub(crate) fn drive<C: Client>(s: &mut Session, mut io: C) {
 }
 
 /// The user's store from `mail_location` (or the userdb's `mail`).
-fn open_store(
+pub(crate) fn open_store(
     st: &ImapState,
     user: &str,
     info: &UserInfo,
