@@ -272,6 +272,43 @@ pub(crate) struct Session {
     actions: std::collections::VecDeque<Action>,
 }
 
+/// The session core as seen from outside the crate (the `imap_session` fuzz target):
+/// a logged-in session of `user` whose store is `mail_location` under `home`, its login
+/// reply (`* OK [CAPABILITY …] Logged in`) queued.
+pub struct Core(Session);
+
+impl Core {
+    pub fn new(st: Arc<ImapState>, user: &str, home: &str) -> Result<Core, MailboxError> {
+        let info = UserInfo {
+            user: user.to_string(),
+            uid: None,
+            gid: None,
+            home: Some(home.to_string()),
+            extra: Vec::new(),
+        };
+        let store = open_store(&st, user, &info, &format!("imap({user})"))?;
+        let mut s = Session::new(st, user.to_string(), "core".into(), store);
+        s.begin("", b"");
+        Ok(Core(s))
+    }
+    /// [`Session::received`].
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.0.received(bytes)
+    }
+    /// [`Session::input_ended`].
+    pub fn input_ended(&mut self) {
+        self.0.input_ended()
+    }
+    /// [`Session::timed_out`].
+    pub fn timed_out(&mut self) {
+        self.0.timed_out()
+    }
+    /// [`Session::next`].
+    pub fn next_action(&mut self) -> Action {
+        self.0.next()
+    }
+}
+
 /// Build the session for a client the login process handed over, and serve it.
 pub fn serve(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, user: String, info: UserInfo) {
     if req.tls {
