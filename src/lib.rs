@@ -19,7 +19,6 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dns;
-#[allow(unsafe_code)] // XXX(issue 16 item 4): the IMAP work's to move into sys.
 pub mod imapd;
 pub mod log;
 pub mod login;

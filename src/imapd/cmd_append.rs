@@ -11,7 +11,7 @@
 
 use super::cmd_fetch::section_for_url;
 use super::reader::{Arg, ParseError, parse_args_with};
-use super::session::{Client, Done, Session, bad_cmd};
+use super::session::{Done, Session, bad_cmd};
 use super::spool::Spool;
 use crate::mailbox::{Flags, MailboxError, NewMessage};
 
@@ -183,7 +183,7 @@ fn parse_specs(args: &[Arg], partial: bool) -> Result<Vec<Spec>, String> {
     Ok(specs)
 }
 
-impl<C: Client> Session<C> {
+impl Session {
     /// The reader announced an APPEND literal of `size` bytes after `head`.
     pub(crate) fn append_literal(
         &mut self,

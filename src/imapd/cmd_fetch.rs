@@ -15,7 +15,7 @@ use super::message::fetch::{self, FetchAtt, SectionText};
 use super::message::mime::Message;
 use super::reader::Arg;
 use super::seqset::SeqSet;
-use super::session::{Client, Done, Session, bad_cmd, flag_list};
+use super::session::{Done, Session, bad_cmd, flag_list};
 use crate::mailbox::{FlagOp, Flags, MailboxError};
 
 /// A message up to this size is read whole for a `BODY[]` (its CRLF size checked).
@@ -23,20 +23,13 @@ const STREAM_ABOVE: u64 = 1 << 20;
 
 /// `01-Dec-2026 10:00:00 +0000` in the server's time zone (Dovecot's `imap_to_datetime`).
 pub(crate) fn imap_datetime(t: i64) -> String {
-    let tt = t as libc::time_t;
-    // SAFETY: a zeroed `tm` is valid and localtime_r fills it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&tt, &mut tm) };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    let tm = crate::sys::time::local(t).unwrap_or_else(crate::sys::time::blank_tm);
     let off = tm.tm_gmtoff / 60;
     let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
     format!(
         "{:02}-{}-{:04} {:02}:{:02}:{:02} {sign}{:02}{:02}",
         tm.tm_mday,
-        MONTHS[tm.tm_mon.rem_euclid(12) as usize],
+        crate::sys::time::MONTHS[tm.tm_mon.rem_euclid(12) as usize],
         tm.tm_year + 1900,
         tm.tm_hour,
         tm.tm_min,
@@ -170,7 +163,7 @@ enum Body {
     Failed,
 }
 
-impl<C: Client> Session<C> {
+impl Session {
     pub(crate) fn cmd_fetch(&mut self, args: &[Arg], uid: bool) -> Done {
         let name = if uid { "UID FETCH" } else { "FETCH" };
         let (Some(set), true, true) = (
@@ -409,7 +402,7 @@ impl<C: Client> Session<C> {
                 self.out.raw(format!("UID {}", m.uid).as_bytes());
             }
             self.out.raw(b")\r\n");
-            self.out.maybe_flush(&mut self.io);
+            self.out.maybe_flush();
             if failure.is_some() || self.out.broken {
                 break;
             }
@@ -626,7 +619,7 @@ impl<C: Client> Session<C> {
         self.out
             .raw(format!("{tilde}{{{}}}\r\n", data.len()).as_bytes());
         self.out.raw(data);
-        self.out.maybe_flush(&mut self.io);
+        self.out.maybe_flush();
     }
 
     /// The whole message (or a partial of it) as a literal, with CRLF line ends: from
@@ -721,7 +714,7 @@ impl<C: Client> Session<C> {
             let piece = &conv[from..conv.len().min(from + want)];
             sent += piece.len() as u64;
             self.out.raw(piece);
-            self.out.maybe_flush(&mut self.io);
+            self.out.maybe_flush();
             if self.out.broken {
                 return Ok(());
             }

@@ -13,7 +13,7 @@
 
 use super::mutf7;
 use super::reader::Arg;
-use super::session::{Client, Done, Session, bad_cmd, quote_escape};
+use super::session::{Done, Session, bad_cmd, quote_escape};
 use crate::mailbox::{FolderInfo, MailboxError};
 
 /// A name as IMAP writes it in LIST/STATUS replies: an atom when it can be one, a quoted
@@ -92,7 +92,7 @@ const STATUS_ITEMS: [&str; 7] = [
     "SIZE",
 ];
 
-impl<C: Client> Session<C> {
+impl Session {
     /// A mailbox name argument checked; `Err` is the reply.
     fn mailbox_arg(&self, arg: Option<&Arg>, cmd: &str) -> Result<(String, String), Done> {
         let Some(raw) = arg.and_then(Arg::astring) else {

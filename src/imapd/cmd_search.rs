@@ -17,7 +17,7 @@ use super::message::mime::Message;
 use super::message::search::{self, Context, Hit, Key, MessageMeta, ReturnOptions};
 use super::message::sort;
 use super::reader::Arg;
-use super::session::{Client, Done, Session, bad_cmd};
+use super::session::{Done, Session, bad_cmd};
 use crate::mailbox::Flags;
 use std::collections::{BTreeSet, HashSet};
 
@@ -75,11 +75,7 @@ fn meta_of(
 
 /// The server's UTC offset (minutes) at `t`, the zone INTERNALDATE is shown in.
 fn local_offset_minutes(t: i64) -> i64 {
-    let tt = t as libc::time_t;
-    // SAFETY: a zeroed `tm` is valid and localtime_r fills it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&tt, &mut tm) };
+    let tm = crate::sys::time::local(t).unwrap_or_else(crate::sys::time::blank_tm);
     tm.tm_gmtoff / 60
 }
 
@@ -109,7 +105,7 @@ fn return_options(args: &[Arg]) -> Result<(Option<ReturnOptions>, usize), String
     }
 }
 
-impl<C: Client> Session<C> {
+impl Session {
     /// The messages of the view matching `key`: (message number, metadata), in
     /// message-number order, with the parsed message when one was read.
     fn matching(&mut self, key: &Key, want_msgs: bool) -> Vec<(MessageMeta, Option<Message>)> {

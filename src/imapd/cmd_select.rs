@@ -4,7 +4,7 @@
 
 use super::reader::Arg;
 use super::seqset::SeqSet;
-use super::session::{Client, Done, Selected, Session, bad_cmd, flag_list, send_flags};
+use super::session::{Done, Selected, Session, bad_cmd, flag_list, send_flags};
 use crate::mailbox::{Access, Flags, MailboxError, SyncMode};
 
 /// QRESYNC's SELECT parameter: `(uidvalidity modseq [known-uids [(seqs uids)]])`.
@@ -16,7 +16,7 @@ struct Qresync {
     map: Option<(SeqSet, SeqSet)>,
 }
 
-impl<C: Client> Session<C> {
+impl Session {
     /// Send the untagged replies of `uids` expunged (by this session): `VANISHED` under
     /// QRESYNC, else `* N EXPUNGE` highest first, numbered as before any of them went.
     pub(crate) fn send_expunged(&mut self, before: &[u32], uids: &[u32]) {

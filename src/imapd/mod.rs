@@ -12,7 +12,11 @@
 //! with the real Dovecot by `tests/imap.rs`).
 //!
 //! Sans I/O (DESIGN.md §2): [`reader::CommandReader`] is fed bytes and yields commands,
-//! continuations and error replies; only [`session`] and [`state`] touch sockets.
+//! continuations and error replies; the logged-in session ([`session::Session`]) is a core
+//! fed bytes and connection events that answers with actions (send, read within a
+//! timeout, close), driven by one connection thread ([`session::drive`]), and replayed
+//! against Dovecot's recorded session in unit tests (`tests.rs`). [`state`] hands the
+//! socket over.
 //!
 //! RFCs: 3501 (IMAP4rev1), 5267 (CONTEXT=SEARCH), 2087 (QUOTA), 7888 (LITERAL+), 5182 (SEARCHRES), 4731 (ESEARCH), 5256 (SORT,
 //! THREAD), 5957 (SORT=DISPLAY), 5032 (WITHIN), 7162 (CONDSTORE/QRESYNC), 3516 (BINARY),
@@ -69,5 +73,7 @@ pub mod seqset;
 pub mod session;
 mod spool;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use state::{ImapState, serve_login_process};

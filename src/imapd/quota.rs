@@ -19,7 +19,7 @@
 //! or update the quota (nor does Postfix's local(8)).
 
 use super::reader::Arg;
-use super::session::{Client, Done, Session, bad_cmd};
+use super::session::{Done, Session, bad_cmd};
 use crate::config::dovecot::DovecotConf;
 use crate::mailbox::{Format, Layout, MailStore};
 use std::path::Path;
@@ -331,7 +331,7 @@ pub fn write_maildirsize(store: &MailStore, q: &QuotaConf, u: &Usage) -> std::io
     Ok(())
 }
 
-impl<C: Client> Session<C> {
+impl Session {
     /// GETQUOTAROOT, GETQUOTA, SETQUOTA as Dovecot's imap_quota plugin answers them.
     pub(crate) fn cmd_quota(&mut self, name: &str, args: &[Arg]) -> Done {
         let Some(q) = self.st.quota.clone() else {

@@ -2,14 +2,26 @@
 //! states of RFC 3501 with the extensions of [`super::state::CAPABILITY`], replies worded
 //! as Dovecot 2.3.19 words them (`compat-fixtures/imap/session.txt`).
 //!
-//! A session runs on its own thread of the user's mail process (`dovecot/imap`, running
-//! as the user: [`crate::login::mailproc`]) and blocks on its socket (the client's TCP
-//! socket, or the login process's proxy of a TLS client), as Dovecot's imap process
-//! serves one session: the mailbox store is blocking file I/O anyway, and the code reads
-//! top to bottom.
-//! Input goes through the sans-I/O [`CommandReader`]; replies are queued and written
-//! before the session blocks for input (pipelined commands are answered in one write),
-//! or as they pass 64 kB during a long FETCH.
+//! The session is a core without I/O, in the shape of [`crate::smtpd::session`]: it is
+//! fed what the client sent ([`Session::received`]) and what happened to the connection
+//! ([`Session::input_ended`], [`Session::timed_out`], [`Session::send_failed`],
+//! [`Session::shutdown`]) and answers with the next [`Action`] ([`Session::next`]: send
+//! these bytes, read within this timeout, close). Input goes through the sans-I/O
+//! [`CommandReader`] (literals, `+ OK` continuations, APPEND's literals streamed into the
+//! spool as they come); IDLE is a mode of the core whose read timeout is the change check
+//! interval (`timed_out` is the wakeup: sync, and `* OK Still here` when due). Replies are
+//! queued and handed out before the session waits for input (pipelined commands are
+//! answered in one write), or as they pass 64 kB between commands. The mailbox store is
+//! called directly (blocking file I/O). [`drive`] is the one connection task: a thread of
+//! the user's mail process (`dovecot/imap`, running as the user:
+//! [`crate::login::mailproc`]) over the client's TCP socket or the login process's proxy
+//! of a TLS client, as Dovecot's imap process serves one session. `src/imapd/tests.rs`
+//! replays Dovecot's recorded session (`compat-fixtures/imap/session.txt`) against the
+//! core with no socket.
+//!
+//! XXX: a FETCH is computed in one call; past 64 kB its output is written through the
+//! driver's second handle on the client ([`Out::spill`]) while it runs, so memory stays
+//! bounded, instead of being handed out as [`Action::Send`]s by a resumable FETCH.
 //!
 //! After each command on a selected mailbox the view is synced with the folder
 //! ([`crate::mailbox::Folder::sync`], a few `stat` calls when nothing changed) and what
@@ -47,11 +59,16 @@ pub(crate) const OUT_FLUSH: usize = 64 * 1024;
 pub trait Client: Read + Write + Send {
     fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
     fn shutdown(&self);
+    /// A second handle that writes to the same client (for [`Out::spill`]).
+    fn writer(&self) -> Option<Box<dyn Write + Send>>;
 }
 
 impl Client for std::net::TcpStream {
     fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
         std::net::TcpStream::set_read_timeout(self, d)
+    }
+    fn writer(&self) -> Option<Box<dyn Write + Send>> {
+        Some(Box::new(self.try_clone().ok()?))
     }
     fn shutdown(&self) {
         let _ = std::net::TcpStream::shutdown(self, std::net::Shutdown::Both);
@@ -62,6 +79,9 @@ impl Client for std::os::unix::net::UnixStream {
     fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
         std::os::unix::net::UnixStream::set_read_timeout(self, d)
     }
+    fn writer(&self) -> Option<Box<dyn Write + Send>> {
+        Some(Box::new(self.try_clone().ok()?))
+    }
     fn shutdown(&self) {
         let _ = std::os::unix::net::UnixStream::shutdown(self, std::net::Shutdown::Both);
     }
@@ -71,10 +91,18 @@ impl Client for std::os::unix::net::UnixStream {
 #[derive(Default)]
 pub(crate) struct Out {
     pub buf: Vec<u8>,
-    /// Bytes written to the client (`%o`).
+    /// Bytes handed out to be written to the client (`%o`).
     pub bytes: u64,
+    /// The length of the last [`Action::Send`], taken off `bytes` when it failed.
+    last_sent: u64,
     /// A write failed: the client is gone.
     pub broken: bool,
+    /// Where a long reply's output goes while the command is still running (the
+    /// connection task's second handle on the client); without one it stays queued.
+    /// XXX: a FETCH is one call of the core, not resumable step by step, so its output
+    /// beyond [`OUT_FLUSH`] is written through this rather than returned as
+    /// [`Action::Send`]s.
+    pub spill: Option<Box<dyn Write + Send>>,
 }
 
 impl Out {
@@ -85,13 +113,29 @@ impl Out {
     pub fn raw(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
-    /// Write what is queued.
-    pub fn flush(&mut self, io: &mut impl Write) {
+    /// What is queued, to send (None when nothing is).
+    fn take(&mut self) -> Option<Vec<u8>> {
         if self.buf.is_empty() {
+            return None;
+        }
+        let b = std::mem::take(&mut self.buf);
+        if self.broken {
+            return None;
+        }
+        self.last_sent = b.len() as u64;
+        self.bytes += self.last_sent;
+        Some(b)
+    }
+    /// Write out through [`spill`](Self::spill) if a long reply filled the queue.
+    pub fn maybe_flush(&mut self) {
+        if self.buf.len() < OUT_FLUSH {
             return;
         }
+        let Some(w) = self.spill.as_mut() else {
+            return;
+        };
         if !self.broken {
-            if io.write_all(&self.buf).is_ok() && io.flush().is_ok() {
+            if w.write_all(&self.buf).is_ok() && w.flush().is_ok() {
                 self.bytes += self.buf.len() as u64;
             } else {
                 self.broken = true;
@@ -100,12 +144,6 @@ impl Out {
         self.buf.clear();
         if self.buf.capacity() > 4 * OUT_FLUSH {
             self.buf = Vec::new();
-        }
-    }
-    /// Write out if a long reply filled the queue.
-    pub fn maybe_flush(&mut self, io: &mut impl Write) {
-        if self.buf.len() >= OUT_FLUSH {
-            self.flush(io);
         }
     }
 }
@@ -170,9 +208,42 @@ pub(crate) fn bad_cmd(name: &str, text: &str) -> Done {
     Done::Bad(t, true)
 }
 
-pub(crate) struct Session<C: Client> {
+/// What the connection task is to do next (see [`Session::next`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes to the client; when that fails, tell
+    /// [`Session::send_failed`].
+    Send(Vec<u8>),
+    /// Wait at most `timeout` for input: hand what came to [`Session::received`], the
+    /// end of the input to [`Session::input_ended`] (or [`Session::shutdown`] when the
+    /// mail process is stopping), the time running out to [`Session::timed_out`].
+    Read { timeout: Duration },
+    /// The session is over: close the connection.
+    Close,
+}
+
+/// What the session is doing with its input.
+enum Mode {
+    /// Commands, through the [`CommandReader`].
+    Commands,
+    /// IDLE (RFC 2177) until `DONE`: the input is read here line by line.
+    Idle {
+        tag: String,
+        pending: Vec<u8>,
+        last_notify: Instant,
+        last_check: Instant,
+    },
+    /// Over (the connection task is told to close).
+    Closed,
+}
+
+/// The logged-in session's core: fed what the client sent ([`Session::received`]) and
+/// what happened to the connection (input ended, a timeout, a write failed, shutdown),
+/// it answers with the next [`Action`] ([`Session::next`]). It never touches the socket
+/// or a timer; the mailbox store it calls directly (file I/O). [`drive`] is the
+/// connection task over a [`Client`].
+pub(crate) struct Session {
     pub st: Arc<ImapState>,
-    pub io: C,
     pub out: Out,
     pub reader: CommandReader,
     /// Bytes read from the client (`%i`).
@@ -196,6 +267,46 @@ pub(crate) struct Session<C: Client> {
     pub store_sep: char,
     /// An APPEND whose literals are being received.
     pub append: Option<super::cmd_append::AppendState>,
+    mode: Mode,
+    /// Actions for the connection task, oldest first.
+    actions: std::collections::VecDeque<Action>,
+}
+
+/// The session core as seen from outside the crate (the `imap_session` fuzz target):
+/// a logged-in session of `user` whose store is `mail_location` under `home`, its login
+/// reply (`* OK [CAPABILITY …] Logged in`) queued.
+pub struct Core(Session);
+
+impl Core {
+    pub fn new(st: Arc<ImapState>, user: &str, home: &str) -> Result<Core, MailboxError> {
+        let info = UserInfo {
+            user: user.to_string(),
+            uid: None,
+            gid: None,
+            home: Some(home.to_string()),
+            extra: Vec::new(),
+        };
+        let store = open_store(&st, user, &info, &format!("imap({user})"))?;
+        let mut s = Session::new(st, user.to_string(), "core".into(), store);
+        s.begin("", b"");
+        Ok(Core(s))
+    }
+    /// [`Session::received`].
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.0.received(bytes)
+    }
+    /// [`Session::input_ended`].
+    pub fn input_ended(&mut self) {
+        self.0.input_ended()
+    }
+    /// [`Session::timed_out`].
+    pub fn timed_out(&mut self) {
+        self.0.timed_out()
+    }
+    /// [`Session::next`].
+    pub fn next_action(&mut self) -> Action {
+        self.0.next()
+    }
 }
 
 /// Build the session for a client the login process handed over, and serve it.
@@ -244,50 +355,54 @@ fn run<C: Client>(st: Arc<ImapState>, io: C, req: LoginRequest, user: String, in
             return;
         }
     };
-    let store_sep = store.separator();
-    let mut reader = CommandReader::new(st.max_line);
-    reader.feed(&req.leftover);
-    let mut s = Session {
-        ns_sep: st.namespace.separator.unwrap_or(store_sep),
-        store_sep,
-        st: st.clone(),
-        io,
-        out: Out::default(),
-        reader,
-        in_bytes: req.leftover.len() as u64,
-        user,
-        session_id: req.session_id.clone(),
-        store,
-        sel: None,
-        condstore: false,
-        qresync: false,
-        stats: Stats::default(),
-        bad: 0,
-        last_cmd: None,
-        cmd_start: Instant::now(),
-        ended: None,
-        append: None,
-    };
-    s.autocreate();
-    let tag = if req.tag.is_empty() { "*" } else { &req.tag };
-    s.out.line(&format!(
-        "{tag} OK [CAPABILITY {}] Logged in",
-        st.capability
-    ));
-    s.main_loop();
-    s.out.flush(&mut s.io);
-    s.io.shutdown();
-    let reason = s
-        .ended
-        .clone()
-        .unwrap_or_else(|| "Connection closed".into());
-    let stats = s.logout_stats();
+    let mut s = Session::new(st.clone(), user, req.session_id.clone(), store);
+    s.begin(&req.tag, &req.leftover);
+    drive(&mut s, io);
     st.log
-        .info(&format!("{prefix}: Disconnected: {reason} {stats}"));
+        .info(&format!("{prefix}: Disconnected: {}", s.disconnected()));
+}
+
+/// The connection task: carries out a session's actions over `io` until it ends (a
+/// thread of the mail process; the socket blocks, with the read timeout the session
+/// asks for). Everything the session decides, it decides in [`Session`].
+pub(crate) fn drive<C: Client>(s: &mut Session, mut io: C) {
+    s.out.spill = io.writer();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match s.next() {
+            Action::Send(b) => {
+                if io.write_all(&b).is_err() || io.flush().is_err() {
+                    s.send_failed();
+                }
+            }
+            Action::Read { timeout } => {
+                let _ = io.set_read_timeout(Some(timeout));
+                match io.read(&mut buf) {
+                    Ok(0) if crate::login::mailproc::shutting_down() => s.shutdown(),
+                    Ok(0) => s.input_ended(),
+                    Ok(n) => s.received(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        s.timed_out()
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => s.input_ended(),
+                }
+            }
+            Action::Close => {
+                io.shutdown();
+                return;
+            }
+        }
+    }
 }
 
 /// The user's store from `mail_location` (or the userdb's `mail`).
-fn open_store(
+pub(crate) fn open_store(
     st: &ImapState,
     user: &str,
     info: &UserInfo,
@@ -316,7 +431,163 @@ fn open_store(
     Ok(MailStore::open(loc, None, StoreOptions { mbox, sender }))
 }
 
-impl<C: Client> Session<C> {
+impl Session {
+    /// A session of `user` on `store`, before its first words.
+    pub fn new(st: Arc<ImapState>, user: String, session_id: String, store: MailStore) -> Session {
+        let store_sep = store.separator();
+        Session {
+            ns_sep: st.namespace.separator.unwrap_or(store_sep),
+            store_sep,
+            reader: CommandReader::new(st.max_line),
+            st,
+            out: Out::default(),
+            in_bytes: 0,
+            user,
+            session_id,
+            store,
+            sel: None,
+            condstore: false,
+            qresync: false,
+            stats: Stats::default(),
+            bad: 0,
+            last_cmd: None,
+            cmd_start: Instant::now(),
+            ended: None,
+            append: None,
+            mode: Mode::Commands,
+            actions: Default::default(),
+        }
+    }
+
+    /// The start: `mailbox { auto }` folders made, the login's tagged `OK [CAPABILITY …]
+    /// Logged in` (`*` when the login had no tag), and what the client sent after its
+    /// login command (`leftover`) taken as input.
+    pub fn begin(&mut self, tag: &str, leftover: &[u8]) {
+        self.autocreate();
+        let tag = if tag.is_empty() { "*" } else { tag };
+        let line = format!("{tag} OK [CAPABILITY {}] Logged in", self.st.capability);
+        self.out.line(&line);
+        self.received(leftover);
+    }
+
+    /// The end of Dovecot's `Disconnected:` log line: the reason and
+    /// `imap_logout_format`.
+    pub fn disconnected(&self) -> String {
+        let reason = self
+            .ended
+            .clone()
+            .unwrap_or_else(|| "Connection closed".into());
+        format!("{reason} {}", self.logout_stats())
+    }
+
+    /// Bytes the client sent (an answer to [`Action::Read`]).
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.in_bytes += bytes.len() as u64;
+        match &mut self.mode {
+            Mode::Idle { pending, .. } => pending.extend_from_slice(bytes),
+            Mode::Commands => self.reader.feed(bytes),
+            Mode::Closed => {}
+        }
+    }
+
+    /// The client closed the connection, or reading failed.
+    pub fn input_ended(&mut self) {
+        if self.ended.is_none() {
+            self.ended = Some(match self.mode {
+                Mode::Idle { .. } => self.closed_reason_idle(),
+                _ => self.closed_reason(),
+            });
+        }
+    }
+
+    /// Nothing came within the [`Action::Read`]'s timeout: outside IDLE the client has
+    /// been silent for the autologout time; in IDLE it is time to look for changes.
+    pub fn timed_out(&mut self) {
+        if matches!(self.mode, Mode::Commands) && self.ended.is_none() {
+            self.out.line("* BYE Disconnected for inactivity.");
+            self.ended = Some(format!(
+                "Inactivity - no input for {} secs",
+                self.st.autologout.as_secs()
+            ));
+        }
+    }
+
+    /// Writing to the client failed: it is gone.
+    pub fn send_failed(&mut self) {
+        if !self.out.broken {
+            self.out.broken = true;
+            self.out.bytes -= self.out.last_sent;
+        }
+    }
+
+    /// The mail process is stopping (`dovecot stop`) and ended this session's input.
+    pub fn shutdown(&mut self) {
+        if self.ended.is_none() {
+            self.shutdown_bye();
+        }
+    }
+
+    /// The next thing for the connection task to do. Works through the input already
+    /// received until it must wait for more.
+    pub fn next(&mut self) -> Action {
+        loop {
+            if let Some(a) = self.actions.pop_front() {
+                return a;
+            }
+            self.advance();
+        }
+    }
+
+    /// Queue what is to be sent.
+    fn flush(&mut self) {
+        if let Some(b) = self.out.take() {
+            self.actions.push_back(Action::Send(b));
+        }
+    }
+
+    /// Use the input received for one step of the current mode, or ask for more.
+    fn advance(&mut self) {
+        if matches!(self.mode, Mode::Commands) {
+            while self.ended.is_none() && !self.out.broken {
+                let Some(ev) = self.reader.next_event() else {
+                    break;
+                };
+                self.event(ev);
+                if self.ended.is_some() || self.out.broken {
+                    break;
+                }
+                if self.out.buf.len() >= OUT_FLUSH {
+                    // A long reply goes out before the next command is read.
+                    return self.flush();
+                }
+                if !matches!(self.mode, Mode::Commands) {
+                    return;
+                }
+            }
+        }
+        if self.out.broken && self.ended.is_none() {
+            self.ended = Some(match self.mode {
+                Mode::Idle { .. } => self.closed_reason_idle(),
+                _ => self.closed_reason(),
+            });
+        }
+        if self.ended.is_some() || matches!(self.mode, Mode::Closed) {
+            self.flush();
+            self.mode = Mode::Closed;
+            self.actions.push_back(Action::Close);
+            return;
+        }
+        let timeout = match self.mode {
+            Mode::Idle { .. } => match self.idle_step() {
+                Some(t) => t,
+                None => return,
+            },
+            _ => self.st.autologout,
+        };
+        self.flush();
+        self.actions.push_back(Action::Read { timeout });
+    }
+
     /// `mailbox X { auto = create | subscribe }`: made at login when missing.
     fn autocreate(&mut self) {
         let ns = self.st.namespace.clone();
@@ -368,59 +639,6 @@ impl<C: Client> Session<C> {
             );
         }
         out
-    }
-
-    fn main_loop(&mut self) {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            while let Some(ev) = self.reader.next_event() {
-                self.event(ev);
-                if self.ended.is_some() || self.out.broken {
-                    break;
-                }
-                self.out.maybe_flush(&mut self.io);
-            }
-            if self.out.broken && self.ended.is_none() {
-                self.ended = Some(self.closed_reason());
-            }
-            if self.ended.is_some() {
-                return;
-            }
-            self.out.flush(&mut self.io);
-            let _ = self.io.set_read_timeout(Some(self.st.autologout));
-            match self.io.read(&mut buf) {
-                Ok(0) if crate::login::mailproc::shutting_down() => {
-                    self.shutdown_bye();
-                    return;
-                }
-                Ok(0) => {
-                    self.ended = Some(self.closed_reason());
-                    return;
-                }
-                Ok(n) => {
-                    self.in_bytes += n as u64;
-                    self.reader.feed(&buf[..n]);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    self.out.line("* BYE Disconnected for inactivity.");
-                    self.ended = Some(format!(
-                        "Inactivity - no input for {} secs",
-                        self.st.autologout.as_secs()
-                    ));
-                    return;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.ended = Some(self.closed_reason());
-                    return;
-                }
-            }
-        }
     }
 
     /// Dovecot's reason for a client that just went away: `Connection closed (NAME
@@ -759,7 +977,8 @@ impl<C: Client> Session<C> {
     }
 
     /// IDLE (RFC 2177): `+ idling`, then changes as they happen (checked every
-    /// `idle_check`), `* OK Still here` every `imap_idle_notify_interval`, until DONE.
+    /// `idle_check`), `* OK Still here` every `imap_idle_notify_interval`, until DONE
+    /// ([`Self::idle_step`]).
     fn cmd_idle(&mut self, tag: &str) {
         // `+ idling` first, then what changed meanwhile (Dovecot's cmd-idle.c syncs
         // right after the continuation).
@@ -767,84 +986,91 @@ impl<C: Client> Session<C> {
         if self.sel.is_some() {
             self.sync(SyncMode::Full, false);
         }
-        self.out.flush(&mut self.io);
-        // Whatever the client sent after IDLE is read here, line by line.
-        let mut pending = self.reader.take_buffered();
-        let mut buf = vec![0u8; 4096];
-        let mut last_notify = Instant::now();
-        let mut last_check = Instant::now();
-        loop {
-            if let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=pos).collect();
-                let word = String::from_utf8_lossy(&line);
-                let word = word.trim_end_matches(['\r', '\n']);
-                self.reader.feed(&pending);
-                self.cmd_start = Instant::now();
-                if word.eq_ignore_ascii_case("DONE") {
-                    if self.sel.is_some() {
-                        self.sync(SyncMode::Full, false);
-                    }
-                    if self.ended.is_none() {
-                        self.tagged(tag, "OK", "Idle completed.");
-                    }
-                } else {
-                    self.tagged(tag, "BAD", "Expected DONE.");
-                }
-                self.last_cmd = Some(("IDLE".into(), Instant::now()));
-                return;
+        // Whatever the client sent after IDLE is read in IDLE, line by line.
+        let now = Instant::now();
+        self.mode = Mode::Idle {
+            tag: tag.to_string(),
+            pending: self.reader.take_buffered(),
+            last_notify: now,
+            last_check: now,
+        };
+    }
+
+    /// One step of IDLE: the periodic check and notice when due, then `DONE` (or
+    /// anything else, answered `BAD Expected DONE.`) when a line is complete. How long
+    /// to wait for input before the next check, or `None` when IDLE is over.
+    fn idle_step(&mut self) -> Option<Duration> {
+        let (check_due, notify_due) = {
+            let Mode::Idle {
+                last_notify,
+                last_check,
+                ..
+            } = &mut self.mode
+            else {
+                return None;
+            };
+            let check = last_check.elapsed() >= self.st.idle_check;
+            if check {
+                *last_check = Instant::now();
             }
-            if pending.len() > self.st.max_line {
-                self.tagged(tag, "BAD", "Expected DONE.");
-                pending.clear();
-                return;
+            let notify = last_notify.elapsed() >= self.st.idle_notify;
+            if notify {
+                *last_notify = Instant::now();
             }
-            if self.ended.is_some() || self.out.broken {
-                return;
-            }
-            let wait = self
-                .st
-                .idle_check
-                .saturating_sub(last_check.elapsed())
-                .max(Duration::from_millis(10));
-            let _ = self.io.set_read_timeout(Some(wait));
-            match self.io.read(&mut buf) {
-                Ok(0) if crate::login::mailproc::shutting_down() => {
-                    self.shutdown_bye();
-                    return;
-                }
-                Ok(0) => {
-                    self.ended = Some(self.closed_reason_idle());
-                    return;
-                }
-                Ok(n) => {
-                    self.in_bytes += n as u64;
-                    pending.extend_from_slice(&buf[..n]);
-                    continue;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => {
-                    self.ended = Some(self.closed_reason_idle());
-                    return;
-                }
-            }
-            if last_check.elapsed() >= self.st.idle_check {
-                last_check = Instant::now();
+            (check, notify)
+        };
+        if check_due && self.sel.is_some() {
+            self.sync(SyncMode::Full, false);
+        }
+        if notify_due {
+            self.out.line("* OK Still here");
+        }
+        let Mode::Idle {
+            tag,
+            pending,
+            last_check,
+            ..
+        } = &mut self.mode
+        else {
+            return None;
+        };
+        if let Some(pos) = memchr::memchr(b'\n', pending) {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            let rest = std::mem::take(pending);
+            let tag = std::mem::take(tag);
+            self.mode = Mode::Commands;
+            let word = String::from_utf8_lossy(&line);
+            let word = word.trim_end_matches(['\r', '\n']);
+            self.reader.feed(&rest);
+            self.cmd_start = Instant::now();
+            if word.eq_ignore_ascii_case("DONE") {
                 if self.sel.is_some() {
                     self.sync(SyncMode::Full, false);
                 }
+                if self.ended.is_none() {
+                    self.tagged(&tag, "OK", "Idle completed.");
+                }
+            } else {
+                self.tagged(&tag, "BAD", "Expected DONE.");
             }
-            if last_notify.elapsed() >= self.st.idle_notify {
-                last_notify = Instant::now();
-                self.out.line("* OK Still here");
-            }
-            self.out.flush(&mut self.io);
+            self.last_cmd = Some(("IDLE".into(), Instant::now()));
+            return None;
         }
+        if pending.len() > self.st.max_line {
+            let tag = std::mem::take(tag);
+            self.mode = Mode::Commands;
+            self.tagged(&tag, "BAD", "Expected DONE.");
+            return None;
+        }
+        if self.ended.is_some() || self.out.broken {
+            return None;
+        }
+        Some(
+            self.st
+                .idle_check
+                .saturating_sub(last_check.elapsed())
+                .max(Duration::from_millis(10)),
+        )
     }
 
     /// `dovecot stop` (`shutdown_clients = yes`): Dovecot's goodbye.

@@ -1,11 +1,10 @@
 //! Where an APPENDed message waits until the store takes it: in memory up to 1 MiB, then
 //! in an unlinked temporary file (`O_TMPFILE` under `/var/tmp`) that is mapped into
-//! memory when the message is complete, so a large message costs page cache, not heap
+//! memory ([`crate::sys::mem::MappedFile`]) when the message is complete, so a large message costs page cache, not heap
 //! (Dovecot streams APPEND literals into the mailbox's own temporary file the same way).
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 
 /// In-memory size beyond which the message goes to a file.
 const MEM_LIMIT: usize = 1 << 20;
@@ -13,28 +12,7 @@ const MEM_LIMIT: usize = 1 << 20;
 pub(crate) enum Spool {
     Mem(Vec<u8>),
     File { file: File, len: usize },
-    Mapped(Mapping),
-}
-
-/// A read-only mapping of a spool file.
-pub(crate) struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-    _file: File,
-}
-
-// SAFETY: the mapping is private to its owner and only read.
-unsafe impl Send for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: ptr/len are what mmap returned and the mapping is not used after.
-            unsafe {
-                libc::munmap(self.ptr, self.len);
-            }
-        }
-    }
+    Mapped(crate::sys::mem::MappedFile),
 }
 
 impl Default for Spool {
@@ -108,26 +86,9 @@ impl Spool {
                 if len == 0 {
                     return Ok(Spool::Mem(Vec::new()));
                 }
-                // SAFETY: a shared read-only mapping of a file we own, `len` bytes long
-                // (all written); nothing writes it afterwards.
-                let ptr = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        libc::PROT_READ,
-                        libc::MAP_SHARED,
-                        file.as_raw_fd(),
-                        0,
-                    )
-                };
-                if ptr == libc::MAP_FAILED {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(Spool::Mapped(Mapping {
-                    ptr,
-                    len,
-                    _file: file,
-                }))
+                // Nothing writes the file after this: the spool is complete and the
+                // mapping takes the only handle of an unlinked file.
+                Ok(Spool::Mapped(crate::sys::mem::MappedFile::map(file, len)?))
             }
             other => Ok(other),
         }
@@ -138,8 +99,7 @@ impl Spool {
         match self {
             Spool::Mem(v) => v,
             Spool::File { .. } => &[],
-            // SAFETY: the mapping is valid for `len` bytes while `self` lives.
-            Spool::Mapped(m) => unsafe { std::slice::from_raw_parts(m.ptr as *const u8, m.len) },
+            Spool::Mapped(m) => m.bytes(),
         }
     }
 }

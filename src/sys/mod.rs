@@ -9,7 +9,8 @@
 //! [`wire`]: the encoding of what Postern's processes send each other.
 //! [`fdpass`]: datagrams carrying descriptors, and waiting on several descriptors.
 //! [`net`]: the resolver calls std lacks (reverse lookup, canonical name).
-//! [`mem`]: hints to the kernel and the allocator about memory no longer needed.
+//! [`mem`]: hints to the kernel and the allocator about memory no longer needed; a file
+//! mapped read-only into memory.
 //! [`regex`]: the C library's POSIX regular expressions, for `regexp:` tables.
 //! [`shadow`]: the shadow password database (`getspnam_r`).
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.

@@ -1,0 +1,315 @@
+//! The logged-in IMAP core replayed against what the real Dovecot 2.3.19 answered
+//! (`compat-fixtures/imap/session.txt`, recorded by `scripts/regen-imap-fixtures`), in
+//! process and without sockets: each recorded client write is fed to a [`Session`] the way
+//! the script wrote it (split at synchronizing literals, a raw item followed by its `sync
+//! NOOP`), the session's [`Action`]s are carried out by hand, and what it sent must be
+//! what Dovecot sent. The records before the login are the login stage's
+//! ([`crate::login::imap`]), not this core's, and are skipped. Normalised as
+//! `tests/imap.rs` does for the live comparison: timings, UIDVALIDITY/APPENDUID/COPYUID/
+//! HIGHESTMODSEQ/MODSEQ numbers, capability lists (Postern leaves out what it does not
+//! serve), and the order of LIST lines.
+
+use std::sync::Arc;
+
+use super::ImapState;
+use super::session::{Action, Session};
+use crate::auth::dovecot::UserInfo;
+use crate::config::dovecot::DovecotConf;
+
+const SESSION: &[u8] = include_bytes!("../../compat-fixtures/imap/session.txt");
+
+/// The settings of the recording (the script's dovecot.conf: Maildir, namespace inbox with
+/// separator `.` and special-use Drafts/Sent/Trash).
+fn state(dir: &std::path::Path) -> Arc<ImapState> {
+    let text = format!(
+        "protocols = imap\nmail_location = maildir:~/Maildir\nssl = no\n\
+         disable_plaintext_auth = no\n\
+         passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+         userdb {{\n  driver = static\n  args = home={d}/home/%u\n}}\n\
+         namespace inbox {{\n  inbox = yes\n  separator = .\n  mailbox Drafts {{\n    special_use = \\Drafts\n  }}\n  mailbox Sent {{\n    special_use = \\Sent\n  }}\n  mailbox Trash {{\n    special_use = \\Trash\n  }}\n}}\n",
+        d = dir.display()
+    );
+    let conf = DovecotConf::from_str(&text, &dir.join("dovecot.conf")).expect("conf");
+    Arc::new(ImapState::from_conf(&conf).expect("imap settings"))
+}
+
+/// A new logged-in session of bob, its login reply sent (returned).
+fn login(st: &Arc<ImapState>, dir: &std::path::Path, tag: &str) -> (Session, Vec<u8>) {
+    let home = dir.join("home/bob");
+    let info = UserInfo {
+        user: "bob".into(),
+        uid: None,
+        gid: None,
+        home: Some(home.display().to_string()),
+        extra: Vec::new(),
+    };
+    let store = super::session::open_store(st, "bob", &info, "imap(bob)").expect("store");
+    let mut s = Session::new(st.clone(), "bob".into(), "test".into(), store);
+    s.begin(tag, b"");
+    let (out, _) = run(&mut s);
+    (s, out)
+}
+
+/// Carry out the session's actions until it waits for input (false) or closes (true);
+/// what it sent.
+fn run(s: &mut Session) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        match s.next() {
+            Action::Send(b) => out.extend_from_slice(&b),
+            Action::Read { .. } => return (out, false),
+            Action::Close => return (out, true),
+        }
+    }
+}
+
+/// Feed `data`, run; what was sent and whether the session closed.
+fn feed(s: &mut Session, data: &[u8]) -> (Vec<u8>, bool) {
+    s.received(data);
+    run(s)
+}
+
+/// The script's generated lines (recorded shortened as `…...(N bytes)`).
+fn generated(tag: &[u8]) -> Option<Vec<u8>> {
+    Some(match tag {
+        b"s1" => [
+            b"s1 SEARCH ".to_vec(),
+            b"NOT ".repeat(10000),
+            b"ALL\r\n".to_vec(),
+        ]
+        .concat(),
+        b"s2" => [
+            b"s2 SEARCH ".to_vec(),
+            b"(".repeat(2000),
+            b"ALL".to_vec(),
+            b")".repeat(2000),
+            b"\r\n".to_vec(),
+        ]
+        .concat(),
+        b"s3" => [
+            b"s3 SEARCH ".to_vec(),
+            b"SEEN ".repeat(14000),
+            b"ALL\r\n".to_vec(),
+        ]
+        .concat(),
+        _ => return None,
+    })
+}
+
+/// tests/imap.rs's normalisation (see the module header).
+fn norm(b: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(b);
+    let re = |s: &str| -> String {
+        let mut s = s.to_string();
+        if let Some(p) = s.find(" (0.")
+            && let Some(e) = s[p..].find("secs)")
+        {
+            s.replace_range(p..p + e + 5, "");
+        }
+        for key in [
+            "UIDVALIDITY ",
+            "APPENDUID ",
+            "COPYUID ",
+            "HIGHESTMODSEQ ",
+            "MODSEQ (",
+        ] {
+            let mut from = 0;
+            while let Some(i) = s[from..].find(key) {
+                let st = from + i + key.len();
+                let end = st + s[st..].bytes().take_while(u8::is_ascii_digit).count();
+                s.replace_range(st..end, "N");
+                from = st + 1;
+            }
+        }
+        if let Some(i) = s.find("[CAPABILITY ")
+            && let Some(e) = s[i..].find(']')
+        {
+            s.replace_range(i..i + e + 1, "[CAPABILITY …]");
+        }
+        if s.starts_with("* CAPABILITY ") {
+            s = "* CAPABILITY …".into();
+        }
+        s
+    };
+    let mut out = Vec::new();
+    let mut block: Vec<String> = Vec::new();
+    for l in text.split("\r\n") {
+        let l = re(l);
+        if l.starts_with("* LIST ") || l.starts_with("* LSUB ") || l.starts_with("* STATUS ") {
+            block.push(l);
+            continue;
+        }
+        block.sort();
+        out.append(&mut block);
+        out.push(l);
+    }
+    block.sort();
+    out.append(&mut block);
+    out
+}
+
+#[test]
+fn recorded_dovecot_session_replays_against_the_core() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("home/bob")).expect("home");
+    let st = state(dir.path());
+    let records = super::message::compat::records(SESSION);
+    let mut session: Option<Session> = None;
+    // What the script re-selects in a new connection.
+    let mut selected: Option<Vec<u8>> = None;
+    let (mut checked, mut differ) = (0, Vec::new());
+    let mut carry: Vec<u8> = Vec::new();
+    for (cmd, theirs) in records {
+        let Some(s) = session.as_mut() else {
+            if cmd == b"t6 LOGIN bob secret" {
+                let (s, ours) = login(&st, dir.path(), "t6");
+                if norm(&ours) != norm(&theirs) {
+                    differ.push(format!("login: {:?} / {:?}", norm(&ours), norm(&theirs)));
+                }
+                session = Some(s);
+                checked += 1;
+            }
+            continue;
+        };
+        let text = String::from_utf8_lossy(&theirs).into_owned();
+        let raw_sync = text.ends_with("sync OK NOOP completed.\r\n");
+        // How the recording ended: Dovecot closed, or the client gave up.
+        let gave_up = ["(the client gives up", "(no reply within 2 s"]
+            .iter()
+            .find_map(|m| text.find(m));
+        let closed = text.ends_with("(connection closed)");
+        let expect = match gave_up {
+            Some(p) => &theirs[..p],
+            None if closed => &theirs[..theirs.len() - "(connection closed)".len()],
+            None => &theirs[..],
+        };
+        let tag: Vec<u8> = cmd.split(|&c| c == b' ').next().unwrap_or(&[]).to_vec();
+        let data = match generated(&tag) {
+            Some(d) if cmd.ends_with(b"bytes)") => d,
+            _ => [&cmd[..], b"\r\n"].concat(),
+        };
+        // What the last record's reading left unread comes first.
+        let mut ours = std::mem::take(&mut carry);
+        let mut ended = false;
+        if gave_up.is_some() {
+            // The announcement only; the client then hangs up.
+            let (o, e) = feed(s, &data);
+            ours.extend(o);
+            ended = e;
+        } else {
+            // Written up to each synchronizing literal, on only when it was accepted.
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let cut = sync_literal_end(rest).unwrap_or(rest.len());
+                let (o, e) = feed(s, &rest[..cut]);
+                rest = &rest[cut..];
+                let continued = o.starts_with(b"+") && !o.starts_with(b"+ idling");
+                ours.extend(o);
+                ended = e;
+                if ended || (cut < data.len() && !rest.is_empty() && !continued) {
+                    break;
+                }
+            }
+            // A raw item's literal at the line's end, accepted: the script sends its bytes.
+            if !ended
+                && ours.ends_with(b"+ OK\r\n")
+                && let Some(n) = final_literal(&data)
+            {
+                let (o, e) = feed(s, &[b"x".repeat(n), b"\r\n".to_vec()].concat());
+                ours.extend(o);
+                ended = e;
+            }
+            if raw_sync && !ended {
+                let (o, e) = feed(s, b"sync NOOP\r\n");
+                ours.extend(o);
+                ended = e;
+            }
+        }
+        // The script reads up to the line of the tag it waits for; what follows is read
+        // with the next record (a refused APPEND's literal read as a command `x`).
+        let wait = if raw_sync {
+            b"sync".to_vec()
+        } else {
+            tag.clone()
+        };
+        if let Some(end) = line_end_of(&ours, &wait) {
+            carry = ours.split_off(end);
+        }
+        if norm(&ours) != norm(expect) {
+            differ.push(format!(
+                "{}:\n dovecot: {:?}\n core:    {:?}",
+                String::from_utf8_lossy(&cmd[..cmd.len().min(60)]),
+                norm(expect),
+                norm(&ours)
+            ));
+        }
+        if closed && gave_up.is_none() && !ended {
+            differ.push(format!(
+                "{}: Dovecot closed the connection, the core did not",
+                String::from_utf8_lossy(&cmd[..cmd.len().min(60)])
+            ));
+        }
+        checked += 1;
+        let ok = text.contains(" OK ");
+        // The script's own commands (tagged tN) change what it re-selects.
+        if cmd.starts_with(b"t") {
+            let word = cmd.split(|&c| c == b' ').nth(1).unwrap_or(&[]);
+            if (word == b"SELECT" || word == b"EXAMINE") && ok {
+                selected = Some(cmd[tag.len() + 1..].to_vec());
+            } else if word == b"CLOSE" || word == b"UNSELECT" {
+                selected = None;
+            }
+        }
+        if closed || gave_up.is_some() {
+            // The script goes on in a new connection, logged in, the same mailbox
+            // selected (not recorded).
+            let (mut s, _) = login(&st, dir.path(), "r1");
+            if let Some(sel) = &selected {
+                let (_, e) = feed(&mut s, &[b"r2 ", &sel[..], b"\r\n"].concat());
+                assert!(!e);
+            }
+            session = Some(s);
+            carry.clear();
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    assert!(checked > 150, "{checked} records replayed");
+}
+
+/// Where the first synchronizing literal announcement (`{N}\r\n`) of `data` ends.
+fn sync_literal_end(data: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = memchr::memmem::find(&data[i..], b"}\r\n") {
+        let end = i + p;
+        let open = data[..end].iter().rposition(|&c| c == b'{')?;
+        let inner = &data[open + 1..end];
+        if !inner.is_empty() && inner.iter().all(u8::is_ascii_digit) {
+            return Some(end + 3);
+        }
+        i = end + 3;
+    }
+    None
+}
+
+/// The size of a literal announced at the very end of `data` (`{N}\r\n`, `{N+}\r\n`).
+fn final_literal(data: &[u8]) -> Option<usize> {
+    let body = data.strip_suffix(b"}\r\n")?;
+    let open = body.iter().rposition(|&c| c == b'{')?;
+    let n = &body[open + 1..];
+    let n = n.strip_suffix(b"+").unwrap_or(n);
+    std::str::from_utf8(n).ok()?.parse().ok()
+}
+
+/// The end (after its CRLF) of the first line of `out` that starts with `tag` and a space.
+fn line_end_of(out: &[u8], tag: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while start < out.len() {
+        let end = memchr::memmem::find(&out[start..], b"\r\n").map_or(out.len(), |p| start + p + 2);
+        let line = &out[start..end];
+        if line.starts_with(tag) && line.get(tag.len()) == Some(&b' ') {
+            return Some(end);
+        }
+        start = end;
+    }
+    None
+}
