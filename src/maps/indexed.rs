@@ -273,10 +273,10 @@ pub fn lmdb_read_raw(path: &Path) -> Result<Vec<RawRecord>, MapError> {
 /// Give every record of a Postfix-layout LMDB file to `f`, in the file's (byte-sorted)
 /// order, with raw bytes as stored, without holding them all (`postmap -i` on a large
 /// index).
-pub fn lmdb_for_each(
-    path: &Path,
-    f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), MapError>,
-) -> Result<(), MapError> {
+pub fn lmdb_for_each<F>(path: &Path, f: &mut F) -> Result<(), MapError>
+where
+    F: FnMut(&[u8], &[u8]) -> Result<(), MapError>,
+{
     if let Err(e) = fs::metadata(path) {
         return Err(MapError::open_database(path, e));
     }
