@@ -62,6 +62,19 @@ fn postmap_basic_matches_postfix() {
     compare("postmap-basic");
 }
 
+/// `-r`, `-w`, the order of duplicate and bad-line warnings, and `-i` (entries from standard
+/// input added to the index, `stdin` in warnings, a missing index created), as the real
+/// postmap 3.7 does them.
+#[test]
+fn duplicates_and_incremental_match_postfix() {
+    compare("postmap-dups");
+}
+
+#[test]
+fn postalias_incremental_matches_postfix() {
+    compare("postalias-incremental");
+}
+
 #[test]
 fn regexp_matches_postfix() {
     compare("regexp");

@@ -20,4 +20,7 @@ for c in regexp pcre; do
 done
 run cidr query sh -c "for k in 192.168.1.7 10.0.0.1 10.0.0.2 11.1.1.1 2001:db8::1 ::1 junk; do postmap -c $cf -q \$k cidr:table 2>/dev/null; echo \"rc=\$?\"; done; postmap -c $cf -q 1.1.1.1 cidr:table"
 run postalias build sh -c "postalias -c $cf lmdb:aliases && postalias -c $cf -s lmdb:aliases | grep -v '^YP_'"
+run postmap-dups build sh -c "postmap -c $cf lmdb:table; postmap -c $cf -s lmdb:table; postmap -c $cf -r lmdb:table; postmap -c $cf -s lmdb:table; postmap -c $cf -w lmdb:table; postmap -c $cf -s lmdb:table"
+run postmap-dups incremental sh -c "postmap -c $cf lmdb:table 2>/dev/null; printf 'k2 new\\nk9 v9\\nbad\\n  cont\\nK9 again\\nnovalue\\n' | postmap -c $cf -i lmdb:table; echo rc=\$?; postmap -c $cf -s lmdb:table; printf 'k9 r\\nk2 r2\\n' | postmap -c $cf -i -r lmdb:table; postmap -c $cf -s lmdb:table; printf 'new x\\n' | postmap -c $cf -i lmdb:fresh; echo rc=\$?; postmap -c $cf -s lmdb:fresh"
+run postalias-incremental build sh -c "postalias -c $cf lmdb:aliases; printf 'a2: other\\nbad\\nnew: a1\\n' | postalias -c $cf -i lmdb:aliases; echo rc=\$?; postalias -c $cf -s lmdb:aliases | grep -v '^YP_'"
 rm -rf "$cf"

@@ -12,98 +12,191 @@
 //! `queue_id`, `arrival_time`, `message_size`, `forced_expire`, `sender`, `recipients` with
 //! `address` and, when deferred, `delay_reason`).
 //!
-//! Known limits (XXX): `mailq` reads the queue directly (Postfix asks the `showq` service),
+//! Known limits (XXX): for a pending recipient that has no entry in the defer log, Postfix
+//! 3.7's showq prints `(reason unavailable)` (right-aligned as a reason) above it; Postern
+//! prints the recipient alone (seen on `scripts/bench-tools queue-tools`' queue, where every
+//! third recipient has no entry). `mailq` reads the queue directly (Postfix asks the `showq` service),
 //! so it needs read access to the queue (root or `mail_owner`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::postqueue::load;
 use crate::config::postfix::PostfixConfig;
 use crate::qmgr::defer;
 use crate::queue::header::quote_822_local;
-use crate::queue::store::scan_dir;
+use crate::queue::store::{QueueDir, group_by_dir, scan_dir};
 
 pub(super) use crate::sys::time::asctime;
 
-/// The `mailq` listing of the queue under `queue_directory`.
-pub fn list_queue(queue_directory: &Path) -> String {
-    let mut out = String::new();
-    let mut count = 0usize;
-    let mut total: u64 = 0;
-    for (queue, hashed, status) in [
-        ("maildrop", false, ""),
-        ("incoming", true, ""),
-        ("active", true, "*"),
-        ("deferred", true, ""),
-        ("hold", true, "!"),
-    ] {
-        let files = scan_dir(&queue_directory.join(queue), hashed);
-        for (id, path) in files {
-            let Ok(msg) = crate::queue::read_queue_file(&path) else {
-                continue;
-            };
-            let fsize = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if count == 0 {
-                out.push_str(&format!(
-                    "{:<11} {:>7} {:<20} {}\n",
-                    "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"
-                ));
-            } else {
-                out.push('\n');
-            }
-            count += 1;
-            let size = if msg.message_size > 0 {
-                msg.message_size
-            } else {
-                fsize
-            };
-            total += size;
-            let sender = if msg.sender.is_empty() {
-                "MAILER-DAEMON".to_string()
-            } else {
-                quote_822_local(&msg.sender)
-            };
-            let date = asctime(msg.arrival);
-            out.push_str(&format!(
-                "{:<11} {:>7} {:<20.20} {}\n",
-                format!("{id}{status}"),
-                size,
-                date + " ",
-                sender
-            ));
-            let mut shown = std::collections::HashSet::new();
-            let mut last_reason: Option<String> = None;
-            for e in defer::read_log(queue_directory, &id) {
-                if last_reason.as_deref() != Some(e.reason.as_str()) {
-                    let pad = 76usize.saturating_sub(e.reason.len());
-                    out.push_str(&format!("{:pad$}({})\n", "", e.reason));
-                    last_reason = Some(e.reason.clone());
-                }
-                out.push_str(&format!(
-                    "{:<11} {:>7} {:<20} {}\n",
-                    "", "", "", e.recipient
-                ));
-                shown.insert(e.recipient);
-            }
-            for r in msg.recipients.iter().filter(|r| !r.done) {
-                let a = quote_822_local(&r.address);
-                if !shown.contains(&a) {
-                    out.push_str(&format!("{:<11} {:>7} {:<20} {}\n", "", "", "", a));
-                }
-            }
+/// The queues `mailq` and `postqueue -j` list, in their order, with whether each is hashed
+/// and the mark `mailq` puts after the ID.
+const LISTED: [(&str, bool, &str); 5] = [
+    ("maildrop", false, ""),
+    ("incoming", true, ""),
+    ("active", true, "*"),
+    ("deferred", true, ""),
+    ("hold", true, "!"),
+];
+
+/// One listed message: its queue file read, the size `mailq` shows (the content size the
+/// size record holds, the file's size for a file without one), its defer log.
+struct Listed {
+    id: String,
+    msg: crate::queue::QueuedMessage,
+    size: u64,
+    deferred: Vec<defer::DeferEntry>,
+}
+
+/// Reads the messages of a queue for a listing: each directory (and each `defer/H/`
+/// directory of the defer logs) opened once and its files opened relative to it, one
+/// `fstat` and one `read` per queue file (issue 18: 13 system calls per message before, 9
+/// now, and no path walks).
+struct Reader<'a> {
+    queue_directory: &'a Path,
+    defer_dirs: std::collections::HashMap<String, Option<QueueDir>>,
+    text: String,
+}
+
+impl<'a> Reader<'a> {
+    fn new(queue_directory: &'a Path) -> Self {
+        Reader {
+            queue_directory,
+            defer_dirs: std::collections::HashMap::new(),
+            text: String::with_capacity(4096),
         }
     }
+
+    /// The messages of one queue, in directory order; files that cannot be read as queue
+    /// files are left out, as before.
+    fn each(
+        &mut self,
+        files: Vec<(String, PathBuf)>,
+        f: &mut dyn FnMut(Listed) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for (dir, names) in group_by_dir(files) {
+            let Ok(qd) = QueueDir::open(&dir) else {
+                continue;
+            };
+            for id in names {
+                let path = dir.join(&id);
+                let Ok(file) = qd.open_file(&id) else {
+                    continue;
+                };
+                let Ok(msg) = crate::queue::file::read_open_queue_file(file, &path) else {
+                    continue;
+                };
+                let size = if msg.message_size > 0 {
+                    msg.message_size
+                } else {
+                    std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+                };
+                let deferred = self.defer_log(&id);
+                f(Listed {
+                    id,
+                    msg,
+                    size,
+                    deferred,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The defer log of `id` ([`defer::read_log`], through the opened `defer/H/`).
+    fn defer_log(&mut self, id: &str) -> Vec<defer::DeferEntry> {
+        use std::io::Read;
+        let log = defer::log_path(self.queue_directory, id);
+        let Some(dir) = log.parent() else {
+            return Vec::new();
+        };
+        let key = id.get(..1).unwrap_or("0").to_string();
+        let qd = self
+            .defer_dirs
+            .entry(key)
+            .or_insert_with(|| QueueDir::open(dir).ok());
+        let Some(qd) = qd else {
+            return Vec::new();
+        };
+        let Ok(file) = qd.open_file(id) else {
+            return Vec::new();
+        };
+        self.text.clear();
+        // Read into the buffer kept between messages: no size probe per file.
+        if file.take(u64::MAX).read_to_string(&mut self.text).is_err() {
+            return Vec::new();
+        }
+        defer::parse_log(&self.text)
+    }
+}
+
+/// Write the `mailq` listing of the queue under `queue_directory` to `out`, a queue at a
+/// time (so the listing of a large queue starts before all of it is read); stops at the
+/// first write error (the reader went away).
+pub fn write_queue(queue_directory: &Path, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut count = 0usize;
+    let mut total: u64 = 0;
+    let mut reader = Reader::new(queue_directory);
+    for (queue, hashed, status) in LISTED {
+        let files = scan_dir(&queue_directory.join(queue), hashed);
+        reader.each(files, &mut |m| {
+            if count == 0 {
+                writeln!(
+                    out,
+                    "{:<11} {:>7} {:<20} -Sender/Recipient-------",
+                    "-Queue ID-", "--Size--", "----Arrival Time----"
+                )?;
+            } else {
+                out.write_all(b"\n")?;
+            }
+            count += 1;
+            total += m.size;
+            let sender = if m.msg.sender.is_empty() {
+                "MAILER-DAEMON".to_string()
+            } else {
+                quote_822_local(&m.msg.sender)
+            };
+            let date = asctime(m.msg.arrival);
+            writeln!(
+                out,
+                "{:<11} {:>7} {:<20.20} {}",
+                format!("{}{status}", m.id),
+                m.size,
+                date + " ",
+                sender
+            )?;
+            let mut shown = std::collections::HashSet::new();
+            let mut last_reason: Option<&str> = None;
+            for e in &m.deferred {
+                if last_reason != Some(e.reason.as_str()) {
+                    let pad = 76usize.saturating_sub(e.reason.len());
+                    writeln!(out, "{:pad$}({})", "", e.reason)?;
+                    last_reason = Some(e.reason.as_str());
+                }
+                writeln!(out, "{:<11} {:>7} {:<20} {}", "", "", "", e.recipient)?;
+                shown.insert(e.recipient.as_str());
+            }
+            for r in m.msg.recipients.iter().filter(|r| !r.done) {
+                let a = quote_822_local(&r.address);
+                if !shown.contains(a.as_str()) {
+                    writeln!(out, "{:<11} {:>7} {:<20} {}", "", "", "", a)?;
+                }
+            }
+            Ok(())
+        })?;
+    }
     if count == 0 {
-        out.push_str("Mail queue is empty\n");
+        out.write_all(b"Mail queue is empty\n")?;
     } else {
-        out.push_str(&format!(
-            "\n-- {} Kbytes in {} Request{}.\n",
+        writeln!(
+            out,
+            "\n-- {} Kbytes in {} Request{}.",
             total / 1024,
             count,
             if count == 1 { "" } else { "s" }
-        ));
+        )?;
     }
-    out
+    out.flush()
 }
 
 /// A JSON string as Postfix's `postqueue -j` writes it (`quote_for_json`).
@@ -127,62 +220,54 @@ fn json_str(s: &str) -> String {
     o
 }
 
-/// The `postqueue -j` listing: one JSON object per message, in `mailq` order.
-pub fn list_queue_json(queue_directory: &Path) -> String {
-    let mut out = String::new();
-    for (queue, hashed) in [
-        ("maildrop", false),
-        ("incoming", true),
-        ("active", true),
-        ("deferred", true),
-        ("hold", false),
-    ] {
+/// Write the `postqueue -j` listing to `out`, one JSON object per message in `mailq`
+/// order (as [`write_queue`]).
+pub fn write_queue_json(queue_directory: &Path, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut reader = Reader::new(queue_directory);
+    for (queue, hashed, _) in LISTED {
+        // XXX hold/ is listed without its subdirectories here, as before; mailq descends.
+        let hashed = hashed && queue != "hold";
         let files = scan_dir(&queue_directory.join(queue), hashed);
-        for (id, path) in files {
-            let Ok(msg) = crate::queue::read_queue_file(&path) else {
-                continue;
-            };
-            let size = if msg.message_size > 0 {
-                msg.message_size
-            } else {
-                std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-            };
-            let arrival = msg
-                .arrival
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let sender = if msg.sender.is_empty() {
-                "MAILER-DAEMON".to_string()
-            } else {
-                quote_822_local(&msg.sender)
-            };
-            let mut rcpts = Vec::new();
-            let mut shown = std::collections::HashSet::new();
-            for e in defer::read_log(queue_directory, &id) {
-                rcpts.push(format!(
-                    "{{\"address\": {}, \"delay_reason\": {}}}",
-                    json_str(&e.recipient),
-                    json_str(&e.reason)
-                ));
-                shown.insert(e.recipient);
-            }
-            for r in msg.recipients.iter().filter(|r| !r.done) {
-                let a = quote_822_local(&r.address);
-                if shown.insert(a.clone()) {
-                    rcpts.push(format!("{{\"address\": {}}}", json_str(&a)));
+        reader.each(files, &mut |m| {
+                let arrival = m
+                    .msg
+                    .arrival
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let sender = if m.msg.sender.is_empty() {
+                    "MAILER-DAEMON".to_string()
+                } else {
+                    quote_822_local(&m.msg.sender)
+                };
+                let mut rcpts = Vec::new();
+                let mut shown = std::collections::HashSet::new();
+                for e in &m.deferred {
+                    rcpts.push(format!(
+                        "{{\"address\": {}, \"delay_reason\": {}}}",
+                        json_str(&e.recipient),
+                        json_str(&e.reason)
+                    ));
+                    shown.insert(e.recipient.clone());
                 }
-            }
-            out.push_str(&format!(
-                "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {arrival}, \"message_size\": {size}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [{}]}}\n",
-                json_str(queue),
-                json_str(&id),
-                json_str(&sender),
-                rcpts.join(", ")
-            ));
-        }
+                for r in m.msg.recipients.iter().filter(|r| !r.done) {
+                    let a = quote_822_local(&r.address);
+                    if shown.insert(a.clone()) {
+                        rcpts.push(format!("{{\"address\": {}}}", json_str(&a)));
+                    }
+                }
+                writeln!(
+                    out,
+                    "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {arrival}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [{}]}}",
+                    json_str(queue),
+                    json_str(&m.id),
+                    m.size,
+                    json_str(&sender),
+                    rcpts.join(", ")
+                )
+        })?;
     }
-    out
+    out.flush()
 }
 
 /// `mailq [-c DIR]` (also `sendmail -bp`).
@@ -202,6 +287,8 @@ pub fn mailq_main(args: &[String]) -> i32 {
 
 pub(super) fn print_queue(cfg: &PostfixConfig) -> i32 {
     let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
-    print!("{}", list_queue(&qdir));
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    // A reader that went away (`mailq | head`) ends the listing quietly.
+    let _ = write_queue(&qdir, &mut out);
     0
 }

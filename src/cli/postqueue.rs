@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::mailq::{list_queue_json, print_queue};
+use super::mailq::{print_queue, write_queue_json};
 use crate::config::postfix::{LoadOptions, PostfixConfig};
 use crate::log;
 use crate::queue::store::{Store, scan_dir};
@@ -65,7 +65,9 @@ pub fn postqueue_main(args: &[String]) -> i32 {
         Some("-p") => print_queue(&cfg),
         Some("-j") => {
             let qdir = PathBuf::from(cfg.get("queue_directory").unwrap_or_default().trim());
-            print!("{}", list_queue_json(&qdir));
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            // A reader that went away ends the listing quietly.
+            let _ = write_queue_json(&qdir, &mut out);
             0
         }
         Some("-s") => flush_site(&cfg, &operand),

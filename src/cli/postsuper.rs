@@ -132,15 +132,16 @@ pub fn postsuper_main(args: &[String]) -> i32 {
         SuperOp::Release,
         SuperOp::Requeue,
     ] {
-        let ids: Vec<&String> = ops
+        // A set: `postsuper -d - < list` may name every message of a large queue.
+        let ids: std::collections::HashSet<&str> = ops
             .iter()
             .filter(|(o, _)| *o == kind)
-            .map(|(_, i)| i)
+            .map(|(_, i)| i.as_str())
             .collect();
         if ids.is_empty() {
             continue;
         }
-        let all = ids.iter().any(|i| *i == "ALL");
+        let all = ids.contains("ALL");
         let queues: Vec<&str> = match (&queue, kind) {
             (Some(q), _) => vec![q.as_str()],
             (None, SuperOp::Delete) => vec!["hold", "incoming", "active", "deferred", "maildrop"],
@@ -149,13 +150,13 @@ pub fn postsuper_main(args: &[String]) -> i32 {
             (None, SuperOp::Requeue) => vec!["hold", "incoming", "active", "deferred"],
         };
         let mut n = 0;
+        let store = Store::new(&qdir);
         for q in queues {
             let files = scan_dir(&qdir.join(q), q != "maildrop" && q != "hold");
             for (id, path) in files {
-                if !(all || ids.iter().any(|i| **i == id)) {
+                if !(all || ids.contains(id.as_str())) {
                     continue;
                 }
-                let store = Store::new(&qdir);
                 let done = match kind {
                     SuperOp::Delete => store.delete(&path, &id).is_ok().then_some("removed"),
                     SuperOp::Hold => store

@@ -355,7 +355,8 @@ pub fn main(args: &[String]) -> i32 {
         Mode::ListQueue => {
             // SIGPIPE stays ignored in sendmail: a reader that went away ends the
             // listing quietly.
-            let _ = std::io::stdout().write_all(super::mailq::list_queue(&qdir).as_bytes());
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let _ = super::mailq::write_queue(&qdir, &mut out);
             return 0;
         }
         Mode::Flush => {

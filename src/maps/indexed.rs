@@ -262,6 +262,21 @@ fn strip_nul(b: &[u8]) -> &[u8] {
 /// Every record of a Postfix-layout LMDB file, in the file's (byte-sorted) order, with raw
 /// bytes as stored (trailing NULs included).
 pub fn lmdb_read_raw(path: &Path) -> Result<Vec<RawRecord>, MapError> {
+    let mut out = Vec::new();
+    lmdb_for_each(path, &mut |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Give every record of a Postfix-layout LMDB file to `f`, in the file's (byte-sorted)
+/// order, with raw bytes as stored, without holding them all (`postmap -i` on a large
+/// index).
+pub fn lmdb_for_each<F>(path: &Path, f: &mut F) -> Result<(), MapError>
+where
+    F: FnMut(&[u8], &[u8]) -> Result<(), MapError>,
+{
     if let Err(e) = fs::metadata(path) {
         return Err(MapError::open_database(path, e));
     }
@@ -281,16 +296,15 @@ pub fn lmdb_read_raw(path: &Path) -> Result<Vec<RawRecord>, MapError> {
         heed::CommitOrAbort::Abort(()) => None,
     };
     let rtxn = env.read_txn().map_err(|e| lmdb_err(path, e))?;
-    let mut out = Vec::new();
     if let Some(db) = db {
         for item in db.iter(&rtxn).map_err(|e| lmdb_err(path, e))? {
             let (k, v) = item.map_err(|e| lmdb_err(path, e))?;
-            out.push((k.to_vec(), v.to_vec()));
+            f(k, v)?;
         }
     }
     drop(rtxn);
     drop(env);
-    Ok(out)
+    Ok(())
 }
 
 fn lmdb_read_map(path: &Path) -> Result<IndexMap<String, String>, MapError> {
@@ -384,15 +398,18 @@ fn as_identity<T>(id: Option<(u32, u32)>, f: impl FnOnce() -> T) -> Result<T, Ma
     Ok(out)
 }
 
-/// Write `entries` as a Postfix-layout LMDB file at `path`, replacing it atomically (a
-/// temporary file in the same directory, then rename), with the mode and owner of
-/// `perms`. `with_nul` stores keys and values with a trailing NUL as Postfix does by
-/// default (`postmap -N`); `postmap -n` turns it off. Errors name `path` (`open database
-/// /etc/aliases.postern.lmdb: Permission denied`), as Postfix names its `.db`.
+/// Write `records` (keys and values as stored, in byte order, each key once) as a
+/// Postfix-layout LMDB file at `path`, replacing it atomically (a temporary file in the
+/// same directory, then rename), with the mode and owner of `perms`. The records are
+/// taken one at a time and appended, committed every few megabytes, so a table of any
+/// size is written in bounded memory; `payload` (the bytes of keys and values, about)
+/// sizes the map. [`with_nul`] makes the stored form of a key or value as Postfix writes
+/// it by default (`postmap -N`; `postmap -n` turns it off). Errors name `path` (`open
+/// database /etc/aliases.postern.lmdb: Permission denied`), as Postfix names its `.db`.
 pub fn lmdb_write(
     path: &Path,
-    entries: &[(String, String)],
-    with_nul: bool,
+    records: &mut dyn Iterator<Item = Result<RawRecord, MapError>>,
+    payload: u64,
     perms: &WritePerms,
 ) -> Result<(), MapError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -430,7 +447,7 @@ pub fn lmdb_write(
     }
     let written = as_identity(perms.run_as, || {
         let _ = fs::remove_file(&tmp);
-        lmdb_create(&tmp, entries, with_nul)
+        lmdb_create(&tmp, records, payload)
     })?;
     if let Err(e) = written {
         let _ = as_identity(perms.run_as, || fs::remove_file(&tmp));
@@ -466,13 +483,33 @@ pub fn lmdb_write(
     Ok(())
 }
 
-/// Create the LMDB file `tmp` (a new name in the target's directory) holding `entries`.
-fn lmdb_create(tmp: &Path, entries: &[(String, String)], with_nul: bool) -> Result<(), MapError> {
-    let payload: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
+/// `s` as stored in a Postfix-layout LMDB file: with a trailing NUL when `with_nul`.
+pub fn with_nul(s: &str, with_nul: bool) -> Vec<u8> {
+    let mut b = Vec::with_capacity(s.len() + 1);
+    b.extend_from_slice(s.as_bytes());
+    if with_nul {
+        b.push(0);
+    }
+    b
+}
+
+/// Payload between two commits of [`lmdb_create`]: LMDB keeps a transaction's dirty pages
+/// in memory until it commits.
+const COMMIT_EVERY_BYTES: usize = 8 << 20;
+
+/// Create the LMDB file `tmp` (a new name in the target's directory) holding `records`
+/// (sorted, unique: each is appended after the last).
+fn lmdb_create(
+    tmp: &Path,
+    records: &mut dyn Iterator<Item = Result<RawRecord, MapError>>,
+    payload: u64,
+) -> Result<(), MapError> {
     // Postfix's lmdb_map_size default is 16 MB; grow for large tables.
-    let map_size = (16usize << 20).max(payload.saturating_mul(4).next_multiple_of(4096));
+    let map_size = (16usize << 20).max((payload as usize).saturating_mul(4).next_multiple_of(4096));
     let _guard = LMDB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    // A fresh temporary file that only this process knows about.
+    // A fresh temporary file that only this process knows about. NO_SYNC (set by
+    // sys::lmdb::create): the intermediate commits are not synced, the file is once at the
+    // end (force_sync).
     let env = crate::sys::lmdb::create(tmp, map_size).map_err(|e| lmdb_err(tmp, e))?;
     let wtxn = env.write_txn().map_err(|e| lmdb_err(tmp, e))?;
     let db = env
@@ -488,18 +525,18 @@ fn lmdb_create(tmp: &Path, entries: &[(String, String)], with_nul: bool) -> Resu
         )));
     };
     let mut wtxn = env.write_txn().map_err(|e| lmdb_err(tmp, e))?;
-    let mut kb = Vec::new();
-    let mut vb = Vec::new();
-    for (k, v) in entries {
-        kb.clear();
-        kb.extend_from_slice(k.as_bytes());
-        vb.clear();
-        vb.extend_from_slice(v.as_bytes());
-        if with_nul {
-            kb.push(0);
-            vb.push(0);
+    let mut since_commit = 0usize;
+    for record in records {
+        let (k, v) = record?;
+        // In order and each key once: appended, pages filled to the end.
+        db.put_with_flags(&mut wtxn, heed::PutFlags::APPEND, &k, &v)
+            .map_err(|e| lmdb_err(tmp, e))?;
+        since_commit += k.len() + v.len() + 16;
+        if since_commit >= COMMIT_EVERY_BYTES {
+            wtxn.commit().map_err(|e| lmdb_err(tmp, e))?;
+            wtxn = env.write_txn().map_err(|e| lmdb_err(tmp, e))?;
+            since_commit = 0;
         }
-        db.put(&mut wtxn, &kb, &vb).map_err(|e| lmdb_err(tmp, e))?;
     }
     wtxn.commit().map_err(|e| lmdb_err(tmp, e))?;
     env.force_sync().map_err(|e| lmdb_err(tmp, e))?;
@@ -510,24 +547,6 @@ fn lmdb_create(tmp: &Path, entries: &[(String, String)], with_nul: bool) -> Resu
 /// order (`postmap -s`).
 pub fn lmdb_entries(path: &Path) -> Result<Vec<(String, String)>, MapError> {
     Ok(lmdb_read_map(path)?.into_iter().collect())
-}
-
-/// Build the key → value map of a text source without the table wrapper (used by `postmap`
-/// to create indexes).
-pub fn read_source(
-    path: &Path,
-    dict_name: &str,
-    format: Format,
-    opts: &OpenOptions,
-) -> Result<IndexMap<String, String>, MapError> {
-    let bytes = fs::read(path).map_err(|e| MapError::open(path, e))?;
-    Ok(parse_entries(
-        &bytes,
-        &path.display().to_string(),
-        dict_name,
-        format,
-        opts,
-    ))
 }
 
 /// A raw map for callers that already hold the entries (tests, `inline:`).

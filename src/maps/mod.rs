@@ -34,6 +34,7 @@
 //! into memory when opened, which is right for access/alias/virtual tables and wrong for maps of
 //! hundreds of megabytes; `pcre:` flag `E` (dollar end-only) is accepted but not applied.
 
+pub mod build;
 pub mod cache;
 pub mod cidr;
 pub mod error;

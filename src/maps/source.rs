@@ -31,43 +31,79 @@ pub struct LogicalLine {
 /// in warnings. Invalid UTF-8 is replaced (U+FFFD) rather than refused, so a table with stray
 /// Latin-1 bytes still loads.
 pub fn logical_lines(bytes: &[u8], path: &str, warn: &dyn Fn(&str)) -> Vec<LogicalLine> {
-    let mut out: Vec<LogicalLine> = Vec::new();
-    let mut current: Option<LogicalLine> = None;
-    for (idx, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let lineno = idx + 1;
-        // A final newline leaves an empty last piece: nothing to read there.
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let first = raw.iter().position(|b| !b.is_ascii_whitespace());
-        let Some(first) = first else { continue };
-        if raw[first] == b'#' {
-            continue;
-        }
-        let text = String::from_utf8_lossy(raw);
-        if first > 0 {
-            match current.as_mut() {
-                Some(cur) => cur.text.push_str(&text),
-                None => {
-                    let shown: String = text.chars().take(30).collect();
-                    let more = if text.chars().count() > 30 { "..." } else { "" };
-                    warn(&format!(
-                        "{path}: logical line must not start with whitespace: \"{shown}{more}\""
-                    ));
-                }
-            }
-            continue;
-        }
-        if let Some(done) = current.take() {
-            out.push(done);
-        }
-        current = Some(LogicalLine {
-            line: lineno,
-            text: text.into_owned(),
-        });
-    }
-    if let Some(done) = current.take() {
-        out.push(done);
+    let mut reader = LogicalLines::new(bytes, path);
+    let mut out = Vec::new();
+    // Reading a byte slice cannot fail.
+    while let Ok(Some(ll)) = reader.next_line(warn) {
+        out.push(ll);
     }
     out
+}
+
+/// [`logical_lines`] read from a stream one physical line at a time, so that a source of
+/// any size is read in constant memory (`postmap` on a table of millions of lines).
+pub struct LogicalLines<'p, R> {
+    input: R,
+    path: &'p str,
+    raw: Vec<u8>,
+    lineno: usize,
+    current: Option<LogicalLine>,
+    eof: bool,
+}
+
+impl<'p, R: std::io::BufRead> LogicalLines<'p, R> {
+    pub fn new(input: R, path: &'p str) -> Self {
+        LogicalLines {
+            input,
+            path,
+            raw: Vec::new(),
+            lineno: 0,
+            current: None,
+            eof: false,
+        }
+    }
+
+    /// The next logical line (`None` at the end), its warnings given to `warn`.
+    pub fn next_line(&mut self, warn: &dyn Fn(&str)) -> std::io::Result<Option<LogicalLine>> {
+        while !self.eof {
+            self.raw.clear();
+            if self.input.read_until(b'\n', &mut self.raw)? == 0 {
+                self.eof = true;
+                break;
+            }
+            self.lineno += 1;
+            let raw = self.raw.strip_suffix(b"\n").unwrap_or(&self.raw);
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let first = raw.iter().position(|b| !b.is_ascii_whitespace());
+            let Some(first) = first else { continue };
+            if raw[first] == b'#' {
+                continue;
+            }
+            let text = String::from_utf8_lossy(raw);
+            if first > 0 {
+                match self.current.as_mut() {
+                    Some(cur) => cur.text.push_str(&text),
+                    None => {
+                        let shown: String = text.chars().take(30).collect();
+                        let more = if text.chars().count() > 30 { "..." } else { "" };
+                        warn(&format!(
+                            "{}: logical line must not start with whitespace: \"{shown}{more}\"",
+                            self.path
+                        ));
+                    }
+                }
+                continue;
+            }
+            let next = LogicalLine {
+                line: self.lineno,
+                text: text.into_owned(),
+            };
+            if let Some(done) = self.current.replace(next) {
+                return Ok(Some(done));
+            }
+        }
+        Ok(self.current.take())
+    }
 }
 
 /// The two source formats.
@@ -123,34 +159,47 @@ pub fn parse_entries(
     let warn = |m: &str| opts.warn(m);
     let mut map: IndexMap<String, String> = IndexMap::new();
     for ll in logical_lines(bytes, path, &warn) {
-        let parsed = match format {
-            Format::Postmap => match split_postmap_line(&ll.text) {
-                Some(kv) => Some(kv),
-                None => {
-                    opts.warn(&format!(
-                        "{path}, line {}: expected format: key whitespace value",
-                        ll.line
-                    ));
-                    None
-                }
-            },
-            Format::Aliases => match split_alias_line(&ll.text) {
-                Ok(kv) => Some(kv),
-                Err(msg) => {
-                    opts.warn(&format!("{path}, line {}: {msg}", ll.line));
-                    None
-                }
-            },
-        };
-        let Some((key, value)) = parsed else { continue };
-        let key = if opts.fold_case {
-            super::fold(&key)
-        } else {
-            key
-        };
-        insert(&mut map, key, value, dict_name, opts);
+        if let Some((key, value)) = parse_line(&ll, path, format, opts, &warn) {
+            insert(&mut map, key, value, dict_name, opts);
+        }
     }
     map
+}
+
+/// One logical line as an entry (the key case-folded when `opts` says so), or `None` with
+/// Postfix's warning given to `warn` when the line is not one.
+pub fn parse_line(
+    ll: &LogicalLine,
+    path: &str,
+    format: Format,
+    opts: &OpenOptions,
+    warn: &dyn Fn(&str),
+) -> Option<(String, String)> {
+    let (key, value) = match format {
+        Format::Postmap => match split_postmap_line(&ll.text) {
+            Some(kv) => kv,
+            None => {
+                warn(&format!(
+                    "{path}, line {}: expected format: key whitespace value",
+                    ll.line
+                ));
+                return None;
+            }
+        },
+        Format::Aliases => match split_alias_line(&ll.text) {
+            Ok(kv) => kv,
+            Err(msg) => {
+                warn(&format!("{path}, line {}: {msg}", ll.line));
+                return None;
+            }
+        },
+    };
+    let key = if opts.fold_case {
+        super::fold(&key)
+    } else {
+        key
+    };
+    Some((key, value))
 }
 
 /// Insert with Postfix's duplicate policy.

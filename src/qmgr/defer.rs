@@ -58,6 +58,11 @@ pub fn read_log(queue_directory: &Path, id: &str) -> Vec<DeferEntry> {
     let Ok(text) = std::fs::read_to_string(log_path(queue_directory, id)) else {
         return Vec::new();
     };
+    parse_log(&text)
+}
+
+/// The entries of a defer log's text (see [`read_log`]).
+pub fn parse_log(text: &str) -> Vec<DeferEntry> {
     let mut out = Vec::new();
     for block in text.split("\n\n") {
         let mut e = DeferEntry {

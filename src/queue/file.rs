@@ -476,7 +476,13 @@ impl From<std::io::Error> for QueueFileError {
 /// Read a queue file. Files that are not ready (mode without `u+x`) or have no end record are
 /// [`QueueFileError::Incomplete`].
 pub fn read_queue_file(path: &Path) -> Result<QueuedMessage, QueueFileError> {
-    let mut f = File::open(path)?;
+    read_open_queue_file(File::open(path)?, path)
+}
+
+/// [`read_queue_file`] for a file already open (opened relative to its directory by a
+/// queue scan, [`super::store::QueueDir`]); `path` names it in errors and its last
+/// component is the queue ID. One `fstat` and one `read` of the file's size.
+pub fn read_open_queue_file(f: File, path: &Path) -> Result<QueuedMessage, QueueFileError> {
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(QueueFileError::Corrupt(format!(
@@ -492,7 +498,8 @@ pub fn read_queue_file(path: &Path) -> Result<QueuedMessage, QueueFileError> {
         )));
     }
     let mut buf = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut buf)?;
+    // Up to the size just read: no second fstat and seek for a size hint.
+    f.take(meta.len()).read_to_end(&mut buf)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     parse(&buf, name).map_err(|e| match e {
         QueueFileError::Incomplete(s) => {

@@ -24,12 +24,13 @@ pub fn open_read_only(path: &Path) -> Result<Env<WithoutTls>, Error> {
 }
 
 /// Create (or open for writing) `path`, a fresh temporary file only this process knows
-/// of, with room for `map_size` bytes.
+/// of, with room for `map_size` bytes. Commits are not synced (`NO_SYNC`): the caller syncs
+/// the file once at the end (`Env::force_sync`).
 pub fn create(path: &Path, map_size: usize) -> Result<Env<WithoutTls>, Error> {
     let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
     // SAFETY: the caller's promise above: no other process or environment uses the file.
     unsafe {
-        options.flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::NO_LOCK);
+        options.flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::NO_LOCK | heed::EnvFlags::NO_SYNC);
         options.max_dbs(0);
         options.map_size(map_size);
         options.open(path)
