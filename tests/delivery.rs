@@ -1335,6 +1335,28 @@ fn queued(sender: &str, rcpt: &str, content: &str) -> postern::queue::QueuedMess
 /// users, a uid below virtual_minimum_uid, and a symlinked mbox.
 #[test]
 fn virtual_agent_delivers_as_the_mapped_uid() {
+    // The agent forks a child per delivery as root (sys::child), which is only safe in a
+    // single-threaded process, as the delivery process is: here another test's thread may
+    // hold a lock (the log's capture, the environment) when the fork happens, and the
+    // child would wait on it for ever (seen once). So the body runs in a process of its own
+    // with this one test in it.
+    if std::env::var_os("POSTERN_TEST_SOLO").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "virtual_agent_delivers_as_the_mapped_uid",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("POSTERN_TEST_SOLO", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the test did not run: {text}");
+        return;
+    }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let root = nix::unistd::Uid::effective().is_root();
     let (uid, gid) = if root {

@@ -313,9 +313,7 @@ fn an_upward_use_is_found() {
 /// (`#[allow(unsafe_code)]` under the crate's `#![deny(unsafe_code)]`). XXX (issue 16
 /// item 4): each is to move its system calls into `src/sys`; take it off this list then.
 /// A new entry needs a reason in review, which is what this list is for.
-const UNSAFE_ALLOWED: &[&str] = &[
-    "src/lib.rs: mod sys",
-];
+const UNSAFE_ALLOWED: &[&str] = &["src/lib.rs: mod sys"];
 
 /// Every `allow(unsafe_code)` in `src/` as `file: mod NAME` or `file: fn NAME` (the item
 /// it is on), sorted.

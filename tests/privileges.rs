@@ -102,6 +102,13 @@ fn ids(name: &str) -> (String, String, Vec<String>) {
 /// Assert that process `pid` runs as `uid`/`gid` (real, effective, saved and filesystem
 /// ids alike) with exactly the supplementary groups `groups`.
 fn assert_creds(what: &str, pid: u32, uid: &str, gid: &str, groups: &[String]) {
+    // A child is forked as root and gives its ids up at its start: a look taken just after
+    // `postfix start` returns may come before that (seen once for the queue manager).
+    // Wait a while for the ids wanted, then compare whatever is there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proc_status(pid)["Uid"] != vec![uid; 4] && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let st = proc_status(pid);
     assert_eq!(st["Uid"], vec![uid; 4], "{what} (pid {pid}): Uid");
     assert_eq!(st["Gid"], vec![gid; 4], "{what} (pid {pid}): Gid");

@@ -30,7 +30,8 @@ pub fn create(path: &Path, map_size: usize) -> Result<Env<WithoutTls>, Error> {
     let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
     // SAFETY: the caller's promise above: no other process or environment uses the file.
     unsafe {
-        options.flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::NO_LOCK | heed::EnvFlags::NO_SYNC);
+        options
+            .flags(heed::EnvFlags::NO_SUB_DIR | heed::EnvFlags::NO_LOCK | heed::EnvFlags::NO_SYNC);
         options.max_dbs(0);
         options.map_size(map_size);
         options.open(path)
