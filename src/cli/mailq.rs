@@ -249,6 +249,8 @@ pub fn write_queue_json(queue_directory: &Path, out: &mut dyn Write) -> std::io:
     let mut reader = Reader::new(queue_directory);
     for (queue, hashed, _) in LISTED {
         // XXX hold/ is listed without its subdirectories here, as before; mailq descends.
+        // Postfix 3.7 (seen here) lists hold/H/ID, for -p and -j alike, only when `hold`
+        // is in hash_queue_names (showq opens each file by its hashed path).
         let hashed = hashed && queue != "hold";
         let files = scan_dir(&queue_directory.join(queue), hashed);
         reader.each(files, &mut |m| {
