@@ -11,7 +11,9 @@
 //! end-of-header line (50 MB without an empty line) costs no more memory than one with.
 //! A rewrite that leaves the size as it was also moves the file's time to the next second
 //! ([`super::touch_if_same`]): Dovecot's index notices a changed mbox by size and time in
-//! seconds.
+//! seconds. The end of the file stays as it was, as Dovecot leaves it: what followed the
+//! last message (its separator line, or nothing when its last line lacks a newline) ends
+//! the output, after whichever message is last now.
 //!
 //! [`rewrite_in_place`] is the streaming rewrite; [`rewrite`] and [`write_back`], over the
 //! whole buffer, are the obvious reference the tests prove it equal to.
@@ -72,11 +74,10 @@ impl Plan<'_> {
 /// How message `i` ends in the output. `None`: as every message but the last, with its
 /// final newline if it lacks one, then the empty separator line. `Some((a, b))`: the old
 /// bytes from `a` to `b` and nothing more, for the last message kept, as Dovecot 2.3
-/// ends the file: after the file's last message, what followed it there (its separator
-/// line or nothing: a last line without its newline stays so, and the message as it
-/// was); after an earlier one (the messages after it expunged), nothing. A rewritten
-/// header that the file's end cut (no end-of-headers line) still gets the newline and
-/// the empty line, as Dovecot writes it.
+/// ends the file: what followed the file's last message there (its separator line, or
+/// nothing: a last line without its newline stays so, the message as it was), also when
+/// the messages after it are expunged. A rewritten header that the file's end cut (no
+/// end-of-headers line) still gets the newline and the empty line, as Dovecot writes it.
 fn file_end(
     raws: &[Raw],
     plan: &Plan,
@@ -93,11 +94,8 @@ fn file_end(
     if later_kept || (rewritten && r.hdr_end >= r.end) {
         return None;
     }
-    Some(if i + 1 == raws.len() {
-        (r.end, len)
-    } else {
-        (r.end, r.end)
-    })
+    let last = raws.last().map_or(r.end, |x| x.end);
+    Some((last, len))
 }
 
 /// The `X-IMAPbase:` (or pseudo message's `X-IMAP:`) line, without its newline.
