@@ -91,10 +91,14 @@ fn file_end(
         .enumerate()
         .skip(i + 1)
         .any(|(j, x)| plan.keep[j] || x.pseudo);
-    if later_kept || (rewritten && r.hdr_end >= r.end) {
+    let last = raws.last().map_or(r.end, |x| x.end);
+    // A rewritten header over an empty body that ends the file (`From …\n\n` at its
+    // end) keeps the separator after it too: once the header has lines, the scan would
+    // take a lone final empty line for the separator and lose the body's.
+    let empty_body_at_end = r.end.saturating_sub(r.hdr_end) == 1 && last == len;
+    if later_kept || (rewritten && (r.hdr_end >= r.end || empty_body_at_end)) {
         return None;
     }
-    let last = raws.last().map_or(r.end, |x| x.end);
     Some((last, len))
 }
 
