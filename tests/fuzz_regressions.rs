@@ -214,3 +214,79 @@ fn myhostname_mydomain_cycle() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{main}");
     }
 }
+
+/// `mbox`: expunging the first message rewrote the file's last message, whose last line
+/// had no newline (`…\n\nx\xfc` at the end of the file), with a newline and a separator
+/// line added, so it read one byte longer (`x\xfc\n`). Dovecot 2.3.19 keeps the end of the
+/// file as it was: after `doveadm expunge mailbox INBOX uid 1` on `From a@b  Mon Dec  7
+/// 08:00:00 2026\n…\n\nbody\n\nFrom c@d  Mon Dec  7 08:01:00 2026\nSubject: two\n\nx\xfc`
+/// the file ends `X-UID: 2…\n\nx\xfc` and FETCH gives the body `x\xfc`, also after a flag
+/// change and when the message kept in place (a middle one expunged); so does Postern now.
+/// The found input, as the fuzz target runs it: UIDs given at open, every message marked
+/// seen, then the first expunged.
+#[test]
+fn mbox_expunge_keeps_a_last_line_without_newline() {
+    use postern::mailbox::mbox::{MboxBox, MboxFlags};
+    use postern::mailbox::{Flags, MboxOptions};
+    use std::collections::{HashMap, HashSet};
+    let lines: &[&[u8]] = &[
+        b"From a@b  From\xff\x07@b  Mon Dec  8 08:00:00 2026\n",
+        b"X-IMAPbase: 1 3 $Fuzz Junk\n",
+        b"X-UID: 1\n",
+        b"X-Keyworsd: Aunk\n",
+        b"Status: RO\n",
+        b"X-Status: A\xba\xebContent-Le~gth: 15\n",
+        b"\n",
+        b"body\n",
+        b"\n",
+        b"From CoFrom a@b  From e@b  Mon Dec  a6 e\n",
+        b"X-IMAP:base: 34\x0110m: caro two\n",
+        b"X-UID: 2\n",
+        b"\xff~S  APbase: 1 3 $Fu7 08:00:00 2026\n",
+        b"X-IMAPbase: 1    3 $Fwd Ju: 1\n",
+        b"X-Keywords: Junk\n",
+        b"S: tatus: RO\n",
+        b"X-Status: A Moe Dnc  7 08:01:000 213\n",
+        b"X-Unk0                    \n",
+        b"\n",
+        b"x\xfc",
+    ];
+    let data = lines.concat();
+    assert!(data.ends_with(b"\n\nx\xfc"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox");
+    std::fs::write(&path, &data).unwrap();
+    let contents = |mb: &MboxBox| -> Vec<Vec<u8>> {
+        (0..mb.messages.len())
+            .map(|i| mb.read(i).unwrap())
+            .collect()
+    };
+    let mut mb = MboxBox::open(&path, &MboxOptions::default(), Some(1)).expect("open");
+    assert_eq!(mb.messages.len(), 2);
+    let first = mb.messages[0].uid;
+    let changes: HashMap<u32, MboxFlags> = mb
+        .messages
+        .iter()
+        .map(|m| {
+            let kw = if m.uid == first {
+                vec!["$Fuzz".to_string()]
+            } else {
+                Vec::new()
+            };
+            (m.uid, (m.flags.union(Flags::SEEN), true, kw))
+        })
+        .collect();
+    mb.update(&changes, &HashSet::new(), true)
+        .expect("flag update");
+    let before = contents(&mb);
+    assert!(before[1].ends_with(b"\n\nx\xfc"), "{:?}", before[1]);
+    mb.update(&HashMap::new(), &HashSet::from([first]), true)
+        .expect("expunge");
+    assert_eq!(contents(&mb), before[1..]);
+    let file = std::fs::read(&path).unwrap();
+    assert!(
+        file.ends_with(b"\n\nx\xfc"),
+        "{:?}",
+        String::from_utf8_lossy(&file)
+    );
+}

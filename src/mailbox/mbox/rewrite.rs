@@ -11,7 +11,9 @@
 //! end-of-header line (50 MB without an empty line) costs no more memory than one with.
 //! A rewrite that leaves the size as it was also moves the file's time to the next second
 //! ([`super::touch_if_same`]): Dovecot's index notices a changed mbox by size and time in
-//! seconds.
+//! seconds. The end of the file stays as it was, as Dovecot leaves it: what followed the
+//! last message (its separator line, or nothing when its last line lacks a newline) ends
+//! the output, after whichever message is last now.
 //!
 //! [`rewrite_in_place`] is the streaming rewrite; [`rewrite`] and [`write_back`], over the
 //! whole buffer, are the obvious reference the tests prove it equal to.
@@ -69,6 +71,37 @@ impl Plan<'_> {
     }
 }
 
+/// How message `i` ends in the output. `None`: as every message but the last, with its
+/// final newline if it lacks one, then the empty separator line. `Some((a, b))`: the old
+/// bytes from `a` to `b` and nothing more, for the last message kept, as Dovecot 2.3
+/// ends the file: what followed the file's last message there (its separator line, or
+/// nothing: a last line without its newline stays so, the message as it was), also when
+/// the messages after it are expunged. A rewritten header that the file's end cut (no
+/// end-of-headers line) still gets the newline and the empty line, as Dovecot writes it.
+fn file_end(
+    raws: &[Raw],
+    plan: &Plan,
+    i: usize,
+    len: usize,
+    rewritten: bool,
+) -> Option<(usize, usize)> {
+    let r = &raws[i];
+    let later_kept = raws
+        .iter()
+        .enumerate()
+        .skip(i + 1)
+        .any(|(j, x)| plan.keep[j] || x.pseudo);
+    let last = raws.last().map_or(r.end, |x| x.end);
+    // A rewritten header over an empty body that ends the file (`From …\n\n` at its
+    // end) keeps the separator after it too: once the header has lines, the scan would
+    // take a lone final empty line for the separator and lose the body's.
+    let empty_body_at_end = r.end.saturating_sub(r.hdr_end) == 1 && last == len;
+    if later_kept || (rewritten && (r.hdr_end >= r.end || empty_body_at_end)) {
+        return None;
+    }
+    Some((last, len))
+}
+
 /// The `X-IMAPbase:` (or pseudo message's `X-IMAP:`) line, without its newline.
 pub(super) fn base_line(plan: &Plan, pseudo: bool) -> String {
     imapbase_line(pseudo, plan.validity, plan.last, plan.base_keywords)
@@ -90,6 +123,10 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
         let Some(meta) = meta else {
             // Unchanged: as it is, but for a missing final newline.
             out.extend_from_slice(&data[r.from_start..r.end]);
+            if let Some((a, b)) = file_end(raws, plan, i, data.len(), false) {
+                out.extend_from_slice(&data[a..b]);
+                continue;
+            }
             if !out.ends_with(b"\n") {
                 out.push(b'\n');
             }
@@ -132,6 +169,10 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
         // only the separator line follows its headers, so its size does not change.
         out.extend_from_slice(&data[r.hdr_end..r.end]);
+        if let Some((a, b)) = file_end(raws, plan, i, data.len(), true) {
+            out.extend_from_slice(&data[a..b]);
+            continue;
+        }
         if !out.ends_with(b"\n") {
             out.push(b'\n');
         }
@@ -557,6 +598,10 @@ pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> st
         first = false;
         let Some(meta) = meta else {
             io.copy(r.from_start as u64, r.end as u64)?;
+            if let Some((a, b)) = file_end(raws, plan, i, found.len, false) {
+                io.copy(a as u64, b as u64)?;
+                continue;
+            }
             if io.last != Some(b'\n') {
                 io.emit(b"\n")?;
             }
@@ -605,6 +650,10 @@ pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> st
         let on_kw = natural > old || r.kw_padded;
         io.emit(&meta_lines(base.as_deref(), r.pseudo, &meta, pad, on_kw))?;
         io.copy(r.hdr_end as u64, r.end as u64)?;
+        if let Some((a, b)) = file_end(raws, plan, i, found.len, true) {
+            io.copy(a as u64, b as u64)?;
+            continue;
+        }
         if io.last != Some(b'\n') {
             io.emit(b"\n")?;
         }

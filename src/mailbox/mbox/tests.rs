@@ -887,3 +887,57 @@ fn header_update_as_full_rewrite() {
     }
     assert!(fast_taken > 20, "{fast_taken}");
 }
+
+/// The end of the file after an expunge, as Dovecot 2.3.19 leaves it (`doveadm expunge
+/// mailbox INBOX uid N` on these boxes, run here): what followed the last message (its
+/// separator line, or nothing when its last line lacks a newline) stays at the end,
+/// after whichever message is now the last; a header the end of the file cut gets its
+/// newline and an empty line.
+#[test]
+fn expunge_keeps_the_end_of_the_file() {
+    let three = |end: &str| {
+        format!(
+            "From a@b  Mon Dec  7 08:00:00 2026\nX-IMAPbase: 1 3\nX-UID: 1\nSubject: one\n\n\
+             body\n\nFrom c@d  Mon Dec  7 08:01:00 2026\nSubject: two\nX-UID: 2\n\ny\n\n\
+             From c@d  Mon Dec  7 08:01:00 2026\nSubject: three\nX-UID: 3\n\n{end}"
+        )
+        .into_bytes()
+    };
+    let mut cut = three("x");
+    cut.push(0xfc);
+    let cases: [(Vec<u8>, usize, &[u8]); 6] = [
+        (cut.clone(), 0, b"\n\nx\xfc"),
+        (cut.clone(), 1, b"\n\nx\xfc"),
+        (cut, 2, b"\n\ny\n"),
+        (three("x\n\n"), 1, b"\n\nx\n\n"),
+        (three("x\n\n"), 2, b"\n\ny\n\n"),
+        (
+            b"From a@b  Mon Dec  7 08:00:00 2026\nX-IMAPbase: 1 2\nX-UID: 1\nSubject: one\n\n\
+              body\n\nFrom c@d  Mon Dec  7 08:01:00 2026\nSubject: two\nX-UID: 2"
+                .to_vec(),
+            0,
+            b" \n\n",
+        ),
+    ];
+    for (data, gone, end) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, &data).expect("write");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        let mut want: Vec<Vec<u8>> = (0..mb.messages.len())
+            .map(|i| mb.read(i).expect("read"))
+            .collect();
+        want.remove(gone);
+        commit(&mut mb, &[gone], &[]);
+        let got: Vec<Vec<u8>> = (0..mb.messages.len())
+            .map(|i| mb.read(i).expect("read"))
+            .collect();
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&data));
+        let file = std::fs::read(&p).expect("read");
+        assert!(
+            file.ends_with(end),
+            "{gone}: {:?}",
+            String::from_utf8_lossy(&file)
+        );
+    }
+}
