@@ -17,6 +17,24 @@ fn contents(mb: &MboxBox) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A file that ends inside a header (no newline after its last line) gets that newline
+/// when the header is rewritten, by the flag change or, when that left the header in
+/// place, by the expunge's rewrite: the metadata lines go after it, as in Dovecot 2.3.19
+/// (checked with doveadm: `X-UID: 2<padding>\n\n` at the end). The last message may so
+/// gain one final newline when it has no end of headers, and nothing else (a body's
+/// last line without newline stays so: tests/fuzz_regressions.rs).
+fn allow_header_newline(data: &[u8], after: &mut [Vec<u8>], before: &[Vec<u8>]) {
+    if !data.ends_with(b"\n")
+        && let (Some(a), Some(b)) = (after.last_mut(), before.last())
+        && !b.windows(2).any(|w| w == b"\n\n")
+        && a.len() == b.len() + 1
+        && a.starts_with(b)
+        && a.ends_with(b"\n")
+    {
+        a.pop();
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     common::note_input(data);
     let dir = common::scratch("mbox");
@@ -44,24 +62,13 @@ fuzz_target!(|data: &[u8]| {
     mb.update(&changes, &HashSet::new(), true)
         .expect("flag update");
     let mut after = contents(&mb);
-    // A file that ends inside a header (no newline after its last line) gets that newline
-    // when the header is rewritten: the metadata lines go after it, as in Dovecot.
-    if !data.ends_with(b"\n")
-        && let (Some(a), Some(b)) = (after.last_mut(), before.last())
-        && a.len() == b.len() + 1
-        && a.starts_with(b)
-        && a.ends_with(b"\n")
-    {
-        a.pop();
-    }
+    allow_header_newline(data, &mut after, &before);
     assert_eq!(after, before, "a flag change altered messages");
     // Expunge the first message: the others are left as they were.
     let before = contents(&mb);
     mb.update(&HashMap::new(), &HashSet::from([first]), true)
         .expect("expunge");
-    assert_eq!(
-        contents(&mb),
-        before[1..],
-        "an expunge altered other messages"
-    );
+    let mut after = contents(&mb);
+    allow_header_newline(data, &mut after, &before[1..]);
+    assert_eq!(after, before[1..], "an expunge altered other messages");
 });
