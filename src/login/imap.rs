@@ -38,7 +38,7 @@ use super::conn::{Conn, End, Io, proxy};
 use super::handoff::{Credentials, LoginRequest, Verdict};
 use super::pop3::handed_fd;
 use super::process::LoginCtl;
-use crate::imapd::reader::{Arg, ReadEvent, literal_marker, parse_args, split_command};
+use crate::imap::reader::{Arg, ReadEvent, literal_marker, parse_args, split_command};
 
 /// Dovecot's login input buffer: a command line with its literals.
 const LOGIN_MAX_INBUF: usize = 4096;

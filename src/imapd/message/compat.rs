@@ -16,32 +16,7 @@ pub fn fixtures() -> PathBuf {
 /// A check's outcome: answers compared, differences (described).
 pub type Outcome = (usize, Vec<String>);
 
-/// The C:/S: records of a fixture file.
-pub fn records(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    let field = |i: &mut usize, prefix: &[u8]| -> Vec<u8> {
-        assert_eq!(&data[*i..*i + 3], prefix);
-        let nl = *i
-            + data[*i..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .expect("length line");
-        let n: usize = std::str::from_utf8(&data[*i + 3..nl])
-            .expect("utf8")
-            .parse()
-            .expect("length");
-        let v = data[nl + 1..nl + 1 + n].to_vec();
-        *i = nl + 1 + n + 1;
-        v
-    };
-    while i < data.len() {
-        let c = field(&mut i, b"C: ");
-        let s = field(&mut i, b"S: ");
-        out.push((c, s));
-    }
-    out
-}
+pub use crate::imap::fixture::records;
 
 fn literal(out: &mut Vec<u8>, data: &[u8], binary: bool) {
     out.extend_from_slice(
@@ -280,7 +255,7 @@ fn reply_line(resp: &[u8], prefix: &str) -> Option<String> {
 /// SEARCH and ESEARCH results (`dir/search.txt`) over the corpus (`dir/meta.txt`).
 pub fn check_search(dir: &Path) -> Outcome {
     use super::search::*;
-    use crate::imapd::reader::parse_args;
+    use crate::imap::reader::parse_args;
     let corpus = corpus(dir);
     let fx = records(&std::fs::read(dir.join("search.txt")).expect("search fixture"));
     let mut ctx = Context {
@@ -393,7 +368,7 @@ pub fn check_search(dir: &Path) -> Outcome {
 pub fn check_sort_thread(dir: &Path) -> Outcome {
     use super::search::*;
     use super::sort::*;
-    use crate::imapd::reader::parse_args;
+    use crate::imap::reader::parse_args;
     let corpus = corpus(dir);
     let fx = records(&std::fs::read(dir.join("search.txt")).expect("search fixture"));
     let ctx = Context {
