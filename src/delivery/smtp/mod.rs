@@ -47,6 +47,7 @@
 //! error`), as Postfix's `smtp_sasl_passwd_lookup()` does; it never sends the mail without
 //! the credentials.
 
+pub mod cache;
 pub mod conn;
 pub mod downgrade;
 pub mod params;
@@ -136,6 +137,9 @@ pub struct RcptOutcome {
     pub conn_setup: Duration,
     /// Transmission time (the `d` of `delays=a/b/c/d`).
     pub transmission: Duration,
+    /// How often the session had been used before (Postfix logs `conn_use=N+1` after
+    /// `relay=` when this is not 0).
+    pub reuse_count: u32,
 }
 
 /// Send `msg` to `nexthop` for `rcpts`; one outcome per recipient, in order.
@@ -160,7 +164,35 @@ pub fn deliver(
             "none",
         ));
     } else {
+        st.cache_key = cache_key(s, msg, nexthop);
+        let p = &s.params;
+        let explicit = !p.cache_destinations.is_empty()
+            && route::parse_dest(
+                crate::config::values::list(nexthop)
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                &p.tcp_port,
+            )
+            .is_ok_and(|d| p.cache_destinations.contains(&d.host.to_ascii_lowercase()));
+        let pol = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
+        st.cache_load = pol.load;
+        st.cache_store = pol.store;
         route::connect_inet(&mut st, nexthop);
+        cache::end(&st.cache_key);
     }
     st.finish()
+}
+
+/// The connection cache key of a delivery request (Postfix `smtp_key_prefix()` with the
+/// next-hop label): the service, the next-hop, and the sender when the SASL credentials
+/// depend on it; fields joined by newlines, `*` for one that does not apply.
+pub fn cache_key(s: &SmtpSettings, msg: &QueuedMessage, nexthop: &str) -> String {
+    let p = &s.params;
+    let sender = if p.sasl_enable && p.sender_dependent_authentication {
+        msg.sender.as_str()
+    } else {
+        "*"
+    };
+    format!("{}\n{}\n{sender}", s.service, nexthop.to_ascii_lowercase())
 }
