@@ -47,8 +47,16 @@ struct Dest {
 }
 
 struct Cache {
-    dests: Mutex<HashMap<String, Dest>>,
+    dests: Mutex<Inner>,
     changed: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    dests: HashMap<String, Dest>,
+    /// When the reaper wakes next (`None`: it waits for a session to be saved). A session
+    /// saved later than that needs no wake-up: the reaper looks again then.
+    reaper_wakes: Option<Instant>,
 }
 
 static CACHE: LazyLock<Cache> = LazyLock::new(|| {
@@ -57,12 +65,12 @@ static CACHE: LazyLock<Cache> = LazyLock::new(|| {
         .name("smtp-scache".into())
         .spawn(reaper);
     Cache {
-        dests: Mutex::new(HashMap::new()),
+        dests: Mutex::new(Inner::default()),
         changed: Condvar::new(),
     }
 });
 
-fn lock() -> MutexGuard<'static, HashMap<String, Dest>> {
+fn lock() -> MutexGuard<'static, Inner> {
     CACHE.dests.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -81,7 +89,7 @@ pub struct Policy {
 pub fn begin(key: &str, explicit: bool, on_demand: bool) -> Policy {
     let now = Instant::now();
     let mut g = lock();
-    let d = g.entry(key.to_string()).or_default();
+    let d = g.dests.entry(key.to_string()).or_default();
     d.busy += 1;
     if explicit {
         return Policy {
@@ -111,7 +119,7 @@ pub fn begin(key: &str, explicit: bool, on_demand: bool) -> Policy {
 /// The delivery to `key` that [`begin`] started is over.
 pub fn end(key: &str) {
     let mut g = lock();
-    if let Some(d) = g.get_mut(key) {
+    if let Some(d) = g.dests.get_mut(key) {
         d.busy = d.busy.saturating_sub(1);
         d.last_done = Some(Instant::now());
     }
@@ -121,7 +129,7 @@ pub fn end(key: &str) {
 pub fn take(key: &str) -> Option<Cached> {
     let now = Instant::now();
     let mut g = lock();
-    let d = g.get_mut(key)?;
+    let d = g.dests.get_mut(key)?;
     while let Some(i) = d.idle.pop() {
         if i.until > now {
             return Some(i.sess);
@@ -133,22 +141,18 @@ pub fn take(key: &str) -> Option<Cached> {
 
 /// Keep `sess` idle for `ttl` under `key`, with at most `limit` idle sessions there.
 pub fn save(key: &str, sess: Cached, limit: usize, ttl: Duration) {
+    let until = Instant::now() + ttl;
     let mut g = lock();
-    let d = g.entry(key.to_string()).or_default();
-    d.idle.push(Idle {
-        sess,
-        until: Instant::now() + ttl,
-    });
+    let d = g.dests.entry(key.to_string()).or_default();
+    d.idle.push(Idle { sess, until });
     while d.idle.len() > limit.max(1) {
         d.idle.remove(0);
     }
+    let wake = g.reaper_wakes.is_none_or(|w| until < w);
     drop(g);
-    CACHE.changed.notify_one();
-}
-
-/// Idle sessions held for `key` (tests).
-pub fn idle_count(key: &str) -> usize {
-    lock().get(key).map(|d| d.idle.len()).unwrap_or(0)
+    if wake {
+        CACHE.changed.notify_one();
+    }
 }
 
 fn reaper() {
@@ -158,7 +162,7 @@ fn reaper() {
     loop {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
-        g.retain(|_, d| {
+        g.dests.retain(|_, d| {
             d.idle.retain(|i| i.until > now);
             if let Some(u) = d.idle.iter().map(|i| i.until).min() {
                 next = Some(next.map_or(u, |n: Instant| n.min(u)));
@@ -168,9 +172,10 @@ fn reaper() {
                 || d.last_done
                     .is_some_and(|t| now.saturating_duration_since(t) < FORGET_AFTER)
         });
+        // Nothing idle: wait for a save (and look now and then, to forget old destinations).
+        g.reaper_wakes = next;
         let wait = match next {
             Some(n) => n.saturating_duration_since(now),
-            // Nothing idle: look again now and then, to forget old destinations.
             None => FORGET_AFTER,
         };
         g = match cache
@@ -180,5 +185,48 @@ fn reaper() {
             Ok((g, _)) => g,
             Err(p) => p.into_inner().0,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_demand_caching_starts_back_to_back_and_stops_when_deliveries_thin_out() {
+        let k = "smtp\non-demand.example\n*";
+        // The first delivery of a burst: nothing to go by, no caching (qmgr_entry.c).
+        let p = begin(k, false, true);
+        assert_eq!(
+            p,
+            Policy {
+                load: true,
+                store: false
+            }
+        );
+        // Concurrent with it: still no caching ("don't enable session caching just because
+        // we have concurrent deliveries").
+        assert!(!begin(k, false, true).store);
+        end(k);
+        // Back to back with the one that just ended: on.
+        assert!(begin(k, false, true).store);
+        end(k);
+        end(k);
+        // Off once deliveries are neither concurrent nor back to back.
+        lock().dests.get_mut(k).unwrap().last_done = Some(Instant::now() - Duration::from_secs(5));
+        assert!(!begin(k, false, true).store);
+        end(k);
+        // smtp_connection_cache_on_demand = no: neither; a listed destination: both.
+        assert_eq!(begin(k, false, false), Policy::default());
+        end(k);
+        assert_eq!(
+            begin(k, true, false),
+            Policy {
+                load: true,
+                store: true
+            }
+        );
+        end(k);
+        assert!(take(k).is_none());
     }
 }

@@ -93,7 +93,7 @@ impl Cached {
 /// A reply after which Postfix does not cache a session: a 421 (the server is closing),
 /// or a protocol error (`smtp_check_code()`: a code outside 4xx/5xx, 500–509, 555).
 fn taints(code: u16) -> bool {
-    code == 421 || code < 200 || code > 599 || code == 555 || (500..510).contains(&code)
+    code == 421 || !(200..=599).contains(&code) || code == 555 || (500..510).contains(&code)
 }
 
 #[derive(Debug, Default, Clone)]
