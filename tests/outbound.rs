@@ -1081,8 +1081,8 @@ fn reuse_never_after_a_421() {
     send_each(&inst, &good);
     assert_each_once(&peer, &good);
     assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
-    // The first session (which the sink keeps open after its 421) ends with QUIT and never
-    // carries another transaction.
+    // The first session (which the sink keeps open after the 421 to its end of data, a
+    // transaction otherwise complete) ends with QUIT and never carries another one.
     let s = &peer.sessions()[0];
     let c = commands(s);
     assert_eq!(

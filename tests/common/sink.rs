@@ -1,7 +1,8 @@
 //! A scripted SMTP peer on loopback (the relay or MX that Postern's smtp(8) client talks
 //! to): fixed replies (the same as the peers of `scripts/regen-smtp-fixtures`), RCPT
-//! refused for addresses starting with `bad` (550), `later` (450) or `busy` (421, the
-//! connection kept open: a client that caches it anyway shows in the transcript), and a [`SinkMode`] for
+//! refused for addresses starting with `bad` (550) or `later` (450), a message for an
+//! address starting with `busy` answered 421 at its end (the connection kept open: a
+//! client that caches it anyway shows in the transcript), and a [`SinkMode`] for
 //! the failures the tests need. It keeps every session's transcript, counts connections,
 //! collects the messages, and reports events (`connected`, `message\n` + the message) to
 //! whoever waits for them; a held sink greets each connection only after [`Sink::release`].
@@ -159,6 +160,8 @@ fn session(
     } else {
         say(&mut w, "220 peer.example ESMTP scripted")?;
     }
+    // The transaction has a `busy` recipient.
+    let mut busy = false;
     loop {
         let mut l = String::new();
         if r.read_line(&mut l)? == 0 {
@@ -184,7 +187,10 @@ fn session(
                 }
             }
             "HELO" => say(&mut w, "250 peer.example")?,
-            "MAIL" => say(&mut w, "250 2.1.0 Ok")?,
+            "MAIL" => {
+                busy = false;
+                say(&mut w, "250 2.1.0 Ok")?
+            }
             "RCPT" => {
                 let a = l
                     .split('<')
@@ -198,8 +204,6 @@ fn session(
                             "550 5.1.1 <{a}>: Recipient address rejected: User unknown in local recipient table"
                         ),
                     )?;
-                } else if a.starts_with("busy") {
-                    say(&mut w, "421 4.7.0 peer.example Error: too many connections")?;
                 } else if a.starts_with("later") {
                     say(
                         &mut w,
@@ -208,6 +212,7 @@ fn session(
                         ),
                     )?;
                 } else {
+                    busy |= a.starts_with("busy");
                     say(&mut w, "250 2.1.5 Ok")?;
                 }
             }
@@ -229,6 +234,10 @@ fn session(
                 if mode == SinkMode::DropEndOfData {
                     t("-- peer closes without answering".into());
                     return Ok(());
+                }
+                if busy {
+                    say(&mut w, "421 4.3.2 peer.example Service shutting down")?;
+                    continue;
                 }
                 // Postfix answers a 354 that follows no accepted recipient with an empty
                 // message (pipelining): not a message.
