@@ -915,3 +915,261 @@ fn assert_dsn_as_fixture(got: &str, id: &str, fixture_name: &str) {
     }
     assert_eq!(got.len(), want.len(), "{}", got.join("\n"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Connection reuse (Postfix's connection cache: smtp_connection_cache_on_demand,
+// smtp_connection_cache_destinations, the time and count limits), checked against
+// compat-fixtures/smtp/reuse.* (the real Postfix relaying 20 messages to one peer).
+
+/// Send `subjects.len()` messages, one recipient each (`rcpt(i)`), one SMTP session each,
+/// and wait for every status line; the queue IDs.
+fn send_each(inst: &Instance, rcpts: &[String]) -> Vec<String> {
+    let ids: Vec<String> = rcpts
+        .iter()
+        .map(|r| send(inst.port, SENDER, &[r.as_str()], &format!("reuse {r}")))
+        .collect();
+    inst.wait_log_until(Duration::from_secs(60), |l| {
+        ids.iter()
+            .zip(rcpts)
+            .all(|(id, r)| !status_lines(l, id, r).is_empty())
+    });
+    ids
+}
+
+/// Every message reached the peer exactly once.
+fn assert_each_once(peer: &Sink, rcpts: &[String]) {
+    let msgs = peer.messages.lock().unwrap().clone();
+    assert_eq!(msgs.len(), rcpts.len(), "{msgs:#?}");
+    for r in rcpts {
+        let n = msgs
+            .iter()
+            .filter(|m| m.contains(&format!("\r\nSubject: reuse {r}\r\n")))
+            .count();
+        assert_eq!(n, 1, "{r}: {msgs:#?}");
+    }
+}
+
+/// The commands a session's client sent, without the message lines.
+fn commands(session: &[String]) -> Vec<String> {
+    session
+        .iter()
+        .filter(|l| l.starts_with("C: ") && !l.starts_with("C: <message>"))
+        .map(|l| l.split(':').take(2).collect::<Vec<_>>().join(":"))
+        .collect()
+}
+
+#[test]
+fn reuse_on_demand_uses_fewer_connections_with_rset_between_and_logs_conn_use_as_postfix() {
+    let peer = Sink::start(SinkMode::Accept);
+    // One delivery at a time: each starts right after the one before (Postfix's
+    // "back to back"), which turns on-demand caching on from the second message.
+    let inst = start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_destination_concurrency_limit = 1\n",
+        peer.port
+    ));
+    let rcpts: Vec<String> = (0..8)
+        .map(|i| format!("user{i:02}@reuse.example"))
+        .collect();
+    let ids = send_each(&inst, &rcpts);
+    let log = inst.log();
+    let conns = peer.connections.load(Ordering::SeqCst);
+    assert!(
+        conns < rcpts.len(),
+        "{conns} connections for {} messages",
+        rcpts.len()
+    );
+    assert_each_once(&peer, &rcpts);
+    for (id, r) in ids.iter().zip(&rcpts) {
+        let l = status_lines(&log, id, r);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("status=sent"), "{l:?}");
+    }
+    // Each connection's first message is logged without conn_use=, every later one with it.
+    let reused: Vec<String> = ids
+        .iter()
+        .zip(&rcpts)
+        .flat_map(|(id, r)| status_lines(&log, id, r))
+        .filter(|l| l.contains(", conn_use="))
+        .collect();
+    assert_eq!(reused.len(), rcpts.len() - conns, "{log}");
+    // The line has the real Postfix's form (fixture: user07 went over a connection's second
+    // use).
+    let (id, r) = ids
+        .iter()
+        .zip(&rcpts)
+        .find(|(id, r)| status_lines(&log, id, r)[0].contains(", conn_use=2,"))
+        .expect("a second use of a connection");
+    let got = mask(&status_lines(&log, id, r)[0], id).replace(r.as_str(), "user07@reuse.example");
+    assert_eq!(got, fixture_line("reuse", "user07@reuse.example"));
+    // On the wire: RSET (answered 250) before each further transaction, as the fixture's
+    // peer saw from Postfix.
+    let sessions = peer.sessions();
+    let mut seen_reuse = false;
+    for s in &sessions {
+        let c = commands(s);
+        let mails = c.iter().filter(|x| x.starts_with("C: MAIL FROM")).count();
+        let rsets = c.iter().filter(|x| *x == "C: RSET").count();
+        assert_eq!(rsets, mails.saturating_sub(1), "{s:#?}");
+        for (k, x) in c.iter().enumerate() {
+            if x == "C: RSET" {
+                assert!(c[k + 1].starts_with("C: MAIL FROM"), "{s:#?}");
+                seen_reuse = true;
+            }
+        }
+    }
+    assert!(seen_reuse, "{sessions:#?}");
+    let f = fixture("reuse.peer.txt");
+    assert!(
+        f.contains(
+            "S: 250 2.0.0 Ok: queued as 4PEERQID01\nC: RSET\nS: 250 2.0.0 Ok\nC: MAIL FROM:"
+        ),
+        "{f}"
+    );
+}
+
+#[test]
+fn reuse_a_connection_closed_while_idle_is_probed_and_the_message_goes_over_a_new_one() {
+    let peer = Sink::start(SinkMode::CloseAfterMessage);
+    let inst = start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_connection_cache_destinations = 127.0.0.1\n\
+         smtp_connection_cache_time_limit = 300s\n",
+        peer.port
+    ));
+    let rcpts: Vec<String> = (0..2).map(|i| format!("idle{i}@reuse.example")).collect();
+    let mut ids = send_each(&inst, &rcpts[..1]);
+    // The peer has closed the cached session.
+    poll(Duration::from_secs(10), || {
+        peer.sessions()
+            .first()
+            .is_some_and(|s| s.last().is_some_and(|l| l == "-- peer closes"))
+            .then_some(())
+    });
+    ids.extend(send_each(&inst, &rcpts[1..]));
+    let log = inst.log();
+    for (id, r) in ids.iter().zip(&rcpts) {
+        let l = status_lines(&log, id, r);
+        assert_eq!(l.len(), 1, "{log}");
+        assert!(l[0].contains("status=sent"), "{log}");
+        assert!(!l[0].contains("conn_use="), "{log}");
+    }
+    assert_each_once(&peer, &rcpts);
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
+    // Postfix smtp_reuse_common(): the RSET probe's failure, logged before the new session.
+    assert!(
+        log.contains(&format!(
+            ": {}: lost connection with 127.0.0.1[127.0.0.1] while sending RSET probe",
+            ids[1]
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn reuse_never_after_a_421() {
+    let peer = Sink::start(SinkMode::Accept);
+    let inst = start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_connection_cache_destinations = 127.0.0.1\n\
+         smtp_connection_cache_time_limit = 300s\n",
+        peer.port
+    ));
+    let busy = vec!["busy@reuse.example".to_string()];
+    let ids = send_each(&inst, &busy);
+    let log = inst.log();
+    let l = status_lines(&log, &ids[0], &busy[0]);
+    assert!(l[0].contains("status=deferred"), "{log}");
+    let good = vec!["after421@reuse.example".to_string()];
+    send_each(&inst, &good);
+    assert_each_once(&peer, &good);
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
+    // The first session (which the sink keeps open after the 421 to its end of data, a
+    // transaction otherwise complete) ends with QUIT and never carries another one.
+    let s = &peer.sessions()[0];
+    let c = commands(s);
+    assert_eq!(
+        c.iter().filter(|x| x.starts_with("C: MAIL FROM")).count(),
+        1,
+        "{s:#?}"
+    );
+    assert_eq!(c.last().map(String::as_str), Some("C: QUIT"), "{s:#?}");
+}
+
+#[test]
+fn reuse_idle_sessions_are_closed_after_the_cache_time_limit() {
+    let peer = Sink::start(SinkMode::Accept);
+    let inst = start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_connection_cache_destinations = 127.0.0.1\n\
+         smtp_connection_cache_time_limit = 1s\n",
+        peer.port
+    ));
+    let rcpts: Vec<String> = (0..2).map(|i| format!("ttl{i}@reuse.example")).collect();
+    send_each(&inst, &rcpts[..1]);
+    // Closed without QUIT (as Postfix's scache closes it: compat-fixtures/smtp/reuse.peer.txt).
+    let closed = poll(Duration::from_secs(20), || {
+        peer.sessions()
+            .first()
+            .is_some_and(|s| s.last().is_some_and(|l| l == "C: <EOF>"))
+            .then_some(())
+    });
+    assert!(closed.is_some(), "{:#?}", peer.sessions());
+    assert!(!commands(&peer.sessions()[0]).contains(&"C: QUIT".to_string()));
+    send_each(&inst, &rcpts[1..]);
+    assert_each_once(&peer, &rcpts);
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn reuse_count_and_time_limits_end_a_session_with_quit() {
+    // smtp_connection_reuse_count_limit = 1: a connection carries two transactions.
+    let peer = Sink::start(SinkMode::Accept);
+    let inst = start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_connection_cache_destinations = 127.0.0.1\n\
+         smtp_connection_cache_time_limit = 300s\nsmtp_connection_reuse_count_limit = 1\n",
+        peer.port
+    ));
+    let rcpts: Vec<String> = (0..3).map(|i| format!("count{i}@reuse.example")).collect();
+    let mut ids = Vec::new();
+    for r in &rcpts {
+        ids.extend(send_each(&inst, std::slice::from_ref(r)));
+    }
+    assert_each_once(&peer, &rcpts);
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
+    let c = commands(&peer.sessions()[0]);
+    assert_eq!(
+        c.iter().filter(|x| x.starts_with("C: MAIL")).count(),
+        2,
+        "{c:#?}"
+    );
+    assert_eq!(c.last().map(String::as_str), Some("C: QUIT"), "{c:#?}");
+    let log = inst.log();
+    assert!(
+        status_lines(&log, &ids[1], &rcpts[1])[0].contains(", conn_use=2, "),
+        "{log}"
+    );
+    assert!(
+        !status_lines(&log, &ids[2], &rcpts[2])[0].contains("conn_use="),
+        "{log}"
+    );
+
+    // smtp_connection_reuse_time_limit = 1s: a session older than that carries the message
+    // it was taken for, then QUIT.
+    let peer = Sink::start(SinkMode::Accept);
+    let inst = start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_connection_cache_destinations = 127.0.0.1\n\
+         smtp_connection_cache_time_limit = 300s\nsmtp_connection_reuse_time_limit = 1s\n",
+        peer.port
+    ));
+    let rcpts: Vec<String> = (0..3).map(|i| format!("age{i}@reuse.example")).collect();
+    send_each(&inst, &rcpts[..1]);
+    std::thread::sleep(Duration::from_millis(1500));
+    send_each(&inst, &rcpts[1..2]);
+    send_each(&inst, &rcpts[2..]);
+    assert_each_once(&peer, &rcpts);
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
+    let c = commands(&peer.sessions()[0]);
+    assert_eq!(
+        c.iter().filter(|x| x.starts_with("C: MAIL")).count(),
+        2,
+        "{c:#?}"
+    );
+    assert_eq!(c.last().map(String::as_str), Some("C: QUIT"), "{c:#?}");
+}

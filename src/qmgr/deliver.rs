@@ -33,6 +33,8 @@ pub(super) struct Done {
     smtp_times: Option<(Duration, Duration)>,
     remote_mta: Option<String>,
     diagnostic: Option<String>,
+    /// smtp(8): earlier uses of the connection (`conn_use=N+1` when not 0).
+    reuse_count: u32,
 }
 
 impl Done {
@@ -46,6 +48,7 @@ impl Done {
             smtp_times: None,
             remote_mta: None,
             diagnostic: None,
+            reuse_count: 0,
         }
     }
 }
@@ -406,6 +409,7 @@ pub(super) fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> 
                 smtp_times: Some((res.conn_setup, res.transmission)),
                 remote_mta: res.remote_mta.clone(),
                 diagnostic: res.diagnostic.clone(),
+                reuse_count: res.reuse_count,
             });
         }
     }
@@ -451,10 +455,16 @@ pub(super) fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> 
                 Some((c, t)) => (fmt_delay(c.as_secs_f64()), fmt_delay(t.as_secs_f64())),
                 None => ("0".to_string(), fmt_delay(secs(d.started, d.finished))),
             };
+            // Postfix log_adhoc(): `, conn_use=N` after the relay of a reused connection.
+            let conn_use = if d.reuse_count > 0 {
+                format!(", conn_use={}", d.reuse_count + 1)
+            } else {
+                String::new()
+            };
             log::info(
                 &d.ident,
                 &format!(
-                    "{id}: to=<{}>, {orig}relay={}, delay={}, delays={}/{}/{c}/{dd}, dsn={dsn}, status={word} ({text})",
+                    "{id}: to=<{}>, {orig}relay={}{conn_use}, delay={}, delays={}/{}/{c}/{dd}, dsn={dsn}, status={word} ({text})",
                     o.to,
                     d.relay,
                     fmt_delay(secs(msg.arrival, d.finished)),

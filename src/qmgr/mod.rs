@@ -106,7 +106,8 @@
 //! # Logs (Postfix's formats)
 //! `ID: from=<…>, size=…, nrcpt=… (queue active)`, `ID: to=<…>, [orig_to=<…>, ]relay=local,
 //! delay=…, delays=a/b/c/d, dsn=…, status=sent (delivered to mailbox)`, `ID: removed`,
-//! `ID: from=<…>, status=expired, returned to sender`.
+//! `ID: from=<…>, status=expired, returned to sender`; smtp(8)'s lines carry `, conn_use=N`
+//! after `relay=` when the connection was reused ([`crate::delivery::smtp::cache`]).
 //!
 //! # main.cf parameters read
 //! `queue_directory`, `myorigin`, `mydestination`, `minimal_backoff_time`,

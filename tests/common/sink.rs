@@ -1,6 +1,8 @@
 //! A scripted SMTP peer on loopback (the relay or MX that Postern's smtp(8) client talks
 //! to): fixed replies (the same as the peers of `scripts/regen-smtp-fixtures`), RCPT
-//! refused for addresses starting with `bad` (550) or `later` (450), and a [`SinkMode`] for
+//! refused for addresses starting with `bad` (550) or `later` (450), a message for an
+//! address starting with `busy` answered 421 at its end (the connection kept open: a
+//! client that caches it anyway shows in the transcript), and a [`SinkMode`] for
 //! the failures the tests need. It keeps every session's transcript, counts connections,
 //! collects the messages, and reports events (`connected`, `message\n` + the message) to
 //! whoever waits for them; a held sink greets each connection only after [`Sink::release`].
@@ -21,6 +23,9 @@ pub enum SinkMode {
     Greet554,
     /// Reads the whole message, closes without answering the final dot.
     DropEndOfData,
+    /// Answers the final dot, then closes (a server that ends a session its client keeps
+    /// idle in a connection cache).
+    CloseAfterMessage,
 }
 
 pub struct Sink {
@@ -28,6 +33,8 @@ pub struct Sink {
     mode: Arc<Mutex<SinkMode>>,
     /// Every session's lines, `C: …` from the client, `S: …` replies.
     transcript: Arc<Mutex<Vec<String>>>,
+    /// The same lines, one list per session.
+    per_session: Arc<Mutex<Vec<Vec<String>>>>,
     pub connections: Arc<AtomicUsize>,
     /// Non-empty messages received (DATA completed and answered 250): the raw lines.
     pub messages: Arc<Mutex<Vec<String>>>,
@@ -52,16 +59,18 @@ impl Sink {
             port,
             mode: Arc::new(Mutex::new(mode)),
             transcript: Arc::default(),
+            per_session: Arc::default(),
             connections: Arc::default(),
             messages: Arc::default(),
             events,
             release,
         };
-        let (m, t, c, msgs) = (
+        let (m, t, c, msgs, per) = (
             s.mode.clone(),
             s.transcript.clone(),
             s.connections.clone(),
             s.messages.clone(),
+            s.per_session.clone(),
         );
         std::thread::spawn(move || {
             for conn in l.incoming().flatten() {
@@ -71,8 +80,18 @@ impl Sink {
                     return;
                 }
                 let (m, t, msgs, tx) = (*m.lock().unwrap(), t.clone(), msgs.clone(), tx.clone());
+                let idx = {
+                    let mut p = per.lock().unwrap();
+                    p.push(Vec::new());
+                    p.len() - 1
+                };
+                let per = per.clone();
                 std::thread::spawn(move || {
-                    let _ = session(conn, m, &t, &msgs, &tx);
+                    let note = |l: String| {
+                        per.lock().unwrap()[idx].push(l.clone());
+                        t.lock().unwrap().push(l);
+                    };
+                    let _ = session(conn, m, &note, &msgs, &tx);
                 });
             }
         });
@@ -81,6 +100,11 @@ impl Sink {
 
     pub fn set_mode(&self, m: SinkMode) {
         *self.mode.lock().unwrap() = m;
+    }
+
+    /// Each session's transcript, in the order the connections came.
+    pub fn sessions(&self) -> Vec<Vec<String>> {
+        self.per_session.lock().unwrap().clone()
     }
 
     pub fn transcript(&self) -> Vec<String> {
@@ -117,7 +141,7 @@ impl Sink {
 fn session(
     conn: TcpStream,
     mode: SinkMode,
-    t: &Mutex<Vec<String>>,
+    t: &dyn Fn(String),
     msgs: &Mutex<Vec<String>>,
     events: &mpsc::Sender<String>,
 ) -> std::io::Result<()> {
@@ -125,7 +149,7 @@ fn session(
     let mut r = BufReader::new(conn.try_clone()?);
     let mut w = conn;
     let say = |w: &mut TcpStream, line: &str| -> std::io::Result<()> {
-        t.lock().unwrap().push(format!("S: {line}"));
+        t(format!("S: {line}"));
         w.write_all(format!("{line}\r\n").as_bytes())
     };
     if mode == SinkMode::Greet554 {
@@ -136,14 +160,16 @@ fn session(
     } else {
         say(&mut w, "220 peer.example ESMTP scripted")?;
     }
+    // The transaction has a `busy` recipient.
+    let mut busy = false;
     loop {
         let mut l = String::new();
         if r.read_line(&mut l)? == 0 {
-            t.lock().unwrap().push("C: <EOF>".into());
+            t("C: <EOF>".into());
             return Ok(());
         }
         let l = l.trim_end_matches(['\r', '\n']).to_string();
-        t.lock().unwrap().push(format!("C: {l}"));
+        t(format!("C: {l}"));
         let verb = l.split(' ').next().unwrap_or("").to_ascii_uppercase();
         match verb.as_str() {
             "EHLO" | "HELO" if mode == SinkMode::Greet554 => {
@@ -161,7 +187,10 @@ fn session(
                 }
             }
             "HELO" => say(&mut w, "250 peer.example")?,
-            "MAIL" => say(&mut w, "250 2.1.0 Ok")?,
+            "MAIL" => {
+                busy = false;
+                say(&mut w, "250 2.1.0 Ok")?
+            }
             "RCPT" => {
                 let a = l
                     .split('<')
@@ -183,6 +212,7 @@ fn session(
                         ),
                     )?;
                 } else {
+                    busy |= a.starts_with("busy");
                     say(&mut w, "250 2.1.5 Ok")?;
                 }
             }
@@ -192,7 +222,7 @@ fn session(
                 loop {
                     let mut b = String::new();
                     if r.read_line(&mut b)? == 0 {
-                        t.lock().unwrap().push("C: <EOF in DATA>".into());
+                        t("C: <EOF in DATA>".into());
                         return Ok(());
                     }
                     if b == ".\r\n" || b == ".\n" {
@@ -200,12 +230,14 @@ fn session(
                     }
                     body.push_str(&b);
                 }
-                t.lock().unwrap().push("C: <message> .".into());
+                t("C: <message> .".into());
                 if mode == SinkMode::DropEndOfData {
-                    t.lock()
-                        .unwrap()
-                        .push("-- peer closes without answering".into());
+                    t("-- peer closes without answering".into());
                     return Ok(());
+                }
+                if busy {
+                    say(&mut w, "421 4.3.2 peer.example Service shutting down")?;
+                    continue;
                 }
                 // Postfix answers a 354 that follows no accepted recipient with an empty
                 // message (pipelining): not a message.
@@ -214,6 +246,10 @@ fn session(
                     msgs.lock().unwrap().push(body);
                 }
                 say(&mut w, &format!("250 2.0.0 Ok: queued as {SINK_QID}"))?;
+                if mode == SinkMode::CloseAfterMessage {
+                    t("-- peer closes".into());
+                    return Ok(());
+                }
             }
             "RSET" | "NOOP" => say(&mut w, "250 2.0.0 Ok")?,
             "QUIT" => {

@@ -11,7 +11,18 @@
 //! `smtp_addr.c`), [`proto`] (the dialogue: `smtp_proto.c`, `smtp_sasl_*.c`), [`reply`]
 //! (reading replies: `smtp_chat.c`), [`state`] (judging failures: `smtp_trouble.c`),
 //! [`conn`] (sockets and deadlines), [`tls`] (security levels), [`params`], [`downgrade`]
-//! (8bit → quoted-printable for servers without 8BITMIME: `mime_state.c`).
+//! (8bit → quoted-printable for servers without 8BITMIME: `mime_state.c`), [`cache`] (the
+//! connection cache: `scache(8)`, `smtp_reuse.c`, and the queue manager's on-demand rule).
+//!
+//! Connection reuse, as Postfix 3.7 (compat-fixtures/smtp/reuse.*): after a good
+//! transaction a session is kept idle instead of ending with QUIT when the request may store
+//! it ([`cache::begin`]); the next delivery to the same service and next-hop sends `RSET`
+//! over it (a failed probe is logged `ID: lost connection with HOST[ADDR] while sending
+//! RSET probe` and the message goes over a new connection) and logs `conn_use=N` after
+//! `relay=`. Not kept: a session that saw a 421 or a protocol error reply (Postfix
+//! `smtp_check_code()`), an I/O error, one that did STARTTLS unless
+//! `smtp_tls_connection_reuse = yes` (Postfix can only reuse TLS through tlsproxy), one past
+//! `smtp_connection_reuse_time_limit` or `smtp_connection_reuse_count_limit` (it QUITs).
 //!
 //! Parameters read (main.cf, with the service's master.cf `-o` overrides): `myhostname`,
 //! `smtp_helo_name`, `smtp_tcp_port`, `smtp_host_lookup`, `inet_protocols`,
@@ -26,13 +37,21 @@
 //! `smtp_sasl_security_options`, `smtp_sasl_tls_security_options`,
 //! `smtp_sasl_mechanism_filter`, `smtp_sasl_auth_soft_bounce`,
 //! `smtp_sender_dependent_authentication`, `smtp_randomize_addresses`, `soft_bounce`,
-//! `disable_mime_output_conversion`.
+//! `disable_mime_output_conversion`, `smtp_connection_cache_on_demand`,
+//! `smtp_connection_cache_destinations`, `smtp_connection_cache_time_limit`,
+//! `smtp_connection_reuse_time_limit`, `smtp_connection_reuse_count_limit`,
+//! `smtp_tls_connection_reuse`, `smtp_destination_concurrency_limit` (idle sessions kept per
+//! destination), `smtp_rset_timeout`.
 //!
 //! RFCs: 5321 (SMTP, §5 MX), 7505 (null MX), 2920 (PIPELINING), 1870 (SIZE), 6152
 //! (8BITMIME), 3461 (DSN), 6531 (SMTPUTF8), 3207 (STARTTLS), 4954 (AUTH), 4616 (PLAIN).
 //!
-//! Known limits (XXX): no connection cache (one connection per [`deliver`] call and
-//! server); the 8bit → 7bit downgrade ([`downgrade`]) is checked against Postfix for
+//! Known limits (XXX): sessions are cached by next-hop only, not also by server address
+//! (Postfix's `smtp_reuse_addr()`, which lets two next-hops with one MX share a session);
+//! `smtp_connection_cache_destinations` takes names, not lookup tables; the cache lives
+//! in the queue manager's process (Postfix's is the scache(8) service, shared by its smtp
+//! processes); unlike Postfix, a 421 to RCPT or MAIL also keeps a session out of the cache
+//! (RFC 5321 §3.8: the server is closing); the 8bit → 7bit downgrade ([`downgrade`]) is checked against Postfix for
 //! the cases in compat-fixtures/smtp/downgrade-* only: Postfix's MIME nesting and boundary
 //! length limits are not recorded and may differ; SASL offers PLAIN and LOGIN only; no
 //! `smtp_tls_policy_maps`, DANE, client certificates, `smtp_generic_maps`, header/body
@@ -47,6 +66,7 @@
 //! error`), as Postfix's `smtp_sasl_passwd_lookup()` does; it never sends the mail without
 //! the credentials.
 
+pub mod cache;
 pub mod conn;
 pub mod downgrade;
 pub mod params;
@@ -136,6 +156,9 @@ pub struct RcptOutcome {
     pub conn_setup: Duration,
     /// Transmission time (the `d` of `delays=a/b/c/d`).
     pub transmission: Duration,
+    /// How often the session had been used before (Postfix logs `conn_use=N+1` after
+    /// `relay=` when this is not 0).
+    pub reuse_count: u32,
 }
 
 /// Send `msg` to `nexthop` for `rcpts`; one outcome per recipient, in order.
@@ -160,7 +183,35 @@ pub fn deliver(
             "none",
         ));
     } else {
+        st.cache_key = cache_key(s, msg, nexthop);
+        let p = &s.params;
+        let explicit = !p.cache_destinations.is_empty()
+            && route::parse_dest(
+                crate::config::values::list(nexthop)
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                &p.tcp_port,
+            )
+            .is_ok_and(|d| p.cache_destinations.contains(&d.host.to_ascii_lowercase()));
+        let pol = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
+        st.cache_load = pol.load;
+        st.cache_store = pol.store;
         route::connect_inet(&mut st, nexthop);
+        cache::end(&st.cache_key);
     }
     st.finish()
+}
+
+/// The connection cache key of a delivery request (Postfix `smtp_key_prefix()` with the
+/// next-hop label): the service, the next-hop, and the sender when the SASL credentials
+/// depend on it; fields joined by newlines, `*` for one that does not apply.
+pub fn cache_key(s: &SmtpSettings, msg: &QueuedMessage, nexthop: &str) -> String {
+    let p = &s.params;
+    let sender = if p.sasl_enable && p.sender_dependent_authentication {
+        msg.sender.as_str()
+    } else {
+        "*"
+    };
+    format!("{}\n{}\n{sender}", s.service, nexthop.to_ascii_lowercase())
 }

@@ -67,6 +67,21 @@ pub struct Params {
     pub randomize_addresses: bool,
     /// `inet_interfaces` and `proxy_interfaces` addresses: an MX here means a mail loop.
     pub own_addresses: Vec<IpAddr>,
+    /// `smtp_connection_cache_on_demand`: cache sessions to a destination with a backlog.
+    pub cache_on_demand: bool,
+    /// `smtp_connection_cache_destinations`: always cache sessions to these (host names
+    /// without `[]` or `:port`, as Postfix matches them).
+    pub cache_destinations: Vec<String>,
+    /// `smtp_connection_cache_time_limit`: how long a session may sit idle in the cache.
+    pub cache_time_limit: Duration,
+    /// `smtp_connection_reuse_time_limit`: no new transaction on a session older than this.
+    pub reuse_time_limit: Duration,
+    /// `smtp_connection_reuse_count_limit`: reuses of one session (0: no limit).
+    pub reuse_count_limit: u32,
+    /// `smtp_tls_connection_reuse`: sessions that did STARTTLS may be cached too.
+    pub tls_connection_reuse: bool,
+    /// `smtp_destination_concurrency_limit`: the most idle sessions kept per destination.
+    pub destination_concurrency_limit: usize,
 }
 
 fn interface_addresses(spec: &str, v4: bool, v6: bool) -> Vec<IpAddr> {
@@ -193,6 +208,18 @@ impl Params {
             disable_mime_output_conversion: yes("disable_mime_output_conversion"),
             randomize_addresses: cfg.get_bool("smtp_randomize_addresses").unwrap_or(true),
             own_addresses: own,
+            cache_on_demand: cfg
+                .get_bool("smtp_connection_cache_on_demand")
+                .unwrap_or(true),
+            cache_destinations: list(&get("smtp_connection_cache_destinations"))
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            cache_time_limit: t("smtp_connection_cache_time_limit", 2),
+            reuse_time_limit: t("smtp_connection_reuse_time_limit", 300),
+            reuse_count_limit: num("smtp_connection_reuse_count_limit", 0) as u32,
+            tls_connection_reuse: yes("smtp_tls_connection_reuse"),
+            destination_concurrency_limit: num("smtp_destination_concurrency_limit", 20).max(1),
         }
     }
 }

@@ -64,6 +64,36 @@ enum Stop {
     /// The connection is unusable.
     Dead,
     RetryPlain,
+    /// The transaction was given up with `RSET` (answered 2xx): the connection may serve
+    /// another one.
+    Aborted,
+}
+
+/// A session kept for the next delivery ([`super::cache`]): the connection after a
+/// complete transaction, with what its EHLO said.
+pub struct Cached {
+    conn: Conn,
+    host: String,
+    ip: IpAddr,
+    port: u16,
+    features: Features,
+    in_tls: bool,
+    /// When it was connected (`smtp_connection_reuse_time_limit`).
+    created: Instant,
+    /// Transactions after the first so far (Postfix's `reuse_count`).
+    reuse_count: u32,
+}
+
+impl Cached {
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+/// A reply after which Postfix does not cache a session: a 421 (the server is closing),
+/// or a protocol error (`smtp_check_code()`: a code outside 4xx/5xx, 500–509, 555).
+fn taints(code: u16) -> bool {
+    code == 421 || !(200..=599).contains(&code) || code == 555 || (500..510).contains(&code)
 }
 
 #[derive(Debug, Default, Clone)]
@@ -90,6 +120,10 @@ struct Session<'t> {
     /// This transaction's body goes through the 8bit → 7bit downgrade
     /// ([`super::downgrade`]).
     downgrade: bool,
+    created: Instant,
+    reuse_count: u32,
+    /// Something happened after which the session is not cached.
+    tainted: bool,
 }
 
 /// Connect to `t` and deliver what `st` has open.
@@ -134,10 +168,13 @@ pub fn session(st: &mut State, t: &Target) -> End {
         in_tls: false,
         notes: ReadNotes::default(),
         downgrade: false,
+        created: Instant::now(),
+        reuse_count: 0,
+        tainted: false,
     };
     match sess.helo(st) {
         Ok(()) => {}
-        Err(Stop::Quit) => {
+        Err(Stop::Quit | Stop::Aborted) => {
             sess.quit(st);
             return End::Handshake;
         }
@@ -153,11 +190,75 @@ pub fn session(st: &mut State, t: &Target) -> End {
     if t.final_if_xfer {
         st.final_server = true;
     }
-    match sess.xfer(st) {
-        Ok(()) | Err(Stop::Quit) => sess.quit(st),
-        Err(_) => sess.conn.close(),
-    }
+    let r = sess.xfer(st);
+    sess.finish(st, r);
     End::Xfer
+}
+
+/// Deliver over a cached session (Postfix `smtp_reuse_common()` then `smtp_xfer()`): an
+/// `RSET` probe first; a session that fails it is closed and `false` returned (an I/O
+/// failure is logged as Postfix logs it, `lost connection with HOST[ADDR] while sending
+/// RSET probe`, and the recipients stay open for a new connection).
+/// `final_if_xfer`: no other server is left once the probe succeeded.
+pub fn reuse(
+    st: &mut State,
+    c: Cached,
+    final_if_xfer: bool,
+    loop_detect: bool,
+    tls_nexthop: &str,
+    dest: &str,
+) -> bool {
+    let host = c.host.clone();
+    let t = Target {
+        host: &host,
+        ip: c.ip,
+        port: c.port,
+        best_mx: true,
+        loop_detect,
+        tls_off: false,
+        final_if_xfer,
+        tls_nexthop,
+        dest,
+    };
+    let namaddr = format!("{}[{}]", t.host, t.ip);
+    let namaddrport = format!("{namaddr}:{}", t.port);
+    let mut sess = Session {
+        conn: c.conn,
+        t: &t,
+        namaddr,
+        namaddrport,
+        features: c.features,
+        in_tls: c.in_tls,
+        notes: ReadNotes::default(),
+        downgrade: false,
+        created: c.created,
+        reuse_count: c.reuse_count + 1,
+        tainted: false,
+    };
+    let p = st.p;
+    st.final_server = false;
+    if let Err(f) = sess.conn.write_all(b"RSET\r\n", p.rset_timeout) {
+        let _ = sess.except(st, f, "sending RSET probe");
+        sess.conn.close();
+        return false;
+    }
+    match sess.resp(st, p.rset_timeout, "sending RSET probe") {
+        Ok(r) if r.class() == 2 => {}
+        Ok(_) => {
+            sess.conn.close();
+            return false;
+        }
+        Err(_) => {
+            sess.conn.close();
+            return false;
+        }
+    }
+    if final_if_xfer {
+        st.final_server = true;
+    }
+    let r = sess.xfer(st);
+    sess.finish(st, r);
+    true
 }
 
 /// `xtext` (RFC 3461 §4): `+`, `=`, the `specials` and bytes outside 33..=126 as `+HH`.
@@ -244,11 +345,55 @@ enum Cmd {
 }
 
 impl<'t> Session<'t> {
+    /// After a transaction: keep the session in the cache when the delivery request asks
+    /// for it and nothing spoilt it (Postfix `smtp_cleanup_session()`), else QUIT or close.
+    fn finish(mut self, st: &mut State, how: Result<(), Stop>) {
+        let p = st.p;
+        let usable = matches!(how, Ok(()) | Err(Stop::Aborted));
+        let expired = Instant::now() >= self.created + p.reuse_time_limit
+            || (p.reuse_count_limit > 0 && self.reuse_count >= p.reuse_count_limit);
+        let keep = usable
+            && st.cache_store
+            && !self.tainted
+            && !expired
+            && (!self.in_tls || p.tls_connection_reuse)
+            && self.conn.pending() == 0;
+        st.reuse_count = 0;
+        if !self.tainted {
+            // Postfix caches only the first good session of a request under its next-hop,
+            // not one with a less preferred server.
+            st.cache_store = false;
+        }
+        if keep {
+            super::cache::save(
+                &st.cache_key,
+                Cached {
+                    conn: self.conn,
+                    host: self.t.host.to_string(),
+                    ip: self.t.ip,
+                    port: self.t.port,
+                    features: self.features,
+                    in_tls: self.in_tls,
+                    created: self.created,
+                    reuse_count: self.reuse_count,
+                },
+                p.destination_concurrency_limit,
+                p.cache_time_limit,
+            );
+            return;
+        }
+        match how {
+            Ok(()) | Err(Stop::Quit) | Err(Stop::Aborted) => self.quit(st),
+            Err(_) => self.conn.close(),
+        }
+    }
+
     fn flush_notes(&mut self, st: &State) {
         for n in std::mem::take(&mut self.notes.too_long) {
             log::warning(&st.s.ident, &format!("{}: {n}", self.namaddrport));
         }
         for g in std::mem::take(&mut self.notes.garbage) {
+            self.tainted = true;
             if self.features.pipelining {
                 log::warning(
                     &st.s.ident,
@@ -268,6 +413,7 @@ impl<'t> Session<'t> {
             IoFail::Timeout => format!("conversation with {} timed out while {what}", self.namaddr),
         };
         let relay = self.namaddrport.clone();
+        self.tainted = true;
         st.fail_all(Why::local("4.4.2", text, &relay));
         Stop::Dead
     }
@@ -281,7 +427,12 @@ impl<'t> Session<'t> {
         );
         self.flush_notes(st);
         match r {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                if taints(r.code) {
+                    self.tainted = true;
+                }
+                Ok(r)
+            }
             Err(f) => Err(self.except(st, f, what)),
         }
     }
@@ -795,6 +946,7 @@ impl<'t> Session<'t> {
         if rcpts.is_empty() {
             return Err(Stop::Quit);
         }
+        st.reuse_count = self.reuse_count;
         let data_size = if msg.message_size > 0 {
             msg.message_size
         } else {
@@ -876,19 +1028,21 @@ impl<'t> Session<'t> {
                     Cmd::Mail => false,
                 };
                 if abort {
-                    // "sending final RSET": its reply is read but no longer judged.
-                    if self.conn.write_all(b"RSET\r\n", p.rset_timeout).is_err()
-                        || reply::read(
-                            &mut self.conn,
-                            p.rset_timeout,
-                            p.reply_line_limit,
-                            &mut self.notes,
-                        )
-                        .is_err()
-                    {
+                    // "sending final RSET": its reply is read but no longer judged; a
+                    // session whose RSET was refused is not cached.
+                    if self.conn.write_all(b"RSET\r\n", p.rset_timeout).is_err() {
                         return Err(Stop::Dead);
                     }
-                    return Err(Stop::Quit);
+                    return match reply::read(
+                        &mut self.conn,
+                        p.rset_timeout,
+                        p.reply_line_limit,
+                        &mut self.notes,
+                    ) {
+                        Ok(r) if r.class() == 2 => Err(Stop::Aborted),
+                        Ok(_) => Err(Stop::Quit),
+                        Err(_) => Err(Stop::Dead),
+                    };
                 }
             }
             let mut batch = Vec::new();

@@ -426,6 +426,31 @@ pub fn connect_inet(st: &mut State, nexthop: &str) {
         let best_pref = addrs.first().map(|a| a.pref).unwrap_or(0);
         let mut addr_count = 0usize;
         let mut sess_count = 0usize;
+        // smtp_reuse_session(): a session cached under the delivery request's next-hop is
+        // tried before any new connection (only for the first next-hop, as Postfix caches
+        // under it); its address is then not connected to again.
+        let mut addrs = addrs;
+        if k == 0
+            && st.cache_load
+            && !addrs.is_empty()
+            && !st.left().is_empty()
+            && let Some(c) = super::cache::take(&st.cache_key)
+        {
+            let ip = c.ip();
+            let rest = addrs.iter().filter(|a| a.ip != ip).count();
+            if proto::reuse(
+                st,
+                c,
+                final_nexthop && rest == 0,
+                loop_detect,
+                &d.host,
+                dest,
+            ) {
+                addrs.retain(|a| a.ip != ip);
+                sess_count = 1;
+                addr_count = 1;
+            }
+        }
         let mut idx = 0usize;
         let mut tls_off = false;
         while idx < addrs.len() && !st.left().is_empty() {

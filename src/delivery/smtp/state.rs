@@ -67,6 +67,14 @@ pub struct State<'a> {
     pub setup_done: Option<Instant>,
     /// The next-hop as the queue manager gave it (loop messages name it).
     pub nexthop: String,
+    /// The connection cache key of this request ([`super::cache`]).
+    pub cache_key: String,
+    /// Look for a cached session before connecting.
+    pub cache_load: bool,
+    /// Keep the next good session in the cache.
+    pub cache_store: bool,
+    /// The current session's reuse count (`conn_use=` is one more), 0 between sessions.
+    pub reuse_count: u32,
 }
 
 impl<'a> State<'a> {
@@ -87,6 +95,10 @@ impl<'a> State<'a> {
             start: Instant::now(),
             setup_done: None,
             nexthop: nexthop.to_string(),
+            cache_key: String::new(),
+            cache_load: false,
+            cache_store: false,
+            reuse_count: 0,
         }
     }
 
@@ -134,6 +146,7 @@ impl<'a> State<'a> {
             diagnostic: why.reply.clone(),
             conn_setup: c,
             transmission: d,
+            reuse_count: self.reuse_count,
         });
     }
 
@@ -192,6 +205,7 @@ impl<'a> State<'a> {
             diagnostic: Some(reply.one_line()),
             conn_setup: c,
             transmission: d,
+            reuse_count: self.reuse_count,
         });
     }
 
@@ -223,6 +237,7 @@ impl<'a> State<'a> {
                     diagnostic: None,
                     conn_setup: Duration::ZERO,
                     transmission: Duration::ZERO,
+                    reuse_count: 0,
                 })
             })
             .collect()

@@ -1,0 +1,232 @@
+//! The connection cache: Postfix's `scache(8)` and the queue manager's on-demand caching
+//! decision (`qmgr_entry.c`), for the smtp(8) client that runs in the queue manager's
+//! process. Sessions live here between deliveries, idle, keyed by delivery request
+//! next-hop (the service, the next-hop as the queue manager gives it, and the sender when
+//! `smtp_sender_dependent_authentication` picks the SASL credentials by sender).
+//!
+//! When to cache, as Postfix decides: with `smtp_connection_cache_on_demand = yes`, a
+//! destination's sessions are cached once its deliveries come back to back (one finished
+//! less than a second before the next starts), and caching stops when deliveries are
+//! neither concurrent nor back to back any more; a cached session is looked up whenever
+//! one is there (Postfix's "sticky" load flag). A destination named in
+//! `smtp_connection_cache_destinations` always caches.
+//!
+//! Limits: a session sits idle at most `smtp_connection_cache_time_limit` (then it is
+//! closed without QUIT, as scache(8) closes it), at most
+//! `smtp_destination_concurrency_limit` idle sessions are kept per destination (the
+//! oldest is closed), and the smtp client itself stops reusing a session after
+//! `smtp_connection_reuse_time_limit` or `smtp_connection_reuse_count_limit`
+//! ([`super::proto`]). A session taken from here is probed with `RSET` before use.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::proto::Cached;
+
+/// Deliveries that finish within this of the next one's start are "back to back"
+/// (Postfix: `queue->last_done + 1 >= event_time()`).
+const BACK_TO_BACK: Duration = Duration::from_secs(1);
+
+/// A destination without deliveries or idle sessions for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(10);
+
+struct Idle {
+    sess: Cached,
+    until: Instant,
+}
+
+#[derive(Default)]
+struct Dest {
+    idle: Vec<Idle>,
+    /// Postfix's `DEL_REQ_FLAG_CONN_STORE` for the queue.
+    store: bool,
+    /// Deliveries in progress.
+    busy: usize,
+    last_done: Option<Instant>,
+}
+
+struct Cache {
+    dests: Mutex<Inner>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    dests: HashMap<String, Dest>,
+    /// When the reaper wakes next (`None`: it waits for a session to be saved). A session
+    /// saved later than that needs no wake-up: the reaper looks again then.
+    reaper_wakes: Option<Instant>,
+}
+
+static CACHE: LazyLock<Cache> = LazyLock::new(|| {
+    // The reaper: closes sessions idle for too long. Started with the first use.
+    let _ = std::thread::Builder::new()
+        .name("smtp-scache".into())
+        .spawn(reaper);
+    Cache {
+        dests: Mutex::new(Inner::default()),
+        changed: Condvar::new(),
+    }
+});
+
+fn lock() -> MutexGuard<'static, Inner> {
+    CACHE.dests.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What one delivery request may do with the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Look for a cached session first.
+    pub load: bool,
+    /// Keep the first good session for the next delivery.
+    pub store: bool,
+}
+
+/// A delivery to `key` starts: decide as Postfix's queue manager does (`explicit`: the
+/// destination is in `smtp_connection_cache_destinations`). Each call is paired with
+/// [`end`].
+pub fn begin(key: &str, explicit: bool, on_demand: bool) -> Policy {
+    let now = Instant::now();
+    let mut g = lock();
+    let d = g.dests.entry(key.to_string()).or_default();
+    d.busy += 1;
+    if explicit {
+        return Policy {
+            load: true,
+            store: true,
+        };
+    }
+    if !on_demand {
+        return Policy::default();
+    }
+    let back_to_back = d
+        .last_done
+        .is_some_and(|t| now.saturating_duration_since(t) <= BACK_TO_BACK);
+    if !d.store {
+        if back_to_back {
+            d.store = true;
+        }
+    } else if !(d.busy > 1 || back_to_back) {
+        d.store = false;
+    }
+    Policy {
+        load: true,
+        store: d.store,
+    }
+}
+
+/// The delivery to `key` that [`begin`] started is over.
+pub fn end(key: &str) {
+    let mut g = lock();
+    if let Some(d) = g.dests.get_mut(key) {
+        d.busy = d.busy.saturating_sub(1);
+        d.last_done = Some(Instant::now());
+    }
+}
+
+/// An idle session for `key`, the most recently stored first; `None` when there is none.
+pub fn take(key: &str) -> Option<Cached> {
+    let now = Instant::now();
+    let mut g = lock();
+    let d = g.dests.get_mut(key)?;
+    while let Some(i) = d.idle.pop() {
+        if i.until > now {
+            return Some(i.sess);
+        }
+        // Expired: closed when dropped.
+    }
+    None
+}
+
+/// Keep `sess` idle for `ttl` under `key`, with at most `limit` idle sessions there.
+pub fn save(key: &str, sess: Cached, limit: usize, ttl: Duration) {
+    let until = Instant::now() + ttl;
+    let mut g = lock();
+    let d = g.dests.entry(key.to_string()).or_default();
+    d.idle.push(Idle { sess, until });
+    while d.idle.len() > limit.max(1) {
+        d.idle.remove(0);
+    }
+    let wake = g.reaper_wakes.is_none_or(|w| until < w);
+    drop(g);
+    if wake {
+        CACHE.changed.notify_one();
+    }
+}
+
+fn reaper() {
+    // CACHE is being initialised by the thread that started this one: wait for it.
+    let cache = &*CACHE;
+    let mut g = cache.dests.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        g.dests.retain(|_, d| {
+            d.idle.retain(|i| i.until > now);
+            if let Some(u) = d.idle.iter().map(|i| i.until).min() {
+                next = Some(next.map_or(u, |n: Instant| n.min(u)));
+            }
+            d.busy > 0
+                || !d.idle.is_empty()
+                || d.last_done
+                    .is_some_and(|t| now.saturating_duration_since(t) < FORGET_AFTER)
+        });
+        // Nothing idle: wait for a save (and look now and then, to forget old destinations).
+        g.reaper_wakes = next;
+        let wait = match next {
+            Some(n) => n.saturating_duration_since(now),
+            None => FORGET_AFTER,
+        };
+        g = match cache
+            .changed
+            .wait_timeout(g, wait.max(Duration::from_millis(10)))
+        {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_demand_caching_starts_back_to_back_and_stops_when_deliveries_thin_out() {
+        let k = "smtp\non-demand.example\n*";
+        // The first delivery of a burst: nothing to go by, no caching (qmgr_entry.c).
+        let p = begin(k, false, true);
+        assert_eq!(
+            p,
+            Policy {
+                load: true,
+                store: false
+            }
+        );
+        // Concurrent with it: still no caching ("don't enable session caching just because
+        // we have concurrent deliveries").
+        assert!(!begin(k, false, true).store);
+        end(k);
+        // Back to back with the one that just ended: on.
+        assert!(begin(k, false, true).store);
+        end(k);
+        end(k);
+        // Off once deliveries are neither concurrent nor back to back.
+        lock().dests.get_mut(k).unwrap().last_done = Some(Instant::now() - Duration::from_secs(5));
+        assert!(!begin(k, false, true).store);
+        end(k);
+        // smtp_connection_cache_on_demand = no: neither; a listed destination: both.
+        assert_eq!(begin(k, false, false), Policy::default());
+        end(k);
+        assert_eq!(
+            begin(k, true, false),
+            Policy {
+                load: true,
+                store: true
+            }
+        );
+        end(k);
+        assert!(take(k).is_none());
+    }
+}
