@@ -379,64 +379,6 @@ pub(super) fn run(
     }
 }
 
-/// A maildrop file written by someone other than `mail_owner` (any local user can hand
-/// postdrop a file of records) is queued rebuilt from what a user may say, as Postfix's
-/// pickup keeps only the records a submission carries: arrival time, sender, the
-/// recipients not already marked done (with their DSN fields), DSN ENVID/RET, the body's
-/// encoding and SMTPUTF8, and the content; `rewrite_context=local`, as for any local
-/// submission. Everything else is dropped without a word (measured against Postfix 3.7.11's
-/// pickup with a file planted in maildrop/: forged `client_address`, `sasl_username` and
-/// `rewrite_context=remote` attributes and a `D` recipient vanish, the Received header says
-/// `from userid N`, nothing is logged): client and SASL attributes that would show in logs
-/// and headers, content filters, redirects, delivered marks.
-pub(super) fn untrusted_copy(
-    m: &crate::queue::file::QueuedMessage,
-    warn_time: Option<u64>,
-) -> Vec<u8> {
-    use crate::queue::file::{FileRecipient, FileSpec};
-    let recipients: Vec<FileRecipient<'_>> = m
-        .recipients
-        .iter()
-        .filter(|r| !r.done)
-        .map(|r| FileRecipient {
-            address: &r.address,
-            orcpt: r
-                .orcpt
-                .clone()
-                .unwrap_or_else(|| format!("rfc822;{}", r.address)),
-            notify: r.notify_flags,
-        })
-        .collect();
-    let mut lines: Vec<Vec<u8>> = m
-        .content
-        .split(|&c| c == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect();
-    if m.content.ends_with(b"\n") || m.content.is_empty() {
-        lines.pop();
-    }
-    let encoding = match m.encoding.as_deref() {
-        Some("7bit") => Some("7bit"),
-        Some("8bit") => Some("8bit"),
-        _ => None,
-    };
-    crate::queue::file::build(&FileSpec {
-        queue_id: &m.queue_id,
-        arrival: m.arrival,
-        sender: &m.sender,
-        recipients,
-        rewrite_local: true,
-        envid: m.envid.as_deref(),
-        ret: (m.ret_flags != 0).then_some(m.ret_flags),
-        encoding,
-        smtputf8: m.smtputf8,
-        attrs: vec![("log_message_origin", "local".to_string())],
-        lines,
-        line_length_limit: usize::MAX,
-        warn_time: warn_time.filter(|&w| w > 0),
-    })
-}
-
 /// Queue files (named like queue IDs) in `dir`, one level of hash subdirectories when
 /// `hashed`.
 pub fn list_queue(dir: &Path, hashed: bool) -> Vec<(String, PathBuf)> {
@@ -475,7 +417,11 @@ pub(super) fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
             let data = if meta.uid() == nix::unistd::geteuid().as_raw() {
                 data
             } else {
-                untrusted_copy(&m, crate::queue::file::warn_record(path).map(|(_, w)| w))
+                // Someone else's: rebuilt from what a user may say.
+                crate::queue::cleanup::maildrop_copy(
+                    &m,
+                    crate::queue::file::warn_record(path).map(|(_, w)| w),
+                )
             };
             (m.sender.clone(), message_id(&m.content), data)
         }
@@ -662,13 +608,13 @@ mod tests {
             )
             .expect("built");
         let m = crate::queue::file::parse(&built.data, "4ABCDEF123").expect("parsed");
-        let copy = super::untrusted_copy(&m, Some(1_796_014_400));
+        let copy = crate::queue::cleanup::maildrop_copy(&m, Some(1_796_014_400));
         assert_eq!(records(&copy), EXPECTED, "{}", records(&copy));
         // Without a warning time, and with a recipient already marked done: the same
         // records without those (the size record counts one recipient).
         let mut m = m;
         m.recipients[1].done = true;
-        let copy = super::untrusted_copy(&m, None);
+        let copy = crate::queue::cleanup::maildrop_copy(&m, None);
         let got = records(&copy);
         let size: Vec<&str> = got
             .lines()
@@ -686,7 +632,8 @@ mod tests {
         assert_eq!(got.split_once('\n').map(|x| x.1), Some(want.as_str()));
     }
 
-    /// Recorded from the copy pickup built by hand (before `queue::cleanup` built it).
+    /// Recorded from the copy pickup built by hand in `qmgr::daemon` before
+    /// `queue::cleanup` built it.
     const EXPECTED: &str = "\
 C             310             473               2              20             310               3
 T 1796000000 123456
