@@ -1947,3 +1947,138 @@ fn cleanup_lines_follow_syslog_name_and_sendmail_mail_gets_message_id() {
         "{log}"
     );
 }
+
+/// The records of a queue file, one `TYPE data` line each, what differs from run to run
+/// (times, queue IDs, the size record, the submitter's uid, headers added in local time)
+/// cut to their names.
+fn queue_records(file: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < file.len() {
+        let kind = file[pos] as char;
+        let (mut len, mut shift) = (0usize, 0);
+        pos += 1;
+        loop {
+            let b = file[pos];
+            pos += 1;
+            len |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let data = String::from_utf8_lossy(&file[pos..pos + len]).into_owned();
+        pos += len;
+        let keep = match kind {
+            'C' | 'T' => String::new(),
+            _ => match data.split_once([':', '=']) {
+                Some((k @ ("create_time" | "log_ident" | "Message-Id" | "Date"), _)) => {
+                    k.to_string()
+                }
+                _ if data.starts_with("Received: ") => data
+                    .split(" from userid")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                _ if data.starts_with("\tid ") => "\tid".to_string(),
+                _ => data,
+            },
+        };
+        out.push(format!("{kind} {keep}"));
+    }
+    out
+}
+
+/// A maildrop file another user wrote (here one from `sendmail`, the instance stopped,
+/// then given to an unprivileged user as postdrop leaves it) is queued by pickup with the
+/// records of a local submission and nothing else (pickup's copy, built by
+/// `queue::cleanup::maildrop_copy`; its bytes are checked against the copy built before in
+/// `qmgr::daemon`'s unit test).
+#[test]
+fn a_users_maildrop_file_is_queued_with_a_local_submissions_records() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(_) = user("postern-md") else { return };
+    let u = nix::unistd::User::from_name("postern-md").unwrap().unwrap();
+    let mut inst = Instance::start(
+        &main_cf("smtp_connect_timeout = 1s\n"),
+        &format!("{QMGR}smtp      unix  -       -       n       -       -       smtp\n"),
+    );
+    inst.kill9();
+    let conf = inst.config_dir().display().to_string();
+    let out = run_postern(
+        "sendmail",
+        &[
+            "-C",
+            &conf,
+            "-f",
+            "postern-md@mail.example.test",
+            "nobody@[192.0.2.1]",
+        ],
+        b"Subject: maildrop\n\nbody line\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spool = inst.dir.path().join("spool");
+    let dropped: Vec<_> = std::fs::read_dir(spool.join("maildrop"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    nix::unistd::chown(&dropped[0], Some(u.uid), None).unwrap();
+    assert_eq!(
+        std::fs::metadata(&dropped[0]).unwrap().uid(),
+        u.uid.as_raw()
+    );
+    let id = dropped[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    inst.spawn();
+    let log = inst.wait_log_until(Duration::from_secs(60), |l| {
+        l.contains(&format!("{id}: to=<nobody@[192.0.2.1]>"))
+    });
+    assert!(
+        log.contains(&format!(
+            "{id}: uid={} from=<postern-md@mail.example.test>",
+            u.uid
+        )),
+        "{log}"
+    );
+    let out = std::process::Command::new("find")
+        .arg(spool.join("deferred"))
+        .arg(spool.join("active"))
+        .args(["-type", "f", "-name", &id])
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!path.is_empty(), "{id} not queued:\n{log}");
+    let records = queue_records(&std::fs::read(path.lines().next().unwrap()).unwrap());
+    let want = [
+        "C ",
+        "T ",
+        "A create_time",
+        "A log_ident",
+        "A rewrite_context=local",
+        "S postern-md@mail.example.test",
+        "A log_message_origin=local",
+        "A dsn_orig_rcpt=rfc822;nobody@[192.0.2.1]",
+        "O nobody@[192.0.2.1]",
+        "R nobody@[192.0.2.1]",
+        "M ",
+        "N Received: by mail.example.test (Postfix,",
+        "N \tid",
+        "N Subject: maildrop",
+        "N Message-Id",
+        "N Date",
+        "N From: postern-md@mail.example.test",
+        "N ",
+        "N body line",
+        "X ",
+        "E ",
+    ];
+    assert_eq!(records, want, "{log}");
+}

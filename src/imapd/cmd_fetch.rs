@@ -7,19 +7,25 @@
 //! order asked; a FLAGS item is added when a non-PEEK body fetch set \Seen. `BODY[]`,
 //! `RFC822` and their partials are streamed from the mailbox (LF turned into CRLF on the
 //! way), so a large message is never held whole for them; other sections parse the
-//! message ([`super::message`]).
+//! message ([`super::message`]). A FETCH's output is produced a piece at a time
+//! ([`FetchRun`], [`Session::fetch_on`]): the session hands out about 64 kB
+//! ([`OUT_FLUSH`]) and comes back for more after it was written, a literal (from the file
+//! or from memory) going out in pieces too.
 
 use std::io::Read;
 
 use super::message::fetch::{self, FetchAtt, SectionText};
 use super::message::mime::Message;
 use super::seqset::SeqSet;
-use super::session::{Done, Session, bad_cmd, flag_list};
+use super::session::{Done, OUT_FLUSH, Session, bad_cmd, flag_list};
 use crate::imap::reader::Arg;
 use crate::mailbox::{FlagOp, Flags, MailboxError};
 
 /// A message up to this size is read whole for a `BODY[]` (its CRLF size checked).
 const STREAM_ABOVE: u64 = 1 << 20;
+/// How much of a larger message is read from the mailbox at a time (its CRLF form, at
+/// most twice as long, is one piece of the output).
+const READ_PIECE: usize = 32 * 1024;
 
 /// `01-Dec-2026 10:00:00 +0000` in the server's time zone (Dovecot's `imap_to_datetime`).
 pub(crate) fn imap_datetime(t: i64) -> String {
@@ -163,20 +169,92 @@ enum Body {
     Failed,
 }
 
+/// A FETCH under way: begun by [`Session::fetch_begin`], its output produced by
+/// [`Session::fetch_on`] a piece at a time (the session keeps it between its
+/// [`super::session::Action::Send`]s, reading no command meanwhile).
+pub(crate) struct FetchRun {
+    uid: bool,
+    /// The items in Dovecot's order; the first `buffered` are the buffered ones.
+    order: Vec<FetchAtt>,
+    buffered: usize,
+    has_flags: bool,
+    parse: bool,
+    headers_only: bool,
+    /// The message numbers, and the index of the next to begin.
+    seqs: Vec<u32>,
+    next: usize,
+    /// UIDs this FETCH set \Seen of.
+    seen_set: Vec<u32>,
+    /// UIDs whose size or date could not be read (sorted).
+    unknown: Vec<u32>,
+    skipped: bool,
+    failure: Option<String>,
+    internal: bool,
+    /// The message whose reply line is being written.
+    cur: Option<MsgRun>,
+}
+
+/// One message's `* N FETCH (…)` being written.
+struct MsgRun {
+    m: crate::mailbox::Message,
+    body: Body,
+    /// No item written yet.
+    first: bool,
+    show_seen_flags: bool,
+    /// The next item (index into [`FetchRun::order`]).
+    item: usize,
+    /// The literal of the item last begun, not all written yet.
+    literal: Option<Literal>,
+}
+
+/// A literal's bytes still to write.
+enum Literal {
+    /// Bytes `pos..end` of `data` (a section, or a message of up to [`STREAM_ABOVE`]).
+    Mem {
+        data: Vec<u8>,
+        pos: usize,
+        end: usize,
+    },
+    /// A larger message streamed from the mailbox.
+    File(Box<FileLiteral>),
+}
+
+/// A message streamed from the mailbox as a literal of its CRLF size: LF turned into
+/// CRLF on the way, bytes `start..start + len` of that form sent.
+struct FileLiteral {
+    reader: crate::mailbox::MessageReader,
+    uid: u32,
+    /// The CRLF size (RFC822.SIZE).
+    total: u64,
+    start: u64,
+    len: u64,
+    /// Position in the CRLF stream read so far, bytes sent, the last byte read.
+    pos: u64,
+    sent: u64,
+    prev: u8,
+    /// The file ended before `len` (logged once; the rest is padded).
+    short: bool,
+    buf: Vec<u8>,
+    conv: Vec<u8>,
+}
+
 impl Session {
-    pub(crate) fn cmd_fetch(&mut self, args: &[Arg], uid: bool) -> Done {
+    /// A FETCH begun: its arguments checked, the messages it names found, \Seen set for
+    /// what it reads; its output is produced by [`Self::fetch_on`]. `Err`: how it ended
+    /// at once.
+    pub(crate) fn fetch_begin(&mut self, args: &[Arg], uid: bool) -> Result<Box<FetchRun>, Done> {
         let name = if uid { "UID FETCH" } else { "FETCH" };
         let (Some(set), true, true) = (
             args.first().and_then(Arg::atom),
             matches!(args.get(1), Some(Arg::List(_) | Arg::Atom(_))),
             matches!(args.get(2), None | Some(Arg::List(_))),
         ) else {
-            return bad_cmd(name, "Invalid arguments");
+            return Err(bad_cmd(name, "Invalid arguments"));
         };
         let set = set.to_string();
         let (mut atts, used) = match fetch::parse_fetch_atts(&args[1..], uid) {
             Ok(a) => a,
-            Err(e) => return bad_cmd(name, &e),
+            Err(e) => return Err(bad_cmd(name, &e)),
         };
         // Modifiers: (CHANGEDSINCE n [VANISHED]).
         let mut changed_since = None;
@@ -185,7 +263,7 @@ impl Session {
             let mut i = 0;
             while i < mods.len() {
                 let Some(m) = mods[i].atom() else {
-                    return bad_cmd(name, "FETCH modifiers contain non-atoms.");
+                    return Err(bad_cmd(name, "FETCH modifiers contain non-atoms."));
                 };
                 match m.to_ascii_uppercase().as_str() {
                     "CHANGEDSINCE" => {
@@ -194,23 +272,23 @@ impl Session {
                             .and_then(Arg::atom)
                             .and_then(|v| v.parse::<u64>().ok())
                         else {
-                            return bad_cmd(name, "Invalid CHANGEDSINCE modseq.");
+                            return Err(bad_cmd(name, "Invalid CHANGEDSINCE modseq."));
                         };
                         changed_since = Some(v);
                         i += 2;
                     }
                     "VANISHED" if uid => {
                         if !self.qresync {
-                            return bad_cmd(name, "QRESYNC not enabled");
+                            return Err(bad_cmd(name, "QRESYNC not enabled"));
                         }
                         vanished = true;
                         i += 1;
                     }
-                    _ => return bad_cmd(name, "Unknown FETCH modifier"),
+                    _ => return Err(bad_cmd(name, "Unknown FETCH modifier")),
                 }
             }
             if vanished && changed_since.is_none() {
-                return bad_cmd(name, "VANISHED used without CHANGEDSINCE");
+                return Err(bad_cmd(name, "VANISHED used without CHANGEDSINCE"));
             }
         }
         if changed_since.is_some() && !atts.contains(&FetchAtt::ModSeq) {
@@ -248,11 +326,11 @@ impl Session {
         let headers_only = parse && order.iter().all(header_only_att);
 
         let Some(sel) = self.sel.as_mut() else {
-            return Done::Bad("No mailbox selected.".into(), false);
+            return Err(Done::Bad("No mailbox selected.".into(), false));
         };
         let mut seqs = match resolve_set(&sel.folder, &sel.saved, &set, uid) {
             Ok(s) => s,
-            Err(t) => return bad_cmd(name, t),
+            Err(t) => return Err(bad_cmd(name, t)),
         };
         if let Some(since) = changed_since {
             let msgs = sel.folder.messages();
@@ -277,7 +355,7 @@ impl Session {
             }
         }
         let Some(sel) = self.sel.as_mut() else {
-            return Done::Sent;
+            return Err(Done::Sent);
         };
         // \Seen for what a body fetch reads (one write for the whole set).
         let mut seen_set: Vec<u32> = Vec::new();
@@ -317,101 +395,165 @@ impl Session {
             }
             unknown.sort_unstable();
         }
-        let mut skipped = false;
-        let mut failure: Option<String> = None;
-        let mut internal = false;
-        for seq in seqs {
-            let Some(sel) = self.sel.as_ref() else { break };
-            let m = sel.folder.messages()[seq as usize - 1].clone();
-            if !m.expunged && unknown.binary_search(&m.uid).is_ok() {
-                // Its file could not be read: Dovecot's internal error, after the
-                // messages before it.
-                internal = true;
-                break;
+        Ok(Box::new(FetchRun {
+            uid,
+            order,
+            buffered,
+            has_flags,
+            parse,
+            headers_only,
+            seqs,
+            next: 0,
+            seen_set,
+            unknown,
+            skipped: false,
+            failure: None,
+            internal: false,
+            cur: None,
+        }))
+    }
+
+    /// Go on with a FETCH ([`FetchRun`]): its output is produced until it is all out
+    /// (`Some`: how the command ends, the tagged reply still to come) or until the
+    /// queued output reaches [`OUT_FLUSH`] (`None`: the session hands that out as an
+    /// [`super::session::Action::Send`] and comes back here after it was written).
+    pub(crate) fn fetch_on(&mut self, job: &mut FetchRun) -> Option<Done> {
+        loop {
+            if self.out.broken {
+                // The client is gone: the rest is not produced.
+                job.next = job.seqs.len();
+                job.cur = None;
+                return Some(self.fetch_end(job));
             }
-            let mut body = Body::None;
-            if headers_only && !m.expunged {
-                let sel = self.sel.as_mut().expect("selected");
-                let cached = sel.hdr_cache.get(&sel.folder, m.uid).map(Message::new);
-                body = match cached {
-                    Some(msg) => Body::Parsed(msg),
-                    None => match sel.folder.read(m.uid) {
-                        Ok(raw) => {
-                            let h = super::hdrcache::header_only(&raw);
-                            sel.hdr_cache.put(&sel.folder, m.uid, h);
-                            Body::Parsed(Message::new(h))
-                        }
-                        Err(e) => {
-                            if !matches!(e, MailboxError::Expunged(_) | MailboxError::NotFound(_)) {
-                                self.log_error(&format!("FETCH of UID {} failed: {e}", m.uid));
-                            }
-                            Body::Failed
-                        }
-                    },
-                };
-            } else if parse && !m.expunged {
-                body = match sel.folder.read(m.uid) {
-                    Ok(raw) => Body::Parsed(Message::new(&raw)),
+            if self.out.buf.len() >= OUT_FLUSH {
+                return None;
+            }
+            let Some(cur) = job.cur.as_mut() else {
+                if job.next >= job.seqs.len() {
+                    return Some(self.fetch_end(job));
+                }
+                let seq = job.seqs[job.next];
+                job.next += 1;
+                self.fetch_open(job, seq);
+                continue;
+            };
+            if let Some(lit) = cur.literal.as_mut() {
+                if self.literal_on(lit) {
+                    cur.literal = None;
+                }
+                continue;
+            }
+            if cur.item < job.order.len() && job.failure.is_none() {
+                let i = cur.item;
+                cur.item += 1;
+                if i == job.buffered && cur.show_seen_flags {
+                    self.seen_flags(&cur.m, &mut cur.first);
+                }
+                match self.fetch_item(&job.order[i], &cur.m, &mut cur.body, &mut cur.first) {
+                    Ok(lit) => cur.literal = lit,
+                    Err(ItemError::Expunged) => job.skipped = true,
+                    Err(ItemError::Fail(t)) => job.failure = Some(t),
+                }
+                continue;
+            }
+            // The message's reply line ends.
+            if job.order.len() == job.buffered && cur.show_seen_flags {
+                self.seen_flags(&cur.m, &mut cur.first);
+            }
+            if cur.first {
+                // Nothing written: RFC 3501 has no empty FETCH (), so the UID (Dovecot).
+                self.out.raw(format!("UID {}", cur.m.uid).as_bytes());
+            }
+            self.out.raw(b")\r\n");
+            job.cur = None;
+            if job.failure.is_some() {
+                job.next = job.seqs.len();
+            }
+        }
+    }
+
+    /// `FLAGS (…)` of a message whose \Seen this FETCH set (the client did not ask for
+    /// FLAGS).
+    fn seen_flags(&mut self, m: &crate::mailbox::Message, first: &mut bool) {
+        if !*first {
+            self.out.raw(b" ");
+        }
+        *first = false;
+        let sel = self.sel.as_ref().expect("selected");
+        let fl = sel.folder.get(m.uid).map(|x| flag_list(&sel.folder, x));
+        self.out
+            .raw(format!("FLAGS ({})", fl.unwrap_or_default()).as_bytes());
+    }
+
+    /// The next message of a FETCH: its bytes read when the items need them parsed, its
+    /// reply line begun.
+    fn fetch_open(&mut self, job: &mut FetchRun, seq: u32) {
+        let Some(sel) = self.sel.as_ref() else {
+            job.next = job.seqs.len();
+            return;
+        };
+        let m = sel.folder.messages()[seq as usize - 1].clone();
+        if !m.expunged && job.unknown.binary_search(&m.uid).is_ok() {
+            // Its file could not be read: Dovecot's internal error, after the
+            // messages before it.
+            job.internal = true;
+            job.next = job.seqs.len();
+            return;
+        }
+        let mut body = Body::None;
+        if job.headers_only && !m.expunged {
+            let sel = self.sel.as_mut().expect("selected");
+            let cached = sel.hdr_cache.get(&sel.folder, m.uid).map(Message::new);
+            body = match cached {
+                Some(msg) => Body::Parsed(msg),
+                None => match sel.folder.read(m.uid) {
+                    Ok(raw) => {
+                        let h = super::hdrcache::header_only(&raw);
+                        sel.hdr_cache.put(&sel.folder, m.uid, h);
+                        Body::Parsed(Message::new(h))
+                    }
                     Err(e) => {
                         if !matches!(e, MailboxError::Expunged(_) | MailboxError::NotFound(_)) {
                             self.log_error(&format!("FETCH of UID {} failed: {e}", m.uid));
                         }
                         Body::Failed
                     }
-                };
-            }
-            if m.expunged {
-                body = Body::Failed;
-            }
-            self.out.raw(format!("* {seq} FETCH (").as_bytes());
-            let mut first = true;
-            let sep = |first: &mut bool, out: &mut super::session::Out| {
-                if !*first {
-                    out.raw(b" ");
-                }
-                *first = false;
+                },
             };
-            let show_seen_flags = !has_flags && seen_set.contains(&m.uid);
-            for (i, att) in order.iter().enumerate() {
-                if i == buffered && show_seen_flags {
-                    sep(&mut first, &mut self.out);
-                    let sel = self.sel.as_ref().expect("selected");
-                    let fl = sel.folder.get(m.uid).map(|x| flag_list(&sel.folder, x));
-                    self.out
-                        .raw(format!("FLAGS ({})", fl.unwrap_or_default()).as_bytes());
-                }
-                if let Err(e) = self.fetch_item(att, &m, &mut body, &mut first) {
-                    match e {
-                        ItemError::Expunged => skipped = true,
-                        ItemError::Fail(t) => {
-                            failure = Some(t);
-                            break;
-                        }
+        } else if job.parse && !m.expunged {
+            body = match sel.folder.read(m.uid) {
+                Ok(raw) => Body::Parsed(Message::new(&raw)),
+                Err(e) => {
+                    if !matches!(e, MailboxError::Expunged(_) | MailboxError::NotFound(_)) {
+                        self.log_error(&format!("FETCH of UID {} failed: {e}", m.uid));
                     }
+                    Body::Failed
                 }
-            }
-            if order.len() == buffered && show_seen_flags {
-                sep(&mut first, &mut self.out);
-                let sel = self.sel.as_ref().expect("selected");
-                let fl = sel.folder.get(m.uid).map(|x| flag_list(&sel.folder, x));
-                self.out
-                    .raw(format!("FLAGS ({})", fl.unwrap_or_default()).as_bytes());
-            }
-            if first {
-                // Nothing written: RFC 3501 has no empty FETCH (), so the UID (Dovecot).
-                self.out.raw(format!("UID {}", m.uid).as_bytes());
-            }
-            self.out.raw(b")\r\n");
-            self.out.maybe_flush();
-            if failure.is_some() || self.out.broken {
-                break;
-            }
+            };
         }
+        if m.expunged {
+            body = Body::Failed;
+        }
+        self.out.raw(format!("* {seq} FETCH (").as_bytes());
+        let show_seen_flags = !job.has_flags && job.seen_set.contains(&m.uid);
+        job.cur = Some(MsgRun {
+            m,
+            body,
+            first: true,
+            show_seen_flags,
+            item: 0,
+            literal: None,
+        });
+    }
+
+    /// The end of a FETCH: the MODSEQ changes of the \Seen it set, the header cache
+    /// saved, how it ends.
+    fn fetch_end(&mut self, job: &mut FetchRun) -> Done {
         // \Seen set by this FETCH: its MODSEQ change, under CONDSTORE (Dovecot's sync).
-        if self.condstore && !seen_set.is_empty() {
-            let send_uid = uid || self.qresync;
+        if self.condstore && !job.seen_set.is_empty() {
+            let send_uid = job.uid || self.qresync;
             if let Some(sel) = self.sel.as_ref() {
-                for u in &seen_set {
+                for u in &job.seen_set {
                     if let (Some(seq), Some(m)) = (sel.folder.seq(*u), sel.folder.get(*u)) {
                         let uid_part = if send_uid {
                             format!("UID {u} ")
@@ -425,19 +567,88 @@ impl Session {
             }
         }
         self.save_header_cache();
-        if internal {
+        if job.internal {
             return Done::No(
                 "[SERVERBUG] Internal error occurred. Refer to server log for more information."
                     .into(),
             );
         }
-        if let Some(t) = failure {
+        if let Some(t) = job.failure.take() {
             return Done::No(format!("[UNKNOWN-CTE] {t}"));
         }
-        if skipped {
+        if job.skipped {
             return Done::Ok("[EXPUNGEISSUED] Some messages were already expunged.".into());
         }
         Done::Ok("Fetch completed.".into())
+    }
+
+    /// Write on a literal's bytes: true when they are all out, false when the queued
+    /// output reached [`OUT_FLUSH`] first.
+    fn literal_on(&mut self, lit: &mut Literal) -> bool {
+        match lit {
+            Literal::Mem { data, pos, end } => {
+                while *pos < *end {
+                    let room = OUT_FLUSH.saturating_sub(self.out.buf.len());
+                    if room == 0 {
+                        return false;
+                    }
+                    let n = room.min(*end - *pos);
+                    self.out.raw(&data[*pos..*pos + n]);
+                    *pos += n;
+                }
+                true
+            }
+            Literal::File(f) => {
+                while f.sent < f.len {
+                    if self.out.buf.len() >= OUT_FLUSH {
+                        return false;
+                    }
+                    let n = match f.reader.read(&mut f.buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    f.conv.clear();
+                    for &c in &f.buf[..n] {
+                        if c == b'\n' && f.prev != b'\r' {
+                            f.conv.push(b'\r');
+                        }
+                        f.conv.push(c);
+                        f.prev = c;
+                    }
+                    let chunk_start = f.pos;
+                    f.pos += f.conv.len() as u64;
+                    if f.pos <= f.start {
+                        continue;
+                    }
+                    let from = f.start.saturating_sub(chunk_start) as usize;
+                    let want = (f.len - f.sent) as usize;
+                    let piece = &f.conv[from..f.conv.len().min(from + want)];
+                    f.sent += piece.len() as u64;
+                    self.out.raw(piece);
+                }
+                if f.sent < f.len && !f.short {
+                    f.short = true;
+                    self.log_error(&format!(
+                        "FETCH of UID {}: the message is shorter than its size {}",
+                        f.uid, f.total
+                    ));
+                }
+                if f.sent < f.len {
+                    // Padded to the size announced, in pieces as the rest.
+                    while f.sent < f.len {
+                        let room = OUT_FLUSH.saturating_sub(self.out.buf.len());
+                        if room == 0 {
+                            return false;
+                        }
+                        let n = (room as u64).min(f.len - f.sent) as usize;
+                        self.out.buf.resize(self.out.buf.len() + n, b' ');
+                        f.sent += n as u64;
+                    }
+                }
+                self.count_fetch(false, f.len as usize);
+                true
+            }
+        }
     }
 
     /// One FETCH item of message `m`.
@@ -447,7 +658,7 @@ impl Session {
         m: &crate::mailbox::Message,
         body: &mut Body,
         first: &mut bool,
-    ) -> Result<(), ItemError> {
+    ) -> Result<Option<Literal>, ItemError> {
         let mut head = String::new();
         if !*first {
             head.push(' ');
@@ -528,7 +739,7 @@ impl Session {
                 .unwrap_or_default();
                 self.count_fetch(text == SectionText::Header, data.len());
                 self.out.raw(format!("{head}{name} ").as_bytes());
-                self.literal(&data, false);
+                return Ok(Some(self.literal(data, false)));
             }
             FetchAtt::Section {
                 binary,
@@ -550,7 +761,7 @@ impl Session {
                     };
                     self.out
                         .raw(format!("{head}BINARY.SIZE[{sname}] {n}").as_bytes());
-                    return Ok(());
+                    return Ok(None);
                 }
                 let origin = match partial {
                     Some((o, _)) => format!("<{o}>"),
@@ -597,10 +808,10 @@ impl Session {
                 self.count_fetch(header_only, data.len());
                 self.out
                     .raw(format!("{head}{kind}[{sname}]{origin} ").as_bytes());
-                self.literal(&data, lit8);
+                return Ok(Some(self.literal(data, lit8)));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn count_fetch(&mut self, header: bool, bytes: usize) {
@@ -613,32 +824,49 @@ impl Session {
         }
     }
 
-    /// `{N}` (or `~{N}` for BINARY) and the bytes.
-    fn literal(&mut self, data: &[u8], binary: bool) {
+    /// `{N}` (or `~{N}` for BINARY); the bytes are the [`Literal`] returned, written on
+    /// by [`Self::literal_on`].
+    fn literal(&mut self, data: Vec<u8>, binary: bool) -> Literal {
+        self.literal_part(data, None, binary)
+    }
+
+    /// [`Self::literal`] of a partial (`<origin.count>`) of `data`.
+    fn literal_part(
+        &mut self,
+        data: Vec<u8>,
+        partial: Option<(u64, Option<u64>)>,
+        binary: bool,
+    ) -> Literal {
+        let (pos, end) = match partial {
+            Some((o, c)) => {
+                let p = fetch::partial(&data, o, c);
+                let pos = p.as_ptr() as usize - data.as_ptr() as usize;
+                (pos, pos + p.len())
+            }
+            None => (0, data.len()),
+        };
         let tilde = if binary { "~" } else { "" };
         self.out
-            .raw(format!("{tilde}{{{}}}\r\n", data.len()).as_bytes());
-        self.out.raw(data);
-        self.out.maybe_flush();
+            .raw(format!("{tilde}{{{}}}\r\n", end - pos).as_bytes());
+        Literal::Mem { data, pos, end }
     }
 
     /// The whole message (or a partial of it) as a literal, with CRLF line ends: from
     /// the parsed copy when there is one, else read (small messages) or streamed from
-    /// the mailbox (large ones, never held whole).
+    /// the mailbox (large ones, never held whole: [`FileLiteral`]).
     fn stream_whole(
         &mut self,
         m: &crate::mailbox::Message,
         partial: Option<(u64, Option<u64>)>,
         body: &mut Body,
-    ) -> Result<(), ItemError> {
+    ) -> Result<Option<Literal>, ItemError> {
         if let Body::Parsed(msg) = body {
-            let data = match partial {
-                Some((o, c)) => fetch::partial(&msg.raw, o, c).to_vec(),
-                None => msg.raw.clone(),
-            };
-            self.count_fetch(false, data.len());
-            self.literal(&data, false);
-            return Ok(());
+            let data = msg.raw.clone();
+            let lit = self.literal_part(data, partial, false);
+            if let Literal::Mem { pos, end, .. } = &lit {
+                self.count_fetch(false, end - pos);
+            }
+            return Ok(Some(lit));
         }
         let Some(sel) = self.sel.as_ref() else {
             self.out.raw(b"NIL");
@@ -660,15 +888,13 @@ impl Session {
                 }
             };
             let crlf = super::message::mime::to_crlf(&raw);
-            let data = match partial {
-                Some((o, c)) => fetch::partial(&crlf, o, c),
-                None => &crlf[..],
-            };
-            self.count_fetch(false, data.len());
-            self.literal(data, false);
-            return Ok(());
+            let lit = self.literal_part(crlf, partial, false);
+            if let Literal::Mem { pos, end, .. } = &lit {
+                self.count_fetch(false, end - pos);
+            }
+            return Ok(Some(lit));
         }
-        let mut reader = match sel.folder.open_message(m.uid) {
+        let reader = match sel.folder.open_message(m.uid) {
             Ok(r) => r,
             Err(_) => {
                 self.out.raw(b"NIL");
@@ -686,49 +912,19 @@ impl Session {
             None => (0, total),
         };
         self.out.raw(format!("{{{len}}}\r\n").as_bytes());
-        let mut pos = 0u64; // position in the CRLF stream
-        let mut sent = 0u64;
-        let mut prev = 0u8;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut conv: Vec<u8> = Vec::with_capacity(buf.len() + buf.len() / 16);
-        while sent < len {
-            let n = match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            conv.clear();
-            for &c in &buf[..n] {
-                if c == b'\n' && prev != b'\r' {
-                    conv.push(b'\r');
-                }
-                conv.push(c);
-                prev = c;
-            }
-            let chunk_start = pos;
-            pos += conv.len() as u64;
-            if pos <= start {
-                continue;
-            }
-            let from = start.saturating_sub(chunk_start) as usize;
-            let want = (len - sent) as usize;
-            let piece = &conv[from..conv.len().min(from + want)];
-            sent += piece.len() as u64;
-            self.out.raw(piece);
-            self.out.maybe_flush();
-            if self.out.broken {
-                return Ok(());
-            }
-        }
-        if sent < len {
-            self.log_error(&format!(
-                "FETCH of UID {}: the message is shorter than its size {total}",
-                m.uid
-            ));
-            let pad = vec![b' '; (len - sent) as usize];
-            self.out.raw(&pad);
-        }
-        self.count_fetch(false, len as usize);
-        Ok(())
+        Ok(Some(Literal::File(Box::new(FileLiteral {
+            reader,
+            uid: m.uid,
+            total,
+            start,
+            len,
+            pos: 0,
+            sent: 0,
+            prev: 0,
+            short: false,
+            buf: vec![0u8; READ_PIECE],
+            conv: Vec::with_capacity(2 * READ_PIECE),
+        }))))
     }
 
     /// STORE / UID STORE.

@@ -11,17 +11,20 @@
 //! spool as they come); IDLE is a mode of the core whose read timeout is the change check
 //! interval (`timed_out` is the wakeup: sync, and `* OK Still here` when due). Replies are
 //! queued and handed out before the session waits for input (pipelined commands are
-//! answered in one write), or as they pass 64 kB between commands. The mailbox store is
+//! answered in one write), or as they pass 64 kB ([`OUT_FLUSH`]) between commands. A
+//! FETCH is resumable ([`super::cmd_fetch::FetchRun`]): its output is produced until the
+//! queue reaches 64 kB, handed out as an [`Action::Send`], and produced on when the
+//! connection task asks for the next action after writing it (as POP3's RETR streams), so
+//! a `FETCH 1:* BODY[]` of any mailbox holds about 64 kB of output (plus one 64 kB piece
+//! of a message, or one item's text) and a message read whole only when its items need
+//! it parsed or it is at most 1 MB; no command is read meanwhile (pipelined input, an IDLE's DONE, waits in
+//! the reader until the FETCH's tagged reply is out). The mailbox store is
 //! called directly (blocking file I/O). [`drive`] is the one connection task: a thread of
 //! the user's mail process (`dovecot/imap`, running as the user:
 //! [`crate::login::mailproc`]) over the client's TCP socket or the login process's proxy
 //! of a TLS client, as Dovecot's imap process serves one session. `src/imapd/tests.rs`
 //! replays Dovecot's recorded session (`compat-fixtures/imap/session.txt`) against the
 //! core with no socket.
-//!
-//! XXX: a FETCH is computed in one call; past 64 kB its output is written through the
-//! driver's second handle on the client ([`Out::spill`]) while it runs, so memory stays
-//! bounded, instead of being handed out as [`Action::Send`]s by a resumable FETCH.
 //!
 //! After each command on a selected mailbox the view is synced with the folder
 //! ([`crate::mailbox::Folder::sync`], a few `stat` calls when nothing changed) and what
@@ -59,16 +62,11 @@ pub(crate) const OUT_FLUSH: usize = 64 * 1024;
 pub trait Client: Read + Write + Send {
     fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
     fn shutdown(&self);
-    /// A second handle that writes to the same client (for [`Out::spill`]).
-    fn writer(&self) -> Option<Box<dyn Write + Send>>;
 }
 
 impl Client for std::net::TcpStream {
     fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
         std::net::TcpStream::set_read_timeout(self, d)
-    }
-    fn writer(&self) -> Option<Box<dyn Write + Send>> {
-        Some(Box::new(self.try_clone().ok()?))
     }
     fn shutdown(&self) {
         let _ = std::net::TcpStream::shutdown(self, std::net::Shutdown::Both);
@@ -78,9 +76,6 @@ impl Client for std::net::TcpStream {
 impl Client for std::os::unix::net::UnixStream {
     fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
         std::os::unix::net::UnixStream::set_read_timeout(self, d)
-    }
-    fn writer(&self) -> Option<Box<dyn Write + Send>> {
-        Some(Box::new(self.try_clone().ok()?))
     }
     fn shutdown(&self) {
         let _ = std::os::unix::net::UnixStream::shutdown(self, std::net::Shutdown::Both);
@@ -97,12 +92,6 @@ pub(crate) struct Out {
     last_sent: u64,
     /// A write failed: the client is gone.
     pub broken: bool,
-    /// Where a long reply's output goes while the command is still running (the
-    /// connection task's second handle on the client); without one it stays queued.
-    /// XXX: a FETCH is one call of the core, not resumable step by step, so its output
-    /// beyond [`OUT_FLUSH`] is written through this rather than returned as
-    /// [`Action::Send`]s.
-    pub spill: Option<Box<dyn Write + Send>>,
 }
 
 impl Out {
@@ -125,26 +114,6 @@ impl Out {
         self.last_sent = b.len() as u64;
         self.bytes += self.last_sent;
         Some(b)
-    }
-    /// Write out through [`spill`](Self::spill) if a long reply filled the queue.
-    pub fn maybe_flush(&mut self) {
-        if self.buf.len() < OUT_FLUSH {
-            return;
-        }
-        let Some(w) = self.spill.as_mut() else {
-            return;
-        };
-        if !self.broken {
-            if w.write_all(&self.buf).is_ok() && w.flush().is_ok() {
-                self.bytes += self.buf.len() as u64;
-            } else {
-                self.broken = true;
-            }
-        }
-        self.buf.clear();
-        if self.buf.capacity() > 4 * OUT_FLUSH {
-            self.buf = Vec::new();
-        }
     }
 }
 
@@ -222,6 +191,15 @@ pub enum Action {
     Close,
 }
 
+/// A FETCH under way ([`super::cmd_fetch::FetchRun`]) and what its tagged reply needs.
+struct Fetching {
+    tag: String,
+    name: String,
+    uid: bool,
+    sync: SyncMode,
+    run: Box<super::cmd_fetch::FetchRun>,
+}
+
 /// What the session is doing with its input.
 enum Mode {
     /// Commands, through the [`CommandReader`].
@@ -268,6 +246,8 @@ pub(crate) struct Session {
     /// An APPEND whose literals are being received.
     pub append: Option<super::cmd_append::AppendState>,
     mode: Mode,
+    /// A FETCH whose output is not all produced yet (no command is read meanwhile).
+    fetching: Option<Fetching>,
     /// Actions for the connection task, oldest first.
     actions: std::collections::VecDeque<Action>,
 }
@@ -391,7 +371,6 @@ fn run<C: Client>(st: Arc<ImapState>, io: C, req: LoginRequest, user: String, in
 /// thread of the mail process; the socket blocks, with the read timeout the session
 /// asks for). Everything the session decides, it decides in [`Session`].
 pub(crate) fn drive<C: Client>(s: &mut Session, mut io: C) {
-    s.out.spill = io.writer();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match s.next() {
@@ -480,6 +459,7 @@ impl Session {
             ended: None,
             append: None,
             mode: Mode::Commands,
+            fetching: None,
             actions: Default::default(),
         }
     }
@@ -528,7 +508,7 @@ impl Session {
     /// Nothing came within the [`Action::Read`]'s timeout: outside IDLE the client has
     /// been silent for the autologout time; in IDLE it is time to look for changes.
     pub fn timed_out(&mut self) {
-        if matches!(self.mode, Mode::Commands) && self.ended.is_none() {
+        if matches!(self.mode, Mode::Commands) && self.ended.is_none() && self.fetching.is_none() {
             self.out.line("* BYE Disconnected for inactivity.");
             self.ended = Some(format!(
                 "Inactivity - no input for {} secs",
@@ -570,14 +550,31 @@ impl Session {
         }
     }
 
-    /// Use the input received for one step of the current mode, or ask for more.
+    /// Use the input received for one step of the current mode, or ask for more. A
+    /// FETCH under way goes on first: its output is handed out in pieces of about
+    /// [`OUT_FLUSH`], and the input (pipelined commands, an IDLE's DONE) waits until it
+    /// is all out.
     fn advance(&mut self) {
         if matches!(self.mode, Mode::Commands) {
             while self.ended.is_none() && !self.out.broken {
-                let Some(ev) = self.reader.next_event() else {
-                    break;
-                };
-                self.event(ev);
+                if let Some(mut f) = self.fetching.take() {
+                    match self.fetch_on(&mut f.run) {
+                        None => {
+                            // The output reached OUT_FLUSH: it goes out, then on from here.
+                            self.fetching = Some(f);
+                            return self.flush();
+                        }
+                        Some(done) => {
+                            self.command_end(&f.tag, "FETCH", f.uid, f.sync, done);
+                            self.last_cmd = Some((f.name, Instant::now()));
+                        }
+                    }
+                } else {
+                    let Some(ev) = self.reader.next_event() else {
+                        break;
+                    };
+                    self.event(ev);
+                }
                 if self.ended.is_some() || self.out.broken {
                     break;
                 }
@@ -589,6 +586,12 @@ impl Session {
                     return;
                 }
             }
+        }
+        if let Some(f) = self.fetching.take() {
+            // The client went away (or the session ended) during a FETCH: the rest of
+            // it is not produced.
+            self.save_header_cache();
+            self.last_cmd = Some((f.name, Instant::now()));
         }
         if self.out.broken && self.ended.is_none() {
             self.ended = Some(match self.mode {
@@ -695,7 +698,9 @@ impl Session {
                 self.cmd_start = Instant::now();
                 let name = raw.name.clone();
                 self.command(raw);
-                self.last_cmd = Some((name, Instant::now()));
+                if self.fetching.is_none() {
+                    self.last_cmd = Some((name, Instant::now()));
+                }
             }
             ReadEvent::AppendLiteral {
                 tag,
@@ -875,7 +880,20 @@ impl Session {
                 if !uid {
                     sync = SyncMode::NoExpunges;
                 }
-                self.cmd_fetch(&args, uid)
+                match self.fetch_begin(&args, uid) {
+                    Ok(run) => {
+                        // Its output is produced as it goes out (Self::advance).
+                        self.fetching = Some(Fetching {
+                            tag: tag.clone(),
+                            name: name.clone(),
+                            uid,
+                            sync,
+                            run,
+                        });
+                        return;
+                    }
+                    Err(d) => d,
+                }
             }
             "STORE" => {
                 if !uid {
@@ -909,6 +927,12 @@ impl Session {
             }
             _ => bad_cmd(&name, "Unknown command"),
         };
+        self.command_end(&tag, base, uid, sync, done);
+    }
+
+    /// A command's end: the quota brought up to date after a change, the mailbox synced
+    /// (what changed reported) and the tagged reply.
+    fn command_end(&mut self, tag: &str, base: &str, uid: bool, sync: SyncMode, done: Done) {
         if matches!(done, Done::Ok(_))
             && matches!(base, "APPEND" | "COPY" | "MOVE" | "EXPUNGE" | "DELETE")
         {
@@ -925,9 +949,9 @@ impl Session {
             if self.ended.is_some() {
                 return;
             }
-            self.finish(&tag, done);
+            self.finish(tag, done);
         } else {
-            self.finish(&tag, done);
+            self.finish(tag, done);
         }
     }
 

@@ -313,3 +313,135 @@ fn line_end_of(out: &[u8], tag: &[u8]) -> Option<usize> {
     }
     None
 }
+
+/// A message of about `size` bytes with LF line ends, each line numbered (so that a
+/// piece out of place would show).
+fn numbered_message(name: &str, size: usize) -> Vec<u8> {
+    let mut m = format!("From: a@example.com\nSubject: {name}\n\n").into_bytes();
+    let mut i = 0;
+    while m.len() < size {
+        m.extend_from_slice(format!("{name} line {i:08} {}\n", "x".repeat(50)).as_bytes());
+        i += 1;
+    }
+    m
+}
+
+/// Carry out the session's actions until it waits for input, as [`run`], checking that
+/// no piece handed out and nothing left queued in the core is above `bound`; what was sent
+/// and how many pieces.
+fn run_bounded(s: &mut Session, bound: usize) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut sends = 0;
+    loop {
+        let a = s.next();
+        assert!(s.out.buf.len() <= bound, "queued {}", s.out.buf.len());
+        match a {
+            Action::Send(b) => {
+                assert!(b.len() <= bound, "a send of {} bytes", b.len());
+                sends += 1;
+                out.extend_from_slice(&b);
+            }
+            Action::Read { .. } => return (out, sends),
+            Action::Close => panic!("closed"),
+        }
+    }
+}
+
+/// A FETCH of several megabytes goes out from the core in pieces of about 64 kB, each
+/// handed out as a Send and the rest produced when the connection task comes back (no
+/// second handle on a socket), the pipelined command after it answered only after it,
+/// and the bytes are the whole reply, as it would be in one piece.
+#[test]
+fn large_fetch_streams_through_the_core_in_bounded_pieces() {
+    use super::session::OUT_FLUSH;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maildir = dir.path().join("home/bob/Maildir");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(d)).expect("maildir");
+    }
+    // Above and below the size up to which a message is read whole for BODY[], and small.
+    let msgs = [
+        numbered_message("big", 3 << 20),
+        numbered_message("mid", 700 << 10),
+        numbered_message("small", 300),
+        numbered_message("big2", (2 << 20) + 12345),
+    ];
+    for (i, m) in msgs.iter().enumerate() {
+        let name = format!("{}.M{i}P1.test", 1_796_000_000 + i);
+        std::fs::write(maildir.join("new").join(name), m).expect("message");
+    }
+    let st = state(dir.path());
+    let (mut s, _) = login(&st, dir.path(), "a");
+    let (sel, _) = feed(&mut s, b"a SELECT INBOX\r\n");
+    assert!(String::from_utf8_lossy(&sel).contains("* 4 EXISTS"));
+    let crlf = |m: &[u8]| super::message::mime::to_crlf(m);
+    // Every piece at most OUT_FLUSH plus one piece of a streamed message (its CRLF form
+    // of a 32 kB read) or of an item's head.
+    let bound = 2 * OUT_FLUSH + 4096;
+
+    // BODY[] of each, and the message's text (a section of a parsed message), with a
+    // NOOP pipelined behind.
+    s.received(b"f FETCH 1:* (RFC822.SIZE BODY.PEEK[])\r\nt UID FETCH 1,4 (BODY.PEEK[TEXT] BODY.PEEK[]<1000.2000000>)\r\nn NOOP\r\n");
+    let (got, sends) = run_bounded(&mut s, bound);
+    let mut want = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let c = crlf(m);
+        want.extend_from_slice(
+            format!(
+                "* {} FETCH (RFC822.SIZE {} BODY[] {{{}}}\r\n",
+                i + 1,
+                c.len(),
+                c.len()
+            )
+            .as_bytes(),
+        );
+        want.extend_from_slice(&c);
+        want.extend_from_slice(b")\r\n");
+    }
+    want.extend_from_slice(b"f OK Fetch completed.\r\n");
+    for (seq, i) in [(1, 0), (4, 3)] {
+        let c = crlf(&msgs[i]);
+        let text_at = memchr::memmem::find(&c, b"\r\n\r\n").expect("header end") + 4;
+        let text = &c[text_at..];
+        let part = &c[1000..c.len().min(1000 + 2_000_000)];
+        want.extend_from_slice(
+            format!("* {seq} FETCH (UID {seq} BODY[TEXT] {{{}}}\r\n", text.len()).as_bytes(),
+        );
+        want.extend_from_slice(text);
+        want.extend_from_slice(format!(" BODY[]<1000> {{{}}}\r\n", part.len()).as_bytes());
+        want.extend_from_slice(part);
+        want.extend_from_slice(b")\r\n");
+    }
+    want.extend_from_slice(b"t OK Fetch completed.\r\nn OK NOOP completed.\r\n");
+    // The tagged lines' timings taken out.
+    let mut got_norm = Vec::with_capacity(got.len());
+    let mut rest = &got[..];
+    while let Some(p) = memchr::memmem::find(rest, b" completed (") {
+        let e = memchr::memmem::find(&rest[p..], b" secs).\r\n").expect("timing") + p;
+        got_norm.extend_from_slice(&rest[..p + " completed".len()]);
+        got_norm.extend_from_slice(b".\r\n");
+        rest = &rest[e + " secs).\r\n".len()..];
+    }
+    got_norm.extend_from_slice(rest);
+    assert_eq!(got_norm.len(), want.len());
+    assert!(
+        got_norm == want,
+        "the streamed reply differs from the whole one"
+    );
+    // Pieces, not one write: about one per OUT_FLUSH.
+    assert!(
+        sends as u64 >= got.len() as u64 / (bound as u64),
+        "{sends} sends"
+    );
+    assert!(sends > 100, "{sends} sends");
+
+    // The client gone in the middle of a FETCH: nothing more is produced, the session
+    // ends.
+    s.received(b"g FETCH 1:* BODY.PEEK[]\r\nh NOOP\r\n");
+    let Action::Send(first) = s.next() else {
+        panic!("no send")
+    };
+    assert!(first.starts_with(b"* 1 FETCH (BODY[] {"));
+    s.send_failed();
+    assert_eq!(s.next(), Action::Close);
+}

@@ -379,64 +379,6 @@ pub(super) fn run(
     }
 }
 
-/// A maildrop file written by someone other than `mail_owner` (any local user can hand
-/// postdrop a file of records) is queued rebuilt from what a user may say, as Postfix's
-/// pickup keeps only the records a submission carries: arrival time, sender, the
-/// recipients not already marked done (with their DSN fields), DSN ENVID/RET, the body's
-/// encoding and SMTPUTF8, and the content; `rewrite_context=local`, as for any local
-/// submission. Everything else is dropped without a word (measured against Postfix 3.7.11's
-/// pickup with a file planted in maildrop/: forged `client_address`, `sasl_username` and
-/// `rewrite_context=remote` attributes and a `D` recipient vanish, the Received header says
-/// `from userid N`, nothing is logged): client and SASL attributes that would show in logs
-/// and headers, content filters, redirects, delivered marks.
-pub(super) fn untrusted_copy(
-    m: &crate::queue::file::QueuedMessage,
-    warn_time: Option<u64>,
-) -> Vec<u8> {
-    use crate::queue::file::{FileRecipient, FileSpec};
-    let recipients: Vec<FileRecipient<'_>> = m
-        .recipients
-        .iter()
-        .filter(|r| !r.done)
-        .map(|r| FileRecipient {
-            address: &r.address,
-            orcpt: r
-                .orcpt
-                .clone()
-                .unwrap_or_else(|| format!("rfc822;{}", r.address)),
-            notify: r.notify_flags,
-        })
-        .collect();
-    let mut lines: Vec<Vec<u8>> = m
-        .content
-        .split(|&c| c == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect();
-    if m.content.ends_with(b"\n") || m.content.is_empty() {
-        lines.pop();
-    }
-    let encoding = match m.encoding.as_deref() {
-        Some("7bit") => Some("7bit"),
-        Some("8bit") => Some("8bit"),
-        _ => None,
-    };
-    crate::queue::file::build(&FileSpec {
-        queue_id: &m.queue_id,
-        arrival: m.arrival,
-        sender: &m.sender,
-        recipients,
-        rewrite_local: true,
-        envid: m.envid.as_deref(),
-        ret: (m.ret_flags != 0).then_some(m.ret_flags),
-        encoding,
-        smtputf8: m.smtputf8,
-        attrs: vec![("log_message_origin", "local".to_string())],
-        lines,
-        line_length_limit: usize::MAX,
-        warn_time: warn_time.filter(|&w| w > 0),
-    })
-}
-
 /// Queue files (named like queue IDs) in `dir`, one level of hash subdirectories when
 /// `hashed`.
 pub fn list_queue(dir: &Path, hashed: bool) -> Vec<(String, PathBuf)> {
@@ -475,7 +417,11 @@ pub(super) fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
             let data = if meta.uid() == nix::unistd::geteuid().as_raw() {
                 data
             } else {
-                untrusted_copy(&m, crate::queue::file::warn_record(path).map(|(_, w)| w))
+                // Someone else's: rebuilt from what a user may say.
+                crate::queue::cleanup::maildrop_copy(
+                    &m,
+                    crate::queue::file::warn_record(path).map(|(_, w)| w),
+                )
             };
             (m.sender.clone(), message_id(&m.content), data)
         }
@@ -583,4 +529,144 @@ pub(super) fn activate(path: &Path, qdir: &Path, id: &str) -> Option<PathBuf> {
         }
         Err(_) => None,
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::maincf;
+    use crate::config::mastercf::MasterCf;
+    use crate::config::postfix::PostfixConfig;
+    use crate::queue::{Envelope, QueueSettings, Recipient, cleanup::Origin};
+
+    /// The records of a queue file, one `TYPE data` line each (the size record's fields
+    /// and the content as they are).
+    fn records(file: &[u8]) -> String {
+        let mut out = String::new();
+        for r in crate::queue::record::records(file) {
+            let r = r.expect("record");
+            let mut data = String::from_utf8_lossy(r.data).into_owned();
+            // Added by the submitter's cleanup in the local time zone: only their names.
+            if let Some((h, _)) = data.split_once(':')
+                && matches!(h, "Message-Id" | "Date")
+            {
+                data = h.to_string();
+            }
+            out.push_str(&format!("{} {data}\n", r.kind as char));
+        }
+        out
+    }
+
+    /// A user's maildrop file as `sendmail` builds it (cleanup's `Origin::Local`, at a fixed
+    /// time), with the DSN fields, SMTPUTF8 and a body type a file handed to postdrop can
+    /// carry, is rebuilt by pickup with the records it had before pickup's copy went through
+    /// `queue::cleanup` (recorded from the copy built by hand in `qmgr::daemon`).
+    #[test]
+    fn a_users_maildrop_file_is_rebuilt_with_the_same_records() {
+        let main = maincf::parse(
+            "myhostname = mail.example.test\nqueue_directory = /nonexistent\n\
+             delay_warning_time = 4h\n",
+            std::path::Path::new("/nonexistent/main.cf"),
+        )
+        .expect("main.cf");
+        let cfg = PostfixConfig::from_main(main, MasterCf::default());
+        let s = QueueSettings::from_config(&cfg).expect("settings");
+        let arrival =
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_796_000_000_123_456);
+        let received = vec![
+            "Received: by mail.example.test (Postfix, from userid 1000)".to_string(),
+            "\tid 4ABCDEF123; Mon,  1 Dec 2026 10:00:00 +0000 (UTC)".to_string(),
+        ];
+        let env = Envelope {
+            sender: "user@mail.example.test".into(),
+            recipients: vec![
+                Recipient {
+                    address: "a@example.com".into(),
+                    orcpt: Some("rfc822;A@Example.com".into()),
+                    notify: Some("SUCCESS,DELAY".into()),
+                },
+                Recipient {
+                    address: "odd user@example.org".into(),
+                    ..Recipient::default()
+                },
+            ],
+            body_type: Some("8BITMIME".into()),
+            smtputf8: true,
+            ret: Some("HDRS".into()),
+            envid: Some("env-1".into()),
+            ..Envelope::default()
+        };
+        let message = "Subject: caf\u{e9}\nTo: a@example.com\n\nline one\n\nline three\n";
+        let built = s
+            .build_file(
+                "4ABCDEF123",
+                &env,
+                Origin::Local {
+                    received: &received,
+                },
+                message.as_bytes(),
+                arrival,
+            )
+            .expect("built");
+        let m = crate::queue::file::parse(&built.data, "4ABCDEF123").expect("parsed");
+        let copy = crate::queue::cleanup::maildrop_copy(&m, Some(1_796_014_400));
+        assert_eq!(records(&copy), EXPECTED, "{}", records(&copy));
+        // Without a warning time, and with a recipient already marked done: the same
+        // records without those (the size record counts one recipient).
+        let mut m = m;
+        m.recipients[1].done = true;
+        let copy = crate::queue::cleanup::maildrop_copy(&m, None);
+        let got = records(&copy);
+        let size: Vec<&str> = got
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(size.get(3), Some(&"1"), "{got}");
+        let want: String = EXPECTED
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with('W') && !l.contains("odd user"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(got.split_once('\n').map(|x| x.1), Some(want.as_str()));
+    }
+
+    /// Recorded from the copy pickup built by hand in `qmgr::daemon` before
+    /// `queue::cleanup` built it.
+    const EXPECTED: &str = "\
+C             310             473               2              20             310               3
+T 1796000000 123456
+W      1796014400
+A create_time=1796000000
+A log_ident=4ABCDEF123
+A rewrite_context=local
+A envelope_id=env-1
+A ret_flags=2
+S user@mail.example.test
+A encoding=8bit
+A log_message_origin=local
+A notify_flags=10
+A dsn_orig_rcpt=rfc822;A@Example.com
+O a@example.com
+R a@example.com
+A dsn_orig_rcpt=rfc822;\"odd user\"@example.org
+O odd user@example.org
+R odd user@example.org
+M 
+N Received: by mail.example.test (Postfix, from userid 1000)
+N \tid 4ABCDEF123; Mon,  1 Dec 2026 10:00:00 +0000 (UTC)
+N Subject: caf\u{e9}
+N To: a@example.com
+N Message-Id
+N Date
+N From: user@mail.example.test
+N 
+N line one
+N 
+N line three
+X 
+A encoding=8bit
+E 
+";
 }

@@ -1,7 +1,9 @@
 //! Postfix's `cleanup(8)` for every writer of a new queue file: a message and its
 //! envelope made into the bytes of a queue file ([`QueueSettings::build_file`]), the one
 //! place the SMTP server ([`super::Queue::commit`]), `sendmail` (its file for `maildrop/`,
-//! also through `postdrop`) and the bounce and delay notices of the queue manager build one.
+//! also through `postdrop`) and the bounce and delay notices of the queue manager build one,
+//! and where pickup rebuilds a maildrop file another user wrote ([`maildrop_copy`]): the
+//! only callers of the record layout's writer ([`super::file::build`]).
 //! Writing it is apart: the group commit of [`super::writer`] or the durable write of
 //! [`super::store`].
 //!
@@ -235,6 +237,62 @@ impl QueueSettings {
             },
         )
     }
+}
+
+/// A maildrop file written by someone other than `mail_owner` (any local user can hand
+/// postdrop a file of records), rebuilt for the queue from what a user may say, as Postfix's
+/// pickup keeps only the records a submission carries: arrival time, sender, the
+/// recipients not already marked done (with their DSN fields), DSN ENVID/RET, the body's
+/// encoding and SMTPUTF8, the delay warning time (`warn_time`, when not 0) and the content
+/// as it is (the submitter's cleanup pass made it); `rewrite_context=local` and
+/// `log_message_origin=local`, as for any local submission ([`Origin::Local`]). Everything
+/// else is dropped without a word (measured against Postfix 3.7.11's pickup with a file
+/// planted in maildrop/: forged `client_address`, `sasl_username` and
+/// `rewrite_context=remote` attributes and a `D` recipient vanish, the Received header says
+/// `from userid N`, nothing is logged): client and SASL attributes that would show in logs
+/// and headers, content filters, redirects, delivered marks.
+pub fn maildrop_copy(m: &file::QueuedMessage, warn_time: Option<u64>) -> Vec<u8> {
+    let recipients: Vec<file::FileRecipient<'_>> = m
+        .recipients
+        .iter()
+        .filter(|r| !r.done)
+        .map(|r| file::FileRecipient {
+            address: &r.address,
+            orcpt: r
+                .orcpt
+                .clone()
+                .unwrap_or_else(|| format!("rfc822;{}", r.address)),
+            notify: r.notify_flags,
+        })
+        .collect();
+    let mut lines: Vec<Vec<u8>> = m
+        .content
+        .split(|&c| c == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    if m.content.ends_with(b"\n") || m.content.is_empty() {
+        lines.pop();
+    }
+    let encoding = match m.encoding.as_deref() {
+        Some("7bit") => Some("7bit"),
+        Some("8bit") => Some("8bit"),
+        _ => None,
+    };
+    file::build(&file::FileSpec {
+        queue_id: &m.queue_id,
+        arrival: m.arrival,
+        sender: &m.sender,
+        recipients,
+        rewrite_local: true,
+        envid: m.envid.as_deref(),
+        ret: (m.ret_flags != 0).then_some(m.ret_flags),
+        encoding,
+        smtputf8: m.smtputf8,
+        attrs: vec![("log_message_origin", "local".to_string())],
+        lines,
+        line_length_limit: usize::MAX,
+        warn_time: warn_time.filter(|&w| w > 0),
+    })
 }
 
 /// The queue file attributes Postfix's smtpd records for its client.

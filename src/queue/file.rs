@@ -59,7 +59,7 @@ pub fn notify_str(mask: u32) -> Option<String> {
 const SIZE_RECORD_LEN: usize = 6 * 15 + 5;
 
 /// Everything a queue file holds, as the writer is given it.
-pub(crate) struct FileSpec<'a> {
+pub(super) struct FileSpec<'a> {
     pub queue_id: &'a str,
     pub arrival: SystemTime,
     pub sender: &'a str,
@@ -78,7 +78,7 @@ pub(crate) struct FileSpec<'a> {
     pub warn_time: Option<u64>,
 }
 
-pub(crate) struct FileRecipient<'a> {
+pub(super) struct FileRecipient<'a> {
     pub address: &'a str,
     pub orcpt: String,
     pub notify: u32,
@@ -102,8 +102,9 @@ fn attr(out: &mut Vec<u8>, name: &str, value: &str) {
     record::put(out, rec_type::ATTR, &data);
 }
 
-/// Serialise a queue file in Postfix's record layout.
-pub(crate) fn build(spec: &FileSpec<'_>) -> Vec<u8> {
+/// Serialise a queue file in Postfix's record layout (called by [`super::cleanup`] only,
+/// the one builder of queue files).
+pub(super) fn build(spec: &FileSpec<'_>) -> Vec<u8> {
     let content_bytes: usize = spec.lines.iter().map(|l| l.len() + 4).sum();
     let mut out = Vec::with_capacity(1024 + content_bytes);
     // Placeholder size record, rewritten below once the offsets are known. Its length is
