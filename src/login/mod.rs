@@ -40,6 +40,7 @@ pub mod mailproc;
 pub mod pop3;
 pub mod process;
 pub mod service;
+pub mod task;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
