@@ -829,3 +829,96 @@ fn end_reason(e: End) -> &'static str {
         End::QueueFull => "Connection queue full",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::dovecot::DovecotConf;
+    use crate::login::Protocol;
+
+    fn core(dir: &std::path::Path) -> PreLogin {
+        let conf = format!(
+            "protocols = imap\nssl = no\ndisable_plaintext_auth = no\n\
+             auth_mechanisms = plain login\nlog_path = {}/log\n",
+            dir.display()
+        );
+        let conf = DovecotConf::from_str(&conf, &dir.join("dovecot.conf")).expect("conf");
+        let lc = Arc::new(LoginConf::from_conf(&conf, Protocol::Imap).expect("login settings"));
+        let addr = SocketAddr::from(([127, 0, 0, 1], 143));
+        PreLogin::new(lc, addr, addr, false)
+    }
+
+    /// Run to the next read or close; what was sent, and the login asked for.
+    fn run(c: &mut PreLogin) -> (String, Option<Box<LoginRequest>>, bool) {
+        let mut sent = Vec::new();
+        loop {
+            match c.next() {
+                Action::Send(b) => sent.extend(b),
+                Action::Sleep(_) => {}
+                Action::Read { .. } => return (String::from_utf8_lossy(&sent).into(), None, false),
+                Action::Close => return (String::from_utf8_lossy(&sent).into(), None, true),
+                Action::StartTls { .. } => panic!("no TLS here"),
+                Action::Login(req) => {
+                    return (String::from_utf8_lossy(&sent).into(), Some(req), false);
+                }
+            }
+        }
+    }
+
+    /// AUTHENTICATE LOGIN through its two continuations, a failed verdict, then a LOGIN
+    /// pipelined with commands: the commands after it go with the request.
+    #[test]
+    fn sasl_continuations_and_pipelined_login() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = core(dir.path());
+        let (greeting, _, _) = run(&mut c);
+        assert!(greeting.starts_with("* OK [CAPABILITY "), "{greeting}");
+        c.received(b"a AUTHENTICATE LOGIN\r\n");
+        assert_eq!(run(&mut c).0, "+ VXNlcm5hbWU6\r\n");
+        c.received(b"Ym9i\r\n");
+        assert_eq!(run(&mut c).0, "+ UGFzc3dvcmQ6\r\n");
+        c.received(b"d3Jvbmc=\r\n");
+        let (_, req, _) = run(&mut c);
+        let req = req.expect("a login");
+        assert_eq!((req.method.as_str(), req.tag.as_str()), ("LOGIN", "a"));
+        assert!(
+            matches!(&req.creds, Credentials::Plain { user, pass } if user == "bob" && pass == "wrong")
+        );
+        c.verdict(Some(Verdict::Failed));
+        assert_eq!(
+            run(&mut c).0,
+            "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+        );
+        c.received(b"b LOGIN bob {6}\r\n");
+        assert_eq!(run(&mut c).0, "+ OK\r\n");
+        c.received(b"secret\r\nc SELECT INBOX\r\nd LOGOUT\r\n");
+        let (_, req, _) = run(&mut c);
+        let req = req.expect("a login");
+        assert_eq!(req.leftover, b"c SELECT INBOX\r\nd LOGOUT\r\n");
+        c.verdict(Some(Verdict::Taken));
+        assert!(matches!(c.next(), Action::Close));
+    }
+
+    /// A client gone while the core wrote: the next read finds the connection closed,
+    /// logged as Dovecot logs a client that left in the middle of AUTHENTICATE.
+    #[test]
+    fn lost_output_ends_with_the_log_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = core(dir.path());
+        run(&mut c);
+        c.received(b"a AUTHENTICATE PLAIN\r\n");
+        assert!(matches!(c.next(), Action::Send(_)));
+        c.output_lost();
+        let (sent, _, closed) = run(&mut c);
+        assert!(sent.is_empty() && closed);
+        let log = std::fs::read_to_string(dir.path().join("log")).expect("log");
+        assert!(
+            log.contains(
+                "imap-login: Info: Disconnected: Connection closed (client didn't finish SASL auth, waited "
+            ) && log.contains(
+                " secs): user=<>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, secured, session=<"
+            ),
+            "{log}"
+        );
+    }
+}
