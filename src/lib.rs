@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dns;
+pub mod imap;
 pub mod imapd;
 pub mod log;
 pub mod login;

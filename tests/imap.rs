@@ -132,9 +132,9 @@ fn dovecot_server(dir: &Path, store: Store, extra: &str) -> Option<Dovecot> {
 }
 
 /// A reply normalized for comparing two servers (the one normaliser, shared with the
-/// unit tests' replay: [`postern::imapd::message::compat::normalize`]).
+/// unit tests' replay: [`postern::imap::fixture::normalize`]).
 fn norm(lines: &[String]) -> Vec<String> {
-    postern::imapd::message::compat::normalize(lines)
+    postern::imap::fixture::normalize(lines)
 }
 
 /// The fixture corpus (compat-fixtures/imap/corpus), CRLF line ends.

@@ -6,37 +6,36 @@
 
 use std::path::{Path, PathBuf};
 
-/// Lowest first. Modules in one layer must not use each other, except in a layer marked
-/// `together`.
-const LAYERS: &[(&[&str], bool)] = &[
-    (&["config"], false),
+/// Lowest first. Modules in one layer must not use each other.
+const LAYERS: &[&[&str]] = &[
+    &["config"],
     // The C library's calendar time, which the log lines need; it uses nothing else.
-    (&["sys::time"], false),
-    (&["log"], false),
-    (&["sys"], false),
+    &["sys::time"],
+    &["log"],
+    &["sys"],
     // Decides when memory goes back; sys::mem makes the calls.
-    (&["memory"], false),
-    (&["tls", "dns"], false),
-    (&["maps"], false),
-    (&["resolve"], false),
-    (&["queue", "mailbox"], false),
-    (&["auth"], false),
-    (&["delivery"], false),
+    &["memory"],
+    &["tls", "dns"],
+    &["maps"],
+    &["resolve"],
+    &["queue", "mailbox"],
+    &["auth"],
+    &["delivery"],
     // The SMTP server and the queue manager meet only through the queue.
-    (&["smtpd", "qmgr"], false),
-    // XXX: the login stage, pop3d and imapd share code both ways today (imapd reads
-    // pop3d's settings helpers, the login stage imapd's command reader); they are the
-    // IMAP work's to separate.
-    (&["login", "pop3d", "imapd"], true),
-    (&["master"], false),
-    (&["cli"], false),
+    &["smtpd", "qmgr"],
+    // IMAP's grammar (the command reader), shared by the login stage and imapd as
+    // Dovecot's lib-imap is by imap-login and imap.
+    &["imap"],
+    // The login stage and the mail-process host; the services name themselves to it
+    // from above (`cli::dovecot`), so it knows neither.
+    &["login"],
+    &["pop3d", "imapd"],
+    &["master"],
+    &["cli"],
 ];
 
-fn layer_of(module: &str) -> Option<(usize, bool)> {
-    LAYERS
-        .iter()
-        .position(|(mods, _)| mods.contains(&module))
-        .map(|i| (i, LAYERS[i].1))
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|mods| mods.contains(&module))
 }
 
 /// The top-level module a file of `src/` belongs to (`src/queue/file.rs` → `queue`,
@@ -229,7 +228,7 @@ fn violations(src: &Path) -> Vec<String> {
         let Some(module) = module_of(src, f) else {
             continue;
         };
-        let Some((mine, together)) = layer_of(&module) else {
+        let Some(mine) = layer_of(&module) else {
             bad.push(format!(
                 "{}: module `{module}` is in no layer of tests/layers.rs",
                 f.display()
@@ -241,11 +240,11 @@ fn violations(src: &Path) -> Vec<String> {
             if used == module || used == "self" || used == "super" {
                 continue;
             }
-            let Some((theirs, _)) = layer_of(&used) else {
+            let Some(theirs) = layer_of(&used) else {
                 // A macro or item of the crate root (`crate::some_macro!`) is no layer.
                 continue;
             };
-            if theirs > mine || (theirs == mine && !together) {
+            if theirs >= mine {
                 bad.push(format!(
                     "{}:{line}: `{module}` uses `{used}`, which is {} it",
                     f.display(),

@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use postern::imapd::message::{fetch, mime::Message, search, sort};
-use postern::imapd::reader::{Arg, CommandReader, ReadEvent};
+use postern::imap::reader::{Arg, CommandReader, ReadEvent};
 use postern::imapd::seqset::SeqSet;
 
 const MESSAGE: &[u8] = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\

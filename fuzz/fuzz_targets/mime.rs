@@ -36,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let both = [(&msg, &meta)];
     for key in ["SUBJECT", "FROM", "DATE", "DISPLAYFROM", "CC"] {
-        if let Ok(c) = sort::parse_criteria(&postern::imapd::reader::Arg::List(vec![
-            postern::imapd::reader::Arg::Atom(key.as_bytes().to_vec()),
+        if let Ok(c) = sort::parse_criteria(&postern::imap::reader::Arg::List(vec![
+            postern::imap::reader::Arg::Atom(key.as_bytes().to_vec()),
         ])) {
             let _ = sort::sort(&both, &c);
         }

@@ -201,13 +201,28 @@ fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
     Ok(c)
 }
 
+/// The service a mail process runs for `protocol` ([`crate::login::mailproc::main`]).
+fn mail_service(
+    protocol: Protocol,
+    conf: &DovecotConf,
+) -> anyhow::Result<std::sync::Arc<dyn crate::login::mailproc::MailService>> {
+    Ok(match protocol {
+        Protocol::Pop3 => std::sync::Arc::new(crate::pop3d::Pop3State::from_conf(conf)?),
+        Protocol::Imap => std::sync::Arc::new(crate::imapd::ImapState::from_conf(conf)?),
+    })
+}
+
 /// Entry point: `args` are the arguments after the command name.
 pub fn main(args: &[String]) -> i32 {
     if let Some(pos) = args.iter().position(|a| a == "--login-process") {
         return login_process_main(args, pos);
     }
     if let Some(pos) = args.iter().position(|a| a == "--mail-process") {
-        return crate::login::mailproc::main(Path::new(&conf_arg(&args[..pos])), &args[pos + 1..]);
+        return crate::login::mailproc::main(
+            Path::new(&conf_arg(&args[..pos])),
+            &args[pos + 1..],
+            mail_service,
+        );
     }
     let cmd = match parse_cmdline(args) {
         Ok(c) => c,

@@ -2,7 +2,7 @@
 //! of messages in the user's own mailboxes) and UIDPLUS's APPENDUID (RFC 4315), as
 //! Dovecot 2.3's `cmd-append.c` answers it.
 //!
-//! The reader ([`super::reader`]) announces each APPEND literal before its bytes: the
+//! The reader ([`crate::imap::reader`]) announces each APPEND literal before its bytes: the
 //! arguments so far are checked then, so a bad flag or date is refused before the client
 //! sends the message (`BAD`, the literal not taken) and a missing mailbox with `NO
 //! [TRYCREATE]` (a synchronizing literal is refused; a non-synchronizing one is read and
@@ -10,9 +10,9 @@
 //! complete, all its messages are saved in one store call (MULTIAPPEND is atomic).
 
 use super::cmd_fetch::section_for_url;
-use super::reader::{Arg, ParseError, parse_args_with};
 use super::session::{Done, Session, bad_cmd};
 use super::spool::Spool;
+use crate::imap::reader::{Arg, ParseError, parse_args_with};
 use crate::mailbox::{Flags, MailboxError, NewMessage};
 
 /// An APPEND whose literals are being received.

@@ -13,9 +13,9 @@ use std::io::Read;
 
 use super::message::fetch::{self, FetchAtt, SectionText};
 use super::message::mime::Message;
-use super::reader::Arg;
 use super::seqset::SeqSet;
 use super::session::{Done, Session, bad_cmd, flag_list};
+use crate::imap::reader::Arg;
 use crate::mailbox::{FlagOp, Flags, MailboxError};
 
 /// A message up to this size is read whole for a `BODY[]` (its CRLF size checked).

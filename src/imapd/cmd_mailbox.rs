@@ -12,8 +12,8 @@
 //! `\NonExistent`), as Dovecot does.
 
 use super::mutf7;
-use super::reader::Arg;
 use super::session::{Done, Session, bad_cmd, quote_escape};
+use crate::imap::reader::Arg;
 use crate::mailbox::{FolderInfo, MailboxError};
 
 /// A name as IMAP writes it in LIST/STATUS replies: an atom when it can be one, a quoted

@@ -16,8 +16,8 @@ use super::hdrcache::header_only;
 use super::message::mime::Message;
 use super::message::search::{self, Context, Hit, Key, MessageMeta, ReturnOptions};
 use super::message::sort;
-use super::reader::Arg;
 use super::session::{Done, Session, bad_cmd};
+use crate::imap::reader::Arg;
 use crate::mailbox::Flags;
 use std::collections::{BTreeSet, HashSet};
 

@@ -2,9 +2,9 @@
 //! (RFC 3691) and EXPUNGE / UID EXPUNGE (UIDPLUS, RFC 4315), as Dovecot 2.3's
 //! `cmd-select.c`, `cmd-close.c`, `cmd-expunge.c` answer them.
 
-use super::reader::Arg;
 use super::seqset::SeqSet;
 use super::session::{Done, Selected, Session, bad_cmd, flag_list, send_flags};
+use crate::imap::reader::Arg;
 use crate::mailbox::{Access, Flags, MailboxError, SyncMode};
 
 /// QRESYNC's SELECT parameter: `(uidvalidity modseq [known-uids [(seqs uids)]])`.

@@ -96,12 +96,12 @@ mod tests {
             .join("compat-fixtures/imap/session.txt");
         let data = std::fs::read(path).expect("session fixture");
         let mut checked = 0;
-        for (cmd, resp) in crate::imapd::message::compat::records(&data) {
+        for (cmd, resp) in crate::imap::fixture::records(&data) {
             let Some(pos) = cmd.windows(8).position(|w| w == b" CREATE ") else {
                 continue;
             };
             let tag = String::from_utf8_lossy(&cmd[..pos]).into_owned();
-            let args = crate::imapd::reader::parse_args(&cmd[pos + 8..]).expect("args");
+            let args = crate::imap::reader::parse_args(&cmd[pos + 8..]).expect("args");
             let name = args[0].astring().expect("name");
             let resp = String::from_utf8_lossy(&resp).into_owned();
             let theirs = resp.trim_end();

@@ -11,7 +11,8 @@
 //! real program in `compat-fixtures/imap/` by `scripts/regen-imap-fixtures`; compared live
 //! with the real Dovecot by `tests/imap.rs`).
 //!
-//! Sans I/O (DESIGN.md §2): [`reader::CommandReader`] is fed bytes and yields commands,
+//! Sans I/O (DESIGN.md §2): [`crate::imap::reader::CommandReader`] (IMAP's grammar, shared
+//! with the login stage) is fed bytes and yields commands,
 //! continuations and error replies; the logged-in session ([`session::Session`]) is a core
 //! fed bytes and connection events that answers with actions (send, read within a
 //! timeout, close), driven by one connection thread ([`session::drive`]), and replayed
@@ -40,7 +41,7 @@
 //! EXPUNGE), `cmd_mailbox` (CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST/LSUB with
 //! LIST-EXTENDED and LIST-STATUS, STATUS), `cmd_append` (APPEND, MULTIAPPEND, CATENATE,
 //! through `spool`), `cmd_fetch` (FETCH, STORE, COPY, MOVE), `cmd_search` (SEARCH,
-//! SORT, THREAD, ESEARCH/ESORT, SEARCHRES), [`reader`] (command input), [`seqset`],
+//! SORT, THREAD, ESEARCH/ESORT, SEARCHRES), [`seqset`],
 //! [`mutf7`], [`mailbox_name`] (Dovecot's name checks and reply texts), [`message`] (the
 //! part tree, ENVELOPE, BODYSTRUCTURE, BODY/BINARY sections, the FETCH item parser,
 //! SEARCH, SORT, THREAD, and the differential checks in [`message::compat`]).
@@ -68,7 +69,6 @@ pub mod mailbox_name;
 pub mod message;
 pub mod mutf7;
 pub mod quota;
-pub mod reader;
 pub mod seqset;
 pub mod session;
 mod spool;

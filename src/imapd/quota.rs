@@ -18,9 +18,9 @@
 //! `quota_grace`, warnings, several roots; delivery (`postern local`) does not check
 //! or update the quota (nor does Postfix's local(8)).
 
-use super::reader::Arg;
 use super::session::{Done, Session, bad_cmd};
 use crate::config::dovecot::DovecotConf;
+use crate::imap::reader::Arg;
 use crate::mailbox::{Format, Layout, MailStore};
 use std::path::Path;
 

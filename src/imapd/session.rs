@@ -45,8 +45,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ImapState;
-use super::reader::{Arg, CommandReader, RawCommand, ReadEvent};
 use crate::auth::dovecot::UserInfo;
+use crate::imap::reader::{Arg, CommandReader, RawCommand, ReadEvent};
 use crate::login::handoff::LoginRequest;
 use crate::mailbox::{Folder, MailLocation, MailStore, MailboxError, StoreOptions, SyncMode};
 
@@ -306,6 +306,31 @@ impl Core {
     /// [`Session::next`].
     pub fn next_action(&mut self) -> Action {
         self.0.next()
+    }
+}
+
+impl crate::login::mailproc::MailService for ImapState {
+    fn threads(&self) -> bool {
+        true
+    }
+    fn start(
+        self: Arc<Self>,
+        req: LoginRequest,
+        fd: OwnedFd,
+        user: String,
+        info: UserInfo,
+        guard: crate::login::mailproc::SessionGuard,
+    ) {
+        let spawned = std::thread::Builder::new()
+            .name("imap".into())
+            .stack_size(2 << 20)
+            .spawn(move || {
+                serve(self, req, fd, user, info);
+                drop(guard);
+            });
+        if let Err(e) = spawned {
+            crate::login::DovecotLog::Stderr.error(&format!("imap: thread: {e}"));
+        }
     }
 }
 

@@ -159,7 +159,7 @@ impl ImapState {
         if quota.as_ref().is_some_and(|q| q.imap) {
             capability.push_str(" QUOTA");
         }
-        let mbox = crate::pop3d::mbox_options(conf)?;
+        let mbox = crate::login::mailproc::mbox_options(conf)?;
         Ok(ImapState {
             groups: GroupsConf::from_conf(conf, mbox.privileged_gid)?,
             login: LoginConf::from_conf(conf, Protocol::Imap)?,
@@ -167,14 +167,14 @@ impl ImapState {
             auth_cache,
             log: DovecotLog::from_conf(conf),
             userip: std::sync::Arc::new(UserIp::new(conf.mail_max_userip_connections("imap"))),
-            first_valid_uid: crate::pop3d::first_valid_uid(conf),
+            first_valid_uid: crate::login::mailproc::first_valid_uid(conf),
             mail_location: conf.mail_location().to_string(),
             mbox,
             max_line: get("imap_max_line_length")
                 .and_then(|v| parse_size(v).ok())
                 .map(|v| v as usize)
                 .filter(|v| *v > 0)
-                .unwrap_or(super::reader::DEFAULT_MAX_LINE),
+                .unwrap_or(crate::imap::reader::DEFAULT_MAX_LINE),
             idle_notify: Duration::from_secs(
                 get("imap_idle_notify_interval")
                     .and_then(|v| parse_time(v).ok())

@@ -118,7 +118,7 @@ fn norm(b: &[u8]) -> Vec<String> {
         .split("\r\n")
         .map(str::to_string)
         .collect();
-    super::message::compat::normalize(&lines)
+    crate::imap::fixture::normalize(&lines)
 }
 
 /// The recording's client and server addresses (the same address: a secured client).
@@ -204,7 +204,7 @@ async fn recorded_dovecot_session_replays_against_the_core() {
     let st = state(dir.path());
     let lc =
         Arc::new(LoginConf::from_conf(&conf(dir.path()), Protocol::Imap).expect("login settings"));
-    let records = super::message::compat::records(SESSION);
+    let records = crate::imap::fixture::records(SESSION);
     let mut session: Option<Session> = None;
     // What the script re-selects in a new connection.
     let mut selected: Option<Vec<u8>> = None;

@@ -52,7 +52,7 @@ use super::conn::{End, fields, take_line};
 use super::handoff::{Credentials, LoginRequest, Verdict};
 use super::process::LoginCtl;
 use super::task;
-use crate::imapd::reader::{Arg, ReadEvent, literal_marker, parse_args, split_command};
+use crate::imap::reader::{Arg, ReadEvent, literal_marker, parse_args, split_command};
 
 /// What the connection task is to do next (see [`PreLogin::next`]); the login stage's
 /// one action type.

@@ -26,7 +26,9 @@
 //! `default_internal_group` (the services' `extra_groups`), `mail_access_groups`, and
 //! with a userdb's `system_groups_user` (`userdb passwd` gives it) that user's groups.
 //! Log lines go to the master over the channel ([`super::handoff::relay_logs_to`]),
-//! as the login process's do. Not started as root, everything runs as the invoking user
+//! as the login process's do. Which service serves the sessions (POP3's or IMAP's state
+//! and session code, [`MailService`]) the caller names ([`main`]'s loader, given by
+//! `cli::dovecot`), so the host stays below both services. Not started as root, everything runs as the invoking user
 //! (the same processes, no switch).
 //!
 //! `dovecot reload`: running mail processes keep their settings and sessions, new
@@ -434,6 +436,29 @@ pub fn reexec(
 // The mail process's side.
 
 /// `dovecot stop` reached this process: sessions end with Dovecot's shutdown words.
+/// A service whose logged-in sessions a mail process serves ([`crate::pop3d`],
+/// [`crate::imapd`]). The layer above both (`cli::dovecot`) names them to [`main`] through a
+/// [`ServiceLoader`], so this process host knows neither.
+pub trait MailService: Send + Sync + 'static {
+    /// Whether each session is a thread of its own (IMAP: its I/O blocks) rather than a task
+    /// on the runtime's workers (POP3). A threaded service gets a current-thread runtime,
+    /// which only reads the channel.
+    fn threads(&self) -> bool;
+    /// Start serving one handed-over session (called on the runtime, so a task may be
+    /// spawned); `guard` reports the session's end when dropped.
+    fn start(
+        self: Arc<Self>,
+        req: LoginRequest,
+        fd: OwnedFd,
+        user: String,
+        info: UserInfo,
+        guard: SessionGuard,
+    );
+}
+
+/// Builds the service of a protocol from the configuration, while still root.
+pub type ServiceLoader = fn(Protocol, &DovecotConf) -> anyhow::Result<Arc<dyn MailService>>;
+
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// Whether this mail process is shutting down (a session whose input ended asks, to say
@@ -504,7 +529,7 @@ fn become_identity(id: &Identity) -> Result<(), String> {
 
 /// `dovecot -c FILE --mail-process PROTO CTL UID GID SAVED_GID GROUPS`: this is a mail
 /// process the master started. Returns the exit status.
-pub fn main(conf_path: &Path, args: &[String]) -> i32 {
+pub fn main(conf_path: &Path, args: &[String], load: ServiceLoader) -> i32 {
     let fatal = |m: &str| {
         eprintln!("Fatal: {m}");
         89
@@ -539,19 +564,7 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
         Err(e) => return fatal(&format!("{svc}: {e}")),
     };
     // Settings read while root (the configuration may be root's alone).
-    enum State {
-        Pop3(Arc<crate::pop3d::Pop3State>),
-        Imap(Arc<crate::imapd::ImapState>),
-    }
-    let st = match protocol {
-        Protocol::Pop3 => {
-            crate::pop3d::Pop3State::from_conf(&conf).map(|s| State::Pop3(Arc::new(s)))
-        }
-        Protocol::Imap => {
-            crate::imapd::ImapState::from_conf(&conf).map(|s| State::Imap(Arc::new(s)))
-        }
-    };
-    let st = match st {
+    let st = match load(protocol, &conf) {
         Ok(s) => s,
         Err(e) => return fatal(&format!("{svc}: {e}")),
     };
@@ -571,11 +584,12 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
     crate::sys::raise_nofile_limit();
     // IMAP sessions run on threads of their own: one runtime thread reads the channel.
     // POP3 sessions are tasks: the runtime's workers serve them.
-    let rt = match protocol {
-        Protocol::Imap => tokio::runtime::Builder::new_current_thread()
+    let rt = if st.threads() {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        Protocol::Pop3 => tokio::runtime::Runtime::new(),
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
     };
     let rt = match rt {
         Ok(rt) => rt,
@@ -639,28 +653,7 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
                         served: served.clone(),
                         session_id: sid,
                     };
-                    match &st {
-                        State::Pop3(st) => {
-                            let st = st.clone();
-                            tokio::spawn(async move {
-                                crate::pop3d::session::serve(st, req, fd, user, info).await;
-                                drop(guard);
-                            });
-                        }
-                        State::Imap(st) => {
-                            let st = st.clone();
-                            let spawned = std::thread::Builder::new()
-                                .name("imap".into())
-                                .stack_size(2 << 20)
-                                .spawn(move || {
-                                    crate::imapd::session::serve(st, req, fd, user, info);
-                                    drop(guard);
-                                });
-                            if let Err(e) = spawned {
-                                DovecotLog::Stderr.error(&format!("imap: thread: {e}"));
-                            }
-                        }
-                    }
+                    st.clone().start(req, fd, user, info, guard);
                 }
                 Ok(Some(_)) => {}
                 // The master has no more sessions for this process (or is gone).
@@ -676,6 +669,51 @@ pub fn main(conf_path: &Path, args: &[String]) -> i32 {
         }
     });
     0
+}
+
+/// `first_valid_uid` (default 500).
+pub fn first_valid_uid(conf: &DovecotConf) -> u32 {
+    conf.get("first_valid_uid")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}
+
+/// The mbox settings sessions open mailboxes with: `mbox_lock_timeout`,
+/// `mbox_write_locks`, `mail_privileged_group`.
+pub fn mbox_options(conf: &DovecotConf) -> anyhow::Result<crate::mailbox::MboxOptions> {
+    Ok(crate::mailbox::MboxOptions {
+        lock_timeout: std::time::Duration::from_secs(
+            conf.get("mbox_lock_timeout")
+                .and_then(|v| crate::config::dovecot::settings::parse_time(v).ok())
+                .unwrap_or(300),
+        ),
+        // `mbox_write_locks` (default `fcntl dotlock`): the dotlock only if named.
+        dotlock: conf
+            .get("mbox_write_locks")
+            .unwrap_or("fcntl dotlock")
+            .split_whitespace()
+            .any(|m| m == "dotlock" || m == "dotlock_try"),
+        privileged_gid: privileged_gid(conf)?,
+        ..Default::default()
+    })
+}
+
+/// `mail_privileged_group` resolved to its gid (Dovecot refuses to start with a group that
+/// does not exist: `mail_privileged_group: Unknown group name 'X'`).
+fn privileged_gid(conf: &DovecotConf) -> anyhow::Result<Option<u32>> {
+    let name = conf.get("mail_privileged_group").unwrap_or("").trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(Some(gid));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some(g.gid.as_raw())),
+        _ => Err(anyhow::anyhow!(
+            "mail_privileged_group: Unknown group name '{name}'"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ impl Pop3State {
         auth: Arc<DovecotAuth>,
         auth_cache: Option<Arc<crate::auth::dovecot::AuthCache>>,
     ) -> anyhow::Result<Pop3State> {
-        let mbox = mbox_options(conf)?;
+        let mbox = crate::login::mailproc::mbox_options(conf)?;
         Ok(Pop3State {
             groups: crate::login::mailproc::GroupsConf::from_conf(conf, mbox.privileged_gid)?,
             login: LoginConf::from_conf(conf, Protocol::Pop3)?,
@@ -134,7 +134,7 @@ impl Pop3State {
             log: DovecotLog::from_conf(conf),
             userip: std::sync::Arc::new(UserIp::new(conf.mail_max_userip_connections("pop3"))),
             idle_timeout: Duration::from_secs(600),
-            first_valid_uid: first_valid_uid(conf),
+            first_valid_uid: crate::login::mailproc::first_valid_uid(conf),
             mbox,
             outlook_no_nuls: workaround(conf, "outlook-no-nuls"),
             oe_ns_eoh: workaround(conf, "oe-ns-eoh"),
@@ -149,51 +149,6 @@ impl Pop3State {
                 .unwrap_or("top=%t/%p, retr=%r/%b, del=%d/%m, size=%s")
                 .to_string(),
         })
-    }
-}
-
-/// `first_valid_uid` (default 500).
-pub fn first_valid_uid(conf: &DovecotConf) -> u32 {
-    conf.get("first_valid_uid")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500)
-}
-
-/// The mbox settings sessions open mailboxes with: `mbox_lock_timeout`,
-/// `mbox_write_locks`, `mail_privileged_group`.
-pub fn mbox_options(conf: &DovecotConf) -> anyhow::Result<crate::mailbox::MboxOptions> {
-    Ok(crate::mailbox::MboxOptions {
-        lock_timeout: Duration::from_secs(
-            conf.get("mbox_lock_timeout")
-                .and_then(|v| crate::config::dovecot::settings::parse_time(v).ok())
-                .unwrap_or(300),
-        ),
-        // `mbox_write_locks` (default `fcntl dotlock`): the dotlock only if named.
-        dotlock: conf
-            .get("mbox_write_locks")
-            .unwrap_or("fcntl dotlock")
-            .split_whitespace()
-            .any(|m| m == "dotlock" || m == "dotlock_try"),
-        privileged_gid: privileged_gid(conf)?,
-        ..Default::default()
-    })
-}
-
-/// `mail_privileged_group` resolved to its gid (Dovecot refuses to start with a group that
-/// does not exist: `mail_privileged_group: Unknown group name 'X'`).
-fn privileged_gid(conf: &DovecotConf) -> anyhow::Result<Option<u32>> {
-    let name = conf.get("mail_privileged_group").unwrap_or("").trim();
-    if name.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(gid) = name.parse::<u32>() {
-        return Ok(Some(gid));
-    }
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(g)) => Ok(Some(g.gid.as_raw())),
-        _ => Err(anyhow::anyhow!(
-            "mail_privileged_group: Unknown group name '{name}'"
-        )),
     }
 }
 

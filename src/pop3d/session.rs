@@ -201,6 +201,25 @@ pub async fn take_over(
         .await;
 }
 
+impl crate::login::mailproc::MailService for Pop3State {
+    fn threads(&self) -> bool {
+        false
+    }
+    fn start(
+        self: Arc<Self>,
+        req: LoginRequest,
+        fd: OwnedFd,
+        user: String,
+        info: UserInfo,
+        guard: crate::login::mailproc::SessionGuard,
+    ) {
+        tokio::spawn(async move {
+            serve(self, req, fd, user, info).await;
+            drop(guard);
+        });
+    }
+}
+
 /// The mail process's side: serve a logged-in session (the service has counted it, and
 /// learns of its end from the caller).
 pub async fn serve(

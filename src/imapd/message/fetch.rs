@@ -910,10 +910,10 @@ pub enum FetchAtt {
 /// many arguments were used (modifiers such as `(CHANGEDSINCE n)` may follow), or
 /// Dovecot's error text.
 pub fn parse_fetch_atts(
-    args: &[crate::imapd::reader::Arg],
+    args: &[crate::imap::reader::Arg],
     uid: bool,
 ) -> Result<(Vec<FetchAtt>, usize), String> {
-    use crate::imapd::reader::Arg;
+    use crate::imap::reader::Arg;
     let mut out = Vec::new();
     if uid {
         out.push(FetchAtt::Uid);
@@ -960,7 +960,7 @@ pub fn parse_fetch_atts(
 /// header list and its `]…` atom).
 fn fetch_att(
     name: &str,
-    rest: &[crate::imapd::reader::Arg],
+    rest: &[crate::imap::reader::Arg],
     out: &mut Vec<FetchAtt>,
 ) -> Result<usize, String> {
     let simple = match name {
@@ -1007,7 +1007,7 @@ fn fetch_att(
         }
     })?;
     let mut used = 0;
-    let (spec, after) = if let Some(crate::imapd::reader::Arg::List(list)) = rest.first() {
+    let (spec, after) = if let Some(crate::imap::reader::Arg::List(list)) = rest.first() {
         let close = rest
             .get(1)
             .and_then(|a| a.atom())
@@ -1094,7 +1094,7 @@ pub fn section_name(s: &Section) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imapd::reader::parse_args;
+    use crate::imap::reader::parse_args;
 
     fn atts(line: &str) -> Result<Vec<FetchAtt>, String> {
         parse_fetch_atts(&parse_args(line.as_bytes()).unwrap(), false).map(|(a, _)| a)

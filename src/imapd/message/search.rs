@@ -23,7 +23,7 @@
 
 use super::fetch;
 use super::mime::{self, Message, Part};
-use crate::imapd::reader::Arg;
+use crate::imap::reader::Arg;
 use crate::imapd::seqset::SeqSet;
 
 /// Parenthesized nesting refused beyond this depth.
@@ -788,7 +788,7 @@ fn decoded_body(m: &Message, p: &Part) -> (Vec<u8>, Option<Vec<u8>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imapd::reader::parse_args;
+    use crate::imap::reader::parse_args;
 
     #[test]
     fn parse_errors_as_dovecot() {

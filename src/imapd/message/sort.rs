@@ -17,7 +17,7 @@
 use super::mime::{self, Message};
 use super::rfc822;
 use super::search::{MessageMeta, decode_header, parse_rfc822_date};
-use crate::imapd::reader::Arg;
+use crate::imap::reader::Arg;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 

@@ -1073,7 +1073,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("compat-fixtures/imap/session.txt");
         let data = std::fs::read(path).expect("session fixture");
-        let records = crate::imapd::message::compat::records(&data);
+        let records = crate::imap::fixture::records(&data);
         let mut checked = 0;
         for (cmd, resp) in records {
             let tag = cmd.split(|&c| c == b' ').next().unwrap_or(&[]).to_vec();
