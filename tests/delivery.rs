@@ -512,12 +512,7 @@ fn unknown_user_bounces_to_sender_and_remote_mail_is_deferred() {
         .join("spool/deferred")
         .join(&id[..1])
         .join(&id);
-    for _ in 0..200 {
-        if deferred.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let _ = poll(Duration::from_secs(10), || deferred.exists().then_some(()));
     let conf = inst.config_dir().display().to_string();
     let listing = String::from_utf8(run_postern("mailq", &["-C", &conf], b"").stdout).unwrap();
     assert!(

@@ -131,64 +131,10 @@ fn dovecot_server(dir: &Path, store: Store, extra: &str) -> Option<Dovecot> {
     ))
 }
 
-/// A reply normalized for comparing two servers: timings, UIDVALIDITY and MODSEQ values
-/// (Postern's MODSEQs are its own, `man/postern-mailbox.5`), capability lists, and the
-/// order of LIST/LSUB lines (readdir order on Dovecot's side).
+/// A reply normalized for comparing two servers (the one normaliser, shared with the
+/// unit tests' replay: [`postern::imap::fixture::normalize`]).
 fn norm(lines: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut list_block: Vec<String> = Vec::new();
-    let re = |s: &str| -> String {
-        let mut s = s.to_string();
-        if let Some(p) = s.find(" (0.")
-            && let Some(e) = s[p..].find("secs)")
-        {
-            s.replace_range(p..p + e + 5, "");
-        }
-        for key in ["UIDVALIDITY ", "APPENDUID ", "COPYUID ", "HIGHESTMODSEQ "] {
-            let mut from = 0;
-            while let Some(i) = s[from..].find(key) {
-                let st = from + i + key.len();
-                let end = st + s[st..].bytes().take_while(u8::is_ascii_digit).count();
-                s.replace_range(st..end, "N");
-                from = st + 1;
-            }
-        }
-        let mut from = 0;
-        while let Some(i) = s[from..].find("MODSEQ (") {
-            let st = from + i + 8;
-            let end = st + s[st..].bytes().take_while(u8::is_ascii_digit).count();
-            s.replace_range(st..end, "N");
-            from = st + 1;
-        }
-        if let Some(i) = s.find("[CAPABILITY ")
-            && let Some(e) = s[i..].find(']')
-        {
-            s.replace_range(i..i + e + 1, "[CAPABILITY …]");
-        }
-        if s.starts_with("* CAPABILITY ") {
-            s = "* CAPABILITY …".into();
-        }
-        // Documented difference (imapd(8)): Dovecot adds \Marked/\UnMarked to an mbox
-        // folder file only while its list index is being refreshed (in the session that
-        // changed the folder); Postern never does, as Dovecot's fresh sessions.
-        if s.starts_with("* LIST ") {
-            s = s.replace(" \\Marked", "").replace(" \\UnMarked", "");
-        }
-        s
-    };
-    for l in lines {
-        let l = re(l);
-        if l.starts_with("* LIST ") || l.starts_with("* LSUB ") || l.starts_with("* STATUS ") {
-            list_block.push(l);
-            continue;
-        }
-        list_block.sort();
-        out.append(&mut list_block);
-        out.push(l);
-    }
-    list_block.sort();
-    out.append(&mut list_block);
-    out
+    postern::imap::fixture::normalize(lines)
 }
 
 /// The fixture corpus (compat-fixtures/imap/corpus), CRLF line ends.

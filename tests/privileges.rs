@@ -105,10 +105,9 @@ fn assert_creds(what: &str, pid: u32, uid: &str, gid: &str, groups: &[String]) {
     // A child is forked as root and gives its ids up at its start: a look taken just after
     // `postfix start` returns may come before that (seen once for the queue manager).
     // Wait a while for the ids wanted, then compare whatever is there.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while proc_status(pid)["Uid"] != vec![uid; 4] && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let _ = poll(Duration::from_secs(10), || {
+        (proc_status(pid)["Uid"] == vec![uid; 4]).then_some(())
+    });
     let st = proc_status(pid);
     assert_eq!(st["Uid"], vec![uid; 4], "{what} (pid {pid}): Uid");
     assert_eq!(st["Gid"], vec![gid; 4], "{what} (pid {pid}): Gid");

@@ -331,20 +331,7 @@ pub fn serve(st: Arc<ImapState>, req: LoginRequest, fd: OwnedFd, user: String, i
 fn run<C: Client>(st: Arc<ImapState>, io: C, req: LoginRequest, user: String, info: UserInfo) {
     let pid = std::process::id();
     let prefix = format!("imap({user})<{pid}><{}>", req.session_id);
-    st.log.info(&format!(
-        "imap-login: Login: user=<{user}>, method={}, rip={}, lip={}, mpid={pid}{}, session=<{}>",
-        req.method,
-        req.remote.ip(),
-        req.local.ip(),
-        if req.tls {
-            ", TLS"
-        } else if st.login.is_secured(false, req.remote, req.local) {
-            ", secured"
-        } else {
-            ""
-        },
-        req.session_id
-    ));
+    log_login(&st, &req, &user);
     let store = match open_store(&st, &user, &info, &prefix) {
         Ok(s) => s,
         Err(e) => {
@@ -365,6 +352,26 @@ fn run<C: Client>(st: Arc<ImapState>, io: C, req: LoginRequest, user: String, in
     drive(&mut s, io);
     st.log
         .info(&format!("{prefix}: Disconnected: {}", s.disconnected()));
+}
+
+/// Dovecot's log line of a login the mail process took (`imap-login: Login: user=<…>,
+/// method=…, rip=…, lip=…, mpid=…, secured, session=<…>`).
+pub(crate) fn log_login(st: &ImapState, req: &LoginRequest, user: &str) {
+    st.log.info(&format!(
+        "imap-login: Login: user=<{user}>, method={}, rip={}, lip={}, mpid={}{}, session=<{}>",
+        req.method,
+        req.remote.ip(),
+        req.local.ip(),
+        std::process::id(),
+        if req.tls {
+            ", TLS"
+        } else if st.login.is_secured(false, req.remote, req.local) {
+            ", secured"
+        } else {
+            ""
+        },
+        req.session_id
+    ));
 }
 
 /// The connection task: carries out a session's actions over `io` until it ends (a

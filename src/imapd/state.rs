@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::dovecot::{AuthCache, DovecotAuth};
+use crate::auth::dovecot::{AuthCache, DovecotAuth, UserInfo};
 use crate::config::dovecot::DovecotConf;
 use crate::login::handoff::{Channel, Credentials, LoginRequest, Msg, Verdict};
 use crate::login::mailproc::{GroupsConf, MailProcs};
@@ -244,18 +244,14 @@ pub async fn serve_login_process(
     }
 }
 
-/// The service's side of a client the login process authenticated: check the
-/// credentials, tell the login process the verdict, and when it is
-/// [`Verdict::Taken`] hand the socket `fd` (the client's, or the login process's proxy
-/// of a TLS client) to the user's mail process.
-async fn take_over(
-    st: Arc<ImapState>,
-    req: LoginRequest,
-    fd: OwnedFd,
-    ch: Arc<Channel>,
-    procs: Arc<MailProcs>,
-) {
-    let tag = req.tag.clone();
+/// The service's check of a login request: the verdict for the login process (worded
+/// with the request's tag) and, for a login taken, the user name and the userdb's
+/// answer (the mail process serves the session with them).
+pub async fn check(
+    st: &ImapState,
+    req: &LoginRequest,
+) -> (Verdict, Result<(String, UserInfo), Refused>) {
+    let tag = &req.tag;
     let checked = match &req.creds {
         Credentials::Plain { user, pass } => {
             crate::login::service::checker_of!(st, Protocol::Imap)
@@ -276,6 +272,21 @@ async fn take_over(
             "{tag} NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections={n})"
         )),
     };
+    (verdict, checked)
+}
+
+/// The service's side of a client the login process authenticated: check the
+/// credentials, tell the login process the verdict, and when it is
+/// [`Verdict::Taken`] hand the socket `fd` (the client's, or the login process's proxy
+/// of a TLS client) to the user's mail process.
+async fn take_over(
+    st: Arc<ImapState>,
+    req: LoginRequest,
+    fd: OwnedFd,
+    ch: Arc<Channel>,
+    procs: Arc<MailProcs>,
+) {
+    let (verdict, checked) = check(&st, &req).await;
     let sent = ch
         .send(
             &Msg::Verdict {

@@ -3,34 +3,50 @@
 //! process and without sockets: each recorded client write is fed to a [`Session`] the way
 //! the script wrote it (split at synchronizing literals, a raw item followed by its `sync
 //! NOOP`), the session's [`Action`]s are carried out by hand, and what it sent must be
-//! what Dovecot sent. The records before the login are the login stage's
-//! ([`crate::login::imap`]), not this core's, and are skipped. Normalised as
+//! what Dovecot sent. The records before the login go to the login stage's core
+//! ([`crate::login::imap::PreLogin`]) the same way, its login checked by the service's
+//! check ([`super::state::check`]) and taken over by a new session, as the mail process
+//! takes it; they must be Dovecot's bytes exactly (the logged-in reply normalised), and
+//! the login stage's log lines Dovecot's (`session-login.log`, recorded with the
+//! session). Normalised as
 //! `tests/imap.rs` does for the live comparison: timings, UIDVALIDITY/APPENDUID/COPYUID/
 //! HIGHESTMODSEQ/MODSEQ numbers, capability lists (Postern leaves out what it does not
 //! serve), and the order of LIST lines.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::ImapState;
 use super::session::{Action, Session};
 use crate::auth::dovecot::UserInfo;
 use crate::config::dovecot::DovecotConf;
+use crate::login::imap::{self as login, PreLogin};
+use crate::login::{LoginConf, Protocol};
 
 const SESSION: &[u8] = include_bytes!("../../compat-fixtures/imap/session.txt");
+const SESSION_LOGIN_LOG: &str = include_str!("../../compat-fixtures/imap/session-login.log");
 
 /// The settings of the recording (the script's dovecot.conf: Maildir, namespace inbox with
-/// separator `.` and special-use Drafts/Sent/Trash).
-fn state(dir: &std::path::Path) -> Arc<ImapState> {
+/// separator `.` and special-use Drafts/Sent/Trash; bob's `{PLAIN}secret` in a
+/// passwd-file, Debian's greeting), with this process's ids for bob's mail (a uid the
+/// service's `first_valid_uid` check lets through) and the log in `dir`.
+fn conf(dir: &std::path::Path) -> DovecotConf {
+    std::fs::write(dir.join("passwd"), "bob:{PLAIN}secret\n").expect("passwd");
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
     let text = format!(
         "protocols = imap\nmail_location = maildir:~/Maildir\nssl = no\n\
-         disable_plaintext_auth = no\n\
+         disable_plaintext_auth = no\nfirst_valid_uid = 0\nlog_path = {d}/log\n\
+         login_greeting = Dovecot (Debian) ready.\n\
          passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
-         userdb {{\n  driver = static\n  args = home={d}/home/%u\n}}\n\
+         userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={d}/home/%u\n}}\n\
          namespace inbox {{\n  inbox = yes\n  separator = .\n  mailbox Drafts {{\n    special_use = \\Drafts\n  }}\n  mailbox Sent {{\n    special_use = \\Sent\n  }}\n  mailbox Trash {{\n    special_use = \\Trash\n  }}\n}}\n",
         d = dir.display()
     );
-    let conf = DovecotConf::from_str(&text, &dir.join("dovecot.conf")).expect("conf");
-    Arc::new(ImapState::from_conf(&conf).expect("imap settings"))
+    DovecotConf::from_str(&text, &dir.join("dovecot.conf")).expect("conf")
+}
+
+fn state(dir: &std::path::Path) -> Arc<ImapState> {
+    Arc::new(ImapState::from_conf(&conf(dir)).expect("imap settings"))
 }
 
 /// A new logged-in session of bob, its login reply sent (returned).
@@ -96,79 +112,164 @@ fn generated(tag: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// tests/imap.rs's normalisation (see the module header).
+/// The reply's lines normalised as `tests/imap.rs` compares live (see the module header).
 fn norm(b: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(b);
-    let re = |s: &str| -> String {
-        let mut s = s.to_string();
-        if let Some(p) = s.find(" (0.")
-            && let Some(e) = s[p..].find("secs)")
-        {
-            s.replace_range(p..p + e + 5, "");
-        }
-        for key in [
-            "UIDVALIDITY ",
-            "APPENDUID ",
-            "COPYUID ",
-            "HIGHESTMODSEQ ",
-            "MODSEQ (",
-        ] {
-            let mut from = 0;
-            while let Some(i) = s[from..].find(key) {
-                let st = from + i + key.len();
-                let end = st + s[st..].bytes().take_while(u8::is_ascii_digit).count();
-                s.replace_range(st..end, "N");
-                from = st + 1;
+    let lines: Vec<String> = String::from_utf8_lossy(b)
+        .split("\r\n")
+        .map(str::to_string)
+        .collect();
+    crate::imap::fixture::normalize(&lines)
+}
+
+/// The recording's client and server addresses (the same address: a secured client).
+fn peer() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40143))
+}
+
+fn local() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 143))
+}
+
+/// How the login core's turn ended.
+enum PreEnd {
+    /// It waits for the client.
+    Reading,
+    /// It closed the connection.
+    Closed,
+    /// The service took the login: the session that goes on (its reply sent).
+    Taken(Box<Session>),
+}
+
+/// Run the login core until it waits for input, closes, or the service takes its
+/// login; what was sent. A login is checked by the service's check and a taken one goes
+/// on in a new session, as the mail process starts it (its log line, the store, the
+/// reply with the client's pipelined input).
+async fn pre_login(core: &mut PreLogin, st: &Arc<ImapState>) -> (Vec<u8>, PreEnd) {
+    let mut sent = Vec::new();
+    loop {
+        match core.next() {
+            login::Action::Send(b) => sent.extend(b),
+            login::Action::Sleep(_) => {}
+            login::Action::Read { .. } => return (sent, PreEnd::Reading),
+            login::Action::Close => return (sent, PreEnd::Closed),
+            login::Action::StartTls { .. } => panic!("no TLS in this recording"),
+            login::Action::Login(req) => {
+                let (verdict, checked) = super::state::check(st, &req).await;
+                let Ok((user, info)) = checked else {
+                    core.verdict(Some(verdict));
+                    continue;
+                };
+                super::session::log_login(st, &req, &user);
+                let prefix = format!("imap({user})");
+                let store = super::session::open_store(st, &user, &info, &prefix).expect("store");
+                let mut s = Session::new(st.clone(), user, req.session_id.clone(), store);
+                s.begin(&req.tag, &req.leftover);
+                let (out, _) = run(&mut s);
+                sent.extend(out);
+                return (sent, PreEnd::Taken(Box::new(s)));
             }
         }
-        if let Some(i) = s.find("[CAPABILITY ")
-            && let Some(e) = s[i..].find(']')
-        {
-            s.replace_range(i..i + e + 1, "[CAPABILITY …]");
-        }
-        if s.starts_with("* CAPABILITY ") {
-            s = "* CAPABILITY …".into();
-        }
-        s
-    };
+    }
+}
+
+/// The login stage's log lines (`imap-login: …`) without their timestamps, with what
+/// differs from run to run (session ids, the mail process's pid, seconds) as `N`.
+fn login_log_lines(log: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut block: Vec<String> = Vec::new();
-    for l in text.split("\r\n") {
-        let l = re(l);
-        if l.starts_with("* LIST ") || l.starts_with("* LSUB ") || l.starts_with("* STATUS ") {
-            block.push(l);
+    for l in log.lines() {
+        // `Dec 07 17:02:50 imap-login: …` (the fixture has the timestamps cut).
+        let l = l
+            .get(l.find("imap-login: ").unwrap_or(usize::MAX)..)
+            .unwrap_or("");
+        if l.is_empty() {
             continue;
         }
-        block.sort();
-        out.append(&mut block);
+        let mut l = l.to_string();
+        for (key, end) in [("session=<", '>'), ("mpid=", ','), (" in ", ' ')] {
+            if let Some(i) = l.find(key) {
+                let st = i + key.len();
+                let e = l[st..].find(end).map_or(l.len(), |e| st + e);
+                l.replace_range(st..e, "N");
+            }
+        }
         out.push(l);
     }
-    block.sort();
-    out.append(&mut block);
     out
 }
 
-#[test]
-fn recorded_dovecot_session_replays_against_the_core() {
+#[tokio::test]
+async fn recorded_dovecot_session_replays_against_the_core() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("home/bob")).expect("home");
     let st = state(dir.path());
-    let records = super::message::compat::records(SESSION);
+    let lc =
+        Arc::new(LoginConf::from_conf(&conf(dir.path()), Protocol::Imap).expect("login settings"));
+    let records = crate::imap::fixture::records(SESSION);
     let mut session: Option<Session> = None;
     // What the script re-selects in a new connection.
     let mut selected: Option<Vec<u8>> = None;
     let (mut checked, mut differ) = (0, Vec::new());
     let mut carry: Vec<u8> = Vec::new();
+    // The login stage's core of the connection, before the login.
+    let mut pre: Option<PreLogin> = None;
+    let mut pre_checked = 0;
     for (cmd, theirs) in records {
         let Some(s) = session.as_mut() else {
-            if cmd == b"t6 LOGIN bob secret" {
-                let (s, ours) = login(&st, dir.path(), "t6");
-                if norm(&ours) != norm(&theirs) {
-                    differ.push(format!("login: {:?} / {:?}", norm(&ours), norm(&theirs)));
+            let closed = theirs.ends_with(b"(connection closed)");
+            let expect = &theirs[..theirs.len() - if closed { 19 } else { 0 }];
+            let core = match pre.as_mut() {
+                Some(c) if !cmd.is_empty() => c,
+                _ => {
+                    // A new connection: its greeting is the record with no command (the
+                    // first), unrecorded after a close.
+                    let mut c = PreLogin::new(lc.clone(), peer(), local(), false);
+                    let (greeting, _) = pre_login(&mut c, &st).await;
+                    if cmd.is_empty() {
+                        if greeting != theirs {
+                            differ.push(format!(
+                                "greeting:\n dovecot: {:?}\n core:    {:?}",
+                                String::from_utf8_lossy(&theirs),
+                                String::from_utf8_lossy(&greeting)
+                            ));
+                        }
+                        pre_checked += 1;
+                        pre = Some(c);
+                        continue;
+                    }
+                    pre.insert(c)
                 }
-                session = Some(s);
-                checked += 1;
+            };
+            core.received(&[&cmd[..], b"\r\n"].concat());
+            let (ours, end) = pre_login(core, &st).await;
+            let same = match &end {
+                // The logged-in reply's capabilities are the session's (normalised).
+                PreEnd::Taken(_) => norm(&ours) == norm(expect),
+                _ => ours == expect,
+            };
+            if !same {
+                differ.push(format!(
+                    "{}:\n dovecot: {:?}\n core:    {:?}",
+                    String::from_utf8_lossy(&cmd),
+                    String::from_utf8_lossy(expect),
+                    String::from_utf8_lossy(&ours)
+                ));
             }
+            if closed != matches!(end, PreEnd::Closed) {
+                differ.push(format!(
+                    "{}: Dovecot closed: {closed}, the login core: {}",
+                    String::from_utf8_lossy(&cmd),
+                    matches!(end, PreEnd::Closed)
+                ));
+            }
+            match end {
+                PreEnd::Taken(s) => {
+                    session = Some(*s);
+                    pre = None;
+                }
+                PreEnd::Closed => pre = None,
+                PreEnd::Reading => {}
+            }
+            pre_checked += 1;
             continue;
         };
         let text = String::from_utf8_lossy(&theirs).into_owned();
@@ -274,6 +375,12 @@ fn recorded_dovecot_session_replays_against_the_core() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
     assert!(checked > 150, "{checked} records replayed");
+    // The greeting, two connections' commands up to and with bob's login.
+    assert_eq!(pre_checked, 12, "pre-login records replayed");
+    let log = std::fs::read_to_string(dir.path().join("log")).expect("log");
+    let want = login_log_lines(SESSION_LOGIN_LOG);
+    assert_eq!(want.len(), 2, "the recorded login stage's lines");
+    assert_eq!(login_log_lines(&log), want, "{log}");
 }
 
 /// Where the first synchronizing literal announcement (`{N}\r\n`) of `data` ends.

@@ -15,9 +15,14 @@
 //!   line reading, queued replies and STARTTLS, and the pieces the I/O-free cores share
 //!   with it (taking a line from a buffer, the TLS accept, the log line's address fields);
 //! * [`pop3`], [`imap`]: each protocol's pre-login grammar, replies worded as Dovecot
-//!   2.3.19's `pop3-login` and `imap-login` word them. POP3's is a state machine without
-//!   I/O ([`pop3::PreLogin`]: bytes in, actions out) driven by a thin connection task
-//!   ([`pop3::run`]), as the logged-in session of [`crate::pop3d::session`] is;
+//!   2.3.19's `pop3-login` and `imap-login` word them. Both are state machines without
+//!   I/O ([`pop3::PreLogin`], [`imap::PreLogin`]: bytes and events in, [`task::Action`]s
+//!   out), as the logged-in sessions of [`crate::pop3d::session`] and
+//!   [`crate::imapd::session`] are; the unit tests replay Dovecot's recorded dialogues
+//!   against them;
+//! * [`task`]: the one connection task that drives either core on the client's socket
+//!   (reads with the idle timeout, writes, the failure delay, TLS, the login handed to
+//!   the service with the client's descriptor, the TLS proxy after it);
 //! * [`service`]: the service side of a login, common to both protocols (password and
 //!   userdb check, `first_valid_uid`, `mail_max_userip_connections`);
 //! * [`mailproc`]: the mail processes (`dovecot/imap`, `dovecot/pop3`) that serve the
@@ -40,6 +45,7 @@ pub mod mailproc;
 pub mod pop3;
 pub mod process;
 pub mod service;
+pub mod task;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

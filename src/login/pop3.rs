@@ -14,25 +14,23 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 use super::LoginConf;
-use super::conn::{End, Io, accept_tls, fields, proxy, take_line, unless_dropped};
+use super::conn::{End, fields, take_line};
 use super::handoff::{Credentials, LoginRequest, Verdict};
 use super::process::LoginCtl;
+use super::task;
 
 /// Longest command line before login (Dovecot's login input buffer).
 const LOGIN_MAX_LINE: usize = 4096;
 /// Dovecot's `CLIENT_MAX_BAD_COMMANDS` of pop3-login.
 const MAX_BAD_COMMANDS: u32 = 20;
-/// The read size (one socket read at a time).
-const READ_SIZE: usize = 8192;
 
 /// Dovecot's APOP timestamp: `<PID.N.TIME.RANDOM@HOST>` (hex, hex, hex, base64 of 16
 /// random bytes), as the 2.3 greeting shows it.
@@ -84,29 +82,9 @@ pub fn capa(
     s
 }
 
-/// What the connection task is to do next (see [`PreLogin::next`]).
-pub enum Action {
-    /// Write these bytes to the client; when that fails, tell [`PreLogin::output_lost`].
-    Send(Vec<u8>),
-    /// Wait this long (`auth_failure_delay`).
-    Sleep(Duration),
-    /// Read what comes within `timeout`; hand it to [`PreLogin::received`], the end of the
-    /// input to [`PreLogin::input_ended`], a timeout to [`PreLogin::timed_out`], the login
-    /// process dropping the client for a newer one to [`PreLogin::dropped`].
-    Read { timeout: Duration },
-    /// Start TLS as the server (implicit TLS, or after `STLS`); hand the outcome to
-    /// [`PreLogin::tls_result`].
-    StartTls {
-        cfg: Arc<rustls::ServerConfig>,
-        timeout: Duration,
-    },
-    /// Hand this login request, with the client's connection, to the service; hand its
-    /// verdict to [`PreLogin::verdict`] (`None`: no verdict came). After
-    /// [`Verdict::Taken`] the client is the service's, and the core is done.
-    Login(Box<LoginRequest>),
-    /// The pre-login session is over: close the connection.
-    Close,
-}
+/// What the connection task is to do next (see [`PreLogin::next`]); shared with IMAP's
+/// login core.
+pub use super::task::Action;
 
 /// What the core waits for.
 enum Mode {
@@ -170,51 +148,35 @@ pub async fn run(
     st: Arc<LoginConf>,
     ctl: Arc<LoginCtl>,
 ) {
-    let local = tcp.local_addr().unwrap_or(remote);
-    let _ = tcp.set_nodelay(true);
-    let mut io = Io::Plain(tcp);
-    let mut s = PreLogin::new(st, remote, local, implicit_tls);
-    loop {
-        match s.next() {
-            Action::Send(b) => {
-                if io.write_all(&b).await.is_err() {
-                    io = Io::Gone;
-                    s.output_lost();
-                }
-            }
-            Action::Sleep(d) => tokio::time::sleep(d).await,
-            Action::Read { timeout } => {
-                let mut buf = [0u8; READ_SIZE];
-                match unless_dropped(tokio::time::timeout(timeout, io.read(&mut buf))).await {
-                    Err(_) => s.dropped(),
-                    Ok(Err(_)) => s.timed_out(),
-                    Ok(Ok(Err(_)) | Ok(Ok(0))) => s.input_ended(),
-                    Ok(Ok(Ok(n))) => s.received(&buf[..n]),
-                }
-            }
-            Action::StartTls { cfg, timeout } => {
-                let up = accept_tls(&mut io, cfg, timeout).await;
-                s.tls_result(up);
-            }
-            Action::Login(req) => {
-                let Some((fd, keep)) = handed_fd(&io) else {
-                    s.output_lost();
-                    continue;
-                };
-                let verdict = ctl.ask(*req, fd).await;
-                if !matches!(verdict, Some(Verdict::Taken)) {
-                    s.verdict(verdict);
-                    continue;
-                }
-                // The service has the client: a TLS client is proxied from here on.
-                drop(s);
-                if let (Some(service_end), Io::Tls(tls)) = (keep, io) {
-                    proxy(tls, service_end).await;
-                }
-                return;
-            }
-            Action::Close => return,
-        }
+    let local = task::local_addr(&tcp, remote);
+    let core = PreLogin::new(st, remote, local, implicit_tls);
+    task::drive(core, tcp, ctl, false).await;
+}
+
+impl task::Core for PreLogin {
+    fn next(&mut self) -> Action {
+        PreLogin::next(self)
+    }
+    fn received(&mut self, bytes: &[u8]) {
+        PreLogin::received(self, bytes)
+    }
+    fn input_ended(&mut self) {
+        PreLogin::input_ended(self)
+    }
+    fn timed_out(&mut self) {
+        PreLogin::timed_out(self)
+    }
+    fn dropped(&mut self) {
+        PreLogin::dropped(self)
+    }
+    fn output_lost(&mut self) {
+        PreLogin::output_lost(self)
+    }
+    fn tls_result(&mut self, up: bool) {
+        PreLogin::tls_result(self, up)
+    }
+    fn verdict(&mut self, verdict: Option<Verdict>) {
+        PreLogin::verdict(self, verdict)
     }
 }
 
@@ -673,20 +635,6 @@ fn base64_text(s: &str) -> String {
         .decode(s.trim())
         .unwrap_or_default();
     String::from_utf8_lossy(&raw).into_owned()
-}
-
-/// The descriptor to pass to the service: the client's socket, or for TLS the service's
-/// end of a new pair this process will proxy through (returned as the second value).
-pub fn handed_fd(io: &Io) -> Option<(OwnedFd, Option<UnixStream>)> {
-    match io {
-        Io::Plain(t) => Some((std::os::fd::AsFd::as_fd(t).try_clone_to_owned().ok()?, None)),
-        Io::Tls(_) => {
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair().ok()?;
-            ours.set_nonblocking(true).ok()?;
-            Some((theirs.into(), Some(UnixStream::from_std(ours).ok()?)))
-        }
-        Io::Proxied(_) | Io::Gone => None,
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub fn fixtures() -> PathBuf {
 /// A check's outcome: answers compared, differences (described).
 pub type Outcome = (usize, Vec<String>);
 
-pub use crate::imap::fixture::records;
+pub use crate::imap::fixture::{normalize, records};
 
 fn literal(out: &mut Vec<u8>, data: &[u8], binary: bool) {
     out.extend_from_slice(
