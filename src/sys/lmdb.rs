@@ -76,7 +76,7 @@ fn meta(page: &[u8]) -> Option<(u64, u64, u64)> {
 /// Refuse a file shorter than the pages its newest meta page says are in use (see the
 /// module header). Meta pages LMDB itself refuses are left to it.
 fn check_length(path: &Path) -> Result<(), Error> {
-    use std::io::Read;
+    use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     let mut head = vec![0u8; 256];
@@ -87,19 +87,15 @@ fn check_length(path: &Path) -> Result<(), Error> {
         return Ok(());
     };
     let mut newest = m0;
-    if let Ok(off) = usize::try_from(m0.0) {
-        let mut second = vec![0u8; 256];
-        use std::io::{Seek, SeekFrom};
-        if off >= 256
-            && f.seek(SeekFrom::Start(off as u64)).is_ok()
-            && f.read_exact(&mut second).is_ok()
-        {
-            if let Some(m1) = meta(&second) {
-                if m1.2 > m0.2 {
-                    newest = m1;
-                }
-            }
-        }
+    let mut second = vec![0u8; 256];
+    // LMDB reads the second meta page at the first one's page size.
+    if m0.0 >= 256
+        && f.seek(SeekFrom::Start(m0.0)).is_ok()
+        && f.read_exact(&mut second).is_ok()
+        && let Some(m1) = meta(&second)
+        && m1.2 > m0.2
+    {
+        newest = m1;
     }
     let (psize, last, _) = newest;
     let need = last.checked_add(1).and_then(|n| n.checked_mul(psize));
