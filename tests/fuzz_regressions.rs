@@ -290,3 +290,53 @@ fn mbox_expunge_keeps_a_last_line_without_newline() {
         String::from_utf8_lossy(&file)
     );
 }
+
+/// `map_lmdb`: an `lmdb:` file shorter than the pages its meta page says are in use (here a
+/// 300-entry table cut to 4 of its 8 pages) made LMDB read past the end of the mapped
+/// file: SIGBUS, in Postern as in Postfix 3.7's own `postmap -q` (which has no check).
+/// Postern now checks the length against the meta page before LMDB maps the file, and
+/// the lookup fails with an error.
+#[test]
+fn lmdb_truncated_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.cf"), "").unwrap();
+    let table = dir.path().join("big");
+    let mut text = String::new();
+    for i in 0..300 {
+        text.push_str(&format!("user{i}@example.com OK {i}\n"));
+    }
+    text.push_str(&format!("long {}\n", "x".repeat(5000)));
+    std::fs::write(&table, text).unwrap();
+    let spec = format!("lmdb:{}", table.display());
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("postmap")
+            .arg("-c")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&[&spec]).status.success());
+    let ok = run(&["-q", "user5@example.com", &spec]);
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "OK 5\n");
+    let file = dir.path().join("big.lmdb");
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert!(len > 16384, "the table spans more than 4 pages: {len}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(16384)
+        .unwrap();
+    let cut = run(&["-q", "user5@example.com", &spec]);
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(1), "{:?} {err}", cut.status);
+    assert!(
+        err.contains(&format!(
+            "open database {}: truncated LMDB file: 16384 bytes, its meta page uses {len}",
+            file.display()
+        )),
+        "{err}"
+    );
+}

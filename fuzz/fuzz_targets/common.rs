@@ -52,3 +52,31 @@ pub fn note_input(data: &[u8]) {
         let _ = std::fs::write(p, data);
     }
 }
+
+/// A connected pair of stream sockets for a server that takes a TCP stream: the client's
+/// end (a Unix stream) and the server's end as a `std::net::TcpStream`, both non-blocking
+/// (for tokio's `from_std`). A Unix socketpair, not loopback TCP: at thousands of runs a
+/// second, loopback connections leave tens of thousands in TIME_WAIT and use up the
+/// ephemeral ports (other programs' connections then fail). SIGPIPE is ignored from the
+/// first call on. The servers here only read,
+/// write and shut down their stream, and take the addresses as arguments; `local_addr`
+/// and `set_nodelay` fail on it (AF_UNIX), which they ignore.
+#[allow(dead_code)]
+pub fn stream_pair() -> (std::os::unix::net::UnixStream, std::net::TcpStream) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // A write to a Unix socket whose peer is gone raises SIGPIPE (a TCP socket's does not:
+    // Rust and tokio send with MSG_NOSIGNAL there), and libFuzzer's main does not ignore
+    // it: the process would die where the TCP version got EPIPE.
+    static IGNORE_SIGPIPE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: setting a signal's disposition to SIG_IGN touches no memory of this process.
+    IGNORE_SIGPIPE.call_once(|| unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    });
+    let (client, server) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    client.set_nonblocking(true).expect("nonblocking");
+    server.set_nonblocking(true).expect("nonblocking");
+    // SAFETY: the descriptor is a connected stream socket owned by nothing else; a
+    // TcpStream's reads, writes and shutdown are the same system calls on it.
+    let server = unsafe { std::net::TcpStream::from_raw_fd(server.into_raw_fd()) };
+    (client, server)
+}

@@ -1,4 +1,5 @@
-//! A whole SMTP server session over a real loopback TCP connection, as smtpd serves a
+//! A whole SMTP server session over a socketpair (`common::stream_pair`: no loopback
+//! port, no TIME_WAIT; the client is 127.0.0.1, in `mynetworks`), as smtpd serves a
 //! client: the command line reader (line length limit, bare LF, pipelining), HELO/EHLO,
 //! MAIL/RCPT with their ESMTP parameters (SIZE, BODY, SMTPUTF8, RET, ENVID, NOTIFY, ORCPT
 //! xtext), AUTH PLAIN/LOGIN (saslauthd backend absent: temporary failure), DATA and BDAT
@@ -19,7 +20,6 @@ mod common;
 struct Setup {
     rt: tokio::runtime::Runtime,
     svc: Arc<SmtpdService>,
-    listener: std::net::TcpListener,
     queue: std::path::PathBuf,
 }
 
@@ -60,13 +60,7 @@ fn setup() -> &'static Setup {
             let _g = rt.enter();
             SmtpdService::new(cfg, "smtp").expect("smtpd service")
         };
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-        Setup {
-            rt,
-            svc,
-            listener,
-            queue,
-        }
+        Setup { rt, svc, queue }
     })
 }
 
@@ -84,16 +78,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let addr = s.listener.local_addr().expect("address");
-    let client = std::net::TcpStream::connect(addr).expect("connect");
-    let (server, peer) = s.listener.accept().expect("accept");
+    let (client, server) = common::stream_pair();
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40025));
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 25));
     s.rt.block_on(async {
-        server.set_nonblocking(true).expect("nonblocking");
-        client.set_nonblocking(true).expect("nonblocking");
         let server = tokio::net::TcpStream::from_std(server).expect("server socket");
-        let local = server.local_addr().expect("local address");
         let session = tokio::spawn(s.svc.clone().handle(server, peer, local));
-        let client = tokio::net::TcpStream::from_std(client).expect("client socket");
+        let client = tokio::net::UnixStream::from_std(client).expect("client socket");
         let (mut rd, mut wr) = client.into_split();
         let send = async {
             let _ = wr.write_all(data).await;

@@ -1,5 +1,6 @@
-//! STARTTLS and the TLS layer of smtpd over a real loopback TCP connection (a self-signed
-//! certificate made at start, `smtpd_tls_security_level = may`). The first byte picks:
+//! STARTTLS and the TLS layer of smtpd over a socketpair (`common::stream_pair`: no
+//! loopback port, no TIME_WAIT) with a real handshake (a self-signed certificate made at
+//! start, `smtpd_tls_security_level = may`). The first byte picks:
 //!  * 0: `EHLO`, `STARTTLS`, then the rest as raw bytes where the ClientHello belongs (the
 //!    server-side handshake fed arbitrary bytes);
 //!  * 1: the same raw bytes on a `smtpd_tls_wrappermode = yes` service (SMTPS);
@@ -24,7 +25,6 @@ struct Setup {
     rt: tokio::runtime::Runtime,
     starttls: Arc<SmtpdService>,
     wrapper: Arc<SmtpdService>,
-    listener: std::net::TcpListener,
     queue: std::path::PathBuf,
     client: Arc<rustls::ClientConfig>,
 }
@@ -34,8 +34,8 @@ fn setup() -> &'static Setup {
     S.get_or_init(|| {
         let dir = common::scratch("smtp-tls");
         let queue = dir.join("queue");
-        let ck = rcgen::generate_simple_self_signed(vec!["mx.example.com".into()])
-            .expect("certificate");
+        let ck =
+            rcgen::generate_simple_self_signed(vec!["mx.example.com".into()]).expect("certificate");
         std::fs::write(dir.join("cert.pem"), ck.cert.pem()).expect("cert.pem");
         std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).expect("key.pem");
         let main = format!(
@@ -59,8 +59,8 @@ fn setup() -> &'static Setup {
         )
         .expect("smtpd.conf");
         let config = |extra: &str| {
-            let main = maincf::parse(&format!("{main}{extra}"), &dir.join("main.cf"))
-                .expect("main.cf");
+            let main =
+                maincf::parse(&format!("{main}{extra}"), &dir.join("main.cf")).expect("main.cf");
             let master = mastercf::parse("", &dir.join("master.cf")).expect("master.cf");
             PostfixConfig::from_main(main, master)
         };
@@ -78,12 +78,10 @@ fn setup() -> &'static Setup {
                     .expect("smtps service"),
             )
         };
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         Setup {
             rt,
             starttls,
             wrapper,
-            listener,
             queue,
             client: postern::delivery::smtp::tls::unauthenticated().expect("client config"),
         }
@@ -121,26 +119,29 @@ fuzz_target!(|data: &[u8]| {
     }
     let wrapper = mode & 1 == 1;
     let handshake = mode & 2 == 2;
-    let addr = s.listener.local_addr().expect("address");
-    let client = std::net::TcpStream::connect(addr).expect("connect");
-    let (server, peer) = s.listener.accept().expect("accept");
+    let (client, server) = common::stream_pair();
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40465));
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], if wrapper { 465 } else { 25 }));
     s.rt.block_on(async {
-        server.set_nonblocking(true).expect("nonblocking");
-        client.set_nonblocking(true).expect("nonblocking");
         let server = tokio::net::TcpStream::from_std(server).expect("server socket");
-        let local = server.local_addr().expect("local address");
         let svc = if wrapper { &s.wrapper } else { &s.starttls };
         let session = tokio::spawn(svc.clone().handle(server, peer, local));
         let mut client =
-            BufReader::new(tokio::net::TcpStream::from_std(client).expect("client socket"));
+            BufReader::new(tokio::net::UnixStream::from_std(client).expect("client socket"));
         if !wrapper {
             // Banner, EHLO, STARTTLS: the handshake starts where the fuzzer's bytes go.
             let ok = async {
                 read_reply(&mut client).await?;
-                client.get_mut().write_all(b"EHLO fuzz.example\r\n").await.ok()?;
+                client
+                    .get_mut()
+                    .write_all(b"EHLO fuzz.example\r\n")
+                    .await
+                    .ok()?;
                 read_reply(&mut client).await?;
                 client.get_mut().write_all(b"STARTTLS\r\n").await.ok()?;
-                read_reply(&mut client).await.filter(|r| r.starts_with("220"))
+                read_reply(&mut client)
+                    .await
+                    .filter(|r| r.starts_with("220"))
             }
             .await;
             if ok.is_none() {

@@ -115,75 +115,9 @@ impl Rimap {
         let Some(mut s) = self.connect(warn) else {
             return RESP_NO_CONTACT.into();
         };
-        let _ = s.set_write_timeout(Some(NETWORK_IO_TIMEOUT));
-        let greeting = match read_response(&mut s, "*") {
-            Ok(b) => b,
-            Err(ReadError::Io(e)) => {
-                warn(&format!("auth_rimap: read (banner): {}", strerror(&e)));
-                return RESP_SYNC.into();
-            }
-            Err(ReadError::Overflow) => {
-                warn("auth_rimap: read (banner): buffer overflow");
-                return RESP_SYNC.into();
-            }
-        };
-        let first = first_line(&greeting);
-        if first.starts_with(b"* NO") || first.starts_with(b"* BYE") {
-            return RESP_UNAVAILABLE.into();
-        }
-        if !first.starts_with(b"* OK") {
-            warn(&format!(
-                "auth_rimap: unexpected response during initial handshake: {}",
-                show(first)
-            ));
-            return RESP_UNEXPECTED.into();
-        }
-        let mut cmd = Vec::with_capacity(login.len() + password.len() + 32);
-        cmd.extend_from_slice(TAG.as_bytes());
-        cmd.extend_from_slice(b" LOGIN ");
-        cmd.extend_from_slice(&qstring(login));
-        cmd.push(b' ');
-        cmd.extend_from_slice(&qstring(password));
-        cmd.extend_from_slice(b"\r\n");
-        let sent = s.write_all(&cmd);
-        // The command holds the password: do not keep it around.
-        cmd.iter_mut().for_each(|b| *b = 0);
-        if let Err(e) = sent {
-            warn(&format!(
-                "auth_rimap: writev {TAG} LOGIN : {}",
-                strerror(&e)
-            ));
-            return RESP_IERROR.into();
-        }
-        let reply = match read_response(&mut s, TAG) {
-            Ok(b) => b,
-            Err(ReadError::Io(e)) => {
-                warn(&format!("auth_rimap: read (response): {}", strerror(&e)));
-                return RESP_IERROR.into();
-            }
-            Err(ReadError::Overflow) => {
-                warn("auth_rimap: read (response): buffer overflow");
-                return RESP_IERROR.into();
-            }
-        };
-        if let Err(e) = s.write_all(format!("{TAG} LOGOUT\r\n").as_bytes()) {
-            warn(&format!(
-                "auth_rimap: writev {TAG} LOGOUT: {}",
-                strerror(&e)
-            ));
-        }
+        let reply = exchange(&mut s, login, password, warn);
         drop(s);
-        match classify_login_reply(&reply) {
-            LoginStatus::Accepted => RESP_OK.into(),
-            LoginStatus::Rejected => RESP_REJECTED.into(),
-            LoginStatus::Malformed(line) => {
-                warn(&format!(
-                    "auth_rimap: unexpected response to auth request: {}",
-                    show(&line)
-                ));
-                RESP_UNEXPECTED.into()
-            }
-        }
+        reply
     }
 
     /// Connect to each address in turn; log each failure as Cyrus does.
@@ -206,6 +140,111 @@ impl Rimap {
             self.host
         ));
         None
+    }
+}
+
+/// What [`Rimap::check`] does on a connected stream: the greeting, `LOGIN`, its answer and
+/// `LOGOUT`; returns the saslauthd reply text. The caller closes the stream. Generic over
+/// the stream so that the fuzz target can run it over a socketpair (no loopback port, no
+/// connection left in TIME_WAIT).
+pub fn exchange<S: Stream>(
+    s: &mut S,
+    login: &[u8],
+    password: &[u8],
+    warn: &dyn Fn(&str),
+) -> String {
+    let _ = s.set_write_timeout(Some(NETWORK_IO_TIMEOUT));
+    let greeting = match read_response(s, "*") {
+        Ok(b) => b,
+        Err(ReadError::Io(e)) => {
+            warn(&format!("auth_rimap: read (banner): {}", strerror(&e)));
+            return RESP_SYNC.into();
+        }
+        Err(ReadError::Overflow) => {
+            warn("auth_rimap: read (banner): buffer overflow");
+            return RESP_SYNC.into();
+        }
+    };
+    let first = first_line(&greeting);
+    if first.starts_with(b"* NO") || first.starts_with(b"* BYE") {
+        return RESP_UNAVAILABLE.into();
+    }
+    if !first.starts_with(b"* OK") {
+        warn(&format!(
+            "auth_rimap: unexpected response during initial handshake: {}",
+            show(first)
+        ));
+        return RESP_UNEXPECTED.into();
+    }
+    let mut cmd = Vec::with_capacity(login.len() + password.len() + 32);
+    cmd.extend_from_slice(TAG.as_bytes());
+    cmd.extend_from_slice(b" LOGIN ");
+    cmd.extend_from_slice(&qstring(login));
+    cmd.push(b' ');
+    cmd.extend_from_slice(&qstring(password));
+    cmd.extend_from_slice(b"\r\n");
+    let sent = s.write_all(&cmd);
+    // The command holds the password: do not keep it around.
+    cmd.iter_mut().for_each(|b| *b = 0);
+    if let Err(e) = sent {
+        warn(&format!(
+            "auth_rimap: writev {TAG} LOGIN : {}",
+            strerror(&e)
+        ));
+        return RESP_IERROR.into();
+    }
+    let reply = match read_response(s, TAG) {
+        Ok(b) => b,
+        Err(ReadError::Io(e)) => {
+            warn(&format!("auth_rimap: read (response): {}", strerror(&e)));
+            return RESP_IERROR.into();
+        }
+        Err(ReadError::Overflow) => {
+            warn("auth_rimap: read (response): buffer overflow");
+            return RESP_IERROR.into();
+        }
+    };
+    if let Err(e) = s.write_all(format!("{TAG} LOGOUT\r\n").as_bytes()) {
+        warn(&format!(
+            "auth_rimap: writev {TAG} LOGOUT: {}",
+            strerror(&e)
+        ));
+    }
+    match classify_login_reply(&reply) {
+        LoginStatus::Accepted => RESP_OK.into(),
+        LoginStatus::Rejected => RESP_REJECTED.into(),
+        LoginStatus::Malformed(line) => {
+            warn(&format!(
+                "auth_rimap: unexpected response to auth request: {}",
+                show(&line)
+            ));
+            RESP_UNEXPECTED.into()
+        }
+    }
+}
+
+/// A connected byte stream with time limits: the TCP connection to the IMAP server, or a
+/// Unix socket (the fuzz target's socketpair).
+pub trait Stream: Read + Write {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
+    fn set_write_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, d)
+    }
+    fn set_write_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_write_timeout(self, d)
+    }
+}
+
+impl Stream for std::os::unix::net::UnixStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, d)
+    }
+    fn set_write_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_write_timeout(self, d)
     }
 }
 
@@ -237,7 +276,7 @@ enum ReadError {
 /// `read_response`: read until the data ends with `\n` and holds `tag`, within
 /// [`RESP_LEN`] bytes; each read waits at most [`NETWORK_IO_TIMEOUT`]. A timeout or end of
 /// file ends the reading with what came so far (Cyrus's `select` returning 0).
-fn read_response(s: &mut TcpStream, tag: &str) -> Result<Vec<u8>, ReadError> {
+fn read_response<S: Stream>(s: &mut S, tag: &str) -> Result<Vec<u8>, ReadError> {
     let mut buf = Vec::with_capacity(RESP_LEN);
     let start = Instant::now();
     let mut chunk = [0u8; RESP_LEN];
