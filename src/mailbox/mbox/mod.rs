@@ -27,6 +27,10 @@
 //! once a session has seen the messages (Postern only into the headers whose flags a
 //! session changes: Postern keeps \Recent in its index), and requires a `From ` line to
 //! carry a date to start a message (Postern: any `From ` line after an empty line).
+//! A header cut by the end of the file in a lone `\r`: Dovecot completes that line as an
+//! empty `\r\n` and writes the metadata after it, into the body (clients see `Status:`
+//! and the flag is lost: compat-fixtures/mbox/lone-cr); Postern writes the metadata
+//! before it.
 
 mod append;
 mod index;

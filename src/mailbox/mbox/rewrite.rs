@@ -13,7 +13,10 @@
 //! ([`super::touch_if_same`]): Dovecot's index notices a changed mbox by size and time in
 //! seconds. The end of the file stays as it was, as Dovecot leaves it: what followed the
 //! last message (its separator line, or nothing when its last line lacks a newline) ends
-//! the output, after whichever message is last now.
+//! the output, after whichever message is last now. A rewritten header the end of the
+//! file cut gets its newline and the separator; one cut in a lone `\r` gets its metadata
+//! before that line, which becomes the end of headers (not after it, as in Dovecot, where
+//! the metadata then is body).
 //!
 //! [`rewrite_in_place`] is the streaming rewrite; [`rewrite`] and [`write_back`], over the
 //! whole buffer, are the obvious reference the tests prove it equal to.
@@ -102,6 +105,17 @@ fn file_end(
     Some((last, len))
 }
 
+/// Whether a rewritten header's line (`line`: its first bytes, `len` long, `lf`: ending in
+/// LF) is a lone `\r` that the end of the file cut: the last line of a header without end
+/// (`…X-Foo: bar\n\r`). Completed, it is `\r\n`, an empty line: metadata written after
+/// it would be body (Dovecot 2.3.19 writes it so, and then reads its `Status:` as body:
+/// the flag is lost and clients see the line). The rewrite writes the metadata before it
+/// and completes it as the end of the headers; clients see one final `\n` more, as for
+/// any header the end of the file cut.
+fn cut_lone_cr(r: &Raw, file_len: usize, line: &[u8], len: usize, lf: bool) -> bool {
+    !lf && len == 1 && line == b"\r" && r.hdr_end == r.end && r.end == file_len
+}
+
 /// The `X-IMAPbase:` (or pseudo message's `X-IMAP:`) line, without its newline.
 pub(super) fn base_line(plan: &Plan, pseudo: bool) -> String {
     imapbase_line(pseudo, plan.validity, plan.last, plan.base_keywords)
@@ -138,6 +152,7 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
         let hdr_out = out.len();
         let mut p = r.hdr_start;
         let mut dropping = false;
+        let mut lines_end = r.hdr_end;
         while p < r.hdr_end {
             let eol = data[p..r.hdr_end]
                 .iter()
@@ -145,6 +160,10 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
                 .map(|j| p + j + 1)
                 .unwrap_or(r.hdr_end);
             let line = &data[p..eol];
+            if cut_lone_cr(r, data.len(), line, eol - p, line.ends_with(b"\n")) {
+                lines_end = p;
+                break;
+            }
             let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
                 let head = &line[..line.len().min(LINE_HEAD)];
@@ -161,11 +180,14 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
         let kept = out.len() - hdr_out;
         let base = is_first.then(|| base_line(plan, r.pseudo));
         let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0, false).len();
-        let old = r.hdr_end - r.hdr_start;
+        let old = lines_end - r.hdr_start;
         let pad = header_padding(old, natural);
         // Fresh padding goes after `X-Keywords`, reused padding stays where it was.
         let on_kw = natural > old || r.kw_padded;
         out.extend_from_slice(&meta_lines(base.as_deref(), r.pseudo, &meta, pad, on_kw));
+        if lines_end < r.hdr_end {
+            out.extend_from_slice(b"\r\n");
+        }
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
         // only the separator line follows its headers, so its size does not change.
         out.extend_from_slice(&data[r.hdr_end..r.end]);
@@ -618,8 +640,13 @@ pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> st
         let mut dropping = false;
         let mut lf = true;
         let mut p = hs;
+        let mut lines_end = he;
         while p < he {
             let (eol, head, ends_lf) = io.line_at(p, he)?;
+            if cut_lone_cr(r, found.len, &head, (eol - p) as usize, ends_lf) {
+                lines_end = p;
+                break;
+            }
             let continuation = head.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
                 dropping = drops(header_name(&head).as_deref(), r.pseudo);
@@ -636,7 +663,7 @@ pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> st
             p = eol;
         }
         if let Some(a) = run.take() {
-            io.copy(a, he)?;
+            io.copy(a, lines_end)?;
             // Only the last line, cut by the end of the file, can lack its newline.
             if !lf {
                 io.emit(b"\n")?;
@@ -645,10 +672,13 @@ pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> st
         }
         let base = is_first.then(|| base_line(plan, r.pseudo));
         let natural = kept + meta_lines(base.as_deref(), r.pseudo, &meta, 0, false).len();
-        let old = r.hdr_end - r.hdr_start;
+        let old = (lines_end - hs) as usize;
         let pad = header_padding(old, natural);
         let on_kw = natural > old || r.kw_padded;
         io.emit(&meta_lines(base.as_deref(), r.pseudo, &meta, pad, on_kw))?;
+        if lines_end < he {
+            io.emit(b"\r\n")?;
+        }
         io.copy(r.hdr_end as u64, r.end as u64)?;
         if let Some((a, b)) = file_end(raws, plan, i, found.len, true) {
             io.copy(a as u64, b as u64)?;

@@ -171,6 +171,9 @@ fn rewrite_cases() -> Vec<Vec<u8>> {
         // CRLF line ends throughout.
         b"From a  x\r\nSubject: x\r\nX-UID: 3\r\n\r\nbody\r\n\r\nFrom b  y\r\nSubject: y\r\nStatus: O\r\n\r\nz\r\n\r\n".to_vec(),
         b"From a  x\r\nSubject: x\r\n\r\nbody\r\n\r\nFrom b  y\r\nSubject: y\r\n\r\nz".to_vec(),
+        // A header the end of the file cut in a lone CR.
+        b"From a  x\nSubject: x\n\nbody\n\nFrom b  y\nSubject: y\nX-UID: 9\n\r".to_vec(),
+        b"From a  x\n\r".to_vec(),
         // Metadata: Dovecot's, stale, out of order, with continuation lines.
         b"From a  x\nSubject: x\nX-IMAPbase: 1795876603 0000000007 $Junk work\nX-UID: 7         \nStatus: RO\nX-Keywords: work\n\nbody\n\nFrom b  y\nSubject: y\n\nnew\n\n".to_vec(),
         b"From a  x\nSubject: x\nStatus: O\nX-IMAPbase: 1795876603 0000000009\nX-UID: 4\n\nbody\n\nFrom b  y\nStatus: RO\nX-UID: 9\n\nold\n\nFrom c  z\nX-UID: 5\nStatus: R\n\nstale uid\n\n".to_vec(),
@@ -940,4 +943,73 @@ fn expunge_keeps_the_end_of_the_file() {
             String::from_utf8_lossy(&file)
         );
     }
+}
+
+/// A header cut by the end of the file in a lone `\r` (`…X-Foo: bar\n\r`, no end of
+/// headers): completed, that line is `\r\n`, an empty line, so metadata written after it
+/// would be body. Dovecot 2.3.19 does just that (compat-fixtures/mbox/lone-cr, from
+/// `scripts/regen-mbox-fixtures`: `doveadm flags add '\Seen'` on uid 2 leaves
+/// `X-Foo: bar\n\r\nStatus: R\n`; the expunge of uid 1 then turns the `\r\n` into `\n`,
+/// and the fetch shows `Status: R` as text and no \Seen; Postern reads that file so
+/// too). Postern writes the metadata before that line and completes it as the end of
+/// headers: the header keeps its metadata, clients see the message with one final `\n`
+/// more, and the flag and UID survive both rewrites.
+#[test]
+fn header_cut_in_a_lone_cr_keeps_its_metadata() {
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/compat-fixtures/mbox/lone-cr");
+    let fixture = |name: &str| std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture");
+    let data: &[u8] = &fixture("input");
+    assert!(data.ends_with(b"Subject: two\nX-UID: 2\nX-Foo: bar\n\r"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What Dovecot made of it: `Status: R` in the body, read so by Postern as by Dovecot.
+    assert!(fixture("after-flags").ends_with(b"X-Foo: bar\n\r\nStatus: R\n"));
+    let p = dir.path().join("dovecot");
+    std::fs::write(&p, fixture("after-expunge")).expect("write");
+    let dovecot = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+    let fetched = fixture("fetch-after-expunge");
+    let text = fetched
+        .split(|&b| b == b'\n')
+        .position(|l| l == b"text:")
+        .map(|n| {
+            fetched
+                .splitn(n + 2, |&b| b == b'\n')
+                .last()
+                .unwrap_or_default()
+        })
+        .expect("text:");
+    assert_eq!(text, b"Subject: two\nX-Foo: bar\n\nStatus: R");
+    // Postern keeps the file's last newline in the message, where Dovecot's fetch leaves
+    // it out (a difference at the end of a file without separator line, not this one's).
+    assert_eq!(dovecot.read(0).expect("read"), [text, b"\n"].concat());
+    assert_eq!(dovecot.messages[0].uid, 2);
+    assert!(!dovecot.messages[0].flags.contains(Flags::SEEN));
+    let p = dir.path().join("inbox");
+    std::fs::write(&p, data).expect("write");
+    let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+    let two = mb.read(1).expect("read");
+    assert_eq!(two, b"Subject: two\nX-Foo: bar\n\r");
+    commit(&mut mb, &[], &[1]);
+    let file = std::fs::read(&p).expect("read");
+    let pad = " ".repeat(HEADER_PADDING);
+    let end = format!("X-Foo: bar\nX-UID: 2{pad}\nStatus: RO\n\r\n\n");
+    assert!(
+        file.ends_with(end.as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(&file)
+    );
+    let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+    assert_eq!(mb.messages.len(), 2);
+    assert_eq!(mb.messages[1].uid, 2);
+    assert!(mb.messages[1].flags.contains(Flags::SEEN));
+    assert_eq!(mb.read(1).expect("read"), b"Subject: two\nX-Foo: bar\n\r\n");
+    commit(&mut mb, &[0], &[]);
+    let mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+    assert_eq!(mb.messages.len(), 1);
+    assert_eq!(mb.messages[0].uid, 2);
+    assert!(mb.messages[0].flags.contains(Flags::SEEN));
+    assert_eq!(mb.read(0).expect("read"), b"Subject: two\nX-Foo: bar\n\r\n");
+    // The same through the whole-buffer reference and the streaming rewrite.
+    let d = tempfile::tempdir().expect("tempdir");
+    check_in_place(d.path(), data, &[false, true], &[false, true], 64);
+    check_in_place(d.path(), data, &[true, true], &[true, true], 7);
 }
