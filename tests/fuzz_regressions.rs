@@ -339,4 +339,74 @@ fn lmdb_truncated_file_is_an_error() {
         )),
         "{err}"
     );
+
+/// `mbox`: a header cut by the end of the file in a lone `\r` (no end of headers) became
+/// `\r\n` when rewritten, an empty line, with the metadata written after it (`X-UID`,
+/// `Status`, `X-Keywords`): clients then saw those lines as body, and the flags were read
+/// back from the body no more. Dovecot 2.3.19 does the same (the unit test
+/// `header_cut_in_a_lone_cr_keeps_its_metadata` says what doveadm did; it loses \Seen);
+/// Postern now writes the metadata before that line and completes it as the end of the
+/// headers. The found input (135 bytes), as the fuzz target runs it: UIDs given at open,
+/// every message marked seen and the first given a keyword, then the first expunged; each
+/// time the messages read as before but for the final newline the cut header gains.
+#[test]
+fn mbox_header_cut_in_a_lone_cr_keeps_its_metadata() {
+    use postern::mailbox::mbox::{MboxBox, MboxFlags};
+    use postern::mailbox::{Flags, MboxOptions};
+    use std::collections::{HashMap, HashSet};
+    let lines: &[&[u8]] = &[
+        b"From bob@inetus: O\n",
+        b"\n",
+        b"hello\n",
+        b"&dot line\n",
+        b"\n",
+        b"From bob@exaSubject: twoom \n",
+        b"X-UID: 2\n",
+        b"Statc:01:0\xce\xdf\xcd\xcf26\n",
+        b"From: bob@example\x01\x00\x00\x00\x00\x00\x00\x10r^\n",
+        b"S\xff\xff\xbf\x8d\xff\xff\xff\xff\xff\xff \x01\x01\n",
+        b"\r",
+    ];
+    let data = lines.concat();
+    assert_eq!(data.len(), 135);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox");
+    std::fs::write(&path, &data).unwrap();
+    let contents = |mb: &MboxBox| -> Vec<Vec<u8>> {
+        (0..mb.messages.len())
+            .map(|i| mb.read(i).unwrap())
+            .collect()
+    };
+    let mut mb = MboxBox::open(&path, &MboxOptions::default(), Some(1)).expect("open");
+    assert_eq!(mb.messages.len(), 2);
+    let before = contents(&mb);
+    assert!(before[1].ends_with(b"\x01\x01\n\r"), "{:?}", before[1]);
+    let first = mb.messages[0].uid;
+    let last = mb.messages[1].uid;
+    let changes: HashMap<u32, MboxFlags> = mb
+        .messages
+        .iter()
+        .map(|m| {
+            let kw = if m.uid == first {
+                vec!["$Fuzz".to_string()]
+            } else {
+                Vec::new()
+            };
+            (m.uid, (m.flags.union(Flags::SEEN), true, kw))
+        })
+        .collect();
+    mb.update(&changes, &HashSet::new(), true)
+        .expect("flag update");
+    let mut want = before.clone();
+    want[1].push(b'\n');
+    assert_eq!(contents(&mb), want);
+    mb.update(&HashMap::new(), &HashSet::from([first]), true)
+        .expect("expunge");
+    assert_eq!(contents(&mb), want[1..]);
+    // Read anew from the file: the UID and \Seen are in the header, not in the body.
+    let mb = MboxBox::open(&path, &MboxOptions::default(), None).expect("reopen");
+    assert_eq!(mb.messages.len(), 1);
+    assert_eq!(mb.messages[0].uid, last);
+    assert!(mb.messages[0].flags.contains(Flags::SEEN));
+    assert_eq!(contents(&mb), want[1..]);
 }

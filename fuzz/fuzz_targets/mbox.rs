@@ -22,7 +22,8 @@ fn contents(mb: &MboxBox) -> Vec<Vec<u8>> {
 /// place, by the expunge's rewrite: the metadata lines go after it, as in Dovecot 2.3.19
 /// (checked with doveadm: `X-UID: 2<padding>\n\n` at the end). The last message may so
 /// gain one final newline when it has no end of headers, and nothing else (a body's
-/// last line without newline stays so: tests/fuzz_regressions.rs).
+/// last line without newline stays so: tests/fuzz_regressions.rs). A header cut in a lone
+/// `\r` gains it too: that line becomes the end of headers, the metadata goes before it.
 fn allow_header_newline(data: &[u8], after: &mut [Vec<u8>], before: &[Vec<u8>]) {
     if !data.ends_with(b"\n")
         && let (Some(a), Some(b)) = (after.last_mut(), before.last())

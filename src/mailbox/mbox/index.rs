@@ -543,3 +543,138 @@ impl MboxMessage {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Tests of the box as sessions use it: flag updates in place and by rewrite, readers.
+
+    use super::super::testkit::*;
+    use super::super::{index::*, *};
+    use crate::mailbox::flags::Flags;
+    use std::collections::{HashMap, HashSet};
+
+    /// The owner fast path reads a message as `open` does, only from a regular mbox of
+    /// the given owner that is not a symlink.
+    #[test]
+    fn open_if_owned_only_for_the_owners_mbox() {
+        use std::io::Read;
+        let me = nix::unistd::geteuid().as_raw();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        let mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let m = mb.message(1).expect("message");
+        m.open().expect("open").read_to_end(&mut a).expect("read");
+        m.open_if_owned(me)
+            .expect("own file")
+            .expect("reader")
+            .read_to_end(&mut b)
+            .expect("read");
+        assert_eq!(a, b);
+        assert!(m.open_if_owned(me + 1).is_none(), "other owner");
+        let real = dir.path().join("real");
+        std::fs::rename(&p, &real).expect("mv");
+        std::os::unix::fs::symlink(&real, &p).expect("ln");
+        assert!(m.open_if_owned(me).is_none(), "symlink");
+    }
+
+    #[test]
+    fn commit_marks_seen_and_reader_streams() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        // Read through a reader in small pieces: the same bytes as a whole read.
+        let mut r = mb.message(0).expect("message").open().expect("reader");
+        let mut got = Vec::new();
+        let mut piece = [0u8; 3];
+        loop {
+            let n = std::io::Read::read(&mut r, &mut piece).expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&piece[..n]);
+        }
+        drop(r);
+        assert_eq!(
+            got,
+            b"From: bob@example.org\nSubject: one\n\nhello\n.dot line\n"
+        );
+        let before = std::fs::metadata(&p).expect("stat").len();
+        commit(&mut mb, &[], &[0]);
+        let text = std::fs::read_to_string(&p).expect("read");
+        // `Status: RO` takes 11 of the 50 spaces, as in Dovecot: the file keeps its size.
+        let pad = |n: usize| " ".repeat(n);
+        assert!(
+            text.contains(&format!("X-UID: 1{}\nStatus: RO\n\nhello", pad(39))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Subject: two\nX-UID: 2{}\n\nsecond", pad(50))),
+            "{text}"
+        );
+        assert_eq!(text.len() as u64, before);
+        // Seen twice changes nothing; delete the other one.
+        let mut again = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        commit(&mut again, &[1], &[0]);
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(text.matches("Status: RO").count(), 1, "{text}");
+        assert!(!text.contains("second"), "{text}");
+    }
+
+    /// The fast in-place header update writes what the full rewrite writes: every box of
+    /// the rewrite tests, each message's flags changed in turn, once each way.
+    #[test]
+    fn header_update_as_full_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+        let mut fast_taken = 0;
+        for data in rewrite_cases() {
+            std::fs::write(&pa, &data).expect("write");
+            std::fs::write(&pb, &data).expect("write");
+            let o = MboxOptions::default();
+            let hint = Some(1_700_000_000);
+            let mut a = MboxBox::open(&pa, &o, hint).expect("open");
+            let mut b = MboxBox::open(&pb, &o, hint).expect("open");
+            assert!(std::fs::read(&pa).expect("a") == std::fs::read(&pb).expect("b"));
+            for i in 0..a.messages.len() {
+                let m = a.messages[i].clone();
+                let kws: Vec<String> = a
+                    .base_keywords
+                    .split_whitespace()
+                    .take(i % 2)
+                    .map(String::from)
+                    .collect();
+                let flags = if i % 3 == 0 {
+                    m.flags.union(Flags::SEEN).union(Flags::FLAGGED)
+                } else {
+                    Flags::DELETED
+                };
+                let ch: HashMap<u32, MboxFlags> = [(m.uid, (flags, true, kws))].into();
+                let before = FAST_UPDATES.with(|c| c.get());
+                a.update(&ch, &HashSet::new(), true).expect("update a");
+                fast_taken += FAST_UPDATES.with(|c| c.get()) - before;
+                b.stamp = None;
+                b.update(&ch, &HashSet::new(), true).expect("update b");
+                let (ta, tb) = (
+                    std::fs::read(&pa).expect("a"),
+                    std::fs::read(&pb).expect("b"),
+                );
+                assert!(
+                    ta == tb,
+                    "message {i} of {:?}:\n  fast\n{:?}\n  full\n{:?}",
+                    String::from_utf8_lossy(&data),
+                    String::from_utf8_lossy(&ta),
+                    String::from_utf8_lossy(&tb)
+                );
+                let got: Vec<(u32, Flags, bool)> =
+                    a.messages.iter().map(|m| (m.uid, m.flags, m.old)).collect();
+                let want: Vec<(u32, Flags, bool)> =
+                    b.messages.iter().map(|m| (m.uid, m.flags, m.old)).collect();
+                assert_eq!(got, want);
+            }
+        }
+        assert!(fast_taken > 20, "{fast_taken}");
+    }
+}

@@ -378,3 +378,150 @@ pub(super) fn fit_header(
     ));
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Tests of Dovecot's metadata and padding kept and reused.
+
+    use super::super::testkit::*;
+    use super::super::{append::*, index::*, *};
+
+    /// Dovecot's padding is reused, never added to: opening a padded box again changes
+    /// nothing, a new message gets its own 50 spaces and the others stay as they were,
+    /// marking a message read takes from its padding, and a box written without padding
+    /// (by Postern before it padded) is left as it is.
+    #[test]
+    fn padding_is_reused_not_grown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        let padded = std::fs::read(&p).expect("read");
+        assert_eq!(padded.len(), BOX.len() + 34 + 2 * (9 + 50));
+        for _ in 0..3 {
+            let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+            commit(&mut mb, &[], &[]);
+            assert!(std::fs::read(&p).expect("read") == padded);
+        }
+        let o = MboxOptions::default();
+        deliver_mbox(&p, "carol@example.org", b"Subject: three\n\nthird\n", &o).expect("deliver");
+        let mut mb = MboxBox::open(&p, &o, None).expect("open");
+        let text = std::fs::read(&p).expect("read");
+        // Only the last UID in `X-IMAPbase` changed before the new message.
+        let was = String::from_utf8(padded.clone()).expect("utf-8");
+        let was = was.replace(" 0000000002\n", " 0000000003\n");
+        assert!(text.starts_with(was.as_bytes()));
+        let tail = format!("Subject: three\nX-UID: 3{}\n\nthird\n\n", " ".repeat(50));
+        assert!(text.ends_with(tail.as_bytes()));
+        commit(&mut mb, &[], &[0, 1, 2]);
+        let read = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(read.len(), text.len());
+        assert_eq!(read.matches("Status: RO\n").count(), 3, "{read}");
+        assert_eq!(
+            read.matches(&format!("{}\nStatus", " ".repeat(39))).count(),
+            3
+        );
+        // Unpadded metadata needs no change: nothing is written.
+        let old = b"From a  x\nSubject: x\nX-IMAPbase: 5 0000000002\nX-UID: 1\n\nbody\n\nFrom b  y\nX-UID: 2\n\nend\n\n";
+        std::fs::write(&p, old).expect("write");
+        MboxBox::open(&p, &o, None).expect("open");
+        assert_eq!(std::fs::read(&p).expect("read"), old);
+    }
+
+    #[test]
+    fn fresh_metadata_then_expunge_keeps_base() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, BOX).expect("write");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        assert_eq!(
+            mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(mb.messages[0].size, 57);
+        let text = std::fs::read_to_string(&p).expect("read");
+        // As Dovecot 2.3.19 writes it: 50 spaces after each `X-UID`, none elsewhere.
+        assert!(text.contains(&format!(
+            "Subject: one\nX-IMAPbase: {} 0000000002\nX-UID: 1{}\n\nhello",
+            mb.uid_validity,
+            " ".repeat(50)
+        )));
+        assert!(text.contains(&format!("Subject: two\nX-UID: 2{}\n\n", " ".repeat(50))));
+        deliver_mbox(
+            &p,
+            "carol@example.org",
+            b"Subject: three\n\nFrom here\n",
+            &MboxOptions::default(),
+        )
+        .expect("deliver");
+        commit(&mut mb, &[0], &[]);
+        let again = MboxBox::open(&p, &MboxOptions::default(), None).expect("reopen");
+        assert_eq!(again.uid_validity, mb.uid_validity);
+        assert_eq!(
+            again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let m = again.read(1).expect("read");
+        assert_eq!(m, b"Subject: three\n\n>From here\n");
+        assert!(
+            !std::fs::read_to_string(&p)
+                .expect("read")
+                .contains("Subject: one")
+        );
+    }
+
+    #[test]
+    fn dovecot_metadata_kept() {
+        // As Dovecot 2.3 left it: padding after X-UID, keywords in X-IMAPbase; then a
+        // message appended by Postfix without X-UID.
+        let data = "From a  Sat Nov 28 10:00:00 2026\nSubject: x\nX-IMAPbase: 1795876603 0000000007 $Junk work\nX-UID: 7         \nStatus: RO\nX-Keywords: work\n\nbody\n\nFrom b  Sat Nov 28 10:01:00 2026\nSubject: y\n\nnew\n\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, data).expect("write");
+        let mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        assert_eq!(mb.uid_validity, 1795876603);
+        assert_eq!(
+            mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [7, 8]
+        );
+        assert_eq!(mb.read(0).expect("read"), b"Subject: x\n\nbody\n");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(
+            text.contains("X-IMAPbase: 1795876603 0000000008 $Junk work\n"),
+            "{text}"
+        );
+        assert!(text.contains("Status: RO\nX-Keywords: work\n"), "{text}");
+        // Dovecot's padding stays as it was; the new message gets its own.
+        assert!(text.contains("$Junk work\nX-UID: 7         \n"), "{text}");
+        let fifty = " ".repeat(50);
+        assert!(
+            text.contains(&format!("Subject: y\nX-UID: 8{fifty}\n\nnew\n")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pseudo_message_is_not_a_message() {
+        let data = "From MAILER-DAEMON  Sat Nov 28 09:00:00 2026\nDate: Sat, 28 Nov 2026 09:00:00 +0000\nFrom: Mail System Internal Data <MAILER-DAEMON@host>\nSubject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\nX-IMAP: 1700000000 0000000003\nStatus: RO\n\nThis text is part of the internal format of your mail folder.\n\nFrom a  Sat Nov 28 10:00:00 2026\nSubject: x\nX-UID: 3\n\nbody\n\nFrom b  Sat Nov 28 10:01:00 2026\nSubject: y\n\nnew\n\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, data).expect("write");
+        let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        assert_eq!(mb.uid_validity, 1700000000);
+        assert_eq!(
+            mb.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(mb.read(1).expect("read"), b"Subject: y\n\nnew\n");
+        commit(&mut mb, &[0], &[]);
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.contains("X-IMAP: 1700000000 0000000004\n"), "{text}");
+        assert!(!text.contains("X-IMAPbase"), "{text}");
+        assert!(!text.contains("Subject: x"), "{text}");
+        let again = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        assert_eq!(
+            again.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [4]
+        );
+    }
+}

@@ -647,3 +647,109 @@ impl FromLine {
 
 /// Buffer of the reader that indexes an mbox.
 pub(super) const SCAN_BUFFER: usize = 32 * 1024;
+
+#[cfg(test)]
+mod tests {
+    //! Tests of the scan against its whole-buffer reference, sizes, odd files.
+
+    use super::super::testkit::*;
+    use super::super::{append::*, index::*, scan::*, *};
+    use crate::mailbox::crlf_size;
+
+    /// `scan` (bounded reads) finds what `parse` + `visible` find over the whole file,
+    /// on every box these tests use and on edge cases: CRLF separators, no final
+    /// newline, no end-of-headers line, text before the first message, hidden headers
+    /// with continuation lines, a line longer than the kept prefix.
+    #[test]
+    fn scan_agrees_with_parse() {
+        let long = format!("X-Long: {}\n", "y".repeat(3 * SCAN_KEEP));
+        let cases: Vec<Vec<u8>> = vec![
+            BOX.to_vec(),
+            b"".to_vec(),
+            b"garbage\nFrom a  Sat Nov 28 10:00:00 2026\nSubject: x\n\nbody\nFrom inside\nend".to_vec(),
+            b"From a  x\r\nSubject: x\r\nX-UID: 3\r\n\r\nbody\r\n\r\nFrom b  y\r\nSubject: y\r\n\r\nz\r\n\r\n".to_vec(),
+            b"From a  x\nSubject: x\nX-UID: 3\n\nFrom b  y\nX-Keywords: a\n b\nSubject: y\n".to_vec(),
+            b"From a  x\n\nFrom b  y\n\n\n\nFrom c\n\n".to_vec(),
+            b"From a  x\nX-IMAP: 1 0000000003\nStatus: RO\n\ntext\n\nFrom b\nX-UID: 3\nStatus: O\n\nnew\n\n".to_vec(),
+            format!("From a  x\nSubject: s\n{long}X-UID: 9\n\n{long}\n").into_bytes(),
+            b"From a\n".to_vec(),
+            b"From a\n\n".to_vec(),
+            b"From a\nS: 1\n\n\n".to_vec(),
+        ];
+        for data in cases.iter().chain(&rewrite_cases()) {
+            // A one-byte buffer puts every line across reads.
+            for cap in [1, 7, 1 << 16] {
+                check_scan(data, cap);
+            }
+        }
+    }
+
+    /// `scan` through a buffer of `cap` bytes finds what `parse` + `visible` find.
+    fn check_scan(data: &[u8], cap: usize) {
+        let raws = parse(data);
+        let got = scan(
+            &mut std::io::BufReader::with_capacity(cap, data),
+            &peek_of(data),
+        )
+        .expect("scan");
+        let text = String::from_utf8_lossy(data);
+        assert_eq!(got.len, data.len(), "{text:?}");
+        assert_eq!(got.raws.len(), raws.len(), "{text:?}");
+        for (i, (a, b)) in got.raws.iter().zip(&raws).enumerate() {
+            let what = format!("message {i} of {text:?} (buffer {cap})");
+            assert_eq!(
+                (a.from_start, a.hdr_start, a.hdr_end, a.end),
+                (b.from_start, b.hdr_start, b.hdr_end, b.end),
+                "{what}"
+            );
+            assert_eq!((a.uid, a.imapbase, a.pseudo), (b.uid, b.imapbase, b.pseudo));
+            assert_eq!(
+                (a.has_status, a.flags, a.old),
+                (b.has_status, b.flags, b.old),
+                "{what}"
+            );
+            assert_eq!(
+                (&a.keywords, a.content_length, a.date),
+                (&b.keywords, b.content_length, b.date),
+                "{what}"
+            );
+            assert_eq!(a.imapbase_rest, b.imapbase_rest, "{what}");
+            assert_eq!(got.sizes[i], crlf_size(&visible(data, b)), "{what}");
+            assert!(got.from_lines[i].starts(&data[b.from_start..]));
+        }
+    }
+
+    #[test]
+    fn sizes_as_dovecot_reports_them() {
+        let raws = parse(BOX);
+        assert_eq!(raws.len(), 2);
+        assert_eq!(crlf_size(&visible(BOX, &raws[0])), 57);
+        assert_eq!(crlf_size(&visible(BOX, &raws[1])), 66);
+    }
+
+    #[test]
+    fn truncated_last_message_and_stray_from_lines() {
+        // No final newline, a `From ` line in a body not preceded by an empty line, and
+        // text before the first message.
+        let data =
+            b"garbage\nFrom a  Sat Nov 28 10:00:00 2026\nSubject: x\n\nbody\nFrom inside\nend";
+        let raws = parse(data);
+        assert_eq!(raws.len(), 1);
+        assert_eq!(
+            visible(data, &raws[0]),
+            b"Subject: x\n\nbody\nFrom inside\nend"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, data).expect("write");
+        deliver_mbox(&p, "b", b"Subject: y\n\nnext\n", &MboxOptions::default()).expect("deliver");
+        let mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+        assert_eq!(mb.messages.len(), 2);
+        assert_eq!(
+            mb.read(0).expect("read"),
+            b"Subject: x\n\nbody\nFrom inside\nend\n"
+        );
+        assert_eq!(mb.read(1).expect("read"), b"Subject: y\n\nnext\n");
+        assert!(std::fs::read(&p).expect("read").starts_with(b"garbage\n"));
+    }
+}
