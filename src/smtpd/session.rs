@@ -1235,7 +1235,10 @@ impl Session {
                 return;
             }
         };
-        if path.address.is_empty() || !rcpt_domain_ok(&path.address, &p.addresses) {
+        let mut resolve_warnings = Vec::new();
+        let domain_ok = rcpt_domain_ok(&path.address, &p.addresses, &mut resolve_warnings);
+        self.log_warnings(&resolve_warnings);
+        if path.address.is_empty() || !domain_ok {
             self.count("rcpt", false);
             self.reply("501 5.1.3 Bad recipient address syntax");
             return;
@@ -2081,8 +2084,9 @@ fn test_panic_verb() -> Option<&'static str> {
 /// resolve error, which smtpd answers `501 5.1.3 Bad recipient address syntax` (recorded
 /// from Postfix 3.7.11 in compat-fixtures/relay/). A domain list that cannot be searched
 /// is left to the later checks, which defer.
-fn rcpt_domain_ok(addr: &str, a: &crate::resolve::Addresses) -> bool {
-    a.resolve(addr, &mut Vec::new()).map_or(true, |r| !r.error)
+/// What the tables logged goes to `warnings` (a table's first open is logged once).
+fn rcpt_domain_ok(addr: &str, a: &crate::resolve::Addresses, warnings: &mut Vec<String>) -> bool {
+    a.resolve(addr, warnings).map_or(true, |r| !r.error)
 }
 
 #[cfg(test)]
