@@ -39,3 +39,58 @@ fn relay_tricks_are_answered_as_postfix_answers_them() {
     // Nothing was relayed or queued.
     assert!(!inst.log().contains("status=sent"), "{}", inst.log());
 }
+
+/// The master.cf services of scripts/regen-rewrite-fixtures' instances.
+const SERVICES: &str = "pickup unix n - n 60 1 pickup\ncleanup unix n - n - 0 cleanup\n\
+    qmgr unix n - n 300 1 qmgr\nrewrite unix - - n - - trivial-rewrite\n\
+    bounce unix - - n - 0 bounce\ndefer unix - - n - 0 bounce\ntrace unix - - n - 0 bounce\n\
+    error unix - - n - - error\nretry unix - - n - - error\ndiscard unix - - n - - discard\n\
+    local unix - n n - - local\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\n\
+    postlog unix-dgram n - n - 1 postlogd\n";
+
+/// nmap's smtp-open-relay forms (scripts/nmap-relay-forms) sent as whole messages to a
+/// Postern started with compat-fixtures/rewrite/main.cf and `relayhost` at the script's
+/// sink: the replies and the address each accepted message was relayed to must be those of
+/// the real Postfix 3.7.11 (compat-fixtures/rewrite/nmap-{trusted,foreign}.txt,
+/// scripts/regen-rewrite-fixtures). From a client in mynetworks, trivial-rewrite's
+/// percent hack, bang-path swap, dequoting and source-route stripping resolve every form
+/// to `relaytest@nmap.scanme.org`, which is relayed; from a foreign client every form is
+/// refused (`Relay access denied`) and nothing is relayed.
+fn nmap_forms(kind: &str, src: &str, mynetworks: &str) {
+    let fx = repo_root().join("compat-fixtures/rewrite");
+    let main = std::fs::read_to_string(fx.join("main.cf")).expect("main.cf");
+    let want = std::fs::read_to_string(fx.join(format!("nmap-{kind}.txt"))).expect("fixture");
+    let sink = free_port();
+    let inst = Instance::start(
+        &format!("{main}mynetworks = {mynetworks}\nrelayhost = [127.0.0.1]:{sink}\n"),
+        SERVICES,
+    );
+    let o = std::process::Command::new(repo_root().join("scripts/nmap-relay-forms"))
+        .args([&inst.port.to_string(), src, &sink.to_string()])
+        .output()
+        .expect("nmap-relay-forms");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let diffs: Vec<String> = want
+        .lines()
+        .zip(out.lines())
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("Postfix: {w}\nPostern: {g}"))
+        .collect();
+    assert_eq!(want.lines().count(), out.lines().count(), "{out}");
+    assert!(diffs.is_empty(), "{}\n{}", diffs.join("\n"), inst.log());
+    if kind == "foreign" {
+        assert!(!out.contains("relayhost:"), "{out}");
+        assert!(!inst.log().contains("status=sent"), "{}", inst.log());
+    }
+}
+
+#[test]
+fn nmap_relay_forms_from_a_trusted_client_are_rewritten_and_relayed_as_postfix_does() {
+    nmap_forms("trusted", "127.0.0.1", "127.0.0.0/8");
+}
+
+#[test]
+fn nmap_relay_forms_from_a_foreign_client_are_refused_as_postfix_refuses_them() {
+    nmap_forms("foreign", "127.0.0.2", "127.0.0.1/32");
+}

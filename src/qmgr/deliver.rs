@@ -200,6 +200,21 @@ pub(super) fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> 
         // delivered again when the message comes back.
         let single = targets.len() == 1;
         for t in targets {
+            // The recipient as trivial-rewrite resolves it is the one delivered to (Postfix's
+            // qmgr replaces the address with the resolver's): `user%other@here`,
+            // `other!user@here` and `"user@other"@here` go to `user@other`. A resolver
+            // failure is left to the resolve below, which defers.
+            let mut rewrite_warnings = Vec::new();
+            let t = s
+                .resolver
+                .rewrite(&t, &mut rewrite_warnings)
+                .map_or(t, |r| r.recipient);
+            for w in rewrite_warnings {
+                match w.strip_prefix("error: ") {
+                    Some(e) => log::error(&s.ident_trivial_rewrite, e),
+                    None => log::warning(&s.ident_trivial_rewrite, &w),
+                }
+            }
             let domain = t.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             let (Ok(relocated), Ok(transport)) = (s.relocated(&t), s.transport(&t)) else {
                 p.done.push(defer(&t, "address resolver failure".into()));

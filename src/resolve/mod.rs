@@ -6,12 +6,19 @@
 //! to ([`route`]). Below the services: smtpd, the queue manager and the delivery agents ask
 //! here and not each other.
 //!
-//! Parameters: `myorigin`, `mydomain`, `append_at_myorigin`, `append_dot_mydomain`,
-//! `mydestination`, `virtual_alias_domains`, `virtual_mailbox_domains`, `relay_domains`,
-//! `parent_domain_matches_subdomains`, `inet_interfaces`, `proxy_interfaces` (and for
+//! Before the class is decided, the address is rewritten and resolved as trivial-rewrite
+//! does ([`rewrite`]): source routes stripped, bang paths swapped, the percent hack, quoted
+//! local parts opened, local domains stripped one by one.
+//!
+//! Parameters: `myorigin`, `mydomain`, `myhostname`, `append_at_myorigin`,
+//! `append_dot_mydomain`, `mydestination`, `virtual_alias_domains`,
+//! `virtual_mailbox_domains`, `relay_domains`, `parent_domain_matches_subdomains`,
+//! `inet_interfaces`, `proxy_interfaces`, `allow_percent_hack`, `swap_bangpath`,
+//! `resolve_dequoted_address`, `resolve_null_domain`, `resolve_numeric_domain` (and for
 //! [`route`] the `*_transport` parameters, `relayhost` and master.cf).
 
 pub mod lists;
+pub mod rewrite;
 pub mod route;
 
 use std::net::IpAddr;
@@ -38,6 +45,15 @@ pub struct Addresses {
     pub parent_domain_matches_subdomains: Vec<String>,
     pub inet_interfaces: Vec<String>,
     pub proxy_interfaces: Vec<String>,
+    /// `myhostname`: the domain of an address that has none left after resolution.
+    pub myhostname: String,
+    /// `allow_percent_hack`, `swap_bangpath`, `resolve_dequoted_address`,
+    /// `resolve_null_domain`, `resolve_numeric_domain` ([`rewrite`]).
+    pub allow_percent_hack: bool,
+    pub swap_bangpath: bool,
+    pub resolve_dequoted_address: bool,
+    pub resolve_null_domain: bool,
+    pub resolve_numeric_domain: bool,
 }
 
 impl Addresses {
@@ -57,6 +73,12 @@ impl Addresses {
             parent_domain_matches_subdomains: cfg.get_list("parent_domain_matches_subdomains"),
             inet_interfaces: cfg.get_list("inet_interfaces"),
             proxy_interfaces: cfg.get_list("proxy_interfaces"),
+            myhostname: cfg.get("myhostname").unwrap_or_default(),
+            allow_percent_hack: b("allow_percent_hack"),
+            swap_bangpath: b("swap_bangpath"),
+            resolve_dequoted_address: b("resolve_dequoted_address"),
+            resolve_null_domain: b("resolve_null_domain"),
+            resolve_numeric_domain: b("resolve_numeric_domain"),
         }
     }
 
@@ -76,7 +98,9 @@ impl Addresses {
         lists::domain_in(list, domain, parents, feature, warnings)
     }
 
-    /// The address class of a qualified address's domain (trivial-rewrite's resolve).
+    /// The address class of an address as trivial-rewrite's resolve gives it
+    /// ([`Addresses::resolve`]: source routes, bang paths, the percent hack and quoted
+    /// local parts taken apart, each local domain stripped in turn).
     /// `Err` when a domain list could not be searched: what to log is in `warnings` as
     /// trivial-rewrite logs it (`relay_domains lookup failure` after the table's own
     /// lines); the caller defers.
@@ -85,23 +109,16 @@ impl Addresses {
         addr: &str,
         warnings: &mut Vec<String>,
     ) -> Result<AddressClass, LookupFailed> {
-        let q = qualify(addr, self);
-        let (_, dom) = split(&q);
-        let Some(dom) = dom else {
-            return Ok(AddressClass::Local);
-        };
-        let dom = dom.trim_end_matches('.').to_string();
-        if let Some(ip) = address_literal(&dom) {
-            return Ok(if is_local_interface(ip, self) {
-                AddressClass::Local
-            } else {
-                AddressClass::Default
-            });
-        }
-        // resolve_local(): no "lookup failure" line of its own.
-        if self.domain_in(&self.mydestination, &dom, "mydestination", warnings)? {
-            return Ok(AddressClass::Local);
-        }
+        Ok(self.resolve(addr, warnings)?.class)
+    }
+
+    /// The class of a domain that is not local: `virtual_alias_domains`,
+    /// `virtual_mailbox_domains`, `relay_domains`, or default.
+    fn remote_class(
+        &self,
+        dom: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<AddressClass, LookupFailed> {
         let lists = [
             (
                 &self.virtual_alias_domains,
@@ -116,7 +133,7 @@ impl Addresses {
             (&self.relay_domains, "relay_domains", AddressClass::Relay),
         ];
         for (list, name, class) in lists {
-            match self.domain_in(list, &dom, name, warnings) {
+            match self.domain_in(list, dom, name, warnings) {
                 Ok(true) => return Ok(class),
                 Ok(false) => {}
                 Err(LookupFailed) => {

@@ -102,6 +102,16 @@ impl Resolver {
         self.addresses.class_of(addr, warnings)
     }
 
+    /// trivial-rewrite's resolve of `addr` ([`Addresses::resolve`]): the recipient it is
+    /// delivered as, its class and flags.
+    pub fn rewrite(
+        &self,
+        addr: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<super::rewrite::Resolved, LookupFailed> {
+        self.addresses.resolve(addr, warnings)
+    }
+
     /// The agent (master.cf command) of transport `name`.
     pub fn agent_of<'a>(&'a self, name: &'a str) -> &'a str {
         match self.services.get(name) {

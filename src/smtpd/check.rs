@@ -613,18 +613,16 @@ impl<'a> Checker<'a> {
     }
 
     /// `permit_auth_destination`: the destination is one this host delivers to or relays
-    /// for. `Err` when the address could not be resolved (a table failed).
+    /// for, as trivial-rewrite resolves the address (`user%other@here` is `user@other`).
+    /// With `allow_untrusted_routing = no`, a sender-routed address (routing operators left
+    /// in the resolved local part: `user%other@relayed.example`) never is. `Err` when the
+    /// address could not be resolved (a table failed).
     pub fn auth_destination(&mut self, rcpt: &str) -> Result<bool, LookupFailed> {
-        // allow_untrusted_routing = no: sender-specified routing is never authorised, an
-        // `@` in a (quoted) local part included (Postfix's resolve flags
-        // `"user@other"@localhost` and `user@other@localhost` as routed: Relay access
-        // denied, recorded in compat-fixtures/relay/).
-        if !self.p.addresses.mydestination.is_empty()
-            && address::split(rcpt).0.contains(['%', '!', '@'])
-        {
+        let r = self.p.addresses.resolve(rcpt, &mut self.warnings)?;
+        if !self.p.allow_untrusted_routing && r.routed {
             return Ok(false);
         }
-        Ok(self.class_of(rcpt)? != AddressClass::Default)
+        Ok(r.class != AddressClass::Default)
     }
 
     /// The tables of a list through the cache (those also in `alias_maps` read as
@@ -669,12 +667,12 @@ impl<'a> Checker<'a> {
     }
 
     /// trivial-rewrite's `transport_maps` search for `addr` (the address, its domain, the
-    /// parent domains as `.parent`, `*`): only its failure matters here, logged as
-    /// `transport_maps lookup failure`.
-    fn transport_ok(&mut self, addr: &str) -> bool {
+    /// parent domains as `.parent`, `*`): the entry's `transport:nexthop`, or `Err` after
+    /// logging `transport_maps lookup failure`.
+    fn transport_of(&mut self, addr: &str) -> Result<Option<(String, String)>, LookupFailed> {
         let p = self.p;
         if p.transport_maps.is_empty() {
-            return true;
+            return Ok(None);
         }
         let tables = self.open_list(&p.transport_maps);
         let addr = addr.to_ascii_lowercase();
@@ -698,11 +696,11 @@ impl<'a> Checker<'a> {
             }
         }
         match maps::find(&tables, &keys) {
-            Ok(_) => true,
+            Ok(v) => Ok(v.map(|(_, v)| crate::resolve::route::split_transport(&v))),
             Err(e) => {
                 self.warnings.extend(e.warnings());
                 self.warnings.push("transport_maps lookup failure".into());
-                false
+                Err(LookupFailed)
             }
         }
     }
@@ -722,15 +720,19 @@ impl<'a> Checker<'a> {
     pub fn check_rcpt_maps(&mut self, addr: &str, sender: bool) -> Option<Verdict> {
         let p = self.p;
         let retry = || Some(Verdict::Reject(dict_retry(addr)));
-        let q = address::qualify(addr, &p.addresses);
-        let (local, _) = address::split(&q);
-        let local = local.to_string();
-        let Ok(class) = self.class_of(addr) else {
+        // The address as trivial-rewrite resolves it (`user%other@here` is `user@other`).
+        let Ok(resolved) = p.addresses.resolve(addr, &mut self.warnings) else {
             return retry();
         };
-        if !self.transport_ok(&q) {
+        let q = resolved.recipient;
+        let class = resolved.class;
+        let (local, _) = address::split(&q);
+        let local = local.to_string();
+        let Ok(table) = self.transport_of(&q) else {
             return retry();
-        }
+        };
+        // Replies name the address in its internal form, as Postfix's do.
+        let shown = crate::resolve::rewrite::internal_form(addr);
         let local_domain = class == AddressClass::Local;
         let mut rewrites = vec![&p.recipient_canonical_maps];
         if sender {
@@ -744,6 +746,39 @@ impl<'a> Checker<'a> {
                 Ok(None) => {}
                 Err(LookupFailed) => return retry(),
             }
+        }
+        // What resolves to the error or retry transport is known to be undeliverable
+        // (recorded from Postfix 3.7.11 in compat-fixtures/rewrite/retry-error.txt): 550
+        // or 450 with the transport's text, `Address is undeliverable` without one.
+        let (code, default_dsn) = match p.resolver.resolve(&q, table, &mut self.warnings) {
+            crate::resolve::route::Route::Error(text) => (550, text),
+            crate::resolve::route::Route::Retry(text) => (450, text),
+            crate::resolve::route::Route::Failed => return retry(),
+            _ => (0, String::new()),
+        };
+        if code != 0 {
+            let text = if default_dsn.is_empty() {
+                "Address is undeliverable"
+            } else {
+                default_dsn.as_str()
+            };
+            let dsn_default = match (code, sender) {
+                (550, true) => "5.1.0",
+                (550, false) => "5.1.1",
+                (_, true) => "4.1.0",
+                (_, false) => "4.1.1",
+            };
+            let (dsn, text) = split_dsn(text, dsn_default);
+            let class_name = if sender {
+                "Sender address"
+            } else {
+                "Recipient address"
+            };
+            return Some(Verdict::Reject(Reply::new(
+                code,
+                &dsn,
+                format!("<{shown}>: {class_name} rejected: {text}"),
+            )));
         }
         let (maps, what, code) = match class {
             AddressClass::Local => (
@@ -782,7 +817,7 @@ impl<'a> Checker<'a> {
                 Some(Verdict::Reject(Reply::new(
                     code,
                     dsn,
-                    format!("<{addr}>: {class_name} rejected: User unknown in {what}"),
+                    format!("<{shown}>: {class_name} rejected: User unknown in {what}"),
                 )))
             }
         }

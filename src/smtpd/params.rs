@@ -10,6 +10,12 @@ use crate::config::values::{list, time};
 pub struct Params {
     /// trivial-rewrite's parameters: address classes and qualification.
     pub addresses: crate::resolve::Addresses,
+    /// trivial-rewrite's resolve to a transport (the recipient check rejects what resolves
+    /// to the `error` or `retry` transport, as Postfix's `check_rcpt_maps()` does).
+    pub resolver: crate::resolve::route::Resolver,
+    /// `allow_untrusted_routing`: a sender-routed recipient (`user%host@here`) may count
+    /// as an authorised destination.
+    pub allow_untrusted_routing: bool,
     pub myhostname: String,
     pub banner: String,
     pub message_size_limit: u64,
@@ -139,6 +145,8 @@ impl Params {
         let syslog_name = s("syslog_name");
         Params {
             addresses: crate::resolve::Addresses::from_config(cfg),
+            resolver: crate::resolve::route::Resolver::from_config(cfg),
+            allow_untrusted_routing: b("allow_untrusted_routing"),
             banner: s("smtpd_banner"),
             message_size_limit: cfg.get_num("message_size_limit").unwrap_or(10_240_000),
             queue_minfree: cfg.get_num("queue_minfree").unwrap_or(0),
