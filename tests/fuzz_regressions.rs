@@ -339,6 +339,7 @@ fn lmdb_truncated_file_is_an_error() {
         )),
         "{err}"
     );
+}
 
 /// `mbox`: a header cut by the end of the file in a lone `\r` (no end of headers) became
 /// `\r\n` when rewritten, an empty line, with the metadata written after it (`X-UID`,
