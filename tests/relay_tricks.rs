@@ -94,3 +94,59 @@ fn nmap_relay_forms_from_a_trusted_client_are_rewritten_and_relayed_as_postfix_d
 fn nmap_relay_forms_from_a_foreign_client_are_refused_as_postfix_refuses_them() {
     nmap_forms("foreign", "127.0.0.2", "127.0.0.1/32");
 }
+
+/// Recipients whose transport is `retry:` or `error:` (from `transport_maps`,
+/// `relay_transport` or `default_transport`) are refused at RCPT with the transport's
+/// status and text, as the real Postfix 3.7.11's smtpd does through trivial-rewrite
+/// (compat-fixtures/rewrite/retry-error.txt, scripts/regen-rewrite-fixtures: each `#`
+/// line is an instance's settings, then `address<TAB>reply` for each RCPT TO); a local
+/// recipient beside them is still accepted.
+#[test]
+fn retry_and_error_transports_are_refused_at_rcpt_as_postfix_refuses_them() {
+    let fx = repo_root().join("compat-fixtures/rewrite");
+    let main = std::fs::read_to_string(fx.join("main.cf")).expect("main.cf");
+    let want = std::fs::read_to_string(fx.join("retry-error.txt")).expect("fixture");
+    // The transport table of the fixture's first case, as the script writes it.
+    let tables = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(tables.path().join("etc")).expect("etc");
+    std::fs::write(
+        tables.path().join("etc/transport"),
+        "retry.example retry:4.3.2 try later\nerror.example error:5.7.1 go away\n\
+         bare-retry.example retry\nbare-error.example error\n",
+    )
+    .expect("transport");
+    let dir = tables.path().display().to_string();
+    let mut blocks: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in want.lines() {
+        if let Some(settings) = line.strip_prefix("# ") {
+            blocks.push((settings.replace("; ", "\n"), Vec::new()));
+        } else if let Some((addr, reply)) = line.split_once('\t') {
+            let block = blocks.last_mut().expect("a # line first");
+            block.1.push((addr.to_string(), reply.to_string()));
+        }
+    }
+    assert_eq!(blocks.len(), 4, "{want}");
+    let mut checked = 0;
+    for (settings, rcpts) in &blocks {
+        let conf = format!(
+            "{main}mynetworks = 127.0.0.0/8\n{}\n",
+            settings.replace("DIR", &dir)
+        );
+        let inst = Instance::start(&conf, SERVICES);
+        let mut c = Smtp::connect(inst.port);
+        assert!(c.line().starts_with("220 "));
+        c.cmd("EHLO client.example");
+        for (addr, reply) in rcpts {
+            assert!(
+                c.cmd("MAIL FROM:<sender@example.org>")
+                    .join(" | ")
+                    .starts_with("250 ")
+            );
+            let got = c.cmd(&format!("RCPT TO:<{addr}>")).join(" | ");
+            assert_eq!(&got, reply, "{settings}: RCPT TO:<{addr}>\n{}", inst.log());
+            assert!(c.cmd("RSET").join(" | ").starts_with("250 "));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9);
+}

@@ -115,6 +115,10 @@ impl Resolver {
     /// The agent (master.cf command) of transport `name`.
     pub fn agent_of<'a>(&'a self, name: &'a str) -> &'a str {
         match self.services.get(name) {
+            // error(8) run under the service name `retry` is retry(8): it defers instead
+            // of bouncing (Postfix's error.c looks at its service name; Debian's master.cf
+            // has `retry unix - - n - - error`).
+            Some(cmd) if cmd == "error" && name == "retry" => "retry",
             Some(cmd) => cmd.as_str(),
             None => match name {
                 "relay" => "smtp",
