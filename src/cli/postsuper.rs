@@ -196,17 +196,11 @@ pub fn postsuper_main(args: &[String]) -> i32 {
     0
 }
 
-/// The queues `postsuper -s` checks, and whether each is hashed (Postfix's defaults:
-/// `hash_queue_names = deferred, defer`, Postern also hashes `bounce` and `trace`).
-const STRUCTURE_QUEUES: &[(&str, bool)] = &[
-    ("maildrop", false),
-    ("incoming", false),
-    ("active", false),
-    ("deferred", true),
-    ("hold", false),
-    ("defer", true),
-    ("bounce", true),
-    ("trace", true),
+/// The queues `postsuper -s` checks (hashed as [`crate::queue::store::is_hashed`] says:
+/// Postfix's `hash_queue_names = deferred, defer`; Postern also hashes `bounce` and
+/// `trace`).
+const STRUCTURE_QUEUES: &[&str] = &[
+    "maildrop", "incoming", "active", "deferred", "hold", "defer", "bounce", "trace",
 ];
 
 /// `postsuper -s`: every file moves to where its name says it belongs (the hash
@@ -216,34 +210,24 @@ const STRUCTURE_QUEUES: &[(&str, bool)] = &[
 /// file's inode number; Postern's IDs do not encode the inode (see `queue::id`), so names
 /// are kept.
 fn structure_check(qdir: &Path, only: Option<&str>, warn: &dyn Fn(&str)) {
-    for &(q, hashed) in STRUCTURE_QUEUES {
+    let store = crate::queue::store::Store::new(qdir);
+    for &q in STRUCTURE_QUEUES {
         if only.is_some_and(|o| o != q) {
             continue;
         }
-        let top = qdir.join(q);
-        let found = crate::queue::store::Store::new(qdir).scan_all(q);
-        for (name, path) in found {
+        for (name, path) in store.scan_all(q) {
             if crate::queue::QueueId::parse(&name).is_none() {
                 let shown = path.strip_prefix(qdir).unwrap_or(&path);
                 warn(&format!("bogus file name: {}", shown.display()));
                 continue;
             }
-            let want = if hashed {
-                top.join(name.get(..1).unwrap_or("0")).join(&name)
-            } else {
-                top.join(&name)
-            };
-            if want != path && want.symlink_metadata().is_err() {
-                if let Some(parent) = want.parent() {
-                    let _ = crate::queue::make_queue_dir(parent);
-                }
-                if let Err(e) = std::fs::rename(&path, &want) {
-                    warn(&format!(
-                        "rename file {} as {}: {e}",
-                        path.strip_prefix(qdir).unwrap_or(&path).display(),
-                        want.strip_prefix(qdir).unwrap_or(&want).display()
-                    ));
-                }
+            if let Err(e) = store.rehome(&path, q, &name) {
+                let want = store.path(q, &name);
+                warn(&format!(
+                    "rename file {} as {}: {e}",
+                    path.strip_prefix(qdir).unwrap_or(&path).display(),
+                    want.strip_prefix(qdir).unwrap_or(&want).display()
+                ));
             }
         }
     }

@@ -333,6 +333,18 @@ impl Store {
         true
     }
 
+    /// `postsuper -s`: the file at `from`, named `id`, moves to where its name says it
+    /// belongs in `queue` (its hash subdirectory in a hashed queue, the top in another),
+    /// never replacing a file already there. `Ok(false)` when it is in place already or
+    /// its place is taken.
+    pub fn rehome(&self, from: &Path, queue: &str, id: &str) -> io::Result<bool> {
+        let want = self.path(queue, id);
+        if want == from || want.symlink_metadata().is_ok() {
+            return Ok(false);
+        }
+        self.move_to(from, queue, id, true).map(|_| true)
+    }
+
     /// Remove a message: its defer log, then the queue file (the file's result is returned).
     pub fn delete(&self, path: &Path, id: &str) -> io::Result<()> {
         let _ = std::fs::remove_file(self.path("defer", id));
