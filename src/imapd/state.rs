@@ -324,21 +324,7 @@ async fn init_failed(st: &ImapState, req: &LoginRequest, fd: OwnedFd) {
     let user = match &req.creds {
         Credentials::Plain { user, .. } | Credentials::Apop { user, .. } => user.clone(),
     };
-    st.log.info(&format!(
-        "imap-login: Login: user=<{user}>, method={}, rip={}, lip={}, mpid={}{}, session=<{}>",
-        req.method,
-        req.remote.ip(),
-        req.local.ip(),
-        std::process::id(),
-        if req.tls {
-            ", TLS"
-        } else if st.login.is_secured(false, req.remote, req.local) {
-            ", secured"
-        } else {
-            ""
-        },
-        req.session_id
-    ));
+    super::session::log_login(st, req, &user);
     let mut conn = crate::login::conn::Conn::new(io, req.remote, req.local);
     conn.rbuf = req.leftover.clone();
     conn.reply(&format!(
