@@ -52,6 +52,82 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::MailboxError;
 
+/// Which locks a delivery takes: Postfix's `mailbox_delivery_lock` (local(8)) or
+/// `virtual_mailbox_lock` (virtual(8)), read as `mbox_lock_mask()` reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockKinds {
+    /// `flock`: `flock(2)` on the open mailbox.
+    pub flock: bool,
+    /// `fcntl`: a whole-file `fcntl` write lock.
+    pub fcntl: bool,
+    /// `dotlock`: `NAME.lock`, taken before the mailbox is opened.
+    pub dotlock: bool,
+}
+
+impl Default for LockKinds {
+    /// Postfix's default on Linux (`sys_defs.h`): `fcntl, dotlock`.
+    fn default() -> Self {
+        LockKinds {
+            flock: false,
+            fcntl: true,
+            dotlock: true,
+        }
+    }
+}
+
+impl LockKinds {
+    /// The names Postfix 3.7 knows on Linux, in `mbox_conf.c`'s order (`postconf -l`).
+    pub const NAMES: [&'static str; 3] = ["flock", "fcntl", "dotlock"];
+
+    /// Read the value of `param` as Postfix does: the parameter must not be empty
+    /// (`bad string length 0 < 1: PARAM = `), and each name, split at commas and white
+    /// space, must be one of [`Self::NAMES`] in that case (`name_mask()`; its message
+    /// always names `mailbox_delivery_lock`, whichever parameter was read:
+    /// `unknown mailbox_delivery_lock value "bogus" in "flock, bogus"`). `Err` is the text
+    /// of Postfix's `fatal:` line. A value of delimiters only gives no locks at all (what
+    /// virtual(8) then takes; local(8) refuses it, see [`Self::require_some`]).
+    pub fn parse(param: &str, value: &str) -> Result<LockKinds, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("bad string length 0 < 1: {param} = "));
+        }
+        let mut k = LockKinds {
+            flock: false,
+            fcntl: false,
+            dotlock: false,
+        };
+        for name in value
+            .split([',', ' ', '\t', '\r', '\n'])
+            .filter(|n| !n.is_empty())
+        {
+            match name {
+                "flock" => k.flock = true,
+                "fcntl" => k.fcntl = true,
+                "dotlock" => k.dotlock = true,
+                _ => {
+                    return Err(format!(
+                        "unknown mailbox_delivery_lock value \"{name}\" in \"{value}\""
+                    ));
+                }
+            }
+        }
+        Ok(k)
+    }
+
+    /// local(8)'s extra check: `parameter mailbox_delivery_lock specifies no applicable
+    /// mailbox locking method` when no lock is named.
+    pub fn require_some(self) -> Result<LockKinds, String> {
+        if self.flock || self.fcntl || self.dotlock {
+            Ok(self)
+        } else {
+            Err(
+                "parameter mailbox_delivery_lock specifies no applicable mailbox locking method"
+                    .into(),
+            )
+        }
+    }
+}
+
 /// How stale a dotlock must be before it is removed (Postfix `stale_lock_time`).
 pub const STALE_DOTLOCK: Duration = Duration::from_secs(500);
 
@@ -818,6 +894,28 @@ pub fn fcntl_lock_delivery(file: &File, path: &Path, d: DeliveryLock) -> Result<
     })
 }
 
+/// A `flock(2)` exclusive lock on `file` for a delivery (`mailbox_delivery_lock =
+/// flock`): tried as [`fcntl_lock_delivery`] is, then Postfix's `deliver_flock()` words.
+/// The lock belongs to the open file and goes away when it is closed. Dovecot's sessions
+/// do not take it unless `mbox_read_locks`/`mbox_write_locks` name `flock`, so it does not
+/// keep them out (nor do Postern's sessions, which take Dovecot's default locks).
+pub fn flock_lock_delivery(file: &File, path: &Path, d: DeliveryLock) -> Result<(), MailboxError> {
+    let mut waiter = Waiter::new(Wait::Tries(d));
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(MailboxError::io(path, e)),
+        }
+        if !waiter.again() {
+            return Err(MailboxError::LockFailed(
+                "unable to lock for exclusive access: Resource temporarily unavailable".into(),
+            ));
+        }
+    }
+}
+
 fn fcntl_lock_waiting(
     file: &File,
     path: &Path,
@@ -942,6 +1040,72 @@ mod tests {
         );
         drop(a);
         fcntl_lock_delivery(&b, &p, DeliveryLock::default()).expect("free");
+    }
+
+    #[test]
+    fn lock_kinds_are_read_as_postfix_mbox_lock_mask_reads_them() {
+        let k = |v| LockKinds::parse("mailbox_delivery_lock", v);
+        let kinds = |f, c, d| LockKinds {
+            flock: f,
+            fcntl: c,
+            dotlock: d,
+        };
+        assert_eq!(k("fcntl, dotlock"), Ok(LockKinds::default()));
+        assert_eq!(k("flock"), Ok(kinds(true, false, false)));
+        assert_eq!(k(" dotlock,flock\tfcntl "), Ok(kinds(true, true, true)));
+        // compat-fixtures/locks/postfix-3.7.txt
+        assert_eq!(
+            k("flock, bogus"),
+            Err("unknown mailbox_delivery_lock value \"bogus\" in \"flock, bogus\"".into())
+        );
+        // Names are compared with their case (strcmp).
+        assert!(k("FLOCK").is_err());
+        // virtual(8)'s parameter, with name_mask()'s context of mailbox_delivery_lock.
+        assert_eq!(
+            LockKinds::parse("virtual_mailbox_lock", "bogus"),
+            Err("unknown mailbox_delivery_lock value \"bogus\" in \"bogus\"".into())
+        );
+        assert_eq!(
+            LockKinds::parse("virtual_mailbox_lock", " "),
+            Err("bad string length 0 < 1: virtual_mailbox_lock = ".into())
+        );
+        // Delimiters only: no lock, which local(8) refuses and virtual(8) accepts.
+        let none = k(",").expect("no names");
+        assert_eq!(none, kinds(false, false, false));
+        assert_eq!(
+            none.require_some(),
+            Err(
+                "parameter mailbox_delivery_lock specifies no applicable mailbox locking method"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn delivery_flock_gives_up_with_postfix_words_and_ignores_fcntl_locks() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("box");
+        let a = File::create(&p).expect("create");
+        let b = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .expect("open");
+        let quick = DeliveryLock {
+            attempts: 2,
+            delay: Duration::from_millis(10),
+        };
+        // An fcntl lock elsewhere does not stop flock(2), and flock does not stop fcntl.
+        fcntl_lock(&a, &p, true, Duration::ZERO).expect("fcntl");
+        flock_lock_delivery(&b, &p, quick).expect("flock beside fcntl");
+        drop(a);
+        let c = File::open(&p).expect("open");
+        let e = flock_lock_delivery(&c, &p, quick).expect_err("held");
+        assert_eq!(
+            e.to_string(),
+            "unable to lock for exclusive access: Resource temporarily unavailable"
+        );
+        drop(b);
+        flock_lock_delivery(&c, &p, quick).expect("free");
     }
 
     #[test]

@@ -115,6 +115,20 @@ pub struct LocalSettings {
     pub deliver_lock: crate::mailbox::lock::DeliveryLock,
     /// `stale_lock_time`: a dotlock older than this is removed.
     pub stale_lock_time: std::time::Duration,
+    /// `mailbox_delivery_lock`: the locks of mbox and file deliveries, or the text of
+    /// local(8)'s `fatal:` line for a value it refuses ([`mailbox_lock`]).
+    pub mailbox_lock: Result<crate::mailbox::lock::LockKinds, String>,
+}
+
+/// `mailbox_delivery_lock` (`fcntl, dotlock`) as local(8) reads it at start-up
+/// (`local_mask_init()`): an unknown name or an empty value is fatal, and so is a value
+/// that names no lock.
+pub fn mailbox_lock(cfg: &PostfixConfig) -> Result<crate::mailbox::lock::LockKinds, String> {
+    let v = cfg
+        .get("mailbox_delivery_lock")
+        .unwrap_or_else(|| "fcntl, dotlock".into());
+    crate::mailbox::lock::LockKinds::parse("mailbox_delivery_lock", &v)
+        .and_then(crate::mailbox::lock::LockKinds::require_some)
 }
 
 /// `deliver_lock_attempts` (20) and `deliver_lock_delay` (1s), as Postfix's local(8) and
@@ -179,6 +193,21 @@ impl LocalSettings {
             owner_request_special: cfg.get_bool("owner_request_special").unwrap_or(true),
             deliver_lock: deliver_lock(cfg),
             stale_lock_time: stale_lock_time(cfg),
+            mailbox_lock: mailbox_lock(cfg),
+        }
+    }
+
+    /// The mbox options of a delivery: `mailbox_delivery_lock`'s locks (the default ones
+    /// when it is bad: [`deliver`] refuses to deliver then), Postfix's lock bounds.
+    fn mbox_options(&self) -> crate::mailbox::MboxOptions {
+        let k = self.mailbox_lock.clone().unwrap_or_default();
+        crate::mailbox::MboxOptions {
+            dotlock: k.dotlock,
+            flock: k.flock,
+            fcntl: k.fcntl,
+            delivery_lock: Some(self.deliver_lock),
+            stale_lock_time: self.stale_lock_time,
+            ..Default::default()
         }
     }
 }
@@ -233,6 +262,9 @@ pub fn deliver(
     rcpt: &str,
     orig: Option<&str>,
 ) -> Vec<Outcome> {
+    if let Err(why) = &s.mailbox_lock {
+        return vec![agent_down(&s.ident, why, rcpt, orig)];
+    }
     let mut ctx = Ctx {
         s,
         msg: std::borrow::Cow::Borrowed(msg),
@@ -245,6 +277,23 @@ pub fn deliver(
     let mut seen = Vec::new();
     expand_address(&mut ctx, rcpt, 0, &mut seen);
     ctx.out
+}
+
+/// A setting local(8) or virtual(8) refuses at start-up (`mailbox_delivery_lock`,
+/// `virtual_mailbox_lock`): Postfix's agent logs `fatal: WHY` each time the master starts
+/// it, so it delivers nothing, whatever the recipient. Postern logs the same line at each
+/// delivery and defers the recipient with the queue manager's words for an agent that
+/// died (`4.3.0 unknown mail transport error`); Postfix's queue manager keeps the message
+/// in the active queue instead, waiting for the throttled agent (compat-fixtures/locks).
+pub(crate) fn agent_down(ident: &str, why: &str, rcpt: &str, orig: Option<&str>) -> Outcome {
+    crate::log::fatal(ident, why);
+    Outcome {
+        to: rcpt.to_string(),
+        orig_to: orig.filter(|o| *o != rcpt).map(str::to_string),
+        status: crate::delivery::Status::Deferred,
+        dsn: "4.3.0".into(),
+        text: "unknown mail transport error".into(),
+    }
 }
 
 fn local_part(addr: &str) -> &str {
@@ -695,9 +744,7 @@ fn deliver_user(
     };
     let opts = crate::mailbox::MboxOptions {
         expected_owner: Some(uid),
-        delivery_lock: Some(s.deliver_lock),
-        stale_lock_time: s.stale_lock_time,
-        ..Default::default()
+        ..s.mbox_options()
     };
     let sender = ctx.msg.sender.clone();
     let too_big = || {
@@ -789,9 +836,13 @@ fn deliver_spool(
     if let Err(e) = create_spool_mbox(target, uid, gid) {
         return Act::from_mailbox(&crate::mailbox::MailboxError::io(target, e));
     }
-    let dot = match crate::mailbox::lock::dotlock(target, opts) {
-        Ok(d) => d,
-        Err(e) => return Act::from_mailbox(&e),
+    let dot = if opts.dotlock {
+        match crate::mailbox::lock::dotlock(target, opts) {
+            Ok(d) => Some(d),
+            Err(e) => return Act::from_mailbox(&e),
+        }
+    } else {
+        None
     };
     let user_opts = crate::mailbox::MboxOptions {
         dotlock: false,
@@ -881,20 +932,23 @@ fn deliver_file(ctx: &mut Ctx<'_>, addr: &str, path: &Path) {
     let res = write_as(&ctx.s.ident, uid, gid, || {
         let opts = crate::mailbox::MboxOptions {
             dotlock: false,
-            delivery_lock: Some(ctx.s.deliver_lock),
-            stale_lock_time: ctx.s.stale_lock_time,
-            ..Default::default()
+            ..ctx.s.mbox_options()
         };
-        // local/file.c: the dotlock first, with the recipient's rights; one that cannot be
-        // created (another user's directory) is a warning, then the file under fcntl.
-        let _dot = match crate::mailbox::lock::dotlock_may_fail(path, &opts) {
-            Ok((dot, warning)) => {
-                if let Some(w) = warning {
-                    crate::log::warning(&ident, &w);
+        // local/file.c: `mailbox_delivery_lock`'s locks, the dotlock first, with the
+        // recipient's rights; one that cannot be created (another user's directory) is a
+        // warning, then the file under the kernel locks named.
+        let _dot = if ctx.s.mbox_options().dotlock {
+            match crate::mailbox::lock::dotlock_may_fail(path, &opts) {
+                Ok((dot, warning)) => {
+                    if let Some(w) = warning {
+                        crate::log::warning(&ident, &w);
+                    }
+                    dot
                 }
-                dot
+                Err(e) => return Act::from_mailbox(&e),
             }
-            Err(e) => return Act::from_mailbox(&e),
+        } else {
+            None
         };
         match crate::mailbox::deliver_mbox(path, &sender, &data, &opts) {
             Ok(()) => Act::sent(&format!("delivered to file: {}", path.display())),

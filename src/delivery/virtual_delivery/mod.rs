@@ -63,8 +63,9 @@ pub struct VirtualSettings {
     pub minimum_uid: u32,
     /// `virtual_mailbox_limit` in bytes, 0 for none.
     pub mailbox_limit: u64,
-    /// Whether `virtual_mailbox_lock` asks for a dotlock.
-    pub dotlock: bool,
+    /// `virtual_mailbox_lock`: the locks of mbox deliveries, or the text of virtual(8)'s
+    /// `fatal:` line for a value it refuses.
+    pub mailbox_lock: Result<crate::mailbox::lock::LockKinds, String>,
     /// `deliver_lock_attempts` × `deliver_lock_delay`, `stale_lock_time`.
     pub deliver_lock: crate::mailbox::lock::DeliveryLock,
     pub stale_lock_time: std::time::Duration,
@@ -92,10 +93,13 @@ impl VirtualSettings {
             gid_maps: cfg.get_list("virtual_gid_maps"),
             minimum_uid: num("virtual_minimum_uid", 100) as u32,
             mailbox_limit: num("virtual_mailbox_limit", 51_200_000),
-            dotlock: cfg
-                .get("virtual_mailbox_lock")
-                .unwrap_or_else(|| "fcntl, dotlock".into())
-                .contains("dotlock"),
+            // virtual.c: mbox_lock_mask() alone (no "no applicable method" check: a
+            // value of commas takes no lock at all).
+            mailbox_lock: crate::mailbox::lock::LockKinds::parse(
+                "virtual_mailbox_lock",
+                &cfg.get("virtual_mailbox_lock")
+                    .unwrap_or_else(|| "fcntl, dotlock".into()),
+            ),
             deliver_lock: crate::delivery::local::deliver_lock(cfg),
             stale_lock_time: crate::delivery::local::stale_lock_time(cfg),
             recipient_delimiter: cfg.get("recipient_delimiter").unwrap_or_default(),
@@ -140,6 +144,11 @@ pub fn deliver(
     rcpt: &str,
     orig: Option<&str>,
 ) -> Vec<Outcome> {
+    if let Err(why) = &s.mailbox_lock {
+        return vec![crate::delivery::local::agent_down(
+            &s.ident, why, rcpt, orig,
+        )];
+    }
     let orig = orig.unwrap_or(rcpt);
     let (status, dsn, text) = deliver_one(s, msg, rcpt, orig);
     vec![Outcome {
@@ -269,8 +278,11 @@ fn deliver_one(
                         );
                     }
                 }
+                let k = s.mailbox_lock.clone().unwrap_or_default();
                 let opts = crate::mailbox::MboxOptions {
-                    dotlock: s.dotlock,
+                    dotlock: k.dotlock,
+                    flock: k.flock,
+                    fcntl: k.fcntl,
                     delivery_lock: Some(s.deliver_lock),
                     stale_lock_time: s.stale_lock_time,
                     expected_owner: Some(uid),

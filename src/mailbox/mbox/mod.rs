@@ -56,9 +56,16 @@ pub use scan::from_line_time;
 /// How an mbox is locked and checked.
 #[derive(Debug, Clone)]
 pub struct MboxOptions {
-    /// Take the `NAME.lock` dotlock as well as `fcntl` (both by default; Dovecot's
-    /// `mbox_write_locks` names `dotlock`).
+    /// Take the `NAME.lock` dotlock before opening (by default; Dovecot's
+    /// `mbox_write_locks` names `dotlock`; Postfix's `mailbox_delivery_lock` and
+    /// `virtual_mailbox_lock`, see [`LockKinds`](super::lock::LockKinds)).
     pub dotlock: bool,
+    /// Take a `flock(2)` lock after opening, before the `fcntl` one (Postfix's order in
+    /// `mbox_open()`); not by default (deliveries whose lock parameter names `flock`).
+    pub flock: bool,
+    /// Take the whole-file `fcntl` write lock (by default; a delivery whose lock
+    /// parameter does not name `fcntl` does not).
+    pub fcntl: bool,
     /// Dovecot's `mail_privileged_group`, resolved: the group a dotlock the user may not
     /// create in the INBOX's directory is created with (`/var/mail` root:mail 0775).
     pub privileged_gid: Option<u32>,
@@ -88,6 +95,8 @@ impl Default for MboxOptions {
     fn default() -> Self {
         MboxOptions {
             dotlock: true,
+            flock: false,
+            fcntl: true,
             privileged_gid: None,
             mail_root: None,
             lock_errors: None,
@@ -100,8 +109,8 @@ impl Default for MboxOptions {
     }
 }
 
-/// Both write locks on an open mbox; released on drop (the dotlock is removed, the
-/// fcntl lock goes with the file).
+/// The write locks on an open mbox; released on drop (the dotlock is removed, the
+/// flock and fcntl locks go with the file).
 pub(super) struct Locked {
     pub(super) file: File,
     pub(super) _dot: Option<DotLock>,
@@ -119,9 +128,20 @@ pub(super) fn open_locked(
     };
     let file = open_file(path, true, create, opts)?;
     check_file(&file, path, opts)?;
-    match opts.delivery_lock {
-        Some(d) => super::lock::fcntl_lock_delivery(&file, path, d)?,
-        None => fcntl_lock(&file, path, true, opts.lock_timeout)?,
+    // Postfix's mbox_open(): the dotlock, then flock, then fcntl, each only when asked for.
+    if opts.flock {
+        // Only deliveries ask for it; a session (no delivery bound) waits as for fcntl.
+        let d = opts.delivery_lock.unwrap_or(super::lock::DeliveryLock {
+            attempts: 2,
+            delay: opts.lock_timeout,
+        });
+        super::lock::flock_lock_delivery(&file, path, d)?;
+    }
+    if opts.fcntl {
+        match opts.delivery_lock {
+            Some(d) => super::lock::fcntl_lock_delivery(&file, path, d)?,
+            None => fcntl_lock(&file, path, true, opts.lock_timeout)?,
+        }
     }
     Ok(Locked { file, _dot: dot })
 }
