@@ -678,6 +678,13 @@ pub fn first_valid_uid(conf: &DovecotConf) -> u32 {
         .unwrap_or(500)
 }
 
+/// The names in `mbox_write_locks` (default `fcntl dotlock`).
+fn write_locks(conf: &DovecotConf) -> impl Iterator<Item = &str> {
+    conf.get("mbox_write_locks")
+        .unwrap_or("fcntl dotlock")
+        .split_whitespace()
+}
+
 /// The mbox settings sessions open mailboxes with: `mbox_lock_timeout`,
 /// `mbox_write_locks`, `mail_privileged_group`.
 pub fn mbox_options(conf: &DovecotConf) -> anyhow::Result<crate::mailbox::MboxOptions> {
@@ -687,12 +694,10 @@ pub fn mbox_options(conf: &DovecotConf) -> anyhow::Result<crate::mailbox::MboxOp
                 .and_then(|v| crate::config::dovecot::settings::parse_time(v).ok())
                 .unwrap_or(300),
         ),
-        // `mbox_write_locks` (default `fcntl dotlock`): the dotlock only if named.
-        dotlock: conf
-            .get("mbox_write_locks")
-            .unwrap_or("fcntl dotlock")
-            .split_whitespace()
-            .any(|m| m == "dotlock" || m == "dotlock_try"),
+        // `mbox_write_locks` (default `fcntl dotlock`): the dotlock and flock only if
+        // named (fcntl always: Postern's readers rely on it).
+        dotlock: write_locks(conf).any(|m| m == "dotlock" || m == "dotlock_try"),
+        flock: write_locks(conf).any(|m| m == "flock"),
         privileged_gid: privileged_gid(conf)?,
         ..Default::default()
     })

@@ -900,7 +900,20 @@ pub fn fcntl_lock_delivery(file: &File, path: &Path, d: DeliveryLock) -> Result<
 /// do not take it unless `mbox_read_locks`/`mbox_write_locks` name `flock`, so it does not
 /// keep them out (nor do Postern's sessions, which take Dovecot's default locks).
 pub fn flock_lock_delivery(file: &File, path: &Path, d: DeliveryLock) -> Result<(), MailboxError> {
-    let mut waiter = Waiter::new(Wait::Tries(d));
+    flock_lock_waiting(file, path, Wait::Tries(d))
+}
+
+/// [`flock_lock_delivery`] for a session whose `mbox_write_locks` names `flock`: waited
+/// for up to `timeout` (`mbox_lock_timeout`), then [`MailboxError::Locked`].
+pub fn flock_lock(file: &File, path: &Path, timeout: Duration) -> Result<(), MailboxError> {
+    flock_lock_waiting(file, path, Wait::Timeout(timeout)).map_err(|e| match e {
+        MailboxError::LockFailed(_) => MailboxError::Locked(path.to_path_buf()),
+        e => e,
+    })
+}
+
+fn flock_lock_waiting(file: &File, path: &Path, how: Wait) -> Result<(), MailboxError> {
+    let mut waiter = Waiter::new(how);
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(()),

@@ -8,7 +8,7 @@
 //! `auth_mechanisms`, `auth_failure_delay`, `auth_username_format`, passdbs and userdbs
 //! (through [`crate::auth::dovecot`]), `mail_location`, `pop3_uidl_format`,
 //! `mail_max_userip_connections`, `first_valid_uid`, `mbox_lock_timeout`,
-//! `mbox_write_locks` (a dotlock only when it names `dotlock`), `mail_privileged_group`
+//! `mbox_write_locks` (a dotlock and `flock` only when it names them), `mail_privileged_group`
 //! (the group a spool dotlock is made with, [`crate::mailbox::lock`]), `log_path`,
 //! `pop3_lock_session` (Dovecot's `dovecot-pop3-session.lock`, see
 //! [`crate::mailbox::lock::pop3_session_lock`]).
@@ -232,6 +232,12 @@ mod tests {
                 .mbox
                 .dotlock
         );
+        // flock only when named (a site whose deliveries use mailbox_delivery_lock = flock).
+        assert!(!state("").expect("state").mbox.flock);
+        let m = state("mbox_write_locks = flock dotlock\n")
+            .expect("state")
+            .mbox;
+        assert!(m.flock && m.dotlock && m.fcntl);
         assert_eq!(
             state("mail_privileged_group = 4242\n")
                 .expect("state")

@@ -130,12 +130,10 @@ pub(super) fn open_locked(
     check_file(&file, path, opts)?;
     // Postfix's mbox_open(): the dotlock, then flock, then fcntl, each only when asked for.
     if opts.flock {
-        // Only deliveries ask for it; a session (no delivery bound) waits as for fcntl.
-        let d = opts.delivery_lock.unwrap_or(super::lock::DeliveryLock {
-            attempts: 2,
-            delay: opts.lock_timeout,
-        });
-        super::lock::flock_lock_delivery(&file, path, d)?;
+        match opts.delivery_lock {
+            Some(d) => super::lock::flock_lock_delivery(&file, path, d)?,
+            None => super::lock::flock_lock(&file, path, opts.lock_timeout)?,
+        }
     }
     if opts.fcntl {
         match opts.delivery_lock {
@@ -280,5 +278,52 @@ mod tests {
         deliver_mbox(&p, "a", b"x\n", &MboxOptions::default()).expect("deliver");
         assert!(t0.elapsed() >= Duration::from_millis(300), "did not wait");
         let _ = child.wait();
+    }
+
+    /// A delivery with `mailbox_delivery_lock = flock` and a session writing the mbox:
+    /// they exclude each other only when the session's `mbox_write_locks` names `flock`
+    /// too (Dovecot's default, `fcntl dotlock`, does not).
+    #[test]
+    fn flock_delivery_against_sessions_with_and_without_flock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        std::fs::write(&p, b"").expect("create");
+        let delivery = MboxOptions {
+            dotlock: false,
+            flock: true,
+            fcntl: false,
+            delivery_lock: Some(crate::mailbox::lock::DeliveryLock {
+                attempts: 2,
+                delay: Duration::from_millis(20),
+            }),
+            ..MboxOptions::default()
+        };
+        let session = open_locked(&p, &MboxOptions::default(), false).expect("default locks");
+        deliver_mbox(&p, "a", b"x\n", &delivery).expect("not excluded by fcntl and dotlock");
+        drop(session);
+        let flocking = MboxOptions {
+            flock: true,
+            ..MboxOptions::default()
+        };
+        let session = open_locked(&p, &flocking, false).expect("with flock");
+        let e = deliver_mbox(&p, "a", b"x\n", &delivery).expect_err("excluded");
+        assert_eq!(
+            e.to_string(),
+            "unable to lock for exclusive access: Resource temporarily unavailable"
+        );
+        drop(session);
+        deliver_mbox(&p, "a", b"x\n", &delivery).expect("free again");
+        // And a session waits for such a delivery's flock (then gives up at its timeout).
+        let f = std::fs::File::open(&p).expect("open");
+        f.try_lock().expect("flock");
+        let short = MboxOptions {
+            flock: true,
+            lock_timeout: Duration::from_millis(100),
+            ..MboxOptions::default()
+        };
+        assert!(matches!(
+            open_locked(&p, &short, false),
+            Err(MailboxError::Locked(_))
+        ));
     }
 }
