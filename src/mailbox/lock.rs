@@ -1,6 +1,12 @@
 //! mbox locks, as Postfix's `mailbox_delivery_lock` and Dovecot's `mbox_read_locks` /
 //! `mbox_write_locks` take them: first the dotlock `NAME.lock` (created with `O_EXCL`,
-//! holding the creator's `PID`), then an `fcntl` lock on the whole file.
+//! holding the creator's `PID`), then, on the open file, a `flock(2)` lock and an `fcntl`
+//! lock on the whole file (Postfix's `mbox_open()` order). Which of the three a delivery
+//! takes is [`LockKinds`], read from `mailbox_delivery_lock` / `virtual_mailbox_lock` as
+//! Postfix's `mbox_lock_mask()` reads them (Linux: `flock`, `fcntl`, `dotlock`; default
+//! `fcntl, dotlock`; an unknown name or an empty value is the agent's `fatal:` text,
+//! compat-fixtures/locks); sessions take the dotlock and `flock` when Dovecot's
+//! `mbox_write_locks` names them, and `fcntl` always.
 //!
 //! A dotlock is stale, and removed and replaced at once, when its status change time is
 //! more than `stale_lock_time` ago (500 s; Postfix's `dot_lockfile.c`), or when it names a
@@ -22,7 +28,7 @@
 //!   the timeout (Dovecot's `mbox_lock_timeout`);
 //! * deliveries ([`DeliveryLock`]): as Postfix's `dot_lockfile()` and `deliver_flock()`,
 //!   each lock is given up after `deliver_lock_attempts` tries `deliver_lock_delay` apart
-//!   (20 × 1 s: after 19 s), with Postfix's words
+//!   (20 × 1 s: after 19 s; `flock` as `fcntl`), with Postfix's words
 //!   (`unable to create lock file PATH: File exists`, `unable to lock for exclusive
 //!   access: Resource temporarily unavailable`), which local(8) and virtual(8) defer with
 //!   `4.2.0`. Within that time it is tried at the sessions' growing intervals (up to a

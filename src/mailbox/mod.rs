@@ -26,7 +26,9 @@
 //!   `dovecot-uidlist`) and resyncs, as it does after procmail or mutt.
 //!
 //! Config read by callers: `mail_location`/`default_mail_env`, `mbox_lock_timeout`,
-//! Postfix `mailbox_delivery_lock` (both dotlock and fcntl are always taken).
+//! `mbox_write_locks` (dotlock and flock when named), Postfix `mailbox_delivery_lock` and
+//! `virtual_mailbox_lock` ([`lock::LockKinds`]: each of flock, fcntl, dotlock only when
+//! named).
 //!
 //! Known limits (XXX): an mbox is scanned whole when it changed (Dovecot too reads it
 //! whole, but seeks over bodies with `Content-Length`); MODSEQs are Postern's own (they

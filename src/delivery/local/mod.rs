@@ -45,11 +45,24 @@
 //! local/mailbox.c: a spool anyone may write is written as the recipient throughout, one
 //! its group may write as the recipient with that group (to create the file and the
 //! dotlock), any other one is left to root to create the mbox (owned by the recipient,
-//! never through a symlink) and take the dotlock, and the recipient appends under fcntl.
-//! A file named in a `.forward` or an alias is dotlocked and `fcntl`-locked with the
+//! never through a symlink) and take the dotlock, and the recipient appends under the
+//! kernel locks. A file named in a `.forward` or an alias is locked the same way with the
 //! recipient's rights, as local/file.c does (`MBOX_DOT_LOCK_MAY_FAIL`): a dotlock that
 //! cannot be created beside it is logged `warning: unable to create lock file FILE.lock:
-//! Permission denied` and the write goes on under `fcntl` alone.
+//! Permission denied` and the write goes on under the kernel locks alone.
+//!
+//! # Locks
+//! `mailbox_delivery_lock` (default `fcntl, dotlock`) names the locks of mailbox and file
+//! deliveries, as local/mailbox.c and local/file.c take them through `mbox_open()`: the
+//! dotlock, then `flock(2)`, then `fcntl`, each only when named
+//! ([`crate::mailbox::lock::LockKinds`]), each given up after `deliver_lock_attempts` ×
+//! `deliver_lock_delay` with Postfix's `4.2.0` texts. A value Postfix's local(8) refuses
+//! at start-up (`unknown mailbox_delivery_lock value "bogus" in "bogus"`, `bad string
+//! length 0 < 1: mailbox_delivery_lock = `, `… specifies no applicable mailbox locking
+//! method`) is logged as its `fatal:` line at each delivery, and every recipient is
+//! deferred `4.3.0 unknown mail transport error` ([`agent_down`]); Postfix's queue
+//! manager leaves the message in the active queue instead, waiting for the agent the
+//! master throttles (compat-fixtures/locks).
 //! When not root, everything runs as the invoking user, in place. Mailboxes are opened
 //! with `O_NOFOLLOW` and must be regular files with one link owned by the recipient
 //! ([`crate::mailbox`]).
@@ -57,7 +70,8 @@
 //! # main.cf parameters read
 //! `alias_maps`, `mailbox_command`, `home_mailbox`, `mail_spool_directory`, `mailbox_size_limit`,
 //! `recipient_delimiter`, `myorigin`, `default_privs`, `luser_relay`, `expand_owner_alias`,
-//! `owner_request_special`.
+//! `owner_request_special`, `mailbox_delivery_lock`, `deliver_lock_attempts`,
+//! `deliver_lock_delay`, `stale_lock_time`.
 //!
 //! # Known limits
 //! * XXX Only `$home/.forward` (no `forward_path`); `mailbox_command` is run through

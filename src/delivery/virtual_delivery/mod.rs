@@ -32,11 +32,13 @@
 //! # main.cf parameters read
 //! `virtual_mailbox_domains`, `virtual_mailbox_maps`, `virtual_mailbox_base`,
 //! `virtual_uid_maps`, `virtual_gid_maps`, `virtual_minimum_uid`, `virtual_mailbox_limit`,
-//! `virtual_mailbox_lock`, `recipient_delimiter`.
+//! `virtual_mailbox_lock` (as local(8)'s `mailbox_delivery_lock`: the dotlock, `flock`,
+//! `fcntl`, each only when named; a bad value is virtual(8)'s `fatal:` line at each
+//! delivery and a `4.3.0 unknown mail transport error` deferral; a value of commas alone
+//! takes no lock, as Postfix's virtual(8) does), `deliver_lock_attempts`,
+//! `deliver_lock_delay`, `stale_lock_time`, `recipient_delimiter`.
 //!
 //! # Known limits
-//! * XXX `virtual_mailbox_lock` honours `dotlock` and `fcntl` (fcntl is always taken);
-//!   `flock` is not used.
 //! * XXX `virtual_mailbox_limit` is checked before the append (mbox: file plus message;
 //!   Maildir: the message), not through `RLIMIT_FSIZE` as Postfix sets it.
 //! * XXX No `Delivered-To:` loop detection.

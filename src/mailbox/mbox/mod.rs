@@ -20,7 +20,8 @@
 //!   place or by rewrite, expunge), and [`MboxMessage`], one message opened for reading.
 //! * [`append`]: local delivery, IMAP APPEND/COPY, moving all messages to another mbox.
 //! * `testkit` (tests only): what the tests beside each part share.
-//! * Here: the options, opening and locking (dotlock and `fcntl`, Postfix's `safe_open`
+//! * Here: the options, opening and locking (dotlock, `flock`, `fcntl`, each when the
+//!   options ask for it, in Postfix's `mbox_open()` order; Postfix's `safe_open`
 //!   checks), and the time stamp a same-size rewrite must still change.
 //!
 //! Known differences: Dovecot gives a run of messages that lack space the padding of the
