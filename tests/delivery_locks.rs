@@ -130,9 +130,9 @@ fn messages_in(p: &Path) -> usize {
         .count()
 }
 
-/// The `dsn=…` part of the status line for `rcpt`, once logged.
+/// The `dsn=…` part of the status line for `rcpt` (`to=` or `orig_to=`), once logged.
 fn status_for(inst: &Instance, rcpt: &str) -> String {
-    let needle = format!("to=<{rcpt}>");
+    let needle = format!("<{rcpt}>");
     let log = inst.wait_log_until(Duration::from_secs(60), |l| {
         l.lines()
             .any(|x| x.contains(&needle) && x.contains("status="))
@@ -151,16 +151,51 @@ fn each_held_kind_against(conf: &str) {
         return;
     }
     let fx = fixture();
+    // A file named in a .forward (local/file.c), one user per configured kind since the
+    // tests run side by side: its home is the user's own, which the user can reach.
+    let fuser = format!("pst-lf-{conf}");
+    let home = mail_user(&fuser).expect("user");
+    let fpw = nix::unistd::User::from_name(&fuser).unwrap().unwrap();
+    let file = home.join("file");
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(home.join("file.lock"));
+    std::fs::write(home.join(".forward"), format!("{}\n", file.display())).unwrap();
+    nix::unistd::chown(&home.join(".forward"), Some(fpw.uid), Some(fpw.gid)).unwrap();
     let (inst, uid, gid) = start(conf);
-    let mut sent = [0usize; 2];
-    for (i, (agent, mbox, logged)) in boxes(&inst).into_iter().enumerate() {
-        let (param, placeholder) = match agent {
-            "local" => ("mailbox_delivery_lock", "MAIL"),
-            _ => ("virtual_mailbox_lock", "VMAIL"),
+    let [(_, spool_box, spool), (_, vbox, vmail)] = boxes(&inst);
+    let agents = [
+        (
+            "local",
+            spool_box,
+            "MAIL",
+            spool.display().to_string(),
+            (uid, gid),
+        ),
+        (
+            "file",
+            file.clone(),
+            "FILE",
+            file.display().to_string(),
+            (fpw.uid.as_raw(), fpw.gid.as_raw()),
+        ),
+        (
+            "virtual",
+            vbox,
+            "VMAIL",
+            vmail.display().to_string(),
+            (uid, gid),
+        ),
+    ];
+    let mut sent = [0usize; 3];
+    for (i, (agent, mbox, placeholder, logged, (uid, gid))) in agents.into_iter().enumerate() {
+        let param = match agent {
+            "virtual" => "virtual_mailbox_lock",
+            _ => "mailbox_delivery_lock",
         };
         for held in KINDS {
             let rcpt = match agent {
                 "local" => format!("{USER}+{conf}-{held}@localhost"),
+                "file" => format!("{fuser}+{conf}-{held}@localhost"),
                 _ => format!("{conf}-{held}@virt.test"),
             };
             let case = format!("{agent}:{param}={conf}:held={held}");
@@ -169,7 +204,7 @@ fn each_held_kind_against(conf: &str) {
                 .find(|(c, _)| *c == case)
                 .unwrap_or_else(|| panic!("no fixture line for {case}"))
                 .1
-                .replace(placeholder, &logged.display().to_string());
+                .replace(placeholder, &logged);
             let lock = hold(held, &mbox, uid, gid);
             smtp_send(
                 inst.port,
@@ -188,7 +223,8 @@ fn each_held_kind_against(conf: &str) {
         assert_eq!(messages_in(&mbox), sent[i], "{agent}");
     }
     // Two of three per agent: only the configured kind holds a delivery up.
-    assert_eq!(sent, [2, 2]);
+    assert_eq!(sent, [2, 2, 2]);
+    let _ = std::fs::remove_file(home.join(".forward"));
 }
 
 #[test]
