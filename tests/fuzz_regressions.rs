@@ -411,3 +411,83 @@ fn mbox_header_cut_in_a_lone_cr_keeps_its_metadata() {
     assert!(mb.messages[0].flags.contains(Flags::SEEN));
     assert_eq!(contents(&mb), want[1..]);
 }
+
+/// `mbox`: the first message of the file is taken for the pseudo message (it has an
+/// `X-IMAP:` field), and its `Content-Length:` reaches over a `From ` line in its body
+/// (`\n\nFrom inside tle l\x000gth\n`) to the separator before the one real message, the
+/// file's last, which ends in a newline but has no separator line after it. Expunging it
+/// left the pseudo message's body at the very end of the file, without separator line:
+/// the length then pointed at the end of the file, no longer held, and the `From ` line
+/// in its body made a message with empty content (`[[]]` where `[]` was expected).
+/// Dovecot 2.3.19 keeps the file's final newline when it expunges the last message
+/// (compat-fixtures/mbox/pseudo-cl-end); so does Postern now, and the length holds. The
+/// found input (324 bytes), as the fuzz target runs it: UIDs given at open, every message
+/// marked seen and the first given a keyword, then the first expunged.
+#[test]
+fn mbox_expunge_after_the_pseudo_message_keeps_its_content_length() {
+    use postern::mailbox::mbox::{MboxBox, MboxFlags};
+    use postern::mailbox::{Flags, MboxOptions};
+    use std::collections::{HashMap, HashSet};
+    let lines: &[&[u8]] = &[
+        b"From a@b M on Dec3 $Fwd Junk\n",
+        b"X: 1\n",
+        b"\x06\x04\x00\x00\x00\x00\x00\x00ds: JuO\n",
+        b"X-Status: AF\n",
+        b"Content-Length: 29\n",
+        b"From i00\n",
+        b"X-IMAP:sb\xe1 RO\n",
+        b"X-Stength: AF\n",
+        b"Content-Length:\t\x00\x00\x00\t\x00\x00\x00\x004\x00\x00\n",
+        b"om an o\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c:\x1c\x1c\x1c\x1c\x1c_t\xd1E\x17]t\x01",
+        b"\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1cDec3 $Fwd Junk\n",
+        b"X: 1\n",
+        b"\x06\x00\x00\x04\x00\x00\x00\x00ds: Junk\n",
+        b"StatX/Status: AF\n",
+        b"Content-Length: 29\n",
+        b"\n",
+        b"body\n",
+        b"\n",
+        b"From inside tle l\x000gth\n",
+        b"\n",
+        b"From ]@d  M\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c\x1c \n",
+        b"\n",
+        b"x\n",
+    ];
+    let data = lines.concat();
+    assert_eq!(data.len(), 324);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox");
+    std::fs::write(&path, &data).unwrap();
+    let contents = |mb: &MboxBox| -> Vec<Vec<u8>> {
+        (0..mb.messages.len())
+            .map(|i| mb.read(i).unwrap())
+            .collect()
+    };
+    let mut mb = MboxBox::open(&path, &MboxOptions::default(), Some(1)).expect("open");
+    assert_eq!(contents(&mb), [b"\nx\n".to_vec()]);
+    let first = mb.messages[0].uid;
+    let changes: HashMap<u32, MboxFlags> = mb
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.uid,
+                (m.flags.union(Flags::SEEN), true, vec!["$Fuzz".into()]),
+            )
+        })
+        .collect();
+    mb.update(&changes, &HashSet::new(), true)
+        .expect("flag update");
+    assert_eq!(contents(&mb), [b"\nx\n".to_vec()]);
+    mb.update(&HashMap::new(), &HashSet::from([first]), true)
+        .expect("expunge");
+    assert_eq!(contents(&mb), Vec::<Vec<u8>>::new());
+    let file = std::fs::read(&path).unwrap();
+    assert!(
+        file.ends_with(b"\n\nFrom inside tle l\x000gth\n\n"),
+        "{:?}",
+        String::from_utf8_lossy(&file)
+    );
+    let mb = MboxBox::open(&path, &MboxOptions::default(), None).expect("reopen");
+    assert!(mb.messages.is_empty(), "{:?}", mb.messages);
+}

@@ -34,10 +34,7 @@ fn setup() -> &'static Setup {
     S.get_or_init(|| {
         let dir = common::scratch("smtp-tls");
         let queue = dir.join("queue");
-        let ck =
-            rcgen::generate_simple_self_signed(vec!["mx.example.com".into()]).expect("certificate");
-        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).expect("cert.pem");
-        std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).expect("key.pem");
+        common::self_signed(&dir, "mx.example.com");
         let main = format!(
             "queue_directory = {0}\nmyhostname = mx.example.com\nmydomain = example.com\n\
              mydestination = $myhostname, localhost\nmynetworks = 127.0.0.0/8\n\

@@ -32,7 +32,11 @@
 //! A header cut by the end of the file in a lone `\r`: Dovecot completes that line as an
 //! empty `\r\n` and writes the metadata after it, into the body (clients see `Status:`
 //! and the flag is lost: compat-fixtures/mbox/lone-cr); Postern writes the metadata
-//! before it.
+//! before it. An expunge of the file's last message, which ended without newline: Dovecot
+//! leaves the message now last without separator line, so that its `Content-Length:`
+//! points at the end of the file and no longer holds (a dated `From ` line in its body
+//! then starts a message when the file is read anew); Postern gives it the separator
+//! line when its `Content-Length:` would otherwise no longer hold.
 
 mod append;
 mod index;

@@ -13,7 +13,10 @@
 //! ([`super::touch_if_same`]): Dovecot's index notices a changed mbox by size and time in
 //! seconds. The end of the file stays as it was, as Dovecot leaves it: what followed the
 //! last message (its separator line, or nothing when its last line lacks a newline) ends
-//! the output, after whichever message is last now. A rewritten header the end of the
+//! the output, after whichever message is last now; when that was nothing but the file
+//! ended in a newline, the message now last gets its separator line (Dovecot keeps the
+//! final newline as its trailer), and so does one whose `Content-Length:` would no longer
+//! hold without it. A rewritten header the end of the
 //! file cut gets its newline and the separator; one cut in a lone `\r` gets its metadata
 //! before that line, which becomes the end of headers (not after it, as in Dovecot, where
 //! the metadata then is body).
@@ -30,7 +33,7 @@ use std::path::Path;
 use crate::mailbox::MailboxError;
 
 use super::meta::{Meta, drops, header_padding, imapbase_line, meta_lines, resolve};
-use super::scan::{Raw, Scan, header_name};
+use super::scan::{Raw, Scan, header_name, peek_file};
 
 #[cfg(test)]
 thread_local! {
@@ -81,12 +84,21 @@ impl Plan<'_> {
 /// nothing: a last line without its newline stays so, the message as it was), also when
 /// the messages after it are expunged. A rewritten header that the file's end cut (no
 /// end-of-headers line) still gets the newline and the empty line, as Dovecot writes it.
+///
+/// When the messages after it are expunged and the file's last message had no separator
+/// line, message `i` (its content ending in a newline: `ends_lf`) still gets one when the
+/// file ended in a newline (`tail_lf`), as Dovecot 2.3.19 keeps the file's final newline
+/// as its trailer (compat-fixtures/mbox/pseudo-cl-end), and when its `Content-Length:`
+/// reaches its end: without the separator that length would point at the end of the file
+/// and no longer hold, and a `From ` line in its body would start a message (Dovecot
+/// leaves such a file so; a difference in `super`'s "Known differences").
 fn file_end(
     raws: &[Raw],
     plan: &Plan,
     i: usize,
     len: usize,
     rewritten: bool,
+    (ends_lf, tail_lf): (bool, bool),
 ) -> Option<(usize, usize)> {
     let r = &raws[i];
     let later_kept = raws
@@ -100,6 +112,16 @@ fn file_end(
     // take a lone final empty line for the separator and lose the body's.
     let empty_body_at_end = r.end.saturating_sub(r.hdr_end) == 1 && last == len;
     if later_kept || (rewritten && (r.hdr_end >= r.end || empty_body_at_end)) {
+        return None;
+    }
+    // The body starts after the empty line (`\n` or `\r\n`) at `hdr_end`.
+    let cl_reaches_end = r.hdr_end < r.end
+        && r.content_length
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| (r.end - r.hdr_end).checked_sub(n))
+            .is_some_and(|k| k == 1 || k == 2);
+    let gone_last = i + 1 < raws.len() && last == len;
+    if gone_last && ends_lf && r.end > r.hdr_start && (tail_lf || cl_reaches_end) {
         return None;
     }
     Some((last, len))
@@ -124,6 +146,7 @@ pub(super) fn base_line(plan: &Plan, pseudo: bool) -> String {
 /// The file's new contents (the whole-buffer reference for [`rewrite_in_place`]).
 #[cfg(test)]
 pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
+    let tail_lf = data.last() == Some(&b'\n');
     let mut out = Vec::with_capacity(data.len());
     out.extend_from_slice(&data[..raws.first().map(|r| r.from_start).unwrap_or(data.len())]);
     let mut first = true;
@@ -137,7 +160,14 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
         let Some(meta) = meta else {
             // Unchanged: as it is, but for a missing final newline.
             out.extend_from_slice(&data[r.from_start..r.end]);
-            if let Some((a, b)) = file_end(raws, plan, i, data.len(), false) {
+            if let Some((a, b)) = file_end(
+                raws,
+                plan,
+                i,
+                data.len(),
+                false,
+                (out.ends_with(b"\n"), tail_lf),
+            ) {
                 out.extend_from_slice(&data[a..b]);
                 continue;
             }
@@ -191,7 +221,14 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
         // A message without an end-of-headers line gets none: as in Dovecot's rewrite,
         // only the separator line follows its headers, so its size does not change.
         out.extend_from_slice(&data[r.hdr_end..r.end]);
-        if let Some((a, b)) = file_end(raws, plan, i, data.len(), true) {
+        if let Some((a, b)) = file_end(
+            raws,
+            plan,
+            i,
+            data.len(),
+            true,
+            (out.ends_with(b"\n"), tail_lf),
+        ) {
             out.extend_from_slice(&data[a..b]);
             continue;
         }
@@ -568,9 +605,12 @@ pub(super) fn rewrite_in_place(
     // never overwrites an old byte it still needs: a process killed at any point leaves
     // every message in the file (some twice), none held only in memory.
     let old_len = found.len as u64;
+    // The file's final newline (Dovecot's trailer), for [`file_end`].
+    let mut last = [0u8; 1];
+    let tail_lf = old_len > 0 && peek_file(file, old_len - 1, &mut last) == 1 && last[0] == b'\n';
     let mut dry = InPlace::new(file, old_len, buf);
     dry.dry = true;
-    drive(&mut dry, found, plan, r0)?;
+    drive(&mut dry, found, plan, r0, tail_lf)?;
     dry.flush()?;
     let mut io = InPlace::new(file, old_len, buf);
     if let Some(start) = dry.start
@@ -580,7 +620,7 @@ pub(super) fn rewrite_in_place(
         io.shift = dry.lead;
         io.shift_from = start;
     }
-    drive(&mut io, found, plan, r0)?;
+    drive(&mut io, found, plan, r0, tail_lf)?;
     io.finish()
 }
 
@@ -607,7 +647,13 @@ pub(super) fn move_tail(
 }
 
 /// The rewrite's ranges and new bytes, in order, into `io` ([`rewrite_in_place`]).
-pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> std::io::Result<()> {
+pub(super) fn drive(
+    io: &mut InPlace,
+    found: &Scan,
+    plan: &Plan,
+    r0: &Raw,
+    tail_lf: bool,
+) -> std::io::Result<()> {
     let raws = &found.raws;
     io.copy(0, r0.from_start as u64)?;
     let mut first = true;
@@ -620,7 +666,14 @@ pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> st
         first = false;
         let Some(meta) = meta else {
             io.copy(r.from_start as u64, r.end as u64)?;
-            if let Some((a, b)) = file_end(raws, plan, i, found.len, false) {
+            if let Some((a, b)) = file_end(
+                raws,
+                plan,
+                i,
+                found.len,
+                false,
+                (io.last == Some(b'\n'), tail_lf),
+            ) {
                 io.copy(a as u64, b as u64)?;
                 continue;
             }
@@ -680,7 +733,14 @@ pub(super) fn drive(io: &mut InPlace, found: &Scan, plan: &Plan, r0: &Raw) -> st
             io.emit(b"\r\n")?;
         }
         io.copy(r.hdr_end as u64, r.end as u64)?;
-        if let Some((a, b)) = file_end(raws, plan, i, found.len, true) {
+        if let Some((a, b)) = file_end(
+            raws,
+            plan,
+            i,
+            found.len,
+            true,
+            (io.last == Some(b'\n'), tail_lf),
+        ) {
             io.copy(a as u64, b as u64)?;
             continue;
         }
@@ -1024,6 +1084,52 @@ mod tests {
                 "{gone}: {:?}",
                 String::from_utf8_lossy(&file)
             );
+        }
+    }
+
+    /// The pseudo message's `Content-Length:` reaching over a `From ` line in its body, a
+    /// real message after it, the file ending in a newline without separator line: the
+    /// expunge of the real message leaves the file's final newline after the pseudo
+    /// message, as Dovecot 2.3.19 leaves it (compat-fixtures/mbox/pseudo-cl-end, from
+    /// `scripts/regen-mbox-fixtures`: `doveadm expunge mailbox INBOX uid 1` gives
+    /// `after-expunge`, and a fetch, also with the index removed, no message), so the
+    /// length still holds and the `From ` line stays body. Without it (before), the length
+    /// pointed at the end of the file and the `From ` line made a message. The same when
+    /// the file ended without newline, where Dovecot leaves no separator line (and its
+    /// fresh read would then split the body: a known difference).
+    #[test]
+    fn expunge_of_the_last_message_keeps_a_content_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        let fixture = |name: &str| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            std::fs::read(root.join("compat-fixtures/mbox/pseudo-cl-end").join(name))
+                .expect("fixture")
+        };
+        let input = fixture("input");
+        assert!(fixture("fetch-fresh").is_empty());
+        let cut = {
+            let mut c = input.clone();
+            c.pop();
+            c
+        };
+        for (data, want_end, whole) in [
+            (input, fixture("after-expunge"), true),
+            (cut, b"not a message\n\n".to_vec(), false),
+        ] {
+            std::fs::write(&p, &data).expect("write");
+            let mut mb = MboxBox::open(&p, &MboxOptions::default(), None).expect("open");
+            assert_eq!(mb.messages.len(), 1);
+            commit(&mut mb, &[0], &[]);
+            assert!(mb.messages.is_empty(), "{:?}", mb.messages);
+            let file = std::fs::read(&p).expect("read");
+            assert!(
+                file.ends_with(&want_end) && (!whole || file == want_end),
+                "{:?}",
+                String::from_utf8_lossy(&file)
+            );
+            let again = MboxBox::open(&p, &MboxOptions::default(), None).expect("reopen");
+            assert!(again.messages.is_empty(), "{:?}", again.messages);
         }
     }
 
