@@ -1236,4 +1236,79 @@ mod tests {
         );
         assert_eq!(Reply::new(450, "5.7.1", "x").dsn, "4.7.1");
     }
+
+    fn params(main: &str) -> Params {
+        use crate::config::{maincf, mastercf::MasterCf, postfix::PostfixConfig};
+        let main =
+            maincf::parse(main, std::path::Path::new("/nonexistent/main.cf")).expect("main.cf");
+        Params::from_config(&PostfixConfig::from_main(main, MasterCf::default()))
+    }
+
+    fn keys(addr: &str, p: &Params, parent: bool) -> Vec<String> {
+        mail_access_keys(addr, p, parent)
+            .into_iter()
+            .map(|k| format!("{}{}", if k.partial { "" } else { "=" }, k.key))
+            .collect()
+    }
+
+    /// Postfix 3.7's mail_addr_find_strategy() order for check_mail_access(), the first
+    /// key the only full one.
+    #[test]
+    fn mail_access_key_order() {
+        let p = params("recipient_delimiter = +\n");
+        assert_eq!(
+            keys("user+tag@sub.other.example", &p, true),
+            [
+                "=user+tag@sub.other.example",
+                "user@sub.other.example",
+                "sub.other.example",
+                "other.example",
+                "example",
+                "user+tag@",
+                "user@"
+            ]
+        );
+        // Without smtpd_access_maps in parent_domain_matches_subdomains: `.parent`.
+        assert_eq!(
+            keys("u@sub.other.example", &p, false),
+            [
+                "=u@sub.other.example",
+                "sub.other.example",
+                ".other.example",
+                ".example",
+                "u@"
+            ]
+        );
+        // A local part that needs quotes: the quoted form first, then as it is.
+        assert_eq!(
+            keys("a@b@other.test", &p, true),
+            [
+                "=\"a@b\"@other.test",
+                "=a@b@other.test",
+                "other.test",
+                "test",
+                "\"a@b\"@",
+                "a@b@"
+            ]
+        );
+    }
+
+    /// Postfix's split_addr(): special local parts and a leading delimiter keep theirs.
+    #[test]
+    fn split_addr_as_postfix() {
+        let p = params("recipient_delimiter = +-\n");
+        assert_eq!(split_addr("user+tag", &p), Some("user"));
+        assert_eq!(split_addr("user-tag+x", &p), Some("user"));
+        assert_eq!(split_addr("+tag", &p), None);
+        assert_eq!(split_addr("user", &p), None);
+        assert_eq!(split_addr("Postmaster", &p), None);
+        assert_eq!(split_addr("mailer-daemon", &p), None);
+        assert_eq!(split_addr("double-bounce", &p), None);
+        assert_eq!(split_addr("owner-list", &p), None);
+        assert_eq!(split_addr("list-request", &p), None);
+        let p = params("recipient_delimiter = -\nowner_request_special = no\n");
+        assert_eq!(split_addr("owner-list", &p), Some("owner"));
+        let p = params("recipient_delimiter =\n");
+        assert_eq!(split_addr("user+tag", &p), None);
+    }
 }
