@@ -150,3 +150,62 @@ fn retry_and_error_transports_are_refused_at_rcpt_as_postfix_refuses_them() {
     }
     assert_eq!(checked, 9);
 }
+
+/// `check_recipient_access` and `check_sender_access` search the table with the address
+/// as trivial-rewrite resolves it, as the real Postfix 3.7.11's `check_mail_access()`
+/// does (compat-fixtures/rewrite/access.txt, scripts/regen-access-fixtures): the percent
+/// hack, bang paths, source routes, quoted local parts, case and a trailing dot all meet
+/// the entry for `user@other.example`; then the address without its extension, the
+/// domain and its parents, `localpart@`; an `OK` for a sender-routed recipient is not
+/// trusted. The fixture's `# main:` and `# access:` lines are the instance's settings
+/// and table; each other line is one session's MAIL or RCPT and Postfix's reply.
+#[test]
+fn access_tables_see_the_resolved_address_as_postfix_does() {
+    let fx = repo_root().join("compat-fixtures/rewrite");
+    let main = std::fs::read_to_string(fx.join("main.cf")).expect("main.cf");
+    let want = std::fs::read_to_string(fx.join("access.txt")).expect("fixture");
+    let tables = tempfile::tempdir().expect("tempdir");
+    let dir = tables.path().display().to_string();
+    let mut settings = String::new();
+    let mut access = String::new();
+    let mut cases = Vec::new();
+    for line in want.lines() {
+        if let Some(s) = line.strip_prefix("# main: ") {
+            settings.push_str(&s.replace("DIR", &dir));
+            settings.push('\n');
+        } else if let Some(a) = line.strip_prefix("# access: ") {
+            access.push_str(a);
+            access.push('\n');
+        } else {
+            let mut parts = line.splitn(3, '\t');
+            let (Some(cmd), Some(addr), Some(reply)) = (parts.next(), parts.next(), parts.next())
+            else {
+                panic!("bad fixture line {line:?}");
+            };
+            cases.push((cmd.to_string(), addr.to_string(), reply.to_string()));
+        }
+    }
+    std::fs::write(tables.path().join("access"), access).expect("access");
+    let inst = Instance::start(&format!("{main}{settings}"), SERVICES);
+    let mut diffs = Vec::new();
+    for (cmd, addr, reply) in &cases {
+        let mut c = Smtp::connect(inst.port);
+        assert!(c.line().starts_with("220 "));
+        c.cmd("EHLO client.example");
+        let got = if cmd == "MAIL" {
+            c.cmd(&format!("MAIL FROM:<{addr}>")).join(" | ")
+        } else {
+            let m = c.cmd("MAIL FROM:<sender@relay.example>").join(" | ");
+            assert!(m.starts_with("250 "), "{m}\n{}", inst.log());
+            c.cmd(&format!("RCPT TO:<{addr}>")).join(" | ")
+        };
+        c.cmd("QUIT");
+        if &got != reply {
+            diffs.push(format!(
+                "{cmd} {addr}\n  Postfix: {reply}\n  Postern: {got}"
+            ));
+        }
+    }
+    assert_eq!(cases.len(), 42, "{want}");
+    assert!(diffs.is_empty(), "{}\n{}", diffs.join("\n"), inst.log());
+}

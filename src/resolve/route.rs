@@ -135,6 +135,21 @@ impl Resolver {
         table: Option<(String, String)>,
         warnings: &mut Vec<String>,
     ) -> Route {
+        let Ok(class) = self.class_of(addr, warnings) else {
+            return Route::Failed;
+        };
+        self.route_resolved(addr, class, table)
+    }
+
+    /// [`Resolver::resolve`] for an address already resolved (its class known, as
+    /// [`super::rewrite::Resolved`] gives it): the transport and next-hop, without
+    /// resolving the address again.
+    pub fn route_resolved(
+        &self,
+        addr: &str,
+        class: AddressClass,
+        table: Option<(String, String)>,
+    ) -> Route {
         let domain = addr
             .rsplit_once('@')
             .map(|(_, d)| d)
@@ -146,9 +161,6 @@ impl Resolver {
             } else {
                 self.relayhost.clone()
             }
-        };
-        let Ok(class) = self.class_of(addr, warnings) else {
-            return Route::Failed;
         };
         let (spec, default_nexthop) = match class {
             AddressClass::Local => (&self.local_transport, self.myhostname.clone()),

@@ -11,6 +11,13 @@
 //! `double_bounce_sender`, `smtpd_client_event_limit_exceptions`,
 //! `parent_domain_matches_subdomains`, `*_reject_code`.
 //!
+//! Addresses are looked at as trivial-rewrite resolves them (Postfix's
+//! `smtpd_resolve_addr()`): `check_sender_access`/`check_recipient_access` search the
+//! resolved, casefolded address ([`Checker::check_mail_access`], recorded from Postfix
+//! 3.7.11 in compat-fixtures/rewrite/access.txt), as do the relay check, the
+//! unlisted-recipient check and `reject_unknown_*_domain`. Each address is resolved once per
+//! command ([`Checker::resolve`] keeps the answers, as smtpd's resolve cache does).
+//!
 //! DNS-based restrictions (`reject_rbl_client`, `reject_rhsbl_*`, `permit_dnswl_client`,
 //! `permit_rhswl_client`, `reject_unknown_{sender,recipient}_domain`,
 //! `reject_unknown_helo_hostname`, `check_*_{mx,ns,a}_access`) live in `check/dns.rs`
@@ -41,6 +48,7 @@ use crate::maps::{self, Table};
 pub use crate::resolve::LookupFailed;
 pub use crate::resolve::lists::push_notice;
 use crate::resolve::lists::{self, ListItem, expand_match_list, is_table, match_hostaddr};
+use crate::resolve::rewrite::Resolved;
 
 mod dns;
 
@@ -164,7 +172,17 @@ pub struct Checker<'a> {
     /// `discard`, the text Postfix logs, e.g. `<x@y>: Recipient address triggers HOLD
     /// action`).
     pub actions: Vec<(&'static str, String)>,
+    /// The addresses resolved during this command and trivial-rewrite's answers (Postfix
+    /// smtpd's `smtpd_resolve_addr()` cache): the relay check, the access tables, the
+    /// unlisted-recipient check and the DNS checks of one RCPT share one resolve
+    /// ([`Checker::resolve`]). Keyed by the address alone: Postern's resolve has no sender
+    /// input (no `sender_dependent_*_maps`).
+    resolved: Vec<(String, Resolved)>,
 }
+
+/// At most this many answers are kept ([`Checker::resolved`]): a command resolves its
+/// recipient and its sender.
+const RESOLVED_KEPT: usize = 4;
 
 impl<'a> Checker<'a> {
     pub fn new(p: &'a Params, tables: &'a Tables, ident: &'a str) -> Self {
@@ -178,7 +196,30 @@ impl<'a> Checker<'a> {
             defer_if_reject: None,
             warn_if_reject: false,
             actions: Vec::new(),
+            resolved: Vec::new(),
         }
+    }
+
+    /// trivial-rewrite's answer for `addr` ([`crate::resolve::Addresses::resolve`]), once
+    /// per command: a later call for the same address answers from [`Checker::resolved`].
+    /// A resolve that fails (a domain list could not be searched: what it logged is in
+    /// [`Checker::warnings`]) is not kept, so each caller defers with its own reply.
+    pub fn resolve(&mut self, addr: &str) -> Result<Resolved, LookupFailed> {
+        if let Some((_, r)) = self.resolved.iter().find(|(a, _)| a == addr) {
+            return Ok(r.clone());
+        }
+        let r = self.p.addresses.resolve(addr, &mut self.warnings)?;
+        self.remember_resolved(addr, r.clone());
+        Ok(r)
+    }
+
+    /// Keep an answer resolved before this checker was made (smtpd's RCPT syntax check
+    /// resolves the recipient first).
+    pub fn remember_resolved(&mut self, addr: &str, r: Resolved) {
+        if self.resolved.len() >= RESOLVED_KEPT {
+            self.resolved.remove(0);
+        }
+        self.resolved.push((addr.to_string(), r));
     }
 
     /// The deferral a temporary DNS failure left for the end of the command (Postfix:
@@ -192,8 +233,13 @@ impl<'a> Checker<'a> {
         match stage {
             Stage::Client => (f.namaddr.to_string(), "Client host"),
             Stage::Helo => (f.helo.unwrap_or("").to_string(), "Helo command"),
-            Stage::Sender => (f.sender.unwrap_or("").to_string(), "Sender address"),
-            Stage::Recipient => (f.recipient.unwrap_or("").to_string(), "Recipient address"),
+            // Replies name addresses in their internal form, as Postfix's do
+            // (`"a@b"@c` is `<a@b@c>`; compat-fixtures/rewrite/access.txt).
+            Stage::Sender => (internal_form(f.sender.unwrap_or("")), "Sender address"),
+            Stage::Recipient => (
+                internal_form(f.recipient.unwrap_or("")),
+                "Recipient address",
+            ),
             Stage::Data => ("DATA".to_string(), "Data command"),
             Stage::EndOfData => ("END-OF-MESSAGE".to_string(), "End-of-data"),
             Stage::Etrn => (f.etrn_domain.unwrap_or("").to_string(), "Etrn command"),
@@ -618,7 +664,7 @@ impl<'a> Checker<'a> {
     /// in the resolved local part: `user%other@relayed.example`) never is. `Err` when the
     /// address could not be resolved (a table failed).
     pub fn auth_destination(&mut self, rcpt: &str) -> Result<bool, LookupFailed> {
-        let r = self.p.addresses.resolve(rcpt, &mut self.warnings)?;
+        let r = self.resolve(rcpt)?;
         if !self.p.allow_untrusted_routing && r.routed {
             return Ok(false);
         }
@@ -721,7 +767,7 @@ impl<'a> Checker<'a> {
         let p = self.p;
         let retry = || Some(Verdict::Reject(dict_retry(addr)));
         // The address as trivial-rewrite resolves it (`user%other@here` is `user@other`).
-        let Ok(resolved) = p.addresses.resolve(addr, &mut self.warnings) else {
+        let Ok(resolved) = self.resolve(addr) else {
             return retry();
         };
         let q = resolved.recipient;
@@ -750,7 +796,9 @@ impl<'a> Checker<'a> {
         // What resolves to the error or retry transport is known to be undeliverable
         // (recorded from Postfix 3.7.11 in compat-fixtures/rewrite/retry-error.txt): 550
         // or 450 with the transport's text, `Address is undeliverable` without one.
-        let (code, default_dsn) = match p.resolver.resolve(&q, table, &mut self.warnings) {
+        // The class is the one just resolved: no second resolve (Postfix's smtpd asks
+        // trivial-rewrite once, then answers from its cache).
+        let (code, default_dsn) = match p.resolver.route_resolved(&q, class, table) {
             crate::resolve::route::Route::Error(text) => (550, text),
             crate::resolve::route::Route::Retry(text) => (450, text),
             crate::resolve::route::Route::Failed => return retry(),
@@ -836,10 +884,6 @@ impl<'a> Checker<'a> {
         let tables = [t];
         let parent = maps::Feature::SmtpdAccessMaps
             .parent_matches(&self.p.addresses.parent_domain_matches_subdomains.join(","));
-        let how = maps::AddressLookup {
-            recipient_delimiter: self.p.recipient_delimiter.clone(),
-            parent_matches_subdomains: parent,
-        };
         let ip = f.client_addr.to_string();
         let res = match kind {
             "check_client_access" => maps::lookup_client(&tables, Some(f.client_name), &ip, parent),
@@ -862,16 +906,62 @@ impl<'a> Checker<'a> {
                         Err(e) => Err(maps::LookupError::new(table, key, &e)),
                     }
                 }
-                Some(s) => maps::lookup_address(&tables, &s.to_ascii_lowercase(), &how),
+                Some(s) => return self.check_mail_access(&tables, s, false, stage, f),
                 None => Ok(None),
             },
             _ => match f.recipient {
-                Some(r) => maps::lookup_address(&tables, &r.to_ascii_lowercase(), &how),
+                Some(r) => return self.check_mail_access(&tables, r, true, stage, f),
                 None => Ok(None),
             },
         };
         match res {
             Ok(Some((_, v))) => self.access_result(&v, stage, f),
+            Ok(None) => Verdict::Dunno,
+            Err(e) => {
+                self.warnings.extend(e.warnings());
+                self.access_result("451 4.3.5 Server configuration error", stage, f)
+            }
+        }
+    }
+
+    /// Postfix's `check_mail_access()` (`check_sender_access`, `check_recipient_access`):
+    /// the table is searched with the address as trivial-rewrite resolves it
+    /// ([`Checker::resolve`]), casefolded, so `user%other.example@localhost`,
+    /// `other.example!user@localhost`, `@localhost:user@other.example`,
+    /// `"user@other.example"@localhost` and `User@Other.Example.` all meet the entry for
+    /// `user@other.example` ([`mail_access_keys`] gives the search order). A resolve that
+    /// fails defers (`451 4.3.0 <addr>: Temporary lookup failure`). With
+    /// `allow_untrusted_routing = no`, an `OK` for a sender-routed recipient
+    /// (`user%host@relay.example`) is not trusted: the result is DUNNO.
+    fn check_mail_access(
+        &mut self,
+        tables: &[Arc<dyn Table>],
+        addr: &str,
+        recipient: bool,
+        stage: Stage,
+        f: &Facts,
+    ) -> Verdict {
+        let Ok(resolved) = self.resolve(addr) else {
+            return Verdict::Reject(dict_retry(&internal_form(addr)));
+        };
+        let internal = crate::resolve::rewrite::internal_form(&resolved.recipient).to_lowercase();
+        if !internal.contains('@') {
+            self.warnings.push(format!(
+                "check_mail_access: no @domain in address: {internal}"
+            ));
+            return Verdict::Dunno;
+        }
+        let p = self.p;
+        let parent = maps::Feature::SmtpdAccessMaps
+            .parent_matches(&p.addresses.parent_domain_matches_subdomains.join(","));
+        let keys = mail_access_keys(&internal, p, parent);
+        match maps::find(tables, &keys) {
+            Ok(Some((_, v))) => match self.access_result(&v, stage, f) {
+                Verdict::Permit if recipient && resolved.routed && !p.allow_untrusted_routing => {
+                    Verdict::Dunno
+                }
+                v => v,
+            },
             Ok(None) => Verdict::Dunno,
             Err(e) => {
                 self.warnings.extend(e.warnings());
@@ -975,6 +1065,87 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// The keys `check_mail_access()` searches for a resolved, casefolded internal-form
+/// address, in Postfix 3.7's `mail_addr_find_strategy()` order (`MA_FIND_FULL |
+/// MA_FIND_NOEXT | MA_FIND_DOMAIN | MA_FIND_LOCALPART_AT` and `MA_FIND_PDMS` or
+/// `MA_FIND_PDDMDS`): the address (quoted form first, then as it is, when they differ:
+/// `"a@b"@d` then `a@b@d`), the address without its `recipient_delimiter` extension, the
+/// domain and its parents (`example`, or `.example` when `smtpd_access_maps` is not in
+/// `parent_domain_matches_subdomains`), then `localpart@` and the localpart without
+/// extension `@`. Only the first is a full key (pattern tables see only it).
+fn mail_access_keys(addr: &str, p: &Params, parent_matches_subdomains: bool) -> Vec<maps::Key> {
+    use crate::resolve::rewrite::quote_822_local;
+    let mut keys = Vec::new();
+    let mut both = |k: String, partial: bool| {
+        let ext = quote_822_local(&k);
+        if ext != k {
+            keys.push(maps::Key { key: ext, partial });
+        }
+        keys.push(maps::Key { key: k, partial });
+    };
+    let (local, domain) = addr.rsplit_once('@').unwrap_or((addr, ""));
+    let base = split_addr(local, p);
+    both(addr.to_string(), false);
+    if let Some(b) = base {
+        both(format!("{b}@{domain}"), true);
+    }
+    let mut name = domain;
+    while !name.is_empty() {
+        keys.push(maps::Key {
+            key: name.to_string(),
+            partial: true,
+        });
+        match name.get(1..).and_then(|r| r.find('.')) {
+            Some(i) if parent_matches_subdomains => name = &name[i + 2..],
+            Some(i) => name = &name[i + 1..],
+            None => break,
+        }
+    }
+    let mut both = |k: String| {
+        let ext = quote_822_local(&k);
+        if ext != k {
+            keys.push(maps::Key {
+                key: ext,
+                partial: true,
+            });
+        }
+        keys.push(maps::Key {
+            key: k,
+            partial: true,
+        });
+    };
+    both(format!("{local}@"));
+    if let Some(b) = base {
+        both(format!("{b}@"));
+    }
+    keys
+}
+
+/// Postfix's `split_addr()`: the localpart without its `recipient_delimiter` extension
+/// (split at the first delimiter character), or `None` when it has none, when the split
+/// would leave nothing, and for `postmaster`, `MAILER-DAEMON`, the `double_bounce_sender`
+/// and (with `-` a delimiter and `owner_request_special`) `owner-*` and `*-request`.
+fn split_addr<'s>(local: &'s str, p: &Params) -> Option<&'s str> {
+    let delims = p.recipient_delimiter.as_str();
+    if delims.is_empty()
+        || local.eq_ignore_ascii_case("postmaster")
+        || local.eq_ignore_ascii_case("MAILER-DAEMON")
+        || local.eq_ignore_ascii_case(&p.double_bounce_sender)
+    {
+        return None;
+    }
+    if delims.contains('-') && p.owner_request_special {
+        let lower = local.to_ascii_lowercase();
+        if lower.starts_with("owner-") || (lower.len() > 8 && lower.ends_with("-request")) {
+            return None;
+        }
+    }
+    match local.find(|c: char| delims.contains(c)) {
+        Some(i) if i > 0 => Some(&local[..i]),
+        _ => None,
+    }
+}
+
 /// `5.1.1 text` → ("5.1.1", "text"); otherwise the default DSN.
 fn split_dsn(text: &str, default: &str) -> (String, String) {
     if let Some((first, rest)) = text.split_once(' ') {
@@ -1064,5 +1235,80 @@ mod tests {
             ("5.7.1".into(), "go away".into())
         );
         assert_eq!(Reply::new(450, "5.7.1", "x").dsn, "4.7.1");
+    }
+
+    fn params(main: &str) -> Params {
+        use crate::config::{maincf, mastercf::MasterCf, postfix::PostfixConfig};
+        let main =
+            maincf::parse(main, std::path::Path::new("/nonexistent/main.cf")).expect("main.cf");
+        Params::from_config(&PostfixConfig::from_main(main, MasterCf::default()))
+    }
+
+    fn keys(addr: &str, p: &Params, parent: bool) -> Vec<String> {
+        mail_access_keys(addr, p, parent)
+            .into_iter()
+            .map(|k| format!("{}{}", if k.partial { "" } else { "=" }, k.key))
+            .collect()
+    }
+
+    /// Postfix 3.7's mail_addr_find_strategy() order for check_mail_access(), the first
+    /// key the only full one.
+    #[test]
+    fn mail_access_key_order() {
+        let p = params("recipient_delimiter = +\n");
+        assert_eq!(
+            keys("user+tag@sub.other.example", &p, true),
+            [
+                "=user+tag@sub.other.example",
+                "user@sub.other.example",
+                "sub.other.example",
+                "other.example",
+                "example",
+                "user+tag@",
+                "user@"
+            ]
+        );
+        // Without smtpd_access_maps in parent_domain_matches_subdomains: `.parent`.
+        assert_eq!(
+            keys("u@sub.other.example", &p, false),
+            [
+                "=u@sub.other.example",
+                "sub.other.example",
+                ".other.example",
+                ".example",
+                "u@"
+            ]
+        );
+        // A local part that needs quotes: the quoted form first, then as it is.
+        assert_eq!(
+            keys("a@b@other.test", &p, true),
+            [
+                "=\"a@b\"@other.test",
+                "=a@b@other.test",
+                "other.test",
+                "test",
+                "\"a@b\"@",
+                "a@b@"
+            ]
+        );
+    }
+
+    /// Postfix's split_addr(): special local parts and a leading delimiter keep theirs.
+    #[test]
+    fn split_addr_as_postfix() {
+        let p = params("recipient_delimiter = +-\n");
+        assert_eq!(split_addr("user+tag", &p), Some("user"));
+        assert_eq!(split_addr("user-tag+x", &p), Some("user"));
+        assert_eq!(split_addr("+tag", &p), None);
+        assert_eq!(split_addr("user", &p), None);
+        assert_eq!(split_addr("Postmaster", &p), None);
+        assert_eq!(split_addr("mailer-daemon", &p), None);
+        assert_eq!(split_addr("double-bounce", &p), None);
+        assert_eq!(split_addr("owner-list", &p), None);
+        assert_eq!(split_addr("list-request", &p), None);
+        let p = params("recipient_delimiter = -\nowner_request_special = no\n");
+        assert_eq!(split_addr("owner-list", &p), Some("owner"));
+        let p = params("recipient_delimiter =\n");
+        assert_eq!(split_addr("user+tag", &p), None);
     }
 }

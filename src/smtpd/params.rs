@@ -86,6 +86,9 @@ pub struct Params {
     /// `smtpd_restriction_classes`: each class name with its restriction list.
     pub class_lists: std::collections::HashMap<String, Vec<String>>,
     pub recipient_delimiter: String,
+    /// `owner_request_special`: `owner-foo` and `foo-request` keep their `-` when `-` is a
+    /// `recipient_delimiter` (Postfix `split_addr()`).
+    pub owner_request_special: bool,
     pub strict_rfc821_envelopes: bool,
     pub reject_code: u16,
     pub defer_code: u16,
@@ -215,6 +218,7 @@ impl Params {
                 })
                 .collect(),
             recipient_delimiter: s("recipient_delimiter"),
+            owner_request_special: b("owner_request_special"),
             strict_rfc821_envelopes: b("strict_rfc821_envelopes"),
             reject_code: cfg.get_num("reject_code").unwrap_or(554),
             defer_code: cfg.get_num("defer_code").unwrap_or(450),

@@ -27,6 +27,7 @@ use super::transport::{TlsFail, TlsUp, Transport};
 use super::{ServiceState, SmtpdService};
 use crate::log;
 use crate::queue::{self, ClientInfo, Envelope, QueueId, Recipient};
+use crate::resolve::rewrite::Resolved;
 
 /// Why the session ended.
 enum End {
@@ -877,12 +878,15 @@ impl Session {
         self.log(&s);
     }
 
-    /// Evaluate restriction stages in Postfix's order; `None` when all pass.
+    /// Evaluate restriction stages in Postfix's order; `None` when all pass. `resolved`:
+    /// the recipient as trivial-rewrite resolved it already in this command (the checks
+    /// answer from it instead of resolving it again).
     fn run_checks(
         &self,
         stages: &[Stage],
         recipient: Option<&str>,
         etrn: Option<&str>,
+        resolved: Option<Resolved>,
     ) -> (Option<Reply>, Vec<String>) {
         // Stand-alone (smtpd.c's SMTPD_STAND_ALONE): no smtpd_check_* at all.
         if self.maildrop.is_some() {
@@ -891,6 +895,9 @@ impl Session {
         }
         let p = &self.st.params;
         let mut c = Checker::new(p, &self.st.tables, self.ident());
+        if let (Some(r), Some(known)) = (recipient, resolved) {
+            c.remember_resolved(r, known);
+        }
         let f = self.facts(recipient, etrn);
         let mut result = None;
         for stage in stages {
@@ -968,7 +975,7 @@ impl Session {
         self.helo = Some(helo);
         self.esmtp = ehlo;
         if !self.st.params.delay_reject {
-            let (r, w) = self.run_checks(&[Stage::Client, Stage::Helo], None, None);
+            let (r, w) = self.run_checks(&[Stage::Client, Stage::Helo], None, None, None);
             self.log_warnings(&w);
             if let Some(r) = r {
                 self.count(name, false);
@@ -1197,7 +1204,12 @@ impl Session {
         }
         if !p.delay_reject {
             self.tx = Some(t);
-            let (r, w) = self.run_checks(&[Stage::Client, Stage::Helo, Stage::Sender], None, None);
+            let (r, w) = self.run_checks(
+                &[Stage::Client, Stage::Helo, Stage::Sender],
+                None,
+                None,
+                None,
+            );
             self.log_warnings(&w);
             if let Some(r) = r {
                 let line = r.line();
@@ -1236,9 +1248,12 @@ impl Session {
             }
         };
         let mut resolve_warnings = Vec::new();
-        let domain_ok = rcpt_domain_ok(&path.address, &p.addresses, &mut resolve_warnings);
+        let resolved = p
+            .addresses
+            .resolve(&path.address, &mut resolve_warnings)
+            .ok();
         self.log_warnings(&resolve_warnings);
-        if path.address.is_empty() || !domain_ok {
+        if path.address.is_empty() || !rcpt_domain_ok(resolved.as_ref()) {
             self.count("rcpt", false);
             self.reply("501 5.1.3 Bad recipient address syntax");
             return;
@@ -1286,7 +1301,7 @@ impl Session {
         } else {
             &[Stage::Recipient]
         };
-        let (r, w) = self.run_checks(stages, Some(&path.address), None);
+        let (r, w) = self.run_checks(stages, Some(&path.address), None, resolved);
         self.log_warnings(&w);
         if let Some(r) = r {
             let line = r.line();
@@ -1391,7 +1406,7 @@ impl Session {
             return;
         }
         let dom = arg.trim_start_matches(['@', '#']).to_string();
-        let (r, w) = self.run_checks(&[Stage::Etrn], None, Some(&dom));
+        let (r, w) = self.run_checks(&[Stage::Etrn], None, Some(&dom), None);
         self.log_warnings(&w);
         if let Some(r) = r {
             self.count("etrn", false);
@@ -1684,7 +1699,7 @@ impl Session {
             self.reply("503 5.5.1 Error: DATA after BDAT");
             return;
         }
-        let (r, w) = self.run_checks(&[Stage::Data], None, None);
+        let (r, w) = self.run_checks(&[Stage::Data], None, None, None);
         self.log_warnings(&w);
         if let Some(r) = r {
             let line = r.line();
@@ -1884,7 +1899,7 @@ impl Session {
 
     /// End-of-data checks and the durable commit; returns the reply line.
     async fn finish_message(&mut self, msg: Vec<u8>) -> String {
-        let (r, w) = self.run_checks(&[Stage::EndOfData], None, None);
+        let (r, w) = self.run_checks(&[Stage::EndOfData], None, None, None);
         self.log_warnings(&w);
         if let Some(r) = r {
             let line = r.line();
@@ -2083,10 +2098,9 @@ fn test_panic_verb() -> Option<&'static str> {
 /// literal (`user@-other.example`, `user@other.example%localhost`, `user@192.0.2.1`) is a
 /// resolve error, which smtpd answers `501 5.1.3 Bad recipient address syntax` (recorded
 /// from Postfix 3.7.11 in compat-fixtures/relay/). A domain list that cannot be searched
-/// is left to the later checks, which defer.
-/// What the tables logged goes to `warnings` (a table's first open is logged once).
-fn rcpt_domain_ok(addr: &str, a: &crate::resolve::Addresses, warnings: &mut Vec<String>) -> bool {
-    a.resolve(addr, warnings).map_or(true, |r| !r.error)
+/// (`None`: no answer) is left to the later checks, which defer.
+fn rcpt_domain_ok(resolved: Option<&Resolved>) -> bool {
+    resolved.is_none_or(|r| !r.error)
 }
 
 #[cfg(test)]

@@ -137,15 +137,18 @@ impl Checker<'_> {
     }
 
     fn unknown_address(&mut self, addr: &str, class: &'static str) -> Verdict {
-        let q = address::qualify(addr, &self.p.addresses);
+        // The domain of the address as trivial-rewrite resolves it (Postfix's
+        // reject_unknown_address(): `user%host@here` is checked as `host`); a resolve that
+        // fails defers.
+        let Ok(resolved) = self.resolve(addr) else {
+            return Verdict::Reject(super::dict_retry(addr));
+        };
+        let q = crate::resolve::rewrite::internal_form(&resolved.recipient).to_lowercase();
         let (_, dom) = address::split(&q);
         let Some(dom) = dom.filter(|d| !d.is_empty()) else {
             return Verdict::Dunno;
         };
-        // A resolve that fails defers, as Postfix's reject_unknown_address does.
-        let Ok(addr_class) = self.class_of(addr) else {
-            return Verdict::Reject(super::dict_retry(addr));
-        };
+        let addr_class = resolved.class;
         if matches!(
             addr_class,
             AddressClass::Local | AddressClass::VirtualAlias | AddressClass::VirtualMailbox
