@@ -292,25 +292,36 @@ pub(super) fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> 
                             s.local_concurrency,
                         )
                     };
-                    let _slot = match s.limiter.try_acquire(&key, limit) {
-                        Some(slot) => slot,
-                        None if single => {
+                    let agent = if virtual_ {
+                        local_server::Agent::Virtual
+                    } else {
+                        local_server::Agent::Local
+                    };
+                    let mut slot = s.limiter.try_acquire(&key, limit);
+                    // No free slot: join the batch gathering for this destination, if any
+                    // (group commit, [`local_client::join`]), else wait as before.
+                    let joined = match slot {
+                        None if local_client::connected() => {
+                            local_client::join(&key, agent, &id, p.r.offset, &t)
+                        }
+                        _ => None,
+                    };
+                    if slot.is_none() && joined.is_none() {
+                        if single {
                             p.postponed = true;
                             postponed.get_or_insert((key, limit));
                             continue;
                         }
-                        None => s.limiter.acquire(key, limit),
-                    };
-                    let outcomes = if local_client::connected() {
+                        slot = Some(s.limiter.acquire(key.clone(), limit));
+                    }
+                    let _slot = slot;
+                    let outcomes = if let Some(o) = joined {
+                        o
+                    } else if local_client::connected() {
                         // The local delivery process may wait for a mailbox lock: this
                         // worker does not count meanwhile.
                         let _parked = Parked::enter();
-                        let agent = if virtual_ {
-                            local_server::Agent::Virtual
-                        } else {
-                            local_server::Agent::Local
-                        };
-                        local_client::deliver(agent, &id, p.r.offset, &t)
+                        local_client::deliver(&key, agent, &id, p.r.offset, &t)
                     } else if virtual_ {
                         let _parked = Parked::enter();
                         crate::delivery::virtual_delivery::deliver(

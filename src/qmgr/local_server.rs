@@ -292,7 +292,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         if take && ready[0] {
             match recv_request(ctl.as_raw_fd()) {
-                Ok(Some((data, Some(fd)))) if Request::get(&mut Dec(&data)).is_some() => {
+                Ok(Some((data, Some(fd)))) if decode_batch(&data).is_some() => {
                     waiting.push_back((data, fd));
                 }
                 // Not a request the queue manager sends: dropped (the descriptor with it).
@@ -408,10 +408,10 @@ fn worker_main(state: &State, sock: OwnedFd) -> i32 {
                 }
             }
         };
-        let Some(req) = Request::get(&mut Dec(&data)) else {
+        let Some(reqs) = decode_batch(&data) else {
             break;
         };
-        serve_request(state, &req, reply_fd);
+        serve_batch(state, &reqs, reply_fd);
         // The last one: no `I`, so that the parent gives it nothing more; it sees end of
         // file instead.
         if used == MAX_USE {
@@ -459,40 +459,86 @@ fn recv_request(sock: RawFd) -> std::io::Result<Option<(Vec<u8>, Option<OwnedFd>
     Ok(Some((r.data, r.fds.pop())))
 }
 
-/// Deliver one request and write the answer to its socket.
-fn serve_request(state: &State, req: &Request, reply_fd: OwnedFd) {
-    log::start_capture();
-    let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        deliver_request(state, req)
-    })) {
-        Ok(Ok(o)) => o,
-        Ok(Err(why)) => vec![Outcome {
-            to: req.target.clone(),
-            orig_to: None,
-            status: Status::Deferred,
-            dsn: "4.3.0".into(),
-            text: why,
-        }],
-        Err(_) => vec![Outcome {
-            to: req.target.clone(),
-            orig_to: None,
-            status: Status::Deferred,
-            dsn: "4.3.0".into(),
-            text: "internal error in the local delivery process".into(),
-        }],
+/// A request datagram: one or more [`Request`]s (a group commit, see [`serve_batch`]);
+/// `None` when it is not that, or empty.
+pub(super) fn decode_batch(data: &[u8]) -> Option<Vec<Request>> {
+    let mut d = Dec(data);
+    let reqs = Vec::<Request>::get(&mut d)?;
+    (!reqs.is_empty() && reqs.len() <= MAX_BATCH).then_some(reqs)
+}
+
+/// The most requests one datagram may carry.
+pub const MAX_BATCH: usize = 64;
+
+/// Deliver a batch of requests and write the answers (one [`Reply`] per request, in
+/// order) to its socket. Group commit (issue 18): each request is resolved and delivered
+/// as [`deliver_request`] says, except that writes to users' mboxes are put off
+/// ([`crate::delivery::local::deliver_deferring`]) and then made together, those to one
+/// mbox under one hold of its locks and one fsync
+/// ([`crate::delivery::local::commit_deferred`]); only then are the answers sent, so the
+/// queue manager marks a recipient done only after the fsync that covers it. A request
+/// that fails (a rejected request, a mailbox over its `mailbox_size_limit`, a write
+/// error) fails alone.
+fn serve_batch(state: &State, reqs: &[Request], reply_fd: OwnedFd) {
+    let defer = |req: &Request, why: String| Outcome {
+        to: req.target.clone(),
+        orig_to: None,
+        status: Status::Deferred,
+        dsn: "4.3.0".into(),
+        text: why,
     };
-    let reply = Reply {
-        lines: log::take_captured(),
-        outcomes,
-    };
+    let mut replies = Vec::with_capacity(reqs.len());
+    // (request, write): the writes put off, in the order of the requests.
+    let mut writes = Vec::new();
+    for (i, req) in reqs.iter().enumerate() {
+        log::start_capture();
+        let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deliver_request(state, req)
+        })) {
+            Ok(Ok((o, w))) => {
+                writes.extend(w.into_iter().map(|w| (i, w)));
+                o
+            }
+            Ok(Err(why)) => vec![defer(req, why)],
+            Err(_) => vec![defer(
+                req,
+                "internal error in the local delivery process".into(),
+            )],
+        };
+        replies.push(Reply {
+            lines: log::take_captured(),
+            outcomes,
+        });
+    }
+    if !writes.is_empty() {
+        log::start_capture();
+        let (owners, ws): (Vec<usize>, Vec<_>) = writes.into_iter().unzip();
+        // A panic leaves the placeholders: deferred.
+        if let Ok(done) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::delivery::local::commit_deferred(&state.settings.local, &ws)
+        })) {
+            for ((i, w), o) in owners.iter().zip(&ws).zip(done) {
+                if let Some(slot) = replies[*i].outcomes.get_mut(w.outcome) {
+                    *slot = o;
+                }
+            }
+        }
+        // What the writes logged goes with the first request's lines.
+        let lines = log::take_captured();
+        replies[owners[0]].lines.extend(lines);
+    }
     let mut e = Enc::new();
-    reply.put(&mut e);
+    replies.put(&mut e);
     let mut f = std::fs::File::from(reply_fd);
     let _ = f.write_all(&e.0);
 }
 
 /// Steps 1 to 3 of the module header. `Err` is a deferral reason.
-fn deliver_request(state: &State, req: &Request) -> Result<Vec<Outcome>, String> {
+/// Writes to users' mboxes are returned, not made ([`serve_batch`]).
+fn deliver_request(
+    state: &State,
+    req: &Request,
+) -> Result<(Vec<Outcome>, Vec<crate::delivery::local::DeferredWrite>), String> {
     if crate::queue::QueueId::parse(&req.queue_id).is_none() {
         return Err("delivery request rejected: bad queue ID".into());
     }
@@ -536,10 +582,13 @@ fn deliver_request(state: &State, req: &Request) -> Result<Vec<Outcome>, String>
     msg.sender = sender;
     let orig = r.original.clone().unwrap_or(queued);
     Ok(match req.agent {
-        Agent::Local => crate::delivery::local::deliver(&s.local, &msg, &req.target, Some(&orig)),
-        Agent::Virtual => {
-            crate::delivery::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig))
+        Agent::Local => {
+            crate::delivery::local::deliver_deferring(&s.local, &msg, &req.target, Some(&orig))
         }
+        Agent::Virtual => (
+            crate::delivery::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig)),
+            Vec::new(),
+        ),
     })
 }
 

@@ -49,7 +49,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::MailboxError;
 use super::lock::{DotLock, dotlock, fcntl_lock};
 
-pub use append::{MboxSave, append, deliver_mbox, format_for_append, move_all};
+pub use append::{
+    MboxDelivery, MboxSave, append, deliver_mbox, deliver_mbox_batch, format_for_append, move_all,
+};
 pub use index::{MboxBox, MboxFlags, MboxMessage, MboxMsg};
 pub use scan::from_line_time;
 
