@@ -1377,6 +1377,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn group_commit_delivers_each_message_into_new() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let md = d.path().join("Maildir");
+        let msgs: [&[u8]; 3] = [b"Subject: a\r\n\r\none\r\n", b"Subject: b\n\ntwo\n", b"x"];
+        let r = deliver_maildir_batch(&md, &msgs);
+        let paths: Vec<PathBuf> = r.into_iter().map(|p| p.expect("delivered")).collect();
+        assert_eq!(paths.len(), 3);
+        for (p, want) in paths
+            .iter()
+            .zip(["Subject: a\n\none\n", "Subject: b\n\ntwo\n", "x"])
+        {
+            assert_eq!(p.parent(), Some(md.join("new").as_path()));
+            assert_eq!(std::fs::read_to_string(p).expect("read"), want);
+        }
+        assert_eq!(std::fs::read_dir(md.join("tmp")).expect("tmp").count(), 0);
+        // A Maildir that cannot be made fails every message alike.
+        std::fs::write(d.path().join("file"), b"").expect("write");
+        let r = deliver_maildir_batch(&d.path().join("file"), &msgs);
+        assert!(r.len() == 3 && r.iter().all(Result::is_err), "{r:?}");
+    }
+
+    #[test]
     fn new_files_are_numbered_in_delivery_order() {
         assert!(delivery_time("1764345600.M99P1Q1.h") < delivery_time("1764345600.M123456P1Q2.h"));
         assert!(delivery_time("1764345599.M999999P1.h") < delivery_time("1764345600.M5P1.h"));

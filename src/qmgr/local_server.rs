@@ -7,15 +7,18 @@
 //! The master (root) starts this process and the queue manager, and connects them with a
 //! `SOCK_SEQPACKET` socket pair; nothing else can reach it (no socket in the file system).
 //! The queue manager runs as `mail_owner` and never gets root back: for each recipient
-//! that trivial-rewrite sends to local(8) or virtual(8), it sends a [`Request`] (the queue
-//! ID, the recipient record's offset in the queue file, the address to deliver to) with one
-//! end of a fresh socket pair, and reads the per-recipient results ([`Outcome`]s, and what
-//! the delivery logged) from the other end until end of file.
+//! that trivial-rewrite sends to local(8) or virtual(8), it sends a datagram of one or
+//! more [`Request`]s (each: the queue ID, the recipient record's offset in the queue file,
+//! the address to deliver to; several when it gathered a group commit for one local
+//! recipient, [`super::local_client::deliver`]) with one end of a fresh socket pair, and
+//! reads one [`Reply`] per request (the [`Outcome`]s and what the delivery logged) from
+//! the other end until end of file.
 //!
 //! This process stays root, single-threaded (its log lines are written directly,
-//! [`crate::log::set_direct`]), and does nothing but take requests and fork: each request
-//! gets a child, so that deliveries run side by side (up to `default_process_limit`) and
-//! a delivery that hangs or crashes takes no other with it. The child, still root:
+//! [`crate::log::set_direct`]), and does nothing but take requests and hand each datagram
+//! to a forked worker (up to `default_process_limit` side by side, each serving up to 100
+//! datagrams one at a time), so that a delivery that hangs or crashes takes no other with
+//! it. The worker, still root, for each request of the datagram:
 //! 1. opens `queue_directory/active/ID` itself (a queue ID, no path; not through a symlink;
 //!    a regular file with one link, complete (`u+x`), owned by `mail_owner`), reads and
 //!    parses it, and finds a recipient not yet done at the given offset;
@@ -32,8 +35,16 @@
 //!    user for good ([`crate::sys::child::run_as`]: uid, gid, and that group alone, as Postfix's
 //!    `set_ugid()`); the spool mbox is created and dotlocked by root only when the spool
 //!    directory is not writable otherwise (Postfix's local/mailbox.c);
-//! 4. writes the results to the request's socket and exits. The queue manager logs them,
-//!    marks the recipients done, bounces or defers, exactly as before the split.
+//!    except that writes to users' mailboxes (the spool mbox, `home_mailbox` mbox or
+//!    Maildir) are put off ([`crate::delivery::local::deliver_deferring`]);
+//! 4. makes the writes put off, those to one mailbox together: mbox messages appended in
+//!    request order under one hold of the locks and one fsync, Maildir files each fsynced
+//!    and one fsync of `new/` ([`crate::delivery::local::commit_deferred`]: group commit,
+//!    issue 18); a message that fails (over `mailbox_size_limit`, a write error) fails
+//!    alone, a lock or fsync failure fails each message of its mailbox;
+//! 5. writes the results to the datagram's socket, only now: the queue manager logs them,
+//!    marks the recipients done, bounces or defers, exactly as before the split, so no
+//!    recipient is marked before the fsync that covers its message.
 //!
 //! # What a compromised queue manager (or smtp client) can do
 //! It holds `mail_owner`'s rights: the queue is its own, so it can make up queue files and

@@ -50,7 +50,18 @@
 //! recipient's rights, as local/file.c does (`MBOX_DOT_LOCK_MAY_FAIL`): a dotlock that
 //! cannot be created beside it is logged `warning: unable to create lock file FILE.lock:
 //! Permission denied` and the write goes on under `fcntl` alone.
-//! When not root, everything runs as the invoking user, in place. Mailboxes are opened
+//! When not root, everything runs as the invoking user, in place.
+//!
+//! # Group commit (issue 18)
+//! In the local delivery process, [`deliver_deferring`] resolves a recipient as [`deliver`]
+//! does but puts its mailbox write off; [`commit_deferred`] then makes the writes of a whole
+//! batch of requests, those to one mbox under one hold of its locks (with the same
+//! privileges and the same lock calls as one delivery) and one fsync
+//! ([`crate::mailbox::deliver_mbox_batch`]), those to one Maildir with one fsync of `new/`
+//! ([`crate::mailbox::deliver_maildir_batch`]). Each message keeps its own result.
+//! `mailbox_size_limit` is checked for each message under the lock, against the box's size
+//! with the messages appended before it (an mbox message is refused with `5.2.2 error writing message:
+//! File too large` and not written). Mailboxes are opened
 //! with `O_NOFOLLOW` and must be regular files with one link owned by the recipient
 //! ([`crate::mailbox`]).
 //!
