@@ -47,10 +47,18 @@ pub fn connected() -> bool {
 /// messages for the key join it ([`join`]), without a slot of their own; they all go as
 /// one request datagram, whose writes to one mbox the local delivery process makes under
 /// one lock hold and one fsync. So one batch is written while the next gathers.
-pub fn deliver(key: &str, agent: Agent, queue_id: &str, offset: u64, target: &str) -> Vec<Outcome> {
+pub fn deliver(
+    key: &str,
+    agent: Agent,
+    gather: bool,
+    queue_id: &str,
+    offset: u64,
+    target: &str,
+) -> Vec<Outcome> {
     let req = request(agent, queue_id, offset, target);
-    if agent == Agent::Virtual {
-        // virtual(8) writes each message at once: nothing to gather for.
+    if agent == Agent::Virtual || !gather {
+        // virtual(8) writes each message at once, and so do Maildir and mailbox_command
+        // deliveries (`gather` false): nothing to gather for.
         return send_batch(std::slice::from_ref(&req))
             .pop()
             .unwrap_or_default();
