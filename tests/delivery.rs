@@ -2081,3 +2081,143 @@ fn a_users_maildrop_file_is_queued_with_a_local_submissions_records() {
     ];
     assert_eq!(records, want, "{log}");
 }
+
+/// Group commit (issue 18): many sessions sending to one mbox at once, so that the queue
+/// manager gathers deliveries while the one before is written and the local delivery
+/// process appends several under one lock hold and one fsync. Every message must be in the
+/// mbox once, whole (Python's `mailbox` parses it), both recipients of a two-recipient
+/// queue file once each, and the log must say `status=sent` once per recipient; a message
+/// too big for `mailbox_size_limit`, sent among the others, bounces alone and is not
+/// written.
+#[test]
+fn concurrent_deliveries_to_one_mbox_each_land_once() {
+    let Some(_home) = user("postern-gc") else {
+        return;
+    };
+    let inst = Instance::start_with(
+        &main_cf(
+            "mail_spool_directory = $queue_directory/../mail\nrecipient_delimiter = +\n\
+             mailbox_size_limit = 400000\n",
+        ),
+        QMGR,
+        |d| std::fs::create_dir_all(d.join("mail")).unwrap(),
+    );
+    const SESSIONS: usize = 12;
+    const EACH: usize = 10;
+    let port = inst.port;
+    // (seq, queue id, recipients, big)
+    let sent: Vec<(usize, String, usize, bool)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..SESSIONS)
+            .map(|t| {
+                sc.spawn(move || {
+                    let mut out = Vec::new();
+                    for k in 0..EACH {
+                        let seq = t * EACH + k;
+                        let big = k == 3;
+                        let two = k % 4 == 1;
+                        let filler = if big {
+                            format!("{}\n", "y".repeat(70)).repeat(7000)
+                        } else {
+                            format!("line of message {seq}\n").repeat(5)
+                        };
+                        let body =
+                            format!("Subject: gc {seq}\nX-Seq: {seq}\n\nFrom {seq}\n{filler}");
+                        let rcpts: &[&str] = if two {
+                            &[
+                                "postern-gc+a@mail.example.test",
+                                "postern-gc+b@mail.example.test",
+                            ]
+                        } else {
+                            &["postern-gc@mail.example.test"]
+                        };
+                        // The big ones from <>: their bounce is dropped, as Postfix does.
+                        let from = if big { "" } else { "s@x.org" };
+                        let id = send(port, from, rcpts, &body);
+                        out.push((seq, id, rcpts.len(), big));
+                    }
+                    out
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let ids: Vec<&str> = sent.iter().map(|(_, id, _, _)| id.as_str()).collect();
+    let log = inst.wait_log_until(Duration::from_secs(60), |l| {
+        ids.iter().all(|id| l.contains(&format!("{id}: removed")))
+    });
+    for (seq, id, n, big) in &sent {
+        let sent_lines = log
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("{id}: to=<postern-gc"))
+                    && l.contains("status=sent (delivered to mailbox)")
+            })
+            .count();
+        let bounced = log
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("{id}: to=<postern-gc"))
+                    && l.contains("dsn=5.2.2, status=bounced")
+                    && l.contains("File too large")
+            })
+            .count();
+        if *big {
+            assert_eq!(
+                (sent_lines, bounced),
+                (0, 1),
+                "message {seq} ({id}):\n{log}"
+            );
+        } else {
+            assert_eq!(
+                (sent_lines, bounced),
+                (*n, 0),
+                "message {seq} ({id}):\n{log}"
+            );
+        }
+        assert!(log.contains(&format!("{id}: removed")), "{id}:\n{log}");
+    }
+    let mbox = inst.dir.path().join("mail/postern-gc");
+    let script = "import mailbox, sys\n\
+                  for m in mailbox.mbox(sys.argv[1]):\n\
+                  \x20   body = m.get_payload()\n\
+                  \x20   seq = m['X-Seq']\n\
+                  \x20   whole = body == '>From %s\\n' % seq + ('line of message %s\\n' % seq) * 5\n\
+                  \x20   print(seq, m['X-Original-To'], 'whole' if whole else 'cut')\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&mbox)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = listing.lines().map(|l| l.split(' ').collect()).collect();
+    for (seq, _, n, big) in &sent {
+        let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == seq.to_string()).collect();
+        let want = if *big { 0 } else { *n };
+        assert_eq!(mine.len(), want, "message {seq} in the mbox:\n{listing}");
+        for r in &mine {
+            assert_eq!(r[2], "whole", "message {seq}:\n{listing}");
+        }
+        if *n == 2 && !*big {
+            // One queue file's two recipients, once each (not necessarily in the file's
+            // order: a recipient whose destination is busy is put aside, and the next one
+            // may go first).
+            let mut to: Vec<&str> = mine.iter().map(|r| r[1]).collect();
+            to.sort();
+            assert_eq!(
+                to,
+                [
+                    "postern-gc+a@mail.example.test",
+                    "postern-gc+b@mail.example.test"
+                ],
+                "{listing}"
+            );
+        }
+    }
+    let total: usize = sent.iter().filter(|s| !s.3).map(|s| s.2).sum();
+    assert_eq!(rows.len(), total, "{listing}");
+}

@@ -1,6 +1,7 @@
 //! Maildir: `tmp/`, `new/`, `cur/`; a message is written to `tmp/`, fsynced, and appears
 //! by rename into `new/` (local delivery) or `cur/` (IMAP APPEND and COPY, with its
-//! flags), then the directory is fsynced. Flags ride in the file name after `:2,`: `D`
+//! flags), then the directory is fsynced (once for several local deliveries:
+//! [`deliver_maildir_batch`], group commit). Flags ride in the file name after `:2,`: `D`
 //! draft, `F` flagged, `R` replied, `S` seen, `T` trashed, then keyword letters `a`–`z`
 //! whose names `dovecot-keywords` gives (`0 $Forwarded` makes `a` that keyword).
 //!
@@ -64,8 +65,41 @@ fn fsync_dir(dir: &Path) -> Result<(), MailboxError> {
 /// Deliver `message` into the Maildir `dir` (created if missing): write to `tmp/`, fsync,
 /// rename into `new/`, fsync `new/`. Returns the message's path in `new/`.
 pub fn deliver_maildir(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     ensure_dirs(dir)?;
+    let new = write_new(dir, message)?;
+    fsync_dir(&dir.join("new"))?;
+    Ok(new)
+}
+
+/// Group commit of local deliveries to one Maildir (issue 18): each message written to
+/// `tmp/`, fsynced and renamed into `new/` as [`deliver_maildir`] does, then one fsync of
+/// `new/` for them all, before any is reported delivered. Each message has its own result:
+/// one that cannot be written fails alone (its `tmp/` file removed); when the directory
+/// cannot be created or its fsync fails, every message fails (their names stay in `new/`,
+/// where a crash may or may not keep them: the queue keeps them too, so nothing
+/// acknowledged is lost, and a retry may deliver one twice, as after a crash between the
+/// fsync and the queue file's update).
+pub fn deliver_maildir_batch(dir: &Path, messages: &[&[u8]]) -> Vec<Result<PathBuf, MailboxError>> {
+    if let Err(e) = ensure_dirs(dir) {
+        return messages.iter().map(|_| Err(e.duplicate())).collect();
+    }
+    let mut out: Vec<_> = messages.iter().map(|m| write_new(dir, m)).collect();
+    if out.iter().any(Result::is_ok)
+        && let Err(e) = fsync_dir(&dir.join("new"))
+    {
+        for r in &mut out {
+            if r.is_ok() {
+                *r = Err(e.duplicate());
+            }
+        }
+    }
+    out
+}
+
+/// Write `message` (CRLF stored as LF) under a new unique name in `tmp/`, fsync it, rename
+/// it into `new/`; its path there. The directory is not synced.
+fn write_new(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -107,7 +141,6 @@ pub fn deliver_maildir(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxErr
         let _ = std::fs::remove_file(&tmp);
         return Err(MailboxError::io(&new, e));
     }
-    fsync_dir(&dir.join("new"))?;
     Ok(new)
 }
 
@@ -1342,6 +1375,28 @@ fn delivery_time(name: &str) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_commit_delivers_each_message_into_new() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let md = d.path().join("Maildir");
+        let msgs: [&[u8]; 3] = [b"Subject: a\r\n\r\none\r\n", b"Subject: b\n\ntwo\n", b"x"];
+        let r = deliver_maildir_batch(&md, &msgs);
+        let paths: Vec<PathBuf> = r.into_iter().map(|p| p.expect("delivered")).collect();
+        assert_eq!(paths.len(), 3);
+        for (p, want) in paths
+            .iter()
+            .zip(["Subject: a\n\none\n", "Subject: b\n\ntwo\n", "x"])
+        {
+            assert_eq!(p.parent(), Some(md.join("new").as_path()));
+            assert_eq!(std::fs::read_to_string(p).expect("read"), want);
+        }
+        assert_eq!(std::fs::read_dir(md.join("tmp")).expect("tmp").count(), 0);
+        // A Maildir that cannot be made fails every message alike.
+        std::fs::write(d.path().join("file"), b"").expect("write");
+        let r = deliver_maildir_batch(&d.path().join("file"), &msgs);
+        assert!(r.len() == 3 && r.iter().all(Result::is_err), "{r:?}");
+    }
 
     #[test]
     fn new_files_are_numbered_in_delivery_order() {

@@ -5,7 +5,9 @@
 //! Dovecot and Postern in either direction. It knows no protocol. `man/postern-mailbox.5`
 //! documents the formats, the locks and what Postern keeps where.
 //!
-//! * Write side (local delivery): [`deliver_mbox`] and [`deliver_maildir`].
+//! * Write side (local delivery): [`deliver_mbox`], [`deliver_mbox_batch`] (several
+//!   deliveries to one mbox under one lock hold and one fsync: group commit) and
+//!   [`deliver_maildir`] ([`deliver_maildir_batch`]: several, one fsync of `new/`).
 //! * The store (pop3d, imapd): [`MailLocation`] expands `mail_location` (or 0.99's
 //!   `default_mail_env`; `INBOX=`, `LAYOUT=`, `CONTROL=`, `INDEX=`); [`MailStore`] is a
 //!   user's folders ([`store`]: list with IMAP's attributes, create, delete, rename,
@@ -52,8 +54,8 @@ use std::path::{Path, PathBuf};
 
 pub use flags::{FlagOp, Flags, KeywordSet};
 pub use folder::{Access, Changes, Copied, Folder, Message, Stored, SyncMode};
-pub use maildir::deliver_maildir;
-pub use mbox::{MboxOptions, deliver_mbox};
+pub use maildir::{deliver_maildir, deliver_maildir_batch};
+pub use mbox::{MboxDelivery, MboxOptions, deliver_mbox, deliver_mbox_batch};
 pub use store::{Appended, FolderInfo, FolderStatus, MailStore, NewMessage, StoreOptions};
 
 /// Why a mailbox operation failed.
@@ -99,6 +101,34 @@ pub enum MailboxError {
 }
 
 impl MailboxError {
+    /// The same error again (an I/O error keeps its errno, or its kind and text): for
+    /// every message of a group commit that one failure ends
+    /// ([`mbox::deliver_mbox_batch`]).
+    pub fn duplicate(&self) -> MailboxError {
+        use MailboxError as E;
+        match self {
+            E::Io { path, source } => E::Io {
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(n) => std::io::Error::from_raw_os_error(n),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            E::Locked(p) => E::Locked(p.clone()),
+            E::LockFailed(s) => E::LockFailed(s.clone()),
+            E::Unsafe(p, s) => E::Unsafe(p.clone(), s.clone()),
+            E::Format(s) => E::Format(s.clone()),
+            E::NotFound(s) => E::NotFound(s.clone()),
+            E::AlreadyExists(s) => E::AlreadyExists(s.clone()),
+            E::InvalidName(s) => E::InvalidName(s.clone()),
+            E::Cannot { code, text } => E::Cannot {
+                code: *code,
+                text: text.clone(),
+            },
+            E::Expunged(n) => E::Expunged(*n),
+        }
+    }
+
     pub fn io(path: &Path, source: std::io::Error) -> MailboxError {
         MailboxError::Io {
             path: path.to_path_buf(),

@@ -7,15 +7,18 @@
 //! The master (root) starts this process and the queue manager, and connects them with a
 //! `SOCK_SEQPACKET` socket pair; nothing else can reach it (no socket in the file system).
 //! The queue manager runs as `mail_owner` and never gets root back: for each recipient
-//! that trivial-rewrite sends to local(8) or virtual(8), it sends a [`Request`] (the queue
-//! ID, the recipient record's offset in the queue file, the address to deliver to) with one
-//! end of a fresh socket pair, and reads the per-recipient results ([`Outcome`]s, and what
-//! the delivery logged) from the other end until end of file.
+//! that trivial-rewrite sends to local(8) or virtual(8), it sends a datagram of one or
+//! more [`Request`]s (each: the queue ID, the recipient record's offset in the queue file,
+//! the address to deliver to; several when it gathered a group commit for one local
+//! recipient, [`super::local_client::deliver`]) with one end of a fresh socket pair, and
+//! reads one [`Reply`] per request (the [`Outcome`]s and what the delivery logged) from
+//! the other end until end of file.
 //!
 //! This process stays root, single-threaded (its log lines are written directly,
-//! [`crate::log::set_direct`]), and does nothing but take requests and fork: each request
-//! gets a child, so that deliveries run side by side (up to `default_process_limit`) and
-//! a delivery that hangs or crashes takes no other with it. The child, still root:
+//! [`crate::log::set_direct`]), and does nothing but take requests and hand each datagram
+//! to a forked worker (up to `default_process_limit` side by side, each serving up to 100
+//! datagrams one at a time), so that a delivery that hangs or crashes takes no other with
+//! it. The worker, still root, for each request of the datagram:
 //! 1. opens `queue_directory/active/ID` itself (a queue ID, no path; not through a symlink;
 //!    a regular file with one link, complete (`u+x`), owned by `mail_owner`), reads and
 //!    parses it, and finds a recipient not yet done at the given offset;
@@ -32,8 +35,16 @@
 //!    user for good ([`crate::sys::child::run_as`]: uid, gid, and that group alone, as Postfix's
 //!    `set_ugid()`); the spool mbox is created and dotlocked by root only when the spool
 //!    directory is not writable otherwise (Postfix's local/mailbox.c);
-//! 4. writes the results to the request's socket and exits. The queue manager logs them,
-//!    marks the recipients done, bounces or defers, exactly as before the split.
+//!    except that writes to users' mailboxes (the spool mbox, `home_mailbox` mbox or
+//!    Maildir) are put off ([`crate::delivery::local::deliver_deferring`]);
+//! 4. makes the writes put off, those to one mailbox together: mbox messages appended in
+//!    request order under one hold of the locks and one fsync, Maildir files each fsynced
+//!    and one fsync of `new/` ([`crate::delivery::local::commit_deferred`]: group commit,
+//!    issue 18); a message that fails (over `mailbox_size_limit`, a write error) fails
+//!    alone, a lock or fsync failure fails each message of its mailbox;
+//! 5. writes the results to the datagram's socket, only now: the queue manager logs them,
+//!    marks the recipients done, bounces or defers, exactly as before the split, so no
+//!    recipient is marked before the fsync that covers its message.
 //!
 //! # What a compromised queue manager (or smtp client) can do
 //! It holds `mail_owner`'s rights: the queue is its own, so it can make up queue files and
@@ -292,7 +303,7 @@ pub fn main(args: &[String]) -> i32 {
         }
         if take && ready[0] {
             match recv_request(ctl.as_raw_fd()) {
-                Ok(Some((data, Some(fd)))) if Request::get(&mut Dec(&data)).is_some() => {
+                Ok(Some((data, Some(fd)))) if decode_batch(&data).is_some() => {
                     waiting.push_back((data, fd));
                 }
                 // Not a request the queue manager sends: dropped (the descriptor with it).
@@ -408,10 +419,10 @@ fn worker_main(state: &State, sock: OwnedFd) -> i32 {
                 }
             }
         };
-        let Some(req) = Request::get(&mut Dec(&data)) else {
+        let Some(reqs) = decode_batch(&data) else {
             break;
         };
-        serve_request(state, &req, reply_fd);
+        serve_batch(state, &reqs, reply_fd);
         // The last one: no `I`, so that the parent gives it nothing more; it sees end of
         // file instead.
         if used == MAX_USE {
@@ -459,40 +470,86 @@ fn recv_request(sock: RawFd) -> std::io::Result<Option<(Vec<u8>, Option<OwnedFd>
     Ok(Some((r.data, r.fds.pop())))
 }
 
-/// Deliver one request and write the answer to its socket.
-fn serve_request(state: &State, req: &Request, reply_fd: OwnedFd) {
-    log::start_capture();
-    let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        deliver_request(state, req)
-    })) {
-        Ok(Ok(o)) => o,
-        Ok(Err(why)) => vec![Outcome {
-            to: req.target.clone(),
-            orig_to: None,
-            status: Status::Deferred,
-            dsn: "4.3.0".into(),
-            text: why,
-        }],
-        Err(_) => vec![Outcome {
-            to: req.target.clone(),
-            orig_to: None,
-            status: Status::Deferred,
-            dsn: "4.3.0".into(),
-            text: "internal error in the local delivery process".into(),
-        }],
+/// A request datagram: one or more [`Request`]s (a group commit, see [`serve_batch`]);
+/// `None` when it is not that, or empty.
+pub(super) fn decode_batch(data: &[u8]) -> Option<Vec<Request>> {
+    let mut d = Dec(data);
+    let reqs = Vec::<Request>::get(&mut d)?;
+    (!reqs.is_empty() && reqs.len() <= MAX_BATCH).then_some(reqs)
+}
+
+/// The most requests one datagram may carry.
+pub const MAX_BATCH: usize = 64;
+
+/// Deliver a batch of requests and write the answers (one [`Reply`] per request, in
+/// order) to its socket. Group commit (issue 18): each request is resolved and delivered
+/// as [`deliver_request`] says, except that writes to users' mboxes are put off
+/// ([`crate::delivery::local::deliver_deferring`]) and then made together, those to one
+/// mbox under one hold of its locks and one fsync
+/// ([`crate::delivery::local::commit_deferred`]); only then are the answers sent, so the
+/// queue manager marks a recipient done only after the fsync that covers it. A request
+/// that fails (a rejected request, a mailbox over its `mailbox_size_limit`, a write
+/// error) fails alone.
+fn serve_batch(state: &State, reqs: &[Request], reply_fd: OwnedFd) {
+    let defer = |req: &Request, why: String| Outcome {
+        to: req.target.clone(),
+        orig_to: None,
+        status: Status::Deferred,
+        dsn: "4.3.0".into(),
+        text: why,
     };
-    let reply = Reply {
-        lines: log::take_captured(),
-        outcomes,
-    };
+    let mut replies = Vec::with_capacity(reqs.len());
+    // (request, write): the writes put off, in the order of the requests.
+    let mut writes = Vec::new();
+    for (i, req) in reqs.iter().enumerate() {
+        log::start_capture();
+        let outcomes = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deliver_request(state, req)
+        })) {
+            Ok(Ok((o, w))) => {
+                writes.extend(w.into_iter().map(|w| (i, w)));
+                o
+            }
+            Ok(Err(why)) => vec![defer(req, why)],
+            Err(_) => vec![defer(
+                req,
+                "internal error in the local delivery process".into(),
+            )],
+        };
+        replies.push(Reply {
+            lines: log::take_captured(),
+            outcomes,
+        });
+    }
+    if !writes.is_empty() {
+        log::start_capture();
+        let (owners, ws): (Vec<usize>, Vec<_>) = writes.into_iter().unzip();
+        // A panic leaves the placeholders: deferred.
+        if let Ok(done) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::delivery::local::commit_deferred(&state.settings.local, &ws)
+        })) {
+            for ((i, w), o) in owners.iter().zip(&ws).zip(done) {
+                if let Some(slot) = replies[*i].outcomes.get_mut(w.outcome) {
+                    *slot = o;
+                }
+            }
+        }
+        // What the writes logged goes with the first request's lines.
+        let lines = log::take_captured();
+        replies[owners[0]].lines.extend(lines);
+    }
     let mut e = Enc::new();
-    reply.put(&mut e);
+    replies.put(&mut e);
     let mut f = std::fs::File::from(reply_fd);
     let _ = f.write_all(&e.0);
 }
 
 /// Steps 1 to 3 of the module header. `Err` is a deferral reason.
-fn deliver_request(state: &State, req: &Request) -> Result<Vec<Outcome>, String> {
+/// Writes to users' mboxes are returned, not made ([`serve_batch`]).
+fn deliver_request(
+    state: &State,
+    req: &Request,
+) -> Result<(Vec<Outcome>, Vec<crate::delivery::local::DeferredWrite>), String> {
     if crate::queue::QueueId::parse(&req.queue_id).is_none() {
         return Err("delivery request rejected: bad queue ID".into());
     }
@@ -536,10 +593,13 @@ fn deliver_request(state: &State, req: &Request) -> Result<Vec<Outcome>, String>
     msg.sender = sender;
     let orig = r.original.clone().unwrap_or(queued);
     Ok(match req.agent {
-        Agent::Local => crate::delivery::local::deliver(&s.local, &msg, &req.target, Some(&orig)),
-        Agent::Virtual => {
-            crate::delivery::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig))
+        Agent::Local => {
+            crate::delivery::local::deliver_deferring(&s.local, &msg, &req.target, Some(&orig))
         }
+        Agent::Virtual => (
+            crate::delivery::virtual_delivery::deliver(&s.virtual_, &msg, &req.target, Some(&orig)),
+            Vec::new(),
+        ),
     })
 }
 

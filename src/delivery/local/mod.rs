@@ -63,7 +63,18 @@
 //! deferred `4.3.0 unknown mail transport error` ([`agent_down`]); Postfix's queue
 //! manager leaves the message in the active queue instead, waiting for the agent the
 //! master throttles (compat-fixtures/locks).
-//! When not root, everything runs as the invoking user, in place. Mailboxes are opened
+//! When not root, everything runs as the invoking user, in place.
+//!
+//! # Group commit (issue 18)
+//! In the local delivery process, [`deliver_deferring`] resolves a recipient as [`deliver`]
+//! does but puts its mailbox write off; [`commit_deferred`] then makes the writes of a whole
+//! batch of requests, those to one mbox under one hold of its locks (with the same
+//! privileges and the same lock calls as one delivery) and one fsync
+//! ([`crate::mailbox::deliver_mbox_batch`]), those to one Maildir with one fsync of `new/`
+//! ([`crate::mailbox::deliver_maildir_batch`]). Each message keeps its own result.
+//! `mailbox_size_limit` is checked for each message under the lock, against the box's size
+//! with the messages appended before it (an mbox message is refused with `5.2.2 error writing message:
+//! File too large` and not written). Mailboxes are opened
 //! with `O_NOFOLLOW` and must be regular files with one link owned by the recipient
 //! ([`crate::mailbox`]).
 //!
@@ -254,6 +265,9 @@ struct Ctx<'a> {
     out: Vec<Outcome>,
     /// Whether `luser_relay` has been used for this recipient (it is used once).
     lusered: bool,
+    /// Mailbox (mbox, Maildir) writes put off for a group commit ([`deliver_deferring`]); `None`:
+    /// each is made at once.
+    deferred: Option<Vec<DeferredWrite>>,
 }
 
 impl Ctx<'_> {
@@ -287,6 +301,7 @@ pub fn deliver(
         user: None,
         out: Vec::new(),
         lusered: false,
+        deferred: None,
     };
     let mut seen = Vec::new();
     expand_address(&mut ctx, rcpt, 0, &mut seen);
@@ -308,6 +323,161 @@ pub(crate) fn agent_down(ident: &str, why: &str, rcpt: &str, orig: Option<&str>)
         dsn: "4.3.0".into(),
         text: "unknown mail transport error".into(),
     }
+}
+
+/// A write to a user's mailbox (mbox or Maildir) put off by [`deliver_deferring`], to be
+/// made by [`commit_deferred`] together with the other writes to the same mailbox.
+pub struct DeferredWrite {
+    /// Which of the outcomes [`deliver_deferring`] returned stands for this write.
+    pub outcome: usize,
+    /// That outcome as it will read when the write is done (to, orig_to).
+    placeholder: Outcome,
+    target: PathBuf,
+    /// `mail_spool_directory/USER` (Postfix's least-privilege spool rules), or an mbox in
+    /// the home directory (`home_mailbox`).
+    spool: bool,
+    /// A Maildir in the home directory (`home_mailbox` ending in `/`).
+    maildir: bool,
+    uid: u32,
+    gid: u32,
+    user: String,
+    sender: String,
+    data: Vec<u8>,
+    opts: crate::mailbox::MboxOptions,
+}
+
+/// As [`deliver`], but a delivery to a user's mailbox (the spool mbox or `home_mailbox`,
+/// mbox or Maildir) is not made: its outcome is a placeholder (deferred, in case the write
+/// never happens), and the write is returned, for [`commit_deferred`] to make with the
+/// other deliveries to the same mailbox under one lock hold and one fsync (issue 18's
+/// group commit). Everything else (aliases' and `.forward`'s files and commands,
+/// `mailbox_command`) is done at once, as by [`deliver`].
+pub fn deliver_deferring(
+    s: &LocalSettings,
+    msg: &QueuedMessage,
+    rcpt: &str,
+    orig: Option<&str>,
+) -> (Vec<Outcome>, Vec<DeferredWrite>) {
+    if let Err(why) = &s.mailbox_lock {
+        return (vec![agent_down(&s.ident, why, rcpt, orig)], Vec::new());
+    }
+    let mut ctx = Ctx {
+        s,
+        msg: std::borrow::Cow::Borrowed(msg),
+        orig: orig.unwrap_or(rcpt).to_string(),
+        privs: s.default_privs,
+        user: None,
+        out: Vec::new(),
+        lusered: false,
+        deferred: Some(Vec::new()),
+    };
+    let mut seen = Vec::new();
+    expand_address(&mut ctx, rcpt, 0, &mut seen);
+    let writes = ctx.deferred.take().unwrap_or_default();
+    (ctx.out, writes)
+}
+
+/// Make the writes [`deliver_deferring`] put off: those to one mbox (same file, same
+/// user) in one [`crate::mailbox::deliver_mbox_batch`] (the locks taken once, the messages
+/// appended in the order given, one fsync), under the same privileges and `mailbox_size_limit`
+/// as a single delivery; those to one Maildir in one
+/// [`crate::mailbox::deliver_maildir_batch`] (each file fsynced, one fsync of `new/`). Returns each write's final outcome, in the order given; a
+/// delivery is `sent` only once the fsync that covers it has returned.
+pub fn commit_deferred(s: &LocalSettings, writes: &[DeferredWrite]) -> Vec<Outcome> {
+    let mut acts: Vec<Option<Act>> = writes.iter().map(|_| None).collect();
+    let mut done = vec![false; writes.len()];
+    for i in 0..writes.len() {
+        if done[i] {
+            continue;
+        }
+        let w = &writes[i];
+        let group: Vec<usize> = (i..writes.len())
+            .filter(|&j| {
+                let o = &writes[j];
+                !done[j]
+                    && o.target == w.target
+                    && o.spool == w.spool
+                    && o.maildir == w.maildir
+                    && (o.uid, o.gid) == (w.uid, w.gid)
+            })
+            .collect();
+        for &j in &group {
+            done[j] = true;
+        }
+        let items: Vec<crate::mailbox::MboxDelivery<'_>> = group
+            .iter()
+            .map(|&j| crate::mailbox::MboxDelivery {
+                from_line_sender: &writes[j].sender,
+                message: &writes[j].data,
+                size_limit: s.mailbox_size_limit,
+            })
+            .collect();
+        let res = if w.maildir {
+            // Everything in the home directory as the recipient.
+            let msgs: Vec<&[u8]> = group.iter().map(|&j| writes[j].data.as_slice()).collect();
+            write_as_each(&s.ident, w.uid, w.gid, msgs.len(), || {
+                crate::mailbox::deliver_maildir_batch(&w.target, &msgs)
+                    .iter()
+                    .map(|r| match r {
+                        Ok(_) => Act::sent("delivered to maildir"),
+                        Err(e) => Act::from_mailbox(e),
+                    })
+                    .collect()
+            })
+        } else if w.spool {
+            deliver_spool(s, &w.target, w.uid, w.gid, &items, &w.opts)
+        } else {
+            write_as_each(&s.ident, w.uid, w.gid, items.len(), || {
+                batch_acts(&w.target, &items, &w.opts)
+            })
+        };
+        for (&j, a) in group.iter().zip(res) {
+            acts[j] = Some(a);
+        }
+    }
+    writes
+        .iter()
+        .zip(acts)
+        .map(|(w, a)| {
+            let a = a.unwrap_or_else(|| {
+                Act::failed(Status::Deferred, "4.3.0", "mailbox write not made")
+            });
+            mbox_outcome(w.placeholder.clone(), a, &w.target, &w.user)
+        })
+        .collect()
+}
+
+/// The outcome of a user's mbox delivery: `delivered to mailbox`, or Postfix's `cannot
+/// update mailbox FILE for user USER. REASON`.
+fn mbox_outcome(mut o: Outcome, res: Act, target: &Path, user: &str) -> Outcome {
+    let sent = res.status == Status::Sent;
+    o.status = res.status;
+    o.dsn = res.dsn;
+    o.text = if sent {
+        res.text
+    } else {
+        format!(
+            "cannot update mailbox {} for user {user}. {}",
+            target.display(),
+            res.text
+        )
+    };
+    o
+}
+
+/// [`crate::mailbox::deliver_mbox_batch`]'s results as delivery results.
+fn batch_acts(
+    target: &Path,
+    items: &[crate::mailbox::MboxDelivery<'_>],
+    opts: &crate::mailbox::MboxOptions,
+) -> Vec<Act> {
+    crate::mailbox::deliver_mbox_batch(target, items, opts)
+        .iter()
+        .map(|r| match r {
+            Ok(()) => Act::sent("delivered to mailbox"),
+            Err(e) => Act::from_mailbox(e),
+        })
+        .collect()
 }
 
 fn local_part(addr: &str) -> &str {
@@ -670,18 +840,6 @@ fn create_spool_mbox(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     }
 }
 
-/// `mailbox_size_limit`: the mailbox plus this message must fit. XXX Checked before the
-/// append, not with RLIMIT_FSIZE as Postfix does, so two concurrent deliveries may together
-/// pass the limit by one message.
-fn over_limit(path: &Path, add: usize, limit: u64) -> bool {
-    limit > 0
-        && std::fs::symlink_metadata(path)
-            .map(|m| m.len())
-            .unwrap_or(0)
-            .saturating_add(add as u64)
-            > limit
-}
-
 /// Deliver to `user`'s mailbox; `pw` is its password-file entry, looked up by the caller.
 fn deliver_user(
     ctx: &mut Ctx<'_>,
@@ -761,19 +919,41 @@ fn deliver_user(
         ..s.mbox_options()
     };
     let sender = ctx.msg.sender.clone();
-    let too_big = || {
-        Act::failed(
-            Status::Bounced,
-            "5.2.2",
-            "error writing message: File too large",
-        )
-    };
+    if let Some(deferred) = ctx.deferred.as_mut() {
+        // Group commit: the write is made later with the others to this mbox
+        // ([`commit_deferred`]); until then the outcome says it is not done.
+        let placeholder = Outcome {
+            to: addr.to_string(),
+            orig_to: (addr != ctx.orig).then(|| ctx.orig.clone()),
+            status: Status::Deferred,
+            dsn: "4.3.0".into(),
+            text: "mailbox write not made".into(),
+        };
+        deferred.push(DeferredWrite {
+            outcome: ctx.out.len(),
+            placeholder: placeholder.clone(),
+            target,
+            spool: s.home_mailbox.is_empty(),
+            maildir,
+            uid,
+            gid,
+            user: user.to_string(),
+            sender,
+            data,
+            opts,
+        });
+        ctx.out.push(placeholder);
+        return;
+    }
+    let one = [crate::mailbox::MboxDelivery {
+        from_line_sender: &sender,
+        message: &data,
+        size_limit: s.mailbox_size_limit,
+    }];
     let res = if s.home_mailbox.is_empty() {
-        if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
-            too_big()
-        } else {
-            deliver_spool(s, &target, uid, gid, &sender, &data, &opts)
-        }
+        deliver_spool(s, &target, uid, gid, &one, &opts)
+            .pop()
+            .unwrap_or_else(|| Act::failed(Status::Deferred, "4.3.0", "no result"))
     } else if maildir {
         // Everything in the home directory as the recipient (Postfix's local(8) does it all
         // with the recipient's privileges there).
@@ -786,30 +966,36 @@ fn deliver_user(
                 Err(e) => Act::from_mailbox(&e),
             },
         )
-    } else if over_limit(&target, data.len() + 128, s.mailbox_size_limit) {
-        too_big()
     } else {
-        write_as(&s.ident, uid, gid, || {
-            match crate::mailbox::deliver_mbox(&target, &sender, &data, &opts) {
-                Ok(()) => Act::sent("delivered to mailbox"),
-                Err(e) => Act::from_mailbox(&e),
-            }
-        })
+        write_as_each(&s.ident, uid, gid, 1, || batch_acts(&target, &one, &opts))
+            .pop()
+            .unwrap_or_else(|| Act::failed(Status::Deferred, "4.3.0", "no result"))
     };
-    if res.status == Status::Sent {
-        ctx.push(addr, Status::Sent, "2.0.0", res.text);
-    } else {
-        ctx.push(
-            addr,
-            res.status,
-            &res.dsn,
-            format!(
-                "cannot update mailbox {} for user {user}. {}",
-                target.display(),
-                res.text
-            ),
-        );
+    if maildir {
+        if res.status == Status::Sent {
+            ctx.push(addr, Status::Sent, "2.0.0", res.text);
+        } else {
+            ctx.push(
+                addr,
+                res.status,
+                &res.dsn,
+                format!(
+                    "cannot update mailbox {} for user {user}. {}",
+                    target.display(),
+                    res.text
+                ),
+            );
+        }
+        return;
     }
+    let placeholder = Outcome {
+        to: addr.to_string(),
+        orig_to: (addr != ctx.orig).then(|| ctx.orig.clone()),
+        status: Status::Deferred,
+        dsn: String::new(),
+        text: String::new(),
+    };
+    ctx.out.push(mbox_outcome(placeholder, res, &target, user));
 }
 
 /// Delivery to `mail_spool_directory/USER` with Postfix's least privilege (local/mailbox.c):
@@ -823,18 +1009,13 @@ fn deliver_spool(
     target: &Path,
     uid: u32,
     gid: u32,
-    sender: &str,
-    data: &[u8],
+    items: &[crate::mailbox::MboxDelivery<'_>],
     opts: &crate::mailbox::MboxOptions,
-) -> Act {
+) -> Vec<Act> {
     use std::os::unix::fs::MetadataExt;
     let (ident, spool) = (s.ident.as_str(), s.mail_spool_directory.as_path());
-    let deliver = |opts: &crate::mailbox::MboxOptions| match crate::mailbox::deliver_mbox(
-        target, sender, data, opts,
-    ) {
-        Ok(()) => Act::sent("delivered to mailbox"),
-        Err(e) => Act::from_mailbox(&e),
-    };
+    let n = items.len();
+    let deliver = |opts: &crate::mailbox::MboxOptions| batch_acts(target, items, opts);
     let st = std::fs::metadata(spool).ok();
     let (spool_uid, spool_gid) = match &st {
         None => (uid, gid),
@@ -843,17 +1024,20 @@ fn deliver_spool(
         Some(_) => (0, 0),
     };
     if spool_uid == uid || !crate::sys::child::is_root() {
-        return write_as(ident, spool_uid, spool_gid, || deliver(opts));
+        return write_as_each(ident, spool_uid, spool_gid, n, || deliver(opts));
     }
+    let all = |a: Act| vec![a; n];
     // Root's part: the file (the recipient's, never through a symlink) and the dotlock in
     // a directory only root may write; the recipient's part: the append under fcntl.
     if let Err(e) = create_spool_mbox(target, uid, gid) {
-        return Act::from_mailbox(&crate::mailbox::MailboxError::io(target, e));
+        return all(Act::from_mailbox(&crate::mailbox::MailboxError::io(
+            target, e,
+        )));
     }
     let dot = if opts.dotlock {
         match crate::mailbox::lock::dotlock(target, opts) {
             Ok(d) => Some(d),
-            Err(e) => return Act::from_mailbox(&e),
+            Err(e) => return all(Act::from_mailbox(&e)),
         }
     } else {
         None
@@ -862,7 +1046,7 @@ fn deliver_spool(
         dotlock: false,
         ..opts.clone()
     };
-    let res = write_as(ident, uid, gid, || deliver(&user_opts));
+    let res = write_as_each(ident, uid, gid, n, || deliver(&user_opts));
     drop(dot);
     res
 }
@@ -926,6 +1110,29 @@ fn write_as(ident: &str, uid: u32, gid: u32, f: impl FnOnce() -> Act) -> Act {
         dsn: "4.3.0".into(),
         text: format!("cannot deliver as uid {uid}: {e}"),
     })
+}
+
+/// [`write_as`] for a group commit: `n` results, each the same deferral when the ids
+/// cannot be switched.
+fn write_as_each(
+    ident: &str,
+    uid: u32,
+    gid: u32,
+    n: usize,
+    f: impl FnOnce() -> Vec<Act>,
+) -> Vec<Act> {
+    match crate::sys::child::write_as(ident, uid, gid, f) {
+        Ok(v) if v.len() == n => v,
+        Ok(_) => vec![Act::failed(Status::Deferred, "4.3.0", "mailbox write lost its results"); n],
+        Err(e) => vec![
+            Act {
+                status: Status::Deferred,
+                dsn: "4.3.0".into(),
+                text: format!("cannot deliver as uid {uid}: {e}"),
+            };
+            n
+        ],
+    }
 }
 
 /// Run `f` as `uid`/`gid` (a forked process that became that user when this one is root);

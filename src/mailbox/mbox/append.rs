@@ -1,5 +1,6 @@
 //! Writing new messages at the end of an mbox: Postfix's `local(8)` delivery
-//! ([`deliver_mbox`]: `>From ` quoting, no metadata), Dovecot's IMAP APPEND and COPY
+//! ([`deliver_mbox`]: `>From ` quoting, no metadata; [`deliver_mbox_batch`]: several such
+//! deliveries under one hold of the locks and one fsync, each with its own result), Dovecot's IMAP APPEND and COPY
 //! ([`append`]: unquoted, with `Content-Length:` and the metadata, UIDs given first), and
 //! moving a whole mbox's messages into another ([`move_all`]). Each is done under the write
 //! locks, fsynced, and the file truncated back to its old size on failure.
@@ -91,6 +92,97 @@ pub fn deliver_mbox(
         return Err(MailboxError::io(path, e));
     }
     Ok(())
+}
+
+/// One message of a group commit ([`deliver_mbox_batch`]): the `From ` line's sender, the
+/// message, and the size the mailbox may reach with it (`mailbox_size_limit`; 0: none).
+pub struct MboxDelivery<'a> {
+    pub from_line_sender: &'a str,
+    pub message: &'a [u8],
+    pub size_limit: u64,
+}
+
+/// Group commit of local deliveries to one mbox: every message of `batch` appended, in
+/// order, under one hold of the locks, then one fsync for them all, as the queue writer
+/// commits queue files (issue 18). Each message gets its own result, and a failed one
+/// takes no other with it: one that would pass its `size_limit` (the box's size counted
+/// with the messages appended before it) is refused with `EFBIG` and not written, one whose
+/// write fails is cut off again (the file truncated back to where it began) and the next
+/// ones go on after it. Only the fsync is shared: when it fails, every message of the batch
+/// is cut off and fails with its error, so that none is reported delivered unless it is on
+/// stable storage. When the box cannot be opened or locked, every message fails alike.
+/// With one message this is [`deliver_mbox`] with the size check made under the lock.
+pub fn deliver_mbox_batch(
+    path: &Path,
+    batch: &[MboxDelivery<'_>],
+    opts: &MboxOptions,
+) -> Vec<Result<(), MailboxError>> {
+    let all = |e: MailboxError| batch.iter().map(|_| Err(e.duplicate())).collect();
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let locked = match open_locked(path, opts, true) {
+        Ok(l) => l,
+        Err(e) => return all(e),
+    };
+    let file = &locked.file;
+    let start = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return all(MailboxError::io(path, e)),
+    };
+    let mut len = start;
+    let mut out = Vec::with_capacity(batch.len());
+    for d in batch {
+        let mut data = Vec::new();
+        // As deliver_mbox: a box whose last message lacks its final newline or the empty
+        // separator line gets them first.
+        if len > 0 {
+            let n = len.min(2) as usize;
+            let mut tail = [0u8; 2];
+            if let Err(e) = file.read_exact_at(&mut tail[..n], len - n as u64) {
+                out.push(Err(MailboxError::io(path, e)));
+                continue;
+            }
+            let tail = &tail[..n];
+            if !tail.ends_with(b"\n") {
+                data.extend_from_slice(b"\n\n");
+            } else if tail != b"\n\n" && n == 2 {
+                data.push(b'\n');
+            }
+        }
+        data.extend_from_slice(&format_for_append(d.from_line_sender, d.message));
+        if d.size_limit > 0 && len.saturating_add(data.len() as u64) > d.size_limit {
+            out.push(Err(MailboxError::io(
+                path,
+                std::io::Error::from_raw_os_error(libc::EFBIG),
+            )));
+            continue;
+        }
+        match file.write_all_at(&data, len) {
+            Ok(()) => {
+                len += data.len() as u64;
+                out.push(Ok(()));
+            }
+            Err(e) => {
+                let _ = file.set_len(len);
+                out.push(Err(MailboxError::io(path, e)));
+            }
+        }
+    }
+    if len == start {
+        return out;
+    }
+    if let Err(e) = file.sync_all() {
+        let _ = file.set_len(start);
+        let _ = file.sync_all();
+        let e = MailboxError::io(path, e);
+        for r in &mut out {
+            if r.is_ok() {
+                *r = Err(e.duplicate());
+            }
+        }
+    }
+    out
 }
 
 /// The `From ` line date as Dovecot writes it for a saved message (`mbox_from_create()`:

@@ -54,7 +54,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::MailboxError;
 use super::lock::{DotLock, dotlock, fcntl_lock};
 
-pub use append::{MboxSave, append, deliver_mbox, format_for_append, move_all};
+pub use append::{
+    MboxDelivery, MboxSave, append, deliver_mbox, deliver_mbox_batch, format_for_append, move_all,
+};
 pub use index::{MboxBox, MboxFlags, MboxMessage, MboxMsg};
 pub use scan::from_line_time;
 
@@ -236,6 +238,103 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).expect("symlink");
         let e = deliver_mbox(&link, "a", b"x\n", &MboxOptions::default());
         assert!(matches!(e, Err(MailboxError::Unsafe(..))), "{e:?}");
+    }
+
+    /// The file with each unquoted `From ` line cut to `From SENDER` (the date differs).
+    fn without_dates(b: &[u8]) -> String {
+        String::from_utf8_lossy(b)
+            .split_inclusive('\n')
+            .map(|l| match l.strip_prefix("From ") {
+                Some(r) => format!("From {}\n", r.split("  ").next().unwrap_or_default()),
+                None => l.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn group_commit_writes_what_single_deliveries_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (one, many) = (dir.path().join("one"), dir.path().join("many"));
+        // A box whose last message lacks its final newline (another program's cut write).
+        for p in [&one, &many] {
+            std::fs::write(
+                p,
+                b"From x  Sat Nov 28 14:36:59 2026\nSubject: old\n\nno end",
+            )
+            .unwrap();
+        }
+        let msgs: [(&str, &[u8]); 3] = [
+            ("a@x", b"Subject: 1\r\n\r\nFrom here\r\n"),
+            ("", b"Subject: 2\n\nbody"),
+            ("c@x", b"Subject: 3\n\n>From x\n"),
+        ];
+        let opts = MboxOptions::default();
+        for (s, m) in msgs {
+            deliver_mbox(&one, s, m, &opts).expect("single");
+        }
+        let batch: Vec<MboxDelivery<'_>> = msgs
+            .iter()
+            .map(|(s, m)| MboxDelivery {
+                from_line_sender: s,
+                message: m,
+                size_limit: 0,
+            })
+            .collect();
+        let r = deliver_mbox_batch(&many, &batch, &opts);
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&many).unwrap());
+        assert_eq!(without_dates(&a), without_dates(&b));
+        assert!(without_dates(&b).contains("From MAILER-DAEMON\n"));
+    }
+
+    #[test]
+    fn group_commit_failures_stay_with_their_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("inbox");
+        let big = vec![b'x'; 4000];
+        let batch = [
+            MboxDelivery {
+                from_line_sender: "a@x",
+                message: b"Subject: 1\n\none\n",
+                size_limit: 1000,
+            },
+            // Would take the box past mailbox_size_limit: refused, not written.
+            MboxDelivery {
+                from_line_sender: "b@x",
+                message: &big,
+                size_limit: 1000,
+            },
+            MboxDelivery {
+                from_line_sender: "c@x",
+                message: b"Subject: 3\n\nthree\n",
+                size_limit: 1000,
+            },
+        ];
+        let r = deliver_mbox_batch(&p, &batch, &MboxOptions::default());
+        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+        match &r[1] {
+            Err(MailboxError::Io { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EFBIG))
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = without_dates(&std::fs::read(&p).unwrap());
+        assert_eq!(
+            text,
+            "From a@x\nSubject: 1\n\none\n\nFrom c@x\nSubject: 3\n\nthree\n\n"
+        );
+        // A box that cannot be locked fails every message of the batch alike.
+        std::fs::write(dir.path().join("inbox.lock"), b"").unwrap();
+        let short = MboxOptions {
+            lock_timeout: Duration::from_millis(200),
+            ..MboxOptions::default()
+        };
+        let r = deliver_mbox_batch(&p, &batch, &short);
+        assert_eq!(r.len(), 3);
+        assert!(
+            r.iter().all(|e| matches!(e, Err(MailboxError::Locked(_)))),
+            "{r:?}"
+        );
     }
 
     #[test]
