@@ -22,6 +22,14 @@
 //! database, `MDB_NOSUBDIR`, no lock file (`MDB_NOLOCK`, Postfix locks the file itself), keys
 //! and values stored with a trailing NUL (`DICT_FLAG_TRY1NULL`); lookups try the key with and
 //! without the NUL, as Postfix does for files built elsewhere.
+//!
+//! LMDB files (`lmdb:` tables and Postern's indexes) are written through LMDB (`heed`,
+//! `sys::lmdb`) but read by [`super::lmdb_file`], Postern's own reader, which checks every
+//! page number, offset and size against the file: LMDB checks none inside a page, and a
+//! damaged file made it (and the real Postfix) die of SIGBUS. A damaged file fails to open
+//! with `open database NAME.lmdb: corrupt LMDB file: …` (or `truncated LMDB file: …`), which
+//! a service treats as any table it cannot open (`NAME is unavailable`, a temporary lookup
+//! failure), and reads again once the file changes.
 
 use std::collections::HashMap;
 use std::fs;

@@ -33,11 +33,17 @@
 //! them: `MDB_INVALID: File is not an LMDB file`, `MDB_VERSION_MISMATCH: Database
 //! environment version mismatch`, and `Bad file descriptor` for an empty file.
 //!
-//! Reading: the file is opened once, held under a shared `flock(2)` (Postfix's
-//! `INTERNAL_LOCK` on Linux, which the real `postmap` holds exclusively while it rewrites
-//! a table in place), and read with `pread(2)` a page at a time: no map, so even a file
-//! cut or rewritten under the reader gives at worst an error, never a signal. Postern's
-//! own writers replace a table by rename, so a reader keeps the file it opened.
+//! Reading: the file is opened once and read with `pread(2)` a page at a time: no map, so
+//! even a file cut or rewritten under the reader gives at worst an error, never a signal.
+//! Postern's own writers replace a table by rename, so a reader keeps the file it opened.
+//! The real Postfix's `postmap` updates a table in place instead, relying on LMDB's
+//! copy-on-write (a commit writes new pages, then the meta page) and on `fcntl(2)` locks:
+//! `dict_lmdb.c` takes a shared lock around each lookup and sequence step, and the writer
+//! takes an exclusive one when it opens the table for an update (so that no reader still
+//! uses pages it may reuse) and for each update. The reader therefore holds a shared
+//! `fcntl` lock on the whole file while it reads (an open-file-description lock, so that
+//! threads reading one table do not release each other's; it conflicts with Postfix's
+//! record locks all the same).
 
 use std::fs::File;
 use std::io;
@@ -91,6 +97,25 @@ fn corrupt(what: String) -> io::Error {
     invalid(format!("corrupt LMDB file: {what}"))
 }
 
+/// Wait for a shared `fcntl` lock on the whole file (module docs), released when the
+/// file is closed.
+fn lock_shared(file: &File) -> io::Result<()> {
+    let lock = libc::flock {
+        l_type: libc::F_RDLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
+        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&lock)) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The fields of a meta page the reader uses.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
@@ -140,7 +165,7 @@ impl LmdbFile {
     /// Open `path`, take a shared lock on it, and check its meta pages and length.
     pub fn open(path: &Path) -> io::Result<LmdbFile> {
         let file = File::open(path)?;
-        file.lock_shared()?;
+        lock_shared(&file)?;
         let len = file.metadata()?.len();
         if len == 0 {
             // LMDB takes an empty file for a new environment, which a read-only open
@@ -570,6 +595,35 @@ mod tests {
             io::Error::from_raw_os_error(libc::EBADF).to_string()
         );
         assert_eq!(err(&[1u8; 100]), "MDB_INVALID: File is not an LMDB file");
+    }
+
+    /// A writer's exclusive `fcntl` lock (the real postmap's when it opens a table for an
+    /// update) is waited for; without it the open goes ahead.
+    #[test]
+    fn open_waits_for_a_writers_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lmdb");
+        std::fs::write(&path, file_with(&[], P_INVALID, PS)).unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let reader = std::thread::spawn(move || {
+            let r = LmdbFile::open(&p).map(|_| ());
+            let _ = tx.send(());
+            r
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(rx.try_recv().is_err(), "the open did not wait for the lock");
+        drop(writer);
+        reader.join().unwrap().unwrap();
     }
 
     #[test]
