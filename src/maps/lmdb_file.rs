@@ -563,7 +563,7 @@ mod tests {
         bad[PAGEHDRSZ..PAGEHDRSZ + 2].copy_from_slice(&4094u16.to_le_bytes());
         assert!(err(&file_with(&[bad], 2, PS)).contains("node 0 at offset 4094"));
         // A root past the last page, a meta page as a child, a loop.
-        assert!(err(&file_with(&[leaf.clone()], 9, PS)).contains("refers to page 9"));
+        assert!(err(&file_with(std::slice::from_ref(&leaf), 9, PS)).contains("refers to page 9"));
         let to_meta = page(2, P_BRANCH, &[(1, 0, b"", b"")], PS);
         assert!(err(&file_with(&[to_meta], 2, PS)).contains("refers to page 1,"));
         let to_self = page(2, P_BRANCH, &[(2, 0, b"", b"")], PS);
