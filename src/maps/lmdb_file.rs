@@ -217,7 +217,8 @@ impl LmdbFile {
     fn read_page(&self, pgno: u64, buf: &mut [u8], from: u64) -> io::Result<()> {
         if pgno < 2 || pgno > self.last_pg {
             return Err(corrupt(format!(
-                "page {from} refers to page {pgno}, outside pages 2 to {}",
+                "{} refers to page {pgno}, outside pages 2 to {}",
+                referrer(from),
                 self.last_pg
             )));
         }
@@ -246,7 +247,7 @@ impl LmdbFile {
         let mut pages: Vec<Vec<u8>> = Vec::new();
         let mut stack: Vec<(usize, usize, u64)> = Vec::new(); // (next node, nodes, pgno)
         let mut value = Vec::new();
-        let mut child = Some((self.root, 0u64));
+        let mut child = Some((self.root, META));
         loop {
             if let Some((pgno, parent)) = child.take() {
                 let level = stack.len();
@@ -416,6 +417,18 @@ impl LmdbFile {
     }
 }
 
+/// The `from` of the root page: the meta page.
+const META: u64 = u64::MAX;
+
+/// Who refers to a page, in an error.
+fn referrer(from: u64) -> String {
+    if from == META {
+        "the meta page".into()
+    } else {
+        format!("page {from}")
+    }
+}
+
 /// Where a leaf node's value is: in its page, or in an overflow run (page, size).
 enum Data {
     Inline(std::ops::Range<usize>),
@@ -438,7 +451,8 @@ impl Seen {
         };
         if *word & (1 << b) != 0 {
             return Err(corrupt(format!(
-                "page {from} refers to page {pgno}, which is used twice"
+                "{} refers to page {pgno}, which is used twice",
+                referrer(from)
             )));
         }
         *word |= 1 << b;
@@ -563,7 +577,10 @@ mod tests {
         bad[PAGEHDRSZ..PAGEHDRSZ + 2].copy_from_slice(&4094u16.to_le_bytes());
         assert!(err(&file_with(&[bad], 2, PS)).contains("node 0 at offset 4094"));
         // A root past the last page, a meta page as a child, a loop.
-        assert!(err(&file_with(std::slice::from_ref(&leaf), 9, PS)).contains("refers to page 9"));
+        assert!(
+            err(&file_with(std::slice::from_ref(&leaf), 9, PS))
+                .contains("the meta page refers to page 9,")
+        );
         let to_meta = page(2, P_BRANCH, &[(1, 0, b"", b"")], PS);
         assert!(err(&file_with(&[to_meta], 2, PS)).contains("refers to page 1,"));
         let to_self = page(2, P_BRANCH, &[(2, 0, b"", b"")], PS);
