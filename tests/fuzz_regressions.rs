@@ -1,6 +1,7 @@
 //! Inputs the fuzz targets under `fuzz/` found to crash Postern (`scripts/fuzz`, README
 //! "Reliability" → "Fuzzing"), each kept here with what must happen instead. The crashing
-//! bytes are inline, minimised by libFuzzer (`-minimize_crash=1`).
+//! bytes are inline, minimised by libFuzzer (`-minimize_crash=1`), except whole files too
+//! large to read inline (LMDB pages), kept under `tests/data/`.
 
 mod common;
 use common::*;
@@ -294,7 +295,7 @@ fn mbox_expunge_keeps_a_last_line_without_newline() {
 /// `map_lmdb`: an `lmdb:` file shorter than the pages its meta page says are in use (here a
 /// 300-entry table cut to 4 of its 8 pages) made LMDB read past the end of the mapped
 /// file: SIGBUS, in Postern as in Postfix 3.7's own `postmap -q` (which has no check).
-/// Postern now checks the length against the meta page before LMDB maps the file, and
+/// Postern now checks the length against the meta page before it reads the file, and
 /// the lookup fails with an error.
 #[test]
 fn lmdb_truncated_file_is_an_error() {
@@ -339,6 +340,157 @@ fn lmdb_truncated_file_is_an_error() {
         )),
         "{err}"
     );
+}
+
+/// `map_lmdb`: two `lmdb:` files corrupted inside a page (found by the fuzz target as
+/// mutations of a table Postern's `postmap lmdb:` wrote): a leaf node whose value size
+/// reaches past the end of its page and of the file (`8f1346df`: the first record of 3
+/// pages, a size of 3072 bytes at offset 4010 of a 4096-byte page; `17aa5786`: record 52 of
+/// the 8-page table of `lmdb_truncated_file_is_an_error`). LMDB does not check sizes within
+/// a page: copying the value read past the map, SIGBUS, in `postmap -q` and `-s` alike
+/// (the real Postfix 3.7's `postmap -s` dies of it too on `8f1346df`). Postern now reads
+/// tables with its own bounds-checked reader: the file is refused with an error naming it.
+const LMDB_PAGE_CORRUPT: [(&str, &str); 2] = [
+    (
+        "17aa5786",
+        "page 2: node 52 reaches past the end of the page",
+    ),
+    (
+        "8f1346df",
+        "page 2: node 0 reaches past the end of the page",
+    ),
+];
+
+fn lmdb_page_corrupt_copy(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+    let data = repo_root().join(format!("tests/data/lmdb-page-corrupt-{id}.lmdb"));
+    let base = dir.join(format!("corrupt-{id}"));
+    std::fs::copy(&data, base.with_extension("lmdb")).unwrap();
+    base
+}
+
+#[test]
+fn lmdb_page_corrupt_postmap_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.cf"), "").unwrap();
+    for (id, what) in LMDB_PAGE_CORRUPT {
+        let base = lmdb_page_corrupt_copy(dir.path(), id);
+        let spec = format!("lmdb:{}", base.display());
+        for args in [
+            &["-q", "alice@example.com", &spec][..],
+            &["-s", &spec][..],
+            &["-q", "-", &spec][..],
+        ] {
+            let out = std::process::Command::new(BIN)
+                .arg("postmap")
+                .arg("-c")
+                .arg(dir.path())
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{id} {args:?}: {:?} {err}",
+                out.status
+            );
+            assert_eq!(
+                err,
+                format!(
+                    "postmap: fatal: open database {}.lmdb: corrupt LMDB file: {what}\n",
+                    base.display()
+                ),
+                "{id} {args:?}"
+            );
+            assert!(out.stdout.is_empty(), "{id} {args:?}");
+        }
+    }
+}
+
+/// The same files as the fuzz target reads them, in this process: errors, not a crash.
+#[test]
+fn lmdb_page_corrupt_table_open_is_an_error() {
+    use postern::maps::indexed::{LmdbTable, lmdb_read_raw};
+    let dir = tempfile::tempdir().unwrap();
+    for (id, what) in LMDB_PAGE_CORRUPT {
+        let base = lmdb_page_corrupt_copy(dir.path(), id);
+        let file = base.with_extension("lmdb");
+        let e = lmdb_read_raw(&file).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("corrupt LMDB file: {what}")),
+            "{id}: {e}"
+        );
+        let name = base.to_string_lossy();
+        let opts = postern::maps::OpenOptions::default();
+        let e = LmdbTable::open(&name, &format!("lmdb:{name}"), &opts).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "open database {}: corrupt LMDB file: {what}",
+                file.display()
+            ),
+            "{id}"
+        );
+    }
+}
+
+/// A daemon's lookup in the corrupt table fails as Postfix's smtpd answers a table it
+/// cannot open (compat-fixtures/lookup/sender-access-missing: `451 4.3.5 … Server
+/// configuration error`, `warning: TABLE is unavailable. open database …`), the daemon
+/// lives on, and once the table is rebuilt the next lookup reads the new file.
+#[test]
+fn lmdb_page_corrupt_smtpd_lookup_fails_and_serves_on() {
+    let (id, what) = LMDB_PAGE_CORRUPT[1];
+    let mut table = std::path::PathBuf::new();
+    let inst = Instance::start_with("", "", |d| {
+        table = lmdb_page_corrupt_copy(&d.join("etc"), id);
+        let mut main = std::fs::read_to_string(d.join("etc/main.cf")).unwrap();
+        main.push_str(&format!(
+            "myhostname = mail.example.test\n\
+             smtpd_sender_restrictions = check_sender_access lmdb:{}\n",
+            table.display()
+        ));
+        std::fs::write(d.join("etc/main.cf"), main).unwrap();
+    });
+    let session = |want: &str| {
+        let mut c = Smtp::connect(inst.port);
+        let banner = c.reply();
+        assert!(banner[0].starts_with("220 "), "{banner:?}");
+        c.cmd("EHLO c");
+        assert_eq!(c.cmd("MAIL FROM:<a@b.c>"), ["250 2.1.0 Ok"]);
+        assert_eq!(
+            c.cmd("RCPT TO:<x@mail.example.test>"),
+            [want],
+            "{}",
+            inst.log()
+        );
+        assert_eq!(c.cmd("QUIT"), ["221 2.0.0 Bye"]);
+    };
+    session("451 4.3.5 <a@b.c>: Sender address rejected: Server configuration error");
+    let spec = format!("lmdb:{}", table.display());
+    let log = inst.wait_log("lookup error for");
+    for want in [
+        format!(
+            "warning: {spec} is unavailable. open database {}.lmdb: corrupt LMDB file: {what}",
+            table.display()
+        ),
+        format!("warning: {spec} lookup error for \"a@b.c\""),
+    ] {
+        assert!(log.contains(&want), "no {want:?} in\n{log}");
+    }
+    assert!(!log.contains("signal"), "{log}");
+    // Rebuilt by postmap (a new file renamed into place): read at the next lookup.
+    std::fs::write(&table, "a@b.c REJECT no thanks\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("postmap")
+        .arg("-c")
+        .arg(inst.config_dir())
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    session("554 5.7.1 <a@b.c>: Sender address rejected: no thanks");
 }
 
 /// `mbox`: a header cut by the end of the file in a lone `\r` (no end of headers) became

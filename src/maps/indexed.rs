@@ -22,6 +22,14 @@
 //! database, `MDB_NOSUBDIR`, no lock file (`MDB_NOLOCK`, Postfix locks the file itself), keys
 //! and values stored with a trailing NUL (`DICT_FLAG_TRY1NULL`); lookups try the key with and
 //! without the NUL, as Postfix does for files built elsewhere.
+//!
+//! LMDB files (`lmdb:` tables and Postern's indexes) are written through LMDB (`heed`,
+//! `sys::lmdb`) but read by [`super::lmdb_file`], Postern's own reader, which checks every
+//! page number, offset and size against the file: LMDB checks none inside a page, and a
+//! damaged file made it (and the real Postfix) die of SIGBUS. A damaged file fails to open
+//! with `open database NAME.lmdb: corrupt LMDB file: …` (or `truncated LMDB file: …`), which
+//! a service treats as any table it cannot open (`NAME is unavailable`, a temporary lookup
+//! failure), and reads again once the file changes.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,6 +39,7 @@ use std::time::SystemTime;
 
 use indexmap::IndexMap;
 
+use super::lmdb_file::LmdbFile;
 use super::source::{Format, parse_entries};
 use super::{MapError, OpenOptions, Table};
 
@@ -241,8 +250,8 @@ impl Table for LmdbTable {
     }
 }
 
-/// heed refuses to open one path twice at the same time in a process; every open here is
-/// short (read all, or write all, then close), so one lock serialises them.
+/// heed refuses to open one path twice at the same time in a process; every write here
+/// is short (write all, then close), so one lock serialises them.
 static LMDB_LOCK: Mutex<()> = Mutex::new(());
 
 fn lmdb_err(path: &Path, e: heed::Error) -> MapError {
@@ -277,34 +286,12 @@ pub fn lmdb_for_each<F>(path: &Path, f: &mut F) -> Result<(), MapError>
 where
     F: FnMut(&[u8], &[u8]) -> Result<(), MapError>,
 {
-    if let Err(e) = fs::metadata(path) {
-        return Err(MapError::open_database(path, e));
-    }
-    let _guard = LMDB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    // MDB_NOLOCK as Postfix: Postern's writers replace the file by rename, never in
-    // place, so a reader's map never changes under it; LMDB_LOCK serialises the opens.
-    let env = crate::sys::lmdb::open_read_only(path).map_err(|e| lmdb_err(path, e))?;
-    let rtxn = env.read_txn().map_err(|e| lmdb_err(path, e))?;
-    let db = env
-        .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_, heed::Error> {
-            let db = dbo.open_database::<heed::types::Bytes, heed::types::Bytes>(rtxn, None)?;
-            Ok(heed::CommitOrAbort::<_, ()>::Commit(db))
-        })
-        .map_err(|e| lmdb_err(path, e))?;
-    let db = match db {
-        heed::CommitOrAbort::Commit(db) => db,
-        heed::CommitOrAbort::Abort(()) => None,
-    };
-    let rtxn = env.read_txn().map_err(|e| lmdb_err(path, e))?;
-    if let Some(db) = db {
-        for item in db.iter(&rtxn).map_err(|e| lmdb_err(path, e))? {
-            let (k, v) = item.map_err(|e| lmdb_err(path, e))?;
-            f(k, v)?;
-        }
-    }
-    drop(rtxn);
-    drop(env);
-    Ok(())
+    // Read by Postern's own bounds-checked reader, not LMDB (see super::lmdb_file): a
+    // corrupt file is an error, never a signal. Writers replace the file by rename, so the
+    // file opened here stays whole while it is read.
+    let file = LmdbFile::open(path).map_err(|e| MapError::open_database(path, e))?;
+    file.for_each(|k, v| f(k, v))
+        .map_err(|e| MapError::open_database(path, e))?
 }
 
 fn lmdb_read_map(path: &Path) -> Result<IndexMap<String, String>, MapError> {

@@ -39,6 +39,7 @@ pub mod cache;
 pub mod cidr;
 pub mod error;
 pub mod indexed;
+pub mod lmdb_file;
 pub mod regexp;
 pub mod search;
 pub mod simple;
