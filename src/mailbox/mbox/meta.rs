@@ -214,11 +214,15 @@ pub(super) struct Meta {
 /// Whether a rewritten header drops the field `name`: all of Dovecot's metadata fields,
 /// written anew at the header's end in Dovecot's order (Dovecot reads `X-Keywords` by
 /// the list of `X-IMAPbase`, which must come first).
-pub(super) fn drops(name: Option<&str>, pseudo: bool) -> bool {
+/// A `Content-Length:` that did not hold when the file was read ([`Raw::cl_stale`]) is
+/// dropped too (it is hidden from clients): once the rewrite moved what follows, the
+/// stale length could come to hold and swallow the next message.
+pub(super) fn drops(name: Option<&str>, raw: &Raw) -> bool {
     match name {
         Some("x-uid" | "x-imapbase" | "x-imap") => true,
         // The pseudo message keeps its own (`Status: RO`).
-        Some("status" | "x-status" | "x-keywords") => !pseudo,
+        Some("status" | "x-status" | "x-keywords") => !raw.pseudo,
+        Some("content-length") => raw.cl_stale,
         _ => false,
     }
 }
@@ -356,7 +360,7 @@ pub(super) fn fit_header(
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
         if !continuation {
             let head = &line[..line.len().min(LINE_HEAD)];
-            dropping = drops(header_name(head).as_deref(), raw.pseudo);
+            dropping = drops(header_name(head).as_deref(), raw);
         }
         if !dropping {
             out.extend_from_slice(line);

@@ -36,7 +36,13 @@
 //! leaves the message now last without separator line, so that its `Content-Length:`
 //! points at the end of the file and no longer holds (a dated `From ` line in its body
 //! then starts a message when the file is read anew); Postern gives it the separator
-//! line when its `Content-Length:` would otherwise no longer hold.
+//! line when its `Content-Length:` would otherwise no longer hold. A `Content-Length:`
+//! that does not hold where the file is read (the message ends at its next `From ` line
+//! instead): Postern drops it from the header when it rewrites the file (the field is
+//! hidden from clients; what Dovecot's sync does with such a field was not compared). Left in place, a
+//! rewrite that moved the bytes after it could make the stale length land on a later
+//! message's separator and swallow the messages between (a fuzz finding:
+//! `tests/fuzz_regressions.rs`, `mbox_stale_content_length_…`).
 
 mod append;
 mod index;

@@ -16,7 +16,8 @@
 //! the output, after whichever message is last now; when that was nothing but the file
 //! ended in a newline, the message now last gets its separator line (Dovecot keeps the
 //! final newline as its trailer), and so does one whose `Content-Length:` would no longer
-//! hold without it. A rewritten header the end of the
+//! hold without it. A `Content-Length:` that did not hold when the file was read is
+//! dropped, its header rewritten with the rest ([`super::meta::drops`]). A rewritten header the end of the
 //! file cut gets its newline and the separator; one cut in a lone `\r` gets its metadata
 //! before that line, which becomes the end of headers (not after it, as in Dovecot, where
 //! the metadata then is body).
@@ -64,6 +65,13 @@ impl Plan<'_> {
             return Some(m);
         }
         let r = &raws[i];
+        // A stale `Content-Length:` goes at the first rewrite ([`drops`]).
+        if r.cl_stale {
+            return Some(Meta {
+                uid: self.uids.get(i).copied().unwrap_or(0),
+                flags: None,
+            });
+        }
         let base_same = i == 0
             && r.imapbase == Some((self.validity, self.last))
             && r.imapbase_rest == self.base_keywords;
@@ -197,7 +205,7 @@ pub(super) fn rewrite(data: &[u8], raws: &[Raw], plan: &Plan) -> Vec<u8> {
             let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
                 let head = &line[..line.len().min(LINE_HEAD)];
-                dropping = drops(header_name(head).as_deref(), r.pseudo);
+                dropping = drops(header_name(head).as_deref(), r);
             }
             if !dropping {
                 out.extend_from_slice(line);
@@ -702,7 +710,7 @@ pub(super) fn drive(
             }
             let continuation = head.first().is_some_and(|b| *b == b' ' || *b == b'\t');
             if !continuation {
-                dropping = drops(header_name(&head).as_deref(), r.pseudo);
+                dropping = drops(header_name(&head).as_deref(), r);
             }
             if dropping {
                 if let Some(a) = run.take() {

@@ -39,6 +39,10 @@ pub(super) struct Raw {
     pub(super) kw_padded: bool,
     /// `Content-Length:` (the first, if its value is a number).
     pub(super) content_length: Option<u64>,
+    /// That length did not hold where the header ended: the message ends at the next
+    /// `From ` line instead, and a rewrite drops the field (it could come to hold once
+    /// the bytes after it move, and swallow the next message).
+    pub(super) cl_stale: bool,
     /// UW-IMAP's and Dovecot's pseudo message (`X-IMAP:` in the first message: "DON'T
     /// DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"): holds the metadata, is no message.
     pub(super) pseudo: bool,
@@ -295,10 +299,12 @@ pub(super) fn parse(data: &[u8]) -> Vec<Raw> {
                 // The empty line ended the header: this line is body.
                 r.hdr_end = p;
                 in_header = false;
-                if let Some(n) = r.content_length
-                    && content_length_holds(pos as u64, n, &peek)
-                {
-                    no_start_before = pos + n as usize + 1;
+                if let Some(n) = r.content_length {
+                    if content_length_holds(pos as u64, n, &peek) {
+                        no_start_before = pos + n as usize + 1;
+                    } else {
+                        r.cl_stale = true;
+                    }
                 }
             } else if empty {
                 pending = Some(pos);
@@ -560,9 +566,12 @@ pub(super) fn scan(
                 if was_header
                     && !m.in_header
                     && let Some(n) = m.raw.content_length
-                    && content_length_holds(pos as u64, n, peek)
                 {
-                    no_start_before = pos + n as usize + 1;
+                    if content_length_holds(pos as u64, n, peek) {
+                        no_start_before = pos + n as usize + 1;
+                    } else {
+                        m.raw.cl_stale = true;
+                    }
                 }
             }
             if line.is_empty_line() {
@@ -709,8 +718,8 @@ mod tests {
                 "{what}"
             );
             assert_eq!(
-                (&a.keywords, a.content_length, a.date),
-                (&b.keywords, b.content_length, b.date),
+                (&a.keywords, a.content_length, a.cl_stale, a.date),
+                (&b.keywords, b.content_length, b.cl_stale, b.date),
                 "{what}"
             );
             assert_eq!(a.imapbase_rest, b.imapbase_rest, "{what}");
