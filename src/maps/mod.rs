@@ -50,8 +50,8 @@ use std::sync::Arc;
 pub use cache::{MapCache, open_cached, open_cached_format, open_list};
 pub use error::MapError;
 pub use search::{
-    AddressLookup, Feature, Key, access_address_keys, client_lookup_keys, find, host_lookup_keys,
-    ip_lookup_keys, lookup_address, lookup_client, lookup_domain, rewrite_address_keys,
+    Feature, Key, client_lookup_keys, find, host_lookup_keys, ip_lookup_keys, lookup_client,
+    lookup_domain, rewrite_address_keys,
 };
 
 /// One opened lookup table.

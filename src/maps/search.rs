@@ -83,15 +83,6 @@ impl Feature {
     }
 }
 
-/// The inputs of an address search: `recipient_delimiter` and the parent-domain style.
-#[derive(Debug, Clone, Default)]
-pub struct AddressLookup {
-    /// `recipient_delimiter` (any of its characters separates the extension); empty: none.
-    pub recipient_delimiter: String,
-    /// `parent_domain_matches_subdomains` lists the feature doing the lookup.
-    pub parent_matches_subdomains: bool,
-}
-
 /// `user+ext` → (`user`, Some(`+ext` )) with the first delimiter character found.
 pub fn split_extension<'a>(local: &'a str, delimiters: &str) -> (&'a str, Option<&'a str>) {
     if delimiters.is_empty() {
@@ -156,36 +147,6 @@ pub fn client_lookup_keys(
     keys
 }
 
-/// Access-map keys for a mail address (`check_sender_access`, `check_recipient_access`).
-pub fn access_address_keys(address: &str, how: &AddressLookup) -> Vec<Key> {
-    let (local, domain) = match address.rfind('@') {
-        Some(i) => (&address[..i], Some(&address[i + 1..])),
-        None => (address, None),
-    };
-    let (base, ext) = split_extension(local, &how.recipient_delimiter);
-    let mut keys = vec![full(address)];
-    if ext.is_some() {
-        match domain {
-            Some(d) => keys.push(partial(format!("{base}@{d}"))),
-            None => keys.push(partial(base)),
-        }
-    }
-    if let Some(d) = domain.filter(|d| !d.is_empty()) {
-        let mut dk = host_lookup_keys(d, how.parent_matches_subdomains);
-        for k in &mut dk {
-            k.partial = true;
-        }
-        keys.extend(dk);
-    }
-    if domain.is_some() {
-        keys.push(partial(format!("{local}@")));
-        if ext.is_some() {
-            keys.push(partial(format!("{base}@")));
-        }
-    }
-    keys
-}
-
 /// `mail_addr_find()` keys for virtual/canonical/relocated/alias lookups. `local_domain`:
 /// the domain is local (`$myorigin`, `$mydestination`, …), so the bare local part is tried.
 pub fn rewrite_address_keys(address: &str, delimiter: &str, local_domain: bool) -> Vec<Key> {
@@ -245,15 +206,6 @@ pub fn is_pattern(spec: &str) -> bool {
         .any(|p| spec.starts_with(p))
 }
 
-/// `check_sender_access`/`check_recipient_access` in one call.
-pub fn lookup_address(
-    tables: &[Arc<dyn Table>],
-    address: &str,
-    how: &AddressLookup,
-) -> Result<Option<(String, String)>, LookupError> {
-    find(tables, &access_address_keys(address, how))
-}
-
 /// `check_helo_access` and other domain lookups.
 pub fn lookup_domain(
     tables: &[Arc<dyn Table>],
@@ -282,44 +234,6 @@ mod tests {
 
     fn ks(v: Vec<Key>) -> Vec<String> {
         v.into_iter().map(|k| k.key).collect()
-    }
-
-    #[test]
-    fn access_order_with_extension() {
-        let how = AddressLookup {
-            recipient_delimiter: "+".into(),
-            parent_matches_subdomains: true,
-        };
-        assert_eq!(
-            ks(access_address_keys("user+ext@sub.example.com", &how)),
-            vec![
-                "user+ext@sub.example.com",
-                "user@sub.example.com",
-                "sub.example.com",
-                "example.com",
-                "com",
-                "user+ext@",
-                "user@",
-            ]
-        );
-    }
-
-    #[test]
-    fn access_order_dotted_parents() {
-        let how = AddressLookup {
-            recipient_delimiter: String::new(),
-            parent_matches_subdomains: false,
-        };
-        assert_eq!(
-            ks(access_address_keys("user+ext@sub.example.com", &how)),
-            vec![
-                "user+ext@sub.example.com",
-                "sub.example.com",
-                ".example.com",
-                ".com",
-                "user+ext@",
-            ]
-        );
     }
 
     #[test]
@@ -381,16 +295,11 @@ mod tests {
             &o,
         ));
         let inl = crate::maps::open("inline:{com=OK}", &o).unwrap();
-        let how = AddressLookup {
-            recipient_delimiter: "+".into(),
-            parent_matches_subdomains: true,
-        };
+        // An address's partial keys (its domain `com`) are not asked of a pattern table.
+        let keys = vec![full("a@x.com"), partial("x.com"), partial("com")];
+        assert_eq!(find(std::slice::from_ref(&re), &keys).unwrap(), None);
         assert_eq!(
-            lookup_address(std::slice::from_ref(&re), "a@x.com", &how).unwrap(),
-            None
-        );
-        assert_eq!(
-            lookup_address(&[re, inl], "a@x.com", &how).unwrap(),
+            find(&[re, inl], &keys).unwrap(),
             Some(("com".into(), "OK".into()))
         );
     }
