@@ -969,7 +969,8 @@ fn the_real_postfix_starts_on_postern_s_queue_and_delivers_its_deferred_mail() {
 // Test 4: the local delivery process is no oracle
 
 /// Send a delivery request on the local delivery process's channel `ctl` and read the
-/// outcomes back, as the queue manager does.
+/// outcomes back, as the queue manager does (a batch of one request: the channel carries a
+/// list of requests and answers with one reply per request, issue 18's group commit).
 fn ask(ctl: i32, req: &postern::qmgr::local_server::Request) -> Vec<postern::delivery::Outcome> {
     use nix::sys::socket::{
         AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
@@ -978,7 +979,7 @@ fn ask(ctl: i32, req: &postern::qmgr::local_server::Request) -> Vec<postern::del
     use std::io::Read;
     use std::os::fd::AsRawFd;
     let mut e = Enc::new();
-    req.put(&mut e);
+    vec![req.clone()].put(&mut e);
     let (mine, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -998,9 +999,10 @@ fn ask(ctl: i32, req: &postern::qmgr::local_server::Request) -> Vec<postern::del
     drop(theirs);
     let mut data = Vec::new();
     std::fs::File::from(mine).read_to_end(&mut data).unwrap();
-    postern::qmgr::local_server::Reply::get(&mut Dec(&data))
-        .expect("an answer")
-        .outcomes
+    let mut replies =
+        Vec::<postern::qmgr::local_server::Reply>::get(&mut Dec(&data)).expect("an answer");
+    assert_eq!(replies.len(), 1, "one reply per request");
+    replies.remove(0).outcomes
 }
 
 #[test]
