@@ -23,8 +23,8 @@
 //! 5. only now is each waiting `commit` told `Ok`.
 //!
 //! A crash before 5 leaves temporary files (removed by [`remove_stale`]) or incomplete files
-//! under queue IDs (left alone by the queue manager; each holds its writer's PID until it
-//! is written, and [`remove_stale`] removes those whose process is gone), and no reply was
+//! under queue IDs (left alone by the queue manager; each is `flock`ed by its writer, and
+//! [`remove_stale`] removes those whose lock is gone, however much was written), and no reply was
 //! sent; after 5, complete queue files, name and contents durable. A
 //! file can be `u+x` before its data is on disk (as with Postfix) only while no reply has
 //! been sent: a crash then may leave a queue file that does not parse, never one whose
@@ -157,50 +157,45 @@ pub(crate) fn mark_complete(f: &File, mode: u32) -> io::Result<()> {
 /// (u+x) as [`write_tmp`] does.
 fn fill_reserved(f: File, data: &[u8]) -> io::Result<File> {
     use std::os::unix::fs::FileExt;
-    // Over the owner mark (see `reserve_tmp`), from the start.
     f.write_all_at(data, 0)?;
-    if (data.len() as u64) < OWNER_MARK_LEN {
-        f.set_len(data.len() as u64)?;
-    }
     mark_complete(&f, 0o700)?;
     Ok(f)
 }
 
 /// Create an empty temporary file in `dir` (`.tmp.PID.rSEQ`, mode 0600) for a queue ID to
-/// be made from its inode number ([`super::Queue::new_queue_id`]).
+/// be made from its inode number ([`super::Queue::new_queue_id`]), exclusively `flock`ed.
 ///
-/// The file holds `PID\n` of this process until it is written (an owner mark, padded to
-/// [`OWNER_MARK_LEN`]): once it carries its queue ID's name, the mark is how [`remove_stale`]
-/// tells the file of a transaction that died with its process from a live one.
+/// The lock, held until the descriptor is closed, is how [`remove_stale`] tells the file of
+/// a transaction that died with its process from a live one once it carries its queue ID's
+/// name, as Postfix's cleanup locks the queue file it writes (`myflock(INTERNAL_LOCK)`). It
+/// is taken before the file is renamed, so that a file under an ID's name is locked for as
+/// long as its writer lives; a PID written into the file would be overwritten by the
+/// message before the file is marked complete, and may name a new process after a restart.
 pub(crate) fn reserve_tmp(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
     let pid = crate::sys::pid();
     let tmp = dir.join(format!("{TMP_PREFIX}{pid}.r{seq}"));
-    let mut f = create_new(&tmp, 0o600)?;
-    let mark = format!("{pid:<15}\n");
-    if let Err(e) = f.write_all(mark.as_bytes()) {
+    let f = create_new(&tmp, 0o600)?;
+    if let Err(e) = f.try_lock() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        return Err(match e {
+            std::fs::TryLockError::Error(e) => e,
+            std::fs::TryLockError::WouldBlock => io::Error::from_raw_os_error(libc::EWOULDBLOCK),
+        });
     }
     Ok((tmp, f))
 }
 
-/// Length of the owner mark of a reserved file.
-const OWNER_MARK_LEN: u64 = 16;
-
-/// The PID in the owner mark of an incomplete file named like a queue ID, if it has one.
-fn owner_mark(path: &Path) -> Option<u32> {
-    use std::io::Read;
-    let mut buf = [0u8; OWNER_MARK_LEN as usize + 1];
-    let f = OpenOptions::new()
+/// Whether the writer's lock on `path` is gone (an exclusive `flock` can be had without
+/// waiting); `false` when the file cannot be opened or the lock is held.
+fn writer_gone(path: &Path) -> bool {
+    let Ok(f) = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .ok()?;
-    let n = f.take(OWNER_MARK_LEN + 1).read(&mut buf).ok()?;
-    if n as u64 != OWNER_MARK_LEN || buf[n - 1] != b'\n' {
-        return None;
-    }
-    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+    else {
+        return false;
+    };
+    f.try_lock().is_ok()
 }
 
 /// Whether process `pid` still runs (EPERM: alive, another user's; a zombie is dead).
@@ -455,13 +450,8 @@ fn commit_batch(
     }
 }
 
-/// How old an incomplete file named like a queue ID without an owner mark must be to be
-/// taken for an abandoned one.
-const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// An incomplete (not `u+x`) file under a queue ID's name whose transaction is gone: its
-/// owner mark names a process that no longer runs, or, without one, it has not changed
-/// for [`ABANDONED_AFTER`].
+/// An incomplete (not `u+x`) file under a queue ID's name whose transaction is gone: no
+/// process holds the lock its writer took in [`reserve_tmp`].
 fn abandoned_reservation(e: &std::fs::DirEntry) -> bool {
     use std::os::unix::fs::MetadataExt;
     let name = e.file_name();
@@ -475,14 +465,7 @@ fn abandoned_reservation(e: &std::fs::DirEntry) -> bool {
     if !m.is_file() || m.mode() & 0o100 != 0 {
         return false;
     }
-    match owner_mark(&e.path()) {
-        Some(pid) => !process_alive(pid),
-        None => m
-            .modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > ABANDONED_AFTER),
-    }
+    writer_gone(&e.path())
 }
 
 /// Remove temporary files left by a crashed process (their PID is not running). Returns how
@@ -510,4 +493,33 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// An incomplete file under a queue ID's name is kept while its writer holds it and
+    /// removed once the writer is gone, even when the message was written over its first
+    /// bytes before the writer died (CI's crash-replay found one left in incoming/ when the
+    /// writer's PID was kept in those bytes).
+    #[test]
+    fn incomplete_files_go_with_their_writer_whatever_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, f) = reserve_tmp(dir.path(), 1).unwrap();
+        let named = dir.path().join("4Dq2Vz1XkQz7Y");
+        rename_noreplace(&tmp, &named).unwrap();
+        f.write_all_at(b"C                                 \nT1733600000 0\n", 0)
+            .unwrap();
+        let done = dir.path().join("4Dq2Vz1XkQz7Z");
+        std::fs::write(&done, b"complete").unwrap();
+        mark_complete(&File::open(&done).unwrap(), 0o700).unwrap();
+        assert_eq!(remove_stale(dir.path()), 0);
+        assert!(named.exists());
+        drop(f);
+        assert_eq!(remove_stale(dir.path()), 1);
+        assert!(!named.exists());
+        assert!(done.exists(), "a complete queue file is never removed");
+    }
 }
