@@ -167,8 +167,7 @@ fn fill_reserved(f: File, data: &[u8]) -> io::Result<File> {
 ///
 /// The lock, held until the descriptor is closed, is how [`remove_stale`] tells the file of
 /// a transaction that died with its process from a live one once it carries its queue ID's
-/// name, as Postfix's cleanup locks the queue file it writes (`myflock(INTERNAL_LOCK)`). It
-/// is taken before the file is renamed, so that a file under an ID's name is locked for as
+/// name: the kernel drops it when the process dies, however it dies. It is taken before the file is renamed, so that a file under an ID's name is locked for as
 /// long as its writer lives; a PID written into the file would be overwritten by the
 /// message before the file is marked complete, and may name a new process after a restart.
 pub(crate) fn reserve_tmp(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
