@@ -101,14 +101,7 @@ fn hold(kind: &str, mbox: &Path, uid: u32, gid: u32) -> Held {
     match kind {
         "flock" => file.try_lock().expect("flock"),
         "fcntl" => {
-            let fl = libc::flock {
-                l_type: libc::F_WRLCK as libc::c_short,
-                l_whence: libc::SEEK_SET as libc::c_short,
-                l_start: 0,
-                l_len: 0,
-                l_pid: 0,
-            };
-            nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)).expect("fcntl lock");
+            postern::sys::lock_whole_file(&file, true, false).expect("fcntl lock");
         }
         _ => {
             let p = PathBuf::from(format!("{}.lock", mbox.display()));

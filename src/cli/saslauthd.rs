@@ -159,14 +159,7 @@ fn lock_pid_file(run_dir: &std::path::Path) -> Result<std::fs::File, (i32, Vec<S
                 )],
             )
         })?;
-    let lock = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    if let Err(errno) = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
+    if let Err(errno) = crate::sys::lock_whole_file(&f, true, false) {
         let e = std::io::Error::from(errno);
         return Err((
             2,

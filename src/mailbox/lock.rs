@@ -943,15 +943,7 @@ fn fcntl_lock_waiting(
 ) -> Result<(), MailboxError> {
     let mut waiter = Waiter::new(how);
     loop {
-        // The whole file.
-        let fl = libc::flock {
-            l_type: if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+        match crate::sys::lock_whole_file(file, write, false) {
             Ok(_) => return Ok(()),
             Err(
                 nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES | nix::errno::Errno::EINTR,

@@ -100,15 +100,8 @@ fn corrupt(what: String) -> io::Error {
 /// Wait for a shared `fcntl` lock on the whole file (module docs), released when the
 /// file is closed.
 fn lock_shared(file: &File) -> io::Result<()> {
-    let lock = libc::flock {
-        l_type: libc::F_RDLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
     loop {
-        match nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&lock)) {
+        match crate::sys::lock_whole_file(file, false, true) {
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
@@ -622,14 +615,7 @@ mod tests {
         let path = dir.path().join("t.lmdb");
         std::fs::write(&path, file_with(&[], P_INVALID, PS)).unwrap();
         let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let lock = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)).unwrap();
+        crate::sys::lock_whole_file(&writer, true, false).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let p = path.clone();
         let reader = std::thread::spawn(move || {

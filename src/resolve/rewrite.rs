@@ -185,8 +185,12 @@ pub struct Resolved {
     pub error: bool,
 }
 
-/// Postfix `valid_hostname()` (with SMTPUTF8, non-ASCII labels pass).
-fn valid_hostname(h: &str) -> bool {
+/// Postfix `valid_hostname()`: labels of letters, digits, `-` and `_`, none empty, none
+/// longer than 63 or starting or ending with `-`, 255 in all, the last not all digits.
+/// `utf8`: non-ASCII characters pass too (trivial-rewrite's `valid_utf8_hostname()` with
+/// SMTPUTF8 on); smtpd's own checks (`reject_invalid_helo_hostname`,
+/// `reject_non_fqdn_*`, the DNS checks) pass `false`.
+pub fn valid_hostname(h: &str, utf8: bool) -> bool {
     !h.is_empty()
         && h.len() <= 255
         && h.split('.').all(|l| {
@@ -194,8 +198,9 @@ fn valid_hostname(h: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.chars()
-                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || !c.is_ascii())
+                && l.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || c == '_' || (utf8 && !c.is_ascii())
+                })
         })
         && !h
             .rsplit('.')
@@ -437,7 +442,7 @@ impl Addresses {
         let mut error = false;
         if domain.starts_with('[') {
             error = !valid_mailhost_literal(&domain);
-        } else if !valid_hostname(&domain) {
+        } else if !valid_hostname(&domain, true) {
             if self.resolve_numeric_domain && domain.parse::<std::net::IpAddr>().is_ok() {
                 domain = format!("[{domain}]");
                 next = format!("{}@{domain}", &next[..at]);

@@ -115,6 +115,26 @@ fn address_syntax_ok(a: &str) -> bool {
     !in_quote && !a.starts_with('@') && !a.ends_with('@')
 }
 
+/// An envelope address as smtpd's log lines show it in `from=<…>` and `to=<…>`: Postfix
+/// 3.7's `info_log_addr_form_sender()`/`_recipient()` with `info_log_address_format =
+/// external` (the default), that is the internal form (quotes and their escapes removed,
+/// as the replies show it) quoted again by `quote_822_local()` (8-bit clean) where the
+/// local part is not a dot-string. So `"user"@d` is logged `user@d`, `user.@d`
+/// `"user."@d`, `"a b"@d` stays `"a b"@d`, `""@d` stays `""@d`, and `<>` is `<>`.
+/// Recorded against the real Postfix 3.7.11 in compat-fixtures/reject-log/.
+pub fn log_form(addr: &str) -> String {
+    let internal = crate::resolve::rewrite::internal_form(addr);
+    if internal.is_empty() {
+        return internal;
+    }
+    // queue::header's quote_822_local() leaves an empty local part alone; Postfix's
+    // is_822_dot_string() says an empty string is not a dot-string, so it is quoted.
+    match internal.rfind('@') {
+        Some(0) => format!("\"\"{internal}"),
+        _ => crate::queue::header::quote_822_local(&internal),
+    }
+}
+
 // trivial-rewrite's part of address handling, which smtpd's checks use.
 pub use crate::resolve::{AddressClass, address_literal, is_local_interface, qualify, split};
 
@@ -155,6 +175,28 @@ mod tests {
             parse_path("TO:<\"a b\"@d>", "TO:", false).unwrap().address,
             "\"a b\"@d"
         );
+    }
+
+    #[test]
+    fn log_forms() {
+        for (raw, logged) in [
+            ("sender@example.org", "sender@example.org"),
+            ("\"sender\"@example.org", "sender@example.org"),
+            ("\"a b\"@example.org", "\"a b\"@example.org"),
+            ("\"first.last\"@d", "first.last@d"),
+            ("\"first..last\"@d", "\"first..last\"@d"),
+            ("user.@d", "\"user.\"@d"),
+            (".user@d", "\".user\"@d"),
+            ("\"a\\\"b\"@d", "\"a\\\"b\"@d"),
+            ("\"u@v\"@d", "\"u@v\"@d"),
+            ("\"\"@d", "\"\"@d"),
+            ("", ""),
+            ("\"Quoted Name\"", "\"Quoted Name\""),
+            ("j\u{f6}rg@d", "j\u{f6}rg@d"),
+            ("User@Other.EXAMPLE.", "User@Other.EXAMPLE."),
+        ] {
+            assert_eq!(log_form(raw), logged, "{raw}");
+        }
     }
 
     #[test]

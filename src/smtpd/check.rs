@@ -48,7 +48,7 @@ use crate::maps::{self, Table};
 pub use crate::resolve::LookupFailed;
 pub use crate::resolve::lists::push_notice;
 use crate::resolve::lists::{self, ListItem, expand_match_list, is_table, match_hostaddr};
-use crate::resolve::rewrite::Resolved;
+use crate::resolve::rewrite::{Resolved, valid_hostname};
 
 mod dns;
 
@@ -1164,7 +1164,7 @@ fn split_dsn(text: &str, default: &str) -> (String, String) {
 
 fn fqdn(h: &str) -> bool {
     let h = h.trim_end_matches('.');
-    h.contains('.') && valid_hostname(h)
+    h.contains('.') && valid_hostname(h, false)
 }
 
 fn fqdn_address(a: &str) -> bool {
@@ -1174,25 +1174,8 @@ fn fqdn_address(a: &str) -> bool {
     }
 }
 
-fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 255
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        })
-        && !h
-            .rsplit('.')
-            .next()
-            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
-}
-
 fn valid_hostname_or_literal(h: &str) -> bool {
-    address::address_literal(h).is_some() || valid_hostname(h.trim_end_matches('.'))
+    address::address_literal(h).is_some() || valid_hostname(h.trim_end_matches('.'), false)
 }
 
 /// An address with a quoted local part in Postfix's internal form: the quotes and

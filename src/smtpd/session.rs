@@ -849,7 +849,8 @@ impl Session {
         }
     }
 
-    /// Log `ID: reject: CMD from namaddr: REPLY; from=<…> to=<…> proto=… helo=<…>`.
+    /// Log `ID: reject: CMD from namaddr: REPLY; from=<…> to=<…> proto=… helo=<…>`, the
+    /// addresses in their logged form ([`address::log_form`]).
     fn log_reject(&self, cmd: &str, reply: &str, to: Option<&str>) {
         self.log_action("reject", cmd, reply, to);
     }
@@ -863,10 +864,10 @@ impl Session {
             self.namaddr
         );
         if let Some(t) = &self.tx {
-            s.push_str(&format!(" from=<{}>", t.sender_raw));
+            s.push_str(&format!(" from=<{}>", address::log_form(&t.sender_raw)));
         }
         if let Some(to) = to {
-            s.push_str(&format!(" to=<{to}>"));
+            s.push_str(&format!(" to=<{}>", address::log_form(to)));
         }
         s.push_str(&format!(
             " proto={}",
@@ -1165,7 +1166,7 @@ impl Session {
             self.log(&format!(
                 "NOQUEUE: reject: MAIL from {}: {line}; from=<{}> proto={}{}",
                 self.namaddr,
-                path.address,
+                address::log_form(&path.address),
                 if self.esmtp { "ESMTP" } else { "SMTP" },
                 self.helo
                     .as_ref()
@@ -1186,7 +1187,7 @@ impl Session {
             self.log(&format!(
                 "NOQUEUE: reject: MAIL from {}: {line}; from=<{}> proto={}{}",
                 self.namaddr,
-                path.address,
+                address::log_form(&path.address),
                 if self.esmtp { "ESMTP" } else { "SMTP" },
                 self.helo
                     .as_ref()

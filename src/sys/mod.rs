@@ -16,7 +16,9 @@
 //! [`syslog`]: the C library's syslog, for daemons that log as the C programs they replace.
 //! Below: this process's ID without a system call per log line, signal dispositions, the
 //! environment, a standard output whose reader left, descriptors inherited from a parent,
-//! the open-files limit, a file's writeback started without waiting (the queue's commit).
+//! the open-files limit, a file's writeback started without waiting (the queue's commit),
+//! a whole file's `fcntl` lock ([`lock_whole_file`]: mbox sessions and deliveries, LMDB
+//! tables, saslauthd's pid file).
 
 pub mod child;
 pub mod detach;
@@ -60,6 +62,33 @@ pub fn pid() -> u32 {
     let p = std::process::id();
     PID.store(p, Ordering::Relaxed);
     p
+}
+
+/// Lock all of `file` (start 0, length 0: to its end, however it grows) with an `fcntl`
+/// record lock of the open file description (`F_OFD_SETLK`; `F_OFD_SETLKW` when `wait`):
+/// a write lock when `write`, else a read lock. Other processes' classic POSIX
+/// `fcntl`/`lockf` locks conflict with it as with one of their own; unlike those, it
+/// belongs to this open file, not to the process, so two opens in one process exclude
+/// each other and closing another descriptor of the same file does not drop it. It goes
+/// away when the last descriptor of this open file is closed.
+///
+/// The error is the call's errno: `EAGAIN` (or `EACCES`) when another holds a
+/// conflicting lock and `wait` is false, `EINTR` when a signal cut a wait short.
+pub fn lock_whole_file(file: &impl std::os::fd::AsFd, write: bool, wait: bool) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let lock = libc::flock {
+        l_type: if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    let arg = if wait {
+        FcntlArg::F_OFD_SETLKW(&lock)
+    } else {
+        FcntlArg::F_OFD_SETLK(&lock)
+    };
+    fcntl(file.as_fd(), arg).map(|_| ())
 }
 
 /// Restore the default `SIGPIPE` disposition (a printing command dies quietly when its

@@ -692,7 +692,7 @@ fn rhs_domain(what: &str) -> Option<&str> {
     if last.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    valid_hostname(d).then_some(d)
+    valid_hostname(d, false).then_some(d)
 }
 
 /// TXT records joined by " / ", at most 500 characters (Postfix `RBL_TXT_LIMIT`).
