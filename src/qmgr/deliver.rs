@@ -70,14 +70,15 @@ pub(super) struct Pending<'a> {
 }
 
 /// Whether deliveries for one local recipient are gathered into one request (group
-/// commit, [`local_client::deliver`]): only when users' mailboxes are mbox files, where the
-/// batch shares one lock hold and one fsync. A batch is delivered by one worker of the
-/// local delivery process, one message after the other: for Maildir (`home_mailbox`
-/// ending in `/`), where each file needs its own fsync, and for `mailbox_command`, that
-/// measured slower than two deliveries side by side (issue 18), so they go one per request
-/// as before. virtual(8) writes each message at once.
+/// commit, [`local_client::deliver`]): when users' mailboxes are mbox files, where the
+/// batch shares one lock hold and one fsync, or Maildirs, where the batch's files are
+/// fsynced side by side and `new/` once. Not with a `mailbox_command`: a batch is
+/// delivered by one worker of the local delivery process, which would run the commands one
+/// after the other, measured slower than two deliveries side by side (issue 18), so they go
+/// one per request as before (so did Maildir deliveries, while a batch fsynced its files
+/// one after the other). virtual(8) writes each message at once.
 fn batches(s: &QmgrSettings, virtual_: bool) -> bool {
-    !virtual_ && s.local.mailbox_command.is_empty() && !s.local.home_mailbox.ends_with('/')
+    !virtual_ && s.local.mailbox_command.is_empty()
 }
 
 /// Deliver what is pending in one active queue file, then remove or defer it. A message
