@@ -2222,16 +2222,17 @@ fn concurrent_deliveries_to_one_mbox_each_land_once() {
     assert_eq!(rows.len(), total, "{listing}");
 }
 
-/// Group commit into a Maildir (issue 18): many sessions sending to one Maildir recipient
-/// at once, so that the queue manager gathers deliveries while the one before is written and
-/// the local delivery process writes each batch's files to `tmp/`, fsyncs them side by side,
-/// renames them into `new/` and fsyncs `new/` once. Every message must be in `new/` once,
+/// A burst into one Maildir (issue 18): many sessions sending to one Maildir recipient at
+/// once, delivered by the local delivery process (whose batches write their files to
+/// `tmp/`, fsync them side by side, rename them into `new/` and fsync `new/` once; the
+/// queue manager sends Maildir deliveries one per request, `deliver_maildir_batch`'s
+/// measurements in README). Every message must be in `new/` once,
 /// whole (bodies of 1 to 80 KB), owned by the user, nothing left in `tmp/`, and the log must
 /// say `status=sent` once per message. Among them go messages to an alias whose members are
 /// that user and one whose Maildir cannot be written (a directory only root may enter): each
-/// such request's writes, to both Maildirs, are made in one batch with the others to the
-/// alias; the unwritable member's fail alone, with its reason, and the other member gets
-/// every message.
+/// such request's writes, to both Maildirs, are made together (`commit_deferred`); the
+/// unwritable member's fails alone, with its reason, and the other member gets every
+/// message.
 #[test]
 fn concurrent_deliveries_to_one_maildir_each_land_once() {
     let (Some(home), Some(bad)) = (user("postern-md"), user("postern-mdx")) else {

@@ -70,15 +70,19 @@ pub(super) struct Pending<'a> {
 }
 
 /// Whether deliveries for one local recipient are gathered into one request (group
-/// commit, [`local_client::deliver`]): when users' mailboxes are mbox files, where the
-/// batch shares one lock hold and one fsync, or Maildirs, where the batch's files are
-/// fsynced side by side and `new/` once. Not with a `mailbox_command`: a batch is
-/// delivered by one worker of the local delivery process, which would run the commands one
-/// after the other, measured slower than two deliveries side by side (issue 18), so they go
-/// one per request as before (so did Maildir deliveries, while a batch fsynced its files
-/// one after the other). virtual(8) writes each message at once.
+/// commit, [`local_client::deliver`]): only when users' mailboxes are mbox files, where the
+/// batch shares one lock hold and one fsync. A batch is delivered by one worker of the
+/// local delivery process, one message after the other: for `mailbox_command`, that
+/// measured slower than two deliveries side by side (issue 18), so they go one per request
+/// as before. So do Maildir deliveries (`home_mailbox` ending in `/`): their files were
+/// fsynced one after the other in a batch, and with them fsynced side by side
+/// ([`crate::mailbox::deliver_maildir_batch`]) a batch still measured no faster than two
+/// deliveries side by side (`scripts/bench-cpu maildir`, README): one batch per recipient
+/// is with the local delivery process at a time, where unbatched two are, and messages
+/// put aside (all of them when a backlog is taken up) come back one per freed slot, so
+/// they gather nothing. virtual(8) writes each message at once.
 fn batches(s: &QmgrSettings, virtual_: bool) -> bool {
-    !virtual_ && s.local.mailbox_command.is_empty()
+    !virtual_ && s.local.mailbox_command.is_empty() && !s.local.home_mailbox.ends_with('/')
 }
 
 /// Deliver what is pending in one active queue file, then remove or defer it. A message

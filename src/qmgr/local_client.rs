@@ -46,8 +46,7 @@ pub fn connected() -> bool {
 /// one goes at once; otherwise it waits for that one to come back, and meanwhile other
 /// messages for the key join it ([`join`]), without a slot of their own; they all go as
 /// one request datagram, whose writes to one mbox the local delivery process makes under
-/// one lock hold and one fsync (to one Maildir: the files fsynced side by side, `new/`
-/// once). So one batch is written while the next gathers.
+/// one lock hold and one fsync. So one batch is written while the next gathers.
 pub fn deliver(
     key: &str,
     agent: Agent,
@@ -58,8 +57,8 @@ pub fn deliver(
 ) -> Vec<Outcome> {
     let req = request(agent, queue_id, offset, target);
     if agent == Agent::Virtual || !gather {
-        // virtual(8) writes each message at once, and so do mailbox_command deliveries
-        // (`gather` false): nothing to gather for.
+        // virtual(8) writes each message at once, and so do Maildir and mailbox_command
+        // deliveries (`gather` false): nothing to gather for.
         return send_batch(std::slice::from_ref(&req))
             .pop()
             .unwrap_or_default();

@@ -83,16 +83,16 @@
 //! `local_destination_concurrency_limit` deliveries, and other mailboxes and relayed mail
 //! keep their workers.
 //!
-//! Group commit for mailbox deliveries (issue 18, [`local_client::deliver`]; mbox files and
-//! Maildirs, not with a `mailbox_command`, whose commands a batch would run one after the
-//! other, measured slower than two side by side): a local recipient's delivery goes to the local delivery process at once when
+//! Group commit for mbox deliveries (issue 18, [`local_client::deliver`]; when users'
+//! mailboxes are mbox files: not with a Maildir `home_mailbox` or a `mailbox_command`,
+//! whose deliveries a batch would make one after the other, measured slower than two side
+//! by side): a local recipient's delivery goes to the local delivery process at once when
 //! none of that recipient's is there; otherwise the slot holder gathers a batch behind it, and messages for the same
 //! recipient that find no free slot join that batch instead of being put aside (up to 64,
 //! and only while the delivery before it has been under way less than a second: one
 //! waiting for a locked mailbox gathers nothing more, and the messages are put aside as
 //! above). The batch goes as one request; the local delivery process appends its messages
-//! to the mbox under one lock hold and one fsync (Maildir: every file written to `tmp/`,
-//! the files fsynced side by side, renamed into `new/`, one fsync of `new/`) and answers
+//! to the mbox under one lock hold and one fsync (Maildir: one fsync of `new/`) and answers
 //! for each, so each recipient is marked done only after the fsync that covers it. A
 //! thread waiting in a batch does not count against the pool, as any waiting delivery.
 //! XXX A batch for an alias whose members are commands or files runs them one after the

@@ -73,7 +73,9 @@
 //! ([`crate::mailbox::deliver_mbox_batch`]), those to one Maildir as the recipient with
 //! their files written to `tmp/` and fsynced side by side (a few threads, joined before the
 //! worker switches its ids back), renamed into `new/` and one fsync of `new/`
-//! ([`crate::mailbox::deliver_maildir_batch`]). Each message keeps its own result.
+//! ([`crate::mailbox::deliver_maildir_batch`]). Each message keeps its own result. (The
+//! queue manager gathers batches only for mbox mailboxes: Maildir deliveries come one per
+//! request, see `qmgr/deliver.rs` `batches`.)
 //! `mailbox_size_limit` is checked for each message under the lock, against the box's size
 //! with the messages appended before it (an mbox message is refused with `5.2.2 error writing message:
 //! File too large` and not written). Mailboxes are opened
