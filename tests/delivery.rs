@@ -2221,3 +2221,147 @@ fn concurrent_deliveries_to_one_mbox_each_land_once() {
     let total: usize = sent.iter().filter(|s| !s.3).map(|s| s.2).sum();
     assert_eq!(rows.len(), total, "{listing}");
 }
+
+/// A burst into one Maildir (issue 18): many sessions sending to one Maildir recipient at
+/// once, delivered by the local delivery process (whose batches write their files to
+/// `tmp/`, fsync them side by side, rename them into `new/` and fsync `new/` once; the
+/// queue manager sends Maildir deliveries one per request, `deliver_maildir_batch`'s
+/// measurements in README). Every message must be in `new/` once,
+/// whole (bodies of 1 to 80 KB), owned by the user, nothing left in `tmp/`, and the log must
+/// say `status=sent` once per message. Among them go messages to an alias whose members are
+/// that user and one whose Maildir cannot be written (a directory only root may enter): each
+/// such request's writes, to both Maildirs, are made together (`commit_deferred`); the
+/// unwritable member's fails alone, with its reason, and the other member gets every
+/// message.
+#[test]
+fn concurrent_deliveries_to_one_maildir_each_land_once() {
+    let (Some(home), Some(bad)) = (user("postern-md"), user("postern-mdx")) else {
+        return;
+    };
+    let _ = std::fs::remove_dir_all(home.join("Maildir"));
+    let _ = std::fs::remove_dir_all(bad.join("Maildir"));
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // Root's, mode 0700: the recipient, as whom the Maildir is written, cannot enter it.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(bad.join("Maildir"))
+        .unwrap();
+    let inst = Instance::start_with(
+        &main_cf("home_mailbox = Maildir/\nalias_maps = hash:$queue_directory/../aliases\n"),
+        QMGR,
+        |d| std::fs::write(d.join("aliases"), "pair: postern-md, postern-mdx\n").unwrap(),
+    );
+    const SESSIONS: usize = 12;
+    const EACH: usize = 10;
+    let port = inst.port;
+    let body_of = |seq: usize| {
+        // 1 to 80 KB: several pages, so a write cut short would show.
+        let lines = 40 + (seq * 97) % 2000;
+        format!(
+            "From {seq}\n{}",
+            format!("line of message {seq}\n").repeat(lines)
+        )
+    };
+    // (seq, queue id, to the alias)
+    let sent: Vec<(usize, String, bool)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..SESSIONS)
+            .map(|t| {
+                sc.spawn(move || {
+                    let mut out = Vec::new();
+                    for k in 0..EACH {
+                        let seq = t * EACH + k;
+                        let pair = k % 4 == 2;
+                        let body = format!("Subject: md {seq}\nX-Seq: {seq}\n\n{}", body_of(seq));
+                        // To the alias from <>: the bounce for its unwritable member is
+                        // dropped, as Postfix does, and the queue file removed.
+                        let (from, to) = if pair {
+                            ("", "pair@mail.example.test")
+                        } else {
+                            ("s@x.org", "postern-md@mail.example.test")
+                        };
+                        let id = send(port, from, &[to], &body);
+                        out.push((seq, id, pair));
+                    }
+                    out
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let ids: Vec<&str> = sent.iter().map(|(_, id, _)| id.as_str()).collect();
+    let log = inst.wait_log_until(Duration::from_secs(60), |l| {
+        ids.iter().all(|id| l.contains(&format!("{id}: removed")))
+    });
+    let lines_with = |id: &str, to: &str, what: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!("{id}: to=<{to}@mail.example.test>,")) && l.contains(what)
+            })
+            .count()
+    };
+    let refused = format!(
+        "dsn=5.2.0, status=bounced (cannot update mailbox {}/Maildir/ for user postern-mdx. \
+         cannot open file: Permission denied)",
+        bad.display()
+    );
+    for (seq, id, pair) in &sent {
+        assert!(log.contains(&format!("{id}: removed")), "{id}:\n{log}");
+        let ok = lines_with(id, "postern-md", "status=sent (delivered to maildir)");
+        assert_eq!(ok, 1, "message {seq} ({id}):\n{log}");
+        if *pair {
+            assert_eq!(
+                lines_with(id, "postern-md", "orig_to=<pair@mail.example.test>"),
+                1,
+                "message {seq} ({id}):\n{log}"
+            );
+            assert_eq!(
+                lines_with(id, "postern-mdx", &refused),
+                1,
+                "message {seq} ({id}):\n{log}"
+            );
+        }
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains(&format!("{id}: to=<")))
+                .count(),
+            if *pair { 2 } else { 1 },
+            "message {seq} ({id}):\n{log}"
+        );
+    }
+    let uid = nix::unistd::User::from_name("postern-md")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let mut found = vec![0usize; SESSIONS * EACH];
+    for e in std::fs::read_dir(home.join("Maildir/new"))
+        .unwrap()
+        .flatten()
+    {
+        let data = std::fs::read_to_string(e.path()).unwrap();
+        assert_eq!(e.metadata().unwrap().uid(), uid, "{}", e.path().display());
+        let (head, body) = data.split_once("\n\n").expect("header and body");
+        let seq: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Seq: "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no X-Seq in {}:\n{head}", e.path().display()));
+        let pair = sent.iter().any(|(s, _, p)| *s == seq && *p);
+        let to = if pair { "pair" } else { "postern-md" };
+        assert!(
+            head.contains(&format!(
+                "X-Original-To: {to}@mail.example.test\nDelivered-To: postern-md@mail.example.test\n"
+            )),
+            "message {seq}:\n{head}"
+        );
+        assert!(body == body_of(seq), "message {seq} cut or changed");
+        found[seq] += 1;
+    }
+    assert_eq!(found, vec![1; SESSIONS * EACH], "each message once in new/");
+    assert_eq!(
+        std::fs::read_dir(home.join("Maildir/tmp")).unwrap().count(),
+        0,
+        "nothing left in tmp/"
+    );
+    assert_eq!(std::fs::read_dir(bad.join("Maildir")).unwrap().count(), 0);
+}

@@ -1,7 +1,7 @@
 //! Maildir: `tmp/`, `new/`, `cur/`; a message is written to `tmp/`, fsynced, and appears
 //! by rename into `new/` (local delivery) or `cur/` (IMAP APPEND and COPY, with its
-//! flags), then the directory is fsynced (once for several local deliveries:
-//! [`deliver_maildir_batch`], group commit). Flags ride in the file name after `:2,`: `D`
+//! flags), then the directory is fsynced (for several local deliveries, the files fsynced
+//! side by side and the directory once: [`deliver_maildir_batch`], group commit). Flags ride in the file name after `:2,`: `D`
 //! draft, `F` flagged, `R` replied, `S` seen, `T` trashed, then keyword letters `a`–`z`
 //! whose names `dovecot-keywords` gives (`0 $Forwarded` makes `a` that keyword).
 //!
@@ -63,27 +63,68 @@ fn fsync_dir(dir: &Path) -> Result<(), MailboxError> {
 }
 
 /// Deliver `message` into the Maildir `dir` (created if missing): write to `tmp/`, fsync,
-/// rename into `new/`, fsync `new/`. Returns the message's path in `new/`.
+/// rename into `new/`, fsync `new/`. Returns the message's path in `new/`. A batch of one
+/// ([`deliver_maildir_batch`]): no thread is started.
 pub fn deliver_maildir(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxError> {
-    ensure_dirs(dir)?;
-    let new = write_new(dir, message)?;
-    fsync_dir(&dir.join("new"))?;
-    Ok(new)
+    deliver_maildir_batch(dir, &[message])
+        .pop()
+        .unwrap_or_else(|| Err(MailboxError::io(dir, std::io::Error::other("no result"))))
 }
 
-/// Group commit of local deliveries to one Maildir (issue 18): each message written to
-/// `tmp/`, fsynced and renamed into `new/` as [`deliver_maildir`] does, then one fsync of
-/// `new/` for them all, before any is reported delivered. Each message has its own result:
-/// one that cannot be written fails alone (its `tmp/` file removed); when the directory
-/// cannot be created or its fsync fails, every message fails (their names stay in `new/`,
-/// where a crash may or may not keep them: the queue keeps them too, so nothing
+/// Group commit of local deliveries to one Maildir (issue 18), in this order (the
+/// durability argument):
+///
+/// 1. every message is written to a new file in `tmp/` (unique name, `O_EXCL`,
+///    `O_NOFOLLOW`, mode 0600);
+/// 2. all of them are made durable together ([`crate::sys::fsync_together`]:
+///    `sync_file_range` on each starts the writeback, then the fsyncs run side by side, so
+///    the filesystem folds them into few journal commits instead of one per file);
+/// 3. each file whose fsync returned is renamed into `new/`;
+/// 4. `new/` is fsynced once, making every rename durable (`tmp/` is not: a removal from it
+///    that a crash loses leaves a second name of a delivered file there, which Maildir
+///    readers clean up as any stale `tmp/` file);
+/// 5. only then is each message reported delivered.
+///
+/// Each message has its own result: one whose file cannot be written, synced or renamed
+/// fails alone, its `tmp/` file removed; when the directory cannot be created every message
+/// fails, and when the fsync of `new/` fails every renamed one does (their names stay in
+/// `new/`, where a crash may or may not keep them: the queue keeps them too, so nothing
 /// acknowledged is lost, and a retry may deliver one twice, as after a crash between the
 /// fsync and the queue file's update).
 pub fn deliver_maildir_batch(dir: &Path, messages: &[&[u8]]) -> Vec<Result<PathBuf, MailboxError>> {
     if let Err(e) = ensure_dirs(dir) {
         return messages.iter().map(|_| Err(e.duplicate())).collect();
     }
-    let mut out: Vec<_> = messages.iter().map(|m| write_new(dir, m)).collect();
+    // 1. Into tmp/.
+    let written: Vec<(String, PathBuf, Result<File, MailboxError>)> =
+        messages.iter().map(|m| write_tmp(dir, m)).collect();
+    // 2. Durable, together.
+    let files: Vec<&File> = written.iter().filter_map(|w| w.2.as_ref().ok()).collect();
+    let mut synced = crate::sys::fsync_together(&files).into_iter();
+    // 3. Into new/.
+    let mut out: Vec<Result<PathBuf, MailboxError>> = written
+        .into_iter()
+        .map(|(name, tmp, file)| {
+            let res = file.and_then(|f| {
+                let r = synced
+                    .next()
+                    .unwrap_or_else(|| Err(std::io::Error::other("no fsync result")));
+                drop(f);
+                r.map_err(|e| MailboxError::io(&tmp, e))
+            });
+            let new = dir.join("new").join(&name);
+            let res = res
+                .and_then(|()| std::fs::rename(&tmp, &new).map_err(|e| MailboxError::io(&new, e)));
+            match res {
+                Ok(()) => Ok(new),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        })
+        .collect();
+    // 4. One fsync of new/ for every rename.
     if out.iter().any(Result::is_ok)
         && let Err(e) = fsync_dir(&dir.join("new"))
     {
@@ -96,9 +137,9 @@ pub fn deliver_maildir_batch(dir: &Path, messages: &[&[u8]]) -> Vec<Result<PathB
     out
 }
 
-/// Write `message` (CRLF stored as LF) under a new unique name in `tmp/`, fsync it, rename
-/// it into `new/`; its path there. The directory is not synced.
-fn write_new(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxError> {
+/// Write `message` (CRLF stored as LF) to a new file in `tmp/` under a new unique name, not
+/// synced: the name, the file's path and the open file.
+fn write_tmp(dir: &Path, message: &[u8]) -> (String, PathBuf, Result<File, MailboxError>) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -122,26 +163,22 @@ fn write_new(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxError> {
             None => data.extend_from_slice(line),
         }
     }
-    let written = OpenOptions::new()
+    let res = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&data)?;
-            f.sync_all()
-        });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(MailboxError::io(&tmp, e));
-    }
-    let new = dir.join("new").join(&name);
-    if let Err(e) = std::fs::rename(&tmp, &new) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(MailboxError::io(&new, e));
-    }
-    Ok(new)
+        .and_then(|mut f| match f.write_all(&data) {
+            Ok(()) => Ok(f),
+            Err(e) => {
+                // Only a file this call made (a name that was there is left alone).
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        })
+        .map_err(|e| MailboxError::io(&tmp, e));
+    (name, tmp, res)
 }
 
 /// Take `dovecot-uidlist.lock` in `dir` (the lock, and the list's next version).

@@ -72,10 +72,15 @@ pub(super) struct Pending<'a> {
 /// Whether deliveries for one local recipient are gathered into one request (group
 /// commit, [`local_client::deliver`]): only when users' mailboxes are mbox files, where the
 /// batch shares one lock hold and one fsync. A batch is delivered by one worker of the
-/// local delivery process, one message after the other: for Maildir (`home_mailbox`
-/// ending in `/`), where each file needs its own fsync, and for `mailbox_command`, that
+/// local delivery process, one message after the other: for `mailbox_command`, that
 /// measured slower than two deliveries side by side (issue 18), so they go one per request
-/// as before. virtual(8) writes each message at once.
+/// as before. So do Maildir deliveries (`home_mailbox` ending in `/`): their files were
+/// fsynced one after the other in a batch, and with them fsynced side by side
+/// ([`crate::mailbox::deliver_maildir_batch`]) a batch still measured no faster than two
+/// deliveries side by side (`scripts/bench-cpu maildir`, README): one batch per recipient
+/// is with the local delivery process at a time, where unbatched two are, and messages
+/// put aside (all of them when a backlog is taken up) come back one per freed slot, so
+/// they gather nothing. virtual(8) writes each message at once.
 fn batches(s: &QmgrSettings, virtual_: bool) -> bool {
     !virtual_ && s.local.mailbox_command.is_empty() && !s.local.home_mailbox.ends_with('/')
 }

@@ -38,8 +38,10 @@
 //!    except that writes to users' mailboxes (the spool mbox, `home_mailbox` mbox or
 //!    Maildir) are put off ([`crate::delivery::local::deliver_deferring`]);
 //! 4. makes the writes put off, those to one mailbox together: mbox messages appended in
-//!    request order under one hold of the locks and one fsync, Maildir files each fsynced
-//!    and one fsync of `new/` ([`crate::delivery::local::commit_deferred`]: group commit,
+//!    request order under one hold of the locks and one fsync, Maildir files written to
+//!    `tmp/`, fsynced side by side (threads that end before the worker switches its ids
+//!    back or forks: [`crate::sys::fsync_together`]), renamed into `new/` and one fsync of
+//!    `new/` ([`crate::delivery::local::commit_deferred`]: group commit,
 //!    issue 18); a message that fails (over `mailbox_size_limit`, a write error) fails
 //!    alone, a lock or fsync failure fails each message of its mailbox;
 //! 5. writes the results to the datagram's socket, only now: the queue manager logs them,

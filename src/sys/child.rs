@@ -54,7 +54,9 @@ pub fn run_as<T: Wire>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, S
 /// No fork: a mailbox write costs no process. Not root, or asked for root: `f` runs as is.
 ///
 /// Only for a single-threaded process (the local delivery workers): the switch is the
-/// process's. A switch or a switch back that fails ends the process (`fatal`), as in
+/// process's. `f` may start threads that end before it returns (a Maildir batch's fsyncs,
+/// [`super::fsync_together`]): they run with the ids `f` runs with, and are gone when the
+/// ids are switched back. A switch or a switch back that fails ends the process (`fatal`), as in
 /// Postfix: it must never go on with the wrong ids. A panic in `f` switches back too.
 pub fn with_eugid<T>(ident: &str, uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
     if !is_root() || (uid == 0 && gid == 0) {

@@ -203,6 +203,59 @@ pub fn start_writeback(file: &std::fs::File) {
     }
 }
 
+/// Threads [`fsync_together`] syncs a batch with, the calling one included.
+const FSYNC_THREADS: usize = 8;
+
+/// Make every file of `files` durable, together: [`start_writeback`] on all of them, then
+/// `fsync` on all of them from up to [`FSYNC_THREADS`] threads at once, so that the
+/// filesystem folds them into few journal commits (ext4 and xfs make concurrent fsyncs wait
+/// for one commit; one after the other, each commits its own). The same order as the
+/// queue's group commit (`queue/writer.rs`, whose pool keeps its threads for the life of the
+/// commit thread); here the threads are started for the call and joined before it returns,
+/// so that a process that is otherwise single-threaded (a local delivery worker, which
+/// forks and switches its effective ids: [`child::with_eugid`]) is single-threaded again
+/// when it does either, and stays so for one file (no thread). Threads that cannot be
+/// started leave their share to the calling thread. One result per file, in order.
+pub fn fsync_together(files: &[&std::fs::File]) -> Vec<std::io::Result<()>> {
+    if files.len() > 1 {
+        for f in files {
+            // Errors show up in the fsync below.
+            start_writeback(f);
+        }
+    }
+    let per_thread = files.len().div_ceil(FSYNC_THREADS).max(1);
+    let sync = |chunk: &[&std::fs::File]| -> Vec<std::io::Result<()>> {
+        chunk.iter().map(|f| f.sync_all()).collect()
+    };
+    std::thread::scope(|sc| {
+        let mut chunks = files.chunks(per_thread);
+        let mine = chunks.next();
+        let started: Vec<_> = chunks
+            .map(|chunk| {
+                let h = std::thread::Builder::new()
+                    .name("maildir-fsync".into())
+                    .spawn_scoped(sc, move || sync(chunk))
+                    // No thread to be had: done here, after this thread's own share.
+                    .ok();
+                (chunk, h)
+            })
+            .collect();
+        let mut out = mine.map(sync).unwrap_or_default();
+        for (chunk, h) in started {
+            match h.map(|h| h.join()) {
+                None => out.extend(sync(chunk)),
+                Some(Ok(r)) => out.extend(r),
+                Some(Err(_)) => out.extend(
+                    chunk
+                        .iter()
+                        .map(|_| Err(std::io::Error::other("fsync thread panicked"))),
+                ),
+            }
+        }
+        out
+    })
+}
+
 /// Whether `pid` is a zombie (ended, not reaped yet), from `/proc/PID/stat`: such a
 /// process still answers `kill(pid, 0)`, yet holds nothing any more.
 pub fn is_zombie(pid: u32) -> bool {

@@ -70,8 +70,12 @@
 //! does but puts its mailbox write off; [`commit_deferred`] then makes the writes of a whole
 //! batch of requests, those to one mbox under one hold of its locks (with the same
 //! privileges and the same lock calls as one delivery) and one fsync
-//! ([`crate::mailbox::deliver_mbox_batch`]), those to one Maildir with one fsync of `new/`
-//! ([`crate::mailbox::deliver_maildir_batch`]). Each message keeps its own result.
+//! ([`crate::mailbox::deliver_mbox_batch`]), those to one Maildir as the recipient with
+//! their files written to `tmp/` and fsynced side by side (a few threads, joined before the
+//! worker switches its ids back), renamed into `new/` and one fsync of `new/`
+//! ([`crate::mailbox::deliver_maildir_batch`]). Each message keeps its own result. (The
+//! queue manager gathers batches only for mbox mailboxes: Maildir deliveries come one per
+//! request, see `qmgr/deliver.rs` `batches`.)
 //! `mailbox_size_limit` is checked for each message under the lock, against the box's size
 //! with the messages appended before it (an mbox message is refused with `5.2.2 error writing message:
 //! File too large` and not written). Mailboxes are opened
@@ -290,8 +294,20 @@ pub fn deliver(
     rcpt: &str,
     orig: Option<&str>,
 ) -> Vec<Outcome> {
+    resolve(s, msg, rcpt, orig, false).0
+}
+
+/// [`deliver`] and [`deliver_deferring`]: expand `rcpt` and deliver, with the writes to
+/// users' mailboxes made at once (`defer` false: none returned) or put off and returned.
+fn resolve(
+    s: &LocalSettings,
+    msg: &QueuedMessage,
+    rcpt: &str,
+    orig: Option<&str>,
+    defer: bool,
+) -> (Vec<Outcome>, Vec<DeferredWrite>) {
     if let Err(why) = &s.mailbox_lock {
-        return vec![agent_down(&s.ident, why, rcpt, orig)];
+        return (vec![agent_down(&s.ident, why, rcpt, orig)], Vec::new());
     }
     let mut ctx = Ctx {
         s,
@@ -301,11 +317,12 @@ pub fn deliver(
         user: None,
         out: Vec::new(),
         lusered: false,
-        deferred: None,
+        deferred: defer.then(Vec::new),
     };
     let mut seen = Vec::new();
     expand_address(&mut ctx, rcpt, 0, &mut seen);
-    ctx.out
+    let writes = ctx.deferred.take().unwrap_or_default();
+    (ctx.out, writes)
 }
 
 /// A setting local(8) or virtual(8) refuses at start-up (`mailbox_delivery_lock`,
@@ -358,31 +375,17 @@ pub fn deliver_deferring(
     rcpt: &str,
     orig: Option<&str>,
 ) -> (Vec<Outcome>, Vec<DeferredWrite>) {
-    if let Err(why) = &s.mailbox_lock {
-        return (vec![agent_down(&s.ident, why, rcpt, orig)], Vec::new());
-    }
-    let mut ctx = Ctx {
-        s,
-        msg: std::borrow::Cow::Borrowed(msg),
-        orig: orig.unwrap_or(rcpt).to_string(),
-        privs: s.default_privs,
-        user: None,
-        out: Vec::new(),
-        lusered: false,
-        deferred: Some(Vec::new()),
-    };
-    let mut seen = Vec::new();
-    expand_address(&mut ctx, rcpt, 0, &mut seen);
-    let writes = ctx.deferred.take().unwrap_or_default();
-    (ctx.out, writes)
+    resolve(s, msg, rcpt, orig, true)
 }
 
 /// Make the writes [`deliver_deferring`] put off: those to one mbox (same file, same
 /// user) in one [`crate::mailbox::deliver_mbox_batch`] (the locks taken once, the messages
 /// appended in the order given, one fsync), under the same privileges and `mailbox_size_limit`
 /// as a single delivery; those to one Maildir in one
-/// [`crate::mailbox::deliver_maildir_batch`] (each file fsynced, one fsync of `new/`). Returns each write's final outcome, in the order given; a
-/// delivery is `sent` only once the fsync that covers it has returned.
+/// [`crate::mailbox::deliver_maildir_batch`] as the recipient (every file written to
+/// `tmp/`, the files fsynced side by side, renamed into `new/`, one fsync of `new/`).
+/// Returns each write's final outcome, in the order given; a delivery is `sent` only once
+/// the fsyncs that cover it (its file's and its directory's) have returned.
 pub fn commit_deferred(s: &LocalSettings, writes: &[DeferredWrite]) -> Vec<Outcome> {
     let mut acts: Vec<Option<Act>> = writes.iter().map(|_| None).collect();
     let mut done = vec![false; writes.len()];
