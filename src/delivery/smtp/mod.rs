@@ -48,7 +48,10 @@
 //!
 //! Known limits (XXX): sessions are cached by next-hop only, not also by server address
 //! (Postfix's `smtp_reuse_addr()`, which lets two next-hops with one MX share a session);
-//! `smtp_connection_cache_destinations` takes names, not lookup tables; the cache lives
+//! `smtp_connection_cache_destinations` takes names, not lookup tables; a session kept by
+//! a request becomes visible to other requests when that request ends (Postfix's smtp
+//! saves it to scache(8) at once: the same but when the request goes on to another server
+//! for recipients the kept session did not take); the cache lives
 //! in the queue manager's process (Postfix's is the scache(8) service, shared by its smtp
 //! processes); unlike Postfix, a 421 to RCPT or MAIL also keeps a session out of the cache
 //! (RFC 5321 §3.8: the server is closing); the 8bit → 7bit downgrade ([`downgrade`]) is checked against Postfix for
@@ -194,11 +197,14 @@ pub fn deliver(
                 &p.tcp_port,
             )
             .is_ok_and(|d| p.cache_destinations.contains(&d.host.to_ascii_lowercase()));
-        let pol = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
+        // Two lock acquisitions per request: the policy and the idle session in one, the
+        // bookkeeping, an untouched session and the session to keep in the other.
+        let (pol, taken) = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
         st.cache_load = pol.load;
         st.cache_store = pol.store;
+        st.cache_taken = taken;
         route::connect_inet(&mut st, nexthop);
-        cache::end(&st.cache_key);
+        cache::end(&st.cache_key, st.cache_taken.take(), st.cache_keep.take());
     }
     st.finish()
 }
