@@ -1064,6 +1064,57 @@ fn reuse_a_connection_closed_while_idle_is_probed_and_the_message_goes_over_a_ne
     );
 }
 
+/// `smtp_connection_cache_destinations` is a Postfix string list: a `type:table` matches
+/// the relay host's name on its left-hand side whatever the value (postconf(5)), and `!`
+/// before it negates a match, so the name after it is never reached. As the real Postfix
+/// did for the same lists (compat-fixtures/smtp/reuse-table.txt: sessions the peer saw and
+/// each message's conn_use, three messages one after the other, no caching on demand).
+#[test]
+fn reuse_for_cache_destinations_given_as_a_table() {
+    let run = |list: &str| {
+        let peer = Sink::start(SinkMode::Accept);
+        let extra = format!(
+            "relayhost = [127.0.0.1]:{}\nsmtp_connection_cache_on_demand = no\n\
+             smtp_connection_cache_destinations = {}\n\
+             smtp_connection_cache_time_limit = 300s\n",
+            peer.port,
+            list.replace("TABLE", "texthash:$queue_directory/../cachedests")
+        );
+        let inst = Instance::start_env(&delivering_main_cf(&extra), QMGR, Vec::new(), |d| {
+            std::fs::write(d.join("cachedests"), "127.0.0.1 any-value\n").unwrap();
+        });
+        let rcpts: Vec<String> = (0..3).map(|i| format!("table{i}@reuse.example")).collect();
+        let mut ids = Vec::new();
+        for r in &rcpts {
+            ids.extend(send_each(&inst, std::slice::from_ref(r)));
+        }
+        assert_each_once(&peer, &rcpts);
+        let log = inst.log();
+        let uses: Vec<String> = ids
+            .iter()
+            .zip(&rcpts)
+            .map(|(id, r)| {
+                let l = &status_lines(&log, id, r)[0];
+                l.split_once(", conn_use=")
+                    .and_then(|(_, rest)| rest.split_once(','))
+                    .map_or("-".to_string(), |(n, _)| n.to_string())
+            })
+            .collect();
+        format!(
+            "{list}\tsessions={}\tconn_use={}",
+            peer.connections.load(Ordering::SeqCst),
+            uses.join(",")
+        )
+    };
+    let want = fixture("reuse-table.txt");
+    let want: Vec<&str> = want.lines().collect();
+    assert_eq!(want.len(), 3);
+    for w in want {
+        let list = w.split('\t').next().unwrap();
+        assert_eq!(run(list), w);
+    }
+}
+
 #[test]
 fn reuse_never_after_a_421() {
     let peer = Sink::start(SinkMode::Accept);

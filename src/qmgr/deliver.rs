@@ -424,7 +424,7 @@ pub(super) fn process(s: &QmgrSettings, path: &Path) -> Option<(String, usize)> 
             format!("{service}:{}", nexthop.to_ascii_lowercase()),
             s.smtp_concurrency,
         );
-        let results = crate::delivery::smtp::deliver(&smtp, &msg, &nexthop, &jobs);
+        let results = crate::delivery::smtp::deliver(smtp, &msg, &nexthop, &jobs);
         let finished = SystemTime::now();
         for (k, (i, t)) in members.into_iter().enumerate() {
             let p = &mut pending[i];

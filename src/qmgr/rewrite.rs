@@ -397,11 +397,12 @@ impl QmgrSettings {
 
     /// The smtp(8) settings of master.cf service `service` (the `smtp` service's when
     /// unknown).
-    pub fn smtp_settings(&self, service: &str) -> crate::delivery::smtp::SmtpSettings {
+    /// Borrowed, not cloned: a clone copied the whole configuration (main.cf, master.cf)
+    /// for every message relayed.
+    pub fn smtp_settings(&self, service: &str) -> &crate::delivery::smtp::SmtpSettings {
         self.smtp
             .get(service)
             .or_else(|| self.smtp.get("smtp"))
-            .cloned()
             .expect("smtp service settings")
     }
 }

@@ -237,6 +237,48 @@ pub fn domain_in(
     Ok(false)
 }
 
+/// Postfix's string list match (`string_list_match()`: `match_list` with `match_string`):
+/// exact names (case-insensitive), `!name`, `/file` lists and `type:table` lookups whose
+/// result is ignored (any value found is a match), first match wins. `Err` as in
+/// [`domain_in`]. Used by `smtp_connection_cache_destinations`.
+pub fn string_in(
+    list: &[String],
+    key: &str,
+    list_name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<bool, LookupFailed> {
+    let k = key.to_ascii_lowercase();
+    let mut items = Vec::new();
+    expand_match_list(list, true, list_name, &mut items, warnings);
+    for (on_match, item) in items {
+        let hit = match item {
+            ListItem::Table(spec) => {
+                let t = maps::open_cached_format(&spec, Format::Postmap, &mut |n| {
+                    push_notice(warnings, n)
+                });
+                match t.lookup(&k) {
+                    Ok(v) => v.is_some(),
+                    Err(e) => {
+                        warnings.extend(e.table_warning());
+                        warnings.push(format!("{list_name}: {spec}: table lookup problem"));
+                        return Err(LookupFailed);
+                    }
+                }
+            }
+            ListItem::Broken { spec, warning } => {
+                warnings.push(warning);
+                warnings.push(format!("{list_name}: {spec}: table lookup problem"));
+                return Err(LookupFailed);
+            }
+            ListItem::Text(e) => e == k,
+        };
+        if hit {
+            return Ok(on_match);
+        }
+    }
+    Ok(false)
+}
+
 /// [`domain_in`] for a caller that has nowhere to log and no way to defer (virtual(8)'s
 /// domain check, postqueue's flush check): a list that cannot be searched matches nothing.
 pub fn domain_list_match(list: &[String], domain: &str, parents: bool) -> bool {

@@ -17,6 +17,13 @@
 //! oldest is closed), and the smtp client itself stops reusing a session after
 //! `smtp_connection_reuse_time_limit` or `smtp_connection_reuse_count_limit`
 //! ([`super::proto`]). A session taken from here is probed with `RSET` before use.
+//!
+//! One delivery request takes the cache's lock twice: [`begin`] decides the policy and
+//! takes an idle session in one acquisition, [`end`] does the bookkeeping, puts back a
+//! session the request took but never used, and stores the session to keep, in the other
+//! (four acquisitions before: begin, take, save, end). The session to keep is therefore
+//! stored when the request ends rather than when its transaction ends, and its
+//! `smtp_connection_cache_time_limit` runs from then.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
@@ -84,68 +91,101 @@ pub struct Policy {
 }
 
 /// A delivery to `key` starts: decide as Postfix's queue manager does (`explicit`: the
-/// destination is in `smtp_connection_cache_destinations`). Each call is paired with
-/// [`end`].
-pub fn begin(key: &str, explicit: bool, on_demand: bool) -> Policy {
+/// destination is in `smtp_connection_cache_destinations`), and when the policy says
+/// `load`, take the most recently stored idle session out of the cache (Postfix's
+/// `smtp_reuse_nexthop()` lookup) in the same lock. Each call is paired with [`end`],
+/// which puts an untouched session back.
+pub fn begin(key: &str, explicit: bool, on_demand: bool) -> (Policy, Option<Taken>) {
     let now = Instant::now();
     let mut g = lock();
-    let d = g.dests.entry(key.to_string()).or_default();
+    // No key allocation for a destination already known (every delivery but the first).
+    if !g.dests.contains_key(key) {
+        g.dests.insert(key.to_string(), Dest::default());
+    }
+    let Some(d) = g.dests.get_mut(key) else {
+        return (Policy::default(), None);
+    };
     d.busy += 1;
-    if explicit {
-        return Policy {
+    let pol = if explicit {
+        Policy {
             load: true,
             store: true,
-        };
-    }
-    if !on_demand {
-        return Policy::default();
-    }
-    let back_to_back = d
-        .last_done
-        .is_some_and(|t| now.saturating_duration_since(t) <= BACK_TO_BACK);
-    if !d.store {
-        if back_to_back {
-            d.store = true;
         }
-    } else if !(d.busy > 1 || back_to_back) {
-        d.store = false;
+    } else if !on_demand {
+        Policy::default()
+    } else {
+        let back_to_back = d
+            .last_done
+            .is_some_and(|t| now.saturating_duration_since(t) <= BACK_TO_BACK);
+        if !d.store {
+            if back_to_back {
+                d.store = true;
+            }
+        } else if !(d.busy > 1 || back_to_back) {
+            d.store = false;
+        }
+        Policy {
+            load: true,
+            store: d.store,
+        }
+    };
+    let mut taken = None;
+    if pol.load {
+        while let Some(i) = d.idle.pop() {
+            if i.until > now {
+                taken = Some(Taken(i));
+                break;
+            }
+            // Expired: closed when dropped.
+        }
     }
-    Policy {
-        load: true,
-        store: d.store,
+    (pol, taken)
+}
+
+/// An idle session taken out by [`begin`]: used with [`Taken::into_session`], or handed
+/// back to [`end`] untouched (it goes back with its old expiry).
+pub struct Taken(Idle);
+
+impl Taken {
+    pub fn into_session(self) -> Cached {
+        self.0.sess
     }
 }
 
-/// The delivery to `key` that [`begin`] started is over.
-pub fn end(key: &str) {
-    let mut g = lock();
-    if let Some(d) = g.dests.get_mut(key) {
-        d.busy = d.busy.saturating_sub(1);
-        d.last_done = Some(Instant::now());
-    }
+/// A session to keep after a delivery: stored by [`end`] for `ttl`, with at most `limit`
+/// idle sessions under its key.
+pub struct Keep {
+    pub sess: Cached,
+    pub limit: usize,
+    pub ttl: Duration,
 }
 
-/// An idle session for `key`, the most recently stored first; `None` when there is none.
-pub fn take(key: &str) -> Option<Cached> {
+/// The delivery to `key` that [`begin`] started is over: `unused` (what [`begin`] took
+/// and the delivery never probed) goes back, then `keep` (the request's first good
+/// session, Postfix `smtp_save_session()`) is stored as the most recent one, with the
+/// destination's bookkeeping, all in one lock.
+pub fn end(key: &str, unused: Option<Taken>, keep: Option<Keep>) {
     let now = Instant::now();
     let mut g = lock();
-    let d = g.dests.get_mut(key)?;
-    while let Some(i) = d.idle.pop() {
-        if i.until > now {
-            return Some(i.sess);
-        }
-        // Expired: closed when dropped.
+    let Some(d) = g.dests.get_mut(key) else {
+        return;
+    };
+    d.busy = d.busy.saturating_sub(1);
+    d.last_done = Some(now);
+    if let Some(Taken(i)) = unused
+        && i.until > now
+    {
+        d.idle.push(i);
     }
-    None
-}
-
-/// Keep `sess` idle for `ttl` under `key`, with at most `limit` idle sessions there.
-pub fn save(key: &str, sess: Cached, limit: usize, ttl: Duration) {
-    let until = Instant::now() + ttl;
-    let mut g = lock();
-    let d = g.dests.entry(key.to_string()).or_default();
-    d.idle.push(Idle { sess, until });
-    while d.idle.len() > limit.max(1) {
+    let Some(k) = keep else {
+        return;
+    };
+    let until = now + k.ttl;
+    d.idle.push(Idle {
+        sess: k.sess,
+        until,
+    });
+    while d.idle.len() > k.limit.max(1) {
         d.idle.remove(0);
     }
     let wake = g.reaper_wakes.is_none_or(|w| until < w);
@@ -196,7 +236,7 @@ mod tests {
     fn on_demand_caching_starts_back_to_back_and_stops_when_deliveries_thin_out() {
         let k = "smtp\non-demand.example\n*";
         // The first delivery of a burst: nothing to go by, no caching (qmgr_entry.c).
-        let p = begin(k, false, true);
+        let (p, _) = begin(k, false, true);
         assert_eq!(
             p,
             Policy {
@@ -206,27 +246,28 @@ mod tests {
         );
         // Concurrent with it: still no caching ("don't enable session caching just because
         // we have concurrent deliveries").
-        assert!(!begin(k, false, true).store);
-        end(k);
+        assert!(!begin(k, false, true).0.store);
+        end(k, None, None);
         // Back to back with the one that just ended: on.
-        assert!(begin(k, false, true).store);
-        end(k);
-        end(k);
+        assert!(begin(k, false, true).0.store);
+        end(k, None, None);
+        end(k, None, None);
         // Off once deliveries are neither concurrent nor back to back.
         lock().dests.get_mut(k).unwrap().last_done = Some(Instant::now() - Duration::from_secs(5));
-        assert!(!begin(k, false, true).store);
-        end(k);
+        assert!(!begin(k, false, true).0.store);
+        end(k, None, None);
         // smtp_connection_cache_on_demand = no: neither; a listed destination: both.
-        assert_eq!(begin(k, false, false), Policy::default());
-        end(k);
+        assert_eq!(begin(k, false, false).0, Policy::default());
+        end(k, None, None);
         assert_eq!(
-            begin(k, true, false),
+            begin(k, true, false).0,
             Policy {
                 load: true,
                 store: true
             }
         );
-        end(k);
-        assert!(take(k).is_none());
+        end(k, None, None);
+        assert!(begin(k, true, false).1.is_none());
+        end(k, None, None);
     }
 }

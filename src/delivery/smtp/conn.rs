@@ -1,6 +1,14 @@
 //! One TCP connection to an SMTP server, plain or after STARTTLS, with a bounded line
-//! reader. Blocking std sockets: every read and write runs under a deadline set on the
-//! socket (Postfix's per-stage `smtp_*_timeout`).
+//! reader. Blocking std sockets: every read and write runs under a deadline (Postfix's
+//! per-stage `smtp_*_timeout`), enforced with the socket's receive and send timeouts.
+//!
+//! The timeouts are not set before every read and write (that was two `setsockopt` calls
+//! per I/O operation, twelve per relayed message): the value on the socket is remembered,
+//! and it is lowered when it is longer than what is left of the deadline (no system call
+//! may then block past the deadline) or raised when it is shorter than both one second and
+//! half of what is left. A shorter timeout that expires before the deadline is not an
+//! error: the call is retried with the timeout set to what is left. So a transaction whose
+//! stages have the same or longer timeouts than the last one set sets none.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -38,8 +46,40 @@ pub struct Conn {
     stream: Stream,
     /// A second handle on the socket, to set timeouts while TLS owns the stream.
     sock: TcpStream,
-    buf: Vec<u8>,
+    /// Bytes read from the socket: `buf[pos..end]` are not consumed yet. Allocated once
+    /// per connection and read into directly.
+    buf: Box<[u8]>,
     pos: usize,
+    end: usize,
+    /// The receive timeout on the socket (`None`: none set yet, a read blocks for ever).
+    rcv_timeout: Option<Duration>,
+    /// The send timeout on the socket.
+    snd_timeout: Option<Duration>,
+}
+
+/// The read buffer's size (one `read` at most).
+const READ_BUF: usize = 8192;
+
+#[derive(Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// An error after which the call is tried again once the deadline allows: the socket's
+/// timeout expired (it may be shorter than the deadline) or a signal came.
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// The socket's timeout `cur` may stay for an operation with `left` to its deadline: no
+/// longer than that, and not so short that an idle peer means frequent wake-ups.
+fn timeout_fits(cur: Option<Duration>, left: Duration) -> bool {
+    const SHORT: Duration = Duration::from_secs(1);
+    cur.is_some_and(|c| c <= left && (c >= SHORT || c * 2 >= left))
 }
 
 /// Connect within `timeout`, from `bind` when given. A source address that cannot be bound
@@ -80,8 +120,11 @@ pub fn connect(
     Ok(Conn {
         stream: Stream::Plain(sock),
         sock: handle,
-        buf: Vec::new(),
+        buf: vec![0; READ_BUF].into_boxed_slice(),
         pos: 0,
+        end: 0,
+        rcv_timeout: None,
+        snd_timeout: None,
     })
 }
 
@@ -112,39 +155,110 @@ fn bind_connect(addr: SocketAddr, local: IpAddr, timeout: Duration) -> Result<Tc
 }
 
 impl Conn {
-    fn set_deadline(&self, deadline: Instant) -> Result<(), IoFail> {
+    /// Make the socket's `dir` timeout fit the time left to `deadline` ([`timeout_fits`]);
+    /// a deadline that has passed is a timeout.
+    fn arm(&mut self, dir: Dir, deadline: Instant) -> Result<(), IoFail> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(IoFail::Timeout);
         }
-        self.sock.set_read_timeout(Some(left))?;
-        self.sock.set_write_timeout(Some(left))?;
+        let cur = match dir {
+            Dir::Read => &mut self.rcv_timeout,
+            Dir::Write => &mut self.snd_timeout,
+        };
+        if !timeout_fits(*cur, left) {
+            // Forget the old value first: after a failed call it is not known.
+            *cur = None;
+            match dir {
+                Dir::Read => self.sock.set_read_timeout(Some(left))?,
+                Dir::Write => self.sock.set_write_timeout(Some(left))?,
+            }
+            *cur = Some(left);
+        }
         Ok(())
     }
 
+    /// Both timeouts exactly to what is left of `deadline` (the TLS handshake, whose
+    /// reads and writes are not retried here).
+    fn arm_exact(&mut self, deadline: Instant) -> Result<(), IoFail> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(IoFail::Timeout);
+        }
+        self.rcv_timeout = None;
+        self.snd_timeout = None;
+        self.sock.set_read_timeout(Some(left))?;
+        self.sock.set_write_timeout(Some(left))?;
+        self.rcv_timeout = Some(left);
+        self.snd_timeout = Some(left);
+        Ok(())
+    }
+
+    /// Read more once everything read before is consumed.
     fn fill(&mut self, deadline: Instant) -> Result<(), IoFail> {
-        self.set_deadline(deadline)?;
-        if self.pos >= self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-        let mut tmp = [0u8; 8192];
-        let n = match &mut self.stream {
-            Stream::Plain(s) => s.read(&mut tmp),
-            Stream::Tls(s) => s.read(&mut tmp),
-            Stream::Closed => return Err(IoFail::Eof),
-        }
-        .map_err(IoFail::from)?;
+        debug_assert!(self.pos >= self.end);
+        self.pos = 0;
+        self.end = 0;
+        let n = loop {
+            self.arm(Dir::Read, deadline)?;
+            let r = match &mut self.stream {
+                Stream::Plain(s) => s.read(&mut self.buf),
+                Stream::Tls(s) => s.read(&mut self.buf),
+                Stream::Closed => return Err(IoFail::Eof),
+            };
+            match r {
+                Ok(n) => break n,
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
         if n == 0 {
             return Err(IoFail::Eof);
         }
-        self.buf.extend_from_slice(&tmp[..n]);
+        self.end = n;
+        Ok(())
+    }
+
+    /// Write all of `data`, then flush (TLS: send the records), before `deadline`. A
+    /// failed `write` consumed nothing (std's and rustls' `Write`), so one that timed out
+    /// early is simply called again.
+    fn write_by(&mut self, data: &[u8], deadline: Instant) -> Result<(), IoFail> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            self.arm(Dir::Write, deadline)?;
+            let r = match &mut self.stream {
+                Stream::Plain(s) => s.write(rest),
+                Stream::Tls(s) => s.write(rest),
+                Stream::Closed => return Err(IoFail::Eof),
+            };
+            match r {
+                Ok(0) => return Err(IoFail::Eof),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Stream::Closed = self.stream {
+            return Err(IoFail::Eof);
+        }
+        // A plain TcpStream has nothing to flush.
+        while let Stream::Tls(_) = self.stream {
+            self.arm(Dir::Write, deadline)?;
+            let Stream::Tls(s) = &mut self.stream else {
+                break;
+            };
+            match s.flush() {
+                Ok(()) => break,
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 
     /// Bytes received but not yet read (after STARTTLS these must not exist).
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
     }
 
     /// One line without its CR LF: at most `limit` bytes are kept, the rest of an overlong
@@ -157,10 +271,10 @@ impl Conn {
         let mut line = Vec::new();
         let mut complete = true;
         loop {
-            if self.pos >= self.buf.len() {
+            if self.pos >= self.end {
                 self.fill(deadline)?;
             }
-            let avail = &self.buf[self.pos..];
+            let avail = &self.buf[self.pos..self.end];
             let (chunk, found) = match avail.iter().position(|&b| b == b'\n') {
                 Some(i) => (&avail[..i], Some(i)),
                 None => (avail, None),
@@ -175,7 +289,7 @@ impl Conn {
                     self.pos += i + 1;
                     break;
                 }
-                None => self.pos = self.buf.len(),
+                None => self.pos = self.end,
             }
         }
         if line.last() == Some(&b'\r') {
@@ -186,24 +300,12 @@ impl Conn {
 
     /// Write all of `data` within `timeout`.
     pub fn write_all(&mut self, data: &[u8], timeout: Duration) -> Result<(), IoFail> {
-        self.set_deadline(Instant::now() + timeout)?;
-        let r = match &mut self.stream {
-            Stream::Plain(s) => s.write_all(data).and_then(|_| s.flush()),
-            Stream::Tls(s) => s.write_all(data).and_then(|_| s.flush()),
-            Stream::Closed => return Err(IoFail::Eof),
-        };
-        r.map_err(IoFail::from)
+        self.write_by(data, Instant::now() + timeout)
     }
 
     /// Write under an absolute deadline (message body: the whole transfer).
     pub fn write_until(&mut self, data: &[u8], deadline: Instant) -> Result<(), IoFail> {
-        self.set_deadline(deadline)?;
-        let r = match &mut self.stream {
-            Stream::Plain(s) => s.write_all(data),
-            Stream::Tls(s) => s.write_all(data),
-            Stream::Closed => return Err(IoFail::Eof),
-        };
-        r.map_err(IoFail::from)
+        self.write_by(data, deadline)
     }
 
     pub fn flush(&mut self, timeout: Duration) -> Result<(), IoFail> {
@@ -225,10 +327,10 @@ impl Conn {
                 return Err("TLS already active".into());
             }
         };
-        self.buf.clear();
         self.pos = 0;
+        self.end = 0;
         let deadline = Instant::now() + timeout;
-        self.set_deadline(deadline)
+        self.arm_exact(deadline)
             .map_err(|_| "timeout".to_string())?;
         let mut tls = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
         let mut sock = sock;

@@ -38,7 +38,8 @@
 //! `smtp_sasl_mechanism_filter`, `smtp_sasl_auth_soft_bounce`,
 //! `smtp_sender_dependent_authentication`, `smtp_randomize_addresses`, `soft_bounce`,
 //! `disable_mime_output_conversion`, `smtp_connection_cache_on_demand`,
-//! `smtp_connection_cache_destinations`, `smtp_connection_cache_time_limit`,
+//! `smtp_connection_cache_destinations` (a Postfix string list: names, `!`, `/file`,
+//! `type:table` whose values are ignored), `smtp_connection_cache_time_limit`,
 //! `smtp_connection_reuse_time_limit`, `smtp_connection_reuse_count_limit`,
 //! `smtp_tls_connection_reuse`, `smtp_destination_concurrency_limit` (idle sessions kept per
 //! destination), `smtp_rset_timeout`.
@@ -48,7 +49,9 @@
 //!
 //! Known limits (XXX): sessions are cached by next-hop only, not also by server address
 //! (Postfix's `smtp_reuse_addr()`, which lets two next-hops with one MX share a session);
-//! `smtp_connection_cache_destinations` takes names, not lookup tables; the cache lives
+//! a session kept by a request becomes visible to other requests when that request ends
+//! (Postfix's smtp saves it to scache(8) at once: the same but when the request goes on
+//! to another server for recipients the kept session did not take); the cache lives
 //! in the queue manager's process (Postfix's is the scache(8) service, shared by its smtp
 //! processes); unlike Postfix, a 421 to RCPT or MAIL also keeps a session out of the cache
 //! (RFC 5321 §3.8: the server is closing); the 8bit → 7bit downgrade ([`downgrade`]) is checked against Postfix for
@@ -185,22 +188,45 @@ pub fn deliver(
     } else {
         st.cache_key = cache_key(s, msg, nexthop);
         let p = &s.params;
-        let explicit = !p.cache_destinations.is_empty()
-            && route::parse_dest(
-                crate::config::values::list(nexthop)
-                    .first()
-                    .map(String::as_str)
-                    .unwrap_or(""),
-                &p.tcp_port,
-            )
-            .is_ok_and(|d| p.cache_destinations.contains(&d.host.to_ascii_lowercase()));
-        let pol = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
+        let explicit = !p.cache_destinations.is_empty() && cache_destination(s, nexthop);
+        // Two lock acquisitions per request: the policy and the idle session in one, the
+        // bookkeeping, an untouched session and the session to keep in the other.
+        let (pol, taken) = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
         st.cache_load = pol.load;
         st.cache_store = pol.store;
+        st.cache_taken = taken;
         route::connect_inet(&mut st, nexthop);
-        cache::end(&st.cache_key);
+        cache::end(&st.cache_key, st.cache_taken.take(), st.cache_keep.take());
     }
     st.finish()
+}
+
+/// Whether `smtp_connection_cache_destinations` names the first destination of `nexthop`
+/// (Postfix `smtp_connect.c`: `string_list_match(smtp_cache_dest, domain)`, the host name
+/// without `[]` or `:port`). A table that cannot answer is logged and counts as no match,
+/// as in Postfix, where the failed match only leaves caching on demand.
+fn cache_destination(s: &SmtpSettings, nexthop: &str) -> bool {
+    let first = crate::config::values::list(nexthop);
+    let Ok(d) = route::parse_dest(
+        first.first().map(String::as_str).unwrap_or(""),
+        &s.params.tcp_port,
+    ) else {
+        return false;
+    };
+    let mut warnings = Vec::new();
+    let r = crate::resolve::lists::string_in(
+        &s.params.cache_destinations,
+        &d.host,
+        "smtp_connection_cache_destinations",
+        &mut warnings,
+    );
+    for w in warnings {
+        match w.strip_prefix("error: ") {
+            Some(e) => crate::log::error(&s.ident, e),
+            None => crate::log::warning(&s.ident, &w),
+        }
+    }
+    r.unwrap_or(false)
 }
 
 /// The connection cache key of a delivery request (Postfix `smtp_key_prefix()` with the

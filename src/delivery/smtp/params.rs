@@ -69,8 +69,9 @@ pub struct Params {
     pub own_addresses: Vec<IpAddr>,
     /// `smtp_connection_cache_on_demand`: cache sessions to a destination with a backlog.
     pub cache_on_demand: bool,
-    /// `smtp_connection_cache_destinations`: always cache sessions to these (host names
-    /// without `[]` or `:port`, as Postfix matches them).
+    /// `smtp_connection_cache_destinations`: always cache sessions to these, a Postfix
+    /// string list (names, `!name`, `/file`, `type:table`), matched against the next-hop's
+    /// host name without `[]` or `:port`, as Postfix matches it.
     pub cache_destinations: Vec<String>,
     /// `smtp_connection_cache_time_limit`: how long a session may sit idle in the cache.
     pub cache_time_limit: Duration,
@@ -211,10 +212,7 @@ impl Params {
             cache_on_demand: cfg
                 .get_bool("smtp_connection_cache_on_demand")
                 .unwrap_or(true),
-            cache_destinations: list(&get("smtp_connection_cache_destinations"))
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
+            cache_destinations: list(&get("smtp_connection_cache_destinations")),
             cache_time_limit: t("smtp_connection_cache_time_limit", 2),
             reuse_time_limit: t("smtp_connection_reuse_time_limit", 300),
             reuse_count_limit: num("smtp_connection_reuse_count_limit", 0) as u32,

@@ -365,9 +365,9 @@ impl<'t> Session<'t> {
             st.cache_store = false;
         }
         if keep {
-            super::cache::save(
-                &st.cache_key,
-                Cached {
+            // Stored when the request ends ([`super::cache::end`]), in the lock that ends it.
+            st.cache_keep = Some(super::cache::Keep {
+                sess: Cached {
                     conn: self.conn,
                     host: self.t.host.to_string(),
                     ip: self.t.ip,
@@ -377,9 +377,9 @@ impl<'t> Session<'t> {
                     created: self.created,
                     reuse_count: self.reuse_count,
                 },
-                p.destination_concurrency_limit,
-                p.cache_time_limit,
-            );
+                limit: p.destination_concurrency_limit,
+                ttl: p.cache_time_limit,
+            });
             return;
         }
         match how {
@@ -1192,7 +1192,11 @@ impl<'t> Session<'t> {
         } else {
             &st.msg.content
         };
-        let mut out: Vec<u8> = Vec::with_capacity(65536 + 1024);
+        // Sized for the message (a little over for CR LF and dot-stuffing), at most one
+        // 64 KB chunk: a 65 KB buffer for every 2 KB message cost a heap consolidation at
+        // each free.
+        let mut out: Vec<u8> =
+            Vec::with_capacity((content.len() + content.len() / 16 + 8).min(65536 + 1024));
         let mut logged = false;
         let mut rest: &[u8] = content;
         while !rest.is_empty() {

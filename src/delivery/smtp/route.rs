@@ -434,7 +434,7 @@ pub fn connect_inet(st: &mut State, nexthop: &str) {
             && st.cache_load
             && !addrs.is_empty()
             && !st.left().is_empty()
-            && let Some(c) = super::cache::take(&st.cache_key)
+            && let Some(c) = st.cache_taken.take().map(super::cache::Taken::into_session)
         {
             let ip = c.ip();
             let rest = addrs.iter().filter(|a| a.ip != ip).count();

@@ -73,6 +73,11 @@ pub struct State<'a> {
     pub cache_load: bool,
     /// Keep the next good session in the cache.
     pub cache_store: bool,
+    /// The idle session [`super::cache::begin`] took for this request, until the address
+    /// loop uses it; one left here goes back at [`super::cache::end`].
+    pub cache_taken: Option<super::cache::Taken>,
+    /// The session to store at [`super::cache::end`] (the request's first good one).
+    pub cache_keep: Option<super::cache::Keep>,
     /// The current session's reuse count (`conn_use=` is one more), 0 between sessions.
     pub reuse_count: u32,
 }
@@ -98,6 +103,8 @@ impl<'a> State<'a> {
             cache_key: String::new(),
             cache_load: false,
             cache_store: false,
+            cache_taken: None,
+            cache_keep: None,
             reuse_count: 0,
         }
     }

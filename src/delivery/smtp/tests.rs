@@ -40,6 +40,10 @@ struct Script {
     no_ehlo: bool,
     /// After `220` to STARTTLS, garbage instead of a TLS handshake.
     broken_tls: bool,
+    /// Wait this long before answering MAIL.
+    mail_delay: Duration,
+    /// Wait this long before answering the end of data.
+    dot_delay: Duration,
 }
 
 impl Default for Script {
@@ -62,6 +66,8 @@ impl Default for Script {
             huge_greeting: 0,
             no_ehlo: false,
             broken_tls: false,
+            mail_delay: Duration::ZERO,
+            dot_delay: Duration::ZERO,
         }
     }
 }
@@ -202,6 +208,7 @@ fn serve_one(stream: std::net::TcpStream, sc: &Script, log: &Transcript) {
             }
             p.say(&sc.auth_reply);
         } else if up.starts_with("MAIL") {
+            std::thread::sleep(sc.mail_delay);
             p.say(&sc.mail_reply);
         } else if up.starts_with("RCPT") {
             let addr = l
@@ -228,6 +235,7 @@ fn serve_one(stream: std::net::TcpStream, sc: &Script, log: &Transcript) {
             if p.data(sc.drop_in_body).is_none() {
                 return;
             }
+            std::thread::sleep(sc.dot_delay);
             if sc.drop_at_dot {
                 log.lock()
                     .unwrap()
@@ -635,6 +643,66 @@ fn greeting_timeout() {
         out[0].text,
         "conversation with 127.0.0.1[127.0.0.1] timed out while receiving the initial server greeting"
     );
+}
+
+/// The socket timeouts are not set before every read and write ([`super::conn`]): a
+/// stage whose timeout is longer than the one set before it still gets all of it (the
+/// socket's shorter timeout expires first and the read goes on), and is still cut at its
+/// own limit; a shorter one after longer ones is cut at its limit.
+#[test]
+fn stage_timeouts_hold_when_the_socket_timeout_is_kept_between_stages() {
+    let run = |main_cf: &str, sc: Script| {
+        let (l, port) = listen("127.0.0.1");
+        let (_log, h) = peer(l, 1, sc);
+        let t0 = std::time::Instant::now();
+        let out = deliver(
+            &settings(main_cf),
+            &message(BODY),
+            &format!("[127.0.0.1]:{port}"),
+            &[rcpt("user@x.example")],
+        );
+        let took = t0.elapsed();
+        h.join().unwrap();
+        (out, took)
+    };
+    // smtp_helo_timeout = 2s leaves a 2 s receive timeout on the socket; MAIL's reply
+    // comes after 2.5 s, within smtp_mail_timeout = 5s.
+    let slow_mail = |d: u64| Script {
+        mail_delay: Duration::from_millis(d),
+        ..Script::default()
+    };
+    let (out, _) = run(
+        "smtp_helo_timeout = 2s\nsmtp_mail_timeout = 5s",
+        slow_mail(2500),
+    );
+    assert_eq!(out[0].status, Status::Sent, "{}", out[0].text);
+    // The same with the reply after 6.5 s: cut at 5 s, not at 2 s nor at 4 s.
+    let (out, took) = run(
+        "smtp_helo_timeout = 2s\nsmtp_mail_timeout = 5s",
+        slow_mail(6500),
+    );
+    assert_eq!(
+        out[0].text,
+        "conversation with 127.0.0.1[127.0.0.1] timed out while sending MAIL FROM"
+    );
+    assert!(
+        took >= Duration::from_millis(4900) && took < Duration::from_millis(6000),
+        "{took:?}"
+    );
+    // smtp_data_done_timeout = 1s after stages of 300 s: the end of data's reply, due
+    // after 3 s, is waited for 1 s.
+    let (out, took) = run(
+        "smtp_data_done_timeout = 1s",
+        Script {
+            dot_delay: Duration::from_millis(3000),
+            ..Script::default()
+        },
+    );
+    assert_eq!(
+        out[0].text,
+        "conversation with 127.0.0.1[127.0.0.1] timed out while sending end of data -- message may be sent more than once"
+    );
+    assert!(took < Duration::from_millis(2500), "{took:?}");
 }
 
 #[test]
