@@ -739,3 +739,63 @@ async fn bench_group_commit() {
         );
     }
 }
+
+/// The listing's reader (`file::summary`, for `mailq` and `postqueue -j`) accepts and refuses
+/// exactly the files `file::parse` does, and reads the same size, arrival, sender and
+/// pending recipients: on a real Postfix file, on one of Postern's with a done recipient,
+/// and on every cut of both and every one-byte change of Postern's.
+#[test]
+fn listing_summary_agrees_with_the_full_reader() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(&config(tmp.path(), "")).expect("open");
+    let id = QueueId::parse("98E8398C186").expect("id");
+    let arrival = UNIX_EPOCH + Duration::new(1_795_874_445, 618_347_000);
+    let mut ours = q
+        .build_file(
+            &id,
+            &env(
+                "",
+                &["alice@mx.example.org", "bob@example.net", "c d@example.net"],
+            ),
+            &client("client.example.net", "localhost", "127.0.0.1", true),
+            b"Subject: one\r\n\r\nhello\r\n.dot\r\n",
+            arrival,
+        )
+        .expect("build");
+    // Bob done, as the queue manager marks a delivered recipient.
+    let bob = qfile::parse(&ours, "98E8398C186")
+        .expect("parse")
+        .recipients[1]
+        .offset;
+    ours[bob as usize] = b'D';
+    let agree =
+        |buf: &[u8], what: &str| match (qfile::parse(buf, "98E8398C186"), qfile::summary(buf)) {
+            (Ok(m), Ok(s)) => {
+                assert_eq!(s.message_size, m.message_size, "{what}");
+                assert_eq!(s.arrival, m.arrival, "{what}");
+                assert_eq!(s.sender, m.sender, "{what}");
+                let pending: Vec<&str> = m.pending().map(|r| r.address.as_str()).collect();
+                assert_eq!(s.pending, pending, "{what}");
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
+            (a, b) => panic!("{what}: parse {a:?}, summary {b:?}"),
+        };
+    let m = qfile::parse(&ours, "98E8398C186").expect("parse");
+    assert_eq!(m.pending().count(), 2);
+    agree(&ours, "Postern's file");
+    agree(POSTFIX_QUEUE_FILE, "Postfix's file");
+    for buf in [&ours[..], POSTFIX_QUEUE_FILE] {
+        for cut in 0..buf.len() {
+            agree(&buf[..cut], &format!("cut at {cut}"));
+        }
+    }
+    for at in 0..ours.len() {
+        for b in [
+            b'N', b'X', b'E', b'p', b'R', b'S', b'C', b'T', b'0', 0x80, b' ',
+        ] {
+            let mut changed = ours.clone();
+            changed[at] = b;
+            agree(&changed, &format!("byte {at} = {b:#x}"));
+        }
+    }
+}

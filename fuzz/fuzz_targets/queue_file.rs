@@ -15,7 +15,20 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    if let Ok(m) = file::parse(data, "4ABCDEF0123") {
+    let parsed = file::parse(data, "4ABCDEF0123");
+    // The listing's reader (mailq) accepts and refuses the same files and reads the same
+    // values.
+    match (&parsed, file::summary(data)) {
+        (Ok(m), Ok(s)) => {
+            assert_eq!(s.message_size, m.message_size);
+            assert_eq!(s.arrival, m.arrival);
+            assert_eq!(s.sender, m.sender);
+            assert!(s.pending.iter().eq(m.pending().map(|r| &r.address)));
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        (a, b) => panic!("parse {a:?}, summary {b:?}"),
+    }
+    if let Ok(m) = parsed {
         let _ = m.pending().count();
         for r in &m.recipients {
             let _ = r.notify();

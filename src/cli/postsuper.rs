@@ -12,7 +12,8 @@
 //! terminal as `postsuper: Deleted: N messages`), as Postfix does.
 //!
 //! `postsuper -r ID|ALL` requeues (to `maildrop/`), `postsuper -s` checks the structure.
-//! Every move goes through [`crate::queue::store::Store`].
+//! Every move goes through [`crate::queue::store::Store`] (a run over many messages through
+//! its [`crate::queue::store::Mover`], which opens each directory once).
 //!
 //! Known limits (XXX): `postsuper` has no `-p`, `-S`, `-e`, `-f`.
 
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::postqueue::load;
 use crate::log;
-use crate::queue::store::{Store, scan_dir};
+use crate::queue::store::{Mover, Store, scan_dir};
 
 /// What `postsuper` does to the messages it selects.
 #[derive(Clone, Copy, PartialEq)]
@@ -151,6 +152,8 @@ pub fn postsuper_main(args: &[String]) -> i32 {
         };
         let mut n = 0;
         let store = Store::new(&qdir);
+        // Each directory opened once for the run, each move relative to it.
+        let mut mover = Mover::new(&store);
         for q in queues {
             let files = scan_dir(&qdir.join(q), q != "maildrop" && q != "hold");
             for (id, path) in files {
@@ -158,16 +161,13 @@ pub fn postsuper_main(args: &[String]) -> i32 {
                     continue;
                 }
                 let done = match kind {
-                    SuperOp::Delete => store.delete(&path, &id).is_ok().then_some("removed"),
-                    SuperOp::Hold => store
-                        .hold(&path, &id, false)
-                        .is_ok()
-                        .then_some("placed on hold"),
-                    SuperOp::Release => store
+                    SuperOp::Delete => mover.delete(&path, &id).is_ok().then_some("removed"),
+                    SuperOp::Hold => mover.hold(&path, &id).is_ok().then_some("placed on hold"),
+                    SuperOp::Release => mover
                         .release(&path, &id)
                         .is_ok()
                         .then_some("released from hold"),
-                    SuperOp::Requeue => store.requeue(&path, &id).then_some("requeued"),
+                    SuperOp::Requeue => mover.requeue(&path, &id).then_some("requeued"),
                 };
                 if let Some(what) = done {
                     // Postfix names each message only when it was named on the command

@@ -63,26 +63,43 @@ pub fn read_log(queue_directory: &Path, id: &str) -> Vec<DeferEntry> {
 
 /// The entries of a defer log's text (see [`read_log`]).
 pub fn parse_log(text: &str) -> Vec<DeferEntry> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n") {
-        let mut e = DeferEntry {
-            recipient: String::new(),
-            status: String::new(),
-            reason: String::new(),
+    log_entries(text)
+        .map(|e| DeferEntry {
+            recipient: e.recipient.to_string(),
+            status: e.status.to_string(),
+            reason: e.reason.to_string(),
+        })
+        .collect()
+}
+
+/// One entry of a defer log, borrowed from its text ([`log_entries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferRef<'a> {
+    pub recipient: &'a str,
+    pub status: &'a str,
+    pub reason: &'a str,
+}
+
+/// [`parse_log`] without copying (`mailq` on a large queue): the entries with a
+/// recipient, in the log's order; in each, the last `recipient=`, `status=` and `reason=`
+/// line wins.
+pub fn log_entries(text: &str) -> impl Iterator<Item = DeferRef<'_>> {
+    text.split("\n\n").filter_map(|block| {
+        let mut e = DeferRef {
+            recipient: "",
+            status: "",
+            reason: "",
         };
         for line in block.lines() {
             if let Some((k, v)) = line.split_once('=') {
                 match k {
-                    "recipient" => e.recipient = v.to_string(),
-                    "status" => e.status = v.to_string(),
-                    "reason" => e.reason = v.to_string(),
+                    "recipient" => e.recipient = v,
+                    "status" => e.status = v,
+                    "reason" => e.reason = v,
                     _ => {}
                 }
             }
         }
-        if !e.recipient.is_empty() {
-            out.push(e);
-        }
-    }
-    out
+        (!e.recipient.is_empty()).then_some(e)
+    })
 }

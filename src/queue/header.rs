@@ -80,12 +80,40 @@ pub fn message_id_stamp(t: SystemTime) -> String {
 
 /// RFC 5322 `atext` characters (a local part made of these and single dots needs no quotes).
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '!' | '#'
+                | '$'
+                | '%'
+                | '&'
+                | '\''
+                | '*'
+                | '+'
+                | '-'
+                | '/'
+                | '='
+                | '?'
+                | '^'
+                | '_'
+                | '`'
+                | '{'
+                | '|'
+                | '}'
+                | '~'
+        )
+        || !c.is_ascii()
 }
 
 /// Quote the local part of an address when RFC 5322 requires it, as Postfix's
 /// `quote_822_local()` does: `odd user@example.org` becomes `"odd user"@example.org`.
 pub fn quote_822_local(addr: &str) -> String {
+    quote_822_local_cow(addr).into_owned()
+}
+
+/// [`quote_822_local`], borrowing `addr` when it needs no quotes (nearly always: `mailq`
+/// on a large queue copies no address).
+pub fn quote_822_local_cow(addr: &str) -> std::borrow::Cow<'_, str> {
     let (local, domain) = match addr.rfind('@') {
         Some(at) => (&addr[..at], Some(&addr[at..])),
         None => (addr, None),
@@ -96,7 +124,7 @@ pub fn quote_822_local(addr: &str) -> String {
             || local.contains("..")
             || local.chars().any(|c| c != '.' && !is_atext(c)));
     if !needs_quote {
-        return addr.to_string();
+        return std::borrow::Cow::Borrowed(addr);
     }
     let mut out = String::with_capacity(addr.len() + 2);
     out.push('"');
@@ -110,7 +138,7 @@ pub fn quote_822_local(addr: &str) -> String {
     if let Some(d) = domain {
         out.push_str(d);
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// Make untrusted text safe inside an RFC 5322 comment, after Postfix's `comment_sanitize()`:
