@@ -27,12 +27,7 @@ fn reject_lines_show_unusual_addresses_as_postfix_logs_them() {
         .expect("reject-log-matrix");
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let diffs: Vec<String> = want
-        .lines()
-        .zip(out.lines())
-        .filter(|(w, g)| w != g)
-        .map(|(w, g)| format!("Postfix: {w}\nPostern: {g}"))
-        .collect();
+    let diffs = fixture_line_diffs(&want, &out);
     assert!(diffs.is_empty(), "{}\n{}", diffs.join("\n"), inst.log());
     assert_eq!(want.lines().count(), out.lines().count(), "{out}");
 }

@@ -71,12 +71,7 @@ fn nmap_forms(kind: &str, src: &str, mynetworks: &str) {
         .expect("nmap-relay-forms");
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let diffs: Vec<String> = want
-        .lines()
-        .zip(out.lines())
-        .filter(|(w, g)| w != g)
-        .map(|(w, g)| format!("Postfix: {w}\nPostern: {g}"))
-        .collect();
+    let diffs = fixture_line_diffs(&want, &out);
     assert_eq!(want.lines().count(), out.lines().count(), "{out}");
     assert!(diffs.is_empty(), "{}\n{}", diffs.join("\n"), inst.log());
     if kind == "foreign" {

@@ -66,6 +66,17 @@ pub fn line_set(s: &[u8]) -> BTreeSet<String> {
         .collect()
 }
 
+/// The lines where a script's output differs from the real program's recorded in a
+/// fixture, each as a `Postfix:`/`Postern:` pair (lines compared in order; the counts are
+/// the caller's to compare).
+pub fn fixture_line_diffs(want: &str, got: &str) -> Vec<String> {
+    want.lines()
+        .zip(got.lines())
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("Postfix: {w}\nPostern: {g}"))
+        .collect()
+}
+
 pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
