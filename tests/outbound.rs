@@ -1115,6 +1115,52 @@ fn reuse_for_cache_destinations_given_as_a_table() {
     }
 }
 
+/// Two next-hops that are one server (`[127.0.0.1]:P` and `[localhost]:P`), both cached:
+/// a session made for one carries the other's mail too, found by the server's address
+/// (Postfix's `smtp_reuse_addr()`), as the real Postfix 3.7 does
+/// (compat-fixtures/smtp/reuse-addr.txt, `scripts/regen-smtp-fixtures reuse-addr`: one
+/// session, conn_use 2, 3, 4, and `relay=` naming each next-hop's own host name).
+#[test]
+fn reuse_by_server_address_across_next_hops() {
+    let peer = Sink::start(SinkMode::Accept);
+    let p = peer.port;
+    let inst = start_transport(
+        "smtp_host_lookup = native\nsmtp_connection_cache_on_demand = no\n\
+         smtp_connection_cache_destinations = 127.0.0.1, localhost\n\
+         smtp_connection_cache_time_limit = 300s\n",
+        &format!("a.example smtp:[127.0.0.1]:{p}\nb.example smtp:[localhost]:{p}\n"),
+        Vec::new(),
+    );
+    let want = fixture("reuse-addr.txt");
+    let mut lines = want.lines();
+    let sessions = lines.next().unwrap();
+    let mut got = Vec::new();
+    let mut rcpts = Vec::new();
+    for w in lines {
+        let r = w.split(' ').next().unwrap().to_string();
+        let id = send_each(&inst, std::slice::from_ref(&r)).remove(0);
+        let log = inst.log();
+        let l = &status_lines(&log, &id, &r)[0];
+        let field = |name: &str| {
+            l.split_once(&format!(", {name}="))
+                .and_then(|(_, rest)| rest.split_once(','))
+                .map_or("-".to_string(), |(v, _)| v.to_string())
+        };
+        got.push(format!(
+            "{r} relay={} conn_use={}",
+            field("relay").replace(&p.to_string(), "PORT"),
+            field("conn_use")
+        ));
+        rcpts.push(r);
+    }
+    assert_each_once(&peer, &rcpts);
+    assert_eq!(
+        format!("sessions={}", peer.connections.load(Ordering::SeqCst)),
+        sessions
+    );
+    assert_eq!(got, want.lines().skip(1).collect::<Vec<_>>());
+}
+
 #[test]
 fn reuse_never_after_a_421() {
     let peer = Sink::start(SinkMode::Accept);

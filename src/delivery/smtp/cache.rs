@@ -2,7 +2,12 @@
 //! decision (`qmgr_entry.c`), for the smtp(8) client that runs in the queue manager's
 //! process. Sessions live here between deliveries, idle, keyed by delivery request
 //! next-hop (the service, the next-hop as the queue manager gives it, and the sender when
-//! `smtp_sender_dependent_authentication` picks the SASL credentials by sender).
+//! `smtp_sender_dependent_authentication` picks the SASL credentials by sender), and each
+//! also labelled with its server's endpoint ([`super::endp_key`]: the service, address
+//! and port, with the next-hop and host name when SASL passwords or a TLS level that
+//! checks names are configured), under which a delivery to another next-hop finds it
+//! ([`take_endpoint`], Postfix's `smtp_reuse_addr()`: scache(8) keeps every session
+//! under its endpoint and binds next-hops to endpoints).
 //!
 //! When to cache, as Postfix decides: with `smtp_connection_cache_on_demand = yes`, a
 //! destination's sessions are cached once its deliveries come back to back (one finished
@@ -41,6 +46,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(10);
 struct Idle {
     sess: Cached,
     until: Instant,
+    /// The server's endpoint label ([`super::endp_key`]).
+    endp: String,
 }
 
 #[derive(Default)]
@@ -158,6 +165,8 @@ pub struct Keep {
     pub sess: Cached,
     pub limit: usize,
     pub ttl: Duration,
+    /// The server's endpoint label ([`super::endp_key`]).
+    pub endp: String,
 }
 
 /// The delivery to `key` that [`begin`] started is over: `unused` (what [`begin`] took
@@ -184,6 +193,7 @@ pub fn end(key: &str, unused: Option<Taken>, keep: Option<Keep>) {
     d.idle.push(Idle {
         sess: k.sess,
         until,
+        endp: k.endp,
     });
     while d.idle.len() > k.limit.max(1) {
         d.idle.remove(0);
@@ -193,6 +203,26 @@ pub fn end(key: &str, unused: Option<Taken>, keep: Option<Keep>) {
     if wake {
         CACHE.changed.notify_one();
     }
+}
+
+/// Take the most recently stored idle session to the endpoint `endp`, whatever next-hop
+/// stored it (Postfix's `smtp_reuse_addr()`: a delivery whose next-hop has no idle session
+/// looks for one to each of its best servers by address). It is the caller's from then on:
+/// used at once, not handed back to [`end`]. Idle sessions live for
+/// `smtp_connection_cache_time_limit` (2 s by default), so the few there are scanned.
+pub fn take_endpoint(endp: &str) -> Option<Taken> {
+    let now = Instant::now();
+    let mut g = lock();
+    let mut best: Option<(&String, usize, Instant)> = None;
+    for (k, d) in &g.dests {
+        for (i, s) in d.idle.iter().enumerate() {
+            if s.endp == endp && s.until > now && best.is_none_or(|b| s.until > b.2) {
+                best = Some((k, i, s.until));
+            }
+        }
+    }
+    let (k, i) = best.map(|(k, i, _)| (k.clone(), i))?;
+    g.dests.get_mut(&k).map(|d| Taken(d.idle.remove(i)))
 }
 
 fn reaper() {

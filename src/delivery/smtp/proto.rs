@@ -88,6 +88,13 @@ impl Cached {
     pub fn ip(&self) -> IpAddr {
         self.ip
     }
+
+    /// Found by its server's address for another next-hop: it carries that next-hop's
+    /// name for the server from now on (Postfix's `relay=` names the iterator's host).
+    pub fn for_host(mut self, host: &str) -> Cached {
+        host.clone_into(&mut self.host);
+        self
+    }
 }
 
 /// A reply after which Postfix does not cache a session: a 421 (the server is closing),
@@ -379,6 +386,7 @@ impl<'t> Session<'t> {
                 },
                 limit: p.destination_concurrency_limit,
                 ttl: p.cache_time_limit,
+                endp: super::endp_key(st, self.t.tls_nexthop, self.t.host, self.t.ip, self.t.port),
             });
             return;
         }
