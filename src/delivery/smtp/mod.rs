@@ -49,8 +49,10 @@
 //! RFCs: 5321 (SMTP, §5 MX), 7505 (null MX), 2920 (PIPELINING), 1870 (SIZE), 6152
 //! (8BITMIME), 3461 (DSN), 6531 (SMTPUTF8), 3207 (STARTTLS), 4954 (AUTH), 4616 (PLAIN).
 //!
-//! Known limits (XXX): only a request's first good session is kept (Postfix also keeps
-//! the others, under their server address only); a session kept by a request becomes visible to other requests when that request ends
+//! Known limits (XXX): with session caching on, Postfix skips at later next-hops of a
+//! request the addresses it already used (`smtp_scrub_addr_list()`, by address without
+//! port: a fallback relay on the relayhost's address, another port, is not tried — seen
+//! when recording compat-fixtures/smtp/reuse-addr.txt); Postern tries them; a session kept by a request becomes visible to other requests when that request ends
 //! (Postfix's smtp saves it to scache(8) at once: the same but when the request goes on
 //! to another server for recipients the kept session did not take); the cache lives
 //! in the queue manager's process (Postfix's is the scache(8) service, shared by its smtp
@@ -194,10 +196,16 @@ pub fn deliver(
         // bookkeeping, an untouched session and the session to keep in the other.
         let (pol, taken) = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
         st.cache_load = pol.load;
+        st.cache_enabled = pol.store;
         st.cache_store = pol.store;
         st.cache_taken = taken;
         route::connect_inet(&mut st, nexthop);
-        cache::end(&st.cache_key, st.cache_taken.take(), st.cache_keep.take());
+        cache::end(
+            &st.cache_key,
+            st.cache_taken.take(),
+            st.cache_keep.take(),
+            std::mem::take(&mut st.cache_keep_endp),
+        );
     }
     st.finish()
 }
