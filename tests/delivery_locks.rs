@@ -32,6 +32,11 @@ fn fixture() -> Vec<(String, String)> {
 /// An instance with both lock parameters set to `locks` (unless empty), a spool mailbox
 /// and a virtual one owned by [`USER`], and Postfix's lock bounds shortened to 2 × 1 s.
 fn start(locks: &str) -> (Instance, u32, u32) {
+    start_plus(locks, "")
+}
+
+/// [`start`] with `extra` main.cf lines.
+fn start_plus(locks: &str, extra: &str) -> (Instance, u32, u32) {
     mail_user(USER).expect("user");
     let pw = nix::unistd::User::from_name(USER).unwrap().unwrap();
     let (uid, gid) = (pw.uid.as_raw(), pw.gid.as_raw());
@@ -46,7 +51,7 @@ fn start(locks: &str) -> (Instance, u32, u32) {
              virtual_mailbox_domains = virt.test\n\
              virtual_mailbox_base = $queue_directory/../vmail\n\
              virtual_mailbox_maps = static:box\nvirtual_uid_maps = static:{uid}\n\
-             virtual_gid_maps = static:{gid}\nvirtual_minimum_uid = 1\n{set}"
+             virtual_gid_maps = static:{gid}\nvirtual_minimum_uid = 1\n{set}{extra}"
         )),
         QMGR,
         |d| {
@@ -291,7 +296,7 @@ fn bad_lock_values_are_refused_in_postfix_words_and_lose_nothing() {
     let (inst, _, _) = start("");
     let cases: Vec<&str> = fx
         .iter()
-        .filter(|(c, _)| !c.contains(":held="))
+        .filter(|(c, _)| !c.contains(":held=") && !c.contains("sun_mailtool"))
         .map(|(c, _)| c.as_str())
         .fold(Vec::new(), |mut v, c| {
             if !v.contains(&c) {
@@ -388,4 +393,100 @@ fn bad_lock_values_are_refused_in_postfix_words_and_lose_nothing() {
     }
     assert_eq!(messages_in(&local_box), counts[0], "{}", inst.log());
     assert_eq!(messages_in(&virtual_box), counts[1], "{}", inst.log());
+}
+
+/// The obsolete `sun_mailtool_compatibility = yes` with the default lock value: local(8)
+/// warns once in Postfix's words and takes only the dotlock, so a held flock or fcntl lock
+/// does not hold the delivery up and a held dotlock does (the fixture's
+/// `local:sun_mailtool_compatibility=yes` cases); with `mailbox_delivery_lock = fcntl`
+/// nothing is left, which is local(8)'s `fatal:` after the same warning, and nothing is
+/// delivered.
+#[test]
+fn sun_mailtool_compatibility_keeps_only_the_dotlock() {
+    if !is_root() {
+        return;
+    }
+    let fx = fixture();
+    let case = "local:sun_mailtool_compatibility=yes";
+    let (inst, uid, gid) = start_plus("", "sun_mailtool_compatibility = yes\n");
+    let (_, mbox, logged) = boxes(&inst)[0].clone();
+    let mut sent = 0;
+    for held in KINDS {
+        let want = fx
+            .iter()
+            .find(|(c, _)| *c == format!("{case}:held={held}"))
+            .unwrap_or_else(|| panic!("no fixture line for {case}:held={held}"))
+            .1
+            .replace("MAIL", &logged.display().to_string());
+        let rcpt = format!("{USER}+mailtool-{held}@localhost");
+        let lock = hold(held, &mbox, uid, gid);
+        smtp_send(
+            inst.port,
+            "sender@example.org",
+            &[&rcpt],
+            "Subject: m\n\nbody\n",
+        );
+        let got = status_for(&inst, &rcpt);
+        drop(lock);
+        assert_eq!(got, want, "held {held}");
+        sent += usize::from(got.contains("status=sent"));
+    }
+    assert_eq!(sent, 2);
+    assert_eq!(messages_in(&mbox), 2);
+    let fixture_lines = |c: &str| -> Vec<String> {
+        fx.iter()
+            .filter(|(x, _)| x == c)
+            .filter_map(|(_, t)| t.strip_prefix("local: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let warning = fixture_lines(case);
+    assert_eq!(warning.len(), 1, "{warning:?}");
+    let log = inst.log();
+    let local_lines = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| {
+                l.contains("postfix/local[") && (l.contains("warning: ") || l.contains("fatal: "))
+            })
+            .map(|l| l[l.find("]: ").unwrap() + 3..].to_string())
+            .collect()
+    };
+    // One delivery process: the warning once, before its deliveries.
+    assert_eq!(local_lines(&log), warning, "{log}");
+    let first_status = log.find("status=").unwrap();
+    assert!(log.find(&warning[0]).unwrap() < first_status, "{log}");
+
+    // `fcntl` alone: the warning, then the fatal line, and nothing delivered.
+    let case = "local:sun_mailtool_compatibility=yes:mailbox_delivery_lock=fcntl";
+    let want = fixture_lines(case);
+    assert_eq!(want.len(), 2, "{want:?}");
+    let out = std::process::Command::new(BIN)
+        .args(["postconf", "-c"])
+        .arg(inst.config_dir())
+        .args(["-e", "mailbox_delivery_lock = fcntl"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let before = local_lines(&inst.log()).len();
+    let out = inst.postfix(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let rcpt = format!("{USER}+mailtool-fatal@localhost");
+    smtp_send(
+        inst.port,
+        "sender@example.org",
+        &[&rcpt],
+        "Subject: f\n\nbody\n",
+    );
+    let got = status_for(&inst, &rcpt);
+    assert!(
+        got.ends_with("status=deferred (unknown mail transport error)"),
+        "{got}"
+    );
+    let lines = local_lines(&inst.log());
+    assert_eq!(
+        lines[before..lines.len().min(before + 2)],
+        want[..],
+        "{lines:?}"
+    );
+    assert_eq!(messages_in(&mbox), 2);
 }

@@ -1115,6 +1115,90 @@ fn reuse_for_cache_destinations_given_as_a_table() {
     }
 }
 
+/// Two next-hops that are one server (`[127.0.0.1]:P` and `[localhost]:P`), both cached:
+/// a session made for one carries the other's mail too, found by the server's address
+/// (Postfix's `smtp_reuse_addr()`); and a request's second good session (the fallback
+/// relay on 127.0.0.2 taking what the relayhost greylisted) is kept under its address
+/// only, where the next request to that server finds it. As the real Postfix 3.7 does
+/// (compat-fixtures/smtp/reuse-addr.txt, `scripts/regen-smtp-fixtures reuse-addr`: one
+/// session each, conn_use 2 to 5 and 2, `relay=` naming each next-hop's own host name).
+#[test]
+fn reuse_by_server_address_across_next_hops() {
+    let peer = Sink::start(SinkMode::Accept);
+    let fallback = Sink::start_on("127.0.0.2", 0, SinkMode::AcceptAll, false);
+    let (p, f) = (peer.port, fallback.port);
+    let inst = start_transport(
+        &format!(
+            "smtp_host_lookup = native\nsmtp_connection_cache_on_demand = no\n\
+             smtp_connection_cache_destinations = 127.0.0.1, 127.0.0.2, localhost\n\
+             smtp_connection_cache_time_limit = 300s\nrelayhost = [127.0.0.1]:{p}\n\
+             smtp_fallback_relay = [127.0.0.2]:{f}\n"
+        ),
+        &format!(
+            "a.example smtp:[127.0.0.1]:{p}\nb.example smtp:[localhost]:{p}\n\
+             c.example smtp:[127.0.0.2]:{f}\n"
+        ),
+        Vec::new(),
+    );
+    let want = fixture("reuse-addr.txt");
+    let mut lines = want.lines();
+    let sessions = lines.next().unwrap();
+    let want: Vec<&str> = lines.collect();
+    let rcpt = |w: &str| w.split(' ').next().unwrap().to_string();
+    // One message per line, but now@ and later@ (the relayhost greylists later@) together.
+    let mut sends: Vec<Vec<String>> = Vec::new();
+    for w in &want {
+        let r = rcpt(w);
+        match sends.last_mut() {
+            Some(last) if r.starts_with("later@") => last.push(r),
+            _ => sends.push(vec![r]),
+        }
+    }
+    let mut got = Vec::new();
+    for rs in &sends {
+        let id = send(
+            inst.port,
+            SENDER,
+            &rs.iter().map(String::as_str).collect::<Vec<_>>(),
+            "reuse",
+        );
+        let log = inst.wait_log_until(Duration::from_secs(60), |l| {
+            rs.iter().all(|r| {
+                status_lines(l, &id, r)
+                    .iter()
+                    .any(|x| x.contains("status=sent"))
+            })
+        });
+        for r in rs {
+            let l = status_lines(&log, &id, r)
+                .into_iter()
+                .find(|x| x.contains("status=sent"))
+                .unwrap_or_else(|| panic!("{r} not sent:\n{log}"));
+            let field = |name: &str| {
+                l.split_once(&format!(", {name}="))
+                    .and_then(|(_, rest)| rest.split_once(','))
+                    .map_or("-".to_string(), |(v, _)| v.to_string())
+            };
+            got.push(format!(
+                "{r} relay={} conn_use={}",
+                field("relay")
+                    .replace(&p.to_string(), "PORT")
+                    .replace(&f.to_string(), "FALLBACK"),
+                field("conn_use")
+            ));
+        }
+    }
+    assert_eq!(got, want);
+    assert_eq!(
+        format!(
+            "sessions={} fallback={}",
+            peer.connections.load(Ordering::SeqCst),
+            fallback.connections.load(Ordering::SeqCst)
+        ),
+        sessions
+    );
+}
+
 #[test]
 fn reuse_never_after_a_421() {
     let peer = Sink::start(SinkMode::Accept);

@@ -26,6 +26,9 @@ pub enum SinkMode {
     /// Answers the final dot, then closes (a server that ends a session its client keeps
     /// idle in a connection cache).
     CloseAfterMessage,
+    /// As `Accept`, but takes `later…` recipients too (a fallback relay for what another
+    /// server greylisted).
+    AcceptAll,
 }
 
 pub struct Sink {
@@ -204,7 +207,7 @@ fn session(
                             "550 5.1.1 <{a}>: Recipient address rejected: User unknown in local recipient table"
                         ),
                     )?;
-                } else if a.starts_with("later") {
+                } else if a.starts_with("later") && mode != SinkMode::AcceptAll {
                     say(
                         &mut w,
                         &format!(

@@ -62,7 +62,9 @@
 //! method`) is logged as its `fatal:` line at each delivery, and every recipient is
 //! deferred `4.3.0 unknown mail transport error` ([`agent_down`]); Postfix's queue
 //! manager leaves the message in the active queue instead, waiting for the agent the
-//! master throttles (compat-fixtures/locks).
+//! master throttles (compat-fixtures/locks). The obsolete `sun_mailtool_compatibility =
+//! yes` keeps only the dotlock of the value, with local(8)'s start-up warning
+//! ([`mailtool_warning`]).
 //! When not root, everything runs as the invoking user, in place.
 //!
 //! # Group commit (issue 18)
@@ -147,17 +149,42 @@ pub struct LocalSettings {
     /// `mailbox_delivery_lock`: the locks of mbox and file deliveries, or the text of
     /// local(8)'s `fatal:` line for a value it refuses ([`mailbox_lock`]).
     pub mailbox_lock: Result<crate::mailbox::lock::LockKinds, String>,
+    /// `sun_mailtool_compatibility = yes` with a readable `mailbox_delivery_lock`: the
+    /// process's first delivery logs local(8)'s start-up warning ([`mailtool_warning`]).
+    pub mailtool_warning: bool,
 }
 
 /// `mailbox_delivery_lock` (`fcntl, dotlock`) as local(8) reads it at start-up
 /// (`local_mask_init()`): an unknown name or an empty value is fatal, and so is a value
-/// that names no lock.
+/// that names no lock. The obsolete `sun_mailtool_compatibility = yes` keeps only the
+/// dotlock of the value (so `fcntl` alone then names no lock: fatal); whether local(8)
+/// warns about it is [`mailtool_warning`].
 pub fn mailbox_lock(cfg: &PostfixConfig) -> Result<crate::mailbox::lock::LockKinds, String> {
     let v = cfg
         .get("mailbox_delivery_lock")
         .unwrap_or_else(|| "fcntl, dotlock".into());
-    crate::mailbox::lock::LockKinds::parse("mailbox_delivery_lock", &v)
-        .and_then(crate::mailbox::lock::LockKinds::require_some)
+    let mut k = crate::mailbox::lock::LockKinds::parse("mailbox_delivery_lock", &v)?;
+    if cfg.get_bool("sun_mailtool_compatibility").unwrap_or(false) {
+        k.flock = false;
+        k.fcntl = false;
+    }
+    k.require_some()
+}
+
+/// local(8)'s start-up warning for `sun_mailtool_compatibility = yes`: logged once a value
+/// of `mailbox_delivery_lock` was read without error, before the check that some lock is
+/// left (compat-fixtures/locks: the warning, then the `fatal:` line when none is).
+const MAILTOOL_WARNING: &str = "sun_mailtool_compatibility: deprecated parameter, use \"mailbox_delivery_lock = dotlock\" instead";
+
+/// Whether local(8) logs [`MAILTOOL_WARNING`] at start-up with this configuration.
+pub fn mailtool_warning(cfg: &PostfixConfig) -> bool {
+    cfg.get_bool("sun_mailtool_compatibility").unwrap_or(false)
+        && crate::mailbox::lock::LockKinds::parse(
+            "mailbox_delivery_lock",
+            &cfg.get("mailbox_delivery_lock")
+                .unwrap_or_else(|| "fcntl, dotlock".into()),
+        )
+        .is_ok()
 }
 
 /// `deliver_lock_attempts` (20) and `deliver_lock_delay` (1s), as Postfix's local(8) and
@@ -223,6 +250,7 @@ impl LocalSettings {
             deliver_lock: deliver_lock(cfg),
             stale_lock_time: stale_lock_time(cfg),
             mailbox_lock: mailbox_lock(cfg),
+            mailtool_warning: mailtool_warning(cfg),
         }
     }
 
@@ -306,6 +334,12 @@ fn resolve(
     orig: Option<&str>,
     defer: bool,
 ) -> (Vec<Outcome>, Vec<DeferredWrite>) {
+    if s.mailtool_warning {
+        // Postfix's local(8) warns when each of its processes starts; a delivery worker
+        // (or a queue manager delivering itself) warns at its first delivery.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| crate::log::warning(&s.ident, MAILTOOL_WARNING));
+    }
     if let Err(why) = &s.mailbox_lock {
         return (vec![agent_down(&s.ident, why, rcpt, orig)], Vec::new());
     }

@@ -2,7 +2,14 @@
 //! decision (`qmgr_entry.c`), for the smtp(8) client that runs in the queue manager's
 //! process. Sessions live here between deliveries, idle, keyed by delivery request
 //! next-hop (the service, the next-hop as the queue manager gives it, and the sender when
-//! `smtp_sender_dependent_authentication` picks the SASL credentials by sender).
+//! `smtp_sender_dependent_authentication` picks the SASL credentials by sender), and each
+//! also labelled with its server's endpoint ([`super::endp_key`]: the service, address
+//! and port, with the next-hop and host name when SASL passwords or a TLS level that
+//! checks names are configured), under which a delivery to another next-hop finds it
+//! ([`take_endpoint`], Postfix's `smtp_reuse_addr()`: scache(8) keeps every session
+//! under its endpoint and binds next-hops to endpoints). A request's first good session
+//! is kept under its next-hop (and so its endpoint), later ones under their endpoint only
+//! (Postfix clears the request's next-hop label after the first).
 //!
 //! When to cache, as Postfix decides: with `smtp_connection_cache_on_demand = yes`, a
 //! destination's sessions are cached once its deliveries come back to back (one finished
@@ -41,6 +48,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(10);
 struct Idle {
     sess: Cached,
     until: Instant,
+    /// The server's endpoint label ([`super::endp_key`]).
+    endp: String,
 }
 
 #[derive(Default)]
@@ -158,15 +167,38 @@ pub struct Keep {
     pub sess: Cached,
     pub limit: usize,
     pub ttl: Duration,
+    /// The server's endpoint label ([`super::endp_key`]).
+    pub endp: String,
 }
 
 /// The delivery to `key` that [`begin`] started is over: `unused` (what [`begin`] took
 /// and the delivery never probed) goes back, then `keep` (the request's first good
 /// session, Postfix `smtp_save_session()`) is stored as the most recent one, with the
 /// destination's bookkeeping, all in one lock.
-pub fn end(key: &str, unused: Option<Taken>, keep: Option<Keep>) {
+pub fn end(key: &str, unused: Option<Taken>, keep: Option<Keep>, keep_endp: Vec<Keep>) {
     let now = Instant::now();
     let mut g = lock();
+    // Later good sessions of the request: under their endpoint only, in entries no
+    // next-hop's key can name (a key never starts with NUL), found by [`take_endpoint`].
+    let mut wake_at = None;
+    for k in keep_endp {
+        let until = now + k.ttl;
+        let d = g.dests.entry(format!("\0{}", k.endp)).or_default();
+        d.idle.push(Idle {
+            sess: k.sess,
+            until,
+            endp: k.endp,
+        });
+        while d.idle.len() > k.limit.max(1) {
+            d.idle.remove(0);
+        }
+        wake_at = Some(wake_at.map_or(until, |w: Instant| w.min(until)));
+    }
+    if let Some(until) = wake_at
+        && g.reaper_wakes.is_none_or(|w| until < w)
+    {
+        CACHE.changed.notify_one();
+    }
     let Some(d) = g.dests.get_mut(key) else {
         return;
     };
@@ -184,6 +216,7 @@ pub fn end(key: &str, unused: Option<Taken>, keep: Option<Keep>) {
     d.idle.push(Idle {
         sess: k.sess,
         until,
+        endp: k.endp,
     });
     while d.idle.len() > k.limit.max(1) {
         d.idle.remove(0);
@@ -193,6 +226,26 @@ pub fn end(key: &str, unused: Option<Taken>, keep: Option<Keep>) {
     if wake {
         CACHE.changed.notify_one();
     }
+}
+
+/// Take the most recently stored idle session to the endpoint `endp`, whatever next-hop
+/// stored it (Postfix's `smtp_reuse_addr()`: a delivery whose next-hop has no idle session
+/// looks for one to each of its best servers by address). It is the caller's from then on:
+/// used at once, not handed back to [`end`]. Idle sessions live for
+/// `smtp_connection_cache_time_limit` (2 s by default), so the few there are scanned.
+pub fn take_endpoint(endp: &str) -> Option<Taken> {
+    let now = Instant::now();
+    let mut g = lock();
+    let mut best: Option<(&String, usize, Instant)> = None;
+    for (k, d) in &g.dests {
+        for (i, s) in d.idle.iter().enumerate() {
+            if s.endp == endp && s.until > now && best.is_none_or(|b| s.until > b.2) {
+                best = Some((k, i, s.until));
+            }
+        }
+    }
+    let (k, i) = best.map(|(k, i, _)| (k.clone(), i))?;
+    g.dests.get_mut(&k).map(|d| Taken(d.idle.remove(i)))
 }
 
 fn reaper() {
@@ -247,18 +300,18 @@ mod tests {
         // Concurrent with it: still no caching ("don't enable session caching just because
         // we have concurrent deliveries").
         assert!(!begin(k, false, true).0.store);
-        end(k, None, None);
+        end(k, None, None, Vec::new());
         // Back to back with the one that just ended: on.
         assert!(begin(k, false, true).0.store);
-        end(k, None, None);
-        end(k, None, None);
+        end(k, None, None, Vec::new());
+        end(k, None, None, Vec::new());
         // Off once deliveries are neither concurrent nor back to back.
         lock().dests.get_mut(k).unwrap().last_done = Some(Instant::now() - Duration::from_secs(5));
         assert!(!begin(k, false, true).0.store);
-        end(k, None, None);
+        end(k, None, None, Vec::new());
         // smtp_connection_cache_on_demand = no: neither; a listed destination: both.
         assert_eq!(begin(k, false, false).0, Policy::default());
-        end(k, None, None);
+        end(k, None, None, Vec::new());
         assert_eq!(
             begin(k, true, false).0,
             Policy {
@@ -266,8 +319,8 @@ mod tests {
                 store: true
             }
         );
-        end(k, None, None);
+        end(k, None, None, Vec::new());
         assert!(begin(k, true, false).1.is_none());
-        end(k, None, None);
+        end(k, None, None, Vec::new());
     }
 }

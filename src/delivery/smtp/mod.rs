@@ -19,7 +19,9 @@
 //! it ([`cache::begin`]); the next delivery to the same service and next-hop sends `RSET`
 //! over it (a failed probe is logged `ID: lost connection with HOST[ADDR] while sending
 //! RSET probe` and the message goes over a new connection) and logs `conn_use=N` after
-//! `relay=`. Not kept: a session that saw a 421 or a protocol error reply (Postfix
+//! `relay=`. A delivery whose next-hop has no idle session takes one to any of its servers
+//! by address, whichever next-hop kept it ([`cache::take_endpoint`], [`endp_key`], Postfix's
+//! `smtp_reuse_addr()`: compat-fixtures/smtp/reuse-addr.txt). Not kept: a session that saw a 421 or a protocol error reply (Postfix
 //! `smtp_check_code()`), an I/O error, one that did STARTTLS unless
 //! `smtp_tls_connection_reuse = yes` (Postfix can only reuse TLS through tlsproxy), one past
 //! `smtp_connection_reuse_time_limit` or `smtp_connection_reuse_count_limit` (it QUITs).
@@ -47,9 +49,10 @@
 //! RFCs: 5321 (SMTP, §5 MX), 7505 (null MX), 2920 (PIPELINING), 1870 (SIZE), 6152
 //! (8BITMIME), 3461 (DSN), 6531 (SMTPUTF8), 3207 (STARTTLS), 4954 (AUTH), 4616 (PLAIN).
 //!
-//! Known limits (XXX): sessions are cached by next-hop only, not also by server address
-//! (Postfix's `smtp_reuse_addr()`, which lets two next-hops with one MX share a session);
-//! a session kept by a request becomes visible to other requests when that request ends
+//! Known limits (XXX): with session caching on, Postfix skips at later next-hops of a
+//! request the addresses it already used (`smtp_scrub_addr_list()`, by address without
+//! port: a fallback relay on the relayhost's address, another port, is not tried — seen
+//! when recording compat-fixtures/smtp/reuse-addr.txt); Postern tries them; a session kept by a request becomes visible to other requests when that request ends
 //! (Postfix's smtp saves it to scache(8) at once: the same but when the request goes on
 //! to another server for recipients the kept session did not take); the cache lives
 //! in the queue manager's process (Postfix's is the scache(8) service, shared by its smtp
@@ -193,10 +196,16 @@ pub fn deliver(
         // bookkeeping, an untouched session and the session to keep in the other.
         let (pol, taken) = cache::begin(&st.cache_key, explicit, p.cache_on_demand);
         st.cache_load = pol.load;
+        st.cache_enabled = pol.store;
         st.cache_store = pol.store;
         st.cache_taken = taken;
         route::connect_inet(&mut st, nexthop);
-        cache::end(&st.cache_key, st.cache_taken.take(), st.cache_keep.take());
+        cache::end(
+            &st.cache_key,
+            st.cache_taken.take(),
+            st.cache_keep.take(),
+            std::mem::take(&mut st.cache_keep_endp),
+        );
     }
     st.finish()
 }
@@ -240,4 +249,44 @@ pub fn cache_key(s: &SmtpSettings, msg: &QueuedMessage, nexthop: &str) -> String
         "*"
     };
     format!("{}\n{}\n{sender}", s.service, nexthop.to_ascii_lowercase())
+}
+
+/// The endpoint label of a server (Postfix `SMTP_KEY_MASK_SCACHE_ENDP_LABEL`): the service,
+/// the sender as in [`cache_key`], the current next-hop and the server's host name when
+/// `smtp_sasl_password_maps` is set (the credentials may depend on them), the next-hop when
+/// the TLS level checks the server's name (`verify`, `secure`: its policy is the
+/// next-hop's), and the address and port. Fields joined by newlines, `*` for one that does
+/// not apply.
+pub fn endp_key(
+    st: &state::State,
+    cur_nexthop: &str,
+    host: &str,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> String {
+    let p = st.p;
+    let sender = if p.sasl_enable && p.sender_dependent_authentication {
+        st.msg.sender.as_str()
+    } else {
+        "*"
+    };
+    let sasl = !p.sasl_password_maps.is_empty();
+    let tls_match = matches!(
+        p.tls_level,
+        Ok(tls::TlsLevel::Verify | tls::TlsLevel::Secure)
+    );
+    let nexthop = if sasl || tls_match {
+        cur_nexthop.to_ascii_lowercase()
+    } else {
+        "*".into()
+    };
+    let host = if sasl {
+        host.to_ascii_lowercase()
+    } else {
+        "*".into()
+    };
+    format!(
+        "{}\n{sender}\n{nexthop}\n{host}\n{ip}\n{port}",
+        st.s.service
+    )
 }

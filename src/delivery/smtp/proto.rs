@@ -88,6 +88,13 @@ impl Cached {
     pub fn ip(&self) -> IpAddr {
         self.ip
     }
+
+    /// Found by its server's address for another next-hop: it carries that next-hop's
+    /// name for the server from now on (Postfix's `relay=` names the iterator's host).
+    pub fn for_host(mut self, host: &str) -> Cached {
+        host.clone_into(&mut self.host);
+        self
+    }
 }
 
 /// A reply after which Postfix does not cache a session: a 421 (the server is closing),
@@ -353,20 +360,21 @@ impl<'t> Session<'t> {
         let expired = Instant::now() >= self.created + p.reuse_time_limit
             || (p.reuse_count_limit > 0 && self.reuse_count >= p.reuse_count_limit);
         let keep = usable
-            && st.cache_store
+            && st.cache_enabled
             && !self.tainted
             && !expired
             && (!self.in_tls || p.tls_connection_reuse)
             && self.conn.pending() == 0;
         st.reuse_count = 0;
+        let under_nexthop = st.cache_store;
         if !self.tainted {
             // Postfix caches only the first good session of a request under its next-hop,
-            // not one with a less preferred server.
+            // not one with a less preferred server; later ones under their address only.
             st.cache_store = false;
         }
         if keep {
             // Stored when the request ends ([`super::cache::end`]), in the lock that ends it.
-            st.cache_keep = Some(super::cache::Keep {
+            let k = super::cache::Keep {
                 sess: Cached {
                     conn: self.conn,
                     host: self.t.host.to_string(),
@@ -379,7 +387,13 @@ impl<'t> Session<'t> {
                 },
                 limit: p.destination_concurrency_limit,
                 ttl: p.cache_time_limit,
-            });
+                endp: super::endp_key(st, self.t.tls_nexthop, self.t.host, self.t.ip, self.t.port),
+            };
+            if under_nexthop {
+                st.cache_keep = Some(k);
+            } else {
+                st.cache_keep_endp.push(k);
+            }
             return;
         }
         match how {

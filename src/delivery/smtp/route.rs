@@ -451,6 +451,36 @@ pub fn connect_inet(st: &mut State, nexthop: &str) {
                 addr_count = 1;
             }
         }
+        // Then a session to one of the best servers found by its address, whichever
+        // next-hop stored it (Postfix's smtp_reuse_addr(), for every next-hop); its address
+        // is not connected to again. smtp_update_addr_list(): the list ends when the
+        // sessions reach smtp_mx_session_limit.
+        if st.cache_load {
+            let mut i = 0;
+            while i < addrs.len()
+                && addrs[i].pref == best_pref
+                && !st.left().is_empty()
+                && !(p.mx_session_limit > 0 && sess_count >= p.mx_session_limit)
+            {
+                let a = &addrs[i];
+                let key = super::endp_key(st, &d.host, &a.host, a.ip, port);
+                let found =
+                    super::cache::take_endpoint(&key).map(|t| t.into_session().for_host(&a.host));
+                let last = addrs.len() == 1;
+                if let Some(c) = found
+                    && proto::reuse(st, c, final_nexthop && last, loop_detect, &d.host, dest)
+                {
+                    addrs.remove(i);
+                    sess_count += 1;
+                    addr_count += 1;
+                    continue;
+                }
+                i += 1;
+            }
+        }
+        if p.mx_session_limit > 0 && sess_count >= p.mx_session_limit {
+            addrs.clear();
+        }
         let mut idx = 0usize;
         let mut tls_off = false;
         while idx < addrs.len() && !st.left().is_empty() {
@@ -472,7 +502,21 @@ pub fn connect_inet(st: &mut State, nexthop: &str) {
                 dest,
             };
             tls_off = false;
-            match proto::session(st, &t) {
+            // A less preferred server: a session to it that another next-hop stored is
+            // used first (Postfix's smtp_reuse_addr(); the best ones were looked up above).
+            let reused = st.cache_load
+                && a.pref != best_pref
+                && super::cache::take_endpoint(&super::endp_key(st, &d.host, &a.host, a.ip, port))
+                    .map(|c| c.into_session().for_host(&a.host))
+                    .is_some_and(|c| {
+                        proto::reuse(st, c, t.final_if_xfer, loop_detect, &d.host, dest)
+                    });
+            let end = if reused {
+                End::Xfer
+            } else {
+                proto::session(st, &t)
+            };
+            match end {
                 End::NoConnect | End::Handshake => {}
                 End::RetryPlain => {
                     addr_count -= 1;

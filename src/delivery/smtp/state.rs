@@ -71,13 +71,19 @@ pub struct State<'a> {
     pub cache_key: String,
     /// Look for a cached session before connecting.
     pub cache_load: bool,
-    /// Keep the next good session in the cache.
+    /// Keep good sessions in the cache (Postfix: the request's `DEL_REQ_FLAG_CONN_STORE`).
+    pub cache_enabled: bool,
+    /// Keep the next good session under the request's next-hop too (Postfix's request
+    /// next-hop label, cleared after the first good session).
     pub cache_store: bool,
     /// The idle session [`super::cache::begin`] took for this request, until the address
     /// loop uses it; one left here goes back at [`super::cache::end`].
     pub cache_taken: Option<super::cache::Taken>,
     /// The session to store at [`super::cache::end`] (the request's first good one).
     pub cache_keep: Option<super::cache::Keep>,
+    /// Later good sessions, stored at [`super::cache::end`] under their server's
+    /// endpoint only.
+    pub cache_keep_endp: Vec<super::cache::Keep>,
     /// The current session's reuse count (`conn_use=` is one more), 0 between sessions.
     pub reuse_count: u32,
 }
@@ -102,9 +108,11 @@ impl<'a> State<'a> {
             nexthop: nexthop.to_string(),
             cache_key: String::new(),
             cache_load: false,
+            cache_enabled: false,
             cache_store: false,
             cache_taken: None,
             cache_keep: None,
+            cache_keep_endp: Vec::new(),
             reuse_count: 0,
         }
     }

@@ -1457,3 +1457,39 @@ fn downgrade_for_a_server_without_8bitmime() {
     assert!(mail.contains(" SIZE="), "{mail}");
     assert_eq!(data, body("passthru-single.data"));
 }
+
+/// The endpoint label (Postfix's `SMTP_KEY_MASK_SCACHE_ENDP_LABEL`): the service, address
+/// and port only, by default, so that two next-hops with one server share its sessions;
+/// with `smtp_sasl_password_maps` set also the current next-hop and the server's host name
+/// (the credentials may differ), with a TLS level that checks names the next-hop (its
+/// policy), and with sender-dependent SASL the sender.
+#[test]
+fn endpoint_labels_share_a_server_unless_credentials_or_tls_names_differ() {
+    let msg = message("Subject: x\r\n\r\nx\r\n");
+    let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let key = |main_cf: &str, nexthop: &str, host: &str| {
+        let s = settings(main_cf);
+        let st = super::state::State::new(&s, &msg, nexthop, &[]);
+        super::endp_key(&st, nexthop, host, ip, 25)
+    };
+    let plain = key("", "a.example", "mx.a.example");
+    assert_eq!(plain, "smtp\n*\n*\n*\n192.0.2.1\n25");
+    assert_eq!(key("", "b.example", "MX.b.example"), plain);
+    let sasl = "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = texthash:/nonexistent\n";
+    assert_eq!(
+        key(sasl, "A.example", "MX.a.example"),
+        "smtp\n*\na.example\nmx.a.example\n192.0.2.1\n25"
+    );
+    assert_ne!(key(sasl, "a.example", "mx"), key(sasl, "b.example", "mx"));
+    let verify = "smtp_tls_security_level = verify\n";
+    assert_eq!(
+        key(verify, "a.example", "mx"),
+        "smtp\n*\na.example\n*\n192.0.2.1\n25"
+    );
+    assert_eq!(
+        key("smtp_tls_security_level = encrypt\n", "a.example", "mx"),
+        plain
+    );
+    let by_sender = format!("{sasl}smtp_sender_dependent_authentication = yes\n");
+    assert!(key(&by_sender, "a.example", "mx").starts_with("smtp\npostern-fx@mail.example.test\n"));
+}

@@ -38,8 +38,9 @@
 //! then starts a message when the file is read anew); Postern gives it the separator
 //! line when its `Content-Length:` would otherwise no longer hold. A `Content-Length:`
 //! that does not hold where the file is read (the message ends at its next `From ` line
-//! instead): Postern drops it from the header when it rewrites the file (the field is
-//! hidden from clients; what Dovecot's sync does with such a field was not compared). Left in place, a
+//! instead): both hide it from clients and read the message up to that line; Dovecot
+//! keeps the field in the file through its rewrites, Postern drops it from the header
+//! when it rewrites the file (compat-fixtures/mbox/stale-cl, stale-cl-long). Left in place, a
 //! rewrite that moved the bytes after it could make the stale length land on a later
 //! message's separator and swallow the messages between (a fuzz finding:
 //! `tests/fuzz_regressions.rs`, `mbox_stale_content_length_…`).
