@@ -47,13 +47,19 @@ fn ensure_dirs(dir: &Path) -> Result<(), MailboxError> {
     Ok(())
 }
 
+/// The host name for new file names, read once per process as Postfix's `get_hostname()`
+/// does (a `uname(2)` per delivery before; issue 18).
 fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        // `/` and `:` cannot appear in a Maildir name (the Maildir spec's escapes).
-        .map(|h| h.replace('/', "\\057").replace(':', "\\072"))
-        .unwrap_or_else(|| "localhost".into())
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            // `/` and `:` cannot appear in a Maildir name (the Maildir spec's escapes).
+            .map(|h| h.replace('/', "\\057").replace(':', "\\072"))
+            .unwrap_or_else(|| "localhost".into())
+    })
+    .clone()
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), MailboxError> {
@@ -92,12 +98,22 @@ pub fn deliver_maildir(dir: &Path, message: &[u8]) -> Result<PathBuf, MailboxErr
 /// acknowledged is lost, and a retry may deliver one twice, as after a crash between the
 /// fsync and the queue file's update).
 pub fn deliver_maildir_batch(dir: &Path, messages: &[&[u8]]) -> Vec<Result<PathBuf, MailboxError>> {
-    if let Err(e) = ensure_dirs(dir) {
-        return messages.iter().map(|_| Err(e.duplicate())).collect();
-    }
-    // 1. Into tmp/.
-    let written: Vec<(String, PathBuf, Result<File, MailboxError>)> =
-        messages.iter().map(|m| write_tmp(dir, m)).collect();
+    // 1. Into tmp/. The directories are made when a file cannot be made for want of them,
+    // as Postfix's `deliver_maildir()` does (four `stat`s per delivery before; issue 18).
+    let written: Vec<(String, PathBuf, Result<File, MailboxError>)> = messages
+        .iter()
+        .map(|m| match write_tmp(dir, m) {
+            (_, _, Err(MailboxError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                match ensure_dirs(dir) {
+                    Ok(()) => write_tmp(dir, m),
+                    Err(d) => (String::new(), dir.join("tmp"), Err(d)),
+                }
+            }
+            w => w,
+        })
+        .collect();
     // 2. Durable, together.
     let files: Vec<&File> = written.iter().filter_map(|w| w.2.as_ref().ok()).collect();
     let mut synced = crate::sys::fsync_together(&files).into_iter();
@@ -113,8 +129,15 @@ pub fn deliver_maildir_batch(dir: &Path, messages: &[&[u8]]) -> Vec<Result<PathB
                 r.map_err(|e| MailboxError::io(&tmp, e))
             });
             let new = dir.join("new").join(&name);
-            let res = res
-                .and_then(|()| std::fs::rename(&tmp, &new).map_err(|e| MailboxError::io(&new, e)));
+            let rename = || std::fs::rename(&tmp, &new);
+            let res = res.and_then(|()| {
+                match rename() {
+                    // new/ removed since (or never made, tmp/ being there): made, once more.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => ensure_dirs(dir)
+                        .and_then(|()| rename().map_err(|e| MailboxError::io(&new, e))),
+                    r => r.map_err(|e| MailboxError::io(&new, e)),
+                }
+            });
             match res {
                 Ok(()) => Ok(new),
                 Err(e) => {
@@ -1433,6 +1456,29 @@ mod tests {
         std::fs::write(d.path().join("file"), b"").expect("write");
         let r = deliver_maildir_batch(&d.path().join("file"), &msgs);
         assert!(r.len() == 3 && r.iter().all(Result::is_err), "{r:?}");
+    }
+
+    /// The directories are made when a delivery finds one missing (not looked up before
+    /// each delivery): all three for a new Maildir, `new/` again when only it was removed.
+    #[test]
+    fn missing_directories_are_made_when_a_delivery_needs_them() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let md = d.path().join("Maildir");
+        let p = deliver_maildir(&md, b"Subject: a\n\none\n").expect("delivered");
+        assert_eq!(p.parent(), Some(md.join("new").as_path()));
+        for sub in ["tmp", "new", "cur"] {
+            assert!(md.join(sub).is_dir(), "{sub}");
+        }
+        std::fs::remove_dir_all(md.join("new")).expect("rm new");
+        let p = deliver_maildir(&md, b"Subject: b\n\ntwo\n").expect("delivered again");
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "Subject: b\n\ntwo\n"
+        );
+        assert_eq!(std::fs::read_dir(md.join("tmp")).expect("tmp").count(), 0);
+        std::fs::remove_dir_all(md.join("tmp")).expect("rm tmp");
+        deliver_maildir(&md, b"x").expect("delivered with tmp/ made again");
+        assert_eq!(std::fs::read_dir(md.join("new")).expect("new").count(), 2);
     }
 
     #[test]

@@ -173,21 +173,35 @@ pub(super) fn resubmit(job: Job) {
 /// for a mailbox lock) does not count, and another worker is started in its place, so
 /// that a locked mailbox never takes workers from other mailboxes or relayed mail. At most
 /// `MAX_PARKED` workers wait so (the local delivery process's own limit is
-/// `default_process_limit`); a worker exits after its message when more than the target
-/// run.
+/// `default_process_limit`); a worker that finds more than the target running after its
+/// message stops taking messages and waits, a spare, up to `SPARE_IDLE` to be called back
+/// in place of a new thread, then ends (issue 18: with a thread started for each local
+/// delivery and one ending after it, the queue manager made half a thread per Maildir
+/// message, a dozen system calls each: `clone3`, `mmap`, `mprotect`, `sigaltstack`, …).
 pub(super) struct Pool {
     pub(super) running: usize,
     pub(super) parked: usize,
     pub(super) target: usize,
+    /// Workers waiting as spares, and how many of them are called back.
+    pub(super) spare: usize,
+    pub(super) called: usize,
 }
 
 pub(super) const MAX_PARKED: usize = 100;
+
+/// How long a spare worker waits to be called back before it ends.
+const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(super) static POOL: Mutex<Pool> = Mutex::new(Pool {
     running: 0,
     parked: 0,
     target: 0,
+    spare: 0,
+    called: 0,
 });
+
+/// What spare workers wait on.
+static SPARE: std::sync::Condvar = std::sync::Condvar::new();
 pub(super) type Spawner = Box<dyn Fn() + Send + Sync>;
 pub(super) static SPAWN_WORKER: std::sync::OnceLock<Spawner> = std::sync::OnceLock::new();
 
@@ -196,16 +210,24 @@ pub(super) struct Parked;
 
 impl Parked {
     pub(super) fn enter() -> Parked {
-        let spawn = {
+        let (spawn, call) = {
             let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
             p.parked += 1;
             let spawn = p.running - p.parked.min(p.running) < p.target && p.parked <= MAX_PARKED;
+            let mut call = false;
             if spawn {
                 p.running += 1;
+                // A spare not yet called takes the place; a thread is started otherwise.
+                if p.spare > p.called {
+                    p.called += 1;
+                    call = true;
+                }
             }
-            spawn
+            (spawn, call)
         };
-        if spawn && let Some(f) = SPAWN_WORKER.get() {
+        if call {
+            SPARE.notify_one();
+        } else if spawn && let Some(f) = SPAWN_WORKER.get() {
             f();
         }
         Parked
@@ -219,20 +241,92 @@ impl Drop for Parked {
     }
 }
 
-/// After a message: whether this worker is one too many and should end.
+/// After a message: whether this worker is one too many and should end. One too many
+/// waits as a spare first ([`Pool`]): `false` when it was called back meanwhile (it counts
+/// as running again, [`Parked::enter`] counted it), `true` after `SPARE_IDLE` without a
+/// call, or at once when as many spares as the target wait already.
 pub(super) fn worker_surplus() -> bool {
+    worker_surplus_for(SPARE_IDLE)
+}
+
+fn worker_surplus_for(idle: std::time::Duration) -> bool {
     let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if p.running - p.parked.min(p.running) > p.target {
-        p.running -= 1;
-        true
-    } else {
-        false
+    if p.running - p.parked.min(p.running) <= p.target {
+        return false;
+    }
+    p.running -= 1;
+    if p.spare >= p.target.max(1) {
+        return true;
+    }
+    p.spare += 1;
+    let until = std::time::Instant::now() + idle;
+    loop {
+        // A call is taken by whichever spare wakes first; each counts one.
+        if p.called > 0 {
+            p.called -= 1;
+            p.spare -= 1;
+            return false;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            p.spare -= 1;
+            return true;
+        }
+        p = SPARE
+            .wait_timeout(p, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker one too many waits as a spare and is called back by the next local
+    /// delivery in place of a new thread; uncalled, it ends after its wait. (The one test
+    /// of the process-wide pool: nothing else in the library's tests touches it.)
+    #[test]
+    fn a_surplus_worker_waits_as_a_spare_and_is_called_back_instead_of_a_new_thread() {
+        let set = |running, parked, target| {
+            let mut p = POOL.lock().unwrap();
+            *p = Pool {
+                running,
+                parked,
+                target,
+                spare: 0,
+                called: 0,
+            };
+        };
+        let spares = || POOL.lock().unwrap().spare;
+        // Two running for a target of one: the second to finish is a spare.
+        set(2, 0, 1);
+        let t = std::thread::spawn(|| worker_surplus_for(std::time::Duration::from_secs(30)));
+        while spares() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(POOL.lock().unwrap().running, 1);
+        // The running one waits for the local delivery process: the spare is called back
+        // (no thread spawner is set in this test: a spawn would leave it waiting 30 s).
+        let started = std::time::Instant::now();
+        let parked = Parked::enter();
+        assert!(!t.join().unwrap(), "called back, not ended");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        {
+            let p = POOL.lock().unwrap();
+            assert_eq!((p.running, p.parked, p.spare, p.called), (2, 1, 0, 0));
+        }
+        drop(parked);
+        // Uncalled, a spare ends after its wait; one not over the target goes on at once.
+        let t = std::thread::spawn(|| worker_surplus_for(std::time::Duration::from_millis(50)));
+        assert!(t.join().unwrap(), "ended");
+        {
+            let p = POOL.lock().unwrap();
+            assert_eq!((p.running, p.spare, p.called), (1, 0, 0));
+        }
+        assert!(!worker_surplus_for(std::time::Duration::from_millis(50)));
+        set(0, 0, 0);
+    }
 
     #[test]
     fn limiter_bounds_each_destination_and_wakes_every_waiter_in_the_end() {

@@ -76,8 +76,9 @@
 //! it stays in `active/`, put aside in the [`Limiter`], and goes back to the workers when a
 //! slot of that destination frees. A worker waiting for the local delivery process (which
 //! may wait `deliver_lock_attempts` × `deliver_lock_delay` for a mailbox lock) does not
-//! count against the pool: another thread is started in its place (up to 100 such waits),
-//! and the surplus ends after its message (a parked message handed back that takes no slot,
+//! count against the pool: another thread takes its place (up to 100 such waits): a spare
+//! called back, or a new one when no spare waits; the surplus waits as a spare after its
+//! message, up to 10 s, then ends (a parked message handed back that takes no slot,
 //! its recipients being done already, is covered by a hand-back at each queue poll). So a
 //! locked mailbox holds at most its
 //! `local_destination_concurrency_limit` deliveries, and other mailboxes and relayed mail

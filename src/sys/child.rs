@@ -80,7 +80,7 @@ pub fn with_eugid<T>(ident: &str, uid: u32, gid: u32, f: impl FnOnce() -> T) -> 
             }
         }
     }
-    let saved = nix::unistd::getgroups().unwrap_or_default();
+    let saved = supplementary_groups();
     let back = Back(ident, saved);
     let g = nix::unistd::Gid::from_raw(gid);
     let r = nix::unistd::setegid(g)
@@ -99,6 +99,27 @@ pub fn with_eugid<T>(ident: &str, uid: u32, gid: u32, f: impl FnOnce() -> T) -> 
     let out = f();
     drop(back);
     out
+}
+
+/// This process's supplementary groups: `getgroups(2)` asked for the count, then for the
+/// list. (`nix::unistd::getgroups` sizes its buffer from `sysconf(_SC_NGROUPS_MAX)`, which
+/// glibc reads from `/proc/sys/kernel/ngroups_max`: an `open`, a `read` and a `close` per
+/// call, and [`with_eugid`] is called once per local delivery; issue 18.)
+fn supplementary_groups() -> Vec<nix::unistd::Gid> {
+    // SAFETY: a size of 0 with a null list only returns the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut list = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: `list` holds `n` entries, the size passed.
+    let got = unsafe { libc::getgroups(n, list.as_mut_ptr()) };
+    if got < 0 {
+        // The list grew between the two calls (another thread's setgroups): the slow way.
+        return nix::unistd::getgroups().unwrap_or_default();
+    }
+    list.truncate(got as usize);
+    list.into_iter().map(nix::unistd::Gid::from_raw).collect()
 }
 
 /// Set by a process that is single-threaded for good (the local delivery workers):
@@ -300,6 +321,17 @@ mod tests {
             unsafe { libc::_exit(3) }
         });
         assert!(r.unwrap_err().contains("status 3"));
+    }
+
+    #[test]
+    fn supplementary_groups_are_those_nix_reads() {
+        let ours: Vec<u32> = supplementary_groups().iter().map(|g| g.as_raw()).collect();
+        let nix: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        assert_eq!(ours, nix);
     }
 
     #[test]
