@@ -306,6 +306,7 @@ impl Session {
             Done::No(t) => self.tagged(tag, "NO", &t),
             Done::Bad(t, _) => self.tagged(tag, "BAD", &t),
             Done::Sent => {}
+            Done::Fatal => self.die(),
         }
     }
 

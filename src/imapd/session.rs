@@ -166,6 +166,10 @@ pub(crate) enum Done {
     Bad(String, bool),
     /// The reply was sent (or the session ends).
     Sent,
+    /// The session dies as Dovecot's mail process does at an `i_fatal()` (lock lists it
+    /// refuses): no reply, the connection closed, no `Disconnected` line; the `Fatal:`
+    /// line is already logged.
+    Fatal,
 }
 
 /// `BAD Error in IMAP command NAME: TEXT.` (counted).
@@ -240,6 +244,8 @@ pub(crate) struct Session {
     pub cmd_start: Instant,
     /// Why the session ends (set when it does).
     pub ended: Option<String>,
+    /// The session died ([`Done::Fatal`]): nothing more is said or logged.
+    pub fatal: bool,
     /// The namespace's hierarchy separator (what the client sees) and the store's.
     pub ns_sep: char,
     pub store_sep: char,
@@ -350,8 +356,10 @@ fn run<C: Client>(st: Arc<ImapState>, io: C, req: LoginRequest, user: String, in
     let mut s = Session::new(st.clone(), user, req.session_id.clone(), store);
     s.begin(&req.tag, &req.leftover);
     drive(&mut s, io);
-    st.log
-        .info(&format!("{prefix}: Disconnected: {}", s.disconnected()));
+    if !s.fatal {
+        st.log
+            .info(&format!("{prefix}: Disconnected: {}", s.disconnected()));
+    }
 }
 
 /// Dovecot's log line of a login the mail process took (`imap-login: Login: user=<…>,
@@ -464,6 +472,7 @@ impl Session {
             last_cmd: None,
             cmd_start: Instant::now(),
             ended: None,
+            fatal: false,
             append: None,
             mode: Mode::Commands,
             fetching: None,
@@ -762,7 +771,16 @@ impl Session {
                 }
             }
             Done::Sent => self.bad = 0,
+            Done::Fatal => self.die(),
         }
+    }
+
+    /// End the session at once, as a Dovecot mail process's `i_fatal()` does: what is
+    /// waiting to be sent is dropped and the connection closed.
+    pub(crate) fn die(&mut self) {
+        self.fatal = true;
+        self.out.buf.clear();
+        self.mode = Mode::Closed;
     }
 
     /// One command, from its parsed arguments to its tagged reply.
@@ -1278,7 +1296,21 @@ impl Session {
                         .into(),
                 )
             }
-            MailboxError::Locked(_) => Done::No("[INUSE] Timeout while waiting for lock.".into()),
+            // Dovecot's mbox lock timeout is a temporary error: `[SERVERBUG]`, seen from
+            // 2.3.19 at SELECT and EXAMINE (compat-fixtures/locks/dovecot-2.3.txt).
+            MailboxError::Locked(_) => {
+                Done::No("[SERVERBUG] Timeout while waiting for lock.".into())
+            }
+            MailboxError::LockSettings(text) => {
+                // Dovecot's mail process dies here: `imap(USER)<PID><SESSION>: Fatal: …`.
+                self.st.log.fatal(&format!(
+                    "imap({})<{}><{}>: {text}",
+                    self.user,
+                    std::process::id(),
+                    self.session_id
+                ));
+                Done::Fatal
+            }
             _ => {
                 let text = e.to_string();
                 let text = if text.ends_with('.') {

@@ -678,26 +678,38 @@ pub fn first_valid_uid(conf: &DovecotConf) -> u32 {
         .unwrap_or(500)
 }
 
-/// The names in `mbox_write_locks` (default `fcntl dotlock`).
-fn write_locks(conf: &DovecotConf) -> impl Iterator<Item = &str> {
-    conf.get("mbox_write_locks")
-        .unwrap_or("fcntl dotlock")
-        .split_whitespace()
-}
-
 /// The mbox settings sessions open mailboxes with: `mbox_lock_timeout`,
-/// `mbox_write_locks`, `mail_privileged_group`.
+/// `mbox_dotlock_change_timeout`, `mbox_read_locks`, `mbox_write_locks`,
+/// `mail_privileged_group`.
 pub fn mbox_options(conf: &DovecotConf) -> anyhow::Result<crate::mailbox::MboxOptions> {
-    Ok(crate::mailbox::MboxOptions {
-        lock_timeout: std::time::Duration::from_secs(
-            conf.get("mbox_lock_timeout")
+    let time = |key: &str, default: u64| {
+        std::time::Duration::from_secs(
+            conf.get(key)
                 .and_then(|v| crate::config::dovecot::settings::parse_time(v).ok())
-                .unwrap_or(300),
-        ),
-        // `mbox_write_locks` (default `fcntl dotlock`): the dotlock and flock only if
-        // named (fcntl always: Postern's readers rely on it).
-        dotlock: write_locks(conf).any(|m| m == "dotlock" || m == "dotlock_try"),
-        flock: write_locks(conf).any(|m| m == "flock"),
+                .unwrap_or(default),
+        )
+    };
+    // Debian's defaults (upstream's write list is `dotlock fcntl`). Lists Dovecot refuses
+    // are not an error here: as in Dovecot, a session meets it at its first mbox lock
+    // (Maildir users never do).
+    let (read, write, invalid) = match crate::mailbox::lock::session_locks(
+        conf.get("mbox_read_locks").unwrap_or("fcntl"),
+        conf.get("mbox_write_locks").unwrap_or("fcntl dotlock"),
+    ) {
+        Ok((r, w)) => (r, w, None),
+        Err(e) => (Default::default(), Default::default(), Some(e)),
+    };
+    Ok(crate::mailbox::MboxOptions {
+        lock_timeout: time("mbox_lock_timeout", 300),
+        // A session's dotlock is stale once unchanged this long (Dovecot's
+        // `file_dotlock_create()` stale_timeout); one whose process is gone at once.
+        stale_lock_time: time("mbox_dotlock_change_timeout", 120),
+        dotlock: write.dotlock,
+        flock: write.flock,
+        fcntl: write.fcntl,
+        lockf: write.lockf,
+        read_locks: read,
+        lock_settings_error: invalid,
         privileged_gid: privileged_gid(conf)?,
         ..Default::default()
     })

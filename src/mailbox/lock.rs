@@ -5,16 +5,25 @@
 //! takes is [`LockKinds`], read from `mailbox_delivery_lock` / `virtual_mailbox_lock` as
 //! Postfix's `mbox_lock_mask()` reads them (Linux: `flock`, `fcntl`, `dotlock`; default
 //! `fcntl, dotlock`; an unknown name or an empty value is the agent's `fatal:` text,
-//! compat-fixtures/locks); sessions take the dotlock and `flock` when Dovecot's
-//! `mbox_write_locks` names them, and `fcntl` always.
+//! compat-fixtures/locks). Sessions (POP3, IMAP) take what Dovecot's `mbox_write_locks`
+//! names to write and what `mbox_read_locks` names to read ([`SessionLocks`], read by
+//! [`session_locks`] as Dovecot 2.3.19 reads them; defaults `fcntl dotlock` and `fcntl`):
+//! each of dotlock, `flock` (shared for reading), `fcntl` (a read lock for reading) and
+//! `lockf` (always exclusive) only when named, in this order whatever the lists' order
+//! (Dovecot takes them in the lists' order; this one, the dotlock first as for
+//! deliveries, means a session and a delivery never each hold a lock the other waits
+//! for). Lists Dovecot refuses end a session at its first mbox lock with Dovecot's
+//! `Fatal:` text; empty lists make every lock fail at once (compat-fixtures/locks/
+//! dovecot-2.3.txt, from the real Dovecot 2.3.19).
 //!
-//! A dotlock is stale, and removed and replaced at once, when its status change time is
+//! A delivery's dotlock is stale, and removed and replaced at once, when its status change time is
 //! more than `stale_lock_time` ago (500 s; Postfix's `dot_lockfile.c`), or when it names a
 //! process of this host that no longer exists (Dovecot's `file-dotlock.c`, which reads
 //! `PID:HOST`; Postern reads that and its own bare `PID`; a lock naming this process, or
 //! a PID that is alive or belongs to another host, is kept). Neither program logs the
 //! removal, so neither does Postern. A SIGKILLed delivery therefore never blocks its
-//! mailbox for longer than it takes to notice that its PID is gone.
+//! mailbox for longer than it takes to notice that its PID is gone. A session's dotlock
+//! goes by Dovecot's rule ([`session_dotlock_is_stale`], `mbox_dotlock_change_timeout`).
 //!
 //! A process that takes many locks (the local delivery workers, [`keep_link_sources`]) keeps
 //! one hidden file per lock it takes (`.NAME.lock.PID.src`, holding its PID, removed when
@@ -132,6 +141,88 @@ impl LockKinds {
             )
         }
     }
+}
+
+/// Which locks a session takes on an mbox, for reading or for writing: one of Dovecot's
+/// `mbox_read_locks` / `mbox_write_locks` lists as a set. `dotlock_try` is `dotlock`
+/// (Dovecot logs a dotlock it may not create in both cases, and goes on without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionLocks {
+    pub dotlock: bool,
+    /// `flock(2)`: shared for reading, exclusive for writing.
+    pub flock: bool,
+    /// A whole-file `fcntl` lock: a read lock for reading, a write lock for writing.
+    pub fcntl: bool,
+    /// `lockf(3)`: always exclusive (a POSIX write lock on the whole file), for reading
+    /// too, as Dovecot's `mbox_lock_lockf()` takes it.
+    pub lockf: bool,
+}
+
+impl SessionLocks {
+    /// No lock named: every lock of this kind fails at once with `Timeout while waiting
+    /// for lock` (Dovecot's `mbox_lock_list()` with an empty list; seen from 2.3.19,
+    /// compat-fixtures/locks/dovecot-2.3.txt).
+    pub fn is_empty(self) -> bool {
+        !(self.dotlock || self.flock || self.fcntl || self.lockf)
+    }
+}
+
+/// Dovecot 2.3's lock names in `mbox-lock.c`'s table, compared without case.
+const SESSION_LOCK_NAMES: [&str; 5] = ["dotlock", "dotlock_try", "fcntl", "flock", "lockf"];
+
+/// One list as `mbox_read_lock_methods()` reads it: split at single spaces (two spaces
+/// make an empty name), each name one of [`SESSION_LOCK_NAMES`] without case, none twice;
+/// `Err` is Dovecot's fatal text (`mbox_read_locks: Invalid value bogus`,
+/// `mbox_write_locks: Duplicated value fcntl`). The list keeps its order (indexes into
+/// the names, `dotlock_try` as itself) for the order check.
+fn read_lock_methods(env: &str, value: &str) -> Result<Vec<usize>, String> {
+    let mut out: Vec<usize> = Vec::new();
+    if value.is_empty() {
+        return Ok(out);
+    }
+    for name in value.split(' ') {
+        let Some(i) = SESSION_LOCK_NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+        else {
+            return Err(format!("{env}: Invalid value {name}"));
+        };
+        if out.contains(&i) {
+            return Err(format!("{env}: Duplicated value {name}"));
+        }
+        out.push(i);
+    }
+    Ok(out)
+}
+
+/// Dovecot's `mbox_read_locks` and `mbox_write_locks` (defaults `fcntl` and, Debian's,
+/// `fcntl dotlock`) as Dovecot 2.3's `mbox_init_lock_settings()` reads them: each list as
+/// [`read_lock_methods`] reads it (the read list first), then the two must be in the same
+/// order with every read lock among the write locks. `Err` is the text of Dovecot's
+/// `Fatal:` line, which Dovecot prints at a session's first mbox lock, not at start (its
+/// mail process then dies: the client's connection closes without a reply).
+pub fn session_locks(read: &str, write: &str) -> Result<(SessionLocks, SessionLocks), String> {
+    let r = read_lock_methods("mbox_read_locks", read)?;
+    let w = read_lock_methods("mbox_write_locks", write)?;
+    let mut ri = 0;
+    for m in &w {
+        if ri == r.len() {
+            break;
+        }
+        if r[ri] == *m {
+            ri += 1;
+        }
+    }
+    if ri != r.len() {
+        return Err("mbox read/write lock list settings are invalid. Lock ordering must be the same with both, and write locks must contain all read locks (and possibly more)".into());
+    }
+    let set = |l: &[usize]| SessionLocks {
+        dotlock: l.contains(&0) || l.contains(&1),
+        fcntl: l.contains(&2),
+        flock: l.contains(&3),
+        lockf: l.contains(&4),
+    };
+    Ok((set(&r), set(&w)))
 }
 
 /// How stale a dotlock must be before it is removed (Postfix `stale_lock_time`).
@@ -516,6 +607,28 @@ pub(crate) fn dotlock_is_stale(path: &Path, stale_lock_time: Duration) -> bool {
     old || holder_is_gone(path)
 }
 
+/// A dotlock as a session sees it (Dovecot's `file_dotlock_create()` with
+/// `mbox_dotlock_change_timeout`): stale when it names a process that is gone (as
+/// [`holder_is_gone`]), never while it names a live process of this host as `PID:HOST`
+/// (Dovecot's own locks), and otherwise (a bare `PID`, Postfix's and Postern's, or no
+/// PID) when its status has not changed for `change_timeout` (Dovecot also looks at the
+/// mbox's own times; Postern at the lock's alone).
+pub(crate) fn session_dotlock_is_stale(path: &Path, change_timeout: Duration) -> bool {
+    if holder_is_gone(path) {
+        return true;
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let here = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let live_here = text
+        .trim()
+        .split_once(':')
+        .is_some_and(|(pid, host)| host == here && pid.parse::<i32>().is_ok_and(|p| p > 0));
+    !live_here && dotlock_is_stale(path, change_timeout)
+}
+
 /// Whether the lock file names a process of this host that no longer exists: `PID` (what
 /// Postern writes) or `PID:HOST` (Dovecot's dotlocks and POP3 session locks). A lock of
 /// this very process (another session's, in a threaded server) is not stale.
@@ -570,7 +683,11 @@ pub fn dotlock(mbox: &Path, opts: &super::MboxOptions) -> Result<DotLock, Mailbo
     };
     let create = || {
         create_lock_file_waiting(&path, 0o666, pid.as_bytes(), how, |p| {
-            dotlock_is_stale(p, opts.stale_lock_time)
+            match opts.delivery_lock {
+                Some(_) => dotlock_is_stale(p, opts.stale_lock_time),
+                // A session: Dovecot's rule, with `mbox_dotlock_change_timeout`.
+                None => session_dotlock_is_stale(p, opts.stale_lock_time),
+            }
         })
     };
     // Postfix's words when a delivery gives up (errno is EEXIST after the last try).
@@ -906,22 +1023,41 @@ pub fn fcntl_lock_delivery(file: &File, path: &Path, d: DeliveryLock) -> Result<
 /// do not take it unless `mbox_read_locks`/`mbox_write_locks` name `flock`, so it does not
 /// keep them out (nor do Postern's sessions, which take Dovecot's default locks).
 pub fn flock_lock_delivery(file: &File, path: &Path, d: DeliveryLock) -> Result<(), MailboxError> {
-    flock_lock_waiting(file, path, Wait::Tries(d))
+    flock_lock_waiting(file, path, false, Wait::Tries(d))
 }
 
 /// [`flock_lock_delivery`] for a session whose `mbox_write_locks` names `flock`: waited
 /// for up to `timeout` (`mbox_lock_timeout`), then [`MailboxError::Locked`].
 pub fn flock_lock(file: &File, path: &Path, timeout: Duration) -> Result<(), MailboxError> {
-    flock_lock_waiting(file, path, Wait::Timeout(timeout)).map_err(|e| match e {
+    flock_lock_waiting(file, path, false, Wait::Timeout(timeout)).map_err(|e| match e {
         MailboxError::LockFailed(_) => MailboxError::Locked(path.to_path_buf()),
         e => e,
     })
 }
 
-fn flock_lock_waiting(file: &File, path: &Path, how: Wait) -> Result<(), MailboxError> {
+/// A shared `flock(2)` lock for a session whose `mbox_read_locks` names `flock` (Dovecot's
+/// `LOCK_SH` when reading): waited for up to `timeout`, then [`MailboxError::Locked`].
+pub fn flock_lock_shared(file: &File, path: &Path, timeout: Duration) -> Result<(), MailboxError> {
+    flock_lock_waiting(file, path, true, Wait::Timeout(timeout)).map_err(|e| match e {
+        MailboxError::LockFailed(_) => MailboxError::Locked(path.to_path_buf()),
+        e => e,
+    })
+}
+
+fn flock_lock_waiting(
+    file: &File,
+    path: &Path,
+    shared: bool,
+    how: Wait,
+) -> Result<(), MailboxError> {
     let mut waiter = Waiter::new(how);
     loop {
-        match file.try_lock() {
+        let got = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match got {
             Ok(()) => return Ok(()),
             Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1089,6 +1225,80 @@ mod tests {
                 "parameter mailbox_delivery_lock specifies no applicable mailbox locking method"
                     .into()
             )
+        );
+    }
+
+    /// Dovecot 2.3.19's `mbox_init_lock_settings()`: the texts of its fatal lines are
+    /// compat-fixtures/locks/dovecot-2.3.txt's (`lists:` cases).
+    #[test]
+    fn session_lock_lists_are_read_as_dovecot_reads_them() {
+        let set = |d, fl, fc, lf| SessionLocks {
+            dotlock: d,
+            flock: fl,
+            fcntl: fc,
+            lockf: lf,
+        };
+        assert_eq!(
+            session_locks("fcntl", "fcntl dotlock"),
+            Ok((
+                set(false, false, true, false),
+                set(true, false, true, false)
+            ))
+        );
+        // Upstream's default order, names without case, dotlock_try as dotlock.
+        assert_eq!(
+            session_locks("FCNTL", "Dotlock_Try fcntl"),
+            Ok((
+                set(false, false, true, false),
+                set(true, false, true, false)
+            ))
+        );
+        assert_eq!(
+            session_locks("dotlock", "fcntl dotlock"),
+            Ok((
+                set(true, false, false, false),
+                set(true, false, true, false)
+            ))
+        );
+        assert_eq!(
+            session_locks("lockf", "flock lockf"),
+            Ok((
+                set(false, false, false, true),
+                set(false, true, false, true)
+            ))
+        );
+        // No locks at all: accepted (each lock then times out at once).
+        let (r, w) = session_locks("", "").expect("empty");
+        assert!(r.is_empty() && w.is_empty());
+        let order = "mbox read/write lock list settings are invalid. Lock ordering must be the same with both, and write locks must contain all read locks (and possibly more)";
+        for (r, w) in [
+            ("dotlock fcntl", "fcntl dotlock"),
+            ("fcntl", "flock"),
+            ("fcntl", "dotlock"),
+            ("dotlock", ""),
+        ] {
+            assert_eq!(session_locks(r, w), Err(order.into()), "{r}|{w}");
+        }
+        assert_eq!(
+            session_locks("bogus", "fcntl dotlock"),
+            Err("mbox_read_locks: Invalid value bogus".into())
+        );
+        assert_eq!(
+            session_locks("fcntl", "fcntl bogus"),
+            Err("mbox_write_locks: Invalid value bogus".into())
+        );
+        assert_eq!(
+            session_locks("fcntl FCNTL", "fcntl"),
+            Err("mbox_read_locks: Duplicated value FCNTL".into())
+        );
+        // Split at single spaces: two make an empty name (the read list is read first).
+        assert_eq!(
+            session_locks("fcntl  dotlock", "bogus"),
+            Err("mbox_read_locks: Invalid value ".into())
+        );
+        assert_eq!(
+            session_locks("fcntl\tdotlock", "fcntl dotlock"),
+            Err("mbox_read_locks: Invalid value fcntl\tdotlock".into())
         );
     }
 

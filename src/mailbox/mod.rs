@@ -28,7 +28,8 @@
 //!   `dovecot-uidlist`) and resyncs, as it does after procmail or mutt.
 //!
 //! Config read by callers: `mail_location`/`default_mail_env`, `mbox_lock_timeout`,
-//! `mbox_write_locks` (dotlock and flock when named), Postfix `mailbox_delivery_lock` and
+//! `mbox_dotlock_change_timeout`, `mbox_read_locks` and `mbox_write_locks` ([`lock::session_locks`]:
+//! each of dotlock, flock, fcntl, lockf only when named), Postfix `mailbox_delivery_lock` and
 //! `virtual_mailbox_lock` ([`lock::LockKinds`]: each of flock, fcntl, dotlock only when
 //! named).
 //!
@@ -98,6 +99,11 @@ pub enum MailboxError {
     /// The message was expunged (by another session or program).
     #[error("Message {0} was expunged")]
     Expunged(u32),
+    /// Dovecot's `mbox_read_locks`/`mbox_write_locks` are refused: its fatal text
+    /// ([`lock::session_locks`]). A session logs it as `Fatal:` and ends at once, without
+    /// a reply, as Dovecot's mail process dies.
+    #[error("{0}")]
+    LockSettings(String),
 }
 
 impl MailboxError {
@@ -126,6 +132,7 @@ impl MailboxError {
                 text: text.clone(),
             },
             E::Expunged(n) => E::Expunged(*n),
+            E::LockSettings(s) => E::LockSettings(s.clone()),
         }
     }
 
@@ -160,9 +167,10 @@ impl MailboxError {
             {
                 Some("OVERQUOTA")
             }
-            MailboxError::Io { .. } | MailboxError::Unsafe(..) | MailboxError::Format(_) => {
-                Some("SERVERBUG")
-            }
+            MailboxError::Io { .. }
+            | MailboxError::Unsafe(..)
+            | MailboxError::Format(_)
+            | MailboxError::LockSettings(_) => Some("SERVERBUG"),
         }
     }
 }
@@ -442,6 +450,9 @@ pub struct MessageReader {
     pos: u64,
     end: u64,
     path: PathBuf,
+    /// A dotlock held while the message is read (an mbox read under `mbox_read_locks =
+    /// dotlock`); the kernel locks go with `file`.
+    _dotlock: Option<lock::DotLock>,
 }
 
 impl MessageReader {
@@ -460,7 +471,14 @@ impl MessageReader {
             pos,
             end,
             path,
+            _dotlock: None,
         }
+    }
+
+    /// Hold `dot` until the reader is dropped.
+    pub(crate) fn holding(mut self, dot: Option<lock::DotLock>) -> MessageReader {
+        self._dotlock = dot;
+        self
     }
 }
 

@@ -8,7 +8,9 @@
 //! `auth_mechanisms`, `auth_failure_delay`, `auth_username_format`, passdbs and userdbs
 //! (through [`crate::auth::dovecot`]), `mail_location`, `pop3_uidl_format`,
 //! `mail_max_userip_connections`, `first_valid_uid`, `mbox_lock_timeout`,
-//! `mbox_write_locks` (a dotlock and `flock` only when it names them), `mail_privileged_group`
+//! `mbox_dotlock_change_timeout`, `mbox_read_locks` and `mbox_write_locks` (each lock only
+//! when named; lists Dovecot refuses end the session after `+OK Logged in.` with its
+//! `Fatal:` line, [`crate::mailbox::lock::session_locks`]), `mail_privileged_group`
 //! (the group a spool dotlock is made with, [`crate::mailbox::lock`]), `log_path`,
 //! `pop3_lock_session` (Dovecot's `dovecot-pop3-session.lock`, see
 //! [`crate::mailbox::lock::pop3_session_lock`]).
@@ -234,10 +236,25 @@ mod tests {
         );
         // flock only when named (a site whose deliveries use mailbox_delivery_lock = flock).
         assert!(!state("").expect("state").mbox.flock);
+        let m = state("mbox_write_locks = flock dotlock fcntl\n")
+            .expect("state")
+            .mbox;
+        assert!(m.flock && m.dotlock && m.fcntl && !m.lockf);
+        assert!(m.read_locks.fcntl && !m.read_locks.flock && m.lock_settings_error.is_none());
+        // fcntl is no longer taken when not named; lists Dovecot refuses are kept for the
+        // session to fail with (not a start-up error).
+        let m = state("mbox_read_locks = dotlock\nmbox_write_locks = dotlock\n")
+            .expect("state")
+            .mbox;
+        assert!(m.dotlock && !m.fcntl && m.read_locks.dotlock && !m.read_locks.fcntl);
         let m = state("mbox_write_locks = flock dotlock\n")
             .expect("state")
             .mbox;
-        assert!(m.flock && m.dotlock && m.fcntl);
+        assert!(
+            m.lock_settings_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("mbox read/write lock list settings are invalid."))
+        );
         assert_eq!(
             state("mail_privileged_group = 4242\n")
                 .expect("state")

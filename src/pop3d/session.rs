@@ -540,6 +540,13 @@ impl Session {
                 });
                 self.phase = Phase::Transaction;
             }
+            Some(Err(MailboxError::LockSettings(text))) => {
+                // Lock lists Dovecot refuses: its mail process dies at the INBOX's first
+                // lock with `Fatal:`, the client's connection closes without a reply, and
+                // no `Disconnected` line is logged (compat-fixtures/locks/dovecot-2.3.txt).
+                let who = self.who(&o.user);
+                self.st.log.fatal(&format!("{who}: {text}"));
+            }
             other => {
                 // Dovecot's texts: a lock timeout is told to the client, other errors
                 // only to the log.

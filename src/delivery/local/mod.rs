@@ -818,12 +818,13 @@ fn mailbox_failure(e: &crate::mailbox::MailboxError) -> (Status, &'static str, S
         E::Unsafe(_, why) => (Status::Bounced, "5.2.0", why.clone()),
         E::Format(_) => (Status::Bounced, "5.2.0", e.to_string()),
         E::Locked(_) | E::LockFailed(_) => (Status::Deferred, "4.2.0", e.to_string()),
-        // Folder operations; delivery does not meet them.
+        // Folder operations and Dovecot's session lock lists; delivery does not meet them.
         E::NotFound(_)
         | E::AlreadyExists(_)
         | E::InvalidName(_)
         | E::Cannot { .. }
-        | E::Expunged(_) => (Status::Deferred, "4.2.0", e.to_string()),
+        | E::Expunged(_)
+        | E::LockSettings(_) => (Status::Deferred, "4.2.0", e.to_string()),
         E::Io { source, .. } => match source.raw_os_error() {
             Some(libc::EFBIG) | Some(libc::EDQUOT) => (
                 Status::Bounced,

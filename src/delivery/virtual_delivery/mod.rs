@@ -336,12 +336,13 @@ fn failure_status(e: &crate::mailbox::MailboxError) -> (Status, &'static str) {
     match e {
         E::Unsafe(..) | E::Format(_) => (Status::Bounced, "5.2.0"),
         E::Locked(_) | E::LockFailed(_) => (Status::Deferred, "4.2.0"),
-        // Folder operations; delivery does not meet them.
+        // Folder operations and Dovecot's session lock lists; delivery does not meet them.
         E::NotFound(_)
         | E::AlreadyExists(_)
         | E::InvalidName(_)
         | E::Cannot { .. }
-        | E::Expunged(_) => (Status::Deferred, "4.2.0"),
+        | E::Expunged(_)
+        | E::LockSettings(_) => (Status::Deferred, "4.2.0"),
         E::Io { source, .. } => match source.raw_os_error() {
             Some(libc::EFBIG) | Some(libc::EDQUOT) => (Status::Bounced, "5.2.2"),
             Some(libc::ENOSPC) => (Status::Deferred, "4.3.0"),

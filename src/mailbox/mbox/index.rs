@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use crate::mailbox::MailboxError;
 use crate::mailbox::flags::{Flags, KeywordSet};
-use crate::mailbox::lock::fcntl_lock;
 
 use super::meta::{
     Meta, assign_uids, fit_header, imapbase_line, keyword_list, now_validity, parse_header,
 };
 use super::rewrite::{Plan, REWRITE_BUFFER, rewrite_in_place};
 use super::scan::{FromLine, Raw, Scan, scan_file, visible};
-use super::{MboxOptions, check_file, open_file, open_locked, touch_if_same};
+use super::{
+    MboxOptions, check_file, lock_for_reading, open_file, open_locked, read_needs_write,
+    touch_if_same,
+};
 
 /// Where one message is in the file (offsets), and its `From ` line.
 #[derive(Debug, Clone)]
@@ -129,14 +131,15 @@ impl MboxBox {
         // First under the read lock alone (Dovecot's `mbox_read_locks`), so sessions
         // opening the same mbox do not wait for each other; the write locks only when
         // messages need UIDs written.
-        let reading = open_file(&path, false, false, &self.opts)?;
+        let reading = open_file(&path, read_needs_write(&self.opts), false, &self.opts)?;
         check_file(&reading, &path, &self.opts)?;
-        fcntl_lock(&reading, &path, false, self.opts.lock_timeout)?;
+        let read_dot = lock_for_reading(&reading, &path, &self.opts, self.opts.lock_timeout)?;
         let mut stamp = crate::mailbox::FileStamp::of_file(&reading);
         let mut found = scan_file(&reading).map_err(io)?;
         let (mut validity, mut last, mut uids, dirty) =
             assign_uids(&found.raws, self.validity_hint);
         drop(reading);
+        drop(read_dot);
         if dirty {
             let l = open_locked(&path, &self.opts, false)?;
             let before = l.file.metadata().map_err(io)?;
@@ -229,10 +232,11 @@ impl MboxBox {
     pub fn resync(&mut self) -> Result<(), MailboxError> {
         let file = OpenOptions::new()
             .read(true)
+            .write(read_needs_write(&self.opts))
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
             .map_err(|e| MailboxError::io(&self.path, e))?;
-        fcntl_lock(&file, &self.path, false, self.opts.lock_timeout)?;
+        let _dot = lock_for_reading(&file, &self.path, &self.opts, self.opts.lock_timeout)?;
         let found = scan_file(&file).map_err(|e| MailboxError::io(&self.path, e))?;
         if found.raws.first().and_then(|r| r.imapbase).map(|b| b.0) != Some(self.uid_validity) {
             return Ok(());
@@ -264,7 +268,7 @@ impl MboxBox {
         Some(MboxMessage {
             path: self.path.clone(),
             spot: self.messages.get(index)?.spot.clone(),
-            lock_timeout: self.opts.lock_timeout,
+            opts: self.opts.clone(),
         })
     }
 
@@ -462,17 +466,18 @@ impl MboxBox {
 pub struct MboxMessage {
     pub(super) path: PathBuf,
     pub(super) spot: Spot,
-    pub(super) lock_timeout: Duration,
+    /// The box's options: its read locks and how long to wait for them.
+    pub(super) opts: MboxOptions,
 }
 
 impl MboxMessage {
     /// Open the message: its header with Dovecot's hidden fields removed, then the body
-    /// read from the file as the reader is read. The file is held under an `fcntl` read
-    /// lock (Dovecot's `mbox_read_locks`) while the reader lives; if it was rewritten by
-    /// someone else since the mailbox was opened, this fails rather than return another
-    /// message.
+    /// read from the file as the reader is read. The file is held under the session's
+    /// read locks (Dovecot's `mbox_read_locks`, by default an `fcntl` read lock) while the
+    /// reader lives; if it was rewritten by someone else since the mailbox was opened,
+    /// this fails rather than return another message.
     pub fn open(&self) -> Result<crate::mailbox::MessageReader, MailboxError> {
-        self.open_waiting(self.lock_timeout)
+        self.open_waiting(self.opts.lock_timeout)
     }
 
     /// [`open`](Self::open), waiting at most `timeout` for the read lock.
@@ -482,6 +487,7 @@ impl MboxMessage {
     ) -> Result<crate::mailbox::MessageReader, MailboxError> {
         let file = OpenOptions::new()
             .read(true)
+            .write(read_needs_write(&self.opts))
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&self.path)
             .map_err(|e| MailboxError::io(&self.path, e))?;
@@ -497,6 +503,7 @@ impl MboxMessage {
     ) -> Option<Result<crate::mailbox::MessageReader, MailboxError>> {
         let file = OpenOptions::new()
             .read(true)
+            .write(read_needs_write(&self.opts))
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&self.path)
             .ok()?;
@@ -514,7 +521,7 @@ impl MboxMessage {
         timeout: Duration,
     ) -> Result<crate::mailbox::MessageReader, MailboxError> {
         let sp = &self.spot;
-        fcntl_lock(&file, &self.path, false, timeout)?;
+        let dot = lock_for_reading(&file, &self.path, &self.opts, timeout)?;
         let changed = || {
             MailboxError::Format(format!(
                 "{}: mailbox changed under the session",
@@ -540,7 +547,8 @@ impl MboxMessage {
             sp.hdr_end as u64,
             sp.end as u64,
             self.path.clone(),
-        ))
+        )
+        .holding(dot))
     }
 }
 

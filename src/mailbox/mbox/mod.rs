@@ -80,6 +80,16 @@ pub struct MboxOptions {
     /// Take the whole-file `fcntl` write lock (by default; a delivery whose lock
     /// parameter does not name `fcntl` does not).
     pub fcntl: bool,
+    /// Take an exclusive `lockf(3)` lock (a POSIX write lock on the whole file) after
+    /// the others: a session whose `mbox_write_locks` names `lockf`; not by default.
+    pub lockf: bool,
+    /// The locks a session reads under (Dovecot's `mbox_read_locks`, default `fcntl`):
+    /// when it indexes the box and while a message is being read. Deliveries do not read.
+    pub read_locks: super::lock::SessionLocks,
+    /// Dovecot's `Fatal:` text for `mbox_read_locks`/`mbox_write_locks` it refuses: a
+    /// session's every mbox lock then fails with [`MailboxError::LockSettings`] (the
+    /// session ends as Dovecot's mail process does, at its first mbox lock).
+    pub lock_settings_error: Option<String>,
     /// Dovecot's `mail_privileged_group`, resolved: the group a dotlock the user may not
     /// create in the INBOX's directory is created with (`/var/mail` root:mail 0775).
     pub privileged_gid: Option<u32>,
@@ -111,6 +121,12 @@ impl Default for MboxOptions {
             dotlock: true,
             flock: false,
             fcntl: true,
+            lockf: false,
+            read_locks: super::lock::SessionLocks {
+                fcntl: true,
+                ..Default::default()
+            },
+            lock_settings_error: None,
             privileged_gid: None,
             mail_root: None,
             lock_errors: None,
@@ -135,6 +151,21 @@ pub(super) fn open_locked(
     opts: &MboxOptions,
     create: bool,
 ) -> Result<Locked, MailboxError> {
+    if opts.delivery_lock.is_none() {
+        // A session: Dovecot's checks of its lock lists come first.
+        if let Some(t) = &opts.lock_settings_error {
+            return Err(MailboxError::LockSettings(t.clone()));
+        }
+        let write = super::lock::SessionLocks {
+            dotlock: opts.dotlock,
+            flock: opts.flock,
+            fcntl: opts.fcntl,
+            lockf: opts.lockf,
+        };
+        if write.is_empty() {
+            return Err(MailboxError::Locked(path.to_path_buf()));
+        }
+    }
     let dot = if opts.dotlock {
         Some(dotlock(path, opts)?)
     } else {
@@ -155,7 +186,58 @@ pub(super) fn open_locked(
             None => fcntl_lock(&file, path, true, opts.lock_timeout)?,
         }
     }
+    if opts.lockf {
+        fcntl_lock(&file, path, true, opts.lock_timeout)?;
+    }
     Ok(Locked { file, _dot: dot })
+}
+
+/// Whether a session's reader must open the mbox for writing: `lockf` in
+/// `mbox_read_locks` is a write lock, which the kernel grants only on a descriptor open
+/// for writing (Dovecot opens its mboxes read-write).
+pub(super) fn read_needs_write(opts: &MboxOptions) -> bool {
+    opts.read_locks.lockf
+}
+
+/// Take a session's read locks (Dovecot's `mbox_read_locks`) on `file`, the open mbox at
+/// `path`, waiting up to `timeout` for each: the dotlock (returned: removed when dropped),
+/// then a shared `flock`, an `fcntl` read lock and an exclusive `lockf` lock, each when
+/// named; those go with the file. A lock not named is not taken: with `mbox_read_locks =
+/// dotlock` no kernel lock at all. Refused lock lists fail with
+/// [`MailboxError::LockSettings`], an empty list with [`MailboxError::Locked`] at once, as
+/// in Dovecot.
+pub(super) fn lock_for_reading(
+    file: &File,
+    path: &Path,
+    opts: &MboxOptions,
+    timeout: Duration,
+) -> Result<Option<DotLock>, MailboxError> {
+    if let Some(t) = &opts.lock_settings_error {
+        return Err(MailboxError::LockSettings(t.clone()));
+    }
+    let r = opts.read_locks;
+    if r.is_empty() {
+        return Err(MailboxError::Locked(path.to_path_buf()));
+    }
+    let dot = if r.dotlock {
+        let o = MboxOptions {
+            lock_timeout: timeout,
+            ..opts.clone()
+        };
+        Some(dotlock(path, &o)?)
+    } else {
+        None
+    };
+    if r.flock {
+        super::lock::flock_lock_shared(file, path, timeout)?;
+    }
+    if r.fcntl {
+        fcntl_lock(file, path, false, timeout)?;
+    }
+    if r.lockf {
+        fcntl_lock(file, path, true, timeout)?;
+    }
+    Ok(dot)
 }
 
 /// Open the mbox without following a symlink, for reading and, with `write`, writing
