@@ -324,12 +324,7 @@ pub fn log_form(addr: &str) -> String {
     if internal.is_empty() {
         return internal;
     }
-    // queue::header's quote_822_local() leaves an empty local part alone; Postfix's
-    // is_822_dot_string() says an empty string is not a dot-string, so it is quoted.
-    match internal.rfind('@') {
-        Some(0) => format!("\"\"{internal}"),
-        _ => crate::queue::header::quote_822_local(&internal),
-    }
+    crate::queue::header::quote_822_local(&internal)
 }
 
 // trivial-rewrite's part of address handling, which smtpd's checks use.
