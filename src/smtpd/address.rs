@@ -258,10 +258,10 @@ fn extract_822(a: &str) -> Option<String> {
             .filter(|&c| c > open)
             .unwrap_or(g.len());
         g = g.drain(open + 1..close).collect();
-        if let Some(colon) = g.iter().position(|t| *t == Tok822::Op(':')) {
-            if g.iter().find(|t| **t != Tok822::Space) == Some(&Tok822::Op('@')) {
-                g.drain(..=colon);
-            }
+        if let Some(colon) = g.iter().position(|t| *t == Tok822::Op(':'))
+            && g.iter().find(|t| **t != Tok822::Space) == Some(&Tok822::Op('@'))
+        {
+            g.drain(..=colon);
         }
     }
     // Trim the white space around the address; inside it, white space is kept only
