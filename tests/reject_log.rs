@@ -1,7 +1,8 @@
 //! smtpd's reject lines for envelope addresses in unusual forms (issue 17): quoted local
 //! parts (with spaces, escaped quotes, an `@`, quotes that need not be there, dots that
 //! need them), mixed case, source routes, a trailing dot, `<>`, no angle brackets, a
-//! space after the colon, ESMTP parameters. scripts/reject-log-matrix runs each as one
+//! space after the colon, ESMTP parameters, RFC 822 comments and backslash escapes (with
+//! a foreign and a local domain), `<Name <u@d>>`, two addresses. scripts/reject-log-matrix runs each as one
 //! session against a Postern started with compat-fixtures/reject-log/main.cf and prints
 //! the replies and what smtpd logged; the output must be what the real Postfix 3.7.11
 //! printed for the same sessions (compat-fixtures/reject-log/postfix-3.7.txt,

@@ -1,7 +1,8 @@
 //! The relay-trick matrix (issue 17, item 5): from a client outside `mynetworks`
 //! (127.0.0.2), every address trick (`user%other@host`, bang paths, `@route:` source
 //! routes, quoted local parts holding `@` or `%`, address literals, trailing dots, case,
-//! `<>`, IDN) sent as RCPT TO to a Postern started with `postfix start` and
+//! `<>`, IDN, RFC 822 comments hiding a foreign address, backslash-escaped `@` and `%`,
+//! `Name <addr>`, two addresses) sent as RCPT TO to a Postern started with `postfix start` and
 //! compat-fixtures/relay/main.cf, answered as the real Postfix 3.7.11 answered the same
 //! client with the same main.cf (compat-fixtures/relay/postfix-3.7.txt,
 //! scripts/regen-relay-fixtures; both sides run scripts/relay-matrix).

@@ -78,67 +78,76 @@ pub fn message_id_stamp(t: SystemTime) -> String {
     )
 }
 
-/// RFC 5322 `atext` characters (a local part made of these and single dots needs no quotes).
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            '!' | '#'
-                | '$'
-                | '%'
-                | '&'
-                | '\''
-                | '*'
-                | '+'
-                | '-'
-                | '/'
-                | '='
-                | '?'
-                | '^'
-                | '_'
-                | '`'
-                | '{'
-                | '|'
-                | '}'
-                | '~'
-        )
-        || !c.is_ascii()
+/// `quote_822_local_flags()` flag: 8-bit characters are ordinary text, neither a reason
+/// to quote nor backslash-escaped (Postfix `QUOTE_FLAG_8BITCLEAN`, part of
+/// `QUOTE_FLAG_DEFAULT` and so of every `quote_822_local()` call).
+pub const QUOTE_FLAG_8BITCLEAN: u32 = 1;
+
+/// Postfix `is_822_dot_string()`: atoms separated by single dots; an empty local part is
+/// not one.
+fn is_822_dot_string(local: &str, flags: u32) -> bool {
+    !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| {
+            if c.is_ascii() {
+                c != ' ' && !c.is_ascii_control() && !"()<>@,;:\\\"[]".contains(c)
+            } else {
+                flags & QUOTE_FLAG_8BITCLEAN != 0
+            }
+        })
 }
 
-/// Quote the local part of an address when RFC 5322 requires it, as Postfix's
-/// `quote_822_local()` does: `odd user@example.org` becomes `"odd user"@example.org`.
-pub fn quote_822_local(addr: &str) -> String {
-    quote_822_local_cow(addr).into_owned()
-}
-
-/// [`quote_822_local`], borrowing `addr` when it needs no quotes (nearly always: `mailq`
-/// on a large queue copies no address).
-pub fn quote_822_local_cow(addr: &str) -> std::borrow::Cow<'_, str> {
-    let (local, domain) = match addr.rfind('@') {
-        Some(at) => (&addr[..at], Some(&addr[at..])),
-        None => (addr, None),
+/// Postfix `quote_822_local_flags()` (`quote_822_local.c`): the local part of an
+/// internal-form address (after any `@route:`, up to the last `@`) made a quoted string
+/// when it is not a dot-string: `odd user@example.org` is `"odd user"@example.org`,
+/// `@d` is `""@d`, `"` `\` and CR escaped inside; without [`QUOTE_FLAG_8BITCLEAN`]
+/// 8-bit characters are quoted and escaped too. Borrows `addr` when it needs no quotes
+/// (nearly always: `mailq` on a large queue copies no address). The empty address is
+/// quoted (`""`), as trivial-rewrite's resolve needs it; [`quote_822_local`] is for
+/// envelope addresses, where it is the null sender.
+pub fn quote_822_local_flags(addr: &str, flags: u32) -> std::borrow::Cow<'_, str> {
+    let start = match addr.find(':') {
+        Some(i) if addr.starts_with('@') => i + 1,
+        _ => 0,
     };
-    let needs_quote = !local.is_empty()
-        && (local.starts_with('.')
-            || local.ends_with('.')
-            || local.contains("..")
-            || local.chars().any(|c| c != '.' && !is_atext(c)));
-    if !needs_quote {
+    let end = addr[start..].rfind('@').map_or(addr.len(), |i| start + i);
+    let local = &addr[start..end];
+    if is_822_dot_string(local, flags) {
         return std::borrow::Cow::Borrowed(addr);
     }
     let mut out = String::with_capacity(addr.len() + 2);
+    out.push_str(&addr[..start]);
     out.push('"');
     for c in local.chars() {
-        if c == '"' || c == '\\' {
+        if c == '"'
+            || c == '\\'
+            || c == '\r'
+            || (!c.is_ascii() && flags & QUOTE_FLAG_8BITCLEAN == 0)
+        {
             out.push('\\');
         }
         out.push(c);
     }
     out.push('"');
-    if let Some(d) = domain {
-        out.push_str(d);
-    }
+    out.push_str(&addr[end..]);
     std::borrow::Cow::Owned(out)
+}
+
+/// Postfix `quote_822_local()` (8-bit clean) for an envelope address: `odd
+/// user@example.org` becomes `"odd user"@example.org`. The null address stays empty:
+/// Postfix's callers test for `<>` first (`MAILER-DAEMON`, `from=<>`).
+pub fn quote_822_local(addr: &str) -> String {
+    quote_822_local_cow(addr).into_owned()
+}
+
+/// [`quote_822_local`], borrowing `addr` when it needs no quotes.
+pub fn quote_822_local_cow(addr: &str) -> std::borrow::Cow<'_, str> {
+    if addr.is_empty() {
+        return std::borrow::Cow::Borrowed(addr);
+    }
+    quote_822_local_flags(addr, QUOTE_FLAG_8BITCLEAN)
 }
 
 /// Make untrusted text safe inside an RFC 5322 comment, after Postfix's `comment_sanitize()`:
@@ -272,6 +281,38 @@ mod tests {
         );
         assert_eq!(quote_822_local("a..b@x"), "\"a..b\"@x");
         assert_eq!(quote_822_local(""), "");
+    }
+
+    /// Where the two quote_822_local() functions (this module's and trivial-rewrite's)
+    /// differed before they became this one, each case as Postfix's
+    /// quote_822_local_flags() answers it.
+    #[test]
+    fn quoting_as_postfix_quote_822_local_flags() {
+        let clean = |a| quote_822_local_flags(a, QUOTE_FLAG_8BITCLEAN).into_owned();
+        // An empty local part is not a dot-string (this module left `@d` alone).
+        assert_eq!(clean("@d"), "\"\"@d");
+        assert_eq!(quote_822_local("@d"), "\"\"@d");
+        // The empty address: quoted for trivial-rewrite, the null sender for envelopes.
+        assert_eq!(clean(""), "\"\"");
+        assert_eq!(crate::resolve::rewrite::quote_822_local(""), "\"\"");
+        // 8-bit clean: UTF-8 is ordinary text (trivial-rewrite's quoted it).
+        assert_eq!(clean("j\u{f6}rg@d"), "j\u{f6}rg@d");
+        assert_eq!(
+            crate::resolve::rewrite::quote_822_local("j\u{f6}rg@d"),
+            "j\u{f6}rg@d"
+        );
+        assert_eq!(clean("j\u{f6} rg@d"), "\"j\u{f6} rg\"@d");
+        // Without the flag, quoted and escaped (per character here, per byte in C).
+        assert_eq!(quote_822_local_flags("j\u{f6}rg@d", 0), "\"j\\\u{f6}rg\"@d");
+        // A source route is skipped (this module quoted it with the local part).
+        assert_eq!(clean("@r:a b@d"), "@r:\"a b\"@d");
+        // CR is escaped inside the quotes (this module only quoted).
+        assert_eq!(clean("a\rb@d"), "\"a\\\rb\"@d");
+        // The same otherwise: the last @ ends the local part, `"` and `\` escaped.
+        assert_eq!(clean("u@v@d"), "\"u@v\"@d");
+        assert_eq!(clean("a\"b\\c@d"), "\"a\\\"b\\\\c\"@d");
+        assert_eq!(clean("first.last@d"), "first.last@d");
+        assert_eq!(clean(".a@d"), "\".a\"@d");
     }
 
     #[test]

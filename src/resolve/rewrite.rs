@@ -117,41 +117,18 @@ fn find_op(t: &[Tok], op: char) -> Option<usize> {
     t.iter().position(|x| *x == Tok::Op(op))
 }
 
-/// Postfix `quote_822_local()`: the local part of an internal-form address (after any
-/// `@route:`) quoted when it is not a dot-string.
+/// Postfix `quote_822_local()` as trivial-rewrite calls it: 8-bit clean, and the empty
+/// address quoted (`""`), so that it scans to one empty quoted string.
 pub fn quote_822_local(addr: &str) -> String {
-    let start = match addr.find(':') {
-        Some(i) if addr.starts_with('@') => i + 1,
-        _ => 0,
-    };
-    let end = addr[start..].rfind('@').map_or(addr.len(), |i| start + i);
-    let local = &addr[start..end];
-    let dot_string = !local.is_empty()
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && local.chars().all(|c| {
-            c.is_ascii() && c != ' ' && !c.is_ascii_control() && !"()<>@,;:\\\"[]".contains(c)
-        });
-    if dot_string {
-        return addr.to_string();
-    }
-    let mut s = String::with_capacity(addr.len() + 2);
-    s.push_str(&addr[..start]);
-    s.push('"');
-    for c in local.chars() {
-        if c == '"' || c == '\\' || c == '\r' {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('"');
-    s.push_str(&addr[end..]);
-    s
+    use crate::queue::header::{QUOTE_FLAG_8BITCLEAN, quote_822_local_flags};
+    quote_822_local_flags(addr, QUOTE_FLAG_8BITCLEAN).into_owned()
 }
 
-/// An address in Postfix's internal form: quoted strings unquoted (`"a b"@c` is `a b@c`).
-/// Addresses without quotes are returned as they are.
+/// An address in Postfix's internal form (`tok822_internalize()`): every quoted string
+/// unquoted and its backslash escapes undone, wherever it stands (`"a b"@c` is `a b@c`,
+/// `x"a b"@c` is `xa b@c`); an unterminated one runs to the end (`"abc@d` is `abc@d`).
+/// Addresses without quotes are returned as they are. The one function for smtpd's
+/// replies, access keys and trivial-rewrite.
 pub fn internal_form(addr: &str) -> String {
     if !addr.contains('"') {
         return addr.to_string();
@@ -507,6 +484,20 @@ mod tests {
 
     /// compat-fixtures/rewrite/resolve.txt: every nmap form resolves to the same remote
     /// recipient, not routed.
+    /// Where smtpd's own internal_form() (gone, this is the one) and this one differed:
+    /// Postfix's tok822_internalize() unquotes every quoted string, an unterminated one
+    /// to the end.
+    #[test]
+    fn internal_forms() {
+        assert_eq!(internal_form("\"a b\"@c"), "a b@c");
+        assert_eq!(internal_form("x\"a b\"@c"), "xa b@c");
+        assert_eq!(internal_form("\"abc@d"), "abc@d");
+        assert_eq!(internal_form("\"a\\\"b\"@d"), "a\"b@d");
+        assert_eq!(internal_form("\"u@v\"@d"), "u@v@d");
+        assert_eq!(internal_form("plain@d"), "plain@d");
+        assert_eq!(internal_form(""), "");
+    }
+
     #[test]
     fn nmap_forms_resolve_as_trivial_rewrite_resolves_them() {
         let a = addrs();

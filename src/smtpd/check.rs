@@ -48,7 +48,7 @@ use crate::maps::{self, Table};
 pub use crate::resolve::LookupFailed;
 pub use crate::resolve::lists::push_notice;
 use crate::resolve::lists::{self, ListItem, expand_match_list, is_table, match_hostaddr};
-use crate::resolve::rewrite::{Resolved, valid_hostname};
+use crate::resolve::rewrite::{Resolved, internal_form, valid_hostname};
 
 mod dns;
 
@@ -1176,31 +1176,6 @@ fn fqdn_address(a: &str) -> bool {
 
 fn valid_hostname_or_literal(h: &str) -> bool {
     address::address_literal(h).is_some() || valid_hostname(h.trim_end_matches('.'), false)
-}
-
-/// An address with a quoted local part in Postfix's internal form: the quotes and
-/// backslash escapes removed (`"a b"@c` is `a b@c`), as its replies show it.
-fn internal_form(addr: &str) -> String {
-    let Some(rest) = addr.strip_prefix('"') else {
-        return addr.to_string();
-    };
-    let mut out = String::with_capacity(addr.len());
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
-            '"' => {
-                out.extend(chars);
-                return out;
-            }
-            c => out.push(c),
-        }
-    }
-    addr.to_string()
 }
 
 #[cfg(test)]

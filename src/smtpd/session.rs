@@ -840,6 +840,23 @@ impl Session {
 
     /// Log a checker's warnings; an entry that starts with `error: ` (a table that could not
     /// be opened) at error level.
+    /// Postfix `extract_addr()`'s warning for a MAIL FROM/RCPT TO argument with more than
+    /// one address, the token as the client sent it (`printable()`: control characters
+    /// as `?`).
+    fn illegal_address(&self, token: &str, command: &str) {
+        let token: String = token
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        log::warning(
+            self.ident(),
+            &format!(
+                "Illegal address syntax from {} in {command} command: {token}",
+                self.namaddr
+            ),
+        );
+    }
+
     fn log_warnings(&self, warnings: &[String]) {
         for w in warnings {
             match w.strip_prefix("error: ") {
@@ -1097,7 +1114,10 @@ impl Session {
                 self.reply("501 5.5.4 Syntax: MAIL FROM:<address>");
                 return;
             }
-            Err(PathError::BadAddress) => {
+            Err(e) => {
+                if let PathError::Illegal(token) = e {
+                    self.illegal_address(&token, "MAIL");
+                }
                 self.count("mail", false);
                 self.reply("501 5.1.7 Bad sender address syntax");
                 return;
@@ -1242,7 +1262,10 @@ impl Session {
                 self.reply("501 5.5.4 Syntax: RCPT TO:<address>");
                 return;
             }
-            Err(PathError::BadAddress) => {
+            Err(e) => {
+                if let PathError::Illegal(token) = e {
+                    self.illegal_address(&token, "RCPT");
+                }
                 self.count("rcpt", false);
                 self.reply("501 5.1.3 Bad recipient address syntax");
                 return;
