@@ -110,20 +110,6 @@ pub fn scan_dir(dir: &Path, descend: bool) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// [`scan_dir`]'s files grouped by the directory they are in, in the same order, for
-/// readers that open each directory once ([`QueueDir`]).
-pub fn group_by_dir(files: Vec<(String, PathBuf)>) -> Vec<(PathBuf, Vec<String>)> {
-    let mut out: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    for (name, path) in files {
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        match out.last_mut() {
-            Some((d, names)) if *d == dir => names.push(name),
-            _ => out.push((dir, vec![name])),
-        }
-    }
-    out
-}
-
 /// A queue directory opened once, whose files are opened relative to it (`openat`): a
 /// listing of 100,000 queue files then walks no path per file (issue 18: path lookups were
 /// the largest single cost of `mailq` on a large queue).
