@@ -357,6 +357,153 @@ fn check_mailq_fixture(name: &str) {
     assert_eq!(queue_names(&got), queue_names(&want));
 }
 
+/// The files of the queue `dir` as `scripts/regen-postsuper-moves-fixture` lists them:
+/// `MODE MTIME PATH` (MTIME `now` within 10 minutes of `now`), sorted by path.
+fn queue_tree(dir: &Path, now: u64) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dirs.push(e.path());
+                continue;
+            }
+            let t = m.mtime() as u64;
+            let t = if t.abs_diff(now) <= 600 {
+                "now".to_string()
+            } else {
+                t.to_string()
+            };
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            out.push((rel.clone(), format!("{:o} {t} {rel}", m.mode() & 0o7777)));
+        }
+    }
+    out.sort();
+    out.into_iter().map(|(_, l)| l).collect()
+}
+
+#[test]
+fn postsuper_moves_files_as_postfix_does() {
+    use std::os::unix::fs::PermissionsExt;
+    // compat-fixtures/postsuper-moves/: what the real postsuper 3.7 did to a copy of the
+    // recorded queue. -h ALL and -H ALL rename and nothing else (a retry time in the future
+    // is kept: the released message waits for it); -r ID also sets the time stamps to
+    // now; -r ALL renames only; the mode and the defer logs stay, and postqueue then lists
+    // the requeued messages from maildrop/ with their old reasons.
+    let fixture = repo_root().join("compat-fixtures/postsuper-moves");
+    let want_tree = std::fs::read_to_string(fixture.join("tree.txt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Reachable by mail_owner, as which postsuper works.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let queue = dir.path().join("queue");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(repo_root().join("compat-fixtures/mailq/queue"))
+        .arg(&queue)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    for q in [
+        "maildrop", "incoming", "active", "deferred", "hold", "defer", "bounce", "trace", "flush",
+        "corrupt", "saved",
+    ] {
+        std::fs::create_dir_all(queue.join(q)).unwrap();
+    }
+    let set = |rel: &str, mode: u32, secs: u64| {
+        let p = queue.join(rel);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    // As the script sets them.
+    set("deferred/3/3D9409A41A1", 0o700, 2_145_916_800);
+    set("deferred/4/436D99A41A9", 0o700, 1_577_836_800);
+    set("deferred/3/3E3BF9A419F", 0o700, 1_606_574_232);
+    for log in [
+        "defer/3/3D9409A41A1",
+        "defer/3/3E3BF9A419F",
+        "defer/4/436D99A41A9",
+    ] {
+        set(log, 0o600, 1_590_969_600);
+    }
+    let owner = test_mail_owner();
+    if nix::unistd::Uid::effective().is_root() {
+        // postsuper run by root works as mail_owner: the queue is the mail system's.
+        let st = std::process::Command::new("chown")
+            .args(["-R", &owner])
+            .arg(&queue)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("main.cf"),
+        format!(
+            "queue_directory = {}\nmail_owner = {owner}\n",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(conf.join("master.cf"), "").unwrap();
+    let conf = conf.display().to_string();
+    let mut got_tree = String::new();
+    for args in ["-h ALL", "-H ALL", "-r 3E3BF9A419F", "-r ALL"] {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut argv = vec!["-c", conf.as_str()];
+        argv.extend(args.split(' '));
+        let out = run_postern("postsuper", &argv, b"");
+        assert!(out.status.success(), "{args}: {out:?}");
+        got_tree.push_str(&format!("== postsuper {args}\n"));
+        // Without a syslog socket the log lines also go to stderr (`postfix/postsuper[PID]:
+        // …`); the lines compared are postsuper's own.
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            if !line.starts_with("postfix/postsuper[") {
+                got_tree.push_str(line);
+                got_tree.push('\n');
+            }
+        }
+        for line in queue_tree(&queue, now) {
+            got_tree.push_str(&line);
+            got_tree.push('\n');
+        }
+    }
+    assert_eq!(got_tree, want_tree);
+    // The listing of the requeued messages, each message byte for byte (the order inside
+    // maildrop/ is the directory's), and -j's objects.
+    let want = std::fs::read_to_string(fixture.join("postqueue-p.txt")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["postqueue", "-c", &conf, "-p"])
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let got = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(mailq_blocks(&got), mailq_blocks(&want), "{got}");
+    assert_eq!(got.len(), want.len());
+    let want = std::fs::read_to_string(fixture.join("postqueue-j.txt")).unwrap();
+    let out = run_postern("postqueue", &["-c", &conf, "-j"], b"");
+    let mut got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut want: Vec<String> = want.lines().map(String::from).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
 fn run_postern(cmd: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut c = std::process::Command::new(BIN)

@@ -28,7 +28,7 @@ use crate::config::postfix::PostfixConfig;
 use crate::qmgr::defer::{self, DeferRef};
 use crate::queue::file::{Summary, summary};
 use crate::queue::header::quote_822_local_cow;
-use crate::queue::store::{QueueDir, group_by_dir, scan_dir};
+use crate::queue::store::QueueDir;
 
 pub(super) use crate::sys::time::asctime;
 
@@ -77,11 +77,48 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The messages of one queue, in directory order; files that are not complete queue
-    /// files (not regular, without `u+x`, or not read by [`summary`]) are left out.
+    /// The messages of the queue directory `dir` (and of its subdirectories one level
+    /// down, when `descend`), in directory order as [`crate::queue::store::scan_dir`] lists
+    /// them, each read as its directory's entry comes (issue 18: no list of every file of
+    /// the queue is built first; that list was half of `mailq`'s peak memory on 100,000
+    /// messages); files that are not complete queue files (not regular, without `u+x`, or
+    /// not read by [`summary`]) are left out.
     fn each(
         &mut self,
-        files: Vec<(String, PathBuf)>,
+        dir: &Path,
+        descend: bool,
+        f: &mut dyn FnMut(Listed<'_>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        // Opened for the first queue file met, once.
+        let mut qd: Option<Option<QueueDir>> = None;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(id) = name.to_str() else {
+                continue;
+            };
+            if descend && e.file_type().is_ok_and(|t| t.is_dir()) {
+                self.each(&e.path(), false, f)?;
+                continue;
+            }
+            if crate::queue::QueueId::parse(id).is_none() {
+                continue;
+            }
+            let Some(qd) = qd.get_or_insert_with(|| QueueDir::open(dir).ok()) else {
+                return Ok(());
+            };
+            self.one(qd, id, f)?;
+        }
+        Ok(())
+    }
+
+    /// The queue file `id` of the open directory `qd`, handed to `f` when it is complete.
+    fn one(
+        &mut self,
+        qd: &QueueDir,
+        id: &str,
         f: &mut dyn FnMut(Listed<'_>) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let Reader {
@@ -90,49 +127,41 @@ impl<'a> Reader<'a> {
             buf,
             text,
         } = self;
-        for (dir, names) in group_by_dir(files) {
-            let Ok(qd) = QueueDir::open(&dir) else {
-                continue;
-            };
-            for id in &names {
-                let Ok(file) = qd.open_file(id) else {
-                    continue;
-                };
-                let Ok(meta) = file.metadata() else {
-                    continue;
-                };
-                // As `queue::file::read_open_queue_file`: a regular file, marked complete.
-                if !meta.is_file() || meta.permissions().mode() & 0o100 == 0 {
-                    continue;
-                }
-                buf.clear();
-                buf.reserve(meta.len() as usize);
-                // Up to the size just read: one read, no size probe.
-                if file.take(meta.len()).read_to_end(buf).is_err() {
-                    continue;
-                }
-                let Ok(msg) = summary(buf) else {
-                    continue;
-                };
-                let size = if msg.message_size > 0 {
-                    msg.message_size
-                } else {
-                    meta.len()
-                };
-                let deferred = if read_defer_log(queue_directory, defer_dirs, text, id) {
-                    defer::log_entries(text).collect()
-                } else {
-                    Vec::new()
-                };
-                f(Listed {
-                    id,
-                    msg,
-                    size,
-                    deferred,
-                })?;
-            }
+        let Ok(file) = qd.open_file(id) else {
+            return Ok(());
+        };
+        let Ok(meta) = file.metadata() else {
+            return Ok(());
+        };
+        // As `queue::file::read_open_queue_file`: a regular file, marked complete.
+        if !meta.is_file() || meta.permissions().mode() & 0o100 == 0 {
+            return Ok(());
         }
-        Ok(())
+        buf.clear();
+        buf.reserve(meta.len() as usize);
+        // Up to the size just read: one read, no size probe.
+        if file.take(meta.len()).read_to_end(buf).is_err() {
+            return Ok(());
+        }
+        let Ok(msg) = summary(buf) else {
+            return Ok(());
+        };
+        let size = if msg.message_size > 0 {
+            msg.message_size
+        } else {
+            meta.len()
+        };
+        let deferred = if read_defer_log(queue_directory, defer_dirs, text, id) {
+            defer::log_entries(text).collect()
+        } else {
+            Vec::new()
+        };
+        f(Listed {
+            id,
+            msg,
+            size,
+            deferred,
+        })
     }
 }
 
@@ -259,8 +288,7 @@ pub fn write_queue(queue_directory: &Path, out: &mut dyn Write) -> std::io::Resu
     let mut reader = Reader::new(queue_directory);
     let mut line: Vec<u8> = Vec::with_capacity(1024);
     for (queue, hashed, status) in LISTED {
-        let files = scan_dir(&queue_directory.join(queue), hashed);
-        reader.each(files, &mut |m| {
+        reader.each(&queue_directory.join(queue), hashed, &mut |m| {
             line.clear();
             if count == 0 {
                 left(&mut line, "-Queue ID-", 11);
@@ -355,8 +383,7 @@ pub fn write_queue_json(queue_directory: &Path, out: &mut dyn Write) -> std::io:
         // Postfix 3.7 (seen here) lists hold/H/ID, for -p and -j alike, only when `hold`
         // is in hash_queue_names (showq opens each file by its hashed path).
         let hashed = hashed && queue != "hold";
-        let files = scan_dir(&queue_directory.join(queue), hashed);
-        reader.each(files, &mut |m| {
+        reader.each(&queue_directory.join(queue), hashed, &mut |m| {
             let arrival = m
                 .msg
                 .arrival

@@ -5,13 +5,15 @@
 //!
 //! `postsuper -h ID|ALL` puts messages on hold (`hold/`, not delivered, `!` in `mailq`,
 //! logged `ID: placed on hold`), `-H` releases them to `deferred/` (`ID: released from
-//! hold`), due at the queue manager's next deferred scan.
+//! hold`) with their modification time kept, as Postfix's: due at the queue manager's
+//! next deferred scan once that time has passed.
 //!
 //! `postsuper -d ID` / `-d ALL` [`queue`] deletes queue files (and their defer logs),
 //! logging `ID: removed` and `Deleted: N messages` under `postfix/postsuper` (echoed to a
 //! terminal as `postsuper: Deleted: N messages`), as Postfix does.
 //!
-//! `postsuper -r ID|ALL` requeues (to `maildrop/`), `postsuper -s` checks the structure.
+//! `postsuper -r ID|ALL` requeues (to `maildrop/`, mode and logs kept, as Postfix's: see
+//! [`crate::queue::store::Store::requeue`]), `postsuper -s` checks the structure.
 //! Every move goes through [`crate::queue::store::Store`] (a run over many messages through
 //! its [`crate::queue::store::Mover`], which opens each directory once).
 //!
@@ -167,7 +169,9 @@ pub fn postsuper_main(args: &[String]) -> i32 {
                         .release(&path, &id)
                         .is_ok()
                         .then_some("released from hold"),
-                    SuperOp::Requeue => mover.requeue(&path, &id).then_some("requeued"),
+                    // A message named by its ID also gets its time stamps set to now, as
+                    // Postfix's requeue_one; `-r ALL` only renames.
+                    SuperOp::Requeue => mover.requeue(&path, &id, !all).then_some("requeued"),
                 };
                 if let Some(what) = done {
                     // Postfix names each message only when it was named on the command

@@ -388,7 +388,9 @@ pub fn list_queue(dir: &Path, hashed: bool) -> Vec<(String, PathBuf)> {
 }
 
 /// pickup(8): a complete file in `maildrop/` belongs to the user who submitted it (mode
-/// 0744, readable by the mail system); copy it into a queue file of the mail system's own
+/// 0744, readable by the mail system), or is one of the mail system's own that `postsuper
+/// -r` requeued (its defer, bounce and trace logs are removed first, see
+/// [`crate::queue::store::Store::requeue`]); copy it into a queue file of the mail system's own
 /// in `incoming/` under the same queue ID (written under a temporary name, `u+x`, fsynced,
 /// renamed without replacing, directory fsynced), then remove it, as Postfix's pickup
 /// hands the file to cleanup and removes it after cleanup has queued it. A crash between
@@ -412,9 +414,10 @@ pub(super) fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
             return;
         }
     };
+    let own = meta.uid() == nix::unistd::geteuid().as_raw();
     let (from, message_id, data) = match crate::queue::file::parse(&data, id) {
         Ok(m) => {
-            let data = if meta.uid() == nix::unistd::geteuid().as_raw() {
+            let data = if own {
                 data
             } else {
                 // Someone else's: rebuilt from what a user may say.
@@ -432,6 +435,13 @@ pub(super) fn pickup(s: &QmgrSettings, path: &Path, qdir: &Path, id: &str) {
             return;
         }
     };
+    // The mail system's own file: a message requeued by `postsuper -r`, which leaves its
+    // logs where they were. Postfix's cleanup would give it a new queue ID and remove any
+    // log of that ID; Postern keeps the ID, so the old logs go now, before the message is
+    // in incoming/ (a crash in between leaves the file here, to be picked up again).
+    if own {
+        Store::new(qdir).remove_logs(id);
+    }
     let incoming = qdir.join("incoming");
     let dest = incoming.join(id);
     let copy = || -> std::io::Result<()> {
@@ -554,6 +564,67 @@ mod tests {
             out.push_str(&format!("{} {data}\n", r.kind as char));
         }
         out
+    }
+
+    /// A file `postsuper -r` requeued (the mail system's own, in `maildrop/`, its defer,
+    /// bounce and trace logs left where they were, as Postfix's postsuper leaves them) is
+    /// taken into `incoming/` under its ID without them: Postfix's cleanup gives the
+    /// message a new ID with no log; here the ID stays, so its old logs go.
+    #[test]
+    fn a_requeued_file_is_picked_up_without_its_old_logs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let q = d.path();
+        let id = "4ABCDEF123";
+        for dir in ["maildrop", "incoming", "defer/4", "bounce/4", "trace/4"] {
+            std::fs::create_dir_all(q.join(dir)).expect("mkdir");
+        }
+        let main = maincf::parse(
+            &format!(
+                "myhostname = mail.example.test\nqueue_directory = {}\n",
+                q.display()
+            ),
+            std::path::Path::new("/nonexistent/main.cf"),
+        )
+        .expect("main.cf");
+        let cfg = PostfixConfig::from_main(main, MasterCf::default());
+        let built = QueueSettings::from_config(&cfg)
+            .expect("settings")
+            .build_file(
+                id,
+                &Envelope {
+                    sender: "s@example.org".into(),
+                    recipients: vec![Recipient {
+                        address: "r@example.com".into(),
+                        ..Recipient::default()
+                    }],
+                    ..Envelope::default()
+                },
+                Origin::Notice,
+                b"Subject: x\n\nbody\n",
+                std::time::SystemTime::now(),
+            )
+            .expect("built");
+        let file = q.join("maildrop").join(id);
+        crate::queue::store::write_durable(
+            &q.join("maildrop"),
+            id,
+            &built.data,
+            crate::queue::store::OWN,
+            None,
+        )
+        .expect("requeued file");
+        for log in ["defer", "bounce", "trace"] {
+            std::fs::write(q.join(log).join("4").join(id), "old\n").expect("log");
+        }
+        super::pickup(&super::QmgrSettings::from_config(&cfg), &file, q, id);
+        assert!(!file.exists());
+        assert_eq!(
+            std::fs::read(q.join("incoming").join(id)).expect("picked up"),
+            built.data
+        );
+        for log in ["defer", "bounce", "trace"] {
+            assert!(!q.join(log).join("4").join(id).exists(), "{log} log left");
+        }
     }
 
     /// A user's maildrop file as `sendmail` builds it (cleanup's `Origin::Local`, at a fixed

@@ -110,20 +110,6 @@ pub fn scan_dir(dir: &Path, descend: bool) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// [`scan_dir`]'s files grouped by the directory they are in, in the same order, for
-/// readers that open each directory once ([`QueueDir`]).
-pub fn group_by_dir(files: Vec<(String, PathBuf)>) -> Vec<(PathBuf, Vec<String>)> {
-    let mut out: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    for (name, path) in files {
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        match out.last_mut() {
-            Some((d, names)) if *d == dir => names.push(name),
-            _ => out.push((dir, vec![name])),
-        }
-    }
-    out
-}
-
 /// A queue directory opened once, whose files are opened relative to it (`openat`): a
 /// listing of 100,000 queue files then walks no path per file (issue 18: path lookups were
 /// the largest single cost of `mailq` on a large queue).
@@ -281,10 +267,12 @@ impl Store {
         Ok(())
     }
 
-    /// Take a message off hold (`postsuper -H`): into `deferred/`, due at once (the queue
-    /// manager's next deferred scan takes it).
+    /// Take a message off hold (`postsuper -H`): into `deferred/`, its modification time
+    /// kept, as Postfix 3.7's postsuper does (a rename and nothing else; recorded in
+    /// `compat-fixtures/postsuper-moves/`): a message held from `incoming/`, or from
+    /// `deferred/` once its retry time had passed, is due at the queue manager's next
+    /// deferred scan; one held before its retry time waits until then.
     pub fn release(&self, from: &Path, id: &str) -> io::Result<()> {
-        touch(from, SystemTime::now());
         self.move_to(from, "deferred", id, false).map(drop)
     }
 
@@ -312,25 +300,39 @@ impl Store {
         self.move_to(from, "corrupt", id, false).map(drop)
     }
 
-    /// `postsuper -r`: as Postfix, the file moves to `maildrop/` (mode 0700, owned by the
-    /// queue's owner), where it is taken up again as newly submitted mail (the queue
-    /// manager logs the `pickup` line and resolves every pending recipient afresh); its
-    /// defer, bounce and trace logs go, so old reasons are not shown again. False when a
-    /// file of that name is in `maildrop/` already or the move failed. XXX Postfix's pickup
-    /// gives it a new queue ID through cleanup (re-running header and address rewriting);
-    /// Postern keeps the ID.
-    pub fn requeue(&self, from: &Path, id: &str) -> bool {
+    /// `postsuper -r`: the file moves to `maildrop/`, where the queue manager takes it up
+    /// again as newly submitted mail (it logs the `pickup` line and resolves every pending
+    /// recipient afresh). As Postfix 3.7's postsuper (`requeue_one` and the `-r ALL` pass of
+    /// `super()` in postsuper.c; recorded in `compat-fixtures/postsuper-moves/`): a rename,
+    /// nothing else; the mode is kept and so are the defer, bounce and trace logs (Postfix's
+    /// `mailq` shows a requeued message in `maildrop/` with its old reasons until pickup
+    /// takes it). `now` (a message named by its ID, not `ALL`) also sets the access and
+    /// modification times to now, as `requeue_one` does. False when a file of that name is
+    /// in `maildrop/` already (Postfix's `rename` would replace it) or the move failed.
+    /// XXX Postfix's pickup gives it a new queue ID through cleanup (re-running header and
+    /// address rewriting), which leaves the old ID's logs behind for good; Postern keeps
+    /// the ID, and its pickup removes the logs instead ([`Store::remove_logs`]).
+    pub fn requeue(&self, from: &Path, id: &str, now: bool) -> bool {
         let dest = self.path("maildrop", id);
         // Never replacing a file of that name: refused by the rename itself, not by a look
         // before it (one system call fewer per message, and no window between the two).
         if rename_noreplace(from, &dest).is_err() {
             return false;
         }
-        let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o700));
+        if now {
+            touch_now(nix::fcntl::AT_FDCWD, &dest);
+        }
+        true
+    }
+
+    /// Remove the defer, bounce and trace logs of `id` (those there are). Pickup does this
+    /// before it takes a requeued message into `incoming/` under the same ID, as Postfix's
+    /// cleanup removes any log of the new queue ID it gives the message (`cleanup_open`:
+    /// "otherwise mailq produces nonsense").
+    pub fn remove_logs(&self, id: &str) {
         for log in ["defer", "bounce", "trace"] {
             let _ = std::fs::remove_file(self.path(log, id));
         }
-        true
     }
 
     /// `postsuper -s`: the file at `from`, named `id`, moves to where its name says it
@@ -353,14 +355,14 @@ impl Store {
 }
 
 /// [`Store`]'s moves for a run over many messages (`postsuper -h|-H|-r|-d ALL`): every
-/// directory a file leaves or enters, and the log directories, opened once, and each move
-/// made relative to them (`renameat`, `utimensat`, `fchmodat`, `unlinkat`: one
-/// single-component lookup instead of a path walk from the root per name). A missing
-/// `bounce/H/` or `trace/H/` (nearly always) means no log to remove for the rest of the
-/// run; that is all that changes: where a directory cannot be opened, or a move finds a
-/// name missing, the [`Store`] operation on paths does it, as before (issue 18: `postsuper
-/// -r ALL` on 100,000 messages made 200,000 failing path-walking `unlink`s of logs that
-/// were not there).
+/// directory a file leaves or enters, and the defer log directories, opened once, and each
+/// move made relative to them (`renameat`, `renameat2`, `unlinkat`: one single-component
+/// lookup instead of a path walk from the root per name). `-h`, `-H` and `-r ALL` are one
+/// rename per message, as Postfix's; `-d` also removes the defer log. That is all that
+/// changes: where a directory cannot be opened, or a move finds a name missing, the
+/// [`Store`] operation on paths does it, as before (issue 18: `postsuper -r ALL` on
+/// 100,000 messages made 200,000 failing path-walking `unlink`s of logs that were not
+/// there, then a `fchmodat` and an `unlinkat` per message that Postfix's does not make).
 pub struct Mover<'a> {
     store: &'a Store,
     /// Opened directories by path (`None`: could not be opened).
@@ -427,50 +429,33 @@ impl<'a> Mover<'a> {
         }
     }
 
-    /// [`Store::release`]: the time stamp set to now, then into `deferred/H/`.
+    /// [`Store::release`]: into `deferred/H/`, one rename (as [`Mover::hold`]).
     pub fn release(&mut self, from: &Path, id: &str) -> io::Result<()> {
-        let Some((src, dest)) = self.dirs_for(from, "deferred", id) else {
-            return self.store.release(from, id);
-        };
-        use nix::sys::time::TimeSpec;
-        // As `touch`: the modification time only, a failure ignored.
-        let _ = nix::sys::stat::utimensat(
-            &src.dir,
-            id,
-            &TimeSpec::UTIME_OMIT,
-            &TimeSpec::UTIME_NOW,
-            nix::sys::stat::UtimensatFlags::FollowSymlink,
-        );
-        match Self::rename(&src, &dest, id, false) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::ENOENT) => {
-                self.store.move_to(from, "deferred", id, false).map(drop)
-            }
-            Err(e) => Err(e.into()),
+        match self.dirs_for(from, "deferred", id) {
+            Some((src, dest)) => match Self::rename(&src, &dest, id, false) {
+                Ok(()) => Ok(()),
+                Err(nix::errno::Errno::ENOENT) => self.store.release(from, id),
+                Err(e) => Err(e.into()),
+            },
+            None => self.store.release(from, id),
         }
     }
 
-    /// [`Store::requeue`].
-    pub fn requeue(&mut self, from: &Path, id: &str) -> bool {
+    /// [`Store::requeue`]: one `renameat2` (and, for `now`, a `utimensat`).
+    pub fn requeue(&mut self, from: &Path, id: &str, now: bool) -> bool {
         let Some((src, dest)) = self.dirs_for(from, "maildrop", id) else {
-            return self.store.requeue(from, id);
+            return self.store.requeue(from, id, now);
         };
         match Self::rename(&src, &dest, id, true) {
             Ok(()) => {}
             // No RENAME_NOREPLACE here: the path operation links and unlinks instead.
             Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-                return self.store.requeue(from, id);
+                return self.store.requeue(from, id, now);
             }
             Err(_) => return false,
         }
-        let _ = nix::sys::stat::fchmodat(
-            &dest.dir,
-            id,
-            nix::sys::stat::Mode::from_bits_truncate(0o700),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        );
-        for log in ["defer", "bounce", "trace"] {
-            self.remove_log(log, id);
+        if now {
+            touch_now(&dest.dir, Path::new(id));
         }
         true
     }
@@ -484,6 +469,19 @@ impl<'a> Mover<'a> {
         nix::unistd::unlinkat(&dir.dir, id, nix::unistd::UnlinkatFlags::NoRemoveDir)
             .map_err(io::Error::from)
     }
+}
+
+/// Set the access and modification times of `path` (relative to `dir`) to now, as
+/// `utime(path, now)` (postsuper's `requeue_one`); a failure is ignored.
+fn touch_now<Fd: std::os::fd::AsFd>(dir: Fd, path: &Path) {
+    use nix::sys::time::TimeSpec;
+    let _ = nix::sys::stat::utimensat(
+        dir,
+        path,
+        &TimeSpec::UTIME_NOW,
+        &TimeSpec::UTIME_NOW,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    );
 }
 
 /// Set a queue file's modification time (the queue manager's "due at" for `deferred/`).
@@ -530,7 +528,7 @@ mod tests {
             s.scan("deferred", true),
             vec![(id.to_string(), s.path("deferred", id))]
         );
-        assert!(s.requeue(&s.path("deferred", id), id));
+        assert!(s.requeue(&s.path("deferred", id), id, false));
         assert!(s.path("maildrop", id).is_file());
         s.delete(&s.path("maildrop", id), id).unwrap();
         assert!(s.scan("maildrop", false).is_empty());
@@ -559,26 +557,33 @@ mod tests {
             .set_modified(old)
             .unwrap();
         m.release(&s.path("hold", id), id).unwrap();
+        // As Postfix's postsuper -H: the time stamp kept (due when it says).
         let released = std::fs::metadata(s.path("deferred", id)).unwrap();
-        assert!(released.modified().unwrap() > old, "due at once");
-        // The logs go with a requeue; the missing bounce/4/ is no error.
+        assert_eq!(released.modified().unwrap(), old);
+        // A requeue is a rename: the mode, the time stamps and the logs stay, as Postfix's
+        // postsuper -r ALL leaves them (pickup removes the logs).
         crate::queue::make_queue_dir(&d.path().join("defer/4")).unwrap();
         std::fs::write(s.path("defer", id), b"log").unwrap();
         std::fs::set_permissions(
             s.path("deferred", id),
-            std::fs::Permissions::from_mode(0o600),
+            std::fs::Permissions::from_mode(0o710),
         )
         .unwrap();
-        assert!(m.requeue(&s.path("deferred", id), id));
-        let mode = std::fs::metadata(s.path("maildrop", id))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o700);
+        assert!(m.requeue(&s.path("deferred", id), id, false));
+        let meta = std::fs::metadata(s.path("maildrop", id)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o710);
+        assert_eq!(meta.modified().unwrap(), old);
+        assert!(s.path("defer", id).exists());
+        // Named by its ID (`now`): the time stamps set to now, as Postfix's requeue_one.
+        std::fs::rename(s.path("maildrop", id), s.path("hold", id)).unwrap();
+        assert!(m.requeue(&s.path("hold", id), id, true));
+        let meta = std::fs::metadata(s.path("maildrop", id)).unwrap();
+        assert!(meta.modified().unwrap() > old && meta.accessed().unwrap() > old);
+        s.remove_logs(id);
         assert!(!s.path("defer", id).exists());
         // Never replacing a file of that name in maildrop/.
         std::fs::write(s.path("hold", id), b"y").unwrap();
-        assert!(!m.requeue(&s.path("hold", id), id));
+        assert!(!m.requeue(&s.path("hold", id), id, false));
         assert_eq!(std::fs::read(s.path("maildrop", id)).unwrap(), b"x");
         m.delete(&s.path("maildrop", id), id).unwrap();
         m.delete(&s.path("hold", id), id).unwrap();
