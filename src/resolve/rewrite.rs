@@ -120,8 +120,64 @@ fn find_op(t: &[Tok], op: char) -> Option<usize> {
 /// Postfix `quote_822_local()` as trivial-rewrite calls it: 8-bit clean, and the empty
 /// address quoted (`""`), so that it scans to one empty quoted string.
 pub fn quote_822_local(addr: &str) -> String {
-    use crate::queue::header::{QUOTE_FLAG_8BITCLEAN, quote_822_local_flags};
     quote_822_local_flags(addr, QUOTE_FLAG_8BITCLEAN).into_owned()
+}
+
+/// `quote_822_local_flags()` flag: 8-bit characters are ordinary text, neither a reason
+/// to quote nor backslash-escaped (Postfix `QUOTE_FLAG_8BITCLEAN`, part of
+/// `QUOTE_FLAG_DEFAULT` and so of every `quote_822_local()` call).
+pub const QUOTE_FLAG_8BITCLEAN: u32 = 1;
+
+/// Postfix `is_822_dot_string()`: atoms separated by single dots; an empty local part is
+/// not one.
+fn is_822_dot_string(local: &str, flags: u32) -> bool {
+    !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| {
+            if c.is_ascii() {
+                c != ' ' && !c.is_ascii_control() && !"()<>@,;:\\\"[]".contains(c)
+            } else {
+                flags & QUOTE_FLAG_8BITCLEAN != 0
+            }
+        })
+}
+
+/// Postfix `quote_822_local_flags()` (`quote_822_local.c`): the local part of an
+/// internal-form address (after any `@route:`, up to the last `@`) made a quoted string
+/// when it is not a dot-string: `odd user@example.org` is `"odd user"@example.org`,
+/// `@d` is `""@d`, `"` `\` and CR escaped inside; without [`QUOTE_FLAG_8BITCLEAN`]
+/// 8-bit characters are quoted and escaped too. Borrows `addr` when it needs no quotes
+/// (nearly always: `mailq` on a large queue copies no address). The empty address is
+/// quoted (`""`), as trivial-rewrite's resolve needs it; the queue's header code has
+/// the envelope version, where it is the null sender.
+pub fn quote_822_local_flags(addr: &str, flags: u32) -> std::borrow::Cow<'_, str> {
+    let start = match addr.find(':') {
+        Some(i) if addr.starts_with('@') => i + 1,
+        _ => 0,
+    };
+    let end = addr[start..].rfind('@').map_or(addr.len(), |i| start + i);
+    let local = &addr[start..end];
+    if is_822_dot_string(local, flags) {
+        return std::borrow::Cow::Borrowed(addr);
+    }
+    let mut out = String::with_capacity(addr.len() + 2);
+    out.push_str(&addr[..start]);
+    out.push('"');
+    for c in local.chars() {
+        if c == '"'
+            || c == '\\'
+            || c == '\r'
+            || (!c.is_ascii() && flags & QUOTE_FLAG_8BITCLEAN == 0)
+        {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out.push_str(&addr[end..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// An address in Postfix's internal form (`tok822_internalize()`): every quoted string
